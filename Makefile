@@ -1,0 +1,34 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both set themselves up.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint bench soak sysdeps clean
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	# the checkout itself on the venv's path (no build step: firmware/, hal/ and sim/ run from source)
+	$(BIN)/python -c 'import sysconfig,pathlib; pathlib.Path(sysconfig.get_paths()["purelib"], "evse-agent.pth").write_text("$(CURDIR)\n")'
+	touch $(STAMP)
+
+# System packages the tests need (installed when missing and running as root; named otherwise).
+sysdeps:
+	@sh scripts/ensure-system-packages.sh
+
+run: $(STAMP)
+	$(BIN)/python -m sim up $(ARGS)
+
+test: $(STAMP) sysdeps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,19 @@
+#!/bin/sh
+# Debian packages the test suite needs. Installed when missing and we are root; otherwise
+# the exact install command is printed and we fail, so nobody wonders why a test cannot start.
+set -eu
+PACKAGES=""   # e.g. "mosquitto openssh-server" once the tests need them
+missing=""
+for p in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" = 0 ]; then
+    echo "installing system packages:$missing"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
+else
+    echo "missing system packages:$missing" >&2
+    echo "install them with: sudo apt-get install -y$missing" >&2
+    exit 1
+fi
