@@ -15,13 +15,16 @@ def current_to_duty(amps: float) -> float | None:
 
     6-51 A: duty = A / 0.6; 51-80 A: duty = A / 2.5 + 64. Below 6 A no current can be offered
     (the caller keeps the pilot at a steady +12 V, state X1); above 80 A is clamped to 80 A.
+    The EV never reads more than ``amps`` back from the returned duty.
     """
     if amps < MIN_CURRENT_A:
         return None
     amps = min(amps, MAX_CURRENT_A)
     if amps <= 51.0:
         return round(amps / 0.6, 2)
-    return round(amps / 2.5 + 64.0, 2)
+    # The two ranges do not meet: 85 % reads as 51 A, and (d - 64) * 2.5 only applies above 85 %,
+    # i.e. from 52.5 A. Offers in between are signalled as 85 % (51 A): never more than requested.
+    return max(85.0, round(amps / 2.5 + 64.0, 2))
 
 
 def duty_to_current(duty: float) -> float:

@@ -1,0 +1,50 @@
+"""``python -m firmware``: the agent's command line (run it, check its configuration)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from firmware.config import ConfigError, load_config
+from firmware.exitcodes import ExitCode
+from firmware.logs import setup_logging
+
+log = logging.getLogger("firmware")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m firmware", description="evse-agent: the charger's agent")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the agent")
+    run.add_argument("--config", required=True, help="path of the agent configuration (TOML)")
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("--config", required=True)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return ExitCode.OK if exc.code == 0 else ExitCode.USAGE
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG
+    if args.command == "check-config":
+        print(f"{args.config}: OK ({len(config.connectors)} connector(s), {len(config.readers)} reader(s))")
+        return ExitCode.OK
+
+    setup_logging(config.log_level)
+    from firmware.agent import Agent  # imported late: check-config must not need the drivers
+
+    try:
+        asyncio.run(Agent(config).run())
+    except Exception:
+        log.exception("agent failed")
+        return ExitCode.FAILURE
+    return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""The agent's configuration file (TOML): typed, validated, with errors a technician can act on.
+
+Every error names the file, the key (as a dotted path) and what is expected, e.g.::
+
+    /etc/evse-agent/agent.toml: connectors[0].meter.model: expected one of abb_b23, sdm120, sdm630; got 'sdm63'
+
+The file describes the charger's hardware: which serial port is which device, the RS-485 buses
+shared by Modbus devices, each connector's board, meter and ratings, and the identification readers.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+METER_MODELS = ("abb_b23", "sdm120", "sdm630")
+BOARD_DRIVERS = ("evse_din", "ioboard")
+READER_DRIVERS = ("pn532", "rdm6300")
+
+
+class ConfigError(Exception):
+    """A configuration problem: ``str()`` is the one-line message to show the technician."""
+
+    def __init__(self, file: str, key: str, expected: str, got: object = None) -> None:
+        self.file, self.key, self.expected = file, key, expected
+        suffix = "" if got is None else f"; got {got!r}"
+        where = f"{key}: " if key else ""
+        super().__init__(f"{file}: {where}expected {expected}{suffix}")
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    name: str
+    port: str
+    baudrate: int = 9600
+    parity: str = "N"
+    stopbits: int = 1
+    timeout_s: float = 0.3
+
+
+@dataclass(frozen=True)
+class BoardConfig:
+    driver: str
+    port: str | None = None  # ioboard: its own UART
+    bus: str | None = None  # evse_din: a [buses.NAME] entry
+    unit: int = 1
+    baudrate: int | None = None
+
+
+@dataclass(frozen=True)
+class MeterConfig:
+    model: str
+    bus: str
+    unit: int = 1
+    poll_interval_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class ConnectorConfig:
+    id: int
+    board: BoardConfig
+    meter: MeterConfig | None
+    max_current_a: float = 32.0
+    phases: int = 3
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    driver: str
+    port: str
+    connectors: tuple[int, ...] = ()  # empty: serves every connector
+    baudrate: int | None = None
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    path: str
+    charge_point_id: str
+    state_dir: str
+    buses: dict[str, BusConfig] = field(default_factory=dict)
+    connectors: tuple[ConnectorConfig, ...] = ()
+    readers: tuple[ReaderConfig, ...] = ()
+    log_level: str = "INFO"
+
+
+class _Reader:
+    """Typed access to one table of the parsed TOML, recording the path for error messages."""
+
+    def __init__(self, file: str, table: Mapping[str, Any], path: str) -> None:
+        self.file, self.table, self.path = file, table, path
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def fail(self, name: str, expected: str, got: object = None) -> ConfigError:
+        return ConfigError(self.file, self.key(name), expected, got)
+
+    def _get(self, name: str, kind: type[T] | tuple[type, ...], expected: str, default: Any, required: bool) -> Any:
+        if name not in self.table:
+            if required:
+                raise self.fail(name, f"{expected} (required, missing)")
+            return default
+        value = self.table[name]
+        if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else ()):
+            raise self.fail(name, expected, value)
+        if not isinstance(value, kind):
+            raise self.fail(name, expected, value)
+        return value
+
+    def str(self, name: str, default: str | None = None, *, required: bool = False,
+            choices: tuple[str, ...] | None = None) -> Any:
+        value = self._get(name, str, "a string", default, required)
+        if value is not None and choices is not None and value not in choices:
+            raise self.fail(name, f"one of {', '.join(choices)}", value)
+        if value is not None and required and not value.strip():
+            raise self.fail(name, "a non-empty string", value)
+        return value
+
+    def int(self, name: str, default: int | None = None, *, required: bool = False,
+            lo: int | None = None, hi: int | None = None) -> Any:
+        value = self._get(name, int, "an integer", default, required)
+        if value is not None and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+            raise self.fail(name, f"an integer from {lo} to {hi}", value)
+        return value
+
+    def float(self, name: str, default: float | None = None, *, required: bool = False,
+              lo: float | None = None, hi: float | None = None) -> Any:
+        value = self._get(name, (int, float), "a number", default, required)
+        if value is not None and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+            raise self.fail(name, f"a number from {lo} to {hi}", value)
+        return None if value is None else float(value)
+
+    def table_(self, name: str, *, required: bool = False) -> _Reader | None:
+        value = self._get(name, dict, "a table", None, required)
+        return None if value is None else _Reader(self.file, value, self.key(name))
+
+    def tables(self, name: str) -> list[_Reader]:
+        value = self._get(name, list, "an array of tables", [], False)
+        out = []
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise ConfigError(self.file, f"{self.key(name)}[{i}]", "a table", item)
+            out.append(_Reader(self.file, item, f"{self.key(name)}[{i}]"))
+        return out
+
+    def reject_unknown(self, allowed: set[str]) -> None:
+        for name in self.table:
+            if name not in allowed:
+                raise self.fail(name, f"no such key here (known: {', '.join(sorted(allowed))})")
+
+
+def parse_config(text: str, path: str = "<config>") -> AgentConfig:
+    """Parse and validate configuration text; raises :class:`ConfigError`."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", "valid TOML", str(exc)) from None
+    root = _Reader(path, data, "")
+    root.reject_unknown({"charge_point", "storage", "logging", "buses", "connectors", "readers"})
+
+    cp = root.table_("charge_point", required=True)
+    assert cp is not None
+    cp.reject_unknown({"id"})
+    cp_id = cp.str("id", required=True)
+    if len(cp_id) > 48 or any(c in cp_id for c in "/ ?#"):
+        raise cp.fail("id", "at most 48 characters without '/', ' ', '?', '#'", cp_id)
+
+    storage = root.table_("storage")
+    state_dir = "/var/lib/evse-agent"
+    if storage is not None:
+        storage.reject_unknown({"dir"})
+        state_dir = storage.str("dir", state_dir)
+
+    log_level = "INFO"
+    logging_t = root.table_("logging")
+    if logging_t is not None:
+        logging_t.reject_unknown({"level"})
+        log_level = logging_t.str("level", "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+    buses: dict[str, BusConfig] = {}
+    buses_t = root.table_("buses")
+    if buses_t is not None:
+        for name in buses_t.table:
+            b = buses_t.table_(name, required=True)
+            assert b is not None
+            b.reject_unknown({"port", "baudrate", "parity", "stopbits", "timeout_s"})
+            buses[name] = BusConfig(
+                name=name,
+                port=b.str("port", required=True),
+                baudrate=b.int("baudrate", 9600, lo=1200, hi=921600),
+                parity=b.str("parity", "N", choices=("N", "E", "O")),
+                stopbits=b.int("stopbits", 1, lo=1, hi=2),
+                timeout_s=b.float("timeout_s", 0.3, lo=0.01, hi=10.0),
+            )
+
+    connectors: list[ConnectorConfig] = []
+    for c in root.tables("connectors"):
+        c.reject_unknown({"id", "board", "meter", "max_current_a", "phases"})
+        cid = c.int("id", required=True, lo=1, hi=99)
+        if any(x.id == cid for x in connectors):
+            raise c.fail("id", "a connector id used only once", cid)
+        bt = c.table_("board", required=True)
+        assert bt is not None
+        bt.reject_unknown({"driver", "port", "bus", "unit", "baudrate"})
+        driver = bt.str("driver", required=True, choices=BOARD_DRIVERS)
+        board = BoardConfig(
+            driver=driver,
+            port=bt.str("port", required=driver == "ioboard"),
+            bus=bt.str("bus", required=driver == "evse_din"),
+            unit=bt.int("unit", 1, lo=1, hi=247),
+            baudrate=bt.int("baudrate", None, lo=1200, hi=921600),
+        )
+        if board.bus is not None and board.bus not in buses:
+            raise bt.fail("bus", f"the name of a [buses.NAME] table ({', '.join(buses) or 'none defined'})",
+                          board.bus)
+        meter = None
+        mt = c.table_("meter")
+        if mt is not None:
+            mt.reject_unknown({"model", "bus", "unit", "poll_interval_s"})
+            meter = MeterConfig(
+                model=mt.str("model", required=True, choices=METER_MODELS),
+                bus=mt.str("bus", required=True),
+                unit=mt.int("unit", 1, lo=1, hi=247),
+                poll_interval_s=mt.float("poll_interval_s", 1.0, lo=0.1, hi=60.0),
+            )
+            if meter.bus not in buses:
+                raise mt.fail("bus", f"the name of a [buses.NAME] table ({', '.join(buses) or 'none defined'})",
+                              meter.bus)
+        connectors.append(ConnectorConfig(
+            id=cid, board=board, meter=meter,
+            max_current_a=c.float("max_current_a", 32.0, lo=6.0, hi=80.0),
+            phases=c.int("phases", 3, lo=1, hi=3),
+        ))
+    if not connectors:
+        raise ConfigError(path, "connectors", "at least one [[connectors]] table")
+    _check_unit_clashes(path, connectors)
+
+    readers: list[ReaderConfig] = []
+    ids = {c.id for c in connectors}
+    for r in root.tables("readers"):
+        r.reject_unknown({"driver", "port", "connectors", "baudrate"})
+        served = r._get("connectors", list, "an array of connector ids", [], False)
+        for x in served:
+            if isinstance(x, bool) or not isinstance(x, int) or x not in ids:
+                raise r.fail("connectors", f"connector ids among {sorted(ids)}", x)
+        readers.append(ReaderConfig(
+            driver=r.str("driver", required=True, choices=READER_DRIVERS),
+            port=r.str("port", required=True),
+            connectors=tuple(served),
+            baudrate=r.int("baudrate", None, lo=1200, hi=921600),
+        ))
+    return AgentConfig(path=path, charge_point_id=cp_id, state_dir=state_dir, buses=buses,
+                       connectors=tuple(connectors), readers=tuple(readers), log_level=log_level)
+
+
+def _check_unit_clashes(path: str, connectors: list[ConnectorConfig]) -> None:
+    """Two devices on one RS-485 bus with the same unit id would answer each other's requests."""
+    seen: dict[tuple[str, int], str] = {}
+    for i, c in enumerate(connectors):
+        devices: list[tuple[str, str, int]] = []
+        if c.board.bus is not None:
+            devices.append((f"connectors[{i}].board.unit", c.board.bus, c.board.unit))
+        if c.meter is not None:
+            devices.append((f"connectors[{i}].meter.unit", c.meter.bus, c.meter.unit))
+        for key, bus, unit in devices:
+            if (bus, unit) in seen:
+                raise ConfigError(path, key, f"a unit id not already used on bus '{bus}' (used by "
+                                  f"{seen[(bus, unit)]})", unit)
+            seen[(bus, unit)] = key
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(p), "", "an existing configuration file", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(p), "", "a readable UTF-8 file", str(exc)) from None
+    return parse_config(text, str(p))

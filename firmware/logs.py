@@ -1,0 +1,58 @@
+"""Structured logging: one JSON object per line, readable by a technician and by machines.
+
+Context goes in ``extra=`` (``log.info("meter fault", extra={"device": "meter1", "port": ...})``) and
+becomes fields of the line. Values of keys that look like secrets are replaced by ``"***"`` so a
+password or authorization key never reaches a log, whatever a caller passes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+SECRET_MARKERS = ("password", "passwd", "secret", "authorization", "auth_key", "authkey", "token_secret")
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+
+
+def is_secret_key(key: str) -> bool:
+    k = key.lower()
+    return any(m in k for m in SECRET_MARKERS)
+
+
+def redact(value: Any) -> Any:
+    """Copy of ``value`` with secret-looking keys masked, recursively through dicts and lists."""
+    if isinstance(value, dict):
+        return {k: ("***" if isinstance(k, str) and is_secret_key(k) else redact(v)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
+class JsonLineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                line[key] = "***" if is_secret_key(key) else redact(value)
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+def setup_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonLineFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # third-party chatter stays at WARNING unless we are debugging
+    for noisy in ("pymodbus", "websockets", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)

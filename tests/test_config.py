@@ -1,0 +1,104 @@
+"""The configuration validator: good files load, bad ones name the file, the key and the expectation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from firmware.config import ConfigError, load_config, parse_config
+from firmware.exitcodes import ExitCode
+
+GOOD = """
+[charge_point]
+id = "CP-0001"
+
+[storage]
+dir = "/var/lib/evse-agent"
+
+[buses.rs485]
+port = "/dev/ttyUSB0"
+baudrate = 19200
+
+[[connectors]]
+id = 1
+max_current_a = 16
+phases = 1
+board = { driver = "evse_din", bus = "rs485", unit = 11 }
+meter = { model = "sdm120", bus = "rs485", unit = 1 }
+
+[[connectors]]
+id = 2
+board = { driver = "ioboard", port = "/dev/ttyS1" }
+meter = { model = "abb_b23", bus = "rs485", unit = 2 }
+
+[[readers]]
+driver = "pn532"
+port = "/dev/ttyS2"
+connectors = [1, 2]
+"""
+
+
+def test_good_config_loads_typed() -> None:
+    cfg = parse_config(GOOD, "agent.toml")
+    assert cfg.charge_point_id == "CP-0001"
+    assert cfg.buses["rs485"].baudrate == 19200
+    c1, c2 = cfg.connectors
+    assert (c1.board.driver, c1.board.unit, c1.max_current_a, c1.phases) == ("evse_din", 11, 16.0, 1)
+    assert c1.meter is not None and c1.meter.model == "sdm120"
+    assert c2.board.port == "/dev/ttyS1" and c2.max_current_a == 32.0
+    assert cfg.readers[0].connectors == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "expected"),
+    [
+        ('model = "sdm120"', 'model = "sdm12"', "connectors[0].meter.model", "one of abb_b23, sdm120, sdm630"),
+        ("max_current_a = 16", "max_current_a = 100", "connectors[0].max_current_a", "a number from 6.0 to 80.0"),
+        ("max_current_a = 16", 'max_current_a = "16"', "connectors[0].max_current_a", "a number"),
+        ('id = "CP-0001"', 'id = "CP 0001"', "charge_point.id", "without"),
+        ("unit = 11", "unit = 1", "connectors[0].meter.unit", "not already used on bus 'rs485'"),
+        ("connectors = [1, 2]", "connectors = [1, 3]", "readers[0].connectors", "connector ids among [1, 2]"),
+        ('bus = "rs485", unit = 11', 'bus = "modbus", unit = 11', "connectors[0].board.bus", "[buses.NAME]"),
+        ("baudrate = 19200", "baud = 19200", "buses.rs485.baud", "no such key here"),
+        ('driver = "pn532"', 'driver = "acr122"', "readers[0].driver", "one of pn532, rdm6300"),
+    ],
+)
+def test_bad_values_name_file_key_and_expectation(old: str, new: str, key: str, expected: str) -> None:
+    assert old in GOOD
+    with pytest.raises(ConfigError) as info:
+        parse_config(GOOD.replace(old, new, 1), "/etc/evse-agent/agent.toml")
+    message = str(info.value)
+    assert message.startswith(f"/etc/evse-agent/agent.toml: {key}: expected ")
+    assert expected in message
+
+
+def test_missing_required_and_broken_toml() -> None:
+    with pytest.raises(ConfigError, match=r"x.toml: charge_point: expected a table \(required, missing\)"):
+        parse_config("[[connectors]]\nid = 1\n", "x.toml")
+    with pytest.raises(ConfigError, match="x.toml: expected valid TOML"):
+        parse_config("[charge_point\n", "x.toml")
+    with pytest.raises(ConfigError, match="expected at least one"):
+        parse_config('[charge_point]\nid = "A"\n', "x.toml")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_cli_exits_with_config_code_and_clear_message(tmp_path: Path) -> None:
+    bad = tmp_path / "agent.toml"
+    bad.write_text(GOOD.replace('model = "sdm120"', 'model = "sdm12"'))
+    proc = subprocess.run([sys.executable, "-m", "firmware", "check-config", "--config", str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == ExitCode.CONFIG
+    assert f"{bad}: connectors[0].meter.model: expected one of" in proc.stderr
+    good = tmp_path / "good.toml"
+    good.write_text(GOOD)
+    proc = subprocess.run([sys.executable, "-m", "firmware", "check-config", "--config", str(good)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 connector(s)" in proc.stdout
