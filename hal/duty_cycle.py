@@ -6,6 +6,8 @@ Pure functions: used by board drivers that generate the PWM on the host side of 
 
 from __future__ import annotations
 
+import math
+
 MIN_CURRENT_A = 6.0
 MAX_CURRENT_A = 80.0
 
@@ -21,10 +23,15 @@ def current_to_duty(amps: float) -> float | None:
         return None
     amps = min(amps, MAX_CURRENT_A)
     if amps <= 51.0:
-        return round(amps / 0.6, 2)
+        return _floor_hundredth(amps / 0.6)
     # The two ranges do not meet: 85 % reads as 51 A, and (d - 64) * 2.5 only applies above 85 %,
     # i.e. from 52.5 A. Offers in between are signalled as 85 % (51 A): never more than requested.
-    return max(85.0, round(amps / 2.5 + 64.0, 2))
+    return max(85.0, _floor_hundredth(amps / 2.5 + 64.0))
+
+
+def _floor_hundredth(duty: float) -> float:
+    """Round down to 0.01 %: rounding up could offer a hair more than asked."""
+    return math.floor(duty * 100.0 + 1e-6) / 100.0
 
 
 def duty_to_current(duty: float) -> float:

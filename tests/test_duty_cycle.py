@@ -11,7 +11,7 @@ from hal.duty_cycle import current_to_duty, duty_to_current
 from hal.interfaces import FaultCode
 
 
-@pytest.mark.parametrize(("amps", "duty"), [(6, 10.0), (10, 16.67), (16, 26.67), (32, 53.33), (51, 85.0),
+@pytest.mark.parametrize(("amps", "duty"), [(6, 10.0), (10, 16.66), (16, 26.66), (32, 53.33), (51, 85.0),
                                              (63, 89.2), (80, 96.0)])
 def test_current_to_duty_table(amps: float, duty: float) -> None:
     assert current_to_duty(amps) == duty
