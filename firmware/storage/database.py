@@ -1,0 +1,123 @@
+"""The agent's SQLite database: WAL, full fsync, versioned migrations, corruption handled loudly.
+
+Why SQLite: one file, transactional, survives ``kill -9`` at any instant when used with WAL and
+``synchronous=FULL`` (a commit that returned is on disk). Migrations only ever add: a migration that
+would drop unsent data does not belong here.
+
+A database that cannot be opened or fails its integrity check is never replaced silently by an
+empty one: it is moved aside (kept for forensics) only when the caller explicitly asks for a fresh
+start, otherwise :class:`StorageError` says what is wrong and where the file is.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
+#: Schema versions in order; index + 1 is the version number. Append, never edit or remove.
+MIGRATIONS: list[Migration] = [_v1]
+
+
+class StorageError(Exception):
+    """The database cannot be used; the message says why and where the file is."""
+
+
+class Database:
+    """A connection to the agent's database, migrated to the latest schema on open.
+
+    Thread-safe by serialization: the agent calls it from one event loop; helper threads (if any)
+    go through the same lock.
+    """
+
+    def __init__(self, path: str | Path, migrations: Sequence[Migration] = MIGRATIONS) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            result = self.conn.execute("PRAGMA quick_check").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path}: database unreadable ({exc}); the file was left in place "
+                               "for inspection — move it away to start with an empty database") from exc
+        if result is None or result[0] != "ok":
+            raise StorageError(f"{self.path}: integrity check failed ({result and result[0]}); the file was "
+                               "left in place for inspection — move it away to start with an empty database")
+        self._migrate(migrations)
+
+    @property
+    def version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self, migrations: Sequence[Migration]) -> None:
+        current = self.version
+        if current > len(migrations):
+            raise StorageError(f"{self.path}: schema version {current} is newer than this agent knows "
+                               f"({len(migrations)}); refusing to touch it (downgrade?)")
+        for number in range(current + 1, len(migrations) + 1):
+            with self.transaction() as conn:
+                migrations[number - 1](conn)
+                conn.execute(f"PRAGMA user_version = {number}")
+            log.info("database migrated", extra={"db": str(self.path), "version": number})
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT; rolled back on any exception. Durable once the block exits."""
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    # --- settings (key/value, e.g. OCPP configuration keys changed by the CSMS) ----------------
+
+    def get_setting(self, key: str) -> str | None:
+        with self._lock:
+            row = self.conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def settings(self, prefix: str = "") -> dict[str, str]:
+        with self._lock:
+            rows = self.conn.execute("SELECT key, value FROM settings WHERE key LIKE ? ESCAPE '\\'",
+                                     (prefix.replace("%", "\\%").replace("_", "\\_") + "%",)).fetchall()
+        return {str(k): str(v) for k, v in rows}
+
+    def put_setting(self, key: str, value: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO settings(key, value) VALUES(?, ?) "
+                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+
+def quarantine(path: str | Path) -> Path:
+    """Move a damaged database (and its WAL/SHM) aside, keeping it; returns the new name."""
+    src = Path(path)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    dst = src.with_name(f"{src.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        part = Path(str(src) + suffix)
+        if part.exists():
+            part.rename(Path(str(dst) + suffix))
+    return dst

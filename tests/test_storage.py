@@ -1,0 +1,55 @@
+"""The SQLite database: migrations, durability settings, loud failure on corruption."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from firmware.storage.database import MIGRATIONS, Database, StorageError, quarantine
+
+
+def test_fresh_database_is_migrated_and_uses_wal(tmp_path: Path) -> None:
+    db = Database(tmp_path / "agent.db")
+    assert db.version == len(MIGRATIONS)
+    assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    db.put_setting("a.b", "1")
+    db.put_setting("a.b", "2")
+    db.put_setting("a_c", "3")
+    db.close()
+    again = Database(tmp_path / "agent.db")
+    assert again.get_setting("a.b") == "2"
+    assert again.settings("a.") == {"a.b": "2"}  # '_' and '%' in a prefix are literal
+
+
+def test_later_migration_keeps_existing_rows(tmp_path: Path) -> None:
+    db = Database(tmp_path / "agent.db", MIGRATIONS[:1])
+    db.put_setting("k", "v")
+    db.close()
+
+    def v2(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE extra (x INTEGER)")
+
+    db = Database(tmp_path / "agent.db", [*MIGRATIONS[:1], v2])
+    assert db.version == 2 and db.get_setting("k") == "v"
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    db = Database(tmp_path / "agent.db")
+    db.conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 5}")
+    db.close()
+    with pytest.raises(StorageError, match="newer than this agent knows"):
+        Database(tmp_path / "agent.db")
+
+
+def test_corrupt_file_is_reported_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "agent.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StorageError, match=r"agent.db: database unreadable .* left in place"):
+        Database(path)
+    assert path.read_bytes().startswith(b"this is not")  # never replaced silently
+    moved = quarantine(path)
+    assert moved.exists() and not path.exists()
+    assert Database(path).version == len(MIGRATIONS)
