@@ -112,7 +112,7 @@ class _Reader:
             raise self.fail(name, expected, value)
         return value
 
-    def str(self, name: str, default: str | None = None, *, required: bool = False,
+    def text(self, name: str, default: str | None = None, *, required: bool = False,
             choices: tuple[str, ...] | None = None) -> Any:
         value = self._get(name, str, "a string", default, required)
         if value is not None and choices is not None and value not in choices:
@@ -121,14 +121,14 @@ class _Reader:
             raise self.fail(name, "a non-empty string", value)
         return value
 
-    def int(self, name: str, default: int | None = None, *, required: bool = False,
+    def integer(self, name: str, default: int | None = None, *, required: bool = False,
             lo: int | None = None, hi: int | None = None) -> Any:
         value = self._get(name, int, "an integer", default, required)
         if value is not None and ((lo is not None and value < lo) or (hi is not None and value > hi)):
             raise self.fail(name, f"an integer from {lo} to {hi}", value)
         return value
 
-    def float(self, name: str, default: float | None = None, *, required: bool = False,
+    def number(self, name: str, default: float | None = None, *, required: bool = False,
               lo: float | None = None, hi: float | None = None) -> Any:
         value = self._get(name, (int, float), "a number", default, required)
         if value is not None and ((lo is not None and value < lo) or (hi is not None and value > hi)):
@@ -166,7 +166,7 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
     cp = root.table_("charge_point", required=True)
     assert cp is not None
     cp.reject_unknown({"id"})
-    cp_id = cp.str("id", required=True)
+    cp_id = cp.text("id", required=True)
     if len(cp_id) > 48 or any(c in cp_id for c in "/ ?#"):
         raise cp.fail("id", "at most 48 characters without '/', ' ', '?', '#'", cp_id)
 
@@ -174,13 +174,13 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
     state_dir = "/var/lib/evse-agent"
     if storage is not None:
         storage.reject_unknown({"dir"})
-        state_dir = storage.str("dir", state_dir)
+        state_dir = storage.text("dir", state_dir)
 
     log_level = "INFO"
     logging_t = root.table_("logging")
     if logging_t is not None:
         logging_t.reject_unknown({"level"})
-        log_level = logging_t.str("level", "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+        log_level = logging_t.text("level", "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
     buses: dict[str, BusConfig] = {}
     buses_t = root.table_("buses")
@@ -191,29 +191,29 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
             b.reject_unknown({"port", "baudrate", "parity", "stopbits", "timeout_s"})
             buses[name] = BusConfig(
                 name=name,
-                port=b.str("port", required=True),
-                baudrate=b.int("baudrate", 9600, lo=1200, hi=921600),
-                parity=b.str("parity", "N", choices=("N", "E", "O")),
-                stopbits=b.int("stopbits", 1, lo=1, hi=2),
-                timeout_s=b.float("timeout_s", 0.3, lo=0.01, hi=10.0),
+                port=b.text("port", required=True),
+                baudrate=b.integer("baudrate", 9600, lo=1200, hi=921600),
+                parity=b.text("parity", "N", choices=("N", "E", "O")),
+                stopbits=b.integer("stopbits", 1, lo=1, hi=2),
+                timeout_s=b.number("timeout_s", 0.3, lo=0.01, hi=10.0),
             )
 
     connectors: list[ConnectorConfig] = []
     for c in root.tables("connectors"):
         c.reject_unknown({"id", "board", "meter", "max_current_a", "phases"})
-        cid = c.int("id", required=True, lo=1, hi=99)
+        cid = c.integer("id", required=True, lo=1, hi=99)
         if any(x.id == cid for x in connectors):
             raise c.fail("id", "a connector id used only once", cid)
         bt = c.table_("board", required=True)
         assert bt is not None
         bt.reject_unknown({"driver", "port", "bus", "unit", "baudrate"})
-        driver = bt.str("driver", required=True, choices=BOARD_DRIVERS)
+        driver = bt.text("driver", required=True, choices=BOARD_DRIVERS)
         board = BoardConfig(
             driver=driver,
-            port=bt.str("port", required=driver == "ioboard"),
-            bus=bt.str("bus", required=driver == "evse_din"),
-            unit=bt.int("unit", 1, lo=1, hi=247),
-            baudrate=bt.int("baudrate", None, lo=1200, hi=921600),
+            port=bt.text("port", required=driver == "ioboard"),
+            bus=bt.text("bus", required=driver == "evse_din"),
+            unit=bt.integer("unit", 1, lo=1, hi=247),
+            baudrate=bt.integer("baudrate", None, lo=1200, hi=921600),
         )
         if board.bus is not None and board.bus not in buses:
             raise bt.fail("bus", f"the name of a [buses.NAME] table ({', '.join(buses) or 'none defined'})",
@@ -223,18 +223,18 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
         if mt is not None:
             mt.reject_unknown({"model", "bus", "unit", "poll_interval_s"})
             meter = MeterConfig(
-                model=mt.str("model", required=True, choices=METER_MODELS),
-                bus=mt.str("bus", required=True),
-                unit=mt.int("unit", 1, lo=1, hi=247),
-                poll_interval_s=mt.float("poll_interval_s", 1.0, lo=0.1, hi=60.0),
+                model=mt.text("model", required=True, choices=METER_MODELS),
+                bus=mt.text("bus", required=True),
+                unit=mt.integer("unit", 1, lo=1, hi=247),
+                poll_interval_s=mt.number("poll_interval_s", 1.0, lo=0.1, hi=60.0),
             )
             if meter.bus not in buses:
                 raise mt.fail("bus", f"the name of a [buses.NAME] table ({', '.join(buses) or 'none defined'})",
                               meter.bus)
         connectors.append(ConnectorConfig(
             id=cid, board=board, meter=meter,
-            max_current_a=c.float("max_current_a", 32.0, lo=6.0, hi=80.0),
-            phases=c.int("phases", 3, lo=1, hi=3),
+            max_current_a=c.number("max_current_a", 32.0, lo=6.0, hi=80.0),
+            phases=c.integer("phases", 3, lo=1, hi=3),
         ))
     if not connectors:
         raise ConfigError(path, "connectors", "at least one [[connectors]] table")
@@ -249,10 +249,10 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
             if isinstance(x, bool) or not isinstance(x, int) or x not in ids:
                 raise r.fail("connectors", f"connector ids among {sorted(ids)}", x)
         readers.append(ReaderConfig(
-            driver=r.str("driver", required=True, choices=READER_DRIVERS),
-            port=r.str("port", required=True),
+            driver=r.text("driver", required=True, choices=READER_DRIVERS),
+            port=r.text("port", required=True),
             connectors=tuple(served),
-            baudrate=r.int("baudrate", None, lo=1200, hi=921600),
+            baudrate=r.integer("baudrate", None, lo=1200, hi=921600),
         ))
     return AgentConfig(path=path, charge_point_id=cp_id, state_dir=state_dir, buses=buses,
                        connectors=tuple(connectors), readers=tuple(readers), log_level=log_level)

@@ -22,11 +22,16 @@ from sim.supervisor import AgentSupervisor
 log = logging.getLogger("sim")
 
 
+def _prepare_state_dir(given: str | None) -> Path:
+    state_dir = Path(given or tempfile.mkdtemp(prefix="evse-sim-"))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return state_dir
+
+
 async def up(args: argparse.Namespace) -> int:
     spec = ChargerSpec(charge_point_id=args.id, connectors=args.connectors, board=args.board,
                        meter=args.meter, reader=args.reader)
-    state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="evse-sim-"))
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = _prepare_state_dir(args.state_dir)
     charger = SimulatedCharger(spec)
     await charger.start()
     config_path = state_dir / "agent.toml"

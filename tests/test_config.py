@@ -76,11 +76,11 @@ def test_bad_values_name_file_key_and_expectation(old: str, new: str, key: str, 
 
 
 def test_missing_required_and_broken_toml() -> None:
-    with pytest.raises(ConfigError, match=r"x.toml: charge_point: expected a table \(required, missing\)"):
+    with pytest.raises(ConfigError, match=r"x\.toml: charge_point: expected a table \(required, missing\)"):
         parse_config("[[connectors]]\nid = 1\n", "x.toml")
-    with pytest.raises(ConfigError, match="x.toml: expected valid TOML"):
+    with pytest.raises(ConfigError, match=r"x\.toml: expected valid TOML"):
         parse_config("[charge_point\n", "x.toml")
-    with pytest.raises(ConfigError, match="expected at least one"):
+    with pytest.raises(ConfigError, match=r"expected at least one"):
         parse_config('[charge_point]\nid = "A"\n', "x.toml")
 
 

@@ -1,0 +1,135 @@
+"""OCPP-J 1.6 RPC framing on top of the ``ocpp`` library, with the parts it leaves to us.
+
+The library validates payloads against the 1.6 schemas and maps them to dataclasses. What it does
+not do, and this module does:
+
+* It runs incoming handlers inline in the receive loop, so a slow handler (or one that awaits a CALL
+  of its own) stalls every response. Here each incoming CALL is handled in its own task; responses
+  to our CALLs keep flowing meanwhile.
+* It ignores frames it cannot parse. Here a malformed CALL whose unique id can be read gets the
+  CALLERROR OCPP-J 1.6 §4.2.3 prescribes; anything else is logged and counted, never a crash.
+* It swaps NotImplemented and NotSupported. OCPP-J 1.6 Table 7: NotImplemented = "Requested Action
+  is not known by receiver", NotSupported = "recognized but not supported". Here an action outside
+  1.6 gets NotImplemented and a 1.6 action we have no handler for gets NotSupported.
+* It reports 1.6 errors with 2.0.1 spellings (``FormatViolation``, ``OccurrenceConstraintViolation``).
+  OCPP-J 1.6 spells them ``FormationViolation`` and ``OccurenceConstraintViolation``; a strict CSMS
+  validates the error code, so they are translated on the way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from ocpp.exceptions import OCPPError
+from ocpp.messages import Call, CallError, MessageType
+from ocpp.v16 import ChargePoint as _LibChargePoint
+from ocpp.v16.enums import Action
+
+log = logging.getLogger(__name__)
+
+#: OCPP-J 1.6 §4.2.3 error codes. Anything else leaving this charge point becomes GenericError.
+ERROR_CODES_16 = frozenset({
+    "NotImplemented", "NotSupported", "InternalError", "ProtocolError", "SecurityError",
+    "FormationViolation", "PropertyConstraintViolation", "OccurenceConstraintViolation",
+    "TypeConstraintViolation", "GenericError",
+})
+_TRANSLATE_16 = {"FormatViolation": "FormationViolation",
+                 "OccurrenceConstraintViolation": "OccurenceConstraintViolation"}
+
+
+_ACTIONS_16 = frozenset(a.value for a in Action)
+
+
+def to_16_error_code(code: str) -> str:
+    code = _TRANSLATE_16.get(code, code)
+    return code if code in ERROR_CODES_16 else "GenericError"
+
+
+def classify_frame(raw: str | bytes) -> tuple[Any, CallError | None]:
+    """Parse one frame. Returns ``(decoded list, None)`` for a well-formed frame, or ``(None, error)``
+    when the frame is a CALL we can answer with a CALLERROR, or ``(None, None)`` when it cannot be
+    answered at all (no readable unique id)."""
+    try:
+        msg = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None, None
+    if not isinstance(msg, list) or len(msg) < 3 or not isinstance(msg[1], str):
+        return None, None
+    unique_id = msg[1]
+    kind = msg[0]
+    if kind == MessageType.Call:
+        if len(msg) != 4 or not isinstance(msg[2], str):
+            return None, CallError(unique_id, "ProtocolError", "CALL must be [2, id, action, payload]", {})
+        if not isinstance(msg[3], dict):
+            return None, CallError(unique_id, "FormationViolation", "payload must be a JSON object", {})
+        return msg, None
+    if kind == MessageType.CallResult and len(msg) == 3:
+        return msg, None
+    if kind == MessageType.CallError and len(msg) == 5:
+        return msg, None
+    if kind in (MessageType.Call, MessageType.CallResult, MessageType.CallError):
+        return None, None  # a malformed result/error: nobody to answer
+    return None, CallError(unique_id, "PropertyConstraintViolation", f"unknown MessageTypeId {kind!r}", {})
+
+
+class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
+    """The ``ocpp`` library's 1.6 charge point with a non-blocking, robust receive loop."""
+
+    def __init__(self, cp_id: str, connection: Any, response_timeout: float = 30) -> None:
+        super().__init__(cp_id, connection, response_timeout=response_timeout, logger=log)
+        self.malformed_frames = 0
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Receive until the connection closes. Incoming CALLs run concurrently with the loop."""
+        try:
+            while True:
+                raw = await self._connection.recv()
+                await self._dispatch(raw)
+        finally:
+            for task in list(self._handlers):
+                task.cancel()
+
+    async def _dispatch(self, raw: str | bytes) -> None:
+        decoded, error = classify_frame(raw)
+        if decoded is None:
+            self.malformed_frames += 1
+            log.warning("malformed OCPP frame", extra={"frame": str(raw)[:200], "answered": error is not None})
+            if error is not None:
+                await self._send(error.to_json())
+            return
+        if decoded[0] == MessageType.Call:
+            task = asyncio.create_task(self._handle_call_safely(Call(*decoded[1:])))
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+        else:
+            await self.route_message(raw)
+
+    async def _handle_call_safely(self, msg: Call) -> None:
+        if msg.action not in _ACTIONS_16:
+            await self._send(CallError(msg.unique_id, "NotImplemented", "Requested Action is not known by "
+                                       "receiver", {"cause": f"{msg.action} is not an OCPP 1.6 action"}).to_json())
+            return
+        if "_on_action" not in self.route_map.get(msg.action, {}):
+            await self._send(CallError(msg.unique_id, "NotSupported", "Requested Action is recognized but not "
+                                       "supported by the receiver", {"cause": f"{msg.action} not supported"}
+                                       ).to_json())
+            return
+        try:
+            await self._handle_call(msg)
+        except OCPPError as error:
+            await self._send(msg.create_call_error(error).to_json())
+        except Exception:  # a handler bug must not take the connection down
+            log.exception("handler failed", extra={"action": msg.action})
+            await self._send(CallError(msg.unique_id, "InternalError", "handler failed", {}).to_json())
+
+    async def _send(self, message: str) -> None:
+        """Every outgoing frame passes here: CALLERROR codes are put in their 1.6 spelling."""
+        if message.startswith("[4"):
+            frame = json.loads(message)
+            frame[2] = to_16_error_code(str(frame[2]))
+            message = json.dumps(frame, separators=(",", ":"))
+        await self._connection.send(message)

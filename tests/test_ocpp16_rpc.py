@@ -1,0 +1,114 @@
+"""OCPP-J RPC layer: malformed frames get the 1.6 CALLERROR, handlers never block the receive loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import websockets
+from ocpp.routing import on
+from ocpp.v16 import call, call_result
+from ocpp.v16.enums import Action, ConfigurationStatus
+
+from firmware.ocpp16.rpc import RpcChargePoint, classify_frame, to_16_error_code
+
+
+class SlowChargePoint(RpcChargePoint):
+    @on(Action.change_configuration)
+    async def on_change(self, key: str, value: str, **_: Any) -> call_result.ChangeConfiguration:
+        if key == "Slow":
+            await asyncio.sleep(0.5)
+        return call_result.ChangeConfiguration(status=ConfigurationStatus.accepted)
+
+
+class Server:
+    """A bare WebSocket peer standing in for the CSMS: sends raw frames, collects what comes back."""
+
+    def __init__(self) -> None:
+        self.received: asyncio.Queue[list[Any]] = asyncio.Queue()
+        self.conn: Any = None
+        self.connected = asyncio.Event()
+
+    async def handler(self, conn: Any) -> None:
+        self.conn = conn
+        self.connected.set()
+        async for raw in conn:
+            frame = json.loads(raw)
+            if frame[0] == 2 and frame[2] == "Heartbeat":
+                await conn.send(json.dumps([3, frame[1], {"currentTime": "2026-01-01T00:00:00Z"}]))
+            await self.received.put(frame)
+
+    async def expect(self, unique_id: str, wait_s: float = 2.0) -> list[Any]:
+        while True:
+            frame = await asyncio.wait_for(self.received.get(), wait_s)
+            if frame[1] == unique_id:
+                return frame
+
+
+@pytest.fixture
+async def link() -> AsyncIterator[tuple[Server, SlowChargePoint]]:
+    server = Server()
+    async with websockets.serve(server.handler, "127.0.0.1", 0, subprotocols=["ocpp1.6"]) as ws_server:
+        port = ws_server.sockets[0].getsockname()[1]
+        async with websockets.connect(f"ws://127.0.0.1:{port}/CP1", subprotocols=["ocpp1.6"]) as ws:
+            cp = SlowChargePoint("CP1", ws, response_timeout=2)
+            task = asyncio.create_task(cp.start())
+            await server.connected.wait()
+            yield server, cp
+            task.cancel()
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ('[2,"a1","ChangeConfiguration",{"key":"K"}]', "ProtocolError"),  # required value missing
+        ('[2,"a2","ChangeConfiguration",{"key":"K","value":"v","extra":1}]', "FormationViolation"),
+        ('[2,"a3","ChangeConfiguration",{"key":5,"value":"v"}]', "TypeConstraintViolation"),
+        ('[2,"a4","NoSuchAction",{}]', "NotImplemented"),  # OCPP-J 1.6 Table 7: not known by receiver
+        ('[2,"a8","ReserveNow",{"connectorId":1,"expiryDate":"2026-01-01T00:00:00Z","idTag":"A",'
+         '"reservationId":1}]', "NotSupported"),  # a 1.6 action this charge point does not support
+        ('[2,"a5","ChangeConfiguration",[]]', "FormationViolation"),
+        ('[2,"a6","ChangeConfiguration"]', "ProtocolError"),
+        ('[7,"a7","x",{}]', "PropertyConstraintViolation"),
+    ],
+)
+async def test_malformed_calls_get_16_callerrors(link: tuple[Server, SlowChargePoint], frame: str,
+                                                 code: str) -> None:
+    server, _ = link
+    await server.conn.send(frame)
+    unique_id = json.loads(frame)[1]
+    answer = await server.expect(unique_id)
+    assert answer[0] == 4 and answer[2] == code, answer
+
+
+async def test_unanswerable_garbage_is_counted_and_link_survives(link: tuple[Server, SlowChargePoint]) -> None:
+    server, cp = link
+    for junk in ("not json", "{}", "[2]", '[3,"x"]'):
+        await server.conn.send(junk)
+    await server.conn.send('[2,"ok1","ChangeConfiguration",{"key":"K","value":"v"}]')
+    answer = await server.expect("ok1")
+    assert answer == [3, "ok1", {"status": "Accepted"}]
+    assert cp.malformed_frames == 4
+
+
+async def test_slow_handler_does_not_block_other_traffic(link: tuple[Server, SlowChargePoint]) -> None:
+    server, cp = link
+    await server.conn.send('[2,"slow","ChangeConfiguration",{"key":"Slow","value":"1"}]')
+    await server.conn.send('[2,"fast","ChangeConfiguration",{"key":"Fast","value":"1"}]')
+    first = await server.expect("fast", wait_s=0.4)  # answered while "slow" is still running
+    assert first[2] == {"status": "Accepted"}
+    # and our own CALL gets its result while the slow handler runs
+    response = await asyncio.wait_for(cp.call(call.Heartbeat()), 0.4)
+    assert response.current_time == "2026-01-01T00:00:00Z"
+    assert (await server.expect("slow"))[2] == {"status": "Accepted"}
+
+
+def test_error_code_translation_and_classification() -> None:
+    assert to_16_error_code("FormatViolation") == "FormationViolation"
+    assert to_16_error_code("OccurrenceConstraintViolation") == "OccurenceConstraintViolation"
+    assert to_16_error_code("SomethingNew") == "GenericError"
+    assert classify_frame('[3,"id",{}]')[0] == [3, "id", {}]
+    assert classify_frame("[") == (None, None)
