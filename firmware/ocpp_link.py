@@ -1,0 +1,123 @@
+"""The WebSocket link to the CSMS, kept up for as long as the agent runs (OCPP-J transport).
+
+Version-agnostic: the OCPP version is only the WebSocket subprotocol it asks for. The link connects to
+``<base URL>/<charge point identity>`` as OCPP-J prescribes, authenticates with HTTP Basic auth when a
+password is configured (security profile 1/2), detects a stale link with WebSocket pings
+(WebSocketPingInterval), and reconnects with exponential back-off and jitter so that a fleet of
+chargers does not hammer a CSMS that has just come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Backoff:
+    """Exponential back-off with "equal jitter": the n-th delay lies in [d/2, d], d = initial·factor^n ≤ max."""
+
+    initial_s: float = 1.0
+    maximum_s: float = 300.0
+    factor: float = 2.0
+    rng: random.Random = field(default_factory=random.Random)
+    attempts: int = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum_s, self.initial_s * self.factor ** min(self.attempts, 64))
+        self.attempts += 1
+        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+def charge_point_url(base_url: str, identity: str) -> str:
+    """OCPP-J: the charge point's identity is the last path segment of the URL it connects to."""
+    return f"{base_url.rstrip('/')}/{quote(identity, safe='')}"
+
+
+def basic_auth_header(identity: str, password: str) -> str:
+    token = base64.b64encode(f"{identity}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+class LinkRefused(Exception):
+    """The CSMS answered but would not speak our subprotocol (or refused us)."""
+
+
+class OcppLink:
+    """Keeps a WebSocket to the CSMS. ``run(session)`` calls ``session(connection)`` for each
+    connection and returns to reconnecting when it ends (closed by either side or stale)."""
+
+    def __init__(self, base_url: str, identity: str, subprotocol: str, *, password: str | None = None,
+                 backoff: Backoff | None = None, ping_interval_s: float | None = 60.0,
+                 open_timeout_s: float = 10.0, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.url = charge_point_url(base_url, identity)
+        self.identity = identity
+        self.subprotocol = subprotocol
+        self._password = password
+        self.backoff = backoff or Backoff()
+        self.ping_interval_s = ping_interval_s
+        self.open_timeout_s = open_timeout_s
+        self.ssl_context = ssl_context
+        self.connected = asyncio.Event()
+        self.connections = 0  # successful connections so far
+        self.failures = 0  # failed connection attempts so far
+
+    def set_ping_interval(self, seconds: float) -> None:
+        """Applies from the next connection (0 disables pings)."""
+        self.ping_interval_s = seconds or None
+
+    async def _open(self) -> ClientConnection:
+        headers = {}
+        if self._password is not None:
+            headers["Authorization"] = basic_auth_header(self.identity, self._password)
+        conn = await connect(
+            self.url, subprotocols=[self.subprotocol],  # type: ignore[list-item]
+            additional_headers=headers, open_timeout=self.open_timeout_s,
+            ping_interval=self.ping_interval_s, ping_timeout=self.ping_interval_s,
+            ssl=self.ssl_context, max_size=2**20, compression=None,
+        )
+        if conn.subprotocol != self.subprotocol:
+            await conn.close()
+            raise LinkRefused(f"CSMS did not agree to subprotocol {self.subprotocol} (got {conn.subprotocol})")
+        return conn
+
+    async def run(self, session: Callable[[ClientConnection], Awaitable[None]]) -> None:
+        while True:
+            try:
+                conn = await self._open()
+            except (OSError, TimeoutError, websockets.exceptions.WebSocketException, LinkRefused) as exc:
+                self.failures += 1
+                delay = self.backoff.next_delay()
+                log.warning("CSMS connection failed", extra={"url": self.url, "error": str(exc) or type(exc).__name__,
+                                                             "retry_in_s": round(delay, 2)})
+                await asyncio.sleep(delay)
+                continue
+            self.connections += 1
+            self.backoff.reset()
+            self.connected.set()
+            log.info("CSMS connected", extra={"url": self.url, "subprotocol": conn.subprotocol})
+            try:
+                await session(conn)
+            except websockets.exceptions.ConnectionClosed as exc:
+                log.warning("CSMS connection closed", extra={"code": exc.rcvd.code if exc.rcvd else None,
+                                                             "reason": exc.rcvd.reason if exc.rcvd else ""})
+            finally:
+                self.connected.clear()
+                await conn.close()
+            delay = self.backoff.next_delay()
+            log.info("reconnecting to CSMS", extra={"retry_in_s": round(delay, 2)})
+            await asyncio.sleep(delay)

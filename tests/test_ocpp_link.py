@@ -1,0 +1,75 @@
+"""The CSMS link: URL, Basic auth, subprotocol check, back-off and reconnect against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, serve
+
+from firmware.ocpp_link import Backoff, OcppLink, basic_auth_header, charge_point_url
+
+
+def test_backoff_grows_with_jitter_within_bounds() -> None:
+    b = Backoff(initial_s=1, maximum_s=30, rng=random.Random(7))
+    delays = [b.next_delay() for _ in range(10)]
+    ceilings = [min(30, 2**n) for n in range(10)]
+    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+    assert len({round(d, 6) for d in delays}) == 10  # jittered, not lock-step
+    b.reset()
+    assert b.next_delay() <= 1
+
+
+def test_url_and_auth_header() -> None:
+    assert charge_point_url("ws://csms:9000/ocpp/", "CP 1/A") == "ws://csms:9000/ocpp/CP%201%2FA"
+    assert basic_auth_header("CP1", "secret") == "Basic Q1AxOnNlY3JldA=="
+
+
+async def test_reconnects_with_backoff_and_sends_auth() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def handler(conn: ServerConnection) -> None:
+        assert conn.request is not None
+        seen.append({"path": conn.request.path, "auth": conn.request.headers.get("Authorization"),
+                     "subprotocol": conn.subprotocol})
+        await conn.close()  # drop every connection at once: the client must come back
+
+    async with serve(handler, "127.0.0.1", 0, subprotocols=["ocpp1.6"]) as server:  # type: ignore[list-item]
+        port = server.sockets[0].getsockname()[1]
+        link = OcppLink(f"ws://127.0.0.1:{port}/ocpp", "CP1", "ocpp1.6", password="pw",
+                        backoff=Backoff(initial_s=0.05, maximum_s=0.1))
+        sessions = 0
+
+        async def session(conn: Any) -> None:
+            nonlocal sessions
+            sessions += 1
+            await conn.wait_closed()
+
+        task = asyncio.create_task(link.run(session))
+        for _ in range(100):
+            if sessions >= 3:
+                break
+            await asyncio.sleep(0.05)
+        task.cancel()
+    assert sessions >= 3 and link.connections >= 3
+    assert seen[0] == {"path": "/ocpp/CP1", "auth": basic_auth_header("CP1", "pw"), "subprotocol": "ocpp1.6"}
+
+
+async def test_server_down_then_up_and_subprotocol_refusal() -> None:
+    link = OcppLink("ws://127.0.0.1:1/ocpp", "CP1", "ocpp1.6", backoff=Backoff(initial_s=0.01, maximum_s=0.02))
+    task = asyncio.create_task(link.run(lambda conn: asyncio.sleep(0)))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    assert link.failures >= 3 and link.connections == 0
+
+    async def handler(conn: ServerConnection) -> None:
+        await conn.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0, subprotocols=["ocpp2.0.1"]) as server:  # type: ignore[list-item]
+        port = server.sockets[0].getsockname()[1]
+        link = OcppLink(f"ws://127.0.0.1:{port}", "CP1", "ocpp1.6", backoff=Backoff(initial_s=0.01, maximum_s=0.02))
+        task = asyncio.create_task(link.run(lambda conn: asyncio.sleep(0)))
+        await asyncio.sleep(0.2)
+        task.cancel()
+    assert link.connections == 0 and link.failures >= 2
