@@ -12,7 +12,8 @@ How the :class:`~hal.interfaces.EvseBoard` operations map onto the board:
 * ``allow_power(False)``: 1000 := 0 (held while denied, so the board cannot restart by itself) followed by
   the documented one-shot "turn off charging now" (1004 bit 0) that opens the relay at once.
   ``allow_power(True)`` writes the offered current back; the board closes its relay when the EV is in C.
-  On this board no PWM is generated while power is denied.
+  On this board no PWM is generated while power is denied, so a real EV (which waits for PWM before
+  going to C) reaches C only after ``allow_power(True)``.
 * ``set_unavailable(b)``: configuration bit "disable EVSE" (2005 bit 14), read-modify-write.
 
 The module is split into pure register decoding (used by tests and, for constants, by the simulator)
@@ -312,6 +313,7 @@ class EvseDinBoard:
         """Start polling; return once the board answered, else raise (polling goes on, LINK_LOST is up)."""
         if self._task is None or self._task.done():
             self._settled.clear()
+            await self._open_bus()
             self._task = asyncio.create_task(self._run(), name=f"evse-din-{self.name}")
         await self._settled.wait()
         if not self._answered:
@@ -378,10 +380,19 @@ class EvseDinBoard:
 
     # --- polling -----------------------------------------------------------------------------------
 
+    async def _open_bus(self) -> None:
+        """Open the shared line (idempotent); a port that cannot be opened shows as failed polls."""
+        try:
+            await self.bus.open()
+        except DeviceError as exc:
+            log.debug("EVSE-DIN line not open", extra=self._ctx(error=str(exc)))
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
+            if self._link_lost:
+                await self._open_bus()  # e.g. a USB-RS485 adapter that was unplugged
             await self._poll_once()
             await asyncio.sleep(max(0.0, self.poll_interval_s - (loop.time() - started)))
 

@@ -38,9 +38,11 @@ from hal.interfaces import (
     PilotChanged,
     PilotState,
 )
+from hal.meter_modbus import ModbusMeter, load_register_map
 from hal.modbus_bus import ModbusBus, ModbusExceptionResponse
 from sim.evse_din import DEFAULT_CONFIG_BITS, SimulatedEvseDin
-from sim.interfaces import BoardFault, SimulatedBoard
+from sim.interfaces import BoardFault, ElectricalState, SimulatedBoard
+from sim.meters import SimulatedModbusMeter
 from sim.modbus_server import SimulatedRs485Bus
 from sim.wire import Direction, SerialWire
 
@@ -129,6 +131,22 @@ def test_offer_never_exceeds_the_request(amps: float, hr: bool) -> None:
     assert raw == 0 or 6 <= offered <= 80
     if 6 <= amps <= 80:
         assert amps - offered < (0.01 if hr else 1.0) + 1e-9
+
+
+@given(st.lists(st.tuples(st.integers(0, 0xFFFF), st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=4)),
+                max_size=6),
+       st.sampled_from(list(PilotState)))
+def test_simulated_board_answers_any_request_with_values_or_an_exception_code(
+        writes: list[tuple[int, list[int]]], pilot: PilotState) -> None:
+    sim = SimulatedEvseDin()
+    sim.set_ev_pilot(pilot)
+    for address, values in writes:
+        assert sim.write_registers(address, values) in (None, 2, 3)
+        result = sim.read_registers("holding", address, len(values))
+        assert result == 2 or (isinstance(result, list) and all(0 <= v <= 0xFFFF for v in result))
+    block = sim.read_registers("holding", 1000, 11)
+    assert isinstance(block, list)
+    assert (block[7] & StatusBits.RELAY_ON != 0) == sim.contactor_closed
 
 
 # --- driver <-> simulated board over a pty pair ------------------------------------------------------
@@ -527,6 +545,28 @@ async def test_simulated_board_exceptions(make_rig: RigFactory) -> None:
     assert fc4.value.code == 1
     assert await rig.bus.read_holding_registers(UNIT, 2000, 18) == [
         32, UNIT, 5, 1, 0, DEFAULT_CONFIG_BITS, 0, 0, 0, 3, 6, 10, 16, 25, 32, 48, 63, 80]
+
+
+async def test_shares_the_line_with_a_meter(make_rig: RigFactory) -> None:
+    rig = await make_rig()
+    meter_sim = SimulatedModbusMeter(unit=1, model="sdm630")
+    rig.line.attach(meter_sim)
+    meter_sim.update(ElectricalState(current_a=(16.0, 16.0, 16.0)))
+    meter = ModbusMeter("meter1", rig.bus, 1, load_register_map("sdm630"), poll_interval_s=POLL_S)
+    await meter.start()
+    try:
+        await charging(rig)
+        reading = await meter.read()
+        assert reading.current_a == pytest.approx((16.0, 16.0, 16.0))
+        rig.sim.inject(BoardFault.SILENT)  # the board dies, the meter on the same line does not
+        await rig.fault(FaultCode.LINK_LOST)
+        assert (await meter.read()).power_w == pytest.approx(3 * 230 * 16, rel=1e-3)
+        rig.sim.inject(BoardFault.SILENT, False)
+        await rig.recovered(FaultCode.LINK_LOST)
+        assert rig.bus.unit_stats(1).timeouts == 0 and meter_sim.counters.requests > 0
+        assert rig.board.stats.requests + meter.stats.requests == rig.bus.stats.requests
+    finally:
+        await meter.close()
 
 
 async def test_close_leaves_the_board_off(make_rig: RigFactory) -> None:
