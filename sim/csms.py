@@ -1,0 +1,732 @@
+"""A simulated OCPP 1.6J central system (CSMS): a websockets server built on the ``ocpp`` library.
+
+Used by end-to-end tests against the agent and, through ``python -m sim csms``, by anyone who needs a
+scriptable, observable CSMS. A charge point connects to ``ws://host:port/<base path>/<identity>`` with
+subprotocol ``ocpp1.6`` (and, if a password is configured for it, HTTP Basic auth: security profile 1).
+
+Per connection, a :class:`CsmsSession` (an ``ocpp.v16.ChargePoint``) receives frames. Each frame is put
+in the :class:`~sim.transcript.Transcript` as received, before anything can reject it. CALLs are then
+answered one at a time, in order:
+injected faults first, then the action check (unknown to OCPP 1.6 -> NotImplemented; a 1.6 action a CSMS
+does not take -> NotSupported), then schema validation with OCPP-J 1.6 error codes
+(:mod:`sim.csms_ocppj`), and only then the library's ``@on`` routing to :class:`CentralSystemLogic`.
+Answers to our own CALLs are matched by uniqueId.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any, TypeVar, cast
+from urllib.parse import quote, unquote, urlsplit
+
+from ocpp.charge_point import camel_to_snake_case, remove_nones, serialize_as_dict, snake_to_camel_case
+from ocpp.messages import CallError
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint, call_result
+from ocpp.v16.enums import Action, RegistrationStatus
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed, InvalidHeader
+from websockets.headers import build_www_authenticate_basic, parse_authorization_basic
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from sim.csms_behaviour import CsmsBehaviour
+from sim.csms_logic import CentralSystemLogic
+from sim.csms_ocppj import (
+    OCPP16_ACTIONS,
+    ErrorCode,
+    Frame,
+    FrameError,
+    FrameKind,
+    Violation,
+    call_error_frame,
+    call_frame,
+    check_payload,
+    parse_frame,
+)
+from sim.csms_state import ChargePointState
+from sim.transcript import Direction, EntryKind, Transcript, TranscriptEntry
+
+log = logging.getLogger(__name__)
+# the library logs every frame at INFO; the transcript already has them
+_OCPP_LOG = logging.getLogger(__name__ + ".ocpp")
+_OCPP_LOG.setLevel(logging.WARNING)
+
+OCPP16_SUBPROTOCOL = "ocpp1.6"
+BASIC_AUTH_REALM = "OCPP"
+_LATE_ANSWERS_KEPT = 64
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _handles(action: Action) -> Callable[[F], F]:
+    """``ocpp.routing.on`` with the library's own validation off: :func:`check_payload` already ran."""
+    return cast(Callable[[F], F], on(action, skip_schema_validation=True))
+
+
+class CsmsError(Exception):
+    """Base of the errors a command to a charge point can end with."""
+
+
+class NotConnected(CsmsError):
+    pass
+
+
+class InvalidRequest(CsmsError, ValueError):
+    """The payload we were asked to send does not match the 1.6 schema (pass ``validate=False`` to send it)."""
+
+    def __init__(self, action: str, violation: Violation) -> None:
+        super().__init__(f"{action}.req would be invalid: {violation.code}: {violation.description}")
+        self.action = action
+        self.violation = violation
+
+
+class CallErrorReceived(CsmsError):
+    """The charge point answered a command with a CALLERROR."""
+
+    def __init__(self, action: str, code: str, description: str, details: Any) -> None:
+        super().__init__(f"{action}: CALLERROR {code}: {description}")
+        self.action = action
+        self.code = code
+        self.description = description
+        self.details = details
+
+
+class InvalidResponse(CsmsError):
+    """The charge point's CALLRESULT does not match the 1.6 schema (or was not a valid frame at all)."""
+
+    def __init__(self, action: str, reason: str, payload: Any = None) -> None:
+        super().__init__(f"{action}.conf invalid: {reason}")
+        self.action = action
+        self.reason = reason
+        self.payload = payload
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """A CALL from a charge point and our answer to it (CALLRESULT or CALLERROR)."""
+
+    request: TranscriptEntry
+    response: TranscriptEntry
+
+
+def identity_from_path(path: str, base_path: str) -> str | None:
+    """Charge point identity: the (percent-decoded) last path segment right under ``base_path``."""
+    p = urlsplit(path).path
+    prefix = base_path.rstrip("/") + "/"
+    if not p.startswith(prefix):
+        return None
+    segment = p[len(prefix):]
+    if not segment or "/" in segment:
+        return None
+    return unquote(segment)
+
+
+@dataclass
+class _PendingCall:
+    action: str
+    future: asyncio.Future[Frame]
+
+
+@dataclass(frozen=True)
+class _ErrorReply:
+    """A CALLERROR owed for a frame that could not even be parsed as a CALL."""
+
+    unique_id: str
+    code: str
+    description: str
+
+
+class _RecordingLink:
+    """The connection object given to the ocpp library: every frame it sends goes through the transcript."""
+
+    def __init__(self, session: CsmsSession) -> None:
+        self._session = session
+
+    async def send(self, message: str) -> None:
+        await self._session.send_frame(message)
+
+    async def recv(self) -> str:  # pragma: no cover - the library's start() loop is not used
+        raise RuntimeError("CsmsSession reads frames itself")
+
+
+class CsmsSession(ChargePoint):  # type: ignore[misc]  # ocpp ships no type information
+    """One charge point connection. Created by :class:`SimulatedCsms`; tests reach it via the CSMS."""
+
+    def __init__(self, csms: SimulatedCsms, cp_id: str, ws: ServerConnection) -> None:
+        super().__init__(cp_id, _RecordingLink(self), response_timeout=csms.response_timeout_s,
+                         logger=_OCPP_LOG)
+        self._csms = csms
+        self._ws = ws
+        self._inbox: asyncio.Queue[tuple[Frame, str] | _ErrorReply] = asyncio.Queue()
+        self._payloads: dict[str, dict[str, Any]] = {}  # uniqueId -> request payload, for the handlers
+        self._inbound_actions: dict[str, str] = {}  # uniqueId of a CALL from the CP -> its action
+        self._pending: dict[str, _PendingCall] = {}
+        self._late: OrderedDict[str, str] = OrderedDict()  # timed-out CALLs, to label a late answer
+        self._command_lock = asyncio.Lock()
+        self._closed = False
+
+    @property
+    def connection(self) -> ServerConnection:
+        return self._ws
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ---- receiving -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        worker = asyncio.create_task(self._answer_calls(), name=f"csms-{self.id}-calls")
+        try:
+            async for message in self._ws:
+                self._on_message(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._closed = True
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+            for pending in self._pending.values():
+                if not pending.future.done():
+                    pending.future.set_exception(NotConnected(f"{self.id}: connection closed"))
+
+    def _on_message(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            self._record(EntryKind.MALFORMED, Direction.FROM_CP, raw=message.decode("utf-8", "replace"),
+                         detail={"reason": "binary frame (OCPP-J uses text frames)"})
+            log.warning("binary frame ignored", extra={"cp_id": self.id, "bytes": len(message)})
+            return
+        try:
+            frame = parse_frame(message)
+        except FrameError as exc:
+            self._record(EntryKind.MALFORMED, Direction.FROM_CP, unique_id=exc.unique_id, raw=message,
+                         detail={"reason": exc.reason})
+            log.warning("malformed frame", extra={"cp_id": self.id, "reason": exc.reason,
+                                                  "unique_id": exc.unique_id})
+            if exc.answerable and exc.unique_id is not None:
+                self._inbox.put_nowait(_ErrorReply(exc.unique_id, exc.code, exc.reason))
+            elif exc.unique_id is not None and exc.unique_id in self._pending:
+                fut = self._pending[exc.unique_id].future
+                if not fut.done():
+                    fut.set_exception(InvalidResponse(self._pending[exc.unique_id].action, exc.reason))
+            return
+        if frame.kind is FrameKind.CALL:
+            assert frame.action is not None
+            self._inbound_actions[frame.unique_id] = frame.action
+            self._record_frame(frame, Direction.FROM_CP, message, frame.action)
+            self._inbox.put_nowait((frame, message))
+            return
+        pending = self._pending.get(frame.unique_id)
+        action = pending.action if pending is not None else self._late.pop(frame.unique_id, None)
+        detail = {} if pending is not None else {"unsolicited": True}
+        self._record_frame(frame, Direction.FROM_CP, message, action, detail)
+        if pending is None:
+            log.warning("answer to no outstanding CALL", extra={"cp_id": self.id, "unique_id": frame.unique_id,
+                                                                "late_for": action})
+        elif not pending.future.done():
+            pending.future.set_result(frame)
+
+    async def _answer_calls(self) -> None:
+        """Answer CALLs strictly in arrival order (OCPP-J: one outstanding CALL per direction)."""
+        while True:
+            item = await self._inbox.get()
+            try:
+                if isinstance(item, _ErrorReply):
+                    await self._send_error(item.unique_id, item.code, item.description)
+                else:
+                    await self._answer(*item)
+            except ConnectionClosed:
+                return
+            except Exception:  # a bug here must not leave every later CALL unanswered
+                log.exception("answering a CALL failed", extra={"cp_id": self.id})
+
+    async def _answer(self, frame: Frame, raw: str) -> None:
+        action, uid = cast(str, frame.action), frame.unique_id
+        decision = self._csms.behaviour.faults.take(self.id, action)
+        if decision.delay_s > 0:
+            await asyncio.sleep(decision.delay_s)
+        if decision.ignore:
+            self._inbound_actions.pop(uid, None)
+            log.info("CALL left unanswered (injected)", extra={"cp_id": self.id, "action": action,
+                                                              "unique_id": uid})
+            return
+        if decision.error_code is not None:
+            await self._send_error(uid, decision.error_code, decision.error_description or "",
+                                   {"injected": True})
+            return
+        refusal = self._refusal(action, frame.payload)
+        if refusal is not None:
+            log.warning("CALL refused", extra={"cp_id": self.id, "action": action, "unique_id": uid,
+                                               "error_code": refusal[0], "reason": refusal[1]})
+            await self._send_error(uid, *refusal)
+            return
+        self._payloads[uid] = frame.payload
+        try:
+            # the library unpacks again, routes to the @on handler and sends its CALLRESULT via the link
+            await self.route_message(raw)
+        finally:
+            self._payloads.pop(uid, None)
+
+    def _refusal(self, action: str, payload: dict[str, Any]) -> tuple[str, str] | None:
+        if action not in OCPP16_ACTIONS:
+            return ErrorCode.NOT_IMPLEMENTED, f"action {action!r} is not known (OCPP 1.6)"
+        if action not in self.route_map:
+            return ErrorCode.NOT_SUPPORTED, f"action {action!r} is not taken by a central system"
+        if (self._csms.behaviour.reject_calls_before_accepted and action != Action.boot_notification
+                and self._csms.state(self.id).registration_status != RegistrationStatus.accepted):
+            return ErrorCode.SECURITY_ERROR, "charge point is not accepted yet (BootNotification first)"
+        violation = check_payload(action, payload)
+        if violation is not None:
+            return violation.code, violation.description
+        return None
+
+    # ---- sending ---------------------------------------------------------------------------------
+
+    async def send_frame(self, text: str) -> None:
+        """Record, then send, one frame of ours (recorded first so the transcript keeps wire order)."""
+        frame = parse_frame(text)
+        if frame.kind is FrameKind.CALL:
+            action = frame.action
+        else:
+            action = self._inbound_actions.pop(frame.unique_id, None)
+        self._record_frame(frame, Direction.TO_CP, text, action)
+        await self._ws.send(text)
+
+    async def _send_error(self, unique_id: str, code: str, description: str,
+                          details: dict[str, Any] | None = None) -> None:
+        await self.send_frame(call_error_frame(unique_id, code, description, details))
+
+    async def call_action(self, action: str, payload: dict[str, Any], *, timeout_s: float,
+                          validate: bool = True) -> dict[str, Any]:
+        """Send a CALL and return the CALLRESULT payload; see :meth:`SimulatedCsms.call`."""
+        action = str(action)  # an ocpp Action enum is welcome; the transcript keeps plain strings
+        if validate:
+            violation = check_payload(action, payload)
+            if violation is not None:
+                raise InvalidRequest(action, violation)
+        async with self._command_lock:  # one outstanding CALL from us at a time (OCPP-J synchronicity rule)
+            if self._closed:
+                raise NotConnected(f"{self.id}: not connected")
+            uid = str(uuid.uuid4())
+            future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+            self._pending[uid] = _PendingCall(action, future)
+            try:
+                await self.send_frame(call_frame(uid, action, payload))
+                frame = await asyncio.wait_for(future, timeout_s)
+            except TimeoutError:
+                self._late[uid] = action
+                while len(self._late) > _LATE_ANSWERS_KEPT:
+                    self._late.popitem(last=False)
+                raise TimeoutError(f"{self.id}: no answer to {action} within {timeout_s} s") from None
+            except ConnectionClosed:
+                raise NotConnected(f"{self.id}: connection closed") from None
+            finally:
+                self._pending.pop(uid, None)
+        if frame.kind is FrameKind.CALLERROR:
+            raise CallErrorReceived(action, frame.error_code or "", frame.error_description or "",
+                                    frame.payload)
+        if validate:
+            violation = check_payload(action, frame.payload, response=True)
+            if violation is not None:
+                raise InvalidResponse(action, f"{violation.code}: {violation.description}", frame.payload)
+        return cast(dict[str, Any], frame.payload)
+
+    async def call(self, payload: Any, suppress: bool = True, unique_id: str | None = None,
+                   skip_schema_validation: bool = False) -> Any:
+        """The ocpp library's typed ``call(call.Reset(...))``, routed through :meth:`call_action`.
+
+        Returns the library's ``call_result`` object; a CALLERROR gives None, or with ``suppress=False``
+        raises the library's exception for that code. ``unique_id`` is not supported (ours are UUIDs).
+        """
+        if unique_id is not None:
+            raise ValueError("CsmsSession.call: unique_id cannot be chosen")
+        action = type(payload).__name__
+        body = remove_nones(snake_to_camel_case(serialize_as_dict(payload)))
+        try:
+            answer = await self.call_action(action, body, timeout_s=self._response_timeout,
+                                            validate=not skip_schema_validation)
+        except CallErrorReceived as exc:
+            if suppress:
+                return None
+            raise CallError(None, exc.code, exc.description, exc.details).to_exception() from exc
+        return getattr(call_result, action)(**camel_to_snake_case(answer))
+
+    async def close(self, code: int = 1000, reason: str = "", *, abort: bool = False) -> None:
+        if abort:
+            self._ws.transport.abort()  # like a cable pulled: no closing handshake
+        else:
+            await self._ws.close(code, reason)
+
+    # ---- transcript --------------------------------------------------------------------------------
+
+    def _record_frame(self, frame: Frame, direction: Direction, raw: str, action: str | None,
+                      detail: dict[str, Any] | None = None) -> None:
+        self._record(EntryKind(frame.kind.value), direction, unique_id=frame.unique_id, action=action,
+                     payload=frame.payload, error_code=frame.error_code,
+                     error_description=frame.error_description, raw=raw, detail=detail)
+
+    def _record(self, kind: EntryKind, direction: Direction, **fields: Any) -> None:
+        self._csms.transcript.record(kind, cp_id=self.id, direction=direction, **fields)
+
+    # ---- Core requests from the charge point (routed here by the ocpp library) ---------------------
+
+    @_handles(Action.boot_notification)
+    def _on_boot_notification(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.boot_notification(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.heartbeat)
+    def _on_heartbeat(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.heartbeat(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.authorize)
+    def _on_authorize(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.authorize(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.start_transaction)
+    def _on_start_transaction(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.start_transaction(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.stop_transaction)
+    def _on_stop_transaction(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.stop_transaction(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.status_notification)
+    def _on_status_notification(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.status_notification(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.meter_values)
+    def _on_meter_values(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.meter_values(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.data_transfer)
+    def _on_data_transfer(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.data_transfer(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.firmware_status_notification)
+    def _on_firmware_status_notification(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.firmware_status_notification(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.diagnostics_status_notification)
+    def _on_diagnostics_status_notification(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.diagnostics_status_notification(self.id, self._payloads[call_unique_id])
+
+
+class SimulatedCsms:
+    """The CSMS: listen, refuse or accept charge points, answer them, send them commands, record all.
+
+    Use as ``async with SimulatedCsms(port=0) as csms:``; ``csms.url_for("CP-1")`` is what the charge point
+    connects to. ``behaviour`` may be changed while running; changes apply to the next CALL.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        base_path: str = "/ocpp",
+        behaviour: CsmsBehaviour | None = None,
+        transcript: Transcript | None = None,
+        transcript_path: str | None = None,
+        response_timeout_s: float = 10.0,
+        ping_interval_s: float | None = 20.0,
+        close_timeout_s: float = 2.0,
+    ) -> None:
+        if transcript is not None and transcript_path is not None:
+            raise ValueError("give transcript or transcript_path, not both")
+        self.behaviour = behaviour or CsmsBehaviour()
+        self._owns_transcript = transcript is None
+        self.transcript = transcript or Transcript(transcript_path)
+        self.logic = CentralSystemLogic(self.behaviour)
+        self.response_timeout_s = response_timeout_s
+        self._host = host
+        self._port = port
+        self._base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
+        self._ping_interval_s = ping_interval_s
+        self._close_timeout_s = close_timeout_s
+        self._sessions: dict[str, CsmsSession] = {}
+        self._online = True
+        self._server: Server | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ---- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._handle_connection, self._host, self._port,
+            subprotocols=[Subprotocol(OCPP16_SUBPROTOCOL)],
+            process_request=self._process_request,
+            ping_interval=self._ping_interval_s, close_timeout=self._close_timeout_s,
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+        log.info("CSMS listening", extra={"url": self.url})
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        if self._owns_transcript:
+            self.transcript.close()
+
+    async def __aenter__(self) -> SimulatedCsms:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Base URL; a charge point appends ``/<identity>``."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"ws://{host}:{self._port}{self._base_path}"
+
+    def url_for(self, cp_id: str) -> str:
+        return f"{self.url}/{quote(cp_id, safe='')}"
+
+    # ---- state ---------------------------------------------------------------------------------------
+
+    def state(self, cp_id: str) -> ChargePointState:
+        return self.logic.state(cp_id)
+
+    @property
+    def states(self) -> dict[str, ChargePointState]:
+        return self.logic.states
+
+    def is_connected(self, cp_id: str) -> bool:
+        return cp_id in self._sessions
+
+    def session(self, cp_id: str) -> CsmsSession:
+        s = self._sessions.get(cp_id)
+        if s is None:
+            raise NotConnected(f"{cp_id}: not connected")
+        return s
+
+    async def wait_connected(self, cp_id: str, timeout_s: float = 5.0) -> None:
+        mark = self.transcript.mark()
+        if not self.is_connected(cp_id):
+            await self.transcript.wait_for_event(EntryKind.CONNECT, cp_id, timeout_s=timeout_s, since=mark)
+
+    async def wait_disconnected(self, cp_id: str, timeout_s: float = 5.0) -> None:
+        mark = self.transcript.mark()
+        if self.is_connected(cp_id):
+            await self.transcript.wait_for_event(EntryKind.DISCONNECT, cp_id, timeout_s=timeout_s, since=mark)
+
+    async def wait_for_exchange(
+        self,
+        action: str | None = None,
+        predicate: Callable[[TranscriptEntry], bool] | None = None,
+        *,
+        cp_id: str | None = None,
+        timeout_s: float = 5.0,
+        since: int = 0,
+    ) -> Exchange:
+        """A CALL from a charge point *and* our answer: once this returns, :meth:`state` reflects it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        request = await self.transcript.wait_for(action, predicate, cp_id=cp_id, timeout_s=timeout_s, since=since)
+        response = await self.transcript.wait_for_response(request, max(0.0, deadline - loop.time()))
+        return Exchange(request, response)
+
+    # ---- online / offline ----------------------------------------------------------------------------
+
+    @property
+    def online(self) -> bool:
+        return self._online
+
+    async def set_online(self, online: bool, *, abort: bool = False) -> None:
+        """Offline: close every connection (1001 "going away", or a TCP abort with ``abort=True``) and answer
+        new handshakes with HTTP 503 until back online. Returns once every connection is gone."""
+        self._online = online
+        log.warning("CSMS %s", "online" if online else "offline", extra={"abort": abort})
+        if not online:
+            await asyncio.gather(*(self.disconnect(cp_id, code=1001, reason="CSMS offline (simulated)",
+                                                   abort=abort) for cp_id in list(self._sessions)))
+
+    async def disconnect(self, cp_id: str, *, code: int = 1000, reason: str = "",
+                         abort: bool = False) -> None:
+        """Drop one charge point's connection and wait until it is gone."""
+        session = self._sessions.get(cp_id)
+        if session is None:
+            return
+        await session.close(code, reason, abort=abort)
+        await self.wait_disconnected(cp_id, timeout_s=self._close_timeout_s + 1.0)
+
+    # ---- commands (CSMS -> charge point) -------------------------------------------------------------
+
+    async def call(self, cp_id: str, action: str, payload: dict[str, Any] | None = None, *,
+                   timeout_s: float | None = None, validate: bool = True) -> dict[str, Any]:
+        """Send ``action`` to ``cp_id``; return the CALLRESULT payload (camelCase, as received).
+
+        Raises :class:`NotConnected`, ``TimeoutError``, :class:`CallErrorReceived`, and with ``validate``
+        (the default) :class:`InvalidRequest` before sending / :class:`InvalidResponse` after receiving a
+        payload that breaks the 1.6 schema. ``validate=False`` sends anything, e.g. to test the agent's own
+        validation.
+        """
+        return await self.session(cp_id).call_action(
+            action, payload or {}, timeout_s=self.response_timeout_s if timeout_s is None else timeout_s,
+            validate=validate)
+
+    async def remote_start_transaction(self, cp_id: str, id_tag: str, *, connector_id: int | None = None,
+                                       charging_profile: dict[str, Any] | None = None,
+                                       timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.remote_start_transaction, _compact(
+            idTag=id_tag, connectorId=connector_id, chargingProfile=charging_profile), timeout_s=timeout_s)
+
+    async def remote_stop_transaction(self, cp_id: str, transaction_id: int, *,
+                                      timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.remote_stop_transaction, {"transactionId": transaction_id},
+                               timeout_s=timeout_s)
+
+    async def change_availability(self, cp_id: str, connector_id: int, availability_type: str, *,
+                                  timeout_s: float | None = None) -> dict[str, Any]:
+        """``availability_type``: Operative | Inoperative; connector 0 is the whole charge point."""
+        return await self.call(cp_id, Action.change_availability,
+                               {"connectorId": connector_id, "type": availability_type}, timeout_s=timeout_s)
+
+    async def change_configuration(self, cp_id: str, key: str, value: str, *,
+                                   timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.change_configuration, {"key": key, "value": value},
+                               timeout_s=timeout_s)
+
+    async def get_configuration(self, cp_id: str, keys: list[str] | None = None, *,
+                                timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.get_configuration, _compact(key=keys), timeout_s=timeout_s)
+
+    async def clear_cache(self, cp_id: str, *, timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.clear_cache, {}, timeout_s=timeout_s)
+
+    async def reset(self, cp_id: str, reset_type: str = "Soft", *,
+                    timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.reset, {"type": reset_type}, timeout_s=timeout_s)
+
+    async def unlock_connector(self, cp_id: str, connector_id: int, *,
+                               timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.unlock_connector, {"connectorId": connector_id}, timeout_s=timeout_s)
+
+    async def data_transfer(self, cp_id: str, vendor_id: str, *, message_id: str | None = None,
+                            data: str | None = None, timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.data_transfer,
+                               _compact(vendorId=vendor_id, messageId=message_id, data=data), timeout_s=timeout_s)
+
+    async def trigger_message(self, cp_id: str, requested_message: str, *, connector_id: int | None = None,
+                              timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.trigger_message,
+                               _compact(requestedMessage=requested_message, connectorId=connector_id),
+                               timeout_s=timeout_s)
+
+    # ---- connections ---------------------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Refuse the opening handshake as a real CSMS would; ``None`` lets websockets accept it."""
+        cp_id = identity_from_path(request.path, self._base_path)
+        remote = _address(connection.remote_address)
+
+        def refuse(status: HTTPStatus, reason: str) -> Response:
+            self.transcript.record(EntryKind.REFUSED, cp_id=cp_id, detail={
+                "status": int(status), "reason": reason, "path": request.path, "remote": remote})
+            log.warning("handshake refused", extra={"cp_id": cp_id, "status": int(status), "reason": reason,
+                                                    "remote": remote})
+            return connection.respond(status, reason + "\n")
+
+        if cp_id is None:
+            return refuse(HTTPStatus.NOT_FOUND, f"expected path {self._base_path}/<chargePointId>")
+        if not self._online:
+            return refuse(HTTPStatus.SERVICE_UNAVAILABLE, "CSMS offline (simulated)")
+        if self.behaviour.known_charge_points_only and not self.behaviour.is_known(cp_id):
+            return refuse(HTTPStatus.NOT_FOUND, "unknown charge point")
+        password = self.behaviour.profile(cp_id).password
+        if password is not None:
+            problem = _basic_auth_problem(request.headers.get("Authorization"), cp_id, password)
+            if problem is not None:
+                response = refuse(HTTPStatus.UNAUTHORIZED, problem)
+                response.headers["WWW-Authenticate"] = build_www_authenticate_basic(BASIC_AUTH_REALM)
+                return response
+        offered = [p.strip() for header in request.headers.get_all("Sec-WebSocket-Protocol")
+                   for p in header.split(",") if p.strip()]
+        if OCPP16_SUBPROTOCOL not in offered:
+            return refuse(HTTPStatus.BAD_REQUEST,
+                          f"subprotocol {OCPP16_SUBPROTOCOL} required; offered: {', '.join(offered) or 'none'}")
+        return None
+
+    async def _handle_connection(self, ws: ServerConnection) -> None:
+        path = ws.request.path if ws.request is not None else ""
+        cp_id = identity_from_path(path, self._base_path)
+        if cp_id is None:  # pragma: no cover - _process_request refused it already
+            await ws.close(1008, "no charge point identity")
+            return
+        if not self._online:  # went offline while this handshake was in flight
+            self.transcript.record(EntryKind.REFUSED, cp_id=cp_id, detail={
+                "status": None, "reason": "closed after handshake: CSMS offline (simulated)", "path": path,
+                "remote": _address(ws.remote_address)})
+            await ws.close(1001, "CSMS offline (simulated)")
+            return
+        session = CsmsSession(self, cp_id, ws)
+        previous = self._sessions.get(cp_id)
+        self._sessions[cp_id] = session
+        if previous is not None:
+            # the newest connection wins: a charge point that lost its link reconnects before we notice
+            log.warning("charge point reconnected; closing its previous connection", extra={"cp_id": cp_id})
+            task = asyncio.create_task(previous.close(1000, "replaced by a new connection"))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        st = self.state(cp_id)
+        st.connected = True
+        st.connected_at = datetime.now(UTC)
+        st.connection_count += 1
+        st.remote_address = _address(ws.remote_address)
+        self.transcript.record(EntryKind.CONNECT, cp_id=cp_id, detail={
+            "remote": st.remote_address, "subprotocol": ws.subprotocol, "path": path})
+        log.info("charge point connected", extra={"cp_id": cp_id, "remote": st.remote_address,
+                                                  "connections": st.connection_count})
+        try:
+            await session.run()
+        finally:
+            current = self._sessions.get(cp_id) is session
+            if current:
+                del self._sessions[cp_id]
+                st.connected = False
+                st.disconnected_at = datetime.now(UTC)
+            self.transcript.record(EntryKind.DISCONNECT, cp_id=cp_id, detail={
+                "code": ws.close_code, "reason": ws.close_reason, "replaced": not current})
+            log.info("charge point disconnected", extra={"cp_id": cp_id, "code": ws.close_code,
+                                                         "reason": ws.close_reason})
+
+
+def _basic_auth_problem(header: str | None, cp_id: str, password: str) -> str | None:
+    """Why HTTP Basic credentials fail security profile 1 (username = identity), or None if they pass."""
+    if header is None:
+        return "HTTP Basic authentication required"
+    try:
+        username, given = parse_authorization_basic(header)
+    except InvalidHeader:
+        return "malformed Authorization header"
+    # compare both, always, so the timing does not tell which one was wrong
+    user_ok = hmac.compare_digest(username.encode("utf-8", "surrogatepass"), cp_id.encode("utf-8"))
+    pass_ok = hmac.compare_digest(given.encode("utf-8", "surrogatepass"), password.encode("utf-8"))
+    return None if user_ok and pass_ok else "invalid credentials"
+
+
+def _address(addr: Any) -> str | None:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return None if addr is None else str(addr)
+
+
+def _compact(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
