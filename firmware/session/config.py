@@ -1,0 +1,60 @@
+"""Behaviour switches of the session machine: the settings both OCPP versions expose, by our names.
+
+Each field notes the OCPP 1.6 configuration key and the OCPP 2.0.1 variable that set it, so the
+adapters can keep the machine's config in step with what the CSMS configures.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from hal.duty_cycle import MAX_CURRENT_A, MIN_CURRENT_A
+from hal.interfaces import FaultCode
+
+#: Faults that stop charging (power off, transaction stopped, status Faulted) unless the event says
+#: otherwise. ``LINK_LOST`` is not here: a lost meter or card reader only warns, while the agent
+#: raises a lost *board* link with ``blocking=True`` (it knows which device went silent).
+DEFAULT_BLOCKING_FAULTS: frozenset[FaultCode] = frozenset({
+    FaultCode.RCD_TRIP,
+    FaultCode.OVERTEMPERATURE,
+    FaultCode.DIODE_FAILURE,
+    FaultCode.CONTACTOR_WELDED,
+    FaultCode.CONTACTOR_FAILED_TO_CLOSE,
+    FaultCode.VENTILATION_REQUIRED,
+    FaultCode.DEVICE_ERROR,
+})
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    #: Rated current of the connector (A): the most ever offered, whatever the limit says.
+    max_current_amps: float = 32.0
+    #: 1.6 ``ConnectionTimeOut`` / 2.0.1 ``TxCtrlr.EVConnectionTimeOut``: seconds an identified
+    #: user has to plug in before the connector returns to Available.
+    connection_timeout_s: float = 60.0
+    #: 1.6 ``AuthorizeRemoteTxRequests`` / 2.0.1 ``AuthCtrlr.AuthorizeRemoteStart``.
+    authorize_remote_tx_requests: bool = False
+    #: 1.6 ``StopTransactionOnEVSideDisconnect`` / 2.0.1 ``TxCtrlr.StopTxOnEVSideDisconnect``.
+    stop_transaction_on_ev_side_disconnect: bool = True
+    #: 1.6 ``StopTransactionOnInvalidId`` / 2.0.1 ``TxCtrlr.StopTxOnInvalidId``: when the CSMS
+    #: rejects the id of a started transaction, stop it (True) or only stop energy (False).
+    stop_transaction_on_invalid_id: bool = True
+    #: Unlock during a transaction: 1.6 stops it with reason UnlockCommand and unlocks (True);
+    #: 2.0.1 (F05.FR.02) refuses with OngoingAuthorizedTransaction (False).
+    unlock_stops_transaction: bool = True
+    #: The socket has a cable lock actuator (False: tethered cable, unlock is NotSupported).
+    cable_lock: bool = True
+    #: Charging without authorization means (1.6 §4.9 A3): plugging in starts a transaction for
+    #: this id token at once. ``None``: every transaction needs an authorized id.
+    free_vend_id_token: str | None = None
+    #: Faults that stop charging; others are reported as warnings while charging continues.
+    blocking_faults: frozenset[FaultCode] = field(default=DEFAULT_BLOCKING_FAULTS)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.max_current_amps) and MIN_CURRENT_A <= self.max_current_amps
+                <= MAX_CURRENT_A):
+            raise ValueError(f"max_current_amps: expected {MIN_CURRENT_A}..{MAX_CURRENT_A} A, "
+                             f"got {self.max_current_amps!r}")
+        if not (math.isfinite(self.connection_timeout_s) and self.connection_timeout_s > 0):
+            raise ValueError(f"connection_timeout_s: expected > 0 s, got {self.connection_timeout_s!r}")
