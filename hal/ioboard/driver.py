@@ -1,0 +1,592 @@
+"""Host driver for our safety I/O board (docs/ioboard-protocol.md) over a UART.
+
+The microcontroller generates the pilot PWM, senses the pilot, drives the contactor and enforces
+the safety rules (keepalive watchdog, no contactor outside C/D). This driver only translates:
+offered amps -> SET_PWM duty, allow_power -> ALLOW_CONTACTOR, STATE reports -> events.
+
+Commands are stop-and-wait: one command in flight, retransmitted with the same sequence number
+until the board ACKs or NACKs it (bounded). Keepalives are fire-and-forget and skipped while a
+command is in flight, since any host frame feeds the board's watchdog.
+
+Re-synchronisation: after a board reset (unsolicited BOARD_HELLO), after the board's keepalive
+watchdog tripped (HOST_TIMEOUT in a STATE), and after the link came back, the driver replays the
+hello handshake where needed, clears HOST_TIMEOUT and re-applies the pilot output the firmware
+last asked for. It never re-closes the contactor on its own: the board drops the permission
+whenever it opens the contactor itself, and closing again is the firmware's decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+
+import serial
+
+from hal.contactor import ContactorSupervisor, ContactorVerdict
+from hal.duty_cycle import current_to_duty
+from hal.events import EventStream
+from hal.interfaces import (
+    BoardEvent,
+    ContactorChanged,
+    DeviceError,
+    DeviceFault,
+    DeviceRecovered,
+    FaultCode,
+    LinkStats,
+    PilotChanged,
+    PilotState,
+)
+from hal.ioboard.codec import DELIMITER, FrameDecoder, encode_frame
+from hal.ioboard.messages import (
+    LATCHED_FAULTS,
+    PROTOCOL_MAJOR,
+    PROTOCOL_MINOR,
+    SEQ_MODULO,
+    Ack,
+    AllowContactor,
+    BoardHello,
+    ClearFaults,
+    FaultBit,
+    HostHello,
+    HostMessage,
+    Keepalive,
+    Log,
+    LogLevel,
+    MessageError,
+    Nack,
+    PwmMode,
+    RequestState,
+    Reset,
+    SetPwm,
+    StateReport,
+    decode_message,
+    encode_message,
+)
+
+logger = logging.getLogger(__name__)
+
+ACK_TIMEOUT_S = 0.1  # the board answers within 20 ms (spec §5); this leaves room for a busy host
+MAX_ATTEMPTS = 4  # transmissions of one command before giving up
+HELLO_REPLY_TIMEOUT_S = 0.5  # BOARD_HELLO follows the ACK of HOST_HELLO at once
+MAX_TX_BACKLOG = 16 * 1024  # bytes queued for a stalled port before we drop them
+HOST_NAME = "evse-agent"
+
+_BIT_FAULTS: dict[FaultBit, tuple[FaultCode, str]] = {
+    FaultBit.RCD_TRIP: (FaultCode.RCD_TRIP, "residual current detected"),
+    FaultBit.OVERTEMPERATURE: (FaultCode.OVERTEMPERATURE, "board over temperature"),
+    FaultBit.DIODE_FAILURE: (FaultCode.DIODE_FAILURE, "EV diode check failed"),
+    FaultBit.PILOT_SHORT: (FaultCode.DEVICE_ERROR, "pilot short (state E)"),
+    FaultBit.HOST_TIMEOUT: (FaultCode.DEVICE_ERROR, "board keepalive watchdog tripped (host silent)"),
+    FaultBit.MCU_WATCHDOG: (FaultCode.DEVICE_ERROR, "board restarted by its hardware watchdog"),
+    FaultBit.SELFTEST_FAILED: (FaultCode.DEVICE_ERROR, "board self test failed"),
+}
+
+
+def faults_by_code(bits: FaultBit) -> dict[FaultCode, frozenset[str]]:
+    """Group the board's fault bits by the :class:`FaultCode` they raise, with a detail per bit."""
+    active: dict[FaultCode, set[str]] = {}
+    for bit in range(32):
+        if not int(bits) & (1 << bit):
+            continue
+        code, detail = _BIT_FAULTS.get(FaultBit(1 << bit), (FaultCode.DEVICE_ERROR, f"unknown fault bit {bit}"))
+        active.setdefault(code, set()).add(detail)
+    return {code: frozenset(details) for code, details in active.items()}
+
+
+def pwm_for(offered_amps: float, unavailable: bool) -> SetPwm:
+    """The SET_PWM that offers ``offered_amps`` (X1 below 6 A) or says "not available" (F)."""
+    if unavailable:
+        return SetPwm(PwmMode.F)
+    duty = current_to_duty(offered_amps)
+    return SetPwm(PwmMode.X1) if duty is None else SetPwm.percent(duty)
+
+
+class IoBoard:
+    """:class:`hal.interfaces.EvseBoard` for our I/O board protocol (COBS + CBOR + CRC-32 on a UART)."""
+
+    def __init__(self, name: str, port: str, *, baudrate: int = 115200, keepalive_s: float = 0.25,
+                 link_timeout_s: float = 1.0, contactor_settle_s: float = 0.5) -> None:
+        self.name = name
+        self.port = port
+        self.baudrate = baudrate
+        self.keepalive_s = keepalive_s
+        self.link_timeout_s = link_timeout_s
+        self.events: EventStream[BoardEvent] = EventStream()
+        self.stats = LinkStats()
+        self.decoder = FrameDecoder()
+        self.board_frames_missed = 0  # gaps in the board's sequence numbers
+        self._supervisor = ContactorSupervisor(contactor_settle_s)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ser: serial.Serial | None = None
+        self._tx_backlog = bytearray()
+        self._codec_dropped = 0
+        self._seq = 0
+        self._lock = asyncio.Lock()
+        self._pending: tuple[int, asyncio.Future[Ack | Nack]] | None = None
+        self._hello_after_seq: int | None = None  # seq of our HOST_HELLO whose reply we await
+        self._hello_armed = False  # its ACK/NACK arrived: the next BOARD_HELLO is the reply
+        self._hello_waiter: asyncio.Future[BoardHello] | None = None
+        self._state_waiter: asyncio.Future[StateReport] | None = None
+        self._hello: BoardHello | None = None
+        self._state: StateReport | None = None
+        self._pilot: PilotState | None = None
+        self._contactor_closed = False
+        self._board_faults: dict[FaultCode, frozenset[str]] = {}
+        self._offered_amps = 0.0
+        self._unavailable = False
+        self._last_rx = 0.0
+        self._link_lost = False
+        self._last_board_seq: int | None = None
+        self._started = False
+        self._resync_event = asyncio.Event()
+        self._resync_hello = False
+        self._resyncing = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._next_reopen = 0.0
+
+    # --- EvseBoard --------------------------------------------------------------------------------
+
+    @property
+    def pilot_state(self) -> PilotState | None:
+        return self._pilot
+
+    @property
+    def contactor_closed(self) -> bool:
+        return self._contactor_closed
+
+    @property
+    def board_hello(self) -> BoardHello | None:
+        """The board's identity and timing from its last BOARD_HELLO."""
+        return self._hello
+
+    @property
+    def state(self) -> StateReport | None:
+        """The board's last STATE report."""
+        return self._state
+
+    @property
+    def link_up(self) -> bool:
+        return self._started and not self._link_lost
+
+    async def start(self) -> None:
+        """Open the port, handshake (version check) and read the first STATE; raises DeviceError."""
+        if self._started:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._open_port()
+        try:
+            self._write(bytes([DELIMITER]))  # ends any partial frame in the board's receiver
+            async with self._lock:
+                await self._handshake_locked()
+                await self._command_locked(ClearFaults(FaultBit.HOST_TIMEOUT))
+                await self._request_state_locked()
+        except BaseException:
+            self._close_port()
+            raise
+        self._started = True
+        self._last_rx = time.monotonic()
+        self._tasks = [asyncio.create_task(coro, name=f"{self.name}-{what}") for what, coro in (
+            ("keepalive", self._keepalive_loop()), ("supervise", self._supervise_loop()),
+            ("resync", self._resync_loop()))]
+        logger.info("%s: I/O board on %s up: protocol %d.%d, firmware %s, hardware %s", self.name, self.port,
+                    self._hello.proto_major if self._hello else -1, self._hello.proto_minor if self._hello else -1,
+                    self._hello.firmware_version if self._hello else "?",
+                    self._hello.hardware_revision if self._hello else "?")
+
+    async def close(self) -> None:
+        """Open the contactor and stop the PWM (best effort), then release the port."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
+        if self._started and self._ser is not None:
+            try:
+                async with self._lock:
+                    await self._command_locked(AllowContactor(False), attempts=2)
+                    await self._command_locked(SetPwm(PwmMode.X1), attempts=2)
+            except DeviceError as exc:
+                logger.warning("%s: could not leave the board in its safe state on close: %s", self.name, exc)
+        self._started = False
+        self._close_port()
+
+    async def set_offered_current(self, amps: float) -> None:
+        self._offered_amps = amps
+        await self._apply_pwm()
+
+    async def set_unavailable(self, unavailable: bool) -> None:
+        self._unavailable = unavailable
+        await self._apply_pwm()
+
+    async def allow_power(self, on: bool) -> None:
+        """Raises :class:`DeviceError` if the board refuses (pilot not C/D, blocking fault)."""
+        async with self._lock:
+            await self._command_locked(AllowContactor(on))
+
+    # --- extras beyond EvseBoard --------------------------------------------------------------------
+
+    async def clear_faults(self, mask: FaultBit = LATCHED_FAULTS) -> None:
+        """Ask the board to clear latched faults (e.g. an RCD trip) whose cause has gone."""
+        async with self._lock:
+            await self._command_locked(ClearFaults(mask))
+
+    async def request_state(self) -> StateReport:
+        """A fresh STATE report from the board."""
+        async with self._lock:
+            return await self._request_state_locked()
+
+    async def reset_board(self) -> None:
+        """Restart the board's microcontroller; the driver re-syncs when its BOARD_HELLO arrives."""
+        async with self._lock:
+            await self._command_locked(Reset(), attempts=1)
+
+    # --- commands -----------------------------------------------------------------------------------
+
+    async def _apply_pwm(self) -> None:
+        async with self._lock:
+            await self._command_locked(pwm_for(self._offered_amps, self._unavailable))
+
+    def _next_seq(self) -> int:
+        seq = self._seq
+        self._seq = (self._seq + 1) % SEQ_MODULO
+        return seq
+
+    async def _transact_locked(self, msg: HostMessage, attempts: int = MAX_ATTEMPTS) -> Ack | Nack:
+        """Send ``msg`` and wait for its ACK/NACK, retransmitting the same seq; caller holds the lock."""
+        loop = asyncio.get_running_loop()
+        seq = self._next_seq()
+        payload = encode_message(seq, msg)
+        fut: asyncio.Future[Ack | Nack] = loop.create_future()
+        self._pending = (seq, fut)
+        self.stats.requests += 1
+        try:
+            for attempt in range(1, attempts + 1):
+                self._send_payload(payload)
+                try:
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                    # that races with the answer, and close() would then wait for ever.
+                    async with asyncio.timeout(ACK_TIMEOUT_S):
+                        return await asyncio.shield(fut)
+                except TimeoutError:
+                    self.stats.timeouts += 1
+                    logger.debug("%s: no answer to %s seq=%d (attempt %d/%d)", self.name,
+                                 type(msg).__name__, seq, attempt, attempts)
+        finally:
+            self._pending = None
+        raise DeviceError(f"{self.name}: I/O board on {self.port} did not acknowledge {type(msg).__name__} "
+                          f"(seq {seq}) after {attempts} attempts")
+
+    async def _command_locked(self, msg: HostMessage, attempts: int = MAX_ATTEMPTS) -> None:
+        answer = await self._transact_locked(msg, attempts)
+        if isinstance(answer, Nack):
+            self.stats.exceptions += 1
+            text = f": {answer.text}" if answer.text else ""
+            logger.error("%s: I/O board on %s refused %s: %s%s", self.name, self.port, msg, answer.reason.name,
+                         text)
+            raise DeviceError(f"{self.name}: I/O board refused {type(msg).__name__}: {answer.reason.name}{text}")
+
+    async def _handshake_locked(self) -> BoardHello:
+        """HOST_HELLO -> ACK + BOARD_HELLO; refuses a board of another major protocol version."""
+        loop = asyncio.get_running_loop()
+        self._hello_waiter = loop.create_future()
+        self._hello_armed = False
+        self._hello_after_seq = self._seq  # the seq _transact_locked is about to use
+        try:
+            answer = await self._transact_locked(HostHello(PROTOCOL_MAJOR, PROTOCOL_MINOR, HOST_NAME))
+            try:
+                async with asyncio.timeout(HELLO_REPLY_TIMEOUT_S):
+                    hello = await self._hello_waiter
+            except TimeoutError:
+                if isinstance(answer, Nack):
+                    raise DeviceError(f"{self.name}: I/O board on {self.port} refused HOST_HELLO: "
+                                      f"{answer.reason.name} {answer.text}".rstrip()) from None
+                raise DeviceError(f"{self.name}: I/O board on {self.port} acknowledged HOST_HELLO "
+                                  "but sent no BOARD_HELLO") from None
+        finally:
+            self._hello_waiter = None
+            self._hello_after_seq = None
+            self._hello_armed = False
+        self._hello = hello
+        if hello.proto_major != PROTOCOL_MAJOR:
+            msg = (f"{self.name}: I/O board on {self.port} speaks protocol {hello.proto_major}."
+                   f"{hello.proto_minor} (firmware {hello.firmware_version!r}, hardware "
+                   f"{hello.hardware_revision!r}); this host supports {PROTOCOL_MAJOR}.x only: refusing it")
+            logger.error("%s", msg)
+            raise DeviceError(msg)
+        if isinstance(answer, Nack):
+            self.stats.exceptions += 1
+            raise DeviceError(f"{self.name}: I/O board on {self.port} refused HOST_HELLO: {answer.reason.name} "
+                              f"{answer.text}".rstrip())
+        if self.keepalive_s * 2 > hello.keepalive_timeout_ms / 1000:
+            logger.warning("%s: keepalive every %.3f s is too slow for the board's %d ms watchdog", self.name,
+                           self.keepalive_s, hello.keepalive_timeout_ms)
+        return hello
+
+    async def _request_state_locked(self) -> StateReport:
+        loop = asyncio.get_running_loop()
+        self._state_waiter = loop.create_future()
+        try:
+            await self._command_locked(RequestState())
+            async with asyncio.timeout(HELLO_REPLY_TIMEOUT_S):
+                return await self._state_waiter
+        except TimeoutError:
+            raise DeviceError(f"{self.name}: I/O board on {self.port} sent no STATE after REQUEST_STATE") from None
+        finally:
+            self._state_waiter = None
+
+    # --- background tasks ---------------------------------------------------------------------------
+
+    async def _keepalive_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.keepalive_s)
+            if not self._lock.locked():  # a command in flight feeds the watchdog already
+                self._send_payload(encode_message(self._next_seq(), Keepalive()))
+
+    async def _supervise_loop(self) -> None:
+        tick = min(0.05, self.link_timeout_s / 5)
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if self._ser is None and now >= self._next_reopen:
+                self._next_reopen = now + self.link_timeout_s
+                with contextlib.suppress(DeviceError):
+                    self._open_port()
+                    self._write(bytes([DELIMITER]))
+            if not self._link_lost and now - self._last_rx > self.link_timeout_s:
+                self._link_lost = True
+                detail = f"no frame from the I/O board on {self.port} for {now - self._last_rx:.2f} s"
+                logger.warning("%s: link lost: %s", self.name, detail)
+                self.events.publish(DeviceFault(self.name, FaultCode.LINK_LOST, detail))
+            if not self._link_lost and self._state is not None:
+                self._publish_verdicts(self._supervisor.update(now, self._state.contactor_cmd,
+                                                               self._state.contactor_fb))
+
+    def _request_resync(self, hello: bool) -> None:
+        if hello:
+            self._resync_hello = True
+        elif self._resyncing:
+            return  # the running resync clears what triggered this
+        self._resync_event.set()
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await self._resync_event.wait()
+            self._resync_event.clear()
+            hello, self._resync_hello = self._resync_hello, False
+            self._resyncing = True
+            try:
+                async with self._lock:
+                    if hello:
+                        await self._handshake_locked()
+                    if hello or (self._state is not None and self._state.faults & FaultBit.HOST_TIMEOUT):
+                        await self._command_locked(ClearFaults(FaultBit.HOST_TIMEOUT))
+                    await self._command_locked(pwm_for(self._offered_amps, self._unavailable))
+                logger.info("%s: I/O board re-synchronised%s", self.name, " after its restart" if hello else "")
+            except DeviceError as exc:
+                logger.warning("%s: re-sync with the I/O board failed (will retry on its next report): %s",
+                               self.name, exc)
+            finally:
+                self._resyncing = False
+
+    # --- receive path ---------------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        ser = self._ser
+        if ser is None:
+            return
+        try:
+            data = ser.read(4096)
+        except (serial.SerialException, OSError) as exc:
+            logger.error("%s: reading %s failed, closing it (will reopen): %s", self.name, self.port, exc)
+            self._close_port()
+            return
+        if data:
+            self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        payloads = self.decoder.feed(data)
+        dropped = self.decoder.stats.dropped
+        if dropped != self._codec_dropped:
+            self.stats.frames_dropped += dropped - self._codec_dropped
+            self._codec_dropped = dropped
+            logger.warning("%s: dropped a bad frame from %s (%s); %d dropped so far", self.name, self.port,
+                           self.decoder.last_error, self.stats.frames_dropped)
+        for payload in payloads:
+            self._handle_payload(payload)
+
+    def _handle_payload(self, payload: bytes) -> None:
+        try:
+            envelope = decode_message(payload)
+        except MessageError as exc:
+            self.stats.frames_dropped += 1
+            logger.warning("%s: dropped an invalid message from the I/O board: %s", self.name, exc)
+            return
+        msg = envelope.message
+        if not isinstance(msg, BoardHello | StateReport | Ack | Nack | Log):
+            self.stats.frames_dropped += 1
+            logger.warning("%s: dropped a host-only %s sent by the I/O board", self.name, type(msg).__name__)
+            return
+        self.stats.frames_received += 1
+        self._last_rx = time.monotonic()
+        self._track_board_seq(envelope.seq, isinstance(msg, BoardHello))
+        if self._link_lost:
+            self._link_lost = False
+            logger.info("%s: link to the I/O board on %s is back", self.name, self.port)
+            self.events.publish(DeviceRecovered(self.name, FaultCode.LINK_LOST))
+            self._request_resync(hello=False)
+        match msg:
+            case Ack() | Nack():
+                self._on_answer(msg)
+            case BoardHello():
+                self._on_hello(msg)
+            case StateReport():
+                self._on_state(msg)
+            case Log():
+                level = {LogLevel.DEBUG: logging.DEBUG, LogLevel.INFO: logging.INFO,
+                         LogLevel.WARNING: logging.WARNING}.get(msg.level, logging.ERROR)
+                logger.log(level, "%s: board says: %s", self.name, msg.text)
+
+    def _track_board_seq(self, seq: int, is_hello: bool) -> None:
+        last, self._last_board_seq = self._last_board_seq, seq
+        if last is not None and not is_hello:
+            gap = (seq - last - 1) % SEQ_MODULO
+            self.board_frames_missed += gap
+
+    def _on_answer(self, msg: Ack | Nack) -> None:
+        if self._hello_after_seq is not None and msg.ack_seq == self._hello_after_seq:
+            self._hello_armed = True
+        pending = self._pending
+        if pending is not None and pending[0] == msg.ack_seq and not pending[1].done():
+            pending[1].set_result(msg)
+        else:
+            logger.debug("%s: stale answer for seq %d", self.name, msg.ack_seq)
+
+    def _on_hello(self, hello: BoardHello) -> None:
+        if self._hello_armed and self._hello_waiter is not None and not self._hello_waiter.done():
+            self._hello_armed = False
+            self._hello_waiter.set_result(hello)
+            return
+        if self._hello_waiter is not None:
+            return  # a hello the board repeated while unlinked, before it saw our HOST_HELLO
+        self._hello = hello
+        if self._started:
+            logger.warning("%s: I/O board restarted (reset reason %s); re-synchronising", self.name,
+                           hello.reset_reason.name)
+            self._request_resync(hello=True)
+
+    def _on_state(self, report: StateReport) -> None:
+        self._state = report
+        if self._state_waiter is not None and not self._state_waiter.done():
+            self._state_waiter.set_result(report)
+        if report.pilot != self._pilot:
+            self._pilot = report.pilot
+            self.events.publish(PilotChanged(self.name, report.pilot))
+        if report.contactor_fb != self._contactor_closed:
+            self._contactor_closed = report.contactor_fb
+            self.events.publish(ContactorChanged(self.name, report.contactor_fb))
+        self._update_faults(report.faults)
+        self._publish_verdicts(self._supervisor.update(time.monotonic(), report.contactor_cmd,
+                                                       report.contactor_fb))
+        if self._started and report.faults & FaultBit.HOST_TIMEOUT:
+            self._request_resync(hello=False)
+
+    def _update_faults(self, bits: FaultBit) -> None:
+        active = faults_by_code(bits)
+        for code, details in active.items():
+            known = self._board_faults.get(code, frozenset())
+            if not details <= known:
+                detail = "; ".join(sorted(details))
+                logger.warning("%s: I/O board fault %s: %s", self.name, code.value, detail)
+                self.events.publish(DeviceFault(self.name, code, detail))
+        for code in self._board_faults.keys() - active.keys():
+            logger.info("%s: I/O board fault %s cleared", self.name, code.value)
+            self.events.publish(DeviceRecovered(self.name, code))
+        self._board_faults = active
+
+    def _publish_verdicts(self, verdicts: list[ContactorVerdict]) -> None:
+        for verdict in verdicts:
+            if verdict.active:
+                logger.error("%s: contactor fault %s (mirror contact disagrees with the coil)", self.name,
+                             verdict.code.value)
+                self.events.publish(DeviceFault(self.name, verdict.code, "mirror contact vs coil command"))
+            else:
+                logger.info("%s: contactor fault %s cleared", self.name, verdict.code.value)
+                self.events.publish(DeviceRecovered(self.name, verdict.code))
+
+    # --- port I/O -------------------------------------------------------------------------------------
+
+    def _open_port(self) -> None:
+        try:
+            ser = serial.Serial(port=self.port, baudrate=self.baudrate, timeout=0, write_timeout=0)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise DeviceError(f"{self.name}: cannot open I/O board port {self.port}: {exc}") from exc
+        self._ser = ser
+        self.decoder.reset()
+        self._tx_backlog.clear()
+        assert self._loop is not None
+        self._loop.add_reader(ser.fileno(), self._on_readable)
+        logger.debug("%s: opened %s at %d baud", self.name, self.port, self.baudrate)
+
+    def _close_port(self) -> None:
+        ser, self._ser = self._ser, None
+        if ser is None:
+            return
+        if self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(ser.fileno())
+                self._loop.remove_writer(ser.fileno())
+        with contextlib.suppress(Exception):
+            ser.close()
+        self._tx_backlog.clear()
+
+    def _send_payload(self, payload: bytes) -> None:
+        # A leading delimiter ends any garbage the board may hold, so this frame is not lost with it.
+        self._write(bytes([DELIMITER]) + encode_frame(payload))
+        self.stats.frames_sent += 1
+
+    def _write(self, data: bytes) -> None:
+        """Non-blocking write; what the tty does not take now is flushed when it becomes writable.
+
+        os.write on the port's fd instead of ``Serial.write``: with ``write_timeout=0`` pyserial
+        spins until the tty accepts everything, which would block the event loop.
+        """
+        ser = self._ser
+        if ser is None:
+            return
+        if self._tx_backlog:
+            if len(self._tx_backlog) + len(data) > MAX_TX_BACKLOG:
+                logger.warning("%s: %s is not draining; dropping %d bytes", self.name, self.port, len(data))
+                return
+            self._tx_backlog += data
+            return
+        try:
+            n = os.write(ser.fileno(), data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as exc:
+            logger.error("%s: writing %s failed, closing it (will reopen): %s", self.name, self.port, exc)
+            self._close_port()
+            return
+        if n < len(data):
+            self._tx_backlog += data[n:]
+            assert self._loop is not None
+            self._loop.add_writer(ser.fileno(), self._flush)
+
+    def _flush(self) -> None:
+        ser = self._ser
+        if ser is None:
+            return
+        try:
+            n = os.write(ser.fileno(), self._tx_backlog)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            logger.error("%s: writing %s failed, closing it (will reopen): %s", self.name, self.port, exc)
+            self._close_port()
+            return
+        del self._tx_backlog[:n]
+        if not self._tx_backlog and self._loop is not None:
+            self._loop.remove_writer(ser.fileno())

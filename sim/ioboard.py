@@ -1,0 +1,446 @@
+"""Simulated I/O board microcontroller: our board protocol on the device end of a serial wire.
+
+It implements the board side of docs/ioboard-protocol.md, MUSTs included, so the host driver is
+tested against the specified behaviour and not against shortcuts: the host keepalive watchdog,
+the contactor interlock (closes only with permission, pilot C/D and no blocking fault, and drops
+the permission whenever it opens by itself), latched and live fault bits, duplicate detection,
+HELLO repeated while unlinked, STATE on change and periodically. Physics on the EV side is kept
+to what the tests need: the EV's pilot state, a contactor with travel time and a mirror contact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+
+import serial
+
+from hal.duty_cycle import duty_to_current
+from hal.interfaces import PilotState
+from hal.ioboard.codec import DELIMITER, FrameDecoder, encode_frame
+from hal.ioboard.messages import (
+    BLOCKING_FAULTS,
+    MAX_TEXT_LEN,
+    PROTOCOL_MAJOR,
+    PROTOCOL_MINOR,
+    SEQ_MODULO,
+    Ack,
+    AllowContactor,
+    BoardHello,
+    BoardMessage,
+    Capability,
+    ClearFaults,
+    FaultBit,
+    HostHello,
+    Keepalive,
+    Log,
+    LogLevel,
+    MessageError,
+    Nack,
+    NackReason,
+    PwmMode,
+    RequestState,
+    Reset,
+    ResetReason,
+    SetPwm,
+    StateReport,
+    decode_message,
+    encode_message,
+)
+from sim.interfaces import BoardFault, DeviceCounters
+
+logger = logging.getLogger(__name__)
+
+HELLO_REPEAT_S = 1.0  # while unlinked (spec §5)
+TICK_S = 0.005
+RESET_DELAY_S = 0.01  # after the ACK of RESET
+NORMAL_TEMPERATURE_DC = 250
+HOT_TEMPERATURE_DC = 850
+CAPABILITIES = Capability.RCD | Capability.TEMPERATURE | Capability.MIRROR_CONTACT | Capability.DIODE_CHECK
+
+
+class SimulatedIoBoard:
+    """:class:`sim.interfaces.SimulatedBoard` speaking our I/O board protocol on ``port``."""
+
+    def __init__(self, port: str, *, baudrate: int = 115200, keepalive_timeout_s: float = 1.0,
+                 report_interval_s: float = 0.5, contactor_travel_s: float = 0.02,
+                 protocol_version: tuple[int, int] = (PROTOCOL_MAJOR, PROTOCOL_MINOR),
+                 firmware_version: str = "sim-1.0.0", hardware_revision: str = "SIM-A") -> None:
+        self.port = port
+        self.baudrate = baudrate
+        self.keepalive_timeout_s = keepalive_timeout_s
+        self.report_interval_s = report_interval_s
+        self.contactor_travel_s = contactor_travel_s
+        self.protocol_version = protocol_version
+        self.firmware_version = firmware_version
+        self.hardware_revision = hardware_revision
+        self.counters = DeviceCounters(extra={"keepalive_trips": 0, "duplicates": 0, "nacks": 0,
+                                              "frames_sent": 0, "frames_suppressed": 0, "resets": 0})
+        self.decoder = FrameDecoder()
+        self._codec_dropped = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ser: serial.Serial | None = None
+        self._tx_backlog = bytearray()
+        self._task: asyncio.Task[None] | None = None
+        # physics and injected faults (survive a reset)
+        self._ev_pilot = PilotState.A
+        self._rcd_present = False
+        self._overtemp = False
+        self._diode_bad = False
+        self._welded = False
+        self._stuck_open = False
+        self._silent = False
+        self._contact = False
+        self._boot(ResetReason.POWER_ON)
+
+    # --- SimulatedBoard ---------------------------------------------------------------------------
+
+    def set_ev_pilot(self, state: PilotState) -> None:
+        self._ev_pilot = state
+        self._evaluate()
+
+    @property
+    def offered_current_a(self) -> float:
+        if self._pwm.mode is not PwmMode.PWM or self._pwm.duty_permille is None:
+            return 0.0
+        return duty_to_current(self._pwm.duty_permille / 10)
+
+    @property
+    def contactor_closed(self) -> bool:
+        return self._contact
+
+    def inject(self, fault: BoardFault, active: bool = True) -> None:
+        match fault:
+            case BoardFault.RCD_TRIP:
+                self._rcd_present = active
+            case BoardFault.OVERTEMPERATURE:
+                self._overtemp = active
+            case BoardFault.DIODE_FAILURE:
+                self._diode_bad = active
+            case BoardFault.WELDED:
+                self._welded = active
+            case BoardFault.STUCK_OPEN:
+                self._stuck_open = active
+            case BoardFault.SILENT:
+                self._silent = active
+        logger.info("sim ioboard %s: fault %s %s", self.port, fault.value, "injected" if active else "removed")
+        self._move_contact(time.monotonic())
+        self._evaluate()
+
+    # --- observation for tests -----------------------------------------------------------------------
+
+    @property
+    def pilot(self) -> PilotState:
+        """The pilot state the board senses."""
+        return PilotState.F if self._pwm.mode is PwmMode.F else self._ev_pilot
+
+    @property
+    def pwm(self) -> SetPwm:
+        """The pilot output applied now."""
+        return self._pwm
+
+    @property
+    def contactor_cmd(self) -> bool:
+        """Whether the board drives the contactor coil."""
+        return self._coil
+
+    @property
+    def faults(self) -> FaultBit:
+        return self._faults
+
+    @property
+    def linked(self) -> bool:
+        return self._linked
+
+    @property
+    def frames_received(self) -> int:
+        return self.counters.requests
+
+    @property
+    def bad_frames(self) -> int:
+        return self.counters.bad_frames
+
+    @property
+    def keepalive_trips(self) -> int:
+        return self.counters.extra["keepalive_trips"]
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._ser = serial.Serial(port=self.port, baudrate=self.baudrate, timeout=0, write_timeout=0)
+        self._loop.add_reader(self._ser.fileno(), self._on_readable)
+        self._hello_due = 0.0
+        self._task = asyncio.create_task(self._run(), name=f"sim-ioboard-{self.port}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        ser, self._ser = self._ser, None
+        if ser is not None:
+            if self._loop is not None:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_reader(ser.fileno())
+                    self._loop.remove_writer(ser.fileno())
+            with contextlib.suppress(Exception):
+                ser.close()
+
+    async def __aenter__(self) -> SimulatedIoBoard:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def reboot(self, reason: ResetReason = ResetReason.POWER_ON) -> None:
+        """Restart the microcontroller: outputs safe, link state and sequence numbers forgotten."""
+        self.counters.extra["resets"] += 1
+        logger.info("sim ioboard %s: reboot (%s)", self.port, reason.name)
+        self._boot(reason)
+        self._evaluate()
+
+    def _boot(self, reason: ResetReason) -> None:
+        self._reset_reason = reason
+        self._pwm = SetPwm(PwmMode.X1)
+        self._coil = False
+        self._coil_changed_at = time.monotonic()
+        self._faults = FaultBit.MCU_WATCHDOG if reason is ResetReason.MCU_WATCHDOG else FaultBit(0)
+        self._linked = False
+        self._last_host_rx = time.monotonic()
+        self._tx_seq = 0
+        self._last_cmd_seq: int | None = None
+        self._last_answer: Ack | Nack | None = None
+        self._hello_due = time.monotonic()
+        self._last_report: tuple[object, ...] | None = None
+        self._last_report_at = 0.0
+        self.decoder.reset()
+
+    # --- the firmware's main loop --------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            now = time.monotonic()
+            if not self._linked and now >= self._hello_due:
+                self._hello_due = now + HELLO_REPEAT_S
+                self._send(self._hello_message())
+            if self._linked and not self._faults & FaultBit.HOST_TIMEOUT \
+                    and now - self._last_host_rx > self.keepalive_timeout_s:
+                self._trip_watchdog(now)
+            self._move_contact(now)
+            self._evaluate(now)
+            await asyncio.sleep(TICK_S)
+
+    def _trip_watchdog(self, now: float) -> None:
+        """Host silent too long: PWM off (X1), contactor open, HOST_TIMEOUT latched (spec §4.2)."""
+        self.counters.extra["keepalive_trips"] += 1
+        self._faults |= FaultBit.HOST_TIMEOUT
+        self._pwm = SetPwm(PwmMode.X1)
+        self._set_coil(False, now)
+        silent_ms = (now - self._last_host_rx) * 1000
+        logger.warning("sim ioboard %s: host silent for %.0f ms: PWM off, contactor open", self.port, silent_ms)
+        self._send(Log(LogLevel.WARNING, f"host keepalive timeout after {silent_ms:.0f} ms"))
+
+    def _set_coil(self, on: bool, now: float) -> None:
+        if on != self._coil:
+            self._coil = on
+            self._coil_changed_at = now
+
+    def _move_contact(self, now: float) -> None:
+        if self._welded:
+            self._contact = True
+        elif self._stuck_open:
+            self._contact = False
+        elif self._contact != self._coil and now - self._coil_changed_at >= self.contactor_travel_s:
+            self._contact = self._coil
+
+    def _evaluate(self, now: float | None = None) -> None:
+        """Recompute live faults, enforce the interlock, and report what changed."""
+        now = time.monotonic() if now is None else now
+        live = FaultBit(0)
+        if self._overtemp:
+            live |= FaultBit.OVERTEMPERATURE
+        if self._diode_bad:
+            live |= FaultBit.DIODE_FAILURE
+        if self.pilot is PilotState.E:
+            live |= FaultBit.PILOT_SHORT
+        latched = self._faults & ~(FaultBit.OVERTEMPERATURE | FaultBit.DIODE_FAILURE | FaultBit.PILOT_SHORT)
+        if self._rcd_present:
+            latched |= FaultBit.RCD_TRIP
+        self._faults = latched | live
+        if self._coil and (self.pilot not in (PilotState.C, PilotState.D) or self._faults & BLOCKING_FAULTS):
+            self._set_coil(False, now)  # opened by the board itself: the permission is gone too
+        snapshot = (self.pilot, self._pwm, self._coil, self._contact, self._faults)
+        if snapshot != self._last_report or now - self._last_report_at >= self.report_interval_s:
+            self._last_report, self._last_report_at = snapshot, now
+            if self._ser is not None:
+                self._send(self._state_message())
+
+    def _hello_message(self) -> BoardHello:
+        major, minor = self.protocol_version
+        return BoardHello(major, minor, self.firmware_version, self.hardware_revision, CAPABILITIES,
+                          round(self.keepalive_timeout_s * 1000), round(self.report_interval_s * 1000),
+                          self._reset_reason)
+
+    def _state_message(self) -> StateReport:
+        temp = HOT_TEMPERATURE_DC if self._overtemp else NORMAL_TEMPERATURE_DC
+        return StateReport(self.pilot, self._pwm.mode, self._pwm.duty_permille, self._coil, self._contact,
+                           self._faults, temp)
+
+    # --- commands ------------------------------------------------------------------------------------
+
+    def _on_payload(self, payload: bytes) -> None:
+        try:
+            envelope = decode_message(payload)
+        except MessageError as exc:
+            self.counters.bad_frames += 1
+            if exc.seq is not None:  # readable seq: the host gets a NACK instead of a timeout
+                self._last_cmd_seq = exc.seq
+                self._answer(Nack(exc.seq, exc.reason, _clip(str(exc))))
+            return
+        msg, seq = envelope.message, envelope.seq
+        self.counters.requests += 1
+        self._last_host_rx = time.monotonic()
+        if isinstance(msg, HostHello):
+            self._last_cmd_seq = None  # a new host session: its seq may repeat the old one's
+        elif seq == self._last_cmd_seq and self._last_answer is not None:
+            self.counters.extra["duplicates"] += 1
+            self._answer(self._last_answer)  # retransmission: answer again, do not execute again
+            return
+        self._last_cmd_seq = seq
+        self._execute(seq, msg)
+
+    def _execute(self, seq: int, msg: object) -> None:
+        now = time.monotonic()
+        match msg:
+            case HostHello():
+                self._pwm = SetPwm(PwmMode.X1)  # a new host session starts from the safe state
+                self._set_coil(False, now)
+                if msg.proto_major != self.protocol_version[0]:
+                    self._linked = False
+                    self._answer(Nack(seq, NackReason.VERSION_MISMATCH,
+                                      f"board speaks {self.protocol_version[0]}.x, host {msg.proto_major}."
+                                      f"{msg.proto_minor}"))
+                else:
+                    self._linked = True
+                    self._answer(Ack(seq))
+                self._send(self._hello_message())
+            case Keepalive():
+                self._answer(Ack(seq))
+            case SetPwm():
+                if msg.mode is PwmMode.PWM and not self._linked:
+                    self._answer(Nack(seq, NackReason.NOT_LINKED, "PWM needs a HOST_HELLO first"))
+                elif msg.mode is PwmMode.PWM and self._faults & FaultBit.HOST_TIMEOUT:
+                    self._answer(Nack(seq, NackReason.FAULT_ACTIVE, "clear HOST_TIMEOUT first"))
+                else:
+                    self._pwm = msg
+                    self._answer(Ack(seq))
+            case AllowContactor(on=False):
+                self._set_coil(False, now)
+                self._answer(Ack(seq))
+            case AllowContactor(on=True):
+                if not self._linked:
+                    self._answer(Nack(seq, NackReason.NOT_LINKED, "contactor needs a HOST_HELLO first"))
+                elif self._faults & BLOCKING_FAULTS:
+                    self._answer(Nack(seq, NackReason.FAULT_ACTIVE,
+                                      f"blocking faults {int(self._faults & BLOCKING_FAULTS):#x}"))
+                elif self.pilot not in (PilotState.C, PilotState.D):
+                    self._answer(Nack(seq, NackReason.PILOT_STATE, f"pilot is {self.pilot.value}"))
+                else:
+                    self._set_coil(True, now)
+                    self._answer(Ack(seq))
+            case RequestState():
+                self._answer(Ack(seq))
+                self._last_report_at = now
+                self._last_report = (self.pilot, self._pwm, self._coil, self._contact, self._faults)
+                self._send(self._state_message())
+            case ClearFaults():
+                clearable = msg.mask & ~(FaultBit.OVERTEMPERATURE | FaultBit.DIODE_FAILURE | FaultBit.PILOT_SHORT)
+                if self._rcd_present:
+                    clearable &= ~FaultBit.RCD_TRIP
+                self._faults &= ~clearable
+                self._answer(Ack(seq))
+            case Reset():
+                self._answer(Ack(seq))
+                assert self._loop is not None
+                self._loop.call_later(RESET_DELAY_S, self.reboot, ResetReason.HOST_REQUEST)
+            case _:
+                self._answer(Nack(seq, NackReason.UNKNOWN_TYPE, f"{type(msg).__name__} is not a command"))
+        self._evaluate(now)
+
+    def _answer(self, answer: Ack | Nack) -> None:
+        self._last_answer = answer
+        if isinstance(answer, Nack):
+            self.counters.extra["nacks"] += 1
+        self._send(answer)
+
+    # --- serial I/O ----------------------------------------------------------------------------------
+
+    def _send(self, msg: BoardMessage) -> None:
+        if self._silent:
+            self.counters.extra["frames_suppressed"] += 1
+            return
+        payload = encode_message(self._tx_seq, msg)
+        self._tx_seq = (self._tx_seq + 1) % SEQ_MODULO
+        self.counters.extra["frames_sent"] += 1
+        self._write(bytes([DELIMITER]) + encode_frame(payload))
+
+    def _on_readable(self) -> None:
+        if self._ser is None:
+            return
+        try:
+            data = self._ser.read(4096)
+        except (serial.SerialException, OSError) as exc:
+            logger.warning("sim ioboard %s: read failed: %s", self.port, exc)
+            return
+        payloads = self.decoder.feed(data)
+        dropped = self.decoder.stats.dropped
+        if dropped != self._codec_dropped:
+            self.counters.bad_frames += dropped - self._codec_dropped
+            self._codec_dropped = dropped
+        for payload in payloads:
+            self._on_payload(payload)
+
+    def _write(self, data: bytes) -> None:
+        ser = self._ser
+        if ser is None:
+            return
+        if self._tx_backlog:
+            self._tx_backlog += data
+            return
+        try:
+            n = os.write(ser.fileno(), data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as exc:
+            logger.warning("sim ioboard %s: write failed: %s", self.port, exc)
+            return
+        if n < len(data):
+            self._tx_backlog += data[n:]
+            assert self._loop is not None
+            self._loop.add_writer(ser.fileno(), self._flush)
+
+    def _flush(self) -> None:
+        ser = self._ser
+        if ser is None:
+            return
+        try:
+            n = os.write(ser.fileno(), self._tx_backlog)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._tx_backlog.clear()
+            n = 0
+        del self._tx_backlog[:n]
+        if not self._tx_backlog and self._loop is not None:
+            self._loop.remove_writer(ser.fileno())
+
+
+def _clip(text: str) -> str:
+    raw = text.encode()[:MAX_TEXT_LEN]
+    return raw.decode(errors="ignore")

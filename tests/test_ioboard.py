@@ -1,0 +1,507 @@
+"""IoBoard driver against the simulated I/O board over a real pty pair (the ``wire`` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import serial
+
+from hal.events import Subscription
+from hal.interfaces import (
+    BoardEvent,
+    ContactorChanged,
+    DeviceError,
+    DeviceFault,
+    DeviceRecovered,
+    EvseBoard,
+    FaultCode,
+    PilotChanged,
+    PilotState,
+)
+from hal.ioboard import IoBoard
+from hal.ioboard.codec import FrameDecoder, encode_frame
+from hal.ioboard.messages import (
+    Ack,
+    FaultBit,
+    HostHello,
+    Message,
+    Nack,
+    NackReason,
+    PwmMode,
+    SetPwm,
+    decode_message,
+    encode_message,
+)
+from sim.interfaces import BoardFault
+from sim.ioboard import SimulatedIoBoard
+from sim.wire import Direction, SerialWire
+
+KEEPALIVE_TIMEOUT_S = 0.3
+REPORT_INTERVAL_S = 0.1
+LINK_TIMEOUT_S = 0.4
+SETTLE_S = 0.1
+
+
+@pytest.fixture
+async def sim(wire: SerialWire) -> AsyncIterator[SimulatedIoBoard]:
+    board = SimulatedIoBoard(wire.device_port, keepalive_timeout_s=KEEPALIVE_TIMEOUT_S,
+                             report_interval_s=REPORT_INTERVAL_S)
+    await board.start()
+    try:
+        yield board
+    finally:
+        await board.close()
+
+
+def make_driver(wire: SerialWire) -> IoBoard:
+    return IoBoard("ioboard", wire.host_port, keepalive_s=0.05, link_timeout_s=LINK_TIMEOUT_S,
+                   contactor_settle_s=SETTLE_S)
+
+
+@pytest.fixture
+async def board(wire: SerialWire, sim: SimulatedIoBoard) -> AsyncIterator[IoBoard]:
+    drv = make_driver(wire)
+    await drv.start()
+    try:
+        yield drv
+    finally:
+        await drv.close()
+
+
+async def until(predicate: Callable[[], bool], within: float = 2.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.005)
+
+
+async def expect(sub: Subscription[BoardEvent], predicate: Callable[[BoardEvent], bool],
+                 within: float = 2.0) -> BoardEvent:
+    """The next event matching ``predicate`` (others are skipped)."""
+    async with asyncio.timeout(within):
+        while True:
+            event = await sub.get()
+            if predicate(event):
+                return event
+
+
+def fault(code: FaultCode) -> Callable[[BoardEvent], bool]:
+    return lambda e: isinstance(e, DeviceFault) and e.code is code
+
+
+def recovered(code: FaultCode) -> Callable[[BoardEvent], bool]:
+    return lambda e: isinstance(e, DeviceRecovered) and e.code is code
+
+
+async def charging(board: IoBoard, sim: SimulatedIoBoard, amps: float = 16.0) -> None:
+    """EV in C with PWM offered and the contactor closed."""
+    sim.set_ev_pilot(PilotState.B)
+    await board.set_offered_current(amps)
+    sim.set_ev_pilot(PilotState.C)
+    await until(lambda: board.pilot_state is PilotState.C)
+    await board.allow_power(True)
+    await until(lambda: board.contactor_closed and sim.contactor_closed)
+
+
+# --- hello / version ----------------------------------------------------------------------------------
+
+
+async def test_hello_exchange_reports_versions_and_first_state(board: IoBoard, sim: SimulatedIoBoard) -> None:
+    assert isinstance(board, EvseBoard)
+    hello = board.board_hello
+    assert hello is not None
+    assert (hello.proto_major, hello.proto_minor) == (1, 0)
+    assert hello.firmware_version == "sim-1.0.0" and hello.hardware_revision == "SIM-A"
+    assert hello.keepalive_timeout_ms == 300
+    assert sim.linked
+    assert board.pilot_state is PilotState.A
+    assert board.contactor_closed is False
+    assert board.stats.frames_received >= 3 and board.stats.frames_dropped == 0
+
+
+async def test_incompatible_major_version_is_refused_clearly(wire: SerialWire) -> None:
+    sim = SimulatedIoBoard(wire.device_port, protocol_version=(2, 1), firmware_version="fw-2.1.0")
+    await sim.start()
+    drv = make_driver(wire)
+    try:
+        with pytest.raises(DeviceError, match=r"speaks protocol 2\.1 .*fw-2\.1\.0.*supports 1\.x only"):
+            await drv.start()
+        assert not sim.linked
+        assert sim.pwm.mode is PwmMode.X1
+    finally:
+        await drv.close()
+        await sim.close()
+
+
+async def test_start_without_a_board_fails_with_a_clear_error(wire: SerialWire) -> None:
+    drv = make_driver(wire)
+    t0 = time.monotonic()
+    with pytest.raises(DeviceError, match="did not acknowledge HostHello"):
+        await drv.start()
+    assert time.monotonic() - t0 < 1.0
+    assert drv.stats.timeouts == 4
+
+
+async def test_start_on_a_missing_port_fails_clearly() -> None:
+    drv = IoBoard("ioboard", "/dev/does-not-exist")
+    with pytest.raises(DeviceError, match="cannot open I/O board port /dev/does-not-exist"):
+        await drv.start()
+
+
+# --- pilot and PWM --------------------------------------------------------------------------------------
+
+
+async def test_pilot_sequence_is_reported_as_events(board: IoBoard, sim: SimulatedIoBoard) -> None:
+    with board.events.subscribe() as sub:
+        for state in (PilotState.B, PilotState.C, PilotState.B, PilotState.A):
+            sim.set_ev_pilot(state)
+            await until(lambda: board.pilot_state is sim.pilot)
+        changes = []
+        while sub.pending():
+            event = sub.get_nowait()
+            if isinstance(event, PilotChanged):
+                changes.append(event.state)
+    assert changes == [PilotState.B, PilotState.C, PilotState.B, PilotState.A]
+
+
+@pytest.mark.parametrize(("amps", "duty_permille", "seen_a"), [
+    (6.0, 100, 6.0), (16.0, 267, 16.02), (32.0, 533, 31.98), (63.0, 892, 63.0), (80.0, 960, 80.0),
+])
+async def test_offered_current_becomes_duty_on_the_board(board: IoBoard, sim: SimulatedIoBoard, amps: float,
+                                                         duty_permille: int, seen_a: float) -> None:
+    await board.set_offered_current(amps)
+    assert sim.pwm == SetPwm(PwmMode.PWM, duty_permille)
+    assert sim.offered_current_a == pytest.approx(seen_a, abs=0.01)
+    await until(lambda: board.state is not None and board.state.duty_permille == duty_permille)
+
+
+async def test_below_6a_is_x1_and_unavailable_is_f(board: IoBoard, sim: SimulatedIoBoard) -> None:
+    await board.set_offered_current(20.0)
+    await board.set_offered_current(5.0)
+    assert sim.pwm == SetPwm(PwmMode.X1) and sim.offered_current_a == 0.0
+    await board.set_offered_current(20.0)
+    await board.set_unavailable(True)
+    assert sim.pwm == SetPwm(PwmMode.F) and sim.offered_current_a == 0.0
+    await until(lambda: board.pilot_state is PilotState.F)
+    await board.set_unavailable(False)
+    assert sim.pwm == SetPwm(PwmMode.PWM, 333)
+    assert sim.offered_current_a == pytest.approx(20.0, abs=0.05)
+
+
+# --- contactor ---------------------------------------------------------------------------------------------
+
+
+async def test_contactor_closes_only_in_c_and_opens_when_the_ev_leaves(board: IoBoard,
+                                                                        sim: SimulatedIoBoard) -> None:
+    sim.set_ev_pilot(PilotState.B)
+    await board.set_offered_current(16.0)
+    await until(lambda: board.pilot_state is PilotState.B)
+    with pytest.raises(DeviceError, match="PILOT_STATE"):
+        await board.allow_power(True)
+    assert not sim.contactor_cmd and not sim.contactor_closed
+    assert board.stats.exceptions == 1
+    with board.events.subscribe() as sub:
+        sim.set_ev_pilot(PilotState.C)
+        await until(lambda: board.pilot_state is PilotState.C)
+        await board.allow_power(True)
+        event = await expect(sub, lambda e: isinstance(e, ContactorChanged))
+        assert isinstance(event, ContactorChanged) and event.closed
+        assert sim.contactor_closed and board.contactor_closed
+        sim.set_ev_pilot(PilotState.B)  # EV stops: the board opens by itself, no host command needed
+        event = await expect(sub, lambda e: isinstance(e, ContactorChanged))
+        assert isinstance(event, ContactorChanged) and not event.closed
+    assert not sim.contactor_cmd and not sim.contactor_closed
+    sim.set_ev_pilot(PilotState.C)  # the permission went with the opening: no re-close by itself
+    await asyncio.sleep(3 * REPORT_INTERVAL_S)
+    assert not sim.contactor_closed
+
+
+async def test_welded_contactor_is_detected_from_the_mirror_contact(board: IoBoard,
+                                                                    sim: SimulatedIoBoard) -> None:
+    await charging(board, sim)
+    with board.events.subscribe() as sub:
+        sim.inject(BoardFault.WELDED)
+        await board.allow_power(False)
+        event = await expect(sub, fault(FaultCode.CONTACTOR_WELDED))
+        assert board.contactor_closed and not sim.contactor_cmd
+        sim.inject(BoardFault.WELDED, False)
+        await expect(sub, recovered(FaultCode.CONTACTOR_WELDED))
+        assert not board.contactor_closed
+    assert isinstance(event, DeviceFault) and event.device == "ioboard"
+
+
+async def test_contactor_that_does_not_close_is_detected(board: IoBoard, sim: SimulatedIoBoard) -> None:
+    sim.inject(BoardFault.STUCK_OPEN)
+    sim.set_ev_pilot(PilotState.C)
+    await board.set_offered_current(16.0)
+    await until(lambda: board.pilot_state is PilotState.C)
+    with board.events.subscribe() as sub:
+        t0 = time.monotonic()
+        await board.allow_power(True)
+        await expect(sub, fault(FaultCode.CONTACTOR_FAILED_TO_CLOSE))
+        assert time.monotonic() - t0 >= SETTLE_S  # not before the contactor had time to move
+        assert sim.contactor_cmd and not board.contactor_closed
+        sim.inject(BoardFault.STUCK_OPEN, False)
+        await expect(sub, recovered(FaultCode.CONTACTOR_FAILED_TO_CLOSE))
+        assert board.contactor_closed
+
+
+# --- the board's keepalive watchdog ------------------------------------------------------------------------
+
+
+async def test_silent_host_makes_the_board_open_the_contactor_by_itself(
+        board: IoBoard, sim: SimulatedIoBoard, wire: SerialWire) -> None:
+    await charging(board, sim)
+    with board.events.subscribe() as sub:
+        t0 = time.monotonic()
+        wire.set_silent(Direction.TO_DEVICE)
+        await until(lambda: not sim.contactor_closed, within=2 * KEEPALIVE_TIMEOUT_S)
+        elapsed = time.monotonic() - t0
+        assert KEEPALIVE_TIMEOUT_S * 0.9 <= elapsed <= KEEPALIVE_TIMEOUT_S + 0.1
+        assert sim.keepalive_trips == 1
+        assert sim.pwm == SetPwm(PwmMode.X1) and sim.offered_current_a == 0.0
+        assert sim.faults & FaultBit.HOST_TIMEOUT
+        event = await expect(sub, fault(FaultCode.DEVICE_ERROR))  # reports still reach the host
+        assert isinstance(event, DeviceFault) and "keepalive" in event.detail
+        wire.set_silent(Direction.TO_DEVICE, False)
+        await expect(sub, recovered(FaultCode.DEVICE_ERROR))  # the driver cleared HOST_TIMEOUT
+    await until(lambda: sim.pwm == SetPwm(PwmMode.PWM, 267))  # and re-applied the offer
+    assert not sim.faults & FaultBit.HOST_TIMEOUT
+    assert not sim.contactor_cmd  # closing again is the firmware's decision
+    await board.allow_power(True)
+    await until(lambda: sim.contactor_closed)
+
+
+async def test_stopped_keepalive_task_trips_the_board(board: IoBoard, sim: SimulatedIoBoard) -> None:
+    await charging(board, sim)
+    for task in board._tasks:
+        if task.get_name().endswith("keepalive"):
+            task.cancel()
+    t0 = time.monotonic()
+    await until(lambda: not sim.contactor_cmd, within=2 * KEEPALIVE_TIMEOUT_S)
+    assert time.monotonic() - t0 <= KEEPALIVE_TIMEOUT_S + 0.1
+    assert sim.keepalive_trips == 1
+    # The driver's receive side is alive: it clears the trip and re-offers PWM, but never re-closes.
+    await asyncio.sleep(2 * KEEPALIVE_TIMEOUT_S)
+    assert not sim.contactor_cmd and not sim.contactor_closed
+
+
+# --- faults reported by the board ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("injected", "code"), [
+    (BoardFault.OVERTEMPERATURE, FaultCode.OVERTEMPERATURE),
+    (BoardFault.DIODE_FAILURE, FaultCode.DIODE_FAILURE),
+])
+async def test_live_faults_are_raised_and_cleared(board: IoBoard, sim: SimulatedIoBoard, injected: BoardFault,
+                                                  code: FaultCode) -> None:
+    await charging(board, sim)
+    with board.events.subscribe() as sub:
+        sim.inject(injected)
+        await expect(sub, fault(code))
+        await until(lambda: not sim.contactor_closed)  # a blocking fault opens the contactor
+        with pytest.raises(DeviceError, match="FAULT_ACTIVE"):
+            await board.allow_power(True)
+        if injected is BoardFault.OVERTEMPERATURE:
+            assert board.state is not None and board.state.temperature_c == 85.0
+        sim.inject(injected, False)
+        await expect(sub, recovered(code))
+    await board.allow_power(True)
+    await until(lambda: sim.contactor_closed)
+
+
+async def test_rcd_trip_is_latched_until_the_host_clears_it(board: IoBoard, sim: SimulatedIoBoard) -> None:
+    await charging(board, sim)
+    with board.events.subscribe() as sub:
+        sim.inject(BoardFault.RCD_TRIP)
+        await expect(sub, fault(FaultCode.RCD_TRIP))
+        await until(lambda: not sim.contactor_closed)
+        await board.clear_faults()  # residual current still there: stays latched
+        assert sim.faults & FaultBit.RCD_TRIP
+        sim.inject(BoardFault.RCD_TRIP, False)
+        await asyncio.sleep(2 * REPORT_INTERVAL_S)
+        assert sim.faults & FaultBit.RCD_TRIP
+        assert not any(recovered(FaultCode.RCD_TRIP)(sub.get_nowait()) for _ in range(sub.pending()))
+        await board.clear_faults()
+        await expect(sub, recovered(FaultCode.RCD_TRIP))
+
+
+async def test_pilot_short_is_a_device_error(board: IoBoard, sim: SimulatedIoBoard) -> None:
+    with board.events.subscribe() as sub:
+        sim.set_ev_pilot(PilotState.E)
+        event = await expect(sub, fault(FaultCode.DEVICE_ERROR))
+        assert isinstance(event, DeviceFault) and "pilot short" in event.detail
+        assert board.pilot_state is PilotState.E
+        sim.set_ev_pilot(PilotState.A)
+        await expect(sub, recovered(FaultCode.DEVICE_ERROR))
+
+
+# --- a noisy line --------------------------------------------------------------------------------------------
+
+
+async def test_garbage_and_truncation_are_dropped_counted_and_survived(
+        board: IoBoard, sim: SimulatedIoBoard, wire: SerialWire) -> None:
+    with board.events.subscribe() as sub:
+        for _ in range(5):
+            wire.inject_garbage(Direction.TO_HOST, 40)
+            wire.inject_garbage(Direction.TO_DEVICE, 40)
+            await asyncio.sleep(0.02)
+        wire.truncate_next(Direction.TO_HOST, 3)
+        wire.truncate_next(Direction.TO_DEVICE, 2)
+        await board.set_offered_current(10.0)  # retransmitted until it gets through
+        await board.set_offered_current(12.0)
+        await asyncio.sleep(3 * REPORT_INTERVAL_S)
+        assert not any(fault(FaultCode.LINK_LOST)(sub.get_nowait()) for _ in range(sub.pending()))
+    assert sim.pwm == SetPwm(PwmMode.PWM, 200)
+    assert board.stats.frames_dropped >= 3
+    assert sim.bad_frames >= 2
+    assert board.decoder.stats.dropped + 0 >= 3
+    assert board.link_up
+    good_before = board.stats.frames_received
+    await board.set_offered_current(32.0)
+    assert sim.offered_current_a == pytest.approx(32.0, abs=0.05)
+    assert board.stats.frames_received > good_before
+
+
+async def test_bit_noise_costs_retransmissions_not_commands(board: IoBoard, sim: SimulatedIoBoard,
+                                                            wire: SerialWire) -> None:
+    wire.set_noise(Direction.TO_HOST, 0.003)
+    wire.set_noise(Direction.TO_DEVICE, 0.003)
+    for amps in (10.0, 13.0, 16.0, 20.0, 25.0, 32.0) * 3:
+        await board.set_offered_current(amps)
+        assert sim.offered_current_a == pytest.approx(amps, abs=0.05)
+        await asyncio.sleep(0.02)
+    wire.clear_faults()
+    assert board.link_up
+    assert board.stats.requests >= 18
+    assert board.stats.frames_dropped + sim.bad_frames == board.decoder.stats.dropped + sim.bad_frames
+
+
+# --- a silent board --------------------------------------------------------------------------------------------
+
+
+async def test_silent_board_is_link_lost_then_recovered(board: IoBoard, sim: SimulatedIoBoard) -> None:
+    await board.set_offered_current(16.0)
+    with board.events.subscribe() as sub:
+        t0 = time.monotonic()
+        sim.inject(BoardFault.SILENT)
+        event = await expect(sub, fault(FaultCode.LINK_LOST))
+        assert LINK_TIMEOUT_S <= time.monotonic() - t0 <= LINK_TIMEOUT_S + 0.2
+        assert isinstance(event, DeviceFault) and wire_port_in(event.detail, board)
+        assert not board.link_up
+        with pytest.raises(DeviceError, match="did not acknowledge SetPwm"):
+            await board.set_offered_current(20.0)
+        sim.inject(BoardFault.SILENT, False)
+        await expect(sub, recovered(FaultCode.LINK_LOST))
+    assert board.link_up
+    await until(lambda: sim.pwm == SetPwm(PwmMode.PWM, 333))
+
+
+def wire_port_in(detail: str, board: IoBoard) -> bool:
+    return board.port in detail
+
+
+async def test_line_cut_towards_the_host_is_link_lost_then_recovered(board: IoBoard, sim: SimulatedIoBoard,
+                                                                     wire: SerialWire) -> None:
+    with board.events.subscribe() as sub:
+        wire.set_silent(Direction.TO_HOST)
+        await expect(sub, fault(FaultCode.LINK_LOST))
+        assert sim.keepalive_trips == 0  # the board still hears the host
+        wire.set_silent(Direction.TO_HOST, False)
+        await expect(sub, recovered(FaultCode.LINK_LOST))
+
+
+# --- board restarts ------------------------------------------------------------------------------------------
+
+
+async def test_board_restart_is_detected_and_state_re_applied(board: IoBoard, sim: SimulatedIoBoard) -> None:
+    sim.set_ev_pilot(PilotState.B)
+    await board.set_offered_current(16.0)
+    sim.reboot()
+    assert not sim.linked and sim.pwm.mode is PwmMode.X1
+    await until(lambda: sim.linked and sim.pwm == SetPwm(PwmMode.PWM, 267))
+    assert board.link_up
+
+
+async def test_reset_command_restarts_the_board_and_the_driver_follows(board: IoBoard,
+                                                                       sim: SimulatedIoBoard) -> None:
+    await board.set_unavailable(True)
+    await board.reset_board()
+    await until(lambda: sim.counters.extra["resets"] == 1)
+    await until(lambda: sim.linked and sim.pwm.mode is PwmMode.F)
+    hello = board.board_hello
+    assert hello is not None and hello.reset_reason.name == "HOST_REQUEST"
+
+
+async def test_close_leaves_the_board_safe(wire: SerialWire, sim: SimulatedIoBoard) -> None:
+    drv = make_driver(wire)
+    await drv.start()
+    await charging(drv, sim)
+    await drv.close()
+    assert not sim.contactor_cmd and sim.pwm.mode is PwmMode.X1
+    await drv.close()  # idempotent
+
+
+# --- the board side of the spec, driven by hand -------------------------------------------------------
+
+
+class RawHost:
+    """A bare host on the host port: writes frames, collects whatever the board answers."""
+
+    def __init__(self, port: str) -> None:
+        self.ser = serial.Serial(port, 115200, timeout=0)
+        self.decoder = FrameDecoder()
+
+    def send(self, seq: int, msg: Message | bytes) -> None:
+        payload = msg if isinstance(msg, bytes) else encode_message(seq, msg)
+        self.ser.write(b"\x00" + encode_frame(payload))
+
+    async def answer(self, seq: int) -> Ack | Nack:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            for payload in self.decoder.feed(self.ser.read(4096)):
+                msg = decode_message(payload).message
+                if isinstance(msg, Ack | Nack) and msg.ack_seq == seq:
+                    return msg
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"no answer to seq {seq}")
+
+
+async def test_board_answers_duplicates_without_executing_again_and_nacks_bad_commands(
+        wire: SerialWire, sim: SimulatedIoBoard) -> None:
+    import cbor2
+
+    host = RawHost(wire.host_port)
+    try:
+        host.send(0, HostHello())
+        assert await host.answer(0) == Ack(0)
+        host.send(1, SetPwm(PwmMode.PWM, 267))
+        assert await host.answer(1) == Ack(1)
+        host.send(1, SetPwm(PwmMode.PWM, 500))  # same seq: a retransmission, not a new command
+        assert await host.answer(1) == Ack(1)
+        assert sim.pwm == SetPwm(PwmMode.PWM, 267)
+        assert sim.counters.extra["duplicates"] == 1
+        host.send(2, cbor2.dumps({0: 3, 1: 2, 2: 1, 3: 990}))  # duty beyond 97 %
+        answer = await host.answer(2)
+        assert isinstance(answer, Nack) and answer.reason is NackReason.OUT_OF_RANGE
+        host.send(3, cbor2.dumps({0: 42, 1: 3}))
+        answer = await host.answer(3)
+        assert isinstance(answer, Nack) and answer.reason is NackReason.UNKNOWN_TYPE
+        assert sim.bad_frames == 2
+    finally:
+        host.ser.close()
+
+
+async def test_board_refuses_pwm_before_hello(wire: SerialWire, sim: SimulatedIoBoard) -> None:
+    host = RawHost(wire.host_port)
+    try:
+        host.send(9, SetPwm(PwmMode.PWM, 267))
+        answer = await host.answer(9)
+        assert isinstance(answer, Nack) and answer.reason is NackReason.NOT_LINKED
+        assert sim.pwm.mode is PwmMode.X1
+    finally:
+        host.ser.close()
