@@ -35,7 +35,7 @@ from hal.ioboard.messages import (
     decode_message,
     encode_message,
 )
-from sim.interfaces import BoardFault
+from sim.interfaces import BoardFault, SimulatedBoard
 from sim.ioboard import SimulatedIoBoard
 from sim.wire import Direction, SerialWire
 
@@ -112,6 +112,8 @@ async def charging(board: IoBoard, sim: SimulatedIoBoard, amps: float = 16.0) ->
 
 async def test_hello_exchange_reports_versions_and_first_state(board: IoBoard, sim: SimulatedIoBoard) -> None:
     assert isinstance(board, EvseBoard)
+    as_sim_board: SimulatedBoard = sim  # statically checked: the sim fits the EV-side interface
+    assert as_sim_board.offered_current_a == 0.0
     hello = board.board_hello
     assert hello is not None
     assert (hello.proto_major, hello.proto_minor) == (1, 0)
@@ -359,7 +361,7 @@ async def test_garbage_and_truncation_are_dropped_counted_and_survived(
     assert sim.pwm == SetPwm(PwmMode.PWM, 200)
     assert board.stats.frames_dropped >= 3
     assert sim.bad_frames >= 2
-    assert board.decoder.stats.dropped + 0 >= 3
+    assert board.decoder.stats.dropped == board.stats.frames_dropped  # all at the framing level
     assert board.link_up
     good_before = board.stats.frames_received
     await board.set_offered_current(32.0)
@@ -378,7 +380,7 @@ async def test_bit_noise_costs_retransmissions_not_commands(board: IoBoard, sim:
     wire.clear_faults()
     assert board.link_up
     assert board.stats.requests >= 18
-    assert board.stats.frames_dropped + sim.bad_frames == board.decoder.stats.dropped + sim.bad_frames
+    assert board.stats.frames_dropped + sim.bad_frames > 0  # the noise did hit frames
 
 
 # --- a silent board --------------------------------------------------------------------------------------------
@@ -391,7 +393,7 @@ async def test_silent_board_is_link_lost_then_recovered(board: IoBoard, sim: Sim
         sim.inject(BoardFault.SILENT)
         event = await expect(sub, fault(FaultCode.LINK_LOST))
         assert LINK_TIMEOUT_S <= time.monotonic() - t0 <= LINK_TIMEOUT_S + 0.2
-        assert isinstance(event, DeviceFault) and wire_port_in(event.detail, board)
+        assert isinstance(event, DeviceFault) and board.port in event.detail
         assert not board.link_up
         with pytest.raises(DeviceError, match="did not acknowledge SetPwm"):
             await board.set_offered_current(20.0)
@@ -399,10 +401,6 @@ async def test_silent_board_is_link_lost_then_recovered(board: IoBoard, sim: Sim
         await expect(sub, recovered(FaultCode.LINK_LOST))
     assert board.link_up
     await until(lambda: sim.pwm == SetPwm(PwmMode.PWM, 333))
-
-
-def wire_port_in(detail: str, board: IoBoard) -> bool:
-    return board.port in detail
 
 
 async def test_line_cut_towards_the_host_is_link_lost_then_recovered(board: IoBoard, sim: SimulatedIoBoard,

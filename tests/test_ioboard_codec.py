@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
+import re
+from pathlib import Path
 
 import cbor2
 import pytest
@@ -332,3 +335,42 @@ def _decodes_cleanly_or_says_why(payload: bytes) -> None:
         assert str(exc)
         return
     assert decode_message(encode_message(env.seq, env.message)) == env
+
+
+# --- the spec's example frames ---------------------------------------------------------------------------
+
+
+def _spec_examples() -> list[dict[str, str]]:
+    """The ``diag/payload/crc/wire`` blocks of docs/ioboard-protocol.md §8, continuation lines joined."""
+    text = (Path(__file__).parent.parent / "docs" / "ioboard-protocol.md").read_text()
+    examples = []
+    for block in re.findall(r"```\n(diag .*?)```", text, flags=re.S):
+        fields: dict[str, str] = {}
+        key = ""
+        for line in block.splitlines():
+            head = line[:9].strip()
+            if head:
+                key = head
+                fields[key] = line[9:].strip()
+            else:
+                fields[key] += " " + line.strip()
+        examples.append(fields)
+    return examples
+
+
+def test_spec_example_frames_match_the_codec() -> None:
+    examples = _spec_examples()
+    assert len(examples) == 9
+    for ex in examples:
+        payload = bytes.fromhex(ex["payload"].split("(")[0])
+        crc_hex = ex["crc"].split()[0]
+        assert crc32(payload) == int(crc_hex, 16), ex["diag"]
+        assert encode_frame(payload) == bytes.fromhex(ex["wire"]), ex["diag"]
+        env = decode_message(payload)
+        assert decode_message(encode_message(env.seq, env.message)) == env
+        assert cbor2.loads(payload) == _diag_to_python(ex["diag"])
+
+
+def _diag_to_python(diag: str) -> object:
+    """The subset of CBOR diagnostic notation the spec uses: maps, ints, strings, true/false."""
+    return ast.literal_eval(diag.replace("true", "True").replace("false", "False"))

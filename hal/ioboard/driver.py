@@ -180,7 +180,7 @@ class IoBoard:
         try:
             self._write(bytes([DELIMITER]))  # ends any partial frame in the board's receiver
             async with self._lock:
-                await self._handshake_locked()
+                hello = await self._handshake_locked()
                 await self._command_locked(ClearFaults(FaultBit.HOST_TIMEOUT))
                 await self._request_state_locked()
         except BaseException:
@@ -191,10 +191,9 @@ class IoBoard:
         self._tasks = [asyncio.create_task(coro, name=f"{self.name}-{what}") for what, coro in (
             ("keepalive", self._keepalive_loop()), ("supervise", self._supervise_loop()),
             ("resync", self._resync_loop()))]
-        logger.info("%s: I/O board on %s up: protocol %d.%d, firmware %s, hardware %s", self.name, self.port,
-                    self._hello.proto_major if self._hello else -1, self._hello.proto_minor if self._hello else -1,
-                    self._hello.firmware_version if self._hello else "?",
-                    self._hello.hardware_revision if self._hello else "?")
+        logger.info("%s: I/O board on %s up: protocol %d.%d, firmware %s, hardware %s, watchdog %d ms",
+                    self.name, self.port, hello.proto_major, hello.proto_minor, hello.firmware_version,
+                    hello.hardware_revision, hello.keepalive_timeout_ms)
 
     async def close(self) -> None:
         """Open the contactor and stop the PWM (best effort), then release the port."""
@@ -544,10 +543,10 @@ class IoBoard:
 
     def _send_payload(self, payload: bytes) -> None:
         # A leading delimiter ends any garbage the board may hold, so this frame is not lost with it.
-        self._write(bytes([DELIMITER]) + encode_frame(payload))
-        self.stats.frames_sent += 1
+        if self._write(bytes([DELIMITER]) + encode_frame(payload)):
+            self.stats.frames_sent += 1
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes) -> bool:
         """Non-blocking write; what the tty does not take now is flushed when it becomes writable.
 
         os.write on the port's fd instead of ``Serial.write``: with ``write_timeout=0`` pyserial
@@ -555,13 +554,13 @@ class IoBoard:
         """
         ser = self._ser
         if ser is None:
-            return
+            return False
         if self._tx_backlog:
             if len(self._tx_backlog) + len(data) > MAX_TX_BACKLOG:
                 logger.warning("%s: %s is not draining; dropping %d bytes", self.name, self.port, len(data))
-                return
+                return False
             self._tx_backlog += data
-            return
+            return True
         try:
             n = os.write(ser.fileno(), data)
         except (BlockingIOError, InterruptedError):
@@ -569,11 +568,12 @@ class IoBoard:
         except OSError as exc:
             logger.error("%s: writing %s failed, closing it (will reopen): %s", self.name, self.port, exc)
             self._close_port()
-            return
+            return False
         if n < len(data):
             self._tx_backlog += data[n:]
             assert self._loop is not None
             self._loop.add_writer(ser.fileno(), self._flush)
+        return True
 
     def _flush(self) -> None:
         ser = self._ser
