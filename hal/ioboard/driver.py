@@ -319,7 +319,7 @@ class IoBoard:
             self.stats.exceptions += 1
             raise DeviceError(f"{self.name}: I/O board on {self.port} refused HOST_HELLO: {answer.reason.name} "
                               f"{answer.text}".rstrip())
-        if self.keepalive_s * 2 > hello.keepalive_timeout_ms / 1000:
+        if self.keepalive_s * 4 > hello.keepalive_timeout_ms / 1000:  # spec §5: T_kh <= T_ka / 4
             logger.warning("%s: keepalive every %.3f s is too slow for the board's %d ms watchdog", self.name,
                            self.keepalive_s, hello.keepalive_timeout_ms)
         return hello
