@@ -18,34 +18,13 @@ from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from hal.events import EventStream
+from hal.types import FaultCode, PilotState
+
+__all__ = ["FaultCode", "PilotState"]  # re-exported: defined in hal.types, free of asyncio
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class PilotState(StrEnum):
-    """Control pilot state as sensed by the EVSE (IEC 61851-1, table A.3)."""
-
-    A = "A"  # +12 V: no EV connected
-    B = "B"  # +9 V: EV connected, not ready to charge
-    C = "C"  # +6 V: EV ready, charging allowed
-    D = "D"  # +3 V: EV ready, ventilation required
-    E = "E"  # 0 V: pilot shorted / EVSE supply problem
-    F = "F"  # -12 V: EVSE not available (also a failed diode check is reported as a fault)
-
-
-class FaultCode(StrEnum):
-    """Faults a device can raise; the firmware maps them to OCPP error codes."""
-
-    LINK_LOST = "link_lost"  # the device stopped answering (meter, reader, board)
-    RCD_TRIP = "rcd_trip"  # residual current device tripped
-    OVERTEMPERATURE = "overtemperature"
-    DIODE_FAILURE = "diode_failure"  # EV diode check failed (pilot negative half missing)
-    CONTACTOR_WELDED = "contactor_welded"  # mirror contact says closed although commanded open
-    CONTACTOR_FAILED_TO_CLOSE = "contactor_failed_to_close"  # commanded closed, mirror stays open
-    VENTILATION_REQUIRED = "ventilation_required"  # state D on an EVSE without ventilation
-    DEVICE_ERROR = "device_error"  # anything else the device reports (detail says what)
 
 
 @dataclass(frozen=True)
@@ -128,7 +107,15 @@ class EvseBoard(Protocol):
         """Pilot state F (-12 V): the EVSE is not available. Cleared by ``False``."""
 
     async def allow_power(self, on: bool) -> None:
-        """Close (``True``) or open the contactor. The board may refuse to close without state C/D."""
+        """Grant (``True``) or withdraw the permission to energize the connector (IEC 61851 "ready to
+        supply", state x2 with PWM).
+
+        With permission, the board closes the contactor while the EV requests energy (pilot C/D) and
+        opens it when the EV stops requesting (back to B/A) — this switching belongs on the board side
+        (safety microcontroller, or the EVSE-DIN's own firmware) so it reacts in milliseconds. Without
+        permission the contactor is open. A board withdraws the permission by itself on a blocking fault
+        or when the host falls silent; the host grants it again after the fault has cleared.
+        """
 
 
 # --- energy meter ---------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 from hal.duty_cycle import MAX_CURRENT_A, MIN_CURRENT_A
-from hal.interfaces import FaultCode
+from hal.types import FaultCode
 
 #: Faults that stop charging (power off, transaction stopped, status Faulted) unless the event says
 #: otherwise. ``LINK_LOST`` is not here: a lost meter or card reader only warns, while the agent

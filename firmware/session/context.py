@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from firmware.session.effects import AuthPurpose, Trigger
 from firmware.session.events import AuthSource
 from firmware.session.status import ConnectorStatus
-from hal.interfaces import FaultCode, PilotState
+from hal.types import FaultCode, PilotState
 
 E = TypeVar("E", bound=StrEnum)
 

@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from firmware.session.events import AuthSource, AuthStatus
 from firmware.session.status import ConnectorStatus
-from hal.interfaces import FaultCode
+from hal.types import FaultCode
 
 
 class StopReason(StrEnum):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from hal.interfaces import FaultCode, PilotState
+from hal.types import FaultCode, PilotState
 
 
 class AuthStatus(StrEnum):

@@ -93,7 +93,7 @@ from firmware.session.events import (
 )
 from firmware.session.status import TRANSACTION_STATUSES, ConnectorStatus, route
 from hal.duty_cycle import MIN_CURRENT_A
-from hal.interfaces import FaultCode, PilotState
+from hal.types import FaultCode, PilotState
 
 log = logging.getLogger(__name__)
 
