@@ -78,10 +78,38 @@ class ReaderConfig:
 
 
 @dataclass(frozen=True)
+class OcppConfig:
+    """How to reach the CSMS. ``csms_url`` is the base URL; the identity is appended (OCPP-J)."""
+
+    csms_url: str
+    version: str = "1.6"
+    password: str | None = None  # HTTP Basic auth (security profile 1); never logged
+    presets: dict[str, str] = field(default_factory=dict)  # configuration keys set at first boot
+    response_timeout_s: float = 30.0
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 300.0
+
+    def __repr__(self) -> str:  # keep the password out of any log or traceback
+        return f"OcppConfig(csms_url={self.csms_url!r}, version={self.version!r}, password=***)"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What the charger says about itself in BootNotification."""
+
+    vendor: str = "evse-agent"
+    model: str = "evse-agent-sim"
+    serial_number: str | None = None
+    firmware_version: str = "0.1.0"
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     path: str
     charge_point_id: str
     state_dir: str
+    ocpp: OcppConfig | None = None  # None: no CSMS configured (hardware only, e.g. commissioning)
+    identity: Identity = field(default_factory=Identity)
     buses: dict[str, BusConfig] = field(default_factory=dict)
     connectors: tuple[ConnectorConfig, ...] = ()
     readers: tuple[ReaderConfig, ...] = ()
@@ -161,14 +189,21 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", "valid TOML", str(exc)) from None
     root = _Reader(path, data, "")
-    root.reject_unknown({"charge_point", "storage", "logging", "buses", "connectors", "readers"})
+    root.reject_unknown({"charge_point", "storage", "logging", "buses", "connectors", "readers", "ocpp"})
 
     cp = root.table_("charge_point", required=True)
     assert cp is not None
-    cp.reject_unknown({"id"})
+    cp.reject_unknown({"id", "vendor", "model", "serial_number", "firmware_version"})
     cp_id = cp.text("id", required=True)
     if len(cp_id) > 48 or any(c in cp_id for c in "/ ?#"):
         raise cp.fail("id", "at most 48 characters without '/', ' ', '?', '#'", cp_id)
+    identity = Identity(
+        vendor=_limited(cp, "vendor", Identity.vendor, 20),
+        model=_limited(cp, "model", Identity.model, 20),
+        serial_number=cp.text("serial_number", None),
+        firmware_version=_limited(cp, "firmware_version", Identity.firmware_version, 50),
+    )
+    ocpp = _parse_ocpp(root)
 
     storage = root.table_("storage")
     state_dir = "/var/lib/evse-agent"
@@ -254,8 +289,52 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
             connectors=tuple(served),
             baudrate=r.integer("baudrate", None, lo=1200, hi=921600),
         ))
-    return AgentConfig(path=path, charge_point_id=cp_id, state_dir=state_dir, buses=buses,
+    return AgentConfig(path=path, charge_point_id=cp_id, state_dir=state_dir, ocpp=ocpp, identity=identity,
+                       buses=buses,
                        connectors=tuple(connectors), readers=tuple(readers), log_level=log_level)
+
+
+def _limited(t: _Reader, name: str, default: str, max_len: int) -> str:
+    """A string that must fit an OCPP CiString field."""
+    value: str = t.text(name, default)
+    if len(value) > max_len:
+        raise t.fail(name, f"at most {max_len} characters (OCPP CiString{max_len})", value)
+    return value
+
+
+def _parse_ocpp(root: _Reader) -> OcppConfig | None:
+    o = root.table_("ocpp")
+    if o is None:
+        return None
+    o.reject_unknown({"csms_url", "version", "password", "presets", "response_timeout_s", "reconnect_min_s",
+                      "reconnect_max_s"})
+    url: str = o.text("csms_url", required=True)
+    if not url.startswith(("ws://", "wss://")):
+        raise o.fail("csms_url", "a ws:// or wss:// URL", url)
+    presets: dict[str, str] = {}
+    pt = o.table_("presets")
+    if pt is not None:
+        for key, value in pt.table.items():
+            if not isinstance(value, str | int | bool) or isinstance(value, float):
+                raise pt.fail(key, "a string, integer or boolean", value)
+            presets[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    password = o.text("password", None)
+    if password is not None and not 16 <= len(password) <= 40:
+        # OCPP 1.6 security whitepaper: AuthorizationKey is 16..40 characters; never echo it back
+        raise ConfigError(o.file, o.key("password"), "16 to 40 characters (OCPP AuthorizationKey)", "***")
+    mn = o.number("reconnect_min_s", 1.0, lo=0.01, hi=3600.0)
+    mx = o.number("reconnect_max_s", 300.0, lo=0.01, hi=86400.0)
+    if mx < mn:
+        raise o.fail("reconnect_max_s", f"a number not below reconnect_min_s ({mn})", mx)
+    return OcppConfig(
+        csms_url=url,
+        version=o.text("version", "1.6", choices=("1.6",)),
+        password=password,
+        presets=presets,
+        response_timeout_s=o.number("response_timeout_s", 30.0, lo=1.0, hi=600.0),
+        reconnect_min_s=mn,
+        reconnect_max_s=mx,
+    )
 
 
 def _check_unit_clashes(path: str, connectors: list[ConnectorConfig]) -> None:

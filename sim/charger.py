@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ class SimulatedCharger:
         self.connectors: dict[int, SimulatedConnector] = {}
         self.reader: SimulatedReader | None = None
         self._rs485: SimulatedRs485Bus | None = None
-        self._closers: list[object] = []
+        self._closers: list[SimulatedIoBoard | SimulatedPn532 | SimulatedRdm6300] = []
         self._physics: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -110,7 +111,9 @@ class SimulatedCharger:
                 await self._physics
         for closer in reversed(self._closers):
             with contextlib.suppress(Exception):
-                await closer.close()  # type: ignore[attr-defined]
+                result = closer.close()
+                if inspect.isawaitable(result):
+                    await result
         if self._rs485 is not None:
             await self._rs485.close()
         for wire in self.wires.values():

@@ -102,3 +102,37 @@ def test_cli_exits_with_config_code_and_clear_message(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "2 connector(s)" in proc.stdout
+
+
+OCPP = GOOD + """
+[ocpp]
+csms_url = "ws://127.0.0.1:9000/ocpp"
+password = "0123456789abcdef"
+
+[ocpp.presets]
+HeartbeatInterval = 60
+LocalPreAuthorize = true
+"""
+
+
+def test_ocpp_section_and_presets() -> None:
+    cfg = parse_config(OCPP, "a.toml")
+    assert cfg.ocpp is not None and cfg.ocpp.csms_url == "ws://127.0.0.1:9000/ocpp"
+    assert cfg.ocpp.presets == {"HeartbeatInterval": "60", "LocalPreAuthorize": "true"}
+    assert "0123456789abcdef" not in repr(cfg.ocpp)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('csms_url = "ws://', 'csms_url = "http://', "a.toml: ocpp.csms_url: expected a ws:// or wss:// URL"),
+        ('password = "0123456789abcdef"', 'password = "short"',
+         "a.toml: ocpp.password: expected 16 to 40 characters (OCPP AuthorizationKey); got '***'"),
+        ("HeartbeatInterval = 60", "HeartbeatInterval = 6.5", "a.toml: ocpp.presets.HeartbeatInterval: expected"),
+    ],
+)
+def test_bad_ocpp_section(old: str, new: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(OCPP.replace(old, new), "a.toml")
+    assert str(info.value).startswith(message)
+    assert "short" not in str(info.value)
