@@ -28,8 +28,35 @@ def _v1(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
+def _v2(conn: sqlite3.Connection) -> None:
+    """Transactions and the outbox of transaction-related messages (billing data: never dropped)."""
+    conn.execute("""
+        CREATE TABLE transactions (
+            connector      INTEGER NOT NULL,
+            local_id       INTEGER NOT NULL,
+            id_tag         TEXT    NOT NULL,
+            meter_start_wh INTEGER NOT NULL,
+            started_at     TEXT    NOT NULL,
+            transaction_id INTEGER,            -- assigned by the CSMS; NULL until StartTransaction.conf
+            stopped_at     TEXT,
+            meter_stop_wh  INTEGER,
+            stop_reason    TEXT,
+            PRIMARY KEY (connector, local_id)
+        )""")
+    conn.execute("""
+        CREATE TABLE outbox (
+            seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+            action     TEXT    NOT NULL,
+            payload    TEXT    NOT NULL,       -- JSON; transactionId filled in when sent
+            connector  INTEGER,                -- with local_id: the transaction the message belongs to
+            local_id   INTEGER,
+            attempts   INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT    NOT NULL
+        )""")
+
+
 #: Schema versions in order; index + 1 is the version number. Append, never edit or remove.
-MIGRATIONS: list[Migration] = [_v1]
+MIGRATIONS: list[Migration] = [_v1, _v2]
 
 
 class StorageError(Exception):

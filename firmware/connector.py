@@ -1,0 +1,245 @@
+"""One connector at run time: its session machine wired to its board and meter.
+
+The controller is the I/O shell around :class:`~firmware.session.SessionMachine` (which is pure):
+it turns board and meter events into machine events, performs the hardware effects the machine
+returns, runs its timers, and persists its snapshot after every event so that a power cut at any
+instant is recovered from (the machine then ends an open transaction with PowerLoss).
+
+Effects reach observers (the OCPP adapter, telemetry) in two steps: ``record`` — synchronous and
+durable, called with the meter reading *before* any hardware is switched, so billing data is on
+disk first — and ``notify``, after the hardware effects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from firmware.hardware import ConnectorHardware
+from firmware.session import (
+    AllowPower,
+    CancelTimer,
+    Effect,
+    FaultCleared,
+    FaultRaised,
+    LockCable,
+    OfferCurrent,
+    PilotChanged,
+    PowerRestored,
+    SessionConfig,
+    SessionMachine,
+    SnapshotError,
+    StartTimer,
+    TimerExpired,
+    TransactionStarted,
+    TransactionStopped,
+)
+from firmware.session.events import Event
+from firmware.storage import Database
+from hal.interfaces import (
+    ContactorChanged,
+    DeviceError,
+    DeviceFault,
+    DeviceRecovered,
+    FaultCode,
+    MeterReading,
+    utcnow,
+)
+from hal.interfaces import PilotChanged as BoardPilotChanged
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_KEY = "session.{}"
+
+
+class ConnectorObserver(Protocol):
+    def record(self, connector: ConnectorController, effects: list[Effect], reading: MeterReading | None,
+               now: datetime) -> None:
+        """Durable bookkeeping (transactions, queued messages); runs before hardware is switched."""
+
+    async def notify(self, connector: ConnectorController, effects: list[Effect]) -> None:
+        """Everything else (status messages, telemetry); runs after the hardware effects."""
+
+
+@dataclass
+class HardwareView:
+    """What the hardware last said, for diagnostics and the OCPP adapter."""
+
+    contactor_closed: bool = False
+    offered_amps: float = 0.0
+    power_allowed: bool = False
+
+
+class ConnectorController:
+    def __init__(self, hw: ConnectorHardware, config: SessionConfig, db: Database) -> None:
+        self.hw = hw
+        self.id = hw.id
+        self.config = config
+        self._db = db
+        self.observers: list[ConnectorObserver] = []
+        self.view = HardwareView()
+        self.latest_reading: MeterReading | None = None
+        self.restored = False
+        self._lock = asyncio.Lock()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.machine = self._load_machine()
+
+    def _load_machine(self) -> SessionMachine:
+        raw = self._db.get_setting(SNAPSHOT_KEY.format(self.id))
+        if raw is None:
+            return SessionMachine(self.id, self.config)
+        try:
+            machine = SessionMachine.restore(json.loads(raw), self.config)
+        except (SnapshotError, ValueError) as exc:
+            # a broken snapshot must not keep the charger down; the transaction log still has the billing data
+            log.error("session snapshot unusable, starting fresh", extra={"connector": self.id, "error": str(exc)})
+            return SessionMachine(self.id, self.config)
+        self.restored = True
+        return machine
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    async def start(self, *, reboot: bool = False) -> None:
+        """Start watching the hardware (devices are already started). After a restart, tell the machine
+        the power came back so it settles what was open."""
+        self._tasks.append(asyncio.create_task(self._watch_board(), name=f"connector{self.id}-board"))
+        if self.hw.meter is not None:
+            self._tasks.append(asyncio.create_task(self._watch_meter(), name=f"connector{self.id}-meter"))
+        pilot = self.hw.board.pilot_state
+        if self.restored:
+            await self.handle(PowerRestored(pilot=pilot, reboot=reboot))
+        elif pilot is not None:
+            await self.handle(PilotChanged(pilot))
+
+    async def close(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # --- events in ------------------------------------------------------------------------------
+
+    async def handle(self, event: Event) -> list[Effect]:
+        """Feed one event to the machine and carry out what it asks. Serialized per connector."""
+        async with self._lock:
+            now = utcnow()
+            effects = self.machine.handle(event, now)
+            self._db.put_setting(SNAPSHOT_KEY.format(self.id), json.dumps(self.machine.snapshot()))
+            if not effects:
+                return effects
+            reading = None
+            if any(isinstance(e, TransactionStarted | TransactionStopped) for e in effects):
+                reading = await self.fresh_reading()
+            for observer in self.observers:
+                observer.record(self, effects, reading, now)
+            for effect in effects:
+                await self._perform(effect)
+            for observer in self.observers:
+                try:
+                    await observer.notify(self, effects)
+                except Exception:  # an observer's bug must not stop charging
+                    log.exception("connector observer failed", extra={"connector": self.id})
+            return effects
+
+    async def fresh_reading(self) -> MeterReading | None:
+        """A reading taken now (start/stop values), falling back to the latest poll if the meter is silent."""
+        if self.hw.meter is None:
+            return None
+        try:
+            self.latest_reading = await self.hw.meter.read()
+        except DeviceError as exc:
+            log.warning("meter read failed, using the last reading", extra={"connector": self.id, "error": str(exc)})
+        return self.latest_reading
+
+    async def _watch_board(self) -> None:
+        board = self.hw.board
+        with board.events.subscribe() as sub:
+            async for ev in sub:
+                if isinstance(ev, BoardPilotChanged):
+                    await self.handle(PilotChanged(ev.state))
+                elif isinstance(ev, ContactorChanged):
+                    self.view.contactor_closed = ev.closed
+                elif isinstance(ev, DeviceFault):
+                    # a board we cannot talk to cannot be trusted to keep power safe: always blocking
+                    blocking = True if ev.code is FaultCode.LINK_LOST else None
+                    await self.handle(FaultRaised(ev.code, ev.detail, source=f"board:{ev.device}", blocking=blocking))
+                elif isinstance(ev, DeviceRecovered):
+                    await self.handle(FaultCleared(ev.code, source=f"board:{ev.device}"))
+
+    async def _watch_meter(self) -> None:
+        assert self.hw.meter is not None
+        with self.hw.meter.events.subscribe() as sub:
+            async for ev in sub:
+                if isinstance(ev, MeterReading):
+                    self.latest_reading = ev
+                elif isinstance(ev, DeviceFault):
+                    # reported (PowerMeterFailure) but charging goes on: the meter's register keeps counting
+                    await self.handle(FaultRaised(ev.code, ev.detail, source=f"meter:{ev.device}", blocking=False))
+                elif isinstance(ev, DeviceRecovered):
+                    await self.handle(FaultCleared(ev.code, source=f"meter:{ev.device}"))
+
+    # --- effects out ----------------------------------------------------------------------------
+
+    async def _perform(self, effect: Effect) -> None:
+        board = self.hw.board
+        try:
+            if isinstance(effect, OfferCurrent):
+                self.view.offered_amps = effect.amps
+                await board.set_offered_current(effect.amps)
+            elif isinstance(effect, AllowPower):
+                self.view.power_allowed = effect.on
+                await board.allow_power(effect.on)
+            elif isinstance(effect, LockCable):
+                log.debug("cable lock", extra={"connector": self.id, "locked": effect.locked})
+            elif isinstance(effect, StartTimer):
+                self._start_timer(effect.name.value, effect.seconds)
+            elif isinstance(effect, CancelTimer):
+                handle = self._timers.pop(effect.name.value, None)
+                if handle is not None:
+                    handle.cancel()
+        except DeviceError as exc:
+            # the board's own fault events (link lost ...) follow; the machine then makes it safe
+            log.error("board command failed", extra={"connector": self.id, "effect": type(effect).__name__,
+                                                     "error": str(exc)})
+
+    def _start_timer(self, name: str, seconds: float) -> None:
+        old = self._timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+
+        async def expire() -> None:
+            await self.handle(TimerExpired(name))
+
+        def fire() -> None:
+            self._timers.pop(name, None)
+            self._tasks.append(asyncio.create_task(expire()))
+
+        self._timers[name] = loop.call_later(max(0.0, seconds), fire)
+
+    def describe(self) -> dict[str, Any]:
+        m = self.machine
+        tx = m.transaction
+        return {"connector": self.id, "status": m.status.value, "pilot": None if m.pilot is None else m.pilot.value,
+                "transaction": None if tx is None else tx.local_id, "offered_amps": self.view.offered_amps,
+                "power_allowed": self.view.power_allowed, "contactor_closed": self.view.contactor_closed}
+
+
+def restart_pending(db: Database) -> bool:
+    """Whether the previous run ended for a requested reset (then open transactions end with Reboot)."""
+    flag = db.get_setting("agent.reset_pending")
+    if flag:
+        db.put_setting("agent.reset_pending", "")
+    return bool(flag)
+
+
+def reset_flag(db: Database, kind: str) -> None:
+    db.put_setting("agent.reset_pending", kind)
+
+

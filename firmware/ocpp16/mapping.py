@@ -1,0 +1,73 @@
+"""Pure mappings between the charger's own model and OCPP 1.6 values.
+
+Fault sources are ``"<kind>:<device>"`` strings set by the connector controller (``board:board1``,
+``meter:meter1``, ``reader:reader1``) so that a lost link maps to the right 1.6 error code.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from firmware.metering import Sample
+from firmware.session.events import AuthStatus
+from hal.types import FaultCode
+
+_BY_CODE: dict[FaultCode, str] = {
+    FaultCode.RCD_TRIP: "GroundFailure",
+    FaultCode.OVERTEMPERATURE: "HighTemperature",
+    FaultCode.DIODE_FAILURE: "EVCommunicationError",
+    FaultCode.CONTACTOR_WELDED: "PowerSwitchFailure",
+    FaultCode.CONTACTOR_FAILED_TO_CLOSE: "PowerSwitchFailure",
+    FaultCode.VENTILATION_REQUIRED: "OtherError",
+    FaultCode.DEVICE_ERROR: "InternalError",
+}
+_LINK_LOST_BY_KIND = {"meter": "PowerMeterFailure", "reader": "ReaderFailure", "board": "InternalError"}
+
+
+def error_code(code: FaultCode | None, source: str = "") -> tuple[str, str | None]:
+    """``(ChargePointErrorCode, vendorErrorCode)`` for a fault; ``("NoError", None)`` without one.
+
+    The vendor code names our fault precisely (e.g. ``contactor_welded``), since several of ours share
+    one 1.6 code.
+    """
+    if code is None:
+        return "NoError", None
+    kind = source.split(":", 1)[0]
+    if code is FaultCode.DEVICE_ERROR and kind == "meter":
+        return "PowerMeterFailure", code.value
+    if code is FaultCode.LINK_LOST:
+        return _LINK_LOST_BY_KIND.get(kind, "InternalError"), code.value
+    return _BY_CODE.get(code, "OtherError"), code.value
+
+
+def auth_status(value: str) -> AuthStatus:
+    """1.6 AuthorizationStatus string to ours (unknown strings are Invalid: never trust them)."""
+    try:
+        return AuthStatus(value)
+    except ValueError:
+        return AuthStatus.INVALID
+
+
+def timestamp(when: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds and 'Z', the form strict CSMSs accept."""
+    u = when.astimezone(UTC)
+    return u.strftime("%Y-%m-%dT%H:%M:%S.") + f"{u.microsecond // 1000:03d}Z"
+
+
+def sampled_values(samples: list[Sample]) -> list[dict[str, Any]]:
+    """1.6 SampledValue objects (camelCase, strings as the schema wants)."""
+    out = []
+    for s in samples:
+        value: dict[str, Any] = {"value": s.formatted_value(), "context": s.context.value, "format": "Raw",
+                                 "measurand": s.measurand, "location": s.location}
+        if s.phase is not None:
+            value["phase"] = s.phase
+        if s.unit is not None:
+            value["unit"] = s.unit
+        out.append(value)
+    return out
+
+
+def meter_value(when: datetime, samples: list[Sample]) -> dict[str, Any]:
+    return {"timestamp": timestamp(when), "sampledValue": sampled_values(samples)}

@@ -1,0 +1,24 @@
+"""Routing a tap on a shared reader to the right connector."""
+
+from __future__ import annotations
+
+from firmware.identification import ConnectorView, route_card
+from firmware.session.status import ConnectorStatus as S
+
+
+def test_own_transaction_wins_then_waiting_plug_then_idle_then_group() -> None:
+    charging = ConnectorView(1, S.CHARGING, True, "AAA", "GROUP")
+    waiting = ConnectorView(2, S.PREPARING, True)
+    idle = ConnectorView(3, S.AVAILABLE, False)
+    assert route_card("aaa", [waiting, charging, idle]) == 1
+    assert route_card("BBB", [charging, idle, waiting]) == 2
+    assert route_card("BBB", [charging, idle]) == 3
+    assert route_card("BBB", [charging]) == 1  # maybe the same group: the machine asks for the parent
+    assert route_card("BBB", [ConnectorView(1, S.CHARGING, True, "AAA")]) is None
+
+
+def test_authorized_connectors_are_not_given_a_second_card() -> None:
+    authorized = ConnectorView(1, S.PREPARING, False, authorized_id_token="AAA")
+    faulted = ConnectorView(2, S.FAULTED, True)
+    assert route_card("BBB", [authorized, faulted]) is None
+    assert route_card("CCC", [authorized, ConnectorView(3, S.AVAILABLE, False)]) == 3
