@@ -13,6 +13,8 @@ import json
 import logging
 import math
 import random
+import subprocess
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -145,12 +147,11 @@ def test_plug_first_tap_accept_then_ev_ready_charges() -> None:
         TransactionStarted(1, "CARD1", Trigger.AUTHORIZED, None, AuthSource.ONLINE),
         LockCable(True),  # locked before any current is offered
         OfferCurrent(32.0),
+        AllowPower(True),  # x2 while the EV is still in B: a real EV goes to C only after this
         StatusChanged(S.SUSPENDED_EV, True, trigger=Trigger.AUTHORIZED),
     ]
-    assert run(PilotChanged(P.C)) == [
-        AllowPower(True),
-        StatusChanged(S.CHARGING, True, trigger=Trigger.CHARGING_STATE_CHANGED),
-    ]
+    # the board closes the contactor on C by itself: only the status changes
+    assert run(PilotChanged(P.C)) == [StatusChanged(S.CHARGING, True, trigger=Trigger.CHARGING_STATE_CHANGED)]
     assert run.m.power_allowed and run.m.cable_locked and run.m.offered_amps == 32.0
 
 
@@ -206,15 +207,58 @@ def test_stale_connection_timeout_is_ignored(caplog: pytest.LogCaptureFixture) -
                for r in caplog.records)
 
 
-def test_ev_pauses_and_resumes_contactor_follows() -> None:
+def test_ev_pauses_and_resumes_permission_stays() -> None:
     run = charging(Run())
-    assert run(PilotChanged(P.B)) == [AllowPower(False), StatusChanged(
-        S.SUSPENDED_EV, True, trigger=Trigger.CHARGING_STATE_CHANGED)]
-    assert run.m.offered_amps == 32.0  # still offering: the EV is the one pausing
-    assert run(PilotChanged(P.C)) == [AllowPower(True), StatusChanged(
-        S.CHARGING, True, trigger=Trigger.CHARGING_STATE_CHANGED)]
-    assert statuses(run(PilotChanged(P.D))) == []  # D (ventilation) charges as C does
+    # the board opens the contactor on B and closes it on C; the permission is not toggled
+    assert run(PilotChanged(P.B)) == [StatusChanged(S.SUSPENDED_EV, True, trigger=Trigger.CHARGING_STATE_CHANGED)]
+    assert run.m.power_allowed and run.m.offered_amps == 32.0  # still offering: the EV is the one pausing
+    assert run(PilotChanged(P.C)) == [StatusChanged(S.CHARGING, True, trigger=Trigger.CHARGING_STATE_CHANGED)]
+    assert run(PilotChanged(P.D)) == []  # D (ventilation) charges as C does
+    assert run(PilotChanged(P.B), PilotChanged(P.D)) == [
+        StatusChanged(S.SUSPENDED_EV, True, trigger=Trigger.CHARGING_STATE_CHANGED),
+        StatusChanged(S.CHARGING, True, trigger=Trigger.CHARGING_STATE_CHANGED)]
     assert run.m.power_allowed
+
+
+def test_identify_first_plug_in_grants_permission_in_b() -> None:
+    run = Run()
+    run(CardPresented("CARD1"), accept("CARD1"))
+    assert run(PilotChanged(P.B)) == [
+        CancelTimer(TimerName.CONNECTION_TIMEOUT),
+        TransactionStarted(1, "CARD1", Trigger.CABLE_PLUGGED_IN, None, AuthSource.ONLINE),
+        LockCable(True), OfferCurrent(32.0), AllowPower(True),
+        StatusChanged(S.SUSPENDED_EV, True, trigger=Trigger.CABLE_PLUGGED_IN)]
+
+
+def test_limit_while_ev_paused_suspends_evse_and_resumes_to_suspended_ev() -> None:
+    run = charging(Run())
+    run(PilotChanged(P.B))
+    assert run(ChargingLimitChanged(3)) == [
+        AllowPower(False), OfferCurrent(0.0),
+        StatusChanged(S.SUSPENDED_EVSE, True, trigger=Trigger.CHARGING_RATE_CHANGED)]
+    assert run(ChargingLimitChanged(16)) == [
+        OfferCurrent(16.0), AllowPower(True),
+        StatusChanged(S.SUSPENDED_EV, True, trigger=Trigger.CHARGING_RATE_CHANGED)]
+    assert run(PilotChanged(P.C)) == [StatusChanged(S.CHARGING, True, trigger=Trigger.CHARGING_STATE_CHANGED)]
+
+
+def test_stop_while_ev_paused_withdraws_permission_before_the_stop() -> None:
+    run = charging(Run())
+    run(PilotChanged(P.B))
+    assert run(RemoteStopRequested()) == [
+        RemoteStopResult(True), AllowPower(False), OfferCurrent(0.0),
+        TransactionStopped(1, StopReason.REMOTE, Trigger.REMOTE_STOP, "CARD1"),
+        LockCable(False), StatusChanged(S.FINISHING, True, trigger=Trigger.REMOTE_STOP)]
+    assert not run.m.power_allowed and run.m.offered_amps == 0.0
+
+
+def test_blocking_fault_while_ev_paused_withdraws_permission_first() -> None:
+    run = charging(Run())
+    run(PilotChanged(P.B))
+    effects = run(FaultRaised(FaultCode.RCD_TRIP, "30 mA", "board"))
+    assert effects[:3] == [AllowPower(False), OfferCurrent(0.0), TransactionStopped(
+        1, StopReason.OTHER, Trigger.ABNORMAL_CONDITION, "CARD1", fault=FaultCode.RCD_TRIP)]
+    assert statuses(effects) == [S.FAULTED]
 
 
 def test_limit_below_6a_suspends_evse_and_resumes() -> None:
@@ -234,7 +278,8 @@ def test_suspended_evse_takes_precedence_over_suspended_ev() -> None:
     run(ChargingLimitChanged(0))
     assert run(PilotChanged(P.B)) == []  # both suspend: SuspendedEVSE stays (§4.9 note)
     assert run.status is S.SUSPENDED_EVSE
-    assert statuses(run(ChargingLimitChanged(16))) == [S.SUSPENDED_EV]
+    assert run(ChargingLimitChanged(16)) == [OfferCurrent(16.0), AllowPower(True), StatusChanged(
+        S.SUSPENDED_EV, True, trigger=Trigger.CHARGING_RATE_CHANGED)]
 
 
 def test_limit_set_before_the_session_applies_to_it() -> None:
@@ -254,11 +299,15 @@ def test_invalid_limit_values_count_as_zero() -> None:
         assert not run.m.power_allowed
 
 
-def test_pilot_error_state_while_charging_opens_the_contactor() -> None:
-    run = charging(Run())
-    assert run(PilotChanged(P.E)) == [AllowPower(False), OfferCurrent(0.0), StatusChanged(
-        S.SUSPENDED_EVSE, False, trigger=Trigger.CHARGING_STATE_CHANGED)]
-    assert run.m.transaction is not None
+def test_pilot_error_state_withdraws_the_permission() -> None:
+    for pilot in (P.C, P.B):  # charging, or paused by the EV
+        run = charging(Run())
+        run(PilotChanged(pilot))
+        assert run(PilotChanged(P.E)) == [AllowPower(False), OfferCurrent(0.0), StatusChanged(
+            S.SUSPENDED_EVSE, False, trigger=Trigger.CHARGING_STATE_CHANGED)]
+        assert run.m.transaction is not None
+        assert run(PilotChanged(P.B)) == [OfferCurrent(32.0), AllowPower(True), StatusChanged(
+            S.SUSPENDED_EV, True, trigger=Trigger.CABLE_PLUGGED_IN)]
 
 
 # --- stopping --------------------------------------------------------------------------------------
@@ -330,7 +379,8 @@ def test_unplug_keeps_transaction_when_stop_on_ev_side_disconnect_is_off() -> No
     assert effects == [AllowPower(False), OfferCurrent(0.0), StatusChanged(
         S.SUSPENDED_EV, False, info="EV side disconnected", trigger=Trigger.EV_COMMUNICATION_LOST)]
     assert run.m.transaction is not None and run.m.cable_locked  # cable stays locked (§4.10)
-    assert statuses(run(PilotChanged(P.B))) == [S.SUSPENDED_EV]  # back: plug state reported
+    assert run(PilotChanged(P.B)) == [OfferCurrent(32.0), AllowPower(True), StatusChanged(  # back: offer again
+        S.SUSPENDED_EV, True, trigger=Trigger.CABLE_PLUGGED_IN)]
     assert statuses(run(PilotChanged(P.C))) == [S.CHARGING]
     run(PilotChanged(P.A))
     assert statuses(run(CardPresented("CARD1"))) == [S.AVAILABLE]  # §4.9 D1
@@ -814,6 +864,14 @@ def test_docs_transition_table_matches_the_code() -> None:
 
 
 def test_session_package_imports_no_ocpp_asyncio_or_sim() -> None:
+    """Direct imports (by reading the source) and transitive ones (by importing the package in a
+    fresh interpreter and looking at what got loaded)."""
+    code = ("import sys, firmware.session, firmware.session.doc; "
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in {'asyncio', 'ocpp', 'sim'})))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [], f"firmware.session loads {done.stdout.strip()}"
     for path in (ROOT / "firmware" / "session").glob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
@@ -831,11 +889,20 @@ def test_session_package_imports_no_ocpp_asyncio_or_sim() -> None:
 TOKENS = ("CARD1", "CARD2", "CARD3")
 PARENTS = (None, "G1", "G2")
 _READY = {P.C, P.D}
+_PRESENT = {P.B, P.C, P.D}
+_TX_STATUSES = {S.CHARGING, S.SUSPENDED_EV, S.SUSPENDED_EVSE}
 
 
 class Checker:
-    """Re-derives the safety rules from the events fed, independently of the machine's internals,
-    and checks every effect list against them."""
+    """Re-derives the rules from the events fed and the effects emitted, independently of the
+    machine's internals, and checks every effect list against them.
+
+    Safety (on every effect): power permission ⇒ open authorized transaction ∧ EV present (B/C/D)
+    ∧ no blocking fault ∧ limit ≥ 6 A ∧ offered ≥ 6 A; Charging ⇔ permission ∧ pilot C/D; every
+    status change is in §4.9. Liveness (after every event): the permission is granted whenever all
+    its conditions hold (else an EVSE-DIN never offers PWM and the EV never goes to C), the offer is
+    min(limit, rating) exactly then, and the transaction status is the one those facts imply.
+    """
 
     def __init__(self, config: SessionConfig) -> None:
         self.config = config
@@ -847,8 +914,10 @@ class Checker:
         self.estop = False
         self.power = False
         self.offered = 0.0
+        self.locked = False
         self.status = S.AVAILABLE
         self.open_tx: int | None = None
+        self.deauthorized = False  # the CSMS rejected the open transaction's id (energy stays off)
         self.seen_tx: set[int] = set()
         self.last_request: RequestAuthorization | None = None
         self.rows_used: set[tuple[ConnectorStatus, type]] = set()
@@ -878,6 +947,10 @@ class Checker:
             self.pilot = event.pilot or P.A
             self.faults.clear()
             self.estop = False
+        elif isinstance(event, TransactionRejected):
+            if (self.open_tx is not None and event.status is not AuthStatus.ACCEPTED
+                    and event.local_id in (None, self.open_tx)):
+                self.deauthorized = True  # a stop (StopTransactionOnInvalidId) clears it again
 
     def feed(self, event: Event, after: float = 1.0) -> list[Effect]:
         self.now += timedelta(seconds=after)
@@ -897,16 +970,39 @@ class Checker:
             assert row is not None and m.status in row.targets, (before, type(event).__name__, m.status)
         assert m.power_allowed == self.power and m.offered_amps == self.offered
         assert (m.transaction is not None) == (self.open_tx is not None)
+        assert m.transaction is None or m.transaction.energy_allowed != self.deauthorized
         if self.power:
             self._assert_power_allowed()
+        self._assert_outputs_and_status_follow_the_facts()
         return effects
+
+    def _may_energize(self) -> bool:
+        return (self.open_tx is not None and not self.deauthorized and self.pilot in _PRESENT
+                and not self.blocked() and self.limit >= 6.0)
 
     def _assert_power_allowed(self) -> None:
         tx = self.m.transaction
-        assert self.open_tx is not None and tx is not None and tx.energy_allowed
-        assert self.pilot in _READY
+        assert self.open_tx is not None and tx is not None and tx.energy_allowed and not self.deauthorized
+        assert self.pilot in _PRESENT, "power permission without an EV"
         assert not self.blocked()
         assert self.limit >= 6.0 and self.offered >= 6.0
+
+    def _assert_outputs_and_status_follow_the_facts(self) -> None:
+        may = self._may_energize()
+        assert self.power == may, f"permission {self.power}, expected {may} (pilot {self.pilot})"
+        assert self.offered == (min(self.limit, self.config.max_current_amps) if may else 0.0)
+        assert (self.status is S.CHARGING) == (self.power and self.pilot in _READY)
+        assert (self.status in _TX_STATUSES) == (self.open_tx is not None)
+        if self.open_tx is None:
+            return
+        if self.power:
+            expected = S.CHARGING if self.pilot in _READY else S.SUSPENDED_EV
+        elif self.deauthorized or self.limit < 6.0 or self.blocked() or self.pilot in (P.E, P.F):
+            expected = S.SUSPENDED_EVSE  # the charger holds: wins over SuspendedEV (§4.9 note)
+        else:
+            assert self.pilot is P.A  # unplugged, StopTransactionOnEVSideDisconnect off
+            expected = S.SUSPENDED_EV
+        assert self.status is expected, (self.status, expected, self.pilot, self.limit)
 
     def _check_effect(self, effect: Effect) -> None:
         if isinstance(effect, AllowPower):
@@ -915,23 +1011,31 @@ class Checker:
                 self._assert_power_allowed()
         elif isinstance(effect, OfferCurrent):
             assert effect.amps == 0.0 or 6.0 <= effect.amps <= self.config.max_current_amps
-            assert not (self.power and effect.amps < 6.0), "current withdrawn while the contactor is closed"
+            assert not (self.power and effect.amps < 6.0), "PWM withdrawn before the power permission"
             self.offered = effect.amps
             if effect.amps:
                 assert self.open_tx is not None
+                assert self.locked or not self.config.cable_lock, "current offered before the cable locked"
+        elif isinstance(effect, LockCable):
+            assert effect.locked or not self.power, "cable unlocked while power is permitted"
+            self.locked = effect.locked
         elif isinstance(effect, StatusChanged):
             assert effect.status == self.status or effect.status in PERMITTED[self.status], (
                 f"{self.status} -> {effect.status} is not in OCPP 1.6 §4.9")
-            assert (effect.status is S.CHARGING) == self.power, "Charging must mean contactor closed"
+            assert (effect.status is S.CHARGING) == (self.power and self.pilot in _READY), (
+                "Charging must mean power permitted and the EV requesting it (C/D)")
             self.status = effect.status
         elif isinstance(effect, TransactionStarted):
             assert self.open_tx is None and effect.local_id not in self.seen_tx
+            assert not self.power and self.offered == 0.0, "outputs up before the transaction started"
             self.open_tx = effect.local_id
+            self.deauthorized = False
             self.seen_tx.add(effect.local_id)
         elif isinstance(effect, TransactionStopped):
             assert self.open_tx == effect.local_id, "a stop without its start, or a second stop"
-            assert not self.power
+            assert not self.power and self.offered == 0.0, "power permission or PWM left on at the stop"
             self.open_tx = None
+            self.deauthorized = False
         elif isinstance(effect, RequestAuthorization):
             self.last_request = effect
 
@@ -941,7 +1045,8 @@ class Checker:
         restored = SessionMachine.restore(json.loads(json.dumps(snap)), self.config)
         assert restored.snapshot() == snap
         self.m = restored
-        self.power = restored.power_allowed  # the checker's view of the outputs survives too
+        # the checker's view of the outputs survives too
+        self.power, self.locked = restored.power_allowed, restored.cable_locked
 
 
 configs = st.builds(

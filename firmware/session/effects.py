@@ -107,7 +107,9 @@ class OfferCurrent:
 
 @dataclass(frozen=True)
 class AllowPower:
-    """Close (``on``) or open the contactor."""
+    """Grant (``on``) or withdraw the permission to energize: ``EvseBoard.allow_power``, IEC 61851
+    "ready to supply" (x2). With it the board closes the contactor while the EV is in C/D and opens
+    it in B; without it the contactor stays open. Granted exactly while ``OfferCurrent`` >= 6 A."""
 
     on: bool
 

@@ -11,12 +11,16 @@ Structure (after EVerest's split of IEC 61851 logic from board support):
   may lead to. It is rendered into docs/session.md (a test keeps the two identical). An event with
   no row in the current status is logged and ignored.
 * Handlers update the :class:`~firmware.session.context.SessionContext` and name the next status.
-* The hardware outputs (offered current, contactor, cable lock) are *derived* from the context by
-  one function, :meth:`SessionMachine._sync_outputs`, run before every status report and after
-  every event: the contactor is allowed only while a transaction is authorized for energy, the
-  pilot is C or D, no blocking fault is active and the limit is at least 6 A. Power goes off
-  before anything else is emitted for the change, so ``AllowPower(False)`` always precedes a status
-  leaving Charging and a ``TransactionStopped``.
+* The hardware outputs (offered current, power permission, cable lock) are *derived* from the
+  context by one function, :meth:`SessionMachine._sync_outputs`, run before every status report
+  and after every event. The power permission (``AllowPower``) is IEC 61851 "ready to supply"
+  (state x2, see ``EvseBoard.allow_power``): it is granted exactly while a current of at least
+  6 A is offered — a transaction authorized for energy, the EV plugged in (B/C/D), no blocking
+  fault, limit at least 6 A — and the *board* closes the contactor while the EV is in C/D. It is
+  not tied to C/D here because a real EV only goes to C after it sees PWM, and a board such as the
+  EVSE-DIN offers no PWM without the permission. The permission is withdrawn before anything else
+  is emitted for the change, so ``AllowPower(False)`` always precedes a status leaving Charging and
+  a ``TransactionStopped``; an EV pausing (C -> B) keeps it and only changes the status.
 """
 
 from __future__ import annotations
@@ -206,7 +210,7 @@ class SessionMachine:
 
     @property
     def power_allowed(self) -> bool:
-        """What the contactor was last told."""
+        """Whether the board was last given the permission to energize (``AllowPower``)."""
         return self._ctx.power_on
 
     @property
@@ -299,7 +303,7 @@ class SessionMachine:
 
     def _fail_safe(self) -> list[Effect]:
         """After a handler bug: latch an internal fault through the ordinary fault path (power
-        off, transaction stopped, Faulted); if even that fails, at least open the contactor."""
+        off, transaction stopped, Faulted); if even that fails, at least withdraw the power permission."""
         self._out, self._trigger, self._info = [], Trigger.ABNORMAL_CONDITION, "internal error"
         try:
             self._ctx.faults.append(ActiveFault(FaultCode.DEVICE_ERROR, "session", "internal error", True))
@@ -325,9 +329,10 @@ class SessionMachine:
                 return f.code
         return faults[-1].code if faults else None
 
-    # --- derived outputs (the contactor safety rule lives here) -------------------------------
+    # --- derived outputs (the power permission rule lives here) -------------------------------
 
     def _desired_offer(self) -> float:
+        """Current to offer on the pilot: min(limit, rating) while energy may flow, else 0."""
         c = self._ctx
         tx = c.transaction
         if tx is None or not tx.energy_allowed or self.blocked or c.pilot not in _EV_PRESENT:
@@ -337,7 +342,9 @@ class SessionMachine:
         return min(c.limit_amps, self.config.max_current_amps)
 
     def _desired_power(self) -> bool:
-        return self._desired_offer() >= MIN_CURRENT_A and self._ctx.pilot in _EV_READY
+        """The permission to energize goes with the offer (IEC 61851 x2: PWM and ready to supply);
+        the board, not this machine, closes the contactor on C/D and opens it on B."""
+        return self._desired_offer() >= MIN_CURRENT_A
 
     def _sync_power_down(self) -> None:
         c = self._ctx
@@ -375,10 +382,13 @@ class SessionMachine:
     # --- status -------------------------------------------------------------------------------
 
     def _tx_status(self) -> ConnectorStatus:
-        """Status while a transaction is open; SuspendedEVSE wins over SuspendedEV (§4.9 note)."""
+        """Status while a transaction is open: Charging while permitted and the EV requests energy
+        (C/D); permitted but the EV in B is the EV's pause; no permission is the charger's
+        (SuspendedEVSE, which also wins over SuspendedEV when both apply, §4.9 note). An unplugged
+        EV (A) with the transaction kept open is SuspendedEV."""
         c = self._ctx
         if self._desired_power():
-            return ConnectorStatus.CHARGING
+            return ConnectorStatus.CHARGING if c.pilot in _EV_READY else ConnectorStatus.SUSPENDED_EV
         tx = c.transaction
         evse_holds = (tx is None or not tx.energy_allowed or not c.limit_amps >= MIN_CURRENT_A
                       or self.blocked or c.pilot in (PilotState.E, PilotState.F))
@@ -984,7 +994,8 @@ def _everywhere(status: ConnectorStatus) -> dict[type[Any], Transition]:
 
 _TRANSACTION_ROWS: dict[type[Any], Transition] = {
     PilotChanged: _t(_M._on_pilot_transaction,
-                     "C4/D3: B<->C/D pauses/resumes (contactor follows); A: stop (EVDisconnected) -> "
+                     "C4/D3: B<->C/D pauses/resumes (status only: the permission stays, the board switches "
+                     "the contactor); A: stop (EVDisconnected) -> "
                      "Finishing/Available (C1/C6), or stay SuspendedEV if StopTransactionOnEVSideDisconnect "
                      "is off", *_TX, *_ENDED),
     CardPresented: _t(_M._on_tap_transaction,
