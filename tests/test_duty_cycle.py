@@ -29,7 +29,8 @@ def test_ev_never_reads_more_than_offered(amps: float) -> None:
     assert duty is not None
     read_back = duty_to_current(duty)
     assert read_back <= amps + 0.01
-    # exact within rounding, except in the 51-52.5 A gap (85 % reads as 51 A, 85.01 % as 52.525 A) between the two ranges of the standard
+    # exact within rounding, except in the gap between the standard's two ranges
+    # (85 % reads as 51 A, 85.01 % as 52.525 A)
     assert amps - read_back < (1.6 if 51.0 < amps <= 52.53 else 0.05)
 
 

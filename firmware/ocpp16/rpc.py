@@ -21,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from ocpp.exceptions import OCPPError
-from ocpp.messages import Call, CallError, MessageType
+from ocpp.messages import Call, CallError, MessageType, validate_payload
+from ocpp.routing import on
 from ocpp.v16 import ChargePoint as _LibChargePoint
 from ocpp.v16.enums import Action
 
@@ -38,6 +40,14 @@ ERROR_CODES_16 = frozenset({
 })
 _TRANSLATE_16 = {"FormatViolation": "FormationViolation",
                  "OccurrenceConstraintViolation": "OccurenceConstraintViolation"}
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handles(action: Action) -> Callable[[F], F]:
+    """``ocpp.routing.on`` with its type kept (the library's decorator is untyped)."""
+    return cast(Callable[[F], F], on(action))
 
 
 _ACTIONS_16 = frozenset(a.value for a in Action)
@@ -73,6 +83,18 @@ def classify_frame(raw: str | bytes) -> tuple[Any, CallError | None]:
     if kind in (MessageType.Call, MessageType.CallResult, MessageType.CallError):
         return None, None  # a malformed result/error: nobody to answer
     return None, CallError(unique_id, "PropertyConstraintViolation", f"unknown MessageTypeId {kind!r}", {})
+
+
+class CallErrorReceived(Exception):
+    """The CSMS answered our CALL with a CALLERROR: it failed to process the message."""
+
+    def __init__(self, action: str, code: str, description: str, details: object) -> None:
+        super().__init__(f"{action}: CALLERROR {code}: {description}")
+        self.action, self.code, self.description, self.details = action, code, description, details
+
+
+class InvalidResponse(Exception):
+    """The CSMS's CALLRESULT does not validate against the 1.6 schema."""
 
 
 class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
@@ -133,3 +155,25 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
             frame[2] = to_16_error_code(str(frame[2]))
             message = json.dumps(frame, separators=(",", ":"))
         await self._connection.send(message)
+
+    async def call_raw(self, action: str, payload: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
+        """Send one CALL with a camelCase payload and return the CALLRESULT payload.
+
+        The request is validated before it goes out (a schema violation is our bug and raises at once);
+        the answer is validated too. Raises :class:`CallErrorReceived`, :class:`InvalidResponse`, or
+        ``TimeoutError`` when no answer comes within the response timeout. One CALL at a time (OCPP-J).
+        """
+        msg = Call(unique_id=str(self._unique_id_generator()), action=action, payload=payload)
+        await validate_payload(msg, self._ocpp_version)
+        async with self._call_lock:
+            await self._send(msg.to_json())
+            response = await self._get_specific_response(msg.unique_id, timeout_s or self._response_timeout)
+        if response.message_type_id == MessageType.CallError:
+            raise CallErrorReceived(action, response.error_code, response.error_description, response.error_details)
+        response.action = action
+        try:
+            await validate_payload(response, self._ocpp_version)
+        except OCPPError as exc:
+            raise InvalidResponse(f"{action}: CSMS answer does not validate: {exc}") from exc
+        result: dict[str, Any] = response.payload
+        return result

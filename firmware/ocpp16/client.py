@@ -1,0 +1,634 @@
+"""The OCPP 1.6J charge point: Core profile, mapping the connectors' session machines to messages.
+
+What it does, in the order a charger lives it:
+
+* keeps the WebSocket up (:class:`~firmware.ocpp_link.OcppLink`), and after a reboot sends
+  BootNotification until Accepted, honouring Pending/Rejected and their interval, sending nothing
+  else meanwhile (it does answer the CSMS's requests, as §4.2 allows);
+* reports every connector's status (connector 0 too), with error codes from hardware faults, and the
+  current status of each after a reconnect (not the history);
+* turns the machines' transaction effects into StartTransaction / MeterValues / StopTransaction, kept
+  in the durable outbox (:class:`~firmware.storage.transactions.TransactionLog`) and delivered strictly in
+  order, the CSMS's transactionId substituted into queued messages when they are sent;
+* samples meter values per MeterValueSampleInterval and clock-aligned per ClockAlignedDataInterval, and
+  the transaction data StopTxnSampledData / StopTxnAlignedData ask for;
+* sends Heartbeat after HeartbeatInterval without other traffic;
+* serves the CSMS's Core requests by translating them into session events and the machines' answers
+  back into confirmations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from ocpp.v16 import call_result
+from ocpp.v16.enums import Action
+
+from firmware.config import AgentConfig
+from firmware.connector import ConnectorController, reset_flag
+from firmware.exitcodes import ExitCode
+from firmware.metering import ReadingContext, Sample, next_aligned_time, samples_from_reading
+from firmware.ocpp16 import mapping
+from firmware.ocpp16.configuration import ChangeResult, ConfigurationKeys
+from firmware.ocpp16.rpc import CallErrorReceived, InvalidResponse, RpcChargePoint, handles
+from firmware.ocpp_link import Backoff, OcppLink
+from firmware.session import (
+    AuthorizationResult,
+    AuthPurpose,
+    AuthSource,
+    AuthStatus,
+    AvailabilityChanged,
+    AvailabilityScheduled,
+    Effect,
+    RemoteStartRequested,
+    RemoteStartResult,
+    RemoteStopRequested,
+    RemoteStopResult,
+    RequestAuthorization,
+    ResetRequested,
+    StatusChanged,
+    TransactionAccepted,
+    TransactionRejected,
+    TransactionStarted,
+    TransactionStopped,
+    UnlockRequested,
+    UnlockResult,
+    UnlockStatus,
+)
+from firmware.session.status import ConnectorStatus
+from firmware.storage import Database
+from firmware.storage.transactions import OutboxMessage, TransactionLog
+from hal.interfaces import MeterReading, utcnow
+
+log = logging.getLogger(__name__)
+
+SUBPROTOCOL = "ocpp1.6"
+VENDOR_ID = "evse-agent"
+#: Transaction-related actions: queued on disk, delivered in order, retried per TransactionMessageAttempts.
+TRANSACTION_ACTIONS = frozenset({"StartTransaction", "StopTransaction", "MeterValues"})
+
+
+@dataclass
+class _TransactionSamples:
+    """Meter data gathered during a transaction for StopTransaction's transactionData."""
+
+    local_id: int
+    values: list[dict[str, Any]] = field(default_factory=list)
+    next_sample: datetime | None = None
+
+
+class _ChargePoint(RpcChargePoint):
+    """The CSMS-facing handlers; each delegates to :class:`Ocpp16Client`."""
+
+    def __init__(self, client: Ocpp16Client, connection: Any) -> None:
+        super().__init__(client.identity, connection, response_timeout=client.response_timeout_s)
+        self.client = client
+
+    @handles(Action.remote_start_transaction)
+    async def _remote_start(self, id_tag: str, connector_id: int | None = None, **_: Any) -> Any:
+        return call_result.RemoteStartTransaction(status=await self.client.remote_start(id_tag, connector_id))
+
+    @handles(Action.remote_stop_transaction)
+    async def _remote_stop(self, transaction_id: int, **_: Any) -> Any:
+        return call_result.RemoteStopTransaction(status=await self.client.remote_stop(transaction_id))
+
+    @handles(Action.change_availability)
+    async def _change_availability(self, connector_id: int, type: str, **_: Any) -> Any:
+        return call_result.ChangeAvailability(status=await self.client.change_availability(connector_id, type))
+
+    @handles(Action.change_configuration)
+    async def _change_configuration(self, key: str, value: str, **_: Any) -> Any:
+        return call_result.ChangeConfiguration(status=self.client.change_configuration(key, value))
+
+    @handles(Action.get_configuration)
+    async def _get_configuration(self, key: list[str] | None = None, **_: Any) -> Any:
+        entries, unknown = self.client.keys.get(key)
+        return call_result.GetConfiguration(configuration_key=entries or None, unknown_key=unknown or None)
+
+    @handles(Action.clear_cache)
+    async def _clear_cache(self, **_: Any) -> Any:
+        return call_result.ClearCache(status="Accepted")
+
+    @handles(Action.reset)
+    async def _reset(self, type: str, **_: Any) -> Any:
+        self.client.schedule_reset(hard=type == "Hard")
+        return call_result.Reset(status="Accepted")
+
+    @handles(Action.unlock_connector)
+    async def _unlock(self, connector_id: int, **_: Any) -> Any:
+        return call_result.UnlockConnector(status=await self.client.unlock(connector_id))
+
+    @handles(Action.data_transfer)
+    async def _data_transfer(self, vendor_id: str, message_id: str | None = None, data: str | None = None,
+                             **_: Any) -> Any:
+        status, answer = self.client.incoming_data_transfer(vendor_id, message_id, data)
+        return call_result.DataTransfer(status=status, data=answer)
+
+
+class Ocpp16Client:
+    """One charge point's OCPP 1.6J session with the CSMS; also a connector observer."""
+
+    def __init__(self, config: AgentConfig, connectors: dict[int, ConnectorController], db: Database,
+                 keys: ConfigurationKeys, *, request_exit: Callable[[ExitCode], None],
+                 diagnostics: Callable[[], dict[str, Any]] | None = None) -> None:
+        assert config.ocpp is not None
+        self.config = config
+        self.identity = config.charge_point_id
+        self.connectors = connectors
+        self.db = db
+        self.keys = keys
+        self.tlog = TransactionLog(db)
+        self.response_timeout_s = config.ocpp.response_timeout_s
+        self._request_exit = request_exit
+        self._diagnostics = diagnostics or (lambda: {})
+        self.link = OcppLink(config.ocpp.csms_url, self.identity, SUBPROTOCOL, password=config.ocpp.password,
+                             backoff=Backoff(config.ocpp.reconnect_min_s, config.ocpp.reconnect_max_s),
+                             ping_interval_s=keys.get_int("WebSocketPingInterval") or None)
+        self.cp: _ChargePoint | None = None
+        self.accepted = False  # BootNotification accepted in this run of the agent
+        self._online = asyncio.Event()  # connected and accepted
+        self._outbox_wake = asyncio.Event()
+        self._status_queue: list[dict[str, Any]] = []
+        self._status_wake = asyncio.Event()
+        self._last_traffic = 0.0
+        self._samples: dict[int, _TransactionSamples] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._connector0_unavailable = False
+        keys.on_change(self._apply_key)
+
+    # --- connector observer -------------------------------------------------------------------
+
+    def record(self, ctrl: ConnectorController, effects: list[Effect], reading: MeterReading | None,
+               now: datetime) -> None:
+        """Transactions and their messages go to disk here, before the hardware is switched."""
+        for e in effects:
+            if isinstance(e, TransactionStarted):
+                meter_start = _wh(reading)
+                payload: dict[str, Any] = {"connectorId": ctrl.id, "idTag": e.id_token, "meterStart": meter_start,
+                                           "timestamp": mapping.timestamp(now)}
+                if e.reservation_id is not None:
+                    payload["reservationId"] = e.reservation_id
+                self.tlog.start(ctrl.id, e.local_id, e.id_token, meter_start, now, ("StartTransaction", payload))
+                samples = _TransactionSamples(e.local_id)
+                self._samples[ctrl.id] = samples
+                self._add_stop_txn_samples(samples, reading, ReadingContext.TRANSACTION_BEGIN, now, ctrl)
+                self._schedule_sampling(samples, now)
+                self._outbox_wake.set()
+            elif isinstance(e, TransactionStopped):
+                samples = self._samples.pop(ctrl.id, _TransactionSamples(e.local_id))
+                self._add_stop_txn_samples(samples, reading, ReadingContext.TRANSACTION_END, now, ctrl)
+                stop: dict[str, Any] = {"meterStop": _wh(reading), "timestamp": mapping.timestamp(now),
+                                        "reason": e.reason.value}
+                if e.stopped_by is not None:
+                    stop["idTag"] = e.stopped_by
+                if samples.values:
+                    stop["transactionData"] = samples.values
+                self.tlog.stop(ctrl.id, e.local_id, stop["meterStop"], now, e.reason.value, ("StopTransaction", stop))
+                self._outbox_wake.set()
+
+    async def notify(self, ctrl: ConnectorController, effects: list[Effect]) -> None:
+        for e in effects:
+            if isinstance(e, StatusChanged):
+                self._queue_status(ctrl, e)
+            elif isinstance(e, RequestAuthorization):
+                self._spawn(self._authorize(ctrl, e))
+
+    # --- running --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.link.run(self._session)
+
+    async def _session(self, connection: Any) -> None:
+        cp = _ChargePoint(self, connection)
+        self.cp = cp
+        receiver = asyncio.create_task(cp.start(), name="ocpp-receive")
+        workers: list[asyncio.Task[Any]] = []
+        try:
+            boot = asyncio.create_task(self._boot(cp), name="ocpp-boot")
+            done, _ = await asyncio.wait({receiver, boot}, return_when=asyncio.FIRST_COMPLETED)
+            if receiver in done:
+                boot.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await boot
+                receiver.result()  # re-raise ConnectionClosed
+                return
+            boot.result()
+            self._resync_statuses()
+            self._online.set()
+            workers = [asyncio.create_task(c, name=n) for c, n in (
+                (self._send_statuses(cp), "ocpp-status"), (self._send_outbox(cp), "ocpp-outbox"),
+                (self._heartbeat(cp), "ocpp-heartbeat"))]
+            await receiver
+        finally:
+            self._online.clear()
+            self.cp = None
+            for t in [*workers, receiver]:
+                t.cancel()
+            await asyncio.gather(*workers, receiver, return_exceptions=True)
+
+    async def _call(self, cp: _ChargePoint, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        result = await cp.call_raw(action, payload)
+        self._last_traffic = asyncio.get_running_loop().time()
+        return result
+
+    async def _boot(self, cp: _ChargePoint) -> None:
+        """BootNotification until Accepted (once per run of the agent, not per reconnect)."""
+        if self.accepted:
+            return
+        ident = self.config.identity
+        payload: dict[str, Any] = {"chargePointVendor": ident.vendor, "chargePointModel": ident.model,
+                                   "firmwareVersion": ident.firmware_version}
+        if ident.serial_number:
+            payload["chargePointSerialNumber"] = ident.serial_number
+        while True:
+            try:
+                answer = await self._call(cp, "BootNotification", payload)
+            except (CallErrorReceived, InvalidResponse, TimeoutError) as exc:
+                log.warning("BootNotification failed", extra={"error": str(exc)})
+                await asyncio.sleep(max(self.keys.get_int("HeartbeatInterval"), 10))
+                continue
+            status, interval = answer["status"], int(answer["interval"])
+            log.info("BootNotification answered", extra={"status": status, "interval": interval})
+            if status == "Accepted":
+                if interval > 0:
+                    self.keys.change("HeartbeatInterval", str(interval))
+                self.accepted = True
+                return
+            # Pending / Rejected: only the CSMS may talk now; ask again after the interval it gave
+            await asyncio.sleep(interval if interval > 0 else 30)
+
+    # --- status notifications -------------------------------------------------------------------
+
+    def _status_payload(self, ctrl: ConnectorController, status: ConnectorStatus, error: Any, info: str,
+                        now: datetime) -> dict[str, Any]:
+        source = ""
+        if error is not None:
+            source = next((f.source for f in ctrl.machine.faults if f.code == error), "")
+        code, vendor_code = mapping.error_code(error, source)
+        payload: dict[str, Any] = {"connectorId": ctrl.id, "errorCode": code, "status": status.value,
+                                   "timestamp": mapping.timestamp(now)}
+        if info:
+            payload["info"] = info[:50]
+        if vendor_code is not None:
+            payload["vendorId"] = VENDOR_ID
+            payload["vendorErrorCode"] = vendor_code[:50]
+        return payload
+
+    def _queue_status(self, ctrl: ConnectorController, e: StatusChanged) -> None:
+        if not self._online.is_set():
+            return  # on reconnect the current status is sent, not the history
+        self._status_queue.append(self._status_payload(ctrl, e.status, e.error, e.info, utcnow()))
+        self._status_wake.set()
+
+    def _connector0_payload(self, now: datetime) -> dict[str, Any]:
+        status = "Unavailable" if self._connector0_unavailable else "Available"
+        return {"connectorId": 0, "errorCode": "NoError", "status": status, "timestamp": mapping.timestamp(now)}
+
+    def _resync_statuses(self) -> None:
+        now = utcnow()
+        self._status_queue = [self._connector0_payload(now)]
+        for ctrl in self.connectors.values():
+            m = ctrl.machine
+            self._status_queue.append(self._status_payload(ctrl, m.status, _current_error(ctrl), "", now))
+        self._status_wake.set()
+
+    async def _send_statuses(self, cp: _ChargePoint) -> None:
+        while True:
+            await self._status_wake.wait()
+            self._status_wake.clear()
+            while self._status_queue:
+                payload = self._status_queue[0]
+                try:
+                    await self._call(cp, "StatusNotification", payload)
+                except (CallErrorReceived, InvalidResponse) as exc:
+                    log.warning("StatusNotification not accepted", extra={"error": str(exc)})
+                except TimeoutError:
+                    log.warning("StatusNotification timed out; resending")
+                    continue
+                self._status_queue.pop(0)
+
+    # --- heartbeat --------------------------------------------------------------------------------
+
+    async def _heartbeat(self, cp: _ChargePoint) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            interval = self.keys.get_int("HeartbeatInterval")
+            if interval <= 0:
+                await asyncio.sleep(5)
+                continue
+            idle = loop.time() - self._last_traffic
+            if idle < interval:
+                await asyncio.sleep(interval - idle)
+                continue
+            try:
+                await self._call(cp, "Heartbeat", {})
+            except (CallErrorReceived, InvalidResponse, TimeoutError) as exc:
+                log.warning("Heartbeat failed", extra={"error": str(exc)})
+                self._last_traffic = loop.time()
+
+    # --- transaction-related messages -------------------------------------------------------------
+
+    async def _send_outbox(self, cp: _ChargePoint) -> None:
+        while True:
+            msg = self.tlog.head()
+            if msg is None:
+                self._outbox_wake.clear()
+                await self._outbox_wake.wait()
+                continue
+            await self._deliver(cp, msg)
+
+    async def _deliver(self, cp: _ChargePoint, msg: OutboxMessage) -> None:
+        payload = dict(msg.payload)
+        record = None
+        if msg.local_id is not None and msg.connector is not None:
+            record = self.tlog.get(msg.connector, msg.local_id)
+            if msg.action != "StartTransaction":
+                if record is None or record.transaction_id is None:
+                    log.error("queued message for an unknown transaction dropped",
+                              extra={"action": msg.action, "connector": msg.connector, "local_id": msg.local_id})
+                    self.tlog.delivered(msg.seq)
+                    return
+                payload["transactionId"] = record.transaction_id
+        try:
+            answer = await self._call(cp, msg.action, payload)
+        except TimeoutError:
+            log.warning("no answer to queued message; will resend", extra={"action": msg.action, "seq": msg.seq})
+            await asyncio.sleep(1)
+            return
+        except (CallErrorReceived, InvalidResponse) as exc:
+            # the CSMS failed to process it: retry per TransactionMessageAttempts / RetryInterval (§4.9 / §3.7)
+            attempts = self.tlog.attempted(msg.seq)
+            limit = max(1, self.keys.get_int("TransactionMessageAttempts"))
+            if attempts >= limit:
+                log.error("CSMS kept failing a transaction message; dropped after all attempts",
+                          extra={"action": msg.action, "seq": msg.seq, "attempts": attempts, "error": str(exc)})
+                self.tlog.delivered(msg.seq)
+                return
+            wait = self.keys.get_int("TransactionMessageRetryInterval") * attempts
+            log.warning("CSMS failed a transaction message; retrying", extra={
+                "action": msg.action, "seq": msg.seq, "attempts": attempts, "retry_in_s": wait, "error": str(exc)})
+            await asyncio.sleep(wait)
+            return
+        if msg.action == "StartTransaction" and msg.connector is not None and msg.local_id is not None:
+            tx_id = int(answer["transactionId"])
+            self.tlog.delivered(msg.seq, (msg.connector, msg.local_id, tx_id))
+            info = answer.get("idTagInfo", {})
+            ctrl = self.connectors.get(msg.connector)
+            if ctrl is not None:
+                status = mapping.auth_status(str(info.get("status", "Invalid")))
+                event: TransactionAccepted | TransactionRejected = (
+                    TransactionAccepted(local_id=msg.local_id) if status is AuthStatus.ACCEPTED
+                    else TransactionRejected(status, local_id=msg.local_id))
+                self._spawn(ctrl.handle(event))
+            log.info("transaction started", extra={"connector": msg.connector, "transaction_id": tx_id})
+        else:
+            self.tlog.delivered(msg.seq)
+
+    # --- meter values -------------------------------------------------------------------------------
+
+    def _schedule_sampling(self, samples: _TransactionSamples, now: datetime) -> None:
+        interval = self.keys.get_int("MeterValueSampleInterval")
+        samples.next_sample = now + timedelta(seconds=interval) if interval > 0 else None
+
+    def _add_stop_txn_samples(self, samples: _TransactionSamples, reading: MeterReading | None,
+                              context: ReadingContext, now: datetime, ctrl: ConnectorController) -> None:
+        key = "StopTxnAlignedData" if context is ReadingContext.CLOCK else "StopTxnSampledData"
+        if reading is None:
+            return
+        selected = samples_from_reading(reading, self.keys.get_list(key), context, ctrl.view.offered_amps)
+        if selected:
+            samples.values.append(mapping.meter_value(now, selected))
+
+    async def run_metering(self) -> None:
+        """Periodic (per transaction) and clock-aligned meter values."""
+        next_aligned: datetime | None = None
+        while True:
+            now = utcnow()
+            aligned_interval = self.keys.get_int("ClockAlignedDataInterval")
+            if aligned_interval > 0:
+                if next_aligned is None:
+                    next_aligned = next_aligned_time(now, aligned_interval)
+                elif now >= next_aligned:
+                    self._clock_tick(next_aligned)
+                    next_aligned = next_aligned_time(now, aligned_interval)
+            else:
+                next_aligned = None
+            for cid, samples in list(self._samples.items()):
+                if samples.next_sample is not None and now >= samples.next_sample:
+                    self._periodic_sample(self.connectors[cid], samples, now)
+                    self._schedule_sampling(samples, now)
+            deadlines = [s.next_sample for s in self._samples.values() if s.next_sample is not None]
+            if next_aligned is not None:
+                deadlines.append(next_aligned)
+            wait = min(((d - utcnow()).total_seconds() for d in deadlines), default=1.0)
+            await asyncio.sleep(min(max(wait, 0.01), 1.0))
+
+    def _periodic_sample(self, ctrl: ConnectorController, samples: _TransactionSamples, now: datetime) -> None:
+        reading = ctrl.latest_reading
+        tx = ctrl.machine.transaction
+        if reading is None or tx is None or tx.local_id != samples.local_id:
+            return
+        self._add_stop_txn_samples(samples, reading, ReadingContext.PERIODIC, now, ctrl)
+        selected = samples_from_reading(reading, self.keys.get_list("MeterValuesSampledData"),
+                                        ReadingContext.PERIODIC, ctrl.view.offered_amps)
+        if selected:
+            self._queue_meter_values(ctrl.id, samples.local_id, now, selected)
+
+    def _clock_tick(self, at: datetime) -> None:
+        for ctrl in self.connectors.values():
+            reading = ctrl.latest_reading
+            if reading is None:
+                continue
+            tx = ctrl.machine.transaction
+            samples = self._samples.get(ctrl.id)
+            if tx is not None and samples is not None:
+                self._add_stop_txn_samples(samples, reading, ReadingContext.CLOCK, at, ctrl)
+            selected = samples_from_reading(reading, self.keys.get_list("MeterValuesAlignedData"),
+                                            ReadingContext.CLOCK, ctrl.view.offered_amps)
+            if selected:
+                self._queue_meter_values(ctrl.id, tx.local_id if tx is not None else None, at, selected)
+
+    def _queue_meter_values(self, connector: int, local_id: int | None, when: datetime, selected: list[Sample]) -> None:
+        payload = {"connectorId": connector, "meterValue": [mapping.meter_value(when, selected)]}
+        self.tlog.queue("MeterValues", payload, connector if local_id is not None else None, local_id, when)
+        self._outbox_wake.set()
+
+    # --- authorization ------------------------------------------------------------------------------
+
+    async def _authorize(self, ctrl: ConnectorController, req: RequestAuthorization) -> None:
+        cp = self.cp
+        if cp is None or not self._online.is_set():
+            log.info("cannot authorize while offline", extra={"connector": ctrl.id})
+            await ctrl.handle(AuthorizationResult(req.id_token, AuthStatus.UNKNOWN, source=AuthSource.ONLINE))
+            return
+        try:
+            answer = await self._call(cp, "Authorize", {"idTag": req.id_token})
+        except (CallErrorReceived, InvalidResponse, TimeoutError) as exc:
+            log.warning("Authorize failed", extra={"error": str(exc)})
+            await ctrl.handle(AuthorizationResult(req.id_token, AuthStatus.UNKNOWN, source=AuthSource.ONLINE))
+            return
+        info = answer.get("idTagInfo", {})
+        status = mapping.auth_status(str(info.get("status")))
+        if status is AuthStatus.ACCEPTED and info.get("expiryDate"):
+            expiry = datetime.fromisoformat(str(info["expiryDate"]).replace("Z", "+00:00"))
+            if expiry <= utcnow():
+                status = AuthStatus.EXPIRED
+        await ctrl.handle(AuthorizationResult(req.id_token, status, parent_id_token=info.get("parentIdTag"),
+                                              source=AuthSource.ONLINE))
+        if req.purpose is AuthPurpose.REMOTE_START:
+            log.info("remote start authorized", extra={"connector": ctrl.id, "status": status.value})
+
+    # --- CSMS requests ------------------------------------------------------------------------------
+
+    def _connector(self, connector_id: int | None) -> ConnectorController | None:
+        if connector_id is None:
+            return None
+        return self.connectors.get(connector_id)
+
+    async def remote_start(self, id_tag: str, connector_id: int | None) -> str:
+        if connector_id is not None:
+            ctrl = self._connector(connector_id)
+        else:  # the charge point chooses: an EV waiting first, then an idle connector
+            free = [c for c in sorted(self.connectors.values(), key=lambda c: c.id) if c.machine.transaction is None]
+            waiting = [c for c in free if c.machine.status is ConnectorStatus.PREPARING]
+            idle = [c for c in free if c.machine.status is ConnectorStatus.AVAILABLE]
+            ctrl = (waiting or idle)[0] if (waiting or idle) else None
+        if ctrl is None:
+            return "Rejected"
+        effects = await ctrl.handle(RemoteStartRequested(id_tag))
+        result = next((e for e in effects if isinstance(e, RemoteStartResult)), None)
+        return "Accepted" if result is not None and result.accepted else "Rejected"
+
+    async def remote_stop(self, transaction_id: int) -> str:
+        record = self.tlog.active_by_transaction_id(transaction_id)
+        ctrl = self._connector(record.connector) if record is not None else None
+        if record is None or ctrl is None:
+            return "Rejected"
+        tx = ctrl.machine.transaction
+        if tx is None or tx.local_id != record.local_id:
+            return "Rejected"
+        effects = await ctrl.handle(RemoteStopRequested())
+        result = next((e for e in effects if isinstance(e, RemoteStopResult)), None)
+        return "Accepted" if result is not None and result.accepted else "Rejected"
+
+    async def change_availability(self, connector_id: int, kind: str) -> str:
+        operative = kind == "Operative"
+        if connector_id == 0:
+            targets = list(self.connectors.values())
+            self._connector0_unavailable = not operative
+            if self._online.is_set():
+                self._status_queue.append(self._connector0_payload(utcnow()))
+                self._status_wake.set()
+        else:
+            ctrl = self._connector(connector_id)
+            if ctrl is None:
+                return "Rejected"
+            targets = [ctrl]
+        scheduled = False
+        for ctrl in targets:
+            effects = await ctrl.handle(AvailabilityChanged(operative))
+            scheduled = scheduled or any(isinstance(e, AvailabilityScheduled) for e in effects)
+        return "Scheduled" if scheduled else "Accepted"
+
+    def change_configuration(self, key: str, value: str) -> str:
+        result = self.keys.change(key, value)
+        return result.value
+
+    def _apply_key(self, key: str, value: str) -> None:
+        """Apply a changed key live (ChangeConfiguration or BootNotification's interval)."""
+        if key == "WebSocketPingInterval":
+            self.link.set_ping_interval(float(value))
+        session_keys = {"ConnectionTimeOut", "StopTransactionOnEVSideDisconnect", "StopTransactionOnInvalidId",
+                        "AuthorizeRemoteTxRequests"}
+        if key in session_keys:
+            for ctrl in self.connectors.values():
+                ctrl.machine.config = session_config_from_keys(ctrl.machine.config, self.keys)
+
+    async def unlock(self, connector_id: int) -> str:
+        ctrl = self._connector(connector_id)
+        if ctrl is None:
+            return "NotSupported"
+        effects = await ctrl.handle(UnlockRequested())
+        result = next((e for e in effects if isinstance(e, UnlockResult)), None)
+        if result is None:
+            return "UnlockFailed"
+        return {UnlockStatus.UNLOCKED: "Unlocked", UnlockStatus.NOT_SUPPORTED: "NotSupported"}.get(
+            result.status, "UnlockFailed")
+
+    def schedule_reset(self, *, hard: bool) -> None:
+        """Answer first (Accepted), then stop transactions, deliver what we can, and restart."""
+        self._spawn(self._reset(hard))
+
+    async def _reset(self, hard: bool) -> None:
+        await asyncio.sleep(0)  # let the confirmation go out first
+        for ctrl in self.connectors.values():
+            await ctrl.handle(ResetRequested(hard=hard))
+        reset_flag(self.db, "hard" if hard else "soft")
+        if not hard:  # soft: give queued StopTransactions a moment to reach the CSMS
+            for _ in range(50):
+                if self.tlog.count() == 0 or not self._online.is_set():
+                    break
+                await asyncio.sleep(0.1)
+        log.info("restarting for reset", extra={"type": "Hard" if hard else "Soft"})
+        self._request_exit(ExitCode.RESTART)
+
+    def incoming_data_transfer(self, vendor_id: str, message_id: str | None,
+                               data: str | None) -> tuple[str, str | None]:
+        if vendor_id != VENDOR_ID:
+            return "UnknownVendorId", None
+        if message_id == "Diagnostics":
+            return "Accepted", json.dumps(self._diagnostics(), default=str, separators=(",", ":"))
+        return "UnknownMessageId", None
+
+    async def data_transfer(self, message_id: str, data: str | None = None) -> dict[str, Any] | None:
+        """Send a DataTransfer of our own vendor id (answers None while offline)."""
+        cp = self.cp
+        if cp is None or not self._online.is_set():
+            return None
+        payload: dict[str, Any] = {"vendorId": VENDOR_ID, "messageId": message_id}
+        if data is not None:
+            payload["data"] = data
+        return await self._call(cp, "DataTransfer", payload)
+
+    # --- helpers --------------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _wh(reading: MeterReading | None) -> int:
+    return 0 if reading is None else round(reading.energy_import_wh)
+
+
+def _current_error(ctrl: ConnectorController) -> Any:
+    faults = ctrl.machine.faults
+    for f in reversed(faults):
+        if f.blocking:
+            return f.code
+    return faults[-1].code if faults else None
+
+
+def session_config_from_keys(base: Any, keys: ConfigurationKeys) -> Any:
+    """The session machine's settings that OCPP configuration keys control."""
+    return replace(base,
+                   connection_timeout_s=float(keys.get_int("ConnectionTimeOut")),
+                   stop_transaction_on_ev_side_disconnect=keys.get_bool("StopTransactionOnEVSideDisconnect"),
+                   stop_transaction_on_invalid_id=keys.get_bool("StopTransactionOnInvalidId"),
+                   authorize_remote_tx_requests=keys.get_bool("AuthorizeRemoteTxRequests"))
+
+
+__all__ = ["ChangeResult", "Ocpp16Client", "session_config_from_keys"]
