@@ -37,13 +37,20 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(config.log_level)
     from firmware.agent import Agent  # imported late: check-config must not need the drivers
+    from firmware.storage import StorageError
+
+    async def run_agent() -> ExitCode:
+        return await Agent(config).run()
 
     try:
-        asyncio.run(Agent(config).run())
+        return asyncio.run(run_agent())
+    except StorageError as exc:
+        log.error("storage unusable", extra={"error": str(exc)})
+        print(f"storage error: {exc}", file=sys.stderr)
+        return ExitCode.STORAGE
     except Exception:
         log.exception("agent failed")
         return ExitCode.FAILURE
-    return ExitCode.OK
 
 
 if __name__ == "__main__":

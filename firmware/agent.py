@@ -1,8 +1,10 @@
-"""The running agent: hardware up, every device event observed, clean shutdown on SIGTERM.
+"""The running agent: hardware, one session per connector, card routing, and the OCPP client.
 
-Until the session state machine and the OCPP client are wired in, the agent runs the hardware and
-reports every device event as a structured log line, which is what a technician needs to see
-when commissioning: pilot states, contactor feedback, meter readings, card taps, faults.
+Start-up order matters for power-loss recovery: the database first (a damaged one stops us with a
+clear message), then the devices, then each connector — a connector restored from its snapshot is
+told that the power came back, which ends an open transaction with PowerLoss (or Reboot after a
+requested reset) using a fresh meter reading — and only then the CSMS link, which delivers whatever
+is queued, in order.
 """
 
 from __future__ import annotations
@@ -12,54 +14,147 @@ import contextlib
 import dataclasses
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 
 from firmware.config import AgentConfig
-from firmware.hardware import ChargerHardware, build_hardware
+from firmware.connector import ConnectorController, restart_pending
+from firmware.exitcodes import ExitCode
+from firmware.hardware import ChargerHardware, ReaderHardware, build_hardware
+from firmware.identification import ConnectorView, route_card
+from firmware.ocpp16.client import Ocpp16Client, session_config_from_keys
+from firmware.ocpp16.configuration import ConfigurationKeys
+from firmware.session import CardPresented, Effect, SessionConfig, StatusChanged
+from firmware.storage import Database
 from hal.events import EventStream
+from hal.interfaces import CardPresented as ReaderCard
+from hal.interfaces import DeviceFault, DeviceRecovered, MeterReading, utcnow
 
 log = logging.getLogger("firmware.agent")
 
 
 def _event_fields(event: object) -> dict[str, Any]:
     if dataclasses.is_dataclass(event) and not isinstance(event, type):
-        fields = dataclasses.asdict(event)
-        return {"event": type(event).__name__, **fields}
+        return {"event": type(event).__name__, **dataclasses.asdict(event)}
     return {"event": repr(event)}
+
+
+class _StatusLog:
+    """Connector observer that writes one structured line per status change (technicians, the simulator)."""
+
+    def record(self, connector: ConnectorController, effects: list[Effect], reading: MeterReading | None,
+               now: Any) -> None:
+        return None
+
+    async def notify(self, connector: ConnectorController, effects: list[Effect]) -> None:
+        for e in effects:
+            if isinstance(e, StatusChanged):
+                log.info("connector status", extra={"connector": connector.id, "status": e.status.value,
+                                                    "error_code": e.error.value if e.error else "NoError",
+                                                    "info": e.info, "ev_connected": e.ev_connected})
+            elif type(e).__name__ in ("TransactionStarted", "TransactionStopped", "IdTokenRefused"):
+                log.info("session", extra={"connector": connector.id, **_event_fields(e)})
 
 
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
+        self.exit_code = ExitCode.OK
+        self.db = Database(Path(config.state_dir) / "agent.db")
         self.hardware: ChargerHardware = build_hardware(config)
+        presets = config.ocpp.presets if config.ocpp is not None else {}
+        self.keys = ConfigurationKeys(self.db, len(config.connectors), presets=presets)
+        self.connectors: dict[int, ConnectorController] = {}
+        status_log = _StatusLog()
+        for c in config.connectors:
+            hw = self.hardware.connectors[c.id]
+            session = session_config_from_keys(SessionConfig(max_current_amps=c.max_current_a), self.keys)
+            ctrl = ConnectorController(hw, session, self.db)
+            ctrl.observers.append(status_log)
+            self.connectors[c.id] = ctrl
+        self.ocpp: Ocpp16Client | None = None
+        if config.ocpp is not None:
+            self.ocpp = Ocpp16Client(config, self.connectors, self.db, self.keys, request_exit=self.request_exit,
+                                     diagnostics=self.diagnostics)
+            for ctrl in self.connectors.values():
+                ctrl.observers.insert(0, self.ocpp)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
-    def request_stop(self) -> None:
+    def request_exit(self, code: ExitCode = ExitCode.OK) -> None:
+        self.exit_code = code
         self._stop.set()
 
+    def diagnostics(self) -> dict[str, Any]:
+        """Link counters of every device and each connector's state (for DataTransfer Diagnostics)."""
+        return {"devices": {d.name: dataclasses.asdict(d.stats) for d in self.hardware.devices()},
+                "connectors": [c.describe() for c in self.connectors.values()],
+                "outbox": self.ocpp.tlog.count() if self.ocpp else 0}
+
     async def _watch(self, stream: EventStream[Any]) -> None:
+        """Device events worth a technician's attention go to the log (meter readings only at DEBUG)."""
         with stream.subscribe() as sub:
             async for event in sub:
-                log.info("device event", extra=_event_fields(event))
+                if isinstance(event, MeterReading):
+                    log.debug("device event", extra=_event_fields(event))
+                elif isinstance(event, DeviceFault):
+                    log.warning("device fault", extra=_event_fields(event))
+                else:
+                    log.info("device event", extra=_event_fields(event))
 
-    async def run(self) -> None:
+    async def _serve_reader(self, rh: ReaderHardware) -> None:
+        served = rh.connectors or tuple(self.connectors)
+        with rh.reader.events.subscribe() as sub:
+            async for event in sub:
+                if isinstance(event, DeviceFault | DeviceRecovered):
+                    continue  # logged by _watch; the reader is not a connector's fault
+                if not isinstance(event, ReaderCard):
+                    continue
+                views = []
+                for cid in served:
+                    m = self.connectors[cid].machine
+                    tx, auth = m.transaction, m.authorization
+                    views.append(ConnectorView(cid, m.status, m.ev_connected,
+                                               tx.id_token if tx else None, tx.parent_id_token if tx else None,
+                                               auth.id_token if auth else None))
+                target = route_card(event.uid, views)
+                if target is None:
+                    log.info("card not used: no connector can take it", extra={"reader": rh.reader.name})
+                    continue
+                await self.connectors[target].handle(CardPresented(event.uid))
+
+    async def run(self) -> ExitCode:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.request_stop)
+                loop.add_signal_handler(sig, self.request_exit)
         for device in self.hardware.devices():
             self._tasks.append(asyncio.create_task(self._watch(device.events), name=f"watch-{device.name}"))
         log.info("agent starting", extra={"charge_point_id": self.config.charge_point_id,
-                                          "connectors": len(self.hardware.connectors),
-                                          "readers": len(self.hardware.readers)})
+                                          "connectors": len(self.connectors), "readers": len(self.hardware.readers),
+                                          "csms": self.config.ocpp.csms_url if self.config.ocpp else None,
+                                          "started_at": utcnow().isoformat()})
         await self.hardware.start()
+        reboot = restart_pending(self.db)
+        for ctrl in self.connectors.values():
+            await ctrl.start(reboot=reboot)
+        for rh in self.hardware.readers:
+            self._tasks.append(asyncio.create_task(self._serve_reader(rh), name=f"reader-{rh.reader.name}"))
+        if self.ocpp is not None:
+            self._tasks.append(asyncio.create_task(self.ocpp.run(), name="ocpp"))
+            self._tasks.append(asyncio.create_task(self.ocpp.run_metering(), name="metering"))
         log.info("agent running")
         try:
             await self._stop.wait()
         finally:
-            log.info("agent stopping")
+            log.info("agent stopping", extra={"exit_code": int(self.exit_code)})
             for t in self._tasks:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self.ocpp is not None:
+                await self.ocpp.close()
+            for ctrl in self.connectors.values():
+                await ctrl.close()
             await self.hardware.close()
+            self.db.close()
+        return self.exit_code
