@@ -1,0 +1,150 @@
+"""End-to-end test harness: simulated hardware + simulated CSMS in the test, the agent as a real process.
+
+The agent reaches the devices only through pseudo-terminals and the CSMS only through a WebSocket,
+exactly as on a charger; the test drives the EV and the card reader and reads the CSMS's transcript.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from sim.charger import ChargerSpec, SimulatedCharger
+from sim.csms import SimulatedCsms
+from sim.csms_behaviour import ChargePointProfile
+from sim.transcript import Direction, EntryKind, TranscriptEntry
+
+CP_ID = "E2E-CP-1"
+
+
+class Station:
+    def __init__(self, state_dir: Path, *, connectors: int = 2, board: str = "ioboard", meter: str = "sdm630",
+                 reader: str = "pn532", presets: dict[str, Any] | None = None,
+                 boot_statuses: list[str] | None = None, heartbeat_interval: int = 300) -> None:
+        self.state_dir = state_dir
+        self.spec = ChargerSpec(charge_point_id=CP_ID, connectors=connectors, board=board,  # type: ignore[arg-type]
+                                meter=meter, reader=reader)  # type: ignore[arg-type]
+        self.charger = SimulatedCharger(self.spec)
+        self.csms = SimulatedCsms(response_timeout_s=5, ping_interval_s=None)
+        self.presets = {"MeterValueSampleInterval": 0, "HeartbeatInterval": heartbeat_interval, **(presets or {})}
+        self.profile = ChargePointProfile(boot_statuses=boot_statuses or ["Accepted"],
+                                          heartbeat_interval=heartbeat_interval, boot_retry_interval=1)
+        self.proc: asyncio.subprocess.Process | None = None
+        self.config_path = state_dir / "agent.toml"
+        self.log_path = state_dir / "agent.log"
+        self.starts = 0
+
+    async def __aenter__(self) -> Station:
+        await self.charger.start()
+        await self.csms.start()
+        self.csms.behaviour.profiles[CP_ID] = self.profile
+        presets = "\n".join(f"{k} = {json.dumps(str(v))}" for k, v in self.presets.items())
+        self.config_path.write_text(
+            self.charger.agent_config(str(self.state_dir))
+            + f'\n[ocpp]\ncsms_url = "{self.csms.url}"\nresponse_timeout_s = 5\nreconnect_min_s = 0.2\n'
+            + f"reconnect_max_s = 1\n\n[ocpp.presets]\n{presets}\n")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop_agent()
+        await self.csms.stop()
+        await self.charger.close()
+
+    # --- the agent process ----------------------------------------------------------------------
+
+    async def start_agent(self, *, wait_boot: bool = True) -> None:
+        mark = self.csms.transcript.mark()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with self.log_path.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "firmware", "run", "--config", str(self.config_path),
+                stdout=log, stderr=asyncio.subprocess.STDOUT, env=env)
+        self.starts += 1
+        if wait_boot:
+            await self.csms.wait_connected(CP_ID, timeout_s=15)
+            await self.wait_call("StatusNotification", since=mark, timeout_s=15)
+
+    async def kill_agent(self) -> None:
+        """Power cut: SIGKILL, no chance to clean up."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+            await self.proc.wait()
+
+    async def stop_agent(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        return self.proc.returncode
+
+    async def wait_exit(self, timeout_s: float = 15) -> int:
+        assert self.proc is not None
+        return await asyncio.wait_for(self.proc.wait(), timeout_s)
+
+    def log(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                out.append(json.loads(line))
+        return out
+
+    # --- the world around the charger -------------------------------------------------------------
+
+    def ev(self, connector: int = 1) -> Any:
+        return self.charger.connectors[connector].ev
+
+    async def tap(self, uid: str, hold_s: float = 0.5) -> None:
+        assert self.charger.reader is not None
+        self.charger.reader.present(uid)
+        await asyncio.sleep(hold_s)
+        self.charger.reader.remove()
+        await asyncio.sleep(0.3)
+
+    # --- what the CSMS saw ------------------------------------------------------------------------
+
+    def mark(self) -> int:
+        return self.csms.transcript.mark()
+
+    async def wait_call(self, action: str, predicate: Any = None, *, since: int = 0,
+                        timeout_s: float = 10) -> TranscriptEntry:
+        return await self.csms.transcript.wait_for(action, predicate, cp_id=CP_ID, direction=Direction.FROM_CP,
+                                                   kind=EntryKind.CALL, timeout_s=timeout_s, since=since)
+
+    async def wait_status(self, connector: int, status: str, *, since: int = 0, timeout_s: float = 10,
+                          error_code: str | None = None) -> TranscriptEntry:
+        def match(e: TranscriptEntry) -> bool:
+            p = e.payload
+            return bool(p.get("connectorId") == connector and p.get("status") == status
+                        and (error_code is None or p.get("errorCode") == error_code))
+        return await self.wait_call("StatusNotification", match, since=since, timeout_s=timeout_s)
+
+    def calls(self, action: str | None = None, since: int = 0) -> list[TranscriptEntry]:
+        return self.csms.transcript.messages(CP_ID, action=action, direction=Direction.FROM_CP,
+                                             kind=EntryKind.CALL, since=since)
+
+    def statuses(self, connector: int, since: int = 0) -> list[str]:
+        return [e.payload["status"] for e in self.calls("StatusNotification", since)
+                if e.payload["connectorId"] == connector]
+
+    async def start_session(self, connector: int = 1, uid: str = "04A1B2C3") -> int:
+        """Plug-first session with an accepted card until the CSMS has the transaction; returns its id."""
+        self.csms.behaviour.id_tags.accept(uid)
+        mark = self.mark()
+        self.ev(connector).plug()
+        await self.wait_status(connector, "Preparing", since=mark)
+        await self.tap(uid)
+        ex = await self.csms.wait_for_exchange("StartTransaction", cp_id=CP_ID, timeout_s=10, since=mark)
+        await self.wait_status(connector, "Charging", since=mark)
+        assert ex.response is not None
+        return int(ex.response.payload["transactionId"])
