@@ -3,7 +3,7 @@
 The EVSE-DIN generates the control pilot PWM and switches its own relay: it closes the relay by itself
 when the EV is in state C (or D, if enabled) while it offers >= 6 A. The host only writes the offered
 current (register 1000), one-shot commands (1004) and configuration bits (2005), and reads the status
-block 1000-1007. docs/hal-evse-din.md lists every register with its source and the open questions.
+block 1000-1007. docs/hal.md (EVSE-DIN section) lists every register with its source and the open questions.
 
 How the :class:`~hal.interfaces.EvseBoard` operations map onto the board:
 

@@ -1,6 +1,6 @@
 """Modbus register maps as data: loading, validation, value codecs and block-read planning.
 
-A register map is a JSON file (see ``hal/maps/`` and docs/hal-meters.md) describing, for one device
+A register map is a JSON file (see ``hal/maps/`` and docs/hal.md (energy meters)) describing, for one device
 model, which quantity lives at which 0-based protocol address, in which register kind (input or
 holding), with which data type, word order, scale and unit. Keeping maps as data means adding a
 meter model is a reviewed data file checked against its datasheet, not new driver code.

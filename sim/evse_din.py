@@ -2,7 +2,7 @@
 
 Attach it to a :class:`sim.modbus_server.SimulatedRs485Bus`; the EV model drives it through
 :meth:`set_ev_pilot`. What it does follows the board's published register list (see
-docs/hal-evse-din.md): the runtime block 1000-1010 is computed from the EV's pilot, the configured
+docs/hal.md (EVSE-DIN section)): the runtime block 1000-1010 is computed from the EV's pilot, the configured
 current, the configuration bits 2005 and the injected faults; 2000-2017 is the persistent
 configuration. Only holding registers exist (FC 03 / FC 16).
 
