@@ -15,6 +15,7 @@ import os
 import random
 import termios
 import tty
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -61,6 +62,8 @@ class SerialWire:
         self._rng = random.Random(seed)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[int, bytearray] = {self._host_master: bytearray(), self._dev_master: bytearray()}
+        #: called with (direction, bytes) for every chunk relayed — for benchmarks that time wire events
+        self.observers: list[Callable[[Direction, bytes], None]] = []
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -147,6 +150,8 @@ class SerialWire:
         else:
             self.stats.bytes_to_device += len(data)
         self._write(dst, data)
+        for observer in self.observers:
+            observer(direction, data)
 
     def _write(self, fd: int, data: bytes) -> None:
         pending = self._pending[fd]

@@ -6,6 +6,7 @@ Boot, statuses, a whole session with meter values, stop by same id, power cut du
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -44,7 +45,7 @@ async def test_boot_pending_then_accepted_sends_nothing_else_before(tmp_path: Pa
         assert all(e.action == "BootNotification" for e in calls[: boots[-1] + 1])
         # the Pending interval (1 s) was honoured between attempts
         times = [calls[i].ts for i in boots]
-        assert all((b - a).total_seconds() >= 0.9 for a, b in zip(times, times[1:], strict=False))
+        assert all((b - a).total_seconds() >= 0.9 for a, b in itertools.pairwise(times))
 
 
 async def test_plug_first_session_with_meter_values_stopped_by_same_card(tmp_path: Path) -> None:
@@ -76,8 +77,10 @@ async def test_plug_first_session_with_meter_values_stopped_by_same_card(tmp_pat
         unplugged = s.mark()
         s.ev(1).unplug()
         await s.wait_status(1, "Available", since=unplugged)
-        # the EV is in B when the transaction starts, then draws (C): SuspendedEV, then Charging
-        assert s.statuses(1, mark)[-5:] == ["Preparing", "SuspendedEV", "Charging", "Finishing", "Available"]
+        # if the EV is still in B when the transaction starts, SuspendedEV comes before Charging
+        seen = s.statuses(1, mark)
+        assert [x for x in seen if x != "SuspendedEV"][-4:] == ["Preparing", "Charging", "Finishing", "Available"]
+        assert seen.count("SuspendedEV") <= 1
         tx = s.csms.state(CP_ID).transactions[tx_id]
         assert tx.stop_count == 1 and tx.meter_stop == p["meterStop"]
 
