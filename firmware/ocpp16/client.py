@@ -158,6 +158,7 @@ class Ocpp16Client:
         self._status_queue: list[dict[str, Any]] = []
         self._status_wake = asyncio.Event()
         self._last_traffic = 0.0
+        self._heartbeat_wake = asyncio.Event()  # HeartbeatInterval changed: recompute the wait now
         self._samples: dict[int, _TransactionSamples] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connector0_unavailable = False
@@ -317,15 +318,16 @@ class Ocpp16Client:
     # --- heartbeat --------------------------------------------------------------------------------
 
     async def _heartbeat(self, cp: _ChargePoint) -> None:
+        """Heartbeat after HeartbeatInterval without traffic of ours; 0 turns it off. A changed interval
+        applies at once (it wakes the wait), not after the old interval has run out."""
         loop = asyncio.get_running_loop()
         while True:
             interval = self.keys.get_int("HeartbeatInterval")
-            if interval <= 0:
-                await asyncio.sleep(5)
-                continue
-            idle = loop.time() - self._last_traffic
-            if idle < interval:
-                await asyncio.sleep(interval - idle)
+            wait = interval - (loop.time() - self._last_traffic) if interval > 0 else None
+            if wait is None or wait > 0:
+                self._heartbeat_wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._heartbeat_wake.wait(), wait)
                 continue
             try:
                 await self._call(cp, "Heartbeat", {})
@@ -409,11 +411,13 @@ class Ocpp16Client:
     async def run_metering(self) -> None:
         """Periodic (per transaction) and clock-aligned meter values."""
         next_aligned: datetime | None = None
+        grid = 0  # the ClockAlignedDataInterval next_aligned was computed for
         while True:
             now = utcnow()
             aligned_interval = self.keys.get_int("ClockAlignedDataInterval")
             if aligned_interval > 0:
-                if next_aligned is None:
+                if next_aligned is None or aligned_interval != grid:  # first, or the interval was changed
+                    grid = aligned_interval
                     next_aligned = next_aligned_time(now, aligned_interval)
                 elif now >= next_aligned:
                     self._clock_tick(next_aligned)
@@ -545,6 +549,12 @@ class Ocpp16Client:
         """Apply a changed key live (ChangeConfiguration or BootNotification's interval)."""
         if key == "WebSocketPingInterval":
             self.link.set_ping_interval(float(value))
+        elif key == "HeartbeatInterval":
+            self._heartbeat_wake.set()
+        elif key == "MeterValueSampleInterval":  # running transactions sample at the new interval from now
+            now = utcnow()
+            for samples in self._samples.values():
+                self._schedule_sampling(samples, now)
         session_keys = {"ConnectionTimeOut", "StopTransactionOnEVSideDisconnect", "StopTransactionOnInvalidId",
                         "AuthorizeRemoteTxRequests"}
         if key in session_keys:
