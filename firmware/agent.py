@@ -75,7 +75,7 @@ class Agent:
         self.ocpp: Ocpp16Client | None = None
         if config.ocpp is not None:
             self.ocpp = Ocpp16Client(config, self.connectors, self.db, self.keys, request_exit=self.request_exit,
-                                     diagnostics=self.diagnostics)
+                                     diagnostics=self.diagnostics, hardware=self.hardware_summary)
             for ctrl in self.connectors.values():
                 ctrl.observers.insert(0, self.ocpp)
         self._stop = asyncio.Event()
@@ -90,6 +90,31 @@ class Agent:
         return {"devices": {d.name: dataclasses.asdict(d.stats) for d in self.hardware.devices()},
                 "connectors": [c.describe() for c in self.connectors.values()],
                 "outbox": self.ocpp.tlog.count() if self.ocpp else 0}
+
+    def hardware_summary(self) -> dict[str, Any]:
+        """The devices as commissioned (for the Hardware DataTransfer): drivers, models, ports, addresses."""
+        cfg, ident = self.config, self.config.identity
+        connectors = []
+        for c in cfg.connectors:
+            hw = self.hardware.connectors[c.id]
+            board: dict[str, Any] = {"name": hw.board.name, "driver": c.board.driver}
+            board.update({"port": c.board.port} if c.board.port is not None else {"bus": c.board.bus,
+                                                                                 "unit": c.board.unit})
+            meter = None if c.meter is None or hw.meter is None else {
+                "name": hw.meter.name, "model": c.meter.model, "bus": c.meter.bus, "unit": c.meter.unit}
+            connectors.append({"connector": c.id, "maxCurrentA": c.max_current_a, "phases": c.phases,
+                               "board": board, "meter": meter})
+        readers = [{"name": rh.reader.name, "driver": r.driver, "port": r.port,
+                    "connectors": list(r.connectors or self.connectors)}
+                   for r, rh in zip(cfg.readers, self.hardware.readers, strict=True)]
+        summary: dict[str, Any] = {"chargePointVendor": ident.vendor, "chargePointModel": ident.model,
+                                   "firmwareVersion": ident.firmware_version}
+        if ident.serial_number:
+            summary["chargePointSerialNumber"] = ident.serial_number
+        summary["buses"] = [{"name": b.name, "port": b.port, "baudrate": b.baudrate} for b in cfg.buses.values()]
+        summary["connectors"] = connectors
+        summary["readers"] = readers
+        return summary
 
     async def _watch(self, stream: EventStream[Any]) -> None:
         """Device events worth a technician's attention go to the log (meter readings only at DEBUG)."""

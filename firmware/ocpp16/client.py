@@ -137,7 +137,8 @@ class Ocpp16Client:
 
     def __init__(self, config: AgentConfig, connectors: dict[int, ConnectorController], db: Database,
                  keys: ConfigurationKeys, *, request_exit: Callable[[ExitCode], None],
-                 diagnostics: Callable[[], dict[str, Any]] | None = None) -> None:
+                 diagnostics: Callable[[], dict[str, Any]] | None = None,
+                 hardware: Callable[[], dict[str, Any]] | None = None) -> None:
         assert config.ocpp is not None
         self.config = config
         self.identity = config.charge_point_id
@@ -148,6 +149,8 @@ class Ocpp16Client:
         self.response_timeout_s = config.ocpp.response_timeout_s
         self._request_exit = request_exit
         self._diagnostics = diagnostics or (lambda: {})
+        self._hardware = hardware
+        self._hardware_reported = False  # the Hardware DataTransfer went out in this run
         self.link = OcppLink(config.ocpp.csms_url, self.identity, SUBPROTOCOL, password=config.ocpp.password,
                              backoff=Backoff(config.ocpp.reconnect_min_s, config.ocpp.reconnect_max_s),
                              ping_interval_s=keys.get_int("WebSocketPingInterval") or None)
@@ -226,6 +229,8 @@ class Ocpp16Client:
             workers = [asyncio.create_task(c, name=n) for c, n in (
                 (self._send_statuses(cp), "ocpp-status"), (self._send_outbox(cp), "ocpp-outbox"),
                 (self._heartbeat(cp), "ocpp-heartbeat"))]
+            if self._hardware is not None and not self._hardware_reported:
+                workers.append(asyncio.create_task(self._report_hardware(cp), name="ocpp-hardware"))
             await receiver
         finally:
             self._online.clear()
@@ -264,6 +269,31 @@ class Ocpp16Client:
                 return
             # Pending / Rejected: only the CSMS may talk now; ask again after the interval it gave
             await asyncio.sleep(interval if interval > 0 else 30)
+
+    async def _report_hardware(self, cp: _ChargePoint) -> None:
+        """DataTransfer vendorId ``evse-agent``, messageId ``Hardware``: once per run of the agent, after the
+        first Accepted BootNotification, ``data`` is a JSON object describing the charger's devices, so a
+        CSMS operator can see what a site was commissioned with without a technician on site::
+
+            {"chargePointVendor": ..., "chargePointModel": ..., "firmwareVersion": ...,
+             "buses": [{"name", "port", "baudrate"}],
+             "connectors": [{"connector", "maxCurrentA", "phases",
+                             "board": {"name", "driver", "port" | "bus" + "unit"},
+                             "meter": {"name", "model", "bus", "unit"} | null}],
+             "readers": [{"name", "driver", "port", "connectors"}]}
+
+        The CSMS's answer does not matter (most answer UnknownVendorId); a lost connection retries it
+        on the next one. BootNotification's own fields stay the standard ones."""
+        assert self._hardware is not None
+        data = json.dumps(self._hardware(), separators=(",", ":"), default=str)
+        try:
+            answer = await self._call(cp, "DataTransfer", {"vendorId": VENDOR_ID, "messageId": "Hardware",
+                                                           "data": data})
+        except (CallErrorReceived, InvalidResponse, TimeoutError) as exc:
+            log.warning("Hardware DataTransfer not answered", extra={"error": str(exc)})
+        else:
+            log.info("Hardware DataTransfer answered", extra={"status": answer.get("status")})
+        self._hardware_reported = True
 
     # --- status notifications -------------------------------------------------------------------
 
