@@ -2,6 +2,11 @@
 
 The agent reaches the devices only through pseudo-terminals and the CSMS only through a WebSocket,
 exactly as on a charger; the test drives the EV and the card reader and reads the CSMS's transcript.
+
+``start_agent(supervised=True)`` restarts the agent whenever it exits with anything but a clean stop
+(0) or a configuration error (78), as systemd's ``Restart=on-failure`` does on a controller: an OCPP
+Reset (exit 75) is then followed by a new agent process that boots again. ``send_raw`` puts any text
+on the CSMS's WebSocket, for tests of the agent's handling of malformed frames.
 """
 
 from __future__ import annotations
@@ -12,12 +17,15 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from firmware.exitcodes import ExitCode
 from sim.charger import ChargerSpec, SimulatedCharger
 from sim.csms import SimulatedCsms
 from sim.csms_behaviour import ChargePointProfile
+from sim.interfaces import BoardFault
 from sim.transcript import Direction, EntryKind, TranscriptEntry
 
 CP_ID = "E2E-CP-1"
@@ -39,6 +47,9 @@ class Station:
         self.config_path = state_dir / "agent.toml"
         self.log_path = state_dir / "agent.log"
         self.starts = 0
+        self.exit_codes: list[int] = []  # every agent exit, in order (supervised or not)
+        self._supervisor: asyncio.Task[None] | None = None
+        self.restart_delay_s = 0.2
 
     async def __aenter__(self) -> Station:
         await self.charger.start()
@@ -58,35 +69,71 @@ class Station:
 
     # --- the agent process ----------------------------------------------------------------------
 
-    async def start_agent(self, *, wait_boot: bool = True) -> None:
+    async def start_agent(self, *, wait_boot: bool = True, supervised: bool = False) -> None:
         mark = self.csms.transcript.mark()
+        await self._spawn()
+        if supervised:
+            self._supervisor = asyncio.create_task(self._supervise(), name="station-supervisor")
+        if wait_boot:
+            await self.wait_booted(since=mark)
+
+    async def wait_booted(self, *, since: int = 0, timeout_s: float = 15) -> None:
+        """Until the agent (re)connected and reported the status of the charge point and every connector."""
+        await self.csms.wait_connected(CP_ID, timeout_s=timeout_s)
+        for connector in range(self.spec.connectors + 1):
+            await self.wait_call("StatusNotification", lambda e, c=connector: e.payload["connectorId"] == c,
+                                 since=since, timeout_s=timeout_s)
+
+    async def _spawn(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "firmware", "run", "--config", str(self.config_path),
                 stdout=log, stderr=asyncio.subprocess.STDOUT, env=env)
         self.starts += 1
-        if wait_boot:
-            await self.csms.wait_connected(CP_ID, timeout_s=15)
-            await self.wait_call("StatusNotification", since=mark, timeout_s=15)
+
+    async def _supervise(self) -> None:
+        """systemd ``Restart=on-failure`` with ``RestartPreventExitStatus=78``: restart after a requested
+        restart (75) or a crash, not after a clean stop or a configuration error."""
+        while self.proc is not None:
+            code = await self.proc.wait()
+            self.exit_codes.append(code)
+            if code in (ExitCode.OK, ExitCode.CONFIG) or code < 0:  # < 0: killed by a signal we sent
+                return
+            await asyncio.sleep(self.restart_delay_s)
+            await self._spawn()
+
+    async def _unsupervise(self) -> None:
+        task, self._supervisor = self._supervisor, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def kill_agent(self) -> None:
         """Power cut: SIGKILL, no chance to clean up."""
+        await self._unsupervise()
         if self.proc is not None and self.proc.returncode is None:
             self.proc.send_signal(signal.SIGKILL)
-            await self.proc.wait()
+            self.exit_codes.append(await self.proc.wait())
 
     async def stop_agent(self) -> int | None:
+        await self._unsupervise()
         if self.proc is None:
             return None
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(self.proc.wait(), 15)
+                code = await asyncio.wait_for(self.proc.wait(), 15)
             except TimeoutError:
                 self.proc.kill()
-                await self.proc.wait()
+                code = await self.proc.wait()
+            self.exit_codes.append(code)
         return self.proc.returncode
+
+    @property
+    def agent_running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
 
     async def wait_exit(self, timeout_s: float = 15) -> int:
         assert self.proc is not None
@@ -110,6 +157,30 @@ class Station:
         await asyncio.sleep(hold_s)
         self.charger.reader.remove()
         await asyncio.sleep(0.3)
+
+    def inject(self, connector: int, fault: BoardFault, active: bool = True) -> None:
+        """A fault on the connector's simulated board (e.g. an RCD trip), seen by the agent over the wire."""
+        self.charger.connectors[connector].board.inject(fault, active)
+
+    def meter_silent(self, connector: int, silent: bool = True) -> None:
+        self.charger.connectors[connector].meter.set_silent(silent)
+
+    # --- raw frames to the agent ------------------------------------------------------------------
+
+    async def send_raw(self, text: str) -> None:
+        """Send ``text`` as one WebSocket text frame from the CSMS, bypassing its framing and validation."""
+        await self.csms.session(CP_ID).connection.send(text)
+
+    async def wait_reply(self, unique_id: str, *, since: int = 0, timeout_s: float = 5) -> TranscriptEntry:
+        """The agent's CALLRESULT or CALLERROR for a CALL we sent with ``unique_id``."""
+        def match(e: TranscriptEntry) -> bool:
+            return e.unique_id == unique_id and e.kind in (EntryKind.CALLRESULT, EntryKind.CALLERROR)
+        return await self.csms.transcript.wait_for(None, match, cp_id=CP_ID, direction=Direction.FROM_CP,
+                                                   kind=None, timeout_s=timeout_s, since=since)
+
+    def replies(self, unique_id: str, since: int = 0) -> list[TranscriptEntry]:
+        return [e for e in self.csms.transcript.messages(CP_ID, direction=Direction.FROM_CP, since=since)
+                if e.unique_id == unique_id and e.kind in (EntryKind.CALLRESULT, EntryKind.CALLERROR)]
 
     # --- what the CSMS saw ------------------------------------------------------------------------
 
@@ -137,9 +208,23 @@ class Station:
         return [e.payload["status"] for e in self.calls("StatusNotification", since)
                 if e.payload["connectorId"] == connector]
 
+    async def wait_until(self, condition: Callable[[], bool], timeout_s: float = 10, what: str = "") -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not condition():
+            if loop.time() > deadline:
+                raise TimeoutError(f"not reached within {timeout_s} s: {what or condition}")
+            await asyncio.sleep(0.05)
+
+    async def quiet(self, seconds: float) -> None:
+        """Let time pass (to check that something does NOT happen)."""
+        await asyncio.sleep(seconds)
+
     async def start_session(self, connector: int = 1, uid: str = "04A1B2C3") -> int:
-        """Plug-first session with an accepted card until the CSMS has the transaction; returns its id."""
-        self.csms.behaviour.id_tags.accept(uid)
+        """Plug-first session with an accepted card until the CSMS has the transaction; returns its id.
+        A card the CSMS does not know yet is accepted (one already listed keeps its entry)."""
+        if self.csms.behaviour.id_tags.lookup(uid) is None:
+            self.csms.behaviour.id_tags.accept(uid)
         mark = self.mark()
         self.ev(connector).plug()
         await self.wait_status(connector, "Preparing", since=mark)
