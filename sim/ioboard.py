@@ -2,10 +2,12 @@
 
 It implements the board side of docs/ioboard-protocol.md, MUSTs included, so the host driver is
 tested against the specified behaviour and not against shortcuts: the host keepalive watchdog,
-the contactor interlock (closes only with permission, pilot C/D and no blocking fault, and drops
-the permission whenever it opens by itself), latched and live fault bits, duplicate detection,
-HELLO repeated while unlinked, STATE on change and periodically. Physics on the EV side is kept
-to what the tests need: the EV's pilot state, a contactor with travel time and a mirror contact.
+the contactor rule (B7/B8: ALLOW_CONTACTOR is a *permission*; the coil is on exactly while the
+permission is held, the pilot is C or D and no blocking fault is active; a blocking fault, the
+host timeout, HOST_HELLO and a restart drop the permission, the pilot leaving C/D does not),
+latched and live fault bits, duplicate detection, HELLO repeated while unlinked, STATE on change
+and periodically. Physics on the EV side is kept to what the tests need: the EV's pilot state, a
+contactor with travel time and a mirror contact.
 """
 
 from __future__ import annotations
@@ -148,6 +150,11 @@ class SimulatedIoBoard:
         return self._coil
 
     @property
+    def permission(self) -> bool:
+        """Whether the board holds the host's permission to energize (ALLOW_CONTACTOR on)."""
+        return self._permission
+
+    @property
     def faults(self) -> FaultBit:
         return self._faults
 
@@ -203,11 +210,15 @@ class SimulatedIoBoard:
         self.counters.extra["resets"] += 1
         logger.info("sim ioboard %s: reboot (%s)", self.port, reason.name)
         self._boot(reason)
-        self._evaluate()
+        now = time.monotonic()
+        self._hello_due = now + HELLO_REPEAT_S
+        self._send(self._hello_message())  # B1: the first frame after a restart
+        self._evaluate(now)
 
     def _boot(self, reason: ResetReason) -> None:
         self._reset_reason = reason
         self._pwm = SetPwm(PwmMode.X1)
+        self._permission = False
         self._coil = False
         self._coil_changed_at = time.monotonic()
         self._faults = FaultBit.MCU_WATCHDOG if reason is ResetReason.MCU_WATCHDOG else FaultBit(0)
@@ -237,13 +248,16 @@ class SimulatedIoBoard:
             await asyncio.sleep(TICK_S)
 
     def _trip_watchdog(self, now: float) -> None:
-        """Host silent too long: PWM off (X1), contactor open, HOST_TIMEOUT latched (spec §4.2)."""
+        """Host silent too long: PWM off (X1), permission dropped, contactor open, HOST_TIMEOUT latched
+        (spec §4.4)."""
         self.counters.extra["keepalive_trips"] += 1
         self._faults |= FaultBit.HOST_TIMEOUT
         self._pwm = SetPwm(PwmMode.X1)
+        self._permission = False
         self._set_coil(False, now)
         silent_ms = (now - self._last_host_rx) * 1000
-        logger.warning("sim ioboard %s: host silent for %.0f ms: PWM off, contactor open", self.port, silent_ms)
+        logger.warning("sim ioboard %s: host silent for %.0f ms: PWM off, permission dropped, contactor open",
+                       self.port, silent_ms)
         self._send(Log(LogLevel.WARNING, f"host keepalive timeout after {silent_ms:.0f} ms"))
 
     def _set_coil(self, on: bool, now: float) -> None:
@@ -273,8 +287,13 @@ class SimulatedIoBoard:
         if self._rcd_present:
             latched |= FaultBit.RCD_TRIP
         self._faults = latched | live
-        if self._coil and (self.pilot not in (PilotState.C, PilotState.D) or self._faults & BLOCKING_FAULTS):
-            self._set_coil(False, now)  # opened by the board itself: the permission is gone too
+        blocking = self._faults & BLOCKING_FAULTS
+        if blocking and self._permission:  # B8: a blocking fault takes the permission with it
+            self._permission = False
+            logger.warning("sim ioboard %s: blocking faults %#x: permission dropped", self.port, int(blocking))
+            self._send(Log(LogLevel.WARNING, f"blocking faults {int(blocking):#x}: permission to energize dropped"))
+        # B7/B8: the coil follows permission, pilot and faults; leaving C/D opens but keeps the permission.
+        self._set_coil(self._permission and self.pilot in (PilotState.C, PilotState.D) and not blocking, now)
         snapshot = (self.pilot, self._pwm, self._coil, self._contact, self._faults)
         if snapshot != self._last_report or now - self._last_report_at >= self.report_interval_s:
             self._last_report, self._last_report_at = snapshot, now
@@ -320,6 +339,7 @@ class SimulatedIoBoard:
         match msg:
             case HostHello():
                 self._pwm = SetPwm(PwmMode.X1)  # a new host session starts from the safe state
+                self._permission = False
                 self._set_coil(False, now)
                 if msg.proto_major != self.protocol_version[0]:
                     self._linked = False
@@ -341,18 +361,16 @@ class SimulatedIoBoard:
                     self._pwm = msg
                     self._answer(Ack(seq))
             case AllowContactor(on=False):
-                self._set_coil(False, now)
+                self._permission = False  # _evaluate opens the coil
                 self._answer(Ack(seq))
-            case AllowContactor(on=True):
+            case AllowContactor(on=True):  # B7: a permission, accepted in any pilot state
                 if not self._linked:
                     self._answer(Nack(seq, NackReason.NOT_LINKED, "contactor needs a HOST_HELLO first"))
                 elif self._faults & BLOCKING_FAULTS:
                     self._answer(Nack(seq, NackReason.FAULT_ACTIVE,
                                       f"blocking faults {int(self._faults & BLOCKING_FAULTS):#x}"))
-                elif self.pilot not in (PilotState.C, PilotState.D):
-                    self._answer(Nack(seq, NackReason.PILOT_STATE, f"pilot is {self.pilot.value}"))
                 else:
-                    self._set_coil(True, now)
+                    self._permission = True  # _evaluate closes the coil if the pilot is C or D
                     self._answer(Ack(seq))
             case RequestState():
                 self._answer(Ack(seq))

@@ -23,8 +23,10 @@ from hal.interfaces import (
 )
 from hal.ioboard import IoBoard
 from hal.ioboard.codec import FrameDecoder, encode_frame
+from hal.ioboard.driver import contactor_expected
 from hal.ioboard.messages import (
     Ack,
+    AllowContactor,
     FaultBit,
     HostHello,
     Message,
@@ -32,6 +34,7 @@ from hal.ioboard.messages import (
     NackReason,
     PwmMode,
     SetPwm,
+    StateReport,
     decode_message,
     encode_message,
 )
@@ -87,6 +90,11 @@ async def expect(sub: Subscription[BoardEvent], predicate: Callable[[BoardEvent]
             event = await sub.get()
             if predicate(event):
                 return event
+
+
+def drain(sub: Subscription[BoardEvent]) -> list[BoardEvent]:
+    """The events already queued, without waiting."""
+    return [sub.get_nowait() for _ in range(sub.pending())]
 
 
 def fault(code: FaultCode) -> Callable[[BoardEvent], bool]:
@@ -197,29 +205,86 @@ async def test_below_6a_is_x1_and_unavailable_is_f(board: IoBoard, sim: Simulate
 # --- contactor ---------------------------------------------------------------------------------------------
 
 
-async def test_contactor_closes_only_in_c_and_opens_when_the_ev_leaves(board: IoBoard,
-                                                                        sim: SimulatedIoBoard) -> None:
+@pytest.mark.parametrize(("permission", "pilot", "faults", "closed"), [
+    (True, PilotState.C, FaultBit(0), True),
+    (True, PilotState.D, FaultBit.MCU_WATCHDOG, True),  # information only, not blocking
+    (True, PilotState.B, FaultBit(0), False),  # permission held, EV not requesting: open, no fault
+    (True, PilotState.A, FaultBit(0), False),
+    (True, PilotState.F, FaultBit(0), False),
+    (False, PilotState.C, FaultBit(0), False),
+    (True, PilotState.C, FaultBit.RCD_TRIP, False),
+    (True, PilotState.C, FaultBit.HOST_TIMEOUT, False),
+    (True, PilotState.E, FaultBit.PILOT_SHORT, False),
+])
+def test_expected_contactor_state_is_permission_and_c_or_d_and_no_blocking_fault(
+        permission: bool, pilot: PilotState, faults: FaultBit, closed: bool) -> None:
+    for coil in (False, True):  # the board's own coil output does not enter the expectation
+        report = StateReport(pilot, PwmMode.PWM, 267, coil, coil, faults)
+        assert contactor_expected(report, permission) is closed
+
+
+async def test_permission_in_b_closes_nothing_until_the_ev_goes_to_c(board: IoBoard,
+                                                                     sim: SimulatedIoBoard) -> None:
     sim.set_ev_pilot(PilotState.B)
     await board.set_offered_current(16.0)
     await until(lambda: board.pilot_state is PilotState.B)
-    with pytest.raises(DeviceError, match="PILOT_STATE"):
-        await board.allow_power(True)
-    assert not sim.contactor_cmd and not sim.contactor_closed
-    assert board.stats.exceptions == 1
     with board.events.subscribe() as sub:
-        sim.set_ev_pilot(PilotState.C)
-        await until(lambda: board.pilot_state is PilotState.C)
-        await board.allow_power(True)
+        await board.allow_power(True)  # accepted in B: a permission, not a "close now"
+        assert sim.permission and board.power_allowed
+        await asyncio.sleep(3 * SETTLE_S)  # well past the settle time: B with permission is no fault
+        assert not sim.contactor_cmd and not sim.contactor_closed and not board.contactor_closed
+        assert not any(isinstance(e, DeviceFault) for e in drain(sub))
+        commands = board.stats.requests
+        sim.set_ev_pilot(PilotState.C)  # the board closes by itself
         event = await expect(sub, lambda e: isinstance(e, ContactorChanged))
         assert isinstance(event, ContactorChanged) and event.closed
-        assert sim.contactor_closed and board.contactor_closed
-        sim.set_ev_pilot(PilotState.B)  # EV stops: the board opens by itself, no host command needed
+    assert sim.contactor_closed and board.stats.requests == commands
+    assert board.stats.exceptions == 0
+
+
+async def test_ev_pause_opens_keeps_the_permission_and_resume_closes_again(board: IoBoard,
+                                                                           sim: SimulatedIoBoard) -> None:
+    await charging(board, sim)
+    commands = board.stats.requests
+    with board.events.subscribe() as sub:
+        t0 = time.monotonic()
+        sim.set_ev_pilot(PilotState.B)  # EV pauses: the board opens, no host command involved
         event = await expect(sub, lambda e: isinstance(e, ContactorChanged))
         assert isinstance(event, ContactorChanged) and not event.closed
-    assert not sim.contactor_cmd and not sim.contactor_closed
-    sim.set_ev_pilot(PilotState.C)  # the permission went with the opening: no re-close by itself
+        assert time.monotonic() - t0 < 0.1  # IEC 61851-1: open within 100 ms of leaving C
+        assert sim.permission and not sim.contactor_cmd
+        await asyncio.sleep(2 * SETTLE_S)
+        sim.set_ev_pilot(PilotState.C)  # EV resumes: closed again, still no host command
+        event = await expect(sub, lambda e: isinstance(e, ContactorChanged))
+        assert isinstance(event, ContactorChanged) and event.closed
+        await asyncio.sleep(2 * SETTLE_S)
+        assert not any(isinstance(e, DeviceFault) for e in drain(sub))
+    assert sim.contactor_closed and board.power_allowed
+    assert board.stats.requests == commands
+
+
+async def test_withdrawn_permission_opens_and_keeps_the_contactor_open_in_c(board: IoBoard,
+                                                                            sim: SimulatedIoBoard) -> None:
+    await charging(board, sim)
+    await board.allow_power(False)
+    await until(lambda: not sim.contactor_closed and not board.contactor_closed)
+    assert not sim.permission and not board.power_allowed
+    sim.set_ev_pilot(PilotState.B)
+    sim.set_ev_pilot(PilotState.C)
     await asyncio.sleep(3 * REPORT_INTERVAL_S)
-    assert not sim.contactor_closed
+    assert not sim.contactor_cmd and not sim.contactor_closed
+
+
+async def test_welded_contactor_is_detected_when_the_ev_stops(board: IoBoard, sim: SimulatedIoBoard) -> None:
+    await charging(board, sim)
+    with board.events.subscribe() as sub:
+        sim.inject(BoardFault.WELDED)
+        sim.set_ev_pilot(PilotState.B)  # the board opens by itself; the contacts stay closed
+        event = await expect(sub, fault(FaultCode.CONTACTOR_WELDED))
+        assert isinstance(event, DeviceFault) and "should be open" in event.detail
+        assert not sim.contactor_cmd and board.contactor_closed
+        sim.inject(BoardFault.WELDED, False)
+        await expect(sub, recovered(FaultCode.CONTACTOR_WELDED))
 
 
 async def test_welded_contactor_is_detected_from_the_mirror_contact(board: IoBoard,
@@ -238,12 +303,13 @@ async def test_welded_contactor_is_detected_from_the_mirror_contact(board: IoBoa
 
 async def test_contactor_that_does_not_close_is_detected(board: IoBoard, sim: SimulatedIoBoard) -> None:
     sim.inject(BoardFault.STUCK_OPEN)
-    sim.set_ev_pilot(PilotState.C)
+    sim.set_ev_pilot(PilotState.B)
     await board.set_offered_current(16.0)
-    await until(lambda: board.pilot_state is PilotState.C)
+    await board.allow_power(True)
+    await asyncio.sleep(2 * SETTLE_S)  # in B nothing is expected to close
     with board.events.subscribe() as sub:
         t0 = time.monotonic()
-        await board.allow_power(True)
+        sim.set_ev_pilot(PilotState.C)
         await expect(sub, fault(FaultCode.CONTACTOR_FAILED_TO_CLOSE))
         assert time.monotonic() - t0 >= SETTLE_S  # not before the contactor had time to move
         assert sim.contactor_cmd and not board.contactor_closed
@@ -255,7 +321,7 @@ async def test_contactor_that_does_not_close_is_detected(board: IoBoard, sim: Si
 # --- the board's keepalive watchdog ------------------------------------------------------------------------
 
 
-async def test_silent_host_makes_the_board_open_the_contactor_by_itself(
+async def test_silent_host_makes_the_board_drop_the_permission_and_the_driver_restores_it(
         board: IoBoard, sim: SimulatedIoBoard, wire: SerialWire) -> None:
     await charging(board, sim)
     with board.events.subscribe() as sub:
@@ -265,17 +331,20 @@ async def test_silent_host_makes_the_board_open_the_contactor_by_itself(
         elapsed = time.monotonic() - t0
         assert KEEPALIVE_TIMEOUT_S * 0.9 <= elapsed <= KEEPALIVE_TIMEOUT_S + 0.1
         assert sim.keepalive_trips == 1
+        assert not sim.permission  # the host timeout takes the permission with it
         assert sim.pwm == SetPwm(PwmMode.X1) and sim.offered_current_a == 0.0
         assert sim.faults & FaultBit.HOST_TIMEOUT
         event = await expect(sub, fault(FaultCode.DEVICE_ERROR))  # reports still reach the host
         assert isinstance(event, DeviceFault) and "keepalive" in event.detail
+        assert board.power_allowed  # the firmware's decision stands: the link failed, not the EV
         wire.set_silent(Direction.TO_DEVICE, False)
         await expect(sub, recovered(FaultCode.DEVICE_ERROR))  # the driver cleared HOST_TIMEOUT
-    await until(lambda: sim.pwm == SetPwm(PwmMode.PWM, 267))  # and re-applied the offer
+        # ... re-applied the offer and granted the permission again: the EV in C gets power back
+        await until(lambda: sim.pwm == SetPwm(PwmMode.PWM, 267) and sim.permission and sim.contactor_closed)
+        await asyncio.sleep(2 * SETTLE_S)
+        assert not any(fault(FaultCode.CONTACTOR_FAILED_TO_CLOSE)(e) or fault(FaultCode.CONTACTOR_WELDED)(e)
+                       for e in drain(sub))
     assert not sim.faults & FaultBit.HOST_TIMEOUT
-    assert not sim.contactor_cmd  # closing again is the firmware's decision
-    await board.allow_power(True)
-    await until(lambda: sim.contactor_closed)
 
 
 async def test_stopped_keepalive_task_trips_the_board(board: IoBoard, sim: SimulatedIoBoard) -> None:
@@ -284,12 +353,26 @@ async def test_stopped_keepalive_task_trips_the_board(board: IoBoard, sim: Simul
         if task.get_name().endswith("keepalive"):
             task.cancel()
     t0 = time.monotonic()
-    await until(lambda: not sim.contactor_cmd, within=2 * KEEPALIVE_TIMEOUT_S)
+    # The trip's coil-off window can be shorter than a poll: the driver's receive side is alive and
+    # re-syncs (permission included) within milliseconds, so the trip counter is what to watch.
+    await until(lambda: sim.keepalive_trips >= 1, within=2 * KEEPALIVE_TIMEOUT_S)
     assert time.monotonic() - t0 <= KEEPALIVE_TIMEOUT_S + 0.1
-    assert sim.keepalive_trips == 1
-    # The driver's receive side is alive: it clears the trip and re-offers PWM, but never re-closes.
-    await asyncio.sleep(2 * KEEPALIVE_TIMEOUT_S)
-    assert not sim.contactor_cmd and not sim.contactor_closed
+    # With no keepalives, every re-sync is followed by another trip T_ka after its last command.
+    await until(lambda: sim.keepalive_trips >= 2, within=3 * KEEPALIVE_TIMEOUT_S)
+    assert board.power_allowed  # the link's failures do not take the firmware's decision away
+
+
+async def test_unanswered_permission_is_delivered_when_the_link_is_back(
+        board: IoBoard, sim: SimulatedIoBoard, wire: SerialWire) -> None:
+    sim.set_ev_pilot(PilotState.C)
+    await board.set_offered_current(16.0)
+    wire.set_silent(Direction.TO_DEVICE)
+    with pytest.raises(DeviceError, match="did not acknowledge AllowContactor"):
+        await board.allow_power(True)
+    assert board.power_allowed and not sim.permission  # the firmware's decision, not yet the board's
+    wire.set_silent(Direction.TO_DEVICE, False)
+    await until(lambda: sim.permission and sim.contactor_closed)
+    assert sim.pwm == SetPwm(PwmMode.PWM, 267)
 
 
 # --- faults reported by the board ------------------------------------------------------------------------
@@ -299,21 +382,39 @@ async def test_stopped_keepalive_task_trips_the_board(board: IoBoard, sim: Simul
     (BoardFault.OVERTEMPERATURE, FaultCode.OVERTEMPERATURE),
     (BoardFault.DIODE_FAILURE, FaultCode.DIODE_FAILURE),
 ])
-async def test_live_faults_are_raised_and_cleared(board: IoBoard, sim: SimulatedIoBoard, injected: BoardFault,
-                                                  code: FaultCode) -> None:
+async def test_blocking_fault_drops_the_permission_until_the_host_grants_it_again(
+        board: IoBoard, sim: SimulatedIoBoard, injected: BoardFault, code: FaultCode) -> None:
     await charging(board, sim)
     with board.events.subscribe() as sub:
         sim.inject(injected)
         await expect(sub, fault(code))
         await until(lambda: not sim.contactor_closed)  # a blocking fault opens the contactor
-        with pytest.raises(DeviceError, match="FAULT_ACTIVE"):
+        assert not sim.permission and not board.power_allowed
+        with pytest.raises(DeviceError, match=rf"permission to energize while a blocking fault is active "
+                                              rf"\({injected.name}\): FAULT_ACTIVE"):
             await board.allow_power(True)
         if injected is BoardFault.OVERTEMPERATURE:
             assert board.state is not None and board.state.temperature_c == 85.0
         sim.inject(injected, False)
         await expect(sub, recovered(code))
+        await asyncio.sleep(2 * SETTLE_S)  # EV still in C: stays open, and that is no contactor fault
+        assert not sim.contactor_cmd and not sim.contactor_closed
+        assert not any(isinstance(e, DeviceFault) for e in drain(sub))
     await board.allow_power(True)
     await until(lambda: sim.contactor_closed)
+
+
+async def test_blocking_fault_in_b_drops_the_permission_too(board: IoBoard, sim: SimulatedIoBoard) -> None:
+    sim.set_ev_pilot(PilotState.B)
+    await board.set_offered_current(16.0)
+    await board.allow_power(True)
+    sim.inject(BoardFault.OVERTEMPERATURE)
+    await until(lambda: not board.power_allowed)
+    sim.inject(BoardFault.OVERTEMPERATURE, False)
+    sim.set_ev_pilot(PilotState.C)
+    await until(lambda: board.state is not None and board.state.pilot is PilotState.C and not board.state.faults)
+    await asyncio.sleep(2 * REPORT_INTERVAL_S)
+    assert not sim.permission and not sim.contactor_closed
 
 
 async def test_rcd_trip_is_latched_until_the_host_clears_it(board: IoBoard, sim: SimulatedIoBoard) -> None:
@@ -322,14 +423,21 @@ async def test_rcd_trip_is_latched_until_the_host_clears_it(board: IoBoard, sim:
         sim.inject(BoardFault.RCD_TRIP)
         await expect(sub, fault(FaultCode.RCD_TRIP))
         await until(lambda: not sim.contactor_closed)
+        assert not sim.permission and not board.power_allowed
         await board.clear_faults()  # residual current still there: stays latched
         assert sim.faults & FaultBit.RCD_TRIP
         sim.inject(BoardFault.RCD_TRIP, False)
         await asyncio.sleep(2 * REPORT_INTERVAL_S)
         assert sim.faults & FaultBit.RCD_TRIP
-        assert not any(recovered(FaultCode.RCD_TRIP)(sub.get_nowait()) for _ in range(sub.pending()))
+        assert not any(recovered(FaultCode.RCD_TRIP)(e) for e in drain(sub))
+        with pytest.raises(DeviceError, match=r"\(RCD_TRIP\): FAULT_ACTIVE"):
+            await board.allow_power(True)
         await board.clear_faults()
         await expect(sub, recovered(FaultCode.RCD_TRIP))
+    await asyncio.sleep(2 * REPORT_INTERVAL_S)  # cleared, EV in C: still open until granted again
+    assert not sim.contactor_closed
+    await board.allow_power(True)
+    await until(lambda: sim.contactor_closed)
 
 
 async def test_pilot_short_is_a_device_error(board: IoBoard, sim: SimulatedIoBoard) -> None:
@@ -357,7 +465,7 @@ async def test_garbage_and_truncation_are_dropped_counted_and_survived(
         await board.set_offered_current(10.0)  # retransmitted until it gets through
         await board.set_offered_current(12.0)
         await asyncio.sleep(3 * REPORT_INTERVAL_S)
-        assert not any(fault(FaultCode.LINK_LOST)(sub.get_nowait()) for _ in range(sub.pending()))
+        assert not any(fault(FaultCode.LINK_LOST)(e) for e in drain(sub))
     assert sim.pwm == SetPwm(PwmMode.PWM, 200)
     assert board.stats.frames_dropped >= 3
     assert sim.bad_frames >= 2
@@ -423,6 +531,32 @@ async def test_board_restart_is_detected_and_state_re_applied(board: IoBoard, si
     assert not sim.linked and sim.pwm.mode is PwmMode.X1
     await until(lambda: sim.linked and sim.pwm == SetPwm(PwmMode.PWM, 267))
     assert board.link_up
+    assert not sim.permission  # never granted, so not re-granted
+
+
+async def test_board_restart_while_charging_re_grants_the_last_permission(board: IoBoard,
+                                                                          sim: SimulatedIoBoard) -> None:
+    await charging(board, sim)
+    with board.events.subscribe() as sub:
+        sim.reboot()
+        assert not sim.permission and not sim.contactor_cmd  # B1: a restarted board is safe
+        await until(lambda: sim.linked and sim.permission and sim.contactor_closed)  # no call from the test
+        assert sim.pwm == SetPwm(PwmMode.PWM, 267)
+        await asyncio.sleep(2 * SETTLE_S)
+        assert not any(isinstance(e, DeviceFault) for e in drain(sub))
+    assert board.power_allowed
+
+
+async def test_board_restart_after_a_blocking_fault_does_not_re_grant(board: IoBoard,
+                                                                      sim: SimulatedIoBoard) -> None:
+    await charging(board, sim)
+    sim.inject(BoardFault.OVERTEMPERATURE)
+    await until(lambda: not board.power_allowed)
+    sim.inject(BoardFault.OVERTEMPERATURE, False)
+    sim.reboot()
+    await until(lambda: sim.linked and sim.pwm == SetPwm(PwmMode.PWM, 267))
+    await asyncio.sleep(2 * REPORT_INTERVAL_S)
+    assert not sim.permission and not sim.contactor_closed
 
 
 async def test_reset_command_restarts_the_board_and_the_driver_follows(board: IoBoard,
@@ -494,12 +628,39 @@ async def test_board_answers_duplicates_without_executing_again_and_nacks_bad_co
         host.ser.close()
 
 
-async def test_board_refuses_pwm_before_hello(wire: SerialWire, sim: SimulatedIoBoard) -> None:
+async def test_board_refuses_pwm_and_permission_before_hello(wire: SerialWire, sim: SimulatedIoBoard) -> None:
     host = RawHost(wire.host_port)
     try:
         host.send(9, SetPwm(PwmMode.PWM, 267))
         answer = await host.answer(9)
         assert isinstance(answer, Nack) and answer.reason is NackReason.NOT_LINKED
         assert sim.pwm.mode is PwmMode.X1
+        host.send(10, AllowContactor(True))
+        answer = await host.answer(10)
+        assert isinstance(answer, Nack) and answer.reason is NackReason.NOT_LINKED
+        assert not sim.permission
+    finally:
+        host.ser.close()
+
+
+async def test_board_takes_the_permission_in_any_pilot_state_and_hello_withdraws_it(
+        wire: SerialWire, sim: SimulatedIoBoard) -> None:
+    host = RawHost(wire.host_port)
+    try:
+        host.send(0, HostHello())
+        assert await host.answer(0) == Ack(0)
+        assert sim.pilot is PilotState.A
+        host.send(1, AllowContactor(True))  # no EV yet: accepted, nothing closes
+        assert await host.answer(1) == Ack(1)
+        assert sim.permission and not sim.contactor_cmd
+        sim.set_ev_pilot(PilotState.C)
+        assert sim.contactor_cmd
+        sim.set_ev_pilot(PilotState.A)  # unplugged: open, permission kept (withdrawing it is the host's call)
+        assert sim.permission and not sim.contactor_cmd
+        host.send(2, HostHello())  # a new host session starts without permission
+        assert await host.answer(2) == Ack(2)
+        assert not sim.permission
+        sim.set_ev_pilot(PilotState.C)
+        assert not sim.contactor_cmd
     finally:
         host.ser.close()

@@ -251,7 +251,7 @@ ALL_MESSAGES: list[Message] = [
     StateReport(PilotState.C, PwmMode.PWM, 267, True, True, FaultBit(0), 312),
     StateReport(PilotState.A, PwmMode.X1, None, False, False, FaultBit.OVERTEMPERATURE, None),
     Ack(255),
-    Nack(3, NackReason.PILOT_STATE, "pilot is B"),
+    Nack(3, NackReason.FAULT_ACTIVE, "blocking faults 0x1"),
     Log(LogLevel.WARNING, "host keepalive timeout after 1003 ms"),
 ]
 

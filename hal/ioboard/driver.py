@@ -1,8 +1,15 @@
 """Host driver for our safety I/O board (docs/ioboard-protocol.md) over a UART.
 
-The microcontroller generates the pilot PWM, senses the pilot, drives the contactor and enforces
-the safety rules (keepalive watchdog, no contactor outside C/D). This driver only translates:
-offered amps -> SET_PWM duty, allow_power -> ALLOW_CONTACTOR, STATE reports -> events.
+The microcontroller generates the pilot PWM, senses the pilot, switches the contactor and enforces
+the safety rules (keepalive watchdog, no contactor outside C/D or with a blocking fault). This driver
+only translates: offered amps -> SET_PWM duty, allow_power -> ALLOW_CONTACTOR, STATE reports -> events.
+
+ALLOW_CONTACTOR is a *permission* (IEC 61851 "ready to supply", see ``EvseBoard.allow_power``): the
+board closes the contactor while it holds the permission and the EV is in C/D, opens it when the
+EV leaves C/D and keeps the permission, so an EV pausing and resuming needs no host command. The
+board drops the permission by itself on a blocking fault or a host timeout. Contactor supervision
+therefore compares the mirror contact with the state the board *should* be in (permission, pilot
+and faults as the board reports them), not with the host's last command.
 
 Commands are stop-and-wait: one command in flight, retransmitted with the same sequence number
 until the board ACKs or NACKs it (bounded). Keepalives are fire-and-forget and skipped while a
@@ -10,9 +17,11 @@ command is in flight, since any host frame feeds the board's watchdog.
 
 Re-synchronisation: after a board reset (unsolicited BOARD_HELLO), after the board's keepalive
 watchdog tripped (HOST_TIMEOUT in a STATE), and after the link came back, the driver replays the
-hello handshake where needed, clears HOST_TIMEOUT and re-applies the pilot output the firmware
-last asked for. It never re-closes the contactor on its own: the board drops the permission
-whenever it opens the contactor itself, and closing again is the firmware's decision.
+hello handshake where needed, clears HOST_TIMEOUT and re-applies what the firmware last asked for:
+the pilot output and the permission. Those interruptions are the link's, not the firmware's
+decisions, so the firmware's permission stands. A blocking fault is different: the board dropped
+the permission because of it, the driver forgets it too, and the firmware grants it again once
+the fault has cleared.
 """
 
 from __future__ import annotations
@@ -22,10 +31,11 @@ import contextlib
 import logging
 import os
 import time
+from typing import NoReturn
 
 import serial
 
-from hal.contactor import ContactorSupervisor, ContactorVerdict
+from hal.contactor import ContactorSupervisor
 from hal.duty_cycle import current_to_duty
 from hal.events import EventStream
 from hal.interfaces import (
@@ -41,6 +51,7 @@ from hal.interfaces import (
 )
 from hal.ioboard.codec import DELIMITER, FrameDecoder, encode_frame
 from hal.ioboard.messages import (
+    BLOCKING_FAULTS,
     LATCHED_FAULTS,
     PROTOCOL_MAJOR,
     PROTOCOL_MINOR,
@@ -57,6 +68,7 @@ from hal.ioboard.messages import (
     LogLevel,
     MessageError,
     Nack,
+    NackReason,
     PwmMode,
     RequestState,
     Reset,
@@ -96,6 +108,21 @@ def faults_by_code(bits: FaultBit) -> dict[FaultCode, frozenset[str]]:
     return {code: frozenset(details) for code, details in active.items()}
 
 
+def contactor_expected(report: StateReport, permission: bool) -> bool:
+    """Whether the board's contactor should be closed (spec B7/B8): it holds the permission, the
+    pilot is C or D and no blocking fault is active. The commanded side of contactor supervision."""
+    return permission and report.pilot in (PilotState.C, PilotState.D) and not report.faults & BLOCKING_FAULTS
+
+
+def fault_names(bits: FaultBit) -> str:
+    """``RCD_TRIP|HOST_TIMEOUT`` for log lines and errors; unknown bits as hex."""
+    names = [bit.name or "" for bit in FaultBit if bits & bit]
+    unknown = int(bits) & ~sum(int(bit) for bit in FaultBit)
+    if unknown:
+        names.append(f"{unknown:#x}")
+    return "|".join(names) or "none"
+
+
 def pwm_for(offered_amps: float, unavailable: bool) -> SetPwm:
     """The SET_PWM that offers ``offered_amps`` (X1 below 6 A) or says "not available" (F)."""
     if unavailable:
@@ -125,7 +152,7 @@ class IoBoard:
         self._codec_dropped = 0
         self._seq = 0
         self._lock = asyncio.Lock()
-        self._pending: tuple[int, asyncio.Future[Ack | Nack]] | None = None
+        self._pending: tuple[int, HostMessage, asyncio.Future[Ack | Nack]] | None = None
         self._hello_after_seq: int | None = None  # seq of our HOST_HELLO whose reply we await
         self._hello_armed = False  # its ACK/NACK arrived: the next BOARD_HELLO is the reply
         self._hello_waiter: asyncio.Future[BoardHello] | None = None
@@ -137,6 +164,10 @@ class IoBoard:
         self._board_faults: dict[FaultCode, frozenset[str]] = {}
         self._offered_amps = 0.0
         self._unavailable = False
+        # The permission to energize as the firmware last set it (re-sent on re-sync), and as the
+        # board holds it as far as we know (None: an ALLOW_CONTACTOR got no answer, fate unknown).
+        self._permission = False
+        self._board_permission: bool | None = False
         self._last_rx = 0.0
         self._link_lost = False
         self._last_board_seq: int | None = None
@@ -171,6 +202,12 @@ class IoBoard:
     def link_up(self) -> bool:
         return self._started and not self._link_lost
 
+    @property
+    def power_allowed(self) -> bool:
+        """The permission to energize as the firmware last granted it, unless a blocking fault has
+        made the board drop it since (then the firmware has to grant it again)."""
+        return self._permission
+
     async def start(self) -> None:
         """Open the port, handshake (version check) and read the first STATE; raises DeviceError."""
         if self._started:
@@ -203,9 +240,10 @@ class IoBoard:
         if tasks:
             await asyncio.wait(tasks, timeout=1.0)
         if self._started and self._ser is not None:
+            self._permission = False
             try:
                 async with self._lock:
-                    await self._command_locked(AllowContactor(False), attempts=2)
+                    await self._allow_locked(False, attempts=2)
                     await self._command_locked(SetPwm(PwmMode.X1), attempts=2)
             except DeviceError as exc:
                 logger.warning("%s: could not leave the board in its safe state on close: %s", self.name, exc)
@@ -221,9 +259,23 @@ class IoBoard:
         await self._apply_pwm()
 
     async def allow_power(self, on: bool) -> None:
-        """Raises :class:`DeviceError` if the board refuses (pilot not C/D, blocking fault)."""
+        """Send ALLOW_CONTACTOR(``on``) whatever the pilot state: the board closes by itself in C/D.
+
+        Raises :class:`DeviceError` if the board refuses (a blocking fault is active, or the link is
+        not set up) — then nothing was granted — or does not answer. An unanswered permission stays
+        what the firmware asked for: the driver re-sends it at once in the background and at every
+        re-sync, since the firmware does not repeat an unchanged decision.
+        """
         async with self._lock:
-            await self._command_locked(AllowContactor(on))
+            self._permission = on
+            try:
+                await self._allow_locked(on)
+            except DeviceError:
+                if self._board_permission is None:
+                    self._request_resync(hello=False)
+                elif on:  # refused: the command had no effect, nothing is granted
+                    self._permission = False
+                raise
 
     # --- extras beyond EvseBoard --------------------------------------------------------------------
 
@@ -244,6 +296,22 @@ class IoBoard:
 
     # --- commands -----------------------------------------------------------------------------------
 
+    async def _allow_locked(self, on: bool, attempts: int = MAX_ATTEMPTS) -> None:
+        """ALLOW_CONTACTOR(``on``), tracking what the board holds; a NACK raises a DeviceError that
+        names the blocking faults."""
+        msg = AllowContactor(on)
+        try:
+            answer = await self._transact_locked(msg, attempts)  # the answer updates _board_permission
+        except DeviceError:
+            self._board_permission = None
+            raise
+        if isinstance(answer, Nack):
+            if answer.reason is NackReason.FAULT_ACTIVE:
+                faults = self._state.faults & BLOCKING_FAULTS if self._state is not None else FaultBit(0)
+                self._refused(msg, answer, f"the permission to energize while a blocking fault is active "
+                                           f"({fault_names(faults)})")
+            self._refused(msg, answer)
+
     async def _apply_pwm(self) -> None:
         async with self._lock:
             await self._command_locked(pwm_for(self._offered_amps, self._unavailable))
@@ -259,7 +327,7 @@ class IoBoard:
         seq = self._next_seq()
         payload = encode_message(seq, msg)
         fut: asyncio.Future[Ack | Nack] = loop.create_future()
-        self._pending = (seq, fut)
+        self._pending = (seq, msg, fut)
         self.stats.requests += 1
         try:
             for attempt in range(1, attempts + 1):
@@ -281,11 +349,15 @@ class IoBoard:
     async def _command_locked(self, msg: HostMessage, attempts: int = MAX_ATTEMPTS) -> None:
         answer = await self._transact_locked(msg, attempts)
         if isinstance(answer, Nack):
-            self.stats.exceptions += 1
-            text = f": {answer.text}" if answer.text else ""
-            logger.error("%s: I/O board on %s refused %s: %s%s", self.name, self.port, msg, answer.reason.name,
-                         text)
-            raise DeviceError(f"{self.name}: I/O board refused {type(msg).__name__}: {answer.reason.name}{text}")
+            self._refused(msg, answer)
+
+    def _refused(self, msg: HostMessage, answer: Nack, what: str | None = None) -> NoReturn:
+        """Count, log and raise a NACK as a DeviceError naming the command, reason and board text."""
+        self.stats.exceptions += 1
+        text = f": {answer.text}" if answer.text else ""
+        what = what or type(msg).__name__
+        logger.error("%s: I/O board on %s refused %s: %s%s", self.name, self.port, what, answer.reason.name, text)
+        raise DeviceError(f"{self.name}: I/O board on {self.port} refused {what}: {answer.reason.name}{text}")
 
     async def _handshake_locked(self) -> BoardHello:
         """HOST_HELLO -> ACK + BOARD_HELLO; refuses a board of another major protocol version."""
@@ -309,6 +381,7 @@ class IoBoard:
             self._hello_after_seq = None
             self._hello_armed = False
         self._hello = hello
+        self._board_permission = False  # B4: HOST_HELLO withdraws it (a board of another major too)
         if hello.proto_major != PROTOCOL_MAJOR:
             msg = (f"{self.name}: I/O board on {self.port} speaks protocol {hello.proto_major}."
                    f"{hello.proto_minor} (firmware {hello.firmware_version!r}, hardware "
@@ -360,8 +433,7 @@ class IoBoard:
                 logger.warning("%s: link lost: %s", self.name, detail)
                 self.events.publish(DeviceFault(self.name, FaultCode.LINK_LOST, detail))
             if not self._link_lost and self._state is not None:
-                self._publish_verdicts(self._supervisor.update(now, self._state.contactor_cmd,
-                                                               self._state.contactor_fb))
+                self._supervise(now, self._state)
 
     def _request_resync(self, hello: bool) -> None:
         if hello:
@@ -383,12 +455,30 @@ class IoBoard:
                     if hello or (self._state is not None and self._state.faults & FaultBit.HOST_TIMEOUT):
                         await self._command_locked(ClearFaults(FaultBit.HOST_TIMEOUT))
                     await self._command_locked(pwm_for(self._offered_amps, self._unavailable))
-                logger.info("%s: I/O board re-synchronised%s", self.name, " after its restart" if hello else "")
+                    await self._restore_permission_locked()
+                logger.info("%s: I/O board re-synchronised%s (permission to energize %s)", self.name,
+                            " after its restart" if hello else "", "granted" if self._permission else "withheld")
             except DeviceError as exc:
                 logger.warning("%s: re-sync with the I/O board failed (will retry on its next report): %s",
                                self.name, exc)
             finally:
                 self._resyncing = False
+
+    async def _restore_permission_locked(self) -> None:
+        """Re-send the firmware's permission; a blocking fault the board still has is no error here:
+        the permission is dropped and the firmware grants it again once the fault has cleared."""
+        if not self._permission:
+            if self._board_permission is not False:  # unknown: make sure the board has none
+                await self._allow_locked(False)
+            return
+        try:
+            await self._allow_locked(True)
+        except DeviceError:
+            if self._board_permission is None:
+                raise  # no answer: the next re-sync tries again
+            self._permission = False
+            logger.warning("%s: permission to energize not restored: the board reports a blocking fault; "
+                           "the firmware has to grant it again once the fault has cleared", self.name)
 
     # --- receive path ---------------------------------------------------------------------------------
 
@@ -458,10 +548,20 @@ class IoBoard:
         if self._hello_after_seq is not None and msg.ack_seq == self._hello_after_seq:
             self._hello_armed = True
         pending = self._pending
-        if pending is not None and pending[0] == msg.ack_seq and not pending[1].done():
-            pending[1].set_result(msg)
+        if pending is not None and pending[0] == msg.ack_seq and not pending[2].done():
+            if isinstance(pending[1], AllowContactor):
+                self._on_allow_answer(pending[1].on, msg)
+            pending[2].set_result(msg)
         else:
             logger.debug("%s: stale answer for seq %d", self.name, msg.ack_seq)
+
+    def _on_allow_answer(self, on: bool, answer: Ack | Nack) -> None:
+        """Track the board's permission here, in frame order: a STATE right behind the ACK that
+        shows a blocking fault must win over the ACK."""
+        if isinstance(answer, Ack):
+            self._board_permission = on
+        elif on:
+            self._board_permission = False  # refused: B7 grants none while a blocking fault is active
 
     def _on_hello(self, hello: BoardHello) -> None:
         if self._hello_armed and self._hello_waiter is not None and not self._hello_waiter.done():
@@ -471,6 +571,7 @@ class IoBoard:
         if self._hello_waiter is not None:
             return  # a hello the board repeated while unlinked, before it saw our HOST_HELLO
         self._hello = hello
+        self._board_permission = False  # B1: a restarted board holds no permission
         if self._started:
             logger.warning("%s: I/O board restarted (reset reason %s); re-synchronising", self.name,
                            hello.reset_reason.name)
@@ -487,10 +588,40 @@ class IoBoard:
             self._contactor_closed = report.contactor_fb
             self.events.publish(ContactorChanged(self.name, report.contactor_fb))
         self._update_faults(report.faults)
-        self._publish_verdicts(self._supervisor.update(time.monotonic(), report.contactor_cmd,
-                                                       report.contactor_fb))
+        self._track_permission(report.faults)
+        self._supervise(time.monotonic(), report)
         if self._started and report.faults & FaultBit.HOST_TIMEOUT:
             self._request_resync(hello=False)
+
+    def _track_permission(self, faults: FaultBit) -> None:
+        """B8: the board drops the permission on any blocking fault. HOST_TIMEOUT is the link's
+        failure, so the firmware's permission stands and the re-sync restores it; any other blocking
+        fault takes it away until the firmware grants it again."""
+        blocking = faults & BLOCKING_FAULTS
+        if not blocking:
+            return
+        self._board_permission = False
+        if self._permission and blocking & ~FaultBit.HOST_TIMEOUT:
+            self._permission = False
+            logger.warning("%s: the I/O board dropped the permission to energize (blocking fault %s); "
+                           "it has to be granted again once the fault has cleared", self.name,
+                           fault_names(blocking))
+
+    def _supervise(self, now: float, report: StateReport) -> None:
+        """Mirror contact against the state the board should be in (unknown permission: its coil)."""
+        permission = self._board_permission
+        expected = report.contactor_cmd if permission is None else contactor_expected(report, permission)
+        for verdict in self._supervisor.update(now, expected, report.contactor_fb):
+            if verdict.active:
+                detail = (f"mirror contact {'closed' if report.contactor_fb else 'open'} for over "
+                          f"{self._supervisor.settle_s:.2f} s while the contactor should be "
+                          f"{'closed' if expected else 'open'} (permission {permission}, pilot {report.pilot.value}, "
+                          f"faults {fault_names(report.faults)}, coil {'on' if report.contactor_cmd else 'off'})")
+                logger.error("%s: contactor fault %s: %s", self.name, verdict.code.value, detail)
+                self.events.publish(DeviceFault(self.name, verdict.code, detail))
+            else:
+                logger.info("%s: contactor fault %s cleared", self.name, verdict.code.value)
+                self.events.publish(DeviceRecovered(self.name, verdict.code))
 
     def _update_faults(self, bits: FaultBit) -> None:
         active = faults_by_code(bits)
@@ -504,16 +635,6 @@ class IoBoard:
             logger.info("%s: I/O board fault %s cleared", self.name, code.value)
             self.events.publish(DeviceRecovered(self.name, code))
         self._board_faults = active
-
-    def _publish_verdicts(self, verdicts: list[ContactorVerdict]) -> None:
-        for verdict in verdicts:
-            if verdict.active:
-                logger.error("%s: contactor fault %s (mirror contact disagrees with the coil)", self.name,
-                             verdict.code.value)
-                self.events.publish(DeviceFault(self.name, verdict.code, "mirror contact vs coil command"))
-            else:
-                logger.info("%s: contactor fault %s cleared", self.name, verdict.code.value)
-                self.events.publish(DeviceRecovered(self.name, verdict.code))
 
     # --- port I/O -------------------------------------------------------------------------------------
 

@@ -104,7 +104,7 @@ class NackReason(IntEnum):
     OUT_OF_RANGE = 3
     NOT_LINKED = 4  # command needs a HOST_HELLO first
     VERSION_MISMATCH = 5  # HOST_HELLO with a major version the board does not speak
-    PILOT_STATE = 6  # ALLOW_CONTACTOR on while the pilot is not C or D
+    PILOT_STATE = 6  # reserved: a 1.0 draft refused ALLOW_CONTACTOR outside C/D; not sent by 1.0 boards
     FAULT_ACTIVE = 7  # a blocking fault forbids the command
 
 
@@ -186,7 +186,8 @@ class SetPwm:
 
 @dataclass(frozen=True)
 class AllowContactor:
-    """Host -> board: permit (``on``) or revoke closing the contactor."""
+    """Host -> board: grant (``on``) or withdraw the permission to energize. With it the board
+    closes the contactor by itself while the pilot is C/D and no blocking fault is active (spec B7)."""
 
     on: bool
 
