@@ -8,13 +8,21 @@ instant is recovered from (the machine then ends an open transaction with PowerL
 Effects reach observers (the OCPP adapter, telemetry) in two steps: ``record`` — synchronous and
 durable, called with the meter reading *before* any hardware is switched, so billing data is on
 disk first — and ``notify``, after the hardware effects.
+
+Latched board faults (an RCD trip stays latched on the board after the residual current has gone)
+are cleared by the controller only while no EV is connected (pilot A): then nothing can be energized,
+and the next plug-in starts from a clean state; the board keeps a fault whose cause persists. With
+an EV still plugged in, the connector stays Faulted until it is unplugged — re-energizing the
+vehicle that caused the trip is not the charger's call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -47,6 +55,7 @@ from hal.interfaces import (
     DeviceRecovered,
     FaultCode,
     MeterReading,
+    PilotState,
     utcnow,
 )
 from hal.interfaces import PilotChanged as BoardPilotChanged
@@ -54,6 +63,10 @@ from hal.interfaces import PilotChanged as BoardPilotChanged
 log = logging.getLogger(__name__)
 
 SNAPSHOT_KEY = "session.{}"
+#: Board faults that stay latched on the board until the host asks to clear them.
+LATCHED_BOARD_FAULTS = frozenset({FaultCode.RCD_TRIP})
+#: How often a latched fault is retried while no EV is connected (the board refuses while the cause stays).
+LATCH_RETRY_S = 2.0
 
 
 class ConnectorObserver(Protocol):
@@ -87,6 +100,7 @@ class ConnectorController:
         self._lock = asyncio.Lock()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._unplugged = asyncio.Event()  # pilot went to A: try clearing latched faults now
         self.machine = self._load_machine()
 
     def _load_machine(self) -> SessionMachine:
@@ -110,6 +124,9 @@ class ConnectorController:
         self._tasks.append(asyncio.create_task(self._watch_board(), name=f"connector{self.id}-board"))
         if self.hw.meter is not None:
             self._tasks.append(asyncio.create_task(self._watch_meter(), name=f"connector{self.id}-meter"))
+        clear = getattr(self.hw.board, "clear_faults", None)  # not part of EvseBoard: boards that latch have it
+        if callable(clear):
+            self._tasks.append(asyncio.create_task(self._clear_latched_faults(clear), name=f"connector{self.id}-latch"))
         pilot = self.hw.board.pilot_state
         if self.restored:
             await self.handle(PowerRestored(pilot=pilot, reboot=reboot))
@@ -163,6 +180,8 @@ class ConnectorController:
             async for ev in sub:
                 if isinstance(ev, BoardPilotChanged):
                     await self.handle(PilotChanged(ev.state))
+                    if ev.state is PilotState.A:
+                        self._unplugged.set()
                 elif isinstance(ev, ContactorChanged):
                     self.view.contactor_closed = ev.closed
                 elif isinstance(ev, DeviceFault):
@@ -171,6 +190,25 @@ class ConnectorController:
                     await self.handle(FaultRaised(ev.code, ev.detail, source=f"board:{ev.device}", blocking=blocking))
                 elif isinstance(ev, DeviceRecovered):
                     await self.handle(FaultCleared(ev.code, source=f"board:{ev.device}"))
+
+    def _latched_board_faults(self) -> list[FaultCode]:
+        return [f.code for f in self.machine.faults if f.code in LATCHED_BOARD_FAULTS and f.source.startswith("board:")]
+
+    async def _clear_latched_faults(self, clear: Callable[[], Awaitable[None]]) -> None:
+        """Ask the board to clear latched faults while no EV is connected (see the module docstring)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._unplugged.wait(), LATCH_RETRY_S)
+            self._unplugged.clear()
+            latched = self._latched_board_faults()
+            if not latched or self.machine.pilot is not PilotState.A:
+                continue
+            try:
+                await clear()
+                log.info("asked the board to clear latched faults", extra={
+                    "connector": self.id, "faults": [c.value for c in latched]})
+            except DeviceError as exc:
+                log.warning("clearing latched faults failed", extra={"connector": self.id, "error": str(exc)})
 
     async def _watch_meter(self) -> None:
         assert self.hw.meter is not None
