@@ -159,6 +159,8 @@ class Ocpp16Client:
         self._online = asyncio.Event()  # connected and accepted
         self._outbox_wake = asyncio.Event()
         self._status_queue: list[dict[str, Any]] = []
+        # per connector: the (status, errorCode, vendorErrorCode) and info last queued
+        self._last_status: dict[int, tuple[tuple[str, str, str | None], str | None]] = {}
         self._status_wake = asyncio.Event()
         self._last_traffic = 0.0
         self._heartbeat_wake = asyncio.Event()  # HeartbeatInterval changed: recompute the wait now
@@ -315,19 +317,36 @@ class Ocpp16Client:
     def _queue_status(self, ctrl: ConnectorController, e: StatusChanged) -> None:
         if not self._online.is_set():
             return  # on reconnect the current status is sent, not the history
-        self._status_queue.append(self._status_payload(ctrl, e.status, e.error, e.info, utcnow()))
+        payload = self._status_payload(ctrl, e.status, e.error, e.info, utcnow())
+        if not self._is_news(payload):
+            return
+        self._status_queue.append(payload)
         self._status_wake.set()
+
+    def _is_news(self, payload: dict[str, Any]) -> bool:
+        """Whether a report tells the CSMS something: a new status or error code, or new info. The machine
+        also reports a change of the plug state alone (e.g. an EV unplugged from a Faulted connector), which
+        1.6 has no field for; repeating the same status and error would only be noise (docs/session.md)."""
+        key = (payload["status"], payload["errorCode"], payload.get("vendorErrorCode"))
+        last = self._last_status.get(payload["connectorId"])
+        info = payload.get("info")
+        self._last_status[payload["connectorId"]] = (key, info or (last[1] if last and last[0] == key else None))
+        return last is None or last[0] != key or (info is not None and info != last[1])
 
     def _connector0_payload(self, now: datetime) -> dict[str, Any]:
         status = "Unavailable" if self._connector0_unavailable else "Available"
         return {"connectorId": 0, "errorCode": "NoError", "status": status, "timestamp": mapping.timestamp(now)}
 
     def _resync_statuses(self) -> None:
+        """After (re)connecting: the current status of the charge point and of every connector, once."""
         now = utcnow()
+        self._last_status.clear()
         self._status_queue = [self._connector0_payload(now)]
         for ctrl in self.connectors.values():
             m = ctrl.machine
             self._status_queue.append(self._status_payload(ctrl, m.status, _current_error(ctrl), "", now))
+        for payload in self._status_queue:
+            self._is_news(payload)
         self._status_wake.set()
 
     async def _send_statuses(self, cp: _ChargePoint) -> None:
@@ -557,8 +576,9 @@ class Ocpp16Client:
         if connector_id == 0:
             targets = list(self.connectors.values())
             self._connector0_unavailable = not operative
-            if self._online.is_set():
-                self._status_queue.append(self._connector0_payload(utcnow()))
+            payload = self._connector0_payload(utcnow())
+            if self._online.is_set() and self._is_news(payload):
+                self._status_queue.append(payload)
                 self._status_wake.set()
         else:
             ctrl = self._connector(connector_id)
