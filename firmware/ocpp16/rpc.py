@@ -7,7 +7,14 @@ not do, and this module does:
   of its own) stalls every response. Here each incoming CALL is handled in its own task; responses
   to our CALLs keep flowing meanwhile.
 * It ignores frames it cannot parse. Here a malformed CALL whose unique id can be read gets the
-  CALLERROR OCPP-J 1.6 §4.2.3 prescribes; anything else is logged and counted, never a crash.
+  CALLERROR OCPP-J 1.6 §4.2.3 prescribes; anything else is logged and counted, never a crash. A
+  frame with an unknown MessageTypeId is ignored, as §4.1.3 requires ("SHALL ignore the message
+  payload"); a ``null`` payload is taken as ``{}`` (§4.2.1 allows both notations).
+* It classifies schema violations coarsely (an enum or range violation becomes FormatViolation).
+  Here each gets the Table 7 code that describes it: an unknown property FormationViolation (not the
+  PDU structure), a missing required one ProtocolError (payload incomplete), a wrong JSON type or an
+  over-long string TypeConstraintViolation, too few/many array items OccurenceConstraintViolation,
+  a value outside the enum or range PropertyConstraintViolation; the description names the field.
 * It swaps NotImplemented and NotSupported. OCPP-J 1.6 Table 7: NotImplemented = "Requested Action
   is not known by receiver", NotSupported = "recognized but not supported". Here an action outside
   1.6 gets NotImplemented and a 1.6 action we have no handler for gets NotSupported.
@@ -22,10 +29,12 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any, TypeVar, cast
 
+from jsonschema.exceptions import best_match
 from ocpp.exceptions import OCPPError
-from ocpp.messages import Call, CallError, MessageType, validate_payload
+from ocpp.messages import Call, CallError, MessageType, get_validator, validate_payload
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint as _LibChargePoint
 from ocpp.v16.enums import Action
@@ -58,10 +67,38 @@ def to_16_error_code(code: str) -> str:
     return code if code in ERROR_CODES_16 else "GenericError"
 
 
+#: Schemas with ``multipleOf`` on decimals: the library loads them (and their payloads) with Decimal floats.
+_DECIMAL_SCHEMAS = frozenset({"SetChargingProfile", "RemoteStartTransaction"})
+#: JSON schema keyword that failed -> OCPP-J 1.6 Table 7 error code (anything else: PropertyConstraintViolation).
+_CODE_BY_KEYWORD = {
+    "additionalProperties": "FormationViolation",
+    "required": "ProtocolError",
+    "type": "TypeConstraintViolation",
+    "maxLength": "TypeConstraintViolation",
+    "minItems": "OccurenceConstraintViolation",
+    "maxItems": "OccurenceConstraintViolation",
+}
+
+
+def schema_violation(action: str, payload: dict[str, Any]) -> tuple[str, str] | None:
+    """``(1.6 error code, description naming the field)`` if a CALL's payload breaks its 1.6 schema."""
+    decimal = action in _DECIMAL_SCHEMAS
+    try:
+        validator = get_validator(MessageType.Call, action, "1.6", parse_float=Decimal if decimal else float)
+    except (OSError, ValueError):
+        return None  # no schema for it: the action check answers it
+    instance = json.loads(json.dumps(payload), parse_float=Decimal) if decimal else payload
+    error = best_match(validator.iter_errors(instance))
+    if error is None:
+        return None
+    where = ".".join(str(p) for p in error.absolute_path) or "payload"
+    return _CODE_BY_KEYWORD.get(str(error.validator), "PropertyConstraintViolation"), f"{where}: {error.message}"
+
+
 def classify_frame(raw: str | bytes) -> tuple[Any, CallError | None]:
     """Parse one frame. Returns ``(decoded list, None)`` for a well-formed frame, or ``(None, error)``
-    when the frame is a CALL we can answer with a CALLERROR, or ``(None, None)`` when it cannot be
-    answered at all (no readable unique id)."""
+    when the frame is a CALL we can answer with a CALLERROR, or ``(None, None)`` when it cannot or must
+    not be answered (no readable unique id; an unknown MessageTypeId, OCPP-J 1.6 §4.1.3)."""
     try:
         msg = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -73,16 +110,18 @@ def classify_frame(raw: str | bytes) -> tuple[Any, CallError | None]:
     if kind == MessageType.Call:
         if len(msg) != 4 or not isinstance(msg[2], str):
             return None, CallError(unique_id, "ProtocolError", "CALL must be [2, id, action, payload]", {})
+        if msg[3] is None:
+            msg[3] = {}  # §4.2.1: null and {} both mean "no payload"
         if not isinstance(msg[3], dict):
             return None, CallError(unique_id, "FormationViolation", "payload must be a JSON object", {})
         return msg, None
     if kind == MessageType.CallResult and len(msg) == 3:
+        if msg[2] is None:
+            msg[2] = {}
         return msg, None
     if kind == MessageType.CallError and len(msg) == 5:
         return msg, None
-    if kind in (MessageType.Call, MessageType.CallResult, MessageType.CallError):
-        return None, None  # a malformed result/error: nobody to answer
-    return None, CallError(unique_id, "PropertyConstraintViolation", f"unknown MessageTypeId {kind!r}", {})
+    return None, None  # a malformed result/error (nobody to answer), or an unknown MessageTypeId (§4.1.3)
 
 
 class CallErrorReceived(Exception):
@@ -128,7 +167,7 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
         else:
-            await self.route_message(raw)
+            await self.route_message(json.dumps(decoded))
 
     async def _handle_call_safely(self, msg: Call) -> None:
         if msg.action not in _ACTIONS_16:
@@ -139,6 +178,13 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
             await self._send(CallError(msg.unique_id, "NotSupported", "Requested Action is recognized but not "
                                        "supported by the receiver", {"cause": f"{msg.action} not supported"}
                                        ).to_json())
+            return
+        violation = schema_violation(msg.action, msg.payload)
+        if violation is not None:
+            code, description = violation
+            log.warning("CALL breaks the 1.6 schema", extra={"action": msg.action, "error_code": code,
+                                                             "description": description})
+            await self._send(CallError(msg.unique_id, code, description, {"cause": description}).to_json())
             return
         try:
             await self._handle_call(msg)
