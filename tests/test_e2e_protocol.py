@@ -1,0 +1,115 @@
+"""End to end: the OCPP-J layer under bad input and lost connections, while a session is charging.
+
+Frames the CSMS should never send (not JSON, unknown MessageTypeId, unknown or unsupported actions,
+payloads that break the 1.6 schemas) get the CALLERROR OCPP-J 1.6 §4.2.3 prescribes, or are ignored
+where §4.1.3 says so; the agent keeps running and charging. After the CSMS drops the connection the
+agent reconnects without a new BootNotification and reports each connector's current status once,
+not the history of what happened while it was offline.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sim.transcript import EntryKind
+from tests.station import CP_ID, Station
+
+CARD = "04A1B2C3"
+
+
+async def test_malformed_and_invalid_calls_from_the_csms_while_charging(tmp_path: Path) -> None:
+    async with Station(tmp_path, connectors=1, presets={"MeterValueSampleInterval": 1}) as s:
+        await s.start_agent()
+        tx_id = await s.start_session(1, CARD)
+        mark = s.mark()
+
+        async def error_for(uid: str, frame: list[object]) -> tuple[str, str]:
+            await s.send_raw(json.dumps(frame))
+            reply = await s.wait_reply(uid, since=mark)
+            assert reply.kind is EntryKind.CALLERROR, reply.raw
+            assert isinstance(reply.payload, dict)  # errorDetails is always an object
+            return reply.error_code or "", reply.error_description or ""
+
+        # not JSON at all: no unique id to answer to, ignored (and counted)
+        await s.send_raw('[2, "bad-json", "Reset", {"type": ')
+        # §4.1.3: an unknown MessageTypeId is ignored
+        await s.send_raw(json.dumps([7, "bad-type", "Reset", {"type": "Soft"}]))
+        # Table 7: NotImplemented = not known, NotSupported = known but not supported
+        assert (await error_for("u-unknown", [2, "u-unknown", "MakeCoffee", {}]))[0] == "NotImplemented"
+        reserve = {"connectorId": 1, "expiryDate": "2030-01-01T00:00:00Z", "idTag": CARD, "reservationId": 7}
+        assert (await error_for("u-reserve", [2, "u-reserve", "ReserveNow", reserve]))[0] == "NotSupported"
+        # schema violations, with the 1.6 spelling of the codes
+        code, text = await error_for("u-missing", [2, "u-missing", "ChangeConfiguration",
+                                                   {"key": "HeartbeatInterval"}])
+        assert code == "ProtocolError" and "value" in text  # payload incomplete, naming the field
+        code, text = await error_for("u-type", [2, "u-type", "ChangeAvailability",
+                                                {"connectorId": "1", "type": "Inoperative"}])
+        assert code == "TypeConstraintViolation" and text.startswith("connectorId")
+        assert (await error_for("u-long", [2, "u-long", "RemoteStartTransaction",
+                                           {"idTag": "X" * 21}]))[0] == "TypeConstraintViolation"
+        assert (await error_for("u-extra", [2, "u-extra", "ClearCache", {"please": True}]))[0] == "FormationViolation"
+        code, text = await error_for("u-enum", [2, "u-enum", "Reset", {"type": "Medium"}])
+        assert code == "PropertyConstraintViolation" and text.startswith("type")
+        assert (await error_for("u-short", [2, "u-short", "Reset"]))[0] == "ProtocolError"  # payload missing
+        assert (await error_for("u-payload", [2, "u-payload", "Reset", ["Soft"]]))[0] == "FormationViolation"
+        # OCPP-J §4.2.1: a null payload is the same as {} for an action without fields
+        await s.send_raw(json.dumps([2, "u-null", "ClearCache", None]))
+        reply = await s.wait_reply("u-null", since=mark)
+        assert reply.kind is EntryKind.CALLRESULT and reply.payload == {"status": "Accepted"}
+        # nothing reset, the unanswerable frames got no answer, and charging went on throughout
+        assert s.replies("bad-json", mark) == [] and s.replies("bad-type", mark) == []
+        assert s.agent_running and not s.calls("BootNotification", mark) and not s.calls("StopTransaction", mark)
+        assert s.statuses(1, mark) == []
+        meter = await s.wait_call("MeterValues", since=s.mark(), timeout_s=3)
+        assert meter.payload["transactionId"] == tx_id
+        # and the next good CALL is served normally
+        assert (await s.csms.get_configuration(CP_ID, ["HeartbeatInterval"]))["configurationKey"][0]["value"]
+
+
+async def test_reconnect_sends_current_statuses_and_no_new_boot(tmp_path: Path) -> None:
+    async with Station(tmp_path, connectors=2) as s:
+        await s.start_agent()
+        tx_id = await s.start_session(1, CARD)
+        mark = s.mark()
+        await s.csms.set_online(False)
+        # while offline: connector 1 is stopped and unplugged, an EV arrives at connector 2
+        await s.tap(CARD)
+        s.ev(1).unplug()
+        s.ev(2).plug()
+        await s.quiet(1.0)
+        await s.csms.set_online(True)
+        await s.wait_booted(since=mark)
+        stop = await s.wait_call("StopTransaction", since=mark)
+        assert stop.payload["transactionId"] == tx_id and stop.payload["reason"] == "Local"
+        await s.quiet(1.0)
+        assert not s.calls("BootNotification", mark)
+        # exactly one status per connector: where it is now, not how it got there
+        assert s.statuses(0, mark) == ["Available"]
+        assert s.statuses(1, mark) == ["Available"]
+        assert s.statuses(2, mark) == ["Preparing"]
+        # and the connection works both ways afterwards
+        assert (await s.csms.remote_start_transaction(CP_ID, CARD, connector_id=2))["status"] == "Accepted"
+        await s.wait_status(2, "Charging", since=mark)
+
+
+async def test_every_status_change_is_reported_while_online(tmp_path: Path) -> None:
+    async with Station(tmp_path, connectors=1) as s:
+        await s.start_agent()
+        mark = s.mark()
+        await s.start_session(1, CARD)
+        step = s.mark()
+        s.ev(1).paused = True  # the EV stops drawing (C -> B) ...
+        await s.wait_status(1, "SuspendedEV", since=step)
+        step = s.mark()
+        s.ev(1).paused = False  # ... and draws again
+        await s.wait_status(1, "Charging", since=step)
+        step = s.mark()
+        await s.tap(CARD)
+        await s.wait_status(1, "Finishing", since=step)
+        step = s.mark()
+        s.ev(1).unplug()
+        await s.wait_status(1, "Available", since=step)
+        assert s.statuses(1, mark) == ["Preparing", "SuspendedEV", "Charging", "SuspendedEV", "Charging",
+                                       "Finishing", "Available"]
+        assert all(e.payload["errorCode"] == "NoError" for e in s.calls("StatusNotification", mark))
