@@ -71,6 +71,8 @@ log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "ocpp1.6"
 VENDOR_ID = "evse-agent"
+#: Database setting: the CSMS made the whole charge point (connector 0) Inoperative.
+CHARGE_POINT_INOPERATIVE_KEY = "agent.charge_point_inoperative"
 #: Transaction-related actions: queued on disk, delivered in order, retried per TransactionMessageAttempts.
 TRANSACTION_ACTIONS = frozenset({"StartTransaction", "StopTransaction", "MeterValues"})
 
@@ -166,7 +168,8 @@ class Ocpp16Client:
         self._heartbeat_wake = asyncio.Event()  # HeartbeatInterval changed: recompute the wait now
         self._samples: dict[int, _TransactionSamples] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._connector0_unavailable = False
+        # ChangeAvailability on connector 0 (the whole charge point), kept across restarts (§5.2)
+        self._connector0_unavailable = db.get_setting(CHARGE_POINT_INOPERATIVE_KEY) == "1"
         keys.on_change(self._apply_key)
 
     # --- connector observer -------------------------------------------------------------------
@@ -203,6 +206,7 @@ class Ocpp16Client:
         for e in effects:
             if isinstance(e, StatusChanged):
                 self._queue_status(ctrl, e)
+                self._queue_connector0()
             elif isinstance(e, RequestAuthorization):
                 self._spawn(self._authorize(ctrl, e))
 
@@ -323,6 +327,12 @@ class Ocpp16Client:
         self._status_queue.append(payload)
         self._status_wake.set()
 
+    def _queue_connector0(self) -> None:
+        payload = self._connector0_payload(utcnow())
+        if self._online.is_set() and self._is_news(payload):
+            self._status_queue.append(payload)
+            self._status_wake.set()
+
     def _is_news(self, payload: dict[str, Any]) -> bool:
         """Whether a report tells the CSMS something: a new status or error code, or new info. The machine
         also reports a change of the plug state alone (e.g. an EV unplugged from a Faulted connector), which
@@ -334,7 +344,10 @@ class Ocpp16Client:
         return last is None or last[0] != key or (info is not None and info != last[1])
 
     def _connector0_payload(self, now: datetime) -> dict[str, Any]:
-        status = "Unavailable" if self._connector0_unavailable else "Available"
+        """Connector 0 is Unavailable once the charge point was made Inoperative and every connector has
+        applied it (a connector still in a transaction has it scheduled, §5.2: the charge point follows)."""
+        unavailable = self._connector0_unavailable and not any(c.machine.operative for c in self.connectors.values())
+        status = "Unavailable" if unavailable else "Available"
         return {"connectorId": 0, "errorCode": "NoError", "status": status, "timestamp": mapping.timestamp(now)}
 
     def _resync_statuses(self) -> None:
@@ -576,10 +589,7 @@ class Ocpp16Client:
         if connector_id == 0:
             targets = list(self.connectors.values())
             self._connector0_unavailable = not operative
-            payload = self._connector0_payload(utcnow())
-            if self._online.is_set() and self._is_news(payload):
-                self._status_queue.append(payload)
-                self._status_wake.set()
+            self.db.put_setting(CHARGE_POINT_INOPERATIVE_KEY, "0" if operative else "1")
         else:
             ctrl = self._connector(connector_id)
             if ctrl is None:
@@ -589,6 +599,7 @@ class Ocpp16Client:
         for ctrl in targets:
             effects = await ctrl.handle(AvailabilityChanged(operative))
             scheduled = scheduled or any(isinstance(e, AvailabilityScheduled) for e in effects)
+        self._queue_connector0()
         return "Scheduled" if scheduled else "Accepted"
 
     def change_configuration(self, key: str, value: str) -> str:
