@@ -203,3 +203,30 @@ async def test_clock_aligned_meter_values(tmp_path: Path) -> None:
         clock = [mv for mv in data if mv["sampledValue"][0]["context"] == "Sample.Clock"]
         assert len(clock) >= 2
         assert all(_parse(mv["timestamp"]).second % 2 == 0 for mv in clock)
+
+
+async def test_charge_point_inoperative_during_a_transaction_then_across_a_restart(tmp_path: Path) -> None:
+    async with Station(tmp_path, connectors=2) as s:
+        await s.start_agent()
+        tx_id = await s.start_session(1, CARD)
+        mark = s.mark()
+        assert (await s.csms.change_availability(CP_ID, 0, "Inoperative"))["status"] == "Scheduled"
+        await s.wait_status(2, "Unavailable", since=mark)  # the idle connector goes at once
+        await s.quiet(0.5)
+        assert s.statuses(1, mark) == [] and s.statuses(0, mark) == []  # the charge point waits for the stop
+        await s.tap(CARD)
+        stop = await s.wait_call("StopTransaction", since=mark)
+        assert stop.payload["transactionId"] == tx_id
+        await s.wait_status(1, "Unavailable", since=mark)
+        await s.wait_status(0, "Unavailable", since=mark)
+        # ChangeAvailability persists across a reboot (§5.2)
+        await s.stop_agent()
+        restart = s.mark()
+        await s.start_agent()
+        await s.quiet(0.5)
+        assert [s.statuses(c, restart) for c in (0, 1, 2)] == [["Unavailable"]] * 3
+        back = s.mark()
+        assert (await s.csms.change_availability(CP_ID, 0, "Operative"))["status"] == "Accepted"
+        await s.wait_status(0, "Available", since=back)
+        await s.wait_status(1, "Preparing", since=back)
+        await s.wait_status(2, "Available", since=back)
