@@ -25,6 +25,7 @@ from firmware.identification import ConnectorView, route_card
 from firmware.ocpp16.client import Ocpp16Client, session_config_from_keys
 from firmware.ocpp16.configuration import ConfigurationKeys
 from firmware.session import CardPresented, Effect, SessionConfig, StatusChanged
+from firmware.session.machine import mask_token
 from firmware.storage import Database
 from hal.events import EventStream
 from hal.interfaces import CardPresented as ReaderCard
@@ -34,8 +35,13 @@ log = logging.getLogger("firmware.agent")
 
 
 def _event_fields(event: object) -> dict[str, Any]:
+    """An event's fields for a log line; id tokens and card UIDs identify people: only their last 4 characters."""
     if dataclasses.is_dataclass(event) and not isinstance(event, type):
-        return {"event": type(event).__name__, **dataclasses.asdict(event)}
+        fields = dataclasses.asdict(event)
+        for key, value in fields.items():
+            if isinstance(value, str) and (key == "uid" or key.endswith("id_token") or key == "stopped_by"):
+                fields[key] = mask_token(value)
+        return {"event": type(event).__name__, **fields}
     return {"event": repr(event)}
 
 
