@@ -652,7 +652,7 @@ class Ocpp16Client:
 
     def incoming_data_transfer(self, vendor_id: str, message_id: str | None,
                                data: str | None) -> tuple[str, str | None]:
-        if vendor_id != VENDOR_ID:
+        if vendor_id.casefold() != VENDOR_ID.casefold():  # vendorId is a CiString255 (case-insensitive)
             return "UnknownVendorId", None
         if message_id == "Diagnostics":
             return "Accepted", json.dumps(self._diagnostics(), default=str, separators=(",", ":"))
