@@ -137,7 +137,8 @@ async def test_data_transfer_from_the_csms(tmp_path: Path) -> None:
         assert unknown == {"status": "UnknownVendorId"}
         wrong_message = await s.csms.data_transfer(CP_ID, "evse-agent", message_id="NoSuchMessage")
         assert wrong_message["status"] == "UnknownMessageId"
-        diagnostics = await s.csms.data_transfer(CP_ID, "evse-agent", message_id="Diagnostics")
+        # vendorId is a CiString255: compared without regard to case
+        diagnostics = await s.csms.data_transfer(CP_ID, "EVSE-Agent", message_id="Diagnostics")
         assert diagnostics["status"] == "Accepted"
         data = json.loads(diagnostics["data"])
         assert set(data["devices"]) == {"board1", "meter1", "reader1"}

@@ -36,6 +36,8 @@ async def test_identify_first_then_plug_in_starts_the_transaction(tmp_path: Path
         # one Authorize, before the StartTransaction; the EV is in B when the transaction starts
         assert len(s.calls("Authorize", mark)) == 1 and auth.seq < ex.request.seq
         assert s.statuses(1, mark) == ["Preparing", "SuspendedEV", "Charging"]
+        # the card identifies a person: the agent's log shows at most its last four characters
+        assert CARD_A not in s.log_path.read_text()
 
 
 async def test_identified_user_who_never_plugs_in_times_out_to_available(tmp_path: Path) -> None:
