@@ -529,16 +529,20 @@ class Ocpp16Client:
     # --- authorization ------------------------------------------------------------------------------
 
     async def _authorize(self, ctrl: ConnectorController, req: RequestAuthorization) -> None:
+        """Authorize.req, and the answer back to the machine. Every way this can fail still answers the
+        machine, which otherwise keeps the id pending (and ignores the same card until the restart)."""
         cp = self.cp
         if cp is None or not self._online.is_set():
-            log.info("cannot authorize while offline", extra={"connector": ctrl.id})
-            await ctrl.handle(AuthorizationResult(req.id_token, AuthStatus.UNKNOWN, source=AuthSource.ONLINE))
+            await self._authorize_offline(ctrl, req, "offline")
             return
         try:
             answer = await self._call(cp, "Authorize", {"idTag": req.id_token})
-        except (CallErrorReceived, InvalidResponse, TimeoutError) as exc:
-            log.warning("Authorize failed", extra={"error": str(exc)})
+        except (CallErrorReceived, InvalidResponse) as exc:
+            log.warning("Authorize failed", extra={"connector": ctrl.id, "error": str(exc)})
             await ctrl.handle(AuthorizationResult(req.id_token, AuthStatus.UNKNOWN, source=AuthSource.ONLINE))
+            return
+        except Exception as exc:  # no answer, or the connection went down meanwhile: we are offline
+            await self._authorize_offline(ctrl, req, f"{type(exc).__name__}: {exc}")
             return
         info = answer.get("idTagInfo", {})
         status = mapping.auth_status(str(info.get("status")))
@@ -550,6 +554,20 @@ class Ocpp16Client:
                                               source=AuthSource.ONLINE))
         if req.purpose is AuthPurpose.REMOTE_START:
             log.info("remote start authorized", extra={"connector": ctrl.id, "status": status.value})
+
+    async def _authorize_offline(self, ctrl: ConnectorController, req: RequestAuthorization, why: str) -> None:
+        """Offline (§3.4.4 Unknown Offline Authorization, key §9.1.1): with AllowOfflineTxForUnknownId an id
+        may start a transaction; the CSMS judges it when the StartTransaction is delivered
+        (StopTransactionOnInvalidId).
+        There is no authorization cache or local list here, so every id is unknown offline. Stopping
+        by another card of the same group needs its parent id, which only the CSMS knows."""
+        allowed = req.purpose is not AuthPurpose.STOP and self.keys.get_bool("AllowOfflineTxForUnknownId")
+        log.info("authorizing while offline", extra={"connector": ctrl.id, "reason": why, "allowed": allowed})
+        if allowed:
+            await ctrl.handle(AuthorizationResult(req.id_token, AuthStatus.ACCEPTED,
+                                                  source=AuthSource.OFFLINE_ALLOWED))
+        else:
+            await ctrl.handle(AuthorizationResult(req.id_token, AuthStatus.UNKNOWN, source=AuthSource.ONLINE))
 
     # --- CSMS requests ------------------------------------------------------------------------------
 
