@@ -37,7 +37,7 @@ from firmware.exitcodes import ExitCode
 from firmware.metering import ReadingContext, Sample, next_aligned_time, samples_from_reading
 from firmware.ocpp16 import mapping
 from firmware.ocpp16.configuration import ChangeResult, ConfigurationKeys
-from firmware.ocpp16.rpc import CallErrorReceived, InvalidResponse, RpcChargePoint, handles
+from firmware.ocpp16.rpc import CallErrorReceived, ConnectionLost, InvalidResponse, RpcChargePoint, handles
 from firmware.ocpp_link import Backoff, OcppLink
 from firmware.session import (
     AuthorizationResult,
@@ -216,6 +216,9 @@ class Ocpp16Client:
         await self.link.run(self._session)
 
     async def _session(self, connection: Any) -> None:
+        """One connection: boot (once per run), then the workers, until the connection ends. A worker that
+        fails for any other reason than the connection going down is logged and the connection closed, so
+        the link starts a clean session (resent queue, current statuses) instead of running half-dead."""
         cp = _ChargePoint(self, connection)
         self.cp = cp
         receiver = asyncio.create_task(cp.start(), name="ocpp-receive")
@@ -223,11 +226,11 @@ class Ocpp16Client:
         try:
             boot = asyncio.create_task(self._boot(cp), name="ocpp-boot")
             done, _ = await asyncio.wait({receiver, boot}, return_when=asyncio.FIRST_COMPLETED)
-            if receiver in done:
+            if receiver in done or isinstance(boot.exception(), ConnectionLost):
                 boot.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError, ConnectionLost):
                     await boot
-                receiver.result()  # re-raise ConnectionClosed
+                await receiver  # re-raise ConnectionClosed
                 return
             boot.result()
             self._resync_statuses()
@@ -235,8 +238,17 @@ class Ocpp16Client:
             workers = [asyncio.create_task(c, name=n) for c, n in (
                 (self._send_statuses(cp), "ocpp-status"), (self._send_outbox(cp), "ocpp-outbox"),
                 (self._heartbeat(cp), "ocpp-heartbeat"))]
+            extra = []
             if self._hardware is not None and not self._hardware_reported:
-                workers.append(asyncio.create_task(self._report_hardware(cp), name="ocpp-hardware"))
+                extra.append(asyncio.create_task(self._report_hardware(cp), name="ocpp-hardware"))
+            done, _ = await asyncio.wait({receiver, *workers}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {receiver}:
+                error = task.exception() if not task.cancelled() else None
+                if not isinstance(error, ConnectionLost):
+                    log.error("OCPP worker stopped; reconnecting", extra={"worker": task.get_name()},
+                              exc_info=error)
+                    await connection.close()
+            workers += extra
             await receiver
         finally:
             self._online.clear()

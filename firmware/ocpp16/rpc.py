@@ -136,6 +136,10 @@ class InvalidResponse(Exception):
     """The CSMS's CALLRESULT does not validate against the 1.6 schema."""
 
 
+class ConnectionLost(ConnectionError):
+    """The connection closed while our CALL waited for its answer (none can come any more)."""
+
+
 class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
     """The ``ocpp`` library's 1.6 charge point with a non-blocking, robust receive loop."""
 
@@ -143,6 +147,7 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
         super().__init__(cp_id, connection, response_timeout=response_timeout, logger=log)
         self.malformed_frames = 0
         self._handlers: set[asyncio.Task[None]] = set()
+        self._closed = asyncio.Event()  # the receive loop ended: outstanding CALLs fail at once
 
     async def start(self) -> None:
         """Receive until the connection closes. Incoming CALLs run concurrently with the loop."""
@@ -151,6 +156,7 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
                 raw = await self._connection.recv()
                 await self._dispatch(raw)
         finally:
+            self._closed.set()
             for task in list(self._handlers):
                 task.cancel()
 
@@ -206,14 +212,28 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
         """Send one CALL with a camelCase payload and return the CALLRESULT payload.
 
         The request is validated before it goes out (a schema violation is our bug and raises at once);
-        the answer is validated too. Raises :class:`CallErrorReceived`, :class:`InvalidResponse`, or
-        ``TimeoutError`` when no answer comes within the response timeout. One CALL at a time (OCPP-J).
+        the answer is validated too. Raises :class:`CallErrorReceived`, :class:`InvalidResponse`,
+        ``TimeoutError`` when no answer comes within the response timeout, or :class:`ConnectionLost` as
+        soon as the connection closes (not a response timeout later). One CALL at a time (OCPP-J).
         """
         msg = Call(unique_id=str(self._unique_id_generator()), action=action, payload=payload)
         await validate_payload(msg, self._ocpp_version)
         async with self._call_lock:
+            if self._closed.is_set():
+                raise ConnectionLost(f"{action}: not connected")
             await self._send(msg.to_json())
-            response = await self._get_specific_response(msg.unique_id, timeout_s or self._response_timeout)
+            answer = asyncio.ensure_future(self._get_specific_response(msg.unique_id,
+                                                                       timeout_s or self._response_timeout))
+            closed = asyncio.ensure_future(self._closed.wait())
+            try:
+                await asyncio.wait({answer, closed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closed.cancel()
+                if not answer.done():
+                    answer.cancel()
+            if answer.cancelled():
+                raise ConnectionLost(f"{action}: connection closed before the answer came")
+            response = answer.result()
         if response.message_type_id == MessageType.CallError:
             raise CallErrorReceived(action, response.error_code, response.error_description, response.error_details)
         response.action = action
