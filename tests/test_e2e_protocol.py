@@ -113,3 +113,59 @@ async def test_every_status_change_is_reported_while_online(tmp_path: Path) -> N
         assert s.statuses(1, mark) == ["Preparing", "SuspendedEV", "Charging", "SuspendedEV", "Charging",
                                        "Finishing", "Available"]
         assert all(e.payload["errorCode"] == "NoError" for e in s.calls("StatusNotification", mark))
+
+
+async def test_transaction_while_offline_is_delivered_in_order_with_the_csms_id(tmp_path: Path) -> None:
+    presets = {"MeterValueSampleInterval": 1, "AllowOfflineTxForUnknownId": "true"}
+    async with Station(tmp_path, connectors=1, presets=presets) as s:
+        s.csms.behaviour.id_tags.accept(CARD)
+        await s.start_agent()
+        mark = s.mark()
+        await s.csms.set_online(False)
+        # offline: the unknown card may start (§3.4.4), energy flows, meter values queue up, then it stops
+        s.ev(1).plug()
+        await s.tap(CARD)
+        await s.wait_until(lambda: s.charger.connectors[1].board.contactor_closed, 5, "charging offline")
+        await s.quiet(2.5)
+        await s.tap(CARD)
+        await s.wait_until(lambda: not s.charger.connectors[1].board.contactor_closed, 5, "stopped offline")
+        await s.csms.set_online(True)
+        stop = await s.wait_call("StopTransaction", since=mark, timeout_s=10)
+        sent = [e for e in s.calls(since=mark) if e.action in ("StartTransaction", "MeterValues", "StopTransaction")]
+        assert [e.action for e in sent][0] == "StartTransaction" and sent[-1] is stop and len(sent) >= 4
+        start = sent[0]
+        response = s.csms.transcript.response_to(start)
+        assert response is not None
+        tx_id = response.payload["transactionId"]
+        # the CSMS's id is filled into everything queued after the StartTransaction, when it is sent
+        assert all(e.payload["transactionId"] == tx_id for e in sent[1:])
+        stamps = [start.payload["timestamp"], *(e.payload["meterValue"][0]["timestamp"] for e in sent[1:-1]),
+                  stop.payload["timestamp"]]
+        assert stamps == sorted(stamps)
+        assert stop.payload["reason"] == "Local" and stop.payload["meterStop"] > start.payload["meterStart"]
+        assert not s.calls("BootNotification", mark) and not s.calls("Authorize", mark)
+        assert s.csms.state(CP_ID).transactions[tx_id].stop_count == 1
+
+
+async def test_connection_lost_during_authorize_leaves_the_card_usable(tmp_path: Path) -> None:
+    async with Station(tmp_path, connectors=1) as s:
+        s.csms.behaviour.id_tags.accept(CARD)
+        await s.start_agent()
+        mark = s.mark()
+        s.ev(1).plug()
+        await s.wait_status(1, "Preparing", since=mark)
+        s.csms.behaviour.faults.set_delay("Authorize", 3.0)
+        await s.tap(CARD)
+        await s.wait_call("Authorize", since=mark)
+        await s.csms.set_online(False)  # the answer never comes
+        await s.quiet(0.5)
+        s.csms.behaviour.faults.clear()
+        await s.csms.set_online(True)
+        await s.wait_booted(since=mark)
+        # offline the id could not be authorized (AllowOfflineTxForUnknownId is false): nothing started,
+        # and the same card works now
+        again = s.mark()
+        await s.tap(CARD)
+        start = await s.wait_call("StartTransaction", since=again)
+        assert start.payload["idTag"] == CARD
+        assert len(s.calls("StartTransaction", mark)) == 1

@@ -159,3 +159,36 @@ async def test_soft_and_hard_reset_without_a_transaction_reboot_the_agent(tmp_pa
             assert s.exit_codes == [ExitCode.RESTART] * n and s.starts == n + 1
             assert not s.calls("StopTransaction", mark)
             assert s.statuses(1, mark) == ["Available"]
+
+
+async def test_remote_start_without_connector_picks_the_waiting_ev(tmp_path: Path) -> None:
+    async with Station(tmp_path, connectors=2, presets=NO_REMOTE_AUTH) as s:
+        s.csms.behaviour.id_tags.accept(CARD)
+        await s.start_agent()
+        mark = s.mark()
+        s.ev(2).plug()
+        await s.wait_status(2, "Preparing", since=mark)
+        assert (await s.csms.remote_start_transaction(CP_ID, CARD))["status"] == "Accepted"
+        start = await s.wait_call("StartTransaction", since=mark)
+        assert start.payload["connectorId"] == 2 and start.payload["idTag"] == CARD
+        await s.wait_status(2, "Charging", since=mark)
+        assert s.statuses(1, mark) == []
+
+
+async def test_remote_start_of_an_id_the_csms_then_rejects_is_deauthorized(tmp_path: Path) -> None:
+    async with Station(tmp_path, connectors=1, presets=NO_REMOTE_AUTH) as s:
+        s.csms.behaviour.id_tags.block(CARD)  # not authorized first, so only StartTransaction.conf says so
+        await s.start_agent()
+        mark = s.mark()
+        s.ev(1).plug()
+        await s.wait_status(1, "Preparing", since=mark)
+        assert (await s.csms.remote_start_transaction(CP_ID, CARD, connector_id=1))["status"] == "Accepted"
+        ex = await s.csms.wait_for_exchange("StartTransaction", cp_id=CP_ID, since=mark)
+        assert ex.response is not None and ex.response.payload["idTagInfo"]["status"] == "Blocked"
+        stop = await s.wait_call("StopTransaction", since=mark)
+        # §5.x StopTransactionOnInvalidId (default true): stop with DeAuthorized
+        assert stop.payload["transactionId"] == ex.response.payload["transactionId"]
+        assert stop.payload["reason"] == "DeAuthorized"
+        await s.wait_status(1, "Finishing", since=mark)
+        assert "Charging" not in s.statuses(1, mark) or s.statuses(1, mark).index("Charging") < s.statuses(
+            1, mark).index("Finishing")
