@@ -37,7 +37,14 @@ from firmware.exitcodes import ExitCode
 from firmware.metering import ReadingContext, Sample, next_aligned_time, samples_from_reading
 from firmware.ocpp16 import mapping
 from firmware.ocpp16.configuration import ChangeResult, ConfigurationKeys
-from firmware.ocpp16.rpc import CallErrorReceived, ConnectionLost, InvalidResponse, RpcChargePoint, handles
+from firmware.ocpp16.rpc import (
+    CallErrorReceived,
+    ConnectionLost,
+    InvalidResponse,
+    RpcChargePoint,
+    after_answering,
+    handles,
+)
 from firmware.ocpp_link import Backoff, OcppLink
 from firmware.session import (
     AuthorizationResult,
@@ -120,8 +127,12 @@ class _ChargePoint(RpcChargePoint):
 
     @handles(Action.reset)
     async def _reset(self, type: str, **_: Any) -> Any:
-        self.client.schedule_reset(hard=type == "Hard")
         return call_result.Reset(status="Accepted")
+
+    @after_answering(Action.reset)
+    def _after_reset(self, type: str, **_: Any) -> None:
+        # only now: the Accepted must be on the wire before a hard reset ends the process
+        self.client.schedule_reset(hard=type == "Hard")
 
     @handles(Action.unlock_connector)
     async def _unlock(self, connector_id: int, **_: Any) -> Any:

@@ -35,7 +35,7 @@ from typing import Any, TypeVar, cast
 from jsonschema.exceptions import best_match
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, MessageType, get_validator, validate_payload
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint as _LibChargePoint
 from ocpp.v16.enums import Action
 
@@ -57,6 +57,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 def handles(action: Action) -> Callable[[F], F]:
     """``ocpp.routing.on`` with its type kept (the library's decorator is untyped)."""
     return cast(Callable[[F], F], on(action))
+
+
+def after_answering(action: Action) -> Callable[[F], F]:
+    """``ocpp.routing.after``, typed: runs once the CALLRESULT for ``action`` has been sent."""
+    return cast(Callable[[F], F], after(action))
 
 
 _ACTIONS_16 = frozenset(a.value for a in Action)
