@@ -1,7 +1,15 @@
 """``python -m sim``: the simulator's command line.
 
-``python -m sim up`` starts simulated hardware on pseudo-terminals, writes the agent's
-configuration, launches the agent as a separate process and supervises it.
+* ``python -m sim up`` starts simulated hardware on pseudo-terminals, a CSMS (builtin, or the URL of
+  yours), writes the agent's configuration, launches the agent as a separate process, supervises it and
+  serves the control API (docs/sim-api.md). ``--demo`` (the default, what ``make run`` shows) plays a
+  scripted session and shows it live in readable lines.
+* ``python -m sim ctl ...`` is the control API's command-line client (:mod:`sim.ctl`).
+* ``python -m sim csms ...`` runs the simulated CSMS alone (docs/sim-csms.md).
+
+Exit codes of ``up``: 0 stopped by SIGINT/SIGTERM, 1 could not start (port taken, ...), 2 bad command
+line, 78 the agent configuration it would write is invalid (e.g. a ``--config-override`` the agent
+would refuse, or an ``--id`` with a ``/``).
 """
 
 from __future__ import annotations
@@ -9,84 +17,358 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
-from firmware.logs import setup_logging
-from sim.charger import ChargerSpec, SimulatedCharger
-from sim.supervisor import AgentSupervisor
+if TYPE_CHECKING:
+    from sim.csms import SimulatedCsms
 
 log = logging.getLogger("sim")
 
-
-def _prepare_state_dir(given: str | None) -> Path:
-    state_dir = Path(given or tempfile.mkdtemp(prefix="evse-sim-"))
-    state_dir.mkdir(parents=True, exist_ok=True)
-    return state_dir
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
+DEFAULT_CONTROL = "127.0.0.1:8765"
 
 
-async def up(args: argparse.Namespace) -> int:
-    spec = ChargerSpec(charge_point_id=args.id, connectors=args.connectors, board=args.board,
-                       meter=args.meter, reader=args.reader)
-    state_dir = _prepare_state_dir(args.state_dir)
-    charger = SimulatedCharger(spec)
-    await charger.start()
-    config_path = state_dir / "agent.toml"
-    config_path.write_text(charger.agent_config(str(state_dir)))
-    log.info("simulated hardware up", extra={"config": str(config_path),
-                                             "ports": {n: w.host_port for n, w in charger.wires.items()}})
-    supervisor = AgentSupervisor(config_path)
-    await supervisor.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    demo = asyncio.create_task(_demo(charger)) if args.demo else None
-    await stop.wait()
-    if demo is not None:
-        demo.cancel()
-    await supervisor.stop()
-    await charger.close()
-    return 0
+# ---- command line ---------------------------------------------------------------------------------------
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6); ValueError otherwise. Port 0 = any free port."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:8765, port 0 = any free port), got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port_text)
 
 
-async def _demo(charger: SimulatedCharger) -> None:
-    """A short scripted session so `make run` shows something happen on the hardware."""
-    c = charger.connectors[1]
-    await asyncio.sleep(3)
-    log.info("demo: EV plugged into connector 1")
-    c.ev.plug()
-    await asyncio.sleep(2)
-    if charger.reader is not None:
-        log.info("demo: card 04A1B2C3 presented")
-        charger.reader.present("04A1B2C3")
-        await asyncio.sleep(1.5)
-        charger.reader.remove()
+def parse_override(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(c.isspace() for c in key):
+        raise ValueError(f"expected KEY=VALUE (an OCPP configuration key, e.g. HeartbeatInterval=30), got {text!r}")
+    return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sim", description="evse-agent simulator")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = sub.add_parser("up", help="simulated hardware + the agent as a separate process + control API",
+                        description="Simulated charger hardware, the agent as a separate process, a CSMS, "
+                                    "and a control API (docs/sim-api.md).")
+    up.add_argument("--csms", default="builtin", metavar="builtin|URL",
+                    help="'builtin' (default): run a simulated CSMS on 127.0.0.1; or a ws:// / wss:// base URL "
+                         "of your CSMS (the agent appends /<id>)")
+    up.add_argument("--csms-port", type=int, default=0, help="builtin CSMS port (default: any free port)")
+    up.add_argument("--csms-config", type=Path, metavar="FILE",
+                    help="builtin CSMS behaviour file (TOML, as python -m sim csms --config)")
+    up.add_argument("--accept", nargs="+", action="extend", default=[], metavar="ID",
+                    help="idTags the builtin CSMS accepts")
+    up.add_argument("--password-file", type=Path, metavar="FILE",
+                    help="OCPP security profile 1 password (16-40 characters) for [ocpp].password; the builtin "
+                         "CSMS then requires it too")
+    up.add_argument("--id", default="SIM-CP-0001", help="charge point identity (default SIM-CP-0001)")
+    up.add_argument("--connectors", type=int, default=2, help="1 to 9 (default 2)")
+    up.add_argument("--board", choices=("ioboard", "evse_din"), default="ioboard")
+    up.add_argument("--meter", choices=("sdm630", "sdm120", "abb_b23"), default="sdm630")
+    up.add_argument("--reader", choices=("pn532", "rdm6300"), default="pn532")
+    up.add_argument("--state-dir", help="agent state, config, logs, control.json (default: a new temp dir)")
+    up.add_argument("--control", default=DEFAULT_CONTROL, metavar="HOST:PORT",
+                    help=f"control API address (default {DEFAULT_CONTROL}; port 0 = any free port, "
+                         "see <state-dir>/control.json)")
+    up.add_argument("--config-override", action="append", default=[], metavar="KEY=VALUE",
+                    help="OCPP configuration key preset at first boot ([ocpp.presets]); repeatable")
+    up.add_argument("--demo", action=argparse.BooleanOptionalAction, default=True,
+                    help="play a scripted charging session, shown live (default on; --no-demo for scripts)")
+    up.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                    help="the simulator's own log level")
+    # listed for --help; dispatched before parsing (their options belong to them)
+    sub.add_parser("ctl", help="control API client (python -m sim ctl --help)", add_help=False)
+    sub.add_parser("csms", help="the simulated CSMS on its own (python -m sim csms --help)", add_help=False)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sim", description="evse-agent simulator")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_up = sub.add_parser("up", help="simulated hardware + the agent as a separate process")
-    p_up.add_argument("--id", default="SIM-CP-0001", help="charge point identity")
-    p_up.add_argument("--connectors", type=int, default=2)
-    p_up.add_argument("--board", choices=("ioboard", "evse_din"), default="ioboard")
-    p_up.add_argument("--meter", choices=("sdm630", "sdm120", "abb_b23"), default="sdm630")
-    p_up.add_argument("--reader", choices=("pn532", "rdm6300"), default="pn532")
-    p_up.add_argument("--state-dir", help="where the agent keeps its state (default: a new temp dir)")
-    p_up.add_argument("--demo", action=argparse.BooleanOptionalAction, default=True,
-                      help="play a short scripted session (plug, tap)")
-    args = parser.parse_args(argv)
-    setup_logging("INFO")
-    if args.command == "up":
-        if not 1 <= args.connectors <= 9:
-            parser.error("--connectors: expected 1 to 9")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "ctl":
+        from sim.ctl import main as ctl_main
+        return ctl_main(argv[1:])
+    if argv and argv[0] == "csms":
+        from sim.csms_cli import serve_csms_cli
+        return asyncio.run(serve_csms_cli(argv[1:]))
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_OK if exc.code == 0 else EXIT_USAGE
+    try:
+        args.control_addr = parse_host_port(args.control)
+        args.presets = dict(parse_override(o) for o in args.config_override)
+    except ValueError as exc:
+        return _usage(parser, str(exc))
+    problem = preset_problem(args.presets, args.connectors) if 1 <= args.connectors <= 9 else None
+    if problem is not None:
+        print(f"python -m sim up: --config-override: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    if not 1 <= args.connectors <= 9:
+        return _usage(parser, "--connectors: expected 1 to 9")
+    if args.csms != "builtin" and not args.csms.startswith(("ws://", "wss://")):
+        return _usage(parser, f"--csms: expected 'builtin' or a ws:// or wss:// URL, got {args.csms!r}")
+    if args.csms != "builtin" and (args.csms_config or args.accept or args.csms_port):
+        return _usage(parser, "--csms-port/--csms-config/--accept only apply to the builtin CSMS")
+    try:
         return asyncio.run(up(args))
-    return 2
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        return EXIT_OK
+
+
+def _usage(parser: argparse.ArgumentParser, message: str) -> int:
+    parser.print_usage(sys.stderr)
+    print(f"python -m sim up: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+# ---- python -m sim up -----------------------------------------------------------------------------------
+
+def _prepare_state_dir(given: str | None) -> Path:
+    state_dir = Path(given) if given else Path(tempfile.mkdtemp(prefix="evse-sim-"))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    # a control.json left by an earlier run would send a waiting script to a dead address
+    (state_dir / "control.json").unlink(missing_ok=True)
+    return state_dir.resolve()
+
+
+def _open_log(path: Path) -> TextIO:
+    return path.open("a", encoding="utf-8")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by us only (the agent config may hold the OCPP password), atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def preset_problem(presets: dict[str, str], connectors: int) -> str | None:
+    """Why the agent would refuse these first-boot presets (checked with its own key definitions, on a
+    scratch database), or None. A bad preset would otherwise only show as an agent that keeps failing."""
+    if not presets:
+        return None
+    from firmware.ocpp16.configuration import ConfigurationKeys
+    from firmware.storage import Database
+
+    with tempfile.TemporaryDirectory(prefix="evse-sim-check-") as scratch:
+        db = Database(Path(scratch) / "check.db")
+        try:
+            ConfigurationKeys(db, connectors, presets=presets)
+        except ValueError as exc:
+            return str(exc)
+        finally:
+            db.close()
+    return None
+
+
+def _read_password(path: Path) -> str:
+    return path.read_text(encoding="utf-8").strip("\r\n")
+
+
+def _setup_logging(level: str, demo: bool, state_dir: Path, stack: contextlib.ExitStack) -> None:
+    from firmware.logs import setup_logging
+
+    if not demo:
+        setup_logging(level)  # JSON lines on stderr, like the agent's
+        return
+    # demo: the terminal is for the live view; our own JSON logs go to sim.log, errors also to the terminal
+    sim_log = stack.enter_context(_open_log(state_dir / "sim.log"))
+    setup_logging(level, sim_log)
+    terminal = logging.StreamHandler(sys.stderr)
+    terminal.setLevel(logging.ERROR)
+    terminal.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(terminal)
+
+
+async def _start_builtin_csms(args: argparse.Namespace, state_dir: Path, password: str | None) -> SimulatedCsms:
+    import tomllib
+
+    from sim.csms import SimulatedCsms
+    from sim.csms_behaviour import ChargePointProfile, CsmsBehaviour
+    from sim.demo import demo_card
+
+    behaviour = CsmsBehaviour()
+    if args.csms_config is not None:
+        with args.csms_config.open("rb") as f:
+            behaviour = CsmsBehaviour.from_mapping(tomllib.load(f))
+    behaviour.id_tags.accept(*args.accept)
+    if args.demo:
+        behaviour.id_tags.accept(demo_card(args.reader))
+    if password is not None:
+        p = behaviour.profile(args.id)
+        behaviour.profiles[args.id] = ChargePointProfile(
+            boot_statuses=p.boot_statuses, heartbeat_interval=p.heartbeat_interval,
+            boot_retry_interval=p.boot_retry_interval, password=password)
+    csms = SimulatedCsms("127.0.0.1", args.csms_port, behaviour=behaviour,
+                         transcript_path=str(state_dir / "csms-transcript.jsonl"))
+    await csms.start()
+    return csms
+
+
+async def up(args: argparse.Namespace) -> int:
+    """Bring everything up, serve until SIGINT/SIGTERM, then take it all down in reverse order."""
+    state_dir = _prepare_state_dir(args.state_dir)
+    with contextlib.ExitStack() as files:
+        _setup_logging(args.log_level, args.demo, state_dir, files)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                return await _run(args, state_dir, stop, stack, files)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+            log.info("simulator stopped")
+
+
+async def _run(args: argparse.Namespace, state_dir: Path, stop: asyncio.Event,
+               stack: contextlib.AsyncExitStack, files: contextlib.ExitStack) -> int:
+    import tomllib
+
+    from firmware.config import ConfigError, parse_config
+    from sim.charger import ChargerSpec, OcppSettings, SimulatedCharger
+    from sim.control_api import ControlApi, ControlTargets
+    from sim.csms_behaviour import BehaviourError
+    from sim.demo import LiveView, run_demo
+    from sim.supervisor import AgentOutput, AgentSupervisor
+
+    password = None
+    if args.password_file is not None:
+        try:
+            password = _read_password(args.password_file)
+        except OSError as exc:
+            print(f"python -m sim up: --password-file: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+
+    csms = None
+    if args.csms == "builtin":
+        try:
+            csms = await _start_builtin_csms(args, state_dir, password)
+        except (BehaviourError, OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+            print(f"python -m sim up: builtin CSMS: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        stack.push_async_callback(csms.stop)
+        csms_url = csms.url
+    else:
+        csms_url = args.csms.rstrip("/")
+
+    if args.demo:  # so the demo shows MeterValues while it charges (first boot only, like any preset)
+        args.presets.setdefault("MeterValueSampleInterval", "5")
+    spec = ChargerSpec(charge_point_id=args.id, connectors=args.connectors, board=args.board,
+                       meter=args.meter, reader=args.reader)
+    charger = SimulatedCharger(spec)
+    stack.push_async_callback(charger.close)
+    await charger.start()
+
+    config_path = state_dir / "agent.toml"
+    text = charger.agent_config(str(state_dir), OcppSettings(csms_url, password, args.presets))
+    try:
+        parse_config(text, str(config_path))
+    except ConfigError as exc:
+        print(f"python -m sim up: the agent configuration would be invalid: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    _write_private(config_path, text)
+
+    agent_log_path = state_dir / "agent.log"
+    output = AgentOutput(sink=files.enter_context(_open_log(agent_log_path)))
+    view = LiveView(charger, output, csms) if args.demo else None
+    echo = None if args.demo else sys.stderr
+
+    def on_line(line: str) -> None:
+        output.feed(line)
+        if echo is not None:
+            with contextlib.suppress(OSError, ValueError):
+                echo.write(line + "\n")
+                echo.flush()
+
+    supervisor = AgentSupervisor(config_path, on_line=on_line,
+                                 on_event=view.on_agent_event if view is not None else None)
+    targets = ControlTargets(charger, supervisor, output, csms_url, csms, state_dir)
+    api = ControlApi(targets)
+    host, port = args.control_addr
+    try:
+        await api.start(host, port)
+    except OSError as exc:
+        print(f"python -m sim up: control API cannot listen on {args.control}: {exc.strerror or exc}"
+              f" (use --control 127.0.0.1:0 for any free port)", file=sys.stderr)
+        return EXIT_FAILURE
+    stack.push_async_callback(api.close)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("control API is not on loopback and has no authentication", extra={"url": api.url})
+
+    stack.push_async_callback(supervisor.stop)
+    await supervisor.start()
+
+    info = _ready_info(api.url, state_dir, csms_url, args, config_path, agent_log_path, csms)
+    targets.extra_state["control_url"] = api.url
+    control_file = state_dir / "control.json"
+    _write_private(control_file, json.dumps(info, indent=2) + "\n")
+    stack.callback(control_file.unlink, missing_ok=True)  # first thing removed when stopping
+    log.info("simulator ready", extra=info)
+    if view is not None:
+        _banner(info, csms is not None)
+        view.start()
+        stack.push_async_callback(view.close)
+        demo = asyncio.create_task(run_demo(charger, view, csms, control_url=api.url), name="demo")
+        stack.push_async_callback(_cancel, demo)
+    else:
+        print(json.dumps({"event": "ready", **info}), flush=True)
+
+    await stop.wait()
+    log.info("stopping (signal received)")
+    if view is not None:
+        view.say("sim", "stopping: agent (SIGTERM), control API, devices ...")
+    return EXIT_OK
+
+
+def _ready_info(url: str, state_dir: Path, csms_url: str, args: argparse.Namespace, config_path: Path,
+                agent_log: Path, csms: SimulatedCsms | None) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "url": url, "pid": os.getpid(), "state_dir": str(state_dir), "charge_point_id": args.id,
+        "csms": "builtin" if csms is not None else "external", "csms_url": csms_url,
+        "agent_config": str(config_path), "agent_log": str(agent_log),
+    }
+    if csms is not None and csms.transcript.path is not None:
+        info["csms_transcript"] = str(csms.transcript.path)
+    return info
+
+
+def _banner(info: dict[str, Any], builtin: bool) -> None:
+    csms = f"builtin, {info['csms_url']}" if builtin else info["csms_url"]
+    lines = [
+        "evse-agent simulator: a demo charging session, live",
+        f"  control API  {info['url']}   (try: python -m sim ctl --url {info['url']} state)",
+        f"  state dir    {info['state_dir']}",
+        f"  agent logs   {info['agent_log']}  (full JSON logs; not shown here)",
+        f"  CSMS         {csms}" + (f"  transcript {info.get('csms_transcript')}" if builtin else ""),
+        "  Ctrl-C stops everything.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 if __name__ == "__main__":

@@ -1,0 +1,551 @@
+"""The simulator's control API: HTTP/1.1 + JSON on a local port, for scripts, CI and ``python -m sim ctl``.
+
+A deliberately small server on ``asyncio.start_server`` (no dependencies): one request per connection
+(``Connection: close``), bodies by Content-Length only, JSON in and out. Every bad request gets a 4xx
+answer ``{"error": "<reason>"}`` that says what was wrong; a handler bug gets a 500 and is logged. The
+endpoints are listed in :data:`ENDPOINTS` and documented in docs/sim-api.md.
+
+The API is unauthenticated: it listens on 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from sim.charger import (
+    DEVICE_FAULT_KINDS,
+    FaultDevice,
+    FaultNotApplicable,
+    FaultRequest,
+    LineFault,
+    SimulatedCharger,
+    UnknownTarget,
+)
+from sim.csms import CallErrorReceived, InvalidRequest, InvalidResponse, NotConnected, SimulatedCsms
+from sim.csms_behaviour import BehaviourError
+from sim.csms_ocppj import check_payload
+from sim.supervisor import AgentOutput, AgentSupervisor
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1 << 20
+MAX_HEADERS = 100
+REQUEST_TIMEOUT_S = 10.0
+_UID = re.compile(r"[0-9A-Fa-f]+")
+
+
+class ApiError(Exception):
+    """Ends a request with ``status`` and ``{"error": reason, **extra}``."""
+
+    def __init__(self, status: int, reason: str, **extra: Any) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.extra = extra
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class ControlTargets:
+    """What the API acts on: the simulated hardware, the agent process and (if built in) the CSMS."""
+
+    charger: SimulatedCharger
+    supervisor: AgentSupervisor
+    agent_output: AgentOutput
+    csms_url: str
+    csms: SimulatedCsms | None = None
+    state_dir: Path | None = None
+    extra_state: dict[str, Any] = field(default_factory=dict)
+
+
+# ---- HTTP/1.1, the small part we need ---------------------------------------------------------------
+
+async def read_request(reader: asyncio.StreamReader) -> HttpRequest:
+    """Read one request; raises :class:`ApiError` (400/413/501) for what we do not accept."""
+    try:
+        line = await reader.readline()
+    except ValueError:
+        raise ApiError(414, "request line too long") from None
+    if not line:
+        raise ConnectionError("client closed before sending a request")
+    parts = line.decode("latin-1").rstrip("\r\n").split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise ApiError(400, "malformed request line (expected 'METHOD /path HTTP/1.1')")
+    method, target, _ = parts
+    headers: dict[str, str] = {}
+    for _ in range(MAX_HEADERS + 1):
+        try:
+            raw = await reader.readline()
+        except ValueError:
+            raise ApiError(431, "header line too long") from None
+        text = raw.decode("latin-1").rstrip("\r\n")
+        if not text:
+            break
+        name, sep, value = text.partition(":")
+        if not sep or not name or name != name.strip():
+            raise ApiError(400, f"malformed header line {text[:60]!r}")
+        headers[name.lower()] = value.strip()
+    else:
+        raise ApiError(431, f"more than {MAX_HEADERS} header lines")
+    if "transfer-encoding" in headers:
+        raise ApiError(501, "Transfer-Encoding is not supported; send a Content-Length")
+    length_text = headers.get("content-length", "0")
+    if not length_text.isdigit():
+        raise ApiError(400, f"bad Content-Length {length_text!r}")
+    length = int(length_text)
+    if length > MAX_BODY:
+        raise ApiError(413, f"body of {length} bytes is over the {MAX_BODY} byte limit")
+    try:
+        body = await reader.readexactly(length)
+    except asyncio.IncompleteReadError:
+        raise ApiError(400, f"body shorter than its Content-Length ({length})") from None
+    split = urlsplit(target)
+    path = split.path.rstrip("/") or "/"
+    return HttpRequest(method.upper(), path, parse_qs(split.query, keep_blank_values=True), headers, body)
+
+
+def encode_response(status: int, obj: Any, headers: dict[str, str] | None = None) -> bytes:
+    body = (json.dumps(obj, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    lines = [f"HTTP/1.1 {status} {phrase}", "Content-Type: application/json; charset=utf-8",
+             f"Content-Length: {len(body)}", "Connection: close", "Cache-Control: no-store"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout_s: float = 1.0) -> None:
+    """Half-close, then drain what the client still sends: closing with unread input would reset the
+    connection (RST) and could destroy our answer before the client has read it (a refused request
+    usually leaves its body unread)."""
+    if writer.can_write_eof():
+        writer.write_eof()
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        async with asyncio.timeout(timeout_s):
+            while await reader.read(65536):
+                pass
+
+
+# ---- JSON bodies ---------------------------------------------------------------------------------------
+
+class Body:
+    """Typed access to a JSON object body; every mistake is a 400 naming the field."""
+
+    def __init__(self, raw: bytes) -> None:
+        if not raw.strip():
+            self.data: dict[str, Any] = {}
+            return
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, f"body must be a JSON object, got {type(data).__name__}")
+        self.data = data
+
+    def only(self, *allowed: str) -> None:
+        unknown = sorted(set(self.data) - set(allowed))
+        if unknown:
+            raise ApiError(400, f"unknown field(s) {', '.join(unknown)} (known: {', '.join(allowed) or 'none'})")
+
+    def has(self, key: str) -> bool:
+        return key in self.data and self.data[key] is not None
+
+    def boolean(self, key: str, default: bool | None = None) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise ApiError(400, f"{key}: expected true or false, got {self._show(key)}")
+        return value
+
+    def number(self, key: str, default: float | None = None, *, lo: float, hi: float) -> float:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ApiError(400, f"{key}: expected a number, got {self._show(key)}")
+        if not lo <= value <= hi:
+            raise ApiError(400, f"{key}: expected a number from {lo:g} to {hi:g}, got {value}")
+        return float(value)
+
+    def integer(self, key: str, default: int | None = None, *, lo: int, hi: int) -> int:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ApiError(400, f"{key}: expected an integer, got {self._show(key)}")
+        if not lo <= value <= hi:
+            raise ApiError(400, f"{key}: expected an integer from {lo} to {hi}, got {value}")
+        return value
+
+    def text(self, key: str, default: str | None = None) -> str:
+        value = self.data.get(key, default)
+        if not isinstance(value, str) or not value:
+            raise ApiError(400, f"{key}: expected a non-empty string, got {self._show(key)}")
+        return value
+
+    def obj(self, key: str, default: dict[str, Any] | None = None) -> dict[str, Any]:
+        value = self.data.get(key, default)
+        if not isinstance(value, dict):
+            raise ApiError(400, f"{key}: expected a JSON object, got {self._show(key)}")
+        return value
+
+    def _show(self, key: str) -> str:
+        return "nothing" if key not in self.data else json.dumps(self.data[key])[:60]
+
+
+def _query_int(req: HttpRequest, key: str, default: int | None, lo: int, hi: int) -> int | None:
+    values = req.query.get(key)
+    if not values:
+        return default
+    try:
+        value = int(values[-1])
+    except ValueError:
+        raise ApiError(400, f"query {key}: expected an integer, got {values[-1]!r}") from None
+    if not lo <= value <= hi:
+        raise ApiError(400, f"query {key}: expected an integer from {lo} to {hi}, got {value}")
+    return value
+
+
+# ---- the API -------------------------------------------------------------------------------------------
+
+Handler = Callable[[HttpRequest, dict[str, str]], Awaitable[tuple[int, Any]]]
+
+#: (method, path pattern, summary) — also served at ``GET /``.
+ENDPOINTS: list[tuple[str, str, str]] = [
+    ("GET", "/state", "agent, connectors, reader, faults, CSMS"),
+    ("GET", "/agent/log", "last agent log lines (?n=100, ?since=SEQ)"),
+    ("POST", "/connectors/{n}/plug", "plug the EV in"),
+    ("POST", "/connectors/{n}/unplug", "unplug the EV"),
+    ("POST", "/connectors/{n}/ev", '{"max_current_a": 16, "paused": true, "ventilation": false}'),
+    ("POST", "/rfid/tap", '{"uid": "04A2B3C4", "reader": 1, "hold_s": 1.0}'),
+    ("POST", "/faults", '{"device": "pilot|meter|rfid", "connector": 1, "kind": "...", "active": true}'),
+    ("POST", "/agent/power-cut", "SIGKILL the agent; it stays off until power-on"),
+    ("POST", "/agent/power-on", "start the agent again"),
+    ("POST", "/csms/online", 'builtin CSMS: {"online": false, "abort": false}'),
+    ("POST", "/csms/call", 'builtin CSMS: {"action": "RemoteStartTransaction", "payload": {...}}'),
+    ("POST", "/csms/id-tags", 'builtin CSMS: {"id_tag": "04A2B3C4", "status": "Accepted"}'),
+    ("GET", "/csms/transcript", "builtin CSMS: frames and events (?n=100, ?since=SEQ)"),
+]
+
+
+class ControlApi:
+    def __init__(self, targets: ControlTargets) -> None:
+        self.t = targets
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self.host = ""
+        self.port = 0
+        handlers: dict[tuple[str, str], Handler] = {
+            ("GET", "/"): self._index,
+            ("GET", "/state"): self._state,
+            ("GET", "/agent/log"): self._agent_log,
+            ("POST", "/connectors/{n}/plug"): self._plug,
+            ("POST", "/connectors/{n}/unplug"): self._unplug,
+            ("POST", "/connectors/{n}/ev"): self._ev,
+            ("POST", "/rfid/tap"): self._tap,
+            ("POST", "/faults"): self._fault,
+            ("POST", "/agent/power-cut"): self._power_cut,
+            ("POST", "/agent/power-on"): self._power_on,
+            ("POST", "/csms/online"): self._csms_online,
+            ("POST", "/csms/call"): self._csms_call,
+            ("POST", "/csms/id-tags"): self._csms_id_tags,
+            ("GET", "/csms/transcript"): self._csms_transcript,
+        }
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
+            (method, re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path)) + "$"), h)
+            for (method, path), h in handlers.items()
+        ]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._serve, host, port, limit=64 * 1024)
+        sockname = self._server.sockets[0].getsockname()
+        self.host, self.port = str(sockname[0]), int(sockname[1])
+        log.info("control API listening", extra={"url": self.url})
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    # ---- connections ---------------------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            status, obj, headers = await self._respond(reader)
+            writer.write(encode_response(status, obj, headers))
+            await writer.drain()
+            await _linger(reader, writer)
+        except (ConnectionError, TimeoutError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _respond(self, reader: asyncio.StreamReader) -> tuple[int, Any, dict[str, str]]:
+        try:
+            req = await asyncio.wait_for(read_request(reader), REQUEST_TIMEOUT_S)
+        except ApiError as exc:
+            return exc.status, {"error": exc.reason}, {}
+        except TimeoutError:
+            return 408, {"error": f"request not complete within {REQUEST_TIMEOUT_S:g} s"}, {}
+        allowed: list[str] = []
+        for method, pattern, handler in self._routes:
+            m = pattern.match(req.path)
+            if m is None:
+                continue
+            if method != req.method:
+                allowed.append(method)
+                continue
+            try:
+                status, obj = await handler(req, m.groupdict())
+            except ApiError as exc:
+                return exc.status, {"error": exc.reason, **exc.extra}, {}
+            except Exception as exc:
+                log.exception("control API handler failed", extra={"method": req.method, "path": req.path})
+                return 500, {"error": f"internal error: {type(exc).__name__}: {exc}"}, {}
+            log.info("control API request", extra={"method": req.method, "path": req.path, "status": status})
+            return status, obj, {}
+        if allowed:
+            return 405, {"error": f"{req.method} not allowed on {req.path} (allowed: {', '.join(allowed)})"}, \
+                {"Allow": ", ".join(allowed)}
+        return 404, {"error": f"no such endpoint: {req.path} (GET / lists them)"}, {}
+
+    # ---- helpers -------------------------------------------------------------------------------------
+
+    def _connector_id(self, params: dict[str, str]) -> int:
+        text = params["n"]
+        if not text.isdigit() or int(text) not in self.t.charger.connectors:
+            known = ", ".join(map(str, self.t.charger.connectors))
+            raise ApiError(404, f"no connector {text!r} (connectors: {known})")
+        return int(text)
+
+    def _connector_view(self, n: int) -> dict[str, Any]:
+        view = self.t.charger.connector_state(n)
+        view["status"] = self.t.agent_output.statuses.get(n)
+        return view
+
+    def _builtin(self) -> SimulatedCsms:
+        if self.t.csms is None:
+            raise ApiError(404, f"no builtin CSMS: the agent talks to {self.t.csms_url} (started with --csms URL)")
+        return self.t.csms
+
+    # ---- handlers ------------------------------------------------------------------------------------
+
+    async def _index(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        return 200, {"endpoints": [{"method": m, "path": p, "about": a} for m, p, a in ENDPOINTS]}
+
+    async def _state(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        t = self.t
+        csms: dict[str, Any] = {"mode": "builtin" if t.csms is not None else "external", "url": t.csms_url,
+                                "identity_url": t.csms_url.rstrip("/") + "/" + t.charger.spec.charge_point_id}
+        if t.csms is not None:
+            csms["connected"] = t.csms.is_connected(t.charger.spec.charge_point_id)
+            csms["online"] = t.csms.online
+            path = t.csms.transcript.path
+            csms["transcript"] = None if path is None else str(path)
+        return 200, {
+            "charge_point_id": t.charger.spec.charge_point_id,
+            "state_dir": None if t.state_dir is None else str(t.state_dir),
+            "agent": t.supervisor.snapshot(),
+            "connectors": {str(n): self._connector_view(n) for n in t.charger.connectors},
+            "charge_point_status": t.agent_output.statuses.get(0),
+            "reader": t.charger.reader_state(),
+            "faults": t.charger.active_faults,
+            "csms": csms,
+            **t.extra_state,
+        }
+
+    async def _agent_log(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        out = self.t.agent_output
+        n = _query_int(req, "n", 100, 1, 100_000)
+        since = _query_int(req, "since", None, 0, 1 << 62)
+        assert n is not None
+        return 200, {"lines": out.tail(n, since), "next_seq": out.next_seq}
+
+    async def _plug(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        n = self._connector_id(params)
+        ev = self.t.charger.connectors[n].ev
+        changed = not ev.plugged
+        ev.plug()
+        self.t.charger.step(0.0)
+        log.info("EV plugged in", extra={"connector": n})
+        return 200, {"changed": changed, **self._connector_view(n)}
+
+    async def _unplug(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        n = self._connector_id(params)
+        ev = self.t.charger.connectors[n].ev
+        changed = ev.plugged
+        ev.unplug()
+        self.t.charger.step(0.0)
+        log.info("EV unplugged", extra={"connector": n})
+        return 200, {"changed": changed, **self._connector_view(n)}
+
+    async def _ev(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        n = self._connector_id(params)
+        body = Body(req.body)
+        body.only("max_current_a", "paused", "ventilation")
+        if not body.data:
+            raise ApiError(400, "nothing to change: give max_current_a, paused and/or ventilation")
+        ev = self.t.charger.connectors[n].ev
+        # validate everything before changing anything
+        max_current = body.number("max_current_a", lo=0.0, hi=80.0) if "max_current_a" in body.data else None
+        paused = body.boolean("paused") if "paused" in body.data else None
+        ventilation = body.boolean("ventilation") if "ventilation" in body.data else None
+        if max_current is not None:
+            ev.max_current_a = max_current
+        if paused is not None:
+            ev.paused = paused
+        if ventilation is not None:
+            ev.ventilation = ventilation
+        self.t.charger.step(0.0)
+        log.info("EV changed", extra={"connector": n, **body.data})
+        return 200, self._connector_view(n)
+
+    async def _tap(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        body = Body(req.body)
+        body.only("uid", "reader", "hold_s")
+        uid = body.text("uid").strip().upper()
+        if not _UID.fullmatch(uid):
+            raise ApiError(400, f"uid: expected hex digits only, got {body.data['uid']!r}")
+        reader = body.data.get("reader", 1)
+        if reader not in (1, "1", "reader1"):
+            raise ApiError(404, f"no reader {reader!r} (readers: 1)")
+        hold_s = body.number("hold_s", 1.0, lo=0.05, hi=3600.0)
+        try:
+            self.t.charger.tap(uid, hold_s)
+        except ValueError as exc:
+            raise ApiError(400, f"uid: {exc}") from None
+        log.info("card tapped", extra={"reader": 1, "uid": uid, "hold_s": hold_s})
+        return 200, {"uid": uid, "reader": 1, "hold_s": hold_s}
+
+    async def _fault(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        body = Body(req.body)
+        body.only("device", "connector", "kind", "active", "count", "probability", "direction")
+        device_text = body.text("device")
+        device_text = "pilot" if device_text == "board" else device_text
+        try:
+            device = FaultDevice(device_text)
+        except ValueError:
+            raise ApiError(400, f"device: expected pilot (or board), meter or rfid, got {device_text!r}") from None
+        connector = body.integer("connector", lo=0, hi=1 << 31) if body.has("connector") else None
+        if device is not FaultDevice.RFID and connector is None:
+            if len(self.t.charger.connectors) != 1:
+                raise ApiError(400, f"connector: required for {device} faults")
+            connector = next(iter(self.t.charger.connectors))
+        fault = FaultRequest(
+            device=device, kind=body.text("kind"), active=body.boolean("active", True), connector=connector,
+            count=body.integer("count", lo=1, hi=65536) if body.has("count") else None,
+            probability=body.number("probability", 0.01, lo=0.0, hi=1.0),
+            direction=body.text("direction") if body.has("direction") else None)
+        try:
+            result = self.t.charger.apply_fault(fault)
+        except UnknownTarget as exc:
+            raise ApiError(404, str(exc)) from None
+        except FaultNotApplicable as exc:
+            raise ApiError(400, str(exc), known_kinds=[*DEVICE_FAULT_KINDS[device], *LineFault]) from None
+        return 200, {**result, "active_faults": self.t.charger.active_faults}
+
+    async def _power_cut(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        killed = await self.t.supervisor.power_cut()
+        return 200, {"killed_pid": killed, "agent": self.t.supervisor.snapshot()}
+
+    async def _power_on(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        if not await self.t.supervisor.power_on(timeout_s=10.0):
+            snap = self.t.supervisor.snapshot()
+            raise ApiError(500, f"agent is not running after power-on (state {snap['state']}, "
+                                f"last exit code {snap['last_exit_code']}); see GET /agent/log", agent=snap)
+        return 200, {"agent": self.t.supervisor.snapshot()}
+
+    async def _csms_online(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        csms = self._builtin()
+        body = Body(req.body)
+        body.only("online", "abort")
+        await csms.set_online(body.boolean("online"), abort=body.boolean("abort", False))
+        return 200, {"online": csms.online}
+
+    async def _csms_call(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        csms = self._builtin()
+        body = Body(req.body)
+        body.only("action", "payload", "cp_id", "timeout_s", "validate")
+        action = body.text("action")
+        payload = body.obj("payload", {})
+        cp_id = body.text("cp_id", self.t.charger.spec.charge_point_id)
+        timeout_s = body.number("timeout_s", csms.response_timeout_s, lo=0.1, hi=600.0)
+        validate = body.boolean("validate", True)
+        if validate:  # checked here too, so a bad request is a 400 whether or not the CP is connected
+            violation = check_payload(action, payload)
+            if violation is not None:
+                raise ApiError(400, f"{action}.req would be invalid: {violation.code}: {violation.description} "
+                                    '(send "validate": false to send it anyway)')
+        base = {"cp_id": cp_id, "action": action}
+        try:
+            response = await csms.call(cp_id, action, payload, timeout_s=timeout_s, validate=validate)
+        except NotConnected as exc:
+            raise ApiError(409, f"charge point not connected to the builtin CSMS: {exc}", **base) from None
+        except InvalidRequest as exc:
+            raise ApiError(400, str(exc), **base) from None
+        except CallErrorReceived as exc:
+            raise ApiError(502, str(exc), **base, call_error={
+                "code": exc.code, "description": exc.description, "details": exc.details}) from None
+        except InvalidResponse as exc:
+            raise ApiError(502, str(exc), **base, payload=exc.payload) from None
+        except TimeoutError as exc:
+            raise ApiError(504, str(exc), **base) from None
+        return 200, {**base, "response": response}
+
+    async def _csms_id_tags(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        csms = self._builtin()
+        body = Body(req.body)
+        body.only("id_tag", "status", "parent_id_tag")
+        id_tag = body.text("id_tag")
+        tags = csms.behaviour.id_tags
+        try:
+            if body.data.get("status", "Accepted") is None:
+                tags.remove(id_tag)
+                return 200, {"id_tag": id_tag, "status": None}
+            status = body.text("status", "Accepted")
+            parent = body.text("parent_id_tag") if body.has("parent_id_tag") else None
+            tags.set(id_tag, status, parent_id_tag=parent)
+        except BehaviourError as exc:
+            raise ApiError(400, str(exc)) from None
+        return 200, {"id_tag": id_tag, "status": status, "parent_id_tag": parent}
+
+    async def _csms_transcript(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        csms = self._builtin()
+        n = _query_int(req, "n", 100, 1, 100_000)
+        since = _query_int(req, "since", None, 0, 1 << 62)
+        assert n is not None
+        entries = csms.transcript.entries
+        chosen = entries[since:since + n] if since is not None else entries[-n:]
+        return 200, {"entries": [e.to_dict() for e in chosen], "next_seq": len(entries)}

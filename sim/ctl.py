@@ -1,0 +1,208 @@
+"""``python -m sim ctl``: command-line client of the simulator's control API (stdlib ``urllib`` only).
+
+Prints the API's JSON answer on stdout. Exit codes: 0 the API answered 2xx; 1 it answered 4xx/5xx (the
+``error`` is also printed on stderr); 2 bad command line; 3 the control API cannot be reached.
+
+Where the API is: ``--url``, else ``$EVSE_SIM_CONTROL_URL``, else ``<--state-dir>/control.json`` (written
+by ``python -m sim up``), else http://127.0.0.1:8765.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:8765"
+ENV_URL = "EVSE_SIM_CONTROL_URL"
+EXIT_OK, EXIT_HTTP_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+class Unreachable(Exception):
+    pass
+
+
+def control_url(url: str | None, state_dir: str | None) -> str:
+    if url:
+        return url.rstrip("/")
+    if os.environ.get(ENV_URL):
+        return os.environ[ENV_URL].rstrip("/")
+    if state_dir:
+        path = Path(state_dir) / "control.json"
+        try:
+            return str(json.loads(path.read_text(encoding="utf-8"))["url"]).rstrip("/")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise Unreachable(f"cannot read the control address from {path}: {exc}") from None
+    return DEFAULT_URL
+
+
+def request(base: str, method: str, path: str, body: dict[str, Any] | None = None,
+            timeout_s: float = 30.0) -> tuple[int, Any]:
+    """One API call: (HTTP status, decoded JSON answer). Raises :class:`Unreachable`."""
+    data = None if body is None else json.dumps(body).encode("utf-8")
+    req = urllib.request.Request(base + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json", "Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise Unreachable(f"control API at {base} not reachable: {reason}") from None
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, {"error": "answer is not JSON", "body": raw.decode("utf-8", "replace")[:500]}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sim ctl", description="drive a running simulator (python -m sim up)")
+    p.add_argument("--url", help=f"control API base URL (default: ${ENV_URL}, --state-dir, or {DEFAULT_URL})")
+    p.add_argument("--state-dir", help="read the control address from <state-dir>/control.json")
+    p.add_argument("--timeout", type=float, default=60.0, help="HTTP timeout in seconds")
+    p.add_argument("--compact", action="store_true", help="one-line JSON output")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("state", help="GET /state")
+    for name in ("plug", "unplug"):
+        c = sub.add_parser(name, help=f"POST /connectors/N/{name}")
+        c.add_argument("connector", type=int)
+    ev = sub.add_parser("ev", help="POST /connectors/N/ev: change the EV")
+    ev.add_argument("connector", type=int)
+    ev.add_argument("--max-current", type=float, help="the EV's own maximum current (A)")
+    pause = ev.add_mutually_exclusive_group()
+    pause.add_argument("--paused", dest="paused", action="store_true", default=None, help="EV pauses (C -> B)")
+    pause.add_argument("--resumed", dest="paused", action="store_false", help="EV resumes")
+    ev.add_argument("--ventilation", action=argparse.BooleanOptionalAction, default=None,
+                    help="EV requests ventilation (state D)")
+    tap = sub.add_parser("tap", help="POST /rfid/tap: present a card, then remove it")
+    tap.add_argument("uid", help="card UID in hex (PN532: 4/7/10 bytes; RDM6300: 10 hex digits)")
+    tap.add_argument("--reader", type=int, default=1)
+    tap.add_argument("--hold", type=float, default=1.0, help="seconds the card stays on the reader")
+    fault = sub.add_parser("fault", help="POST /faults: inject (or --clear) a fault")
+    fault.add_argument("device", choices=("pilot", "board", "meter", "rfid"))
+    fault.add_argument("kind", help="e.g. rcd_trip, silent, line_silent, garbage, truncate, noise")
+    fault.add_argument("--connector", type=int)
+    fault.add_argument("--clear", action="store_true", help="clear the fault instead")
+    fault.add_argument("--count", type=int, help="garbage: bytes; truncate: chunks")
+    fault.add_argument("--probability", type=float, help="noise: per-byte bit-flip probability")
+    fault.add_argument("--direction", choices=("to_host", "to_device", "both"))
+    sub.add_parser("power-cut", help="POST /agent/power-cut: SIGKILL the agent")
+    sub.add_parser("power-on", help="POST /agent/power-on")
+    lg = sub.add_parser("log", help="GET /agent/log")
+    lg.add_argument("-n", type=int, default=100)
+    lg.add_argument("--since", type=int)
+    call = sub.add_parser("csms-call", help="POST /csms/call (builtin CSMS): send a command to the charger")
+    call.add_argument("action", help="OCPP 1.6 action, e.g. RemoteStartTransaction")
+    call.add_argument("payload", nargs="?", default="{}", help="JSON object (default {})")
+    call.add_argument("--cp-id", help="charge point identity (default: the simulated charger)")
+    call.add_argument("--call-timeout", type=float, help="seconds to wait for the charge point's answer")
+    call.add_argument("--no-validate", action="store_true", help="send even if the payload breaks the schema")
+    online = sub.add_parser("csms-online", help="POST /csms/online: builtin CSMS accepts connections again")
+    online.set_defaults(online=True)
+    offline = sub.add_parser("csms-offline", help="POST /csms/online: builtin CSMS drops every connection")
+    offline.add_argument("--abort", action="store_true", help="TCP abort, no close frame")
+    offline.set_defaults(online=False)
+    tags = sub.add_parser("csms-id-tag", help="POST /csms/id-tags: how the builtin CSMS answers an idTag")
+    tags.add_argument("id_tag")
+    tags.add_argument("status", help="Accepted, Blocked, Expired, Invalid, ConcurrentTx, or 'remove'")
+    tr = sub.add_parser("transcript", help="GET /csms/transcript (builtin CSMS)")
+    tr.add_argument("-n", type=int, default=100)
+    tr.add_argument("--since", type=int)
+    return p
+
+
+def _query(**params: int | None) -> str:
+    pairs = [f"{k}={v}" for k, v in params.items() if v is not None]
+    return "?" + "&".join(pairs) if pairs else ""
+
+
+def build_call(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
+    """(method, path, body) for a parsed command line; ValueError for a bad argument."""
+    cmd = args.command
+    if cmd == "state":
+        return "GET", "/state", None
+    if cmd in ("plug", "unplug"):
+        return "POST", f"/connectors/{args.connector}/{cmd}", {}
+    if cmd == "ev":
+        body: dict[str, Any] = {}
+        if args.max_current is not None:
+            body["max_current_a"] = args.max_current
+        if args.paused is not None:
+            body["paused"] = args.paused
+        if args.ventilation is not None:
+            body["ventilation"] = args.ventilation
+        if not body:
+            raise ValueError("ev: give --max-current, --paused/--resumed and/or --ventilation")
+        return "POST", f"/connectors/{args.connector}/ev", body
+    if cmd == "tap":
+        return "POST", "/rfid/tap", {"uid": args.uid, "reader": args.reader, "hold_s": args.hold}
+    if cmd == "fault":
+        body = {"device": args.device, "kind": args.kind, "active": not args.clear}
+        for key, value in (("connector", args.connector), ("count", args.count),
+                           ("probability", args.probability), ("direction", args.direction)):
+            if value is not None:
+                body[key] = value
+        return "POST", "/faults", body
+    if cmd in ("power-cut", "power-on"):
+        return "POST", f"/agent/{cmd}", {}
+    if cmd == "log":
+        return "GET", "/agent/log" + _query(n=args.n, since=args.since), None
+    if cmd == "csms-call":
+        try:
+            payload = json.loads(args.payload)
+        except ValueError as exc:
+            raise ValueError(f"payload is not JSON: {exc}") from None
+        body = {"action": args.action, "payload": payload}
+        if args.cp_id is not None:
+            body["cp_id"] = args.cp_id
+        if args.call_timeout is not None:
+            body["timeout_s"] = args.call_timeout
+        if args.no_validate:
+            body["validate"] = False
+        return "POST", "/csms/call", body
+    if cmd in ("csms-online", "csms-offline"):
+        body = {"online": args.online}
+        if not args.online:
+            body["abort"] = args.abort
+        return "POST", "/csms/online", body
+    if cmd == "csms-id-tag":
+        return "POST", "/csms/id-tags", {"id_tag": args.id_tag,
+                                         "status": None if args.status == "remove" else args.status}
+    if cmd == "transcript":
+        return "GET", "/csms/transcript" + _query(n=args.n, since=args.since), None
+    raise ValueError(f"unknown command {cmd!r}")  # pragma: no cover - argparse knows the commands
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_OK if exc.code == 0 else EXIT_USAGE
+    try:
+        method, path, body = build_call(args)
+    except ValueError as exc:
+        print(f"python -m sim ctl: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        base = control_url(args.url, args.state_dir)
+        status, answer = request(base, method, path, body, timeout_s=args.timeout)
+    except Unreachable as exc:
+        print(f"python -m sim ctl: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(json.dumps(answer, indent=None if args.compact else 2, ensure_ascii=False))
+    if status >= 400:
+        reason = answer.get("error") if isinstance(answer, dict) else None
+        print(f"python -m sim ctl: HTTP {status}: {reason or 'error'}", file=sys.stderr)
+        return EXIT_HTTP_ERROR
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,742 @@
+"""``python -m sim up`` as a product: control API and ``python -m sim ctl``, against a real subprocess.
+
+The simulator runs as CSMS developers run it (``--control 127.0.0.1:0 --no-demo --csms builtin``), in a
+temporary state dir; every endpoint and CLI command is exercised over real HTTP, and the agent it
+supervises is a real process too. Pure parts (argument parsing, TOML quoting, the demo's message
+summaries, agent output parsing, the pilot physics, the HTTP request parser) are tested in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from websockets.asyncio.client import connect
+
+from firmware.config import load_config
+from hal.interfaces import PilotState
+from sim import ctl
+from sim.__main__ import parse_host_port, parse_override
+from sim.charger import ChargerSpec, SimulatedCharger, SimulatedConnector, toml_string
+from sim.control_api import ApiError, Body, read_request
+from sim.demo import format_entry, summarize_payload
+from sim.ev import EvModel
+from sim.interfaces import BoardFault, ElectricalState
+from sim.supervisor import AgentOutput, AgentSupervisor
+from sim.transcript import Direction, EntryKind, Transcript
+
+CP = "SIM-CP-TEST"
+CARD = "04A2B3C4"
+PRESET = ("ConnectionTimeOut", "45")
+
+
+# ---- a running simulator ----------------------------------------------------------------------------------
+
+@dataclass
+class Sim:
+    proc: subprocess.Popen[bytes]
+    state_dir: Path
+    url: str
+    stdout: Path
+
+    def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=20) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def ok(self, method: str, path: str, body: Any = None) -> Any:
+        status, answer = self.call(method, path, body)
+        assert status == 200, answer
+        return answer
+
+    def state(self) -> Any:
+        return self.ok("GET", "/state")
+
+    def log_mark(self) -> int:
+        return int(self.ok("GET", "/agent/log?n=1")["next_seq"])
+
+    def wait_log(self, match: Callable[[dict[str, Any]], bool], since: int, timeout_s: float = 5.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            lines: list[dict[str, Any]] = self.ok("GET", f"/agent/log?since={since}&n=5000")["lines"]
+            for line in lines:
+                if match(line):
+                    return line
+            time.sleep(0.05)
+        raise AssertionError("no such agent log line within the timeout")
+
+
+def wait_agent_running(sim: Sim) -> None:
+    """Until the agent has its devices open (a card tapped before that is never seen, as on a real charger)."""
+    wait_until(lambda: sim.state()["agent"]["running"], what="agent process")
+    sim.wait_log(lambda x: x.get("msg") == "agent running", 0, timeout_s=10.0)
+
+
+def wait_until(check: Callable[[], Any], timeout_s: float = 5.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not reached within {timeout_s} s")
+
+
+def start_sim(state_dir: Path, *extra: str) -> Sim:
+    out = state_dir.parent / (state_dir.name + ".stdout")
+    err = state_dir.parent / (state_dir.name + ".stderr")
+    with out.open("wb") as o, err.open("wb") as e:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sim", "up", "--control", "127.0.0.1:0", "--no-demo",
+             "--state-dir", str(state_dir), *extra], stdout=o, stderr=e)
+    control = state_dir / "control.json"
+    deadline = time.monotonic() + 20
+    while not control.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"sim up exited with {proc.returncode}: {err.read_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("sim up did not write control.json within 20 s")
+        time.sleep(0.05)
+    return Sim(proc, state_dir, json.loads(control.read_text())["url"], out)
+
+
+def stop_sim(sim: Sim, sig: int = signal.SIGTERM) -> int:
+    if sim.proc.poll() is None:
+        sim.proc.send_signal(sig)
+        try:
+            return sim.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            sim.proc.kill()
+            sim.proc.wait()
+            raise
+    return sim.proc.returncode
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line mentions ``text`` (the agent's has its config path, in the state dir)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+    return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
+    s = start_sim(tmp_path_factory.mktemp("sim") / "state", "--csms", "builtin", "--id", CP,
+                  "--config-override", f"{PRESET[0]}={PRESET[1]}", "--accept", CARD)
+    try:
+        wait_agent_running(s)
+        yield s
+    finally:
+        stop_sim(s)
+
+
+# ---- start-up -------------------------------------------------------------------------------------------
+
+def test_ready_line_control_json_and_agent_config(sim: Sim) -> None:
+    ready = json.loads(sim.stdout.read_text().splitlines()[0])
+    control = json.loads((sim.state_dir / "control.json").read_text())
+    assert ready["event"] == "ready" and ready["url"] == control["url"] == sim.url
+    assert control["pid"] == sim.proc.pid and control["state_dir"] == str(sim.state_dir.resolve())
+    config = load_config(control["agent_config"])  # the agent's own validator accepts what we wrote
+    state = sim.state()
+    assert config.charge_point_id == CP
+    assert config.ocpp is not None and config.ocpp.csms_url == state["csms"]["url"] == control["csms_url"]
+    assert config.ocpp.presets == {PRESET[0]: PRESET[1]}
+    assert (sim.state_dir / "agent.toml").stat().st_mode & 0o077 == 0  # may hold a password
+    assert state["csms"]["mode"] == "builtin" and state["csms"]["identity_url"].endswith("/" + CP)
+
+
+def test_state_describes_agent_connectors_reader_and_csms(sim: Sim) -> None:
+    state = sim.state()
+    agent = state["agent"]
+    assert agent["running"] and agent["powered"] and alive(agent["pid"]) and agent["starts"] >= 1
+    assert set(state["connectors"]) == {"1", "2"}
+    c = state["connectors"]["2"]
+    assert (c["plugged"], c["pilot"], c["contactor_closed"], c["offered_current_a"]) == (False, "A", False, 0.0)
+    assert c["ev_current_a"] == [0.0, 0.0, 0.0] and c["energy_wh"] == 0.0 and c["ev"]["max_current_a"] == 32.0
+    assert state["reader"] == {"id": 1, "model": "pn532", "card": None, "silent": False}
+    assert c["status"] is None or c["status"]["status"] == "Available"  # as the agent last logged it, if yet
+    assert wait_until(lambda: sim.state()["csms"]["connected"], what="agent connected to the builtin CSMS")
+
+
+# ---- EV and card ------------------------------------------------------------------------------------------
+
+def test_plug_shows_pilot_b_and_the_agents_status(sim: Sim) -> None:
+    answer = sim.ok("POST", "/connectors/1/plug")
+    assert answer["changed"] and answer["plugged"] and answer["pilot"] == "B"  # no PWM yet: the EV waits in B
+    assert not sim.ok("POST", "/connectors/1/plug")["changed"]  # idempotent
+    status = wait_until(lambda: (sim.state()["connectors"]["1"]["status"] or {}).get("status") == "Preparing",
+                        what="status Preparing")
+    assert status
+    record = sim.state()["connectors"]["1"]["status"]
+    assert record["error_code"] == "NoError" and record["at"]
+    answer = sim.ok("POST", "/connectors/1/unplug")
+    assert answer["changed"] and not answer["plugged"] and answer["pilot"] == "A"
+    wait_until(lambda: sim.state()["connectors"]["1"]["status"]["status"] == "Available", what="Available again")
+
+
+def test_ev_settings_and_their_validation(sim: Sim) -> None:
+    answer = sim.ok("POST", "/connectors/2/ev", {"max_current_a": 16, "paused": True})
+    assert answer["ev"]["max_current_a"] == 16.0 and answer["ev"]["paused"] is True
+    assert sim.state()["connectors"]["2"]["ev"]["paused"] is True
+    answer = sim.ok("POST", "/connectors/2/ev", {"paused": False, "max_current_a": 32, "ventilation": False})
+    assert answer["ev"] == {**answer["ev"], "paused": False, "max_current_a": 32.0}
+    for body, words in (({"max_current_a": "16"}, "expected a number"), ({"paused": "yes"}, "true or false"),
+                        ({"max_current_a": 500}, "from 0 to 80"), ({"colour": "red"}, "unknown field"),
+                        ({}, "nothing to change"), ({"max_current_a": True}, "expected a number")):
+        status, error = sim.call("POST", "/connectors/2/ev", body)
+        assert status == 400 and words in error["error"], (body, error)
+    assert sim.state()["connectors"]["2"]["ev"]["max_current_a"] == 32.0  # nothing half-applied
+
+
+def test_tap_reaches_the_agent(sim: Sim) -> None:
+    mark = sim.log_mark()
+    answer = sim.ok("POST", "/rfid/tap", {"uid": "deadbeef", "hold_s": 0.3})
+    assert answer == {"uid": "DEADBEEF", "reader": 1, "hold_s": 0.3}
+    assert sim.state()["reader"]["card"] == "DEADBEEF"
+    line = sim.wait_log(lambda x: x.get("event") == "CardPresented", mark)
+    assert line["uid"].endswith("BEEF") and line["device"] == "reader1"  # the agent may mask the rest
+    wait_until(lambda: sim.state()["reader"]["card"] is None, 2.0, "card removed after hold_s")
+    for body, status, words in (({"uid": "XYZ"}, 400, "hex"), ({"uid": "04A2B3"}, 400, "4, 7 or 10"),
+                                ({"uid": 42}, 400, "string"), ({"uid": CARD, "reader": 2}, 404, "no reader"),
+                                ({"uid": CARD, "hold_s": 0}, 400, "hold_s")):
+        code, error = sim.call("POST", "/rfid/tap", body)
+        assert code == status and words in error["error"], (body, error)
+
+
+# ---- faults -----------------------------------------------------------------------------------------------
+
+def test_device_faults_are_listed_until_cleared(sim: Sim) -> None:
+    for fault in ({"device": "pilot", "connector": 2, "kind": "rcd_trip"},
+                  {"device": "board", "connector": 2, "kind": "overtemperature"},
+                  {"device": "meter", "connector": 2, "kind": "silent"},
+                  {"device": "rfid", "kind": "silent"}):
+        answer = sim.ok("POST", "/faults", {**fault, "active": True})
+        device = "pilot" if fault["device"] == "board" else fault["device"]
+        listed = {"device": device, "connector": fault.get("connector"), "kind": fault["kind"]}
+        assert answer["active"] and listed in answer["active_faults"]
+        assert listed in sim.state()["faults"]
+        if fault["device"] == "rfid":
+            assert sim.state()["reader"]["silent"]
+        answer = sim.ok("POST", "/faults", {**fault, "active": False})
+        assert not answer["active"] and listed not in sim.state()["faults"]
+    assert sim.state()["faults"] == []
+
+
+def test_line_faults_act_on_the_devices_wire(sim: Sim) -> None:
+    mark = sim.log_mark()
+    cut = sim.ok("POST", "/faults", {"device": "pilot", "connector": 2, "kind": "line_silent"})
+    assert (cut["wire"], cut["direction"], cut["active"]) == ("board2", "both", True)
+    # the agent's I/O board driver hears nothing for its watchdog time and reports the lost link
+    lost = sim.wait_log(lambda x: x.get("event") == "DeviceFault" and x.get("device") == "board2", mark)
+    assert lost["code"] == "link_lost"
+    sim.ok("POST", "/faults", {"device": "pilot", "connector": 2, "kind": "line_silent", "active": False})
+    sim.wait_log(lambda x: x.get("event") == "DeviceRecovered" and x.get("device") == "board2", mark)
+    noise = sim.ok("POST", "/faults", {"device": "meter", "connector": 1, "kind": "noise", "probability": 0.001})
+    assert (noise["wire"], noise["direction"], noise["probability"]) == ("rs485", "to_host", 0.001)
+    sim.ok("POST", "/faults", {"device": "meter", "connector": 1, "kind": "noise", "active": False})
+    garbage = sim.ok("POST", "/faults", {"device": "rfid", "kind": "garbage", "count": 8})
+    assert (garbage["wire"], garbage["count"], garbage["active"]) == ("reader", 8, False)  # one shot
+    truncate = sim.ok("POST", "/faults", {"device": "rfid", "kind": "truncate", "direction": "to_device"})
+    assert (truncate["count"], truncate["direction"], truncate["active"]) == (1, "to_device", False)
+    assert sim.state()["faults"] == []
+
+
+def test_bad_fault_requests_are_refused_with_a_reason(sim: Sim) -> None:
+    cases: list[tuple[dict[str, Any], int, str]] = [
+        ({"device": "toaster", "kind": "silent"}, 400, "device"),
+        ({"device": "pilot", "connector": 1, "kind": "melted"}, 400, "unknown pilot fault kind"),
+        ({"device": "meter", "connector": 1, "kind": "rcd_trip"}, 400, "unknown meter fault kind"),
+        ({"device": "pilot", "kind": "rcd_trip"}, 400, "connector: required"),
+        ({"device": "pilot", "connector": 7, "kind": "rcd_trip"}, 404, "no connector"),
+        ({"device": "pilot", "connector": 1, "kind": "rcd_trip", "active": "yes"}, 400, "active"),
+        ({"device": "meter", "connector": 1, "kind": "noise", "probability": 2}, 400, "probability"),
+        ({"device": "rfid", "kind": "noise", "direction": "sideways"}, 400, "direction"),
+        ({"device": "rfid", "kind": "garbage", "count": 0}, 400, "count"),
+        ({"device": "rfid", "kind": "silent", "when": "now"}, 400, "unknown field"),
+    ]
+    for body, status, words in cases:
+        code, answer = sim.call("POST", "/faults", body)
+        assert code == status and words in answer["error"], (body, answer)
+    code, answer = sim.call("POST", "/faults", {"device": "pilot", "connector": 1, "kind": "melted"})
+    assert "rcd_trip" in answer["known_kinds"] and "line_silent" in answer["known_kinds"]
+    assert sim.state()["faults"] == []
+
+
+# ---- agent power ------------------------------------------------------------------------------------------
+
+def test_power_cut_kills_the_agent_and_power_on_starts_a_new_one(sim: Sim) -> None:
+    before = sim.state()["agent"]
+    sim.ok("POST", "/connectors/2/plug")
+    cut = sim.ok("POST", "/agent/power-cut")
+    assert cut["killed_pid"] == before["pid"]
+    agent = sim.state()["agent"]
+    assert (agent["running"], agent["pid"], agent["powered"]) == (False, None, False)
+    assert agent["last_exit_code"] == -signal.SIGKILL and agent["state"] == "powered_off"
+    assert not alive(before["pid"])
+    assert sim.state()["connectors"]["2"]["plugged"]  # the hardware keeps its state
+    assert sim.ok("POST", "/agent/power-cut")["killed_pid"] is None  # already off: nothing to kill
+    on = sim.ok("POST", "/agent/power-on")["agent"]
+    assert on["running"] and on["pid"] != before["pid"] and alive(on["pid"])
+    assert on["starts"] == before["starts"] + 1 and on["state"] == "running"
+    assert sim.ok("POST", "/agent/power-on")["agent"]["pid"] == on["pid"]  # already on
+    sim.ok("POST", "/connectors/2/unplug")
+    wait_until(lambda: sim.state()["csms"]["connected"], 10.0, "agent reconnected after power-on")
+
+
+# ---- builtin CSMS -----------------------------------------------------------------------------------------
+
+async def _fake_charge_point(url: str, answer: Callable[[list[Any]], list[Any]], ready: asyncio.Event,
+                             done: asyncio.Event) -> None:
+    async with connect(url, subprotocols=["ocpp1.6"], open_timeout=5) as ws:  # type: ignore[list-item]
+        ready.set()
+        while not done.is_set():
+            try:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 0.1))
+            except TimeoutError:
+                continue
+            await ws.send(json.dumps(answer(frame)))
+
+
+async def _calls_through_a_fake_charge_point(sim: Sim, csms_url: str) -> list[tuple[int, Any]]:
+    def answer(frame: list[Any]) -> list[Any]:
+        if frame[2] == "Reset":
+            return [3, frame[1], {"status": "Accepted"}]
+        return [4, frame[1], "NotSupported", "not here", {}]
+
+    ready, done = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(_fake_charge_point(csms_url + "/FAKE-CP", answer, ready, done))
+    await asyncio.wait_for(ready.wait(), 5)
+    try:
+        results = []
+        for body in ({"action": "Reset", "payload": {"type": "Soft"}, "cp_id": "FAKE-CP"},
+                     {"action": "ClearCache", "cp_id": "FAKE-CP"}):
+            results.append(await asyncio.to_thread(sim.call, "POST", "/csms/call", body))
+        return results
+    finally:
+        done.set()
+        await task
+
+
+def test_csms_call_reaches_the_charge_point_and_returns_its_answer(sim: Sim) -> None:
+    csms_url = sim.state()["csms"]["url"]
+    (ok_status, ok), (err_status, err) = asyncio.run(_calls_through_a_fake_charge_point(sim, csms_url))
+    assert ok_status == 200 and ok == {"cp_id": "FAKE-CP", "action": "Reset", "response": {"status": "Accepted"}}
+    assert err_status == 502 and err["call_error"]["code"] == "NotSupported" and "CALLERROR" in err["error"]
+    # the real agent: the configuration key preset at first boot (--config-override) is what it reports
+    wait_until(lambda: sim.state()["csms"]["connected"], 10.0, "agent connected")
+    answer = sim.ok("POST", "/csms/call", {"action": "GetConfiguration", "payload": {"key": [PRESET[0]]}})
+    assert answer["response"]["configurationKey"][0]["value"] == PRESET[1]
+    for body, status, words in (
+            ({"action": "Reset", "payload": {"type": "Bogus"}}, 400, "would be invalid"),
+            ({"action": "Explode"}, 400, "would be invalid"),
+            ({"action": "Reset", "payload": [1]}, 400, "payload: expected a JSON object"),
+            ({"action": "Reset", "payload": {"type": "Soft"}, "cp_id": "NOBODY"}, 409, "not connected"),
+            ({"payload": {}}, 400, "action")):
+        code, answer = sim.call("POST", "/csms/call", body)
+        assert code == status and words in answer["error"], (body, answer)
+
+
+def test_csms_id_tags_transcript_and_online(sim: Sim) -> None:
+    assert sim.ok("POST", "/csms/id-tags", {"id_tag": "CAFE0001", "status": "Blocked"})["status"] == "Blocked"
+    assert sim.ok("POST", "/csms/id-tags", {"id_tag": "CAFE0001", "status": None})["status"] is None
+    code, answer = sim.call("POST", "/csms/id-tags", {"id_tag": "CAFE0001", "status": "Maybe"})
+    assert code == 400 and "Maybe" in answer["error"]
+    transcript = sim.ok("GET", "/csms/transcript?n=3")
+    assert len(transcript["entries"]) == 3 and transcript["next_seq"] >= 3
+    first = sim.ok("GET", "/csms/transcript?since=0&n=2")["entries"]
+    assert [e["seq"] for e in first] == [0, 1] and first[0]["kind"] == "connect"
+    assert sim.ok("POST", "/csms/online", {"online": False})["online"] is False
+    state = sim.state()["csms"]
+    assert state["online"] is False and state["connected"] is False
+    assert sim.ok("POST", "/csms/online", {"online": True})["online"] is True
+    code, answer = sim.call("POST", "/csms/online", {"online": "no"})
+    assert code == 400
+
+
+# ---- HTTP -------------------------------------------------------------------------------------------------
+
+def _raw_http(sim: Sim, data: bytes) -> tuple[int, dict[str, Any]]:
+    host, port = sim.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(data)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), json.loads(body)
+
+
+def test_http_errors_are_json_with_a_reason(sim: Sim) -> None:
+    assert sim.call("GET", "/nothing/here")[0] == 404
+    req = urllib.request.Request(sim.url + "/connectors/1/plug", method="GET")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=5)
+    assert err.value.code == 405 and err.value.headers["Allow"] == "POST"
+    assert "not allowed" in json.loads(err.value.read())["error"]
+    assert sim.call("POST", "/state", {})[0] == 405
+    code, answer = sim.call("POST", "/connectors/1/ev", raw=b"{not json")
+    assert code == 400 and "not valid JSON" in answer["error"]
+    code, answer = sim.call("POST", "/rfid/tap", raw=b"[1, 2]")
+    assert code == 400 and "JSON object" in answer["error"]
+    for path in ("/connectors/9/plug", "/connectors/abc/unplug", "/connectors/0/ev"):
+        code, answer = sim.call("POST", path, {"paused": True})
+        assert code == 404 and "no connector" in answer["error"], path
+    assert _raw_http(sim, b"HELLO\r\n\r\n")[0] == 400
+    assert _raw_http(sim, b"POST /faults HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")[0] == 501
+    assert _raw_http(sim, b"POST /faults HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n")[0] == 413
+    code, answer = _raw_http(sim, b"GET /agent/log?n=zero HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert code == 400 and "n" in answer["error"]
+    assert any(e["path"] == "/csms/call" for e in sim.ok("GET", "/")["endpoints"])
+
+
+# ---- the CLI ----------------------------------------------------------------------------------------------
+
+def run_ctl(sim: Sim, *args: str) -> tuple[int, Any]:
+    """``python -m sim ctl`` in-process (same code path as the command, without the interpreter start)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = ctl.main(["--state-dir", str(sim.state_dir), "--compact", *args])
+    text = out.getvalue()
+    return code, json.loads(text) if text.strip() else None
+
+
+def test_ctl_commands(sim: Sim) -> None:
+    assert run_ctl(sim, "state")[1]["charge_point_id"] == CP
+    code, answer = run_ctl(sim, "plug", "2")
+    assert code == 0 and answer["pilot"] == "B"
+    code, answer = run_ctl(sim, "ev", "2", "--max-current", "10", "--paused")
+    assert code == 0 and answer["ev"]["max_current_a"] == 10.0 and answer["ev"]["paused"]
+    assert run_ctl(sim, "ev", "2", "--resumed")[1]["ev"]["paused"] is False
+    assert run_ctl(sim, "unplug", "2")[1]["plugged"] is False
+    assert run_ctl(sim, "tap", "DEADBEEF", "--hold", "0.1")[1]["uid"] == "DEADBEEF"
+    assert run_ctl(sim, "fault", "meter", "silent", "--connector", "2")[1]["active"] is True
+    assert run_ctl(sim, "fault", "meter", "silent", "--connector", "2", "--clear")[1]["active"] is False
+    assert run_ctl(sim, "fault", "rfid", "noise", "--probability", "0.01", "--clear")[0] == 0
+    assert len(run_ctl(sim, "log", "-n", "5")[1]["lines"]) == 5
+    assert run_ctl(sim, "transcript", "-n", "2")[0] == 0
+    assert run_ctl(sim, "csms-id-tag", "CAFE0002", "Accepted")[1]["status"] == "Accepted"
+    assert run_ctl(sim, "csms-id-tag", "CAFE0002", "remove")[1]["status"] is None
+    code, answer = run_ctl(sim, "csms-call", "Reset", '{"type": "Bogus"}')
+    assert code == ctl.EXIT_HTTP_ERROR and "would be invalid" in answer["error"]
+    assert run_ctl(sim, "fault", "pilot", "melted", "--connector", "1")[0] == ctl.EXIT_HTTP_ERROR
+    assert run_ctl(sim, "ev", "2")[0] == ctl.EXIT_USAGE  # nothing to change
+    assert run_ctl(sim, "csms-call", "Reset", "{oops")[0] == ctl.EXIT_USAGE
+    assert run_ctl(sim, "frobnicate")[0] == ctl.EXIT_USAGE
+    assert run_ctl(sim, "csms-offline")[1] == {"online": False}
+    assert run_ctl(sim, "csms-online")[1] == {"online": True}
+    pid = sim.state()["agent"]["pid"]
+    assert run_ctl(sim, "power-cut")[1]["killed_pid"] == pid
+    assert run_ctl(sim, "power-on")[1]["agent"]["running"]
+
+
+def test_python_m_sim_ctl_exit_codes(sim: Sim) -> None:
+    def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "sim", "ctl", *args], capture_output=True, text=True,
+                              timeout=20, env=env)
+
+    ok = cli("--url", sim.url, "state")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["agent"]["running"]
+    via_env = cli("plug", "1", env={**os.environ, ctl.ENV_URL: sim.url})
+    assert via_env.returncode == 0 and json.loads(via_env.stdout)["plugged"]
+    assert cli("--url", sim.url, "unplug", "1").returncode == 0
+    bad = cli("--url", sim.url, "plug", "9")
+    assert bad.returncode == 1 and "no connector" in json.loads(bad.stdout)["error"] and "HTTP 404" in bad.stderr
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    assert cli("--url", dead, "state").returncode == ctl.EXIT_UNREACHABLE
+
+
+# ---- shutdown (last: it stops the module's simulator) -------------------------------------------------------
+
+def test_sigterm_stops_everything_cleanly(sim: Sim) -> None:
+    agent_pid = sim.state()["agent"]["pid"]
+    assert processes_mentioning(str(sim.state_dir))  # the agent, with its config in the state dir
+    assert stop_sim(sim, signal.SIGTERM) == 0
+    assert not alive(agent_pid)
+    assert processes_mentioning(str(sim.state_dir)) == []
+    assert not (sim.state_dir / "control.json").exists()  # no stale address for the next script
+    stderr = (sim.state_dir.parent / (sim.state_dir.name + ".stderr")).read_text()
+    assert "Traceback" not in stderr
+    log = [json.loads(x) for x in (sim.state_dir / "agent.log").read_text().splitlines() if x.startswith("{")]
+    assert any(x.get("msg") == "agent stopping" for x in log)  # SIGTERM, not a kill
+
+
+def test_other_hardware_external_csms_and_sigint(tmp_path: Path) -> None:
+    """EVSE-DIN board, RDM6300 reader, SDM120 meter, one connector, a CSMS URL nobody answers; Ctrl-C."""
+    s = start_sim(tmp_path / "state", "--csms", "ws://127.0.0.1:9/ocpp/", "--board", "evse_din", "--reader",
+                  "rdm6300", "--meter", "sdm120", "--connectors", "1", "--id", "CP-EXT")
+    try:
+        wait_agent_running(s)
+        state = s.state()
+        assert state["csms"] == {"mode": "external", "url": "ws://127.0.0.1:9/ocpp",
+                                 "identity_url": "ws://127.0.0.1:9/ocpp/CP-EXT"}
+        assert load_config(tmp_path / "state" / "agent.toml").connectors[0].board.driver == "evse_din"
+        assert s.ok("POST", "/connectors/1/plug")["pilot"] == "B"
+        assert s.ok("POST", "/connectors/1/ev", {"max_current_a": 10})["ev"]["phases"] == 1
+        code, answer = s.call("POST", "/faults", {"device": "pilot", "kind": "overtemperature"})
+        assert code == 400 and "EVSE-DIN" in answer["error"]  # one connector: the connector may be left out
+        cut = s.ok("POST", "/faults", {"device": "pilot", "kind": "line_silent", "active": False})
+        assert cut["wire"] == "rs485"  # the board hangs on the shared RS-485 line
+        code, answer = s.call("POST", "/rfid/tap", {"uid": CARD})
+        assert code == 400 and "10 hex digits" in answer["error"]
+        mark = s.log_mark()
+        s.ok("POST", "/rfid/tap", {"uid": "0A0B0C0D0E", "hold_s": 0.3})
+        assert s.wait_log(lambda x: x.get("event") == "CardPresented", mark)["uid"].endswith("0D0E")
+        for path, body in (("/csms/call", {"action": "Reset"}), ("/csms/online", {"online": False})):
+            code, answer = s.call("POST", path, body)
+            assert code == 404 and "no builtin CSMS" in answer["error"]
+    finally:
+        assert stop_sim(s, signal.SIGINT) == 0
+    assert processes_mentioning(str(tmp_path / "state")) == []
+
+
+def test_bad_command_lines_exit_2_bad_config_78_taken_port_1(tmp_path: Path) -> None:
+    def up(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "sim", "up", "--no-demo", "--control", "127.0.0.1:0",
+                               "--state-dir", str(tmp_path), *args], capture_output=True, text=True, timeout=20)
+
+    for args, words in ((["--control", "nowhere"], "HOST:PORT"), (["--csms", "http://x"], "ws://"),
+                        (["--connectors", "0"], "1 to 9"), (["--config-override", "NoEquals"], "KEY=VALUE"),
+                        (["--csms", "ws://x/ocpp", "--accept", "A"], "builtin")):
+        result = up(*args)
+        assert result.returncode == 2 and words in result.stderr, (args, result.stderr)
+    result = up("--id", "bad/id")
+    assert result.returncode == 78 and "charge_point.id" in result.stderr
+    for override, words in (("NoSuchKey=1", "unknown OCPP configuration key"),
+                            ("HeartbeatInterval=soon", "HeartbeatInterval")):
+        result = up("--config-override", override)
+        assert result.returncode == 78 and words in result.stderr, result.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = up("--control", f"127.0.0.1:{taken.getsockname()[1]}")
+    assert result.returncode == 1 and "control API cannot listen" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_supervisor_does_not_restart_an_agent_that_cannot_run(tmp_path: Path) -> None:
+    """A missing configuration file: the agent exits 78 and stays down until power-on (no restart loop)."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    sup = AgentSupervisor(tmp_path / "missing.toml", restart_delay_s=0.05, on_line=lambda line: None,
+                          on_event=lambda kind, fields: events.append((kind, fields)))
+    await sup.start()
+    try:
+        for starts in (1, 2):
+            if starts == 2:
+                await sup.power_on(timeout_s=10)  # it starts, and fails again
+            for _ in range(200):
+                if sup.state == "config_error" and sup.starts == starts:
+                    break
+                await asyncio.sleep(0.05)
+            assert (sup.state, sup.starts, sup.last_exit, sup.running, sup.powered) == (
+                "config_error", starts, 78, False, False)
+        await asyncio.sleep(0.2)
+        assert sup.starts == 2  # still down
+        assert [k for k, _ in events] == ["started", "exited", "started", "exited"]
+    finally:
+        await sup.stop()
+    assert sup.state == "config_error"
+
+
+def test_restart_backoff_doubles_in_a_crash_loop() -> None:
+    sup = AgentSupervisor(Path("agent.toml"), restart_delay_s=1.0)
+    delays = []
+    for failures in range(8):
+        sup._quick_failures = failures
+        delays.append(sup.restart_backoff_s())
+    assert delays == [1.0, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+
+
+# ---- pure parts ---------------------------------------------------------------------------------------------
+
+def test_host_port_and_override_parsing() -> None:
+    assert parse_host_port("127.0.0.1:0") == ("127.0.0.1", 0)
+    assert parse_host_port("[::1]:8765") == ("::1", 8765)
+    for bad in ("8765", ":80", "host:", "host:99999", "host:x"):
+        with pytest.raises(ValueError):
+            parse_host_port(bad)
+    assert parse_override("MeterValuesSampledData=Energy.Active.Import.Register,Voltage") == (
+        "MeterValuesSampledData", "Energy.Active.Import.Register,Voltage")
+    assert parse_override("Key=") == ("Key", "")
+    for bad in ("=1", "Key", "Two words=1"):
+        with pytest.raises(ValueError):
+            parse_override(bad)
+
+
+@given(st.text())
+def test_toml_string_round_trips_any_text(value: str) -> None:
+    assert tomllib.loads(f"x = {toml_string(value)}")["x"] == value
+
+
+def test_agent_output_keeps_lines_and_last_status_per_connector() -> None:
+    sink = io.StringIO()
+    out = AgentOutput(keep=3, sink=sink)
+    seen: list[tuple[int, str]] = []
+    out.status_listeners.append(lambda n, r: seen.append((n, r["status"])))
+    out.feed('{"msg": "connector status", "connector_id": 1, "from": "Available", "to": "Preparing"}')
+    out.feed('{"ts": "t1", "msg": "connector status", "connector": 1, "status": "Preparing", "error_code": "NoError"}')
+    out.feed("Traceback (most recent call last):")
+    out.feed("")
+    out.feed('{"msg": "connector status", "connector": 0, "status": "Available"}')
+    out.feed('{"msg": "connector status", "connector": true, "status": "Bogus"}')
+    assert seen == [(1, "Preparing"), (0, "Available")]  # the session machine's own line has no "status"
+    assert out.statuses[1] == {"status": "Preparing", "error_code": "NoError", "at": "t1"}
+    assert out.next_seq == 5 and len(out.tail(10)) == 3  # blank lines are not kept; the buffer holds 3
+    assert out.tail(1) == [{"msg": "connector status", "connector": True, "status": "Bogus"}]
+    assert out.tail(10, since=2) == [{"text": "Traceback (most recent call last):"}, *out.tail(2)]
+    assert out.tail(0) == []
+    assert sink.getvalue().count("\n") == 6  # the file gets everything
+
+
+def test_demo_summaries_of_ocpp_messages() -> None:
+    assert summarize_payload("StatusNotification", {"connectorId": 1, "status": "Charging", "errorCode": "NoError",
+                                                    "timestamp": "x"}, False) == "connectorId=1 status=Charging"
+    assert summarize_payload("StartTransaction", {"transactionId": 7, "idTagInfo": {"status": "Accepted"}},
+                             True) == "transactionId=7 idTagInfo=Accepted"
+    mv = {"connectorId": 1, "transactionId": 7, "meterValue": [{"timestamp": "x", "sampledValue": [
+        {"value": "1234", "unit": "Wh"}, {"value": "7000", "measurand": "Power.Active.Import", "unit": "W"}]}]}
+    assert summarize_payload("MeterValues", mv, False) == (
+        "connectorId=1 transactionId=7 Energy.Active.Import.Register=1234Wh Power.Active.Import=7000W")
+    remote_start = {"idTag": "A", "connectorId": 1}
+    assert summarize_payload("RemoteStartTransaction", remote_start, False) == "idTag=A connectorId=1"
+    assert summarize_payload("Anything", "not a dict", True) == ""
+
+    async def entries() -> list[tuple[str, str] | None]:
+        t = Transcript()
+        t.record(EntryKind.CONNECT, cp_id="CP")
+        t.record(EntryKind.CALL, cp_id="CP", direction=Direction.FROM_CP, action="Heartbeat", payload={})
+        t.record(EntryKind.CALLERROR, cp_id="CP", direction=Direction.TO_CP, action="Heartbeat",
+                 error_code="InternalError", error_description="boom")
+        t.record(EntryKind.REFUSED, cp_id="CP", detail={"status": 401, "reason": "invalid credentials"})
+        return [format_entry(e) for e in t.entries]
+
+    assert asyncio.run(entries()) == [
+        ("csms", "CP connected"), ("CP > CSMS", "Heartbeat"),
+        ("CSMS > CP", "Heartbeat CALLERROR InternalError: boom"),
+        ("csms", "handshake of CP refused: HTTP 401 invalid credentials")]
+
+
+class FakeBoard:
+    def __init__(self) -> None:
+        self.offered_current_a = 0.0
+        self.contactor_closed = False
+        self.pilots: list[PilotState] = []
+
+    def set_ev_pilot(self, state: PilotState) -> None:
+        self.pilots.append(state)
+
+    def inject(self, fault: BoardFault, active: bool = True) -> None:
+        pass
+
+
+class FakeMeter:
+    def __init__(self) -> None:
+        self.state = ElectricalState()
+
+    def update(self, state: ElectricalState) -> None:
+        self.state = state
+
+    def set_silent(self, silent: bool) -> None:
+        pass
+
+
+def test_ev_closes_s2_only_with_a_pwm_offer_and_draws_only_through_a_closed_contactor() -> None:
+    charger = SimulatedCharger(ChargerSpec(connectors=1))
+    board, meter = FakeBoard(), FakeMeter()
+    c = SimulatedConnector(1, EvModel(max_current_a=16.0), board, meter)
+
+    def pilot() -> PilotState:
+        return board.pilots[-1]
+
+    charger.connectors[1] = c
+    c.ev.plug()
+    charger.step(0.1)
+    assert pilot() is PilotState.B and not c.s2_closed  # B1: the EV waits for the PWM
+    board.offered_current_a = 32.0
+    charger.step(0.1)
+    assert pilot() is PilotState.C and c.electrical.current_a == (0.0, 0.0, 0.0)  # C2, contactor open
+    board.contactor_closed = True
+    charger.step(3600.0)
+    assert c.electrical.current_a == (16.0, 16.0, 16.0)
+    assert meter.state.energy_import_wh == pytest.approx(3 * 230 * 16)  # one hour at 11 kW
+    board.offered_current_a = 0.0  # C2 -> C1: the EV stops drawing and opens S2
+    charger.step(0.1)
+    assert pilot() is PilotState.B and c.electrical.current_a == (0.0, 0.0, 0.0)
+    c.ev.paused = True
+    board.offered_current_a = 32.0
+    charger.step(0.1)
+    assert pilot() is PilotState.B  # paused: S2 stays open even with PWM
+    c.ev.unplug()
+    charger.step(0.1)
+    assert pilot() is PilotState.A
+
+
+async def test_request_parser_limits() -> None:
+    async def parse(data: bytes) -> Any:
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        return await read_request(reader)
+
+    req = await parse(b"post /connectors/1/ev/?x=1 HTTP/1.1\r\nContent-Length: 2\r\nX-A: b\r\n\r\n{}")
+    assert (req.method, req.path, req.query, req.headers["x-a"], req.body) == (
+        "POST", "/connectors/1/ev", {"x": ["1"]}, "b", b"{}")
+    for data, status in ((b"GET /\r\n\r\n", 400), (b"GET / HTTP/1.1\r\nBad header\r\n\r\n", 400),
+                         (b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+                         (b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n{}", 400),
+                         (b"GET / HTTP/1.1\r\n" + b"A: b\r\n" * 101 + b"\r\n", 431)):
+        with pytest.raises(ApiError) as err:
+            await parse(data)
+        assert err.value.status == status, data
+
+
+def test_body_types_are_checked_by_name() -> None:
+    body = Body(b'{"a": 1, "b": true, "c": "x", "d": 1.5}')
+    assert (body.integer("a", lo=0, hi=2), body.boolean("b"), body.text("c"), body.number("d", lo=0, hi=2)) == (
+        1, True, "x", 1.5)
+    for call, words in ((lambda: body.integer("b", lo=0, hi=2), "b: expected an integer, got true"),
+                        (lambda: body.integer("d", lo=0, hi=2), "expected an integer"),
+                        (lambda: body.text("a"), "a: expected a non-empty string, got 1"),
+                        (lambda: body.boolean("missing"), "got nothing"),
+                        (lambda: body.only("a"), "unknown field(s) b, c, d")):
+        with pytest.raises(ApiError) as err:
+            call()
+        assert words in err.value.reason and err.value.status == 400
+    assert Body(b"  ").data == {}
