@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from firmware.ocpp16.configuration import check_preset
+
 T = TypeVar("T")
 
 METER_MODELS = ("abb_b23", "sdm120", "sdm630")
@@ -203,7 +205,6 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
         serial_number=cp.text("serial_number", None),
         firmware_version=_limited(cp, "firmware_version", Identity.firmware_version, 50),
     )
-    ocpp = _parse_ocpp(root)
 
     storage = root.table_("storage")
     state_dir = "/var/lib/evse-agent"
@@ -273,6 +274,7 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
         ))
     if not connectors:
         raise ConfigError(path, "connectors", "at least one [[connectors]] table")
+    ocpp = _parse_ocpp(root, len(connectors))
     _check_unit_clashes(path, connectors)
 
     readers: list[ReaderConfig] = []
@@ -302,7 +304,7 @@ def _limited(t: _Reader, name: str, default: str, max_len: int) -> str:
     return value
 
 
-def _parse_ocpp(root: _Reader) -> OcppConfig | None:
+def _parse_ocpp(root: _Reader, number_of_connectors: int) -> OcppConfig | None:
     o = root.table_("ocpp")
     if o is None:
         return None
@@ -318,6 +320,9 @@ def _parse_ocpp(root: _Reader) -> OcppConfig | None:
             if not isinstance(value, str | int | bool) or isinstance(value, float):
                 raise pt.fail(key, "a string, integer or boolean", value)
             presets[key] = str(value).lower() if isinstance(value, bool) else str(value)
+            problem = check_preset(key, presets[key], number_of_connectors)
+            if problem is not None:
+                raise pt.fail(key, problem, value)
     password = o.text("password", None)
     if password is not None and not 16 <= len(password) <= 40:
         # OCPP 1.6 security whitepaper: AuthorizationKey is 16..40 characters; never echo it back

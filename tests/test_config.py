@@ -129,6 +129,12 @@ def test_ocpp_section_and_presets() -> None:
         ('password = "0123456789abcdef"', 'password = "short"',
          "a.toml: ocpp.password: expected 16 to 40 characters (OCPP AuthorizationKey); got '***'"),
         ("HeartbeatInterval = 60", "HeartbeatInterval = 6.5", "a.toml: ocpp.presets.HeartbeatInterval: expected"),
+        ("HeartbeatInterval = 60", "HeartbeatInterval = -1",
+         "a.toml: ocpp.presets.HeartbeatInterval: expected a valid integer for HeartbeatInterval from 0 to 86400"),
+        ("HeartbeatInterval = 60", "NumberOfConnectors = 4",
+         "a.toml: ocpp.presets.NumberOfConnectors: expected a writable key"),
+        ("HeartbeatInterval = 60", "HeartBeatIntervall = 60",
+         "a.toml: ocpp.presets.HeartBeatIntervall: expected an OCPP 1.6 configuration key"),
     ],
 )
 def test_bad_ocpp_section(old: str, new: str, message: str) -> None:

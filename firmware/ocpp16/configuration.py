@@ -134,6 +134,21 @@ def _core_keys(number_of_connectors: int) -> list[KeyDefinition]:
     ]
 
 
+def check_preset(key: str, value: str, number_of_connectors: int) -> str | None:
+    """Why a first-boot preset is unacceptable (``None`` if it is fine): used by the config validator,
+    so a bad preset is a configuration error with the file and key named, not a crash at start."""
+    defs = {d.name.lower(): d for d in _core_keys(number_of_connectors)}
+    d = defs.get(key.lower())
+    if d is None:
+        return f"an OCPP 1.6 configuration key this charge point supports (known: {', '.join(sorted(defs))})"
+    if d.readonly:
+        return f"a writable key ({d.name} is read-only)"
+    if d.validate(value) is None:
+        return f"a valid {d.type.value} for {d.name}" + (f" from {d.minimum} to {d.maximum}"
+                                                          if d.minimum is not None and d.maximum is not None else "")
+    return None
+
+
 class ConfigurationKeys:
     """The charge point's OCPP 1.6 configuration, backed by the database."""
 
