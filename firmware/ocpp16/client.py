@@ -72,12 +72,14 @@ from firmware.session import (
 from firmware.session.status import ConnectorStatus
 from firmware.storage import Database
 from firmware.storage.transactions import OutboxMessage, TransactionLog
-from hal.interfaces import MeterReading, utcnow
+from hal.interfaces import FaultCode, MeterReading, utcnow
 
 log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "ocpp1.6"
 VENDOR_ID = "evse-agent"
+#: A meter reading older than this is not sent as a periodic or clock-aligned sample.
+STALE_READING_S = 10.0
 #: Database setting: the CSMS made the whole charge point (connector 0) Inoperative.
 CHARGE_POINT_INOPERATIVE_KEY = "agent.charge_point_inoperative"
 #: Transaction-related actions: queued on disk, delivered in order, retried per TransactionMessageAttempts.
@@ -520,7 +522,7 @@ class Ocpp16Client:
             await asyncio.sleep(min(max(wait, 0.01), 1.0))
 
     def _periodic_sample(self, ctrl: ConnectorController, samples: _TransactionSamples, now: datetime) -> None:
-        reading = ctrl.latest_reading
+        reading = _fresh(ctrl, now)
         tx = ctrl.machine.transaction
         if reading is None or tx is None or tx.local_id != samples.local_id:
             return
@@ -532,7 +534,7 @@ class Ocpp16Client:
 
     def _clock_tick(self, at: datetime) -> None:
         for ctrl in self.connectors.values():
-            reading = ctrl.latest_reading
+            reading = _fresh(ctrl, at)
             if reading is None:
                 continue
             tx = ctrl.machine.transaction
@@ -720,6 +722,19 @@ class Ocpp16Client:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _fresh(ctrl: ConnectorController, at: datetime) -> MeterReading | None:
+    """The connector's latest reading if it can stand for the meter at ``at``. A silent meter leaves its
+    last reading behind; sampled values stamped with a time the meter was not read at would be wrong
+    data, so none are sent while the meter's link is lost or the reading is old (the connector reports
+    PowerMeterFailure meanwhile; start/stop values still use the last reading)."""
+    reading = ctrl.latest_reading
+    if reading is None or abs((at - reading.taken_at).total_seconds()) > STALE_READING_S:
+        return None
+    if any(f.code is FaultCode.LINK_LOST and f.source.startswith("meter:") for f in ctrl.machine.faults):
+        return None
+    return reading
 
 
 def _wh(reading: MeterReading | None) -> int:
