@@ -3,7 +3,8 @@
 An RCD trip on the I/O board while charging stops the transaction and reports Faulted/GroundFailure;
 the trip stays latched on the board and the agent clears it once the residual current has gone and
 no EV is connected (firmware/connector.py), so the connector comes back as Available. A silent energy meter is reported as
-PowerMeterFailure while charging goes on, and the report clears when the meter answers again.
+PowerMeterFailure while charging goes on (without meter values made up from its last reading), and
+the report clears when the meter answers again.
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ async def test_silent_meter_is_reported_while_charging_goes_on(tmp_path: Path) -
         assert warning.payload["errorCode"] == "PowerMeterFailure"
         assert not s.calls("StopTransaction", mark)
         assert s.charger.connectors[1].board.contactor_closed  # energy still flows
+        # no made-up samples: the last reading is not re-sent with new timestamps while the meter is silent
+        await s.quiet(2.0)
+        sampled = [e.payload["meterValue"][0]["timestamp"] for e in s.calls("MeterValues", mark)]
+        assert all(ts <= warning.payload["timestamp"] for ts in sampled), (sampled, warning.payload)
         back = s.mark()
         s.meter_silent(1, False)
         ok = await s.wait_call("StatusNotification", lambda e: e.payload["errorCode"] == "NoError",
