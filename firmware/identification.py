@@ -2,10 +2,14 @@
 
 Pure: :func:`route_card` looks at what each connector is doing. In order of preference:
 
-1. the connector whose transaction this very card started (the tap stops it);
+1. the connector whose transaction this very card started (the tap stops it), or where this card is
+   authorized and waiting for the EV (identify-first: a second tap cancels, OCPP 1.6 §4.9 B1);
 2. a connector with an EV plugged in that is waiting for identification (plug-first);
 3. an idle, available connector (identify-first: the EV is plugged in afterwards);
-4. a connector whose transaction was started by a card with a parent id (the tap may stop it if it
+4. a connector in Finishing with the EV still plugged in (§4.9 F2: a tap starts a new session) —
+   after the idle ones, so that on a shared reader a newcomer's card does not start someone else's
+   EV that has just finished;
+5. a connector whose transaction was started by a card with a parent id (the tap may stop it if it
    belongs to the same group; the session machine asks for the card's parent id).
 
 A tap that fits none is not routed (logged by the caller).
@@ -31,7 +35,8 @@ class ConnectorView:
 def route_card(uid: str, connectors: list[ConnectorView]) -> int | None:
     ordered = sorted(connectors, key=lambda c: c.id)
     for c in ordered:
-        if c.transaction_id_token is not None and c.transaction_id_token.upper() == uid.upper():
+        own = c.transaction_id_token if c.transaction_id_token is not None else c.authorized_id_token
+        if own is not None and own.upper() == uid.upper():
             return c.id
     for c in ordered:
         if (c.status is ConnectorStatus.PREPARING and c.ev_connected and c.transaction_id_token is None
@@ -39,6 +44,9 @@ def route_card(uid: str, connectors: list[ConnectorView]) -> int | None:
             return c.id
     for c in ordered:
         if c.status in (ConnectorStatus.AVAILABLE, ConnectorStatus.RESERVED) and c.authorized_id_token is None:
+            return c.id
+    for c in ordered:
+        if c.status is ConnectorStatus.FINISHING and c.ev_connected:
             return c.id
     for c in ordered:
         if c.transaction_id_token is not None and c.transaction_parent_id_token is not None:
