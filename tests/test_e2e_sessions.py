@@ -202,3 +202,34 @@ async def test_unlock_connector_with_and_without_a_transaction(tmp_path: Path) -
         await asyncio.sleep(0.3)
         assert len(s.calls("StopTransaction", mark)) == 1
         assert s.statuses(2, mark) == []
+
+
+async def test_second_tap_of_the_identified_card_cancels_before_the_ev_arrives(tmp_path: Path) -> None:
+    async with Station(tmp_path, connectors=1, presets={"ConnectionTimeOut": 30}) as s:
+        s.csms.behaviour.id_tags.accept(CARD_A)
+        await s.start_agent()
+        mark = s.mark()
+        await s.tap(CARD_A)
+        await s.wait_status(1, "Preparing", since=mark)
+        await s.tap(CARD_A)  # §4.9 B1: second presentation of the idTag ends the intended usage
+        await s.wait_status(1, "Available", since=mark, timeout_s=3)
+        s.ev(1).plug()  # too late: the EV now waits for a card, nothing starts by itself
+        await s.quiet(1.0)
+        assert s.statuses(1, mark) == ["Preparing", "Available", "Preparing"]
+        assert not s.calls("StartTransaction", mark) and len(s.calls("Authorize", mark)) == 1
+
+
+async def test_tap_in_finishing_starts_a_new_session_on_the_plugged_in_ev(tmp_path: Path) -> None:
+    async with Station(tmp_path, connectors=1) as s:
+        await s.start_agent()
+        first = await s.start_session(1, CARD_A)
+        mark = s.mark()
+        await s.tap(CARD_A)
+        await s.wait_status(1, "Finishing", since=mark)
+        await s.tap(CARD_A)  # §4.9 F2: the user restarts charging
+        start = await s.wait_call("StartTransaction", since=mark)
+        assert start.payload["connectorId"] == 1 and start.payload["idTag"] == CARD_A
+        await s.wait_status(1, "Charging", since=mark)
+        response = s.csms.transcript.response_to(start)
+        assert response is not None and response.payload["transactionId"] != first
+        assert s.statuses(1, mark) == ["Finishing", "Preparing", "SuspendedEV", "Charging"]
