@@ -186,9 +186,25 @@ async def test_remote_start_of_an_id_the_csms_then_rejects_is_deauthorized(tmp_p
         ex = await s.csms.wait_for_exchange("StartTransaction", cp_id=CP_ID, since=mark)
         assert ex.response is not None and ex.response.payload["idTagInfo"]["status"] == "Blocked"
         stop = await s.wait_call("StopTransaction", since=mark)
-        # §5.x StopTransactionOnInvalidId (default true): stop with DeAuthorized
+        # StopTransactionOnInvalidId (§9.1, default true): the transaction stops with DeAuthorized
         assert stop.payload["transactionId"] == ex.response.payload["transactionId"]
-        assert stop.payload["reason"] == "DeAuthorized"
+        assert stop.payload["reason"] == "DeAuthorized" and "idTag" not in stop.payload
         await s.wait_status(1, "Finishing", since=mark)
-        assert "Charging" not in s.statuses(1, mark) or s.statuses(1, mark).index("Charging") < s.statuses(
-            1, mark).index("Finishing")
+        await s.wait_until(lambda: not s.charger.connectors[1].board.contactor_closed, 2, "contactor open")
+        await s.quiet(0.5)
+        assert len(s.calls("StopTransaction", mark)) == 1 and s.statuses(1, mark)[-1] == "Finishing"
+
+
+async def test_rejected_id_with_stop_on_invalid_id_off_suspends_energy_only(tmp_path: Path) -> None:
+    async with Station(tmp_path, connectors=1, presets={**NO_REMOTE_AUTH, "StopTransactionOnInvalidId": "false"}) as s:
+        s.csms.behaviour.id_tags.block(CARD)
+        await s.start_agent()
+        mark = s.mark()
+        s.ev(1).plug()
+        await s.wait_status(1, "Preparing", since=mark)
+        assert (await s.csms.remote_start_transaction(CP_ID, CARD, connector_id=1))["status"] == "Accepted"
+        await s.wait_status(1, "SuspendedEVSE", since=mark)
+        await s.wait_until(lambda: s.charger.connectors[1].board.offered_current_a == 0, 2, "no PWM")
+        await s.quiet(0.5)
+        assert not s.calls("StopTransaction", mark)  # the transaction goes on, without energy
+        assert not s.charger.connectors[1].board.contactor_closed
