@@ -27,9 +27,6 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
-
-import serial  # pyserial
 
 from hal.events import EventStream
 from hal.interfaces import (
@@ -42,6 +39,7 @@ from hal.interfaces import (
     LinkStats,
     ReaderEvent,
 )
+from hal.serial_port import AsyncSerialPort
 
 log = logging.getLogger(__name__)
 
@@ -186,10 +184,9 @@ class Rdm6300Reader:
         self.port = port
         self.events: EventStream[ReaderEvent] = EventStream()
         self.stats = LinkStats()
-        self._baudrate = baudrate
+        self._port = AsyncSerialPort(port, baudrate, name=name, on_data=self._on_data, on_lost=self._port_failed)
         self._hold_s = hold_s
         self._reopen_interval_s = reopen_interval_s
-        self._serial: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._decoder = Rdm6300Decoder()
         self._dropped_seen = 0
@@ -225,37 +222,19 @@ class Rdm6300Reader:
         if self._gone is not None:
             self._gone.cancel()
             self._gone = None
-        self._close_port()
+        self._port.close()
         log.info("rdm6300 %s: closed (%s)", self.name, self.stats)
 
     # --- port ---------------------------------------------------------------------------------
 
     def _open_port(self) -> None:
-        try:
-            self._serial = serial.Serial(
-                self.port, self._baudrate, bytesize=serial.EIGHTBITS, parity=serial.PARITY_NONE,
-                stopbits=serial.STOPBITS_ONE, timeout=0,
-            )
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise DeviceError(f"{self.name}: cannot open {self.port}: {exc}") from exc
-        assert self._loop is not None
+        self._port.open()
         self._decoder = Rdm6300Decoder()
         self._dropped_seen = 0
-        self._loop.add_reader(self._serial.fileno(), self._on_readable)
-        log.info("rdm6300 %s: listening on %s at %d 8N1", self.name, self.port, self._baudrate)
-
-    def _close_port(self) -> None:
-        if self._serial is None:
-            return
-        if self._loop is not None:
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(self._serial.fileno())
-        with contextlib.suppress(Exception):
-            self._serial.close()
-        self._serial = None
+        log.info("rdm6300 %s: listening on %s at %d 8N1", self.name, self.port, self._port.baudrate)
 
     def _port_failed(self, exc: BaseException) -> None:
-        self._close_port()
+        """The port closed itself (adapter unplugged): LINK_LOST, and keep trying to reopen it."""
         self._card_gone()
         self._candidate = None
         if not self._faulted:
@@ -281,14 +260,7 @@ class Rdm6300Reader:
 
     # --- frames -------------------------------------------------------------------------------
 
-    def _on_readable(self) -> None:
-        try:
-            data: bytes = self._serial.read(4096)
-        except (serial.SerialException, OSError) as exc:
-            self._port_failed(exc)
-            return
-        if not data:
-            return
+    def _on_data(self, data: bytes) -> None:
         frames = self._decoder.feed(data)
         if self._decoder.dropped > self._dropped_seen:
             self.stats.frames_dropped += self._decoder.dropped - self._dropped_seen

@@ -15,13 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 
-import serial
-
 from hal.duty_cycle import duty_to_current
-from hal.interfaces import PilotState
+from hal.interfaces import DeviceError, PilotState
 from hal.ioboard.codec import DELIMITER, FrameDecoder, encode_frame
 from hal.ioboard.messages import (
     BLOCKING_FAULTS,
@@ -52,6 +49,7 @@ from hal.ioboard.messages import (
     decode_message,
     encode_message,
 )
+from hal.serial_port import AsyncSerialPort
 from sim.interfaces import BoardFault, DeviceCounters
 
 logger = logging.getLogger(__name__)
@@ -84,8 +82,7 @@ class SimulatedIoBoard:
         self.decoder = FrameDecoder()
         self._codec_dropped = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._ser: serial.Serial | None = None
-        self._tx_backlog = bytearray()
+        self._port = AsyncSerialPort(port, baudrate, name="sim ioboard", on_data=self._on_data)
         self._task: asyncio.Task[None] | None = None
         # physics and injected faults (survive a reset)
         self._ev_pilot = PilotState.A
@@ -178,8 +175,7 @@ class SimulatedIoBoard:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._ser = serial.Serial(port=self.port, baudrate=self.baudrate, timeout=0, write_timeout=0)
-        self._loop.add_reader(self._ser.fileno(), self._on_readable)
+        self._port.open()
         self._hello_due = 0.0
         self._task = asyncio.create_task(self._run(), name=f"sim-ioboard-{self.port}")
 
@@ -189,14 +185,7 @@ class SimulatedIoBoard:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        ser, self._ser = self._ser, None
-        if ser is not None:
-            if self._loop is not None:
-                with contextlib.suppress(Exception):
-                    self._loop.remove_reader(ser.fileno())
-                    self._loop.remove_writer(ser.fileno())
-            with contextlib.suppress(Exception):
-                ser.close()
+        self._port.close()
 
     async def __aenter__(self) -> SimulatedIoBoard:
         await self.start()
@@ -297,7 +286,7 @@ class SimulatedIoBoard:
         snapshot = (self.pilot, self._pwm, self._coil, self._contact, self._faults)
         if snapshot != self._last_report or now - self._last_report_at >= self.report_interval_s:
             self._last_report, self._last_report_at = snapshot, now
-            if self._ser is not None:
+            if self._port.is_open:
                 self._send(self._state_message())
 
     def _hello_message(self) -> BoardHello:
@@ -408,14 +397,7 @@ class SimulatedIoBoard:
         self.counters.extra["frames_sent"] += 1
         self._write(bytes([DELIMITER]) + encode_frame(payload))
 
-    def _on_readable(self) -> None:
-        if self._ser is None:
-            return
-        try:
-            data = self._ser.read(4096)
-        except (serial.SerialException, OSError) as exc:
-            logger.warning("sim ioboard %s: read failed: %s", self.port, exc)
-            return
+    def _on_data(self, data: bytes) -> None:
         payloads = self.decoder.feed(data)
         dropped = self.decoder.stats.dropped
         if dropped != self._codec_dropped:
@@ -425,38 +407,8 @@ class SimulatedIoBoard:
             self._on_payload(payload)
 
     def _write(self, data: bytes) -> None:
-        ser = self._ser
-        if ser is None:
-            return
-        if self._tx_backlog:
-            self._tx_backlog += data
-            return
-        try:
-            n = os.write(ser.fileno(), data)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError as exc:
-            logger.warning("sim ioboard %s: write failed: %s", self.port, exc)
-            return
-        if n < len(data):
-            self._tx_backlog += data[n:]
-            assert self._loop is not None
-            self._loop.add_writer(ser.fileno(), self._flush)
-
-    def _flush(self) -> None:
-        ser = self._ser
-        if ser is None:
-            return
-        try:
-            n = os.write(ser.fileno(), self._tx_backlog)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._tx_backlog.clear()
-            n = 0
-        del self._tx_backlog[:n]
-        if not self._tx_backlog and self._loop is not None:
-            self._loop.remove_writer(ser.fileno())
+        with contextlib.suppress(DeviceError):  # closed, or failed just now (the port logged that)
+            self._port.write(data)
 
 
 def _clip(text: str) -> str:

@@ -22,13 +22,9 @@ What it models, per UM0701-02 and the C106 application note:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
-from typing import Any
 
-import serial  # pyserial
-
+from hal.interfaces import DeviceError
 from hal.pn532.codec import (
     ACK_FRAME,
     BRTY_106_TYPE_A,
@@ -46,9 +42,8 @@ from hal.pn532.codec import (
     build_answer,
     encode_in_list_passive_target_a,
 )
+from hal.serial_port import AsyncSerialPort
 from sim.interfaces import DeviceCounters
-
-log = logging.getLogger(__name__)
 
 FIRMWARE_VERSION = bytes([0x32, 0x01, 0x06, 0x07])  # IC PN532, Ver 1, Rev 6, ISO14443A/B + ISO18092
 
@@ -78,10 +73,8 @@ class SimulatedPn532:
         self.port = port
         self.counters = DeviceCounters()
         self.commands: list[int] = []  # command codes served, in order (tests assert the dialog)
-        self._baudrate = baudrate
+        self._port = AsyncSerialPort(port, baudrate, name="sim pn532", on_data=self._on_data)
         self._wake_loss_bytes = wake_loss_bytes
-        self._serial: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._decoder = FrameDecoder(idle=b"\x00\x55")
         self._asleep = True
         self._lowvbat = True
@@ -95,19 +88,10 @@ class SimulatedPn532:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._serial = serial.Serial(self.port, self._baudrate, timeout=0)
-        self._loop.add_reader(self._serial.fileno(), self._on_readable)
+        self._port.open()
 
     def close(self) -> None:
-        if self._serial is None:
-            return
-        if self._loop is not None:
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(self._serial.fileno())
-        with contextlib.suppress(Exception):
-            self._serial.close()
-        self._serial = None
+        self._port.close()
 
     async def __aenter__(self) -> SimulatedPn532:
         await self.start()
@@ -152,15 +136,7 @@ class SimulatedPn532:
     def _count(self, key: str, n: int = 1) -> None:
         self.counters.extra[key] = self.counters.extra.get(key, 0) + n
 
-    def _on_readable(self) -> None:
-        try:
-            data: bytes = self._serial.read(4096)
-        except (serial.SerialException, OSError) as exc:
-            log.warning("sim pn532 %s: read failed: %s", self.port, exc)
-            self.close()
-            return
-        if not data:
-            return
+    def _on_data(self, data: bytes) -> None:
         if self._silent:
             self._count("ignored_bytes", len(data))
             return
@@ -177,12 +153,8 @@ class SimulatedPn532:
         self.counters.bad_frames = self._decoder.dropped
 
     def _send(self, data: bytes) -> None:
-        if self._serial is None:
-            return
-        try:
-            self._serial.write(data)
-        except (serial.SerialException, OSError) as exc:
-            log.warning("sim pn532 %s: write failed: %s", self.port, exc)
+        with contextlib.suppress(DeviceError):  # closed, or failed just now (the port logged that)
+            self._port.write(data)
 
     def _handle(self, frame: Frame) -> None:
         if isinstance(frame, Ack):

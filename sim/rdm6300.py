@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from typing import Any
 
-import serial  # pyserial
-
+from hal.interfaces import DeviceError
 from hal.rdm6300 import encode_frame, parse_tag_uid
+from hal.serial_port import AsyncSerialPort
 from sim.interfaces import DeviceCounters
-
-log = logging.getLogger(__name__)
 
 
 class SimulatedRdm6300:
@@ -26,25 +22,21 @@ class SimulatedRdm6300:
         self.port = port
         self.counters = DeviceCounters()  # extra["frames_sent"]
         self._repeat_s = repeat_s
-        self._baudrate = baudrate
-        self._serial: Any = None
+        self._port = AsyncSerialPort(port, baudrate, name="sim rdm6300", on_data=None)  # the module only talks
         self._task: asyncio.Task[None] | None = None
         self._frame: bytes | None = None
         self._silent = False
         self._wake = asyncio.Event()
 
     async def start(self) -> None:
-        self._serial = serial.Serial(self.port, self._baudrate, timeout=0)
+        self._port.open()
         self._task = asyncio.create_task(self._transmit(), name=f"sim-rdm6300:{self.port}")
 
     def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             self._task = None
-        if self._serial is not None:
-            with contextlib.suppress(Exception):
-                self._serial.close()
-            self._serial = None
+        self._port.close()
 
     async def __aenter__(self) -> SimulatedRdm6300:
         await self.start()
@@ -72,12 +64,8 @@ class SimulatedRdm6300:
         self._write(data)
 
     def _write(self, data: bytes) -> None:
-        if self._serial is None:
-            return
-        try:
-            self._serial.write(data)
-        except (serial.SerialException, OSError) as exc:
-            log.warning("sim rdm6300 %s: write failed: %s", self.port, exc)
+        with contextlib.suppress(DeviceError):  # closed, or failed just now (the port logged that)
+            self._port.write(data)
 
     async def _transmit(self) -> None:
         while True:

@@ -29,11 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from typing import NoReturn
-
-import serial
 
 from hal.contactor import ContactorSupervisor
 from hal.duty_cycle import current_to_duty
@@ -77,6 +74,7 @@ from hal.ioboard.messages import (
     decode_message,
     encode_message,
 )
+from hal.serial_port import AsyncSerialPort
 
 logger = logging.getLogger(__name__)
 
@@ -146,9 +144,8 @@ class IoBoard:
         self.decoder = FrameDecoder()
         self.board_frames_missed = 0  # gaps in the board's sequence numbers
         self._supervisor = ContactorSupervisor(contactor_settle_s)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ser: serial.Serial | None = None
-        self._tx_backlog = bytearray()
+        self._port = AsyncSerialPort(port, baudrate, name=name, on_data=self._feed, on_lost=self._port_failed,
+                                     device="I/O board", max_backlog=MAX_TX_BACKLOG)
         self._codec_dropped = 0
         self._seq = 0
         self._lock = asyncio.Lock()
@@ -212,7 +209,6 @@ class IoBoard:
         """Open the port, handshake (version check) and read the first STATE; raises DeviceError."""
         if self._started:
             return
-        self._loop = asyncio.get_running_loop()
         self._open_port()
         try:
             self._write(bytes([DELIMITER]))  # ends any partial frame in the board's receiver
@@ -221,7 +217,7 @@ class IoBoard:
                 await self._command_locked(ClearFaults(FaultBit.HOST_TIMEOUT))
                 await self._request_state_locked()
         except BaseException:
-            self._close_port()
+            self._port.close()
             raise
         self._started = True
         self._last_rx = time.monotonic()
@@ -239,7 +235,7 @@ class IoBoard:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=1.0)
-        if self._started and self._ser is not None:
+        if self._started and self._port.is_open:
             self._permission = False
             try:
                 async with self._lock:
@@ -248,7 +244,7 @@ class IoBoard:
             except DeviceError as exc:
                 logger.warning("%s: could not leave the board in its safe state on close: %s", self.name, exc)
         self._started = False
-        self._close_port()
+        self._port.close()
 
     async def set_offered_current(self, amps: float) -> None:
         self._offered_amps = amps
@@ -422,7 +418,7 @@ class IoBoard:
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
-            if self._ser is None and now >= self._next_reopen:
+            if not self._port.is_open and now >= self._next_reopen:
                 self._next_reopen = now + self.link_timeout_s
                 with contextlib.suppress(DeviceError):
                     self._open_port()
@@ -481,19 +477,6 @@ class IoBoard:
                            "the firmware has to grant it again once the fault has cleared", self.name)
 
     # --- receive path ---------------------------------------------------------------------------------
-
-    def _on_readable(self) -> None:
-        ser = self._ser
-        if ser is None:
-            return
-        try:
-            data = ser.read(4096)
-        except (serial.SerialException, OSError) as exc:
-            logger.error("%s: reading %s failed, closing it (will reopen): %s", self.name, self.port, exc)
-            self._close_port()
-            return
-        if data:
-            self._feed(data)
 
     def _feed(self, data: bytes) -> None:
         payloads = self.decoder.feed(data)
@@ -639,28 +622,12 @@ class IoBoard:
     # --- port I/O -------------------------------------------------------------------------------------
 
     def _open_port(self) -> None:
-        try:
-            ser = serial.Serial(port=self.port, baudrate=self.baudrate, timeout=0, write_timeout=0)
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise DeviceError(f"{self.name}: cannot open I/O board port {self.port}: {exc}") from exc
-        self._ser = ser
+        self._port.open()
         self.decoder.reset()
-        self._tx_backlog.clear()
-        assert self._loop is not None
-        self._loop.add_reader(ser.fileno(), self._on_readable)
-        logger.debug("%s: opened %s at %d baud", self.name, self.port, self.baudrate)
 
-    def _close_port(self) -> None:
-        ser, self._ser = self._ser, None
-        if ser is None:
-            return
-        if self._loop is not None:
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(ser.fileno())
-                self._loop.remove_writer(ser.fileno())
-        with contextlib.suppress(Exception):
-            ser.close()
-        self._tx_backlog.clear()
+    def _port_failed(self, exc: BaseException) -> None:
+        """The port closed itself; the supervise loop reopens it and the link timeout reports it."""
+        logger.error("%s: serial port %s failed, closed it (will reopen): %s", self.name, self.port, exc)
 
     def _send_payload(self, payload: bytes) -> None:
         # A leading delimiter ends any garbage the board may hold, so this frame is not lost with it.
@@ -668,46 +635,10 @@ class IoBoard:
             self.stats.frames_sent += 1
 
     def _write(self, data: bytes) -> bool:
-        """Non-blocking write; what the tty does not take now is flushed when it becomes writable.
-
-        os.write on the port's fd instead of ``Serial.write``: with ``write_timeout=0`` pyserial
-        spins until the tty accepts everything, which would block the event loop.
-        """
-        ser = self._ser
-        if ser is None:
-            return False
-        if self._tx_backlog:
-            if len(self._tx_backlog) + len(data) > MAX_TX_BACKLOG:
-                logger.warning("%s: %s is not draining; dropping %d bytes", self.name, self.port, len(data))
-                return False
-            self._tx_backlog += data
-            return True
+        """Non-blocking write; False if the port is closed, failed or not draining (the frame is lost
+        like one garbled on the line: the retransmission or the next keepalive makes up for it)."""
         try:
-            n = os.write(ser.fileno(), data)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError as exc:
-            logger.error("%s: writing %s failed, closing it (will reopen): %s", self.name, self.port, exc)
-            self._close_port()
+            self._port.write(data)
+        except DeviceError:
             return False
-        if n < len(data):
-            self._tx_backlog += data[n:]
-            assert self._loop is not None
-            self._loop.add_writer(ser.fileno(), self._flush)
         return True
-
-    def _flush(self) -> None:
-        ser = self._ser
-        if ser is None:
-            return
-        try:
-            n = os.write(ser.fileno(), self._tx_backlog)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            logger.error("%s: writing %s failed, closing it (will reopen): %s", self.name, self.port, exc)
-            self._close_port()
-            return
-        del self._tx_backlog[:n]
-        if not self._tx_backlog and self._loop is not None:
-            self._loop.remove_writer(ser.fileno())

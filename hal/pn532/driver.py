@@ -20,9 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
-
-import serial  # pyserial
 
 from hal.events import EventStream
 from hal.interfaces import (
@@ -59,6 +56,7 @@ from hal.pn532.codec import (
     parse_firmware_version,
     parse_in_list_passive_target_a,
 )
+from hal.serial_port import AsyncSerialPort
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +111,8 @@ class Pn532Reader:
         self.events: EventStream[ReaderEvent] = EventStream()
         self.stats = LinkStats()
         self.firmware: FirmwareVersion | None = None
-        self._baudrate = baudrate
+        self._port = AsyncSerialPort(port, baudrate, name=name, on_data=self._on_data, on_lost=self._port_failed,
+                                     error=Pn532LinkError)
         self._poll_interval_s = poll_interval_s
         self._fail_after = fail_after
         self._absent_after = absent_after
@@ -122,7 +121,6 @@ class Pn532Reader:
         self._retries = retries
         self._max_nacks = max_nacks
         self._passive_activation_retries = passive_activation_retries
-        self._serial: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._decoder = FrameDecoder()
         self._inbox: asyncio.Queue[_Inbound] = asyncio.Queue()
@@ -239,9 +237,9 @@ class Pn532Reader:
     # --- init sequence ------------------------------------------------------------------------
 
     async def _initialise(self) -> None:
-        if self._serial is None:
+        if not self._port.is_open:
             self._open_port()
-        self._write(HSU_WAKEUP)
+        self._port.write(HSU_WAKEUP)
         await self._transceive(Command.SAM_CONFIGURATION, bytes([SAM_MODE_NORMAL]))
         fw = parse_firmware_version(await self._transceive(Command.GET_FIRMWARE_VERSION))
         if fw.ic != PN532_IC:
@@ -264,7 +262,7 @@ class Pn532Reader:
         self.stats.requests += 1
         for attempt in range(self._retries + 1):
             self._discard_stale()
-            self._write(frame)
+            self._port.write(frame)
             self.stats.frames_sent += 1
             if not await self._await_ack():
                 self.stats.timeouts += 1
@@ -276,7 +274,7 @@ class Pn532Reader:
             self.stats.timeouts += 1
             log.debug("pn532 %s: no answer to %s (attempt %d), aborting it", self.name, command.name,
                       attempt + 1)
-            self._write(ACK_FRAME)  # abort the command in progress (UM0701-02 §6.2.1.3)
+            self._port.write(ACK_FRAME)  # abort the command in progress (UM0701-02 §6.2.1.3)
             self.stats.frames_sent += 1
         raise Pn532LinkError(
             f"{self.name}: no answer to {command.name} on {self.port} after {self._retries + 1} attempts"
@@ -325,7 +323,7 @@ class Pn532Reader:
                 if nacks < self._max_nacks:
                     nacks += 1
                     log.debug("pn532 %s: corrupt answer to %s, sending NACK", self.name, command.name)
-                    self._write(NACK_FRAME)  # ask for the last answer again (§6.2.1.4)
+                    self._port.write(NACK_FRAME)  # ask for the last answer again (§6.2.1.4)
                     self.stats.frames_sent += 1
                     deadline = self._loop.time() + self._answer_timeout_s
                 continue
@@ -358,53 +356,22 @@ class Pn532Reader:
     # --- serial port --------------------------------------------------------------------------
 
     def _open_port(self) -> None:
-        try:
-            self._serial = serial.Serial(
-                self.port, self._baudrate, bytesize=serial.EIGHTBITS, parity=serial.PARITY_NONE,
-                stopbits=serial.STOPBITS_ONE, timeout=0,
-            )
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise Pn532LinkError(f"{self.name}: cannot open {self.port}: {exc}") from exc
-        assert self._loop is not None
+        self._port.open()
         self._decoder = FrameDecoder()
-        self._loop.add_reader(self._serial.fileno(), self._on_readable)
-        log.info("pn532 %s: opened %s at %d 8N1", self.name, self.port, self._baudrate)
+        log.info("pn532 %s: opened %s at %d 8N1", self.name, self.port, self._port.baudrate)
 
     def _close_port(self) -> None:
-        if self._serial is None:
-            return
-        if self._loop is not None:
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(self._serial.fileno())
-        with contextlib.suppress(Exception):
-            self._serial.close()
-        self._serial = None
+        self._port.close()
         self._initialised = False
 
     def _port_failed(self, exc: BaseException) -> None:
+        """The port closed itself; a command under way fails at once instead of timing out."""
         log.error("pn532 %s: serial port %s failed: %s", self.name, self.port, exc)
-        self._close_port()
+        self._initialised = False
         self._inbox.put_nowait(_PortLost())
 
-    def _write(self, data: bytes) -> None:
-        """Frames are at most 273 bytes: they fit the tty's output buffer, so the non-blocking
-        write never waits."""
-        if self._serial is None:
-            raise Pn532LinkError(f"{self.name}: serial port {self.port} is not open")
-        try:
-            self._serial.write(data)
-        except (serial.SerialException, OSError) as exc:
-            self._port_failed(exc)
-            raise Pn532LinkError(f"{self.name}: write to {self.port} failed: {exc}") from exc
-
-    def _on_readable(self) -> None:
-        try:
-            data = self._serial.read(4096)
-        except (serial.SerialException, OSError) as exc:
-            self._port_failed(exc)
-            return
-        if data:
-            self._deliver(self._decoder.events(data))
+    def _on_data(self, data: bytes) -> None:
+        self._deliver(self._decoder.events(data))
 
     def _expire_partial(self) -> None:
         """A timeout means the line is quiet: a partial frame held by the decoder was truncated."""
