@@ -132,7 +132,7 @@ async def test_transaction_while_offline_is_delivered_in_order_with_the_csms_id(
         await s.csms.set_online(True)
         stop = await s.wait_call("StopTransaction", since=mark, timeout_s=10)
         sent = [e for e in s.calls(since=mark) if e.action in ("StartTransaction", "MeterValues", "StopTransaction")]
-        assert [e.action for e in sent][0] == "StartTransaction" and sent[-1] is stop and len(sent) >= 4
+        assert sent[0].action == "StartTransaction" and sent[-1] is stop and len(sent) >= 4
         start = sent[0]
         response = s.csms.transcript.response_to(start)
         assert response is not None
