@@ -179,6 +179,8 @@ class Agent:
             await self._stop.wait()
         finally:
             log.info("agent stopping", extra={"exit_code": int(self.exit_code)})
+            if self.ocpp is not None:
+                await self.ocpp.drain(min(5.0, self.ocpp.response_timeout_s))
             for t in self._tasks:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1269,3 +1269,22 @@ def test_route_only_uses_permitted_changes() -> None:
                 # only the fallback may break the table: none of the machine's targets need it
                 assert not any(new in row.targets for row in TRANSITIONS[old].values()), (old, new)
                 prev = step
+
+
+# --- id tokens are case-insensitive; the group can come from the CSMS's StartTransaction answer ---------
+
+
+def test_id_tokens_compare_case_insensitively_and_parent_arrives_with_the_start_answer() -> None:
+    from firmware.session import RemoteStartRequested, TransactionAccepted, TransactionStopped
+    from firmware.session.events import CardPresented as Tap
+    from firmware.session.events import PilotChanged as Pilot
+
+    m = SessionMachine(1, SessionConfig(authorize_remote_tx_requests=False))
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    m.handle(Pilot(PilotState.B), now)
+    m.handle(RemoteStartRequested("04a1b2c3"), now)
+    assert m.transaction is not None and m.transaction.parent_id_token is None
+    m.handle(TransactionAccepted(local_id=m.transaction.local_id, parent_id_token="FLEET"), now)
+    assert m.transaction.parent_id_token == "FLEET"
+    effects = m.handle(Tap("04A1B2C3"), now)  # the same card, upper-case from the reader
+    assert any(isinstance(e, TransactionStopped) and e.reason.value == "Local" for e in effects)

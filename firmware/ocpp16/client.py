@@ -173,6 +173,9 @@ class Ocpp16Client:
         self.accepted = False  # BootNotification accepted in this run of the agent
         self._online = asyncio.Event()  # connected and accepted
         self._outbox_wake = asyncio.Event()
+        self._draining = False
+        self._delivery_idle = asyncio.Event()
+        self._delivery_idle.set()
         self._status_queue: list[dict[str, Any]] = []
         # per connector: the (status, errorCode, vendorErrorCode) and info last queued
         self._last_status: dict[int, tuple[tuple[str, str, str | None], str | None]] = {}
@@ -425,13 +428,28 @@ class Ocpp16Client:
     # --- transaction-related messages -------------------------------------------------------------
 
     async def _send_outbox(self, cp: _ChargePoint) -> None:
-        while True:
+        while not self._draining:
             msg = self.tlog.head()
             if msg is None:
                 self._outbox_wake.clear()
                 await self._outbox_wake.wait()
                 continue
-            await self._deliver(cp, msg)
+            self._delivery_idle.clear()
+            try:
+                await self._deliver(cp, msg)
+            finally:
+                self._delivery_idle.set()
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Before the agent exits: start no new delivery, and let one in flight finish, so that a message
+        the CSMS has answered is also removed from the outbox — otherwise it would be sent again after the
+        restart (OCPP has no duplicate detection for StopTransaction)."""
+        self._draining = True
+        self._outbox_wake.set()
+        try:
+            await asyncio.wait_for(self._delivery_idle.wait(), timeout_s)
+        except TimeoutError:
+            log.warning("a queued message was still in flight at exit; it will be sent again after the restart")
 
     async def _deliver(self, cp: _ChargePoint, msg: OutboxMessage) -> None:
         payload = dict(msg.payload)
@@ -473,7 +491,8 @@ class Ocpp16Client:
             if ctrl is not None:
                 status = mapping.auth_status(str(info.get("status", "Invalid")))
                 event: TransactionAccepted | TransactionRejected = (
-                    TransactionAccepted(local_id=msg.local_id) if status is AuthStatus.ACCEPTED
+                    TransactionAccepted(local_id=msg.local_id, parent_id_token=info.get("parentIdTag"))
+                    if status is AuthStatus.ACCEPTED
                     else TransactionRejected(status, local_id=msg.local_id))
                 self._spawn(ctrl.handle(event))
             log.info("transaction started", extra={"connector": msg.connector, "transaction_id": tx_id})

@@ -93,12 +93,15 @@ class KeyDefinition:
 
 
 def _core_keys(number_of_connectors: int) -> list[KeyDefinition]:
+    """The Core profile's keys this charge point supports. Optional keys are listed only when the agent
+    honours them (AuthorizationCacheEnabled and MinimumStatusDuration come with offline operation).
+    LocalAuthorizeOffline and LocalPreAuthorize are required keys; until the authorization cache and
+    local list exist there is nothing local to authorize from, so they do not change behaviour yet."""
     B, I, C = KeyType.BOOL, KeyType.INT, KeyType.CSL  # noqa: E741 - short names keep the table readable
     day = 86400
     m = SUPPORTED_MEASURANDS
     return [
         KeyDefinition("AllowOfflineTxForUnknownId", B, "false"),
-        KeyDefinition("AuthorizationCacheEnabled", B, "true"),
         KeyDefinition("AuthorizeRemoteTxRequests", B, "true"),
         KeyDefinition("ClockAlignedDataInterval", I, "0", minimum=0, maximum=day),
         KeyDefinition("ConnectionTimeOut", I, "60", minimum=1, maximum=3600),
@@ -115,7 +118,6 @@ def _core_keys(number_of_connectors: int) -> list[KeyDefinition]:
                       choices=m, max_items=CSL_MAX_LENGTH),
         KeyDefinition("MeterValuesSampledDataMaxLength", I, str(CSL_MAX_LENGTH), readonly=True),
         KeyDefinition("MeterValueSampleInterval", I, "60", minimum=0, maximum=day),
-        KeyDefinition("MinimumStatusDuration", I, "0", minimum=0, maximum=3600),
         KeyDefinition("NumberOfConnectors", I, str(number_of_connectors), readonly=True),
         KeyDefinition("ResetRetries", I, "3", minimum=0, maximum=10),
         KeyDefinition("StopTransactionOnEVSideDisconnect", B, "true"),

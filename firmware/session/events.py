@@ -147,6 +147,7 @@ class TransactionAccepted:
     2.0.1 TransactionEventResponse idTokenInfo). ``local_id`` names the transaction it answers."""
 
     local_id: int | None = None
+    parent_id_token: str | None = None  # the group, if the CSMS's answer names one
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,11 @@ class Transition:
     description: str
 
 
+def same_token(a: str | None, b: str | None) -> bool:
+    """Id tokens compare case-insensitively (OCPP 1.6 IdToken is a CiString20; card UIDs are hex)."""
+    return a is not None and b is not None and a.casefold() == b.casefold()
+
+
 def mask_token(token: str) -> str:
     """Id tokens identify people: logs show only the last four characters."""
     return "***" + token[-4:] if len(token) > 4 else "***"
@@ -464,8 +469,8 @@ class SessionMachine:
         res = self._ctx.reservation
         if res is None:
             return True
-        return id_token == res.id_token or (res.parent_id_token is not None
-                                            and parent_id_token == res.parent_id_token)
+        return same_token(id_token, res.id_token) or (res.parent_id_token is not None
+                                                      and same_token(parent_id_token, res.parent_id_token))
 
     def _claim_reservation(self, auth: Authorization) -> Authorization:
         res = self._ctx.reservation
@@ -636,7 +641,7 @@ class SessionMachine:
 
     def _on_tap_to_start(self, event: CardPresented) -> None:
         c = self._ctx
-        if c.pending is not None and c.pending.id_token == event.id_token:
+        if c.pending is not None and same_token(c.pending.id_token, event.id_token):
             self._ignored(event, "authorization of this id already pending")
             return
         c.pending = PendingAuthorization(event.id_token, AuthPurpose.START)
@@ -644,7 +649,7 @@ class SessionMachine:
 
     def _on_tap_preparing(self, event: CardPresented) -> None:
         c = self._ctx
-        if c.authorization is not None and c.authorization.id_token == event.id_token:
+        if c.authorization is not None and same_token(c.authorization.id_token, event.id_token):
             c.pending = None  # B1: second presentation of the id ends the intended usage
             self._drop_authorization()
             self._end_usage()
@@ -655,7 +660,7 @@ class SessionMachine:
         c = self._ctx
         tx = c.transaction
         assert tx is not None
-        if event.id_token == tx.id_token:
+        if same_token(event.id_token, tx.id_token):
             self._stop_and_settle(StopReason.LOCAL, Trigger.STOP_AUTHORIZED, stopped_by=event.id_token)
         elif tx.parent_id_token is not None:
             # another id may stop it if it belongs to the same group: ask for its parent id
@@ -672,7 +677,7 @@ class SessionMachine:
     def _on_auth_to_start(self, event: AuthorizationResult) -> None:
         c = self._ctx
         pending = c.pending
-        if pending is None or pending.id_token != event.id_token or pending.purpose is AuthPurpose.STOP:
+        if pending is None or not same_token(pending.id_token, event.id_token) or pending.purpose is AuthPurpose.STOP:
             self._ignored(event, "no matching authorization pending")
             return
         c.pending = None
@@ -691,11 +696,12 @@ class SessionMachine:
         pending = c.pending
         tx = c.transaction
         assert tx is not None
-        if pending is None or pending.id_token != event.id_token or pending.purpose is not AuthPurpose.STOP:
+        if (pending is None or not same_token(pending.id_token, event.id_token)
+                or pending.purpose is not AuthPurpose.STOP):
             self._ignored(event, "no matching authorization pending")
             return
         c.pending = None
-        if tx.parent_id_token is not None and event.parent_id_token == tx.parent_id_token:
+        if tx.parent_id_token is not None and same_token(event.parent_id_token, tx.parent_id_token):
             self._stop_and_settle(StopReason.LOCAL, Trigger.STOP_AUTHORIZED, stopped_by=event.id_token)
         else:
             self._emit(IdTokenRefused(event.id_token, RefusalReason.NOT_OWNER, event.status))
@@ -854,8 +860,13 @@ class SessionMachine:
         return tx is not None and (local_id is None or local_id == tx.local_id)
 
     def _on_tx_accepted(self, event: TransactionAccepted) -> None:
-        if not self._answers_current(event.local_id):
+        tx = self._ctx.transaction
+        if tx is None or not self._answers_current(event.local_id):
             self._ignored(event, "answer for another transaction")
+            return
+        if tx.parent_id_token is None and event.parent_id_token is not None:
+            # e.g. a remote start without Authorize: the group is first known from the CSMS's answer
+            self._ctx.transaction = replace(tx, parent_id_token=event.parent_id_token)
 
     def _on_tx_rejected(self, event: TransactionRejected) -> None:
         tx = self._ctx.transaction
