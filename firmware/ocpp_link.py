@@ -24,6 +24,11 @@ from websockets.asyncio.client import ClientConnection, connect
 log = logging.getLogger(__name__)
 
 
+#: WebSocket messages above this close the connection (1009) before they are buffered whole; OCPP frames
+#: between ``ocpp16.rpc.MAX_FRAME_BYTES`` and this get a CALLERROR instead.
+MAX_WEBSOCKET_FRAME = 4 << 20
+
+
 @dataclass
 class Backoff:
     """Exponential back-off with "equal jitter": the n-th delay lies in [d/2, d], d = initial·factor^n ≤ max."""
@@ -88,7 +93,7 @@ class OcppLink:
             self.url, subprotocols=[self.subprotocol],  # type: ignore[list-item]
             additional_headers=headers, open_timeout=self.open_timeout_s,
             ping_interval=self.ping_interval_s, ping_timeout=self.ping_interval_s,
-            ssl=self.ssl_context, max_size=2**20, compression=None,
+            ssl=self.ssl_context, max_size=MAX_WEBSOCKET_FRAME, compression=None,
         )
         if conn.subprotocol != self.subprotocol:
             await conn.close()

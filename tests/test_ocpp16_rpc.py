@@ -14,6 +14,7 @@ from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action, ConfigurationStatus
 
 from firmware.ocpp16.rpc import RpcChargePoint, classify_frame, to_16_error_code
+from firmware.ocpp_link import MAX_WEBSOCKET_FRAME
 
 
 class SlowChargePoint(RpcChargePoint):
@@ -53,7 +54,8 @@ async def link() -> AsyncIterator[tuple[Server, SlowChargePoint]]:
     server = Server()
     async with websockets.serve(server.handler, "127.0.0.1", 0, subprotocols=["ocpp1.6"]) as ws_server:
         port = ws_server.sockets[0].getsockname()[1]
-        async with websockets.connect(f"ws://127.0.0.1:{port}/CP1", subprotocols=["ocpp1.6"]) as ws:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/CP1", subprotocols=["ocpp1.6"],
+                                      max_size=MAX_WEBSOCKET_FRAME) as ws:
             cp = SlowChargePoint("CP1", ws, response_timeout=2)
             task = asyncio.create_task(cp.start())
             await server.connected.wait()
@@ -113,3 +115,24 @@ def test_error_code_translation_and_classification() -> None:
     assert to_16_error_code("SomethingNew") == "GenericError"
     assert classify_frame('[3,"id",{}]')[0] == [3, "id", {}]
     assert classify_frame("[") == (None, None)
+
+
+async def test_duplicate_call_id_is_refused_not_executed_twice(link: tuple[Server, SlowChargePoint]) -> None:
+    server, _ = link
+    await server.conn.send('[2,"dup","ChangeConfiguration",{"key":"K","value":"v"}]')
+    assert (await server.expect("dup"))[0] == 3
+    await server.conn.send('[2,"dup","ChangeConfiguration",{"key":"K","value":"v"}]')
+    again = await server.expect("dup")
+    assert again[0] == 4 and again[2] == "ProtocolError" and "already used" in again[3]
+
+
+async def test_oversized_frame_gets_formation_violation(link: tuple[Server, SlowChargePoint]) -> None:
+    from firmware.ocpp16.rpc import MAX_FRAME_BYTES
+
+    server, _ = link
+    big = '[2,"big","DataTransfer",{"vendorId":"x","data":"' + "A" * MAX_FRAME_BYTES + '"}]'
+    await server.conn.send(big)
+    answer = await server.expect("big")
+    assert answer[0] == 4 and answer[2] == "FormationViolation" and "exceeds" in answer[3]
+    await server.conn.send('[2,"after","ChangeConfiguration",{"key":"K","value":"v"}]')
+    assert (await server.expect("after"))[0] == 3  # and the link goes on

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar, cast
@@ -100,6 +101,21 @@ def schema_violation(action: str, payload: dict[str, Any]) -> tuple[str, str] | 
     return _CODE_BY_KEYWORD.get(str(error.validator), "PropertyConstraintViolation"), f"{where}: {error.message}"
 
 
+#: Largest incoming frame handled; larger CALLs are answered FormationViolation without being parsed. The
+#: WebSocket itself refuses frames over ``ocpp_link.MAX_WEBSOCKET_FRAME`` by closing the connection.
+MAX_FRAME_BYTES = 1 << 20
+#: How many received CALL ids are remembered to detect a reused id (OCPP-J §4.1.4).
+SEEN_IDS_KEPT = 4096
+_LEADING_CALL_ID = re.compile(r'\A\s*\[\s*2\s*,\s*"([^"\\]{1,64})"')
+
+
+def _leading_call_id(raw: str | bytes) -> str | None:
+    """The unique id of a CALL, read from the first bytes only (for frames too big to parse)."""
+    head = raw[:200].decode("utf-8", "replace") if isinstance(raw, bytes) else raw[:200]
+    match = _LEADING_CALL_ID.match(head)
+    return match.group(1) if match else None
+
+
 def classify_frame(raw: str | bytes) -> tuple[Any, CallError | None]:
     """Parse one frame. Returns ``(decoded list, None)`` for a well-formed frame, or ``(None, error)``
     when the frame is a CALL we can answer with a CALLERROR, or ``(None, None)`` when it cannot or must
@@ -151,6 +167,7 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
     def __init__(self, cp_id: str, connection: Any, response_timeout: float = 30) -> None:
         super().__init__(cp_id, connection, response_timeout=response_timeout, logger=log)
         self.malformed_frames = 0
+        self._seen_ids: dict[str, None] = {}  # ids of CALLs received on this connection, oldest first
         self._handlers: set[asyncio.Task[None]] = set()
         self._closed = asyncio.Event()  # the receive loop ended: outstanding CALLs fail at once
 
@@ -166,6 +183,16 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
                 task.cancel()
 
     async def _dispatch(self, raw: str | bytes) -> None:
+        if len(raw) > MAX_FRAME_BYTES:
+            self.malformed_frames += 1
+            unique_id = _leading_call_id(raw)
+            log.warning("oversized OCPP frame", extra={"bytes": len(raw), "limit": MAX_FRAME_BYTES,
+                                                       "answered": unique_id is not None})
+            if unique_id is not None:
+                await self._send(CallError(unique_id, "FormationViolation",
+                                           f"message of {len(raw)} bytes exceeds this charge point's limit of "
+                                           f"{MAX_FRAME_BYTES} bytes", {}).to_json())
+            return
         decoded, error = classify_frame(raw)
         if decoded is None:
             self.malformed_frames += 1
@@ -174,6 +201,18 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
                 await self._send(error.to_json())
             return
         if decoded[0] == MessageType.Call:
+            unique_id = decoded[1]
+            if unique_id in self._seen_ids:
+                # OCPP-J §4.1.4: a CALL's id MUST differ from every id the sender used before on this
+                # connection. Executing a repeated id could e.g. start a transaction twice: refuse it.
+                self.malformed_frames += 1
+                log.warning("duplicate CALL message id refused", extra={"unique_id": unique_id[:36]})
+                await self._send(CallError(unique_id, "ProtocolError", "message id already used on this "
+                                           "connection", {"cause": "duplicate unique id"}).to_json())
+                return
+            self._seen_ids[unique_id] = None
+            if len(self._seen_ids) > SEEN_IDS_KEPT:
+                self._seen_ids.pop(next(iter(self._seen_ids)))
             task = asyncio.create_task(self._handle_call_safely(Call(*decoded[1:])))
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
