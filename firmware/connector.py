@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -99,7 +99,7 @@ class ConnectorController:
         self.restored = False
         self._lock = asyncio.Lock()
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._unplugged = asyncio.Event()  # pilot went to A: try clearing latched faults now
         self.machine = self._load_machine()
 
@@ -121,24 +121,31 @@ class ConnectorController:
     async def start(self, *, reboot: bool = False) -> None:
         """Start watching the hardware (devices are already started). After a restart, tell the machine
         the power came back so it settles what was open."""
-        self._tasks.append(asyncio.create_task(self._watch_board(), name=f"connector{self.id}-board"))
+        self._spawn(self._watch_board(), f"connector{self.id}-board")
         if self.hw.meter is not None:
-            self._tasks.append(asyncio.create_task(self._watch_meter(), name=f"connector{self.id}-meter"))
+            self._spawn(self._watch_meter(), f"connector{self.id}-meter")
         clear = getattr(self.hw.board, "clear_faults", None)  # not part of EvseBoard: boards that latch have it
         if callable(clear):
-            self._tasks.append(asyncio.create_task(self._clear_latched_faults(clear), name=f"connector{self.id}-latch"))
+            self._spawn(self._clear_latched_faults(clear), f"connector{self.id}-latch")
         pilot = self.hw.board.pilot_state
         if self.restored:
             await self.handle(PowerRestored(pilot=pilot, reboot=reboot))
         elif pilot is not None:
             await self.handle(PilotChanged(pilot))
 
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coro`` as a task owned by this connector; finished tasks are forgotten (timers fire often)."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def close(self) -> None:
         for handle in self._timers.values():
             handle.cancel()
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- events in ------------------------------------------------------------------------------
 
@@ -257,7 +264,7 @@ class ConnectorController:
 
         def fire() -> None:
             self._timers.pop(name, None)
-            self._tasks.append(asyncio.create_task(expire()))
+            self._spawn(expire(), f"connector{self.id}-timer-{name}")
 
         self._timers[name] = loop.call_later(max(0.0, seconds), fire)
 
