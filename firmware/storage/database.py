@@ -73,7 +73,11 @@ class Database:
     def __init__(self, path: str | Path, migrations: Sequence[Migration] = MIGRATIONS) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._depth = 0  # nesting of transaction() blocks (the lock makes it per thread)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"{self.path}: cannot create the database's folder ({exc})") from exc
         try:
             self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.conn.execute("PRAGMA journal_mode=WAL")
@@ -105,15 +109,33 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT; rolled back on any exception. Durable once the block exits."""
+        """BEGIN IMMEDIATE … COMMIT; rolled back on any exception. Durable once the outermost block exits.
+
+        Nested blocks join the outer one, so that callers can make several writes atomic together
+        (the connector commits a session snapshot and the transaction records it implies as one unit:
+        a power cut leaves both or neither)."""
         with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self.conn
+                finally:
+                    self._depth -= 1
+                return
             self.conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
             try:
                 yield self.conn
             except BaseException:
+                self._depth = 0
                 self.conn.execute("ROLLBACK")
                 raise
+            self._depth = 0
             self.conn.execute("COMMIT")
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,174 @@
+"""The outbox on disk: capacity bounded by the disk, order kept across restarts, thinning under a cap, counters,
+and atomic multi-write commits (Database.transaction nesting)."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from firmware.storage.database import Database
+from firmware.storage.transactions import DISCARDED_KEY, THINNED_KEY, QueuedMessage, TransactionLog
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def meter_values(i: int, context: str = "Sample.Periodic", connector: int = 1) -> dict[str, Any]:
+    return {"connectorId": connector, "meterValue": [{"timestamp": (T0 + timedelta(seconds=i)).isoformat(),
+                                                      "sampledValue": [{"value": str(1000 + i), "context": context,
+                                                                        "measurand": "Energy.Active.Import.Register",
+                                                                        "unit": "Wh"}]}]}
+
+
+def start_tx(log: TransactionLog, connector: int = 1, local_id: int = 1) -> None:
+    log.start(connector, local_id, "04A1B2C3", 1000, T0, ("StartTransaction", {
+        "connectorId": connector, "idTag": "04A1B2C3", "meterStart": 1000, "timestamp": T0.isoformat()}))
+
+
+def stop_tx(log: TransactionLog, connector: int = 1, local_id: int = 1, wh: int = 2000) -> None:
+    log.stop(connector, local_id, wh, T0, "Local", ("StopTransaction", {"meterStop": wh, "timestamp": T0.isoformat()}))
+
+
+def test_hundred_thousand_queued_messages_survive_a_restart_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "agent.db"
+    db = Database(path)
+    log = TransactionLog(db)
+    start_tx(log)
+    total = 100_000
+    for chunk in range(0, total, 10_000):
+        batch: list[QueuedMessage] = [("MeterValues", meter_values(i), 1, 1, None)
+                                      for i in range(chunk, chunk + 10_000)]
+        log.queue_many(batch)
+    stop_tx(log)
+    db.close()
+
+    again = TransactionLog(Database(path))  # "restart": a new connection to the same file
+    queued = again.peek()
+    assert len(queued) == total + 2 == again.count()
+    assert [m.action for m in (queued[0], queued[-1])] == ["StartTransaction", "StopTransaction"]
+    values = [int(m.payload["meterValue"][0]["sampledValue"][0]["value"]) for m in queued[1:-1]]
+    assert values == list(range(1000, 1000 + total))  # every one, in the order queued
+    seqs = [m.seq for m in queued]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert again.head() == queued[0]
+    assert [m.seq for m in again.peek(3, after_seq=seqs[10])] == seqs[11:14]
+
+
+def test_nested_transactions_commit_together_or_not_at_all(tmp_path: Path) -> None:
+    db = Database(tmp_path / "agent.db")
+    log = TransactionLog(db)
+    with pytest.raises(RuntimeError), db.transaction():
+        db.put_setting("session.1", "snapshot with a transaction")
+        start_tx(log)  # joins the outer transaction
+        assert db.in_transaction
+        raise RuntimeError("power cut between the two writes")
+    assert not db.in_transaction
+    assert db.get_setting("session.1") is None and log.count() == 0 and log.open_transactions() == []
+    with db.transaction():
+        db.put_setting("session.1", "snapshot with a transaction")
+        start_tx(log)
+    assert db.get_setting("session.1") is not None and log.count() == 1 and len(log.open_transactions()) == 1
+
+
+def test_a_write_left_uncommitted_by_a_killed_process_is_not_there(tmp_path: Path) -> None:
+    path = tmp_path / "agent.db"
+    db = Database(path)
+    db.conn.execute("BEGIN IMMEDIATE")
+    db.conn.execute("INSERT INTO settings(key, value) VALUES('session.1', 'half')")
+    # a second process opens the file meanwhile (the first never commits: it is killed)
+    other = sqlite3.connect(path)
+    assert other.execute("SELECT COUNT(*) FROM settings").fetchone()[0] == 0
+    other.close()
+
+
+def test_cap_thins_only_periodic_meter_values_of_the_oldest_transaction(tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    db = Database(tmp_path / "agent.db")
+    log = TransactionLog(db, max_queued=12)
+    start_tx(log, 1, 1)
+    for i in range(8):
+        log.queue("MeterValues", meter_values(i), 1, 1)
+    log.queue("MeterValues", meter_values(100, "Sample.Clock"), 1, 1)  # clock-aligned of a transaction: kept
+    stop_tx(log, 1, 1)
+    start_tx(log, 2, 1)
+    assert log.count() == 12 and log.stats().thinned == 0
+    with caplog.at_level(logging.WARNING, logger="firmware.storage.transactions"):
+        log.queue("MeterValues", meter_values(200, connector=2), 2, 1)  # the 13th: over the cap
+    kept = log.peek()
+    # every other periodic value of the oldest transaction went, its first and last stayed
+    periodic_1 = [int(m.payload["meterValue"][0]["sampledValue"][0]["value"]) - 1000 for m in kept
+                  if m.local_id == 1 and m.connector == 1 and m.action == "MeterValues"
+                  and m.payload["meterValue"][0]["sampledValue"][0]["context"] == "Sample.Periodic"]
+    assert periodic_1 == [0, 2, 4, 6, 7]
+    assert [m.action for m in kept].count("StartTransaction") == 2
+    assert [m.action for m in kept].count("StopTransaction") == 1
+    assert any(m.payload["meterValue"][0]["sampledValue"][0]["context"] == "Sample.Clock" for m in kept
+               if m.action == "MeterValues")
+    assert log.count() == 10 and log.stats().thinned == 3 and db.get_setting(THINNED_KEY) == "3"
+    assert any(r.getMessage() == "outbox over its cap: thinned periodic meter values" for r in caplog.records)
+
+
+def test_values_of_no_transaction_are_thinned_first(tmp_path: Path) -> None:
+    log = TransactionLog(Database(tmp_path / "agent.db"), max_queued=8)
+    start_tx(log)
+    for i in range(4):
+        log.queue("MeterValues", meter_values(i), 1, 1)
+    for i in range(4):  # clock-aligned values of an idle connector: no transaction
+        log.queue("MeterValues", meter_values(50 + i, "Sample.Clock", connector=2))
+    kept = log.peek()
+    idle = [m for m in kept if m.local_id is None]
+    assert len(idle) == 3 and len([m for m in kept if m.local_id == 1]) == 5  # the transaction's untouched
+
+
+def test_over_the_cap_with_nothing_to_thin_keeps_everything(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    log = TransactionLog(Database(tmp_path / "agent.db"), max_queued=3)
+    with caplog.at_level(logging.WARNING, logger="firmware.storage.transactions"):
+        for connector in (1, 2, 3):
+            start_tx(log, connector)
+            stop_tx(log, connector)
+    assert log.count() == 6 and log.stats().thinned == 0  # Start/Stop are never dropped
+    warnings = [r for r in caplog.records if "nothing left to thin" in r.getMessage()]
+    assert len(warnings) == 1  # said once, not for every message
+
+
+def test_thinning_repeats_on_the_same_transaction_as_it_keeps_growing(tmp_path: Path) -> None:
+    log = TransactionLog(Database(tmp_path / "agent.db"), max_queued=1000)
+    start_tx(log)
+    for i in range(3000):
+        log.queue("MeterValues", meter_values(i), 1, 1)
+    kept = log.peek()
+    assert len(kept) <= 1000 and kept[0].action == "StartTransaction"
+    values = [int(m.payload["meterValue"][0]["sampledValue"][0]["value"]) - 1000 for m in kept[1:]]
+    assert values[0] == 0 and values == sorted(values) and len(values) == len(set(values))
+    assert log.stats().thinned == 3000 - len(values)
+
+
+def test_discarded_and_attempted_are_counted(tmp_path: Path) -> None:
+    db = Database(tmp_path / "agent.db")
+    log = TransactionLog(db)
+    start_tx(log)
+    head = log.head()
+    assert head is not None and head.attempts == 0 and head.transaction_related
+    assert log.attempted(head.seq) == 1 and log.attempted(head.seq) == 2
+    assert log.head() is not None and log.head().attempts == 2  # type: ignore[union-attr]
+    assert log.discard(head.seq) == 1
+    assert log.count() == 0 and db.get_setting(DISCARDED_KEY) == "1"
+    stats = log.stats()
+    assert (stats.queued, stats.discarded, stats.thinned, stats.max_queued) == (0, 1, 0, None)
+
+
+def test_start_transaction_id_is_stored_with_the_delivery(tmp_path: Path) -> None:
+    log = TransactionLog(Database(tmp_path / "agent.db"))
+    start_tx(log, 1, 1)
+    start_tx(log, 1, 2)
+    head = log.head()
+    assert head is not None
+    log.delivered(head.seq, (1, 1, 4711))
+    rec = log.get(1, 1)
+    assert rec is not None and rec.transaction_id == 4711
+    assert log.active_by_transaction_id(4711) == rec
+    assert log.next_local_id(1) == 3 and log.next_local_id(2) == 1
