@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from firmware.authorization import DEFAULT_CACHE_CAPACITY
 from firmware.ocpp16.configuration import check_preset
 
 T = TypeVar("T")
@@ -90,6 +91,7 @@ class OcppConfig:
     response_timeout_s: float = 30.0
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 300.0
+    authorization_cache_size: int = DEFAULT_CACHE_CAPACITY  # ids the Authorization Cache keeps (§3.5.1)
 
     def __repr__(self) -> str:  # keep the password out of any log or traceback
         return f"OcppConfig(csms_url={self.csms_url!r}, version={self.version!r}, password=***)"
@@ -309,7 +311,7 @@ def _parse_ocpp(root: _Reader, number_of_connectors: int) -> OcppConfig | None:
     if o is None:
         return None
     o.reject_unknown({"csms_url", "version", "password", "presets", "response_timeout_s", "reconnect_min_s",
-                      "reconnect_max_s"})
+                      "reconnect_max_s", "authorization_cache_size"})
     url: str = o.text("csms_url", required=True)
     if not url.startswith(("ws://", "wss://")):
         raise o.fail("csms_url", "a ws:// or wss:// URL", url)
@@ -339,6 +341,7 @@ def _parse_ocpp(root: _Reader, number_of_connectors: int) -> OcppConfig | None:
         response_timeout_s=o.number("response_timeout_s", 30.0, lo=1.0, hi=600.0),
         reconnect_min_s=mn,
         reconnect_max_s=mx,
+        authorization_cache_size=o.integer("authorization_cache_size", DEFAULT_CACHE_CAPACITY, lo=1, hi=1_000_000),
     )
 
 

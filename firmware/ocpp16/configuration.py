@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from firmware.authorization import LOCAL_AUTH_LIST_MAX_LENGTH, SEND_LOCAL_LIST_MAX_LENGTH
 from firmware.storage import Database
 
 log = logging.getLogger(__name__)
@@ -93,15 +94,16 @@ class KeyDefinition:
 
 
 def _core_keys(number_of_connectors: int) -> list[KeyDefinition]:
-    """The Core profile's keys this charge point supports. Optional keys are listed only when the agent
-    honours them (AuthorizationCacheEnabled and MinimumStatusDuration come with offline operation).
-    LocalAuthorizeOffline and LocalPreAuthorize are required keys; until the authorization cache and
-    local list exist there is nothing local to authorize from, so they do not change behaviour yet."""
+    """The Core profile's keys this charge point supports, and the Local Auth List Management profile's
+    keys the local list storage honours (firmware/authorization.py, docs/authorization.md). Optional keys are
+    listed only when the agent honours them. SupportedFeatureProfiles names LocalAuthListManagement only
+    once SendLocalList / GetLocalListVersion are served."""
     B, I, C = KeyType.BOOL, KeyType.INT, KeyType.CSL  # noqa: E741 - short names keep the table readable
     day = 86400
     m = SUPPORTED_MEASURANDS
     return [
         KeyDefinition("AllowOfflineTxForUnknownId", B, "false"),
+        KeyDefinition("AuthorizationCacheEnabled", B, "true"),
         KeyDefinition("AuthorizeRemoteTxRequests", B, "true"),
         KeyDefinition("ClockAlignedDataInterval", I, "0", minimum=0, maximum=day),
         KeyDefinition("ConnectionTimeOut", I, "60", minimum=1, maximum=3600),
@@ -109,6 +111,8 @@ def _core_keys(number_of_connectors: int) -> list[KeyDefinition]:
         KeyDefinition("ConnectorPhaseRotationMaxLength", I, str(number_of_connectors + 1), readonly=True),
         KeyDefinition("GetConfigurationMaxKeys", I, "64", readonly=True),
         KeyDefinition("HeartbeatInterval", I, "300", minimum=0, maximum=day),
+        KeyDefinition("LocalAuthListEnabled", B, "true"),
+        KeyDefinition("LocalAuthListMaxLength", I, str(LOCAL_AUTH_LIST_MAX_LENGTH), readonly=True),
         KeyDefinition("LocalAuthorizeOffline", B, "true"),
         KeyDefinition("LocalPreAuthorize", B, "false"),
         KeyDefinition("MeterValuesAlignedData", C, "Energy.Active.Import.Register", choices=m,
@@ -120,6 +124,7 @@ def _core_keys(number_of_connectors: int) -> list[KeyDefinition]:
         KeyDefinition("MeterValueSampleInterval", I, "60", minimum=0, maximum=day),
         KeyDefinition("NumberOfConnectors", I, str(number_of_connectors), readonly=True),
         KeyDefinition("ResetRetries", I, "3", minimum=0, maximum=10),
+        KeyDefinition("SendLocalListMaxLength", I, str(SEND_LOCAL_LIST_MAX_LENGTH), readonly=True),
         KeyDefinition("StopTransactionOnEVSideDisconnect", B, "true"),
         KeyDefinition("StopTransactionOnInvalidId", B, "true"),
         KeyDefinition("StopTxnAlignedData", C, "", choices=m, max_items=CSL_MAX_LENGTH),

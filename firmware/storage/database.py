@@ -55,8 +55,31 @@ def _v2(conn: sqlite3.Connection) -> None:
         )""")
 
 
+def _v3(conn: sqlite3.Connection) -> None:
+    """Authorization Cache and Local Authorization List (OCPP 1.6 §3.5; firmware/authorization.py). ``key`` is
+    the casefolded id (ids are case-insensitive), ``expiry`` UNIX seconds, ``used`` the cache's LRU counter."""
+    conn.execute("""
+        CREATE TABLE auth_cache (
+            key           TEXT    PRIMARY KEY,
+            id_tag        TEXT    NOT NULL,
+            status        TEXT    NOT NULL,
+            expiry        REAL,
+            parent_id_tag TEXT,
+            used          INTEGER NOT NULL
+        )""")
+    conn.execute("CREATE INDEX auth_cache_used ON auth_cache(used)")
+    conn.execute("""
+        CREATE TABLE local_auth_list (
+            key           TEXT    PRIMARY KEY,
+            id_tag        TEXT    NOT NULL,
+            status        TEXT    NOT NULL,
+            expiry        REAL,
+            parent_id_tag TEXT
+        )""")
+
+
 #: Schema versions in order; index + 1 is the version number. Append, never edit or remove.
-MIGRATIONS: list[Migration] = [_v1, _v2]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
 
 
 class StorageError(Exception):
