@@ -31,6 +31,7 @@ from typing import Any
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
+from firmware.authorization import Authorizer, AuthSettings, IdTagInfo, Verdict
 from firmware.config import AgentConfig
 from firmware.connector import ConnectorController, reset_flag
 from firmware.exitcodes import ExitCode
@@ -125,7 +126,7 @@ class _ChargePoint(RpcChargePoint):
 
     @handles(Action.clear_cache)
     async def _clear_cache(self, **_: Any) -> Any:
-        return call_result.ClearCache(status="Accepted")
+        return call_result.ClearCache(status=self.client.clear_cache())
 
     @handles(Action.reset)
     async def _reset(self, type: str, **_: Any) -> Any:
@@ -186,6 +187,7 @@ class Ocpp16Client:
         self._tasks: set[asyncio.Task[Any]] = set()
         # ChangeAvailability on connector 0 (the whole charge point), kept across restarts (§5.2)
         self._connector0_unavailable = db.get_setting(CHARGE_POINT_INOPERATIVE_KEY) == "1"
+        self.auth = Authorizer(db, self._auth_settings, cache_capacity=config.ocpp.authorization_cache_size)
         keys.on_change(self._apply_key)
 
     # --- connector observer -------------------------------------------------------------------
@@ -572,46 +574,74 @@ class Ocpp16Client:
 
     # --- authorization ------------------------------------------------------------------------------
 
+    def _auth_settings(self) -> AuthSettings:
+        k = self.keys
+        return AuthSettings(local_pre_authorize=k.get_bool("LocalPreAuthorize"),
+                            local_authorize_offline=k.get_bool("LocalAuthorizeOffline"),
+                            allow_offline_tx_for_unknown_id=k.get_bool("AllowOfflineTxForUnknownId"),
+                            cache_enabled=k.get_bool("AuthorizationCacheEnabled"),
+                            local_list_enabled=k.get_bool("LocalAuthListEnabled"))
+
     async def _authorize(self, ctrl: ConnectorController, req: RequestAuthorization) -> None:
-        """Authorize.req, and the answer back to the machine. Every way this can fail still answers the
-        machine, which otherwise keeps the id pending (and ignores the same card until the restart)."""
+        """Authorize an id (docs/authorization.md): from the Local Authorization List or the Authorization
+        Cache when :func:`~firmware.authorization.decide` says so, else Authorize.req — and if that gets no
+        answer, as offline. Every way this can fail still answers the machine, which otherwise keeps the id
+        pending (and ignores the same card until the restart)."""
         cp = self.cp
-        if cp is None or not self._online.is_set():
-            await self._authorize_offline(ctrl, req, "offline")
+        online = cp is not None and self._online.is_set()
+        decision = self.auth.decide(req.id_token, online=online, purpose=req.purpose, now=utcnow())
+        if decision.verdict is Verdict.ASK_CSMS and cp is not None:
+            try:
+                answer = await self._call(cp, "Authorize", {"idTag": req.id_token})
+            except (CallErrorReceived, InvalidResponse) as exc:
+                log.warning("Authorize failed", extra={"connector": ctrl.id, "error": str(exc)})
+                await ctrl.handle(AuthorizationResult(req.id_token, AuthStatus.UNKNOWN, source=AuthSource.ONLINE))
+                return
+            except Exception as exc:  # no answer, or the connection went down meanwhile: we are offline
+                log.info("Authorize not answered; authorizing as offline",
+                         extra={"connector": ctrl.id, "error": f"{type(exc).__name__}: {exc}"})
+                decision = self.auth.decide(req.id_token, online=False, purpose=req.purpose, now=utcnow())
+            else:
+                info = IdTagInfo.from_ocpp16(answer.get("idTagInfo") or {})
+                now = utcnow()
+                status = info.effective_status(now)
+                await ctrl.handle(AuthorizationResult(req.id_token, status, parent_id_token=info.parent_id_tag,
+                                                      source=AuthSource.ONLINE))
+                self._learn(req.id_token, info)
+                if req.purpose is AuthPurpose.REMOTE_START:
+                    log.info("remote start authorized", extra={"connector": ctrl.id, "status": status.value})
+                return
+        log.info("authorized without the CSMS", extra={
+            "connector": ctrl.id, "purpose": req.purpose.value, "verdict": decision.verdict.value,
+            "status": decision.status.value, "source": decision.source.value if decision.source else None,
+            "reason": decision.reason})
+        await ctrl.handle(decision.result(req.id_token))
+        self.auth.used(req.id_token, decision)
+
+    def _learn(self, id_tag: object, info: IdTagInfo | object) -> None:
+        """Every IdTagInfo from the CSMS (Authorize.conf, StartTransaction.conf, StopTransaction.conf) updates
+        the Authorization Cache (§3.5.1); a storage failure costs a cache entry, never a message or a session.
+        ``info`` may be the wire object; an answer without one (StopTransaction.conf) changes nothing."""
+        if not isinstance(id_tag, str):
+            return
+        if isinstance(info, dict):
+            info = IdTagInfo.from_ocpp16(info)
+        if not isinstance(info, IdTagInfo):
             return
         try:
-            answer = await self._call(cp, "Authorize", {"idTag": req.id_token})
-        except (CallErrorReceived, InvalidResponse) as exc:
-            log.warning("Authorize failed", extra={"connector": ctrl.id, "error": str(exc)})
-            await ctrl.handle(AuthorizationResult(req.id_token, AuthStatus.UNKNOWN, source=AuthSource.ONLINE))
-            return
-        except Exception as exc:  # no answer, or the connection went down meanwhile: we are offline
-            await self._authorize_offline(ctrl, req, f"{type(exc).__name__}: {exc}")
-            return
-        info = answer.get("idTagInfo", {})
-        status = mapping.auth_status(str(info.get("status")))
-        if status is AuthStatus.ACCEPTED and info.get("expiryDate"):
-            expiry = datetime.fromisoformat(str(info["expiryDate"]).replace("Z", "+00:00"))
-            if expiry <= utcnow():
-                status = AuthStatus.EXPIRED
-        await ctrl.handle(AuthorizationResult(req.id_token, status, parent_id_token=info.get("parentIdTag"),
-                                              source=AuthSource.ONLINE))
-        if req.purpose is AuthPurpose.REMOTE_START:
-            log.info("remote start authorized", extra={"connector": ctrl.id, "status": status.value})
+            self.auth.learn(id_tag, info, utcnow())
+        except Exception:
+            log.exception("authorization cache not updated")
 
-    async def _authorize_offline(self, ctrl: ConnectorController, req: RequestAuthorization, why: str) -> None:
-        """Offline (§3.4.4 Unknown Offline Authorization, key §9.1.1): with AllowOfflineTxForUnknownId an id
-        may start a transaction; the CSMS judges it when the StartTransaction is delivered
-        (StopTransactionOnInvalidId).
-        There is no authorization cache or local list here, so every id is unknown offline. Stopping
-        by another card of the same group needs its parent id, which only the CSMS knows."""
-        allowed = req.purpose is not AuthPurpose.STOP and self.keys.get_bool("AllowOfflineTxForUnknownId")
-        log.info("authorizing while offline", extra={"connector": ctrl.id, "reason": why, "allowed": allowed})
-        if allowed:
-            await ctrl.handle(AuthorizationResult(req.id_token, AuthStatus.ACCEPTED,
-                                                  source=AuthSource.OFFLINE_ALLOWED))
-        else:
-            await ctrl.handle(AuthorizationResult(req.id_token, AuthStatus.UNKNOWN, source=AuthSource.ONLINE))
+    def clear_cache(self) -> str:
+        """ClearCache (§5.4): Accepted once the Authorization Cache is empty, Rejected if it could not be."""
+        try:
+            self.auth.clear_cache()
+        except Exception:
+            log.exception("ClearCache failed")
+            return "Rejected"
+        log.info("authorization cache cleared")
+        return "Accepted"
 
     # --- CSMS requests ------------------------------------------------------------------------------
 
@@ -674,6 +704,9 @@ class Ocpp16Client:
             self.link.set_ping_interval(float(value))
         elif key == "HeartbeatInterval":
             self._heartbeat_wake.set()
+        elif key == "AuthorizationCacheEnabled" and value == "false":
+            # off means off: no entries left behind that nobody updates until it is switched on again
+            self.clear_cache()
         elif key == "MeterValueSampleInterval":  # running transactions sample at the new interval from now
             now = utcnow()
             for samples in self._samples.values():
