@@ -489,6 +489,7 @@ class Ocpp16Client:
             tx_id = int(answer["transactionId"])
             self.tlog.delivered(msg.seq, (msg.connector, msg.local_id, tx_id))
             info = answer.get("idTagInfo", {})
+            self._learn(payload.get("idTag"), info)
             ctrl = self.connectors.get(msg.connector)
             if ctrl is not None:
                 status = mapping.auth_status(str(info.get("status", "Invalid")))
@@ -500,6 +501,8 @@ class Ocpp16Client:
             log.info("transaction started", extra={"connector": msg.connector, "transaction_id": tx_id})
         else:
             self.tlog.delivered(msg.seq)
+            if msg.action == "StopTransaction":  # idTagInfo of the id that stopped it, if one did
+                self._learn(payload.get("idTag"), answer.get("idTagInfo"))
 
     # --- meter values -------------------------------------------------------------------------------
 
