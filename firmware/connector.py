@@ -48,6 +48,7 @@ from firmware.session import (
 )
 from firmware.session.events import Event
 from firmware.storage import Database
+from firmware.storage.transactions import TransactionLog
 from hal.interfaces import (
     ContactorChanged,
     DeviceError,
@@ -72,7 +73,8 @@ LATCH_RETRY_S = 2.0
 class ConnectorObserver(Protocol):
     def record(self, connector: ConnectorController, effects: list[Effect], reading: MeterReading | None,
                now: datetime) -> None:
-        """Durable bookkeeping (transactions, queued messages); runs before hardware is switched."""
+        """Durable bookkeeping (transactions, queued messages); runs before hardware is switched, inside the
+        database transaction that also stores the machine's snapshot (write through the shared Database)."""
 
     async def notify(self, connector: ConnectorController, effects: list[Effect]) -> None:
         """Everything else (status messages, telemetry); runs after the hardware effects."""
@@ -106,14 +108,26 @@ class ConnectorController:
     def _load_machine(self) -> SessionMachine:
         raw = self._db.get_setting(SNAPSHOT_KEY.format(self.id))
         if raw is None:
-            return SessionMachine(self.id, self.config)
+            return self._fresh_machine()
         try:
             machine = SessionMachine.restore(json.loads(raw), self.config)
         except (SnapshotError, ValueError) as exc:
             # a broken snapshot must not keep the charger down; the transaction log still has the billing data
+            # (the OCPP client closes a transaction left open there, see Ocpp16Client.close_orphaned_transactions)
             log.error("session snapshot unusable, starting fresh", extra={"connector": self.id, "error": str(exc)})
-            return SessionMachine(self.id, self.config)
+            return self._fresh_machine()
         self.restored = True
+        return machine
+
+    def _fresh_machine(self) -> SessionMachine:
+        """A new machine that continues this connector's transaction numbering: (connector, local id) keys the
+        billing records, so a machine that lost its snapshot must not reuse a local id."""
+        machine = SessionMachine(self.id, self.config)
+        first = TransactionLog(self._db).next_local_id(self.id)
+        if first > 1:
+            snapshot = machine.snapshot()
+            snapshot["context"]["next_local_id"] = first
+            machine = SessionMachine.restore(snapshot, self.config)
         return machine
 
     # --- life cycle -----------------------------------------------------------------------------
@@ -154,14 +168,20 @@ class ConnectorController:
         async with self._lock:
             now = utcnow()
             effects = self.machine.handle(event, now)
-            self._db.put_setting(SNAPSHOT_KEY.format(self.id), json.dumps(self.machine.snapshot()))
-            if not effects:
-                return effects
+            snapshot = json.dumps(self.machine.snapshot())
             reading = None
             if any(isinstance(e, TransactionStarted | TransactionStopped) for e in effects):
                 reading = await self.fresh_reading()
-            for observer in self.observers:
-                observer.record(self, effects, reading, now)
+            # One commit for the machine's new state and the records it implies: a power cut leaves both or
+            # neither (a snapshot without its StopTransaction would lose the stop; a record without its snapshot
+            # would stop a transaction twice). Nothing was switched yet, so "neither" is a consistent state.
+            with self._db.transaction():
+                self._db.put_setting(SNAPSHOT_KEY.format(self.id), snapshot)
+                if effects:
+                    for observer in self.observers:
+                        observer.record(self, effects, reading, now)
+            if not effects:
+                return effects
             for effect in effects:
                 await self._perform(effect)
             for observer in self.observers:
@@ -176,10 +196,16 @@ class ConnectorController:
         if self.hw.meter is None:
             return None
         try:
-            self.latest_reading = await self.hw.meter.read()
+            self._keep_newest(await self.hw.meter.read())
         except DeviceError as exc:
             log.warning("meter read failed, using the last reading", extra={"connector": self.id, "error": str(exc)})
         return self.latest_reading
+
+    def _keep_newest(self, reading: MeterReading) -> None:
+        """A poll's reading can reach us (through the event stream) after a fresher one read for a start or a
+        stop: never let the latest reading go back in time, or a later sample could undercut meterStart."""
+        if self.latest_reading is None or reading.taken_at >= self.latest_reading.taken_at:
+            self.latest_reading = reading
 
     async def _watch_board(self) -> None:
         board = self.hw.board
@@ -222,7 +248,7 @@ class ConnectorController:
         with self.hw.meter.events.subscribe() as sub:
             async for ev in sub:
                 if isinstance(ev, MeterReading):
-                    self.latest_reading = ev
+                    self._keep_newest(ev)
                 elif isinstance(ev, DeviceFault):
                     # reported (PowerMeterFailure) but charging goes on: the meter's register keeps counting
                     await self.handle(FaultRaised(ev.code, ev.detail, source=f"meter:{ev.device}", blocking=False))

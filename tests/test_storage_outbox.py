@@ -172,3 +172,15 @@ def test_start_transaction_id_is_stored_with_the_delivery(tmp_path: Path) -> Non
     assert rec is not None and rec.transaction_id == 4711
     assert log.active_by_transaction_id(4711) == rec
     assert log.next_local_id(1) == 3 and log.next_local_id(2) == 1
+
+
+def test_an_unreadable_queued_message_is_discarded_not_blocking_the_queue(tmp_path: Path) -> None:
+    db = Database(tmp_path / "agent.db")
+    log = TransactionLog(db)
+    start_tx(log)
+    log.queue("MeterValues", meter_values(1), 1, 1)
+    head = log.head()
+    assert head is not None
+    db.conn.execute("UPDATE outbox SET payload = '{\"connectorId\": 1, \"meterV' WHERE seq = ?", (head.seq,))
+    nxt = log.head()
+    assert nxt is not None and nxt.action == "MeterValues" and log.count() == 1 and log.stats().discarded == 1

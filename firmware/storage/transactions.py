@@ -205,9 +205,6 @@ class TransactionLog:
                      "SET value = CAST(value AS INTEGER) + ?", (key, str(by), by))
         return int(conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()[0])
 
-    @staticmethod
-    def _message(row: Any) -> OutboxMessage:
-        return OutboxMessage(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], row[6])
 
     def head(self) -> OutboxMessage | None:
         """The oldest queued message (transaction messages are delivered strictly in order)."""
@@ -216,10 +213,29 @@ class TransactionLog:
 
     def peek(self, limit: int | None = None, after_seq: int = 0) -> list[OutboxMessage]:
         """Queued messages in order (all of them without ``limit``), starting after ``after_seq``."""
+        out: list[OutboxMessage] = []
         with self.db.transaction() as conn:
-            rows = conn.execute("SELECT seq, action, payload, connector, local_id, attempts, created_at FROM outbox "
-                                "WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, -1 if limit is None else limit))
-            return [self._message(r) for r in rows]
+            while True:
+                want = -1 if limit is None else limit - len(out)
+                rows = conn.execute("SELECT seq, action, payload, connector, local_id, attempts, created_at "
+                                    "FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, want)).fetchall()
+                damaged = False
+                for seq, action, payload, connector, local_id, attempts, created_at in rows:
+                    after_seq = seq
+                    try:
+                        decoded = json.loads(payload)
+                    except (ValueError, TypeError):
+                        # a damaged row (bit rot the integrity check did not see) must not block the queue for ever
+                        damaged = True
+                        conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+                        total = self._bump(conn, DISCARDED_KEY, 1)
+                        log.error("unreadable queued message discarded", extra={
+                            "seq": seq, "action": action, "connector": connector, "local_id": local_id,
+                            "discarded_total": total})
+                        continue
+                    out.append(OutboxMessage(seq, action, decoded, connector, local_id, attempts, created_at))
+                if not damaged or limit is None or not rows:
+                    return out
 
     def count(self) -> int:
         with self.db.transaction() as conn:

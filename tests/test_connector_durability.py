@@ -1,0 +1,168 @@
+"""What a power cut can leave behind in a connector's durable state: the session snapshot and the billing records
+it implies are committed together, never one without the other (the meter read for a stop happens between
+the machine's decision and the records, so it is the window a cut would hit)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from firmware.connector import SNAPSHOT_KEY, ConnectorController
+from firmware.hardware import ConnectorHardware
+from firmware.session import (
+    AuthorizationResult,
+    AuthSource,
+    AuthStatus,
+    CardPresented,
+    Effect,
+    PilotChanged,
+    SessionConfig,
+    TransactionStarted,
+    TransactionStopped,
+)
+from firmware.storage.database import Database
+from firmware.storage.transactions import TransactionLog
+from hal.events import EventStream
+from hal.interfaces import MeterReading, PilotState, utcnow
+
+CARD = "04A1B2C3"
+
+
+class FakeBoard:
+    name = "board1"
+
+    def __init__(self) -> None:
+        self.events: EventStream[Any] = EventStream()
+        self.pilot_state: PilotState | None = PilotState.A
+        self.commands: list[tuple[str, Any]] = []
+
+    async def set_offered_current(self, amps: float) -> None:
+        self.commands.append(("offer", amps))
+
+    async def allow_power(self, on: bool) -> None:
+        self.commands.append(("allow", on))
+
+
+class GatedMeter:
+    """A meter whose reads wait until the test lets them through (a slow RS-485 line, frozen in time)."""
+
+    name = "meter1"
+
+    def __init__(self) -> None:
+        self.events: EventStream[Any] = EventStream()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.wh = 1000.0
+        self.reading_now = asyncio.Event()
+
+    async def read(self) -> MeterReading:
+        self.reading_now.set()
+        await self.gate.wait()
+        self.wh += 10
+        return MeterReading("meter1", utcnow(), self.wh, 7000.0, (10.0,), (230.0,))
+
+
+class Billing:
+    """The durable part of the OCPP client's observer, reduced to the transaction log."""
+
+    def __init__(self, tlog: TransactionLog, fail: bool = False) -> None:
+        self.tlog, self.fail = tlog, fail
+
+    def record(self, ctrl: ConnectorController, effects: list[Effect], reading: MeterReading | None,
+               now: datetime) -> None:
+        for e in effects:
+            wh = 0 if reading is None else round(reading.energy_import_wh)
+            if isinstance(e, TransactionStarted):
+                self.tlog.start(ctrl.id, e.local_id, e.id_token, wh, now, ("StartTransaction", {"meterStart": wh}))
+            elif isinstance(e, TransactionStopped):
+                self.tlog.stop(ctrl.id, e.local_id, wh, now, e.reason.value, ("StopTransaction", {"meterStop": wh}))
+                if self.fail:
+                    raise RuntimeError("disk full")
+
+    async def notify(self, ctrl: ConnectorController, effects: list[Effect]) -> None:
+        return None
+
+
+def make(tmp_path: Path) -> tuple[ConnectorController, GatedMeter, Database, TransactionLog]:
+    db = Database(tmp_path / "agent.db")
+    meter = GatedMeter()
+    hw = ConnectorHardware(1, FakeBoard(), meter, 32.0, 3)  # type: ignore[arg-type]
+    ctrl = ConnectorController(hw, SessionConfig(max_current_amps=32.0), db)
+    tlog = TransactionLog(db)
+    ctrl.observers.append(Billing(tlog))
+    return ctrl, meter, db, tlog
+
+
+def on_disk(path: Path) -> tuple[Any, list[tuple[Any, ...]], list[str]]:
+    """What a restarted agent would find: (snapshot's transaction, transactions rows, queued actions)."""
+    conn = sqlite3.connect(path)
+    try:
+        raw = conn.execute("SELECT value FROM settings WHERE key = ?", (SNAPSHOT_KEY.format(1),)).fetchone()
+        snapshot_tx = json.loads(raw[0])["context"]["transaction"] if raw else None
+        rows = conn.execute("SELECT local_id, stopped_at IS NOT NULL FROM transactions").fetchall()
+        actions = [r[0] for r in conn.execute("SELECT action FROM outbox ORDER BY seq")]
+        return snapshot_tx, rows, actions
+    finally:
+        conn.close()
+
+
+async def start_transaction(ctrl: ConnectorController) -> None:
+    await ctrl.handle(PilotChanged(PilotState.B))
+    await ctrl.handle(CardPresented(CARD))
+    await ctrl.handle(AuthorizationResult(CARD, AuthStatus.ACCEPTED, source=AuthSource.ONLINE))
+    assert ctrl.machine.transaction is not None
+
+
+async def test_a_cut_during_the_stop_meter_read_leaves_the_transaction_open_in_both(tmp_path: Path) -> None:
+    ctrl, meter, _, _ = make(tmp_path)
+    await start_transaction(ctrl)
+    meter.gate.clear()
+    meter.reading_now.clear()
+    stopping = asyncio.create_task(ctrl.handle(CardPresented(CARD)))  # the same card stops it
+    await asyncio.wait_for(meter.reading_now.wait(), 2)
+    # the machine has decided (in memory), the disk still says "open" everywhere: a cut now restores an open
+    # transaction, which PowerRestored then stops with PowerLoss — and nothing was sent or switched meanwhile
+    snapshot_tx, rows, actions = on_disk(tmp_path / "agent.db")
+    assert ctrl.machine.transaction is None
+    assert snapshot_tx is not None and rows == [(1, 0)] and actions == ["StartTransaction"]
+    meter.gate.set()
+    await asyncio.wait_for(stopping, 2)
+    snapshot_tx, rows, actions = on_disk(tmp_path / "agent.db")
+    assert snapshot_tx is None and rows == [(1, 1)] and actions == ["StartTransaction", "StopTransaction"]
+
+
+async def test_records_that_fail_take_the_snapshot_with_them(tmp_path: Path) -> None:
+    ctrl, _, _, _ = make(tmp_path)
+    await start_transaction(ctrl)
+    ctrl.observers[0] = Billing(TransactionLog(ctrl._db), fail=True)
+    with pytest.raises(RuntimeError):
+        await ctrl.handle(CardPresented(CARD))
+    snapshot_tx, rows, actions = on_disk(tmp_path / "agent.db")
+    assert snapshot_tx is not None and rows == [(1, 0)] and actions == ["StartTransaction"]
+
+
+async def test_a_machine_that_lost_its_snapshot_does_not_reuse_local_ids(tmp_path: Path) -> None:
+    ctrl, _, db, tlog = make(tmp_path)
+    await start_transaction(ctrl)
+    db.put_setting(SNAPSHOT_KEY.format(1), "{not json")  # e.g. written by a broken release
+    again = ConnectorController(ctrl.hw, SessionConfig(max_current_amps=32.0), db)
+    again.observers.append(Billing(tlog))
+    assert not again.restored
+    await start_transaction(again)  # would fail on the (connector, local id) key if the id were reused
+    assert again.machine.transaction is not None and again.machine.transaction.local_id == 2
+
+
+async def test_latest_reading_never_goes_back_in_time(tmp_path: Path) -> None:
+    ctrl, _, _, _ = make(tmp_path)
+    fresh = await ctrl.fresh_reading()
+    assert fresh is not None
+    older = MeterReading("meter1", fresh.taken_at - timedelta(seconds=1), fresh.energy_import_wh - 5, 0.0, (0.0,),
+                         (230.0,))
+    ctrl._keep_newest(older)  # a poll's event delivered late
+    assert ctrl.latest_reading is fresh
