@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sqlite3
 import sys
 
 from firmware.config import ConfigError, load_config
@@ -47,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     except StorageError as exc:
         log.error("storage unusable", extra={"error": str(exc)})
         print(f"storage error: {exc}", file=sys.stderr)
+        return ExitCode.STORAGE
+    except sqlite3.DatabaseError as exc:  # failed while running: disk full, I/O error, corruption found late
+        where = f"{config.state_dir}/agent.db"
+        log.error("storage failed", extra={"db": where, "error": str(exc)})
+        print(f"storage error: {where}: {exc}", file=sys.stderr)
         return ExitCode.STORAGE
     except Exception:
         log.exception("agent failed")

@@ -3,8 +3,8 @@
 Start-up order matters for power-loss recovery: the database first (a damaged one stops us with a
 clear message), then the devices, then each connector — a connector restored from its snapshot is
 told that the power came back, which ends an open transaction with PowerLoss (or Reboot after a
-requested reset) using a fresh meter reading — and only then the CSMS link, which delivers whatever
-is queued, in order.
+requested reset) using a fresh meter reading; a transaction the log still has open that no connector
+holds is stopped then too — and only then the CSMS link, which delivers whatever is queued, in order.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class Agent:
         """Link counters of every device and each connector's state (for DataTransfer Diagnostics)."""
         return {"devices": {d.name: dataclasses.asdict(d.stats) for d in self.hardware.devices()},
                 "connectors": [c.describe() for c in self.connectors.values()],
-                "outbox": self.ocpp.tlog.count() if self.ocpp else 0}
+                "outbox": dataclasses.asdict(self.ocpp.tlog.stats()) if self.ocpp else None}
 
     def hardware_summary(self) -> dict[str, Any]:
         """The devices as commissioned (for the Hardware DataTransfer): drivers, models, ports, addresses."""
@@ -169,6 +169,8 @@ class Agent:
         reboot = restart_pending(self.db)
         for ctrl in self.connectors.values():
             await ctrl.start(reboot=reboot)
+        if self.ocpp is not None:
+            await self.ocpp.close_orphaned_transactions()
         for rh in self.hardware.readers:
             self._tasks.append(asyncio.create_task(self._serve_reader(rh), name=f"reader-{rh.reader.name}"))
         if self.ocpp is not None:

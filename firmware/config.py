@@ -24,6 +24,8 @@ T = TypeVar("T")
 METER_MODELS = ("abb_b23", "sdm120", "sdm630")
 BOARD_DRIVERS = ("evse_din", "ioboard")
 READER_DRIVERS = ("pn532", "rdm6300")
+#: Smallest [storage] max_queued_messages: room for a day of 1-minute meter values of one transaction.
+MIN_QUEUED_MESSAGES = 1000
 
 
 class ConfigError(Exception):
@@ -118,6 +120,7 @@ class AgentConfig:
     connectors: tuple[ConnectorConfig, ...] = ()
     readers: tuple[ReaderConfig, ...] = ()
     log_level: str = "INFO"
+    max_queued_messages: int | None = None  # [storage]: cap on the outbox (None: bounded by the disk only)
 
 
 class _Reader:
@@ -210,9 +213,11 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
 
     storage = root.table_("storage")
     state_dir = "/var/lib/evse-agent"
+    max_queued: int | None = None
     if storage is not None:
-        storage.reject_unknown({"dir"})
+        storage.reject_unknown({"dir", "max_queued_messages"})
         state_dir = storage.text("dir", state_dir)
+        max_queued = storage.integer("max_queued_messages", None, lo=MIN_QUEUED_MESSAGES, hi=2**62)
 
     log_level = "INFO"
     logging_t = root.table_("logging")
@@ -295,7 +300,8 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
         ))
     return AgentConfig(path=path, charge_point_id=cp_id, state_dir=state_dir, ocpp=ocpp, identity=identity,
                        buses=buses,
-                       connectors=tuple(connectors), readers=tuple(readers), log_level=log_level)
+                       connectors=tuple(connectors), readers=tuple(readers), log_level=log_level,
+                       max_queued_messages=max_queued)
 
 
 def _limited(t: _Reader, name: str, default: str, max_len: int) -> str:

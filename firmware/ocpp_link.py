@@ -3,8 +3,8 @@
 Version-agnostic: the OCPP version is only the WebSocket subprotocol it asks for. The link connects to
 ``<base URL>/<charge point identity>`` as OCPP-J prescribes, authenticates with HTTP Basic auth when a
 password is configured (security profile 1/2), detects a stale link with WebSocket pings
-(WebSocketPingInterval), and reconnects with exponential back-off and jitter so that a fleet of
-chargers does not hammer a CSMS that has just come back.
+(WebSocketPingInterval: a ping unanswered for one interval closes the connection), and reconnects with
+exponential back-off and jitter so that a fleet of chargers does not hammer a CSMS that has just come back.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ class OcppLink:
 
     def __init__(self, base_url: str, identity: str, subprotocol: str, *, password: str | None = None,
                  backoff: Backoff | None = None, ping_interval_s: float | None = 60.0,
-                 open_timeout_s: float = 10.0, ssl_context: ssl.SSLContext | None = None) -> None:
+                 open_timeout_s: float = 10.0, close_timeout_s: float = 2.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.url = charge_point_url(base_url, identity)
         self.identity = identity
         self.subprotocol = subprotocol
@@ -76,6 +77,9 @@ class OcppLink:
         self.backoff = backoff or Backoff()
         self.ping_interval_s = ping_interval_s
         self.open_timeout_s = open_timeout_s
+        # How long a close waits for the peer's close frame. A stale link (pings unanswered, a CALL unanswered)
+        # will never send one: waiting websockets' default 10 s would only delay the reconnect.
+        self.close_timeout_s = close_timeout_s
         self.ssl_context = ssl_context
         self.connected = asyncio.Event()
         self.connections = 0  # successful connections so far
@@ -92,7 +96,7 @@ class OcppLink:
         conn = await connect(
             self.url, subprotocols=[self.subprotocol],  # type: ignore[list-item]
             additional_headers=headers, open_timeout=self.open_timeout_s,
-            ping_interval=self.ping_interval_s, ping_timeout=self.ping_interval_s,
+            ping_interval=self.ping_interval_s, ping_timeout=self.ping_interval_s, close_timeout=self.close_timeout_s,
             ssl=self.ssl_context, max_size=MAX_WEBSOCKET_FRAME, compression=None,
         )
         if conn.subprotocol != self.subprotocol:

@@ -38,6 +38,7 @@ from firmware.exitcodes import ExitCode
 from firmware.metering import ReadingContext, Sample, next_aligned_time, samples_from_reading
 from firmware.ocpp16 import mapping
 from firmware.ocpp16.configuration import ChangeResult, ConfigurationKeys
+from firmware.ocpp16.delivery import LinkUnresponsive, OutboxDelivery, RetryPolicy
 from firmware.ocpp16.rpc import (
     CallErrorReceived,
     ConnectionLost,
@@ -46,6 +47,7 @@ from firmware.ocpp16.rpc import (
     after_answering,
     handles,
 )
+from firmware.ocpp16.status_hold import StatusHold
 from firmware.ocpp_link import Backoff, OcppLink
 from firmware.session import (
     AuthorizationResult,
@@ -72,7 +74,7 @@ from firmware.session import (
 )
 from firmware.session.status import ConnectorStatus
 from firmware.storage import Database
-from firmware.storage.transactions import OutboxMessage, TransactionLog
+from firmware.storage.transactions import OutboxMessage, QueuedMessage, TransactionLog
 from hal.interfaces import FaultCode, MeterReading, utcnow
 
 log = logging.getLogger(__name__)
@@ -161,7 +163,7 @@ class Ocpp16Client:
         self.connectors = connectors
         self.db = db
         self.keys = keys
-        self.tlog = TransactionLog(db)
+        self.tlog = TransactionLog(db, max_queued=config.max_queued_messages)
         self.response_timeout_s = config.ocpp.response_timeout_s
         self._request_exit = request_exit
         self._diagnostics = diagnostics or (lambda: {})
@@ -173,11 +175,9 @@ class Ocpp16Client:
         self.cp: _ChargePoint | None = None
         self.accepted = False  # BootNotification accepted in this run of the agent
         self._online = asyncio.Event()  # connected and accepted
-        self._outbox_wake = asyncio.Event()
-        self._draining = False
-        self._delivery_idle = asyncio.Event()
-        self._delivery_idle.set()
+        self.delivery = OutboxDelivery(self.tlog, self._retry_policy, self._confirmed)
         self._status_queue: list[dict[str, Any]] = []
+        self._status_hold = StatusHold(self._report_status)  # MinimumStatusDuration
         # per connector: the (status, errorCode, vendorErrorCode) and info last queued
         self._last_status: dict[int, tuple[tuple[str, str, str | None], str | None]] = {}
         self._status_wake = asyncio.Event()
@@ -207,18 +207,22 @@ class Ocpp16Client:
                 self._samples[ctrl.id] = samples
                 self._add_stop_txn_samples(samples, reading, ReadingContext.TRANSACTION_BEGIN, now, ctrl)
                 self._schedule_sampling(samples, now)
-                self._outbox_wake.set()
+                self.delivery.wake()
             elif isinstance(e, TransactionStopped):
                 samples = self._samples.pop(ctrl.id, _TransactionSamples(e.local_id))
                 self._add_stop_txn_samples(samples, reading, ReadingContext.TRANSACTION_END, now, ctrl)
-                stop: dict[str, Any] = {"meterStop": _wh(reading), "timestamp": mapping.timestamp(now),
+                meter_stop = _wh(reading)
+                if reading is None:  # no meter, or it never answered since the start: no energy we can vouch for
+                    record = self.tlog.get(ctrl.id, e.local_id)
+                    meter_stop = record.meter_start_wh if record is not None else 0
+                stop: dict[str, Any] = {"meterStop": meter_stop, "timestamp": mapping.timestamp(now),
                                         "reason": e.reason.value}
                 if e.stopped_by is not None:
                     stop["idTag"] = e.stopped_by
                 if samples.values:
                     stop["transactionData"] = samples.values
                 self.tlog.stop(ctrl.id, e.local_id, stop["meterStop"], now, e.reason.value, ("StopTransaction", stop))
-                self._outbox_wake.set()
+                self.delivery.wake()
 
     async def notify(self, ctrl: ConnectorController, effects: list[Effect]) -> None:
         for e in effects:
@@ -254,7 +258,8 @@ class Ocpp16Client:
             self._resync_statuses()
             self._online.set()
             workers = [asyncio.create_task(c, name=n) for c, n in (
-                (self._send_statuses(cp), "ocpp-status"), (self._send_outbox(cp), "ocpp-outbox"),
+                (self._send_statuses(cp), "ocpp-status"),
+                (self.delivery.run(lambda action, payload: self._call(cp, action, payload)), "ocpp-outbox"),
                 (self._heartbeat(cp), "ocpp-heartbeat"))]
             extra = []
             if self._hardware is not None and not self._hardware_reported:
@@ -262,7 +267,10 @@ class Ocpp16Client:
             done, _ = await asyncio.wait({receiver, *workers}, return_when=asyncio.FIRST_COMPLETED)
             for task in done - {receiver}:
                 error = task.exception() if not task.cancelled() else None
-                if not isinstance(error, ConnectionLost):
+                if isinstance(error, LinkUnresponsive):
+                    log.warning("CSMS not answering; closing the connection to reconnect", extra={"error": str(error)})
+                    await connection.close()
+                elif not isinstance(error, ConnectionLost):
                     log.error("OCPP worker stopped; reconnecting", extra={"worker": task.get_name()},
                               exc_info=error)
                     await connection.close()
@@ -270,6 +278,7 @@ class Ocpp16Client:
             await receiver
         finally:
             self._online.clear()
+            self._status_hold.clear()
             self.cp = None
             for t in [*workers, receiver]:
                 t.cancel()
@@ -352,13 +361,14 @@ class Ocpp16Client:
         if not self._online.is_set():
             return  # on reconnect the current status is sent, not the history
         payload = self._status_payload(ctrl, e.status, e.error, e.info, utcnow())
-        if not self._is_news(payload):
-            return
-        self._status_queue.append(payload)
-        self._status_wake.set()
+        self._status_hold.offer(payload, self.keys.get_int("MinimumStatusDuration"))
 
     def _queue_connector0(self) -> None:
-        payload = self._connector0_payload(utcnow())
+        if self._online.is_set():
+            self._status_hold.offer(self._connector0_payload(utcnow()), self.keys.get_int("MinimumStatusDuration"))
+
+    def _report_status(self, payload: dict[str, Any]) -> None:
+        """A status that lasted MinimumStatusDuration (or at once, with 0): sent if it is news to the CSMS."""
         if self._online.is_set() and self._is_news(payload):
             self._status_queue.append(payload)
             self._status_wake.set()
@@ -383,6 +393,7 @@ class Ocpp16Client:
     def _resync_statuses(self) -> None:
         """After (re)connecting: the current status of the charge point and of every connector, once."""
         now = utcnow()
+        self._status_hold.clear()
         self._last_status.clear()
         self._status_queue = [self._connector0_payload(now)]
         for ctrl in self.connectors.values():
@@ -429,65 +440,19 @@ class Ocpp16Client:
 
     # --- transaction-related messages -------------------------------------------------------------
 
-    async def _send_outbox(self, cp: _ChargePoint) -> None:
-        while not self._draining:
-            msg = self.tlog.head()
-            if msg is None:
-                self._outbox_wake.clear()
-                await self._outbox_wake.wait()
-                continue
-            self._delivery_idle.clear()
-            try:
-                await self._deliver(cp, msg)
-            finally:
-                self._delivery_idle.set()
+    def _retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.keys.get_int("TransactionMessageAttempts"),
+                           float(self.keys.get_int("TransactionMessageRetryInterval")))
 
     async def drain(self, timeout_s: float = 5.0) -> None:
-        """Before the agent exits: start no new delivery, and let one in flight finish, so that a message
-        the CSMS has answered is also removed from the outbox — otherwise it would be sent again after the
-        restart (OCPP has no duplicate detection for StopTransaction)."""
-        self._draining = True
-        self._outbox_wake.set()
-        try:
-            await asyncio.wait_for(self._delivery_idle.wait(), timeout_s)
-        except TimeoutError:
-            log.warning("a queued message was still in flight at exit; it will be sent again after the restart")
+        """Before the agent exits: let a delivery in flight finish (see :meth:`OutboxDelivery.drain`)."""
+        await self.delivery.drain(timeout_s)
 
-    async def _deliver(self, cp: _ChargePoint, msg: OutboxMessage) -> None:
-        payload = dict(msg.payload)
-        record = None
-        if msg.local_id is not None and msg.connector is not None:
-            record = self.tlog.get(msg.connector, msg.local_id)
-            if msg.action != "StartTransaction":
-                if record is None or record.transaction_id is None:
-                    log.error("queued message for an unknown transaction dropped",
-                              extra={"action": msg.action, "connector": msg.connector, "local_id": msg.local_id})
-                    self.tlog.delivered(msg.seq)
-                    return
-                payload["transactionId"] = record.transaction_id
-        try:
-            answer = await self._call(cp, msg.action, payload)
-        except TimeoutError:
-            log.warning("no answer to queued message; will resend", extra={"action": msg.action, "seq": msg.seq})
-            await asyncio.sleep(1)
-            return
-        except (CallErrorReceived, InvalidResponse) as exc:
-            # the CSMS failed to process it: retry per TransactionMessageAttempts / RetryInterval (§4.9 / §3.7)
-            attempts = self.tlog.attempted(msg.seq)
-            limit = max(1, self.keys.get_int("TransactionMessageAttempts"))
-            if attempts >= limit:
-                log.error("CSMS kept failing a transaction message; dropped after all attempts",
-                          extra={"action": msg.action, "seq": msg.seq, "attempts": attempts, "error": str(exc)})
-                self.tlog.delivered(msg.seq)
-                return
-            wait = self.keys.get_int("TransactionMessageRetryInterval") * attempts
-            log.warning("CSMS failed a transaction message; retrying", extra={
-                "action": msg.action, "seq": msg.seq, "attempts": attempts, "retry_in_s": wait, "error": str(exc)})
-            await asyncio.sleep(wait)
-            return
+    def _confirmed(self, msg: OutboxMessage, answer: dict[str, Any]) -> None:
+        """A queued message was delivered (and removed from the outbox): act on the CSMS's answer."""
+        payload = msg.payload
         if msg.action == "StartTransaction" and msg.connector is not None and msg.local_id is not None:
             tx_id = int(answer["transactionId"])
-            self.tlog.delivered(msg.seq, (msg.connector, msg.local_id, tx_id))
             info = answer.get("idTagInfo", {})
             self._learn(payload.get("idTag"), info)
             ctrl = self.connectors.get(msg.connector)
@@ -499,10 +464,8 @@ class Ocpp16Client:
                     else TransactionRejected(status, local_id=msg.local_id))
                 self._spawn(ctrl.handle(event))
             log.info("transaction started", extra={"connector": msg.connector, "transaction_id": tx_id})
-        else:
-            self.tlog.delivered(msg.seq)
-            if msg.action == "StopTransaction":  # idTagInfo of the id that stopped it, if one did
-                self._learn(payload.get("idTag"), answer.get("idTagInfo"))
+        elif msg.action == "StopTransaction":  # idTagInfo of the id that stopped it, if one did
+            self._learn(payload.get("idTag"), answer.get("idTagInfo"))
 
     # --- meter values -------------------------------------------------------------------------------
 
@@ -557,23 +520,64 @@ class Ocpp16Client:
             self._queue_meter_values(ctrl.id, samples.local_id, now, selected)
 
     def _clock_tick(self, at: datetime) -> None:
+        """Clock-aligned values of every connector, queued in one commit. A value belongs to a transaction
+        only once its StartTransaction is queued (``record`` ran): before that, and once the stop is under
+        way, it is a value of the connector alone — never queued ahead of the StartTransaction it needs."""
+        batch: list[QueuedMessage] = []
         for ctrl in self.connectors.values():
             reading = _fresh(ctrl, at)
             if reading is None:
                 continue
             tx = ctrl.machine.transaction
             samples = self._samples.get(ctrl.id)
-            if tx is not None and samples is not None:
+            local_id = None
+            if tx is not None and samples is not None and samples.local_id == tx.local_id:
+                local_id = tx.local_id
                 self._add_stop_txn_samples(samples, reading, ReadingContext.CLOCK, at, ctrl)
             selected = samples_from_reading(reading, self.keys.get_list("MeterValuesAlignedData"),
                                             ReadingContext.CLOCK, ctrl.view.offered_amps)
             if selected:
-                self._queue_meter_values(ctrl.id, tx.local_id if tx is not None else None, at, selected)
+                batch.append(self._meter_values_message(ctrl.id, local_id, at, selected))
+        if batch:
+            self.tlog.queue_many(batch)
+            self.delivery.wake()
 
     def _queue_meter_values(self, connector: int, local_id: int | None, when: datetime, selected: list[Sample]) -> None:
+        self.tlog.queue_many([self._meter_values_message(connector, local_id, when, selected)])
+        self.delivery.wake()
+
+    @staticmethod
+    def _meter_values_message(connector: int, local_id: int | None, when: datetime,
+                              selected: list[Sample]) -> QueuedMessage:
+        """A MeterValues for the outbox; one of no transaction is queued without a connector (the payload has it)."""
         payload = {"connectorId": connector, "meterValue": [mapping.meter_value(when, selected)]}
-        self.tlog.queue("MeterValues", payload, connector if local_id is not None else None, local_id, when)
-        self._outbox_wake.set()
+        return ("MeterValues", payload, connector if local_id is not None else None, local_id, when)
+
+    # --- power loss ------------------------------------------------------------------------------
+
+    async def close_orphaned_transactions(self) -> int:
+        """After the connectors have settled a restart: a transaction still open in the log that no session
+        machine holds (its snapshot was unusable, its connector left the configuration, or the database came
+        from an agent that wrote the two apart) gets its StopTransaction now, reason PowerLoss, so the CSMS
+        does not keep it open for ever. Returns how many were closed."""
+        closed = 0
+        for rec in self.tlog.open_transactions():
+            ctrl = self.connectors.get(rec.connector)
+            tx = ctrl.machine.transaction if ctrl is not None else None
+            if tx is not None and tx.local_id == rec.local_id:
+                continue
+            reading = await ctrl.fresh_reading() if ctrl is not None else None
+            now = utcnow()
+            meter_stop = max(_wh(reading), rec.meter_start_wh) if reading is not None else rec.meter_start_wh
+            stop = {"meterStop": meter_stop, "timestamp": mapping.timestamp(now), "reason": "PowerLoss"}
+            self.tlog.stop(rec.connector, rec.local_id, meter_stop, now, "PowerLoss", ("StopTransaction", stop))
+            log.warning("transaction left open by an earlier run stopped", extra={
+                "connector": rec.connector, "local_id": rec.local_id, "transaction_id": rec.transaction_id,
+                "meter_stop": meter_stop})
+            closed += 1
+        if closed:
+            self.delivery.wake()
+        return closed
 
     # --- authorization ------------------------------------------------------------------------------
 

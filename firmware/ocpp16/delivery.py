@@ -1,0 +1,158 @@
+"""Delivering the outbox: OCPP 1.6 transaction-related messages, in order, with the spec's retry rule.
+
+OCPP 1.6 (§4.10 "Transaction-related messages", 3.7 in the first edition) asks three things, done here:
+
+* **In order, queued while offline.** StartTransaction, StopTransaction and the periodic and clock-aligned
+  MeterValues of a transaction are written to the durable outbox when they happen and sent strictly in
+  that order, one at a time, whenever the charge point is online and accepted. Other messages
+  (StatusNotification, Heartbeat, Authorize, DataTransfer) do not wait behind the queue.
+* **Retry only what the CSMS failed to process.** A CALLERROR (or a CALLRESULT that breaks the 1.6 schema,
+  which carries no usable answer either) is a failure to process the message: it is sent again after
+  ``TransactionMessageRetryInterval`` times the number of failures so far, and given up (counted, logged, the
+  next message goes) once it has failed ``TransactionMessageAttempts`` times. With 3 and 60 that is: fail,
+  wait 60 s, fail, wait 120 s, fail, discard. 0 attempts behaves as 1 (the message is sent once).
+* **A lost answer is not a failure.** No answer within the response timeout, or a connection that drops
+  while the answer is due, says nothing about the CSMS having processed the message: it is not counted.
+  A timeout marks the link as unresponsive (:class:`LinkUnresponsive`: the session closes the connection
+  and the link reconnects); the message stays at the head of the queue and goes first after the reconnect.
+
+Delivery is at-least-once: a message whose answer was lost (power cut or connection loss between the
+CSMS processing it and the agent committing its removal) is sent again. OCPP 1.6 has no way to ask the
+CSMS whether it already has it.
+
+Messages that belong to no transaction (clock-aligned MeterValues of an idle connector) are queued too,
+so that the register readings of an offline period are not lost, but they are not transaction-related:
+a CALLERROR discards them at once, and a cap on the queue thins them first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from firmware.ocpp16.rpc import CallErrorReceived, InvalidResponse
+from firmware.storage.transactions import OutboxMessage, TransactionLog
+
+log = logging.getLogger(__name__)
+
+Call = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class LinkUnresponsive(Exception):
+    """The CSMS did not answer a queued message in time: treat the link as stale, reconnect, resend."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """TransactionMessageAttempts / TransactionMessageRetryInterval (OCPP 1.6 §9.1)."""
+
+    attempts: int
+    interval_s: float
+
+    def wait_before_retry(self, failures: int) -> float | None:
+        """Seconds to wait before sending a message again after its ``failures``-th failure to process, or
+        ``None`` when it is to be given up."""
+        if failures >= max(1, self.attempts):
+            return None
+        return self.interval_s * failures
+
+
+class OutboxDelivery:
+    """Sends the outbox head, one message at a time, while a connection is up (``run`` per connection)."""
+
+    def __init__(self, tlog: TransactionLog, policy: Callable[[], RetryPolicy],
+                 confirmed: Callable[[OutboxMessage, dict[str, Any]], None]) -> None:
+        """``policy`` is read at each failure (the keys may change); ``confirmed(message, answer)`` runs after
+        a delivered message was removed from the outbox (and a StartTransaction's id stored)."""
+        self.tlog = tlog
+        self._policy = policy
+        self._confirmed = confirmed
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._draining = False
+        self._not_before: dict[int, float] = {}  # seq -> loop time before which it is not sent again
+
+    def wake(self) -> None:
+        """Something was queued: look at the head now."""
+        self._wake.set()
+
+    async def run(self, call: Call) -> None:
+        """Deliver until the connection fails (the exception propagates) or :meth:`drain` is called."""
+        loop = asyncio.get_running_loop()
+        while not self._draining:
+            msg = self.tlog.head()
+            if msg is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            wait = self._not_before.get(msg.seq, 0.0) - loop.time()
+            if wait > 0:  # a retry after a failure to process; other messages flow meanwhile
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                continue
+            self._idle.clear()
+            try:
+                await self._deliver(call, msg)
+            finally:
+                self._idle.set()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Before the agent exits: start no new delivery, and let one in flight finish, so that a message
+        the CSMS has answered is also removed from the outbox — otherwise it would be sent again after the
+        restart (OCPP 1.6 has no duplicate detection for StopTransaction)."""
+        self._draining = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            log.warning("a queued message was still in flight at exit; it will be sent again after the restart")
+
+    async def _deliver(self, call: Call, msg: OutboxMessage) -> None:
+        payload = dict(msg.payload)
+        if msg.local_id is not None and msg.connector is not None and msg.action != "StartTransaction":
+            record = self.tlog.get(msg.connector, msg.local_id)
+            if record is None or record.transaction_id is None:
+                # its StartTransaction was given up (or never recorded): there is no id to send it with
+                total = self.tlog.discard(msg.seq)
+                log.error("queued message for a transaction the CSMS never confirmed discarded", extra={
+                    "action": msg.action, "connector": msg.connector, "local_id": msg.local_id, "seq": msg.seq,
+                    "discarded_total": total})
+                return
+            payload["transactionId"] = record.transaction_id
+        try:
+            answer = await call(msg.action, payload)
+        except TimeoutError as exc:
+            log.warning("no answer to a queued message; reconnecting, it will be sent again first",
+                        extra={"action": msg.action, "seq": msg.seq})
+            raise LinkUnresponsive(f"{msg.action} (seq {msg.seq}) not answered") from exc
+        except (CallErrorReceived, InvalidResponse) as exc:
+            self._failed(msg, exc)
+            return
+        self._not_before.pop(msg.seq, None)
+        if msg.action == "StartTransaction" and msg.connector is not None and msg.local_id is not None:
+            # the CSMS's id and the removal in one commit: later messages of the transaction need the id
+            self.tlog.delivered(msg.seq, (msg.connector, msg.local_id, int(answer["transactionId"])))
+        else:
+            self.tlog.delivered(msg.seq)
+        self._confirmed(msg, answer)
+
+    def _failed(self, msg: OutboxMessage, exc: Exception) -> None:
+        """The CSMS failed to process the message (§4.10): retry per the policy, or give it up."""
+        failures = self.tlog.attempted(msg.seq)
+        wait = self._policy().wait_before_retry(failures) if msg.transaction_related else None
+        if wait is None:
+            self._not_before.pop(msg.seq, None)
+            total = self.tlog.discard(msg.seq)
+            log.error("CSMS failed to process a queued message; discarded", extra={
+                "action": msg.action, "seq": msg.seq, "failures": failures, "connector": msg.connector,
+                "local_id": msg.local_id, "discarded_total": total, "error": str(exc)})
+            return
+        self._not_before[msg.seq] = asyncio.get_running_loop().time() + wait
+        log.warning("CSMS failed to process a queued message; retrying", extra={
+            "action": msg.action, "seq": msg.seq, "failures": failures, "retry_in_s": wait, "error": str(exc)})

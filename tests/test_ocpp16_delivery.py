@@ -1,0 +1,227 @@
+"""Outbox delivery per OCPP 1.6 §4.10: in order, retried only on a failure to process (CALLERROR) with
+TransactionMessageRetryInterval x failures so far, given up after TransactionMessageAttempts; a lost answer
+(timeout, connection loss) is not a failure; the CSMS's transactionId is filled in when a message is sent."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from firmware.ocpp16.delivery import LinkUnresponsive, OutboxDelivery, RetryPolicy
+from firmware.ocpp16.rpc import CallErrorReceived, ConnectionLost, InvalidResponse
+from firmware.storage.database import Database
+from firmware.storage.transactions import OutboxMessage, TransactionLog
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+INTERVAL = 0.1
+
+
+def test_retry_policy_waits_interval_times_failures_then_gives_up() -> None:
+    policy = RetryPolicy(attempts=3, interval_s=60)
+    assert [policy.wait_before_retry(n) for n in (1, 2, 3, 4)] == [60, 120, None, None]
+    assert RetryPolicy(attempts=1, interval_s=60).wait_before_retry(1) is None
+    assert RetryPolicy(attempts=0, interval_s=60).wait_before_retry(1) is None  # sent once, never again
+
+
+class FakeCsms:
+    """Answers the agent's CALLs from a script: an exception to raise, or a payload; records each CALL."""
+
+    def __init__(self, script: Callable[[str, dict[str, Any], int], Any] | None = None) -> None:
+        self.sent: list[tuple[float, str, dict[str, Any]]] = []
+        self.script = script or (lambda action, payload, n: None)
+        self.next_tx = 100
+
+    async def call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        self.sent.append((asyncio.get_running_loop().time(), action, payload))
+        outcome = self.script(action, payload, len(self.sent))
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if outcome is not None:
+            return dict(outcome)
+        if action == "StartTransaction":
+            self.next_tx += 1
+            return {"transactionId": self.next_tx, "idTagInfo": {"status": "Accepted"}}
+        return {}
+
+
+def call_error(action: str) -> CallErrorReceived:
+    return CallErrorReceived(action, "InternalError", "database down", {})
+
+
+@pytest.fixture
+def tlog(tmp_path: Path) -> TransactionLog:
+    return TransactionLog(Database(tmp_path / "agent.db"))
+
+
+def start(tlog: TransactionLog, connector: int = 1, local_id: int = 1) -> None:
+    tlog.start(connector, local_id, "TAG", 10, T0, ("StartTransaction", {
+        "connectorId": connector, "idTag": "TAG", "meterStart": 10, "timestamp": "2026-03-01T12:00:00.000Z"}))
+
+
+def meter(tlog: TransactionLog, value: int, connector: int | None = 1, local_id: int | None = 1,
+          context: str = "Sample.Periodic") -> None:
+    tlog.queue("MeterValues", {"connectorId": connector or 2, "meterValue": [{
+        "timestamp": "2026-03-01T12:00:01.000Z", "sampledValue": [{"value": str(value), "context": context}]}]},
+        connector, local_id)
+
+
+def stop(tlog: TransactionLog, connector: int = 1, local_id: int = 1) -> None:
+    tlog.stop(connector, local_id, 99, T0, "Local", ("StopTransaction", {
+        "meterStop": 99, "timestamp": "2026-03-01T12:00:09.000Z", "reason": "Local"}))
+
+
+def delivery(tlog: TransactionLog, attempts: int = 3, interval: float = INTERVAL,
+             confirmed: list[tuple[OutboxMessage, dict[str, Any]]] | None = None) -> OutboxDelivery:
+    seen = confirmed if confirmed is not None else []
+    return OutboxDelivery(tlog, lambda: RetryPolicy(attempts, interval), lambda m, a: seen.append((m, a)))
+
+
+async def run_until_empty(d: OutboxDelivery, csms: FakeCsms, tlog: TransactionLog, timeout_s: float = 5) -> None:
+    task = asyncio.create_task(d.run(csms.call))
+    try:
+        async with asyncio.timeout(timeout_s):
+            while tlog.count():
+                assert not task.done() or task.exception() is None, task.exception()
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_in_order_with_the_csms_transaction_id_filled_in(tlog: TransactionLog) -> None:
+    start(tlog)
+    meter(tlog, 11)
+    meter(tlog, 12)
+    stop(tlog)
+    csms, confirmed = FakeCsms(), []
+    await run_until_empty(delivery(tlog, confirmed=confirmed), csms, tlog)
+    assert [a for _, a, _ in csms.sent] == ["StartTransaction", "MeterValues", "MeterValues", "StopTransaction"]
+    assert "transactionId" not in csms.sent[0][2]
+    assert all(p["transactionId"] == 101 for _, _, p in csms.sent[1:])
+    rec = tlog.get(1, 1)
+    assert rec is not None and rec.transaction_id == 101
+    assert [m.action for m, _ in confirmed] == ["StartTransaction", "MeterValues", "MeterValues", "StopTransaction"]
+    assert confirmed[0][1]["transactionId"] == 101
+
+
+async def test_call_error_is_retried_after_interval_times_failures(tlog: TransactionLog) -> None:
+    start(tlog)
+    stop(tlog)
+    csms = FakeCsms(lambda action, p, n: call_error(action) if action == "StopTransaction" and n <= 3 else None)
+    await run_until_empty(delivery(tlog, attempts=3), csms, tlog)
+    stops = [t for t, a, _ in csms.sent if a == "StopTransaction"]
+    assert len(stops) == 3  # failed twice, the third went through
+    gaps = [b - a for a, b in itertools.pairwise(stops)]
+    assert INTERVAL * 0.9 <= gaps[0] < INTERVAL * 1.9  # 1 x interval
+    assert INTERVAL * 1.9 <= gaps[1] < INTERVAL * 2.9  # 2 x interval
+    assert tlog.stats().discarded == 0
+
+
+async def test_given_up_after_transaction_message_attempts_and_the_next_goes(tlog: TransactionLog) -> None:
+    start(tlog)
+    meter(tlog, 11)
+    stop(tlog)
+    csms = FakeCsms(lambda action, p, n: call_error(action) if action == "MeterValues" else None)
+    await run_until_empty(delivery(tlog, attempts=3), csms, tlog)
+    assert [a for _, a, _ in csms.sent] == ["StartTransaction", "MeterValues", "MeterValues", "MeterValues",
+                                            "StopTransaction"]
+    assert tlog.stats().discarded == 1
+
+
+async def test_invalid_answer_counts_as_a_failure_to_process(tlog: TransactionLog) -> None:
+    start(tlog)
+    csms = FakeCsms(lambda action, p, n: InvalidResponse("bad") if n == 1 else None)
+    await run_until_empty(delivery(tlog, attempts=2), csms, tlog)
+    assert [a for _, a, _ in csms.sent] == ["StartTransaction", "StartTransaction"]
+
+
+async def test_timeout_is_not_a_failure_the_link_is_dropped_and_the_message_goes_first_again(
+        tlog: TransactionLog) -> None:
+    start(tlog)
+    stop(tlog)
+    csms = FakeCsms(lambda action, p, n: TimeoutError() if action == "StopTransaction" and n == 2 else None)
+    d = delivery(tlog, attempts=1)  # a counted failure would discard the StopTransaction at once
+    with pytest.raises(LinkUnresponsive):
+        await asyncio.wait_for(d.run(csms.call), 5)
+    head = tlog.head()
+    assert head is not None and head.action == "StopTransaction" and head.attempts == 0
+    await run_until_empty(d, csms, tlog)  # the next connection
+    assert [a for _, a, _ in csms.sent] == ["StartTransaction", "StopTransaction", "StopTransaction"]
+    assert tlog.stats().discarded == 0
+
+
+async def test_connection_lost_is_not_a_failure(tlog: TransactionLog) -> None:
+    start(tlog)
+    csms = FakeCsms(lambda action, p, n: ConnectionLost("gone") if n == 1 else None)
+    d = delivery(tlog, attempts=1)
+    with pytest.raises(ConnectionLost):
+        await asyncio.wait_for(d.run(csms.call), 5)
+    head = tlog.head()
+    assert head is not None and head.attempts == 0
+    await run_until_empty(d, csms, tlog)
+    assert [a for _, a, _ in csms.sent] == ["StartTransaction", "StartTransaction"]
+
+
+async def test_messages_of_a_transaction_whose_start_was_given_up_are_not_sent(tlog: TransactionLog) -> None:
+    start(tlog)
+    meter(tlog, 11)
+    stop(tlog)
+    start(tlog, 1, 2)
+    csms = FakeCsms(lambda action, p, n: call_error(action) if n == 1 else None)
+    await run_until_empty(delivery(tlog, attempts=1), csms, tlog)
+    # without a transactionId there is nothing to send them with; the next transaction goes on normally
+    assert [a for _, a, _ in csms.sent] == ["StartTransaction", "StartTransaction"]
+    assert tlog.stats().discarded == 3
+
+
+async def test_meter_values_of_no_transaction_are_not_retried(tlog: TransactionLog) -> None:
+    meter(tlog, 5, connector=None, local_id=None, context="Sample.Clock")
+    start(tlog)
+    csms = FakeCsms(lambda action, p, n: call_error(action) if n == 1 else None)
+    await run_until_empty(delivery(tlog, attempts=5), csms, tlog)
+    assert [a for _, a, _ in csms.sent] == ["MeterValues", "StartTransaction"]
+    assert "transactionId" not in csms.sent[0][2]
+
+
+async def test_a_new_message_does_not_jump_a_retry_wait(tlog: TransactionLog) -> None:
+    start(tlog)
+    csms = FakeCsms(lambda action, p, n: call_error(action) if n == 1 else None)
+    d = delivery(tlog, attempts=3, interval=0.3)
+    task = asyncio.create_task(d.run(csms.call))
+    await asyncio.sleep(0.05)
+    meter(tlog, 11)
+    d.wake()  # woken during the retry wait: still waits for the rest of it, the order stays
+    await asyncio.sleep(0.1)
+    assert [a for _, a, _ in csms.sent] == ["StartTransaction"]
+    await asyncio.sleep(0.4)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [a for _, a, _ in csms.sent] == ["StartTransaction", "StartTransaction", "MeterValues"]
+
+
+async def test_drain_lets_the_message_in_flight_finish_and_sends_no_more(tlog: TransactionLog) -> None:
+    start(tlog)
+    stop(tlog)
+    release = asyncio.Event()
+
+    async def slow_call(action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        await release.wait()
+        return {"transactionId": 7} if action == "StartTransaction" else {}
+
+    d = delivery(tlog)
+    task = asyncio.create_task(d.run(slow_call))
+    await asyncio.sleep(0.05)
+    drained = asyncio.create_task(d.drain(2))
+    await asyncio.sleep(0.05)
+    assert not drained.done()  # waits for the answer in flight
+    release.set()
+    await drained
+    await asyncio.wait_for(task, 1)  # run() returns: no new delivery
+    head = tlog.head()
+    assert head is not None and head.action == "StopTransaction"
