@@ -23,6 +23,12 @@ run: $(STAMP)
 test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The power-cut loop at length: kill -9 the agent SOAK_CUTS times at random moments of sessions (~1.2 s a cut),
+# then check every transaction on the CSMS side (tests/test_e2e_powercut.py; POWERCUT_SEED=N replays one run).
+SOAK_CUTS ?= 500
+soak: $(STAMP) sysdeps
+	POWERCUT_CUTS=$(SOAK_CUTS) $(BIN)/python -m pytest tests/test_e2e_powercut.py -s $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
