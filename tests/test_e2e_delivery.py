@@ -7,6 +7,7 @@ CSMS side: CALLERRORs (a failure to process), unanswered CALLs (a timeout), and 
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,6 +43,10 @@ async def test_stop_transaction_the_csms_fails_to_process_is_retried_at_growing_
         await s.quiet(0.5)
         tx = s.csms.state(CP_ID).transactions[tx_id]
         assert tx.stop_count == 1 and tx.stop_reason == "Local"
+        # the queue's state is there for the CSMS to ask: empty, nothing thinned or given up
+        answer = await s.csms.data_transfer(CP_ID, "evse-agent", message_id="Diagnostics")
+        assert json.loads(answer["data"])["outbox"] == {"queued": 0, "thinned": 0, "discarded": 0,
+                                                        "max_queued": None}
 
 
 async def test_unanswered_stop_transaction_is_resent_after_reconnecting_and_not_counted(tmp_path: Path) -> None:
@@ -76,14 +81,14 @@ async def test_offline_transactions_on_two_connectors_keep_their_own_ids_and_ord
         await s.tap(CARD2)
         await s.wait_until(lambda: all(s.charger.connectors[c].board.contactor_closed for c in (1, 2)), 5,
                            "both charging offline")
-        await s.quiet(1.5)
+        await s.quiet(1.2)
         s.ev(1).unplug()  # connector 1 ends offline (EVDisconnected), connector 2 keeps charging
-        await s.quiet(1.0)
+        await s.quiet(0.5)
         offline_until = s.csms.transcript.mark()
         await s.csms.set_online(True)
         await s.wait_booted(since=mark)
         stop = await s.wait_call("StopTransaction", since=mark, timeout_s=10)
-        await s.quiet(1.0)
+        await s.quiet(0.5)
 
         state = s.csms.state(CP_ID)
         starts = s.calls("StartTransaction", mark)

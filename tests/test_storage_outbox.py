@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from firmware.config import ConfigError, parse_config
 from firmware.storage.database import Database
 from firmware.storage.transactions import DISCARDED_KEY, THINNED_KEY, QueuedMessage, TransactionLog
 
@@ -184,3 +185,12 @@ def test_an_unreadable_queued_message_is_discarded_not_blocking_the_queue(tmp_pa
     db.conn.execute("UPDATE outbox SET payload = '{\"connectorId\": 1, \"meterV' WHERE seq = ?", (head.seq,))
     nxt = log.head()
     assert nxt is not None and nxt.action == "MeterValues" and log.count() == 1 and log.stats().discarded == 1
+
+
+def test_storage_cap_in_the_configuration_file() -> None:
+    base = '[charge_point]\nid = "CP-1"\n\n[[connectors]]\nid = 1\nboard = { driver = "ioboard", port = "/dev/x" }\n'
+    assert parse_config(base).max_queued_messages is None  # default: the disk is the limit
+    capped = parse_config(base + '\n[storage]\ndir = "/tmp/x"\nmax_queued_messages = 250000\n')
+    assert capped.max_queued_messages == 250000 and capped.state_dir == "/tmp/x"
+    with pytest.raises(ConfigError, match=r"storage\.max_queued_messages: expected an integer from 1000"):
+        parse_config(base + "\n[storage]\nmax_queued_messages = 10\n")
