@@ -125,6 +125,7 @@ async def test_power_cuts_at_random_moments_lose_and_duplicate_nothing(tmp_path:
                     await _message_in_flight(s, rng)
                 else:
                     await asyncio.sleep(rng.choice((rng.uniform(0.05, 0.6), rng.uniform(0.6, 2.5))))
+                assert s.agent_running, f"the agent exited by itself (code {s.proc and s.proc.returncode})"
                 await s.kill_agent()
                 await asyncio.sleep(rng.uniform(0.0, 0.3))
                 starts.append(time.time())
@@ -147,6 +148,8 @@ async def test_power_cuts_at_random_moments_lose_and_duplicate_nothing(tmp_path:
         assert (queued, still_open) == (0, 0)
 
         _check_transcript(s, starts, without_id)
+        problems = [r for r in s.log() if r.get("level") in ("ERROR", "CRITICAL")]
+        assert not problems, f"errors in the agent's log: {problems[:5]}"
 
 
 def _check_transcript(s: Station, starts: list[float], without_id: int) -> None:

@@ -267,6 +267,8 @@ class Ocpp16Client:
             done, _ = await asyncio.wait({receiver, *workers}, return_when=asyncio.FIRST_COMPLETED)
             for task in done - {receiver}:
                 error = task.exception() if not task.cancelled() else None
+                if error is None and self.delivery.draining:
+                    continue  # the agent is stopping: the outbox worker finished its last delivery
                 if isinstance(error, LinkUnresponsive):
                     log.warning("CSMS not answering; closing the connection to reconnect", extra={"error": str(error)})
                     await connection.close()

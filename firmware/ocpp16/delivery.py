@@ -77,6 +77,10 @@ class OutboxDelivery:
         self._draining = False
         self._not_before: dict[int, float] = {}  # seq -> loop time before which it is not sent again
 
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
     def wake(self) -> None:
         """Something was queued: look at the head now."""
         self._wake.set()
