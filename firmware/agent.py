@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,7 @@ class Agent:
             hw = self.hardware.connectors[c.id]
             session = session_config_from_keys(SessionConfig(max_current_amps=c.max_current_a), self.keys)
             ctrl = ConnectorController(hw, session, self.db)
+            ctrl.on_storage_failure = self._storage_failed
             ctrl.observers.append(status_log)
             self.connectors[c.id] = ctrl
         self.ocpp: Ocpp16Client | None = None
@@ -86,6 +88,11 @@ class Agent:
                 ctrl.observers.insert(0, self.ocpp)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _storage_failed(self, exc: Exception) -> None:
+        """The database failed under us (disk full, I/O error): stop with 74, saying where (docs/storage.md)."""
+        print(f"storage error: {self.db.path}: {exc}", file=sys.stderr)
+        self.request_exit(ExitCode.STORAGE)
 
     def request_exit(self, code: ExitCode = ExitCode.OK) -> None:
         self.exit_code = code

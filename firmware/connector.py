@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
@@ -99,6 +100,8 @@ class ConnectorController:
         self.view = HardwareView()
         self.latest_reading: MeterReading | None = None
         self.restored = False
+        # called when the database fails while handling an event (disk full, I/O error): the agent stops
+        self.on_storage_failure: Callable[[Exception], None] | None = None
         self._lock = asyncio.Lock()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -175,11 +178,19 @@ class ConnectorController:
             # One commit for the machine's new state and the records it implies: a power cut leaves both or
             # neither (a snapshot without its StopTransaction would lose the stop; a record without its snapshot
             # would stop a transaction twice). Nothing was switched yet, so "neither" is a consistent state.
-            with self._db.transaction():
-                self._db.put_setting(SNAPSHOT_KEY.format(self.id), snapshot)
-                if effects:
-                    for observer in self.observers:
-                        observer.record(self, effects, reading, now)
+            try:
+                with self._db.transaction():
+                    self._db.put_setting(SNAPSHOT_KEY.format(self.id), snapshot)
+                    if effects:
+                        for observer in self.observers:
+                            observer.record(self, effects, reading, now)
+            except sqlite3.Error as exc:
+                # nothing was switched; without a database no billing data can be kept, so the agent stops
+                log.critical("storage failed while handling an event", extra={
+                    "connector": self.id, "db": str(self._db.path), "error": str(exc)})
+                if self.on_storage_failure is not None:
+                    self.on_storage_failure(exc)
+                raise
             if not effects:
                 return effects
             for effect in effects:

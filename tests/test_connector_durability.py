@@ -166,3 +166,22 @@ async def test_latest_reading_never_goes_back_in_time(tmp_path: Path) -> None:
                          (230.0,))
     ctrl._keep_newest(older)  # a poll's event delivered late
     assert ctrl.latest_reading is fresh
+
+
+async def test_a_failing_database_is_reported_so_the_agent_can_stop(tmp_path: Path) -> None:
+    ctrl, _, _, _ = make(tmp_path)
+    failures: list[Exception] = []
+    ctrl.on_storage_failure = failures.append
+
+    class DiskFull(Billing):
+        def record(self, ctrl: ConnectorController, effects: list[Effect], reading: MeterReading | None,
+                   now: datetime) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+    await ctrl.handle(PilotChanged(PilotState.B))
+    await ctrl.handle(CardPresented(CARD))
+    ctrl.observers[0] = DiskFull(TransactionLog(ctrl._db))
+    with pytest.raises(sqlite3.OperationalError):
+        await ctrl.handle(AuthorizationResult(CARD, AuthStatus.ACCEPTED, source=AuthSource.ONLINE))
+    assert len(failures) == 1 and "disk is full" in str(failures[0])
+    assert ctrl.hw.board.commands == []  # type: ignore[attr-defined]  # nothing switched: no power offered
