@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--config", required=True, help="path of the agent configuration (TOML)")
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--config", required=True)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].startswith("--config"):
+        argv.insert(0, "run")  # `python -m firmware --config FILE` runs the agent, as systemd units call it
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:

@@ -142,3 +142,12 @@ def test_bad_ocpp_section(old: str, new: str, message: str) -> None:
         parse_config(OCPP.replace(old, new), "a.toml")
     assert str(info.value).startswith(message)
     assert "short" not in str(info.value)
+
+
+def test_cli_without_subcommand_runs_the_agent_with_its_config(tmp_path: Path) -> None:
+    bad = tmp_path / "agent.toml"
+    bad.write_text(GOOD.replace('model = "sdm120"', 'model = "nope"'))
+    proc = subprocess.run([sys.executable, "-m", "firmware", "--config", str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == ExitCode.CONFIG  # it went the `run` way and validated the file first
+    assert "connectors[0].meter.model" in proc.stderr
