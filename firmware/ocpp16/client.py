@@ -344,7 +344,7 @@ class Ocpp16Client:
 
     # --- status notifications -------------------------------------------------------------------
 
-    def _status_payload(self, ctrl: ConnectorController, status: ConnectorStatus, error: Any, info: str,
+    def _status_payload(self, ctrl: ConnectorController, status: ConnectorStatus, error: FaultCode | None, info: str,
                         now: datetime) -> dict[str, Any]:
         source = ""
         if error is not None:
@@ -400,7 +400,7 @@ class Ocpp16Client:
         self._status_queue = [self._connector0_payload(now)]
         for ctrl in self.connectors.values():
             m = ctrl.machine
-            self._status_queue.append(self._status_payload(ctrl, m.status, _current_error(ctrl), "", now))
+            self._status_queue.append(self._status_payload(ctrl, m.status, ctrl.machine.current_error, "", now))
         for payload in self._status_queue:
             self._is_news(payload)
         self._status_wake.set()
@@ -800,14 +800,6 @@ def _fresh(ctrl: ConnectorController, at: datetime) -> MeterReading | None:
 
 def _wh(reading: MeterReading | None) -> int:
     return 0 if reading is None else round(reading.energy_import_wh)
-
-
-def _current_error(ctrl: ConnectorController) -> Any:
-    faults = ctrl.machine.faults
-    for f in reversed(faults):
-        if f.blocking:
-            return f.code
-    return faults[-1].code if faults else None
 
 
 def session_config_from_keys(base: Any, keys: ConfigurationKeys) -> Any:

@@ -327,7 +327,9 @@ class SessionMachine:
     def _ev_present(self) -> bool:
         return self._ctx.pilot in _EV_PRESENT
 
-    def _current_error(self) -> FaultCode | None:
+    @property
+    def current_error(self) -> FaultCode | None:
+        """The fault a status report names: the latest blocking one, else the latest of any kind."""
         faults = self._ctx.faults
         for f in reversed(faults):
             if f.blocking:
@@ -427,13 +429,13 @@ class SessionMachine:
             self._emit_status()
 
     def _emit_status(self) -> None:
-        rep = Reported(self._status, self._ev_present, self._current_error())
+        rep = Reported(self._status, self._ev_present, self.current_error)
         self._ctx.reported = rep
         self._emit(StatusChanged(rep.status, rep.ev_connected, rep.error, self._info, self._trigger))
 
     def _report(self) -> None:
         """Report a change of error or plug state that came without a status change."""
-        if self._ctx.reported != Reported(self._status, self._ev_present, self._current_error()):
+        if self._ctx.reported != Reported(self._status, self._ev_present, self.current_error):
             self._emit_status()
 
     # --- timers -------------------------------------------------------------------------------
