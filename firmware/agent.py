@@ -25,7 +25,15 @@ from firmware.hardware import ChargerHardware, ReaderHardware, build_hardware
 from firmware.identification import ConnectorView, route_card
 from firmware.ocpp16.client import Ocpp16Client, session_config_from_keys
 from firmware.ocpp16.configuration import ConfigurationKeys
-from firmware.session import CardPresented, Effect, SessionConfig, StatusChanged
+from firmware.session import (
+    CardPresented,
+    Effect,
+    IdTokenRefused,
+    SessionConfig,
+    StatusChanged,
+    TransactionStarted,
+    TransactionStopped,
+)
 from firmware.session.machine import mask_token
 from firmware.storage import Database
 from hal.events import EventStream
@@ -59,7 +67,7 @@ class _StatusLog:
                 log.info("connector status", extra={"connector": connector.id, "status": e.status.value,
                                                     "error_code": e.error.value if e.error else "NoError",
                                                     "info": e.info, "ev_connected": e.ev_connected})
-            elif type(e).__name__ in ("TransactionStarted", "TransactionStopped", "IdTokenRefused"):
+            elif isinstance(e, TransactionStarted | TransactionStopped | IdTokenRefused):
                 log.info("session", extra={"connector": connector.id, **_event_fields(e)})
 
 
