@@ -2,7 +2,7 @@
 # Debian packages the test suite needs. Installed when missing and we are root; otherwise
 # the exact install command is printed and we fail, so nobody wonders why a test cannot start.
 set -eu
-PACKAGES=""   # e.g. "mosquitto openssh-server" once the tests need them
+PACKAGES="mosquitto openssh-server openssh-client"   # MQTT broker (issue 6), SSH target for tools/flash.py (issue 5)
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
