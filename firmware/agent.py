@@ -162,7 +162,7 @@ class Agent:
                     tx, auth = m.transaction, m.authorization
                     views.append(ConnectorView(cid, m.status, m.ev_connected,
                                                tx.id_token if tx else None, tx.parent_id_token if tx else None,
-                                               auth.id_token if auth else None))
+                                               auth.id_token if auth else None, m.cable_held_for))
                 target = route_card(event.uid, views)
                 if target is None:
                     log.info("card not used: no connector can take it", extra={"reader": rh.reader.name})

@@ -278,7 +278,9 @@ class ConnectorController:
                 self.view.power_allowed = effect.on
                 await board.allow_power(effect.on)
             elif isinstance(effect, LockCable):
-                log.debug("cable lock", extra={"connector": self.id, "locked": effect.locked})
+                # no lock actuator in the HAL yet: the machine's decision is logged for the technician
+                log.info("cable lock", extra={"connector": self.id, "locked": effect.locked,
+                                              "held_for_owner": self.machine.cable_held_for is not None})
             elif isinstance(effect, StartTimer):
                 self._start_timer(effect.name.value, effect.seconds)
             elif isinstance(effect, CancelTimer):
@@ -310,7 +312,8 @@ class ConnectorController:
         tx = m.transaction
         return {"connector": self.id, "status": m.status.value, "pilot": None if m.pilot is None else m.pilot.value,
                 "transaction": None if tx is None else tx.local_id, "offered_amps": self.view.offered_amps,
-                "power_allowed": self.view.power_allowed, "contactor_closed": self.view.contactor_closed}
+                "power_allowed": self.view.power_allowed, "contactor_closed": self.view.contactor_closed,
+                "cable_locked": m.cable_locked, "cable_held_for_owner": m.cable_held_for is not None}
 
 
 def restart_pending(db: Database) -> bool:

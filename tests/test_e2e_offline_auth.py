@@ -35,6 +35,11 @@ async def _tap(s: Station, card: str) -> None:
     await s.tap(card)
 
 
+def _cable_locks(s: Station) -> list[dict[str, Any]]:
+    return [{"locked": e["locked"], "held_for_owner": e["held_for_owner"]} for e in s.log()
+            if e.get("msg") == "cable lock" and e.get("connector") == 1]
+
+
 def _contactor(s: Station) -> bool:
     return bool(s.charger.connectors[1].board.contactor_closed)
 
@@ -138,8 +143,24 @@ async def test_blocked_cached_id_refused_offline_unknown_id_allowed_then_deautho
         assert stop.payload["reason"] == "DeAuthorized" and "idTag" not in stop.payload
         await s.wait_until(lambda: not _contactor(s), 3, "energy off")
         await s.wait_status(1, "Finishing", since=mark)
-        # StartTransaction.conf went into the cache too: OTHER is now known Invalid, refused offline
+        # §4.8: the cable stays locked for its owner, also when the EV leaves; another card does not free it
+        assert _cable_locks(s)[-1]["locked"] is True  # not unlocked at the stop
+        s.ev(1).unplug()
+        await s.quiet(0.5)
+        assert s.statuses(1, mark)[-1] == "Finishing"
+        await _tap(s, CARD)
+        await s.wait_until(lambda: any(str(e.get("msg")).startswith("card not used") for e in s.log()), 5,
+                           "CARD not used")
+        assert _cable_locks(s)[-1]["locked"] is True
+        # the owner's card releases it (offline too: the id is only compared, not authorized)
         await s.csms.set_online(False)
+        await _tap(s, OTHER)
+        await s.wait_until(lambda: _cable_locks(s)[-1] == {"locked": False, "held_for_owner": False}, 5,
+                           "cable released to its owner")
+        await s.wait_until(lambda: [e["status"] for e in s.log() if e.get("msg") == "connector status"
+                                    and e.get("connector") == 1][-1] == "Available", 3, "Available offline")
+        s.ev(1).plug()
+        # StartTransaction.conf went into the cache too: OTHER is now known Invalid, refused offline
         await _tap_refused(s, OTHER, "Invalid")
         assert len(s.calls("StopTransaction", mark)) == 1
 
@@ -205,7 +226,9 @@ async def test_local_pre_authorize_starts_a_cached_id_without_authorize(tmp_path
         stop = await s.wait_call("StopTransaction", since=again)
         assert stop.payload["reason"] == "DeAuthorized" and not s.calls("Authorize", again)
         await s.csms.set_online(False)
-        await _tap_refused(s, CARD, "Blocked")
+        await _tap(s, CARD)  # its owner takes the held cable back (§4.8) ...
+        await s.wait_until(lambda: _cable_locks(s)[-1]["locked"] is False, 5, "cable released")
+        await _tap_refused(s, CARD, "Blocked")  # ... and the next tap is a request to charge: refused
 
 
 async def test_clear_cache_then_an_offline_tap_is_refused(tmp_path: Path) -> None:

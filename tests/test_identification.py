@@ -22,3 +22,12 @@ def test_authorized_connectors_are_not_given_a_second_card() -> None:
     faulted = ConnectorView(2, S.FAULTED, True)
     assert route_card("BBB", [authorized, faulted]) is None
     assert route_card("CCC", [authorized, ConnectorView(3, S.AVAILABLE, False)]) == 3
+
+
+def test_a_held_cable_goes_to_its_owner_only() -> None:
+    """After a DeAuthorized stop the cable is locked for its owner: their tap releases it; a newcomer's card
+    is not offered to that connector even though an EV is still plugged in there."""
+    held = ConnectorView(1, S.FINISHING, True, cable_held_for="AAA")
+    assert route_card("aaa", [ConnectorView(2, S.AVAILABLE, False), held]) == 1
+    assert route_card("BBB", [held]) is None
+    assert route_card("BBB", [ConnectorView(1, S.FINISHING, True)]) == 1  # not held: F2, a new session

@@ -438,6 +438,59 @@ def test_transaction_rejected_stops_deauthorized() -> None:
     assert statuses(effects) == [S.FINISHING]
 
 
+def test_deauthorized_stop_holds_the_cable_for_its_owner_until_they_tap() -> None:
+    """OCPP 1.6 §4.8: keep the cable locked until the owner presents his identifier."""
+    run = charging(Run())
+    effects = run(TransactionRejected(AuthStatus.INVALID))
+    assert LockCable(False) not in effects and run.m.cable_locked and run.m.cable_held_for == "CARD1"
+    gone = run(PilotChanged(P.A))  # the EV leaves; the cable still occupies the socket
+    assert [(e.status, e.ev_connected) for e in only(gone, StatusChanged)] == [(S.FINISHING, False)]  # type: ignore[union-attr]
+    assert hardware(gone) == [] and run.status is S.FINISHING
+    refused = run(CardPresented("OTHER"))
+    assert refused == [IdTokenRefused("OTHER", RefusalReason.NOT_OWNER)] and run.m.cable_locked
+    assert run(RemoteStartRequested("OTHER")) == [
+        RemoteStartResult(False, "the cable is held for the owner of a deauthorized transaction")]
+    assert run(ReservationMade(1, "OTHER", run.now + timedelta(minutes=5))) == [
+        ReservationResult(1, ReservationStatus.OCCUPIED)]
+    # the owner's id is only compared (it is the id the CSMS just refused): no authorization request
+    released = run(CardPresented("card1"))
+    assert released == [LockCable(False), StatusChanged(S.AVAILABLE, False, trigger=Trigger.STOP_AUTHORIZED)]
+    assert run.m.cable_held_for is None and not run.m.cable_locked
+
+
+def test_held_cable_released_by_unlock_connector_survives_restart_and_faults() -> None:
+    run = charging(Run())
+    run(TransactionRejected(AuthStatus.BLOCKED))
+    m = roundtrip(run.m)
+    assert m.cable_held_for == "CARD1" and m.status is S.FINISHING
+    run.m = m
+    effects = run(PowerRestored(P.B))  # the hardware restarted unlocked: the lock is driven again
+    assert hardware(effects) == [AllowPower(False), OfferCurrent(0.0), LockCable(False), LockCable(True)]
+    assert run.m.cable_locked and run.status is S.FINISHING
+    run(FaultRaised(FaultCode.RCD_TRIP, "rcd", "board"))
+    assert run.status is S.FAULTED and run.m.cable_locked
+    run(FaultCleared(FaultCode.RCD_TRIP, "board"), PilotChanged(P.A))
+    assert run.status is S.FINISHING and run.m.cable_locked  # still held after the fault
+    run(AvailabilityChanged(False))
+    assert run.status is S.FINISHING  # Inoperative applies, the socket is still occupied
+    effects = run(UnlockRequested())
+    assert effects == [LockCable(False), UnlockResult(UnlockStatus.UNLOCKED),
+                       StatusChanged(S.UNAVAILABLE, False, trigger=Trigger.UNLOCK_COMMAND)]
+
+
+def test_deauthorized_stop_with_tethered_cable_holds_nothing() -> None:
+    run = charging(Run(cable_lock=False))
+    run(TransactionRejected(AuthStatus.INVALID), PilotChanged(P.A))
+    assert run.m.cable_held_for is None and run.status is S.AVAILABLE
+
+
+def test_snapshot_from_before_the_cable_hold_field_restores() -> None:
+    snap = charging(Run()).m.snapshot()
+    del snap["context"]["cable_held_for"]
+    restored = SessionMachine.restore(snap, SessionConfig())
+    assert restored.cable_held_for is None and restored.transaction is not None
+
+
 def test_transaction_rejected_only_stops_energy_when_flag_off() -> None:
     run = charging(Run(stop_transaction_on_invalid_id=False))
     effects = run(TransactionRejected(AuthStatus.BLOCKED))
@@ -969,6 +1022,10 @@ class Checker:
         if m.status != before:
             assert row is not None and m.status in row.targets, (before, type(event).__name__, m.status)
         assert m.power_allowed == self.power and m.offered_amps == self.offered
+        if self.config.cable_lock:
+            assert self.locked == (self.open_tx is not None or m.cable_held_for is not None)
+        if m.cable_held_for is not None:
+            assert self.config.cable_lock and m.status in (S.FINISHING, S.FAULTED) and self.open_tx is None
         assert (m.transaction is not None) == (self.open_tx is not None)
         assert m.transaction is None or m.transaction.energy_allowed != self.deauthorized
         if self.power:
@@ -1033,6 +1090,8 @@ class Checker:
             self.seen_tx.add(effect.local_id)
         elif isinstance(effect, TransactionStopped):
             assert self.open_tx == effect.local_id, "a stop without its start, or a second stop"
+            if effect.reason is StopReason.DE_AUTHORIZED and self.config.cable_lock:
+                assert self.m.cable_held_for is not None, "DeAuthorized stop must hold the cable for its owner"
             assert not self.power and self.offered == 0.0, "power permission or PWM left on at the stop"
             self.open_tx = None
             self.deauthorized = False

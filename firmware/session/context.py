@@ -94,6 +94,7 @@ class SessionContext:
     pending: PendingAuthorization | None = None
     reservation: Reservation | None = None
     finishing: bool = False  # a transaction ended and the EV has not been unplugged since
+    cable_held_for: str | None = None  # owner's id after a DeAuthorized stop: the cable stays locked for them
     reset_pending: bool = False
     next_local_id: int = 1
     timers: dict[str, datetime] = field(default_factory=dict)  # running timer -> deadline
@@ -132,6 +133,7 @@ class SessionContext:
                 "parent_id_token": res.parent_id_token, "expiry": res.expiry.isoformat(),
             },
             "finishing": self.finishing,
+            "cable_held_for": self.cable_held_for,
             "reset_pending": self.reset_pending,
             "next_local_id": self.next_local_id,
             "timers": {name: deadline.isoformat() for name, deadline in self.timers.items()},
@@ -178,6 +180,7 @@ class SessionContext:
                 reservation_id=res.integer("reservation_id"), id_token=res.text("id_token"),
                 parent_id_token=res.opt_text("parent_id_token"), expiry=res.timestamp("expiry")),
             finishing=r.flag("finishing"),
+            cable_held_for=r.opt_text("cable_held_for", added_later=True),
             reset_pending=r.flag("reset_pending"),
             next_local_id=r.integer("next_local_id"),
             timers={name: timers.timestamp(name) for name in timers.keys()},
@@ -216,7 +219,11 @@ class _Reader:
             raise self._fail(key, "a string", v)
         return v
 
-    def opt_text(self, key: str) -> str | None:
+    def opt_text(self, key: str, *, added_later: bool = False) -> str | None:
+        """``added_later``: a field newer than the first snapshot format; a snapshot written before it
+        existed restores with None (an upgrade must not lose the transaction a power cut interrupted)."""
+        if added_later and key not in self._data:
+            return None
         return None if self._get(key) is None else self.text(key)
 
     def flag(self, key: str) -> bool:

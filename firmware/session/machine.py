@@ -227,6 +227,11 @@ class SessionMachine:
         return self._ctx.locked
 
     @property
+    def cable_held_for(self) -> str | None:
+        """The owner's id while the cable is kept locked after a DeAuthorized stop (OCPP 1.6 §4.8)."""
+        return self._ctx.cable_held_for
+
+    @property
     def timers(self) -> dict[str, datetime]:
         """Running timers and their deadlines."""
         return dict(self._ctx.timers)
@@ -365,7 +370,7 @@ class SessionMachine:
 
     def _sync_lock(self) -> None:
         c = self._ctx
-        want = c.transaction is not None
+        want = c.transaction is not None or c.cable_held_for is not None
         if self.config.cable_lock and want != c.locked:
             c.locked = want
             self._emit(LockCable(want))
@@ -406,6 +411,8 @@ class SessionMachine:
         c = self._ctx
         if self.blocked:
             return ConnectorStatus.FAULTED
+        if c.cable_held_for is not None:
+            return ConnectorStatus.FINISHING  # the owner's cable still occupies the socket
         if not c.operative:
             return ConnectorStatus.UNAVAILABLE
         if c.reservation is not None:
@@ -671,6 +678,19 @@ class SessionMachine:
         else:
             self._emit(IdTokenRefused(event.id_token, RefusalReason.NOT_OWNER))
 
+    def _on_tap_finishing(self, event: CardPresented) -> None:
+        c = self._ctx
+        owner = c.cable_held_for
+        if owner is None:
+            self._on_tap_to_start(event)
+        elif same_token(event.id_token, owner):
+            c.cable_held_for = None  # the owner takes the cable back: no authorization needed
+            self._trigger = Trigger.STOP_AUTHORIZED
+            log.info("held cable released to its owner", extra={"connector_id": self.connector_id})
+            self._end_usage()
+        else:
+            self._emit(IdTokenRefused(event.id_token, RefusalReason.NOT_OWNER))
+
     def _on_tap_refused(self, event: CardPresented) -> None:
         reason = (RefusalReason.FAULTED if self._status is ConnectorStatus.FAULTED
                   else RefusalReason.UNAVAILABLE)
@@ -714,6 +734,9 @@ class SessionMachine:
         c = self._ctx
         if self._status is ConnectorStatus.PREPARING and c.authorization is not None:
             self._emit(RemoteStartResult(False, "another id is already authorized here"))
+            return
+        if c.cable_held_for is not None:
+            self._emit(RemoteStartResult(False, "the cable is held for the owner of a deauthorized transaction"))
             return
         if self.config.authorize_remote_tx_requests:
             c.pending = PendingAuthorization(event.id_token, AuthPurpose.REMOTE_START)
@@ -835,9 +858,15 @@ class SessionMachine:
         if not self.config.cable_lock:
             self._emit(UnlockResult(UnlockStatus.NOT_SUPPORTED))
             return
-        self._ctx.locked = False
+        c = self._ctx
+        held = c.cable_held_for is not None
+        c.cable_held_for = None  # the operator releases a cable held for its owner
+        c.locked = False
         self._emit(LockCable(False))  # even if we think it is unlocked: the user says it is stuck
         self._emit(UnlockResult(UnlockStatus.UNLOCKED))
+        if held:
+            self._trigger = Trigger.UNLOCK_COMMAND
+            self._end_usage()
 
     def _on_unlock_transaction(self, event: UnlockRequested) -> None:
         if not self.config.cable_lock:
@@ -877,6 +906,9 @@ class SessionMachine:
             return
         self._trigger = Trigger.DEAUTHORIZED
         if self.config.stop_transaction_on_invalid_id:
+            if self.config.cable_lock:
+                # §4.8: keep the cable locked until the owner presents his identifier (or an unlock)
+                self._ctx.cable_held_for = tx.id_token
             self._stop_and_settle(StopReason.DE_AUTHORIZED, Trigger.DEAUTHORIZED)
         elif tx.energy_allowed:
             self._ctx.transaction = replace(tx, energy_allowed=False)  # energy stops, transaction goes on
@@ -1000,6 +1032,9 @@ def _everywhere(status: ConnectorStatus) -> dict[type[Any], Transition]:
         rows[UnlockRequested] = _t(_M._on_unlock_transaction,
                                    "stop (UnlockCommand), then unlock; refused if unlock_stops_transaction "
                                    "is off", *_ENDED)
+    elif status is _S.FINISHING:
+        rows[UnlockRequested] = _t(_M._on_unlock_idle, "unlock the cable; a cable held for its owner is "
+                                                        "released", _S.AVAILABLE, _S.UNAVAILABLE)
     else:
         rows[UnlockRequested] = _t(_M._on_unlock_idle, "unlock the cable")
     return rows
@@ -1022,7 +1057,8 @@ _TRANSACTION_ROWS: dict[type[Any], Transition] = {
                                                        "transaction ends (C8)"),
     TransactionAccepted: _t(_M._on_tx_accepted, "nothing to do"),
     TransactionRejected: _t(_M._on_tx_rejected,
-                            "StopTransactionOnInvalidId: stop (DeAuthorized); else energy off (C5)",
+                            "StopTransactionOnInvalidId: stop (DeAuthorized), the cable held locked for its "
+                            "owner (Finishing until released); else energy off (C5)",
                             _S.SUSPENDED_EVSE, *_ENDED),
     ReservationMade: _t(_M._on_reserve_refused, "refuse: Occupied"),
 }
@@ -1062,10 +1098,14 @@ TRANSITIONS: dict[ConnectorStatus, dict[type[Any], Transition]] = {
     **{status: {**_TRANSACTION_ROWS, **_everywhere(status)} for status in _TX},
     _S.FINISHING: {
         PilotChanged: _t(_M._on_pilot_finishing, "F1: unplugged -> Available", _S.AVAILABLE, _S.UNAVAILABLE),
-        CardPresented: _t(_M._on_tap_to_start, "F2: ask for authorization of a new transaction"),
+        CardPresented: _t(_M._on_tap_finishing, "F2: ask for authorization of a new transaction; while the "
+                                                "cable is held after a DeAuthorized stop only its owner's id, "
+                                                "which releases it (others refused: NotOwner)",
+                          _S.AVAILABLE, _S.UNAVAILABLE),
         AuthorizationResult: _t(_M._on_auth_to_start, "F2: accepted -> Preparing -> new transaction",
                                 _S.PREPARING, *_TX),
-        RemoteStartRequested: _t(_M._on_remote_start, "F2: accept -> Preparing -> new transaction",
+        RemoteStartRequested: _t(_M._on_remote_start, "F2: accept -> Preparing -> new transaction (refused "
+                                                       "while the cable is held for its owner)",
                                  _S.PREPARING, *_TX),
         RemoteStopRequested: _t(_M._on_remote_stop_refused, "refuse: no transaction"),
         AvailabilityChanged: _t(_M._on_availability_now, "F8: Inoperative applies now", _S.UNAVAILABLE),
