@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,6 +122,39 @@ async def test_call_error_is_retried_after_interval_times_failures(tlog: Transac
     assert INTERVAL * 0.9 <= gaps[0] < INTERVAL * 1.9  # 1 x interval
     assert INTERVAL * 1.9 <= gaps[1] < INTERVAL * 2.9  # 2 x interval
     assert tlog.stats().discarded == 0
+
+
+async def test_the_retry_wait_survives_a_restart(tmp_path: Path) -> None:
+    """The failure count and the time of the next try are on disk: a restarted agent still waits."""
+    interval = 1.0
+    tlog = TransactionLog(Database(tmp_path / "agent.db"))
+    start(tlog)
+    first = FakeCsms(lambda action, p, n: call_error(action))
+    task = asyncio.create_task(delivery(tlog, interval=interval).run(first.call))
+    while tlog.head() is None or tlog.head().attempts == 0:  # type: ignore[union-attr]
+        await asyncio.sleep(0.01)
+    failed_at = first.sent[0][0]
+    task.cancel()  # the agent dies during the wait
+    await asyncio.gather(task, return_exceptions=True)
+    tlog.db.close()
+
+    again = TransactionLog(Database(tmp_path / "agent.db"))
+    head = again.head()
+    assert head is not None and head.attempts == 1 and head.retry_at is not None
+    second = FakeCsms()
+    await run_until_empty(delivery(again, interval=interval), second, again)
+    assert second.sent[0][0] - failed_at >= interval * 0.9  # not sent at once after the restart
+
+
+async def test_a_wall_clock_set_back_does_not_stretch_the_retry_wait(tlog: TransactionLog) -> None:
+    start(tlog)
+    head = tlog.head()
+    assert head is not None
+    tlog.attempted(head.seq, retry_at=time.time() + 86_400)  # as if the clock was a day ahead at the failure
+    csms = FakeCsms()
+    t0 = asyncio.get_running_loop().time()
+    await run_until_empty(delivery(tlog, interval=INTERVAL), csms, tlog)
+    assert csms.sent[0][0] - t0 < INTERVAL * 3  # at most interval x failures
 
 
 async def test_given_up_after_transaction_message_attempts_and_the_next_goes(tlog: TransactionLog) -> None:

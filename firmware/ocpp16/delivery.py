@@ -10,7 +10,9 @@ OCPP 1.6 (§4.10 "Transaction-related messages", 3.7 in the first edition) asks 
   which carries no usable answer either) is a failure to process the message: it is sent again after
   ``TransactionMessageRetryInterval`` times the number of failures so far, and given up (counted, logged, the
   next message goes) once it has failed ``TransactionMessageAttempts`` times. With 3 and 60 that is: fail,
-  wait 60 s, fail, wait 120 s, fail, discard. 0 attempts behaves as 1 (the message is sent once).
+  wait 60 s, fail, wait 120 s, fail, discard. 0 attempts behaves as 1 (the message is sent once). The
+  failure count and the time of the next try are stored with the message, so a restart does not cut the
+  wait short (a wall clock set backwards meanwhile shortens it to at most the interval the rule gives).
 * **A lost answer is not a failure.** No answer within the response timeout, or a connection that drops
   while the answer is due, says nothing about the CSMS having processed the message: it is not counted.
   A timeout marks the link as unresponsive (:class:`LinkUnresponsive`: the session closes the connection
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -75,7 +78,8 @@ class OutboxDelivery:
         self._idle = asyncio.Event()
         self._idle.set()
         self._draining = False
-        self._not_before: dict[int, float] = {}  # seq -> loop time before which it is not sent again
+        # seq -> loop time before which it is not sent again: the stored retry_at, read once (monotonic after)
+        self._not_before: dict[int, float] = {}
 
     @property
     def draining(self) -> bool:
@@ -87,14 +91,13 @@ class OutboxDelivery:
 
     async def run(self, call: Call) -> None:
         """Deliver until the connection fails (the exception propagates) or :meth:`drain` is called."""
-        loop = asyncio.get_running_loop()
         while not self._draining:
             msg = self.tlog.head()
             if msg is None:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            wait = self._not_before.get(msg.seq, 0.0) - loop.time()
+            wait = self._retry_wait(msg)
             if wait > 0:  # a retry after a failure to process; other messages flow meanwhile
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -105,6 +108,17 @@ class OutboxDelivery:
                 await self._deliver(call, msg)
             finally:
                 self._idle.set()
+
+    def _retry_wait(self, msg: OutboxMessage) -> float:
+        """Seconds until ``msg`` may be sent again. The stored wall-clock time is turned into loop time once;
+        no longer than the rule's wait after its failures, in case the wall clock was set backwards since."""
+        if msg.retry_at is None:
+            return 0.0
+        now = asyncio.get_running_loop().time()
+        if msg.seq not in self._not_before:
+            longest = self._policy().interval_s * msg.attempts
+            self._not_before = {msg.seq: now + max(0.0, min(msg.retry_at - time.time(), longest))}
+        return self._not_before[msg.seq] - now
 
     async def drain(self, timeout_s: float) -> None:
         """Before the agent exits: start no new delivery, and let one in flight finish, so that a message
@@ -138,7 +152,6 @@ class OutboxDelivery:
         except (CallErrorReceived, InvalidResponse) as exc:
             self._failed(msg, exc)
             return
-        self._not_before.pop(msg.seq, None)
         if msg.action == "StartTransaction" and msg.connector is not None and msg.local_id is not None:
             # the CSMS's id and the removal in one commit: later messages of the transaction need the id
             self.tlog.delivered(msg.seq, (msg.connector, msg.local_id, int(answer["transactionId"])))
@@ -148,15 +161,15 @@ class OutboxDelivery:
 
     def _failed(self, msg: OutboxMessage, exc: Exception) -> None:
         """The CSMS failed to process the message (§4.10): retry per the policy, or give it up."""
-        failures = self.tlog.attempted(msg.seq)
+        failures = msg.attempts + 1  # the row's count: this worker is the outbox's only consumer
         wait = self._policy().wait_before_retry(failures) if msg.transaction_related else None
         if wait is None:
-            self._not_before.pop(msg.seq, None)
             total = self.tlog.discard(msg.seq)
             log.error("CSMS failed to process a queued message; discarded", extra={
                 "action": msg.action, "seq": msg.seq, "failures": failures, "connector": msg.connector,
                 "local_id": msg.local_id, "discarded_total": total, "error": str(exc)})
             return
-        self._not_before[msg.seq] = asyncio.get_running_loop().time() + wait
+        self.tlog.attempted(msg.seq, retry_at=time.time() + wait)
+        self._not_before = {msg.seq: asyncio.get_running_loop().time() + wait}
         log.warning("CSMS failed to process a queued message; retrying", extra={
             "action": msg.action, "seq": msg.seq, "failures": failures, "retry_in_s": wait, "error": str(exc)})

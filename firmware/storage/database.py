@@ -78,8 +78,14 @@ def _v3(conn: sqlite3.Connection) -> None:
         )""")
 
 
+def _v4(conn: sqlite3.Connection) -> None:
+    """When a message the CSMS failed to process may be sent again (UNIX seconds; NULL: now), so that a restart
+    does not cut the TransactionMessageRetryInterval wait short."""
+    conn.execute("ALTER TABLE outbox ADD COLUMN retry_at REAL")
+
+
 #: Schema versions in order; index + 1 is the version number. Append, never edit or remove.
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4]
 
 
 class StorageError(Exception):

@@ -64,6 +64,7 @@ class OutboxMessage:
     local_id: int | None  # None: the message belongs to no transaction (e.g. clock-aligned, idle connector)
     attempts: int  # how often the CSMS failed to process it so far
     created_at: str = ""
+    retry_at: float | None = None  # UNIX seconds before which it is not sent again (after a failure)
 
     @property
     def transaction_related(self) -> bool:
@@ -217,10 +218,11 @@ class TransactionLog:
         with self.db.transaction() as conn:
             while True:
                 want = -1 if limit is None else limit - len(out)
-                rows = conn.execute("SELECT seq, action, payload, connector, local_id, attempts, created_at "
-                                    "FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, want)).fetchall()
+                rows = conn.execute("SELECT seq, action, payload, connector, local_id, attempts, created_at, "
+                                    "retry_at FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                                    (after_seq, want)).fetchall()
                 damaged = False
-                for seq, action, payload, connector, local_id, attempts, created_at in rows:
+                for seq, action, payload, connector, local_id, attempts, created_at, retry_at in rows:
                     after_seq = seq
                     try:
                         decoded = json.loads(payload)
@@ -233,7 +235,8 @@ class TransactionLog:
                             "seq": seq, "action": action, "connector": connector, "local_id": local_id,
                             "discarded_total": total})
                         continue
-                    out.append(OutboxMessage(seq, action, decoded, connector, local_id, attempts, created_at))
+                    out.append(OutboxMessage(seq, action, decoded, connector, local_id, attempts, created_at,
+                                             retry_at))
                 if not damaged or limit is None or not rows:
                     return out
 
@@ -262,9 +265,10 @@ class TransactionLog:
             conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
             return self._bump(conn, DISCARDED_KEY, 1)
 
-    def attempted(self, seq: int) -> int:
-        """Count one failure of the CSMS to process the message; returns the failures so far."""
+    def attempted(self, seq: int, retry_at: float | None = None) -> int:
+        """Count one failure of the CSMS to process the message and, in the same commit, when it may be sent
+        again (UNIX seconds); returns the failures so far."""
         with self.db.transaction() as conn:
-            conn.execute("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", (seq,))
+            conn.execute("UPDATE outbox SET attempts = attempts + 1, retry_at = ? WHERE seq = ?", (retry_at, seq))
             row = conn.execute("SELECT attempts FROM outbox WHERE seq = ?", (seq,)).fetchone()
         return 0 if row is None else int(row[0])
