@@ -131,8 +131,9 @@ async def test_the_retry_wait_survives_a_restart(tmp_path: Path) -> None:
     start(tlog)
     first = FakeCsms(lambda action, p, n: call_error(action))
     task = asyncio.create_task(delivery(tlog, interval=interval).run(first.call))
-    while tlog.head() is None or tlog.head().attempts == 0:  # type: ignore[union-attr]
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):
+        while (head := tlog.head()) is None or head.attempts == 0:  # noqa: ASYNC110 (polls the database)
+            await asyncio.sleep(0.01)
     failed_at = first.sent[0][0]
     task.cancel()  # the agent dies during the wait
     await asyncio.gather(task, return_exceptions=True)
