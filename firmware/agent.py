@@ -76,6 +76,7 @@ class Agent:
         self.config = config
         self.exit_code = ExitCode.OK
         self.db = Database(Path(config.state_dir) / "agent.db")
+        self.db.on_failure = self._storage_failed
         self.hardware: ChargerHardware = build_hardware(config)
         presets = config.ocpp.presets if config.ocpp is not None else {}
         self.keys = ConfigurationKeys(self.db, len(config.connectors), presets=presets)
@@ -98,12 +99,17 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
 
     def _storage_failed(self, exc: Exception) -> None:
-        """The database failed under us (disk full, I/O error): stop with 74, saying where (docs/storage.md)."""
+        """The database failed under us (disk full, I/O error), wherever it was used: stop with 74, saying
+        where (docs/storage.md). Once: the way out (draining, closing) may fail again."""
+        if self.exit_code is ExitCode.STORAGE:
+            return
+        log.critical("storage failed; stopping", extra={"db": str(self.db.path), "error": str(exc)})
         print(f"storage error: {self.db.path}: {exc}", file=sys.stderr)
         self.request_exit(ExitCode.STORAGE)
 
     def request_exit(self, code: ExitCode = ExitCode.OK) -> None:
-        self.exit_code = code
+        if not self._stop.is_set() or code is ExitCode.STORAGE:  # the first reason stands; storage trumps all
+            self.exit_code = code
         self._stop.set()
 
     def diagnostics(self) -> dict[str, Any]:

@@ -34,8 +34,10 @@ CP_ID = "E2E-CP-1"
 class Station:
     def __init__(self, state_dir: Path, *, connectors: int = 2, board: str = "ioboard", meter: str = "sdm630",
                  reader: str = "pn532", presets: dict[str, Any] | None = None,
-                 boot_statuses: list[str] | None = None, heartbeat_interval: int = 300) -> None:
+                 boot_statuses: list[str] | None = None, heartbeat_interval: int = 300,
+                 storage_dir: Path | None = None) -> None:
         self.state_dir = state_dir
+        self.storage_dir = storage_dir or state_dir  # the agent's database (config and log stay in state_dir)
         self.spec = ChargerSpec(charge_point_id=CP_ID, connectors=connectors, board=board,  # type: ignore[arg-type]
                                 meter=meter, reader=reader)  # type: ignore[arg-type]
         self.charger = SimulatedCharger(self.spec)
@@ -57,7 +59,7 @@ class Station:
         self.csms.behaviour.profiles[CP_ID] = self.profile
         presets = "\n".join(f"{k} = {json.dumps(str(v))}" for k, v in self.presets.items())
         self.config_path.write_text(
-            self.charger.agent_config(str(self.state_dir))
+            self.charger.agent_config(str(self.storage_dir))
             + f'\n[ocpp]\ncsms_url = "{self.csms.url}"\nresponse_timeout_s = 5\nreconnect_min_s = 0.2\n'
             + f"reconnect_max_s = 1\n\n[ocpp.presets]\n{presets}\n")
         return self

@@ -53,3 +53,19 @@ def test_corrupt_file_is_reported_and_kept(tmp_path: Path) -> None:
     moved = quarantine(path)
     assert moved.exists() and not path.exists()
     assert Database(path).version == len(MIGRATIONS)
+
+
+def test_storage_failures_are_reported_wherever_they_happen_but_not_our_own_mistakes(tmp_path: Path) -> None:
+    db = Database(tmp_path / "agent.db")
+    failures: list[sqlite3.Error] = []
+    db.on_failure = failures.append
+    with pytest.raises(sqlite3.IntegrityError), db.transaction() as conn:  # a statement we got wrong
+        conn.execute("INSERT INTO settings(key, value) VALUES('k', NULL)")
+    assert failures == []
+    pages = db.conn.execute("PRAGMA page_count").fetchone()[0]
+    db.conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full from now on
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        db.put_setting("big", "x" * 100_000)
+    assert len(failures) == 1 and "full" in str(failures[0])
+    assert not db.in_transaction and not db.conn.in_transaction  # rolled back: the next commit can be tried
+    assert db.get_setting("big") is None

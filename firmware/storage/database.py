@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -92,15 +92,28 @@ class StorageError(Exception):
     """The database cannot be used; the message says why and where the file is."""
 
 
+def is_storage_failure(exc: BaseException) -> bool:
+    """The database itself failed (disk full, I/O error, corruption found late, locked), as opposed to a
+    statement our code got wrong (constraint, misuse), which says nothing about the file."""
+    return (isinstance(exc, sqlite3.DatabaseError)
+            and not isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError))
+
+
 class Database:
     """A connection to the agent's database, migrated to the latest schema on open.
 
     Thread-safe by serialization: the agent calls it from one event loop; helper threads (if any)
     go through the same lock.
+
+    ``on_failure`` (set by the agent) is called with every storage failure of a write, wherever it
+    happens — an event's commit, the delivery worker, a configuration change, the authorization cache
+    — before the exception propagates: without a working database no billing data can be kept, so the
+    agent stops with exit code 74 instead of carrying on in a loop of failures.
     """
 
     def __init__(self, path: str | Path, migrations: Sequence[Migration] = MIGRATIONS) -> None:
         self.path = Path(path)
+        self.on_failure: Callable[[sqlite3.Error], None] | None = None
         self._lock = threading.RLock()
         self._depth = 0  # nesting of transaction() blocks (the lock makes it per thread)
         try:
@@ -151,16 +164,27 @@ class Database:
                 finally:
                     self._depth -= 1
                 return
-            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                self._report(exc)
+                raise
             self._depth = 1
             try:
                 yield self.conn
-            except BaseException:
                 self._depth = 0
-                self.conn.execute("ROLLBACK")
+                self.conn.execute("COMMIT")
+            except BaseException as exc:
+                self._depth = 0
+                if self.conn.in_transaction:
+                    with suppress(sqlite3.Error):  # the failure that brought us here is the one to report
+                        self.conn.execute("ROLLBACK")
+                self._report(exc)
                 raise
-            self._depth = 0
-            self.conn.execute("COMMIT")
+
+    def _report(self, exc: BaseException) -> None:
+        if self.on_failure is not None and isinstance(exc, sqlite3.Error) and is_storage_failure(exc):
+            self.on_failure(exc)
 
     @property
     def in_transaction(self) -> bool:
@@ -173,14 +197,14 @@ class Database:
     # --- settings (key/value, e.g. OCPP configuration keys changed by the CSMS) ----------------
 
     def get_setting(self, key: str) -> str | None:
-        with self._lock:
-            row = self.conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        with self.transaction() as conn:
+            row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def settings(self, prefix: str = "") -> dict[str, str]:
-        with self._lock:
-            rows = self.conn.execute("SELECT key, value FROM settings WHERE key LIKE ? ESCAPE '\\'",
-                                     (prefix.replace("%", "\\%").replace("_", "\\_") + "%",)).fetchall()
+        with self.transaction() as conn:
+            rows = conn.execute("SELECT key, value FROM settings WHERE key LIKE ? ESCAPE '\\'",
+                                (prefix.replace("%", "\\%").replace("_", "\\_") + "%",)).fetchall()
         return {str(k): str(v) for k, v in rows}
 
     def put_setting(self, key: str, value: str) -> None:
