@@ -169,6 +169,7 @@ class CsmsSession(ChargePoint):  # type: ignore[misc]  # ocpp ships no type info
         self._ws = ws
         self._inbox: asyncio.Queue[tuple[Frame, str] | _ErrorReply] = asyncio.Queue()
         self._payloads: dict[str, dict[str, Any]] = {}  # uniqueId -> request payload, for the handlers
+        self._answers_to_lose: set[str] = set()  # uniqueIds processed whose CALLRESULT is not sent (injected)
         self._inbound_actions: dict[str, str] = {}  # uniqueId of a CALL from the CP -> its action
         self._pending: dict[str, _PendingCall] = {}
         self._late: OrderedDict[str, str] = OrderedDict()  # timed-out CALLs, to label a late answer
@@ -272,11 +273,14 @@ class CsmsSession(ChargePoint):  # type: ignore[misc]  # ocpp ships no type info
             await self._send_error(uid, *refusal)
             return
         self._payloads[uid] = frame.payload
+        if decision.lose_answer:
+            self._answers_to_lose.add(uid)
         try:
             # the library unpacks again, routes to the @on handler and sends its CALLRESULT via the link
             await self.route_message(raw)
         finally:
             self._payloads.pop(uid, None)
+            self._answers_to_lose.discard(uid)
 
     def _refusal(self, action: str, payload: dict[str, Any]) -> tuple[str, str] | None:
         if action not in OCPP16_ACTIONS:
@@ -300,6 +304,10 @@ class CsmsSession(ChargePoint):  # type: ignore[misc]  # ocpp ships no type info
             action = frame.action
         else:
             action = self._inbound_actions.pop(frame.unique_id, None)
+            if frame.unique_id in self._answers_to_lose:
+                log.info("answer lost (injected): processed, not sent", extra={
+                    "cp_id": self.id, "action": action, "unique_id": frame.unique_id})
+                return
         self._record_frame(frame, Direction.TO_CP, text, action)
         await self._ws.send(text)
 

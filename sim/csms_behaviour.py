@@ -173,6 +173,7 @@ class _Fault:
     error_code: str = ErrorCode.INTERNAL_ERROR.value
     error_description: str = "injected failure"
     ignore_remaining: int = 0
+    lose_answer_remaining: int = 0
     delay_s: float = 0.0
 
 
@@ -182,6 +183,7 @@ class FaultDecision:
 
     delay_s: float = 0.0
     ignore: bool = False
+    lose_answer: bool = False  # process it, but send no answer
     error_code: str | None = None
     error_description: str | None = None
 
@@ -204,6 +206,11 @@ class FaultPlan:
         """Send no answer at all to the next ``n`` CALLs of ``action`` (the charge point times out)."""
         self._fault(cp_id, action).ignore_remaining = _non_negative(n, "n")
 
+    def lose_answer_next(self, action: str, n: int = 1, *, cp_id: str | None = None) -> None:
+        """Process the next ``n`` CALLs of ``action`` but send no answer: the CSMS has the message, the charge
+        point never learns it (as when the link or the charge point dies right after the CSMS processed it)."""
+        self._fault(cp_id, action).lose_answer_remaining = _non_negative(n, "n")
+
     def set_delay(self, action: str, seconds: float, *, cp_id: str | None = None) -> None:
         """Delay every answer to ``action`` by ``seconds`` (0 removes the delay)."""
         if seconds < 0:
@@ -221,6 +228,9 @@ class FaultPlan:
         if f.ignore_remaining > 0:
             f.ignore_remaining -= 1
             return FaultDecision(delay_s=f.delay_s, ignore=True)
+        if f.lose_answer_remaining > 0:
+            f.lose_answer_remaining -= 1
+            return FaultDecision(delay_s=f.delay_s, lose_answer=True)
         if f.fail_remaining > 0:
             f.fail_remaining -= 1
             return FaultDecision(delay_s=f.delay_s, error_code=f.error_code,
@@ -245,6 +255,9 @@ class CsmsBehaviour:
     # answer CALLs other than BootNotification with SecurityError until the charge point is Accepted
     reject_calls_before_accepted: bool = False
     first_transaction_id: int = 1
+    # a StartTransaction identical to one already recorded (connector, idTag, meterStart, timestamp) is a resend
+    # whose answer the charge point lost: answer with the transaction id given the first time
+    recognise_repeated_starts: bool = True
 
     def profile(self, cp_id: str) -> ChargePointProfile:
         return self.profiles.get(cp_id, self.default_profile)
@@ -258,10 +271,11 @@ class CsmsBehaviour:
         _only(data, {"csms", "charge_points", "id_tags", "data_transfer", "faults"}, "")
         csms = _table(data, "csms")
         _only(csms, {"known_charge_points_only", "reject_calls_before_accepted", "first_transaction_id",
-                     "unknown_id_tag_status", "data_transfer_default_status"}, "csms")
+                     "unknown_id_tag_status", "data_transfer_default_status", "recognise_repeated_starts"}, "csms")
         b = cls(known_charge_points_only=bool(csms.get("known_charge_points_only", False)),
                 reject_calls_before_accepted=bool(csms.get("reject_calls_before_accepted", False)),
-                first_transaction_id=int(csms.get("first_transaction_id", 1)))
+                first_transaction_id=int(csms.get("first_transaction_id", 1)),
+                recognise_repeated_starts=bool(csms.get("recognise_repeated_starts", True)))
         if "unknown_id_tag_status" in csms:
             b.id_tags.default_status = str(csms["unknown_id_tag_status"])
         if "data_transfer_default_status" in csms:
@@ -294,7 +308,7 @@ class CsmsBehaviour:
         for i, raw in enumerate(_array(data, "faults")):
             where = f"faults[{i}]"
             _only(raw, {"action", "cp_id", "fail_next", "error_code", "description", "ignore_next",
-                        "delay_s"}, where)
+                        "lose_answer_next", "delay_s"}, where)
             action, cp = str(_required(raw, "action", where)), raw.get("cp_id")
             if "fail_next" in raw:
                 b.faults.fail_next(action, int(raw["fail_next"]), cp_id=cp,
@@ -302,6 +316,8 @@ class CsmsBehaviour:
                                    description=str(raw.get("description", "injected failure")))
             if "ignore_next" in raw:
                 b.faults.ignore_next(action, int(raw["ignore_next"]), cp_id=cp)
+            if "lose_answer_next" in raw:
+                b.faults.lose_answer_next(action, int(raw["lose_answer_next"]), cp_id=cp)
             if "delay_s" in raw:
                 b.faults.set_delay(action, float(raw["delay_s"]), cp_id=cp)
         return b

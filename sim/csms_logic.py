@@ -67,6 +67,12 @@ class CentralSystemLogic:
     def start_transaction(self, cp_id: str, payload: dict[str, Any]) -> Any:
         st = self.state(cp_id)
         info = self._id_tag_info(payload["idTag"])
+        repeated = self._repeated_start(st, payload)
+        if repeated is not None:
+            repeated.repeat_count += 1
+            log.info("StartTransaction repeated; answered with its first id", extra={
+                "cp_id": cp_id, "transaction_id": repeated.transaction_id, "connector_id": repeated.connector_id})
+            return call_result.StartTransaction(transaction_id=repeated.transaction_id, id_tag_info=info)
         tx = Transaction(
             transaction_id=self.allocate_transaction_id(), connector_id=payload["connectorId"],
             id_tag=payload["idTag"], meter_start=payload["meterStart"], start_timestamp=payload["timestamp"],
@@ -75,6 +81,17 @@ class CentralSystemLogic:
         log.info("StartTransaction", extra={"cp_id": cp_id, "transaction_id": tx.transaction_id,
                                             "connector_id": tx.connector_id, "status": str(info.status)})
         return call_result.StartTransaction(transaction_id=tx.transaction_id, id_tag_info=info)
+
+    def _repeated_start(self, st: ChargePointState, payload: dict[str, Any]) -> Transaction | None:
+        """OCPP 1.6 has no message-level duplicate detection; a charge point that lost the answer sends the same
+        StartTransaction again (same connector, idTag, meterStart and timestamp), which no new session can."""
+        if not self.behaviour.recognise_repeated_starts:
+            return None
+        for tx in st.transactions.values():
+            if (tx.started and tx.connector_id == payload["connectorId"] and tx.id_tag == payload["idTag"]
+                    and tx.meter_start == payload["meterStart"] and tx.start_timestamp == payload["timestamp"]):
+                return tx
+        return None
 
     def stop_transaction(self, cp_id: str, payload: dict[str, Any]) -> Any:
         st = self.state(cp_id)

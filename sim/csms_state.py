@@ -49,6 +49,7 @@ class Transaction:
     stop_reason: str | None = None  # as sent; absent means "Local" (OCPP 1.6 Reason)
     stop_id_tag: str | None = None
     stop_count: int = 0  # > 1 when the charge point retried a StopTransaction we had already processed
+    repeat_count: int = 0  # identical StartTransactions recognised after the first (answers it lost)
 
     @property
     def is_open(self) -> bool:

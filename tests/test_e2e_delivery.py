@@ -11,6 +11,8 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from sim.transcript import utc_timestamp
 from tests.station import CP_ID, Station
 
@@ -141,3 +143,37 @@ async def test_minimum_status_duration_drops_a_status_that_did_not_last(tmp_path
         began = datetime.fromisoformat(reported.payload["timestamp"].replace("Z", "+00:00"))
         assert (reported.ts - began).total_seconds() >= 0.9
         assert s.statuses(1, mark) == ["SuspendedEV"]
+
+
+@pytest.mark.parametrize("csms_recognises_repeats", [True, False])
+async def test_start_transaction_processed_by_the_csms_just_before_a_power_cut(tmp_path: Path,
+                                                                                csms_recognises_repeats: bool) -> None:
+    """The one case OCPP 1.6 cannot make exactly-once: the CSMS processed a StartTransaction, its answer never
+    reached the agent (killed at that instant). The agent sends it again unchanged after the restart, so a CSMS
+    that matches repeated starts (ours does by default) answers with the same id: one transaction, stopped
+    once. A CSMS that does not match is left with a second, never-stopped transaction (documented limit)."""
+    async with Station(tmp_path, connectors=1) as s:
+        s.csms.behaviour.recognise_repeated_starts = csms_recognises_repeats
+        s.csms.behaviour.id_tags.accept(CARD)
+        s.csms.behaviour.faults.lose_answer_next("StartTransaction")
+        await s.start_agent()
+        mark = s.mark()
+        s.ev(1).plug()
+        await s.tap(CARD)
+        first = await s.wait_call("StartTransaction", since=mark)
+        state = s.csms.state(CP_ID)
+        await s.wait_until(lambda: len(state.transactions) == 1, 5, "the CSMS processed the StartTransaction")
+        await s.kill_agent()  # before the answer (never sent) could arrive
+        again = s.mark()
+        await s.start_agent()
+        resent = await s.wait_call("StartTransaction", since=again)
+        assert resent.payload == first.payload  # unchanged: the CSMS can recognise it
+        stop = await s.wait_call("StopTransaction", since=again)
+        assert stop.payload["reason"] == "PowerLoss"
+        if csms_recognises_repeats:
+            [tx] = state.transactions.values()
+            assert tx.repeat_count == 1 and stop.payload["transactionId"] == tx.transaction_id
+            assert not tx.is_open and tx.stop_count == 1
+        else:
+            assert len(state.transactions) == 2
+            assert [t.is_open for t in state.transactions.values()] == [True, False]
