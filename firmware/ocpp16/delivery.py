@@ -19,8 +19,9 @@ OCPP 1.6 (§4.10 "Transaction-related messages", 3.7 in the first edition) asks 
   and the link reconnects); the message stays at the head of the queue and goes first after the reconnect.
 
 Delivery is at-least-once: a message whose answer was lost (power cut or connection loss between the
-CSMS processing it and the agent committing its removal) is sent again. OCPP 1.6 has no way to ask the
-CSMS whether it already has it.
+CSMS processing it and the agent committing its removal) is sent again, unchanged, so that the CSMS can
+recognise it (docs/storage.md "At least once"). OCPP 1.6 has no way to ask the CSMS whether it already
+has it.
 
 Messages that belong to no transaction (clock-aligned MeterValues of an idle connector) are queued too,
 so that the register readings of an offline period are not lost, but they are not transaction-related:
