@@ -311,11 +311,28 @@ async def test_transactions_get_increasing_ids_and_stop_closes_them(csms: Simula
 async def test_transaction_ids_count_across_charge_points(csms: SimulatedCsms) -> None:
     ids = []
     async with charge_point(csms, "CP-A") as a, charge_point(csms, "CP-B") as b:
-        for cp in (a, b, a):
-            r = await cp.call(call.StartTransaction(connector_id=1, id_tag="X", meter_start=0, timestamp=T0))
+        for meter_start, cp in enumerate((a, b, a)):
+            r = await cp.call(call.StartTransaction(connector_id=1, id_tag="X", meter_start=meter_start,
+                                                    timestamp=T0))
             ids.append(r.transaction_id)
     assert ids == [1, 2, 3]
     assert [t.transaction_id for t in csms.state("CP-A").open_transactions] == [1, 3]
+
+
+@pytest.mark.parametrize("recognise", [True, False])
+async def test_a_repeated_start_transaction_gets_its_first_id(csms: SimulatedCsms, recognise: bool) -> None:
+    """A charge point that lost the answer sends the identical StartTransaction again (OCPP 1.6 has no
+    duplicate detection); matching on connector, idTag, meterStart and timestamp gives it the same id."""
+    csms.behaviour.recognise_repeated_starts = recognise
+    async with charge_point(csms, "CP-A") as a, charge_point(csms, "CP-B") as b:
+        first = await a.call(call.StartTransaction(connector_id=1, id_tag="X", meter_start=5, timestamp=T0))
+        again = await a.call(call.StartTransaction(connector_id=1, id_tag="X", meter_start=5, timestamp=T0))
+        other_cp = await b.call(call.StartTransaction(connector_id=1, id_tag="X", meter_start=5, timestamp=T0))
+        later = await a.call(call.StartTransaction(connector_id=1, id_tag="X", meter_start=6, timestamp=T0))
+    ids = [r.transaction_id for r in (first, again, other_cp, later)]
+    assert ids == ([1, 1, 2, 3] if recognise else [1, 2, 3, 4])
+    if recognise:
+        assert csms.state("CP-A").transactions[1].repeat_count == 1
 
 
 async def test_data_transfer_from_charge_point_uses_configured_answers(csms: SimulatedCsms) -> None:
