@@ -196,7 +196,7 @@ class Agent:
             self._tasks.append(asyncio.create_task(self._serve_reader(rh), name=f"reader-{rh.reader.name}"))
         if self.ocpp is not None:
             self._tasks.append(asyncio.create_task(self.ocpp.run(), name="ocpp"))
-            self._tasks.append(asyncio.create_task(self.ocpp.run_metering(), name="metering"))
+            self._tasks.append(asyncio.create_task(self.ocpp.meter_values.run(), name="metering"))
         log.info("agent running")
         try:
             await self._stop.wait()

@@ -6,12 +6,12 @@ What it does, in the order a charger lives it:
   BootNotification until Accepted, honouring Pending/Rejected and their interval, sending nothing
   else meanwhile (it does answer the CSMS's requests, as §4.2 allows);
 * reports every connector's status (connector 0 too), with error codes from hardware faults, and the
-  current status of each after a reconnect (not the history);
+  current status of each after a reconnect (not the history) — :mod:`~firmware.ocpp16.status_report`;
 * turns the machines' transaction effects into StartTransaction / MeterValues / StopTransaction, kept
   in the durable outbox (:class:`~firmware.storage.transactions.TransactionLog`) and delivered strictly in
   order, the CSMS's transactionId substituted into queued messages when they are sent;
 * samples meter values per MeterValueSampleInterval and clock-aligned per ClockAlignedDataInterval, and
-  the transaction data StopTxnSampledData / StopTxnAlignedData ask for;
+  the transaction data StopTxnSampledData / StopTxnAlignedData ask for — :mod:`~firmware.ocpp16.meter_values`;
 * sends Heartbeat after HeartbeatInterval without other traffic;
 * serves the CSMS's Core requests by translating them into session events and the machines' answers
   back into confirmations.
@@ -24,8 +24,8 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from ocpp.v16 import call_result
@@ -35,10 +35,10 @@ from firmware.authorization import Authorizer, AuthSettings, IdTagInfo, Verdict
 from firmware.config import AgentConfig
 from firmware.connector import ConnectorController, reset_flag
 from firmware.exitcodes import ExitCode
-from firmware.metering import ReadingContext, Sample, next_aligned_time, samples_from_reading
 from firmware.ocpp16 import mapping
 from firmware.ocpp16.configuration import ChangeResult, ConfigurationKeys
 from firmware.ocpp16.delivery import LinkUnresponsive, OutboxDelivery, RetryPolicy
+from firmware.ocpp16.meter_values import MeterValuesReporter, energy_wh
 from firmware.ocpp16.rpc import (
     CallErrorReceived,
     ConnectionLost,
@@ -47,7 +47,7 @@ from firmware.ocpp16.rpc import (
     after_answering,
     handles,
 )
-from firmware.ocpp16.status_hold import StatusHold
+from firmware.ocpp16.status_report import StatusReporter
 from firmware.ocpp_link import Backoff, OcppLink
 from firmware.session import (
     AuthorizationResult,
@@ -74,28 +74,15 @@ from firmware.session import (
 )
 from firmware.session.status import ConnectorStatus
 from firmware.storage import Database
-from firmware.storage.transactions import OutboxMessage, QueuedMessage, TransactionLog
-from hal.interfaces import FaultCode, MeterReading, utcnow
+from firmware.storage.transactions import OutboxMessage, TransactionLog
+from hal.interfaces import MeterReading, utcnow
 
 log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "ocpp1.6"
 VENDOR_ID = "evse-agent"
-#: A meter reading older than this is not sent as a periodic or clock-aligned sample.
-STALE_READING_S = 10.0
-#: Database setting: the CSMS made the whole charge point (connector 0) Inoperative.
-CHARGE_POINT_INOPERATIVE_KEY = "agent.charge_point_inoperative"
 #: Transaction-related actions: queued on disk, delivered in order, retried per TransactionMessageAttempts.
 TRANSACTION_ACTIONS = frozenset({"StartTransaction", "StopTransaction", "MeterValues"})
-
-
-@dataclass
-class _TransactionSamples:
-    """Meter data gathered during a transaction for StopTransaction's transactionData."""
-
-    local_id: int
-    values: list[dict[str, Any]] = field(default_factory=list)
-    next_sample: datetime | None = None
 
 
 class _ChargePoint(RpcChargePoint):
@@ -176,17 +163,11 @@ class Ocpp16Client:
         self.accepted = False  # BootNotification accepted in this run of the agent
         self._online = asyncio.Event()  # connected and accepted
         self.delivery = OutboxDelivery(self.tlog, self._retry_policy, self._confirmed)
-        self._status_queue: list[dict[str, Any]] = []
-        self._status_hold = StatusHold(self._report_status)  # MinimumStatusDuration
-        # per connector: the (status, errorCode, vendorErrorCode) and info last queued
-        self._last_status: dict[int, tuple[tuple[str, str, str | None], str | None]] = {}
-        self._status_wake = asyncio.Event()
+        self.statuses = StatusReporter(connectors, keys, db, VENDOR_ID)
+        self.meter_values = MeterValuesReporter(connectors, keys, self.tlog, self.delivery.wake)
         self._last_traffic = 0.0
         self._heartbeat_wake = asyncio.Event()  # HeartbeatInterval changed: recompute the wait now
-        self._samples: dict[int, _TransactionSamples] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        # ChangeAvailability on connector 0 (the whole charge point), kept across restarts (§5.2)
-        self._connector0_unavailable = db.get_setting(CHARGE_POINT_INOPERATIVE_KEY) == "1"
         self.auth = Authorizer(db, self._auth_settings, cache_capacity=config.ocpp.authorization_cache_size)
         keys.on_change(self._apply_key)
 
@@ -197,21 +178,17 @@ class Ocpp16Client:
         """Transactions and their messages go to disk here, before the hardware is switched."""
         for e in effects:
             if isinstance(e, TransactionStarted):
-                meter_start = _wh(reading)
+                meter_start = energy_wh(reading)
                 payload: dict[str, Any] = {"connectorId": ctrl.id, "idTag": e.id_token, "meterStart": meter_start,
                                            "timestamp": mapping.timestamp(now)}
                 if e.reservation_id is not None:
                     payload["reservationId"] = e.reservation_id
                 self.tlog.start(ctrl.id, e.local_id, e.id_token, meter_start, now, ("StartTransaction", payload))
-                samples = _TransactionSamples(e.local_id)
-                self._samples[ctrl.id] = samples
-                self._add_stop_txn_samples(samples, reading, ReadingContext.TRANSACTION_BEGIN, now, ctrl)
-                self._schedule_sampling(samples, now)
+                self.meter_values.transaction_started(ctrl, e.local_id, reading, now)
                 self.delivery.wake()
             elif isinstance(e, TransactionStopped):
-                samples = self._samples.pop(ctrl.id, _TransactionSamples(e.local_id))
-                self._add_stop_txn_samples(samples, reading, ReadingContext.TRANSACTION_END, now, ctrl)
-                meter_stop = _wh(reading)
+                transaction_data = self.meter_values.transaction_stopped(ctrl, e.local_id, reading, now)
+                meter_stop = energy_wh(reading)
                 if reading is None:  # no meter, or it never answered since the start: no energy we can vouch for
                     record = self.tlog.get(ctrl.id, e.local_id)
                     meter_stop = record.meter_start_wh if record is not None else 0
@@ -219,16 +196,15 @@ class Ocpp16Client:
                                         "reason": e.reason.value}
                 if e.stopped_by is not None:
                     stop["idTag"] = e.stopped_by
-                if samples.values:
-                    stop["transactionData"] = samples.values
+                if transaction_data:
+                    stop["transactionData"] = transaction_data
                 self.tlog.stop(ctrl.id, e.local_id, stop["meterStop"], now, e.reason.value, ("StopTransaction", stop))
                 self.delivery.wake()
 
     async def notify(self, ctrl: ConnectorController, effects: list[Effect]) -> None:
         for e in effects:
             if isinstance(e, StatusChanged):
-                self._queue_status(ctrl, e)
-                self._queue_connector0()
+                self.statuses.connector_changed(ctrl, e)
             elif isinstance(e, RequestAuthorization):
                 self._spawn(self._authorize(ctrl, e))
 
@@ -255,10 +231,10 @@ class Ocpp16Client:
                 await receiver  # re-raise ConnectionClosed
                 return
             boot.result()
-            self._resync_statuses()
+            self.statuses.connected()
             self._online.set()
             workers = [asyncio.create_task(c, name=n) for c, n in (
-                (self._send_statuses(cp), "ocpp-status"),
+                (self.statuses.send(lambda action, payload: self._call(cp, action, payload)), "ocpp-status"),
                 (self.delivery.run(lambda action, payload: self._call(cp, action, payload)), "ocpp-outbox"),
                 (self._heartbeat(cp), "ocpp-heartbeat"))]
             extra = []
@@ -280,7 +256,7 @@ class Ocpp16Client:
             await receiver
         finally:
             self._online.clear()
-            self._status_hold.clear()
+            self.statuses.disconnected()
             self.cp = None
             for t in [*workers, receiver]:
                 t.cancel()
@@ -342,84 +318,6 @@ class Ocpp16Client:
             log.info("Hardware DataTransfer answered", extra={"status": answer.get("status")})
         self._hardware_reported = True
 
-    # --- status notifications -------------------------------------------------------------------
-
-    def _status_payload(self, ctrl: ConnectorController, status: ConnectorStatus, error: FaultCode | None, info: str,
-                        now: datetime) -> dict[str, Any]:
-        source = ""
-        if error is not None:
-            source = next((f.source for f in ctrl.machine.faults if f.code == error), "")
-        code, vendor_code = mapping.error_code(error, source)
-        payload: dict[str, Any] = {"connectorId": ctrl.id, "errorCode": code, "status": status.value,
-                                   "timestamp": mapping.timestamp(now)}
-        if info:
-            payload["info"] = info[:50]
-        if vendor_code is not None:
-            payload["vendorId"] = VENDOR_ID
-            payload["vendorErrorCode"] = vendor_code[:50]
-        return payload
-
-    def _queue_status(self, ctrl: ConnectorController, e: StatusChanged) -> None:
-        if not self._online.is_set():
-            return  # on reconnect the current status is sent, not the history
-        payload = self._status_payload(ctrl, e.status, e.error, e.info, utcnow())
-        self._status_hold.offer(payload, self.keys.get_int("MinimumStatusDuration"))
-
-    def _queue_connector0(self) -> None:
-        if self._online.is_set():
-            self._status_hold.offer(self._connector0_payload(utcnow()), self.keys.get_int("MinimumStatusDuration"))
-
-    def _report_status(self, payload: dict[str, Any]) -> None:
-        """A status that lasted MinimumStatusDuration (or at once, with 0): sent if it is news to the CSMS."""
-        if self._online.is_set() and self._is_news(payload):
-            self._status_queue.append(payload)
-            self._status_wake.set()
-
-    def _is_news(self, payload: dict[str, Any]) -> bool:
-        """Whether a report tells the CSMS something: a new status or error code, or new info. The machine
-        also reports a change of the plug state alone (e.g. an EV unplugged from a Faulted connector), which
-        1.6 has no field for; repeating the same status and error would only be noise (docs/session.md)."""
-        key = (payload["status"], payload["errorCode"], payload.get("vendorErrorCode"))
-        last = self._last_status.get(payload["connectorId"])
-        info = payload.get("info")
-        self._last_status[payload["connectorId"]] = (key, info or (last[1] if last and last[0] == key else None))
-        return last is None or last[0] != key or (info is not None and info != last[1])
-
-    def _connector0_payload(self, now: datetime) -> dict[str, Any]:
-        """Connector 0 is Unavailable once the charge point was made Inoperative and every connector has
-        applied it (a connector still in a transaction has it scheduled, §5.2: the charge point follows)."""
-        unavailable = self._connector0_unavailable and not any(c.machine.operative for c in self.connectors.values())
-        status = "Unavailable" if unavailable else "Available"
-        return {"connectorId": 0, "errorCode": "NoError", "status": status, "timestamp": mapping.timestamp(now)}
-
-    def _resync_statuses(self) -> None:
-        """After (re)connecting: the current status of the charge point and of every connector, once."""
-        now = utcnow()
-        self._status_hold.clear()
-        self._last_status.clear()
-        self._status_queue = [self._connector0_payload(now)]
-        for ctrl in self.connectors.values():
-            m = ctrl.machine
-            self._status_queue.append(self._status_payload(ctrl, m.status, ctrl.machine.current_error, "", now))
-        for payload in self._status_queue:
-            self._is_news(payload)
-        self._status_wake.set()
-
-    async def _send_statuses(self, cp: _ChargePoint) -> None:
-        while True:
-            await self._status_wake.wait()
-            self._status_wake.clear()
-            while self._status_queue:
-                payload = self._status_queue[0]
-                try:
-                    await self._call(cp, "StatusNotification", payload)
-                except (CallErrorReceived, InvalidResponse) as exc:
-                    log.warning("StatusNotification not accepted", extra={"error": str(exc)})
-                except TimeoutError:
-                    log.warning("StatusNotification timed out; resending")
-                    continue
-                self._status_queue.pop(0)
-
     # --- heartbeat --------------------------------------------------------------------------------
 
     async def _heartbeat(self, cp: _ChargePoint) -> None:
@@ -469,92 +367,6 @@ class Ocpp16Client:
         elif msg.action == "StopTransaction":  # idTagInfo of the id that stopped it, if one did
             self._learn(payload.get("idTag"), answer.get("idTagInfo"))
 
-    # --- meter values -------------------------------------------------------------------------------
-
-    def _schedule_sampling(self, samples: _TransactionSamples, now: datetime) -> None:
-        interval = self.keys.get_int("MeterValueSampleInterval")
-        samples.next_sample = now + timedelta(seconds=interval) if interval > 0 else None
-
-    def _add_stop_txn_samples(self, samples: _TransactionSamples, reading: MeterReading | None,
-                              context: ReadingContext, now: datetime, ctrl: ConnectorController) -> None:
-        key = "StopTxnAlignedData" if context is ReadingContext.CLOCK else "StopTxnSampledData"
-        if reading is None:
-            return
-        selected = samples_from_reading(reading, self.keys.get_list(key), context, ctrl.view.offered_amps)
-        if selected:
-            samples.values.append(mapping.meter_value(now, selected))
-
-    async def run_metering(self) -> None:
-        """Periodic (per transaction) and clock-aligned meter values."""
-        next_aligned: datetime | None = None
-        grid = 0  # the ClockAlignedDataInterval next_aligned was computed for
-        while True:
-            now = utcnow()
-            aligned_interval = self.keys.get_int("ClockAlignedDataInterval")
-            if aligned_interval > 0:
-                if next_aligned is None or aligned_interval != grid:  # first, or the interval was changed
-                    grid = aligned_interval
-                    next_aligned = next_aligned_time(now, aligned_interval)
-                elif now >= next_aligned:
-                    self._clock_tick(next_aligned)
-                    next_aligned = next_aligned_time(now, aligned_interval)
-            else:
-                next_aligned = None
-            for cid, samples in list(self._samples.items()):
-                if samples.next_sample is not None and now >= samples.next_sample:
-                    self._periodic_sample(self.connectors[cid], samples, now)
-                    self._schedule_sampling(samples, now)
-            deadlines = [s.next_sample for s in self._samples.values() if s.next_sample is not None]
-            if next_aligned is not None:
-                deadlines.append(next_aligned)
-            wait = min(((d - utcnow()).total_seconds() for d in deadlines), default=1.0)
-            await asyncio.sleep(min(max(wait, 0.01), 1.0))
-
-    def _periodic_sample(self, ctrl: ConnectorController, samples: _TransactionSamples, now: datetime) -> None:
-        reading = _fresh(ctrl, now)
-        tx = ctrl.machine.transaction
-        if reading is None or tx is None or tx.local_id != samples.local_id:
-            return
-        self._add_stop_txn_samples(samples, reading, ReadingContext.PERIODIC, now, ctrl)
-        selected = samples_from_reading(reading, self.keys.get_list("MeterValuesSampledData"),
-                                        ReadingContext.PERIODIC, ctrl.view.offered_amps)
-        if selected:
-            self._queue_meter_values(ctrl.id, samples.local_id, now, selected)
-
-    def _clock_tick(self, at: datetime) -> None:
-        """Clock-aligned values of every connector, queued in one commit. A value belongs to a transaction
-        only once its StartTransaction is queued (``record`` ran): before that, and once the stop is under
-        way, it is a value of the connector alone — never queued ahead of the StartTransaction it needs."""
-        batch: list[QueuedMessage] = []
-        for ctrl in self.connectors.values():
-            reading = _fresh(ctrl, at)
-            if reading is None:
-                continue
-            tx = ctrl.machine.transaction
-            samples = self._samples.get(ctrl.id)
-            local_id = None
-            if tx is not None and samples is not None and samples.local_id == tx.local_id:
-                local_id = tx.local_id
-                self._add_stop_txn_samples(samples, reading, ReadingContext.CLOCK, at, ctrl)
-            selected = samples_from_reading(reading, self.keys.get_list("MeterValuesAlignedData"),
-                                            ReadingContext.CLOCK, ctrl.view.offered_amps)
-            if selected:
-                batch.append(self._meter_values_message(ctrl.id, local_id, at, selected))
-        if batch:
-            self.tlog.queue_many(batch)
-            self.delivery.wake()
-
-    def _queue_meter_values(self, connector: int, local_id: int | None, when: datetime, selected: list[Sample]) -> None:
-        self.tlog.queue_many([self._meter_values_message(connector, local_id, when, selected)])
-        self.delivery.wake()
-
-    @staticmethod
-    def _meter_values_message(connector: int, local_id: int | None, when: datetime,
-                              selected: list[Sample]) -> QueuedMessage:
-        """A MeterValues for the outbox; one of no transaction is queued without a connector (the payload has it)."""
-        payload = {"connectorId": connector, "meterValue": [mapping.meter_value(when, selected)]}
-        return ("MeterValues", payload, connector if local_id is not None else None, local_id, when)
-
     # --- power loss ------------------------------------------------------------------------------
 
     async def close_orphaned_transactions(self) -> int:
@@ -570,7 +382,7 @@ class Ocpp16Client:
                 continue
             reading = await ctrl.fresh_reading() if ctrl is not None else None
             now = utcnow()
-            meter_stop = max(_wh(reading), rec.meter_start_wh) if reading is not None else rec.meter_start_wh
+            meter_stop = max(energy_wh(reading), rec.meter_start_wh) if reading is not None else rec.meter_start_wh
             stop = {"meterStop": meter_stop, "timestamp": mapping.timestamp(now), "reason": "PowerLoss"}
             self.tlog.stop(rec.connector, rec.local_id, meter_stop, now, "PowerLoss", ("StopTransaction", stop))
             log.warning("transaction left open by an earlier run stopped", extra={
@@ -689,8 +501,7 @@ class Ocpp16Client:
         operative = kind == "Operative"
         if connector_id == 0:
             targets = list(self.connectors.values())
-            self._connector0_unavailable = not operative
-            self.db.put_setting(CHARGE_POINT_INOPERATIVE_KEY, "0" if operative else "1")
+            self.statuses.set_charge_point_operative(operative)
         else:
             ctrl = self._connector(connector_id)
             if ctrl is None:
@@ -700,7 +511,7 @@ class Ocpp16Client:
         for ctrl in targets:
             effects = await ctrl.handle(AvailabilityChanged(operative))
             scheduled = scheduled or any(isinstance(e, AvailabilityScheduled) for e in effects)
-        self._queue_connector0()
+        self.statuses.charge_point_changed()
         return "Scheduled" if scheduled else "Accepted"
 
     def change_configuration(self, key: str, value: str) -> str:
@@ -716,10 +527,8 @@ class Ocpp16Client:
         elif key == "AuthorizationCacheEnabled" and value == "false":
             # off means off: no entries left behind that nobody updates until it is switched on again
             self.clear_cache()
-        elif key == "MeterValueSampleInterval":  # running transactions sample at the new interval from now
-            now = utcnow()
-            for samples in self._samples.values():
-                self._schedule_sampling(samples, now)
+        elif key == "MeterValueSampleInterval":
+            self.meter_values.reschedule()
         session_keys = {"ConnectionTimeOut", "StopTransactionOnEVSideDisconnect", "StopTransactionOnInvalidId",
                         "AuthorizeRemoteTxRequests"}
         if key in session_keys:
@@ -783,23 +592,6 @@ class Ocpp16Client:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-def _fresh(ctrl: ConnectorController, at: datetime) -> MeterReading | None:
-    """The connector's latest reading if it can stand for the meter at ``at``. A silent meter leaves its
-    last reading behind; sampled values stamped with a time the meter was not read at would be wrong
-    data, so none are sent while the meter's link is lost or the reading is old (the connector reports
-    PowerMeterFailure meanwhile; start/stop values still use the last reading)."""
-    reading = ctrl.latest_reading
-    if reading is None or abs((at - reading.taken_at).total_seconds()) > STALE_READING_S:
-        return None
-    if any(f.code is FaultCode.LINK_LOST and f.source.startswith("meter:") for f in ctrl.machine.faults):
-        return None
-    return reading
-
-
-def _wh(reading: MeterReading | None) -> int:
-    return 0 if reading is None else round(reading.energy_import_wh)
 
 
 def session_config_from_keys(base: Any, keys: ConfigurationKeys) -> Any:
