@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     health.add_argument("--timeout", type=float, default=60.0, help="seconds for the agent to get ready")
     health.add_argument("--settle", type=float, default=3.0, help="seconds it must then stay up")
     health.add_argument("--json", action="store_true")
+    health.add_argument("--csms-optional", action="store_true", help="an unreachable CSMS does not fail the check")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].startswith("--config"):
         argv.insert(0, "run")  # `python -m firmware --config FILE` runs the agent, as systemd units call it
@@ -86,7 +87,8 @@ def _check(args: argparse.Namespace, config: AgentConfig) -> int:
         report = asyncio.run(run_selftest(config, args.timeout))
         print(json.dumps(report.to_json(), indent=2) if args.json else format_table(report))
         return ExitCode.OK if report.ok else ExitCode.FAILURE
-    result = asyncio.run(run_healthcheck(config, timeout_s=args.timeout, settle_s=args.settle))
+    result = asyncio.run(run_healthcheck(config, timeout_s=args.timeout, settle_s=args.settle,
+                                         csms_required=not args.csms_optional))
     print(json.dumps(result.to_json(), indent=2) if args.json else
           f"health check {'passed' if result.ok else 'FAILED at ' + result.stage}: {result.detail}")
     return ExitCode.OK if result.ok else ExitCode.FAILURE

@@ -207,6 +207,8 @@ async def test_failed_health_check_rolls_back_by_itself(charger: Charger, sshd: 
     assert info["slots"]["b"]["health"] == "FAILED" and info["slots"]["a"]["health"] == "passed"
     assert [h["event"] for h in info["history"]][-3:] == ["activated", "health check", "rolled back (health check "
                                                                                         "failed)"]
+    r = await atool("rollback", url, *ssh)  # a technician trying the bad slot by hand is stopped
+    assert r.returncode == 8 and "FAILED its health check" in r.stderr and active_link(charger.root) == "slots/a"
 
 
 async def test_tampered_wrongly_signed_and_other_revision_refused_before_anything_is_written(

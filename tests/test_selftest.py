@@ -110,6 +110,17 @@ async def test_healthcheck_runs_the_agent_until_ready_and_watchdog(bench: Bench)
     assert bench.csms.transcript.messages(CP_ID, action="BootNotification")  # the agent really booted
 
 
+async def test_healthcheck_csms_optional_when_the_uplink_is_down(bench: Bench) -> None:
+    await bench.csms.stop()
+    code, out, _ = await firmware("healthcheck", "--config", str(bench.config), "--json", "--timeout", "2")
+    result = json.loads(out)
+    assert code == 1 and result["stage"] == "selftest" and "csms: cannot connect" in result["detail"]
+    code, out, _ = await firmware("healthcheck", "--config", str(bench.config), "--json", "--settle", "1",
+                                  "--csms-optional")
+    assert code == 0, out
+    assert json.loads(out)["stage"] == "passed"
+
+
 async def test_healthcheck_fails_when_selftest_fails(bench: Bench) -> None:
     bench.charger.connectors[1].meter.set_silent(True)
     code, out, _ = await firmware("healthcheck", "--config", str(bench.config), "--json")

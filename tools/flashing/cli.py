@@ -156,7 +156,7 @@ def _start_service(target: Target) -> None:
 def _health_check(target: Target, slot: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd = target.firmware_command(f"opt/evse-agent/slots/{slot}", [
         "healthcheck", "--config", target.path(CONFIG_PATH), "--json", "--timeout", str(args.health_timeout),
-        "--settle", str(args.health_settle)])
+        "--settle", str(args.health_settle), *(["--csms-optional"] if args.csms_optional else [])])
     try:
         proc = target.shell(cmd, args.health_timeout + 120)
     except TargetError as exc:
@@ -280,6 +280,9 @@ def cmd_rollback(args: argparse.Namespace) -> Exit:
     other = "b" if active == "a" else "a"
     if not info["slots"][other]["installed"]:
         raise Fail(Exit.NOT_POSSIBLE, f"nothing to roll back to: slot {other} holds no agent")
+    if info["slots"][other].get("health") == "FAILED" and not args.force:
+        raise Fail(Exit.NOT_POSSIBLE, f"slot {other} ({info['slots'][other].get('version')}) FAILED its health check: "
+                   "not switching to it (use --force if you really mean to)")
     say(f"rollback on {target.url}: slot {active} ({info['slots'][active].get('version') if active else '-'}) -> "
         f"slot {other} ({info['slots'][other].get('version')})")
     if args.dry_run:
@@ -386,6 +389,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--no-health-check", action="store_true", help="switch without running the new agent first")
     f.add_argument("--health-timeout", type=float, default=60.0, help="seconds for the agent to get ready (60)")
     f.add_argument("--health-settle", type=float, default=5.0, help="seconds it must then stay up (5)")
+    f.add_argument("--csms-optional", action="store_true",
+                   help="the health check passes without a CSMS connection (site uplink down); devices must answer")
     f.add_argument("--dry-run", action="store_true", help="verify and show the plan; write nothing")
     f.set_defaults(func=cmd_flash)
 
@@ -398,6 +403,7 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("rollback", help="switch back to the other slot", formatter_class=fmt, epilog=EXIT_CODES_HELP)
     _target_args(r)
     r.add_argument("--dry-run", action="store_true")
+    r.add_argument("--force", action="store_true", help="switch even to a slot that failed its health check")
     r.set_defaults(func=cmd_rollback)
 
     c = sub.add_parser("commission", help="write the charger's configuration, validated first",
