@@ -216,7 +216,8 @@ def cmd_flash(args: argparse.Namespace) -> Exit:
     _call(target, "write_file", path=UNIT_PATH, text=unit_text(target.root, target.python), mode=0o644,
           link_from=UNIT_WANTS)
     install_s = time.monotonic() - t0
-    say(f"installed {m.version} into slot {slot} (transfer {transfer_s:.1f} s, install {install_s:.1f} s)")
+    say(f"installed {m.version} into slot {slot} (transfer {transfer_s:.1f} s, install {install_s:.1f} s, of "
+        f"which unpacking {installed['unpack_s']:.1f} s)")
     _stop_service(target)
     _call(target, "activate", slot=slot)
     say(f"switched: slot {slot} is active")
