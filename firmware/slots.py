@@ -262,15 +262,18 @@ def write_file(root: str, path: str, text: str, mode: int = 0o644, link_from: st
     if not _safe(path):
         raise SlotError("state", f"{path!r} is not a path relative to the root")
     dest = Path(root) / path
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, dest)
+    except PermissionError as exc:  # name the file the technician knows, not our temporary one
+        raise PermissionError(exc.errno, exc.strerror, str(dest)) from None
     if link_from is not None:
         link = Path(root) / link_from
         link.parent.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,7 @@ class Bundles:
     broken: Path  # an agent that exits at once (fails its health check)
     other_revision: Path
     wrongly_signed: Path
+    other_python: Path  # wheels claimed for another interpreter than the controller's
 
 
 def tool(*args: str | Path, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
@@ -86,14 +87,16 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> Bundles:
         shutil.copytree(REPO / package, broken_src / package, ignore=shutil.ignore_patterns("__pycache__"))
     agent = broken_src / "firmware" / "agent.py"
     text = agent.read_text()
-    assert 'log.info("agent running")' in text
-    agent.write_text(text.replace('log.info("agent running")', 'raise RuntimeError("broken build: exits at once")'))
+    start = "    async def run(self) -> ExitCode:\n"
+    assert start in text
+    agent.write_text(text.replace(start, start + '        raise RuntimeError("broken build: exits at once")\n'))
     v1 = build(tmp, signer, wheels, "1.0.0")
     print(f"[figure] bundle with full runtime deps: {v1.stat().st_size / 1e6:.1f} MB")
     return Bundles(signer, stranger, v1, build(tmp, signer, wheels, "1.1.0"),
                    build(tmp, signer, wheels, "1.2.0-broken", "--source", broken_src),
                    build(tmp, signer, wheels, "1.0.0", revision="rev-a"),
-                   build(tmp, stranger, wheels, "6.6.6"))
+                   build(tmp, stranger, wheels, "6.6.6"),
+                   build(tmp, signer, wheels, "1.0.0-py39", "--python-version", "3.9"))
 
 
 @pytest.fixture(scope="session")
@@ -198,7 +201,7 @@ async def test_failed_health_check_rolls_back_by_itself(charger: Charger, sshd: 
     assert r.returncode == 0, r.stdout + r.stderr
     r = await atool("flash", url, bundles.broken, "--trust", bundles.signer.ca_cert, *ssh, *FAST_HEALTH)
     assert r.returncode == 5, r.stdout + r.stderr
-    assert "health check FAILED (start): the agent exited with code 1 before it was ready" in r.stdout
+    assert "health check FAILED (start): the agent exited with code 1 before it was ready" in r.stdout, r.stdout
     assert "broken build: exits at once" in r.stdout  # the agent's own last words, for the technician
     assert "rolled back: slot a (1.0.0) is active again" in r.stderr
     assert active_link(charger.root) == "slots/a"
@@ -229,7 +232,28 @@ async def test_tampered_wrongly_signed_and_other_revision_refused_before_anythin
     r = await atool("flash", url, bundles.other_revision, *trust, *ssh)
     assert r.returncode == 3
     assert "built for hardware revision(s) rev-a, the controller is 'rev-c'" in r.stderr
+    r = await atool("flash", url, bundles.other_python, *trust, *ssh)
+    assert r.returncode == 3
+    assert "the bundle is built for cp39 on x86_64, the controller runs cp311 on x86_64" in r.stderr
     assert not (charger.root / "opt").exists()
+
+
+def test_permission_denied_on_the_controller_is_named(tmp_path: Path, sshd: SshServer) -> None:
+    """Root may write anywhere, so an immutable directory (chattr +i) stands for a path the login may not write."""
+    root = tmp_path / "controller"
+    (root / "etc/evse-agent").mkdir(parents=True)
+    config = tmp_path / "agent.toml"
+    config.write_text('[charge_point]\nid = "CP"\n[[connectors]]\nid = 1\n'
+                      'board = { driver = "ioboard", port = "/dev/ttyS1" }\n')
+    if subprocess.run(["chattr", "+i", str(root / "etc/evse-agent")], capture_output=True).returncode != 0:
+        pytest.skip("this filesystem has no immutable attribute (chattr +i)")
+    try:
+        r = tool("commission", sshd.url(root), *sshd.tool_options, "--config", config)
+    finally:
+        subprocess.run(["chattr", "-i", str(root / "etc/evse-agent")], check=True)
+    assert r.returncode == 4, r.stderr
+    assert f"permission denied writing {root}/etc/evse-agent/agent.toml on the controller: log in as a user who " \
+           "may write there (root)" in r.stderr
 
 
 async def test_interrupted_transfer_leaves_active_slot_and_resumes(

@@ -32,6 +32,8 @@ from firmware.bundle import (
 REPO = Path(__file__).resolve().parents[2]
 APP_PACKAGES = ("firmware", "hal")
 APP_SUFFIXES = (".py", ".json")
+#: Machines as platform.machine() names them (what the controller reports), matched against --platform's tail.
+MACHINES = ("x86_64", "aarch64", "armv7l", "i686", "ppc64le", "s390x", "riscv64")
 
 
 def _normalize(name: str) -> str:
@@ -116,9 +118,13 @@ def build_bundle(out: Path, *, key: Path, cert: Path, hardware_revisions: list[s
             files[f"wheels/{w.name}"] = w
         py = f"cp{python_version.replace('.', '')}" if python_version else \
             f"cp{sys.version_info.major}{sys.version_info.minor}"
-        machine = platform_tag.rsplit("_", 1)[-1] if platform_tag else platform.machine()
-        if platform_tag and platform_tag.endswith("x86_64"):
-            machine = "x86_64"
+        machine = platform.machine()
+        if platform_tag:
+            known = [m for m in MACHINES if platform_tag.endswith(m)]
+            if not known:
+                raise BundleError(f"--platform {platform_tag}: expected a pip platform tag ending in one of "
+                                  f"{', '.join(MACHINES)}, e.g. manylinux2014_aarch64")
+            machine = known[0]
         default_version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
         manifest = write_bundle(out, files, version=version or default_version, hardware_revisions=hardware_revisions,
                                 python=py, platform=machine, key=load_private_key(key),

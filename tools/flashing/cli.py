@@ -324,6 +324,8 @@ def cmd_commission(args: argparse.Namespace) -> Exit:
         _call(target, "write_file", path=REVISION_PATH, text=args.hardware_revision + "\n", mode=0o644)
     say(f"written {target.path(CONFIG_PATH)}" + (f" and hardware revision {args.hardware_revision}"
                                                 if args.hardware_revision else ""))
+    if target.is_live:  # a running agent reads its configuration at start
+        target.shell("if command -v systemctl >/dev/null; then systemctl try-restart evse-agent || true; fi", 60)
     return Exit.OK
 
 
