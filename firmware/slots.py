@@ -25,6 +25,8 @@ import json
 import os
 import platform
 import shutil
+import signal
+import subprocess
 import sys
 import tarfile
 import time
@@ -256,6 +258,45 @@ def record_health(root: str, slot: str, result: dict[str, Any]) -> dict[str, Any
     return health
 
 
+def switch_and_check(root: str, slot: str, health_command: str, timeout_s: float,
+                     service: str | None = None) -> dict[str, Any]:
+    """Activate ``slot``, run the health check (``health_command`` prints its JSON), record the result, and switch
+    back to the previous slot if it failed; then (re)start ``service`` under systemd, if given. All of it here,
+    on the controller, in one process that ignores a hang-up: a link to the laptop lost half-way cannot leave an
+    unchecked agent active — the controller finishes by itself and ``status`` shows the outcome."""
+    previous = active_slot(root)
+    activate(root, slot)
+    result = _run_health(health_command, timeout_s)
+    record_health(root, slot, result)
+    rolled_back = None
+    if not result.get("ok") and previous not in (None, slot) and _installed(root, str(previous)):
+        activate(root, str(previous), "rolled back (health check failed)")
+        rolled_back = previous
+    if service is not None and shutil.which("systemctl"):
+        subprocess.run(["systemctl", "daemon-reload"], check=False)
+        subprocess.run(["systemctl", "enable", service], check=False, capture_output=True)
+        subprocess.run(["systemctl", "restart", service], check=False)
+    return {"health": result, "rolled_back_to": rolled_back, "previous": previous}
+
+
+def _run_health(command: str, timeout_s: float) -> dict[str, Any]:
+    proc = subprocess.Popen(["sh", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the check and the agent it started: its own process group
+        proc.communicate()
+        return {"ok": False, "stage": "start", "detail": f"the health check did not finish within {timeout_s:g} s"}
+    try:
+        data = json.loads(out)
+        return {k: data[k] for k in ("ok", "stage", "detail", "ready_after_s", "watchdog_pings")}
+    except (ValueError, KeyError, TypeError):
+        tail = " | ".join(err.decode(errors="replace").strip().splitlines()[-6:])
+        return {"ok": False, "stage": "start", "detail": f"the new agent could not run its health check (exit "
+                f"{proc.returncode}): {tail}"}
+
+
 def write_file(root: str, path: str, text: str, mode: int = 0o644, link_from: str | None = None) -> dict[str, Any]:
     """Write ``<root>/<path>`` atomically (temp file + rename). ``link_from``: also make that symlink point to
     ``/<path>`` (enabling a systemd unit is such a link)."""
@@ -285,7 +326,8 @@ def write_file(root: str, path: str, text: str, mode: int = 0o644, link_from: st
 
 OPERATIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "info": info, "prepare_upload": prepare_upload, "install": install, "activate": activate,
-    "rollback": rollback, "record_health": record_health, "write_file": write_file}
+    "rollback": rollback, "record_health": record_health, "write_file": write_file,
+    "switch_and_check": switch_and_check}
 
 
 def call(operation: str, args: dict[str, Any]) -> dict[str, Any]:

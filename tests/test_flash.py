@@ -12,10 +12,11 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,6 +213,42 @@ async def test_failed_health_check_rolls_back_by_itself(charger: Charger, sshd: 
                                                                                         "failed)"]
     r = await atool("rollback", url, *ssh)  # a technician trying the bad slot by hand is stopped
     assert r.returncode == 8 and "FAILED its health check" in r.stderr and active_link(charger.root) == "slots/a"
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        await asyncio.sleep(0.02)
+
+
+def controller_state(root: Path) -> dict:  # type: ignore[type-arg]
+    """state.json as the controller wrote it (read from its disk, as a technician would with cat)."""
+    try:
+        return json.loads((root / "opt/evse-agent/state.json").read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return {}
+
+
+async def test_link_lost_during_health_check_the_controller_rolls_back_by_itself(
+        charger: Charger, sshd: SshServer, bundles: Bundles) -> None:
+    url, ssh = sshd.url(charger.root), sshd.tool_options
+    assert (await atool("commission", url, *ssh, "--config", charger.config)).returncode == 0
+    r = await atool("flash", url, bundles.v1, "--trust", bundles.signer.ca_cert, *ssh, "--no-health-check")
+    assert r.returncode == 0, r.stdout + r.stderr
+    laptop = await asyncio.create_subprocess_exec(
+        sys.executable, str(FLASH), "flash", url, str(bundles.broken), "--trust", str(bundles.signer.ca_cert), *ssh,
+        *FAST_HEALTH, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+    try:
+        await wait_for(lambda: active_link(charger.root) == "slots/b", 60, "the switch to the new slot")
+    finally:
+        os.killpg(laptop.pid, signal.SIGKILL)  # the laptop and its ssh client are gone, mid health check
+        await laptop.wait()
+    await wait_for(lambda: (controller_state(charger.root).get("last_health") or {}).get("slot") == "b" and
+                   active_link(charger.root) == "slots/a", 30, "the controller's own rollback")
+    health = controller_state(charger.root)["last_health"]
+    assert health["ok"] is False and health["version"] == "1.2.0-broken"
+    assert status(url, *ssh)["active"] == "a"
 
 
 async def test_tampered_wrongly_signed_and_other_revision_refused_before_anything_is_written(

@@ -153,21 +153,10 @@ def _start_service(target: Target) -> None:
                      "systemctl enable evse-agent && systemctl restart evse-agent; fi", 60)
 
 
-def _health_check(target: Target, slot: str, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = target.firmware_command(f"opt/evse-agent/slots/{slot}", [
+def _health_command(target: Target, slot: str, args: argparse.Namespace) -> str:
+    return target.firmware_command(f"opt/evse-agent/slots/{slot}", [
         "healthcheck", "--config", target.path(CONFIG_PATH), "--json", "--timeout", str(args.health_timeout),
         "--settle", str(args.health_settle), *(["--csms-optional"] if args.csms_optional else [])])
-    try:
-        proc = target.shell(cmd, args.health_timeout + 120)
-    except TargetError as exc:
-        return {"ok": False, "stage": "start", "detail": f"could not run the health check: {exc}"}
-    try:
-        result: dict[str, Any] = json.loads(proc.stdout)
-        return {k: result[k] for k in ("ok", "stage", "detail", "ready_after_s", "watchdog_pings")}
-    except (ValueError, KeyError, TypeError):
-        err = proc.stderr.decode(errors="replace").strip().splitlines()[-6:]
-        return {"ok": False, "stage": "start", "detail": f"the new agent could not run its health check (exit "
-                f"{proc.returncode}): " + " | ".join(err)}
 
 
 def cmd_flash(args: argparse.Namespace) -> Exit:
@@ -219,9 +208,9 @@ def cmd_flash(args: argparse.Namespace) -> Exit:
     say(f"installed {m.version} into slot {slot} (transfer {transfer_s:.1f} s, install {install_s:.1f} s, of "
         f"which unpacking {installed['unpack_s']:.1f} s)")
     _stop_service(target)
-    _call(target, "activate", slot=slot)
-    say(f"switched: slot {slot} is active")
     if not health:
+        _call(target, "activate", slot=slot)
+        say(f"switched: slot {slot} is active")
         why = ("--no-health-check given" if args.no_health_check else
                "nothing can be run on a dir:// target (an SD card): after the first boot, check the "
                "controller with 'selftest ssh://...'")
@@ -230,20 +219,27 @@ def cmd_flash(args: argparse.Namespace) -> Exit:
         _start_service(target)
         say(f"done in {time.monotonic() - started:.1f} s")
         return Exit.OK
+    say(f"switching to slot {slot} and running the health check on the controller (if the link drops now, the "
+        "controller finishes it and rolls back by itself if it fails)")
     t0 = time.monotonic()
-    result = _health_check(target, slot, args)
-    _call(target, "record_health", slot=slot, result=result)
+    try:
+        outcome = target.call("switch_and_check", slot=slot, health_command=_health_command(target, slot, args),
+                              timeout_s=args.health_timeout + 120, service="evse-agent" if target.is_live else None)
+    except TargetError as exc:
+        if exc.kind == "unreachable":
+            raise Fail(Exit.TARGET, f"{exc}\nthe link was lost during the health check: the controller finishes it "
+                       "and rolls back by itself if it fails; run 'status' to see the result") from None
+        raise Fail(EXIT_FOR_KIND.get(exc.kind, Exit.TARGET), str(exc)) from None
+    result = outcome["health"]
     if not result["ok"]:
         say(f"health check FAILED ({result['stage']}): {result['detail']}")
-        if active is not None and info["slots"][active]["installed"]:
-            _call(target, "activate", slot=active, reason="rolled back (health check failed)")
-            _start_service(target)
-            raise Fail(Exit.ROLLED_BACK, f"rolled back: slot {active} ({info['slots'][active].get('version')}) is "
+        back = outcome["rolled_back_to"]
+        if back is not None:
+            raise Fail(Exit.ROLLED_BACK, f"rolled back: slot {back} ({info['slots'][back].get('version')}) is "
                        f"active again; {m.version} stays in slot {slot} for inspection")
         raise Fail(Exit.ROLLED_BACK, f"no previous slot to roll back to: slot {slot} stays active; fix the cause "
                    "above (selftest shows the devices) and flash again")
     say(f"health check passed in {time.monotonic() - t0:.1f} s: {result['detail']}")
-    _start_service(target)
     say(f"done in {time.monotonic() - started:.1f} s")
     return Exit.OK
 

@@ -164,8 +164,9 @@ class SshTarget(Target):
                            f"{why} ({hint})")
 
     def call(self, operation: str, **args: Any) -> dict[str, Any]:
-        remote = " ".join(shlex.quote(a) for a in (self.python, "-S", "-", operation,
-                                                     json.dumps({"root": self.root, **args})))
+        # HUP ignored: an operation started on the controller finishes there even if the link drops meanwhile
+        remote = "trap '' HUP; exec " + " ".join(shlex.quote(a) for a in (
+            self.python, "-S", "-", operation, json.dumps({"root": self.root, **args})))
         try:
             proc = subprocess.run([*self._ssh(), remote], input=SLOTS_SOURCE, capture_output=True, timeout=600,
                                   check=False)
