@@ -8,7 +8,7 @@ import logging
 import sqlite3
 import sys
 
-from firmware.config import ConfigError, load_config
+from firmware.config import AgentConfig, ConfigError, load_config
 from firmware.exitcodes import ExitCode
 from firmware.logs import setup_logging
 
@@ -22,6 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--config", required=True, help="path of the agent configuration (TOML)")
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--config", required=True)
+    selftest = sub.add_parser("selftest", help="probe every configured device and the CSMS; exit 1 if any fails")
+    selftest.add_argument("--config", required=True)
+    selftest.add_argument("--json", action="store_true", help="print the report as JSON (for scripts)")
+    selftest.add_argument("--timeout", type=float, default=5.0, help="seconds per probe (default 5)")
+    health = sub.add_parser("healthcheck", help="self-test, then run the agent until it is ready (first boot)")
+    health.add_argument("--config", required=True)
+    health.add_argument("--timeout", type=float, default=60.0, help="seconds for the agent to get ready")
+    health.add_argument("--settle", type=float, default=3.0, help="seconds it must then stay up")
+    health.add_argument("--json", action="store_true")
+    health.add_argument("--csms-optional", action="store_true", help="an unreachable CSMS does not fail the check")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].startswith("--config"):
         argv.insert(0, "run")  # `python -m firmware --config FILE` runs the agent, as systemd units call it
@@ -38,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print(f"{args.config}: OK ({len(config.connectors)} connector(s), {len(config.readers)} reader(s))")
         return ExitCode.OK
+    if args.command in ("selftest", "healthcheck"):
+        return _check(args, config)
 
     setup_logging(config.log_level)
     from firmware.agent import Agent  # imported late: check-config must not need the drivers
@@ -60,6 +72,26 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         log.exception("agent failed")
         return ExitCode.FAILURE
+
+
+def _check(args: argparse.Namespace, config: AgentConfig) -> int:
+    """``selftest`` / ``healthcheck``: a report on stdout (table or JSON); 0 passed, 1 failed."""
+    import json
+
+    from firmware.healthcheck import run_healthcheck
+    from firmware.selftest import format_table, run_selftest
+
+    logging.getLogger().addHandler(logging.NullHandler())
+    logging.getLogger().setLevel(logging.CRITICAL)  # drivers' complaints are in the report, not on the terminal
+    if args.command == "selftest":
+        report = asyncio.run(run_selftest(config, args.timeout))
+        print(json.dumps(report.to_json(), indent=2) if args.json else format_table(report))
+        return ExitCode.OK if report.ok else ExitCode.FAILURE
+    result = asyncio.run(run_healthcheck(config, timeout_s=args.timeout, settle_s=args.settle,
+                                         csms_required=not args.csms_optional))
+    print(json.dumps(result.to_json(), indent=2) if args.json else
+          f"health check {'passed' if result.ok else 'FAILED at ' + result.stage}: {result.detail}")
+    return ExitCode.OK if result.ok else ExitCode.FAILURE
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from firmware.session import (
 )
 from firmware.session.machine import mask_token
 from firmware.storage import Database
+from firmware.systemd_notify import SystemdNotifier
 from hal.events import EventStream
 from hal.interfaces import CardPresented as ReaderCard
 from hal.interfaces import DeviceFault, DeviceRecovered, MeterReading, utcnow
@@ -198,10 +199,14 @@ class Agent:
             self._tasks.append(asyncio.create_task(self.ocpp.run(), name="ocpp"))
             self._tasks.append(asyncio.create_task(self.ocpp.meter_values.run(), name="metering"))
         log.info("agent running")
+        notifier = SystemdNotifier()  # Type=notify + WatchdogSec in the unit (tools/flash.py installs it)
+        notifier.notify("READY=1")
+        self._tasks.append(asyncio.create_task(notifier.watchdog(), name="watchdog"))
         try:
             await self._stop.wait()
         finally:
             log.info("agent stopping", extra={"exit_code": int(self.exit_code)})
+            notifier.notify("STOPPING=1")
             if self.ocpp is not None:
                 await self.ocpp.drain(min(5.0, self.ocpp.response_timeout_s))
             for t in self._tasks:

@@ -104,6 +104,15 @@ class OcppLink:
             raise LinkRefused(f"CSMS did not agree to subprotocol {self.subprotocol} (got {conn.subprotocol})")
         return conn
 
+    async def probe(self) -> str:
+        """Open one connection and close it again (the self-test); returns the agreed subprotocol.
+        Raises what a failed attempt raises in :meth:`run` (OSError, TimeoutError, WebSocketException,
+        LinkRefused)."""
+        conn = await self._open()
+        agreed = conn.subprotocol or ""
+        await conn.close()
+        return agreed
+
     async def run(self, session: Callable[[ClientConnection], Awaitable[None]]) -> None:
         while True:
             try:

@@ -1,19 +1,17 @@
 #!/usr/bin/env python3
-"""The field technician's tool: build, sign, flash, verify, commission, roll back (issue 5).
+"""The field technician's tool: build, flash, commission, self-test and roll back a charger controller.
 
-Not implemented yet: this entry point exists so the layout is complete, and says so plainly.
+    python tools/flash.py --help            (docs/technician-guide.md walks through a first installation)
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout: firmware/ and tools/
 
-def main() -> int:
-    print("tools/flash.py: not implemented yet (tracked in issue 5: build, flash, commission, selftest, "
-          "rollback)", file=sys.stderr)
-    return 2
-
+from tools.flashing.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,356 @@
+"""A/B slots on the controller: install a bundle into the inactive slot, switch atomically, roll back.
+
+This module runs ON THE CONTROLLER and uses the standard library only: ``tools/flash.py`` sends its source over
+SSH and runs it there as ``python3 -S - OPERATION JSON`` (so the controller needs nothing installed but a
+Python), or calls it in-process for a ``dir://`` target. The agent's own updater will reuse it. Every
+operation takes the controller's root directory (``/`` on a controller; a mounted SD card, or a test
+directory) and answers one JSON object. Layout (docs/technician-guide.md)::
+
+    <root>/opt/evse-agent/slots/{a,b}/   app/ (firmware, hal), lib/ (unpacked wheels), wheels/, manifest.json, ...
+    <root>/opt/evse-agent/current        symlink -> slots/a: the active slot, switched by rename(2)
+    <root>/opt/evse-agent/state.json     slot versions, the last health check, a short history
+    <root>/opt/evse-agent/incoming/      <sha256>.part: a bundle being transferred (resumable)
+    <root>/etc/evse-agent/               agent.toml (commissioning), hardware-revision
+
+The active slot is never written to: a bundle is checked (SHA-256 of the whole file, as verified by the
+tool) before the inactive slot is touched, unpacked into ``slots/X.new`` and only renamed to ``slots/X``
+when complete, and ``current`` changes with one atomic rename. A power cut at any moment leaves either the
+old or the new slot active, each complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+BASE = "opt/evse-agent"
+ETC = "etc/evse-agent"
+SLOTS = ("a", "b")
+HISTORY = 20
+
+
+class SlotError(Exception):
+    """An operation failed; ``kind`` tells the tool which exit code it is (permission, corrupt, state)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _base(root: str) -> Path:
+    return Path(root) / BASE
+
+
+def _read_state(root: str) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads((_base(root) / "state.json").read_text())
+    except FileNotFoundError:
+        data = {}
+    except ValueError:
+        data = {"damaged_state_file": True}  # rebuilt from what is on disk below; never blocks a rollback
+    data.setdefault("slots", {})
+    data.setdefault("history", [])
+    data.setdefault("last_health", None)
+    return data
+
+
+def _write_state(root: str, state: dict[str, Any]) -> None:
+    path = _base(root) / "state.json"
+    tmp = path.with_name("state.json.tmp")
+    state.pop("damaged_state_file", None)
+    with tmp.open("w") as f:
+        json.dump(state, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _log(state: dict[str, Any], event: str, **fields: Any) -> None:
+    state["history"] = [*state["history"], {"at": _now(), "event": event, **fields}][-HISTORY:]
+
+
+def active_slot(root: str) -> str | None:
+    link = _base(root) / "current"
+    try:
+        target = os.readlink(link)
+    except OSError:
+        return None
+    name = PurePosixPath(target).name
+    return name if name in SLOTS else None
+
+
+def _installed(root: str, slot: str) -> bool:
+    return (_base(root) / "slots" / slot / "manifest.json").is_file()
+
+
+def info(root: str) -> dict[str, Any]:
+    """What the tool needs before flashing, and what ``status`` shows."""
+    state = _read_state(root)
+    base = _base(root)
+    slots: dict[str, Any] = {}
+    for s in SLOTS:
+        entry = dict(state["slots"].get(s) or {})
+        entry["installed"] = _installed(root, s)
+        if entry["installed"] and "version" not in entry:
+            try:
+                entry["version"] = json.loads((base / "slots" / s / "manifest.json").read_text())["version"]
+            except (OSError, ValueError, KeyError):
+                entry["version"] = "unknown"
+        slots[s] = entry
+    incoming = {}
+    if (base / "incoming").is_dir():
+        incoming = {p.name: p.stat().st_size for p in (base / "incoming").iterdir() if p.is_file()}
+    revision_file = Path(root) / ETC / "hardware-revision"
+    revision = revision_file.read_text().strip() if revision_file.is_file() else None
+    return {"root": root, "active": active_slot(root), "slots": slots, "last_health": state["last_health"],
+            "history": state["history"], "incoming": incoming, "hardware_revision": revision,
+            "commissioned": (Path(root) / ETC / "agent.toml").is_file(),
+            "python": f"cp{sys.version_info.major}{sys.version_info.minor}", "machine": platform.machine()}
+
+
+def prepare_upload(root: str, sha256: str, size: int) -> dict[str, Any]:
+    """Where the bundle goes, and from which offset to send it (a bigger or foreign .part starts over)."""
+    incoming = _base(root) / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    part = incoming / f"{sha256}.part"
+    for other in incoming.iterdir():  # an older, abandoned transfer: free the space
+        if other != part:
+            other.unlink()
+    offset = part.stat().st_size if part.exists() else 0
+    if offset > size:
+        part.unlink()
+        offset = 0
+    return {"path": str(part), "offset": offset}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _safe(rel: str) -> bool:
+    p = PurePosixPath(rel)
+    return bool(rel) and not p.is_absolute() and ".." not in p.parts
+
+
+def _unpack(bundle: Path, dest: Path) -> dict[str, Any]:
+    """Regular files only, no path leaving ``dest``: meta files at the top, payload/ below it."""
+    manifest: dict[str, Any] = {}
+    with tarfile.open(bundle, "r:") as tar:
+        for m in tar.getmembers():
+            rel = m.name[len("payload/"):] if m.name.startswith("payload/") else m.name
+            if not m.isfile() or not _safe(rel):
+                raise SlotError("corrupt", f"bundle member {m.name!r} is not a plain relative file")
+            out = dest / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            src = tar.extractfile(m)
+            assert src is not None
+            with out.open("wb") as f:
+                shutil.copyfileobj(src, f)
+            if m.name == "manifest.json":
+                manifest = json.loads(out.read_text())
+    wheels = sorted((dest / "wheels").glob("*.whl")) if (dest / "wheels").is_dir() else []
+    for wheel in wheels:  # a wheel without *.data (checked at build time) installs by unpacking it
+        with zipfile.ZipFile(wheel) as z:
+            for name in z.namelist():
+                if not _safe(name):
+                    raise SlotError("corrupt", f"{wheel.name}: member {name!r} leaves the slot")
+            z.extractall(dest / "lib")
+    return manifest
+
+
+def install(root: str, sha256: str, size: int) -> dict[str, Any]:
+    """Check the transferred bundle, then unpack it into the inactive slot (never the active one)."""
+    base = _base(root)
+    part = base / "incoming" / f"{sha256}.part"
+    if not part.is_file() or part.stat().st_size != size:
+        got = part.stat().st_size if part.is_file() else 0
+        raise SlotError("incomplete", f"the bundle on the controller is incomplete ({got} of {size} bytes): "
+                        "run flash again to resume")
+    if _sha256(part) != sha256:
+        part.unlink()
+        raise SlotError("corrupt", "the bundle on the controller does not match the verified bundle (SHA-256): "
+                        "the copy was damaged in transfer and has been deleted; run flash again")
+    active = active_slot(root)
+    slot = next(s for s in SLOTS if s != active)
+    target = base / "slots" / slot
+    staging = base / "slots" / f"{slot}.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    started = time.monotonic()
+    manifest = _unpack(part, staging)
+    state = _read_state(root)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+    part.unlink()
+    state["slots"][slot] = {"version": manifest.get("version", "unknown"), "built_at": manifest.get("built_at"),
+                            "installed_at": _now(), "bundle_sha256": sha256, "health": "not checked"}
+    _log(state, "installed", slot=slot, version=manifest.get("version"))
+    _write_state(root, state)
+    return {"slot": slot, "version": manifest.get("version"), "active": active,
+            "unpack_s": round(time.monotonic() - started, 2)}
+
+
+def activate(root: str, slot: str, reason: str = "activated") -> dict[str, Any]:
+    """Point ``current`` at ``slot`` with one atomic rename."""
+    if slot not in SLOTS or not _installed(root, slot):
+        raise SlotError("state", f"slot {slot!r} holds no installed agent")
+    base = _base(root)
+    previous = active_slot(root)
+    tmp = base / "current.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(f"slots/{slot}", tmp)
+    os.replace(tmp, base / "current")
+    _fsync_dir(base)
+    state = _read_state(root)
+    state["active"] = slot
+    _log(state, reason, slot=slot, previous=previous, version=(state["slots"].get(slot) or {}).get("version"))
+    _write_state(root, state)
+    return {"active": slot, "previous": previous}
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rollback(root: str) -> dict[str, Any]:
+    """Back to the other slot, if it holds an agent."""
+    active = active_slot(root)
+    other = next(s for s in SLOTS if s != active)
+    if not _installed(root, other):
+        raise SlotError("state", f"nothing to roll back to: slot {other} holds no agent (only slot {active} does)")
+    return activate(root, other, "rolled back")
+
+
+def record_health(root: str, slot: str, result: dict[str, Any]) -> dict[str, Any]:
+    state = _read_state(root)
+    health = {"slot": slot, "version": (state["slots"].get(slot) or {}).get("version"), "at": _now(), **result}
+    state["last_health"] = health
+    if slot in state["slots"]:
+        ok = result.get("ok")
+        state["slots"][slot]["health"] = "passed" if ok else "not run" if ok is None else "FAILED"
+    _log(state, "health check", slot=slot, ok=result.get("ok"))
+    _write_state(root, state)
+    return health
+
+
+def switch_and_check(root: str, slot: str, health_command: str, timeout_s: float,
+                     service: str | None = None) -> dict[str, Any]:
+    """Activate ``slot``, run the health check (``health_command`` prints its JSON), record the result, and switch
+    back to the previous slot if it failed; then (re)start ``service`` under systemd, if given. All of it here,
+    on the controller, in one process that ignores a hang-up: a link to the laptop lost half-way cannot leave an
+    unchecked agent active — the controller finishes by itself and ``status`` shows the outcome."""
+    previous = active_slot(root)
+    activate(root, slot)
+    result = _run_health(health_command, timeout_s)
+    record_health(root, slot, result)
+    rolled_back = None
+    if not result.get("ok") and previous not in (None, slot) and _installed(root, str(previous)):
+        activate(root, str(previous), "rolled back (health check failed)")
+        rolled_back = previous
+    if service is not None and shutil.which("systemctl"):
+        subprocess.run(["systemctl", "daemon-reload"], check=False)
+        subprocess.run(["systemctl", "enable", service], check=False, capture_output=True)
+        subprocess.run(["systemctl", "restart", service], check=False)
+    return {"health": result, "rolled_back_to": rolled_back, "previous": previous}
+
+
+def _run_health(command: str, timeout_s: float) -> dict[str, Any]:
+    proc = subprocess.Popen(["sh", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the check and the agent it started: its own process group
+        proc.communicate()
+        return {"ok": False, "stage": "start", "detail": f"the health check did not finish within {timeout_s:g} s"}
+    try:
+        data = json.loads(out)
+        return {k: data[k] for k in ("ok", "stage", "detail", "ready_after_s", "watchdog_pings")}
+    except (ValueError, KeyError, TypeError):
+        tail = " | ".join(err.decode(errors="replace").strip().splitlines()[-6:])
+        return {"ok": False, "stage": "start", "detail": f"the new agent could not run its health check (exit "
+                f"{proc.returncode}): {tail}"}
+
+
+def write_file(root: str, path: str, text: str, mode: int = 0o644, link_from: str | None = None) -> dict[str, Any]:
+    """Write ``<root>/<path>`` atomically (temp file + rename). ``link_from``: also make that symlink point to
+    ``/<path>`` (enabling a systemd unit is such a link)."""
+    if not _safe(path):
+        raise SlotError("state", f"{path!r} is not a path relative to the root")
+    dest = Path(root) / path
+    tmp = dest.with_name(dest.name + ".tmp")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, dest)
+    except PermissionError as exc:  # name the file the technician knows, not our temporary one
+        raise PermissionError(exc.errno, exc.strerror, str(dest)) from None
+    if link_from is not None:
+        link = Path(root) / link_from
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        os.symlink("/" + path, link)
+    return {"written": str(dest)}
+
+
+OPERATIONS: dict[str, Callable[..., dict[str, Any]]] = {
+    "info": info, "prepare_upload": prepare_upload, "install": install, "activate": activate,
+    "rollback": rollback, "record_health": record_health, "write_file": write_file,
+    "switch_and_check": switch_and_check}
+
+
+def call(operation: str, args: dict[str, Any]) -> dict[str, Any]:
+    """One operation; failures come back as ``{"ok": false, "kind": ..., "error": ...}``, never a traceback."""
+    try:
+        return {"ok": True, "result": OPERATIONS[operation](**args)}
+    except SlotError as exc:
+        return {"ok": False, "kind": exc.kind, "error": str(exc)}
+    except PermissionError as exc:
+        return {"ok": False, "kind": "permission", "error": f"permission denied writing {exc.filename} on the "
+                "controller: log in as a user who may write there (root), or fix its owner"}
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        return {"ok": False, "kind": "io", "error": f"cannot write{where} on the controller: {exc.strerror or exc}"}
+    except (tarfile.TarError, zipfile.BadZipFile, ValueError) as exc:
+        return {"ok": False, "kind": "corrupt", "error": f"the bundle cannot be unpacked: {exc}"}
+
+
+def main(argv: list[str]) -> int:
+    answer = call(argv[0], json.loads(argv[1]))
+    print(json.dumps(answer))
+    return 0 if answer["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

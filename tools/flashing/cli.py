@@ -1,0 +1,440 @@
+"""``python tools/flash.py COMMAND``: the field technician's tool (docs/technician-guide.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from firmware.bundle import BundleError, VerifiedBundle, verify_bundle
+from firmware.config import ConfigError, parse_config
+from firmware.selftest import SelftestReport, format_table
+from tools.flashing.build import build_bundle
+from tools.flashing.target import DirTarget, Progress, Target, TargetError, parse_target
+from tools.flashing.unit import (
+    CONFIG_PATH,
+    REVISION_PATH,
+    UNIT_PATH,
+    UNIT_WANTS,
+    describe_config,
+    security_profile,
+    unit_text,
+)
+
+
+class Exit(IntEnum):
+    OK = 0
+    FAILURE = 1  # unexpected error (a bug): the message and a traceback
+    USAGE = 2  # bad command line
+    REFUSED = 3  # bundle refused: signature, tampering, wrong hardware revision / interpreter; nothing written
+    TARGET = 4  # controller unreachable, permission denied, or an I/O error on it
+    ROLLED_BACK = 5  # the new agent failed its health check; the previous slot is active again
+    INTERRUPTED = 6  # transfer interrupted or damaged: run the same command again (it resumes)
+    CHECK_FAILED = 7  # selftest: at least one check failed (the table names it)
+    NOT_POSSIBLE = 8  # nothing to roll back to, not commissioned, or a dir:// target cannot run anything
+    CONFIG = 78  # commission: the configuration is invalid; nothing written
+
+
+EXIT_FOR_KIND = {"unreachable": Exit.TARGET, "permission": Exit.TARGET, "io": Exit.TARGET,
+                 "interrupted": Exit.INTERRUPTED, "incomplete": Exit.INTERRUPTED, "corrupt": Exit.INTERRUPTED,
+                 "state": Exit.NOT_POSSIBLE}
+
+EXIT_CODES_HELP = """exit codes:
+  0  done                       4  controller unreachable / permission denied
+  1  unexpected error           5  health check failed: rolled back to the previous slot
+  2  bad command line           6  transfer interrupted: run the same command again to resume
+  3  bundle refused (signature, 7  selftest: a check failed
+     tampering, hardware)       8  not possible (nothing to roll back to, not commissioned, ...)
+                               78  commission: configuration invalid, nothing written"""
+
+
+class Fail(Exception):
+    def __init__(self, code: Exit, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+# --- target options ------------------------------------------------------------------------------------
+
+
+def _target_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="TARGET", help="ssh://user@host[:port][/root-dir] or dir:///path")
+    p.add_argument("--ssh-key", help="private key for SSH (ssh -i)")
+    p.add_argument("--ssh-option", action="append", default=[], metavar="OPT",
+                   help="extra ssh -o option, e.g. StrictHostKeyChecking=accept-new (repeatable)")
+    p.add_argument("--python", default="python3", help="the controller's Python 3.11 (default: python3)")
+    p.add_argument("--local-exec", action="store_true",
+                   help="dir:// only: the directory is a root this machine can run (container image, chroot); "
+                        "without it nothing is run there (an SD card: no health check, no selftest)")
+
+
+def _target(args: argparse.Namespace) -> Target:
+    options: list[str] = []
+    if args.ssh_key:
+        options += ["-i", args.ssh_key, "-o", "IdentitiesOnly=yes"]
+    for o in args.ssh_option:
+        options += ["-o", o]
+    try:
+        return parse_target(args.target, python=args.python, ssh_options=options, local_exec=args.local_exec)
+    except ValueError as exc:
+        raise Fail(Exit.USAGE, str(exc)) from None
+
+
+def _call(target: Target, operation: str, **kwargs: Any) -> dict[str, Any]:
+    try:
+        return target.call(operation, **kwargs)
+    except TargetError as exc:
+        raise Fail(EXIT_FOR_KIND.get(exc.kind, Exit.TARGET), str(exc)) from None
+
+
+def _load_trust(paths: list[str]) -> list[x509.Certificate]:
+    paths = paths or ([os.environ["EVSE_FLASH_TRUST"]] if os.environ.get("EVSE_FLASH_TRUST") else [])
+    if not paths:
+        raise Fail(Exit.USAGE, "no trusted certificate: pass --trust CERT.pem (your organisation's firmware "
+                   "signing CA) or set EVSE_FLASH_TRUST")
+    certs: list[x509.Certificate] = []
+    for p in paths:
+        try:
+            certs += x509.load_pem_x509_certificates(Path(p).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise Fail(Exit.USAGE, f"--trust {p}: expected a PEM certificate file ({exc})") from None
+    return certs
+
+
+# --- commands -------------------------------------------------------------------------------------------
+
+
+def cmd_build(args: argparse.Namespace) -> Exit:
+    started = time.monotonic()
+    try:
+        result = build_bundle(Path(args.out), key=Path(args.key), cert=Path(args.cert),
+                              hardware_revisions=args.hardware_revision, version=args.version,
+                              source=Path(args.source),
+                              wheels_from=Path(args.wheels_from) if args.wheels_from else None,
+                              platform_tag=args.platform, python_version=args.python_version)
+    except BundleError as exc:
+        raise Fail(Exit.REFUSED, f"build failed: {exc}") from None
+    except OSError as exc:
+        raise Fail(Exit.USAGE, f"build failed: {exc.filename or ''} {exc.strerror or exc}") from None
+    m = result.manifest
+    say(f"built {result.path}: version {m.version} for hardware {', '.join(m.hardware_revisions)} "
+        f"({m.python}, {m.platform}), {len(m.files)} files incl. {result.wheels} wheels, "
+        f"{result.size / 1e6:.1f} MB, in {time.monotonic() - started:.1f} s")
+    return Exit.OK
+
+
+def _verify(args: argparse.Namespace, bundle: Path, revision: str | None) -> VerifiedBundle:
+    try:
+        return verify_bundle(bundle, _load_trust(args.trust), hardware_revision=revision)
+    except BundleError as exc:
+        raise Fail(Exit.REFUSED, f"refused, nothing was written: {exc}") from None
+
+
+def _stop_service(target: Target) -> None:
+    """On a running controller the agent holds the serial ports: stop it for the checks (systemd only)."""
+    if target.is_live:
+        target.shell("if command -v systemctl >/dev/null; then systemctl stop evse-agent || true; fi", 60)
+
+
+def _start_service(target: Target) -> None:
+    if target.is_live:
+        target.shell("if command -v systemctl >/dev/null; then systemctl daemon-reload && "
+                     "systemctl enable evse-agent && systemctl restart evse-agent; fi", 60)
+
+
+def _health_command(target: Target, slot: str, args: argparse.Namespace) -> str:
+    return target.firmware_command(f"opt/evse-agent/slots/{slot}", [
+        "healthcheck", "--config", target.path(CONFIG_PATH), "--json", "--timeout", str(args.health_timeout),
+        "--settle", str(args.health_settle), *(["--csms-optional"] if args.csms_optional else [])])
+
+
+def cmd_flash(args: argparse.Namespace) -> Exit:
+    started = time.monotonic()
+    target = _target(args)
+    bundle = Path(args.bundle)
+    info = _call(target, "info")
+    revision = args.hardware_revision or info["hardware_revision"]
+    if revision is None:
+        raise Fail(Exit.REFUSED, f"refused, nothing was written: the controller does not state its hardware revision "
+                   f"({target.path(REVISION_PATH)} is missing): pass --hardware-revision, or commission it with "
+                   "--hardware-revision")
+    verified = _verify(args, bundle, revision)
+    m = verified.manifest
+    if target.can_execute and not isinstance(target, DirTarget) and (m.python, m.platform) != \
+            (info["python"], info["machine"]):
+        raise Fail(Exit.REFUSED, f"refused, nothing was written: the bundle is built for {m.python} on {m.platform}, "
+                   f"the controller runs {info['python']} on {info['machine']}: build it with --platform/"
+                   "--python-version for this controller")
+    health = target.can_execute and not args.no_health_check
+    if health and not info["commissioned"]:
+        raise Fail(Exit.NOT_POSSIBLE, f"the controller is not commissioned ({target.path(CONFIG_PATH)} is missing), so "
+                   "the new agent cannot be health-checked: run commission first (or flash with --no-health-check)")
+    active = info["active"]
+    slot = "b" if active == "a" else "a"
+    active_text = f"slot {active} ({info['slots'][active].get('version')})" if active else "none"
+    say(f"bundle {m.version} verified: signed by {verified.signer}, {len(m.files)} files, "
+        f"{verified.size / 1e6:.1f} MB, hardware {revision}")
+    say(f"target {target.url}: active {active_text}; installing into slot {slot}")
+    if args.dry_run:
+        say("dry run: nothing was written" + ("" if health else "; the health check would not run"))
+        return Exit.OK
+
+    up = _call(target, "prepare_upload", sha256=verified.sha256, size=verified.size)
+    if up["offset"]:
+        say(f"resuming the interrupted transfer at {up['offset'] / 1e6:.1f} MB")
+    t0 = time.monotonic()
+    try:
+        target.upload(bundle, up["path"], up["offset"], Progress(verified.size, up["offset"]))
+    except TargetError as exc:
+        raise Fail(EXIT_FOR_KIND.get(exc.kind, Exit.TARGET), str(exc)) from None
+    transfer_s = time.monotonic() - t0
+    t0 = time.monotonic()
+    installed = _call(target, "install", sha256=verified.sha256, size=verified.size)
+    slot = installed["slot"]
+    _call(target, "write_file", path=UNIT_PATH, text=unit_text(target.root, target.python), mode=0o644,
+          link_from=UNIT_WANTS)
+    install_s = time.monotonic() - t0
+    say(f"installed {m.version} into slot {slot} (transfer {transfer_s:.1f} s, install {install_s:.1f} s, of "
+        f"which unpacking {installed['unpack_s']:.1f} s)")
+    _stop_service(target)
+    if not health:
+        _call(target, "activate", slot=slot)
+        say(f"switched: slot {slot} is active")
+        why = ("--no-health-check given" if args.no_health_check else
+               "nothing can be run on a dir:// target (an SD card): after the first boot, check the "
+               "controller with 'selftest ssh://...'")
+        _call(target, "record_health", slot=slot, result={"ok": None, "stage": "not run", "detail": why})
+        say(f"health check NOT run: {why}")
+        _start_service(target)
+        say(f"done in {time.monotonic() - started:.1f} s")
+        return Exit.OK
+    say(f"switching to slot {slot} and running the health check on the controller (if the link drops now, the "
+        "controller finishes it and rolls back by itself if it fails)")
+    t0 = time.monotonic()
+    try:
+        outcome = target.call("switch_and_check", slot=slot, health_command=_health_command(target, slot, args),
+                              timeout_s=args.health_timeout + 120, service="evse-agent" if target.is_live else None)
+    except TargetError as exc:
+        if exc.kind == "unreachable":
+            raise Fail(Exit.TARGET, f"{exc}\nthe link was lost during the health check: the controller finishes it "
+                       "and rolls back by itself if it fails; run 'status' to see the result") from None
+        raise Fail(EXIT_FOR_KIND.get(exc.kind, Exit.TARGET), str(exc)) from None
+    result = outcome["health"]
+    if not result["ok"]:
+        say(f"health check FAILED ({result['stage']}): {result['detail']}")
+        back = outcome["rolled_back_to"]
+        if back is not None:
+            raise Fail(Exit.ROLLED_BACK, f"rolled back: slot {back} ({info['slots'][back].get('version')}) is "
+                       f"active again; {m.version} stays in slot {slot} for inspection")
+        raise Fail(Exit.ROLLED_BACK, f"no previous slot to roll back to: slot {slot} stays active; fix the cause "
+                   "above (selftest shows the devices) and flash again")
+    say(f"health check passed in {time.monotonic() - t0:.1f} s: {result['detail']}")
+    say(f"done in {time.monotonic() - started:.1f} s")
+    return Exit.OK
+
+
+def cmd_status(args: argparse.Namespace) -> Exit:
+    target = _target(args)
+    info = _call(target, "info")
+    if args.json:
+        say(json.dumps(info, indent=2))
+        return Exit.OK
+    say(f"controller  {target.url}")
+    say(f"hardware    {info['hardware_revision'] or 'unknown'}; commissioned: "
+        f"{'yes' if info['commissioned'] else 'no'}")
+    say(f"{'slot':<5} {'active':<7} {'version':<12} {'installed at':<21} health")
+    for name, s in info["slots"].items():
+        if not s["installed"]:
+            say(f"{name:<5} {'':<7} {'(empty)':<12}")
+            continue
+        say(f"{name:<5} {'*' if info['active'] == name else '':<7} {s.get('version', '?'):<12} "
+            f"{s.get('installed_at') or '?':<21} {s.get('health', '?')}")
+    h = info["last_health"]
+    if h:
+        verdict = "passed" if h.get("ok") else "not run" if h.get("ok") is None else f"FAILED ({h.get('stage')})"
+        say(f"last health check: slot {h['slot']} ({h.get('version')}) {verdict} at {h['at']}: {h.get('detail')}")
+    if info["incoming"]:
+        say("interrupted transfer on the controller: " + ", ".join(f"{n} ({s / 1e6:.1f} MB)"
+                                                                    for n, s in info["incoming"].items()))
+    return Exit.OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> Exit:
+    target = _target(args)
+    info = _call(target, "info")
+    active = info["active"]
+    other = "b" if active == "a" else "a"
+    if not info["slots"][other]["installed"]:
+        raise Fail(Exit.NOT_POSSIBLE, f"nothing to roll back to: slot {other} holds no agent")
+    if info["slots"][other].get("health") == "FAILED" and not args.force:
+        raise Fail(Exit.NOT_POSSIBLE, f"slot {other} ({info['slots'][other].get('version')}) FAILED its health check: "
+                   "not switching to it (use --force if you really mean to)")
+    say(f"rollback on {target.url}: slot {active} ({info['slots'][active].get('version') if active else '-'}) -> "
+        f"slot {other} ({info['slots'][other].get('version')})")
+    if args.dry_run:
+        say("dry run: nothing was changed")
+        return Exit.OK
+    _stop_service(target)
+    _call(target, "rollback")
+    _start_service(target)
+    say(f"slot {other} is active")
+    return Exit.OK
+
+
+def cmd_commission(args: argparse.Namespace) -> Exit:
+    path = Path(args.config)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise Fail(Exit.USAGE, f"--config {path}: {exc.strerror or exc}") from None
+    try:
+        config = parse_config(text, str(path))
+    except ConfigError as exc:
+        raise Fail(Exit.CONFIG, f"configuration error: {exc}\nnothing was written to the controller") from None
+    profile = security_profile(config)
+    if args.security_profile is not None and args.security_profile != profile:
+        need = {0: "no password", 1: "a ws:// URL and an [ocpp] password", 2: "a wss:// URL and an [ocpp] password",
+                3: "client certificates, which this agent does not support yet"}[args.security_profile]
+        raise Fail(Exit.CONFIG, f"configuration error: {path}: ocpp: security profile {args.security_profile} needs "
+                   f"{need}; the file amounts to profile {profile}\nnothing was written to the controller")
+    target = _target(args)
+    _call(target, "info")
+    for line in describe_config(config):
+        say(line)
+    if args.dry_run:
+        say(f"dry run: {target.path(CONFIG_PATH)} not written")
+        return Exit.OK
+    _call(target, "write_file", path=CONFIG_PATH, text=text, mode=0o600)  # holds the CSMS password
+    if args.hardware_revision:
+        _call(target, "write_file", path=REVISION_PATH, text=args.hardware_revision + "\n", mode=0o644)
+    say(f"written {target.path(CONFIG_PATH)}" + (f" and hardware revision {args.hardware_revision}"
+                                                if args.hardware_revision else ""))
+    if target.is_live:  # a running agent reads its configuration at start
+        target.shell("if command -v systemctl >/dev/null; then systemctl try-restart evse-agent || true; fi", 60)
+    return Exit.OK
+
+
+def cmd_selftest(args: argparse.Namespace) -> Exit:
+    target = _target(args)
+    info = _call(target, "info")
+    if not target.can_execute:
+        raise Fail(Exit.NOT_POSSIBLE, "a dir:// target cannot run anything (an SD card): run selftest over ssh:// once "
+                   "the controller runs (or use --local-exec for a root this machine can run)")
+    if info["active"] is None:
+        raise Fail(Exit.NOT_POSSIBLE, "no agent installed on the controller: flash a bundle first")
+    if not info["commissioned"]:
+        raise Fail(Exit.NOT_POSSIBLE, f"not commissioned ({target.path(CONFIG_PATH)} is missing): run commission first")
+    cmd = target.firmware_command("opt/evse-agent/current", ["selftest", "--config", target.path(CONFIG_PATH),
+                                                             "--json", "--timeout", str(args.timeout)])
+    if target.is_live:  # the agent holds the serial ports: stop it for the test, start it again after
+        cmd = ("if command -v systemctl >/dev/null && systemctl is-active --quiet evse-agent; then "
+               "systemctl stop evse-agent; trap 'systemctl start evse-agent' EXIT; fi; " + cmd)
+    try:
+        proc = target.shell(cmd, args.timeout * 20 + 60)
+        data = json.loads(proc.stdout)
+        report = SelftestReport.from_json(data)
+    except TargetError as exc:
+        raise Fail(EXIT_FOR_KIND.get(exc.kind, Exit.TARGET), str(exc)) from None
+    except (ValueError, KeyError, TypeError):
+        err = proc.stderr.decode(errors="replace").strip()
+        raise Fail(Exit.TARGET, f"the agent on the controller could not run its self-test (exit {proc.returncode}): "
+                   f"{err[-500:]}") from None
+    say(json.dumps(data, indent=2) if args.json else format_table(report))
+    return Exit.OK if report.ok else Exit.CHECK_FAILED
+
+
+# --- parser ------------------------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog="flash.py", formatter_class=fmt, epilog=EXIT_CODES_HELP,
+                                description="Build, flash, commission, self-test and roll back an evse-agent "
+                                            "charger controller (docs/technician-guide.md).")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    b = sub.add_parser("build", help="make a signed firmware bundle", formatter_class=fmt, epilog=EXIT_CODES_HELP)
+    b.add_argument("--key", required=True, help="ECDSA P-256 signing key (PEM)")
+    b.add_argument("--cert", required=True, help="signing certificate (PEM) matching --key")
+    b.add_argument("--hardware-revision", action="append", required=True, metavar="REV",
+                   help="controller hardware revision this bundle is for (repeatable)")
+    b.add_argument("--out", required=True, help="bundle file to write (e.g. evse-agent-1.2.0.bundle)")
+    b.add_argument("--version", help="version (default: pyproject.toml's)")
+    b.add_argument("--source", default=str(Path(__file__).resolve().parents[2]),
+                   help="checkout holding firmware/ and hal/ (default: this one)")
+    b.add_argument("--wheels-from", metavar="DIR", help="take the dependency wheels from DIR (offline)")
+    b.add_argument("--platform", help="pip platform tag of the controller, e.g. manylinux2014_aarch64")
+    b.add_argument("--python-version", help="the controller's Python, e.g. 3.11")
+    b.set_defaults(func=cmd_build)
+
+    f = sub.add_parser("flash", help="verify, transfer, install into the inactive slot, switch, health-check",
+                       formatter_class=fmt, epilog=EXIT_CODES_HELP)
+    _target_args(f)
+    f.add_argument("bundle", metavar="BUNDLE")
+    f.add_argument("--trust", action="append", default=[], metavar="CERT",
+                   help="trusted signing CA/certificate (PEM; repeatable; default $EVSE_FLASH_TRUST)")
+    f.add_argument("--hardware-revision", help="the controller's revision, if it does not state it itself")
+    f.add_argument("--no-health-check", action="store_true", help="switch without running the new agent first")
+    f.add_argument("--health-timeout", type=float, default=60.0, help="seconds for the agent to get ready (60)")
+    f.add_argument("--health-settle", type=float, default=5.0, help="seconds it must then stay up (5)")
+    f.add_argument("--csms-optional", action="store_true",
+                   help="the health check passes without a CSMS connection (site uplink down); devices must answer")
+    f.add_argument("--dry-run", action="store_true", help="verify and show the plan; write nothing")
+    f.set_defaults(func=cmd_flash)
+
+    s = sub.add_parser("status", help="slots, versions, the active one, the last health check",
+                       formatter_class=fmt, epilog=EXIT_CODES_HELP)
+    _target_args(s)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    r = sub.add_parser("rollback", help="switch back to the other slot", formatter_class=fmt, epilog=EXIT_CODES_HELP)
+    _target_args(r)
+    r.add_argument("--dry-run", action="store_true")
+    r.add_argument("--force", action="store_true", help="switch even to a slot that failed its health check")
+    r.set_defaults(func=cmd_rollback)
+
+    c = sub.add_parser("commission", help="write the charger's configuration, validated first",
+                       formatter_class=fmt, epilog=EXIT_CODES_HELP)
+    _target_args(c)
+    c.add_argument("--config", required=True, help="the charger's agent.toml (docs/configuration.md)")
+    c.add_argument("--security-profile", type=int, choices=(0, 1, 2, 3),
+                   help="OCPP security profile the file must amount to (checked)")
+    c.add_argument("--hardware-revision", help="also record the controller's hardware revision")
+    c.add_argument("--dry-run", action="store_true", help="validate and show; write nothing")
+    c.set_defaults(func=cmd_commission)
+
+    t = sub.add_parser("selftest", help="probe every device and the CSMS from the controller",
+                       formatter_class=fmt, epilog=EXIT_CODES_HELP)
+    _target_args(t)
+    t.add_argument("--json", action="store_true", help="the report as JSON, for scripts")
+    t.add_argument("--timeout", type=float, default=5.0, help="seconds per probe (5)")
+    t.set_defaults(func=cmd_selftest)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:
+        return Exit.OK if exc.code == 0 else Exit.USAGE
+    try:
+        return int(args.func(args))
+    except Fail as exc:
+        print(f"flash.py {args.command}: {exc}", file=sys.stderr)
+        return int(exc.code)
+    except KeyboardInterrupt:
+        print(f"flash.py {args.command}: interrupted; the active slot is untouched unless 'switched' was printed",
+              file=sys.stderr)
+        return int(Exit.INTERRUPTED)
