@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,22 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_exit)
+        notifier = SystemdNotifier()  # Type=notify + WatchdogSec in the unit (tools/flash.py installs it)
+        try:
+            await self._start()
+            log.info("agent running")
+            notifier.notify("READY=1")
+            self._tasks.append(asyncio.create_task(notifier.watchdog(), name="watchdog"))
+            await self._stop.wait()
+        finally:
+            # also after a failed start: whatever was started is stopped, so the process ends (and the
+            # supervisor restarts it) instead of lingering with the devices half-driven
+            log.info("agent stopping", extra={"exit_code": int(self.exit_code)})
+            notifier.notify("STOPPING=1")
+            await self._shutdown()
+        return self.exit_code
+
+    async def _start(self) -> None:
         for device in self.hardware.devices():
             self._tasks.append(asyncio.create_task(self._watch(device.events), name=f"watch-{device.name}"))
         log.info("agent starting", extra={"charge_point_id": self.config.charge_point_id,
@@ -198,24 +215,26 @@ class Agent:
         if self.ocpp is not None:
             self._tasks.append(asyncio.create_task(self.ocpp.run(), name="ocpp"))
             self._tasks.append(asyncio.create_task(self.ocpp.meter_values.run(), name="metering"))
-        log.info("agent running")
-        notifier = SystemdNotifier()  # Type=notify + WatchdogSec in the unit (tools/flash.py installs it)
-        notifier.notify("READY=1")
-        self._tasks.append(asyncio.create_task(notifier.watchdog(), name="watchdog"))
-        try:
-            await self._stop.wait()
-        finally:
-            log.info("agent stopping", extra={"exit_code": int(self.exit_code)})
-            notifier.notify("STOPPING=1")
-            if self.ocpp is not None:
-                await self.ocpp.drain(min(5.0, self.ocpp.response_timeout_s))
-            for t in self._tasks:
-                t.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            if self.ocpp is not None:
-                await self.ocpp.close()
-            for ctrl in self.connectors.values():
-                await ctrl.close()
-            await self.hardware.close()
-            self.db.close()
-        return self.exit_code
+
+    async def _shutdown(self) -> None:
+        """Each step runs even if an earlier one failed: the hardware must end up in its safe state."""
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        if self.ocpp is not None:
+            ocpp = self.ocpp
+            steps.append(("drain", lambda: ocpp.drain(min(5.0, ocpp.response_timeout_s))))
+        steps.append(("tasks", self._cancel_tasks))
+        if self.ocpp is not None:
+            steps.append(("ocpp", self.ocpp.close))
+        steps += [(f"connector {c.id}", c.close) for c in self.connectors.values()]
+        steps.append(("hardware", self.hardware.close))
+        for name, step in steps:
+            try:
+                await step()
+            except Exception:
+                log.exception("shutdown step failed", extra={"step": name})
+        self.db.close()
+
+    async def _cancel_tasks(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

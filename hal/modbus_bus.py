@@ -74,6 +74,15 @@ def quiet_pymodbus_logging() -> None:
         pymodbus_logger.setLevel(logging.CRITICAL)
 
 
+
+def _reraise_cancellation() -> None:
+    """pymodbus can turn a cancellation of the awaiting task into a timeout or connection error (it waits with
+    its own timeouts). Swallowed, the cancellation is lost and the task never ends — the agent then hangs on
+    its way out. A task being cancelled gets its CancelledError back instead of a DeviceError."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
 class ModbusExceptionResponse(DeviceError):
     """A device answered with a Modbus exception response (it is alive, but refused the request)."""
 
@@ -384,9 +393,12 @@ class ModbusBus:
                     log.warning("%s: %s was closed, reopening", self.name, self.port)
                     await self._connect()
                 response = await call(client)
+                _reraise_cancellation()
             except ConnectionException as exc:
+                _reraise_cancellation()
                 raise DeviceError(f"{self.name}: serial port {self.port} is not usable: {exc}") from exc
             except ModbusException as exc:
+                _reraise_cancellation()
                 for s in (self.stats, unit_stats):
                     s.timeouts += 1
                 framer.discard_pending("partial frame discarded at timeout")
@@ -399,6 +411,7 @@ class ModbusBus:
                     f"{address} (0x{address:04X}) on {self.port} within {self.timeout_s}s{detail}"
                 ) from exc
             except OSError as exc:
+                _reraise_cancellation()
                 raise DeviceError(f"{self.name}: serial port {self.port} failed: {exc}") from exc
             finally:
                 self._current_unit = None

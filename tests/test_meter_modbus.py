@@ -147,6 +147,21 @@ async def test_poll_loop_publishes_readings_that_follow_the_state(
     assert await bus.read_holding_registers(3, 0x5B2C, 1) == [5000]  # closing the meter left the line open
 
 
+async def test_a_cancelled_read_is_never_swallowed(bus: ModbusBus) -> None:
+    """Two meters sharing the line, their reads cancelled at many different instants: every cancellation
+    comes back as CancelledError (pymodbus turns some into its own errors; swallowed, a poll loop would
+    never end and the agent would hang on its way out)."""
+    meters = [make_meter(bus, 1, "sdm630"), make_meter(bus, 2, "sdm120")]
+    for step in range(400):
+        tasks = [asyncio.create_task(m.read()) for m in meters]
+        await asyncio.sleep((step % 40) * 0.0001)
+        requested = [t.cancel() for t in tasks]  # False: that read had already finished
+        async with asyncio.timeout(2.0):
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for t, cancel_requested in zip(tasks, requested, strict=True):
+            assert t.cancelled() or not cancel_requested, f"cancellation swallowed: {t.result()!r}"
+
+
 async def test_silent_meter_raises_link_lost_once_then_recovers(bus: ModbusBus, line: SimulatedRs485Bus) -> None:
     meter = make_meter(bus, 1, "sdm630", fail_after=3)
     with meter.events.subscribe() as sub:
