@@ -112,7 +112,14 @@ class Subscriber:
 
     async def __aenter__(self) -> Subscriber:
         self._task = asyncio.create_task(self._run())
-        await asyncio.wait_for(self._ready.wait(), 10)
+        ready = asyncio.create_task(self._ready.wait())
+        await asyncio.wait([self._task, ready], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if self._task.done():
+            self._task.result()  # the connection was refused: raise why
+            raise RuntimeError("subscriber ended before subscribing")
+        if not self._ready.is_set():
+            raise TimeoutError("subscriber not connected within 10 s")
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import aiomqtt
+
 from tests.mqtt_broker import Mosquitto, Subscriber
 from tests.station import CP_ID, Station
 
@@ -64,3 +66,195 @@ async def test_status_meter_values_and_session_events_reach_a_subscriber(tmp_pat
         health = (await sub.wait_for(f"{ROOT}/health", lambda m: m.json()["ocpp_connected"])).json()
         assert health["mqtt"]["dropped"] == 0 and health["outbox"]["queued"] == 0
         assert health["devices"] and health["uptime_s"] >= 0
+
+
+async def test_retained_status_last_will_on_kill_and_online_again_after_restart(tmp_path: Path) -> None:
+    async with Mosquitto(tmp_path / "broker") as broker, \
+            Station(tmp_path, connectors=1, extra_config=mqtt_section(broker)) as s:
+        async with Subscriber(broker, f"{ROOT}/#") as sub:
+            await s.start_agent()
+            await sub.wait_for(f"{ROOT}/availability", lambda m: m.payload == b"online")
+            await s.start_session(1, CARD)
+            await sub.wait_for(f"{ROOT}/connector/1/status", lambda m: m.json()["status"] == "Charging")
+            mark = sub.mark()
+            await s.kill_agent()  # kill -9: no clean disconnect, the broker publishes the last will
+            will = await sub.wait_for(f"{ROOT}/availability", since=mark, timeout_s=3)
+            assert will.payload == b"offline"
+        # a client arriving later learns from retained messages: the agent is gone, the connector was charging
+        async with Subscriber(broker, f"{ROOT}/#") as late:
+            await late.wait_for(f"{ROOT}/availability", lambda m: m.retain and m.payload == b"offline")
+            await late.wait_for(f"{ROOT}/connector/1/status",
+                                lambda m: m.retain and m.json()["status"] == "Charging")
+            mark = late.mark()
+            await s.start_agent()
+            await late.wait_for(f"{ROOT}/availability", lambda m: m.payload == b"online", since=mark)
+            # the restart stops the transaction cut by the power loss; the new status replaces the retained one
+            stopped = await late.wait_for(f"{ROOT}/connector/1/session", since=mark)
+            assert stopped.json()["event"] == "stopped" and stopped.json()["reason"] == "PowerLoss"
+            await s.wait_status(1, "Finishing")  # EV still plugged in, the transaction ended
+            after = await late.wait_for(f"{ROOT}/connector/1/status", lambda m: m.json()["status"] == "Finishing",
+                                        since=mark)
+        async with Subscriber(broker, f"{ROOT}/connector/1/status") as fresh:
+            retained = await fresh.wait_for(f"{ROOT}/connector/1/status", lambda m: m.retain)
+            assert retained.json() == after.json()
+        await s.stop_agent()
+        async with Subscriber(broker, f"{ROOT}/availability") as after_stop:
+            gone = await after_stop.wait_for(f"{ROOT}/availability", lambda m: m.retain)
+            assert gone.payload == b"offline"  # a clean stop says so too (a DISCONNECT fires no last will)
+
+
+def _offered(s: Station, connector: int) -> float:
+    return float(s.charger.connectors[connector].board.offered_current_a)
+
+
+async def _offered_within(s: Station, connector: int, amps: float, timeout_s: float) -> float:
+    """Seconds until the simulated board offers ``amps`` (PWM duty on the pilot, to its 0.1 A resolution),
+    failing after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await s.wait_until(lambda: abs(_offered(s, connector) - amps) < 0.1, timeout_s,
+                       f"connector {connector} offers {amps} A (offers {_offered(s, connector)} A)")
+    return loop.time() - t0
+
+
+async def test_site_limit_lowers_the_offered_current_within_1s_and_the_failsafe_takes_over(tmp_path: Path) -> None:
+    async with Mosquitto(tmp_path / "broker") as broker, Subscriber(broker, f"{ROOT}/#") as em, \
+            Station(tmp_path, connectors=2, extra_config=mqtt_section(
+                broker, failsafe_timeout_s=2.0, failsafe_limit_a=20.0)) as s:
+        await s.start_agent()
+        await em.wait_for(f"{ROOT}/availability", lambda m: m.payload == b"online")
+        # until the energy manager speaks, the fail-safe limit applies (20 A for the whole charger)
+        await s.start_session(1, CARD)
+        await _offered_within(s, 1, 20.0, 2)
+        # the energy manager caps connector 1 at 10 A: the pilot offers 10 A within 1 s
+        mark = em.mark()
+        await em.publish(f"{ROOT}/cmd/connector/1/limit", "10")
+        assert await _offered_within(s, 1, 10.0, 1.0) < 1.0
+        reply = (await em.wait_for(f"{ROOT}/reply", since=mark)).json()
+        assert reply["accepted"] is True and reply["topic"] == f"{ROOT}/cmd/connector/1/limit"
+        released = await em.wait_for(f"{ROOT}/event", lambda m: m.json()["event"] == "failsafe_released")
+        assert released.json()["event"] == "failsafe_released"
+        state = (await em.wait_for(f"{ROOT}/connector/1/limit", lambda m: m.json()["limit_a"] == 10,
+                                   since=mark)).json()
+        assert state["sources"] == {"site": 10.0} and state["failsafe"] is False
+        # a whole-charger limit of 24 A with a second EV: shared, 12 A each, but connector 1 keeps its 10 A cap
+        # and leaves the rest to connector 2 (14 A)
+        await em.publish(f"{ROOT}/cmd/limit", '{"amps": 24}')
+        await s.start_session(2, "04D4E5F6")
+        await _offered_within(s, 2, 14.0, 2)
+        assert abs(_offered(s, 1) - 10.0) < 0.1
+        # the connector's own limit removed: 12 A each
+        await em.publish(f"{ROOT}/cmd/connector/1/limit", "null")
+        await _offered_within(s, 1, 12.0, 1.0)
+        await _offered_within(s, 2, 12.0, 1.0)
+        # the energy manager falls silent: after 2 s the fail-safe (20 A for the charger: 10 A each) takes over
+        mark = em.mark()
+        engaged = await em.wait_for(f"{ROOT}/event", lambda m: m.json()["event"] == "failsafe_engaged",
+                                    since=mark, timeout_s=4)
+        assert engaged.json()["limit_a"] == 20.0
+        await _offered_within(s, 1, 10.0, 1.0)
+        await _offered_within(s, 2, 10.0, 1.0)
+        state = (await em.wait_for(f"{ROOT}/connector/2/limit", lambda m: m.json()["failsafe"], since=mark)).json()
+        assert state["limit_a"] == 10.0 and state["charger_sources"] == {"failsafe": 20.0}
+        assert any(line.get("msg") == "site limit fail-safe engaged" for line in s.log())
+        # charging went on throughout: both transactions still open
+        assert not s.calls("StopTransaction") and s.statuses(1)[-1] == "Charging"
+
+
+async def test_broker_restart_mid_session_charging_goes_on_and_drops_are_counted(tmp_path: Path) -> None:
+    async with Mosquitto(tmp_path / "broker") as broker, \
+            Station(tmp_path, connectors=1, presets={"MeterValueSampleInterval": 1},
+                    extra_config=mqtt_section(broker, buffer_size=4)) as s:
+        async with Subscriber(broker, f"{ROOT}/#") as sub:
+            await s.start_agent()
+            await s.start_session(1, CARD)
+            await sub.wait_for(f"{ROOT}/connector/1/meter", lambda m: m.json()["power_w"] > 0)
+        await broker.stop()
+        mark = s.mark()
+        await asyncio.sleep(3.0)  # meter values (every 0.5 s) and health (every 1 s) pile up: at most 4 kept
+        # charging and billing never noticed: meter values went on to the CSMS, no stop, still Charging
+        assert len(s.calls("MeterValues", mark)) >= 2
+        assert not s.calls("StopTransaction") and s.statuses(1)[-1] == "Charging"
+        assert s.agent_running
+        await broker.start()  # same port
+        async with Subscriber(broker, f"{ROOT}/#") as sub:
+            health = (await sub.wait_for(f"{ROOT}/health", lambda m: m.json()["mqtt"]["connects"] >= 2,
+                                         timeout_s=10)).json()
+            assert health["mqtt"]["dropped"] > 0  # the oldest telemetry went, counted
+            meter = await sub.wait_for(f"{ROOT}/connector/1/meter", lambda m: m.json()["power_w"] > 0)
+            assert meter.json()["energy_wh"] > 0
+            # the broker lost its retained messages (no persistence): the agent published its state again
+            status = await sub.wait_for(f"{ROOT}/connector/1/status")
+            assert status.json()["status"] == "Charging"
+            await sub.wait_for(f"{ROOT}/availability", lambda m: m.payload == b"online")
+        assert not s.calls("StopTransaction")
+        assert any(line.get("msg") == "MQTT broker unreachable, retrying" for line in s.log())
+
+
+async def test_username_and_password_and_the_password_never_logged(tmp_path: Path) -> None:
+    users = {"charger": "charger-secret-4711", "em": "em-secret-0815"}
+    async with Mosquitto(tmp_path / "broker", users=users) as broker, \
+            Subscriber(broker, f"{ROOT}/#", username="em", password=users["em"]) as sub, \
+            Station(tmp_path, connectors=1, extra_config=mqtt_section(
+                broker, username="charger", password=users["charger"])) as s:
+        await s.start_agent()
+        await sub.wait_for(f"{ROOT}/availability", lambda m: m.payload == b"online")
+        await sub.wait_for(f"{ROOT}/connector/1/status", lambda m: m.json()["status"] == "Available")
+        await s.stop_agent()
+        assert users["charger"] not in s.log_path.read_text()
+        # the broker really requires it: an anonymous client is refused
+        anonymous = Subscriber(broker, "#")
+        try:
+            async with anonymous:
+                raise AssertionError("an anonymous client was let in")
+        except aiomqtt.MqttError as exc:
+            assert "not authorized" in str(exc).lower()
+
+
+async def test_wrong_password_charging_goes_on_and_the_agent_keeps_trying(tmp_path: Path) -> None:
+    async with Mosquitto(tmp_path / "broker", users={"charger": "right-password-1"}) as broker, \
+            Station(tmp_path, connectors=1, extra_config=mqtt_section(
+                broker, username="charger", password="wrong-password-2")) as s:
+        await s.start_agent()
+        await s.start_session(1, CARD)
+        await asyncio.sleep(1.0)
+        refusals = [line for line in s.log() if line.get("msg") == "MQTT broker unreachable, retrying"]
+        assert len(refusals) >= 2 and s.statuses(1)[-1] == "Charging"
+        assert "wrong-password-2" not in s.log_path.read_text()
+
+
+async def test_malformed_and_out_of_range_commands_are_refused_with_a_reason(tmp_path: Path) -> None:
+    async with Mosquitto(tmp_path / "broker") as broker, Subscriber(broker, f"{ROOT}/#") as em, \
+            Station(tmp_path, connectors=1, extra_config=mqtt_section(broker)) as s:
+        await s.start_agent()
+        await em.wait_for(f"{ROOT}/availability", lambda m: m.payload == b"online")
+        await s.start_session(1, CARD)
+        await _offered_within(s, 1, 32.0, 2)
+        limit = f"{ROOT}/cmd/connector/1/limit"
+        bad: list[tuple[str, bytes, str]] = [
+            (limit, b"abc", "malformed payload: not valid JSON"),
+            (limit, b"-5", "got -5 (negative)"),
+            (limit, b"40", "expected a number from 0 to 32"),
+            (limit, b"NaN", "NaN is not a number"),
+            (limit, b'{"amps": true}', "expected a number of amperes or null"),
+            (limit, b'{"amps": 10, "phases": 1}', "exactly the key 'amps'"),
+            (limit, b"\xff\xfe\x00", "not UTF-8"),
+            (f"{ROOT}/cmd/limit", b"65", "sum of the connectors' ratings"),
+            (f"{ROOT}/cmd/connector/9/limit", b"10", "unknown connector 9"),
+            (f"{ROOT}/cmd/reboot", b"1", "unknown command topic"),
+            (f"{ROOT}/cmd/available", b"false", "local availability control is disabled"),
+        ]
+        for topic, payload, reason in bad:
+            mark = em.mark()
+            await em.publish(topic, payload)
+            reply = (await em.wait_for(f"{ROOT}/reply", since=mark, timeout_s=3)).json()
+            assert reply["accepted"] is False and reply["topic"] == topic, reply
+            assert reason in reply["reason"], (reason, reply)
+        # nothing was applied, nothing crashed: still 32 A, the agent alive and answering
+        assert abs(_offered(s, 1) - 32.0) < 0.1 and s.agent_running
+        rejected = [line for line in s.log() if line.get("msg") == "MQTT command rejected"]
+        assert len(rejected) == len(bad) and all(line["reason"] for line in rejected)
+        mark = em.mark()
+        await em.publish(limit, b'{"amps": 16}')
+        assert (await em.wait_for(f"{ROOT}/reply", since=mark)).json()["accepted"] is True
+        await _offered_within(s, 1, 16.0, 1.0)
