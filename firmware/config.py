@@ -335,7 +335,7 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
     return AgentConfig(path=path, charge_point_id=cp_id, state_dir=state_dir, ocpp=ocpp, identity=identity,
                        buses=buses,
                        connectors=tuple(connectors), readers=tuple(readers), log_level=log_level,
-                       max_queued_messages=max_queued, mqtt=_parse_mqtt(root, connectors))
+                       max_queued_messages=max_queued, mqtt=_parse_mqtt(root, connectors, cp_id))
 
 
 def _limited(t: _Reader, name: str, default: str, max_len: int) -> str:
@@ -392,10 +392,12 @@ def _mqtt_topic(t: _Reader, name: str, default: str) -> str:
     return value
 
 
-def _parse_mqtt(root: _Reader, connectors: list[ConnectorConfig]) -> MqttConfig | None:
+def _parse_mqtt(root: _Reader, connectors: list[ConnectorConfig], cp_id: str) -> MqttConfig | None:
     m = root.table_("mqtt")
     if m is None:
         return None
+    if "+" in cp_id:  # it is a level of every topic: MQTT forbids wildcards in topic names
+        raise ConfigError(root.file, "charge_point.id", "no '+' when [mqtt] is configured (MQTT wildcard)", cp_id)
     m.reject_unknown({"url", "username", "password", "ca_file", "client_id", "base_topic", "payload_format",
                       "meter_interval_s", "health_interval_s", "buffer_size", "keepalive_s", "reconnect_min_s",
                       "reconnect_max_s", "discovery", "discovery_prefix", "site_limits", "local_availability",

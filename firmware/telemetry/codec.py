@@ -20,7 +20,7 @@ def _no_constants(name: str) -> Any:
 
 def encode(value: Any, fmt: str) -> bytes:
     if fmt == "cbor":
-        return cbor2.dumps(value)
+        return cbor2.dumps(value, canonical=True)  # canonical: floats in the fewest bytes that keep them exact
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
