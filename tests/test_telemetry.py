@@ -177,7 +177,7 @@ def test_discovery_one_device_per_connector_with_its_entities() -> None:
                                    sw_version="1.0", site_limits=True, local_availability=False))
     node = node_id("CP 1.x")
     assert node == "CP_1_x"
-    assert all(t.startswith(f"homeassistant/") and t.endswith("/config") and f"/{node}/" in t for t in msgs)
+    assert all(t.startswith("homeassistant/") and t.endswith("/config") and f"/{node}/" in t for t in msgs)
     power = msgs[f"homeassistant/sensor/{node}/connector1_power/config"]
     assert power["state_topic"] == "evse/CP 1.x/connector/1/meter" and power["unit_of_measurement"] == "W"
     assert power["availability_topic"] == topics.availability and power["device"]["identifiers"] == [f"{node}_1"]
