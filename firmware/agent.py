@@ -27,6 +27,7 @@ from firmware.limit_applier import LimitApplier
 from firmware.ocpp16.client import Ocpp16Client, session_config_from_keys
 from firmware.ocpp16.configuration import ConfigurationKeys
 from firmware.session import (
+    AvailabilityChanged,
     CardPresented,
     Effect,
     IdTokenRefused,
@@ -201,6 +202,9 @@ class Agent:
         reboot = restart_pending(self.db)
         for ctrl in self.connectors.values():
             await ctrl.start(reboot=reboot)
+            if "site" in ctrl.inoperative_by and not (self.config.mqtt and self.config.mqtt.local_availability):
+                # local availability control was switched off in the configuration: nobody could release it
+                await ctrl.handle(AvailabilityChanged(True), availability_source="site")
         if self.ocpp is not None:
             await self.ocpp.close_orphaned_transactions()
         for rh in self.hardware.readers:

@@ -258,3 +258,51 @@ async def test_malformed_and_out_of_range_commands_are_refused_with_a_reason(tmp
         await em.publish(limit, b'{"amps": 16}')
         assert (await em.wait_for(f"{ROOT}/reply", since=mark)).json()["accepted"] is True
         await _offered_within(s, 1, 16.0, 1.0)
+
+
+async def test_local_availability_and_ocpp_change_availability_either_inoperative_wins(tmp_path: Path) -> None:
+    async with Mosquitto(tmp_path / "broker") as broker, Subscriber(broker, f"{ROOT}/#") as em, \
+            Station(tmp_path, connectors=1, extra_config=mqtt_section(broker, local_availability=True)) as s:
+        await s.start_agent()
+        await em.wait_for(f"{ROOT}/availability", lambda m: m.payload == b"online")
+        status = f"{ROOT}/connector/1/status"
+        mark, m = s.mark(), em.mark()
+        await em.publish(f"{ROOT}/cmd/connector/1/available", "OFF")
+        await s.wait_status(1, "Unavailable", since=mark)  # the CSMS is told, as for its own ChangeAvailability
+        await em.wait_for(status, lambda x: x.json()["status"] == "Unavailable", since=m)
+        # the CSMS asks Operative: recorded, but the site still holds the connector inoperative
+        mark = s.mark()
+        assert (await s.csms.change_availability(CP_ID, 1, "Operative"))["status"] == "Accepted"
+        await s.quiet(0.5)
+        assert s.statuses(1, mark) == []
+        # the site releases it: operative again
+        await em.publish(f"{ROOT}/cmd/connector/1/available", '{"operative": true}')
+        await s.wait_status(1, "Available", since=mark)
+        # the CSMS makes it inoperative: the site cannot override that
+        mark = s.mark()
+        assert (await s.csms.change_availability(CP_ID, 1, "Inoperative"))["status"] == "Accepted"
+        await s.wait_status(1, "Unavailable", since=mark)
+        m = em.mark()
+        await em.publish(f"{ROOT}/cmd/connector/1/available", "ON")
+        assert (await em.wait_for(f"{ROOT}/reply", since=m)).json()["accepted"] is True
+        await s.quiet(0.5)
+        assert s.statuses(1, mark) == ["Unavailable"]
+        # both holds survive a restart; the site's hold persists until the site releases it
+        await em.publish(f"{ROOT}/cmd/connector/1/available", "OFF")
+        assert (await s.csms.change_availability(CP_ID, 1, "Operative"))["status"] == "Accepted"
+        await s.stop_agent()
+        mark = s.mark()
+        await s.start_agent()
+        await s.quiet(0.5)
+        assert s.statuses(1, mark) == ["Unavailable"]
+        await em.publish(f"{ROOT}/cmd/connector/1/available", "ON")
+        await s.wait_status(1, "Available", since=mark)
+        # local control switched off in the configuration: a hold the site left behind is released at start
+        m = em.mark()
+        await em.publish(f"{ROOT}/cmd/connector/1/available", "OFF")
+        await em.wait_for(status, lambda x: x.json()["status"] == "Unavailable", since=m)
+        await s.stop_agent()
+        s.config_path.write_text(s.config_path.read_text().replace("local_availability = true\n", ""))
+        mark = s.mark()
+        await s.start_agent()
+        await s.wait_status(1, "Available", since=mark)

@@ -100,7 +100,7 @@ class MqttTelemetry:
     async def _set_availability(self, command: SetAvailability) -> None:
         targets = [command.connector] if command.connector is not None else list(self.connectors)
         for cid in targets:
-            await self.connectors[cid].handle(AvailabilityChanged(command.operative))
+            await self.connectors[cid].handle(AvailabilityChanged(command.operative), availability_source="site")
 
     # --- what the charger says ----------------------------------------------------------------
 
