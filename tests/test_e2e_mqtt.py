@@ -12,8 +12,9 @@ import asyncio
 from pathlib import Path
 
 import aiomqtt
+import cbor2
 
-from tests.mqtt_broker import Mosquitto, Subscriber
+from tests.mqtt_broker import Mosquitto, Subscriber, make_tls_files
 from tests.station import CP_ID, Station
 
 CARD = "04A1B2C3"
@@ -306,3 +307,50 @@ async def test_local_availability_and_ocpp_change_availability_either_inoperativ
         mark = s.mark()
         await s.start_agent()
         await s.wait_status(1, "Available", since=mark)
+
+
+async def test_mqtts_with_a_ca_file_and_an_untrusted_broker_refused(tmp_path: Path) -> None:
+    ca, cert, key = make_tls_files(tmp_path / "tls")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with Mosquitto(tmp_path / "broker", tls=(cert, key)) as broker, \
+            Subscriber(broker, f"{ROOT}/#", ca_file=ca) as sub:
+        section = mqtt_section(broker, ca_file=str(ca)).replace("mqtt://", "mqtts://")
+        async with Station(tmp_path / "a", connectors=1, extra_config=section) as s:
+            await s.start_agent()
+            await sub.wait_for(f"{ROOT}/availability", lambda m: m.payload == b"online")
+            await sub.wait_for(f"{ROOT}/connector/1/status", lambda m: m.json()["status"] == "Available")
+        # without the CA the broker's certificate is not trusted: no connection, and the agent runs on
+        other_ca, _, _ = make_tls_files(tmp_path / "other")
+        section = mqtt_section(broker, ca_file=str(other_ca)).replace("mqtt://", "mqtts://")
+        async with Station(tmp_path / "b", connectors=1, extra_config=section) as s:
+            await s.start_agent()
+            await s.quiet(0.5)
+            errors = [line["error"] for line in s.log() if line.get("msg") == "MQTT broker unreachable, retrying"]
+            assert errors and "CERTIFICATE_VERIFY_FAILED" in errors[0]
+            assert s.agent_running
+
+
+async def test_cbor_payloads_and_no_discovery_then_json_with_home_assistant_discovery(tmp_path: Path) -> None:
+    async with Mosquitto(tmp_path / "broker") as broker, Subscriber(broker, "#") as sub:
+        async with Station(tmp_path, connectors=1, extra_config=mqtt_section(broker, payload_format="cbor")) as s:
+            await s.start_agent()
+            status = await sub.wait_for(f"{ROOT}/connector/1/status")
+            assert cbor2.loads(status.payload)["status"] == "Available"
+            health = await sub.wait_for(f"{ROOT}/health")
+            assert cbor2.loads(health.payload)["mqtt"]["dropped"] == 0
+            m = sub.mark()
+            await sub.publish(f"{ROOT}/cmd/connector/1/limit", cbor2.dumps({"amps": 13.0}))
+            assert cbor2.loads((await sub.wait_for(f"{ROOT}/reply", since=m)).payload)["accepted"] is True
+            assert not [x for x in sub.seen if x.topic.startswith("homeassistant/")]
+            await s.stop_agent()
+        async with Station(tmp_path, connectors=1, extra_config=mqtt_section(broker)) as s:
+            m = sub.mark()
+            await s.start_agent()
+            config = await sub.wait_for("homeassistant/sensor/E2E-CP-1/connector1_power/config", since=m)
+            assert config.json()["state_topic"] == f"{ROOT}/connector/1/meter"
+            number = await sub.wait_for("homeassistant/number/E2E-CP-1/connector1_site_limit/config", since=m)
+            assert number.json()["command_topic"] == f"{ROOT}/cmd/connector/1/limit"
+            async with Subscriber(broker, "homeassistant/#") as home_assistant:  # arriving later: retained
+                late = await home_assistant.wait_for("homeassistant/sensor/E2E-CP-1/connector1_energy/config")
+                assert late.retain and late.json()["device_class"] == "energy"
