@@ -38,7 +38,7 @@ def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
 
 class MqttLink:
     def __init__(self, config: MqttConfig, client_id: str, topics: Topics,
-                 on_command: Callable[[str, bytes], Awaitable[None]],
+                 on_command: Callable[[str, bytes, bool], Awaitable[None]],
                  on_connected: Callable[[], None]) -> None:
         self.config = config
         self.client_id = client_id
@@ -127,6 +127,6 @@ class MqttLink:
             payload = message.payload
             data = payload if isinstance(payload, bytes) else str(payload).encode() if payload is not None else b""
             try:
-                await self._on_command(str(message.topic), data)
+                await self._on_command(str(message.topic), data, bool(message.retain))
             except Exception:  # a bug in handling one command must not take the link down
                 log.exception("MQTT command handling failed", extra={"topic": str(message.topic)})

@@ -81,8 +81,13 @@ class MqttTelemetry:
 
     # --- what the site sends ------------------------------------------------------------------
 
-    async def _on_command(self, topic: str, payload: bytes) -> None:
+    async def _on_command(self, topic: str, payload: bytes, retained: bool = False) -> None:
         command = parse_command(topic, payload, self.topics, self.rules)
+        if retained and not isinstance(command, Rejected):
+            # a retained command would come back after every reconnect, however old: it could release the
+            # fail-safe for an energy manager long gone, or undo a later decision
+            command = Rejected(topic, "retained commands are refused (they are replayed after every reconnect, "
+                                      "however old): publish commands without the retain flag")
         if isinstance(command, Rejected):
             self.rejected += 1
             log.warning("MQTT command rejected", extra={"topic": topic, "reason": command.reason})
