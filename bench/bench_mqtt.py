@@ -14,6 +14,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +26,14 @@ from firmware.telemetry.topics import Topics
 from hal.interfaces import MeterReading
 from tests.mqtt_broker import Mosquitto, Subscriber
 from tests.station import CP_ID, Station
+
+
+async def _until(condition: Callable[[], bool], step_s: float) -> None:
+    """Poll ``condition`` every ``step_s`` (what is measured changes on the other side of a wire or process)."""
+    while True:
+        if condition():
+            return
+        await asyncio.sleep(step_s)
 
 
 async def _limit_latency(root: Path, changes: int) -> list[float]:
@@ -40,8 +49,7 @@ async def _limit_latency(root: Path, changes: int) -> list[float]:
                 amps = 10.0 if i % 2 == 0 else 16.0
                 t0 = time.perf_counter()
                 await em.publish(f"evse/{CP_ID}/cmd/connector/1/limit", str(amps))
-                while abs(board.offered_current_a - amps) >= 0.1:
-                    await asyncio.sleep(0.001)
+                await _until(lambda a=amps: abs(board.offered_current_a - a) < 0.1, 0.001)
                 out.append(time.perf_counter() - t0)
                 await asyncio.sleep(0.05)
             return out
@@ -59,15 +67,13 @@ async def _throughput(root: Path, count: int) -> tuple[float, int]:
         reading = MeterReading("m", datetime.now(UTC), 123456.7, 7360.0, (32.0, 32.0, 32.0), (230.0,) * 3, 50.0)
         body = encode(payloads.meter(1, reading), "json")
         task = asyncio.create_task(link.run())
-        while not link.connected:
-            await asyncio.sleep(0.01)
+        await _until(lambda: link.connected, 0.01)
         await asyncio.sleep(0.1)
         base = link.buffer.published
         t0 = time.perf_counter()
         for _ in range(count):
             link.publish(topics.meter(1), body)
-        while link.buffer.published - base < count:
-            await asyncio.sleep(0.005)
+        await _until(lambda: link.buffer.published - base >= count, 0.005)
         elapsed = time.perf_counter() - t0
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -101,7 +101,8 @@ class Agent:
         self.telemetry: Any = None  # MqttTelemetry when [mqtt] is configured (docs/mqtt.md)
         if config.mqtt is not None:
             from firmware.telemetry.service import MqttTelemetry
-            self.telemetry = MqttTelemetry(config, self.connectors, self.limits, health=self.health)
+            self.telemetry = MqttTelemetry(config, self.connectors, self.limits, health=self.health,
+                                           transactions=self.ocpp.tlog if self.ocpp is not None else None)
         for ctrl in self.connectors.values():
             ctrl.observers.append(self.limits)
             if self.telemetry is not None:

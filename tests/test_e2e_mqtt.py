@@ -90,8 +90,12 @@ async def test_retained_status_last_will_on_kill_and_online_again_after_restart(
             await s.start_agent()
             await late.wait_for(f"{ROOT}/availability", lambda m: m.payload == b"online", since=mark)
             # the restart stops the transaction cut by the power loss; the new status replaces the retained one
-            stopped = await late.wait_for(f"{ROOT}/connector/1/session", since=mark)
-            assert stopped.json()["event"] == "stopped" and stopped.json()["reason"] == "PowerLoss"
+            stopped = (await late.wait_for(f"{ROOT}/connector/1/session", since=mark)).json()
+            assert stopped["event"] == "stopped" and stopped["reason"] == "PowerLoss"
+            # its start is from before the restart: energy and duration come from the billing record
+            stop = await s.wait_call("StopTransaction")
+            assert stopped["energy_wh"] is not None and stopped["energy_wh"] >= 0 and stopped["duration_s"] > 0
+            assert abs(stopped["meter_stop_wh"] - stop.payload["meterStop"]) <= 0.5
             await s.wait_status(1, "Finishing")  # EV still plugged in, the transaction ended
             after = await late.wait_for(f"{ROOT}/connector/1/status", lambda m: m.json()["status"] == "Finishing",
                                         since=mark)

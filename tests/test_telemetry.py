@@ -20,6 +20,7 @@ from firmware.telemetry.commands import CommandRules, Rejected, SetAvailability,
 from firmware.telemetry.discovery import discovery_messages, node_id
 from firmware.telemetry.site_control import SiteControl
 from firmware.telemetry.topics import Topics
+from hal.interfaces import MeterReading
 
 T = Topics("evse", "CP-1")
 RULES = CommandRules({1: 32.0, 2: 16.0}, "json", site_limits=True, local_availability=True)
@@ -162,6 +163,15 @@ def test_session_payloads_carry_energy_duration_and_a_masked_token() -> None:
     assert b["energy_wh"] == 11500.4 and b["duration_s"] == 5400.0 and b["reason"] == "Local"
     unknown = payloads.session_stopped(1, stopped, t0, meter_stop_wh=5.0, meter_start_wh=None, started_at=None)
     assert unknown["energy_wh"] is None and unknown["duration_s"] is None
+
+
+def test_meter_payload_turns_a_meter_s_garbage_into_null_not_an_unencodable_nan() -> None:
+    reading = MeterReading("m", datetime(2026, 1, 1, tzinfo=UTC), 1234.56, math.nan, (16.004, math.inf),
+                           (230.04, 229.96), None)
+    p = payloads.meter(1, reading)
+    assert p["energy_wh"] == 1234.6 and p["power_w"] is None and p["current_a"] == [16.0, None]
+    assert "frequency_hz" not in p
+    assert json.loads(encode(p, "json"))["voltage_v"] == [230.0, 230.0]
 
 
 def test_status_payload() -> None:

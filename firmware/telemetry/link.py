@@ -83,10 +83,12 @@ class MqttLink:
                             await asyncio.wait_for(client.publish(self.topics.availability, OFFLINE, qos=1,
                                                                   retain=True), 1.0)
                         raise
-            except aiomqtt.MqttError as exc:
+            except (aiomqtt.MqttError, OSError, ValueError) as exc:  # OSError, ValueError: TLS set-up, sockets
                 log.warning("MQTT broker unreachable, retrying", extra={
                     "host": self.config.host, "port": self.config.port, "error": str(exc), "retry_in_s": delay,
                     "queued": len(self.buffer), "dropped": self.buffer.dropped})
+            except Exception:  # never let telemetry die for good: it is retried like a lost link
+                log.exception("MQTT link failed, retrying", extra={"retry_in_s": delay})
             finally:
                 self.connected = False
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))

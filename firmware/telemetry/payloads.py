@@ -5,6 +5,7 @@ Times are ISO 8601 UTC strings; energies in Wh, powers in W, currents in A (docs
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -23,13 +24,18 @@ def status(connector: int, change: StatusChanged, at: datetime, offered_a: float
             "offered_a": offered_a, "ts": _ts(at)}
 
 
+def _num(value: float, digits: int) -> float | None:
+    """A meter value as published: rounded; NaN or infinite (a meter's garbage) becomes null."""
+    return round(value, digits) if math.isfinite(value) else None
+
+
 def meter(connector: int, reading: MeterReading) -> dict[str, Any]:
-    out: dict[str, Any] = {"connector": connector, "energy_wh": round(reading.energy_import_wh, 1),
-                           "power_w": round(reading.power_w, 1),
-                           "current_a": [round(a, 2) for a in reading.current_a],
-                           "voltage_v": [round(v, 1) for v in reading.voltage_v], "ts": _ts(reading.taken_at)}
+    out: dict[str, Any] = {"connector": connector, "energy_wh": _num(reading.energy_import_wh, 1),
+                           "power_w": _num(reading.power_w, 1),
+                           "current_a": [_num(a, 2) for a in reading.current_a],
+                           "voltage_v": [_num(v, 1) for v in reading.voltage_v], "ts": _ts(reading.taken_at)}
     if reading.frequency_hz is not None:
-        out["frequency_hz"] = reading.frequency_hz
+        out["frequency_hz"] = _num(reading.frequency_hz, 2)
     return out
 
 

@@ -18,6 +18,7 @@ from firmware.config import AgentConfig, MqttConfig
 from firmware.connector import ConnectorController
 from firmware.limit_applier import LimitApplier
 from firmware.session import AvailabilityChanged, Effect, StatusChanged, TransactionStarted, TransactionStopped
+from firmware.storage.transactions import TransactionLog
 from firmware.telemetry import payloads
 from firmware.telemetry.codec import encode
 from firmware.telemetry.commands import CommandRules, Rejected, SetAvailability, SetLimit, parse_command
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 class MqttTelemetry:
     def __init__(self, config: AgentConfig, connectors: dict[int, ConnectorController], applier: LimitApplier,
-                 health: Callable[[], dict[str, Any]]) -> None:
+                 health: Callable[[], dict[str, Any]], transactions: TransactionLog | None = None) -> None:
         assert config.mqtt is not None
         self.agent_config = config
         self.config: MqttConfig = config.mqtt
@@ -46,16 +47,24 @@ class MqttTelemetry:
         self.link = MqttLink(self.config, client_id, self.topics, self._on_command, self._republish)
         self.site = SiteControl(self.config, applier, self._publish_event)
         self.health = health
+        self.transactions = transactions  # the billing records: the start of a transaction from before a restart
+        self.unencodable = 0
         self.rejected = 0
         applier.listeners.append(self._limit_applied)
         self._status: dict[int, dict[str, Any]] = {}
-        self._starts: dict[tuple[int, int], tuple[float | None, datetime]] = {}
+        self._starts: dict[tuple[int, int], tuple[float | None, datetime | None]] = {}
         self._pending: dict[int, list[dict[str, Any]]] = {}
         self._meter_sent: dict[int, datetime] = {}
         self._started = time.monotonic()
 
     def _publish(self, topic: str, value: Any, *, retain: bool = False) -> None:
-        self.link.publish(topic, encode(value, self.fmt), retain=retain)
+        try:
+            payload = encode(value, self.fmt)
+        except (ValueError, TypeError) as exc:  # a bug in a payload builder must not stop telemetry
+            self.unencodable += 1
+            log.error("telemetry payload not encodable", extra={"topic": topic, "error": str(exc)})
+            return
+        self.link.publish(topic, payload, retain=retain)
 
     # --- connector observer -------------------------------------------------------------------
 
@@ -67,9 +76,17 @@ class MqttTelemetry:
                 self._starts[(connector.id, e.local_id)] = (wh, now)
                 self._pending.setdefault(connector.id, []).append(payloads.session_started(connector.id, e, now, wh))
             elif isinstance(e, TransactionStopped):
-                start_wh, started_at = self._starts.pop((connector.id, e.local_id), (None, None))
+                known = self._starts.pop((connector.id, e.local_id), None)
+                start_wh, started_at = known if known is not None else self._start_from_log(connector.id, e.local_id)
                 self._pending.setdefault(connector.id, []).append(payloads.session_stopped(
                     connector.id, e, now, meter_stop_wh=wh, meter_start_wh=start_wh, started_at=started_at))
+
+    def _start_from_log(self, connector: int, local_id: int) -> tuple[float | None, datetime | None]:
+        """A transaction started before a restart (stopped with PowerLoss after it): its start as billed."""
+        record = self.transactions.get(connector, local_id) if self.transactions is not None else None
+        if record is None:
+            return None, None
+        return float(record.meter_start_wh), datetime.fromisoformat(record.started_at)
 
     async def notify(self, connector: ConnectorController, effects: list[Effect]) -> None:
         for e in effects:
@@ -142,7 +159,8 @@ class MqttTelemetry:
         stats = self.link.buffer.stats()
         return {"uptime_s": round(time.monotonic() - self._started, 1),
                 "mqtt": {"queued": stats.queued, "dropped": stats.dropped, "published": stats.published,
-                         "connects": self.link.connects, "rejected_commands": self.rejected},
+                         "connects": self.link.connects, "rejected_commands": self.rejected,
+                         "unencodable": self.unencodable},
                 "failsafe": self.site.failsafe_active, **self.health(),
                 "ts": utcnow().isoformat(timespec="milliseconds")}
 
