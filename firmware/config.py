@@ -442,6 +442,9 @@ def _parse_mqtt(root: _Reader, connectors: list[ConnectorConfig], cp_id: str) ->
     discovery = m._get("discovery", bool, "true or false", True, False)
     site_limits = m._get("site_limits", bool, "true or false", True, False)
     local_availability = m._get("local_availability", bool, "true or false", False, False)
+    if timeout is not None and not site_limits:
+        raise m.fail("failsafe_timeout_s", "no fail-safe when site_limits is false (no energy manager could ever "
+                     "release it)", timeout)
     return MqttConfig(
         host=str(parts.hostname), port=port if port is not None else (8883 if tls else 1883), tls=tls,
         username=username, password=password, ca_file=ca_file, client_id=client_id,

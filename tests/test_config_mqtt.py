@@ -90,6 +90,7 @@ def test_ca_file_must_exist_and_needs_mqtts(tmp_path: Path) -> None:
     ("failsafe_timeout_s = 60", "", "mqtt.failsafe_timeout_s: expected to be set together with failsafe_limit_a"),
     ("failsafe_timeout_s = 60", "failsafe_timeout_s = 0", "mqtt.failsafe_timeout_s: expected a number from 1.0"),
     ('username = "charger"', "", "mqtt.password: expected to be set only together with username; got '***'"),
+    ('base_topic = "site/evse"', "site_limits = false", "mqtt.failsafe_timeout_s: expected no fail-safe when"),
 ])
 def test_bad_mqtt_values(old: str, new: str, message: str) -> None:
     assert old in MQTT

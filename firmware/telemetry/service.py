@@ -56,6 +56,7 @@ class MqttTelemetry:
         self._pending: dict[int, list[dict[str, Any]]] = {}
         self._meter_sent: dict[int, datetime] = {}
         self._started = time.monotonic()
+        self.site.start()  # now: the fail-safe limit is in place before the connectors' first limit is applied
 
     def _publish(self, topic: str, value: Any, *, retain: bool = False) -> None:
         try:
@@ -181,7 +182,6 @@ class MqttTelemetry:
             await asyncio.sleep(self.config.health_interval_s)
 
     async def run(self) -> None:
-        self.site.start()
         tasks = [asyncio.create_task(coro, name=name) for coro, name in (
             (self.link.run(), "mqtt-link"), (self._meter_loop(), "mqtt-meter"),
             (self._health_loop(), "mqtt-health"), (self.site.watch(), "mqtt-failsafe"))]
