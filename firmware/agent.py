@@ -38,6 +38,7 @@ from firmware.session import (
 )
 from firmware.session.machine import mask_token
 from firmware.storage import Database
+from firmware.telemetry.service import MqttTelemetry
 from hal.events import EventStream
 from hal.interfaces import CardPresented as ReaderCard
 from hal.interfaces import DeviceFault, DeviceRecovered, MeterReading, utcnow
@@ -98,9 +99,8 @@ class Agent:
                 ctrl.observers.insert(0, self.ocpp)
         # effective current limits: rating, site (MQTT), later OCPP smart charging — the lowest wins
         self.limits = LimitApplier(self.connectors)
-        self.telemetry: Any = None  # MqttTelemetry when [mqtt] is configured (docs/mqtt.md)
+        self.telemetry: MqttTelemetry | None = None  # with [mqtt]: telemetry and site control (docs/mqtt.md)
         if config.mqtt is not None:
-            from firmware.telemetry.service import MqttTelemetry
             self.telemetry = MqttTelemetry(config, self.connectors, self.limits, health=self.health,
                                            transactions=self.ocpp.tlog if self.ocpp is not None else None)
         for ctrl in self.connectors.values():
