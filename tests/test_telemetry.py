@@ -254,3 +254,29 @@ def test_without_failsafe_site_limits_stay_until_changed() -> None:
     assert not site.check() and applier.limits.charger_limit == 40.0 and events == []
     site.set_limit(SetLimit(None, None))
     assert applier.limits.charger_limit is None
+
+
+def test_record_never_raises_into_the_billing_commit() -> None:
+    """``record`` runs inside the connector's durable commit: a telemetry failure must not roll billing back."""
+    from types import SimpleNamespace
+
+    from firmware.config import AgentConfig
+    from firmware.limit_applier import LimitApplier
+    from firmware.telemetry.service import MqttTelemetry
+
+    class BrokenLog:
+        def get(self, connector: int, local_id: int) -> None:
+            raise RuntimeError("boom")
+
+    ctrl = SimpleNamespace(id=1, config=SimpleNamespace(max_current_amps=32.0))
+    connectors: Any = {1: ctrl}
+    cfg = AgentConfig(path="a.toml", charge_point_id="CP", state_dir="/tmp",
+                      mqtt=MqttConfig(host="127.0.0.1", port=1))
+    telemetry = MqttTelemetry(cfg, connectors, LimitApplier(connectors), health=dict,
+                              transactions=BrokenLog())  # type: ignore[arg-type]
+    stopped = TransactionStopped(local_id=7, reason=StopReason.POWER_LOSS, trigger=Trigger.ABNORMAL_CONDITION,
+                                 id_token="04A1B2C3")
+    telemetry.record(ctrl, [stopped], None, datetime(2026, 1, 1, tzinfo=UTC))  # type: ignore[arg-type]
+    started = TransactionStarted(local_id=8, id_token="04A1B2C3", trigger=Trigger.AUTHORIZED)
+    telemetry.record(ctrl, [started], None, datetime(2026, 1, 1, tzinfo=UTC))  # type: ignore[arg-type]
+    assert [e["event"] for e in telemetry._pending[1]] == ["started"]

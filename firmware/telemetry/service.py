@@ -71,6 +71,14 @@ class MqttTelemetry:
 
     def record(self, connector: ConnectorController, effects: list[Effect], reading: MeterReading | None,
                now: datetime) -> None:
+        """Runs inside the billing commit: whatever goes wrong here must not roll it back."""
+        try:
+            self._record(connector, effects, reading, now)
+        except Exception:
+            log.exception("telemetry could not prepare session events", extra={"connector": connector.id})
+
+    def _record(self, connector: ConnectorController, effects: list[Effect], reading: MeterReading | None,
+                now: datetime) -> None:
         wh = None if reading is None else round(reading.energy_import_wh, 1)
         for e in effects:
             if isinstance(e, TransactionStarted):
