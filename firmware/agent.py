@@ -24,9 +24,11 @@ from firmware.connector import ConnectorController, restart_pending
 from firmware.exitcodes import ExitCode
 from firmware.hardware import ChargerHardware, ReaderHardware, build_hardware
 from firmware.identification import ConnectorView, route_card
+from firmware.limit_applier import LimitApplier
 from firmware.ocpp16.client import Ocpp16Client, session_config_from_keys
 from firmware.ocpp16.configuration import ConfigurationKeys
 from firmware.session import (
+    AvailabilityChanged,
     CardPresented,
     Effect,
     IdTokenRefused,
@@ -38,6 +40,7 @@ from firmware.session import (
 from firmware.session.machine import mask_token
 from firmware.storage import Database
 from firmware.systemd_notify import SystemdNotifier
+from firmware.telemetry.service import MqttTelemetry
 from hal.events import EventStream
 from hal.interfaces import CardPresented as ReaderCard
 from hal.interfaces import DeviceFault, DeviceRecovered, MeterReading, utcnow
@@ -97,6 +100,16 @@ class Agent:
                                      diagnostics=self.diagnostics, hardware=self.hardware_summary)
             for ctrl in self.connectors.values():
                 ctrl.observers.insert(0, self.ocpp)
+        # effective current limits: rating, site (MQTT), later OCPP smart charging — the lowest wins
+        self.limits = LimitApplier(self.connectors)
+        self.telemetry: MqttTelemetry | None = None  # with [mqtt]: telemetry and site control (docs/mqtt.md)
+        if config.mqtt is not None:
+            self.telemetry = MqttTelemetry(config, self.connectors, self.limits, health=self.health,
+                                           transactions=self.ocpp.tlog if self.ocpp is not None else None)
+        for ctrl in self.connectors.values():
+            ctrl.observers.append(self.limits)
+            if self.telemetry is not None:
+                ctrl.observers.append(self.telemetry)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -119,6 +132,12 @@ class Agent:
         return {"devices": {d.name: dataclasses.asdict(d.stats) for d in self.hardware.devices()},
                 "connectors": [c.describe() for c in self.connectors.values()],
                 "outbox": dataclasses.asdict(self.ocpp.tlog.stats()) if self.ocpp else None}
+
+    def health(self) -> dict[str, Any]:
+        """For the MQTT health message: the CSMS link, the outbox and the devices' link counters."""
+        return {"ocpp_connected": self.ocpp.online if self.ocpp is not None else None,
+                "outbox": dataclasses.asdict(self.ocpp.tlog.stats()) if self.ocpp else None,
+                "devices": {d.name: dataclasses.asdict(d.stats) for d in self.hardware.devices()}}
 
     def hardware_summary(self) -> dict[str, Any]:
         """The devices as commissioned (for the Hardware DataTransfer): drivers, models, ports, addresses."""
@@ -208,10 +227,16 @@ class Agent:
         reboot = restart_pending(self.db)
         for ctrl in self.connectors.values():
             await ctrl.start(reboot=reboot)
+            if "site" in ctrl.inoperative_by and not (self.config.mqtt and self.config.mqtt.local_availability):
+                # local availability control was switched off in the configuration: nobody could release it
+                await ctrl.handle(AvailabilityChanged(True), availability_source="site")
         if self.ocpp is not None:
             await self.ocpp.close_orphaned_transactions()
         for rh in self.hardware.readers:
             self._tasks.append(asyncio.create_task(self._serve_reader(rh), name=f"reader-{rh.reader.name}"))
+        self._tasks.append(asyncio.create_task(self.limits.run(), name="limits"))
+        if self.telemetry is not None:
+            self._tasks.append(asyncio.create_task(self.telemetry.run(), name="telemetry"))
         if self.ocpp is not None:
             self._tasks.append(asyncio.create_task(self.ocpp.run(), name="ocpp"))
             self._tasks.append(asyncio.create_task(self.ocpp.meter_values.run(), name="metering"))

@@ -10,11 +10,13 @@ shared by Modbus devices, each connector's board, meter and ratings, and the ide
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from firmware.authorization import DEFAULT_CACHE_CAPACITY
 from firmware.ocpp16.configuration import check_preset
@@ -100,6 +102,37 @@ class OcppConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    """The site's MQTT broker (telemetry and local control, docs/mqtt.md). Absent section: MQTT is off."""
+
+    host: str
+    port: int
+    tls: bool = False  # mqtts://
+    username: str | None = None
+    password: str | None = None  # never logged
+    ca_file: str | None = None  # mqtts: trust this CA instead of the system's
+    client_id: str = ""  # "" : evse-agent-<charge point id>
+    base_topic: str = "evse"
+    payload_format: str = "json"  # json | cbor
+    meter_interval_s: float = 10.0
+    health_interval_s: float = 60.0
+    buffer_size: int = 1000  # publishes kept while the broker is away (oldest dropped first, counted)
+    keepalive_s: int = 30
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    discovery: bool = True  # Home Assistant MQTT discovery
+    discovery_prefix: str = "homeassistant"
+    site_limits: bool = True  # accept site current limits
+    local_availability: bool = False  # accept availability on/off
+    failsafe_timeout_s: float | None = None  # energy manager silent this long: the fail-safe limit applies
+    failsafe_limit_a: float | None = None
+
+    def __repr__(self) -> str:  # keep the password out of any log or traceback
+        return (f"MqttConfig(host={self.host!r}, port={self.port}, tls={self.tls}, username={self.username!r}, "
+                f"password=***, base_topic={self.base_topic!r})")
+
+
+@dataclass(frozen=True)
 class Identity:
     """What the charger says about itself in BootNotification."""
 
@@ -121,6 +154,7 @@ class AgentConfig:
     readers: tuple[ReaderConfig, ...] = ()
     log_level: str = "INFO"
     max_queued_messages: int | None = None  # [storage]: cap on the outbox (None: bounded by the disk only)
+    mqtt: MqttConfig | None = None  # None: no site broker configured
 
 
 class _Reader:
@@ -196,7 +230,7 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", "valid TOML", str(exc)) from None
     root = _Reader(path, data, "")
-    root.reject_unknown({"charge_point", "storage", "logging", "buses", "connectors", "readers", "ocpp"})
+    root.reject_unknown({"charge_point", "storage", "logging", "buses", "connectors", "readers", "ocpp", "mqtt"})
 
     cp = root.table_("charge_point", required=True)
     assert cp is not None
@@ -301,7 +335,7 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
     return AgentConfig(path=path, charge_point_id=cp_id, state_dir=state_dir, ocpp=ocpp, identity=identity,
                        buses=buses,
                        connectors=tuple(connectors), readers=tuple(readers), log_level=log_level,
-                       max_queued_messages=max_queued)
+                       max_queued_messages=max_queued, mqtt=_parse_mqtt(root, connectors, cp_id))
 
 
 def _limited(t: _Reader, name: str, default: str, max_len: int) -> str:
@@ -348,6 +382,82 @@ def _parse_ocpp(root: _Reader, number_of_connectors: int) -> OcppConfig | None:
         reconnect_min_s=mn,
         reconnect_max_s=mx,
         authorization_cache_size=o.integer("authorization_cache_size", DEFAULT_CACHE_CAPACITY, lo=1, hi=1_000_000),
+    )
+
+
+def _mqtt_topic(t: _Reader, name: str, default: str) -> str:
+    value: str = t.text(name, default)
+    if not value or value.startswith("/") or value.endswith("/") or any(c in value for c in "+#\0"):
+        raise t.fail(name, "a non-empty MQTT topic without wildcards (+, #) or a leading/trailing '/'", value)
+    return value
+
+
+def _parse_mqtt(root: _Reader, connectors: list[ConnectorConfig], cp_id: str) -> MqttConfig | None:
+    m = root.table_("mqtt")
+    if m is None:
+        return None
+    if "+" in cp_id:  # it is a level of every topic: MQTT forbids wildcards in topic names
+        raise ConfigError(root.file, "charge_point.id", "no '+' when [mqtt] is configured (MQTT wildcard)", cp_id)
+    m.reject_unknown({"url", "username", "password", "ca_file", "client_id", "base_topic", "payload_format",
+                      "meter_interval_s", "health_interval_s", "buffer_size", "keepalive_s", "reconnect_min_s",
+                      "reconnect_max_s", "discovery", "discovery_prefix", "site_limits", "local_availability",
+                      "failsafe_timeout_s", "failsafe_limit_a"})
+    url: str = m.text("url", required=True)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        if port == 0:
+            raise ValueError("port 0")
+    except ValueError:
+        raise m.fail("url", "mqtt://HOST[:PORT] or mqtts://HOST[:PORT] with a port from 1 to 65535", url) from None
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or parts.path not in ("", "/") \
+            or parts.username is not None or parts.query:
+        raise m.fail("url", "mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (credentials go in username/password)", url)
+    tls = parts.scheme == "mqtts"
+    ca_file = m.text("ca_file", None)
+    if ca_file is not None and not tls:
+        raise m.fail("ca_file", "to be set only with an mqtts:// url", ca_file)
+    if ca_file is not None and not Path(ca_file).is_file():
+        raise m.fail("ca_file", "an existing CA certificate file (PEM)", ca_file)
+    username = m.text("username", None)
+    password = m.text("password", None)
+    if password is not None and username is None:
+        raise ConfigError(m.file, m.key("password"), "to be set only together with username", "***")
+    client_id: str = m.text("client_id", "")
+    if len(client_id) > 64:
+        raise m.fail("client_id", "at most 64 characters", client_id)
+    mn = m.number("reconnect_min_s", 1.0, lo=0.01, hi=3600.0)
+    mx = m.number("reconnect_max_s", 60.0, lo=0.01, hi=86400.0)
+    if mx < mn:
+        raise m.fail("reconnect_max_s", f"a number not below reconnect_min_s ({mn})", mx)
+    timeout = m.number("failsafe_timeout_s", None, lo=1.0, hi=86400.0)
+    total = sum(c.max_current_a for c in connectors)
+    limit = m.number("failsafe_limit_a", None, lo=0.0, hi=total)
+    if (timeout is None) != (limit is None):
+        missing = "failsafe_limit_a" if limit is None else "failsafe_timeout_s"
+        raise m.fail(missing, "to be set together with "
+                     + ("failsafe_timeout_s" if missing == "failsafe_limit_a" else "failsafe_limit_a"))
+    if limit is not None and not math.isfinite(limit):
+        raise m.fail("failsafe_limit_a", f"a number from 0.0 to {total}", limit)
+    discovery = m._get("discovery", bool, "true or false", True, False)
+    site_limits = m._get("site_limits", bool, "true or false", True, False)
+    local_availability = m._get("local_availability", bool, "true or false", False, False)
+    if timeout is not None and not site_limits:
+        raise m.fail("failsafe_timeout_s", "no fail-safe when site_limits is false (no energy manager could ever "
+                     "release it)", timeout)
+    return MqttConfig(
+        host=str(parts.hostname), port=port if port is not None else (8883 if tls else 1883), tls=tls,
+        username=username, password=password, ca_file=ca_file, client_id=client_id,
+        base_topic=_mqtt_topic(m, "base_topic", "evse"),
+        payload_format=m.text("payload_format", "json", choices=("json", "cbor")),
+        meter_interval_s=m.number("meter_interval_s", 10.0, lo=0.1, hi=3600.0),
+        health_interval_s=m.number("health_interval_s", 60.0, lo=0.1, hi=86400.0),
+        buffer_size=m.integer("buffer_size", 1000, lo=1, hi=1_000_000),
+        keepalive_s=m.integer("keepalive_s", 30, lo=5, hi=3600),
+        reconnect_min_s=mn, reconnect_max_s=mx,
+        discovery=discovery, discovery_prefix=_mqtt_topic(m, "discovery_prefix", "homeassistant"),
+        site_limits=site_limits, local_availability=local_availability,
+        failsafe_timeout_s=timeout, failsafe_limit_a=limit,
     )
 
 

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from firmware.hardware import ConnectorHardware
 from firmware.session import (
     AllowPower,
+    AvailabilityChanged,
     CancelTimer,
     Effect,
     FaultCleared,
@@ -65,6 +66,8 @@ from hal.interfaces import PilotChanged as BoardPilotChanged
 log = logging.getLogger(__name__)
 
 SNAPSHOT_KEY = "session.{}"
+#: Who holds the connector inoperative: {"csms": bool, "site": bool} (docs/mqtt.md, local availability).
+AVAILABILITY_KEY = "availability.{}"
 #: Board faults that stay latched on the board until the host asks to clear them.
 LATCHED_BOARD_FAULTS = frozenset({FaultCode.RCD_TRIP})
 #: How often a latched fault is retried while no EV is connected (the board refuses while the cause stays).
@@ -107,6 +110,7 @@ class ConnectorController:
         self._tasks: set[asyncio.Task[None]] = set()
         self._unplugged = asyncio.Event()  # pilot went to A: try clearing latched faults now
         self.machine = self._load_machine()
+        self.inoperative_by = self._load_availability_holds()
 
     def _load_machine(self) -> SessionMachine:
         raw = self._db.get_setting(SNAPSHOT_KEY.format(self.id))
@@ -121,6 +125,13 @@ class ConnectorController:
             return self._fresh_machine()
         self.restored = True
         return machine
+
+    def _load_availability_holds(self) -> set[str]:
+        raw = self._db.get_setting(AVAILABILITY_KEY.format(self.id))
+        if raw:
+            with contextlib.suppress(ValueError, TypeError):
+                return {source for source, operative in json.loads(raw).items() if operative is False}
+        return set() if self.machine.operative else {"csms"}  # before site control existed: the CSMS's
 
     def _fresh_machine(self) -> SessionMachine:
         """A new machine that continues this connector's transaction numbering: (connector, local id) keys the
@@ -166,9 +177,16 @@ class ConnectorController:
 
     # --- events in ------------------------------------------------------------------------------
 
-    async def handle(self, event: Event) -> list[Effect]:
-        """Feed one event to the machine and carry out what it asks. Serialized per connector."""
+    async def handle(self, event: Event, *, availability_source: str = "csms") -> list[Effect]:
+        """Feed one event to the machine and carry out what it asks. Serialized per connector.
+
+        Availability has two sources, the CSMS (ChangeAvailability) and the site (local control over
+        MQTT): the connector is operative only while neither holds it inoperative."""
         async with self._lock:
+            holds = set(self.inoperative_by)
+            if isinstance(event, AvailabilityChanged):
+                (holds.discard if event.operative else holds.add)(availability_source)
+                event = AvailabilityChanged(not holds)
             now = utcnow()
             effects = self.machine.handle(event, now)
             snapshot = json.dumps(self.machine.snapshot())
@@ -181,6 +199,9 @@ class ConnectorController:
             try:
                 with self._db.transaction():
                     self._db.put_setting(SNAPSHOT_KEY.format(self.id), snapshot)
+                    if holds != self.inoperative_by:
+                        self._db.put_setting(AVAILABILITY_KEY.format(self.id), json.dumps(
+                            {source: source not in holds for source in ("csms", "site")}))
                     if effects:
                         for observer in self.observers:
                             observer.record(self, effects, reading, now)
@@ -191,6 +212,7 @@ class ConnectorController:
                 if self.on_storage_failure is not None:
                     self.on_storage_failure(exc)
                 raise
+            self.inoperative_by = holds
             if not effects:
                 return effects
             for effect in effects:

@@ -171,6 +171,11 @@ class Ocpp16Client:
         self.auth = Authorizer(db, self._auth_settings, cache_capacity=config.ocpp.authorization_cache_size)
         keys.on_change(self._apply_key)
 
+    @property
+    def online(self) -> bool:
+        """Connected to the CSMS and accepted (for health reports)."""
+        return self._online.is_set()
+
     # --- connector observer -------------------------------------------------------------------
 
     def record(self, ctrl: ConnectorController, effects: list[Effect], reading: MeterReading | None,
