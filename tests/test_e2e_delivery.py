@@ -65,7 +65,7 @@ async def test_unanswered_stop_transaction_is_resent_after_reconnecting_and_not_
         await s.wait_until(lambda: len(s.calls("StopTransaction", mark)) == 2, 10, "StopTransaction sent again")
         first, second = s.calls("StopTransaction", mark)
         assert first.payload == second.payload
-        assert s.csms.state(CP_ID).connection_count > connections  # the silent link was dropped (once, or more under load)
+        assert s.csms.state(CP_ID).connection_count > connections  # the silent link was dropped (more under load)
         assert not s.calls("BootNotification", mark)  # a reconnect is not a reboot
         assert s.csms.state(CP_ID).transactions[tx_id].stop_count == 1
 
