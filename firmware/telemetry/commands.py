@@ -85,14 +85,9 @@ def parse_command(topic: str, payload: bytes, topics: Topics, rules: CommandRule
         return reject(f"payload too large ({len(payload)} bytes, at most {MAX_PAYLOAD_BYTES})")
     if kind == "available":
         return _availability(connector, payload, rules, reject)
-    try:
-        value = decode(payload, rules.payload_format)
-    except PayloadError as exc:
-        return reject(f"malformed payload: {exc}")
-    if isinstance(value, dict):
-        if set(value) != {"amps"}:
-            return reject(f"expected an object with exactly the key 'amps'; got keys {sorted(map(str, value))}")
-        value = value["amps"]
+    value = _value(payload, "amps", rules)
+    if isinstance(value, _Refusal):
+        return reject(value.reason)
     if value is None:
         return SetLimit(connector, None)
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -114,18 +109,30 @@ def _availability(connector: int | None, payload: bytes, rules: CommandRules,
     text = payload.strip()
     if text in (b"ON", b"OFF"):
         return SetAvailability(connector, text == b"ON")
-    try:
-        value = decode(payload, rules.payload_format)
-    except PayloadError as exc:
-        return reject(f"malformed payload: {exc}")
-    if isinstance(value, dict):
-        if set(value) != {"operative"}:
-            return reject(f"expected an object with exactly the key 'operative'; got keys "
-                          f"{sorted(map(str, value))}")
-        value = value["operative"]
+    value = _value(payload, "operative", rules)
+    if isinstance(value, _Refusal):
+        return reject(value.reason)
     if not isinstance(value, bool):
         return reject(f"operative: expected true, false, \"ON\" or \"OFF\"; got {_show(value)}")
     return SetAvailability(connector, value)
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    reason: str
+
+
+def _value(payload: bytes, key: str, rules: CommandRules) -> object:
+    """A command's value: the payload itself, or ``{key: value}`` with exactly that key."""
+    try:
+        value = decode(payload, rules.payload_format)
+    except PayloadError as exc:
+        return _Refusal(f"malformed payload: {exc}")
+    if isinstance(value, dict):
+        if set(value) != {key}:
+            return _Refusal(f"expected an object with exactly the key {key!r}; got keys {sorted(map(str, value))}")
+        return value[key]
+    return value
 
 
 def _show(value: object) -> str:
