@@ -65,8 +65,8 @@ async def test_agent_reconnects_over_a_silent_link_without_rebooting(tmp_path: P
             mark = s.mark()
             proxy.blackhole()
             await s.tap(CARD)  # the stop happens while the link is dead: it is queued
-            await s.wait_until(lambda: s.csms.state(CP_ID).connection_count > connections, 8, "a new connection")
-            stop = await s.wait_call("StopTransaction", since=mark, timeout_s=5)
+            await s.wait_until(lambda: s.csms.state(CP_ID).connection_count > connections, 15, "a new connection")
+            stop = await s.wait_call("StopTransaction", since=mark, timeout_s=10)
             assert stop.payload["transactionId"] == tx_id
             await s.wait_status(1, "Finishing", since=mark)
             assert not s.calls("BootNotification", mark)  # a new connection, not a reboot
