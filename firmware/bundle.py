@@ -32,6 +32,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from firmware.slots import sha256_file
+
 FORMAT = 1
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -88,14 +90,6 @@ class Manifest:
     @property
     def payload_bytes(self) -> int:
         return sum(f.size for f in self.files)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _safe_relative(path: str) -> bool:

@@ -139,7 +139,8 @@ def prepare_upload(root: str, sha256: str, size: int) -> dict[str, Any]:
     return {"path": str(part), "offset": offset}
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (also the bundle's file hashes: firmware/bundle.py)."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
@@ -186,7 +187,7 @@ def install(root: str, sha256: str, size: int) -> dict[str, Any]:
         got = part.stat().st_size if part.is_file() else 0
         raise SlotError("incomplete", f"the bundle on the controller is incomplete ({got} of {size} bytes): "
                         "run flash again to resume")
-    if _sha256(part) != sha256:
+    if sha256_file(part) != sha256:
         part.unlink()
         raise SlotError("corrupt", "the bundle on the controller does not match the verified bundle (SHA-256): "
                         "the copy was damaged in transfer and has been deleted; run flash again")
