@@ -91,7 +91,6 @@ class Agent:
             hw = self.hardware.connectors[c.id]
             session = session_config_from_keys(SessionConfig(max_current_amps=c.max_current_a), self.keys)
             ctrl = ConnectorController(hw, session, self.db)
-            ctrl.on_storage_failure = self._storage_failed
             ctrl.observers.append(status_log)
             self.connectors[c.id] = ctrl
         self.ocpp: Ocpp16Client | None = None

@@ -104,7 +104,6 @@ class ConnectorController:
         self.latest_reading: MeterReading | None = None
         self.restored = False
         # called when the database fails while handling an event (disk full, I/O error): the agent stops
-        self.on_storage_failure: Callable[[Exception], None] | None = None
         self._lock = asyncio.Lock()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -206,11 +205,10 @@ class ConnectorController:
                         for observer in self.observers:
                             observer.record(self, effects, reading, now)
             except sqlite3.Error as exc:
-                # nothing was switched; without a database no billing data can be kept, so the agent stops
+                # nothing was switched; without a database no billing data can be kept: Database.on_failure has
+                # already told the agent, which stops with 74
                 log.critical("storage failed while handling an event", extra={
                     "connector": self.id, "db": str(self._db.path), "error": str(exc)})
-                if self.on_storage_failure is not None:
-                    self.on_storage_failure(exc)
                 raise
             self.inoperative_by = holds
             if not effects:

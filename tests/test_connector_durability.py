@@ -171,7 +171,7 @@ async def test_latest_reading_never_goes_back_in_time(tmp_path: Path) -> None:
 async def test_a_failing_database_is_reported_so_the_agent_can_stop(tmp_path: Path) -> None:
     ctrl, _, _, _ = make(tmp_path)
     failures: list[Exception] = []
-    ctrl.on_storage_failure = failures.append
+    ctrl._db.on_failure = failures.append  # what the agent hooks to stop with 74
 
     class DiskFull(Billing):
         def record(self, ctrl: ConnectorController, effects: list[Effect], reading: MeterReading | None,
