@@ -64,7 +64,8 @@ class LinkRefused(Exception):
 
 class OcppLink:
     """Keeps a WebSocket to the CSMS. ``run(session)`` calls ``session(connection)`` for each
-    connection and returns to reconnecting when it ends (closed by either side or stale)."""
+    connection and returns to reconnecting when it ends: closed by either side, stale, or failed with any
+    exception (logged with its traceback) — only cancellation ends ``run``."""
 
     def __init__(self, base_url: str, identity: str, subprotocol: str, *, password: str | None = None,
                  backoff: Backoff | None = None, ping_interval_s: float | None = 60.0,
@@ -84,6 +85,7 @@ class OcppLink:
         self.connected = asyncio.Event()
         self.connections = 0  # successful connections so far
         self.failures = 0  # failed connection attempts so far
+        self.session_failures = 0  # sessions that ended with an exception of ours (each logged with its traceback)
 
     def set_ping_interval(self, seconds: float) -> None:
         """Applies from the next connection (0 disables pings)."""
@@ -133,6 +135,9 @@ class OcppLink:
             except websockets.exceptions.ConnectionClosed as exc:
                 log.warning("CSMS connection closed", extra={"code": exc.rcvd.code if exc.rcvd else None,
                                                              "reason": exc.rcvd.reason if exc.rcvd else ""})
+            except Exception:  # a fault of ours in the session: never a reason to stay off the CSMS
+                self.session_failures += 1
+                log.exception("OCPP session failed; reconnecting", extra={"url": self.url})
             finally:
                 self.connected.clear()
                 await conn.close()

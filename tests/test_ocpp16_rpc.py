@@ -136,3 +136,21 @@ async def test_oversized_frame_gets_formation_violation(link: tuple[Server, Slow
     assert answer[0] == 4 and answer[2] == "FormationViolation" and "exceeds" in answer[3]
     await server.conn.send('[2,"after","ChangeConfiguration",{"key":"K","value":"v"}]')
     assert (await server.expect("after"))[0] == 3  # and the link goes on
+
+
+def test_frames_beyond_the_json_limits_never_raise() -> None:
+    # 2,000 nested arrays (4 KB): no id to answer to
+    assert classify_frame("[" * 2000 + "]" * 2000) == (None, None)
+    # a CALL whose id is readable gets FormationViolation
+    decoded, error = classify_frame('[2,"deep","DataTransfer",{"vendorId":"x","data":' + "[" * 2000 + "]" * 2000 + "}]")
+    assert decoded is None and error is not None
+    assert (error.unique_id, error.error_code) == ("deep", "FormationViolation")
+    _, error = classify_frame('[2,"big","Reset",{"type":' + "9" * 5000 + "}]")
+    assert error is not None and error.error_code == "FormationViolation"
+    _, error = classify_frame('[2,"sur","Authorize",{"idTag":"\\udfff"}]')
+    assert error is not None and "surrogate" in error.error_description
+    # results and errors of the wrong shape are dropped, not queued for a waiting call
+    assert classify_frame('[3,"id",[1]]') == (None, None)
+    assert classify_frame('[4,"id",1,"x",{}]') == (None, None)
+    assert classify_frame('[4,"id","GenericError","x",null]')[0] == [4, "id", "GenericError", "x", {}]
+    assert classify_frame(b"\xff\xfe") == (None, None)

@@ -35,10 +35,13 @@ from typing import Any, TypeVar, cast
 
 from jsonschema.exceptions import best_match
 from ocpp.exceptions import OCPPError
-from ocpp.messages import Call, CallError, MessageType, get_validator, validate_payload
+from ocpp.messages import Call, CallError, CallResult, MessageType, get_validator, validate_payload
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint as _LibChargePoint
 from ocpp.v16.enums import Action
+from websockets.exceptions import ConnectionClosed
+
+from firmware import bounded_json
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +96,11 @@ def schema_violation(action: str, payload: dict[str, Any]) -> tuple[str, str] | 
         validator = get_validator(MessageType.Call, action, "1.6", parse_float=Decimal if decimal else float)
     except (OSError, ValueError):
         return None  # no schema for it: the action check answers it
-    instance = json.loads(json.dumps(payload), parse_float=Decimal) if decimal else payload
-    error = best_match(validator.iter_errors(instance))
+    try:
+        instance = json.loads(json.dumps(payload), parse_float=Decimal) if decimal else payload
+        error = best_match(validator.iter_errors(instance))
+    except (ArithmeticError, ValueError):  # e.g. multipleOf on 1e999999: no decimal context holds it
+        return "PropertyConstraintViolation", "payload: a number is out of the range this charge point handles"
     if error is None:
         return None
     where = ".".join(str(p) for p in error.absolute_path) or "payload"
@@ -109,6 +115,13 @@ SEEN_IDS_KEPT = 4096
 _LEADING_CALL_ID = re.compile(r'\A\s*\[\s*2\s*,\s*"([^"\\]{1,64})"')
 
 
+def _excerpt(raw: str | bytes) -> str:
+    """The start of a frame for a log line: printable, short, whatever the frame holds."""
+    head = raw[:200]
+    text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _leading_call_id(raw: str | bytes) -> str | None:
     """The unique id of a CALL, read from the first bytes only (for frames too big to parse)."""
     head = raw[:200].decode("utf-8", "replace") if isinstance(raw, bytes) else raw[:200]
@@ -119,16 +132,25 @@ def _leading_call_id(raw: str | bytes) -> str | None:
 def classify_frame(raw: str | bytes) -> tuple[Any, CallError | None]:
     """Parse one frame. Returns ``(decoded list, None)`` for a well-formed frame, or ``(None, error)``
     when the frame is a CALL we can answer with a CALLERROR, or ``(None, None)`` when it cannot or must
-    not be answered (no readable unique id; an unknown MessageTypeId, OCPP-J 1.6 §4.1.3)."""
+    not be answered (no readable unique id; an unknown MessageTypeId, OCPP-J 1.6 §4.1.3).
+
+    Never raises: the frame comes from outside. Text that is not JSON is not answered (as the library does);
+    JSON beyond :mod:`firmware.bounded_json`'s limits (nesting, a number's length, lone surrogates) is a
+    FormationViolation when the CALL's id can be read from its first bytes, as for an oversized frame."""
     try:
-        msg = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        msg = bounded_json.loads(raw)
+    except bounded_json.NotJson:
         return None, None
+    except bounded_json.LimitExceeded as exc:
+        unique_id = _leading_call_id(raw)
+        if unique_id is None:
+            return None, None
+        return None, CallError(unique_id, "FormationViolation", f"message is not valid OCPP-J: {exc}", {})
     if not isinstance(msg, list) or len(msg) < 3 or not isinstance(msg[1], str):
         return None, None
     unique_id = msg[1]
     kind = msg[0]
-    if kind == MessageType.Call:
+    if kind == MessageType.Call and not isinstance(kind, bool):
         if len(msg) != 4 or not isinstance(msg[2], str):
             return None, CallError(unique_id, "ProtocolError", "CALL must be [2, id, action, payload]", {})
         if msg[3] is None:
@@ -136,11 +158,14 @@ def classify_frame(raw: str | bytes) -> tuple[Any, CallError | None]:
         if not isinstance(msg[3], dict):
             return None, CallError(unique_id, "FormationViolation", "payload must be a JSON object", {})
         return msg, None
-    if kind == MessageType.CallResult and len(msg) == 3:
+    if kind == MessageType.CallResult and not isinstance(kind, bool) and len(msg) == 3:
         if msg[2] is None:
             msg[2] = {}
-        return msg, None
-    if kind == MessageType.CallError and len(msg) == 5:
+        return (msg, None) if isinstance(msg[2], dict) else (None, None)
+    if (kind == MessageType.CallError and not isinstance(kind, bool) and len(msg) == 5
+            and isinstance(msg[2], str) and isinstance(msg[3], str)):
+        if msg[4] is None:
+            msg[4] = {}
         return msg, None
     return None, None  # a malformed result/error (nobody to answer), or an unknown MessageTypeId (§4.1.3)
 
@@ -172,11 +197,20 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
         self._closed = asyncio.Event()  # the receive loop ended: outstanding CALLs fail at once
 
     async def start(self) -> None:
-        """Receive until the connection closes. Incoming CALLs run concurrently with the loop."""
+        """Receive until the connection closes. Incoming CALLs run concurrently with the loop.
+
+        Only the connection ending ends this loop: a frame that cannot be handled for any other reason is
+        logged with its traceback and counted (a fault of ours, never a reason to go deaf)."""
         try:
             while True:
                 raw = await self._connection.recv()
-                await self._dispatch(raw)
+                try:
+                    await self._dispatch(raw)
+                except ConnectionClosed:
+                    raise
+                except Exception:
+                    self.malformed_frames += 1
+                    log.exception("OCPP frame not handled", extra={"frame": _excerpt(raw)})
         finally:
             self._closed.set()
             for task in list(self._handlers):
@@ -196,7 +230,8 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
         decoded, error = classify_frame(raw)
         if decoded is None:
             self.malformed_frames += 1
-            log.warning("malformed OCPP frame", extra={"frame": str(raw)[:200], "answered": error is not None})
+            log.warning("malformed OCPP frame", extra={"frame": _excerpt(raw), "answered": error is not None,
+                                                       "error": error.error_description if error else None})
             if error is not None:
                 await self._send(error.to_json())
             return
@@ -213,16 +248,33 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
             self._seen_ids[unique_id] = None
             if len(self._seen_ids) > SEEN_IDS_KEPT:
                 self._seen_ids.pop(next(iter(self._seen_ids)))
-            task = asyncio.create_task(self._handle_call_safely(Call(*decoded[1:])))
+            task = asyncio.create_task(self._answer_call(Call(*decoded[1:])))
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
+        elif decoded[0] == MessageType.CallResult:
+            self._response_queue.put_nowait(CallResult(decoded[1], decoded[2]))
         else:
-            await self.route_message(json.dumps(decoded))
+            self._response_queue.put_nowait(CallError(*decoded[1:]))
+
+    async def _answer_call(self, msg: Call) -> None:
+        """One incoming CALL, in its own task: whatever happens, it ends here (answered, or the link gone)."""
+        try:
+            await self._handle_call_safely(msg)
+        except ConnectionClosed:
+            log.info("connection closed before a CALL was answered", extra={"action": msg.action,
+                                                                             "unique_id": msg.unique_id[:36]})
+        except Exception:  # a fault of ours: logged, and the CSMS still gets an answer if the link allows
+            log.exception("CALL not handled", extra={"action": msg.action})
+            try:
+                await self._send(CallError(msg.unique_id, "InternalError", "handler failed", {}).to_json())
+            except Exception as exc:
+                log.warning("InternalError not sent", extra={"action": msg.action, "error": repr(exc)})
 
     async def _handle_call_safely(self, msg: Call) -> None:
         if msg.action not in _ACTIONS_16:
             await self._send(CallError(msg.unique_id, "NotImplemented", "Requested Action is not known by "
-                                       "receiver", {"cause": f"{msg.action} is not an OCPP 1.6 action"}).to_json())
+                                       "receiver", {"cause": f"{msg.action[:64]} is not an OCPP 1.6 action"}
+                                       ).to_json())
             return
         if "_on_action" not in self.route_map.get(msg.action, {}):
             await self._send(CallError(msg.unique_id, "NotSupported", "Requested Action is recognized but not "
@@ -240,6 +292,8 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
             await self._handle_call(msg)
         except OCPPError as error:
             await self._send(msg.create_call_error(error).to_json())
+        except ConnectionClosed:
+            raise
         except Exception:  # a handler bug must not take the connection down
             log.exception("handler failed", extra={"action": msg.action})
             await self._send(CallError(msg.unique_id, "InternalError", "handler failed", {}).to_json())
@@ -265,7 +319,10 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
         async with self._call_lock:
             if self._closed.is_set():
                 raise ConnectionLost(f"{action}: not connected")
-            await self._send(msg.to_json())
+            try:
+                await self._send(msg.to_json())
+            except ConnectionClosed as exc:  # the link died under us: expected, the message stays queued
+                raise ConnectionLost(f"{action}: connection closed while sending") from exc
             answer = asyncio.ensure_future(self._get_specific_response(msg.unique_id,
                                                                        timeout_s or self._response_timeout))
             closed = asyncio.ensure_future(self._closed.wait())
