@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -40,6 +42,7 @@ from firmware.session import (
 from firmware.session.machine import mask_token
 from firmware.storage import Database
 from firmware.systemd_notify import SystemdNotifier
+from firmware.task_supervisor import OnFailure, TaskSupervisor
 from firmware.telemetry.service import MqttTelemetry
 from hal.events import EventStream
 from hal.interfaces import CardPresented as ReaderCard
@@ -82,7 +85,9 @@ class Agent:
         self.exit_code = ExitCode.OK
         self.db = Database(Path(config.state_dir) / "agent.db")
         self.db.on_failure = self._storage_failed
-        self.hardware: ChargerHardware = build_hardware(config)
+        self.tasks = TaskSupervisor(self._task_failed)  # every long-running task, watched (docs/architecture.md)
+        self.callback_errors = 0  # exceptions in event-loop callbacks (serial reads, ...): faults of ours
+        self.hardware: ChargerHardware = build_hardware(config, spawn=self.tasks.spawn)
         presets = config.ocpp.presets if config.ocpp is not None else {}
         self.keys = ConfigurationKeys(self.db, len(config.connectors), presets=presets)
         self.connectors: dict[int, ConnectorController] = {}
@@ -96,7 +101,9 @@ class Agent:
         self.ocpp: Ocpp16Client | None = None
         if config.ocpp is not None:
             self.ocpp = Ocpp16Client(config, self.connectors, self.db, self.keys, request_exit=self.request_exit,
-                                     diagnostics=self.diagnostics, hardware=self.hardware_summary)
+                                     diagnostics=self.diagnostics, hardware=self.hardware_summary,
+                                     spawn=lambda coro, name: self.tasks.spawn(coro, name=name,
+                                                                               on_failure=OnFailure.OWNER))
             for ctrl in self.connectors.values():
                 ctrl.observers.insert(0, self.ocpp)
         # effective current limits: rating, site (MQTT), later OCPP smart charging — the lowest wins
@@ -110,7 +117,6 @@ class Agent:
             if self.telemetry is not None:
                 ctrl.observers.append(self.telemetry)
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
 
     def _storage_failed(self, exc: Exception) -> None:
         """The database failed under us (disk full, I/O error), wherever it was used: stop with 74, saying
@@ -121,6 +127,32 @@ class Agent:
         print(f"storage error: {self.db.path}: {exc}", file=sys.stderr)
         self.request_exit(ExitCode.STORAGE)
 
+    def _task_failed(self, name: str, error: BaseException | None) -> None:
+        """A task whose end the agent cannot repair ended (logged by the supervisor): exit 1, so that systemd
+        starts a fresh process that syncs the hardware from scratch."""
+        print(f"agent task {name} failed: {error!r}; exiting for a restart", file=sys.stderr)
+        self.request_exit(ExitCode.FAILURE)
+
+    def _callback_failed(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """An exception in an event-loop callback (a serial port's reader, a done-callback): no task owns it,
+        so it is logged here as the fault of ours it is, with its traceback, instead of asyncio's plain text."""
+        self.callback_errors += 1
+        error = context.get("exception")
+        log.error("unhandled error in a callback", exc_info=error if isinstance(error, BaseException) else None,
+                  extra={"message": str(context.get("message", "")), "callback_errors": self.callback_errors})
+
+    def _inject_fault(self) -> None:
+        """Test hook, only with ``EVSE_AGENT_FAULT_INJECTION=FILE``: on SIGUSR2, raise InjectedFault in the task
+        named in FILE (docs/architecture.md, "Supervised tasks")."""
+        path = os.environ.get("EVSE_AGENT_FAULT_INJECTION", "")
+        try:
+            name = Path(path).read_text().strip()
+        except OSError as exc:
+            log.warning("fault injection file unreadable", extra={"file": path, "error": str(exc)})
+            return
+        injected = self.tasks.inject(name)
+        log.warning("fault injected", extra={"task": name, "injected": injected, "tasks": self.tasks.names()})
+
     def request_exit(self, code: ExitCode = ExitCode.OK) -> None:
         if not self._stop.is_set() or code is ExitCode.STORAGE:  # the first reason stands; storage trumps all
             self.exit_code = code
@@ -130,13 +162,15 @@ class Agent:
         """Link counters of every device and each connector's state (for DataTransfer Diagnostics)."""
         return {"devices": {d.name: dataclasses.asdict(d.stats) for d in self.hardware.devices()},
                 "connectors": [c.describe() for c in self.connectors.values()],
-                "outbox": dataclasses.asdict(self.ocpp.tlog.stats()) if self.ocpp else None}
+                "outbox": dataclasses.asdict(self.ocpp.tlog.stats()) if self.ocpp else None,
+                "tasks": self.tasks.report(), "callbackErrors": self.callback_errors}
 
     def health(self) -> dict[str, Any]:
-        """For the MQTT health message: the CSMS link, the outbox and the devices' link counters."""
+        """For the MQTT health message: the CSMS link, the outbox, the devices' link counters and the tasks."""
         return {"ocpp_connected": self.ocpp.online if self.ocpp is not None else None,
                 "outbox": dataclasses.asdict(self.ocpp.tlog.stats()) if self.ocpp else None,
-                "devices": {d.name: dataclasses.asdict(d.stats) for d in self.hardware.devices()}}
+                "devices": {d.name: dataclasses.asdict(d.stats) for d in self.hardware.devices()},
+                "tasks": self.tasks.report(), "callback_errors": self.callback_errors}
 
     def hardware_summary(self) -> dict[str, Any]:
         """The devices as commissioned (for the Hardware DataTransfer): drivers, models, ports, addresses."""
@@ -200,12 +234,15 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_exit)
+        if os.environ.get("EVSE_AGENT_FAULT_INJECTION"):
+            loop.add_signal_handler(signal.SIGUSR2, self._inject_fault)
+        loop.set_exception_handler(self._callback_failed)
         notifier = SystemdNotifier()  # Type=notify + WatchdogSec in the unit (tools/flash.py installs it)
         try:
             await self._start()
             log.info("agent running")
             notifier.notify("READY=1")
-            self._tasks.append(asyncio.create_task(notifier.watchdog(), name="watchdog"))
+            self.tasks.start("watchdog", notifier.watchdog)
             await self._stop.wait()
         finally:
             # also after a failed start: whatever was started is stopped, so the process ends (and the
@@ -217,7 +254,7 @@ class Agent:
 
     async def _start(self) -> None:
         for device in self.hardware.devices():
-            self._tasks.append(asyncio.create_task(self._watch(device.events), name=f"watch-{device.name}"))
+            self.tasks.start(f"watch-{device.name}", functools.partial(self._watch, device.events))
         log.info("agent starting", extra={"charge_point_id": self.config.charge_point_id,
                                           "connectors": len(self.connectors), "readers": len(self.hardware.readers),
                                           "csms": self.config.ocpp.csms_url if self.config.ocpp else None,
@@ -232,13 +269,13 @@ class Agent:
         if self.ocpp is not None:
             await self.ocpp.close_orphaned_transactions()
         for rh in self.hardware.readers:
-            self._tasks.append(asyncio.create_task(self._serve_reader(rh), name=f"reader-{rh.reader.name}"))
-        self._tasks.append(asyncio.create_task(self.limits.run(), name="limits"))
+            self.tasks.start(f"reader-{rh.reader.name}", functools.partial(self._serve_reader, rh))
+        self.tasks.start("limits", self.limits.run)
         if self.telemetry is not None:
-            self._tasks.append(asyncio.create_task(self.telemetry.run(), name="telemetry"))
+            self.tasks.start("telemetry", self.telemetry.run)
         if self.ocpp is not None:
-            self._tasks.append(asyncio.create_task(self.ocpp.run(), name="ocpp"))
-            self._tasks.append(asyncio.create_task(self.ocpp.meter_values.run(), name="metering"))
+            self.tasks.start("ocpp", self.ocpp.run)
+            self.tasks.start("metering", self.ocpp.meter_values.run)
 
     async def _shutdown(self) -> None:
         """Each step runs even if an earlier one failed: the hardware must end up in its safe state."""
@@ -246,7 +283,7 @@ class Agent:
         if self.ocpp is not None:
             ocpp = self.ocpp
             steps.append(("drain", lambda: ocpp.drain(min(5.0, ocpp.response_timeout_s))))
-        steps.append(("tasks", self._cancel_tasks))
+        steps.append(("tasks", self.tasks.stop))
         if self.ocpp is not None:
             steps.append(("ocpp", self.ocpp.close))
         steps += [(f"connector {c.id}", c.close) for c in self.connectors.values()]
@@ -257,8 +294,3 @@ class Agent:
             except Exception:
                 log.exception("shutdown step failed", extra={"step": name})
         self.db.close()
-
-    async def _cancel_tasks(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -18,6 +18,7 @@ from hal.meter_modbus import ModbusMeter, load_register_map
 from hal.modbus_bus import ModbusBus
 from hal.pn532.driver import Pn532Reader
 from hal.rdm6300 import Rdm6300Reader
+from hal.tasks import Spawn, create_task
 
 log = logging.getLogger(__name__)
 
@@ -72,23 +73,24 @@ class ChargerHardware:
             await bus.close()
 
 
-def _board(c: ConnectorConfig, buses: dict[str, ModbusBus]) -> EvseBoard:
+def _board(c: ConnectorConfig, buses: dict[str, ModbusBus], spawn: Spawn) -> EvseBoard:
     name = f"board{c.id}"
     if c.board.driver == "ioboard":
         assert c.board.port is not None
-        return IoBoard(name, c.board.port, baudrate=c.board.baudrate or 115200)
+        return IoBoard(name, c.board.port, baudrate=c.board.baudrate or 115200, spawn=spawn)
     assert c.board.bus is not None
-    return EvseDinBoard(name, buses[c.board.bus], c.board.unit)
+    return EvseDinBoard(name, buses[c.board.bus], c.board.unit, spawn=spawn)
 
 
-def _reader(r: ReaderConfig, index: int) -> IdReader:
+def _reader(r: ReaderConfig, index: int, spawn: Spawn) -> IdReader:
     name = f"reader{index + 1}"
     if r.driver == "pn532":
-        return Pn532Reader(name, r.port, baudrate=r.baudrate or 115200)
-    return Rdm6300Reader(name, r.port, baudrate=r.baudrate or 9600)
+        return Pn532Reader(name, r.port, baudrate=r.baudrate or 115200, spawn=spawn)
+    return Rdm6300Reader(name, r.port, baudrate=r.baudrate or 9600, spawn=spawn)
 
 
-def build_hardware(config: AgentConfig) -> ChargerHardware:
+def build_hardware(config: AgentConfig, spawn: Spawn = create_task) -> ChargerHardware:
+    """``spawn`` starts the drivers' loops (the agent's task supervisor watches them)."""
     hw = ChargerHardware()
     for name, b in config.buses.items():
         hw.buses[name] = ModbusBus(b.port, baudrate=b.baudrate, parity=b.parity, stopbits=b.stopbits,
@@ -97,8 +99,9 @@ def build_hardware(config: AgentConfig) -> ChargerHardware:
         meter: EnergyMeter | None = None
         if c.meter is not None:
             meter = ModbusMeter(f"meter{c.id}", hw.buses[c.meter.bus], c.meter.unit,
-                                load_register_map(c.meter.model), poll_interval_s=c.meter.poll_interval_s)
-        hw.connectors[c.id] = ConnectorHardware(c.id, _board(c, hw.buses), meter, c.max_current_a, c.phases)
+                                load_register_map(c.meter.model), poll_interval_s=c.meter.poll_interval_s,
+                                spawn=spawn)
+        hw.connectors[c.id] = ConnectorHardware(c.id, _board(c, hw.buses, spawn), meter, c.max_current_a, c.phases)
     for i, r in enumerate(config.readers):
-        hw.readers.append(ReaderHardware(_reader(r, i), r.connectors))
+        hw.readers.append(ReaderHardware(_reader(r, i, spawn), r.connectors))
     return hw

@@ -45,6 +45,7 @@ from hal.interfaces import (
     PilotState,
 )
 from hal.modbus_bus import ModbusBus, ModbusExceptionResponse
+from hal.tasks import Spawn, create_task
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +256,9 @@ class EvseDinBoard:
     """
 
     def __init__(self, name: str, bus: ModbusBus, unit: int = DEFAULT_UNIT, *, poll_interval_s: float = 0.2,
-                 fail_after: int = 3, contactor_settle_s: float = 0.5) -> None:
+                 fail_after: int = 3, contactor_settle_s: float = 0.5, spawn: Spawn = create_task) -> None:
         self.name = name
+        self._spawn = spawn
         self.bus = bus
         self.unit = unit
         self.poll_interval_s = poll_interval_s
@@ -314,7 +316,7 @@ class EvseDinBoard:
         if self._task is None or self._task.done():
             self._settled.clear()
             await self._open_bus()
-            self._task = asyncio.create_task(self._run(), name=f"evse-din-{self.name}")
+            self._task = self._spawn(self._run(), name=f"evse-din-{self.name}")
         await self._settled.wait()
         if not self._answered:
             raise DeviceError(f"{self.name}: EVSE-DIN unit {self.unit} on {self._port()} {self._problem}")

@@ -42,6 +42,7 @@ from hal.registermap import (
     plan_reads,
     to_base_unit,
 )
+from hal.tasks import Spawn, create_task
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +114,13 @@ class ModbusMeter:
         *,
         poll_interval_s: float = 1.0,
         fail_after: int = 3,
+        spawn: Spawn = create_task,
     ) -> None:
         if poll_interval_s <= 0 or fail_after < 1:
             raise ValueError("poll_interval_s must be > 0 and fail_after >= 1")
         check_meter_map(register_map)
         self.name = name
+        self._spawn = spawn
         self.bus = bus
         self.unit = unit
         self.register_map = register_map
@@ -144,7 +147,7 @@ class ModbusMeter:
         if self._task is not None:
             return
         await self.bus.open()
-        self._task = asyncio.create_task(self._poll_loop(), name=f"meter-poll-{self.name}")
+        self._task = self._spawn(self._poll_loop(), name=f"meter-poll-{self.name}")
         log.info("meter %s: polling %s unit %d on %s every %.3fs in %d request(s)", self.name,
                  self.register_map.model, self.unit, self.bus.port, self.poll_interval_s, len(self.plan))
 

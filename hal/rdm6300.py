@@ -40,6 +40,7 @@ from hal.interfaces import (
     ReaderEvent,
 )
 from hal.serial_port import AsyncSerialPort
+from hal.tasks import Spawn, create_task
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,7 @@ class Rdm6300Reader:
         hold_s: float = 0.5,
         confirm_frames: int = 2,
         reopen_interval_s: float = 1.0,
+        spawn: Spawn = create_task,
     ) -> None:
         """``hold_s``: a tag not heard from for this long has left the field (the module repeats its
         frame every ~0.1-0.5 s while the tag is there). ``confirm_frames``: identical frames needed
@@ -182,6 +184,7 @@ class Rdm6300Reader:
             raise ValueError("confirm_frames must be >= 1")
         self.name = name
         self.port = port
+        self._spawn = spawn
         self.events: EventStream[ReaderEvent] = EventStream()
         self.stats = LinkStats()
         self._port = AsyncSerialPort(port, baudrate, name=name, on_data=self._on_data, on_lost=self._port_failed)
@@ -242,7 +245,7 @@ class Rdm6300Reader:
             log.error("rdm6300 %s: serial port %s failed: %s", self.name, self.port, exc)
             self.events.publish(DeviceFault(self.name, FaultCode.LINK_LOST, f"serial port failed: {exc}"))
         if self._reopen_task is None:
-            self._reopen_task = asyncio.create_task(self._reopen(), name=f"rdm6300-reopen:{self.name}")
+            self._reopen_task = self._spawn(self._reopen(), name=f"rdm6300-reopen:{self.name}")
 
     async def _reopen(self) -> None:
         while True:

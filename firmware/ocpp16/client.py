@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -143,8 +143,12 @@ class Ocpp16Client:
     def __init__(self, config: AgentConfig, connectors: dict[int, ConnectorController], db: Database,
                  keys: ConfigurationKeys, *, request_exit: Callable[[ExitCode], None],
                  diagnostics: Callable[[], dict[str, Any]] | None = None,
-                 hardware: Callable[[], dict[str, Any]] | None = None) -> None:
+                 hardware: Callable[[], dict[str, Any]] | None = None,
+                 spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]] | None = None) -> None:
+        """``spawn(coro, name)`` starts the workers of each connection (the agent's task supervisor lists them
+        and can inject faults; their ends are handled here: the connection is closed and the link reconnects)."""
         assert config.ocpp is not None
+        self._start_worker = spawn or (lambda coro, name: asyncio.create_task(coro, name=name))
         self.config = config
         self.identity = config.charge_point_id
         self.connectors = connectors
@@ -224,10 +228,10 @@ class Ocpp16Client:
         the link starts a clean session (resent queue, current statuses) instead of running half-dead."""
         cp = _ChargePoint(self, connection)
         self.cp = cp
-        receiver = asyncio.create_task(cp.start(), name="ocpp-receive")
+        receiver = self._start_worker(cp.start(), "ocpp-receive")
         workers: list[asyncio.Task[Any]] = []
         try:
-            boot = asyncio.create_task(self._boot(cp), name="ocpp-boot")
+            boot = self._start_worker(self._boot(cp), "ocpp-boot")
             done, _ = await asyncio.wait({receiver, boot}, return_when=asyncio.FIRST_COMPLETED)
             if receiver in done or isinstance(boot.exception(), ConnectionLost):
                 boot.cancel()
@@ -238,13 +242,13 @@ class Ocpp16Client:
             boot.result()
             self.statuses.connected()
             self._online.set()
-            workers = [asyncio.create_task(c, name=n) for c, n in (
+            workers = [self._start_worker(c, n) for c, n in (
                 (self.statuses.send(lambda action, payload: self._call(cp, action, payload)), "ocpp-status"),
                 (self.delivery.run(lambda action, payload: self._call(cp, action, payload)), "ocpp-outbox"),
                 (self._heartbeat(cp), "ocpp-heartbeat"))]
             extra = []
             if self._hardware is not None and not self._hardware_reported:
-                extra.append(asyncio.create_task(self._report_hardware(cp), name="ocpp-hardware"))
+                extra.append(self._start_worker(self._report_hardware(cp), "ocpp-hardware"))
             done, _ = await asyncio.wait({receiver, *workers}, return_when=asyncio.FIRST_COMPLETED)
             for task in done - {receiver}:
                 error = task.exception() if not task.cancelled() else None

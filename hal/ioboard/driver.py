@@ -75,6 +75,7 @@ from hal.ioboard.messages import (
     encode_message,
 )
 from hal.serial_port import AsyncSerialPort
+from hal.tasks import Spawn, create_task
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +134,9 @@ class IoBoard:
     """:class:`hal.interfaces.EvseBoard` for our I/O board protocol (COBS + CBOR + CRC-32 on a UART)."""
 
     def __init__(self, name: str, port: str, *, baudrate: int = 115200, keepalive_s: float = 0.25,
-                 link_timeout_s: float = 1.0, contactor_settle_s: float = 0.5) -> None:
+                 link_timeout_s: float = 1.0, contactor_settle_s: float = 0.5, spawn: Spawn = create_task) -> None:
         self.name = name
+        self._spawn = spawn
         self.port = port
         self.baudrate = baudrate
         self.keepalive_s = keepalive_s
@@ -221,7 +223,7 @@ class IoBoard:
             raise
         self._started = True
         self._last_rx = time.monotonic()
-        self._tasks = [asyncio.create_task(coro, name=f"{self.name}-{what}") for what, coro in (
+        self._tasks = [self._spawn(coro, name=f"{self.name}-{what}") for what, coro in (
             ("keepalive", self._keepalive_loop()), ("supervise", self._supervise_loop()),
             ("resync", self._resync_loop()))]
         logger.info("%s: I/O board on %s up: protocol %d.%d, firmware %s, hardware %s, watchdog %d ms",

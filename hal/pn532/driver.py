@@ -57,6 +57,7 @@ from hal.pn532.codec import (
     parse_in_list_passive_target_a,
 )
 from hal.serial_port import AsyncSerialPort
+from hal.tasks import Spawn, create_task
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class Pn532Reader:
         retries: int = 2,
         max_nacks: int = 2,
         passive_activation_retries: int = 0x02,
+        spawn: Spawn = create_task,
     ) -> None:
         """``fail_after`` consecutive failed polls raise LINK_LOST; ``absent_after`` polls without a
         card end its presentation; ``retries`` is how often a command is sent again after a missing
@@ -108,6 +110,7 @@ class Pn532Reader:
             raise ValueError("fail_after and absent_after must be >= 1, retries >= 0")
         self.name = name
         self.port = port
+        self._spawn = spawn
         self.events: EventStream[ReaderEvent] = EventStream()
         self.stats = LinkStats()
         self.firmware: FirmwareVersion | None = None
@@ -151,7 +154,7 @@ class Pn532Reader:
         except DeviceError:
             self._close_port()
             raise
-        self._task = asyncio.create_task(self._run(), name=f"pn532:{self.name}")
+        self._task = self._spawn(self._run(), name=f"pn532:{self.name}")
 
     async def close(self) -> None:
         if self._task is not None:
