@@ -242,7 +242,8 @@ class Agent:
             await self._start()
             log.info("agent running")
             notifier.notify("READY=1")
-            self.tasks.start("watchdog", notifier.watchdog)
+            if notifier.enabled and notifier.watchdog_interval_s is not None:  # else it would return at once
+                self.tasks.start("watchdog", notifier.watchdog)
             await self._stop.wait()
         finally:
             # also after a failed start: whatever was started is stopped, so the process ends (and the

@@ -53,6 +53,7 @@ class Station:
         self._supervisor: asyncio.Task[None] | None = None
         self.restart_delay_s = 0.2
         self.extra_config = extra_config  # appended to the agent's TOML (e.g. an [mqtt] section)
+        self.agent_env: dict[str, str] = {}  # extra environment of the agent process
 
     async def __aenter__(self) -> Station:
         await self.charger.start()
@@ -88,7 +89,7 @@ class Station:
                                  since=since, timeout_s=timeout_s)
 
     async def _spawn(self) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.agent_env)
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "firmware", "run", "--config", str(self.config_path),
