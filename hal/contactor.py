@@ -26,6 +26,11 @@ class ContactorSupervisor:
         self._mismatch_since: float | None = None
         self._active: FaultCode | None = None
 
+    def deadline(self) -> float | None:
+        """When a running mismatch will have lasted ``settle_s`` (``update`` is due then), or None."""
+        return None if self._mismatch_since is None or self._active is not None else \
+            self._mismatch_since + self.settle_s
+
     @property
     def active_fault(self) -> FaultCode | None:
         return self._active

@@ -166,7 +166,8 @@ class IoBoard:
         # The permission to energize as the firmware last set it (re-sent on re-sync), and as the
         # board holds it as far as we know (None: an ALLOW_CONTACTOR got no answer, fate unknown).
         self._permission = False
-        self._board_permission: bool | None = False
+        self._supervise_wake = asyncio.Event()  # something the supervise loop checks has changed
+        self._board_permission_value: bool | None = False
         self._last_rx = 0.0
         self._link_lost = False
         self._last_board_seq: int | None = None
@@ -415,10 +416,32 @@ class IoBoard:
             if not self._lock.locked():  # a command in flight feeds the watchdog already
                 self._send_payload(encode_message(self._next_seq(), Keepalive()))
 
+    @property
+    def _board_permission(self) -> bool | None:
+        return self._board_permission_value
+
+    @_board_permission.setter
+    def _board_permission(self, value: bool | None) -> None:
+        self._board_permission_value = value
+        self._supervise_wake.set()  # the contactor's expected state may have changed
+
+    def _next_supervision(self, now: float) -> float:
+        """Seconds until something is due: the link timeout, a reopen of the port, a contactor mismatch's
+        settle time. The loop sleeps until then (or until a report or a permission change wakes it)
+        instead of ticking: an idle charger should not wake 20 times a second per board."""
+        due = [self._last_rx + self.link_timeout_s] if not self._link_lost else []
+        if not self._port.is_open:
+            due.append(self._next_reopen)
+        settle = self._supervisor.deadline()
+        if settle is not None:
+            due.append(settle)
+        return max(0.001, min(due) - now) if due else self.link_timeout_s
+
     async def _supervise_loop(self) -> None:
-        tick = min(0.05, self.link_timeout_s / 5)
         while True:
-            await asyncio.sleep(tick)
+            self._supervise_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._supervise_wake.wait(), self._next_supervision(time.monotonic()))
             now = time.monotonic()
             if not self._port.is_open and now >= self._next_reopen:
                 self._next_reopen = now + self.link_timeout_s
@@ -564,6 +587,7 @@ class IoBoard:
 
     def _on_state(self, report: StateReport) -> None:
         self._state = report
+        self._supervise_wake.set()
         if self._state_waiter is not None and not self._state_waiter.done():
             self._state_waiter.set_result(report)
         if report.pilot != self._pilot:
