@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import websockets
 from ocpp.routing import on
-from ocpp.v16 import call, call_result
+from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, ConfigurationStatus
 
 from firmware.ocpp16.rpc import RpcChargePoint, classify_frame, to_16_error_code
@@ -104,8 +104,8 @@ async def test_slow_handler_does_not_block_other_traffic(link: tuple[Server, Slo
     first = await server.expect("fast", wait_s=0.4)  # answered while "slow" is still running
     assert first[2] == {"status": "Accepted"}
     # and our own CALL gets its result while the slow handler runs
-    response = await asyncio.wait_for(cp.call(call.Heartbeat()), 0.4)
-    assert response.current_time == "2026-01-01T00:00:00Z"
+    response = await asyncio.wait_for(cp.call_raw("Heartbeat", {}), 0.4)
+    assert response == {"currentTime": "2026-01-01T00:00:00Z"}
     assert (await server.expect("slow"))[2] == {"status": "Accepted"}
 
 

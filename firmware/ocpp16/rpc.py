@@ -33,6 +33,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
+import ocpp.messages
 from jsonschema.exceptions import best_match
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, CallResult, MessageType, get_validator, validate_payload
@@ -44,6 +45,11 @@ from websockets.exceptions import ConnectionClosed
 from firmware import bounded_json
 
 log = logging.getLogger(__name__)
+
+# The library validates payloads in a thread-pool executor by default: for the small payloads of OCPP the
+# hand-over (a thread wake-up and the GIL passed back and forth, per message and per answer) costs more than the
+# validation itself — it halved the rate at which a backlog drains. Validated inline instead.
+ocpp.messages.ASYNC_VALIDATION = False
 
 #: OCPP-J 1.6 §4.2.3 error codes. Anything else leaving this charge point becomes GenericError.
 ERROR_CODES_16 = frozenset({
@@ -195,6 +201,9 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
         self._seen_ids: dict[str, None] = {}  # ids of CALLs received on this connection, oldest first
         self._handlers: set[asyncio.Task[None]] = set()
         self._closed = asyncio.Event()  # the receive loop ended: outstanding CALLs fail at once
+        # our CALL waiting for its answer, by unique id (OCPP-J: one at a time); answered from the receive loop
+        self._awaiting: dict[str, asyncio.Future[CallResult | CallError]] = {}
+        self.unmatched_answers = 0  # answers to no CALL of ours (late after a timeout, or never sent)
 
     async def start(self) -> None:
         """Receive until the connection closes. Incoming CALLs run concurrently with the loop.
@@ -213,6 +222,9 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
                     log.exception("OCPP frame not handled", extra={"frame": _excerpt(raw)})
         finally:
             self._closed.set()
+            for waiter in self._awaiting.values():
+                if not waiter.done():
+                    waiter.set_exception(ConnectionLost("connection closed before the answer came"))
             for task in list(self._handlers):
                 task.cancel()
 
@@ -251,10 +263,14 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
             task = asyncio.create_task(self._answer_call(Call(*decoded[1:])))
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
-        elif decoded[0] == MessageType.CallResult:
-            self._response_queue.put_nowait(CallResult(decoded[1], decoded[2]))
         else:
-            self._response_queue.put_nowait(CallError(*decoded[1:]))
+            waiter = self._awaiting.get(decoded[1])
+            if waiter is None or waiter.done():
+                self.unmatched_answers += 1
+                log.info("answer to no waiting CALL dropped", extra={"unique_id": decoded[1][:36]})
+                return
+            waiter.set_result(CallResult(decoded[1], decoded[2]) if decoded[0] == MessageType.CallResult
+                              else CallError(*decoded[1:]))
 
     async def _answer_call(self, msg: Call) -> None:
         """One incoming CALL, in its own task: whatever happens, it ends here (answered, or the link gone)."""
@@ -319,22 +335,17 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
         async with self._call_lock:
             if self._closed.is_set():
                 raise ConnectionLost(f"{action}: not connected")
+            waiter: asyncio.Future[CallResult | CallError] = asyncio.get_running_loop().create_future()
+            self._awaiting[msg.unique_id] = waiter
             try:
-                await self._send(msg.to_json())
-            except ConnectionClosed as exc:  # the link died under us: expected, the message stays queued
-                raise ConnectionLost(f"{action}: connection closed while sending") from exc
-            answer = asyncio.ensure_future(self._get_specific_response(msg.unique_id,
-                                                                       timeout_s or self._response_timeout))
-            closed = asyncio.ensure_future(self._closed.wait())
-            try:
-                await asyncio.wait({answer, closed}, return_when=asyncio.FIRST_COMPLETED)
+                try:
+                    await self._send(msg.to_json())
+                except ConnectionClosed as exc:  # the link died under us: expected, the message stays queued
+                    raise ConnectionLost(f"{action}: connection closed while sending") from exc
+                async with asyncio.timeout(timeout_s or self._response_timeout):
+                    response = await waiter
             finally:
-                closed.cancel()
-                if not answer.done():
-                    answer.cancel()
-            if answer.cancelled():
-                raise ConnectionLost(f"{action}: connection closed before the answer came")
-            response = answer.result()
+                del self._awaiting[msg.unique_id]
         if response.message_type_id == MessageType.CallError:
             raise CallErrorReceived(action, response.error_code, response.error_description, response.error_details)
         response.action = action

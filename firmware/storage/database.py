@@ -150,12 +150,18 @@ class Database:
             log.info("database migrated", extra={"db": str(self.path), "version": number})
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE … COMMIT; rolled back on any exception. Durable once the outermost block exits.
 
         Nested blocks join the outer one, so that callers can make several writes atomic together
         (the connector commits a session snapshot and the transaction records it implies as one unit:
-        a power cut leaves both or neither)."""
+        a power cut leaves both or neither).
+
+        ``durable=False`` commits without waiting for the disk (``synchronous=NORMAL`` for this commit): it
+        survives a crash or ``kill -9`` of the process, and the next durable commit makes it durable too, but a
+        power loss of the whole board before then may undo it — WAL keeps the order, so what is undone is a
+        tail of the most recent such commits, never a hole. Only for writes that may be redone: removing a
+        message the CSMS has already answered (undone, it is sent again: at-least-once delivery)."""
         with self._lock:
             if self._depth:
                 self._depth += 1
@@ -165,8 +171,11 @@ class Database:
                     self._depth -= 1
                 return
             try:
+                if not durable:
+                    self.conn.execute("PRAGMA synchronous=NORMAL")
                 self.conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
+                self._restore_durability(durable)
                 self._report(exc)
                 raise
             self._depth = 1
@@ -181,6 +190,13 @@ class Database:
                         self.conn.execute("ROLLBACK")
                 self._report(exc)
                 raise
+            finally:
+                self._restore_durability(durable)
+
+    def _restore_durability(self, durable: bool) -> None:
+        if not durable:
+            with suppress(sqlite3.Error):  # a failing database is reported by the statement that failed
+                self.conn.execute("PRAGMA synchronous=FULL")
 
     def _report(self, exc: BaseException) -> None:
         if self.on_failure is not None and isinstance(exc, sqlite3.Error) and is_storage_failure(exc):

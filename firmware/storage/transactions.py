@@ -251,8 +251,10 @@ class TransactionLog:
                            int(self.db.get_setting(DISCARDED_KEY) or 0), self.max_queued)
 
     def delivered(self, seq: int, transaction_id: tuple[int, int, int] | None = None) -> None:
-        """Drop a delivered message; for a StartTransaction, store the CSMS's id in the same commit."""
-        with self.db.transaction() as conn:
+        """Drop a delivered message; for a StartTransaction, store the CSMS's id in the same commit (durably).
+        A plain removal does not wait for the disk (``Database.transaction(durable=False)``): the CSMS has the
+        message, and if a power loss undoes the removal it is sent again, as at-least-once delivery allows."""
+        with self.db.transaction(durable=transaction_id is not None) as conn:
             if transaction_id is not None:
                 connector, local_id, tx_id = transaction_id
                 conn.execute("UPDATE transactions SET transaction_id = ? WHERE connector = ? AND local_id = ?",
