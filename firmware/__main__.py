@@ -78,8 +78,8 @@ def _check(args: argparse.Namespace, config: AgentConfig) -> int:
     """``selftest`` / ``healthcheck``: a report on stdout (table or JSON); 0 passed, 1 failed."""
     import json
 
-    from firmware.healthcheck import run_healthcheck
-    from firmware.selftest import format_table, run_selftest
+    from firmware.maintenance.healthcheck import run_healthcheck
+    from firmware.maintenance.selftest import format_table, run_selftest
 
     logging.getLogger().addHandler(logging.NullHandler())
     logging.getLogger().setLevel(logging.CRITICAL)  # drivers' complaints are in the report, not on the terminal

@@ -1,4 +1,4 @@
-"""Firmware bundles: signing and verification (firmware/bundle.py), on real files and real certificates."""
+"""Firmware bundles: signing and verification (firmware/maintenance/bundle.py), on real files and real certificates."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.bundle import (
+from firmware.maintenance.bundle import (
     BundleError,
     load_certificate,
     load_private_key,

@@ -5,7 +5,7 @@ constraints, as binary wheels for the controller's interpreter and machine (``pi
 ``--platform``/``--python-version`` build for another controller, e.g. ``manylinux2014_aarch64``).
 ``--wheels-from DIR`` takes them from a wheelhouse instead (offline builds, tests). Every requirement must
 have exactly its pinned wheel, and no wheel may need more than unpacking to install (no ``*.data``), which
-is how the controller installs them (firmware/slots.py).
+is how the controller installs them (firmware/maintenance/slots.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware.bundle import (
+from firmware.maintenance.bundle import (
     BundleError,
     Manifest,
     load_certificate,

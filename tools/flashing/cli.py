@@ -13,9 +13,9 @@ from typing import Any
 
 from cryptography import x509
 
-from firmware.bundle import BundleError, VerifiedBundle, verify_bundle
 from firmware.config import ConfigError, parse_config
-from firmware.selftest import SelftestReport, format_table
+from firmware.maintenance.bundle import BundleError, VerifiedBundle, verify_bundle
+from firmware.maintenance.selftest import SelftestReport, format_table
 from tools.flashing.build import build_bundle
 from tools.flashing.target import DirTarget, Progress, Target, TargetError, parse_target
 from tools.flashing.unit import (

@@ -1,7 +1,7 @@
 """Where the agent is installed: a controller over SSH, or a controller's root filesystem in a directory.
 
-Both run the same controller-side code (:mod:`firmware.slots`): over SSH its source is sent to the controller
-and run by the controller's Python (``python3 -S - OPERATION JSON``), with the system ``ssh`` client; for a
+Both run the same controller-side code (:mod:`firmware.maintenance.slots`): over SSH its source is sent to the
+controller and run by the controller's Python (``python3 -S - OPERATION JSON``), with the system ``ssh`` client; for a
 directory it is called in this process. A directory target is an SD card or a mounted image by default, where
 nothing can be *run* (no health check, no self-test); ``--local-exec`` says the directory is a root this
 machine can run (same architecture: a container image, a chroot, a test), and then commands run here.
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from firmware import slots
+from firmware.maintenance import slots
 
 SLOTS_SOURCE = Path(slots.__file__).read_bytes()
 CHUNK = 256 * 1024

@@ -3,7 +3,7 @@
 ``python -m firmware healthcheck --config FILE``, run from the slot being checked (tools/flash.py runs it on
 the controller after switching slots; the agent's own updater will do the same). Two stages:
 
-1. the self-test (:mod:`firmware.selftest`): every device answers and the CSMS accepts a connection;
+1. the self-test (:mod:`firmware.maintenance.selftest`): every device answers and the CSMS accepts a connection;
 2. the agent started as a real process, exactly as the systemd unit starts it, with ``$NOTIFY_SOCKET`` and
    ``$WATCHDOG_USEC`` pointing at a datagram socket of ours: it must say ``READY=1`` within the time limit,
    then keep pinging the watchdog and stay up for ``settle_s`` seconds. It is then stopped with SIGTERM.
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.config import AgentConfig
-from firmware.selftest import run_selftest
+from firmware.maintenance.selftest import run_selftest
 
 #: The watchdog interval the check asks for: short, so one check sees a few pings.
 WATCHDOG_USEC = 1_000_000

@@ -140,7 +140,7 @@ def prepare_upload(root: str, sha256: str, size: int) -> dict[str, Any]:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks (also the bundle's file hashes: firmware/bundle.py)."""
+    """Hex SHA-256 of a file, read in 1 MiB chunks (also the bundle's file hashes: firmware/maintenance/bundle.py)."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):

@@ -32,7 +32,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from firmware.slots import sha256_file
+from firmware.maintenance.slots import sha256_file
 
 FORMAT = 1
 MANIFEST = "manifest.json"
