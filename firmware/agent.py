@@ -27,8 +27,8 @@ from firmware.exitcodes import ExitCode
 from firmware.hardware import ChargerHardware, ReaderHardware, build_hardware
 from firmware.identification import ConnectorView, route_card
 from firmware.limit_applier import LimitApplier
-from firmware.ocpp16.client import Ocpp16Client, session_config_from_keys
-from firmware.ocpp16.configuration import ConfigurationKeys
+from firmware.ocpp.v16.client import Ocpp16Client, session_config_from_keys
+from firmware.ocpp.v16.configuration import ConfigurationKeys
 from firmware.session import (
     AvailabilityChanged,
     CardPresented,

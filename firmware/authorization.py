@@ -35,7 +35,7 @@ DEFAULT_CACHE_CAPACITY = 10_000
 #: LocalAuthListMaxLength: the most identifiers the Local Authorization List holds.
 LOCAL_AUTH_LIST_MAX_LENGTH = 10_000
 #: SendLocalListMaxLength: the most identifiers one SendLocalList.req may carry (about 100 bytes each, so a
-#: full request stays far below the 1 MiB frame limit of ``ocpp16.rpc``).
+#: full request stays far below the 1 MiB frame limit of ``firmware.ocpp.rpc``).
 SEND_LOCAL_LIST_MAX_LENGTH = 1_000
 #: Database setting holding the Local Authorization List's version (written with the list, atomically).
 LIST_VERSION_KEY = "authorization.local_list_version"

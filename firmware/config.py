@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from firmware.authorization import DEFAULT_CACHE_CAPACITY
-from firmware.ocpp16.configuration import check_preset
+from firmware.ocpp.v16.configuration import check_preset
 
 T = TypeVar("T")
 

@@ -161,7 +161,7 @@ def preset_problem(presets: dict[str, str], connectors: int) -> str | None:
     scratch database), or None. A bad preset would otherwise only show as an agent that keeps failing."""
     if not presets:
         return None
-    from firmware.ocpp16.configuration import ConfigurationKeys
+    from firmware.ocpp.v16.configuration import ConfigurationKeys
     from firmware.storage import Database
 
     with tempfile.TemporaryDirectory(prefix="evse-sim-check-") as scratch:

@@ -11,7 +11,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from firmware.ocpp16.mapping import timestamp
+from firmware.ocpp.v16.mapping import timestamp
 from firmware.storage import Database
 from firmware.storage.transactions import TransactionLog
 from tests.station import CP_ID, Station

@@ -9,7 +9,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from firmware.ocpp_link import Backoff, OcppLink
+from firmware.ocpp.link import Backoff, OcppLink
 from tests.station import CP_ID, Station
 from tests.tcp_proxy import BlackholeProxy
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.ocpp16.configuration import ChangeResult, ConfigurationKeys, KeyDefinition, KeyType
+from firmware.ocpp.v16.configuration import ChangeResult, ConfigurationKeys, KeyDefinition, KeyType
 from firmware.storage import Database
 
 CORE_REQUIRED = [

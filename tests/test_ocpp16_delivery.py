@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from firmware.ocpp16.delivery import LinkUnresponsive, OutboxDelivery, RetryPolicy
-from firmware.ocpp16.rpc import CallErrorReceived, ConnectionLost, InvalidResponse
+from firmware.ocpp.delivery import LinkUnresponsive, OutboxDelivery, RetryPolicy
+from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost, InvalidResponse
 from firmware.storage.database import Database
 from firmware.storage.transactions import OutboxMessage, TransactionLog
 

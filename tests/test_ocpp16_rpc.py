@@ -13,8 +13,8 @@ from ocpp.routing import on
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, ConfigurationStatus
 
-from firmware.ocpp16.rpc import RpcChargePoint, classify_frame, to_16_error_code
-from firmware.ocpp_link import MAX_WEBSOCKET_FRAME
+from firmware.ocpp.link import MAX_WEBSOCKET_FRAME
+from firmware.ocpp.rpc import RpcChargePoint, classify_frame, to_16_error_code
 
 
 class SlowChargePoint(RpcChargePoint):
@@ -127,7 +127,7 @@ async def test_duplicate_call_id_is_refused_not_executed_twice(link: tuple[Serve
 
 
 async def test_oversized_frame_gets_formation_violation(link: tuple[Server, SlowChargePoint]) -> None:
-    from firmware.ocpp16.rpc import MAX_FRAME_BYTES
+    from firmware.ocpp.rpc import MAX_FRAME_BYTES
 
     server, _ = link
     big = '[2,"big","DataTransfer",{"vendorId":"x","data":"' + "A" * MAX_FRAME_BYTES + '"}]'

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from firmware.ocpp16.status_hold import StatusHold
+from firmware.ocpp.v16.status_hold import StatusHold
 
 
 def status(connector: int, value: str) -> dict[str, Any]:

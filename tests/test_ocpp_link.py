@@ -8,7 +8,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from firmware.ocpp_link import Backoff, OcppLink, basic_auth_header, charge_point_url
+from firmware.ocpp.link import Backoff, OcppLink, basic_auth_header, charge_point_url
 
 
 def test_backoff_grows_with_jitter_within_bounds() -> None:

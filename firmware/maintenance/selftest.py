@@ -29,7 +29,7 @@ import websockets
 
 from firmware.config import AgentConfig
 from firmware.hardware import build_hardware
-from firmware.ocpp_link import LinkRefused, OcppLink, charge_point_url
+from firmware.ocpp.link import LinkRefused, OcppLink, charge_point_url
 from hal.interfaces import EnergyMeter, EvseBoard, IdReader
 from hal.pn532.driver import Pn532Reader
 

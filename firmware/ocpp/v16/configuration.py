@@ -122,7 +122,7 @@ def _core_keys(number_of_connectors: int) -> list[KeyDefinition]:
                       choices=m, max_items=CSL_MAX_LENGTH),
         KeyDefinition("MeterValuesSampledDataMaxLength", I, str(CSL_MAX_LENGTH), readonly=True),
         KeyDefinition("MeterValueSampleInterval", I, "60", minimum=0, maximum=day),
-        KeyDefinition("MinimumStatusDuration", I, "0", minimum=0, maximum=day),  # ocpp16/status_hold.py
+        KeyDefinition("MinimumStatusDuration", I, "0", minimum=0, maximum=day),  # v16/status_hold.py
         KeyDefinition("NumberOfConnectors", I, str(number_of_connectors), readonly=True),
         KeyDefinition("ResetRetries", I, "3", minimum=0, maximum=10),
         KeyDefinition("SendLocalListMaxLength", I, str(SEND_LOCAL_LIST_MAX_LENGTH), readonly=True),

@@ -2,16 +2,16 @@
 
 What it does, in the order a charger lives it:
 
-* keeps the WebSocket up (:class:`~firmware.ocpp_link.OcppLink`), and after a reboot sends
+* keeps the WebSocket up (:class:`~firmware.ocpp.link.OcppLink`), and after a reboot sends
   BootNotification until Accepted, honouring Pending/Rejected and their interval, sending nothing
   else meanwhile (it does answer the CSMS's requests, as §4.2 allows);
 * reports every connector's status (connector 0 too), with error codes from hardware faults, and the
-  current status of each after a reconnect (not the history) — :mod:`~firmware.ocpp16.status_report`;
+  current status of each after a reconnect (not the history) — :mod:`~firmware.ocpp.v16.status_report`;
 * turns the machines' transaction effects into StartTransaction / MeterValues / StopTransaction, kept
   in the durable outbox (:class:`~firmware.storage.transactions.TransactionLog`) and delivered strictly in
   order, the CSMS's transactionId substituted into queued messages when they are sent;
 * samples meter values per MeterValueSampleInterval and clock-aligned per ClockAlignedDataInterval, and
-  the transaction data StopTxnSampledData / StopTxnAlignedData ask for — :mod:`~firmware.ocpp16.meter_values`;
+  the transaction data StopTxnSampledData / StopTxnAlignedData ask for — :mod:`~firmware.ocpp.v16.meter_values`;
 * sends Heartbeat after HeartbeatInterval without other traffic;
 * serves the CSMS's Core requests by translating them into session events and the machines' answers
   back into confirmations.
@@ -35,11 +35,9 @@ from firmware.authorization import Authorizer, AuthSettings, IdTagInfo, Verdict
 from firmware.config import AgentConfig
 from firmware.connector import ConnectorController, reset_flag
 from firmware.exitcodes import ExitCode
-from firmware.ocpp16 import mapping
-from firmware.ocpp16.configuration import ChangeResult, ConfigurationKeys
-from firmware.ocpp16.delivery import LinkUnresponsive, OutboxDelivery, RetryPolicy
-from firmware.ocpp16.meter_values import MeterValuesReporter, energy_wh
-from firmware.ocpp16.rpc import (
+from firmware.ocpp.delivery import LinkUnresponsive, OutboxDelivery, RetryPolicy
+from firmware.ocpp.link import Backoff, OcppLink
+from firmware.ocpp.rpc import (
     CallErrorReceived,
     ConnectionLost,
     InvalidResponse,
@@ -47,8 +45,10 @@ from firmware.ocpp16.rpc import (
     after_answering,
     handles,
 )
-from firmware.ocpp16.status_report import StatusReporter
-from firmware.ocpp_link import Backoff, OcppLink
+from firmware.ocpp.v16 import mapping
+from firmware.ocpp.v16.configuration import ChangeResult, ConfigurationKeys
+from firmware.ocpp.v16.meter_values import MeterValuesReporter, energy_wh
+from firmware.ocpp.v16.status_report import StatusReporter
 from firmware.session import (
     AuthorizationResult,
     AuthPurpose,

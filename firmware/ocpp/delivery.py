@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from firmware.ocpp16.rpc import CallErrorReceived, InvalidResponse
+from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse
 from firmware.storage.transactions import OutboxMessage, TransactionLog
 
 log = logging.getLogger(__name__)

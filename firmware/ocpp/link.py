@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 #: WebSocket messages above this close the connection (1009) before they are buffered whole; OCPP frames
-#: between ``ocpp16.rpc.MAX_FRAME_BYTES`` and this get a CALLERROR instead.
+#: between ``firmware.ocpp.rpc.MAX_FRAME_BYTES`` and this get a CALLERROR instead.
 MAX_WEBSOCKET_FRAME = 4 << 20
 
 

@@ -2,7 +2,7 @@
 connector, and when.
 
 * A status change is reported while online; MinimumStatusDuration holds it back until it has lasted
-  (:class:`~firmware.ocpp16.status_hold.StatusHold`). Only news is sent: a new status or error code, or new
+  (:class:`~firmware.ocpp.v16.status_hold.StatusHold`). Only news is sent: a new status or error code, or new
   info — the session machine also reports plug-state changes alone, for which 1.6 has no field.
 * After each (re)connection the *current* status of connector 0 and of every connector is sent once, not
   the history of the offline period (§4.9).
@@ -20,10 +20,10 @@ from datetime import datetime
 from typing import Any
 
 from firmware.connector import ConnectorController
-from firmware.ocpp16 import mapping
-from firmware.ocpp16.configuration import ConfigurationKeys
-from firmware.ocpp16.rpc import CallErrorReceived, InvalidResponse
-from firmware.ocpp16.status_hold import StatusHold
+from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse
+from firmware.ocpp.v16 import mapping
+from firmware.ocpp.v16.configuration import ConfigurationKeys
+from firmware.ocpp.v16.status_hold import StatusHold
 from firmware.session import StatusChanged
 from firmware.session.status import ConnectorStatus
 from firmware.storage import Database

@@ -24,8 +24,8 @@ from typing import Any
 
 from firmware.connector import ConnectorController
 from firmware.metering import ReadingContext, Sample, next_aligned_time, samples_from_reading
-from firmware.ocpp16 import mapping
-from firmware.ocpp16.configuration import ConfigurationKeys
+from firmware.ocpp.v16 import mapping
+from firmware.ocpp.v16.configuration import ConfigurationKeys
 from firmware.storage.transactions import QueuedMessage, TransactionLog
 from hal.interfaces import FaultCode, MeterReading, utcnow
 

@@ -1,1 +1,0 @@
-"""OCPP 1.6J adapter: maps the version-agnostic charger model to OCPP 1.6 messages."""
