@@ -11,6 +11,7 @@ import sys
 from firmware.config import AgentConfig, ConfigError, load_config
 from firmware.exitcodes import ExitCode
 from firmware.logs import setup_logging
+from firmware.ocpp.presets import check_presets
 
 log = logging.getLogger("firmware")
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.OK if exc.code == 0 else ExitCode.USAGE
 
     try:
-        config = load_config(args.config)
+        config = check_presets(load_config(args.config))
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return ExitCode.CONFIG

@@ -21,12 +21,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from firmware.charger.card_routing import ConnectorView, route_card
+from firmware.charger.connector import ConnectorController, restart_pending
+from firmware.charger.limit_applier import LimitApplier
 from firmware.config import AgentConfig
-from firmware.connector import ConnectorController, restart_pending
 from firmware.exitcodes import ExitCode
 from firmware.hardware import ChargerHardware, ReaderHardware, build_hardware
-from firmware.identification import ConnectorView, route_card
-from firmware.limit_applier import LimitApplier
 from firmware.ocpp.v16.client import Ocpp16Client, session_config_from_keys
 from firmware.ocpp.v16.configuration import ConfigurationKeys
 from firmware.session import (

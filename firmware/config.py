@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from firmware.authorization import DEFAULT_CACHE_CAPACITY
-from firmware.ocpp.v16.configuration import check_preset
 
 T = TypeVar("T")
 
@@ -315,7 +314,7 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
         ))
     if not connectors:
         raise ConfigError(path, "connectors", "at least one [[connectors]] table")
-    ocpp = _parse_ocpp(root, len(connectors))
+    ocpp = _parse_ocpp(root)
     _check_unit_clashes(path, connectors)
 
     readers: list[ReaderConfig] = []
@@ -346,7 +345,7 @@ def _limited(t: _Reader, name: str, default: str, max_len: int) -> str:
     return value
 
 
-def _parse_ocpp(root: _Reader, number_of_connectors: int) -> OcppConfig | None:
+def _parse_ocpp(root: _Reader) -> OcppConfig | None:
     o = root.table_("ocpp")
     if o is None:
         return None
@@ -362,9 +361,6 @@ def _parse_ocpp(root: _Reader, number_of_connectors: int) -> OcppConfig | None:
             if not isinstance(value, str | int | bool) or isinstance(value, float):
                 raise pt.fail(key, "a string, integer or boolean", value)
             presets[key] = str(value).lower() if isinstance(value, bool) else str(value)
-            problem = check_preset(key, presets[key], number_of_connectors)
-            if problem is not None:
-                raise pt.fail(key, problem, value)
     password = o.text("password", None)
     if password is not None and not 16 <= len(password) <= 40:
         # OCPP 1.6 security whitepaper: AuthorizationKey is 16..40 characters; never echo it back

@@ -244,6 +244,7 @@ async def _run(args: argparse.Namespace, state_dir: Path, stop: asyncio.Event,
     import tomllib
 
     from firmware.config import ConfigError, parse_config
+    from firmware.ocpp.presets import check_presets
     from sim.charger import ChargerSpec, OcppSettings, SimulatedCharger
     from sim.control_api import ControlApi, ControlTargets
     from sim.csms_behaviour import BehaviourError
@@ -281,7 +282,7 @@ async def _run(args: argparse.Namespace, state_dir: Path, stop: asyncio.Event,
     config_path = state_dir / "agent.toml"
     text = charger.agent_config(str(state_dir), OcppSettings(csms_url, password, args.presets))
     try:
-        parse_config(text, str(config_path))
+        check_presets(parse_config(text, str(config_path)))
     except ConfigError as exc:
         print(f"python -m sim up: the agent configuration would be invalid: {exc}", file=sys.stderr)
         return EXIT_CONFIG

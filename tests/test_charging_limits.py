@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from firmware.charging_limits import ChargingLimits
+from firmware.charger.limits import ChargingLimits
 
 
 def test_no_limits_means_the_rating() -> None:

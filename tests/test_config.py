@@ -10,6 +10,7 @@ import pytest
 
 from firmware.config import ConfigError, load_config, parse_config
 from firmware.exitcodes import ExitCode
+from firmware.ocpp.presets import check_presets
 
 GOOD = """
 [charge_point]
@@ -139,7 +140,7 @@ def test_ocpp_section_and_presets() -> None:
 )
 def test_bad_ocpp_section(old: str, new: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
-        parse_config(OCPP.replace(old, new), "a.toml")
+        check_presets(parse_config(OCPP.replace(old, new), "a.toml"))  # what python -m firmware does
     assert str(info.value).startswith(message)
     assert "short" not in str(info.value)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from firmware.connector import SNAPSHOT_KEY, ConnectorController
+from firmware.charger.connector import SNAPSHOT_KEY, ConnectorController
 from firmware.hardware import ConnectorHardware
 from firmware.session import (
     AuthorizationResult,

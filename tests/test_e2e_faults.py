@@ -2,7 +2,7 @@
 
 An RCD trip on the I/O board while charging stops the transaction and reports Faulted/GroundFailure;
 the trip stays latched on the board and the agent clears it once the residual current has gone and
-no EV is connected (firmware/connector.py), so the connector comes back as Available. A silent
+no EV is connected (firmware/charger/connector.py), so the connector comes back as Available. A silent
 energy meter is reported as PowerMeterFailure while charging goes on (without meter values made up
 from its last reading), and the report clears when the meter answers again.
 """

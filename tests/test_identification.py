@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from firmware.identification import ConnectorView, route_card
+from firmware.charger.card_routing import ConnectorView, route_card
 from firmware.session.status import ConnectorStatus as S
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firmware.metering import ReadingContext, Sample, next_aligned_time, samples_from_reading
+from firmware.charger.metering import ReadingContext, Sample, next_aligned_time, samples_from_reading
 from hal.interfaces import MeterReading
 
 T0 = datetime(2026, 11, 27, 10, 7, 30, tzinfo=UTC)

@@ -208,7 +208,7 @@ def test_discovery_one_device_per_connector_with_its_entities() -> None:
 
 class _Applier:
     def __init__(self) -> None:
-        from firmware.charging_limits import ChargingLimits
+        from firmware.charger.limits import ChargingLimits
         self.limits = ChargingLimits({1: 32.0, 2: 32.0})
         self.changes = 0
 
@@ -260,8 +260,8 @@ def test_record_never_raises_into_the_billing_commit() -> None:
     """``record`` runs inside the connector's durable commit: a telemetry failure must not roll billing back."""
     from types import SimpleNamespace
 
+    from firmware.charger.limit_applier import LimitApplier
     from firmware.config import AgentConfig
-    from firmware.limit_applier import LimitApplier
     from firmware.telemetry.service import MqttTelemetry
 
     class BrokenLog:

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from firmware.charger.connector import ConnectorController
+from firmware.charger.limit_applier import LimitApplier
 from firmware.config import AgentConfig, MqttConfig
-from firmware.connector import ConnectorController
-from firmware.limit_applier import LimitApplier
 from firmware.session import AvailabilityChanged, Effect, StatusChanged, TransactionStarted, TransactionStopped
 from firmware.storage.transactions import TransactionLog
 from firmware.telemetry import payloads

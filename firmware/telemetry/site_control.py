@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from firmware.charger.limit_applier import LimitApplier
 from firmware.config import MqttConfig
-from firmware.limit_applier import LimitApplier
 from firmware.telemetry.commands import SetLimit
 
 log = logging.getLogger(__name__)

@@ -32,8 +32,8 @@ from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
 from firmware.authorization import Authorizer, AuthSettings, IdTagInfo, Verdict
+from firmware.charger.connector import ConnectorController, reset_flag
 from firmware.config import AgentConfig
-from firmware.connector import ConnectorController, reset_flag
 from firmware.exitcodes import ExitCode
 from firmware.ocpp.delivery import LinkUnresponsive, OutboxDelivery, RetryPolicy
 from firmware.ocpp.link import Backoff, OcppLink

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from firmware.metering import Sample
+from firmware.charger.metering import Sample
 from firmware.session.events import AuthStatus
 from hal.types import FaultCode
 

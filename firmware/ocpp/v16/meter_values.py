@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from firmware.connector import ConnectorController
-from firmware.metering import ReadingContext, Sample, next_aligned_time, samples_from_reading
+from firmware.charger.connector import ConnectorController
+from firmware.charger.metering import ReadingContext, Sample, next_aligned_time, samples_from_reading
 from firmware.ocpp.v16 import mapping
 from firmware.ocpp.v16.configuration import ConfigurationKeys
 from firmware.storage.transactions import QueuedMessage, TransactionLog

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from firmware.connector import ConnectorController
+from firmware.charger.connector import ConnectorController
 from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse
 from firmware.ocpp.v16 import mapping
 from firmware.ocpp.v16.configuration import ConfigurationKeys

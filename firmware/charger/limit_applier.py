@@ -1,4 +1,4 @@
-"""Applies :class:`~firmware.charging_limits.ChargingLimits` to the connectors' session machines.
+"""Applies :class:`~firmware.charger.limits.ChargingLimits` to the connectors' session machines.
 
 Whoever changes a limit (the site control over MQTT, later OCPP smart charging) changes the
 combiner and calls :meth:`LimitApplier.changed`; one worker then sends ``ChargingLimitChanged`` to
@@ -14,8 +14,8 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from firmware.charging_limits import ChargingLimits
-from firmware.connector import ConnectorController
+from firmware.charger.connector import ConnectorController
+from firmware.charger.limits import ChargingLimits
 from firmware.session import Effect, StatusChanged
 from firmware.session.events import ChargingLimitChanged
 from hal.interfaces import MeterReading

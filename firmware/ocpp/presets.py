@@ -1,0 +1,23 @@
+"""The ``[ocpp.presets]`` table checked against the configuration keys of the adapter it configures.
+
+The configuration layer cannot do it: it knows no adapter (a layer contract, docs/architecture.md). So every
+place that loads a configuration for use — ``python -m firmware`` (run, check-config, selftest, healthcheck),
+the simulator — calls :func:`check_presets` right after :func:`~firmware.config.load_config`; a bad preset is a
+configuration error naming the file and the key, exit 78, never a crash at start.
+"""
+
+from __future__ import annotations
+
+from firmware.config import AgentConfig, ConfigError
+from firmware.ocpp.v16.configuration import check_preset
+
+
+def check_presets(config: AgentConfig) -> AgentConfig:
+    """``config`` unchanged, or :class:`ConfigError` for the first preset its adapter would refuse."""
+    if config.ocpp is None:
+        return config
+    for key, value in config.ocpp.presets.items():
+        problem = check_preset(key, value, len(config.connectors))
+        if problem is not None:
+            raise ConfigError(config.path, f"ocpp.presets.{key}", problem, value)
+    return config
