@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from firmware.charger.card_routing import ConnectorView, route_card
 from firmware.charger.connector import ConnectorController, restart_pending
+from firmware.charger.coordinator import Coordinator
 from firmware.charger.limit_applier import LimitApplier
 from firmware.config import AgentConfig
 from firmware.exitcodes import ExitCode
@@ -31,7 +31,6 @@ from firmware.ocpp.v16.client import Ocpp16Client, session_config_from_keys
 from firmware.ocpp.v16.configuration import ConfigurationKeys
 from firmware.session import (
     AvailabilityChanged,
-    CardPresented,
     Effect,
     IdTokenRefused,
     SessionConfig,
@@ -46,7 +45,7 @@ from firmware.task_supervisor import OnFailure, TaskSupervisor
 from firmware.telemetry.service import MqttTelemetry
 from hal.events import EventStream
 from hal.interfaces import CardPresented as ReaderCard
-from hal.interfaces import DeviceFault, DeviceRecovered, MeterReading, utcnow
+from hal.interfaces import DeviceFault, MeterReading, utcnow
 
 log = logging.getLogger("firmware.agent")
 
@@ -98,10 +97,12 @@ class Agent:
             ctrl = ConnectorController(hw, session, self.db)
             ctrl.observers.append(status_log)
             self.connectors[c.id] = ctrl
+        self.coordinator = Coordinator(self.connectors, self.db)
         self.ocpp: Ocpp16Client | None = None
         if config.ocpp is not None:
             self.ocpp = Ocpp16Client(config, self.connectors, self.db, self.keys, request_exit=self.request_exit,
-                                     diagnostics=self.diagnostics, hardware=self.hardware_summary,
+                                     coordinator=self.coordinator, diagnostics=self.diagnostics,
+                                     hardware=self.hardware_summary,
                                      spawn=lambda coro, name: self.tasks.spawn(coro, name=name,
                                                                                on_failure=OnFailure.OWNER))
             for ctrl in self.connectors.values():
@@ -209,25 +210,12 @@ class Agent:
                     log.info("device event", extra=_event_fields(event))
 
     async def _serve_reader(self, rh: ReaderHardware) -> None:
-        served = rh.connectors or tuple(self.connectors)
+        """A reader's taps to the connector each belongs to (its faults are logged by _watch: a reader is not a
+        connector's fault)."""
         with rh.reader.events.subscribe() as sub:
             async for event in sub:
-                if isinstance(event, DeviceFault | DeviceRecovered):
-                    continue  # logged by _watch; the reader is not a connector's fault
-                if not isinstance(event, ReaderCard):
-                    continue
-                views = []
-                for cid in served:
-                    m = self.connectors[cid].machine
-                    tx, auth = m.transaction, m.authorization
-                    views.append(ConnectorView(cid, m.status, m.ev_connected,
-                                               tx.id_token if tx else None, tx.parent_id_token if tx else None,
-                                               auth.id_token if auth else None, m.cable_held_for))
-                target = route_card(event.uid, views)
-                if target is None:
-                    log.info("card not used: no connector can take it", extra={"reader": rh.reader.name})
-                    continue
-                await self.connectors[target].handle(CardPresented(event.uid))
+                if isinstance(event, ReaderCard):
+                    await self.coordinator.card_presented(event.uid, rh.connectors, rh.reader.name)
 
     async def run(self) -> ExitCode:
         loop = asyncio.get_running_loop()

@@ -217,7 +217,10 @@ def _check_transcript(s: Station, starts: list[float], without_id: int) -> None:
             stamps = [t for t, _ in series]
             values = [v for _, v in series]
             assert stamps == sorted(stamps), f"transaction {tx_id}: {name} out of time order"
-            assert len(set(stamps)) == len(stamps), f"transaction {tx_id}: {name} duplicated by timestamp"
+            assert len(set(stamps)) == len(stamps), (
+                f"transaction {tx_id}: {name} duplicated by timestamp (seed {SEED}): "
+                + "; ".join(f"seq {e.seq} {e.ts:%H:%M:%S.%f} {e.payload}" for e in messages if e.action == "MeterValues"
+                            and Counter(stamps)[e.payload["meterValue"][0]["timestamp"]] > 1))
             assert values == sorted(values), f"transaction {tx_id}: {name} energy not monotonic: {values}"
             assert all(meter_start <= v <= meter_stop for v in values), (
                 f"transaction {tx_id}: {name} outside [{meter_start}, {meter_stop}]: {values}")

@@ -174,6 +174,12 @@ class ConnectorController:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def configure(self, config: SessionConfig) -> None:
+        """New session settings (a configuration key changed). The machine's steps are synchronous and run
+        under the lock, so a step never sees half of a change: the next event uses the new settings."""
+        self.config = config
+        self.machine.config = config
+
     # --- events in ------------------------------------------------------------------------------
 
     async def handle(self, event: Event, *, availability_source: str = "csms") -> list[Effect]:

@@ -29,7 +29,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
@@ -37,7 +37,7 @@ import ocpp.messages
 from jsonschema.exceptions import best_match
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, CallResult, MessageType, get_validator, validate_payload
-from ocpp.routing import after, on
+from ocpp.routing import after, create_route_map, on
 from ocpp.v16 import ChargePoint as _LibChargePoint
 from ocpp.v16.enums import Action
 from websockets.exceptions import ConnectionClosed
@@ -195,8 +195,14 @@ class ConnectionLost(ConnectionError):
 class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
     """The ``ocpp`` library's 1.6 charge point with a non-blocking, robust receive loop."""
 
-    def __init__(self, cp_id: str, connection: Any, response_timeout: float = 30) -> None:
+    def __init__(self, cp_id: str, connection: Any, response_timeout: float = 30,
+                 handlers: Iterable[object] = ()) -> None:
+        """``handlers``: objects whose ``@handles`` / ``@after_answering`` methods serve incoming CALLs (one
+        feature module each), besides this class's own."""
         super().__init__(cp_id, connection, response_timeout=response_timeout, logger=log)
+        for feature in handlers:
+            for action, routes in create_route_map(feature).items():
+                self.route_map.setdefault(action, {}).update(routes)
         self.malformed_frames = 0
         self._seen_ids: dict[str, None] = {}  # ids of CALLs received on this connection, oldest first
         self._handlers: set[asyncio.Task[None]] = set()

@@ -20,17 +20,37 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware.charger.connector import ConnectorController
 from firmware.charger.metering import ReadingContext, Sample, next_aligned_time, samples_from_reading
 from firmware.ocpp.v16 import mapping
-from firmware.ocpp.v16.configuration import ConfigurationKeys
+from firmware.ocpp.v16.keys import CSL_MAX_LENGTH, DAY_S, SUPPORTED_MEASURANDS, KeyDefinition, KeyType
 from firmware.storage.transactions import QueuedMessage, TransactionLog
 from hal.interfaces import FaultCode, MeterReading, utcnow
 
+if TYPE_CHECKING:
+    from firmware.ocpp.v16.configuration import ConfigurationKeys
+
 #: A meter reading older than this is not sent as a periodic or clock-aligned sample.
 STALE_READING_S = 10.0
+
+_M = SUPPORTED_MEASURANDS
+KEYS = (
+    KeyDefinition("ClockAlignedDataInterval", KeyType.INT, "0", minimum=0, maximum=DAY_S),
+    KeyDefinition("MeterValuesAlignedData", KeyType.CSL, "Energy.Active.Import.Register", choices=_M,
+                  max_items=CSL_MAX_LENGTH),
+    KeyDefinition("MeterValuesAlignedDataMaxLength", KeyType.INT, str(CSL_MAX_LENGTH), readonly=True),
+    KeyDefinition("MeterValuesSampledData", KeyType.CSL, "Energy.Active.Import.Register,Power.Active.Import",
+                  choices=_M, max_items=CSL_MAX_LENGTH),
+    KeyDefinition("MeterValuesSampledDataMaxLength", KeyType.INT, str(CSL_MAX_LENGTH), readonly=True),
+    KeyDefinition("MeterValueSampleInterval", KeyType.INT, "60", minimum=0, maximum=DAY_S),
+    KeyDefinition("StopTxnAlignedData", KeyType.CSL, "", choices=_M, max_items=CSL_MAX_LENGTH),
+    KeyDefinition("StopTxnAlignedDataMaxLength", KeyType.INT, str(CSL_MAX_LENGTH), readonly=True),
+    KeyDefinition("StopTxnSampledData", KeyType.CSL, "Energy.Active.Import.Register", choices=_M,
+                  max_items=CSL_MAX_LENGTH),
+    KeyDefinition("StopTxnSampledDataMaxLength", KeyType.INT, str(CSL_MAX_LENGTH), readonly=True),
+)
 
 
 @dataclass
@@ -52,6 +72,7 @@ class MeterValuesReporter:
         self.tlog = tlog
         self._wake = wake
         self._samples: dict[int, _TransactionSamples] = {}  # connector -> its running transaction's data
+        keys.on_change(lambda _key, _value: self.reschedule(), {"MeterValueSampleInterval"})
 
     # --- transactions (called inside the connector's commit: no I/O but the database) -----------------
 

@@ -17,17 +17,20 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware.charger.connector import ConnectorController
 from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse
 from firmware.ocpp.v16 import mapping
-from firmware.ocpp.v16.configuration import ConfigurationKeys
+from firmware.ocpp.v16.keys import DAY_S, KeyDefinition, KeyType
 from firmware.ocpp.v16.status_hold import StatusHold
 from firmware.session import StatusChanged
 from firmware.session.status import ConnectorStatus
 from firmware.storage import Database
 from hal.interfaces import FaultCode, utcnow
+
+if TYPE_CHECKING:
+    from firmware.ocpp.v16.configuration import ConfigurationKeys
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 CHARGE_POINT_INOPERATIVE_KEY = "agent.charge_point_inoperative"
 
 Call = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+KEYS = (KeyDefinition("MinimumStatusDuration", KeyType.INT, "0", minimum=0, maximum=DAY_S),)  # status_hold.py
 
 
 class StatusReporter:

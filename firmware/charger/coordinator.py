@@ -1,0 +1,86 @@
+"""What concerns the charger as a whole rather than one connector, for any front end (OCPP 1.6, 2.0.1, the
+site's MQTT): which connector a card or a remote start goes to, availability of several connectors at once,
+and a reset. No OCPP types: callers map the results to their protocol's answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from firmware.charger.card_routing import ConnectorView, route_card
+from firmware.charger.connector import ConnectorController, reset_flag
+from firmware.session import (
+    AvailabilityChanged,
+    AvailabilityScheduled,
+    CardPresented,
+    RemoteStartRequested,
+    RemoteStartResult,
+    ResetRequested,
+)
+from firmware.session.status import ConnectorStatus
+from firmware.storage import Database
+
+log = logging.getLogger(__name__)
+
+
+class Coordinator:
+    def __init__(self, connectors: dict[int, ConnectorController], db: Database) -> None:
+        self.connectors = connectors
+        self.db = db
+
+    async def card_presented(self, uid: str, served: tuple[int, ...], reader: str) -> int | None:
+        """A tap on a reader serving ``served`` (all connectors when empty): routed to the connector it
+        belongs to (:func:`~firmware.charger.card_routing.route_card`). Returns that connector, or None."""
+        views = []
+        for cid in served or tuple(self.connectors):
+            m = self.connectors[cid].machine
+            tx, auth = m.transaction, m.authorization
+            views.append(ConnectorView(cid, m.status, m.ev_connected, tx.id_token if tx else None,
+                                       tx.parent_id_token if tx else None, auth.id_token if auth else None,
+                                       m.cable_held_for))
+        target = route_card(uid, views)
+        if target is None:
+            log.info("card not used: no connector can take it", extra={"reader": reader})
+            return None
+        await self.connectors[target].handle(CardPresented(uid))
+        return target
+
+    def remote_start_connector(self, connector_id: int | None) -> ConnectorController | None:
+        """The connector a remote start without a connector goes to: an EV waiting first, then an idle one."""
+        if connector_id is not None:
+            return self.connectors.get(connector_id)
+        free = [c for c in sorted(self.connectors.values(), key=lambda c: c.id) if c.machine.transaction is None]
+        waiting = [c for c in free if c.machine.status is ConnectorStatus.PREPARING]
+        idle = [c for c in free if c.machine.status is ConnectorStatus.AVAILABLE]
+        return (waiting or idle)[0] if (waiting or idle) else None
+
+    async def remote_start(self, id_token: str, connector_id: int | None) -> bool:
+        ctrl = self.remote_start_connector(connector_id)
+        if ctrl is None:
+            return False
+        effects = await ctrl.handle(RemoteStartRequested(id_token))
+        result = next((e for e in effects if isinstance(e, RemoteStartResult)), None)
+        return result is not None and result.accepted
+
+    async def set_available(self, targets: list[ConnectorController], operative: bool) -> bool:
+        """Availability of several connectors; True when any of them only scheduled it (a transaction runs)."""
+        scheduled = False
+        for ctrl in targets:
+            effects = await ctrl.handle(AvailabilityChanged(operative))
+            scheduled = scheduled or any(isinstance(e, AvailabilityScheduled) for e in effects)
+        return scheduled
+
+    async def reset(self, *, hard: bool, queue_empty: Callable[[], bool] | None = None) -> None:
+        """Stop every transaction (reason HardReset / SoftReset), and remember that a reset was asked, so that
+        after the restart open transactions end with Reboot. A soft reset gives queued messages up to 5 s to
+        leave (``queue_empty`` says when they have)."""
+        for ctrl in self.connectors.values():
+            await ctrl.handle(ResetRequested(hard=hard))
+        reset_flag(self.db, "hard" if hard else "soft")
+        if not hard and queue_empty is not None:
+            for _ in range(50):
+                if queue_empty():
+                    break
+                await asyncio.sleep(0.1)

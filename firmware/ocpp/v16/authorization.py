@@ -1,0 +1,124 @@
+"""Authorization over OCPP 1.6 (§3.5, §4.1, §5.4): Authorize.req when the local rules ask the CSMS, every
+IdTagInfo the CSMS sends fed into the Authorization Cache, ClearCache, and the keys that steer it all.
+
+The decision itself is version-agnostic and pure (:func:`firmware.authorization.decide`, docs/authorization.md);
+this feature only asks the CSMS when that decision says so, and answers the session machine whatever happens.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ocpp.v16 import call_result
+from ocpp.v16.enums import Action
+
+from firmware.authorization import (
+    LOCAL_AUTH_LIST_MAX_LENGTH,
+    SEND_LOCAL_LIST_MAX_LENGTH,
+    Authorizer,
+    AuthSettings,
+    IdTagInfo,
+    Verdict,
+)
+from firmware.charger.connector import ConnectorController
+from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse, handles
+from firmware.ocpp.v16.context import V16Context
+from firmware.ocpp.v16.keys import KeyDefinition, KeyType
+from firmware.session import AuthorizationResult, AuthPurpose, AuthSource, AuthStatus, RequestAuthorization
+from hal.interfaces import utcnow
+
+log = logging.getLogger(__name__)
+
+KEYS = (
+    KeyDefinition("AllowOfflineTxForUnknownId", KeyType.BOOL, "false"),
+    KeyDefinition("AuthorizationCacheEnabled", KeyType.BOOL, "true"),
+    KeyDefinition("LocalAuthListEnabled", KeyType.BOOL, "true"),
+    KeyDefinition("LocalAuthListMaxLength", KeyType.INT, str(LOCAL_AUTH_LIST_MAX_LENGTH), readonly=True),
+    KeyDefinition("LocalAuthorizeOffline", KeyType.BOOL, "true"),
+    KeyDefinition("LocalPreAuthorize", KeyType.BOOL, "false"),
+    KeyDefinition("SendLocalListMaxLength", KeyType.INT, str(SEND_LOCAL_LIST_MAX_LENGTH), readonly=True),
+)
+
+
+class Authorization:
+    def __init__(self, ctx: V16Context) -> None:
+        self.ctx = ctx
+        assert ctx.config.ocpp is not None
+        self.auth = Authorizer(ctx.db, self._settings, cache_capacity=ctx.config.ocpp.authorization_cache_size)
+        ctx.keys.on_change(self._changed, {"AuthorizationCacheEnabled"})
+
+    def _settings(self) -> AuthSettings:
+        k = self.ctx.keys
+        return AuthSettings(local_pre_authorize=k.get_bool("LocalPreAuthorize"),
+                            local_authorize_offline=k.get_bool("LocalAuthorizeOffline"),
+                            allow_offline_tx_for_unknown_id=k.get_bool("AllowOfflineTxForUnknownId"),
+                            cache_enabled=k.get_bool("AuthorizationCacheEnabled"),
+                            local_list_enabled=k.get_bool("LocalAuthListEnabled"))
+
+    def _changed(self, key: str, value: str) -> None:
+        if value == "false":  # off means off: no entries left behind that nobody updates until it is on again
+            self.clear_cache()
+
+    async def authorize(self, ctrl: ConnectorController, req: RequestAuthorization) -> None:
+        """Authorize an id (docs/authorization.md): from the Local Authorization List or the Authorization
+        Cache when :func:`~firmware.authorization.decide` says so, else Authorize.req — and if that gets no
+        answer, as offline. Every way this can fail still answers the machine, which otherwise keeps the id
+        pending (and ignores the same card until the restart)."""
+        online = self.ctx.cp is not None and self.ctx.online.is_set()
+        decision = self.auth.decide(req.id_token, online=online, purpose=req.purpose, now=utcnow())
+        if decision.verdict is Verdict.ASK_CSMS and self.ctx.cp is not None:
+            try:
+                answer = await self.ctx.call("Authorize", {"idTag": req.id_token})
+            except (CallErrorReceived, InvalidResponse) as exc:
+                log.warning("Authorize failed", extra={"connector": ctrl.id, "error": str(exc)})
+                await ctrl.handle(AuthorizationResult(req.id_token, AuthStatus.UNKNOWN, source=AuthSource.ONLINE))
+                return
+            except Exception as exc:  # no answer, or the connection went down meanwhile: we are offline
+                log.info("Authorize not answered; authorizing as offline",
+                         extra={"connector": ctrl.id, "error": f"{type(exc).__name__}: {exc}"})
+                decision = self.auth.decide(req.id_token, online=False, purpose=req.purpose, now=utcnow())
+            else:
+                info = IdTagInfo.from_ocpp16(answer.get("idTagInfo") or {})
+                status = info.effective_status(utcnow())
+                await ctrl.handle(AuthorizationResult(req.id_token, status, parent_id_token=info.parent_id_tag,
+                                                      source=AuthSource.ONLINE))
+                self.learn(req.id_token, info)
+                if req.purpose is AuthPurpose.REMOTE_START:
+                    log.info("remote start authorized", extra={"connector": ctrl.id, "status": status.value})
+                return
+        log.info("authorized without the CSMS", extra={
+            "connector": ctrl.id, "purpose": req.purpose.value, "verdict": decision.verdict.value,
+            "status": decision.status.value, "source": decision.source.value if decision.source else None,
+            "reason": decision.reason})
+        await ctrl.handle(decision.result(req.id_token))
+        self.auth.used(req.id_token, decision)
+
+    def learn(self, id_tag: object, info: IdTagInfo | object) -> None:
+        """Every IdTagInfo from the CSMS (Authorize.conf, StartTransaction.conf, StopTransaction.conf) updates
+        the Authorization Cache (§3.5.1); a storage failure costs a cache entry, never a message or a session.
+        ``info`` may be the wire object; an answer without one (StopTransaction.conf) changes nothing."""
+        if not isinstance(id_tag, str):
+            return
+        if isinstance(info, dict):
+            info = IdTagInfo.from_ocpp16(info)
+        if not isinstance(info, IdTagInfo):
+            return
+        try:
+            self.auth.learn(id_tag, info, utcnow())
+        except Exception:
+            log.exception("authorization cache not updated")
+
+    @handles(Action.clear_cache)
+    async def _clear_cache(self, **_: Any) -> Any:
+        return call_result.ClearCache(status=self.clear_cache())
+
+    def clear_cache(self) -> str:
+        """ClearCache (§5.4): Accepted once the Authorization Cache is empty, Rejected if it could not be."""
+        try:
+            self.auth.clear_cache()
+        except Exception:
+            log.exception("ClearCache failed")
+            return "Rejected"
+        log.info("authorization cache cleared")
+        return "Accepted"

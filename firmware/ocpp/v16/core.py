@@ -1,0 +1,91 @@
+"""Core: BootNotification and Heartbeat (OCPP 1.6 §4.2, §4.6), and the keys of the connection itself.
+
+BootNotification goes out once per run of the agent (not per reconnect) until Accepted; Pending and Rejected
+are honoured with the interval the CSMS gives, and nothing else is sent meanwhile (the CSMS's own requests
+are answered, as §4.2 allows). Heartbeat is sent after HeartbeatInterval without other traffic of ours; a
+changed interval applies at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse
+from firmware.ocpp.v16.context import V16Context
+from firmware.ocpp.v16.keys import DAY_S, KeyDefinition, KeyType
+
+log = logging.getLogger(__name__)
+
+
+def keys(number_of_connectors: int) -> list[KeyDefinition]:
+    n = number_of_connectors
+    return [
+        KeyDefinition("ConnectorPhaseRotation", KeyType.CSL, "0.RST", max_items=n + 1),
+        KeyDefinition("ConnectorPhaseRotationMaxLength", KeyType.INT, str(n + 1), readonly=True),
+        KeyDefinition("HeartbeatInterval", KeyType.INT, "300", minimum=0, maximum=DAY_S),
+        KeyDefinition("NumberOfConnectors", KeyType.INT, str(n), readonly=True),
+        KeyDefinition("WebSocketPingInterval", KeyType.INT, "60", minimum=0, maximum=DAY_S),
+    ]
+
+
+class Core:
+    def __init__(self, ctx: V16Context, set_ping_interval: Callable[[float], None]) -> None:
+        self.ctx = ctx
+        self.accepted = False  # BootNotification accepted in this run of the agent
+        self._heartbeat_wake = asyncio.Event()  # HeartbeatInterval changed: recompute the wait now
+        self._set_ping_interval = set_ping_interval
+        ctx.keys.on_change(self._changed, {"HeartbeatInterval", "WebSocketPingInterval"})
+
+    def _changed(self, key: str, value: str) -> None:
+        if key == "WebSocketPingInterval":
+            self._set_ping_interval(float(value))  # from the next connection
+        else:
+            self._heartbeat_wake.set()
+
+    async def boot(self, call: Callable[[str, dict[str, Any]], Any]) -> None:
+        """BootNotification until Accepted (once per run of the agent, not per reconnect)."""
+        if self.accepted:
+            return
+        ident = self.ctx.config.identity
+        payload: dict[str, Any] = {"chargePointVendor": ident.vendor, "chargePointModel": ident.model,
+                                   "firmwareVersion": ident.firmware_version}
+        if ident.serial_number:
+            payload["chargePointSerialNumber"] = ident.serial_number
+        keys = self.ctx.keys
+        while True:
+            try:
+                answer = await call("BootNotification", payload)
+            except (CallErrorReceived, InvalidResponse, TimeoutError) as exc:
+                log.warning("BootNotification failed", extra={"error": str(exc)})
+                await asyncio.sleep(max(keys.get_int("HeartbeatInterval"), 10))
+                continue
+            status, interval = answer["status"], int(answer["interval"])
+            log.info("BootNotification answered", extra={"status": status, "interval": interval})
+            if status == "Accepted":
+                if interval > 0:
+                    keys.change("HeartbeatInterval", str(interval))
+                self.accepted = True
+                return
+            # Pending / Rejected: only the CSMS may talk now; ask again after the interval it gave
+            await asyncio.sleep(interval if interval > 0 else 30)
+
+    async def heartbeat(self, call: Callable[[str, dict[str, Any]], Any]) -> None:
+        """A connection's Heartbeat worker; HeartbeatInterval 0 turns it off."""
+        loop = asyncio.get_running_loop()
+        while True:
+            interval = self.ctx.keys.get_int("HeartbeatInterval")
+            wait = interval - (loop.time() - self.ctx.last_traffic) if interval > 0 else None
+            if wait is None or wait > 0:
+                self._heartbeat_wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._heartbeat_wake.wait(), wait)
+                continue
+            try:
+                await call("Heartbeat", {})
+            except (CallErrorReceived, InvalidResponse, TimeoutError) as exc:
+                log.warning("Heartbeat failed", extra={"error": str(exc)})
+                self.ctx.last_traffic = loop.time()

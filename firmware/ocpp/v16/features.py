@@ -1,0 +1,20 @@
+"""The 1.6 adapter's features, and the configuration keys each declares (``KEYS``; :mod:`core` per connector
+count). :class:`~firmware.ocpp.v16.configuration.ConfigurationKeys` serves exactly these, plus its own."""
+
+from __future__ import annotations
+
+from firmware.ocpp.v16 import (
+    authorization,
+    core,
+    meter_values,
+    remote_control,
+    session_settings,
+    status_report,
+    transactions,
+)
+from firmware.ocpp.v16.keys import KeyDefinition
+
+
+def key_definitions(number_of_connectors: int) -> list[KeyDefinition]:
+    return [*core.keys(number_of_connectors), *authorization.KEYS, *meter_values.KEYS, *remote_control.KEYS,
+            *session_settings.KEYS, *status_report.KEYS, *transactions.KEYS]

@@ -1,0 +1,127 @@
+"""Transactions over OCPP 1.6 (§4.8, §4.10): StartTransaction and StopTransaction built from the session
+machine's effects, written to the durable outbox in the connector's commit (before any hardware is switched),
+delivered in order by :class:`~firmware.ocpp.delivery.OutboxDelivery` with the retry rule of
+TransactionMessageAttempts / TransactionMessageRetryInterval, and the CSMS's answers acted on.
+
+A transaction the log still has open that no session machine holds after a restart gets its StopTransaction
+(reason PowerLoss) at start-up, so the CSMS does not keep it open for ever.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from firmware.charger.connector import ConnectorController
+from firmware.ocpp.delivery import OutboxDelivery, RetryPolicy
+from firmware.ocpp.v16 import mapping
+from firmware.ocpp.v16.context import V16Context
+from firmware.ocpp.v16.keys import DAY_S, KeyDefinition, KeyType
+from firmware.ocpp.v16.meter_values import MeterValuesReporter, energy_wh
+from firmware.session import (
+    AuthStatus,
+    Effect,
+    TransactionAccepted,
+    TransactionRejected,
+    TransactionStarted,
+    TransactionStopped,
+)
+from firmware.storage.transactions import OutboxMessage
+from hal.interfaces import MeterReading, utcnow
+
+log = logging.getLogger(__name__)
+
+KEYS = (
+    KeyDefinition("TransactionMessageAttempts", KeyType.INT, "3", minimum=0, maximum=100),
+    KeyDefinition("TransactionMessageRetryInterval", KeyType.INT, "60", minimum=0, maximum=DAY_S),
+)
+
+
+class Transactions:
+    def __init__(self, ctx: V16Context, meter_values: MeterValuesReporter,
+                 learn: Callable[[object, object], None]) -> None:
+        """``learn(idTag, idTagInfo)`` feeds the CSMS's word on an id to the Authorization Cache."""
+        self.ctx = ctx
+        self.meter_values = meter_values
+        self._learn = learn
+        self.delivery = OutboxDelivery(ctx.tlog, self.retry_policy, self._confirmed)
+        ctx.wake_delivery = self.delivery.wake
+
+    def retry_policy(self) -> RetryPolicy:
+        k = self.ctx.keys
+        return RetryPolicy(k.get_int("TransactionMessageAttempts"), float(k.get_int("TransactionMessageRetryInterval")))
+
+    def record(self, ctrl: ConnectorController, effects: list[Effect], reading: MeterReading | None,
+               now: datetime) -> None:
+        """Transactions and their messages go to disk here, inside the connector's commit."""
+        tlog = self.ctx.tlog
+        for e in effects:
+            if isinstance(e, TransactionStarted):
+                meter_start = energy_wh(reading)
+                payload: dict[str, Any] = {"connectorId": ctrl.id, "idTag": e.id_token, "meterStart": meter_start,
+                                           "timestamp": mapping.timestamp(now)}
+                if e.reservation_id is not None:
+                    payload["reservationId"] = e.reservation_id
+                tlog.start(ctrl.id, e.local_id, e.id_token, meter_start, now, ("StartTransaction", payload))
+                self.meter_values.transaction_started(ctrl, e.local_id, reading, now)
+                self.delivery.wake()
+            elif isinstance(e, TransactionStopped):
+                transaction_data = self.meter_values.transaction_stopped(ctrl, e.local_id, reading, now)
+                meter_stop = energy_wh(reading)
+                if reading is None:  # no meter, or it never answered since the start: no energy we can vouch for
+                    record = tlog.get(ctrl.id, e.local_id)
+                    meter_stop = record.meter_start_wh if record is not None else 0
+                stop: dict[str, Any] = {"meterStop": meter_stop, "timestamp": mapping.timestamp(now),
+                                        "reason": e.reason.value}
+                if e.stopped_by is not None:
+                    stop["idTag"] = e.stopped_by
+                if transaction_data:
+                    stop["transactionData"] = transaction_data
+                tlog.stop(ctrl.id, e.local_id, stop["meterStop"], now, e.reason.value, ("StopTransaction", stop))
+                self.delivery.wake()
+
+    def _confirmed(self, msg: OutboxMessage, answer: dict[str, Any]) -> None:
+        """A queued message was delivered (and removed from the outbox): act on the CSMS's answer."""
+        payload = msg.payload
+        if msg.action == "StartTransaction" and msg.connector is not None and msg.local_id is not None:
+            tx_id = int(answer["transactionId"])
+            info = answer.get("idTagInfo", {})
+            self._learn(payload.get("idTag"), info)
+            ctrl = self.ctx.connectors.get(msg.connector)
+            if ctrl is not None:
+                status = mapping.auth_status(str(info.get("status", "Invalid")))
+                event: TransactionAccepted | TransactionRejected = (
+                    TransactionAccepted(local_id=msg.local_id, parent_id_token=info.get("parentIdTag"))
+                    if status is AuthStatus.ACCEPTED
+                    else TransactionRejected(status, local_id=msg.local_id))
+                self.ctx.spawn(ctrl.handle(event))
+            log.info("transaction started", extra={"connector": msg.connector, "transaction_id": tx_id})
+        elif msg.action == "StopTransaction":  # idTagInfo of the id that stopped it, if one did
+            self._learn(payload.get("idTag"), answer.get("idTagInfo"))
+
+    async def close_orphaned_transactions(self) -> int:
+        """After the connectors have settled a restart: a transaction still open in the log that no session
+        machine holds (its snapshot was unusable, its connector left the configuration, or the database came
+        from an agent that wrote the two apart) gets its StopTransaction now, reason PowerLoss, so the CSMS
+        does not keep it open for ever. Returns how many were closed."""
+        closed = 0
+        tlog = self.ctx.tlog
+        for rec in tlog.open_transactions():
+            ctrl = self.ctx.connectors.get(rec.connector)
+            tx = ctrl.machine.transaction if ctrl is not None else None
+            if tx is not None and tx.local_id == rec.local_id:
+                continue
+            reading = await ctrl.fresh_reading() if ctrl is not None else None
+            now = utcnow()
+            meter_stop = max(energy_wh(reading), rec.meter_start_wh) if reading is not None else rec.meter_start_wh
+            stop = {"meterStop": meter_stop, "timestamp": mapping.timestamp(now), "reason": "PowerLoss"}
+            tlog.stop(rec.connector, rec.local_id, meter_stop, now, "PowerLoss", ("StopTransaction", stop))
+            log.warning("transaction left open by an earlier run stopped", extra={
+                "connector": rec.connector, "local_id": rec.local_id, "transaction_id": rec.transaction_id,
+                "meter_stop": meter_stop})
+            closed += 1
+        if closed:
+            self.delivery.wake()
+        return closed
