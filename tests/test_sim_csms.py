@@ -39,7 +39,10 @@ from ocpp.v16.enums import (
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from sim.csms import (
+from sim.csms.behaviour import BehaviourError, ChargePointProfile, CsmsBehaviour
+from sim.csms.cli import execute_command
+from sim.csms.ocppj import ErrorCode, FrameError, check_payload, is_rfc3339, parse_frame
+from sim.csms.server import (
     CallErrorReceived,
     InvalidRequest,
     InvalidResponse,
@@ -47,10 +50,7 @@ from sim.csms import (
     SimulatedCsms,
     identity_from_path,
 )
-from sim.csms_behaviour import BehaviourError, ChargePointProfile, CsmsBehaviour
-from sim.csms_cli import execute_command
-from sim.csms_ocppj import ErrorCode, FrameError, check_payload, is_rfc3339, parse_frame
-from sim.transcript import Direction, EntryKind, Transcript, read_jsonl
+from sim.csms.transcript import Direction, EntryKind, Transcript, read_jsonl
 
 CP = "CP-0001"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -696,7 +696,7 @@ async def test_cli_runs_alone_and_writes_the_transcript(tmp_path: Path) -> None:
     transcript = tmp_path / "cli.jsonl"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sim.csms_cli", "--port", "0", "--transcript", str(transcript),
+        sys.executable, "-m", "sim", "csms", "--port", "0", "--transcript", str(transcript),
         "--boot-status", "Pending,Accepted", "--boot-retry-interval", "1", "--accept", "TAG-CLI",
         "--stdin-commands", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env=env)
@@ -732,7 +732,7 @@ async def test_cli_bad_config_exits_78(tmp_path: Path) -> None:
     bad.write_text('[csms]\nunknown_id_tag_status = "Perhaps"\n')
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sim.csms_cli", "--port", "0", "--config", str(bad),
+        sys.executable, "-m", "sim", "csms", "--port", "0", "--config", str(bad),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
     _, err = await asyncio.wait_for(proc.communicate(), 10)
     assert proc.returncode == 78

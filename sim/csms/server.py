@@ -5,11 +5,11 @@ scriptable, observable CSMS. A charge point connects to ``ws://host:port/<base p
 subprotocol ``ocpp1.6`` (and, if a password is configured for it, HTTP Basic auth: security profile 1).
 
 Per connection, a :class:`CsmsSession` (an ``ocpp.v16.ChargePoint``) receives frames. Each frame is put
-in the :class:`~sim.transcript.Transcript` as received, before anything can reject it. CALLs are then
+in the :class:`~sim.csms.transcript.Transcript` as received, before anything can reject it. CALLs are then
 answered one at a time, in order:
 injected faults first, then the action check (unknown to OCPP 1.6 -> NotImplemented; a 1.6 action a CSMS
 does not take -> NotSupported), then schema validation with OCPP-J 1.6 error codes
-(:mod:`sim.csms_ocppj`), and only then the library's ``@on`` routing to :class:`CentralSystemLogic`.
+(:mod:`sim.csms.ocppj`), and only then the library's ``@on`` routing to :class:`CentralSystemLogic`.
 Answers to our own CALLs are matched by uniqueId.
 """
 
@@ -39,9 +39,9 @@ from websockets.headers import build_www_authenticate_basic, parse_authorization
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from sim.csms_behaviour import CsmsBehaviour
-from sim.csms_logic import CentralSystemLogic
-from sim.csms_ocppj import (
+from sim.csms.behaviour import CsmsBehaviour
+from sim.csms.logic import CentralSystemLogic
+from sim.csms.ocppj import (
     OCPP16_ACTIONS,
     ErrorCode,
     Frame,
@@ -53,8 +53,8 @@ from sim.csms_ocppj import (
     check_payload,
     parse_frame,
 )
-from sim.csms_state import ChargePointState
-from sim.transcript import Direction, EntryKind, Transcript, TranscriptEntry
+from sim.csms.state import ChargePointState
+from sim.csms.transcript import Direction, EntryKind, Transcript, TranscriptEntry
 
 log = logging.getLogger(__name__)
 # the library logs every frame at INFO; the transcript already has them
