@@ -22,7 +22,7 @@ from pathlib import Path
 
 from hal.ioboard.codec import FrameDecoder
 from hal.ioboard.messages import AllowContactor, MessageError, decode_message
-from sim.wire import Direction
+from sim.devices.serial_wire import Direction
 from tests.station import CP_ID, Station
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from sim.charger import ChargerSpec, OcppSettings, SimulatedCharger
-from sim.csms import SimulatedCsms
-from sim.csms_behaviour import ChargePointProfile
+from sim.csms.behaviour import ChargePointProfile
+from sim.csms.server import SimulatedCsms
+from sim.harness.charger import ChargerSpec, OcppSettings, SimulatedCharger
 from tests.pki import make_signer
 from tests.sshd import running_sshd
 from tools.flashing.build import runtime_requirements

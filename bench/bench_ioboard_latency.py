@@ -15,8 +15,8 @@ from hal.interfaces import PilotState
 from hal.ioboard.codec import FrameDecoder, encode_frame
 from hal.ioboard.driver import IoBoard
 from hal.ioboard.messages import PwmMode, StateReport, decode_message, encode_message
-from sim.ioboard import SimulatedIoBoard
-from sim.wire import SerialWire
+from sim.devices.ioboard import SimulatedIoBoard
+from sim.devices.serial_wire import SerialWire
 
 COMMANDS = 1000
 CODEC_ROUNDS = 20_000

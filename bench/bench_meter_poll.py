@@ -14,10 +14,10 @@ import time
 from hal.meter_modbus import ModbusMeter, load_register_map
 from hal.modbus_bus import ModbusBus
 from hal.registermap import BlockRead, RegisterMap, minimum_requests, plan_reads
-from sim.interfaces import ElectricalState
-from sim.meters import SimulatedModbusMeter
-from sim.modbus_server import SimulatedRs485Bus
-from sim.wire import SerialWire
+from sim.devices.interfaces import ElectricalState
+from sim.devices.meters import SimulatedModbusMeter
+from sim.devices.rs485_bus import SimulatedRs485Bus
+from sim.devices.serial_wire import SerialWire
 
 MODELS = ("sdm630", "sdm120", "abb_b23")
 POLLS = 200

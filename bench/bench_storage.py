@@ -29,7 +29,7 @@ from ocpp.v16 import ChargePoint, call
 
 from firmware.storage.database import Database
 from firmware.storage.transactions import QueuedMessage, TransactionLog
-from sim.transcript import Direction, EntryKind
+from sim.csms.transcript import Direction, EntryKind
 from tests.station import CP_ID, Station
 
 TAG = "04A1B2C3"

@@ -4,7 +4,7 @@
   yours), writes the agent's configuration, launches the agent as a separate process, supervises it and
   serves the control API (docs/sim-api.md). ``--demo`` (the default, what ``make run`` shows) plays a
   scripted session and shows it live in readable lines.
-* ``python -m sim ctl ...`` is the control API's command-line client (:mod:`sim.ctl`).
+* ``python -m sim ctl ...`` is the control API's command-line client (:mod:`sim.harness.control_cli`).
 * ``python -m sim csms ...`` runs the simulated CSMS alone (docs/sim-csms.md).
 
 Exit codes of ``up``: 0 stopped by SIGINT/SIGTERM, 1 could not start (port taken, ...), 2 bad command
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from sim.csms import SimulatedCsms
+    from sim.csms.server import SimulatedCsms
 
 log = logging.getLogger("sim")
 
@@ -96,11 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "ctl":
-        from sim.ctl import main as ctl_main
+        from sim.harness.control_cli import main as ctl_main
         return ctl_main(argv[1:])
     if argv and argv[0] == "csms":
-        from sim.csms_cli import serve_csms_cli
-        return asyncio.run(serve_csms_cli(argv[1:]))
+        from sim.csms.cli import main as csms_main
+        return csms_main(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -197,9 +197,9 @@ def _setup_logging(level: str, demo: bool, state_dir: Path, stack: contextlib.Ex
 async def _start_builtin_csms(args: argparse.Namespace, state_dir: Path, password: str | None) -> SimulatedCsms:
     import tomllib
 
-    from sim.csms import SimulatedCsms
-    from sim.csms_behaviour import ChargePointProfile, CsmsBehaviour
-    from sim.demo import demo_card
+    from sim.csms.behaviour import ChargePointProfile, CsmsBehaviour
+    from sim.csms.server import SimulatedCsms
+    from sim.harness.demo import demo_card
 
     behaviour = CsmsBehaviour()
     if args.csms_config is not None:
@@ -245,11 +245,11 @@ async def _run(args: argparse.Namespace, state_dir: Path, stop: asyncio.Event,
 
     from firmware.config import ConfigError, parse_config
     from firmware.ocpp.presets import check_presets
-    from sim.charger import ChargerSpec, OcppSettings, SimulatedCharger
-    from sim.control_api import ControlApi, ControlTargets
-    from sim.csms_behaviour import BehaviourError
-    from sim.demo import LiveView, run_demo
-    from sim.supervisor import AgentOutput, AgentSupervisor
+    from sim.csms.behaviour import BehaviourError
+    from sim.harness.agent_supervisor import AgentOutput, AgentSupervisor
+    from sim.harness.charger import ChargerSpec, OcppSettings, SimulatedCharger
+    from sim.harness.control_api import ControlApi, ControlTargets
+    from sim.harness.demo import LiveView, run_demo
 
     password = None
     if args.password_file is not None:

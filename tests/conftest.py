@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from sim.wire import SerialWire
+from sim.devices.serial_wire import SerialWire
 
 
 @pytest.fixture

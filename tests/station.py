@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from firmware.exitcodes import ExitCode
-from sim.charger import ChargerSpec, SimulatedCharger
-from sim.csms import SimulatedCsms
-from sim.csms_behaviour import ChargePointProfile
-from sim.interfaces import BoardFault
-from sim.transcript import Direction, EntryKind, TranscriptEntry
+from sim.csms.behaviour import ChargePointProfile
+from sim.csms.server import SimulatedCsms
+from sim.csms.transcript import Direction, EntryKind, TranscriptEntry
+from sim.devices.interfaces import BoardFault
+from sim.harness.charger import ChargerSpec, SimulatedCharger
 
 CP_ID = "E2E-CP-1"
 

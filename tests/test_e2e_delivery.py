@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.transcript import utc_timestamp
+from sim.csms.transcript import utc_timestamp
 from tests.station import CP_ID, Station
 
 CARD = "04A1B2C3"

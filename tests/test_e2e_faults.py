@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sim.interfaces import BoardFault
+from sim.devices.interfaces import BoardFault
 from tests.station import CP_ID, Station
 
 CARD = "04A1B2C3"

@@ -16,7 +16,7 @@ the CSMS's transcript must show:
   on the next connection. Such a resend is recognised exactly (identical payload, adjacent in the queue
   order, a disconnect in between). A resent StartTransaction is identical to the first copy (same
   connector, idTag, meterStart, timestamp), so the CSMS recognises it and answers with the id it gave
-  the first time (sim/csms_logic.py, ``recognise_repeated_starts``): the CSMS holds no transaction the
+  the first time (sim/csms/logic.py, ``recognise_repeated_starts``): the CSMS holds no transaction the
   agent never learned, and every transaction it holds is stopped;
 * a BootNotification only on the first connection after a (re)start of the agent, never on a reconnect.
 
@@ -39,7 +39,7 @@ from typing import Any
 
 import pytest
 
-from sim.transcript import Direction, EntryKind, TranscriptEntry
+from sim.csms.transcript import Direction, EntryKind, TranscriptEntry
 from tests.station import CP_ID, Station
 
 CUTS = int(os.environ.get("POWERCUT_CUTS", "50"))

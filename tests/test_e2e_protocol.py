@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sim.transcript import EntryKind
+from sim.csms.transcript import EntryKind
 from tests.station import CP_ID, Station
 
 CARD = "04A1B2C3"

@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from sim.transcript import EntryKind
+from sim.csms.transcript import EntryKind
 from tests.station import CP_ID, Station
 
 CARD = "04A1B2C3"

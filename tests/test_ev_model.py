@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hal.types import PilotState
-from sim.ev import EvModel
-from sim.interfaces import ElectricalState
+from sim.devices.ev import EvModel
+from sim.devices.interfaces import ElectricalState
 
 
 def test_pilot_follows_plug_pause_and_full_battery() -> None:

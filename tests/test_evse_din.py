@@ -40,11 +40,11 @@ from hal.interfaces import (
 )
 from hal.meter_modbus import ModbusMeter, load_register_map
 from hal.modbus_bus import ModbusBus, ModbusExceptionResponse
-from sim.evse_din import DEFAULT_CONFIG_BITS, SimulatedEvseDin
-from sim.interfaces import BoardFault, ElectricalState, SimulatedBoard
-from sim.meters import SimulatedModbusMeter
-from sim.modbus_server import SimulatedRs485Bus
-from sim.wire import Direction, SerialWire
+from sim.devices.evse_din import DEFAULT_CONFIG_BITS, SimulatedEvseDin
+from sim.devices.interfaces import BoardFault, ElectricalState, SimulatedBoard
+from sim.devices.meters import SimulatedModbusMeter
+from sim.devices.rs485_bus import SimulatedRs485Bus
+from sim.devices.serial_wire import Direction, SerialWire
 
 UNIT = 7
 POLL_S = 0.03

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from sim.charger import ChargerSpec, OcppSettings, SimulatedCharger
-from sim.csms import SimulatedCsms
-from sim.csms_behaviour import ChargePointProfile
+from sim.csms.behaviour import ChargePointProfile
+from sim.csms.server import SimulatedCsms
+from sim.harness.charger import ChargerSpec, OcppSettings, SimulatedCharger
 from tests.pki import Signer, make_signer
 from tests.sshd import CuttingProxy, SshServer, running_sshd
 from tools.flashing.build import runtime_requirements

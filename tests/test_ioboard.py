@@ -38,9 +38,9 @@ from hal.ioboard.messages import (
     decode_message,
     encode_message,
 )
-from sim.interfaces import BoardFault, SimulatedBoard
-from sim.ioboard import SimulatedIoBoard
-from sim.wire import Direction, SerialWire
+from sim.devices.interfaces import BoardFault, SimulatedBoard
+from sim.devices.ioboard import SimulatedIoBoard
+from sim.devices.serial_wire import Direction, SerialWire
 
 KEEPALIVE_TIMEOUT_S = 0.3
 REPORT_INTERVAL_S = 0.1

@@ -24,10 +24,10 @@ from hal.interfaces import (
 from hal.meter_modbus import InvalidMeterValue, ModbusMeter, load_register_map
 from hal.modbus_bus import ModbusBus, ModbusExceptionResponse
 from hal.registermap import RegisterMapError, load_map_file, minimum_requests, parse_map
-from sim.interfaces import ElectricalState
-from sim.meters import SimulatedModbusMeter
-from sim.modbus_server import SimulatedRs485Bus
-from sim.wire import Direction, SerialWire
+from sim.devices.interfaces import ElectricalState
+from sim.devices.meters import SimulatedModbusMeter
+from sim.devices.rs485_bus import SimulatedRs485Bus
+from sim.devices.serial_wire import Direction, SerialWire
 
 MAPS = Path(__file__).resolve().parents[1] / "hal" / "maps"
 TIMEOUT_S = 0.1

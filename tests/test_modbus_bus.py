@@ -15,8 +15,8 @@ from pymodbus.pdu.register_message import ReadInputRegistersRequest
 
 from hal.interfaces import DeviceError
 from hal.modbus_bus import FramerEvents, ModbusBus, ModbusExceptionResponse, RtuResponseFramer
-from sim.modbus_server import RegisterKind, SimulatedRs485Bus
-from sim.wire import Direction, SerialWire
+from sim.devices.rs485_bus import RegisterKind, SimulatedRs485Bus
+from sim.devices.serial_wire import Direction, SerialWire
 
 TIMEOUT_S = 0.1
 

@@ -21,8 +21,8 @@ from hal.interfaces import (
 )
 from hal.pn532 import Pn532Reader
 from hal.pn532.codec import Command, FirmwareVersion
-from sim.pn532 import SimulatedPn532
-from sim.wire import Direction, SerialWire
+from sim.devices.pn532 import SimulatedPn532
+from sim.devices.serial_wire import Direction, SerialWire
 
 
 def fast_reader(port: str, *, absent_after: int = 2) -> Pn532Reader:

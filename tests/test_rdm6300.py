@@ -33,8 +33,8 @@ from hal.rdm6300 import (
     checksum,
     encode_frame,
 )
-from sim.rdm6300 import SimulatedRdm6300
-from sim.wire import Direction, SerialWire
+from sim.devices.rdm6300 import SimulatedRdm6300
+from sim.devices.serial_wire import Direction, SerialWire
 
 EXAMPLE = b"\x020C0008A1B217\x03"  # tag 0C 00 08 A1 B2, checksum 0C^00^08^A1^B2 = 0x17
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from firmware.systemd_notify import SystemdNotifier
-from sim.charger import ChargerSpec, OcppSettings, SimulatedCharger
-from sim.csms import SimulatedCsms
-from sim.csms_behaviour import ChargePointProfile
+from sim.csms.behaviour import ChargePointProfile
+from sim.csms.server import SimulatedCsms
+from sim.harness.charger import ChargerSpec, OcppSettings, SimulatedCharger
 
 CP_ID = "SELFTEST-CP"
 PASSWORD = "0123456789abcdef"

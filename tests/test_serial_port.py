@@ -15,7 +15,7 @@ import pytest
 
 from hal.interfaces import DeviceError
 from hal.serial_port import AsyncSerialPort
-from sim.wire import SerialWire
+from sim.devices.serial_wire import SerialWire
 
 MISSING = "/dev/does-not-exist"
 

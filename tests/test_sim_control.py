@@ -33,15 +33,15 @@ from websockets.asyncio.client import connect
 
 from firmware.config import load_config
 from hal.interfaces import PilotState
-from sim import ctl
 from sim.__main__ import parse_host_port, parse_override
-from sim.charger import ChargerSpec, SimulatedCharger, SimulatedConnector, toml_string
-from sim.control_api import ApiError, Body, read_request
-from sim.demo import format_entry, summarize_payload
-from sim.ev import EvModel
-from sim.interfaces import BoardFault, ElectricalState
-from sim.supervisor import AgentOutput, AgentSupervisor
-from sim.transcript import Direction, EntryKind, Transcript
+from sim.csms.transcript import Direction, EntryKind, Transcript
+from sim.devices.ev import EvModel
+from sim.devices.interfaces import BoardFault, ElectricalState
+from sim.harness import control_cli
+from sim.harness.agent_supervisor import AgentOutput, AgentSupervisor
+from sim.harness.charger import ChargerSpec, SimulatedCharger, SimulatedConnector, toml_string
+from sim.harness.control_api import ApiError, Body, read_request
+from sim.harness.demo import format_entry, summarize_payload
 
 CP = "SIM-CP-TEST"
 CARD = "04A2B3C4"
@@ -431,7 +431,7 @@ def run_ctl(sim: Sim, *args: str) -> tuple[int, Any]:
     """``python -m sim ctl`` in-process (same code path as the command, without the interpreter start)."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        code = ctl.main(["--state-dir", str(sim.state_dir), "--compact", *args])
+        code = control_cli.main(["--state-dir", str(sim.state_dir), "--compact", *args])
     text = out.getvalue()
     return code, json.loads(text) if text.strip() else None
 
@@ -453,11 +453,11 @@ def test_ctl_commands(sim: Sim) -> None:
     assert run_ctl(sim, "csms-id-tag", "CAFE0002", "Accepted")[1]["status"] == "Accepted"
     assert run_ctl(sim, "csms-id-tag", "CAFE0002", "remove")[1]["status"] is None
     code, answer = run_ctl(sim, "csms-call", "Reset", '{"type": "Bogus"}')
-    assert code == ctl.EXIT_HTTP_ERROR and "would be invalid" in answer["error"]
-    assert run_ctl(sim, "fault", "pilot", "melted", "--connector", "1")[0] == ctl.EXIT_HTTP_ERROR
-    assert run_ctl(sim, "ev", "2")[0] == ctl.EXIT_USAGE  # nothing to change
-    assert run_ctl(sim, "csms-call", "Reset", "{oops")[0] == ctl.EXIT_USAGE
-    assert run_ctl(sim, "frobnicate")[0] == ctl.EXIT_USAGE
+    assert code == control_cli.EXIT_HTTP_ERROR and "would be invalid" in answer["error"]
+    assert run_ctl(sim, "fault", "pilot", "melted", "--connector", "1")[0] == control_cli.EXIT_HTTP_ERROR
+    assert run_ctl(sim, "ev", "2")[0] == control_cli.EXIT_USAGE  # nothing to change
+    assert run_ctl(sim, "csms-call", "Reset", "{oops")[0] == control_cli.EXIT_USAGE
+    assert run_ctl(sim, "frobnicate")[0] == control_cli.EXIT_USAGE
     assert run_ctl(sim, "csms-offline")[1] == {"online": False}
     assert run_ctl(sim, "csms-online")[1] == {"online": True}
     pid = sim.state()["agent"]["pid"]
@@ -472,7 +472,7 @@ def test_python_m_sim_ctl_exit_codes(sim: Sim) -> None:
 
     ok = cli("--url", sim.url, "state")
     assert ok.returncode == 0 and json.loads(ok.stdout)["agent"]["running"]
-    via_env = cli("plug", "1", env={**os.environ, ctl.ENV_URL: sim.url})
+    via_env = cli("plug", "1", env={**os.environ, control_cli.ENV_URL: sim.url})
     assert via_env.returncode == 0 and json.loads(via_env.stdout)["plugged"]
     assert cli("--url", sim.url, "unplug", "1").returncode == 0
     bad = cli("--url", sim.url, "plug", "9")
@@ -480,7 +480,7 @@ def test_python_m_sim_ctl_exit_codes(sim: Sim) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    assert cli("--url", dead, "state").returncode == ctl.EXIT_UNREACHABLE
+    assert cli("--url", dead, "state").returncode == control_cli.EXIT_UNREACHABLE
 
 
 # ---- shutdown (last: it stops the module's simulator) -------------------------------------------------------

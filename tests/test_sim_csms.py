@@ -39,7 +39,10 @@ from ocpp.v16.enums import (
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from sim.csms import (
+from sim.csms.behaviour import BehaviourError, ChargePointProfile, CsmsBehaviour
+from sim.csms.cli import execute_command
+from sim.csms.ocppj import ErrorCode, FrameError, check_payload, is_rfc3339, parse_frame
+from sim.csms.server import (
     CallErrorReceived,
     InvalidRequest,
     InvalidResponse,
@@ -47,10 +50,7 @@ from sim.csms import (
     SimulatedCsms,
     identity_from_path,
 )
-from sim.csms_behaviour import BehaviourError, ChargePointProfile, CsmsBehaviour
-from sim.csms_cli import execute_command
-from sim.csms_ocppj import ErrorCode, FrameError, check_payload, is_rfc3339, parse_frame
-from sim.transcript import Direction, EntryKind, Transcript, read_jsonl
+from sim.csms.transcript import Direction, EntryKind, Transcript, read_jsonl
 
 CP = "CP-0001"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -411,7 +411,7 @@ INVALID_CALLS = [
     # (frame sent by the charge point, errorCode the CSMS must answer)
     ('[2,"v1","Authorize",{"idTag":"A","colour":"red"}]', "FormationViolation"),
     ('[2,"v2","StartTransaction",{"idTag":"A","meterStart":0,"timestamp":"' + T0 + '"}]',
-     "OccurenceConstraintViolation"),
+     "ProtocolError"),  # connectorId missing: "Payload for Action is incomplete"
     ('[2,"v3","StartTransaction",{"connectorId":"1","idTag":"A","meterStart":0,"timestamp":"' + T0 + '"}]',
      "TypeConstraintViolation"),
     ('[2,"v4","Authorize",{"idTag":"ABCDEFGHIJKLMNOPQRSTU"}]', "TypeConstraintViolation"),  # 21 > CiString20
@@ -422,6 +422,7 @@ INVALID_CALLS = [
     ('[2,"v7","FooBar",{}]', "NotImplemented"),  # not an OCPP 1.6 action
     ('[2,"v8","Reset",{"type":"Hard"}]', "NotSupported"),  # a 1.6 action, but CSMS -> CP only
     ('[2,"v9","Heartbeat"]', "FormationViolation"),  # CALL without payload
+    ('[2,"v9b","Heartbeat",[]]', "FormationViolation"),  # payload not an object
     ('[9,"v10","Heartbeat",{}]', "FormationViolation"),  # unknown MessageTypeId
 ]
 
@@ -444,6 +445,9 @@ async def test_schema_violations_get_the_ocppj16_error_and_are_recorded_raw(csms
             await ws.send(b"\x00\x01binary")
             answer = await raw_exchange(ws, '[2,"ok1","Heartbeat",{}]')
             assert answer[0] == 3 and answer[1] == "ok1"
+            # OCPP-J 1.6 §4.2.1: "no payload" may be null as well as {}
+            answer = await raw_exchange(ws, '[2,"ok2","Heartbeat",null]')
+            assert answer[:2] == [3, "ok2"] and "currentTime" in answer[2]
         malformed = csms.transcript.messages("CP-RAW", kind=EntryKind.MALFORMED)
         assert [m.raw for m in malformed][-2:] == ["{nonsense", "\x00\x01binary"]
         # the other charge point's connection was not disturbed by any of this
@@ -613,7 +617,7 @@ async def test_transcript_file_is_valid_json_lines(csms: SimulatedCsms, tmp_path
         await cp.call(boot())
         await cp.ws.send('[2,"bad-1","Authorize",{}]')
         exchange = await csms.wait_for_exchange("Authorize", cp_id=CP, timeout_s=2)
-        assert exchange.response.error_code == "OccurenceConstraintViolation"
+        assert exchange.response.error_code == "ProtocolError"
         await csms.reset(CP)
     await csms.wait_disconnected(CP)
     lines = (tmp_path / "transcript.jsonl").read_text().splitlines()
@@ -646,6 +650,7 @@ async def test_wait_for_times_out_with_a_clear_message() -> None:
 
 def test_parse_frame_kinds() -> None:
     assert parse_frame('[3,"a",{"x":1}]').payload == {"x": 1}
+    assert parse_frame('[3,"a",null]').payload == {} and parse_frame('[2,"a","Heartbeat",null]').payload == {}
     err = parse_frame('[4,"a","InternalError","boom",{}]')
     assert (err.error_code, err.error_description) == ("InternalError", "boom")
     with pytest.raises(FrameError) as e:
@@ -696,7 +701,7 @@ async def test_cli_runs_alone_and_writes_the_transcript(tmp_path: Path) -> None:
     transcript = tmp_path / "cli.jsonl"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sim.csms_cli", "--port", "0", "--transcript", str(transcript),
+        sys.executable, "-m", "sim", "csms", "--port", "0", "--transcript", str(transcript),
         "--boot-status", "Pending,Accepted", "--boot-retry-interval", "1", "--accept", "TAG-CLI",
         "--stdin-commands", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env=env)
@@ -732,7 +737,7 @@ async def test_cli_bad_config_exits_78(tmp_path: Path) -> None:
     bad.write_text('[csms]\nunknown_id_tag_status = "Perhaps"\n')
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sim.csms_cli", "--port", "0", "--config", str(bad),
+        sys.executable, "-m", "sim", "csms", "--port", "0", "--config", str(bad),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
     _, err = await asyncio.wait_for(proc.communicate(), 10)
     assert proc.returncode == 78

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from firmware.logs import setup_logging
-from sim.csms import CallErrorReceived, CsmsError, SimulatedCsms
-from sim.csms_behaviour import BehaviourError, ChargePointProfile, CsmsBehaviour
+from sim.csms.behaviour import BehaviourError, ChargePointProfile, CsmsBehaviour
+from sim.csms.server import CallErrorReceived, CsmsError, SimulatedCsms
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +191,6 @@ def _emit(out: TextIO, obj: dict[str, Any]) -> None:
     out.flush()
 
 
-def main(argv: list[str] | None = None) -> int:
-    return asyncio.run(serve_csms_cli(sys.argv[1:] if argv is None else argv))
+def main(argv: list[str]) -> int:
+    return asyncio.run(serve_csms_cli(argv))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

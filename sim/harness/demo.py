@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from sim.charger import SimulatedCharger
-from sim.csms import SimulatedCsms
-from sim.supervisor import AgentOutput
-from sim.transcript import Direction, EntryKind, Transcript, TranscriptEntry
+from sim.csms.server import SimulatedCsms
+from sim.csms.transcript import Direction, EntryKind, Transcript, TranscriptEntry
+from sim.harness.agent_supervisor import AgentOutput
+from sim.harness.charger import SimulatedCharger
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ from hal.ioboard.messages import (
     encode_message,
 )
 from hal.serial_port import AsyncSerialPort
-from sim.interfaces import BoardFault, DeviceCounters
+from sim.devices.interfaces import BoardFault, DeviceCounters
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ CAPABILITIES = Capability.RCD | Capability.TEMPERATURE | Capability.MIRROR_CONTA
 
 
 class SimulatedIoBoard:
-    """:class:`sim.interfaces.SimulatedBoard` speaking our I/O board protocol on ``port``."""
+    """:class:`sim.devices.interfaces.SimulatedBoard` speaking our I/O board protocol on ``port``."""
 
     def __init__(self, port: str, *, baudrate: int = 115200, keepalive_timeout_s: float = 1.0,
                  report_interval_s: float = 0.5, contactor_travel_s: float = 0.02,

@@ -1,6 +1,6 @@
 """What the EV model, the charger assembly and the control API need from a simulated device.
 
-Each simulated device speaks its real wire protocol on the device end of a :class:`sim.wire.SerialWire`
+Each simulated device speaks its real wire protocol on the device end of a :class:`sim.devices.serial_wire.SerialWire`
 and, on the other side, offers one of these small in-process interfaces to the physics (the EV and
 the grid) and to fault injection.
 """

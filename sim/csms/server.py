@@ -5,11 +5,11 @@ scriptable, observable CSMS. A charge point connects to ``ws://host:port/<base p
 subprotocol ``ocpp1.6`` (and, if a password is configured for it, HTTP Basic auth: security profile 1).
 
 Per connection, a :class:`CsmsSession` (an ``ocpp.v16.ChargePoint``) receives frames. Each frame is put
-in the :class:`~sim.transcript.Transcript` as received, before anything can reject it. CALLs are then
+in the :class:`~sim.csms.transcript.Transcript` as received, before anything can reject it. CALLs are then
 answered one at a time, in order:
 injected faults first, then the action check (unknown to OCPP 1.6 -> NotImplemented; a 1.6 action a CSMS
 does not take -> NotSupported), then schema validation with OCPP-J 1.6 error codes
-(:mod:`sim.csms_ocppj`), and only then the library's ``@on`` routing to :class:`CentralSystemLogic`.
+(:mod:`sim.csms.ocppj`), and only then the library's ``@on`` routing to :class:`CentralSystemLogic`.
 Answers to our own CALLs are matched by uniqueId.
 """
 
@@ -39,9 +39,9 @@ from websockets.headers import build_www_authenticate_basic, parse_authorization
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from sim.csms_behaviour import CsmsBehaviour
-from sim.csms_logic import CentralSystemLogic
-from sim.csms_ocppj import (
+from sim.csms.behaviour import CsmsBehaviour
+from sim.csms.logic import CentralSystemLogic
+from sim.csms.ocppj import (
     OCPP16_ACTIONS,
     ErrorCode,
     Frame,
@@ -53,8 +53,8 @@ from sim.csms_ocppj import (
     check_payload,
     parse_frame,
 )
-from sim.csms_state import ChargePointState
-from sim.transcript import Direction, EntryKind, Transcript, TranscriptEntry
+from sim.csms.state import ChargePointState
+from sim.csms.transcript import Direction, EntryKind, Transcript, TranscriptEntry
 
 log = logging.getLogger(__name__)
 # the library logs every frame at INFO; the transcript already has them
@@ -167,7 +167,7 @@ class CsmsSession(ChargePoint):  # type: ignore[misc]  # ocpp ships no type info
                          logger=_OCPP_LOG)
         self._csms = csms
         self._ws = ws
-        self._inbox: asyncio.Queue[tuple[Frame, str] | _ErrorReply] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Frame | _ErrorReply] = asyncio.Queue()
         self._payloads: dict[str, dict[str, Any]] = {}  # uniqueId -> request payload, for the handlers
         self._answers_to_lose: set[str] = set()  # uniqueIds processed whose CALLRESULT is not sent (injected)
         self._inbound_actions: dict[str, str] = {}  # uniqueId of a CALL from the CP -> its action
@@ -226,7 +226,7 @@ class CsmsSession(ChargePoint):  # type: ignore[misc]  # ocpp ships no type info
             assert frame.action is not None
             self._inbound_actions[frame.unique_id] = frame.action
             self._record_frame(frame, Direction.FROM_CP, message, frame.action)
-            self._inbox.put_nowait((frame, message))
+            self._inbox.put_nowait(frame)
             return
         pending = self._pending.get(frame.unique_id)
         action = pending.action if pending is not None else self._late.pop(frame.unique_id, None)
@@ -246,13 +246,13 @@ class CsmsSession(ChargePoint):  # type: ignore[misc]  # ocpp ships no type info
                 if isinstance(item, _ErrorReply):
                     await self._send_error(item.unique_id, item.code, item.description)
                 else:
-                    await self._answer(*item)
+                    await self._answer(item)
             except ConnectionClosed:
                 return
             except Exception:  # a bug here must not leave every later CALL unanswered
                 log.exception("answering a CALL failed", extra={"cp_id": self.id})
 
-    async def _answer(self, frame: Frame, raw: str) -> None:
+    async def _answer(self, frame: Frame) -> None:
         action, uid = cast(str, frame.action), frame.unique_id
         decision = self._csms.behaviour.faults.take(self.id, action)
         if decision.delay_s > 0:
@@ -276,8 +276,9 @@ class CsmsSession(ChargePoint):  # type: ignore[misc]  # ocpp ships no type info
         if decision.lose_answer:
             self._answers_to_lose.add(uid)
         try:
-            # the library unpacks again, routes to the @on handler and sends its CALLRESULT via the link
-            await self.route_message(raw)
+            # the library unpacks again, routes to the @on handler and sends its CALLRESULT via the link; it is
+            # given the payload as parsed (a null payload, which it cannot route, is {} by then)
+            await self.route_message(call_frame(uid, action, frame.payload))
         finally:
             self._payloads.pop(uid, None)
             self._answers_to_lose.discard(uid)

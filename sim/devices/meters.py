@@ -1,6 +1,6 @@
 """Simulated Modbus energy meters: registers encoded from the electrical state per the model's map.
 
-A :class:`SimulatedModbusMeter` sits on a :class:`sim.modbus_server.SimulatedRs485Bus` and answers
+A :class:`SimulatedModbusMeter` sits on a :class:`sim.devices.rs485_bus.SimulatedRs485Bus` and answers
 like the real meter: values at the map's addresses in the map's types, zeros in the other registers
 the meter documents as readable, and exception 2 (illegal data address) for reads that touch an
 undocumented address or only part of a multi-register value; more registers than the meter allows
@@ -16,8 +16,8 @@ from typing import Final
 
 from hal.meter_modbus import load_register_map
 from hal.registermap import UNIT_FACTORS, Function, Quantity, encode_value
-from sim.interfaces import DeviceCounters, ElectricalState
-from sim.modbus_server import RegisterKind
+from sim.devices.interfaces import DeviceCounters, ElectricalState
+from sim.devices.rs485_bus import RegisterKind
 
 ILLEGAL_FUNCTION: Final = 1
 ILLEGAL_DATA_ADDRESS: Final = 2
@@ -43,7 +43,7 @@ class SimulatedModbusMeter:
         self._registers: dict[tuple[Function, int], int] = {}
         self.update(self.state)
 
-    # --- sim.interfaces.SimulatedMeter ---------------------------------------------------------
+    # --- sim.devices.interfaces.SimulatedMeter -------------------------------------------------
 
     def update(self, state: ElectricalState) -> None:
         """Reflect ``state`` in the registers from now on (raises ValueError if the meter's data
@@ -69,7 +69,7 @@ class SimulatedModbusMeter:
         ``None`` answers normally again."""
         self._exception = code
 
-    # --- sim.modbus_server.SimulatedModbusDevice -----------------------------------------------
+    # --- sim.devices.rs485_bus.SimulatedModbusDevice -------------------------------------------
 
     def read_registers(self, kind: RegisterKind, address: int, count: int) -> list[int] | int:
         self.counters.requests += 1

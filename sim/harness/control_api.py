@@ -22,7 +22,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from sim.charger import (
+from sim.csms.behaviour import BehaviourError
+from sim.csms.ocppj import check_payload
+from sim.csms.server import CallErrorReceived, InvalidRequest, InvalidResponse, NotConnected, SimulatedCsms
+from sim.harness.agent_supervisor import AgentOutput, AgentSupervisor
+from sim.harness.charger import (
     DEVICE_FAULT_KINDS,
     FaultDevice,
     FaultNotApplicable,
@@ -31,10 +35,6 @@ from sim.charger import (
     SimulatedCharger,
     UnknownTarget,
 )
-from sim.csms import CallErrorReceived, InvalidRequest, InvalidResponse, NotConnected, SimulatedCsms
-from sim.csms_behaviour import BehaviourError
-from sim.csms_ocppj import check_payload
-from sim.supervisor import AgentOutput, AgentSupervisor
 
 log = logging.getLogger(__name__)
 

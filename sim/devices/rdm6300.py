@@ -12,11 +12,11 @@ import contextlib
 from hal.interfaces import DeviceError
 from hal.rdm6300 import encode_frame, parse_tag_uid
 from hal.serial_port import AsyncSerialPort
-from sim.interfaces import DeviceCounters
+from sim.devices.interfaces import DeviceCounters
 
 
 class SimulatedRdm6300:
-    """Implements :class:`sim.interfaces.SimulatedReader` on the device end of a serial wire."""
+    """Implements :class:`sim.devices.interfaces.SimulatedReader` on the device end of a serial wire."""
 
     def __init__(self, port: str, repeat_s: float = 0.1, *, baudrate: int = 9600) -> None:
         self.port = port

@@ -14,9 +14,9 @@ from typing import Any
 from ocpp.v16 import call_result, datatypes
 from ocpp.v16.enums import AuthorizationStatus, DataTransferStatus, RegistrationStatus
 
-from sim.csms_behaviour import CsmsBehaviour
-from sim.csms_state import BootRecord, ChargePointState, ConnectorStatus, Transaction
-from sim.transcript import utc_timestamp
+from sim.csms.behaviour import CsmsBehaviour
+from sim.csms.state import BootRecord, ChargePointState, ConnectorStatus, Transaction
+from sim.csms.transcript import utc_timestamp
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """A simulated EVSE-DIN (Stegen "SimpleEVSE-WB") board: its firmware's register behaviour on Modbus RTU.
 
-Attach it to a :class:`sim.modbus_server.SimulatedRs485Bus`; the EV model drives it through
+Attach it to a :class:`sim.devices.rs485_bus.SimulatedRs485Bus`; the EV model drives it through
 :meth:`set_ev_pilot`. What it does follows the board's published register list (see
 docs/hal.md (EVSE-DIN section)): the runtime block 1000-1010 is computed from the EV's pilot, the configured
 current, the configuration bits 2005 and the injected faults; 2000-2017 is the persistent
@@ -32,7 +32,7 @@ from hal.evse_din import (
     VehicleState,
 )
 from hal.interfaces import PilotState
-from sim.interfaces import BoardFault, DeviceCounters
+from sim.devices.interfaces import BoardFault, DeviceCounters
 
 # Modbus exception codes
 ILLEGAL_FUNCTION = 1
@@ -54,7 +54,7 @@ _VEHICLE = {PilotState.A: VehicleState.READY, PilotState.B: VehicleState.EV_PRES
 
 class SimulatedEvseDin:
     """One EVSE-DIN board with Modbus unit id ``unit`` (a :class:`SimulatedModbusDevice` and
-    :class:`~sim.interfaces.SimulatedBoard`).
+    :class:`~sim.devices.interfaces.SimulatedBoard`).
 
     ``legacy_status_bits`` reports an RCD error on 1007 bit 4 (older register list) instead of bit 5.
     """

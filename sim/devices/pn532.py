@@ -43,7 +43,7 @@ from hal.pn532.codec import (
     encode_in_list_passive_target_a,
 )
 from hal.serial_port import AsyncSerialPort
-from sim.interfaces import DeviceCounters
+from sim.devices.interfaces import DeviceCounters
 
 FIRMWARE_VERSION = bytes([0x32, 0x01, 0x06, 0x07])  # IC PN532, Ver 1, Rev 6, ISO14443A/B + ISO18092
 
@@ -67,7 +67,7 @@ def parse_uid(uid: str) -> bytes:
 
 
 class SimulatedPn532:
-    """The chip's HSU side; implements :class:`sim.interfaces.SimulatedReader`."""
+    """The chip's HSU side; implements :class:`sim.devices.interfaces.SimulatedReader`."""
 
     def __init__(self, port: str, *, baudrate: int = 115200, wake_loss_bytes: int = 2) -> None:
         self.port = port

@@ -203,6 +203,3 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_HTTP_ERROR
     return EXIT_OK
 
-
-if __name__ == "__main__":
-    sys.exit(main())

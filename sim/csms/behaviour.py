@@ -14,8 +14,8 @@ from typing import Any
 
 from ocpp.v16.enums import AuthorizationStatus, DataTransferStatus, RegistrationStatus
 
-from sim.csms_ocppj import ErrorCode
-from sim.transcript import utc_timestamp
+from sim.csms.ocppj import ErrorCode
+from sim.csms.transcript import utc_timestamp
 
 MAX_ID_TAG_LENGTH = 20  # IdToken is CiString20Type
 

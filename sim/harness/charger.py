@@ -1,6 +1,6 @@
 """A whole simulated charger's hardware: boards, meters and a reader on pseudo-terminals, plus EVs.
 
-``SimulatedCharger`` wires the simulated devices to :class:`sim.wire.SerialWire` lines the way a real
+``SimulatedCharger`` wires the simulated devices to :class:`sim.devices.serial_wire.SerialWire` lines the way a real
 charger is cabled (one RS-485 line shared by all Modbus devices, one UART per I/O board, one for the
 reader), runs the physics (EV pilot -> board, PWM offer -> EV draw -> meter registers), injects faults
 into devices and lines, and writes the agent configuration that points the agent at the host ends of
@@ -24,15 +24,15 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from hal.interfaces import PilotState
-from sim.ev import EvModel
-from sim.evse_din import SimulatedEvseDin
-from sim.interfaces import BoardFault, ElectricalState, SimulatedBoard, SimulatedMeter, SimulatedReader
-from sim.ioboard import SimulatedIoBoard
-from sim.meters import SimulatedModbusMeter
-from sim.modbus_server import SimulatedRs485Bus
-from sim.pn532 import SimulatedPn532
-from sim.rdm6300 import SimulatedRdm6300
-from sim.wire import Direction, SerialWire
+from sim.devices.ev import EvModel
+from sim.devices.evse_din import SimulatedEvseDin
+from sim.devices.interfaces import BoardFault, ElectricalState, SimulatedBoard, SimulatedMeter, SimulatedReader
+from sim.devices.ioboard import SimulatedIoBoard
+from sim.devices.meters import SimulatedModbusMeter
+from sim.devices.pn532 import SimulatedPn532
+from sim.devices.rdm6300 import SimulatedRdm6300
+from sim.devices.rs485_bus import SimulatedRs485Bus
+from sim.devices.serial_wire import Direction, SerialWire
 
 log = logging.getLogger(__name__)
 

@@ -1,20 +1,53 @@
 """OCPP-J 1.6 RPC framing (§4) and payload validation answered with the 1.6 error codes (§4.2.3).
 
 Why not ``ocpp.messages.validate_payload``: the ocpp library (2.1.0) answers schema failures with
-``FormatViolation`` (an OCPP 2.0.1 code; 1.6 spells it ``FormationViolation``), answers a missing
-required field with ``ProtocolError``, does not check ``date-time`` formats at all (jsonschema needs an
-extra package for that) and swaps ``NotImplemented``/``NotSupported`` relative to the 1.6 text. A CSMS
-used to judge a charge point must answer exactly as OCPP-J 1.6 says, so this module validates against the
-library's own 1.6 JSON schemas but classifies the failure itself:
+``FormatViolation`` (an OCPP 2.0.1 code; 1.6 spells it ``FormationViolation``), answers an enum or other
+value violation with that too, does not check ``date-time`` formats at all (jsonschema needs an extra
+package for that) and swaps ``NotImplemented``/``NotSupported`` relative to the 1.6 text. A CSMS used to
+judge a charge point must answer exactly as OCPP-J 1.6 says, so this module validates against the
+library's own 1.6 JSON schemas but classifies the failure itself (:func:`error_code_for`).
 
-=============================================  =================================
-schema failure                                 CALLERROR errorCode (OCPP-J 1.6)
-=============================================  =================================
-unknown property, payload not an object        FormationViolation
-missing required property, minItems/maxItems   OccurenceConstraintViolation (sic)
-wrong JSON type, string too long, bad date     TypeConstraintViolation
-value not in enum, out of range, other         PropertyConstraintViolation
-=============================================  =================================
+OCPP-J 1.6 §4.2.3, Table 7 "Valid Error Codes", for the codes a payload can earn:
+
+* ProtocolError: "Payload for Action is incomplete"
+* FormationViolation: "Payload for Action is syntactically incorrect or not conform the PDU structure for
+  Action"
+* PropertyConstraintViolation: "Payload is syntactically correct but at least one field contains an
+  invalid value"
+* OccurenceConstraintViolation: "Payload for Action is syntactically correct but at least one of the
+  fields violates occurence constraints"
+* TypeConstraintViolation: "Payload for Action is syntactically correct but at least one of the fields
+  violates data type constraints (e.g. "somestring": 12)"
+
+How a JSON-schema failure maps onto that table is a choice, and the charge point makes it too
+(``firmware/ocpp/rpc.py``, ``schema_violation``). Both sides make the same one, pinned by
+tests/test_ocppj_error_agreement.py:
+
+=====================================================  =====================================
+schema failure (JSON-schema keyword)                   CALLERROR errorCode (OCPP-J 1.6)
+=====================================================  =====================================
+missing required property (``required``)               ProtocolError: the payload is
+                                                       "incomplete"; an absent field is not an
+                                                       occurrence count of a present one
+unknown property (``additionalProperties``); payload   FormationViolation: "not conform the PDU
+not an object (the agent refuses it while parsing      structure"
+the frame)
+wrong JSON type (``type``), string too long            TypeConstraintViolation: "violates data
+(``maxLength``, the CiString types), ``date-time``     type constraints"
+not RFC 3339 (``format``)
+too few / too many array items (``minItems``,          OccurenceConstraintViolation (sic)
+``maxItems``)
+value not in the enum (``enum``), not a multiple of  PropertyConstraintViolation: "contains an
+0.1 (``multipleOf``) or too large to be checked        invalid value"
+against it, any other keyword
+=====================================================  =====================================
+
+``format`` is the one row the charge point cannot share: its validator checks no formats, so a bad
+``date-time`` passes there. A number literal beyond a double's range (``1e999999``) is valid JSON: it
+arrives as ``inf`` and is validated as a number, so it is not an integer (TypeConstraintViolation) and
+cannot be checked against ``multipleOf`` (PropertyConstraintViolation). ``NaN`` is not JSON: a payload
+holding one is a FormationViolation (an ``Infinity`` literal, not JSON either, gets through Python's
+parser and is read like ``1e999999``). A ``null`` payload is ``{}`` (:func:`parse_frame`).
 
 Everything here is pure (no I/O) so it is tested directly, including with random input.
 """
@@ -95,8 +128,15 @@ class FrameError(Exception):
         self.code = code
 
 
+def _payload_or_empty(value: Any) -> Any:
+    """OCPP-J 1.6 §4.2.1 (Table 4): "If there is no payload JSON allows for two different notations: null or
+    and empty object {}." Both are accepted, as ``{}``; any other non-object is refused."""
+    return {} if value is None else value
+
+
 def parse_frame(text: str) -> Frame:
-    """Parse one OCPP-J text frame; raise :class:`FrameError` for anything else."""
+    """Parse one OCPP-J text frame; raise :class:`FrameError` for anything else. A ``null`` CALL or CALLRESULT
+    payload is read as ``{}``."""
     try:
         msg = json.loads(text)
     except (ValueError, RecursionError) as exc:
@@ -115,14 +155,14 @@ def parse_frame(text: str) -> Frame:
         raise FrameError(f"UniqueId must be 1..{MAX_UNIQUE_ID_LENGTH} characters",
                          unique_id=unique_id, answerable=answerable)
     if kind is FrameKind.CALL:
-        if len(msg) != 4 or not isinstance(msg[2], str) or not isinstance(msg[3], dict):
+        if len(msg) != 4 or not isinstance(msg[2], str) or not isinstance(_payload_or_empty(msg[3]), dict):
             raise FrameError("CALL must be [2, UniqueId, Action, {payload}]",
                              unique_id=unique_id, answerable=True)
-        return Frame(kind, unique_id, action=msg[2], payload=msg[3])
+        return Frame(kind, unique_id, action=msg[2], payload=_payload_or_empty(msg[3]))
     if kind is FrameKind.CALLRESULT:
-        if len(msg) != 3 or not isinstance(msg[2], dict):
+        if len(msg) != 3 or not isinstance(_payload_or_empty(msg[2]), dict):
             raise FrameError("CALLRESULT must be [3, UniqueId, {payload}]", unique_id=unique_id)
-        return Frame(kind, unique_id, payload=msg[2])
+        return Frame(kind, unique_id, payload=_payload_or_empty(msg[2]))
     if len(msg) != 5 or not isinstance(msg[2], str) or not isinstance(msg[3], str) \
             or not isinstance(msg[4], dict):
         raise FrameError("CALLERROR must be [4, UniqueId, errorCode, errorDescription, {errorDetails}]",
@@ -175,14 +215,19 @@ def has_schema(action: str, *, response: bool = False) -> bool:
     return _validator(action + ("Response" if response else "")) is not None
 
 
+def _not_json_constant(name: str) -> Any:
+    if name == "NaN":
+        raise ValueError("NaN is not a JSON number")
+    return decimal.Decimal(name)  # +-Infinity: a number literal beyond a double's range, e.g. 1e999999
+
+
 def check_payload(action: str, payload: Any, *, response: bool = False) -> Violation | None:
     """Validate a request (or, with ``response=True``, a CALLRESULT) payload of a 1.6 action."""
     validator = _validator(action + ("Response" if response else ""))
     if validator is None:
         return Violation(ErrorCode.NOT_IMPLEMENTED, f"no OCPP 1.6 schema for action {action!r}", "")
     try:
-        # allow_nan=False: NaN/Infinity are not JSON even though Python's parser accepts them
-        instance = json.loads(json.dumps(payload, allow_nan=False), parse_float=decimal.Decimal)
+        instance = json.loads(json.dumps(payload), parse_float=decimal.Decimal, parse_constant=_not_json_constant)
     except (TypeError, ValueError, RecursionError) as exc:
         return Violation(ErrorCode.FORMATION_VIOLATION, f"payload is not JSON: {exc}", "")
     try:
@@ -194,21 +239,29 @@ def check_payload(action: str, payload: Any, *, response: bool = False) -> Viola
     return _classify(error)
 
 
-_OCCURRENCE = frozenset({"required", "minItems", "maxItems"})
-_TYPE = frozenset({"type", "maxLength", "minLength", "format"})
+#: JSON-schema keyword -> errorCode, for a failure inside the payload (the table in the module docstring).
+_CODE_BY_KEYWORD = {
+    "required": ErrorCode.PROTOCOL_ERROR,
+    "additionalProperties": ErrorCode.FORMATION_VIOLATION,
+    "type": ErrorCode.TYPE_CONSTRAINT_VIOLATION,
+    "maxLength": ErrorCode.TYPE_CONSTRAINT_VIOLATION,
+    "format": ErrorCode.TYPE_CONSTRAINT_VIOLATION,
+    "minItems": ErrorCode.OCCURENCE_CONSTRAINT_VIOLATION,
+    "maxItems": ErrorCode.OCCURENCE_CONSTRAINT_VIOLATION,
+}
+
+
+def error_code_for(keyword: str, *, at_root: bool = False) -> ErrorCode:
+    """The errorCode for a payload that fails JSON-schema ``keyword``; ``at_root``: the payload itself
+    failed it (only ``type`` can: the payload is not an object, a FormationViolation)."""
+    if at_root and keyword == "type":
+        return ErrorCode.FORMATION_VIOLATION
+    return _CODE_BY_KEYWORD.get(keyword, ErrorCode.PROPERTY_CONSTRAINT_VIOLATION)
 
 
 def _classify(error: ValidationError) -> Violation:
     path = "/".join(str(p) for p in error.absolute_path)
-    keyword = str(error.validator)
-    if keyword == "additionalProperties" or (keyword == "type" and not path):
-        code = ErrorCode.FORMATION_VIOLATION
-    elif keyword in _OCCURRENCE:
-        code = ErrorCode.OCCURENCE_CONSTRAINT_VIOLATION
-    elif keyword in _TYPE:
-        code = ErrorCode.TYPE_CONSTRAINT_VIOLATION
-    else:
-        code = ErrorCode.PROPERTY_CONSTRAINT_VIOLATION
+    code = error_code_for(str(error.validator), at_root=not error.absolute_path)
     where = f"{path}: " if path else ""
     message = error.message if len(error.message) <= 200 else error.message[:197] + "..."
     return Violation(code, f"{where}{message}", path)
