@@ -251,7 +251,7 @@ async def test_malformed_and_out_of_range_commands_are_refused_with_a_reason(tmp
             (limit, b"abc", "malformed payload: not valid JSON"),
             (limit, b"-5", "got -5 (negative)"),
             (limit, b"40", "expected a number from 0 to 32"),
-            (limit, b"NaN", "NaN is not a number"),
+            (limit, b"NaN", "NaN is not a JSON number"),
             (limit, b'{"amps": true}', "expected a number of amperes or null"),
             (limit, b'{"amps": 10, "phases": 1}', "exactly the key 'amps'"),
             (limit, b"\xff\xfe\x00", "not UTF-8"),

@@ -42,8 +42,8 @@ def test_json_is_compact_text_and_cbor_is_smaller() -> None:
 
 
 @pytest.mark.parametrize("data, fmt, why", [
-    (b"{", "json", "not valid JSON"), (b"NaN", "json", "NaN is not a number"),
-    (b"Infinity", "json", "Infinity is not a number"), (b"\xff", "json", "not UTF-8"),
+    (b"{", "json", "not valid JSON"), (b"NaN", "json", "NaN is not a JSON number"),
+    (b"Infinity", "json", "Infinity is not a JSON number"), (b"\xff", "json", "not UTF-8"),
     (b"\xff\xff\xff", "cbor", "not valid CBOR"), (b"", "cbor", "not valid CBOR"),
 ])
 def test_decode_refuses_malformed_payloads(data: bytes, fmt: str, why: str) -> None:
@@ -109,7 +109,7 @@ def test_valid_commands(topic: str, payload: bytes, expected: object) -> None:
     ("evse/CP-1/cmd/connector/1/limit", b"-0.5", "(negative)"),
     ("evse/CP-1/cmd/connector/2/limit", b"17", "from 0 to 16 (connector 2's rating); got 17"),
     ("evse/CP-1/cmd/limit", b"48.5", "from 0 to 48 (the sum of the connectors' ratings)"),
-    ("evse/CP-1/cmd/connector/1/limit", b"NaN", "NaN is not a number"),
+    ("evse/CP-1/cmd/connector/1/limit", b"NaN", "NaN is not a JSON number"),
     ("evse/CP-1/cmd/connector/1/limit", b"1e999", "expected a finite number"),
     ("evse/CP-1/cmd/connector/1/limit", b'"16"', "expected a number of amperes or null; got '16'"),
     ("evse/CP-1/cmd/connector/1/limit", b"true", "expected a number of amperes or null; got True"),

@@ -92,16 +92,16 @@ def parse_command(topic: str, payload: bytes, topics: Topics, rules: CommandRule
         return SetLimit(connector, None)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return reject(f"amps: expected a number of amperes or null; got {_show(value)}")
-    amps = float(value)
     top = rules.ratings[connector] if connector is not None else sum(rules.ratings.values())
     what = f"connector {connector}'s rating" if connector is not None else "the sum of the connectors' ratings"
-    if not math.isfinite(amps):
-        return reject(f"amps: expected a finite number; got {amps}")
-    if amps < 0:
-        return reject(f"amps: expected a number from 0 to {top:g} ({what}); got {amps:g} (negative)")
-    if amps > top:
-        return reject(f"amps: expected a number from 0 to {top:g} ({what}); got {amps:g}")
-    return SetLimit(connector, amps)
+    if isinstance(value, float) and not math.isfinite(value):
+        return reject(f"amps: expected a finite number; got {value}")
+    # compared before float(): an int compares exactly with a float, float() of a huge one raises
+    if value < 0:
+        return reject(f"amps: expected a number from 0 to {top:g} ({what}); got {_show(value)} (negative)")
+    if value > top:
+        return reject(f"amps: expected a number from 0 to {top:g} ({what}); got {_show(value)}")
+    return SetLimit(connector, float(value) + 0.0)  # + 0.0: -0.0 is 0.0
 
 
 def _availability(connector: int | None, payload: bytes, rules: CommandRules,
@@ -129,12 +129,19 @@ def _value(payload: bytes, key: str, rules: CommandRules) -> object:
     except PayloadError as exc:
         return _Refusal(f"malformed payload: {exc}")
     if isinstance(value, dict):
-        if set(value) != {key}:
-            return _Refusal(f"expected an object with exactly the key {key!r}; got keys {sorted(map(str, value))}")
+        if set(value) != {key}:  # keys are hashable (cbor2 freezes arrays and maps used as keys)
+            return _Refusal(f"expected an object with exactly the key {key!r}; "
+                            f"got keys [{', '.join(sorted(_show(k) for k in value))}]")
         return value[key]
     return value
 
 
 def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """A received value, short and printable for a log line and a reply; never raises."""
+    try:
+        text = repr(value)
+    except Exception:  # repr() of an int beyond 4,300 digits raises ValueError; a decoder's object might too
+        text = f"<{type(value).__name__}>"
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate stays printable

@@ -21,7 +21,7 @@ from firmware.session import AvailabilityChanged, Effect, StatusChanged, Transac
 from firmware.storage.transactions import TransactionLog
 from firmware.telemetry import payloads
 from firmware.telemetry.codec import encode
-from firmware.telemetry.commands import CommandRules, Rejected, SetAvailability, SetLimit, parse_command
+from firmware.telemetry.commands import Command, CommandRules, Rejected, SetAvailability, SetLimit, parse_command
 from firmware.telemetry.discovery import discovery_messages
 from firmware.telemetry.link import MqttLink
 from firmware.telemetry.site_control import FAILSAFE, SiteControl
@@ -108,7 +108,12 @@ class MqttTelemetry:
     # --- what the site sends ------------------------------------------------------------------
 
     async def _on_command(self, topic: str, payload: bytes, retained: bool = False) -> None:
-        command = parse_command(topic, payload, self.topics, self.rules)
+        command: Command | Rejected
+        try:
+            command = parse_command(topic, payload, self.topics, self.rules)
+        except Exception:  # a bug: parsing is meant to refuse, never raise; still refused and answered
+            log.exception("MQTT command parser failed", extra={"topic": topic, "bytes": len(payload)})
+            command = Rejected(topic, "internal error while parsing the command")
         if retained and not isinstance(command, Rejected):
             # a retained command would come back after every reconnect, however old: it could release the
             # fail-safe for an energy manager long gone, or undo a later decision
