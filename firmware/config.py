@@ -10,8 +10,13 @@ shared by Modbus devices, each connector's board, meter and ratings, and the ide
 
 from __future__ import annotations
 
+import codecs
 import math
+import os
+import re
+import stat
 import tomllib
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,16 +32,46 @@ BOARD_DRIVERS = ("evse_din", "ioboard")
 READER_DRIVERS = ("pn532", "rdm6300")
 #: Smallest [storage] max_queued_messages: room for a day of 1-minute meter values of one transaction.
 MIN_QUEUED_MESSAGES = 1000
+#: A configuration is a few kilobytes; the limit keeps a wrong file (a log, an image, /dev/zero) out of memory.
+MAX_CONFIG_BYTES = 64 * 1024
+#: Arrays and inline tables nested deeper than this, or dotted keys of more parts, are refused before
+#: tomllib sees them: it recurses once per level (RecursionError near 1000) and a dotted key of n parts
+#: costs it O(n**2) memory (16000 parts: 1 GB from a 32 kB file).
+MAX_NESTING = 32
+#: Control characters (C0, DEL, C1) and lone surrogates: no configuration string needs them, and they
+#: break what the strings become (NUL in a path, a newline in a log line or an HTTP header).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class ConfigError(Exception):
-    """A configuration problem: ``str()`` is the one-line message to show the technician."""
+    """A configuration problem: ``str()`` is the one-line message to show the technician.
+
+    The file name, the key and the value come from outside (command line, file): control characters
+    are escaped so the message stays one line, and long values are cut."""
 
     def __init__(self, file: str, key: str, expected: str, got: object = None) -> None:
         self.file, self.key, self.expected = file, key, expected
-        suffix = "" if got is None else f"; got {got!r}"
-        where = f"{key}: " if key else ""
-        super().__init__(f"{file}: {where}expected {expected}{suffix}")
+        suffix = "" if got is None else f"; got {_shown(got)}"
+        where = f"{_printable(key, 200)}: " if key else ""
+        super().__init__(f"{_printable(file, 1000)}: {where}expected {expected}{suffix}")
+
+
+def _printable(text: str, limit: int) -> str:
+    """``text`` on one line: control characters and lone surrogates escaped, cut after ``limit``."""
+    out = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text[:limit])
+    return out + ("..." if len(text) > limit else "")
+
+
+def _shown(value: object) -> str:
+    """A value for an error message: its repr, bounded (the repr of an integer of more than 4300
+    digits raises ValueError; so would a very deep list, were nesting not limited)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"a {type(value).__name__}"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass(frozen=True)
@@ -199,7 +234,8 @@ class _Reader:
     def number(self, name: str, default: float | None = None, *, required: bool = False,
               lo: float | None = None, hi: float | None = None) -> Any:
         value = self._get(name, (int, float), "a number", default, required)
-        if value is not None and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+        if value is not None and ((isinstance(value, float) and not math.isfinite(value))  # NaN passes any bound
+                                  or (lo is not None and value < lo) or (hi is not None and value > hi)):
             raise self.fail(name, f"a number from {lo} to {hi}", value)
         return None if value is None else float(value)
 
@@ -223,11 +259,22 @@ class _Reader:
 
 
 def parse_config(text: str, path: str = "<config>") -> AgentConfig:
-    """Parse and validate configuration text; raises :class:`ConfigError`."""
+    """Parse and validate configuration text; raises :class:`ConfigError` (and nothing else)."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(path, "", f"a configuration of at most {MAX_CONFIG_BYTES} characters",
+                          f"{len(text)} characters")
+    _check_structure(text, path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", "valid TOML", str(exc)) from None
+    except ValueError as exc:  # int() of a number of more than 4300 digits
+        raise ConfigError(path, "", "valid TOML with integers of at most 4300 digits", str(exc).split(";")[0]) \
+            from None
+    except RecursionError:  # _check_structure bounds the nesting; this is the last line of defence
+        raise ConfigError(path, "", f"arrays and tables nested at most {MAX_NESTING} deep",
+                          "nesting too deep to parse") from None
+    _check_text(data, path)
     root = _Reader(path, data, "")
     root.reject_unknown({"charge_point", "storage", "logging", "buses", "connectors", "readers", "ocpp", "mqtt"})
 
@@ -335,6 +382,89 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
                        buses=buses,
                        connectors=tuple(connectors), readers=tuple(readers), log_level=log_level,
                        max_queued_messages=max_queued, mqtt=_parse_mqtt(root, connectors, cp_id))
+
+
+def _check_structure(text: str, path: str) -> None:
+    """Refuse nesting deeper than :data:`MAX_NESTING` and dotted keys of more parts, before tomllib.
+
+    A small lexer: it skips strings and comments and follows the brackets, counting the dots of each
+    key (at the start of a line outside arrays, in a table header, after ``{`` or ``,`` in an inline
+    table, up to ``=``). Dots in values (floats, dates, strings) are not counted."""
+    stack: list[str] = []  # the open brackets
+    line, i, n = 1, 0, len(text)
+    in_key, dots = True, 0
+    while i < n:
+        c = text[i]
+        if c in "\"'":
+            quote = c * 3 if text.startswith(c * 3, i) else c
+            end = _string_end(text, i + len(quote), quote)
+            line += text.count("\n", i, end)
+            i = end
+            continue
+        if c == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        if c == "\n":
+            line += 1
+            in_key, dots = not stack or stack[-1] == "{", 0
+        elif c in "[{":
+            stack.append(c)
+            if len(stack) > MAX_NESTING:
+                raise ConfigError(path, f"line {line}", f"arrays and tables nested at most {MAX_NESTING} deep")
+            if c == "{":
+                in_key, dots = True, 0
+        elif c in "]}":
+            if stack:
+                stack.pop()
+        elif c == "=":
+            in_key = False
+        elif c == "," and stack and stack[-1] == "{":
+            in_key, dots = True, 0
+        elif c == "." and in_key:
+            dots += 1
+            if dots >= MAX_NESTING:
+                raise ConfigError(path, f"line {line}", f"dotted keys of at most {MAX_NESTING} parts")
+        i += 1
+
+
+def _check_text(data: dict[str, Any], path: str) -> None:
+    """Every key and string of the file, at any depth, free of control characters and surrogates."""
+    todo: deque[tuple[str, object]] = deque([("", data)])
+    while todo:
+        where, value = todo.popleft()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                inner = f"{where}.{key}" if where else key
+                if _CONTROL.search(key):
+                    raise ConfigError(path, inner, "a key without control characters")
+                todo.append((inner, item))
+        elif isinstance(value, list):
+            todo.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+        elif isinstance(value, str) and _CONTROL.search(value):
+            raise ConfigError(path, where, "text without control characters (newline, tab, NUL ...)", value)
+
+
+def _string_end(text: str, i: int, quote: str) -> int:
+    """Index after the string whose opening ``quote`` ends at ``i`` (or the end of an unterminated one;
+    tomllib reports that). Basic strings have backslash escapes; one-line strings end at a newline."""
+    n = len(text)
+    basic = quote[0] == '"'
+    while i < n:
+        if basic and text[i] == "\\":
+            i += 2
+            continue
+        if text.startswith(quote, i):
+            i += len(quote)
+            if len(quote) == 3:  # up to two quotes of the content may stand right before the closing ones
+                for _ in range(2):
+                    if i < n and text[i] == quote[0]:
+                        i += 1
+            return i
+        if len(quote) == 1 and text[i] == "\n":
+            return i
+        i += 1
+    return n
 
 
 def _limited(t: _Reader, name: str, default: str, max_len: int) -> str:
@@ -474,11 +604,36 @@ def _check_unit_clashes(path: str, connectors: list[ConnectorConfig]) -> None:
 
 
 def load_config(path: str | Path) -> AgentConfig:
-    p = Path(path)
+    """Read and validate the configuration file; raises :class:`ConfigError` and nothing else.
+
+    Only a regular file of at most :data:`MAX_CONFIG_BYTES` is read: a directory, a device or a pipe
+    (``/dev/zero``, a FIFO nobody writes to) would fail late, never end or fill the memory."""
+    name = str(Path(path))
     try:
-        text = p.read_text(encoding="utf-8")
+        info = os.stat(path)
     except FileNotFoundError:
-        raise ConfigError(str(p), "", "an existing configuration file", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(p), "", "a readable UTF-8 file", str(exc)) from None
-    return parse_config(text, str(p))
+        raise ConfigError(name, "", "an existing configuration file", "file not found") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise ConfigError(name, "", "a readable configuration file", str(exc)) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(name, "", "a configuration file", "a directory")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(name, "", "a regular configuration file", "a device, pipe or socket")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(name, "", "a readable configuration file", str(exc)) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(name, "", f"a configuration file of at most {MAX_CONFIG_BYTES} bytes",
+                          f"{max(info.st_size, len(raw))} bytes")
+    if b"\0" in raw:
+        raise ConfigError(name, "", "a text file", f"binary data (a NUL byte at offset {raw.index(0)})")
+    raw = raw.removeprefix(codecs.BOM_UTF8)  # some editors write one; TOML has no use for it
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(name, "", "a UTF-8 text file", f"invalid UTF-8 on line {line} (byte {exc.start})") \
+            from None
+    return parse_config(text, name)

@@ -186,8 +186,11 @@ def decode_status(registers: Sequence[int]) -> EvseDinStatus:
         raise EvseDinError(f"EVSE-DIN status block: expected {STATUS_BLOCK_COUNT} registers, "
                            f"got {len(registers)}")
     for value in registers:
-        if not 0 <= value <= 0xFFFF:
-            raise EvseDinError(f"EVSE-DIN status block: {value} is not a 16-bit register value")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 0xFFFF:
+            # bounded: the repr of an integer of more than 4300 digits raises ValueError
+            shown = (f"a {value.bit_length()}-bit integer" if isinstance(value, int) and value.bit_length() > 64
+                     else repr(value)[:40])
+            raise EvseDinError(f"EVSE-DIN status block: {shown} is not a 16-bit register value")
     return EvseDinStatus(*registers)
 
 
@@ -395,7 +398,12 @@ class EvseDinBoard:
             started = loop.time()
             if self._link_lost:
                 await self._open_bus()  # e.g. a USB-RS485 adapter that was unplugged
-            await self._poll_once()
+            try:
+                await self._poll_once()
+            except Exception as exc:  # defence in depth: an answer that breaks decoding must not end polling
+                self.stats.frames_dropped += 1
+                log.exception("EVSE-DIN poll failed unexpectedly; answer dropped", extra=self._ctx())
+                self._on_refused(DeviceError(f"unexpected error handling its answer: {exc!r}"))
             await asyncio.sleep(max(0.0, self.poll_interval_s - (loop.time() - started)))
 
     async def _poll_once(self) -> None:

@@ -35,6 +35,7 @@ from hal.interfaces import (
 from hal.modbus_bus import ModbusBus, ModbusExceptionResponse
 from hal.registermap import (
     BlockRead,
+    RegisterDecodeError,
     RegisterMap,
     RegisterMapError,
     decode_block,
@@ -167,9 +168,11 @@ class ModbusMeter:
                 read = (self.bus.read_input_registers if block.function == "input"
                         else self.bus.read_holding_registers)
                 registers = await read(self.unit, block.address, block.count)
-                values.update(decode_block(self.register_map, block, registers))
+                values.update(self._decode(block, registers))
             reading = self._reading(values)
         except (ModbusExceptionResponse, InvalidMeterValue) as exc:
+            if isinstance(exc, InvalidMeterValue):  # the bus counted exception answers already
+                self.stats.exceptions += 1
             self._device_failure(exc)
             raise
         except DeviceError as exc:
@@ -179,17 +182,29 @@ class ModbusMeter:
         self._latest = reading
         return reading
 
+    def _decode(self, block: BlockRead, registers: list[int]) -> dict[str, float]:
+        """The block's values; registers that cannot be decoded are the meter answering nonsense."""
+        try:
+            return decode_block(self.register_map, block, registers)
+        except RegisterDecodeError as exc:
+            raise InvalidMeterValue(f"meter {self.name}: unit {self.unit} answered the read at address "
+                                    f"{block.address} (0x{block.address:04X}) with undecodable registers: "
+                                    f"{exc}") from None
+
     def _reading(self, values: dict[str, float]) -> MeterReading:
         taken_at = utcnow()  # the last block's answer has just arrived
-        for name, value in values.items():
-            if not math.isfinite(value):
-                q = self.register_map.quantities[name]
-                raise InvalidMeterValue(f"meter {self.name}: unit {self.unit} reported {value} for {name} "
-                                        f"at address {q.address} (0x{q.address:04X})")
         quantities = self.register_map.quantities
+        si_values: dict[str, float] = {}
+        for name, value in values.items():
+            q = quantities[name]
+            si_value = to_base_unit(value, q.unit)
+            if not math.isfinite(si_value):  # NaN or infinity from the meter, or overflowing its scale
+                raise InvalidMeterValue(f"meter {self.name}: unit {self.unit} reported {value} {q.unit} for "
+                                        f"{name} at address {q.address} (0x{q.address:04X})")
+            si_values[name] = si_value
 
         def si(name: str) -> float:
-            return to_base_unit(values[name], quantities[name].unit)
+            return si_values[name]
 
         def optional(name: str) -> float | None:
             return si(name) if name in values else None
@@ -259,8 +274,9 @@ class ModbusMeter:
                 reading = await self.read()
             except DeviceError:
                 pass  # logged, counted and turned into fault events by read()
-            except Exception:
-                log.exception("meter %s: unexpected error while polling", self.name)
+            except Exception:  # defence in depth: counted and logged, polling goes on
+                self.stats.frames_dropped += 1
+                log.exception("meter %s: unexpected error while polling; answer dropped", self.name)
             else:
                 self.events.publish(reading)
             next_at += self.poll_interval_s

@@ -187,7 +187,8 @@ class Rdm6300Reader:
         self._spawn = spawn
         self.events: EventStream[ReaderEvent] = EventStream()
         self.stats = LinkStats()
-        self._port = AsyncSerialPort(port, baudrate, name=name, on_data=self._on_data, on_lost=self._port_failed)
+        self._port = AsyncSerialPort(port, baudrate, name=name, on_data=self._on_data, on_lost=self._port_failed,
+                                     stats=self.stats)
         self._hold_s = hold_s
         self._reopen_interval_s = reopen_interval_s
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -52,6 +52,11 @@ class RegisterMapError(ValueError):
     """A register map file is malformed; the message names the file, the entry and what is expected."""
 
 
+class RegisterDecodeError(ValueError):
+    """Registers that cannot be a value of the quantity: a wrong count, or a word that is not 16 bits.
+    The only error :func:`decode_value` and :func:`decode_block` raise on what a device answered."""
+
+
 @dataclass(frozen=True)
 class Quantity:
     """One value in a device's register space."""
@@ -274,16 +279,29 @@ def _check_overlaps(quantities: Mapping[str, Quantity], source: str) -> None:
 
 
 def decode_value(q: Quantity, words: Sequence[int]) -> float:
-    """The engineering value (in ``q.unit``) of the quantity's raw registers."""
+    """The engineering value (in ``q.unit``) of the quantity's raw registers; NaN and infinities pass
+    through (the caller decides what a meter reporting them means). Raises :class:`RegisterDecodeError`."""
     if len(words) != q.count:
-        raise ValueError(f"{q.name}: a {q.type} takes {q.count} registers, got {len(words)}")
+        raise RegisterDecodeError(f"{q.name}: a {q.type} takes {q.count} registers, got {len(words)}")
+    for w in words:
+        if not isinstance(w, int) or isinstance(w, bool) or not 0 <= w <= 0xFFFF:
+            raise RegisterDecodeError(f"{q.name}: register value {_short(w)} is not a 16-bit word")
     ordered = list(words) if q.word_order == "big" else list(reversed(words))
-    raw_bytes = b"".join(int(w).to_bytes(2, "big") for w in ordered)
+    raw_bytes = b"".join(w.to_bytes(2, "big") for w in ordered)
     if q.type == "float32":
         raw: float = struct.unpack(">f", raw_bytes)[0]
     else:
         raw = int.from_bytes(raw_bytes, "big", signed=q.type.startswith("int"))
     return raw * q.scale
+
+
+def _short(value: object) -> str:
+    """A bounded repr for error messages about what a device sent (``repr`` of an integer of more than
+    4300 digits raises ValueError)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"a {value.bit_length()}-bit integer"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def encode_value(q: Quantity, value: float) -> list[int]:
@@ -378,9 +396,10 @@ def _run_feasible(m: RegisterMap, run: Sequence[Quantity]) -> bool:
 
 
 def decode_block(m: RegisterMap, block: BlockRead, registers: Sequence[int]) -> dict[str, float]:
-    """Values of the block's quantities from the registers one read request returned."""
+    """Values of the block's quantities from the registers one read request returned; raises
+    :class:`RegisterDecodeError`."""
     if len(registers) != block.count:
-        raise ValueError(f"{m.model}: block at {block.address} expects {block.count} registers, "
+        raise RegisterDecodeError(f"{m.model}: block at {block.address} expects {block.count} registers, "
                          f"got {len(registers)}")
     values: dict[str, float] = {}
     for name in block.quantities:

@@ -12,6 +12,9 @@ handling, so they live here once:
   tty took everything, blocking the event loop).
 * loss: a read or write error (EIO, a hung-up tty reading as empty: an unplugged adapter) closes
   the port and calls ``on_lost`` once; the owner decides what it means (fault, reopen, retry).
+* a receive handler that raises: its parsers must not (bad bytes are dropped and counted where they
+  are parsed), so this is a bug; the chunk is logged with the traceback and counted as dropped, and
+  the port keeps reading instead of leaving the exception to the event loop's default handler.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Callable
 
 import serial  # pyserial
 
-from hal.interfaces import DeviceError
+from hal.interfaces import DeviceError, LinkStats
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,8 @@ class AsyncSerialPort:
     is called once when the port fails (the port is already closed then); without it the loss is
     logged as a warning. ``error`` is the :class:`DeviceError` subclass raised, so a driver keeps
     its own exception type; ``device`` names what is on the port in the open error
-    (``"I/O board"`` -> "cannot open I/O board port /dev/ttyS1").
+    (``"I/O board"`` -> "cannot open I/O board port /dev/ttyS1"). ``stats`` are the owner's counters:
+    a chunk ``on_data`` raised on is counted in their ``frames_dropped`` (and in :attr:`receive_errors`).
     """
 
     def __init__(
@@ -57,6 +61,7 @@ class AsyncSerialPort:
         parity: str = serial.PARITY_NONE,
         stopbits: float = serial.STOPBITS_ONE,
         max_backlog: int = MAX_BACKLOG,
+        stats: LinkStats | None = None,
     ) -> None:
         self.port = port
         self.baudrate = baudrate
@@ -71,6 +76,8 @@ class AsyncSerialPort:
         self._fd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._backlog = bytearray()
+        self._stats = stats
+        self.receive_errors = 0  # chunks the on_data handler raised on (each logged with its traceback)
 
     @property
     def is_open(self) -> bool:
@@ -155,7 +162,14 @@ class AsyncSerialPort:
             self._lost(exc)
             return
         if data and self._on_data is not None:
-            self._on_data(data)
+            try:
+                self._on_data(data)
+            except Exception:  # defence in depth: counted and logged, and the port keeps reading
+                self.receive_errors += 1
+                if self._stats is not None:
+                    self._stats.frames_dropped += 1
+                log.exception("%s: handling %d bytes received on %s failed; dropped them (%d such failures)",
+                              self.name, len(data), self.port, self.receive_errors)
 
     def _flush(self) -> None:
         if self._serial is None:

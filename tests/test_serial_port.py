@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hal.interfaces import DeviceError
+from hal.interfaces import DeviceError, LinkStats
 from hal.serial_port import AsyncSerialPort
 from sim.devices.serial_wire import SerialWire
 
@@ -241,3 +241,33 @@ async def test_without_on_lost_a_lost_port_is_logged_as_a_warning(
     assert not port.is_open
     assert any(r.levelno == logging.WARNING and f"sim device: serial port {path} failed" in r.getMessage()
                for r in caplog.records)
+
+
+async def test_a_receive_handler_that_raises_is_logged_counted_and_reading_goes_on(
+    pty: Pty, loop_errors: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Defence in depth: parsers drop bad bytes themselves, but a bug in one must not leave the
+    exception to the event loop's default handler, uncounted."""
+    sink = Sink()
+
+    def on_data(data: bytes) -> None:
+        if b"!" in data:
+            raise IndexError("a parser bug")
+        sink.on_data(data)
+
+    stats = LinkStats()
+    port = AsyncSerialPort(pty.path, 9600, name="reader", on_data=on_data, stats=stats)
+    with caplog.at_level(logging.ERROR, logger="hal.serial_port"):
+        port.open()
+        os.write(pty.master, b"bad!")
+        for _ in range(400):
+            if port.receive_errors:
+                break
+            await asyncio.sleep(0.005)
+        os.write(pty.master, b"good")
+        assert await sink.wait_for(4) == b"good"
+    port.close()
+    assert (port.receive_errors, stats.frames_dropped) == (1, 1)
+    assert loop_errors == []
+    record = next(r for r in caplog.records if "handling 4 bytes received on" in r.getMessage())
+    assert record.exc_info is not None and record.exc_info[0] is IndexError

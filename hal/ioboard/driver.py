@@ -147,7 +147,7 @@ class IoBoard:
         self.board_frames_missed = 0  # gaps in the board's sequence numbers
         self._supervisor = ContactorSupervisor(contactor_settle_s)
         self._port = AsyncSerialPort(port, baudrate, name=name, on_data=self._feed, on_lost=self._port_failed,
-                                     device="I/O board", max_backlog=MAX_TX_BACKLOG)
+                                     device="I/O board", max_backlog=MAX_TX_BACKLOG, stats=self.stats)
         self._codec_dropped = 0
         self._seq = 0
         self._lock = asyncio.Lock()

@@ -15,11 +15,12 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import cbor2
 
 from hal.interfaces import PilotState
+from hal.ioboard.codec import MAX_PAYLOAD_LEN
 
 PROTOCOL_MAJOR = 1
 PROTOCOL_MINOR = 0
@@ -318,7 +319,7 @@ def _check_int(name: str, value: object, lo: int, hi: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool):
         raise MessageError(f"{name} must be an integer, got {type(value).__name__}")
     if not lo <= value <= hi:
-        raise MessageError(f"{name}={value} outside {lo}..{hi}", NackReason.OUT_OF_RANGE)
+        raise MessageError(f"{name}={_short(value)} outside {lo}..{hi}", NackReason.OUT_OF_RANGE)
 
 
 def _check_str(name: str, value: object, max_chars: int) -> None:
@@ -392,6 +393,8 @@ def encode_message(seq: int, msg: Message) -> bytes:
 
 def decode_message(payload: bytes) -> Envelope:
     """Parse one payload; raises :class:`MessageError` (never anything else) if it is not valid."""
+    if not 1 <= len(payload) <= MAX_PAYLOAD_LEN:
+        raise MessageError(f"payload of {len(payload)} bytes, expected 1..{MAX_PAYLOAD_LEN}")
     try:
         decoder = cbor2.CBORDecoder(io.BytesIO(payload), max_depth=4, allow_indefinite=False,
                                     allow_duplicate_keys=False)
@@ -401,17 +404,20 @@ def decode_message(payload: bytes) -> Envelope:
         raise MessageError(f"not CBOR: {exc}") from None
     if not isinstance(obj, dict):
         raise MessageError(f"payload is a {type(obj).__name__}, not a map")
-    seq_obj = obj.get(K_SEQ)
-    seq = seq_obj if isinstance(seq_obj, int) and not isinstance(seq_obj, bool) \
-        and 0 <= seq_obj < SEQ_MODULO else None
-    type_obj = obj.get(K_TYPE)
-    msg_type = type_obj if isinstance(type_obj, int) and not isinstance(type_obj, bool) else None
+    # Only genuine integer keys count: Python equates True and 1.0 with the key 1.
+    header = {key: value for key, value in obj.items() if _is_int(key) and key in (K_TYPE, K_SEQ)}
+    seq_obj, type_obj = header.get(K_SEQ), header.get(K_TYPE)
+    seq = seq_obj if _is_int(seq_obj) and 0 <= seq_obj < SEQ_MODULO else None
+    msg_type = type_obj if _is_int(type_obj) else None
     if consumed != len(payload):
         raise MessageError(f"{len(payload) - consumed} bytes after the CBOR map", seq=seq, msg_type=msg_type)
+    problem = _type_problem(obj)
+    if problem is not None:
+        raise MessageError(problem, seq=seq, msg_type=msg_type)
     if seq is None:
-        raise MessageError(f"missing or invalid seq (key {K_SEQ}): {seq_obj!r}", msg_type=msg_type)
+        raise MessageError(f"missing or invalid seq (key {K_SEQ}): {_short(seq_obj)}", msg_type=msg_type)
     if msg_type is None:
-        raise MessageError(f"missing or invalid type (key {K_TYPE}): {type_obj!r}", seq=seq)
+        raise MessageError(f"missing or invalid type (key {K_TYPE}): {_short(type_obj)}", seq=seq)
     try:
         kind = MsgType(msg_type)
     except ValueError:
@@ -420,6 +426,31 @@ def decode_message(payload: bytes) -> Envelope:
         return Envelope(seq, _parse(kind, obj))
     except MessageError as exc:
         raise MessageError(f"{kind.name}: {exc}", exc.reason, seq, msg_type) from None
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _type_problem(m: dict[Any, Any]) -> str | None:
+    """§3.1: unsigned integer keys; integer, boolean or text values; nothing else (no floats, tags,
+    byte strings, arrays, nested maps, null). Values of unknown keys are checked too: the rule is
+    the encoding's, not a key's."""
+    for key, value in m.items():
+        if not _is_int(key) or key < 0:
+            return f"map key {_short(key)} is not an unsigned integer"
+        if not isinstance(value, int | str):  # bool is an int
+            return f"key {key}: a {type(value).__name__} is not allowed (integers, booleans and text only)"
+    return None
+
+
+def _short(value: object) -> str:
+    """A bounded repr for error messages about untrusted values (``repr`` of an integer of more than
+    4300 digits raises ValueError)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"a {value.bit_length()}-bit integer"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _parse(kind: MsgType, m: dict[Any, Any]) -> Message:
@@ -476,7 +507,7 @@ def _int(m: dict[Any, Any], key: int) -> int:
 def _uint(m: dict[Any, Any], key: int) -> int:
     value = _int(m, key)
     if not 0 <= value <= 0xFFFFFFFF:
-        raise MessageError(f"key {key}={value} is not a 32-bit unsigned integer", NackReason.OUT_OF_RANGE)
+        raise MessageError(f"key {key}={_short(value)} is not a 32-bit unsigned integer", NackReason.OUT_OF_RANGE)
     return value
 
 

@@ -115,7 +115,7 @@ class Pn532Reader:
         self.stats = LinkStats()
         self.firmware: FirmwareVersion | None = None
         self._port = AsyncSerialPort(port, baudrate, name=name, on_data=self._on_data, on_lost=self._port_failed,
-                                     error=Pn532LinkError)
+                                     error=Pn532LinkError, stats=self.stats)
         self._poll_interval_s = poll_interval_s
         self._fail_after = fail_after
         self._absent_after = absent_after
@@ -182,6 +182,10 @@ class Pn532Reader:
                 self._link_ok()
             except DeviceError as exc:
                 self._link_failed(exc)
+            except Exception:  # defence in depth: an answer the parsers choked on must not end polling
+                self.stats.frames_dropped += 1
+                self._initialised = False
+                log.exception("pn532 %s on %s: poll failed unexpectedly; dropped the answer", self.name, self.port)
             else:
                 self._link_ok()
                 self._track(uid)
