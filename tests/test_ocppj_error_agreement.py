@@ -107,11 +107,7 @@ KNOWN_DISAGREEMENTS = [
                                                     "date-time to it (firmware/ocpp/rpc.py, get_validator)")),
     pytest.param(
         "number beyond a double, for a decimal", "SetChargingProfile", set_charging_profile("1e999999"), PROPERTY,
-        id="number beyond a double, for a decimal (SetChargingProfile)",
-        marks=pytest.mark.xfail(strict=True, raises=TypeError,
-                                reason="agent bug: schema_violation's multipleOf check of inf raises TypeError "
-                                       "(float % Decimal), which it does not catch; on the wire the agent answers "
-                                       "InternalError")),
+        id="number beyond a double, for a decimal (SetChargingProfile)"),
 ]
 
 

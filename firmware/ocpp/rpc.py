@@ -105,7 +105,7 @@ def schema_violation(action: str, payload: dict[str, Any]) -> tuple[str, str] | 
     try:
         instance = json.loads(json.dumps(payload), parse_float=Decimal) if decimal else payload
         error = best_match(validator.iter_errors(instance))
-    except (ArithmeticError, ValueError):  # e.g. multipleOf on 1e999999: no decimal context holds it
+    except (ArithmeticError, ValueError, TypeError):  # multipleOf on 1e999999 (inf % Decimal): out of range
         return "PropertyConstraintViolation", "payload: a number is out of the range this charge point handles"
     if error is None:
         return None
