@@ -210,10 +210,15 @@ class _Applier:
     def __init__(self) -> None:
         from firmware.charger.limits import ChargingLimits
         self.limits = ChargingLimits({1: 32.0, 2: 32.0})
-        self.changes = 0
 
-    def changed(self) -> None:
-        self.changes += 1
+    def set(self, source: str, amps: float, connector: int | None = None) -> None:
+        self.limits.set(source, amps, connector)
+
+    def clear(self, source: str, connector: int | None = None) -> None:
+        self.limits.clear(source, connector)
+
+    def clear_everywhere(self, source: str) -> None:
+        self.limits.clear_everywhere(source)
 
 
 def _site(timeout: float | None = 10.0, limit: float | None = 8.0) -> tuple[SiteControl, _Applier, list[Any],

@@ -1,10 +1,10 @@
 """Applies :class:`~firmware.charger.limits.ChargingLimits` to the connectors' session machines.
 
-Whoever changes a limit (the site control over MQTT, later OCPP smart charging) changes the
-combiner and calls :meth:`LimitApplier.changed`; one worker then sends ``ChargingLimitChanged`` to
-each connector whose effective limit moved. A worker, not a direct call: limits also change from
-inside a connector's ``notify`` (an EV plugged in changes the shares), which runs under that
-connector's lock.
+Whoever changes a limit (the site control over MQTT, later OCPP smart charging) calls
+:meth:`LimitApplier.set` / :meth:`~LimitApplier.clear` with its source; one worker then sends
+``ChargingLimitChanged`` to each connector whose effective limit moved. A worker, not a direct call:
+limits also change from inside a connector's ``notify`` (an EV plugged in changes the shares), which
+runs under that connector's lock.
 """
 
 from __future__ import annotations
@@ -34,6 +34,19 @@ class LimitApplier:
         self.listeners: list[Callable[[int, float], None]] = []
         self._wake = asyncio.Event()
         self._ev_present: set[int] = set()
+
+    def set(self, source: str, amps: float, connector: int | None = None) -> None:
+        """``source`` limits ``connector`` (the whole charger: None) to ``amps``; applied by the worker."""
+        self.limits.set(source, amps, connector)
+        self._wake.set()
+
+    def clear(self, source: str, connector: int | None = None) -> None:
+        self.limits.clear(source, connector)
+        self._wake.set()
+
+    def clear_everywhere(self, source: str) -> None:
+        self.limits.clear_everywhere(source)
+        self._wake.set()
 
     def changed(self) -> None:
         self._wake.set()

@@ -30,7 +30,6 @@ class SiteControl:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.applier = applier
-        self.limits = applier.limits
         self.failsafe_active = False
         self._on_event = on_event
         self._clock = clock
@@ -49,14 +48,13 @@ class SiteControl:
         self._last_heard = self._clock()
         if self.failsafe_active:
             self.failsafe_active = False
-            self.limits.clear_everywhere(FAILSAFE)
+            self.applier.clear_everywhere(FAILSAFE)
             log.info("site limit fail-safe released: the energy manager spoke again")
             self._on_event({"event": "failsafe_released"})
         if command.amps is None:
-            self.limits.clear(SITE, command.connector)
+            self.applier.clear(SITE, command.connector)
         else:
-            self.limits.set(SITE, command.amps, command.connector)
-        self.applier.changed()
+            self.applier.set(SITE, command.amps, command.connector)
 
     def check(self) -> bool:
         """Engage the fail-safe if the energy manager has been silent too long; True if it was engaged now."""
@@ -69,11 +67,10 @@ class SiteControl:
     def _engage(self, why: str) -> None:
         assert self.config.failsafe_limit_a is not None
         self.failsafe_active = True
-        self.limits.clear_everywhere(SITE)
-        self.limits.set(FAILSAFE, self.config.failsafe_limit_a)
+        self.applier.clear_everywhere(SITE)
+        self.applier.set(FAILSAFE, self.config.failsafe_limit_a)
         log.warning("site limit fail-safe engaged", extra={"reason": why, "amps": self.config.failsafe_limit_a})
         self._on_event({"event": "failsafe_engaged", "reason": why, "limit_a": self.config.failsafe_limit_a})
-        self.applier.changed()
 
     async def watch(self) -> None:
         """The fail-safe's watchdog (checks ten times per timeout, at least every second)."""
