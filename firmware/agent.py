@@ -251,7 +251,7 @@ class Agent:
         await self.hardware.start()
         reboot = restart_pending(self.db)
         for ctrl in self.connectors.values():
-            await ctrl.start(reboot=reboot)
+            await ctrl.start(reboot=reboot, run=self.tasks.start)
             if "site" in ctrl.inoperative_by and not (self.config.mqtt and self.config.mqtt.local_availability):
                 # local availability control was switched off in the configuration: nobody could release it
                 await ctrl.handle(AvailabilityChanged(True), availability_source="site")

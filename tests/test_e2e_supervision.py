@@ -51,7 +51,8 @@ async def test_the_agents_own_loops_are_restarted_and_the_charger_keeps_working(
     async with Station(tmp_path, connectors=1) as s:
         s.agent_env["EVSE_AGENT_FAULT_INJECTION"] = str(fault_file)
         await s.start_agent()
-        for task in ("metering", "limits", "reader-reader1", "watch-board1", "watch-meter1"):
+        for task in ("metering", "limits", "reader-reader1", "watch-board1", "watch-meter1", "connector1-board",
+                     "connector1-meter", "connector1-latch"):
             since = _inject(s, fault_file, task)
             await _log_line(s, since, lambda e, t=task: e.get("msg") == "fault injected" and e.get("task") == t
                             and e.get("injected") is True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
@@ -145,22 +146,34 @@ class ConnectorController:
 
     # --- life cycle -----------------------------------------------------------------------------
 
-    async def start(self, *, reboot: bool = False) -> None:
-        """Start watching the hardware (devices are already started). After a restart, tell the machine
-        the power came back so it settles what was open."""
-        self._spawn(self._watch_board(), f"connector{self.id}-board")
+    def loops(self) -> dict[str, Callable[[], Coroutine[Any, Any, None]]]:
+        """The connector's long-running loops by task name: watching the board and the meter, clearing latched
+        faults. Each can be started again after it ended (it subscribes afresh; the machine keeps the state)."""
+        loops: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {f"connector{self.id}-board": self._watch_board}
         if self.hw.meter is not None:
-            self._spawn(self._watch_meter(), f"connector{self.id}-meter")
+            loops[f"connector{self.id}-meter"] = self._watch_meter
         clear = getattr(self.hw.board, "clear_faults", None)  # not part of EvseBoard: boards that latch have it
         if callable(clear):
-            self._spawn(self._clear_latched_faults(clear), f"connector{self.id}-latch")
+            loops[f"connector{self.id}-latch"] = functools.partial(self._clear_latched_faults, clear)
+        return loops
+
+    async def start(self, *, reboot: bool = False,
+                    run: Callable[[str, Callable[[], Awaitable[None]]], None] | None = None) -> None:
+        """Start watching the hardware (devices are already started): ``run(name, loop)`` starts each of
+        :meth:`loops` (the agent's task supervisor; without it they are this connector's own tasks). After a
+        restart, tell the machine the power came back so it settles what was open."""
+        for name, loop in self.loops().items():
+            if run is not None:
+                run(name, loop)
+            else:
+                self._spawn(loop(), name)
         pilot = self.hw.board.pilot_state
         if self.restored:
             await self.handle(PowerRestored(pilot=pilot, reboot=reboot))
         elif pilot is not None:
             await self.handle(PilotChanged(pilot))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         """Run ``coro`` as a task owned by this connector; finished tasks are forgotten (timers fire often)."""
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
