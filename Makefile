@@ -23,11 +23,15 @@ run: $(STAMP)
 test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The power-cut loop at length: kill -9 the agent SOAK_CUTS times at random moments of sessions (~1.2 s a cut),
-# then check every transaction on the CSMS side (tests/test_e2e_powercut.py; POWERCUT_SEED=N replays one run).
+# The long runs: the power-cut loop (kill -9 the agent SOAK_CUTS times at random moments of sessions, ~1.2 s a
+# cut, then check every transaction on the CSMS side; POWERCUT_SEED=N replays one run), then the fuzzers at
+# length (SOAK_FUZZ OCPP frames, MQTT commands and examples per hardware decoder; FUZZ_SEED=N replays).
 SOAK_CUTS ?= 500
+SOAK_FUZZ ?= 5000
+SOAK_TESTS ?= tests/test_e2e_powercut.py tests/test_e2e_fuzz_ocpp.py tests/test_e2e_fuzz_mqtt.py tests/test_fuzz_hal.py
 soak: $(STAMP) sysdeps
-	POWERCUT_CUTS=$(SOAK_CUTS) $(BIN)/python -m pytest tests/test_e2e_powercut.py -s $(PYTEST_ARGS)
+	POWERCUT_CUTS=$(SOAK_CUTS) FUZZ_EXAMPLES=$(SOAK_FUZZ) $(BIN)/python -m pytest $(SOAK_TESTS) -s \
+		-o timeout=3600 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
