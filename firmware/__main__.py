@@ -1,22 +1,45 @@
-"""``python -m firmware``: the agent's command line (run it, check its configuration)."""
+"""``python -m firmware``: the agent's command line (run it, check its configuration).
+
+SIGTERM is honoured from the first line on: until the agent's event loop takes the signal over, it ends the
+process with exit 0 (nothing is started yet that needs stopping; SQLite is safe at any instant), instead of
+Python's default of dying by the signal — a ``systemctl stop`` (or a supervisor's) during start-up is a clean
+stop. The modules behind the command line are imported after that, in :func:`main`.
+"""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
-import sqlite3
-import sys
+import signal
+from types import FrameType
 
-from firmware.config import AgentConfig, ConfigError, load_config
-from firmware.exitcodes import ExitCode
-from firmware.logs import setup_logging
-from firmware.ocpp.presets import check_presets
+
+def _stop_while_starting(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)  # ExitCode.OK
+
+
+if __name__ == "__main__":  # before any other import: see the docstring
+    signal.signal(signal.SIGTERM, _stop_while_starting)
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import logging  # noqa: E402
+import sqlite3  # noqa: E402
+import sys  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+from firmware.exitcodes import ExitCode  # noqa: E402
+
+if TYPE_CHECKING:
+    from firmware.config import AgentConfig
 
 log = logging.getLogger("firmware")
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _stop_while_starting)  # also when main() is called without ``-m``
+    from firmware.config import ConfigError, load_config
+    from firmware.logs import setup_logging
+    from firmware.ocpp.presets import check_presets
+
     parser = argparse.ArgumentParser(prog="python -m firmware", description="evse-agent: the charger's agent")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the agent")

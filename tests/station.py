@@ -121,11 +121,24 @@ class Station:
             self.proc.send_signal(signal.SIGKILL)
             self.exit_codes.append(await self.proc.wait())
 
+    def catches_sigterm(self) -> bool:
+        """Whether the agent process handles SIGTERM yet (its first lines install the handler; before them the
+        interpreter itself is starting, and no program can answer a signal then)."""
+        assert self.proc is not None
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return True  # gone (or not Linux): nothing to wait for
+        caught = next((line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0")
+        return bool(int(caught, 16) & (1 << (signal.SIGTERM - 1)))
+
     async def stop_agent(self) -> int | None:
         await self._unsupervise()
         if self.proc is None:
             return None
         if self.proc.returncode is None:
+            with contextlib.suppress(TimeoutError):  # a stop right after a start: once the interpreter is up
+                await self.wait_until(self.catches_sigterm, 10, "the agent handles SIGTERM")
             self.proc.send_signal(signal.SIGTERM)
             try:
                 code = await asyncio.wait_for(self.proc.wait(), 15)

@@ -5,6 +5,7 @@ station's) starts a fresh process that boots and charges again."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
@@ -89,3 +90,14 @@ async def test_a_driver_loop_that_dies_restarts_the_agent_process(tmp_path: Path
             await s.wait_call("BootNotification", since=mark, timeout_s=20)
             await s.wait_booted(since=mark, timeout_s=20)
         await _session(s)
+
+
+async def test_a_stop_at_any_instant_of_start_up_is_a_clean_stop(tmp_path: Path) -> None:
+    """SIGTERM while the process is still importing or starting (systemd's stop, the power-cut loop's last stop):
+    exit 0, never death by the signal — from the agent's first line on (before it, the interpreter is starting)."""
+    async with Station(tmp_path, connectors=1) as s:
+        for delay in (0.0, 0.01, 0.03, 0.1, 0.2, 0.4, 0.8):
+            await s.start_agent(wait_boot=False)
+            await s.wait_until(s.catches_sigterm, 15, "the interpreter runs the agent's first lines")
+            await asyncio.sleep(delay)  # the instant of the stop is what is tested here
+            assert await s.stop_agent() == 0, f"stopped {delay} s after the first line"
