@@ -1,4 +1,5 @@
-"""hal.faults.FaultLatch: one DeviceFault per activation, one DeviceRecovered per clearance."""
+"""hal.faults.FaultLatch: one DeviceFault per activation, one DeviceRecovered per clearance, and the scopes the
+drivers clear with it."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hal.events import EventStream, Subscription
+from hal.evse_din.codec import STATUS_FAULT_CODES, EvseDinStatus, active_faults
 from hal.faults import FaultLatch
 from hal.interfaces import BoardEvent, DeviceFault, DeviceRecovered, FaultCode
+from hal.ioboard.driver import BOARD_FAULT_CODES, faults_by_code
+from hal.ioboard.messages import FaultBit
 
 RCD, LINK, ERROR = FaultCode.RCD_TRIP, FaultCode.LINK_LOST, FaultCode.DEVICE_ERROR
 
@@ -122,3 +126,15 @@ def test_events_alternate_per_code_and_match_the_active_set(ops: list[tuple[str,
             last[event_code] = kind
         assert set(faults.active) == {c for c, kind in last.items() if kind == "fault"}
 
+
+# --- the scopes drivers clear with clear_all(among=...) ------------------------------------------------------
+
+
+@given(st.lists(st.integers(0, 0xFFFF), min_size=8, max_size=8))
+def test_evse_din_status_reports_only_codes_of_its_scope(registers: list[int]) -> None:
+    assert set(active_faults(EvseDinStatus(*registers))) <= STATUS_FAULT_CODES
+
+
+@given(st.integers(0, 0xFFFFFFFF))
+def test_ioboard_fault_bits_map_only_to_codes_of_its_scope(bits: int) -> None:
+    assert set(faults_by_code(FaultBit(bits))) <= BOARD_FAULT_CODES

@@ -158,6 +158,12 @@ def decode_status(registers: Sequence[int]) -> EvseDinStatus:
     return EvseDinStatus(*registers)
 
 
+# Every code :func:`active_faults` can report: what one status block lists in full. The driver also raises
+# DEVICE_ERROR for a board that refuses the poll or the host's commands, until a status clears it.
+STATUS_FAULT_CODES = frozenset({FaultCode.DIODE_FAILURE, FaultCode.VENTILATION_REQUIRED, FaultCode.RCD_TRIP,
+                                FaultCode.DEVICE_ERROR})
+
+
 def active_faults(status: EvseDinStatus) -> dict[FaultCode, str]:
     """Faults the status block reports, with a detail text.
 

@@ -36,6 +36,7 @@ from hal.evse_din.codec import (
     REG_CONFIG_BITS,
     STATUS_BLOCK_COUNT,
     STATUS_BLOCK_START,
+    STATUS_FAULT_CODES,
     CommandBits,
     ConfigBits,
     EvseDinError,
@@ -46,12 +47,11 @@ from hal.evse_din.codec import (
     register_to_amps,
     relay_expected,
 )
+from hal.faults import FaultLatch
 from hal.interfaces import (
     BoardEvent,
     ContactorChanged,
     DeviceError,
-    DeviceFault,
-    DeviceRecovered,
     FaultCode,
     LinkStats,
     PilotChanged,
@@ -92,9 +92,8 @@ class EvseDinBoard:
         self._answered = False
         self._pilot: PilotState | None = None
         self._relay = False
-        self._faults: dict[FaultCode, str] = {}
+        self._faults = FaultLatch(name, self.events)  # the status block's, the link's and the relay's faults
         self._failures = 0
-        self._link_lost = False
         self._last_mismatch: tuple[int, int] | None = None
         self._task: asyncio.Task[None] | None = None
         self._settled = asyncio.Event()  # first status, first refusal, or link declared lost
@@ -125,7 +124,7 @@ class EvseDinBoard:
 
     @property
     def link_lost(self) -> bool:
-        return self._link_lost
+        return FaultCode.LINK_LOST in self._faults
 
     async def start(self) -> None:
         """Start polling; return once the board answered, else raise (polling goes on, LINK_LOST is up)."""
@@ -209,7 +208,7 @@ class EvseDinBoard:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
-            if self._link_lost:
+            if self.link_lost:
                 await self._open_bus()  # e.g. a USB-RS485 adapter that was unplugged
             try:
                 await self._poll_once()
@@ -277,10 +276,8 @@ class EvseDinBoard:
         if problem is not None and problem != self._problem_logged:
             log.error("EVSE-DIN did not take the host's commands", extra=self._ctx(error=problem))
         self._problem_logged = problem
-        if self._link_lost:
-            self._link_lost = False
+        if self._faults.clear(FaultCode.LINK_LOST):
             log.info("EVSE-DIN answers again", extra=self._ctx())
-            self.events.publish(DeviceRecovered(self.name, FaultCode.LINK_LOST))
         self._settled.set()
         pilot = status.pilot
         if pilot is not None and pilot != self._pilot:
@@ -295,13 +292,11 @@ class EvseDinBoard:
             self.events.publish(ContactorChanged(self.name, status.relay_on))
         expected = relay_expected(status, power_allowed=self._power_allowed, config_bits=self._config_bits)
         for verdict in self._supervisor.update(time.monotonic(), expected, status.relay_on):
-            if verdict.active:
+            if not verdict.active:
+                self._faults.clear(verdict.code)
+            elif self._faults.raise_fault(verdict.code, f"relay bit {status.relay_on}, expected {expected}"):
                 log.error("EVSE-DIN relay disagrees with the expected state",
                           extra=self._ctx(code=str(verdict.code), expected=expected, relay=status.relay_on))
-                self.events.publish(DeviceFault(self.name, verdict.code,
-                                                f"relay bit {status.relay_on}, expected {expected}"))
-            else:
-                self.events.publish(DeviceRecovered(self.name, verdict.code))
 
     def _on_refused(self, exc: DeviceError) -> None:
         """The board answered the poll or the sync with an exception (or undecodable data): it is
@@ -309,33 +304,30 @@ class EvseDinBoard:
         self._failures = 0
         self._problem = f"refuses: {exc}"
         self._settled.set()
-        if FaultCode.DEVICE_ERROR not in self._faults:
-            self._set_faults({**self._faults, FaultCode.DEVICE_ERROR: f"board refused: {exc}"})
+        self._raise_fault(FaultCode.DEVICE_ERROR, f"board refused: {exc}")
 
     def _on_failure(self, exc: DeviceError) -> None:
         """No valid answer (timeout, or only corrupt frames: counted by the bus). One is tolerated;
         ``fail_after`` in a row is a lost link."""
         self._failures += 1
         log.debug("EVSE-DIN poll failed", extra=self._ctx(error=str(exc), failures=self._failures))
-        if self._failures >= self.fail_after and not self._link_lost:
-            self._link_lost = True
+        if self._failures >= self.fail_after and not self.link_lost:
             self._synced = False  # the board may reboot meanwhile: sync again when it is back
             self._problem = "does not answer"
             log.error("EVSE-DIN stopped answering", extra=self._ctx(failures=self._failures, error=str(exc)))
-            self.events.publish(DeviceFault(self.name, FaultCode.LINK_LOST,
-                                            f"no valid answer to {self._failures} polls: {exc}"))
+            self._faults.raise_fault(FaultCode.LINK_LOST, f"no valid answer to {self._failures} polls: {exc}")
             self._settled.set()
 
     def _set_faults(self, faults: dict[FaultCode, str]) -> None:
-        for code in [c for c in self._faults if c not in faults]:
-            del self._faults[code]
+        """A status block lists the board's faults in full: clear those it no longer shows, raise the new ones."""
+        for code in self._faults.clear_all(among=STATUS_FAULT_CODES, keep=faults):
             log.info("EVSE-DIN fault cleared", extra=self._ctx(code=str(code)))
-            self.events.publish(DeviceRecovered(self.name, code))
         for code, detail in faults.items():
-            if code not in self._faults:
-                self._faults[code] = detail
-                log.error("EVSE-DIN fault", extra=self._ctx(code=str(code), detail=detail))
-                self.events.publish(DeviceFault(self.name, code, detail))
+            self._raise_fault(code, detail)
+
+    def _raise_fault(self, code: FaultCode, detail: str) -> None:
+        if self._faults.raise_fault(code, detail):
+            log.error("EVSE-DIN fault", extra=self._ctx(code=str(code), detail=detail))
 
     # --- writes ------------------------------------------------------------------------------------
 

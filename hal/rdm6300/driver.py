@@ -13,12 +13,11 @@ import contextlib
 import logging
 
 from hal.events import EventStream
+from hal.faults import FaultLatch
 from hal.interfaces import (
     CardPresented,
     CardTechnology,
     DeviceError,
-    DeviceFault,
-    DeviceRecovered,
     FaultCode,
     LinkStats,
     ReaderEvent,
@@ -70,7 +69,7 @@ class Rdm6300Reader:
         self._candidate_at = 0.0
         self._gone: asyncio.TimerHandle | None = None
         self._reopen_task: asyncio.Task[None] | None = None
-        self._faulted = False
+        self._faults = FaultLatch(name, self.events)
 
     @property
     def card_present(self) -> str | None:
@@ -78,7 +77,7 @@ class Rdm6300Reader:
 
     @property
     def link_lost(self) -> bool:
-        return self._faulted
+        return FaultCode.LINK_LOST in self._faults
 
     async def start(self) -> None:
         """Open the port; raises :class:`DeviceError` if it cannot be opened. The module cannot be
@@ -110,10 +109,8 @@ class Rdm6300Reader:
         """The port closed itself (adapter unplugged): LINK_LOST, and keep trying to reopen it."""
         self._card_gone()
         self._candidate = None
-        if not self._faulted:
-            self._faulted = True
+        if self._faults.raise_fault(FaultCode.LINK_LOST, f"serial port failed: {exc}"):
             log.error("rdm6300 %s: serial port %s failed: %s", self.name, self.port, exc)
-            self.events.publish(DeviceFault(self.name, FaultCode.LINK_LOST, f"serial port failed: {exc}"))
         if self._reopen_task is None:
             self._reopen_task = self._spawn(self._reopen(), name=f"rdm6300-reopen:{self.name}")
 
@@ -125,10 +122,9 @@ class Rdm6300Reader:
             except DeviceError as exc:
                 log.debug("rdm6300 %s: still cannot reopen: %s", self.name, exc)
                 continue
-            self._faulted = False
             self._reopen_task = None
+            self._faults.clear(FaultCode.LINK_LOST)
             log.warning("rdm6300 %s: port %s reopened", self.name, self.port)
-            self.events.publish(DeviceRecovered(self.name, FaultCode.LINK_LOST))
             return
 
     # --- frames -------------------------------------------------------------------------------
