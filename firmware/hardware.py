@@ -11,13 +11,13 @@ import logging
 from dataclasses import dataclass, field
 
 from firmware.config import AgentConfig, ConnectorConfig, ReaderConfig
-from hal.evse_din import EvseDinBoard
+from hal.evse_din.driver import EvseDinBoard
 from hal.interfaces import EnergyMeter, EvseBoard, IdReader
 from hal.ioboard.driver import IoBoard
 from hal.meter_modbus import ModbusMeter, load_register_map
 from hal.modbus_bus import ModbusBus
 from hal.pn532.driver import Pn532Reader
-from hal.rdm6300 import Rdm6300Reader
+from hal.rdm6300.driver import Rdm6300Reader
 from hal.tasks import Spawn, create_task
 
 log = logging.getLogger(__name__)

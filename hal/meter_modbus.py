@@ -5,11 +5,11 @@ by :func:`hal.registermap.plan_reads` (not one request per value), converts them
 :class:`MeterReading` (SI-coherent units: V, A, W, Wh, Hz) and publishes it. It shares its
 :class:`ModbusBus` with other devices on the same RS-485 line and never closes it.
 
-Faults: after ``fail_after`` consecutive polls without an answer it publishes
-``DeviceFault(LINK_LOST)`` once, and ``DeviceRecovered`` at the next good poll. A meter that does
-answer but refuses (Modbus exception) or reports nonsense (NaN) is not a lost link: that is logged
-as an error naming unit, address and exception, counted, and after ``fail_after`` polls in a row
-raised as ``DeviceFault(DEVICE_ERROR)``.
+Faults, latched by :class:`hal.faults.FaultLatch`: after ``fail_after`` consecutive polls without
+an answer it publishes ``DeviceFault(LINK_LOST)`` once, and ``DeviceRecovered`` at the next good poll.
+A meter that does answer but refuses (Modbus exception) or reports nonsense (NaN) is not a lost link:
+that is logged as an error naming unit, address and exception, counted, and after ``fail_after``
+polls in a row raised as ``DeviceFault(DEVICE_ERROR)``.
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ from importlib import resources
 from typing import Final
 
 from hal.events import EventStream
+from hal.faults import FaultLatch
 from hal.interfaces import (
     DeviceError,
-    DeviceFault,
-    DeviceRecovered,
     FaultCode,
     MeterEvent,
     MeterReading,
@@ -134,7 +133,7 @@ class ModbusMeter:
         self._task: asyncio.Task[None] | None = None
         self._link_failures = 0  # consecutive polls without an answer
         self._device_failures = 0  # consecutive polls answered with an error
-        self._active_faults: set[FaultCode] = set()
+        self._faults = FaultLatch(name, self.events)
 
     @property
     def latest(self) -> MeterReading | None:
@@ -249,22 +248,16 @@ class ModbusMeter:
             log.info("meter %s: answering again after %d failed poll(s)", self.name,
                      self._link_failures + self._device_failures)
         self._link_failures = self._device_failures = 0
-        for code in sorted(self._active_faults):
+        for code in list(self._faults.active):
             self._clear_fault(code)
 
     def _raise_fault(self, code: FaultCode, detail: str) -> None:
-        if code in self._active_faults:
-            return
-        self._active_faults.add(code)
-        log.error("meter %s: fault %s: %s", self.name, code, detail)
-        self.events.publish(DeviceFault(self.name, code, detail))
+        if self._faults.raise_fault(code, detail):
+            log.error("meter %s: fault %s: %s", self.name, code, detail)
 
     def _clear_fault(self, code: FaultCode) -> None:
-        if code not in self._active_faults:
-            return
-        self._active_faults.discard(code)
-        log.info("meter %s: recovered from %s", self.name, code)
-        self.events.publish(DeviceRecovered(self.name, code))
+        if self._faults.clear(code):
+            log.info("meter %s: recovered from %s", self.name, code)
 
     async def _poll_loop(self) -> None:
         loop = asyncio.get_running_loop()

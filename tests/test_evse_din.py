@@ -13,10 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hal.events import Subscription
-from hal.evse_din import (
+from hal.evse_din.codec import (
     STATUS_BLOCK_COUNT,
     ConfigBits,
-    EvseDinBoard,
     EvseDinError,
     EvseDinStatus,
     StatusBits,
@@ -27,6 +26,7 @@ from hal.evse_din import (
     register_to_amps,
     relay_expected,
 )
+from hal.evse_din.driver import EvseDinBoard
 from hal.interfaces import (
     BoardEvent,
     ContactorChanged,

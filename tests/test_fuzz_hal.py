@@ -26,15 +26,15 @@ from pymodbus.framer import FramerRTU
 from pymodbus.pdu import DecodePDU
 from pymodbus.pdu.register_message import ReadHoldingRegistersRequest
 
-from hal.evse_din import (
+from hal.evse_din.codec import (
     STATUS_BLOCK_COUNT,
-    EvseDinBoard,
     EvseDinError,
     active_faults,
     decode_status,
     register_to_amps,
     relay_expected,
 )
+from hal.evse_din.driver import EvseDinBoard
 from hal.interfaces import (
     CardPresented,
     ContactorChanged,
@@ -81,9 +81,10 @@ from hal.meter_modbus import InvalidMeterValue, ModbusMeter, load_register_map
 from hal.modbus_bus import FramerEvents, ModbusBus, RtuResponseFramer
 from hal.pn532 import codec as pn532
 from hal.pn532.driver import Pn532Reader
-from hal.rdm6300 import DropReason as RdmDrop
-from hal.rdm6300 import Rdm6300Decoder, Rdm6300Reader
-from hal.rdm6300 import encode_frame as rdm_frame
+from hal.rdm6300.codec import DropReason as RdmDrop
+from hal.rdm6300.codec import Rdm6300Decoder
+from hal.rdm6300.codec import encode_frame as rdm_frame
+from hal.rdm6300.driver import Rdm6300Reader
 from hal.registermap import REGISTER_COUNT, Quantity, RegisterDecodeError, decode_value
 
 FUZZ = settings(

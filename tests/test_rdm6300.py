@@ -24,15 +24,15 @@ from hal.interfaces import (
     IdReader,
     ReaderEvent,
 )
-from hal.rdm6300 import (
+from hal.rdm6300.codec import (
     DropReason,
     Rdm6300Decoder,
     Rdm6300Frame,
-    Rdm6300Reader,
     card_number,
     checksum,
     encode_frame,
 )
+from hal.rdm6300.driver import Rdm6300Reader
 from sim.devices.rdm6300 import SimulatedRdm6300
 from sim.devices.serial_wire import Direction, SerialWire
 

@@ -35,12 +35,11 @@ from typing import NoReturn
 from hal.contactor import ContactorSupervisor
 from hal.duty_cycle import current_to_duty
 from hal.events import EventStream
+from hal.faults import FaultLatch
 from hal.interfaces import (
     BoardEvent,
     ContactorChanged,
     DeviceError,
-    DeviceFault,
-    DeviceRecovered,
     FaultCode,
     LinkStats,
     PilotChanged,
@@ -94,6 +93,8 @@ _BIT_FAULTS: dict[FaultBit, tuple[FaultCode, str]] = {
     FaultBit.MCU_WATCHDOG: (FaultCode.DEVICE_ERROR, "board restarted by its hardware watchdog"),
     FaultBit.SELFTEST_FAILED: (FaultCode.DEVICE_ERROR, "board self test failed"),
 }
+# Every code the board's fault bits can raise (an unknown bit is a DEVICE_ERROR): what a STATE report lists in full.
+BOARD_FAULT_CODES = frozenset({code for code, _ in _BIT_FAULTS.values()} | {FaultCode.DEVICE_ERROR})
 
 
 def faults_by_code(bits: FaultBit) -> dict[FaultCode, frozenset[str]]:
@@ -160,7 +161,7 @@ class IoBoard:
         self._state: StateReport | None = None
         self._pilot: PilotState | None = None
         self._contactor_closed = False
-        self._board_faults: dict[FaultCode, frozenset[str]] = {}
+        self._faults = FaultLatch(name, self.events)  # the board's fault bits, the link, the contactor
         self._offered_amps = 0.0
         self._unavailable = False
         # The permission to energize as the firmware last set it (re-sent on re-sync), and as the
@@ -169,7 +170,6 @@ class IoBoard:
         self._supervise_wake = asyncio.Event()  # something the supervise loop checks has changed
         self._board_permission_value: bool | None = False
         self._last_rx = 0.0
-        self._link_lost = False
         self._last_board_seq: int | None = None
         self._started = False
         self._resync_event = asyncio.Event()
@@ -201,6 +201,10 @@ class IoBoard:
     @property
     def link_up(self) -> bool:
         return self._started and not self._link_lost
+
+    @property
+    def _link_lost(self) -> bool:
+        return FaultCode.LINK_LOST in self._faults
 
     @property
     def power_allowed(self) -> bool:
@@ -449,10 +453,9 @@ class IoBoard:
                     self._open_port()
                     self._write(bytes([DELIMITER]))
             if not self._link_lost and now - self._last_rx > self.link_timeout_s:
-                self._link_lost = True
                 detail = f"no frame from the I/O board on {self.port} for {now - self._last_rx:.2f} s"
+                self._faults.raise_fault(FaultCode.LINK_LOST, detail)
                 logger.warning("%s: link lost: %s", self.name, detail)
-                self.events.publish(DeviceFault(self.name, FaultCode.LINK_LOST, detail))
             if not self._link_lost and self._state is not None:
                 self._supervise(now, self._state)
 
@@ -529,10 +532,8 @@ class IoBoard:
         self.stats.frames_received += 1
         self._last_rx = time.monotonic()
         self._track_board_seq(envelope.seq, isinstance(msg, BoardHello))
-        if self._link_lost:
-            self._link_lost = False
+        if self._faults.clear(FaultCode.LINK_LOST):
             logger.info("%s: link to the I/O board on %s is back", self.name, self.port)
-            self.events.publish(DeviceRecovered(self.name, FaultCode.LINK_LOST))
             self._request_resync(hello=False)
         match msg:
             case Ack() | Nack():
@@ -626,24 +627,20 @@ class IoBoard:
                           f"{self._supervisor.settle_s:.2f} s while the contactor should be "
                           f"{'closed' if expected else 'open'} (permission {permission}, pilot {report.pilot.value}, "
                           f"faults {fault_names(report.faults)}, coil {'on' if report.contactor_cmd else 'off'})")
-                logger.error("%s: contactor fault %s: %s", self.name, verdict.code.value, detail)
-                self.events.publish(DeviceFault(self.name, verdict.code, detail))
-            else:
+                if self._faults.raise_fault(verdict.code, detail):
+                    logger.error("%s: contactor fault %s: %s", self.name, verdict.code.value, detail)
+            elif self._faults.clear(verdict.code):
                 logger.info("%s: contactor fault %s cleared", self.name, verdict.code.value)
-                self.events.publish(DeviceRecovered(self.name, verdict.code))
 
     def _update_faults(self, bits: FaultBit) -> None:
+        """A STATE lists the board's faults in full: a new code, or a new bit behind an active one, is a
+        DeviceFault (several bits share DEVICE_ERROR); a code no longer listed is recovered."""
         active = faults_by_code(bits)
-        for code, details in active.items():
-            known = self._board_faults.get(code, frozenset())
-            if not details <= known:
-                detail = "; ".join(sorted(details))
-                logger.warning("%s: I/O board fault %s: %s", self.name, code.value, detail)
-                self.events.publish(DeviceFault(self.name, code, detail))
-        for code in self._board_faults.keys() - active.keys():
+        for code, causes in active.items():
+            if self._faults.raise_causes(code, causes):
+                logger.warning("%s: I/O board fault %s: %s", self.name, code.value, self._faults.active[code])
+        for code in self._faults.clear_all(among=BOARD_FAULT_CODES, keep=active):
             logger.info("%s: I/O board fault %s cleared", self.name, code.value)
-            self.events.publish(DeviceRecovered(self.name, code))
-        self._board_faults = active
 
     # --- port I/O -------------------------------------------------------------------------------------
 

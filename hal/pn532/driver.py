@@ -22,12 +22,11 @@ import contextlib
 import logging
 
 from hal.events import EventStream
+from hal.faults import FaultLatch
 from hal.interfaces import (
     CardPresented,
     CardTechnology,
     DeviceError,
-    DeviceFault,
-    DeviceRecovered,
     FaultCode,
     LinkStats,
     ReaderEvent,
@@ -130,7 +129,7 @@ class Pn532Reader:
         self._task: asyncio.Task[None] | None = None
         self._initialised = False
         self._failures = 0
-        self._faulted = False
+        self._faults = FaultLatch(name, self.events)
         self._card: str | None = None
         self._misses = 0
 
@@ -138,7 +137,7 @@ class Pn532Reader:
 
     @property
     def link_lost(self) -> bool:
-        return self._faulted
+        return FaultCode.LINK_LOST in self._faults
 
     @property
     def card_present(self) -> str | None:
@@ -226,20 +225,16 @@ class Pn532Reader:
 
     def _link_ok(self) -> None:
         self._failures = 0
-        if self._faulted:
-            self._faulted = False
+        if self._faults.clear(FaultCode.LINK_LOST):
             log.warning("pn532 %s on %s: answering again (%s)", self.name, self.port, self.firmware)
-            self.events.publish(DeviceRecovered(self.name, FaultCode.LINK_LOST))
 
     def _link_failed(self, exc: DeviceError) -> None:
         self._failures += 1
         self._initialised = False  # the chip may have been reset: wake it and configure it again
         log.debug("pn532 %s: poll failed (%d in a row): %s", self.name, self._failures, exc)
-        if self._failures >= self._fail_after and not self._faulted:
-            self._faulted = True
+        if self._failures >= self._fail_after and self._faults.raise_fault(FaultCode.LINK_LOST, str(exc)):
             log.error("pn532 %s on %s: link lost after %d failed polls: %s", self.name, self.port,
                       self._failures, exc)
-            self.events.publish(DeviceFault(self.name, FaultCode.LINK_LOST, str(exc)))
 
     # --- init sequence ------------------------------------------------------------------------
 

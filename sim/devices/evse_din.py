@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from hal.evse_din import (
+from hal.evse_din.codec import (
     HIGH_RESOLUTION_MIN_FIRMWARE,
     MAX_OFFER_A,
     MIN_OFFER_A,

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 
 from hal.interfaces import DeviceError
-from hal.rdm6300 import encode_frame, parse_tag_uid
+from hal.rdm6300.codec import encode_frame, parse_tag_uid
 from hal.serial_port import AsyncSerialPort
 from sim.devices.interfaces import DeviceCounters
 
