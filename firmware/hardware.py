@@ -61,7 +61,7 @@ class ChargerHardware:
         results = await asyncio.gather(*(d.start() for d in self.devices()), return_exceptions=True)
         for device, result in zip(self.devices(), results, strict=True):
             if isinstance(result, BaseException):
-                log.error("device did not start", extra={"device": device.name, "error": str(result)})
+                log.warning("device did not start", extra={"device": device.name, "error": str(result)})
 
     async def close(self) -> None:
         for d in self.devices():

@@ -47,9 +47,21 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+class DeviceLibraryLevels(logging.Filter):
+    """pymodbus logs a meter that did not answer in time as an ERROR; on a charger that is an expected event of
+    the line, which our driver reports in its own terms (timeouts counted, a fault after several): a WARNING.
+    ERROR stays what it means in this log — a fault of the agent."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and record.name.startswith("pymodbus"):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def setup_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonLineFormatter())
+    handler.addFilter(DeviceLibraryLevels())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

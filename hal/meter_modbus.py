@@ -237,7 +237,7 @@ class ModbusMeter:
         self._link_failures = 0
         self._clear_fault(FaultCode.LINK_LOST)  # it answers, so the line works
         if self._device_failures == 1:
-            log.error("meter %s: %s", self.name, exc)
+            log.warning("meter %s: %s", self.name, exc)
         else:
             log.debug("meter %s: still failing (%d in a row): %s", self.name, self._device_failures, exc)
         if self._device_failures >= self.fail_after:
@@ -253,7 +253,7 @@ class ModbusMeter:
 
     def _raise_fault(self, code: FaultCode, detail: str) -> None:
         if self._faults.raise_fault(code, detail):
-            log.error("meter %s: fault %s: %s", self.name, code, detail)
+            log.warning("meter %s: fault %s: %s", self.name, code, detail)
 
     def _clear_fault(self, code: FaultCode) -> None:
         if self._faults.clear(code):

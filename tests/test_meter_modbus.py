@@ -228,7 +228,7 @@ async def test_exception_answer_is_a_clear_error_and_a_device_fault(
         message = str(err.value)
         assert "unit 2" in message and "address 0 (0x0000)" in message
         assert "exception 4 (SERVER DEVICE FAILURE)" in message
-        assert any("SERVER DEVICE FAILURE" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+        assert any("SERVER DEVICE FAILURE" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
         assert meter.stats.exceptions == 1 and meter.stats.timeouts == 0
         with pytest.raises(ModbusExceptionResponse):
             await meter.read()

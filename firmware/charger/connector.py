@@ -328,7 +328,7 @@ class ConnectorController:
                     handle.cancel()
         except DeviceError as exc:
             # the board's own fault events (link lost ...) follow; the machine then makes it safe
-            log.error("board command failed", extra={"connector": self.id, "effect": type(effect).__name__,
+            log.warning("board command failed", extra={"connector": self.id, "effect": type(effect).__name__,
                                                      "error": str(exc)})
 
     def _start_timer(self, name: str, seconds: float) -> None:

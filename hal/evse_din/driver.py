@@ -274,7 +274,7 @@ class EvseDinBoard:
         self._answered = True
         self._failures = 0
         if problem is not None and problem != self._problem_logged:
-            log.error("EVSE-DIN did not take the host's commands", extra=self._ctx(error=problem))
+            log.warning("EVSE-DIN did not take the host's commands", extra=self._ctx(error=problem))
         self._problem_logged = problem
         if self._faults.clear(FaultCode.LINK_LOST):
             log.info("EVSE-DIN answers again", extra=self._ctx())
@@ -295,7 +295,7 @@ class EvseDinBoard:
             if not verdict.active:
                 self._faults.clear(verdict.code)
             elif self._faults.raise_fault(verdict.code, f"relay bit {status.relay_on}, expected {expected}"):
-                log.error("EVSE-DIN relay disagrees with the expected state",
+                log.warning("EVSE-DIN relay disagrees with the expected state",
                           extra=self._ctx(code=str(verdict.code), expected=expected, relay=status.relay_on))
 
     def _on_refused(self, exc: DeviceError) -> None:
@@ -314,7 +314,7 @@ class EvseDinBoard:
         if self._failures >= self.fail_after and not self.link_lost:
             self._synced = False  # the board may reboot meanwhile: sync again when it is back
             self._problem = "does not answer"
-            log.error("EVSE-DIN stopped answering", extra=self._ctx(failures=self._failures, error=str(exc)))
+            log.warning("EVSE-DIN stopped answering", extra=self._ctx(failures=self._failures, error=str(exc)))
             self._faults.raise_fault(FaultCode.LINK_LOST, f"no valid answer to {self._failures} polls: {exc}")
             self._settled.set()
 
@@ -327,7 +327,7 @@ class EvseDinBoard:
 
     def _raise_fault(self, code: FaultCode, detail: str) -> None:
         if self._faults.raise_fault(code, detail):
-            log.error("EVSE-DIN fault", extra=self._ctx(code=str(code), detail=detail))
+            log.warning("EVSE-DIN fault", extra=self._ctx(code=str(code), detail=detail))
 
     # --- writes ------------------------------------------------------------------------------------
 
@@ -337,7 +337,7 @@ class EvseDinBoard:
         try:
             await self._write(address, value)
         except EvseDinError as exc:
-            log.error("EVSE-DIN refused a command", extra=self._ctx(error=str(exc)))
+            log.warning("EVSE-DIN refused a command", extra=self._ctx(error=str(exc)))
             raise
         except DeviceError:
             self._synced = False

@@ -359,7 +359,7 @@ class IoBoard:
         self.stats.exceptions += 1
         text = f": {answer.text}" if answer.text else ""
         what = what or type(msg).__name__
-        logger.error("%s: I/O board on %s refused %s: %s%s", self.name, self.port, what, answer.reason.name, text)
+        logger.warning("%s: I/O board on %s refused %s: %s%s", self.name, self.port, what, answer.reason.name, text)
         raise DeviceError(f"{self.name}: I/O board on {self.port} refused {what}: {answer.reason.name}{text}")
 
     async def _handshake_locked(self) -> BoardHello:
@@ -389,7 +389,7 @@ class IoBoard:
             msg = (f"{self.name}: I/O board on {self.port} speaks protocol {hello.proto_major}."
                    f"{hello.proto_minor} (firmware {hello.firmware_version!r}, hardware "
                    f"{hello.hardware_revision!r}); this host supports {PROTOCOL_MAJOR}.x only: refusing it")
-            logger.error("%s", msg)
+            logger.warning("%s", msg)
             raise DeviceError(msg)
         if isinstance(answer, Nack):
             self.stats.exceptions += 1
@@ -628,7 +628,7 @@ class IoBoard:
                           f"{'closed' if expected else 'open'} (permission {permission}, pilot {report.pilot.value}, "
                           f"faults {fault_names(report.faults)}, coil {'on' if report.contactor_cmd else 'off'})")
                 if self._faults.raise_fault(verdict.code, detail):
-                    logger.error("%s: contactor fault %s: %s", self.name, verdict.code.value, detail)
+                    logger.warning("%s: contactor fault %s: %s", self.name, verdict.code.value, detail)
             elif self._faults.clear(verdict.code):
                 logger.info("%s: contactor fault %s cleared", self.name, verdict.code.value)
 
@@ -650,7 +650,7 @@ class IoBoard:
 
     def _port_failed(self, exc: BaseException) -> None:
         """The port closed itself; the supervise loop reopens it and the link timeout reports it."""
-        logger.error("%s: serial port %s failed, closed it (will reopen): %s", self.name, self.port, exc)
+        logger.warning("%s: serial port %s failed, closed it (will reopen): %s", self.name, self.port, exc)
 
     def _send_payload(self, payload: bytes) -> None:
         # A leading delimiter ends any garbage the board may hold, so this frame is not lost with it.

@@ -176,7 +176,7 @@ class Pn532Reader:
             except (Pn532ProtocolError, Pn532ApplicationError) as exc:
                 # the chip answered, so the link is up; the answer was wrong and is logged as such.
                 # A chip that reset itself (back in LowVbat) answers like this: configure it again.
-                log.error("pn532 %s on %s: %s", self.name, self.port, exc)
+                log.warning("pn532 %s on %s: %s", self.name, self.port, exc)
                 self._initialised = False
                 self._link_ok()
             except DeviceError as exc:
@@ -204,7 +204,7 @@ class Pn532Reader:
             check_status("InRelease", release)
         except DeviceError as exc:  # the UID was read fine; a failed release is only worth a log line
             self.stats.exceptions += 1
-            log.error("pn532 %s: %s", self.name, exc)
+            log.warning("pn532 %s: %s", self.name, exc)
         return target.uid_hex
 
     def _track(self, uid: str | None) -> None:
@@ -233,7 +233,7 @@ class Pn532Reader:
         self._initialised = False  # the chip may have been reset: wake it and configure it again
         log.debug("pn532 %s: poll failed (%d in a row): %s", self.name, self._failures, exc)
         if self._failures >= self._fail_after and self._faults.raise_fault(FaultCode.LINK_LOST, str(exc)):
-            log.error("pn532 %s on %s: link lost after %d failed polls: %s", self.name, self.port,
+            log.warning("pn532 %s on %s: link lost after %d failed polls: %s", self.name, self.port,
                       self._failures, exc)
 
     # --- init sequence ------------------------------------------------------------------------
@@ -368,7 +368,7 @@ class Pn532Reader:
 
     def _port_failed(self, exc: BaseException) -> None:
         """The port closed itself; a command under way fails at once instead of timing out."""
-        log.error("pn532 %s: serial port %s failed: %s", self.name, self.port, exc)
+        log.warning("pn532 %s: serial port %s failed: %s", self.name, self.port, exc)
         self._initialised = False
         self._inbox.put_nowait(_PortLost())
 

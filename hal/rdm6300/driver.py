@@ -110,7 +110,7 @@ class Rdm6300Reader:
         self._card_gone()
         self._candidate = None
         if self._faults.raise_fault(FaultCode.LINK_LOST, f"serial port failed: {exc}"):
-            log.error("rdm6300 %s: serial port %s failed: %s", self.name, self.port, exc)
+            log.warning("rdm6300 %s: serial port %s failed: %s", self.name, self.port, exc)
         if self._reopen_task is None:
             self._reopen_task = self._spawn(self._reopen(), name=f"rdm6300-reopen:{self.name}")
 
