@@ -28,6 +28,7 @@ from firmware.authorization import (
 from firmware.config import ConfigError, parse_config
 from firmware.session import AuthPurpose, AuthSource, AuthStatus
 from firmware.storage.database import MIGRATIONS, Database
+from firmware.storage.settings import Settings
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 FUTURE = NOW + timedelta(days=1)
@@ -359,7 +360,7 @@ def test_local_list_differential_update(db: Database) -> None:
     assert lst.apply(4, [("ff", IdTagInfo(S.ACCEPTED))], full=False) is ListUpdateStatus.ACCEPTED
     assert lst.apply(5, [("gg", IdTagInfo(S.ACCEPTED))], full=True) is ListUpdateStatus.ACCEPTED
     assert len(lst) == 1 and lst.version == 5
-    assert db.get_setting(LIST_VERSION_KEY) == "5"
+    assert Settings(db).get(LIST_VERSION_KEY) == "5"
 
 
 # --- the glue -------------------------------------------------------------------------------------------
@@ -401,10 +402,10 @@ def test_authorizer_answers_even_when_storage_fails(db: Database) -> None:
 def test_a_version_2_database_migrates_to_3_and_keeps_its_data(tmp_path: Path) -> None:
     path = tmp_path / "agent.db"
     old = Database(path, MIGRATIONS[:2])
-    old.put_setting("k", "v")
+    Settings(old).put("k", "v")
     old.close()
     db = Database(path)
-    assert db.version >= 3 and db.get_setting("k") == "v"
+    assert db.version >= 3 and Settings(db).get("k") == "v"
     AuthorizationCache(db).put("A", IdTagInfo(S.ACCEPTED), NOW)
     assert LocalAuthorizationList(db).version == 0
 

@@ -1,4 +1,5 @@
-"""Durable state on SQLite (standard library): schema migrations, settings, (next) queues."""
+"""Durable state on SQLite (standard library): the database and its migrations (``database``), key/value
+settings (``settings``), billing records (``ledger``) and the outbox (``outbox``); docs/storage.md."""
 
 from firmware.storage.database import Database, StorageError
 
