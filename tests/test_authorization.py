@@ -12,21 +12,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware.authorization import (
+from firmware.charger.authorization import Authorizer, AuthSettings, Decision, Verdict, decide
+from firmware.config import ConfigError, parse_config
+from firmware.ocpp.v16.mapping import id_tag_info
+from firmware.session import AuthPurpose, AuthSource, AuthStatus
+from firmware.storage.auth_stores import (
     DEFAULT_CACHE_CAPACITY,
     LIST_VERSION_KEY,
     AuthorizationCache,
-    Authorizer,
-    AuthSettings,
-    Decision,
     IdTagInfo,
     ListUpdateStatus,
     LocalAuthorizationList,
-    Verdict,
-    decide,
 )
-from firmware.config import ConfigError, parse_config
-from firmware.session import AuthPurpose, AuthSource, AuthStatus
 from firmware.storage.database import MIGRATIONS, Database
 from firmware.storage.settings import Settings
 
@@ -48,15 +45,14 @@ def test_accepted_entry_past_its_expiry_counts_as_expired() -> None:
 
 
 def test_id_tag_info_from_the_wire() -> None:
-    info = IdTagInfo.from_ocpp16({"status": "Accepted", "expiryDate": "2026-06-02T12:00:00.000Z",
-                                  "parentIdTag": "GROUP-1"})
+    info = id_tag_info({"status": "Accepted", "expiryDate": "2026-06-02T12:00:00.000Z", "parentIdTag": "GROUP-1"})
     assert info == IdTagInfo(S.ACCEPTED, FUTURE, "GROUP-1")
-    assert IdTagInfo.from_ocpp16({"status": "Accepted", "expiryDate": "2026-06-02T12:00:00"}).expiry == FUTURE
+    assert id_tag_info({"status": "Accepted", "expiryDate": "2026-06-02T12:00:00"}).expiry == FUTURE
     # what we cannot read never makes an id valid
-    assert IdTagInfo.from_ocpp16({"status": "Maybe"}).status is S.INVALID
-    assert IdTagInfo.from_ocpp16({}).status is S.INVALID
-    assert IdTagInfo.from_ocpp16({"status": "Unknown"}).status is S.INVALID  # not a 1.6 status
-    garbled = IdTagInfo.from_ocpp16({"status": "Accepted", "expiryDate": "next tuesday"})
+    assert id_tag_info({"status": "Maybe"}).status is S.INVALID
+    assert id_tag_info({}).status is S.INVALID
+    assert id_tag_info({"status": "Unknown"}).status is S.INVALID  # not a 1.6 status
+    garbled = id_tag_info({"status": "Accepted", "expiryDate": "next tuesday"})
     assert garbled.effective_status(NOW) is S.EXPIRED
 
 

@@ -1,8 +1,7 @@
 """The agent's SQLite database: WAL, full fsync, versioned migrations, corruption handled loudly.
 
 What lives in it is kept by the stores beside this module: ``settings`` (key/value), ``ledger`` (billing
-records), ``outbox`` (messages not yet delivered); ``firmware.authorization`` (Authorization Cache, Local
-Authorization List).
+records), ``outbox`` (messages not yet delivered), ``auth_stores`` (Authorization Cache, Local Authorization List).
 
 Why SQLite: one file, transactional, survives ``kill -9`` at any instant when used with WAL and
 ``synchronous=FULL`` (a commit that returned is on disk). Migrations only ever add or convert: a migration that
@@ -60,8 +59,8 @@ def _v2(conn: sqlite3.Connection) -> None:
 
 
 def _v3(conn: sqlite3.Connection) -> None:
-    """Authorization Cache and Local Authorization List (OCPP 1.6 §3.5; firmware/authorization.py). ``key`` is
-    the casefolded id (ids are case-insensitive), ``expiry`` UNIX seconds, ``used`` the cache's LRU counter."""
+    """Authorization Cache and Local Authorization List (OCPP 1.6 §3.5; firmware/storage/auth_stores.py). ``key``
+    is the casefolded id (ids are case-insensitive), ``expiry`` UNIX seconds, ``used`` the cache's LRU counter."""
     conn.execute("""
         CREATE TABLE auth_cache (
             key           TEXT    PRIMARY KEY,
