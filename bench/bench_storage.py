@@ -1,6 +1,6 @@
 """Storage and delivery figures: durable enqueue rate, draining a backlog, restart after a power cut.
 
-* enqueue: ``TransactionLog.queue`` (one message, one commit, ``synchronous=FULL``: on disk when it returns)
+* enqueue: ``Outbox.queue`` (one message, one commit, ``synchronous=FULL``: on disk when it returns)
   in messages/s, next to ``queue_many`` in batches of 100 (one commit each) for the cost of the fsync;
 * drain: 10,000 MeterValues queued while the CSMS was offline, from the reconnect (the CSMS sees the
   connection) to the CSMS's answer to the last one — next to the same number of bare ``ocpp``-library
@@ -28,7 +28,8 @@ import websockets
 from ocpp.v16 import ChargePoint, call
 
 from firmware.storage.database import Database
-from firmware.storage.transactions import QueuedMessage, TransactionLog
+from firmware.storage.ledger import Ledger
+from firmware.storage.outbox import Outbox, QueuedMessage
 from sim.csms.transcript import Direction, EntryKind
 from tests.station import CP_ID, Station
 
@@ -45,15 +46,15 @@ def _meter_value(i: int) -> dict[str, Any]:
 
 
 def _enqueue_rates(root: Path, n: int) -> tuple[float, float]:
-    log = TransactionLog(Database(root / "enqueue.db"))
+    outbox = Outbox(Database(root / "enqueue.db"))
     t0 = time.perf_counter()
     for i in range(n):
-        log.queue("MeterValues", {"connectorId": 1, "meterValue": [_meter_value(i)]}, 1, 1)
+        outbox.queue("MeterValues", {"connectorId": 1, "meterValue": [_meter_value(i)]}, 1, 1, thinnable=True)
     single = n / (time.perf_counter() - t0)
     t0 = time.perf_counter()
     for chunk in range(0, n, 100):
-        log.queue_many([("MeterValues", {"connectorId": 1, "meterValue": [_meter_value(i)]}, 1, 1, None)
-                        for i in range(chunk, chunk + 100)])
+        outbox.queue_many([QueuedMessage("MeterValues", {"connectorId": 1, "meterValue": [_meter_value(i)]}, 1, 1,
+                                         thinnable=True) for i in range(chunk, chunk + 100)])
     batched = n / (time.perf_counter() - t0)
     return single, batched
 
@@ -62,16 +63,12 @@ def _fill(db_path: Path, n: int) -> None:
     """What an agent leaves after a long offline period: a confirmed transaction and its queued meter values
     (written by a second connection while the agent runs: SQLite WAL allows it, the agent reads the head)."""
     db = Database(db_path)
-    log = TransactionLog(db)
-    if log.get(1, 999) is None:
-        now = datetime.now(UTC)
-        log.start(1, 999, TAG, 1000, now, ("StartTransaction", {}))
-        head = log.head()
-        assert head is not None
-        log.delivered(head.seq, (1, 999, 1))
-    batch: list[QueuedMessage] = [("MeterValues", {"connectorId": 1, "meterValue": [_meter_value(i)]}, 1, 999, None)
-                                  for i in range(n)]
-    log.queue_many(batch)
+    ledger, outbox = Ledger(db), Outbox(db)
+    if ledger.get(1, 999) is None:
+        ledger.start(1, 999, TAG, 1000, datetime.now(UTC))
+        ledger.set_transaction_id(1, 999, "1")
+    outbox.queue_many([QueuedMessage("MeterValues", {"connectorId": 1, "meterValue": [_meter_value(i)]}, 1, 999,
+                                     thinnable=True) for i in range(n)])
     db.close()
 
 

@@ -3,7 +3,7 @@
 Start-up order matters for power-loss recovery: the database first (a damaged one stops us with a
 clear message), then the devices, then each connector — a connector restored from its snapshot is
 told that the power came back, which ends an open transaction with PowerLoss (or Reboot after a
-requested reset) using a fresh meter reading; a transaction the log still has open that no connector
+requested reset) using a fresh meter reading; a transaction the ledger still has open that no connector
 holds is stopped then too — and only then the CSMS link, which delivers whatever is queued, in order.
 """
 
@@ -40,6 +40,7 @@ from firmware.session import (
 )
 from firmware.session.machine import mask_token
 from firmware.storage import Database
+from firmware.storage.ledger import Ledger
 from firmware.systemd_notify import SystemdNotifier
 from firmware.task_supervisor import OnFailure, TaskSupervisor
 from firmware.telemetry.service import MqttTelemetry
@@ -84,6 +85,7 @@ class Agent:
         self.exit_code = ExitCode.OK
         self.db = Database(Path(config.state_dir) / "agent.db")
         self.db.on_failure = self._storage_failed
+        self.ledger = Ledger(self.db)  # billing records: written by the OCPP adapter, read by telemetry
         self.tasks = TaskSupervisor(self._task_failed)  # every long-running task, watched (docs/architecture.md)
         self.callback_errors = 0  # exceptions in event-loop callbacks (serial reads, ...): faults of ours
         self.hardware: ChargerHardware = build_hardware(config, spawn=self.tasks.spawn)
@@ -102,7 +104,7 @@ class Agent:
         if config.ocpp is not None:
             self.ocpp = Ocpp16Client(config, self.connectors, self.db, self.keys, request_exit=self.request_exit,
                                      coordinator=self.coordinator, diagnostics=self.diagnostics,
-                                     hardware=self.hardware_summary,
+                                     hardware=self.hardware_summary, ledger=self.ledger,
                                      spawn=lambda coro, name: self.tasks.spawn(coro, name=name,
                                                                                on_failure=OnFailure.OWNER))
             for ctrl in self.connectors.values():
@@ -112,7 +114,7 @@ class Agent:
         self.telemetry: MqttTelemetry | None = None  # with [mqtt]: telemetry and site control (docs/mqtt.md)
         if config.mqtt is not None:
             self.telemetry = MqttTelemetry(config, self.connectors, self.limits, health=self.health,
-                                           transactions=self.ocpp.tlog if self.ocpp is not None else None)
+                                           ledger=self.ledger)
         for ctrl in self.connectors.values():
             ctrl.observers.append(self.limits)
             if self.telemetry is not None:
@@ -163,13 +165,13 @@ class Agent:
         """Link counters of every device and each connector's state (for DataTransfer Diagnostics)."""
         return {"devices": {d.name: dataclasses.asdict(d.stats) for d in self.hardware.devices()},
                 "connectors": [c.describe() for c in self.connectors.values()],
-                "outbox": dataclasses.asdict(self.ocpp.tlog.stats()) if self.ocpp else None,
+                "outbox": dataclasses.asdict(self.ocpp.outbox.stats()) if self.ocpp else None,
                 "tasks": self.tasks.report(), "callbackErrors": self.callback_errors}
 
     def health(self) -> dict[str, Any]:
         """For the MQTT health message: the CSMS link, the outbox, the devices' link counters and the tasks."""
         return {"ocpp_connected": self.ocpp.online if self.ocpp is not None else None,
-                "outbox": dataclasses.asdict(self.ocpp.tlog.stats()) if self.ocpp else None,
+                "outbox": dataclasses.asdict(self.ocpp.outbox.stats()) if self.ocpp else None,
                 "devices": {d.name: dataclasses.asdict(d.stats) for d in self.hardware.devices()},
                 "tasks": self.tasks.report(), "callback_errors": self.callback_errors}
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from firmware.authorization import DEFAULT_CACHE_CAPACITY
+from firmware.storage.auth_stores import DEFAULT_CACHE_CAPACITY
 
 T = TypeVar("T")
 

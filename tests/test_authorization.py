@@ -12,22 +12,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware.authorization import (
+from firmware.charger.authorization import Authorizer, AuthSettings, Decision, Verdict, decide
+from firmware.config import ConfigError, parse_config
+from firmware.ocpp.v16.mapping import id_tag_info
+from firmware.session import AuthPurpose, AuthSource, AuthStatus
+from firmware.storage.auth_stores import (
     DEFAULT_CACHE_CAPACITY,
     LIST_VERSION_KEY,
     AuthorizationCache,
-    Authorizer,
-    AuthSettings,
-    Decision,
     IdTagInfo,
     ListUpdateStatus,
     LocalAuthorizationList,
-    Verdict,
-    decide,
 )
-from firmware.config import ConfigError, parse_config
-from firmware.session import AuthPurpose, AuthSource, AuthStatus
 from firmware.storage.database import MIGRATIONS, Database
+from firmware.storage.settings import Settings
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 FUTURE = NOW + timedelta(days=1)
@@ -47,15 +45,14 @@ def test_accepted_entry_past_its_expiry_counts_as_expired() -> None:
 
 
 def test_id_tag_info_from_the_wire() -> None:
-    info = IdTagInfo.from_ocpp16({"status": "Accepted", "expiryDate": "2026-06-02T12:00:00.000Z",
-                                  "parentIdTag": "GROUP-1"})
+    info = id_tag_info({"status": "Accepted", "expiryDate": "2026-06-02T12:00:00.000Z", "parentIdTag": "GROUP-1"})
     assert info == IdTagInfo(S.ACCEPTED, FUTURE, "GROUP-1")
-    assert IdTagInfo.from_ocpp16({"status": "Accepted", "expiryDate": "2026-06-02T12:00:00"}).expiry == FUTURE
+    assert id_tag_info({"status": "Accepted", "expiryDate": "2026-06-02T12:00:00"}).expiry == FUTURE
     # what we cannot read never makes an id valid
-    assert IdTagInfo.from_ocpp16({"status": "Maybe"}).status is S.INVALID
-    assert IdTagInfo.from_ocpp16({}).status is S.INVALID
-    assert IdTagInfo.from_ocpp16({"status": "Unknown"}).status is S.INVALID  # not a 1.6 status
-    garbled = IdTagInfo.from_ocpp16({"status": "Accepted", "expiryDate": "next tuesday"})
+    assert id_tag_info({"status": "Maybe"}).status is S.INVALID
+    assert id_tag_info({}).status is S.INVALID
+    assert id_tag_info({"status": "Unknown"}).status is S.INVALID  # not a 1.6 status
+    garbled = id_tag_info({"status": "Accepted", "expiryDate": "next tuesday"})
     assert garbled.effective_status(NOW) is S.EXPIRED
 
 
@@ -359,7 +356,7 @@ def test_local_list_differential_update(db: Database) -> None:
     assert lst.apply(4, [("ff", IdTagInfo(S.ACCEPTED))], full=False) is ListUpdateStatus.ACCEPTED
     assert lst.apply(5, [("gg", IdTagInfo(S.ACCEPTED))], full=True) is ListUpdateStatus.ACCEPTED
     assert len(lst) == 1 and lst.version == 5
-    assert db.get_setting(LIST_VERSION_KEY) == "5"
+    assert Settings(db).get(LIST_VERSION_KEY) == "5"
 
 
 # --- the glue -------------------------------------------------------------------------------------------
@@ -401,10 +398,10 @@ def test_authorizer_answers_even_when_storage_fails(db: Database) -> None:
 def test_a_version_2_database_migrates_to_3_and_keeps_its_data(tmp_path: Path) -> None:
     path = tmp_path / "agent.db"
     old = Database(path, MIGRATIONS[:2])
-    old.put_setting("k", "v")
+    Settings(old).put("k", "v")
     old.close()
     db = Database(path)
-    assert db.version >= 3 and db.get_setting("k") == "v"
+    assert db.version >= 3 and Settings(db).get("k") == "v"
     AuthorizationCache(db).put("A", IdTagInfo(S.ACCEPTED), NOW)
     assert LocalAuthorizationList(db).version == 0
 

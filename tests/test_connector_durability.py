@@ -27,7 +27,9 @@ from firmware.session import (
     TransactionStopped,
 )
 from firmware.storage.database import Database
-from firmware.storage.transactions import TransactionLog
+from firmware.storage.ledger import Ledger
+from firmware.storage.outbox import Outbox
+from firmware.storage.settings import Settings
 from hal.events import EventStream
 from hal.interfaces import MeterReading, PilotState, utcnow
 
@@ -69,19 +71,21 @@ class GatedMeter:
 
 
 class Billing:
-    """The durable part of the OCPP client's observer, reduced to the transaction log."""
+    """The durable part of the OCPP client's observer, reduced to the ledger and the outbox."""
 
-    def __init__(self, tlog: TransactionLog, fail: bool = False) -> None:
-        self.tlog, self.fail = tlog, fail
+    def __init__(self, db: Database, fail: bool = False) -> None:
+        self.ledger, self.outbox, self.fail = Ledger(db), Outbox(db), fail
 
     def record(self, ctrl: ConnectorController, effects: list[Effect], reading: MeterReading | None,
                now: datetime) -> None:
         for e in effects:
             wh = 0 if reading is None else round(reading.energy_import_wh)
             if isinstance(e, TransactionStarted):
-                self.tlog.start(ctrl.id, e.local_id, e.id_token, wh, now, ("StartTransaction", {"meterStart": wh}))
+                self.ledger.start(ctrl.id, e.local_id, e.id_token, wh, now)
+                self.outbox.queue("StartTransaction", {"meterStart": wh}, ctrl.id, e.local_id, now)
             elif isinstance(e, TransactionStopped):
-                self.tlog.stop(ctrl.id, e.local_id, wh, now, e.reason.value, ("StopTransaction", {"meterStop": wh}))
+                self.ledger.stop(ctrl.id, e.local_id, wh, now, e.reason.value)
+                self.outbox.queue("StopTransaction", {"meterStop": wh}, ctrl.id, e.local_id, now)
                 if self.fail:
                     raise RuntimeError("disk full")
 
@@ -89,14 +93,13 @@ class Billing:
         return None
 
 
-def make(tmp_path: Path) -> tuple[ConnectorController, GatedMeter, Database, TransactionLog]:
+def make(tmp_path: Path) -> tuple[ConnectorController, GatedMeter, Database]:
     db = Database(tmp_path / "agent.db")
     meter = GatedMeter()
     hw = ConnectorHardware(1, FakeBoard(), meter, 32.0, 3)  # type: ignore[arg-type]
     ctrl = ConnectorController(hw, SessionConfig(max_current_amps=32.0), db)
-    tlog = TransactionLog(db)
-    ctrl.observers.append(Billing(tlog))
-    return ctrl, meter, db, tlog
+    ctrl.observers.append(Billing(db))
+    return ctrl, meter, db
 
 
 def on_disk(path: Path) -> tuple[Any, list[tuple[Any, ...]], list[str]]:
@@ -120,7 +123,7 @@ async def start_transaction(ctrl: ConnectorController) -> None:
 
 
 async def test_a_cut_during_the_stop_meter_read_leaves_the_transaction_open_in_both(tmp_path: Path) -> None:
-    ctrl, meter, _, _ = make(tmp_path)
+    ctrl, meter, _ = make(tmp_path)
     await start_transaction(ctrl)
     meter.gate.clear()
     meter.reading_now.clear()
@@ -138,9 +141,9 @@ async def test_a_cut_during_the_stop_meter_read_leaves_the_transaction_open_in_b
 
 
 async def test_records_that_fail_take_the_snapshot_with_them(tmp_path: Path) -> None:
-    ctrl, _, _, _ = make(tmp_path)
+    ctrl, _, _ = make(tmp_path)
     await start_transaction(ctrl)
-    ctrl.observers[0] = Billing(TransactionLog(ctrl._db), fail=True)
+    ctrl.observers[0] = Billing(ctrl._db, fail=True)
     with pytest.raises(RuntimeError):
         await ctrl.handle(CardPresented(CARD))
     snapshot_tx, rows, actions = on_disk(tmp_path / "agent.db")
@@ -148,18 +151,18 @@ async def test_records_that_fail_take_the_snapshot_with_them(tmp_path: Path) -> 
 
 
 async def test_a_machine_that_lost_its_snapshot_does_not_reuse_local_ids(tmp_path: Path) -> None:
-    ctrl, _, db, tlog = make(tmp_path)
+    ctrl, _, db = make(tmp_path)
     await start_transaction(ctrl)
-    db.put_setting(SNAPSHOT_KEY.format(1), "{not json")  # e.g. written by a broken release
+    Settings(db).put(SNAPSHOT_KEY.format(1), "{not json")  # e.g. written by a broken release
     again = ConnectorController(ctrl.hw, SessionConfig(max_current_amps=32.0), db)
-    again.observers.append(Billing(tlog))
+    again.observers.append(Billing(db))
     assert not again.restored
     await start_transaction(again)  # would fail on the (connector, local id) key if the id were reused
     assert again.machine.transaction is not None and again.machine.transaction.local_id == 2
 
 
 async def test_latest_reading_never_goes_back_in_time(tmp_path: Path) -> None:
-    ctrl, _, _, _ = make(tmp_path)
+    ctrl, _, _ = make(tmp_path)
     fresh = await ctrl.fresh_reading()
     assert fresh is not None
     older = MeterReading("meter1", fresh.taken_at - timedelta(seconds=1), fresh.energy_import_wh - 5, 0.0, (0.0,),
@@ -169,7 +172,7 @@ async def test_latest_reading_never_goes_back_in_time(tmp_path: Path) -> None:
 
 
 async def test_a_failing_database_is_reported_so_the_agent_can_stop(tmp_path: Path) -> None:
-    ctrl, _, _, _ = make(tmp_path)
+    ctrl, _, _ = make(tmp_path)
     failures: list[Exception] = []
     ctrl._db.on_failure = failures.append  # what the agent hooks to stop with 74
 
@@ -180,7 +183,7 @@ async def test_a_failing_database_is_reported_so_the_agent_can_stop(tmp_path: Pa
 
     await ctrl.handle(PilotChanged(PilotState.B))
     await ctrl.handle(CardPresented(CARD))
-    ctrl.observers[0] = DiskFull(TransactionLog(ctrl._db))
+    ctrl.observers[0] = DiskFull(ctrl._db)
     with pytest.raises(sqlite3.OperationalError):
         await ctrl.handle(AuthorizationResult(CARD, AuthStatus.ACCEPTED, source=AuthSource.ONLINE))
     assert len(failures) == 1 and "disk is full" in str(failures[0])

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from firmware.ocpp.v16.mapping import timestamp
 from firmware.storage import Database
-from firmware.storage.transactions import TransactionLog
+from firmware.storage.ledger import Ledger
+from firmware.storage.outbox import Outbox, QueuedMessage
 from tests.station import CP_ID, Station
 
 BACKLOG = 3000
@@ -33,11 +34,11 @@ async def test_thousands_of_messages_queued_during_an_outage_arrive_in_order(tmp
 
         db = Database(tmp_path / "agent.db")
         try:
-            log = TransactionLog(db)
-            [open_tx] = log.open_transactions()
+            [open_tx] = Ledger(db).open_transactions()
             t0 = datetime.now(UTC) - timedelta(seconds=BACKLOG)
-            log.queue_many(("MeterValues", _sample(t0 + timedelta(seconds=i), 1000 + i),
-                            open_tx.connector, open_tx.local_id, t0 + timedelta(seconds=i)) for i in range(BACKLOG))
+            Outbox(db).queue_many(QueuedMessage("MeterValues", _sample(t0 + timedelta(seconds=i), 1000 + i),
+                                                open_tx.connector, open_tx.local_id, t0 + timedelta(seconds=i),
+                                                thinnable=True) for i in range(BACKLOG))
         finally:
             db.close()
 

@@ -1,6 +1,7 @@
 """Outbox delivery per OCPP 1.6 §4.10: in order, retried only on a failure to process (CALLERROR) with
 TransactionMessageRetryInterval x failures so far, given up after TransactionMessageAttempts; a lost answer
-(timeout, connection loss) is not a failure; the CSMS's transactionId is filled in when a message is sent."""
+(timeout, connection loss) is not a failure; the CSMS's transactionId is filled in when a message is sent (by the
+1.6 adapter's TransactionMessages: the delivery itself knows no OCPP version)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import pytest
 
 from firmware.ocpp.delivery import LinkUnresponsive, OutboxDelivery, RetryPolicy
 from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost, InvalidResponse
+from firmware.ocpp.v16.transactions import TransactionMessages
 from firmware.storage.database import Database
-from firmware.storage.transactions import OutboxMessage, TransactionLog
+from firmware.storage.ledger import Ledger
+from firmware.storage.outbox import Outbox, OutboxMessage
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 INTERVAL = 0.1
@@ -56,34 +59,43 @@ def call_error(action: str) -> CallErrorReceived:
 
 
 @pytest.fixture
-def tlog(tmp_path: Path) -> TransactionLog:
-    return TransactionLog(Database(tmp_path / "agent.db"))
+def tlog(tmp_path: Path) -> Outbox:
+    return Outbox(Database(tmp_path / "agent.db"))
 
 
-def start(tlog: TransactionLog, connector: int = 1, local_id: int = 1) -> None:
-    tlog.start(connector, local_id, "TAG", 10, T0, ("StartTransaction", {
-        "connectorId": connector, "idTag": "TAG", "meterStart": 10, "timestamp": "2026-03-01T12:00:00.000Z"}))
+def ledger(tlog: Outbox) -> Ledger:
+    return Ledger(tlog.db)
 
 
-def meter(tlog: TransactionLog, value: int, connector: int | None = 1, local_id: int | None = 1,
+def start(tlog: Outbox, connector: int = 1, local_id: int = 1) -> None:
+    with tlog.db.transaction():  # the record and its message in one commit, as the 1.6 adapter writes them
+        ledger(tlog).start(connector, local_id, "TAG", 10, T0)
+        tlog.queue("StartTransaction", {"connectorId": connector, "idTag": "TAG", "meterStart": 10,
+                                        "timestamp": "2026-03-01T12:00:00.000Z"}, connector, local_id, T0)
+
+
+def meter(tlog: Outbox, value: int, connector: int | None = 1, local_id: int | None = 1,
           context: str = "Sample.Periodic") -> None:
     tlog.queue("MeterValues", {"connectorId": connector or 2, "meterValue": [{
         "timestamp": "2026-03-01T12:00:01.000Z", "sampledValue": [{"value": str(value), "context": context}]}]},
         connector, local_id)
 
 
-def stop(tlog: TransactionLog, connector: int = 1, local_id: int = 1) -> None:
-    tlog.stop(connector, local_id, 99, T0, "Local", ("StopTransaction", {
-        "meterStop": 99, "timestamp": "2026-03-01T12:00:09.000Z", "reason": "Local"}))
+def stop(tlog: Outbox, connector: int = 1, local_id: int = 1) -> None:
+    with tlog.db.transaction():
+        ledger(tlog).stop(connector, local_id, 99, T0, "Local")
+        tlog.queue("StopTransaction", {"meterStop": 99, "timestamp": "2026-03-01T12:00:09.000Z", "reason": "Local"},
+                   connector, local_id, T0)
 
 
-def delivery(tlog: TransactionLog, attempts: int = 3, interval: float = INTERVAL,
+def delivery(tlog: Outbox, attempts: int = 3, interval: float = INTERVAL,
              confirmed: list[tuple[OutboxMessage, dict[str, Any]]] | None = None) -> OutboxDelivery:
     seen = confirmed if confirmed is not None else []
-    return OutboxDelivery(tlog, lambda: RetryPolicy(attempts, interval), lambda m, a: seen.append((m, a)))
+    return OutboxDelivery(tlog, lambda: RetryPolicy(attempts, interval),
+                          TransactionMessages(ledger(tlog), lambda m, a: seen.append((m, a))))
 
 
-async def run_until_empty(d: OutboxDelivery, csms: FakeCsms, tlog: TransactionLog, timeout_s: float = 5) -> None:
+async def run_until_empty(d: OutboxDelivery, csms: FakeCsms, tlog: Outbox, timeout_s: float = 5) -> None:
     task = asyncio.create_task(d.run(csms.call))
     try:
         async with asyncio.timeout(timeout_s):
@@ -95,7 +107,7 @@ async def run_until_empty(d: OutboxDelivery, csms: FakeCsms, tlog: TransactionLo
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_in_order_with_the_csms_transaction_id_filled_in(tlog: TransactionLog) -> None:
+async def test_in_order_with_the_csms_transaction_id_filled_in(tlog: Outbox) -> None:
     start(tlog)
     meter(tlog, 11)
     meter(tlog, 12)
@@ -105,13 +117,13 @@ async def test_in_order_with_the_csms_transaction_id_filled_in(tlog: Transaction
     assert [a for _, a, _ in csms.sent] == ["StartTransaction", "MeterValues", "MeterValues", "StopTransaction"]
     assert "transactionId" not in csms.sent[0][2]
     assert all(p["transactionId"] == 101 for _, _, p in csms.sent[1:])
-    rec = tlog.get(1, 1)
-    assert rec is not None and rec.transaction_id == 101
+    rec = ledger(tlog).get(1, 1)
+    assert rec is not None and rec.transaction_id == "101"  # kept as text; sent as the integer 1.6 wants
     assert [m.action for m, _ in confirmed] == ["StartTransaction", "MeterValues", "MeterValues", "StopTransaction"]
     assert confirmed[0][1]["transactionId"] == 101
 
 
-async def test_call_error_is_retried_after_interval_times_failures(tlog: TransactionLog) -> None:
+async def test_call_error_is_retried_after_interval_times_failures(tlog: Outbox) -> None:
     start(tlog)
     stop(tlog)
     csms = FakeCsms(lambda action, p, n: call_error(action) if action == "StopTransaction" and n <= 3 else None)
@@ -127,7 +139,7 @@ async def test_call_error_is_retried_after_interval_times_failures(tlog: Transac
 async def test_the_retry_wait_survives_a_restart(tmp_path: Path) -> None:
     """The failure count and the time of the next try are on disk: a restarted agent still waits."""
     interval = 1.0
-    tlog = TransactionLog(Database(tmp_path / "agent.db"))
+    tlog = Outbox(Database(tmp_path / "agent.db"))
     start(tlog)
     first = FakeCsms(lambda action, p, n: call_error(action))
     task = asyncio.create_task(delivery(tlog, interval=interval).run(first.call))
@@ -139,7 +151,7 @@ async def test_the_retry_wait_survives_a_restart(tmp_path: Path) -> None:
     await asyncio.gather(task, return_exceptions=True)
     tlog.db.close()
 
-    again = TransactionLog(Database(tmp_path / "agent.db"))
+    again = Outbox(Database(tmp_path / "agent.db"))
     head = again.head()
     assert head is not None and head.attempts == 1 and head.retry_at is not None
     second = FakeCsms()
@@ -147,7 +159,7 @@ async def test_the_retry_wait_survives_a_restart(tmp_path: Path) -> None:
     assert second.sent[0][0] - failed_at >= interval * 0.9  # not sent at once after the restart
 
 
-async def test_a_wall_clock_set_back_does_not_stretch_the_retry_wait(tlog: TransactionLog) -> None:
+async def test_a_wall_clock_set_back_does_not_stretch_the_retry_wait(tlog: Outbox) -> None:
     start(tlog)
     head = tlog.head()
     assert head is not None
@@ -158,7 +170,7 @@ async def test_a_wall_clock_set_back_does_not_stretch_the_retry_wait(tlog: Trans
     assert csms.sent[0][0] - t0 < INTERVAL * 3  # at most interval x failures
 
 
-async def test_given_up_after_transaction_message_attempts_and_the_next_goes(tlog: TransactionLog) -> None:
+async def test_given_up_after_transaction_message_attempts_and_the_next_goes(tlog: Outbox) -> None:
     start(tlog)
     meter(tlog, 11)
     stop(tlog)
@@ -169,7 +181,7 @@ async def test_given_up_after_transaction_message_attempts_and_the_next_goes(tlo
     assert tlog.stats().discarded == 1
 
 
-async def test_invalid_answer_counts_as_a_failure_to_process(tlog: TransactionLog) -> None:
+async def test_invalid_answer_counts_as_a_failure_to_process(tlog: Outbox) -> None:
     start(tlog)
     csms = FakeCsms(lambda action, p, n: InvalidResponse("bad") if n == 1 else None)
     await run_until_empty(delivery(tlog, attempts=2), csms, tlog)
@@ -177,7 +189,7 @@ async def test_invalid_answer_counts_as_a_failure_to_process(tlog: TransactionLo
 
 
 async def test_timeout_is_not_a_failure_the_link_is_dropped_and_the_message_goes_first_again(
-        tlog: TransactionLog) -> None:
+        tlog: Outbox) -> None:
     start(tlog)
     stop(tlog)
     csms = FakeCsms(lambda action, p, n: TimeoutError() if action == "StopTransaction" and n == 2 else None)
@@ -191,7 +203,7 @@ async def test_timeout_is_not_a_failure_the_link_is_dropped_and_the_message_goes
     assert tlog.stats().discarded == 0
 
 
-async def test_connection_lost_is_not_a_failure(tlog: TransactionLog) -> None:
+async def test_connection_lost_is_not_a_failure(tlog: Outbox) -> None:
     start(tlog)
     csms = FakeCsms(lambda action, p, n: ConnectionLost("gone") if n == 1 else None)
     d = delivery(tlog, attempts=1)
@@ -203,7 +215,7 @@ async def test_connection_lost_is_not_a_failure(tlog: TransactionLog) -> None:
     assert [a for _, a, _ in csms.sent] == ["StartTransaction", "StartTransaction"]
 
 
-async def test_messages_of_a_transaction_whose_start_was_given_up_are_not_sent(tlog: TransactionLog) -> None:
+async def test_messages_of_a_transaction_whose_start_was_given_up_are_not_sent(tlog: Outbox) -> None:
     start(tlog)
     meter(tlog, 11)
     stop(tlog)
@@ -215,7 +227,7 @@ async def test_messages_of_a_transaction_whose_start_was_given_up_are_not_sent(t
     assert tlog.stats().discarded == 3
 
 
-async def test_meter_values_of_no_transaction_are_not_retried(tlog: TransactionLog) -> None:
+async def test_meter_values_of_no_transaction_are_not_retried(tlog: Outbox) -> None:
     meter(tlog, 5, connector=None, local_id=None, context="Sample.Clock")
     start(tlog)
     csms = FakeCsms(lambda action, p, n: call_error(action) if n == 1 else None)
@@ -224,7 +236,7 @@ async def test_meter_values_of_no_transaction_are_not_retried(tlog: TransactionL
     assert "transactionId" not in csms.sent[0][2]
 
 
-async def test_a_new_message_does_not_jump_a_retry_wait(tlog: TransactionLog) -> None:
+async def test_a_new_message_does_not_jump_a_retry_wait(tlog: Outbox) -> None:
     start(tlog)
     csms = FakeCsms(lambda action, p, n: call_error(action) if n == 1 else None)
     d = delivery(tlog, attempts=3, interval=0.3)
@@ -240,7 +252,7 @@ async def test_a_new_message_does_not_jump_a_retry_wait(tlog: TransactionLog) ->
     assert [a for _, a, _ in csms.sent] == ["StartTransaction", "StartTransaction", "MeterValues"]
 
 
-async def test_drain_lets_the_message_in_flight_finish_and_sends_no_more(tlog: TransactionLog) -> None:
+async def test_drain_lets_the_message_in_flight_finish_and_sends_no_more(tlog: Outbox) -> None:
     start(tlog)
     stop(tlog)
     release = asyncio.Event()
@@ -260,3 +272,49 @@ async def test_drain_lets_the_message_in_flight_finish_and_sends_no_more(tlog: T
     await asyncio.wait_for(task, 1)  # run() returns: no new delivery
     head = tlog.head()
     assert head is not None and head.action == "StopTransaction"
+
+
+async def test_only_the_start_transactions_removal_waits_for_the_disk(tlog: Outbox,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/storage.md "At least once": a plain removal may be undone by a power loss (the message is sent again),
+    the removal that stores the CSMS's transaction id may not (later messages need the id)."""
+    start(tlog)
+    meter(tlog, 11)
+    commits: list[tuple[bool, bool]] = []  # (durable, storing an id) of each outermost commit of a removal
+    real = tlog.delivered
+
+    def spy(seq: int, with_removal: Callable[[], None] | None = None) -> None:
+        durable_flags: list[bool] = []
+        real_transaction = tlog.db.transaction
+
+        def transaction(*, durable: bool = True) -> Any:
+            durable_flags.append(durable)
+            return real_transaction(durable=durable)
+
+        monkeypatch.setattr(tlog.db, "transaction", transaction)
+        try:
+            real(seq, with_removal)
+        finally:
+            monkeypatch.setattr(tlog.db, "transaction", real_transaction)
+        commits.append((durable_flags[0], with_removal is not None))
+
+    monkeypatch.setattr(tlog, "delivered", spy)
+    await run_until_empty(delivery(tlog), FakeCsms(), tlog)
+    assert commits == [(True, True), (False, False)]
+    rec = ledger(tlog).get(1, 1)
+    assert rec is not None and rec.transaction_id == "101"
+
+
+async def test_a_transaction_id_that_is_no_16_integer_cannot_be_sent(tlog: Outbox) -> None:
+    """The ledger keeps ids as text (2.0.1's are strings); 1.6 can only send an integer."""
+    start(tlog)
+    meter(tlog, 11)
+    start(tlog, 1, 2)
+    ledger(tlog).set_transaction_id(1, 1, "c0ffee-2.0.1")
+    head = tlog.head()
+    assert head is not None
+    tlog.delivered(head.seq)  # as if that StartTransaction had gone out already
+    csms = FakeCsms()
+    await run_until_empty(delivery(tlog), csms, tlog)
+    assert [a for _, a, _ in csms.sent] == ["StartTransaction"]  # the meter value was discarded, the next went on
+    assert tlog.stats().discarded == 1

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from firmware.storage.database import MIGRATIONS, Database, StorageError, quarantine
+from firmware.storage.settings import Settings
 
 
 def test_fresh_database_is_migrated_and_uses_wal(tmp_path: Path) -> None:
@@ -15,25 +16,26 @@ def test_fresh_database_is_migrated_and_uses_wal(tmp_path: Path) -> None:
     assert db.version == len(MIGRATIONS)
     assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    db.put_setting("a.b", "1")
-    db.put_setting("a.b", "2")
-    db.put_setting("a_c", "3")
+    settings = Settings(db)
+    settings.put("a.b", "1")
+    settings.put("a.b", "2")
+    settings.put("a_c", "3")
     db.close()
-    again = Database(tmp_path / "agent.db")
-    assert again.get_setting("a.b") == "2"
-    assert again.settings("a.") == {"a.b": "2"}  # '_' and '%' in a prefix are literal
+    again = Settings(Database(tmp_path / "agent.db"))
+    assert again.get("a.b") == "2"
+    assert again.with_prefix("a.") == {"a.b": "2"}  # '_' and '%' in a prefix are literal
 
 
 def test_later_migration_keeps_existing_rows(tmp_path: Path) -> None:
     db = Database(tmp_path / "agent.db", MIGRATIONS[:1])
-    db.put_setting("k", "v")
+    Settings(db).put("k", "v")
     db.close()
 
     def v2(conn: sqlite3.Connection) -> None:
         conn.execute("CREATE TABLE extra (x INTEGER)")
 
     db = Database(tmp_path / "agent.db", [*MIGRATIONS[:1], v2])
-    assert db.version == 2 and db.get_setting("k") == "v"
+    assert db.version == 2 and Settings(db).get("k") == "v"
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -65,7 +67,15 @@ def test_storage_failures_are_reported_wherever_they_happen_but_not_our_own_mist
     pages = db.conn.execute("PRAGMA page_count").fetchone()[0]
     db.conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full from now on
     with pytest.raises(sqlite3.OperationalError, match="full"):
-        db.put_setting("big", "x" * 100_000)
+        Settings(db).put("big", "x" * 100_000)
     assert len(failures) == 1 and "full" in str(failures[0])
     assert not db.in_transaction and not db.conn.in_transaction  # rolled back: the next commit can be tried
-    assert db.get_setting("big") is None
+    assert Settings(db).get("big") is None
+
+
+def test_settings_counters_and_literal_prefixes(tmp_path: Path) -> None:
+    settings = Settings(Database(tmp_path / "agent.db"))
+    assert settings.bump("storage.outbox.thinned", 3) == 3 and settings.bump("storage.outbox.thinned") == 4
+    settings.put("a\\b.c", "1")
+    settings.put("axb.c", "2")
+    assert settings.with_prefix("a\\b") == {"a\\b.c": "1"}  # the escape character is literal too

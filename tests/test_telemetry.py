@@ -269,7 +269,7 @@ def test_record_never_raises_into_the_billing_commit() -> None:
     from firmware.config import AgentConfig
     from firmware.telemetry.service import MqttTelemetry
 
-    class BrokenLog:
+    class BrokenLedger:
         def get(self, connector: int, local_id: int) -> None:
             raise RuntimeError("boom")
 
@@ -278,7 +278,7 @@ def test_record_never_raises_into_the_billing_commit() -> None:
     cfg = AgentConfig(path="a.toml", charge_point_id="CP", state_dir="/tmp",
                       mqtt=MqttConfig(host="127.0.0.1", port=1))
     telemetry = MqttTelemetry(cfg, connectors, LimitApplier(connectors), health=dict,
-                              transactions=BrokenLog())  # type: ignore[arg-type]
+                              ledger=BrokenLedger())  # type: ignore[arg-type]
     stopped = TransactionStopped(local_id=7, reason=StopReason.POWER_LOSS, trigger=Trigger.ABNORMAL_CONDITION,
                                  id_token="04A1B2C3")
     telemetry.record(ctrl, [stopped], None, datetime(2026, 1, 1, tzinfo=UTC))  # type: ignore[arg-type]

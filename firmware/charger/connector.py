@@ -51,7 +51,8 @@ from firmware.session import (
 )
 from firmware.session.events import Event
 from firmware.storage import Database
-from firmware.storage.transactions import TransactionLog
+from firmware.storage.ledger import Ledger
+from firmware.storage.settings import Settings
 from hal.interfaces import (
     ContactorChanged,
     DeviceError,
@@ -100,6 +101,7 @@ class ConnectorController:
         self.id = hw.id
         self.config = config
         self._db = db
+        self._settings = Settings(db)
         self.observers: list[ConnectorObserver] = []
         self.view = HardwareView()
         self.latest_reading: MeterReading | None = None
@@ -113,13 +115,13 @@ class ConnectorController:
         self.inoperative_by = self._load_availability_holds()
 
     def _load_machine(self) -> SessionMachine:
-        raw = self._db.get_setting(SNAPSHOT_KEY.format(self.id))
+        raw = self._settings.get(SNAPSHOT_KEY.format(self.id))
         if raw is None:
             return self._fresh_machine()
         try:
             machine = SessionMachine.restore(json.loads(raw), self.config)
         except (SnapshotError, ValueError) as exc:
-            # a broken snapshot must not keep the charger down; the transaction log still has the billing data
+            # a broken snapshot must not keep the charger down; the ledger still has the billing data
             # (the OCPP client closes a transaction left open there, see Ocpp16Client.close_orphaned_transactions)
             log.error("session snapshot unusable, starting fresh", extra={"connector": self.id, "error": str(exc)})
             return self._fresh_machine()
@@ -127,7 +129,7 @@ class ConnectorController:
         return machine
 
     def _load_availability_holds(self) -> set[str]:
-        raw = self._db.get_setting(AVAILABILITY_KEY.format(self.id))
+        raw = self._settings.get(AVAILABILITY_KEY.format(self.id))
         if raw:
             with contextlib.suppress(ValueError, TypeError):
                 return {source for source, operative in json.loads(raw).items() if operative is False}
@@ -137,7 +139,7 @@ class ConnectorController:
         """A new machine that continues this connector's transaction numbering: (connector, local id) keys the
         billing records, so a machine that lost its snapshot must not reuse a local id."""
         machine = SessionMachine(self.id, self.config)
-        first = TransactionLog(self._db).next_local_id(self.id)
+        first = Ledger(self._db).next_local_id(self.id)
         if first > 1:
             snapshot = machine.snapshot()
             snapshot["context"]["next_local_id"] = first
@@ -216,9 +218,9 @@ class ConnectorController:
             # would stop a transaction twice). Nothing was switched yet, so "neither" is a consistent state.
             try:
                 with self._db.transaction():
-                    self._db.put_setting(SNAPSHOT_KEY.format(self.id), snapshot)
+                    self._settings.put(SNAPSHOT_KEY.format(self.id), snapshot)
                     if holds != self.inoperative_by:
-                        self._db.put_setting(AVAILABILITY_KEY.format(self.id), json.dumps(
+                        self._settings.put(AVAILABILITY_KEY.format(self.id), json.dumps(
                             {source: source not in holds for source in ("csms", "site")}))
                     if effects:
                         for observer in self.observers:
@@ -357,13 +359,14 @@ class ConnectorController:
 
 def restart_pending(db: Database) -> bool:
     """Whether the previous run ended for a requested reset (then open transactions end with Reboot)."""
-    flag = db.get_setting("agent.reset_pending")
+    settings = Settings(db)
+    flag = settings.get("agent.reset_pending")
     if flag:
-        db.put_setting("agent.reset_pending", "")
+        settings.put("agent.reset_pending", "")
     return bool(flag)
 
 
 def reset_flag(db: Database, kind: str) -> None:
-    db.put_setting("agent.reset_pending", kind)
+    Settings(db).put("agent.reset_pending", kind)
 
 

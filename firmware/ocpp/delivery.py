@@ -1,4 +1,9 @@
-"""Delivering the outbox: OCPP 1.6 transaction-related messages, in order, with the spec's retry rule.
+"""Delivering the outbox: transaction-related messages, in order, with OCPP's retry rule — for any OCPP version.
+
+The protocol specifics come from the adapter (:class:`OutboxAdapter`): what to fill into a message when it is
+sent (1.6: the CSMS's transactionId, from the ledger), what to store with its removal (1.6: the id a
+StartTransaction.conf brings), and what to do with the answer. The rules below are 1.6's; OCPP 2.0.1 has the
+same ones for TransactionEvent (MessageAttemptsTransactionEvent, MessageAttemptIntervalTransactionEvent).
 
 OCPP 1.6 (§4.10 "Transaction-related messages", 3.7 in the first edition) asks three things, done here:
 
@@ -36,10 +41,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse
-from firmware.storage.transactions import OutboxMessage, TransactionLog
+from firmware.storage.outbox import Outbox, OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,26 @@ Call = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 class LinkUnresponsive(Exception):
     """The CSMS did not answer a queued message in time: treat the link as stale, reconnect, resend."""
+
+
+class Unsendable(Exception):
+    """A queued message can no longer be sent (e.g. its transaction never got an id from the CSMS): it is
+    discarded and counted; the message says why."""
+
+
+class OutboxAdapter(Protocol):
+    """What the delivery needs from a protocol version's adapter."""
+
+    def prepare(self, msg: OutboxMessage) -> dict[str, Any]:
+        """The payload to send now, with what was learnt since it was queued filled in. Raises
+        :class:`Unsendable` when it cannot be sent any more."""
+
+    def store_answer(self, msg: OutboxMessage, answer: dict[str, Any]) -> Callable[[], None] | None:
+        """A write the answer implies that later messages need (None: nothing); it is committed together with
+        the message's removal, durably."""
+
+    def confirmed(self, msg: OutboxMessage, answer: dict[str, Any]) -> None:
+        """After the removal was committed: act on the answer."""
 
 
 @dataclass(frozen=True)
@@ -68,13 +93,11 @@ class RetryPolicy:
 class OutboxDelivery:
     """Sends the outbox head, one message at a time, while a connection is up (``run`` per connection)."""
 
-    def __init__(self, tlog: TransactionLog, policy: Callable[[], RetryPolicy],
-                 confirmed: Callable[[OutboxMessage, dict[str, Any]], None]) -> None:
-        """``policy`` is read at each failure (the keys may change); ``confirmed(message, answer)`` runs after
-        a delivered message was removed from the outbox (and a StartTransaction's id stored)."""
-        self.tlog = tlog
+    def __init__(self, outbox: Outbox, policy: Callable[[], RetryPolicy], adapter: OutboxAdapter) -> None:
+        """``policy`` is read at each failure (the keys may change)."""
+        self.outbox = outbox
         self._policy = policy
-        self._confirmed = confirmed
+        self._adapter = adapter
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -93,7 +116,7 @@ class OutboxDelivery:
     async def run(self, call: Call) -> None:
         """Deliver until the connection fails (the exception propagates) or :meth:`drain` is called."""
         while not self._draining:
-            msg = self.tlog.head()
+            msg = self.outbox.head()
             if msg is None:
                 self._wake.clear()
                 await self._wake.wait()
@@ -133,17 +156,14 @@ class OutboxDelivery:
             log.warning("a queued message was still in flight at exit; it will be sent again after the restart")
 
     async def _deliver(self, call: Call, msg: OutboxMessage) -> None:
-        payload = dict(msg.payload)
-        if msg.local_id is not None and msg.connector is not None and msg.action != "StartTransaction":
-            record = self.tlog.get(msg.connector, msg.local_id)
-            if record is None or record.transaction_id is None:
-                # its StartTransaction was given up (or never recorded): there is no id to send it with
-                total = self.tlog.discard(msg.seq)
-                log.error("queued message for a transaction the CSMS never confirmed discarded", extra={
-                    "action": msg.action, "connector": msg.connector, "local_id": msg.local_id, "seq": msg.seq,
-                    "discarded_total": total})
-                return
-            payload["transactionId"] = record.transaction_id
+        try:
+            payload = self._adapter.prepare(msg)
+        except Unsendable as exc:
+            total = self.outbox.discard(msg.seq)
+            log.error("queued message cannot be sent; discarded", extra={
+                "action": msg.action, "connector": msg.connector, "local_id": msg.local_id, "seq": msg.seq,
+                "reason": str(exc), "discarded_total": total})
+            return
         try:
             answer = await call(msg.action, payload)
         except TimeoutError as exc:
@@ -153,24 +173,20 @@ class OutboxDelivery:
         except (CallErrorReceived, InvalidResponse) as exc:
             self._failed(msg, exc)
             return
-        if msg.action == "StartTransaction" and msg.connector is not None and msg.local_id is not None:
-            # the CSMS's id and the removal in one commit: later messages of the transaction need the id
-            self.tlog.delivered(msg.seq, (msg.connector, msg.local_id, int(answer["transactionId"])))
-        else:
-            self.tlog.delivered(msg.seq)
-        self._confirmed(msg, answer)
+        self.outbox.delivered(msg.seq, self._adapter.store_answer(msg, answer))
+        self._adapter.confirmed(msg, answer)
 
     def _failed(self, msg: OutboxMessage, exc: Exception) -> None:
         """The CSMS failed to process the message (§4.10): retry per the policy, or give it up."""
         failures = msg.attempts + 1  # the row's count: this worker is the outbox's only consumer
         wait = self._policy().wait_before_retry(failures) if msg.transaction_related else None
         if wait is None:
-            total = self.tlog.discard(msg.seq)
+            total = self.outbox.discard(msg.seq)
             log.error("CSMS failed to process a queued message; discarded", extra={
                 "action": msg.action, "seq": msg.seq, "failures": failures, "connector": msg.connector,
                 "local_id": msg.local_id, "discarded_total": total, "error": str(exc)})
             return
-        self.tlog.attempted(msg.seq, retry_at=time.time() + wait)
+        self.outbox.attempted(msg.seq, retry_at=time.time() + wait)
         self._not_before = {msg.seq: asyncio.get_running_loop().time() + wait}
         log.warning("CSMS failed to process a queued message; retrying", extra={
             "action": msg.action, "seq": msg.seq, "failures": failures, "retry_in_s": wait, "error": str(exc)})

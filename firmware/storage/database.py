@@ -1,7 +1,10 @@
 """The agent's SQLite database: WAL, full fsync, versioned migrations, corruption handled loudly.
 
+What lives in it is kept by the stores beside this module: ``settings`` (key/value), ``ledger`` (billing
+records), ``outbox`` (messages not yet delivered), ``auth_stores`` (Authorization Cache, Local Authorization List).
+
 Why SQLite: one file, transactional, survives ``kill -9`` at any instant when used with WAL and
-``synchronous=FULL`` (a commit that returned is on disk). Migrations only ever add: a migration that
+``synchronous=FULL`` (a commit that returned is on disk). Migrations only ever add or convert: a migration that
 would drop unsent data does not belong here.
 
 A database that cannot be opened or fails its integrity check is never replaced silently by an
@@ -56,8 +59,8 @@ def _v2(conn: sqlite3.Connection) -> None:
 
 
 def _v3(conn: sqlite3.Connection) -> None:
-    """Authorization Cache and Local Authorization List (OCPP 1.6 §3.5; firmware/authorization.py). ``key`` is
-    the casefolded id (ids are case-insensitive), ``expiry`` UNIX seconds, ``used`` the cache's LRU counter."""
+    """Authorization Cache and Local Authorization List (OCPP 1.6 §3.5; firmware/storage/auth_stores.py). ``key``
+    is the casefolded id (ids are case-insensitive), ``expiry`` UNIX seconds, ``used`` the cache's LRU counter."""
     conn.execute("""
         CREATE TABLE auth_cache (
             key           TEXT    PRIMARY KEY,
@@ -84,8 +87,43 @@ def _v4(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE outbox ADD COLUMN retry_at REAL")
 
 
+def _v5(conn: sqlite3.Connection) -> None:
+    """One shape for every OCPP version (issue 10):
+
+    * ``transactions.transaction_id`` becomes TEXT — OCPP 2.0.1's transaction id is a string; 1.6's integers
+      become their decimal text (the 1.6 adapter turns them back with ``int()``) — and ``id_tag`` becomes
+      ``id_token``. SQLite cannot change a column's type, so the table is rebuilt: created, copied, checked,
+      dropped, renamed, all inside this migration's transaction (all of it or none).
+    * ``outbox.thinnable``: whether a cap may drop the message, decided by the adapter that queues it instead of
+      read from 1.6 payload paths by the storage. Rows already queued are classified as the v4 code did it:
+      MeterValues of no transaction, or whose first sampled value is periodic (a payload that is not JSON stays
+      0: the outbox discards it when it reaches the head).
+    """
+    conn.execute("""
+        CREATE TABLE transactions_v5 (
+            connector      INTEGER NOT NULL,
+            local_id       INTEGER NOT NULL,   -- the session machine's number, per connector
+            id_token       TEXT    NOT NULL,
+            meter_start_wh INTEGER NOT NULL,
+            started_at     TEXT    NOT NULL,
+            transaction_id TEXT,               -- assigned by the CSMS; NULL until it answered the start
+            stopped_at     TEXT,
+            meter_stop_wh  INTEGER,
+            stop_reason    TEXT,
+            PRIMARY KEY (connector, local_id)
+        )""")
+    conn.execute("INSERT INTO transactions_v5 SELECT connector, local_id, id_tag, meter_start_wh, started_at, "
+                 "CAST(transaction_id AS TEXT), stopped_at, meter_stop_wh, stop_reason FROM transactions")
+    conn.execute("DROP TABLE transactions")
+    conn.execute("ALTER TABLE transactions_v5 RENAME TO transactions")
+    conn.execute("ALTER TABLE outbox ADD COLUMN thinnable INTEGER NOT NULL DEFAULT 0")
+    conn.execute("UPDATE outbox SET thinnable = 1 WHERE action = 'MeterValues' AND (local_id IS NULL OR CASE "
+                 "WHEN json_valid(payload) THEN json_extract(payload, '$.meterValue[0].sampledValue[0].context') "
+                 "END = 'Sample.Periodic')")
+
+
 #: Schema versions in order; index + 1 is the version number. Append, never edit or remove.
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5]
 
 
 class StorageError(Exception):
@@ -209,24 +247,6 @@ class Database:
     def close(self) -> None:
         with self._lock:
             self.conn.close()
-
-    # --- settings (key/value, e.g. OCPP configuration keys changed by the CSMS) ----------------
-
-    def get_setting(self, key: str) -> str | None:
-        with self.transaction() as conn:
-            row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def settings(self, prefix: str = "") -> dict[str, str]:
-        with self.transaction() as conn:
-            rows = conn.execute("SELECT key, value FROM settings WHERE key LIKE ? ESCAPE '\\'",
-                                (prefix.replace("%", "\\%").replace("_", "\\_") + "%",)).fetchall()
-        return {str(k): str(v) for k, v in rows}
-
-    def put_setting(self, key: str, value: str) -> None:
-        with self.transaction() as conn:
-            conn.execute("INSERT INTO settings(key, value) VALUES(?, ?) "
-                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
 
 def quarantine(path: str | Path) -> Path:

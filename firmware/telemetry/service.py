@@ -18,7 +18,7 @@ from firmware.charger.connector import ConnectorController
 from firmware.charger.limit_applier import LimitApplier
 from firmware.config import AgentConfig, MqttConfig
 from firmware.session import AvailabilityChanged, Effect, StatusChanged, TransactionStarted, TransactionStopped
-from firmware.storage.transactions import TransactionLog
+from firmware.storage.ledger import Ledger
 from firmware.telemetry import payloads
 from firmware.telemetry.codec import encode
 from firmware.telemetry.commands import Command, CommandRules, Rejected, SetAvailability, SetLimit, parse_command
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 class MqttTelemetry:
     def __init__(self, config: AgentConfig, connectors: dict[int, ConnectorController], applier: LimitApplier,
-                 health: Callable[[], dict[str, Any]], transactions: TransactionLog | None = None) -> None:
+                 health: Callable[[], dict[str, Any]], ledger: Ledger | None = None) -> None:
         assert config.mqtt is not None
         self.agent_config = config
         self.config: MqttConfig = config.mqtt
@@ -47,7 +47,7 @@ class MqttTelemetry:
         self.link = MqttLink(self.config, client_id, self.topics, self._on_command, self._republish)
         self.site = SiteControl(self.config, applier, self._publish_event)
         self.health = health
-        self.transactions = transactions  # the billing records: the start of a transaction from before a restart
+        self.ledger = ledger  # the billing records: the start of a transaction from before a restart
         self.unencodable = 0
         self.rejected = 0
         applier.listeners.append(self._limit_applied)
@@ -86,13 +86,13 @@ class MqttTelemetry:
                 self._pending.setdefault(connector.id, []).append(payloads.session_started(connector.id, e, now, wh))
             elif isinstance(e, TransactionStopped):
                 known = self._starts.pop((connector.id, e.local_id), None)
-                start_wh, started_at = known if known is not None else self._start_from_log(connector.id, e.local_id)
+                start_wh, started_at = known if known is not None else self._start_from_ledger(connector.id, e.local_id)
                 self._pending.setdefault(connector.id, []).append(payloads.session_stopped(
                     connector.id, e, now, meter_stop_wh=wh, meter_start_wh=start_wh, started_at=started_at))
 
-    def _start_from_log(self, connector: int, local_id: int) -> tuple[float | None, datetime | None]:
+    def _start_from_ledger(self, connector: int, local_id: int) -> tuple[float | None, datetime | None]:
         """A transaction started before a restart (stopped with PowerLoss after it): its start as billed."""
-        record = self.transactions.get(connector, local_id) if self.transactions is not None else None
+        record = self.ledger.get(connector, local_id) if self.ledger is not None else None
         if record is None:
             return None, None
         return float(record.meter_start_wh), datetime.fromisoformat(record.started_at)

@@ -1,8 +1,10 @@
 """Authorization over OCPP 1.6 (§3.5, §4.1, §5.4): Authorize.req when the local rules ask the CSMS, every
 IdTagInfo the CSMS sends fed into the Authorization Cache, ClearCache, and the keys that steer it all.
 
-The decision itself is version-agnostic and pure (:func:`firmware.authorization.decide`, docs/authorization.md);
-this feature only asks the CSMS when that decision says so, and answers the session machine whatever happens.
+The decision itself is version-agnostic and pure (:func:`firmware.charger.authorization.decide`,
+docs/authorization.md), the stores are :mod:`firmware.storage.auth_stores`; this feature turns the 1.6 keys into
+:class:`AuthSettings` and IdTagInfo objects into the stores' form (:func:`mapping.id_tag_info`), asks the CSMS when
+the decision says so, and answers the session machine whatever happens.
 """
 
 from __future__ import annotations
@@ -13,22 +15,21 @@ from typing import Any
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
-from firmware.authorization import (
-    LOCAL_AUTH_LIST_MAX_LENGTH,
-    SEND_LOCAL_LIST_MAX_LENGTH,
-    Authorizer,
-    AuthSettings,
-    IdTagInfo,
-    Verdict,
-)
+from firmware.charger.authorization import Authorizer, AuthSettings, Verdict
 from firmware.charger.connector import ConnectorController
 from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse, handles
+from firmware.ocpp.v16 import mapping
 from firmware.ocpp.v16.context import V16Context
 from firmware.ocpp.v16.keys import KeyDefinition, KeyType
 from firmware.session import AuthorizationResult, AuthPurpose, AuthSource, AuthStatus, RequestAuthorization
+from firmware.storage.auth_stores import LOCAL_AUTH_LIST_MAX_LENGTH, IdTagInfo
 from hal.interfaces import utcnow
 
 log = logging.getLogger(__name__)
+
+#: SendLocalListMaxLength: the most identifiers one SendLocalList.req may carry (about 100 bytes each, so a
+#: full request stays far below the 1 MiB frame limit of ``firmware.ocpp.rpc``).
+SEND_LOCAL_LIST_MAX_LENGTH = 1_000
 
 KEYS = (
     KeyDefinition("AllowOfflineTxForUnknownId", KeyType.BOOL, "false"),
@@ -62,7 +63,7 @@ class Authorization:
 
     async def authorize(self, ctrl: ConnectorController, req: RequestAuthorization) -> None:
         """Authorize an id (docs/authorization.md): from the Local Authorization List or the Authorization
-        Cache when :func:`~firmware.authorization.decide` says so, else Authorize.req — and if that gets no
+        Cache when :func:`~firmware.charger.authorization.decide` says so, else Authorize.req — and if that gets no
         answer, as offline. Every way this can fail still answers the machine, which otherwise keeps the id
         pending (and ignores the same card until the restart)."""
         online = self.ctx.cp is not None and self.ctx.online.is_set()
@@ -79,7 +80,7 @@ class Authorization:
                          extra={"connector": ctrl.id, "error": f"{type(exc).__name__}: {exc}"})
                 decision = self.auth.decide(req.id_token, online=False, purpose=req.purpose, now=utcnow())
             else:
-                info = IdTagInfo.from_ocpp16(answer.get("idTagInfo") or {})
+                info = mapping.id_tag_info(answer.get("idTagInfo") or {})
                 status = info.effective_status(utcnow())
                 await ctrl.handle(AuthorizationResult(req.id_token, status, parent_id_token=info.parent_id_tag,
                                                       source=AuthSource.ONLINE))
@@ -101,7 +102,7 @@ class Authorization:
         if not isinstance(id_tag, str):
             return
         if isinstance(info, dict):
-            info = IdTagInfo.from_ocpp16(info)
+            info = mapping.id_tag_info(info)
         if not isinstance(info, IdTagInfo):
             return
         try:

@@ -42,7 +42,8 @@ from firmware.ocpp.v16.status_report import StatusReporter
 from firmware.ocpp.v16.transactions import Transactions
 from firmware.session import Effect, RequestAuthorization, StatusChanged
 from firmware.storage import Database
-from firmware.storage.transactions import TransactionLog
+from firmware.storage.ledger import Ledger
+from firmware.storage.outbox import Outbox
 from hal.interfaces import MeterReading
 
 log = logging.getLogger(__name__)
@@ -58,19 +59,21 @@ class Ocpp16Client:
                  keys: ConfigurationKeys, *, request_exit: Callable[[ExitCode], None],
                  coordinator: Coordinator | None = None,
                  diagnostics: Callable[[], dict[str, Any]] | None = None,
-                 hardware: Callable[[], dict[str, Any]] | None = None, spawn: Spawn | None = None) -> None:
+                 hardware: Callable[[], dict[str, Any]] | None = None, spawn: Spawn | None = None,
+                 ledger: Ledger | None = None) -> None:
         """``spawn(coro, name)`` starts the workers of each connection (the agent's task supervisor lists them
-        and can inject faults; their ends are handled here: the connection is closed and the link reconnects)."""
+        and can inject faults; their ends are handled here: the connection is closed and the link reconnects).
+        ``ledger``: the charge point's billing records (the agent's, shared with telemetry; default: on ``db``)."""
         assert config.ocpp is not None
-        tlog = TransactionLog(db, max_queued=config.max_queued_messages)
-        self.ctx = ctx = V16Context(config, connectors, db, keys, tlog, request_exit)
+        self.ctx = ctx = V16Context(config, connectors, db, keys, ledger or Ledger(db),
+                                    Outbox(db, max_queued=config.max_queued_messages), request_exit)
         self._start_worker: Spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=name))
         self.link = OcppLink(config.ocpp.csms_url, config.charge_point_id, SUBPROTOCOL, password=config.ocpp.password,
                              backoff=Backoff(config.ocpp.reconnect_min_s, config.ocpp.reconnect_max_s),
                              ping_interval_s=keys.get_int("WebSocketPingInterval") or None)
         coordinator = coordinator or Coordinator(connectors, db)
         self.statuses = StatusReporter(connectors, keys, db, VENDOR_ID)
-        self.meter_values = MeterValuesReporter(connectors, keys, ctx.tlog, lambda: ctx.wake_delivery())
+        self.meter_values = MeterValuesReporter(connectors, keys, ctx.outbox, lambda: ctx.wake_delivery())
         self.core = Core(ctx, self.link.set_ping_interval)
         self.authorization = Authorization(ctx)
         self.transactions = Transactions(ctx, self.meter_values, self.authorization.learn)
@@ -80,8 +83,12 @@ class Ocpp16Client:
         self._session_settings = SessionSettings(keys, connectors)
 
     @property
-    def tlog(self) -> TransactionLog:
-        return self.ctx.tlog
+    def ledger(self) -> Ledger:
+        return self.ctx.ledger
+
+    @property
+    def outbox(self) -> Outbox:
+        return self.ctx.outbox
 
     @property
     def online(self) -> bool:

@@ -25,6 +25,7 @@ from firmware.ocpp.rpc import handles
 from firmware.ocpp.v16 import features
 from firmware.ocpp.v16.keys import ChangeResult, KeyDefinition, KeyType
 from firmware.storage import Database
+from firmware.storage.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,14 @@ class ConfigurationKeys:
 
     def __init__(self, db: Database, number_of_connectors: int,
                  extra: Iterable[KeyDefinition] = (), presets: dict[str, str] | None = None) -> None:
-        self._db = db
+        self._settings = Settings(db)
         declared = [*features.key_definitions(number_of_connectors), *KEYS, *extra]
         self._defs = {d.name: d for d in sorted(declared, key=lambda d: d.name)}
         self._lower = {name.lower(): name for name in self._defs}
         self._values = {name: d.default for name, d in self._defs.items()}
         self._listeners: list[tuple[frozenset[str] | None, Callable[[str, str], None]]] = []
         self._apply_presets(presets or {})
-        for key, value in db.settings(SETTING_PREFIX).items():
+        for key, value in self._settings.with_prefix(SETTING_PREFIX).items():
             name = key[len(SETTING_PREFIX):]
             d = self._defs.get(name)
             normalized = d.validate(value) if d is not None else None
@@ -82,8 +83,8 @@ class ConfigurationKeys:
             normalized = d.validate(value)
             if normalized is None:
                 raise ValueError(f"invalid value for {name}: {value!r} (expected {d.type.value})")
-            if self._db.get_setting(SETTING_PREFIX + d.name) is None:
-                self._db.put_setting(SETTING_PREFIX + d.name, normalized)
+            if self._settings.get(SETTING_PREFIX + d.name) is None:
+                self._settings.put(SETTING_PREFIX + d.name, normalized)
 
     def definition(self, key: str) -> KeyDefinition | None:
         name = self._lower.get(key.lower())
@@ -131,7 +132,7 @@ class ConfigurationKeys:
         if normalized is None:
             log.info("configuration change rejected", extra={"key": d.name, "value": "***" if d.secret else value})
             return ChangeResult.REJECTED
-        self._db.put_setting(SETTING_PREFIX + d.name, normalized)  # durable before we answer
+        self._settings.put(SETTING_PREFIX + d.name, normalized)  # durable before we answer
         self._values[d.name] = normalized
         log.info("configuration changed", extra={"key": d.name, "value": "***" if d.secret else normalized})
         for wanted, listener in self._listeners:

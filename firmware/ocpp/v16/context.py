@@ -18,7 +18,8 @@ from firmware.config import AgentConfig
 from firmware.exitcodes import ExitCode
 from firmware.ocpp.rpc import ConnectionLost, RpcChargePoint
 from firmware.storage import Database
-from firmware.storage.transactions import TransactionLog
+from firmware.storage.ledger import Ledger
+from firmware.storage.outbox import Outbox
 
 if TYPE_CHECKING:
     from firmware.ocpp.v16.configuration import ConfigurationKeys
@@ -35,7 +36,8 @@ class V16Context:
     connectors: dict[int, ConnectorController]
     db: Database
     keys: ConfigurationKeys
-    tlog: TransactionLog
+    ledger: Ledger  # billing records (the CSMS's transaction ids)
+    outbox: Outbox  # messages not yet delivered
     request_exit: Callable[[ExitCode], None]
     cp: RpcChargePoint | None = None  # the current connection's charge point
     online: asyncio.Event = field(default_factory=asyncio.Event)  # connected and accepted

@@ -6,12 +6,17 @@ Fault sources are ``"<kind>:<device>"`` strings set by the connector controller 
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from firmware.charger.metering import Sample
 from firmware.session.events import AuthStatus
+from firmware.storage.auth_stores import IdTagInfo
 from hal.types import FaultCode
+
+log = logging.getLogger(__name__)
 
 _BY_CODE: dict[FaultCode, str] = {
     FaultCode.RCD_TRIP: "GroundFailure",
@@ -47,6 +52,31 @@ def auth_status(value: str) -> AuthStatus:
         return AuthStatus(value)
     except ValueError:
         return AuthStatus.INVALID
+
+
+def id_tag_info(info: Mapping[str, Any]) -> IdTagInfo:
+    """A 1.6 IdTagInfo object as it comes on the wire. Never raises: an unknown status is Invalid (never trust
+    what we cannot read), and an unreadable expiryDate is taken as already passed — an id must not become valid
+    forever because its date was garbled."""
+    raw_status = str(info.get("status"))
+    try:
+        status = AuthStatus(raw_status)
+    except ValueError:
+        status = AuthStatus.INVALID
+    if status is AuthStatus.UNKNOWN:  # not a 1.6 AuthorizationStatus
+        status = AuthStatus.INVALID
+    expiry: datetime | None = None
+    raw_expiry = info.get("expiryDate")
+    if raw_expiry is not None:
+        try:
+            expiry = datetime.fromisoformat(str(raw_expiry).replace("Z", "+00:00"))
+            if expiry.tzinfo is None:
+                expiry = expiry.replace(tzinfo=UTC)  # OCPP times are UTC
+        except ValueError:
+            log.warning("unreadable expiryDate in IdTagInfo; treated as expired")
+            expiry = datetime.fromtimestamp(0, UTC)
+    parent = info.get("parentIdTag")
+    return IdTagInfo(status, expiry, str(parent) if parent is not None else None)
 
 
 def timestamp(when: datetime) -> str:

@@ -9,9 +9,10 @@ data a StopTransaction carries.
 * **Transaction data** (StopTxnSampledData, StopTxnAlignedData): the same instants (plus begin and end),
   gathered in memory and sent inside the StopTransaction.
 
-All of them go to the durable outbox (:class:`~firmware.storage.transactions.TransactionLog`); the delivery
-worker sends them in order. Readings that cannot stand for the meter at the sample's time are not sent
-(:func:`fresh_reading`).
+All of them go to the durable outbox (:class:`~firmware.storage.outbox.Outbox`); the delivery worker sends them
+in order. Each is queued with what a cap on the outbox may do with it (docs/storage.md): periodic values of a
+transaction, and every value of no transaction, may be thinned; clock-aligned values of a transaction are kept.
+Readings that cannot stand for the meter at the sample's time are not sent (:func:`fresh_reading`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from firmware.charger.connector import ConnectorController
 from firmware.charger.metering import ReadingContext, Sample, next_aligned_time, samples_from_reading
 from firmware.ocpp.v16 import mapping
 from firmware.ocpp.v16.keys import CSL_MAX_LENGTH, DAY_S, SUPPORTED_MEASURANDS, KeyDefinition, KeyType
-from firmware.storage.transactions import QueuedMessage, TransactionLog
+from firmware.storage.outbox import Outbox, QueuedMessage
 from hal.interfaces import FaultCode, MeterReading, utcnow
 
 if TYPE_CHECKING:
@@ -65,11 +66,11 @@ class _TransactionSamples:
 class MeterValuesReporter:
     """Samples the connectors' meters for OCPP and queues the MeterValues; ``wake`` tells the delivery worker."""
 
-    def __init__(self, connectors: dict[int, ConnectorController], keys: ConfigurationKeys, tlog: TransactionLog,
+    def __init__(self, connectors: dict[int, ConnectorController], keys: ConfigurationKeys, outbox: Outbox,
                  wake: Callable[[], None]) -> None:
         self.connectors = connectors
         self.keys = keys
-        self.tlog = tlog
+        self.outbox = outbox
         self._wake = wake
         self._samples: dict[int, _TransactionSamples] = {}  # connector -> its running transaction's data
         keys.on_change(lambda _key, _value: self.reschedule(), {"MeterValueSampleInterval"})
@@ -146,7 +147,8 @@ class MeterValuesReporter:
         selected = samples_from_reading(reading, self.keys.get_list("MeterValuesSampledData"),
                                         ReadingContext.PERIODIC, ctrl.view.offered_amps)
         if selected:
-            self.tlog.queue_many([_meter_values_message(ctrl.id, samples.local_id, now, selected)])
+            self.outbox.queue_many([_meter_values_message(ctrl.id, samples.local_id, now, selected,
+                                                          ReadingContext.PERIODIC)])
             self._wake()
 
     def _clock_tick(self, at: datetime) -> None:
@@ -168,17 +170,24 @@ class MeterValuesReporter:
             selected = samples_from_reading(reading, self.keys.get_list("MeterValuesAlignedData"),
                                             ReadingContext.CLOCK, ctrl.view.offered_amps)
             if selected:
-                batch.append(_meter_values_message(ctrl.id, local_id, at, selected))
+                batch.append(_meter_values_message(ctrl.id, local_id, at, selected, ReadingContext.CLOCK))
         if batch:
-            self.tlog.queue_many(batch)
+            self.outbox.queue_many(batch)
             self._wake()
 
 
-def _meter_values_message(connector: int, local_id: int | None, when: datetime,
-                          selected: list[Sample]) -> QueuedMessage:
+def _meter_values_message(connector: int, local_id: int | None, when: datetime, selected: list[Sample],
+                          context: ReadingContext) -> QueuedMessage:
     """A MeterValues for the outbox; one of no transaction is queued without a connector (the payload has it)."""
     payload = {"connectorId": connector, "meterValue": [mapping.meter_value(when, selected)]}
-    return ("MeterValues", payload, connector if local_id is not None else None, local_id, when)
+    return QueuedMessage("MeterValues", payload, connector if local_id is not None else None, local_id, when,
+                         thinnable=thinnable(local_id, context))
+
+
+def thinnable(local_id: int | None, context: ReadingContext) -> bool:
+    """Whether a cap on the outbox may drop these values: the periodic samples of a transaction (its start, stop
+    and clock-aligned values tell the bill), and any values of no transaction (no bill at all)."""
+    return local_id is None or context is ReadingContext.PERIODIC
 
 
 def fresh_reading(ctrl: ConnectorController, at: datetime) -> MeterReading | None:

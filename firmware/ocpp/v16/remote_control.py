@@ -42,7 +42,7 @@ class RemoteControl:
         return call_result.RemoteStopTransaction(status=await self.remote_stop(transaction_id))
 
     async def remote_stop(self, transaction_id: int) -> str:
-        record = self.ctx.tlog.active_by_transaction_id(transaction_id)
+        record = self.ctx.ledger.active_by_transaction_id(str(transaction_id))
         ctrl = self.ctx.connector(record.connector) if record is not None else None
         if record is None or ctrl is None:
             return "Rejected"
@@ -95,7 +95,7 @@ class RemoteControl:
     async def _restart(self, *, hard: bool) -> None:
         """Stop transactions, give queued StopTransactions a moment (soft), then restart (exit 75)."""
         await asyncio.sleep(0)  # let the confirmation go out first
-        tlog, online = self.ctx.tlog, self.ctx.online
-        await self.coordinator.reset(hard=hard, queue_empty=lambda: tlog.count() == 0 or not online.is_set())
+        outbox, online = self.ctx.outbox, self.ctx.online
+        await self.coordinator.reset(hard=hard, queue_empty=lambda: outbox.count() == 0 or not online.is_set())
         log.info("restarting for reset", extra={"type": "Hard" if hard else "Soft"})
         self.ctx.request_exit(ExitCode.RESTART)

@@ -27,6 +27,7 @@ from firmware.ocpp.v16.status_hold import StatusHold
 from firmware.session import StatusChanged
 from firmware.session.status import ConnectorStatus
 from firmware.storage import Database
+from firmware.storage.settings import Settings
 from hal.interfaces import FaultCode, utcnow
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class StatusReporter:
                  vendor_id: str) -> None:
         self.connectors = connectors
         self.keys = keys
-        self.db = db
+        self._settings = Settings(db)
         self.vendor_id = vendor_id
         self.online = False  # connected and accepted: changes are reported (else the resync says it all)
         self._queue: list[dict[str, Any]] = []
@@ -57,7 +58,7 @@ class StatusReporter:
         # per connector: the (status, errorCode, vendorErrorCode) and info last queued
         self._last: dict[int, tuple[tuple[str, str, str | None], str | None]] = {}
         self._wake = asyncio.Event()
-        self._charge_point_inoperative = db.get_setting(CHARGE_POINT_INOPERATIVE_KEY) == "1"
+        self._charge_point_inoperative = self._settings.get(CHARGE_POINT_INOPERATIVE_KEY) == "1"
 
     # --- what happened ----------------------------------------------------------------------------------
 
@@ -74,7 +75,7 @@ class StatusReporter:
     def set_charge_point_operative(self, operative: bool) -> None:
         """ChangeAvailability on connector 0, kept across restarts."""
         self._charge_point_inoperative = not operative
-        self.db.put_setting(CHARGE_POINT_INOPERATIVE_KEY, "0" if operative else "1")
+        self._settings.put(CHARGE_POINT_INOPERATIVE_KEY, "0" if operative else "1")
 
     # --- connection ---------------------------------------------------------------------------------------
 

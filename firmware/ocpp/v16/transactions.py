@@ -3,7 +3,12 @@ machine's effects, written to the durable outbox in the connector's commit (befo
 delivered in order by :class:`~firmware.ocpp.delivery.OutboxDelivery` with the retry rule of
 TransactionMessageAttempts / TransactionMessageRetryInterval, and the CSMS's answers acted on.
 
-A transaction the log still has open that no session machine holds after a restart gets its StopTransaction
+Each start and stop is recorded twice in one commit: the billing record in the ledger and the 1.6 message in the
+outbox. :class:`TransactionMessages` is the 1.6 side of the (version-agnostic) delivery: it fills the CSMS's
+transactionId — kept in the ledger as text — into a queued message when it is sent, and stores the id a
+StartTransaction.conf brings together with the message's removal.
+
+A transaction the ledger still has open that no session machine holds after a restart gets its StopTransaction
 (reason PowerLoss) at start-up, so the CSMS does not keep it open for ever.
 """
 
@@ -15,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from firmware.charger.connector import ConnectorController
-from firmware.ocpp.delivery import OutboxDelivery, RetryPolicy
+from firmware.ocpp.delivery import OutboxDelivery, RetryPolicy, Unsendable
 from firmware.ocpp.v16 import mapping
 from firmware.ocpp.v16.context import V16Context
 from firmware.ocpp.v16.keys import DAY_S, KeyDefinition, KeyType
@@ -28,7 +33,8 @@ from firmware.session import (
     TransactionStarted,
     TransactionStopped,
 )
-from firmware.storage.transactions import OutboxMessage
+from firmware.storage.ledger import Ledger
+from firmware.storage.outbox import OutboxMessage
 from hal.interfaces import MeterReading, utcnow
 
 log = logging.getLogger(__name__)
@@ -39,6 +45,44 @@ KEYS = (
 )
 
 
+Confirmed = Callable[[OutboxMessage, dict[str, Any]], None]
+
+
+class TransactionMessages:
+    """The 1.6 adapter's side of :class:`~firmware.ocpp.delivery.OutboxDelivery` (an ``OutboxAdapter``)."""
+
+    def __init__(self, ledger: Ledger, confirmed: Confirmed) -> None:
+        """``confirmed(message, answer)`` acts on an answer once the message's removal is committed."""
+        self.ledger = ledger
+        self._confirmed = confirmed
+
+    def prepare(self, msg: OutboxMessage) -> dict[str, Any]:
+        """A message of a transaction gets the CSMS's transactionId, which it may not have had when it was queued
+        (a transaction started offline); without one — its StartTransaction was given up — it cannot be sent."""
+        payload = dict(msg.payload)
+        if msg.local_id is None or msg.connector is None or msg.action == "StartTransaction":
+            return payload
+        record = self.ledger.get(msg.connector, msg.local_id)
+        if record is None or record.transaction_id is None:
+            raise Unsendable("its transaction has no id from the CSMS (the StartTransaction was given up)")
+        try:
+            payload["transactionId"] = int(record.transaction_id)
+        except ValueError:
+            raise Unsendable(f"transaction id {record.transaction_id!r} is not an OCPP 1.6 integer") from None
+        return payload
+
+    def store_answer(self, msg: OutboxMessage, answer: dict[str, Any]) -> Callable[[], None] | None:
+        """StartTransaction.conf's transactionId, stored with the removal: later messages of the transaction need
+        it (a StopTransaction queued meanwhile, a RemoteStopTransaction naming it)."""
+        if msg.action != "StartTransaction" or msg.connector is None or msg.local_id is None:
+            return None
+        connector, local_id, tx_id = msg.connector, msg.local_id, str(int(answer["transactionId"]))
+        return lambda: self.ledger.set_transaction_id(connector, local_id, tx_id)
+
+    def confirmed(self, msg: OutboxMessage, answer: dict[str, Any]) -> None:
+        self._confirmed(msg, answer)
+
+
 class Transactions:
     def __init__(self, ctx: V16Context, meter_values: MeterValuesReporter,
                  learn: Callable[[object, object], None]) -> None:
@@ -46,7 +90,7 @@ class Transactions:
         self.ctx = ctx
         self.meter_values = meter_values
         self._learn = learn
-        self.delivery = OutboxDelivery(ctx.tlog, self.retry_policy, self._confirmed)
+        self.delivery = OutboxDelivery(ctx.outbox, self.retry_policy, TransactionMessages(ctx.ledger, self._confirmed))
         ctx.wake_delivery = self.delivery.wake
 
     def retry_policy(self) -> RetryPolicy:
@@ -56,7 +100,6 @@ class Transactions:
     def record(self, ctrl: ConnectorController, effects: list[Effect], reading: MeterReading | None,
                now: datetime) -> None:
         """Transactions and their messages go to disk here, inside the connector's commit."""
-        tlog = self.ctx.tlog
         for e in effects:
             if isinstance(e, TransactionStarted):
                 meter_start = energy_wh(reading)
@@ -64,14 +107,14 @@ class Transactions:
                                            "timestamp": mapping.timestamp(now)}
                 if e.reservation_id is not None:
                     payload["reservationId"] = e.reservation_id
-                tlog.start(ctrl.id, e.local_id, e.id_token, meter_start, now, ("StartTransaction", payload))
+                self._started(ctrl.id, e.local_id, e.id_token, meter_start, now, payload)
                 self.meter_values.transaction_started(ctrl, e.local_id, reading, now)
                 self.delivery.wake()
             elif isinstance(e, TransactionStopped):
                 transaction_data = self.meter_values.transaction_stopped(ctrl, e.local_id, reading, now)
                 meter_stop = energy_wh(reading)
                 if reading is None:  # no meter, or it never answered since the start: no energy we can vouch for
-                    record = tlog.get(ctrl.id, e.local_id)
+                    record = self.ctx.ledger.get(ctrl.id, e.local_id)
                     meter_stop = record.meter_start_wh if record is not None else 0
                 stop: dict[str, Any] = {"meterStop": meter_stop, "timestamp": mapping.timestamp(now),
                                         "reason": e.reason.value}
@@ -79,8 +122,24 @@ class Transactions:
                     stop["idTag"] = e.stopped_by
                 if transaction_data:
                     stop["transactionData"] = transaction_data
-                tlog.stop(ctrl.id, e.local_id, stop["meterStop"], now, e.reason.value, ("StopTransaction", stop))
+                self._stopped(ctrl.id, e.local_id, meter_stop, now, e.reason.value, stop)
                 self.delivery.wake()
+
+    def _started(self, connector: int, local_id: int, id_token: str, meter_start: int, now: datetime,
+                 payload: dict[str, Any]) -> None:
+        """The billing record and its StartTransaction: one commit (or the caller's)."""
+        ctx = self.ctx
+        with ctx.db.transaction():
+            ctx.ledger.start(connector, local_id, id_token, meter_start, now)
+            ctx.outbox.queue("StartTransaction", payload, connector, local_id, now)
+
+    def _stopped(self, connector: int, local_id: int, meter_stop: int, now: datetime, reason: str,
+                 payload: dict[str, Any]) -> None:
+        """The billing record's end and its StopTransaction: one commit (or the caller's)."""
+        ctx = self.ctx
+        with ctx.db.transaction():
+            ctx.ledger.stop(connector, local_id, meter_stop, now, reason)
+            ctx.outbox.queue("StopTransaction", payload, connector, local_id, now)
 
     def _confirmed(self, msg: OutboxMessage, answer: dict[str, Any]) -> None:
         """A queued message was delivered (and removed from the outbox): act on the CSMS's answer."""
@@ -102,13 +161,12 @@ class Transactions:
             self._learn(payload.get("idTag"), answer.get("idTagInfo"))
 
     async def close_orphaned_transactions(self) -> int:
-        """After the connectors have settled a restart: a transaction still open in the log that no session
+        """After the connectors have settled a restart: a transaction still open in the ledger that no session
         machine holds (its snapshot was unusable, its connector left the configuration, or the database came
         from an agent that wrote the two apart) gets its StopTransaction now, reason PowerLoss, so the CSMS
         does not keep it open for ever. Returns how many were closed."""
         closed = 0
-        tlog = self.ctx.tlog
-        for rec in tlog.open_transactions():
+        for rec in self.ctx.ledger.open_transactions():
             ctrl = self.ctx.connectors.get(rec.connector)
             tx = ctrl.machine.transaction if ctrl is not None else None
             if tx is not None and tx.local_id == rec.local_id:
@@ -117,7 +175,7 @@ class Transactions:
             now = utcnow()
             meter_stop = max(energy_wh(reading), rec.meter_start_wh) if reading is not None else rec.meter_start_wh
             stop = {"meterStop": meter_stop, "timestamp": mapping.timestamp(now), "reason": "PowerLoss"}
-            tlog.stop(rec.connector, rec.local_id, meter_stop, now, "PowerLoss", ("StopTransaction", stop))
+            self._stopped(rec.connector, rec.local_id, meter_stop, now, "PowerLoss", stop)
             log.warning("transaction left open by an earlier run stopped", extra={
                 "connector": rec.connector, "local_id": rec.local_id, "transaction_id": rec.transaction_id,
                 "meter_stop": meter_stop})

@@ -1,43 +1,32 @@
-"""Local authorization (OCPP 1.6 §3.5): the Authorization Cache, the Local Authorization List, and the rule
-that decides, for a presented id, between starting at once, asking the CSMS, starting offline or refusing.
+"""Where local authorization keeps what it knows (OCPP 1.6 §3.5.1, §3.5.2): the Authorization Cache and the Local
+Authorization List, two tables of the agent's SQLite database (schema v3), so both survive reboots and power cuts.
 
-Three parts, kept apart on purpose:
-
-* :func:`decide` — pure: from (online?, key values, list entry, cache entry, now) to a :class:`Decision`.
-  No database, no clock, no OCPP messages; it is tested exhaustively.
-* :class:`AuthorizationCache` and :class:`LocalAuthorizationList` — storage in the agent's SQLite database
-  (schema v3), so both survive reboots and power cuts as §3.5.1/§3.5.2 ask.
-* :class:`Authorizer` — the small glue the OCPP adapter uses: looks the id up, decides, and feeds every
-  IdTagInfo the CSMS sends back into the cache.
-
+Storage only: which store speaks for an id, and what that means, is decided in
+:mod:`firmware.charger.authorization`; the wire forms are the adapters' (1.6: ``firmware.ocpp.v16.mapping``).
 Identifiers are CiString20: compared case-insensitively (stored under their casefolded form).
-See docs/authorization.md for the rules and their sources.
+See docs/authorization.md.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
 
-from firmware.session.effects import AuthPurpose
-from firmware.session.events import AuthorizationResult, AuthSource, AuthStatus
+from firmware.session.events import AuthStatus
 from firmware.storage.database import Database
+from firmware.storage.settings import Settings
 
 log = logging.getLogger(__name__)
 
 #: Authorization Cache size unless the configuration says otherwise ([ocpp] authorization_cache_size).
 DEFAULT_CACHE_CAPACITY = 10_000
-#: LocalAuthListMaxLength: the most identifiers the Local Authorization List holds.
+#: The most identifiers the Local Authorization List holds (OCPP 1.6 LocalAuthListMaxLength).
 LOCAL_AUTH_LIST_MAX_LENGTH = 10_000
-#: SendLocalListMaxLength: the most identifiers one SendLocalList.req may carry (about 100 bytes each, so a
-#: full request stays far below the 1 MiB frame limit of ``firmware.ocpp.rpc``).
-SEND_LOCAL_LIST_MAX_LENGTH = 1_000
-#: Database setting holding the Local Authorization List's version (written with the list, atomically).
+#: Setting holding the Local Authorization List's version (written with the list, atomically).
 LIST_VERSION_KEY = "authorization.local_list_version"
 
 
@@ -58,7 +47,8 @@ def _dt(ts: float | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class IdTagInfo:
-    """The CSMS's word on one identifier (1.6 IdTagInfo): status, optional expiry and group (parent id)."""
+    """The CSMS's word on one identifier, as both stores keep it: status, optional expiry and group (parent id).
+    (OCPP 1.6 IdTagInfo, 2.0.1 IdTokenInfo; each adapter parses its own wire form.)"""
 
     status: AuthStatus
     expiry: datetime | None = None
@@ -73,108 +63,6 @@ class IdTagInfo:
 
     def valid(self, now: datetime) -> bool:
         return self.effective_status(now) is AuthStatus.ACCEPTED
-
-    @classmethod
-    def from_ocpp16(cls, info: Mapping[str, Any]) -> IdTagInfo:
-        """Parse an IdTagInfo object as it comes on the wire. Never raises: an unknown status is Invalid
-        (never trust what we cannot read), and an unreadable expiryDate is taken as already passed — an id
-        must not become valid forever because its date was garbled."""
-        raw_status = str(info.get("status"))
-        try:
-            status = AuthStatus(raw_status)
-        except ValueError:
-            status = AuthStatus.INVALID
-        if status is AuthStatus.UNKNOWN:  # not a 1.6 AuthorizationStatus
-            status = AuthStatus.INVALID
-        expiry: datetime | None = None
-        raw_expiry = info.get("expiryDate")
-        if raw_expiry is not None:
-            try:
-                expiry = datetime.fromisoformat(str(raw_expiry).replace("Z", "+00:00"))
-                if expiry.tzinfo is None:
-                    expiry = expiry.replace(tzinfo=UTC)  # OCPP times are UTC
-            except ValueError:
-                log.warning("unreadable expiryDate in IdTagInfo; treated as expired")
-                expiry = datetime.fromtimestamp(0, UTC)
-        parent = info.get("parentIdTag")
-        return cls(status, expiry, str(parent) if parent is not None else None)
-
-
-# --- the decision (pure) ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AuthSettings:
-    """The configuration keys (§9.1) that steer local authorization."""
-
-    local_pre_authorize: bool = False  # LocalPreAuthorize
-    local_authorize_offline: bool = True  # LocalAuthorizeOffline
-    allow_offline_tx_for_unknown_id: bool = False  # AllowOfflineTxForUnknownId
-    cache_enabled: bool = True  # AuthorizationCacheEnabled
-    local_list_enabled: bool = True  # LocalAuthListEnabled
-
-
-class Verdict(StrEnum):
-    LOCAL = "local"  # a list/cache entry answers: Accepted (start now) — or, offline, a known non-valid id
-    ASK_CSMS = "ask_csms"  # send Authorize.req and use the answer
-    OFFLINE_ALLOWED = "offline_allowed"  # unknown id while offline, AllowOfflineTxForUnknownId
-    REFUSE = "refuse"  # offline and nothing allows it
-
-
-@dataclass(frozen=True)
-class Decision:
-    verdict: Verdict
-    status: AuthStatus = AuthStatus.UNKNOWN  # what the session machine is told (not used for ASK_CSMS)
-    parent_id_tag: str | None = None
-    source: AuthSource | None = None  # which store answered (None: none did)
-    reason: str = ""  # for the log
-
-    def result(self, id_token: str) -> AuthorizationResult:
-        """The session machine's event for a decision taken without the CSMS."""
-        assert self.verdict is not Verdict.ASK_CSMS
-        return AuthorizationResult(id_token, self.status, parent_id_token=self.parent_id_tag,
-                                   source=self.source or AuthSource.ONLINE)
-
-
-def decide(*, online: bool, settings: AuthSettings, list_entry: IdTagInfo | None, cache_entry: IdTagInfo | None,
-           now: datetime, purpose: AuthPurpose = AuthPurpose.START) -> Decision:
-    """How to authorize one presented id.
-
-    * The Local Authorization List, when enabled and holding the id, wins over the cache (§3.5.3); a
-      disabled store is not looked at.
-    * Online: a valid (Accepted, not expired) entry starts at once when LocalPreAuthorize is on; anything
-      else asks the CSMS — including a NOT-valid entry, whose state may have changed (§3.5.1).
-    * Offline: a known id that is not valid (Blocked, Expired — also by passage of time —, Invalid,
-      ConcurrentTx) is refused, whatever else is configured (§3.5.4). A valid entry starts when
-      LocalAuthorizeOffline is on; with it off the id is no better than an unknown one. An unknown id
-      starts only with AllowOfflineTxForUnknownId, and never to stop a transaction (that needs a
-      group only the CSMS knows).
-    """
-    entry: IdTagInfo | None = None
-    source: AuthSource | None = None
-    if settings.local_list_enabled and list_entry is not None:
-        entry, source = list_entry, AuthSource.LOCAL_LIST
-    elif settings.cache_enabled and cache_entry is not None:
-        entry, source = cache_entry, AuthSource.CACHE
-    status = entry.effective_status(now) if entry is not None else None
-    if online:
-        if entry is not None and status is AuthStatus.ACCEPTED and settings.local_pre_authorize:
-            return Decision(Verdict.LOCAL, AuthStatus.ACCEPTED, entry.parent_id_tag, source,
-                            f"LocalPreAuthorize: valid in {source}")
-        return Decision(Verdict.ASK_CSMS, reason="online")
-    if entry is not None and status is not None:
-        if status is not AuthStatus.ACCEPTED:
-            return Decision(Verdict.LOCAL, status, entry.parent_id_tag, source, f"offline: {status} in {source}")
-        if settings.local_authorize_offline:
-            return Decision(Verdict.LOCAL, AuthStatus.ACCEPTED, entry.parent_id_tag, source,
-                            f"LocalAuthorizeOffline: valid in {source}")
-    if purpose is not AuthPurpose.STOP and settings.allow_offline_tx_for_unknown_id:
-        return Decision(Verdict.OFFLINE_ALLOWED, AuthStatus.ACCEPTED, None, AuthSource.OFFLINE_ALLOWED,
-                        "AllowOfflineTxForUnknownId")
-    return Decision(Verdict.REFUSE, AuthStatus.UNKNOWN, None, None, "offline: unknown id")
-
-
-# --- storage ----------------------------------------------------------------------------------------
 
 
 class AuthorizationCache:
@@ -238,7 +126,7 @@ class AuthorizationCache:
                          (key, id_tag, info.status.value, _ts(info.expiry), info.parent_id_tag, self._next()))
         self._count += (0 if exists else 1) - evicted
 
-    def _evict(self, conn: Any, n: int, now: datetime) -> int:
+    def _evict(self, conn: sqlite3.Connection, n: int, now: datetime) -> int:
         cur = conn.execute(
             "DELETE FROM auth_cache WHERE key IN (SELECT key FROM auth_cache ORDER BY "
             "(status = 'Accepted' AND (expiry IS NULL OR expiry > ?)), used LIMIT ?)", (now.timestamp(), n))
@@ -272,6 +160,7 @@ class LocalAuthorizationList:
     def __init__(self, db: Database, max_length: int = LOCAL_AUTH_LIST_MAX_LENGTH) -> None:
         self.db = db
         self.max_length = max_length
+        self._settings = Settings(db)  # the version
 
     def __len__(self) -> int:
         with self.db.transaction() as conn:
@@ -282,8 +171,8 @@ class LocalAuthorizationList:
         with self.db.transaction() as conn:
             if conn.execute("SELECT 1 FROM local_auth_list LIMIT 1").fetchone() is None:
                 return 0
-            row = conn.execute("SELECT value FROM settings WHERE key = ?", (LIST_VERSION_KEY,)).fetchone()
-        return 0 if row is None else int(row[0])
+            value = self._settings.get(LIST_VERSION_KEY)
+        return 0 if value is None else int(value)
 
     def get(self, id_tag: str) -> IdTagInfo | None:
         with self.db.transaction() as conn:
@@ -302,7 +191,7 @@ class LocalAuthorizationList:
             conn.execute("DELETE FROM local_auth_list")
             conn.executemany("INSERT INTO local_auth_list(key, id_tag, status, expiry, parent_id_tag) "
                              "VALUES(?, ?, ?, ?, ?)", [_list_row(t, i) for t, i in entries])
-            _put_version(conn, version)
+            self._settings.put(LIST_VERSION_KEY, str(version))
         log.info("local authorization list replaced", extra={"version": version, "entries": len(entries)})
         return ListUpdateStatus.ACCEPTED
 
@@ -332,7 +221,7 @@ class LocalAuthorizationList:
                 size = int(conn.execute("SELECT COUNT(*) FROM local_auth_list").fetchone()[0])
                 if size > self.max_length:
                     raise _ListTooLong(size)  # rolls the whole update back
-                _put_version(conn, version)
+                self._settings.put(LIST_VERSION_KEY, str(version))
         except _ListTooLong as exc:
             log.warning("local authorization list: differential update would exceed the maximum length",
                         extra={"entries": exc.size, "max_length": self.max_length})
@@ -364,61 +253,3 @@ def _has_duplicates(id_tags: Sequence[str]) -> bool:
 
 def _list_row(id_tag: str, info: IdTagInfo) -> tuple[str, str, str, float | None, str | None]:
     return _key(id_tag), id_tag, info.status.value, _ts(info.expiry), info.parent_id_tag
-
-
-def _put_version(conn: Any, version: int) -> None:
-    conn.execute("INSERT INTO settings(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                 (LIST_VERSION_KEY, str(version)))
-
-
-# --- glue for the OCPP adapter -------------------------------------------------------------------------
-
-
-class Authorizer:
-    """The charge point's local authorization: list and cache looked up, :func:`decide` applied, and every
-    IdTagInfo from the CSMS remembered. ``settings`` is read on each call, so key changes apply at once."""
-
-    def __init__(self, db: Database, settings: Callable[[], AuthSettings], *,
-                 cache_capacity: int = DEFAULT_CACHE_CAPACITY,
-                 list_max_length: int = LOCAL_AUTH_LIST_MAX_LENGTH) -> None:
-        self.cache = AuthorizationCache(db, cache_capacity)
-        self.local_list = LocalAuthorizationList(db, list_max_length)
-        self._settings = settings
-
-    def decide(self, id_token: str, *, online: bool, purpose: AuthPurpose, now: datetime) -> Decision:
-        """Never raises: a store that cannot be read counts as not knowing the id (logged), so a presented
-        card always gets an answer."""
-        s = self._settings()
-        list_entry = cache_entry = None
-        try:
-            list_entry = self.local_list.get(id_token) if s.local_list_enabled else None
-            cache_entry = self.cache.get(id_token, now) if s.cache_enabled and list_entry is None else None
-        except sqlite3.Error:
-            log.exception("local authorization data unreadable; the id counts as unknown")
-        return decide(online=online, settings=s, list_entry=list_entry, cache_entry=cache_entry, now=now,
-                      purpose=purpose)
-
-    def used(self, id_token: str, decision: Decision) -> None:
-        """After a decision was acted on: a cache entry that answered counts as recently used."""
-        if decision.source is AuthSource.CACHE:
-            try:
-                self.cache.touch(id_token)
-            except sqlite3.Error:
-                log.exception("authorization cache: use not recorded")
-
-    def learn(self, id_token: str, info: IdTagInfo, now: datetime) -> None:
-        """An IdTagInfo from Authorize.conf, StartTransaction.conf or StopTransaction.conf (§3.5.1). Not
-        stored while the cache is disabled, nor for an id on the Local Authorization List (§3.5.3)."""
-        if not self._settings().cache_enabled or self.local_list.get(id_token) is not None:
-            return
-        self.cache.put(id_token, info, now)
-
-    def clear_cache(self) -> None:
-        self.cache.clear()
-
-
-__all__ = [
-    "DEFAULT_CACHE_CAPACITY", "LOCAL_AUTH_LIST_MAX_LENGTH", "SEND_LOCAL_LIST_MAX_LENGTH", "AuthSettings",
-    "AuthorizationCache", "Authorizer", "Decision", "IdTagInfo", "ListUpdateStatus", "LocalAuthorizationList",
-    "Verdict", "decide",
-]
