@@ -158,7 +158,8 @@ class Station:
 
     def log(self) -> list[dict[str, Any]]:
         out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
+        # "\n" only: splitlines() also splits at U+2028 or U+0085 inside a JSON string, and the line was lost
+        for line in self.log_path.read_text(errors="replace").split("\n"):
             with contextlib.suppress(json.JSONDecodeError):
                 out.append(json.loads(line))
         return out

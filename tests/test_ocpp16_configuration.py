@@ -52,6 +52,11 @@ def test_get_specific_and_unknown_keys(db: Database) -> None:
         ("MeterValuesSampledData", "Energy.Active.Import.Register,Voltage", ChangeResult.ACCEPTED),
         ("MeterValuesSampledData", "Energy.Active.Import.Register,Temperature", ChangeResult.REJECTED),
         ("FooBar", "1", ChangeResult.NOT_SUPPORTED),
+        # found by tests/test_e2e_fuzz_ocpp.py: these passed the digit check, then int() raised (InternalError)
+        ("HeartbeatInterval", "--5", ChangeResult.REJECTED),
+        ("HeartbeatInterval", "\u00b2", ChangeResult.REJECTED),  # superscript two: isdigit(), not int()
+        ("HeartbeatInterval", "\u0663", ChangeResult.REJECTED),  # Arabic-Indic three: not an OCPP integer
+        ("HeartbeatInterval", " 60 ", ChangeResult.ACCEPTED),
     ],
 )
 def test_change_semantics(db: Database, key: str, value: str, result: ChangeResult) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +14,13 @@ from ocpp.routing import on
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, ConfigurationStatus
 
+from firmware.config import parse_config
 from firmware.ocpp.link import MAX_WEBSOCKET_FRAME
-from firmware.ocpp.rpc import RpcChargePoint, classify_frame, to_16_error_code
+from firmware.ocpp.rpc import MAX_ERROR_DESCRIPTION, RpcChargePoint, classify_frame, excess, to_16_error_code
+from firmware.ocpp.v16.client import Ocpp16Client
+from firmware.ocpp.v16.configuration import ConfigurationKeys
+from firmware.ocpp.v16.remote_control import RemoteControl
+from firmware.storage import Database
 
 
 class SlowChargePoint(RpcChargePoint):
@@ -154,3 +160,70 @@ def test_frames_beyond_the_json_limits_never_raise() -> None:
     assert classify_frame('[4,"id",1,"x",{}]') == (None, None)
     assert classify_frame('[4,"id","GenericError","x",null]')[0] == [4, "id", "GenericError", "x", {}]
     assert classify_frame(b"\xff\xfe") == (None, None)
+
+
+# --- found by tests/test_e2e_fuzz_ocpp.py ---------------------------------------------------------------
+
+
+def test_a_call_with_an_id_and_nothing_else_gets_protocol_error() -> None:
+    # the id is readable, so OCPP-J 1.6 §4.2.3 owes a CALLERROR (it used to go unanswered)
+    decoded, error = classify_frame('[2,"lonely"]')
+    assert decoded is None and error is not None
+    assert (error.unique_id, error.error_code) == ("lonely", "ProtocolError")
+    assert classify_frame("[2]") == (None, None)  # no id: nobody to answer
+
+
+def test_ids_with_escapes_or_empty_are_read_from_frames_beyond_the_limits() -> None:
+    deep = "[" * 2000 + "]" * 2000
+    for raw_id, unique_id in (('"a\\u00e9\\"b"', 'aé"b'), ('""', ""), ('"\\u6771\\/x"', "東/x")):
+        _, error = classify_frame(f'[2,{raw_id},"DataTransfer",{{"vendorId":"x","data":{deep}}}]')
+        assert error is not None and (error.unique_id, error.error_code) == (unique_id, "FormationViolation")
+    # an id that cannot be sent back (a lone surrogate) is no id
+    assert classify_frame(f'[2,"x\\ud800","DataTransfer",{{"vendorId":"x","data":{deep}}}]') == (None, None)
+
+
+async def test_callerror_descriptions_stay_short(link: tuple[Server, SlowChargePoint]) -> None:
+    # jsonschema quotes the offending value whole; 100,000 characters of it made a CALLERROR past the CSMS's
+    # frame limit, which closed the connection
+    server, _ = link
+    await server.conn.send(json.dumps([2, "long", "ChangeConfiguration", {"key": "K", "value": "\u2028" * 100_000}]))
+    answer = await server.expect("long")
+    assert answer[0] == 4 and answer[2] == "TypeConstraintViolation"
+    assert len(answer[3]) <= MAX_ERROR_DESCRIPTION and len(json.dumps(answer)) < 2 * MAX_ERROR_DESCRIPTION + 200
+
+
+async def test_a_payload_too_big_to_validate_is_refused_first(link: tuple[Server, SlowChargePoint]) -> None:
+    # 1 MiB of wrong-typed items: validating them all held the event loop (and so the hardware) for 5 s
+    server, _ = link
+    await server.conn.send('[2,"flood","ChangeConfiguration",{"key":[' + ",".join(["1"] * 500_000) + '],"value":"v"}]')
+    answer = await server.expect("flood", wait_s=5)
+    assert answer[0] == 4 and answer[2] == "OccurenceConstraintViolation" and "10000 values" in answer[3]
+    assert excess({"a": [[1, 2], [3]]}) is None
+    assert excess({"a": [[1, 2], [3]]}, max_items=1) in ("a: more than 1 items", "a.0: more than 1 items")
+
+
+def _client(tmp_path: Path) -> tuple[Ocpp16Client, Database]:
+    config = parse_config('[charge_point]\nid = "CP-1"\n[storage]\ndir = "/nowhere"\n[ocpp]\ncsms_url = "ws://127.0.0.1:9"\n'
+                          '[[connectors]]\nid = 1\nboard = { driver = "ioboard", port = "/dev/null" }\n')
+    db = Database(tmp_path / "agent.db")
+    return Ocpp16Client(config, {}, db, ConfigurationKeys(db, 1), request_exit=lambda _: None), db
+
+
+async def test_get_configuration_takes_at_most_get_configuration_max_keys(tmp_path: Path) -> None:
+    # its answer repeats every key, escaped: 9,500 unknown keys of 50 "é" made a 2.9 MB CALLRESULT, and the
+    # CSMS closed the connection over it
+    client, db = _client(tmp_path)
+    cp = RpcChargePoint("CP-1", None, handlers=client._handlers)
+    assert cp.max_items("GetConfiguration") == client.ctx.keys.get_int("GetConfigurationMaxKeys") == 64
+    assert excess({"key": ["é" * 50] * 65}, max_items=cp.max_items("GetConfiguration")) == "key: more than 64 items"
+    assert cp.max_items("RemoteStartTransaction") is None
+    db.close()
+
+
+async def test_remote_stop_of_a_transaction_id_beyond_64_bits_is_rejected(tmp_path: Path) -> None:
+    # valid for the 1.6 schema (no bound), but SQLite raised OverflowError: the CSMS got InternalError
+    client, db = _client(tmp_path)
+    remote = next(h for h in client._handlers if isinstance(h, RemoteControl))
+    for transaction_id in (2 ** 63, -(2 ** 63) - 1, 10 ** 30, 7):
+        assert await remote.remote_stop(transaction_id) == "Rejected"
+    db.close()

@@ -18,6 +18,10 @@ not do, and this module does:
 * It swaps NotImplemented and NotSupported. OCPP-J 1.6 Table 7: NotImplemented = "Requested Action
   is not known by receiver", NotSupported = "recognized but not supported". Here an action outside
   1.6 gets NotImplemented and a 1.6 action we have no handler for gets NotSupported.
+* It validates whatever arrives, however large. Here a payload of more than :data:`MAX_PAYLOAD_VALUES` values
+  (or more items than a feature's ``max_items`` allows) is refused before validation, which runs on the loop
+  that also runs the hardware; and no CALLERROR quotes more than :data:`MAX_ERROR_DESCRIPTION` characters of
+  what it refuses.
 * It reports 1.6 errors with 2.0.1 spellings (``FormatViolation``, ``OccurrenceConstraintViolation``).
   OCPP-J 1.6 spells them ``FormationViolation`` and ``OccurenceConstraintViolation``; a strict CSMS
   validates the error code, so they are translated on the way out.
@@ -31,6 +35,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from decimal import Decimal
+from itertools import islice
 from typing import Any, TypeVar, cast
 
 import ocpp.messages
@@ -84,6 +89,8 @@ def to_16_error_code(code: str) -> str:
 
 #: Schemas with ``multipleOf`` on decimals: the library loads them (and their payloads) with Decimal floats.
 _DECIMAL_SCHEMAS = frozenset({"SetChargingProfile", "RemoteStartTransaction"})
+#: How many schema errors are weighed to pick the one to report (every one of them costs a ValidationError).
+_ERRORS_WEIGHED = 100
 #: JSON schema keyword that failed -> OCPP-J 1.6 Table 7 error code (anything else: PropertyConstraintViolation).
 _CODE_BY_KEYWORD = {
     "additionalProperties": "FormationViolation",
@@ -104,13 +111,50 @@ def schema_violation(action: str, payload: dict[str, Any]) -> tuple[str, str] | 
         return None  # no schema for it: the action check answers it
     try:
         instance = json.loads(json.dumps(payload), parse_float=Decimal) if decimal else payload
-        error = best_match(validator.iter_errors(instance))
+        error = best_match(islice(validator.iter_errors(instance), _ERRORS_WEIGHED))
     except (ArithmeticError, ValueError, TypeError):  # multipleOf on 1e999999 (inf % Decimal): out of range
         return "PropertyConstraintViolation", "payload: a number is out of the range this charge point handles"
     if error is None:
         return None
     where = ".".join(str(p) for p in error.absolute_path) or "payload"
-    return _CODE_BY_KEYWORD.get(str(error.validator), "PropertyConstraintViolation"), f"{where}: {error.message}"
+    return (_CODE_BY_KEYWORD.get(str(error.validator), "PropertyConstraintViolation"),
+            _shorten(f"{where}: {error.message}"))
+
+
+#: Most JSON values a CALL's payload may hold before it is validated. Validation is pure Python on the one event
+#: loop that also runs the hardware: one 1 MiB frame of 500,000 wrong-typed items held it for 5 s. The largest
+#: request this charge point announces it takes, SendLocalList (SendLocalListMaxLength 1,000 entries of a few
+#: values each), stays well below.
+MAX_PAYLOAD_VALUES = 10_000
+
+
+def excess(payload: Any, max_values: int = MAX_PAYLOAD_VALUES, max_items: int | None = None) -> str | None:
+    """Why ``payload`` is more than this charge point takes on (more than ``max_values`` JSON values, or an array
+    of more than ``max_items``), naming where; None if it is not. Stops counting at the limit."""
+    count = 0
+    stack: list[tuple[Any, str]] = [(payload, "")]
+    while stack:
+        value, where = stack.pop()
+        count += 1
+        if count > max_values:
+            return f"payload: more than {max_values} values"
+        if isinstance(value, list):
+            if max_items is not None and len(value) > max_items:
+                return f"{where or 'payload'}: more than {max_items} items"
+            stack.extend((v, f"{where}.{i}" if where else str(i)) for i, v in enumerate(value))
+        elif isinstance(value, dict):
+            stack.extend((v, f"{where}.{k}" if where else str(k)) for k, v in value.items())
+    return None
+
+
+#: Longest errorDescription we send. jsonschema's messages quote the offending value whole: a 100,000-character
+#: idTag echoed back (twice: description and details) makes a CALLERROR larger than many a CSMS accepts, and
+#: the CSMS then closes the connection — the link lost over an answer.
+MAX_ERROR_DESCRIPTION = 255
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_DESCRIPTION else text[:MAX_ERROR_DESCRIPTION - 1] + "…"
 
 
 #: Largest incoming frame handled; larger CALLs are answered FormationViolation without being parsed. The
@@ -118,7 +162,10 @@ def schema_violation(action: str, payload: dict[str, Any]) -> tuple[str, str] | 
 MAX_FRAME_BYTES = 1 << 20
 #: How many received CALL ids are remembered to detect a reused id (OCPP-J §4.1.4).
 SEEN_IDS_KEPT = 4096
-_LEADING_CALL_ID = re.compile(r'\A\s*\[\s*2\s*,\s*"([^"\\]{1,64})"')
+#: ``[2, "<id>"`` at the start of a frame; the id a JSON string, escapes and all (a CSMS's JSON encoder may well
+#: write an id as ``"\u00e9"``), read from the first :data:`_LEADING_BYTES` only.
+_LEADING_CALL_ID = re.compile(r'\A\s*\[\s*2\s*,\s*("(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*")')
+_LEADING_BYTES = 512
 
 
 def _excerpt(raw: str | bytes) -> str:
@@ -129,10 +176,23 @@ def _excerpt(raw: str | bytes) -> str:
 
 
 def _leading_call_id(raw: str | bytes) -> str | None:
-    """The unique id of a CALL, read from the first bytes only (for frames too big to parse)."""
-    head = raw[:200].decode("utf-8", "replace") if isinstance(raw, bytes) else raw[:200]
-    match = _LEADING_CALL_ID.match(head)
-    return match.group(1) if match else None
+    """The unique id of a CALL, read from the first bytes only (for frames too big or too deep to parse).
+    An id that cannot be sent back (a lone surrogate) is no id."""
+    head = raw[:_LEADING_BYTES]
+    text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
+    match = _LEADING_CALL_ID.match(text)
+    if match is None:
+        return None
+    unique_id = json.loads(match.group(1))  # the pattern only matches valid JSON strings
+    return unique_id if isinstance(unique_id, str) and _encodable(unique_id) else None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def classify_frame(raw: str | bytes) -> tuple[Any, CallError | None]:
@@ -152,8 +212,8 @@ def classify_frame(raw: str | bytes) -> tuple[Any, CallError | None]:
         if unique_id is None:
             return None, None
         return None, CallError(unique_id, "FormationViolation", f"message is not valid OCPP-J: {exc}", {})
-    if not isinstance(msg, list) or len(msg) < 3 or not isinstance(msg[1], str):
-        return None, None
+    if not isinstance(msg, list) or len(msg) < 2 or not isinstance(msg[1], str):
+        return None, None  # no unique id: nobody to answer (a CALL of [2, "id"] alone is answered below)
     unique_id = msg[1]
     kind = msg[0]
     if kind == MessageType.Call and not isinstance(kind, bool):
@@ -200,7 +260,8 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
         """``handlers``: objects whose ``@handles`` / ``@after_answering`` methods serve incoming CALLs (one
         feature module each), besides this class's own."""
         super().__init__(cp_id, connection, response_timeout=response_timeout, logger=log)
-        for feature in handlers:
+        self._features = list(handlers)
+        for feature in self._features:
             for action, routes in create_route_map(feature).items():
                 self.route_map.setdefault(action, {}).update(routes)
         self.malformed_frames = 0
@@ -303,11 +364,14 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
                                        "supported by the receiver", {"cause": f"{msg.action} not supported"}
                                        ).to_json())
             return
-        violation = schema_violation(msg.action, msg.payload)
+        # bounded first: validating is costly, and the loop that does it also runs the hardware
+        too_much = excess(msg.payload, max_items=self.max_items(msg.action))
+        violation = (("OccurenceConstraintViolation", too_much) if too_much
+                     else schema_violation(msg.action, msg.payload))
         if violation is not None:
             code, description = violation
-            log.warning("CALL breaks the 1.6 schema", extra={"action": msg.action, "error_code": code,
-                                                             "description": description})
+            log.warning("CALL refused before its handler", extra={"action": msg.action, "error_code": code,
+                                                                  "description": description})
             await self._send(CallError(msg.unique_id, code, description, {"cause": description}).to_json())
             return
         try:
@@ -320,11 +384,24 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
             log.exception("handler failed", extra={"action": msg.action})
             await self._send(CallError(msg.unique_id, "InternalError", "handler failed", {}).to_json())
 
+    def max_items(self, action: str) -> int | None:
+        """Most items an array in a request for ``action`` may hold, as the first feature with a
+        ``max_items(action)`` of its own says (None: only :data:`MAX_PAYLOAD_VALUES` bounds it)."""
+        for feature in self._features:
+            limit: Callable[[str], int | None] | None = getattr(feature, "max_items", None)
+            if limit is not None and (items := limit(action)) is not None:
+                return items
+        return None
+
     async def _send(self, message: str) -> None:
-        """Every outgoing frame passes here: CALLERROR codes are put in their 1.6 spelling."""
+        """Every outgoing frame passes here: CALLERROR codes are put in their 1.6 spelling, and a CALLERROR's
+        description and details are kept short (see :data:`MAX_ERROR_DESCRIPTION`)."""
         if message.startswith("[4"):
             frame = json.loads(message)
             frame[2] = to_16_error_code(str(frame[2]))
+            frame[3] = _shorten(str(frame[3]))
+            if len(json.dumps(frame[4])) > MAX_ERROR_DESCRIPTION:
+                frame[4] = {"cause": _shorten(json.dumps(frame[4]))}
             message = json.dumps(frame, separators=(",", ":"))
         await self._connection.send(message)
 

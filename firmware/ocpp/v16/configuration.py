@@ -165,6 +165,11 @@ class Configuration:
     def __init__(self, keys: ConfigurationKeys) -> None:
         self.keys = keys
 
+    def max_items(self, action: str) -> int | None:
+        """GetConfiguration: at most GetConfigurationMaxKeys keys, as announced. The answer repeats every key, escaped:
+        9,500 unknown keys of 50 "é" (980 KB) made a 2.9 MB CALLRESULT, and the CSMS closed the connection."""
+        return self.keys.get_int("GetConfigurationMaxKeys") if action == Action.get_configuration else None
+
     @handles(Action.get_configuration)
     async def _get_configuration(self, key: list[str] | None = None, **_: Any) -> Any:
         entries, unknown = self.keys.get(key)

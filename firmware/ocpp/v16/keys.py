@@ -6,6 +6,7 @@ stores and serves them. Pure: no database, no OCPP messages.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -20,6 +21,7 @@ SUPPORTED_MEASURANDS = (
     "Frequency",
 )
 CSL_MAX_LENGTH = 8  # *MaxLength of the measurand lists: at most this many entries
+_INTEGER = re.compile(r"-?[0-9]+")
 DAY_S = 86400
 
 class ChangeResult(StrEnum):
@@ -56,7 +58,8 @@ class KeyDefinition:
             return low if low in ("true", "false") else None
         if self.type is KeyType.INT:
             text = value.strip()
-            if not text.lstrip("-").isdigit():
+            # ASCII digits only: str.isdigit() also takes "²" (int() then raises) and lstrip("-") took "--5"
+            if not _INTEGER.fullmatch(text):
                 return None
             number = int(text)
             if (self.minimum is not None and number < self.minimum) or \

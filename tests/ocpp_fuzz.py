@@ -1,0 +1,831 @@
+"""Frames a hostile or broken CSMS could send, and what OCPP-J 1.6 says a charge point owes each one.
+
+Used by ``tests/test_e2e_fuzz_ocpp.py``. Three parts, kept apart on purpose:
+
+* **generation** (hypothesis strategies): valid payloads of every OCPP 1.6 action built from the JSON schemas
+  the ``ocpp`` package ships, then mutated (a required field dropped, a wrong type, a value outside the enum or
+  range, an extra field, a huge string, null, a huge number, a lone surrogate, deep nesting), framed right or
+  wrong (unknown MessageTypeIds, CALLRESULT/CALLERROR for ids never sent, a missing or extra element, a
+  duplicate id), damaged as text (cut, a character changed), oversized (1-4 MiB) or sent as a binary frame;
+* the **oracle** (:func:`expect`): from the frame alone, whether an answer is owed (exactly one), must not come,
+  or may come, and which answers are acceptable. It is written from the OCPP-J rules, not from the agent's
+  code: it parses with the standard library and validates with its own schema validator, so a disagreement
+  with the agent is a finding, not a tautology;
+* the **guard** (:func:`side_effect`): whether the agent *would execute* a frame that changes the charger's
+  state (a Reset restarts the agent). This one deliberately mirrors the agent (its own parser and schema
+  check), because it must predict exactly what the agent runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import ocpp
+from hypothesis import assume
+from hypothesis import strategies as st
+from jsonschema import Draft4Validator
+
+from firmware.bounded_json import MAX_DEPTH, MAX_NUMBER_CHARS
+from firmware.ocpp.rpc import MAX_FRAME_BYTES, MAX_PAYLOAD_VALUES, classify_frame, excess, schema_violation
+
+SCHEMA_DIR = Path(ocpp.__file__).parent / "v16" / "schemas"
+#: Every OCPP 1.6 action (with the 1.6 security whitepaper's), one request schema each.
+ACTIONS = tuple(sorted(p.stem for p in SCHEMA_DIR.glob("*.json") if not p.stem.endswith("Response")))
+#: Sent by a charge point; a CSMS sending them is talking the wrong way round (still 1.6 actions).
+CP_ACTIONS = frozenset({
+    "Authorize", "BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification", "Heartbeat",
+    "LogStatusNotification", "MeterValues", "SecurityEventNotification", "SignCertificate",
+    "SignedFirmwareStatusNotification", "StartTransaction", "StatusNotification", "StopTransaction"})
+CSMS_ACTIONS = tuple(a for a in ACTIONS if a not in CP_ACTIONS)
+#: The CSMS requests the agent serves (its features in firmware/ocpp/v16/); the test checks this list against the agent,
+#: so a new handler cannot slip into the fuzzer's valid frames before someone decided whether it is safe.
+HANDLED = frozenset({"ChangeAvailability", "ChangeConfiguration", "ClearCache", "DataTransfer", "GetConfiguration",
+                     "RemoteStartTransaction", "RemoteStopTransaction", "Reset", "UnlockConnector"})
+#: OCPP-J 1.6 §4.2.3, as the 1.6 text spells them.
+ERROR_CODES_16 = frozenset({
+    "NotImplemented", "NotSupported", "InternalError", "ProtocolError", "SecurityError", "FormationViolation",
+    "PropertyConstraintViolation", "OccurenceConstraintViolation", "TypeConstraintViolation", "GenericError"})
+#: Schemas whose numbers the library (and so the agent) reads as Decimal (``multipleOf: 0.1``).
+DECIMAL_ACTIONS = frozenset({"SetChargingProfile", "RemoteStartTransaction"})
+#: Where a generated request points a charge point at a server: a closed port on loopback, never the outside.
+NOWHERE = "ftp://127.0.0.1:9/fuzz"
+URL_FIELDS = frozenset({"location", "remoteLocation"})
+
+#: Stands for a CALL's unique id while hypothesis builds a frame; :meth:`Case.render` puts a fresh id of the same
+#: width in its place just before sending. Drawn ids would repeat (hypothesis replays and shrinks examples, and
+#: the agent refuses a reused id); ids made inside a strategy would make generation impure.
+ID = "fz########"
+_serial = itertools.count(1)
+
+
+def fresh_id() -> str:
+    return f"fz{next(_serial):08d}"
+
+
+# --- JSON rendering ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A JSON token written as is: what ``json.dumps`` cannot produce (``1e400``, 5,000 digits, ``"\\ud800"``,
+    duplicate keys, 3,000 nested arrays)."""
+
+    text: str
+
+
+def _no_raw(value: object) -> Any:
+    raise TypeError("a Raw token")
+
+
+def dump(value: Any, ascii_only: bool = True) -> str:
+    """Compact JSON with :class:`Raw` tokens spliced in."""
+    if isinstance(value, dict | list):
+        try:  # no Raw inside: the C encoder (a 100,000-item flood in milliseconds, not a second of the GIL)
+            return json.dumps(value, ensure_ascii=ascii_only, separators=(",", ":"), default=_no_raw)
+        except TypeError:
+            pass
+    if isinstance(value, Raw):
+        return value.text
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{dump(k, ascii_only)}:{dump(v, ascii_only)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(dump(v, ascii_only) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=ascii_only)
+
+
+# --- schemas -> valid payloads ------------------------------------------------------------------------
+
+
+@cache
+def schema(action: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((SCHEMA_DIR / f"{action}.json").read_text(encoding="utf-8-sig"),
+                                        parse_float=Decimal)
+    return loaded
+
+
+def resolve(sub: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    ref = sub.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target[part]
+        return resolve(target, root)
+    return sub
+
+
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=12)
+_TIMESTAMPS = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)).map(
+    lambda t: t.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z"))
+
+
+def valid_value(sub: dict[str, Any], root: dict[str, Any], name: str = "") -> st.SearchStrategy[Any]:
+    """Values that validate against ``sub`` (formats aside: a date-time is well formed, a URL points nowhere)."""
+    sub = resolve(sub, root)
+    if "enum" in sub:
+        return st.sampled_from(sub["enum"])
+    kind = sub.get("type")
+    if kind == "object":
+        props = sub.get("properties", {})
+        required = set(sub.get("required", ()))
+        return st.fixed_dictionaries(
+            {k: valid_value(v, root, k) for k, v in props.items() if k in required},
+            optional={k: valid_value(v, root, k) for k, v in props.items() if k not in required})
+    if kind == "array":
+        low = int(sub.get("minItems", 0))
+        return st.lists(valid_value(sub.get("items", {}), root, name), min_size=low,
+                        max_size=max(low, min(int(sub.get("maxItems", 3)), 3)))
+    if kind == "string":
+        if name in URL_FIELDS:
+            return st.just(NOWHERE)
+        if sub.get("format") == "date-time":
+            return _TIMESTAMPS
+        return st.text(st.characters(codec="utf-8"), max_size=min(int(sub.get("maxLength", 40)), 40))
+    if kind == "integer":
+        low = sub.get("minimum")
+        small = st.integers(min_value=int(low) if low is not None else -3, max_value=100)
+        big = st.integers(min_value=int(low) if low is not None else -(2 ** 70), max_value=2 ** 70)
+        return st.one_of(small, big, st.sampled_from([2 ** 31 - 1, 2 ** 31, 2 ** 63 - 1, 2 ** 63, 2 ** 64]))
+    if kind == "number":
+        step = sub.get("multipleOf")
+        if step is not None:  # tenths, written the way a CSMS would (21.4, not 21.400000000000002)
+            return st.integers(-100_000, 100_000).map(lambda n: Raw(str(Decimal(n) / 10)))
+        return st.floats(allow_nan=False, allow_infinity=False)
+    if kind == "boolean":
+        return st.booleans()
+    return st.none()
+
+
+#: OCPP 1.6 §9 configuration key names (and case variants): a random key would almost never reach the code
+#: that parses a key's value.
+STANDARD_KEYS = (
+    "AllowOfflineTxForUnknownId", "AuthorizationCacheEnabled", "AuthorizeRemoteTxRequests", "BlinkRepeat",
+    "ClockAlignedDataInterval", "ConnectionTimeOut", "ConnectorPhaseRotation", "ConnectorPhaseRotationMaxLength",
+    "GetConfigurationMaxKeys", "HeartbeatInterval", "LightIntensity", "LocalAuthorizeOffline", "LocalPreAuthorize",
+    "MaxEnergyOnInvalidId", "MeterValuesAlignedData", "MeterValuesSampledData", "MeterValueSampleInterval",
+    "MinimumStatusDuration", "NumberOfConnectors", "ResetRetries", "StopTransactionOnEVSideDisconnect",
+    "StopTransactionOnInvalidId", "StopTxnAlignedData", "StopTxnSampledData", "SupportedFeatureProfiles",
+    "TransactionMessageAttempts", "TransactionMessageRetryInterval", "UnlockConnectorOnEVSideDisconnect",
+    "WebSocketPingInterval", "LocalAuthListEnabled", "LocalAuthListMaxLength", "SendLocalListMaxLength",
+    "ReserveConnectorZeroSupported", "ChargeProfileMaxStackLevel", "AuthorizationKey", "SecurityProfile",
+    "heartbeatinterval", "HEARTBEATINTERVAL", "HeartbeatInterval ")
+#: Values a sloppy or hostile CSMS could set: numbers the way Python would read them but OCPP would not.
+HOSTILE_VALUES = (
+    "--5", "\u00b2", "\u0663", "\U0001d7d3", "1e3", "0x10", " 5 ", "+5", "5.0", "-0", "0", "-1", "86401",
+    "99999999999999999999999", "1_000", "true", "TRUE", " true", "", ",", "Voltage,Voltage",
+    "Energy.Active.Import.Register,,", "\x00", "a" * 500, "0.RST,1.RTS,2.SRT,3.STR")
+
+
+@st.composite
+def valid_payload(draw: st.DrawFn, action: str) -> dict[str, Any]:
+    """A valid payload; for the requests whose strings name something (a key, a vendor), often a real name."""
+    root = schema(action)
+    payload: dict[str, Any] = draw(valid_value(root, root))
+    if action == "ChangeConfiguration" and draw(st.booleans()):
+        payload["key"] = draw(st.sampled_from(STANDARD_KEYS))
+        payload["value"] = draw(st.one_of(st.sampled_from(HOSTILE_VALUES), st.just(payload["value"])))
+    elif action == "GetConfiguration" and draw(st.booleans()):
+        payload["key"] = draw(st.lists(st.sampled_from(STANDARD_KEYS), max_size=100))
+    elif action == "DataTransfer" and draw(st.booleans()):
+        payload["vendorId"] = draw(st.sampled_from(["evse-agent", "EVSE-AGENT", "evse-agent "]))
+        payload["messageId"] = draw(st.sampled_from(["Diagnostics", "Hardware", "diagnostics", ""]))
+    return payload
+
+
+# --- mutations ------------------------------------------------------------------------------------
+
+Path_ = tuple[str | int, ...]
+
+HUGE_NUMBERS = ("1e400", "-1e400", "1e-400", "1" + "0" * 39, "9" * (MAX_NUMBER_CHARS + 1), "9" * 5000,
+                "-" + "9" * 4400, "0." + "1" * 60, "1.7976931348623157e308", "-0", "-0.0", "1E+2", "4.0",
+                "123456789012345678901234567890", str(2 ** 64), str(-(2 ** 63) - 1))
+SURROGATES = ('"\\ud800"', '"\\udfff"', '"abc\\ud83d"', '"\\udc00x"', '"\\uDBFF\\u0041"',
+              '"\\ud83d\\ude00"')  # the last is a proper pair: one emoji, fine
+WRONG_TYPES: tuple[Any, ...] = (0, -1, 1.5, "1", "", True, False, None, [], {}, [1], {"a": 1}, "true")
+
+
+def nodes(value: Any, sub: dict[str, Any], root: dict[str, Any],
+          path: Path_ = ()) -> list[tuple[Path_, dict[str, Any]]]:
+    """Every place in ``value`` with the schema that governs it (``{}`` where the schema has nothing)."""
+    sub = resolve(sub, root)
+    out = [(path, sub)]
+    if isinstance(value, dict):
+        props = sub.get("properties", {})
+        for k, v in value.items():
+            if isinstance(k, str):
+                out += nodes(v, props.get(k, {}), root, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += nodes(v, sub.get("items", {}), root, (*path, i))
+    return out
+
+
+def replace_at(value: Any, path: Path_, new: Any) -> Any:
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    if isinstance(value, dict):
+        return {**value, head: replace_at(value[head], rest, new)}
+    copy = list(value)
+    copy[head] = replace_at(copy[head], rest, new)  # type: ignore[index]
+    return copy
+
+
+def get_at(value: Any, path: Path_) -> Any:
+    for p in path:
+        value = value[p]
+    return value
+
+
+def deep(depth: int, objects: bool) -> str:
+    return '{"a":' * depth + "1" + "}" * depth if objects else "[" * depth + "]" * depth
+
+
+@st.composite
+def mutation(draw: st.DrawFn, value: Any, root: dict[str, Any]) -> tuple[Any, str]:
+    """One change to ``value`` that (mostly) breaks its schema; returns the new value and what was done."""
+    places = nodes(value, root, root)
+    path, sub = draw(st.sampled_from(places))
+    here = get_at(value, path)
+    op = draw(st.sampled_from(("drop", "extra", "type", "null", "enum", "range", "huge_string", "huge_number",
+                               "surrogate", "deep", "flood", "dup_key")))
+    where = "/".join(map(str, path)) or "payload"
+    if op == "drop" and isinstance(here, dict) and here:
+        required = [k for k in here if k in sub.get("required", ())] or list(here)
+        key = draw(st.sampled_from(required))
+        return replace_at(value, path, {k: v for k, v in here.items() if k != key}), f"drop {where}/{key}"
+    if op in ("extra", "drop") and isinstance(here, dict):
+        key = draw(st.one_of(_TEXT, st.sampled_from(["connectorId", "type", "idTag", "status", "key"])))
+        if key in here:
+            key += "X"
+        return replace_at(value, path, {**here, key: draw(st.sampled_from(WRONG_TYPES))}), f"extra {where}/{key!r}"
+    if op == "type":
+        new = draw(st.sampled_from([t for t in WRONG_TYPES if type(t) is not type(here)]))
+        return replace_at(value, path, new), f"type {where}={new!r}"
+    if op == "null":
+        return replace_at(value, path, None), f"null {where}"
+    if op == "enum":
+        options = [str(e) for e in sub.get("enum", ())] or [str(here)]
+        base = draw(st.sampled_from(options))
+        new = draw(st.sampled_from([base.lower(), base.upper(), base + " ", " " + base, base + "x", ""])) \
+            if draw(st.booleans()) else draw(_TEXT)
+        return replace_at(value, path, new), f"enum {where}={new!r}"
+    if op == "range":
+        if "maxLength" in sub:
+            n = int(sub["maxLength"]) + draw(st.sampled_from([1, 2, 100, 10_000]))
+            unit = draw(st.sampled_from(["A", "é", "\uff21", "😀"]))
+            return replace_at(value, path, unit * n), f"range {where}: {n} chars"
+        low = sub.get("minimum")
+        new = draw(st.sampled_from([int(low) - 1 if low is not None else -1, -(2 ** 31) - 1, -(2 ** 63) - 1,
+                                    2 ** 63, 2 ** 64, 10 ** 30]))
+        return replace_at(value, path, new), f"range {where}={new}"
+    if op == "huge_string":
+        n = draw(st.sampled_from([1_000, 10_000, 100_000, 250_000]))
+        unit = draw(st.sampled_from(["A", "é", "😀", "\\", '"', "\x00", "\u2028", "[{"]))
+        return replace_at(value, path, unit * n), f"huge_string {where}: {unit!r} * {n}"
+    if op == "flood":  # a long array: of a fitting item, or of wrong ones
+        items = sub.get("items", {}) if sub.get("type") == "array" else {}
+        item = draw(st.one_of(valid_value(items, root), st.sampled_from(WRONG_TYPES), st.just("\u00e9" * 50)))
+        n = draw(st.sampled_from([65, 1_001, 10_001, 100_000]))
+        return replace_at(value, path, [item] * n), f"flood {where}: {n} x {str(item)[:20]!r}"
+    if op == "huge_number":
+        token = draw(st.sampled_from(HUGE_NUMBERS))
+        return replace_at(value, path, Raw(token)), f"huge_number {where}={token[:20]}…({len(token)})"
+    if op == "surrogate":
+        token = draw(st.sampled_from(SURROGATES))
+        if isinstance(here, dict) and draw(st.booleans()):  # as a key
+            return replace_at(value, path, {**here, Raw(token): 1}), f"surrogate key {where}"
+        return replace_at(value, path, Raw(token)), f"surrogate {where}={token}"
+    if op == "deep":
+        depth = draw(st.sampled_from([MAX_DEPTH - 2 - len(path), MAX_DEPTH + 1, 100, 1_000, 3_000, 20_000]))
+        objects = draw(st.booleans())
+        return replace_at(value, path, Raw(deep(max(depth, 1), objects))), f"deep {where}: {depth} levels"
+    if op == "dup_key" and isinstance(here, dict) and here:
+        key = draw(st.sampled_from(list(here)))
+        if isinstance(key, Raw):
+            key = "k"
+        again = draw(st.sampled_from(WRONG_TYPES))
+        body = dump(here)
+        text = body[:-1] + ("," if len(body) > 2 else "") + f"{json.dumps(key)}:{dump(again)}" + "}"
+        return replace_at(value, path, Raw(text)), f"dup_key {where}/{key}"
+    return replace_at(value, path, Raw("1e400")), f"huge_number {where}=1e400"
+
+
+@st.composite
+def mutated_payload(draw: st.DrawFn, action: str) -> tuple[Any, str]:
+    root = schema(action)
+    value: Any = draw(valid_payload(action))
+    done = []
+    for _ in range(draw(st.integers(1, 3))):
+        value, what = draw(mutation(value, root))
+        done.append(what)
+        if isinstance(value, Raw) or not isinstance(value, dict):
+            break  # the payload itself was replaced: nothing left to walk into
+    return value, "; ".join(done)
+
+
+# --- frames ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """One or more frames put on the CSMS's WebSocket in a row (more than one: a reused id)."""
+
+    frames: tuple[str | bytes, ...]
+    what: str
+
+    def render(self) -> Case:
+        """The frames with :data:`ID` replaced by a fresh id (the same one throughout the case)."""
+        uid = fresh_id()
+        return Case(tuple(f.replace(ID, uid) if isinstance(f, str) else f.replace(ID.encode(), uid.encode())
+                          for f in self.frames), self.what)
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in self.frames:
+            kind = "binary" if isinstance(f, bytes) else "text"
+            head = f[:300] if isinstance(f, str) else f[:300].decode("utf-8", "backslashreplace")
+            shown.append(f"{kind} {len(f)}: {head!r}" + ("…" if len(f) > 300 else ""))
+        return f"Case({self.what}: {' | '.join(shown)})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """How hypothesis prints a failing example: the short form, not 4 MiB of frame."""
+        printer.text(repr(self))
+
+
+def frame_text(parts: list[Any], ascii_only: bool) -> str:
+    return dump(parts, ascii_only)
+
+
+@st.composite
+def unique_id(draw: st.DrawFn) -> Any:
+    """Mostly a plain fresh id; sometimes one OCPP-J would not expect (long, escaped, unicode, empty, not a string)."""
+    base = ID
+    # (hypothesis favours the ends of a list it samples from: the common case sits at both)
+    shape = draw(st.sampled_from(["plain"] * 6 + ["uuid", "long", "unicode", "escapes", "empty", "surrogate",
+                                                  "not_string"] + ["plain"] * 6))
+    if shape == "plain":
+        return base
+    if shape == "uuid":
+        return (base + "-" + "0" * 36)[:36]
+    if shape == "long":
+        return base + "x" * draw(st.integers(37, 80))
+    if shape == "unicode":
+        return base + draw(st.text(st.characters(codec="utf-8"), min_size=1, max_size=8))
+    if shape == "escapes":
+        return base + draw(st.sampled_from(['"', "\\", "\n", "\t", "/", "\x7f"]))
+    if shape == "empty":
+        return ""
+    if shape == "surrogate":
+        return Raw(json.dumps(base)[:-1] + '\\ud800"')
+    return draw(st.sampled_from([5, -1, 2.5, None, True, [], {}, [base], {"id": base}]))
+
+
+@st.composite
+def call_case(draw: st.DrawFn) -> Case:
+    """``[2, id, action, payload]``: valid or mutated payload of any 1.6 action, or an action 1.6 does not know."""
+    action = draw(st.one_of(
+        st.sampled_from(CSMS_ACTIONS), st.sampled_from(sorted(HANDLED)), st.sampled_from(sorted(CP_ACTIONS)),
+        st.sampled_from(["MakeCoffee", "reset", "RESET", "Reset ", " Reset", "", "GetVariables",
+                         "RequestStartTransaction", "Reset\x00", "Résumé", "x" * 1000, "__init__", "_on_action"])))
+    uid = draw(unique_id())
+    ascii_only = draw(st.booleans())
+    if action in ACTIONS and draw(st.integers(0, 3)) == 0:
+        payload: Any = draw(valid_payload(action))
+        what = f"valid {action}"
+    elif action in ACTIONS:
+        payload, what = draw(mutated_payload(action))
+        what = f"{action}: {what}"
+    else:
+        payload = draw(st.one_of(st.just({}), valid_payload(draw(st.sampled_from(CSMS_ACTIONS)))))
+        what = f"unknown action {action[:30]!r}"
+    return Case((frame_text([2, uid, action, payload], ascii_only),), what)
+
+
+@st.composite
+def shape_case(draw: st.DrawFn) -> Case:
+    """Frames of the wrong shape: a missing or extra element, wrong element types, not an array at all."""
+    uid = ID
+    options: list[Any] = [
+        [2, uid], [2, uid, "GetConfiguration"], [2, uid, "GetConfiguration", {}, {}], [2, uid, 5, {}],
+        [2, uid, None, {}], [2, uid, "GetConfiguration", []], [2, uid, "GetConfiguration", "{}"],
+        [2, uid, "GetConfiguration", 7], [2, uid, "ClearCache", None], [2, uid, "Reset", None], [2], [], {},
+        "text", 2, None, [2, None, "Reset", {}], [2, 17, "Reset", {"type": "Soft"}],
+        [2, uid, ["GetConfiguration"], {}], [2, uid, {"action": "Reset"}, {}],
+    ]
+    return Case((frame_text(draw(st.sampled_from(options)), True),), "shape")
+
+
+@st.composite
+def type_id_case(draw: st.DrawFn) -> Case:
+    """Unknown MessageTypeIds (§4.1.3: ignored), and CALLRESULT/CALLERROR for ids the agent never sent."""
+    uid = ID
+    type_id = draw(st.sampled_from([0, 1, 5, 6, 7, 99, -2, 2 ** 70, True, False, "2", None, [2], 2.0, Raw("2e0"),
+                                    Raw("2.0"), Raw("-0"), 3, 3, 4, 4]))
+    if type_id == 3 and type(type_id) is int:
+        body: Any = draw(st.sampled_from([{}, {"status": "Accepted"}, None, [], "x", {"currentTime": 1}]))
+        parts: list[Any] = [3, uid, body, *draw(st.sampled_from([[], [{}]]))]
+    elif type_id == 4 and type(type_id) is int:
+        parts = [4, uid, draw(st.sampled_from(["GenericError", "NotImplemented", "", 5, "X" * 1000])),
+                 draw(st.sampled_from(["", "desc", None, 1])), draw(st.sampled_from([{}, None, [], "x"]))]
+    else:
+        parts = [type_id, uid, "GetConfiguration", {}]
+    return Case((frame_text(parts, True),), f"type id {dump(type_id)}")
+
+
+@st.composite
+def deep_case(draw: st.DrawFn) -> Case:
+    """Nesting beyond the agent's limit, as the whole frame or inside a CALL whose id can be read."""
+    depth = draw(st.sampled_from([MAX_DEPTH, MAX_DEPTH + 1, 200, 2_000, 10_000, 100_000]))
+    objects = draw(st.booleans())
+    where = draw(st.sampled_from(["frame", "payload", "id", "action", "after"]))
+    uid = ID
+    if where == "frame":
+        text = deep(depth, objects)
+    elif where == "payload":
+        text = dump([2, uid, "DataTransfer", {"vendorId": "x", "data": Raw(deep(depth, objects))}])
+    elif where == "id":
+        text = dump([2, Raw(deep(depth, objects)), "DataTransfer", {"vendorId": "x"}])
+    elif where == "action":
+        text = dump([2, uid, Raw(deep(depth, objects)), {}])
+    else:
+        text = dump([2, uid, "GetConfiguration", {}, Raw(deep(depth, objects))])
+    return Case((text,), f"deep {where} {depth} {'objects' if objects else 'arrays'}")
+
+
+@st.composite
+def oversized_case(draw: st.DrawFn) -> Case:
+    """1 MiB < frame < 4 MiB (the WebSocket's own limit closes the connection above that)."""
+    size = draw(st.integers(MAX_FRAME_BYTES + 1, (4 << 20) - 4096))
+    uid = ID
+    kind = draw(st.sampled_from(["data", "padding", "no_id", "deep_id"]))
+    if kind == "data":
+        head = dump([2, uid, "DataTransfer", {"vendorId": "x", "data": ""}])[:-3]
+        text = head + "A" * (size - len(head) - 3) + '"}]'
+    elif kind == "padding":  # valid JSON, small CALL, a lot of whitespace
+        body = dump([2, uid, "GetConfiguration", {}])
+        text = body[:-1] + " " * (size - len(body)) + "]"
+    elif kind == "no_id":
+        text = "[" + " " * (size - 2) + "]"
+    else:
+        text = '[2,[["' + uid + '"]],"DataTransfer",{"data":"' + "B" * (size - 40) + '"}]'
+    binary = draw(st.integers(0, 4)) == 0
+    return Case((text.encode() if binary else text,), f"oversized {kind} {len(text)} bytes"
+                + (" binary" if binary else ""))
+
+
+TEXT_DAMAGE = ("cut", "delete", "insert", "replace", "bom", "whitespace", "trailing", "twice")
+
+
+@st.composite
+def damaged_case(draw: st.DrawFn) -> Case:
+    """A frame damaged as text: cut short, a character deleted, inserted or replaced, doubled."""
+    inner = draw(st.one_of(call_case(), shape_case(), type_id_case()))
+    text = inner.frames[0]
+    assert isinstance(text, str)
+    damage = draw(st.sampled_from(TEXT_DAMAGE))
+    at = draw(st.integers(0, max(len(text) - 1, 0)))
+    # (no lone surrogate: a text frame is UTF-8, the CSMS's WebSocket could not even send one)
+    char = draw(st.sampled_from(['"', "\\", "[", "]", "{", "}", ",", ":", "0", "\x00", "é", "\uffff", " ", "n"]))
+    if damage == "cut":
+        text = text[:at]
+    elif damage == "delete":
+        text = text[:at] + text[at + 1:]
+    elif damage == "insert":
+        text = text[:at] + char + text[at:]
+    elif damage == "replace":
+        text = text[:at] + char + text[at + 1:]
+    elif damage == "bom":
+        text = "\ufeff" + text
+    elif damage == "whitespace":
+        text = " \t\r\n" + text + "\n"
+    elif damage == "trailing":
+        text = text + draw(st.sampled_from(["x", "]", "[]", "\x00", ",", " 1"]))
+    else:
+        text = text + text
+    return Case((text,), f"{damage}@{at} {char!r} of {inner.what}")
+
+
+@st.composite
+def binary_case(draw: st.DrawFn) -> Case:
+    """A binary WebSocket frame: OCPP-J text in UTF-8, or bytes that are not UTF-8 at all."""
+    if draw(st.booleans()):
+        inner = draw(st.one_of(call_case(), shape_case()))
+        text = inner.frames[0]
+        return Case((text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text,),
+                    f"binary of {inner.what}")
+    junk = draw(st.binary(max_size=64))
+    return Case((draw(st.sampled_from([b"\xff\xfe", b'[2,"\xff","Reset",{}]', b"\x00" * 8])) + junk,), "binary junk")
+
+
+@st.composite
+def duplicate_case(draw: st.DrawFn) -> Case:
+    """The same CALL id twice: OCPP-J §4.1.4 wants ids unique; the second must not be executed."""
+    uid = ID
+    first = draw(st.sampled_from([{"key": ["HeartbeatInterval"]}, {}, {"key": 5}]))
+    second_action = draw(st.sampled_from(["GetConfiguration", "ClearCache", "Reset", "MakeCoffee"]))
+    second: dict[str, Any] = {"type": "Hard"} if second_action == "Reset" else {}
+    return Case((dump([2, uid, "GetConfiguration", first]), dump([2, uid, second_action, second])), "duplicate id")
+
+
+#: The fuzzer's mix, in parts per thousand: mostly CALLs of every action, valid and mutated; the rest frame- and
+#: text-level; few oversized frames (each costs megabytes).
+MIX: tuple[tuple[int, Callable[[], st.SearchStrategy[Case]]], ...] = (
+    (550, call_case), (60, shape_case), (80, type_id_case), (60, deep_case), (130, damaged_case),
+    (40, binary_case), (50, duplicate_case), (30, oversized_case))
+
+
+#: Frames from this size on close the connection by design (``ocpp_link.MAX_WEBSOCKET_FRAME``, 4 MiB): not sent.
+MAX_SENT_BYTES = (4 << 20) - 1024
+
+
+def wire_size(frame: str | bytes) -> int:
+    return len(frame) if isinstance(frame, bytes) else len(frame.encode("utf-8"))
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> Case:
+    # an explicit share rather than one_of: hypothesis favours the first and last of its branches
+    pick = draw(st.integers(0, sum(share for share, _ in MIX) - 1))
+    for share, strategy in MIX:
+        if pick < share:
+            case = draw(strategy())
+            assume(all(wire_size(f) < MAX_SENT_BYTES for f in case.frames))  # (three huge strings in one frame)
+            return case
+        pick -= share
+    raise AssertionError("unreachable")
+
+
+# --- the oracle -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Expectation:
+    """What the frame is owed. ``answer``: "must" (exactly one), "never", "may" (at most one)."""
+
+    answer: Literal["must", "never", "may"]
+    unique_id: str | None = None
+    codes: frozenset[str] | None = None  # acceptable CALLERROR codes (None: any 1.6 code)
+    result_ok: bool = True  # a CALLRESULT is acceptable
+    result_required: bool = False  # only a CALLRESULT is acceptable
+    why: str = ""
+    call: tuple[str, Any] | None = None  # (action, payload) of a well-formed CALL the agent will register
+
+    def check(self, kind: int, code: str | None) -> str | None:
+        """Why the answer is wrong, or None."""
+        if kind == 3:
+            return None if self.result_ok else f"CALLRESULT, but {self.why}"
+        if code not in ERROR_CODES_16:
+            return f"CALLERROR code {code!r} is not an OCPP-J 1.6 code"
+        if code == "InternalError":
+            return f"InternalError: the agent failed on a frame it should handle ({self.why})"
+        if self.result_required:
+            return f"CALLERROR {code}, but {self.why}"
+        if self.codes is not None and code not in self.codes:
+            return f"CALLERROR {code}, expected {sorted(self.codes)}: {self.why}"
+        return None
+
+
+_LEADING_ID = re.compile(r'\s*\[\s*2\s*,\s*("(?:[^"\\\x00-\x1f]|\\.){0,200}")')
+
+
+class _NotJson(Exception):
+    pass
+
+
+def _constant(name: str) -> Any:
+    raise _NotJson(name)
+
+
+def leading_id(text: str) -> str | None:
+    """The id of a CALL read from its first bytes, as a JSON string (escapes allowed): readable though the rest
+    of the frame cannot be parsed."""
+    match = _LEADING_ID.match(text)
+    if match is None:
+        return None
+    try:
+        uid = json.loads(match.group(1))
+    except ValueError:
+        return None
+    return uid if isinstance(uid, str) else None
+
+
+_LONG_NUMBER = re.compile(rf"[-+.eE0-9]{{{MAX_NUMBER_CHARS + 1}}}")
+_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def flat_depth(text: str) -> int:
+    """Nesting of brackets outside strings, for text that does not parse."""
+    depth = deepest = 0
+    for match in _STRING_OR_BRACKET.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in "]}":
+            depth -= 1
+    return deepest
+
+
+def encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def strings_of(value: Any) -> list[str]:
+    out, stack = [], [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, dict):
+            out.extend(k for k in item if isinstance(k, str))
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return out
+
+
+@cache
+def _validator(action: str) -> Draft4Validator:
+    return Draft4Validator(schema(action))
+
+
+def schema_valid(action: str, payload: dict[str, Any]) -> bool | None:
+    """Does ``payload`` (numbers as Decimal/int) validate against the 1.6 schema? None: it cannot be decided
+    (a Decimal operation beyond its context, e.g. 10**40 modulo 0.1)."""
+    try:
+        return _validator(action).is_valid(payload)
+    except (ArithmeticError, InvalidOperation):
+        return None
+
+
+def values_in(value: Any) -> int:
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+def expect(frame: str | bytes, seen: Callable[[str], bool], max_keys: int = 64) -> Expectation:
+    """What OCPP-J 1.6 owes ``frame``. ``seen(id)``: the agent has already had a CALL with this id;
+    ``max_keys``: the GetConfigurationMaxKeys it reports.
+
+    Rules: a CALL whose id can be read gets exactly one answer, CALLRESULT or CALLERROR with a 1.6 code
+    (§4.2.3); everything else — not JSON, an unknown MessageTypeId (§4.1.3), a CALLRESULT/CALLERROR (nobody
+    to answer) — gets none. Past the charger's limits (size, nesting, number length, lone surrogates) a CALL
+    with a readable id gets FormationViolation. A binary frame is not OCPP-J (text frames only): it may be
+    treated as its text or ignored, but never answered twice or wrongly. A request larger than the charger takes
+    on (more keys than GetConfigurationMaxKeys, more than ``MAX_PAYLOAD_VALUES`` values) may be refused with
+    OccurenceConstraintViolation, valid or not."""
+    if isinstance(frame, bytes):
+        try:
+            text = frame.decode("utf-8")
+        except UnicodeDecodeError:
+            return Expectation("never", why="binary frame, not UTF-8")
+        inner = expect(text, seen, max_keys)
+        if inner.answer == "must":
+            inner.answer = "may"
+        inner.why = "binary frame: " + inner.why
+        return inner
+    text = frame
+    if len(text) > MAX_FRAME_BYTES:
+        uid = leading_id(text)
+        if uid is None:
+            return Expectation("never", why="oversized, no readable id")
+        return Expectation("must" if encodable(uid) else "may", uid, frozenset({"FormationViolation"}),
+                           result_ok=False, why="oversized frame with a readable id")
+    longest = [0]
+
+    def integer(token: str) -> int:
+        longest[0] = max(longest[0], len(token))
+        return int(token) if len(token) <= 4000 else 0  # past 4,300 digits int() refuses; flagged anyway
+
+    def fraction(token: str) -> Decimal:
+        longest[0] = max(longest[0], len(token))
+        return Decimal(token)
+
+    try:
+        msg = json.loads(text, parse_int=integer, parse_float=fraction, parse_constant=_constant)
+        beyond = ""
+    except (json.JSONDecodeError, _NotJson):
+        # not JSON: no id OCPP-J lets us trust. (A frame both broken and too deep may be refused for its depth
+        # first, with FormationViolation, if the id at its start is readable.)
+        uid = leading_id(text)
+        if uid is not None and (flat_depth(text) > MAX_DEPTH or _LONG_NUMBER.search(text)):
+            return Expectation("may", uid, frozenset({"FormationViolation"}), result_ok=False,
+                               why="not JSON and beyond the limits")
+        return Expectation("never", why="not JSON")
+    except (RecursionError, ValueError, MemoryError):
+        msg, beyond = None, "beyond the decoder's own limits"
+    if msg is not None:
+        # on the text: a duplicate key can hide a deep value from the parsed one, not from the frame
+        if flat_depth(text) > MAX_DEPTH:
+            beyond = f"nested deeper than {MAX_DEPTH}"
+        elif longest[0] > MAX_NUMBER_CHARS:
+            beyond = f"a number of {longest[0]} characters"
+        elif not all(encodable(s) for s in strings_of(msg)):
+            beyond = "a lone surrogate"
+    if msg is None:
+        uid = leading_id(text)
+        if uid is None:
+            return Expectation("never", why=f"{beyond}, no readable id")
+        return Expectation("must" if encodable(uid) else "may", uid, frozenset({"FormationViolation"}),
+                           result_ok=False, why=beyond)
+    if not isinstance(msg, list) or len(msg) < 2 or not isinstance(msg[1], str):
+        return Expectation("never", why="no unique id")
+    kind, uid = msg[0], msg[1]
+    if type(kind) is not int or kind != 2:
+        if isinstance(kind, Decimal) and kind == 2:  # 2.0: a number equal to 2; either reading is fair
+            return Expectation("may", uid, why="MessageTypeId 2.0")
+        return Expectation("never", why=f"MessageTypeId {kind!r} is not CALL: nobody to answer (§4.1.3)")
+    answer: Literal["must", "may"] = "must" if encodable(uid) else "may"  # a lone surrogate in the id itself
+    if beyond:
+        return Expectation(answer, uid, frozenset({"FormationViolation"}), result_ok=False, why=beyond)
+    if len(msg) != 4 or not isinstance(msg[2], str) or not (msg[3] is None or isinstance(msg[3], dict)):
+        return Expectation(answer, uid, result_ok=False, why="CALL must be [2, id, action, {payload}]")
+    action, payload = msg[2], msg[3] if msg[3] is not None else {}
+    registered = (action, payload)
+    if seen(uid):
+        return Expectation(answer, uid, result_ok=False, why="the id was used before (§4.1.4)", call=None)
+    if action not in ACTIONS:
+        return Expectation(answer, uid, frozenset({"NotImplemented"}), result_ok=False,
+                           why=f"{action[:40]!r} is not an OCPP 1.6 action", call=registered)
+    if action not in HANDLED:
+        return Expectation(answer, uid, frozenset({"NotSupported"}), result_ok=False,
+                           why=f"{action} is a 1.6 action the agent does not serve", call=registered)
+    too_many = values_in(payload) > MAX_PAYLOAD_VALUES or (
+        action == "GetConfiguration" and isinstance(payload.get("key"), list) and len(payload["key"]) > max_keys)
+    if too_many:
+        return Expectation(answer, uid, frozenset({"OccurenceConstraintViolation"}), result_ok=False,
+                           why=f"{action}: more than the charger takes on", call=registered)
+    if action not in DECIMAL_ACTIONS:  # the agent reads these with binary floats: mirror that reading
+        payload = json.loads(json.dumps(payload, default=float))
+    valid = schema_valid(action, payload)
+    if valid is False:
+        return Expectation(answer, uid, result_ok=False, why=f"{action} payload breaks the 1.6 schema",
+                           call=registered)
+    if valid is None:
+        return Expectation(answer, uid, why=f"{action} payload has a number beyond Decimal's context",
+                           call=registered)
+    return Expectation(answer, uid, result_required=True, why=f"a valid {action} the agent serves", call=registered)
+
+
+# --- the guard --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChargerState:
+    """What the guard needs to know about the charger under test."""
+
+    connectors: int
+
+
+def side_effect(frame: str | bytes, charger: ChargerState) -> str | None:
+    """Why the agent would *execute* this frame with a lasting effect, or None.
+
+    Mirrors the agent (its parser, its schema check) because it must predict exactly what runs. Valid frames
+    allowed through, and why they leave no trace: RemoteStopTransaction (no transaction runs during the batch:
+    Rejected); ChangeAvailability, UnlockConnector and RemoteStartTransaction for a connector the charger does not
+    have (Rejected / NotSupported); ChangeConfiguration (the runner restores an accepted key at once); ClearCache
+    (the cache refills from the next online Authorize, which happens anyway); GetConfiguration, DataTransfer
+    and the 1.6 actions the agent does not serve (read-only / NotSupported)."""
+    if len(frame) > MAX_FRAME_BYTES:
+        return None
+    decoded, _ = classify_frame(frame)
+    if decoded is None or decoded[0] != 2:
+        return None
+    action, payload = decoded[2], decoded[3]
+    if action not in HANDLED or excess(payload, max_items=64 if action == "GetConfiguration" else None):
+        return None  # refused before its handler, and before costly validation
+    try:
+        if schema_violation(action, payload) is not None:
+            return None
+    except Exception:
+        return None  # the agent fails before its handler runs
+    ours = range(1, charger.connectors + 1)
+    if action == "Reset":
+        return "a valid Reset restarts the agent"
+    if action == "ChangeAvailability" and (payload["connectorId"] == 0 or payload["connectorId"] in ours):
+        return "a valid ChangeAvailability of a connector the charger has"
+    if action == "RemoteStartTransaction" and payload.get("connectorId", 1) in ours:
+        return "a valid RemoteStartTransaction the charger could start"
+    if action == "UnlockConnector" and payload["connectorId"] in ours:
+        return "a valid UnlockConnector of a connector the charger has"
+    return None
