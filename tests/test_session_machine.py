@@ -478,6 +478,20 @@ def test_held_cable_released_by_unlock_connector_survives_restart_and_faults() -
                        StatusChanged(S.UNAVAILABLE, False, trigger=Trigger.UNLOCK_COMMAND)]
 
 
+def test_held_cable_released_after_an_ev_came_back_goes_to_preparing() -> None:
+    """The EV left while the cable was held, an EV was plugged in again: releasing the cable (owner's tap or
+    UnlockConnector) leaves an EV waiting for an id, i.e. Preparing (§4.9 F2) — a row target the table must
+    declare (found by the seeded random walk)."""
+    for release in (CardPresented("CARD1"), UnlockRequested()):
+        run = charging(Run())
+        run(TransactionRejected(AuthStatus.INVALID), PilotChanged(P.A), PilotChanged(P.B))
+        assert run.status is S.FINISHING and run.m.cable_held_for is not None
+        row = TRANSITIONS[S.FINISHING][type(release)]
+        effects = run(release)
+        assert statuses(effects) == [S.PREPARING] and S.PREPARING in row.targets
+        assert run.m.cable_held_for is None and not run.m.cable_locked
+
+
 def test_deauthorized_stop_with_tethered_cable_holds_nothing() -> None:
     run = charging(Run(cable_lock=False))
     run(TransactionRejected(AuthStatus.INVALID), PilotChanged(P.A))

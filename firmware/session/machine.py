@@ -1034,7 +1034,9 @@ def _everywhere(status: ConnectorStatus) -> dict[type[Any], Transition]:
                                    "is off", *_ENDED)
     elif status is _S.FINISHING:
         rows[UnlockRequested] = _t(_M._on_unlock_idle, "unlock the cable; a cable held for its owner is "
-                                                        "released", _S.AVAILABLE, _S.UNAVAILABLE)
+                                                        "released (Preparing if an EV was plugged in again "
+                                                        "after leaving)", _S.AVAILABLE, _S.PREPARING,
+                                   _S.UNAVAILABLE)
     else:
         rows[UnlockRequested] = _t(_M._on_unlock_idle, "unlock the cable")
     return rows
@@ -1100,8 +1102,9 @@ TRANSITIONS: dict[ConnectorStatus, dict[type[Any], Transition]] = {
         PilotChanged: _t(_M._on_pilot_finishing, "F1: unplugged -> Available", _S.AVAILABLE, _S.UNAVAILABLE),
         CardPresented: _t(_M._on_tap_finishing, "F2: ask for authorization of a new transaction; while the "
                                                 "cable is held after a DeAuthorized stop only its owner's id, "
-                                                "which releases it (others refused: NotOwner)",
-                          _S.AVAILABLE, _S.UNAVAILABLE),
+                                                "which releases it (others refused: NotOwner; Preparing if an "
+                                                "EV was plugged in again after leaving)",
+                          _S.AVAILABLE, _S.PREPARING, _S.UNAVAILABLE),
         AuthorizationResult: _t(_M._on_auth_to_start, "F2: accepted -> Preparing -> new transaction",
                                 _S.PREPARING, *_TX),
         RemoteStartRequested: _t(_M._on_remote_start, "F2: accept -> Preparing -> new transaction (refused "
