@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from firmware.charger.card_routing import card_id_token
 from firmware.charger.connector import ConnectorController, restart_pending
 from firmware.charger.coordinator import Coordinator
 from firmware.charger.limit_applier import LimitApplier
@@ -32,6 +33,7 @@ from firmware.ocpp.v16.configuration import ConfigurationKeys
 from firmware.session import (
     AvailabilityChanged,
     Effect,
+    IdToken,
     IdTokenRefused,
     SessionConfig,
     StatusChanged,
@@ -52,11 +54,14 @@ log = logging.getLogger("firmware.agent")
 
 
 def _event_fields(event: object) -> dict[str, Any]:
-    """An event's fields for a log line; id tokens and card UIDs identify people: only their last 4 characters."""
+    """An event's fields for a log line; id tokens and card UIDs identify people: only their last 4 characters.
+    An :class:`IdToken` field (``asdict`` would spell it out as a dict) is masked to the same string."""
     if dataclasses.is_dataclass(event) and not isinstance(event, type):
         fields = dataclasses.asdict(event)
-        for key, value in fields.items():
-            if isinstance(value, str) and (key == "uid" or key.endswith("id_token") or key == "stopped_by"):
+        for key in fields:
+            value = getattr(event, key)
+            if isinstance(value, IdToken) or (
+                    isinstance(value, str) and (key == "uid" or key.endswith("id_token") or key == "stopped_by")):
                 fields[key] = mask_token(value)
         return {"event": type(event).__name__, **fields}
     return {"event": repr(event)}
@@ -217,7 +222,8 @@ class Agent:
         with rh.reader.events.subscribe() as sub:
             async for event in sub:
                 if isinstance(event, ReaderCard):
-                    await self.coordinator.card_presented(event.uid, rh.connectors, rh.reader.name)
+                    card = card_id_token(event.uid, event.technology)
+                    await self.coordinator.card_presented(card, rh.connectors, rh.reader.name)
 
     async def run(self) -> ExitCode:
         loop = asyncio.get_running_loop()

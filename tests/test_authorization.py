@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from firmware.charger.authorization import Authorizer, AuthSettings, Decision, Verdict, decide
 from firmware.config import ConfigError, parse_config
 from firmware.ocpp.v16.mapping import id_tag_info
-from firmware.session import AuthPurpose, AuthSource, AuthStatus
+from firmware.session import AuthPurpose, AuthSource, AuthStatus, IdToken, IdTokenType
 from firmware.storage.auth_stores import (
     DEFAULT_CACHE_CAPACITY,
     LIST_VERSION_KEY,
@@ -172,15 +172,17 @@ def test_decision_examples(online: bool, settings: AuthSettings, list_kind: str,
     assert (d.verdict, d.source) == (verdict, source)
     if verdict is not Verdict.ASK_CSMS:
         assert d.status is status
-        result = d.result("04A1B2C3")
-        assert result.status is status and result.id_token == "04A1B2C3"
+        card = IdToken("04A1B2C3", IdTokenType.ISO14443)
+        result = d.result(card)
+        assert result.status is status and result.id_token == card
 
 
 def test_unknown_id_never_stops_someone_elses_transaction_offline() -> None:
     s = AuthSettings(allow_offline_tx_for_unknown_id=True)
     assert _run(False, s, None, None, AuthPurpose.STOP).verdict is Verdict.REFUSE
     group = _run(False, s, None, IdTagInfo(S.ACCEPTED, None, "FLEET"), AuthPurpose.STOP)
-    assert group.result("CARD").parent_id_token == "FLEET"
+    assert group.result(IdToken("CARD", IdTokenType.ISO14443)).parent_id_token == IdToken("FLEET",
+                                                                                          IdTokenType.CENTRAL)
 
 
 # --- the Authorization Cache ----------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from firmware.session import (
     AuthStatus,
     CardPresented,
     Effect,
+    IdToken,
+    IdTokenType,
     PilotChanged,
     SessionConfig,
     TransactionStarted,
@@ -33,7 +35,7 @@ from firmware.storage.settings import Settings
 from hal.events import EventStream
 from hal.interfaces import MeterReading, PilotState, utcnow
 
-CARD = "04A1B2C3"
+CARD = IdToken("04A1B2C3", IdTokenType.ISO14443)
 
 
 class FakeBoard:
@@ -81,7 +83,7 @@ class Billing:
         for e in effects:
             wh = 0 if reading is None else round(reading.energy_import_wh)
             if isinstance(e, TransactionStarted):
-                self.ledger.start(ctrl.id, e.local_id, e.id_token, wh, now)
+                self.ledger.start(ctrl.id, e.local_id, e.id_token.value, wh, now)
                 self.outbox.queue("StartTransaction", {"meterStart": wh}, ctrl.id, e.local_id, now)
             elif isinstance(e, TransactionStopped):
                 self.ledger.stop(ctrl.id, e.local_id, wh, now, e.reason.value)

@@ -47,7 +47,9 @@ from firmware.session import (
     Event,
     FaultCleared,
     FaultRaised,
+    IdToken,
     IdTokenRefused,
+    IdTokenType,
     LockCable,
     OfferCurrent,
     PilotChanged,
@@ -125,13 +127,32 @@ def hardware(effects: Iterable[Effect]) -> list[Effect]:
     return only(effects, AllowPower, OfferCurrent, LockCable)
 
 
-def accept(token: str = "CARD1", parent: str | None = None) -> AuthorizationResult:
-    return AuthorizationResult(token, AuthStatus.ACCEPTED, parent, AuthSource.ONLINE)
+def card(value: str) -> IdToken:
+    """An id as a card reader presents it."""
+    return IdToken(value, IdTokenType.ISO14443)
+
+
+def central(value: str) -> IdToken:
+    """An id the CSMS names (remote start, reservation, group): all 1.6 knows is the string."""
+    return IdToken.from_ocpp16(value)
+
+
+def _card(token: str | IdToken) -> IdToken:
+    return card(token) if isinstance(token, str) else token
+
+
+def _group(parent: str | IdToken | None) -> IdToken | None:
+    return central(parent) if isinstance(parent, str) else parent
+
+
+def accept(token: str | IdToken = "CARD1", parent: str | IdToken | None = None) -> AuthorizationResult:
+    """Accepted; a string ``token`` is a card, a string ``parent`` a CSMS-given group."""
+    return AuthorizationResult(_card(token), AuthStatus.ACCEPTED, _group(parent), AuthSource.ONLINE)
 
 
 def charging(run: Run, token: str = "CARD1", parent: str | None = None) -> Run:
     """Plug-first up to Charging."""
-    run(PilotChanged(P.B), CardPresented(token), accept(token, parent), PilotChanged(P.C))
+    run(PilotChanged(P.B), CardPresented(card(token)), accept(token, parent), PilotChanged(P.C))
     assert run.status is S.CHARGING
     return run
 
@@ -142,9 +163,9 @@ def charging(run: Run, token: str = "CARD1", parent: str | None = None) -> Run:
 def test_plug_first_tap_accept_then_ev_ready_charges() -> None:
     run = Run()
     assert run(PilotChanged(P.B)) == [StatusChanged(S.PREPARING, True, trigger=Trigger.CABLE_PLUGGED_IN)]
-    assert run(CardPresented("CARD1")) == [RequestAuthorization("CARD1", AuthPurpose.START)]
+    assert run(CardPresented(card("CARD1"))) == [RequestAuthorization(card("CARD1"), AuthPurpose.START)]
     assert run(accept("CARD1")) == [
-        TransactionStarted(1, "CARD1", Trigger.AUTHORIZED, None, AuthSource.ONLINE),
+        TransactionStarted(1, card("CARD1"), Trigger.AUTHORIZED, None, AuthSource.ONLINE),
         LockCable(True),  # locked before any current is offered
         OfferCurrent(32.0),
         AllowPower(True),  # x2 while the EV is still in B: a real EV goes to C only after this
@@ -157,16 +178,16 @@ def test_plug_first_tap_accept_then_ev_ready_charges() -> None:
 
 def test_plug_first_refused_card_leaves_connector_preparing() -> None:
     run = Run()
-    run(PilotChanged(P.B), CardPresented("BAD"))
-    effects = run(AuthorizationResult("BAD", AuthStatus.BLOCKED))
-    assert effects == [IdTokenRefused("BAD", RefusalReason.NOT_AUTHORIZED, AuthStatus.BLOCKED)]
+    run(PilotChanged(P.B), CardPresented(card("BAD")))
+    effects = run(AuthorizationResult(card("BAD"), AuthStatus.BLOCKED))
+    assert effects == [IdTokenRefused(card("BAD"), RefusalReason.NOT_AUTHORIZED, AuthStatus.BLOCKED)]
     assert run.status is S.PREPARING and run.m.transaction is None
     assert run(PilotChanged(P.A)) == [StatusChanged(S.AVAILABLE, False, trigger=Trigger.EV_COMMUNICATION_LOST)]
 
 
 def test_identify_first_tap_then_plug_within_connection_timeout() -> None:
     run = Run(connection_timeout_s=45)
-    assert run(CardPresented("CARD1")) == [RequestAuthorization("CARD1", AuthPurpose.START)]
+    assert run(CardPresented(card("CARD1"))) == [RequestAuthorization(card("CARD1"), AuthPurpose.START)]
     assert run.status is S.AVAILABLE  # Preparing only once the id is accepted
     assert run(accept("CARD1")) == [
         StartTimer(TimerName.CONNECTION_TIMEOUT, 45),
@@ -174,14 +195,14 @@ def test_identify_first_tap_then_plug_within_connection_timeout() -> None:
     ]
     effects = run(PilotChanged(P.B))
     assert effects[:2] == [CancelTimer(TimerName.CONNECTION_TIMEOUT),
-                           TransactionStarted(1, "CARD1", Trigger.CABLE_PLUGGED_IN, None, AuthSource.ONLINE)]
+                           TransactionStarted(1, card("CARD1"), Trigger.CABLE_PLUGGED_IN, None, AuthSource.ONLINE)]
     assert statuses(effects) == [S.SUSPENDED_EV]
     assert statuses(run(PilotChanged(P.C))) == [S.CHARGING]
 
 
 def test_identify_first_connection_timeout_returns_to_available() -> None:
     run = Run()
-    run(CardPresented("CARD1"), accept("CARD1"))
+    run(CardPresented(card("CARD1")), accept("CARD1"))
     assert run(TimerExpired(TimerName.CONNECTION_TIMEOUT), after=60) == [
         StatusChanged(S.AVAILABLE, False, trigger=Trigger.EV_CONNECT_TIMEOUT)]
     assert run.m.authorization is None
@@ -192,14 +213,14 @@ def test_identify_first_connection_timeout_returns_to_available() -> None:
 
 def test_identify_first_second_presentation_cancels() -> None:
     run = Run()
-    run(CardPresented("CARD1"), accept("CARD1"))
-    assert run(CardPresented("CARD1")) == [CancelTimer(TimerName.CONNECTION_TIMEOUT),
+    run(CardPresented(card("CARD1")), accept("CARD1"))
+    assert run(CardPresented(card("CARD1"))) == [CancelTimer(TimerName.CONNECTION_TIMEOUT),
                                            StatusChanged(S.AVAILABLE, False)]
 
 
 def test_stale_connection_timeout_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
     run = Run()
-    run(CardPresented("CARD1"), accept("CARD1"), PilotChanged(P.B))  # timer cancelled, transaction open
+    run(CardPresented(card("CARD1")), accept("CARD1"), PilotChanged(P.B))  # timer cancelled, transaction open
     with caplog.at_level(logging.INFO, logger="firmware.session.machine"):
         assert run(TimerExpired(TimerName.CONNECTION_TIMEOUT)) == []
     assert run.status is S.SUSPENDED_EV
@@ -222,10 +243,10 @@ def test_ev_pauses_and_resumes_permission_stays() -> None:
 
 def test_identify_first_plug_in_grants_permission_in_b() -> None:
     run = Run()
-    run(CardPresented("CARD1"), accept("CARD1"))
+    run(CardPresented(card("CARD1")), accept("CARD1"))
     assert run(PilotChanged(P.B)) == [
         CancelTimer(TimerName.CONNECTION_TIMEOUT),
-        TransactionStarted(1, "CARD1", Trigger.CABLE_PLUGGED_IN, None, AuthSource.ONLINE),
+        TransactionStarted(1, card("CARD1"), Trigger.CABLE_PLUGGED_IN, None, AuthSource.ONLINE),
         LockCable(True), OfferCurrent(32.0), AllowPower(True),
         StatusChanged(S.SUSPENDED_EV, True, trigger=Trigger.CABLE_PLUGGED_IN)]
 
@@ -247,7 +268,7 @@ def test_stop_while_ev_paused_withdraws_permission_before_the_stop() -> None:
     run(PilotChanged(P.B))
     assert run(RemoteStopRequested()) == [
         RemoteStopResult(True), AllowPower(False), OfferCurrent(0.0),
-        TransactionStopped(1, StopReason.REMOTE, Trigger.REMOTE_STOP, "CARD1"),
+        TransactionStopped(1, StopReason.REMOTE, Trigger.REMOTE_STOP, card("CARD1")),
         LockCable(False), StatusChanged(S.FINISHING, True, trigger=Trigger.REMOTE_STOP)]
     assert not run.m.power_allowed and run.m.offered_amps == 0.0
 
@@ -257,7 +278,7 @@ def test_blocking_fault_while_ev_paused_withdraws_permission_first() -> None:
     run(PilotChanged(P.B))
     effects = run(FaultRaised(FaultCode.RCD_TRIP, "30 mA", "board"))
     assert effects[:3] == [AllowPower(False), OfferCurrent(0.0), TransactionStopped(
-        1, StopReason.OTHER, Trigger.ABNORMAL_CONDITION, "CARD1", fault=FaultCode.RCD_TRIP)]
+        1, StopReason.OTHER, Trigger.ABNORMAL_CONDITION, card("CARD1"), fault=FaultCode.RCD_TRIP)]
     assert statuses(effects) == [S.FAULTED]
 
 
@@ -285,7 +306,7 @@ def test_suspended_evse_takes_precedence_over_suspended_ev() -> None:
 def test_limit_set_before_the_session_applies_to_it() -> None:
     run = Run()
     run(ChargingLimitChanged(4))
-    run(PilotChanged(P.C), CardPresented("CARD1"))
+    run(PilotChanged(P.C), CardPresented(card("CARD1")))
     effects = run(accept("CARD1"))
     assert OfferCurrent(4.0) not in effects and not only(effects, AllowPower)
     assert statuses(effects) == [S.SUSPENDED_EVSE]
@@ -315,9 +336,9 @@ def test_pilot_error_state_withdraws_the_permission() -> None:
 
 def test_same_id_stops_locally_power_off_first_then_finishing_until_unplugged() -> None:
     run = charging(Run())
-    assert run(CardPresented("CARD1")) == [
+    assert run(CardPresented(card("CARD1"))) == [
         AllowPower(False), OfferCurrent(0.0),
-        TransactionStopped(1, StopReason.LOCAL, Trigger.STOP_AUTHORIZED, "CARD1", stopped_by="CARD1"),
+        TransactionStopped(1, StopReason.LOCAL, Trigger.STOP_AUTHORIZED, card("CARD1"), stopped_by=card("CARD1")),
         LockCable(False),
         StatusChanged(S.FINISHING, True, trigger=Trigger.STOP_AUTHORIZED),
     ]
@@ -326,24 +347,24 @@ def test_same_id_stops_locally_power_off_first_then_finishing_until_unplugged() 
 
 def test_group_member_stops_after_authorization_reveals_same_parent() -> None:
     run = charging(Run(), "CARD1", parent="FAMILY")
-    assert run(CardPresented("CARD2")) == [RequestAuthorization("CARD2", AuthPurpose.STOP)]
+    assert run(CardPresented(card("CARD2"))) == [RequestAuthorization(card("CARD2"), AuthPurpose.STOP)]
     effects = run(accept("CARD2", parent="FAMILY"))
     assert only(effects, TransactionStopped) == [
-        TransactionStopped(1, StopReason.LOCAL, Trigger.STOP_AUTHORIZED, "CARD1", stopped_by="CARD2")]
+        TransactionStopped(1, StopReason.LOCAL, Trigger.STOP_AUTHORIZED, card("CARD1"), stopped_by=card("CARD2"))]
     assert run.status is S.FINISHING
 
 
 def test_other_group_is_refused_and_charging_continues() -> None:
     run = charging(Run(), "CARD1", parent="FAMILY")
-    run(CardPresented("STRANGER"))
+    run(CardPresented(card("STRANGER")))
     assert run(accept("STRANGER", parent="OTHERS")) == [
-        IdTokenRefused("STRANGER", RefusalReason.NOT_OWNER, AuthStatus.ACCEPTED)]
+        IdTokenRefused(card("STRANGER"), RefusalReason.NOT_OWNER, AuthStatus.ACCEPTED)]
     assert run.status is S.CHARGING and run.m.power_allowed
 
 
 def test_other_id_without_group_is_refused_at_once() -> None:
     run = charging(Run())
-    assert run(CardPresented("STRANGER")) == [IdTokenRefused("STRANGER", RefusalReason.NOT_OWNER)]
+    assert run(CardPresented(card("STRANGER"))) == [IdTokenRefused(card("STRANGER"), RefusalReason.NOT_OWNER)]
     assert run.status is S.CHARGING
 
 
@@ -361,7 +382,7 @@ def test_unplug_stops_with_ev_disconnected_socket_reports_finishing_then_availab
     effects = run(PilotChanged(P.A))
     assert hardware(effects) == [AllowPower(False), OfferCurrent(0.0), LockCable(False)]
     assert only(effects, TransactionStopped) == [
-        TransactionStopped(1, StopReason.EV_DISCONNECTED, Trigger.EV_COMMUNICATION_LOST, "CARD1")]
+        TransactionStopped(1, StopReason.EV_DISCONNECTED, Trigger.EV_COMMUNICATION_LOST, card("CARD1"))]
     assert [(e.status, e.info) for e in only(effects, StatusChanged)] == [  # type: ignore[union-attr]
         (S.FINISHING, "EV side disconnected"), (S.AVAILABLE, "EV side disconnected")]
 
@@ -383,14 +404,14 @@ def test_unplug_keeps_transaction_when_stop_on_ev_side_disconnect_is_off() -> No
         S.SUSPENDED_EV, True, trigger=Trigger.CABLE_PLUGGED_IN)]
     assert statuses(run(PilotChanged(P.C))) == [S.CHARGING]
     run(PilotChanged(P.A))
-    assert statuses(run(CardPresented("CARD1"))) == [S.AVAILABLE]  # §4.9 D1
+    assert statuses(run(CardPresented(card("CARD1")))) == [S.AVAILABLE]  # §4.9 D1
 
 
 def test_finishing_new_tap_starts_a_new_transaction_via_preparing() -> None:
     run = charging(Run())
-    run(CardPresented("CARD1"))
+    run(CardPresented(card("CARD1")))
     assert run.status is S.FINISHING
-    run(CardPresented("CARD2"))
+    run(CardPresented(card("CARD2")))
     effects = run(accept("CARD2"))
     assert statuses(effects) == [S.PREPARING, S.CHARGING]  # F2 then B3: Finishing -> Charging is not in §4.9
     assert only(effects, TransactionStarted)[0].local_id == 2  # type: ignore[union-attr]
@@ -414,7 +435,7 @@ def test_unlock_during_transaction_stops_then_unlocks() -> None:
     effects = run(UnlockRequested())
     assert effects == [
         AllowPower(False), OfferCurrent(0.0),
-        TransactionStopped(1, StopReason.UNLOCK_COMMAND, Trigger.UNLOCK_COMMAND, "CARD1"),
+        TransactionStopped(1, StopReason.UNLOCK_COMMAND, Trigger.UNLOCK_COMMAND, card("CARD1")),
         LockCable(False),
         StatusChanged(S.FINISHING, True, trigger=Trigger.UNLOCK_COMMAND),
         UnlockResult(UnlockStatus.UNLOCKED),
@@ -442,18 +463,18 @@ def test_deauthorized_stop_holds_the_cable_for_its_owner_until_they_tap() -> Non
     """OCPP 1.6 §4.8: keep the cable locked until the owner presents his identifier."""
     run = charging(Run())
     effects = run(TransactionRejected(AuthStatus.INVALID))
-    assert LockCable(False) not in effects and run.m.cable_locked and run.m.cable_held_for == "CARD1"
+    assert LockCable(False) not in effects and run.m.cable_locked and run.m.cable_held_for == card("CARD1")
     gone = run(PilotChanged(P.A))  # the EV leaves; the cable still occupies the socket
     assert [(e.status, e.ev_connected) for e in only(gone, StatusChanged)] == [(S.FINISHING, False)]  # type: ignore[union-attr]
     assert hardware(gone) == [] and run.status is S.FINISHING
-    refused = run(CardPresented("OTHER"))
-    assert refused == [IdTokenRefused("OTHER", RefusalReason.NOT_OWNER)] and run.m.cable_locked
-    assert run(RemoteStartRequested("OTHER")) == [
+    refused = run(CardPresented(card("OTHER")))
+    assert refused == [IdTokenRefused(card("OTHER"), RefusalReason.NOT_OWNER)] and run.m.cable_locked
+    assert run(RemoteStartRequested(central("OTHER"))) == [
         RemoteStartResult(False, "the cable is held for the owner of a deauthorized transaction")]
-    assert run(ReservationMade(1, "OTHER", run.now + timedelta(minutes=5))) == [
+    assert run(ReservationMade(1, central("OTHER"), run.now + timedelta(minutes=5))) == [
         ReservationResult(1, ReservationStatus.OCCUPIED)]
     # the owner's id is only compared (it is the id the CSMS just refused): no authorization request
-    released = run(CardPresented("card1"))
+    released = run(CardPresented(card("card1")))
     assert released == [LockCable(False), StatusChanged(S.AVAILABLE, False, trigger=Trigger.STOP_AUTHORIZED)]
     assert run.m.cable_held_for is None and not run.m.cable_locked
 
@@ -462,7 +483,7 @@ def test_held_cable_released_by_unlock_connector_survives_restart_and_faults() -
     run = charging(Run())
     run(TransactionRejected(AuthStatus.BLOCKED))
     m = roundtrip(run.m)
-    assert m.cable_held_for == "CARD1" and m.status is S.FINISHING
+    assert m.cable_held_for == card("CARD1") and m.status is S.FINISHING
     run.m = m
     effects = run(PowerRestored(P.B))  # the hardware restarted unlocked: the lock is driven again
     assert hardware(effects) == [AllowPower(False), OfferCurrent(0.0), LockCable(False), LockCable(True)]
@@ -476,6 +497,20 @@ def test_held_cable_released_by_unlock_connector_survives_restart_and_faults() -
     effects = run(UnlockRequested())
     assert effects == [LockCable(False), UnlockResult(UnlockStatus.UNLOCKED),
                        StatusChanged(S.UNAVAILABLE, False, trigger=Trigger.UNLOCK_COMMAND)]
+
+
+def test_held_cable_released_after_an_ev_came_back_goes_to_preparing() -> None:
+    """The EV left while the cable was held, an EV was plugged in again: releasing the cable (owner's tap or
+    UnlockConnector) leaves an EV waiting for an id, i.e. Preparing (§4.9 F2) — a row target the table must
+    declare (found by the seeded random walk)."""
+    for release in (CardPresented(card("CARD1")), UnlockRequested()):
+        run = charging(Run())
+        run(TransactionRejected(AuthStatus.INVALID), PilotChanged(P.A), PilotChanged(P.B))
+        assert run.status is S.FINISHING and run.m.cable_held_for is not None
+        row = TRANSITIONS[S.FINISHING][type(release)]
+        effects = run(release)
+        assert statuses(effects) == [S.PREPARING] and S.PREPARING in row.targets
+        assert run.m.cable_held_for is None and not run.m.cable_locked
 
 
 def test_deauthorized_stop_with_tethered_cable_holds_nothing() -> None:
@@ -498,7 +533,7 @@ def test_transaction_rejected_only_stops_energy_when_flag_off() -> None:
                        StatusChanged(S.SUSPENDED_EVSE, True, trigger=Trigger.DEAUTHORIZED)]
     assert run(PilotChanged(P.B), PilotChanged(P.C), ChargingLimitChanged(20)) == []  # stays off
     assert run.m.transaction is not None and not run.m.transaction.energy_allowed
-    assert only(run(CardPresented("CARD1")), TransactionStopped)  # the owner can still end it
+    assert only(run(CardPresented(card("CARD1"))), TransactionStopped)  # the owner can still end it
 
 
 def test_transaction_accepted_changes_nothing() -> None:
@@ -513,46 +548,46 @@ def test_transaction_accepted_changes_nothing() -> None:
 def test_remote_start_without_authorization_plugged_in() -> None:
     run = Run()
     run(PilotChanged(P.B))
-    effects = run(RemoteStartRequested("APP1"))
+    effects = run(RemoteStartRequested(central("APP1")))
     assert effects[0] == RemoteStartResult(True)
     assert only(effects, TransactionStarted) == [
-        TransactionStarted(1, "APP1", Trigger.REMOTE_START, remote_start=True)]
+        TransactionStarted(1, central("APP1"), Trigger.REMOTE_START, remote_start=True)]
     assert statuses(effects) == [S.SUSPENDED_EV]
 
 
 def test_remote_start_before_plug_waits_for_ev() -> None:
     run = Run()
-    effects = run(RemoteStartRequested("APP1"))
+    effects = run(RemoteStartRequested(central("APP1")))
     assert effects == [RemoteStartResult(True), StartTimer(TimerName.CONNECTION_TIMEOUT, 60.0),
                        StatusChanged(S.PREPARING, False, trigger=Trigger.REMOTE_START)]
     started = only(run(PilotChanged(P.C)), TransactionStarted)
-    assert started == [TransactionStarted(1, "APP1", Trigger.CABLE_PLUGGED_IN, remote_start=True)]
+    assert started == [TransactionStarted(1, central("APP1"), Trigger.CABLE_PLUGGED_IN, remote_start=True)]
     assert run.status is S.CHARGING
 
 
 def test_remote_start_authorized_first_when_configured() -> None:
     run = Run(authorize_remote_tx_requests=True)
     run(PilotChanged(P.B))
-    assert run(RemoteStartRequested("APP1")) == [
-        RemoteStartResult(True), RequestAuthorization("APP1", AuthPurpose.REMOTE_START)]
+    assert run(RemoteStartRequested(central("APP1"))) == [
+        RemoteStartResult(True), RequestAuthorization(central("APP1"), AuthPurpose.REMOTE_START)]
     assert run.m.transaction is None
-    effects = run(accept("APP1"))
+    effects = run(accept(central("APP1")))
     assert only(effects, TransactionStarted)[0].trigger is Trigger.REMOTE_START  # type: ignore[union-attr]
     run2 = Run(authorize_remote_tx_requests=True)
-    run2(PilotChanged(P.B), RemoteStartRequested("APP1"))
-    assert run2(AuthorizationResult("APP1", AuthStatus.EXPIRED)) == [
-        IdTokenRefused("APP1", RefusalReason.NOT_AUTHORIZED, AuthStatus.EXPIRED)]
+    run2(PilotChanged(P.B), RemoteStartRequested(central("APP1")))
+    assert run2(AuthorizationResult(central("APP1"), AuthStatus.EXPIRED)) == [
+        IdTokenRefused(central("APP1"), RefusalReason.NOT_AUTHORIZED, AuthStatus.EXPIRED)]
 
 
 def test_remote_start_refused_while_busy_or_out_of_service() -> None:
-    assert only(charging(Run())(RemoteStartRequested("APP1")), RemoteStartResult) == [
+    assert only(charging(Run())(RemoteStartRequested(central("APP1"))), RemoteStartResult) == [
         RemoteStartResult(False, "connector is Charging")]
     run = Run()
     run(AvailabilityChanged(False))
-    assert run(RemoteStartRequested("APP1")) == [RemoteStartResult(False, "connector is Unavailable")]
+    assert run(RemoteStartRequested(central("APP1"))) == [RemoteStartResult(False, "connector is Unavailable")]
     run = Run()
-    run(CardPresented("CARD1"), accept("CARD1"))
-    assert run(RemoteStartRequested("APP1"))[0].accepted is False  # type: ignore[union-attr]
+    run(CardPresented(card("CARD1")), accept("CARD1"))
+    assert run(RemoteStartRequested(central("APP1")))[0].accepted is False  # type: ignore[union-attr]
 
 
 # --- faults and emergency stop ---------------------------------------------------------------------
@@ -564,7 +599,7 @@ def test_blocking_fault_while_charging_stops_and_faults(code: FaultCode) -> None
     effects = run(FaultRaised(code, "detail", "board"))
     assert effects == [
         AllowPower(False), OfferCurrent(0.0),
-        TransactionStopped(1, StopReason.OTHER, Trigger.ABNORMAL_CONDITION, "CARD1", fault=code),
+        TransactionStopped(1, StopReason.OTHER, Trigger.ABNORMAL_CONDITION, card("CARD1"), fault=code),
         LockCable(False),
         StatusChanged(S.FAULTED, True, code, "detail", Trigger.ABNORMAL_CONDITION),
     ]
@@ -577,7 +612,7 @@ def test_fault_cleared_returns_to_what_the_pilot_implies() -> None:
     run = Run()
     assert statuses(run(FaultRaised(FaultCode.RCD_TRIP))) == [S.FAULTED]
     run(PilotChanged(P.B))  # EV arrives while faulted
-    assert run(CardPresented("CARD1")) == [IdTokenRefused("CARD1", RefusalReason.FAULTED)]
+    assert run(CardPresented(card("CARD1"))) == [IdTokenRefused(card("CARD1"), RefusalReason.FAULTED)]
     assert statuses(run(FaultCleared(FaultCode.RCD_TRIP))) == [S.PREPARING]
     run2 = Run()
     run2(FaultRaised(FaultCode.OVERTEMPERATURE))
@@ -630,7 +665,7 @@ def test_emergency_stop_stops_with_emergency_stop_reason() -> None:
 
 
 def reserve(run: Run, token: str = "RES1", parent: str | None = None, minutes: float = 15) -> list[Effect]:
-    return run(ReservationMade(7, token, run.now + timedelta(minutes=minutes), parent))
+    return run(ReservationMade(7, central(token), run.now + timedelta(minutes=minutes), _group(parent)))
 
 
 def test_reservation_admits_only_the_reserved_id_or_its_group() -> None:
@@ -640,10 +675,10 @@ def test_reservation_admits_only_the_reserved_id_or_its_group() -> None:
                        ReservationResult(7, ReservationStatus.ACCEPTED), StatusChanged(S.RESERVED)]
     run(PilotChanged(P.B))  # a car arrives: the reservation still holds
     assert run.status is S.RESERVED
-    run(CardPresented("STRANGER"))
+    run(CardPresented(card("STRANGER")))
     assert run(accept("STRANGER", "OTHERS")) == [
-        IdTokenRefused("STRANGER", RefusalReason.RESERVED, AuthStatus.ACCEPTED)]
-    run(CardPresented("CARD2"))
+        IdTokenRefused(card("STRANGER"), RefusalReason.RESERVED, AuthStatus.ACCEPTED)]
+    run(CardPresented(card("CARD2")))
     effects = run(accept("CARD2", "FAMILY"))
     assert effects[:2] == [CancelTimer(TimerName.RESERVATION_EXPIRY),
                            ReservationEnded(7, ReservationEndReason.USED)]
@@ -654,7 +689,7 @@ def test_reservation_admits_only_the_reserved_id_or_its_group() -> None:
 def test_reserved_id_tapped_before_plugging_in_waits_in_preparing() -> None:
     run = Run()
     reserve(run)
-    run(CardPresented("RES1"))
+    run(CardPresented(card("RES1")))
     assert statuses(run(accept("RES1"))) == [S.PREPARING]
     started = only(run(PilotChanged(P.B)), TransactionStarted)
     assert started[0].reservation_id == 7  # type: ignore[union-attr]
@@ -663,8 +698,8 @@ def test_reserved_id_tapped_before_plugging_in_waits_in_preparing() -> None:
 def test_remote_start_on_reserved_connector() -> None:
     run = Run()
     reserve(run)
-    assert run(RemoteStartRequested("OTHER")) == [RemoteStartResult(False, "reserved for another id")]
-    assert run(RemoteStartRequested("RES1"))[0] == RemoteStartResult(True)
+    assert run(RemoteStartRequested(central("OTHER"))) == [RemoteStartResult(False, "reserved for another id")]
+    assert run(RemoteStartRequested(central("RES1")))[0] == RemoteStartResult(True)
     assert run.status is S.PREPARING
 
 
@@ -682,7 +717,7 @@ def test_reservation_expires_or_is_cancelled() -> None:
 
 def test_reservation_answers() -> None:
     run = Run()
-    assert run(ReservationMade(1, "X", run.now - timedelta(seconds=1))) == [
+    assert run(ReservationMade(1, central("X"), run.now - timedelta(seconds=1))) == [
         ReservationResult(1, ReservationStatus.REJECTED)]
     assert only(reserve(charging(Run())), ReservationResult) == [ReservationResult(7, ReservationStatus.OCCUPIED)]
     faulted = Run()
@@ -694,7 +729,7 @@ def test_reservation_answers() -> None:
     again = Run()
     reserve(again)
     assert only(reserve(again, minutes=30), ReservationResult) == [ReservationResult(7, ReservationStatus.ACCEPTED)]
-    assert again(ReservationMade(8, "Y", again.now + timedelta(minutes=5))) == [
+    assert again(ReservationMade(8, central("Y"), again.now + timedelta(minutes=5))) == [
         ReservationResult(8, ReservationStatus.OCCUPIED)]
 
 
@@ -713,7 +748,7 @@ def test_inoperative_while_reserved_applies_when_reservation_ends() -> None:
 def test_unavailable_takes_no_new_sessions_and_comes_back_by_pilot() -> None:
     run = Run()
     assert run(AvailabilityChanged(False)) == [AvailabilityApplied(False), StatusChanged(S.UNAVAILABLE)]
-    assert run(CardPresented("CARD1")) == [IdTokenRefused("CARD1", RefusalReason.UNAVAILABLE)]
+    assert run(CardPresented(card("CARD1"))) == [IdTokenRefused(card("CARD1"), RefusalReason.UNAVAILABLE)]
     assert run(PilotChanged(P.B)) == [StatusChanged(S.UNAVAILABLE, True)]  # plug state reported only
     assert run(AvailabilityChanged(False)) == [AvailabilityApplied(False)]
     assert run(AvailabilityChanged(True)) == [AvailabilityApplied(True), StatusChanged(S.PREPARING, True)]
@@ -723,7 +758,7 @@ def test_inoperative_during_transaction_is_scheduled() -> None:
     run = charging(Run())
     assert run(AvailabilityChanged(False)) == [AvailabilityScheduled(False)]
     assert run.status is S.CHARGING and run.m.power_allowed
-    effects = run(CardPresented("CARD1"))
+    effects = run(CardPresented(card("CARD1")))
     assert only(effects, TransactionStopped) and AvailabilityApplied(False) in effects
     assert statuses(effects) == [S.UNAVAILABLE]  # §4.9 C8
     assert statuses(run(AvailabilityChanged(True))) == [S.PREPARING]  # H2: the EV is still there
@@ -738,7 +773,7 @@ def test_operative_again_cancels_a_scheduled_change() -> None:
 
 def test_inoperative_in_preparing_ends_usage_via_available() -> None:
     run = Run()
-    run(CardPresented("CARD1"), accept("CARD1"))
+    run(CardPresented(card("CARD1")), accept("CARD1"))
     effects = run(AvailabilityChanged(False))
     assert statuses(effects) == [S.AVAILABLE, S.UNAVAILABLE]  # Preparing -> Unavailable is not in §4.9
     assert CancelTimer(TimerName.CONNECTION_TIMEOUT) in effects and run.m.authorization is None
@@ -748,9 +783,10 @@ def test_inoperative_in_preparing_ends_usage_via_available() -> None:
 
 
 def test_free_vend_starts_on_plug_in() -> None:
-    run = Run(free_vend_id_token="FREE")
+    free = IdToken("FREE", IdTokenType.LOCAL)  # a configured 1.6 idTag: the station's own id
+    run = Run(free_vend_id_token=free)
     effects = run(PilotChanged(P.C))
-    assert only(effects, TransactionStarted) == [TransactionStarted(1, "FREE", Trigger.CABLE_PLUGGED_IN)]
+    assert only(effects, TransactionStarted) == [TransactionStarted(1, free, Trigger.CABLE_PLUGGED_IN)]
     assert statuses(effects) == [S.CHARGING]  # §4.9 A3
     assert AllowPower(True) in effects
 
@@ -769,9 +805,9 @@ def test_power_restored_stops_open_transaction_with_power_loss() -> None:
     effects = run(PowerRestored(pilot=P.B), after=300)
     assert effects[:3] == [AllowPower(False), OfferCurrent(0.0), LockCable(False)]
     assert only(effects, TransactionStopped) == [
-        TransactionStopped(1, StopReason.POWER_LOSS, Trigger.ABNORMAL_CONDITION, "CARD1")]
+        TransactionStopped(1, StopReason.POWER_LOSS, Trigger.ABNORMAL_CONDITION, card("CARD1"))]
     assert statuses(effects) == [S.FINISHING]
-    run(PilotChanged(P.A), CardPresented("CARD1"))
+    run(PilotChanged(P.A), CardPresented(card("CARD1")))
     assert run.m.transaction is None
 
 
@@ -804,9 +840,9 @@ def test_power_restored_keeps_unavailable_and_rearms_reservations() -> None:
 
 
 def test_snapshot_roundtrip_is_exact_and_continues_identically() -> None:
-    script: list[Event] = [PilotChanged(P.B), CardPresented("CARD1"), accept("CARD1", "G"), PilotChanged(P.C),
+    script: list[Event] = [PilotChanged(P.B), CardPresented(card("CARD1")), accept("CARD1", "G"), PilotChanged(P.C),
                            FaultRaised(FaultCode.LINK_LOST, "x", "meter"), ChargingLimitChanged(12),
-                           AvailabilityChanged(False), CardPresented("CARD2"), accept("CARD2", "G"),
+                           AvailabilityChanged(False), CardPresented(card("CARD2")), accept("CARD2", "G"),
                            PilotChanged(P.A), AvailabilityChanged(True)]
     for cut in range(len(script) + 1):
         a, now = SessionMachine(3, SessionConfig()), T0
@@ -821,7 +857,8 @@ def test_snapshot_roundtrip_is_exact_and_continues_identically() -> None:
 
 
 @pytest.mark.parametrize("mutate", [
-    lambda s: s.update(version=2),
+    lambda s: s.update(version=3),
+    lambda s: s.update(version=True),
     lambda s: s.update(status="Charging"),  # no transaction recorded
     lambda s: s.update(status="Sleeping"),
     lambda s: s.update(connector_id="1"),
@@ -892,7 +929,7 @@ def test_unknown_event_objects_are_ignored() -> None:
 def test_id_tokens_are_masked_in_logs(caplog: pytest.LogCaptureFixture) -> None:
     run = Run()
     with caplog.at_level(logging.DEBUG, logger="firmware.session.machine"):
-        run(AuthorizationResult("04A1B2C3D4E5F6", AuthStatus.ACCEPTED))  # nothing pending: ignored
+        run(AuthorizationResult(card("04A1B2C3D4E5F6"), AuthStatus.ACCEPTED))  # nothing pending: ignored
         charging(run, "04A1B2C3D4E5F6")
     text = " ".join(str(vars(r)) for r in caplog.records)
     assert "04A1B2C3D4E5F6" not in text and "***E5F6" in text
@@ -939,8 +976,11 @@ def test_session_package_imports_no_ocpp_asyncio_or_sim() -> None:
 
 # --- properties: random event sequences -----------------------------------------------------------
 
-TOKENS = ("CARD1", "CARD2", "CARD3")
-PARENTS = (None, "G1", "G2")
+TOKEN_VALUES = ("CARD1", "CARD2", "CARD3", "card1")  # "card1" is CARD1 (CiString)
+#: Any value with any type: the rules match ids by value alone, so a Central "CARD1" and an ISO14443 "card1" are
+#: the same id to them (a remote start for a card's UID is stopped by the card).
+TOKENS = tuple(IdToken(v, t) for v in TOKEN_VALUES for t in IdTokenType)
+PARENTS = (None, central("G1"), central("G2"), IdToken("g1", IdTokenType.LOCAL))
 _READY = {P.C, P.D}
 _PRESENT = {P.B, P.C, P.D}
 _TX_STATUSES = {S.CHARGING, S.SUSPENDED_EV, S.SUSPENDED_EVSE}
@@ -1117,7 +1157,8 @@ configs = st.builds(
     stop_transaction_on_invalid_id=st.booleans(),
     unlock_stops_transaction=st.booleans(),
     cable_lock=st.booleans(),
-    free_vend_id_token=st.sampled_from([None, "FREE"]),
+    free_vend_id_token=st.sampled_from([None, IdToken("FREE", IdTokenType.LOCAL),
+                                        IdToken("", IdTokenType.NO_AUTHORIZATION)]),
 )
 limits = st.one_of(st.sampled_from([0.0, 5.9, 6.0, 10.0, 16.0, 80.0]),
                    st.floats(allow_nan=True, allow_infinity=True))
@@ -1139,23 +1180,23 @@ class SessionStateMachine(RuleBasedStateMachine):
         self.c.feed(PilotChanged(state))
 
     @rule(token=st.sampled_from(TOKENS))
-    def tap(self, token: str) -> None:
+    def tap(self, token: IdToken) -> None:
         self.c.feed(CardPresented(token))
 
     @precondition(lambda self: self.c.last_request is not None)
     @rule(status=st.sampled_from(list(AuthStatus)), parent=st.sampled_from(PARENTS),
           source=st.sampled_from(list(AuthSource)))
-    def answer_authorization(self, status: AuthStatus, parent: str | None, source: AuthSource) -> None:
+    def answer_authorization(self, status: AuthStatus, parent: IdToken | None, source: AuthSource) -> None:
         assert self.c.last_request is not None
         self.c.feed(AuthorizationResult(self.c.last_request.id_token, status, parent, source))
 
     @rule(token=st.sampled_from(TOKENS), status=st.sampled_from(list(AuthStatus)),
           parent=st.sampled_from(PARENTS))
-    def unsolicited_authorization(self, token: str, status: AuthStatus, parent: str | None) -> None:
+    def unsolicited_authorization(self, token: IdToken, status: AuthStatus, parent: IdToken | None) -> None:
         self.c.feed(AuthorizationResult(token, status, parent))
 
     @rule(token=st.sampled_from(TOKENS), parent=st.sampled_from(PARENTS))
-    def remote_start(self, token: str, parent: str | None) -> None:
+    def remote_start(self, token: IdToken, parent: IdToken | None) -> None:
         self.c.feed(RemoteStartRequested(token, parent))
 
     @rule()
@@ -1221,7 +1262,7 @@ class SessionStateMachine(RuleBasedStateMachine):
 
     @rule(reservation_id=st.sampled_from([1, 2]), token=st.sampled_from(TOKENS),
           parent=st.sampled_from(PARENTS), expires_in=st.sampled_from([-5, 20, 600]))
-    def reserve(self, reservation_id: int, token: str, parent: str | None, expires_in: int) -> None:
+    def reserve(self, reservation_id: int, token: IdToken, parent: IdToken | None, expires_in: int) -> None:
         self.c.feed(ReservationMade(reservation_id, token, self.c.now + timedelta(seconds=expires_in), parent))
 
     @rule(reservation_id=st.sampled_from([1, 2]))
@@ -1300,7 +1341,7 @@ def test_seeded_random_walk_covers_every_status_and_most_rows() -> None:
             stop_transaction_on_invalid_id=rng.random() < 0.5,
             unlock_stops_transaction=rng.random() < 0.8,
             cable_lock=rng.random() < 0.8,
-            free_vend_id_token="FREE" if rng.random() < 0.2 else None,
+            free_vend_id_token=IdToken("FREE", IdTokenType.LOCAL) if rng.random() < 0.2 else None,
         )
         checker = Checker(config)
         for _ in range(1000):
@@ -1341,9 +1382,47 @@ def test_id_tokens_compare_case_insensitively_and_parent_arrives_with_the_start_
     m = SessionMachine(1, SessionConfig(authorize_remote_tx_requests=False))
     now = datetime(2026, 1, 1, tzinfo=UTC)
     m.handle(Pilot(PilotState.B), now)
-    m.handle(RemoteStartRequested("04a1b2c3"), now)
+    m.handle(RemoteStartRequested(central("04a1b2c3")), now)
     assert m.transaction is not None and m.transaction.parent_id_token is None
-    m.handle(TransactionAccepted(local_id=m.transaction.local_id, parent_id_token="FLEET"), now)
-    assert m.transaction.parent_id_token == "FLEET"
-    effects = m.handle(Tap("04A1B2C3"), now)  # the same card, upper-case from the reader
+    m.handle(TransactionAccepted(local_id=m.transaction.local_id, parent_id_token=central("FLEET")), now)
+    assert m.transaction.parent_id_token == central("FLEET")
+    assert m.transaction.id_token == IdToken("04a1b2c3", IdTokenType.CENTRAL)
+    effects = m.handle(Tap(card("04A1B2C3")), now)  # the same card, upper-case from the reader, typed ISO14443
     assert any(isinstance(e, TransactionStopped) and e.reason.value == "Local" for e in effects)
+
+
+# --- the id token type ------------------------------------------------------------------------------
+
+
+def test_id_token_equality_is_case_insensitive_and_typed_matching_ignores_the_type() -> None:
+    a, b = IdToken("04a1b2c3", IdTokenType.ISO14443), IdToken("04A1B2C3", IdTokenType.ISO14443)
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1 and a.value == "04a1b2c3"  # case kept for the wire
+    remote = IdToken.from_ocpp16("04A1B2C3")
+    assert remote.type is IdTokenType.CENTRAL and remote != a  # a value object: the type is part of it
+    assert a.matches(remote) and remote.matches(a) and not a.matches(None)  # the session rules: value only
+    assert not a.matches(IdToken("04A1B2C4", IdTokenType.ISO14443))
+    assert a != "04a1b2c3"  # never equal to a bare string: a str slipping through would not match silently
+
+
+def test_id_token_prints_masked_and_refuses_bare_strings_in_events() -> None:
+    token = IdToken("04A1B2C3D4E5F6", IdTokenType.ISO14443)
+    assert str(token) == f"{token}" == "***E5F6" and "04A1B2C3D4E5F6" in repr(token)
+    assert json.dumps({"t": token}, default=str) == '{"t": "***E5F6"}'  # the JSON log formatter's fallback
+    for build in (lambda: CardPresented("CARD1"),  # type: ignore[arg-type]
+                  lambda: AuthorizationResult(card("C"), AuthStatus.ACCEPTED, "G"),  # type: ignore[arg-type]
+                  lambda: RemoteStartRequested("APP1"),  # type: ignore[arg-type]
+                  lambda: ReservationMade(1, "R", T0),  # type: ignore[arg-type]
+                  lambda: TransactionAccepted(1, "G"),  # type: ignore[arg-type]
+                  lambda: SessionConfig(free_vend_id_token="FREE"),  # type: ignore[arg-type]
+                  lambda: IdToken("X", "ISO14443"),  # type: ignore[arg-type]
+                  lambda: IdToken(7, IdTokenType.LOCAL)):  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            build()
+
+
+def test_snapshot_writes_typed_tokens() -> None:
+    run = charging(Run(), parent="G")
+    tx = run.m.snapshot()["context"]["transaction"]
+    assert run.m.snapshot()["version"] == 2
+    assert tx["id_token"] == {"value": "CARD1", "type": "ISO14443"}
+    assert tx["parent_id_token"] == {"value": "G", "type": "Central"}

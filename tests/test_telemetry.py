@@ -11,7 +11,14 @@ import cbor2
 import pytest
 
 from firmware.config import MqttConfig
-from firmware.session import ConnectorStatus, StatusChanged, TransactionStarted, TransactionStopped
+from firmware.session import (
+    ConnectorStatus,
+    IdToken,
+    IdTokenType,
+    StatusChanged,
+    TransactionStarted,
+    TransactionStopped,
+)
 from firmware.session.effects import StopReason, Trigger
 from firmware.telemetry import payloads
 from firmware.telemetry.buffer import Outgoing, PublishBuffer
@@ -153,13 +160,14 @@ def test_cbor_commands() -> None:
 
 def test_session_payloads_carry_energy_duration_and_a_masked_token() -> None:
     t0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-    started = TransactionStarted(local_id=3, id_token="04A1B2C3", trigger=Trigger.AUTHORIZED)
+    card = IdToken("04A1B2C3", IdTokenType.ISO14443)
+    started = TransactionStarted(local_id=3, id_token=card, trigger=Trigger.AUTHORIZED)
     stopped = TransactionStopped(local_id=3, reason=StopReason.LOCAL, trigger=Trigger.STOP_AUTHORIZED,
-                                 id_token="04A1B2C3")
+                                 id_token=card)
     a = payloads.session_started(1, started, t0, 1000.0)
     b = payloads.session_stopped(1, stopped, t0 + timedelta(minutes=90), meter_stop_wh=12500.4,
                                  meter_start_wh=1000.0, started_at=t0)
-    assert a["event"] == "started" and a["session"] == 3 and "04A1" not in a["id_token"]
+    assert a["event"] == "started" and a["session"] == 3 and a["id_token"] == b["id_token"] == "***B2C3"
     assert b["energy_wh"] == 11500.4 and b["duration_s"] == 5400.0 and b["reason"] == "Local"
     unknown = payloads.session_stopped(1, stopped, t0, meter_stop_wh=5.0, meter_start_wh=None, started_at=None)
     assert unknown["energy_wh"] is None and unknown["duration_s"] is None
@@ -279,9 +287,10 @@ def test_record_never_raises_into_the_billing_commit() -> None:
                       mqtt=MqttConfig(host="127.0.0.1", port=1))
     telemetry = MqttTelemetry(cfg, connectors, LimitApplier(connectors), health=dict,
                               ledger=BrokenLedger())  # type: ignore[arg-type]
+    card = IdToken("04A1B2C3", IdTokenType.ISO14443)
     stopped = TransactionStopped(local_id=7, reason=StopReason.POWER_LOSS, trigger=Trigger.ABNORMAL_CONDITION,
-                                 id_token="04A1B2C3")
+                                 id_token=card)
     telemetry.record(ctrl, [stopped], None, datetime(2026, 1, 1, tzinfo=UTC))  # type: ignore[arg-type]
-    started = TransactionStarted(local_id=8, id_token="04A1B2C3", trigger=Trigger.AUTHORIZED)
+    started = TransactionStarted(local_id=8, id_token=card, trigger=Trigger.AUTHORIZED)
     telemetry.record(ctrl, [started], None, datetime(2026, 1, 1, tzinfo=UTC))  # type: ignore[arg-type]
     assert [e["event"] for e in telemetry._pending[1]] == ["started"]

@@ -24,6 +24,7 @@ from enum import StrEnum
 
 from firmware.session.effects import AuthPurpose
 from firmware.session.events import AuthorizationResult, AuthSource, AuthStatus
+from firmware.session.id_token import IdToken
 from firmware.storage.auth_stores import (
     DEFAULT_CACHE_CAPACITY,
     LOCAL_AUTH_LIST_MAX_LENGTH,
@@ -65,10 +66,12 @@ class Decision:
     source: AuthSource | None = None  # which store answered (None: none did)
     reason: str = ""  # for the log
 
-    def result(self, id_token: str) -> AuthorizationResult:
-        """The session machine's event for a decision taken without the CSMS."""
+    def result(self, id_token: IdToken) -> AuthorizationResult:
+        """The session machine's event for a decision taken without the CSMS (the list or cache names the
+        group by its string alone: a CSMS-given id, Central)."""
         assert self.verdict is not Verdict.ASK_CSMS
-        return AuthorizationResult(id_token, self.status, parent_id_token=self.parent_id_tag,
+        parent = None if self.parent_id_tag is None else IdToken.from_ocpp16(self.parent_id_tag)
+        return AuthorizationResult(id_token, self.status, parent_id_token=parent,
                                    source=self.source or AuthSource.ONLINE)
 
 

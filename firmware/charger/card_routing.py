@@ -13,14 +13,35 @@ Pure: :func:`route_card` looks at what each connector is doing. In order of pref
 5. a connector whose transaction was started by a card with a parent id (the tap may stop it if it
    belongs to the same group; the session machine asks for the card's parent id).
 
-A tap that fits none is not routed (logged by the caller).
+A tap that fits none is not routed (logged by the caller). A card matches an id by value, ignoring case and
+type (:meth:`~firmware.session.id_token.IdToken.matches`), as the session machine does.
+
+:func:`card_id_token` makes the tap's id: the UID, typed by the reader's technology.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from firmware.session.id_token import IdToken, IdTokenType
 from firmware.session.status import ConnectorStatus
+from hal.interfaces import CardTechnology
+
+#: The OCPP 2.0.1 ``IdTokenEnumType`` of a card's UID, by the technology the reader read it with.
+#: EM4100 (125 kHz, read-only, a 5-byte id) is neither ISO 14443 (4- or 7-byte UID) nor ISO 15693 (8 bytes),
+#: and 2.0.1 has no type for proprietary low-frequency tags: it is ``Local``, the one type for an id the
+#: station itself produced that claims no format (Central would say the CSMS issued it; KeyCode is a PIN).
+CARD_ID_TOKEN_TYPES: Mapping[CardTechnology, IdTokenType] = {
+    CardTechnology.ISO14443A: IdTokenType.ISO14443,
+    CardTechnology.EM4100: IdTokenType.LOCAL,
+}
+
+
+def card_id_token(uid: str, technology: CardTechnology) -> IdToken:
+    """The id a tap presents: the UID as the reader reports it, typed by its technology (Local, claiming no
+    format, for a technology this table does not know yet)."""
+    return IdToken(uid, CARD_ID_TOKEN_TYPES.get(technology, IdTokenType.LOCAL))
 
 
 @dataclass(frozen=True)
@@ -28,17 +49,17 @@ class ConnectorView:
     id: int
     status: ConnectorStatus
     ev_connected: bool
-    transaction_id_token: str | None = None
-    transaction_parent_id_token: str | None = None
-    authorized_id_token: str | None = None  # identify-first: an id already accepted, EV not yet plugged
-    cable_held_for: str | None = None  # after a DeAuthorized stop the cable is locked for this id's owner
+    transaction_id_token: IdToken | None = None
+    transaction_parent_id_token: IdToken | None = None
+    authorized_id_token: IdToken | None = None  # identify-first: an id already accepted, EV not yet plugged
+    cable_held_for: IdToken | None = None  # after a DeAuthorized stop the cable is locked for this id's owner
 
 
-def route_card(uid: str, connectors: list[ConnectorView]) -> int | None:
+def route_card(card: IdToken, connectors: list[ConnectorView]) -> int | None:
     ordered = sorted(connectors, key=lambda c: c.id)
     for c in ordered:
         own = c.transaction_id_token or c.authorized_id_token or c.cable_held_for
-        if own is not None and own.upper() == uid.upper():
+        if card.matches(own):
             return c.id
     for c in ordered:
         if (c.status is ConnectorStatus.PREPARING and c.ev_connected and c.transaction_id_token is None

@@ -15,6 +15,7 @@ from firmware.session import (
     AvailabilityChanged,
     AvailabilityScheduled,
     CardPresented,
+    IdToken,
     RemoteStartRequested,
     RemoteStartResult,
     ResetRequested,
@@ -30,9 +31,10 @@ class Coordinator:
         self.connectors = connectors
         self.db = db
 
-    async def card_presented(self, uid: str, served: tuple[int, ...], reader: str) -> int | None:
+    async def card_presented(self, card: IdToken, served: tuple[int, ...], reader: str) -> int | None:
         """A tap on a reader serving ``served`` (all connectors when empty): routed to the connector it
-        belongs to (:func:`~firmware.charger.card_routing.route_card`). Returns that connector, or None."""
+        belongs to (:func:`~firmware.charger.card_routing.route_card`). Returns that connector, or None.
+        ``card``: :func:`~firmware.charger.card_routing.card_id_token` of the reader's event."""
         views = []
         for cid in served or tuple(self.connectors):
             m = self.connectors[cid].machine
@@ -40,11 +42,11 @@ class Coordinator:
             views.append(ConnectorView(cid, m.status, m.ev_connected, tx.id_token if tx else None,
                                        tx.parent_id_token if tx else None, auth.id_token if auth else None,
                                        m.cable_held_for))
-        target = route_card(uid, views)
+        target = route_card(card, views)
         if target is None:
             log.info("card not used: no connector can take it", extra={"reader": reader})
             return None
-        await self.connectors[target].handle(CardPresented(uid))
+        await self.connectors[target].handle(CardPresented(card))
         return target
 
     def remote_start_connector(self, connector_id: int | None) -> ConnectorController | None:
@@ -56,7 +58,7 @@ class Coordinator:
         idle = [c for c in free if c.machine.status is ConnectorStatus.AVAILABLE]
         return (waiting or idle)[0] if (waiting or idle) else None
 
-    async def remote_start(self, id_token: str, connector_id: int | None) -> bool:
+    async def remote_start(self, id_token: IdToken, connector_id: int | None) -> bool:
         ctrl = self.remote_start_connector(connector_id)
         if ctrl is None:
             return False

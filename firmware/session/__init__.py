@@ -59,6 +59,7 @@ from firmware.session.events import (
     TransactionRejected,
     UnlockRequested,
 )
+from firmware.session.id_token import IdToken, IdTokenType, mask_token, same_token
 from firmware.session.machine import TRANSITIONS, SessionMachine, Transition
 from firmware.session.status import PERMITTED, ConnectorStatus
 
@@ -66,12 +67,12 @@ __all__ = [
     "DEFAULT_BLOCKING_FAULTS", "PERMITTED", "TRANSITIONS", "AllowPower", "AuthPurpose", "AuthSource",
     "AuthStatus", "AuthorizationResult", "AvailabilityApplied", "AvailabilityChanged", "AvailabilityScheduled",
     "CancelTimer", "CardPresented", "ChargingLimitChanged", "ConnectorStatus", "Effect", "EmergencyStop",
-    "EmergencyStopReleased", "Event", "FaultCleared", "FaultRaised", "IdTokenRefused", "LockCable",
-    "OfferCurrent", "PilotChanged", "PowerRestored", "RefusalReason", "RemoteStartRequested",
+    "EmergencyStopReleased", "Event", "FaultCleared", "FaultRaised", "IdToken", "IdTokenRefused", "IdTokenType",
+    "LockCable", "OfferCurrent", "PilotChanged", "PowerRestored", "RefusalReason", "RemoteStartRequested",
     "RemoteStartResult", "RemoteStopRequested", "RemoteStopResult", "RequestAuthorization",
     "ReservationCancelled", "ReservationEndReason", "ReservationEnded", "ReservationMade",
     "ReservationResult", "ReservationStatus", "ResetRequested", "SessionConfig", "SessionMachine",
     "SnapshotError", "StartTimer", "StatusChanged", "StopReason", "TimerExpired", "TimerName", "Transaction",
     "TransactionAccepted", "TransactionRejected", "TransactionStarted", "TransactionStopped", "Transition",
-    "Trigger", "UnlockRequested", "UnlockResult", "UnlockStatus",
+    "Trigger", "UnlockRequested", "UnlockResult", "UnlockStatus", "mask_token", "same_token",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from firmware.session.id_token import IdToken, require_token
 from hal.duty_cycle import MAX_CURRENT_A, MIN_CURRENT_A
 from hal.types import FaultCode
 
@@ -46,8 +47,9 @@ class SessionConfig:
     #: The socket has a cable lock actuator (False: tethered cable, unlock is NotSupported).
     cable_lock: bool = True
     #: Charging without authorization means (1.6 §4.9 A3): plugging in starts a transaction for
-    #: this id token at once. ``None``: every transaction needs an authorized id.
-    free_vend_id_token: str | None = None
+    #: this id token at once. ``None``: every transaction needs an authorized id. A configured 1.6
+    #: idTag is ``IdToken(tag, Local)`` (the station's own id); 2.0.1 has ``NoAuthorization`` with "".
+    free_vend_id_token: IdToken | None = None
     #: Faults that stop charging; others are reported as warnings while charging continues.
     blocking_faults: frozenset[FaultCode] = field(default=DEFAULT_BLOCKING_FAULTS)
 
@@ -58,3 +60,4 @@ class SessionConfig:
                              f"got {self.max_current_amps!r}")
         if not (math.isfinite(self.connection_timeout_s) and self.connection_timeout_s > 0):
             raise ValueError(f"connection_timeout_s: expected > 0 s, got {self.connection_timeout_s!r}")
+        require_token(self.free_vend_id_token, "free_vend_id_token", optional=True)

@@ -1,9 +1,12 @@
 """Everything a connector's session remembers besides its status, and its snapshot form.
 
 Kept apart from the machine so the persisted shape is in one place: :meth:`SessionContext.to_dict`
-gives plain JSON types (str, int, float, bool, None, lists, dicts; datetimes as ISO 8601), and
-:meth:`SessionContext.from_dict` checks every field, raising :class:`SnapshotError` on anything
-malformed, so a corrupt file on flash is refused rather than half-trusted.
+gives plain JSON types (str, int, float, bool, None, lists, dicts; datetimes as ISO 8601; id tokens
+as ``{"value", "type"}``), and :meth:`SessionContext.from_dict` checks every field, raising
+:class:`SnapshotError` on anything malformed, so a corrupt file on flash is refused rather than
+half-trusted. It also reads the first format (version 1, id tokens as bare strings), which an upgraded
+charger finds on flash: those tokens come back as :meth:`IdToken.from_ocpp16` makes them (Central),
+since nothing recorded their kind.
 """
 
 from __future__ import annotations
@@ -16,10 +19,14 @@ from typing import Any, TypeVar
 
 from firmware.session.effects import AuthPurpose, Trigger
 from firmware.session.events import AuthSource
+from firmware.session.id_token import IdToken, IdTokenType
 from firmware.session.status import ConnectorStatus
 from hal.types import FaultCode, PilotState
 
 E = TypeVar("E", bound=StrEnum)
+
+#: Snapshot format versions :meth:`SessionContext.from_dict` reads: 1 had id tokens as strings, 2 typed.
+FIRST_FORMAT, TYPED_TOKENS_FORMAT = 1, 2
 
 
 class SnapshotError(ValueError):
@@ -29,8 +36,8 @@ class SnapshotError(ValueError):
 @dataclass(frozen=True)
 class Transaction:
     local_id: int
-    id_token: str
-    parent_id_token: str | None
+    id_token: IdToken
+    parent_id_token: IdToken | None
     trigger: Trigger
     auth_source: AuthSource | None
     reservation_id: int | None
@@ -43,8 +50,8 @@ class Transaction:
 class Authorization:
     """An accepted id waiting for the EV to be plugged in (identify-first)."""
 
-    id_token: str
-    parent_id_token: str | None
+    id_token: IdToken
+    parent_id_token: IdToken | None
     source: AuthSource | None
     remote_start: bool
     reservation_id: int | None = None
@@ -52,15 +59,15 @@ class Authorization:
 
 @dataclass(frozen=True)
 class PendingAuthorization:
-    id_token: str
+    id_token: IdToken
     purpose: AuthPurpose
 
 
 @dataclass(frozen=True)
 class Reservation:
     reservation_id: int
-    id_token: str
-    parent_id_token: str | None
+    id_token: IdToken
+    parent_id_token: IdToken | None
     expiry: datetime
 
 
@@ -94,7 +101,7 @@ class SessionContext:
     pending: PendingAuthorization | None = None
     reservation: Reservation | None = None
     finishing: bool = False  # a transaction ended and the EV has not been unplugged since
-    cable_held_for: str | None = None  # owner's id after a DeAuthorized stop: the cable stays locked for them
+    cable_held_for: IdToken | None = None  # owner's id after a DeAuthorized stop: the cable stays locked for them
     reset_pending: bool = False
     next_local_id: int = 1
     timers: dict[str, datetime] = field(default_factory=dict)  # running timer -> deadline
@@ -116,24 +123,25 @@ class SessionContext:
                        for f in self.faults],
             "emergency_stop": self.emergency_stop,
             "transaction": None if tx is None else {
-                "local_id": tx.local_id, "id_token": tx.id_token, "parent_id_token": tx.parent_id_token,
+                "local_id": tx.local_id, "id_token": _token(tx.id_token),
+                "parent_id_token": _opt_token(tx.parent_id_token),
                 "trigger": tx.trigger.value,
                 "auth_source": None if tx.auth_source is None else tx.auth_source.value,
                 "reservation_id": tx.reservation_id, "remote_start": tx.remote_start,
                 "started_at": tx.started_at.isoformat(), "energy_allowed": tx.energy_allowed,
             },
             "authorization": None if auth is None else {
-                "id_token": auth.id_token, "parent_id_token": auth.parent_id_token,
+                "id_token": _token(auth.id_token), "parent_id_token": _opt_token(auth.parent_id_token),
                 "source": None if auth.source is None else auth.source.value,
                 "remote_start": auth.remote_start, "reservation_id": auth.reservation_id,
             },
-            "pending": None if pend is None else {"id_token": pend.id_token, "purpose": pend.purpose.value},
+            "pending": None if pend is None else {"id_token": _token(pend.id_token), "purpose": pend.purpose.value},
             "reservation": None if res is None else {
-                "reservation_id": res.reservation_id, "id_token": res.id_token,
-                "parent_id_token": res.parent_id_token, "expiry": res.expiry.isoformat(),
+                "reservation_id": res.reservation_id, "id_token": _token(res.id_token),
+                "parent_id_token": _opt_token(res.parent_id_token), "expiry": res.expiry.isoformat(),
             },
             "finishing": self.finishing,
-            "cable_held_for": self.cable_held_for,
+            "cable_held_for": _opt_token(self.cable_held_for),
             "reset_pending": self.reset_pending,
             "next_local_id": self.next_local_id,
             "timers": {name: deadline.isoformat() for name, deadline in self.timers.items()},
@@ -147,8 +155,9 @@ class SessionContext:
         }
 
     @classmethod
-    def from_dict(cls, data: object) -> SessionContext:
-        r = _Reader(data, "context")
+    def from_dict(cls, data: object, version: int = TYPED_TOKENS_FORMAT) -> SessionContext:
+        """``version``: the snapshot's format (:data:`FIRST_FORMAT` or :data:`TYPED_TOKENS_FORMAT`)."""
+        r = _Reader(data, "context", typed_tokens=version >= TYPED_TOKENS_FORMAT)
         tx = r.sub("transaction")
         auth = r.sub("authorization")
         pend = r.sub("pending")
@@ -165,22 +174,22 @@ class SessionContext:
                     for f in r.list_of_mappings("faults")],
             emergency_stop=r.opt_text("emergency_stop"),
             transaction=None if tx is None else Transaction(
-                local_id=tx.integer("local_id"), id_token=tx.text("id_token"),
-                parent_id_token=tx.opt_text("parent_id_token"), trigger=tx.enum("trigger", Trigger),
+                local_id=tx.integer("local_id"), id_token=tx.token("id_token"),
+                parent_id_token=tx.opt_token("parent_id_token"), trigger=tx.enum("trigger", Trigger),
                 auth_source=tx.opt_enum("auth_source", AuthSource), reservation_id=tx.opt_integer("reservation_id"),
                 remote_start=tx.flag("remote_start"), started_at=tx.timestamp("started_at"),
                 energy_allowed=tx.flag("energy_allowed")),
             authorization=None if auth is None else Authorization(
-                id_token=auth.text("id_token"), parent_id_token=auth.opt_text("parent_id_token"),
+                id_token=auth.token("id_token"), parent_id_token=auth.opt_token("parent_id_token"),
                 source=auth.opt_enum("source", AuthSource), remote_start=auth.flag("remote_start"),
                 reservation_id=auth.opt_integer("reservation_id")),
             pending=None if pend is None else PendingAuthorization(
-                id_token=pend.text("id_token"), purpose=pend.enum("purpose", AuthPurpose)),
+                id_token=pend.token("id_token"), purpose=pend.enum("purpose", AuthPurpose)),
             reservation=None if res is None else Reservation(
-                reservation_id=res.integer("reservation_id"), id_token=res.text("id_token"),
-                parent_id_token=res.opt_text("parent_id_token"), expiry=res.timestamp("expiry")),
+                reservation_id=res.integer("reservation_id"), id_token=res.token("id_token"),
+                parent_id_token=res.opt_token("parent_id_token"), expiry=res.timestamp("expiry")),
             finishing=r.flag("finishing"),
-            cable_held_for=r.opt_text("cable_held_for", added_later=True),
+            cable_held_for=r.opt_token("cable_held_for", added_later=True),
             reset_pending=r.flag("reset_pending"),
             next_local_id=r.integer("next_local_id"),
             timers={name: timers.timestamp(name) for name in timers.keys()},
@@ -193,14 +202,24 @@ class SessionContext:
         )
 
 
-class _Reader:
-    """Typed, path-reporting access to one mapping of a snapshot."""
+def _token(token: IdToken) -> dict[str, str]:
+    return {"value": token.value, "type": token.type.value}
 
-    def __init__(self, data: object, path: str) -> None:
+
+def _opt_token(token: IdToken | None) -> dict[str, str] | None:
+    return None if token is None else _token(token)
+
+
+class _Reader:
+    """Typed, path-reporting access to one mapping of a snapshot. ``typed_tokens``: id tokens are
+    ``{"value", "type"}`` objects (format 2); else bare strings (format 1)."""
+
+    def __init__(self, data: object, path: str, *, typed_tokens: bool = True) -> None:
         if not isinstance(data, Mapping):
             raise SnapshotError(f"{path}: expected an object, got {type(data).__name__}")
         self._data = data
         self._path = path
+        self._typed_tokens = typed_tokens
 
     def keys(self) -> list[str]:
         return [str(k) for k in self._data]
@@ -219,12 +238,21 @@ class _Reader:
             raise self._fail(key, "a string", v)
         return v
 
-    def opt_text(self, key: str, *, added_later: bool = False) -> str | None:
+    def opt_text(self, key: str) -> str | None:
+        return None if self._get(key) is None else self.text(key)
+
+    def token(self, key: str) -> IdToken:
+        if not self._typed_tokens:
+            return IdToken.from_ocpp16(self.text(key))  # format 1: only the string was kept
+        t = self.mapping(key)
+        return IdToken(t.text("value"), t.enum("type", IdTokenType))
+
+    def opt_token(self, key: str, *, added_later: bool = False) -> IdToken | None:
         """``added_later``: a field newer than the first snapshot format; a snapshot written before it
         existed restores with None (an upgrade must not lose the transaction a power cut interrupted)."""
         if added_later and key not in self._data:
             return None
-        return None if self._get(key) is None else self.text(key)
+        return None if self._get(key) is None else self.token(key)
 
     def flag(self, key: str) -> bool:
         v = self._get(key)
@@ -274,13 +302,14 @@ class _Reader:
 
     def sub(self, key: str) -> _Reader | None:
         v = self._get(key)
-        return None if v is None else _Reader(v, f"{self._path}.{key}")
+        return None if v is None else _Reader(v, f"{self._path}.{key}", typed_tokens=self._typed_tokens)
 
     def mapping(self, key: str) -> _Reader:
-        return _Reader(self._get(key), f"{self._path}.{key}")
+        return _Reader(self._get(key), f"{self._path}.{key}", typed_tokens=self._typed_tokens)
 
     def list_of_mappings(self, key: str) -> list[_Reader]:
         v = self._get(key)
         if not isinstance(v, list):
             raise self._fail(key, "a list", v)
-        return [_Reader(item, f"{self._path}.{key}[{i}]") for i, item in enumerate(v)]
+        return [_Reader(item, f"{self._path}.{key}[{i}]", typed_tokens=self._typed_tokens)
+                for i, item in enumerate(v)]

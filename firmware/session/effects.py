@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from firmware.session.events import AuthSource, AuthStatus
+from firmware.session.id_token import IdToken
 from firmware.session.status import ConnectorStatus
 from hal.types import FaultCode
 
@@ -136,9 +137,9 @@ class StatusChanged:
 @dataclass(frozen=True)
 class TransactionStarted:
     local_id: int  # per connector, increasing, survives restore: pairs Started with Stopped
-    id_token: str
+    id_token: IdToken
     trigger: Trigger
-    parent_id_token: str | None = None
+    parent_id_token: IdToken | None = None
     auth_source: AuthSource | None = None  # None: remote start without authorization, or free vend
     reservation_id: int | None = None
     remote_start: bool = False
@@ -149,8 +150,8 @@ class TransactionStopped:
     local_id: int
     reason: StopReason
     trigger: Trigger
-    id_token: str  # who started it
-    stopped_by: str | None = None  # the id that stopped it (Local stops); None when the charger did
+    id_token: IdToken  # who started it
+    stopped_by: IdToken | None = None  # the id that stopped it (Local stops); None when the charger did
     fault: FaultCode | None = None  # the fault that stopped it, if any
 
 
@@ -161,7 +162,7 @@ class TransactionStopped:
 class RequestAuthorization:
     """Authorize ``id_token``; answer with an ``AuthorizationResult`` event."""
 
-    id_token: str
+    id_token: IdToken
     purpose: AuthPurpose
 
 
@@ -169,7 +170,7 @@ class RequestAuthorization:
 class IdTokenRefused:
     """An id token was turned away; tells the UI why."""
 
-    id_token: str
+    id_token: IdToken
     reason: RefusalReason
     auth_status: AuthStatus | None = None
 

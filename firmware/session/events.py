@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from firmware.session.id_token import IdToken, require_token
 from hal.types import FaultCode, PilotState
 
 
@@ -46,9 +47,12 @@ class PilotChanged:
 
 @dataclass(frozen=True)
 class CardPresented:
-    """An id token was presented at this connector's reader."""
+    """An id token was presented at this connector's reader (the card's UID, typed by the reader's technology)."""
 
-    id_token: str
+    id_token: IdToken
+
+    def __post_init__(self) -> None:
+        require_token(self.id_token, "CardPresented.id_token")
 
 
 @dataclass(frozen=True)
@@ -99,10 +103,14 @@ class PowerRestored:
 class AuthorizationResult:
     """Answer to a ``RequestAuthorization`` effect (local list, cache, CSMS or offline policy)."""
 
-    id_token: str
+    id_token: IdToken
     status: AuthStatus
-    parent_id_token: str | None = None
+    parent_id_token: IdToken | None = None
     source: AuthSource = AuthSource.ONLINE
+
+    def __post_init__(self) -> None:
+        require_token(self.id_token, "AuthorizationResult.id_token")
+        require_token(self.parent_id_token, "AuthorizationResult.parent_id_token", optional=True)
 
 
 # --- from the CSMS --------------------------------------------------------------------------------
@@ -110,8 +118,12 @@ class AuthorizationResult:
 
 @dataclass(frozen=True)
 class RemoteStartRequested:
-    id_token: str
-    parent_id_token: str | None = None  # 2.0.1 groupIdToken, when the request carries one
+    id_token: IdToken  # 1.6: the idTag as Central (IdToken.from_ocpp16); 2.0.1: the request's idToken
+    parent_id_token: IdToken | None = None  # 2.0.1 groupIdToken, when the request carries one
+
+    def __post_init__(self) -> None:
+        require_token(self.id_token, "RemoteStartRequested.id_token")
+        require_token(self.parent_id_token, "RemoteStartRequested.parent_id_token", optional=True)
 
 
 @dataclass(frozen=True)
@@ -147,7 +159,10 @@ class TransactionAccepted:
     2.0.1 TransactionEventResponse idTokenInfo). ``local_id`` names the transaction it answers."""
 
     local_id: int | None = None
-    parent_id_token: str | None = None  # the group, if the CSMS's answer names one
+    parent_id_token: IdToken | None = None  # the group, if the CSMS's answer names one
+
+    def __post_init__(self) -> None:
+        require_token(self.parent_id_token, "TransactionAccepted.parent_id_token", optional=True)
 
 
 @dataclass(frozen=True)
@@ -161,9 +176,13 @@ class TransactionRejected:
 @dataclass(frozen=True)
 class ReservationMade:
     reservation_id: int
-    id_token: str
+    id_token: IdToken
     expiry: datetime
-    parent_id_token: str | None = None
+    parent_id_token: IdToken | None = None
+
+    def __post_init__(self) -> None:
+        require_token(self.id_token, "ReservationMade.id_token")
+        require_token(self.parent_id_token, "ReservationMade.parent_id_token", optional=True)
 
 
 @dataclass(frozen=True)

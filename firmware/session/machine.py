@@ -95,13 +95,17 @@ from firmware.session.events import (
     TransactionRejected,
     UnlockRequested,
 )
+from firmware.session.id_token import IdToken
+from firmware.session.id_token import mask_token as mask_token  # re-exported: the agent and telemetry use it
+from firmware.session.id_token import same_token as same_token
 from firmware.session.status import TRANSACTION_STATUSES, ConnectorStatus, route
 from hal.duty_cycle import MIN_CURRENT_A
 from hal.types import FaultCode, PilotState
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: id tokens typed ({"value", "type"}); 1 (strings) still restores
+_READABLE_VERSIONS = (1, SNAPSHOT_VERSION)
 EV_SIDE_DISCONNECTED = "EV side disconnected"
 _EV_PRESENT = frozenset({PilotState.B, PilotState.C, PilotState.D})
 _EV_READY = frozenset({PilotState.C, PilotState.D})
@@ -119,16 +123,6 @@ class Transition:
     description: str
 
 
-def same_token(a: str | None, b: str | None) -> bool:
-    """Id tokens compare case-insensitively (OCPP 1.6 IdToken is a CiString20; card UIDs are hex)."""
-    return a is not None and b is not None and a.casefold() == b.casefold()
-
-
-def mask_token(token: str) -> str:
-    """Id tokens identify people: logs show only the last four characters."""
-    return "***" + token[-4:] if len(token) > 4 else "***"
-
-
 def _as_utc(when: datetime) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
@@ -139,7 +133,8 @@ def _describe(event: object) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in fields(event):
         value = getattr(event, f.name)
-        out[f.name] = mask_token(value) if "id_token" in f.name and isinstance(value, str) else str(value)
+        masked = isinstance(value, IdToken) or ("id_token" in f.name and isinstance(value, str))
+        out[f.name] = mask_token(value) if masked else str(value)
     return out
 
 
@@ -227,7 +222,7 @@ class SessionMachine:
         return self._ctx.locked
 
     @property
-    def cable_held_for(self) -> str | None:
+    def cable_held_for(self) -> IdToken | None:
         """The owner's id while the cable is kept locked after a DeAuthorized stop (OCPP 1.6 §4.8)."""
         return self._ctx.cable_held_for
 
@@ -251,8 +246,9 @@ class SessionMachine:
         """
         if not isinstance(snapshot, Mapping):
             raise SnapshotError(f"snapshot: expected an object, got {type(snapshot).__name__}")
-        if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise SnapshotError(f"snapshot.version: expected {SNAPSHOT_VERSION}, got {snapshot.get('version')!r}")
+        version = snapshot.get("version")
+        if type(version) is not int or version not in _READABLE_VERSIONS:
+            raise SnapshotError(f"snapshot.version: expected one of {_READABLE_VERSIONS}, got {version!r}")
         connector_id = snapshot.get("connector_id")
         if isinstance(connector_id, bool) or not isinstance(connector_id, int):
             raise SnapshotError(f"snapshot.connector_id: expected an integer, got {connector_id!r}")
@@ -260,7 +256,7 @@ class SessionMachine:
         if not isinstance(raw_status, str) or raw_status not in {s.value for s in ConnectorStatus}:
             raise SnapshotError(f"snapshot.status: expected a connector status, got {raw_status!r}")
         status = ConnectorStatus(raw_status)
-        ctx = SessionContext.from_dict(snapshot.get("context"))
+        ctx = SessionContext.from_dict(snapshot.get("context"), version)
         if (status in TRANSACTION_STATUSES) != (ctx.transaction is not None):
             raise SnapshotError(f"snapshot: status {status} does not match the transaction record")
         machine = cls(connector_id, config)
@@ -473,7 +469,7 @@ class SessionMachine:
         self._cancel_timer(TimerName.RESERVATION_EXPIRY)
         self._emit(ReservationEnded(res.reservation_id, reason))
 
-    def _admits(self, id_token: str, parent_id_token: str | None) -> bool:
+    def _admits(self, id_token: IdToken, parent_id_token: IdToken | None) -> bool:
         """Whether the reservation (if any) lets this id start: the reserved id or its group."""
         res = self._ctx.reservation
         if res is None:
@@ -540,7 +536,7 @@ class SessionMachine:
                                       tx.reservation_id, tx.remote_start))
         self._goto(self._tx_status())
 
-    def _stop_transaction(self, reason: StopReason, trigger: Trigger, stopped_by: str | None = None,
+    def _stop_transaction(self, reason: StopReason, trigger: Trigger, stopped_by: IdToken | None = None,
                           fault: FaultCode | None = None) -> None:
         """Close the transaction: power off first, then the record. The caller picks the status."""
         c = self._ctx
@@ -557,7 +553,7 @@ class SessionMachine:
         c.finishing = self._ev_present
         self._apply_scheduled_availability()
 
-    def _stop_and_settle(self, reason: StopReason, trigger: Trigger, stopped_by: str | None = None) -> None:
+    def _stop_and_settle(self, reason: StopReason, trigger: Trigger, stopped_by: IdToken | None = None) -> None:
         self._stop_transaction(reason, trigger, stopped_by)
         self._goto(self._idle_status())
 
@@ -1034,7 +1030,9 @@ def _everywhere(status: ConnectorStatus) -> dict[type[Any], Transition]:
                                    "is off", *_ENDED)
     elif status is _S.FINISHING:
         rows[UnlockRequested] = _t(_M._on_unlock_idle, "unlock the cable; a cable held for its owner is "
-                                                        "released", _S.AVAILABLE, _S.UNAVAILABLE)
+                                                        "released (Preparing if an EV was plugged in again "
+                                                        "after leaving)", _S.AVAILABLE, _S.PREPARING,
+                                   _S.UNAVAILABLE)
     else:
         rows[UnlockRequested] = _t(_M._on_unlock_idle, "unlock the cable")
     return rows
@@ -1100,8 +1098,9 @@ TRANSITIONS: dict[ConnectorStatus, dict[type[Any], Transition]] = {
         PilotChanged: _t(_M._on_pilot_finishing, "F1: unplugged -> Available", _S.AVAILABLE, _S.UNAVAILABLE),
         CardPresented: _t(_M._on_tap_finishing, "F2: ask for authorization of a new transaction; while the "
                                                 "cable is held after a DeAuthorized stop only its owner's id, "
-                                                "which releases it (others refused: NotOwner)",
-                          _S.AVAILABLE, _S.UNAVAILABLE),
+                                                "which releases it (others refused: NotOwner; Preparing if an "
+                                                "EV was plugged in again after leaving)",
+                          _S.AVAILABLE, _S.PREPARING, _S.UNAVAILABLE),
         AuthorizationResult: _t(_M._on_auth_to_start, "F2: accepted -> Preparing -> new transaction",
                                 _S.PREPARING, *_TX),
         RemoteStartRequested: _t(_M._on_remote_start, "F2: accept -> Preparing -> new transaction (refused "

@@ -67,10 +67,11 @@ class Authorization:
         answer, as offline. Every way this can fail still answers the machine, which otherwise keeps the id
         pending (and ignores the same card until the restart)."""
         online = self.ctx.cp is not None and self.ctx.online.is_set()
-        decision = self.auth.decide(req.id_token, online=online, purpose=req.purpose, now=utcnow())
+        id_tag = req.id_token.value  # 1.6 knows the string alone
+        decision = self.auth.decide(id_tag, online=online, purpose=req.purpose, now=utcnow())
         if decision.verdict is Verdict.ASK_CSMS and self.ctx.cp is not None:
             try:
-                answer = await self.ctx.call("Authorize", {"idTag": req.id_token})
+                answer = await self.ctx.call("Authorize", {"idTag": id_tag})
             except (CallErrorReceived, InvalidResponse) as exc:
                 log.warning("Authorize failed", extra={"connector": ctrl.id, "error": str(exc)})
                 await ctrl.handle(AuthorizationResult(req.id_token, AuthStatus.UNKNOWN, source=AuthSource.ONLINE))
@@ -78,13 +79,14 @@ class Authorization:
             except Exception as exc:  # no answer, or the connection went down meanwhile: we are offline
                 log.info("Authorize not answered; authorizing as offline",
                          extra={"connector": ctrl.id, "error": f"{type(exc).__name__}: {exc}"})
-                decision = self.auth.decide(req.id_token, online=False, purpose=req.purpose, now=utcnow())
+                decision = self.auth.decide(id_tag, online=False, purpose=req.purpose, now=utcnow())
             else:
                 info = mapping.id_tag_info(answer.get("idTagInfo") or {})
                 status = info.effective_status(utcnow())
-                await ctrl.handle(AuthorizationResult(req.id_token, status, parent_id_token=info.parent_id_tag,
+                await ctrl.handle(AuthorizationResult(req.id_token, status,
+                                                      parent_id_token=mapping.parent_id_token(info.parent_id_tag),
                                                       source=AuthSource.ONLINE))
-                self.learn(req.id_token, info)
+                self.learn(id_tag, info)
                 if req.purpose is AuthPurpose.REMOTE_START:
                     log.info("remote start authorized", extra={"connector": ctrl.id, "status": status.value})
                 return
@@ -93,7 +95,7 @@ class Authorization:
             "status": decision.status.value, "source": decision.source.value if decision.source else None,
             "reason": decision.reason})
         await ctrl.handle(decision.result(req.id_token))
-        self.auth.used(req.id_token, decision)
+        self.auth.used(id_tag, decision)
 
     def learn(self, id_tag: object, info: IdTagInfo | object) -> None:
         """Every IdTagInfo from the CSMS (Authorize.conf, StartTransaction.conf, StopTransaction.conf) updates

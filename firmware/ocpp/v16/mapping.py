@@ -13,6 +13,7 @@ from typing import Any
 
 from firmware.charger.metering import Sample
 from firmware.session.events import AuthStatus
+from firmware.session.id_token import IdToken
 from firmware.storage.auth_stores import IdTagInfo
 from hal.types import FaultCode
 
@@ -77,6 +78,12 @@ def id_tag_info(info: Mapping[str, Any]) -> IdTagInfo:
             expiry = datetime.fromtimestamp(0, UTC)
     parent = info.get("parentIdTag")
     return IdTagInfo(status, expiry, str(parent) if parent is not None else None)
+
+
+def parent_id_token(parent_id_tag: object) -> IdToken | None:
+    """A 1.6 ``parentIdTag`` (IdTagInfo) as the session's group id: the CSMS named it, so Central; absent (or
+    not a string) is no group."""
+    return IdToken.from_ocpp16(parent_id_tag) if isinstance(parent_id_tag, str) else None
 
 
 def timestamp(when: datetime) -> str:

@@ -19,7 +19,14 @@ from firmware.ocpp.rpc import after_answering, handles
 from firmware.ocpp.v16.context import V16Context
 from firmware.ocpp.v16.keys import KeyDefinition, KeyType
 from firmware.ocpp.v16.status_report import StatusReporter
-from firmware.session import RemoteStopRequested, RemoteStopResult, UnlockRequested, UnlockResult, UnlockStatus
+from firmware.session import (
+    IdToken,
+    RemoteStopRequested,
+    RemoteStopResult,
+    UnlockRequested,
+    UnlockResult,
+    UnlockStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +41,8 @@ class RemoteControl:
 
     @handles(Action.remote_start_transaction)
     async def _remote_start(self, id_tag: str, connector_id: int | None = None, **_: Any) -> Any:
-        accepted = await self.coordinator.remote_start(id_tag, connector_id)
+        # 1.6 gives the string alone; an id for a remote start is the CSMS's: Central
+        accepted = await self.coordinator.remote_start(IdToken.from_ocpp16(id_tag), connector_id)
         return call_result.RemoteStartTransaction(status="Accepted" if accepted else "Rejected")
 
     @handles(Action.remote_stop_transaction)

@@ -103,11 +103,11 @@ class Transactions:
         for e in effects:
             if isinstance(e, TransactionStarted):
                 meter_start = energy_wh(reading)
-                payload: dict[str, Any] = {"connectorId": ctrl.id, "idTag": e.id_token, "meterStart": meter_start,
+                payload: dict[str, Any] = {"connectorId": ctrl.id, "idTag": e.id_token.value, "meterStart": meter_start,
                                            "timestamp": mapping.timestamp(now)}
                 if e.reservation_id is not None:
                     payload["reservationId"] = e.reservation_id
-                self._started(ctrl.id, e.local_id, e.id_token, meter_start, now, payload)
+                self._started(ctrl.id, e.local_id, e.id_token.value, meter_start, now, payload)
                 self.meter_values.transaction_started(ctrl, e.local_id, reading, now)
                 self.delivery.wake()
             elif isinstance(e, TransactionStopped):
@@ -119,7 +119,7 @@ class Transactions:
                 stop: dict[str, Any] = {"meterStop": meter_stop, "timestamp": mapping.timestamp(now),
                                         "reason": e.reason.value}
                 if e.stopped_by is not None:
-                    stop["idTag"] = e.stopped_by
+                    stop["idTag"] = e.stopped_by.value
                 if transaction_data:
                     stop["transactionData"] = transaction_data
                 self._stopped(ctrl.id, e.local_id, meter_stop, now, e.reason.value, stop)
@@ -152,7 +152,8 @@ class Transactions:
             if ctrl is not None:
                 status = mapping.auth_status(str(info.get("status", "Invalid")))
                 event: TransactionAccepted | TransactionRejected = (
-                    TransactionAccepted(local_id=msg.local_id, parent_id_token=info.get("parentIdTag"))
+                    TransactionAccepted(local_id=msg.local_id,
+                                        parent_id_token=mapping.parent_id_token(info.get("parentIdTag")))
                     if status is AuthStatus.ACCEPTED
                     else TransactionRejected(status, local_id=msg.local_id))
                 self.ctx.spawn(ctrl.handle(event))
