@@ -27,7 +27,7 @@ test: $(STAMP) sysdeps
 # cut, then check every transaction on the CSMS side; POWERCUT_SEED=N replays one run), then the fuzzers at
 # length (SOAK_FUZZ OCPP frames, MQTT commands and examples per hardware decoder; FUZZ_SEED=N replays).
 SOAK_CUTS ?= 500
-SOAK_FUZZ ?= 5000
+SOAK_FUZZ ?= 2000
 SOAK_TESTS ?= tests/test_e2e_powercut.py tests/test_e2e_fuzz_ocpp.py tests/test_e2e_fuzz_mqtt.py tests/test_fuzz_hal.py
 soak: $(STAMP) sysdeps
 	POWERCUT_CUTS=$(SOAK_CUTS) FUZZ_EXAMPLES=$(SOAK_FUZZ) $(BIN)/python -m pytest $(SOAK_TESTS) -s \
