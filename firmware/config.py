@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from firmware.storage.auth_stores import DEFAULT_CACHE_CAPACITY
+from hal.bounded_repr import bounded_repr
 
 T = TypeVar("T")
 
@@ -65,13 +66,7 @@ def _printable(text: str, limit: int) -> str:
 def _shown(value: object) -> str:
     """A value for an error message: its repr, bounded (the repr of an integer of more than 4300
     digits raises ValueError; so would a very deep list, were nesting not limited)."""
-    if isinstance(value, int) and value.bit_length() > 64:
-        return f"an integer of {value.bit_length()} bits"
-    try:
-        text = repr(value)
-    except (ValueError, RecursionError):
-        return f"a {type(value).__name__}"
-    return text if len(text) <= 80 else text[:77] + "..."
+    return bounded_repr(value, 80)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal, TypeVar, cast
 
+from hal.bounded_repr import bounded_repr
+
 Function = Literal["input", "holding"]
 DataType = Literal["uint16", "int16", "uint32", "int32", "uint64", "int64", "float32"]
 WordOrder = Literal["big", "little"]
@@ -285,7 +287,7 @@ def decode_value(q: Quantity, words: Sequence[int]) -> float:
         raise RegisterDecodeError(f"{q.name}: a {q.type} takes {q.count} registers, got {len(words)}")
     for w in words:
         if not isinstance(w, int) or isinstance(w, bool) or not 0 <= w <= 0xFFFF:
-            raise RegisterDecodeError(f"{q.name}: register value {_short(w)} is not a 16-bit word")
+            raise RegisterDecodeError(f"{q.name}: register value {bounded_repr(w)} is not a 16-bit word")
     ordered = list(words) if q.word_order == "big" else list(reversed(words))
     raw_bytes = b"".join(w.to_bytes(2, "big") for w in ordered)
     if q.type == "float32":
@@ -293,15 +295,6 @@ def decode_value(q: Quantity, words: Sequence[int]) -> float:
     else:
         raw = int.from_bytes(raw_bytes, "big", signed=q.type.startswith("int"))
     return raw * q.scale
-
-
-def _short(value: object) -> str:
-    """A bounded repr for error messages about what a device sent (``repr`` of an integer of more than
-    4300 digits raises ValueError)."""
-    if isinstance(value, int) and value.bit_length() > 64:
-        return f"a {value.bit_length()}-bit integer"
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def encode_value(q: Quantity, value: float) -> list[int]:

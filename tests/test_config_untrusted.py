@@ -80,7 +80,7 @@ def test_nesting_and_dots_in_values_strings_and_comments_are_not_keys() -> None:
 
 @pytest.mark.parametrize(("line", "key", "expected"), [
     ("max_current_a = " + "9" * 5000, "", "valid TOML with integers of at most 4300 digits"),
-    ("max_current_a = 0x" + "f" * 5000, "connectors[0].max_current_a", "got an integer of 20000 bits"),
+    ("max_current_a = 0x" + "f" * 5000, "connectors[0].max_current_a", "got a 20000-bit integer"),
     ("max_current_a = nan", "connectors[0].max_current_a", "a number from 6.0 to 80.0; got nan"),
     ("max_current_a = -inf", "connectors[0].max_current_a", "a number from 6.0 to 80.0; got -inf"),
     ("max_current_a = 1e400", "connectors[0].max_current_a", "got inf"),

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from firmware.telemetry.codec import PayloadError, decode
 from firmware.telemetry.topics import Topics
+from hal.bounded_repr import bounded_repr
 
 MAX_PAYLOAD_BYTES = 1024
 
@@ -138,10 +139,4 @@ def _value(payload: bytes, key: str, rules: CommandRules) -> object:
 
 def _show(value: object) -> str:
     """A received value, short and printable for a log line and a reply; never raises."""
-    try:
-        text = repr(value)
-    except Exception:  # repr() of an int beyond 4,300 digits raises ValueError; a decoder's object might too
-        text = f"<{type(value).__name__}>"
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate stays printable
+    return bounded_repr(value, 60)

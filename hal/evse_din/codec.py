@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
+from hal.bounded_repr import bounded_repr
 from hal.interfaces import DeviceError, FaultCode, PilotState
 
 # --- register map (holding registers: read with FC 03, written with FC 16) -------------------------
@@ -151,10 +152,7 @@ def decode_status(registers: Sequence[int]) -> EvseDinStatus:
                            f"got {len(registers)}")
     for value in registers:
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 0xFFFF:
-            # bounded: the repr of an integer of more than 4300 digits raises ValueError
-            shown = (f"a {value.bit_length()}-bit integer" if isinstance(value, int) and value.bit_length() > 64
-                     else repr(value)[:40])
-            raise EvseDinError(f"EVSE-DIN status block: {shown} is not a 16-bit register value")
+            raise EvseDinError(f"EVSE-DIN status block: {bounded_repr(value)} is not a 16-bit register value")
     return EvseDinStatus(*registers)
 
 

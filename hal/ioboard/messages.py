@@ -19,6 +19,7 @@ from typing import Any, TypeGuard, TypeVar
 
 import cbor2
 
+from hal.bounded_repr import bounded_repr
 from hal.interfaces import PilotState
 from hal.ioboard.codec import MAX_PAYLOAD_LEN
 
@@ -319,7 +320,7 @@ def _check_int(name: str, value: object, lo: int, hi: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool):
         raise MessageError(f"{name} must be an integer, got {type(value).__name__}")
     if not lo <= value <= hi:
-        raise MessageError(f"{name}={_short(value)} outside {lo}..{hi}", NackReason.OUT_OF_RANGE)
+        raise MessageError(f"{name}={bounded_repr(value)} outside {lo}..{hi}", NackReason.OUT_OF_RANGE)
 
 
 def _check_str(name: str, value: object, max_chars: int) -> None:
@@ -415,9 +416,9 @@ def decode_message(payload: bytes) -> Envelope:
     if problem is not None:
         raise MessageError(problem, seq=seq, msg_type=msg_type)
     if seq is None:
-        raise MessageError(f"missing or invalid seq (key {K_SEQ}): {_short(seq_obj)}", msg_type=msg_type)
+        raise MessageError(f"missing or invalid seq (key {K_SEQ}): {bounded_repr(seq_obj)}", msg_type=msg_type)
     if msg_type is None:
-        raise MessageError(f"missing or invalid type (key {K_TYPE}): {_short(type_obj)}", seq=seq)
+        raise MessageError(f"missing or invalid type (key {K_TYPE}): {bounded_repr(type_obj)}", seq=seq)
     try:
         kind = MsgType(msg_type)
     except ValueError:
@@ -438,19 +439,10 @@ def _type_problem(m: dict[Any, Any]) -> str | None:
     the encoding's, not a key's."""
     for key, value in m.items():
         if not _is_int(key) or key < 0:
-            return f"map key {_short(key)} is not an unsigned integer"
+            return f"map key {bounded_repr(key)} is not an unsigned integer"
         if not isinstance(value, int | str):  # bool is an int
             return f"key {key}: a {type(value).__name__} is not allowed (integers, booleans and text only)"
     return None
-
-
-def _short(value: object) -> str:
-    """A bounded repr for error messages about untrusted values (``repr`` of an integer of more than
-    4300 digits raises ValueError)."""
-    if isinstance(value, int) and value.bit_length() > 64:
-        return f"a {value.bit_length()}-bit integer"
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _parse(kind: MsgType, m: dict[Any, Any]) -> Message:
@@ -507,7 +499,7 @@ def _int(m: dict[Any, Any], key: int) -> int:
 def _uint(m: dict[Any, Any], key: int) -> int:
     value = _int(m, key)
     if not 0 <= value <= 0xFFFFFFFF:
-        raise MessageError(f"key {key}={_short(value)} is not a 32-bit unsigned integer", NackReason.OUT_OF_RANGE)
+        raise MessageError(f"key {key}={bounded_repr(value)} is not a 32-bit unsigned integer", NackReason.OUT_OF_RANGE)
     return value
 
 
