@@ -28,8 +28,7 @@ from firmware.charger.limit_applier import LimitApplier
 from firmware.config import AgentConfig
 from firmware.exitcodes import ExitCode
 from firmware.hardware import ChargerHardware, ReaderHardware, build_hardware
-from firmware.ocpp.v16.client import Ocpp16Client, session_config_from_keys
-from firmware.ocpp.v16.configuration import ConfigurationKeys
+from firmware.ocpp.adapter import OcppAdapter, create_adapter
 from firmware.session import (
     AvailabilityChanged,
     Effect,
@@ -94,26 +93,24 @@ class Agent:
         self.tasks = TaskSupervisor(self._task_failed)  # every long-running task, watched (docs/architecture.md)
         self.callback_errors = 0  # exceptions in event-loop callbacks (serial reads, ...): faults of ours
         self.hardware: ChargerHardware = build_hardware(config, spawn=self.tasks.spawn)
-        presets = config.ocpp.presets if config.ocpp is not None else {}
-        self.keys = ConfigurationKeys(self.db, len(config.connectors), presets=presets)
         self.connectors: dict[int, ConnectorController] = {}
+        self.coordinator = Coordinator(self.connectors, self.db)
+        self.ocpp: OcppAdapter | None = None  # the adapter [ocpp] version names; it decides the session settings
+        if config.ocpp is not None:
+            self.ocpp = create_adapter(config, self.db, self.connectors, coordinator=self.coordinator,
+                                       ledger=self.ledger, request_exit=self.request_exit,
+                                       diagnostics=self.diagnostics, hardware=self.hardware_summary,
+                                       spawn=lambda coro, name: self.tasks.spawn(coro, name=name,
+                                                                                 on_failure=OnFailure.OWNER))
         status_log = _StatusLog()
         for c in config.connectors:
-            hw = self.hardware.connectors[c.id]
-            session = session_config_from_keys(SessionConfig(max_current_amps=c.max_current_a), self.keys)
-            ctrl = ConnectorController(hw, session, self.db)
+            base = SessionConfig(max_current_amps=c.max_current_a)
+            ctrl = ConnectorController(self.hardware.connectors[c.id],
+                                       self.ocpp.session_config(base) if self.ocpp is not None else base, self.db)
+            if self.ocpp is not None:
+                ctrl.observers.append(self.ocpp)
             ctrl.observers.append(status_log)
             self.connectors[c.id] = ctrl
-        self.coordinator = Coordinator(self.connectors, self.db)
-        self.ocpp: Ocpp16Client | None = None
-        if config.ocpp is not None:
-            self.ocpp = Ocpp16Client(config, self.connectors, self.db, self.keys, request_exit=self.request_exit,
-                                     coordinator=self.coordinator, diagnostics=self.diagnostics,
-                                     hardware=self.hardware_summary, ledger=self.ledger,
-                                     spawn=lambda coro, name: self.tasks.spawn(coro, name=name,
-                                                                               on_failure=OnFailure.OWNER))
-            for ctrl in self.connectors.values():
-                ctrl.observers.insert(0, self.ocpp)
         # effective current limits: rating, site (MQTT), later OCPP smart charging — the lowest wins
         self.limits = LimitApplier(self.connectors)
         self.telemetry: MqttTelemetry | None = None  # with [mqtt]: telemetry and site control (docs/mqtt.md)
@@ -170,13 +167,13 @@ class Agent:
         """Link counters of every device and each connector's state (for DataTransfer Diagnostics)."""
         return {"devices": {d.name: dataclasses.asdict(d.stats) for d in self.hardware.devices()},
                 "connectors": [c.describe() for c in self.connectors.values()],
-                "outbox": dataclasses.asdict(self.ocpp.outbox.stats()) if self.ocpp else None,
+                "outbox": dataclasses.asdict(self.ocpp.outbox_stats()) if self.ocpp else None,
                 "tasks": self.tasks.report(), "callbackErrors": self.callback_errors}
 
     def health(self) -> dict[str, Any]:
         """For the MQTT health message: the CSMS link, the outbox, the devices' link counters and the tasks."""
         return {"ocpp_connected": self.ocpp.online if self.ocpp is not None else None,
-                "outbox": dataclasses.asdict(self.ocpp.outbox.stats()) if self.ocpp else None,
+                "outbox": dataclasses.asdict(self.ocpp.outbox_stats()) if self.ocpp else None,
                 "devices": {d.name: dataclasses.asdict(d.stats) for d in self.hardware.devices()},
                 "tasks": self.tasks.report(), "callback_errors": self.callback_errors}
 
@@ -271,8 +268,8 @@ class Agent:
         if self.telemetry is not None:
             self.tasks.start("telemetry", self.telemetry.run)
         if self.ocpp is not None:
-            self.tasks.start("ocpp", self.ocpp.run)
-            self.tasks.start("metering", self.ocpp.meter_values.run)
+            for name, loop in self.ocpp.loops().items():
+                self.tasks.start(name, loop)
 
     async def _shutdown(self) -> None:
         """Each step runs even if an earlier one failed: the hardware must end up in its safe state."""

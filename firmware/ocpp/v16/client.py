@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Any
 
@@ -40,10 +40,10 @@ from firmware.ocpp.v16.remote_control import RemoteControl
 from firmware.ocpp.v16.session_settings import SessionSettings, session_config_from_keys
 from firmware.ocpp.v16.status_report import StatusReporter
 from firmware.ocpp.v16.transactions import Transactions
-from firmware.session import Effect, RequestAuthorization, StatusChanged
+from firmware.session import Effect, RequestAuthorization, SessionConfig, StatusChanged
 from firmware.storage import Database
 from firmware.storage.ledger import Ledger
-from firmware.storage.outbox import Outbox
+from firmware.storage.outbox import Outbox, OutboxStats
 from hal.interfaces import MeterReading
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,15 @@ class Ocpp16Client:
     @property
     def response_timeout_s(self) -> float:
         return self.ctx.response_timeout_s
+
+    def session_config(self, base: SessionConfig) -> SessionConfig:
+        return session_config_from_keys(base, self.ctx.keys)
+
+    def loops(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        return {"ocpp": self.run, "metering": self.meter_values.run}
+
+    def outbox_stats(self) -> OutboxStats:
+        return self.ctx.outbox.stats()
 
     # --- connector observer -------------------------------------------------------------------
 
