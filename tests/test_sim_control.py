@@ -325,7 +325,7 @@ def test_power_cut_kills_the_agent_and_power_on_starts_a_new_one(sim: Sim) -> No
 
 async def _fake_charge_point(url: str, answer: Callable[[list[Any]], list[Any]], ready: asyncio.Event,
                              done: asyncio.Event) -> None:
-    async with connect(url, subprotocols=["ocpp1.6"], open_timeout=5) as ws:  # type: ignore[list-item]
+    async with connect(url, subprotocols=["ocpp1.6"], open_timeout=WAIT_S) as ws:  # type: ignore[list-item]
         ready.set()
         while not done.is_set():
             try:
@@ -395,7 +395,7 @@ def test_csms_id_tags_transcript_and_online(sim: Sim) -> None:
 
 def _raw_http(sim: Sim, data: bytes) -> tuple[int, dict[str, Any]]:
     host, port = sim.url.removeprefix("http://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=5) as s:
+    with socket.create_connection((host, int(port)), timeout=WAIT_S) as s:
         s.sendall(data)
         chunks = []
         while chunk := s.recv(65536):
@@ -408,7 +408,7 @@ def test_http_errors_are_json_with_a_reason(sim: Sim) -> None:
     assert sim.call("GET", "/nothing/here")[0] == 404
     req = urllib.request.Request(sim.url + "/connectors/1/plug", method="GET")
     with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(req, timeout=5)
+        urllib.request.urlopen(req, timeout=WAIT_S)
     assert err.value.code == 405 and err.value.headers["Allow"] == "POST"
     assert "not allowed" in json.loads(err.value.read())["error"]
     assert sim.call("POST", "/state", {})[0] == 405
