@@ -144,7 +144,7 @@ class Station:
             return None
         if self.proc.returncode is None:
             with contextlib.suppress(TimeoutError):  # a stop right after a start: once the interpreter is up
-                await self.wait_until(self.catches_sigterm, 10, "the agent handles SIGTERM")
+                await self.wait_until(self.catches_sigterm, WAIT_S, "the agent handles SIGTERM")
             self.proc.send_signal(signal.SIGTERM)
             try:
                 code = await asyncio.wait_for(self.proc.wait(), WAIT_S)
