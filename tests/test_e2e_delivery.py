@@ -73,6 +73,7 @@ async def test_unanswered_stop_transaction_is_resent_after_reconnecting_and_not_
         assert first.payload == second.payload
         assert s.csms.state(CP_ID).connection_count > connections  # the silent link was dropped (more under load)
         assert not s.calls("BootNotification", mark)  # a reconnect is not a reboot
+        await s.csms.transcript.wait_for_response(second, WAIT_S)  # the CSMS has processed it
         assert s.csms.state(CP_ID).transactions[tx_id].stop_count == 1
 
 
