@@ -189,6 +189,7 @@ async def test_start_transaction_processed_by_the_csms_just_before_a_power_cut(t
         assert resent.payload == first.payload  # unchanged: the CSMS can recognise it
         stop = await s.wait_call("StopTransaction", since=again)
         assert stop.payload["reason"] == "PowerLoss"
+        await s.csms.transcript.wait_for_response(stop, WAIT_S)  # the CSMS has processed it
         if csms_recognises_repeats:
             [tx] = state.transactions.values()
             assert tx.repeat_count == 1 and stop.payload["transactionId"] == tx.transaction_id

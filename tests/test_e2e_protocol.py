@@ -136,6 +136,7 @@ async def test_transaction_while_offline_is_delivered_in_order_with_the_csms_id(
         await s.wait_until(lambda: not s.charger.connectors[1].board.contactor_closed, what="stopped offline")
         await s.csms.set_online(True)
         stop = await s.wait_call("StopTransaction", since=mark)
+        await s.csms.transcript.wait_for_response(stop, WAIT_S)  # the CSMS has processed it
         sent = [e for e in s.calls(since=mark) if e.action in ("StartTransaction", "MeterValues", "StopTransaction")]
         assert sent[0].action == "StartTransaction" and sent[-1] is stop and len(sent) >= 4
         start = sent[0]
