@@ -24,6 +24,8 @@ from typing import Any
 
 import aiomqtt
 
+from tests.station import WAIT_S
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
@@ -103,7 +105,7 @@ class Mosquitto:
             self.proc = await asyncio.create_subprocess_exec(MOSQUITTO, "-c", str(self.conf), stdout=log,
                                                              stderr=log)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
+        deadline = loop.time() + WAIT_S
         while True:
             with contextlib.suppress(OSError):
                 _, writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -154,13 +156,13 @@ class Subscriber:
     async def __aenter__(self) -> Subscriber:
         self._task = asyncio.create_task(self._run())
         ready = asyncio.create_task(self._ready.wait())
-        await asyncio.wait([self._task, ready], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([self._task, ready], timeout=WAIT_S, return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
         if self._task.done():
             self._task.result()  # the connection was refused: raise why
             raise RuntimeError("subscriber ended before subscribing")
         if not self._ready.is_set():
-            raise TimeoutError("subscriber not connected within 10 s")
+            raise TimeoutError(f"subscriber not connected within {WAIT_S} s")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -190,7 +192,8 @@ class Subscriber:
     def mark(self) -> int:
         return len(self.seen)
 
-    async def wait_for(self, topic: str, predicate: Any = None, *, since: int = 0, timeout_s: float = 10) -> Seen:
+    async def wait_for(self, topic: str, predicate: Any = None, *, since: int = 0,
+                       timeout_s: float = WAIT_S) -> Seen:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while True:

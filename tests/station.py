@@ -16,19 +16,25 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from firmware.exitcodes import ExitCode
+from hal.pn532.codec import Command
 from sim.csms.behaviour import ChargePointProfile
 from sim.csms.server import SimulatedCsms
 from sim.csms.transcript import Direction, EntryKind, TranscriptEntry
 from sim.devices.interfaces import BoardFault
+from sim.devices.pn532 import SimulatedPn532
 from sim.harness.charger import ChargerSpec, SimulatedCharger
 
 CP_ID = "E2E-CP-1"
+# How long a test waits for something that normally takes a second or a few: generous, so that a loaded
+# machine makes a run slow, not red. Tests wait for events ("until X, at most WAIT_S"), not for time windows.
+WAIT_S = 30.0
 
 
 class Station:
@@ -41,7 +47,7 @@ class Station:
         self.spec = ChargerSpec(charge_point_id=CP_ID, connectors=connectors, board=board,  # type: ignore[arg-type]
                                 meter=meter, reader=reader)  # type: ignore[arg-type]
         self.charger = SimulatedCharger(self.spec)
-        self.csms = SimulatedCsms(response_timeout_s=5, ping_interval_s=None)
+        self.csms = SimulatedCsms(response_timeout_s=WAIT_S, ping_interval_s=None)
         self.presets = {"MeterValueSampleInterval": 0, "HeartbeatInterval": heartbeat_interval, **(presets or {})}
         self.profile = ChargePointProfile(boot_statuses=boot_statuses or ["Accepted"],
                                           heartbeat_interval=heartbeat_interval, boot_retry_interval=1)
@@ -81,7 +87,7 @@ class Station:
         if wait_boot:
             await self.wait_booted(since=mark)
 
-    async def wait_booted(self, *, since: int = 0, timeout_s: float = 15) -> None:
+    async def wait_booted(self, *, since: int = 0, timeout_s: float = WAIT_S) -> None:
         """Until the agent (re)connected and reported the status of the charge point and every connector."""
         await self.csms.wait_connected(CP_ID, timeout_s=timeout_s)
         for connector in range(self.spec.connectors + 1):
@@ -138,10 +144,10 @@ class Station:
             return None
         if self.proc.returncode is None:
             with contextlib.suppress(TimeoutError):  # a stop right after a start: once the interpreter is up
-                await self.wait_until(self.catches_sigterm, 10, "the agent handles SIGTERM")
+                await self.wait_until(self.catches_sigterm, WAIT_S, "the agent handles SIGTERM")
             self.proc.send_signal(signal.SIGTERM)
             try:
-                code = await asyncio.wait_for(self.proc.wait(), 15)
+                code = await asyncio.wait_for(self.proc.wait(), WAIT_S)
             except TimeoutError:
                 self.proc.kill()
                 code = await self.proc.wait()
@@ -152,7 +158,7 @@ class Station:
     def agent_running(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
-    async def wait_exit(self, timeout_s: float = 15) -> int:
+    async def wait_exit(self, timeout_s: float = WAIT_S) -> int:
         assert self.proc is not None
         return await asyncio.wait_for(self.proc.wait(), timeout_s)
 
@@ -164,17 +170,47 @@ class Station:
                 out.append(json.loads(line))
         return out
 
+    def outbox(self) -> list[tuple[str, int | None, bool]]:
+        """(action, connectorId, of a transaction) of each message waiting in the agent's outbox, oldest first
+        (read only, while the agent runs)."""
+        db = sqlite3.connect(f"file:{self.storage_dir / 'agent.db'}?mode=ro", uri=True, timeout=WAIT_S)
+        try:
+            rows = db.execute("SELECT action, payload, local_id FROM outbox ORDER BY seq").fetchall()
+        finally:
+            db.close()
+        return [(action, json.loads(payload).get("connectorId"), local_id is not None)
+                for action, payload, local_id in rows]
+
     # --- the world around the charger -------------------------------------------------------------
 
     def ev(self, connector: int = 1) -> Any:
         return self.charger.connectors[connector].ev
 
-    async def tap(self, uid: str, hold_s: float = 0.5) -> None:
-        assert self.charger.reader is not None
-        self.charger.reader.present(uid)
+    async def tap(self, uid: str, hold_s: float = 0.5, *, seen: bool = True) -> None:
+        """Hold the card ``uid`` on the reader for ``hold_s``, then take it away. ``seen`` (a PN532): also hold it
+        until the agent's reader has polled it, then wait until it has polled the empty field long enough to
+        call the card gone — one tap is one presentation to the agent, however slow it runs. ``seen=False``:
+        the card comes and goes by the clock alone, whether or not the agent is there."""
+        reader = self.charger.reader
+        assert reader is not None
+        pn532 = reader if seen and isinstance(reader, SimulatedPn532) else None
+        since = len(pn532.commands) if pn532 else 0
+        reader.present(uid)
         await asyncio.sleep(hold_s)
-        self.charger.reader.remove()
-        await asyncio.sleep(0.3)
+        if pn532:  # the 2nd poll is sent after the driver took in the answer to the 1st: the card was seen
+            since = await self._polls(pn532, 2, since, f"the agent's reader polled card {uid}")
+        reader.remove()
+        if pn532:  # the driver calls a card gone after 2 empty polls (hal/pn532/driver.py absent_after)
+            await self._polls(pn532, 3, since, f"the agent's reader saw card {uid} go")
+        else:
+            await asyncio.sleep(0.3)
+
+    async def _polls(self, reader: SimulatedPn532, count: int, since: int, what: str) -> int:
+        """Until the reader has served ``count`` card polls (InListPassiveTarget) since ``since``; the new mark."""
+        def polled() -> bool:
+            return reader.commands[since:].count(Command.IN_LIST_PASSIVE_TARGET) >= count
+        await self.wait_until(polled, WAIT_S, what)
+        return len(reader.commands)
 
     def inject(self, connector: int, fault: BoardFault, active: bool = True) -> None:
         """A fault on the connector's simulated board (e.g. an RCD trip), seen by the agent over the wire."""
@@ -189,7 +225,7 @@ class Station:
         """Send ``text`` as one WebSocket text frame from the CSMS, bypassing its framing and validation."""
         await self.csms.session(CP_ID).connection.send(text)
 
-    async def wait_reply(self, unique_id: str, *, since: int = 0, timeout_s: float = 5) -> TranscriptEntry:
+    async def wait_reply(self, unique_id: str, *, since: int = 0, timeout_s: float = WAIT_S) -> TranscriptEntry:
         """The agent's CALLRESULT or CALLERROR for a CALL we sent with ``unique_id``."""
         def match(e: TranscriptEntry) -> bool:
             return e.unique_id == unique_id and e.kind in (EntryKind.CALLRESULT, EntryKind.CALLERROR)
@@ -206,11 +242,11 @@ class Station:
         return self.csms.transcript.mark()
 
     async def wait_call(self, action: str, predicate: Any = None, *, since: int = 0,
-                        timeout_s: float = 10) -> TranscriptEntry:
+                        timeout_s: float = WAIT_S) -> TranscriptEntry:
         return await self.csms.transcript.wait_for(action, predicate, cp_id=CP_ID, direction=Direction.FROM_CP,
                                                    kind=EntryKind.CALL, timeout_s=timeout_s, since=since)
 
-    async def wait_status(self, connector: int, status: str, *, since: int = 0, timeout_s: float = 10,
+    async def wait_status(self, connector: int, status: str, *, since: int = 0, timeout_s: float = WAIT_S,
                           error_code: str | None = None) -> TranscriptEntry:
         def match(e: TranscriptEntry) -> bool:
             p = e.payload
@@ -226,13 +262,24 @@ class Station:
         return [e.payload["status"] for e in self.calls("StatusNotification", since)
                 if e.payload["connectorId"] == connector]
 
-    async def wait_until(self, condition: Callable[[], bool], timeout_s: float = 10, what: str = "") -> None:
+    async def wait_until(self, condition: Callable[[], bool], timeout_s: float = WAIT_S, what: str = "") -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while not condition():
             if loop.time() > deadline:
                 raise TimeoutError(f"not reached within {timeout_s} s: {what or condition}")
             await asyncio.sleep(0.05)
+
+    async def wait_log(self, match: Callable[[dict[str, Any]], bool], *, since: int = 0, timeout_s: float = WAIT_S,
+                       what: str = "") -> dict[str, Any]:
+        """The first line of the agent's log, from line ``since`` on (``len(s.log())`` marks), that ``match``es."""
+        found: list[dict[str, Any]] = []
+
+        def seen() -> bool:
+            found[:] = [e for e in self.log()[since:] if match(e)][:1]
+            return bool(found)
+        await self.wait_until(seen, timeout_s, what or "a log line")
+        return found[0]
 
     async def quiet(self, seconds: float) -> None:
         """Let time pass (to check that something does NOT happen)."""
@@ -247,7 +294,7 @@ class Station:
         self.ev(connector).plug()
         await self.wait_status(connector, "Preparing", since=mark)
         await self.tap(uid)
-        ex = await self.csms.wait_for_exchange("StartTransaction", cp_id=CP_ID, timeout_s=10, since=mark)
+        ex = await self.csms.wait_for_exchange("StartTransaction", cp_id=CP_ID, timeout_s=WAIT_S, since=mark)
         await self.wait_status(connector, "Charging", since=mark)
         assert ex.response is not None
         return int(ex.response.payload["transactionId"])

@@ -7,7 +7,6 @@ while the agent runs offline, then stops the transaction offline and brings the 
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from firmware.ocpp.v16.mapping import timestamp
 from firmware.storage import Database
 from firmware.storage.ledger import Ledger
 from firmware.storage.outbox import Outbox, QueuedMessage
-from tests.station import CP_ID, Station
+from tests.station import CP_ID, WAIT_S, Station
 
 BACKLOG = 3000
 
@@ -30,7 +29,7 @@ async def test_thousands_of_messages_queued_during_an_outage_arrive_in_order(tmp
         await s.start_agent()
         tx_id = await s.start_session(1, "04A1B2C3")
         await s.csms.set_online(False)
-        await s.csms.wait_disconnected(CP_ID, timeout_s=10)
+        await s.csms.wait_disconnected(CP_ID, timeout_s=WAIT_S)
 
         db = Database(tmp_path / "agent.db")
         try:
@@ -42,11 +41,11 @@ async def test_thousands_of_messages_queued_during_an_outage_arrive_in_order(tmp
         finally:
             db.close()
 
-        mark = s.mark()
+        mark, seen = s.mark(), len(s.log())
         await s.tap("04A1B2C3")  # stopped while still offline: queued behind the backlog
-        await asyncio.sleep(0.5)
+        await s.wait_log(lambda e: e.get("event") == "TransactionStopped", since=seen, what="stopped offline")
         await s.csms.set_online(True)
-        stop = await s.wait_call("StopTransaction", since=mark, timeout_s=120)
+        stop = await s.wait_call("StopTransaction", since=mark, timeout_s=90)  # 3000 messages: ~10 s, more if loaded
 
         values = s.calls("MeterValues", mark)
         assert len(values) == BACKLOG

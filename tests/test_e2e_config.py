@@ -55,12 +55,12 @@ async def test_change_configuration_answers_and_the_change_applies(tmp_path: Pat
         assert (await change(CP_ID, "NumberOfConnectors", "4"))["status"] == "Rejected"  # read-only
         got = await s.csms.get_configuration(CP_ID, ["HeartbeatInterval", "NumberOfConnectors"])
         assert [e["value"] for e in got["configurationKey"]] == ["300", "1"]
-        # HeartbeatInterval 300 -> 1: heartbeats start within a couple of seconds, about 1 s apart
+        # HeartbeatInterval 300 -> 1: heartbeats start, about 1 s apart (never closer; a loaded run may be later)
         mark = s.mark()
         assert (await change(CP_ID, "HeartbeatInterval", "1"))["status"] == "Accepted"
-        first = await s.wait_call("Heartbeat", since=mark, timeout_s=3)
-        second = await s.wait_call("Heartbeat", since=first.seq + 1, timeout_s=3)
-        assert 0.7 <= (second.ts - first.ts).total_seconds() <= 2.5
+        first = await s.wait_call("Heartbeat", since=mark)
+        second = await s.wait_call("Heartbeat", since=first.seq + 1)
+        assert 0.7 <= (second.ts - first.ts).total_seconds() < 10, (first.ts, second.ts)  # not the 300 s of before
         got = await s.csms.get_configuration(CP_ID, ["HeartbeatInterval"])
         assert got["configurationKey"][0]["value"] == "1"
 
@@ -73,12 +73,14 @@ async def test_changed_meter_value_sample_interval_applies_to_a_running_transact
         mark = s.mark()
         assert not s.calls("MeterValues")  # sampling off
         assert (await s.csms.change_configuration(CP_ID, "MeterValueSampleInterval", "1"))["status"] == "Accepted"
-        first = await s.wait_call("MeterValues", since=mark, timeout_s=3)
-        second = await s.wait_call("MeterValues", since=first.seq + 1, timeout_s=3)
+        first = await s.wait_call("MeterValues", since=mark)
+        second = await s.wait_call("MeterValues", since=first.seq + 1)
         assert first.payload["transactionId"] == tx_id == second.payload["transactionId"]
         sampled = first.payload["meterValue"][0]["sampledValue"]
         assert {v["context"] for v in sampled} == {"Sample.Periodic"}
-        assert 0.5 <= (second.ts - first.ts).total_seconds() <= 2.0
+        # sampled every 1 s by the agent's clock (the readings' own timestamps; when they arrived varies with load)
+        taken = [_parse(e.payload["meterValue"][0]["timestamp"]) for e in (first, second)]
+        assert 0.5 <= (taken[1] - taken[0]).total_seconds() <= 2.0, taken
 
 
 async def test_change_availability_of_one_connector_and_of_the_charge_point(tmp_path: Path) -> None:
@@ -97,7 +99,10 @@ async def test_change_availability_of_one_connector_and_of_the_charge_point(tmp_
         await s.quiet(0.3)
         assert s.statuses(2, whole) == []  # already Unavailable: no repeated report
         # an unavailable connector refuses an EV and a card
+        seen = len(s.log())
         s.ev(1).plug()
+        await s.wait_log(lambda e: e.get("event") == "PilotChanged" and e.get("device") == "board1"
+                         and e.get("state") == "B", since=seen, what="the agent saw the EV")
         await s.tap(CARD)
         await s.quiet(0.5)
         assert not s.calls("StartTransaction", whole) and not s.calls("Authorize", whole)
@@ -174,13 +179,12 @@ async def test_clock_aligned_meter_values(tmp_path: Path) -> None:
     async with Station(tmp_path, connectors=2, presets=presets) as s:
         await s.start_agent()
         # idle connectors report too, without a transactionId
-        idle = await s.wait_call("MeterValues", timeout_s=5)
+        idle = await s.wait_call("MeterValues")
         assert "transactionId" not in idle.payload
         tx_id = await s.start_session(1, CARD)
         mark = s.mark()
-        await s.wait_call("MeterValues", lambda e: e.payload.get("transactionId") == tx_id, since=mark, timeout_s=5)
-        await s.wait_call("MeterValues", lambda e: e.payload.get("transactionId") == tx_id, since=s.mark(),
-                          timeout_s=5)
+        await s.wait_call("MeterValues", lambda e: e.payload.get("transactionId") == tx_id, since=mark)
+        await s.wait_call("MeterValues", lambda e: e.payload.get("transactionId") == tx_id, since=s.mark())
         await s.tap(CARD)
         stop = await s.wait_call("StopTransaction", since=mark)
         values = [e.payload for e in s.calls("MeterValues")]

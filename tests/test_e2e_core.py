@@ -31,14 +31,14 @@ async def test_cold_boot_reports_every_connector_and_heartbeats_when_idle(tmp_pa
         # nothing but BootNotification before it was accepted
         first = s.csms.transcript.messages(CP_ID)
         assert first[0].action == "BootNotification"
-        await s.wait_call("Heartbeat", timeout_s=5)
+        await s.wait_call("Heartbeat")
         assert s.csms.state(CP_ID).heartbeat_count >= 1
 
 
 async def test_boot_pending_then_accepted_sends_nothing_else_before(tmp_path: Path) -> None:
     async with Station(tmp_path, boot_statuses=["Pending", "Pending", "Accepted"]) as s:
         await s.start_agent(wait_boot=False)
-        await s.wait_status(1, "Available", timeout_s=15)
+        await s.wait_status(1, "Available")
         calls = s.calls()
         boots = [i for i, e in enumerate(calls) if e.action == "BootNotification"]
         assert len(boots) == 3
@@ -93,7 +93,7 @@ async def test_power_cut_during_transaction_ends_it_once_with_powerloss(station:
     await asyncio.sleep(1.0)  # some energy flows
     await s.kill_agent()
     await s.start_agent()
-    stop = await s.wait_call("StopTransaction", since=mark, timeout_s=15)
+    stop = await s.wait_call("StopTransaction", since=mark)
     assert stop.payload["transactionId"] == tx_id and stop.payload["reason"] == "PowerLoss"
     start = s.calls("StartTransaction", mark)[0].payload
     assert stop.payload["meterStop"] >= start["meterStart"]

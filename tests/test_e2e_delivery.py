@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sim.csms.transcript import utc_timestamp
-from tests.station import CP_ID, Station
+from tests.station import CP_ID, WAIT_S, Station
 
 CARD = "04A1B2C3"
 CARD2 = "04D5E6F7"
@@ -33,15 +33,21 @@ async def test_stop_transaction_the_csms_fails_to_process_is_retried_at_growing_
         tx_id = await s.start_session(1, CARD)
         mark = s.mark()
         s.csms.behaviour.faults.fail_next("StopTransaction", 2, error_code="InternalError")
+        seen = len(s.log())
         await s.tap(CARD)
-        await s.wait_until(lambda: len(s.calls("StopTransaction", mark)) == 3, 10, "three StopTransactions")
+        await s.wait_until(lambda: len(s.calls("StopTransaction", mark)) == 3, what="three StopTransactions")
         stops = s.calls("StopTransaction", mark)
         assert all(e.payload == stops[0].payload for e in stops)  # the same message each time
+        # 1 x and 2 x TransactionMessageRetryInterval: what the agent scheduled, and the CSMS never saw one early
+        retries = [e["retry_in_s"] for e in s.log()[seen:] if e.get("msg") == "CSMS failed to process a queued "
+                   "message; retrying" and e.get("action") == "StopTransaction"]
+        assert retries == [1, 2]
         gaps = [(b.ts - a.ts).total_seconds() for a, b in itertools.pairwise(stops)]
-        assert 0.9 <= gaps[0] < 1.9 and 1.9 <= gaps[1] < 2.9  # 1 x and 2 x TransactionMessageRetryInterval
+        assert gaps[0] >= 0.9 and gaps[1] >= 1.9, gaps
         # the queue waited, the rest did not: the status changes went out meanwhile
         finishing = await s.wait_status(1, "Finishing", since=mark)
         assert finishing.ts < stops[1].ts
+        await s.csms.transcript.wait_for_response(stops[2], WAIT_S)
         await s.quiet(0.5)
         tx = s.csms.state(CP_ID).transactions[tx_id]
         assert tx.stop_count == 1 and tx.stop_reason == "Local"
@@ -62,11 +68,12 @@ async def test_unanswered_stop_transaction_is_resent_after_reconnecting_and_not_
         mark = s.mark()
         s.csms.behaviour.faults.ignore_next("StopTransaction", 1)
         await s.tap(CARD)
-        await s.wait_until(lambda: len(s.calls("StopTransaction", mark)) == 2, 10, "StopTransaction sent again")
+        await s.wait_until(lambda: len(s.calls("StopTransaction", mark)) == 2, what="StopTransaction sent again")
         first, second = s.calls("StopTransaction", mark)
         assert first.payload == second.payload
         assert s.csms.state(CP_ID).connection_count > connections  # the silent link was dropped (more under load)
         assert not s.calls("BootNotification", mark)  # a reconnect is not a reboot
+        await s.csms.transcript.wait_for_response(second, WAIT_S)  # the CSMS has processed it
         assert s.csms.state(CP_ID).transactions[tx_id].stop_count == 1
 
 
@@ -81,15 +88,22 @@ async def test_offline_transactions_on_two_connectors_keep_their_own_ids_and_ord
         await s.tap(CARD)
         s.ev(2).plug()
         await s.tap(CARD2)
-        await s.wait_until(lambda: all(s.charger.connectors[c].board.contactor_closed for c in (1, 2)), 5,
-                           "both charging offline")
-        await s.quiet(1.2)
+        await s.wait_until(lambda: all(s.charger.connectors[c].board.contactor_closed for c in (1, 2)),
+                           what="both charging offline")
+
+        def queued_offline() -> bool:  # sampled and clock-aligned values of both transactions and of connector 3
+            queued = s.outbox()
+            return (queued.count(("MeterValues", 1, True)) >= 2 and queued.count(("MeterValues", 2, True)) >= 2
+                    and ("MeterValues", 3, False) in queued)
+        await s.wait_until(queued_offline, what="meter values queued offline")
+        seen = len(s.log())
         s.ev(1).unplug()  # connector 1 ends offline (EVDisconnected), connector 2 keeps charging
-        await s.quiet(0.5)
+        await s.wait_log(lambda e: e.get("event") == "TransactionStopped" and e.get("connector") == 1, since=seen,
+                         what="connector 1 stopped offline")
         offline_until = s.csms.transcript.mark()
         await s.csms.set_online(True)
         await s.wait_booted(since=mark)
-        stop = await s.wait_call("StopTransaction", since=mark, timeout_s=10)
+        stop = (await s.csms.wait_for_exchange("StopTransaction", cp_id=CP_ID, since=mark, timeout_s=WAIT_S)).request
         await s.quiet(0.5)
 
         state = s.csms.state(CP_ID)
@@ -130,14 +144,19 @@ async def test_minimum_status_duration_drops_a_status_that_did_not_last(tmp_path
         await s.start_agent()
         await s.start_session(1, CARD)
         mark = s.mark()
+        seen = len(s.log())
         s.ev(1).paused = True  # Charging -> SuspendedEV for less than MinimumStatusDuration ...
-        await s.quiet(0.4)
-        s.ev(1).paused = False  # ... and back
+        await s.wait_log(lambda e: e.get("msg") == "connector status" and e.get("to") == "SuspendedEV", since=seen,
+                         what="the agent's connector in SuspendedEV")
+        seen = len(s.log())
+        s.ev(1).paused = False  # ... and back as soon as the agent saw it
+        await s.wait_log(lambda e: e.get("msg") == "connector status" and e.get("to") == "Charging", since=seen,
+                         what="the agent's connector Charging again")
         await s.quiet(1.2)
         assert s.statuses(1, mark) == []  # the excursion was never reported
         paused_at, since = datetime.now(UTC), s.mark()
         s.ev(1).paused = True  # this time the pause lasts
-        reported = await s.wait_status(1, "SuspendedEV", since=since, timeout_s=5)
+        reported = await s.wait_status(1, "SuspendedEV", since=since)
         # reported after it lasted 1 s, stamped with when it began
         assert (reported.ts - paused_at).total_seconds() >= 0.9
         began = datetime.fromisoformat(reported.payload["timestamp"].replace("Z", "+00:00"))
@@ -162,7 +181,7 @@ async def test_start_transaction_processed_by_the_csms_just_before_a_power_cut(t
         await s.tap(CARD)
         first = await s.wait_call("StartTransaction", since=mark)
         state = s.csms.state(CP_ID)
-        await s.wait_until(lambda: len(state.transactions) == 1, 5, "the CSMS processed the StartTransaction")
+        await s.wait_until(lambda: len(state.transactions) == 1, what="the CSMS processed the StartTransaction")
         await s.kill_agent()  # before the answer (never sent) could arrive
         again = s.mark()
         await s.start_agent()
@@ -170,6 +189,7 @@ async def test_start_transaction_processed_by_the_csms_just_before_a_power_cut(t
         assert resent.payload == first.payload  # unchanged: the CSMS can recognise it
         stop = await s.wait_call("StopTransaction", since=again)
         assert stop.payload["reason"] == "PowerLoss"
+        await s.csms.transcript.wait_for_response(stop, WAIT_S)  # the CSMS has processed it
         if csms_recognises_repeats:
             [tx] = state.transactions.values()
             assert tx.repeat_count == 1 and stop.payload["transactionId"] == tx.transaction_id

@@ -30,7 +30,7 @@ async def test_rcd_trip_while_charging_stops_and_faults_then_recovers(tmp_path: 
         assert stop.payload["transactionId"] == tx_id and stop.payload["reason"] == "Other"
         assert stop.seq < faulted.seq  # the transaction ends before the connector reports Faulted
         # the contactor is open: no current flows any more
-        await s.wait_until(lambda: not s.charger.connectors[1].board.contactor_closed, 2, "contactor open")
+        await s.wait_until(lambda: not s.charger.connectors[1].board.contactor_closed, what="contactor open")
         assert s.statuses(2, mark) == []  # the other connector is not affected
         # the residual current is gone, but the EV that tripped it is still plugged in: the latched trip
         # is not cleared under its nose, the connector stays Faulted
@@ -40,7 +40,7 @@ async def test_rcd_trip_while_charging_stops_and_faults_then_recovers(tmp_path: 
         assert s.statuses(1, cleared) == []
         # unplugged: the trip is cleared and the connector is Available again
         s.ev(1).unplug()
-        available = await s.wait_status(1, "Available", since=cleared, timeout_s=10)
+        available = await s.wait_status(1, "Available", since=cleared)
         assert available.payload["errorCode"] == "NoError"
         assert s.statuses(1, mark) == ["Faulted", "Available"]
         assert len(s.calls("StopTransaction", mark)) == 1
@@ -60,7 +60,7 @@ async def test_rcd_trip_on_an_idle_connector_recovers_once_the_residual_current_
         await s.quiet(3.0)  # still there: the board keeps the trip while the cause lasts
         assert s.statuses(1, mark) == ["Faulted"]
         s.inject(1, BoardFault.RCD_TRIP, active=False)
-        available = await s.wait_status(1, "Available", since=mark, timeout_s=10)
+        available = await s.wait_status(1, "Available", since=mark)
         assert available.payload["errorCode"] == "NoError"
         assert s.statuses(1, mark) == ["Faulted", "Available"]
         assert not s.calls("StopTransaction", mark)
@@ -73,7 +73,7 @@ async def test_silent_meter_is_reported_while_charging_goes_on(tmp_path: Path) -
         mark = s.mark()
         s.meter_silent(1)
         warning = await s.wait_call("StatusNotification", lambda e: e.payload["errorCode"] != "NoError",
-                                    since=mark, timeout_s=15)
+                                    since=mark)
         assert warning.payload["status"] == "Charging"
         assert warning.payload["errorCode"] == "PowerMeterFailure"
         assert not s.calls("StopTransaction", mark)
@@ -85,10 +85,10 @@ async def test_silent_meter_is_reported_while_charging_goes_on(tmp_path: Path) -
         back = s.mark()
         s.meter_silent(1, False)
         ok = await s.wait_call("StatusNotification", lambda e: e.payload["errorCode"] == "NoError",
-                               since=back, timeout_s=15)
+                               since=back)
         assert ok.payload["status"] == "Charging"
         assert s.csms.state(CP_ID).transactions[tx_id].is_open
         # meter values flow again with the energy register still counting up
-        after = await s.wait_call("MeterValues", since=ok.seq, timeout_s=5)
+        after = await s.wait_call("MeterValues", since=ok.seq)
         assert after.payload["transactionId"] == tx_id
         assert not s.calls("StopTransaction", mark)

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from tests.mqtt_broker import Mosquitto, Subscriber
 from tests.mqtt_payloads import payloads, topic_suffixes
-from tests.station import Station
+from tests.station import WAIT_S, Station
 from tests.test_e2e_mqtt import ROOT, _offered_within, mqtt_section
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
@@ -194,7 +194,7 @@ async def _run(s: Station, em: Subscriber, commands: Commands, drawing: asyncio.
             for suffix, payload in window:
                 await em.publish(f"{ROOT}/cmd/{suffix}", payload)
                 sent += 1
-            answered = await replies.wait(sent, timeout_s=10)
+            answered = await replies.wait(sent, timeout_s=WAIT_S)
             errors, refused = _scan(log.new_lines())
             rejected += refused
             if not answered or errors:  # fail at the window that did it, naming its commands
@@ -213,10 +213,10 @@ async def _run(s: Station, em: Subscriber, commands: Commands, drawing: asyncio.
                             ("connector/2/limit", null)):
         reply = await _command(em, fmt, suffix, payload)
         assert reply["accepted"] is True, reply
-    await _offered_within(s, 2, 32.0, 3.0)
+    await _offered_within(s, 2, 32.0)
     # a valid limit still applies at once, and the session still ends as sessions do
     assert (await _command(em, fmt, "connector/2/limit", ten))["accepted"] is True
-    await _offered_within(s, 2, 10.0, 2.0)
+    await _offered_within(s, 2, 10.0)
     mark = s.mark()
     s.ev(2).unplug()
     await s.wait_call("StopTransaction", since=mark)

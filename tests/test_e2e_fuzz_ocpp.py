@@ -62,7 +62,7 @@ from firmware.storage import Database
 from sim.csms.transcript import Direction, EntryKind, TranscriptEntry
 from tests import ocpp_fuzz as fz
 from tests.ocpp_fuzz import ID, Case, ChargerState, cases, dump, expect, side_effect
-from tests.station import CP_ID, Station
+from tests.station import CP_ID, WAIT_S, Station
 
 CARD = "04A1B2C3"
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
@@ -91,7 +91,7 @@ async def _charge_and_stop(s: Station) -> None:
     tx_id = await s.start_session(1, CARD)
     mark = s.mark()
     assert (await s.csms.remote_stop_transaction(CP_ID, tx_id))["status"] == "Accepted"
-    stop = await s.wait_call("StopTransaction", since=mark, timeout_s=10)
+    stop = await s.wait_call("StopTransaction", since=mark)
     assert stop.payload["transactionId"] == tx_id and stop.payload["reason"] == "Remote"
     s.ev(1).unplug()
     await s.wait_status(1, "Available", since=mark)
@@ -285,7 +285,7 @@ class Fuzzer:
     async def carry_on(self) -> None:
         """After a lost link has been recorded: wait for the agent to be back, so the rest of the run still
         reports what it finds (the final checks fail anyway)."""
-        await self.s.csms.wait_connected(CP_ID, timeout_s=15)
+        await self.s.csms.wait_connected(CP_ID, timeout_s=WAIT_S)
         self.connections = self.s.csms.state(CP_ID).connection_count
         self.seen.clear()  # a new connection: the agent's memory of ids starts afresh
 
@@ -445,8 +445,8 @@ async def _unsolicited_burst(fuzzer: Fuzzer, s: Station, count: int) -> None:
     await fuzzer.sentinel()
     mark = s.mark()
     for _ in range(2):  # HeartbeatInterval is 2 s in the batch; the second shows the first got its answer
-        beat = await s.wait_call("Heartbeat", since=mark, timeout_s=10)
-        reply = await s.csms.transcript.wait_for_response(beat, timeout_s=5)
+        beat = await s.wait_call("Heartbeat", since=mark)
+        reply = await s.csms.transcript.wait_for_response(beat, timeout_s=WAIT_S)
         assert reply.kind is EntryKind.CALLRESULT
         mark = reply.seq + 1
     await fuzzer.sentinel()

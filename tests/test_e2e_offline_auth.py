@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.station import CP_ID, Station
+from tests.station import CP_ID, WAIT_S, Station
 
 CARD = "04A1B2C3"
 OTHER = "04D4E5F6"
@@ -31,7 +31,7 @@ async def _tap(s: Station, card: str) -> None:
             msg = str(e.get("msg", "")) if e.get("logger") == "hal.pn532.driver" else ""
             held = 0 if ": opened " in msg else held + (" presented" in msg) - msg.endswith(" removed")
         return held == 0
-    await s.wait_until(reader_clear, 5, "previous card gone from the reader")
+    await s.wait_until(reader_clear, WAIT_S, "previous card gone from the reader")
     await s.tap(card)
 
 
@@ -56,14 +56,14 @@ async def _authorize_online(s: Station, card: str, *, accepted: bool = True) -> 
         await _tap(s, card)
         await s.wait_status(1, "Available", since=mark)
     else:
-        await s.wait_until(lambda: len(_sessions(s, "IdTokenRefused")) > 0, 5, "refused online")
+        await s.wait_until(lambda: len(_sessions(s, "IdTokenRefused")) > 0, WAIT_S, "refused online")
 
 
 async def _tap_refused(s: Station, card: str, status: str) -> None:
     """Tap ``card`` and see it refused with ``status``, no energy."""
     before = len(_sessions(s, "IdTokenRefused"))
     await _tap(s, card)
-    await s.wait_until(lambda: len(_sessions(s, "IdTokenRefused")) > before, 5, f"{card} refused")
+    await s.wait_until(lambda: len(_sessions(s, "IdTokenRefused")) > before, WAIT_S, f"{card} refused")
     refused = _sessions(s, "IdTokenRefused")[-1]
     assert refused["reason"] == "not_authorized" and refused["auth_status"] == status, refused
     assert not _contactor(s)
@@ -80,16 +80,16 @@ async def test_cached_id_starts_offline_even_after_a_restart_and_reaches_the_csm
         await s.csms.set_online(False)
         await s.start_agent(wait_boot=False)
         s.ev(1).plug()
-        await _tap(s, CARD)
-        await s.wait_until(lambda: _contactor(s), 8, "charging offline from the cache")
+        await _tap(s, CARD)  # held until the new agent's reader has polled it (it may still be starting)
+        await s.wait_until(lambda: _contactor(s), WAIT_S, "charging offline from the cache")
         started = _sessions(s, "TransactionStarted")[-1]
         assert started["auth_source"] == "cache" and started["local_id"] >= 1
         await s.quiet(0.5)
         await _tap(s, CARD)  # the same card stops it, still offline
-        await s.wait_until(lambda: not _contactor(s), 5, "stopped offline")
+        await s.wait_until(lambda: not _contactor(s), WAIT_S, "stopped offline")
         assert not s.calls(since=mark)  # nothing reached the CSMS meanwhile
         await s.csms.set_online(True)
-        stop = await s.wait_call("StopTransaction", since=mark, timeout_s=15)
+        stop = await s.wait_call("StopTransaction", since=mark)
         starts = s.calls("StartTransaction", mark)
         assert len(starts) == 1 and starts[0].seq < stop.seq and starts[0].payload["idTag"] == CARD
         response = s.csms.transcript.response_to(starts[0])
@@ -103,15 +103,16 @@ async def test_expired_cached_ids_are_refused_offline(tmp_path: Path) -> None:
     # AllowOfflineTxForUnknownId on: an unknown card would start, so each refusal is the cache's doing
     async with Station(tmp_path, connectors=1, presets={"AllowOfflineTxForUnknownId": "true"}) as s:
         await s.start_agent()
-        until = datetime.now(UTC) + timedelta(seconds=2.5)
-        s.csms.behaviour.id_tags.accept(CARD, expiry_date=until)  # valid now, expired in 2.5 s
+        # valid now and when the CSMS answers the online Authorize (however slow the run), expired later
+        until = datetime.now(UTC) + timedelta(seconds=10)
+        s.csms.behaviour.id_tags.accept(CARD, expiry_date=until)
         s.csms.behaviour.id_tags.expire(OTHER)  # the CSMS says Expired outright
         await _authorize_online(s, CARD)
         await _authorize_online(s, OTHER, accepted=False)
         mark = s.mark()
         await s.csms.set_online(False)
         s.ev(1).plug()
-        await s.wait_until(lambda: datetime.now(UTC) > until + timedelta(seconds=0.2), 5, "expiry passed")
+        await s.wait_until(lambda: datetime.now(UTC) > until + timedelta(seconds=0.2), WAIT_S, "expiry passed")
         await _tap_refused(s, CARD, "Expired")  # Accepted in the cache, but its date has passed
         await _tap_refused(s, OTHER, "Expired")
         await s.csms.set_online(True)
@@ -131,34 +132,37 @@ async def test_blocked_cached_id_refused_offline_unknown_id_allowed_then_deautho
         s.ev(1).plug()
         await _tap_refused(s, CARD, "Blocked")  # known and blocked: never starts offline
         await _tap(s, OTHER)  # unknown: starts
-        await s.wait_until(lambda: _contactor(s), 5, "unknown id charging offline")
+        await s.wait_until(lambda: _contactor(s), WAIT_S, "unknown id charging offline")
         assert _sessions(s, "TransactionStarted")[-1]["auth_source"] == "offline_allowed"
         # back online the CSMS answers the queued StartTransaction: Invalid (it does not know OTHER)
         await s.csms.set_online(True)
-        ex = await s.csms.wait_for_exchange("StartTransaction", cp_id=CP_ID, since=mark, timeout_s=15)
+        ex = await s.csms.wait_for_exchange("StartTransaction", cp_id=CP_ID, since=mark, timeout_s=WAIT_S)
         assert ex.request.payload["idTag"] == OTHER and ex.response is not None
         assert ex.response.payload["idTagInfo"]["status"] == "Invalid"
         stop = await s.wait_call("StopTransaction", since=mark)
         assert stop.payload["transactionId"] == ex.response.payload["transactionId"]
         assert stop.payload["reason"] == "DeAuthorized" and "idTag" not in stop.payload
-        await s.wait_until(lambda: not _contactor(s), 3, "energy off")
+        await s.wait_until(lambda: not _contactor(s), WAIT_S, "energy off")
         await s.wait_status(1, "Finishing", since=mark)
         # §4.8: the cable stays locked for its owner, also when the EV leaves; another card does not free it
         assert _cable_locks(s)[-1]["locked"] is True  # not unlocked at the stop
+        seen = len(s.log())
         s.ev(1).unplug()
+        await s.wait_log(lambda e: e.get("event") == "PilotChanged" and e.get("state") == "A", since=seen,
+                         what="the agent saw the EV leave")
         await s.quiet(0.5)
         assert s.statuses(1, mark)[-1] == "Finishing"
+        seen = len(s.log())
         await _tap(s, CARD)
-        await s.wait_until(lambda: any(str(e.get("msg")).startswith("card not used") for e in s.log()), 5,
-                           "CARD not used")
+        await s.wait_log(lambda e: str(e.get("msg")).startswith("card not used"), since=seen, what="CARD not used")
         assert _cable_locks(s)[-1]["locked"] is True
         # the owner's card releases it (offline too: the id is only compared, not authorized)
         await s.csms.set_online(False)
         await _tap(s, OTHER)
-        await s.wait_until(lambda: _cable_locks(s)[-1] == {"locked": False, "held_for_owner": False}, 5,
+        await s.wait_until(lambda: _cable_locks(s)[-1] == {"locked": False, "held_for_owner": False}, WAIT_S,
                            "cable released to its owner")
         await s.wait_until(lambda: [e["status"] for e in s.log() if e.get("msg") == "connector status"
-                                    and e.get("connector") == 1][-1] == "Available", 3, "Available offline")
+                                    and e.get("connector") == 1][-1] == "Available", WAIT_S, "Available offline")
         s.ev(1).plug()
         # StartTransaction.conf went into the cache too: OTHER is now known Invalid, refused offline
         await _tap_refused(s, OTHER, "Invalid")
@@ -186,13 +190,13 @@ async def test_invalid_on_reconnect_with_stop_on_invalid_id_off_only_stops_energ
         await s.csms.set_online(False)
         s.ev(1).plug()
         await _tap(s, OTHER)
-        await s.wait_until(lambda: _contactor(s), 5, "unknown id charging offline")
+        await s.wait_until(lambda: _contactor(s), WAIT_S, "unknown id charging offline")
         await s.csms.set_online(True)
-        ex = await s.csms.wait_for_exchange("StartTransaction", cp_id=CP_ID, since=mark, timeout_s=15)
+        ex = await s.csms.wait_for_exchange("StartTransaction", cp_id=CP_ID, since=mark, timeout_s=WAIT_S)
         assert ex.response is not None and ex.response.payload["idTagInfo"]["status"] == "Invalid"
         tx_id = ex.response.payload["transactionId"]
         await s.wait_status(1, "SuspendedEVSE", since=mark)
-        await s.wait_until(lambda: s.charger.connectors[1].board.offered_current_a == 0 and not _contactor(s), 3,
+        await s.wait_until(lambda: s.charger.connectors[1].board.offered_current_a == 0 and not _contactor(s), WAIT_S,
                            "no PWM, contactor open")
         await s.quiet(0.5)
         assert not s.calls("StopTransaction", mark)  # the transaction goes on, without energy
@@ -227,7 +231,7 @@ async def test_local_pre_authorize_starts_a_cached_id_without_authorize(tmp_path
         assert stop.payload["reason"] == "DeAuthorized" and not s.calls("Authorize", again)
         await s.csms.set_online(False)
         await _tap(s, CARD)  # its owner takes the held cable back (§4.8) ...
-        await s.wait_until(lambda: _cable_locks(s)[-1]["locked"] is False, 5, "cable released")
+        await s.wait_until(lambda: _cable_locks(s)[-1]["locked"] is False, WAIT_S, "cable released")
         await _tap_refused(s, CARD, "Blocked")  # ... and the next tap is a request to charge: refused
 
 

@@ -65,7 +65,7 @@ async def _life(s: Station, rng: random.Random) -> None:
         elif ev.plugged and roll < 0.25:
             ev.paused = not ev.paused
         elif roll < 0.8:
-            await s.tap(CARDS[c - 1], hold_s=rng.uniform(0.2, 0.5))
+            await s.tap(CARDS[c - 1], hold_s=rng.uniform(0.2, 0.5), seen=False)  # the agent may be down
         await asyncio.sleep(rng.uniform(0.1, 0.8))
 
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from sim.csms.transcript import EntryKind
-from tests.station import CP_ID, Station
+from tests.station import CP_ID, WAIT_S, Station
 
 CARD = "04A1B2C3"
 
@@ -61,7 +61,7 @@ async def test_malformed_and_invalid_calls_from_the_csms_while_charging(tmp_path
         assert s.replies("bad-json", mark) == [] and s.replies("bad-type", mark) == []
         assert s.agent_running and not s.calls("BootNotification", mark) and not s.calls("StopTransaction", mark)
         assert s.statuses(1, mark) == []
-        meter = await s.wait_call("MeterValues", since=s.mark(), timeout_s=3)
+        meter = await s.wait_call("MeterValues", since=s.mark())
         assert meter.payload["transactionId"] == tx_id
         # and the next good CALL is served normally
         assert (await s.csms.get_configuration(CP_ID, ["HeartbeatInterval"]))["configurationKey"][0]["value"]
@@ -74,10 +74,15 @@ async def test_reconnect_sends_current_statuses_and_no_new_boot(tmp_path: Path) 
         mark = s.mark()
         await s.csms.set_online(False)
         # while offline: connector 1 is stopped and unplugged, an EV arrives at connector 2
+        seen = len(s.log())
         await s.tap(CARD)
+        await s.wait_log(lambda e: e.get("event") == "TransactionStopped", since=seen, what="stopped offline")
         s.ev(1).unplug()
         s.ev(2).plug()
-        await s.quiet(1.0)
+        for connector, status in ((1, "Available"), (2, "Preparing")):  # where the agent has them now
+            await s.wait_log(lambda e, c=connector, st=status: e.get("msg") == "connector status"
+                             and e.get("connector") == c and e.get("status") == st, since=seen,
+                             what=f"connector {connector} {status} offline")
         await s.csms.set_online(True)
         await s.wait_booted(since=mark)
         stop = await s.wait_call("StopTransaction", since=mark)
@@ -125,12 +130,13 @@ async def test_transaction_while_offline_is_delivered_in_order_with_the_csms_id(
         # offline: the unknown card may start (§3.4.4), energy flows, meter values queue up, then it stops
         s.ev(1).plug()
         await s.tap(CARD)
-        await s.wait_until(lambda: s.charger.connectors[1].board.contactor_closed, 5, "charging offline")
-        await s.quiet(2.5)
+        await s.wait_until(lambda: s.charger.connectors[1].board.contactor_closed, what="charging offline")
+        await s.wait_until(lambda: s.outbox().count(("MeterValues", 1, True)) >= 2, what="meter values queued")
         await s.tap(CARD)
-        await s.wait_until(lambda: not s.charger.connectors[1].board.contactor_closed, 5, "stopped offline")
+        await s.wait_until(lambda: not s.charger.connectors[1].board.contactor_closed, what="stopped offline")
         await s.csms.set_online(True)
-        stop = await s.wait_call("StopTransaction", since=mark, timeout_s=10)
+        stop = await s.wait_call("StopTransaction", since=mark)
+        await s.csms.transcript.wait_for_response(stop, WAIT_S)  # the CSMS has processed it
         sent = [e for e in s.calls(since=mark) if e.action in ("StartTransaction", "MeterValues", "StopTransaction")]
         assert sent[0].action == "StartTransaction" and sent[-1] is stop and len(sent) >= 4
         start = sent[0]
@@ -154,7 +160,7 @@ async def test_connection_lost_during_authorize_leaves_the_card_usable(tmp_path:
         mark = s.mark()
         s.ev(1).plug()
         await s.wait_status(1, "Preparing", since=mark)
-        s.csms.behaviour.faults.set_delay("Authorize", 3.0)
+        s.csms.behaviour.faults.set_delay("Authorize", WAIT_S)  # longer than the test takes to go offline
         await s.tap(CARD)
         await s.wait_call("Authorize", since=mark)
         await s.csms.set_online(False)  # the answer never comes

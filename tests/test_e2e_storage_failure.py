@@ -61,7 +61,7 @@ async def test_disk_full_stops_the_agent_with_74_whoever_writes(tmp_path: Path, 
             with contextlib.suppress(Exception):  # the answer does not matter; the agent must stop
                 await s.csms.call(CP_ID, "ChangeConfiguration", {"key": "HeartbeatInterval", "value": "77"},
                                   timeout_s=3)
-        code = await s.wait_exit(20)
+        code = await s.wait_exit()
         assert code == ExitCode.STORAGE, s.log_path.read_text(errors="replace")[-3000:]
         assert _storage_error(s)
         critical = [e for e in s.log() if e.get("msg") == "storage failed; stopping"]

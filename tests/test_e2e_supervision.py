@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.csms.transcript import EntryKind
-from tests.station import CP_ID, Station
+from tests.station import CP_ID, WAIT_S, Station
 
 CARD = "04A1B2C3"
 
@@ -26,7 +26,7 @@ def _inject(s: Station, fault_file: Path, task: str) -> int:
     return before
 
 
-async def _log_line(s: Station, since: int, match: Any, timeout_s: float = 15) -> dict[str, Any]:
+async def _log_line(s: Station, since: int, match: Any, timeout_s: float = WAIT_S) -> dict[str, Any]:
     found: list[dict[str, Any]] = []
 
     def seen() -> bool:
@@ -42,7 +42,7 @@ async def _session(s: Station) -> None:
     tx_id = await s.start_session(1, CARD)
     mark = s.mark()
     s.ev(1).unplug()
-    stop = await s.wait_call("StopTransaction", since=mark, timeout_s=15)
+    stop = await s.wait_call("StopTransaction", since=mark)
     assert stop.payload["transactionId"] == tx_id
     await s.wait_status(1, "Available", since=mark)
 
@@ -67,7 +67,7 @@ async def test_the_agents_own_loops_are_restarted_and_the_charger_keeps_working(
             since = _inject(s, fault_file, task)
             line = await _log_line(s, since, lambda e, m=message: e.get("msg") == m)
             assert line["level"] == "ERROR" and "InjectedFault" in line["exc"], line
-            await s.csms.transcript.wait_for_event(EntryKind.CONNECT, CP_ID, timeout_s=15, since=mark)
+            await s.csms.transcript.wait_for_event(EntryKind.CONNECT, CP_ID, timeout_s=WAIT_S, since=mark)
             await s.wait_booted(since=mark)
         assert s.agent_running and s.starts == 1 and len(s.calls("BootNotification")) == 1
         await _session(s)  # card routing, limits, metering and the link all work after their restarts
@@ -85,10 +85,10 @@ async def test_a_driver_loop_that_dies_restarts_the_agent_process(tmp_path: Path
             line = await _log_line(s, since, lambda e, t=task: e.get("msg") == "task failed; stopping the agent"
                                    and e.get("task") == t)
             assert line["level"] == "CRITICAL" and "InjectedFault" in line["exc"]
-            await s.wait_until(lambda r=restarts: s.starts == r + 1, 20, f"restart after {task}")
+            await s.wait_until(lambda r=restarts: s.starts == r + 1, what=f"restart after {task}")
             assert s.exit_codes[-1] == 1  # ExitCode.FAILURE: systemd's Restart=on-failure starts it again
-            await s.wait_call("BootNotification", since=mark, timeout_s=20)
-            await s.wait_booted(since=mark, timeout_s=20)
+            await s.wait_call("BootNotification", since=mark)
+            await s.wait_booted(since=mark)
         await _session(s)
 
 

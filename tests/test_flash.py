@@ -365,13 +365,14 @@ async def test_selftest_over_ssh_names_the_missing_device(charger: Charger, sshd
     r = await atool("flash", url, bundles.v1, "--trust", bundles.signer.ca_cert, *ssh, "--no-health-check")
     assert r.returncode == 0, r.stderr
     charger.sim.reader.set_silent(True)  # type: ignore[union-attr]
-    r = await atool("selftest", url, *ssh, "--timeout", "2")
+    # the devices that are there answer within ms; the silent reader costs the whole --timeout
+    r = await atool("selftest", url, *ssh, "--timeout", "10")
     assert r.returncode == 7, r.stdout + r.stderr
     lines = {line.split()[0]: line for line in r.stdout.splitlines()[2:] if line.strip()}
     assert "FAIL" in lines["reader1"] and "RFID reader (pn532)" in lines["reader1"]
     assert all("  ok  " in lines[n] for n in ("board1", "board2", "meter1", "meter2", "csms"))
     assert "1 check(s) FAILED: reader1" in r.stdout
-    r = await atool("selftest", url, *ssh, "--timeout", "2", "--json")
+    r = await atool("selftest", url, *ssh, "--timeout", "10", "--json")
     assert r.returncode == 7 and [c["name"] for c in json.loads(r.stdout)["checks"] if c["status"] == "FAIL"] == \
         ["reader1"]
 

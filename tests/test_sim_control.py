@@ -42,6 +42,7 @@ from sim.harness.agent_supervisor import AgentOutput, AgentSupervisor
 from sim.harness.charger import ChargerSpec, SimulatedCharger, SimulatedConnector, toml_string
 from sim.harness.control_api import ApiError, Body, read_request
 from sim.harness.demo import format_entry, summarize_payload
+from tests.station import WAIT_S
 
 CP = "SIM-CP-TEST"
 CARD = "04A2B3C4"
@@ -77,7 +78,8 @@ class Sim:
     def log_mark(self) -> int:
         return int(self.ok("GET", "/agent/log?n=1")["next_seq"])
 
-    def wait_log(self, match: Callable[[dict[str, Any]], bool], since: int, timeout_s: float = 5.0) -> dict[str, Any]:
+    def wait_log(self, match: Callable[[dict[str, Any]], bool], since: int,
+                 timeout_s: float = WAIT_S) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             lines: list[dict[str, Any]] = self.ok("GET", f"/agent/log?since={since}&n=5000")["lines"]
@@ -91,10 +93,10 @@ class Sim:
 def wait_agent_running(sim: Sim) -> None:
     """Until the agent has its devices open (a card tapped before that is never seen, as on a real charger)."""
     wait_until(lambda: sim.state()["agent"]["running"], what="agent process")
-    sim.wait_log(lambda x: x.get("msg") == "agent running", 0, timeout_s=10.0)
+    sim.wait_log(lambda x: x.get("msg") == "agent running", 0)
 
 
-def wait_until(check: Callable[[], Any], timeout_s: float = 5.0, what: str = "condition") -> Any:
+def wait_until(check: Callable[[], Any], timeout_s: float = WAIT_S, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = check()
@@ -112,13 +114,13 @@ def start_sim(state_dir: Path, *extra: str) -> Sim:
             [sys.executable, "-m", "sim", "up", "--control", "127.0.0.1:0", "--no-demo",
              "--state-dir", str(state_dir), *extra], stdout=o, stderr=e)
     control = state_dir / "control.json"
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + WAIT_S
     while not control.exists():
         if proc.poll() is not None:
             raise AssertionError(f"sim up exited with {proc.returncode}: {err.read_text()[-2000:]}")
         if time.monotonic() > deadline:
             proc.kill()
-            raise AssertionError("sim up did not write control.json within 20 s")
+            raise AssertionError(f"sim up did not write control.json within {WAIT_S} s")
         time.sleep(0.05)
     return Sim(proc, state_dir, json.loads(control.read_text())["url"], out)
 
@@ -226,12 +228,12 @@ def test_ev_settings_and_their_validation(sim: Sim) -> None:
 
 def test_tap_reaches_the_agent(sim: Sim) -> None:
     mark = sim.log_mark()
-    answer = sim.ok("POST", "/rfid/tap", {"uid": "deadbeef", "hold_s": 0.3})
-    assert answer == {"uid": "DEADBEEF", "reader": 1, "hold_s": 0.3}
+    answer = sim.ok("POST", "/rfid/tap", {"uid": "deadbeef", "hold_s": 1.0})  # several polls of the agent's
+    assert answer == {"uid": "DEADBEEF", "reader": 1, "hold_s": 1.0}
     assert sim.state()["reader"]["card"] == "DEADBEEF"
     line = sim.wait_log(lambda x: x.get("event") == "CardPresented", mark)
     assert line["uid"].endswith("BEEF") and line["device"] == "reader1"  # the agent may mask the rest
-    wait_until(lambda: sim.state()["reader"]["card"] is None, 2.0, "card removed after hold_s")
+    wait_until(lambda: sim.state()["reader"]["card"] is None, what="card removed after hold_s")
     for body, status, words in (({"uid": "XYZ"}, 400, "hex"), ({"uid": "04A2B3"}, 400, "4, 7 or 10"),
                                 ({"uid": 42}, 400, "string"), ({"uid": CARD, "reader": 2}, 404, "no reader"),
                                 ({"uid": CARD, "hold_s": 0}, 400, "hold_s")):
@@ -316,14 +318,14 @@ def test_power_cut_kills_the_agent_and_power_on_starts_a_new_one(sim: Sim) -> No
     assert on["starts"] == before["starts"] + 1 and on["state"] == "running"
     assert sim.ok("POST", "/agent/power-on")["agent"]["pid"] == on["pid"]  # already on
     sim.ok("POST", "/connectors/2/unplug")
-    wait_until(lambda: sim.state()["csms"]["connected"], 10.0, "agent reconnected after power-on")
+    wait_until(lambda: sim.state()["csms"]["connected"], what="agent reconnected after power-on")
 
 
 # ---- builtin CSMS -----------------------------------------------------------------------------------------
 
 async def _fake_charge_point(url: str, answer: Callable[[list[Any]], list[Any]], ready: asyncio.Event,
                              done: asyncio.Event) -> None:
-    async with connect(url, subprotocols=["ocpp1.6"], open_timeout=5) as ws:  # type: ignore[list-item]
+    async with connect(url, subprotocols=["ocpp1.6"], open_timeout=WAIT_S) as ws:  # type: ignore[list-item]
         ready.set()
         while not done.is_set():
             try:
@@ -341,7 +343,7 @@ async def _calls_through_a_fake_charge_point(sim: Sim, csms_url: str) -> list[tu
 
     ready, done = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(_fake_charge_point(csms_url + "/FAKE-CP", answer, ready, done))
-    await asyncio.wait_for(ready.wait(), 5)
+    await asyncio.wait_for(ready.wait(), WAIT_S)
     try:
         results = []
         for body in ({"action": "Reset", "payload": {"type": "Soft"}, "cp_id": "FAKE-CP"},
@@ -359,7 +361,7 @@ def test_csms_call_reaches_the_charge_point_and_returns_its_answer(sim: Sim) -> 
     assert ok_status == 200 and ok == {"cp_id": "FAKE-CP", "action": "Reset", "response": {"status": "Accepted"}}
     assert err_status == 502 and err["call_error"]["code"] == "NotSupported" and "CALLERROR" in err["error"]
     # the real agent: the configuration key preset at first boot (--config-override) is what it reports
-    wait_until(lambda: sim.state()["csms"]["connected"], 10.0, "agent connected")
+    wait_until(lambda: sim.state()["csms"]["connected"], what="agent connected")
     answer = sim.ok("POST", "/csms/call", {"action": "GetConfiguration", "payload": {"key": [PRESET[0]]}})
     assert answer["response"]["configurationKey"][0]["value"] == PRESET[1]
     for body, status, words in (
@@ -393,7 +395,7 @@ def test_csms_id_tags_transcript_and_online(sim: Sim) -> None:
 
 def _raw_http(sim: Sim, data: bytes) -> tuple[int, dict[str, Any]]:
     host, port = sim.url.removeprefix("http://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=5) as s:
+    with socket.create_connection((host, int(port)), timeout=WAIT_S) as s:
         s.sendall(data)
         chunks = []
         while chunk := s.recv(65536):
@@ -406,7 +408,7 @@ def test_http_errors_are_json_with_a_reason(sim: Sim) -> None:
     assert sim.call("GET", "/nothing/here")[0] == 404
     req = urllib.request.Request(sim.url + "/connectors/1/plug", method="GET")
     with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(req, timeout=5)
+        urllib.request.urlopen(req, timeout=WAIT_S)
     assert err.value.code == 405 and err.value.headers["Allow"] == "POST"
     assert "not allowed" in json.loads(err.value.read())["error"]
     assert sim.call("POST", "/state", {})[0] == 405
@@ -517,7 +519,7 @@ def test_other_hardware_external_csms_and_sigint(tmp_path: Path) -> None:
         code, answer = s.call("POST", "/rfid/tap", {"uid": CARD})
         assert code == 400 and "10 hex digits" in answer["error"]
         mark = s.log_mark()
-        s.ok("POST", "/rfid/tap", {"uid": "0A0B0C0D0E", "hold_s": 0.3})
+        s.ok("POST", "/rfid/tap", {"uid": "0A0B0C0D0E", "hold_s": 1.0})
         assert s.wait_log(lambda x: x.get("event") == "CardPresented", mark)["uid"].endswith("0D0E")
         for path, body in (("/csms/call", {"action": "Reset"}), ("/csms/online", {"online": False})):
             code, answer = s.call("POST", path, body)
@@ -560,8 +562,8 @@ async def test_supervisor_does_not_restart_an_agent_that_cannot_run(tmp_path: Pa
     try:
         for starts in (1, 2):
             if starts == 2:
-                await sup.power_on(timeout_s=10)  # it starts, and fails again
-            for _ in range(200):
+                await sup.power_on(timeout_s=WAIT_S)  # it starts, and fails again
+            for _ in range(int(WAIT_S / 0.05)):
                 if sup.state == "config_error" and sup.starts == starts:
                     break
                 await asyncio.sleep(0.05)

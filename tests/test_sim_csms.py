@@ -51,6 +51,7 @@ from sim.csms.server import (
     identity_from_path,
 )
 from sim.csms.transcript import Direction, EntryKind, Transcript, read_jsonl
+from tests.station import WAIT_S
 
 CP = "CP-0001"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +70,7 @@ class ClientChargePoint(ChargePoint):  # type: ignore[misc]
     """A minimal OCPP 1.6 charge point: answers the commands a CSMS sends."""
 
     def __init__(self, cp_id: str, ws: ClientConnection) -> None:
-        super().__init__(cp_id, ws, response_timeout=2)
+        super().__init__(cp_id, ws, response_timeout=WAIT_S)
         self.ws = ws
         self.received: list[tuple[str, dict[str, Any]]] = []
         self.unlock_delay_s = 0.0
@@ -136,24 +137,24 @@ def _basic(user: str, password: str) -> dict[str, str]:
 async def charge_point(csms: SimulatedCsms, cp_id: str = CP, *, headers: dict[str, str] | None = None,
                        subprotocols: tuple[str, ...] = ("ocpp1.6",)) -> AsyncIterator[ClientChargePoint]:
     ws = await connect(csms.url_for(cp_id), subprotocols=list(subprotocols),  # type: ignore[arg-type]
-                       additional_headers=headers, open_timeout=2, close_timeout=1)
+                       additional_headers=headers, open_timeout=WAIT_S, close_timeout=1)
     cp = ClientChargePoint(cp_id, ws)
     task = asyncio.create_task(cp.start())
     try:
-        await csms.wait_connected(cp_id, timeout_s=2)
+        await csms.wait_connected(cp_id, timeout_s=WAIT_S)
         yield cp
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
             await task
         await ws.close()
-        await csms.wait_disconnected(cp_id, timeout_s=2)  # so the CSMS side is settled when we return
+        await csms.wait_disconnected(cp_id, timeout_s=WAIT_S)  # so the CSMS side is settled when we return
 
 
 @pytest.fixture
 async def csms(tmp_path: Path) -> AsyncIterator[SimulatedCsms]:
     async with SimulatedCsms(port=0, transcript_path=str(tmp_path / "transcript.jsonl"),
-                             response_timeout_s=2, close_timeout_s=1) as c:
+                             response_timeout_s=WAIT_S, close_timeout_s=1) as c:
         yield c
 
 
@@ -161,7 +162,7 @@ def boot() -> Any:
     return call.BootNotification(charge_point_model="Model-X", charge_point_vendor="Vendor-Y")
 
 
-async def raw_exchange(ws: ClientConnection, frame: str, timeout_s: float = 1.0) -> list[Any]:
+async def raw_exchange(ws: ClientConnection, frame: str, timeout_s: float = WAIT_S) -> list[Any]:
     await ws.send(frame)
     answer = await asyncio.wait_for(ws.recv(), timeout_s)
     return json.loads(answer)  # type: ignore[no-any-return]
@@ -364,7 +365,7 @@ async def test_handshake_without_ocpp16_subprotocol_is_refused(csms: SimulatedCs
 async def test_handshake_path_must_name_a_charge_point(csms: SimulatedCsms) -> None:
     for url in (csms.url, csms.url + "/a/b", csms.url.replace("/ocpp", "/other") + "/CP"):
         with pytest.raises(InvalidStatus) as err:
-            await connect(url, subprotocols=["ocpp1.6"], open_timeout=2)  # type: ignore[list-item]
+            await connect(url, subprotocols=["ocpp1.6"], open_timeout=WAIT_S)  # type: ignore[list-item]
         assert err.value.response.status_code == 404
 
 
@@ -492,6 +493,7 @@ async def test_ignore_and_delay_answers(csms: SimulatedCsms) -> None:
         cp._response_timeout = 0.3
         with pytest.raises(asyncio.TimeoutError):
             await cp.call(call.Heartbeat())
+        cp._response_timeout = WAIT_S  # the answers that do come: however slowly the machine runs
         assert (await cp.call(call.Heartbeat())).current_time
         t0 = time.monotonic()
         await cp.call(call.Authorize(id_tag="A"))
@@ -530,7 +532,7 @@ async def test_command_injection_round_trip(csms: SimulatedCsms) -> None:
             await csms.unlock_connector(CP, 1, timeout_s=0.1)
         late = await csms.transcript.wait_for("UnlockConnector", direction=Direction.FROM_CP,
                                               kind=EntryKind.CALLRESULT, since=len(csms.transcript) - 1,
-                                              timeout_s=2)
+                                              timeout_s=WAIT_S)
         assert late.detail == {"unsolicited": True}  # recorded, labelled, and not mistaken for a new answer
     assert [name for name, _ in cp.received] == [
         "Reset", "RemoteStartTransaction", "RemoteStopTransaction", "ChangeAvailability", "ChangeConfiguration",
@@ -575,7 +577,7 @@ async def test_offline_refuses_then_online_accepts_reconnect(csms: SimulatedCsms
         await cp.call(boot())
         await csms.set_online(False)
         assert not csms.is_connected(CP) and not csms.state(CP).connected
-        await asyncio.wait_for(cp.ws.wait_closed(), 2)
+        await asyncio.wait_for(cp.ws.wait_closed(), WAIT_S)
         assert cp.ws.close_code == 1001
     with pytest.raises(InvalidStatus) as err:
         async with charge_point(csms):
@@ -593,7 +595,7 @@ async def test_offline_refuses_then_online_accepts_reconnect(csms: SimulatedCsms
 async def test_offline_with_abort_drops_without_closing_handshake(csms: SimulatedCsms) -> None:
     async with charge_point(csms) as cp:
         await csms.set_online(False, abort=True)
-        await asyncio.wait_for(cp.ws.wait_closed(), 2)
+        await asyncio.wait_for(cp.ws.wait_closed(), WAIT_S)
         assert cp.ws.close_code == 1006  # abnormal closure: no close frame was received
     with pytest.raises(NotConnected):
         await csms.reset(CP)
@@ -602,11 +604,11 @@ async def test_offline_with_abort_drops_without_closing_handshake(csms: Simulate
 async def test_a_new_connection_replaces_the_old_one(csms: SimulatedCsms) -> None:
     async with charge_point(csms) as old:
         async with charge_point(csms) as new:
-            await asyncio.wait_for(old.ws.wait_closed(), 2)
+            await asyncio.wait_for(old.ws.wait_closed(), WAIT_S)
             assert old.ws.close_reason == "replaced by a new connection"
             assert csms.is_connected(CP) and csms.state(CP).connection_count == 2
             assert (await new.call(call.Heartbeat())).current_time
-            replaced = await csms.transcript.wait_for_event(EntryKind.DISCONNECT, CP, timeout_s=2)
+            replaced = await csms.transcript.wait_for_event(EntryKind.DISCONNECT, CP, timeout_s=WAIT_S)
             assert replaced.detail["replaced"] is True
 
 
@@ -616,7 +618,7 @@ async def test_transcript_file_is_valid_json_lines(csms: SimulatedCsms, tmp_path
     async with charge_point(csms) as cp:
         await cp.call(boot())
         await cp.ws.send('[2,"bad-1","Authorize",{}]')
-        exchange = await csms.wait_for_exchange("Authorize", cp_id=CP, timeout_s=2)
+        exchange = await csms.wait_for_exchange("Authorize", cp_id=CP, timeout_s=WAIT_S)
         assert exchange.response.error_code == "ProtocolError"
         await csms.reset(CP)
     await csms.wait_disconnected(CP)
@@ -640,7 +642,7 @@ async def test_wait_for_times_out_with_a_clear_message() -> None:
     t = Transcript()
     with pytest.raises(TimeoutError, match="StopTransaction"):
         await t.wait_for("StopTransaction", timeout_s=0.05)
-    waiter = asyncio.create_task(t.wait_for("Heartbeat", lambda e: e.payload == {"n": 2}, timeout_s=1))
+    waiter = asyncio.create_task(t.wait_for("Heartbeat", lambda e: e.payload == {"n": 2}, timeout_s=WAIT_S))
     t.record(EntryKind.CALL, cp_id="X", direction=Direction.FROM_CP, action="Heartbeat", payload={"n": 1})
     t.record(EntryKind.CALL, cp_id="X", direction=Direction.FROM_CP, action="Heartbeat", payload={"n": 2})
     assert (await waiter).seq == 1
@@ -707,7 +709,7 @@ async def test_cli_runs_alone_and_writes_the_transcript(tmp_path: Path) -> None:
         stderr=asyncio.subprocess.PIPE, env=env)
     assert proc.stdout is not None and proc.stdin is not None
     try:
-        first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 10))
+        first = json.loads(await asyncio.wait_for(proc.stdout.readline(), WAIT_S))
         assert first["event"] == "listening"
         async with connect(first["url"] + "/CP-CLI", subprotocols=["ocpp1.6"]) as ws:  # type: ignore[list-item]
             cp = ClientChargePoint("CP-CLI", ws)
@@ -717,7 +719,7 @@ async def test_cli_runs_alone_and_writes_the_transcript(tmp_path: Path) -> None:
             assert (await cp.call(call.Authorize(id_tag="TAG-CLI"))).id_tag_info["status"] == "Accepted"
             proc.stdin.write(b'{"cp_id": "CP-CLI", "action": "Reset", "payload": {"type": "Soft"}}\n')
             await proc.stdin.drain()
-            answer = json.loads(await asyncio.wait_for(proc.stdout.readline(), 5))
+            answer = json.loads(await asyncio.wait_for(proc.stdout.readline(), WAIT_S))
             assert answer["response"] == {"status": "Accepted"}
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
@@ -725,7 +727,7 @@ async def test_cli_runs_alone_and_writes_the_transcript(tmp_path: Path) -> None:
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
-        rc = await asyncio.wait_for(proc.wait(), 10)
+        rc = await asyncio.wait_for(proc.wait(), WAIT_S)
     assert rc == 0
     kinds = [r["kind"] for r in read_jsonl(transcript)]
     assert kinds[:7] == ["connect", "CALL", "CALLRESULT", "CALL", "CALLRESULT", "CALL", "CALLRESULT"]
@@ -739,6 +741,6 @@ async def test_cli_bad_config_exits_78(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sim", "csms", "--port", "0", "--config", str(bad),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
-    _, err = await asyncio.wait_for(proc.communicate(), 10)
+    _, err = await asyncio.wait_for(proc.communicate(), WAIT_S)
     assert proc.returncode == 78
     assert b"Perhaps" in err
