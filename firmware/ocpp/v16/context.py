@@ -8,7 +8,6 @@ traffic the heartbeat measures; ``spawn`` runs a short task owned by the client 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,8 +22,6 @@ from firmware.storage.outbox import Outbox
 
 if TYPE_CHECKING:
     from firmware.ocpp.v16.configuration import ConfigurationKeys
-
-log = logging.getLogger(__name__)
 
 #: Our vendorId: DataTransfer, and StatusNotification's vendorErrorCode.
 VENDOR_ID = "evse-agent"
