@@ -8,6 +8,7 @@ its long-running loops to supervise.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Any, Protocol
@@ -23,7 +24,7 @@ from firmware.storage.outbox import OutboxStats
 from hal.interfaces import MeterReading
 
 #: Starts a worker of one CSMS connection: ``spawn(coro, name)`` (the agent's task supervisor).
-Spawn = Callable[[Coroutine[Any, Any, Any], str], Any]
+Spawn = Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]]
 
 
 class OcppAdapter(Protocol):

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from firmware.charger.connector import ConnectorController
 from firmware.charger.coordinator import Coordinator
 from firmware.config import AgentConfig
 from firmware.exitcodes import ExitCode
+from firmware.ocpp.adapter import Spawn
 from firmware.ocpp.delivery import LinkUnresponsive
 from firmware.ocpp.link import Backoff, OcppLink
 from firmware.ocpp.rpc import ConnectionLost, RpcChargePoint
@@ -49,7 +50,6 @@ from hal.interfaces import MeterReading
 log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "ocpp1.6"
-Spawn = Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]]
 
 
 class Ocpp16Client:
