@@ -35,7 +35,8 @@ from hypothesis import strategies as st
 from jsonschema import Draft4Validator
 
 from firmware.bounded_json import MAX_DEPTH, MAX_NUMBER_CHARS
-from firmware.ocpp.rpc import MAX_FRAME_BYTES, MAX_PAYLOAD_VALUES, classify_frame, excess, schema_violation
+from firmware.ocpp.rpc import MAX_FRAME_BYTES, MAX_PAYLOAD_VALUES, classify_frame, excess
+from firmware.ocpp.v16.dialect import OCPP16
 
 SCHEMA_DIR = Path(ocpp.__file__).parent / "v16" / "schemas"
 #: Every OCPP 1.6 action (with the 1.6 security whitepaper's), one request schema each.
@@ -808,14 +809,14 @@ def side_effect(frame: str | bytes, charger: ChargerState) -> str | None:
     and the 1.6 actions the agent does not serve (read-only / NotSupported)."""
     if len(frame) > MAX_FRAME_BYTES:
         return None
-    decoded, _ = classify_frame(frame)
+    decoded, _ = classify_frame(frame, OCPP16)
     if decoded is None or decoded[0] != 2:
         return None
     action, payload = decoded[2], decoded[3]
     if action not in HANDLED or excess(payload, max_items=64 if action == "GetConfiguration" else None):
         return None  # refused before its handler, and before costly validation
     try:
-        if schema_violation(action, payload) is not None:
+        if OCPP16.schema_violation(action, payload) is not None:
             return None
     except Exception:
         return None  # the agent fails before its handler runs

@@ -58,6 +58,7 @@ from firmware.config import parse_config
 from firmware.ocpp.rpc import MAX_FRAME_BYTES, SEEN_IDS_KEPT, RpcChargePoint
 from firmware.ocpp.v16.client import Ocpp16Client
 from firmware.ocpp.v16.configuration import ConfigurationKeys
+from firmware.ocpp.v16.dialect import OCPP16
 from firmware.storage import Database
 from sim.csms.transcript import Direction, EntryKind, TranscriptEntry
 from tests import ocpp_fuzz as fz
@@ -528,7 +529,7 @@ def test_the_fuzzer_knows_what_the_agent_serves(tmp_path: Path) -> None:
                           '[[connectors]]\nid = 1\nboard = { driver = "ioboard", port = "/dev/null" }\n')
     db = Database(tmp_path / "agent.db")
     client = Ocpp16Client(config, {}, db, ConfigurationKeys(db, 1), request_exit=lambda _: None)
-    cp = RpcChargePoint("CP-1", None, handlers=client._handlers)
+    cp = RpcChargePoint("CP-1", None, OCPP16, handlers=client._handlers)
     assert {action for action, routes in cp.route_map.items() if "_on_action" in routes} == fz.HANDLED
     db.close()
 

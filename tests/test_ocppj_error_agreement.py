@@ -8,7 +8,7 @@ Table 7 is a choice both make; this file pins that they make the same one.
 Each row is a CALL payload as it arrives on the wire (JSON text). What each side answers it with:
 
 * the agent: its frame parser (``classify_frame``) answers a payload that is not an object (and reads
-  ``null`` as ``{}``); anything else goes to ``schema_violation(action, payload)``;
+  ``null`` as ``{}``); anything else goes to ``OCPP16.schema_violation(action, payload)``;
 * the simulated CSMS: ``parse_frame`` the same way (``null`` is ``{}``), then
   ``check_payload(action, payload)``; for a payload that is not an object ``check_payload`` itself is
   also asked, and must say the same.
@@ -20,8 +20,8 @@ import json
 
 import pytest
 
-from firmware.ocpp import rpc
-from firmware.ocpp.rpc import classify_frame, schema_violation
+from firmware.ocpp.rpc import classify_frame
+from firmware.ocpp.v16.dialect import OCPP16
 from sim.csms.ocppj import ErrorCode, FrameError, check_payload, error_code_for, parse_frame
 
 T0 = "2025-03-01T10:00:00Z"
@@ -113,11 +113,11 @@ KNOWN_DISAGREEMENTS = [
 
 def agent_answer(action: str, payload_text: str) -> str | None:
     """The errorCode the agent answers a CALL carrying this payload with (its action check aside), or None."""
-    decoded, error = classify_frame(f'[2,"agreement-1",{json.dumps(action)},{payload_text}]')
+    decoded, error = classify_frame(f'[2,"agreement-1",{json.dumps(action)},{payload_text}]', OCPP16)
     if error is not None:
         return str(error.error_code)
     assert decoded is not None, "the agent would not answer this CALL at all"
-    violation = schema_violation(action, decoded[3])
+    violation = OCPP16.schema_violation(action, decoded[3])
     return None if violation is None else violation[0]
 
 
@@ -147,9 +147,9 @@ def test_the_cases_cover_every_kind_the_table_names() -> None:
     assert len({action for _, action, *_ in CASES}) >= 10
 
 
-@pytest.mark.parametrize("keyword", sorted({*rpc._CODE_BY_KEYWORD, "enum", "multipleOf", "minimum", "pattern"}))
+@pytest.mark.parametrize("keyword", sorted({*OCPP16.code_by_keyword, "enum", "multipleOf", "minimum", "pattern"}))
 def test_keyword_table_agrees(keyword: str) -> None:
     """Keyword by keyword, including ones no 1.6 schema uses (maxItems): the agent's table (anything it does
     not list is PropertyConstraintViolation) and the simulator's give the same code for a field."""
-    agent = rpc._CODE_BY_KEYWORD.get(keyword, PROPERTY)
+    agent = OCPP16.code_by_keyword.get(keyword, PROPERTY)
     assert error_code_for(keyword) == ErrorCode(agent)

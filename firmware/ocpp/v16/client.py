@@ -36,6 +36,7 @@ from firmware.ocpp.v16.configuration import Configuration, ConfigurationKeys
 from firmware.ocpp.v16.context import VENDOR_ID, V16Context
 from firmware.ocpp.v16.core import Core
 from firmware.ocpp.v16.data_transfer import DataTransfer
+from firmware.ocpp.v16.dialect import OCPP16
 from firmware.ocpp.v16.meter_values import MeterValuesReporter
 from firmware.ocpp.v16.remote_control import RemoteControl
 from firmware.ocpp.v16.session_settings import SessionSettings, session_config_from_keys
@@ -131,7 +132,7 @@ class Ocpp16Client:
         fails for any other reason than the connection going down is logged and the connection closed, so
         the link starts a clean session (resent queue, current statuses) instead of running half-dead."""
         ctx = self.ctx
-        cp = RpcChargePoint(ctx.config.charge_point_id, connection, response_timeout=ctx.response_timeout_s,
+        cp = RpcChargePoint(ctx.config.charge_point_id, connection, OCPP16, response_timeout=ctx.response_timeout_s,
                             handlers=self._handlers)
         ctx.cp = cp
         call = functools.partial(ctx.call_on, cp)
