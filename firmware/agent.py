@@ -1,4 +1,4 @@
-"""The running agent: hardware, one session per connector, card routing, and the OCPP client.
+"""The composition root: builds the pieces from the configuration, wires them, starts and stops them.
 
 Start-up order matters for power-loss recovery: the database first (a damaged one stops us with a
 clear message), then the devices, then each connector — a connector restored from its snapshot is
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import logging
 import os
@@ -26,61 +25,21 @@ from firmware.charger.connector import ConnectorController, restart_pending
 from firmware.charger.coordinator import Coordinator
 from firmware.charger.limit_applier import LimitApplier
 from firmware.config import AgentConfig
+from firmware.event_log import StatusLog, log_device_events
 from firmware.exitcodes import ExitCode
 from firmware.hardware import ChargerHardware, ReaderHardware, build_hardware
 from firmware.ocpp.adapter import OcppAdapter, create_adapter
-from firmware.session import (
-    AvailabilityChanged,
-    Effect,
-    IdToken,
-    IdTokenRefused,
-    SessionConfig,
-    StatusChanged,
-    TransactionStarted,
-    TransactionStopped,
-)
-from firmware.session.machine import mask_token
+from firmware.session import AvailabilityChanged, SessionConfig
+from firmware.station_report import StationReport
 from firmware.storage import Database
 from firmware.storage.ledger import Ledger
 from firmware.systemd_notify import SystemdNotifier
 from firmware.task_supervisor import OnFailure, TaskSupervisor
 from firmware.telemetry.service import MqttTelemetry
-from hal.events import EventStream
 from hal.interfaces import CardPresented as ReaderCard
-from hal.interfaces import DeviceFault, MeterReading, utcnow
+from hal.interfaces import utcnow
 
 log = logging.getLogger("firmware.agent")
-
-
-def _event_fields(event: object) -> dict[str, Any]:
-    """An event's fields for a log line; id tokens and card UIDs identify people: only their last 4 characters.
-    An :class:`IdToken` field (``asdict`` would spell it out as a dict) is masked to the same string."""
-    if dataclasses.is_dataclass(event) and not isinstance(event, type):
-        fields = dataclasses.asdict(event)
-        for key in fields:
-            value = getattr(event, key)
-            if isinstance(value, IdToken) or (
-                    isinstance(value, str) and (key == "uid" or key.endswith("id_token") or key == "stopped_by")):
-                fields[key] = mask_token(value)
-        return {"event": type(event).__name__, **fields}
-    return {"event": repr(event)}
-
-
-class _StatusLog:
-    """Connector observer that writes one structured line per status change (technicians, the simulator)."""
-
-    def record(self, connector: ConnectorController, effects: list[Effect], reading: MeterReading | None,
-               now: Any) -> None:
-        return None
-
-    async def notify(self, connector: ConnectorController, effects: list[Effect]) -> None:
-        for e in effects:
-            if isinstance(e, StatusChanged):
-                log.info("connector status", extra={"connector": connector.id, "status": e.status.value,
-                                                    "error_code": e.error.value if e.error else "NoError",
-                                                    "info": e.info, "ev_connected": e.ev_connected})
-            elif isinstance(e, TransactionStarted | TransactionStopped | IdTokenRefused):
-                log.info("session", extra={"connector": connector.id, **_event_fields(e)})
 
 
 class Agent:
@@ -91,18 +50,19 @@ class Agent:
         self.db.on_failure = self._storage_failed
         self.ledger = Ledger(self.db)  # billing records: written by the OCPP adapter, read by telemetry
         self.tasks = TaskSupervisor(self._task_failed)  # every long-running task, watched (docs/architecture.md)
-        self.callback_errors = 0  # exceptions in event-loop callbacks (serial reads, ...): faults of ours
         self.hardware: ChargerHardware = build_hardware(config, spawn=self.tasks.spawn)
         self.connectors: dict[int, ConnectorController] = {}
+        self.report = StationReport(config, self.hardware, self.connectors, self.tasks)
         self.coordinator = Coordinator(self.connectors, self.db)
         self.ocpp: OcppAdapter | None = None  # the adapter [ocpp] version names; it decides the session settings
         if config.ocpp is not None:
             self.ocpp = create_adapter(config, self.db, self.connectors, coordinator=self.coordinator,
                                        ledger=self.ledger, request_exit=self.request_exit,
-                                       diagnostics=self.diagnostics, hardware=self.hardware_summary,
+                                       diagnostics=self.report.diagnostics, hardware=self.report.hardware_summary,
                                        spawn=lambda coro, name: self.tasks.spawn(coro, name=name,
                                                                                  on_failure=OnFailure.OWNER))
-        status_log = _StatusLog()
+        self.report.ocpp = self.ocpp
+        status_log = StatusLog()
         for c in config.connectors:
             base = SessionConfig(max_current_amps=c.max_current_a)
             ctrl = ConnectorController(self.hardware.connectors[c.id],
@@ -115,7 +75,7 @@ class Agent:
         self.limits = LimitApplier(self.connectors)
         self.telemetry: MqttTelemetry | None = None  # with [mqtt]: telemetry and site control (docs/mqtt.md)
         if config.mqtt is not None:
-            self.telemetry = MqttTelemetry(config, self.connectors, self.limits, health=self.health,
+            self.telemetry = MqttTelemetry(config, self.connectors, self.limits, health=self.report.health,
                                            ledger=self.ledger)
         for ctrl in self.connectors.values():
             ctrl.observers.append(self.limits)
@@ -141,10 +101,10 @@ class Agent:
     def _callback_failed(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """An exception in an event-loop callback (a serial port's reader, a done-callback): no task owns it,
         so it is logged here as the fault of ours it is, with its traceback, instead of asyncio's plain text."""
-        self.callback_errors += 1
+        self.report.callback_errors += 1
         error = context.get("exception")
         log.error("unhandled error in a callback", exc_info=error if isinstance(error, BaseException) else None,
-                  extra={"message": str(context.get("message", "")), "callback_errors": self.callback_errors})
+                  extra={"message": str(context.get("message", "")), "callback_errors": self.report.callback_errors})
 
     def _inject_fault(self) -> None:
         """Test hook, only with ``EVSE_AGENT_FAULT_INJECTION=FILE``: on SIGUSR2, raise InjectedFault in the task
@@ -163,59 +123,9 @@ class Agent:
             self.exit_code = code
         self._stop.set()
 
-    def diagnostics(self) -> dict[str, Any]:
-        """Link counters of every device and each connector's state (for DataTransfer Diagnostics)."""
-        return {"devices": {d.name: dataclasses.asdict(d.stats) for d in self.hardware.devices()},
-                "connectors": [c.describe() for c in self.connectors.values()],
-                "outbox": dataclasses.asdict(self.ocpp.outbox_stats()) if self.ocpp else None,
-                "tasks": self.tasks.report(), "callbackErrors": self.callback_errors}
-
-    def health(self) -> dict[str, Any]:
-        """For the MQTT health message: the CSMS link, the outbox, the devices' link counters and the tasks."""
-        return {"ocpp_connected": self.ocpp.online if self.ocpp is not None else None,
-                "outbox": dataclasses.asdict(self.ocpp.outbox_stats()) if self.ocpp else None,
-                "devices": {d.name: dataclasses.asdict(d.stats) for d in self.hardware.devices()},
-                "tasks": self.tasks.report(), "callback_errors": self.callback_errors}
-
-    def hardware_summary(self) -> dict[str, Any]:
-        """The devices as commissioned (for the Hardware DataTransfer): drivers, models, ports, addresses."""
-        cfg, ident = self.config, self.config.identity
-        connectors = []
-        for c in cfg.connectors:
-            hw = self.hardware.connectors[c.id]
-            board: dict[str, Any] = {"name": hw.board.name, "driver": c.board.driver}
-            board.update({"port": c.board.port} if c.board.port is not None else {"bus": c.board.bus,
-                                                                                 "unit": c.board.unit})
-            meter = None if c.meter is None or hw.meter is None else {
-                "name": hw.meter.name, "model": c.meter.model, "bus": c.meter.bus, "unit": c.meter.unit}
-            connectors.append({"connector": c.id, "maxCurrentA": c.max_current_a, "phases": c.phases,
-                               "board": board, "meter": meter})
-        readers = [{"name": rh.reader.name, "driver": r.driver, "port": r.port,
-                    "connectors": list(r.connectors or self.connectors)}
-                   for r, rh in zip(cfg.readers, self.hardware.readers, strict=True)]
-        summary: dict[str, Any] = {"chargePointVendor": ident.vendor, "chargePointModel": ident.model,
-                                   "firmwareVersion": ident.firmware_version}
-        if ident.serial_number:
-            summary["chargePointSerialNumber"] = ident.serial_number
-        summary["buses"] = [{"name": b.name, "port": b.port, "baudrate": b.baudrate} for b in cfg.buses.values()]
-        summary["connectors"] = connectors
-        summary["readers"] = readers
-        return summary
-
-    async def _watch(self, stream: EventStream[Any]) -> None:
-        """Device events worth a technician's attention go to the log (meter readings only at DEBUG)."""
-        with stream.subscribe() as sub:
-            async for event in sub:
-                if isinstance(event, MeterReading):
-                    log.debug("device event", extra=_event_fields(event))
-                elif isinstance(event, DeviceFault):
-                    log.warning("device fault", extra=_event_fields(event))
-                else:
-                    log.info("device event", extra=_event_fields(event))
-
     async def _serve_reader(self, rh: ReaderHardware) -> None:
-        """A reader's taps to the connector each belongs to (its faults are logged by _watch: a reader is not a
-        connector's fault)."""
+        """A reader's taps to the connector each belongs to (its faults are logged with the device events: a reader
+        is not a connector's fault)."""
         with rh.reader.events.subscribe() as sub:
             async for event in sub:
                 if isinstance(event, ReaderCard):
@@ -248,7 +158,7 @@ class Agent:
 
     async def _start(self) -> None:
         for device in self.hardware.devices():
-            self.tasks.start(f"watch-{device.name}", functools.partial(self._watch, device.events))
+            self.tasks.start(f"watch-{device.name}", functools.partial(log_device_events, device.events))
         log.info("agent starting", extra={"charge_point_id": self.config.charge_point_id,
                                           "connectors": len(self.connectors), "readers": len(self.hardware.readers),
                                           "csms": self.config.ocpp.csms_url if self.config.ocpp else None,
