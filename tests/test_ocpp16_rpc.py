@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import websockets
+from ocpp.exceptions import OCPPError
 from ocpp.routing import on
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, ConfigurationStatus
@@ -229,3 +230,13 @@ async def test_remote_stop_of_a_transaction_id_beyond_64_bits_is_rejected(tmp_pa
     for transaction_id in (2 ** 63, -(2 ** 63) - 1, 10 ** 30, 7):
         assert await remote.remote_stop(transaction_id) == "Rejected"
     db.close()
+
+
+async def test_a_request_checked_when_queued_is_not_validated_again(link: tuple[Server, SlowChargePoint]) -> None:
+    # the outbox checks its messages as they are queued (transactions.check_queued): sending trusts that check
+    server, cp = link
+    with pytest.raises(OCPPError):
+        await cp.call_raw("Heartbeat", {"unexpected": 1})
+    assert await cp.call_raw("Heartbeat", {"unexpected": 1}, checked=True) == {"currentTime": "2026-01-01T00:00:00Z"}
+    sent = await asyncio.wait_for(server.received.get(), 5)
+    assert sent[2:] == ["Heartbeat", {"unexpected": 1}]  # the first frame the CSMS saw: the unchecked one never left

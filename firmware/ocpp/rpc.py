@@ -412,16 +412,19 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
             message = json.dumps(frame, separators=(",", ":"))
         await self._connection.send(message)
 
-    async def call_raw(self, action: str, payload: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
+    async def call_raw(self, action: str, payload: dict[str, Any], timeout_s: float | None = None, *,
+                       checked: bool = False) -> dict[str, Any]:
         """Send one CALL with a camelCase payload and return the CALLRESULT payload.
 
-        The request is validated before it goes out (a schema violation is our bug and raises at once);
-        the answer is validated too. Raises :class:`CallErrorReceived`, :class:`InvalidResponse`,
+        The request is validated before it goes out (a schema violation is our bug and raises at once), unless
+        it was ``checked`` already (a queued message, checked as it was queued: the outbox's ``check``); the
+        answer is validated too. Raises :class:`CallErrorReceived`, :class:`InvalidResponse`,
         ``TimeoutError`` when no answer comes within the response timeout, or :class:`ConnectionLost` as
         soon as the connection closes (not a response timeout later). One CALL at a time (OCPP-J).
         """
         msg = Call(unique_id=str(self._unique_id_generator()), action=action, payload=payload)
-        await validate_payload(msg, self._ocpp_version)
+        if not checked:
+            await validate_payload(msg, self._ocpp_version)
         async with self._call_lock:
             if self._closed.is_set():
                 raise ConnectionLost(f"{action}: not connected")

@@ -41,7 +41,7 @@ from firmware.ocpp.v16.meter_values import MeterValuesReporter
 from firmware.ocpp.v16.remote_control import RemoteControl
 from firmware.ocpp.v16.session_settings import SessionSettings, session_config_from_keys
 from firmware.ocpp.v16.status_report import StatusReporter
-from firmware.ocpp.v16.transactions import Transactions
+from firmware.ocpp.v16.transactions import Transactions, check_queued
 from firmware.session import Effect, RequestAuthorization, SessionConfig, StatusChanged
 from firmware.storage import Database
 from firmware.storage.ledger import Ledger
@@ -67,7 +67,7 @@ class Ocpp16Client:
         ``ledger``: the charge point's billing records (the agent's, shared with telemetry; default: on ``db``)."""
         assert config.ocpp is not None
         self.ctx = ctx = V16Context(config, connectors, db, keys, ledger or Ledger(db),
-                                    Outbox(db, max_queued=config.max_queued_messages), request_exit)
+                                    Outbox(db, max_queued=config.max_queued_messages, check=check_queued), request_exit)
         self._start_worker: Spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=name))
         self.link = OcppLink(config.ocpp.csms_url, config.charge_point_id, SUBPROTOCOL, password=config.ocpp.password,
                              backoff=Backoff(config.ocpp.reconnect_min_s, config.ocpp.reconnect_max_s),
@@ -151,8 +151,9 @@ class Ocpp16Client:
             self.statuses.connected()
             ctx.online.set()
             delivery = self.transactions.delivery
+            send_queued = functools.partial(ctx.call_on, cp, checked=True)  # checked as queued (check_queued)
             workers = [self._start_worker(c, n) for c, n in (
-                (self.statuses.send(call), "ocpp-status"), (delivery.run(call), "ocpp-outbox"),
+                (self.statuses.send(call), "ocpp-status"), (delivery.run(send_queued), "ocpp-outbox"),
                 (self.core.heartbeat(call), "ocpp-heartbeat"))]
             extra = []
             if not self.data_transfer.hardware_reported:
