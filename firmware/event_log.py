@@ -52,7 +52,8 @@ async def log_device_events(stream: EventStream[Any]) -> None:
     with stream.subscribe() as sub:
         async for event in sub:
             if isinstance(event, MeterReading):
-                log.debug("device event", extra=event_fields(event))
+                if log.isEnabledFor(logging.DEBUG):  # a reading a second per meter: not built to be dropped
+                    log.debug("device event", extra=event_fields(event))
             elif isinstance(event, DeviceFault):
                 log.warning("device fault", extra=event_fields(event))
             else:
