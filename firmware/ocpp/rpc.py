@@ -38,12 +38,15 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
+from functools import cache
 from itertools import islice
 from types import ModuleType
 from typing import Any, TypeVar, cast
 
 import ocpp.messages
+from jsonschema import Draft4Validator, FormatChecker
 from jsonschema.exceptions import best_match
 from ocpp.charge_point import ChargePoint as _LibChargePoint
 from ocpp.exceptions import OCPPError
@@ -76,6 +79,34 @@ def after_answering(action: str) -> Callable[[F], F]:
 #: How many schema errors are weighed to pick the one to report (every one of them costs a ValidationError).
 _ERRORS_WEIGHED = 100
 
+#: RFC 3339 §5.6 ``date-time``: full-date "T" full-time, the zone mandatory ("Z" or an offset). The schemas say
+#: ``"format": "date-time"``, but the library's validators check no formats: a timestamp without a zone (local
+#: time of which place?) would pass.
+_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
+
+
+def is_date_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True  # the "type" keyword speaks for non-strings
+    if _DATE_TIME.fullmatch(value) is None:
+        return False
+    try:  # and a real date and time (no 30 February, no hour 25)
+        datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+_FORMATS = FormatChecker(formats=())
+_FORMATS.checks("date-time")(is_date_time)
+
+
+@cache
+def _request_validator(version: str, action: str, decimal: bool) -> Draft4Validator:
+    """The library's validator for a request, with ``date-time`` checked (built once per action)."""
+    validator = get_validator(MessageType.Call, action, version, parse_float=Decimal if decimal else float)
+    return cast(Draft4Validator, validator.evolve(format_checker=_FORMATS))
+
 
 @dataclass(frozen=True)
 class Dialect:
@@ -104,8 +135,7 @@ class Dialect:
         """``(error code, description naming the field)`` if a CALL's payload breaks its schema."""
         decimal = action in self.decimal_schemas
         try:
-            validator = get_validator(MessageType.Call, action, self.version,
-                                      parse_float=Decimal if decimal else float)
+            validator = _request_validator(self.version, action, decimal)
         except (OSError, ValueError):
             return None  # no schema for it: the action check answers it
         try:

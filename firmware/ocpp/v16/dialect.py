@@ -21,14 +21,15 @@ OCPP16 = Dialect(
     spelling={"FormatViolation": "FormationViolation",
               "OccurrenceConstraintViolation": "OccurenceConstraintViolation"},
     # Table 7: an unknown property is FormationViolation (not the PDU structure), a missing required one
-    # ProtocolError ("payload for Action is incomplete"), a wrong JSON type or an over-long string
-    # TypeConstraintViolation, too few/many array items OccurenceConstraintViolation; a value outside the enum or
-    # range PropertyConstraintViolation (``otherwise``).
+    # ProtocolError ("payload for Action is incomplete"), a wrong JSON type, an over-long string or a date-time
+    # that is not RFC 3339 TypeConstraintViolation, too few/many array items OccurenceConstraintViolation; a value
+    # outside the enum or range PropertyConstraintViolation (``otherwise``).
     code_by_keyword={
         "additionalProperties": "FormationViolation",
         "required": "ProtocolError",
         "type": "TypeConstraintViolation",
         "maxLength": "TypeConstraintViolation",
+        "format": "TypeConstraintViolation",  # a date-time that is not RFC 3339
         "minItems": "OccurenceConstraintViolation",
         "maxItems": "OccurenceConstraintViolation",
     },

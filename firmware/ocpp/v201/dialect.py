@@ -30,6 +30,7 @@ OCPP201 = Dialect(
         "required": "OccurrenceConstraintViolation",
         "type": "TypeConstraintViolation",
         "maxLength": "TypeConstraintViolation",
+        "format": "TypeConstraintViolation",  # a date-time that is not RFC 3339
         "minItems": "OccurrenceConstraintViolation",
         "maxItems": "OccurrenceConstraintViolation",
     },
