@@ -196,7 +196,9 @@ def profiles(draw: st.DrawFn, window: int, connectors: list[int], pid: int) -> t
     kind = draw(st.sampled_from(kinds))
     unit = draw(st.sampled_from([A, W]))
     count = draw(st.integers(1, 5))
-    gaps = draw(st.lists(st.integers(1, 400), min_size=count - 1, max_size=count - 1))
+    # round numbers often, so that boundaries of different profiles coincide
+    gaps = draw(st.lists(st.one_of(st.sampled_from([60, 120, 300]), st.integers(1, 400)), min_size=count - 1,
+                         max_size=count - 1))
     starts = [0]
     for g in gaps:
         starts.append(starts[-1] + g)
@@ -206,12 +208,13 @@ def profiles(draw: st.DrawFn, window: int, connectors: list[int], pid: int) -> t
     recurrency = None
     start: datetime | None = None
     if kind is ProfileKind.ABSOLUTE:
-        start = at(window + draw(st.integers(-2000, 1000)))
+        start = at(window + draw(st.one_of(st.sampled_from([-600, -300, 0, 300]), st.integers(-2000, 1000))))
     elif kind is ProfileKind.RECURRING:
         recurrency = draw(st.sampled_from(list(Recurrency)))
         every = DAY if recurrency is Recurrency.DAILY else WEEK
         # near a restart of the window (before or after it), a few recurrences away from the anchor
-        start = at(window + draw(st.integers(-3, 2)) * every + draw(st.integers(-1500, 1000)))
+        start = at(window + draw(st.integers(-3, 2)) * every + draw(st.one_of(st.sampled_from([-600, -300, 0, 300]),
+                                                                              st.integers(-1500, 1000))))
     valid_from = draw(st.one_of(st.none(), st.integers(-500, 800).map(lambda o: at(window + o))))
     valid_to = draw(st.one_of(st.none(), st.integers(1, 1500).map(
         lambda o: at((window if valid_from is None else sec(valid_from)) + o))))
@@ -453,3 +456,11 @@ def test_an_unknown_connector_or_a_negative_duration_is_refused() -> None:
         composite_schedule((), 3, BASE, 60, A, TWO, {})
     with pytest.raises(ValueError, match="duration"):
         composite_schedule((), 1, BASE, -1, A, TWO, {})
+
+
+def test_boundaries_at_the_same_instant_make_one_period() -> None:
+    installed = held(TWO, (0, prof(1, P.CHARGER_MAX, [(0, 32.0), (60, 12.0)])),
+                     (1, prof(2, P.TX_DEFAULT, [(0, 16.0), (60, 8.0)])),
+                     (2, prof(3, P.TX_DEFAULT, [(0, 4.0), (60, 5.0)])))
+    assert limits(composite_schedule(installed, 1, BASE, 120, A, TWO, {})) == [(0, 16.0), (60, 8.0)]
+    assert limits(composite_schedule(installed, 0, BASE, 120, A, TWO, {})) == [(0, 20.0), (60, 12.0)]

@@ -30,7 +30,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import pairwise
+from typing import Any, NamedTuple, TypeVar
 
 from firmware.charger.smart_charging.installed import InstalledProfile, RunningTransaction
 from firmware.charger.smart_charging.profiles import ChargingProfile, ProfileKind, ProfilePurpose, RateUnit
@@ -56,8 +56,7 @@ def from_epoch(seconds: int) -> datetime:
     return EPOCH + timedelta(seconds=seconds)
 
 
-@dataclass(frozen=True)
-class CompositePeriod:
+class CompositePeriod(NamedTuple):
     start: int  # seconds from the schedule's start
     limit: float  # in the schedule's unit
     number_phases: int  # the phases in use
@@ -85,13 +84,8 @@ class RuntimeLimits:
     next_change: datetime | None  # when either changes next (None: never, as things stand)
 
 
-@dataclass(frozen=True, slots=True)
-class _Level:
-    """What one profile's period says."""
-
-    limit: float
-    unit: RateUnit
-    phases: int  # numberPhases (default 3)
+#: What one profile's period says: (limit, unit, numberPhases or 3). A plain tuple: the engine makes thousands.
+_Level = tuple[float, RateUnit, int]
 
 
 _Piece = tuple[int, int, _Level]  # [from, to) on the seconds axis
@@ -111,43 +105,77 @@ def composite_schedule(installed: Iterable[InstalledProfile], connector: int, st
     engine = _Engine(installed, setup, running)
     a = epoch_seconds(start)
     b = a + max(duration, 1)
-    voltage = setup.nominal_voltage
     periods: list[CompositePeriod] = []
-
-    def emit(t: int, limit: float, phases: int) -> None:
-        if periods and periods[-1].limit == limit and periods[-1].number_phases == phases:
-            return
-        periods.append(CompositePeriod(t - a, float(limit), phases))
-
-    if connector == 0:
-        ids = sorted(setup.connectors)
-        for t0, _, (cp, *owns) in _overlay(a, b, [engine.charger_max(a, b), *(engine.own(c, a, b) for c in ids)]):
-            total_a = total_w = 0.0
-            in_use = 0
-            for cid, own in zip(ids, owns, strict=True):
-                spec = setup.connectors[cid]
-                phases = min(spec.phases, own.phases) if own is not None else spec.phases
-                amps = spec.rating_amps if own is None else min(spec.rating_amps,
-                                                                to_amps(own.limit, own.unit, phases, voltage))
-                total_a += amps
-                total_w += amps * phases * voltage
-                in_use = max(in_use, phases)
-            total = total_a if unit is RateUnit.AMPERES else total_w
-            if cp is not None:
-                cp_phases = min(setup.phases, cp.phases)
-                total = min(total, from_amps(to_amps(cp.limit, cp.unit, cp_phases, voltage), unit, cp_phases,
-                                             voltage))
-            emit(t0, total, in_use or setup.phases)
-    else:
-        spec = setup.connectors[connector]
-        for t0, _, (cp, own) in _overlay(a, b, [engine.charger_max(a, b), engine.own(connector, a, b)]):
-            phases = min(spec.phases, own.phases) if own is not None else spec.phases
-            amps = spec.rating_amps
-            for level in (own, cp):
-                if level is not None:
-                    amps = min(amps, to_amps(level.limit, level.unit, phases, voltage))
-            emit(t0, from_amps(amps, unit, phases, voltage), phases)
+    last_limit, last_phases = -1.0, 0
+    for t, limit, phases in (_whole_charger(engine, a, b, unit) if connector == 0
+                             else _one_connector(engine, connector, a, b, unit)):
+        if limit != last_limit or phases != last_phases:
+            periods.append(CompositePeriod(t - a, float(limit), phases))
+            last_limit, last_phases = limit, phases
     return CompositeSchedule(connector, from_epoch(a), duration, unit, tuple(periods))
+
+
+def _one_connector(engine: _Engine, connector: int, a: int, b: int, unit: RateUnit
+                   ) -> Iterator[tuple[int, float, int]]:
+    """(instant, limit, phases in use) where either the connector's own limit or the charger's maximum changes.
+    The conversions are :func:`~.units.to_amps` / :func:`~.units.from_amps`, inlined (the loop runs per period)."""
+    spec = engine.setup.connectors[connector]
+    voltage, rating, wired = engine.setup.nominal_voltage, spec.rating_amps, spec.phases
+    watts = RateUnit.WATTS
+    for t, cp, own in _pairs(_steps(engine.charger_max(a, b), a, b, None),
+                             _steps(engine.own(connector, a, b), a, b, None)):
+        phases = wired if own is None or own[2] >= wired else own[2]
+        amps = rating
+        for level in (own, cp):
+            if level is not None:
+                x = level[0] / (phases * voltage) if level[1] is watts else level[0]
+                if x < amps:
+                    amps = x
+        yield t, amps * phases * voltage if unit is watts else amps, phases
+
+
+def _whole_charger(engine: _Engine, a: int, b: int, unit: RateUnit) -> Iterator[tuple[int, float, int]]:
+    """(instant, limit, phases in use) for connector 0: the connectors' own limits (each capped by its rating)
+    added up, or the charger's maximum where that is lower."""
+    setup = engine.setup
+    voltage = setup.nominal_voltage
+    watts = unit is RateUnit.WATTS
+    events: list[tuple[int, int, Any]] = []  # (instant, connector index or -1 for the maximum, its value from then)
+    ids = list(setup.connectors)
+    for j, cid in enumerate(ids):
+        spec = setup.connectors[cid]
+        pieces = []
+        for t0, t1, (limit, own_unit, own_phases) in engine.own(cid, a, b):
+            phases = min(spec.phases, own_phases)
+            amps = min(spec.rating_amps, to_amps(limit, own_unit, phases, voltage))
+            pieces.append((t0, t1, (amps * phases * voltage if watts else amps, phases)))
+        rated = (spec.rating_amps * spec.phases * voltage if watts else spec.rating_amps, spec.phases)
+        starts, values = _steps(pieces, a, b, rated)
+        events += zip(starts, [j] * len(starts), values, strict=True)
+    cp_phases = setup.phases
+    maxima = []
+    for t0, t1, (limit, cp_unit, phases) in engine.charger_max(a, b):
+        phases = min(cp_phases, phases)
+        maxima.append((t0, t1, from_amps(to_amps(limit, cp_unit, phases, voltage), unit, phases, voltage)))
+    cp_starts, cp_values = _steps(maxima, a, b, None)
+    events += zip(cp_starts, [-1] * len(cp_starts), cp_values, strict=True)
+    events.sort(key=lambda e: e[0])
+    draws: list[tuple[float, int]] = [(0.0, cp_phases)] * len(ids)
+    maximum: float | None = None
+    last = len(events) - 1
+    for i, (t, j, value) in enumerate(events):
+        if j < 0:
+            maximum = value
+        else:
+            draws[j] = value
+        if i < last and events[i + 1][0] == t:
+            continue  # more changes at the same instant
+        total, in_use = 0.0, 0
+        for amount, phases in draws:
+            total += amount
+            if phases > in_use:
+                in_use = phases
+        yield t, total if maximum is None or total <= maximum else maximum, in_use or cp_phases
 
 
 def limits_at(installed: Iterable[InstalledProfile], now: datetime, setup: ChargerSetup,
@@ -159,6 +187,70 @@ def limits_at(installed: Iterable[InstalledProfile], now: datetime, setup: Charg
     return RuntimeLimits(connectors, charger, engine.next_change(t, (connectors, charger)))
 
 
+class _Entry:
+    """One installed profile, as the engine reads it: its times in seconds and its periods ready to emit."""
+
+    __slots__ = ("anchor", "every", "kind", "levels", "profile", "span", "starts", "tx_start", "valid_from",
+                 "valid_to")
+
+    def __init__(self, profile: ChargingProfile, tx_start: int | None,
+                 periods: tuple[list[int], list[_Level]] | None = None) -> None:
+        s = profile.schedule
+        self.profile = profile
+        self.kind = profile.kind
+        self.tx_start = tx_start
+        self.valid_from = None if profile.valid_from is None else epoch_seconds(profile.valid_from)
+        self.valid_to = None if profile.valid_to is None else epoch_seconds(profile.valid_to)
+        self.anchor = None if s.start is None else epoch_seconds(s.start)
+        self.span = FOREVER if s.duration is None else s.duration
+        self.every = 0
+        if self.kind is ProfileKind.RECURRING and profile.recurrency is not None and self.anchor is not None:
+            self.every = profile.recurrency.seconds
+            self.span = min(self.span, self.every)  # what is past the recurrence is not executed: it has restarted
+        else:
+            self.kind = ProfileKind.RELATIVE if self.kind is ProfileKind.RELATIVE else ProfileKind.ABSOLUTE
+        if periods is None:
+            periods = [q.start for q in s.periods], [(q.limit, s.unit, q.phases) for q in s.periods]
+        self.starts, self.levels = periods
+
+    def origins(self, lo: int, hi: int, window_start: int) -> list[int]:
+        """The starts of the runs that may overlap [lo, hi)."""
+        if self.kind is ProfileKind.RELATIVE:
+            return [window_start if self.tx_start is None else self.tx_start]
+        if self.kind is ProfileKind.ABSOLUTE:
+            return [window_start if self.anchor is None else self.anchor]
+        assert self.anchor is not None
+        origin = self.anchor + (lo - self.anchor) // self.every * self.every
+        out = []
+        while origin < hi:
+            out.append(origin)
+            origin += self.every
+        return out
+
+    def next_boundary(self, t: int, tx_starts: Iterable[int]) -> int | None:
+        """The first instant after ``t`` at which the profile may start, change period, or stop (a Relative profile
+        on a connector without a transaction moves with the clock: only its validity has boundaries)."""
+        candidates = [edge for edge in (self.valid_from, self.valid_to) if edge is not None and edge > t]
+        if self.kind is ProfileKind.RELATIVE:
+            origins = list(tx_starts)
+        elif self.kind is ProfileKind.RECURRING:
+            assert self.anchor is not None
+            first = self.anchor + (t - self.anchor) // self.every * self.every
+            origins = [first, first + self.every]
+        else:
+            origins = [] if self.anchor is None else [self.anchor]
+        for origin in origins:
+            if origin > t:
+                candidates.append(origin)
+                continue
+            i = bisect_right(self.starts, t - origin)
+            if i < len(self.starts) and self.starts[i] < self.span:
+                candidates.append(origin + self.starts[i])
+            if self.span < FOREVER and origin + self.span > t:
+                candidates.append(origin + self.span)
+        return min(candidates, default=None)
+
+
 class _Engine:
     """The installed profiles, sorted by who wins, evaluated on the seconds axis."""
 
@@ -166,25 +258,31 @@ class _Engine:
                  running: Mapping[int, RunningTransaction]) -> None:
         self.setup = setup
         self.tx_start = {cid: epoch_seconds(tx.started_at) for cid, tx in running.items()}
-        held = list(installed)
         # highest stack level first; on a tie the connector's own profile before connector 0's
-        ranked = sorted(held, key=lambda p: (p.profile.stack_level, p.connector != 0), reverse=True)
-        self.charger_profiles = [p.profile for p in ranked if p.profile.purpose is ProfilePurpose.CHARGER_MAX]
-        self.own_profiles: dict[int, list[tuple[ChargingProfile, int | None]]] = {}
+        ranked = sorted(installed, key=lambda p: (p.profile.stack_level, p.connector != 0), reverse=True)
+        self.charger_entries = [_Entry(p.profile, None) for p in ranked
+                                if p.profile.purpose is ProfilePurpose.CHARGER_MAX]
+        self.own_entries: dict[int, list[_Entry]] = {}
+        shared: dict[int, _Entry] = {}  # a connector-0 default's periods, read once for every connector
         for cid in setup.connectors:
             tx = running.get(cid)
             start = self.tx_start.get(cid)
-            txs = [(p.profile, start) for p in ranked if p.profile.purpose is ProfilePurpose.TX
+            txs = [_Entry(p.profile, start) for p in ranked if p.profile.purpose is ProfilePurpose.TX
                    and p.connector == cid and tx is not None and p.transaction == tx.local_id]
-            defaults = [(p.profile, start) for p in ranked if p.profile.purpose is ProfilePurpose.TX_DEFAULT
-                        and p.connector in (0, cid)]
-            self.own_profiles[cid] = txs + defaults  # a TxProfile beats any TxDefaultProfile
+            defaults = []
+            for p in ranked:
+                if p.profile.purpose is ProfilePurpose.TX_DEFAULT and p.connector in (0, cid):
+                    first = shared.get(p.profile.id)
+                    entry = _Entry(p.profile, start, None if first is None else (first.starts, first.levels))
+                    shared.setdefault(p.profile.id, entry)
+                    defaults.append(entry)
+            self.own_entries[cid] = txs + defaults  # a TxProfile beats any TxDefaultProfile
 
     def charger_max(self, a: int, b: int) -> list[_Piece]:
-        return _paint([(p, None) for p in self.charger_profiles], a, b)
+        return _paint(self.charger_entries, a, b)
 
     def own(self, connector: int, a: int, b: int) -> list[_Piece]:
-        return _paint(self.own_profiles[connector], a, b)
+        return _paint(self.own_entries[connector], a, b)
 
     def values_at(self, t: int) -> tuple[dict[int, float | None], float | None]:
         """Each connector's own limit and the charger's maximum at ``t``, in amperes per phase."""
@@ -193,20 +291,20 @@ class _Engine:
         for cid, spec in self.setup.connectors.items():
             pieces = self.own(cid, t, t + 1)
             if pieces:
-                level = pieces[0][2]
-                connectors[cid] = float(to_amps(level.limit, level.unit, min(spec.phases, level.phases), voltage))
+                limit, unit, phases = pieces[0][2]
+                connectors[cid] = float(to_amps(limit, unit, min(spec.phases, phases), voltage))
             else:
                 connectors[cid] = None
         pieces = self.charger_max(t, t + 1)
         charger = None
         if pieces:
-            level = pieces[0][2]
-            charger = float(to_amps(level.limit, level.unit, min(self.setup.phases, level.phases), voltage))
+            limit, unit, phases = pieces[0][2]
+            charger = float(to_amps(limit, unit, min(self.setup.phases, phases), voltage))
         return connectors, charger
 
     def next_change(self, t: int, now: tuple[dict[int, float | None], float | None]) -> datetime | None:
         """The first boundary of any profile after ``t`` where the values differ from ``now``; past the horizon,
-        the boundary reached (to wake at and look again)."""
+        or after too many boundaries that change nothing, the boundary reached (to wake at and look again)."""
         probe = t
         for _ in range(NEXT_CHANGE_MAX_STEPS):
             candidates = [b for b in self._boundaries_after(probe) if b is not None]
@@ -220,49 +318,25 @@ class _Engine:
         return from_epoch(probe)
 
     def _boundaries_after(self, t: int) -> Iterator[int | None]:
-        for p in self.charger_profiles:
-            yield _next_boundary(p, t, ())
-        for cid, profiles in self.own_profiles.items():
-            for p, _ in profiles:
-                yield _next_boundary(p, t, () if cid not in self.tx_start else (self.tx_start[cid],))
+        for entry in self.charger_entries:
+            yield entry.next_boundary(t, ())
+        for cid, entries in self.own_entries.items():
+            starts = () if cid not in self.tx_start else (self.tx_start[cid],)
+            for entry in entries:
+                yield entry.next_boundary(t, starts)
 
 
-def _origins(p: ChargingProfile, lo: int, hi: int, tx_start: int | None, window_start: int) -> tuple[list[int], int]:
-    """The starts of ``p``'s schedule runs that may overlap [lo, hi), and how long each runs."""
-    s = p.schedule
-    span = FOREVER if s.duration is None else s.duration
-    if p.kind is ProfileKind.RELATIVE:
-        return [window_start if tx_start is None else tx_start], span
-    if p.kind is ProfileKind.ABSOLUTE or p.recurrency is None or s.start is None:
-        return [window_start if s.start is None else epoch_seconds(s.start)], span
-    period = p.recurrency.seconds
-    span = min(span, period)  # what is past the recurrence is not executed: the schedule has restarted
-    anchor = epoch_seconds(s.start)
-    k = (lo - anchor) // period
-    origins = []
-    while anchor + k * period < hi:
-        origins.append(anchor + k * period)
-        k += 1
-    return origins, span
-
-
-def _validity(p: ChargingProfile, a: int, b: int) -> tuple[int, int]:
-    lo = a if p.valid_from is None else max(a, epoch_seconds(p.valid_from))
-    hi = b if p.valid_to is None else min(b, epoch_seconds(p.valid_to))
-    return lo, hi
-
-
-def _paint(ranked: Sequence[tuple[ChargingProfile, int | None]], a: int, b: int) -> list[_Piece]:
+def _paint(ranked: Sequence[_Entry], a: int, b: int) -> list[_Piece]:
     """Which profile speaks when in [a, b): each, in rank order, fills what the better ones left free."""
     free = [(a, b)]
     out: list[_Piece] = []
-    for p, tx_start in ranked:
-        lo_v, hi_v = _validity(p, a, b)
+    for entry in ranked:
+        lo_v = a if entry.valid_from is None else max(a, entry.valid_from)
+        hi_v = b if entry.valid_to is None else min(b, entry.valid_to)
         if lo_v >= hi_v:
             continue
-        origins, span = _origins(p, lo_v, hi_v, tx_start, a)
-        for origin in origins:
-            lo, hi = max(lo_v, origin), min(hi_v, origin + span)
+        for origin in entry.origins(lo_v, hi_v, a):
+            lo, hi = max(lo_v, origin), min(hi_v, origin + entry.span)
             if lo >= hi:
                 continue
             still: list[tuple[int, int]] = []
@@ -271,7 +345,7 @@ def _paint(ranked: Sequence[tuple[ChargingProfile, int | None]], a: int, b: int)
                 if x0 >= x1:
                     still.append((f0, f1))
                     continue
-                _periods(p, origin, x0, x1, out)
+                _periods(entry, origin, x0, x1, out)
                 if f0 < x0:
                     still.append((f0, x0))
                 if x1 < f1:
@@ -285,71 +359,54 @@ def _paint(ranked: Sequence[tuple[ChargingProfile, int | None]], a: int, b: int)
     return out
 
 
-def _periods(p: ChargingProfile, origin: int, x0: int, x1: int, out: list[_Piece]) -> None:
-    """``p``'s periods of the run starting at ``origin``, cut to [x0, x1)."""
-    periods = p.schedule.periods
-    starts = [q.start for q in periods]
+def _periods(entry: _Entry, origin: int, x0: int, x1: int, out: list[_Piece]) -> None:
+    """The periods of ``entry``'s run starting at ``origin``, cut to [x0, x1)."""
+    starts, levels = entry.starts, entry.levels
+    last = len(starts) - 1
     i = bisect_right(starts, x0 - origin) - 1
     t = x0
     while t < x1:
-        q = periods[i]
-        end = origin + starts[i + 1] if i + 1 < len(periods) else FOREVER
-        e = min(end, x1)
-        out.append((t, e, _Level(q.limit, p.schedule.unit, q.phases)))
+        e = x1 if i == last else min(origin + starts[i + 1], x1)
+        out.append((t, e, levels[i]))
         t = e
         i += 1
 
 
-def _next_boundary(p: ChargingProfile, t: int, tx_starts: Iterable[int]) -> int | None:
-    """The first instant after ``t`` at which ``p`` may start, change period, or stop (a Relative profile on a
-    connector without a transaction moves with the clock: only its validity has boundaries)."""
-    candidates: list[int] = []
-    for edge in (p.valid_from, p.valid_to):
-        if edge is not None and epoch_seconds(edge) > t:
-            candidates.append(epoch_seconds(edge))
-    s = p.schedule
-    span = FOREVER if s.duration is None else s.duration
-    origins: list[int]
-    if p.kind is ProfileKind.RELATIVE:
-        origins = list(tx_starts)
-    elif p.kind is ProfileKind.RECURRING and p.recurrency is not None and s.start is not None:
-        period = p.recurrency.seconds
-        span = min(span, period)
-        anchor = epoch_seconds(s.start)
-        k = (t - anchor) // period
-        origins = [anchor + k * period, anchor + (k + 1) * period]
-    else:
-        origins = [] if s.start is None else [epoch_seconds(s.start)]
-    for origin in origins:
-        if origin > t:
-            candidates.append(origin)
-            continue
-        for q in s.periods:
-            if q.start >= span:
-                break
-            if origin + q.start > t:
-                candidates.append(origin + q.start)
-                break
-        if span < FOREVER and origin + span > t:
-            candidates.append(origin + span)
-    return min(candidates, default=None)
+V = TypeVar("V")
 
 
-def _overlay(a: int, b: int, lists: Sequence[Sequence[_Piece]]) -> Iterator[tuple[int, int, list[_Level | None]]]:
-    """[a, b) cut wherever any list changes, with each list's level there (None: a gap)."""
-    cuts = {a, b}
-    for pieces in lists:
-        for t0, t1, _ in pieces:
-            cuts.add(t0)
-            cuts.add(t1)
-    bounds = sorted(c for c in cuts if a <= c <= b)
-    index = [0] * len(lists)
-    for t0, t1 in pairwise(bounds):
-        levels: list[_Level | None] = []
-        for j, pieces in enumerate(lists):
-            k = index[j]
-            while k < len(pieces) and pieces[k][1] <= t0:
-                k += 1
-            index[j] = k
-            levels.append(pieces[k][2] if k < len(pieces) and pieces[k][0] <= t0 else None)
-        yield t0, t1, levels
+def _steps(pieces: Sequence[tuple[int, int, V]], a: int, b: int, fill: V | None) -> tuple[list[int], list[V | None]]:
+    """Sorted, disjoint pieces of [a, b) as a step function over all of it: the instants it changes and its values,
+    ``fill`` in the gaps."""
+    starts: list[int] = []
+    values: list[V | None] = []
+    t = a
+    for t0, t1, value in pieces:
+        if t0 > t:
+            starts.append(t)
+            values.append(fill)
+        starts.append(t0)
+        values.append(value)
+        t = t1
+    if t < b:
+        starts.append(t)
+        values.append(fill)
+    return starts, values
+
+
+def _pairs(first: tuple[list[int], list[Any]], second: tuple[list[int], list[Any]]) -> Iterator[tuple[int, Any, Any]]:
+    """Two step functions over the same window, together: each instant either changes, with both values."""
+    s0, v0 = first
+    s1, v1 = second
+    i = j = 0
+    n0, n1 = len(s0) - 1, len(s1) - 1
+    while True:
+        yield max(s0[i], s1[j]), v0[i], v1[j]
+        next0 = s0[i + 1] if i < n0 else None
+        next1 = s1[j + 1] if j < n1 else None
+        if next0 is None and next1 is None:
+            return
+        if next1 is None or (next0 is not None and next0 <= next1):
+            i += 1
+        if next0 is None or (next1 is not None and next1 <= next0):
+            j += 1
