@@ -238,6 +238,25 @@ async def test_a_remote_starts_tx_profile_goes_with_the_transaction_it_starts(tm
         assert [p.profile.id for p in r.scheduler.installed] == [5]
 
 
+async def test_a_remote_starts_profile_waits_on_disk_for_its_transaction(tmp_path: Path) -> None:
+    """A restart between the RemoteStartTransaction and the transaction's start loses neither."""
+    path = tmp_path / "agent.db"
+    async with rig(path, run=False) as first:
+        assert first.scheduler.attach_to_next_transaction(2, amps_profile(8, P.TX, [(0, 7.0)])) is None
+        assert first.scheduler.attach_to_next_transaction(1, amps_profile(9, P.TX, [(0, 9.0)])) is None
+        first.scheduler.cancel_pending(2)  # that remote start was refused
+        first.db.conn.execute("INSERT INTO settings VALUES ('smart_charging.pending.3', '{}')")  # damaged, removed
+        async with rig(path) as second:
+            store = ChargingProfileStore(second.db)
+            assert list(store.load_pending()) == [1]
+            ctrl = second.connectors[1]
+            await ctrl.handle(PilotChanged(PilotState.B))
+            await ctrl.handle(RemoteStartRequested(IdToken("REMOTE1", IdTokenType.CENTRAL)))
+            assert [p.profile.id for p in second.scheduler.installed] == [9]
+            assert store.load_pending() == {} and [p.profile_id for p in store.load()] == [9]
+            await until(lambda: second.offered(1) == 9.0, 5, "the remote start's profile after the restart")
+
+
 # --- on disk --------------------------------------------------------------------------------------------------
 
 async def test_profiles_survive_a_restart_and_a_replaced_one_never_comes_back(tmp_path: Path) -> None:

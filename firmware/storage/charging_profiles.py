@@ -6,6 +6,10 @@ Storage only: which profiles are installed, replaced or dropped is decided by
 (``ChargingProfile.to_dict``), which the charger layer reads back and checks. A replacement — the old profiles out,
 the new one in — is one commit: a power cut leaves the old set or the new one, and a replaced profile never comes
 back after a restart (libocpp #1051).
+
+A RemoteStartTransaction's profile waits for the transaction it starts (per connector) in the settings table
+(``smart_charging.pending.<connector>``), so that a restart in between does not lose it; it leaves the settings in
+the commit that installs it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from firmware.storage.database import Database
+from firmware.storage.settings import Settings
+
+PENDING_KEY = "smart_charging.pending."
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,7 @@ class ChargingProfileStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._settings = Settings(db)
 
     def load(self) -> list[StoredProfile]:
         """Every row, by id. A document that is not JSON comes back as its text: the reader refuses it."""
@@ -59,3 +67,26 @@ class ChargingProfileStore:
 
     def remove(self, profile_ids: Iterable[int]) -> None:
         self.save(None, profile_ids)
+
+    def load_pending(self) -> dict[int, Any]:
+        """The remote starts' profiles waiting for their transaction, by connector (a document that is not JSON comes
+        back as its text)."""
+        out: dict[int, Any] = {}
+        for key, text in self._settings.with_prefix(PENDING_KEY).items():
+            suffix = key[len(PENDING_KEY):]
+            if not suffix.isdigit():
+                continue
+            try:
+                out[int(suffix)] = json.loads(text)
+            except ValueError:
+                out[int(suffix)] = text
+        return out
+
+    def save_pending(self, connector: int, document: Any | None) -> None:
+        """Keep ``document`` waiting for ``connector``'s next transaction (None: nothing waits there)."""
+        with self.db.transaction() as conn:
+            if document is None:
+                conn.execute("DELETE FROM settings WHERE key = ?", (f"{PENDING_KEY}{connector}",))
+            else:
+                self._settings.put(f"{PENDING_KEY}{connector}",
+                                   json.dumps(document, separators=(",", ":"), allow_nan=False))

@@ -97,9 +97,9 @@ class SmartChargingScheduler:
         #: called with the limits each time they (or their next change) differ from the last applied
         self.listeners: list[Callable[[RuntimeLimits], None]] = []
         self._wake = asyncio.Event()
-        self._pending: dict[int, ChargingProfile] = {}  # a remote start's TxProfile, by connector
         self._reload = False
         self._installed = self._load()
+        self._pending = self._load_pending()  # a remote start's TxProfile, by connector
 
     @property
     def installed(self) -> tuple[InstalledProfile, ...]:
@@ -156,11 +156,14 @@ class SmartChargingScheduler:
         :meth:`cancel_pending` (the remote start was refused). Returns the reason it cannot be, or None."""
         reason = self.check_remote_start(connector, profile)
         if reason is None:
-            self._pending[connector] = replace(profile, transaction_id=None)
+            pending = replace(profile, transaction_id=None)
+            self.store.save_pending(connector, pending.to_dict())
+            self._pending[connector] = pending
         return reason
 
     def cancel_pending(self, connector: int) -> None:
-        self._pending.pop(connector, None)
+        if self._pending.pop(connector, None) is not None:
+            self.store.save_pending(connector, None)
 
     def evaluate(self) -> RuntimeLimits:
         """The limits the installed profiles give now (what the worker applies)."""
@@ -174,18 +177,23 @@ class SmartChargingScheduler:
 
     def record(self, connector: ConnectorController, effects: list[Effect], reading: MeterReading | None,
                now: datetime) -> None:
+        """Inside a connector event's commit: a transaction start takes the remote start's profile waiting there."""
         for e in effects:
             if not isinstance(e, TransactionStarted):
                 continue
             pending = self._pending.pop(connector.id, None)
-            if pending is None or not e.remote_start:
+            if pending is None:
+                continue
+            self.store.save_pending(connector.id, None)  # in the start's commit
+            if not e.remote_start:
                 continue
             result = install(self._installed, connector.id, pending, connectors=self.setup.connectors,
                              running={connector.id: RunningTransaction(e.local_id, now)}, limits=self.limits,
                              now=now)
             if result.accepted and result.added is not None:
                 self.store.save(_stored(result.added), [p.profile.id for p in result.removed])  # the start's commit
-                self._reload = True
+                self._installed = result.installed
+                self._reload = True  # notify() reads the store back: the commit could still be rolled back
                 log.info("remote start's charging profile installed", extra={
                     "connector": connector.id, "profile_id": pending.id, "local_id": e.local_id})
             else:
@@ -252,6 +260,21 @@ class SmartChargingScheduler:
             self._installed = removal.kept
             log.info("transaction profiles ended with their transaction", extra={
                 "profile_ids": [p.profile.id for p in removal.removed]})
+
+    def _load_pending(self) -> dict[int, ChargingProfile]:
+        out: dict[int, ChargingProfile] = {}
+        for connector, document in self.store.load_pending().items():
+            try:
+                profile = ChargingProfile.from_dict(document)
+                if connector not in self.setup.connectors or profile.problems():
+                    raise ProfileFormatError(f"unusable for connector {connector}")
+            except ProfileFormatError as exc:
+                log.error("stored remote start profile unusable, removed", extra={"connector": connector,
+                                                                                  "error": str(exc)})
+                self.store.save_pending(connector, None)
+                continue
+            out[connector] = profile
+        return out
 
     def _load(self) -> tuple[InstalledProfile, ...]:
         """The stored profiles; a row that cannot be read, or whose connector is gone, is removed (logged)."""
