@@ -24,6 +24,12 @@ from firmware.charger.card_routing import card_id_token
 from firmware.charger.connector import ConnectorController, restart_pending
 from firmware.charger.coordinator import Coordinator
 from firmware.charger.limit_applier import LimitApplier
+from firmware.charger.smart_charging import (
+    ChargerSetup,
+    ConnectorSetup,
+    SmartChargingScheduler,
+    running_transactions,
+)
 from firmware.config import AgentConfig
 from firmware.event_log import StatusLog, log_device_events
 from firmware.exitcodes import ExitCode
@@ -32,6 +38,7 @@ from firmware.ocpp.adapter import OcppAdapter, create_adapter
 from firmware.session import AvailabilityChanged, SessionConfig
 from firmware.station_report import StationReport
 from firmware.storage import Database
+from firmware.storage.charging_profiles import ChargingProfileStore
 from firmware.storage.ledger import Ledger
 from firmware.systemd_notify import SystemdNotifier
 from firmware.task_supervisor import OnFailure, TaskSupervisor
@@ -54,10 +61,19 @@ class Agent:
         self.connectors: dict[int, ConnectorController] = {}
         self.report = StationReport(config, self.hardware, self.connectors, self.tasks)
         self.coordinator = Coordinator(self.connectors, self.db)
+        # effective current limits: rating, site (MQTT), smart charging — the lowest wins
+        self.limits = LimitApplier(self.connectors, {c.id: c.max_current_a for c in config.connectors})
         self.ocpp: OcppAdapter | None = None  # the adapter [ocpp] version names; it decides the session settings
+        self.smart_charging: SmartChargingScheduler | None = None  # charging profiles, from the CSMS
         if config.ocpp is not None:
+            self.smart_charging = SmartChargingScheduler(
+                ChargingProfileStore(self.db), self.limits,
+                ChargerSetup({c.id: ConnectorSetup(c.max_current_a, c.phases) for c in config.connectors},
+                             config.nominal_voltage_v),
+                running_transactions(self.connectors, self.ledger))
             self.ocpp = create_adapter(config, self.db, self.connectors, coordinator=self.coordinator,
-                                       ledger=self.ledger, request_exit=self.request_exit,
+                                       ledger=self.ledger, smart_charging=self.smart_charging,
+                                       request_exit=self.request_exit,
                                        diagnostics=self.report.diagnostics, hardware=self.report.hardware_summary,
                                        spawn=lambda coro, name: self.tasks.spawn(coro, name=name,
                                                                                  on_failure=OnFailure.OWNER))
@@ -69,10 +85,10 @@ class Agent:
                                        self.ocpp.session_config(base) if self.ocpp is not None else base, self.db)
             if self.ocpp is not None:
                 ctrl.observers.append(self.ocpp)
+            if self.smart_charging is not None:
+                ctrl.observers.append(self.smart_charging)
             ctrl.observers.append(status_log)
             self.connectors[c.id] = ctrl
-        # effective current limits: rating, site (MQTT), later OCPP smart charging — the lowest wins
-        self.limits = LimitApplier(self.connectors)
         self.telemetry: MqttTelemetry | None = None  # with [mqtt]: telemetry and site control (docs/mqtt.md)
         if config.mqtt is not None:
             self.telemetry = MqttTelemetry(config, self.connectors, self.limits, health=self.report.health,
@@ -175,6 +191,8 @@ class Agent:
         for rh in self.hardware.readers:
             self.tasks.start(f"reader-{rh.reader.name}", functools.partial(self._serve_reader, rh))
         self.tasks.start("limits", self.limits.run)
+        if self.smart_charging is not None:
+            self.tasks.start("smart-charging", self.smart_charging.run)
         if self.telemetry is not None:
             self.tasks.start("telemetry", self.telemetry.run)
         if self.ocpp is not None:
