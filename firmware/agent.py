@@ -92,6 +92,7 @@ class Agent:
         self.telemetry: MqttTelemetry | None = None  # with [mqtt]: telemetry and site control (docs/mqtt.md)
         if config.mqtt is not None:
             self.telemetry = MqttTelemetry(config, self.connectors, self.limits, health=self.report.health,
+                                           smart_charging=self.smart_charging,
                                            ledger=self.ledger)
         for ctrl in self.connectors.values():
             ctrl.observers.append(self.limits)

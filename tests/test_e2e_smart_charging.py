@@ -14,7 +14,9 @@ import pytest
 
 from hal.duty_cycle import duty_to_current
 from sim.csms.server import CallErrorReceived
+from tests.mqtt_broker import Mosquitto, Subscriber
 from tests.station import CP_ID, WAIT_S, Station
+from tests.test_e2e_mqtt import ROOT, mqtt_section
 
 CARD = "04A1B2C3"
 NO_REMOTE_AUTH = {"AuthorizeRemoteTxRequests": "false"}
@@ -261,3 +263,19 @@ async def test_malformed_profiles_get_the_right_answer(tmp_path: Path) -> None:
             assert caught.value.code == code
         # the composite of a charger with nothing installed: its rating, in both units
         assert limits(await composite(s, 1, 60, "W")) == [32 * 3 * 230]
+
+
+async def test_the_limit_on_mqtt_names_the_ocpp_source_and_its_next_change(tmp_path: Path) -> None:
+    """The effective limit published over MQTT carries the ``ocpp`` source and when it changes next."""
+    async with Mosquitto(tmp_path / "broker") as broker, \
+            Station(tmp_path, connectors=1, extra_config=mqtt_section(broker)) as s, \
+            Subscriber(broker, f"{ROOT}/connector/1/limit") as sub:
+        await s.start_agent()
+        await s.start_session(1, CARD)
+        mark = sub.mark()
+        t0 = now()
+        assert await set_profile(s, 0, profile(1, 0, "TxDefaultProfile", [(0, 10), (600, 8)], start=t0)) == "Accepted"
+        limit = (await sub.wait_for(f"{ROOT}/connector/1/limit", lambda m: m.json()["limit_a"] == 10,
+                                    since=mark)).json()
+        assert limit["sources"]["ocpp"] == 10
+        assert datetime.fromisoformat(limit["next_change"]) == t0 + timedelta(seconds=600)
