@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,9 @@ from firmware.storage.ledger import Ledger
 from firmware.systemd_notify import SystemdNotifier
 from firmware.task_supervisor import OnFailure, TaskSupervisor
 from firmware.telemetry.service import MqttTelemetry
+from hal.events import Subscription
 from hal.interfaces import CardPresented as ReaderCard
-from hal.interfaces import utcnow
+from hal.interfaces import ReaderEvent, utcnow
 
 log = logging.getLogger("firmware.agent")
 
@@ -140,10 +141,18 @@ class Agent:
             self.exit_code = code
         self._stop.set()
 
-    async def _serve_reader(self, rh: ReaderHardware) -> None:
+    def _reader_runs(self, rh: ReaderHardware, early: Subscription[ReaderEvent]
+                     ) -> Callable[[], Coroutine[Any, Any, None]]:
+        """The reader task's body: its first run serves ``early``; a run after a restart subscribes anew."""
+        first = [early]
+        return lambda: self._serve_reader(rh, first.pop() if first else None)
+
+    async def _serve_reader(self, rh: ReaderHardware, early: Subscription[ReaderEvent] | None = None) -> None:
         """A reader's taps to the connector each belongs to (its faults are logged with the device events: a reader
-        is not a connector's fault)."""
-        with rh.reader.events.subscribe() as sub:
+        is not a connector's fault). ``early``: the subscription taken before the hardware started, so that a card
+        already on the reader at start-up is not reported into the gap before this task runs (a restart of the
+        task subscribes afresh)."""
+        with early if early is not None else rh.reader.events.subscribe() as sub:
             async for event in sub:
                 if isinstance(event, ReaderCard):
                     card = card_id_token(event.uid, event.technology)
@@ -180,6 +189,8 @@ class Agent:
                                           "connectors": len(self.connectors), "readers": len(self.hardware.readers),
                                           "csms": self.config.ocpp.csms_url if self.config.ocpp else None,
                                           "started_at": utcnow().isoformat()})
+        # taken before the readers start; served once the connectors have started (below)
+        early = [rh.reader.events.subscribe() for rh in self.hardware.readers]
         await self.hardware.start()
         reboot = restart_pending(self.db)
         for ctrl in self.connectors.values():
@@ -189,8 +200,8 @@ class Agent:
                 await ctrl.handle(AvailabilityChanged(True), availability_source="site")
         if self.ocpp is not None:
             await self.ocpp.close_orphaned_transactions()
-        for rh in self.hardware.readers:
-            self.tasks.start(f"reader-{rh.reader.name}", functools.partial(self._serve_reader, rh))
+        for rh, sub in zip(self.hardware.readers, early, strict=True):
+            self.tasks.start(f"reader-{rh.reader.name}", self._reader_runs(rh, sub))
         self.tasks.start("limits", self.limits.run)
         if self.smart_charging is not None:
             self.tasks.start("smart-charging", self.smart_charging.run)
