@@ -208,7 +208,11 @@ class Pn532Reader:
 
     async def _run(self) -> None:
         assert self._loop is not None
+        # the first poll, like every one after a failure, waits poll_interval_s: the agent subscribes to the
+        # reader's events after starting it, and a card reported before that would be lost while held
+        pause = self._poll_interval_s
         while True:
+            await asyncio.sleep(pause)
             pause = self._poll_interval_s
             request = self._poll_request()
             started = self._loop.time()
@@ -233,7 +237,6 @@ class Pn532Reader:
                 self._track(uid)
                 if uid is None:  # the chip waited for a card already; one that answers early is held to its period
                     pause = max(0.0, started + request.duration_s - self._loop.time())
-            await asyncio.sleep(pause)
 
     def _poll_request(self) -> AutoPollRequest:
         """A long poll while the field is empty (the liveness check); one period while a card is there, so
