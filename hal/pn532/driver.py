@@ -6,7 +6,8 @@ answer arrives corrupt the host asks for it again with a NACK; if no answer come
 the command with an ACK (the abort mechanism of §6.2.1.3).
 
 Start-up: HSU wake-up (0x55 0x55 + zeros), an ACK frame (aborts an InAutoPoll a previous process may
-have left running: the chip takes no new command while one runs), SAMConfiguration (normal mode: the
+have left running: the dialog has the host wait for the answer or abort before it sends a new command;
+an ACK with nothing to abort is ignored), SAMConfiguration (normal mode: the
 PN532/C106 starts in LowVbat mode and this is the command that takes it out), GetFirmwareVersion, and
 RFConfiguration MaxRetries (MxRtyPassiveActivation bounded, so that no passive activation is retried
 forever, the chip's default). The same sequence is run again after any link failure, as the chip may have
@@ -30,7 +31,8 @@ asking five times a second. The figures:
   card (a held card costs what host polling did) and polls again at once after an empty one (the chip
   waited already). ``absent_after`` = 2 empty answers in a row end the presentation: ~0.5 s after the
   card left. A card is reported once per presentation.
-* After each answer listing a card, InRelease (Tg 0: every target the chip activated), as before.
+* After each answer listing a card, InRelease, as host polling did; Tg 0 (every target the chip
+  activated), as InAutoPoll may report two.
 * An InAutoPoll still running is aborted with an ACK frame: when its answer is overdue, on ``close()``,
   and by the init sequence (above).
 
@@ -169,7 +171,7 @@ class Pn532Reader:
         self._faults = FaultLatch(name, self.events)
         self._card: str | None = None
         self._misses = 0
-        self._running: Command | None = None  # sent and acknowledged, its answer not yet in
+        self._running: Command | None = None  # sent, neither answered nor aborted yet
 
     # --- public -----------------------------------------------------------------------------
 
@@ -301,7 +303,7 @@ class Pn532Reader:
         if not self._port.is_open:
             self._open_port()
         # wake the chip; then abort whatever it may still be running (an InAutoPoll of ours, or of a process
-        # before us): it takes no new command until then. An ACK with nothing to abort is ignored (§6.2.1.3).
+        # before us): no new command before that. An ACK with nothing to abort is ignored (§6.2.1.3).
         self._port.write(HSU_WAKEUP + ACK_FRAME)
         self.stats.frames_sent += 1
         self._running = None
@@ -331,6 +333,13 @@ class Pn532Reader:
         while the chip runs the command, and it takes no new one until aborted)."""
         frame = build_command(command, params)
         self.stats.requests += 1
+        try:
+            return await self._exchange(command, frame, answer_within_s)
+        except DeviceError:  # answered with an error, or the port failed: nothing left to abort
+            self._running = None
+            raise
+
+    async def _exchange(self, command: Command, frame: bytes, answer_within_s: float | None) -> bytes:
         for attempt in range(self._retries + 1):
             self._discard_stale()
             self._port.write(frame)
