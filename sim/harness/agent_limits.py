@@ -50,6 +50,10 @@ def _source_table(value: Any) -> dict[str, float] | None:
     return None if any(v is None for v in out.values()) else {k: v for k, v in out.items() if v is not None}
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _connector(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int | str):
         return None
@@ -79,7 +83,8 @@ class AgentLimits:
         sources, charger_sources = _source_table(obj.get("sources", {})), _source_table(obj.get("charger_sources", {}))
         if n is None or amps is None or sources is None or charger_sources is None:
             return
-        self.applied[n] = {"amps": amps, "sources": sources, "charger_sources": charger_sources, "at": obj.get("ts")}
+        self.applied[n] = {"amps": amps, "sources": sources, "charger_sources": charger_sources,
+                            "at": _text(obj.get("ts"))}
 
     def _record_smart_charging(self, obj: dict[str, Any]) -> None:
         connectors = obj.get("connectors")
@@ -90,10 +95,8 @@ class AgentLimits:
             n = _connector(key)
             if n is not None:
                 per_connector[n] = _amps(value)
-        next_change = obj.get("next_change")
         self.smart_charging = {"connectors": per_connector, "charger": _amps(obj.get("charger")),
-                               "next_change": next_change if isinstance(next_change, str) else None,
-                               "at": obj.get("ts")}
+                               "next_change": _text(obj.get("next_change")), "at": _text(obj.get("ts"))}
 
     def view(self, connector: int, rating_a: float | None = None) -> dict[str, Any] | None:
         """What ``GET /state`` shows as the connector's ``limit``; None until the agent logged either line."""

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -241,6 +242,19 @@ def _query_int(req: HttpRequest, key: str, default: int | None, lo: int, hi: int
     return value
 
 
+def _query_number(req: HttpRequest, key: str, default: float, lo: float, hi: float) -> float:
+    text = _query_text(req, key)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not lo <= value <= hi:
+        raise ApiError(400, f"query {key}: expected a number from {lo:g} to {hi:g}, got {text!r}")
+    return value
+
+
 def _query_text(req: HttpRequest, key: str) -> str | None:
     values = req.query.get(key)
     return values[-1] if values else None
@@ -255,12 +269,11 @@ def _check_request(action: str, payload: dict[str, Any], hint: str = "") -> None
         raise ApiError(400, f"{action}.req would be invalid: {violation.code}: {violation.description}{hint}")
 
 
-async def _send(csms: SimulatedCsms, cp_id: str, action: str, payload: dict[str, Any], *, timeout_s: float,
-                validate: bool) -> dict[str, Any]:
+async def _answer(cp_id: str, action: str, call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
     """The charge point's CALLRESULT payload; every way a call can fail as the API's error status."""
     base = {"cp_id": cp_id, "action": action}
     try:
-        return await csms.call(cp_id, action, payload, timeout_s=timeout_s, validate=validate)
+        return await call
     except NotConnected as exc:
         raise ApiError(409, f"charge point not connected to the builtin CSMS: {exc}", **base) from None
     except InvalidRequest as exc:
@@ -600,7 +613,8 @@ class ControlApi:
         validate = body.boolean("validate", True)
         if validate:  # checked here too, so a bad request is a 400 whether or not the CP is connected
             _check_request(action, payload, ' (send "validate": false to send it anyway)')
-        response = await _send(csms, cp_id, action, payload, timeout_s=timeout_s, validate=validate)
+        response = await _answer(cp_id, action, csms.call(cp_id, action, payload, timeout_s=timeout_s,
+                                                          validate=validate))
         return 200, {"cp_id": cp_id, "action": action, "response": response}
 
     # ---- smart charging (builtin CSMS) ---------------------------------------------------------------
@@ -615,7 +629,7 @@ class ControlApi:
         connector = body.integer("connector", lo=0, hi=INT32_MAX)
         purpose = body.choice("purpose", PURPOSES)
         kind = body.choice("kind", KINDS, "Absolute")
-        recurrency = body.choice("recurrency", RECURRENCIES, "Daily" if kind == "Recurring" else None) \
+        recurrency = body.choice("recurrency", RECURRENCIES, "Daily") \
             if body.has("recurrency") or kind == "Recurring" else None
         start = None
         if body.has("start") or kind != "Relative":
@@ -638,7 +652,10 @@ class ControlApi:
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         payload = {"connectorId": connector, "csChargingProfiles": profile}
-        return await self._send_built(csms, cp_id, "SetChargingProfile", payload, timeout_s)
+        _check_request("SetChargingProfile", payload)
+        response = await _answer(cp_id, "SetChargingProfile", csms.set_charging_profile(
+            cp_id, connector, profile, timeout_s=timeout_s))
+        return 200, {"cp_id": cp_id, "action": "SetChargingProfile", "request": payload, "response": response}
 
     async def _profile_clear(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
         csms = self._builtin()
@@ -646,16 +663,17 @@ class ControlApi:
         body.only("cp_id", "id", "connector", "purpose", "stack_level", "timeout_s")
         cp_id = body.text("cp_id", self.t.charger.spec.charge_point_id)
         timeout_s = body.number("timeout_s", csms.response_timeout_s, lo=0.1, hi=600.0)
-        payload: dict[str, Any] = {}
-        if body.has("id"):
-            payload["id"] = body.integer("id", lo=0, hi=INT32_MAX)
-        if body.has("connector"):
-            payload["connectorId"] = body.integer("connector", lo=0, hi=INT32_MAX)
-        if body.has("purpose"):
-            payload["chargingProfilePurpose"] = body.choice("purpose", PURPOSES)
-        if body.has("stack_level"):
-            payload["stackLevel"] = body.integer("stack_level", lo=0, hi=INT32_MAX)
-        return await self._send_built(csms, cp_id, "ClearChargingProfile", payload, timeout_s)
+        profile_id = body.integer("id", lo=0, hi=INT32_MAX) if body.has("id") else None
+        connector = body.integer("connector", lo=0, hi=INT32_MAX) if body.has("connector") else None
+        purpose = body.choice("purpose", PURPOSES) if body.has("purpose") else None
+        stack_level = body.integer("stack_level", lo=0, hi=INT32_MAX) if body.has("stack_level") else None
+        fields = (("id", profile_id), ("connectorId", connector), ("chargingProfilePurpose", purpose),
+                  ("stackLevel", stack_level))
+        payload = {name: value for name, value in fields if value is not None}
+        response = await _answer(cp_id, "ClearChargingProfile", csms.clear_charging_profile(
+            cp_id, profile_id=profile_id, connector_id=connector, purpose=purpose, stack_level=stack_level,
+            timeout_s=timeout_s))
+        return 200, {"cp_id": cp_id, "action": "ClearChargingProfile", "request": payload, "response": response}
 
     async def _composite_schedule(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
         csms = self._builtin()
@@ -670,25 +688,14 @@ class ControlApi:
         unit = _query_text(req, "unit")
         if unit is not None and unit not in UNITS:
             raise ApiError(400, f"query unit: expected one of {', '.join(UNITS)}, got {unit!r}")
-        timeout = _query_text(req, "timeout_s")
-        try:
-            timeout_s = csms.response_timeout_s if timeout is None else float(timeout)
-        except ValueError:
-            timeout_s = -1.0
-        if not 0.1 <= timeout_s <= 600.0:
-            raise ApiError(400, f"query timeout_s: expected a number from 0.1 to 600, got {timeout!r}")
+        timeout_s = _query_number(req, "timeout_s", csms.response_timeout_s, 0.1, 600.0)
         payload: dict[str, Any] = {"connectorId": connector, "duration": duration}
         if unit is not None:
             payload["chargingRateUnit"] = unit
         cp_id = _query_text(req, "cp_id") or self.t.charger.spec.charge_point_id
-        return await self._send_built(csms, cp_id, "GetCompositeSchedule", payload, timeout_s)
-
-    async def _send_built(self, csms: SimulatedCsms, cp_id: str, action: str, payload: dict[str, Any],
-                          timeout_s: float) -> tuple[int, Any]:
-        """Send a request this API built; the answer shows it, so the id or start it chose is known."""
-        _check_request(action, payload)
-        response = await _send(csms, cp_id, action, payload, timeout_s=timeout_s, validate=True)
-        return 200, {"cp_id": cp_id, "action": action, "request": payload, "response": response}
+        response = await _answer(cp_id, "GetCompositeSchedule", csms.get_composite_schedule(
+            cp_id, connector, duration, unit, timeout_s=timeout_s))
+        return 200, {"cp_id": cp_id, "action": "GetCompositeSchedule", "request": payload, "response": response}
 
     async def _csms_id_tags(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
         csms = self._builtin()
