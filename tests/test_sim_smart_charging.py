@@ -16,6 +16,7 @@ from sim.csms.ocppj import check_payload
 from sim.harness import control_cli
 from sim.harness.agent_limits import AgentLimits, limited_by
 from sim.harness.agent_supervisor import AgentOutput
+from sim.harness.demo import summarize_payload
 
 NOW = datetime(2026, 3, 4, 9, 17, 23, 456789, tzinfo=UTC)
 
@@ -80,6 +81,16 @@ def test_ctl_period_syntax() -> None:
     for bad in ("0", "0-16", "a:16", "0:x", "0:16:1.5", "0:16:1:2", ""):
         with pytest.raises(ValueError, match="START:LIMIT"):
             control_cli.parse_period(bad)
+
+
+def test_the_live_view_summarizes_a_profile() -> None:
+    profile = charging_profile(3, 1, "TxProfile", [Period(0, 16), Period(60, 10.5, 1)], kind="Relative",
+                               transaction_id=7)
+    assert summarize_payload("SetChargingProfile", {"connectorId": 1, "csChargingProfiles": profile}, False) == (
+        "connectorId=1 TxProfile id=3 level=1 Relative 0s:16A 60s:10.5A")
+    assert summarize_payload("SetChargingProfile", {"connectorId": 0, "csChargingProfiles": [1]}, False) == (
+        "connectorId=0")
+    assert summarize_payload("SetChargingProfile", {"status": "Accepted"}, True) == "status=Accepted"
 
 
 # ---- the limits in the agent's log ---------------------------------------------------------------------------
