@@ -125,34 +125,36 @@ def _profile_parser(profile: argparse.ArgumentParser) -> None:
     sub = profile.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
 
     def common(c: argparse.ArgumentParser) -> None:
-        c.add_argument("--cp-id", help="charge point identity (default: the simulated charger)")
-        c.add_argument("--call-timeout", type=float, help="seconds to wait for the charge point's answer")
+        c.add_argument("--cp-id", metavar="ID", help="charge point identity (default: the simulated charger)")
+        c.add_argument("--call-timeout", type=float, metavar="S", help="seconds to wait for the charge point's answer")
 
     st = sub.add_parser("set", help="POST /csms/charging-profiles: SetChargingProfile")
-    st.add_argument("--connector", type=int, required=True, help="0: the whole charger (every connector)")
+    st.add_argument("--connector", type=int, required=True, metavar="N", help="0: the whole charger (every connector)")
     st.add_argument("--purpose", required=True, choices=PURPOSES)
     st.add_argument("--period", dest="periods", action="append", required=True, metavar="START:LIMIT[:PHASES]",
-                    help="seconds into the schedule : limit in the unit (repeat, first START 0), e.g. 0:16 60:10")
+                    help="seconds into the schedule : limit in the unit (repeat; the first START is 0), "
+                         "e.g. --period 0:16 --period 60:10")
     st.add_argument("--unit", choices=UNITS, help="A per phase (default) or W in total")
     st.add_argument("--kind", choices=KINDS, help="default Absolute")
     st.add_argument("--recurrency", choices=RECURRENCIES, help="Recurring only (default Daily)")
-    st.add_argument("--start", help="startSchedule: now (default; not for Relative), +SECONDS or ISO 8601 with offset")
-    st.add_argument("--duration", type=int, help="seconds (default: none, the last period runs on)")
-    st.add_argument("--stack-level", type=int, help="default 0")
-    st.add_argument("--id", type=int, help="chargingProfileId (default: one above every id sent so far)")
-    st.add_argument("--transaction", type=int,
+    st.add_argument("--start", metavar="WHEN",
+                    help="startSchedule: now (default; not for Relative), +SECONDS or ISO 8601 with offset")
+    st.add_argument("--duration", type=int, metavar="S", help="seconds (default: none, the last period runs on)")
+    st.add_argument("--stack-level", type=int, metavar="N", help="default 0")
+    st.add_argument("--id", type=int, metavar="N", help="chargingProfileId (default: one above every id sent so far)")
+    st.add_argument("--transaction", type=int, metavar="N",
                     help="TxProfile: transactionId (default: the transaction open on that connector)")
-    st.add_argument("--min-rate", type=float, help="minChargingRate, in the unit")
+    st.add_argument("--min-rate", type=float, metavar="R", help="minChargingRate, in the unit")
     common(st)
     cl = sub.add_parser("clear", help="POST /csms/charging-profiles/clear: ClearChargingProfile (no option: all)")
-    cl.add_argument("--id", type=int, help="only this profile (the other criteria then do not count)")
-    cl.add_argument("--connector", type=int)
+    cl.add_argument("--id", type=int, metavar="N", help="only this profile (the other criteria then do not count)")
+    cl.add_argument("--connector", type=int, metavar="N")
     cl.add_argument("--purpose", choices=PURPOSES)
-    cl.add_argument("--stack-level", type=int)
+    cl.add_argument("--stack-level", type=int, metavar="N")
     common(cl)
     co = sub.add_parser("composite", help="GET /csms/composite-schedule: GetCompositeSchedule")
-    co.add_argument("--connector", type=int, required=True, help="0: the whole charger's expected draw")
-    co.add_argument("--duration", type=int, required=True, help="seconds from now")
+    co.add_argument("--connector", type=int, required=True, metavar="N", help="0: the whole charger's expected draw")
+    co.add_argument("--duration", type=int, required=True, metavar="S", help="seconds from now")
     co.add_argument("--unit", choices=UNITS, help="default: the charge point's choice")
     common(co)
 
