@@ -528,8 +528,9 @@ def test_profile_requests_are_checked_before_anything_is_sent(sim: Sim) -> None:
     sent = [e for e in sim.ok("GET", f"/csms/transcript?since={mark}&n=100000")["entries"]
             if e["kind"] == "CALL" and e["direction"] == "to_cp"]
     assert sent == []  # nothing went out
-    status, answer = sim.call("POST", "/csms/charging-profiles", {**base, "cp_id": "NOBODY"})
-    assert status == 409 and answer["cp_id"] == "NOBODY" and "not connected" in answer["error"]
+    for unknown in ({**base, "cp_id": "NOBODY"}, {**base, "purpose": "TxProfile", "connector": 1, "cp_id": "NOBODY"}):
+        status, answer = sim.call("POST", "/csms/charging-profiles", unknown)
+        assert status == 409 and answer["cp_id"] == "NOBODY" and "not connected" in answer["error"]
     # the charge point's own refusals are its answers (200): no transaction for a TxProfile, an unknown connector
     answer = sim.ok("POST", "/csms/charging-profiles", {**base, "connector": 2, "purpose": "TxProfile"})
     assert "transactionId" not in answer["request"]["csChargingProfiles"] and answer["response"]["status"] == "Rejected"
@@ -546,7 +547,8 @@ def test_ctl_profile_commands(sim: Sim) -> None:
     assert (sent["chargingProfileId"], sent["stackLevel"], sent["chargingSchedule"]["duration"]) == (41, 1, 7200)
     assert sent["chargingSchedule"]["chargingSchedulePeriod"] == [
         {"startPeriod": 0, "limit": 16}, {"startPeriod": 3600, "limit": 10, "numberPhases": 1}]
-    code, answer = run_ctl(sim, "profile", "composite", "--connector", "1", "--duration", "7200", "--unit", "A")
+    # well inside the profile's 7200 s (its start is a little before the composite's)
+    code, answer = run_ctl(sim, "profile", "composite", "--connector", "1", "--duration", "5400", "--unit", "A")
     periods = answer["response"]["chargingSchedule"]["chargingSchedulePeriod"]
     assert code == 0 and [p["limit"] for p in periods] == [16, 10]
     code, answer = run_ctl(sim, "profile", "set", "--connector", "0", "--purpose", "ChargePointMaxProfile",

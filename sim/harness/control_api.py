@@ -318,7 +318,9 @@ def _next_profile_id(csms: SimulatedCsms, cp_id: str) -> int:
 
 def _open_transaction(csms: SimulatedCsms, cp_id: str, connector: int) -> int | None:
     """The newest transaction the CSMS knows open on that connector (a TxProfile's default target), if any."""
-    open_ids = [t.transaction_id for t in csms.state(cp_id).open_transactions if t.connector_id == connector]
+    known = csms.states.get(cp_id)  # not csms.state(): that would make a record for an identity never seen
+    open_ids = [] if known is None else [t.transaction_id for t in known.open_transactions
+                                         if t.connector_id == connector]
     return max(open_ids, default=None)
 
 
