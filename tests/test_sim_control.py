@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -395,6 +396,179 @@ def test_csms_id_tags_transcript_and_online(sim: Sim) -> None:
     assert sim.ok("POST", "/csms/online", {"online": True})["online"] is True
     code, answer = sim.call("POST", "/csms/online", {"online": "no"})
     assert code == 400
+
+
+# ---- smart charging through the builtin CSMS ----------------------------------------------------------------
+
+def wait_connector(sim: Sim, n: int, check: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+    """Until ``check`` holds for connector ``n`` of ``GET /state``; that connector."""
+    found: list[dict[str, Any]] = []
+
+    def holds() -> bool:
+        found[:] = [sim.state()["connectors"][str(n)]]
+        return check(found[0])
+    wait_until(holds, what=what)
+    return found[0]
+
+
+def offers(amps: float) -> Callable[[dict[str, Any]], bool]:
+    """The simulated board offers ``amps`` on the pilot, and the agent says it applies ``amps``."""
+    return lambda c: (abs(c["offered_current_a"] - amps) < 0.1 and c["limit"] is not None
+                      and c["limit"]["amps"] == amps)
+
+
+def tap_card(sim: Sim) -> None:
+    """One presentation of the card: tapped, then until the agent's reader saw it go (a tap while it is still there
+    is the same presentation to the agent)."""
+    mark = sim.log_mark()
+    sim.ok("POST", "/rfid/tap", {"uid": CARD, "hold_s": 0.5})
+    sim.wait_log(lambda x: x.get("logger") == "hal.pn532.driver" and str(x.get("msg", "")).endswith("removed"), mark)
+
+
+def start_charging(sim: Sim, n: int) -> int:
+    """Plug, tap the accepted card, until Charging; the transaction id the builtin CSMS gave."""
+    wait_until(lambda: sim.state()["csms"]["connected"], what="agent connected")
+    mark = sim.ok("GET", "/csms/transcript?n=1")["next_seq"]
+    sim.ok("POST", f"/connectors/{n}/plug")
+    wait_until(lambda: (sim.state()["connectors"][str(n)]["status"] or {}).get("status") == "Preparing",
+               what="Preparing")
+    tap_card(sim)
+    wait_connector(sim, n, lambda c: (c["status"] or {}).get("status") == "Charging", "Charging")
+    entries = sim.ok("GET", f"/csms/transcript?since={mark}&n=100000")["entries"]
+    return int(next(e["payload"]["transactionId"] for e in entries
+                    if e["kind"] == "CALLRESULT" and e["action"] == "StartTransaction"))
+
+
+def stop_charging(sim: Sim, n: int) -> None:
+    tap_card(sim)
+    wait_connector(sim, n, lambda c: (c["status"] or {}).get("status") == "Finishing", "Finishing")
+    sim.ok("POST", f"/connectors/{n}/unplug")
+    wait_connector(sim, n, lambda c: (c["status"] or {}).get("status") == "Available", "Available")
+
+
+def when(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_profiles_set_limit_the_pilot_show_in_the_state_and_clear(sim: Sim) -> None:
+    tx_id = start_charging(sim, 1)
+    wait_connector(sim, 1, lambda c: abs(c["offered_current_a"] - 32.0) < 0.1, "32 A offered")
+    # a TxDefaultProfile for every connector, in force now, with a boundary an hour ahead
+    answer = sim.ok("POST", "/csms/charging-profiles", {"connector": 0, "purpose": "TxDefaultProfile",
+                                                         "periods": [[0, 10], [3600, 12]]})
+    assert answer["response"] == {"status": "Accepted"} and answer["action"] == "SetChargingProfile"
+    default = answer["request"]["csChargingProfiles"]
+    assert (default["chargingProfileKind"], default["stackLevel"], default["chargingSchedule"]["chargingRateUnit"],
+            default["chargingSchedule"]["chargingSchedulePeriod"]) == (
+        "Absolute", 0, "A", [{"startPeriod": 0, "limit": 10}, {"startPeriod": 3600, "limit": 12}])
+    start = when(default["chargingSchedule"]["startSchedule"])
+    assert abs((start - datetime.now(UTC)).total_seconds()) < WAIT_S  # "now" by default
+    c = wait_connector(sim, 1, offers(10.0), "10 A on the pilot and in the agent's limit")
+    assert (c["limit"]["limited_by"], c["limit"]["sources"], c["limit"]["charger_sources"]) == (
+        ["ocpp"], {"ocpp": 10.0}, {})
+    ocpp = c["limit"]["ocpp"]
+    assert ocpp["amps"] == 10.0 and ocpp["charger_amps"] is None
+    assert when(ocpp["next_change"]) == start + timedelta(seconds=3600)
+    wait_connector(sim, 2, lambda c: c["limit"]["amps"] == 10.0, "connector 0's profile on connector 2 (no EV)")
+    # a TxProfile for the running transaction (found by the CSMS) wins over the default
+    answer = sim.ok("POST", "/csms/charging-profiles", {"connector": 1, "purpose": "TxProfile", "kind": "Relative",
+                                                         "periods": [[0, 8]], "stack_level": 2})
+    tx_profile = answer["request"]["csChargingProfiles"]
+    assert answer["response"]["status"] == "Accepted" and tx_profile["transactionId"] == tx_id
+    assert tx_profile["chargingProfileId"] > default["chargingProfileId"]  # never replaces one by accident
+    assert "startSchedule" not in tx_profile["chargingSchedule"]
+    wait_connector(sim, 1, offers(8.0), "8 A from the TxProfile")
+    composite = sim.ok("GET", "/csms/composite-schedule?connector=1&duration_s=600&unit=W")
+    assert composite["request"] == {"connectorId": 1, "duration": 600, "chargingRateUnit": "W"}
+    schedule = composite["response"]["chargingSchedule"]
+    assert composite["response"]["status"] == "Accepted" and schedule["chargingRateUnit"] == "W"
+    assert [p["limit"] for p in schedule["chargingSchedulePeriod"]] == [8 * 3 * 230]
+    # cleared by id: the default again; then everything: the rating
+    answer = sim.ok("POST", "/csms/charging-profiles/clear", {"id": tx_profile["chargingProfileId"]})
+    assert answer["request"] == {"id": tx_profile["chargingProfileId"]} and answer["response"]["status"] == "Accepted"
+    wait_connector(sim, 1, offers(10.0), "back to the TxDefaultProfile's 10 A")
+    assert sim.ok("POST", "/csms/charging-profiles/clear", {})["response"]["status"] == "Accepted"
+    c = wait_connector(sim, 1, offers(32.0), "back to the rating")
+    assert (c["limit"]["limited_by"], c["limit"]["sources"], c["limit"]["ocpp"]["amps"]) == (["rating"], {}, None)
+    assert c["limit"]["ocpp"]["next_change"] is None
+    assert sim.ok("POST", "/csms/charging-profiles/clear", {})["response"]["status"] == "Unknown"
+    stop_charging(sim, 1)
+
+
+def test_profile_requests_are_checked_before_anything_is_sent(sim: Sim) -> None:
+    wait_until(lambda: sim.state()["csms"]["connected"], what="agent connected")
+    mark = sim.ok("GET", "/csms/transcript?n=1")["next_seq"]
+    base = {"connector": 0, "purpose": "TxDefaultProfile", "periods": [[0, 10]]}
+    for change, words in (
+            ({"connector": None}, "connector: expected an integer"),
+            ({"purpose": "Bogus"}, "purpose: expected one of ChargePointMaxProfile"),
+            ({"periods": []}, "periods: expected a non-empty list"),
+            ({"periods": [[0]]}, "periods[0]"), ({"periods": [[0.5, 10]]}, "whole numbers"),
+            ({"periods": [[0, -1]]}, "limit must be >= 0"),
+            ({"periods": [[0, 16.05]]}, "would be invalid: PropertyConstraintViolation"),  # not a multiple of 0.1
+            ({"unit": "kW"}, "unit: expected one of A, W"),
+            ({"kind": "Relative", "start": "now"}, "Relative profile starts with its transaction"),
+            ({"start": "tomorrow"}, "start: expected now, +SECONDS or an ISO 8601"),
+            ({"start": "2030-01-01T00:00:00"}, "no UTC offset"),
+            ({"kind": "Recurring", "recurrency": "Monthly"}, "recurrency: expected one of Daily, Weekly"),
+            ({"recurrency": "Daily"}, "recurrency is for Recurring profiles"),
+            ({"transaction_id": 1}, "transaction id is for a TxProfile"),
+            ({"colour": "red"}, "unknown field(s) colour")):
+        body = {k: v for k, v in {**base, **change}.items() if v is not None}
+        status, answer = sim.call("POST", "/csms/charging-profiles", body)
+        assert status == 400 and words in answer["error"], (change, answer)
+    for query, words in (("connector=1", "duration_s are required"), ("connector=1&duration_s=60&unit=kW", "unit"),
+                         ("connector=1&duration_s=x", "query duration_s"), ("connector=1&duration_s=60&when=now",
+                                                                            "unknown query parameter(s) when"),
+                         ("connector=1&duration_s=60&timeout_s=0", "query timeout_s")):
+        status, answer = sim.call("GET", f"/csms/composite-schedule?{query}")
+        assert status == 400 and words in answer["error"], (query, answer)
+    status, answer = sim.call("POST", "/csms/charging-profiles/clear", {"purpose": "Bogus"})
+    assert status == 400 and "purpose" in answer["error"]
+    sent = [e for e in sim.ok("GET", f"/csms/transcript?since={mark}&n=100000")["entries"]
+            if e["kind"] == "CALL" and e["direction"] == "to_cp"]
+    assert sent == []  # nothing went out
+    for unknown in ({**base, "cp_id": "NOBODY"}, {**base, "purpose": "TxProfile", "connector": 1, "cp_id": "NOBODY"}):
+        status, answer = sim.call("POST", "/csms/charging-profiles", unknown)
+        assert status == 409 and answer["cp_id"] == "NOBODY" and "not connected" in answer["error"]
+    # the charge point's own refusals are its answers (200): no transaction for a TxProfile, an unknown connector
+    answer = sim.ok("POST", "/csms/charging-profiles", {**base, "connector": 2, "purpose": "TxProfile"})
+    assert "transactionId" not in answer["request"]["csChargingProfiles"] and answer["response"]["status"] == "Rejected"
+    assert sim.ok("GET", "/csms/composite-schedule?connector=9&duration_s=60")["response"]["status"] == "Rejected"
+
+
+def test_ctl_profile_commands(sim: Sim) -> None:
+    wait_until(lambda: sim.state()["csms"]["connected"], what="agent connected")
+    code, answer = run_ctl(sim, "profile", "set", "--connector", "0", "--purpose", "TxDefaultProfile",
+                           "--period", "0:16", "--period", "3600:10:1", "--stack-level", "1", "--id", "41",
+                           "--duration", "7200", "--start", "+0")
+    assert code == 0 and answer["response"]["status"] == "Accepted"
+    sent = answer["request"]["csChargingProfiles"]
+    assert (sent["chargingProfileId"], sent["stackLevel"], sent["chargingSchedule"]["duration"]) == (41, 1, 7200)
+    assert sent["chargingSchedule"]["chargingSchedulePeriod"] == [
+        {"startPeriod": 0, "limit": 16}, {"startPeriod": 3600, "limit": 10, "numberPhases": 1}]
+    # well inside the profile's 7200 s (its start is a little before the composite's)
+    code, answer = run_ctl(sim, "profile", "composite", "--connector", "1", "--duration", "5400", "--unit", "A")
+    periods = answer["response"]["chargingSchedule"]["chargingSchedulePeriod"]
+    assert code == 0 and [p["limit"] for p in periods] == [16, 10]
+    code, answer = run_ctl(sim, "profile", "set", "--connector", "0", "--purpose", "ChargePointMaxProfile",
+                           "--period", "0:22080", "--unit", "W", "--kind", "Recurring", "--recurrency", "Weekly")
+    assert code == 0 and answer["response"]["status"] == "Accepted"
+    assert answer["request"]["csChargingProfiles"]["recurrencyKind"] == "Weekly"
+    code, answer = run_ctl(sim, "profile", "clear", "--purpose", "ChargePointMaxProfile", "--connector", "0")
+    assert code == 0 and answer["request"] == {"connectorId": 0, "chargingProfilePurpose": "ChargePointMaxProfile"}
+    assert answer["response"]["status"] == "Accepted"
+    assert run_ctl(sim, "profile", "clear", "--id", "41")[1]["response"]["status"] == "Accepted"
+    assert run_ctl(sim, "profile", "clear", "--id", "41")[1]["response"]["status"] == "Unknown"
+    for args in (["set", "--connector", "0", "--purpose", "TxDefaultProfile", "--period", "0-16"],
+                 ["set", "--connector", "0", "--purpose", "Bogus", "--period", "0:16"],
+                 ["set", "--purpose", "TxDefaultProfile", "--period", "0:16"],  # no connector
+                 ["set", "--connector", "0", "--purpose", "TxDefaultProfile"],  # no period
+                 ["composite", "--connector", "1"], ["frobnicate"], []):
+        assert run_ctl(sim, "profile", *args)[0] == control_cli.EXIT_USAGE, args
+    code, answer = run_ctl(sim, "profile", "set", "--connector", "0", "--purpose", "TxDefaultProfile",
+                           "--period", "0:16", "--kind", "Relative", "--start", "now")
+    assert code == control_cli.EXIT_HTTP_ERROR and "Relative" in answer["error"]
 
 
 # ---- HTTP -------------------------------------------------------------------------------------------------

@@ -597,6 +597,29 @@ class SimulatedCsms:
         return await self.call(cp_id, Action.remote_start_transaction, _compact(
             idTag=id_tag, connectorId=connector_id, chargingProfile=charging_profile), timeout_s=timeout_s)
 
+    async def set_charging_profile(self, cp_id: str, connector_id: int, cs_charging_profiles: dict[str, Any], *,
+                                   timeout_s: float | None = None) -> dict[str, Any]:
+        """``cs_charging_profiles``: the profile object (:func:`sim.csms.charging_profiles.charging_profile`
+        builds one); connector 0 = the whole charge point."""
+        return await self.call(cp_id, Action.set_charging_profile,
+                               {"connectorId": connector_id, "csChargingProfiles": cs_charging_profiles},
+                               timeout_s=timeout_s)
+
+    async def clear_charging_profile(self, cp_id: str, *, profile_id: int | None = None,
+                                     connector_id: int | None = None, purpose: str | None = None,
+                                     stack_level: int | None = None,
+                                     timeout_s: float | None = None) -> dict[str, Any]:
+        """No criterion: every profile; several: all must match (OCPP 1.6: an id given, only the id counts)."""
+        return await self.call(cp_id, Action.clear_charging_profile, _compact(
+            id=profile_id, connectorId=connector_id, chargingProfilePurpose=purpose, stackLevel=stack_level),
+            timeout_s=timeout_s)
+
+    async def get_composite_schedule(self, cp_id: str, connector_id: int, duration: int, unit: str | None = None,
+                                     *, timeout_s: float | None = None) -> dict[str, Any]:
+        """``duration`` in seconds from now; ``unit`` A or W (None: the charge point chooses)."""
+        return await self.call(cp_id, Action.get_composite_schedule, _compact(
+            connectorId=connector_id, duration=duration, chargingRateUnit=unit), timeout_s=timeout_s)
+
     async def remote_stop_transaction(self, cp_id: str, transaction_id: int, *,
                                       timeout_s: float | None = None) -> dict[str, Any]:
         return await self.call(cp_id, Action.remote_stop_transaction, {"transactionId": transaction_id},

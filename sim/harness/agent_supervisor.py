@@ -5,9 +5,10 @@ restart cannot fix (configuration, storage, usage), backing off when it crashes 
 can cut its power (SIGKILL, no chance to clean up) and power it on again: the simulator's way of
 testing durability.
 
-:class:`AgentOutput` keeps what the agent printed (JSON log lines): the last N lines, and the last
-connector status the agent reported (``{"msg": "connector status", "connector": 1, "status": ...}``),
-which works whatever CSMS the agent talks to.
+:class:`AgentOutput` keeps what the agent printed (JSON log lines): the last N lines, the last
+connector status the agent reported (``{"msg": "connector status", "connector": 1, "status": ...}``) and the
+charging limits it applies (:class:`~sim.harness.agent_limits.AgentLimits`), which works whatever CSMS the agent
+talks to.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from firmware.exitcodes import ExitCode
+from sim.harness.agent_limits import AgentLimits
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +272,7 @@ class AgentOutput:
         self._next_seq = 0
         self.sink = sink
         self.statuses: dict[int, dict[str, Any]] = {}
+        self.limits = AgentLimits()
         self.status_listeners: list[StatusCallback] = []
         self.line_listeners: list[LineCallback] = []
 
@@ -294,6 +297,7 @@ class AgentOutput:
             listener(obj)
         if obj.get("msg") == self.STATUS_MSG and "status" in obj:
             self._record_status(obj)
+        self.limits.feed(obj)
 
     def _record_status(self, obj: dict[str, Any]) -> None:
         connector = obj.get("connector")

@@ -14,17 +14,30 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from sim.csms.behaviour import BehaviourError
+from sim.csms.charging_profiles import (
+    KINDS,
+    PURPOSES,
+    RECURRENCIES,
+    UNITS,
+    Period,
+    charging_profile,
+    parse_instant,
+    profile_ids_sent,
+)
 from sim.csms.ocppj import check_payload
 from sim.csms.server import CallErrorReceived, InvalidRequest, InvalidResponse, NotConnected, SimulatedCsms
+from sim.csms.transcript import Direction, EntryKind
 from sim.harness.agent_supervisor import AgentOutput, AgentSupervisor
 from sim.harness.charger import (
     DEVICE_FAULT_KINDS,
@@ -42,6 +55,7 @@ MAX_BODY = 1 << 20
 MAX_HEADERS = 100
 REQUEST_TIMEOUT_S = 10.0
 _UID = re.compile(r"[0-9A-Fa-f]+")
+INT32_MAX = 2**31 - 1
 
 
 class ApiError(Exception):
@@ -199,6 +213,12 @@ class Body:
             raise ApiError(400, f"{key}: expected a non-empty string, got {self._show(key)}")
         return value
 
+    def choice(self, key: str, choices: tuple[str, ...], default: str | None = None) -> str:
+        value = self.data.get(key, default)
+        if value not in choices:
+            raise ApiError(400, f"{key}: expected one of {', '.join(choices)}, got {self._show(key)}")
+        return str(value)
+
     def obj(self, key: str, default: dict[str, Any] | None = None) -> dict[str, Any]:
         value = self.data.get(key, default)
         if not isinstance(value, dict):
@@ -222,6 +242,88 @@ def _query_int(req: HttpRequest, key: str, default: int | None, lo: int, hi: int
     return value
 
 
+def _query_number(req: HttpRequest, key: str, default: float, lo: float, hi: float) -> float:
+    text = _query_text(req, key)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not lo <= value <= hi:
+        raise ApiError(400, f"query {key}: expected a number from {lo:g} to {hi:g}, got {text!r}")
+    return value
+
+
+def _query_text(req: HttpRequest, key: str) -> str | None:
+    values = req.query.get(key)
+    return values[-1] if values else None
+
+
+# ---- OCPP requests to the builtin CSMS -----------------------------------------------------------------
+
+def _check_request(action: str, payload: dict[str, Any], hint: str = "") -> None:
+    """A payload that breaks the 1.6 schema is a 400 before anything is sent (whether or not the CP is there)."""
+    violation = check_payload(action, payload)
+    if violation is not None:
+        raise ApiError(400, f"{action}.req would be invalid: {violation.code}: {violation.description}{hint}")
+
+
+async def _answer(cp_id: str, action: str, call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """The charge point's CALLRESULT payload; every way a call can fail as the API's error status."""
+    base = {"cp_id": cp_id, "action": action}
+    try:
+        return await call
+    except NotConnected as exc:
+        raise ApiError(409, f"charge point not connected to the builtin CSMS: {exc}", **base) from None
+    except InvalidRequest as exc:
+        raise ApiError(400, str(exc), **base) from None
+    except CallErrorReceived as exc:
+        raise ApiError(502, str(exc), **base, call_error={
+            "code": exc.code, "description": exc.description, "details": exc.details}) from None
+    except InvalidResponse as exc:
+        raise ApiError(502, str(exc), **base, payload=exc.payload) from None
+    except TimeoutError as exc:
+        raise ApiError(504, str(exc), **base) from None
+
+
+def _periods(body: Body) -> list[Period]:
+    """``periods``: ``[[start_s, limit], [start_s, limit, phases], ...]``, at least one."""
+    raw = body.data.get("periods")
+    if not isinstance(raw, list) or not raw:
+        raise ApiError(400, "periods: expected a non-empty list of [start_s, limit] or [start_s, limit, phases], "
+                            f"got {json.dumps(raw)[:60]}")
+    out = []
+    for i, item in enumerate(raw):
+        if (not isinstance(item, list) or len(item) not in (2, 3)
+                or any(isinstance(x, bool) or not isinstance(x, int | float) for x in item)):
+            raise ApiError(400, f"periods[{i}]: expected [start_s, limit] or [start_s, limit, phases], "
+                                f"got {json.dumps(item)[:60]}")
+        start, limit, *phases = item
+        if not isinstance(start, int) or start < 0 or (phases and not isinstance(phases[0], int)):
+            raise ApiError(400, f"periods[{i}]: start_s and phases are whole numbers, start_s >= 0; got {item}")
+        if not limit >= 0:
+            raise ApiError(400, f"periods[{i}]: limit must be >= 0, got {limit}")
+        out.append(Period(start, limit, phases[0] if phases else None))
+    return out
+
+
+def _next_profile_id(csms: SimulatedCsms, cp_id: str) -> int:
+    """One above every chargingProfileId this CSMS sent that charge point: a new profile never replaces another
+    by accident (the same id replaces, whatever its purpose)."""
+    sent = profile_ids_sent((e.action, e.payload) for e in csms.transcript.messages(
+        cp_id, direction=Direction.TO_CP, kind=EntryKind.CALL))
+    return max(sent, default=0) + 1
+
+
+def _open_transaction(csms: SimulatedCsms, cp_id: str, connector: int) -> int | None:
+    """The newest transaction the CSMS knows open on that connector (a TxProfile's default target), if any."""
+    known = csms.states.get(cp_id)  # not csms.state(): that would make a record for an identity never seen
+    open_ids = [] if known is None else [t.transaction_id for t in known.open_transactions
+                                         if t.connector_id == connector]
+    return max(open_ids, default=None)
+
+
 # ---- the API -------------------------------------------------------------------------------------------
 
 Handler = Callable[[HttpRequest, dict[str, str]], Awaitable[tuple[int, Any]]]
@@ -241,6 +343,10 @@ ENDPOINTS: list[tuple[str, str, str]] = [
     ("POST", "/csms/call", 'builtin CSMS: {"action": "RemoteStartTransaction", "payload": {...}}'),
     ("POST", "/csms/id-tags", 'builtin CSMS: {"id_tag": "04A2B3C4", "status": "Accepted"}'),
     ("GET", "/csms/transcript", "builtin CSMS: frames and events (?n=100, ?since=SEQ)"),
+    ("POST", "/csms/charging-profiles", 'builtin CSMS: SetChargingProfile {"connector": 0, "purpose": '
+                                        '"TxDefaultProfile", "periods": [[0, 16], [60, 10]]}'),
+    ("POST", "/csms/charging-profiles/clear", 'builtin CSMS: ClearChargingProfile {"id": 3} (no field: all)'),
+    ("GET", "/csms/composite-schedule", "builtin CSMS: GetCompositeSchedule (?connector=1&duration_s=3600&unit=W)"),
 ]
 
 
@@ -266,6 +372,9 @@ class ControlApi:
             ("POST", "/csms/call"): self._csms_call,
             ("POST", "/csms/id-tags"): self._csms_id_tags,
             ("GET", "/csms/transcript"): self._csms_transcript,
+            ("POST", "/csms/charging-profiles"): self._profile_set,
+            ("POST", "/csms/charging-profiles/clear"): self._profile_clear,
+            ("GET", "/csms/composite-schedule"): self._composite_schedule,
         }
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
             (method, re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path)) + "$"), h)
@@ -353,6 +462,7 @@ class ControlApi:
     def _connector_view(self, n: int) -> dict[str, Any]:
         view = self.t.charger.connector_state(n)
         view["status"] = self.t.agent_output.statuses.get(n)
+        view["limit"] = self.t.agent_output.limits.view(n, self.t.charger.spec.max_current_a)
         return view
 
     def _builtin(self) -> SimulatedCsms:
@@ -504,25 +614,90 @@ class ControlApi:
         timeout_s = body.number("timeout_s", csms.response_timeout_s, lo=0.1, hi=600.0)
         validate = body.boolean("validate", True)
         if validate:  # checked here too, so a bad request is a 400 whether or not the CP is connected
-            violation = check_payload(action, payload)
-            if violation is not None:
-                raise ApiError(400, f"{action}.req would be invalid: {violation.code}: {violation.description} "
-                                    '(send "validate": false to send it anyway)')
-        base = {"cp_id": cp_id, "action": action}
+            _check_request(action, payload, ' (send "validate": false to send it anyway)')
+        response = await _answer(cp_id, action, csms.call(cp_id, action, payload, timeout_s=timeout_s,
+                                                          validate=validate))
+        return 200, {"cp_id": cp_id, "action": action, "response": response}
+
+    # ---- smart charging (builtin CSMS) ---------------------------------------------------------------
+
+    async def _profile_set(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        csms = self._builtin()
+        body = Body(req.body)
+        body.only("cp_id", "connector", "purpose", "periods", "unit", "kind", "recurrency", "start", "duration_s",
+                  "stack_level", "id", "transaction_id", "min_rate", "timeout_s")
+        cp_id = body.text("cp_id", self.t.charger.spec.charge_point_id)
+        timeout_s = body.number("timeout_s", csms.response_timeout_s, lo=0.1, hi=600.0)
+        connector = body.integer("connector", lo=0, hi=INT32_MAX)
+        purpose = body.choice("purpose", PURPOSES)
+        kind = body.choice("kind", KINDS, "Absolute")
+        recurrency = body.choice("recurrency", RECURRENCIES, "Daily") \
+            if body.has("recurrency") or kind == "Recurring" else None
+        start = None
+        if body.has("start") or kind != "Relative":
+            text = body.text("start", "now")
+            try:
+                start = parse_instant(text, datetime.now(UTC))
+            except ValueError as exc:
+                raise ApiError(400, f"start: {exc}") from None
+        transaction_id = body.integer("transaction_id", lo=0, hi=INT32_MAX) if body.has("transaction_id") else None
+        if transaction_id is None and purpose == "TxProfile":
+            transaction_id = _open_transaction(csms, cp_id, connector)
         try:
-            response = await csms.call(cp_id, action, payload, timeout_s=timeout_s, validate=validate)
-        except NotConnected as exc:
-            raise ApiError(409, f"charge point not connected to the builtin CSMS: {exc}", **base) from None
-        except InvalidRequest as exc:
-            raise ApiError(400, str(exc), **base) from None
-        except CallErrorReceived as exc:
-            raise ApiError(502, str(exc), **base, call_error={
-                "code": exc.code, "description": exc.description, "details": exc.details}) from None
-        except InvalidResponse as exc:
-            raise ApiError(502, str(exc), **base, payload=exc.payload) from None
-        except TimeoutError as exc:
-            raise ApiError(504, str(exc), **base) from None
-        return 200, {**base, "response": response}
+            profile = charging_profile(
+                body.integer("id", lo=0, hi=INT32_MAX) if body.has("id") else _next_profile_id(csms, cp_id),
+                body.integer("stack_level", 0, lo=0, hi=INT32_MAX), purpose, _periods(body),
+                unit=body.choice("unit", UNITS, "A"), kind=kind, recurrency=recurrency, start=start,
+                duration_s=body.integer("duration_s", lo=0, hi=INT32_MAX) if body.has("duration_s") else None,
+                transaction_id=transaction_id,
+                min_charging_rate=body.number("min_rate", lo=0.0, hi=1e9) if body.has("min_rate") else None)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        payload = {"connectorId": connector, "csChargingProfiles": profile}
+        _check_request("SetChargingProfile", payload)
+        response = await _answer(cp_id, "SetChargingProfile", csms.set_charging_profile(
+            cp_id, connector, profile, timeout_s=timeout_s))
+        return 200, {"cp_id": cp_id, "action": "SetChargingProfile", "request": payload, "response": response}
+
+    async def _profile_clear(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        csms = self._builtin()
+        body = Body(req.body)
+        body.only("cp_id", "id", "connector", "purpose", "stack_level", "timeout_s")
+        cp_id = body.text("cp_id", self.t.charger.spec.charge_point_id)
+        timeout_s = body.number("timeout_s", csms.response_timeout_s, lo=0.1, hi=600.0)
+        profile_id = body.integer("id", lo=0, hi=INT32_MAX) if body.has("id") else None
+        connector = body.integer("connector", lo=0, hi=INT32_MAX) if body.has("connector") else None
+        purpose = body.choice("purpose", PURPOSES) if body.has("purpose") else None
+        stack_level = body.integer("stack_level", lo=0, hi=INT32_MAX) if body.has("stack_level") else None
+        fields = (("id", profile_id), ("connectorId", connector), ("chargingProfilePurpose", purpose),
+                  ("stackLevel", stack_level))
+        payload = {name: value for name, value in fields if value is not None}
+        response = await _answer(cp_id, "ClearChargingProfile", csms.clear_charging_profile(
+            cp_id, profile_id=profile_id, connector_id=connector, purpose=purpose, stack_level=stack_level,
+            timeout_s=timeout_s))
+        return 200, {"cp_id": cp_id, "action": "ClearChargingProfile", "request": payload, "response": response}
+
+    async def _composite_schedule(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        csms = self._builtin()
+        known = {"cp_id", "connector", "duration_s", "unit", "timeout_s"}
+        unknown = sorted(set(req.query) - known)
+        if unknown:
+            raise ApiError(400, f"unknown query parameter(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        connector = _query_int(req, "connector", None, 0, INT32_MAX)
+        duration = _query_int(req, "duration_s", None, 0, INT32_MAX)
+        if connector is None or duration is None:
+            raise ApiError(400, "query connector and duration_s are required, e.g. ?connector=1&duration_s=3600")
+        unit = _query_text(req, "unit")
+        if unit is not None and unit not in UNITS:
+            raise ApiError(400, f"query unit: expected one of {', '.join(UNITS)}, got {unit!r}")
+        timeout_s = _query_number(req, "timeout_s", csms.response_timeout_s, 0.1, 600.0)
+        payload: dict[str, Any] = {"connectorId": connector, "duration": duration}
+        if unit is not None:
+            payload["chargingRateUnit"] = unit
+        cp_id = _query_text(req, "cp_id") or self.t.charger.spec.charge_point_id
+        response = await _answer(cp_id, "GetCompositeSchedule", csms.get_composite_schedule(
+            cp_id, connector, duration, unit, timeout_s=timeout_s))
+        return 200, {"cp_id": cp_id, "action": "GetCompositeSchedule", "request": payload, "response": response}
 
     async def _csms_id_tags(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
         csms = self._builtin()

@@ -14,9 +14,12 @@ import json
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from sim.csms.charging_profiles import KINDS, PURPOSES, RECURRENCIES, UNITS  # stdlib only, like this client
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 ENV_URL = "EVSE_SIM_CONTROL_URL"
@@ -114,7 +117,78 @@ def _parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("transcript", help="GET /csms/transcript (builtin CSMS)")
     tr.add_argument("-n", type=int, default=100)
     tr.add_argument("--since", type=int)
+    _profile_parser(sub.add_parser("profile", help="smart charging profiles (builtin CSMS): set, clear, composite"))
     return p
+
+
+def _profile_parser(profile: argparse.ArgumentParser) -> None:
+    sub = profile.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
+
+    def common(c: argparse.ArgumentParser) -> None:
+        c.add_argument("--cp-id", metavar="ID", help="charge point identity (default: the simulated charger)")
+        c.add_argument("--call-timeout", type=float, metavar="S", help="seconds to wait for the charge point's answer")
+
+    st = sub.add_parser("set", help="POST /csms/charging-profiles: SetChargingProfile")
+    st.add_argument("--connector", type=int, required=True, metavar="N", help="0: the whole charger (every connector)")
+    st.add_argument("--purpose", required=True, choices=PURPOSES)
+    st.add_argument("--period", dest="periods", action="append", required=True, metavar="START:LIMIT[:PHASES]",
+                    help="seconds into the schedule : limit in the unit (repeat; the first START is 0), "
+                         "e.g. --period 0:16 --period 60:10")
+    st.add_argument("--unit", choices=UNITS, help="A per phase (default) or W in total")
+    st.add_argument("--kind", choices=KINDS, help="default Absolute")
+    st.add_argument("--recurrency", choices=RECURRENCIES, help="Recurring only (default Daily)")
+    st.add_argument("--start", metavar="WHEN",
+                    help="startSchedule: now (default; not for Relative), +SECONDS or ISO 8601 with offset")
+    st.add_argument("--duration", type=int, metavar="S", help="seconds (default: none, the last period runs on)")
+    st.add_argument("--stack-level", type=int, metavar="N", help="default 0")
+    st.add_argument("--id", type=int, metavar="N", help="chargingProfileId (default: one above every id sent so far)")
+    st.add_argument("--transaction", type=int, metavar="N",
+                    help="TxProfile: transactionId (default: the transaction open on that connector)")
+    st.add_argument("--min-rate", type=float, metavar="R", help="minChargingRate, in the unit")
+    common(st)
+    cl = sub.add_parser("clear", help="POST /csms/charging-profiles/clear: ClearChargingProfile (no option: all)")
+    cl.add_argument("--id", type=int, metavar="N", help="only this profile (the other criteria then do not count)")
+    cl.add_argument("--connector", type=int, metavar="N")
+    cl.add_argument("--purpose", choices=PURPOSES)
+    cl.add_argument("--stack-level", type=int, metavar="N")
+    common(cl)
+    co = sub.add_parser("composite", help="GET /csms/composite-schedule: GetCompositeSchedule")
+    co.add_argument("--connector", type=int, required=True, metavar="N", help="0: the whole charger's expected draw")
+    co.add_argument("--duration", type=int, required=True, metavar="S", help="seconds from now")
+    co.add_argument("--unit", choices=UNITS, help="default: the charge point's choice")
+    common(co)
+
+
+def parse_period(text: str) -> list[int | float]:
+    """``START:LIMIT[:PHASES]`` -> ``[start, limit(, phases)]``; ValueError with the reason."""
+    parts = text.split(":")
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        out: list[int | float] = [int(parts[0]), float(parts[1])]
+        if len(parts) == 3:
+            out.append(int(parts[2]))
+    except ValueError:
+        raise ValueError(f"--period {text!r}: expected START:LIMIT or START:LIMIT:PHASES, "
+                         "e.g. 0:16 or 3600:7.5:1 (whole seconds, a limit, whole phases)") from None
+    return out
+
+
+def _profile_call(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
+    options = {"cp_id": args.cp_id, "timeout_s": args.call_timeout}
+    if args.profile_command == "composite":
+        query = urllib.parse.urlencode({k: v for k, v in (
+            ("connector", args.connector), ("duration_s", args.duration), ("unit", args.unit),
+            *options.items()) if v is not None})
+        return "GET", "/csms/composite-schedule?" + query, None
+    if args.profile_command == "clear":
+        body = {"id": args.id, "connector": args.connector, "purpose": args.purpose, "stack_level": args.stack_level}
+        return "POST", "/csms/charging-profiles/clear", {k: v for k, v in {**body, **options}.items() if v is not None}
+    body = {"connector": args.connector, "purpose": args.purpose, "periods": [parse_period(p) for p in args.periods],
+            "unit": args.unit, "kind": args.kind, "recurrency": args.recurrency, "start": args.start,
+            "duration_s": args.duration, "stack_level": args.stack_level, "id": args.id,
+            "transaction_id": args.transaction, "min_rate": args.min_rate}
+    return "POST", "/csms/charging-profiles", {k: v for k, v in {**body, **options}.items() if v is not None}
 
 
 def _query(**params: int | None) -> str:
@@ -176,6 +250,8 @@ def build_call(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | Non
                                          "status": None if args.status == "remove" else args.status}
     if cmd == "transcript":
         return "GET", "/csms/transcript" + _query(n=args.n, since=args.since), None
+    if cmd == "profile":
+        return _profile_call(args)
     raise ValueError(f"unknown command {cmd!r}")  # pragma: no cover - argparse knows the commands
 
 

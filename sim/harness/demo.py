@@ -44,6 +44,7 @@ _REQUEST_FIELDS: dict[str, tuple[str, ...]] = {
     "StatusNotification": ("connectorId", "status", "errorCode", "info"),
     "MeterValues": ("connectorId", "transactionId"),
     "Heartbeat": (),
+    "SetChargingProfile": ("connectorId",),
 }
 _ANSWER_FIELDS: dict[str, tuple[str, ...]] = {
     "BootNotification": ("status", "interval"),
@@ -83,7 +84,23 @@ def summarize_payload(action: str | None, payload: Any, answer: bool) -> str:
             parts.append(f"{key}={shown}")
     if action == "MeterValues" and not answer:
         parts += _sampled_values(payload)
+    if action == "SetChargingProfile" and not answer:
+        parts += _profile(payload.get("csChargingProfiles"))
     return " ".join(parts)
+
+
+def _profile(profile: Any) -> list[str]:
+    """``TxDefaultProfile id=1 level=0 Absolute 0s:16A 60s:10A``: what a person watching the pilot needs."""
+    if not isinstance(profile, dict):
+        return []
+    parts = [str(profile.get("chargingProfilePurpose")), f"id={profile.get('chargingProfileId')}",
+             f"level={profile.get('stackLevel')}", str(profile.get("chargingProfileKind"))]
+    schedule = profile.get("chargingSchedule")
+    if isinstance(schedule, dict) and isinstance(schedule.get("chargingSchedulePeriod"), list):
+        unit = schedule.get("chargingRateUnit", "")
+        parts += [f"{p.get('startPeriod')}s:{p.get('limit')}{unit}" for p in schedule["chargingSchedulePeriod"][:6]
+                  if isinstance(p, dict)]
+    return parts
 
 
 def _sampled_values(payload: dict[str, Any]) -> list[str]:
