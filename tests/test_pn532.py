@@ -468,15 +468,23 @@ async def test_sim_takes_no_command_while_polling_until_the_host_aborts(host: Ra
     assert host.inbox.empty()  # the aborted poll never answered
 
 
-async def test_start_raises_when_no_chip_answers(wire: SerialWire) -> None:
+async def test_start_raises_when_no_chip_answers_and_keeps_trying(wire: SerialWire) -> None:
     chip = SimulatedPn532(wire.device_port)
     await chip.start()
     chip.set_silent(True)
     reader = fast_reader(wire.host_port)
+    events = reader.events.subscribe()
     try:
         with pytest.raises(DeviceError, match="no answer to SAM_CONFIGURATION"):
             await reader.start()
         assert reader.stats.timeouts == 3
+        # the chip answers later (it was busy with a poll a killed process left running, say): the reader comes up
+        chip.set_silent(False)
+        chip.present("A1B2C3D4")
+        async with asyncio.timeout(10):
+            while not isinstance(event := await events.get(), CardPresented):
+                pass
+        assert event.uid == "A1B2C3D4" and reader.firmware is not None
     finally:
         await reader.close()
         chip.close()
@@ -484,8 +492,11 @@ async def test_start_raises_when_no_chip_answers(wire: SerialWire) -> None:
 
 async def test_start_raises_for_a_missing_port() -> None:
     reader = fast_reader("/dev/does-not-exist")
-    with pytest.raises(DeviceError, match="cannot open /dev/does-not-exist"):
-        await reader.start()
+    try:
+        with pytest.raises(DeviceError, match="cannot open /dev/does-not-exist"):
+            await reader.start()
+    finally:
+        await reader.close()  # it kept trying to open the port
 
 
 def test_simulator_rejects_impossible_uids() -> None:

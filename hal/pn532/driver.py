@@ -186,12 +186,16 @@ class Pn532Reader:
 
     async def start(self) -> None:
         """Open the port and run the init sequence; raises :class:`DeviceError` if the PN532 does not
-        answer. Polling then runs in the background until :meth:`close`."""
+        answer. Polling then runs in the background until :meth:`close` — also after such an error: the loop
+        keeps initialising the chip (one still busy with a poll a killed process left running, asleep, or not
+        plugged in yet), as every driver keeps retrying a device that did not start (firmware/hardware.py)."""
         self._loop = asyncio.get_running_loop()
         try:
             await self._initialise()
-        except DeviceError:
+        except DeviceError as exc:
             self._close_port()
+            self._link_failed(exc)
+            self._task = self._spawn(self._run(), name=f"pn532:{self.name}")
             raise
         self._task = self._spawn(self._run(), name=f"pn532:{self.name}")
 
