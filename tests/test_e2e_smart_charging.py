@@ -279,3 +279,15 @@ async def test_the_limit_on_mqtt_names_the_ocpp_source_and_its_next_change(tmp_p
                                     since=mark)).json()
         assert limit["sources"]["ocpp"] == 10
         assert datetime.fromisoformat(limit["next_change"]) == t0 + timedelta(seconds=600)
+
+
+async def test_the_evse_din_current_register_follows_a_profile(tmp_path: Path) -> None:
+    """The other board: on an EVSE-DIN the limit is its current register (Modbus), not a PWM command."""
+    async with Station(tmp_path, connectors=1, board="evse_din") as s:
+        await s.start_agent()
+        await s.start_session(1, CARD)
+        await offered(s, 1, 32)
+        assert await set_profile(s, 0, profile(1, 0, "TxDefaultProfile", [(0, 11)], kind="Relative")) == "Accepted"
+        await offered(s, 1, 11)
+        assert (await s.csms.call(CP_ID, "ClearChargingProfile", {}))["status"] == "Accepted"
+        await offered(s, 1, 32)
