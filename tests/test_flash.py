@@ -25,6 +25,7 @@ import pytest
 from sim.csms.behaviour import ChargePointProfile
 from sim.csms.server import SimulatedCsms
 from sim.harness.charger import ChargerSpec, OcppSettings, SimulatedCharger
+from tests.controller import agent_python, grant_serial_ports, make_root, traversable_dir
 from tests.pki import Signer, make_signer
 from tests.sshd import CuttingProxy, SshServer, running_sshd
 from tools.flashing.build import runtime_requirements
@@ -118,6 +119,7 @@ class Charger:
 
     async def __aenter__(self) -> Charger:
         await self.sim.start()
+        grant_serial_ports(self.sim)  # the agent's user opens them through its group, as on a controller
         await self.csms.start()
         self.csms.behaviour.profiles[CP_ID] = ChargePointProfile(password=PASSWORD)
         self.config.write_text(self.sim.agent_config(str(self.root / "var/lib/evse-agent"),
@@ -133,12 +135,13 @@ class Charger:
 
 
 @pytest.fixture
-async def charger(tmp_path: Path) -> AsyncIterator[Charger]:
-    root = tmp_path / "controller"
-    (root / "etc/evse-agent").mkdir(parents=True)
-    (root / "etc/evse-agent/hardware-revision").write_text(REVISION + "\n")  # the factory writes it
-    async with Charger(root) as c:
-        yield c
+async def charger() -> AsyncIterator[Charger]:
+    with traversable_dir("evse-flash-") as where:
+        root = make_root(where / "controller")
+        (root / "etc/evse-agent").mkdir(parents=True)
+        (root / "etc/evse-agent/hardware-revision").write_text(REVISION + "\n")  # the factory writes it
+        async with Charger(root) as c:
+            yield c
 
 
 def status(url: str, *opts: str) -> dict:  # type: ignore[type-arg]
@@ -157,7 +160,7 @@ async def test_build_flash_over_ssh_health_check_upgrade_and_manual_rollback(
     r = await atool("commission", url, *ssh, "--config", charger.config, "--security-profile", "1")
     assert r.returncode == 0, r.stderr
     assert "security      profile 1, password set" in r.stdout and PASSWORD not in r.stdout
-    assert (charger.root / "etc/evse-agent/agent.toml").stat().st_mode & 0o777 == 0o600
+    assert (charger.root / "etc/evse-agent/agent.toml").stat().st_mode & 0o777 == 0o640  # root:evse-agent
 
     started = time.monotonic()
     r = await atool("flash", url, bundles.v1, "--trust", bundles.signer.ca_cert, *ssh, *FAST_HEALTH)
@@ -337,7 +340,7 @@ async def test_directory_target(charger: Charger, bundles: Bundles) -> None:
     info = status(url)
     assert info["slots"]["b"]["health"] == "not run" and info["slots"]["a"]["version"] == "1.0.0"
     # the same root run here (--local-exec): the agent from the slot passes its health check
-    r = await atool("flash", url, bundles.v1, *trust, "--local-exec", *FAST_HEALTH)
+    r = await atool("flash", url, bundles.v1, *trust, "--local-exec", "--python", agent_python(), *FAST_HEALTH)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "health check passed" in r.stdout and active_link(charger.root) == "slots/a"
 
