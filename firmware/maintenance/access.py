@@ -174,8 +174,10 @@ def check_state_dir(root: str, state_dir: str) -> Path:
     """The state dir is handed to the agent with all it holds: refuse anything that is not a directory of its
     own (``/``, ``/var/lib``, ``/etc/...``, the code, a parent of the configuration)."""
     normal = os.path.normpath(state_dir)
-    on_controller = normal[len(root.rstrip("/")):] if root != "/" and normal.startswith(root.rstrip("/") + "/") \
-        else normal
+    top = root.rstrip("/")
+    on_controller = normal
+    if root != "/" and (normal == top or normal.startswith(top + "/")):
+        on_controller = normal[len(top):] or "/"
     parts = Path(on_controller).parts
     bad = (not Path(normal).is_absolute() or len(parts) < 3 or on_controller in SYSTEM_DIRS
            or any(on_controller == t or on_controller.startswith(t + "/") for t in SYSTEM_TREES)

@@ -24,6 +24,7 @@ old or the new slot active, each complete.
 
 from __future__ import annotations
 
+import compileall
 import hashlib
 import json
 import os
@@ -186,6 +187,9 @@ def _unpack(bundle: Path, dest: Path) -> dict[str, Any]:
                 if not _safe(name):
                     raise SlotError("corrupt", f"{wheel.name}: member {name!r} leaves the slot")
             z.extractall(dest / "lib")
+    # compiled here, once: the agent's user may not write its own code, so it could not cache bytecode itself
+    # and would compile every module at every start
+    compileall.compile_dir(dest, quiet=2, workers=1)
     _readable_by_agent(dest)
     return manifest
 

@@ -1,0 +1,219 @@
+"""Least privilege on the controller: the units tools/flash.py installs, checked by systemd's own tools; the agent
+run as an unprivileged user in what of its unit's sandbox applies without systemd (tests/sandbox.py) through a
+charging session and a Hard reset; the privileged A/B switch as its unit runs it.
+
+Commissioning's user and modes over a real SSH target, and the migration of a controller commissioned by the
+previous version: tests/test_flash.py. The policy itself on a directory root: tests/test_access.py.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import re
+import shlex
+import shutil
+import subprocess
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from firmware.exitcodes import ExitCode
+from firmware.maintenance import privileged, slots
+from firmware.maintenance.privileged import REBOOT_REQUEST, RUN_DIR, SWITCH_REQUEST
+from tests.controller import agent_python, grant_serial_ports, traversable_dir
+from tests.sandbox import Sandbox, service_directives
+from tests.station import CP_ID, Station
+from tools.flashing.unit import STATE_DROPIN_PATH, helper_units, state_dropin, unit_files, unit_text
+
+REPO = Path(__file__).resolve().parents[1]
+CARD = "04A1B2C3"
+MAX_EXPOSURE = 2.0  # systemd-analyze's "OK" band ends at 4.9; the issue asks for 2.0 at most
+
+
+def free_id() -> int:
+    """A user and group id this machine does not use: the stand-in for the controller's evse-agent."""
+    for n in range(64100, 65000):
+        try:
+            pwd.getpwuid(n)
+            continue
+        except KeyError:
+            pass
+        try:
+            grp.getgrgid(n)
+        except KeyError:
+            return n
+    raise RuntimeError("no free id in 64100..64999")
+
+
+def exposure(unit: Path) -> float:
+    """``systemd-analyze security --offline=true``'s overall exposure of a unit file."""
+    r = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)], capture_output=True,
+                       text=True, check=False)
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", r.stdout + r.stderr)
+    assert found, r.stdout + r.stderr
+    print(f"[figure] {unit.name}: exposure {found[1]} {found[2]}")
+    return float(found[1])
+
+
+def test_installed_units_verify_and_the_agent_is_exposed_at_most_2(tmp_path: Path) -> None:
+    """The units as flash writes them on a controller (root /), with commissioning's drop-in beside the agent's
+    (verify reads it with the unit: a typo there is reported, and any report fails the test)."""
+    system = tmp_path / "etc/systemd/system"
+    for unit in unit_files("/", "/usr/bin/python3"):
+        (tmp_path / unit.path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / unit.path).write_text(unit.text)
+    (tmp_path / STATE_DROPIN_PATH).parent.mkdir(parents=True)
+    (tmp_path / STATE_DROPIN_PATH).write_text(state_dropin("/var/lib/evse-agent"))
+    units = sorted(system.glob("evse-agent*.service")) + sorted(system.glob("*.path"))
+    assert [u.name for u in units] == ["evse-agent-reboot.service", "evse-agent-switch.service", "evse-agent.service",
+                                       "evse-agent-reboot.path", "evse-agent-switch.path"]
+    r = subprocess.run(["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True, check=False)
+    assert (r.returncode, r.stdout + r.stderr) == (0, ""), r.stdout + r.stderr
+    assert exposure(system / "evse-agent.service") <= MAX_EXPOSURE
+    assert exposure(system / "evse-agent-switch.service") <= MAX_EXPOSURE  # root, but boxed in
+    assert exposure(system / "evse-agent-reboot.service") <= 1.0  # runs /bin/true
+    directives = service_directives(unit_text("/", "/usr/bin/python3"))
+    assert directives["User"] == ["evse-agent"] and directives["UMask"] == ["0077"]
+
+
+def assert_sandboxed(pid: int, uid: int) -> None:
+    """The process runs as the stand-in user, in the serial ports' group only, with no capability, no new
+    privileges, and the sandbox's four seccomp filters (the kernel's word for it: /proc/PID/status)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines())
+    assert fields["Uid"].split() == [str(uid)] * 4 and fields["Gid"].split() == [str(uid)] * 4
+    assert fields["Groups"].split() == [str(grp.getgrnam("dialout").gr_gid)]
+    assert int(fields["CapEff"], 16) == int(fields["CapBnd"], 16) == int(fields["CapPrm"], 16) == 0
+    assert fields["NoNewPrivs"].strip() == "1" and fields["Seccomp"].strip() == "2"
+    assert fields["Seccomp_filters"].strip() == "4"
+
+
+async def test_agent_runs_unprivileged_through_a_session_and_a_hard_reset() -> None:
+    """The agent as a user of its own (no capabilities, no new privileges, umask 077, the unit's system call,
+    address family, W^X and namespace filters), reaching the devices through the serial ports' group and writing
+    only its own directory: a charging session, then a Hard reset that asks systemd for the reboot where the
+    unit's path unit waits for it."""
+    uid = free_id()
+    unit = unit_text("/", agent_python())
+    sandbox = Sandbox.from_unit(unit, uid=uid, gid=uid)
+    assert sandbox.umask == 0o077 and sandbox.no_new_privileges and len(sandbox.filters) == 4
+    print(f"\napplied without systemd: {', '.join(sandbox.applied)}\nneeds systemd: {', '.join(sandbox.not_applied)}")
+    with traversable_dir("evse-priv-") as where:
+        etc, state, run = where / "etc", where / "state", where / "run"
+        etc.mkdir(mode=0o750)
+        os.chown(etc, 0, uid)
+        for d in (state, run):
+            d.mkdir(mode=0o700)
+            os.chown(d, uid, uid)
+        async with Station(etc, connectors=1, storage_dir=state) as s:
+            os.chown(s.config_path, 0, uid)
+            s.config_path.chmod(0o640)  # as commissioning leaves it: root's, readable by the agent's group
+            grant_serial_ports(s.charger)
+            s.agent_command = [agent_python(), "-S", "-m", "firmware"]
+            s.agent_env = {"PYTHONPATH": f"{REPO}:{sysconfig.get_paths()['purelib']}",
+                           "RUNTIME_DIRECTORY": str(run)}
+            s.spawn_options = {"preexec_fn": sandbox.preexec()}
+            await s.start_agent(supervised=True)
+            assert s.proc is not None
+            assert_sandboxed(s.proc.pid, uid)
+
+            tx_id = await s.start_session(1, CARD)
+            mark = s.mark()
+            s.ev(1).unplug()
+            stop = await s.wait_call("StopTransaction", since=mark)
+            assert stop.payload["transactionId"] == tx_id and stop.payload["reason"] == "EVDisconnected"
+            for name in ("agent.db", "agent.db-wal"):
+                st = (state / name).stat()
+                assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (uid, uid, 0o600), name
+            assert not (run / REBOOT_REQUEST).exists()
+
+            mark = s.mark()
+            assert (await s.csms.reset(CP_ID, "Hard"))["status"] == "Accepted"
+            await s.wait_booted(since=mark)
+            assert s.exit_codes == [ExitCode.RESTART] and s.starts == 2
+            request = run / REBOOT_REQUEST
+            st = request.stat()
+            assert (st.st_uid, st.st_mode & 0o777) == (uid, 0o600) and request.read_text() == "OCPP Hard reset\n"
+            assert any(e.get("msg") == "reboot requested" for e in s.log())
+            reboot_path = next(u for u in helper_units("/", agent_python()) if u.name == "evse-agent-reboot.path")
+            watched = service_directives(reboot_path.text.replace("[Path]", "[Service]"))["PathExists"]
+            assert watched == [f"{RUN_DIR}/{request.name}"]  # where the unit's RuntimeDirectory puts it
+            assert "RuntimeDirectory=evse-agent" in unit and RUN_DIR == "/run/evse-agent"
+            assert_sandboxed(s.proc.pid, uid)  # the agent started again after the reset too
+
+
+def fake_controller(root: Path) -> Path:
+    """Two installed slots holding the controller-side code (what the switch unit runs), slot a active."""
+    base = root / "opt/evse-agent"
+    for n, slot in enumerate(slots.SLOTS):
+        app = base / "slots" / slot / "app"
+        for rel in ("firmware/__init__.py", "firmware/maintenance/__init__.py", "firmware/maintenance/access.py",
+                    "firmware/maintenance/slots.py"):
+            (app / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / rel, app / rel)
+        (base / "slots" / slot / "manifest.json").write_text(json.dumps({"version": f"1.{n}.0"}))
+    os.symlink("slots/a", base / "current")
+    (base / "state.json").write_text(json.dumps({"slots": {s: {"version": f"1.{n}.0", "health": "passed"}
+                                                           for n, s in enumerate(slots.SLOTS)}}))
+    (root / RUN_DIR.lstrip("/")).mkdir(parents=True)
+    return root
+
+
+def run_switch_unit(root: Path) -> subprocess.CompletedProcess[str]:
+    """evse-agent-switch.service's ExecStart with its Environment=, as systemd starts it (as root)."""
+    unit = next(u for u in helper_units(str(root), agent_python()) if u.name == "evse-agent-switch.service")
+    d = service_directives(unit.text)
+    env = dict(item.split("=", 1) for v in d["Environment"] for item in shlex.split(v))
+    return subprocess.run(shlex.split(d["ExecStart"][0]), env={"PATH": os.environ["PATH"], **env},
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_switch_request_is_done_by_the_privileged_unit_and_nothing_else(tmp_path: Path) -> None:
+    root = fake_controller(tmp_path / "controller")
+    run = {"RUNTIME_DIRECTORY": str(root / RUN_DIR.lstrip("/"))}
+    request = privileged.request_switch("b", environ=run)
+    assert request is not None
+    path_unit = next(u for u in helper_units(str(root), agent_python()) if u.name == "evse-agent-switch.path")
+    assert f"PathExists={request}\n" in path_unit.text  # the agent writes where the path unit waits
+    r = run_switch_unit(root)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["result"]["switched"] is True
+    assert slots.active_slot(str(root)) == "b" and not request.exists()
+    history = slots.info(str(root))["history"]
+    assert history[-1]["event"] == "switched (requested by the agent)" and history[-1]["previous"] == "a"
+
+    # anything but a request for another healthy installed slot changes nothing (and is consumed)
+    def refused(write: object, why: str) -> None:
+        assert callable(write)
+        write()
+        r = slots.call("apply_switch_request", {"root": str(root), "request": str(request)})
+        assert r["ok"] and r["result"]["switched"] is False and why in r["result"]["refused"], r
+        assert slots.active_slot(str(root)) == "b" and not request.is_symlink() and not request.exists()
+
+    refused(lambda: request.write_text("c\n"), "not a request for slot a or b")
+    refused(lambda: request.write_text("../../etc\n"), "not a request for slot a or b")
+    refused(lambda: request.write_text("a" * 100), "not a request for slot a or b")
+    target = tmp_path / "elsewhere"
+    target.write_text("a\n")
+    refused(lambda: os.symlink(target, request), "not a request for slot a or b")
+    assert target.read_text() == "a\n"  # the link's target is not touched
+    os.mkfifo(tmp_path / "fifo")
+    refused(lambda: os.symlink(tmp_path / "fifo", request), "not a request for slot a or b")
+    refused(lambda: privileged.request_switch("b", environ=run), "slot b is already active")
+    slots.record_health(str(root), "a", {"ok": False, "stage": "start", "detail": "test"})
+    refused(lambda: privileged.request_switch("a", environ=run), "slot a failed its health check")
+    (root / "opt/evse-agent/slots/a/manifest.json").unlink()
+    refused(lambda: privileged.request_switch("a", environ=run), "slot a holds no installed agent")
+    assert [h["event"] for h in slots.info(str(root))["history"]].count("switch refused") == 7
+
+
+def test_without_the_unit_nobody_is_asked() -> None:
+    assert privileged.request_reboot("test", environ={}) is None
+    assert privileged.request_switch("a", environ={}) is None
+    with pytest.raises(ValueError, match="slot 'x'"):
+        privileged.request_switch("x", environ={"RUNTIME_DIRECTORY": "/nonexistent"})
+    assert SWITCH_REQUEST != REBOOT_REQUEST
