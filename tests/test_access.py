@@ -95,5 +95,5 @@ def test_a_state_dir_that_is_not_the_agents_own_is_refused(tmp_path: Path, state
 
 
 def test_a_root_without_account_files_is_named(tmp_path: Path) -> None:
-    with pytest.raises(access.AccessError, match=r"etc/group is missing: is .* a controller's root filesystem"):
+    with pytest.raises(access.AccessError, match=r"etc/passwd is missing: is .* a controller's root filesystem"):
         access.secure(str(tmp_path))

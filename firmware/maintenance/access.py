@@ -108,8 +108,12 @@ def read_account(root: str) -> Account | None:
     return Account(AGENT_USER, int(entry[2]), int(entry[3]), supplementary)
 
 
-def _group_id(root: str, name: str) -> int | None:
-    return next((int(g[2]) for g in _db(root, "group") if len(g) >= 4 and g[0] == name), None)
+def group_id(root: str, name: str) -> int | None:
+    """The id of group ``name`` on the controller (None: it has none, or no etc/group)."""
+    try:
+        return next((int(g[2]) for g in _db(root, "group") if len(g) >= 4 and g[0] == name), None)
+    except AccessError:
+        return None
 
 
 def _tool(name: str) -> str:
@@ -129,7 +133,8 @@ def ensure_account(root: str, state_dir: str) -> tuple[Account, bool, list[str]]
     """Create the system user (no login, home = the state dir) or add it to the serial ports' group; returns the
     account, whether it was created, and the groups added. ``useradd --prefix`` for a root in a directory."""
     prefix = [] if root == "/" else ["--prefix", root]
-    if _group_id(root, SERIAL_GROUP) is None:
+    _db(root, "passwd"), _db(root, "group")  # both there, or an error that says which is not
+    if group_id(root, SERIAL_GROUP) is None:
         raise AccessError(f"the controller has no group {SERIAL_GROUP!r} (etc/group): its serial ports must belong to "
                           "it (udev) for the agent to open them")
     account = read_account(root)
@@ -139,7 +144,7 @@ def ensure_account(root: str, state_dir: str) -> tuple[Account, bool, list[str]]
               state_dir, "--no-create-home", "--shell", "/usr/sbin/nologin", "--comment", "evse-agent EV charger agent",
               AGENT_USER])
         created = True
-    elif _group_id(root, SERIAL_GROUP) not in account.groups:
+    elif group_id(root, SERIAL_GROUP) not in account.groups:
         _run([_tool("usermod"), *prefix, "--append", "--groups", SERIAL_GROUP, AGENT_USER])
         added.append(SERIAL_GROUP)
     account = read_account(root)

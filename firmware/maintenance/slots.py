@@ -374,20 +374,26 @@ def apply_switch_request(root: str, request: str, service: str | None = None) ->
     return {"switched": True, **result}
 
 
-def write_file(root: str, path: str, text: str, mode: int = 0o644, link_from: str | None = None) -> dict[str, Any]:
+def write_file(root: str, path: str, text: str, mode: int = 0o644, link_from: str | None = None,
+               group: str | None = None) -> dict[str, Any]:
     """Write ``<root>/<path>`` atomically (temp file + rename). ``link_from``: also make that symlink point to
-    ``/<path>`` (enabling a systemd unit is such a link)."""
+    ``/<path>`` (enabling a systemd unit is such a link). ``group``: the file's group, if the controller has it
+    (else root's, and no permission for the group: the secret stays root's until :func:`access.secure`)."""
     if not _safe(path):
         raise SlotError("state", f"{path!r} is not a path relative to the root")
     dest = Path(root) / path
     tmp = dest.with_name(dest.name + ".tmp")
+    gid = access.group_id(root, group) if group is not None else 0
+    if gid is None:
+        gid, mode = 0, mode & 0o700
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode & 0o700)
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+            os.fchown(f.fileno(), 0, gid)
         os.chmod(tmp, mode)
         os.replace(tmp, dest)
     except PermissionError as exc:  # name the file the technician knows, not our temporary one
@@ -401,9 +407,14 @@ def write_file(root: str, path: str, text: str, mode: int = 0o644, link_from: st
     return {"written": str(dest)}
 
 
+def write_files(root: str, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several :func:`write_file` in one call (one round trip over SSH)."""
+    return {"written": [write_file(root, **f)["written"] for f in files]}
+
+
 OPERATIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "info": info, "prepare_upload": prepare_upload, "install": install, "activate": activate,
-    "rollback": rollback, "record_health": record_health, "write_file": write_file,
+    "rollback": rollback, "record_health": record_health, "write_file": write_file, "write_files": write_files,
     "switch_and_check": switch_and_check, "secure": access.secure, "apply_switch_request": apply_switch_request}
 
 

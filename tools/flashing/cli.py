@@ -14,6 +14,7 @@ from typing import Any
 from cryptography import x509
 
 from firmware.config import ConfigError, parse_config
+from firmware.maintenance.access import AGENT_USER
 from firmware.maintenance.bundle import BundleError, VerifiedBundle, verify_bundle
 from firmware.maintenance.selftest import SelftestReport, format_table
 from tools.flashing.build import build_bundle
@@ -23,6 +24,7 @@ from tools.flashing.unit import (
     HELPER_UNITS,
     REVISION_PATH,
     STATE_DROPIN_PATH,
+    UnitFile,
     describe_config,
     security_profile,
     state_dropin,
@@ -155,11 +157,14 @@ def _start_service(target: Target) -> None:
                      "systemctl enable evse-agent && systemctl restart evse-agent; fi", 60)
 
 
-def _secure(target: Target) -> dict[str, Any]:
+def _secure(target: Target, units: list[UnitFile] | None = None) -> dict[str, Any]:
     """The agent's user and every mode (firmware/maintenance/access.py), then the one directory its unit lets it
-    write; says what was created or repaired (a controller commissioned by an older version is migrated here)."""
+    write (with ``units``, in one call); says what was created or repaired (a controller commissioned by an older
+    version is migrated here)."""
     report = _call(target, "secure")
-    _call(target, "write_file", path=STATE_DROPIN_PATH, text=state_dropin(report["state_dir"]), mode=0o644)
+    dropin = UnitFile(STATE_DROPIN_PATH, state_dropin(report["state_dir"]))
+    _call(target, "write_files", files=[{"path": u.path, "text": u.text, "mode": 0o644, "link_from": u.link}
+                                        for u in [*(units or []), dropin]])
     a = report["account"]
     news = (["created"] if report["created_user"] else []) + [f"added to {g}" for g in report["added_groups"]]
     say(f"agent user    {a['user']} (uid {a['uid']}, gid {a['gid']}, groups {', '.join(map(str, a['groups']))})"
@@ -221,12 +226,10 @@ def cmd_flash(args: argparse.Namespace) -> Exit:
     t0 = time.monotonic()
     installed = _call(target, "install", sha256=verified.sha256, size=verified.size)
     slot = installed["slot"]
-    for unit in unit_files(target.root, target.python):
-        _call(target, "write_file", path=unit.path, text=unit.text, mode=0o644, link_from=unit.link)
     install_s = time.monotonic() - t0
     say(f"installed {m.version} into slot {slot} (transfer {transfer_s:.1f} s, install {install_s:.1f} s, of "
         f"which unpacking {installed['unpack_s']:.1f} s)")
-    account = _secure(target)["account"]
+    account = _secure(target, unit_files(target.root, target.python))["account"]
     _stop_service(target)
     if not health:
         _call(target, "activate", slot=slot)
@@ -337,7 +340,9 @@ def cmd_commission(args: argparse.Namespace) -> Exit:
     if args.dry_run:
         say(f"dry run: {target.path(CONFIG_PATH)} not written")
         return Exit.OK
-    _call(target, "write_file", path=CONFIG_PATH, text=text, mode=0o600)  # holds the CSMS password: 0640 below
+    # the CSMS password: root's, readable by the agent's group (before that group exists: root's alone, and
+    # _secure below creates it and repairs the mode)
+    _call(target, "write_file", path=CONFIG_PATH, text=text, mode=0o640, group=AGENT_USER)
     if args.hardware_revision:
         _call(target, "write_file", path=REVISION_PATH, text=args.hardware_revision + "\n", mode=0o644)
     say(f"written {target.path(CONFIG_PATH)}" + (f" and hardware revision {args.hardware_revision}"
