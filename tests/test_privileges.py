@@ -8,6 +8,7 @@ previous version: tests/test_flash.py. The policy itself on a directory root: te
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import json
 import os
@@ -15,16 +16,20 @@ import pwd
 import re
 import shlex
 import shutil
+import stat
 import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
 import pytest
 
 from firmware.exitcodes import ExitCode
-from firmware.maintenance import privileged, slots
+from firmware.maintenance import access, privileged, slots
 from firmware.maintenance.privileged import REBOOT_REQUEST, RUN_DIR, SWITCH_REQUEST
 from tests.controller import agent_python, grant_serial_ports, traversable_dir
+from tests.nested_systemd import NestedSystemd, NestedSystemdUnavailable, nested_systemd
+from tests.nested_systemd import unavailable as nested_systemd_unavailable
 from tests.sandbox import Sandbox, service_directives
 from tests.station import CP_ID, Station
 from tools.flashing.unit import STATE_DROPIN_PATH, helper_units, state_dropin, unit_files, unit_text
@@ -80,11 +85,19 @@ def test_installed_units_verify_and_the_agent_is_exposed_at_most_2(tmp_path: Pat
     assert directives["User"] == ["evse-agent"] and directives["UMask"] == ["0077"]
 
 
+def proc_status(pid: int) -> dict[str, str]:
+    """The kernel's word on a process's identity and restrictions."""
+    return dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+
+
+def mount_lines(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+
+
 def assert_sandboxed(pid: int, uid: int) -> None:
     """The process runs as the stand-in user, in the serial ports' group only, with no capability, no new
-    privileges, and the sandbox's four seccomp filters (the kernel's word for it: /proc/PID/status)."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    fields = dict(line.split(":", 1) for line in status.splitlines())
+    privileges, and the sandbox's four seccomp filters."""
+    fields = proc_status(pid)
     assert fields["Uid"].split() == [str(uid)] * 4 and fields["Gid"].split() == [str(uid)] * 4
     assert fields["Groups"].split() == [str(grp.getgrnam("dialout").gr_gid)]
     assert int(fields["CapEff"], 16) == int(fields["CapBnd"], 16) == int(fields["CapPrm"], 16) == 0
@@ -163,13 +176,19 @@ def fake_controller(root: Path) -> Path:
     return root
 
 
-def run_switch_unit(root: Path) -> subprocess.CompletedProcess[str]:
-    """evse-agent-switch.service's ExecStart with its Environment=, as systemd starts it (as root)."""
+def run_switch_unit(root: Path, request: Path) -> subprocess.CompletedProcess[str]:
+    """evse-agent-switch.service's ExecStart with its Environment=, as systemd starts it (as root), but for the
+    request read from ``request`` (the unit's is in /run/evse-agent, which systemd makes for the agent) and no
+    restart of the agent (none runs here): test_the_units_under_a_real_systemd runs it whole."""
     unit = next(u for u in helper_units(str(root), agent_python()) if u.name == "evse-agent-switch.service")
     d = service_directives(unit.text)
     env = dict(item.split("=", 1) for v in d["Environment"] for item in shlex.split(v))
-    return subprocess.run(shlex.split(d["ExecStart"][0]), env={"PATH": os.environ["PATH"], **env},
-                          capture_output=True, text=True, timeout=30, check=False)
+    *command, args = shlex.split(d["ExecStart"][0])
+    assert json.loads(args) == {"root": str(root), "request": f"{RUN_DIR}/{SWITCH_REQUEST}",
+                                "service": "evse-agent.service"}
+    args = json.dumps({"root": str(root), "request": str(request)})
+    return subprocess.run([*command, args], env={"PATH": os.environ["PATH"], **env}, capture_output=True,
+                          text=True, timeout=30, check=False)
 
 
 def test_switch_request_is_done_by_the_privileged_unit_and_nothing_else(tmp_path: Path) -> None:
@@ -178,8 +197,8 @@ def test_switch_request_is_done_by_the_privileged_unit_and_nothing_else(tmp_path
     request = privileged.request_switch("b", environ=run)
     assert request is not None
     path_unit = next(u for u in helper_units(str(root), agent_python()) if u.name == "evse-agent-switch.path")
-    assert f"PathExists={request}\n" in path_unit.text  # the agent writes where the path unit waits
-    r = run_switch_unit(root)
+    assert f"PathExists={RUN_DIR}/{request.name}\n" in path_unit.text  # the agent writes what the path unit waits for
+    r = run_switch_unit(root, request)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["result"]["switched"] is True
     assert slots.active_slot(str(root)) == "b" and not request.exists()
@@ -217,3 +236,145 @@ def test_without_the_unit_nobody_is_asked() -> None:
     with pytest.raises(ValueError, match="slot 'x'"):
         privileged.request_switch("x", environ={"RUNTIME_DIRECTORY": "/nonexistent"})
     assert SWITCH_REQUEST != REBOOT_REQUEST
+
+
+def controller_for_systemd(root: Path, units: Path, python: str) -> dict[Path, Path]:
+    """A controller root with two slots (each: this checkout and its libraries, bound there as a bundle would lay
+    them out: the returned binds), slot a active, this machine's account files; the units flash installs."""
+    (root / "etc/evse-agent").mkdir(parents=True)
+    root.chmod(0o755)
+    for name in ("passwd", "group", "shadow", "gshadow"):
+        shutil.copy(f"/etc/{name}", root / "etc" / name)
+    binds = {}
+    for slot in slots.SLOTS:
+        for part, source in (("app", REPO), ("lib", Path(sysconfig.get_paths()["purelib"]))):
+            (root / f"opt/evse-agent/slots/{slot}/{part}").mkdir(parents=True)
+            binds[root / f"opt/evse-agent/slots/{slot}/{part}"] = source
+        (root / f"opt/evse-agent/slots/{slot}/manifest.json").write_text(json.dumps({"version": slot}))
+    os.symlink("slots/a", root / "opt/evse-agent/current")
+    units.mkdir()
+    for unit in unit_files(str(root), python):
+        (units / unit.name).write_text(unit.text)
+    (units / "check.target").write_text("[Unit]\nDefaultDependencies=no\n"
+                                        "Wants=evse-agent.service evse-agent-reboot.path evse-agent-switch.path\n")
+    return binds
+
+
+#: Device numbers (char major, minor) for the device ACL probe: the serial ports' drivers, and others.
+SERIAL_NODES = {"ttyS": (4, 64), "ttyUSB": (188, 0), "ttyACM": (166, 0), "ttyAMA": (204, 64)}
+OTHER_NODES = {"tun": (10, 200), "kmsg": (1, 11), "fuse": (10, 229)}
+PROBE = """import errno, json, os, sys
+out = {}
+for name in sys.argv[2:]:
+    try:
+        os.close(os.open(os.path.join(sys.argv[1], name), os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY))
+        out[name] = "opened"
+    except OSError as exc:
+        out[name] = errno.errorcode.get(exc.errno, str(exc.errno))
+print(json.dumps(out))
+"""
+
+
+def device_probe_unit(units: Path, root: Path, agent_unit: str) -> tuple[set[str], Path]:
+    """A oneshot with the agent unit's device ACL (DevicePolicy=, DeviceAllow=), run as root so that only the ACL
+    can refuse, opening device nodes: one per serial driver this machine has (systemd resolves char-NAME in
+    /proc/devices when a unit starts), and others. The serial drivers probed, and where the result will be."""
+    acl = service_directives(agent_unit)
+    nodes = root / "probe-nodes"
+    nodes.mkdir()
+    drivers = {line.split()[1] for line in Path("/proc/devices").read_text().splitlines()[1:] if line[:1] == " "}
+    serial = {n: dev for n, dev in SERIAL_NODES.items() if n in drivers}
+    assert serial, "no serial driver on this machine to probe"
+    for name, (major, minor) in {**serial, **OTHER_NODES}.items():
+        os.mknod(nodes / name, 0o600 | stat.S_IFCHR, os.makedev(major, minor))
+    (root / "probe.py").write_text(PROBE)
+    out = root / "probe.json"
+    (units / "device-probe.service").write_text(
+        "[Unit]\nDefaultDependencies=no\n[Service]\nType=oneshot\n"
+        f"ExecStart={SYSTEM_PYTHON} -S {root}/probe.py {nodes} {' '.join([*serial, *OTHER_NODES])}\n"
+        f"StandardOutput=truncate:{out}\nDevicePolicy={acl['DevicePolicy'][-1]}\n"
+        + "".join(f"DeviceAllow={a}\n" for a in acl["DeviceAllow"]))
+    return set(serial), out
+
+
+async def device_probe(systemd: NestedSystemd, units: Path, root: Path, agent_unit: str) -> dict[str, str]:
+    """What of :func:`device_probe_unit` went otherwise than: a serial port opens (or fails for want of hardware),
+    any other device is refused (EPERM)."""
+    serial, out = device_probe_unit(units, root, agent_unit)
+    await systemd.systemctl("daemon-reload")
+    await systemd.systemctl("start", "device-probe.service")
+    seen: dict[str, str] = json.loads(out.read_text())
+    assert set(seen) == serial | set(OTHER_NODES), seen
+    return {n: r for n, r in seen.items() if (r == "EPERM") == (n in serial)}
+
+
+CHECK_DROPINS = {
+    # only for running them here: no system boot around them, and where a controller reboots, the nested systemd
+    # exits (the same action). The simulator's serial ports are ptys, which DevicePolicy=closed always allows.
+    "evse-agent.service": "[Unit]\nDefaultDependencies=no\n[Service]\nStandardOutput=append:{log}\n"
+                          "StandardError=inherit\n",
+    "evse-agent-reboot.service": "[Unit]\nDefaultDependencies=no\nSuccessAction=exit\n",
+    "evse-agent-switch.service": "[Unit]\nDefaultDependencies=no\n[Service]\nStandardOutput=append:{log}\n",
+    "evse-agent-reboot.path": "[Unit]\nDefaultDependencies=no\n",
+    "evse-agent-switch.path": "[Unit]\nDefaultDependencies=no\n",
+}
+
+
+SYSTEM_PYTHON = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"  # the agent's user may run it
+NO_NESTED_SYSTEMD = nested_systemd_unavailable() or (None if os.path.exists(SYSTEM_PYTHON) else
+                                                     f"needs {SYSTEM_PYTHON} (Debian's python3)")
+
+
+@pytest.mark.skipif(NO_NESTED_SYSTEMD is not None, reason=f"no nested systemd here: {NO_NESTED_SYSTEMD}")
+async def test_the_units_under_a_real_systemd(tmp_path: Path) -> None:
+    """The units as flash installs them, run by systemd itself (tests/nested_systemd.py): the agent in its whole
+    sandbox through a charging session; the A/B switch it asks for, done by the privileged unit, and the agent
+    restarted from the new slot; its Hard reset triggering the reboot unit's action."""
+    python = SYSTEM_PYTHON
+    root = Path(f"/srv/evse-agent-check-{os.getpid()}")  # not under /tmp nor /home: the sandbox hides those
+    log = tmp_path / "agent.log"
+    units = tmp_path / "units"
+    try:
+        binds = controller_for_systemd(root, units, python)
+        async with Station(root / "etc/evse-agent", connectors=1, storage_dir=root / "var/lib/evse-agent") as s:
+            report = access.secure(str(root))  # commissioning: the user (ids free on this machine), the modes
+            (units / "evse-agent.service.d").mkdir()
+            (units / "evse-agent.service.d/state-dir.conf").write_text(state_dropin(report["state_dir"]))
+            for name, text in CHECK_DROPINS.items():
+                (units / f"{name}.d").mkdir(exist_ok=True)
+                (units / f"{name}.d/check.conf").write_text(text.format(log=log))
+            grant_serial_ports(s.charger)
+            uid = report["account"]["uid"]
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    systemd = await stack.enter_async_context(
+                        nested_systemd(units, root / "etc/passwd", root / "etc/group", binds))
+                except NestedSystemdUnavailable as exc:
+                    pytest.skip(str(exc))
+                await s.wait_booted()
+                [pid] = await systemd.unit_pids("evse-agent.service")
+                fields = proc_status(pid)
+                assert fields["Uid"].split() == [str(uid)] * 4 and int(fields["CapBnd"], 16) == 0
+                assert fields["NoNewPrivs"].strip() == "1" and int(fields["Seccomp_filters"]) > 4
+                mounts = {m[4]: m[5].split(",") for m in map(str.split, mount_lines(pid))}
+                assert "ro" in mounts["/"] and "rw" in mounts[report["state_dir"]]  # ProtectSystem=strict + its dir
+                tx_id = await s.start_session(1, CARD)
+                mark = s.mark()
+                s.ev(1).unplug()
+                assert (await s.wait_call("StopTransaction", since=mark)).payload["transactionId"] == tx_id
+                st = (root / "var/lib/evse-agent/agent.db").stat()
+                assert (st.st_uid, st.st_mode & 0o777) == (uid, 0o600)
+
+                mark = s.mark()
+                assert privileged.request_switch("b", {"RUNTIME_DIRECTORY": str(systemd.path(RUN_DIR))})
+                await s.wait_booted(since=mark)  # restarted by the switch unit
+                assert slots.active_slot(str(root)) == "b"
+                assert slots.info(str(root))["history"][-1]["event"] == "switched (requested by the agent)"
+
+                assert await device_probe(systemd, units, root, unit_text(str(root), python)) == {}
+
+                assert (await s.csms.reset(CP_ID, "Hard"))["status"] == "Accepted"
+                await s.wait_until(lambda: systemd.pid is None, what="the reboot unit's action (here: exit)")
+            assert '"msg": "reboot requested"' in log.read_text()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -346,7 +346,7 @@ def apply_switch_request(root: str, request: str, service: str | None = None) ->
     """The privileged half of the agent's A/B switch: ``evse-agent-switch.service`` runs this as root when the agent
     (its user cannot write the slots) has written ``request`` (firmware/maintenance/privileged.py). Narrow on
     purpose: the request names a slot and nothing else; only a slot holding an installed agent that did not fail
-    its health check is switched to; then the agent is restarted from it (``service``, on a live controller).
+    its health check is switched to; then the agent is restarted from it (``service``, if given).
     The request is consumed whatever its fate; refusals are in the history (``status``)."""
     path = Path(request)
     try:
@@ -369,7 +369,7 @@ def apply_switch_request(root: str, request: str, service: str | None = None) ->
     if active_slot(root) == slot:
         return {"switched": False, "refused": f"slot {slot} is already active"}
     result = activate(root, slot, "switched (requested by the agent)")
-    if service is not None and root == "/" and shutil.which("systemctl"):
+    if service is not None and shutil.which("systemctl"):
         subprocess.run(["systemctl", "--no-block", "try-restart", service], check=False)
     return {"switched": True, **result}
 

@@ -135,7 +135,7 @@ ReadWritePaths={state_dir}
 
 def helper_units(root: str, python: str) -> list[UnitFile]:
     """The two privileged paths: a path unit waits for the agent's request file and starts a unit doing one thing."""
-    run = _at(root, RUN_DIR)
+    run = RUN_DIR  # where RuntimeDirectory= is, whatever the root: systemd makes it under /run
     current = _at(root, "/opt/evse-agent/current")
     switch_args = json.dumps({"root": root, "request": f"{run}/{SWITCH_REQUEST}", "service": UNIT_NAME})
     return [
