@@ -198,7 +198,7 @@ async def test_build_flash_over_ssh_health_check_upgrade_and_manual_rollback(
     assert r.returncode == 0, r.stderr
     assert active_link(charger.root) == "slots/a"
     text = tool("status", url, *ssh).stdout
-    assert "a     *       1.0.0" in text, text
+    assert "a     *       1.0.0" in text and "agent user  evse-agent (uid " in text, text
 
 
 async def test_failed_health_check_rolls_back_by_itself(charger: Charger, sshd: SshServer, bundles: Bundles) -> None:

@@ -278,6 +278,9 @@ def cmd_status(args: argparse.Namespace) -> Exit:
     say(f"controller  {target.url}")
     say(f"hardware    {info['hardware_revision'] or 'unknown'}; commissioned: "
         f"{'yes' if info['commissioned'] else 'no'}")
+    a = info["account"]
+    say(f"agent user  {a['user']} (uid {a['uid']})" if a else
+        "agent user  none yet: the agent runs as root until the next commission or flash creates it")
     say(f"{'slot':<5} {'active':<7} {'version':<12} {'installed at':<21} health")
     for name, s in info["slots"].items():
         if not s["installed"]:
