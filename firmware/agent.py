@@ -28,7 +28,7 @@ from firmware.charger.limit_applier import LimitApplier
 from firmware.config import AgentConfig
 from firmware.exitcodes import ExitCode
 from firmware.hardware import ChargerHardware, ReaderHardware, build_hardware
-from firmware.maintenance.privileged import request_reboot
+from firmware.maintenance.privileged import clear_stale_reboot, request_reboot
 from firmware.ocpp.adapter import OcppAdapter, create_adapter
 from firmware.session import (
     AvailabilityChanged,
@@ -232,6 +232,10 @@ class Agent:
             loop.add_signal_handler(signal.SIGUSR2, self._inject_fault)
         loop.set_exception_handler(self._callback_failed)
         notifier = SystemdNotifier()  # Type=notify + WatchdogSec in the unit (tools/flash.py installs it)
+        with contextlib.suppress(OSError):
+            if clear_stale_reboot():
+                log.warning("the reboot asked for before this start did not happen (is evse-agent-reboot.path "
+                            "enabled?); request removed")
         try:
             await self._start()
             log.info("agent running")

@@ -148,10 +148,13 @@ async def test_agent_runs_unprivileged_through_a_session_and_a_hard_reset() -> N
             assert (await s.csms.reset(CP_ID, "Hard"))["status"] == "Accepted"
             await s.wait_booted(since=mark)
             assert s.exit_codes == [ExitCode.RESTART] and s.starts == 2
+            requested = next(e for e in s.log() if e.get("msg") == "reboot requested")
             request = run / REBOOT_REQUEST
-            st = request.stat()
-            assert (st.st_uid, st.st_mode & 0o777) == (uid, 0o600) and request.read_text() == "OCPP Hard reset\n"
-            assert any(e.get("msg") == "reboot requested" for e in s.log())
+            assert requested["request"] == str(request)
+            # nobody acted on it here (no systemd): the agent started again finds it and removes it, so that a
+            # reboot unit enabled later does not reboot the controller then
+            await s.wait_log(lambda e: e.get("msg", "").startswith("the reboot asked for before this start"))
+            assert not request.exists()
             reboot_path = next(u for u in helper_units("/", agent_python()) if u.name == "evse-agent-reboot.path")
             watched = service_directives(reboot_path.text.replace("[Path]", "[Service]"))["PathExists"]
             assert watched == [f"{RUN_DIR}/{request.name}"]  # where the unit's RuntimeDirectory puts it
@@ -230,12 +233,18 @@ def test_switch_request_is_done_by_the_privileged_unit_and_nothing_else(tmp_path
     assert [h["event"] for h in slots.info(str(root))["history"]].count("switch refused") == 7
 
 
-def test_without_the_unit_nobody_is_asked() -> None:
+def test_requests_are_whole_files_of_the_agent_alone_and_without_the_unit_nobody_is_asked(tmp_path: Path) -> None:
+    run = {"RUNTIME_DIRECTORY": str(tmp_path)}
+    path = privileged.request_reboot("OCPP Hard reset", environ=run)
+    assert path == tmp_path / REBOOT_REQUEST and path.read_text() == "OCPP Hard reset\n"
+    assert path.stat().st_mode & 0o777 == 0o600 and sorted(p.name for p in tmp_path.iterdir()) == [REBOOT_REQUEST]
+    assert privileged.clear_stale_reboot(environ=run) and not path.exists()
+    assert not privileged.clear_stale_reboot(environ=run)
+    assert privileged.request_switch("a", environ=run) == tmp_path / SWITCH_REQUEST
     assert privileged.request_reboot("test", environ={}) is None
     assert privileged.request_switch("a", environ={}) is None
     with pytest.raises(ValueError, match="slot 'x'"):
-        privileged.request_switch("x", environ={"RUNTIME_DIRECTORY": "/nonexistent"})
-    assert SWITCH_REQUEST != REBOOT_REQUEST
+        privileged.request_switch("x", environ=run)
 
 
 def controller_for_systemd(root: Path, units: Path, python: str) -> dict[Path, Path]:

@@ -54,6 +54,19 @@ def request_reboot(reason: str, environ: Mapping[str, str] | None = None) -> Pat
     return _write(REBOOT_REQUEST, reason + "\n", environ)
 
 
+def clear_stale_reboot(environ: Mapping[str, str] | None = None) -> bool:
+    """At start: a reboot request still there was not acted on (the reboot unit is missing or failed): remove it,
+    so that enabling the unit later does not reboot the controller then; True if there was one."""
+    directory = request_dir(environ)
+    if directory is None:
+        return False
+    try:
+        (directory / REBOOT_REQUEST).unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def request_switch(slot: str, environ: Mapping[str, str] | None = None) -> Path | None:
     """Ask for the A/B switch to ``slot`` (and a restart of the agent from it); None when there is no one to ask."""
     if slot not in SLOTS:

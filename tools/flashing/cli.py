@@ -352,7 +352,8 @@ def cmd_commission(args: argparse.Namespace) -> Exit:
                                                 if args.hardware_revision else ""))
     _secure(target)
     if target.is_live:  # a running agent reads its configuration at start
-        target.shell("if command -v systemctl >/dev/null; then systemctl try-restart evse-agent || true; fi", 60)
+        target.shell("if command -v systemctl >/dev/null; then systemctl daemon-reload; "
+                     "systemctl try-restart evse-agent || true; fi", 60)  # the drop-in may have changed
     return Exit.OK
 
 
