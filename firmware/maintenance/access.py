@@ -246,7 +246,7 @@ def _fix_tree(report: Report, top: Path, rule: _Rule, special: dict[str, _Rule] 
 def _code_modes(report: Report, top: Path) -> None:
     """The code and the slot bookkeeping: root's, readable by all, writable by nobody else (modes kept otherwise)."""
     for dirpath, dirnames, filenames, dir_fd in os.fwalk(top):
-        for name in [".", *dirnames, *filenames]:
+        for name in ([".", *dirnames, *filenames] if dirpath == str(top) else [*dirnames, *filenames]):
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
                 continue  # "current" -> slots/a
