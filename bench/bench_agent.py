@@ -1,7 +1,7 @@
 """The agent as a whole, against the simulator: boot time, tap-to-contactor latency, RSS and CPU.
 
 * boot: agent process spawned -> its BootNotification received by the (loopback) CSMS;
-* tap -> contactor: the PN532's answer listing the card, seen on the reader's serial line -> the
+* tap -> contactor: the PN532's answer listing the card (InAutoPoll, NbTg = 1), seen on the reader's serial line -> the
   ALLOW_CONTACTOR command seen on the I/O board's serial line, once with an online Authorize on loopback
   and once with a local hit (Authorization Cache, LocalPreAuthorize: no round trip to the CSMS);
 * RSS and CPU of the agent process while idle and while charging with 1 s meter values.
@@ -80,24 +80,16 @@ async def _tap_latencies(root: Path, taps: int, *, local: bool = False) -> list[
         tail = bytearray()
         decoder = FrameDecoder()
 
-        empty_polls = 0  # InListPassiveTarget answers listing no card
-
         def on_reader(direction: Direction, data: bytes) -> None:
-            nonlocal tail, empty_polls
+            nonlocal tail
             if direction is Direction.TO_HOST:
                 tail = (tail + data)[-64:]
-                if b"\xd5\x4b\x01" in tail:
+                if b"\xd5\x61\x01" in tail:  # InAutoPoll answer (D5 61) listing a target
                     seen.setdefault("tap", time.monotonic())
-                    tail.clear()
-                elif b"\xd5\x4b\x00" in tail:
-                    empty_polls += 1
                     tail.clear()
 
         async def tap() -> None:
-            """Tap once the driver has seen the last card leave (it needs 2 empty polls; a card presented
-            earlier would be the same presentation to it, not a new tap)."""
-            start = empty_polls
-            await s.wait_until(lambda: empty_polls >= start + 3, 5, "reader sees no card")
+            """Station.tap returns once the driver has seen the card leave: the next tap is a new presentation."""
             await s.tap("04A1B2C3", hold_s=0.5)
 
         def on_board(direction: Direction, data: bytes) -> None:

@@ -1,4 +1,4 @@
-"""The running agent: hardware, one session per connector, card routing, and the OCPP client.
+"""The composition root: builds the pieces from the configuration, wires them, starts and stops them.
 
 Start-up order matters for power-loss recovery: the database first (a damaged one stops us with a
 clear message), then the devices, then each connector — a connector restored from its snapshot is
@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -25,63 +24,31 @@ from firmware.charger.card_routing import card_id_token
 from firmware.charger.connector import ConnectorController, pending_reset, restart_pending
 from firmware.charger.coordinator import Coordinator
 from firmware.charger.limit_applier import LimitApplier
+from firmware.charger.smart_charging import (
+    ChargerSetup,
+    ConnectorSetup,
+    SmartChargingScheduler,
+    running_transactions,
+)
 from firmware.config import AgentConfig
+from firmware.event_log import StatusLog, log_device_events
 from firmware.exitcodes import ExitCode
 from firmware.hardware import ChargerHardware, ReaderHardware, build_hardware
 from firmware.maintenance.privileged import clear_stale_reboot, request_reboot
 from firmware.ocpp.adapter import OcppAdapter, create_adapter
-from firmware.session import (
-    AvailabilityChanged,
-    Effect,
-    IdToken,
-    IdTokenRefused,
-    SessionConfig,
-    StatusChanged,
-    TransactionStarted,
-    TransactionStopped,
-)
-from firmware.session.machine import mask_token
+from firmware.session import AvailabilityChanged, SessionConfig
+from firmware.station_report import StationReport
 from firmware.storage import Database
+from firmware.storage.charging_profiles import ChargingProfileStore
 from firmware.storage.ledger import Ledger
 from firmware.systemd_notify import SystemdNotifier
 from firmware.task_supervisor import OnFailure, TaskSupervisor
 from firmware.telemetry.service import MqttTelemetry
-from hal.events import EventStream
+from hal.events import Subscription
 from hal.interfaces import CardPresented as ReaderCard
-from hal.interfaces import DeviceFault, MeterReading, utcnow
+from hal.interfaces import ReaderEvent, utcnow
 
 log = logging.getLogger("firmware.agent")
-
-
-def _event_fields(event: object) -> dict[str, Any]:
-    """An event's fields for a log line; id tokens and card UIDs identify people: only their last 4 characters.
-    An :class:`IdToken` field (``asdict`` would spell it out as a dict) is masked to the same string."""
-    if dataclasses.is_dataclass(event) and not isinstance(event, type):
-        fields = dataclasses.asdict(event)
-        for key in fields:
-            value = getattr(event, key)
-            if isinstance(value, IdToken) or (
-                    isinstance(value, str) and (key == "uid" or key.endswith("id_token") or key == "stopped_by")):
-                fields[key] = mask_token(value)
-        return {"event": type(event).__name__, **fields}
-    return {"event": repr(event)}
-
-
-class _StatusLog:
-    """Connector observer that writes one structured line per status change (technicians, the simulator)."""
-
-    def record(self, connector: ConnectorController, effects: list[Effect], reading: MeterReading | None,
-               now: Any) -> None:
-        return None
-
-    async def notify(self, connector: ConnectorController, effects: list[Effect]) -> None:
-        for e in effects:
-            if isinstance(e, StatusChanged):
-                log.info("connector status", extra={"connector": connector.id, "status": e.status.value,
-                                                    "error_code": e.error.value if e.error else "NoError",
-                                                    "info": e.info, "ev_connected": e.ev_connected})
-            elif isinstance(e, TransactionStarted | TransactionStopped | IdTokenRefused):
-                log.info("session", extra={"connector": connector.id, **_event_fields(e)})
 
 
 class Agent:
@@ -92,31 +59,42 @@ class Agent:
         self.db.on_failure = self._storage_failed
         self.ledger = Ledger(self.db)  # billing records: written by the OCPP adapter, read by telemetry
         self.tasks = TaskSupervisor(self._task_failed)  # every long-running task, watched (docs/architecture.md)
-        self.callback_errors = 0  # exceptions in event-loop callbacks (serial reads, ...): faults of ours
         self.hardware: ChargerHardware = build_hardware(config, spawn=self.tasks.spawn)
         self.connectors: dict[int, ConnectorController] = {}
+        self.report = StationReport(config, self.hardware, self.connectors, self.tasks)
         self.coordinator = Coordinator(self.connectors, self.db)
+        # effective current limits: rating, site (MQTT), smart charging — the lowest wins
+        self.limits = LimitApplier(self.connectors, {c.id: c.max_current_a for c in config.connectors})
         self.ocpp: OcppAdapter | None = None  # the adapter [ocpp] version names; it decides the session settings
+        self.smart_charging: SmartChargingScheduler | None = None  # charging profiles, from the CSMS
         if config.ocpp is not None:
+            self.smart_charging = SmartChargingScheduler(
+                ChargingProfileStore(self.db), self.limits,
+                ChargerSetup({c.id: ConnectorSetup(c.max_current_a, c.phases) for c in config.connectors},
+                             config.nominal_voltage_v),
+                running_transactions(self.connectors, self.ledger))
             self.ocpp = create_adapter(config, self.db, self.connectors, coordinator=self.coordinator,
-                                       ledger=self.ledger, request_exit=self.request_exit,
-                                       diagnostics=self.diagnostics, hardware=self.hardware_summary,
+                                       ledger=self.ledger, smart_charging=self.smart_charging,
+                                       request_exit=self.request_exit,
+                                       diagnostics=self.report.diagnostics, hardware=self.report.hardware_summary,
                                        spawn=lambda coro, name: self.tasks.spawn(coro, name=name,
                                                                                  on_failure=OnFailure.OWNER))
-        status_log = _StatusLog()
+        self.report.ocpp = self.ocpp
+        status_log = StatusLog()
         for c in config.connectors:
             base = SessionConfig(max_current_amps=c.max_current_a)
             ctrl = ConnectorController(self.hardware.connectors[c.id],
                                        self.ocpp.session_config(base) if self.ocpp is not None else base, self.db)
             if self.ocpp is not None:
                 ctrl.observers.append(self.ocpp)
+            if self.smart_charging is not None:
+                ctrl.observers.append(self.smart_charging)
             ctrl.observers.append(status_log)
             self.connectors[c.id] = ctrl
-        # effective current limits: rating, site (MQTT), later OCPP smart charging — the lowest wins
-        self.limits = LimitApplier(self.connectors)
         self.telemetry: MqttTelemetry | None = None  # with [mqtt]: telemetry and site control (docs/mqtt.md)
         if config.mqtt is not None:
-            self.telemetry = MqttTelemetry(config, self.connectors, self.limits, health=self.health,
+            self.telemetry = MqttTelemetry(config, self.connectors, self.limits, health=self.report.health,
+                                           smart_charging=self.smart_charging,
                                            ledger=self.ledger)
         for ctrl in self.connectors.values():
             ctrl.observers.append(self.limits)
@@ -142,10 +120,10 @@ class Agent:
     def _callback_failed(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """An exception in an event-loop callback (a serial port's reader, a done-callback): no task owns it,
         so it is logged here as the fault of ours it is, with its traceback, instead of asyncio's plain text."""
-        self.callback_errors += 1
+        self.report.callback_errors += 1
         error = context.get("exception")
         log.error("unhandled error in a callback", exc_info=error if isinstance(error, BaseException) else None,
-                  extra={"message": str(context.get("message", "")), "callback_errors": self.callback_errors})
+                  extra={"message": str(context.get("message", "")), "callback_errors": self.report.callback_errors})
 
     def _inject_fault(self) -> None:
         """Test hook, only with ``EVSE_AGENT_FAULT_INJECTION=FILE``: on SIGUSR2, raise InjectedFault in the task
@@ -164,60 +142,18 @@ class Agent:
             self.exit_code = code
         self._stop.set()
 
-    def diagnostics(self) -> dict[str, Any]:
-        """Link counters of every device and each connector's state (for DataTransfer Diagnostics)."""
-        return {"devices": {d.name: dataclasses.asdict(d.stats) for d in self.hardware.devices()},
-                "connectors": [c.describe() for c in self.connectors.values()],
-                "outbox": dataclasses.asdict(self.ocpp.outbox_stats()) if self.ocpp else None,
-                "tasks": self.tasks.report(), "callbackErrors": self.callback_errors}
+    def _reader_runs(self, rh: ReaderHardware, early: Subscription[ReaderEvent]
+                     ) -> Callable[[], Coroutine[Any, Any, None]]:
+        """The reader task's body: its first run serves ``early``; a run after a restart subscribes anew."""
+        first = [early]
+        return lambda: self._serve_reader(rh, first.pop() if first else None)
 
-    def health(self) -> dict[str, Any]:
-        """For the MQTT health message: the CSMS link, the outbox, the devices' link counters and the tasks."""
-        return {"ocpp_connected": self.ocpp.online if self.ocpp is not None else None,
-                "outbox": dataclasses.asdict(self.ocpp.outbox_stats()) if self.ocpp else None,
-                "devices": {d.name: dataclasses.asdict(d.stats) for d in self.hardware.devices()},
-                "tasks": self.tasks.report(), "callback_errors": self.callback_errors}
-
-    def hardware_summary(self) -> dict[str, Any]:
-        """The devices as commissioned (for the Hardware DataTransfer): drivers, models, ports, addresses."""
-        cfg, ident = self.config, self.config.identity
-        connectors = []
-        for c in cfg.connectors:
-            hw = self.hardware.connectors[c.id]
-            board: dict[str, Any] = {"name": hw.board.name, "driver": c.board.driver}
-            board.update({"port": c.board.port} if c.board.port is not None else {"bus": c.board.bus,
-                                                                                 "unit": c.board.unit})
-            meter = None if c.meter is None or hw.meter is None else {
-                "name": hw.meter.name, "model": c.meter.model, "bus": c.meter.bus, "unit": c.meter.unit}
-            connectors.append({"connector": c.id, "maxCurrentA": c.max_current_a, "phases": c.phases,
-                               "board": board, "meter": meter})
-        readers = [{"name": rh.reader.name, "driver": r.driver, "port": r.port,
-                    "connectors": list(r.connectors or self.connectors)}
-                   for r, rh in zip(cfg.readers, self.hardware.readers, strict=True)]
-        summary: dict[str, Any] = {"chargePointVendor": ident.vendor, "chargePointModel": ident.model,
-                                   "firmwareVersion": ident.firmware_version}
-        if ident.serial_number:
-            summary["chargePointSerialNumber"] = ident.serial_number
-        summary["buses"] = [{"name": b.name, "port": b.port, "baudrate": b.baudrate} for b in cfg.buses.values()]
-        summary["connectors"] = connectors
-        summary["readers"] = readers
-        return summary
-
-    async def _watch(self, stream: EventStream[Any]) -> None:
-        """Device events worth a technician's attention go to the log (meter readings only at DEBUG)."""
-        with stream.subscribe() as sub:
-            async for event in sub:
-                if isinstance(event, MeterReading):
-                    log.debug("device event", extra=_event_fields(event))
-                elif isinstance(event, DeviceFault):
-                    log.warning("device fault", extra=_event_fields(event))
-                else:
-                    log.info("device event", extra=_event_fields(event))
-
-    async def _serve_reader(self, rh: ReaderHardware) -> None:
-        """A reader's taps to the connector each belongs to (its faults are logged by _watch: a reader is not a
-        connector's fault)."""
-        with rh.reader.events.subscribe() as sub:
+    async def _serve_reader(self, rh: ReaderHardware, early: Subscription[ReaderEvent] | None = None) -> None:
+        """A reader's taps to the connector each belongs to (its faults are logged with the device events: a reader
+        is not a connector's fault). ``early``: the subscription taken before the hardware started, so that a card
+        already on the reader at start-up is not reported into the gap before this task runs (a restart of the
+        task subscribes afresh)."""
+        with early if early is not None else rh.reader.events.subscribe() as sub:
             async for event in sub:
                 if isinstance(event, ReaderCard):
                     card = card_id_token(event.uid, event.technology)
@@ -253,11 +189,13 @@ class Agent:
 
     async def _start(self) -> None:
         for device in self.hardware.devices():
-            self.tasks.start(f"watch-{device.name}", functools.partial(self._watch, device.events))
+            self.tasks.start(f"watch-{device.name}", functools.partial(log_device_events, device.events))
         log.info("agent starting", extra={"charge_point_id": self.config.charge_point_id,
                                           "connectors": len(self.connectors), "readers": len(self.hardware.readers),
                                           "csms": self.config.ocpp.csms_url if self.config.ocpp else None,
                                           "started_at": utcnow().isoformat()})
+        # taken before the readers start; served once the connectors have started (below)
+        early = [rh.reader.events.subscribe() for rh in self.hardware.readers]
         await self.hardware.start()
         reboot = restart_pending(self.db)
         for ctrl in self.connectors.values():
@@ -267,9 +205,11 @@ class Agent:
                 await ctrl.handle(AvailabilityChanged(True), availability_source="site")
         if self.ocpp is not None:
             await self.ocpp.close_orphaned_transactions()
-        for rh in self.hardware.readers:
-            self.tasks.start(f"reader-{rh.reader.name}", functools.partial(self._serve_reader, rh))
+        for rh, sub in zip(self.hardware.readers, early, strict=True):
+            self.tasks.start(f"reader-{rh.reader.name}", self._reader_runs(rh, sub))
         self.tasks.start("limits", self.limits.run)
+        if self.smart_charging is not None:
+            self.tasks.start("smart-charging", self.smart_charging.run)
         if self.telemetry is not None:
             self.tasks.start("telemetry", self.telemetry.run)
         if self.ocpp is not None:

@@ -184,6 +184,8 @@ class AgentConfig:
     log_level: str = "INFO"
     max_queued_messages: int | None = None  # [storage]: cap on the outbox (None: bounded by the disk only)
     mqtt: MqttConfig | None = None  # None: no site broker configured
+    #: [charge_point] nominal_voltage_v: phase to neutral, to turn limits between A and W (smart charging)
+    nominal_voltage_v: float = 230.0
 
 
 class _Reader:
@@ -275,7 +277,7 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
 
     cp = root.table_("charge_point", required=True)
     assert cp is not None
-    cp.reject_unknown({"id", "vendor", "model", "serial_number", "firmware_version"})
+    cp.reject_unknown({"id", "vendor", "model", "serial_number", "firmware_version", "nominal_voltage_v"})
     cp_id = cp.text("id", required=True)
     if len(cp_id) > 48 or any(c in cp_id for c in "/ ?#"):
         raise cp.fail("id", "at most 48 characters without '/', ' ', '?', '#'", cp_id)
@@ -376,7 +378,8 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
     return AgentConfig(path=path, charge_point_id=cp_id, state_dir=state_dir, ocpp=ocpp, identity=identity,
                        buses=buses,
                        connectors=tuple(connectors), readers=tuple(readers), log_level=log_level,
-                       max_queued_messages=max_queued, mqtt=_parse_mqtt(root, connectors, cp_id))
+                       max_queued_messages=max_queued, mqtt=_parse_mqtt(root, connectors, cp_id),
+                       nominal_voltage_v=cp.number("nominal_voltage_v", 230.0, lo=90.0, hi=300.0))
 
 
 def _check_structure(text: str, path: str) -> None:

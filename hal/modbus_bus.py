@@ -291,7 +291,10 @@ class ModbusBus:
 
     def unit_stats(self, unit: int) -> LinkStats:
         """Counters for the transactions with one unit (a driver exposes these as its own stats)."""
-        return self._unit_stats.setdefault(unit, LinkStats())
+        stats = self._unit_stats.get(unit)
+        if stats is None:  # not setdefault: that builds a LinkStats on every call, and this runs for every frame
+            stats = self._unit_stats[unit] = LinkStats()
+        return stats
 
     def _counters(self) -> list[LinkStats]:
         if self._current_unit is None:

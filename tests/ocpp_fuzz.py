@@ -35,7 +35,8 @@ from hypothesis import strategies as st
 from jsonschema import Draft4Validator
 
 from firmware.bounded_json import MAX_DEPTH, MAX_NUMBER_CHARS
-from firmware.ocpp.rpc import MAX_FRAME_BYTES, MAX_PAYLOAD_VALUES, classify_frame, excess, schema_violation
+from firmware.ocpp.rpc import MAX_FRAME_BYTES, MAX_PAYLOAD_VALUES, classify_frame, excess
+from firmware.ocpp.v16.dialect import OCPP16
 
 SCHEMA_DIR = Path(ocpp.__file__).parent / "v16" / "schemas"
 #: Every OCPP 1.6 action (with the 1.6 security whitepaper's), one request schema each.
@@ -48,8 +49,9 @@ CP_ACTIONS = frozenset({
 CSMS_ACTIONS = tuple(a for a in ACTIONS if a not in CP_ACTIONS)
 #: The CSMS requests the agent serves (its features in firmware/ocpp/v16/); the test checks this list against the agent,
 #: so a new handler cannot slip into the fuzzer's valid frames before someone decided whether it is safe.
-HANDLED = frozenset({"ChangeAvailability", "ChangeConfiguration", "ClearCache", "DataTransfer", "GetConfiguration",
-                     "RemoteStartTransaction", "RemoteStopTransaction", "Reset", "UnlockConnector"})
+HANDLED = frozenset({"ChangeAvailability", "ChangeConfiguration", "ClearCache", "ClearChargingProfile", "DataTransfer",
+                     "GetCompositeSchedule", "GetConfiguration", "RemoteStartTransaction", "RemoteStopTransaction",
+                     "Reset", "SetChargingProfile", "UnlockConnector"})
 #: OCPP-J 1.6 §4.2.3, as the 1.6 text spells them.
 ERROR_CODES_16 = frozenset({
     "NotImplemented", "NotSupported", "InternalError", "ProtocolError", "SecurityError", "FormationViolation",
@@ -805,17 +807,18 @@ def side_effect(frame: str | bytes, charger: ChargerState) -> str | None:
     Rejected); ChangeAvailability, UnlockConnector and RemoteStartTransaction for a connector the charger does not
     have (Rejected / NotSupported); ChangeConfiguration (the runner restores an accepted key at once); ClearCache
     (the cache refills from the next online Authorize, which happens anyway); GetConfiguration, DataTransfer
-    and the 1.6 actions the agent does not serve (read-only / NotSupported)."""
+    and the 1.6 actions the agent does not serve (read-only / NotSupported); GetCompositeSchedule (read-only);
+    ClearChargingProfile (no valid SetChargingProfile runs in a batch, so there is nothing to clear: Unknown)."""
     if len(frame) > MAX_FRAME_BYTES:
         return None
-    decoded, _ = classify_frame(frame)
+    decoded, _ = classify_frame(frame, OCPP16)
     if decoded is None or decoded[0] != 2:
         return None
     action, payload = decoded[2], decoded[3]
     if action not in HANDLED or excess(payload, max_items=64 if action == "GetConfiguration" else None):
         return None  # refused before its handler, and before costly validation
     try:
-        if schema_violation(action, payload) is not None:
+        if OCPP16.schema_violation(action, payload) is not None:
             return None
     except Exception:
         return None  # the agent fails before its handler runs
@@ -828,4 +831,6 @@ def side_effect(frame: str | bytes, charger: ChargerState) -> str | None:
         return "a valid RemoteStartTransaction the charger could start"
     if action == "UnlockConnector" and payload["connectorId"] in ours:
         return "a valid UnlockConnector of a connector the charger has"
+    if action == "SetChargingProfile" and (payload["connectorId"] == 0 or payload["connectorId"] in ours):
+        return "a valid SetChargingProfile may install a profile that limits charging until it is cleared"
     return None

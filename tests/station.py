@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from firmware.exitcodes import ExitCode
-from hal.pn532.codec import Command
 from sim.csms.behaviour import ChargePointProfile
 from sim.csms.server import SimulatedCsms
 from sim.csms.transcript import Direction, EntryKind, TranscriptEntry
 from sim.devices.interfaces import BoardFault
-from sim.devices.pn532 import SimulatedPn532
+from sim.devices.pn532 import AutoPollEvent, SimulatedPn532
 from sim.harness.charger import ChargerSpec, SimulatedCharger
 
 CP_ID = "E2E-CP-1"
@@ -192,29 +191,25 @@ class Station:
 
     async def tap(self, uid: str, hold_s: float = 0.5, *, seen: bool = True) -> None:
         """Hold the card ``uid`` on the reader for ``hold_s``, then take it away. ``seen`` (a PN532): also hold it
-        until the agent's reader has polled it, then wait until it has polled the empty field long enough to
-        call the card gone — one tap is one presentation to the agent, however slow it runs. ``seen=False``:
-        the card comes and goes by the clock alone, whether or not the agent is there."""
+        until the agent's reader has taken it in, then wait until it has seen the field empty long enough to call
+        the card gone — one tap is one presentation to the agent, however slow it runs. ``seen=False``: the card
+        comes and goes by the clock alone, whether or not the agent is there."""
         reader = self.charger.reader
         assert reader is not None
         pn532 = reader if seen and isinstance(reader, SimulatedPn532) else None
-        since = len(pn532.commands) if pn532 else 0
+        since = len(pn532.autopolls) if pn532 else 0
         reader.present(uid)
         await asyncio.sleep(hold_s)
-        if pn532:  # the 2nd poll is sent after the driver took in the answer to the 1st: the card was seen
-            since = await self._polls(pn532, 2, since, f"the agent's reader polled card {uid}")
+        if pn532:
+            await self.wait_until(lambda: _taken_in(pn532.autopolls[since:], uid), WAIT_S,
+                                  f"the agent's reader took card {uid} in")
+            since = len(pn532.autopolls)
         reader.remove()
-        if pn532:  # the driver calls a card gone after 2 empty polls (hal/pn532/driver.py absent_after)
-            await self._polls(pn532, 3, since, f"the agent's reader saw card {uid} go")
+        if pn532:
+            await self.wait_until(lambda: _taken_in(pn532.autopolls[since:], None, answers=2), WAIT_S,
+                                  f"the agent's reader saw card {uid} go")
         else:
             await asyncio.sleep(0.3)
-
-    async def _polls(self, reader: SimulatedPn532, count: int, since: int, what: str) -> int:
-        """Until the reader has served ``count`` card polls (InListPassiveTarget) since ``since``; the new mark."""
-        def polled() -> bool:
-            return reader.commands[since:].count(Command.IN_LIST_PASSIVE_TARGET) >= count
-        await self.wait_until(polled, WAIT_S, what)
-        return len(reader.commands)
 
     def inject(self, connector: int, fault: BoardFault, active: bool = True) -> None:
         """A fault on the connector's simulated board (e.g. an RCD trip), seen by the agent over the wire."""
@@ -302,3 +297,16 @@ class Station:
         await self.wait_status(connector, "Charging", since=mark)
         assert ex.response is not None
         return int(ex.response.payload["transactionId"])
+
+
+def _taken_in(events: list[AutoPollEvent], uid: str | None, *, answers: int = 1) -> bool:
+    """The reader's InAutoPoll was answered ``answers`` times with ``uid`` (``None``: an empty field), and the
+    driver has acted on the last of those answers: it sent its next InAutoPoll, which it does only then. For a
+    card gone, 2 empty answers: the driver calls a card gone after 2 in a row (hal/pn532/driver.py absent_after)."""
+    seen = 0
+    for event in events:
+        if event.answered and event.uid == uid:
+            seen += 1
+        elif seen >= answers and not event.answered:
+            return True
+    return False

@@ -61,15 +61,17 @@ async def test_unanswered_stop_transaction_is_resent_after_reconnecting_and_not_
     # with one attempt, a counted failure would discard the message: a timeout must not count
     presets = {"TransactionMessageAttempts": 1, "TransactionMessageRetryInterval": 0}
     async with Station(tmp_path, connectors=1, presets=presets) as s:
-        _set_response_timeout(s, 1)
+        # long enough that no answer the CSMS does give comes too late on a loaded machine (that would be resent
+        # and counted twice, rightly: at-least-once), short enough for the ignored one
+        _set_response_timeout(s, 3)
         await s.start_agent()
         tx_id = await s.start_session(1, CARD)
         connections = s.csms.state(CP_ID).connection_count
         mark = s.mark()
         s.csms.behaviour.faults.ignore_next("StopTransaction", 1)
         await s.tap(CARD)
-        await s.wait_until(lambda: len(s.calls("StopTransaction", mark)) == 2, what="StopTransaction sent again")
-        first, second = s.calls("StopTransaction", mark)
+        await s.wait_until(lambda: len(s.calls("StopTransaction", mark)) >= 2, what="StopTransaction sent again")
+        first, second = s.calls("StopTransaction", mark)[:2]
         assert first.payload == second.payload
         assert s.csms.state(CP_ID).connection_count > connections  # the silent link was dropped (more under load)
         assert not s.calls("BootNotification", mark)  # a reconnect is not a reboot

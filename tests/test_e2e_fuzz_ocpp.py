@@ -54,11 +54,15 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, given, reject, seed, settings
 
+from firmware.charger.limit_applier import LimitApplier
+from firmware.charger.smart_charging import ChargerSetup, ConnectorSetup, SmartChargingScheduler
 from firmware.config import parse_config
 from firmware.ocpp.rpc import MAX_FRAME_BYTES, SEEN_IDS_KEPT, RpcChargePoint
 from firmware.ocpp.v16.client import Ocpp16Client
 from firmware.ocpp.v16.configuration import ConfigurationKeys
+from firmware.ocpp.v16.dialect import OCPP16
 from firmware.storage import Database
+from firmware.storage.charging_profiles import ChargingProfileStore
 from sim.csms.transcript import Direction, EntryKind, TranscriptEntry
 from tests import ocpp_fuzz as fz
 from tests.ocpp_fuzz import ID, Case, ChargerState, cases, dump, expect, side_effect
@@ -527,8 +531,11 @@ def test_the_fuzzer_knows_what_the_agent_serves(tmp_path: Path) -> None:
     config = parse_config('[charge_point]\nid = "CP-1"\n[storage]\ndir = "/nowhere"\n[ocpp]\ncsms_url = "ws://127.0.0.1:9"\n'
                           '[[connectors]]\nid = 1\nboard = { driver = "ioboard", port = "/dev/null" }\n')
     db = Database(tmp_path / "agent.db")
-    client = Ocpp16Client(config, {}, db, ConfigurationKeys(db, 1), request_exit=lambda _: None)
-    cp = RpcChargePoint("CP-1", None, handlers=client._handlers)
+    smart_charging = SmartChargingScheduler(ChargingProfileStore(db), LimitApplier({}, {1: 32.0}),
+                                            ChargerSetup({1: ConnectorSetup(32.0)}), dict)
+    client = Ocpp16Client(config, {}, db, ConfigurationKeys(db, 1), request_exit=lambda _: None,
+                          smart_charging=smart_charging)  # as the agent builds it
+    cp = RpcChargePoint("CP-1", None, OCPP16, handlers=client._handlers)
     assert {action for action, routes in cp.route_map.items() if "_on_action" in routes} == fz.HANDLED
     db.close()
 

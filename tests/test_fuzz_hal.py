@@ -428,15 +428,33 @@ def test_pn532_driver_receive_path_counts_frames_and_drops(data: bytes, sizes: l
     assert reader.stats.frames_dropped == reference.dropped
 
 
+def _target_a() -> st.SearchStrategy[pn532.TargetTypeA]:
+    ats = st.binary(min_size=0, max_size=8).map(lambda b: bytes([len(b) + 1]) + b)
+    return st.builds(pn532.TargetTypeA, st.integers(0, 255), st.binary(min_size=2, max_size=2),
+                     st.integers(0, 255).map(lambda s: s & ~0x20),
+                     st.sampled_from([4, 7, 10]).flatmap(lambda n: st.binary(min_size=n, max_size=n))) | st.builds(
+        pn532.TargetTypeA, st.integers(0, 255), st.binary(min_size=2, max_size=2),
+        st.integers(0, 255).map(lambda s: s | 0x20), st.binary(min_size=7, max_size=7), ats)
+
+
 def _targets() -> st.SearchStrategy[bytes]:
-    target = st.builds(pn532.TargetTypeA, st.integers(0, 255), st.binary(min_size=2, max_size=2),
-                       st.integers(0, 255).map(lambda s: s & ~0x20),
-                       st.sampled_from([4, 7, 10]).flatmap(lambda n: st.binary(min_size=n, max_size=n)))
-    return st.lists(target, max_size=2).map(pn532.encode_in_list_passive_target_a)
+    return st.lists(_target_a(), max_size=2).map(pn532.encode_in_list_passive_target_a)
+
+
+def _autopoll_answers() -> st.SearchStrategy[bytes]:
+    """InAutoPoll answers: type A targets under any of the type A types, and other types with any data."""
+    type_a = st.builds(pn532.AutoPollTarget.of_type_a, st.sampled_from(sorted(pn532.AUTOPOLL_TYPE_A)), _target_a())
+    other = st.builds(pn532.AutoPollTarget, st.sampled_from(sorted(set(pn532.AutoPollType) - pn532.AUTOPOLL_TYPE_A)),
+                      st.binary(max_size=30))
+    return st.lists(type_a | other, max_size=2).map(pn532.encode_in_auto_poll)
+
+
+ANSWERS = st.one_of(st.binary(max_size=40), _targets(), mutated(_targets()), _autopoll_answers(),
+                    mutated(_autopoll_answers()))
 
 
 @FUZZ
-@given(st.one_of(st.binary(max_size=40), _targets(), mutated(_targets())))
+@given(ANSWERS)
 def test_pn532_answer_parsers_raise_only_their_protocol_errors(params: bytes) -> None:
     try:
         targets = pn532.parse_in_list_passive_target_a(params)
@@ -445,6 +463,17 @@ def test_pn532_answer_parsers_raise_only_their_protocol_errors(params: bytes) ->
     else:
         assert len(targets) <= 2
         assert all(len(t.nfcid1) in (4, 7, 10) and len(t.uid_hex) == 2 * len(t.nfcid1) for t in targets)
+    try:
+        polled = pn532.parse_in_auto_poll(params)
+    except pn532.Pn532ProtocolError as exc:
+        assert str(exc)
+    else:
+        assert len(polled) <= 2
+        assert pn532.encode_in_auto_poll(polled) == params  # every byte accounted for, nothing made up
+        for t in polled:
+            assert (t.target_a is not None) == (t.type in pn532.AUTOPOLL_TYPE_A)
+            if t.target_a is not None:
+                assert len(t.target_a.nfcid1) in (4, 7, 10) and pn532.encode_target_a(t.target_a) == t.data
     try:
         fw = pn532.parse_firmware_version(params)
     except pn532.Pn532ProtocolError:
@@ -733,13 +762,13 @@ async def test_meter_poll_that_raises_is_counted_logged_and_polling_goes_on(capl
 
 async def test_pn532_poll_that_raises_is_counted_logged_and_polling_goes_on(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    reader = Pn532Reader("pn", "/nonexistent/tty", poll_interval_s=0.001)
+    reader = Pn532Reader("pn", "/nonexistent/tty", poll_interval_s=0.001, autopoll_count=1)
     polls: list[int] = []
 
     async def initialise() -> None:
         reader._initialised = True
 
-    async def poll_once() -> str | None:
+    async def poll_once(request: pn532.AutoPollRequest) -> str | None:
         polls.append(1)
         if len(polls) == 1:
             raise IndexError("a parser bug")
@@ -748,6 +777,7 @@ async def test_pn532_poll_that_raises_is_counted_logged_and_polling_goes_on(
     monkeypatch.setattr(reader, "_initialise", initialise)
     monkeypatch.setattr(reader, "_poll_once", poll_once)
     with caplog.at_level(logging.ERROR, logger="hal.pn532.driver"):
+        reader._loop = asyncio.get_running_loop()
         reader._task = asyncio.create_task(reader._run())  # what start() runs after the init sequence
         await _until(lambda: len(polls) >= 3)
     await reader.close()

@@ -56,7 +56,7 @@ def test_a_tap_is_typed_by_the_readers_technology() -> None:
 
 def test_agent_log_lines_mask_typed_tokens_as_before() -> None:
     """``dataclasses.asdict`` would spell an IdToken out as a dict: the agent masks it to the old string."""
-    from firmware.agent import _event_fields
+    from firmware.event_log import event_fields as _event_fields
     from firmware.session import IdTokenRefused, RefusalReason, TransactionStopped
     from firmware.session.effects import StopReason, Trigger
 

@@ -37,7 +37,8 @@ def test_the_tree_keeps_every_contract(tmp_path: Path) -> None:
 def test_a_forbidden_import_is_caught(tmp_path: Path) -> None:
     tree = _copy(tmp_path)
     for module, forbidden in (("firmware/session/status.py", "firmware.storage"),
-                              ("hal/types.py", "sim.harness.charger"), ("sim/devices/ev.py", "sim.csms.transcript")):
+                              ("hal/types.py", "sim.harness.charger"), ("sim/devices/ev.py", "sim.csms.transcript"),
+                              ("firmware/ocpp/rpc.py", "firmware.ocpp.v16.keys")):
         path = tree / module
         path.write_text(path.read_text() + f"\nimport {forbidden}  # noqa: E402,F401\n")
     adapter = tree / "firmware" / "ocpp" / "v16" / "client.py"
@@ -47,6 +48,7 @@ def test_a_forbidden_import_is_caught(tmp_path: Path) -> None:
     assert "the agent and its drivers never import the simulator BROKEN" in result.stdout
     assert "the session state machine imports nothing of the agent BROKEN" in result.stdout
     assert "OCPP adapters import no telemetry BROKEN" in result.stdout
+    assert "the OCPP-J layer (link, rpc, delivery) knows no OCPP version BROKEN" in result.stdout
     assert "firmware.session.status -> firmware.storage" in result.stdout
     assert "hal.types -> sim.harness.charger" in result.stdout
     assert "the simulated devices know neither the simulated CSMS nor the harness BROKEN" in result.stdout

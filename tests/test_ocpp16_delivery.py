@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,10 +18,10 @@ import pytest
 
 from firmware.ocpp.delivery import LinkUnresponsive, OutboxDelivery, RetryPolicy
 from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost, InvalidResponse
-from firmware.ocpp.v16.transactions import TransactionMessages
+from firmware.ocpp.v16.transactions import TransactionMessages, check_queued
 from firmware.storage.database import Database
 from firmware.storage.ledger import Ledger
-from firmware.storage.outbox import Outbox, OutboxMessage
+from firmware.storage.outbox import Outbox, OutboxMessage, QueuedMessage
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 INTERVAL = 0.1
@@ -318,3 +319,26 @@ async def test_a_transaction_id_that_is_no_16_integer_cannot_be_sent(tlog: Outbo
     await run_until_empty(delivery(tlog), csms, tlog)
     assert [a for _, a, _ in csms.sent] == ["StartTransaction"]  # the meter value was discarded, the next went on
     assert tlog.stats().discarded == 1
+
+
+def test_queued_messages_are_checked_as_they_will_be_sent(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # a StopTransaction of a transaction started offline has no transactionId yet: prepare() fills it in
+    stop = QueuedMessage("StopTransaction", {"meterStop": 10, "timestamp": "2026-01-01T00:00:00Z"}, 1, 7)
+    assert check_queued(stop) is None
+    assert check_queued(stop._replace(local_id=None)) == (
+        "ProtocolError: payload: 'transactionId' is a required property")
+    faulty = QueuedMessage("MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": "2026-01-01T00:00:00Z",
+                                                                              "sampledValue": [{"value": 5}]}]})
+    fault = check_queued(faulty)
+    assert fault is not None and fault.startswith("TypeConstraintViolation: meterValue.0.sampledValue.0.value")
+    # a faulty message is logged where it is built, and kept: billing data is never refused over our own bug
+    db = Database(tmp_path / "agent.db")
+    outbox = Outbox(db, check=check_queued)
+    with caplog.at_level(logging.ERROR, logger="firmware.storage.outbox"):
+        seq = outbox.queue_many([faulty])[0]
+    ours = [r for r in caplog.records if r.name == "firmware.storage.outbox"]
+    assert [(r.getMessage(), getattr(r, "seq", None)) for r in ours] == [
+        ("queued message is faulty; the CSMS will judge it", seq)]
+    head = outbox.head()
+    assert head is not None and head.payload == faulty.payload
+    db.close()

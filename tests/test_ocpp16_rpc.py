@@ -10,15 +10,17 @@ from typing import Any
 
 import pytest
 import websockets
+from ocpp.exceptions import OCPPError
 from ocpp.routing import on
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, ConfigurationStatus
 
 from firmware.config import parse_config
 from firmware.ocpp.link import MAX_WEBSOCKET_FRAME
-from firmware.ocpp.rpc import MAX_ERROR_DESCRIPTION, RpcChargePoint, classify_frame, excess, to_16_error_code
+from firmware.ocpp.rpc import MAX_ERROR_DESCRIPTION, RpcChargePoint, classify_frame, excess
 from firmware.ocpp.v16.client import Ocpp16Client
 from firmware.ocpp.v16.configuration import ConfigurationKeys
+from firmware.ocpp.v16.dialect import OCPP16
 from firmware.ocpp.v16.remote_control import RemoteControl
 from firmware.storage import Database
 
@@ -62,7 +64,7 @@ async def link() -> AsyncIterator[tuple[Server, SlowChargePoint]]:
         port = ws_server.sockets[0].getsockname()[1]
         async with websockets.connect(f"ws://127.0.0.1:{port}/CP1", subprotocols=["ocpp1.6"],
                                       max_size=MAX_WEBSOCKET_FRAME) as ws:
-            cp = SlowChargePoint("CP1", ws, response_timeout=2)
+            cp = SlowChargePoint("CP1", ws, OCPP16, response_timeout=2)
             task = asyncio.create_task(cp.start())
             await server.connected.wait()
             yield server, cp
@@ -116,11 +118,11 @@ async def test_slow_handler_does_not_block_other_traffic(link: tuple[Server, Slo
 
 
 def test_error_code_translation_and_classification() -> None:
-    assert to_16_error_code("FormatViolation") == "FormationViolation"
-    assert to_16_error_code("OccurrenceConstraintViolation") == "OccurenceConstraintViolation"
-    assert to_16_error_code("SomethingNew") == "GenericError"
-    assert classify_frame('[3,"id",{}]')[0] == [3, "id", {}]
-    assert classify_frame("[") == (None, None)
+    assert OCPP16.error_code("FormatViolation") == "FormationViolation"
+    assert OCPP16.error_code("OccurrenceConstraintViolation") == "OccurenceConstraintViolation"
+    assert OCPP16.error_code("SomethingNew") == "GenericError"
+    assert classify_frame('[3,"id",{}]', OCPP16)[0] == [3, "id", {}]
+    assert classify_frame("[", OCPP16) == (None, None)
 
 
 async def test_duplicate_call_id_is_refused_not_executed_twice(link: tuple[Server, SlowChargePoint]) -> None:
@@ -146,20 +148,21 @@ async def test_oversized_frame_gets_formation_violation(link: tuple[Server, Slow
 
 def test_frames_beyond_the_json_limits_never_raise() -> None:
     # 2,000 nested arrays (4 KB): no id to answer to
-    assert classify_frame("[" * 2000 + "]" * 2000) == (None, None)
+    assert classify_frame("[" * 2000 + "]" * 2000, OCPP16) == (None, None)
     # a CALL whose id is readable gets FormationViolation
-    decoded, error = classify_frame('[2,"deep","DataTransfer",{"vendorId":"x","data":' + "[" * 2000 + "]" * 2000 + "}]")
+    deep = '[2,"deep","DataTransfer",{"vendorId":"x","data":' + "[" * 2000 + "]" * 2000 + "}]"
+    decoded, error = classify_frame(deep, OCPP16)
     assert decoded is None and error is not None
     assert (error.unique_id, error.error_code) == ("deep", "FormationViolation")
-    _, error = classify_frame('[2,"big","Reset",{"type":' + "9" * 5000 + "}]")
+    _, error = classify_frame('[2,"big","Reset",{"type":' + "9" * 5000 + "}]", OCPP16)
     assert error is not None and error.error_code == "FormationViolation"
-    _, error = classify_frame('[2,"sur","Authorize",{"idTag":"\\udfff"}]')
+    _, error = classify_frame('[2,"sur","Authorize",{"idTag":"\\udfff"}]', OCPP16)
     assert error is not None and "surrogate" in error.error_description
     # results and errors of the wrong shape are dropped, not queued for a waiting call
-    assert classify_frame('[3,"id",[1]]') == (None, None)
-    assert classify_frame('[4,"id",1,"x",{}]') == (None, None)
-    assert classify_frame('[4,"id","GenericError","x",null]')[0] == [4, "id", "GenericError", "x", {}]
-    assert classify_frame(b"\xff\xfe") == (None, None)
+    assert classify_frame('[3,"id",[1]]', OCPP16) == (None, None)
+    assert classify_frame('[4,"id",1,"x",{}]', OCPP16) == (None, None)
+    assert classify_frame('[4,"id","GenericError","x",null]', OCPP16)[0] == [4, "id", "GenericError", "x", {}]
+    assert classify_frame(b"\xff\xfe", OCPP16) == (None, None)
 
 
 # --- found by tests/test_e2e_fuzz_ocpp.py ---------------------------------------------------------------
@@ -167,19 +170,19 @@ def test_frames_beyond_the_json_limits_never_raise() -> None:
 
 def test_a_call_with_an_id_and_nothing_else_gets_protocol_error() -> None:
     # the id is readable, so OCPP-J 1.6 §4.2.3 owes a CALLERROR (it used to go unanswered)
-    decoded, error = classify_frame('[2,"lonely"]')
+    decoded, error = classify_frame('[2,"lonely"]', OCPP16)
     assert decoded is None and error is not None
     assert (error.unique_id, error.error_code) == ("lonely", "ProtocolError")
-    assert classify_frame("[2]") == (None, None)  # no id: nobody to answer
+    assert classify_frame("[2]", OCPP16) == (None, None)  # no id: nobody to answer
 
 
 def test_ids_with_escapes_or_empty_are_read_from_frames_beyond_the_limits() -> None:
     deep = "[" * 2000 + "]" * 2000
     for raw_id, unique_id in (('"a\\u00e9\\"b"', 'aé"b'), ('""', ""), ('"\\u6771\\/x"', "東/x")):
-        _, error = classify_frame(f'[2,{raw_id},"DataTransfer",{{"vendorId":"x","data":{deep}}}]')
+        _, error = classify_frame(f'[2,{raw_id},"DataTransfer",{{"vendorId":"x","data":{deep}}}]', OCPP16)
         assert error is not None and (error.unique_id, error.error_code) == (unique_id, "FormationViolation")
     # an id that cannot be sent back (a lone surrogate) is no id
-    assert classify_frame(f'[2,"x\\ud800","DataTransfer",{{"vendorId":"x","data":{deep}}}]') == (None, None)
+    assert classify_frame(f'[2,"x\\ud800","DataTransfer",{{"vendorId":"x","data":{deep}}}]', OCPP16) == (None, None)
 
 
 async def test_callerror_descriptions_stay_short(link: tuple[Server, SlowChargePoint]) -> None:
@@ -213,7 +216,7 @@ async def test_get_configuration_takes_at_most_get_configuration_max_keys(tmp_pa
     # its answer repeats every key, escaped: 9,500 unknown keys of 50 "é" made a 2.9 MB CALLRESULT, and the
     # CSMS closed the connection over it
     client, db = _client(tmp_path)
-    cp = RpcChargePoint("CP-1", None, handlers=client._handlers)
+    cp = RpcChargePoint("CP-1", None, OCPP16, handlers=client._handlers)
     assert cp.max_items("GetConfiguration") == client.ctx.keys.get_int("GetConfigurationMaxKeys") == 64
     assert excess({"key": ["é" * 50] * 65}, max_items=cp.max_items("GetConfiguration")) == "key: more than 64 items"
     assert cp.max_items("RemoteStartTransaction") is None
@@ -227,3 +230,13 @@ async def test_remote_stop_of_a_transaction_id_beyond_64_bits_is_rejected(tmp_pa
     for transaction_id in (2 ** 63, -(2 ** 63) - 1, 10 ** 30, 7):
         assert await remote.remote_stop(transaction_id) == "Rejected"
     db.close()
+
+
+async def test_a_request_checked_when_queued_is_not_validated_again(link: tuple[Server, SlowChargePoint]) -> None:
+    # the outbox checks its messages as they are queued (transactions.check_queued): sending trusts that check
+    server, cp = link
+    with pytest.raises(OCPPError):
+        await cp.call_raw("Heartbeat", {"unexpected": 1})
+    assert await cp.call_raw("Heartbeat", {"unexpected": 1}, checked=True) == {"currentTime": "2026-01-01T00:00:00Z"}
+    sent = await asyncio.wait_for(server.received.get(), 5)
+    assert sent[2:] == ["Heartbeat", {"unexpected": 1}]  # the first frame the CSMS saw: the unchecked one never left

@@ -12,6 +12,9 @@ from hal.pn532.codec import (
     ERROR_FRAME,
     NACK_FRAME,
     Ack,
+    AutoPollRequest,
+    AutoPollTarget,
+    AutoPollType,
     Command,
     DropReason,
     ErrorFrame,
@@ -28,8 +31,11 @@ from hal.pn532.codec import (
     build_information_frame,
     check_status,
     encode,
+    encode_in_auto_poll,
     encode_in_list_passive_target_a,
     parse_firmware_version,
+    parse_in_auto_poll,
+    parse_in_auto_poll_command,
     parse_in_list_passive_target_a,
     status_text,
 )
@@ -47,6 +53,8 @@ H = bytes.fromhex
         (Command.IN_LIST_PASSIVE_TARGET, b"\x01\x00", "0000FF04FCD44A0100E100"),
         (Command.RF_CONFIGURATION, b"\x05\xff\x01\x02", "0000FF06FAD43205FF0102F300"),
         (Command.IN_RELEASE, b"\x01", "0000FF03FDD45201D900"),
+        (Command.IN_RELEASE, b"\x00", "0000FF03FDD45200DA00"),  # Tg 0: every target
+        (Command.IN_AUTO_POLL, b"\x14\x01\x10", "0000FF05FBD4601401 10A700"),  # 20 x 150 ms, MIFARE
     ],
 )
 def test_command_frames_match_the_manual_layout(command: Command, params: bytes, wire: str) -> None:
@@ -212,6 +220,67 @@ def test_parse_in_list_passive_target_examples() -> None:
 def test_parse_in_list_passive_target_errors_are_clear(params: bytes, message: str) -> None:
     with pytest.raises(Pn532ProtocolError, match=message):
         parse_in_list_passive_target_a(params)
+
+
+def test_auto_poll_request_parameters_and_duration() -> None:
+    idle = AutoPollRequest(20, 1, (AutoPollType.MIFARE,))
+    assert idle.params() == H("140110")
+    assert idle.duration_s == pytest.approx(3.0)
+    assert AutoPollRequest(2, 3, (0x10, 0x11)).duration_s == pytest.approx(2 * 2 * 3 * 0.150)
+    endless = AutoPollRequest(0xFF, 1, (0x10,))
+    assert endless.endless and endless.duration_s == float("inf")
+    assert parse_in_auto_poll_command(H("140110")) == idle  # the chip's side reads back what the host built
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (H("0110"), "needs PollNr, Period and a type"),
+        (H("000110"), "PollNr 0"),
+        (H("010010"), "Period 0"),
+        (H("011010"), "Period 16"),
+        (H("010105"), "type 0x05 is not one of"),
+        (H("0101") + bytes([0x10] * 16), "1..15 target types"),
+    ],
+)
+def test_auto_poll_parameters_out_of_range_are_refused(params: bytes, message: str) -> None:
+    with pytest.raises(Pn532ProtocolError, match=message):
+        parse_in_auto_poll_command(params)
+    with pytest.raises(ValueError):  # the host cannot build them either
+        AutoPollRequest(params[0] if params else 0, params[1] if len(params) > 1 else 0, tuple(params[2:]))
+
+
+def test_parse_in_auto_poll_examples() -> None:
+    assert parse_in_auto_poll(H("00")) == []  # NbTg = 0: nothing found in PollNr pollings
+    # NbTg=1, Type 0x10 (MIFARE), 9 bytes of target data: InListPassiveTarget's Tg SENS_RES SEL_RES len NFCID1
+    mifare = parse_in_auto_poll(H("01" + "10" + "09" + "0100040804A1B2C3D4"))
+    assert mifare == [AutoPollTarget(0x10, H("0100040804A1B2C3D4"), TargetTypeA(1, H("0004"), 0x08, H("A1B2C3D4")))]
+    assert mifare[0].target_a is not None and mifare[0].target_a.uid_hex == "A1B2C3D4"
+    # ISO/IEC 14443-4A (Type 0x20) with its ATS, then a FeliCa target (not type A: left undecoded)
+    two = parse_in_auto_poll(H("02" + "20" + "12" + "0100442007041122334455660675778102 80".replace(" ", "")
+                               + "11" + "03" + "AABBCC"))
+    assert two[0].target_a is not None and two[0].target_a.ats == H("067577810280")
+    assert two[1] == AutoPollTarget(0x11, H("AABBCC"))
+    assert encode_in_auto_poll(two) == H("02" + "20" + "12" + "010044200704112233445566067577810280"
+                                         + "11" + "03" + "AABBCC")
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (b"", "empty"),
+        (H("03"), "at most 2"),
+        (H("0110"), "truncated before the type and length of target 1"),
+        (H("011009" + "01000408"), "target 1 has 9 bytes of data, 4 present"),
+        (H("011004" + "01000408"), "truncated in the header of target 1"),
+        (H("01100A" + "0100040804A1B2C3D4" + "FF"), "1 bytes beyond its data"),
+        (H("011009" + "0100040805A1B2C3D4"), "NFCID1 length 5"),
+        (H("011009" + "0100040804A1B2C3D4" + "00"), "trailing"),
+    ],
+)
+def test_parse_in_auto_poll_errors_are_clear(params: bytes, message: str) -> None:
+    with pytest.raises(Pn532ProtocolError, match=message):
+        parse_in_auto_poll(params)
 
 
 def test_status_bytes() -> None:

@@ -91,9 +91,15 @@ class Sim:
 
 
 def wait_agent_running(sim: Sim) -> None:
-    """Until the agent has its devices open (a card tapped before that is never seen, as on a real charger)."""
+    """Until the agent's latest start has finished: its devices open (a card tapped before that is never seen, as
+    on a real charger), its signal handlers set (a SIGTERM during start-up ends it before it can log its stop)."""
     wait_until(lambda: sim.state()["agent"]["running"], what="agent process")
-    sim.wait_log(lambda x: x.get("msg") == "agent running", 0)
+
+    def started() -> bool:
+        lines: list[dict[str, Any]] = sim.ok("GET", "/agent/log?since=0&n=5000")["lines"]
+        starts = [i for i, x in enumerate(lines) if x.get("msg") == "agent starting"]
+        return bool(starts) and any(x.get("msg") == "agent running" for x in lines[starts[-1]:])
+    wait_until(started, what="the agent's latest start finished")
 
 
 def wait_until(check: Callable[[], Any], timeout_s: float = WAIT_S, what: str = "condition") -> Any:
@@ -488,6 +494,7 @@ def test_python_m_sim_ctl_exit_codes(sim: Sim) -> None:
 # ---- shutdown (last: it stops the module's simulator) -------------------------------------------------------
 
 def test_sigterm_stops_everything_cleanly(sim: Sim) -> None:
+    wait_agent_running(sim)  # earlier tests restart it
     agent_pid = sim.state()["agent"]["pid"]
     assert processes_mentioning(str(sim.state_dir))  # the agent, with its config in the state dir
     assert stop_sim(sim, signal.SIGTERM) == 0

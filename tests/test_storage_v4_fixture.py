@@ -89,7 +89,8 @@ def test_every_row_is_migrated(v4_copy: Path) -> None:
                                    "FROM outbox ORDER BY seq")
     transactions_before = _rows(v4_copy, "SELECT * FROM transactions ORDER BY connector, local_id")
     db = Database(v4_copy)
-    assert db.version == len(MIGRATIONS) == 5
+    assert db.version == len(MIGRATIONS) == 6
+    assert _rows(v4_copy, "SELECT COUNT(*) FROM charging_profiles") == [(0,)]  # v6: none installed yet
 
     # the ledger: every record, the CSMS's ids as their decimal text (one beyond 32 bits kept exactly)
     ledger = Ledger(db)
@@ -147,7 +148,7 @@ def test_every_row_is_migrated(v4_copy: Path) -> None:
     assert local_list.version == 7 and settings.get(LIST_VERSION_KEY) == "7" and len(local_list) == 2
     assert local_list.get(CARD_2.lower()) == IdTagInfo(AuthStatus.ACCEPTED, None, "GROUP-1")
     db.close()
-    assert Database(v4_copy).version == 5  # opened again: nothing left to migrate
+    assert Database(v4_copy).version == 6  # opened again: nothing left to migrate
 
 
 def test_migration_5_is_all_or_nothing(v4_copy: Path) -> None:

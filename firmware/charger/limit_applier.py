@@ -26,9 +26,12 @@ log = logging.getLogger(__name__)
 class LimitApplier:
     """Connector observer (for the EV-present set the shares depend on) and the worker that applies limits."""
 
-    def __init__(self, connectors: dict[int, ConnectorController]) -> None:
+    def __init__(self, connectors: dict[int, ConnectorController], ratings: dict[int, float] | None = None) -> None:
+        """``ratings``: each connector's rating in A (default: from the connectors' machines, which then must
+        exist; the agent passes them from the configuration, so the applier exists before the connectors)."""
         self.connectors = connectors
-        self.limits = ChargingLimits({cid: c.config.max_current_amps for cid, c in connectors.items()})
+        self.limits = ChargingLimits(ratings if ratings is not None else
+                                     {cid: c.config.max_current_amps for cid, c in connectors.items()})
         self.applied: dict[int, float] = {}
         #: called with (connector, amps) after a connector's machine took a new effective limit
         self.listeners: list[Callable[[int, float], None]] = []

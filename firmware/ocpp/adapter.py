@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from firmware.charger.connector import ConnectorController
 from firmware.charger.coordinator import Coordinator
+from firmware.charger.smart_charging import SmartChargingScheduler
 from firmware.config import AgentConfig
 from firmware.exitcodes import ExitCode
 from firmware.session import Effect, SessionConfig
@@ -58,7 +59,8 @@ class OcppAdapter(Protocol):
 
 
 def create_adapter(config: AgentConfig, db: Database, connectors: dict[int, ConnectorController], *,
-                   coordinator: Coordinator, ledger: Ledger, request_exit: Callable[[ExitCode], None],
+                   coordinator: Coordinator, ledger: Ledger, smart_charging: SmartChargingScheduler,
+                   request_exit: Callable[[ExitCode], None],
                    diagnostics: Callable[[], dict[str, Any]], hardware: Callable[[], dict[str, Any]],
                    spawn: Spawn) -> OcppAdapter:
     """The adapter ``config.ocpp.version`` names. ``connectors`` may still be empty: the adapter keeps the dict
@@ -70,5 +72,6 @@ def create_adapter(config: AgentConfig, db: Database, connectors: dict[int, Conn
 
         keys = ConfigurationKeys(db, len(config.connectors), presets=config.ocpp.presets)
         return Ocpp16Client(config, connectors, db, keys, request_exit=request_exit, coordinator=coordinator,
-                            diagnostics=diagnostics, hardware=hardware, ledger=ledger, spawn=spawn)
+                            diagnostics=diagnostics, hardware=hardware, ledger=ledger, spawn=spawn,
+                            smart_charging=smart_charging)
     raise ValueError(f"no OCPP adapter for version {config.ocpp.version!r}")  # the configuration refuses it first

@@ -1,30 +1,33 @@
-"""OCPP-J 1.6 RPC framing on top of the ``ocpp`` library, with the parts it leaves to us.
+"""OCPP-J RPC framing on top of the ``ocpp`` library, with the parts it leaves to us.
 
-The library validates payloads against the 1.6 schemas and maps them to dataclasses. What it does
+The frame format is the same in every OCPP-J version; what differs (the actions, the schemas, the error-code
+table and its spellings) is a :class:`Dialect`, one per adapter (``firmware/ocpp/v16/dialect.py``,
+``firmware/ocpp/v201/dialect.py``). Codes are written here in the library's spelling (OCPP-J 2.0.1's) and
+put in the dialect's on the way out.
+
+The library validates payloads against the version's schemas and maps them to dataclasses. What it does
 not do, and this module does:
 
 * It runs incoming handlers inline in the receive loop, so a slow handler (or one that awaits a CALL
   of its own) stalls every response. Here each incoming CALL is handled in its own task; responses
   to our CALLs keep flowing meanwhile.
 * It ignores frames it cannot parse. Here a malformed CALL whose unique id can be read gets the
-  CALLERROR OCPP-J 1.6 §4.2.3 prescribes; anything else is logged and counted, never a crash. A
+  CALLERROR OCPP-J 1.6 §4.2.3 prescribes (2.0.1 alike); anything else is logged and counted, never a crash. A
   frame with an unknown MessageTypeId is ignored, as §4.1.3 requires ("SHALL ignore the message
   payload"); a ``null`` payload is taken as ``{}`` (§4.2.1 allows both notations).
 * It classifies schema violations coarsely (an enum or range violation becomes FormatViolation).
-  Here each gets the Table 7 code that describes it: an unknown property FormationViolation (not the
-  PDU structure), a missing required one ProtocolError (payload incomplete), a wrong JSON type or an
-  over-long string TypeConstraintViolation, too few/many array items OccurenceConstraintViolation,
-  a value outside the enum or range PropertyConstraintViolation; the description names the field.
-* It swaps NotImplemented and NotSupported. OCPP-J 1.6 Table 7: NotImplemented = "Requested Action
-  is not known by receiver", NotSupported = "recognized but not supported". Here an action outside
-  1.6 gets NotImplemented and a 1.6 action we have no handler for gets NotSupported.
+  Here each gets the code of the version's table that describes it (the dialect's keyword table); the
+  description names the field.
+* It swaps NotImplemented and NotSupported. OCPP-J 1.6 Table 7 and 2.0.1 Table 8: NotImplemented =
+  "Requested Action is not known by receiver", NotSupported = "recognized but not supported". Here an
+  action outside the version gets NotImplemented and one of its actions we have no handler for NotSupported.
 * It validates whatever arrives, however large. Here a payload of more than :data:`MAX_PAYLOAD_VALUES` values
   (or more items than a feature's ``max_items`` allows) is refused before validation, which runs on the loop
   that also runs the hardware; and no CALLERROR quotes more than :data:`MAX_ERROR_DESCRIPTION` characters of
   what it refuses.
 * It reports 1.6 errors with 2.0.1 spellings (``FormatViolation``, ``OccurrenceConstraintViolation``).
   OCPP-J 1.6 spells them ``FormationViolation`` and ``OccurenceConstraintViolation``; a strict CSMS
-  validates the error code, so they are translated on the way out.
+  validates the error code, so every code is put in the dialect's spelling on the way out.
 """
 
 from __future__ import annotations
@@ -33,18 +36,22 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
+from functools import cache
 from itertools import islice
+from types import ModuleType
 from typing import Any, TypeVar, cast
 
 import ocpp.messages
+from jsonschema import Draft4Validator, FormatChecker
 from jsonschema.exceptions import best_match
+from ocpp.charge_point import ChargePoint as _LibChargePoint
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, CallResult, MessageType, get_validator, validate_payload
 from ocpp.routing import after, create_route_map, on
-from ocpp.v16 import ChargePoint as _LibChargePoint
-from ocpp.v16.enums import Action
 from websockets.exceptions import ConnectionClosed
 
 from firmware import bounded_json
@@ -56,69 +63,92 @@ log = logging.getLogger(__name__)
 # validation itself — it halved the rate at which a backlog drains. Validated inline instead.
 ocpp.messages.ASYNC_VALIDATION = False
 
-#: OCPP-J 1.6 §4.2.3 error codes. Anything else leaving this charge point becomes GenericError.
-ERROR_CODES_16 = frozenset({
-    "NotImplemented", "NotSupported", "InternalError", "ProtocolError", "SecurityError",
-    "FormationViolation", "PropertyConstraintViolation", "OccurenceConstraintViolation",
-    "TypeConstraintViolation", "GenericError",
-})
-_TRANSLATE_16 = {"FormatViolation": "FormationViolation",
-                 "OccurrenceConstraintViolation": "OccurenceConstraintViolation"}
-
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def handles(action: Action) -> Callable[[F], F]:
+def handles(action: str) -> Callable[[F], F]:
     """``ocpp.routing.on`` with its type kept (the library's decorator is untyped)."""
     return cast(Callable[[F], F], on(action))
 
 
-def after_answering(action: Action) -> Callable[[F], F]:
+def after_answering(action: str) -> Callable[[F], F]:
     """``ocpp.routing.after``, typed: runs once the CALLRESULT for ``action`` has been sent."""
     return cast(Callable[[F], F], after(action))
 
 
-_ACTIONS_16 = frozenset(a.value for a in Action)
-
-
-def to_16_error_code(code: str) -> str:
-    code = _TRANSLATE_16.get(code, code)
-    return code if code in ERROR_CODES_16 else "GenericError"
-
-
-#: Schemas with ``multipleOf`` on decimals: the library loads them (and their payloads) with Decimal floats.
-_DECIMAL_SCHEMAS = frozenset({"SetChargingProfile", "RemoteStartTransaction"})
 #: How many schema errors are weighed to pick the one to report (every one of them costs a ValidationError).
 _ERRORS_WEIGHED = 100
-#: JSON schema keyword that failed -> OCPP-J 1.6 Table 7 error code (anything else: PropertyConstraintViolation).
-_CODE_BY_KEYWORD = {
-    "additionalProperties": "FormationViolation",
-    "required": "ProtocolError",
-    "type": "TypeConstraintViolation",
-    "maxLength": "TypeConstraintViolation",
-    "minItems": "OccurenceConstraintViolation",
-    "maxItems": "OccurenceConstraintViolation",
-}
+
+#: RFC 3339 §5.6 ``date-time``: full-date "T" full-time, the zone mandatory ("Z" or an offset). The schemas say
+#: ``"format": "date-time"``, but the library's validators check no formats: a timestamp without a zone (local
+#: time of which place?) would pass.
+_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
 
 
-def schema_violation(action: str, payload: dict[str, Any]) -> tuple[str, str] | None:
-    """``(1.6 error code, description naming the field)`` if a CALL's payload breaks its 1.6 schema."""
-    decimal = action in _DECIMAL_SCHEMAS
-    try:
-        validator = get_validator(MessageType.Call, action, "1.6", parse_float=Decimal if decimal else float)
-    except (OSError, ValueError):
-        return None  # no schema for it: the action check answers it
-    try:
-        instance = json.loads(json.dumps(payload), parse_float=Decimal) if decimal else payload
-        error = best_match(islice(validator.iter_errors(instance), _ERRORS_WEIGHED))
-    except (ArithmeticError, ValueError, TypeError):  # multipleOf on 1e999999 (inf % Decimal): out of range
-        return "PropertyConstraintViolation", "payload: a number is out of the range this charge point handles"
-    if error is None:
-        return None
-    where = ".".join(str(p) for p in error.absolute_path) or "payload"
-    return (_CODE_BY_KEYWORD.get(str(error.validator), "PropertyConstraintViolation"),
-            _shorten(f"{where}: {error.message}"))
+def is_date_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True  # the "type" keyword speaks for non-strings
+    if _DATE_TIME.fullmatch(value) is None:
+        return False
+    try:  # and a real date and time (no 30 February, no hour 25)
+        datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+_FORMATS = FormatChecker(formats=())
+_FORMATS.checks("date-time")(is_date_time)
+
+
+@cache
+def _request_validator(version: str, action: str, decimal: bool) -> Draft4Validator:
+    """The library's validator for a request, with ``date-time`` checked (built once per action)."""
+    validator = get_validator(MessageType.Call, action, version, parse_float=Decimal if decimal else float)
+    return cast(Draft4Validator, validator.evolve(format_checker=_FORMATS))
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What one OCPP-J version fixes for the RPC layer: its actions, its schemas (the library's set for
+    ``version``), its error-code table and spellings, and which schema keyword failing means which code."""
+
+    version: str  #: the library's schema set, as in ``ocpp.messages.get_validator``: "1.6", "2.0.1"
+    actions: frozenset[str]
+    error_codes: frozenset[str]  #: the version's table; any other code leaving this charge point is GenericError
+    call: ModuleType  #: the library's request dataclasses for the version (``ocpp.v16.call``)
+    call_result: ModuleType
+    #: a code in the library's spelling -> the version's (1.6: FormatViolation -> FormationViolation)
+    spelling: Mapping[str, str] = field(default_factory=dict)
+    #: the JSON-schema keyword that failed -> error code (library spelling); anything else: ``otherwise``
+    code_by_keyword: Mapping[str, str] = field(default_factory=dict)
+    otherwise: str = "PropertyConstraintViolation"
+    #: actions whose schemas put ``multipleOf`` on decimals: loaded (and their payloads) with Decimal floats
+    decimal_schemas: frozenset[str] = frozenset()
+
+    def error_code(self, code: str) -> str:
+        """``code`` (either spelling) as this version writes it, GenericError if its table lacks it."""
+        code = self.spelling.get(code, code)
+        return code if code in self.error_codes else "GenericError"
+
+    def schema_violation(self, action: str, payload: dict[str, Any]) -> tuple[str, str] | None:
+        """``(error code, description naming the field)`` if a CALL's payload breaks its schema."""
+        decimal = action in self.decimal_schemas
+        try:
+            validator = _request_validator(self.version, action, decimal)
+        except (OSError, ValueError):
+            return None  # no schema for it: the action check answers it
+        try:
+            instance = json.loads(json.dumps(payload), parse_float=Decimal) if decimal else payload
+            error = best_match(islice(validator.iter_errors(instance), _ERRORS_WEIGHED))
+        except (ArithmeticError, ValueError, TypeError):  # multipleOf on 1e999999 (inf % Decimal): out of range
+            return (self.error_code("PropertyConstraintViolation"),
+                    "payload: a number is out of the range this charge point handles")
+        if error is None:
+            return None
+        where = ".".join(str(p) for p in error.absolute_path) or "payload"
+        return (self.error_code(self.code_by_keyword.get(str(error.validator), self.otherwise)),
+                _shorten(f"{where}: {error.message}"))
 
 
 #: Most JSON values a CALL's payload may hold before it is validated. Validation is pure Python on the one event
@@ -195,10 +225,11 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def classify_frame(raw: str | bytes) -> tuple[Any, CallError | None]:
+def classify_frame(raw: str | bytes, dialect: Dialect) -> tuple[Any, CallError | None]:
     """Parse one frame. Returns ``(decoded list, None)`` for a well-formed frame, or ``(None, error)``
-    when the frame is a CALL we can answer with a CALLERROR, or ``(None, None)`` when it cannot or must
-    not be answered (no readable unique id; an unknown MessageTypeId, OCPP-J 1.6 §4.1.3).
+    when the frame is a CALL we can answer with a CALLERROR (its code in the dialect's spelling), or
+    ``(None, None)`` when it cannot or must not be answered (no readable unique id; an unknown
+    MessageTypeId, OCPP-J 1.6 §4.1.3).
 
     Never raises: the frame comes from outside. Text that is not JSON is not answered (as the library does);
     JSON beyond :mod:`firmware.bounded_json`'s limits (nesting, a number's length, lone surrogates) is a
@@ -211,18 +242,21 @@ def classify_frame(raw: str | bytes) -> tuple[Any, CallError | None]:
         unique_id = _leading_call_id(raw)
         if unique_id is None:
             return None, None
-        return None, CallError(unique_id, "FormationViolation", f"message is not valid OCPP-J: {exc}", {})
+        return None, CallError(unique_id, dialect.error_code("FormatViolation"),
+                               f"message is not valid OCPP-J: {exc}", {})
     if not isinstance(msg, list) or len(msg) < 2 or not isinstance(msg[1], str):
         return None, None  # no unique id: nobody to answer (a CALL of [2, "id"] alone is answered below)
     unique_id = msg[1]
     kind = msg[0]
     if kind == MessageType.Call and not isinstance(kind, bool):
         if len(msg) != 4 or not isinstance(msg[2], str):
-            return None, CallError(unique_id, "ProtocolError", "CALL must be [2, id, action, payload]", {})
+            return None, CallError(unique_id, dialect.error_code("ProtocolError"),
+                                   "CALL must be [2, id, action, payload]", {})
         if msg[3] is None:
             msg[3] = {}  # §4.2.1: null and {} both mean "no payload"
         if not isinstance(msg[3], dict):
-            return None, CallError(unique_id, "FormationViolation", "payload must be a JSON object", {})
+            return None, CallError(unique_id, dialect.error_code("FormatViolation"),
+                                   "payload must be a JSON object", {})
         return msg, None
     if kind == MessageType.CallResult and not isinstance(kind, bool) and len(msg) == 3:
         if msg[2] is None:
@@ -245,7 +279,7 @@ class CallErrorReceived(Exception):
 
 
 class InvalidResponse(Exception):
-    """The CSMS's CALLRESULT does not validate against the 1.6 schema."""
+    """The CSMS's CALLRESULT does not validate against the version's schema."""
 
 
 class ConnectionLost(ConnectionError):
@@ -253,13 +287,16 @@ class ConnectionLost(ConnectionError):
 
 
 class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
-    """The ``ocpp`` library's 1.6 charge point with a non-blocking, robust receive loop."""
+    """The ``ocpp`` library's charge point, for one :class:`Dialect`, with a non-blocking, robust receive loop."""
 
-    def __init__(self, cp_id: str, connection: Any, response_timeout: float = 30,
+    def __init__(self, cp_id: str, connection: Any, dialect: Dialect, response_timeout: float = 30,
                  handlers: Iterable[object] = ()) -> None:
         """``handlers``: objects whose ``@handles`` / ``@after_answering`` methods serve incoming CALLs (one
         feature module each), besides this class's own."""
+        # what the library's version subclasses (ocpp.v16.ChargePoint, …) set as class attributes
+        self._ocpp_version, self._call, self._call_result = dialect.version, dialect.call, dialect.call_result
         super().__init__(cp_id, connection, response_timeout=response_timeout, logger=log)
+        self.dialect = dialect
         self._features = list(handlers)
         for feature in self._features:
             for action, routes in create_route_map(feature).items():
@@ -302,11 +339,11 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
             log.warning("oversized OCPP frame", extra={"bytes": len(raw), "limit": MAX_FRAME_BYTES,
                                                        "answered": unique_id is not None})
             if unique_id is not None:
-                await self._send(CallError(unique_id, "FormationViolation",
+                await self._send(CallError(unique_id, "FormatViolation",
                                            f"message of {len(raw)} bytes exceeds this charge point's limit of "
                                            f"{MAX_FRAME_BYTES} bytes", {}).to_json())
             return
-        decoded, error = classify_frame(raw)
+        decoded, error = classify_frame(raw, self.dialect)
         if decoded is None:
             self.malformed_frames += 1
             log.warning("malformed OCPP frame", extra={"frame": _excerpt(raw), "answered": error is not None,
@@ -354,10 +391,10 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
                 log.warning("InternalError not sent", extra={"action": msg.action, "error": repr(exc)})
 
     async def _handle_call_safely(self, msg: Call) -> None:
-        if msg.action not in _ACTIONS_16:
+        if msg.action not in self.dialect.actions:
             await self._send(CallError(msg.unique_id, "NotImplemented", "Requested Action is not known by "
-                                       "receiver", {"cause": f"{msg.action[:64]} is not an OCPP 1.6 action"}
-                                       ).to_json())
+                                       "receiver", {"cause": f"{msg.action[:64]} is not an OCPP "
+                                                             f"{self.dialect.version} action"}).to_json())
             return
         if "_on_action" not in self.route_map.get(msg.action, {}):
             await self._send(CallError(msg.unique_id, "NotSupported", "Requested Action is recognized but not "
@@ -366,8 +403,8 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
             return
         # bounded first: validating is costly, and the loop that does it also runs the hardware
         too_much = excess(msg.payload, max_items=self.max_items(msg.action))
-        violation = (("OccurenceConstraintViolation", too_much) if too_much
-                     else schema_violation(msg.action, msg.payload))
+        violation = (("OccurrenceConstraintViolation", too_much) if too_much
+                     else self.dialect.schema_violation(msg.action, msg.payload))
         if violation is not None:
             code, description = violation
             log.warning("CALL refused before its handler", extra={"action": msg.action, "error_code": code,
@@ -394,27 +431,30 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
         return None
 
     async def _send(self, message: str) -> None:
-        """Every outgoing frame passes here: CALLERROR codes are put in their 1.6 spelling, and a CALLERROR's
+        """Every outgoing frame passes here: CALLERROR codes are put in the dialect's spelling, and a CALLERROR's
         description and details are kept short (see :data:`MAX_ERROR_DESCRIPTION`)."""
         if message.startswith("[4"):
             frame = json.loads(message)
-            frame[2] = to_16_error_code(str(frame[2]))
+            frame[2] = self.dialect.error_code(str(frame[2]))
             frame[3] = _shorten(str(frame[3]))
             if len(json.dumps(frame[4])) > MAX_ERROR_DESCRIPTION:
                 frame[4] = {"cause": _shorten(json.dumps(frame[4]))}
             message = json.dumps(frame, separators=(",", ":"))
         await self._connection.send(message)
 
-    async def call_raw(self, action: str, payload: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
+    async def call_raw(self, action: str, payload: dict[str, Any], timeout_s: float | None = None, *,
+                       checked: bool = False) -> dict[str, Any]:
         """Send one CALL with a camelCase payload and return the CALLRESULT payload.
 
-        The request is validated before it goes out (a schema violation is our bug and raises at once);
-        the answer is validated too. Raises :class:`CallErrorReceived`, :class:`InvalidResponse`,
+        The request is validated before it goes out (a schema violation is our bug and raises at once), unless
+        it was ``checked`` already (a queued message, checked as it was queued: the outbox's ``check``); the
+        answer is validated too. Raises :class:`CallErrorReceived`, :class:`InvalidResponse`,
         ``TimeoutError`` when no answer comes within the response timeout, or :class:`ConnectionLost` as
         soon as the connection closes (not a response timeout later). One CALL at a time (OCPP-J).
         """
         msg = Call(unique_id=str(self._unique_id_generator()), action=action, payload=payload)
-        await validate_payload(msg, self._ocpp_version)
+        if not checked:
+            await validate_payload(msg, self._ocpp_version)
         async with self._call_lock:
             if self._closed.is_set():
                 raise ConnectionLost(f"{action}: not connected")

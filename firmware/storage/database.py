@@ -1,7 +1,8 @@
 """The agent's SQLite database: WAL, full fsync, versioned migrations, corruption handled loudly.
 
 What lives in it is kept by the stores beside this module: ``settings`` (key/value), ``ledger`` (billing
-records), ``outbox`` (messages not yet delivered), ``auth_stores`` (Authorization Cache, Local Authorization List).
+records), ``outbox`` (messages not yet delivered), ``auth_stores`` (Authorization Cache, Local Authorization List),
+``charging_profiles`` (smart charging).
 
 Why SQLite: one file, transactional, survives ``kill -9`` at any instant when used with WAL and
 ``synchronous=FULL`` (a commit that returned is on disk). Migrations only ever add or convert: a migration that
@@ -122,8 +123,20 @@ def _v5(conn: sqlite3.Connection) -> None:
                  "END = 'Sample.Periodic')")
 
 
+def _v6(conn: sqlite3.Connection) -> None:
+    """Installed charging profiles (smart charging; firmware/storage/charging_profiles.py): one row per profile, the
+    profile itself as JSON (the charger layer's form, whatever protocol delivered it)."""
+    conn.execute("""
+        CREATE TABLE charging_profiles (
+            profile_id     INTEGER PRIMARY KEY,  -- unique among installed profiles (the same id replaces)
+            connector      INTEGER NOT NULL,     -- 0: the whole charger
+            transaction_local_id INTEGER,        -- a TxProfile's transaction: the connector's local id
+            profile        TEXT    NOT NULL      -- JSON
+        )""")
+
+
 #: Schema versions in order; index + 1 is the version number. Append, never edit or remove.
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6]
 
 
 class StorageError(Exception):
@@ -230,6 +243,18 @@ class Database:
                 raise
             finally:
                 self._restore_durability(durable)
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """For reads only: no BEGIN IMMEDIATE … COMMIT around them, which takes the write lock and costs two more
+        statements (a third of the statements of delivering one queued message). In autocommit mode each SELECT
+        reads one consistent snapshot; use :meth:`transaction` where several must agree. Joins an outer block."""
+        with self._lock:
+            try:
+                yield self.conn
+            except sqlite3.Error as exc:
+                self._report(exc)
+                raise
 
     def _restore_durability(self, durable: bool) -> None:
         if not durable:

@@ -58,7 +58,7 @@ class Ledger:
                          (transaction_id, connector, local_id))
 
     def get(self, connector: int, local_id: int) -> TransactionRecord | None:
-        with self.db.transaction() as conn:
+        with self.db.read() as conn:
             row = conn.execute(f"SELECT {_COLUMNS} FROM transactions WHERE connector = ? AND local_id = ?",
                                (connector, local_id)).fetchone()
         return None if row is None else TransactionRecord(*row)

@@ -76,12 +76,20 @@ class OutboxStats:
     max_queued: int | None
 
 
+#: The adapter's judgement of a message as it is queued: why it could not be sent as it is (a bug of ours), or None.
+QueueCheck = Callable[[QueuedMessage], str | None]
+
+
 class Outbox:
     """Queued messages, in order, on disk."""
 
-    def __init__(self, db: Database, max_queued: int | None = None) -> None:
+    def __init__(self, db: Database, max_queued: int | None = None, check: QueueCheck | None = None) -> None:
+        """``check``: run on every message as it is queued, where a faulty one has its cause (the code that built
+        it); the adapter's sending then need not check it again. A message it finds faulty is logged and queued
+        all the same: billing data is never refused over a bug in building its message."""
         self.db = db
         self.max_queued = max_queued
+        self.check = check
         self._settings = Settings(db)
         self._over_cap_logged = False
 
@@ -105,6 +113,10 @@ class Outbox:
                            (action, json.dumps(payload, separators=(",", ":")), connector, local_id,
                             (created_at or datetime.now().astimezone()).isoformat(), int(thinnable)))
         seq = int(cur.lastrowid or 0)
+        if self.check is not None and (fault := self.check(QueuedMessage(action, payload, connector, local_id,
+                                                                          created_at, thinnable))) is not None:
+            log.error("queued message is faulty; the CSMS will judge it", extra={
+                "action": action, "seq": seq, "connector": connector, "local_id": local_id, "fault": fault})
         if self.max_queued is not None:
             self._enforce_cap(conn, self.max_queued)
         return seq
@@ -155,33 +167,33 @@ class Outbox:
     def peek(self, limit: int | None = None, after_seq: int = 0) -> list[OutboxMessage]:
         """Queued messages in order (all of them without ``limit``), starting after ``after_seq``."""
         out: list[OutboxMessage] = []
-        with self.db.transaction() as conn:
-            while True:
-                want = -1 if limit is None else limit - len(out)
+        while True:
+            want = -1 if limit is None else limit - len(out)
+            with self.db.read() as conn:
                 rows = conn.execute("SELECT seq, action, payload, connector, local_id, attempts, created_at, "
                                     "retry_at, thinnable FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
                                     (after_seq, want)).fetchall()
-                damaged = False
-                for seq, action, payload, connector, local_id, attempts, created_at, retry_at, thinnable in rows:
-                    after_seq = seq
-                    try:
-                        decoded = json.loads(payload)
-                    except (ValueError, TypeError):
-                        # a damaged row (bit rot the integrity check did not see) must not block the queue for ever
-                        damaged = True
-                        conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
-                        total = self._settings.bump(DISCARDED_KEY)
-                        log.error("unreadable queued message discarded", extra={
-                            "seq": seq, "action": action, "connector": connector, "local_id": local_id,
-                            "discarded_total": total})
-                        continue
-                    out.append(OutboxMessage(seq, action, decoded, connector, local_id, attempts, created_at,
-                                             retry_at, bool(thinnable)))
-                if not damaged or limit is None or not rows:
-                    return out
+            damaged = []
+            for seq, action, payload, connector, local_id, attempts, created_at, retry_at, thinnable in rows:
+                after_seq = seq
+                try:
+                    decoded = json.loads(payload)
+                except (ValueError, TypeError):
+                    damaged.append((seq, action, connector, local_id))
+                    continue
+                out.append(OutboxMessage(seq, action, decoded, connector, local_id, attempts, created_at,
+                                         retry_at, bool(thinnable)))
+            for seq, action, connector, local_id in damaged:
+                # a damaged row (bit rot the integrity check did not see) must not block the queue for ever
+                total = self.discard(seq)
+                log.error("unreadable queued message discarded", extra={
+                    "seq": seq, "action": action, "connector": connector, "local_id": local_id,
+                    "discarded_total": total})
+            if not damaged or limit is None or not rows:
+                return out
 
     def count(self) -> int:
-        with self.db.transaction() as conn:
+        with self.db.read() as conn:
             return int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def stats(self) -> OutboxStats:

@@ -56,9 +56,10 @@ def session_stopped(connector: int, stopped: TransactionStopped, at: datetime, *
 
 
 def limit(connector: int, amps: float, sources: dict[str, float], charger_sources: dict[str, float],
-          failsafe: bool, at: datetime) -> dict[str, Any]:
+          failsafe: bool, at: datetime, next_change: datetime | None = None) -> dict[str, Any]:
+    """``next_change``: when the ``ocpp`` source (charging profiles) changes next, None when it will not."""
     return {"connector": connector, "limit_a": amps, "sources": sources, "charger_sources": charger_sources,
-            "failsafe": failsafe, "ts": _ts(at)}
+            "failsafe": failsafe, "next_change": None if next_change is None else _ts(next_change), "ts": _ts(at)}
 
 
 def reply(topic: str, accepted: bool, reason: str, at: datetime) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from firmware.charger.connector import ConnectorController
 from firmware.charger.limit_applier import LimitApplier
+from firmware.charger.smart_charging import RuntimeLimits, SmartChargingScheduler
 from firmware.config import AgentConfig, MqttConfig
 from firmware.session import AvailabilityChanged, Effect, StatusChanged, TransactionStarted, TransactionStopped
 from firmware.storage.ledger import Ledger
@@ -33,7 +34,9 @@ log = logging.getLogger(__name__)
 
 class MqttTelemetry:
     def __init__(self, config: AgentConfig, connectors: dict[int, ConnectorController], applier: LimitApplier,
-                 health: Callable[[], dict[str, Any]], ledger: Ledger | None = None) -> None:
+                 health: Callable[[], dict[str, Any]], ledger: Ledger | None = None,
+                 smart_charging: SmartChargingScheduler | None = None) -> None:
+        """``smart_charging``: its next change goes with each limit published (None: no charging profiles)."""
         assert config.mqtt is not None
         self.agent_config = config
         self.config: MqttConfig = config.mqtt
@@ -51,6 +54,10 @@ class MqttTelemetry:
         self.unencodable = 0
         self.rejected = 0
         applier.listeners.append(self._limit_applied)
+        self.smart_charging = smart_charging
+        self._next_change: datetime | None = None  # smart charging's, as last published
+        if smart_charging is not None:
+            smart_charging.listeners.append(self._profiles_applied)
         self._status: dict[int, dict[str, Any]] = {}
         self._starts: dict[tuple[int, int], tuple[float | None, datetime | None]] = {}
         self._pending: dict[int, list[dict[str, Any]]] = {}
@@ -146,10 +153,18 @@ class MqttTelemetry:
     def _limit_applied(self, connector: int, amps: float) -> None:
         self._publish(self.topics.limit(connector), self._limit_state(connector, amps), retain=True)
 
+    def _profiles_applied(self, limits: RuntimeLimits) -> None:
+        """Smart charging's limits were applied: when its next change moved, every connector's limit is published
+        again with it (a moved limit itself is published by the applier, once the connector has it)."""
+        if limits.next_change != self._next_change:
+            self._next_change = limits.next_change
+            for cid, amps in self.applier.applied.items():
+                self._publish(self.topics.limit(cid), self._limit_state(cid, amps), retain=True)
+
     def _limit_state(self, connector: int, amps: float) -> dict[str, Any]:
         limits = self.applier.limits
         return payloads.limit(connector, amps, limits.sources(connector), limits.sources(None),
-                              FAILSAFE in limits.sources(None), utcnow())
+                              FAILSAFE in limits.sources(None), utcnow(), self._next_change)
 
     def _republish(self) -> None:
         """After each (re)connect: discovery and the current state, retained."""

@@ -48,11 +48,44 @@ class Command(IntEnum):
     RF_CONFIGURATION = 0x32
     IN_LIST_PASSIVE_TARGET = 0x4A
     IN_RELEASE = 0x52
+    IN_AUTO_POLL = 0x60
 
 
 SAM_MODE_NORMAL = 0x01  # SAMConfiguration Mode: the SAM is not used
 RF_CFG_MAX_RETRIES = 0x05  # RFConfiguration CfgItem: MxRtyATR, MxRtyPSL, MxRtyPassiveActivation
 BRTY_106_TYPE_A = 0x00  # InListPassiveTarget BrTy: 106 kbps ISO/IEC 14443-3 type A
+IN_RELEASE_ALL = 0x00  # InRelease Tg: every target the chip has activated
+
+
+class AutoPollType(IntEnum):
+    """InAutoPoll target types (UM0701-02 §7.3.13). The code is a bit field: 0x80 active mode, 0x40 DEP,
+    0x20 ISO/IEC 14443-4 (TCL), 0x10 MIFARE/FeliCa, bits 0..2 the baud rate and modulation (as BrTy)."""
+
+    GENERIC_PASSIVE_106 = 0x00  # ISO/IEC 14443-4A, MIFARE and DEP
+    GENERIC_PASSIVE_212 = 0x01  # FeliCa and DEP
+    GENERIC_PASSIVE_424 = 0x02
+    ISO14443_4B_106 = 0x03
+    JEWEL_106 = 0x04  # Innovision Jewel tag
+    MIFARE = 0x10  # any ISO/IEC 14443-3 type A card at 106 kbps, activated up to its UID and SAK
+    FELICA_212 = 0x11
+    FELICA_424 = 0x12
+    ISO14443_4A_106 = 0x20
+    ISO14443_4B_TCL_106 = 0x23
+    DEP_PASSIVE_106 = 0x40
+    DEP_PASSIVE_212 = 0x41
+    DEP_PASSIVE_424 = 0x42
+    DEP_ACTIVE_106 = 0x80
+    DEP_ACTIVE_212 = 0x81
+    DEP_ACTIVE_424 = 0x82
+
+
+_AUTOPOLL_TYPE_CODES = frozenset(int(t) for t in AutoPollType)
+# Target types whose AutoPollTargetData is InListPassiveTarget's 106 kbps type A target data
+AUTOPOLL_TYPE_A = frozenset({AutoPollType.GENERIC_PASSIVE_106, AutoPollType.MIFARE, AutoPollType.ISO14443_4A_106})
+AUTOPOLL_PERIOD_S = 0.150  # the unit of InAutoPoll's Period
+AUTOPOLL_ENDLESS = 0xFF  # PollNr: poll until a target is found (never answers NbTg = 0)
+MAX_AUTOPOLL_PERIOD = 0x0F
+MAX_AUTOPOLL_TYPES = 15
 
 # Status byte error codes (UM0701-02 §7.1, "Error handling"), for clear log messages.
 STATUS_TEXT: dict[int, str] = {
@@ -375,6 +408,36 @@ class TargetTypeA:
         return self.nfcid1.hex().upper()
 
 
+def _parse_target_a(data: bytes, pos: int, index: int, what: str) -> tuple[TargetTypeA, int]:
+    """One 106 kbps type A target's data at ``pos`` of ``data`` (UM0701-02 §7.3.5): Tg, SENS_RES (2),
+    SEL_RES, NFCIDLength, NFCID1, then the ATS (first byte = its own length) if SEL_RES says the card is
+    ISO/IEC 14443-4 compliant (bit 0x20) and bytes are left. Returns the target and the position after it."""
+    if len(data) < pos + 5:
+        raise Pn532ProtocolError(f"{what} answer truncated in the header of target {index + 1}")
+    tg, sens_res, sel_res, uid_len = data[pos], data[pos + 1 : pos + 3], data[pos + 3], data[pos + 4]
+    pos += 5
+    if uid_len not in (4, 7, 10):
+        raise Pn532ProtocolError(f"{what}: NFCID1 length {uid_len}, expected 4, 7 or 10")
+    if len(data) < pos + uid_len:
+        raise Pn532ProtocolError(f"{what} answer truncated: NFCID1 of {uid_len} bytes, {len(data) - pos} present")
+    uid = data[pos : pos + uid_len]
+    pos += uid_len
+    ats = b""
+    if sel_res & 0x20 and pos < len(data):
+        ats_len = data[pos]
+        if ats_len < 1 or len(data) < pos + ats_len:
+            raise Pn532ProtocolError(f"{what}: ATS of {ats_len} bytes does not fit the answer")
+        ats = data[pos : pos + ats_len]
+        pos += ats_len
+    return TargetTypeA(tg, bytes(sens_res), sel_res, bytes(uid), bytes(ats)), pos
+
+
+def encode_target_a(target: TargetTypeA) -> bytes:
+    """A 106 kbps type A target's data as the PN532 sends it (inverse of the parsers below)."""
+    t = target
+    return bytes([t.tg]) + t.sens_res + bytes([t.sel_res, len(t.nfcid1)]) + t.nfcid1 + t.ats
+
+
 def parse_in_list_passive_target_a(params: bytes) -> list[TargetTypeA]:
     """Parse the data of an InListPassiveTarget answer for 106 kbps type A (after D5 4B).
 
@@ -390,26 +453,8 @@ def parse_in_list_passive_target_a(params: bytes) -> list[TargetTypeA]:
     targets: list[TargetTypeA] = []
     pos = 1
     for index in range(count):
-        if len(params) < pos + 5:
-            raise Pn532ProtocolError(f"InListPassiveTarget answer truncated in the header of target {index + 1}")
-        tg, sens_res, sel_res, uid_len = params[pos], params[pos + 1 : pos + 3], params[pos + 3], params[pos + 4]
-        pos += 5
-        if uid_len not in (4, 7, 10):
-            raise Pn532ProtocolError(f"InListPassiveTarget: NFCID1 length {uid_len}, expected 4, 7 or 10")
-        if len(params) < pos + uid_len:
-            raise Pn532ProtocolError(
-                f"InListPassiveTarget answer truncated: NFCID1 of {uid_len} bytes, {len(params) - pos} present"
-            )
-        uid = params[pos : pos + uid_len]
-        pos += uid_len
-        ats = b""
-        if sel_res & 0x20 and pos < len(params):
-            ats_len = params[pos]
-            if ats_len < 1 or len(params) < pos + ats_len:
-                raise Pn532ProtocolError(f"InListPassiveTarget: ATS of {ats_len} bytes does not fit the answer")
-            ats = params[pos : pos + ats_len]
-            pos += ats_len
-        targets.append(TargetTypeA(tg, bytes(sens_res), sel_res, bytes(uid), bytes(ats)))
+        target, pos = _parse_target_a(params, pos, index, "InListPassiveTarget")
+        targets.append(target)
     if pos != len(params):
         raise Pn532ProtocolError(f"InListPassiveTarget answer has {len(params) - pos} unexpected trailing bytes")
     return targets
@@ -417,9 +462,119 @@ def parse_in_list_passive_target_a(params: bytes) -> list[TargetTypeA]:
 
 def encode_in_list_passive_target_a(targets: list[TargetTypeA]) -> bytes:
     """The data of an InListPassiveTarget answer (inverse of :func:`parse_in_list_passive_target_a`)."""
+    return bytes([len(targets)]) + b"".join(encode_target_a(t) for t in targets)
+
+
+# --- InAutoPoll (UM0701-02 §7.3.13) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AutoPollRequest:
+    """InAutoPoll's parameters: ``poll_nr`` pollings (0xFF: endless), each polling every type in turn for
+    ``period`` * 150 ms; the chip answers as soon as it has activated a target, or with NbTg = 0 once
+    every polling is done."""
+
+    poll_nr: int
+    period: int
+    types: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.poll_nr <= 0xFF:
+            raise ValueError(f"InAutoPoll PollNr {self.poll_nr}: 1..254 pollings, or 255 (endless)")
+        if not 1 <= self.period <= MAX_AUTOPOLL_PERIOD:
+            raise ValueError(f"InAutoPoll Period {self.period}: 1..15 (units of 150 ms)")
+        if not 1 <= len(self.types) <= MAX_AUTOPOLL_TYPES:
+            raise ValueError(f"InAutoPoll takes 1..{MAX_AUTOPOLL_TYPES} target types, not {len(self.types)}")
+        unknown = [t for t in self.types if t not in _AUTOPOLL_TYPE_CODES]
+        if unknown:
+            raise ValueError(f"InAutoPoll target type 0x{unknown[0]:02X} is not one of UM0701-02's")
+
+    @property
+    def endless(self) -> bool:
+        return self.poll_nr == AUTOPOLL_ENDLESS
+
+    @property
+    def duration_s(self) -> float:
+        """How long the chip polls before it answers NbTg = 0 (PollNr * types * Period * 150 ms);
+        infinite when endless."""
+        if self.endless:
+            return float("inf")
+        return self.poll_nr * len(self.types) * self.period * AUTOPOLL_PERIOD_S
+
+    def params(self) -> bytes:
+        """The command's data (after D4 60): PollNr, Period, Type1..TypeN."""
+        return bytes([self.poll_nr, self.period, *self.types])
+
+
+def parse_in_auto_poll_command(params: bytes) -> AutoPollRequest:
+    """The chip's side: the parameters of an InAutoPoll command; :class:`Pn532ProtocolError` if they
+    are out of range (the chip answers those with its syntax-error frame)."""
+    if len(params) < 3:
+        raise Pn532ProtocolError(f"InAutoPoll needs PollNr, Period and a type: {len(params)} bytes given")
+    try:
+        return AutoPollRequest(params[0], params[1], tuple(params[2:]))
+    except ValueError as exc:
+        raise Pn532ProtocolError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class AutoPollTarget:
+    """One target of an InAutoPoll answer: its Type, its AutoPollTargetData as sent, and that data decoded
+    when the type is a 106 kbps type A one (:data:`AUTOPOLL_TYPE_A`); other types are left undecoded."""
+
+    type: int
+    data: bytes
+    target_a: TargetTypeA | None = None
+
+    @classmethod
+    def of_type_a(cls, type_: int, target: TargetTypeA) -> AutoPollTarget:
+        return cls(type_, encode_target_a(target), target)
+
+
+def parse_in_auto_poll(params: bytes) -> list[AutoPollTarget]:
+    """Parse the data of an InAutoPoll answer (after D5 61).
+
+    Layout (UM0701-02 §7.3.13): NbTg (at most 2), then per target Type, AutoPollTargetDataLength and
+    that many bytes of TargetData; for a 106 kbps type A target the same target data as InListPassiveTarget
+    gives (Tg, SENS_RES, SEL_RES, NFCIDLength, NFCID1 [, ATS]), which must fill its length exactly.
+    """
+    if not params:
+        raise Pn532ProtocolError("InAutoPoll answer is empty (no NbTg byte)")
+    count = params[0]
+    if count > 2:
+        raise Pn532ProtocolError(f"InAutoPoll answer claims {count} targets, the PN532 reports at most 2")
+    targets: list[AutoPollTarget] = []
+    pos = 1
+    for index in range(count):
+        if len(params) < pos + 2:
+            raise Pn532ProtocolError(f"InAutoPoll answer truncated before the type and length of target {index + 1}")
+        type_, length = params[pos], params[pos + 1]
+        pos += 2
+        if len(params) < pos + length:
+            raise Pn532ProtocolError(
+                f"InAutoPoll answer truncated: target {index + 1} has {length} bytes of data, "
+                f"{len(params) - pos} present"
+            )
+        data = params[pos : pos + length]
+        pos += length
+        target_a = None
+        if type_ in AUTOPOLL_TYPE_A:
+            target_a, end = _parse_target_a(data, 0, index, "InAutoPoll")
+            if end != len(data):
+                raise Pn532ProtocolError(
+                    f"InAutoPoll: target {index + 1} (type 0x{type_:02X}) has {len(data) - end} bytes beyond its data"
+                )
+        targets.append(AutoPollTarget(type_, bytes(data), target_a))
+    if pos != len(params):
+        raise Pn532ProtocolError(f"InAutoPoll answer has {len(params) - pos} unexpected trailing bytes")
+    return targets
+
+
+def encode_in_auto_poll(targets: list[AutoPollTarget]) -> bytes:
+    """The data of an InAutoPoll answer (inverse of :func:`parse_in_auto_poll`)."""
     out = bytearray([len(targets)])
     for t in targets:
-        out += bytes([t.tg]) + t.sens_res + bytes([t.sel_res, len(t.nfcid1)]) + t.nfcid1 + t.ats
+        out += bytes([t.type, len(t.data)]) + t.data
     return bytes(out)
 
 

@@ -42,8 +42,8 @@ value not in the enum (``enum``), not a multiple of  PropertyConstraintViolation
 against it, any other keyword
 =====================================================  =====================================
 
-``format`` is the one row the charge point cannot share: its validator checks no formats, so a bad
-``date-time`` passes there. A number literal beyond a double's range (``1e999999``) is valid JSON: it
+The charge point checks ``date-time`` too (the library's validators check no formats; it adds the check). A
+number literal beyond a double's range (``1e999999``) is valid JSON: it
 arrives as ``inf`` and is validated as a number, so it is not an integer (TypeConstraintViolation) and
 cannot be checked against ``multipleOf`` (PropertyConstraintViolation). ``NaN`` is not JSON: a payload
 holding one is a FormationViolation (an ``Infinity`` literal, not JSON either, gets through Python's

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import UTC, datetime
 
 from hal.duty_cycle import duty_to_current
 from hal.interfaces import DeviceError, PilotState
@@ -81,6 +82,9 @@ class SimulatedIoBoard:
                                               "frames_sent": 0, "frames_suppressed": 0, "resets": 0})
         self.decoder = FrameDecoder()
         self._codec_dropped = 0
+        #: (wall-clock time, duty cycle in ‰ or None when not PWM) of every change of the pilot signal the host asked
+        #: for: what a scope on the pilot line would show, for tests that time a limit reaching the EV
+        self.pwm_changes: list[tuple[datetime, int | None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._port = AsyncSerialPort(port, baudrate, name="sim ioboard", on_data=self._on_data)
         self._task: asyncio.Task[None] | None = None
@@ -347,6 +351,9 @@ class SimulatedIoBoard:
                 elif msg.mode is PwmMode.PWM and self._faults & FaultBit.HOST_TIMEOUT:
                     self._answer(Nack(seq, NackReason.FAULT_ACTIVE, "clear HOST_TIMEOUT first"))
                 else:
+                    duty = msg.duty_permille if msg.mode is PwmMode.PWM else None
+                    if not self.pwm_changes or self.pwm_changes[-1][1] != duty:
+                        self.pwm_changes.append((datetime.now(UTC), duty))
                     self._pwm = msg
                     self._answer(Ack(seq))
             case AllowContactor(on=False):

@@ -16,31 +16,51 @@ What it models, per UM0701-02 and the C106 application note:
   host notices the missing ACK and sends the command again. Such frames are counted in
   ``counters.bad_frames``.
 * A NACK from the host makes the chip send its last answer again; an ACK from the host is the abort
-  mechanism (nothing to abort here: answers are immediate) and is only counted.
+  mechanism (§6.2.1.3): it ends an InAutoPoll in progress (every other command is answered at once, so
+  there is nothing else to abort) and is counted.
 * InListPassiveTarget (106 kbps type A) lists the card on the reader, if any; other BrTy find none.
+* InAutoPoll (§7.3.13) runs for a while: the chip polls each requested type in turn, one ``Period`` x
+  150 ms each, ``PollNr`` times (0xFF: endless). It answers as soon as a poll finds the card: at once if
+  the card is there when the command comes, else at the next period after it is placed; and with
+  NbTg = 0 after PollNr x types x Period x 150 ms if no poll found one. Only type A cards exist here:
+  types 0x00 (generic 106 kbps) and 0x10 (MIFARE) find them, reported as type 0x10; 0x20 (ISO/IEC
+  14443-4A) finds none of them (their SAK says -3 only), nor does any other valid type. A PollNr of 0,
+  a Period outside 1..15, no type, more than 15 or an undefined type code get the syntax-error frame.
+  While it runs the chip takes no other command: a command frame is ignored (no ACK; counted in
+  ``ignored_while_busy``) and so is a NACK (there is no answer to repeat yet); the host has to abort it
+  first. Every InAutoPoll started and answered is recorded in ``autopolls``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from dataclasses import dataclass
 
 from hal.interfaces import DeviceError
 from hal.pn532.codec import (
     ACK_FRAME,
+    AUTOPOLL_PERIOD_S,
     BRTY_106_TYPE_A,
     ERROR_FRAME,
     RF_CFG_MAX_RETRIES,
     TFI_HOST_TO_PN532,
     Ack,
+    AutoPollRequest,
+    AutoPollTarget,
+    AutoPollType,
     Command,
     ErrorFrame,
     Frame,
     FrameDecoder,
     InformationFrame,
     Nack,
+    Pn532ProtocolError,
     TargetTypeA,
     build_answer,
+    encode_in_auto_poll,
     encode_in_list_passive_target_a,
+    parse_in_auto_poll_command,
 )
 from hal.serial_port import AsyncSerialPort
 from sim.devices.interfaces import DeviceCounters
@@ -53,6 +73,27 @@ _CARD_PROFILE: dict[int, tuple[bytes, int]] = {
     7: (b"\x00\x44", 0x00),  # MIFARE Ultralight / NTAG, double-size UID
     10: (b"\x00\x84", 0x00),  # triple-size UID
 }
+
+
+# InAutoPoll types that activate the simulated cards (all ISO/IEC 14443-3 type A, none -4 compliant)
+_FINDS_CARD = frozenset({AutoPollType.GENERIC_PASSIVE_106, AutoPollType.MIFARE})
+
+
+@dataclass(frozen=True)
+class AutoPollEvent:
+    """A step of an InAutoPoll, in the order they happened: ``answered`` False when the chip took the
+    command, True when it answered it (``uid``: the card it listed, ``None`` for NbTg = 0). An aborted
+    InAutoPoll has no answer."""
+
+    answered: bool
+    uid: str | None = None
+
+
+@dataclass
+class _AutoPoll:
+    request: AutoPollRequest
+    polls_done: int = 0  # (type, period) slots polled so far
+    timer: asyncio.TimerHandle | None = None
 
 
 def parse_uid(uid: str) -> bytes:
@@ -83,6 +124,8 @@ class SimulatedPn532:
         self._uid: bytes | None = None
         self._last_answer: bytes | None = None
         self._corrupt_answers = 0
+        self._autopoll: _AutoPoll | None = None
+        self.autopolls: list[AutoPollEvent] = []  # InAutoPolls taken and answered, in order
         self.passive_activation_retries = 0xFF  # the chip's default: wait for a card forever
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -91,6 +134,7 @@ class SimulatedPn532:
         self._port.open()
 
     def close(self) -> None:
+        self._end_autopoll()
         self._port.close()
 
     async def __aenter__(self) -> SimulatedPn532:
@@ -115,7 +159,8 @@ class SimulatedPn532:
     # --- extra fault injection ----------------------------------------------------------------
 
     def power_cycle(self) -> None:
-        """Back to the power-up state: asleep, LowVbat, nothing to repeat on NACK."""
+        """Back to the power-up state: asleep, LowVbat, nothing to repeat on NACK, no InAutoPoll running."""
+        self._end_autopoll()
         self._asleep, self._lowvbat, self._last_answer = True, True, None
         self._decoder = FrameDecoder(idle=b"\x00\x55", dropped=self._decoder.dropped)
 
@@ -130,6 +175,11 @@ class SimulatedPn532:
     @property
     def sam_configured(self) -> bool:
         return not self._lowvbat
+
+    @property
+    def auto_polling(self) -> bool:
+        """An InAutoPoll is running (taken, not yet answered or aborted)."""
+        return self._autopoll is not None
 
     # --- HSU side -----------------------------------------------------------------------------
 
@@ -159,20 +209,32 @@ class SimulatedPn532:
     def _handle(self, frame: Frame) -> None:
         if isinstance(frame, Ack):
             self._count("acks_received")
+            if self._autopoll is not None:
+                self._count("autopolls_aborted")
+                self._end_autopoll()
             return
         if isinstance(frame, Nack):
             self._count("nacks_received")
-            if self._last_answer is not None:
+            if self._autopoll is not None:
+                self._count("ignored_while_busy")
+            elif self._last_answer is not None:
                 self._count("answers_repeated")
                 self._send(self._last_answer)
             return
         if isinstance(frame, ErrorFrame) or frame.tfi != TFI_HOST_TO_PN532:
             self._decoder.dropped += 1  # not a command: ignored like any corrupt frame
             return
+        if self._autopoll is not None:
+            self._count("ignored_while_busy")
+            return
         self.counters.requests += 1
         self.commands.append(frame.code)
         self._send(ACK_FRAME)
         answer = self._execute(frame)
+        if answer is not None:
+            self._answer(answer)
+
+    def _answer(self, answer: bytes) -> None:
         self._last_answer = answer
         if self._corrupt_answers and answer != ERROR_FRAME:
             self._corrupt_answers -= 1
@@ -180,7 +242,51 @@ class SimulatedPn532:
             self._count("answers_corrupted")
         self._send(answer)
 
-    def _execute(self, frame: InformationFrame) -> bytes:
+    # --- InAutoPoll ---------------------------------------------------------------------------
+
+    def _start_autopoll(self, request: AutoPollRequest) -> None:
+        self._autopoll = _AutoPoll(request)
+        self.autopolls.append(AutoPollEvent(answered=False))
+        self._autopoll_tick()  # the first poll starts at once
+
+    def _autopoll_tick(self) -> None:
+        """One Period of polling for the next type; answer if it finds the card or was the last one."""
+        run = self._autopoll
+        if run is None:
+            return
+        run.timer = None
+        request = run.request
+        kind = request.types[run.polls_done % len(request.types)]
+        run.polls_done += 1
+        if self._uid is not None and kind in _FINDS_CARD:
+            self._finish_autopoll(self._uid)
+            return
+        slots = request.poll_nr * len(request.types)
+        delay = request.period * AUTOPOLL_PERIOD_S
+        if request.endless or run.polls_done < slots:
+            run.timer = asyncio.get_running_loop().call_later(delay, self._autopoll_tick)
+        else:  # the last period runs out with nothing found
+            run.timer = asyncio.get_running_loop().call_later(delay, self._finish_autopoll, None)
+
+    def _finish_autopoll(self, uid: bytes | None) -> None:
+        self._end_autopoll()
+        if self._silent:  # it hears nothing and says nothing: the answer is lost with it
+            self._count("answers_lost_silent")
+            return
+        targets = []
+        if uid is not None:
+            sens_res, sel_res = _CARD_PROFILE[len(uid)]
+            targets.append(AutoPollTarget.of_type_a(AutoPollType.MIFARE, TargetTypeA(1, sens_res, sel_res, uid)))
+        self.autopolls.append(AutoPollEvent(answered=True, uid=uid.hex().upper() if uid is not None else None))
+        self._answer(build_answer(Command.IN_AUTO_POLL, encode_in_auto_poll(targets)))
+
+    def _end_autopoll(self) -> None:
+        run, self._autopoll = self._autopoll, None
+        if run is not None and run.timer is not None:
+            run.timer.cancel()
+
+    def _execute(self, frame: InformationFrame) -> bytes | None:
+        """The answer to a command, or ``None`` if it comes later (InAutoPoll)."""
         code, params = frame.code, frame.params
         if code == Command.GET_FIRMWARE_VERSION:
             return build_answer(code, FIRMWARE_VERSION)
@@ -208,6 +314,13 @@ class SimulatedPn532:
             sens_res, sel_res = _CARD_PROFILE[len(self._uid)]
             target = TargetTypeA(tg=1, sens_res=sens_res, sel_res=sel_res, nfcid1=self._uid)
             return build_answer(code, encode_in_list_passive_target_a([target]))
+        if code == Command.IN_AUTO_POLL:
+            try:
+                request = parse_in_auto_poll_command(params)
+            except Pn532ProtocolError:
+                return ERROR_FRAME
+            self._start_autopoll(request)
+            return None
         if code == Command.IN_RELEASE:
             if len(params) != 1:
                 return ERROR_FRAME

@@ -25,6 +25,7 @@ from typing import Any
 
 from firmware.charger.connector import ConnectorController
 from firmware.charger.coordinator import Coordinator
+from firmware.charger.smart_charging import SmartChargingScheduler
 from firmware.config import AgentConfig
 from firmware.exitcodes import ExitCode
 from firmware.ocpp.adapter import Spawn
@@ -36,11 +37,13 @@ from firmware.ocpp.v16.configuration import Configuration, ConfigurationKeys
 from firmware.ocpp.v16.context import VENDOR_ID, V16Context
 from firmware.ocpp.v16.core import Core
 from firmware.ocpp.v16.data_transfer import DataTransfer
+from firmware.ocpp.v16.dialect import OCPP16
 from firmware.ocpp.v16.meter_values import MeterValuesReporter
 from firmware.ocpp.v16.remote_control import RemoteControl
 from firmware.ocpp.v16.session_settings import SessionSettings, session_config_from_keys
+from firmware.ocpp.v16.smart_charging import SmartCharging
 from firmware.ocpp.v16.status_report import StatusReporter
-from firmware.ocpp.v16.transactions import Transactions
+from firmware.ocpp.v16.transactions import Transactions, check_queued
 from firmware.session import Effect, RequestAuthorization, SessionConfig, StatusChanged
 from firmware.storage import Database
 from firmware.storage.ledger import Ledger
@@ -60,13 +63,15 @@ class Ocpp16Client:
                  coordinator: Coordinator | None = None,
                  diagnostics: Callable[[], dict[str, Any]] | None = None,
                  hardware: Callable[[], dict[str, Any]] | None = None, spawn: Spawn | None = None,
-                 ledger: Ledger | None = None) -> None:
+                 ledger: Ledger | None = None, smart_charging: SmartChargingScheduler | None = None) -> None:
         """``spawn(coro, name)`` starts the workers of each connection (the agent's task supervisor lists them
         and can inject faults; their ends are handled here: the connection is closed and the link reconnects).
-        ``ledger``: the charge point's billing records (the agent's, shared with telemetry; default: on ``db``)."""
+        ``ledger``: the charge point's billing records (the agent's, shared with telemetry; default: on ``db``).
+        ``smart_charging``: the charger's charging profiles (without: SetChargingProfile and its kin are
+        NotSupported, and a RemoteStartTransaction's chargingProfile is refused)."""
         assert config.ocpp is not None
         self.ctx = ctx = V16Context(config, connectors, db, keys, ledger or Ledger(db),
-                                    Outbox(db, max_queued=config.max_queued_messages), request_exit)
+                                    Outbox(db, max_queued=config.max_queued_messages, check=check_queued), request_exit)
         self._start_worker: Spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=name))
         self.link = OcppLink(config.ocpp.csms_url, config.charge_point_id, SUBPROTOCOL, password=config.ocpp.password,
                              backoff=Backoff(config.ocpp.reconnect_min_s, config.ocpp.reconnect_max_s),
@@ -78,8 +83,11 @@ class Ocpp16Client:
         self.authorization = Authorization(ctx)
         self.transactions = Transactions(ctx, self.meter_values, self.authorization.learn)
         self.data_transfer = DataTransfer(ctx, diagnostics, hardware)
-        self._handlers = (Configuration(keys), self.authorization, RemoteControl(ctx, coordinator, self.statuses),
-                          self.data_transfer)
+        self._handlers: tuple[object, ...] = (
+            Configuration(keys), self.authorization,
+            RemoteControl(ctx, coordinator, self.statuses, smart_charging), self.data_transfer)
+        if smart_charging is not None:
+            self._handlers += (SmartCharging(smart_charging),)
         self._session_settings = SessionSettings(keys, connectors)
 
     @property
@@ -131,7 +139,7 @@ class Ocpp16Client:
         fails for any other reason than the connection going down is logged and the connection closed, so
         the link starts a clean session (resent queue, current statuses) instead of running half-dead."""
         ctx = self.ctx
-        cp = RpcChargePoint(ctx.config.charge_point_id, connection, response_timeout=ctx.response_timeout_s,
+        cp = RpcChargePoint(ctx.config.charge_point_id, connection, OCPP16, response_timeout=ctx.response_timeout_s,
                             handlers=self._handlers)
         ctx.cp = cp
         call = functools.partial(ctx.call_on, cp)
@@ -150,8 +158,9 @@ class Ocpp16Client:
             self.statuses.connected()
             ctx.online.set()
             delivery = self.transactions.delivery
+            send_queued = functools.partial(ctx.call_on, cp, checked=True)  # checked as queued (check_queued)
             workers = [self._start_worker(c, n) for c, n in (
-                (self.statuses.send(call), "ocpp-status"), (delivery.run(call), "ocpp-outbox"),
+                (self.statuses.send(call), "ocpp-status"), (delivery.run(send_queued), "ocpp-outbox"),
                 (self.core.heartbeat(call), "ocpp-heartbeat"))]
             extra = []
             if not self.data_transfer.hardware_reported:

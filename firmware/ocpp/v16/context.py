@@ -54,9 +54,11 @@ class V16Context:
             raise ConnectionLost(f"{action}: not connected")
         return await self.call_on(cp, action, payload)
 
-    async def call_on(self, cp: RpcChargePoint, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """A CALL on one connection (a connection's workers never send on the next one)."""
-        result = await cp.call_raw(action, payload)
+    async def call_on(self, cp: RpcChargePoint, action: str, payload: dict[str, Any], *,
+                      checked: bool = False) -> dict[str, Any]:
+        """A CALL on one connection (a connection's workers never send on the next one); ``checked``: see
+        :meth:`RpcChargePoint.call_raw`."""
+        result = await cp.call_raw(action, payload, checked=checked)
         self.last_traffic = asyncio.get_running_loop().time()
         return result
 

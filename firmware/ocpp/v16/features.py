@@ -9,6 +9,7 @@ from firmware.ocpp.v16 import (
     meter_values,
     remote_control,
     session_settings,
+    smart_charging,
     status_report,
     transactions,
 )
@@ -17,4 +18,4 @@ from firmware.ocpp.v16.keys import KeyDefinition
 
 def key_definitions(number_of_connectors: int) -> list[KeyDefinition]:
     return [*core.keys(number_of_connectors), *authorization.KEYS, *meter_values.KEYS, *remote_control.KEYS,
-            *session_settings.KEYS, *status_report.KEYS, *transactions.KEYS]
+            *session_settings.KEYS, *smart_charging.KEYS, *status_report.KEYS, *transactions.KEYS]

@@ -14,10 +14,12 @@ from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
 from firmware.charger.coordinator import Coordinator
+from firmware.charger.smart_charging import SmartChargingScheduler
 from firmware.exitcodes import ExitCode
 from firmware.ocpp.rpc import after_answering, handles
 from firmware.ocpp.v16.context import V16Context
 from firmware.ocpp.v16.keys import KeyDefinition, KeyType
+from firmware.ocpp.v16.smart_charging import NotAProfile, profile_from_16
 from firmware.ocpp.v16.status_report import StatusReporter
 from firmware.session import (
     IdToken,
@@ -34,16 +36,45 @@ KEYS = (KeyDefinition("ResetRetries", KeyType.INT, "3", minimum=0, maximum=10),)
 
 
 class RemoteControl:
-    def __init__(self, ctx: V16Context, coordinator: Coordinator, statuses: StatusReporter) -> None:
+    def __init__(self, ctx: V16Context, coordinator: Coordinator, statuses: StatusReporter,
+                 smart_charging: SmartChargingScheduler | None = None) -> None:
         self.ctx = ctx
         self.coordinator = coordinator
         self.statuses = statuses
+        self.smart_charging = smart_charging
 
     @handles(Action.remote_start_transaction)
-    async def _remote_start(self, id_tag: str, connector_id: int | None = None, **_: Any) -> Any:
+    async def _remote_start(self, id_tag: str, connector_id: int | None = None,
+                            charging_profile: dict[str, Any] | None = None, **_: Any) -> Any:
         # 1.6 gives the string alone; an id for a remote start is the CSMS's: Central
-        accepted = await self.coordinator.remote_start(IdToken.from_ocpp16(id_tag), connector_id)
-        return call_result.RemoteStartTransaction(status="Accepted" if accepted else "Rejected")
+        token = IdToken.from_ocpp16(id_tag)
+        if charging_profile is None:
+            accepted = await self.coordinator.remote_start(token, connector_id)
+            return call_result.RemoteStartTransaction(status="Accepted" if accepted else "Rejected")
+        return call_result.RemoteStartTransaction(status=await self._remote_start_with(token, connector_id,
+                                                                                        charging_profile))
+
+    async def _remote_start_with(self, token: IdToken, connector_id: int | None, raw: dict[str, Any]) -> str:
+        """§5.11: the chargingProfile SHALL be a TxProfile; it goes with the transaction the remote start begins
+        (on the connector chosen for it), or the remote start is Rejected."""
+        ctrl = self.coordinator.remote_start_connector(connector_id)
+        smart = self.smart_charging
+        reason: str | None
+        if smart is None or ctrl is None:
+            reason = "Smart Charging is not configured" if smart is None else "no connector to start on"
+        else:
+            try:
+                reason = smart.attach_to_next_transaction(ctrl.id, profile_from_16(raw))
+            except NotAProfile as exc:
+                reason = str(exc)
+        if reason is not None or smart is None or ctrl is None:
+            log.info("remote start with a charging profile rejected", extra={"connector": connector_id,
+                                                                             "reason": reason})
+            return "Rejected"
+        if not await self.coordinator.remote_start(token, ctrl.id):
+            smart.cancel_pending(ctrl.id)
+            return "Rejected"
+        return "Accepted"
 
     @handles(Action.remote_stop_transaction)
     async def _remote_stop(self, transaction_id: int, **_: Any) -> Any:

@@ -23,6 +23,7 @@ from firmware.charger.connector import ConnectorController
 from firmware.ocpp.delivery import OutboxDelivery, RetryPolicy, Unsendable
 from firmware.ocpp.v16 import mapping
 from firmware.ocpp.v16.context import V16Context
+from firmware.ocpp.v16.dialect import OCPP16
 from firmware.ocpp.v16.keys import DAY_S, KeyDefinition, KeyType
 from firmware.ocpp.v16.meter_values import MeterValuesReporter, energy_wh
 from firmware.session import (
@@ -34,7 +35,7 @@ from firmware.session import (
     TransactionStopped,
 )
 from firmware.storage.ledger import Ledger
-from firmware.storage.outbox import OutboxMessage
+from firmware.storage.outbox import OutboxMessage, QueuedMessage
 from hal.interfaces import MeterReading, utcnow
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,17 @@ KEYS = (
 
 
 Confirmed = Callable[[OutboxMessage, dict[str, Any]], None]
+
+
+def check_queued(message: QueuedMessage) -> str | None:
+    """The outbox's check: does the message, as :meth:`TransactionMessages.prepare` will send it (a transaction's
+    message with the CSMS's transactionId, an integer), validate against its 1.6 schema? Checked once, as it is
+    queued and off the path of a backlog draining after a reconnect; sending does not validate it again."""
+    sent = message.payload
+    if message.local_id is not None and message.connector is not None and message.action != "StartTransaction":
+        sent = {**sent, "transactionId": 0}
+    violation = OCPP16.schema_violation(message.action, sent)
+    return None if violation is None else f"{violation[0]}: {violation[1]}"
 
 
 class TransactionMessages:
