@@ -9,6 +9,7 @@ is about a minute).
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from pathlib import Path
 from sim.csms.behaviour import ChargePointProfile
 from sim.csms.server import SimulatedCsms
 from sim.harness.charger import ChargerSpec, OcppSettings, SimulatedCharger
+from tests.controller import grant_serial_ports, make_root
 from tests.pki import make_signer
 from tests.sshd import running_sshd
 from tools.flashing.build import runtime_requirements
@@ -46,12 +48,13 @@ async def run(tmp: Path, wheels: Path) -> None:
         bundles.append(out)
     print(f"bundle with all runtime dependencies: {bundles[0].stat().st_size / 1e6:.1f} MB "
           f"(build from a wheelhouse: {seconds:.1f} s)")
-    root = tmp / "controller"
+    root = make_root(tmp / "controller")
     (root / "etc/evse-agent").mkdir(parents=True)
     (root / "etc/evse-agent/hardware-revision").write_text("rev-c\n")
     charger = SimulatedCharger(ChargerSpec(charge_point_id="BENCH-CP", connectors=2))
     csms = SimulatedCsms(response_timeout_s=5, ping_interval_s=None)
     await charger.start()
+    grant_serial_ports(charger)
     await csms.start()
     csms.behaviour.profiles["BENCH-CP"] = ChargePointProfile(password="0123456789abcdef")
     config = tmp / "agent.toml"
@@ -79,6 +82,7 @@ async def run(tmp: Path, wheels: Path) -> None:
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-flash-") as tmp:
+        os.chmod(tmp, 0o755)  # the agent's user reaches its slot and state through it
         wheels = Path(tmp) / "wheels"
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest",
                         str(wheels), "--constraint", str(REPO / "requirements.lock"), *runtime_requirements()],

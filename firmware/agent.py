@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.charger.card_routing import card_id_token
-from firmware.charger.connector import ConnectorController, restart_pending
+from firmware.charger.connector import ConnectorController, pending_reset, restart_pending
 from firmware.charger.coordinator import Coordinator
 from firmware.charger.limit_applier import LimitApplier
 from firmware.charger.smart_charging import (
@@ -34,6 +34,7 @@ from firmware.config import AgentConfig
 from firmware.event_log import StatusLog, log_device_events
 from firmware.exitcodes import ExitCode
 from firmware.hardware import ChargerHardware, ReaderHardware, build_hardware
+from firmware.maintenance.privileged import clear_stale_reboot, request_reboot
 from firmware.ocpp.adapter import OcppAdapter, create_adapter
 from firmware.session import AvailabilityChanged, SessionConfig
 from firmware.station_report import StationReport
@@ -167,6 +168,10 @@ class Agent:
             loop.add_signal_handler(signal.SIGUSR2, self._inject_fault)
         loop.set_exception_handler(self._callback_failed)
         notifier = SystemdNotifier()  # Type=notify + WatchdogSec in the unit (tools/flash.py installs it)
+        with contextlib.suppress(OSError):
+            if clear_stale_reboot():
+                log.warning("the reboot asked for before this start did not happen (is evse-agent-reboot.path "
+                            "enabled?); request removed")
         try:
             await self._start()
             log.info("agent running")
@@ -227,4 +232,28 @@ class Agent:
                 await step()
             except Exception:
                 log.exception("shutdown step failed", extra={"step": name})
+        reboot = self.exit_code is ExitCode.RESTART and self._hard_reset_pending()
         self.db.close()
+        if reboot:
+            self._request_reboot()
+
+    def _hard_reset_pending(self) -> bool:
+        try:
+            return pending_reset(self.db) == "hard"
+        except Exception:  # the database failed on the way out: the restart still happens
+            log.exception("reading the pending reset failed")
+            return False
+
+    def _request_reboot(self) -> None:
+        """OCPP Hard reset: the controller reboots, through systemd (the agent may not: docs/technician-guide.md,
+        "Privileges"); asked for last, with the hardware safe and the database closed. Without the agent's unit
+        nobody reboots, and the reset is a restart of the agent (exit 75), as under the simulator."""
+        try:
+            path = request_reboot("OCPP Hard reset")
+        except OSError as exc:
+            log.error("reboot request failed; restarting the agent only", extra={"error": str(exc)})
+            return
+        if path is None:
+            log.warning("no reboot path (not run by the evse-agent unit): restarting the agent only")
+        else:
+            log.info("reboot requested", extra={"request": str(path)})

@@ -2,7 +2,10 @@
 # Debian packages the test suite needs. Installed when missing and we are root; otherwise
 # the exact install command is printed and we fail, so nobody wonders why a test cannot start.
 set -eu
-PACKAGES="mosquitto openssh-server openssh-client"   # MQTT broker (issue 6), SSH target for tools/flash.py (issue 5)
+# MQTT broker (issue 6), SSH target for tools/flash.py (issue 5); systemd-analyze and the systemd the agent's units
+# run under in tests, libseccomp for the sandbox run without it, util-linux's setpriv/unshare/nsenter, and a Python
+# the agent's unprivileged user may run (pyenv's lies under /root) (issue 17)
+PACKAGES="mosquitto openssh-server openssh-client systemd libseccomp2 util-linux passwd python3"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.controller import agent_python
+
 SSHD = "/usr/sbin/sshd"
 
 
@@ -34,9 +36,10 @@ class SshServer:
 
     @property
     def tool_options(self) -> list[str]:
-        """What flash.py needs to log in (a technician's ~/.ssh/config does this in the field)."""
+        """What flash.py needs to log in (a technician's ~/.ssh/config does this in the field), and the Python
+        the agent runs with there: one the agent's user may run (a login here may find root's own pyenv first)."""
         return ["--ssh-key", str(self.client_key), "--ssh-option", "StrictHostKeyChecking=no",
-                "--ssh-option", f"UserKnownHostsFile={self.known_hosts}"]
+                "--ssh-option", f"UserKnownHostsFile={self.known_hosts}", "--python", agent_python()]
 
 
 def _free_port() -> int:

@@ -59,6 +59,10 @@ class Station:
         self.restart_delay_s = 0.2
         self.extra_config = extra_config  # appended to the agent's TOML (e.g. an [mqtt] section)
         self.agent_env: dict[str, str] = {}  # extra environment of the agent process
+        #: how the agent is started, and extra options of its process (tests/test_privileges.py: another
+        #: interpreter, and a preexec_fn that puts it in its unit's sandbox)
+        self.agent_command: list[str] = [sys.executable, "-m", "firmware"]
+        self.spawn_options: dict[str, Any] = {}
 
     async def __aenter__(self) -> Station:
         await self.charger.start()
@@ -97,8 +101,8 @@ class Station:
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.agent_env)
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "firmware", "run", "--config", str(self.config_path),
-                stdout=log, stderr=asyncio.subprocess.STDOUT, env=env)
+                *self.agent_command, "run", "--config", str(self.config_path),
+                stdout=log, stderr=asyncio.subprocess.STDOUT, env=env, **self.spawn_options)
         self.starts += 1
 
     async def _supervise(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -22,9 +23,12 @@ from pathlib import Path
 
 import pytest
 
+from firmware.storage import Database
+from firmware.storage.settings import Settings
 from sim.csms.behaviour import ChargePointProfile
 from sim.csms.server import SimulatedCsms
 from sim.harness.charger import ChargerSpec, OcppSettings, SimulatedCharger
+from tests.controller import agent_python, dialout_gid, grant_serial_ports, make_root, traversable_dir
 from tests.pki import Signer, make_signer
 from tests.sshd import CuttingProxy, SshServer, running_sshd
 from tools.flashing.build import runtime_requirements
@@ -118,6 +122,7 @@ class Charger:
 
     async def __aenter__(self) -> Charger:
         await self.sim.start()
+        grant_serial_ports(self.sim)  # the agent's user opens them through its group, as on a controller
         await self.csms.start()
         self.csms.behaviour.profiles[CP_ID] = ChargePointProfile(password=PASSWORD)
         self.config.write_text(self.sim.agent_config(str(self.root / "var/lib/evse-agent"),
@@ -133,12 +138,13 @@ class Charger:
 
 
 @pytest.fixture
-async def charger(tmp_path: Path) -> AsyncIterator[Charger]:
-    root = tmp_path / "controller"
-    (root / "etc/evse-agent").mkdir(parents=True)
-    (root / "etc/evse-agent/hardware-revision").write_text(REVISION + "\n")  # the factory writes it
-    async with Charger(root) as c:
-        yield c
+async def charger() -> AsyncIterator[Charger]:
+    with traversable_dir("evse-flash-") as where:
+        root = make_root(where / "controller")
+        (root / "etc/evse-agent").mkdir(parents=True)
+        (root / "etc/evse-agent/hardware-revision").write_text(REVISION + "\n")  # the factory writes it
+        async with Charger(root) as c:
+            yield c
 
 
 def status(url: str, *opts: str) -> dict:  # type: ignore[type-arg]
@@ -157,7 +163,7 @@ async def test_build_flash_over_ssh_health_check_upgrade_and_manual_rollback(
     r = await atool("commission", url, *ssh, "--config", charger.config, "--security-profile", "1")
     assert r.returncode == 0, r.stderr
     assert "security      profile 1, password set" in r.stdout and PASSWORD not in r.stdout
-    assert (charger.root / "etc/evse-agent/agent.toml").stat().st_mode & 0o777 == 0o600
+    assert (charger.root / "etc/evse-agent/agent.toml").stat().st_mode & 0o777 == 0o640  # root:evse-agent
 
     started = time.monotonic()
     r = await atool("flash", url, bundles.v1, "--trust", bundles.signer.ca_cert, *ssh, *FAST_HEALTH)
@@ -192,7 +198,7 @@ async def test_build_flash_over_ssh_health_check_upgrade_and_manual_rollback(
     assert r.returncode == 0, r.stderr
     assert active_link(charger.root) == "slots/a"
     text = tool("status", url, *ssh).stdout
-    assert "a     *       1.0.0" in text, text
+    assert "a     *       1.0.0" in text and "agent user  evse-agent (uid " in text, text
 
 
 async def test_failed_health_check_rolls_back_by_itself(charger: Charger, sshd: SshServer, bundles: Bundles) -> None:
@@ -337,7 +343,7 @@ async def test_directory_target(charger: Charger, bundles: Bundles) -> None:
     info = status(url)
     assert info["slots"]["b"]["health"] == "not run" and info["slots"]["a"]["version"] == "1.0.0"
     # the same root run here (--local-exec): the agent from the slot passes its health check
-    r = await atool("flash", url, bundles.v1, *trust, "--local-exec", *FAST_HEALTH)
+    r = await atool("flash", url, bundles.v1, *trust, "--local-exec", "--python", agent_python(), *FAST_HEALTH)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "health check passed" in r.stdout and active_link(charger.root) == "slots/a"
 
@@ -375,6 +381,126 @@ async def test_selftest_over_ssh_names_the_missing_device(charger: Charger, sshd
     r = await atool("selftest", url, *ssh, "--timeout", "10", "--json")
     assert r.returncode == 7 and [c["name"] for c in json.loads(r.stdout)["checks"] if c["status"] == "FAIL"] == \
         ["reader1"]
+
+
+def ssh_stat(sshd: SshServer, *paths: Path) -> dict[str, str]:
+    """``stat`` run on the controller over SSH, as a technician checks it: path -> "uid:gid mode"."""
+    cmd = "stat -c '%n %u:%g %a' " + " ".join(shlex.quote(str(p)) for p in paths)
+    r = subprocess.run(["ssh", "-p", str(sshd.port), "-i", str(sshd.client_key), "-o", "BatchMode=yes", "-o",
+                        "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={sshd.known_hosts}", "-o",
+                        "LogLevel=ERROR", f"{sshd.user}@127.0.0.1", cmd], capture_output=True, text=True,
+                       timeout=30, check=False)
+    assert r.returncode == 0, r.stderr
+    return {name: f"{owner} {mode}" for name, owner, mode in (line.rsplit(" ", 2) for line in r.stdout.splitlines())}
+
+
+def agent_ids(root: Path) -> tuple[int, int]:
+    entry = next(line.split(":") for line in (root / "etc/passwd").read_text().splitlines()
+                 if line.startswith("evse-agent:"))
+    return int(entry[2]), int(entry[3])
+
+
+async def test_commission_creates_the_agents_user_and_sets_every_mode(charger: Charger, sshd: SshServer) -> None:
+    url, ssh = sshd.url(charger.root), sshd.tool_options
+    etc, state = charger.root / "etc/evse-agent", charger.root / "var/lib/evse-agent"
+    (etc / "cp-key.pem").write_text("-----BEGIN PRIVATE KEY-----\n")  # the charge point's key, copied by hand
+    r = await atool("commission", url, *ssh, "--config", charger.config)
+    assert r.returncode == 0, r.stderr
+    uid, gid = agent_ids(charger.root)
+    assert f"agent user    evse-agent (uid {uid}, gid {gid}, groups {dialout_gid()}), created; state {state}" in \
+        r.stdout
+    want = {str(etc): f"0:{gid} 750", str(etc / "agent.toml"): f"0:{gid} 640", str(etc / "cp-key.pem"): f"0:{gid} 640",
+            str(etc / "hardware-revision"): "0:0 644", str(state): f"{uid}:{gid} 700"}
+    assert ssh_stat(sshd, *map(Path, want)) == want
+    dropin = charger.root / "etc/systemd/system/evse-agent.service.d/state-dir.conf"
+    assert f"ReadWritePaths={state}\n" in dropin.read_text()
+
+    # a mode changed by hand is repaired at the next commissioning; a link the agent left is not followed
+    (etc / "cp-key.pem").chmod(0o644)
+    os.symlink(charger.root / "etc/shadow", state / "planted")
+    r = await atool("commission", url, *ssh, "--config", charger.config)
+    assert r.returncode == 0, r.stderr
+    assert f"repaired    {etc}/cp-key.pem: 0:{gid} 0644 -> 0:{gid} 0640" in r.stdout and "1 owner/mode(s)" in r.stdout
+    assert f"warning: {state}/planted: left alone (a symbolic link)" in r.stderr
+    assert ssh_stat(sshd, *map(Path, want)) == want
+    assert ssh_stat(sshd, charger.root / "etc/shadow") == {str(charger.root / "etc/shadow"): "0:0 640"}
+
+
+OLD_UNIT = """[Unit]
+Description=evse-agent (EV charger controller agent)
+[Service]
+Type=notify
+ExecStart=/usr/bin/python3 -S -m firmware run --config /etc/evse-agent/agent.toml
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def as_the_previous_version_left_it(root: Path, config: Path) -> None:
+    """The controller as the previous version commissioned and ran it: no user of the agent's, the configuration
+    0600 root's, the database made by the agent running as root, the unit running it as root."""
+    make_root_files = make_root(root.parent / "fresh") / "etc"
+    for name in ("passwd", "group", "shadow", "gshadow"):
+        shutil.copy(make_root_files / name, root / "etc" / name)
+    for leftover in (root / "etc").glob("*-"):
+        leftover.unlink()
+    etc, state = root / "etc/evse-agent", root / "var/lib/evse-agent"
+    shutil.copy(config, etc / "agent.toml")
+    os.chmod(etc, 0o755)
+    (etc / "agent.toml").chmod(0o600)
+    (etc / "cp-key.pem").write_text("-----BEGIN PRIVATE KEY-----\n")
+    (etc / "cp-key.pem").chmod(0o644)
+    for path in [state, *state.rglob("*")]:
+        os.chown(path, 0, 0)
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    db = Database(state / "agent.db")
+    Settings(db).put("test.written_by", "the previous version")
+    db.close()
+    systemd = root / "etc/systemd/system"
+    shutil.rmtree(systemd)
+    (systemd / "multi-user.target.wants").mkdir(parents=True)
+    (systemd / "evse-agent.service").write_text(OLD_UNIT)
+    os.symlink("/etc/systemd/system/evse-agent.service", systemd / "multi-user.target.wants/evse-agent.service")
+
+
+async def test_flash_migrates_a_controller_commissioned_by_the_previous_version(
+        charger: Charger, sshd: SshServer, bundles: Bundles) -> None:
+    url, ssh = sshd.url(charger.root), sshd.tool_options
+    trust = ["--trust", str(bundles.signer.ca_cert)]
+    assert (await atool("flash", url, bundles.v1, *trust, *ssh, "--no-health-check")).returncode == 0
+    as_the_previous_version_left_it(charger.root, charger.config)
+    etc, state = charger.root / "etc/evse-agent", charger.root / "var/lib/evse-agent"
+    assert ssh_stat(sshd, state / "agent.db") == {str(state / "agent.db"): "0:0 644"}
+
+    started = time.monotonic()
+    r = await atool("flash", url, bundles.v2, *trust, *ssh, *FAST_HEALTH)
+    assert r.returncode == 0, r.stdout + r.stderr
+    print(f"\n[figure] migrating flash incl. health check: {time.monotonic() - started:.1f} s\n{r.stdout}")
+    uid, gid = agent_ids(charger.root)
+    assert f"agent user    evse-agent (uid {uid}, gid {gid}, groups {dialout_gid()}), created" in r.stdout
+    for repaired in (f"{etc}/agent.toml: 0:0 0600 -> 0:{gid} 0640", f"{etc}/cp-key.pem: 0:0 0644 -> 0:{gid} 0640",
+                     f"{state}: 0:0 0755 -> {uid}:{gid} 0700", f"{state}/agent.db: 0:0 0644 -> {uid}:{gid} 0600"):
+        assert f"repaired    {repaired}" in r.stdout, r.stdout
+    # the new agent, as its own user, opened the database the old one made as root
+    assert "health check passed" in r.stdout and active_link(charger.root) == "slots/b"
+    want = {str(etc / "agent.toml"): f"0:{gid} 640", str(etc / "cp-key.pem"): f"0:{gid} 640",
+            str(state): f"{uid}:{gid} 700", str(state / "agent.db"): f"{uid}:{gid} 600"}
+    assert ssh_stat(sshd, *map(Path, want)) == want
+    db = Database(state / "agent.db")
+    assert Settings(db).get("test.written_by") == "the previous version"  # nothing lost
+    db.close()
+    systemd = charger.root / "etc/systemd/system"
+    assert "User=evse-agent\n" in (systemd / "evse-agent.service").read_text()
+    assert f"ReadWritePaths={state}\n" in (systemd / "evse-agent.service.d/state-dir.conf").read_text()
+    for name in ("evse-agent-reboot.path", "evse-agent-switch.path"):
+        assert os.readlink(systemd / "paths.target.wants" / name) == f"/etc/systemd/system/{name}"
+    # the units as installed (paths under this test's root) pass systemd's own check
+    units = [systemd / n for n in ("evse-agent.service", "evse-agent-reboot.service", "evse-agent-switch.service",
+                                   "evse-agent-reboot.path", "evse-agent-switch.path")]
+    v = await asyncio.create_subprocess_exec("systemd-analyze", "verify", *map(str, units),
+                                             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await v.communicate()
+    assert (v.returncode, out.decode()) == (0, ""), out.decode()
 
 
 def test_usage_errors_and_unreachable_controller(tmp_path: Path, sshd: SshServer) -> None:

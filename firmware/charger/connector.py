@@ -370,3 +370,8 @@ def reset_flag(db: Database, kind: str) -> None:
     Settings(db).put("agent.reset_pending", kind)
 
 
+def pending_reset(db: Database) -> str:
+    """The reset this run ends for ("hard", "soft"), or "" (read at exit: a hard one also reboots the controller)."""
+    return Settings(db).get("agent.reset_pending") or ""
+
+

@@ -1,16 +1,20 @@
 """A/B slots on the controller: install a bundle into the inactive slot, switch atomically, roll back.
 
-This module runs ON THE CONTROLLER and uses the standard library only: ``tools/flash.py`` sends its source over
-SSH and runs it there as ``python3 -S - OPERATION JSON`` (so the controller needs nothing installed but a
-Python), or calls it in-process for a ``dir://`` target. The agent's own updater will reuse it. Every
-operation takes the controller's root directory (``/`` on a controller; a mounted SD card, or a test
-directory) and answers one JSON object. Layout (docs/technician-guide.md)::
+This module runs ON THE CONTROLLER and uses the standard library only: ``tools/flash.py`` sends its source
+(and that of :mod:`access`, which it imports) over SSH and runs it there as ``python3 -S - OPERATION JSON``
+(so the controller needs nothing installed but a Python), or calls it in-process for a ``dir://`` target.
+The agent's own updater will reuse it. Every operation takes the controller's root directory (``/`` on a
+controller; a mounted SD card, or a test directory) and answers one JSON object. Layout (docs/technician-guide.md)::
 
     <root>/opt/evse-agent/slots/{a,b}/   app/ (firmware, hal), lib/ (unpacked wheels), wheels/, manifest.json, ...
     <root>/opt/evse-agent/current        symlink -> slots/a: the active slot, switched by rename(2)
     <root>/opt/evse-agent/state.json     slot versions, the last health check, a short history
     <root>/opt/evse-agent/incoming/      <sha256>.part: a bundle being transferred (resumable)
     <root>/etc/evse-agent/               agent.toml (commissioning), hardware-revision
+
+Everything here is root's and read-only to the agent, which runs as its own user (:mod:`access`); the one
+operation the agent can ask for itself is :func:`apply_switch_request`, run by a privileged unit
+(:mod:`firmware.maintenance.privileged`).
 
 The active slot is never written to: a bundle is checked (SHA-256 of the whole file, as verified by the
 tool) before the inactive slot is touched, unpacked into ``slots/X.new`` and only renamed to ``slots/X``
@@ -20,12 +24,14 @@ old or the new slot active, each complete.
 
 from __future__ import annotations
 
+import compileall
 import hashlib
 import json
 import os
 import platform
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -35,10 +41,14 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from firmware.maintenance import access
+
 BASE = "opt/evse-agent"
 ETC = "etc/evse-agent"
 SLOTS = ("a", "b")
 HISTORY = 20
+CODE_DIR_MODE, CODE_FILE_MODE = 0o755, 0o644  # the agent (another user) reads its code; only root writes it
+MAX_REQUEST = 64  # bytes of a switch request read: "a" or "b" and a newline
 
 
 class SlotError(Exception):
@@ -121,6 +131,7 @@ def info(root: str) -> dict[str, Any]:
     return {"root": root, "active": active_slot(root), "slots": slots, "last_health": state["last_health"],
             "history": state["history"], "incoming": incoming, "hardware_revision": revision,
             "commissioned": (Path(root) / ETC / "agent.toml").is_file(),
+            "account": account.to_json() if (account := access.read_account(root)) else None,
             "python": f"cp{sys.version_info.major}{sys.version_info.minor}", "machine": platform.machine()}
 
 
@@ -176,7 +187,19 @@ def _unpack(bundle: Path, dest: Path) -> dict[str, Any]:
                 if not _safe(name):
                     raise SlotError("corrupt", f"{wheel.name}: member {name!r} leaves the slot")
             z.extractall(dest / "lib")
+    # compiled here, once: the agent's user may not write its own code, so it could not cache bytecode itself
+    # and would compile every module at every start
+    compileall.compile_dir(dest, quiet=2, workers=1)
+    _readable_by_agent(dest)
     return manifest
+
+
+def _readable_by_agent(dest: Path) -> None:
+    """Explicit modes, whatever the umask of the login that installs: the agent's user must read every file."""
+    for dirpath, _, filenames in os.walk(dest):
+        os.chmod(dirpath, CODE_DIR_MODE)
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), CODE_FILE_MODE)
 
 
 def install(root: str, sha256: str, size: int) -> dict[str, Any]:
@@ -260,9 +283,10 @@ def record_health(root: str, slot: str, result: dict[str, Any]) -> dict[str, Any
 
 
 def switch_and_check(root: str, slot: str, health_command: str, timeout_s: float,
-                     service: str | None = None) -> dict[str, Any]:
+                     service: str | None = None, helpers: list[str] | None = None) -> dict[str, Any]:
     """Activate ``slot``, run the health check (``health_command`` prints its JSON), record the result, and switch
-    back to the previous slot if it failed; then (re)start ``service`` under systemd, if given. All of it here,
+    back to the previous slot if it failed; then (re)start ``service`` under systemd, if given, and start its
+    ``helpers`` (the path units of the privileged requests). All of it here,
     on the controller, in one process that ignores a hang-up: a link to the laptop lost half-way cannot leave an
     unchecked agent active — the controller finishes by itself and ``status`` shows the outcome."""
     previous = active_slot(root)
@@ -277,6 +301,8 @@ def switch_and_check(root: str, slot: str, health_command: str, timeout_s: float
         subprocess.run(["systemctl", "daemon-reload"], check=False)
         subprocess.run(["systemctl", "enable", service], check=False, capture_output=True)
         subprocess.run(["systemctl", "restart", service], check=False)
+        for unit in helpers or []:
+            subprocess.run(["systemctl", "enable", "--now", unit], check=False, capture_output=True)
     return {"health": result, "rolled_back_to": rolled_back, "previous": previous}
 
 
@@ -298,20 +324,76 @@ def _run_health(command: str, timeout_s: float) -> dict[str, Any]:
                 f"{proc.returncode}): {tail}"}
 
 
-def write_file(root: str, path: str, text: str, mode: int = 0o644, link_from: str | None = None) -> dict[str, Any]:
+def _refuse(root: str, why: str) -> dict[str, Any]:
+    state = _read_state(root)
+    _log(state, "switch refused", reason=why)
+    _write_state(root, state)
+    return {"switched": False, "refused": why}
+
+
+def _read_request(path: Path) -> bytes:
+    """The request, from a file in a directory the agent owns: not through a link, a regular file, a few bytes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SlotError("state", "the request is not a plain file")
+        return os.read(fd, MAX_REQUEST + 1)
+    finally:
+        os.close(fd)
+
+
+def apply_switch_request(root: str, request: str, service: str | None = None) -> dict[str, Any]:
+    """The privileged half of the agent's A/B switch: ``evse-agent-switch.service`` runs this as root when the agent
+    (its user cannot write the slots) has written ``request`` (firmware/maintenance/privileged.py). Narrow on
+    purpose: the request names a slot and nothing else; only a slot holding an installed agent that did not fail
+    its health check is switched to; then the agent is restarted from it (``service``, if given).
+    The request is consumed whatever its fate; refusals are in the history (``status``)."""
+    path = Path(request)
+    try:
+        data = _read_request(path)
+    except FileNotFoundError:
+        return {"switched": False, "refused": "no request"}
+    except (OSError, SlotError) as exc:
+        data, error = b"", str(getattr(exc, "strerror", None) or exc)
+    else:
+        error = ""
+    finally:
+        path.unlink(missing_ok=True)
+    slot = data.decode("ascii", errors="replace").strip()
+    if error or slot not in SLOTS or len(data) > MAX_REQUEST:
+        return _refuse(root, f"not a request for slot a or b ({error or repr(data[:MAX_REQUEST])})")
+    if not _installed(root, slot):
+        return _refuse(root, f"slot {slot} holds no installed agent")
+    if (_read_state(root)["slots"].get(slot) or {}).get("health") == "FAILED":
+        return _refuse(root, f"slot {slot} failed its health check")
+    if active_slot(root) == slot:
+        return {"switched": False, "refused": f"slot {slot} is already active"}
+    result = activate(root, slot, "switched (requested by the agent)")
+    if service is not None and shutil.which("systemctl"):
+        subprocess.run(["systemctl", "--no-block", "try-restart", service], check=False)
+    return {"switched": True, **result}
+
+
+def write_file(root: str, path: str, text: str, mode: int = 0o644, link_from: str | None = None,
+               group: str | None = None) -> dict[str, Any]:
     """Write ``<root>/<path>`` atomically (temp file + rename). ``link_from``: also make that symlink point to
-    ``/<path>`` (enabling a systemd unit is such a link)."""
+    ``/<path>`` (enabling a systemd unit is such a link). ``group``: the file's group, if the controller has it
+    (else root's, and no permission for the group: the secret stays root's until :func:`access.secure`)."""
     if not _safe(path):
         raise SlotError("state", f"{path!r} is not a path relative to the root")
     dest = Path(root) / path
     tmp = dest.with_name(dest.name + ".tmp")
+    gid = access.group_id(root, group) if group is not None else 0
+    if gid is None:
+        gid, mode = 0, mode & 0o700
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode & 0o700)
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+            os.fchown(f.fileno(), 0, gid)
         os.chmod(tmp, mode)
         os.replace(tmp, dest)
     except PermissionError as exc:  # name the file the technician knows, not our temporary one
@@ -325,17 +407,22 @@ def write_file(root: str, path: str, text: str, mode: int = 0o644, link_from: st
     return {"written": str(dest)}
 
 
+def write_files(root: str, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several :func:`write_file` in one call (one round trip over SSH)."""
+    return {"written": [write_file(root, **f)["written"] for f in files]}
+
+
 OPERATIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "info": info, "prepare_upload": prepare_upload, "install": install, "activate": activate,
-    "rollback": rollback, "record_health": record_health, "write_file": write_file,
-    "switch_and_check": switch_and_check}
+    "rollback": rollback, "record_health": record_health, "write_file": write_file, "write_files": write_files,
+    "switch_and_check": switch_and_check, "secure": access.secure, "apply_switch_request": apply_switch_request}
 
 
 def call(operation: str, args: dict[str, Any]) -> dict[str, Any]:
     """One operation; failures come back as ``{"ok": false, "kind": ..., "error": ...}``, never a traceback."""
     try:
         return {"ok": True, "result": OPERATIONS[operation](**args)}
-    except SlotError as exc:
+    except (SlotError, access.AccessError) as exc:
         return {"ok": False, "kind": exc.kind, "error": str(exc)}
     except PermissionError as exc:
         return {"ok": False, "kind": "permission", "error": f"permission denied writing {exc.filename} on the "

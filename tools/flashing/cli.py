@@ -14,18 +14,21 @@ from typing import Any
 from cryptography import x509
 
 from firmware.config import ConfigError, parse_config
+from firmware.maintenance.access import AGENT_USER
 from firmware.maintenance.bundle import BundleError, VerifiedBundle, verify_bundle
 from firmware.maintenance.selftest import SelftestReport, format_table
 from tools.flashing.build import build_bundle
 from tools.flashing.target import DirTarget, Progress, Target, TargetError, parse_target
 from tools.flashing.unit import (
     CONFIG_PATH,
+    HELPER_UNITS,
     REVISION_PATH,
-    UNIT_PATH,
-    UNIT_WANTS,
+    STATE_DROPIN_PATH,
+    UnitFile,
     describe_config,
     security_profile,
-    unit_text,
+    state_dropin,
+    unit_files,
 )
 
 
@@ -150,11 +153,32 @@ def _stop_service(target: Target) -> None:
 def _start_service(target: Target) -> None:
     if target.is_live:
         target.shell("if command -v systemctl >/dev/null; then systemctl daemon-reload && "
+                     f"systemctl enable --now {' '.join(HELPER_UNITS)} && "
                      "systemctl enable evse-agent && systemctl restart evse-agent; fi", 60)
 
 
-def _health_command(target: Target, slot: str, args: argparse.Namespace) -> str:
-    return target.firmware_command(f"opt/evse-agent/slots/{slot}", [
+def _secure(target: Target, units: list[UnitFile] | None = None) -> dict[str, Any]:
+    """The agent's user and every mode (firmware/maintenance/access.py), then the one directory its unit lets it
+    write (with ``units``, in one call); says what was created or repaired (a controller commissioned by an older
+    version is migrated here)."""
+    report = _call(target, "secure")
+    dropin = UnitFile(STATE_DROPIN_PATH, state_dropin(report["state_dir"]))
+    _call(target, "write_files", files=[{"path": u.path, "text": u.text, "mode": 0o644, "link_from": u.link}
+                                        for u in [*(units or []), dropin]])
+    a = report["account"]
+    news = (["created"] if report["created_user"] else []) + [f"added to {g}" for g in report["added_groups"]]
+    say(f"agent user    {a['user']} (uid {a['uid']}, gid {a['gid']}, groups {', '.join(map(str, a['groups']))})"
+        f"{''.join(', ' + n for n in news)}; state {report['state_dir']}; "
+        f"{len(report['repaired'])} owner/mode(s) repaired")
+    for line in report["repaired"]:
+        say(f"  repaired    {line}")
+    for line in report["warnings"]:
+        print(f"warning: {line}", file=sys.stderr, flush=True)
+    return report
+
+
+def _health_command(target: Target, slot: str, args: argparse.Namespace, account: dict[str, Any]) -> str:
+    return target.firmware_command(f"opt/evse-agent/slots/{slot}", account=account, args=[
         "healthcheck", "--config", target.path(CONFIG_PATH), "--json", "--timeout", str(args.health_timeout),
         "--settle", str(args.health_settle), *(["--csms-optional"] if args.csms_optional else [])])
 
@@ -202,11 +226,10 @@ def cmd_flash(args: argparse.Namespace) -> Exit:
     t0 = time.monotonic()
     installed = _call(target, "install", sha256=verified.sha256, size=verified.size)
     slot = installed["slot"]
-    _call(target, "write_file", path=UNIT_PATH, text=unit_text(target.root, target.python), mode=0o644,
-          link_from=UNIT_WANTS)
     install_s = time.monotonic() - t0
     say(f"installed {m.version} into slot {slot} (transfer {transfer_s:.1f} s, install {install_s:.1f} s, of "
         f"which unpacking {installed['unpack_s']:.1f} s)")
+    account = _secure(target, unit_files(target.root, target.python))["account"]
     _stop_service(target)
     if not health:
         _call(target, "activate", slot=slot)
@@ -223,8 +246,10 @@ def cmd_flash(args: argparse.Namespace) -> Exit:
         "controller finishes it and rolls back by itself if it fails)")
     t0 = time.monotonic()
     try:
-        outcome = target.call("switch_and_check", slot=slot, health_command=_health_command(target, slot, args),
-                              timeout_s=args.health_timeout + 120, service="evse-agent" if target.is_live else None)
+        outcome = target.call("switch_and_check", slot=slot,
+                              health_command=_health_command(target, slot, args, account),
+                              timeout_s=args.health_timeout + 120, service="evse-agent" if target.is_live else None,
+                              helpers=list(HELPER_UNITS))
     except TargetError as exc:
         if exc.kind == "unreachable":
             raise Fail(Exit.TARGET, f"{exc}\nthe link was lost during the health check: the controller finishes it "
@@ -253,6 +278,9 @@ def cmd_status(args: argparse.Namespace) -> Exit:
     say(f"controller  {target.url}")
     say(f"hardware    {info['hardware_revision'] or 'unknown'}; commissioned: "
         f"{'yes' if info['commissioned'] else 'no'}")
+    a = info["account"]
+    say(f"agent user  {a['user']} (uid {a['uid']})" if a else
+        "agent user  none yet: the agent runs as root until the next commission or flash creates it")
     say(f"{'slot':<5} {'active':<7} {'version':<12} {'installed at':<21} health")
     for name, s in info["slots"].items():
         if not s["installed"]:
@@ -315,13 +343,17 @@ def cmd_commission(args: argparse.Namespace) -> Exit:
     if args.dry_run:
         say(f"dry run: {target.path(CONFIG_PATH)} not written")
         return Exit.OK
-    _call(target, "write_file", path=CONFIG_PATH, text=text, mode=0o600)  # holds the CSMS password
+    # the CSMS password: root's, readable by the agent's group (before that group exists: root's alone, and
+    # _secure below creates it and repairs the mode)
+    _call(target, "write_file", path=CONFIG_PATH, text=text, mode=0o640, group=AGENT_USER)
     if args.hardware_revision:
         _call(target, "write_file", path=REVISION_PATH, text=args.hardware_revision + "\n", mode=0o644)
     say(f"written {target.path(CONFIG_PATH)}" + (f" and hardware revision {args.hardware_revision}"
                                                 if args.hardware_revision else ""))
+    _secure(target)
     if target.is_live:  # a running agent reads its configuration at start
-        target.shell("if command -v systemctl >/dev/null; then systemctl try-restart evse-agent || true; fi", 60)
+        target.shell("if command -v systemctl >/dev/null; then systemctl daemon-reload; "
+                     "systemctl try-restart evse-agent || true; fi", 60)  # the drop-in may have changed
     return Exit.OK
 
 
@@ -335,8 +367,8 @@ def cmd_selftest(args: argparse.Namespace) -> Exit:
         raise Fail(Exit.NOT_POSSIBLE, "no agent installed on the controller: flash a bundle first")
     if not info["commissioned"]:
         raise Fail(Exit.NOT_POSSIBLE, f"not commissioned ({target.path(CONFIG_PATH)} is missing): run commission first")
-    cmd = target.firmware_command("opt/evse-agent/current", ["selftest", "--config", target.path(CONFIG_PATH),
-                                                             "--json", "--timeout", str(args.timeout)])
+    cmd = target.firmware_command("opt/evse-agent/current", account=info["account"], args=[
+        "selftest", "--config", target.path(CONFIG_PATH), "--json", "--timeout", str(args.timeout)])
     if target.is_live:  # the agent holds the serial ports: stop it for the test, start it again after
         cmd = ("if command -v systemctl >/dev/null && systemctl is-active --quiet evse-agent; then "
                "systemctl stop evse-agent; trap 'systemctl start evse-agent' EXIT; fi; " + cmd)

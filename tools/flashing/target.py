@@ -19,10 +19,37 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from firmware.maintenance import slots
+from firmware.maintenance import access, slots
 
-SLOTS_SOURCE = Path(slots.__file__).read_bytes()
 CHUNK = 256 * 1024
+
+
+def controller_script() -> bytes:
+    """What ``python3 -S - OPERATION JSON`` runs on the controller: :mod:`slots` and the module it imports
+    (standard library only), served to ``import`` from their sources by a finder of their own, then
+    ``slots.main``. Nothing is installed on the controller for it."""
+    sources = {"firmware": "", "firmware.maintenance": "",
+               "firmware.maintenance.access": Path(access.__file__).read_text(),
+               "firmware.maintenance.slots": Path(slots.__file__).read_text()}
+    return f"""import importlib.abc, importlib.util, sys
+SOURCES = {sources!r}
+PACKAGES = ("firmware", "firmware.maintenance")
+class Sources(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        if name not in SOURCES:
+            return None
+        return importlib.util.spec_from_loader(name, self, is_package=name in PACKAGES)
+    def create_module(self, spec):
+        return None
+    def exec_module(self, module):
+        exec(compile(SOURCES[module.__name__], "<evse-agent " + module.__name__ + ">", "exec"), module.__dict__)
+sys.meta_path.insert(0, Sources())
+from firmware.maintenance import slots
+sys.exit(slots.main(sys.argv[1:]))
+""".encode()
+
+
+CONTROLLER_SCRIPT = controller_script()
 
 
 class TargetError(Exception):
@@ -98,12 +125,21 @@ class Target:
         """``rel`` (relative to the root) as a path on the controller."""
         return str(Path(self.root) / rel)
 
-    def firmware_command(self, slot_rel: str, args: list[str]) -> str:
+    def firmware_command(self, slot_rel: str, args: list[str], account: dict[str, Any] | None) -> str:
         """A shell command running ``python -m firmware ARGS`` from a slot, with only that slot's code and
-        libraries on the path (``-S``: the controller's own site-packages stay out)."""
+        libraries on the path (``-S``: the controller's own site-packages stay out), as the agent's user when the
+        controller has it (``account``, from ``info``) with what of its unit applies outside systemd: its groups,
+        no capabilities, no new privileges, umask 077. So a health check or self-test leaves nothing root owns in
+        the agent's state directory, and fails where the agent would."""
         slot = self.path(slot_rel)
-        return (f"cd {shlex.quote(slot)} && PYTHONPATH={shlex.quote(slot + '/app:' + slot + '/lib')} "
-                f"exec {shlex.quote(self.python)} -S -m firmware " + " ".join(shlex.quote(a) for a in args))
+        run_as = ""
+        if account is not None:
+            groups = (f"--groups={','.join(map(str, account['groups']))}" if account["groups"]
+                      else "--clear-groups")
+            run_as = (f"setpriv --reuid={int(account['uid'])} --regid={int(account['gid'])} {groups} "
+                      "--inh-caps=-all --bounding-set=-all --no-new-privs ")
+        return (f"cd {shlex.quote(slot)} && umask 077 && PYTHONPATH={shlex.quote(slot + '/app:' + slot + '/lib')} "
+                f"exec {run_as}{shlex.quote(self.python)} -S -m firmware " + " ".join(shlex.quote(a) for a in args))
 
 
 @dataclass
@@ -168,7 +204,7 @@ class SshTarget(Target):
         remote = "trap '' HUP; exec " + " ".join(shlex.quote(a) for a in (
             self.python, "-S", "-", operation, json.dumps({"root": self.root, **args})))
         try:
-            proc = subprocess.run([*self._ssh(), remote], input=SLOTS_SOURCE, capture_output=True, timeout=600,
+            proc = subprocess.run([*self._ssh(), remote], input=CONTROLLER_SCRIPT, capture_output=True, timeout=600,
                                   check=False)
         except subprocess.TimeoutExpired:
             raise TargetError("unreachable", f"the controller did not finish '{operation}' within 600 s") from None

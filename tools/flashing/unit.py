@@ -1,24 +1,101 @@
-"""The systemd unit that runs the agent from the active slot (``current``), and the config's summary."""
+"""The systemd units that run the agent from the active slot (``current``), and the config's summary.
+
+The agent runs as its own user in a sandbox (docs/technician-guide.md, "Privileges": every directive, the
+exposure ``systemd-analyze security`` gives it, and the directives left out and why). What needs root goes
+through two small units the agent triggers by writing a request file (firmware/maintenance/privileged.py):
+a reboot (OCPP Hard reset) and the A/B switch of its updater.
+"""
 
 from __future__ import annotations
 
+import json
 import shlex
+from dataclasses import dataclass
 
 from firmware.config import AgentConfig
+from firmware.maintenance.access import AGENT_USER, SERIAL_GROUP
+from firmware.maintenance.privileged import REBOOT_REQUEST, RUN_DIR, SWITCH_REQUEST
 
-UNIT_PATH = "etc/systemd/system/evse-agent.service"
-UNIT_WANTS = "etc/systemd/system/multi-user.target.wants/evse-agent.service"
+SYSTEMD_DIR = "etc/systemd/system"
+UNIT_NAME = "evse-agent.service"
+UNIT_PATH = f"{SYSTEMD_DIR}/{UNIT_NAME}"
+STATE_DROPIN_PATH = f"{SYSTEMD_DIR}/{UNIT_NAME}.d/state-dir.conf"  # written by commissioning and flash
 CONFIG_PATH = "etc/evse-agent/agent.toml"
 REVISION_PATH = "etc/evse-agent/hardware-revision"
 WATCHDOG_SEC = 30
+#: The path units waiting for the agent's requests, started with the agent.
+HELPER_UNITS = ("evse-agent-reboot.path", "evse-agent-switch.path")
+#: Serial devices the agent may open, by the driver names of /proc/devices: on-board UARTs, USB adapters, CDC-ACM
+#: boards, the PL011 of a Raspberry Pi.
+SERIAL_DEVICES = ("char-ttyS", "char-ttyUSB", "char-ttyACM", "char-ttyAMA")
+
+#: The agent's sandbox; each line was kept because the agent works with it (tests/test_privileges.py runs it
+#: with what of it can be applied without systemd); what is left out and why: docs/technician-guide.md.
+SANDBOX = f"""User={AGENT_USER}
+Group={AGENT_USER}
+SupplementaryGroups={SERIAL_GROUP}
+UMask=0077
+NoNewPrivileges=yes
+CapabilityBoundingSet=
+AmbientCapabilities=
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateMounts=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+ProcSubset=pid
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+RemoveIPC=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @resources
+SystemCallErrorNumber=EPERM
+DevicePolicy=closed
+""" + "".join(f"DeviceAllow={d} rw\n" for d in SERIAL_DEVICES)
+
+
+@dataclass(frozen=True)
+class UnitFile:
+    path: str  # relative to the controller's root
+    text: str
+    wanted_by: str | None = None  # the target whose .wants/ link enables it
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def link(self) -> str | None:
+        return f"{SYSTEMD_DIR}/{self.wanted_by}.wants/{self.name}" if self.wanted_by else None
+
+
+def _at(root: str, path: str) -> str:
+    """``path`` (absolute on a controller) as the controller at ``root`` sees it (``/`` on a controller)."""
+    return path if root == "/" else root.rstrip("/") + path
+
+
+def _exe(python: str) -> str:
+    return python if python.startswith("/") else f"/usr/bin/env {python}"
 
 
 def unit_text(root: str, python: str) -> str:
-    """``root``: the controller's root as the controller sees it (``/`` on a controller)."""
-    base = (root.rstrip("/") + "/opt/evse-agent/current") if root != "/" else "/opt/evse-agent/current"
-    config = (root.rstrip("/") + "/" + CONFIG_PATH) if root != "/" else "/" + CONFIG_PATH
-    exe = python if python.startswith("/") else f"/usr/bin/env {python}"
-    return f"""# Installed by tools/flash.py: the evse-agent, run from the active A/B slot.
+    """The agent's unit. ``root``: the controller's root as the controller sees it (``/`` on a controller). Its
+    state directory is writable through the drop-in of :func:`state_dropin` (storage.dir, from commissioning)."""
+    base = _at(root, "/opt/evse-agent/current")
+    config = _at(root, "/" + CONFIG_PATH)
+    return f"""\
+# Installed by tools/flash.py: the evse-agent, run from the active A/B slot, as its own user in a sandbox.
 [Unit]
 Description=evse-agent (EV charger controller agent)
 After=network-online.target
@@ -30,17 +107,140 @@ Type=notify
 NotifyAccess=main
 WorkingDirectory={base}
 Environment=PYTHONPATH={base}/app:{base}/lib PYTHONUNBUFFERED=1
-ExecStart={exe} -S -m firmware run --config {shlex.quote(config)}
+ExecStart={_exe(python)} -S -m firmware run --config {shlex.quote(config)}
 Restart=on-failure
 RestartSec=2
 # 74: database unusable, 78: configuration invalid -- restarting will not help, a technician must look
 RestartPreventExitStatus=74 78
 WatchdogSec={WATCHDOG_SEC}
 TimeoutStopSec=20
-
+# requests for what needs root (a reboot, the A/B switch): see evse-agent-reboot.path, evse-agent-switch.path
+RuntimeDirectory=evse-agent
+RuntimeDirectoryMode=0700
+RuntimeDirectoryPreserve=yes
+{SANDBOX}
 [Install]
 WantedBy=multi-user.target
 """
+
+
+def state_dropin(state_dir: str) -> str:
+    """The one directory the agent may write (storage.dir: its database; the charge point's key once it has one)."""
+    return f"""\
+# Written by tools/flash.py (commission, flash): the agent's state directory, storage.dir of its configuration.
+[Service]
+ReadWritePaths={state_dir}
+"""
+
+
+def helper_units(root: str, python: str) -> list[UnitFile]:
+    """The two privileged paths: a path unit waits for the agent's request file and starts a unit doing one thing."""
+    run = RUN_DIR  # where RuntimeDirectory= is, whatever the root: systemd makes it under /run
+    current = _at(root, "/opt/evse-agent/current")
+    switch_args = json.dumps({"root": root, "request": f"{run}/{SWITCH_REQUEST}", "service": UNIT_NAME})
+    return [
+        UnitFile(f"{SYSTEMD_DIR}/evse-agent-reboot.path", f"""\
+# Installed by tools/flash.py: the agent asks for a reboot (Hard reset).
+[Unit]
+Description=evse-agent: wait for the agent's reboot request
+
+[Path]
+PathExists={run}/{REBOOT_REQUEST}
+Unit=evse-agent-reboot.service
+
+[Install]
+WantedBy=paths.target
+""", "paths.target"),
+        UnitFile(f"{SYSTEMD_DIR}/evse-agent-reboot.service", """\
+# Installed by tools/flash.py: started by evse-agent-reboot.path.
+# Runs nothing with privileges: systemd itself reboots (a clean shutdown, as systemctl reboot) once it succeeds.
+[Unit]
+Description=evse-agent: reboot the controller (OCPP Hard reset)
+SuccessAction=reboot
+
+[Service]
+Type=oneshot
+ExecStart=/bin/true
+DynamicUser=yes
+CapabilityBoundingSet=
+PrivateNetwork=yes
+PrivateDevices=yes
+PrivateUsers=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+ProcSubset=pid
+RestrictAddressFamilies=AF_UNIX
+RestrictNamespaces=yes
+RestrictRealtime=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @resources
+IPAddressDeny=any
+UMask=0077
+"""),
+        UnitFile(f"{SYSTEMD_DIR}/evse-agent-switch.path", f"""\
+# Installed by tools/flash.py: the agent's updater asks for the A/B switch.
+[Unit]
+Description=evse-agent: wait for the agent's slot switch request
+
+[Path]
+PathExists={run}/{SWITCH_REQUEST}
+Unit=evse-agent-switch.service
+
+[Install]
+WantedBy=paths.target
+""", "paths.target"),
+        UnitFile(f"{SYSTEMD_DIR}/evse-agent-switch.service", f"""\
+# Installed by tools/flash.py: started by evse-agent-switch.path.
+# Root (the slots are root's), but only to switch to an installed slot that did not fail its health check and
+# restart the agent from it (firmware/maintenance/slots.py apply_switch_request); code from the active slot.
+[Unit]
+Description=evse-agent: switch to the A/B slot the agent asked for
+
+[Service]
+Type=oneshot
+Environment=PYTHONPATH={current}/app
+ExecStart={_exe(python)} -S -m firmware.maintenance.slots apply_switch_request '{switch_args}'
+NoNewPrivileges=yes
+CapabilityBoundingSet=CAP_DAC_OVERRIDE
+ProtectSystem=strict
+ReadWritePaths={_at(root, "/opt/evse-agent")} {run}
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+PrivateNetwork=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictAddressFamilies=AF_UNIX
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+UMask=0022
+"""),
+    ]
+
+
+def unit_files(root: str, python: str) -> list[UnitFile]:
+    """Every unit flash installs: the agent's (enabled in multi-user.target) and the privileged paths."""
+    return [UnitFile(UNIT_PATH, unit_text(root, python), "multi-user.target"), *helper_units(root, python)]
 
 
 def security_profile(config: AgentConfig) -> int | None:
