@@ -1,0 +1,406 @@
+"""The I/O board with its real firmware: mcu/ioboard/ running in MicroPython, behind the pty.
+
+Where :class:`sim.devices.ioboard.SimulatedIoBoard` re-implements the board in CPython, this device
+runs the MicroPython firmware a board maker flashes (mcu/ioboard/, board file ``boards/sim.py``) in a
+real MicroPython interpreter (:mod:`sim.devices.mpy_vm`) and simulates only what lies outside the
+chip: the pilot's analog front end with the EV's resistors and diode, the contactor with its travel
+time and mirror contact, the RCD module, the temperature sensor, the UART (the device end of the
+pty) and the hardware watchdog. The firmware reaches them through the board file's ``host.call``s,
+served here from the interpreter's thread.
+
+What the firmware holds in RAM (link state, permission, counters) is visible to tests only as the
+firmware reports it through ``Board.observe``; a restart (power cycle, RESET, watchdog bite) stops the
+interpreter and starts a new one, so nothing survives but what a chip keeps: the reset cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import termios
+import threading
+import time
+import tty
+from dataclasses import dataclass
+from pathlib import Path
+
+from hal.duty_cycle import duty_to_current
+from hal.interfaces import PilotState
+from hal.ioboard.messages import NO_FAULTS, Capability, FaultBit, PwmMode, ResetReason, SetPwm
+from sim.devices.interfaces import BoardFault, DeviceCounters
+from sim.devices.mpy_vm import ChipStop, HostFunction, MicroPythonVm, VmExit
+
+logger = logging.getLogger(__name__)
+
+FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "mcu" / "ioboard"
+#: How the simulated chip starts: the firmware's main.py with the simulation's board file as ``board``.
+BOOT = """\
+import sys
+sys.path.insert(0, "/fw/boards")
+sys.path.insert(0, "/fw")
+sys.modules["board"] = __import__("sim")
+import main
+"""
+NORMAL_TEMPERATURE_DC = 250
+HOT_TEMPERATURE_DC = 850
+CAPABILITIES = Capability.RCD | Capability.TEMPERATURE | Capability.MIRROR_CONTACT | Capability.DIODE_CHECK
+#: Pilot voltage (mV) the EV's resistor network gives on the positive half (IEC 61851-1 nominal).
+EV_LEVEL_MV = {PilotState.A: 12000, PilotState.B: 9000, PilotState.C: 6000, PilotState.D: 3000,
+               PilotState.E: 0, PilotState.F: -12000}
+MAX_READ = 1024  # bytes handed to the firmware per wake-up (hex-encoded in a 4 KB answer)
+
+
+@dataclass(frozen=True)
+class FirmwareView:
+    """What the firmware last reported about its own state (``Board.observe``)."""
+
+    linked: bool = False
+    permission: bool = False
+    faults: FaultBit = NO_FAULTS
+    requests: int = 0
+    bad_frames: int = 0
+    duplicates: int = 0
+    nacks: int = 0
+    keepalive_trips: int = 0
+
+
+@dataclass(frozen=True)
+class LoopFigures:
+    """The firmware's own measurements, reported about once a second."""
+
+    passes: int = 0
+    work_us_max: int = 0
+    period_ms_max: int = 0
+    heap_bytes: int = 0
+
+
+class McuIoBoard:
+    """:class:`sim.devices.interfaces.SimulatedBoard` whose microcontroller runs the MicroPython firmware."""
+
+    def __init__(self, port: str, *, keepalive_timeout_s: float = 1.0, report_interval_s: float = 0.5,
+                 contactor_travel_s: float = 0.02, hardware_revision: str = "SIM-MCU",
+                 wdt_timeout_ms: int = 500, fw_dir: Path = FIRMWARE_DIR) -> None:
+        self.port = port
+        self.keepalive_timeout_ms = round(keepalive_timeout_s * 1000)
+        self.report_interval_ms = round(report_interval_s * 1000)
+        self.contactor_travel_s = contactor_travel_s
+        self.hardware_revision = hardware_revision
+        self.wdt_timeout_ms = wdt_timeout_ms
+        self.fw_dir = fw_dir
+        self.counters = DeviceCounters(extra={"keepalive_trips": 0, "duplicates": 0, "nacks": 0, "resets": 0,
+                                              "crashes": 0, "watchdog_bites": 0, "frames_suppressed": 0})
+        self.view = FirmwareView()
+        self.figures = LoopFigures()
+        self.crashes: list[VmExit] = []
+        self.boot_times: list[float] = []  # interpreter start -> first byte on the UART, seconds
+        self._lock = threading.RLock()
+        self._fd: int | None = None
+        self._vm: MicroPythonVm | None = None
+        self._generation = 0
+        self._closing = False
+        self._wdt_thread: threading.Thread | None = None
+        # the world outside the chip (survives restarts)
+        self._ev_pilot = PilotState.A
+        self._rcd_present = False
+        self._overtemp = False
+        self._diode_bad = False
+        self._welded = False
+        self._stuck_open = False
+        self._silent = False
+        self.self_test_passes = True
+        self._contact = False
+        self._reset_pins()
+
+    # --- SimulatedBoard ------------------------------------------------------------------------------
+
+    def set_ev_pilot(self, state: PilotState) -> None:
+        self._ev_pilot = state
+
+    @property
+    def offered_current_a(self) -> float:
+        if self.pwm.mode is not PwmMode.PWM or self.pwm.duty_permille is None:
+            return 0.0
+        return duty_to_current(self.pwm.duty_permille / 10)
+
+    @property
+    def contactor_closed(self) -> bool:
+        return self._contact_now(time.monotonic())
+
+    def inject(self, fault: BoardFault, active: bool = True) -> None:
+        match fault:
+            case BoardFault.RCD_TRIP:
+                self._rcd_present = active
+            case BoardFault.OVERTEMPERATURE:
+                self._overtemp = active
+            case BoardFault.DIODE_FAILURE:
+                self._diode_bad = active
+            case BoardFault.WELDED:
+                self._welded = active
+            case BoardFault.STUCK_OPEN:
+                self._stuck_open = active
+            case BoardFault.SILENT:
+                self._silent = active
+        logger.info("mcu ioboard %s: fault %s %s", self.port, fault.value, "injected" if active else "removed")
+
+    # --- observation for tests (the same names as SimulatedIoBoard) ------------------------------------
+
+    @property
+    def pilot(self) -> PilotState:
+        """The pilot state at the connector: F while the board drives -12 V, else what the EV presents."""
+        return PilotState.F if self.pwm.mode is PwmMode.F else self._ev_pilot
+
+    @property
+    def pwm(self) -> SetPwm:
+        """The pilot output the firmware drives now (pin level: 1000 ‰ = X1, 0 = F, else PWM)."""
+        permille = self._output_permille
+        if permille >= 1000:
+            return SetPwm(PwmMode.X1)
+        if permille <= 0:
+            return SetPwm(PwmMode.F)
+        return SetPwm(PwmMode.PWM, permille)
+
+    @property
+    def contactor_cmd(self) -> bool:
+        return self._coil
+
+    @property
+    def permission(self) -> bool:
+        return self.view.permission
+
+    @property
+    def faults(self) -> FaultBit:
+        return self.view.faults
+
+    @property
+    def linked(self) -> bool:
+        return self.view.linked
+
+    @property
+    def frames_received(self) -> int:
+        return self.counters.requests
+
+    @property
+    def bad_frames(self) -> int:
+        return self.counters.bad_frames
+
+    @property
+    def keepalive_trips(self) -> int:
+        return self.counters.extra["keepalive_trips"]
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.open_port()
+        self._boot(ResetReason.POWER_ON)
+        self._wdt_thread = threading.Thread(target=self._watchdog, name=f"wdt-{self.port}", daemon=True)
+        self._wdt_thread.start()
+
+    def open_port(self) -> None:
+        fd = os.open(self.port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(fd, termios.TCSANOW)
+        self._fd = fd
+
+    async def close(self) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Power off: stop the interpreter and release the port."""
+        with self._lock:
+            self._closing = True
+            self._generation += 1
+            vm, self._vm = self._vm, None
+            self._reset_pins()
+        if vm is not None:
+            vm.interrupt()
+            vm.join(2.0)
+        if self._wdt_thread is not None:
+            self._wdt_thread.join(1.0)
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    async def __aenter__(self) -> McuIoBoard:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def reboot(self, reason: ResetReason = ResetReason.POWER_ON) -> None:
+        """Power-cycle the microcontroller: pins to their reset state at once, then a new interpreter."""
+        self._boot(reason)
+
+    # --- the chip ----------------------------------------------------------------------------------------
+
+    def _reset_pins(self) -> None:
+        """What the hardware does while the chip is in reset: pull-downs keep the coil off, the pilot
+        driver's pull-up gives X1."""
+        self._output_permille = 1000
+        self._coil = False
+        self._coil_changed_at = time.monotonic()
+        self.view = FirmwareView()
+        self._wdt_armed_ms: int | None = None
+        self._wdt_fed_at = time.monotonic()
+
+    def _boot(self, reason: ResetReason) -> None:
+        with self._lock:
+            if self._closing:
+                return
+            old = self._vm
+            self._generation += 1
+            self._reset_pins()
+            self.counters.extra["resets"] += 0 if old is None else 1
+            self._reset_reason = reason
+            gen = self._generation
+            self._booted_at = time.monotonic()
+            self._first_tx = True
+            vm = MicroPythonVm(self.fw_dir, BOOT, self._host_functions(gen), name=f"ioboard-mcu {self.port}",
+                               on_exit=lambda outcome: self._exited(gen, outcome))
+            self._vm = vm
+        if old is not None:
+            old.interrupt()
+        logger.info("mcu ioboard %s: boot (%s)", self.port, reason.name)
+        vm.start()
+
+    def _exited(self, gen: int, outcome: VmExit) -> None:
+        if outcome.reason == "reset":
+            self._boot(ResetReason.HOST_REQUEST)
+        elif outcome.reason in ("crash", "exit") and gen == self._generation:
+            # A chip whose firmware died: the watchdog (if armed) restarts it, as on the board.
+            self.counters.extra["crashes"] += 1
+            self.crashes.append(outcome)
+
+    def _watchdog(self) -> None:
+        """The RP2040's watchdog: no feed for its timeout -> chip reset with reason MCU_WATCHDOG."""
+        while not self._closing:
+            time.sleep(0.01)
+            armed = self._wdt_armed_ms
+            if armed is not None and time.monotonic() - self._wdt_fed_at > armed / 1000:
+                self.counters.extra["watchdog_bites"] += 1
+                logger.warning("mcu ioboard %s: hardware watchdog bit after %d ms", self.port, armed)
+                self._boot(ResetReason.MCU_WATCHDOG)
+
+    def _contact_now(self, now: float) -> bool:
+        if self._welded:
+            return True
+        if self._stuck_open:
+            return False
+        if self._contact != self._coil and now - self._coil_changed_at >= self.contactor_travel_s:
+            self._contact = self._coil
+        return self._contact
+
+    def _sample(self) -> bytes:
+        permille = self._output_permille
+        level = EV_LEVEL_MV[self._ev_pilot]
+        if permille <= 0:
+            high = low = -12000  # driving F: the EV's resistors are not in the circuit
+        else:
+            high = level
+            if permille >= 1000:
+                low = high  # X1: no negative half
+            elif self._ev_pilot is PilotState.E:
+                low = 0
+            else:
+                low = -level if self._diode_bad and self._ev_pilot is not PilotState.A else -12000
+        mirror = self._contact_now(time.monotonic())
+        temp = HOT_TEMPERATURE_DC if self._overtemp else NORMAL_TEMPERATURE_DC
+        return f"{high},{low},{int(mirror)},{int(self._rcd_present)},{temp}".encode()
+
+    def _host_functions(self, gen: int) -> dict[str, HostFunction]:
+        def current(fn: HostFunction) -> HostFunction:
+            def call(payload: bytes) -> bytes:
+                if gen != self._generation:
+                    raise ChipStop("stale")  # this interpreter's chip was reset meanwhile
+                return fn(payload)
+            return call
+
+        def cfg(_: bytes) -> bytes:
+            return (f"{self.hardware_revision},{int(CAPABILITIES)},{self.keepalive_timeout_ms},"
+                    f"{self.report_interval_ms},{self.wdt_timeout_ms},{int(self._reset_reason)},"
+                    f"{int(self.self_test_passes)}").encode()
+
+        def pilot_output(payload: bytes) -> bytes:
+            self._output_permille = int(payload)
+            return b""
+
+        def coil(payload: bytes) -> bytes:
+            on = payload == b"1"
+            if on != self._coil:
+                self._contact_now(time.monotonic())
+                self._coil = on
+                self._coil_changed_at = time.monotonic()
+            return b""
+
+        def write(payload: bytes) -> bytes:
+            if self._first_tx:
+                self._first_tx = False
+                self.boot_times.append(time.monotonic() - self._booted_at)
+            if self._silent:
+                self.counters.extra["frames_suppressed"] += 1
+                return b""
+            self._write(payload)
+            return b""
+
+        def wait(payload: bytes) -> bytes:
+            ms_text, fed = payload.split(b",")
+            if fed == b"1":
+                self._wdt_fed_at = time.monotonic()
+            assert self._fd is not None
+            ready, _, _ = select.select([self._fd], [], [], max(int(ms_text), 0) / 1000)
+            if gen != self._generation:
+                raise ChipStop("stale")
+            if not ready:
+                return b""
+            try:
+                return os.read(self._fd, MAX_READ).hex().encode()
+            except (BlockingIOError, InterruptedError):
+                return b""
+            except OSError:  # EIO: nobody holds the host end of the wire right now
+                time.sleep(0.005)
+                return b""
+
+        def wdt_arm(payload: bytes) -> bytes:
+            self._wdt_fed_at = time.monotonic()
+            self._wdt_armed_ms = int(payload)
+            return b""
+
+        def reset(_: bytes) -> bytes:
+            raise ChipStop("reset")
+
+        def observe(payload: bytes) -> bytes:
+            linked, permission, faults, requests, bad, dups, nacks, trips = (int(v) for v in payload.split(b","))
+            self.view = FirmwareView(bool(linked), bool(permission), FaultBit(faults), requests, bad, dups, nacks,
+                                     trips)
+            self.counters.requests, self.counters.bad_frames = requests, bad
+            self.counters.extra.update(duplicates=dups, nacks=nacks, keepalive_trips=trips)
+            return b""
+
+        def figures(payload: bytes) -> bytes:
+            self.figures = LoopFigures(*(int(v) for v in payload.split(b",")))
+            return b""
+
+        def self_test(_: bytes) -> bytes:
+            return b"1" if self.self_test_passes else b"0"
+
+        table: dict[str, HostFunction] = {
+            "cfg": cfg, "po": pilot_output, "co": coil, "s": lambda _: self._sample(), "w": write, "i": wait,
+            "wa": wdt_arm, "rst": reset, "o": observe, "m": figures, "st": self_test}
+        return {name: current(fn) for name, fn in table.items()}
+
+    def _write(self, data: bytes) -> None:
+        fd = self._fd
+        assert fd is not None
+        view = memoryview(data)
+        deadline = time.monotonic() + 0.5
+        while view and time.monotonic() < deadline:
+            try:
+                n = os.write(fd, view)
+            except (BlockingIOError, InterruptedError):
+                select.select([], [fd], [], 0.01)
+                continue
+            except OSError:
+                return  # the far end is gone: a UART's bytes fall on the floor
+            view = view[n:]
