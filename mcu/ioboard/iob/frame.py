@@ -6,21 +6,30 @@ arrives on the line: an oversized frame is skipped up to the next 0x00 without b
 
 from micropython import const
 
+_table = None
+
+
+def crc32_soft(data, crc=0):
+    """CRC-32/ISO-HDLC in Python, for a port built without ``binascii.crc32`` (the table is built on
+    first use: 1 KB of RAM only where it is needed)."""
+    global _table
+    if _table is None:
+        _table = []
+        for n in range(256):
+            c = n
+            for _ in range(8):
+                c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+            _table.append(c)
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc = _table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
 try:
     from binascii import crc32
-except ImportError:  # a port built without binascii.crc32: the table-driven CRC-32/ISO-HDLC
-    _TABLE = []
-    for _n in range(256):
-        _c = _n
-        for _ in range(8):
-            _c = (_c >> 1) ^ 0xEDB88320 if _c & 1 else _c >> 1
-        _TABLE.append(_c)
-
-    def crc32(data, crc=0):
-        crc ^= 0xFFFFFFFF
-        for b in data:
-            crc = _TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
-        return crc ^ 0xFFFFFFFF
+except ImportError:
+    crc32 = crc32_soft
 
 
 MAX_PAYLOAD = const(250)
