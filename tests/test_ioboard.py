@@ -40,6 +40,7 @@ from hal.ioboard.messages import (
 )
 from sim.devices.interfaces import BoardFault, SimulatedBoard
 from sim.devices.ioboard import SimulatedIoBoard
+from sim.devices.ioboard_mcu import McuIoBoard
 from sim.devices.serial_wire import Direction, SerialWire
 
 KEEPALIVE_TIMEOUT_S = 0.3
@@ -48,15 +49,27 @@ LINK_TIMEOUT_S = 0.4
 SETTLE_S = 0.1
 
 
-@pytest.fixture
-async def sim(wire: SerialWire) -> AsyncIterator[SimulatedIoBoard]:
-    board = SimulatedIoBoard(wire.device_port, keepalive_timeout_s=KEEPALIVE_TIMEOUT_S,
-                             report_interval_s=REPORT_INTERVAL_S)
+#: The far end of the pty: the CPython simulation of the board, and the board's MicroPython firmware
+#: (mcu/ioboard/) running in a real MicroPython interpreter. The driver must not tell them apart.
+Board = SimulatedIoBoard | McuIoBoard
+
+
+@pytest.fixture(params=["sim", "mcu"])
+async def sim(wire: SerialWire, request: pytest.FixtureRequest) -> AsyncIterator[Board]:
+    board: Board
+    if request.param == "sim":
+        board = SimulatedIoBoard(wire.device_port, keepalive_timeout_s=KEEPALIVE_TIMEOUT_S,
+                                 report_interval_s=REPORT_INTERVAL_S)
+    else:
+        board = McuIoBoard(wire.device_port, keepalive_timeout_s=KEEPALIVE_TIMEOUT_S,
+                           report_interval_s=REPORT_INTERVAL_S)
     await board.start()
     try:
         yield board
     finally:
         await board.close()
+    if isinstance(board, McuIoBoard):
+        assert not board.crashes, "the firmware died"
 
 
 def make_driver(wire: SerialWire) -> IoBoard:
@@ -65,7 +78,7 @@ def make_driver(wire: SerialWire) -> IoBoard:
 
 
 @pytest.fixture
-async def board(wire: SerialWire, sim: SimulatedIoBoard) -> AsyncIterator[IoBoard]:
+async def board(wire: SerialWire, sim: Board) -> AsyncIterator[IoBoard]:
     drv = make_driver(wire)
     await drv.start()
     try:
@@ -105,7 +118,7 @@ def recovered(code: FaultCode) -> Callable[[BoardEvent], bool]:
     return lambda e: isinstance(e, DeviceRecovered) and e.code is code
 
 
-async def charging(board: IoBoard, sim: SimulatedIoBoard, amps: float = 16.0) -> None:
+async def charging(board: IoBoard, sim: Board, amps: float = 16.0) -> None:
     """EV in C with PWM offered and the contactor closed."""
     sim.set_ev_pilot(PilotState.B)
     await board.set_offered_current(amps)
@@ -118,14 +131,15 @@ async def charging(board: IoBoard, sim: SimulatedIoBoard, amps: float = 16.0) ->
 # --- hello / version ----------------------------------------------------------------------------------
 
 
-async def test_hello_exchange_reports_versions_and_first_state(board: IoBoard, sim: SimulatedIoBoard) -> None:
+async def test_hello_exchange_reports_versions_and_first_state(board: IoBoard, sim: Board) -> None:
     assert isinstance(board, EvseBoard)
     as_sim_board: SimulatedBoard = sim  # statically checked: the sim fits the EV-side interface
     assert as_sim_board.offered_current_a == 0.0
     hello = board.board_hello
     assert hello is not None
     assert (hello.proto_major, hello.proto_minor) == (1, 0)
-    assert hello.firmware_version == "sim-1.0.0" and hello.hardware_revision == "SIM-A"
+    expected = ("sim-1.0.0", "SIM-A") if isinstance(sim, SimulatedIoBoard) else ("1.0.0", "SIM-MCU")
+    assert (hello.firmware_version, hello.hardware_revision) == expected
     assert hello.keepalive_timeout_ms == 300
     assert sim.linked
     assert board.pilot_state is PilotState.A
@@ -165,7 +179,7 @@ async def test_start_on_a_missing_port_fails_clearly() -> None:
 # --- pilot and PWM --------------------------------------------------------------------------------------
 
 
-async def test_pilot_sequence_is_reported_as_events(board: IoBoard, sim: SimulatedIoBoard) -> None:
+async def test_pilot_sequence_is_reported_as_events(board: IoBoard, sim: Board) -> None:
     with board.events.subscribe() as sub:
         for state in (PilotState.B, PilotState.C, PilotState.B, PilotState.A):
             sim.set_ev_pilot(state)
@@ -181,7 +195,7 @@ async def test_pilot_sequence_is_reported_as_events(board: IoBoard, sim: Simulat
 @pytest.mark.parametrize(("amps", "duty_permille", "seen_a"), [
     (6.0, 100, 6.0), (16.0, 267, 16.02), (32.0, 533, 31.98), (63.0, 892, 63.0), (80.0, 960, 80.0),
 ])
-async def test_offered_current_becomes_duty_on_the_board(board: IoBoard, sim: SimulatedIoBoard, amps: float,
+async def test_offered_current_becomes_duty_on_the_board(board: IoBoard, sim: Board, amps: float,
                                                          duty_permille: int, seen_a: float) -> None:
     await board.set_offered_current(amps)
     assert sim.pwm == SetPwm(PwmMode.PWM, duty_permille)
@@ -189,7 +203,7 @@ async def test_offered_current_becomes_duty_on_the_board(board: IoBoard, sim: Si
     await until(lambda: board.state is not None and board.state.duty_permille == duty_permille)
 
 
-async def test_below_6a_is_x1_and_unavailable_is_f(board: IoBoard, sim: SimulatedIoBoard) -> None:
+async def test_below_6a_is_x1_and_unavailable_is_f(board: IoBoard, sim: Board) -> None:
     await board.set_offered_current(20.0)
     await board.set_offered_current(5.0)
     assert sim.pwm == SetPwm(PwmMode.X1) and sim.offered_current_a == 0.0
@@ -224,7 +238,7 @@ def test_expected_contactor_state_is_permission_and_c_or_d_and_no_blocking_fault
 
 
 async def test_permission_in_b_closes_nothing_until_the_ev_goes_to_c(board: IoBoard,
-                                                                     sim: SimulatedIoBoard) -> None:
+                                                                     sim: Board) -> None:
     sim.set_ev_pilot(PilotState.B)
     await board.set_offered_current(16.0)
     await until(lambda: board.pilot_state is PilotState.B)
@@ -243,7 +257,7 @@ async def test_permission_in_b_closes_nothing_until_the_ev_goes_to_c(board: IoBo
 
 
 async def test_ev_pause_opens_keeps_the_permission_and_resume_closes_again(board: IoBoard,
-                                                                           sim: SimulatedIoBoard) -> None:
+                                                                           sim: Board) -> None:
     await charging(board, sim)
     commands = board.stats.requests
     with board.events.subscribe() as sub:
@@ -264,7 +278,7 @@ async def test_ev_pause_opens_keeps_the_permission_and_resume_closes_again(board
 
 
 async def test_withdrawn_permission_opens_and_keeps_the_contactor_open_in_c(board: IoBoard,
-                                                                            sim: SimulatedIoBoard) -> None:
+                                                                            sim: Board) -> None:
     await charging(board, sim)
     await board.allow_power(False)
     await until(lambda: not sim.contactor_closed and not board.contactor_closed)
@@ -275,7 +289,7 @@ async def test_withdrawn_permission_opens_and_keeps_the_contactor_open_in_c(boar
     assert not sim.contactor_cmd and not sim.contactor_closed
 
 
-async def test_welded_contactor_is_detected_when_the_ev_stops(board: IoBoard, sim: SimulatedIoBoard) -> None:
+async def test_welded_contactor_is_detected_when_the_ev_stops(board: IoBoard, sim: Board) -> None:
     await charging(board, sim)
     with board.events.subscribe() as sub:
         sim.inject(BoardFault.WELDED)
@@ -288,7 +302,7 @@ async def test_welded_contactor_is_detected_when_the_ev_stops(board: IoBoard, si
 
 
 async def test_welded_contactor_is_detected_from_the_mirror_contact(board: IoBoard,
-                                                                    sim: SimulatedIoBoard) -> None:
+                                                                    sim: Board) -> None:
     await charging(board, sim)
     with board.events.subscribe() as sub:
         sim.inject(BoardFault.WELDED)
@@ -301,7 +315,7 @@ async def test_welded_contactor_is_detected_from_the_mirror_contact(board: IoBoa
     assert isinstance(event, DeviceFault) and event.device == "ioboard"
 
 
-async def test_contactor_that_does_not_close_is_detected(board: IoBoard, sim: SimulatedIoBoard) -> None:
+async def test_contactor_that_does_not_close_is_detected(board: IoBoard, sim: Board) -> None:
     sim.inject(BoardFault.STUCK_OPEN)
     sim.set_ev_pilot(PilotState.B)
     await board.set_offered_current(16.0)
@@ -322,7 +336,7 @@ async def test_contactor_that_does_not_close_is_detected(board: IoBoard, sim: Si
 
 
 async def test_silent_host_makes_the_board_drop_the_permission_and_the_driver_restores_it(
-        board: IoBoard, sim: SimulatedIoBoard, wire: SerialWire) -> None:
+        board: IoBoard, sim: Board, wire: SerialWire) -> None:
     await charging(board, sim)
     with board.events.subscribe() as sub:
         t0 = time.monotonic()
@@ -347,7 +361,7 @@ async def test_silent_host_makes_the_board_drop_the_permission_and_the_driver_re
     assert not sim.faults & FaultBit.HOST_TIMEOUT
 
 
-async def test_stopped_keepalive_task_trips_the_board(board: IoBoard, sim: SimulatedIoBoard) -> None:
+async def test_stopped_keepalive_task_trips_the_board(board: IoBoard, sim: Board) -> None:
     await charging(board, sim)
     for task in board._tasks:
         if task.get_name().endswith("keepalive"):
@@ -363,7 +377,7 @@ async def test_stopped_keepalive_task_trips_the_board(board: IoBoard, sim: Simul
 
 
 async def test_unanswered_permission_is_delivered_when_the_link_is_back(
-        board: IoBoard, sim: SimulatedIoBoard, wire: SerialWire) -> None:
+        board: IoBoard, sim: Board, wire: SerialWire) -> None:
     sim.set_ev_pilot(PilotState.C)
     await board.set_offered_current(16.0)
     wire.set_silent(Direction.TO_DEVICE)
@@ -383,7 +397,7 @@ async def test_unanswered_permission_is_delivered_when_the_link_is_back(
     (BoardFault.DIODE_FAILURE, FaultCode.DIODE_FAILURE),
 ])
 async def test_blocking_fault_drops_the_permission_until_the_host_grants_it_again(
-        board: IoBoard, sim: SimulatedIoBoard, injected: BoardFault, code: FaultCode) -> None:
+        board: IoBoard, sim: Board, injected: BoardFault, code: FaultCode) -> None:
     await charging(board, sim)
     with board.events.subscribe() as sub:
         sim.inject(injected)
@@ -404,7 +418,7 @@ async def test_blocking_fault_drops_the_permission_until_the_host_grants_it_agai
     await until(lambda: sim.contactor_closed)
 
 
-async def test_blocking_fault_in_b_drops_the_permission_too(board: IoBoard, sim: SimulatedIoBoard) -> None:
+async def test_blocking_fault_in_b_drops_the_permission_too(board: IoBoard, sim: Board) -> None:
     sim.set_ev_pilot(PilotState.B)
     await board.set_offered_current(16.0)
     await board.allow_power(True)
@@ -417,7 +431,7 @@ async def test_blocking_fault_in_b_drops_the_permission_too(board: IoBoard, sim:
     assert not sim.permission and not sim.contactor_closed
 
 
-async def test_rcd_trip_is_latched_until_the_host_clears_it(board: IoBoard, sim: SimulatedIoBoard) -> None:
+async def test_rcd_trip_is_latched_until_the_host_clears_it(board: IoBoard, sim: Board) -> None:
     await charging(board, sim)
     with board.events.subscribe() as sub:
         sim.inject(BoardFault.RCD_TRIP)
@@ -440,7 +454,7 @@ async def test_rcd_trip_is_latched_until_the_host_clears_it(board: IoBoard, sim:
     await until(lambda: sim.contactor_closed)
 
 
-async def test_pilot_short_is_a_device_error(board: IoBoard, sim: SimulatedIoBoard) -> None:
+async def test_pilot_short_is_a_device_error(board: IoBoard, sim: Board) -> None:
     with board.events.subscribe() as sub:
         sim.set_ev_pilot(PilotState.E)
         event = await expect(sub, fault(FaultCode.DEVICE_ERROR))
@@ -454,7 +468,7 @@ async def test_pilot_short_is_a_device_error(board: IoBoard, sim: SimulatedIoBoa
 
 
 async def test_garbage_and_truncation_are_dropped_counted_and_survived(
-        board: IoBoard, sim: SimulatedIoBoard, wire: SerialWire) -> None:
+        board: IoBoard, sim: Board, wire: SerialWire) -> None:
     with board.events.subscribe() as sub:
         for _ in range(5):
             wire.inject_garbage(Direction.TO_HOST, 40)
@@ -477,7 +491,7 @@ async def test_garbage_and_truncation_are_dropped_counted_and_survived(
     assert board.stats.frames_received > good_before
 
 
-async def test_bit_noise_costs_retransmissions_not_commands(board: IoBoard, sim: SimulatedIoBoard,
+async def test_bit_noise_costs_retransmissions_not_commands(board: IoBoard, sim: Board,
                                                             wire: SerialWire) -> None:
     wire.set_noise(Direction.TO_HOST, 0.003)
     wire.set_noise(Direction.TO_DEVICE, 0.003)
@@ -494,7 +508,7 @@ async def test_bit_noise_costs_retransmissions_not_commands(board: IoBoard, sim:
 # --- a silent board --------------------------------------------------------------------------------------------
 
 
-async def test_silent_board_is_link_lost_then_recovered(board: IoBoard, sim: SimulatedIoBoard) -> None:
+async def test_silent_board_is_link_lost_then_recovered(board: IoBoard, sim: Board) -> None:
     await board.set_offered_current(16.0)
     with board.events.subscribe() as sub:
         t0 = time.monotonic()
@@ -511,7 +525,7 @@ async def test_silent_board_is_link_lost_then_recovered(board: IoBoard, sim: Sim
     await until(lambda: sim.pwm == SetPwm(PwmMode.PWM, 333))
 
 
-async def test_line_cut_towards_the_host_is_link_lost_then_recovered(board: IoBoard, sim: SimulatedIoBoard,
+async def test_line_cut_towards_the_host_is_link_lost_then_recovered(board: IoBoard, sim: Board,
                                                                      wire: SerialWire) -> None:
     with board.events.subscribe() as sub:
         wire.set_silent(Direction.TO_HOST)
@@ -524,7 +538,7 @@ async def test_line_cut_towards_the_host_is_link_lost_then_recovered(board: IoBo
 # --- board restarts ------------------------------------------------------------------------------------------
 
 
-async def test_board_restart_is_detected_and_state_re_applied(board: IoBoard, sim: SimulatedIoBoard) -> None:
+async def test_board_restart_is_detected_and_state_re_applied(board: IoBoard, sim: Board) -> None:
     sim.set_ev_pilot(PilotState.B)
     await board.set_offered_current(16.0)
     sim.reboot()
@@ -535,7 +549,7 @@ async def test_board_restart_is_detected_and_state_re_applied(board: IoBoard, si
 
 
 async def test_board_restart_while_charging_re_grants_the_last_permission(board: IoBoard,
-                                                                          sim: SimulatedIoBoard) -> None:
+                                                                          sim: Board) -> None:
     await charging(board, sim)
     with board.events.subscribe() as sub:
         sim.reboot()
@@ -548,7 +562,7 @@ async def test_board_restart_while_charging_re_grants_the_last_permission(board:
 
 
 async def test_board_restart_after_a_blocking_fault_does_not_re_grant(board: IoBoard,
-                                                                      sim: SimulatedIoBoard) -> None:
+                                                                      sim: Board) -> None:
     await charging(board, sim)
     sim.inject(BoardFault.OVERTEMPERATURE)
     await until(lambda: not board.power_allowed)
@@ -560,7 +574,7 @@ async def test_board_restart_after_a_blocking_fault_does_not_re_grant(board: IoB
 
 
 async def test_reset_command_restarts_the_board_and_the_driver_follows(board: IoBoard,
-                                                                       sim: SimulatedIoBoard) -> None:
+                                                                       sim: Board) -> None:
     await board.set_unavailable(True)
     await board.reset_board()
     await until(lambda: sim.counters.extra["resets"] == 1)
@@ -569,7 +583,7 @@ async def test_reset_command_restarts_the_board_and_the_driver_follows(board: Io
     assert hello is not None and hello.reset_reason.name == "HOST_REQUEST"
 
 
-async def test_close_leaves_the_board_safe(wire: SerialWire, sim: SimulatedIoBoard) -> None:
+async def test_close_leaves_the_board_safe(wire: SerialWire, sim: Board) -> None:
     drv = make_driver(wire)
     await drv.start()
     await charging(drv, sim)
@@ -604,7 +618,7 @@ class RawHost:
 
 
 async def test_board_answers_duplicates_without_executing_again_and_nacks_bad_commands(
-        wire: SerialWire, sim: SimulatedIoBoard) -> None:
+        wire: SerialWire, sim: Board) -> None:
     import cbor2
 
     host = RawHost(wire.host_port)
@@ -628,7 +642,7 @@ async def test_board_answers_duplicates_without_executing_again_and_nacks_bad_co
         host.ser.close()
 
 
-async def test_board_refuses_pwm_and_permission_before_hello(wire: SerialWire, sim: SimulatedIoBoard) -> None:
+async def test_board_refuses_pwm_and_permission_before_hello(wire: SerialWire, sim: Board) -> None:
     host = RawHost(wire.host_port)
     try:
         host.send(9, SetPwm(PwmMode.PWM, 267))
@@ -644,7 +658,7 @@ async def test_board_refuses_pwm_and_permission_before_hello(wire: SerialWire, s
 
 
 async def test_board_takes_the_permission_in_any_pilot_state_and_hello_withdraws_it(
-        wire: SerialWire, sim: SimulatedIoBoard) -> None:
+        wire: SerialWire, sim: Board) -> None:
     host = RawHost(wire.host_port)
     try:
         host.send(0, HostHello())
@@ -654,13 +668,30 @@ async def test_board_takes_the_permission_in_any_pilot_state_and_hello_withdraws
         assert await host.answer(1) == Ack(1)
         assert sim.permission and not sim.contactor_cmd
         sim.set_ev_pilot(PilotState.C)
-        assert sim.contactor_cmd
+        await until(lambda: sim.contactor_cmd)  # after the board's pilot debounce
         sim.set_ev_pilot(PilotState.A)  # unplugged: open, permission kept (withdrawing it is the host's call)
-        assert sim.permission and not sim.contactor_cmd
+        await until(lambda: not sim.contactor_cmd)
+        assert sim.permission
         host.send(2, HostHello())  # a new host session starts without permission
         assert await host.answer(2) == Ack(2)
         assert not sim.permission
         sim.set_ev_pilot(PilotState.C)
+        await asyncio.sleep(3 * REPORT_INTERVAL_S)  # well past the debounce: still open
         assert not sim.contactor_cmd
+    finally:
+        host.ser.close()
+
+
+async def test_board_refuses_another_major_version_and_stays_unlinked(wire: SerialWire, sim: Board) -> None:
+    host = RawHost(wire.host_port)
+    try:
+        host.send(0, HostHello(proto_major=2, proto_minor=3))
+        answer = await host.answer(0)
+        assert isinstance(answer, Nack) and answer.reason is NackReason.VERSION_MISMATCH and "2.3" in answer.text
+        assert not sim.linked
+        host.send(1, SetPwm(PwmMode.PWM, 267))
+        answer = await host.answer(1)
+        assert isinstance(answer, Nack) and answer.reason is NackReason.NOT_LINKED
+        assert sim.pwm.mode is PwmMode.X1
     finally:
         host.ser.close()

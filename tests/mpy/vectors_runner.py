@@ -8,7 +8,7 @@ from binascii import hexlify, unhexlify
 import host
 
 sys.path.insert(0, "/fw")
-from iob import frame, proto  # noqa: E402
+from iob import frame, proto
 
 
 def hx(data):
