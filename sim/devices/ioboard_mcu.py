@@ -95,6 +95,9 @@ class McuIoBoard:
         self.figures = LoopFigures()
         self.crashes: list[VmExit] = []
         self.boot_times: list[float] = []  # interpreter start -> first byte on the UART, seconds
+        #: when a list: every input sample ("s", (high_mv, low_mv, rcd, temperature_dc)) and coil output
+        #: ("coil", on) the firmware makes, with time.monotonic(), for tests of the safety loop
+        self.trace: list[tuple[float, str, object]] | None = None
         self._lock = threading.RLock()
         self._fd: int | None = None
         self._vm: MicroPythonVm | None = None
@@ -305,8 +308,11 @@ class McuIoBoard:
                 low = 0
             else:
                 low = -level if self._diode_bad and self._ev_pilot is not PilotState.A else -12000
-        mirror = self._contact_now(time.monotonic())
+        now = time.monotonic()
+        mirror = self._contact_now(now)
         temp = HOT_TEMPERATURE_DC if self._overtemp else NORMAL_TEMPERATURE_DC
+        if self.trace is not None:
+            self.trace.append((now, "s", (high, low, self._rcd_present, temp)))
         return f"{high},{low},{int(mirror)},{int(self._rcd_present)},{temp}".encode()
 
     def _host_functions(self, gen: int) -> dict[str, HostFunction]:
@@ -328,6 +334,8 @@ class McuIoBoard:
 
         def coil(payload: bytes) -> bytes:
             on = payload == b"1"
+            if self.trace is not None:
+                self.trace.append((time.monotonic(), "coil", on))
             if on != self._coil:
                 self._contact_now(time.monotonic())
                 self._coil = on
