@@ -2,16 +2,25 @@
 
 A real host (hal/ioboard's driver) and the EV side take random turns: plug, C, pause, D, pilot short,
 RCD, overtemperature, a missing diode, the host falling silent, permission on and off, faults cleared.
-Afterwards the firmware's every input sample and coil output (McuIoBoard.trace) and every frame on
-the wire are checked against docs/ioboard-protocol.md B7/B8 and §4.4:
+Afterwards everything the firmware did is checked against docs/ioboard-protocol.md B7/B8 and §4.4.
 
-- the coil goes on only in a pass whose sample shows the pilot at C or D, no residual current, no
-  overtemperature and a good diode, and only while the host's last permission stands (granted by an
-  ACKed ALLOW_CONTACTOR on, not withdrawn by an ACKed off or HOST_HELLO, not dropped by a blocking
-  fault or a host watchdog trip since);
-- a sample with residual current or overtemperature while the coil is on is followed by the coil
-  going off in the same pass (before the next sample); the pilot leaving C/D within the debounce time
-  plus one pass.
+The evidence is the chip's own record (``McuIoBoard.trace``): its input samples, pilot output and coil
+changes, the bytes its UART read and wrote, and its restarts, in the order the firmware made them, all
+taken on the interpreter's thread. The permission is followed from those bytes, so no time taken on one
+thread is compared with a time taken on another. (An earlier version timed the host's commands where the
+wire relays them, on the event loop's thread; the firmware, on its own thread, could read an ALLOW_CONTACTOR
+on and switch the coil before the relay's thread got round to taking the time, and the model then saw the
+coil go on 1 ms before the permission was granted.)
+
+- The coil goes on only in a pass whose sample shows the pilot at C or D, no residual current, no
+  overtemperature and a good diode, and only while the host's permission stands: granted by an
+  ALLOW_CONTACTOR on that the firmware read, carried out (not a retransmission, B5) and acknowledged;
+  withdrawn by an ALLOW_CONTACTOR off or a HOST_HELLO it read, by a sample with residual current or
+  overtemperature, by a STATE that shows a new blocking fault (host watchdog trip included), by a restart.
+- An answer to ALLOW_CONTACTOR off or HOST_HELLO, and a STATE, leave only after the coil is where they say
+  (an ACK means "done"; STATE ``contactor_cmd`` is the coil).
+- A sample with residual current or overtemperature while the coil is on is followed by the coil going off
+  in the same pass (before the next sample); the pilot leaving C/D within the debounce time plus one pass.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections import deque
 from typing import Any
 
 import pytest
@@ -27,11 +37,12 @@ from hal.interfaces import DeviceError, PilotState
 from hal.ioboard import IoBoard
 from hal.ioboard.codec import FrameDecoder
 from hal.ioboard.messages import (
+    BLOCKING_FAULTS,
     Ack,
     AllowContactor,
+    Envelope,
     FaultBit,
     HostHello,
-    Message,
     MessageError,
     Nack,
     StateReport,
@@ -44,7 +55,8 @@ from sim.devices.serial_wire import Direction, SerialWire
 KEEPALIVE_TIMEOUT_S = 0.3
 DEBOUNCE_S = 0.010  # iob/safety.py DEBOUNCE_MS
 TEMP_LIMIT_DC = 800  # iob/safety.py TEMP_LIMIT_DC
-BLOCKING_SAMPLE = "blocking sample"
+
+Event = tuple[float, str, Any]
 
 
 def _sample_ok(sample: Any) -> bool:
@@ -55,42 +67,116 @@ def _sample_ok(sample: Any) -> bool:
     return 1500 <= high < 7500 and (low <= -10500 or low == high) and not rcd and temp <= TEMP_LIMIT_DC
 
 
-class WireLog:
-    """Host commands and board answers on the wire, decoded, with their times."""
+def firmware_io(trace: list[tuple[float, str, object]]) -> list[Event]:
+    """The chip's trace with the UART bytes decoded into messages (``rx``: host commands, ``tx``: what the
+    firmware sent), one event per message."""
+    decoders = {"rx": FrameDecoder(), "tx": FrameDecoder()}
+    events: list[Event] = []
+    for t, kind, value in trace:
+        if kind in decoders:
+            assert isinstance(value, bytes)
+            for payload in decoders[kind].feed(value):
+                with contextlib.suppress(MessageError):
+                    events.append((t, kind, decode_message(payload)))
+            continue
+        if kind == "boot":  # the new chip starts with an empty receive buffer
+            decoders = {"rx": FrameDecoder(), "tx": FrameDecoder()}
+        events.append((t, kind, value))
+    return events
 
-    def __init__(self, wire: SerialWire) -> None:
-        self.events: list[tuple[float, str, Message, int]] = []
-        self._decoders = {Direction.TO_DEVICE: FrameDecoder(), Direction.TO_HOST: FrameDecoder()}
-        wire.observers.append(self._seen)
 
-    def _seen(self, direction: Direction, data: bytes) -> None:
-        now = asyncio.get_running_loop().time()
-        for payload in self._decoders[direction].feed(data):
-            with contextlib.suppress(MessageError):
-                env = decode_message(payload)
-                self.events.append((now, direction.value, env.message, env.seq))
+def answered_commands(events: list[Event]) -> dict[int, tuple[int, Envelope, bool]]:
+    """For each ACK/NACK the firmware sent (by event index): the command it answers (its event index and
+    envelope) and whether that command was carried out or was a retransmission (B5: the command right
+    before had the same ``seq``; a HOST_HELLO is always carried out). The firmware answers the commands it
+    reads in order, so answers pair with commands first in, first out."""
+    waiting: deque[tuple[int, Envelope, bool]] = deque()
+    last_seq: int | None = None
+    pairs: dict[int, tuple[int, Envelope, bool]] = {}
+    for i, (_, kind, value) in enumerate(events):
+        if kind == "boot":
+            waiting.clear()
+            last_seq = None
+        elif kind == "rx":
+            executed = isinstance(value.message, HostHello) or value.seq != last_seq
+            last_seq = value.seq
+            waiting.append((i, value, executed))
+        elif kind == "tx" and isinstance(value.message, Ack | Nack):
+            assert waiting, f"an answer to seq {value.message.ack_seq} with no command read before it"
+            j, command, executed = waiting.popleft()
+            assert value.message.ack_seq == command.seq, (value, command)
+            pairs[i] = (j, command, executed)
+    return pairs
 
 
-def _permission_events(log: WireLog) -> list[tuple[float, bool]]:
-    """(time, permission) changes the host's frames and the board's answers make (B7, B8, B4, §4.4).
+def _withdraws(command: Envelope) -> bool:
+    msg = command.message
+    return isinstance(msg, HostHello) or (isinstance(msg, AllowContactor) and not msg.on)
 
-    The board acts on a command before its ACK leaves, so a grant counts from the command's first
-    transmission and a withdrawal from the ACK: the model never blames the board for the wire's delay."""
-    pending: dict[int, tuple[float, Message]] = {}
-    out = []
-    for t, direction, msg, seq in log.events:
-        if direction == "to_device":
-            if seq not in pending or pending[seq][1] != msg:
-                pending[seq] = (t, msg)
-        elif isinstance(msg, Ack | Nack):
-            sent, cmd = pending.get(msg.ack_seq, (t, None))
-            if isinstance(cmd, AllowContactor) and isinstance(msg, Ack):
-                out.append((sent if cmd.on else t, cmd.on))
-            elif isinstance(cmd, HostHello):
-                out.append((t, False))
-        elif isinstance(msg, StateReport) and msg.faults & FaultBit.HOST_TIMEOUT:
-            out.append((t, False))
-    return sorted(out, key=lambda e: e[0])
+
+def safety_problems(trace: list[tuple[float, str, object]]) -> tuple[list[tuple[float, str]], int]:
+    """What the firmware did against B7/B8/§4.4, and how often it switched the coil on."""
+    events = firmware_io(trace)
+    answers = answered_commands(events)
+    grants = {j for i, (j, cmd, executed) in answers.items()
+              if executed and isinstance(cmd.message, AllowContactor) and cmd.message.on
+              and isinstance(events[i][2].message, Ack)}
+    withdrawals = {j for j, cmd, executed in answers.values() if executed and _withdraws(cmd)}
+
+    coil = False
+    coil_ons = 0
+    permission = False
+    reported = FaultBit(0)
+    last_sample: Any = None
+    bad_since: float | None = None  # first sample of an unbroken run where the pilot is not C/D
+    samples_since_debounced = 0
+    must_be_off_by_next_sample = False
+    problems: list[tuple[float, str]] = []
+    for i, (t, kind, value) in enumerate(events):
+        if kind == "boot":  # the pins' reset state: coil off; a restarted board holds no permission (B1)
+            coil = permission = must_be_off_by_next_sample = False
+            reported = FaultBit(0)
+        elif kind == "rx":
+            if i in grants:
+                permission = True
+            elif i in withdrawals:
+                permission = False
+        elif kind == "tx":
+            msg = value.message
+            if i in answers and answers[i][2] and _withdraws(answers[i][1]) and coil:
+                problems.append((t, f"coil still on when the answer to {answers[i][1].message} left"))
+            if isinstance(msg, StateReport):
+                if msg.contactor_cmd != coil:
+                    problems.append((t, f"STATE says coil {msg.contactor_cmd}, the coil is {coil}"))
+                if msg.faults & BLOCKING_FAULTS & ~reported:
+                    permission = False  # B8: a new blocking fault (the host watchdog's too) takes it
+                reported = msg.faults
+        elif kind == "s":
+            if coil and must_be_off_by_next_sample:
+                problems.append((t, "coil still on a pass after residual current / overtemperature"))
+            high, _low, rcd, temp = value
+            last_sample = value
+            if rcd or temp > TEMP_LIMIT_DC:
+                permission = False  # the fault latches on this very sample and takes the permission (B8)
+                must_be_off_by_next_sample = coil
+            if 1500 <= high < 7500:
+                bad_since, samples_since_debounced = None, 0
+            elif bad_since is None:
+                bad_since = t
+            elif t - bad_since >= DEBOUNCE_S + 0.002:
+                samples_since_debounced += 1
+                if coil and samples_since_debounced > 2:
+                    problems.append((t, "coil on past the debounce after the pilot left C/D"))
+        elif kind == "coil":
+            coil = bool(value)
+            must_be_off_by_next_sample = False
+            if coil:
+                coil_ons += 1
+                if last_sample is None or not _sample_ok(last_sample):
+                    problems.append((t, f"coil on with sample {last_sample}"))
+                if not permission:
+                    problems.append((t, "coil on without a standing permission"))
+    return problems, coil_ons
 
 
 async def _random_session(board: IoBoard, mcu: McuIoBoard, wire: SerialWire, rng: random.Random) -> None:
@@ -127,7 +213,6 @@ async def test_contactor_only_with_permission_c_or_d_and_no_fault_and_opens_with
     async with SerialWire() as wire:
         mcu = McuIoBoard(wire.device_port, keepalive_timeout_s=KEEPALIVE_TIMEOUT_S, report_interval_s=0.1)
         mcu.trace = []
-        log = WireLog(wire)
         await mcu.start()
         board = IoBoard("ioboard", wire.host_port, keepalive_s=0.05, link_timeout_s=0.4, contactor_settle_s=0.1)
         try:
@@ -137,48 +222,6 @@ async def test_contactor_only_with_permission_c_or_d_and_no_fault_and_opens_with
             await board.close()
             await mcu.close()
     assert not mcu.crashes
-    trace = mcu.trace
-    permissions = _permission_events(log)
-    # the wire observer runs on the event loop's clock, the trace on time.monotonic(): the same clock
-    coil_ons = sum(1 for _, kind, on in trace if kind == "coil" and on)
+    problems, coil_ons = safety_problems(mcu.trace)
     assert coil_ons >= 1, "the random session should have charged at least once"
-
-    coil = False
-    last_sample: Any = None
-    granted = False
-    p_iter = iter(permissions)
-    next_p = next(p_iter, None)
-    bad_since: float | None = None  # first sample of an unbroken run where the pilot is not C/D
-    must_be_off_by_next_sample = False
-    samples_since_debounced = 0
-    problems = []
-    for t, kind, value in trace:
-        while next_p is not None and next_p[0] <= t:
-            granted = next_p[1]
-            next_p = next(p_iter, None)
-        if kind == "s":
-            if coil and must_be_off_by_next_sample:
-                problems.append((t, "coil still on a pass after residual current / overtemperature"))
-            high, _low, rcd, temp = value  # type: ignore[misc]
-            last_sample = value
-            if rcd or temp > TEMP_LIMIT_DC:
-                granted = False  # a blocking fault takes the permission with it (B8)
-                must_be_off_by_next_sample = coil
-            pilot_cd = 1500 <= high < 7500
-            if pilot_cd:
-                bad_since, samples_since_debounced = None, 0
-            elif bad_since is None:
-                bad_since = t
-            elif t - bad_since >= DEBOUNCE_S + 0.002:
-                samples_since_debounced += 1
-                if coil and samples_since_debounced > 2:
-                    problems.append((t, "coil on past the debounce after the pilot left C/D"))
-        else:
-            coil = bool(value)
-            must_be_off_by_next_sample = False
-            if coil:
-                if last_sample is None or not _sample_ok(last_sample):
-                    problems.append((t, f"coil on with sample {last_sample}"))
-                if not granted:
-                    problems.append((t, "coil on without a standing permission"))
     assert not problems, problems[:5]

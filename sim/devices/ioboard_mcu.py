@@ -95,8 +95,10 @@ class McuIoBoard:
         self.figures = LoopFigures()
         self.crashes: list[VmExit] = []
         self.boot_times: list[float] = []  # interpreter start -> first byte on the UART, seconds
-        #: when a list: every input sample ("s", (high_mv, low_mv, rcd, temperature_dc)) and coil output
-        #: ("coil", on) the firmware makes, with time.monotonic(), for tests of the safety loop
+        #: when a list, what the chip does, in the order it does it (all recorded on the interpreter's thread),
+        #: with time.monotonic(): input samples ("s", (high_mv, low_mv, rcd, temperature_dc)), pilot output
+        #: ("out", permille), coil output ("coil", on), bytes its UART received ("rx", bytes) and sent
+        #: ("tx", bytes), restarts ("boot", ResetReason). For tests of the safety loop.
         self.trace: list[tuple[float, str, object]] | None = None
         self._lock = threading.RLock()
         self._fd: int | None = None
@@ -260,6 +262,8 @@ class McuIoBoard:
             gen = self._generation
             self._booted_at = time.monotonic()
             self._first_tx = True
+            if self.trace is not None:
+                self.trace.append((self._booted_at, "boot", reason))
             vm = MicroPythonVm(self.fw_dir, BOOT, self._host_functions(gen), name=f"ioboard-mcu {self.port}",
                                on_exit=lambda outcome: self._exited(gen, outcome))
             self._vm = vm
@@ -330,6 +334,8 @@ class McuIoBoard:
 
         def pilot_output(payload: bytes) -> bytes:
             self._output_permille = int(payload)
+            if self.trace is not None:
+                self.trace.append((time.monotonic(), "out", self._output_permille))
             return b""
 
         def coil(payload: bytes) -> bytes:
@@ -343,6 +349,8 @@ class McuIoBoard:
             return b""
 
         def write(payload: bytes) -> bytes:
+            if self.trace is not None:
+                self.trace.append((time.monotonic(), "tx", payload))
             if self._first_tx:
                 self._first_tx = False
                 self.boot_times.append(time.monotonic() - self._booted_at)
@@ -363,12 +371,15 @@ class McuIoBoard:
             if not ready:
                 return b""
             try:
-                return os.read(self._fd, MAX_READ).hex().encode()
+                data = os.read(self._fd, MAX_READ)
             except (BlockingIOError, InterruptedError):
                 return b""
             except OSError:  # EIO: nobody holds the host end of the wire right now
                 time.sleep(0.005)
                 return b""
+            if self.trace is not None:
+                self.trace.append((time.monotonic(), "rx", data))
+            return data.hex().encode()
 
         def wdt_arm(payload: bytes) -> bytes:
             self._wdt_fed_at = time.monotonic()
