@@ -33,6 +33,7 @@ from hal.ioboard.messages import (
     Nack,
     NackReason,
     PwmMode,
+    RequestState,
     SetPwm,
     StateReport,
     decode_message,
@@ -47,6 +48,7 @@ KEEPALIVE_TIMEOUT_S = 0.3
 REPORT_INTERVAL_S = 0.1
 LINK_TIMEOUT_S = 0.4
 SETTLE_S = 0.1
+C1_TIMEOUT_S = 0.5  # T_c1, shortened from the 6 s of IEC 61851-1 so a test can wait for it
 
 
 #: The far end of the pty: the CPython simulation of the board, and the board's MicroPython firmware
@@ -59,10 +61,10 @@ async def sim(wire: SerialWire, request: pytest.FixtureRequest) -> AsyncIterator
     board: Board
     if request.param == "sim":
         board = SimulatedIoBoard(wire.device_port, keepalive_timeout_s=KEEPALIVE_TIMEOUT_S,
-                                 report_interval_s=REPORT_INTERVAL_S)
+                                 report_interval_s=REPORT_INTERVAL_S, c1_timeout_s=C1_TIMEOUT_S)
     else:
         board = McuIoBoard(wire.device_port, keepalive_timeout_s=KEEPALIVE_TIMEOUT_S,
-                           report_interval_s=REPORT_INTERVAL_S)
+                           report_interval_s=REPORT_INTERVAL_S, c1_timeout_s=C1_TIMEOUT_S)
     await board.start()
     try:
         yield board
@@ -230,11 +232,16 @@ async def test_below_6a_is_x1_and_unavailable_is_f(board: IoBoard, sim: Board) -
     (True, PilotState.C, FaultBit.HOST_TIMEOUT, False),
     (True, PilotState.E, FaultBit.PILOT_SHORT, False),
 ])
-def test_expected_contactor_state_is_permission_and_c_or_d_and_no_blocking_fault(
+def test_expected_contactor_state_is_permission_and_c2_or_d2_and_no_blocking_fault(
         permission: bool, pilot: PilotState, faults: FaultBit, closed: bool) -> None:
-    for coil in (False, True):  # the board's own coil output does not enter the expectation
+    for coil in (False, True):  # with the PWM running the board's own coil output does not count
         report = StateReport(pilot, PwmMode.PWM, 267, coil, coil, faults)
         assert contactor_expected(report, permission) is closed
+        # C1/D1 (PWM stopped): never closed unless C2/D2 would be, then what the board holds (<= T_c1, B8)
+        c1 = StateReport(pilot, PwmMode.X1, None, coil, coil, faults)
+        assert contactor_expected(c1, permission) is (closed and coil)
+        f = StateReport(PilotState.F, PwmMode.F, None, coil, coil, faults)  # F: open
+        assert contactor_expected(f, permission) is False
 
 
 async def test_permission_in_b_closes_nothing_until_the_ev_goes_to_c(board: IoBoard,
@@ -287,6 +294,57 @@ async def test_withdrawn_permission_opens_and_keeps_the_contactor_open_in_c(boar
     sim.set_ev_pilot(PilotState.C)
     await asyncio.sleep(3 * REPORT_INTERVAL_S)
     assert not sim.contactor_cmd and not sim.contactor_closed
+
+
+def board_states(wire: SerialWire) -> list[StateReport]:
+    """Every STATE the board sends from now on, in order."""
+    decoder, states = FrameDecoder(), []
+
+    def seen(direction: Direction, data: bytes) -> None:
+        if direction is Direction.TO_HOST:
+            states.extend(m for m in (decode_message(p).message for p in decoder.feed(data))
+                          if isinstance(m, StateReport))
+    wire.observers.append(seen)
+    return states
+
+
+async def test_pwm_stopped_in_c_opens_after_t_c1_keeps_the_permission_and_pwm_closes_again(
+        board: IoBoard, sim: Board, wire: SerialWire) -> None:
+    await charging(board, sim)
+    commands = board.stats.requests
+    states = board_states(wire)
+    with board.events.subscribe() as sub:
+        t0 = time.monotonic()
+        await board.set_offered_current(0.0)  # X1 with the EV staying in C: C2 -> C1 (B8)
+        event = await expect(sub, lambda e: isinstance(e, ContactorChanged), within=C1_TIMEOUT_S + 2.0)
+        assert isinstance(event, ContactorChanged) and not event.closed
+        assert time.monotonic() - t0 >= C1_TIMEOUT_S  # the EV was given T_c1 to go to B ...
+        c1 = [s for s in states if s.pwm_mode is PwmMode.X1]
+        assert c1[0].pilot is PilotState.C and c1[0].contactor_cmd  # ... in C1 with the coil still on
+        assert sim.permission and board.power_allowed and board.pilot_state is PilotState.C
+        await board.set_offered_current(16.0)  # C2 again: closed by the board, no ALLOW_CONTACTOR
+        event = await expect(sub, lambda e: isinstance(e, ContactorChanged))
+        assert isinstance(event, ContactorChanged) and event.closed
+        assert not any(isinstance(e, DeviceFault) for e in drain(sub))  # C1 with the coil on: no contactor fault
+    assert board.stats.requests == commands + 2
+
+
+@pytest.mark.parametrize("how", ["ev_to_b", "f"])
+async def test_pwm_stopped_then_ev_to_b_or_f_opens_at_once(board: IoBoard, sim: Board, how: str) -> None:
+    await charging(board, sim)
+    with board.events.subscribe() as sub:
+        if how == "ev_to_b":
+            await board.set_offered_current(0.0)  # C1: the EV stops drawing current and goes to B (B8)
+            sim.set_ev_pilot(PilotState.B)
+        else:
+            await board.set_unavailable(True)  # F: the EV cannot be seen, open now (B8)
+        pilot = await expect(sub, lambda e: isinstance(e, PilotChanged | ContactorChanged), within=C1_TIMEOUT_S)
+        # the pilot's change is seen first, so it opened the contactor, not T_c1 running out
+        assert isinstance(pilot, PilotChanged) and pilot.state is (PilotState.B if how == "ev_to_b" else PilotState.F)
+        event = await expect(sub, lambda e: isinstance(e, ContactorChanged))
+        assert isinstance(event, ContactorChanged) and not event.closed
+        assert not any(isinstance(e, DeviceFault) for e in drain(sub))
+    assert sim.permission and board.power_allowed
 
 
 async def test_welded_contactor_is_detected_when_the_ev_stops(board: IoBoard, sim: Board) -> None:
@@ -616,6 +674,32 @@ class RawHost:
             await asyncio.sleep(0.005)
         raise AssertionError(f"no answer to seq {seq}")
 
+    async def request_state(self, seq: int) -> StateReport:
+        """REQUEST_STATE: the STATE that follows its ACK (B10). Feeds the board's watchdog too."""
+        self.send(seq, RequestState())
+        acked = False
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            for payload in self.decoder.feed(self.ser.read(4096)):
+                msg = decode_message(payload).message
+                acked = acked or (isinstance(msg, Ack) and msg.ack_seq == seq)
+                if acked and isinstance(msg, StateReport):
+                    return msg
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"no STATE after REQUEST_STATE seq {seq}")
+
+    async def poll_state(self, seq: int, predicate: Callable[[StateReport], bool], within: float = 2.0
+                         ) -> tuple[int, StateReport]:
+        """REQUEST_STATE until a STATE satisfies ``predicate``: (next free seq, that STATE)."""
+        deadline = time.monotonic() + within
+        while True:
+            state = await self.request_state(seq)
+            seq += 1
+            if predicate(state):
+                return seq, state
+            assert time.monotonic() < deadline, f"no such STATE; last {state}"
+            await asyncio.sleep(0.01)
+
 
 async def test_board_answers_duplicates_without_executing_again_and_nacks_bad_commands(
         wire: SerialWire, sim: Board) -> None:
@@ -667,16 +751,25 @@ async def test_board_takes_the_permission_in_any_pilot_state_and_hello_withdraws
         host.send(1, AllowContactor(True))  # no EV yet: accepted, nothing closes
         assert await host.answer(1) == Ack(1)
         assert sim.permission and not sim.contactor_cmd
-        sim.set_ev_pilot(PilotState.C)
-        await until(lambda: sim.contactor_cmd)  # after the board's pilot debounce
+        sim.set_ev_pilot(PilotState.C)  # with X1 on the pilot: state C1, no supply (B7)
+        seq, state = await host.poll_state(2, lambda s: s.pilot is PilotState.C)
+        assert state.pwm_mode is PwmMode.X1 and not state.contactor_cmd and not sim.contactor_cmd
+        host.send(seq, SetPwm(PwmMode.PWM, 267))  # C2: the board closes by itself
+        assert await host.answer(seq) == Ack(seq)
+        await until(lambda: sim.contactor_cmd)  # after the board's pilot debounce with the PWM running
         sim.set_ev_pilot(PilotState.A)  # unplugged: open, permission kept (withdrawing it is the host's call)
         await until(lambda: not sim.contactor_cmd)
         assert sim.permission
-        host.send(2, HostHello())  # a new host session starts without permission
-        assert await host.answer(2) == Ack(2)
+        host.send(seq + 1, HostHello())  # a new host session starts without permission (and with X1)
+        assert await host.answer(seq + 1) == Ack(seq + 1)
         assert not sim.permission
+        host.send(seq + 2, SetPwm(PwmMode.PWM, 267))
+        assert await host.answer(seq + 2) == Ack(seq + 2)
         sim.set_ev_pilot(PilotState.C)
-        await asyncio.sleep(3 * REPORT_INTERVAL_S)  # well past the debounce: still open
+        first, state = await host.poll_state(seq + 3, lambda s: s.pilot is PilotState.C)
+        for seq in range(first, first + 5):  # well past the debounce, C2 without permission: still open
+            assert not (await host.request_state(seq)).contactor_cmd
+            await asyncio.sleep(REPORT_INTERVAL_S / 2)
         assert not sim.contactor_cmd
     finally:
         host.ser.close()

@@ -202,3 +202,78 @@ def _unchecked_frame(payload: bytes) -> bytes:
     from hal.ioboard.codec import cobs_encode, crc32
 
     return cobs_encode(payload + crc32(payload).to_bytes(4, "little")) + b"\x00"
+
+
+# --- the safety logic (iob/safety.py) on a clock of the test's own ------------------------------------------
+
+SAFETY_RUNNER = (Path(__file__).parent / "mpy" / "safety_runner.py").read_text()
+EV_B, EV_C = 9000, 6000  # mV on the positive half
+X1, PWM, F = 0, 1, 2
+#: permission, EV in B, 26.7 % PWM; the EV goes to C at 100 ms: closed (C2) from about 115 ms
+CHARGING = [["allow", True], ["ev", EV_B, True], ["pwm", PWM, 267], ["run", 100], ["ev", EV_C, True], ["run", 200]]
+
+
+def _safety(scenarios: dict[str, list[list[Any]]], c1_ms: dict[str, int] | None = None) -> dict[str, Any]:
+    specs = [{"c1_ms": (c1_ms or {}).get(name), "ops": ops} for name, ops in scenarios.items()]
+    payload = json.dumps(specs).encode()
+    lines, outcome = run_script(FIRMWARE_DIR, SAFETY_RUNNER, host_functions={"scenarios": lambda _: payload})
+    assert outcome.reason == "exit", outcome
+    assert lines[-1] == "done"
+    return dict(zip(scenarios, (json.loads(line) for line in lines[:-1]), strict=True))
+
+
+def _coil_changes(passes: list[list[Any]]) -> list[tuple[int, bool]]:
+    """(time, coil) wherever the coil changed, from off at 0 ms."""
+    changes, coil = [], False
+    for t, on, *_ in passes:
+        if on != coil:
+            changes.append((t, on))
+            coil = on
+    return changes
+
+
+def test_safety_closes_only_in_c2_d2_and_gives_c1_at_most_t_c1_inside_micropython() -> None:
+    """B7/B8 on the firmware's clock: no supply in C1 (X1); the coil within 20 ms of C2 (a debounced
+    reading taken with the PWM running); the PWM stopped in C opens after T_c1 = 6 s (IEC 61851-1
+    Table A.6 sequence 10.2) unless the EV goes to B first or the PWM comes back; F opens at once."""
+    got = _safety({
+        "c1_never_closes": [["allow", True], ["ev", EV_C, True], ["run", 200], ["pwm", PWM, 267], ["run", 300]],
+        "c1_timeout": [*CHARGING, ["pwm", X1, 0], ["run", 6400]],
+        "c1_then_b": [*CHARGING, ["pwm", X1, 0], ["run", 1200], ["ev", EV_B, True], ["run", 1400]],
+        "c1_then_pwm": [*CHARGING, ["pwm", X1, 0], ["run", 3200], ["pwm", PWM, 267], ["run", 4200], ["pwm", X1, 0],
+                        ["run", 10400]],
+        "f": [*CHARGING, ["pwm", F, 0], ["run", 300], ["pwm", PWM, 267], ["run", 400]],
+        "diode_at_pwm_start": [["allow", True], ["ev", EV_C, False], ["run", 100], ["pwm", PWM, 267], ["run", 300],
+                               ["allow", True]],
+        "board_limit": [["run", 5]],
+        "board_shorter": [*CHARGING, ["pwm", X1, 0], ["run", 900]],
+    }, c1_ms={"board_limit": 10000, "board_shorter": 500})
+
+    (t_on, on), = _coil_changes(got["c1_never_closes"]["passes"])
+    assert on and 200 + 10 <= t_on <= 200 + 20  # C1 for 200 ms: open; C2: debounce with PWM, then T_coil
+
+    changes = _coil_changes(got["c1_timeout"]["passes"])
+    assert [on for _, on in changes] == [True, False] and 100 < changes[0][0] <= 120
+    assert 200 + 6000 <= changes[1][0] <= 200 + 6000 + 10  # EV stayed in C1: opened under load after T_c1
+    assert got["c1_timeout"]["passes"][-1][4] is True  # the permission stays (B8)
+
+    changes = _coil_changes(got["c1_then_b"]["passes"])
+    assert [on for _, on in changes] == [True, False] and 1200 < changes[1][0] <= 1200 + 20  # B: open in debounce
+
+    changes = _coil_changes(got["c1_then_pwm"]["passes"])  # PWM back in C1: stays closed, T_c1 starts anew
+    assert [on for _, on in changes] == [True, False] and 4200 + 6000 <= changes[1][0] <= 4200 + 6000 + 10
+
+    changes = _coil_changes(got["f"]["passes"])
+    assert [on for _, on in changes] == [True, False, True]
+    assert changes[1][0] == 205  # the first pass with F
+    assert 300 + 10 <= changes[2][0] <= 300 + 25  # back from F: the EV is measured afresh before closing
+    assert any(p[2] == 5 for p in got["f"]["passes"])  # STATE pilot F while the board drives F
+
+    diode = got["diode_at_pwm_start"]
+    assert not _coil_changes(diode["passes"])  # no diode: never closed, not even for the debounce
+    assert diode["passes"][-1][3] & 0x04 and diode["passes"][-1][4] is False  # DIODE_FAILURE took the permission
+    assert diode["results"] == [None, 7]  # ... and the next ALLOW_CONTACTOR on is refused, FAULT_ACTIVE
+
+    assert got["board_limit"]["c1_timeout_ms"] == 6000  # a board file cannot lengthen T_c1 beyond 6 s
+    changes = _coil_changes(got["board_shorter"]["passes"])
+    assert got["board_shorter"]["c1_timeout_ms"] == 500 and 200 + 500 <= changes[1][0] <= 200 + 510

@@ -1,7 +1,8 @@
 """Safety invariants of the I/O board firmware (MicroPython, behind the pty) under random event sequences.
 
 A real host (hal/ioboard's driver) and the EV side take random turns: plug, C, pause, D, pilot short,
-RCD, overtemperature, a missing diode, the host falling silent, permission on and off, faults cleared.
+RCD, overtemperature, a missing diode, the host falling silent, permission on and off, PWM on, off and F,
+faults cleared.
 Afterwards everything the firmware did is checked against docs/ioboard-protocol.md B7/B8 and §4.4.
 
 The evidence is the chip's own record (``McuIoBoard.trace``): its input samples, pilot output and coil
@@ -12,15 +13,18 @@ wire relays them, on the event loop's thread; the firmware, on its own thread, c
 on and switch the coil before the relay's thread got round to taking the time, and the model then saw the
 coil go on 1 ms before the permission was granted.)
 
-- The coil goes on only in a pass whose sample shows the pilot at C or D, no residual current, no
-  overtemperature and a good diode, and only while the host's permission stands: granted by an
+- The coil goes on only in state C2/D2: with the PWM on the pilot, in a pass whose sample shows the pilot
+  at C or D with the negative half of a good diode, no residual current and no overtemperature, and only
+  while the host's permission stands: granted by an
   ALLOW_CONTACTOR on that the firmware read, carried out (not a retransmission, B5) and acknowledged;
   withdrawn by an ALLOW_CONTACTOR off or a HOST_HELLO it read, by a sample with residual current or
   overtemperature, by a STATE that shows a new blocking fault (host watchdog trip included), by a restart.
 - An answer to ALLOW_CONTACTOR off or HOST_HELLO, and a STATE, leave only after the coil is where they say
   (an ACK means "done"; STATE ``contactor_cmd`` is the coil).
 - A sample with residual current or overtemperature while the coil is on is followed by the coil going off
-  in the same pass (before the next sample); the pilot leaving C/D within the debounce time plus one pass.
+  in the same pass (before the next sample); the pilot leaving C/D within the debounce time plus one pass;
+  the pilot driven to F only after the coil went off; the PWM stopped (X1) with the coil on (C1/D1) within
+  T_c1 plus one pass.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from sim.devices.ioboard_mcu import McuIoBoard
 from sim.devices.serial_wire import Direction, SerialWire
 
 KEEPALIVE_TIMEOUT_S = 0.3
+C1_TIMEOUT_S = 0.2  # T_c1 shortened from 6 s so that it runs out within the random sessions
 DEBOUNCE_S = 0.010  # iob/safety.py DEBOUNCE_MS
 TEMP_LIMIT_DC = 800  # iob/safety.py TEMP_LIMIT_DC
 
@@ -60,11 +65,14 @@ Event = tuple[float, str, Any]
 
 
 def _sample_ok(sample: Any) -> bool:
-    """C or D, no residual current, not too hot, and the diode good where it can be seen (PWM running:
-    a negative half exists). B7 as written in 1.0 does not ask for the PWM itself (see the note in
-    docs/ioboard-firmware.md on state C1)."""
+    """C or D with the PWM running (a negative half) and the EV's diode in it, no residual current, not
+    too hot."""
     high, low, rcd, temp = sample
-    return 1500 <= high < 7500 and (low <= -10500 or low == high) and not rcd and temp <= TEMP_LIMIT_DC
+    return 1500 <= high < 7500 and low <= -10500 and not rcd and temp <= TEMP_LIMIT_DC
+
+
+def _pwm(permille: int) -> bool:
+    return 0 < permille < 1000  # 1000: X1 (steady +12 V), 0: F (steady -12 V)
 
 
 def firmware_io(trace: list[tuple[float, str, object]]) -> list[Event]:
@@ -125,6 +133,9 @@ def safety_problems(trace: list[tuple[float, str, object]]) -> tuple[list[tuple[
 
     coil = False
     coil_ons = 0
+    out = 1000
+    c1_since: float | None = None  # the PWM stopped with the coil on (C1/D1)
+    samples_past_c1 = 0
     permission = False
     reported = FaultBit(0)
     last_sample: Any = None
@@ -133,9 +144,17 @@ def safety_problems(trace: list[tuple[float, str, object]]) -> tuple[list[tuple[
     must_be_off_by_next_sample = False
     problems: list[tuple[float, str]] = []
     for i, (t, kind, value) in enumerate(events):
-        if kind == "boot":  # the pins' reset state: coil off; a restarted board holds no permission (B1)
+        if kind == "boot":  # the pins' reset state: coil off, X1; a restarted board holds no permission (B1)
             coil = permission = must_be_off_by_next_sample = False
-            reported = FaultBit(0)
+            reported, out, c1_since = FaultBit(0), 1000, None
+        elif kind == "out":
+            out = value
+            if coil and out <= 0:
+                problems.append((t, "pilot driven to F with the coil on"))
+            if coil and out >= 1000:
+                c1_since, samples_past_c1 = t, 0
+            elif _pwm(out):
+                c1_since = None
         elif kind == "rx":
             if i in grants:
                 permission = True
@@ -156,6 +175,10 @@ def safety_problems(trace: list[tuple[float, str, object]]) -> tuple[list[tuple[
                 problems.append((t, "coil still on a pass after residual current / overtemperature"))
             high, _low, rcd, temp = value
             last_sample = value
+            if coil and c1_since is not None and t - c1_since >= C1_TIMEOUT_S:
+                samples_past_c1 += 1  # the firmware's pass that sees T_c1 run out may have begun just before
+                if samples_past_c1 > 1:
+                    problems.append((t, "coil on past T_c1 after the PWM stopped in C/D"))
             if rcd or temp > TEMP_LIMIT_DC:
                 permission = False  # the fault latches on this very sample and takes the permission (B8)
                 must_be_off_by_next_sample = coil
@@ -167,13 +190,16 @@ def safety_problems(trace: list[tuple[float, str, object]]) -> tuple[list[tuple[
                 samples_since_debounced += 1
                 if coil and samples_since_debounced > 2:
                     problems.append((t, "coil on past the debounce after the pilot left C/D"))
-        elif kind == "coil":
+        elif kind == "coil" and bool(value) != coil:
             coil = bool(value)
             must_be_off_by_next_sample = False
+            c1_since = None
             if coil:
                 coil_ons += 1
                 if last_sample is None or not _sample_ok(last_sample):
                     problems.append((t, f"coil on with sample {last_sample}"))
+                if not _pwm(out):
+                    problems.append((t, f"coil on without PWM (pilot output {out})"))
                 if not permission:
                     problems.append((t, "coil on without a standing permission"))
     return problems, coil_ons
@@ -181,10 +207,20 @@ def safety_problems(trace: list[tuple[float, str, object]]) -> tuple[list[tuple[
 
 async def _random_session(board: IoBoard, mcu: McuIoBoard, wire: SerialWire, rng: random.Random) -> None:
     for _ in range(60):
-        action = rng.choice(["pilot", "pilot", "pilot", "allow", "allow", "allow", "deny", "pwm", "fault", "clear",
-                             "clear", "silence"])
+        action = rng.choice(["charge", "charge", "charge", "pilot", "pilot", "pilot", "allow", "deny", "pwm", "pwm",
+                             "f", "fault", "clear", "silence"])
         with contextlib.suppress(DeviceError):
             match action:
+                case "charge":  # what a session does: faults gone, offer current, grant, the EV goes to C
+                    if rng.random() < 0.5:
+                        for fault in (BoardFault.RCD_TRIP, BoardFault.OVERTEMPERATURE, BoardFault.DIODE_FAILURE):
+                            mcu.inject(fault, False)
+                        await board.clear_faults()
+                    if rng.random() < 0.8:
+                        await board.set_offered_current(rng.choice([10.0, 16.0, 32.0]))
+                    if rng.random() < 0.8:
+                        await board.allow_power(True)
+                    mcu.set_ev_pilot(rng.choice([PilotState.C, PilotState.C, PilotState.D]))
                 case "pilot":
                     mcu.set_ev_pilot(rng.choice([PilotState.A, PilotState.B, PilotState.C, PilotState.C,
                                                  PilotState.D, PilotState.E]))
@@ -193,7 +229,11 @@ async def _random_session(board: IoBoard, mcu: McuIoBoard, wire: SerialWire, rng
                 case "deny":
                     await board.allow_power(False)
                 case "pwm":
-                    await board.set_offered_current(rng.choice([0.0, 10.0, 16.0, 32.0]))
+                    await board.set_offered_current(rng.choice([0.0, 0.0, 10.0, 16.0, 32.0]))
+                case "f":  # F for a while, then back to the offer
+                    await board.set_unavailable(True)
+                    await asyncio.sleep(rng.uniform(0.0, 0.1))
+                    await board.set_unavailable(False)
                 case "fault":
                     fault = rng.choice([BoardFault.RCD_TRIP, BoardFault.OVERTEMPERATURE, BoardFault.DIODE_FAILURE])
                     mcu.inject(fault, rng.random() < 0.6)
@@ -208,10 +248,11 @@ async def _random_session(board: IoBoard, mcu: McuIoBoard, wire: SerialWire, rng
         await asyncio.sleep(rng.uniform(0.02, 0.08))
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 4, 5])
 async def test_contactor_only_with_permission_c_or_d_and_no_fault_and_opens_within_a_pass(seed: int) -> None:
     async with SerialWire() as wire:
-        mcu = McuIoBoard(wire.device_port, keepalive_timeout_s=KEEPALIVE_TIMEOUT_S, report_interval_s=0.1)
+        mcu = McuIoBoard(wire.device_port, keepalive_timeout_s=KEEPALIVE_TIMEOUT_S, report_interval_s=0.1,
+                         c1_timeout_s=C1_TIMEOUT_S)
         mcu.trace = []
         await mcu.start()
         board = IoBoard("ioboard", wire.host_port, keepalive_s=0.05, link_timeout_s=0.4, contactor_settle_s=0.1)

@@ -81,13 +81,14 @@ class McuIoBoard:
 
     def __init__(self, port: str, *, keepalive_timeout_s: float = 1.0, report_interval_s: float = 0.5,
                  contactor_travel_s: float = 0.02, hardware_revision: str = "SIM-MCU",
-                 wdt_timeout_ms: int = 500, fw_dir: Path = FIRMWARE_DIR) -> None:
+                 wdt_timeout_ms: int = 500, c1_timeout_s: float = 6.0, fw_dir: Path = FIRMWARE_DIR) -> None:
         self.port = port
         self.keepalive_timeout_ms = round(keepalive_timeout_s * 1000)
         self.report_interval_ms = round(report_interval_s * 1000)
         self.contactor_travel_s = contactor_travel_s
         self.hardware_revision = hardware_revision
         self.wdt_timeout_ms = wdt_timeout_ms
+        self.c1_timeout_ms = round(c1_timeout_s * 1000)
         self.fw_dir = fw_dir
         self.counters = DeviceCounters(extra={"keepalive_trips": 0, "duplicates": 0, "nacks": 0, "resets": 0,
                                               "crashes": 0, "watchdog_bites": 0, "frames_suppressed": 0})
@@ -330,7 +331,7 @@ class McuIoBoard:
         def cfg(_: bytes) -> bytes:
             return (f"{self.hardware_revision},{int(CAPABILITIES)},{self.keepalive_timeout_ms},"
                     f"{self.report_interval_ms},{self.wdt_timeout_ms},{int(self._reset_reason)},"
-                    f"{int(self.self_test_passes)}").encode()
+                    f"{int(self.self_test_passes)},{self.c1_timeout_ms}").encode()
 
         def pilot_output(payload: bytes) -> bytes:
             self._output_permille = int(payload)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,8 +80,6 @@ class MicroPythonVm:
     stdout_lines: list[str] = field(default_factory=list)
     _thread: threading.Thread | None = None
     _engine: wasmtime.Engine | None = None
-    _stderr: bytearray = field(default_factory=bytearray)
-    _stdout: bytearray = field(default_factory=bytearray)
 
     def start(self) -> None:
         self._engine = wasmtime.Engine(_config())
@@ -103,13 +102,27 @@ class MicroPythonVm:
             self._thread.join(timeout)
 
     def _main(self, engine: wasmtime.Engine, module: wasmtime.Module) -> None:
+        # stdout and stderr go to files, not to Python callbacks: wasmtime delivers a custom output on a
+        # runtime thread of its own, which can still be calling into Python while the process exits
+        # (seen as "panic in a function that cannot unwind ... aborting" after the tests had passed).
+        with tempfile.TemporaryDirectory(prefix="mpy-") as tmp:
+            stdout, stderr = Path(tmp, "stdout"), Path(tmp, "stderr")
+            outcome = self._run(engine, module, stdout, stderr)
+            self.stdout_lines.extend(stdout.read_bytes().decode(errors="replace").splitlines())
+            outcome.stderr = stderr.read_bytes().decode(errors="replace")
+        if outcome.reason == "crash":
+            logger.error("%s: MicroPython stopped: %s %s", self.name, outcome.detail, outcome.stderr.strip())
+        if self.on_exit is not None:
+            self.on_exit(outcome)
+
+    def _run(self, engine: wasmtime.Engine, module: wasmtime.Module, stdout: Path, stderr: Path) -> VmExit:
         store = wasmtime.Store(engine)
         store.set_epoch_deadline(1)
         wasi = wasmtime.WasiConfig()
         wasi.argv = ["micropython", "-X", f"heapsize={self.heap_kb}K", "-c", self.boot]
         wasi.env = []
-        wasi.stdout_custom = self._capture_stdout
-        wasi.stderr_custom = self._stderr.extend
+        wasi.stdout_file = str(stdout)
+        wasi.stderr_file = str(stderr)
         wasi.preopen_dir(str(self.fw_dir), GUEST_FW_DIR, False)
         store.set_wasi(wasi)
         linker = wasmtime.Linker(engine)
@@ -130,18 +143,7 @@ class MicroPythonVm:
         except Exception as exc:  # a host function failed: the simulation's bug, shown as a chip crash
             logger.exception("%s: host function failed", self.name)
             outcome = VmExit("crash", f"host function: {exc!r}")
-        outcome.stderr = self._stderr.decode(errors="replace")
-        if outcome.reason == "crash":
-            logger.error("%s: MicroPython stopped: %s %s", self.name, outcome.detail, outcome.stderr.strip())
-        if self.on_exit is not None:
-            self.on_exit(outcome)
-
-    def _capture_stdout(self, data: bytes) -> None:
-        self._stdout.extend(data)
-        while b"\n" in self._stdout:
-            line, _, rest = bytes(self._stdout).partition(b"\n")
-            self._stdout[:] = rest
-            self.stdout_lines.append(line.decode(errors="replace"))
+        return outcome
 
     def _define_host(self, linker: wasmtime.Linker, store: wasmtime.Store) -> None:
         functions = self.host_functions

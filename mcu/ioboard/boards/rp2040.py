@@ -65,6 +65,7 @@ class Board:
     KEEPALIVE_TIMEOUT_MS = 1000
     REPORT_INTERVAL_MS = 500
     WDT_TIMEOUT_MS = 500
+    C1_TIMEOUT_MS = 6000  # IEC 61851-1 Table A.6 sequence 10.2: at most 6 s in C1/D1 before opening
     NTC_BETA = 3950
     NTC_R25 = 10000
     NTC_RSERIES = 10000

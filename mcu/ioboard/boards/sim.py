@@ -21,6 +21,7 @@ class Board:
         self.WDT_TIMEOUT_MS = int(cfg[4])
         self._reset_cause = int(cfg[5])
         self._self_test = cfg[6] == "1"
+        self.C1_TIMEOUT_MS = int(cfg[7])
         self._rx = b""
         self._fed = False
         self._seen = None

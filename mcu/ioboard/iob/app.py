@@ -26,7 +26,7 @@ class Firmware:
         board.pilot_output(1000)  # B1: X1 and the coil off before anything is sent
         board.coil(False)
         self.reset_reason = board.reset_cause()
-        self.safety = Safety(board.CAPABILITIES, self.reset_reason, now)
+        self.safety = Safety(board.CAPABILITIES, self.reset_reason, now, board.C1_TIMEOUT_MS)
         if board.CAPABILITIES & proto.CAP_RCD and not board.self_test():
             self.safety.self_test_failed()
         self.link = Link(self.safety, board, self.reset_reason, now)
@@ -61,14 +61,16 @@ class Firmware:
         link.tick(now)
         high, low, mirror, rcd, temperature = board.sample()
         safety.step(now, high, low, mirror, rcd, temperature)
-        out = (safety.output_permille, safety.coil)
-        if out != self._out:
-            if not out[1]:
+        permille, coil = safety.output_permille, safety.coil
+        was_permille, was_coil = self._out
+        if coil != was_coil or permille != was_permille:
+            if was_coil and not coil:
                 board.coil(False)  # open first, then change the pilot
-            board.pilot_output(out[0])
-            if out[1]:
-                board.coil(True)
-            self._out = out
+            if permille != was_permille:
+                board.pilot_output(permille)
+            if coil and not was_coil:
+                board.coil(True)  # and close after it (C2: the PWM is already running)
+            self._out = (permille, coil)
         link.report(now)
         board.observe(self)
         data = link.take_tx()

@@ -1,5 +1,6 @@
 """The safety half of the board, independent of the host link: pilot measurement and debounce, the
-diode check, the contactor interlock, fault bits (docs/ioboard-protocol.md §3.6, B7, B8).
+diode check, the contactor interlock (closed only in state C2/D2), fault bits (docs/ioboard-protocol.md §3.6,
+B7, B8).
 
 Pure logic: the loop hands in the inputs it sampled and the time, and reads back the pilot output
 and the coil. Nothing here waits or touches a pin, so the same code decides on the chip and in the
@@ -24,6 +25,9 @@ _DIODE_MAX = const(-10500)  # the negative half must reach about -12 V through t
 DEBOUNCE_MS = const(10)  # a reading must hold this long to count (B9: at most 50 ms)
 MIRROR_SETTLE_MS = const(300)  # mirror contact vs coil disagreement before it is logged
 TEMP_LIMIT_DC = const(800)  # 80.0 degC
+#: IEC 61851-1 Table A.6 sequence 10.2: the EV left in C/D after the PWM stopped (C1/D1) is switched off within
+#: 6 s. A board file may choose less (C1_TIMEOUT_MS); never more.
+C1_TIMEOUT_MS = const(6000)
 TEMP_HYSTERESIS_DC = const(50)
 
 
@@ -50,8 +54,9 @@ def classify(high_mv, low_mv, pwm_running):
 class Safety:
     """Pilot output, permission, coil and faults of one connector."""
 
-    def __init__(self, capabilities, reset_reason, now_ms):
+    def __init__(self, capabilities, reset_reason, now_ms, c1_timeout_ms=C1_TIMEOUT_MS):
         self.capabilities = capabilities
+        self.c1_timeout_ms = min(c1_timeout_ms, C1_TIMEOUT_MS)
         self.mode = proto.X1
         self.duty = 0
         self.permission = False
@@ -61,8 +66,12 @@ class Safety:
         self.faults = proto.MCU_WATCHDOG if reset_reason == proto.RESET_WATCHDOG else 0
         self.ev_pilot = proto.PILOT_A  # debounced, as the EV presents it (frozen while we drive F)
         self.diode_failed = False
+        self.pwm_seen = False  # the debounced reading was taken with the PWM running (the diode could be seen)
+        self.stable = False  # the latest reading agrees with the debounced one
+        self._sampled_mode = proto.X1  # the output in effect while this pass's inputs were sampled
         self._reading = -1
         self._reading_since = now_ms
+        self._c1_since = None  # the PWM stopped with the contactor closed in C/D (state C1/D1) at
         self._rcd_input = False
         self._disagree_since = None
         self._mirror_logged = False
@@ -95,11 +104,10 @@ class Safety:
         self.duty = duty if mode == proto.PWM else 0
 
     def allow(self, on):
-        """None when done, else the NACK reason (B7)."""
+        """None when done, else the NACK reason (B7). The coil follows in this pass's :meth:`step`."""
         if on and self.blocking:
             return proto.FAULT_ACTIVE
         self.permission = on
-        self._update_coil()
         return None
 
     def make_safe(self):
@@ -108,6 +116,7 @@ class Safety:
         self.duty = 0
         self.permission = False
         self.coil = False
+        self._c1_since = None
 
     def trip_host_timeout(self):
         self.make_safe()
@@ -128,16 +137,26 @@ class Safety:
     # --- the loop's step ---------------------------------------------------------------------------------
 
     def step(self, now_ms, high_mv, low_mv, mirror, rcd, temperature_dc):
-        """Take one set of input samples; update faults, permission and coil."""
-        if self.mode != proto.F:  # driving -12 V hides the EV's resistors: keep the last state
-            pilot, diode_failed = classify(high_mv, low_mv, self.mode == proto.PWM)
-            reading = pilot * 2 + diode_failed
+        """Take one set of input samples; update faults, permission and coil. The loop applies the
+        outputs right after, so the next samples are taken with this pass's pilot output."""
+        sampled = self._sampled_mode
+        self._sampled_mode = self.mode
+        if sampled != proto.F:  # driving -12 V hides the EV's resistors: keep the last state
+            pwm = sampled == proto.PWM
+            pilot, diode_failed = classify(high_mv, low_mv, pwm)
+            reading = pilot * 4 + diode_failed * 2 + pwm
             if reading != self._reading:
                 self._reading = reading
                 self._reading_since = now_ms
-            elif ticks_diff(now_ms, self._reading_since) >= DEBOUNCE_MS:
+                self.stable = False
+            elif not self.stable and ticks_diff(now_ms, self._reading_since) >= DEBOUNCE_MS:
                 self.ev_pilot = pilot
                 self.diode_failed = diode_failed
+                self.pwm_seen = pwm
+                self.stable = True
+        else:
+            self.stable = False
+            self._reading = -1  # back from F: the EV's state is debounced afresh
         if self.mode != proto.PWM or self.ev_pilot == proto.PILOT_A:
             self.diode_failed = False
         self.mirror = mirror
@@ -162,12 +181,34 @@ class Safety:
             self.logs.append((proto.WARNING, "blocking faults 0x%x: permission to energize dropped" % faults))
         elif new:
             self.logs.append((proto.WARNING, "faults 0x%x set" % new))
-        self._update_coil()
+        self._decide_coil(now_ms)
         self._supervise_mirror(now_ms)
 
-    def _update_coil(self):
-        self.coil = (self.permission and not self.blocking
-                     and self.pilot in (proto.PILOT_C, proto.PILOT_D))
+    def _decide_coil(self, now_ms):
+        """B7/B8. Close only in C2/D2: permission, no blocking fault, the EV in C or D as measured with the
+        PWM running (so the diode check has had its say) and the latest reading agreeing. Open at once when
+        any of that ends, except when the host stops the PWM (X1) with the contactor closed: IEC 61851-1
+        Table A.6 sequence 10.1/10.2 gives the EV up to 6 s in C1/D1 to go to B (it then opens within the
+        debounce, without current); the board opens after c1_timeout_ms at the latest."""
+        ready = self.permission and not self.blocking and self.ev_pilot in (proto.PILOT_C, proto.PILOT_D)
+        if not ready or self.mode == proto.F:
+            coil = False
+        elif self.mode == proto.PWM:
+            coil = self.coil or (self.pwm_seen and self.stable)  # PWM back within C1: stays closed
+        elif not self.coil:
+            coil = False
+        else:
+            if self._c1_since is None:
+                self._c1_since = now_ms
+                self.logs.append((proto.INFO, "PWM stopped in state C/D: open in %d ms unless the EV goes to B"
+                                  % self.c1_timeout_ms))
+            coil = ticks_diff(now_ms, self._c1_since) < self.c1_timeout_ms
+            if not coil:
+                self.logs.append((proto.WARNING, "EV still in C/D %d ms after the PWM stopped: opened under load"
+                                  % self.c1_timeout_ms))
+        if not coil or self.mode != proto.X1:
+            self._c1_since = None
+        self.coil = coil
 
     def _supervise_mirror(self, now_ms):
         """Log a contactor whose mirror contact disagrees with the coil for longer than it takes to
