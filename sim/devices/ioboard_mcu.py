@@ -116,6 +116,7 @@ class McuIoBoard:
         self._stuck_open = False
         self._silent = False
         self.self_test_passes = True
+        self._chip_fault: str | None = None
         self._contact = False
         self._reset_pins()
 
@@ -149,6 +150,16 @@ class McuIoBoard:
             case BoardFault.SILENT:
                 self._silent = active
         logger.info("mcu ioboard %s: fault %s %s", self.port, fault.value, "injected" if active else "removed")
+
+    def inject_chip_fault(self, kind: str) -> None:
+        """A fault inside the chip, once, for tests of the hardware watchdog. ``"hang"``: the next input
+        sample never completes (a peripheral that stops answering, like an ADC conversion that never
+        ends): the loop stops and nothing feeds the watchdog. ``"crash"``: the next sample comes back
+        malformed, so the board layer raises in the middle of a pass: an exception out of the loop."""
+        if kind not in ("hang", "crash"):
+            raise ValueError(f"unknown chip fault {kind!r}")
+        self._chip_fault = kind
+        logger.info("mcu ioboard %s: chip fault %s injected", self.port, kind)
 
     # --- observation for tests (the same names as SimulatedIoBoard) ------------------------------------
 
@@ -390,6 +401,16 @@ class McuIoBoard:
         def reset(_: bytes) -> bytes:
             raise ChipStop("reset")
 
+        def sample(_: bytes) -> bytes:
+            fault, self._chip_fault = self._chip_fault, None
+            if fault == "hang":  # until the watchdog (or a power cycle) resets the chip
+                while gen == self._generation:
+                    time.sleep(0.005)
+                raise ChipStop("stale")
+            if fault == "crash":
+                return b"?,?,0,0,250"
+            return self._sample()
+
         def observe(payload: bytes) -> bytes:
             linked, permission, faults, requests, bad, dups, nacks, trips = (int(v) for v in payload.split(b","))
             self.view = FirmwareView(bool(linked), bool(permission), FaultBit(faults), requests, bad, dups, nacks,
@@ -406,7 +427,7 @@ class McuIoBoard:
             return b"1" if self.self_test_passes else b"0"
 
         table: dict[str, HostFunction] = {
-            "cfg": cfg, "po": pilot_output, "co": coil, "s": lambda _: self._sample(), "w": write, "i": wait,
+            "cfg": cfg, "po": pilot_output, "co": coil, "s": sample, "w": write, "i": wait,
             "wa": wdt_arm, "rst": reset, "o": observe, "m": figures, "st": self_test}
         return {name: current(fn) for name, fn in table.items()}
 

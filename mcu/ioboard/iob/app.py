@@ -81,6 +81,14 @@ class Firmware:
         board.wdt_feed()
 
 
+    def fail_safe(self):
+        """An exception is leaving the loop: coil off, then X1, whatever else is broken. The hardware
+        watchdog, no longer fed, restarts the chip within WDT_TIMEOUT_MS."""
+        try:
+            self.board.coil(False)
+        finally:
+            self.board.pilot_output(1000)
+
     def idle(self):
         """Wait for the next pass: LOOP_MS after this one started, sooner when the host sends."""
         self.board.wait(LOOP_MS - ticks_diff(ticks_ms(), self._pass_at))

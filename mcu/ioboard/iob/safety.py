@@ -76,6 +76,8 @@ class Safety:
         self._disagree_since = None
         self._mirror_logged = False
         self.logs = []  # (level, text) for the link to send
+        if reset_reason == proto.RESET_WATCHDOG:  # B14: a technician wants to know
+            self.logs.append((proto.ERROR, "restarted by the hardware watchdog: the firmware stopped feeding it"))
 
     # --- what the host sees ----------------------------------------------------------------------------
 
