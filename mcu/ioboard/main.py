@@ -4,6 +4,8 @@ The loop stays at module level on purpose: when the garbage collector runs here,
 firmware is in the middle of a pass (see GC_AT_BYTES in iob/app.py). An exception that escapes a pass
 (a bug, a peripheral answering nonsense) switches the outputs safe on its way out; then nothing feeds
 the hardware watchdog any more and it restarts the chip, which reports MCU_WATCHDOG (§3.6, §3.9).
+Ctrl-C on the USB console (a technician, tools/flash.py mcu) stops charging for maintenance: outputs
+safe, the watchdog kept fed, and MicroPython's REPL takes over the console.
 """
 
 import gc
@@ -12,12 +14,16 @@ import board
 from iob.app import GC_AT_BYTES, Firmware
 
 fw = Firmware(board.Board())
-try:
-    while True:
+while True:
+    try:
         fw.step()
-        if gc.mem_alloc() > GC_AT_BYTES:
-            gc.collect()
-            fw.heap_live = gc.mem_alloc()
         fw.idle()
-finally:
-    fw.fail_safe()
+    except KeyboardInterrupt:
+        fw.maintenance()
+        break
+    except BaseException:
+        fw.fail_safe()
+        raise
+    if gc.mem_alloc() > GC_AT_BYTES:  # outside the try: no exception handler is active while it collects
+        gc.collect()
+        fw.heap_live = gc.mem_alloc()

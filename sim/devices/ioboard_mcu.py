@@ -30,6 +30,7 @@ from hal.duty_cycle import duty_to_current
 from hal.interfaces import PilotState
 from hal.ioboard.messages import NO_FAULTS, Capability, FaultBit, PwmMode, ResetReason, SetPwm
 from sim.devices.interfaces import BoardFault, DeviceCounters
+from sim.devices.mcu_console import ConsoleReset, UsbConsole
 from sim.devices.mpy_vm import ChipStop, HostFunction, MicroPythonVm, VmExit
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,50 @@ sys.path.insert(0, "/fw")
 sys.modules["board"] = __import__("sim")
 import main
 """
+#: MicroPython's REPL on the USB console of a chip with a flash filesystem: sim/devices/mcu_console.py frames
+#: it, each code block runs here in the same globals, its print() output and traceback going back.
+REPL = """\
+import builtins, io, sys
+import host
+host.call("usb_repl", b"")
+_print = builtins.print
+_g = {"__name__": "__main__"}
+while True:
+    _code = host.call("usb_exec", b"")
+    if not _code:
+        _g = {"__name__": "__main__"}
+        continue
+    _out, _err = io.StringIO(), io.StringIO()
+    def _to_console(*args, sep=" ", end="\\n", file=None):
+        _print(*args, sep=sep, end=end, file=_out if file is None else file)
+    builtins.print = _to_console
+    try:
+        exec(_code, _g)
+    except BaseException as _e:
+        sys.print_exception(_e, _err)
+    builtins.print = _print
+    _o = _out.getvalue().encode()
+    host.call("usb_done", str(len(_o)).encode() + b":" + _o + _err.getvalue().encode())
+"""
+#: How such a chip starts, as MicroPython does: main.py from the flash if there is one, then the REPL. This
+#: WASI build's collector does not scan the interpreter's stack (docs/ioboard-firmware.md, "Garbage
+#: collection"): once main.py's loop has collected, its own top-level bytecode may be gone, so the loop never
+#: returns here. On Ctrl-C the firmware goes to maintenance (``hold_watchdog``) and the simulation continues
+#: the chip in a fresh interpreter running the REPL alone (the firmware's RAM is not needed by a technician's
+#: session; pins and watchdog stay as they are). The REPL never collects: the chip gets FLASH_CHIP_HEAP_KB,
+#: far more than a flashing session allocates, and every session ends in a reset.
+BOOT_FLASH = """\
+import os, sys
+sys.path[:] = ["", "/lib"]
+try:
+    os.stat("main.py")
+    _main = True
+except OSError:
+    _main = False
+if _main:
+    import main
+""" + REPL
+FLASH_CHIP_HEAP_KB = 8 * 1024
 NORMAL_TEMPERATURE_DC = 250
 HOT_TEMPERATURE_DC = 850
 CAPABILITIES = Capability.RCD | Capability.TEMPERATURE | Capability.MIRROR_CONTACT | Capability.DIODE_CHECK
@@ -81,7 +126,8 @@ class McuIoBoard:
 
     def __init__(self, port: str, *, keepalive_timeout_s: float = 1.0, report_interval_s: float = 0.5,
                  contactor_travel_s: float = 0.02, hardware_revision: str = "SIM-MCU",
-                 wdt_timeout_ms: int = 500, c1_timeout_s: float = 6.0, fw_dir: Path = FIRMWARE_DIR) -> None:
+                 wdt_timeout_ms: int = 500, c1_timeout_s: float = 6.0, fw_dir: Path = FIRMWARE_DIR,
+                 flash_dir: Path | None = None) -> None:
         self.port = port
         self.keepalive_timeout_ms = round(keepalive_timeout_s * 1000)
         self.report_interval_ms = round(report_interval_s * 1000)
@@ -90,6 +136,18 @@ class McuIoBoard:
         self.wdt_timeout_ms = wdt_timeout_ms
         self.c1_timeout_ms = round(c1_timeout_s * 1000)
         self.fw_dir = fw_dir
+        #: a chip with a flash filesystem (``flash_dir``, "/" on the chip) and a USB console on the pty
+        #: :attr:`usb_port`: it boots what was flashed (tools/flash.py mcu), not the checkout's firmware
+        self.flash_dir = flash_dir
+        self.usb_port: str | None = None
+        self._console: UsbConsole | None = None
+        if flash_dir is not None:
+            master, slave = os.openpty()
+            tty.setraw(slave, termios.TCSANOW)
+            os.set_blocking(master, False)
+            self._usb_slave = slave
+            self.usb_port = os.ttyname(slave)
+            self._console = UsbConsole(master)
         self.counters = DeviceCounters(extra={"keepalive_trips": 0, "duplicates": 0, "nacks": 0, "resets": 0,
                                               "crashes": 0, "watchdog_bites": 0, "frames_suppressed": 0})
         self.view = FirmwareView()
@@ -238,6 +296,11 @@ class McuIoBoard:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
+        if self._console is not None:
+            for fd in (self._console.fd, self._usb_slave):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._console = None
 
     async def __aenter__(self) -> McuIoBoard:
         await self.start()
@@ -261,6 +324,9 @@ class McuIoBoard:
         self.view = FirmwareView()
         self._wdt_armed_ms: int | None = None
         self._wdt_fed_at = time.monotonic()
+        self._wdt_held = False  # maintenance: a timer feeds it
+        if self._console is not None:
+            self._console.reset()
 
     def _boot(self, reason: ResetReason) -> None:
         with self._lock:
@@ -276,8 +342,14 @@ class McuIoBoard:
             self._first_tx = True
             if self.trace is not None:
                 self.trace.append((self._booted_at, "boot", reason))
-            vm = MicroPythonVm(self.fw_dir, BOOT, self._host_functions(gen), name=f"ioboard-mcu {self.port}",
-                               on_exit=lambda outcome: self._exited(gen, outcome))
+            if self.flash_dir is None:
+                vm = MicroPythonVm(self.fw_dir, BOOT, self._host_functions(gen), name=f"ioboard-mcu {self.port}",
+                                   on_exit=lambda outcome: self._exited(gen, outcome))
+            else:
+                vm = MicroPythonVm(self.flash_dir, BOOT_FLASH, self._host_functions(gen),
+                                   name=f"ioboard-mcu {self.port}", on_exit=lambda outcome: self._exited(gen, outcome),
+                                   fw_guest_dir="/", fw_writable=True, result_cap=64 * 1024,
+                                   heap_kb=FLASH_CHIP_HEAP_KB)
             self._vm = vm
         if old is not None:
             old.interrupt()
@@ -287,17 +359,36 @@ class McuIoBoard:
     def _exited(self, gen: int, outcome: VmExit) -> None:
         if outcome.reason == "reset":
             self._boot(ResetReason.HOST_REQUEST)
+        elif outcome.reason == "reset_other":
+            self._boot(ResetReason.OTHER)
+        elif outcome.reason == "to_repl" and gen == self._generation:
+            self._start_repl()
         elif outcome.reason in ("crash", "exit") and gen == self._generation:
             # A chip whose firmware died: the watchdog (if armed) restarts it, as on the board.
             self.counters.extra["crashes"] += 1
             self.crashes.append(outcome)
+
+    def _start_repl(self) -> None:
+        """The firmware ended its loop for maintenance: the same chip (pins, watchdog held, console and the
+        bytes waiting on it) goes on with the REPL alone, in a new interpreter (see BOOT_FLASH)."""
+        with self._lock:
+            if self._closing or self.flash_dir is None:
+                return
+            self._generation += 1
+            gen = self._generation
+            vm = MicroPythonVm(self.flash_dir, REPL, self._host_functions(gen), name=f"ioboard-mcu {self.port}",
+                               on_exit=lambda outcome: self._exited(gen, outcome), fw_guest_dir="/",
+                               fw_writable=True, result_cap=64 * 1024, heap_kb=FLASH_CHIP_HEAP_KB)
+            self._vm = vm
+        logger.info("mcu ioboard %s: firmware stopped for maintenance, REPL on %s", self.port, self.usb_port)
+        vm.start()
 
     def _watchdog(self) -> None:
         """The RP2040's watchdog: no feed for its timeout -> chip reset with reason MCU_WATCHDOG."""
         while not self._closing:
             time.sleep(0.01)
             armed = self._wdt_armed_ms
-            if armed is not None and time.monotonic() - self._wdt_fed_at > armed / 1000:
+            if armed is not None and not self._wdt_held and time.monotonic() - self._wdt_fed_at > armed / 1000:
                 self.counters.extra["watchdog_bites"] += 1
                 logger.warning("mcu ioboard %s: hardware watchdog bit after %d ms", self.port, armed)
                 self._boot(ResetReason.MCU_WATCHDOG)
@@ -377,10 +468,14 @@ class McuIoBoard:
             if fed == b"1":
                 self._wdt_fed_at = time.monotonic()
             assert self._fd is not None
-            ready, _, _ = select.select([self._fd], [], [], max(int(ms_text), 0) / 1000)
+            console = self._console
+            watched = [self._fd] if console is None else [self._fd, console.fd]
+            ready, _, _ = select.select(watched, [], [], max(int(ms_text), 0) / 1000)
             if gen != self._generation:
                 raise ChipStop("stale")
-            if not ready:
+            if console is not None and console.fd in ready and console.receive(0) and console.interrupt_pending():
+                return b"KI"  # Ctrl-C on the USB console: KeyboardInterrupt in the running firmware
+            if self._fd not in ready:
                 return b""
             try:
                 data = os.read(self._fd, MAX_READ)
@@ -400,6 +495,33 @@ class McuIoBoard:
 
         def reset(_: bytes) -> bytes:
             raise ChipStop("reset")
+
+        def reset_other(_: bytes) -> bytes:
+            raise ChipStop("reset_other")
+
+        def hold_watchdog(_: bytes) -> bytes:
+            self._wdt_held = True
+            if self._console is not None:
+                raise ChipStop("to_repl")  # the firmware's outputs are safe: the REPL takes the console
+            return b""
+
+        def usb_repl(_: bytes) -> bytes:
+            assert self._console is not None
+            self._console.started()
+            return b""
+
+        def usb_exec(_: bytes) -> bytes:
+            assert self._console is not None
+            try:
+                return self._console.next_block(lambda: gen == self._generation)
+            except ConsoleReset:
+                raise ChipStop("stale") from None
+
+        def usb_done(payload: bytes) -> bytes:
+            assert self._console is not None
+            size, _, rest = payload.partition(b":")
+            self._console.answer(rest[:int(size)], rest[int(size):])
+            return b""
 
         def sample(_: bytes) -> bytes:
             fault, self._chip_fault = self._chip_fault, None
@@ -428,7 +550,8 @@ class McuIoBoard:
 
         table: dict[str, HostFunction] = {
             "cfg": cfg, "po": pilot_output, "co": coil, "s": sample, "w": write, "i": wait,
-            "wa": wdt_arm, "rst": reset, "o": observe, "m": figures, "st": self_test}
+            "wa": wdt_arm, "rst": reset, "o": observe, "m": figures, "st": self_test, "rst_other": reset_other,
+            "wh": hold_watchdog, "usb_repl": usb_repl, "usb_exec": usb_exec, "usb_done": usb_done}
         return {name: current(fn) for name, fn in table.items()}
 
     def _write(self, data: bytes) -> None:

@@ -68,12 +68,15 @@ def _compiled_module() -> bytes:
 
 @dataclass
 class MicroPythonVm:
-    """One MicroPython interpreter running ``boot`` (source text) in a thread, firmware at ``/fw``."""
+    """One MicroPython interpreter running ``boot`` (source text) in a thread, firmware at ``/fw`` (or, for a chip
+    with a flash filesystem, ``fw_dir`` writable at ``fw_guest_dir`` ``/``)."""
 
     fw_dir: Path
     boot: str
     host_functions: dict[str, HostFunction]
     heap_kb: int = DEFAULT_HEAP_KB
+    fw_guest_dir: str = GUEST_FW_DIR
+    fw_writable: bool = False
     name: str = "mcu"
     on_exit: Callable[[VmExit], None] | None = None
     result_cap: int = RESULT_CAP_BYTES
@@ -123,7 +126,7 @@ class MicroPythonVm:
         wasi.env = []
         wasi.stdout_file = str(stdout)
         wasi.stderr_file = str(stderr)
-        wasi.preopen_dir(str(self.fw_dir), GUEST_FW_DIR, False)
+        wasi.preopen_dir(str(self.fw_dir), self.fw_guest_dir, self.fw_writable)
         store.set_wasi(wasi)
         linker = wasmtime.Linker(engine)
         linker.define_wasi()

@@ -30,6 +30,7 @@ _ADC_CS_START_ONCE = const(0x04)
 _ADC_CS_READY = const(0x100)
 _WATCHDOG_SCRATCH0 = const(0x4005800C)  # survives a watchdog reboot, which machine.reset() is
 _HOST_RESET_MAGIC = const(0x10B0A4D5)
+_MAINTENANCE_RESET_MAGIC = const(0x10B0A4D6)
 _BURST_SAMPLES = const(600)  # ~1.2 ms at 2 us per conversion: more than one PWM period
 
 
@@ -59,6 +60,13 @@ def _pilot_mv(raw12):
     return (raw12 - 2048) * 15000 // 2048
 
 
+def reset_after_maintenance():
+    """Restart after flashing (tools/flash.py mcu runs it over the raw REPL). machine.reset() reboots through
+    the watchdog, so without the mark BOARD_HELLO would report MCU_WATCHDOG; with it, OTHER."""
+    machine.mem32[_WATCHDOG_SCRATCH0] = _MAINTENANCE_RESET_MAGIC
+    machine.reset()
+
+
 class Board:
     HW_REVISION = "RP2040-A"
     CAPABILITIES = proto.CAP_RCD | proto.CAP_TEMPERATURE | proto.CAP_MIRROR_CONTACT | proto.CAP_DIODE_CHECK
@@ -83,11 +91,15 @@ class Board:
         self._poll = select.poll()
         self._poll.register(self._uart, select.POLLIN)
         self._wdt = None
+        self._wdt_timer = None
 
     def reset_cause(self):
-        if machine.mem32[_WATCHDOG_SCRATCH0] == _HOST_RESET_MAGIC:
-            machine.mem32[_WATCHDOG_SCRATCH0] = 0
+        mark = machine.mem32[_WATCHDOG_SCRATCH0]
+        machine.mem32[_WATCHDOG_SCRATCH0] = 0
+        if mark == _HOST_RESET_MAGIC:
             return proto.RESET_HOST_REQUEST
+        if mark == _MAINTENANCE_RESET_MAGIC:
+            return proto.RESET_OTHER
         cause = machine.reset_cause()
         if cause == machine.WDT_RESET:
             return proto.RESET_WATCHDOG
@@ -140,6 +152,12 @@ class Board:
 
     def wdt_feed(self):
         self._wdt.feed()
+
+    def hold_watchdog(self):
+        """Maintenance (Ctrl-C on the USB console): a timer feeds the watchdog, which cannot be stopped once
+        armed, so the REPL session lasts; the outputs are already safe."""
+        if self._wdt is not None:
+            self._wdt_timer = machine.Timer(period=self.WDT_TIMEOUT_MS // 4, callback=lambda t: self._wdt.feed())
 
     def reset(self):
         machine.mem32[_WATCHDOG_SCRATCH0] = _HOST_RESET_MAGIC

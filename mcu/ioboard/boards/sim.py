@@ -11,6 +11,11 @@ from binascii import unhexlify
 import host
 
 
+def reset_after_maintenance():
+    """Restart after flashing (tools/flash.py mcu): BOARD_HELLO then reports reset reason OTHER."""
+    host.call("rst_other", b"")
+
+
 class Board:
     def __init__(self):
         cfg = host.call("cfg", b"").split(",")
@@ -59,6 +64,8 @@ class Board:
             ms = 0
         data = host.call("i", "%d,%d" % (max(ms, 0), self._fed))
         self._fed = False
+        if data == "KI":  # Ctrl-C on the USB console (the chip's USB driver raises it in the running code)
+            raise KeyboardInterrupt
         if data:
             self._rx += unhexlify(data)
 
@@ -67,6 +74,9 @@ class Board:
 
     def wdt_feed(self):
         self._fed = True  # delivered with the next wait()
+
+    def hold_watchdog(self):
+        host.call("wh", b"")  # a timer feeding it from now on, as on the chip
 
     def reset(self):
         host.call("rst", b"")  # does not return: the simulation restarts the interpreter

@@ -89,6 +89,12 @@ class Firmware:
         finally:
             self.board.pilot_output(1000)
 
+    def maintenance(self):
+        """Ctrl-C on the USB console: outputs safe, and the watchdog fed by the board (a timer) from now on,
+        so a technician's session (flashing) is not cut short by it. Only a reset ends maintenance."""
+        self.fail_safe()
+        self.board.hold_watchdog()
+
     def idle(self):
         """Wait for the next pass: LOOP_MS after this one started, sooner when the host sends."""
         self.board.wait(LOOP_MS - ticks_diff(ticks_ms(), self._pass_at))
