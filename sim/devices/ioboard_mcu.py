@@ -15,6 +15,7 @@ interpreter and starts a new one, so nothing survives but what a chip keeps: the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -94,6 +95,7 @@ CAPABILITIES = Capability.RCD | Capability.TEMPERATURE | Capability.MIRROR_CONTA
 #: Pilot voltage (mV) the EV's resistor network gives on the positive half (IEC 61851-1 nominal).
 EV_LEVEL_MV = {PilotState.A: 12000, PilotState.B: 9000, PilotState.C: 6000, PilotState.D: 3000,
                PilotState.E: 0, PilotState.F: -12000}
+BOOT_TIMEOUT_S = 30.0
 MAX_READ = 1024  # bytes handed to the firmware per wake-up (hex-encoded in a 4 KB answer)
 
 
@@ -266,11 +268,23 @@ class McuIoBoard:
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, boot_timeout_s: float = BOOT_TIMEOUT_S) -> None:
+        """Power on, and return once the firmware is up: its first frame (BOARD_HELLO, B1) is on the wire.
+        A real board is powered before its host starts; MicroPython's start-up here (wasmtime, compiling
+        the firmware's sources) takes from 0.1 s to well over the host's 0.4 s hello timeout on a loaded
+        machine. A blank chip (flash mode, nothing flashed) has no firmware to wait for."""
         self.open_port()
         self._boot(ResetReason.POWER_ON)
         self._wdt_thread = threading.Thread(target=self._watchdog, name=f"wdt-{self.port}", daemon=True)
         self._wdt_thread.start()
+        if self.flash_dir is not None and not (self.flash_dir / "main.py").exists():
+            return
+        deadline = time.monotonic() + boot_timeout_s
+        while not self.boot_times:
+            if time.monotonic() > deadline or self.crashes:
+                raise RuntimeError(f"mcu ioboard {self.port}: the firmware did not start within {boot_timeout_s} s"
+                                   f" ({self.crashes or 'no frame'})")
+            await asyncio.sleep(0.005)
 
     def open_port(self) -> None:
         fd = os.open(self.port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
