@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "CSMS then requires it too")
     up.add_argument("--id", default="SIM-CP-0001", help="charge point identity (default SIM-CP-0001)")
     up.add_argument("--connectors", type=int, default=2, help="1 to 9 (default 2)")
-    up.add_argument("--board", choices=("ioboard", "evse_din"), default="ioboard")
+    up.add_argument("--board", choices=("ioboard", "ioboard-mcu", "evse_din"), default="ioboard",
+                    help="ioboard-mcu: the I/O board's MicroPython firmware (mcu/ioboard/) in a real MicroPython "
+                         "interpreter behind the pty instead of the CPython model")
     up.add_argument("--meter", choices=("sdm630", "sdm120", "abb_b23"), default="sdm630")
     up.add_argument("--reader", choices=("pn532", "rdm6300"), default="pn532")
     up.add_argument("--state-dir", help="agent state, config, logs, control.json (default: a new temp dir)")

@@ -33,6 +33,7 @@ from hal.ioboard.messages import (
     Nack,
     NackReason,
     PwmMode,
+    RequestState,
     SetPwm,
     StateReport,
     decode_message,
@@ -40,23 +41,37 @@ from hal.ioboard.messages import (
 )
 from sim.devices.interfaces import BoardFault, SimulatedBoard
 from sim.devices.ioboard import SimulatedIoBoard
+from sim.devices.ioboard_mcu import McuIoBoard
 from sim.devices.serial_wire import Direction, SerialWire
 
 KEEPALIVE_TIMEOUT_S = 0.3
 REPORT_INTERVAL_S = 0.1
 LINK_TIMEOUT_S = 0.4
 SETTLE_S = 0.1
+C1_TIMEOUT_S = 0.5  # T_c1, shortened from the 6 s of IEC 61851-1 so a test can wait for it
 
 
-@pytest.fixture
-async def sim(wire: SerialWire) -> AsyncIterator[SimulatedIoBoard]:
-    board = SimulatedIoBoard(wire.device_port, keepalive_timeout_s=KEEPALIVE_TIMEOUT_S,
-                             report_interval_s=REPORT_INTERVAL_S)
+#: The far end of the pty: the CPython simulation of the board, and the board's MicroPython firmware
+#: (mcu/ioboard/) running in a real MicroPython interpreter. The driver must not tell them apart.
+Board = SimulatedIoBoard | McuIoBoard
+
+
+@pytest.fixture(params=["sim", "mcu"])
+async def sim(wire: SerialWire, request: pytest.FixtureRequest) -> AsyncIterator[Board]:
+    board: Board
+    if request.param == "sim":
+        board = SimulatedIoBoard(wire.device_port, keepalive_timeout_s=KEEPALIVE_TIMEOUT_S,
+                                 report_interval_s=REPORT_INTERVAL_S, c1_timeout_s=C1_TIMEOUT_S)
+    else:
+        board = McuIoBoard(wire.device_port, keepalive_timeout_s=KEEPALIVE_TIMEOUT_S,
+                           report_interval_s=REPORT_INTERVAL_S, c1_timeout_s=C1_TIMEOUT_S)
     await board.start()
     try:
         yield board
     finally:
         await board.close()
+    if isinstance(board, McuIoBoard):
+        assert not board.crashes, "the firmware died"
 
 
 def make_driver(wire: SerialWire) -> IoBoard:
@@ -65,7 +80,7 @@ def make_driver(wire: SerialWire) -> IoBoard:
 
 
 @pytest.fixture
-async def board(wire: SerialWire, sim: SimulatedIoBoard) -> AsyncIterator[IoBoard]:
+async def board(wire: SerialWire, sim: Board) -> AsyncIterator[IoBoard]:
     drv = make_driver(wire)
     await drv.start()
     try:
@@ -105,7 +120,7 @@ def recovered(code: FaultCode) -> Callable[[BoardEvent], bool]:
     return lambda e: isinstance(e, DeviceRecovered) and e.code is code
 
 
-async def charging(board: IoBoard, sim: SimulatedIoBoard, amps: float = 16.0) -> None:
+async def charging(board: IoBoard, sim: Board, amps: float = 16.0) -> None:
     """EV in C with PWM offered and the contactor closed."""
     sim.set_ev_pilot(PilotState.B)
     await board.set_offered_current(amps)
@@ -118,14 +133,15 @@ async def charging(board: IoBoard, sim: SimulatedIoBoard, amps: float = 16.0) ->
 # --- hello / version ----------------------------------------------------------------------------------
 
 
-async def test_hello_exchange_reports_versions_and_first_state(board: IoBoard, sim: SimulatedIoBoard) -> None:
+async def test_hello_exchange_reports_versions_and_first_state(board: IoBoard, sim: Board) -> None:
     assert isinstance(board, EvseBoard)
     as_sim_board: SimulatedBoard = sim  # statically checked: the sim fits the EV-side interface
     assert as_sim_board.offered_current_a == 0.0
     hello = board.board_hello
     assert hello is not None
     assert (hello.proto_major, hello.proto_minor) == (1, 0)
-    assert hello.firmware_version == "sim-1.0.0" and hello.hardware_revision == "SIM-A"
+    expected = ("sim-1.0.0", "SIM-A") if isinstance(sim, SimulatedIoBoard) else ("1.0.0", "SIM-MCU")
+    assert (hello.firmware_version, hello.hardware_revision) == expected
     assert hello.keepalive_timeout_ms == 300
     assert sim.linked
     assert board.pilot_state is PilotState.A
@@ -165,7 +181,7 @@ async def test_start_on_a_missing_port_fails_clearly() -> None:
 # --- pilot and PWM --------------------------------------------------------------------------------------
 
 
-async def test_pilot_sequence_is_reported_as_events(board: IoBoard, sim: SimulatedIoBoard) -> None:
+async def test_pilot_sequence_is_reported_as_events(board: IoBoard, sim: Board) -> None:
     with board.events.subscribe() as sub:
         for state in (PilotState.B, PilotState.C, PilotState.B, PilotState.A):
             sim.set_ev_pilot(state)
@@ -181,7 +197,7 @@ async def test_pilot_sequence_is_reported_as_events(board: IoBoard, sim: Simulat
 @pytest.mark.parametrize(("amps", "duty_permille", "seen_a"), [
     (6.0, 100, 6.0), (16.0, 267, 16.02), (32.0, 533, 31.98), (63.0, 892, 63.0), (80.0, 960, 80.0),
 ])
-async def test_offered_current_becomes_duty_on_the_board(board: IoBoard, sim: SimulatedIoBoard, amps: float,
+async def test_offered_current_becomes_duty_on_the_board(board: IoBoard, sim: Board, amps: float,
                                                          duty_permille: int, seen_a: float) -> None:
     await board.set_offered_current(amps)
     assert sim.pwm == SetPwm(PwmMode.PWM, duty_permille)
@@ -189,7 +205,7 @@ async def test_offered_current_becomes_duty_on_the_board(board: IoBoard, sim: Si
     await until(lambda: board.state is not None and board.state.duty_permille == duty_permille)
 
 
-async def test_below_6a_is_x1_and_unavailable_is_f(board: IoBoard, sim: SimulatedIoBoard) -> None:
+async def test_below_6a_is_x1_and_unavailable_is_f(board: IoBoard, sim: Board) -> None:
     await board.set_offered_current(20.0)
     await board.set_offered_current(5.0)
     assert sim.pwm == SetPwm(PwmMode.X1) and sim.offered_current_a == 0.0
@@ -216,15 +232,20 @@ async def test_below_6a_is_x1_and_unavailable_is_f(board: IoBoard, sim: Simulate
     (True, PilotState.C, FaultBit.HOST_TIMEOUT, False),
     (True, PilotState.E, FaultBit.PILOT_SHORT, False),
 ])
-def test_expected_contactor_state_is_permission_and_c_or_d_and_no_blocking_fault(
+def test_expected_contactor_state_is_permission_and_c2_or_d2_and_no_blocking_fault(
         permission: bool, pilot: PilotState, faults: FaultBit, closed: bool) -> None:
-    for coil in (False, True):  # the board's own coil output does not enter the expectation
+    for coil in (False, True):  # with the PWM running the board's own coil output does not count
         report = StateReport(pilot, PwmMode.PWM, 267, coil, coil, faults)
         assert contactor_expected(report, permission) is closed
+        # C1/D1 (PWM stopped): never closed unless C2/D2 would be, then what the board holds (<= T_c1, B8)
+        c1 = StateReport(pilot, PwmMode.X1, None, coil, coil, faults)
+        assert contactor_expected(c1, permission) is (closed and coil)
+        f = StateReport(PilotState.F, PwmMode.F, None, coil, coil, faults)  # F: open
+        assert contactor_expected(f, permission) is False
 
 
 async def test_permission_in_b_closes_nothing_until_the_ev_goes_to_c(board: IoBoard,
-                                                                     sim: SimulatedIoBoard) -> None:
+                                                                     sim: Board) -> None:
     sim.set_ev_pilot(PilotState.B)
     await board.set_offered_current(16.0)
     await until(lambda: board.pilot_state is PilotState.B)
@@ -243,7 +264,7 @@ async def test_permission_in_b_closes_nothing_until_the_ev_goes_to_c(board: IoBo
 
 
 async def test_ev_pause_opens_keeps_the_permission_and_resume_closes_again(board: IoBoard,
-                                                                           sim: SimulatedIoBoard) -> None:
+                                                                           sim: Board) -> None:
     await charging(board, sim)
     commands = board.stats.requests
     with board.events.subscribe() as sub:
@@ -264,7 +285,7 @@ async def test_ev_pause_opens_keeps_the_permission_and_resume_closes_again(board
 
 
 async def test_withdrawn_permission_opens_and_keeps_the_contactor_open_in_c(board: IoBoard,
-                                                                            sim: SimulatedIoBoard) -> None:
+                                                                            sim: Board) -> None:
     await charging(board, sim)
     await board.allow_power(False)
     await until(lambda: not sim.contactor_closed and not board.contactor_closed)
@@ -275,7 +296,58 @@ async def test_withdrawn_permission_opens_and_keeps_the_contactor_open_in_c(boar
     assert not sim.contactor_cmd and not sim.contactor_closed
 
 
-async def test_welded_contactor_is_detected_when_the_ev_stops(board: IoBoard, sim: SimulatedIoBoard) -> None:
+def board_states(wire: SerialWire) -> list[StateReport]:
+    """Every STATE the board sends from now on, in order."""
+    decoder, states = FrameDecoder(), []
+
+    def seen(direction: Direction, data: bytes) -> None:
+        if direction is Direction.TO_HOST:
+            states.extend(m for m in (decode_message(p).message for p in decoder.feed(data))
+                          if isinstance(m, StateReport))
+    wire.observers.append(seen)
+    return states
+
+
+async def test_pwm_stopped_in_c_opens_after_t_c1_keeps_the_permission_and_pwm_closes_again(
+        board: IoBoard, sim: Board, wire: SerialWire) -> None:
+    await charging(board, sim)
+    commands = board.stats.requests
+    states = board_states(wire)
+    with board.events.subscribe() as sub:
+        t0 = time.monotonic()
+        await board.set_offered_current(0.0)  # X1 with the EV staying in C: C2 -> C1 (B8)
+        event = await expect(sub, lambda e: isinstance(e, ContactorChanged), within=C1_TIMEOUT_S + 2.0)
+        assert isinstance(event, ContactorChanged) and not event.closed
+        assert time.monotonic() - t0 >= C1_TIMEOUT_S  # the EV was given T_c1 to go to B ...
+        c1 = [s for s in states if s.pwm_mode is PwmMode.X1]
+        assert c1[0].pilot is PilotState.C and c1[0].contactor_cmd  # ... in C1 with the coil still on
+        assert sim.permission and board.power_allowed and board.pilot_state is PilotState.C
+        await board.set_offered_current(16.0)  # C2 again: closed by the board, no ALLOW_CONTACTOR
+        event = await expect(sub, lambda e: isinstance(e, ContactorChanged))
+        assert isinstance(event, ContactorChanged) and event.closed
+        assert not any(isinstance(e, DeviceFault) for e in drain(sub))  # C1 with the coil on: no contactor fault
+    assert board.stats.requests == commands + 2
+
+
+@pytest.mark.parametrize("how", ["ev_to_b", "f"])
+async def test_pwm_stopped_then_ev_to_b_or_f_opens_at_once(board: IoBoard, sim: Board, how: str) -> None:
+    await charging(board, sim)
+    with board.events.subscribe() as sub:
+        if how == "ev_to_b":
+            await board.set_offered_current(0.0)  # C1: the EV stops drawing current and goes to B (B8)
+            sim.set_ev_pilot(PilotState.B)
+        else:
+            await board.set_unavailable(True)  # F: the EV cannot be seen, open now (B8)
+        pilot = await expect(sub, lambda e: isinstance(e, PilotChanged | ContactorChanged), within=C1_TIMEOUT_S)
+        # the pilot's change is seen first, so it opened the contactor, not T_c1 running out
+        assert isinstance(pilot, PilotChanged) and pilot.state is (PilotState.B if how == "ev_to_b" else PilotState.F)
+        event = await expect(sub, lambda e: isinstance(e, ContactorChanged))
+        assert isinstance(event, ContactorChanged) and not event.closed
+        assert not any(isinstance(e, DeviceFault) for e in drain(sub))
+    assert sim.permission and board.power_allowed
+
+
+async def test_welded_contactor_is_detected_when_the_ev_stops(board: IoBoard, sim: Board) -> None:
     await charging(board, sim)
     with board.events.subscribe() as sub:
         sim.inject(BoardFault.WELDED)
@@ -288,7 +360,7 @@ async def test_welded_contactor_is_detected_when_the_ev_stops(board: IoBoard, si
 
 
 async def test_welded_contactor_is_detected_from_the_mirror_contact(board: IoBoard,
-                                                                    sim: SimulatedIoBoard) -> None:
+                                                                    sim: Board) -> None:
     await charging(board, sim)
     with board.events.subscribe() as sub:
         sim.inject(BoardFault.WELDED)
@@ -301,7 +373,7 @@ async def test_welded_contactor_is_detected_from_the_mirror_contact(board: IoBoa
     assert isinstance(event, DeviceFault) and event.device == "ioboard"
 
 
-async def test_contactor_that_does_not_close_is_detected(board: IoBoard, sim: SimulatedIoBoard) -> None:
+async def test_contactor_that_does_not_close_is_detected(board: IoBoard, sim: Board) -> None:
     sim.inject(BoardFault.STUCK_OPEN)
     sim.set_ev_pilot(PilotState.B)
     await board.set_offered_current(16.0)
@@ -322,7 +394,7 @@ async def test_contactor_that_does_not_close_is_detected(board: IoBoard, sim: Si
 
 
 async def test_silent_host_makes_the_board_drop_the_permission_and_the_driver_restores_it(
-        board: IoBoard, sim: SimulatedIoBoard, wire: SerialWire) -> None:
+        board: IoBoard, sim: Board, wire: SerialWire) -> None:
     await charging(board, sim)
     with board.events.subscribe() as sub:
         t0 = time.monotonic()
@@ -347,7 +419,7 @@ async def test_silent_host_makes_the_board_drop_the_permission_and_the_driver_re
     assert not sim.faults & FaultBit.HOST_TIMEOUT
 
 
-async def test_stopped_keepalive_task_trips_the_board(board: IoBoard, sim: SimulatedIoBoard) -> None:
+async def test_stopped_keepalive_task_trips_the_board(board: IoBoard, sim: Board) -> None:
     await charging(board, sim)
     for task in board._tasks:
         if task.get_name().endswith("keepalive"):
@@ -363,7 +435,7 @@ async def test_stopped_keepalive_task_trips_the_board(board: IoBoard, sim: Simul
 
 
 async def test_unanswered_permission_is_delivered_when_the_link_is_back(
-        board: IoBoard, sim: SimulatedIoBoard, wire: SerialWire) -> None:
+        board: IoBoard, sim: Board, wire: SerialWire) -> None:
     sim.set_ev_pilot(PilotState.C)
     await board.set_offered_current(16.0)
     wire.set_silent(Direction.TO_DEVICE)
@@ -383,7 +455,7 @@ async def test_unanswered_permission_is_delivered_when_the_link_is_back(
     (BoardFault.DIODE_FAILURE, FaultCode.DIODE_FAILURE),
 ])
 async def test_blocking_fault_drops_the_permission_until_the_host_grants_it_again(
-        board: IoBoard, sim: SimulatedIoBoard, injected: BoardFault, code: FaultCode) -> None:
+        board: IoBoard, sim: Board, injected: BoardFault, code: FaultCode) -> None:
     await charging(board, sim)
     with board.events.subscribe() as sub:
         sim.inject(injected)
@@ -404,7 +476,7 @@ async def test_blocking_fault_drops_the_permission_until_the_host_grants_it_agai
     await until(lambda: sim.contactor_closed)
 
 
-async def test_blocking_fault_in_b_drops_the_permission_too(board: IoBoard, sim: SimulatedIoBoard) -> None:
+async def test_blocking_fault_in_b_drops_the_permission_too(board: IoBoard, sim: Board) -> None:
     sim.set_ev_pilot(PilotState.B)
     await board.set_offered_current(16.0)
     await board.allow_power(True)
@@ -417,7 +489,7 @@ async def test_blocking_fault_in_b_drops_the_permission_too(board: IoBoard, sim:
     assert not sim.permission and not sim.contactor_closed
 
 
-async def test_rcd_trip_is_latched_until_the_host_clears_it(board: IoBoard, sim: SimulatedIoBoard) -> None:
+async def test_rcd_trip_is_latched_until_the_host_clears_it(board: IoBoard, sim: Board) -> None:
     await charging(board, sim)
     with board.events.subscribe() as sub:
         sim.inject(BoardFault.RCD_TRIP)
@@ -440,7 +512,7 @@ async def test_rcd_trip_is_latched_until_the_host_clears_it(board: IoBoard, sim:
     await until(lambda: sim.contactor_closed)
 
 
-async def test_pilot_short_is_a_device_error(board: IoBoard, sim: SimulatedIoBoard) -> None:
+async def test_pilot_short_is_a_device_error(board: IoBoard, sim: Board) -> None:
     with board.events.subscribe() as sub:
         sim.set_ev_pilot(PilotState.E)
         event = await expect(sub, fault(FaultCode.DEVICE_ERROR))
@@ -454,7 +526,7 @@ async def test_pilot_short_is_a_device_error(board: IoBoard, sim: SimulatedIoBoa
 
 
 async def test_garbage_and_truncation_are_dropped_counted_and_survived(
-        board: IoBoard, sim: SimulatedIoBoard, wire: SerialWire) -> None:
+        board: IoBoard, sim: Board, wire: SerialWire) -> None:
     with board.events.subscribe() as sub:
         for _ in range(5):
             wire.inject_garbage(Direction.TO_HOST, 40)
@@ -477,7 +549,7 @@ async def test_garbage_and_truncation_are_dropped_counted_and_survived(
     assert board.stats.frames_received > good_before
 
 
-async def test_bit_noise_costs_retransmissions_not_commands(board: IoBoard, sim: SimulatedIoBoard,
+async def test_bit_noise_costs_retransmissions_not_commands(board: IoBoard, sim: Board,
                                                             wire: SerialWire) -> None:
     wire.set_noise(Direction.TO_HOST, 0.003)
     wire.set_noise(Direction.TO_DEVICE, 0.003)
@@ -494,7 +566,7 @@ async def test_bit_noise_costs_retransmissions_not_commands(board: IoBoard, sim:
 # --- a silent board --------------------------------------------------------------------------------------------
 
 
-async def test_silent_board_is_link_lost_then_recovered(board: IoBoard, sim: SimulatedIoBoard) -> None:
+async def test_silent_board_is_link_lost_then_recovered(board: IoBoard, sim: Board) -> None:
     await board.set_offered_current(16.0)
     with board.events.subscribe() as sub:
         t0 = time.monotonic()
@@ -511,7 +583,7 @@ async def test_silent_board_is_link_lost_then_recovered(board: IoBoard, sim: Sim
     await until(lambda: sim.pwm == SetPwm(PwmMode.PWM, 333))
 
 
-async def test_line_cut_towards_the_host_is_link_lost_then_recovered(board: IoBoard, sim: SimulatedIoBoard,
+async def test_line_cut_towards_the_host_is_link_lost_then_recovered(board: IoBoard, sim: Board,
                                                                      wire: SerialWire) -> None:
     with board.events.subscribe() as sub:
         wire.set_silent(Direction.TO_HOST)
@@ -524,7 +596,7 @@ async def test_line_cut_towards_the_host_is_link_lost_then_recovered(board: IoBo
 # --- board restarts ------------------------------------------------------------------------------------------
 
 
-async def test_board_restart_is_detected_and_state_re_applied(board: IoBoard, sim: SimulatedIoBoard) -> None:
+async def test_board_restart_is_detected_and_state_re_applied(board: IoBoard, sim: Board) -> None:
     sim.set_ev_pilot(PilotState.B)
     await board.set_offered_current(16.0)
     sim.reboot()
@@ -535,7 +607,7 @@ async def test_board_restart_is_detected_and_state_re_applied(board: IoBoard, si
 
 
 async def test_board_restart_while_charging_re_grants_the_last_permission(board: IoBoard,
-                                                                          sim: SimulatedIoBoard) -> None:
+                                                                          sim: Board) -> None:
     await charging(board, sim)
     with board.events.subscribe() as sub:
         sim.reboot()
@@ -548,7 +620,7 @@ async def test_board_restart_while_charging_re_grants_the_last_permission(board:
 
 
 async def test_board_restart_after_a_blocking_fault_does_not_re_grant(board: IoBoard,
-                                                                      sim: SimulatedIoBoard) -> None:
+                                                                      sim: Board) -> None:
     await charging(board, sim)
     sim.inject(BoardFault.OVERTEMPERATURE)
     await until(lambda: not board.power_allowed)
@@ -560,7 +632,7 @@ async def test_board_restart_after_a_blocking_fault_does_not_re_grant(board: IoB
 
 
 async def test_reset_command_restarts_the_board_and_the_driver_follows(board: IoBoard,
-                                                                       sim: SimulatedIoBoard) -> None:
+                                                                       sim: Board) -> None:
     await board.set_unavailable(True)
     await board.reset_board()
     await until(lambda: sim.counters.extra["resets"] == 1)
@@ -569,7 +641,7 @@ async def test_reset_command_restarts_the_board_and_the_driver_follows(board: Io
     assert hello is not None and hello.reset_reason.name == "HOST_REQUEST"
 
 
-async def test_close_leaves_the_board_safe(wire: SerialWire, sim: SimulatedIoBoard) -> None:
+async def test_close_leaves_the_board_safe(wire: SerialWire, sim: Board) -> None:
     drv = make_driver(wire)
     await drv.start()
     await charging(drv, sim)
@@ -602,9 +674,35 @@ class RawHost:
             await asyncio.sleep(0.005)
         raise AssertionError(f"no answer to seq {seq}")
 
+    async def request_state(self, seq: int) -> StateReport:
+        """REQUEST_STATE: the STATE that follows its ACK (B10). Feeds the board's watchdog too."""
+        self.send(seq, RequestState())
+        acked = False
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            for payload in self.decoder.feed(self.ser.read(4096)):
+                msg = decode_message(payload).message
+                acked = acked or (isinstance(msg, Ack) and msg.ack_seq == seq)
+                if acked and isinstance(msg, StateReport):
+                    return msg
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"no STATE after REQUEST_STATE seq {seq}")
+
+    async def poll_state(self, seq: int, predicate: Callable[[StateReport], bool], within: float = 2.0
+                         ) -> tuple[int, StateReport]:
+        """REQUEST_STATE until a STATE satisfies ``predicate``: (next free seq, that STATE)."""
+        deadline = time.monotonic() + within
+        while True:
+            state = await self.request_state(seq)
+            seq += 1
+            if predicate(state):
+                return seq, state
+            assert time.monotonic() < deadline, f"no such STATE; last {state}"
+            await asyncio.sleep(0.01)
+
 
 async def test_board_answers_duplicates_without_executing_again_and_nacks_bad_commands(
-        wire: SerialWire, sim: SimulatedIoBoard) -> None:
+        wire: SerialWire, sim: Board) -> None:
     import cbor2
 
     host = RawHost(wire.host_port)
@@ -628,7 +726,7 @@ async def test_board_answers_duplicates_without_executing_again_and_nacks_bad_co
         host.ser.close()
 
 
-async def test_board_refuses_pwm_and_permission_before_hello(wire: SerialWire, sim: SimulatedIoBoard) -> None:
+async def test_board_refuses_pwm_and_permission_before_hello(wire: SerialWire, sim: Board) -> None:
     host = RawHost(wire.host_port)
     try:
         host.send(9, SetPwm(PwmMode.PWM, 267))
@@ -644,7 +742,7 @@ async def test_board_refuses_pwm_and_permission_before_hello(wire: SerialWire, s
 
 
 async def test_board_takes_the_permission_in_any_pilot_state_and_hello_withdraws_it(
-        wire: SerialWire, sim: SimulatedIoBoard) -> None:
+        wire: SerialWire, sim: Board) -> None:
     host = RawHost(wire.host_port)
     try:
         host.send(0, HostHello())
@@ -653,14 +751,40 @@ async def test_board_takes_the_permission_in_any_pilot_state_and_hello_withdraws
         host.send(1, AllowContactor(True))  # no EV yet: accepted, nothing closes
         assert await host.answer(1) == Ack(1)
         assert sim.permission and not sim.contactor_cmd
-        sim.set_ev_pilot(PilotState.C)
-        assert sim.contactor_cmd
+        sim.set_ev_pilot(PilotState.C)  # with X1 on the pilot: state C1, no supply (B7)
+        seq, state = await host.poll_state(2, lambda s: s.pilot is PilotState.C)
+        assert state.pwm_mode is PwmMode.X1 and not state.contactor_cmd and not sim.contactor_cmd
+        host.send(seq, SetPwm(PwmMode.PWM, 267))  # C2: the board closes by itself
+        assert await host.answer(seq) == Ack(seq)
+        await until(lambda: sim.contactor_cmd)  # after the board's pilot debounce with the PWM running
         sim.set_ev_pilot(PilotState.A)  # unplugged: open, permission kept (withdrawing it is the host's call)
-        assert sim.permission and not sim.contactor_cmd
-        host.send(2, HostHello())  # a new host session starts without permission
-        assert await host.answer(2) == Ack(2)
+        await until(lambda: not sim.contactor_cmd)
+        assert sim.permission
+        host.send(seq + 1, HostHello())  # a new host session starts without permission (and with X1)
+        assert await host.answer(seq + 1) == Ack(seq + 1)
         assert not sim.permission
+        host.send(seq + 2, SetPwm(PwmMode.PWM, 267))
+        assert await host.answer(seq + 2) == Ack(seq + 2)
         sim.set_ev_pilot(PilotState.C)
+        first, state = await host.poll_state(seq + 3, lambda s: s.pilot is PilotState.C)
+        for seq in range(first, first + 5):  # well past the debounce, C2 without permission: still open
+            assert not (await host.request_state(seq)).contactor_cmd
+            await asyncio.sleep(REPORT_INTERVAL_S / 2)
         assert not sim.contactor_cmd
+    finally:
+        host.ser.close()
+
+
+async def test_board_refuses_another_major_version_and_stays_unlinked(wire: SerialWire, sim: Board) -> None:
+    host = RawHost(wire.host_port)
+    try:
+        host.send(0, HostHello(proto_major=2, proto_minor=3))
+        answer = await host.answer(0)
+        assert isinstance(answer, Nack) and answer.reason is NackReason.VERSION_MISMATCH and "2.3" in answer.text
+        assert not sim.linked
+        host.send(1, SetPwm(PwmMode.PWM, 267))
+        answer = await host.answer(1)
+        assert isinstance(answer, Nack) and answer.reason is NackReason.NOT_LINKED
+        assert sim.pwm.mode is PwmMode.X1
     finally:
         host.ser.close()

@@ -1,12 +1,13 @@
 """Host driver for our safety I/O board (docs/ioboard-protocol.md) over a UART.
 
 The microcontroller generates the pilot PWM, senses the pilot, switches the contactor and enforces
-the safety rules (keepalive watchdog, no contactor outside C/D or with a blocking fault). This driver
+the safety rules (keepalive watchdog, no contactor outside C2/D2 or with a blocking fault). This driver
 only translates: offered amps -> SET_PWM duty, allow_power -> ALLOW_CONTACTOR, STATE reports -> events.
 
 ALLOW_CONTACTOR is a *permission* (IEC 61851 "ready to supply", see ``EvseBoard.allow_power``): the
-board closes the contactor while it holds the permission and the EV is in C/D, opens it when the
-EV leaves C/D and keeps the permission, so an EV pausing and resuming needs no host command. The
+board closes the contactor while it holds the permission, the PWM runs and the EV is in C/D (state
+C2/D2), opens it when the EV leaves C/D and keeps the permission, so an EV pausing and resuming needs
+no host command. (Stopping the PWM opens it too, after at most T_c1 if the EV stays in C.) The
 board drops the permission by itself on a blocking fault or a host timeout. Contactor supervision
 therefore compares the mirror contact with the state the board *should* be in (permission, pilot
 and faults as the board reports them), not with the host's last command.
@@ -109,9 +110,15 @@ def faults_by_code(bits: FaultBit) -> dict[FaultCode, frozenset[str]]:
 
 
 def contactor_expected(report: StateReport, permission: bool) -> bool:
-    """Whether the board's contactor should be closed (spec B7/B8): it holds the permission, the
-    pilot is C or D and no blocking fault is active. The commanded side of contactor supervision."""
-    return permission and report.pilot in (PilotState.C, PilotState.D) and not report.faults & BLOCKING_FAULTS
+    """Whether the board's contactor should be closed (spec B7/B8): state C2/D2 — it holds the permission,
+    the PWM runs, the pilot is C or D and no blocking fault is active. The commanded side of contactor
+    supervision. In C1/D1 (PWM stopped, EV still in C/D) the board keeps a closed contactor for at most
+    T_c1 while the EV goes to B, and closes none: its coil output says which, and is what to expect."""
+    if not (permission and report.pilot in (PilotState.C, PilotState.D) and not report.faults & BLOCKING_FAULTS):
+        return False
+    if report.pwm_mode is PwmMode.PWM:
+        return True
+    return report.pwm_mode is PwmMode.X1 and report.contactor_cmd
 
 
 def fault_names(bits: FaultBit) -> str:
@@ -262,7 +269,7 @@ class IoBoard:
         await self._apply_pwm()
 
     async def allow_power(self, on: bool) -> None:
-        """Send ALLOW_CONTACTOR(``on``) whatever the pilot state: the board closes by itself in C/D.
+        """Send ALLOW_CONTACTOR(``on``) whatever the pilot state: the board closes by itself in C2/D2.
 
         Raises :class:`DeviceError` if the board refuses (a blocking fault is active, or the link is
         not set up) — then nothing was granted — or does not answer. An unanswered permission stays

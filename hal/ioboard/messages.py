@@ -189,7 +189,8 @@ class SetPwm:
 @dataclass(frozen=True)
 class AllowContactor:
     """Host -> board: grant (``on``) or withdraw the permission to energize. With it the board
-    closes the contactor by itself while the pilot is C/D and no blocking fault is active (spec B7)."""
+    closes the contactor by itself while the PWM runs, the pilot is C/D and no blocking fault is active
+    (state C2/D2, spec B7)."""
 
     on: bool
 

@@ -2,9 +2,11 @@
 
 It implements the board side of docs/ioboard-protocol.md, MUSTs included, so the host driver is
 tested against the specified behaviour and not against shortcuts: the host keepalive watchdog,
-the contactor rule (B7/B8: ALLOW_CONTACTOR is a *permission*; the coil is on exactly while the
-permission is held, the pilot is C or D and no blocking fault is active; a blocking fault, the
-host timeout, HOST_HELLO and a restart drop the permission, the pilot leaving C/D does not),
+the contactor rule (B7/B8: ALLOW_CONTACTOR is a *permission*; the coil closes while the permission
+is held, the PWM runs, the pilot is C or D and no blocking fault is active — state C2/D2 — and opens
+when one of these ends, except that the PWM stopping (C2 -> C1) leaves the EV up to ``c1_timeout_s`` to
+go to B; a blocking fault, the host timeout, HOST_HELLO and a restart drop the permission, the pilot
+leaving C/D does not),
 latched and live fault bits, duplicate detection, HELLO repeated while unlinked, STATE on change
 and periodically. Physics on the EV side is kept to what the tests need: the EV's pilot state, a
 contactor with travel time and a mirror contact.
@@ -67,7 +69,7 @@ class SimulatedIoBoard:
     """:class:`sim.devices.interfaces.SimulatedBoard` speaking our I/O board protocol on ``port``."""
 
     def __init__(self, port: str, *, baudrate: int = 115200, keepalive_timeout_s: float = 1.0,
-                 report_interval_s: float = 0.5, contactor_travel_s: float = 0.02,
+                 report_interval_s: float = 0.5, contactor_travel_s: float = 0.02, c1_timeout_s: float = 6.0,
                  protocol_version: tuple[int, int] = (PROTOCOL_MAJOR, PROTOCOL_MINOR),
                  firmware_version: str = "sim-1.0.0", hardware_revision: str = "SIM-A") -> None:
         self.port = port
@@ -75,6 +77,7 @@ class SimulatedIoBoard:
         self.keepalive_timeout_s = keepalive_timeout_s
         self.report_interval_s = report_interval_s
         self.contactor_travel_s = contactor_travel_s
+        self.c1_timeout_s = c1_timeout_s
         self.protocol_version = protocol_version
         self.firmware_version = firmware_version
         self.hardware_revision = hardware_revision
@@ -214,6 +217,7 @@ class SimulatedIoBoard:
         self._permission = False
         self._coil = False
         self._coil_changed_at = time.monotonic()
+        self._c1_since: float | None = None
         self._faults = FaultBit.MCU_WATCHDOG if reason is ResetReason.MCU_WATCHDOG else FaultBit(0)
         self._linked = False
         self._last_host_rx = time.monotonic()
@@ -285,13 +289,29 @@ class SimulatedIoBoard:
             self._permission = False
             logger.warning("sim ioboard %s: blocking faults %#x: permission dropped", self.port, int(blocking))
             self._send(Log(LogLevel.WARNING, f"blocking faults {int(blocking):#x}: permission to energize dropped"))
-        # B7/B8: the coil follows permission, pilot and faults; leaving C/D opens but keeps the permission.
-        self._set_coil(self._permission and self.pilot in (PilotState.C, PilotState.D) and not blocking, now)
+        self._set_coil(self._coil_wanted(blocking, now), now)
         snapshot = (self.pilot, self._pwm, self._coil, self._contact, self._faults)
         if snapshot != self._last_report or now - self._last_report_at >= self.report_interval_s:
             self._last_report, self._last_report_at = snapshot, now
             if self._port.is_open:
                 self._send(self._state_message())
+
+    def _coil_wanted(self, blocking: FaultBit, now: float) -> bool:
+        """B7/B8: closed in C2/D2 (permission, PWM, pilot C/D, no blocking fault); leaving C/D opens but keeps
+        the permission; the PWM stopping with the contactor closed (C1/D1) leaves the EV ``c1_timeout_s``
+        to go to B (IEC 61851-1 Table A.6 sequence 10.2), F opens at once."""
+        ready = self._permission and self.pilot in (PilotState.C, PilotState.D) and not blocking
+        if ready and self._pwm.mode is PwmMode.PWM:
+            coil = True
+        elif ready and self._pwm.mode is PwmMode.X1 and self._coil:
+            if self._c1_since is None:
+                self._c1_since = now
+            coil = now - self._c1_since < self.c1_timeout_s
+        else:
+            coil = False
+        if not coil or self._pwm.mode is not PwmMode.X1:
+            self._c1_since = None
+        return coil
 
     def _hello_message(self) -> BoardHello:
         major, minor = self.protocol_version

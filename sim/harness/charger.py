@@ -28,6 +28,7 @@ from sim.devices.ev import EvModel
 from sim.devices.evse_din import SimulatedEvseDin
 from sim.devices.interfaces import BoardFault, ElectricalState, SimulatedBoard, SimulatedMeter, SimulatedReader
 from sim.devices.ioboard import SimulatedIoBoard
+from sim.devices.ioboard_mcu import McuIoBoard
 from sim.devices.meters import SimulatedModbusMeter
 from sim.devices.pn532 import SimulatedPn532
 from sim.devices.rdm6300 import SimulatedRdm6300
@@ -36,7 +37,7 @@ from sim.devices.serial_wire import Direction, SerialWire
 
 log = logging.getLogger(__name__)
 
-BoardKind = Literal["ioboard", "evse_din"]
+BoardKind = Literal["ioboard", "ioboard-mcu", "evse_din"]
 MeterKind = Literal["sdm630", "sdm120", "abb_b23"]
 ReaderKind = Literal["pn532", "rdm6300"]
 
@@ -124,7 +125,7 @@ class SimulatedConnector:
     @property
     def sensed_pilot(self) -> PilotState:
         """The pilot as the board senses it (an I/O board driving -12 V reads F whatever the EV does)."""
-        if isinstance(self.board, SimulatedIoBoard):
+        if isinstance(self.board, SimulatedIoBoard | McuIoBoard):
             return self.board.pilot
         return self.presented
 
@@ -151,7 +152,7 @@ class SimulatedCharger:
         self.reader: SimulatedReader | None = None
         self.card: str | None = None  # UID on the reader now
         self._rs485: SimulatedRs485Bus | None = None
-        self._closers: list[SimulatedIoBoard | SimulatedPn532 | SimulatedRdm6300] = []
+        self._closers: list[SimulatedIoBoard | McuIoBoard | SimulatedPn532 | SimulatedRdm6300] = []
         self._physics: asyncio.Task[None] | None = None
         self._removal: asyncio.Task[None] | None = None
         self._faults: dict[tuple[str, int | None, str], dict[str, Any]] = {}
@@ -171,7 +172,8 @@ class SimulatedCharger:
                 board = din
             else:
                 wire = await self._wire(f"board{n}")
-                io = SimulatedIoBoard(wire.device_port)
+                # ioboard-mcu: the board's own MicroPython firmware behind the pty instead of the CPython model
+                io = McuIoBoard(wire.device_port) if spec.board == "ioboard-mcu" else SimulatedIoBoard(wire.device_port)
                 await io.start()
                 self._closers.append(io)
                 board = io
@@ -274,7 +276,7 @@ class SimulatedCharger:
         """The line a device hangs on. The RS-485 line is shared by every meter (and EVSE-DIN board)."""
         if device is FaultDevice.RFID:
             return self.wires["reader"]
-        if device is FaultDevice.PILOT and self.spec.board == "ioboard":
+        if device is FaultDevice.PILOT and self.spec.board != "evse_din":
             return self.wires[f"board{connector}"]
         return self.wires["rs485"]
 

@@ -17,6 +17,7 @@ from firmware.config import ConfigError, parse_config
 from firmware.maintenance.access import AGENT_USER
 from firmware.maintenance.bundle import BundleError, VerifiedBundle, verify_bundle
 from firmware.maintenance.selftest import SelftestReport, format_table
+from tools.flashing import mcu
 from tools.flashing.build import build_bundle
 from tools.flashing.target import DirTarget, Progress, Target, TargetError, parse_target
 from tools.flashing.unit import (
@@ -386,6 +387,57 @@ def cmd_selftest(args: argparse.Namespace) -> Exit:
     return Exit.OK if report.ok else Exit.CHECK_FAILED
 
 
+def cmd_mcu(args: argparse.Namespace) -> Exit:
+    started = time.monotonic()
+    try:
+        return _mcu(args, started)
+    except mcu.McuError as exc:
+        raise Fail(Exit.USAGE if exc.kind == "usage" else EXIT_FOR_KIND.get(exc.kind, Exit.TARGET), str(exc)) from None
+
+
+def _mcu(args: argparse.Namespace, started: float) -> Exit:
+    version = mcu.firmware_version()
+    files = mcu.build(args.board)
+    say(f"I/O board firmware {version} for board {args.board}: {len(files)} files, "
+        f"{sum(len(f.data) for f in files)} B")
+    if args.dry_run:
+        for f in files:
+            say(f"  would write {f.path:<18} {len(f.data):>6} B  sha256 {f.sha256[:16]}")
+        say(f"dry run: {args.port} was not opened")
+        return Exit.OK
+    board = mcu.Board(args.port)  # Ctrl-C: the running firmware stops charging, outputs safe
+    try:
+        say(f"connected to the board on {args.port} (its firmware is stopped: outputs safe)")
+        if not args.verify_only:
+            for path in mcu.write(board, files, say):
+                say(f"  removed {path} (left by an earlier firmware)")
+        bad = mcu.verify(board, files)
+    except BaseException:
+        board.close()
+        raise
+    if bad:
+        board.close()
+        raise Fail(Exit.INTERRUPTED, "read back from the board, these files differ from the build: " + "; ".join(bad)
+                   + ("" if args.verify_only else "\nrun the same command again"))
+    say(f"verified: the SHA-256 of all {len(files)} files, computed on the board, match the build")
+    if args.verify_only:
+        board.close()
+        say("verify only: nothing was written; the board stays stopped until it is reset or power-cycled")
+        return Exit.OK
+    restarted = time.monotonic()
+    mcu.restart(board)
+    if args.uart is None:
+        say("restarted; the hello was not checked (give --uart, the board's host UART, to check it)")
+    else:
+        hello = mcu.wait_hello(args.uart, restarted)
+        mcu.check_hello(hello, version)
+        say(f"restarted: BOARD_HELLO on {args.uart} after {time.monotonic() - restarted:.1f} s: firmware "
+            f"{hello.firmware_version}, protocol {hello.proto_major}.{hello.proto_minor}, hardware "
+            f"{hello.hardware_revision}, reset reason {hello.reset_reason.name}")
+    say(f"done in {time.monotonic() - started:.1f} s")
+    return Exit.OK
+
+
 # --- parser ------------------------------------------------------------------------------------------------
 
 
@@ -453,6 +505,17 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="the report as JSON, for scripts")
     t.add_argument("--timeout", type=float, default=5.0, help="seconds per probe (5)")
     t.set_defaults(func=cmd_selftest)
+
+    u = sub.add_parser("mcu", help="flash the I/O board's MicroPython firmware over its USB port",
+                       formatter_class=fmt, epilog=EXIT_CODES_HELP)
+    u.add_argument("port", metavar="PORT", help="the board's USB serial port, e.g. /dev/ttyACM0")
+    u.add_argument("--board", default="rp2040", choices=mcu.boards(),
+                   help="board file of mcu/ioboard/boards/ (default rp2040)")
+    u.add_argument("--uart", metavar="PORT", help="the board's host UART: check the BOARD_HELLO after the restart")
+    u.add_argument("--dry-run", action="store_true", help="build and list what would be written; open nothing")
+    u.add_argument("--verify-only", action="store_true",
+                   help="compare the board's files with the build (hashes computed on the board); write nothing")
+    u.set_defaults(func=cmd_mcu)
     return p
 
 

@@ -1,0 +1,1 @@
+"""evse-agent I/O board firmware (MicroPython): docs/ioboard-firmware.md."""

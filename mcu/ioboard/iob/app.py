@@ -1,0 +1,100 @@
+"""The firmware's main loop: one pass every LOOP_MS, or sooner when the host sent bytes.
+
+Each pass: read the UART and carry out commands, run the host watchdog, sample the pilot and the
+other inputs, let :class:`iob.safety.Safety` decide, drive the outputs, then send the answers and
+reports (after the outputs: an ACK means "done"), feed the hardware watchdog and wait.
+"""
+
+from time import ticks_diff, ticks_ms, ticks_us
+
+from micropython import const
+
+from iob import proto
+from iob.link import Link
+from iob.safety import Safety
+
+LOOP_MS = const(5)
+#: main.py collects between passes once this much is allocated: the collector then never runs in the middle
+#: of a pass (no pause while the pilot is being judged), and the heap stays far from full.
+GC_AT_BYTES = const(48 * 1024)
+
+
+class Firmware:
+    def __init__(self, board):
+        self.board = board
+        now = ticks_ms()
+        board.pilot_output(1000)  # B1: X1 and the coil off before anything is sent
+        board.coil(False)
+        self.reset_reason = board.reset_cause()
+        self.safety = Safety(board.CAPABILITIES, self.reset_reason, now, board.C1_TIMEOUT_MS)
+        if board.CAPABILITIES & proto.CAP_RCD and not board.self_test():
+            self.safety.self_test_failed()
+        self.link = Link(self.safety, board, self.reset_reason, now)
+        self._out = (1000, False)
+        self._rx = bytearray(256)
+        self.passes = 0
+        self.work_us_max = 0
+        self.period_ms_max = 0
+        self.heap_live = 0
+        self._pass_at = now
+        board.wdt_arm(board.WDT_TIMEOUT_MS)
+
+    def step(self):
+        """One pass of the loop (main.py calls it, then collects garbage if due, then :meth:`idle`)."""
+        t0 = ticks_us()
+        now = ticks_ms()
+        period = ticks_diff(now, self._pass_at)
+        if period > self.period_ms_max and self.passes:
+            self.period_ms_max = period
+        self._pass_at = now
+        self._pass(now)
+        self.passes += 1
+        work = ticks_diff(ticks_us(), t0)
+        if work > self.work_us_max:
+            self.work_us_max = work
+
+    def _pass(self, now):
+        board, link, safety = self.board, self.link, self.safety
+        n = board.uart_read(self._rx)
+        if n:
+            link.feed(memoryview(self._rx)[:n], now)
+        link.tick(now)
+        high, low, mirror, rcd, temperature = board.sample()
+        safety.step(now, high, low, mirror, rcd, temperature)
+        permille, coil = safety.output_permille, safety.coil
+        was_permille, was_coil = self._out
+        if coil != was_coil or permille != was_permille:
+            if was_coil and not coil:
+                board.coil(False)  # open first, then change the pilot
+            if permille != was_permille:
+                board.pilot_output(permille)
+            if coil and not was_coil:
+                board.coil(True)  # and close after it (C2: the PWM is already running)
+            self._out = (permille, coil)
+        link.report(now)
+        board.observe(self)
+        data = link.take_tx()
+        if data:
+            board.uart_write(data)
+        if link.reset_requested:
+            board.reset()  # B12: after the ACK went out
+        board.wdt_feed()
+
+
+    def fail_safe(self):
+        """An exception is leaving the loop: coil off, then X1, whatever else is broken. The hardware
+        watchdog, no longer fed, restarts the chip within WDT_TIMEOUT_MS."""
+        try:
+            self.board.coil(False)
+        finally:
+            self.board.pilot_output(1000)
+
+    def maintenance(self):
+        """Ctrl-C on the USB console: outputs safe, and the watchdog fed by the board (a timer) from now on,
+        so a technician's session (flashing) is not cut short by it. Only a reset ends maintenance."""
+        self.fail_safe()
+        self.board.hold_watchdog()
+
+    def idle(self):
+        """Wait for the next pass: LOOP_MS after this one started, sooner when the host sends."""
+        self.board.wait(LOOP_MS - ticks_diff(ticks_ms(), self._pass_at))
