@@ -15,6 +15,7 @@ from ocpp.v201 import call_result
 from firmware.ocpp.rpc import RpcChargePoint, classify_frame, handles
 from firmware.ocpp.v16.dialect import OCPP16
 from firmware.ocpp.v201.dialect import OCPP201
+from tests.test_ocpp16_rpc import Server
 
 
 def test_each_version_spells_its_own_codes() -> None:
@@ -48,31 +49,9 @@ class ChargingStation(RpcChargePoint):
         return call_result.ClearCache(status="Accepted")
 
 
-class Csms:
-    def __init__(self) -> None:
-        self.received: asyncio.Queue[list[Any]] = asyncio.Queue()
-        self.conn: Any = None
-        self.connected = asyncio.Event()
-
-    async def handler(self, conn: Any) -> None:
-        self.conn = conn
-        self.connected.set()
-        async for raw in conn:
-            frame = json.loads(raw)
-            if frame[0] == 2 and frame[2] == "Heartbeat":
-                await conn.send(json.dumps([3, frame[1], {"currentTime": "2026-01-01T00:00:00Z"}]))
-            await self.received.put(frame)
-
-    async def answer_to(self, unique_id: str) -> list[Any]:
-        while True:
-            frame = await asyncio.wait_for(self.received.get(), 10)
-            if frame[1] == unique_id:
-                return frame
-
-
 @pytest.fixture
-async def station() -> AsyncIterator[tuple[Csms, ChargingStation]]:
-    csms = Csms()
+async def station() -> AsyncIterator[tuple[Server, ChargingStation]]:
+    csms = Server()  # the bare peer of the 1.6 RPC tests: raw frames in, what comes back collected
     async with websockets.serve(csms.handler, "127.0.0.1", 0, subprotocols=["ocpp2.0.1"]) as server:
         port = server.sockets[0].getsockname()[1]
         async with websockets.connect(f"ws://127.0.0.1:{port}/CS1", subprotocols=["ocpp2.0.1"]) as ws:
@@ -95,18 +74,18 @@ async def station() -> AsyncIterator[tuple[Csms, ChargingStation]]:
         ('[2,"b6","ClearCache"]', "ProtocolError"),
     ],
 )
-async def test_a_201_station_answers_in_201(station: tuple[Csms, ChargingStation], frame: str,
+async def test_a_201_station_answers_in_201(station: tuple[Server, ChargingStation], frame: str,
                                             code: str | None) -> None:
     csms, _ = station
     await csms.conn.send(frame)
-    answer = await csms.answer_to(json.loads(frame)[1])
+    answer = await csms.expect(json.loads(frame)[1], wait_s=10)
     if code is None:
         assert answer[0] == 3 and answer[2] == {"status": "Accepted"}
     else:
         assert answer[0] == 4 and answer[2] == code, answer
 
 
-async def test_a_201_station_validates_its_calls_against_201(station: tuple[Csms, ChargingStation]) -> None:
+async def test_a_201_station_validates_its_calls_against_201(station: tuple[Server, ChargingStation]) -> None:
     csms, cs = station
     with pytest.raises(OCPPError, match="'idTag' was unexpected"):  # a 1.6-shaped request: refused, unsent
         await cs.call_raw("Authorize", {"idTag": "A"})
