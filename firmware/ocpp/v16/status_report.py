@@ -72,6 +72,19 @@ class StatusReporter:
         if self.online:
             self._offer(self._connector0_payload(utcnow()))
 
+    def charge_point_error(self, error_code: str, info: str) -> bool:
+        """An error of the charge point itself (connector 0) that is an event, not a state — LocalListConflict
+        (§3.5.2): reported at once with connector 0's current status, whatever MinimumStatusDuration says, and
+        every time it happens. The next report of connector 0 (NoError) is news again. Offline there is no
+        one to tell (False): after the reconnect the current status is sent, not this history."""
+        if not self.online:
+            return False
+        payload = {**self._connector0_payload(utcnow()), "errorCode": error_code, "info": info[:50]}
+        self._is_news(payload)
+        self._queue.append(payload)
+        self._wake.set()
+        return True
+
     def set_charge_point_operative(self, operative: bool) -> None:
         """ChangeAvailability on connector 0, kept across restarts."""
         self._charge_point_inoperative = not operative
