@@ -14,8 +14,8 @@ LocalAuthListEnabled, LocalAuthListMaxLength and SendLocalListMaxLength: the aut
   list that would hold more than LocalAuthListMaxLength, an id given twice, a Full update with an entry
   lacking its idTagInfo, or a storage failure; VersionMismatch for a Differential update whose version is not
   above the current one. A request so large that it exceeds the RPC layer's bound on a payload
-  (``firmware.ocpp.rpc.MAX_PAYLOAD_VALUES``, about 1,600 entries) is refused before it gets here, with a
-  CALLERROR OccurrenceConstraintViolation.
+  (``firmware.ocpp.rpc.MAX_PAYLOAD_VALUES``: 1,600 to 2,500 entries, as their fields go) is refused before it gets
+  here, with a CALLERROR OccurrenceConstraintViolation.
 """
 
 from __future__ import annotations
