@@ -571,6 +571,39 @@ def test_ctl_profile_commands(sim: Sim) -> None:
     assert code == control_cli.EXIT_HTTP_ERROR and "Relative" in answer["error"]
 
 
+def test_ctl_local_list_commands(sim: Sim) -> None:
+    wait_until(lambda: sim.state()["csms"]["connected"], what="agent connected")
+    assert run_ctl(sim, "local-list", "version") == (0, {"cp_id": CP, "action": "GetLocalListVersion",
+                                                         "response": {"listVersion": 0}})
+    code, answer = run_ctl(sim, "local-list", "send", "--version", "1", "--entry", "CAFE0001",
+                           "--entry", "CAFE0002:Blocked:FLEET")
+    assert code == 0 and answer["requests"] == [{"version": 1, "update_type": "Full", "entries": 2,
+                                                 "status": "Accepted"}]
+    code, answer = run_ctl(sim, "local-list", "send", "--version", "2", "--differential", "--remove", "CAFE0002")
+    assert code == 0 and answer["response"] == {"status": "Accepted"}
+    sent = [e["payload"] for e in sim.ok("GET", "/csms/transcript?n=50")["entries"]
+            if e["action"] == "SendLocalList" and e["kind"] == "CALL"][-1]
+    assert sent == {"listVersion": 2, "updateType": "Differential", "localAuthorizationList": [{"idTag": "CAFE0002"}]}
+    code, answer = run_ctl(sim, "local-list", "send", "--version", "2", "--differential", "--entry", "CAFE0003")
+    assert code == 0 and answer["response"] == {"status": "VersionMismatch"}  # the charger's answer: a 200
+    code, answer = run_ctl(sim, "local-list", "send", "--version", "10", "--generate", "2500", "--chunk", "1000",
+                           "--status", "Blocked")
+    assert code == 0 and answer["complete"] is True
+    assert [(r["version"], r["update_type"], r["entries"]) for r in answer["requests"]] == [
+        (10, "Full", 1000), (11, "Differential", 1000), (12, "Differential", 500)]
+    assert run_ctl(sim, "local-list", "version")[1]["response"] == {"listVersion": 12}
+    for args in (["--version", "3", "--entry", "X:Bogus"], ["--version", "3", "--generate", "2", "--entry", "X"],
+                 ["--version", "3", "--prefix", "P"], ["--entry", "X"], ["--version", "3", "--entry", "a:b:c:d"]):
+        assert run_ctl(sim, "local-list", "send", *args)[0] == control_cli.EXIT_USAGE, args
+    code, answer = run_ctl(sim, "local-list", "send", "--version", "13", "--differential", "--chunk", "10")
+    assert code == control_cli.EXIT_HTTP_ERROR and "Full" in answer["error"]
+    code, answer = sim.call("POST", "/csms/local-list", {"version": 13, "entries": [{"id_tag": "X", "expiry": "+1"}]})
+    assert code == 400 and "need a status" in answer["error"]
+    # an empty list again: the tests after this one see the charger as they found it
+    assert run_ctl(sim, "local-list", "send", "--version", "13")[1]["response"] == {"status": "Accepted"}
+    assert run_ctl(sim, "local-list", "version")[1]["response"] == {"listVersion": 0}
+
+
 # ---- HTTP -------------------------------------------------------------------------------------------------
 
 def _raw_http(sim: Sim, data: bytes) -> tuple[int, dict[str, Any]]:
