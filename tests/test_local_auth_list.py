@@ -109,6 +109,7 @@ def test_a_closed_database_fails_the_update_without_raising(db: Database) -> Non
     (IdTagInfo(S.BLOCKED), IdTagInfo(S.EXPIRED), True),  # both refuse, for different reasons
     (IdTagInfo(S.ACCEPTED, NOW - timedelta(seconds=1)), IdTagInfo(S.EXPIRED), False),  # expired by its date
     (IdTagInfo(S.ACCEPTED, NOW - timedelta(seconds=1)), IdTagInfo(S.ACCEPTED), True),
+    (IdTagInfo(S.ACCEPTED), IdTagInfo(S.CONCURRENT_TX), False),  # about another transaction, not the id
 ])
 def test_list_conflict(listed: IdTagInfo, answer: IdTagInfo, conflict: bool) -> None:
     assert list_conflict(listed, answer, NOW) is conflict

@@ -118,8 +118,9 @@ def list_conflict(list_entry: IdTagInfo, answer: IdTagInfo, now: datetime) -> bo
     charge point then reports LocalListConflict): the two say different things about whether the id may charge
     now — one valid, the other not, or both not valid for different reasons (Blocked against Expired). An
     expiry date or group that differ while both agree on the status are no conflict: they do not change what a
-    tap does."""
-    return list_entry.effective_status(now) is not answer.effective_status(now)
+    tap does. Nor is an answer ConcurrentTx: it is about the id's other transaction, not about the id."""
+    answered = answer.effective_status(now)
+    return answered is not AuthStatus.CONCURRENT_TX and list_entry.effective_status(now) is not answered
 
 
 # --- glue for the OCPP adapters ------------------------------------------------------------------------
