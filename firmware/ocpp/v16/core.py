@@ -38,11 +38,12 @@ class Core:
         self.accepted = False  # BootNotification accepted in this run of the agent
         self._heartbeat_wake = asyncio.Event()  # HeartbeatInterval changed: recompute the wait now
         self._set_ping_interval = set_ping_interval
+        self._boot_now = asyncio.Event()  # a TriggerMessage asked for BootNotification while not yet accepted
         ctx.keys.on_change(self._changed, {"HeartbeatInterval", "WebSocketPingInterval"})
 
     def _changed(self, key: str, value: str) -> None:
         if key == "WebSocketPingInterval":
-            self._set_ping_interval(float(value))  # from the next connection
+            self._set_ping_interval(float(value))  # on the live connection too (OcppLink.set_ping_interval)
         else:
             self._heartbeat_wake.set()
 
@@ -50,28 +51,51 @@ class Core:
         """BootNotification until Accepted (once per run of the agent, not per reconnect)."""
         if self.accepted:
             return
+        keys = self.ctx.keys
+        while True:
+            self._boot_now.clear()
+            try:
+                answer = await call("BootNotification", self._boot_payload())
+            except (CallErrorReceived, InvalidResponse, TimeoutError) as exc:
+                log.warning("BootNotification failed", extra={"error": str(exc)})
+                await self._until_boot_again(max(keys.get_int("HeartbeatInterval"), 10))
+                continue
+            status, interval = self._answered(answer)
+            if status == "Accepted":
+                self.accepted = True
+                return
+            # Pending / Rejected: only the CSMS may talk now; ask again after the interval it gave (or when it
+            # triggers a BootNotification)
+            await self._until_boot_again(interval if interval > 0 else 30)
+
+    async def triggered_boot(self, call: Callable[[str, dict[str, Any]], Any]) -> None:
+        """TriggerMessage BootNotification (§5.17): before the CSMS accepted us, the boot worker sends it now
+        instead of after the interval; once accepted, one BootNotification is sent here (a Pending or Rejected
+        answer then changes nothing: the CSMS already accepted this run of the agent)."""
+        if not self.accepted:
+            self._boot_now.set()
+            return
+        self._answered(await call("BootNotification", self._boot_payload()))
+
+    def _boot_payload(self) -> dict[str, Any]:
         ident = self.ctx.config.identity
         payload: dict[str, Any] = {"chargePointVendor": ident.vendor, "chargePointModel": ident.model,
                                    "firmwareVersion": ident.firmware_version}
         if ident.serial_number:
             payload["chargePointSerialNumber"] = ident.serial_number
-        keys = self.ctx.keys
-        while True:
-            try:
-                answer = await call("BootNotification", payload)
-            except (CallErrorReceived, InvalidResponse, TimeoutError) as exc:
-                log.warning("BootNotification failed", extra={"error": str(exc)})
-                await asyncio.sleep(max(keys.get_int("HeartbeatInterval"), 10))
-                continue
-            status, interval = answer["status"], int(answer["interval"])
-            log.info("BootNotification answered", extra={"status": status, "interval": interval})
-            if status == "Accepted":
-                if interval > 0:
-                    keys.change("HeartbeatInterval", str(interval))
-                self.accepted = True
-                return
-            # Pending / Rejected: only the CSMS may talk now; ask again after the interval it gave
-            await asyncio.sleep(interval if interval > 0 else 30)
+        return payload
+
+    def _answered(self, answer: dict[str, Any]) -> tuple[str, int]:
+        """A BootNotification's answer: Accepted sets HeartbeatInterval to the interval given (if any)."""
+        status, interval = answer["status"], int(answer["interval"])
+        log.info("BootNotification answered", extra={"status": status, "interval": interval})
+        if status == "Accepted" and interval > 0:
+            self.ctx.keys.change("HeartbeatInterval", str(interval))
+        return status, interval
+
+    async def _until_boot_again(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._boot_now.wait(), seconds)
 
     async def heartbeat(self, call: Callable[[str, dict[str, Any]], Any]) -> None:
         """A connection's Heartbeat worker; HeartbeatInterval 0 turns it off."""
