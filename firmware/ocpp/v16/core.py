@@ -16,7 +16,7 @@ from typing import Any
 
 from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse
 from firmware.ocpp.v16.context import V16Context
-from firmware.ocpp.v16.keys import DAY_S, KeyDefinition, KeyType
+from firmware.ocpp.v16.keys import DAY_S, KeyDefinition, KeyType, phase_rotation_items
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 def keys(number_of_connectors: int) -> list[KeyDefinition]:
     n = number_of_connectors
     return [
-        KeyDefinition("ConnectorPhaseRotation", KeyType.CSL, "0.RST", max_items=n + 1),
+        # not known until a technician (or the CSMS) says: Unknown for every connector
+        KeyDefinition("ConnectorPhaseRotation", KeyType.CSL, ",".join(f"{c}.Unknown" for c in range(1, n + 1)),
+                      max_items=n + 1, items=phase_rotation_items(n)),
         KeyDefinition("ConnectorPhaseRotationMaxLength", KeyType.INT, str(n + 1), readonly=True),
         KeyDefinition("HeartbeatInterval", KeyType.INT, "300", minimum=0, maximum=DAY_S),
         KeyDefinition("NumberOfConnectors", KeyType.INT, str(n), readonly=True),
