@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from firmware.exitcodes import ExitCode
+from firmware.maintenance.privileged import REBOOT_REQUEST
 from tests.station import CP_ID, WAIT_S, Station
 
 CARD = "04A1B2C3"
@@ -39,3 +41,30 @@ async def test_max_energy_on_invalid_id_then_the_energy_stops(tmp_path: Path) ->
         assert s.charger.connector_state(1)["energy_wh"] - invalidated_wh - delivered < 0.5  # stopped for good
         assert not s.calls("StopTransaction", mark)  # StopTransactionOnInvalidId false: the transaction goes on
         assert s.statuses(1, suspended.seq) == ["SuspendedEVSE"]
+
+
+async def test_reset_retries_asks_for_the_reboot_again_then_gives_up(tmp_path: Path) -> None:
+    """The reboot a Hard reset asks for does not happen (the path unit that would act on the request is missing):
+    each start finds the request still there, and asks again by ending its run at once, ResetRetries times in a row;
+    then the agent runs on and boots, the request gone."""
+    run = tmp_path / "run"  # the unit's RuntimeDirectory
+    run.mkdir()
+    async with Station(tmp_path, connectors=1, presets={"ResetRetries": 2}) as s:
+        s.agent_env = {"RUNTIME_DIRECTORY": str(run)}
+        await s.start_agent(supervised=True)
+        mark, seen = s.mark(), len(s.log())
+        assert (await s.csms.reset(CP_ID, "Hard"))["status"] == "Accepted"
+        await s.wait_booted(since=mark)
+        assert s.exit_codes == [ExitCode.RESTART] * 3 and s.starts == 4  # the reset, then two retries
+        lines = s.log()[seen:]
+        retries = [e for e in lines if e.get("msg") == "Hard reset: the controller did not reboot; asking again"]
+        assert [e["retry"] for e in retries] == [1, 2]
+        assert len([e for e in lines if e.get("msg") == "reboot requested"]) == 3
+        assert any(e.get("msg", "").endswith("retries used up, running without the reboot") for e in lines)
+        assert not (run / REBOOT_REQUEST).exists()
+        assert len(s.calls("BootNotification", mark)) == 1  # the retries never got as far as the CSMS
+        # the count starts again: the next Hard reset gets its two retries too
+        mark = s.mark()
+        assert (await s.csms.reset(CP_ID, "Hard"))["status"] == "Accepted"
+        await s.wait_booted(since=mark)
+        assert s.exit_codes == [ExitCode.RESTART] * 6

@@ -118,6 +118,9 @@ class Ocpp16Client:
     def outbox_stats(self) -> OutboxStats:
         return self.ctx.outbox.stats()
 
+    def reset_retries(self) -> int:
+        return self.ctx.keys.get_int("ResetRetries")
+
     # --- connector observer -------------------------------------------------------------------
 
     def record(self, ctrl: ConnectorController, effects: list[Effect], reading: MeterReading | None,
