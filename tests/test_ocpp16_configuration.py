@@ -116,3 +116,19 @@ def test_connector_phase_rotation_default_and_normalized_form(db: Database) -> N
     assert keys.change("ConnectorPhaseRotation", " 02.TSR , 0.RST,1.NotApplicable") is ChangeResult.ACCEPTED
     assert ConfigurationKeys(db, 2).get_list("ConnectorPhaseRotation") == ["2.TSR", "0.RST", "1.NotApplicable"]
     assert keys.get(["ConnectorPhaseRotationMaxLength"])[0][0]["value"] == "3"
+
+
+def test_max_length_keys_bound_their_lists(db: Database) -> None:
+    """Each read-only <Key>MaxLength is what its list key takes: that many items are accepted, one more is not."""
+    keys = ConfigurationKeys(db, 2)
+    for key in ("MeterValuesAlignedData", "MeterValuesSampledData", "StopTxnAlignedData", "StopTxnSampledData"):
+        limit = keys.get_int(key + "MaxLength")
+        assert keys.change(key, ",".join(["Voltage"] * limit)) is ChangeResult.ACCEPTED, key
+        assert keys.change(key, ",".join(["Voltage"] * (limit + 1))) is ChangeResult.REJECTED, key
+    assert keys.change("ConnectorPhaseRotation", "0.RST,1.RST,2.RST") is ChangeResult.ACCEPTED
+    assert keys.get_int("ConnectorPhaseRotationMaxLength") == 3
+    profiles = keys.get_list("SupportedFeatureProfiles")
+    assert 0 < len(profiles) <= keys.get_int("SupportedFeatureProfilesMaxLength")
+    for key in ("MeterValuesAlignedDataMaxLength", "ConnectorPhaseRotationMaxLength",
+                "SupportedFeatureProfilesMaxLength"):
+        assert keys.change(key, "99") is ChangeResult.REJECTED  # read-only
