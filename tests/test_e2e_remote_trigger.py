@@ -87,6 +87,22 @@ async def test_tc_055_a_connector_that_does_not_exist_is_rejected_and_nothing_is
         assert not s.calls("MeterValues", mark) and not s.calls("StatusNotification", mark)
 
 
+async def test_meter_values_of_a_silent_meter_are_rejected(tmp_path: Path) -> None:
+    async with Station(tmp_path, connectors=1) as s:
+        await s.start_agent()
+        mark = s.mark()
+        s.meter_silent(1)
+        await s.wait_status(1, "Available", since=mark, error_code="PowerMeterFailure")
+        for connector in (1, 0, None):  # "will not be sent": no current value to send
+            assert (await _trigger(s, "MeterValues", connector))[0] == "Rejected", connector
+        s.meter_silent(1, False)
+        await s.wait_status(1, "Available", since=mark, error_code="NoError")
+        status, answered = await _trigger(s, "MeterValues", 1)
+        assert status == "Accepted"
+        await s.wait_call("MeterValues", since=answered)
+        assert len(s.calls("MeterValues", mark)) == 1
+
+
 async def test_an_unknown_requested_message_is_not_implemented(tmp_path: Path) -> None:
     async with Station(tmp_path, connectors=1) as s:
         await s.start_agent()

@@ -7,14 +7,15 @@ send when it chooses to.
   Heartbeat, MeterValues and StatusNotification.
 * "The requested message is leading": a connectorId is only looked at for StatusNotification and MeterValues;
   there, one this charge point does not have is ``Rejected`` (OCTT TC_055), and none at all means connector 0 and
-  every connector (for StatusNotification, §5.17's own example).
+  every connector (for StatusNotification, §5.17's own example). MeterValues are also ``Rejected`` ("will not be
+  sent") where no meter concerned has a recent reading.
 * A triggered StatusNotification is the current status, sent even if it is no news and without waiting for
   MinimumStatusDuration (:meth:`StatusReporter.triggered`).
 * Triggered MeterValues are a fresh reading of each connector's meter, the measurands of MeterValuesSampledData
   with context ``Trigger``, with the transactionId of the connector's transaction once the CSMS gave it one.
   Connector 0 is the whole charger, the sum of its connectors' meters (it has no main meter:
-  :func:`~firmware.charger.metering.total_reading`). A connector whose meter cannot give a current reading sends
-  nothing (no value is better than an old one presented as now); nor does connector 0 then.
+  :func:`~firmware.charger.metering.total_reading`). A connector whose meter cannot give a current reading when
+  the message is sent sends nothing (no value is better than an old one presented as now); nor does connector 0.
   They are sent at once, not through the outbox: current values are of no use minutes later behind a backlog.
 * A requestedMessage outside the 1.6 list is ``NotImplemented`` ("unknown or not implemented"), not a CALLERROR
   (:meth:`RemoteTrigger.answer_invalid`).
@@ -55,14 +56,24 @@ class RemoteTrigger:
         self.ctx = ctx
         self.core = core
         self.statuses = statuses
+        self._accepted: dict[str, None] = {}  # unique ids of the TriggerMessages answered Accepted, until sent
 
     def decide(self, requested_message: str, connector_id: int | None) -> str:
         if requested_message not in TRIGGERABLE:
             return "NotImplemented"
-        if requested_message in PER_CONNECTOR and connector_id is not None and connector_id != 0 \
-                and connector_id not in self.ctx.connectors:
+        if requested_message in PER_CONNECTOR and connector_id not in (None, 0, *self.ctx.connectors):
             return "Rejected"
+        if requested_message == "MeterValues" and not self._readable(connector_id):
+            return "Rejected"  # "will not be sent": no meter, or none that can say what it reads now
         return "Accepted"
+
+    def _readable(self, connector_id: int | None) -> bool:
+        """Whether MeterValues for ``connector_id`` can carry current values: that connector's meter has a recent
+        reading; for 0 (the sum) every connector's; without a connectorId, any connector's."""
+        now = utcnow()
+        fresh = [fresh_reading(ctrl, now) is not None for cid, ctrl in self.ctx.connectors.items()
+                 if connector_id in (None, 0, cid)]
+        return any(fresh) if connector_id is None else bool(fresh) and all(fresh)
 
     def answer_invalid(self, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         """§5.17: "If the requested message is unknown or not implemented the Charge Point SHALL return
@@ -79,15 +90,22 @@ class RemoteTrigger:
         return {"status": "NotImplemented"}
 
     @handles(Action.trigger_message)
-    async def _trigger(self, requested_message: str, connector_id: int | None = None, **_: Any) -> Any:
+    async def _trigger(self, requested_message: str, connector_id: int | None = None, *, call_unique_id: str,
+                       **_: Any) -> Any:
         status = self.decide(requested_message, connector_id)
         log.info("TriggerMessage", extra={"requested_message": requested_message, "connector": connector_id,
                                           "status": status})
+        if status == "Accepted":
+            self._accepted[call_unique_id] = None
+            while len(self._accepted) > 64:  # answers that never went out (the link dropped) are not kept forever
+                del self._accepted[next(iter(self._accepted))]
         return call_result.TriggerMessage(status=status)
 
     @after_answering(Action.trigger_message)
-    def _after_trigger(self, requested_message: str, connector_id: int | None = None, **_: Any) -> None:
-        if self.decide(requested_message, connector_id) == "Accepted":  # the answer is on the wire: now the message
+    def _after_trigger(self, requested_message: str, connector_id: int | None = None, *, call_unique_id: str,
+                       **_: Any) -> None:
+        if call_unique_id in self._accepted:  # the Accepted is on the wire: now the message
+            del self._accepted[call_unique_id]
             self.ctx.spawn(self.send(requested_message, connector_id))
 
     async def send(self, requested_message: str, connector_id: int | None) -> None:
