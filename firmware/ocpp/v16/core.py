@@ -2,8 +2,9 @@
 
 BootNotification goes out once per run of the agent (not per reconnect) until Accepted; Pending and Rejected
 are honoured with the interval the CSMS gives, and nothing else is sent meanwhile (the CSMS's own requests
-are answered, as §4.2 allows). Heartbeat is sent after HeartbeatInterval without other traffic of ours; a
-changed interval applies at once.
+are answered, as §4.2 allows; a TriggerMessage for BootNotification sends the next one at once, and after the
+acceptance one more: :mod:`remote_trigger`). Heartbeat is sent after HeartbeatInterval without other traffic of ours;
+a changed interval applies at once, and so does WebSocketPingInterval (on the open connection).
 """
 
 from __future__ import annotations
