@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import ocpp.v16
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -38,7 +39,7 @@ from sim.__main__ import parse_host_port, parse_override
 from sim.csms.transcript import Direction, EntryKind, Transcript
 from sim.devices.ev import EvModel
 from sim.devices.interfaces import BoardFault, ElectricalState
-from sim.harness import control_cli
+from sim.harness import control_api, control_cli
 from sim.harness.agent_supervisor import AgentOutput, AgentSupervisor
 from sim.harness.charger import ChargerSpec, SimulatedCharger, SimulatedConnector, toml_string
 from sim.harness.control_api import ApiError, Body, read_request
@@ -602,6 +603,31 @@ def test_ctl_local_list_commands(sim: Sim) -> None:
     # an empty list again: the tests after this one see the charger as they found it
     assert run_ctl(sim, "local-list", "send", "--version", "13")[1]["response"] == {"status": "Accepted"}
     assert run_ctl(sim, "local-list", "version")[1]["response"] == {"listVersion": 0}
+
+
+def test_ctl_trigger(sim: Sim) -> None:
+    wait_until(lambda: sim.state()["csms"]["connected"], what="agent connected")
+    since = sim.ok("GET", "/csms/transcript?n=1")["next_seq"]
+    code, answer = run_ctl(sim, "trigger", "StatusNotification", "--connector", "2")
+    assert code == 0 and answer["response"] == {"status": "Accepted"}
+    assert answer["request"] == {"requestedMessage": "StatusNotification", "connectorId": 2}
+
+    def triggered() -> bool:
+        entries = sim.ok("GET", f"/csms/transcript?since={since}&n=1000")["entries"]
+        return any(e["action"] == "StatusNotification" and e["kind"] == "CALL" and e["payload"]["connectorId"] == 2
+                   for e in entries)
+    wait_until(triggered, what="the triggered StatusNotification")
+    code, answer = run_ctl(sim, "trigger", "MeterValues", "--connector", "9")
+    assert code == 0 and answer["response"] == {"status": "Rejected"}  # the charge point's answer: a 200
+    assert run_ctl(sim, "trigger", "Heartbeat")[1]["request"] == {"requestedMessage": "Heartbeat"}
+    assert run_ctl(sim, "trigger", "LogStatusNotification")[0] == control_cli.EXIT_USAGE
+    code, answer = sim.call("POST", "/csms/trigger", {"message": "Nope"})
+    assert code == 400 and "message: expected one of" in answer["error"]
+    assert sim.call("POST", "/csms/trigger", {"message": "Heartbeat", "connector": -1})[0] == 400
+    # both lists are the 1.6 schema's
+    schema = json.loads((Path(ocpp.v16.__file__).parent / "schemas" / "TriggerMessage.json").read_text())
+    assert set(control_cli.TRIGGER_MESSAGES) == set(control_api.TRIGGER_MESSAGES) == set(
+        schema["properties"]["requestedMessage"]["enum"])
 
 
 # ---- HTTP -------------------------------------------------------------------------------------------------

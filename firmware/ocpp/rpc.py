@@ -415,6 +415,11 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
         too_much = excess(msg.payload, max_items=self.max_items(msg.action))
         violation = (("OccurrenceConstraintViolation", too_much) if too_much
                      else self.dialect.schema_violation(msg.action, msg.payload))
+        if violation is not None and not too_much and (answer := self.answer_invalid(msg.action, msg.payload)):
+            log.info("CALL outside the schema answered by its feature", extra={
+                "action": msg.action, "description": violation[1], "answer": answer})
+            await self._send(CallResult(msg.unique_id, answer).to_json())
+            return
         if violation is not None:
             code, description = violation
             log.warning("CALL refused before its handler", extra={"action": msg.action, "error_code": code,
@@ -438,6 +443,17 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
             limit: Callable[[str], int | None] | None = getattr(feature, "max_items", None)
             if limit is not None and (items := limit(action)) is not None:
                 return items
+        return None
+
+    def answer_invalid(self, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """The CALLRESULT a feature gives a request that breaks its schema where the specification wants an answer
+        rather than a CALLERROR (1.6 TriggerMessage: an unknown requestedMessage is NotImplemented), as the first
+        feature with an ``answer_invalid(action, payload)`` of its own says; None: the CALLERROR stands."""
+        for feature in self._features:
+            answer: Callable[[str, dict[str, Any]], dict[str, Any] | None] | None = getattr(
+                feature, "answer_invalid", None)
+            if answer is not None and (result := answer(action, payload)) is not None:
+                return result
         return None
 
     async def _send(self, message: str) -> None:

@@ -352,6 +352,12 @@ def _open_transaction(csms: SimulatedCsms, cp_id: str, connector: int) -> int | 
     return max(open_ids, default=None)
 
 
+#: What TriggerMessage may ask for (the 1.6 TriggerMessage schema's list; the library's MessageTrigger also has the
+#: security extension's ExtendedTriggerMessage values).
+TRIGGER_MESSAGES = ("BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification", "Heartbeat",
+                    "MeterValues", "StatusNotification")
+
+
 # ---- the API -------------------------------------------------------------------------------------------
 
 Handler = Callable[[HttpRequest, dict[str, str]], Awaitable[tuple[int, Any]]]
@@ -371,6 +377,7 @@ ENDPOINTS: list[tuple[str, str, str]] = [
     ("POST", "/csms/call", 'builtin CSMS: {"action": "RemoteStartTransaction", "payload": {...}}'),
     ("POST", "/csms/id-tags", 'builtin CSMS: {"id_tag": "04A2B3C4", "status": "Accepted"}'),
     ("GET", "/csms/transcript", "builtin CSMS: frames and events (?n=100, ?since=SEQ)"),
+    ("POST", "/csms/trigger", 'builtin CSMS: TriggerMessage {"message": "StatusNotification", "connector": 1}'),
     ("POST", "/csms/charging-profiles", 'builtin CSMS: SetChargingProfile {"connector": 0, "purpose": '
                                         '"TxDefaultProfile", "periods": [[0, 16], [60, 10]]}'),
     ("POST", "/csms/charging-profiles/clear", 'builtin CSMS: ClearChargingProfile {"id": 3} (no field: all)'),
@@ -404,6 +411,7 @@ class ControlApi:
             ("POST", "/csms/call"): self._csms_call,
             ("POST", "/csms/id-tags"): self._csms_id_tags,
             ("GET", "/csms/transcript"): self._csms_transcript,
+            ("POST", "/csms/trigger"): self._csms_trigger,
             ("POST", "/csms/charging-profiles"): self._profile_set,
             ("POST", "/csms/charging-profiles/clear"): self._profile_clear,
             ("GET", "/csms/composite-schedule"): self._composite_schedule,
@@ -652,6 +660,21 @@ class ControlApi:
         response = await _answer(cp_id, action, csms.call(cp_id, action, payload, timeout_s=timeout_s,
                                                           validate=validate))
         return 200, {"cp_id": cp_id, "action": action, "response": response}
+
+    async def _csms_trigger(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        csms = self._builtin()
+        body = Body(req.body)
+        body.only("message", "connector", "cp_id", "timeout_s")
+        cp_id = body.text("cp_id", self.t.charger.spec.charge_point_id)
+        timeout_s = body.number("timeout_s", csms.response_timeout_s, lo=0.1, hi=600.0)
+        message = body.choice("message", TRIGGER_MESSAGES)
+        connector = body.integer("connector", lo=0, hi=INT32_MAX) if body.has("connector") else None
+        payload: dict[str, Any] = {"requestedMessage": message}
+        if connector is not None:
+            payload["connectorId"] = connector
+        response = await _answer(cp_id, "TriggerMessage", csms.trigger_message(
+            cp_id, message, connector_id=connector, timeout_s=timeout_s))
+        return 200, {"cp_id": cp_id, "action": "TriggerMessage", "request": payload, "response": response}
 
     # ---- smart charging (builtin CSMS) ---------------------------------------------------------------
 

@@ -22,6 +22,10 @@ from typing import Any
 from sim.csms.charging_profiles import KINDS, PURPOSES, RECURRENCIES, UNITS  # stdlib only, like this client
 from sim.csms.local_list import STATUSES
 
+#: What TriggerMessage may ask for (OCPP 1.6 MessageTrigger; the control API checks it too).
+TRIGGER_MESSAGES = ("BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification", "Heartbeat",
+                    "MeterValues", "StatusNotification")
+
 DEFAULT_URL = "http://127.0.0.1:8765"
 ENV_URL = "EVSE_SIM_CONTROL_URL"
 EXIT_OK, EXIT_HTTP_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -118,6 +122,12 @@ def _parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("transcript", help="GET /csms/transcript (builtin CSMS)")
     tr.add_argument("-n", type=int, default=100)
     tr.add_argument("--since", type=int)
+    trig = sub.add_parser("trigger", help="POST /csms/trigger (builtin CSMS): TriggerMessage")
+    trig.add_argument("message", choices=TRIGGER_MESSAGES)
+    trig.add_argument("--connector", type=int, metavar="N",
+                      help="StatusNotification / MeterValues: this connector (0: the charger; default: 0 and all)")
+    trig.add_argument("--cp-id", metavar="ID", help="charge point identity (default: the simulated charger)")
+    trig.add_argument("--call-timeout", type=float, metavar="S", help="seconds to wait for the charge point's answer")
     _profile_parser(sub.add_parser("profile", help="smart charging profiles (builtin CSMS): set, clear, composite"))
     _local_list_parser(sub.add_parser("local-list", help="the charger's local authorization list (builtin CSMS): "
                                                          "send, version"))
@@ -314,6 +324,10 @@ def build_call(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | Non
                                          "status": None if args.status == "remove" else args.status}
     if cmd == "transcript":
         return "GET", "/csms/transcript" + _query(n=args.n, since=args.since), None
+    if cmd == "trigger":
+        body = {"message": args.message, "connector": args.connector, "cp_id": args.cp_id,
+                "timeout_s": args.call_timeout}
+        return "POST", "/csms/trigger", {k: v for k, v in body.items() if v is not None}
     if cmd == "profile":
         return _profile_call(args)
     if cmd == "local-list":

@@ -99,13 +99,27 @@ class StatusReporter:
         self._hold.clear()
         self._last.clear()
         self._queue = [self._connector0_payload(now)]
-        for ctrl in self.connectors.values():
-            m = ctrl.machine
-            self._queue.append(self._payload(ctrl, m.status, m.current_error, "", now))
+        self._queue += [self._current_payload(ctrl, now) for ctrl in self.connectors.values()]
         for payload in self._queue:
             self._is_news(payload)
         self.online = True
         self._wake.set()
+
+    def triggered(self, connector_ids: list[int]) -> list[dict[str, Any]]:
+        """TriggerMessage (§5.17): the current status of each of ``connector_ids`` (0: the charge point), reported
+        even if it tells the CSMS nothing new and without waiting for MinimumStatusDuration. While online they are
+        queued behind what is queued, so an older status never arrives after them; otherwise (BootNotification
+        still pending: there is no status worker yet) they are returned for the caller to send."""
+        now = utcnow()
+        payloads = [self._connector0_payload(now) if c == 0 else self._current_payload(self.connectors[c], now)
+                    for c in connector_ids]
+        for payload in payloads:
+            self._is_news(payload)  # the CSMS is told: later reports compare with this
+        if not self.online:
+            return payloads
+        self._queue += payloads
+        self._wake.set()
+        return []
 
     def disconnected(self) -> None:
         self.online = False
@@ -162,6 +176,10 @@ class StatusReporter:
             payload["vendorId"] = self.vendor_id
             payload["vendorErrorCode"] = vendor_code[:50]
         return payload
+
+    def _current_payload(self, ctrl: ConnectorController, now: datetime) -> dict[str, Any]:
+        m = ctrl.machine
+        return self._payload(ctrl, m.status, m.current_error, "", now)
 
     def _connector0_payload(self, now: datetime) -> dict[str, Any]:
         unavailable = self._charge_point_inoperative and not any(c.machine.operative
