@@ -33,7 +33,7 @@ from firmware.storage.ledger import Ledger
 from firmware.storage.outbox import Outbox
 from firmware.storage.settings import Settings
 from hal.events import EventStream
-from hal.interfaces import MeterReading, PilotState, utcnow
+from hal.interfaces import LockState, MeterReading, PilotState, utcnow
 
 CARD = IdToken("04A1B2C3", IdTokenType.ISO14443)
 
@@ -51,6 +51,10 @@ class FakeBoard:
 
     async def allow_power(self, on: bool) -> None:
         self.commands.append(("allow", on))
+
+    async def set_cable_lock(self, locked: bool) -> LockState:
+        self.commands.append(("lock", locked))
+        return LockState.LOCKED if locked else LockState.UNLOCKED
 
 
 class GatedMeter:

@@ -360,7 +360,7 @@ def _spec_examples() -> list[dict[str, str]]:
 
 def test_spec_example_frames_match_the_codec() -> None:
     examples = _spec_examples()
-    assert len(examples) == 9
+    assert len(examples) == 11
     for ex in examples:
         payload = bytes.fromhex(ex["payload"].split("(")[0])
         crc_hex = ex["crc"].split()[0]

@@ -117,15 +117,16 @@ def faults_by_code(bits: FaultBit) -> dict[FaultCode, frozenset[str]]:
     return {code: frozenset(details) for code, details in active.items()}
 
 
-def contactor_expected(report: StateReport, permission: bool, lock_required: bool = False) -> bool:
+def contactor_expected(report: StateReport, permission: bool, lock_wanted: bool | None = None) -> bool:
     """Whether the board's contactor should be closed (spec B7/B8): state C2/D2 — it holds the permission,
-    the PWM runs, the pilot is C or D and no blocking fault is active — and, once the host has asked for the
-    cable lock (``lock_required``), the lock reports LOCKED (B16). The commanded side of contactor
-    supervision. In C1/D1 (PWM stopped, EV still in C/D) the board keeps a closed contactor for at most
-    T_c1 while the EV goes to B, and closes none: its coil output says which, and is what to expect."""
+    the PWM runs, the pilot is C or D and no blocking fault is active — and, once the host drives the cable
+    lock (``lock_wanted`` not None: its last SET_LOCK), the lock is asked for and reports LOCKED (B16). The
+    commanded side of contactor supervision. In C1/D1 (PWM stopped, EV still in C/D) the board keeps a closed
+    contactor for at most T_c1 while the EV goes to B, and closes none: its coil output says which, and is what
+    to expect."""
     if not (permission and report.pilot in (PilotState.C, PilotState.D) and not report.faults & BLOCKING_FAULTS):
         return False
-    if lock_required and report.lock is not LockState.LOCKED:
+    if lock_wanted is not None and not (lock_wanted and report.lock is LockState.LOCKED):
         return False
     if report.pwm_mode is PwmMode.PWM:
         return True
@@ -681,7 +682,7 @@ class IoBoard:
         """Mirror contact against the state the board should be in (unknown permission: its coil)."""
         permission = self._board_permission
         expected = (report.contactor_cmd if permission is None
-                    else contactor_expected(report, permission, self._lock_wanted is True))
+                    else contactor_expected(report, permission, self._lock_wanted))
         for verdict in self._supervisor.update(now, expected, report.contactor_fb):
             if verdict.active:
                 detail = (f"mirror contact {'closed' if report.contactor_fb else 'open'} for over "
