@@ -75,28 +75,36 @@ async def test_stuck_lock_unlock_failed_with_connector_lock_failure_then_a_retry
         assert cleared.payload["errorCode"] == "NoError"
 
 
-async def test_lock_that_fails_at_the_start_lets_no_power_flow(tmp_path: Path) -> None:
-    """TC_024 (Start Charging Session - Lock Failure): the lock does not engage, so no current is offered and no
-    permission is given (and the board would not close without the lock anyway); the connector goes Faulted with
-    ConnectorLockFailure and the transaction, started when the card was accepted, ends at once without energy."""
+async def test_tc_024_lock_that_fails_at_the_start_starts_no_transaction(tmp_path: Path) -> None:
+    """TC_024 (Start Charging Session - Lock Failure), plug-first and with a remote start: the lock does not
+    engage, so the connector goes Faulted with ConnectorLockFailure, no transaction is started and no current
+    is offered; once the lock works again an UnlockConnector clears the fault and a card starts charging."""
     async with Station(tmp_path, connectors=1) as s:
         s.csms.behaviour.id_tags.accept(CARD_A)
         await s.start_agent()
+        cp = s.spec.charge_point_id
         s.lock_stuck(1)
         mark = s.mark()
         s.ev(1).plug()
         await s.wait_status(1, "Preparing", since=mark)
         await s.tap(CARD_A)
+        await s.wait_call("Authorize", since=mark)
         await s.wait_status(1, "Faulted", since=mark, error_code="ConnectorLockFailure")
-        stop = await s.wait_call("StopTransaction", since=mark)
-        start = s.calls("StartTransaction", mark)[0]
-        assert stop.payload["meterStop"] == start.payload["meterStart"]
-        assert stop.payload["reason"] == "Other"
+        await s.quiet(0.5)
+        assert not s.calls("StartTransaction", mark) and not s.calls("StopTransaction", mark)
+        assert s.statuses(1, mark) == ["Preparing", "Faulted"]
         board = s.charger.connectors[1].board
-        assert board.offered_current_a == 0.0 and not board.contactor_closed
-        assert not s.cable_locked(1)
-        assert "Charging" not in s.statuses(1, mark)
-        assert any(e.get("msg") == "not energizing: the cable lock failed" for e in s.log())
+        assert board.offered_current_a == 0.0 and not board.contactor_closed and not s.cable_locked(1)
+        assert any(e.get("msg") == "transaction not started: the cable lock failed" for e in s.log())
+        # a remote start is refused while the connector is Faulted
+        assert (await s.csms.remote_start_transaction(cp, CARD_A, connector_id=1))["status"] == "Rejected"
+        s.lock_stuck(1, False)
+        mark = s.mark()
+        assert (await s.csms.unlock_connector(cp, 1))["status"] == "Unlocked"
+        await s.wait_status(1, "Preparing", since=mark)
+        await s.tap(CARD_A)
+        await s.wait_status(1, "Charging", since=mark)
+        assert s.cable_locked(1) and len(s.calls("StartTransaction", mark)) == 1
 
 
 async def test_unlock_connector_on_ev_side_disconnect(tmp_path: Path) -> None:

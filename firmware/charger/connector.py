@@ -17,10 +17,15 @@ vehicle that caused the trip is not the charger's call.
 
 The cable lock is driven with its feedback: ``LockCable`` waits until the board reports the lock in the
 commanded position (``EvseBoard.set_cable_lock``). A lock that does not get there is a blocking
-``CONNECTOR_LOCK_FAILURE`` (1.6 ConnectorLockFailure), raised as the next event: a failed lock skips the
-power-up effects of its step (no current offered, no permission: energy never flows to an unlocked
-cable), a failed unlock turns the machine's ``UnlockResult(Unlocked)`` into ``UnlockFailed``. A later lock
-command that reaches its position clears the fault (an operator's UnlockConnector is that new attempt).
+``CONNECTOR_LOCK_FAILURE`` (1.6 ConnectorLockFailure). The lock a transaction starts with is driven
+*before* that step is recorded (no energy is involved yet): if it fails, the step is taken back — the machine
+is restored from the snapshot stored before it — the fault is fed first and the event again after it, so
+the Faulted machine refuses what would have started, no transaction is recorded (OCTT TC_024), and the
+lock is released again (which does not clear the fault). Elsewhere a failed lock skips the power-up effects
+of its step (no current offered, no permission: energy never flows to an unlocked cable) and the fault
+follows as the next event; a failed unlock turns the machine's ``UnlockResult(Unlocked)`` into
+``UnlockFailed``. A later lock command that reaches its position clears the fault (an operator's
+UnlockConnector is that new attempt).
 """
 
 from __future__ import annotations
@@ -125,6 +130,7 @@ class ConnectorController:
         self._unplugged = asyncio.Event()  # pilot went to A: try clearing latched faults now
         self._lock_busy = False  # a LockCable is being carried out: its outcome decides, not the board's events
         self.machine = self._load_machine()
+        self._persisted = json.dumps(self.machine.snapshot())  # the machine as last stored: a step can be taken back
         self.inoperative_by = self._load_availability_holds()
 
     def _load_machine(self) -> SessionMachine:
@@ -222,6 +228,19 @@ class ConnectorController:
                 event = AvailabilityChanged(not holds)
             now = utcnow()
             effects = self.machine.handle(event, now)
+            prelocked = release = False
+            if _starts_locked(effects):
+                failure = await self._drive_lock(True)
+                if failure is None:
+                    prelocked = True
+                else:  # take the step back: the fault first, then the event again (refused while Faulted)
+                    log.warning("transaction not started: the cable lock failed", extra={
+                        "connector": self.id, "event": type(event).__name__, "error": failure})
+                    self.machine = SessionMachine.restore(json.loads(self._persisted), self.config)
+                    effects = self.machine.handle(FaultRaised(FaultCode.CONNECTOR_LOCK_FAILURE, failure,
+                                                              source=self._lock_source, blocking=True), now)
+                    effects += self.machine.handle(event, now)
+                    release = True
             snapshot = json.dumps(self.machine.snapshot())
             reading = None
             if any(isinstance(e, TransactionStarted | TransactionStopped) for e in effects):
@@ -244,12 +263,17 @@ class ConnectorController:
                 log.critical("storage failed while handling an event", extra={
                     "connector": self.id, "db": str(self._db.path), "error": str(exc)})
                 raise
+            self._persisted = snapshot
             self.inoperative_by = holds
-            if not effects:
-                return effects
             lock_failure: str | None = None  # why the last LockCable of this step failed
             lock_moved = False
+            if release:  # the lock may be half-way: give the plug free; this clears nothing (the lock failed its job)
+                await self._drive_lock(False)
+            if not effects:
+                return effects
             for effect in effects:
+                if isinstance(effect, LockCable) and effect.locked and prelocked:
+                    continue  # driven (and confirmed) before the step was recorded
                 if lock_failure is not None and _powers_up(effect):
                     log.warning("not energizing: the cable lock failed", extra={
                         "connector": self.id, "effect": type(effect).__name__})
@@ -424,6 +448,12 @@ class ConnectorController:
                 "power_allowed": self.view.power_allowed, "contactor_closed": self.view.contactor_closed,
                 "cable_locked": m.cable_locked, "cable_held_for_owner": m.cable_held_for is not None,
                 "lock_feedback": None if self.view.lock_state is None else self.view.lock_state.value}
+
+
+def _starts_locked(effects: list[Effect]) -> bool:
+    """The step starts a transaction and locks the cable for it: the lock is driven before the step is recorded."""
+    return (any(isinstance(e, TransactionStarted) for e in effects)
+            and any(isinstance(e, LockCable) and e.locked for e in effects))
 
 
 def _powers_up(effect: Effect) -> bool:
