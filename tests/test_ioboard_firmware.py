@@ -35,6 +35,9 @@ INVALID_AND_EDGE_CASES: list[tuple[bytes, list[Any]]] = [
     (cbor2.dumps({0: 3, 1: 5, 2: 9}), ["invalid", 3, 5]),  # no such mode
     (cbor2.dumps({0: 4, 1: 6, 2: 1}), ["invalid", 2, 6]),  # integer where a boolean is required
     (cbor2.dumps({0: 4, 1: 6, 2: True}), [4, 6, True]),
+    (cbor2.dumps({0: 8, 1: 6, 2: False}), [8, 6, False]),  # SET_LOCK (1.1)
+    (cbor2.dumps({0: 8, 1: 6, 2: 1}), ["invalid", 2, 6]),
+    (cbor2.dumps({0: 8, 1: 6}), ["invalid", 2, 6]),
     (cbor2.dumps({0: 99, 1: 7}), ["invalid", 1, 7]),
     (cbor2.dumps({0: 17, 1: 7}), ["invalid", 1, 7]),  # a board message is not a host command
     (cbor2.dumps({0: 2}), ["invalid", 2, None]),  # no seq
