@@ -160,9 +160,10 @@ class McuIoBoard:
         self.crashes: list[VmExit] = []
         self.boot_times: list[float] = []  # interpreter start -> first byte on the UART, seconds
         #: when a list, what the chip does, in the order it does it (all recorded on the interpreter's thread),
-        #: with time.monotonic(): input samples ("s", (high_mv, low_mv, rcd, temperature_dc)), pilot output
-        #: ("out", permille), coil output ("coil", on), bytes its UART received ("rx", bytes) and sent
-        #: ("tx", bytes), restarts ("boot", ResetReason). For tests of the safety loop.
+        #: with time.monotonic(): input samples ("s", (high_mv, low_mv, rcd, temperature_dc, lock engaged)), pilot
+        #: output ("out", permille), coil output ("coil", on), lock drive ("lock", 0 off | 1 lock | 2 unlock), bytes
+        #: its UART received ("rx", bytes) and sent ("tx", bytes), restarts ("boot", ResetReason). For tests of the
+        #: safety loop.
         self.trace: list[tuple[float, str, object]] | None = None
         self._lock = threading.RLock()
         self._fd: int | None = None
@@ -457,9 +458,9 @@ class McuIoBoard:
         now = time.monotonic()
         mirror = self._contact_now(now)
         temp = HOT_TEMPERATURE_DC if self._overtemp else NORMAL_TEMPERATURE_DC
-        if self.trace is not None:
-            self.trace.append((now, "s", (high, low, self._rcd_present, temp)))
         lock_fb = self._lock_locked_now(now)
+        if self.trace is not None:
+            self.trace.append((now, "s", (high, low, self._rcd_present, temp, lock_fb)))
         return f"{high},{low},{int(mirror)},{int(self._rcd_present)},{temp},{int(lock_fb)}".encode()
 
     def _host_functions(self, gen: int) -> dict[str, HostFunction]:
