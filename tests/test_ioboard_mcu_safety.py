@@ -125,8 +125,9 @@ def _withdraws(command: Envelope) -> bool:
     return isinstance(msg, HostHello) or (isinstance(msg, AllowContactor) and not msg.on)
 
 
-def safety_problems(trace: list[tuple[float, str, object]]) -> tuple[list[tuple[float, str]], int]:
-    """What the firmware did against B7/B8/§4.4, and how often it switched the coil on."""
+def safety_problems(trace: list[tuple[float, str, object]]) -> tuple[list[tuple[float, str]], int, int]:
+    """What the firmware did against B7/B8/B16/§4.4, how often it switched the coil on, and how often with the cable
+    lock asked for (B16 had its say)."""
     events = firmware_io(trace)
     answers = answered_commands(events)
     grants = {j for i, (j, cmd, executed) in answers.items()
@@ -138,7 +139,7 @@ def safety_problems(trace: list[tuple[float, str, object]]) -> tuple[list[tuple[
     lock_wanted: bool | None = None  # the last SET_LOCK the firmware carried out since its start (B16)
 
     coil = False
-    coil_ons = 0
+    coil_ons = locked_ons = 0
     out = 1000
     c1_since: float | None = None  # the PWM stopped with the coil on (C1/D1)
     samples_past_c1 = 0
@@ -182,7 +183,8 @@ def safety_problems(trace: list[tuple[float, str, object]]) -> tuple[list[tuple[
                 reported = msg.faults
         elif kind == "s":
             if coil and must_be_off_by_next_sample:
-                problems.append((t, "coil still on a pass after residual current / overtemperature"))
+                problems.append((t, "coil still on a pass after residual current, overtemperature or the lock "
+                                    "not engaged"))
             high, _low, rcd, temp, engaged = value
             last_sample = value
             if coil and lock_wanted is not None and not (lock_wanted and engaged):
@@ -208,6 +210,7 @@ def safety_problems(trace: list[tuple[float, str, object]]) -> tuple[list[tuple[
             c1_since = None
             if coil:
                 coil_ons += 1
+                locked_ons += lock_wanted is True
                 if last_sample is None or not _sample_ok(last_sample):
                     problems.append((t, f"coil on with sample {last_sample}"))
                 if not _pwm(out):
@@ -216,7 +219,7 @@ def safety_problems(trace: list[tuple[float, str, object]]) -> tuple[list[tuple[
                     problems.append((t, "coil on without a standing permission"))
                 if lock_wanted is not None and not (lock_wanted and last_sample is not None and last_sample[4]):
                     problems.append((t, f"coil on with the lock asked {lock_wanted}, sample {last_sample}"))
-    return problems, coil_ons
+    return problems, coil_ons, locked_ons
 
 
 async def _random_session(board: IoBoard, mcu: McuIoBoard, wire: SerialWire, rng: random.Random) -> None:
@@ -225,7 +228,9 @@ async def _random_session(board: IoBoard, mcu: McuIoBoard, wire: SerialWire, rng
                              "f", "fault", "clear", "silence", "lock", "lock", "stuck"])
         with contextlib.suppress(DeviceError):
             match action:
-                case "charge":  # what a session does: faults gone, offer current, grant, the EV goes to C
+                case "charge":  # what a session does: faults gone, lock, offer current, grant, the EV goes to C
+                    if rng.random() < 0.5:
+                        await board.set_cable_lock(True)
                     if rng.random() < 0.5:
                         for fault in (BoardFault.RCD_TRIP, BoardFault.OVERTEMPERATURE, BoardFault.DIODE_FAILURE):
                             mcu.inject(fault, False)
@@ -281,6 +286,7 @@ async def test_contactor_only_with_permission_c_or_d_and_no_fault_and_opens_with
             await board.close()
             await mcu.close()
     assert not mcu.crashes
-    problems, coil_ons = safety_problems(mcu.trace)
+    problems, coil_ons, locked_ons = safety_problems(mcu.trace)
     assert coil_ons >= 1, "the random session should have charged at least once"
+    assert locked_ons >= 1, "... and at least once with the cable lock asked for"
     assert not problems, problems[:5]
