@@ -135,3 +135,28 @@ async def test_unlock_connector_on_ev_side_disconnect(tmp_path: Path) -> None:
         await s.tap(CARD_A)  # the owner takes the cable back
         await s.wait_status(1, "Available", since=mark)
         assert not s.cable_locked(1)
+
+
+async def test_tc_024_remote_start_then_the_lock_fails_when_the_ev_plugs_in(tmp_path: Path) -> None:
+    """TC_024's own order: RemoteStartTransaction accepted (Preparing), then the EV is plugged in and the lock
+    does not engage: Faulted with ConnectorLockFailure, no StartTransaction; the EV's plug is still seen (an
+    unplug while Faulted is taken in, and the connector is Available once the lock works and is unlocked)."""
+    async with Station(tmp_path, connectors=1, presets={"AuthorizeRemoteTxRequests": "false"}) as s:
+        await s.start_agent()
+        cp = s.spec.charge_point_id
+        s.lock_stuck(1)
+        mark = s.mark()
+        assert (await s.csms.remote_start_transaction(cp, CARD_A, connector_id=1))["status"] == "Accepted"
+        await s.wait_status(1, "Preparing", since=mark)
+        s.ev(1).plug()
+        await s.wait_status(1, "Faulted", since=mark, error_code="ConnectorLockFailure")
+        await s.quiet(0.5)
+        assert not s.calls("StartTransaction", mark)
+        board = s.charger.connectors[1].board
+        assert board.offered_current_a == 0.0 and not board.contactor_closed
+        s.ev(1).unplug()
+        s.lock_stuck(1, False)
+        await s.quiet(0.3)
+        mark = s.mark()
+        assert (await s.csms.unlock_connector(cp, 1))["status"] == "Unlocked"
+        await s.wait_status(1, "Available", since=mark)
