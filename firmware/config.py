@@ -30,6 +30,13 @@ T = TypeVar("T")
 
 METER_MODELS = ("abb_b23", "sdm120", "sdm630")
 BOARD_DRIVERS = ("evse_din", "ioboard")
+#: How the EV is connected to a connector (IEC 61851-1 case B, a socket-outlet, or case C, a tethered cable).
+SOCKET_WITH_LOCK = "socket_with_lock"  # the board drives a cable lock with feedback
+SOCKET_WITHOUT_LOCK = "socket_without_lock"
+TETHERED = "tethered"
+CABLE_KINDS = (SOCKET_WITH_LOCK, SOCKET_WITHOUT_LOCK, TETHERED)
+#: Boards that drive a cable lock: the I/O board (protocol 1.1, CABLE_LOCK). The EVSE-DIN has no lock output.
+LOCK_DRIVERS = ("ioboard",)
 READER_DRIVERS = ("pn532", "rdm6300")
 #: Smallest [storage] max_queued_messages: room for a day of 1-minute meter values of one transaction.
 MIN_QUEUED_MESSAGES = 1000
@@ -103,6 +110,13 @@ class ConnectorConfig:
     meter: MeterConfig | None
     max_current_a: float = 32.0
     phases: int = 3
+    #: one of CABLE_KINDS; default: a socket with a lock where the board drives one, else without
+    cable: str = SOCKET_WITH_LOCK
+
+    @property
+    def cable_lock(self) -> bool:
+        """The connector has a cable lock to drive (UnlockConnector: NotSupported without one)."""
+        return self.cable == SOCKET_WITH_LOCK
 
 
 @dataclass(frozen=True)
@@ -320,7 +334,7 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
 
     connectors: list[ConnectorConfig] = []
     for c in root.tables("connectors"):
-        c.reject_unknown({"id", "board", "meter", "max_current_a", "phases"})
+        c.reject_unknown({"id", "board", "meter", "max_current_a", "phases", "cable"})
         cid = c.integer("id", required=True, lo=1, hi=99)
         if any(x.id == cid for x in connectors):
             raise c.fail("id", "a connector id used only once", cid)
@@ -351,10 +365,16 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
             if meter.bus not in buses:
                 raise mt.fail("bus", f"the name of a [buses.NAME] table ({', '.join(buses) or 'none defined'})",
                               meter.bus)
+        cable = c.text("cable", SOCKET_WITH_LOCK if driver in LOCK_DRIVERS else SOCKET_WITHOUT_LOCK,
+                       choices=CABLE_KINDS)
+        if cable == SOCKET_WITH_LOCK and driver not in LOCK_DRIVERS:
+            raise c.fail("cable", f'"{SOCKET_WITHOUT_LOCK}" or "{TETHERED}": a {driver} board has no cable lock '
+                                  "actuator", cable)
         connectors.append(ConnectorConfig(
             id=cid, board=board, meter=meter,
             max_current_a=c.number("max_current_a", 32.0, lo=6.0, hi=80.0),
             phases=c.integer("phases", 3, lo=1, hi=3),
+            cable=cable,
         ))
     if not connectors:
         raise ConfigError(path, "connectors", "at least one [[connectors]] table")

@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--board", choices=("ioboard", "ioboard-mcu", "evse_din"), default="ioboard",
                     help="ioboard-mcu: the I/O board's MicroPython firmware (mcu/ioboard/) in a real MicroPython "
                          "interpreter behind the pty instead of the CPython model")
+    up.add_argument("--cable", choices=("socket_with_lock", "socket_without_lock", "tethered"),
+                    help="every connector's cable (the agent's [[connectors]] cable; default: a socket with a "
+                         "lock on I/O boards, without one on the EVSE-DIN)")
     up.add_argument("--meter", choices=("sdm630", "sdm120", "abb_b23"), default="sdm630")
     up.add_argument("--reader", choices=("pn532", "rdm6300"), default="pn532")
     up.add_argument("--state-dir", help="agent state, config, logs, control.json (default: a new temp dir)")
@@ -276,7 +279,7 @@ async def _run(args: argparse.Namespace, state_dir: Path, stop: asyncio.Event,
     if args.demo:  # so the demo shows MeterValues while it charges (first boot only, like any preset)
         args.presets.setdefault("MeterValueSampleInterval", "5")
     spec = ChargerSpec(charge_point_id=args.id, connectors=args.connectors, board=args.board,
-                       meter=args.meter, reader=args.reader)
+                       meter=args.meter, reader=args.reader, cable=args.cable)
     charger = SimulatedCharger(spec)
     stack.push_async_callback(charger.close)
     await charger.start()

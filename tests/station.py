@@ -40,11 +40,11 @@ class Station:
     def __init__(self, state_dir: Path, *, connectors: int = 2, board: str = "ioboard", meter: str = "sdm630",
                  reader: str = "pn532", presets: dict[str, Any] | None = None,
                  boot_statuses: list[str] | None = None, heartbeat_interval: int = 300,
-                 storage_dir: Path | None = None, extra_config: str = "") -> None:
+                 storage_dir: Path | None = None, extra_config: str = "", cable: str | None = None) -> None:
         self.state_dir = state_dir
         self.storage_dir = storage_dir or state_dir  # the agent's database (config and log stay in state_dir)
         self.spec = ChargerSpec(charge_point_id=CP_ID, connectors=connectors, board=board,  # type: ignore[arg-type]
-                                meter=meter, reader=reader)  # type: ignore[arg-type]
+                                meter=meter, reader=reader, cable=cable)  # type: ignore[arg-type]
         self.charger = SimulatedCharger(self.spec)
         self.csms = SimulatedCsms(response_timeout_s=WAIT_S, ping_interval_s=None)
         self.presets = {"MeterValueSampleInterval": 0, "HeartbeatInterval": heartbeat_interval, **(presets or {})}
@@ -214,6 +214,15 @@ class Station:
     def inject(self, connector: int, fault: BoardFault, active: bool = True) -> None:
         """A fault on the connector's simulated board (e.g. an RCD trip), seen by the agent over the wire."""
         self.charger.connectors[connector].board.inject(fault, active)
+
+    def lock_stuck(self, connector: int, stuck: bool = True) -> None:
+        """Jam (or free) the cable lock actuator of the connector's simulated I/O board."""
+        self.inject(connector, BoardFault.LOCK_STUCK, stuck)
+
+    def cable_locked(self, connector: int) -> bool:
+        """Whether the connector's lock physically holds the cable (the simulated board's position switch)."""
+        board = self.charger.connectors[connector].board
+        return bool(getattr(board, "cable_locked", False))
 
     def meter_silent(self, connector: int, silent: bool = True) -> None:
         self.charger.connectors[connector].meter.set_silent(silent)

@@ -146,11 +146,11 @@ HONOURED_BY = {
         "test_e2e_delivery.py::test_stop_transaction_the_csms_fails_to_process_is_retried_at_growing_intervals",
     "TransactionMessageRetryInterval":
         "test_e2e_delivery.py::test_stop_transaction_the_csms_fails_to_process_is_retried_at_growing_intervals",
+    "UnlockConnectorOnEVSideDisconnect": "test_e2e_cable_lock.py::test_unlock_connector_on_ev_side_disconnect",
     "WebSocketPingInterval": "test_link_supervision.py::test_a_changed_ping_interval_applies_to_the_open_connection",
 }
 #: Keys reported but not honoured yet, and the work that will: each must move to HONOURED_BY when it lands.
 NOT_YET = {
-    "UnlockConnectorOnEVSideDisconnect": "the cable lock (issue 12, A real cable lock)",
 }
 #: Keys whose change answers RebootRequired (takes effect after a restart). None: each applies at once.
 REBOOT_REQUIRED: set[str] = set()

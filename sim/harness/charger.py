@@ -101,6 +101,8 @@ class ChargerSpec:
     max_current_a: float = 32.0
     ev_max_current_a: float = 32.0
     tick_s: float = 0.05
+    #: the agent's ``cable`` setting for every connector (None: the agent's default for the board)
+    cable: str | None = None
 
 
 @dataclass(frozen=True)
@@ -365,6 +367,8 @@ class SimulatedCharger:
             "pilot": str(c.sensed_pilot),
             "ev_pilot": str(c.presented),
             "contactor_closed": c.board.contactor_closed,
+            # the cable lock's position switch (None: a board without a lock)
+            "cable_locked": c.board.cable_locked if isinstance(c.board, SimulatedIoBoard | McuIoBoard) else None,
             "offered_current_a": round(c.board.offered_current_a, 2),
             "ev_current_a": [round(a, 2) for a in c.electrical.current_a],
             "power_w": round(c.electrical.power_w, 1),
@@ -404,6 +408,8 @@ class SimulatedCharger:
                 lines.append(f'board = {{ driver = "evse_din", bus = "rs485", unit = {BOARD_UNIT_OFFSET + n} }}')
             else:
                 lines.append(f'board = {{ driver = "ioboard", port = {q(self.wires[f"board{n}"].host_port)} }}')
+            if spec.cable is not None:
+                lines.append(f"cable = {q(spec.cable)}")
             lines += [f'meter = {{ model = "{spec.meter}", bus = "rs485", unit = {n}, poll_interval_s = 1.0 }}', ""]
         lines += ["[[readers]]", f'driver = "{spec.reader}"', f"port = {q(self.wires['reader'].host_port)}", ""]
         return "\n".join(lines)

@@ -118,6 +118,7 @@ class RemoteControl:
             return call_result.UnlockConnector(status="NotSupported")
         effects = await ctrl.handle(UnlockRequested())
         result = next((e for e in effects if isinstance(e, UnlockResult)), None)
+        # UNLOCKED only once the lock's feedback said so: the connector turns it into UNLOCK_FAILED otherwise
         status = "UnlockFailed" if result is None else {
             UnlockStatus.UNLOCKED: "Unlocked", UnlockStatus.NOT_SUPPORTED: "NotSupported"}.get(result.status,
                                                                                              "UnlockFailed")
