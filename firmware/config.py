@@ -124,6 +124,7 @@ class OcppConfig:
     response_timeout_s: float = 30.0
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 300.0
+    stable_connection_s: float = 60.0  # up this long after BootNotification: the reconnect back-off resets
     authorization_cache_size: int = DEFAULT_CACHE_CAPACITY  # ids the Authorization Cache keeps (§3.5.1)
 
     def __repr__(self) -> str:  # keep the password out of any log or traceback
@@ -478,7 +479,7 @@ def _parse_ocpp(root: _Reader) -> OcppConfig | None:
     if o is None:
         return None
     o.reject_unknown({"csms_url", "version", "password", "presets", "response_timeout_s", "reconnect_min_s",
-                      "reconnect_max_s", "authorization_cache_size"})
+                      "reconnect_max_s", "stable_connection_s", "authorization_cache_size"})
     url: str = o.text("csms_url", required=True)
     if not url.startswith(("ws://", "wss://")):
         raise o.fail("csms_url", "a ws:// or wss:// URL", url)
@@ -505,6 +506,7 @@ def _parse_ocpp(root: _Reader) -> OcppConfig | None:
         response_timeout_s=o.number("response_timeout_s", 30.0, lo=1.0, hi=600.0),
         reconnect_min_s=mn,
         reconnect_max_s=mx,
+        stable_connection_s=o.number("stable_connection_s", 60.0, lo=0.01, hi=86400.0),
         authorization_cache_size=o.integer("authorization_cache_size", DEFAULT_CACHE_CAPACITY, lo=1, hi=1_000_000),
     )
 

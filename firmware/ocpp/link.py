@@ -5,6 +5,11 @@ Version-agnostic: the OCPP version is only the WebSocket subprotocol it asks for
 password is configured (security profile 1/2), detects a stale link with WebSocket pings
 (WebSocketPingInterval: a ping unanswered for one interval closes the connection), and reconnects with
 exponential back-off and jitter so that a fleet of chargers does not hammer a CSMS that has just come back.
+
+The back-off is not reset by a successful handshake: a CSMS that accepts the WebSocket and closes it at once
+(or refuses our BootNotification) would otherwise be hit about once a second forever. It grows across such
+short connections and is reset only by a connection that the session has marked as accepted
+(:meth:`OcppLink.mark_accepted`, after BootNotification) and that then stayed up for ``stable_after_s``.
 """
 
 from __future__ import annotations
@@ -70,7 +75,9 @@ class OcppLink:
     def __init__(self, base_url: str, identity: str, subprotocol: str, *, password: str | None = None,
                  backoff: Backoff | None = None, ping_interval_s: float | None = 60.0,
                  open_timeout_s: float = 10.0, close_timeout_s: float = 2.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, stable_after_s: float = 60.0) -> None:
+        """``stable_after_s``: how long a connection must stay up after :meth:`mark_accepted` before its end
+        resets the back-off."""
         self.url = charge_point_url(base_url, identity)
         self.identity = identity
         self.subprotocol = subprotocol
@@ -82,6 +89,8 @@ class OcppLink:
         # will never send one: waiting websockets' default 10 s would only delay the reconnect.
         self.close_timeout_s = close_timeout_s
         self.ssl_context = ssl_context
+        self.stable_after_s = stable_after_s
+        self._accepted_at: float | None = None  # loop time the current connection was accepted
         self.connected = asyncio.Event()
         self.connections = 0  # successful connections so far
         self.failures = 0  # failed connection attempts so far
@@ -90,6 +99,16 @@ class OcppLink:
     def set_ping_interval(self, seconds: float) -> None:
         """Applies from the next connection (0 disables pings)."""
         self.ping_interval_s = seconds or None
+
+    def mark_accepted(self) -> None:
+        """The session on the current connection is accepted by the CSMS (BootNotification Accepted, or a
+        reconnect after one): from now on, staying up ``stable_after_s`` makes the connection count as stable."""
+        if self._accepted_at is None:
+            self._accepted_at = asyncio.get_running_loop().time()
+
+    def _was_stable(self) -> bool:
+        accepted = self._accepted_at
+        return accepted is not None and asyncio.get_running_loop().time() - accepted >= self.stable_after_s
 
     async def _open(self) -> ClientConnection:
         headers = {}
@@ -127,7 +146,7 @@ class OcppLink:
                 await asyncio.sleep(delay)
                 continue
             self.connections += 1
-            self.backoff.reset()
+            self._accepted_at = None
             self.connected.set()
             log.info("CSMS connected", extra={"url": self.url, "subprotocol": conn.subprotocol})
             try:
@@ -141,6 +160,10 @@ class OcppLink:
             finally:
                 self.connected.clear()
                 await conn.close()
+            stable = self._was_stable()
+            self._accepted_at = None
+            if stable:
+                self.backoff.reset()
             delay = self.backoff.next_delay()
-            log.info("reconnecting to CSMS", extra={"retry_in_s": round(delay, 2)})
+            log.info("reconnecting to CSMS", extra={"retry_in_s": round(delay, 2), "after_stable_connection": stable})
             await asyncio.sleep(delay)

@@ -75,7 +75,8 @@ class Ocpp16Client:
         self._start_worker: Spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=name))
         self.link = OcppLink(config.ocpp.csms_url, config.charge_point_id, SUBPROTOCOL, password=config.ocpp.password,
                              backoff=Backoff(config.ocpp.reconnect_min_s, config.ocpp.reconnect_max_s),
-                             ping_interval_s=keys.get_int("WebSocketPingInterval") or None)
+                             ping_interval_s=keys.get_int("WebSocketPingInterval") or None,
+                             stable_after_s=config.ocpp.stable_connection_s)
         coordinator = coordinator or Coordinator(connectors, db)
         self.statuses = StatusReporter(connectors, keys, db, VENDOR_ID)
         self.meter_values = MeterValuesReporter(connectors, keys, ctx.outbox, lambda: ctx.wake_delivery())
@@ -155,6 +156,7 @@ class Ocpp16Client:
                 await receiver  # re-raise ConnectionClosed
                 return
             boot.result()
+            self.link.mark_accepted()  # the back-off resets only once this connection has stayed up a while
             self.statuses.connected()
             ctx.online.set()
             delivery = self.transactions.delivery
