@@ -119,7 +119,11 @@ class OcppConfig:
 
     csms_url: str
     version: str = "1.6"
-    password: str | None = None  # HTTP Basic auth (security profile 1); never logged
+    password: str | None = None  # the AuthorizationKey commissioned (HTTP Basic auth, profiles 1/2); never logged
+    security_profile: int = 0  # the profile commissioned (0: none; raised later only by the CSMS)
+    csms_ca: str | None = None  # CentralSystemRootCertificate(s): a PEM file or a directory of them (profiles 2/3)
+    cp_cert: str | None = None  # the charge point's certificate (profile 3), PEM
+    cp_key: str | None = None  # ... and its private key (PEM, mode 0600)
     presets: dict[str, str] = field(default_factory=dict)  # configuration keys set at first boot
     response_timeout_s: float = 30.0
     reconnect_min_s: float = 1.0
@@ -128,7 +132,8 @@ class OcppConfig:
     authorization_cache_size: int = DEFAULT_CACHE_CAPACITY  # ids the Authorization Cache keeps (§3.5.1)
 
     def __repr__(self) -> str:  # keep the password out of any log or traceback
-        return f"OcppConfig(csms_url={self.csms_url!r}, version={self.version!r}, password=***)"
+        return (f"OcppConfig(csms_url={self.csms_url!r}, version={self.version!r}, "
+                f"security_profile={self.security_profile}, password=***)")
 
 
 @dataclass(frozen=True)
@@ -479,7 +484,8 @@ def _parse_ocpp(root: _Reader) -> OcppConfig | None:
     if o is None:
         return None
     o.reject_unknown({"csms_url", "version", "password", "presets", "response_timeout_s", "reconnect_min_s",
-                      "reconnect_max_s", "stable_connection_s", "authorization_cache_size"})
+                      "reconnect_max_s", "stable_connection_s", "authorization_cache_size", "security_profile",
+                      "csms_ca", "cp_cert", "cp_key"})
     url: str = o.text("csms_url", required=True)
     if not url.startswith(("ws://", "wss://")):
         raise o.fail("csms_url", "a ws:// or wss:// URL", url)
@@ -494,6 +500,25 @@ def _parse_ocpp(root: _Reader) -> OcppConfig | None:
     if password is not None and not 16 <= len(password) <= 40:
         # OCPP 1.6 security whitepaper: AuthorizationKey is 16..40 characters; never echo it back
         raise ConfigError(o.file, o.key("password"), "16 to 40 characters (OCPP AuthorizationKey)", "***")
+    tls = url.startswith("wss://")
+    implied = 0 if password is None else (2 if tls else 1)
+    profile = o.integer("security_profile", implied, lo=0, hi=3)
+    csms_ca, cp_cert, cp_key = o.text("csms_ca", None), o.text("cp_cert", None), o.text("cp_key", None)
+    for name, value in (("csms_ca", csms_ca), ("cp_cert", cp_cert), ("cp_key", cp_key)):
+        if value is not None and not Path(value).exists():
+            raise o.fail(name, "an existing file (PEM)" + (" or directory of them" if name == "csms_ca" else ""), value)
+    if profile in (1, 2) and password is None:
+        raise o.fail("security_profile", f"a password (AuthorizationKey) for security profile {profile}", profile)
+    if profile >= 2 and csms_ca is None:
+        raise o.fail("security_profile", f"csms_ca (the CSMS root certificate) for security profile {profile}",
+                     profile)
+    if profile == 3 and (cp_cert is None or cp_key is None):
+        raise o.fail("security_profile", "cp_cert and cp_key (the charge point certificate) for security profile 3",
+                     profile)
+    if profile >= 1 and tls != (profile >= 2):
+        raise o.fail("csms_url", f"a {'wss' if profile >= 2 else 'ws'}:// URL for security profile {profile}", url)
+    if (cp_cert is None) != (cp_key is None):
+        raise o.fail("cp_key" if cp_key is None else "cp_cert", "cp_cert and cp_key given together", "")
     mn = o.number("reconnect_min_s", 1.0, lo=0.01, hi=3600.0)
     mx = o.number("reconnect_max_s", 300.0, lo=0.01, hi=86400.0)
     if mx < mn:
@@ -502,6 +527,10 @@ def _parse_ocpp(root: _Reader) -> OcppConfig | None:
         csms_url=url,
         version=o.text("version", "1.6", choices=("1.6",)),
         password=password,
+        security_profile=profile,
+        csms_ca=csms_ca,
+        cp_cert=cp_cert,
+        cp_key=cp_key,
         presets=presets,
         response_timeout_s=o.number("response_timeout_s", 30.0, lo=1.0, hi=600.0),
         reconnect_min_s=mn,

@@ -16,15 +16,19 @@ Answers to our own CALLs are matched by uniqueId.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import hmac
 import logging
+import ssl
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import quote, unquote, urlsplit
 
@@ -34,8 +38,8 @@ from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action, RegistrationStatus
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed, InvalidHeader
-from websockets.headers import build_www_authenticate_basic, parse_authorization_basic
+from websockets.exceptions import ConnectionClosed
+from websockets.headers import build_www_authenticate_basic
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
@@ -426,6 +430,10 @@ class CsmsSession(ChargePoint):  # type: ignore[misc]  # ocpp ships no type info
     def _on_firmware_status_notification(self, call_unique_id: str, **_: Any) -> Any:
         return self._csms.logic.firmware_status_notification(self.id, self._payloads[call_unique_id])
 
+    @_handles(Action.security_event_notification)
+    def _on_security_event_notification(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.security_event_notification(self.id, self._payloads[call_unique_id])
+
     @_handles(Action.diagnostics_status_notification)
     def _on_diagnostics_status_notification(self, call_unique_id: str, **_: Any) -> Any:
         return self._csms.logic.diagnostics_status_notification(self.id, self._payloads[call_unique_id])
@@ -450,7 +458,9 @@ class SimulatedCsms:
         response_timeout_s: float = 10.0,
         ping_interval_s: float | None = 20.0,
         close_timeout_s: float = 2.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``ssl_context``: serve wss:// with it (:func:`server_tls_context`: security profiles 2 and 3)."""
         if transcript is not None and transcript_path is not None:
             raise ValueError("give transcript or transcript_path, not both")
         self.behaviour = behaviour or CsmsBehaviour()
@@ -463,6 +473,7 @@ class SimulatedCsms:
         self._base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
         self._ping_interval_s = ping_interval_s
         self._close_timeout_s = close_timeout_s
+        self.ssl_context = ssl_context
         self._sessions: dict[str, CsmsSession] = {}
         self._online = True
         self._server: Server | None = None
@@ -475,7 +486,7 @@ class SimulatedCsms:
             self._handle_connection, self._host, self._port,
             subprotocols=[Subprotocol(OCPP16_SUBPROTOCOL)],
             process_request=self._process_request,
-            ping_interval=self._ping_interval_s, close_timeout=self._close_timeout_s,
+            ping_interval=self._ping_interval_s, close_timeout=self._close_timeout_s, ssl=self.ssl_context,
         )
         self._port = self._server.sockets[0].getsockname()[1]
         log.info("CSMS listening", extra={"url": self.url})
@@ -503,7 +514,8 @@ class SimulatedCsms:
     def url(self) -> str:
         """Base URL; a charge point appends ``/<identity>``."""
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"ws://{host}:{self._port}{self._base_path}"
+        scheme = "wss" if self.ssl_context is not None else "ws"
+        return f"{scheme}://{host}:{self._port}{self._base_path}"
 
     def url_for(self, cp_id: str) -> str:
         return f"{self.url}/{quote(cp_id, safe='')}"
@@ -740,17 +752,49 @@ class SimulatedCsms:
                                                          "reason": ws.close_reason})
 
 
+def server_tls_context(cert: str | Path, key: str | Path, *, client_ca: str | Path | None = None,
+                       minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+                       maximum: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED,
+                       ciphers: str | None = None) -> ssl.SSLContext:
+    """A CSMS's TLS: its certificate and key; with ``client_ca`` the charge point must present a certificate
+    issued by it (security profile 3). ``minimum``/``maximum``/``ciphers`` let a test offer what a charge point
+    must refuse (TLS 1.1 only, a cipher suite outside the whitepaper's)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    if minimum < ssl.TLSVersion.TLSv1_2:
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL 3 refuses TLS 1.0/1.1 at its default security level
+    ctx.minimum_version, ctx.maximum_version = minimum, maximum
+    if ciphers is not None:
+        ctx.set_ciphers(ciphers)
+    ctx.load_cert_chain(str(cert), str(key))
+    if client_ca is not None:
+        ctx.load_verify_locations(cafile=str(client_ca))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def basic_auth_password(key: str) -> bytes:
+    """OCTT TC_085: a key of 32..40 hex digits stands for the bytes it encodes; any other key for its UTF-8."""
+    if 32 <= len(key) <= 40 and len(key) % 2 == 0 and all(c in "0123456789abcdefABCDEF" for c in key):
+        return bytes.fromhex(key)
+    return key.encode("utf-8")
+
+
 def _basic_auth_problem(header: str | None, cp_id: str, password: str) -> str | None:
-    """Why HTTP Basic credentials fail security profile 1 (username = identity), or None if they pass."""
+    """Why HTTP Basic credentials fail security profile 1/2 (username = identity), or None if they pass."""
     if header is None:
         return "HTTP Basic authentication required"
     try:
-        username, given = parse_authorization_basic(header)
-    except InvalidHeader:
+        token = header.split(" ", 1)[1] if header[:6].lower() == "basic " else ""
+        user_pass = base64.b64decode(token.strip(), validate=True)
+    except (ValueError, binascii.Error):
         return "malformed Authorization header"
-    # compare both, always, so the timing does not tell which one was wrong
-    user_ok = hmac.compare_digest(username.encode("utf-8", "surrogatepass"), cp_id.encode("utf-8"))
-    pass_ok = hmac.compare_digest(given.encode("utf-8", "surrogatepass"), password.encode("utf-8"))
+    username, sep, given = user_pass.partition(b":")
+    if not token or not sep:
+        return "malformed Authorization header"
+    # compare both, always, so the timing does not tell which one was wrong; the password as bytes (it may
+    # be binary: a hex AuthorizationKey)
+    user_ok = hmac.compare_digest(username, cp_id.encode("utf-8"))
+    pass_ok = hmac.compare_digest(given, basic_auth_password(password))
     return None if user_ok and pass_ok else "invalid credentials"
 
 

@@ -40,6 +40,8 @@ from firmware.ocpp.v16.data_transfer import DataTransfer
 from firmware.ocpp.v16.dialect import OCPP16
 from firmware.ocpp.v16.meter_values import MeterValuesReporter
 from firmware.ocpp.v16.remote_control import RemoteControl
+from firmware.ocpp.v16.security import Security
+from firmware.ocpp.v16.security_events import SecurityEvents
 from firmware.ocpp.v16.session_settings import SessionSettings, session_config_from_keys
 from firmware.ocpp.v16.smart_charging import SmartCharging
 from firmware.ocpp.v16.status_report import StatusReporter
@@ -73,10 +75,14 @@ class Ocpp16Client:
         self.ctx = ctx = V16Context(config, connectors, db, keys, ledger or Ledger(db),
                                     Outbox(db, max_queued=config.max_queued_messages, check=check_queued), request_exit)
         self._start_worker: Spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=name))
-        self.link = OcppLink(config.ocpp.csms_url, config.charge_point_id, SUBPROTOCOL, password=config.ocpp.password,
+        self.security_events = SecurityEvents(ctx)
+        self.security = Security(ctx, self.security_events)
+        self.link = OcppLink(config.ocpp.csms_url, config.charge_point_id, SUBPROTOCOL,
                              backoff=Backoff(config.ocpp.reconnect_min_s, config.ocpp.reconnect_max_s),
                              ping_interval_s=keys.get_int("WebSocketPingInterval") or None,
-                             stable_after_s=config.ocpp.stable_connection_s)
+                             stable_after_s=config.ocpp.stable_connection_s,
+                             settings=self.security.link_settings, on_attempt_failed=self.security.attempt_failed)
+        self.security.reconnect = self.link.reconnect
         coordinator = coordinator or Coordinator(connectors, db)
         self.statuses = StatusReporter(connectors, keys, db, VENDOR_ID)
         self.meter_values = MeterValuesReporter(connectors, keys, ctx.outbox, lambda: ctx.wake_delivery())
@@ -85,7 +91,7 @@ class Ocpp16Client:
         self.transactions = Transactions(ctx, self.meter_values, self.authorization.learn)
         self.data_transfer = DataTransfer(ctx, diagnostics, hardware)
         self._handlers: tuple[object, ...] = (
-            Configuration(keys), self.authorization,
+            Configuration(keys), self.security, self.authorization,
             RemoteControl(ctx, coordinator, self.statuses, smart_charging), self.data_transfer)
         if smart_charging is not None:
             self._handlers += (SmartCharging(smart_charging),)
@@ -157,6 +163,7 @@ class Ocpp16Client:
                 return
             boot.result()
             self.link.mark_accepted()  # the back-off resets only once this connection has stayed up a while
+            self.security.accepted()
             self.statuses.connected()
             ctx.online.set()
             delivery = self.transactions.delivery
