@@ -96,8 +96,23 @@ def _ssl_errors(exc: BaseException) -> list[ssl.SSLError]:
     return found
 
 
-def classify_failure(exc: BaseException) -> TlsFailure | None:
-    """The TLS reason a connection attempt failed, or ``None`` if it did not fail in TLS."""
+def _closed_before_http_response(exc: BaseException) -> bool:
+    e: BaseException | None = exc
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, EOFError | ConnectionResetError):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def classify_failure(exc: BaseException, *, over_tls: bool = False) -> TlsFailure | None:
+    """The TLS reason a connection attempt failed, or ``None`` if it did not fail in TLS.
+
+    With TLS 1.3 a CSMS refuses a client certificate only after our side of the handshake is done; Python's
+    TLS transport drops its alert, and we see the connection closed before the HTTP answer. ``over_tls``: the
+    attempt used TLS, so such a close is reported as a probable refusal of our certificate."""
     for e in _ssl_errors(exc):
         if isinstance(e, ssl.SSLCertVerificationError):
             return TlsFailure(INVALID_CSMS_CERTIFICATE, e.verify_message or str(e))
@@ -109,4 +124,7 @@ def classify_failure(exc: BaseException) -> TlsFailure | None:
         if reason in _CIPHER_REASONS:
             return TlsFailure(INVALID_TLS_CIPHER_SUITE, reason)
         return TlsFailure(None, reason or str(e))
+    if over_tls and _closed_before_http_response(exc):
+        return TlsFailure(None, "connection closed right after the TLS handshake (charge point certificate "
+                                "refused?)", client_certificate_refused=True)
     return None

@@ -758,10 +758,8 @@ def server_tls_context(cert: str | Path, key: str | Path, *, client_ca: str | Pa
                        ciphers: str | None = None) -> ssl.SSLContext:
     """A CSMS's TLS: its certificate and key; with ``client_ca`` the charge point must present a certificate
     issued by it (security profile 3). ``minimum``/``maximum``/``ciphers`` let a test offer what a charge point
-    must refuse (TLS 1.1 only, a cipher suite outside the whitepaper's)."""
+    must refuse: TLS 1.2 only, a cipher suite outside the whitepaper's)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    if minimum < ssl.TLSVersion.TLSv1_2:
-        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL 3 refuses TLS 1.0/1.1 at its default security level
     ctx.minimum_version, ctx.maximum_version = minimum, maximum
     if ciphers is not None:
         ctx.set_ciphers(ciphers)

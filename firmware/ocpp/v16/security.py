@@ -154,7 +154,7 @@ class Security:
 
     def attempt_failed(self, exc: BaseException) -> None:
         """A connection attempt failed: its security event, and the fallback of a profile never confirmed."""
-        failure = tls.classify_failure(exc)
+        failure = tls.classify_failure(exc, over_tls=self.profile >= 2)
         if failure is not None and failure.event is not None:
             self.events.report(failure.event, failure.detail)
         elif failure is not None and failure.client_certificate_refused:
