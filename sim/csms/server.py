@@ -735,7 +735,7 @@ class SimulatedCsms:
         st.connection_count += 1
         st.remote_address = _address(ws.remote_address)
         self.transcript.record(EntryKind.CONNECT, cp_id=cp_id, detail={
-            "remote": st.remote_address, "subprotocol": ws.subprotocol, "path": path})
+            "remote": st.remote_address, "subprotocol": ws.subprotocol, "path": path, **_tls_detail(ws)})
         log.info("charge point connected", extra={"cp_id": cp_id, "remote": st.remote_address,
                                                   "connections": st.connection_count})
         try:
@@ -794,6 +794,17 @@ def _basic_auth_problem(header: str | None, cp_id: str, password: str) -> str | 
     user_ok = hmac.compare_digest(username, cp_id.encode("utf-8"))
     pass_ok = hmac.compare_digest(given, basic_auth_password(password))
     return None if user_ok and pass_ok else "invalid credentials"
+
+
+def _tls_detail(ws: ServerConnection) -> dict[str, Any]:
+    """Over wss://: the TLS version and cipher agreed, and the CN of the client certificate (profile 3)."""
+    sslobj = ws.transport.get_extra_info("ssl_object")
+    if sslobj is None:
+        return {}
+    peer = sslobj.getpeercert() or {}
+    cn = next((value for rdn in peer.get("subject", ()) for key, value in rdn if key == "commonName"), None)
+    cipher = sslobj.cipher()
+    return {"tls": sslobj.version(), "cipher": cipher[0] if cipher else None, "client_certificate": cn}
 
 
 def _address(addr: Any) -> str | None:

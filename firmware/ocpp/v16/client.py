@@ -76,6 +76,7 @@ class Ocpp16Client:
                                     Outbox(db, max_queued=config.max_queued_messages, check=check_queued), request_exit)
         self._start_worker: Spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=name))
         self.security_events = SecurityEvents(ctx)
+        ctx.report_security_event = self.security_events.report
         self.security = Security(ctx, self.security_events)
         self.link = OcppLink(config.ocpp.csms_url, config.charge_point_id, SUBPROTOCOL,
                              backoff=Backoff(config.ocpp.reconnect_min_s, config.ocpp.reconnect_max_s),
@@ -96,6 +97,7 @@ class Ocpp16Client:
         if smart_charging is not None:
             self._handlers += (SmartCharging(smart_charging),)
         self._session_settings = SessionSettings(keys, connectors)
+        self.security_events.report("StartupOfTheDevice", f"evse-agent {config.identity.firmware_version} started")
 
     @property
     def ledger(self) -> Ledger:
