@@ -545,8 +545,9 @@ async def test_commission_security_profile_3_installs_the_certificates(charger: 
     assert agent.ocpp is not None and agent.ocpp.security_profile == 3
     state = charger.root / "var/lib/evse-agent"
     assert agent.ocpp.csms_ca == str(state / "certs/csms-root.pem") and agent.ocpp.cp_key is not None
-    assert Path(agent.ocpp.csms_ca).read_bytes() == pki.csms_root.path.read_bytes()
-    assert Path(agent.ocpp.cp_key).read_bytes() == pki.charge_point.key.read_bytes()
-    assert Path(agent.ocpp.cp_key).stat().st_mode & 0o777 == 0o600
+    installed = {k: state / f"certs/{k}.pem" for k in ("csms-root", "charge-point", "charge-point-key")}
+    assert installed["csms-root"].read_bytes() == pki.csms_root.path.read_bytes()
+    assert installed["charge-point-key"].read_bytes() == pki.charge_point.key.read_bytes()
+    assert installed["charge-point-key"].stat().st_mode & 0o777 == 0o600
     r = await atool("commission", url, "--config", written, "--security-profile", "2")
     assert r.returncode == 78 and "ocpp.security_profile is 3, not 2" in r.stderr
