@@ -33,8 +33,9 @@ _CLIENT_CERT_REASONS = frozenset({"TLSV13_ALERT_CERTIFICATE_REQUIRED", "TLSV1_AL
                                   "SSLV3_ALERT_CERTIFICATE_EXPIRED", "TLSV1_ALERT_ACCESS_DENIED"})
 
 
-class TlsSetupError(Exception):
-    """The charge point's own TLS material is missing or unusable (a commissioning fault, named in the message)."""
+class TlsSetupError(OSError):
+    """The charge point's own TLS material is missing or unusable (a commissioning fault, named in the message).
+    An ``OSError``: to the link, an attempt that could not be made."""
 
 
 @dataclass(frozen=True)

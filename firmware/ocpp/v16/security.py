@@ -27,6 +27,7 @@ from typing import Any
 
 from ocpp.v16.enums import Action
 
+from firmware.ocpp import security_profile
 from firmware.ocpp.link import LinkSettings
 from firmware.ocpp.rpc import after_answering
 from firmware.ocpp.v16.context import V16Context
@@ -47,11 +48,6 @@ KEYS = (
 FALLBACK_AFTER = 3
 _COMMISSIONED = "security.commissioned"  # fingerprint of the configuration file's security settings
 _FALLBACK = "security.fallback_profile"  # the profile before a raise not yet confirmed by a connection ("": none)
-
-
-def with_scheme(url: str, secure: bool) -> str:
-    _scheme, sep, rest = url.partition("://")
-    return f"{'wss' if secure else 'ws'}{sep}{rest}" if sep else url
 
 
 class Security:
@@ -138,19 +134,9 @@ class Security:
 
     def link_settings(self) -> LinkSettings:
         """What the next connection attempt uses: the current profile's scheme, key and TLS context."""
-        o = self.ctx.config.ocpp
-        assert o is not None
-        profile = self.profile
-        if profile == 0:
-            return LinkSettings(o.csms_url, None, None, "no security profile")
-        key = self.ctx.keys.get_str("AuthorizationKey") or None
-        if profile == 1:
-            return LinkSettings(with_scheme(o.csms_url, False), key, None, "security profile 1")
-        assert o.csms_ca is not None, "checked when the profile was set"
-        context = tls.client_context(o.csms_ca, o.cp_cert if profile == 3 else None,
-                                     o.cp_key if profile == 3 else None)
-        return LinkSettings(with_scheme(o.csms_url, True), key if profile == 2 else None, context,
-                            f"security profile {profile}")
+        assert self.ctx.config.ocpp is not None
+        return security_profile.link_settings(self.ctx.config.ocpp, self.profile,
+                                              self.ctx.keys.get_str("AuthorizationKey"))
 
     def attempt_failed(self, exc: BaseException) -> None:
         """A connection attempt failed: its security event, and the fallback of a profile never confirmed."""

@@ -1,0 +1,34 @@
+"""What a connection attempt uses under each OCPP security profile (1.6 security whitepaper; the same three
+profiles in 2.0.1): the URL's scheme, the Basic-auth key, the TLS context. Version-agnostic: the adapter keeps
+the profile and the key as its configuration; the self-test uses the commissioned ones.
+
+0 = none (the URL as configured; a wss:// URL then trusts the system's store), 1 = ws:// + Basic auth,
+2 = wss:// + Basic auth + the CSMS checked against the installed root(s), 3 = wss:// + the charge point's
+certificate (no Basic auth).
+"""
+
+from __future__ import annotations
+
+from firmware.config import OcppConfig
+from firmware.ocpp.link import LinkSettings
+from firmware.security import tls
+
+
+def with_scheme(url: str, secure: bool) -> str:
+    _scheme, sep, rest = url.partition("://")
+    return f"{'wss' if secure else 'ws'}{sep}{rest}" if sep else url
+
+
+def link_settings(config: OcppConfig, profile: int, key: str | None) -> LinkSettings:
+    """Raises :class:`~firmware.security.tls.TlsSetupError` (an ``OSError``) when profile 2/3's files are missing
+    or unusable: a failed attempt, as the link counts it."""
+    if profile == 0:
+        return LinkSettings(config.csms_url, None, None, "no security profile")
+    if profile == 1:
+        return LinkSettings(with_scheme(config.csms_url, False), key or None, None, "security profile 1")
+    if config.csms_ca is None:
+        raise tls.TlsSetupError(f"security profile {profile}: no CentralSystemRootCertificate installed (csms_ca)")
+    context = tls.client_context(config.csms_ca, config.cp_cert if profile == 3 else None,
+                                 config.cp_key if profile == 3 else None)
+    return LinkSettings(with_scheme(config.csms_url, True), (key or None) if profile == 2 else None, context,
+                        f"security profile {profile}")
