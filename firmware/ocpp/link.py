@@ -154,6 +154,11 @@ class OcppLink:
             raise LinkRefused(f"CSMS did not agree to subprotocol {self.subprotocol} (got {conn.subprotocol})")
         return conn
 
+    async def open_connection(self) -> ClientConnection:
+        """One connection attempt with the current settings, without the reconnect loop (self-test, benchmarks).
+        Raises what a failed attempt raises in :meth:`run`."""
+        return await self._open()
+
     async def probe(self) -> str:
         """Open one connection and close it again (the self-test); returns the agreed subprotocol.
         Raises what a failed attempt raises in :meth:`run` (OSError, TimeoutError, WebSocketException,
