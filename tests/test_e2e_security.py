@@ -160,3 +160,49 @@ def test_charge_point_certificate_names_the_charge_point(pki: TlsPki, tmp_path: 
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "SERIAL-9"
     assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "Example CPO"
     assert issued.key.stat().st_mode & 0o777 == 0o600
+
+
+async def test_certificates_installed_listed_and_deleted_over_ocpp(tmp_path: Path, pki: TlsPki) -> None:
+    """TC_075/TC_076/TC_077-style: a new CSMS root installed over OCPP is trusted from the next connection (the
+    CSMS moves to a certificate from it); GetInstalledCertificateIds lists both with edition 3's hash data; the
+    root in use and the commissioned one cannot be deleted; a manufacturer root comes and goes."""
+    from cryptography import x509
+
+    from firmware.security.certstore import hash_data
+    from sim.harness.pki import make_ca
+
+    server = server_tls_context(pki.csms.cert, pki.csms.key)
+    async with Station(tmp_path, connectors=1, csms_ssl=server, ocpp_extra=_ocpp(2, pki)) as s:
+        s.profile.password = KEY
+        await s.start_agent()
+        ids = await s.csms.get_installed_certificate_ids(CP_ID, "CentralSystemRootCertificate")
+        assert ids == {"status": "Accepted", "certificateHashData": [hash_data(pki.csms_root.cert).to_ocpp()]}
+        assert (await s.csms.get_installed_certificate_ids(CP_ID, "ManufacturerRootCertificate")) == {
+            "status": "NotFound"}
+        new_root = make_ca(tmp_path / "new", "New CSMS root")
+        answer = await s.csms.install_certificate(CP_ID, "CentralSystemRootCertificate", new_root.path.read_text())
+        assert answer == {"status": "Accepted"}
+        bad = await s.csms.install_certificate(CP_ID, "CentralSystemRootCertificate", pki.csms.cert.read_text())
+        assert bad == {"status": "Rejected"}  # a server certificate, not a root
+        ids = await s.csms.get_installed_certificate_ids(CP_ID, "CentralSystemRootCertificate")
+        assert len(ids["certificateHashData"]) == 2
+        assert (tmp_path / "certs/central-system-roots").stat().st_mode & 0o777 == 0o700
+
+        # the CSMS moves to a certificate from the new root: the agent's next connection trusts it
+        moved = issue_server_cert(new_root, tmp_path / "new", "moved")
+        server.load_cert_chain(moved.cert, moved.key)
+        mark = s.mark()
+        await s.csms.disconnect(CP_ID)
+        await _wait_connect(s, mark, "a connection to the CSMS's new certificate")
+        await s.csms.wait_connected(CP_ID)
+        in_use = hash_data(new_root.cert).to_ocpp()
+        assert (await s.csms.delete_certificate(CP_ID, in_use)) == {"status": "Failed"}
+        commissioned = hash_data(pki.csms_root.cert).to_ocpp()
+        assert (await s.csms.delete_certificate(CP_ID, commissioned)) == {"status": "Failed"}
+
+        maker = make_ca(tmp_path / "maker", "Manufacturer root")
+        assert (await s.csms.install_certificate(CP_ID, "ManufacturerRootCertificate", maker.path.read_text())) == {
+            "status": "Accepted"}
+        maker_id = hash_data(x509.load_pem_x509_certificate(maker.path.read_bytes())).to_ocpp()
+        assert (await s.csms.delete_certificate(CP_ID, maker_id)) == {"status": "Accepted"}
+        assert (await s.csms.delete_certificate(CP_ID, maker_id)) == {"status": "NotFound"}

@@ -154,6 +154,12 @@ class OcppLink:
             raise LinkRefused(f"CSMS did not agree to subprotocol {self.subprotocol} (got {conn.subprotocol})")
         return conn
 
+    def peer_certificate(self) -> bytes | None:
+        """The CSMS's certificate (DER) on the current connection, if it is over TLS."""
+        conn = self._conn
+        sslobj = conn.transport.get_extra_info("ssl_object") if conn is not None else None
+        return sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+
     async def open_connection(self) -> ClientConnection:
         """One connection attempt with the current settings, without the reconnect loop (self-test, benchmarks).
         Raises what a failed attempt raises in :meth:`run`."""

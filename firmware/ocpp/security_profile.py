@@ -12,6 +12,7 @@ from __future__ import annotations
 from firmware.config import OcppConfig
 from firmware.ocpp.link import LinkSettings
 from firmware.security import tls
+from firmware.security.certstore import CertificateStore
 
 
 def with_scheme(url: str, secure: bool) -> str:
@@ -19,16 +20,19 @@ def with_scheme(url: str, secure: bool) -> str:
     return f"{'wss' if secure else 'ws'}{sep}{rest}" if sep else url
 
 
-def link_settings(config: OcppConfig, profile: int, key: str | None) -> LinkSettings:
+def link_settings(config: OcppConfig, profile: int, key: str | None,
+                  store: CertificateStore | None = None) -> LinkSettings:
     """Raises :class:`~firmware.security.tls.TlsSetupError` (an ``OSError``) when profile 2/3's files are missing
-    or unusable: a failed attempt, as the link counts it."""
+    or unusable: a failed attempt, as the link counts it. ``store``: trust its CSMS roots (the commissioned ones
+    and those installed over OCPP) instead of the configuration's alone."""
     if profile == 0:
         return LinkSettings(config.csms_url, None, None, "no security profile")
     if profile == 1:
         return LinkSettings(with_scheme(config.csms_url, False), key or None, None, "security profile 1")
-    if config.csms_ca is None:
+    if store is None and config.csms_ca is None:
         raise tls.TlsSetupError(f"security profile {profile}: no CentralSystemRootCertificate installed (csms_ca)")
     context = tls.client_context(config.csms_ca, config.cp_cert if profile == 3 else None,
-                                 config.cp_key if profile == 3 else None)
+                                 config.cp_key if profile == 3 else None,
+                                 roots_pem=store.csms_roots_pem() if store is not None else None)
     return LinkSettings(with_scheme(config.csms_url, True), (key or None) if profile == 2 else None, context,
                         f"security profile {profile}")

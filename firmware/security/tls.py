@@ -63,17 +63,24 @@ def read_roots(location: str | Path) -> str:
     return text
 
 
-def client_context(csms_roots: str | Path, client_cert: str | Path | None = None,
-                   client_key: str | Path | None = None) -> ssl.SSLContext:
-    """The TLS context of a profile 2 (no client certificate) or profile 3 connection."""
+def client_context(csms_roots: str | Path | None, client_cert: str | Path | None = None,
+                   client_key: str | Path | None = None, *, roots_pem: str | None = None) -> ssl.SSLContext:
+    """The TLS context of a profile 2 (no client certificate) or profile 3 connection. The CSMS roots: a file or
+    directory (``csms_roots``), or PEM text (``roots_pem``: the certificate store's)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name; no system CAs loaded
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     ctx.set_ciphers(":".join(WHITEPAPER_TLS12_CIPHERS))
+    if roots_pem is None:
+        if csms_roots is None:
+            raise TlsSetupError("no CentralSystemRootCertificate installed")
+        roots_pem = read_roots(csms_roots)
+    elif "-----BEGIN CERTIFICATE-----" not in roots_pem:
+        raise TlsSetupError("no CentralSystemRootCertificate installed")
     try:
-        ctx.load_verify_locations(cadata=read_roots(csms_roots))
+        ctx.load_verify_locations(cadata=roots_pem)
     except ssl.SSLError as exc:
-        raise TlsSetupError(f"CSMS root certificate(s) {csms_roots}: {exc.reason or exc}") from None
+        raise TlsSetupError(f"CSMS root certificate(s) {csms_roots or 'installed'}: {exc.reason or exc}") from None
     if client_cert is not None:
         if client_key is None:
             raise TlsSetupError("a charge point certificate needs its private key")

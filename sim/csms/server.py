@@ -603,6 +603,22 @@ class SimulatedCsms:
             action, payload or {}, timeout_s=self.response_timeout_s if timeout_s is None else timeout_s,
             validate=validate)
 
+    async def install_certificate(self, cp_id: str, certificate_type: str, certificate_pem: str, *,
+                                  timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.install_certificate,
+                               {"certificateType": certificate_type, "certificate": certificate_pem},
+                               timeout_s=timeout_s)
+
+    async def get_installed_certificate_ids(self, cp_id: str, certificate_type: str, *,
+                                            timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.get_installed_certificate_ids, {"certificateType": certificate_type},
+                               timeout_s=timeout_s)
+
+    async def delete_certificate(self, cp_id: str, certificate_hash_data: dict[str, str], *,
+                                 timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.delete_certificate, {"certificateHashData": certificate_hash_data},
+                               timeout_s=timeout_s)
+
     async def remote_start_transaction(self, cp_id: str, id_tag: str, *, connector_id: int | None = None,
                                        charging_profile: dict[str, Any] | None = None,
                                        timeout_s: float | None = None) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from firmware.charger.connector import ConnectorController
@@ -33,6 +34,7 @@ from firmware.ocpp.delivery import LinkUnresponsive
 from firmware.ocpp.link import Backoff, OcppLink
 from firmware.ocpp.rpc import ConnectionLost, RpcChargePoint
 from firmware.ocpp.v16.authorization import Authorization
+from firmware.ocpp.v16.certificates import Certificates
 from firmware.ocpp.v16.configuration import Configuration, ConfigurationKeys
 from firmware.ocpp.v16.context import VENDOR_ID, V16Context
 from firmware.ocpp.v16.core import Core
@@ -46,6 +48,7 @@ from firmware.ocpp.v16.session_settings import SessionSettings, session_config_f
 from firmware.ocpp.v16.smart_charging import SmartCharging
 from firmware.ocpp.v16.status_report import StatusReporter
 from firmware.ocpp.v16.transactions import Transactions, check_queued
+from firmware.security.certstore import CertificateStore
 from firmware.session import Effect, RequestAuthorization, SessionConfig, StatusChanged
 from firmware.storage import Database
 from firmware.storage.ledger import Ledger
@@ -77,7 +80,10 @@ class Ocpp16Client:
         self._start_worker: Spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=name))
         self.security_events = SecurityEvents(ctx)
         ctx.report_security_event = self.security_events.report
-        self.security = Security(ctx, self.security_events)
+        self.certificate_store = CertificateStore(
+            Path(config.state_dir) / "certs", max_certificates=keys.get_int("CertificateStoreMaxLength"),
+            commissioned_csms_roots=config.ocpp.csms_ca)
+        self.security = Security(ctx, self.security_events, self.certificate_store)
         self.link = OcppLink(config.ocpp.csms_url, config.charge_point_id, SUBPROTOCOL,
                              backoff=Backoff(config.ocpp.reconnect_min_s, config.ocpp.reconnect_max_s),
                              ping_interval_s=keys.get_int("WebSocketPingInterval") or None,
@@ -93,6 +99,8 @@ class Ocpp16Client:
         self.data_transfer = DataTransfer(ctx, diagnostics, hardware)
         self._handlers: tuple[object, ...] = (
             Configuration(keys), self.security, self.authorization,
+            Certificates(self.certificate_store, self.link.peer_certificate, lambda: self.security.profile >= 2,
+                         self.security_events.report),
             RemoteControl(ctx, coordinator, self.statuses, smart_charging), self.data_transfer)
         if smart_charging is not None:
             self._handlers += (SmartCharging(smart_charging),)

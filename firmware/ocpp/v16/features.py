@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from firmware.ocpp.v16 import (
     authorization,
+    certificates,
     core,
     meter_values,
     remote_control,
@@ -18,5 +19,6 @@ from firmware.ocpp.v16.keys import KeyDefinition
 
 
 def key_definitions(number_of_connectors: int) -> list[KeyDefinition]:
-    return [*core.keys(number_of_connectors), *authorization.KEYS, *meter_values.KEYS, *remote_control.KEYS,
+    return [*core.keys(number_of_connectors), *authorization.KEYS, *certificates.KEYS, *meter_values.KEYS,
+            *remote_control.KEYS,
             *security.KEYS, *session_settings.KEYS, *smart_charging.KEYS, *status_report.KEYS, *transactions.KEYS]
