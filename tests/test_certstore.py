@@ -88,3 +88,35 @@ def test_delete_refuses_the_root_in_use_and_the_commissioned_ones(tmp_path: Path
     alone = CertificateStore(tmp_path / "alone")
     assert alone.install(CSMS_ROOT, _pem(spare)) is InstallResult.ACCEPTED
     assert alone.delete(hash_data(spare), keep_one_csms_root=True) is DeleteResult.FAILED  # the last one, TLS on
+
+
+def test_a_signed_certificate_is_taken_only_for_the_pending_key_valid_and_chained(tmp_path: Path) -> None:
+    from firmware.security.credentials import ChargePointCredentials
+    from sim.harness.pki import issue_charge_point_cert, sign_csr
+
+    root = make_ca(tmp_path / "root", "CSMS root")
+    other = make_ca(tmp_path / "other", "Other root")
+    soon = issue_charge_point_cert(root, tmp_path / "soon", "CP-9", valid_days=10)
+    creds = ChargePointCredentials(tmp_path / "certs", str(soon.cert), str(soon.key))
+    assert creds.files() == (str(soon.cert), str(soon.key)) and creds.renewal_due()
+    assert creds.accept_signed(sign_csr(root, _any_csr()), [root.cert]) == "no certificate signing request is pending"
+    csr = creds.new_request("CP-9", None)
+    assert creds.pending_key_path.stat().st_mode & 0o777 == 0o600
+    assert creds.accept_signed(sign_csr(root, _any_csr()), [root.cert]) == \
+        "the certificate is not for the key of the pending request"
+    assert creds.accept_signed(sign_csr(other, csr), [root.cert]) == \
+        "the chain does not lead to an installed CSMS root"
+    assert "not valid now" in (creds.accept_signed(sign_csr(root, csr), [root.cert],
+                                                   now=datetime.now(UTC) + timedelta(days=400)) or "")
+    assert creds.accept_signed("garbage", [root.cert]) == "not a PEM certificate chain"
+    assert creds.accept_signed(sign_csr(root, csr), [other.cert, root.cert]) is None
+    assert creds.files() == (str(creds.renewed_path),) * 2 and not creds.renewal_due()
+    assert creds.renewed_path.stat().st_mode & 0o777 == 0o600
+    import ssl
+    ssl.create_default_context().load_cert_chain(creds.renewed_path)  # chain and key in one file, matching
+
+
+def _any_csr() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return x509.CertificateSigningRequestBuilder().subject_name(x509.Name([x509.NameAttribute(
+        NameOID.COMMON_NAME, "x")])).sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()

@@ -206,3 +206,68 @@ async def test_certificates_installed_listed_and_deleted_over_ocpp(tmp_path: Pat
         maker_id = hash_data(x509.load_pem_x509_certificate(maker.path.read_bytes())).to_ocpp()
         assert (await s.csms.delete_certificate(CP_ID, maker_id)) == {"status": "Accepted"}
         assert (await s.csms.delete_certificate(CP_ID, maker_id)) == {"status": "NotFound"}
+
+
+async def test_charge_point_certificate_renewed_through_sign_certificate(tmp_path: Path, pki: TlsPki) -> None:
+    """TC_074: ExtendedTriggerMessage SignChargePointCertificate -> SignCertificate with a CSR for a key made on
+    the controller (CN = serial, O = CpoName) -> CertificateSigned -> a reconnect presenting the new certificate.
+    A certificate for another key is Rejected with InvalidChargePointCertificate."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    from sim.harness.pki import sign_csr
+
+    server = server_tls_context(pki.csms.cert, pki.csms.key, client_ca=pki.csms_root.path)
+    async with Station(tmp_path, connectors=1, csms_ssl=server, ocpp_extra=_ocpp(3, pki, password=None,
+                                                                                 cp_cert=True)) as s:
+        await s.start_agent()
+        first = _connects(s)[0].detail
+        assert first["client_certificate"] == CP_ID
+        assert (await s.csms.change_configuration(CP_ID, "CpoName", "Example CPO"))["status"] == "Accepted"
+        # another key's certificate, before any request: refused
+        stranger = sign_csr(pki.csms_root, _csr_of_another_key())
+        assert (await s.csms.certificate_signed(CP_ID, stranger)) == {"status": "Rejected"}
+
+        answer = await s.csms.extended_trigger_message(CP_ID, "SignChargePointCertificate")
+        assert answer == {"status": "Accepted"}
+        await s.wait_until(lambda: bool(s.csms.state(CP_ID).csrs), what="SignCertificate")
+        csr = x509.load_pem_x509_csr(s.csms.state(CP_ID).csrs[0].encode())
+        assert csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == CP_ID
+        assert csr.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "Example CPO"
+        pending = tmp_path / "certs/charge-point-key.pending.pem"
+        assert pending.stat().st_mode & 0o777 == 0o600
+
+        signed = sign_csr(pki.csms_root, s.csms.state(CP_ID).csrs[0])
+        serial = x509.load_pem_x509_certificate(signed.encode()).serial_number
+        mark = s.mark()
+        assert (await s.csms.certificate_signed(CP_ID, signed)) == {"status": "Accepted"}
+        connect = await _wait_connect(s, mark, "a connection with the renewed certificate")
+        assert int(connect.detail["client_certificate_serial"], 16) == serial
+        renewed = tmp_path / "certs/charge-point-renewed.pem"
+        assert renewed.stat().st_mode & 0o777 == 0o600 and not pending.exists()
+        logged = (tmp_path / "security.log").read_text()
+        assert "InvalidChargePointCertificate" in logged
+        assert (await s.csms.extended_trigger_message(CP_ID, "BootNotification")) == {"status": "NotImplemented"}
+
+
+def _csr_of_another_key() -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CP_ID)])).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+async def test_a_certificate_expiring_within_a_month_is_renewed_by_itself(tmp_path: Path, pki: TlsPki) -> None:
+    expiring = issue_charge_point_cert(pki.csms_root, tmp_path / "expiring", CP_ID, valid_days=20)
+    server = server_tls_context(pki.csms.cert, pki.csms.key, client_ca=pki.csms_root.path)
+    ocpp = (f'security_profile = 3\ncsms_ca = "{pki.csms_root.path}"\ncp_cert = "{expiring.cert}"\n'
+            f'cp_key = "{expiring.key}"\n')
+    async with Station(tmp_path, connectors=1, csms_ssl=server, ocpp_extra=ocpp) as s:
+        await s.start_agent()
+        await s.wait_until(lambda: bool(s.csms.state(CP_ID).csrs), what="SignCertificate a month before expiry")
+        assert len(s.calls("SignCertificate")) == 1

@@ -430,6 +430,10 @@ class CsmsSession(ChargePoint):  # type: ignore[misc]  # ocpp ships no type info
     def _on_firmware_status_notification(self, call_unique_id: str, **_: Any) -> Any:
         return self._csms.logic.firmware_status_notification(self.id, self._payloads[call_unique_id])
 
+    @_handles(Action.sign_certificate)
+    def _on_sign_certificate(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.sign_certificate(self.id, self._payloads[call_unique_id])
+
     @_handles(Action.security_event_notification)
     def _on_security_event_notification(self, call_unique_id: str, **_: Any) -> Any:
         return self._csms.logic.security_event_notification(self.id, self._payloads[call_unique_id])
@@ -607,6 +611,17 @@ class SimulatedCsms:
                                   timeout_s: float | None = None) -> dict[str, Any]:
         return await self.call(cp_id, Action.install_certificate,
                                {"certificateType": certificate_type, "certificate": certificate_pem},
+                               timeout_s=timeout_s)
+
+    async def certificate_signed(self, cp_id: str, certificate_chain: str, *,
+                                 timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.certificate_signed, {"certificateChain": certificate_chain},
+                               timeout_s=timeout_s)
+
+    async def extended_trigger_message(self, cp_id: str, requested_message: str, *, connector_id: int | None = None,
+                                       timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.extended_trigger_message,
+                               _compact(requestedMessage=requested_message, connectorId=connector_id),
                                timeout_s=timeout_s)
 
     async def get_installed_certificate_ids(self, cp_id: str, certificate_type: str, *,
@@ -820,7 +835,8 @@ def _tls_detail(ws: ServerConnection) -> dict[str, Any]:
     peer = sslobj.getpeercert() or {}
     cn = next((value for rdn in peer.get("subject", ()) for key, value in rdn if key == "commonName"), None)
     cipher = sslobj.cipher()
-    return {"tls": sslobj.version(), "cipher": cipher[0] if cipher else None, "client_certificate": cn}
+    return {"tls": sslobj.version(), "cipher": cipher[0] if cipher else None, "client_certificate": cn,
+            "client_certificate_serial": peer.get("serialNumber")}
 
 
 def _address(addr: Any) -> str | None:

@@ -106,11 +106,11 @@ def issue_server_cert(ca: Ca, directory: Path, stem: str = "csms", *, hosts: tup
 
 
 def issue_charge_point_cert(ca: Ca, directory: Path, serial_number: str, cpo_name: str = "evse-agent tests",
-                            stem: str = "charge-point") -> Issued:
+                            stem: str = "charge-point", *, valid_days: int = 365) -> Issued:
     """The charge point's client certificate as the whitepaper names it: CN = serial number, O = CpoName."""
     now = datetime.now(UTC)
     return _issue(ca, directory, stem, _name(serial_number, cpo_name), usage=ExtendedKeyUsageOID.CLIENT_AUTH,
-                  san=None, valid_from=now - timedelta(minutes=5), valid_to=now + timedelta(days=365))
+                  san=None, valid_from=now - timedelta(minutes=5), valid_to=now + timedelta(days=valid_days))
 
 
 def make_tls_pki(directory: Path, charge_point_serial: str | None = None) -> TlsPki:
@@ -119,3 +119,18 @@ def make_tls_pki(directory: Path, charge_point_serial: str | None = None) -> Tls
     csms = issue_server_cert(root, directory)
     cp = issue_charge_point_cert(root, directory, charge_point_serial) if charge_point_serial else None
     return TlsPki(root, csms, cp)
+
+
+def sign_csr(ca: Ca, csr_pem: str, *, valid_days: int = 365) -> str:
+    """What a CSMS's CA does with a charge point's SignCertificate: the certificate for the CSR's key and subject
+    (client authentication), as PEM."""
+    csr = x509.load_pem_x509_csr(csr_pem.encode("ascii"))
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(csr.subject).issuer_name(ca.cert.subject)
+            .public_key(csr.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=valid_days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca.key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+

@@ -49,6 +49,7 @@ from firmware.ocpp.v16.smart_charging import SmartCharging
 from firmware.ocpp.v16.status_report import StatusReporter
 from firmware.ocpp.v16.transactions import Transactions, check_queued
 from firmware.security.certstore import CertificateStore
+from firmware.security.credentials import ChargePointCredentials
 from firmware.session import Effect, RequestAuthorization, SessionConfig, StatusChanged
 from firmware.storage import Database
 from firmware.storage.ledger import Ledger
@@ -83,13 +84,17 @@ class Ocpp16Client:
         self.certificate_store = CertificateStore(
             Path(config.state_dir) / "certs", max_certificates=keys.get_int("CertificateStoreMaxLength"),
             commissioned_csms_roots=config.ocpp.csms_ca)
-        self.security = Security(ctx, self.security_events, self.certificate_store)
+        self.credentials = ChargePointCredentials(Path(config.state_dir) / "certs", config.ocpp.cp_cert,
+                                                  config.ocpp.cp_key)
+        self.security = Security(ctx, self.security_events, self.certificate_store, self.credentials)
         self.link = OcppLink(config.ocpp.csms_url, config.charge_point_id, SUBPROTOCOL,
                              backoff=Backoff(config.ocpp.reconnect_min_s, config.ocpp.reconnect_max_s),
                              ping_interval_s=keys.get_int("WebSocketPingInterval") or None,
                              stable_after_s=config.ocpp.stable_connection_s,
                              settings=self.security.link_settings, on_attempt_failed=self.security.attempt_failed)
         self.security.reconnect = self.link.reconnect
+        self.certificates = Certificates(ctx, self.certificate_store, self.credentials, self.link.peer_certificate,
+                                         lambda: self.security.profile, self.link.reconnect)
         coordinator = coordinator or Coordinator(connectors, db)
         self.statuses = StatusReporter(connectors, keys, db, VENDOR_ID)
         self.meter_values = MeterValuesReporter(connectors, keys, ctx.outbox, lambda: ctx.wake_delivery())
@@ -99,8 +104,7 @@ class Ocpp16Client:
         self.data_transfer = DataTransfer(ctx, diagnostics, hardware)
         self._handlers: tuple[object, ...] = (
             Configuration(keys), self.security, self.authorization,
-            Certificates(self.certificate_store, self.link.peer_certificate, lambda: self.security.profile >= 2,
-                         self.security_events.report),
+            self.certificates,
             RemoteControl(ctx, coordinator, self.statuses, smart_charging), self.data_transfer)
         if smart_charging is not None:
             self._handlers += (SmartCharging(smart_charging),)
@@ -174,6 +178,7 @@ class Ocpp16Client:
             boot.result()
             self.link.mark_accepted()  # the back-off resets only once this connection has stayed up a while
             self.security.accepted()
+            self.certificates.connected()
             self.statuses.connected()
             ctx.online.set()
             delivery = self.transactions.delivery

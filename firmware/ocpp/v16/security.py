@@ -36,6 +36,7 @@ from firmware.ocpp.v16.security_events import SecurityEvents
 from firmware.security import tls
 from firmware.security.authorization_key import MAX_LENGTH, is_valid_authorization_key
 from firmware.security.certstore import CertificateStore
+from firmware.security.credentials import ChargePointCredentials
 from firmware.storage.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,12 @@ _FALLBACK = "security.fallback_profile"  # the profile before a raise not yet co
 class Security:
     """The link's settings per attempt, the security keys' rules, and the events of failed handshakes."""
 
-    def __init__(self, ctx: V16Context, events: SecurityEvents, store: CertificateStore) -> None:
+    def __init__(self, ctx: V16Context, events: SecurityEvents, store: CertificateStore,
+                 credentials: ChargePointCredentials) -> None:
         self.ctx = ctx
         self.events = events
         self.store = store
+        self.credentials = credentials
         self._settings = Settings(ctx.db)
         self.reconnect: Callable[[], Awaitable[None]] | None = None  # the link's, set by the client
         self._reconnect_pending = False
@@ -97,7 +100,7 @@ class Security:
             return "no AuthorizationKey"
         if profile >= 2 and not self.store.csms_roots_pem():
             return "no CentralSystemRootCertificate installed"
-        if profile == 3 and (o.cp_cert is None or o.cp_key is None):
+        if profile == 3 and self.credentials.files() is None:
             return "no charge point certificate"
         return None
 
@@ -133,7 +136,8 @@ class Security:
         """What the next connection attempt uses: the current profile's scheme, key and TLS context."""
         assert self.ctx.config.ocpp is not None
         return security_profile.link_settings(self.ctx.config.ocpp, self.profile,
-                                              self.ctx.keys.get_str("AuthorizationKey"), self.store)
+                                              self.ctx.keys.get_str("AuthorizationKey"), self.store,
+                                              self.credentials.files())
 
     def attempt_failed(self, exc: BaseException) -> None:
         """A connection attempt failed: its security event, and the fallback of a profile never confirmed."""
