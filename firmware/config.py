@@ -146,6 +146,8 @@ class MqttConfig:
     username: str | None = None
     password: str | None = None  # never logged
     ca_file: str | None = None  # mqtts: trust this CA instead of the system's
+    client_cert: str | None = None  # mqtts: the charger's certificate for mutual TLS (PEM) ...
+    client_key: str | None = None  # ... and its key
     client_id: str = ""  # "" : evse-agent-<charge point id>
     base_topic: str = "evse"
     payload_format: str = "json"  # json | cbor
@@ -553,7 +555,8 @@ def _parse_mqtt(root: _Reader, connectors: list[ConnectorConfig], cp_id: str) ->
         return None
     if "+" in cp_id:  # it is a level of every topic: MQTT forbids wildcards in topic names
         raise ConfigError(root.file, "charge_point.id", "no '+' when [mqtt] is configured (MQTT wildcard)", cp_id)
-    m.reject_unknown({"url", "username", "password", "ca_file", "client_id", "base_topic", "payload_format",
+    m.reject_unknown({"url", "username", "password", "ca_file", "client_cert", "client_key", "client_id",
+                      "base_topic", "payload_format",
                       "meter_interval_s", "health_interval_s", "buffer_size", "keepalive_s", "reconnect_min_s",
                       "reconnect_max_s", "discovery", "discovery_prefix", "site_limits", "local_availability",
                       "failsafe_timeout_s", "failsafe_limit_a"})
@@ -574,6 +577,15 @@ def _parse_mqtt(root: _Reader, connectors: list[ConnectorConfig], cp_id: str) ->
         raise m.fail("ca_file", "to be set only with an mqtts:// url", ca_file)
     if ca_file is not None and not Path(ca_file).is_file():
         raise m.fail("ca_file", "an existing CA certificate file (PEM)", ca_file)
+    client_cert, client_key = m.text("client_cert", None), m.text("client_key", None)
+    for name, value in (("client_cert", client_cert), ("client_key", client_key)):
+        if value is not None and not tls:
+            raise m.fail(name, "to be set only with an mqtts:// url", value)
+        if value is not None and not Path(value).is_file():
+            raise m.fail(name, "an existing file (PEM)", value)
+    if (client_cert is None) != (client_key is None):
+        raise m.fail("client_key" if client_key is None else "client_cert", "client_cert and client_key together",
+                     "")
     username = m.text("username", None)
     password = m.text("password", None)
     if password is not None and username is None:
@@ -602,7 +614,8 @@ def _parse_mqtt(root: _Reader, connectors: list[ConnectorConfig], cp_id: str) ->
                      "release it)", timeout)
     return MqttConfig(
         host=str(parts.hostname), port=port if port is not None else (8883 if tls else 1883), tls=tls,
-        username=username, password=password, ca_file=ca_file, client_id=client_id,
+        username=username, password=password, ca_file=ca_file, client_cert=client_cert, client_key=client_key,
+        client_id=client_id,
         base_topic=_mqtt_topic(m, "base_topic", "evse"),
         payload_format=m.text("payload_format", "json", choices=("json", "cbor")),
         meter_interval_s=m.number("meter_interval_s", 10.0, lo=0.1, hi=3600.0),
