@@ -82,6 +82,10 @@ def test_delete_refuses_the_root_in_use_and_the_commissioned_ones(tmp_path: Path
     server = x509.load_pem_x509_certificate(issue_server_cert(other, tmp_path / "other").cert.read_bytes())
     assert store.delete(hash_data(other.cert), in_use=server) is DeleteResult.FAILED  # the root in use
     assert store.delete(hash_data(commissioned.cert)) is DeleteResult.FAILED  # the technician's
+    # TC_076: a copy of the commissioned root installed over OCPP can be deleted again (the commissioned one stays)
+    assert store.install(CSMS_ROOT, _pem(commissioned.cert)) is InstallResult.ACCEPTED
+    assert store.delete(hash_data(commissioned.cert)) is DeleteResult.ACCEPTED
+    assert store.delete(hash_data(commissioned.cert)) is DeleteResult.FAILED
     assert store.delete(hash_data(spare)) is DeleteResult.ACCEPTED
     assert store.delete(hash_data(spare)) is DeleteResult.NOT_FOUND
     assert store.delete(hash_data(other.cert)) is DeleteResult.ACCEPTED  # no longer in use

@@ -184,6 +184,8 @@ async def test_certificates_installed_listed_and_deleted_over_ocpp(tmp_path: Pat
         assert answer == {"status": "Accepted"}
         bad = await s.csms.install_certificate(CP_ID, "CentralSystemRootCertificate", pki.csms.cert.read_text())
         assert bad == {"status": "Rejected"}  # a server certificate, not a root
+        await s.wait_until(lambda: any(e["type"] == "InvalidCentralSystemCertificate" and "root" in e["techInfo"]
+                                       for e in s.csms.state(CP_ID).security_events), what="TC_078's event")
         ids = await s.csms.get_installed_certificate_ids(CP_ID, "CentralSystemRootCertificate")
         assert len(ids["certificateHashData"]) == 2
         assert (tmp_path / "certs/central-system-roots").stat().st_mode & 0o777 == 0o700

@@ -129,16 +129,23 @@ class CertificateStore:
         return "".join(i.cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
                        for i in self.installed(CSMS_ROOT))
 
-    def install(self, use: str, pem: str, now: datetime | None = None) -> InstallResult:
-        if use not in _DIRS:
-            return InstallResult.REJECTED
+    def invalid(self, pem: str, now: datetime | None = None) -> str | None:
+        """Why ``pem`` is not a root certificate the store takes (``None``: it is one)."""
         try:
             cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
         except (ValueError, UnicodeEncodeError):
-            return InstallResult.REJECTED
+            return "not a PEM certificate"
         now = now or datetime.now(UTC)
-        if not _is_root(cert) or not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        if not _is_root(cert):
+            return "not a root (self-signed CA) certificate"
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            return "not valid now"
+        return None
+
+    def install(self, use: str, pem: str, now: datetime | None = None) -> InstallResult:
+        if use not in _DIRS or self.invalid(pem, now) is not None:
             return InstallResult.REJECTED
+        cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
         fingerprint = cert.fingerprint(hashes.SHA256()).hex()
         path = self._dir(use) / f"{fingerprint}.pem"
         if path.exists():
@@ -160,22 +167,31 @@ class CertificateStore:
         return InstallResult.ACCEPTED
 
     def ids(self, use: str) -> list[CertificateHashData]:
-        return [hash_data(i.cert) for i in self.installed(use)]
+        """Each certificate once (a commissioned root may also have been installed over OCPP)."""
+        return list(dict.fromkeys(hash_data(i.cert) for i in self.installed(use)))
 
     def delete(self, wanted: CertificateHashData, *, in_use: x509.Certificate | None = None,
                keep_one_csms_root: bool = False) -> DeleteResult:
-        """``in_use``: the CSMS's certificate on the current connection (its issuer is the root in use);
-        ``keep_one_csms_root``: a TLS profile is active, so the last CSMS root is in use whatever it is."""
+        """``in_use``: the CSMS's certificate on the current connection; ``keep_one_csms_root``: a TLS profile is
+        active. ``Failed`` when the deletion would leave no root for the CSMS in use (no other installed root of
+        the same subject as its issuer), no CSMS root at all while TLS is on, or when only a commissioned copy
+        matches (the technician's, replaced by commissioning). An installed copy of a commissioned root can go."""
         if wanted.hash_algorithm not in _HASHES:
             return DeleteResult.NOT_FOUND
-        matches = [i for i in self.installed() if hash_data(i.cert, algorithm=wanted.hash_algorithm) == wanted]
+        everything = self.installed()
+        matches = [i for i in everything if hash_data(i.cert, algorithm=wanted.hash_algorithm) == wanted]
         if not matches:
             return DeleteResult.NOT_FOUND
-        target = matches[0]
+        deletable = [i for i in matches if not i.commissioned]
+        if not deletable:
+            return DeleteResult.FAILED
+        target = deletable[0]
         if target.use == CSMS_ROOT:
-            roots = self.installed(CSMS_ROOT)
-            if target.commissioned or (in_use is not None and in_use.issuer == target.cert.subject) or \
-                    (keep_one_csms_root and len(roots) <= 1):
+            left = [i for i in everything if i.use == CSMS_ROOT and i.path != target.path]
+            if in_use is not None and in_use.issuer == target.cert.subject and \
+                    not any(i.cert.subject == in_use.issuer for i in left):
+                return DeleteResult.FAILED
+            if keep_one_csms_root and not left:
                 return DeleteResult.FAILED
         try:
             target.path.unlink()

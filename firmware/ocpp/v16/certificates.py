@@ -3,7 +3,8 @@ InstallCertificate, DeleteCertificate and GetInstalledCertificateIds on the char
 :class:`~firmware.security.certstore.CertificateStore`.
 
 * InstallCertificate: a CentralSystemRootCertificate or ManufacturerRootCertificate; ``Rejected`` for what is not
-  a valid, current root certificate, and when the store holds CertificateStoreMaxLength certificates already.
+  a valid, current root certificate (a CSMS root: with the event InvalidCentralSystemCertificate, TC_078), and
+  when the store holds CertificateStoreMaxLength certificates already.
   A new CSMS root is trusted from the next connection on.
 * DeleteCertificate: by edition 3's hash data; ``Failed`` for the CSMS root in use (the issuer of the CSMS's
   certificate on this connection, or the last one while a TLS profile is active) and for a root commissioned
@@ -159,6 +160,8 @@ class Certificates:
         log.info("InstallCertificate", extra={"type": certificate_type, "status": result.value})
         if result.value == "Accepted":
             self._report("ReconfigurationOfSecurityParameters", f"{certificate_type} installed")
+        elif certificate_type == CSMS_ROOT and (why := self.store.invalid(certificate)) is not None:
+            self._report("InvalidCentralSystemCertificate", f"InstallCertificate: {why}")  # TC_078: sent
         return call_result.InstallCertificate(status=result.value)
 
     @handles(Action.delete_certificate)
