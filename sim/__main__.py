@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ import signal
 import ssl
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -181,6 +183,7 @@ class _Security:
     cp_cert: str | None = None
     cp_key: str | None = None
     server_tls: ssl.SSLContext | None = None
+    csr_signer: Callable[[str], str] | None = None  # the builtin CSMS signs the charge point's CSRs with its CA
     generated: list[str] = dataclasses.field(default_factory=list)  # what was generated, for the banner
 
 
@@ -198,7 +201,7 @@ def _settle_security(args: argparse.Namespace, state_dir: Path, password: str | 
         sec.generated.append(f"AuthorizationKey in {state_dir / 'authorization-key'}")
     if profile >= 2:
         from sim.csms.server import server_tls_context
-        from sim.harness.pki import make_tls_pki
+        from sim.harness.pki import make_tls_pki, sign_csr
 
         server_cert, server_key = args.csms_tls_cert, args.csms_tls_key
         client_ca: str | Path | None = sec.csms_ca
@@ -207,6 +210,7 @@ def _settle_security(args: argparse.Namespace, state_dir: Path, password: str | 
                                sec.cp_cert is None else None)
             server_cert, server_key, sec.csms_ca = pki.csms.cert, pki.csms.key, str(pki.csms_root.path)
             client_ca = pki.csms_root.path
+            sec.csr_signer = functools.partial(sign_csr, pki.csms_root)
             if pki.charge_point is not None:
                 sec.cp_cert, sec.cp_key = str(pki.charge_point.cert), str(pki.charge_point.key)
             sec.generated.append(f"test PKI in {state_dir / 'pki'}")
@@ -285,7 +289,8 @@ def _setup_logging(level: str, demo: bool, state_dir: Path, stack: contextlib.Ex
 
 
 async def _start_builtin_csms(args: argparse.Namespace, state_dir: Path, password: str | None,
-                              server_tls: ssl.SSLContext | None = None) -> SimulatedCsms:
+                              server_tls: ssl.SSLContext | None = None,
+                              csr_signer: Callable[[str], str] | None = None) -> SimulatedCsms:
     import tomllib
 
     from sim.csms.behaviour import ChargePointProfile, CsmsBehaviour
@@ -305,7 +310,8 @@ async def _start_builtin_csms(args: argparse.Namespace, state_dir: Path, passwor
             boot_statuses=p.boot_statuses, heartbeat_interval=p.heartbeat_interval,
             boot_retry_interval=p.boot_retry_interval, password=password)
     csms = SimulatedCsms("127.0.0.1", args.csms_port, behaviour=behaviour,
-                         transcript_path=str(state_dir / "csms-transcript.jsonl"), ssl_context=server_tls)
+                         transcript_path=str(state_dir / "csms-transcript.jsonl"), ssl_context=server_tls,
+                         csr_signer=csr_signer)
     await csms.start()
     return csms
 
@@ -362,7 +368,7 @@ async def _run(args: argparse.Namespace, state_dir: Path, stop: asyncio.Event,
     csms = None
     if args.csms == "builtin":
         try:
-            csms = await _start_builtin_csms(args, state_dir, password, security.server_tls)
+            csms = await _start_builtin_csms(args, state_dir, password, security.server_tls, security.csr_signer)
         except (BehaviourError, OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
             print(f"python -m sim up: builtin CSMS: {type(exc).__name__}: {exc}", file=sys.stderr)
             return EXIT_FAILURE

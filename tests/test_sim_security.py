@@ -41,6 +41,15 @@ def test_sim_up_with_a_security_profile_connects_over_tls(tmp_path: Path, profil
             assert (state / "authorization-key").stat().st_mode & 0o777 == 0o600
         else:
             assert "password" not in agent and Path(agent["cp_key"]).stat().st_mode & 0o777 == 0o600
+            # the builtin CSMS signs CSRs with its test CA: a renewal through the control API, end to end
+            answer = sim.ok("POST", "/csms/call", {"action": "ExtendedTriggerMessage",
+                                                   "payload": {"requestedMessage": "SignChargePointCertificate"}})
+            assert answer["response"] == {"status": "Accepted"}
+            first = connect["detail"]["client_certificate_serial"]
+            renewed = wait_until(lambda: [e for e in _transcript(state) if e.get("kind") == "connect"
+                                          and e["detail"]["client_certificate_serial"] != first],
+                                 what="a connection with the renewed certificate")
+            assert renewed[0]["detail"]["client_certificate"] == "SIM-SEC-1"
     finally:
         stop_sim(sim)
 

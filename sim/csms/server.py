@@ -24,7 +24,7 @@ import logging
 import ssl
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -432,7 +432,21 @@ class CsmsSession(ChargePoint):  # type: ignore[misc]  # ocpp ships no type info
 
     @_handles(Action.sign_certificate)
     def _on_sign_certificate(self, call_unique_id: str, **_: Any) -> Any:
-        return self._csms.logic.sign_certificate(self.id, self._payloads[call_unique_id])
+        csr = self._payloads[call_unique_id].get("csr", "")
+        answer = self._csms.logic.sign_certificate(self.id, self._payloads[call_unique_id])
+        if self._csms.csr_signer is not None:  # after this answer: CertificateSigned, as a CSMS with a CA does
+            self._csms.spawn(self._send_signed(csr))
+        return answer
+
+    async def _send_signed(self, csr: str) -> None:
+        await asyncio.sleep(0)  # the SignCertificate.conf goes first
+        signer = self._csms.csr_signer
+        assert signer is not None
+        try:
+            chain = signer(csr)
+            await self._csms.certificate_signed(self.id, chain)
+        except (CsmsError, TimeoutError, ValueError) as exc:
+            log.warning("CertificateSigned not delivered", extra={"cp_id": self.id, "error": str(exc)})
 
     @_handles(Action.security_event_notification)
     def _on_security_event_notification(self, call_unique_id: str, **_: Any) -> Any:
@@ -463,8 +477,11 @@ class SimulatedCsms:
         ping_interval_s: float | None = 20.0,
         close_timeout_s: float = 2.0,
         ssl_context: ssl.SSLContext | None = None,
+        csr_signer: Callable[[str], str] | None = None,
     ) -> None:
-        """``ssl_context``: serve wss:// with it (:func:`server_tls_context`: security profiles 2 and 3)."""
+        """``ssl_context``: serve wss:// with it (:func:`server_tls_context`: security profiles 2 and 3).
+        ``csr_signer``: set, a SignCertificate is answered by a CertificateSigned with ``csr_signer(csr)`` (the
+        harness gives it its test CA: ``sim.harness.pki.sign_csr``)."""
         if transcript is not None and transcript_path is not None:
             raise ValueError("give transcript or transcript_path, not both")
         self.behaviour = behaviour or CsmsBehaviour()
@@ -478,12 +495,19 @@ class SimulatedCsms:
         self._ping_interval_s = ping_interval_s
         self._close_timeout_s = close_timeout_s
         self.ssl_context = ssl_context
+        self.csr_signer = csr_signer
         self._sessions: dict[str, CsmsSession] = {}
         self._online = True
         self._server: Server | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle -----------------------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A background task of the CSMS (kept until it ends)."""
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def start(self) -> None:
         self._server = await serve(
