@@ -189,6 +189,7 @@ class OcppLink:
                 continue
             self.connections += 1
             self._accepted_at = None
+            self._reconnect_now = False  # asked for before this connection: it already has the new settings
             self._conn = conn
             self.connected.set()
             log.info("CSMS connected", extra={"url": self.url, "subprotocol": conn.subprotocol})
