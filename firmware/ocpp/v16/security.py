@@ -94,8 +94,6 @@ class Security:
 
     def missing_for(self, profile: int) -> str | None:
         """What profile ``profile`` lacks on this charge point, or ``None``."""
-        o = self.ctx.config.ocpp
-        assert o is not None
         if profile in (1, 2) and not self.ctx.keys.get_str("AuthorizationKey"):
             return "no AuthorizationKey"
         if profile >= 2 and not self.store.csms_roots_pem():

@@ -45,7 +45,10 @@ class SecurityEvents:
             queue = False
             self.not_queued += 1
         self.log.write(event, now, info, sent=queue)
-        log.warning("security event", extra={"event": event, "tech_info": info, "queued": queue})
+        # an attack, a fault or a refusal is a WARNING; the device's own life (start, reset, reconfiguration) INFO
+        level = logging.WARNING if event in LINK_EVENTS or event.startswith(("Invalid", "Failed", "Tamper",
+                                                                              "Memory", "Attempted")) else logging.INFO
+        log.log(level, "security event", extra={"event": event, "tech_info": info, "queued": queue})
         if queue:
             payload = {"type": event, "timestamp": now.isoformat().replace("+00:00", "Z")}
             if info:
