@@ -47,6 +47,9 @@ KEYS = (
     KeyDefinition("CertificateStoreMaxLength", KeyType.INT, str(DEFAULT_STORE_MAX), readonly=True),
     KeyDefinition("CertificateSignedMaxChainSize", KeyType.INT, str(MAX_CHAIN_SIZE), readonly=True),
     KeyDefinition("CpoName", KeyType.STRING, "", maximum=64),
+    # the whitepaper's stricter root replacement (a new root signed by the old one, the old kept as a fallback)
+    # is not implemented: said so, read-only
+    KeyDefinition("AdditionalRootCertificateCheck", KeyType.BOOL, "false", readonly=True),
 )
 RENEWAL_CHECK_S = 86400.0
 
