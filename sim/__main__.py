@@ -426,7 +426,7 @@ async def _run(args: argparse.Namespace, state_dir: Path, stop: asyncio.Event,
     stack.push_async_callback(supervisor.stop)
     await supervisor.start()
 
-    info = _ready_info(api.url, state_dir, csms_url, args, config_path, agent_log_path, csms)
+    info = _ready_info(api.url, state_dir, csms_url, args, config_path, agent_log_path, csms, security)
     targets.extra_state["control_url"] = api.url
     control_file = state_dir / "control.json"
     _write_private(control_file, json.dumps(info, indent=2) + "\n")
@@ -449,12 +449,16 @@ async def _run(args: argparse.Namespace, state_dir: Path, stop: asyncio.Event,
 
 
 def _ready_info(url: str, state_dir: Path, csms_url: str, args: argparse.Namespace, config_path: Path,
-                agent_log: Path, csms: SimulatedCsms | None) -> dict[str, Any]:
+                agent_log: Path, csms: SimulatedCsms | None, security: _Security | None = None) -> dict[str, Any]:
     info: dict[str, Any] = {
         "url": url, "pid": os.getpid(), "state_dir": str(state_dir), "charge_point_id": args.id,
         "csms": "builtin" if csms is not None else "external", "csms_url": csms_url,
         "agent_config": str(config_path), "agent_log": str(agent_log),
     }
+    if security is not None and security.profile is not None:
+        info["security_profile"] = security.profile
+        if security.generated:
+            info["security_generated"] = security.generated
     if csms is not None and csms.transcript.path is not None:
         info["csms_transcript"] = str(csms.transcript.path)
     return info
@@ -468,6 +472,9 @@ def _banner(info: dict[str, Any], builtin: bool) -> None:
         f"  state dir    {info['state_dir']}",
         f"  agent logs   {info['agent_log']}  (full JSON logs; not shown here)",
         f"  CSMS         {csms}" + (f"  transcript {info.get('csms_transcript')}" if builtin else ""),
+        *([f"  security     profile {info['security_profile']}"
+           + (f"; generated: {', '.join(info.get('security_generated', []))}" if info.get("security_generated")
+              else "")] if "security_profile" in info else []),
         "  Ctrl-C stops everything.",
         "",
     ]

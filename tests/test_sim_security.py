@@ -32,6 +32,8 @@ def test_sim_up_with_a_security_profile_connects_over_tls(tmp_path: Path, profil
         assert connect["detail"]["tls"] in ("TLSv1.2", "TLSv1.3"), connect
         assert connect["detail"]["client_certificate"] == ("SIM-SEC-1" if profile == 3 else None)
         assert booted
+        ready = json.loads((state / "control.json").read_text())
+        assert ready["security_profile"] == profile and any("test PKI" in g for g in ready["security_generated"])
         agent = tomllib.loads((state / "agent.toml").read_text())["ocpp"]
         assert agent["security_profile"] == profile and agent["csms_url"].startswith("wss://")
         assert Path(agent["csms_ca"]).is_file()
