@@ -67,7 +67,8 @@ class Security:
         self._failed_with_new_profile = 0
         self._commission()
         ctx.keys.add_guard("SecurityProfile", self._may_raise_profile)
-        ctx.keys.add_guard("AuthorizationKey", lambda _old, new: is_valid_authorization_key(new))
+        ctx.keys.add_guard("AuthorizationKey", self._may_change_key)
+        self._previous: dict[str, str] = {}  # each key's value before the change under way
         ctx.keys.on_change(self._changed, ("SecurityProfile", "AuthorizationKey"))
 
     # --- commissioning ----------------------------------------------------------------------------
@@ -102,7 +103,12 @@ class Security:
             return "no charge point certificate"
         return None
 
+    def _may_change_key(self, current: str, new: str) -> bool:
+        self._previous["AuthorizationKey"] = current
+        return is_valid_authorization_key(new)
+
     def _may_raise_profile(self, current: str, new: str) -> bool:
+        self._previous["SecurityProfile"] = current
         now, wanted = int(current), int(new)
         if wanted < now:
             log.warning("security profile downgrade refused", extra={"current": now, "requested": wanted})
@@ -118,7 +124,10 @@ class Security:
         return True
 
     def _changed(self, key: str, value: str) -> None:
-        self._reconnect_pending = True
+        if self._previous.pop(key, None) == value:
+            return  # the same value again: nothing to reconnect for
+        # a new key matters to the connection only where it is the Basic-auth password (profiles 1 and 2)
+        self._reconnect_pending = key == "SecurityProfile" or self.profile in (1, 2)
         self.events.report("ReconfigurationOfSecurityParameters", f"{key} changed by the CSMS")
 
     @after_answering(Action.change_configuration)
