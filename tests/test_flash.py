@@ -539,11 +539,12 @@ async def test_commission_security_profile_3_installs_the_certificates(charger: 
     r = await atool("commission", url, "--config", config, "--security-profile", "3", *files,
                     "--cp-key", str(pki.charge_point.key))
     assert r.returncode == 0, r.stderr
-    assert "security      profile 3, password none" in r.stdout
+    state = charger.root / "var/lib/evse-agent"
+    assert f"security      profile 3, password none, CSMS root {state}/certs/csms-root.pem, charge point " \
+        f"certificate {state}/certs/charge-point.pem" in r.stdout
     written = charger.root / "etc/evse-agent/agent.toml"
     agent = parse_config(written.read_text(), str(written))
     assert agent.ocpp is not None and agent.ocpp.security_profile == 3
-    state = charger.root / "var/lib/evse-agent"
     assert agent.ocpp.csms_ca == str(state / "certs/csms-root.pem") and agent.ocpp.cp_key is not None
     installed = {k: state / f"certs/{k}.pem" for k in ("csms-root", "charge-point", "charge-point-key")}
     assert installed["csms-root"].read_bytes() == pki.csms_root.path.read_bytes()

@@ -183,3 +183,26 @@ def test_client_context_refuses_what_the_whitepaper_forbids(pki: TlsPki, tmp_pat
     (tmp_path / "empty.pem").write_text("not a certificate\n")
     with pytest.raises(tls.TlsSetupError, match="no PEM certificate"):
         tls.client_context(tmp_path / "empty.pem")
+
+
+async def test_selftest_checks_the_csms_over_the_commissioned_profile(pki: TlsPki, tmp_path: Path) -> None:
+    """The technician's self-test connects as the agent will: profile 2 with the CSMS root, and it names a refused
+    TLS handshake (here an expired CSMS certificate) instead of "cannot connect"."""
+    from firmware.config import parse_config
+    from firmware.maintenance.selftest import _csms
+
+    expired = issue_server_cert(pki.csms_root, tmp_path / "expired", expired=True)
+    for server, expect in ((server_tls_context(pki.csms.cert, pki.csms.key), "security profile 2, basic auth"),
+                           (server_tls_context(expired.cert, expired.key), "InvalidCentralSystemCertificate")):
+        async with SimulatedCsms(ssl_context=server, ping_interval_s=None) as csms:
+            csms.behaviour.profiles[CP] = ChargePointProfile(password=HEX_KEY)
+            config = parse_config(
+                f'[charge_point]\nid = "{CP}"\n[storage]\ndir = "{tmp_path}"\n[[connectors]]\nid = 1\n'
+                'board = { driver = "ioboard", port = "/dev/null" }\n'
+                f'[ocpp]\ncsms_url = "{csms.url}"\nsecurity_profile = 2\npassword = "{HEX_KEY}"\n'
+                f'csms_ca = "{pki.csms_root.path}"\n', "agent.toml")
+            try:
+                result = await _csms(config, 5.0)
+            except RuntimeError as exc:
+                result = str(exc)
+            assert expect in result, result

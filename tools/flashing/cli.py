@@ -380,7 +380,7 @@ def _commissioned_security(args: argparse.Namespace, path: Path, text: str) -> t
             content = local.read_text(encoding="ascii")
         except (OSError, UnicodeDecodeError) as exc:
             raise Fail(Exit.USAGE, f"--{key.replace('_', '-')} {local}: {exc}") from None
-        installs.append({"path": remote[key], "text": content, "mode": 0o600})
+        installs.append({"path": remote[key], "text": content, "mode": 0o600, "local": str(local.resolve())})
     return local_text, remote_text, installs
 
 
@@ -418,6 +418,8 @@ def cmd_commission(args: argparse.Namespace) -> Exit:
     target = _target(args)
     _call(target, "info")
     for line in describe_config(config):
+        for f in installs:  # the files as the controller will have them
+            line = line.replace(f["local"], f["path"])
         say(line)
     if args.dry_run:
         say(f"dry run: {target.path(CONFIG_PATH)} not written")
@@ -426,7 +428,7 @@ def cmd_commission(args: argparse.Namespace) -> Exit:
     # _secure below creates it and repairs the mode)
     _call(target, "write_file", path=CONFIG_PATH, text=text, mode=0o640, group=AGENT_USER)
     for f in installs:  # before _secure below, which gives the state directory's files to the agent's user
-        _call(target, "write_file", **{**f, "path": _on_target(target, f["path"])})
+        _call(target, "write_file", path=_on_target(target, f["path"]), text=f["text"], mode=f["mode"])
         say(f"installed {f['path']}")
     if args.hardware_revision:
         _call(target, "write_file", path=REVISION_PATH, text=args.hardware_revision + "\n", mode=0o644)
