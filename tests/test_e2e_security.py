@@ -141,6 +141,8 @@ async def test_authorization_key_change_reconnects_and_the_key_is_never_shown(tm
             CP_ID, ["AuthorizationKey"]), await s.csms.data_transfer(CP_ID, "evse-agent", message_id="Diagnostics")]
         assert not any(e["key"] == "AuthorizationKey" for e in answers[0]["configurationKey"])
         assert "configurationKey" not in answers[1]
+        security = json.loads(answers[2]["data"])["security"]
+        assert security["securityProfile"] == 1 and security["authorizationKeySet"] is True
         texts = [json.dumps(a) for a in answers] + [(tmp_path / "agent.log").read_text(),
                                                    (tmp_path / "security.log").read_text()]
         header_tokens = [base64.b64encode(f"{CP_ID}:".encode() + p).decode()

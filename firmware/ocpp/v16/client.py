@@ -101,7 +101,9 @@ class Ocpp16Client:
         self.core = Core(ctx, self.link.set_ping_interval)
         self.authorization = Authorization(ctx)
         self.transactions = Transactions(ctx, self.meter_values, self.authorization.learn)
-        self.data_transfer = DataTransfer(ctx, diagnostics, hardware)
+        base_diagnostics = diagnostics or (lambda: {})
+        self.data_transfer = DataTransfer(ctx, lambda: {**base_diagnostics(), "security": self.security.report()},
+                                          hardware)
         self._handlers: tuple[object, ...] = (
             Configuration(keys), self.security, self.authorization,
             self.certificates,

@@ -169,6 +169,18 @@ class Security:
                 self.events.report("ReconfigurationOfSecurityParameters",
                                    f"SecurityProfile back to {previous}: the new profile could not connect")
 
+    def report(self) -> dict[str, object]:
+        """For the Diagnostics DataTransfer: the profile and the certificates, never the key."""
+        cert = self.credentials.current()
+        return {
+            "securityProfile": self.profile,
+            "authorizationKeySet": bool(self.ctx.keys.get_str("AuthorizationKey")),
+            "fallbackProfile": int(fallback) if (fallback := self._settings.get(_FALLBACK)) else None,
+            "csmsRootCertificates": len(self.store.ids("CentralSystemRootCertificate")),
+            "chargePointCertificateNotAfter": cert.not_valid_after_utc.isoformat() if cert is not None else None,
+            "securityEventsNotQueued": self.events.not_queued,
+        }
+
     def accepted(self) -> None:
         """A connection with the current profile was accepted: a raised profile is confirmed."""
         if self._settings.get(_FALLBACK):
