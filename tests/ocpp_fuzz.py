@@ -37,6 +37,7 @@ from jsonschema import Draft4Validator
 from firmware.bounded_json import MAX_DEPTH, MAX_NUMBER_CHARS
 from firmware.ocpp.rpc import MAX_FRAME_BYTES, MAX_PAYLOAD_VALUES, classify_frame, excess
 from firmware.ocpp.v16.dialect import OCPP16
+from firmware.security.authorization_key import is_valid_authorization_key
 
 SCHEMA_DIR = Path(ocpp.__file__).parent / "v16" / "schemas"
 #: Every OCPP 1.6 action (with the 1.6 security whitepaper's), one request schema each.
@@ -49,9 +50,11 @@ CP_ACTIONS = frozenset({
 CSMS_ACTIONS = tuple(a for a in ACTIONS if a not in CP_ACTIONS)
 #: The CSMS requests the agent serves (its features in firmware/ocpp/v16/); the test checks this list against the agent,
 #: so a new handler cannot slip into the fuzzer's valid frames before someone decided whether it is safe.
-HANDLED = frozenset({"ChangeAvailability", "ChangeConfiguration", "ClearCache", "ClearChargingProfile", "DataTransfer",
-                     "GetCompositeSchedule", "GetConfiguration", "GetLocalListVersion", "RemoteStartTransaction",
-                     "RemoteStopTransaction", "Reset", "SendLocalList", "SetChargingProfile", "TriggerMessage",
+HANDLED = frozenset({"CertificateSigned", "ChangeAvailability", "ChangeConfiguration", "ClearCache",
+                     "ClearChargingProfile", "DataTransfer", "DeleteCertificate", "ExtendedTriggerMessage",
+                     "GetCompositeSchedule", "GetConfiguration", "GetInstalledCertificateIds", "GetLocalListVersion",
+                     "InstallCertificate", "RemoteStartTransaction", "RemoteStopTransaction", "Reset",
+                     "SendLocalList", "SetChargingProfile", "TriggerMessage",
                      "UnlockConnector"})
 #: OCPP-J 1.6 §4.2.3, as the 1.6 text spells them.
 ERROR_CODES_16 = frozenset({
@@ -816,7 +819,13 @@ def side_effect(frame: str | bytes, charger: ChargerState) -> str | None:
     GetLocalListVersion (read-only);
     ClearChargingProfile (no valid SetChargingProfile runs in a batch, so there is nothing to clear: Unknown);
     TriggerMessage other than BootNotification (the charger only sends the message: statuses, meter values, a
-    Heartbeat, Idle firmware and diagnostics statuses)."""
+    Heartbeat, Idle firmware and diagnostics statuses);
+    GetInstalledCertificateIds (read-only); InstallCertificate (a drawn string is no PEM root certificate:
+    Rejected, a CSMS root with a security event); DeleteCertificate (drawn hash data match no certificate:
+    NotFound); CertificateSigned (no signing request is pending: Rejected); ExtendedTriggerMessage but
+    SignChargePointCertificate (a Heartbeat, or NotImplemented). A valid AuthorizationKey cannot be restored (the
+    key is write-only) and makes a charge point with a profile reconnect; a SecurityProfile raise is refused
+    (the station has no key, no CSMS root)."""
     if len(frame) > MAX_FRAME_BYTES:
         return None
     decoded, _ = classify_frame(frame, OCPP16)
@@ -845,4 +854,9 @@ def side_effect(frame: str | bytes, charger: ChargerState) -> str | None:
         return "a valid SetChargingProfile may install a profile that limits charging until it is cleared"
     if action == "SendLocalList":
         return "a valid SendLocalList may replace or change the local authorization list, which only the CSMS changes"
+    if action == "ChangeConfiguration" and payload["key"].lower() == "authorizationkey" and \
+            is_valid_authorization_key(payload["value"]):
+        return "a valid AuthorizationKey replaces the key for good (write-only: it cannot be restored)"
+    if action == "ExtendedTriggerMessage" and payload["requestedMessage"] == "SignChargePointCertificate":
+        return "ExtendedTriggerMessage SignChargePointCertificate makes a key pair and a SignCertificate"
     return None

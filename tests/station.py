@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import sqlite3
+import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -40,13 +41,17 @@ class Station:
     def __init__(self, state_dir: Path, *, connectors: int = 2, board: str = "ioboard", meter: str = "sdm630",
                  reader: str = "pn532", presets: dict[str, Any] | None = None,
                  boot_statuses: list[str] | None = None, heartbeat_interval: int = 300,
-                 storage_dir: Path | None = None, extra_config: str = "", cable: str | None = None) -> None:
+                 storage_dir: Path | None = None, extra_config: str = "", cable: str | None = None,
+                 csms_ssl: ssl.SSLContext | None = None, ocpp_extra: str = "") -> None:
+        """``csms_ssl``: the simulated CSMS serves wss:// with it; ``ocpp_extra``: lines for the agent's [ocpp]
+        section (security_profile, password, csms_ca...)."""
         self.state_dir = state_dir
         self.storage_dir = storage_dir or state_dir  # the agent's database (config and log stay in state_dir)
         self.spec = ChargerSpec(charge_point_id=CP_ID, connectors=connectors, board=board,  # type: ignore[arg-type]
                                 meter=meter, reader=reader, cable=cable)  # type: ignore[arg-type]
         self.charger = SimulatedCharger(self.spec)
-        self.csms = SimulatedCsms(response_timeout_s=WAIT_S, ping_interval_s=None)
+        self.csms = SimulatedCsms(response_timeout_s=WAIT_S, ping_interval_s=None, ssl_context=csms_ssl)
+        self.ocpp_extra = ocpp_extra
         self.presets = {"MeterValueSampleInterval": 0, "HeartbeatInterval": heartbeat_interval, **(presets or {})}
         self.profile = ChargePointProfile(boot_statuses=boot_statuses or ["Accepted"],
                                           heartbeat_interval=heartbeat_interval, boot_retry_interval=1)
@@ -72,7 +77,7 @@ class Station:
         self.config_path.write_text(
             self.charger.agent_config(str(self.storage_dir))
             + f'\n[ocpp]\ncsms_url = "{self.csms.url}"\nresponse_timeout_s = 5\nreconnect_min_s = 0.2\n'
-            + f"reconnect_max_s = 1\n\n[ocpp.presets]\n{presets}\n" + self.extra_config)
+            + f"reconnect_max_s = 1\n{self.ocpp_extra}\n[ocpp.presets]\n{presets}\n" + self.extra_config)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -112,6 +112,10 @@ class OcppSettings:
     csms_url: str
     password: str | None = field(default=None, repr=False)
     presets: dict[str, str] = field(default_factory=dict)  # OCPP configuration keys set at first boot
+    security_profile: int | None = None  # None: what the URL and password amount to
+    csms_ca: str | None = None  # the CentralSystemRootCertificate(s) the agent trusts (profiles 2/3)
+    cp_cert: str | None = None  # profile 3: the charge point certificate and key
+    cp_key: str | None = None
 
 
 @dataclass
@@ -395,6 +399,11 @@ class SimulatedCharger:
             lines += ["[ocpp]", f"csms_url = {q(ocpp.csms_url)}"]
             if ocpp.password is not None:
                 lines.append(f"password = {q(ocpp.password)}")
+            if ocpp.security_profile is not None:
+                lines.append(f"security_profile = {ocpp.security_profile}")
+            for name in ("csms_ca", "cp_cert", "cp_key"):
+                if (value := getattr(ocpp, name)) is not None:
+                    lines.append(f"{name} = {q(value)}")
             lines.append("")
             if ocpp.presets:
                 lines.append("[ocpp.presets]")

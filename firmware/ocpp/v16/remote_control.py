@@ -131,6 +131,7 @@ class RemoteControl:
     @after_answering(Action.reset)
     def _after_reset(self, type: str, **_: Any) -> None:
         # only now: the Accepted must be on the wire before a hard reset ends the process
+        self.ctx.report_security_event("ResetOrReboot", f"{type} reset requested by the CSMS")  # critical: queued
         self.ctx.spawn(self._restart(hard=type == "Hard"))
 
     async def _restart(self, *, hard: bool) -> None:
