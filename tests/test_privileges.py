@@ -347,8 +347,9 @@ async def test_the_units_under_a_real_systemd(tmp_path: Path) -> None:
         binds = controller_for_systemd(root, units, python)
         async with Station(root / "etc/evse-agent", connectors=1, storage_dir=root / "var/lib/evse-agent") as s:
             report = access.secure(str(root))  # commissioning: the user (ids free on this machine), the modes
-            (units / "evse-agent.service.d").mkdir()
-            (units / "evse-agent.service.d/state-dir.conf").write_text(state_dropin(report["state_dir"]))
+            for unit in ("evse-agent.service", "evse-agent-switch.service"):
+                (units / f"{unit}.d").mkdir(exist_ok=True)
+                (units / f"{unit}.d/state-dir.conf").write_text(state_dropin(report["state_dir"]))
             for name, text in CHECK_DROPINS.items():
                 (units / f"{name}.d").mkdir(exist_ok=True)
                 (units / f"{name}.d/check.conf").write_text(text.format(log=log))
@@ -379,6 +380,11 @@ async def test_the_units_under_a_real_systemd(tmp_path: Path) -> None:
                 await s.wait_booted(since=mark)  # restarted by the switch unit
                 assert slots.active_slot(str(root)) == "b"
                 assert slots.info(str(root))["history"][-1]["event"] == "switched (requested by the agent)"
+                assert "snapshot of schema" in slots.info(str(root))["history"][-1]["database"]  # b's first run
+                snapshot = root / "opt/evse-agent/snapshots/before-b.db"
+                assert snapshot.is_file() and snapshot.stat().st_uid == 0  # root's, beside the code
+                st = (root / "var/lib/evse-agent/agent.db").stat()
+                assert (st.st_uid, st.st_mode & 0o777) == (uid, 0o600)  # still the agent's
 
                 assert await device_probe(systemd, units, root, unit_text(str(root), python)) == {}
 

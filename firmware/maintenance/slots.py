@@ -10,6 +10,7 @@ controller; a mounted SD card, or a test directory) and answers one JSON object.
     <root>/opt/evse-agent/current        symlink -> slots/a: the active slot, switched by rename(2)
     <root>/opt/evse-agent/state.json     slot versions, the last health check, a short history
     <root>/opt/evse-agent/incoming/      <sha256>.part: a bundle being transferred (resumable)
+    <root>/opt/evse-agent/snapshots/     before-<slot>.db: the agent's database before that slot first ran
     <root>/etc/evse-agent/               agent.toml (commissioning), hardware-revision
 
 Everything here is root's and read-only to the agent, which runs as its own user (:mod:`access`); the one
@@ -18,8 +19,12 @@ operation the agent can ask for itself is :func:`apply_switch_request`, run by a
 
 The active slot is never written to: a bundle is checked (SHA-256 of the whole file, as verified by the
 tool) before the inactive slot is touched, unpacked into ``slots/X.new`` and only renamed to ``slots/X``
-when complete, and ``current`` changes with one atomic rename. A power cut at any moment leaves either the
-old or the new slot active, each complete.
+when complete (every file and directory fsynced first), and ``current`` changes with one atomic rename. A power
+cut at any moment leaves either the old or the new slot active, each complete.
+
+The agent's database across versions (:mod:`db_rollback`): before a freshly installed slot is activated for the
+first time its database is snapshotted; a switch back to the slot that was active then restores that snapshot
+with what the new slot recorded carried into it, or is refused (the new slot stays active) when it cannot be.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import os
 import platform
 import shutil
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -41,7 +47,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from firmware.maintenance import access
+from firmware.maintenance import access, db_rollback
 
 BASE = "opt/evse-agent"
 ETC = "etc/evse-agent"
@@ -191,7 +197,21 @@ def _unpack(bundle: Path, dest: Path) -> dict[str, Any]:
     # and would compile every module at every start
     compileall.compile_dir(dest, quiet=2, workers=1)
     _readable_by_agent(dest)
+    _fsync_tree(dest)
     return manifest
+
+
+def _fsync_tree(top: Path) -> None:
+    """Every file and directory under ``top`` on disk before the slot is renamed into place: a power cut after
+    the rename must not find a complete-looking slot of empty or torn files."""
+    for dirpath, _, filenames in os.walk(top):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
 
 
 def _readable_by_agent(dest: Path) -> None:
@@ -225,6 +245,7 @@ def install(root: str, sha256: str, size: int) -> dict[str, Any]:
     state = _read_state(root)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
+    _fsync_dir(target.parent)
     part.unlink()
     state["slots"][slot] = {"version": manifest.get("version", "unknown"), "built_at": manifest.get("built_at"),
                             "installed_at": _now(), "bundle_sha256": sha256, "health": "not checked"}
@@ -234,23 +255,77 @@ def install(root: str, sha256: str, size: int) -> dict[str, Any]:
             "unpack_s": round(time.monotonic() - started, 2)}
 
 
+def database_path(root: str) -> Path:
+    """The agent's database, as the controller at ``root`` has it (storage.dir of the commissioned configuration)."""
+    return access.on_root(root, access.configured_state_dir(root)) / db_rollback.DB_NAME
+
+
+def _database_for_switch(root: str, state: dict[str, Any], previous: str | None, slot: str) -> dict[str, Any] | None:
+    """Before the switch from ``previous`` to ``slot``: the snapshot when ``slot`` runs for the first time since it
+    was installed, the restore when ``slot`` is the one the active slot's snapshot was taken from (a rollback).
+    Raises :class:`SlotError` ("refused") when the restore cannot be done: the switch must not happen then."""
+    entry = state["slots"].get(slot) or {}
+    snapshots: dict[str, Any] = state.setdefault("snapshots", {})
+    if previous == slot:
+        return None
+    if not entry.get("activated_at"):
+        db = database_path(root)
+        folder = _base(root) / "snapshots"
+        taken = db_rollback.take_snapshot(db, folder / f"before-{slot}.db")
+        snapshots.clear()
+        if taken is not None:
+            snapshots[slot] = {**taken, "from_slot": previous}
+        if folder.is_dir():
+            for old in folder.iterdir():  # only the snapshot of the latest first run is kept
+                if old.name != f"before-{slot}.db":
+                    old.unlink()
+        return {"snapshot": taken}
+    snap = snapshots.get(str(previous))
+    if previous is None or snap is None or snap.get("from_slot") != slot:
+        return None
+    try:
+        restored = db_rollback.restore(database_path(root), snap)
+    except db_rollback.RestoreRefused as exc:
+        raise SlotError("refused", f"not switching back to slot {slot}: the database cannot be restored for it: "
+                        f"{exc}") from None
+    if restored["restored"]:
+        (state["slots"].get(str(previous)) or {}).pop("activated_at", None)  # it migrates again if switched to
+    return {"restore": restored}
+
+
 def activate(root: str, slot: str, reason: str = "activated") -> dict[str, Any]:
-    """Point ``current`` at ``slot`` with one atomic rename."""
+    """Point ``current`` at ``slot`` with one atomic rename, the agent's database made ready for it first
+    (:func:`_database_for_switch`). The agent must not be running when this switches back to an older slot."""
     if slot not in SLOTS or not _installed(root, slot):
         raise SlotError("state", f"slot {slot!r} holds no installed agent")
     base = _base(root)
     previous = active_slot(root)
+    state = _read_state(root)
+    try:
+        database = _database_for_switch(root, state, previous, slot)
+    except SlotError as exc:
+        _log(state, "switch refused", slot=slot, reason=str(exc))
+        _write_state(root, state)
+        raise
     tmp = base / "current.tmp"
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()
     os.symlink(f"slots/{slot}", tmp)
     os.replace(tmp, base / "current")
     _fsync_dir(base)
-    state = _read_state(root)
     state["active"] = slot
-    _log(state, reason, slot=slot, previous=previous, version=(state["slots"].get(slot) or {}).get("version"))
+    if slot in state["slots"]:
+        state["slots"][slot].setdefault("activated_at", _now())
+    fields: dict[str, Any] = {}
+    if database and database.get("restore", {}).get("restored"):
+        r = database["restore"]
+        fields = {"database": f"restored schema {r['schema']} (from {r['from_schema']}), carried {r['rows']}"}
+    elif database and database.get("snapshot"):
+        fields = {"database": f"snapshot of schema {database['snapshot']['schema']} taken"}
+    _log(state, reason, slot=slot, previous=previous, version=(state["slots"].get(slot) or {}).get("version"),
+         **fields)
     _write_state(root, state)
-    return {"active": slot, "previous": previous}
+    return {"active": slot, "previous": previous, "database": database}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -293,17 +368,21 @@ def switch_and_check(root: str, slot: str, health_command: str, timeout_s: float
     activate(root, slot)
     result = _run_health(health_command, timeout_s)
     record_health(root, slot, result)
-    rolled_back = None
+    rolled_back = refused = database = None
     if not result.get("ok") and previous not in (None, slot) and _installed(root, str(previous)):
-        activate(root, str(previous), "rolled back (health check failed)")
-        rolled_back = previous
+        try:
+            database = activate(root, str(previous), "rolled back (health check failed)")["database"]
+            rolled_back = previous
+        except SlotError as exc:  # the older agent could not open the database the new one left
+            refused = str(exc)
     if service is not None and shutil.which("systemctl"):
         subprocess.run(["systemctl", "daemon-reload"], check=False)
         subprocess.run(["systemctl", "enable", service], check=False, capture_output=True)
         subprocess.run(["systemctl", "restart", service], check=False)
         for unit in helpers or []:
             subprocess.run(["systemctl", "enable", "--now", unit], check=False, capture_output=True)
-    return {"health": result, "rolled_back_to": rolled_back, "previous": previous}
+    return {"health": result, "rolled_back_to": rolled_back, "previous": previous, "rollback_refused": refused,
+            "database": database}
 
 
 def _run_health(command: str, timeout_s: float) -> dict[str, Any]:
@@ -368,10 +447,19 @@ def apply_switch_request(root: str, request: str, service: str | None = None) ->
         return _refuse(root, f"slot {slot} failed its health check")
     if active_slot(root) == slot:
         return {"switched": False, "refused": f"slot {slot} is already active"}
-    result = activate(root, slot, "switched (requested by the agent)")
-    if service is not None and shutil.which("systemctl"):
-        subprocess.run(["systemctl", "--no-block", "try-restart", service], check=False)
-    return {"switched": True, **result}
+    systemd = service is not None and shutil.which("systemctl") is not None
+    if systemd:  # a switch back restores the database: the agent must not be writing it meanwhile
+        subprocess.run(["systemctl", "stop", str(service)], check=False)
+    try:
+        result = {"switched": True, **activate(root, slot, "switched (requested by the agent)")}
+    except (SlotError, access.AccessError) as exc:  # refused; in the history already, or the configuration's
+        result = {"switched": False, "refused": str(exc)}
+    except (OSError, sqlite3.Error) as exc:  # the database could not be snapshotted: no switch without one
+        result = _refuse(root, f"the agent's database could not be snapshotted or restored: {exc}")
+    finally:
+        if systemd:  # whatever happened, the agent runs again (from whichever slot is active)
+            subprocess.run(["systemctl", "--no-block", "start", str(service)], check=False)
+    return result
 
 
 def write_file(root: str, path: str, text: str, mode: int = 0o644, link_from: str | None = None,

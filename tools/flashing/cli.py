@@ -25,6 +25,7 @@ from tools.flashing.unit import (
     HELPER_UNITS,
     REVISION_PATH,
     STATE_DROPIN_PATH,
+    SWITCH_DROPIN_PATH,
     UnitFile,
     describe_config,
     security_profile,
@@ -48,7 +49,8 @@ class Exit(IntEnum):
 
 EXIT_FOR_KIND = {"unreachable": Exit.TARGET, "permission": Exit.TARGET, "io": Exit.TARGET,
                  "interrupted": Exit.INTERRUPTED, "incomplete": Exit.INTERRUPTED, "corrupt": Exit.INTERRUPTED,
-                 "state": Exit.NOT_POSSIBLE}
+                 "state": Exit.NOT_POSSIBLE,
+                 "refused": Exit.NOT_POSSIBLE}
 
 EXIT_CODES_HELP = """exit codes:
   0  done                       4  controller unreachable / permission denied
@@ -163,9 +165,9 @@ def _secure(target: Target, units: list[UnitFile] | None = None) -> dict[str, An
     write (with ``units``, in one call); says what was created or repaired (a controller commissioned by an older
     version is migrated here)."""
     report = _call(target, "secure")
-    dropin = UnitFile(STATE_DROPIN_PATH, state_dropin(report["state_dir"]))
+    dropins = [UnitFile(path, state_dropin(report["state_dir"])) for path in (STATE_DROPIN_PATH, SWITCH_DROPIN_PATH)]
     _call(target, "write_files", files=[{"path": u.path, "text": u.text, "mode": 0o644, "link_from": u.link}
-                                        for u in [*(units or []), dropin]])
+                                        for u in [*(units or []), *dropins]])
     a = report["account"]
     news = (["created"] if report["created_user"] else []) + [f"added to {g}" for g in report["added_groups"]]
     say(f"agent user    {a['user']} (uid {a['uid']}, gid {a['gid']}, groups {', '.join(map(str, a['groups']))})"
@@ -261,8 +263,15 @@ def cmd_flash(args: argparse.Namespace) -> Exit:
         say(f"health check FAILED ({result['stage']}): {result['detail']}")
         back = outcome["rolled_back_to"]
         if back is not None:
+            restored = (outcome.get("database") or {}).get("restore") or {}
+            rows = ", ".join(f"{t}: {n}" for t, n in (restored.get("rows") or {}).items())
+            db = (f"; the database is back to schema {restored['schema']}, with the new slot's records carried "
+                  f"({rows})") if restored.get("restored") else ""
             raise Fail(Exit.ROLLED_BACK, f"rolled back: slot {back} ({info['slots'][back].get('version')}) is "
-                       f"active again; {m.version} stays in slot {slot} for inspection")
+                       f"active again{db}; {m.version} stays in slot {slot} for inspection")
+        if outcome.get("rollback_refused"):
+            raise Fail(Exit.ROLLED_BACK, f"{outcome['rollback_refused']}\nslot {slot} stays active; fix the cause "
+                       "above and flash again")
         raise Fail(Exit.ROLLED_BACK, f"no previous slot to roll back to: slot {slot} stays active; fix the cause "
                    "above (selftest shows the devices) and flash again")
     say(f"health check passed in {time.monotonic() - t0:.1f} s: {result['detail']}")

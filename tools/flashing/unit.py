@@ -20,6 +20,8 @@ SYSTEMD_DIR = "etc/systemd/system"
 UNIT_NAME = "evse-agent.service"
 UNIT_PATH = f"{SYSTEMD_DIR}/{UNIT_NAME}"
 STATE_DROPIN_PATH = f"{SYSTEMD_DIR}/{UNIT_NAME}.d/state-dir.conf"  # written by commissioning and flash
+#: The switch unit snapshots and restores the agent's database (firmware/maintenance/db_rollback.py): the same dir.
+SWITCH_DROPIN_PATH = f"{SYSTEMD_DIR}/evse-agent-switch.service.d/state-dir.conf"
 CONFIG_PATH = "etc/evse-agent/agent.toml"
 REVISION_PATH = "etc/evse-agent/hardware-revision"
 WATCHDOG_SEC = 30
@@ -204,6 +206,8 @@ WantedBy=paths.target
 # Installed by tools/flash.py: started by evse-agent-switch.path.
 # Root (the slots are root's), but only to switch to an installed slot that did not fail its health check and
 # restart the agent from it (firmware/maintenance/slots.py apply_switch_request); code from the active slot.
+# It snapshots the agent's database before a new slot first runs and restores it on a switch back (the state
+# directory: state-dir.conf beside this unit; CAP_CHOWN/CAP_FOWNER keep the restored file the agent's).
 [Unit]
 Description=evse-agent: switch to the A/B slot the agent asked for
 
@@ -212,7 +216,7 @@ Type=oneshot
 Environment=PYTHONPATH={current}/app
 ExecStart={_exe(python)} -S -m firmware.maintenance.slots apply_switch_request '{switch_args}'
 NoNewPrivileges=yes
-CapabilityBoundingSet=CAP_DAC_OVERRIDE
+CapabilityBoundingSet=CAP_DAC_OVERRIDE CAP_CHOWN CAP_FOWNER
 ProtectSystem=strict
 ReadWritePaths={_at(root, "/opt/evse-agent")} {run}
 ProtectHome=yes
