@@ -1,0 +1,109 @@
+"""How the update pipeline (:mod:`updater`) reaches the A/B slots (:mod:`slots`), in the two situations there are:
+
+* :class:`PrivilegedInstaller` — the agent runs under its systemd unit as its own user and may not write its code:
+  the switch is asked of root through ``/run/evse-agent/switch-slot`` (:mod:`privileged`); root stops the agent,
+  snapshots or restores the database, switches and starts it again. Staging a bundle into a slot needs root too,
+  through a privileged install path that does not exist yet (docs/firmware-update.md, "Not yet"): until then an
+  update from the CSMS is refused there at the install step, and the technician's tool installs.
+* :class:`SlotsInstaller` — the agent may write the slots root itself (the simulator's charger, a test root, an
+  agent run as root without the unit): it stages with :func:`slots.install` and leaves the switch as a request in
+  its state directory, which the next start applies before the database is opened
+  (:func:`apply_pending_switch`) — the same :func:`slots.apply_switch_request` root runs, with the agent stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from firmware.maintenance import privileged, slots
+from firmware.maintenance.updater import InstallError
+
+PENDING_SWITCH = "switch-slot"  # in the state dir, for SlotsInstaller (the same format as the privileged request)
+
+
+def _state(root: str) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads((Path(root) / slots.BASE / "state.json").read_text())
+        return data
+    except (OSError, ValueError):
+        return {}
+
+
+class _SlotsReader:
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def running(self) -> tuple[str | None, str | None]:
+        slot = slots.active_slot(self.root)
+        if slot is None:
+            return None, None
+        version = (_state(self.root).get("slots", {}).get(slot) or {}).get("version")
+        if version is None:
+            try:
+                version = json.loads((Path(self.root) / slots.BASE / "slots" / slot / "manifest.json").read_text())[
+                    "version"]
+            except (OSError, ValueError, KeyError):
+                version = None
+        return slot, version
+
+    def slot_health(self, slot: str) -> str | None:
+        entry = _state(self.root).get("slots", {}).get(slot)
+        return None if entry is None else entry.get("health")
+
+
+class SlotsInstaller(_SlotsReader):
+    def __init__(self, root: str, state_dir: Path) -> None:
+        super().__init__(root)
+        self.state_dir = state_dir
+
+    async def stage(self, bundle: Path, sha256: str, size: int) -> str:
+        def install() -> str:
+            up = slots.prepare_upload(self.root, sha256, size)
+            part = Path(up["path"])
+            part.unlink(missing_ok=True)
+            shutil.copyfile(bundle, part)
+            return str(slots.install(self.root, sha256, size)["slot"])
+        try:
+            return await asyncio.to_thread(install)
+        except (slots.SlotError, OSError) as exc:
+            raise InstallError(f"cannot install into the inactive slot: {exc}") from None
+
+    async def switch(self, slot: str) -> None:
+        path = self.state_dir / PENDING_SWITCH
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w") as f:
+            f.write(slot + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def confirm(self, slot: str) -> None:
+        slots.record_health(self.root, slot, {"ok": True, "stage": "passed",
+                                              "detail": "up and accepted by the CSMS after the update"})
+
+
+class PrivilegedInstaller(_SlotsReader):
+    async def stage(self, bundle: Path, sha256: str, size: int) -> str:
+        raise InstallError("installing into a slot needs root, and this controller has no privileged install path "
+                           "yet: install this bundle with tools/flash.py")
+
+    async def switch(self, slot: str) -> None:
+        if privileged.request_switch(slot) is None:
+            raise InstallError("no privileged switch path (not run by the evse-agent unit)")
+
+    def confirm(self, slot: str) -> None:
+        """Root keeps state.json; the slot's record stays as root wrote it."""
+
+
+def apply_pending_switch(root: str, state_dir: Path) -> dict[str, Any] | None:
+    """At start, before the database is opened: a switch :class:`SlotsInstaller` left is applied now (snapshot
+    or restore of the database included); None when there was none."""
+    request = state_dir / PENDING_SWITCH
+    if not request.exists():
+        return None
+    return slots.apply_switch_request(root, str(request))

@@ -1,0 +1,158 @@
+"""The update pipeline (firmware/maintenance/updater.py) with the real slots (SlotsInstaller on a controller root in a
+directory), real signed bundles, a real HTTP server, run as a process of its own (tests/updater_runner.py) so that it
+can be killed with SIGKILL right after each step is written: every time the job resumes and ends with the new slot
+active, the held connectors released and the outcome reported. Also: retries then DownloadFailed, a refused bundle
+(nothing installed), and a failed health check after the switch (rolled back, InstallationFailed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from firmware.maintenance import slots
+from firmware.maintenance.bundle import load_certificate, load_private_key, write_bundle
+from firmware.maintenance.updater import JOB_FILE
+from firmware.storage import Database
+from tests.file_servers import HttpFileServer, http_file_server
+from tests.pki import Signer, make_signer
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = ["scheduled", "downloading", "verifying", "staging", "waiting_idle", "switching", "checking", "done"]
+
+
+def small_bundle(out: Path, signer: Signer, version: str) -> Path:
+    """A signed bundle of a few files (no wheels): enough for the slots, quick to make."""
+    src = out.parent / f"src-{version}"
+    (src / "firmware").mkdir(parents=True, exist_ok=True)
+    (src / "firmware/VERSION").write_text(version + "\n")
+    (src / "firmware/__init__.py").write_text(f"VERSION = {version!r}\n")
+    (src / "filler.bin").write_bytes(os.urandom(300_000))
+    write_bundle(out, {"app/firmware/VERSION": src / "firmware/VERSION",
+                       "app/firmware/__init__.py": src / "firmware/__init__.py", "app/filler.bin": src / "filler.bin"},
+                 version=version, hardware_revisions=["rev-c"], python="cp311", platform="x86_64",
+                 key=load_private_key(signer.key), certificate=load_certificate(signer.cert))
+    return out
+
+
+def install_first(root: Path, bundle: Path) -> None:
+    """Slot a holds 1.0.0 and runs, as a technician's first flash leaves it."""
+    sha, size = slots.sha256_file(bundle), bundle.stat().st_size
+    shutil.copyfile(bundle, slots.prepare_upload(str(root), sha, size)["path"])
+    slots.install(str(root), sha, size)
+    slots.activate(str(root), "a")
+
+
+@dataclass
+class Setup:
+    where: Path
+    root: Path
+    server: HttpFileServer
+    signer: Signer
+
+    def configure(self, location: str, **extra: object) -> None:
+        (self.where / "settings.json").write_text(json.dumps({
+            "root": str(self.root), "state": str(self.root / "var/lib/evse-agent"),
+            "trust": str(self.signer.ca_cert), "location": location, **extra}))
+
+    def run(self, kill_at: str = "never", runs: int = 8) -> list[int]:
+        """The runner until it finishes (restarted after a kill or a restart request, as systemd would)."""
+        codes = []
+        for _ in range(runs):
+            r = subprocess.run([sys.executable, "-m", "tests.updater_runner", str(self.where), kill_at], cwd=REPO,
+                               capture_output=True, text=True, timeout=60)
+            codes.append(r.returncode)
+            assert r.returncode in (0, -9, 75), r.stderr
+            if r.returncode == 0:
+                return codes
+        raise AssertionError(f"did not finish in {runs} runs: {codes}")
+
+    def job(self) -> dict:  # type: ignore[type-arg]
+        return json.loads((self.root / "var/lib/evse-agent" / JOB_FILE).read_text())  # type: ignore[no-any-return]
+
+    def statuses(self) -> list[str]:
+        return (self.where / "statuses.txt").read_text().split()
+
+    def connectors(self) -> dict[str, bool]:
+        return json.loads((self.where / "connectors.json").read_text())  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def signer(tmp_path_factory: pytest.TempPathFactory) -> Signer:
+    return make_signer(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def setup(tmp_path: Path, signer: Signer) -> Iterator[Setup]:
+    root = tmp_path / "controller"
+    state = root / "var/lib/evse-agent"  # storage.dir, as the controller sees it
+    state.mkdir(parents=True)
+    (root / "etc/evse-agent").mkdir(parents=True)
+    (root / "etc/evse-agent/agent.toml").write_text(f'[storage]\ndir = "{state}"\n')
+    Database(state / "agent.db").close()
+    (tmp_path / "srv").mkdir()
+    install_first(root, small_bundle(tmp_path / "srv/v1.bundle", signer, "1.0.0"))
+    small_bundle(tmp_path / "srv/v2.bundle", signer, "1.1.0")
+    with http_file_server(tmp_path / "srv") as server:
+        yield Setup(tmp_path, root, server, signer)
+
+
+def in_order(seen: list[str], expected: list[str]) -> bool:
+    it = iter(seen)
+    return all(any(s == e for s in it) for e in expected)
+
+
+@pytest.mark.parametrize("kill_at", STEPS)
+def test_kill_9_at_every_step_ends_installed(setup: Setup, kill_at: str) -> None:
+    setup.configure(setup.server.url("v2.bundle"))
+    codes = setup.run(kill_at)
+    assert -9 in codes and 75 in codes  # killed once, restarted once for the switch
+    job = setup.job()
+    assert (job["step"], job["outcome"], job["reported"]) == ("done", "Installed", True), job
+    assert slots.active_slot(str(setup.root)) == "b"
+    assert slots.info(str(setup.root))["slots"]["b"]["version"] == "1.1.0"
+    assert slots.info(str(setup.root))["slots"]["b"]["health"] == "passed"
+    assert (setup.root / "opt/evse-agent/snapshots/before-b.db").is_file()  # the database before b first ran
+    assert setup.connectors() == {"1": True, "2": True}  # held while installing, released after
+    statuses = setup.statuses()
+    assert in_order(statuses, ["Downloading", "Downloaded", "Installing", "Installed"]), statuses
+    assert statuses[-1] == "Installed"
+
+
+def test_download_failed_after_the_retries(setup: Setup) -> None:
+    setup.configure("http://127.0.0.1:1/v2.bundle", retries=2)  # nothing listens there
+    assert setup.run() == [0]
+    job = setup.job()
+    assert (job["outcome"], job["attempt"]) == ("DownloadFailed", 3)
+    assert setup.statuses() == ["Downloading"] * 3 + ["DownloadFailed"]
+    assert slots.active_slot(str(setup.root)) == "a" and not slots.info(str(setup.root))["slots"]["b"]["installed"]
+
+
+def test_a_refused_bundle_installs_nothing(setup: Setup, tmp_path: Path) -> None:
+    stranger = make_signer(tmp_path / "stranger", "Someone else")
+    small_bundle(setup.server.root / "evil.bundle", stranger, "6.6.6")
+    setup.configure(setup.server.url("evil.bundle"))
+    assert setup.run() == [0]
+    job = setup.job()
+    assert job["outcome"] == "InstallationFailed" and "signature does not verify" in job["detail"]
+    assert setup.statuses() == ["Downloading", "Downloaded", "Installing", "InstallationFailed"]
+    assert slots.active_slot(str(setup.root)) == "a" and not slots.info(str(setup.root))["slots"]["b"]["installed"]
+    assert setup.connectors() == {"1": True, "2": True}
+
+
+def test_a_failed_health_check_after_the_switch_rolls_back(setup: Setup) -> None:
+    setup.configure(setup.server.url("v2.bundle"), health_problem="not accepted by the CSMS within 5 s")
+    assert setup.run() == [75, 75, 0]  # restarted into b, then back into a
+    job = setup.job()
+    assert job["outcome"] == "InstallationFailed"
+    assert job["detail"] == "not accepted by the CSMS within 5 s; rolled back to 1.0.0 (slot a)"
+    assert slots.active_slot(str(setup.root)) == "a"
+    assert setup.statuses()[-1] == "InstallationFailed" and "Installed" not in setup.statuses()
+    assert setup.connectors() == {"1": True, "2": True}
