@@ -82,8 +82,8 @@ def main(directory: str, kill_at: str) -> int:
 
     trust = tuple(x509.load_pem_x509_certificates(Path(cfg["trust"]).read_bytes()))
     updater = FirmwareUpdater(state, UpdaterSettings(trust, "rev-c", 50 << 20, 5.0, 5.0),
-                              SlotsInstaller(cfg["root"], state), FileHold(where / "connectors.json"), status,
-                              healthy, restart)
+                              SlotsInstaller(cfg["root"], state), FileHold(where / "connectors.json"), restart,
+                              status, healthy)
     if updater.job is None:
         updater.start(cfg["location"], 0.0, retries=cfg.get("retries", 0), retry_interval_s=0.2)
     asyncio.run(updater.run_job())

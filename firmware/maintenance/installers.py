@@ -15,13 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from firmware.maintenance import privileged, slots
-from firmware.maintenance.updater import InstallError
+from cryptography import x509
+
+from firmware.config import AgentConfig
+from firmware.maintenance import access, privileged, slots
+from firmware.maintenance.updater import InstallError, UpdaterSettings
+
+log = logging.getLogger(__name__)
 
 PENDING_SWITCH = "switch-slot"  # in the state dir, for SlotsInstaller (the same format as the privileged request)
 
@@ -62,6 +68,10 @@ class SlotsInstaller(_SlotsReader):
         self.state_dir = state_dir
 
     async def stage(self, bundle: Path, sha256: str, size: int) -> str:
+        if slots.active_slot(self.root) is None:  # never create a slots tree where there is none
+            raise InstallError(f"no agent runs from A/B slots under {self.root}: this charger cannot install an "
+                               "update (firmware.slots_root in the configuration)")
+
         def install() -> str:
             up = slots.prepare_upload(self.root, sha256, size)
             part = Path(up["path"])
@@ -107,3 +117,39 @@ def apply_pending_switch(root: str, state_dir: Path) -> dict[str, Any] | None:
     if not request.exists():
         return None
     return slots.apply_switch_request(root, str(request))
+
+
+def choose_installer(config: AgentConfig) -> SlotsInstaller | PrivilegedInstaller:
+    """Under the agent's unit: through root (:class:`PrivilegedInstaller`); otherwise the agent writes the slots
+    itself, and a switch its last run asked for is applied now — call this before the database is opened."""
+    root = config.firmware.slots_root
+    if privileged.request_dir() is not None:
+        return PrivilegedInstaller(root)
+    state_dir = Path(config.state_dir)
+    try:
+        applied = apply_pending_switch(root, state_dir)
+    except (OSError, slots.SlotError, access.AccessError) as exc:
+        log.error("the pending slot switch could not be applied", extra={"root": root, "error": str(exc)})
+        (state_dir / PENDING_SWITCH).unlink(missing_ok=True)
+    else:
+        if applied is not None:
+            log.info("pending slot switch applied", extra={"root": root, **applied})
+    return SlotsInstaller(root, state_dir)
+
+
+def updater_settings(config: AgentConfig) -> UpdaterSettings:
+    """The trust anchor commissioning installed, and the controller's hardware revision (None: not checked)."""
+    fw = config.firmware
+    trust: tuple[x509.Certificate, ...] = ()
+    if fw.trust is not None:
+        try:
+            trust = tuple(x509.load_pem_x509_certificates(Path(fw.trust).read_bytes()))
+        except (OSError, ValueError) as exc:
+            log.warning("firmware trust anchor unreadable: every update will be refused", extra={
+                "trust": fw.trust, "error": str(exc)})
+    revision_file = access.on_root(fw.slots_root, "/" + access.REVISION)
+    try:
+        revision: str | None = revision_file.read_text().strip() or None
+    except OSError:
+        revision = None
+    return UpdaterSettings(trust, revision, fw.max_bundle_mb << 20, fw.transfer_timeout_s, fw.health_timeout_s)

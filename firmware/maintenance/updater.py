@@ -182,19 +182,28 @@ StatusSink = Callable[[FirmwareStatus], Awaitable[None]]
 HealthCheck = Callable[[float], Awaitable[str | None]]
 
 
+async def _no_report(status: FirmwareStatus) -> None:
+    return None
+
+
+async def _healthy(timeout_s: float) -> str | None:
+    return None
+
+
 class FirmwareUpdater:
     """Runs the job (one at a time); :meth:`start` accepts a new one, :meth:`run` drives it, across restarts."""
 
     def __init__(self, state_dir: Path, settings: UpdaterSettings, installer: Installer, hold: Hold,
-                 on_status: StatusSink, health: HealthCheck, request_restart: Callable[[], None],
-                 clock: Callable[[], float] = time.time) -> None:
+                 request_restart: Callable[[], None], on_status: StatusSink | None = None,
+                 health: HealthCheck | None = None, clock: Callable[[], float] = time.time) -> None:
+        """``on_status`` and ``health`` may be set later, by the protocol adapter that reports and judges."""
         self.store = JobStore(state_dir)
         self.download_dir = state_dir / DOWNLOAD_DIR
         self.settings = settings
         self.installer = installer
         self.hold = hold
-        self.on_status = on_status
-        self.health = health
+        self.on_status: StatusSink = on_status or _no_report
+        self.health: HealthCheck = health or _healthy
         self.request_restart = request_restart
         self.clock = clock
         self.job = self.store.load()

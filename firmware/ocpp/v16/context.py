@@ -40,6 +40,8 @@ class V16Context:
     online: asyncio.Event = field(default_factory=asyncio.Event)  # connected and accepted
     last_traffic: float = 0.0  # loop time of our last answered CALL (the heartbeat waits on it)
     wake_delivery: Callable[[], None] = lambda: None  # something was queued in the outbox
+    firmware_status: Callable[[], str] = lambda: "Idle"  # what a triggered FirmwareStatusNotification reports
+    diagnostics_status: Callable[[], str] = lambda: "Idle"  # ... and a triggered DiagnosticsStatusNotification
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property
