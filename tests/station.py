@@ -40,13 +40,15 @@ class Station:
     def __init__(self, state_dir: Path, *, connectors: int = 2, board: str = "ioboard", meter: str = "sdm630",
                  reader: str = "pn532", presets: dict[str, Any] | None = None,
                  boot_statuses: list[str] | None = None, heartbeat_interval: int = 300,
-                 storage_dir: Path | None = None, extra_config: str = "") -> None:
+                 storage_dir: Path | None = None, extra_config: str = "", csms_files: Path | None = None) -> None:
+        """``csms_files``: the simulated CSMS also serves these files over HTTP and takes uploads (firmware updates,
+        diagnostics)."""
         self.state_dir = state_dir
         self.storage_dir = storage_dir or state_dir  # the agent's database (config and log stay in state_dir)
         self.spec = ChargerSpec(charge_point_id=CP_ID, connectors=connectors, board=board,  # type: ignore[arg-type]
                                 meter=meter, reader=reader)  # type: ignore[arg-type]
         self.charger = SimulatedCharger(self.spec)
-        self.csms = SimulatedCsms(response_timeout_s=WAIT_S, ping_interval_s=None)
+        self.csms = SimulatedCsms(response_timeout_s=WAIT_S, ping_interval_s=None, files_dir=csms_files)
         self.presets = {"MeterValueSampleInterval": 0, "HeartbeatInterval": heartbeat_interval, **(presets or {})}
         self.profile = ChargePointProfile(boot_statuses=boot_statuses or ["Accepted"],
                                           heartbeat_interval=heartbeat_interval, boot_retry_interval=1)

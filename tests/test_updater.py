@@ -7,8 +7,6 @@ active, the held connectors released and the outcome reported. Also: retries the
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,36 +16,14 @@ from pathlib import Path
 import pytest
 
 from firmware.maintenance import slots
-from firmware.maintenance.bundle import load_certificate, load_private_key, write_bundle
 from firmware.maintenance.updater import JOB_FILE
 from firmware.storage import Database
+from tests.bundles import install_first, small_bundle
 from tests.file_servers import HttpFileServer, http_file_server
 from tests.pki import Signer, make_signer
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ["scheduled", "downloading", "verifying", "staging", "waiting_idle", "switching", "checking", "done"]
-
-
-def small_bundle(out: Path, signer: Signer, version: str) -> Path:
-    """A signed bundle of a few files (no wheels): enough for the slots, quick to make."""
-    src = out.parent / f"src-{version}"
-    (src / "firmware").mkdir(parents=True, exist_ok=True)
-    (src / "firmware/VERSION").write_text(version + "\n")
-    (src / "firmware/__init__.py").write_text(f"VERSION = {version!r}\n")
-    (src / "filler.bin").write_bytes(os.urandom(300_000))
-    write_bundle(out, {"app/firmware/VERSION": src / "firmware/VERSION",
-                       "app/firmware/__init__.py": src / "firmware/__init__.py", "app/filler.bin": src / "filler.bin"},
-                 version=version, hardware_revisions=["rev-c"], python="cp311", platform="x86_64",
-                 key=load_private_key(signer.key), certificate=load_certificate(signer.cert))
-    return out
-
-
-def install_first(root: Path, bundle: Path) -> None:
-    """Slot a holds 1.0.0 and runs, as a technician's first flash leaves it."""
-    sha, size = slots.sha256_file(bundle), bundle.stat().st_size
-    shutil.copyfile(bundle, slots.prepare_upload(str(root), sha, size)["path"])
-    slots.install(str(root), sha, size)
-    slots.activate(str(root), "a")
 
 
 @dataclass

@@ -33,7 +33,8 @@ PROTOCOLS = ("HTTP", "HTTPS", "FTP", "FTPS")
 
 
 class TransferError(Exception):
-    """The transfer failed; the message says why (never a password). ``resumable``: trying again may help."""
+    """The transfer failed; the message says why (never a password). ``resumable``: trying again may help (False
+    only for what another try cannot change: a location we cannot use, a file over the size limit)."""
 
     def __init__(self, message: str, resumable: bool = True) -> None:
         super().__init__(message)
@@ -126,7 +127,7 @@ def _http_get(url: str, dest: Path, have: int, max_bytes: int, timeout_s: float,
             dest.unlink()
             raise TransferError(f"{redact(url)}: the partial download does not fit the file; starting over")
         if resp.status not in (200, 206):
-            raise TransferError(f"{redact(url)}: HTTP {resp.status} {resp.reason}", resumable=resp.status >= 500)
+            raise TransferError(f"{redact(url)}: HTTP {resp.status} {resp.reason}")  # may be published later
         offset, f = _append(dest, have, restart=resp.status == 200)
         _copy(resp.read, f, offset, max_bytes, url, progress)
         expected = resp.getheader("Content-Length")
@@ -174,7 +175,7 @@ def _ftp_get(url: str, dest: Path, have: int, max_bytes: int, timeout_s: float, 
         try:
             size = ftp.size(path)
         except ftplib.error_perm as exc:
-            raise TransferError(f"{redact(url)}: {exc}", resumable=not str(exc).startswith("550")) from None
+            raise TransferError(f"{redact(url)}: {exc}") from None  # 550: may be published later
         if size is not None and have == size:
             return
         if size is not None and have > size:
@@ -228,7 +229,7 @@ def _http_put(url: str, source: Path, timeout_s: float, tls: ssl.SSLContext | No
         resp = conn.getresponse()
         resp.read()
         if resp.status not in (200, 201, 204):
-            raise TransferError(f"{redact(url)}: HTTP {resp.status} {resp.reason}", resumable=resp.status >= 500)
+            raise TransferError(f"{redact(url)}: HTTP {resp.status} {resp.reason}")
     finally:
         conn.close()
 
