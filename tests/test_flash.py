@@ -513,11 +513,12 @@ async def test_flash_migrates_a_controller_commissioned_by_the_previous_version(
     systemd = charger.root / "etc/systemd/system"
     assert "User=evse-agent\n" in (systemd / "evse-agent.service").read_text()
     assert f"ReadWritePaths={state}\n" in (systemd / "evse-agent.service.d/state-dir.conf").read_text()
-    for name in ("evse-agent-reboot.path", "evse-agent-switch.path"):
+    for name in ("evse-agent-reboot.path", "evse-agent-switch.path", "evse-agent-install.path"):
         assert os.readlink(systemd / "paths.target.wants" / name) == f"/etc/systemd/system/{name}"
     # the units as installed (paths under this test's root) pass systemd's own check
     units = [systemd / n for n in ("evse-agent.service", "evse-agent-reboot.service", "evse-agent-switch.service",
-                                   "evse-agent-reboot.path", "evse-agent-switch.path")]
+                                   "evse-agent-install.service", "evse-agent-reboot.path", "evse-agent-switch.path",
+                                   "evse-agent-install.path")]
     v = await asyncio.create_subprocess_exec("systemd-analyze", "verify", *map(str, units),
                                              stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await v.communicate()

@@ -74,12 +74,14 @@ def test_installed_units_verify_and_the_agent_is_exposed_at_most_2(tmp_path: Pat
     (tmp_path / STATE_DROPIN_PATH).parent.mkdir(parents=True)
     (tmp_path / STATE_DROPIN_PATH).write_text(state_dropin("/var/lib/evse-agent"))
     units = sorted(system.glob("evse-agent*.service")) + sorted(system.glob("*.path"))
-    assert [u.name for u in units] == ["evse-agent-reboot.service", "evse-agent-switch.service", "evse-agent.service",
+    assert [u.name for u in units] == ["evse-agent-install.service", "evse-agent-reboot.service",
+                                       "evse-agent-switch.service", "evse-agent.service", "evse-agent-install.path",
                                        "evse-agent-reboot.path", "evse-agent-switch.path"]
     r = subprocess.run(["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True, check=False)
     assert (r.returncode, r.stdout + r.stderr) == (0, ""), r.stdout + r.stderr
     assert exposure(system / "evse-agent.service") <= MAX_EXPOSURE
     assert exposure(system / "evse-agent-switch.service") <= MAX_EXPOSURE  # root, but boxed in
+    assert exposure(system / "evse-agent-install.service") <= MAX_EXPOSURE  # root, boxed in, no network
     assert exposure(system / "evse-agent-reboot.service") <= 1.0  # runs /bin/true
     directives = service_directives(unit_text("/", "/usr/bin/python3"))
     assert directives["User"] == ["evse-agent"] and directives["UMask"] == ["0077"]

@@ -6,7 +6,9 @@ active, the held connectors released and the outcome reported. Also: retries the
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from firmware.maintenance import slots
-from firmware.maintenance.updater import JOB_FILE
+from firmware.maintenance.installers import PrivilegedInstaller
+from firmware.maintenance.updater import JOB_FILE, InstallError
 from firmware.storage import Database
 from tests.bundles import install_first, small_bundle
 from tests.file_servers import HttpFileServer, http_file_server
@@ -132,3 +135,59 @@ def test_a_failed_health_check_after_the_switch_rolls_back(setup: Setup) -> None
     assert slots.active_slot(str(setup.root)) == "a"
     assert setup.statuses()[-1] == "InstallationFailed" and "Installed" not in setup.statuses()
     assert setup.connectors() == {"1": True, "2": True}
+
+
+class PathUnit:
+    """What evse-agent-install.path does under systemd: when the request appears, run the root side once."""
+
+    def __init__(self, run_dir: Path, root: Path) -> None:
+        self.run_dir, self.root = run_dir, root
+        self.results: list[dict] = []  # type: ignore[type-arg]
+
+    async def serve(self) -> None:
+        request = self.run_dir / "install-bundle"
+        while True:
+            if request.exists():
+                self.results.append(await asyncio.to_thread(slots.apply_install_request, str(self.root),
+                                                            str(request)))
+            await asyncio.sleep(0.05)
+
+
+async def test_the_privileged_install_verifies_again_as_root_and_refuses_what_the_agent_cannot_vouch_for(
+        setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent under its unit may not write the slots: it asks root (firmware/maintenance/privileged.py), which
+    copies the bundle out of the agent's reach and verifies it against the configuration's trust anchor itself."""
+    state = setup.root / "var/lib/evse-agent"
+    trust = setup.root / "etc/evse-agent/firmware-trust.pem"  # root's, as commissioning leaves it
+    shutil.copyfile(setup.signer.ca_cert, trust)
+    (setup.root / "etc/evse-agent/agent.toml").write_text(
+        f'[storage]\ndir = "{state}"\n[firmware]\ntrust = "{trust}"\n')
+    (setup.root / "etc/evse-agent/hardware-revision").write_text("rev-c\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(run_dir))
+    unit = PathUnit(run_dir, setup.root)
+    task = asyncio.create_task(unit.serve())
+    try:
+        installer = PrivilegedInstaller(str(setup.root), state)
+        good = tmp_path / "good.part"
+        shutil.copyfile(setup.server.root / "v2.bundle", good)
+        sha = slots.sha256_file(good)
+        assert await installer.stage(good, sha, good.stat().st_size) == "b"
+        assert unit.results[-1]["installed"] is True
+        assert slots.info(str(setup.root))["slots"]["b"]["version"] == "1.1.0"
+        assert slots.active_slot(str(setup.root)) == "a"  # installed, not switched
+        assert not (state / slots.DOWNLOADS / f"{sha}.bundle").exists()
+
+        stranger = make_signer(tmp_path / "stranger", "Someone else")  # the agent was fooled, or is not honest
+        evil = small_bundle(tmp_path / "evil.part", stranger, "6.6.6")
+        with pytest.raises(InstallError, match=r"root refused the install: .*signature does not verify"):
+            await installer.stage(evil, slots.sha256_file(evil), evil.stat().st_size)
+        assert slots.info(str(setup.root))["slots"]["b"]["version"] == "1.1.0"  # untouched
+
+        lie = tmp_path / "lie.part"
+        shutil.copyfile(setup.server.root / "v1.bundle", lie)  # named by another bundle's hash
+        with pytest.raises(InstallError, match="does not match the verified bundle"):
+            await installer.stage(lie, sha, lie.stat().st_size)
+    finally:
+        task.cancel()

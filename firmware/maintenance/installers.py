@@ -1,10 +1,9 @@
 """How the update pipeline (:mod:`updater`) reaches the A/B slots (:mod:`slots`), in the two situations there are:
 
 * :class:`PrivilegedInstaller` — the agent runs under its systemd unit as its own user and may not write its code:
-  the switch is asked of root through ``/run/evse-agent/switch-slot`` (:mod:`privileged`); root stops the agent,
-  snapshots or restores the database, switches and starts it again. Staging a bundle into a slot needs root too,
-  through a privileged install path that does not exist yet (docs/firmware-update.md, "Not yet"): until then an
-  update from the CSMS is refused there at the install step, and the technician's tool installs.
+  the install and the switch are asked of root through ``/run/evse-agent/install-bundle`` and ``switch-slot``
+  (:mod:`privileged`): root copies the bundle out of the agent's reach, verifies it again and unpacks it into the
+  inactive slot; for the switch it stops the agent, snapshots or restores the database, switches and starts it.
 * :class:`SlotsInstaller` — the agent may write the slots root itself (the simulator's charger, a test root, an
   agent run as root without the unit): it stages with :func:`slots.install` and leaves the switch as a request in
   its state directory, which the next start applies before the database is opened
@@ -18,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +98,40 @@ class SlotsInstaller(_SlotsReader):
 
 
 class PrivilegedInstaller(_SlotsReader):
+    #: How long root may take to copy, verify and unpack a bundle (a full one: a few seconds).
+    INSTALL_TIMEOUT_S = 600.0
+
+    def __init__(self, root: str, state_dir: Path) -> None:
+        super().__init__(root)
+        self.state_dir = state_dir
+
     async def stage(self, bundle: Path, sha256: str, size: int) -> str:
-        raise InstallError("installing into a slot needs root, and this controller has no privileged install path "
-                           "yet: install this bundle with tools/flash.py")
+        """Root installs it (``evse-agent-install.service``, :func:`slots.apply_install_request`): the bundle is
+        put where root looks for it, the request names its hash, and the outcome is read from ``state.json``."""
+        target = self.state_dir / slots.DOWNLOADS / f"{sha256}.bundle"
+
+        def put_in_place() -> bool:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if bundle.exists():
+                os.replace(bundle, target)
+            return target.is_file()
+        if not await asyncio.to_thread(put_in_place):
+            raise InstallError(f"the verified bundle {target} is gone")
+        request_id = uuid.uuid4().hex
+        if privileged.request_install(sha256, request_id) is None:
+            raise InstallError("no privileged install path (not run by the evse-agent unit)")
+        deadline = asyncio.get_running_loop().time() + self.INSTALL_TIMEOUT_S
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.5)
+            for event in _state(self.root).get("history", []):
+                if event.get("request") != request_id:
+                    continue
+                target.unlink(missing_ok=True)
+                if event.get("event") == "installed":
+                    return str(event["slot"])
+                raise InstallError(f"root refused the install: {event.get('reason')}")
+        raise InstallError(f"root did not install the bundle within {self.INSTALL_TIMEOUT_S:g} s (is "
+                           "evse-agent-install.path enabled?)")
 
     async def switch(self, slot: str) -> None:
         if privileged.request_switch(slot) is None:
@@ -124,7 +155,7 @@ def choose_installer(config: AgentConfig) -> SlotsInstaller | PrivilegedInstalle
     itself, and a switch its last run asked for is applied now — call this before the database is opened."""
     root = config.firmware.slots_root
     if privileged.request_dir() is not None:
-        return PrivilegedInstaller(root)
+        return PrivilegedInstaller(root, Path(config.state_dir))
     state_dir = Path(config.state_dir)
     try:
         applied = apply_pending_switch(root, state_dir)

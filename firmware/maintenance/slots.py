@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import tomllib
 import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -222,8 +223,9 @@ def _readable_by_agent(dest: Path) -> None:
             os.chmod(os.path.join(dirpath, name), CODE_FILE_MODE)
 
 
-def install(root: str, sha256: str, size: int) -> dict[str, Any]:
-    """Check the transferred bundle, then unpack it into the inactive slot (never the active one)."""
+def install(root: str, sha256: str, size: int, request_id: str | None = None) -> dict[str, Any]:
+    """Check the transferred bundle, then unpack it into the inactive slot (never the active one). ``request_id``:
+    the agent's (:func:`apply_install_request`), recorded with the outcome."""
     base = _base(root)
     part = base / "incoming" / f"{sha256}.part"
     if not part.is_file() or part.stat().st_size != size:
@@ -249,7 +251,8 @@ def install(root: str, sha256: str, size: int) -> dict[str, Any]:
     part.unlink()
     state["slots"][slot] = {"version": manifest.get("version", "unknown"), "built_at": manifest.get("built_at"),
                             "installed_at": _now(), "bundle_sha256": sha256, "health": "not checked"}
-    _log(state, "installed", slot=slot, version=manifest.get("version"))
+    _log(state, "installed", slot=slot, version=manifest.get("version"),
+         **({"request": request_id} if request_id else {}))
     _write_state(root, state)
     return {"slot": slot, "version": manifest.get("version"), "active": active,
             "unpack_s": round(time.monotonic() - started, 2)}
@@ -462,6 +465,88 @@ def apply_switch_request(root: str, request: str, service: str | None = None) ->
     return result
 
 
+DOWNLOADS = "firmware-download"  # in the agent's state dir: <sha256>.bundle, what it asks to install
+MAX_INSTALL_REQUEST = 128
+
+
+def _install_refused(root: str, request_id: str, why: str) -> dict[str, Any]:
+    state = _read_state(root)
+    _log(state, "install refused", request=request_id, reason=why)
+    _write_state(root, state)
+    return {"installed": False, "request": request_id, "refused": why}
+
+
+def _copy_out(src: Path, dest: Path) -> None:
+    """The agent's file, read through no link, into root's ``dest`` (the agent cannot change it afterwards)."""
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SlotError("state", f"{src} is not a plain file")
+        with os.fdopen(os.dup(fd), "rb") as f, dest.open("wb") as out:
+            shutil.copyfileobj(f, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+    finally:
+        os.close(fd)
+
+
+def apply_install_request(root: str, request: str) -> dict[str, Any]:
+    """The privileged half of the agent's install (``evse-agent-install.service``, root): the request names a
+    bundle by its SHA-256; the bundle, in the agent's state dir, is copied out of its reach, checked against that
+    hash, verified again — signature against the trust anchor the configuration names (``[firmware] trust``,
+    root's) and the controller's hardware revision, as the technician's tool does — and unpacked into the inactive
+    slot. The outcome is in ``state.json`` (the slot's ``bundle_sha256``, or ``install refused`` and why).
+    Needs the slot's libraries (cryptography) on the path: the unit runs it from ``current/app:current/lib``."""
+    path = Path(request)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, MAX_INSTALL_REQUEST + 1) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+        finally:
+            os.close(fd)
+    except FileNotFoundError:
+        return {"installed": False, "refused": "no request"}
+    except OSError as exc:
+        data = f"unreadable: {exc.strerror}".encode()
+    finally:
+        path.unlink(missing_ok=True)
+    sha256, _, request_id = data.decode("ascii", errors="replace").strip().partition(" ")
+    if not (len(sha256) == 64 and len(request_id) == 32 and all(c in "0123456789abcdef" for c in sha256 + request_id)):
+        return _install_refused(root, "", f"not a request naming a bundle by its SHA-256 ({data[:80]!r})")
+    from firmware.maintenance.bundle import BundleError, verify_bundle  # the slot's cryptography: only here
+    try:
+        config = tomllib.loads((Path(root) / access.CONFIG).read_text())
+    except (OSError, ValueError) as exc:
+        return _install_refused(root, request_id, f"the configuration cannot be read: {exc}")
+    trust_path = (config.get("firmware") or {}).get("trust")
+    if not isinstance(trust_path, str):
+        return _install_refused(root, request_id, "the configuration names no [firmware] trust anchor")
+    try:
+        from cryptography import x509
+        trust = x509.load_pem_x509_certificates(access.on_root(root, trust_path).read_bytes())
+    except (OSError, ValueError) as exc:
+        return _install_refused(root, request_id, f"the trust anchor {trust_path} cannot be read: {exc}")
+    state_dir = access.on_root(root, access.configured_state_dir(root))
+    upload = prepare_upload(root, sha256, 1 << 62)
+    part = Path(upload["path"])
+    try:
+        _copy_out(state_dir / DOWNLOADS / f"{sha256}.bundle", part)
+    except (OSError, SlotError) as exc:
+        return _install_refused(root, request_id, f"the bundle cannot be read: {exc}")
+    revision_file = Path(root) / ETC / "hardware-revision"
+    revision = revision_file.read_text().strip() if revision_file.is_file() else None
+    try:
+        verify_bundle(part, trust, hardware_revision=revision)
+    except BundleError as exc:
+        part.unlink(missing_ok=True)
+        return _install_refused(root, request_id, str(exc))
+    try:
+        result = install(root, sha256, part.stat().st_size, request_id)
+    except SlotError as exc:
+        return _install_refused(root, request_id, str(exc))
+    return {"installed": True, "request": request_id, **result}
+
+
 def write_file(root: str, path: str, text: str, mode: int = 0o644, link_from: str | None = None,
                group: str | None = None) -> dict[str, Any]:
     """Write ``<root>/<path>`` atomically (temp file + rename). ``link_from``: also make that symlink point to
@@ -503,7 +588,8 @@ def write_files(root: str, files: list[dict[str, Any]]) -> dict[str, Any]:
 OPERATIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "info": info, "prepare_upload": prepare_upload, "install": install, "activate": activate,
     "rollback": rollback, "record_health": record_health, "write_file": write_file, "write_files": write_files,
-    "switch_and_check": switch_and_check, "secure": access.secure, "apply_switch_request": apply_switch_request}
+    "switch_and_check": switch_and_check, "secure": access.secure, "apply_switch_request": apply_switch_request,
+    "apply_install_request": apply_install_request}
 
 
 def call(operation: str, args: dict[str, Any]) -> dict[str, Any]:
