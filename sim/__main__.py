@@ -215,8 +215,10 @@ async def _start_builtin_csms(args: argparse.Namespace, state_dir: Path, passwor
         behaviour.profiles[args.id] = ChargePointProfile(
             boot_statuses=p.boot_statuses, heartbeat_interval=p.heartbeat_interval,
             boot_retry_interval=p.boot_retry_interval, password=password)
+    (state_dir / "csms-files").mkdir(exist_ok=True)  # firmware to offer, diagnostics uploaded (docs/sim-api.md)
     csms = SimulatedCsms("127.0.0.1", args.csms_port, behaviour=behaviour,
-                         transcript_path=str(state_dir / "csms-transcript.jsonl"))
+                         transcript_path=str(state_dir / "csms-transcript.jsonl"),
+                         files_dir=state_dir / "csms-files")
     await csms.start()
     return csms
 

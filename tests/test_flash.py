@@ -386,6 +386,28 @@ async def test_commission_refuses_invalid_configuration(charger: Charger, sshd: 
     assert not (charger.root / "etc/evse-agent/agent.toml").exists()
 
 
+async def test_commission_installs_the_firmware_trust_anchor(charger: Charger, sshd: SshServer, bundles: Bundles
+                                                            ) -> None:
+    """The CA the charger trusts for updates from the CSMS, root's, where the configuration's [firmware] trust
+    names it (the privileged install verifies against it: docs/firmware-update.md)."""
+    url, ssh = sshd.url(charger.root), sshd.tool_options
+    trust = ["--firmware-trust", str(bundles.signer.ca_cert)]
+    r = await atool("commission", url, *ssh, "--config", charger.config, *trust)
+    assert r.returncode == 78 and "[firmware] trust must be \"/etc/evse-agent/firmware-trust.pem\"" in r.stderr
+    assert not (charger.root / "etc/evse-agent/agent.toml").exists()  # nothing written
+    config = charger.config.with_name("with-trust.toml")
+    config.write_text(charger.config.read_text() + '\n[firmware]\ntrust = "/etc/evse-agent/firmware-trust.pem"\n')
+    r = await atool("commission", url, *ssh, "--config", config, *trust)
+    assert r.returncode == 0, r.stderr
+    written = charger.root / "etc/evse-agent/firmware-trust.pem"
+    assert written.read_bytes() == bundles.signer.ca_cert.read_bytes()
+    assert (written.stat().st_uid, written.stat().st_mode & 0o777) == (0, 0o644)
+    bad = config.with_name("not-a-cert.pem")
+    bad.write_text("hello")
+    r = await atool("commission", url, *ssh, "--config", config, "--firmware-trust", bad)
+    assert r.returncode == 2 and "expected PEM certificates" in r.stderr
+
+
 async def test_selftest_over_ssh_names_the_missing_device(charger: Charger, sshd: SshServer, bundles: Bundles) -> None:
     url, ssh = sshd.url(charger.root), sshd.tool_options
     assert (await atool("commission", url, *ssh, "--config", charger.config)).returncode == 0

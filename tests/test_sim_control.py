@@ -571,6 +571,32 @@ def test_ctl_profile_commands(sim: Sim) -> None:
     assert code == control_cli.EXIT_HTTP_ERROR and "Relative" in answer["error"]
 
 
+def test_ctl_firmware_update_and_diagnostics(sim: Sim) -> None:
+    """The builtin CSMS offers what is in <state-dir>/csms-files and takes the uploads (issue 13)."""
+    wait_until(lambda: sim.state()["csms"]["connected"], what="agent connected")
+    code, files = run_ctl(sim, "firmware", "files")
+    assert code == 0 and files["dir"] == str(sim.state_dir / "csms-files")
+    code, answer = run_ctl(sim, "diagnostics")
+    name = answer["response"]["fileName"]
+    assert code == 0 and name.endswith(".tar.gz") and answer["upload"] == str(sim.state_dir / "csms-files/uploads" /
+                                                                              name)
+    wait_until(lambda: any(u["name"] == name for u in run_ctl(sim, "firmware", "files")[1]["uploads"]),
+               what="the diagnostics uploaded to the CSMS")
+    code, answer = run_ctl(sim, "firmware", "update", "--file", "nothing.bundle")
+    assert code == control_cli.EXIT_HTTP_ERROR and "offers no file 'nothing.bundle'" in answer["error"]
+    (sim.state_dir / "csms-files/junk.bundle").write_bytes(b"not a bundle")
+    mark = sim.ok("GET", "/csms/transcript?n=1")["next_seq"]
+    code, answer = run_ctl(sim, "firmware", "update", "--file", "junk.bundle", "--retries", "0")
+    assert code == 0 and answer["response"] == {} and answer["location"].endswith("/junk.bundle")
+
+    def statuses() -> list[str]:
+        entries = sim.ok("GET", f"/csms/transcript?since={mark}&n=500")["entries"]
+        return [e["payload"]["status"] for e in entries
+                if e.get("action") == "FirmwareStatusNotification" and e.get("kind") == "CALL"]
+    wait_until(lambda: "InstallationFailed" in statuses(), what="the junk refused")
+    assert statuses() == ["Downloading", "Downloaded", "Installing", "InstallationFailed"]
+
+
 # ---- HTTP -------------------------------------------------------------------------------------------------
 
 def _raw_http(sim: Sim, data: bytes) -> tuple[int, dict[str, Any]]:

@@ -18,7 +18,7 @@ import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from sim.csms.charging_profiles import (
     parse_instant,
     profile_ids_sent,
 )
+from sim.csms.file_server import HttpFileServer
 from sim.csms.ocppj import check_payload
 from sim.csms.server import CallErrorReceived, InvalidRequest, InvalidResponse, NotConnected, SimulatedCsms
 from sim.csms.transcript import Direction, EntryKind
@@ -347,6 +348,11 @@ ENDPOINTS: list[tuple[str, str, str]] = [
                                         '"TxDefaultProfile", "periods": [[0, 16], [60, 10]]}'),
     ("POST", "/csms/charging-profiles/clear", 'builtin CSMS: ClearChargingProfile {"id": 3} (no field: all)'),
     ("GET", "/csms/composite-schedule", "builtin CSMS: GetCompositeSchedule (?connector=1&duration_s=3600&unit=W)"),
+    ("GET", "/csms/files", "builtin CSMS: the firmware files it offers and the uploads it received"),
+    ("POST", "/csms/update-firmware", 'builtin CSMS: UpdateFirmware {"file": "fw.bundle"} (a file it offers) or '
+     '{"location": URL}; "retrieve_in_s", "retries", "retry_interval_s"'),
+    ("POST", "/csms/get-diagnostics", 'builtin CSMS: GetDiagnostics to its own upload place {} or {"location": URL}; '
+     '"retries", "retry_interval_s", "start", "stop"'),
 ]
 
 
@@ -375,6 +381,9 @@ class ControlApi:
             ("POST", "/csms/charging-profiles"): self._profile_set,
             ("POST", "/csms/charging-profiles/clear"): self._profile_clear,
             ("GET", "/csms/composite-schedule"): self._composite_schedule,
+            ("GET", "/csms/files"): self._csms_files,
+            ("POST", "/csms/update-firmware"): self._update_firmware,
+            ("POST", "/csms/get-diagnostics"): self._get_diagnostics,
         }
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
             (method, re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path)) + "$"), h)
@@ -618,6 +627,62 @@ class ControlApi:
         response = await _answer(cp_id, action, csms.call(cp_id, action, payload, timeout_s=timeout_s,
                                                           validate=validate))
         return 200, {"cp_id": cp_id, "action": action, "response": response}
+
+    # ---- firmware and diagnostics (builtin CSMS) -----------------------------------------------------
+
+    def _files(self) -> tuple[SimulatedCsms, HttpFileServer]:
+        csms = self._builtin()
+        if csms.files is None:
+            raise ApiError(404, "the builtin CSMS serves no files")
+        return csms, csms.files
+
+    async def _csms_files(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        _, files = self._files()
+
+        def listing(where: Path) -> list[dict[str, Any]]:
+            return [{"name": f.name, "bytes": f.stat().st_size} for f in sorted(where.iterdir()) if f.is_file()]
+        return 200, {"dir": str(files.root), "offered": listing(files.root), "uploads": listing(files.uploads),
+                     "url": files.url("")}
+
+    async def _update_firmware(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        csms, files = self._files()
+        body = Body(req.body)
+        body.only("cp_id", "file", "location", "retrieve_in_s", "retries", "retry_interval_s", "timeout_s")
+        cp_id = body.text("cp_id", self.t.charger.spec.charge_point_id)
+        if body.has("file") == body.has("location"):
+            raise ApiError(400, 'give "file" (one the CSMS offers: GET /csms/files) or "location" (a URL)')
+        if body.has("file"):
+            name = body.text("file")
+            if "/" in name or not (files.root / name).is_file():
+                raise ApiError(400, f"file: the CSMS offers no file {name!r} (put it in {files.root})")
+            location = files.url(name)
+        else:
+            location = body.text("location")
+        when = datetime.now(UTC) + timedelta(seconds=body.number("retrieve_in_s", 0.0, lo=0.0, hi=86400.0))
+        retries = body.integer("retries", lo=0, hi=100) if body.has("retries") else None
+        interval = body.integer("retry_interval_s", lo=0, hi=86400) if body.has("retry_interval_s") else None
+        timeout_s = body.number("timeout_s", csms.response_timeout_s, lo=0.1, hi=600.0)
+        response = await _answer(cp_id, "UpdateFirmware", csms.update_firmware(
+            cp_id, location, when.isoformat(timespec="seconds").replace("+00:00", "Z"), retries=retries,
+            retry_interval=interval, timeout_s=timeout_s))
+        return 200, {"cp_id": cp_id, "location": location, "response": response}
+
+    async def _get_diagnostics(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        csms, files = self._files()
+        body = Body(req.body)
+        body.only("cp_id", "location", "retries", "retry_interval_s", "start", "stop", "timeout_s")
+        cp_id = body.text("cp_id", self.t.charger.spec.charge_point_id)
+        location = body.text("location", files.url("uploads/"))
+        retries = body.integer("retries", lo=0, hi=100) if body.has("retries") else None
+        interval = body.integer("retry_interval_s", lo=0, hi=86400) if body.has("retry_interval_s") else None
+        timeout_s = body.number("timeout_s", csms.response_timeout_s, lo=0.1, hi=600.0)
+        response = await _answer(cp_id, "GetDiagnostics", csms.get_diagnostics(
+            cp_id, location, retries=retries, retry_interval=interval,
+            start_time=body.text("start") if body.has("start") else None,
+            stop_time=body.text("stop") if body.has("stop") else None, timeout_s=timeout_s))
+        name = response.get("fileName") if isinstance(response, dict) else None
+        return 200, {"cp_id": cp_id, "location": location, "response": response,
+                     "upload": str(files.uploads / name) if name and body.data.get("location") is None else None}
 
     # ---- smart charging (builtin CSMS) ---------------------------------------------------------------
 

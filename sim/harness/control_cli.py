@@ -118,6 +118,22 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("-n", type=int, default=100)
     tr.add_argument("--since", type=int)
     _profile_parser(sub.add_parser("profile", help="smart charging profiles (builtin CSMS): set, clear, composite"))
+    fw = sub.add_parser("firmware", help="firmware updates (builtin CSMS): files offered, UpdateFirmware")
+    fw_sub = fw.add_subparsers(dest="firmware_command", required=True, metavar="ACTION")
+    fw_sub.add_parser("files", help="GET /csms/files: what the CSMS offers, the uploads it received")
+    upd = fw_sub.add_parser("update", help="POST /csms/update-firmware: UpdateFirmware")
+    what = upd.add_mutually_exclusive_group(required=True)
+    what.add_argument("--file", help="a file the CSMS offers (in <state-dir>/csms-files)")
+    what.add_argument("--location", help="any URL (http, https, ftp, ftps)")
+    upd.add_argument("--retrieve-in", type=float, metavar="S", help="retrieveDate: seconds from now (default 0)")
+    upd.add_argument("--retries", type=int)
+    upd.add_argument("--retry-interval", type=int, metavar="S")
+    diag = sub.add_parser("diagnostics", help="POST /csms/get-diagnostics: GetDiagnostics (builtin CSMS)")
+    diag.add_argument("--location", help="upload URL (default: the CSMS's own upload place)")
+    diag.add_argument("--retries", type=int)
+    diag.add_argument("--retry-interval", type=int, metavar="S")
+    diag.add_argument("--start", metavar="WHEN", help="startTime (RFC 3339), e.g. 2026-12-06T07:00:00Z")
+    diag.add_argument("--stop", metavar="WHEN", help="stopTime (RFC 3339)")
     return p
 
 
@@ -252,6 +268,16 @@ def build_call(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | Non
         return "GET", "/csms/transcript" + _query(n=args.n, since=args.since), None
     if cmd == "profile":
         return _profile_call(args)
+    if cmd == "firmware" and args.firmware_command == "files":
+        return "GET", "/csms/files", None
+    if cmd == "firmware":
+        body = {"file": args.file, "location": args.location, "retrieve_in_s": args.retrieve_in,
+                "retries": args.retries, "retry_interval_s": args.retry_interval}
+        return "POST", "/csms/update-firmware", {k: v for k, v in body.items() if v is not None}
+    if cmd == "diagnostics":
+        body = {"location": args.location, "retries": args.retries, "retry_interval_s": args.retry_interval,
+                "start": args.start, "stop": args.stop}
+        return "POST", "/csms/get-diagnostics", {k: v for k, v in body.items() if v is not None}
     raise ValueError(f"unknown command {cmd!r}")  # pragma: no cover - argparse knows the commands
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from firmware.config import ConfigError, parse_config
 from firmware.maintenance.access import AGENT_USER
@@ -22,6 +23,7 @@ from tools.flashing.build import build_bundle
 from tools.flashing.target import DirTarget, Progress, Target, TargetError, parse_target
 from tools.flashing.unit import (
     CONFIG_PATH,
+    FIRMWARE_TRUST_PATH,
     HELPER_UNITS,
     REVISION_PATH,
     STATE_DROPIN_PATH,
@@ -346,6 +348,7 @@ def cmd_commission(args: argparse.Namespace) -> Exit:
                 3: "client certificates, which this agent does not support yet"}[args.security_profile]
         raise Fail(Exit.CONFIG, f"configuration error: {path}: ocpp: security profile {args.security_profile} needs "
                    f"{need}; the file amounts to profile {profile}\nnothing was written to the controller")
+    trust_text = _firmware_trust(args.firmware_trust, config.firmware.trust) if args.firmware_trust else None
     target = _target(args)
     _call(target, "info")
     for line in describe_config(config):
@@ -358,6 +361,10 @@ def cmd_commission(args: argparse.Namespace) -> Exit:
     _call(target, "write_file", path=CONFIG_PATH, text=text, mode=0o640, group=AGENT_USER)
     if args.hardware_revision:
         _call(target, "write_file", path=REVISION_PATH, text=args.hardware_revision + "\n", mode=0o644)
+    if trust_text is not None:
+        _call(target, "write_file", path=FIRMWARE_TRUST_PATH, text=trust_text, mode=0o644)
+        say(f"written {target.path(FIRMWARE_TRUST_PATH)}: the firmware signing certificate(s) updates from the CSMS "
+            "must be signed by (root's)")
     say(f"written {target.path(CONFIG_PATH)}" + (f" and hardware revision {args.hardware_revision}"
                                                 if args.hardware_revision else ""))
     _secure(target)
@@ -365,6 +372,19 @@ def cmd_commission(args: argparse.Namespace) -> Exit:
         target.shell("if command -v systemctl >/dev/null; then systemctl daemon-reload; "
                      "systemctl try-restart evse-agent || true; fi", 60)  # the drop-in may have changed
     return Exit.OK
+
+
+def _firmware_trust(path: str, configured: str | None) -> str:
+    """The PEM text of ``--firmware-trust``, checked; the configuration must name where it goes."""
+    try:
+        text = Path(path).read_text(encoding="ascii")
+        certs = x509.load_pem_x509_certificates(text.encode())
+    except (OSError, ValueError) as exc:
+        raise Fail(Exit.USAGE, f"--firmware-trust {path}: expected PEM certificates ({exc})") from None
+    if configured is None or not configured.endswith("/" + FIRMWARE_TRUST_PATH):  # (under a test root: its prefix)
+        raise Fail(Exit.CONFIG, f"configuration error: [firmware] trust must be \"/{FIRMWARE_TRUST_PATH}\" for "
+                   f"--firmware-trust (it is {configured!r})\nnothing was written to the controller")
+    return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certs)
 
 
 def cmd_selftest(args: argparse.Namespace) -> Exit:
@@ -505,6 +525,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--security-profile", type=int, choices=(0, 1, 2, 3),
                    help="OCPP security profile the file must amount to (checked)")
     c.add_argument("--hardware-revision", help="also record the controller's hardware revision")
+    c.add_argument("--firmware-trust", metavar="CERT", help="the firmware signing CA (PEM) updates from the CSMS must "
+                   f"be signed by: written to /{FIRMWARE_TRUST_PATH} (the configuration's [firmware] trust)")
     c.add_argument("--dry-run", action="store_true", help="validate and show; write nothing")
     c.set_defaults(func=cmd_commission)
 

@@ -24,6 +24,7 @@ STATE_DROPIN_PATH = f"{SYSTEMD_DIR}/{UNIT_NAME}.d/state-dir.conf"  # written by 
 SWITCH_DROPIN_PATH = f"{SYSTEMD_DIR}/evse-agent-switch.service.d/state-dir.conf"
 CONFIG_PATH = "etc/evse-agent/agent.toml"
 REVISION_PATH = "etc/evse-agent/hardware-revision"
+FIRMWARE_TRUST_PATH = "etc/evse-agent/firmware-trust.pem"  # commission --firmware-trust; [firmware] trust
 WATCHDOG_SEC = 30
 #: The path units waiting for the agent's requests, started with the agent.
 HELPER_UNITS = ("evse-agent-reboot.path", "evse-agent-switch.path", "evse-agent-install.path")
