@@ -401,7 +401,7 @@ async def test_commission_installs_the_firmware_trust_anchor(charger: Charger, s
     assert r.returncode == 0, r.stderr
     written = charger.root / "etc/evse-agent/firmware-trust.pem"
     assert written.read_bytes() == bundles.signer.ca_cert.read_bytes()
-    assert (written.stat().st_uid, written.stat().st_mode & 0o777) == (0, 0o644)
+    assert (written.stat().st_uid, written.stat().st_mode & 0o777) == (0, 0o640)  # root:evse-agent (access.py)
     bad = config.with_name("not-a-cert.pem")
     bad.write_text("hello")
     r = await atool("commission", url, *ssh, "--config", config, "--firmware-trust", bad)
