@@ -208,3 +208,58 @@ async def test_tc_045_2_diagnostics_upload_failed(station: Station, protocol: st
     assert answer["fileName"].endswith(".tar.gz")
     seen = await statuses_until_final(s, mark, "DiagnosticsStatusNotification", ("Uploaded", "UploadFailed"))
     assert seen == ["Uploading", "UploadFailed"]
+
+
+async def test_the_update_waits_for_the_transaction_and_resumes_a_cut_download(station: Station) -> None:
+    """A transaction runs: the idle connector is Unavailable at once, the charging one keeps charging and is
+    Unavailable once its transaction ends; only then the switch. The first download is cut half-way and the
+    second attempt resumes it (HTTP Range)."""
+    s = station
+    files = s.csms.files
+    assert files is not None
+    tx_id = await s.start_session(1)
+    files.faults.cut_after, files.faults.cuts_left = 200_000, 1
+    mark = s.csms.transcript.mark()
+    await s.csms.update_firmware(CP_ID, s.csms.file_url("v2.bundle"), now(), retries=1, retry_interval=1)
+    await s.wait_status(2, "Unavailable", since=mark)
+    await s.wait_call("FirmwareStatusNotification", lambda e: e.payload["status"] == "Installing", since=mark)
+    gets = [r for r in files.faults.requests if r[:2] == ("GET", "/v2.bundle")]
+    assert [r[2] for r in gets] == ["", "bytes=200000-"]  # cut, then resumed where it stopped
+    root: Path = s.root  # type: ignore[attr-defined]
+    job_file = root / "var/lib/evse-agent" / JOB_FILE
+    await s.wait_until(lambda: json.loads(job_file.read_text())["step"] == "waiting_idle", 30, "waiting for idle")
+
+    stop_mark = s.csms.transcript.mark()
+    s.ev(1).unplug()
+    stop = await s.wait_call("StopTransaction", since=stop_mark)
+    assert stop.payload["transactionId"] == tx_id and stop.payload.get("reason", "Local") != "PowerLoss"
+    seen = await statuses_until_final(s, mark)
+    assert seen[-1] == "Installed", seen
+    unavailable_1 = [e for e in calls(s, "StatusNotification", mark)
+                     if e.payload["connectorId"] == 1 and e.payload["status"] == "Unavailable"]
+    new_boot = boots(s, mark)[-1]
+    assert new_boot.payload["firmwareVersion"] == "1.1.0"
+    assert stop.seq < unavailable_1[0].seq < new_boot.seq  # the transaction ended, then the hold, then the switch
+    installed = next(e for e in calls(s, "FirmwareStatusNotification", mark) if e.payload["status"] == "Installed")
+    for connector in (1, 2):
+        await s.wait_status(connector, "Available", since=installed.seq)
+
+
+async def test_a_power_cut_while_the_update_waits_for_a_transaction(station: Station) -> None:
+    """SIGKILL while the update waits: the restarted agent ends the transaction as a power loss does (PowerLoss),
+    the job resumes where it stood and installs."""
+    s = station
+    tx_id = await s.start_session(1)
+    mark = s.csms.transcript.mark()
+    await s.csms.update_firmware(CP_ID, s.csms.file_url("v2.bundle"), now())
+    root: Path = s.root  # type: ignore[attr-defined]
+    job_file = root / "var/lib/evse-agent" / JOB_FILE
+    await s.wait_until(lambda: job_file.exists() and json.loads(job_file.read_text())["step"] == "waiting_idle", 30,
+                       "waiting for idle")
+    await s.kill_agent()
+    assert slots.active_slot(str(root)) == "a"
+    await s.start_agent(supervised=True, wait_boot=False)
+    stop = await s.wait_call("StopTransaction", since=mark)
+    assert (stop.payload["transactionId"], stop.payload["reason"]) == (tx_id, "PowerLoss")
+    seen = await statuses_until_final(s, mark)
+    assert seen[-1] == "Installed" and slots.active_slot(str(root)) == "b", seen
