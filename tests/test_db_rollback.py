@@ -172,3 +172,24 @@ def test_snapshot_of_a_live_wal_database_is_consistent(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
     live.close()
+
+
+def test_the_tool_refuses_to_stop_an_agent_with_a_running_transaction_unless_forced(tmp_path: Path) -> None:
+    """``flash`` and ``commission`` on a live controller stop or restart the agent: slots.info reads the open
+    transactions from the agent's database, and the tool refuses, saying what runs (tools/flashing/cli.py)."""
+    from tools.flashing.cli import Fail, refuse_if_charging
+
+    root = make_root(tmp_path)
+    db = Database(slots.database_path(str(root)))
+    Ledger(db).start(2, 1, "TAG", 1000, T0)
+    Ledger(db).set_transaction_id(2, 1, "42")
+    Ledger(db).start(1, 1, "DONE", 1000, T0)
+    Ledger(db).stop(1, 1, 2000, T0, "Local")
+    db.close()
+    info = slots.info(str(root))
+    assert info["open_transactions"] == [{"connector": 2, "started_at": T0.isoformat(), "transaction_id": "42"}]
+    with pytest.raises(Fail, match=r"a transaction is running: connector 2 \(transaction 42 since 2026-12-01") as e:
+        refuse_if_charging(info, False, "flash")
+    assert "flash would stop the agent and cut it" in str(e.value) and "--force" in str(e.value)
+    refuse_if_charging(info, True, "flash")  # forced: goes on
+    refuse_if_charging(slots.info(str(make_root(tmp_path / "other"))), False, "commission")  # no database: nothing

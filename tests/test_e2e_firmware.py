@@ -263,3 +263,31 @@ async def test_a_power_cut_while_the_update_waits_for_a_transaction(station: Sta
     assert (stop.payload["transactionId"], stop.payload["reason"]) == (tx_id, "PowerLoss")
     seen = await statuses_until_final(s, mark)
     assert seen[-1] == "Installed" and slots.active_slot(str(root)) == "b", seen
+
+
+async def test_get_log_diagnostics_uploaded_with_the_request_id_and_security_log_rejected(station: Station) -> None:
+    """The 1.6 security whitepaper's GetLog: a DiagnosticsLog is the diagnostics archive, its LogStatusNotifications
+    carry the requestId; a SecurityLog is Rejected (no security log is kept yet)."""
+    s = station
+    mark = s.csms.transcript.mark()
+    answer = await s.csms.call(CP_ID, "GetLog", {"logType": "DiagnosticsLog", "requestId": 7, "retries": 0,
+                                                 "log": {"remoteLocation": s.csms.file_url("logs/")}})
+    assert answer["status"] == "Accepted" and answer["filename"].endswith(".tar.gz")
+    seen = await statuses_until_final(s, mark, "LogStatusNotification", ("Uploaded", "UploadFailure"))
+    assert seen == ["Uploading", "Uploaded"]
+    assert {e.payload["requestId"] for e in calls(s, "LogStatusNotification", mark)} == {7}
+    assert (s.csms.files.uploads / answer["filename"]).is_file()  # type: ignore[union-attr]
+    mark = s.csms.transcript.mark()  # one that keeps failing, replaced by the next: AcceptedCanceled
+    slow = await s.csms.call(CP_ID, "GetLog", {"logType": "DiagnosticsLog", "requestId": 9, "retries": 5,
+                                               "retryInterval": 60, "log": {"remoteLocation": "ftp://127.0.0.1:1/"}})
+    assert slow["status"] == "Accepted"
+    await s.wait_call("LogStatusNotification", lambda e: e.payload == {"status": "Uploading", "requestId": 9},
+                      since=mark)
+    answer = await s.csms.call(CP_ID, "GetLog", {"logType": "DiagnosticsLog", "requestId": 10,
+                                                 "log": {"remoteLocation": s.csms.file_url("logs/")}})
+    assert answer["status"] == "AcceptedCanceled"
+    await s.wait_call("LogStatusNotification", lambda e: e.payload == {"status": "Uploaded", "requestId": 10},
+                      since=mark)
+    answer = await s.csms.call(CP_ID, "GetLog", {"logType": "SecurityLog", "requestId": 8,
+                                                 "log": {"remoteLocation": s.csms.file_url("logs/")}})
+    assert answer == {"status": "Rejected"}

@@ -242,6 +242,21 @@ async def test_failed_health_check_rolls_back_by_itself(charger: Charger, sshd: 
     assert r.returncode == 8 and "FAILED its health check" in r.stderr and active_link(charger.root) == "slots/a"
 
 
+async def test_a_failed_first_install_is_not_left_active(charger: Charger, sshd: SshServer, bundles: Bundles) -> None:
+    url, ssh = sshd.url(charger.root), sshd.tool_options
+    assert (await atool("commission", url, *ssh, "--config", charger.config)).returncode == 0
+    r = await atool("flash", url, bundles.broken, "--trust", bundles.signer.ca_cert, *ssh, *FAST_HEALTH)
+    assert r.returncode == 5, r.stdout + r.stderr
+    assert "this was the first install and it failed: slot a is NOT left active" in r.stderr
+    assert not (charger.root / "opt/evse-agent/current").is_symlink()
+    info = status(url, *ssh)
+    assert info["active"] is None and info["history"][-1]["event"] == "deactivated (first install failed its " \
+        "health check)"
+    r = await atool("flash", url, bundles.v1, "--trust", bundles.signer.ca_cert, *ssh, *FAST_HEALTH)
+    assert r.returncode == 0, r.stdout + r.stderr  # the next install goes on as a first one (into the free slot a)
+    assert active_link(charger.root) == "slots/a" and status(url, *ssh)["slots"]["a"]["version"] == "1.0.0"
+
+
 async def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -296,6 +311,10 @@ async def test_tampered_wrongly_signed_and_other_revision_refused_before_anythin
     r = await atool("flash", url, bundles.other_revision, *trust, *ssh)
     assert r.returncode == 3
     assert "built for hardware revision(s) rev-a, the controller is 'rev-c'" in r.stderr
+    r = await atool("flash", url, bundles.other_revision, *trust, *ssh, "--hardware-revision", "rev-a")
+    assert r.returncode == 3
+    assert "the controller states hardware revision 'rev-c' itself; --hardware-revision rev-a does not " \
+           "override it" in r.stderr
     r = await atool("flash", url, bundles.other_python, *trust, *ssh)
     assert r.returncode == 3
     assert "the bundle is built for cp39 on x86_64, the controller runs cp311 on x86_64" in r.stderr

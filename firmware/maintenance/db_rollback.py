@@ -210,3 +210,20 @@ def restore(db: Path, snapshot: dict[str, Any]) -> dict[str, Any]:
     _fsync(db.parent)
     return {"restored": True, "schema": snapshot["schema"], "from_schema": live_schema, "kept_aside": str(aside),
             **carried}
+
+
+def open_transactions(db: Path) -> list[dict[str, Any]]:
+    """The transactions the agent's database has open (what a stop of the agent would cut), for the technician's
+    tool; none when there is no database or it cannot be read."""
+    if not db.is_file():
+        return []
+    try:
+        conn = _open_live(db)
+        try:
+            rows = conn.execute("SELECT connector, started_at, transaction_id FROM transactions "
+                                "WHERE stopped_at IS NULL ORDER BY connector").fetchall()
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error):
+        return []
+    return [{"connector": r[0], "started_at": r[1], "transaction_id": r[2]} for r in rows]

@@ -135,7 +135,12 @@ def info(root: str) -> dict[str, Any]:
         incoming = {p.name: p.stat().st_size for p in (base / "incoming").iterdir() if p.is_file()}
     revision_file = Path(root) / ETC / "hardware-revision"
     revision = revision_file.read_text().strip() if revision_file.is_file() else None
+    try:
+        charging = db_rollback.open_transactions(database_path(root))
+    except access.AccessError:  # the configuration cannot be read: commissioning will say so
+        charging = []
     return {"root": root, "active": active_slot(root), "slots": slots, "last_health": state["last_health"],
+            "open_transactions": charging,
             "history": state["history"], "incoming": incoming, "hardware_revision": revision,
             "commissioned": (Path(root) / ETC / "agent.toml").is_file(),
             "account": account.to_json() if (account := access.read_account(root)) else None,
@@ -331,6 +336,20 @@ def activate(root: str, slot: str, reason: str = "activated") -> dict[str, Any]:
     return {"active": slot, "previous": previous, "database": database}
 
 
+def deactivate(root: str, reason: str) -> dict[str, Any]:
+    """No slot active (``current`` removed): the unit has nothing to run. Only for a first install that failed its
+    check, so that no broken agent runs; the next flash activates what it installs."""
+    base = _base(root)
+    previous = active_slot(root)
+    (base / "current").unlink(missing_ok=True)
+    _fsync_dir(base)
+    state = _read_state(root)
+    state["active"] = None
+    _log(state, reason, slot=previous)
+    _write_state(root, state)
+    return {"active": None, "previous": previous}
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -372,20 +391,25 @@ def switch_and_check(root: str, slot: str, health_command: str, timeout_s: float
     result = _run_health(health_command, timeout_s)
     record_health(root, slot, result)
     rolled_back = refused = database = None
+    deactivated = False
     if not result.get("ok") and previous not in (None, slot) and _installed(root, str(previous)):
         try:
             database = activate(root, str(previous), "rolled back (health check failed)")["database"]
             rolled_back = previous
         except SlotError as exc:  # the older agent could not open the database the new one left
             refused = str(exc)
+    elif not result.get("ok") and previous is None:  # a failed first install is not left to run
+        deactivate(root, "deactivated (first install failed its health check)")
+        deactivated = True
     if service is not None and shutil.which("systemctl"):
         subprocess.run(["systemctl", "daemon-reload"], check=False)
         subprocess.run(["systemctl", "enable", service], check=False, capture_output=True)
-        subprocess.run(["systemctl", "restart", service], check=False)
+        if not deactivated:
+            subprocess.run(["systemctl", "restart", service], check=False)
         for unit in helpers or []:
             subprocess.run(["systemctl", "enable", "--now", unit], check=False, capture_output=True)
     return {"health": result, "rolled_back_to": rolled_back, "previous": previous, "rollback_refused": refused,
-            "database": database}
+            "database": database, "deactivated": deactivated}
 
 
 def _run_health(command: str, timeout_s: float) -> dict[str, Any]:
@@ -588,8 +612,8 @@ def write_files(root: str, files: list[dict[str, Any]]) -> dict[str, Any]:
 OPERATIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "info": info, "prepare_upload": prepare_upload, "install": install, "activate": activate,
     "rollback": rollback, "record_health": record_health, "write_file": write_file, "write_files": write_files,
-    "switch_and_check": switch_and_check, "secure": access.secure, "apply_switch_request": apply_switch_request,
-    "apply_install_request": apply_install_request}
+    "switch_and_check": switch_and_check, "deactivate": deactivate, "secure": access.secure,
+    "apply_switch_request": apply_switch_request, "apply_install_request": apply_install_request}
 
 
 def call(operation: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -149,6 +149,17 @@ def _verify(args: argparse.Namespace, bundle: Path, revision: str | None) -> Ver
         raise Fail(Exit.REFUSED, f"refused, nothing was written: {exc}") from None
 
 
+def refuse_if_charging(info: dict[str, Any], force: bool, command: str) -> None:
+    """A live controller's agent is stopped by ``command``: not while a transaction runs, unless ``force``."""
+    running = info.get("open_transactions") or []
+    if not running or force:
+        return
+    what = "; ".join(f"connector {t['connector']} (transaction {t['transaction_id'] or 'not yet numbered'} since "
+                     f"{t['started_at']})" for t in running)
+    raise Fail(Exit.NOT_POSSIBLE, f"a transaction is running: {what}. {command} would stop the agent and cut it; wait "
+               "for it to end (or stop it from the CSMS), or pass --force")
+
+
 def _stop_service(target: Target) -> None:
     """On a running controller the agent holds the serial ports: stop it for the checks (systemd only)."""
     if target.is_live:
@@ -193,7 +204,13 @@ def cmd_flash(args: argparse.Namespace) -> Exit:
     target = _target(args)
     bundle = Path(args.bundle)
     info = _call(target, "info")
-    revision = args.hardware_revision or info["hardware_revision"]
+    stated = info["hardware_revision"]
+    if stated is not None and args.hardware_revision not in (None, stated):
+        raise Fail(Exit.REFUSED, f"refused, nothing was written: the controller states hardware revision {stated!r} "
+                   f"itself; --hardware-revision {args.hardware_revision} does not override it")
+    revision = stated or args.hardware_revision
+    if target.is_live and not args.dry_run:
+        refuse_if_charging(info, args.force, "flash")
     if revision is None:
         raise Fail(Exit.REFUSED, f"refused, nothing was written: the controller does not state its hardware revision "
                    f"({target.path(REVISION_PATH)} is missing): pass --hardware-revision, or commission it with "
@@ -274,6 +291,9 @@ def cmd_flash(args: argparse.Namespace) -> Exit:
         if outcome.get("rollback_refused"):
             raise Fail(Exit.ROLLED_BACK, f"{outcome['rollback_refused']}\nslot {slot} stays active; fix the cause "
                        "above and flash again")
+        if outcome.get("deactivated"):
+            raise Fail(Exit.ROLLED_BACK, f"this was the first install and it failed: slot {slot} is NOT left active "
+                       "(no agent runs); fix the cause above (selftest shows the devices) and flash again")
         raise Fail(Exit.ROLLED_BACK, f"no previous slot to roll back to: slot {slot} stays active; fix the cause "
                    "above (selftest shows the devices) and flash again")
     say(f"health check passed in {time.monotonic() - t0:.1f} s: {result['detail']}")
@@ -350,7 +370,9 @@ def cmd_commission(args: argparse.Namespace) -> Exit:
                    f"{need}; the file amounts to profile {profile}\nnothing was written to the controller")
     trust_text = _firmware_trust(args.firmware_trust, config.firmware.trust) if args.firmware_trust else None
     target = _target(args)
-    _call(target, "info")
+    info = _call(target, "info")
+    if target.is_live and not args.dry_run:  # the agent is restarted to read the new configuration
+        refuse_if_charging(info, args.force, "commission")
     for line in describe_config(config):
         say(line)
     if args.dry_run:
@@ -504,6 +526,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--csms-optional", action="store_true",
                    help="the health check passes without a CSMS connection (site uplink down); devices must answer")
     f.add_argument("--dry-run", action="store_true", help="verify and show the plan; write nothing")
+    f.add_argument("--force", action="store_true", help="flash even while a transaction runs (it is cut)")
     f.set_defaults(func=cmd_flash)
 
     s = sub.add_parser("status", help="slots, versions, the active one, the last health check",
@@ -528,6 +551,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--firmware-trust", metavar="CERT", help="the firmware signing CA (PEM) updates from the CSMS must "
                    f"be signed by: written to /{FIRMWARE_TRUST_PATH} (the configuration's [firmware] trust)")
     c.add_argument("--dry-run", action="store_true", help="validate and show; write nothing")
+    c.add_argument("--force", action="store_true", help="commission even while a transaction runs (the agent's "
+                   "restart cuts it)")
     c.set_defaults(func=cmd_commission)
 
     t = sub.add_parser("selftest", help="probe every device and the CSMS from the controller",

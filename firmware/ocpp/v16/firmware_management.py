@@ -1,5 +1,6 @@
-"""OCPP 1.6 Firmware Management: UpdateFirmware (§5.19) with FirmwareStatusNotification (§4.5), and GetDiagnostics
-(§5.9) with DiagnosticsStatusNotification (§4.4).
+"""OCPP 1.6 Firmware Management: UpdateFirmware (§5.19) with FirmwareStatusNotification (§4.5), GetDiagnostics
+(§5.9) with DiagnosticsStatusNotification (§4.4), and the security whitepaper's GetLog (DiagnosticsLog; a
+SecurityLog is Rejected until the agent keeps security events) with LogStatusNotification.
 
 The update itself is the version-agnostic pipeline (firmware/maintenance/updater.py: download, verify, install
 into the inactive slot, wait for no transaction, switch, restart, check, keep or roll back); this module turns
@@ -59,6 +60,7 @@ class FirmwareManagement:
         self.updater = updater
         self.diagnostics = diagnostics
         self._diagnostics_status = "Idle"
+        self._log_upload: asyncio.Task[None] | None = None
         ctx.firmware_status = self._firmware_status
         ctx.diagnostics_status = lambda: self._diagnostics_status
         if updater is not None:
@@ -139,27 +141,67 @@ class FirmwareManagement:
     async def _upload(self, location: str, archive: Path, retries: int, interval_s: float) -> None:
         await asyncio.sleep(0)  # the answer (with the file name) goes out first
         self._diagnostics_status = "Uploading"
-        await self._diagnostics_notification("Uploading")
+        await self._notification("DiagnosticsStatusNotification", {"status": "Uploading"})
+        ok = await self._send_archive(location, archive, retries, interval_s)
+        self._diagnostics_status = "Idle"
+        await self._notification("DiagnosticsStatusNotification", {"status": "Uploaded" if ok else "UploadFailed"})
+
+    async def _send_archive(self, location: str, archive: Path, retries: int, interval_s: float) -> bool:
+        """Upload with ``retries`` more attempts after the first, ``interval_s`` apart; True once it went."""
         timeout = self.updater.settings.transfer_timeout_s if self.updater is not None else 30.0
-        status = "UploadFailed"
         for attempt in range(1, retries + 2):
             try:
                 where = await asyncio.to_thread(transfer.upload, location, archive, timeout_s=timeout)
             except transfer.TransferError as exc:
-                log.warning("diagnostics upload failed", extra={"attempt": attempt, "attempts_left":
-                                                                retries + 1 - attempt, "error": str(exc)})
+                log.warning("log upload failed", extra={"attempt": attempt, "attempts_left": retries + 1 - attempt,
+                                                        "error": str(exc)})
                 if not exc.resumable or attempt > retries:
-                    break
+                    return False
                 await asyncio.sleep(interval_s)
                 continue
-            log.info("diagnostics uploaded", extra={"location": where})
-            status = "Uploaded"
-            break
-        self._diagnostics_status = "Idle"
-        await self._diagnostics_notification(status)
+            log.info("log uploaded", extra={"location": where})
+            return True
+        return False
 
-    async def _diagnostics_notification(self, status: str) -> None:
+    async def _notification(self, action: str, payload: dict[str, Any]) -> None:
         try:
-            await self.ctx.call("DiagnosticsStatusNotification", {"status": status})
+            await self.ctx.call(action, payload)
         except (ConnectionLost, TimeoutError, CallErrorReceived, InvalidResponse) as exc:
-            log.info("DiagnosticsStatusNotification not delivered", extra={"status": status, "error": str(exc)})
+            log.info("status notification not delivered", extra={"action": action, "payload": payload,
+                                                                  "error": str(exc)})
+
+    # --- GetLog (OCPP 1.6 security whitepaper) ---------------------------------------------------------
+
+    @handles(Action.get_log)
+    async def _get_log(self, log_type: str, request_id: int, log: dict[str, Any], retries: int | None = None,
+                       retry_interval: int | None = None, **_: Any) -> Any:
+        """DiagnosticsLog: the diagnostics archive, uploaded between LogStatusNotification Uploading and Uploaded
+        / UploadFailure (with the requestId). SecurityLog: Rejected — this agent keeps no security log yet."""
+        sources = self.diagnostics
+        location = str(log.get("remote_location", ""))  # the library hands nested fields in snake_case too
+        if log_type != "DiagnosticsLog" or sources is None or transfer.check_url(location) is not None:
+            log_reason = "no security log kept" if log_type == "SecurityLog" else transfer.check_url(location)
+            logging.getLogger(__name__).info("GetLog rejected", extra={"log_type": log_type, "reason": log_reason})
+            return call_result.GetLog(status="Rejected")
+        try:
+            archive = await asyncio.to_thread(build_archive, sources, sources.state_dir / DIAGNOSTICS_DIR,
+                                              _parse_time(log.get("oldest_timestamp")),
+                                              _parse_time(log.get("latest_timestamp")))
+        except Exception:
+            logging.getLogger(__name__).exception("GetLog: the archive could not be made")
+            return call_result.GetLog(status="Rejected")
+        canceled = self._log_upload is not None and not self._log_upload.done()
+        if canceled:
+            assert self._log_upload is not None
+            self._log_upload.cancel()
+        self._log_upload = asyncio.create_task(self._upload_log(request_id, location, archive, retries or 0,
+                                                                float(retry_interval or 60)))
+        return call_result.GetLog(status="AcceptedCanceled" if canceled else "Accepted", filename=archive.name)
+
+    async def _upload_log(self, request_id: int, location: str, archive: Path, retries: int,
+                          interval_s: float) -> None:
+        await asyncio.sleep(0)
+        await self._notification("LogStatusNotification", {"status": "Uploading", "requestId": request_id})
+        ok = await self._send_archive(location, archive, retries, interval_s)
+        await self._notification("LogStatusNotification", {"status": "Uploaded" if ok else "UploadFailure",
+                                                           "requestId": request_id})
