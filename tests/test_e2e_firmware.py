@@ -7,6 +7,7 @@ is what the agent reports as its firmware version, and what the pipeline checks 
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import tarfile
@@ -15,8 +16,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from firmware.maintenance import slots
+from firmware.maintenance.bundle import load_private_key
 from firmware.maintenance.updater import JOB_FILE
 from sim.csms.transcript import Direction, EntryKind, TranscriptEntry
 from tests.bundles import install_first, small_bundle
@@ -291,3 +295,46 @@ async def test_get_log_diagnostics_uploaded_with_the_request_id_and_security_log
     answer = await s.csms.call(CP_ID, "GetLog", {"logType": "SecurityLog", "requestId": 8,
                                                  "log": {"remoteLocation": s.csms.file_url("logs/")}})
     assert answer == {"status": "Rejected"}
+
+
+def signed_firmware(location: str, file: Path, signer: Signer, *,
+                    signature_of: Path | None = None) -> dict:  # type: ignore[type-arg]
+    """SignedUpdateFirmware's firmware field: the signing certificate and an ECDSA-SHA256 signature over the file
+    (or over another file: a wrong signature)."""
+    key = load_private_key(signer.key)
+    signature = key.sign((signature_of or file).read_bytes(), ec.ECDSA(hashes.SHA256()))
+    return {"location": location, "retrieveDateTime": now(), "signingCertificate": signer.cert.read_text(),
+            "signature": base64.b64encode(signature).decode()}
+
+
+async def test_tc_080_signed_update_installed(station: Station, files: Path, signer: Signer) -> None:
+    s = station
+    mark = s.csms.transcript.mark()
+    answer = await s.csms.call(CP_ID, "SignedUpdateFirmware", {"requestId": 21, "firmware": signed_firmware(
+        s.csms.file_url("v2.bundle"), files / "v2.bundle", signer)})
+    assert answer == {"status": "Accepted"}
+    seen = await statuses_until_final(s, mark, "SignedFirmwareStatusNotification",
+                                      ("Installed", "InstallationFailed", "InvalidSignature", "DownloadFailed"))
+    assert seen == ["Downloading", "Downloaded", "SignatureVerified", "Installing", "InstallRebooting", "Installed"]
+    assert {e.payload["requestId"] for e in calls(s, "SignedFirmwareStatusNotification", mark)} == {21}
+    assert not calls(s, "FirmwareStatusNotification", mark)
+    assert boots(s, mark)[-1].payload["firmwareVersion"] == "1.1.0"
+
+
+async def test_tc_081_invalid_signature_nothing_installed_and_an_untrusted_certificate(
+        station: Station, files: Path, signer: Signer, tmp_path: Path) -> None:
+    s = station
+    mark = s.csms.transcript.mark()
+    answer = await s.csms.call(CP_ID, "SignedUpdateFirmware", {"requestId": 22, "firmware": signed_firmware(
+        s.csms.file_url("v2.bundle"), files / "v2.bundle", signer, signature_of=files / "v1.bundle")})
+    assert answer == {"status": "Accepted"}
+    seen = await statuses_until_final(s, mark, "SignedFirmwareStatusNotification",
+                                      ("Installed", "InstallationFailed", "InvalidSignature", "DownloadFailed"))
+    assert seen == ["Downloading", "Downloaded", "InvalidSignature"]
+    root: Path = s.root  # type: ignore[attr-defined]
+    assert slots.active_slot(str(root)) == "a" and not slots.info(str(root))["slots"]["b"]["installed"]
+    assert not boots(s, mark)  # the old version keeps running
+    stranger = make_signer(tmp_path / "stranger", "Someone else")
+    answer = await s.csms.call(CP_ID, "SignedUpdateFirmware", {"requestId": 23, "firmware": signed_firmware(
+        s.csms.file_url("v2.bundle"), files / "v2.bundle", stranger)})
+    assert answer == {"status": "InvalidCertificate"}

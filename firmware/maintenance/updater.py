@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from cryptography import x509
 
 from firmware.maintenance import transfer
-from firmware.maintenance.bundle import BundleError, verify_bundle
+from firmware.maintenance.bundle import BundleError, verify_bundle, verify_file_signature
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +43,22 @@ DOWNLOAD_DIR = "firmware-download"
 
 
 class FirmwareStatus(StrEnum):
-    """What the CSMS is told (OCPP 1.6 FirmwareStatus; 2.0.1 maps them onto its own)."""
+    """What the CSMS is told: OCPP 1.6 FirmwareStatus, and for a signed update (a job with a request id) the security
+    whitepaper's FirmwareStatusEnumType, which adds the rest (2.0.1 has the same names)."""
 
     IDLE = "Idle"
+    DOWNLOAD_SCHEDULED = "DownloadScheduled"
     DOWNLOADING = "Downloading"
     DOWNLOADED = "Downloaded"
     DOWNLOAD_FAILED = "DownloadFailed"
+    SIGNATURE_VERIFIED = "SignatureVerified"
+    INVALID_SIGNATURE = "InvalidSignature"
+    INSTALL_SCHEDULED = "InstallScheduled"
     INSTALLING = "Installing"
+    INSTALL_REBOOTING = "InstallRebooting"
     INSTALLED = "Installed"
     INSTALLATION_FAILED = "InstallationFailed"
+    INSTALL_VERIFICATION_FAILED = "InstallVerificationFailed"
 
 
 class Step(StrEnum):
@@ -120,6 +127,10 @@ class UpdateJob:
     previous_version: str | None = None
     held: list[int] = field(default_factory=list)  # connectors we made Unavailable
     switch_requests: int = 0  # a switch asked for again after a restart that did not do it: at most twice
+    request_id: int | None = None  # a signed update's (SignedUpdateFirmware): its statuses carry it
+    signing_certificate: str = ""  # PEM: a signed update's file must be signed by its key
+    signature: str = ""  # base64, over the whole file
+    install_at: float = 0.0  # UNIX seconds: a signed update's installDateTime (0: as soon as verified)
     outcome: str = ""  # the final FirmwareStatus
     detail: str = ""
     reported: bool = False  # the outcome was reported to the CSMS
@@ -219,24 +230,32 @@ class FirmwareUpdater:
         """For a triggered status notification: the last status while a job runs, Idle otherwise."""
         return FirmwareStatus(self.job.status) if self.busy and self.job is not None else FirmwareStatus.IDLE
 
-    def start(self, location: str, retrieve_at: float, retries: int = 0, retry_interval_s: float = 60.0) -> None:
-        """A new update replaces a finished one; one that runs is replaced only before it switches slots."""
+    def start(self, location: str, retrieve_at: float, retries: int = 0, retry_interval_s: float = 60.0, *,
+              request_id: int | None = None, signing_certificate: str = "", signature: str = "",
+              install_at: float = 0.0) -> str:
+        """A new update replaces a finished one, and one that runs before it switches slots ("replaced": 1.6
+        security's AcceptedCanceled); one that is switching or checking is not ("busy"). "accepted" otherwise."""
         if self.job is not None and self.job.step in (Step.SWITCHING, Step.CHECKING, Step.ROLLING_BACK):
             log.warning("firmware update requested while one is being installed; ignored",
                         extra={"location": transfer.redact(location)})
-            return
+            return "busy"
+        replaced = self.busy
         if self.job is not None and self.job.held:
             held = self.job.held  # released by the new job's end
         else:
             held = []
         self.job = UpdateJob(id=uuid.uuid4().hex, location=location, retrieve_at=retrieve_at,
-                             retries=max(0, retries), retry_interval_s=max(0.0, retry_interval_s), held=held)
+                             retries=max(0, retries), retry_interval_s=max(0.0, retry_interval_s), held=held,
+                             request_id=request_id, signing_certificate=signing_certificate, signature=signature,
+                             install_at=install_at)
         self._save()
         for old in self.download_dir.glob("*") if self.download_dir.is_dir() else []:
             old.unlink()
         log.info("firmware update scheduled", extra={"location": transfer.redact(location), "job": self.job.id,
-                                                      "retrieve_at": retrieve_at, "retries": retries})
+                                                      "retrieve_at": retrieve_at, "retries": retries,
+                                                      "request_id": request_id})
         self._wake.set()
+        return "replaced" if replaced else "accepted"
 
     # --- the pipeline --------------------------------------------------------------------------------
 
@@ -265,7 +284,11 @@ class FirmwareUpdater:
     async def _advance(self, job: UpdateJob) -> None:
         step = job.step
         if step is Step.SCHEDULED:
+            if job.request_id is not None and job.retrieve_at > self.clock() and job.status != "DownloadScheduled":
+                await self._notify(FirmwareStatus.DOWNLOAD_SCHEDULED)
             await self._sleep_until(job.retrieve_at)
+            if self.job is not job:
+                return
             await self._goto(Step.DOWNLOADING)
         elif step is Step.DOWNLOADING:
             await self._download(job)
@@ -335,17 +358,36 @@ class FirmwareUpdater:
         await self._goto(Step.VERIFYING)
 
     async def _verify(self, job: UpdateJob) -> None:
-        await self._notify(FirmwareStatus.INSTALLING)
+        signed = job.request_id is not None
         part = self._part(job)
         if not part.is_file():
             await self._finish(FirmwareStatus.INSTALLATION_FAILED, "the downloaded file is gone")
             return
+        if signed:  # first the signature the CSMS gave over the whole file, by the certificate it gave
+            try:
+                cert = x509.load_pem_x509_certificate(job.signing_certificate.encode())
+                await asyncio.to_thread(verify_file_signature, part, job.signature, cert)
+            except (BundleError, ValueError) as exc:
+                part.unlink(missing_ok=True)
+                await self._finish(FirmwareStatus.INVALID_SIGNATURE, f"refused: {exc}")
+                return
+            await self._notify(FirmwareStatus.SIGNATURE_VERIFIED)
+        else:
+            await self._notify(FirmwareStatus.INSTALLING)
         try:
             verified = await asyncio.to_thread(verify_bundle, part, self.settings.trust,
                                                hardware_revision=self.settings.hardware_revision)
         except BundleError as exc:
-            await self._finish(FirmwareStatus.INSTALLATION_FAILED, f"refused: {exc}")
+            failed = FirmwareStatus.INSTALL_VERIFICATION_FAILED if signed else FirmwareStatus.INSTALLATION_FAILED
+            await self._finish(failed, f"refused: {exc}")
             return
+        if signed and job.install_at > self.clock():
+            await self._notify(FirmwareStatus.INSTALL_SCHEDULED)
+            await self._sleep_until(job.install_at)
+            if self.job is not job:
+                return
+        if signed:
+            await self._notify(FirmwareStatus.INSTALLING)
         await self._goto(Step.STAGING, sha256=verified.sha256, size=verified.size,
                          version=verified.manifest.version)
 
@@ -368,6 +410,8 @@ class FirmwareUpdater:
             if self.job is not job:
                 return
         await self._goto(Step.SWITCHING, switch_requests=job.switch_requests + 1)
+        if job.request_id is not None:
+            await self._notify(FirmwareStatus.INSTALL_REBOOTING)
         try:
             await self.installer.switch(job.slot)
         except InstallError as exc:

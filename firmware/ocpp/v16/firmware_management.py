@@ -26,10 +26,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
 from firmware.maintenance import transfer
+from firmware.maintenance.bundle import BundleError, check_certificate
 from firmware.maintenance.diagnostics import DiagnosticsSources, build_archive
 from firmware.maintenance.updater import FirmwareStatus, FirmwareUpdater
 from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost, InvalidResponse, after_answering, handles
@@ -37,7 +39,14 @@ from firmware.ocpp.v16.context import V16Context
 
 log = logging.getLogger(__name__)
 
-FINAL = (FirmwareStatus.DOWNLOAD_FAILED, FirmwareStatus.INSTALLED, FirmwareStatus.INSTALLATION_FAILED)
+FINAL = (FirmwareStatus.DOWNLOAD_FAILED, FirmwareStatus.INSTALLED, FirmwareStatus.INSTALLATION_FAILED,
+         FirmwareStatus.INVALID_SIGNATURE, FirmwareStatus.INSTALL_VERIFICATION_FAILED)
+#: FirmwareStatusNotification (1.6 Core) knows fewer statuses than a signed update goes through.
+PLAIN = {FirmwareStatus.DOWNLOADING: "Downloading", FirmwareStatus.DOWNLOADED: "Downloaded",
+         FirmwareStatus.DOWNLOAD_FAILED: "DownloadFailed", FirmwareStatus.INSTALLING: "Installing",
+         FirmwareStatus.INSTALLED: "Installed", FirmwareStatus.INSTALLATION_FAILED: "InstallationFailed",
+         FirmwareStatus.INSTALL_VERIFICATION_FAILED: "InstallationFailed",
+         FirmwareStatus.INVALID_SIGNATURE: "InstallationFailed", FirmwareStatus.IDLE: "Idle"}
 DIAGNOSTICS_DIR = "diagnostics"
 #: Between tries of a final status notification while the CSMS does not answer it.
 RESEND_S = 5.0
@@ -68,7 +77,9 @@ class FirmwareManagement:
             updater.health = self.accepted_within
 
     def _firmware_status(self) -> str:
-        return self.updater.status().value if self.updater is not None else FirmwareStatus.IDLE.value
+        """For a triggered FirmwareStatusNotification (1.6 Core's statuses)."""
+        status = self.updater.status() if self.updater is not None else FirmwareStatus.IDLE
+        return PLAIN.get(status, "Installing" if status is not FirmwareStatus.DOWNLOAD_SCHEDULED else "Idle")
 
     # --- UpdateFirmware ------------------------------------------------------------------------------
 
@@ -91,12 +102,19 @@ class FirmwareManagement:
         """The updater's statuses to the CSMS: an intermediate one only when connected, a final one until the
         CSMS answered it."""
         final = status in FINAL
+        job = self.updater.job if self.updater is not None else None
+        if job is not None and job.request_id is not None:
+            action, payload = "SignedFirmwareStatusNotification", {"status": status.value, "requestId": job.request_id}
+        elif status in PLAIN:
+            action, payload = "FirmwareStatusNotification", {"status": PLAIN[status]}
+        else:
+            return
         while True:
             if not final and not self.ctx.online.is_set():
                 return
             await self.ctx.online.wait()
             try:
-                await self.ctx.call("FirmwareStatusNotification", {"status": status.value})
+                await self.ctx.call(action, payload)
                 return
             except (ConnectionLost, TimeoutError) as exc:
                 log.info("FirmwareStatusNotification not answered", extra={"status": status.value,
@@ -108,6 +126,37 @@ class FirmwareManagement:
                                                                                      "error": str(exc)})
                 return
             await asyncio.sleep(RESEND_S)
+
+    # --- SignedUpdateFirmware (OCPP 1.6 security whitepaper) -------------------------------------------
+
+    @handles(Action.signed_update_firmware)
+    async def _signed_update_firmware(self, request_id: int, firmware: dict[str, Any], retries: int | None = None,
+                                      retry_interval: int | None = None, **_: Any) -> Any:
+        """The signing certificate is checked against the manufacturer root (``[firmware] trust``) before the
+        answer: InvalidCertificate if it is not issued by it or not valid now (revocation is not checked: no CRL
+        is configured, so RevokedCertificate is never answered). AcceptedCanceled when it replaces an update that
+        has not switched slots yet; Rejected while one is being installed. The signature over the file is checked
+        after the download (SignatureVerified / InvalidSignature)."""
+        updater = self.updater
+        if updater is None:
+            return call_result.SignedUpdateFirmware(status="Rejected")
+        pem = str(firmware.get("signing_certificate", ""))
+        try:
+            cert = x509.load_pem_x509_certificate(pem.encode())
+            check_certificate(cert, updater.settings.trust, "signingCertificate")
+        except (ValueError, BundleError) as exc:
+            log.warning("SignedUpdateFirmware: signing certificate refused", extra={"request_id": request_id,
+                                                                                     "error": str(exc)})
+            return call_result.SignedUpdateFirmware(status="InvalidCertificate")
+        retrieve = _parse_time(firmware.get("retrieve_date_time"))
+        install = _parse_time(firmware.get("install_date_time"))
+        outcome = updater.start(str(firmware.get("location", "")), retrieve.timestamp() if retrieve else 0.0,
+                                retries=retries or 0, retry_interval_s=float(retry_interval or 60),
+                                request_id=request_id, signing_certificate=pem,
+                                signature=str(firmware.get("signature", "")),
+                                install_at=install.timestamp() if install else 0.0)
+        status = {"accepted": "Accepted", "replaced": "AcceptedCanceled"}.get(outcome, "Rejected")
+        return call_result.SignedUpdateFirmware(status=status)
 
     async def accepted_within(self, timeout_s: float) -> str | None:
         """The new agent's check after the switch: accepted by the CSMS (its BootNotification answered Accepted)
