@@ -193,6 +193,7 @@ async def test_tc_045_1_diagnostics_uploaded(station: Station, protocol: str, re
     assert b'"msg": "agent running"' in members["log.jsonl"]
     config = json.loads(members["configuration.json"])
     assert config["agent"]["charge_point"]["id"] == CP_ID and "connectors" in json.loads(members["selftest.json"])
+    assert config["keys"]["HeartbeatInterval"] == "300"  # the OCPP keys, as GetConfiguration reports them
     assert json.loads(members["storage.json"])["schema"] >= 6
     assert s.profile.password is None or s.profile.password.encode() not in members["configuration.json"]
 

@@ -72,6 +72,8 @@ class FirmwareManagement:
         self._log_upload: asyncio.Task[None] | None = None
         ctx.firmware_status = self._firmware_status
         ctx.diagnostics_status = lambda: self._diagnostics_status
+        if diagnostics is not None:  # the keys as GetConfiguration reports them (write-only ones left out)
+            diagnostics.keys = lambda: {str(e["key"]): e["value"] for e in ctx.keys.get(None)[0]}
         if updater is not None:
             updater.on_status = self.report_firmware_status
             updater.health = self.accepted_within
