@@ -32,7 +32,14 @@ from tests.nested_systemd import NestedSystemd, NestedSystemdUnavailable, nested
 from tests.nested_systemd import unavailable as nested_systemd_unavailable
 from tests.sandbox import Sandbox, service_directives
 from tests.station import CP_ID, Station
-from tools.flashing.unit import STATE_DROPIN_PATH, helper_units, state_dropin, unit_files, unit_text
+from tools.flashing.unit import (
+    CONFIRM_TIMEOUT_S,
+    STATE_DROPIN_PATH,
+    helper_units,
+    state_dropin,
+    unit_files,
+    unit_text,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CARD = "04A1B2C3"
@@ -190,7 +197,7 @@ def run_switch_unit(root: Path, request: Path) -> subprocess.CompletedProcess[st
     env = dict(item.split("=", 1) for v in d["Environment"] for item in shlex.split(v))
     *command, args = shlex.split(d["ExecStart"][0])
     assert json.loads(args) == {"root": str(root), "request": f"{RUN_DIR}/{SWITCH_REQUEST}",
-                                "service": "evse-agent.service"}
+                                "service": "evse-agent.service", "confirm_timeout_s": CONFIRM_TIMEOUT_S}
     args = json.dumps({"root": str(root), "request": str(request)})
     return subprocess.run([*command, args], env={"PATH": os.environ["PATH"], **env}, capture_output=True,
                           text=True, timeout=30, check=False)

@@ -7,17 +7,19 @@ active, the held connectors released and the outcome reported. Also: retries the
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from firmware.maintenance import slots
+from firmware.maintenance import privileged, slots
 from firmware.maintenance.installers import PrivilegedInstaller
 from firmware.maintenance.updater import JOB_FILE, InstallError
 from firmware.storage import Database
@@ -191,3 +193,52 @@ async def test_the_privileged_install_verifies_again_as_root_and_refuses_what_th
             await installer.stage(lie, sha, lie.stat().st_size)
     finally:
         task.cancel()
+
+
+def switch_root(tmp_path: Path, signer: Signer) -> Path:
+    """Slot a runs 1.0.0; slot b holds 1.1.0, never run."""
+    root = tmp_path / "controller"
+    state = root / "var/lib/evse-agent"
+    state.mkdir(parents=True)
+    (root / "etc/evse-agent").mkdir(parents=True)
+    (root / "etc/evse-agent/agent.toml").write_text(f'[storage]\ndir = "{state}"\n')
+    Database(state / "agent.db").close()
+    install_first(root, small_bundle(tmp_path / "v1.bundle", signer, "1.0.0"))
+    v2 = small_bundle(tmp_path / "v2.bundle", signer, "1.1.0")
+    sha, size = slots.sha256_file(v2), v2.stat().st_size
+    shutil.copyfile(v2, slots.prepare_upload(str(root), sha, size)["path"])
+    slots.install(str(root), sha, size)
+    return root
+
+
+@pytest.mark.parametrize("agent", ["confirms", "is silent", "gives up"])
+def test_root_keeps_a_new_slot_only_once_its_agent_confirms(tmp_path: Path, signer: Signer, agent: str) -> None:
+    """The switch unit's wait after a slot's first run (slots.apply_switch_request): the new agent confirms (kept,
+    passed), says nothing (it may not even start: switched back after the time limit, FAILED), or asks to go back
+    (switched back at once)."""
+    root = switch_root(tmp_path, signer)
+    run = tmp_path / "run"
+    run.mkdir()
+    env = {"RUNTIME_DIRECTORY": str(run)}
+    request = privileged.request_switch("b", env)
+    assert request is not None
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the switch unit, waiting
+        waiting = pool.submit(slots.apply_switch_request, str(root), str(request),
+                              confirm_timeout_s=30.0 if agent != "is silent" else 1.0)
+        deadline = time.monotonic() + 30
+        while slots.active_slot(str(root)) != "b":  # the new agent runs
+            assert time.monotonic() < deadline, "no switch"
+            time.sleep(0.02)
+        if agent == "confirms":
+            privileged.confirm_slot("b", env)
+        elif agent == "gives up":
+            privileged.request_switch("a", env)
+        result = waiting.result(30)
+    info = slots.info(str(root))
+    if agent == "confirms":
+        assert result["confirmed"] is True and info["active"] == "b" and info["slots"]["b"]["health"] == "passed"
+        assert not (run / privileged.CONFIRM).exists()
+    else:
+        assert result["confirmed"] is False and info["active"] == "a" and info["slots"]["b"]["health"] == "FAILED"
+        reason = "the new agent asked to go back" if agent == "gives up" else "did not confirm within 1 s"
+        assert reason in info["history"][-1]["event"] and not request.exists()

@@ -138,7 +138,11 @@ class PrivilegedInstaller(_SlotsReader):
             raise InstallError("no privileged switch path (not run by the evse-agent unit)")
 
     def confirm(self, slot: str) -> None:
-        """Root keeps state.json; the slot's record stays as root wrote it."""
+        """Root waits for this after the switch (and records it in state.json); without it, it switches back."""
+        try:
+            privileged.confirm_slot(slot)
+        except OSError as exc:
+            log.error("the new slot could not be confirmed to root", extra={"slot": slot, "error": str(exc)})
 
 
 def apply_pending_switch(root: str, state_dir: Path) -> dict[str, Any] | None:

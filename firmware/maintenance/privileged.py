@@ -13,6 +13,9 @@ and starts a small unit that does that one thing and nothing else:
   agent that did not fail its health check, switches ``current`` to it and restarts the agent from it
   (firmware/maintenance/slots.py, ``apply_switch_request``).
 
+  After a slot's first run it waits (up to the unit's limit) for ``slot-confirmed`` naming the slot, written by
+  the new agent once the CSMS accepted it; without it — the new agent cannot start, or gives up on itself with a
+  switch request of its own — it switches back (the database restored) and marks the slot FAILED.
 - ``install-bundle`` (the SHA-256 of a bundle the agent downloaded and verified into
   ``<state dir>/firmware-download/<sha256>.bundle``, and an id for the outcome): ``evse-agent-install.service``
   (root) copies it out of the agent's reach, verifies it again against the trust anchor of the configuration
@@ -34,6 +37,7 @@ RUN_DIR = "/run/evse-agent"  # RuntimeDirectory=evse-agent
 REBOOT_REQUEST = "reboot"
 SWITCH_REQUEST = "switch-slot"
 INSTALL_REQUEST = "install-bundle"
+CONFIRM = "slot-confirmed"  # the new agent is up and accepted: root stops waiting to roll it back
 SLOTS = ("a", "b")
 
 
@@ -88,3 +92,11 @@ def request_install(sha256: str, request_id: str, environ: Mapping[str, str] | N
         if len(value) != length or any(c not in "0123456789abcdef" for c in value):
             raise ValueError(f"{value!r} is not {length} hex digits")
     return _write(INSTALL_REQUEST, f"{sha256} {request_id}\n", environ)
+
+
+def confirm_slot(slot: str, environ: Mapping[str, str] | None = None) -> Path | None:
+    """After a switch: the new agent is up and accepted by the CSMS. Root, waiting for this after a slot's first
+    run, keeps the slot; without it in time, it switches back. None when there is no one to tell."""
+    if slot not in SLOTS:
+        raise ValueError(f"slot {slot!r}: expected one of {', '.join(SLOTS)}")
+    return _write(CONFIRM, slot + "\n", environ)

@@ -448,12 +448,21 @@ def _read_request(path: Path) -> bytes:
         os.close(fd)
 
 
-def apply_switch_request(root: str, request: str, service: str | None = None) -> dict[str, Any]:
+CONFIRM_FILE = "slot-confirmed"  # beside the switch request: the new agent's word that it is up and accepted
+
+
+def apply_switch_request(root: str, request: str, service: str | None = None,
+                         confirm_timeout_s: float | None = None) -> dict[str, Any]:
     """The privileged half of the agent's A/B switch: ``evse-agent-switch.service`` runs this as root when the agent
     (its user cannot write the slots) has written ``request`` (firmware/maintenance/privileged.py). Narrow on
     purpose: the request names a slot and nothing else; only a slot holding an installed agent that did not fail
     its health check is switched to; then the agent is restarted from it (``service``, if given).
-    The request is consumed whatever its fate; refusals are in the history (``status``)."""
+    The request is consumed whatever its fate; refusals are in the history (``status``).
+
+    ``confirm_timeout_s``: a slot's first run must be confirmed by the new agent (``slot-confirmed`` beside the
+    request, naming the slot) within this time, else it is switched back (database restored) and marked FAILED —
+    a new agent that cannot even start, which would otherwise be restarted by systemd forever, is rolled back
+    here. A switch request written meanwhile (the new agent giving up on itself) ends the wait the same way."""
     path = Path(request)
     try:
         data = _read_request(path)
@@ -486,7 +495,45 @@ def apply_switch_request(root: str, request: str, service: str | None = None) ->
     finally:
         if systemd:  # whatever happened, the agent runs again (from whichever slot is active)
             subprocess.run(["systemctl", "--no-block", "start", str(service)], check=False)
+    first_run = "snapshot" in (result.get("database") or {})  # the slot's first run since it was installed
+    if result.get("switched") and first_run and confirm_timeout_s is not None:
+        result["confirmed"] = _await_confirmation(root, path, slot, str(result.get("previous")), service,
+                                                  confirm_timeout_s)
     return result
+
+
+def _await_confirmation(root: str, request: Path, slot: str, previous: str, service: str | None,
+                        timeout_s: float) -> bool:
+    confirm = request.with_name(CONFIRM_FILE)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not request.exists():
+        try:
+            if confirm.read_bytes()[:MAX_REQUEST].decode("ascii", errors="replace").strip() == slot:
+                confirm.unlink(missing_ok=True)
+                record_health(root, slot, {"ok": True, "stage": "passed", "detail": "confirmed by the new agent"})
+                return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    detail = ("the new agent asked to go back" if request.exists() else
+              f"the new agent did not confirm within {timeout_s:g} s")
+    record_health(root, slot, {"ok": False, "stage": "running", "detail": detail})
+    if previous not in SLOTS or not _installed(root, previous):
+        return False
+    systemd = service is not None and shutil.which("systemctl") is not None
+    if systemd:
+        subprocess.run(["systemctl", "stop", str(service)], check=False)
+    try:
+        activate(root, previous, f"rolled back ({detail})")
+    except (SlotError, OSError, sqlite3.Error) as exc:
+        state = _read_state(root)
+        _log(state, "rollback refused", slot=previous, reason=str(exc))
+        _write_state(root, state)
+    finally:
+        if systemd:
+            subprocess.run(["systemctl", "--no-block", "start", str(service)], check=False)
+    request.unlink(missing_ok=True)  # the agent's own request to go back is done now
+    return False
 
 
 DOWNLOADS = "firmware-download"  # in the agent's state dir: <sha256>.bundle, what it asks to install

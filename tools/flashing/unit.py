@@ -26,6 +26,9 @@ CONFIG_PATH = "etc/evse-agent/agent.toml"
 REVISION_PATH = "etc/evse-agent/hardware-revision"
 FIRMWARE_TRUST_PATH = "etc/evse-agent/firmware-trust.pem"  # commission --firmware-trust; [firmware] trust
 WATCHDOG_SEC = 30
+#: How long the switch unit waits for a new slot's agent to confirm itself (after [firmware] health_timeout_s, 120 s
+#: by default, of its own) before it switches back.
+CONFIRM_TIMEOUT_S = 600
 #: The path units waiting for the agent's requests, started with the agent.
 HELPER_UNITS = ("evse-agent-reboot.path", "evse-agent-switch.path", "evse-agent-install.path")
 #: Serial devices the agent may open, by the driver names of /proc/devices: on-board UARTs, USB adapters, CDC-ACM
@@ -140,7 +143,8 @@ def helper_units(root: str, python: str) -> list[UnitFile]:
     """The two privileged paths: a path unit waits for the agent's request file and starts a unit doing one thing."""
     run = RUN_DIR  # where RuntimeDirectory= is, whatever the root: systemd makes it under /run
     current = _at(root, "/opt/evse-agent/current")
-    switch_args = json.dumps({"root": root, "request": f"{run}/{SWITCH_REQUEST}", "service": UNIT_NAME})
+    switch_args = json.dumps({"root": root, "request": f"{run}/{SWITCH_REQUEST}", "service": UNIT_NAME,
+                              "confirm_timeout_s": CONFIRM_TIMEOUT_S})
     install_args = json.dumps({"root": root, "request": f"{run}/{INSTALL_REQUEST}"})
     return [
         UnitFile(f"{SYSTEMD_DIR}/evse-agent-reboot.path", f"""\
