@@ -80,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(config.log_level)
     add_file_log(config.state_dir)  # the agent's own copy, for GetDiagnostics
+    from firmware.maintenance.installers import switch_before_start
+
+    if switch_before_start(config):  # the code of the slot switched to is imported by a fresh interpreter
+        logging.getLogger("firmware").info("restarting into the slot switched to", extra={"argv": sys.orig_argv})
+        logging.shutdown()
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
     from firmware.agent import Agent  # imported late: check-config must not need the drivers
     from firmware.storage import StorageError
 

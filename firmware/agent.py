@@ -54,6 +54,8 @@ from hal.interfaces import CardPresented as ReaderCard
 from hal.interfaces import ReaderEvent, utcnow
 
 log = logging.getLogger("firmware.agent")
+#: Where this agent's code was imported from, links resolved (which A/B slot runs), for the log.
+CODE_DIR = str(Path(__file__).resolve().parent)
 
 
 class Agent:
@@ -206,6 +208,8 @@ class Agent:
         for device in self.hardware.devices():
             self.tasks.start(f"watch-{device.name}", functools.partial(log_device_events, device.events))
         log.info("agent starting", extra={"charge_point_id": self.config.charge_point_id,
+                                          "version": self.config.identity.firmware_version,
+                                          "code": CODE_DIR,  # which slot's code runs
                                           "connectors": len(self.connectors), "readers": len(self.hardware.readers),
                                           "csms": self.config.ocpp.csms_url if self.config.ocpp else None,
                                           "started_at": utcnow().isoformat()})

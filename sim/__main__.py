@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="OCPP configuration key preset at first boot ([ocpp.presets]); repeatable")
     up.add_argument("--demo", action=argparse.BooleanOptionalAction, default=True,
                     help="play a scripted charging session, shown live (default on; --no-demo for scripts)")
+    up.add_argument("--ab-slots", action="store_true",
+                    help="run the agent out of A/B slots in the state dir, so that an update from the CSMS really "
+                         "replaces the code that runs (docs/firmware-update.md)")
     up.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                     help="the simulator's own log level")
     # listed for --help; dispatched before parsing (their options belong to them)
@@ -285,6 +288,16 @@ async def _run(args: argparse.Namespace, state_dir: Path, stop: asyncio.Event,
 
     config_path = state_dir / "agent.toml"
     text = charger.agent_config(str(state_dir), OcppSettings(csms_url, password, args.presets))
+    agent_env = agent_cwd = None
+    if args.ab_slots:
+        from sim.harness.ab_slots import SimSlots
+
+        ab = SimSlots(state_dir)
+        ab.prepare("sim-1.0.0")
+        text += ab.config_section()
+        agent_env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (ab.code_path, os.environ.get("PYTHONPATH", "")) if p))
+        agent_cwd = str(Path(ab.code_path).parent)
     try:
         check_presets(parse_config(text, str(config_path)))
     except ConfigError as exc:
@@ -304,7 +317,7 @@ async def _run(args: argparse.Namespace, state_dir: Path, stop: asyncio.Event,
                 echo.write(line + "\n")
                 echo.flush()
 
-    supervisor = AgentSupervisor(config_path, on_line=on_line,
+    supervisor = AgentSupervisor(config_path, on_line=on_line, env=agent_env, cwd=agent_cwd,
                                  on_event=view.on_agent_event if view is not None else None)
     targets = ControlTargets(charger, supervisor, output, csms_url, csms, state_dir)
     api = ControlApi(targets)

@@ -949,3 +949,31 @@ def test_body_types_are_checked_by_name() -> None:
             call()
         assert words in err.value.reason and err.value.status == 400
     assert Body(b"  ").data == {}
+
+
+def test_ab_slots_an_update_from_the_csms_replaces_the_code_that_runs(tmp_path: Path) -> None:
+    """``sim up --ab-slots``: the agent runs out of slot a (a bundle of this checkout); ctl builds a bundle signed
+    with the simulator's key, UpdateFirmware installs it into slot b, and the restarted agent imports its code
+    from slot b and says so."""
+    s = start_sim(tmp_path / "state", "--csms", "builtin", "--id", CP, "--ab-slots")
+    try:
+        wait_agent_running(s)
+        starts = [x for x in s.ok("GET", "/agent/log?since=0&n=5000")["lines"] if x.get("msg") == "agent starting"]
+        assert starts[-1]["code"] == str(s.state_dir / "opt/evse-agent/slots/a/app/firmware")
+        assert starts[-1]["version"] == "sim-1.0.0"
+        code, built = run_ctl(s, "firmware", "build", "sim-2.0.0")
+        assert code == 0 and built["file"] == "evse-agent-sim-2.0.0.bundle"
+        mark = s.ok("GET", "/csms/transcript?n=1")["next_seq"]
+        assert run_ctl(s, "firmware", "update", "--file", built["file"])[0] == 0
+
+        def statuses() -> list[str]:
+            entries = s.ok("GET", f"/csms/transcript?since={mark}&n=2000")["entries"]
+            return [e["payload"]["status"] for e in entries
+                    if e.get("action") == "FirmwareStatusNotification" and e.get("kind") == "CALL"]
+        wait_until(lambda: "Installed" in statuses() or "InstallationFailed" in statuses(), 90, "the update")
+        assert statuses() == ["Downloading", "Downloaded", "Installing", "Installed"]
+        starts = [x for x in s.ok("GET", "/agent/log?since=0&n=5000")["lines"] if x.get("msg") == "agent starting"]
+        assert starts[-1]["code"] == str(s.state_dir / "opt/evse-agent/slots/b/app/firmware")
+        assert starts[-1]["version"] == "sim-2.0.0"
+    finally:
+        stop_sim(s)

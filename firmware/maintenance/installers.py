@@ -156,20 +156,30 @@ def apply_pending_switch(root: str, state_dir: Path) -> dict[str, Any] | None:
 
 def choose_installer(config: AgentConfig) -> SlotsInstaller | PrivilegedInstaller:
     """Under the agent's unit: through root (:class:`PrivilegedInstaller`); otherwise the agent writes the slots
-    itself, and a switch its last run asked for is applied now — call this before the database is opened."""
+    itself (:class:`SlotsInstaller`)."""
     root = config.firmware.slots_root
     if privileged.request_dir() is not None:
         return PrivilegedInstaller(root, Path(config.state_dir))
-    state_dir = Path(config.state_dir)
+    return SlotsInstaller(root, Path(config.state_dir))
+
+
+def switch_before_start(config: AgentConfig) -> bool:
+    """At start, before the agent's modules are imported and its database is opened: a switch the last run of a
+    :class:`SlotsInstaller` asked for is applied now (snapshot or restore of the database included). True when
+    the active slot changed: this process still holds the previous slot's code and must start again (exec)."""
+    if privileged.request_dir() is not None:  # root switches, and restarts the agent itself
+        return False
+    root, state_dir = config.firmware.slots_root, Path(config.state_dir)
     try:
         applied = apply_pending_switch(root, state_dir)
     except (OSError, slots.SlotError, access.AccessError) as exc:
         log.error("the pending slot switch could not be applied", extra={"root": root, "error": str(exc)})
         (state_dir / PENDING_SWITCH).unlink(missing_ok=True)
-    else:
-        if applied is not None:
-            log.info("pending slot switch applied", extra={"root": root, **applied})
-    return SlotsInstaller(root, state_dir)
+        return False
+    if applied is None:
+        return False
+    log.info("pending slot switch applied", extra={"root": root, **applied})
+    return bool(applied.get("switched"))
 
 
 def updater_settings(config: AgentConfig) -> UpdaterSettings:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from firmware.maintenance import slots
 from sim.csms.behaviour import BehaviourError
 from sim.csms.charging_profiles import (
     KINDS,
@@ -39,6 +40,7 @@ from sim.csms.file_server import HttpFileServer
 from sim.csms.ocppj import check_payload
 from sim.csms.server import CallErrorReceived, InvalidRequest, InvalidResponse, NotConnected, SimulatedCsms
 from sim.csms.transcript import Direction, EntryKind
+from sim.harness.ab_slots import SimSlots
 from sim.harness.agent_supervisor import AgentOutput, AgentSupervisor
 from sim.harness.charger import (
     DEVICE_FAULT_KINDS,
@@ -351,6 +353,8 @@ ENDPOINTS: list[tuple[str, str, str]] = [
     ("GET", "/csms/files", "builtin CSMS: the firmware files it offers and the uploads it received"),
     ("POST", "/csms/update-firmware", 'builtin CSMS: UpdateFirmware {"file": "fw.bundle"} (a file it offers) or '
      '{"location": URL}; "retrieve_in_s", "retries", "retry_interval_s"'),
+    ("POST", "/csms/firmware-bundle", 'with --ab-slots: build a bundle of this checkout signed with the simulator\'s '
+     'key into the files the CSMS offers {"version": "1.2.0", "name": "fw.bundle"}'),
     ("POST", "/csms/get-diagnostics", 'builtin CSMS: GetDiagnostics to its own upload place {} or {"location": URL}; '
      '"retries", "retry_interval_s", "start", "stop"'),
 ]
@@ -384,6 +388,7 @@ class ControlApi:
             ("GET", "/csms/files"): self._csms_files,
             ("POST", "/csms/update-firmware"): self._update_firmware,
             ("POST", "/csms/get-diagnostics"): self._get_diagnostics,
+            ("POST", "/csms/firmware-bundle"): self._firmware_bundle,
         }
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
             (method, re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path)) + "$"), h)
@@ -666,6 +671,20 @@ class ControlApi:
             cp_id, location, when.isoformat(timespec="seconds").replace("+00:00", "Z"), retries=retries,
             retry_interval=interval, timeout_s=timeout_s))
         return 200, {"cp_id": cp_id, "location": location, "response": response}
+
+    async def _firmware_bundle(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        _, files = self._files()
+        ab = SimSlots(self.t.state_dir) if self.t.state_dir is not None else None
+        if ab is None or slots.active_slot(str(ab.root)) is None:
+            raise ApiError(404, "the agent does not run out of A/B slots (start with --ab-slots)")
+        body = Body(req.body)
+        body.only("version", "name")
+        version = body.text("version")
+        name = body.text("name", f"evse-agent-{version}.bundle")
+        if "/" in name or name.startswith("."):
+            raise ApiError(400, f"name: a plain file name, got {name!r}")
+        out = await asyncio.to_thread(ab.build, files.root / name, version)
+        return 200, {"file": name, "bytes": out.stat().st_size, "location": files.url(name)}
 
     async def _get_diagnostics(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
         csms, files = self._files()

@@ -121,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     fw = sub.add_parser("firmware", help="firmware updates (builtin CSMS): files offered, UpdateFirmware")
     fw_sub = fw.add_subparsers(dest="firmware_command", required=True, metavar="ACTION")
     fw_sub.add_parser("files", help="GET /csms/files: what the CSMS offers, the uploads it received")
+    bld = fw_sub.add_parser("build", help="POST /csms/firmware-bundle: a bundle of this checkout (with --ab-slots)")
+    bld.add_argument("version")
+    bld.add_argument("--name", help="file name among the CSMS's files (default evse-agent-VERSION.bundle)")
     upd = fw_sub.add_parser("update", help="POST /csms/update-firmware: UpdateFirmware")
     what = upd.add_mutually_exclusive_group(required=True)
     what.add_argument("--file", help="a file the CSMS offers (in <state-dir>/csms-files)")
@@ -270,6 +273,9 @@ def build_call(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | Non
         return _profile_call(args)
     if cmd == "firmware" and args.firmware_command == "files":
         return "GET", "/csms/files", None
+    if cmd == "firmware" and args.firmware_command == "build":
+        return "POST", "/csms/firmware-bundle", {k: v for k, v in {"version": args.version, "name": args.name}.items()
+                                                  if v is not None}
     if cmd == "firmware":
         body = {"file": args.file, "location": args.location, "retrieve_in_s": args.retrieve_in,
                 "retries": args.retries, "retry_interval_s": args.retry_interval}
