@@ -34,7 +34,7 @@ SETTING_PREFIX = "ocpp16."
 KEYS = (
     KeyDefinition("GetConfigurationMaxKeys", KeyType.INT, "64", readonly=True),
     KeyDefinition("SupportedFeatureProfiles", KeyType.CSL,
-                  "Core,LocalAuthListManagement,RemoteTrigger,SmartCharging", readonly=True),
+                  "Core,FirmwareManagement,LocalAuthListManagement,RemoteTrigger,SmartCharging", readonly=True),
     KeyDefinition("SupportedFeatureProfilesMaxLength", KeyType.INT, "6", readonly=True),
 )
 
