@@ -162,8 +162,8 @@ class McuIoBoard:
         #: when a list, what the chip does, in the order it does it (all recorded on the interpreter's thread),
         #: with time.monotonic(): input samples ("s", (high_mv, low_mv, rcd, temperature_dc, lock engaged)), pilot
         #: output ("out", permille), coil output ("coil", on), lock drive ("lock", 0 off | 1 lock | 2 unlock), bytes
-        #: its UART received ("rx", bytes) and sent ("tx", bytes), restarts ("boot", ResetReason). For tests of the
-        #: safety loop.
+        #: its UART received ("rx", bytes) and sent ("tx", bytes), restarts ("boot", ResetReason; a watchdog bite at
+        #: the instant the hardware bit), a chip fault "hang" starting (None). For tests of the safety loop.
         self.trace: list[tuple[float, str, object]] | None = None
         self._lock = threading.RLock()
         self._fd: int | None = None
@@ -182,6 +182,8 @@ class McuIoBoard:
         self.self_test_passes = True
         self._chip_fault: str | None = None
         self._contact = False
+        self._coil = False
+        self._coil_changed_at = time.monotonic()
         self._lock_stuck = False
         self._lock_pos = False  # the lock's position switch: True = engaged (the actuator stays put over a reset)
         self._lock_drive = 0
@@ -345,15 +347,17 @@ class McuIoBoard:
 
     # --- the chip ----------------------------------------------------------------------------------------
 
-    def _reset_pins(self) -> None:
-        """What the hardware does while the chip is in reset: pull-downs keep the coil off, the pilot
-        driver's pull-up gives X1."""
+    def _reset_pins(self, at: float | None = None) -> None:
+        """What the hardware does while the chip is in reset (from ``at``, default now): pull-downs keep the
+        coil off, the pilot driver's pull-up gives X1."""
+        at = time.monotonic() if at is None else at
         self._output_permille = 1000
+        self._contact_now(at)
         self._coil = False
-        self._coil_changed_at = time.monotonic()
-        self._lock_locked_now(time.monotonic())  # where the lock got to before the motor stops
+        self._coil_changed_at = at
+        self._lock_locked_now(at)  # where the lock got to before the motor stops
         self._lock_drive = 0  # the H-bridge inputs are pulled low in reset: the lock motor is off
-        self._lock_drive_since = time.monotonic()
+        self._lock_drive_since = at
         self.view = FirmwareView()
         self._wdt_armed_ms: int | None = None
         self._wdt_fed_at = time.monotonic()
@@ -361,17 +365,18 @@ class McuIoBoard:
         if self._console is not None:
             self._console.reset()
 
-    def _boot(self, reason: ResetReason) -> None:
+    def _boot(self, reason: ResetReason, at: float | None = None) -> None:
+        """Reset the chip (at ``at`` on the chip's clock, default now) and start a new interpreter."""
         with self._lock:
             if self._closing:
                 return
             old = self._vm
             self._generation += 1
-            self._reset_pins()
+            self._reset_pins(at)
             self.counters.extra["resets"] += 0 if old is None else 1
             self._reset_reason = reason
             gen = self._generation
-            self._booted_at = time.monotonic()
+            self._booted_at = time.monotonic() if at is None else at
             self._first_tx = True
             if self.trace is not None:
                 self.trace.append((self._booted_at, "boot", reason))
@@ -417,14 +422,16 @@ class McuIoBoard:
         vm.start()
 
     def _watchdog(self) -> None:
-        """The RP2040's watchdog: no feed for its timeout -> chip reset with reason MCU_WATCHDOG."""
+        """The RP2040's watchdog: no feed for its timeout -> chip reset with reason MCU_WATCHDOG. The hardware
+        counts on its own, so the reset (pins included) takes effect at the last feed + the timeout on the chip's
+        clock, however late this thread, sharing the process with others, notices it."""
         while not self._closing:
-            time.sleep(0.01)
-            armed = self._wdt_armed_ms
-            if armed is not None and not self._wdt_held and time.monotonic() - self._wdt_fed_at > armed / 1000:
+            time.sleep(0.005)
+            armed, fed_at = self._wdt_armed_ms, self._wdt_fed_at
+            if armed is not None and not self._wdt_held and time.monotonic() - fed_at > armed / 1000:
                 self.counters.extra["watchdog_bites"] += 1
                 logger.warning("mcu ioboard %s: hardware watchdog bit after %d ms", self.port, armed)
-                self._boot(ResetReason.MCU_WATCHDOG)
+                self._boot(ResetReason.MCU_WATCHDOG, at=fed_at + armed / 1000)
 
     def _contact_now(self, now: float) -> bool:
         if self._welded:
@@ -577,6 +584,8 @@ class McuIoBoard:
         def sample(_: bytes) -> bytes:
             fault, self._chip_fault = self._chip_fault, None
             if fault == "hang":  # until the watchdog (or a power cycle) resets the chip
+                if self.trace is not None:
+                    self.trace.append((time.monotonic(), "hang", None))
                 while gen == self._generation:
                     time.sleep(0.005)
                 raise ChipStop("stale")
