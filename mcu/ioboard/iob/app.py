@@ -27,8 +27,8 @@ class Firmware:
         board.coil(False)
         self.reset_reason = board.reset_cause()
         self.safety = Safety(board.CAPABILITIES, self.reset_reason, now, board.C1_TIMEOUT_MS)
-        if board.CAPABILITIES & proto.CAP_RCD and not board.self_test():
-            self.safety.self_test_failed()
+        if board.CAPABILITIES & proto.CAP_RCD:
+            self.safety.self_test_result(board.self_test())
         self.link = Link(self.safety, board, self.reset_reason, now)
         self._out = (1000, False)
         self._lock_drive = 0  # the lock motor is off after a reset (the board file's pins start so)
