@@ -466,7 +466,7 @@ class McuIoBoard:
         counts on its own, so the reset (pins included) takes effect at the last feed + the timeout on the chip's
         clock, however late this thread, sharing the process with others, notices it."""
         while not self._closing:
-            time.sleep(0.005)
+            time.sleep(0.01)
             armed, fed_at = self._wdt_armed_ms, self._wdt_fed_at
             if armed is not None and not self._wdt_held and time.monotonic() - fed_at > armed / 1000:
                 self.counters.extra["watchdog_bites"] += 1
