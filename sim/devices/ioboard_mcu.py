@@ -115,7 +115,9 @@ if _main:
     import main
 """ + REPL
 FLASH_CHIP_HEAP_KB = 8 * 1024
-FLASH_CHIP_RESULT_CAP = 64 * 1024  # a raw REPL code block from tools/flash.py fits in one host.call answer
+#: a raw-REPL code block fits in one host.call answer: tools/flash.py writes 512-byte chunks, which mpremote sends
+#: as ``w(b'...')`` of at most ~2.1 KB. Kept small: the artifact holds this much of the chip's heap for good.
+FLASH_CHIP_RESULT_CAP = 8 * 1024
 #: The WASI artifact keeps one buffer for host.call answers on the guest's GC heap for good, its result cap plus
 #: one 16-byte block (measured): gc.mem_alloc() counts it, a chip has nothing of the kind, so the heap figures
 #: are reported without it.
