@@ -161,6 +161,7 @@ class LoopFigures:
     heap_boot_bytes: int = 0  #: gc.mem_alloc() when the loop started, before any collection
     gc_us_max: int = 0
     wait_over_us_max: int = 0
+    late_passes: int = 0  #: passes that started more than 10 ms after the one before
 
 
 class McuIoBoard:
@@ -646,10 +647,10 @@ class McuIoBoard:
         host_buffer = (RESULT_CAP_BYTES if self.flash_dir is None else FLASH_CHIP_RESULT_CAP) + HOST_BUFFER_EXTRA
 
         def figures(payload: bytes) -> bytes:
-            passes, work, period, live, peak, boot, gc_us, over = (int(v) for v in payload.split(b","))
+            passes, work, period, live, peak, boot, gc_us, over, late = (int(v) for v in payload.split(b","))
             def net(v: int) -> int:
                 return max(0, v - host_buffer) if v else 0
-            self.figures = LoopFigures(passes, work, period, net(live), net(peak), net(boot), gc_us, over)
+            self.figures = LoopFigures(passes, work, period, net(live), net(peak), net(boot), gc_us, over, late)
             return b""
 
         def self_test(_: bytes) -> bytes:

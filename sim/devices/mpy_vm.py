@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -35,12 +34,6 @@ GUEST_FW_DIR = "/fw"
 #: The RP2040 has 264 KB of SRAM; MicroPython's rp2 port leaves the firmware a GC heap of about 200 KB.
 DEFAULT_HEAP_KB = 1024
 RESULT_CAP_BYTES = 4096  # the guest's buffer for host.call answers (kept on its heap: cap + 16 bytes, measured)
-#: Every host.call takes the GIL. With CPython's default switch interval (5 ms) a chip's call waits up to 5 ms
-#: whenever another thread of the simulating process runs Python (the host driver's event loop, a test): a pass
-#: with three calls can take 15 ms instead of 0.3, and the wait's return 5 ms more (how the loop's worst period
-#: reached 24-25 ms on a loaded machine). A process that runs a chip hands the GIL over at least this often
-#: (bench_ioboard_mcu: worst pass 4.8 -> 1.6 ms).
-GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 class ChipStop(Exception):
@@ -92,8 +85,6 @@ class MicroPythonVm:
     _engine: wasmtime.Engine | None = None
 
     def start(self) -> None:
-        if sys.getswitchinterval() > GIL_SWITCH_INTERVAL_S:
-            sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self._engine = wasmtime.Engine(_config())
         module = wasmtime.Module.deserialize(self._engine, _compiled_module())
         self._thread = threading.Thread(target=self._main, args=(self._engine, module), name=f"mpy-{self.name}",

@@ -38,6 +38,7 @@ class Firmware:
         self.passes = 0
         self.work_us_max = 0  # one pass, host I/O included
         self.period_ms_max = 0  # pass start to pass start: the pass, a collection, the wait
+        self.late_passes = 0  # passes that started more than 2 * LOOP_MS after the one before
         self.gc_us_max = 0  # one collection between passes
         self.wait_over_us_max = 0  # a wait that lasted longer than asked (the scheduler, not the firmware)
         self.heap_live = 0  # gc.mem_alloc() after the latest collection: what the firmware holds
@@ -52,8 +53,11 @@ class Firmware:
         t0 = ticks_us()
         now = ticks_ms()
         period = ticks_diff(now, self._pass_at)
-        if period > self.period_ms_max and self.passes:
-            self.period_ms_max = period
+        if self.passes:
+            if period > self.period_ms_max:
+                self.period_ms_max = period
+            if period > 2 * LOOP_MS:
+                self.late_passes += 1
         self._pass_at = now
         self._pass(now)
         self.passes += 1
