@@ -17,8 +17,8 @@ InstallCertificate, DeleteCertificate and GetInstalledCertificateIds on the char
   id; O = CpoName). CertificateSigned is ``Accepted`` only for a certificate of that key, valid now, chaining to an
   installed CSMS root, at most CertificateSignedMaxChainSize characters; with profile 3 the agent then reconnects
   with it (TC_074). Otherwise ``Rejected`` and the security event InvalidChargePointCertificate.
-* ExtendedTriggerMessage: SignChargePointCertificate and Heartbeat; the other messages are ``NotImplemented``
-  until TriggerMessage's implementations can be shared.
+* ExtendedTriggerMessage is :mod:`remote_trigger`'s; SignChargePointCertificate asks :meth:`signing_status` and
+  :meth:`request_signing` here.
 """
 
 from __future__ import annotations
@@ -136,24 +136,12 @@ class Certificates:
             self._reconnect_pending = False
             await self._reconnect()
 
-    @handles(Action.extended_trigger_message)
-    async def _extended_trigger(self, requested_message: str, connector_id: int | None = None, **_: Any) -> Any:
-        if requested_message == "SignChargePointCertificate":
-            if self._profile() < 2 and self.credentials.files() is None and not self.store.csms_roots_pem():
-                return call_result.ExtendedTriggerMessage(status="Rejected")
-            self.request_signing("ExtendedTriggerMessage")
-            return call_result.ExtendedTriggerMessage(status="Accepted")
-        if requested_message == "Heartbeat":
-            self.ctx.spawn(self._heartbeat())
-            return call_result.ExtendedTriggerMessage(status="Accepted")
-        return call_result.ExtendedTriggerMessage(status="NotImplemented")
-
-    async def _heartbeat(self) -> None:
-        await asyncio.sleep(0)  # after the ExtendedTriggerMessage.conf
-        try:
-            await self.ctx.call("Heartbeat", {})
-        except Exception as exc:
-            log.warning("triggered Heartbeat not answered", extra={"error": str(exc)})
+    def signing_status(self) -> str:
+        """ExtendedTriggerMessage SignChargePointCertificate (sent by :mod:`remote_trigger` once answered):
+        ``Rejected`` when the charge point has neither a certificate to renew nor a CSMS root to check one."""
+        if self._profile() < 2 and self.credentials.files() is None and not self.store.csms_roots_pem():
+            return "Rejected"
+        return "Accepted"
 
     # --- the store ------------------------------------------------------------------------------------
 

@@ -111,7 +111,7 @@ class Ocpp16Client:
         self._handlers: tuple[object, ...] = (
             Configuration(keys), self.security, self.authorization, self.local_auth_list, self.certificates,
             RemoteControl(ctx, coordinator, self.statuses, smart_charging), self.data_transfer,
-            RemoteTrigger(ctx, self.core, self.statuses))
+            RemoteTrigger(ctx, self.core, self.statuses, self.certificates))
         if smart_charging is not None:
             self._handlers += (SmartCharging(smart_charging),)
         self._session_settings = SessionSettings(keys, connectors)
