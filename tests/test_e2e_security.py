@@ -1,6 +1,7 @@
 """Security profiles end to end: the agent as a process, the simulated CSMS serving wss:// with a test PKI
-generated here, the security keys changed over OCPP (TC_073, TC_083, TC_084, TC_085, TC_086, TC_087) and the
-security events delivered through the outbox."""
+generated here, the security keys changed over OCPP (TC_073, TC_083, TC_084, TC_085), TLS as the OCTT checks it
+(TC_086, TC_087), certificates (TC_074, TC_075_1/_2, TC_076, TC_077, TC_078) and the security events delivered
+through the outbox."""
 
 from __future__ import annotations
 
@@ -208,6 +209,8 @@ async def test_certificates_installed_listed_and_deleted_over_ocpp(tmp_path: Pat
         assert (await s.csms.install_certificate(CP_ID, "ManufacturerRootCertificate", maker.path.read_text())) == {
             "status": "Accepted"}
         maker_id = hash_data(x509.load_pem_x509_certificate(maker.path.read_bytes())).to_ocpp()
+        assert (await s.csms.get_installed_certificate_ids(CP_ID, "ManufacturerRootCertificate")) == {
+            "status": "Accepted", "certificateHashData": [maker_id]}  # TC_075_1
         assert (await s.csms.delete_certificate(CP_ID, maker_id)) == {"status": "Accepted"}
         assert (await s.csms.delete_certificate(CP_ID, maker_id)) == {"status": "NotFound"}
 
@@ -280,3 +283,54 @@ async def test_a_certificate_expiring_within_a_month_is_renewed_by_itself(tmp_pa
         await s.start_agent()
         await s.wait_until(lambda: bool(s.csms.state(CP_ID).csrs), what="SignCertificate a month before expiry")
         assert len(s.calls("SignCertificate")) == 1
+
+
+async def test_tc_077_a_certificate_from_another_ca_is_rejected_and_reported(tmp_path: Path, pki: TlsPki) -> None:
+    """TC_077: ExtendedTriggerMessage SignChargePointCertificate -> SignCertificate -> CertificateSigned with a
+    certificate for the right key signed by a CA the charge point does not trust -> Rejected, and a
+    SecurityEventNotification InvalidChargePointCertificate; the connection keeps the old certificate."""
+    from sim.harness.pki import make_ca, sign_csr
+
+    stranger_ca = make_ca(tmp_path / "stranger", "Not the CSMS root")
+    server = server_tls_context(pki.csms.cert, pki.csms.key, client_ca=pki.csms_root.path)
+    async with Station(tmp_path, connectors=1, csms_ssl=server, ocpp_extra=_ocpp(3, pki, password=None,
+                                                                                 cp_cert=True)) as s:
+        await s.start_agent()
+        assert (await s.csms.extended_trigger_message(CP_ID, "SignChargePointCertificate")) == {"status": "Accepted"}
+        await s.wait_until(lambda: bool(s.csms.state(CP_ID).csrs), what="SignCertificate")
+        mark = s.mark()
+        signed = sign_csr(stranger_ca, s.csms.state(CP_ID).csrs[0])
+        assert (await s.csms.certificate_signed(CP_ID, signed)) == {"status": "Rejected"}
+        event = await s.wait_call("SecurityEventNotification",
+                                  lambda e: e.payload["type"] == "InvalidChargePointCertificate", since=mark)
+        assert event.payload["techInfo"]
+        assert not (tmp_path / "certs/charge-point-renewed.pem").exists()
+        assert not _connects(s, mark)  # no reconnect: nothing new to present
+
+
+async def test_tc_086_tc_087_tls_as_the_octt_checks_it(tmp_path: Path) -> None:
+    """TC_086 (profile 2): TLS 1.2 with only the whitepaper's suites on the CSMS side, Basic auth
+    ``<ChargePointId>:<AuthorizationKey>``. TC_087 (profile 3): the client certificate's CN is the charge point's
+    serial number (not its id), with its serial, over TLS 1.2."""
+    serial = "SN-0042"
+    pki = make_tls_pki(tmp_path / "pki", charge_point_serial=serial)
+    whitepaper = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:AES128-GCM-SHA256:AES256-GCM-SHA384"
+    server = server_tls_context(pki.csms.cert, pki.csms.key, client_ca=pki.csms_root.path,
+                                maximum=ssl.TLSVersion.TLSv1_2, ciphers=whitepaper)
+    server.verify_mode = ssl.CERT_OPTIONAL  # profile 2 first, then 3 on the same endpoint
+    async with Station(tmp_path, connectors=1, csms_ssl=server,
+                       ocpp_extra=_ocpp(2, pki, cp_cert=True)) as s:
+        s.profile.password = KEY  # the CSMS checks the header byte for byte (refuses anything else with 401)
+        await s.start_agent()
+        first = _connects(s)[0].detail
+        assert first["tls"] == "TLSv1.2" and first["cipher"] in ("ECDHE-ECDSA-AES128-GCM-SHA256",
+                                                                 "ECDHE-ECDSA-AES256-GCM-SHA384")
+        assert first["client_certificate"] is None
+        assert not [e for e in s.csms.transcript.entries if e.kind is EntryKind.REFUSED]
+        s.profile.password = None
+        mark = s.mark()
+        assert (await s.csms.change_configuration(CP_ID, "SecurityProfile", "3"))["status"] == "Accepted"
+        connect = await _wait_connect(s, mark, "a connection with profile 3")
+        assert connect.detail["tls"] == "TLSv1.2" and connect.detail["client_certificate"] == serial
+        assert connect.detail["client_certificate_serial"]
+        await s.csms.wait_connected(CP_ID)

@@ -53,14 +53,15 @@ def test_critical_events_are_queued_link_failures_capped_all_logged(tmp_path: Pa
     for _ in range(MAX_QUEUED_LINK_EVENTS + 5):  # a clock that makes every certificate look expired
         events.report("InvalidCentralSystemCertificate", "certificate is not yet valid")
     assert outbox.count(ACTION) == MAX_QUEUED_LINK_EVENTS and events.not_queued == 5
+    assert events.report("InvalidChargePointCertificate", "not for the pending key") is False  # capped alike
     assert events.report("StartupOfTheDevice") is True  # critical: queued even so, never dropped
     assert events.report("FailedToAuthenticateAtCentralSystem", "HTTP 401") is False  # not critical: logged only
     assert outbox.count(ACTION) == MAX_QUEUED_LINK_EVENTS + 1
     for message in outbox.peek():
         assert OCPP16.schema_violation(ACTION, message.payload) is None, message.payload
     logged = [json.loads(line) for line in (tmp_path / "security.log").read_text().splitlines()]
-    assert len(logged) == MAX_QUEUED_LINK_EVENTS + 7
-    assert [e["sent"] for e in logged[-7:]] == [False] * 5 + [True, False]
+    assert len(logged) == MAX_QUEUED_LINK_EVENTS + 8
+    assert [e["sent"] for e in logged[-8:]] == [False] * 6 + [True, False]
     assert events.report("TamperDetectionActivated", "x" * 300) and len(outbox.peek()[-1].payload["techInfo"]) == 255
 
 

@@ -8,6 +8,7 @@ TLS handshake (InvalidCentralSystemCertificate, InvalidTLSVersion, InvalidTLSCip
 failed attempt; attempts are spaced by the link's growing back-off, and while :data:`MAX_QUEUED_LINK_EVENTS`
 of them are still undelivered (a CSMS that cannot be reached, a clock that makes every certificate look
 expired: libocpp #1046, #1155) further ones go to the security log only, counted — the queue is never flooded.
+InvalidChargePointCertificate (a CertificateSigned refused, OCTT TC_077) is sent under the same cap.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ ACTION = "SecurityEventNotification"
 CRITICAL = frozenset({"FirmwareUpdated", "SettingSystemTime", "StartupOfTheDevice", "ResetOrReboot",
                       "SecurityLogWasCleared", "MemoryExhaustion", "TamperDetectionActivated"})
 LINK_EVENTS = frozenset({tls.INVALID_CSMS_CERTIFICATE, tls.INVALID_TLS_VERSION, tls.INVALID_TLS_CIPHER_SUITE})
+#: Not critical in the whitepaper's table, but its certificate use case (and OCTT TC_077) has the charge point send
+#: it when it refuses a CertificateSigned; capped like the link's events (a CSMS can send any number of those).
+INVALID_CP_CERTIFICATE = "InvalidChargePointCertificate"
+CAPPED = LINK_EVENTS | {INVALID_CP_CERTIFICATE}
 MAX_QUEUED_LINK_EVENTS = 20
 TECH_INFO_MAX = 255  # SecurityEventNotification.techInfo: CiString255
 
@@ -40,8 +45,8 @@ class SecurityEvents:
         """Log ``event`` and, if it is to be sent, queue it; True if it was queued."""
         now = datetime.now(UTC)
         info = tech_info[:TECH_INFO_MAX] if tech_info else None
-        queue = event in CRITICAL or event in LINK_EVENTS
-        if queue and event in LINK_EVENTS and self.ctx.outbox.count(ACTION) >= MAX_QUEUED_LINK_EVENTS:
+        queue = event in CRITICAL or event in CAPPED
+        if queue and event in CAPPED and self.ctx.outbox.count(ACTION) >= MAX_QUEUED_LINK_EVENTS:
             queue = False
             self.not_queued += 1
         self.log.write(event, now, info, sent=queue)
