@@ -36,6 +36,8 @@ from firmware.exitcodes import ExitCode
 from firmware.hardware import ChargerHardware, ReaderHardware, build_hardware
 from firmware.maintenance.privileged import clear_stale_reboot, request_reboot
 from firmware.ocpp.adapter import OcppAdapter, create_adapter
+from firmware.security.security_log import FILE_NAME as SECURITY_LOG
+from firmware.security.security_log import SecurityLog
 from firmware.session import AvailabilityChanged, SessionConfig
 from firmware.station_report import StationReport
 from firmware.storage import Database
@@ -112,6 +114,9 @@ class Agent:
         if self.exit_code is ExitCode.STORAGE:
             return
         log.critical("storage failed; stopping", extra={"db": str(self.db.path), "error": str(exc)})
+        if "full" in str(exc):  # SQLITE_FULL: the security event can no longer be queued, but the log keeps it
+            SecurityLog(Path(self.config.state_dir) / SECURITY_LOG).write(
+                "MemoryExhaustion", utcnow(), f"storage failed: {exc}"[:255], sent=False)
         print(f"storage error: {self.db.path}: {exc}", file=sys.stderr)
         self.request_exit(ExitCode.STORAGE)
 

@@ -334,3 +334,16 @@ async def test_tc_086_tc_087_tls_as_the_octt_checks_it(tmp_path: Path) -> None:
         assert connect.detail["tls"] == "TLSv1.2" and connect.detail["client_certificate"] == serial
         assert connect.detail["client_certificate_serial"]
         await s.csms.wait_connected(CP_ID)
+
+
+async def test_memory_exhaustion_is_sent_when_the_storage_runs_short(tmp_path: Path) -> None:
+    """[storage] min_free_mb above what the disk has free: the agent reports MemoryExhaustion (critical: through
+    the outbox) right after StartupOfTheDevice, once."""
+    async with Station(tmp_path, connectors=1) as s:
+        text = s.config_path.read_text()
+        s.config_path.write_text(text.replace("[storage]\n", "[storage]\nmin_free_mb = 1099511627776\n", 1))
+        await s.start_agent()
+        await s.wait_until(lambda: len(s.csms.state(CP_ID).security_events) >= 2, what="two security events")
+        events = s.csms.state(CP_ID).security_events
+        assert [e["type"] for e in events] == ["StartupOfTheDevice", "MemoryExhaustion"]
+        assert "MiB free, below" in events[1]["techInfo"]

@@ -115,7 +115,7 @@ class Ocpp16Client:
         if smart_charging is not None:
             self._handlers += (SmartCharging(smart_charging),)
         self._session_settings = SessionSettings(keys, connectors)
-        self.security_events.report("StartupOfTheDevice", f"evse-agent {config.identity.firmware_version} started")
+        self.security_events.started(f"evse-agent {config.identity.firmware_version} started")
 
     @property
     def ledger(self) -> Ledger:
@@ -162,6 +162,7 @@ class Ocpp16Client:
     # --- running --------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        self.ctx.spawn(self.security_events.watch())  # MemoryExhaustion, SettingSystemTime
         await self.link.run(self._session)
 
     async def _session(self, connection: Any) -> None:
