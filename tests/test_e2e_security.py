@@ -283,6 +283,29 @@ async def test_a_certificate_expiring_within_a_month_is_renewed_by_itself(tmp_pa
         await s.start_agent()
         await s.wait_until(lambda: bool(s.csms.state(CP_ID).csrs), what="SignCertificate a month before expiry")
         assert len(s.calls("SignCertificate")) == 1
+        # no CertificateSigned comes: neither a reconnect nor a restart sends a new CSR (with a new key) before
+        # the back-off has passed
+        mark = s.mark()
+        await s.csms.disconnect(CP_ID)
+        await _wait_connect(s, mark, "a reconnect")
+        await s.csms.wait_connected(CP_ID)
+        await s.kill_agent()
+        mark = s.mark()
+        await s.start_agent(wait_boot=False)
+        await s.wait_booted(since=mark)
+        await s.quiet(0.5)
+        assert len(s.calls("SignCertificate")) == 1
+        assert any(e.get("msg") == "certificate renewal due; waiting for the retry time" for e in s.log())
+
+
+def test_renewal_retry_back_off() -> None:
+    from datetime import timedelta
+
+    from firmware.ocpp.v16.certificates import renewal_retry_after
+
+    assert [renewal_retry_after(n) for n in (1, 2, 3)] == [timedelta(hours=1), timedelta(hours=2),
+                                                           timedelta(hours=4)]
+    assert renewal_retry_after(40) == timedelta(days=1)
 
 
 async def test_tc_077_a_certificate_from_another_ca_is_rejected_and_reported(tmp_path: Path, pki: TlsPki) -> None:

@@ -14,9 +14,11 @@ InstallCertificate, DeleteCertificate and GetInstalledCertificateIds on the char
 * The charge point's certificate (profile 3): on ExtendedTriggerMessage SignChargePointCertificate, and by itself
   a month before the current one expires (checked at each accepted connection and daily), a key pair is
   generated on the controller and SignCertificate sends its CSR (CN = the serial number, else the charge point
-  id; O = CpoName). CertificateSigned is ``Accepted`` only for a certificate of that key, valid now, chaining to an
-  installed CSMS root, at most CertificateSignedMaxChainSize characters; with profile 3 the agent then reconnects
-  with it (TC_074). Otherwise ``Rejected`` and the security event InvalidChargePointCertificate.
+  id; O = CpoName); renewals of its own are spaced by a growing back-off (1 h doubling to a day, kept across
+  reboots) until a certificate is accepted. CertificateSigned is ``Accepted`` only for a certificate of that key,
+  valid now, chaining to an installed CSMS root, at most CertificateSignedMaxChainSize characters; with profile 3
+  the agent then reconnects with it (TC_074). Otherwise ``Rejected`` and the security event
+  InvalidChargePointCertificate (sent: TC_077).
 * ExtendedTriggerMessage is :mod:`remote_trigger`'s; SignChargePointCertificate asks :meth:`signing_status` and
   :meth:`request_signing` here.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -38,6 +41,7 @@ from firmware.ocpp.v16.context import V16Context
 from firmware.ocpp.v16.keys import KeyDefinition, KeyType
 from firmware.security.certstore import CSMS_ROOT, CertificateHashData, CertificateStore, DeleteResult
 from firmware.security.credentials import ChargePointCredentials
+from firmware.storage.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,18 @@ KEYS = (
     KeyDefinition("AdditionalRootCertificateCheck", KeyType.BOOL, "false", readonly=True),
 )
 RENEWAL_CHECK_S = 86400.0
+#: Renewals the charge point starts by itself are spaced by this back-off (doubling per SignCertificate not
+#: followed by an accepted CertificateSigned), kept in the settings: a reconnect or a reboot does not send a new
+#: CSR with a new key pair each time. A CSMS's ExtendedTriggerMessage is not held back by it.
+RENEWAL_RETRY_MIN_S = 3600.0
+RENEWAL_RETRY_MAX_S = 86400.0
+_RENEWAL_ATTEMPTS = "certificates.renewal_attempts"
+_RENEWAL_NEXT = "certificates.renewal_next"  # ISO time before which no renewal of our own is started
+
+
+def renewal_retry_after(attempts: int) -> timedelta:
+    """The wait after ``attempts`` (>= 1) renewals of our own went unanswered by a valid certificate."""
+    return timedelta(seconds=min(RENEWAL_RETRY_MAX_S, RENEWAL_RETRY_MIN_S * 2 ** max(0, attempts - 1)))
 
 
 class Certificates:
@@ -80,14 +96,30 @@ class Certificates:
         if not self._watching:
             self._watching = True
             self.ctx.spawn(self._watch_renewal())
-        if self._profile() == 3 and self.credentials.renewal_due():
-            self.request_signing("the charge point certificate expires within a month")
+        self._renew_if_due()
 
     async def _watch_renewal(self) -> None:
         while True:
             await asyncio.sleep(RENEWAL_CHECK_S)
-            if self._profile() == 3 and self.credentials.renewal_due():
-                self.request_signing("the charge point certificate expires within a month")
+            self._renew_if_due()
+
+    def _renew_if_due(self, now: datetime | None = None) -> bool:
+        """A renewal of our own when the certificate (profile 3) expires within a month, unless the back-off
+        after the previous one has not passed; True if one was started."""
+        if self._profile() != 3 or not self.credentials.renewal_due():
+            return False
+        now = now or datetime.now(UTC)
+        settings = Settings(self.ctx.db)
+        not_before = settings.get(_RENEWAL_NEXT)
+        if not_before and now < datetime.fromisoformat(not_before):
+            log.info("certificate renewal due; waiting for the retry time", extra={"not_before": not_before})
+            return False
+        if not self.request_signing("the charge point certificate expires within a month"):
+            return False
+        attempts = int(settings.get(_RENEWAL_ATTEMPTS) or 0) + 1
+        settings.put(_RENEWAL_ATTEMPTS, str(attempts))
+        settings.put(_RENEWAL_NEXT, (now + renewal_retry_after(attempts)).isoformat())
+        return True
 
     def request_signing(self, why: str) -> bool:
         """Start a SignCertificate (unless one is under way); False if one already is."""
@@ -127,6 +159,9 @@ class Certificates:
             self._report("InvalidChargePointCertificate", problem)
             return call_result.CertificateSigned(status="Rejected")
         log.info("new charge point certificate installed")
+        settings = Settings(self.ctx.db)
+        settings.put(_RENEWAL_ATTEMPTS, "0")
+        settings.put(_RENEWAL_NEXT, "")
         self._reconnect_pending = self._profile() == 3
         return call_result.CertificateSigned(status="Accepted")
 
