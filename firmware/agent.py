@@ -204,7 +204,7 @@ class Agent:
     async def _start(self) -> None:
         for device in self.hardware.devices():
             self.tasks.start(f"watch-{device.name}", functools.partial(log_device_events, device.events))
-        log.info("agent starting", extra={"charge_point_id": self.config.charge_point_id,
+        log.info("agent starting", extra={"charge_point_id": self.config.charge_point_id, "pid": os.getpid(),
                                           "connectors": len(self.connectors), "readers": len(self.hardware.readers),
                                           "csms": self.config.ocpp.csms_url if self.config.ocpp else None,
                                           "started_at": utcnow().isoformat()})
