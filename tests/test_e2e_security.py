@@ -370,3 +370,65 @@ async def test_memory_exhaustion_is_sent_when_the_storage_runs_short(tmp_path: P
         events = s.csms.state(CP_ID).security_events
         assert [e["type"] for e in events] == ["StartupOfTheDevice", "MemoryExhaustion"]
         assert "MiB free, below" in events[1]["techInfo"]
+
+
+async def test_additional_root_certificate_check_replaces_a_root_through_a_fallback(
+        tmp_path: Path, pki: TlsPki) -> None:
+    """AdditionalRootCertificateCheck true: a new CSMS root must be signed by the installed one (a self-signed one is
+    Rejected with InvalidCentralSystemCertificate); the old root stays trusted as the fallback until a connection
+    is anchored by the new one, then it is removed."""
+    from cryptography import x509
+
+    from firmware.security.certstore import hash_data
+    from sim.harness.pki import make_ca
+
+    server = server_tls_context(pki.csms.cert, pki.csms.key)
+    async with Station(tmp_path, connectors=1, csms_ssl=server, ocpp_extra=_ocpp(2, pki)) as s:
+        s.profile.password = KEY
+        await s.start_agent()
+        old = make_ca(tmp_path / "old", "Old CSMS root")  # installed over OCPP (the commissioned one stays)
+        assert (await s.csms.install_certificate(CP_ID, "CentralSystemRootCertificate", old.path.read_text())) == {
+            "status": "Accepted"}
+        assert (await s.csms.change_configuration(CP_ID, "AdditionalRootCertificateCheck", "true")) == {
+            "status": "Accepted"}
+        stranger = make_ca(tmp_path / "stranger", "Stranger root")
+        mark = s.mark()
+        assert (await s.csms.install_certificate(CP_ID, "CentralSystemRootCertificate",
+                                                 stranger.path.read_text())) == {"status": "Rejected"}
+        await s.wait_call("SecurityEventNotification", lambda e: "AdditionalRootCertificateCheck" in
+                          e.payload.get("techInfo", ""), since=mark)
+        new = make_ca(tmp_path / "new", "New CSMS root", signed_by=old)
+        assert (await s.csms.install_certificate(CP_ID, "CentralSystemRootCertificate", new.path.read_text())) == {
+            "status": "Accepted"}
+        ids = (await s.csms.get_installed_certificate_ids(CP_ID, "CentralSystemRootCertificate"))[
+            "certificateHashData"]
+        old_id = hash_data(old.cert).to_ocpp()
+        new_cert = x509.load_pem_x509_certificate(new.path.read_bytes())
+        assert old_id in ids and len(ids) == 3  # commissioned, old (the fallback), new
+        assert hash_data(new_cert, old.cert).to_ocpp() in ids  # edition 3: the issuer's name and key
+
+        # a connection still anchored by the commissioned root: the replacement is not confirmed, old stays
+        mark = s.mark()
+        await s.csms.disconnect(CP_ID)
+        await _wait_connect(s, mark, "a reconnect")
+        await s.csms.wait_connected(CP_ID)
+        await s.wait_log(lambda e: e.get("msg") == "connected through the fallback CSMS root; the new one is not "
+                         "confirmed yet", what="no confirmation yet")
+        # the CSMS moves to a certificate from the new root: that connection confirms it, the old root goes
+        moved = issue_server_cert(new, tmp_path / "new", "moved")
+        server.load_cert_chain(moved.cert, moved.key)
+        mark = s.mark()
+        await s.csms.disconnect(CP_ID)
+        await _wait_connect(s, mark, "a connection anchored by the new root")
+        await s.csms.wait_connected(CP_ID)
+        await s.wait_log(lambda e: e.get("msg") == "new CSMS root confirmed by a connection; fallback removed",
+                         what="the fallback removed")
+        ids = (await s.csms.get_installed_certificate_ids(CP_ID, "CentralSystemRootCertificate"))[
+            "certificateHashData"]
+        assert old_id not in ids and len(ids) == 2
+        assert hash_data(new_cert).to_ocpp() in ids  # its issuer gone: identified with its own key
+        # the new root alone (its issuer gone) still anchors the next connection
+        mark = s.mark()
+        await s.csms.disconnect(CP_ID)
+        await _wait_connect(s, mark, "a connection with the new root alone")
+        await s.csms.wait_connected(CP_ID)

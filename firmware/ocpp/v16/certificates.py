@@ -5,7 +5,8 @@ InstallCertificate, DeleteCertificate and GetInstalledCertificateIds on the char
 * InstallCertificate: a CentralSystemRootCertificate or ManufacturerRootCertificate; ``Rejected`` for what is not
   a valid, current root certificate (a CSMS root: with the event InvalidCentralSystemCertificate, TC_078), and
   when the store holds CertificateStoreMaxLength certificates already.
-  A new CSMS root is trusted from the next connection on.
+  A new CSMS root is trusted from the next connection on. With AdditionalRootCertificateCheck a new CSMS root must
+  be issued by an installed one, which stays as the fallback until a connection is anchored by the new one.
 * DeleteCertificate: by edition 3's hash data; ``Failed`` for the CSMS root in use (the issuer of the CSMS's
   certificate on this connection, or the last one while a TLS profile is active) and for a root commissioned
   with the configuration; ``NotFound`` otherwise when nothing matches. The charge point's own certificate is
@@ -32,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from ocpp.charge_point import snake_to_camel_case
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
@@ -39,7 +41,7 @@ from ocpp.v16.enums import Action
 from firmware.ocpp.rpc import after_answering, handles
 from firmware.ocpp.v16.context import V16Context
 from firmware.ocpp.v16.keys import KeyDefinition, KeyType
-from firmware.security.certstore import CSMS_ROOT, CertificateHashData, CertificateStore, DeleteResult
+from firmware.security.certstore import CSMS_ROOT, CertificateHashData, CertificateStore, DeleteResult, issued_by
 from firmware.security.credentials import ChargePointCredentials
 from firmware.storage.settings import Settings
 
@@ -51,9 +53,9 @@ KEYS = (
     KeyDefinition("CertificateStoreMaxLength", KeyType.INT, str(DEFAULT_STORE_MAX), readonly=True),
     KeyDefinition("CertificateSignedMaxChainSize", KeyType.INT, str(MAX_CHAIN_SIZE), readonly=True),
     KeyDefinition("CpoName", KeyType.STRING, "", maximum=64),
-    # the whitepaper's stricter root replacement (a new root signed by the old one, the old kept as a fallback)
-    # is not implemented: said so, read-only
-    KeyDefinition("AdditionalRootCertificateCheck", KeyType.BOOL, "false", readonly=True),
+    # the whitepaper's stricter root replacement: a new CSMS root must be signed by the old one, which stays as
+    # the fallback until a connection has been anchored by the new one
+    KeyDefinition("AdditionalRootCertificateCheck", KeyType.BOOL, "false"),
 )
 RENEWAL_CHECK_S = 86400.0
 #: Renewals the charge point starts by itself are spaced by this back-off (doubling per SignCertificate not
@@ -63,6 +65,7 @@ RENEWAL_RETRY_MIN_S = 3600.0
 RENEWAL_RETRY_MAX_S = 86400.0
 _RENEWAL_ATTEMPTS = "certificates.renewal_attempts"
 _RENEWAL_NEXT = "certificates.renewal_next"  # ISO time before which no renewal of our own is started
+_ROOT_REPLACING = "certificates.root_replacing"  # fingerprint of the new CSMS root whose predecessor is the fallback
 
 
 def renewal_retry_after(attempts: int) -> timedelta:
@@ -92,7 +95,9 @@ class Certificates:
     # --- the charge point's certificate ---------------------------------------------------------------
 
     def connected(self) -> None:
-        """An accepted connection: renew a certificate that expires within a month; watch it daily from now."""
+        """An accepted connection: a CSMS root replacement confirmed; renew a certificate that expires within a
+        month; watch it daily from now."""
+        self._confirm_root_replacement()
         if not self._watching:
             self._watching = True
             self.ctx.spawn(self._watch_renewal())
@@ -182,13 +187,48 @@ class Certificates:
 
     @handles(Action.install_certificate)
     async def _install(self, certificate_type: str, certificate: str, **_: Any) -> Any:
-        result = self.store.install(certificate_type, certificate)
-        log.info("InstallCertificate", extra={"type": certificate_type, "status": result.value})
+        # AdditionalRootCertificateCheck: a CSMS root replaces the one installed, which must have signed it
+        replacing = certificate_type == CSMS_ROOT and self.ctx.keys.get_bool("AdditionalRootCertificateCheck") \
+            and bool(self.store.installed(CSMS_ROOT))
+        settings = Settings(self.ctx.db)
+        if replacing and settings.get(_ROOT_REPLACING):
+            log.warning("InstallCertificate: a CSMS root replacement is still unconfirmed by a connection")
+            return call_result.InstallCertificate(status="Rejected")  # one root plus one fallback at a time
+        result = self.store.install(certificate_type, certificate, signed_by_csms_root=replacing)
+        log.info("InstallCertificate", extra={"type": certificate_type, "status": result.value,
+                                              "replacing_root": replacing})
         if result.value == "Accepted":
+            if replacing:
+                cert = x509.load_pem_x509_certificate(certificate.encode("ascii"))
+                settings.put(_ROOT_REPLACING, cert.fingerprint(hashes.SHA256()).hex())
             self._report("ReconfigurationOfSecurityParameters", f"{certificate_type} installed")
-        elif certificate_type == CSMS_ROOT and (why := self.store.invalid(certificate)) is not None:
+        elif certificate_type == CSMS_ROOT and \
+                (why := self.store.invalid(certificate, signed_by_csms_root=replacing)) is not None:
             self._report("InvalidCentralSystemCertificate", f"InstallCertificate: {why}")  # TC_078: sent
         return call_result.InstallCertificate(status=result.value)
+
+    def _confirm_root_replacement(self) -> None:
+        """AdditionalRootCertificateCheck: once a connection was anchored by the new CSMS root, the old one (the
+        fallback, trusted alongside until then) is removed; a connection the old one anchored keeps it."""
+        settings = Settings(self.ctx.db)
+        fingerprint = settings.get(_ROOT_REPLACING)
+        peer = self._peer()
+        if not fingerprint or not peer:
+            return
+        roots = self.store.installed(CSMS_ROOT)
+        new = next((i for i in roots if i.cert.fingerprint(hashes.SHA256()).hex() == fingerprint), None)
+        if new is None:  # deleted meanwhile: nothing to confirm
+            settings.put(_ROOT_REPLACING, "")
+            return
+        if not issued_by(x509.load_der_x509_certificate(peer), new.cert):
+            log.info("connected through the fallback CSMS root; the new one is not confirmed yet")
+            return
+        old = [i for i in roots if i is not new and issued_by(new.cert, i.cert)]
+        removed = [i for i in old if self.store.remove(i)]
+        settings.put(_ROOT_REPLACING, "")
+        log.info("new CSMS root confirmed by a connection; fallback removed", extra={
+            "removed": len(removed), "kept_commissioned": len(old) - len(removed)})
+        self._report("ReconfigurationOfSecurityParameters", "CentralSystemRootCertificate replaced")
 
     @handles(Action.delete_certificate)
     async def _delete(self, certificate_hash_data: dict[str, str], **_: Any) -> Any:
