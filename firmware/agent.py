@@ -41,6 +41,8 @@ from firmware.maintenance.installers import choose_installer, updater_settings
 from firmware.maintenance.privileged import clear_stale_reboot, request_reboot
 from firmware.maintenance.updater import FirmwareUpdater
 from firmware.ocpp.adapter import OcppAdapter, create_adapter
+from firmware.security.security_log import FILE_NAME as SECURITY_LOG
+from firmware.security.security_log import SecurityLog
 from firmware.session import AvailabilityChanged, SessionConfig
 from firmware.station_report import StationReport
 from firmware.storage import Database
@@ -129,6 +131,9 @@ class Agent:
         if self.exit_code is ExitCode.STORAGE:
             return
         log.critical("storage failed; stopping", extra={"db": str(self.db.path), "error": str(exc)})
+        if "full" in str(exc):  # SQLITE_FULL: the security event can no longer be queued, but the log keeps it
+            SecurityLog(Path(self.config.state_dir) / SECURITY_LOG).write(
+                "MemoryExhaustion", utcnow(), f"storage failed: {exc}"[:255], sent=False)
         print(f"storage error: {self.db.path}: {exc}", file=sys.stderr)
         self.request_exit(ExitCode.STORAGE)
 
@@ -216,7 +221,7 @@ class Agent:
     async def _start(self) -> None:
         for device in self.hardware.devices():
             self.tasks.start(f"watch-{device.name}", functools.partial(log_device_events, device.events))
-        log.info("agent starting", extra={"charge_point_id": self.config.charge_point_id,
+        log.info("agent starting", extra={"charge_point_id": self.config.charge_point_id, "pid": os.getpid(),
                                           "version": self.config.identity.firmware_version,
                                           "code": CODE_DIR,  # which slot's code runs
                                           "connectors": len(self.connectors), "readers": len(self.hardware.readers),

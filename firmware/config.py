@@ -216,6 +216,7 @@ class AgentConfig:
     readers: tuple[ReaderConfig, ...] = ()
     log_level: str = "INFO"
     max_queued_messages: int | None = None  # [storage]: cap on the outbox (None: bounded by the disk only)
+    min_free_mb: int = 16  # [storage]: less free space than this is the security event MemoryExhaustion (0: off)
     mqtt: MqttConfig | None = None  # None: no site broker configured
     #: [charge_point] nominal_voltage_v: phase to neutral, to turn limits between A and W (smart charging)
     nominal_voltage_v: float = 230.0
@@ -326,10 +327,12 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
     storage = root.table_("storage")
     state_dir = "/var/lib/evse-agent"
     max_queued: int | None = None
+    min_free_mb = 16
     if storage is not None:
-        storage.reject_unknown({"dir", "max_queued_messages"})
+        storage.reject_unknown({"dir", "max_queued_messages", "min_free_mb"})
         state_dir = storage.text("dir", state_dir)
         max_queued = storage.integer("max_queued_messages", None, lo=MIN_QUEUED_MESSAGES, hi=2**62)
+        min_free_mb = storage.integer("min_free_mb", 16, lo=0, hi=2**40)
 
     firmware = FirmwareConfig()
     firmware_t = root.table_("firmware")
@@ -432,7 +435,8 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
     return AgentConfig(path=path, charge_point_id=cp_id, state_dir=state_dir, ocpp=ocpp, identity=identity,
                        buses=buses,
                        connectors=tuple(connectors), readers=tuple(readers), log_level=log_level,
-                       max_queued_messages=max_queued, mqtt=_parse_mqtt(root, connectors, cp_id),
+                       max_queued_messages=max_queued, min_free_mb=min_free_mb,
+                       mqtt=_parse_mqtt(root, connectors, cp_id),
                        nominal_voltage_v=cp.number("nominal_voltage_v", 230.0, lo=90.0, hi=300.0), firmware=firmware)
 
 

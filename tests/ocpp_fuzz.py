@@ -825,8 +825,9 @@ def side_effect(frame: str | bytes, charger: ChargerState) -> str | None:
     Heartbeat, Idle firmware and diagnostics statuses);
     GetInstalledCertificateIds (read-only); InstallCertificate (a drawn string is no PEM root certificate:
     Rejected, a CSMS root with a security event); DeleteCertificate (drawn hash data match no certificate:
-    NotFound); CertificateSigned (no signing request is pending: Rejected); ExtendedTriggerMessage but
-    SignChargePointCertificate (a Heartbeat, or NotImplemented). A valid AuthorizationKey cannot be restored (the
+    NotFound); CertificateSigned (no signing request is pending: Rejected); ExtendedTriggerMessage other than
+    SignChargePointCertificate and BootNotification (the charger only sends the message, as for TriggerMessage).
+    A valid AuthorizationKey cannot be restored (the
     key is write-only) and makes a charge point with a profile reconnect; a SecurityProfile raise is refused
     (the station has no key, no CSMS root)."""
     if len(frame) > MAX_FRAME_BYTES:
@@ -853,7 +854,7 @@ def side_effect(frame: str | bytes, charger: ChargerState) -> str | None:
         return "a valid RemoteStartTransaction the charger could start"
     if action == "UnlockConnector" and payload["connectorId"] in ours:
         return "a valid UnlockConnector of a connector the charger has"
-    if action == "TriggerMessage" and payload["requestedMessage"] == "BootNotification":
+    if action in ("TriggerMessage", "ExtendedTriggerMessage") and payload["requestedMessage"] == "BootNotification":
         return "a valid TriggerMessage BootNotification sends one (the run checks the agent booted once)"
     if action == "SetChargingProfile" and (payload["connectorId"] == 0 or payload["connectorId"] in ours):
         return "a valid SetChargingProfile may install a profile that limits charging until it is cleared"

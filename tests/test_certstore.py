@@ -124,3 +124,19 @@ def _any_csr() -> str:
     key = ec.generate_private_key(ec.SECP256R1())
     return x509.CertificateSigningRequestBuilder().subject_name(x509.Name([x509.NameAttribute(
         NameOID.COMMON_NAME, "x")])).sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_a_replacement_root_must_be_signed_by_an_installed_one(tmp_path: Path) -> None:
+    """AdditionalRootCertificateCheck: the new CSMS root is a CA certificate issued by an installed root; the store
+    identifies it with its issuer's key while that is installed; a commissioned root is never removed."""
+    commissioned = make_ca(tmp_path / "c", "Commissioned root")
+    store = CertificateStore(tmp_path / "certs", commissioned_csms_roots=commissioned.path)
+    stranger = make_ca(tmp_path / "s", "Stranger")
+    assert store.install(CSMS_ROOT, _pem(stranger.cert), signed_by_csms_root=True) is InstallResult.REJECTED
+    assert "not signed by" in (store.invalid(_pem(stranger.cert), signed_by_csms_root=True) or "")
+    new = make_ca(tmp_path / "n", "New root", signed_by=commissioned)
+    assert store.invalid(_pem(new.cert)) == "not a root (self-signed CA) certificate"  # without the check
+    assert store.install(CSMS_ROOT, _pem(new.cert), signed_by_csms_root=True) is InstallResult.ACCEPTED
+    assert hash_data(new.cert, commissioned.cert) in store.ids(CSMS_ROOT)
+    [kept] = [i for i in store.installed(CSMS_ROOT) if i.commissioned]
+    assert store.remove(kept) is False and commissioned.path.exists()

@@ -98,8 +98,8 @@ async def test_get_configuration_max_keys_and_no_light_keys(tmp_path: Path) -> N
 #: reports without an entry here fails test_every_reported_key_is_shown_honoured: a key accepted and ignored is a
 #: lie to the CSMS.
 HONOURED_BY = {
-    "AdditionalRootCertificateCheck":  # read-only false: an installed root replaces nothing, each stands alone
-        "test_certstore.py::test_install_accepts_current_roots_only_and_is_bounded",
+    "AdditionalRootCertificateCheck":
+        "test_e2e_security.py::test_additional_root_certificate_check_replaces_a_root_through_a_fallback",
     "AllowOfflineTxForUnknownId":
         "test_e2e_offline_auth.py::test_blocked_cached_id_refused_offline_unknown_id_allowed_then_deauthorized",
     "AuthorizationCacheEnabled":

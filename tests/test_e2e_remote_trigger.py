@@ -178,3 +178,59 @@ async def test_boot_notification_triggered_while_pending(tmp_path: Path) -> None
         await s.wait_call("BootNotification", since=answered)
         await s.wait_booted(since=answered)  # accepted now: the current statuses follow
         assert s.csms.state(CP_ID).registration_status == "Accepted"
+
+
+async def _extended(s: Station, message: str, connector: int | None = None) -> tuple[str, int]:
+    """ExtendedTriggerMessage; (the status answered, the transcript position of that answer)."""
+    mark = s.mark()
+    answer = await s.csms.extended_trigger_message(CP_ID, message, connector_id=connector)
+    reply = await s.csms.transcript.wait_for("ExtendedTriggerMessage", cp_id=CP_ID, direction=Direction.FROM_CP,
+                                             kind=EntryKind.CALLRESULT, since=mark, timeout_s=WAIT_S)
+    return str(answer["status"]), reply.seq
+
+
+async def test_extended_trigger_message_sends_each_of_its_messages_after_the_answer(tmp_path: Path) -> None:
+    """Security whitepaper ExtendedTriggerMessage: TriggerMessage's rules with its own list. FirmwareStatusNotification
+    is a SignedFirmwareStatusNotification, LogStatusNotification a LogStatusNotification (Idle: nothing under way);
+    SignChargePointCertificate without a certificate or CSMS root to go with it is Rejected (profile 0)."""
+    async with Station(tmp_path, connectors=1) as s:
+        await s.start_agent()
+        tx_id = await s.start_session(1, CARD)
+
+        status, answered = await _extended(s, "MeterValues", 1)
+        assert status == "Accepted"
+        mv = await s.wait_call("MeterValues", since=answered)
+        assert mv.payload["connectorId"] == 1 and mv.payload["transactionId"] == tx_id
+        assert {v["context"] for v in mv.payload["meterValue"][0]["sampledValue"]} == {"Trigger"}
+
+        status, answered = await _extended(s, "StatusNotification", 1)
+        assert status == "Accepted"
+        sn = await s.wait_call("StatusNotification", since=answered)
+        assert sn.payload["connectorId"] == 1 and sn.payload["status"] == "Charging"
+
+        status, answered = await _extended(s, "Heartbeat")
+        assert status == "Accepted"
+        await s.csms.wait_for_exchange("Heartbeat", cp_id=CP_ID, since=answered, timeout_s=WAIT_S)
+
+        for message, sent_as in (("FirmwareStatusNotification", "SignedFirmwareStatusNotification"),
+                                 ("LogStatusNotification", "LogStatusNotification")):
+            status, answered = await _extended(s, message)
+            assert status == "Accepted"
+            sent = await s.wait_call(sent_as, since=answered)
+            assert sent.payload == {"status": "Idle"}  # no requestId while nothing runs
+        assert s.csms.state(CP_ID).signed_firmware_status == "Idle" and s.csms.state(CP_ID).log_status == "Idle"
+
+        status, answered = await _extended(s, "BootNotification")
+        assert status == "Accepted"
+        await s.wait_call("BootNotification", since=answered)
+
+        mark = s.mark()
+        assert (await _extended(s, "MeterValues", 2))[0] == "Rejected"  # no such connector (TC_055's rule)
+        assert (await _extended(s, "SignChargePointCertificate"))[0] == "Rejected"
+        # DiagnosticsStatusNotification is TriggerMessage's, not in ExtendedTriggerMessage's list
+        answer = await s.csms.call(CP_ID, "ExtendedTriggerMessage",
+                                   {"requestedMessage": "DiagnosticsStatusNotification"}, validate=False)
+        assert answer == {"status": "NotImplemented"}
+        await s.quiet(0.3)
+        assert not s.calls(since=mark)
+        assert s.statuses(1)[-1] == "Charging"

@@ -1,6 +1,7 @@
 """Security profiles end to end: the agent as a process, the simulated CSMS serving wss:// with a test PKI
-generated here, the security keys changed over OCPP (TC_073, TC_083, TC_084, TC_085, TC_086, TC_087) and the
-security events delivered through the outbox."""
+generated here, the security keys changed over OCPP (TC_073, TC_083, TC_084, TC_085), TLS as the OCTT checks it
+(TC_086, TC_087), certificates (TC_074, TC_075_1/_2, TC_076, TC_077, TC_078) and the security events delivered
+through the outbox."""
 
 from __future__ import annotations
 
@@ -208,6 +209,8 @@ async def test_certificates_installed_listed_and_deleted_over_ocpp(tmp_path: Pat
         assert (await s.csms.install_certificate(CP_ID, "ManufacturerRootCertificate", maker.path.read_text())) == {
             "status": "Accepted"}
         maker_id = hash_data(x509.load_pem_x509_certificate(maker.path.read_bytes())).to_ocpp()
+        assert (await s.csms.get_installed_certificate_ids(CP_ID, "ManufacturerRootCertificate")) == {
+            "status": "Accepted", "certificateHashData": [maker_id]}  # TC_075_1
         assert (await s.csms.delete_certificate(CP_ID, maker_id)) == {"status": "Accepted"}
         assert (await s.csms.delete_certificate(CP_ID, maker_id)) == {"status": "NotFound"}
 
@@ -256,7 +259,7 @@ async def test_charge_point_certificate_renewed_through_sign_certificate(tmp_pat
         assert renewed.stat().st_mode & 0o777 == 0o600 and not pending.exists()
         logged = (tmp_path / "security.log").read_text()
         assert "InvalidChargePointCertificate" in logged
-        assert (await s.csms.extended_trigger_message(CP_ID, "BootNotification")) == {"status": "NotImplemented"}
+        assert len(s.csms.state(CP_ID).csrs) == 1  # one ExtendedTriggerMessage, one SignCertificate
 
 
 def _csr_of_another_key() -> str:
@@ -280,3 +283,152 @@ async def test_a_certificate_expiring_within_a_month_is_renewed_by_itself(tmp_pa
         await s.start_agent()
         await s.wait_until(lambda: bool(s.csms.state(CP_ID).csrs), what="SignCertificate a month before expiry")
         assert len(s.calls("SignCertificate")) == 1
+        # no CertificateSigned comes: neither a reconnect nor a restart sends a new CSR (with a new key) before
+        # the back-off has passed
+        mark = s.mark()
+        await s.csms.disconnect(CP_ID)
+        await _wait_connect(s, mark, "a reconnect")
+        await s.csms.wait_connected(CP_ID)
+        await s.kill_agent()
+        mark = s.mark()
+        await s.start_agent(wait_boot=False)
+        await s.wait_booted(since=mark)
+        await s.quiet(0.5)
+        assert len(s.calls("SignCertificate")) == 1
+        assert any(e.get("msg") == "certificate renewal due; waiting for the retry time" for e in s.log())
+
+
+def test_renewal_retry_back_off() -> None:
+    from datetime import timedelta
+
+    from firmware.ocpp.v16.certificates import renewal_retry_after
+
+    assert [renewal_retry_after(n) for n in (1, 2, 3)] == [timedelta(hours=1), timedelta(hours=2),
+                                                           timedelta(hours=4)]
+    assert renewal_retry_after(40) == timedelta(days=1)
+
+
+async def test_tc_077_a_certificate_from_another_ca_is_rejected_and_reported(tmp_path: Path, pki: TlsPki) -> None:
+    """TC_077: ExtendedTriggerMessage SignChargePointCertificate -> SignCertificate -> CertificateSigned with a
+    certificate for the right key signed by a CA the charge point does not trust -> Rejected, and a
+    SecurityEventNotification InvalidChargePointCertificate; the connection keeps the old certificate."""
+    from sim.harness.pki import make_ca, sign_csr
+
+    stranger_ca = make_ca(tmp_path / "stranger", "Not the CSMS root")
+    server = server_tls_context(pki.csms.cert, pki.csms.key, client_ca=pki.csms_root.path)
+    async with Station(tmp_path, connectors=1, csms_ssl=server, ocpp_extra=_ocpp(3, pki, password=None,
+                                                                                 cp_cert=True)) as s:
+        await s.start_agent()
+        assert (await s.csms.extended_trigger_message(CP_ID, "SignChargePointCertificate")) == {"status": "Accepted"}
+        await s.wait_until(lambda: bool(s.csms.state(CP_ID).csrs), what="SignCertificate")
+        mark = s.mark()
+        signed = sign_csr(stranger_ca, s.csms.state(CP_ID).csrs[0])
+        assert (await s.csms.certificate_signed(CP_ID, signed)) == {"status": "Rejected"}
+        event = await s.wait_call("SecurityEventNotification",
+                                  lambda e: e.payload["type"] == "InvalidChargePointCertificate", since=mark)
+        assert event.payload["techInfo"]
+        assert not (tmp_path / "certs/charge-point-renewed.pem").exists()
+        assert not _connects(s, mark)  # no reconnect: nothing new to present
+
+
+async def test_tc_086_tc_087_tls_as_the_octt_checks_it(tmp_path: Path) -> None:
+    """TC_086 (profile 2): TLS 1.2 with only the whitepaper's suites on the CSMS side, Basic auth
+    ``<ChargePointId>:<AuthorizationKey>``. TC_087 (profile 3): the client certificate's CN is the charge point's
+    serial number (not its id), with its serial, over TLS 1.2."""
+    serial = "SN-0042"
+    pki = make_tls_pki(tmp_path / "pki", charge_point_serial=serial)
+    whitepaper = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:AES128-GCM-SHA256:AES256-GCM-SHA384"
+    server = server_tls_context(pki.csms.cert, pki.csms.key, client_ca=pki.csms_root.path,
+                                maximum=ssl.TLSVersion.TLSv1_2, ciphers=whitepaper)
+    server.verify_mode = ssl.CERT_OPTIONAL  # profile 2 first, then 3 on the same endpoint
+    async with Station(tmp_path, connectors=1, csms_ssl=server,
+                       ocpp_extra=_ocpp(2, pki, cp_cert=True)) as s:
+        s.profile.password = KEY  # the CSMS checks the header byte for byte (refuses anything else with 401)
+        await s.start_agent()
+        first = _connects(s)[0].detail
+        assert first["tls"] == "TLSv1.2" and first["cipher"] in ("ECDHE-ECDSA-AES128-GCM-SHA256",
+                                                                 "ECDHE-ECDSA-AES256-GCM-SHA384")
+        assert first["client_certificate"] is None
+        assert not [e for e in s.csms.transcript.entries if e.kind is EntryKind.REFUSED]
+        s.profile.password = None
+        mark = s.mark()
+        assert (await s.csms.change_configuration(CP_ID, "SecurityProfile", "3"))["status"] == "Accepted"
+        connect = await _wait_connect(s, mark, "a connection with profile 3")
+        assert connect.detail["tls"] == "TLSv1.2" and connect.detail["client_certificate"] == serial
+        assert connect.detail["client_certificate_serial"]
+        await s.csms.wait_connected(CP_ID)
+
+
+async def test_memory_exhaustion_is_sent_when_the_storage_runs_short(tmp_path: Path) -> None:
+    """[storage] min_free_mb above what the disk has free: the agent reports MemoryExhaustion (critical: through
+    the outbox) right after StartupOfTheDevice, once."""
+    async with Station(tmp_path, connectors=1) as s:
+        text = s.config_path.read_text()
+        s.config_path.write_text(text.replace("[storage]\n", "[storage]\nmin_free_mb = 1099511627776\n", 1))
+        await s.start_agent()
+        await s.wait_until(lambda: len(s.csms.state(CP_ID).security_events) >= 2, what="two security events")
+        events = s.csms.state(CP_ID).security_events
+        assert [e["type"] for e in events] == ["StartupOfTheDevice", "MemoryExhaustion"]
+        assert "MiB free, below" in events[1]["techInfo"]
+
+
+async def test_additional_root_certificate_check_replaces_a_root_through_a_fallback(
+        tmp_path: Path, pki: TlsPki) -> None:
+    """AdditionalRootCertificateCheck true: a new CSMS root must be signed by the installed one (a self-signed one is
+    Rejected with InvalidCentralSystemCertificate); the old root stays trusted as the fallback until a connection
+    is anchored by the new one, then it is removed."""
+    from cryptography import x509
+
+    from firmware.security.certstore import hash_data
+    from sim.harness.pki import make_ca
+
+    server = server_tls_context(pki.csms.cert, pki.csms.key)
+    async with Station(tmp_path, connectors=1, csms_ssl=server, ocpp_extra=_ocpp(2, pki)) as s:
+        s.profile.password = KEY
+        await s.start_agent()
+        old = make_ca(tmp_path / "old", "Old CSMS root")  # installed over OCPP (the commissioned one stays)
+        assert (await s.csms.install_certificate(CP_ID, "CentralSystemRootCertificate", old.path.read_text())) == {
+            "status": "Accepted"}
+        assert (await s.csms.change_configuration(CP_ID, "AdditionalRootCertificateCheck", "true")) == {
+            "status": "Accepted"}
+        stranger = make_ca(tmp_path / "stranger", "Stranger root")
+        mark = s.mark()
+        assert (await s.csms.install_certificate(CP_ID, "CentralSystemRootCertificate",
+                                                 stranger.path.read_text())) == {"status": "Rejected"}
+        await s.wait_call("SecurityEventNotification", lambda e: "AdditionalRootCertificateCheck" in
+                          e.payload.get("techInfo", ""), since=mark)
+        new = make_ca(tmp_path / "new", "New CSMS root", signed_by=old)
+        assert (await s.csms.install_certificate(CP_ID, "CentralSystemRootCertificate", new.path.read_text())) == {
+            "status": "Accepted"}
+        ids = (await s.csms.get_installed_certificate_ids(CP_ID, "CentralSystemRootCertificate"))[
+            "certificateHashData"]
+        old_id = hash_data(old.cert).to_ocpp()
+        new_cert = x509.load_pem_x509_certificate(new.path.read_bytes())
+        assert old_id in ids and len(ids) == 3  # commissioned, old (the fallback), new
+        assert hash_data(new_cert, old.cert).to_ocpp() in ids  # edition 3: the issuer's name and key
+
+        # a connection still anchored by the commissioned root: the replacement is not confirmed, old stays
+        mark = s.mark()
+        await s.csms.disconnect(CP_ID)
+        await _wait_connect(s, mark, "a reconnect")
+        await s.csms.wait_connected(CP_ID)
+        await s.wait_log(lambda e: e.get("msg") == "connected through the fallback CSMS root; the new one is not "
+                         "confirmed yet", what="no confirmation yet")
+        # the CSMS moves to a certificate from the new root: that connection confirms it, the old root goes
+        moved = issue_server_cert(new, tmp_path / "new", "moved")
+        server.load_cert_chain(moved.cert, moved.key)
+        mark = s.mark()
+        await s.csms.disconnect(CP_ID)
+        await _wait_connect(s, mark, "a connection anchored by the new root")
+        await s.csms.wait_connected(CP_ID)
+        await s.wait_log(lambda e: e.get("msg") == "new CSMS root confirmed by a connection; fallback removed",
+                         what="the fallback removed")
+        ids = (await s.csms.get_installed_certificate_ids(CP_ID, "CentralSystemRootCertificate"))[
+            "certificateHashData"]
+        assert old_id not in ids and len(ids) == 2
+        assert hash_data(new_cert).to_ocpp() in ids  # its issuer gone: identified with its own key
+        # the new root alone (its issuer gone) still anchors the next connection
+        mark = s.mark()
+        await s.csms.disconnect(CP_ID)
+        await _wait_connect(s, mark, "a connection with the new root alone")
+        await s.csms.wait_connected(CP_ID)

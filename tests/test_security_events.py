@@ -53,14 +53,15 @@ def test_critical_events_are_queued_link_failures_capped_all_logged(tmp_path: Pa
     for _ in range(MAX_QUEUED_LINK_EVENTS + 5):  # a clock that makes every certificate look expired
         events.report("InvalidCentralSystemCertificate", "certificate is not yet valid")
     assert outbox.count(ACTION) == MAX_QUEUED_LINK_EVENTS and events.not_queued == 5
+    assert events.report("InvalidChargePointCertificate", "not for the pending key") is False  # capped alike
     assert events.report("StartupOfTheDevice") is True  # critical: queued even so, never dropped
     assert events.report("FailedToAuthenticateAtCentralSystem", "HTTP 401") is False  # not critical: logged only
     assert outbox.count(ACTION) == MAX_QUEUED_LINK_EVENTS + 1
     for message in outbox.peek():
         assert OCPP16.schema_violation(ACTION, message.payload) is None, message.payload
     logged = [json.loads(line) for line in (tmp_path / "security.log").read_text().splitlines()]
-    assert len(logged) == MAX_QUEUED_LINK_EVENTS + 7
-    assert [e["sent"] for e in logged[-7:]] == [False] * 5 + [True, False]
+    assert len(logged) == MAX_QUEUED_LINK_EVENTS + 8
+    assert [e["sent"] for e in logged[-8:]] == [False] * 6 + [True, False]
     assert events.report("TamperDetectionActivated", "x" * 300) and len(outbox.peek()[-1].payload["techInfo"]) == 255
 
 
@@ -101,3 +102,54 @@ def test_implied_profile_keeps_older_configurations(tmp_path: Path) -> None:
     assert "0123456789abcdef" not in repr(config.ocpp)
     config = parse_config(_config(tmp_path, "wss://c/o"), "agent.toml")
     assert config.ocpp is not None and config.ocpp.security_profile == 0  # TLS with the system's store, no auth
+
+
+def test_free_space_going_low_is_one_event_until_it_recovers(tmp_path: Path) -> None:
+    from firmware.security.device_watch import FreeSpaceWatch
+
+    free = [100 << 20]
+    watch = FreeSpaceWatch(tmp_path, 16 << 20, free=lambda _: free[0])
+    assert watch.check() is None
+    free[0] = 10 << 20
+    info = watch.check()
+    assert info is not None and "10 MiB free, below 16 MiB" in info
+    assert watch.check() is None  # still low: once per occurrence
+    free[0] = 20 << 20
+    assert watch.check() is None
+    free[0] = 1 << 20
+    assert watch.check() is not None  # low again: a new occurrence
+    assert FreeSpaceWatch(tmp_path, 0, free=lambda _: 0).check() is None  # 0: off
+    assert FreeSpaceWatch(tmp_path, 1 << 62).check() is not None  # the real statvfs of this disk
+
+
+def test_a_step_of_the_wall_clock_is_setting_system_time() -> None:
+    from firmware.security.device_watch import ClockStepWatch
+
+    wall, mono = [1000.0], [5.0]
+    watch = ClockStepWatch(60.0, wall=lambda: wall[0], monotonic=lambda: mono[0])
+    wall[0], mono[0] = 1030.0, 35.0  # time passing: no step
+    assert watch.check() is None
+    wall[0], mono[0] = 1060.0 + 3600, 65.0  # set an hour ahead (a first NTP sync)
+    assert watch.check() == pytest.approx(3600.0)
+    wall[0] += 59.0  # within the tolerance (slewing never adds up to it between checks)
+    assert watch.check() is None
+    wall[0] -= 120.0
+    assert watch.check() == pytest.approx(-120.0)
+
+
+def test_start_up_events_security_log_cleared_and_memory_exhaustion(tmp_path: Path) -> None:
+    events, outbox = _events(tmp_path)
+    events.started("first start")
+    assert [m.payload["type"] for m in outbox.peek()] == ["StartupOfTheDevice"]
+    for f in events.log.files():  # someone with the file system clears the log between two runs
+        f.unlink()
+    again, outbox = _events(tmp_path)
+    again.space.min_free_bytes = 1 << 62  # more than any disk has: the storage is "getting full"
+    again.started("second start")
+    types = [m.payload["type"] for m in outbox.peek()]
+    assert types == ["StartupOfTheDevice", "StartupOfTheDevice", "SecurityLogWasCleared", "MemoryExhaustion"]
+    for message in outbox.peek():
+        assert OCPP16.schema_violation(ACTION, message.payload) is None, message.payload
+    third, outbox = _events(tmp_path)
+    third.started("third start")  # the log is there again: nothing cleared
+    assert [m.payload["type"] for m in outbox.peek()][4:] == ["StartupOfTheDevice"]

@@ -93,15 +93,18 @@ class Sim:
 
 
 def wait_agent_running(sim: Sim) -> None:
-    """Until the agent's latest start has finished: its devices open (a card tapped before that is never seen, as
-    on a real charger), its signal handlers set (a SIGTERM during start-up ends it before it can log its stop)."""
+    """Until the current agent process has finished its start: its devices open (a card tapped before that is never
+    seen, as on a real charger), its signal handlers set (a SIGTERM during start-up ends it before it can log its
+    stop). The process is known by its pid in its "agent starting" line: right after a power-on the log's latest
+    start is still the previous process's, whose "agent running" says nothing of the new one."""
     wait_until(lambda: sim.state()["agent"]["running"], what="agent process")
 
     def started() -> bool:
+        pid = sim.state()["agent"]["pid"]
         lines: list[dict[str, Any]] = sim.ok("GET", "/agent/log?since=0&n=5000")["lines"]
-        starts = [i for i, x in enumerate(lines) if x.get("msg") == "agent starting"]
+        starts = [i for i, x in enumerate(lines) if x.get("msg") == "agent starting" and x.get("pid") == pid]
         return bool(starts) and any(x.get("msg") == "agent running" for x in lines[starts[-1]:])
-    wait_until(started, what="the agent's latest start finished")
+    wait_until(started, what="the current agent process's start finished")
 
 
 def wait_until(check: Callable[[], Any], timeout_s: float = WAIT_S, what: str = "condition") -> Any:
@@ -756,7 +759,11 @@ def test_python_m_sim_ctl_exit_codes(sim: Sim) -> None:
 # ---- shutdown (last: it stops the module's simulator) -------------------------------------------------------
 
 def test_sigterm_stops_everything_cleanly(sim: Sim) -> None:
-    wait_agent_running(sim)  # earlier tests restart it
+    # a power-on just before, as test_ctl_commands ends: the log's latest start is then the killed process's
+    # until the new one logs its own, and a SIGTERM before the new one's handlers are set leaves no stop line
+    sim.ok("POST", "/agent/power-cut")
+    sim.ok("POST", "/agent/power-on")
+    wait_agent_running(sim)
     agent_pid = sim.state()["agent"]["pid"]
     assert processes_mentioning(str(sim.state_dir))  # the agent, with its config in the state dir
     assert stop_sim(sim, signal.SIGTERM) == 0

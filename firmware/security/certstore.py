@@ -19,6 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -85,6 +86,24 @@ def _is_root(cert: x509.Certificate) -> bool:
     return constraints.ca and cert.issuer == cert.subject
 
 
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether ``issuer`` signed ``cert`` (names and signature)."""
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Installed:
     use: str
@@ -129,21 +148,28 @@ class CertificateStore:
         return "".join(i.cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
                        for i in self.installed(CSMS_ROOT))
 
-    def invalid(self, pem: str, now: datetime | None = None) -> str | None:
-        """Why ``pem`` is not a root certificate the store takes (``None``: it is one)."""
+    def invalid(self, pem: str, now: datetime | None = None, *, signed_by_csms_root: bool = False) -> str | None:
+        """Why ``pem`` is not a root certificate the store takes (``None``: it is one). ``signed_by_csms_root``
+        (AdditionalRootCertificateCheck): a CA certificate issued by an installed CentralSystemRootCertificate."""
         try:
             cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
         except (ValueError, UnicodeEncodeError):
             return "not a PEM certificate"
         now = now or datetime.now(UTC)
-        if not _is_root(cert):
+        if signed_by_csms_root:
+            if not _is_ca(cert):
+                return "not a CA certificate"
+            if not any(issued_by(cert, i.cert) for i in self.installed(CSMS_ROOT)):
+                return "not signed by the installed CentralSystemRootCertificate (AdditionalRootCertificateCheck)"
+        elif not _is_root(cert):
             return "not a root (self-signed CA) certificate"
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             return "not valid now"
         return None
 
-    def install(self, use: str, pem: str, now: datetime | None = None) -> InstallResult:
-        if use not in _DIRS or self.invalid(pem, now) is not None:
+    def install(self, use: str, pem: str, now: datetime | None = None, *,
+                signed_by_csms_root: bool = False) -> InstallResult:
+        if use not in _DIRS or self.invalid(pem, now, signed_by_csms_root=signed_by_csms_root) is not None:
             return InstallResult.REJECTED
         cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
         fingerprint = cert.fingerprint(hashes.SHA256()).hex()
@@ -166,9 +192,30 @@ class CertificateStore:
             return InstallResult.FAILED
         return InstallResult.ACCEPTED
 
+    def remove(self, item: Installed) -> bool:
+        """Remove a certificate installed over OCPP (never a commissioned one); True if it is gone."""
+        if item.commissioned:
+            return False
+        try:
+            item.path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.error("certificate not deleted", extra={"path": str(item.path), "error": str(exc)})
+            return False
+        return True
+
     def ids(self, use: str) -> list[CertificateHashData]:
         """Each certificate once (a commissioned root may also have been installed over OCPP)."""
-        return list(dict.fromkeys(hash_data(i.cert) for i in self.installed(use)))
+        everything = self.installed()
+        return list(dict.fromkeys(self._hash_data(i.cert, everything) for i in self.installed(use)))
+
+    @staticmethod
+    def _hash_data(cert: x509.Certificate, everything: list[Installed], algorithm: str = "SHA256"
+                   ) -> CertificateHashData:
+        """``cert``'s hash data with its issuer's key: itself for a root; for a root issued by another (the
+        replacement AdditionalRootCertificateCheck asks for) that one while it is installed, else its own key."""
+        issuer = None if cert.issuer == cert.subject else next(
+            (i.cert for i in everything if issued_by(cert, i.cert)), None)
+        return hash_data(cert, issuer, algorithm)
 
     def delete(self, wanted: CertificateHashData, *, in_use: x509.Certificate | None = None,
                keep_one_csms_root: bool = False) -> DeleteResult:
@@ -179,7 +226,7 @@ class CertificateStore:
         if wanted.hash_algorithm not in _HASHES:
             return DeleteResult.NOT_FOUND
         everything = self.installed()
-        matches = [i for i in everything if hash_data(i.cert, algorithm=wanted.hash_algorithm) == wanted]
+        matches = [i for i in everything if self._hash_data(i.cert, everything, wanted.hash_algorithm) == wanted]
         if not matches:
             return DeleteResult.NOT_FOUND
         deletable = [i for i in matches if not i.commissioned]

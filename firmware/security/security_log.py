@@ -17,6 +17,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+#: The log's file in the agent's state directory.
+FILE_NAME = "security.log"
+
 
 class SecurityLog:
     def __init__(self, path: str | Path, *, max_bytes: int = 256 * 1024, backups: int = 3) -> None:

@@ -71,6 +71,9 @@ def client_context(csms_roots: str | Path | None, client_cert: str | Path | None
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     ctx.set_ciphers(":".join(WHITEPAPER_TLS12_CIPHERS))
+    # every installed CentralSystemRootCertificate is a trust anchor, also one issued by an older root (the
+    # replacement AdditionalRootCertificateCheck asks for) once that older root is gone
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     if roots_pem is None:
         if csms_roots is None:
             raise TlsSetupError("no CentralSystemRootCertificate installed")

@@ -142,6 +142,14 @@ class CentralSystemLogic:
         self.state(cp_id).firmware_status = payload["status"]
         return call_result.FirmwareStatusNotification()
 
+    def signed_firmware_status_notification(self, cp_id: str, payload: dict[str, Any]) -> Any:
+        self.state(cp_id).signed_firmware_status = payload["status"]
+        return call_result.SignedFirmwareStatusNotification()
+
+    def log_status_notification(self, cp_id: str, payload: dict[str, Any]) -> Any:
+        self.state(cp_id).log_status = payload["status"]
+        return call_result.LogStatusNotification()
+
     def sign_certificate(self, cp_id: str, payload: dict[str, Any]) -> Any:
         """Kept for the test or operator to sign (``state.csrs``); Accepted: the CSMS will send CertificateSigned."""
         self.state(cp_id).csrs.append(payload["csr"])

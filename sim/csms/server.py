@@ -432,6 +432,14 @@ class CsmsSession(ChargePoint):  # type: ignore[misc]  # ocpp ships no type info
     def _on_firmware_status_notification(self, call_unique_id: str, **_: Any) -> Any:
         return self._csms.logic.firmware_status_notification(self.id, self._payloads[call_unique_id])
 
+    @_handles(Action.signed_firmware_status_notification)
+    def _on_signed_firmware_status_notification(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.signed_firmware_status_notification(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.log_status_notification)
+    def _on_log_status_notification(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.log_status_notification(self.id, self._payloads[call_unique_id])
+
     @_handles(Action.sign_certificate)
     def _on_sign_certificate(self, call_unique_id: str, **_: Any) -> Any:
         csr = self._payloads[call_unique_id].get("csr", "")

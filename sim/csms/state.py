@@ -83,6 +83,8 @@ class ChargePointState:
     csrs: list[str] = field(default_factory=list)  # SignCertificate.req CSRs (PEM), in order
     firmware_status: str | None = None
     diagnostics_status: str | None = None
+    signed_firmware_status: str | None = None  # SignedFirmwareStatusNotification.req (security whitepaper)
+    log_status: str | None = None  # LogStatusNotification.req (security whitepaper)
 
     @property
     def last_boot(self) -> BootRecord | None:

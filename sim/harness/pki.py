@@ -51,11 +51,14 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     path.chmod(0o600)
 
 
-def make_ca(directory: Path, name: str = "CSMS root", *, valid_days: int = 365) -> Ca:
+def make_ca(directory: Path, name: str = "CSMS root", *, valid_days: int = 365, signed_by: Ca | None = None) -> Ca:
+    """A root CA; ``signed_by``: its certificate issued by that (older) root instead of by itself, as a CSMS
+    replacing its root with AdditionalRootCertificateCheck on must present it."""
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC) - timedelta(minutes=5)
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(_name(name))
+    issuer = signed_by.cert.subject if signed_by is not None else _name(name)
+    cert = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(issuer)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now).not_valid_after(now + timedelta(days=valid_days))
             .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
@@ -63,7 +66,7 @@ def make_ca(directory: Path, name: str = "CSMS root", *, valid_days: int = 365) 
                                          data_encipherment=False, key_agreement=False, key_cert_sign=True,
                                          crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256()))
+            .sign(signed_by.key if signed_by is not None else key, hashes.SHA256()))
     path = directory / f"{name.replace(' ', '-').lower()}.pem"
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_key(directory / f"{name.replace(' ', '-').lower()}-key.pem", key)

@@ -118,11 +118,12 @@ class Ocpp16Client:
         self._handlers: tuple[object, ...] = (
             Configuration(keys), self.security, self.authorization, self.local_auth_list, self.certificates,
             RemoteControl(ctx, coordinator, self.statuses, smart_charging), self.data_transfer,
-            RemoteTrigger(ctx, self.core, self.statuses), FirmwareManagement(ctx, firmware, diagnostics_sources))
+            RemoteTrigger(ctx, self.core, self.statuses, self.certificates),
+            FirmwareManagement(ctx, firmware, diagnostics_sources))
         if smart_charging is not None:
             self._handlers += (SmartCharging(smart_charging),)
         self._session_settings = SessionSettings(keys, connectors)
-        self.security_events.report("StartupOfTheDevice", f"evse-agent {config.identity.firmware_version} started")
+        self.security_events.started(f"evse-agent {config.identity.firmware_version} started")
 
     @property
     def ledger(self) -> Ledger:
@@ -169,6 +170,7 @@ class Ocpp16Client:
     # --- running --------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        self.ctx.spawn(self.security_events.watch())  # MemoryExhaustion, SettingSystemTime
         await self.link.run(self._session)
 
     async def _session(self, connection: Any) -> None:

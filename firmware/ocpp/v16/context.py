@@ -44,6 +44,11 @@ class V16Context:
     # Idle while no update or upload is under way; the firmware and diagnostics features set them
     firmware_status: Callable[[], str] = lambda: "Idle"
     diagnostics_status: Callable[[], str] = lambda: "Idle"
+    # ExtendedTriggerMessage's (security whitepaper): the status of a GetLog upload (LogStatusNotification) and the
+    # requestId of the GetLog / SignedUpdateFirmware under way (None while Idle: the message then has none)
+    log_status: Callable[[], str] = lambda: "Idle"
+    log_request_id: Callable[[], int | None] = lambda: None
+    firmware_request_id: Callable[[], int | None] = lambda: None
     #: ``(type, techInfo)``: a security event (security_events.SecurityEvents.report: logged, and queued if critical)
     report_security_event: Callable[[str, str | None], object] = lambda event, info: None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)

@@ -19,13 +19,21 @@ send when it chooses to.
   They are sent at once, not through the outbox: current values are of no use minutes later behind a backlog.
 * A requestedMessage outside the 1.6 list is ``NotImplemented`` ("unknown or not implemented"), not a CALLERROR
   (:meth:`RemoteTrigger.answer_invalid`).
+
+ExtendedTriggerMessage (security whitepaper, edition 3) follows the same rules with its own list: BootNotification,
+Heartbeat, MeterValues and StatusNotification as above; FirmwareStatusNotification is answered by a
+**SignedFirmwareStatusNotification** (the whitepaper: "Idle is only returned in response to an
+ExtendedTriggerMessage for FirmwareStatusNotification when there is no firmware update ongoing"), with the
+requestId of the update under way; LogStatusNotification by a LogStatusNotification (Idle while no GetLog upload
+runs, else its status and requestId); SignChargePointCertificate starts a SignCertificate once the answer is out
+(:class:`CertificateSigning`: ``Rejected`` when the charge point has nothing to renew a certificate for).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
@@ -45,22 +53,39 @@ log = logging.getLogger(__name__)
 #: The messages TriggerMessage may ask for (OCPP 1.6 MessageTrigger); all of them are sent.
 TRIGGERABLE = frozenset({"BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
                          "Heartbeat", "MeterValues", "StatusNotification"})
+#: The messages ExtendedTriggerMessage may ask for (the whitepaper's MessageTriggerEnumType); all of them are sent.
+EXTENDED_TRIGGERABLE = frozenset({"BootNotification", "LogStatusNotification", "FirmwareStatusNotification",
+                                  "Heartbeat", "MeterValues", "SignChargePointCertificate", "StatusNotification"})
 #: Those a connectorId applies to; for the others it is ignored (§5.17: "the requested message is leading").
 PER_CONNECTOR = frozenset({"MeterValues", "StatusNotification"})
 
 Call = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
+class CertificateSigning(Protocol):
+    """What ExtendedTriggerMessage SignChargePointCertificate needs of the certificate feature."""
+
+    def signing_status(self) -> str:
+        """``Accepted`` if a SignCertificate can be sent now, else ``Rejected``."""
+
+    def request_signing(self, why: str) -> bool:
+        """Start a SignCertificate (generating a new key pair)."""
+
+
 class RemoteTrigger:
-    def __init__(self, ctx: V16Context, core: Core, statuses: StatusReporter) -> None:
+    def __init__(self, ctx: V16Context, core: Core, statuses: StatusReporter,
+                 signing: CertificateSigning | None = None) -> None:
         self.ctx = ctx
         self.core = core
         self.statuses = statuses
-        self._accepted: dict[str, None] = {}  # unique ids of the TriggerMessages answered Accepted, until sent
+        self.signing = signing
+        self._accepted: dict[str, None] = {}  # unique ids of the (Extended)TriggerMessages answered Accepted
 
-    def decide(self, requested_message: str, connector_id: int | None) -> str:
-        if requested_message not in TRIGGERABLE:
+    def decide(self, requested_message: str, connector_id: int | None, *, extended: bool = False) -> str:
+        if requested_message not in (EXTENDED_TRIGGERABLE if extended else TRIGGERABLE):
             return "NotImplemented"
+        if requested_message == "SignChargePointCertificate":
+            return "NotImplemented" if self.signing is None else self.signing.signing_status()
         if requested_message in PER_CONNECTOR and connector_id not in (None, 0, *self.ctx.connectors):
             return "Rejected"
         if requested_message == "MeterValues" and not self._readable(connector_id):
@@ -79,10 +104,11 @@ class RemoteTrigger:
         """§5.17: "If the requested message is unknown or not implemented the Charge Point SHALL return
         NotImplemented". A requestedMessage outside the 1.6 list breaks the request's schema, and would get a
         CALLERROR; if that is all that is wrong with the request, it gets the status the specification asks for."""
-        if action != Action.trigger_message:
+        if action not in (Action.trigger_message, Action.extended_trigger_message):
             return None
         requested = payload.get("requestedMessage")
-        if not isinstance(requested, str) or requested in TRIGGERABLE:
+        known = TRIGGERABLE if action == Action.trigger_message else EXTENDED_TRIGGERABLE
+        if not isinstance(requested, str) or requested in known:
             return None
         if OCPP16.schema_violation(action, {**payload, "requestedMessage": "Heartbeat"}) is not None:
             return None
@@ -92,14 +118,25 @@ class RemoteTrigger:
     @handles(Action.trigger_message)
     async def _trigger(self, requested_message: str, connector_id: int | None = None, *, call_unique_id: str,
                        **_: Any) -> Any:
-        status = self.decide(requested_message, connector_id)
-        log.info("TriggerMessage", extra={"requested_message": requested_message, "connector": connector_id,
-                                          "status": status})
+        return call_result.TriggerMessage(status=self._decide(requested_message, connector_id, call_unique_id,
+                                                              extended=False))
+
+    @handles(Action.extended_trigger_message)
+    async def _extended_trigger(self, requested_message: str, connector_id: int | None = None, *,
+                                call_unique_id: str, **_: Any) -> Any:
+        return call_result.ExtendedTriggerMessage(status=self._decide(requested_message, connector_id,
+                                                                      call_unique_id, extended=True))
+
+    def _decide(self, requested_message: str, connector_id: int | None, call_unique_id: str, *,
+                extended: bool) -> str:
+        status = self.decide(requested_message, connector_id, extended=extended)
+        log.info("ExtendedTriggerMessage" if extended else "TriggerMessage", extra={
+            "requested_message": requested_message, "connector": connector_id, "status": status})
         if status == "Accepted":
             self._accepted[call_unique_id] = None
             while len(self._accepted) > 64:  # answers that never went out (the link dropped) are not kept forever
                 del self._accepted[next(iter(self._accepted))]
-        return call_result.TriggerMessage(status=status)
+        return status
 
     @after_answering(Action.trigger_message)
     def _after_trigger(self, requested_message: str, connector_id: int | None = None, *, call_unique_id: str,
@@ -108,11 +145,27 @@ class RemoteTrigger:
             del self._accepted[call_unique_id]
             self.ctx.spawn(self.send(requested_message, connector_id))
 
-    async def send(self, requested_message: str, connector_id: int | None) -> None:
-        """The triggered message(s); a failure to send is logged (the CSMS may ask again)."""
+    @after_answering(Action.extended_trigger_message)
+    def _after_extended_trigger(self, requested_message: str, connector_id: int | None = None, *,
+                                call_unique_id: str, **_: Any) -> None:
+        if call_unique_id in self._accepted:
+            del self._accepted[call_unique_id]
+            self.ctx.spawn(self.send(requested_message, connector_id, extended=True))
+
+    async def send(self, requested_message: str, connector_id: int | None, *, extended: bool = False) -> None:
+        """The triggered message(s); a failure to send is logged (the CSMS may ask again). ``extended``: for an
+        ExtendedTriggerMessage (FirmwareStatusNotification is then the signed update's)."""
         call: Call = self.ctx.call
         try:
-            if requested_message == "BootNotification":
+            if requested_message == "SignChargePointCertificate":
+                assert self.signing is not None
+                self.signing.request_signing("ExtendedTriggerMessage")
+            elif requested_message == "FirmwareStatusNotification" and extended:
+                await call("SignedFirmwareStatusNotification",
+                           _with_request_id(self.ctx.firmware_status(), self.ctx.firmware_request_id()))
+            elif requested_message == "LogStatusNotification":
+                await call("LogStatusNotification", _with_request_id(self.ctx.log_status(), self.ctx.log_request_id()))
+            elif requested_message == "BootNotification":
                 await self.core.triggered_boot(call)
             elif requested_message == "Heartbeat":
                 await call("Heartbeat", {})
@@ -176,3 +229,8 @@ class RemoteTrigger:
             return int(record.transaction_id)
         except ValueError:
             return None
+
+
+def _with_request_id(status: str, request_id: int | None) -> dict[str, Any]:
+    """A status notification of the whitepaper: the requestId of what is under way (none while Idle)."""
+    return {"status": status} if request_id is None else {"status": status, "requestId": request_id}

@@ -8,17 +8,27 @@ TLS handshake (InvalidCentralSystemCertificate, InvalidTLSVersion, InvalidTLSCip
 failed attempt; attempts are spaced by the link's growing back-off, and while :data:`MAX_QUEUED_LINK_EVENTS`
 of them are still undelivered (a CSMS that cannot be reached, a clock that makes every certificate look
 expired: libocpp #1046, #1155) further ones go to the security log only, counted — the queue is never flooded.
+InvalidChargePointCertificate (a CertificateSigned refused, OCTT TC_077) is sent under the same cap.
+
+The critical events this module itself raises (:meth:`SecurityEvents.started`, :meth:`SecurityEvents.watch`):
+StartupOfTheDevice at each start; SecurityLogWasCleared when the security log, written before, is found gone at a
+start (the agent itself never clears it: only someone with the controller's file system can); MemoryExhaustion
+when the state directory's free space goes below ``[storage] min_free_mb``; SettingSystemTime when the wall clock
+steps (:mod:`firmware.security.device_watch`). The others come from the features that cause them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
 from firmware.ocpp.v16.context import V16Context
 from firmware.security import tls
-from firmware.security.security_log import SecurityLog
+from firmware.security.device_watch import ClockStepWatch, FreeSpaceWatch
+from firmware.security.security_log import FILE_NAME, SecurityLog
+from firmware.storage.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -26,22 +36,54 @@ ACTION = "SecurityEventNotification"
 CRITICAL = frozenset({"FirmwareUpdated", "SettingSystemTime", "StartupOfTheDevice", "ResetOrReboot",
                       "SecurityLogWasCleared", "MemoryExhaustion", "TamperDetectionActivated"})
 LINK_EVENTS = frozenset({tls.INVALID_CSMS_CERTIFICATE, tls.INVALID_TLS_VERSION, tls.INVALID_TLS_CIPHER_SUITE})
+#: Not critical in the whitepaper's table, but its certificate use case (and OCTT TC_077) has the charge point send
+#: it when it refuses a CertificateSigned; capped like the link's events (a CSMS can send any number of those).
+INVALID_CP_CERTIFICATE = "InvalidChargePointCertificate"
+CAPPED = LINK_EVENTS | {INVALID_CP_CERTIFICATE}
 MAX_QUEUED_LINK_EVENTS = 20
 TECH_INFO_MAX = 255  # SecurityEventNotification.techInfo: CiString255
+WATCH_INTERVAL_S = 60.0  # free space and clock steps are checked this often
+CLOCK_STEP_TOLERANCE_S = 60.0
+_LOG_STARTED = "security.log_started"  # set once the security log has been written: its absence later is news
 
 
 class SecurityEvents:
     def __init__(self, ctx: V16Context) -> None:
         self.ctx = ctx
-        self.log = SecurityLog(Path(ctx.config.state_dir) / "security.log")
+        self.log = SecurityLog(Path(ctx.config.state_dir) / FILE_NAME)
         self.not_queued = 0  # link events logged only: the queue already held MAX_QUEUED_LINK_EVENTS
+        self.space = FreeSpaceWatch(ctx.config.state_dir, ctx.config.min_free_mb * 1024 * 1024)
+        self.clock = ClockStepWatch(CLOCK_STEP_TOLERANCE_S)
+
+    def started(self, what: str) -> None:
+        """At each start: StartupOfTheDevice; SecurityLogWasCleared if the log written by an earlier run is gone;
+        MemoryExhaustion if the storage is already short of space."""
+        settings = Settings(self.ctx.db)
+        cleared = settings.get(_LOG_STARTED) is not None and not self.log.files()
+        self.report("StartupOfTheDevice", what)
+        if cleared:
+            self.report("SecurityLogWasCleared", "the security log written before was gone at start-up")
+        settings.put(_LOG_STARTED, "1")
+        self.check_device()
+
+    def check_device(self) -> None:
+        """MemoryExhaustion and SettingSystemTime, each once per occurrence."""
+        if (low := self.space.check()) is not None:
+            self.report("MemoryExhaustion", low)
+        if (step := self.clock.check()) is not None:
+            self.report("SettingSystemTime", f"system clock stepped by {step:+.0f} s")
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            self.check_device()
 
     def report(self, event: str, tech_info: str | None = None) -> bool:
         """Log ``event`` and, if it is to be sent, queue it; True if it was queued."""
         now = datetime.now(UTC)
         info = tech_info[:TECH_INFO_MAX] if tech_info else None
-        queue = event in CRITICAL or event in LINK_EVENTS
-        if queue and event in LINK_EVENTS and self.ctx.outbox.count(ACTION) >= MAX_QUEUED_LINK_EVENTS:
+        queue = event in CRITICAL or event in CAPPED
+        if queue and event in CAPPED and self.ctx.outbox.count(ACTION) >= MAX_QUEUED_LINK_EVENTS:
             queue = False
             self.not_queued += 1
         self.log.write(event, now, info, sent=queue)
