@@ -35,7 +35,8 @@ from firmware.event_log import StatusLog, log_device_events
 from firmware.exitcodes import ExitCode
 from firmware.hardware import ChargerHardware, ReaderHardware, build_hardware
 from firmware.maintenance.privileged import clear_stale_reboot, request_reboot
-from firmware.ocpp.adapter import OcppAdapter, create_adapter
+from firmware.ocpp.adapter import OcppAdapter
+from firmware.ocpp.versions import create_adapter
 from firmware.session import AvailabilityChanged, SessionConfig
 from firmware.station_report import StationReport
 from firmware.storage import Database

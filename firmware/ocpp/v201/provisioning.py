@@ -1,0 +1,140 @@
+"""B Provisioning: BootNotification with its reason (B01-B03), Heartbeat (G02), GetVariables (B06) and
+SetVariables (B05) on the device model (:mod:`~firmware.ocpp.v201.device_model`).
+
+BootNotification goes out once per run of the agent (not per reconnect) until Accepted. Pending and Rejected are
+honoured with the interval the CSMS gives: nothing else is sent meanwhile (B02.FR.01, B03.FR.01) while the CSMS's
+own requests are answered (B02). Accepted sets OCPPCommCtrlr.HeartbeatInterval to the interval given (B01.FR.04).
+Heartbeat is sent after HeartbeatInterval without other traffic of ours (G02.FR.03 lets any message stand for it);
+a changed interval applies at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ocpp.charge_point import snake_to_camel_case
+from ocpp.v201 import call_result
+from ocpp.v201.enums import Action
+
+from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse, handles
+from firmware.ocpp.v201.context import V201Context
+from firmware.ocpp.v201.device_model import VariableKey
+
+log = logging.getLogger(__name__)
+
+Call = Callable[[str, dict[str, Any]], Any]
+HEARTBEAT = VariableKey("OCPPCommCtrlr", "HeartbeatInterval")
+
+
+def _key(item: dict[str, Any]) -> VariableKey:
+    component, variable = item["component"], item["variable"]
+    return VariableKey(component["name"], variable["name"], component.get("instance"), variable.get("instance"))
+
+
+def _echo(item: dict[str, Any]) -> dict[str, Any]:
+    """The component and variable of a request item, as its result repeats them."""
+    return {"component": item["component"], "variable": item["variable"]}
+
+
+class Provisioning:
+    def __init__(self, ctx: V201Context, boot_reason: str) -> None:
+        """``boot_reason``: ``BootReasonEnumType`` of this run (PowerUp, RemoteReset, ...)."""
+        self.ctx = ctx
+        self.boot_reason = boot_reason
+        self.accepted = False  # BootNotification accepted in this run of the agent
+        self.registration: str | None = None  # the last BootNotification's answer
+        self._heartbeat_wake = asyncio.Event()  # HeartbeatInterval changed: recompute the wait now
+        ctx.variables.on_change(lambda key, value: self._heartbeat_wake.set(), {HEARTBEAT})
+
+    # --- BootNotification and Heartbeat -----------------------------------------------------------
+
+    def boot_payload(self) -> dict[str, Any]:
+        ident = self.ctx.config.identity
+        station: dict[str, Any] = {"model": ident.model, "vendorName": ident.vendor,
+                                   "firmwareVersion": ident.firmware_version}
+        if ident.serial_number:
+            station["serialNumber"] = ident.serial_number
+        return {"reason": self.boot_reason, "chargingStation": station}
+
+    async def boot(self, call: Call) -> None:
+        """BootNotification until Accepted (once per run of the agent, not per reconnect)."""
+        if self.accepted:
+            return
+        while True:
+            try:
+                answer = await call("BootNotification", self.boot_payload())
+            except (CallErrorReceived, InvalidResponse, TimeoutError) as exc:
+                log.warning("BootNotification failed", extra={"error": str(exc)})
+                await asyncio.sleep(max(self.ctx.variables.get_int("OCPPCommCtrlr", "HeartbeatInterval"), 10))
+                continue
+            status, interval = str(answer["status"]), int(answer["interval"])
+            self.registration = status
+            log.info("BootNotification answered", extra={"status": status, "interval": interval,
+                                                         "reason": self.boot_reason})
+            if status == "Accepted":
+                if interval > 0:
+                    self.ctx.variables.set_variable(HEARTBEAT, str(interval))
+                self.accepted = True
+                return
+            # Pending / Rejected: ask again after the interval given (B02.FR.02, B03.FR.02)
+            await asyncio.sleep(interval if interval > 0 else 30)
+
+    async def heartbeat(self, call: Call) -> None:
+        """A connection's Heartbeat worker; HeartbeatInterval 0 turns it off."""
+        loop = asyncio.get_running_loop()
+        while True:
+            interval = self.ctx.variables.get_int("OCPPCommCtrlr", "HeartbeatInterval")
+            wait = interval - (loop.time() - self.ctx.last_traffic) if interval > 0 else None
+            if wait is None or wait > 0:
+                self._heartbeat_wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._heartbeat_wake.wait(), wait)
+                continue
+            try:
+                await call("Heartbeat", {})
+            except (CallErrorReceived, InvalidResponse, TimeoutError) as exc:
+                log.warning("Heartbeat failed", extra={"error": str(exc)})
+                self.ctx.last_traffic = loop.time()
+
+    # --- GetVariables / SetVariables --------------------------------------------------------------
+
+    def max_items(self, action: str) -> int | None:
+        """DeviceDataCtrlr.ItemsPerMessage: more items than that get OccurrenceConstraintViolation (B06.FR.04
+        lets the station refuse a request beyond its limits; the RPC layer answers it)."""
+        if action in ("GetVariables", "SetVariables"):
+            return self.ctx.variables.get_int("DeviceDataCtrlr", "ItemsPerMessage", action)
+        return None
+
+    @handles(Action.get_variables)
+    async def _get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> Any:
+        results = []
+        for item in self._raw(get_variable_data):
+            attribute = item.get("attributeType", "Actual")
+            got = self.ctx.variables.get_variable(_key(item), attribute)
+            result: dict[str, Any] = {"attributeStatus": got.status, "attributeType": attribute, **_echo(item)}
+            if got.value is not None:
+                result["attributeValue"] = got.value
+            results.append(result)
+        return call_result.GetVariables(get_variable_result=results)
+
+    @handles(Action.set_variables)
+    async def _set_variables(self, set_variable_data: list[dict[str, Any]], **_: Any) -> Any:
+        results = []
+        for item in self._raw(set_variable_data):
+            attribute = item.get("attributeType", "Actual")
+            done = self.ctx.variables.set_variable(_key(item), str(item["attributeValue"]), attribute)
+            result: dict[str, Any] = {"attributeStatus": done.status, "attributeType": attribute, **_echo(item)}
+            if done.reason:
+                code = "ReadOnly" if done.reason == "ReadOnly" else "InvalidValue"
+                result["attributeStatusInfo"] = {"reasonCode": code, "additionalInfo": done.reason[:512]}
+            results.append(result)
+        return call_result.SetVariables(set_variable_result=results)
+
+    @staticmethod
+    def _raw(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The library hands the items over with snake_case keys; the wire's camelCase is what we echo."""
+        return [snake_to_camel_case(i) for i in items]

@@ -1,0 +1,72 @@
+"""G01 Status Notification: each connector's ``ConnectorStatusEnumType``, per EVSE and connector.
+
+This charger's connector *n* is EVSE *n* with one connector (``connectorId`` 1). On every (re)connection, once
+the CSMS accepted us, the current status of every connector is sent (G01.FR.01's "after boot" and a reconnect
+alike); afterwards a status goes out when it changes — the machine's nine statuses fold into five, so most of
+its changes (Preparing → Charging) are no news here and are not sent (G01.FR.03 asks for a change only). Errors
+are not StatusNotification's in 2.0.1 (they are NotifyEvent's, not in this slice): Faulted says enough.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from firmware.charger.connector import ConnectorController
+from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse
+from firmware.ocpp.v201 import mapping
+from firmware.session import StatusChanged
+from hal.interfaces import utcnow
+
+log = logging.getLogger(__name__)
+
+Call = Callable[[str, dict[str, Any]], Any]
+
+
+class StatusReporter:
+    def __init__(self, connectors: dict[int, ConnectorController]) -> None:
+        self.connectors = connectors
+        self.online = False  # connected and accepted: changes are reported (else the resync says it all)
+        self._queue: list[dict[str, Any]] = []
+        self._last: dict[int, str] = {}  # EVSE id -> the status last queued
+        self._wake = asyncio.Event()
+
+    def connector_changed(self, ctrl: ConnectorController, e: StatusChanged) -> None:
+        if self.online:  # on reconnect the current status is sent, not the history
+            self._offer(ctrl.id, mapping.connector_status(e.status, e.ev_connected))
+
+    def connected(self) -> None:
+        self._last.clear()
+        self._queue.clear()
+        self.online = True
+        for ctrl in self.connectors.values():
+            self._offer(ctrl.id, mapping.connector_status(ctrl.machine.status, ctrl.machine.ev_connected))
+
+    def disconnected(self) -> None:
+        self.online = False
+
+    def _offer(self, evse_id: int, status: str) -> None:
+        if self._last.get(evse_id) == status:
+            return
+        self._last[evse_id] = status
+        self._queue.append({"timestamp": mapping.timestamp(utcnow()), "connectorStatus": status,
+                            "evseId": evse_id, "connectorId": 1})
+        self._wake.set()
+
+    async def send(self, call: Call) -> None:
+        """The connection's StatusNotification worker: sends what is queued, in order; a timeout resends it."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                payload = self._queue[0]
+                try:
+                    await call("StatusNotification", payload)
+                except (CallErrorReceived, InvalidResponse) as exc:
+                    log.warning("StatusNotification not accepted", extra={"error": str(exc)})
+                except TimeoutError:
+                    log.warning("StatusNotification timed out; resending")
+                    continue
+                self._queue.pop(0)
