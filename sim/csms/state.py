@@ -63,6 +63,27 @@ class Transaction:
 
 
 @dataclass
+class Transaction201:
+    """One OCPP 2.0.1 transaction as the CSMS saw it: the station's own id and every TransactionEvent of it, in
+    the order received (``events``: the requests verbatim)."""
+
+    transaction_id: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def event_types(self) -> list[str]:
+        return [str(e["eventType"]) for e in self.events]
+
+    @property
+    def seq_nos(self) -> list[int]:
+        return [int(e["seqNo"]) for e in self.events]
+
+    @property
+    def is_open(self) -> bool:
+        return "Ended" not in self.event_types
+
+
+@dataclass
 class ChargePointState:
     cp_id: str
     connected: bool = False
@@ -81,6 +102,9 @@ class ChargePointState:
     data_transfers: list[dict[str, Any]] = field(default_factory=list)  # DataTransfer.req from the CP
     firmware_status: str | None = None
     diagnostics_status: str | None = None
+    # OCPP 2.0.1: transactions by the station's id; TransactionEvent requests in the order received
+    transactions201: dict[str, Transaction201] = field(default_factory=dict)
+    transaction_events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def last_boot(self) -> BootRecord | None:

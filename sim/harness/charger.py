@@ -112,6 +112,7 @@ class OcppSettings:
     csms_url: str
     password: str | None = field(default=None, repr=False)
     presets: dict[str, str] = field(default_factory=dict)  # OCPP configuration keys set at first boot
+    version: str = "1.6"  # [ocpp] version: 1.6 or 2.0.1
 
 
 @dataclass
@@ -392,7 +393,7 @@ class SimulatedCharger:
             "[storage]", f"dir = {q(state_dir)}", "",
         ]
         if ocpp is not None:
-            lines += ["[ocpp]", f"csms_url = {q(ocpp.csms_url)}"]
+            lines += ["[ocpp]", f"csms_url = {q(ocpp.csms_url)}", f"version = {q(ocpp.version)}"]
             if ocpp.password is not None:
                 lines.append(f"password = {q(ocpp.password)}")
             lines.append("")
