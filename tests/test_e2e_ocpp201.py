@@ -44,3 +44,148 @@ async def test_boot_pending_and_rejected_then_accepted(tmp_path: Path) -> None:
         assert all(e.action == "BootNotification" for e in calls[: boots[-1] + 1])
         times = [calls[i].ts for i in boots]
         assert all((b - a).total_seconds() >= 0.9 for a, b in itertools.pairwise(times))
+
+
+def _events(s: Station, since: int = 0) -> list[dict]:
+    return [e.payload for e in s.calls("TransactionEvent", since)]
+
+
+async def test_plug_tap_charge_unplug_transaction_events(tmp_path: Path) -> None:
+    """TC_E_01_CS-like (start: EV connected then authorized, PowerPathClosed) and TC_E_09_CS-like (stop when the EV
+    is unplugged, StopTxOnEVSideDisconnect): Authorize with the id token and its type; TransactionEvent Started,
+    Updated (charging state, periodic meter values), Ended in order with seqNo 0, 1, 2, ... and the station's
+    own UUID throughout; meter values with Transaction.Begin in Started and Transaction.End in Ended."""
+    async with Station(tmp_path, ocpp="2.0.1", presets={"SampledDataCtrlr.TxUpdatedInterval": 1}) as s:
+        s.csms.behaviour.id_tags.accept("04A1B2C3")
+        await s.start_agent()
+        mark = s.mark()
+        s.ev(1).plug()
+        await s.wait_status(1, "Occupied", since=mark)
+        await s.tap("04A1B2C3")
+        authorize = await s.wait_call("Authorize", since=mark)
+        assert authorize.payload["idToken"] == {"idToken": "04A1B2C3", "type": "ISO14443"}
+        started = await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Started", since=mark)
+        tx_id = started.payload["transactionInfo"]["transactionId"]
+        assert str(uuid.UUID(tx_id)) == tx_id
+        assert started.payload["seqNo"] == 0 and started.payload["triggerReason"] == "Authorized"
+        assert started.payload["idToken"] == {"idToken": "04A1B2C3", "type": "ISO14443"}
+        assert started.payload["evse"] == {"id": 1, "connectorId": 1}
+        assert "offline" not in started.payload
+        begin = started.payload["meterValue"][0]["sampledValue"][0]
+        assert begin["context"] == "Transaction.Begin" and begin["measurand"] == "Energy.Active.Import.Register"
+        await s.wait_call("TransactionEvent", lambda e: e.payload["triggerReason"] == "MeterValuePeriodic",
+                          since=mark)
+        await s.wait_until(lambda: any(e["transactionInfo"].get("chargingState") == "Charging"
+                                       for e in _events(s, mark)), what="chargingState Charging reported")
+        unplugged = s.mark()
+        s.ev(1).unplug()
+        ended = await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Ended", since=unplugged)
+        await s.wait_status(1, "Available", since=unplugged)
+        info = ended.payload["transactionInfo"]
+        assert info["transactionId"] == tx_id and info["stoppedReason"] == "EVDisconnected"
+        assert ended.payload["triggerReason"] == "EVCommunicationLost"
+        end = ended.payload["meterValue"][0]["sampledValue"][0]
+        assert end["context"] == "Transaction.End" and end["value"] > begin["value"]
+        events = _events(s, mark)
+        assert {e["transactionInfo"]["transactionId"] for e in events} == {tx_id}
+        assert [e["seqNo"] for e in events] == list(range(len(events)))
+        types = [e["eventType"] for e in events]
+        assert types[0] == "Started" and types[-1] == "Ended" and set(types[1:-1]) == {"Updated"}
+        tx = s.csms.state(CP_ID).transactions201[tx_id]
+        assert not tx.is_open and tx.seq_nos == list(range(len(events)))
+        assert not [line for line in s.log() if line.get("level") in ("ERROR", "CRITICAL")]
+
+
+async def test_kill_9_mid_transaction_then_ended_after_restart(tmp_path: Path) -> None:
+    """TC_E_… power loss during a transaction (E: the transaction's messages are kept through a power cut): the
+    agent is killed with SIGKILL while charging; after the restart the same transaction ends with
+    stoppedReason PowerLoss, its seqNo continuing, and a new BootNotification (reason PowerUp)."""
+    async with Station(tmp_path, ocpp="2.0.1") as s:
+        s.csms.behaviour.id_tags.accept("04A1B2C3")
+        await s.start_agent()
+        mark = s.mark()
+        s.ev(1).plug()
+        await s.wait_status(1, "Occupied", since=mark)
+        await s.tap("04A1B2C3")
+        started = await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Started", since=mark)
+        tx_id = started.payload["transactionInfo"]["transactionId"]
+        energy = s.charger.connector_state(1)["energy_wh"]
+        await s.wait_until(lambda: s.charger.connector_state(1)["energy_wh"] > energy + 1, what="energy flowing")
+        await s.kill_agent()
+        await s.start_agent()
+        ended = await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Ended", since=mark)
+        assert ended.payload["transactionInfo"]["transactionId"] == tx_id
+        assert ended.payload["transactionInfo"]["stoppedReason"] == "PowerLoss"
+        events = _events(s, mark)
+        assert [e["seqNo"] for e in events] == list(range(len(events)))
+        assert [e["eventType"] for e in events].count("Ended") == 1
+        assert len(s.calls("BootNotification")) == 2
+        assert s.calls("BootNotification", mark)[0].payload["reason"] == "PowerUp"
+
+
+async def test_get_and_set_variables(tmp_path: Path) -> None:
+    """TC_B_06_CS..TC_B_08_CS / TC_B_09_CS..: GetVariables and SetVariables item by item with every attribute
+    status: Accepted, Rejected (read-only; invalid value), UnknownComponent, UnknownVariable,
+    NotSupportedAttributeType, RebootRequired; a value set is read back and kept across a restart."""
+    async with Station(tmp_path, ocpp="2.0.1") as s:
+        await s.start_agent()
+
+        def item(component: str, variable: str, instance: str | None = None) -> dict:
+            v: dict = {"name": variable}
+            if instance is not None:
+                v["instance"] = instance
+            return {"component": {"name": component}, "variable": v}
+
+        answer = await s.csms.call(CP_ID, "GetVariables", {"getVariableData": [
+            item("OCPPCommCtrlr", "HeartbeatInterval"),
+            item("TxCtrlr", "TxStartPoint"),
+            item("NoSuchCtrlr", "HeartbeatInterval"),
+            item("OCPPCommCtrlr", "NoSuchVariable"),
+            {**item("OCPPCommCtrlr", "HeartbeatInterval"), "attributeType": "Target"},
+            item("OCPPCommCtrlr", "MessageAttempts", "TransactionEvent"),
+        ]}, timeout_s=WAIT_S)
+        results = answer["getVariableResult"]
+        assert [r["attributeStatus"] for r in results] == [
+            "Accepted", "Accepted", "UnknownComponent", "UnknownVariable", "NotSupportedAttributeType", "Accepted"]
+        assert results[0]["attributeValue"] == "300" and results[1]["attributeValue"] == "PowerPathClosed"
+        assert results[5]["variable"] == {"name": "MessageAttempts", "instance": "TransactionEvent"}
+
+        answer = await s.csms.call(CP_ID, "SetVariables", {"setVariableData": [
+            {**item("OCPPCommCtrlr", "HeartbeatInterval"), "attributeValue": "120"},
+            {**item("TxCtrlr", "TxStartPoint"), "attributeValue": "EVConnected"},
+            {**item("TxCtrlr", "EVConnectionTimeOut"), "attributeValue": "-5"},
+            {**item("AuthCtrlr", "LocalPreAuthorize"), "attributeValue": "maybe"},
+            {**item("NoSuchCtrlr", "X"), "attributeValue": "1"},
+            {**item("AuthCtrlr", "NoSuchVariable"), "attributeValue": "1"},
+            {**item("OCPPCommCtrlr", "HeartbeatInterval"), "attributeValue": "5", "attributeType": "MaxSet"},
+            {**item("OCPPCommCtrlr", "WebSocketPingInterval"), "attributeValue": "30"},
+            {**item("TxCtrlr", "EVConnectionTimeOut"), "attributeValue": "90"},
+        ]}, timeout_s=WAIT_S)
+        results = answer["setVariableResult"]
+        assert [r["attributeStatus"] for r in results] == [
+            "Accepted", "Rejected", "Rejected", "Rejected", "UnknownComponent", "UnknownVariable",
+            "NotSupportedAttributeType", "RebootRequired", "Accepted"]
+        assert results[1]["attributeStatusInfo"]["reasonCode"] == "ReadOnly"
+        answer = await s.csms.call(CP_ID, "GetVariables", {"getVariableData": [
+            item("OCPPCommCtrlr", "HeartbeatInterval")]}, timeout_s=WAIT_S)
+        assert answer["getVariableResult"][0]["attributeValue"] == "120"
+        await s.stop_agent()
+        await s.start_agent()
+        answer = await s.csms.call(CP_ID, "GetVariables", {"getVariableData": [
+            item("TxCtrlr", "EVConnectionTimeOut"), item("OCPPCommCtrlr", "WebSocketPingInterval")]},
+            timeout_s=WAIT_S)
+        assert [r["attributeValue"] for r in answer["getVariableResult"]] == ["90", "30"]
+
+
+async def test_get_variables_over_items_per_message(tmp_path: Path) -> None:
+    """B06.FR.04-like: more items than DeviceDataCtrlr.ItemsPerMessage[GetVariables] (50): the request is
+    refused with a CALLERROR OccurrenceConstraintViolation (2.0.1's spelling)."""
+    async with Station(tmp_path, ocpp="2.0.1", connectors=1) as s:
+        await s.start_agent()
+        data = [{"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}] * 51
+        try:
+            await s.csms.call(CP_ID, "GetVariables", {"getVariableData": data}, timeout_s=WAIT_S)
+        except Exception as exc:  # CallErrorReceived
+            assert getattr(exc, "code", None) == "OccurrenceConstraintViolation"
+        else:
+            raise AssertionError("51 items accepted")
