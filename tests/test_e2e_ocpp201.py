@@ -189,3 +189,25 @@ async def test_get_variables_over_items_per_message(tmp_path: Path) -> None:
             assert getattr(exc, "code", None) == "OccurrenceConstraintViolation"
         else:
             raise AssertionError("51 items accepted")
+
+
+async def test_offline_transaction_is_flagged_and_delivered_after_reconnect(tmp_path: Path) -> None:
+    """TC_E_… offline transaction (E04): with the CSMS unreachable an unknown id is let charge
+    (AuthCtrlr.OfflineTxForUnknownIdEnabled); its Started and Ended carry ``offline: true`` and are delivered,
+    in order, once the CSMS is back."""
+    async with Station(tmp_path, ocpp="2.0.1", connectors=1,
+                       presets={"AuthCtrlr.OfflineTxForUnknownIdEnabled": "true"}) as s:
+        await s.start_agent()
+        await s.csms.set_online(False)
+        s.ev(1).plug()
+        await s.tap("04A1B2C3")
+        await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging offline")
+        s.ev(1).unplug()
+        await s.wait_until(lambda: not s.charger.connector_state(1)["contactor_closed"], what="stopped")
+        mark = s.mark()
+        await s.csms.set_online(True)
+        ended = await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Ended", since=mark)
+        events = _events(s, mark)
+        assert [e["eventType"] for e in events][0] == "Started" and events[-1] == ended.payload
+        assert all(e.get("offline") is True for e in events)
+        assert [e["seqNo"] for e in events] == list(range(len(events)))
