@@ -208,6 +208,6 @@ async def test_offline_transaction_is_flagged_and_delivered_after_reconnect(tmp_
         await s.csms.set_online(True)
         ended = await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Ended", since=mark)
         events = _events(s, mark)
-        assert [e["eventType"] for e in events][0] == "Started" and events[-1] == ended.payload
+        assert events[0]["eventType"] == "Started" and events[-1] == ended.payload
         assert all(e.get("offline") is True for e in events)
         assert [e["seqNo"] for e in events] == list(range(len(events)))
