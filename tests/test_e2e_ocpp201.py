@@ -97,7 +97,7 @@ async def test_plug_tap_charge_unplug_transaction_events(tmp_path: Path) -> None
 
 
 async def test_kill_9_mid_transaction_then_ended_after_restart(tmp_path: Path) -> None:
-    """TC_E_… power loss during a transaction (E: the transaction's messages are kept through a power cut): the
+    """Power loss during a transaction (E: the transaction's messages are kept through a power cut): the
     agent is killed with SIGKILL while charging; after the restart the same transaction ends with
     stoppedReason PowerLoss, its seqNo continuing, and a new BootNotification (reason PowerUp)."""
     async with Station(tmp_path, ocpp="2.0.1") as s:
@@ -178,21 +178,28 @@ async def test_get_and_set_variables(tmp_path: Path) -> None:
 
 
 async def test_get_variables_over_items_per_message(tmp_path: Path) -> None:
-    """B06.FR.04-like: more items than DeviceDataCtrlr.ItemsPerMessage[GetVariables] (50): the request is
-    refused with a CALLERROR OccurrenceConstraintViolation (2.0.1's spelling)."""
+    """TC_B_08_CS: a GetVariablesRequest with DeviceDataCtrlr.ItemsPerMessage[GetVariables] + 1 items is answered
+    item by item, the first ItemsPerMessage Accepted and the last Rejected; the same for SetVariables, where the
+    item over the limit is not applied."""
     async with Station(tmp_path, ocpp="2.0.1", connectors=1) as s:
         await s.start_agent()
-        data = [{"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}] * 51
-        try:
-            await s.csms.call(CP_ID, "GetVariables", {"getVariableData": data}, timeout_s=WAIT_S)
-        except Exception as exc:  # CallErrorReceived
-            assert getattr(exc, "code", None) == "OccurrenceConstraintViolation"
-        else:
-            raise AssertionError("51 items accepted")
+        limit_item = {"component": {"name": "DeviceDataCtrlr"},
+                      "variable": {"name": "ItemsPerMessage", "instance": "GetVariables"}}
+        answer = await s.csms.call(CP_ID, "GetVariables", {"getVariableData": [limit_item]}, timeout_s=WAIT_S)
+        limit = int(answer["getVariableResult"][0]["attributeValue"])
+        item = {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}
+        answer = await s.csms.call(CP_ID, "GetVariables", {"getVariableData": [item] * (limit + 1)},
+                                   timeout_s=WAIT_S)
+        assert [r["attributeStatus"] for r in answer["getVariableResult"]] == ["Accepted"] * limit + ["Rejected"]
+        sets = [{**item, "attributeValue": "200"}] * limit + [{**item, "attributeValue": "201"}]
+        answer = await s.csms.call(CP_ID, "SetVariables", {"setVariableData": sets}, timeout_s=WAIT_S)
+        assert [r["attributeStatus"] for r in answer["setVariableResult"]] == ["Accepted"] * limit + ["Rejected"]
+        answer = await s.csms.call(CP_ID, "GetVariables", {"getVariableData": [item]}, timeout_s=WAIT_S)
+        assert answer["getVariableResult"][0]["attributeValue"] == "200"
 
 
 async def test_offline_transaction_is_flagged_and_delivered_after_reconnect(tmp_path: Path) -> None:
-    """TC_E_… offline transaction (E04): with the CSMS unreachable an unknown id is let charge
+    """Offline transaction: with the CSMS unreachable an unknown id is let charge
     (AuthCtrlr.OfflineTxForUnknownIdEnabled); its Started and Ended carry ``offline: true`` and are delivered,
     in order, once the CSMS is back."""
     async with Station(tmp_path, ocpp="2.0.1", connectors=1,
@@ -211,3 +218,25 @@ async def test_offline_transaction_is_flagged_and_delivered_after_reconnect(tmp_
         assert events[0]["eventType"] == "Started" and events[-1] == ended.payload
         assert all(e.get("offline") is True for e in events)
         assert [e["seqNo"] for e in events] == list(range(len(events)))
+
+
+async def test_reconnect_reports_statuses_by_offline_threshold(tmp_path: Path) -> None:
+    """G01 / OCPPCommCtrlr.OfflineThreshold: after a reconnect within the threshold only the status that changed
+    while offline is sent; after one beyond it (threshold 0) every EVSE's status again."""
+    async with Station(tmp_path, ocpp="2.0.1", heartbeat_interval=1) as s:
+        await s.start_agent()
+        await s.csms.set_online(False)
+        s.ev(1).plug()
+        mark = s.mark()
+        await s.csms.set_online(True)
+        await s.wait_status(1, "Occupied", since=mark)
+        await s.wait_call("Heartbeat", since=s.mark())  # the status worker had its turn: nothing else queued
+        assert s.statuses(2, mark) == [] and s.statuses(1, mark) == ["Occupied"]
+        await s.csms.call(CP_ID, "SetVariables", {"setVariableData": [{
+            "component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "OfflineThreshold"},
+            "attributeValue": "0"}]}, timeout_s=WAIT_S)
+        await s.csms.set_online(False)
+        mark = s.mark()
+        await s.csms.set_online(True)
+        await s.wait_status(1, "Occupied", since=mark)
+        await s.wait_status(2, "Available", since=mark)

@@ -1,5 +1,5 @@
 """C Authorization over OCPP 2.0.1: Authorize with the id token and its type (C01), every IdTokenInfo the CSMS
-sends fed into the Authorization Cache (C10, AuthCacheCtrlr), and the offline rules of AuthCtrlr (C12, C15).
+sends fed into the Authorization Cache (AuthCacheCtrlr), and the offline rules of AuthCtrlr.
 
 The decision is the version-agnostic one (:func:`firmware.charger.authorization.decide`, docs/authorization.md);
 this feature turns the AuthCtrlr / AuthCacheCtrlr variables into :class:`AuthSettings`, an IdTokenInfo into the

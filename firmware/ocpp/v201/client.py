@@ -68,7 +68,8 @@ class Ocpp201Client:
                              ping_interval_s=ping or None)
         # B01: the reason of this boot; the reset that ended the previous run is still flagged at this point
         self.provisioning = Provisioning(ctx, "RemoteReset" if pending_reset(db) else "PowerUp")
-        self.statuses = StatusReporter(connectors)
+        self.statuses = StatusReporter(
+            connectors, lambda: float(variables.get_int("OCPPCommCtrlr", "OfflineThreshold")))
         self.authorization = Authorization(ctx)
         self.transactions = Transactions(ctx, self.authorization.learn)
         self._handlers: tuple[object, ...] = (self.provisioning,)

@@ -278,3 +278,26 @@ class DeviceModel:
                 except Exception:
                     log.exception("variable change not applied", extra={"variable": str(d.key)})
         return SetResult("RebootRequired" if d.reboot_required else "Accepted")
+
+
+def markdown_table(definitions: Mapping[VariableKey, VariableDefinition] | None = None) -> str:
+    """The device model as the Markdown table in docs/ocpp201.md (a test keeps the two the same)."""
+    definitions = definitions if definitions is not None else load_description()
+    rows = ["| component | variable | type | mutability | default | limits | reboot |", "|---|---|---|---|---|---|---|"]
+    for d in definitions.values():
+        k = d.key
+        variable = k.variable + (f" [{k.variable_instance}]" if k.variable_instance else "")
+        limits = ""
+        if d.minimum is not None or d.maximum is not None:
+            limits = f"{d.minimum if d.minimum is not None else ''}..{d.maximum if d.maximum is not None else ''}"
+        if d.values_list:
+            limits = ", ".join(d.values_list)
+        if d.unit:
+            limits = f"{limits} {d.unit}".strip()
+        rows.append(f"| {k.component} | {variable} | {d.data_type.value} | {d.mutability.value} | "
+                    f"`{d.default}` | {limits} | {'yes' if d.reboot_required else ''} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # python -m firmware.ocpp.v201.device_model: the table for docs/ocpp201.md
+    print(markdown_table(), end="")

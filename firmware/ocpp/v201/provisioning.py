@@ -2,9 +2,9 @@
 SetVariables (B05) on the device model (:mod:`~firmware.ocpp.v201.device_model`).
 
 BootNotification goes out once per run of the agent (not per reconnect) until Accepted. Pending and Rejected are
-honoured with the interval the CSMS gives: nothing else is sent meanwhile (B02.FR.01, B03.FR.01) while the CSMS's
-own requests are answered (B02). Accepted sets OCPPCommCtrlr.HeartbeatInterval to the interval given (B01.FR.04).
-Heartbeat is sent after HeartbeatInterval without other traffic of ours (G02.FR.03 lets any message stand for it);
+honoured with the interval the CSMS gives: nothing else is sent meanwhile, while the CSMS's
+own requests are answered. Accepted sets OCPPCommCtrlr.HeartbeatInterval to the interval given.
+Heartbeat is sent after HeartbeatInterval without other traffic of ours;
 a changed interval applies at once.
 """
 
@@ -22,7 +22,7 @@ from ocpp.v201.enums import Action
 
 from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse, handles
 from firmware.ocpp.v201.context import V201Context
-from firmware.ocpp.v201.device_model import VariableKey
+from firmware.ocpp.v201.device_model import GetResult, SetResult, VariableKey
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class Provisioning:
                     self.ctx.variables.set_variable(HEARTBEAT, str(interval))
                 self.accepted = True
                 return
-            # Pending / Rejected: ask again after the interval given (B02.FR.02, B03.FR.02)
+            # Pending / Rejected: ask again after the interval given
             await asyncio.sleep(interval if interval > 0 else 30)
 
     async def heartbeat(self, call: Call) -> None:
@@ -102,19 +102,18 @@ class Provisioning:
 
     # --- GetVariables / SetVariables --------------------------------------------------------------
 
-    def max_items(self, action: str) -> int | None:
-        """DeviceDataCtrlr.ItemsPerMessage: more items than that get OccurrenceConstraintViolation (B06.FR.04
-        lets the station refuse a request beyond its limits; the RPC layer answers it)."""
-        if action in ("GetVariables", "SetVariables"):
-            return self.ctx.variables.get_int("DeviceDataCtrlr", "ItemsPerMessage", action)
-        return None
+    def _limit(self, action: str) -> int:
+        """DeviceDataCtrlr.ItemsPerMessage[action]: the items of one request this station takes on; the ones
+        beyond it are answered Rejected, not acted on (OCTT TC_B_08_CS allows that or rejecting them all)."""
+        return self.ctx.variables.get_int("DeviceDataCtrlr", "ItemsPerMessage", action)
 
     @handles(Action.get_variables)
     async def _get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> Any:
         results = []
-        for item in self._raw(get_variable_data):
+        limit = self._limit("GetVariables")
+        for n, item in enumerate(self._raw(get_variable_data)):
             attribute = item.get("attributeType", "Actual")
-            got = self.ctx.variables.get_variable(_key(item), attribute)
+            got = self.ctx.variables.get_variable(_key(item), attribute) if n < limit else GetResult("Rejected")
             result: dict[str, Any] = {"attributeStatus": got.status, "attributeType": attribute, **_echo(item)}
             if got.value is not None:
                 result["attributeValue"] = got.value
@@ -124,12 +123,14 @@ class Provisioning:
     @handles(Action.set_variables)
     async def _set_variables(self, set_variable_data: list[dict[str, Any]], **_: Any) -> Any:
         results = []
-        for item in self._raw(set_variable_data):
+        limit = self._limit("SetVariables")
+        for n, item in enumerate(self._raw(set_variable_data)):
             attribute = item.get("attributeType", "Actual")
-            done = self.ctx.variables.set_variable(_key(item), str(item["attributeValue"]), attribute)
+            done = (self.ctx.variables.set_variable(_key(item), str(item["attributeValue"]), attribute) if n < limit
+                    else SetResult("Rejected", f"more than ItemsPerMessage ({limit}) items"))
             result: dict[str, Any] = {"attributeStatus": done.status, "attributeType": attribute, **_echo(item)}
             if done.reason:
-                code = "ReadOnly" if done.reason == "ReadOnly" else "InvalidValue"
+                code = {"ReadOnly": "ReadOnly"}.get(done.reason, "TooManyElements" if n >= limit else "InvalidValue")
                 result["attributeStatusInfo"] = {"reasonCode": code, "additionalInfo": done.reason[:512]}
             results.append(result)
         return call_result.SetVariables(set_variable_result=results)

@@ -1,7 +1,7 @@
 """The session machine's settings that 2.0.1 variables control (TxCtrlr, AuthCtrlr), applied at start and live.
 
 The machine knows no OCPP (docs/session.md); the same fields the 1.6 keys steer are steered here by their 2.0.1
-variables. An unlock during a transaction is refused with OngoingAuthorizedTransaction (F05.FR.02).
+variables. An unlock during a transaction is refused with OngoingAuthorizedTransaction.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """G01 Status Notification: each connector's ``ConnectorStatusEnumType``, per EVSE and connector.
 
-This charger's connector *n* is EVSE *n* with one connector (``connectorId`` 1). On every (re)connection, once
-the CSMS accepted us, the current status of every connector is sent (G01.FR.01's "after boot" and a reconnect
-alike); afterwards a status goes out when it changes — the machine's nine statuses fold into five, so most of
-its changes (Preparing → Charging) are no news here and are not sent (G01.FR.03 asks for a change only). Errors
+This charger's connector *n* is EVSE *n* with one connector (``connectorId`` 1). Once the CSMS accepted us, the
+current status of every connector is sent after the boot and after a reconnect that followed more than
+OCPPCommCtrlr.OfflineThreshold seconds offline; after a shorter one only the statuses that changed meanwhile.
+Afterwards a status goes out when it changes — the machine's nine statuses fold into five, so most of
+its changes (Preparing → Charging) are no news here and are not sent (a status is reported when it changes). Errors
 are not StatusNotification's in 2.0.1 (they are NotifyEvent's, not in this slice): Faulted says enough.
 """
 
@@ -26,8 +27,10 @@ Call = Callable[[str, dict[str, Any]], Any]
 
 
 class StatusReporter:
-    def __init__(self, connectors: dict[int, ConnectorController]) -> None:
+    def __init__(self, connectors: dict[int, ConnectorController], offline_threshold_s: Callable[[], float]) -> None:
         self.connectors = connectors
+        self._offline_threshold_s = offline_threshold_s
+        self._offline_since: float | None = None  # loop time the last connection ended (None: never connected)
         self.online = False  # connected and accepted: changes are reported (else the resync says it all)
         self._queue: list[dict[str, Any]] = []
         self._last: dict[int, str] = {}  # EVSE id -> the status last queued
@@ -38,13 +41,17 @@ class StatusReporter:
             self._offer(ctrl.id, mapping.connector_status(e.status, e.ev_connected))
 
     def connected(self) -> None:
-        self._last.clear()
+        now = asyncio.get_running_loop().time()
+        if self._offline_since is None or now - self._offline_since > self._offline_threshold_s():
+            self._last.clear()  # everything is news
         self._queue.clear()
         self.online = True
         for ctrl in self.connectors.values():
             self._offer(ctrl.id, mapping.connector_status(ctrl.machine.status, ctrl.machine.ev_connected))
 
     def disconnected(self) -> None:
+        if self.online:
+            self._offline_since = asyncio.get_running_loop().time()
         self.online = False
 
     def _offer(self, evse_id: int, status: str) -> None:

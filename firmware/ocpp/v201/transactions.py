@@ -8,12 +8,12 @@ The transaction id is the station's own: a UUID drawn when the machine starts th
 ledger with the billing record in the same commit, so no id is substituted when a message is sent (the 1.6 side
 must wait for the CSMS's). Each message carries:
 
-* ``seqNo``: 0 for Started, then +1 for every message of the transaction (E01.FR.16 ff.), counted in the
+* ``seqNo``: 0 for Started, then +1 for every message of the transaction, counted in the
   settings store in the message's own commit, so a restart continues the count;
 * ``triggerReason``: the machine's :class:`~firmware.session.Trigger` (named like 2.0.1's enum on purpose),
   MeterValuePeriodic for the samples of SampledDataCtrlr.TxUpdatedInterval, AbnormalCondition for a transaction
   closed after a restart that no connector holds;
-* ``offline``: true when the event happened while the CSMS was not reachable (E04);
+* ``offline``: true when the event happened while the CSMS was not reachable;
 * ``meterValue``: Transaction.Begin samples (TxStartedMeasurands) in Started, Sample.Periodic
   (TxUpdatedMeasurands) in Updated, Transaction.End (TxEndedMeasurands) in Ended.
 
