@@ -9,15 +9,14 @@ Get/SetVariables on the :mod:`device_model`), :mod:`status` (StatusNotification)
 This module only routes:
 
 * connector effects to the features (``record`` inside the connector's commit, ``notify`` after it);
-* each connection: BootNotification once per run of the agent, then the connection's workers (statuses, the
-  outbox, heartbeat) until it ends;
+* each connection (:func:`~firmware.ocpp.connection.serve_connection`, shared with 1.6): BootNotification once per
+  run of the agent, then the connection's workers (statuses, the outbox, heartbeat) until it ends;
 * the CSMS's CALLs to the features' handlers (:class:`~firmware.ocpp.rpc.RpcChargePoint`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -28,9 +27,9 @@ from firmware.charger.connector import ConnectorController, pending_reset
 from firmware.config import AgentConfig
 from firmware.exitcodes import ExitCode
 from firmware.ocpp.adapter import Spawn
-from firmware.ocpp.delivery import LinkUnresponsive
+from firmware.ocpp.connection import Worker, serve_connection
 from firmware.ocpp.link import Backoff, OcppLink
-from firmware.ocpp.rpc import ConnectionLost, RpcChargePoint
+from firmware.ocpp.rpc import RpcChargePoint
 from firmware.ocpp.v201.authorization import Authorization
 from firmware.ocpp.v201.context import V201Context
 from firmware.ocpp.v201.device_model import DeviceModel
@@ -126,53 +125,29 @@ class Ocpp201Client:
         await self.link.run(self._session)
 
     async def _session(self, connection: Any) -> None:
-        """One connection: boot (once per run), then the workers, until the connection ends. A worker that
-        fails for any other reason than the connection going down is logged and the connection closed, so
-        the link starts a clean session (resent queue, current statuses) instead of running half-dead."""
+        """One connection (:func:`~firmware.ocpp.connection.serve_connection`): boot once per run of the agent, then
+        the statuses, the outbox and the heartbeat."""
         ctx = self.ctx
         cp = RpcChargePoint(ctx.config.charge_point_id, connection, OCPP201, response_timeout=ctx.response_timeout_s,
                             handlers=self._handlers)
         ctx.cp = cp
         call = functools.partial(ctx.call_on, cp)
-        receiver = self._start_worker(cp.start(), "ocpp-receive")
-        workers: list[asyncio.Task[Any]] = []
-        try:
-            boot = self._start_worker(self.provisioning.boot(call), "ocpp-boot")
-            done, _ = await asyncio.wait({receiver, boot}, return_when=asyncio.FIRST_COMPLETED)
-            if receiver in done or isinstance(boot.exception(), ConnectionLost):
-                boot.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionLost):
-                    await boot
-                await receiver  # re-raise ConnectionClosed
-                return
-            boot.result()
+        delivery = self.transactions.delivery
+
+        def accepted() -> tuple[list[Worker], list[Worker]]:
             self.statuses.connected()
             ctx.online.set()
-            delivery = self.transactions.delivery
             send_queued = functools.partial(ctx.call_on, cp, checked=True)  # checked as queued (check_queued)
-            workers = [self._start_worker(c, n) for c, n in (
-                (self.statuses.send(call), "ocpp-status"), (delivery.run(send_queued), "ocpp-outbox"),
-                (self.provisioning.heartbeat(call), "ocpp-heartbeat"))]
-            done, _ = await asyncio.wait({receiver, *workers}, return_when=asyncio.FIRST_COMPLETED)
-            for task in done - {receiver}:
-                error = task.exception() if not task.cancelled() else None
-                if error is None and delivery.draining:
-                    continue  # the agent is stopping: the outbox worker finished its last delivery
-                if isinstance(error, LinkUnresponsive):
-                    log.warning("CSMS not answering; closing the connection to reconnect", extra={"error": str(error)})
-                    await connection.close()
-                elif not isinstance(error, ConnectionLost):
-                    log.error("OCPP worker stopped; reconnecting", extra={"worker": task.get_name()},
-                              exc_info=error)
-                    await connection.close()
-            await receiver
-        finally:
+            return [(self.statuses.send(call), "ocpp-status"), (delivery.run(send_queued), "ocpp-outbox"),
+                    (self.provisioning.heartbeat(call), "ocpp-heartbeat")], []
+
+        def ended() -> None:
             ctx.online.clear()
             self.statuses.disconnected()
             ctx.cp = None
-            for t in [*workers, receiver]:
-                t.cancel()
-            await asyncio.gather(*workers, receiver, return_exceptions=True)
+
+        await serve_connection(connection, cp, self._start_worker, boot=self.provisioning.boot(call),
+                               accepted=accepted, ended=ended, draining=lambda: delivery.draining)
 
     async def close_orphaned_transactions(self) -> int:
         closed = await self.transactions.close_orphaned_transactions()
