@@ -36,6 +36,8 @@ def add_csms_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000, help="0 picks a free port (see stdout)")
     parser.add_argument("--base-path", default="/ocpp", help="charge points connect to <base-path>/<id>")
+    parser.add_argument("--ocpp", choices=("1.6", "2.0.1"), default="1.6",
+                        help="the OCPP version spoken (subprotocol ocpp1.6 or ocpp2.0.1; default 1.6)")
     parser.add_argument("--config", type=Path, help="TOML behaviour file (charge points, idTags, faults)")
     parser.add_argument("--transcript", type=Path, help="append every frame/event as JSON lines here")
     parser.add_argument("--boot-status", nargs="+", metavar="STATUS",
@@ -95,7 +97,7 @@ async def run_csms(args: argparse.Namespace, stop: asyncio.Event | None = None,
     except (BehaviourError, OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
         print(f"csms configuration error: {args.config or 'command line'}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    csms = SimulatedCsms(args.host, args.port, base_path=args.base_path, behaviour=behaviour,
+    csms = SimulatedCsms(args.host, args.port, base_path=args.base_path, behaviour=behaviour, ocpp_version=args.ocpp,
                          transcript_path=args.transcript, response_timeout_s=args.response_timeout)
     try:
         await csms.start()
