@@ -240,3 +240,61 @@ async def test_reconnect_reports_statuses_by_offline_threshold(tmp_path: Path) -
         await s.csms.set_online(True)
         await s.wait_status(1, "Occupied", since=mark)
         await s.wait_status(2, "Available", since=mark)
+
+
+async def test_remote_start_and_stop(tmp_path: Path) -> None:
+    """F01 / F03 (TC_F_… remote start, then remote stop): RequestStartTransaction with an IdToken and remoteStartId
+    on EVSE 1 with an EV plugged in; the id is authorized first (AuthCtrlr.AuthorizeRemoteStart), Started has
+    triggerReason RemoteStart and the remoteStartId; RequestStopTransaction with the station's transaction id ends
+    it with stoppedReason Remote; an unknown transaction id is Rejected."""
+    async with Station(tmp_path, ocpp="2.0.1", connectors=1) as s:
+        s.csms.behaviour.id_tags.accept("APP-USER-1")
+        await s.start_agent()
+        mark = s.mark()
+        s.ev(1).plug()
+        await s.wait_status(1, "Occupied", since=mark)
+        answer = await s.csms.call(CP_ID, "RequestStartTransaction", {
+            "idToken": {"idToken": "APP-USER-1", "type": "Central"}, "remoteStartId": 42, "evseId": 1},
+            timeout_s=WAIT_S)
+        assert answer["status"] == "Accepted"
+        authorize = await s.wait_call("Authorize", since=mark)
+        assert authorize.payload["idToken"] == {"idToken": "APP-USER-1", "type": "Central"}
+        started = await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Started", since=mark)
+        assert started.payload["triggerReason"] == "RemoteStart"
+        assert started.payload["transactionInfo"]["remoteStartId"] == 42
+        tx_id = started.payload["transactionInfo"]["transactionId"]
+        unknown = await s.csms.call(CP_ID, "RequestStopTransaction", {"transactionId": str(uuid.uuid4())},
+                                    timeout_s=WAIT_S)
+        assert unknown["status"] == "Rejected"
+        answer = await s.csms.call(CP_ID, "RequestStopTransaction", {"transactionId": tx_id}, timeout_s=WAIT_S)
+        assert answer["status"] == "Accepted"
+        ended = await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Ended", since=mark)
+        assert ended.payload["transactionInfo"]["transactionId"] == tx_id
+        assert ended.payload["transactionInfo"]["stoppedReason"] == "Remote"
+        assert ended.payload["triggerReason"] == "RemoteStop"
+
+
+async def test_availability_unlock_clear_cache_and_reset(tmp_path: Path) -> None:
+    """G03 / G04 ChangeAvailability of one EVSE and of the station; F05 UnlockConnector of an unknown connector;
+    C11 ClearCache; B11 Reset Immediate: the agent restarts and boots again with reason RemoteReset."""
+    async with Station(tmp_path, ocpp="2.0.1") as s:
+        await s.start_agent(supervised=True)
+        mark = s.mark()
+        answer = await s.csms.call(CP_ID, "ChangeAvailability", {
+            "operationalStatus": "Inoperative", "evse": {"id": 2}}, timeout_s=WAIT_S)
+        assert answer["status"] == "Accepted"
+        await s.wait_status(2, "Unavailable", since=mark)
+        assert s.statuses(1, mark) == []
+        answer = await s.csms.call(CP_ID, "ChangeAvailability", {"operationalStatus": "Operative"}, timeout_s=WAIT_S)
+        assert answer["status"] == "Accepted"
+        await s.wait_status(2, "Available", since=mark)
+        answer = await s.csms.call(CP_ID, "UnlockConnector", {"evseId": 7, "connectorId": 1}, timeout_s=WAIT_S)
+        assert answer["status"] == "UnknownConnector"
+        answer = await s.csms.call(CP_ID, "ClearCache", {}, timeout_s=WAIT_S)
+        assert answer["status"] == "Accepted"
+        mark = s.mark()
+        answer = await s.csms.call(CP_ID, "Reset", {"type": "Immediate"}, timeout_s=WAIT_S)
+        assert answer["status"] == "Accepted"
+        boot = await s.wait_call("BootNotification", since=mark)
+        assert boot.payload["reason"] == "RemoteReset"
+        assert s.exit_codes and s.exit_codes[-1] == 75

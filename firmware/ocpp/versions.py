@@ -35,5 +35,6 @@ def create_adapter(config: AgentConfig, db: Database, connectors: dict[int, Conn
     if config.ocpp.version == "2.0.1":
         from firmware.ocpp.v201.client import Ocpp201Client
 
-        return Ocpp201Client(config, connectors, db, request_exit=request_exit, ledger=ledger, spawn=spawn)
+        return Ocpp201Client(config, connectors, db, request_exit=request_exit, coordinator=coordinator, ledger=ledger,
+                             spawn=spawn)
     raise ValueError(f"no OCPP adapter for version {config.ocpp.version!r}")  # the configuration refuses it first

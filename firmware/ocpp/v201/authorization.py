@@ -14,9 +14,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from ocpp.v201 import call_result
+from ocpp.v201.enums import Action
+
 from firmware.charger.authorization import Authorizer, AuthSettings, Verdict
 from firmware.charger.connector import ConnectorController
-from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse
+from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse, handles
 from firmware.ocpp.v201 import mapping
 from firmware.ocpp.v201.context import V201Context
 from firmware.session import AuthorizationResult, AuthSource, AuthStatus, RequestAuthorization
@@ -88,6 +91,17 @@ class Authorization:
             "reason": decision.reason})
         await ctrl.handle(decision.result(req.id_token))
         self.auth.used(value, decision)
+
+    @handles(Action.clear_cache)
+    async def _clear_cache(self, **_: Any) -> Any:
+        """ClearCache (C11): Accepted once the Authorization Cache is empty, Rejected if it could not be."""
+        try:
+            self.auth.clear_cache()
+        except Exception:
+            log.exception("ClearCache failed")
+            return call_result.ClearCache(status="Rejected")
+        log.info("authorization cache cleared")
+        return call_result.ClearCache(status="Accepted")
 
     def learn(self, token: IdToken | None, info: object) -> None:
         """An IdTokenInfo from the CSMS (Authorize, TransactionEvent) updates the Authorization Cache (C10). A

@@ -5,7 +5,9 @@ the charger layer, the ledger and the durable outbox, the link and the RPC layer
 :data:`~firmware.ocpp.v201.dialect.OCPP201` dialect. The features share one
 :class:`~firmware.ocpp.v201.context.V201Context`: :mod:`provisioning` (BootNotification, Heartbeat,
 Get/SetVariables on the :mod:`device_model`), :mod:`status` (StatusNotification), :mod:`transactions`
-(TransactionEvent through the outbox), :mod:`authorization` (Authorize, the cache) and :mod:`session_settings`.
+(TransactionEvent through the outbox), :mod:`authorization` (Authorize, the cache, ClearCache),
+:mod:`remote_control` (RequestStart/StopTransaction, UnlockConnector, ChangeAvailability, Reset) and
+:mod:`session_settings`.
 This module only routes:
 
 * connector effects to the features (``record`` inside the connector's commit, ``notify`` after it);
@@ -24,6 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from firmware.charger.connector import ConnectorController, pending_reset
+from firmware.charger.coordinator import Coordinator
 from firmware.config import AgentConfig
 from firmware.exitcodes import ExitCode
 from firmware.ocpp.adapter import Spawn
@@ -35,10 +38,11 @@ from firmware.ocpp.v201.context import V201Context
 from firmware.ocpp.v201.device_model import DeviceModel
 from firmware.ocpp.v201.dialect import OCPP201
 from firmware.ocpp.v201.provisioning import Provisioning
+from firmware.ocpp.v201.remote_control import RemoteControl
 from firmware.ocpp.v201.session_settings import SessionSettings, session_config
 from firmware.ocpp.v201.status import StatusReporter
 from firmware.ocpp.v201.transactions import Transactions, check_queued
-from firmware.session import Effect, RequestAuthorization, SessionConfig, StatusChanged
+from firmware.session import Effect, RequestAuthorization, SessionConfig, StatusChanged, TransactionStopped
 from firmware.storage import Database
 from firmware.storage.ledger import Ledger
 from firmware.storage.outbox import Outbox, OutboxStats
@@ -53,8 +57,8 @@ class Ocpp201Client:
     """One charging station's OCPP 2.0.1 session with the CSMS; also a connector observer."""
 
     def __init__(self, config: AgentConfig, connectors: dict[int, ConnectorController], db: Database, *,
-                 request_exit: Callable[[ExitCode], None], ledger: Ledger | None = None,
-                 spawn: Spawn | None = None) -> None:
+                 request_exit: Callable[[ExitCode], None], coordinator: Coordinator | None = None,
+                 ledger: Ledger | None = None, spawn: Spawn | None = None) -> None:
         assert config.ocpp is not None
         variables = DeviceModel(db, presets=config.ocpp.presets)
         self.ctx = ctx = V201Context(config, connectors, db, variables, ledger or Ledger(db),
@@ -71,7 +75,8 @@ class Ocpp201Client:
             connectors, lambda: float(variables.get_int("OCPPCommCtrlr", "OfflineThreshold")))
         self.authorization = Authorization(ctx)
         self.transactions = Transactions(ctx, self.authorization.learn)
-        self._handlers: tuple[object, ...] = (self.provisioning,)
+        self.remote_control = RemoteControl(ctx, coordinator or Coordinator(connectors, db), self.transactions)
+        self._handlers: tuple[object, ...] = (self.provisioning, self.authorization, self.remote_control)
         self._session_settings = SessionSettings(variables, connectors)
 
     @property
@@ -118,6 +123,8 @@ class Ocpp201Client:
                 self.statuses.connector_changed(ctrl, e)
             elif isinstance(e, RequestAuthorization):
                 self.ctx.spawn(self.authorization.authorize(ctrl, e))
+            elif isinstance(e, TransactionStopped):
+                self.remote_control.transaction_ended()
 
     # --- running --------------------------------------------------------------------------------
 

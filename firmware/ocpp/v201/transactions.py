@@ -90,6 +90,7 @@ class Transactions:
         self.delivery = OutboxDelivery(ctx.outbox, self.retry_policy, TransactionMessages(self._confirmed))
         ctx.wake_delivery = self.delivery.wake
         self._charging_state: dict[str, str] = {}  # transaction id -> the chargingState last reported
+        self._remote_start_ids: dict[int, int] = {}  # connector -> remoteStartId of a remote start under way
         self._sampling_changed = asyncio.Event()
         ctx.variables.on_change(lambda key, value: self._sampling_changed.set(), {TX_UPDATED_INTERVAL})
 
@@ -97,6 +98,13 @@ class Transactions:
         v = self.ctx.variables
         return RetryPolicy(v.get_int("OCPPCommCtrlr", "MessageAttempts", "TransactionEvent"),
                            float(v.get_int("OCPPCommCtrlr", "MessageAttemptInterval", "TransactionEvent")))
+
+    def remote_start_requested(self, connector: int, remote_start_id: int | None) -> None:
+        """RequestStartTransaction's id, for the Started event of the transaction it begins (None: forget it)."""
+        if remote_start_id is None:
+            self._remote_start_ids.pop(connector, None)
+        else:
+            self._remote_start_ids[connector] = remote_start_id
 
     # --- the machine's effects, inside the connector's commit ---------------------------------------
 
@@ -120,6 +128,9 @@ class Transactions:
         payload["evse"] = {"id": ctrl.id, "connectorId": 1}
         if e.reservation_id is not None:
             payload["reservationId"] = e.reservation_id
+        remote_start_id = self._remote_start_ids.pop(ctrl.id, None)
+        if e.remote_start and remote_start_id is not None:
+            payload["transactionInfo"]["remoteStartId"] = remote_start_id
         self._add_samples(payload, reading, "TxStartedMeasurands", ReadingContext.TRANSACTION_BEGIN, now)
         with ctx.db.transaction():
             ctx.ledger.start(ctrl.id, e.local_id, e.id_token.value, energy_wh(reading), now)
