@@ -246,13 +246,15 @@ async def test_remote_start_and_stop(tmp_path: Path) -> None:
     """F01 / F03 (TC_F_… remote start, then remote stop): RequestStartTransaction with an IdToken and remoteStartId
     on EVSE 1 with an EV plugged in; the id is authorized first (AuthCtrlr.AuthorizeRemoteStart), Started has
     triggerReason RemoteStart and the remoteStartId; RequestStopTransaction with the station's transaction id ends
-    it with stoppedReason Remote; an unknown transaction id is Rejected."""
+    it with stoppedReason Remote; an unknown transaction id is Rejected. E14 GetTransactionStatus while the Started
+    event is still unanswered: messagesInQueue and ongoingIndicator true."""
     async with Station(tmp_path, ocpp="2.0.1", connectors=1) as s:
         s.csms.behaviour.id_tags.accept("APP-USER-1")
         await s.start_agent()
         mark = s.mark()
         s.ev(1).plug()
         await s.wait_status(1, "Occupied", since=mark)
+        s.csms.behaviour.faults.set_delay("TransactionEvent", 2.0)  # Started stays queued for a while
         answer = await s.csms.call(CP_ID, "RequestStartTransaction", {
             "idToken": {"idToken": "APP-USER-1", "type": "Central"}, "remoteStartId": 42, "evseId": 1},
             timeout_s=WAIT_S)
@@ -263,6 +265,10 @@ async def test_remote_start_and_stop(tmp_path: Path) -> None:
         assert started.payload["triggerReason"] == "RemoteStart"
         assert started.payload["transactionInfo"]["remoteStartId"] == 42
         tx_id = started.payload["transactionInfo"]["transactionId"]
+        # E14: the Started event is not answered yet, so it is still queued
+        status = await s.csms.call(CP_ID, "GetTransactionStatus", {"transactionId": tx_id}, timeout_s=WAIT_S)
+        assert status == {"messagesInQueue": True, "ongoingIndicator": True}
+        s.csms.behaviour.faults.set_delay("TransactionEvent", 0.0)
         unknown = await s.csms.call(CP_ID, "RequestStopTransaction", {"transactionId": str(uuid.uuid4())},
                                     timeout_s=WAIT_S)
         assert unknown["status"] == "Rejected"
@@ -298,3 +304,35 @@ async def test_availability_unlock_clear_cache_and_reset(tmp_path: Path) -> None
         boot = await s.wait_call("BootNotification", since=mark)
         assert boot.payload["reason"] == "RemoteReset"
         assert s.exit_codes and s.exit_codes[-1] == 75
+
+
+async def test_get_base_report_and_transaction_status(tmp_path: Path) -> None:
+    """TC_B_53_CS-like GetBaseReport FullInventory: Accepted, then NotifyReport pages with the same requestId,
+    seqNo 0, 1, … and tbc true on all but the last, holding every variable of the device model (the 2.0.1 schema
+    checked by the CSMS); ConfigurationInventory leaves out the ReadOnly ones; SummaryInventory is NotSupported.
+    E14 GetTransactionStatus: nothing queued, no ongoing transaction for an unknown id."""
+    from firmware.ocpp.v201.device_model import Mutability, load_description
+
+    definitions = load_description()
+    async with Station(tmp_path, ocpp="2.0.1", connectors=1) as s:
+        await s.start_agent()
+        for request_id, base in ((7, "FullInventory"), (8, "ConfigurationInventory")):
+            answer = await s.csms.call(CP_ID, "GetBaseReport", {"requestId": request_id, "reportBase": base},
+                                       timeout_s=WAIT_S)
+            assert answer["status"] == "Accepted"
+            await s.wait_call("NotifyReport", lambda e, r=request_id: e.payload["requestId"] == r
+                              and not e.payload.get("tbc", False))
+            pages = [e.payload for e in s.calls("NotifyReport") if e.payload["requestId"] == request_id]
+            assert [p["seqNo"] for p in pages] == list(range(len(pages)))
+            assert [p.get("tbc", False) for p in pages] == [True] * (len(pages) - 1) + [False]
+            reported = {(d["component"]["name"], d["variable"]["name"], d["variable"].get("instance"))
+                        for p in pages for d in p["reportData"]}
+            expected = {(k.component, k.variable, k.variable_instance) for k, d in definitions.items()
+                        if base == "FullInventory" or d.mutability is not Mutability.READ_ONLY}
+            assert reported == expected
+        answer = await s.csms.call(CP_ID, "GetBaseReport", {"requestId": 9, "reportBase": "SummaryInventory"},
+                                   timeout_s=WAIT_S)
+        assert answer["status"] == "NotSupported"
+        answer = await s.csms.call(CP_ID, "GetTransactionStatus", {"transactionId": str(uuid.uuid4())},
+                                   timeout_s=WAIT_S)
+        assert answer == {"messagesInQueue": False, "ongoingIndicator": False}

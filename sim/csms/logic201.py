@@ -79,6 +79,10 @@ class CsmsLogic201:
         self.state(cp_id).meter_values.append(dict(payload))
         return call_result.MeterValues()
 
+    def notify_report(self, cp_id: str, payload: dict[str, Any]) -> Any:
+        self.state(cp_id).notify_reports.append(dict(payload))
+        return call_result.NotifyReport()
+
     def _id_token_info(self, token: dict[str, Any]) -> dict[str, Any]:
         """IdTokenInfoType from the behaviour's id list (1.6 IdTagInfo: expiryDate -> cacheExpiryDateTime,
         parentIdTag -> groupIdToken of type Central)."""

@@ -21,7 +21,7 @@ OCPP201_SUBPROTOCOL = "ocpp2.0.1"
 
 #: The requests a 2.0.1 CSMS takes here; a 2.0.1 action not listed is NotSupported.
 HANDLED = frozenset({Action.boot_notification, Action.heartbeat, Action.status_notification, Action.authorize,
-                     Action.transaction_event, Action.meter_values})
+                     Action.transaction_event, Action.meter_values, Action.notify_report})
 
 
 class CsmsSession201(CsmsSession):
@@ -57,3 +57,7 @@ class CsmsSession201(CsmsSession):
     @_handles(Action.meter_values)  # type: ignore[arg-type]
     def _on_meter_values(self, call_unique_id: str, **_: Any) -> Any:
         return self._csms.logic.meter_values(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.notify_report)  # type: ignore[arg-type]
+    def _on_notify_report(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.notify_report(self.id, self._payloads[call_unique_id])

@@ -105,6 +105,7 @@ class ChargePointState:
     # OCPP 2.0.1: transactions by the station's id; TransactionEvent requests in the order received
     transactions201: dict[str, Transaction201] = field(default_factory=dict)
     transaction_events: list[dict[str, Any]] = field(default_factory=list)
+    notify_reports: list[dict[str, Any]] = field(default_factory=list)  # NotifyReport requests, as received
 
     @property
     def last_boot(self) -> BootRecord | None:

@@ -4,8 +4,9 @@ The same shape as the 1.6 adapter (:mod:`firmware.ocpp.v16.client`), on the same
 the charger layer, the ledger and the durable outbox, the link and the RPC layer with the 2.0.1
 :data:`~firmware.ocpp.v201.dialect.OCPP201` dialect. The features share one
 :class:`~firmware.ocpp.v201.context.V201Context`: :mod:`provisioning` (BootNotification, Heartbeat,
-Get/SetVariables on the :mod:`device_model`), :mod:`status` (StatusNotification), :mod:`transactions`
-(TransactionEvent through the outbox), :mod:`authorization` (Authorize, the cache, ClearCache),
+Get/SetVariables on the :mod:`device_model`), :mod:`reports` (GetBaseReport, NotifyReport), :mod:`status`
+(StatusNotification), :mod:`transactions` (TransactionEvent through the outbox, GetTransactionStatus),
+:mod:`authorization` (Authorize, the cache, ClearCache),
 :mod:`remote_control` (RequestStart/StopTransaction, UnlockConnector, ChangeAvailability, Reset) and
 :mod:`session_settings`.
 This module only routes:
@@ -39,6 +40,7 @@ from firmware.ocpp.v201.device_model import DeviceModel
 from firmware.ocpp.v201.dialect import OCPP201
 from firmware.ocpp.v201.provisioning import Provisioning
 from firmware.ocpp.v201.remote_control import RemoteControl
+from firmware.ocpp.v201.reports import Reports
 from firmware.ocpp.v201.session_settings import SessionSettings, session_config
 from firmware.ocpp.v201.status import StatusReporter
 from firmware.ocpp.v201.transactions import Transactions, check_queued
@@ -76,7 +78,8 @@ class Ocpp201Client:
         self.authorization = Authorization(ctx)
         self.transactions = Transactions(ctx, self.authorization.learn)
         self.remote_control = RemoteControl(ctx, coordinator or Coordinator(connectors, db), self.transactions)
-        self._handlers: tuple[object, ...] = (self.provisioning, self.authorization, self.remote_control)
+        self._handlers: tuple[object, ...] = (self.provisioning, Reports(ctx), self.authorization, self.transactions,
+                                              self.remote_control)
         self._session_settings = SessionSettings(variables, connectors)
 
     @property

@@ -30,10 +30,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from ocpp.v201 import call_result
+from ocpp.v201.enums import Action
+
 from firmware.charger.connector import ConnectorController
 from firmware.charger.metering import ReadingContext, samples_from_reading
 from firmware.charger.readings import energy_wh, fresh_reading
 from firmware.ocpp.delivery import OutboxDelivery, RetryPolicy
+from firmware.ocpp.rpc import handles
 from firmware.ocpp.v201 import mapping
 from firmware.ocpp.v201.context import V201Context
 from firmware.ocpp.v201.device_model import VariableKey
@@ -213,6 +217,19 @@ class Transactions:
             self.ctx.outbox.queue("TransactionEvent", {**payload, "seqNo": seq_no}, connector, local_id,
                                   thinnable=thinnable)
         self.delivery.wake()
+
+    # --- GetTransactionStatus (E14) ---------------------------------------------------------------------
+
+    @handles(Action.get_transaction_status)
+    async def _get_transaction_status(self, transaction_id: str | None = None, **_: Any) -> Any:
+        """Whether transaction messages are still queued (of ``transaction_id``, or of any transaction), and
+        whether that transaction is still ongoing."""
+        queued = [m for m in self.ctx.outbox.peek() if m.action == "TransactionEvent"]
+        if transaction_id is None:
+            return call_result.GetTransactionStatus(messages_in_queue=bool(queued))
+        mine = any(m.payload.get("transactionInfo", {}).get("transactionId") == transaction_id for m in queued)
+        ongoing = any(r.transaction_id == transaction_id for r in self.ctx.ledger.open_transactions())
+        return call_result.GetTransactionStatus(messages_in_queue=mine, ongoing_indicator=ongoing)
 
     # --- the CSMS's answers -------------------------------------------------------------------------
 
