@@ -269,6 +269,14 @@ async def test_remote_start_and_stop(tmp_path: Path) -> None:
         status = await s.csms.call(CP_ID, "GetTransactionStatus", {"transactionId": tx_id}, timeout_s=WAIT_S)
         assert status == {"messagesInQueue": True, "ongoingIndicator": True}
         s.csms.behaviour.faults.set_delay("TransactionEvent", 0.0)
+        # F06 TriggerMessage TransactionEvent: an Updated event, triggerReason Trigger, of the same transaction
+        answer = await s.csms.call(CP_ID, "TriggerMessage", {"requestedMessage": "TransactionEvent",
+                                                             "evse": {"id": 1}}, timeout_s=WAIT_S)
+        assert answer["status"] == "Accepted"
+        triggered = await s.wait_call("TransactionEvent", lambda e: e.payload["triggerReason"] == "Trigger",
+                                      since=mark)
+        assert triggered.payload["eventType"] == "Updated"
+        assert triggered.payload["transactionInfo"]["transactionId"] == tx_id
         unknown = await s.csms.call(CP_ID, "RequestStopTransaction", {"transactionId": str(uuid.uuid4())},
                                     timeout_s=WAIT_S)
         assert unknown["status"] == "Rejected"
@@ -336,3 +344,29 @@ async def test_get_base_report_and_transaction_status(tmp_path: Path) -> None:
         answer = await s.csms.call(CP_ID, "GetTransactionStatus", {"transactionId": str(uuid.uuid4())},
                                    timeout_s=WAIT_S)
         assert answer == {"messagesInQueue": False, "ongoingIndicator": False}
+
+
+async def test_trigger_message(tmp_path: Path) -> None:
+    """F06 TriggerMessage: Heartbeat and StatusNotification (of one EVSE, though nothing changed) are sent after the
+    answer; BootNotification once accepted and TransactionEvent without a transaction are Rejected; MeterValues is
+    NotImplemented; an unknown EVSE is Rejected."""
+    async with Station(tmp_path, ocpp="2.0.1") as s:
+        await s.start_agent()
+        mark = s.mark()
+
+        async def trigger(message: str, evse: int | None = None) -> str:
+            payload: dict = {"requestedMessage": message}
+            if evse is not None:
+                payload["evse"] = {"id": evse}
+            return str((await s.csms.call(CP_ID, "TriggerMessage", payload, timeout_s=WAIT_S))["status"])
+
+        assert await trigger("Heartbeat") == "Accepted"
+        await s.wait_call("Heartbeat", since=mark)
+        assert await trigger("StatusNotification", 2) == "Accepted"
+        await s.wait_status(2, "Available", since=mark)
+        assert s.statuses(1, mark) == []
+        assert await trigger("BootNotification") == "Rejected"
+        assert await trigger("TransactionEvent", 1) == "Rejected"
+        assert await trigger("MeterValues") == "NotImplemented"
+        assert await trigger("StatusNotification", 9) == "Rejected"
+        assert len(s.calls("BootNotification")) == 1

@@ -7,7 +7,8 @@ the charger layer, the ledger and the durable outbox, the link and the RPC layer
 Get/SetVariables on the :mod:`device_model`), :mod:`reports` (GetBaseReport, NotifyReport), :mod:`status`
 (StatusNotification), :mod:`transactions` (TransactionEvent through the outbox, GetTransactionStatus),
 :mod:`authorization` (Authorize, the cache, ClearCache),
-:mod:`remote_control` (RequestStart/StopTransaction, UnlockConnector, ChangeAvailability, Reset) and
+:mod:`remote_control` (RequestStart/StopTransaction, UnlockConnector, ChangeAvailability, Reset),
+:mod:`remote_trigger` (TriggerMessage) and
 :mod:`session_settings`.
 This module only routes:
 
@@ -40,6 +41,7 @@ from firmware.ocpp.v201.device_model import DeviceModel
 from firmware.ocpp.v201.dialect import OCPP201
 from firmware.ocpp.v201.provisioning import Provisioning
 from firmware.ocpp.v201.remote_control import RemoteControl
+from firmware.ocpp.v201.remote_trigger import RemoteTrigger
 from firmware.ocpp.v201.reports import Reports
 from firmware.ocpp.v201.session_settings import SessionSettings, session_config
 from firmware.ocpp.v201.status import StatusReporter
@@ -78,8 +80,9 @@ class Ocpp201Client:
         self.authorization = Authorization(ctx)
         self.transactions = Transactions(ctx, self.authorization.learn)
         self.remote_control = RemoteControl(ctx, coordinator or Coordinator(connectors, db), self.transactions)
+        trigger = RemoteTrigger(ctx, self.provisioning, self.statuses, self.transactions)
         self._handlers: tuple[object, ...] = (self.provisioning, Reports(ctx), self.authorization, self.transactions,
-                                              self.remote_control)
+                                              self.remote_control, trigger)
         self._session_settings = SessionSettings(variables, connectors)
 
     @property

@@ -49,6 +49,13 @@ class StatusReporter:
         for ctrl in self.connectors.values():
             self._offer(ctrl.id, mapping.connector_status(ctrl.machine.status, ctrl.machine.ev_connected))
 
+    def triggered(self, evse_ids: list[int]) -> None:
+        """TriggerMessage: the current status of each EVSE, sent even if it is no news."""
+        for evse_id in evse_ids:
+            ctrl = self.connectors[evse_id]
+            self._last.pop(evse_id, None)
+            self._offer(evse_id, mapping.connector_status(ctrl.machine.status, ctrl.machine.ev_connected))
+
     def disconnected(self) -> None:
         if self.online:
             self._offline_since = asyncio.get_running_loop().time()

@@ -258,6 +258,20 @@ class Transactions:
         transaction, or only its energy (MaxEnergyOnInvalidId is not in this slice: at once)."""
         await ctrl.handle(event)
 
+    def triggered(self, ctrl: ConnectorController) -> bool:
+        """TriggerMessage TransactionEvent: an Updated event (triggerReason Trigger) with the transaction's current
+        state and a Trigger sample; False when the EVSE has no transaction."""
+        tx = ctrl.machine.transaction
+        record = self.ctx.ledger.get(ctrl.id, tx.local_id) if tx is not None else None
+        if tx is None or record is None or record.transaction_id is None:
+            return False
+        now = utcnow()
+        state = mapping.charging_state(ctrl.machine.status, ctrl.machine.ev_connected)
+        payload = self._event("Updated", record.transaction_id, "Trigger", now, ctrl.id, state)
+        self._add_samples(payload, fresh_reading(ctrl, now), "TxUpdatedMeasurands", ReadingContext.TRIGGER, now)
+        self._queue(ctrl.id, tx.local_id, payload)
+        return True
+
     # --- periodic samples (SampledDataCtrlr.TxUpdatedInterval) -----------------------------------------
 
     async def run_sampling(self) -> None:
