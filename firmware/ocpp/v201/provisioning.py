@@ -11,7 +11,6 @@ a changed interval applies at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -85,20 +84,8 @@ class Provisioning:
 
     async def heartbeat(self, call: Call) -> None:
         """A connection's Heartbeat worker; HeartbeatInterval 0 turns it off."""
-        loop = asyncio.get_running_loop()
-        while True:
-            interval = self.ctx.variables.get_int("OCPPCommCtrlr", "HeartbeatInterval")
-            wait = interval - (loop.time() - self.ctx.last_traffic) if interval > 0 else None
-            if wait is None or wait > 0:
-                self._heartbeat_wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._heartbeat_wake.wait(), wait)
-                continue
-            try:
-                await call("Heartbeat", {})
-            except (CallErrorReceived, InvalidResponse, TimeoutError) as exc:
-                log.warning("Heartbeat failed", extra={"error": str(exc)})
-                self.ctx.last_traffic = loop.time()
+        await self.ctx.heartbeat(call, lambda: self.ctx.variables.get_int("OCPPCommCtrlr", "HeartbeatInterval"),
+                                 self._heartbeat_wake)
 
     # --- GetVariables / SetVariables --------------------------------------------------------------
 
