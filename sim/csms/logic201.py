@@ -10,47 +10,24 @@ idToken of that value, whatever its type).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from ocpp.v201 import call_result
 
-from sim.csms.behaviour import CsmsBehaviour
-from sim.csms.state import BootRecord, ChargePointState, ConnectorStatus, Transaction201
+from sim.csms.logic import CsmsRecords
+from sim.csms.state import ConnectorStatus, Transaction201
 from sim.csms.transcript import utc_timestamp
 
 log = logging.getLogger(__name__)
 
 
-class CsmsLogic201:
-    def __init__(self, behaviour: CsmsBehaviour, clock: Callable[[], datetime] | None = None) -> None:
-        self.behaviour = behaviour
-        self.states: dict[str, ChargePointState] = {}
-        self._clock = clock or (lambda: datetime.now(UTC))
-
-    def state(self, cp_id: str) -> ChargePointState:
-        st = self.states.get(cp_id)
-        if st is None:
-            st = self.states[cp_id] = ChargePointState(cp_id)
-        return st
-
+class CsmsLogic201(CsmsRecords):
     def boot_notification(self, cp_id: str, payload: dict[str, Any]) -> Any:
-        st = self.state(cp_id)
-        status, interval = self.behaviour.profile(cp_id).boot_answer(len(st.boots))
-        now = self._clock()
-        st.boots.append(BootRecord(dict(payload), status, interval, now))
-        st.registration_status = status
-        log.info("BootNotification", extra={"cp_id": cp_id, "status": status, "interval": interval,
-                                            "reason": payload.get("reason"), "boot": len(st.boots)})
+        status, interval, now = self._boot(cp_id, payload)
         return call_result.BootNotification(current_time=utc_timestamp(now), interval=interval, status=status)
 
     def heartbeat(self, cp_id: str, payload: dict[str, Any]) -> Any:
-        st = self.state(cp_id)
-        now = self._clock()
-        st.heartbeat_count += 1
-        st.last_heartbeat_at = now
-        return call_result.Heartbeat(current_time=utc_timestamp(now))
+        return call_result.Heartbeat(current_time=utc_timestamp(self._heartbeat(cp_id)))
 
     def status_notification(self, cp_id: str, payload: dict[str, Any]) -> Any:
         """Kept by EVSE id (this CSMS models one connector per EVSE, as the station does)."""
