@@ -10,6 +10,7 @@ import itertools
 import uuid
 from pathlib import Path
 
+from sim.csms.transcript import EntryKind
 from tests.station import CP_ID, WAIT_S, Station
 
 
@@ -370,3 +371,31 @@ async def test_trigger_message(tmp_path: Path) -> None:
         assert await trigger("MeterValues") == "NotImplemented"
         assert await trigger("StatusNotification", 9) == "Rejected"
         assert len(s.calls("BootNotification")) == 1
+
+
+async def test_invalid_calls_get_201_error_codes(tmp_path: Path) -> None:
+    """OCPP-J 2.0.1 framing on the wire (Table 8 spellings): an unknown action NotImplemented, a 2.0.1 action not
+    taken here NotSupported, a missing required property OccurrenceConstraintViolation, an unknown property
+    FormatViolation, a wrong type TypeConstraintViolation, a payload that is not an object FormatViolation — and
+    the station still answers afterwards."""
+    import json
+
+    async with Station(tmp_path, ocpp="2.0.1", connectors=1) as s:
+        await s.start_agent()
+        mark = s.mark()
+
+        async def error_for(uid: str, frame: list[object]) -> str:
+            await s.send_raw(json.dumps(frame))
+            reply = await s.wait_reply(uid, since=mark)
+            assert reply.kind is EntryKind.CALLERROR, reply.raw
+            return reply.error_code or ""
+
+        assert await error_for("u1", [2, "u1", "MakeCoffee", {}]) == "NotImplemented"
+        reserve = {"id": 1, "expiryDateTime": "2030-01-01T00:00:00Z", "idToken": {"idToken": "A", "type": "Central"}}
+        assert await error_for("u2", [2, "u2", "ReserveNow", reserve]) == "NotSupported"
+        assert await error_for("u3", [2, "u3", "GetVariables", {}]) == "OccurrenceConstraintViolation"
+        assert await error_for("u4", [2, "u4", "ClearCache", {"bogus": 1}]) == "FormatViolation"
+        assert await error_for("u5", [2, "u5", "Reset", {"type": 5}]) == "TypeConstraintViolation"
+        assert await error_for("u6", [2, "u6", "ClearCache", [1]]) == "FormatViolation"
+        answer = await s.csms.call(CP_ID, "ClearCache", {}, timeout_s=WAIT_S)
+        assert answer["status"] == "Accepted"
