@@ -399,3 +399,25 @@ async def test_invalid_calls_get_201_error_codes(tmp_path: Path) -> None:
         assert await error_for("u6", [2, "u6", "ClearCache", [1]]) == "FormatViolation"
         answer = await s.csms.call(CP_ID, "ClearCache", {}, timeout_s=WAIT_S)
         assert answer["status"] == "Accepted"
+
+
+async def test_clock_aligned_values(tmp_path: Path) -> None:
+    """J01 / AlignedDataCtrlr: at the end of every Interval (aligned to the clock) Sample.Clock values — in an
+    Updated event (triggerReason MeterValueClock) for the EVSE with a transaction, in MeterValues for the idle
+    one; the timestamps on the interval's grid."""
+    async with Station(tmp_path, ocpp="2.0.1", presets={"AlignedDataCtrlr.Interval": 2}) as s:
+        s.csms.behaviour.id_tags.accept("04A1B2C3")
+        await s.start_agent()
+        mark = s.mark()
+        s.ev(1).plug()
+        await s.wait_status(1, "Occupied", since=mark)
+        await s.tap("04A1B2C3")
+        started = await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Started", since=mark)
+        clock = await s.wait_call("TransactionEvent", lambda e: e.payload["triggerReason"] == "MeterValueClock",
+                                  since=mark)
+        assert clock.payload["transactionInfo"]["transactionId"] == started.payload["transactionInfo"]["transactionId"]
+        idle = await s.wait_call("MeterValues", lambda e: e.payload["evseId"] == 2, since=mark)
+        for payload in (clock.payload, idle.payload):
+            value = payload["meterValue"][0]
+            assert value["sampledValue"][0]["context"] == "Sample.Clock"
+            assert int(value["timestamp"][17:19]) % 2 == 0 and value["timestamp"].endswith(".000Z")

@@ -109,7 +109,7 @@ class Ocpp201Client:
         return session_config(base, self.ctx.variables)
 
     def loops(self) -> dict[str, Callable[[], Awaitable[None]]]:
-        return {"ocpp": self.run, "metering": self.transactions.run_sampling}
+        return {"ocpp": self.run, "metering": self.transactions.run_metering}
 
     def outbox_stats(self) -> OutboxStats:
         return self.ctx.outbox.stats()

@@ -34,7 +34,7 @@ from ocpp.v201 import call_result
 from ocpp.v201.enums import Action
 
 from firmware.charger.connector import ConnectorController
-from firmware.charger.metering import ReadingContext, samples_from_reading
+from firmware.charger.metering import ReadingContext, next_aligned_time, samples_from_reading
 from firmware.charger.readings import energy_wh, fresh_reading
 from firmware.ocpp.delivery import OutboxDelivery, RetryPolicy
 from firmware.ocpp.rpc import handles
@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 _SEQ_PREFIX = "v201.seq."  # settings: the next seqNo of an open transaction, by its id
 TX_UPDATED_INTERVAL = VariableKey("SampledDataCtrlr", "TxUpdatedInterval")
+ALIGNED_INTERVAL = VariableKey("AlignedDataCtrlr", "Interval")
 
 Learn = Callable[[IdToken | None, object], None]
 
@@ -97,6 +98,8 @@ class Transactions:
         self._remote_start_ids: dict[int, int] = {}  # connector -> remoteStartId of a remote start under way
         self._sampling_changed = asyncio.Event()
         ctx.variables.on_change(lambda key, value: self._sampling_changed.set(), {TX_UPDATED_INTERVAL})
+        self._aligned_changed = asyncio.Event()
+        ctx.variables.on_change(lambda key, value: self._aligned_changed.set(), {ALIGNED_INTERVAL})
 
     def retry_policy(self) -> RetryPolicy:
         v = self.ctx.variables
@@ -274,6 +277,10 @@ class Transactions:
 
     # --- periodic samples (SampledDataCtrlr.TxUpdatedInterval) -----------------------------------------
 
+    async def run_metering(self) -> None:
+        """The ``metering`` task: periodic samples in transactions and the clock-aligned values."""
+        await asyncio.gather(self.run_sampling(), self.run_aligned())
+
     async def run_sampling(self) -> None:
         """Every TxUpdatedInterval seconds (0: never) an Updated event with Sample.Periodic values for each
         transaction whose meter has a fresh reading."""
@@ -298,6 +305,43 @@ class Transactions:
         self._add_samples(payload, reading, "TxUpdatedMeasurands", ReadingContext.PERIODIC, now)
         if "meterValue" in payload:
             self._queue(ctrl.id, tx.local_id, payload)
+
+    # --- clock-aligned values (AlignedDataCtrlr) -----------------------------------------------------------
+
+    async def run_aligned(self) -> None:
+        """At the end of every AlignedDataCtrlr.Interval (aligned to midnight; 0: never), each connector's
+        Sample.Clock values (AlignedDataCtrlr.Measurands) from a fresh reading: in an Updated event (triggerReason
+        MeterValueClock) when a transaction runs, else in MeterValues for the EVSE."""
+        while True:
+            interval = self.ctx.variables.get_int("AlignedDataCtrlr", "Interval")
+            self._aligned_changed.clear()
+            if interval <= 0:
+                await self._aligned_changed.wait()
+                continue
+            at = next_aligned_time(utcnow(), interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._aligned_changed.wait(), (at - utcnow()).total_seconds())
+                continue
+            self.clock_tick(at)
+
+    def clock_tick(self, at: datetime) -> None:
+        measurands = self.ctx.variables.get_list("AlignedDataCtrlr", "Measurands")
+        for ctrl in self.ctx.connectors.values():
+            reading = fresh_reading(ctrl, at)
+            samples = samples_from_reading(reading, measurands, ReadingContext.CLOCK) if reading is not None else []
+            if not samples:
+                continue
+            tx = ctrl.machine.transaction
+            record = self.ctx.ledger.get(ctrl.id, tx.local_id) if tx is not None else None
+            if tx is not None and record is not None and record.transaction_id is not None and not record.stopped_at:
+                state = mapping.charging_state(ctrl.machine.status, ctrl.machine.ev_connected)
+                payload = self._event("Updated", record.transaction_id, "MeterValueClock", at, ctrl.id, state)
+                payload["meterValue"] = [mapping.meter_value(at, samples)]
+                self._queue(ctrl.id, tx.local_id, payload)
+            else:  # of the EVSE alone: a cap on the outbox may drop it (no bill depends on it)
+                values = {"evseId": ctrl.id, "meterValue": [mapping.meter_value(at, samples)]}
+                self.ctx.outbox.queue("MeterValues", values, thinnable=True)
+                self.delivery.wake()
 
     # --- after a restart ---------------------------------------------------------------------------------
 
