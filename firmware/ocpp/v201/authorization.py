@@ -10,19 +10,20 @@ The Local Authorization List (D) is not in this slice: it is never consulted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from ocpp.v201 import call_result
 from ocpp.v201.enums import Action
 
-from firmware.charger.authorization import Authorizer, AuthSettings, Verdict
+from firmware.charger.authorization import Authorizer, AuthSettings
 from firmware.charger.connector import ConnectorController
-from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse, handles
+from firmware.ocpp.authorize import authorize
+from firmware.ocpp.rpc import handles
 from firmware.ocpp.v201 import mapping
 from firmware.ocpp.v201.context import V201Context
-from firmware.session import AuthorizationResult, AuthSource, AuthStatus, RequestAuthorization
+from firmware.session import AuthorizationResult, AuthSource, RequestAuthorization
 from firmware.session.id_token import IdToken
 from firmware.storage.auth_stores import IdTagInfo
 from hal.interfaces import utcnow
@@ -43,7 +44,7 @@ def id_token_info(info: Mapping[str, Any]) -> IdTagInfo:
                 expiry = expiry.replace(tzinfo=UTC)
         except ValueError:
             expiry = datetime.fromtimestamp(0, UTC)
-    group = mapping.parse_id_token(info.get("groupIdToken"))
+    group = mapping.parent_id_token_of(info)
     return IdTagInfo(status, expiry, group.value if group is not None else None)
 
 
@@ -62,35 +63,20 @@ class Authorization:
                             local_list_enabled=False)
 
     async def authorize(self, ctrl: ConnectorController, req: RequestAuthorization) -> None:
-        """Authorize an id: from the cache when the decision says so, else Authorize — and if that gets no
-        answer, as offline. Every way this can fail still answers the machine."""
-        online = self.ctx.cp is not None and self.ctx.online.is_set()
-        value = req.id_token.value
-        decision = self.auth.decide(value, online=online, purpose=req.purpose, now=utcnow())
-        if decision.verdict is Verdict.ASK_CSMS and self.ctx.cp is not None:
-            try:
-                answer = await self.ctx.call("Authorize", {"idToken": mapping.id_token(req.id_token)})
-            except (CallErrorReceived, InvalidResponse) as exc:
-                log.warning("Authorize failed", extra={"connector": ctrl.id, "error": str(exc)})
-                await ctrl.handle(AuthorizationResult(req.id_token, AuthStatus.UNKNOWN, source=AuthSource.ONLINE))
-                return
-            except Exception as exc:  # no answer, or the connection went down meanwhile: we are offline
-                log.info("Authorize not answered; authorizing as offline",
-                         extra={"connector": ctrl.id, "error": f"{type(exc).__name__}: {exc}"})
-                decision = self.auth.decide(value, online=False, purpose=req.purpose, now=utcnow())
-            else:
-                info = id_token_info(answer.get("idTokenInfo") or {})
-                group = mapping.parse_id_token((answer.get("idTokenInfo") or {}).get("groupIdToken"))
-                await ctrl.handle(AuthorizationResult(req.id_token, info.effective_status(utcnow()),
-                                                      parent_id_token=group, source=AuthSource.ONLINE))
-                self.learn(req.id_token, answer.get("idTokenInfo"))
-                return
-        log.info("authorized without the CSMS", extra={
-            "connector": ctrl.id, "purpose": req.purpose.value, "verdict": decision.verdict.value,
-            "status": decision.status.value, "source": decision.source.value if decision.source else None,
-            "reason": decision.reason})
-        await ctrl.handle(decision.result(req.id_token))
-        self.auth.used(value, decision)
+        """Authorize an id (:func:`firmware.ocpp.authorize.authorize`): from the cache when the rules say so, else
+        Authorize with the IdToken and its type — and if that gets no answer, as offline."""
+
+        async def ask() -> tuple[AuthorizationResult, Callable[[], None]]:
+            answer = await self.ctx.call("Authorize", {"idToken": mapping.id_token(req.id_token)})
+            raw = answer.get("idTokenInfo") or {}
+            info = id_token_info(raw)
+            return (AuthorizationResult(req.id_token, info.effective_status(utcnow()), source=AuthSource.ONLINE,
+                                        parent_id_token=mapping.parent_id_token_of(raw)),
+                    lambda: self.learn(req.id_token, raw))
+
+        await authorize(self.auth, ctrl, req, value=req.id_token.value,
+                        online=self.ctx.cp is not None and self.ctx.online.is_set(), can_ask=self.ctx.cp is not None,
+                        ask=ask)
 
     @handles(Action.clear_cache)
     async def _clear_cache(self, **_: Any) -> Any:

@@ -56,6 +56,11 @@ def parse_id_token(raw: object) -> IdToken | None:
         return None
 
 
+def parent_id_token_of(id_token_info: object) -> IdToken | None:
+    """The group (``groupIdToken``) of an IdTokenInfo, the machine's parent id token."""
+    return parse_id_token(id_token_info.get("groupIdToken")) if isinstance(id_token_info, dict) else None
+
+
 _AUTH = {s.value: s for s in AuthStatus}
 
 
@@ -84,5 +89,5 @@ def meter_value(when: datetime, samples: list[Sample]) -> dict[str, Any]:
     return {"timestamp": timestamp(when), "sampledValue": sampled_values(samples)}
 
 
-__all__ = ["auth_status", "charging_state", "connector_status", "id_token", "meter_value", "parse_id_token",
-           "sampled_values", "stopped_reason", "timestamp"]
+__all__ = ["auth_status", "charging_state", "connector_status", "id_token", "meter_value", "parent_id_token_of",
+           "parse_id_token", "sampled_values", "stopped_reason", "timestamp"]

@@ -252,7 +252,7 @@ class Transactions:
         status = mapping.auth_status(str(info.get("status")))
         if status is AuthStatus.ACCEPTED:
             self.ctx.spawn(ctrl.handle(TransactionAccepted(
-                local_id=msg.local_id, parent_id_token=mapping.parse_id_token(info.get("groupIdToken")))))
+                local_id=msg.local_id, parent_id_token=mapping.parent_id_token_of(info))))
         else:
             self.ctx.spawn(self._rejected(ctrl, TransactionRejected(status, local_id=msg.local_id)))
 
