@@ -10,7 +10,7 @@ import itertools
 import uuid
 from pathlib import Path
 
-from sim.csms.transcript import EntryKind
+from sim.csms.transcript import EntryKind, TranscriptEntry
 from tests.station import CP_ID, WAIT_S, Station
 
 
@@ -51,6 +51,14 @@ def _events(s: Station, since: int = 0) -> list[dict]:
     return [e.payload for e in s.calls("TransactionEvent", since)]
 
 
+async def _plug_and_tap(s: Station, mark: int, card: str = "04A1B2C3") -> TranscriptEntry:
+    """EV plugged into EVSE 1, then a card tapped: until the Started event; returns it."""
+    s.ev(1).plug()
+    await s.wait_status(1, "Occupied", since=mark)
+    await s.tap(card)
+    return await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Started", since=mark)
+
+
 async def test_plug_tap_charge_unplug_transaction_events(tmp_path: Path) -> None:
     """TC_E_01_CS-like (start: EV connected then authorized, PowerPathClosed) and TC_E_09_CS-like (stop when the EV
     is unplugged, StopTxOnEVSideDisconnect): Authorize with the id token and its type; TransactionEvent Started,
@@ -60,12 +68,9 @@ async def test_plug_tap_charge_unplug_transaction_events(tmp_path: Path) -> None
         s.csms.behaviour.id_tags.accept("04A1B2C3")
         await s.start_agent()
         mark = s.mark()
-        s.ev(1).plug()
-        await s.wait_status(1, "Occupied", since=mark)
-        await s.tap("04A1B2C3")
+        started = await _plug_and_tap(s, mark)
         authorize = await s.wait_call("Authorize", since=mark)
         assert authorize.payload["idToken"] == {"idToken": "04A1B2C3", "type": "ISO14443"}
-        started = await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Started", since=mark)
         tx_id = started.payload["transactionInfo"]["transactionId"]
         assert str(uuid.UUID(tx_id)) == tx_id
         assert started.payload["seqNo"] == 0 and started.payload["triggerReason"] == "Authorized"
@@ -105,10 +110,7 @@ async def test_kill_9_mid_transaction_then_ended_after_restart(tmp_path: Path) -
         s.csms.behaviour.id_tags.accept("04A1B2C3")
         await s.start_agent()
         mark = s.mark()
-        s.ev(1).plug()
-        await s.wait_status(1, "Occupied", since=mark)
-        await s.tap("04A1B2C3")
-        started = await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Started", since=mark)
+        started = await _plug_and_tap(s, mark)
         tx_id = started.payload["transactionInfo"]["transactionId"]
         energy = s.charger.connector_state(1)["energy_wh"]
         await s.wait_until(lambda: s.charger.connector_state(1)["energy_wh"] > energy + 1, what="energy flowing")
@@ -409,10 +411,7 @@ async def test_clock_aligned_values(tmp_path: Path) -> None:
         s.csms.behaviour.id_tags.accept("04A1B2C3")
         await s.start_agent()
         mark = s.mark()
-        s.ev(1).plug()
-        await s.wait_status(1, "Occupied", since=mark)
-        await s.tap("04A1B2C3")
-        started = await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Started", since=mark)
+        started = await _plug_and_tap(s, mark)
         clock = await s.wait_call("TransactionEvent", lambda e: e.payload["triggerReason"] == "MeterValueClock",
                                   since=mark)
         assert clock.payload["transactionInfo"]["transactionId"] == started.payload["transactionInfo"]["transactionId"]

@@ -26,7 +26,7 @@ import pytest
 
 from sim.csms.transcript import Direction, EntryKind, TranscriptEntry
 from tests.station import CP_ID, Station
-from tests.test_e2e_powercut import CARDS, ENERGY, SEED, _db_counts, _life, _weather
+from tests.test_e2e_powercut import CARDS, ENERGY, SEED, cut_again_and_again
 
 CUTS = int(os.environ.get("POWERCUT_CUTS", "20"))
 PRESETS = {"SampledDataCtrlr.TxUpdatedInterval": 1, "AuthCtrlr.OfflineTxForUnknownIdEnabled": "true",
@@ -55,31 +55,7 @@ async def test_power_cuts_in_201_lose_and_duplicate_nothing(tmp_path: Path) -> N
     async with Station(tmp_path, connectors=2, presets=PRESETS, ocpp="2.0.1") as s:
         s.restart_delay_s = 0.0
         s.csms.behaviour.id_tags.accept(*CARDS)
-        await s.start_agent()
-        life = asyncio.create_task(_life(s, random.Random(rng.random())))
-        weather = asyncio.create_task(_weather(s, random.Random(rng.random())))
-        try:
-            for _ in range(CUTS):
-                if rng.random() < 0.35:
-                    await _message_in_flight(s, rng)
-                else:
-                    await asyncio.sleep(rng.choice((rng.uniform(0.05, 0.6), rng.uniform(0.6, 2.5))))
-                assert s.agent_running, f"the agent exited by itself (code {s.proc and s.proc.returncode})"
-                await s.kill_agent()
-                await asyncio.sleep(rng.uniform(0.0, 0.3))
-                await s.start_agent(wait_boot=False)
-        finally:
-            for task in (life, weather):
-                task.cancel()
-            await asyncio.gather(life, weather, return_exceptions=True)
-        await s.csms.set_online(True)
-        for c in (1, 2):
-            s.ev(c).unplug()
-        db = tmp_path / "agent.db"
-        await s.wait_until(lambda: _db_counts(db)[:2] == (0, 0), 60, "the outbox drained, every transaction stopped")
-        await s.quiet(0.5)
-        assert await s.stop_agent() == 0
-        assert all(code == -9 for code in s.exit_codes[:-1]), f"agent exits other than our kills: {s.exit_codes}"
+        await cut_again_and_again(s, rng, CUTS, _message_in_flight)
         _check(s)
         problems = [r for r in s.log() if r.get("level") in ("ERROR", "CRITICAL")]
         assert not problems, f"errors in the agent's log: {problems[:5]}"
