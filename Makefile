@@ -28,7 +28,7 @@ test: $(STAMP) sysdeps
 # length (SOAK_FUZZ OCPP frames, MQTT commands and examples per hardware decoder; FUZZ_SEED=N replays).
 SOAK_CUTS ?= 500
 SOAK_FUZZ ?= 2000
-SOAK_TESTS ?= tests/test_e2e_powercut.py tests/test_e2e_fuzz_ocpp.py tests/test_e2e_fuzz_mqtt.py tests/test_fuzz_hal.py
+SOAK_TESTS ?= tests/test_e2e_powercut.py tests/test_e2e_powercut_ocpp201.py tests/test_e2e_fuzz_ocpp.py tests/test_e2e_fuzz_mqtt.py tests/test_fuzz_hal.py
 soak: $(STAMP) sysdeps
 	POWERCUT_CUTS=$(SOAK_CUTS) FUZZ_EXAMPLES=$(SOAK_FUZZ) $(BIN)/python -m pytest $(SOAK_TESTS) -s \
 		-o timeout=3600 $(PYTEST_ARGS)

@@ -6,8 +6,9 @@
   and once with a local hit (Authorization Cache, LocalPreAuthorize: no round trip to the CSMS);
 * RSS and CPU of the agent process while idle and while charging with 1 s meter values.
 
-``BENCH_SECONDS`` sets each RSS/CPU window (default 300 s, as the targets are stated over 5 minutes);
-``BENCH_TAPS`` the number of taps (default 30).
+Each figure for every OCPP version in ``BENCH_OCPP`` (default ``1.6,2.0.1``: the same charger, agent and simulated
+CSMS in either). ``BENCH_SECONDS`` sets each RSS/CPU window (default 300 s, as the targets are stated over 5
+minutes); ``BENCH_TAPS`` the number of taps (default 30).
 """
 
 from __future__ import annotations
@@ -57,10 +58,28 @@ async def _window(pid: int, seconds: float) -> tuple[float, float, float]:
     return statistics.mean(rss), max(rss), cpu
 
 
-async def _boot_times(root: Path, runs: int) -> list[float]:
+def _v201(ocpp: str) -> bool:
+    return ocpp == "2.0.1"
+
+
+async def _wait_started(s: Station, since: int) -> None:
+    if _v201(s.ocpp):
+        await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Started", since=since)
+    else:
+        await s.wait_status(1, "Charging", since=since)
+
+
+async def _wait_stopped(s: Station, since: int) -> None:
+    if _v201(s.ocpp):
+        await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Ended", since=since)
+    else:
+        await s.wait_call("StopTransaction", since=since)
+
+
+async def _boot_times(root: Path, runs: int, ocpp: str) -> list[float]:
     out = []
     for i in range(runs):
-        async with Station(_dir(root, f"boot{i}"), connectors=1) as s:
+        async with Station(_dir(root, f"boot{i}-{ocpp}"), connectors=1, ocpp=ocpp) as s:
             t0 = time.monotonic()
             await s.start_agent(wait_boot=False)
             await s.wait_call("BootNotification", timeout_s=30)
@@ -68,11 +87,12 @@ async def _boot_times(root: Path, runs: int) -> list[float]:
     return out
 
 
-async def _tap_latencies(root: Path, taps: int, *, local: bool = False) -> list[float]:
+async def _tap_latencies(root: Path, taps: int, ocpp: str, *, local: bool = False) -> list[float]:
     """``local``: LocalPreAuthorize on and the card in the Authorization Cache (one online Authorize first,
     not counted), so every measured tap is authorized without a round trip to the CSMS."""
-    presets = {"LocalPreAuthorize": "true"} if local else {}
-    async with Station(_dir(root, "tap-local" if local else "tap"), connectors=1, presets=presets) as s:
+    presets = ({"AuthCtrlr.LocalPreAuthorize" if _v201(ocpp) else "LocalPreAuthorize": "true"} if local else {})
+    async with Station(_dir(root, f"tap-{'local-' if local else ''}{ocpp}"), connectors=1, presets=presets,
+                       ocpp=ocpp) as s:
         s.csms.behaviour.id_tags.accept("04A1B2C3")
         await s.start_agent()
         reader_wire, board_wire = s.charger.wires["reader"], s.charger.wires["board1"]
@@ -109,14 +129,15 @@ async def _tap_latencies(root: Path, taps: int, *, local: bool = False) -> list[
         for i in range(taps + 1 if local else taps):
             mark = s.mark()
             s.ev(1).plug()
-            await s.wait_status(1, "Preparing", since=mark)
+            await s.wait_status(1, "Occupied" if _v201(ocpp) else "Preparing", since=mark)
             seen.clear()
             await tap()
-            await s.wait_status(1, "Charging", since=mark)
+            await _wait_started(s, mark)
+            await s.wait_until(lambda: "allow" in seen, what="ALLOW_CONTACTOR")
             if "tap" in seen and "allow" in seen and not (local and i == 0):
                 latencies.append(seen["allow"] - seen["tap"])
             await tap()
-            await s.wait_call("StopTransaction", since=mark)
+            await _wait_stopped(s, mark)
             done = s.mark()
             s.ev(1).unplug()
             await s.wait_status(1, "Available", since=done)
@@ -125,16 +146,22 @@ async def _tap_latencies(root: Path, taps: int, *, local: bool = False) -> list[
         return latencies
 
 
-async def _resources(root: Path, seconds: float) -> dict[str, tuple[float, float, float]]:
-    async with Station(_dir(root, "res"), connectors=1, presets={"MeterValueSampleInterval": 1}) as s:
+async def _resources(root: Path, seconds: float, ocpp: str) -> dict[str, tuple[float, float, float]]:
+    presets = {"SampledDataCtrlr.TxUpdatedInterval" if _v201(ocpp) else "MeterValueSampleInterval": 1}
+    async with Station(_dir(root, f"res-{ocpp}"), connectors=1, presets=presets, ocpp=ocpp) as s:
         await s.start_agent()
         assert s.proc is not None
         pid = s.proc.pid
         await asyncio.sleep(2)
         idle = await _window(pid, seconds)
-        await s.start_session(1)
+        s.csms.behaviour.id_tags.accept("04A1B2C3")
+        mark = s.mark()
+        s.ev(1).plug()
+        await s.tap("04A1B2C3")
+        await _wait_started(s, mark)
         charging = await _window(pid, seconds)
-        assert s.csms.state(CP_ID).transactions
+        st = s.csms.state(CP_ID)
+        assert st.transactions201 if _v201(ocpp) else st.transactions
         return {"idle": idle, "charging": charging}
 
 
@@ -146,18 +173,24 @@ def _pct(values: list[float], q: float) -> float:
 async def _main() -> None:
     seconds = float(os.environ.get("BENCH_SECONDS", "300"))
     taps = int(os.environ.get("BENCH_TAPS", "30"))
+    for ocpp in os.environ.get("BENCH_OCPP", "1.6,2.0.1").split(","):
+        print(f"--- OCPP {ocpp}")
+        await _one_version(ocpp.strip(), seconds, taps)
+
+
+async def _one_version(ocpp: str, seconds: float, taps: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        boots = await _boot_times(root, 5)
+        boots = await _boot_times(root, 5, ocpp)
         print(f"boot (spawn -> BootNotification at CSMS): mean {statistics.mean(boots) * 1000:.0f} ms, "
               f"max {max(boots) * 1000:.0f} ms over {len(boots)} starts   [target <= 1000 ms]")
-        lat = [x * 1000 for x in await _tap_latencies(root, taps)]
+        lat = [x * 1000 for x in await _tap_latencies(root, taps, ocpp)]
         print(f"tap -> ALLOW_CONTACTOR on the wire, online Authorize: n={len(lat)} p50 {_pct(lat, .5):.1f} ms, "
               f"p99 {_pct(lat, .99):.1f} ms, max {max(lat):.1f} ms   [target p99 <= 50 ms for a local hit]")
-        lat = [x * 1000 for x in await _tap_latencies(root, taps, local=True)]
+        lat = [x * 1000 for x in await _tap_latencies(root, taps, ocpp, local=True)]
         print(f"tap -> ALLOW_CONTACTOR on the wire, local hit (cache, LocalPreAuthorize): n={len(lat)} "
               f"p50 {_pct(lat, .5):.1f} ms, p99 {_pct(lat, .99):.1f} ms, max {max(lat):.1f} ms   [target p99 <= 50 ms]")
-        res = await _resources(root, seconds)
+        res = await _resources(root, seconds, ocpp)
         for name, (mean_rss, max_rss, cpu) in res.items():
             print(f"{name:8s} over {seconds:.0f} s: RSS mean {mean_rss:.1f} MB, max {max_rss:.1f} MB, "
                   f"CPU {cpu:.2f} % of a core   [targets: RSS <= 60 MB, idle CPU <= 1 %]")

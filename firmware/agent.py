@@ -40,7 +40,8 @@ from firmware.maintenance.diagnostics import DiagnosticsSources
 from firmware.maintenance.installers import choose_installer, updater_settings
 from firmware.maintenance.privileged import clear_stale_reboot, request_reboot
 from firmware.maintenance.updater import FirmwareUpdater
-from firmware.ocpp.adapter import OcppAdapter, create_adapter
+from firmware.ocpp.adapter import OcppAdapter
+from firmware.ocpp.versions import create_adapter
 from firmware.security.security_log import FILE_NAME as SECURITY_LOG
 from firmware.security.security_log import SecurityLog
 from firmware.session import AvailabilityChanged, SessionConfig

@@ -127,12 +127,16 @@ class ReaderConfig:
     baudrate: int | None = None
 
 
+#: The OCPP versions the agent speaks (``[ocpp] version``); each has its adapter (firmware/ocpp/adapter.py).
+OCPP_VERSIONS = ("1.6", "2.0.1")
+
+
 @dataclass(frozen=True)
 class OcppConfig:
     """How to reach the CSMS. ``csms_url`` is the base URL; the identity is appended (OCPP-J)."""
 
     csms_url: str
-    version: str = "1.6"
+    version: str = "1.6"  # one of OCPP_VERSIONS: the WebSocket subprotocol and the adapter
     password: str | None = None  # the AuthorizationKey commissioned (HTTP Basic auth, profiles 1/2); never logged
     security_profile: int = 0  # the profile commissioned (0: none; raised later only by the CSMS)
     csms_ca: str | None = None  # CentralSystemRootCertificate(s): a PEM file or a directory of them (profiles 2/3)
@@ -577,7 +581,7 @@ def _parse_ocpp(root: _Reader) -> OcppConfig | None:
         raise o.fail("reconnect_max_s", f"a number not below reconnect_min_s ({mn})", mx)
     return OcppConfig(
         csms_url=url,
-        version=o.text("version", "1.6", choices=("1.6",)),
+        version=o.text("version", "1.6", choices=OCPP_VERSIONS),
         password=password,
         security_profile=profile,
         csms_ca=csms_ca,

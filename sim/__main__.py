@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--csms", default="builtin", metavar="builtin|URL",
                     help="'builtin' (default): run a simulated CSMS on 127.0.0.1; or a ws:// / wss:// base URL "
                          "of your CSMS (the agent appends /<id>)")
+    up.add_argument("--ocpp", choices=("1.6", "2.0.1"), default="1.6",
+                    help="the OCPP version the agent speaks ([ocpp] version) and the builtin CSMS too (default 1.6)")
     up.add_argument("--csms-port", type=int, default=0, help="builtin CSMS port (default: any free port)")
     up.add_argument("--csms-config", type=Path, metavar="FILE",
                     help="builtin CSMS behaviour file (TOML, as python -m sim csms --config)")
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         args.presets = dict(parse_override(o) for o in args.config_override)
     except ValueError as exc:
         return _usage(parser, str(exc))
-    problem = preset_problem(args.presets, args.connectors) if 1 <= args.connectors <= 9 else None
+    problem = preset_problem(args.presets, args.connectors, args.ocpp) if 1 <= args.connectors <= 9 else None
     if problem is not None:
         print(f"python -m sim up: --config-override: {problem}", file=sys.stderr)
         return EXIT_CONFIG
@@ -256,11 +258,17 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def preset_problem(presets: dict[str, str], connectors: int) -> str | None:
+def preset_problem(presets: dict[str, str], connectors: int, version: str = "1.6") -> str | None:
     """Why the agent would refuse these first-boot presets (checked with its own key definitions, on a
-    scratch database), or None. A bad preset would otherwise only show as an agent that keeps failing."""
+    scratch database; 2.0.1: Component.Variable names of its device model), or None. A bad preset would
+    otherwise only show as an agent that keeps failing."""
     if not presets:
         return None
+    if version == "2.0.1":
+        from firmware.ocpp.v201.device_model import check_preset
+
+        problems = [f"{k}: expected {p}" for k, v in presets.items() if (p := check_preset(k, v)) is not None]
+        return problems[0] if problems else None
     from firmware.ocpp.v16.configuration import ConfigurationKeys
     from firmware.storage import Database
 
@@ -318,7 +326,7 @@ async def _start_builtin_csms(args: argparse.Namespace, state_dir: Path, passwor
     (state_dir / "csms-files").mkdir(exist_ok=True)  # firmware to offer, diagnostics uploaded (docs/sim-api.md)
     csms = SimulatedCsms("127.0.0.1", args.csms_port, behaviour=behaviour,
                          transcript_path=str(state_dir / "csms-transcript.jsonl"), ssl_context=server_tls,
-                         csr_signer=csr_signer, files_dir=state_dir / "csms-files")
+                         csr_signer=csr_signer, files_dir=state_dir / "csms-files", ocpp_version=args.ocpp)
     await csms.start()
     return csms
 
@@ -384,8 +392,9 @@ async def _run(args: argparse.Namespace, state_dir: Path, stop: asyncio.Event,
     else:
         csms_url = args.csms.rstrip("/")
 
-    if args.demo:  # so the demo shows MeterValues while it charges (first boot only, like any preset)
-        args.presets.setdefault("MeterValueSampleInterval", "5")
+    if args.demo:  # so the demo shows meter values while it charges (first boot only, like any preset)
+        args.presets.setdefault("SampledDataCtrlr.TxUpdatedInterval" if args.ocpp == "2.0.1"
+                                else "MeterValueSampleInterval", "5")
     spec = ChargerSpec(charge_point_id=args.id, connectors=args.connectors, board=args.board,
                        meter=args.meter, reader=args.reader, cable=args.cable)
     charger = SimulatedCharger(spec)
@@ -395,7 +404,8 @@ async def _run(args: argparse.Namespace, state_dir: Path, stop: asyncio.Event,
     config_path = state_dir / "agent.toml"
     text = charger.agent_config(str(state_dir), OcppSettings(
         csms_url, password if security.profile != 3 else None, args.presets, security.profile, security.csms_ca,
-        security.cp_cert if security.profile == 3 else None, security.cp_key if security.profile == 3 else None))
+        security.cp_cert if security.profile == 3 else None, security.cp_key if security.profile == 3 else None,
+        version=args.ocpp))
     agent_env = agent_cwd = None
     if args.ab_slots:
         from sim.harness.ab_slots import SimSlots

@@ -43,19 +43,25 @@ class Station:
                  boot_statuses: list[str] | None = None, heartbeat_interval: int = 300,
                  storage_dir: Path | None = None, extra_config: str = "", cable: str | None = None,
                  csms_ssl: ssl.SSLContext | None = None, ocpp_extra: str = "",
-                 csms_files: Path | None = None) -> None:
+                 csms_files: Path | None = None, ocpp: str = "1.6") -> None:
         """``csms_ssl``: the simulated CSMS serves wss:// with it; ``ocpp_extra``: lines for the agent's [ocpp]
         section (security_profile, password, csms_ca...); ``csms_files``: the simulated CSMS also serves these
-        files over HTTP and takes uploads (firmware updates, diagnostics)."""
+        files over HTTP and takes uploads (firmware updates, diagnostics). ``ocpp``: the version the agent and
+        the simulated CSMS speak, "1.6" or "2.0.1" (then ``presets`` are device model variables,
+        ``Component.Variable``, and statuses are per EVSE: :meth:`wait_status` takes the 2.0.1 ConnectorStatus)."""
         self.state_dir = state_dir
         self.storage_dir = storage_dir or state_dir  # the agent's database (config and log stay in state_dir)
         self.spec = ChargerSpec(charge_point_id=CP_ID, connectors=connectors, board=board,  # type: ignore[arg-type]
                                 meter=meter, reader=reader, cable=cable)  # type: ignore[arg-type]
         self.charger = SimulatedCharger(self.spec)
+        self.ocpp = ocpp
         self.csms = SimulatedCsms(response_timeout_s=WAIT_S, ping_interval_s=None, ssl_context=csms_ssl,
-                                  files_dir=csms_files)
+                                  files_dir=csms_files, ocpp_version=ocpp)
         self.ocpp_extra = ocpp_extra
-        self.presets = {"MeterValueSampleInterval": 0, "HeartbeatInterval": heartbeat_interval, **(presets or {})}
+        base: dict[str, Any] = (
+            {"SampledDataCtrlr.TxUpdatedInterval": 0, "OCPPCommCtrlr.HeartbeatInterval": heartbeat_interval}
+            if ocpp == "2.0.1" else {"MeterValueSampleInterval": 0, "HeartbeatInterval": heartbeat_interval})
+        self.presets = {**base, **(presets or {})}
         self.profile = ChargePointProfile(boot_statuses=boot_statuses or ["Accepted"],
                                           heartbeat_interval=heartbeat_interval, boot_retry_interval=1)
         self.proc: asyncio.subprocess.Process | None = None
@@ -76,10 +82,11 @@ class Station:
         await self.charger.start()
         await self.csms.start()
         self.csms.behaviour.profiles[CP_ID] = self.profile
-        presets = "\n".join(f"{k} = {json.dumps(str(v))}" for k, v in self.presets.items())
+        presets = "\n".join(f"{json.dumps(k)} = {json.dumps(str(v))}" for k, v in self.presets.items())
         self.config_path.write_text(
             self.charger.agent_config(str(self.storage_dir))
-            + f'\n[ocpp]\ncsms_url = "{self.csms.url}"\nresponse_timeout_s = 5\nreconnect_min_s = 0.2\n'
+            + f'\n[ocpp]\ncsms_url = "{self.csms.url}"\nversion = "{self.ocpp}"\nresponse_timeout_s = 5\n'
+            + "reconnect_min_s = 0.2\n"
             + f"reconnect_max_s = 1\n{self.ocpp_extra}\n[ocpp.presets]\n{presets}\n" + self.extra_config)
         return self
 
@@ -101,6 +108,11 @@ class Station:
     async def wait_booted(self, *, since: int = 0, timeout_s: float = WAIT_S) -> None:
         """Until the agent (re)connected and reported the status of the charge point and every connector."""
         await self.csms.wait_connected(CP_ID, timeout_s=timeout_s)
+        if self.ocpp == "2.0.1":  # every EVSE (2.0.1 has no connector 0)
+            for evse in range(1, self.spec.connectors + 1):
+                await self.wait_call("StatusNotification", lambda e, c=evse: e.payload["evseId"] == c,
+                                     since=since, timeout_s=timeout_s)
+            return
         for connector in range(self.spec.connectors + 1):
             await self.wait_call("StatusNotification", lambda e, c=connector: e.payload["connectorId"] == c,
                                  since=since, timeout_s=timeout_s)
@@ -266,6 +278,8 @@ class Station:
                           error_code: str | None = None) -> TranscriptEntry:
         def match(e: TranscriptEntry) -> bool:
             p = e.payload
+            if self.ocpp == "2.0.1":
+                return bool(p.get("evseId") == connector and p.get("connectorStatus") == status)
             return bool(p.get("connectorId") == connector and p.get("status") == status
                         and (error_code is None or p.get("errorCode") == error_code))
         return await self.wait_call("StatusNotification", match, since=since, timeout_s=timeout_s)
@@ -275,6 +289,9 @@ class Station:
                                              kind=EntryKind.CALL, since=since)
 
     def statuses(self, connector: int, since: int = 0) -> list[str]:
+        if self.ocpp == "2.0.1":
+            return [e.payload["connectorStatus"] for e in self.calls("StatusNotification", since)
+                    if e.payload["evseId"] == connector]
         return [e.payload["status"] for e in self.calls("StatusNotification", since)
                 if e.payload["connectorId"] == connector]
 

@@ -34,6 +34,7 @@ import random
 import sqlite3
 import time
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,42 @@ async def _message_in_flight(s: Station, rng: random.Random) -> None:
     await asyncio.sleep(rng.uniform(0.0, 0.004))
 
 
+async def cut_again_and_again(s: Station, rng: random.Random, cuts: int,
+                              in_flight: Callable[[Station, random.Random], Awaitable[None]]) -> list[float]:
+    """The loop (shared with the 2.0.1 one): life and weather around the charger while the agent is killed
+    ``cuts`` times, at a random moment or right after a message in flight (``in_flight``); then the end of the
+    day — CSMS back, every EV leaves, the queue drains, the agent stops cleanly. Returns when each agent process
+    was started (transcript clock)."""
+    starts = [time.time()]
+    await s.start_agent()
+    life = asyncio.create_task(_life(s, random.Random(rng.random())))
+    weather = asyncio.create_task(_weather(s, random.Random(rng.random())))
+    try:
+        for _ in range(cuts):
+            if rng.random() < 0.35:
+                await in_flight(s, rng)
+            else:
+                await asyncio.sleep(rng.choice((rng.uniform(0.05, 0.6), rng.uniform(0.6, 2.5))))
+            assert s.agent_running, f"the agent exited by itself (code {s.proc and s.proc.returncode})"
+            await s.kill_agent()
+            await asyncio.sleep(rng.uniform(0.0, 0.3))
+            starts.append(time.time())
+            await s.start_agent(wait_boot=False)
+    finally:
+        for task in (life, weather):
+            task.cancel()
+        await asyncio.gather(life, weather, return_exceptions=True)
+    await s.csms.set_online(True)
+    for c in (1, 2):
+        s.ev(c).unplug()
+    db = s.storage_dir / "agent.db"
+    await s.wait_until(lambda: _db_counts(db)[:2] == (0, 0), 60, "the outbox drained, every transaction stopped")
+    await s.quiet(0.5)
+    assert await s.stop_agent() == 0
+    assert all(code == -9 for code in s.exit_codes[:-1]), f"agent exits other than our kills: {s.exit_codes}"
+    return starts
+
+
 def _db_counts(path: Path) -> tuple[int, int, int]:
     """(queued messages, transactions not stopped, transactions without a CSMS id) in the agent's database."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
@@ -116,36 +153,8 @@ async def test_power_cuts_at_random_moments_lose_and_duplicate_nothing(tmp_path:
     async with Station(tmp_path, connectors=2, presets=PRESETS) as s:
         s.restart_delay_s = 0.0
         s.csms.behaviour.id_tags.accept(*CARDS)
-        starts: list[float] = []  # when each agent process was started (transcript clock)
-        starts.append(time.time())
-        await s.start_agent()
-        life = asyncio.create_task(_life(s, random.Random(rng.random())))
-        weather = asyncio.create_task(_weather(s, random.Random(rng.random())))
-        try:
-            for _ in range(CUTS):
-                if rng.random() < 0.35:
-                    await _message_in_flight(s, rng)
-                else:
-                    await asyncio.sleep(rng.choice((rng.uniform(0.05, 0.6), rng.uniform(0.6, 2.5))))
-                assert s.agent_running, f"the agent exited by itself (code {s.proc and s.proc.returncode})"
-                await s.kill_agent()
-                await asyncio.sleep(rng.uniform(0.0, 0.3))
-                starts.append(time.time())
-                await s.start_agent(wait_boot=False)
-        finally:
-            for task in (life, weather):
-                task.cancel()
-            await asyncio.gather(life, weather, return_exceptions=True)
-
-        # the end of the day: CSMS back, every EV leaves, the queue drains, the agent stops cleanly
-        await s.csms.set_online(True)
-        for c in (1, 2):
-            s.ev(c).unplug()
+        starts = await cut_again_and_again(s, rng, CUTS, _message_in_flight)
         db = tmp_path / "agent.db"
-        await s.wait_until(lambda: _db_counts(db)[:2] == (0, 0), 60, "the outbox drained, every transaction stopped")
-        await s.quiet(0.5)
-        assert await s.stop_agent() == 0
-        assert all(code == -9 for code in s.exit_codes[:-1]), f"agent exits other than our kills: {s.exit_codes}"
         queued, still_open, without_id = _db_counts(db)
         assert (queued, still_open) == (0, 0)
 

@@ -1,9 +1,9 @@
-"""What the agent needs of an OCPP adapter, and the one place that picks the adapter for ``[ocpp] version``.
+"""What the agent needs of an OCPP adapter (:mod:`firmware.ocpp.versions` picks the one ``[ocpp] version`` names).
 
-The agent depends on :class:`OcppAdapter` only: OCPP 1.6 today (:class:`~firmware.ocpp.v16.client.Ocpp16Client`),
-2.0.1 next, on the same charger layer. An adapter is a connector observer (``record`` in the event's commit,
-``notify`` after it), decides the session machine's settings its configuration controls, and hands the agent
-its long-running loops to supervise.
+The agent depends on :class:`OcppAdapter` only: OCPP 1.6 (:class:`~firmware.ocpp.v16.client.Ocpp16Client`) or
+2.0.1 (:class:`~firmware.ocpp.v201.client.Ocpp201Client`), on the same charger layer. An adapter is a connector
+observer (``record`` in the event's commit, ``notify`` after it), decides the session machine's settings its
+configuration controls, and hands the agent its long-running loops to supervise.
 """
 
 from __future__ import annotations
@@ -14,15 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from firmware.charger.connector import ConnectorController
-from firmware.charger.coordinator import Coordinator
-from firmware.charger.smart_charging import SmartChargingScheduler
-from firmware.config import AgentConfig
-from firmware.exitcodes import ExitCode
-from firmware.maintenance.diagnostics import DiagnosticsSources
-from firmware.maintenance.updater import FirmwareUpdater
 from firmware.session import Effect, SessionConfig
-from firmware.storage import Database
-from firmware.storage.ledger import Ledger
 from firmware.storage.outbox import OutboxStats
 from hal.interfaces import MeterReading
 
@@ -62,24 +54,3 @@ class OcppAdapter(Protocol):
         """Before the agent exits: let a delivery in flight finish."""
 
     async def close(self) -> None: ...
-
-
-def create_adapter(config: AgentConfig, db: Database, connectors: dict[int, ConnectorController], *,
-                   coordinator: Coordinator, ledger: Ledger, smart_charging: SmartChargingScheduler,
-                   request_exit: Callable[[ExitCode], None],
-                   diagnostics: Callable[[], dict[str, Any]], hardware: Callable[[], dict[str, Any]],
-                   spawn: Spawn, firmware: FirmwareUpdater | None = None,
-                   diagnostics_sources: DiagnosticsSources | None = None) -> OcppAdapter:
-    """The adapter ``config.ocpp.version`` names. ``connectors`` may still be empty: the adapter keeps the dict
-    (it decides the connectors' session settings, so it exists before them)."""
-    assert config.ocpp is not None
-    if config.ocpp.version == "1.6":
-        from firmware.ocpp.v16.client import Ocpp16Client
-        from firmware.ocpp.v16.configuration import ConfigurationKeys
-
-        keys = ConfigurationKeys(db, len(config.connectors), presets=config.ocpp.presets)
-        return Ocpp16Client(config, connectors, db, keys, request_exit=request_exit, coordinator=coordinator,
-                            diagnostics=diagnostics, hardware=hardware, ledger=ledger, spawn=spawn,
-                            smart_charging=smart_charging, firmware=firmware,
-                            diagnostics_sources=diagnostics_sources)
-    raise ValueError(f"no OCPP adapter for version {config.ocpp.version!r}")  # the configuration refuses it first

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from firmware.config import AgentConfig, ConfigError
 from firmware.ocpp.v16.configuration import check_preset
+from firmware.ocpp.v201.device_model import check_preset as check_variable_preset
 
 
 def check_presets(config: AgentConfig) -> AgentConfig:
@@ -17,7 +18,10 @@ def check_presets(config: AgentConfig) -> AgentConfig:
     if config.ocpp is None:
         return config
     for key, value in config.ocpp.presets.items():
-        problem = check_preset(key, value, len(config.connectors))
+        if config.ocpp.version == "2.0.1":  # Component.Variable[instance] names of the device model
+            problem = check_variable_preset(key, value)
+        else:
+            problem = check_preset(key, value, len(config.connectors))
         if problem is not None:
             raise ConfigError(config.path, f"ocpp.presets.{key}", problem, value)
     return config

@@ -37,6 +37,8 @@ def add_csms_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000, help="0 picks a free port (see stdout)")
     parser.add_argument("--base-path", default="/ocpp", help="charge points connect to <base-path>/<id>")
+    parser.add_argument("--ocpp", choices=("1.6", "2.0.1"), default="1.6",
+                        help="the OCPP version spoken (subprotocol ocpp1.6 or ocpp2.0.1; default 1.6)")
     parser.add_argument("--config", type=Path, help="TOML behaviour file (charge points, idTags, faults)")
     parser.add_argument("--transcript", type=Path, help="append every frame/event as JSON lines here")
     parser.add_argument("--boot-status", nargs="+", metavar="STATUS",
@@ -113,7 +115,7 @@ async def run_csms(args: argparse.Namespace, stop: asyncio.Event | None = None,
         return EXIT_CONFIG
     csms = SimulatedCsms(args.host, args.port, base_path=args.base_path, behaviour=behaviour,
                          transcript_path=args.transcript, response_timeout_s=args.response_timeout,
-                         ssl_context=tls)
+                         ssl_context=tls, ocpp_version=args.ocpp)
     try:
         await csms.start()
     except OSError as exc:

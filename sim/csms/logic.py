@@ -23,18 +23,44 @@ log = logging.getLogger(__name__)
 MAX_TRANSACTION_ID = 2**31 - 1  # transactionId is a JSON integer; CPs commonly hold it in an int32
 
 
-class CentralSystemLogic:
+class CsmsRecords:
+    """What the answers of every OCPP version share: the per charge point state, the boot sequence the behaviour
+    scripts, the heartbeat count (:mod:`sim.csms.logic201` builds on it for 2.0.1)."""
+
     def __init__(self, behaviour: CsmsBehaviour, clock: Callable[[], datetime] | None = None) -> None:
         self.behaviour = behaviour
         self.states: dict[str, ChargePointState] = {}
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._next_transaction_id = behaviour.first_transaction_id
 
     def state(self, cp_id: str) -> ChargePointState:
         st = self.states.get(cp_id)
         if st is None:
             st = self.states[cp_id] = ChargePointState(cp_id)
         return st
+
+    def _boot(self, cp_id: str, payload: dict[str, Any]) -> tuple[str, int, datetime]:
+        """Record a BootNotification; (status, interval, now) to answer it with."""
+        st = self.state(cp_id)
+        status, interval = self.behaviour.profile(cp_id).boot_answer(len(st.boots))
+        now = self._clock()
+        st.boots.append(BootRecord(dict(payload), status, interval, now))
+        st.registration_status = status
+        log.info("BootNotification", extra={"cp_id": cp_id, "status": status, "interval": interval,
+                                            "boot": len(st.boots)})
+        return status, interval, now
+
+    def _heartbeat(self, cp_id: str) -> datetime:
+        st = self.state(cp_id)
+        now = self._clock()
+        st.heartbeat_count += 1
+        st.last_heartbeat_at = now
+        return now
+
+
+class CentralSystemLogic(CsmsRecords):
+    def __init__(self, behaviour: CsmsBehaviour, clock: Callable[[], datetime] | None = None) -> None:
+        super().__init__(behaviour, clock)
+        self._next_transaction_id = behaviour.first_transaction_id
 
     def allocate_transaction_id(self) -> int:
         tx_id = self._next_transaction_id
@@ -44,22 +70,12 @@ class CentralSystemLogic:
     # ---- Core profile, charge point initiated -----------------------------------------------------
 
     def boot_notification(self, cp_id: str, payload: dict[str, Any]) -> Any:
-        st = self.state(cp_id)
-        status, interval = self.behaviour.profile(cp_id).boot_answer(len(st.boots))
-        now = self._clock()
-        st.boots.append(BootRecord(dict(payload), status, interval, now))
-        st.registration_status = status
-        log.info("BootNotification", extra={"cp_id": cp_id, "status": status, "interval": interval,
-                                            "boot": len(st.boots)})
+        status, interval, now = self._boot(cp_id, payload)
         return call_result.BootNotification(
             current_time=utc_timestamp(now), interval=interval, status=RegistrationStatus(status))
 
     def heartbeat(self, cp_id: str, payload: dict[str, Any]) -> Any:
-        st = self.state(cp_id)
-        now = self._clock()
-        st.heartbeat_count += 1
-        st.last_heartbeat_at = now
-        return call_result.Heartbeat(current_time=utc_timestamp(now))
+        return call_result.Heartbeat(current_time=utc_timestamp(self._heartbeat(cp_id)))
 
     def authorize(self, cp_id: str, payload: dict[str, Any]) -> Any:
         return call_result.Authorize(id_tag_info=self._id_tag_info(payload["idTag"]))

@@ -65,10 +65,11 @@ from pathlib import Path
 from typing import Any
 
 import ocpp
-from jsonschema import Draft4Validator, FormatChecker
+from jsonschema import Draft4Validator, Draft6Validator, FormatChecker
 from jsonschema.exceptions import ValidationError, best_match
 from ocpp.messages import Call, CallError, CallResult
 from ocpp.v16.enums import Action
+from ocpp.v201.enums import Action as Action201
 
 MAX_UNIQUE_ID_LENGTH = 36  # OCPP-J 1.6: the message ID has "a maximum of 36 characters"
 SCHEMA_DIR = Path(ocpp.__file__).parent / "v16" / "schemas"
@@ -98,6 +99,8 @@ class FrameKind(StrEnum):
 _TYPE_IDS = {Call.message_type_id: FrameKind.CALL, CallResult.message_type_id: FrameKind.CALLRESULT,
              CallError.message_type_id: FrameKind.CALLERROR}
 OCPP16_ACTIONS = frozenset(a.value for a in Action)
+OCPP201_ACTIONS = frozenset(a.value for a in Action201)
+SCHEMA_DIR_201 = Path(ocpp.__file__).parent / "v201" / "schemas"
 
 
 @dataclass(frozen=True)
@@ -174,9 +177,9 @@ def parse_frame(text: str) -> Frame:
 
 @dataclass(frozen=True)
 class Violation:
-    """Why a payload does not match its 1.6 schema, and the errorCode to answer with."""
+    """Why a payload does not match its schema, and the errorCode to answer with (the version's spelling)."""
 
-    code: ErrorCode
+    code: str
     description: str
     path: str  # JSON pointer-ish location, "" for the payload itself
 
@@ -202,17 +205,24 @@ _FORMATS.checks("date-time")(is_rfc3339)
 
 
 @cache
-def _validator(schema_name: str) -> Draft4Validator | None:
-    path = SCHEMA_DIR / f"{schema_name}.json"
+def _validator(schema_name: str, version: str = "1.6") -> Draft4Validator | Draft6Validator | None:
+    """1.6: ``<Action>.json`` / ``<Action>Response.json`` (draft-04); 2.0.1: ``<Action>Request.json`` /
+    ``<Action>Response.json`` (draft-06), the library's own schema files."""
+    if version == "2.0.1":
+        path = SCHEMA_DIR_201 / f"{schema_name if schema_name.endswith('Response') else schema_name + 'Request'}.json"
+    else:
+        path = SCHEMA_DIR / f"{schema_name}.json"
     if not path.is_file():
         return None
     # Decimal, as the library does for 1.6: "multipleOf": 0.1 fails on binary floats like 21.4
     schema = json.loads(path.read_text(encoding="utf-8"), parse_float=decimal.Decimal)
+    if version == "2.0.1":
+        return Draft6Validator(schema, format_checker=_FORMATS)
     return Draft4Validator(schema, format_checker=_FORMATS)
 
 
-def has_schema(action: str, *, response: bool = False) -> bool:
-    return _validator(action + ("Response" if response else "")) is not None
+def has_schema(action: str, *, response: bool = False, version: str = "1.6") -> bool:
+    return _validator(action + ("Response" if response else ""), version) is not None
 
 
 def _not_json_constant(name: str) -> Any:
@@ -221,11 +231,17 @@ def _not_json_constant(name: str) -> Any:
     return decimal.Decimal(name)  # +-Infinity: a number literal beyond a double's range, e.g. 1e999999
 
 
-def check_payload(action: str, payload: Any, *, response: bool = False) -> Violation | None:
-    """Validate a request (or, with ``response=True``, a CALLRESULT) payload of a 1.6 action."""
-    validator = _validator(action + ("Response" if response else ""))
+def check_payload(action: str, payload: Any, *, response: bool = False, version: str = "1.6") -> Violation | None:
+    """Validate a request (or, with ``response=True``, a CALLRESULT) payload of a 1.6 (or ``version`` "2.0.1")
+    action; the errorCode is spelled as that version's table (:func:`spelled`)."""
+    violation = _check(action, payload, response, version)
+    return violation if violation is None or version != "2.0.1" else _as_201(violation)
+
+
+def _check(action: str, payload: Any, response: bool, version: str) -> Violation | None:
+    validator = _validator(action + ("Response" if response else ""), version)
     if validator is None:
-        return Violation(ErrorCode.NOT_IMPLEMENTED, f"no OCPP 1.6 schema for action {action!r}", "")
+        return Violation(ErrorCode.NOT_IMPLEMENTED, f"no OCPP {version} schema for action {action!r}", "")
     try:
         instance = json.loads(json.dumps(payload), parse_float=decimal.Decimal, parse_constant=_not_json_constant)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -249,6 +265,22 @@ _CODE_BY_KEYWORD = {
     "minItems": ErrorCode.OCCURENCE_CONSTRAINT_VIOLATION,
     "maxItems": ErrorCode.OCCURENCE_CONSTRAINT_VIOLATION,
 }
+
+
+#: OCPP-J 2.0.1 Table 8 against 1.6's Table 7: two codes respelled, and a missing required property is an
+#: occurrence constraint (cardinality 1..1), as the charge point's dialect reads it (firmware/ocpp/v201/dialect.py).
+_SPELLING_201 = {ErrorCode.FORMATION_VIOLATION: "FormatViolation",
+                 ErrorCode.OCCURENCE_CONSTRAINT_VIOLATION: "OccurrenceConstraintViolation",
+                 ErrorCode.PROTOCOL_ERROR: "OccurrenceConstraintViolation"}
+
+
+def spelled(code: str, version: str) -> str:
+    """A 1.6 errorCode as ``version`` spells it."""
+    return _SPELLING_201.get(code, code) if version == "2.0.1" else code  # type: ignore[call-overload]
+
+
+def _as_201(violation: Violation) -> Violation:
+    return Violation(spelled(violation.code, "2.0.1"), violation.description, violation.path)
 
 
 def error_code_for(keyword: str, *, at_root: bool = False) -> ErrorCode:

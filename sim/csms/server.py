@@ -166,7 +166,15 @@ class _RecordingLink:
 
 
 class CsmsSession(ChargePoint):  # type: ignore[misc]  # ocpp ships no type information
-    """One charge point connection. Created by :class:`SimulatedCsms`; tests reach it via the CSMS."""
+    """One charge point connection. Created by :class:`SimulatedCsms`; tests reach it via the CSMS.
+
+    The framing, validation, faults, transcript and commands are the same for every OCPP version; what differs is
+    in the class attributes (the version's name, actions and library types) and the ``@on`` handlers: OCPP 1.6's
+    here, 2.0.1's in :class:`sim.csms.session201.CsmsSession201`."""
+
+    ocpp_version = "1.6"
+    actions = OCPP16_ACTIONS
+    call_results: Any = call_result
 
     def __init__(self, csms: SimulatedCsms, cp_id: str, ws: ServerConnection) -> None:
         super().__init__(cp_id, _RecordingLink(self), response_timeout=csms.response_timeout_s,
@@ -290,14 +298,14 @@ class CsmsSession(ChargePoint):  # type: ignore[misc]  # ocpp ships no type info
             self._answers_to_lose.discard(uid)
 
     def _refusal(self, action: str, payload: dict[str, Any]) -> tuple[str, str] | None:
-        if action not in OCPP16_ACTIONS:
-            return ErrorCode.NOT_IMPLEMENTED, f"action {action!r} is not known (OCPP 1.6)"
+        if action not in self.actions:
+            return ErrorCode.NOT_IMPLEMENTED, f"action {action!r} is not known (OCPP {self.ocpp_version})"
         if action not in self.route_map:
             return ErrorCode.NOT_SUPPORTED, f"action {action!r} is not taken by a central system"
         if (self._csms.behaviour.reject_calls_before_accepted and action != Action.boot_notification
                 and self._csms.state(self.id).registration_status != RegistrationStatus.accepted):
             return ErrorCode.SECURITY_ERROR, "charge point is not accepted yet (BootNotification first)"
-        violation = check_payload(action, payload)
+        violation = check_payload(action, payload, version=self.ocpp_version)
         if violation is not None:
             return violation.code, violation.description
         return None
@@ -327,7 +335,7 @@ class CsmsSession(ChargePoint):  # type: ignore[misc]  # ocpp ships no type info
         """Send a CALL and return the CALLRESULT payload; see :meth:`SimulatedCsms.call`."""
         action = str(action)  # an ocpp Action enum is welcome; the transcript keeps plain strings
         if validate:
-            violation = check_payload(action, payload)
+            violation = check_payload(action, payload, version=self.ocpp_version)
             if violation is not None:
                 raise InvalidRequest(action, violation)
         async with self._command_lock:  # one outstanding CALL from us at a time (OCPP-J synchronicity rule)
@@ -352,7 +360,7 @@ class CsmsSession(ChargePoint):  # type: ignore[misc]  # ocpp ships no type info
             raise CallErrorReceived(action, frame.error_code or "", frame.error_description or "",
                                     frame.payload)
         if validate:
-            violation = check_payload(action, frame.payload, response=True)
+            violation = check_payload(action, frame.payload, response=True, version=self.ocpp_version)
             if violation is not None:
                 raise InvalidResponse(action, f"{violation.code}: {violation.description}", frame.payload)
         return cast(dict[str, Any], frame.payload)
@@ -375,7 +383,7 @@ class CsmsSession(ChargePoint):  # type: ignore[misc]  # ocpp ships no type info
             if suppress:
                 return None
             raise CallError(None, exc.code, exc.description, exc.details).to_exception() from exc
-        return getattr(call_result, action)(**camel_to_snake_case(answer))
+        return getattr(self.call_results, action)(**camel_to_snake_case(answer))
 
     async def close(self, code: int = 1000, reason: str = "", *, abort: bool = False) -> None:
         if abort:
@@ -489,18 +497,33 @@ class SimulatedCsms:
         ssl_context: ssl.SSLContext | None = None,
         csr_signer: Callable[[str], str] | None = None,
         files_dir: str | Path | None = None,
+        ocpp_version: str = "1.6",
     ) -> None:
         """``ssl_context``: serve wss:// with it (:func:`server_tls_context`: security profiles 2 and 3).
         ``csr_signer``: set, a SignCertificate is answered by a CertificateSigned with ``csr_signer(csr)`` (the
         harness gives it its test CA: ``sim.harness.pki.sign_csr``). ``files_dir``: also serve the files in it over
         HTTP (firmware to download) and take uploads into its ``uploads/`` (diagnostics): :meth:`file_url`,
-        :attr:`files`."""
+        :attr:`files`. ``ocpp_version``: "1.6" (subprotocol ocpp1.6) or "2.0.1" (ocpp2.0.1,
+        :mod:`sim.csms.session201`)."""
         if transcript is not None and transcript_path is not None:
             raise ValueError("give transcript or transcript_path, not both")
         self.behaviour = behaviour or CsmsBehaviour()
         self._owns_transcript = transcript is None
         self.transcript = transcript or Transcript(transcript_path)
-        self.logic = CentralSystemLogic(self.behaviour)
+        self.ocpp_version = ocpp_version
+        self.logic: Any
+        self._session_class: type[CsmsSession]
+        if ocpp_version == "2.0.1":
+            from sim.csms.logic201 import CsmsLogic201
+            from sim.csms.session201 import OCPP201_SUBPROTOCOL, CsmsSession201
+
+            self.logic, self._session_class, self.subprotocol = (
+                CsmsLogic201(self.behaviour), CsmsSession201, OCPP201_SUBPROTOCOL)
+        elif ocpp_version == "1.6":
+            self.logic, self._session_class, self.subprotocol = (
+                CentralSystemLogic(self.behaviour), CsmsSession, OCPP16_SUBPROTOCOL)
+        else:
+            raise ValueError(f"ocpp_version: 1.6 or 2.0.1, not {ocpp_version!r}")
         self.response_timeout_s = response_timeout_s
         self._host = host
         self._port = port
@@ -528,7 +551,7 @@ class SimulatedCsms:
     async def start(self) -> None:
         self._server = await serve(
             self._handle_connection, self._host, self._port,
-            subprotocols=[Subprotocol(OCPP16_SUBPROTOCOL)],
+            subprotocols=[Subprotocol(self.subprotocol)],
             process_request=self._process_request,
             ping_interval=self._ping_interval_s, close_timeout=self._close_timeout_s, ssl=self.ssl_context,
         )
@@ -580,11 +603,11 @@ class SimulatedCsms:
     # ---- state ---------------------------------------------------------------------------------------
 
     def state(self, cp_id: str) -> ChargePointState:
-        return self.logic.state(cp_id)
+        return cast(ChargePointState, self.logic.state(cp_id))
 
     @property
     def states(self) -> dict[str, ChargePointState]:
-        return self.logic.states
+        return cast(dict[str, ChargePointState], self.logic.states)
 
     def is_connected(self, cp_id: str) -> bool:
         return cp_id in self._sessions
@@ -827,9 +850,9 @@ class SimulatedCsms:
                 return response
         offered = [p.strip() for header in request.headers.get_all("Sec-WebSocket-Protocol")
                    for p in header.split(",") if p.strip()]
-        if OCPP16_SUBPROTOCOL not in offered:
+        if self.subprotocol not in offered:
             return refuse(HTTPStatus.BAD_REQUEST,
-                          f"subprotocol {OCPP16_SUBPROTOCOL} required; offered: {', '.join(offered) or 'none'}")
+                          f"subprotocol {self.subprotocol} required; offered: {', '.join(offered) or 'none'}")
         return None
 
     async def _handle_connection(self, ws: ServerConnection) -> None:
@@ -844,7 +867,7 @@ class SimulatedCsms:
                 "remote": _address(ws.remote_address)})
             await ws.close(1001, "CSMS offline (simulated)")
             return
-        session = CsmsSession(self, cp_id, ws)
+        session = self._session_class(self, cp_id, ws)
         previous = self._sessions.get(cp_id)
         self._sessions[cp_id] = session
         if previous is not None:

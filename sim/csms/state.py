@@ -63,6 +63,27 @@ class Transaction:
 
 
 @dataclass
+class Transaction201:
+    """One OCPP 2.0.1 transaction as the CSMS saw it: the station's own id and every TransactionEvent of it, in
+    the order received (``events``: the requests verbatim)."""
+
+    transaction_id: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def event_types(self) -> list[str]:
+        return [str(e["eventType"]) for e in self.events]
+
+    @property
+    def seq_nos(self) -> list[int]:
+        return [int(e["seqNo"]) for e in self.events]
+
+    @property
+    def is_open(self) -> bool:
+        return "Ended" not in self.event_types
+
+
+@dataclass
 class ChargePointState:
     cp_id: str
     connected: bool = False
@@ -85,6 +106,10 @@ class ChargePointState:
     diagnostics_status: str | None = None
     signed_firmware_status: str | None = None  # SignedFirmwareStatusNotification.req (security whitepaper)
     log_status: str | None = None  # LogStatusNotification.req (security whitepaper)
+    # OCPP 2.0.1: transactions by the station's id; TransactionEvent requests in the order received
+    transactions201: dict[str, Transaction201] = field(default_factory=dict)
+    transaction_events: list[dict[str, Any]] = field(default_factory=list)
+    notify_reports: list[dict[str, Any]] = field(default_factory=list)  # NotifyReport requests, as received
 
     @property
     def last_boot(self) -> BootRecord | None:

@@ -116,6 +116,7 @@ class OcppSettings:
     csms_ca: str | None = None  # the CentralSystemRootCertificate(s) the agent trusts (profiles 2/3)
     cp_cert: str | None = None  # profile 3: the charge point certificate and key
     cp_key: str | None = None
+    version: str = "1.6"  # [ocpp] version: 1.6 or 2.0.1
 
 
 @dataclass
@@ -396,7 +397,7 @@ class SimulatedCharger:
             "[storage]", f"dir = {q(state_dir)}", "",
         ]
         if ocpp is not None:
-            lines += ["[ocpp]", f"csms_url = {q(ocpp.csms_url)}"]
+            lines += ["[ocpp]", f"csms_url = {q(ocpp.csms_url)}", f"version = {q(ocpp.version)}"]
             if ocpp.password is not None:
                 lines.append(f"password = {q(ocpp.password)}")
             if ocpp.security_profile is not None:

@@ -267,9 +267,10 @@ def _query_text(req: HttpRequest, key: str) -> str | None:
 
 # ---- OCPP requests to the builtin CSMS -----------------------------------------------------------------
 
-def _check_request(action: str, payload: dict[str, Any], hint: str = "") -> None:
-    """A payload that breaks the 1.6 schema is a 400 before anything is sent (whether or not the CP is there)."""
-    violation = check_payload(action, payload)
+def _check_request(action: str, payload: dict[str, Any], hint: str = "", version: str = "1.6") -> None:
+    """A payload that breaks the version's schema is a 400 before anything is sent (whether or not the CP is
+    there)."""
+    violation = check_payload(action, payload, version=version)
     if violation is not None:
         raise ApiError(400, f"{action}.req would be invalid: {violation.code}: {violation.description}{hint}")
 
@@ -670,7 +671,7 @@ class ControlApi:
         timeout_s = body.number("timeout_s", csms.response_timeout_s, lo=0.1, hi=600.0)
         validate = body.boolean("validate", True)
         if validate:  # checked here too, so a bad request is a 400 whether or not the CP is connected
-            _check_request(action, payload, ' (send "validate": false to send it anyway)')
+            _check_request(action, payload, ' (send "validate": false to send it anyway)', csms.ocpp_version)
         response = await _answer(cp_id, action, csms.call(cp_id, action, payload, timeout_s=timeout_s,
                                                           validate=validate))
         return 200, {"cp_id": cp_id, "action": action, "response": response}

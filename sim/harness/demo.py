@@ -45,6 +45,7 @@ _REQUEST_FIELDS: dict[str, tuple[str, ...]] = {
     "MeterValues": ("connectorId", "transactionId"),
     "Heartbeat": (),
     "SetChargingProfile": ("connectorId",),
+    "TransactionEvent": ("eventType", "seqNo", "triggerReason", "offline"),  # OCPP 2.0.1
 }
 _ANSWER_FIELDS: dict[str, tuple[str, ...]] = {
     "BootNotification": ("status", "interval"),

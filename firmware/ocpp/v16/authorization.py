@@ -12,19 +12,21 @@ the decision says so, and answers the session machine whatever happens.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
-from firmware.charger.authorization import Authorizer, AuthSettings, Verdict
+from firmware.charger.authorization import Authorizer, AuthSettings
 from firmware.charger.connector import ConnectorController
-from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse, handles
+from firmware.ocpp.authorize import authorize
+from firmware.ocpp.rpc import handles
 from firmware.ocpp.v16 import mapping
 from firmware.ocpp.v16.context import V16Context
 from firmware.ocpp.v16.keys import KeyDefinition, KeyType
 from firmware.ocpp.v16.local_auth_list import LocalAuthList
-from firmware.session import AuthorizationResult, AuthPurpose, AuthSource, AuthStatus, RequestAuthorization
+from firmware.session import AuthorizationResult, AuthPurpose, AuthSource, RequestAuthorization
 from firmware.storage.auth_stores import IdTagInfo
 from hal.interfaces import utcnow
 
@@ -62,40 +64,23 @@ class Authorization:
             self.clear_cache()
 
     async def authorize(self, ctrl: ConnectorController, req: RequestAuthorization) -> None:
-        """Authorize an id (docs/authorization.md): from the Local Authorization List or the Authorization
-        Cache when :func:`~firmware.charger.authorization.decide` says so, else Authorize.req — and if that gets no
-        answer, as offline. Every way this can fail still answers the machine, which otherwise keeps the id
-        pending (and ignores the same card until the restart)."""
-        online = self.ctx.cp is not None and self.ctx.online.is_set()
+        """Authorize an id (docs/authorization.md, :func:`firmware.ocpp.authorize.authorize`): from the Local
+        Authorization List or the Authorization Cache when the rules say so, else Authorize.req — and if that gets
+        no answer, as offline."""
         id_tag = req.id_token.value  # 1.6 knows the string alone
-        decision = self.auth.decide(id_tag, online=online, purpose=req.purpose, now=utcnow())
-        if decision.verdict is Verdict.ASK_CSMS and self.ctx.cp is not None:
-            try:
-                answer = await self.ctx.call("Authorize", {"idTag": id_tag})
-            except (CallErrorReceived, InvalidResponse) as exc:
-                log.warning("Authorize failed", extra={"connector": ctrl.id, "error": str(exc)})
-                await ctrl.handle(AuthorizationResult(req.id_token, AuthStatus.UNKNOWN, source=AuthSource.ONLINE))
-                return
-            except Exception as exc:  # no answer, or the connection went down meanwhile: we are offline
-                log.info("Authorize not answered; authorizing as offline",
-                         extra={"connector": ctrl.id, "error": f"{type(exc).__name__}: {exc}"})
-                decision = self.auth.decide(id_tag, online=False, purpose=req.purpose, now=utcnow())
-            else:
-                info = mapping.id_tag_info(answer.get("idTagInfo") or {})
-                status = info.effective_status(utcnow())
-                await ctrl.handle(AuthorizationResult(req.id_token, status,
-                                                      parent_id_token=mapping.parent_id_token(info.parent_id_tag),
-                                                      source=AuthSource.ONLINE))
-                self.learn(id_tag, info)
-                if req.purpose is AuthPurpose.REMOTE_START:
-                    log.info("remote start authorized", extra={"connector": ctrl.id, "status": status.value})
-                return
-        log.info("authorized without the CSMS", extra={
-            "connector": ctrl.id, "purpose": req.purpose.value, "verdict": decision.verdict.value,
-            "status": decision.status.value, "source": decision.source.value if decision.source else None,
-            "reason": decision.reason})
-        await ctrl.handle(decision.result(req.id_token))
-        self.auth.used(id_tag, decision)
+
+        async def ask() -> tuple[AuthorizationResult, Callable[[], None]]:
+            answer = await self.ctx.call("Authorize", {"idTag": id_tag})
+            info = mapping.id_tag_info(answer.get("idTagInfo") or {})
+            status = info.effective_status(utcnow())
+            if req.purpose is AuthPurpose.REMOTE_START:
+                log.info("remote start authorized", extra={"connector": ctrl.id, "status": status.value})
+            return (AuthorizationResult(req.id_token, status, source=AuthSource.ONLINE,
+                                        parent_id_token=mapping.parent_id_token(info.parent_id_tag)),
+                    lambda: self.learn(id_tag, info))
+
+        await authorize(self.auth, ctrl, req, value=id_tag, online=self.ctx.cp is not None and self.ctx.online.is_set(),
+                        can_ask=self.ctx.cp is not None, ask=ask)
 
     def learn(self, id_tag: object, info: IdTagInfo | object) -> None:
         """Every IdTagInfo from the CSMS (Authorize.conf, StartTransaction.conf, StopTransaction.conf) updates

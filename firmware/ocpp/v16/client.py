@@ -10,15 +10,15 @@ GetDiagnostics), :mod:`configuration` and :mod:`session_settings`.
 Each declares its configuration keys and its CALL handlers; this module only routes:
 
 * connector effects to the features (``record`` inside the connector's commit, ``notify`` after it);
-* each connection (:class:`~firmware.ocpp.link.OcppLink`): BootNotification once per run of the agent, then
-  the connection's workers (statuses, the outbox, heartbeat) until it ends;
+* each connection (:class:`~firmware.ocpp.link.OcppLink`, :func:`~firmware.ocpp.connection.serve_connection`):
+  BootNotification once per run of the agent, then the connection's workers (statuses, the outbox, heartbeat)
+  until it ends;
 * the CSMS's CALLs to the features' handlers (:class:`~firmware.ocpp.rpc.RpcChargePoint`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -34,9 +34,9 @@ from firmware.exitcodes import ExitCode
 from firmware.maintenance.diagnostics import DiagnosticsSources
 from firmware.maintenance.updater import FirmwareUpdater
 from firmware.ocpp.adapter import Spawn
-from firmware.ocpp.delivery import LinkUnresponsive
+from firmware.ocpp.connection import Worker, serve_connection
 from firmware.ocpp.link import Backoff, OcppLink
-from firmware.ocpp.rpc import ConnectionLost, RpcChargePoint
+from firmware.ocpp.rpc import RpcChargePoint
 from firmware.ocpp.v16.authorization import Authorization
 from firmware.ocpp.v16.certificates import Certificates
 from firmware.ocpp.v16.configuration import Configuration, ConfigurationKeys
@@ -174,60 +174,35 @@ class Ocpp16Client:
         await self.link.run(self._session)
 
     async def _session(self, connection: Any) -> None:
-        """One connection: boot (once per run), then the workers, until the connection ends. A worker that
-        fails for any other reason than the connection going down is logged and the connection closed, so
-        the link starts a clean session (resent queue, current statuses) instead of running half-dead."""
+        """One connection (:func:`~firmware.ocpp.connection.serve_connection`, shared with 2.0.1): boot once per run
+        of the agent, then the statuses, the outbox, the heartbeat (and the hardware report, once)."""
         ctx = self.ctx
         cp = RpcChargePoint(ctx.config.charge_point_id, connection, OCPP16, response_timeout=ctx.response_timeout_s,
                             handlers=self._handlers)
         ctx.cp = cp
         call = functools.partial(ctx.call_on, cp)
-        receiver = self._start_worker(cp.start(), "ocpp-receive")
-        workers: list[asyncio.Task[Any]] = []
-        try:
-            boot = self._start_worker(self.core.boot(call), "ocpp-boot")
-            done, _ = await asyncio.wait({receiver, boot}, return_when=asyncio.FIRST_COMPLETED)
-            if receiver in done or isinstance(boot.exception(), ConnectionLost):
-                boot.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionLost):
-                    await boot
-                await receiver  # re-raise ConnectionClosed
-                return
-            boot.result()
+        delivery = self.transactions.delivery
+
+        def accepted() -> tuple[list[Worker], list[Worker]]:
             self.link.mark_accepted()  # the back-off resets only once this connection has stayed up a while
             self.security.accepted()
             self.certificates.connected()
             self.statuses.connected()
             ctx.online.set()
-            delivery = self.transactions.delivery
             send_queued = functools.partial(ctx.call_on, cp, checked=True)  # checked as queued (check_queued)
-            workers = [self._start_worker(c, n) for c, n in (
-                (self.statuses.send(call), "ocpp-status"), (delivery.run(send_queued), "ocpp-outbox"),
-                (self.core.heartbeat(call), "ocpp-heartbeat"))]
-            extra = []
+            extra: list[Worker] = []
             if not self.data_transfer.hardware_reported:
-                extra.append(self._start_worker(self.data_transfer.report_hardware(call), "ocpp-hardware"))
-            done, _ = await asyncio.wait({receiver, *workers}, return_when=asyncio.FIRST_COMPLETED)
-            for task in done - {receiver}:
-                error = task.exception() if not task.cancelled() else None
-                if error is None and delivery.draining:
-                    continue  # the agent is stopping: the outbox worker finished its last delivery
-                if isinstance(error, LinkUnresponsive):
-                    log.warning("CSMS not answering; closing the connection to reconnect", extra={"error": str(error)})
-                    await connection.close()
-                elif not isinstance(error, ConnectionLost):
-                    log.error("OCPP worker stopped; reconnecting", extra={"worker": task.get_name()},
-                              exc_info=error)
-                    await connection.close()
-            workers += extra
-            await receiver
-        finally:
+                extra.append((self.data_transfer.report_hardware(call), "ocpp-hardware"))
+            return [(self.statuses.send(call), "ocpp-status"), (delivery.run(send_queued), "ocpp-outbox"),
+                    (self.core.heartbeat(call), "ocpp-heartbeat")], extra
+
+        def ended() -> None:
             ctx.online.clear()
             self.statuses.disconnected()
             ctx.cp = None
-            for t in [*workers, receiver]:
-                t.cancel()
-            await asyncio.gather(*workers, receiver, return_exceptions=True)
+
+        await serve_connection(connection, cp, self._start_worker, boot=self.core.boot(call), accepted=accepted,
+                               ended=ended, draining=lambda: delivery.draining)
 
     async def close_orphaned_transactions(self) -> int:
         return await self.transactions.close_orphaned_transactions()

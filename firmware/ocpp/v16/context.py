@@ -2,20 +2,22 @@
 
 The client builds it once; each feature module gets it instead of reaching into the client or into another
 feature. ``call`` sends a CALL on the current connection (``ConnectionLost`` when there is none) and marks the
-traffic the heartbeat measures; ``spawn`` runs a short task owned by the client (cancelled when it closes).
+traffic the heartbeat measures; ``spawn`` runs a short task owned by the client (cancelled when it closes) —
+:class:`~firmware.ocpp.session_context.CsmsConnectionMixin`, the same for 2.0.1.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from firmware.charger.connector import ConnectorController
 from firmware.config import AgentConfig
 from firmware.exitcodes import ExitCode
-from firmware.ocpp.rpc import ConnectionLost, RpcChargePoint
+from firmware.ocpp.rpc import RpcChargePoint
+from firmware.ocpp.session_context import CsmsConnectionMixin
 from firmware.storage import Database
 from firmware.storage.ledger import Ledger
 from firmware.storage.outbox import Outbox
@@ -28,7 +30,7 @@ VENDOR_ID = "evse-agent"
 
 
 @dataclass
-class V16Context:
+class V16Context(CsmsConnectionMixin):
     config: AgentConfig
     connectors: dict[int, ConnectorController]
     db: Database
@@ -58,30 +60,5 @@ class V16Context:
         assert self.config.ocpp is not None
         return self.config.ocpp.response_timeout_s
 
-    async def call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """A CALL on the current connection."""
-        cp = self.cp
-        if cp is None:
-            raise ConnectionLost(f"{action}: not connected")
-        return await self.call_on(cp, action, payload)
-
-    async def call_on(self, cp: RpcChargePoint, action: str, payload: dict[str, Any], *,
-                      checked: bool = False) -> dict[str, Any]:
-        """A CALL on one connection (a connection's workers never send on the next one); ``checked``: see
-        :meth:`RpcChargePoint.call_raw`."""
-        result = await cp.call_raw(action, payload, checked=checked)
-        self.last_traffic = asyncio.get_running_loop().time()
-        return result
-
     def connector(self, connector_id: int | None) -> ConnectorController | None:
         return None if connector_id is None else self.connectors.get(connector_id)
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def close(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)

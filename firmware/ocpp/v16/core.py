@@ -102,17 +102,4 @@ class Core:
 
     async def heartbeat(self, call: Callable[[str, dict[str, Any]], Any]) -> None:
         """A connection's Heartbeat worker; HeartbeatInterval 0 turns it off."""
-        loop = asyncio.get_running_loop()
-        while True:
-            interval = self.ctx.keys.get_int("HeartbeatInterval")
-            wait = interval - (loop.time() - self.ctx.last_traffic) if interval > 0 else None
-            if wait is None or wait > 0:
-                self._heartbeat_wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._heartbeat_wake.wait(), wait)
-                continue
-            try:
-                await call("Heartbeat", {})
-            except (CallErrorReceived, InvalidResponse, TimeoutError) as exc:
-                log.warning("Heartbeat failed", extra={"error": str(exc)})
-                self.ctx.last_traffic = loop.time()
+        await self.ctx.heartbeat(call, lambda: self.ctx.keys.get_int("HeartbeatInterval"), self._heartbeat_wake)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from firmware.charger.metering import Sample
+from firmware.ocpp.timestamps import timestamp as timestamp  # re-exported: the 1.6 features use mapping.timestamp
 from firmware.session.events import AuthStatus
 from firmware.session.id_token import IdToken
 from firmware.storage.auth_stores import IdTagInfo
@@ -85,12 +86,6 @@ def parent_id_token(parent_id_tag: object) -> IdToken | None:
     """A 1.6 ``parentIdTag`` (IdTagInfo) as the session's group id: the CSMS named it, so Central; absent (or
     not a string) is no group."""
     return IdToken.from_ocpp16(parent_id_tag) if isinstance(parent_id_tag, str) else None
-
-
-def timestamp(when: datetime) -> str:
-    """RFC 3339 in UTC with milliseconds and 'Z', the form strict CSMSs accept."""
-    u = when.astimezone(UTC)
-    return u.strftime("%Y-%m-%dT%H:%M:%S.") + f"{u.microsecond // 1000:03d}Z"
 
 
 def sampled_values(samples: list[Sample]) -> list[dict[str, Any]]:

@@ -25,16 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from firmware.charger.connector import ConnectorController
 from firmware.charger.metering import ReadingContext, Sample, next_aligned_time, samples_from_reading
+from firmware.charger.readings import energy_wh, fresh_reading
 from firmware.ocpp.v16 import mapping
 from firmware.ocpp.v16.keys import CSL_MAX_LENGTH, DAY_S, SUPPORTED_MEASURANDS, KeyDefinition, KeyType
 from firmware.storage.outbox import Outbox, QueuedMessage
-from hal.interfaces import FaultCode, MeterReading, utcnow
+from hal.interfaces import MeterReading, utcnow
 
 if TYPE_CHECKING:
     from firmware.ocpp.v16.configuration import ConfigurationKeys
-
-#: A meter reading older than this is not sent as a periodic or clock-aligned sample.
-STALE_READING_S = 10.0
 
 _M = SUPPORTED_MEASURANDS
 KEYS = (
@@ -190,19 +188,4 @@ def thinnable(local_id: int | None, context: ReadingContext) -> bool:
     return local_id is None or context is ReadingContext.PERIODIC
 
 
-def fresh_reading(ctrl: ConnectorController, at: datetime) -> MeterReading | None:
-    """The connector's latest reading if it can stand for the meter at ``at``. A silent meter leaves its
-    last reading behind; sampled values stamped with a time the meter was not read at would be wrong
-    data, so none are sent while the meter's link is lost or the reading is old (the connector reports
-    PowerMeterFailure meanwhile; start/stop values still use the last reading)."""
-    reading = ctrl.latest_reading
-    if reading is None or abs((at - reading.taken_at).total_seconds()) > STALE_READING_S:
-        return None
-    if any(f.code is FaultCode.LINK_LOST and f.source.startswith("meter:") for f in ctrl.machine.faults):
-        return None
-    return reading
-
-
-def energy_wh(reading: MeterReading | None) -> int:
-    """The energy register in whole Wh, as meterStart / meterStop carry it (0 without a reading)."""
-    return 0 if reading is None else round(reading.energy_import_wh)
+__all__ = ["MeterValuesReporter", "energy_wh", "fresh_reading", "thinnable"]

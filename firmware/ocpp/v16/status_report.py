@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from firmware.charger.connector import ConnectorController
-from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse
+from firmware.ocpp.session_context import send_in_order
 from firmware.ocpp.v16 import mapping
 from firmware.ocpp.v16.keys import DAY_S, KeyDefinition, KeyType
 from firmware.ocpp.v16.status_hold import StatusHold
@@ -127,19 +127,7 @@ class StatusReporter:
 
     async def send(self, call: Call) -> None:
         """The connection's StatusNotification worker: sends what is queued; a timeout resends it."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                payload = self._queue[0]
-                try:
-                    await call("StatusNotification", payload)
-                except (CallErrorReceived, InvalidResponse) as exc:
-                    log.warning("StatusNotification not accepted", extra={"error": str(exc)})
-                except TimeoutError:
-                    log.warning("StatusNotification timed out; resending")
-                    continue
-                self._queue.pop(0)
+        await send_in_order(call, "StatusNotification", self._queue, self._wake)
 
     # --- payloads -------------------------------------------------------------------------------------------
 

@@ -1,0 +1,90 @@
+"""What every adapter's feature context shares about the CSMS connection: the CALL on the current (or a given)
+connection that marks the traffic the heartbeat measures, short tasks owned by the adapter, and the two workers
+that look the same in every version — Heartbeat after an interval without traffic, and a queue of messages sent
+in order. A version's context (``V16Context``, ``V201Context``) is a dataclass with the fields named below and
+inherits these methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost, InvalidResponse, RpcChargePoint
+
+log = logging.getLogger(__name__)
+
+Call = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class CsmsConnectionMixin:
+    """Methods over the fields ``cp`` (the current connection's charge point, or None), ``last_traffic`` (loop time
+    of our last answered CALL) and ``_tasks`` (a set of the adapter's short tasks)."""
+
+    cp: RpcChargePoint | None
+    last_traffic: float
+    _tasks: set[asyncio.Task[Any]]
+
+    async def call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """A CALL on the current connection."""
+        cp = self.cp
+        if cp is None:
+            raise ConnectionLost(f"{action}: not connected")
+        return await self.call_on(cp, action, payload)
+
+    async def call_on(self, cp: RpcChargePoint, action: str, payload: dict[str, Any], *,
+                      checked: bool = False) -> dict[str, Any]:
+        """A CALL on one connection (a connection's workers never send on the next one); ``checked``: see
+        :meth:`RpcChargePoint.call_raw`."""
+        result = await cp.call_raw(action, payload, checked=checked)
+        self.last_traffic = asyncio.get_running_loop().time()
+        return result
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def heartbeat(self, call: Call, interval_s: Callable[[], int], wake: asyncio.Event) -> None:
+        """A connection's Heartbeat worker: Heartbeat once ``interval_s()`` passed without other traffic of ours
+        (0 turns it off); ``wake`` set: the interval changed, recompute the wait now."""
+        loop = asyncio.get_running_loop()
+        while True:
+            interval = interval_s()
+            wait = interval - (loop.time() - self.last_traffic) if interval > 0 else None
+            if wait is None or wait > 0:
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), wait)
+                continue
+            try:
+                await call("Heartbeat", {})
+            except (CallErrorReceived, InvalidResponse, TimeoutError) as exc:
+                log.warning("Heartbeat failed", extra={"error": str(exc)})
+                self.last_traffic = loop.time()
+
+
+async def send_in_order(call: Call, action: str, queue: list[dict[str, Any]], wake: asyncio.Event) -> None:
+    """A connection's worker for a queue of ``action`` messages kept in memory (the statuses): sends them in
+    order as ``wake`` says there are some; a refused one is dropped (logged), a timed-out one sent again."""
+    while True:
+        await wake.wait()
+        wake.clear()
+        while queue:
+            payload = queue[0]
+            try:
+                await call(action, payload)
+            except (CallErrorReceived, InvalidResponse) as exc:
+                log.warning("%s not accepted", action, extra={"error": str(exc)})
+            except TimeoutError:
+                log.warning("%s timed out; resending", action)
+                continue
+            queue.pop(0)

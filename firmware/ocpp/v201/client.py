@@ -1,0 +1,182 @@
+"""The OCPP 2.0.1 charging station: composes the 2.0.1 features and keeps one session with the CSMS at a time.
+
+The same shape as the 1.6 adapter (:mod:`firmware.ocpp.v16.client`), on the same layers — the session machine,
+the charger layer, the ledger and the durable outbox, the link and the RPC layer with the 2.0.1
+:data:`~firmware.ocpp.v201.dialect.OCPP201` dialect. The features share one
+:class:`~firmware.ocpp.v201.context.V201Context`: :mod:`provisioning` (BootNotification, Heartbeat,
+Get/SetVariables on the :mod:`device_model`), :mod:`reports` (GetBaseReport, NotifyReport), :mod:`status`
+(StatusNotification), :mod:`transactions` (TransactionEvent through the outbox, GetTransactionStatus),
+:mod:`authorization` (Authorize, the cache, ClearCache),
+:mod:`remote_control` (RequestStart/StopTransaction, UnlockConnector, ChangeAvailability, Reset),
+:mod:`remote_trigger` (TriggerMessage) and
+:mod:`session_settings`.
+This module only routes:
+
+* connector effects to the features (``record`` inside the connector's commit, ``notify`` after it);
+* each connection (:func:`~firmware.ocpp.connection.serve_connection`, shared with 1.6): BootNotification once per
+  run of the agent, then the connection's workers (statuses, the outbox, heartbeat) until it ends;
+* the CSMS's CALLs to the features' handlers (:class:`~firmware.ocpp.rpc.RpcChargePoint`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from firmware.charger.connector import ConnectorController, pending_reset
+from firmware.charger.coordinator import Coordinator
+from firmware.config import AgentConfig
+from firmware.exitcodes import ExitCode
+from firmware.ocpp import security_profile
+from firmware.ocpp.adapter import Spawn
+from firmware.ocpp.connection import Worker, serve_connection
+from firmware.ocpp.link import Backoff, OcppLink
+from firmware.ocpp.rpc import RpcChargePoint
+from firmware.ocpp.v201.authorization import Authorization
+from firmware.ocpp.v201.context import V201Context
+from firmware.ocpp.v201.device_model import DeviceModel
+from firmware.ocpp.v201.dialect import OCPP201
+from firmware.ocpp.v201.provisioning import Provisioning
+from firmware.ocpp.v201.remote_control import RemoteControl
+from firmware.ocpp.v201.remote_trigger import RemoteTrigger
+from firmware.ocpp.v201.reports import Reports
+from firmware.ocpp.v201.session_settings import SessionSettings, session_config
+from firmware.ocpp.v201.status import StatusReporter
+from firmware.ocpp.v201.transactions import Transactions, check_queued
+from firmware.session import Effect, RequestAuthorization, SessionConfig, StatusChanged, TransactionStopped
+from firmware.storage import Database
+from firmware.storage.ledger import Ledger
+from firmware.storage.outbox import Outbox, OutboxStats
+from hal.interfaces import MeterReading
+
+log = logging.getLogger(__name__)
+
+SUBPROTOCOL = "ocpp2.0.1"
+
+
+class Ocpp201Client:
+    """One charging station's OCPP 2.0.1 session with the CSMS; also a connector observer."""
+
+    def __init__(self, config: AgentConfig, connectors: dict[int, ConnectorController], db: Database, *,
+                 request_exit: Callable[[ExitCode], None], coordinator: Coordinator | None = None,
+                 ledger: Ledger | None = None, spawn: Spawn | None = None) -> None:
+        assert config.ocpp is not None
+        variables = DeviceModel(db, presets=config.ocpp.presets)
+        self.ctx = ctx = V201Context(config, connectors, db, variables, ledger or Ledger(db),
+                                     Outbox(db, max_queued=config.max_queued_messages, check=check_queued),
+                                     request_exit)
+        self._start_worker: Spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=name))
+        ping = variables.get_int("OCPPCommCtrlr", "WebSocketPingInterval")  # RebootRequired: read once
+        ocpp = config.ocpp
+        # the commissioned security profile (1-3: Basic auth, TLS with the configured CSMS roots, a client
+        # certificate); 2.0.1's SecurityCtrlr and certificate management are not built yet (docs/ocpp201.md)
+        self.link = OcppLink(ocpp.csms_url, config.charge_point_id, SUBPROTOCOL,
+                             backoff=Backoff(ocpp.reconnect_min_s, ocpp.reconnect_max_s), ping_interval_s=ping or None,
+                             stable_after_s=ocpp.stable_connection_s,
+                             settings=lambda: security_profile.link_settings(ocpp, ocpp.security_profile,
+                                                                             ocpp.password))
+        # B01: the reason of this boot; the reset that ended the previous run is still flagged at this point
+        self.provisioning = Provisioning(ctx, "RemoteReset" if pending_reset(db) else "PowerUp")
+        self.statuses = StatusReporter(
+            connectors, lambda: float(variables.get_int("OCPPCommCtrlr", "OfflineThreshold")))
+        self.authorization = Authorization(ctx)
+        self.transactions = Transactions(ctx, self.authorization.learn)
+        self.remote_control = RemoteControl(ctx, coordinator or Coordinator(connectors, db), self.transactions)
+        trigger = RemoteTrigger(ctx, self.provisioning, self.statuses, self.transactions)
+        self._handlers: tuple[object, ...] = (self.provisioning, Reports(ctx), self.authorization, self.transactions,
+                                              self.remote_control, trigger)
+        self._session_settings = SessionSettings(variables, connectors)
+
+    @property
+    def variables(self) -> DeviceModel:
+        return self.ctx.variables
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.ctx.ledger
+
+    @property
+    def outbox(self) -> Outbox:
+        return self.ctx.outbox
+
+    @property
+    def online(self) -> bool:
+        return self.ctx.online.is_set()
+
+    @property
+    def response_timeout_s(self) -> float:
+        return self.ctx.response_timeout_s
+
+    def session_config(self, base: SessionConfig) -> SessionConfig:
+        return session_config(base, self.ctx.variables)
+
+    def loops(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        return {"ocpp": self.run, "metering": self.transactions.run_metering}
+
+    def outbox_stats(self) -> OutboxStats:
+        return self.ctx.outbox.stats()
+
+    def reset_retries(self) -> int:
+        return self.ctx.variables.get_int("OCPPCommCtrlr", "ResetRetries")
+
+    # --- connector observer -------------------------------------------------------------------
+
+    def record(self, ctrl: ConnectorController, effects: list[Effect], reading: MeterReading | None,
+               now: datetime) -> None:
+        self.transactions.record(ctrl, effects, reading, now)
+
+    async def notify(self, ctrl: ConnectorController, effects: list[Effect]) -> None:
+        for e in effects:
+            if isinstance(e, StatusChanged):
+                self.statuses.connector_changed(ctrl, e)
+            elif isinstance(e, RequestAuthorization):
+                self.ctx.spawn(self.authorization.authorize(ctrl, e))
+            elif isinstance(e, TransactionStopped):
+                self.remote_control.transaction_ended()
+
+    # --- running --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.link.run(self._session)
+
+    async def _session(self, connection: Any) -> None:
+        """One connection (:func:`~firmware.ocpp.connection.serve_connection`): boot once per run of the agent, then
+        the statuses, the outbox and the heartbeat."""
+        ctx = self.ctx
+        cp = RpcChargePoint(ctx.config.charge_point_id, connection, OCPP201, response_timeout=ctx.response_timeout_s,
+                            handlers=self._handlers)
+        ctx.cp = cp
+        call = functools.partial(ctx.call_on, cp)
+        delivery = self.transactions.delivery
+
+        def accepted() -> tuple[list[Worker], list[Worker]]:
+            self.link.mark_accepted()  # the back-off resets only once this connection has stayed up a while
+            self.statuses.connected()
+            ctx.online.set()
+            send_queued = functools.partial(ctx.call_on, cp, checked=True)  # checked as queued (check_queued)
+            return [(self.statuses.send(call), "ocpp-status"), (delivery.run(send_queued), "ocpp-outbox"),
+                    (self.provisioning.heartbeat(call), "ocpp-heartbeat")], []
+
+        def ended() -> None:
+            ctx.online.clear()
+            self.statuses.disconnected()
+            ctx.cp = None
+
+        await serve_connection(connection, cp, self._start_worker, boot=self.provisioning.boot(call),
+                               accepted=accepted, ended=ended, draining=lambda: delivery.draining)
+
+    async def close_orphaned_transactions(self) -> int:
+        closed = await self.transactions.close_orphaned_transactions()
+        if closed:
+            self.transactions.delivery.wake()
+        return closed
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        await self.transactions.delivery.drain(timeout_s)
+
+    async def close(self) -> None:
+        await self.ctx.close()

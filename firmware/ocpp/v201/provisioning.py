@@ -1,0 +1,128 @@
+"""B Provisioning: BootNotification with its reason (B01-B03), Heartbeat (G02), GetVariables (B06) and
+SetVariables (B05) on the device model (:mod:`~firmware.ocpp.v201.device_model`).
+
+BootNotification goes out once per run of the agent (not per reconnect) until Accepted. Pending and Rejected are
+honoured with the interval the CSMS gives: nothing else is sent meanwhile, while the CSMS's
+own requests are answered. Accepted sets OCPPCommCtrlr.HeartbeatInterval to the interval given.
+Heartbeat is sent after HeartbeatInterval without other traffic of ours;
+a changed interval applies at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ocpp.charge_point import snake_to_camel_case
+from ocpp.v201 import call_result
+from ocpp.v201.enums import Action
+
+from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse, handles
+from firmware.ocpp.v201.context import V201Context
+from firmware.ocpp.v201.device_model import GetResult, SetResult, VariableKey
+
+log = logging.getLogger(__name__)
+
+Call = Callable[[str, dict[str, Any]], Any]
+HEARTBEAT = VariableKey("OCPPCommCtrlr", "HeartbeatInterval")
+
+
+def _key(item: dict[str, Any]) -> VariableKey:
+    component, variable = item["component"], item["variable"]
+    return VariableKey(component["name"], variable["name"], component.get("instance"), variable.get("instance"))
+
+
+def _echo(item: dict[str, Any]) -> dict[str, Any]:
+    """The component and variable of a request item, as its result repeats them."""
+    return {"component": item["component"], "variable": item["variable"]}
+
+
+class Provisioning:
+    def __init__(self, ctx: V201Context, boot_reason: str) -> None:
+        """``boot_reason``: ``BootReasonEnumType`` of this run (PowerUp, RemoteReset, ...)."""
+        self.ctx = ctx
+        self.boot_reason = boot_reason
+        self.accepted = False  # BootNotification accepted in this run of the agent
+        self.registration: str | None = None  # the last BootNotification's answer
+        self._heartbeat_wake = asyncio.Event()  # HeartbeatInterval changed: recompute the wait now
+        ctx.variables.on_change(lambda key, value: self._heartbeat_wake.set(), {HEARTBEAT})
+
+    # --- BootNotification and Heartbeat -----------------------------------------------------------
+
+    def boot_payload(self) -> dict[str, Any]:
+        ident = self.ctx.config.identity
+        station: dict[str, Any] = {"model": ident.model, "vendorName": ident.vendor,
+                                   "firmwareVersion": ident.firmware_version}
+        if ident.serial_number:
+            station["serialNumber"] = ident.serial_number
+        return {"reason": self.boot_reason, "chargingStation": station}
+
+    async def boot(self, call: Call) -> None:
+        """BootNotification until Accepted (once per run of the agent, not per reconnect)."""
+        if self.accepted:
+            return
+        while True:
+            try:
+                answer = await call("BootNotification", self.boot_payload())
+            except (CallErrorReceived, InvalidResponse, TimeoutError) as exc:
+                log.warning("BootNotification failed", extra={"error": str(exc)})
+                await asyncio.sleep(max(self.ctx.variables.get_int("OCPPCommCtrlr", "HeartbeatInterval"), 10))
+                continue
+            status, interval = str(answer["status"]), int(answer["interval"])
+            self.registration = status
+            log.info("BootNotification answered", extra={"status": status, "interval": interval,
+                                                         "reason": self.boot_reason})
+            if status == "Accepted":
+                if interval > 0:
+                    self.ctx.variables.set_variable(HEARTBEAT, str(interval))
+                self.accepted = True
+                return
+            # Pending / Rejected: ask again after the interval given
+            await asyncio.sleep(interval if interval > 0 else 30)
+
+    async def heartbeat(self, call: Call) -> None:
+        """A connection's Heartbeat worker; HeartbeatInterval 0 turns it off."""
+        await self.ctx.heartbeat(call, lambda: self.ctx.variables.get_int("OCPPCommCtrlr", "HeartbeatInterval"),
+                                 self._heartbeat_wake)
+
+    # --- GetVariables / SetVariables --------------------------------------------------------------
+
+    def _limit(self, action: str) -> int:
+        """DeviceDataCtrlr.ItemsPerMessage[action]: the items of one request this station takes on; the ones
+        beyond it are answered Rejected, not acted on (OCTT TC_B_08_CS allows that or rejecting them all)."""
+        return self.ctx.variables.get_int("DeviceDataCtrlr", "ItemsPerMessage", action)
+
+    @handles(Action.get_variables)
+    async def _get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> Any:
+        results = []
+        limit = self._limit("GetVariables")
+        for n, item in enumerate(self._raw(get_variable_data)):
+            attribute = item.get("attributeType", "Actual")
+            got = self.ctx.variables.get_variable(_key(item), attribute) if n < limit else GetResult("Rejected")
+            result: dict[str, Any] = {"attributeStatus": got.status, "attributeType": attribute, **_echo(item)}
+            if got.value is not None:
+                result["attributeValue"] = got.value
+            results.append(result)
+        return call_result.GetVariables(get_variable_result=results)
+
+    @handles(Action.set_variables)
+    async def _set_variables(self, set_variable_data: list[dict[str, Any]], **_: Any) -> Any:
+        results = []
+        limit = self._limit("SetVariables")
+        for n, item in enumerate(self._raw(set_variable_data)):
+            attribute = item.get("attributeType", "Actual")
+            done = (self.ctx.variables.set_variable(_key(item), str(item["attributeValue"]), attribute) if n < limit
+                    else SetResult("Rejected", f"more than ItemsPerMessage ({limit}) items"))
+            result: dict[str, Any] = {"attributeStatus": done.status, "attributeType": attribute, **_echo(item)}
+            if done.reason:
+                code = {"ReadOnly": "ReadOnly"}.get(done.reason, "TooManyElements" if n >= limit else "InvalidValue")
+                result["attributeStatusInfo"] = {"reasonCode": code, "additionalInfo": done.reason[:512]}
+            results.append(result)
+        return call_result.SetVariables(set_variable_result=results)
+
+    @staticmethod
+    def _raw(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The library hands the items over with snake_case keys; the wire's camelCase is what we echo."""
+        return [snake_to_camel_case(i) for i in items]

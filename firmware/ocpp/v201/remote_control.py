@@ -1,0 +1,132 @@
+"""F Remote control and G availability, and B Reset, over OCPP 2.0.1: RequestStartTransaction /
+RequestStopTransaction, UnlockConnector, ChangeAvailability (the station or one EVSE) and Reset (Immediate,
+OnIdle) — each turned into session events through the version-agnostic
+:class:`~firmware.charger.coordinator.Coordinator`, as the 1.6 feature does, and the machines' answers back into
+2.0.1 statuses.
+
+A remote start's ``remoteStartId`` goes into the transactionInfo of the Started event of the transaction it
+begins (:meth:`Transactions.remote_start_requested`). A charging profile with a remote start is Rejected (2.0.1
+smart charging is not in this slice); so is a Reset of one EVSE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ocpp.v201 import call_result
+from ocpp.v201.enums import Action
+
+from firmware.charger.coordinator import Coordinator
+from firmware.exitcodes import ExitCode
+from firmware.ocpp.rpc import after_answering, handles
+from firmware.ocpp.v201 import mapping
+from firmware.ocpp.v201.context import V201Context
+from firmware.ocpp.v201.transactions import Transactions
+from firmware.session import RemoteStopRequested, RemoteStopResult, UnlockRequested, UnlockResult, UnlockStatus
+
+log = logging.getLogger(__name__)
+
+def _info(reason: str) -> dict[str, Any]:
+    return {"reasonCode": reason}
+
+
+class RemoteControl:
+    def __init__(self, ctx: V201Context, coordinator: Coordinator, transactions: Transactions) -> None:
+        self.ctx = ctx
+        self.coordinator = coordinator
+        self.transactions = transactions
+        self._reset_scheduled = False
+        self._transaction_ended = asyncio.Event()  # an OnIdle reset waits on it
+
+    def transaction_ended(self) -> None:
+        """A connector's transaction ended (the client's observer tells us, after the commit)."""
+        self._transaction_ended.set()
+
+    @handles(Action.request_start_transaction)
+    async def _request_start(self, id_token: dict[str, Any], remote_start_id: int, evse_id: int | None = None,
+                             charging_profile: dict[str, Any] | None = None, **_: Any) -> Any:
+        token = mapping.parse_id_token({"idToken": id_token.get("id_token"), "type": id_token.get("type")})
+        if token is None or charging_profile is not None:
+            reason = "UnsupportedParam" if charging_profile is not None else "InvalidIdToken"
+            return call_result.RequestStartTransaction(status="Rejected", status_info=_info(reason))
+        ctrl = self.coordinator.remote_start_connector(evse_id)
+        if ctrl is None:
+            return call_result.RequestStartTransaction(status="Rejected", status_info=_info("UnknownEvse"))
+        self.transactions.remote_start_requested(ctrl.id, remote_start_id)
+        accepted = await self.coordinator.remote_start(token, ctrl.id)
+        if not accepted:
+            self.transactions.remote_start_requested(ctrl.id, None)
+        return call_result.RequestStartTransaction(status="Accepted" if accepted else "Rejected")
+
+    @handles(Action.request_stop_transaction)
+    async def _request_stop(self, transaction_id: str, **_: Any) -> Any:
+        record = self.ctx.ledger.active_by_transaction_id(transaction_id)
+        ctrl = self.ctx.connectors.get(record.connector) if record is not None else None
+        tx = ctrl.machine.transaction if ctrl is not None else None
+        if record is None or ctrl is None or tx is None or tx.local_id != record.local_id:
+            return call_result.RequestStopTransaction(status="Rejected", status_info=_info("TxNotFound"))
+        effects = await ctrl.handle(RemoteStopRequested())
+        result = next((e for e in effects if isinstance(e, RemoteStopResult)), None)
+        return call_result.RequestStopTransaction(
+            status="Accepted" if result is not None and result.accepted else "Rejected")
+
+    @handles(Action.unlock_connector)
+    async def _unlock(self, evse_id: int, connector_id: int, **_: Any) -> Any:
+        ctrl = self.ctx.connectors.get(evse_id)
+        if ctrl is None or connector_id != 1:
+            return call_result.UnlockConnector(status="UnknownConnector")
+        effects = await ctrl.handle(UnlockRequested())
+        result = next((e for e in effects if isinstance(e, UnlockResult)), None)
+        status = "UnlockFailed" if result is None else {
+            UnlockStatus.UNLOCKED: "Unlocked",
+            UnlockStatus.ONGOING_TRANSACTION: "OngoingAuthorizedTransaction",
+            UnlockStatus.NOT_SUPPORTED: "UnknownConnector",  # 2.0.1 has no NotSupported: no lock to open
+        }.get(result.status, "UnlockFailed")
+        return call_result.UnlockConnector(status=status)
+
+    @handles(Action.change_availability)
+    async def _change_availability(self, operational_status: str, evse: dict[str, Any] | None = None,
+                                   **_: Any) -> Any:
+        operative = operational_status == "Operative"
+        if evse is None or evse.get("id", 0) == 0:
+            targets = list(self.ctx.connectors.values())
+        else:
+            ctrl = self.ctx.connectors.get(int(evse["id"]))
+            if ctrl is None or evse.get("connector_id", 1) != 1:
+                return call_result.ChangeAvailability(status="Rejected", status_info=_info("UnknownEvse"))
+            targets = [ctrl]
+        scheduled = await self.coordinator.set_available(targets, operative)
+        return call_result.ChangeAvailability(status="Scheduled" if scheduled else "Accepted")
+
+    # --- Reset ---------------------------------------------------------------------------------------
+
+    def _busy(self) -> bool:
+        return any(c.machine.transaction is not None for c in self.ctx.connectors.values())
+
+    @handles(Action.reset)
+    async def _reset(self, type: str, evse_id: int | None = None, **_: Any) -> Any:
+        if evse_id is not None:
+            return call_result.Reset(status="Rejected", status_info=_info("UnsupportedParam"))
+        if type == "OnIdle" and self._busy():
+            return call_result.Reset(status="Scheduled")
+        return call_result.Reset(status="Accepted")
+
+    @after_answering(Action.reset)
+    def _after_reset(self, type: str, evse_id: int | None = None, **_: Any) -> None:
+        if evse_id is None and not self._reset_scheduled:
+            self._reset_scheduled = True
+            self.ctx.spawn(self._restart(on_idle=type == "OnIdle"))
+
+    async def _restart(self, *, on_idle: bool) -> None:
+        """Immediate: stop the transactions (ImmediateReset) and restart (exit 75) once their Ended events had a
+        moment to leave. OnIdle: wait until no transaction runs, then the same."""
+        await asyncio.sleep(0)  # let the answer go out first
+        while on_idle and self._busy():
+            self._transaction_ended.clear()
+            await self._transaction_ended.wait()
+        outbox, online = self.ctx.outbox, self.ctx.online
+        await self.coordinator.reset(hard=False, queue_empty=lambda: outbox.count() == 0 or not online.is_set())
+        log.info("restarting for reset", extra={"type": "OnIdle" if on_idle else "Immediate"})
+        self.ctx.request_exit(ExitCode.RESTART)

@@ -1,0 +1,37 @@
+"""The session machine's settings that 2.0.1 variables control (TxCtrlr, AuthCtrlr), applied at start and live.
+
+The machine knows no OCPP (docs/session.md); the same fields the 1.6 keys steer are steered here by their 2.0.1
+variables. An unlock during a transaction is refused with OngoingAuthorizedTransaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from firmware.charger.connector import ConnectorController
+from firmware.ocpp.v201.device_model import DeviceModel, VariableKey
+from firmware.session import SessionConfig
+
+_LIVE = frozenset({VariableKey("TxCtrlr", "EVConnectionTimeOut"), VariableKey("TxCtrlr", "StopTxOnEVSideDisconnect"),
+                   VariableKey("TxCtrlr", "StopTxOnInvalidId"), VariableKey("AuthCtrlr", "AuthorizeRemoteStart")})
+
+
+def session_config(base: SessionConfig, variables: DeviceModel) -> SessionConfig:
+    """``base`` (the connector's rating) with the settings the variables control."""
+    return replace(base,
+                   connection_timeout_s=float(variables.get_int("TxCtrlr", "EVConnectionTimeOut")),
+                   stop_transaction_on_ev_side_disconnect=variables.get_bool("TxCtrlr", "StopTxOnEVSideDisconnect"),
+                   stop_transaction_on_invalid_id=variables.get_bool("TxCtrlr", "StopTxOnInvalidId"),
+                   authorize_remote_tx_requests=variables.get_bool("AuthCtrlr", "AuthorizeRemoteStart"),
+                   unlock_stops_transaction=False)
+
+
+class SessionSettings:
+    def __init__(self, variables: DeviceModel, connectors: dict[int, ConnectorController]) -> None:
+        self.variables = variables
+        self.connectors = connectors
+        variables.on_change(self._changed, _LIVE)
+
+    def _changed(self, key: VariableKey, value: str) -> None:
+        for ctrl in self.connectors.values():
+            ctrl.configure(session_config(ctrl.machine.config, self.variables))

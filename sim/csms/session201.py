@@ -1,0 +1,63 @@
+"""One OCPP 2.0.1 charging station's connection to the simulated CSMS (subprotocol ``ocpp2.0.1``).
+
+Everything but the handlers is :class:`~sim.csms.server.CsmsSession`'s: framing, faults, the transcript, commands.
+Requests are validated against the ocpp library's 2.0.1 schemas (``ocpp/v201/schemas``) with 2.0.1's error
+codes (:func:`sim.csms.ocppj.check_payload` with ``version="2.0.1"``) before :class:`~sim.csms.logic201.CsmsLogic201`
+answers them; answers to our CALLs are checked against the same schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ocpp.v201 import call_result
+from ocpp.v201.enums import Action
+from websockets.asyncio.server import ServerConnection
+
+from sim.csms.ocppj import OCPP201_ACTIONS
+from sim.csms.server import CsmsSession, SimulatedCsms, _handles
+
+OCPP201_SUBPROTOCOL = "ocpp2.0.1"
+
+#: The requests a 2.0.1 CSMS takes here; a 2.0.1 action not listed is NotSupported.
+HANDLED = frozenset({Action.boot_notification, Action.heartbeat, Action.status_notification, Action.authorize,
+                     Action.transaction_event, Action.meter_values, Action.notify_report})
+
+
+class CsmsSession201(CsmsSession):
+    ocpp_version = "2.0.1"
+    actions = OCPP201_ACTIONS
+    call_results: Any = call_result
+
+    def __init__(self, csms: SimulatedCsms, cp_id: str, ws: ServerConnection) -> None:
+        super().__init__(csms, cp_id, ws)
+        # the 1.6 handlers this class inherits answer nothing here: only the ones below
+        self.route_map: dict[str, Any] = {action: h for action, h in self.route_map.items() if action in HANDLED}
+
+    @_handles(Action.boot_notification)  # type: ignore[arg-type]
+    def _on_boot_notification(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.boot_notification(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.heartbeat)  # type: ignore[arg-type]
+    def _on_heartbeat(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.heartbeat(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.status_notification)  # type: ignore[arg-type]
+    def _on_status_notification(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.status_notification(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.authorize)  # type: ignore[arg-type]
+    def _on_authorize(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.authorize(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.transaction_event)  # type: ignore[arg-type]
+    def _on_transaction_event(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.transaction_event(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.meter_values)  # type: ignore[arg-type]
+    def _on_meter_values(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.meter_values(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.notify_report)  # type: ignore[arg-type]
+    def _on_notify_report(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.notify_report(self.id, self._payloads[call_unique_id])
