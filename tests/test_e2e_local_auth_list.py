@@ -200,3 +200,32 @@ async def test_a_list_of_100000_survives_a_power_cut_and_a_differential_update_f
         await _tap_refused(s, "BB000001", "Unknown")  # of the failed update: not on the list
         await _tap_refused(s, "AA00000A", "Blocked")
         await _started_offline_from_the_list(s, "AA01869F")  # the last entry of the last request
+
+
+async def test_tc_008_id_in_the_list_starts_without_authorize_identification_first_and_plug_first(
+        tmp_path: Path) -> None:
+    """TC_008: LocalPreAuthorize true, AuthorizationCacheEnabled false, an id sent in the list: presented, it is
+    authorized by the list at once (Preparing, no Authorize.req), and the EV plugged in afterwards starts the
+    transaction (StartTransaction, Charging). Then the other order: plugged in first, the listed id starts it."""
+    async with Station(tmp_path, connectors=2, presets={"LocalPreAuthorize": "true",
+                                                        "AuthorizationCacheEnabled": "false"}) as s:
+        await s.start_agent()
+        s.csms.behaviour.id_tags.accept(CARD, OTHER)  # the CSMS agrees with its list: no LocalListConflict
+        assert await _version(s) == 0
+        assert await _send(s, 1, "Full", [local_list.entry(CARD), local_list.entry(OTHER)]) == "Accepted"
+        mark = s.mark()
+        await _tap(s, CARD)  # identification first
+        await s.wait_status(1, "Preparing", since=mark)
+        s.ev(1).plug()
+        start = await s.wait_call("StartTransaction", since=mark)
+        assert start.payload["idTag"] == CARD and start.payload["connectorId"] == 1
+        await s.wait_status(1, "Charging", since=mark)
+        s.ev(2).plug()  # plug first, on the other connector
+        await s.wait_status(2, "Preparing", since=mark)
+        await _tap(s, OTHER)
+        second = await s.wait_call("StartTransaction", lambda e: e.payload["connectorId"] == 2, since=mark)
+        assert second.payload["idTag"] == OTHER
+        await s.wait_status(2, "Charging", since=mark)
+        assert not s.calls("Authorize", mark)  # the list answered both, online
+        assert _rows(s, "SELECT COUNT(*) FROM auth_cache") == [(0,)]  # and nothing went into the cache
+        assert not [e for e in s.calls("StatusNotification", mark) if e.payload["errorCode"] == "LocalListConflict"]
