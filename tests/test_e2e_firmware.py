@@ -365,6 +365,24 @@ async def test_tc_080_signed_update_installed(station: Station, files: Path, sig
     assert boots(s, mark)[-1].payload["firmwareVersion"] == "1.1.0"
 
 
+async def test_a_triggered_signed_firmware_status_says_the_scheduled_update_and_its_request_id(
+        station: Station, files: Path, signer: Signer) -> None:
+    """ExtendedTriggerMessage FirmwareStatusNotification while a signed update waits for its retrieveDateTime: the
+    SignedFirmwareStatusNotification says DownloadScheduled with the update's requestId."""
+    s = station
+    mark = s.csms.transcript.mark()
+    firmware = signed_firmware(s.csms.file_url("v2.bundle"), files / "v2.bundle", signer)
+    firmware["retrieveDateTime"] = (datetime.now(UTC) + timedelta(hours=1)).isoformat(timespec="seconds")
+    answer = await s.csms.call(CP_ID, "SignedUpdateFirmware", {"requestId": 25, "firmware": firmware})
+    assert answer == {"status": "Accepted"}
+    await s.wait_call("SignedFirmwareStatusNotification", lambda e: e.payload["status"] == "DownloadScheduled",
+                      since=mark)
+    mark = s.csms.transcript.mark()
+    assert (await s.csms.extended_trigger_message(CP_ID, "FirmwareStatusNotification"))["status"] == "Accepted"
+    triggered = await s.wait_call("SignedFirmwareStatusNotification", since=mark)
+    assert triggered.payload == {"status": "DownloadScheduled", "requestId": 25}
+
+
 async def test_tc_081_invalid_signature_nothing_installed_and_an_untrusted_certificate(
         station: Station, files: Path, signer: Signer, tmp_path: Path) -> None:
     s = station
