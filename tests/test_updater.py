@@ -261,7 +261,7 @@ def test_the_new_slot_is_on_disk_before_it_is_renamed_into_place(setup: Setup) -
     staging = f"{setup.root}/opt/evse-agent/slots/b.new"
     synced = [i for i, c in enumerate(calls) if "syncfs(" in c and f"<{staging}>" in c and c.endswith("= 0")]
     renamed = [i for i, c in enumerate(calls) if "rename" in c and f'"{staging}"' in c]
-    written = [i for i, c in enumerate(calls) if c.split(" ", 1)[-1].startswith("write(") and f"<{staging}/" in c]
+    written = [i for i, c in enumerate(calls) if c.split(None, 1)[-1].startswith("write(") and f"<{staging}/" in c]
     assert len(synced) == 1 and len(renamed) == 1 and written, (synced, renamed, len(written))
     assert written[-1] < synced[0] < renamed[0]  # all written, then on disk, then in place
     assert any("fsync(" in c and f"<{setup.root}/opt/evse-agent/slots>" in c for c in calls[renamed[0]:])
