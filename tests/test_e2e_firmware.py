@@ -119,11 +119,16 @@ async def test_tc_044_1_download_install_reboot_installed(station: Station, prot
     assert [b.payload["firmwareVersion"] for b in booted] == ["1.1.0"]
     installed = next(e for e in calls(s, "FirmwareStatusNotification", mark) if e.payload["status"] == "Installed")
     assert installed.seq > booted[0].seq  # Installed after the restart
+    # the security whitepaper's critical event FirmwareUpdated, once, after Installed, naming both versions
+    updated = await s.wait_call("SecurityEventNotification", lambda e: e.payload["type"] == "FirmwareUpdated",
+                                since=mark)
+    assert updated.seq > installed.seq and updated.payload["techInfo"] == "firmware 1.0.0 -> 1.1.0 (slot b)"
     for connector in (1, 2):
         await s.wait_status(connector, "Available", since=installed.seq)
     root: Path = s.root  # type: ignore[attr-defined]
     assert slots.active_slot(str(root)) == "b" and slots.info(str(root))["slots"]["b"]["health"] == "passed"
     assert s.exit_codes == [75]  # one restart, asked for by the pipeline
+    assert [e.payload["type"] for e in calls(s, "SecurityEventNotification", mark)].count("FirmwareUpdated") == 1
 
 
 async def test_tc_044_2_download_failed_after_the_retries(station: Station, protocol: str) -> None:
@@ -270,9 +275,17 @@ async def test_a_power_cut_while_the_update_waits_for_a_transaction(station: Sta
     assert seen[-1] == "Installed" and slots.active_slot(str(root)) == "b", seen
 
 
-async def test_get_log_diagnostics_uploaded_with_the_request_id_and_security_log_rejected(station: Station) -> None:
+async def _triggered_log_status(s: Station) -> dict:  # type: ignore[type-arg]
+    """ExtendedTriggerMessage LogStatusNotification: what the agent then says of its log upload."""
+    mark = s.csms.transcript.mark()
+    assert (await s.csms.extended_trigger_message(CP_ID, "LogStatusNotification"))["status"] == "Accepted"
+    return dict((await s.wait_call("LogStatusNotification", since=mark)).payload)
+
+
+async def test_get_log_diagnostics_uploaded_with_the_request_id_and_triggered_status(station: Station) -> None:
     """The 1.6 security whitepaper's GetLog: a DiagnosticsLog is the diagnostics archive, its LogStatusNotifications
-    carry the requestId; a SecurityLog is Rejected (no security log is kept yet)."""
+    carry the requestId; a LogStatusNotification asked for by ExtendedTriggerMessage says Uploading and the
+    requestId while an upload runs, Idle without one otherwise."""
     s = station
     mark = s.csms.transcript.mark()
     answer = await s.csms.call(CP_ID, "GetLog", {"logType": "DiagnosticsLog", "requestId": 7, "retries": 0,
@@ -288,14 +301,44 @@ async def test_get_log_diagnostics_uploaded_with_the_request_id_and_security_log
     assert slow["status"] == "Accepted"
     await s.wait_call("LogStatusNotification", lambda e: e.payload == {"status": "Uploading", "requestId": 9},
                       since=mark)
+    assert await _triggered_log_status(s) == {"status": "Uploading", "requestId": 9}  # waiting for its retry
     answer = await s.csms.call(CP_ID, "GetLog", {"logType": "DiagnosticsLog", "requestId": 10,
                                                  "log": {"remoteLocation": s.csms.file_url("logs/")}})
     assert answer["status"] == "AcceptedCanceled"
     await s.wait_call("LogStatusNotification", lambda e: e.payload == {"status": "Uploaded", "requestId": 10},
                       since=mark)
+    assert await _triggered_log_status(s) == {"status": "Idle"}  # nothing under way: no requestId
+
+
+async def test_tc_079_security_log_uploaded(station: Station) -> None:
+    """OCTT TC_079 (Get Security Log): GetLog SecurityLog Accepted, LogStatusNotification Uploading then Uploaded
+    with the requestId, and the security log's events (this start's StartupOfTheDevice) in the uploaded archive;
+    oldestTimestamp / latestTimestamp bound them."""
+    s = station
+    await s.wait_call("SecurityEventNotification", lambda e: e.payload["type"] == "StartupOfTheDevice")
+    mark = s.csms.transcript.mark()
     answer = await s.csms.call(CP_ID, "GetLog", {"logType": "SecurityLog", "requestId": 8,
                                                  "log": {"remoteLocation": s.csms.file_url("logs/")}})
-    assert answer == {"status": "Rejected"}
+    assert answer["status"] == "Accepted" and answer["filename"].startswith(f"securitylog-{CP_ID}-")
+    seen = await statuses_until_final(s, mark, "LogStatusNotification", ("Uploaded", "UploadFailure"))
+    assert seen == ["Uploading", "Uploaded"]
+    assert {e.payload["requestId"] for e in calls(s, "LogStatusNotification", mark)} == {8}
+    uploads: Path = s.csms.files.uploads  # type: ignore[union-attr]
+    with tarfile.open(fileobj=io.BytesIO((uploads / answer["filename"]).read_bytes())) as tar:
+        assert tar.getnames() == ["security.jsonl"]
+        events = [json.loads(line) for line in tar.extractfile("security.jsonl").read().splitlines()]  # type: ignore[union-attr]
+    assert "StartupOfTheDevice" in [e["type"] for e in events]
+    assert all("timestamp" in e for e in events)
+
+    mark = s.csms.transcript.mark()  # a window before the agent started: an empty log
+    answer = await s.csms.call(CP_ID, "GetLog", {"logType": "SecurityLog", "requestId": 11, "log": {
+        "remoteLocation": s.csms.file_url("logs/"), "oldestTimestamp": "2020-01-01T00:00:00Z",
+        "latestTimestamp": "2020-01-02T00:00:00Z"}})
+    assert answer["status"] == "Accepted"
+    await s.wait_call("LogStatusNotification", lambda e: e.payload == {"status": "Uploaded", "requestId": 11},
+                      since=mark)
+    with tarfile.open(fileobj=io.BytesIO((uploads / answer["filename"]).read_bytes())) as tar:
+        assert tar.extractfile("security.jsonl").read() == b"\n"  # type: ignore[union-attr]
 
 
 def signed_firmware(location: str, file: Path, signer: Signer, *,
@@ -320,6 +363,24 @@ async def test_tc_080_signed_update_installed(station: Station, files: Path, sig
     assert {e.payload["requestId"] for e in calls(s, "SignedFirmwareStatusNotification", mark)} == {21}
     assert not calls(s, "FirmwareStatusNotification", mark)
     assert boots(s, mark)[-1].payload["firmwareVersion"] == "1.1.0"
+
+
+async def test_a_triggered_signed_firmware_status_says_the_scheduled_update_and_its_request_id(
+        station: Station, files: Path, signer: Signer) -> None:
+    """ExtendedTriggerMessage FirmwareStatusNotification while a signed update waits for its retrieveDateTime: the
+    SignedFirmwareStatusNotification says DownloadScheduled with the update's requestId."""
+    s = station
+    mark = s.csms.transcript.mark()
+    firmware = signed_firmware(s.csms.file_url("v2.bundle"), files / "v2.bundle", signer)
+    firmware["retrieveDateTime"] = (datetime.now(UTC) + timedelta(hours=1)).isoformat(timespec="seconds")
+    answer = await s.csms.call(CP_ID, "SignedUpdateFirmware", {"requestId": 25, "firmware": firmware})
+    assert answer == {"status": "Accepted"}
+    await s.wait_call("SignedFirmwareStatusNotification", lambda e: e.payload["status"] == "DownloadScheduled",
+                      since=mark)
+    mark = s.csms.transcript.mark()
+    assert (await s.csms.extended_trigger_message(CP_ID, "FirmwareStatusNotification"))["status"] == "Accepted"
+    triggered = await s.wait_call("SignedFirmwareStatusNotification", since=mark)
+    assert triggered.payload == {"status": "DownloadScheduled", "requestId": 25}
 
 
 async def test_tc_081_invalid_signature_nothing_installed_and_an_untrusted_certificate(

@@ -78,6 +78,33 @@ def test_security_log_rolls_over_and_keeps_its_backups(tmp_path: Path) -> None:
     assert json.loads(newest)["techInfo"] == "event 099"
 
 
+def test_security_archive_holds_the_rolled_files_oldest_first_within_the_window(tmp_path: Path) -> None:
+    """What GetLog SecurityLog uploads: the events of every file of the log, oldest first, within the window."""
+    import io
+    import tarfile
+    from datetime import UTC, datetime, timedelta
+
+    from firmware.maintenance.diagnostics import build_security_archive
+
+    log = SecurityLog(tmp_path / "security.log", max_bytes=600, backups=3)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(12):
+        log.write("ResetOrReboot", t0 + timedelta(hours=i), f"event {i:02d}")
+    assert len(log.files()) > 1
+
+    def events(start: datetime | None, stop: datetime | None) -> list[str]:
+        archive = build_security_archive("CP-SEC", log.files(), tmp_path / "out", start, stop)
+        assert archive.name.startswith("securitylog-CP-SEC-") and len(list(archive.parent.iterdir())) == 1
+        with tarfile.open(fileobj=io.BytesIO(archive.read_bytes())) as tar:
+            text = tar.extractfile("security.jsonl").read().decode()  # type: ignore[union-attr]
+        return [json.loads(line)["techInfo"] for line in text.splitlines() if line]
+
+    kept = events(None, None)  # rolling over dropped the oldest: what is left is in order, up to the newest
+    assert kept == sorted(kept) and kept[-1] == "event 11" and len(kept) >= 6
+    assert events(t0 + timedelta(hours=8), t0 + timedelta(hours=10)) == ["event 08", "event 09", "event 10"]
+    assert events(t0 - timedelta(days=2), t0 - timedelta(days=1)) == []
+
+
 @pytest.mark.parametrize(("url", "ocpp", "error"), [
     ("ws://c/o", 'security_profile = 1', "ocpp.security_profile: expected a password (AuthorizationKey)"),
     ("wss://c/o", 'security_profile = 2\npassword = "0123456789abcdef"',

@@ -647,6 +647,12 @@ def test_ctl_firmware_update_and_diagnostics(sim: Sim) -> None:
                                                                               name)
     wait_until(lambda: any(u["name"] == name for u in run_ctl(sim, "firmware", "files")[1]["uploads"]),
                what="the diagnostics uploaded to the CSMS")
+    code, answer = run_ctl(sim, "get-log", "security", "--request-id", "31")
+    assert code == 0 and answer["response"]["status"] == "Accepted" and answer["request_id"] == 31
+    upload = Path(answer["upload"])
+    assert upload.name.startswith("securitylog-") and upload.parent == sim.state_dir / "csms-files/uploads"
+    wait_until(upload.is_file, what="the security log uploaded to the CSMS")
+    assert run_ctl(sim, "get-log", "nonsense")[0] == control_cli.EXIT_USAGE
     code, answer = run_ctl(sim, "firmware", "update", "--file", "nothing.bundle")
     assert code == control_cli.EXIT_HTTP_ERROR and "offers no file 'nothing.bundle'" in answer["error"]
     (sim.state_dir / "csms-files/junk.bundle").write_bytes(b"not a bundle")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -242,3 +243,50 @@ def test_root_keeps_a_new_slot_only_once_its_agent_confirms(tmp_path: Path, sign
         assert result["confirmed"] is False and info["active"] == "a" and info["slots"]["b"]["health"] == "FAILED"
         reason = "the new agent asked to go back" if agent == "gives up" else "did not confirm within 1 s"
         assert reason in info["history"][-1]["event"] and not request.exists()
+
+
+def _install_traced(setup: Setup, prelude: str = "") -> tuple[list[str], str]:
+    """slots.install of v2 in a process under strace: its file system calls, and the staging directory."""
+    bundle = setup.where / "srv/v2.bundle"
+    sha, size = slots.sha256_file(bundle), bundle.stat().st_size
+    shutil.copyfile(bundle, slots.prepare_upload(str(setup.root), sha, size)["path"])
+    trace = setup.where / "strace.txt"
+    subprocess.run(["strace", "-f", "-qq", "-y", "-o", str(trace), "-e",
+                    "trace=openat,write,syncfs,fsync,rename,renameat,renameat2", sys.executable, "-c",
+                    f"import sys; from firmware.maintenance import slots; {prelude}"
+                    "slots.install(sys.argv[1], sys.argv[2], int(sys.argv[3]))", str(setup.root), sha, str(size)],
+                   check=True, cwd=REPO, timeout=60)
+    assert slots.info(str(setup.root))["slots"]["b"]["version"] == "1.1.0"
+    return trace.read_text().splitlines(), f"{setup.root}/opt/evse-agent/slots/b.new"
+
+
+def _call(line: str) -> str:
+    return line.split(None, 1)[-1]  # "<pid> call(...) = result", the pid padded
+
+
+def test_the_new_slot_is_on_disk_before_it_is_renamed_into_place(setup: Setup) -> None:
+    """Durability of the install, seen in its system calls (strace): every file of the new slot written, then one
+    syncfs of the staging directory's file system (it writes back and waits for every dirty file, directory and
+    the journal), and only then the rename of ``b.new`` to ``b``, whose directory is fsynced after."""
+    calls, staging = _install_traced(setup)
+    synced = [i for i, c in enumerate(calls) if "syncfs(" in c and f"<{staging}>" in c and c.endswith("= 0")]
+    renamed = [i for i, c in enumerate(calls) if "rename" in c and f'"{staging}"' in c]
+    written = [i for i, c in enumerate(calls) if _call(c).startswith("write(") and f"<{staging}/" in c]
+    assert len(synced) == 1 and len(renamed) == 1 and written, (synced, renamed, len(written))
+    assert written[-1] < synced[0] < renamed[0]  # all written, then on disk, then in place
+    assert any("fsync(" in c and f"<{setup.root}/opt/evse-agent/slots>" in c for c in calls[renamed[0]:])
+
+
+def test_without_syncfs_every_file_is_fsynced_before_the_rename(setup: Setup) -> None:
+    """Where there is no syncfs, the fallback: each file and directory of the new slot fsynced, after the last
+    write and before the rename."""
+    calls, staging = _install_traced(setup, "slots._syncfs_call = lambda: None; ")
+    renamed = next(i for i, c in enumerate(calls) if "rename" in c and f'"{staging}"' in c)
+    assert not any("syncfs(" in c for c in calls)
+    slot = setup.root / "opt/evse-agent/slots/b"
+    files = {f"{staging}/{p.relative_to(slot)}" for p in slot.rglob("*") if p.is_file()}  # as they were written
+    last_write = max(i for i, c in enumerate(calls) if _call(c).startswith("write(") and f"<{staging}/" in c)
+    fsynced = {m.group(1) for c in calls[last_write:renamed] if _call(c).startswith("fsync(")
+               and (m := re.search(rf"<({re.escape(staging)}[^>]*)>", c))}
+    assert files and files <= fsynced, sorted(files - fsynced)[:5]
+    assert staging in fsynced  # the directories too

@@ -8,6 +8,9 @@
   view, not a fresh probe: ``python -m firmware selftest`` is the probe, for a stopped agent);
 * ``storage.json`` — the database: its size, schema version, row counts, open transactions, queued messages.
 
+The security log (1.6 security whitepaper GetLog SecurityLog; firmware/security/security_log.py) goes into an
+archive of the same form (:func:`build_security_archive`): ``security.jsonl``, its events within the window.
+
 Version-agnostic: the adapter hands in its keys; the upload itself is :mod:`transfer`'s.
 """
 
@@ -41,20 +44,16 @@ class DiagnosticsSources:
     keys: Callable[[], dict[str, Any]] = dict  # the protocol's configuration keys, secrets masked by the adapter
 
 
-def _ts(line: str) -> datetime | None:
+def _ts(line: str, key: str) -> datetime | None:
     try:
-        value = json.loads(line).get("ts")
+        value = json.loads(line).get(key)
         return datetime.fromisoformat(value) if isinstance(value, str) else None
     except (ValueError, AttributeError):
         return None
 
 
-def log_lines(state_dir: Path, start: datetime | None, stop: datetime | None) -> list[str]:
-    """The agent's log lines within [start, stop], oldest first (rotated files included)."""
-    directory = state_dir / LOG_DIR
-    rotated = sorted(directory.glob(f"{LOG_FILE}.*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit()
-                     else 0)  # agent.log.3 is the oldest
-    files = [*rotated, directory / LOG_FILE]
+def lines_within(files: list[Path], start: datetime | None, stop: datetime | None, key: str = "ts") -> list[str]:
+    """The JSON lines of ``files`` (in that order) whose time (field ``key``) is within [start, stop]."""
     lines: list[str] = []
     for path in files:
         try:
@@ -62,11 +61,19 @@ def log_lines(state_dir: Path, start: datetime | None, stop: datetime | None) ->
         except OSError:
             continue
         for line in text.splitlines():
-            ts = _ts(line)
+            ts = _ts(line, key)
             if ts is None or (start is not None and ts < start) or (stop is not None and ts > stop):
                 continue
             lines.append(line)
     return lines
+
+
+def log_lines(state_dir: Path, start: datetime | None, stop: datetime | None) -> list[str]:
+    """The agent's log lines within [start, stop], oldest first (rotated files included)."""
+    directory = state_dir / LOG_DIR
+    rotated = sorted(directory.glob(f"{LOG_FILE}.*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit()
+                     else 0)  # agent.log.3 is the oldest
+    return lines_within([*rotated, directory / LOG_FILE], start, stop)
 
 
 def _configuration(sources: DiagnosticsSources) -> dict[str, Any]:
@@ -94,17 +101,31 @@ def _storage(db: Database) -> dict[str, Any]:
 def build_archive(sources: DiagnosticsSources, dest_dir: Path, start: datetime | None = None,
                   stop: datetime | None = None) -> Path:
     """Write the archive into ``dest_dir``; its path (name: ``diagnostics-<id>-<UTC time>.tar.gz``)."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    for old in dest_dir.glob("diagnostics-*.tar.gz"):  # one at a time: the last one asked for
-        old.unlink()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = dest_dir / f"diagnostics-{sources.charge_point_id}-{stamp}.tar.gz"
-    members: dict[str, bytes] = {
+    return _write_archive(dest_dir, f"diagnostics-{sources.charge_point_id}", {
         "log.jsonl": ("\n".join(log_lines(sources.state_dir, start, stop)) + "\n").encode(),
         "configuration.json": json.dumps(_configuration(sources), indent=2, default=str).encode(),
         "selftest.json": json.dumps(sources.live(), indent=2, default=str).encode(),
         "storage.json": json.dumps(_storage(sources.db), indent=2, default=str).encode(),
-    }
+    })
+
+
+def build_security_archive(charge_point_id: str, security_log_files: list[Path], dest_dir: Path,
+                           start: datetime | None = None, stop: datetime | None = None) -> Path:
+    """The security log's events within [start, stop] (``security_log_files`` oldest first, as
+    ``SecurityLog.files()`` gives them) as ``security.jsonl`` in ``securitylog-<id>-<UTC time>.tar.gz``."""
+    lines = lines_within(security_log_files, start, stop, key="timestamp")
+    return _write_archive(dest_dir, f"securitylog-{charge_point_id}",
+                          {"security.jsonl": ("\n".join(lines) + "\n").encode()})
+
+
+def _write_archive(dest_dir: Path, prefix: str, members: dict[str, bytes]) -> Path:
+    """``<prefix>-<UTC time>.tar.gz`` in ``dest_dir``, replacing the earlier one of that prefix (one at a time: the
+    last one asked for); written beside and renamed, so an upload never sends half an archive."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    for old in dest_dir.glob(f"{prefix}-*.tar.gz"):
+        old.unlink()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = dest_dir / f"{prefix}-{stamp}.tar.gz"
     tmp = path.with_name(path.name + ".tmp")
     with tarfile.open(tmp, "w:gz") as tar:
         for name, data in members.items():

@@ -19,7 +19,8 @@ operation the agent can ask for itself is :func:`apply_switch_request`, run by a
 
 The active slot is never written to: a bundle is checked (SHA-256 of the whole file, as verified by the
 tool) before the inactive slot is touched, unpacked into ``slots/X.new`` and only renamed to ``slots/X``
-when complete (every file and directory fsynced first), and ``current`` changes with one atomic rename. A power
+when complete (every file and directory on disk first: one ``syncfs`` of its file system, per-file fsync where
+there is none), and ``current`` changes with one atomic rename. A power
 cut at any moment leaves either the old or the new slot active, each complete.
 
 The agent's database across versions (:mod:`db_rollback`): before a freshly installed slot is activated for the
@@ -30,6 +31,9 @@ with what the new slot recorded carried into it, or is refused (the new slot sta
 from __future__ import annotations
 
 import compileall
+import ctypes
+import ctypes.util
+import errno
 import hashlib
 import json
 import os
@@ -177,7 +181,18 @@ def _safe(rel: str) -> bool:
 
 
 def _unpack(bundle: Path, dest: Path) -> dict[str, Any]:
-    """Regular files only, no path leaving ``dest``: meta files at the top, payload/ below it."""
+    """Regular files only, no path leaving ``dest``: meta files at the top, payload/ below it; all on disk when it
+    returns."""
+    flush = _TreeFlush(dest)  # opened before the first write: a writeback error from then on is reported
+    try:
+        manifest = _unpack_files(bundle, dest)
+        flush.wait()
+    finally:
+        flush.close()
+    return manifest
+
+
+def _unpack_files(bundle: Path, dest: Path) -> dict[str, Any]:
     manifest: dict[str, Any] = {}
     with tarfile.open(bundle, "r:") as tar:
         for m in tar.getmembers():
@@ -203,13 +218,49 @@ def _unpack(bundle: Path, dest: Path) -> dict[str, Any]:
     # and would compile every module at every start
     compileall.compile_dir(dest, quiet=2, workers=1)
     _readable_by_agent(dest)
-    _fsync_tree(dest)
     return manifest
 
 
+def _syncfs_call() -> Any:
+    """libc's ``syncfs(fd)`` (Linux), or None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+class _TreeFlush:
+    """Everything written under a directory on disk, before the slot is renamed into place: a power cut after the
+    rename must not find a complete-looking slot of empty or torn files.
+
+    One ``syncfs(2)`` of the directory's file system writes back every dirty file, directory and the journal, and
+    waits for it (measured: ~40 ms for a full bundle's 1,600 files against ~670 ms for an fsync of each one,
+    docs/firmware-update.md). It is opened before the files are written because syncfs reports (Linux >= 5.8) the
+    writeback errors of its file system since the descriptor was opened: a failed write is an error here, not a
+    silently torn slot. Where there is no syncfs (or it fails as unsupported), each file and directory is
+    fsynced."""
+
+    def __init__(self, top: Path) -> None:
+        self.top = top
+        self.fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+
+    def wait(self) -> None:
+        syncfs = _syncfs_call()
+        if syncfs is not None:
+            if syncfs(self.fd) == 0:
+                return
+            err = ctypes.get_errno()
+            if err not in (errno.ENOSYS, errno.EOPNOTSUPP):
+                raise OSError(err, f"syncfs of {self.top}: {os.strerror(err)}")
+        _fsync_tree(self.top)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 def _fsync_tree(top: Path) -> None:
-    """Every file and directory under ``top`` on disk before the slot is renamed into place: a power cut after
-    the rename must not find a complete-looking slot of empty or torn files."""
+    """Every file and directory under ``top`` on disk, one by one (where there is no syncfs)."""
     for dirpath, _, filenames in os.walk(top):
         for name in filenames:
             fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)

@@ -788,6 +788,15 @@ class SimulatedCsms:
             location=location, retries=retries, retryInterval=retry_interval, startTime=start_time,
             stopTime=stop_time), timeout_s=timeout_s)
 
+    async def get_log(self, cp_id: str, log_type: str, request_id: int, location: str, *,
+                      retries: int | None = None, retry_interval: int | None = None, oldest: str | None = None,
+                      latest: str | None = None, timeout_s: float | None = None) -> dict[str, Any]:
+        """GetLog (1.6 security whitepaper): ``log_type`` DiagnosticsLog or SecurityLog, uploaded to ``location``."""
+        return await self.call(cp_id, Action.get_log, _compact(
+            logType=log_type, requestId=request_id, retries=retries, retryInterval=retry_interval,
+            log=_compact(remoteLocation=location, oldestTimestamp=oldest, latestTimestamp=latest)),
+            timeout_s=timeout_s)
+
     async def trigger_message(self, cp_id: str, requested_message: str, *, connector_id: int | None = None,
                               timeout_s: float | None = None) -> dict[str, Any]:
         return await self.call(cp_id, Action.trigger_message,

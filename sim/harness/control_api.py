@@ -397,6 +397,8 @@ ENDPOINTS: list[tuple[str, str, str]] = [
      'key into the files the CSMS offers {"version": "1.2.0", "name": "fw.bundle"}'),
     ("POST", "/csms/get-diagnostics", 'builtin CSMS: GetDiagnostics to its own upload place {} or {"location": URL}; '
      '"retries", "retry_interval_s", "start", "stop"'),
+    ("POST", "/csms/get-log", 'builtin CSMS: GetLog {"type": "security"|"diagnostics"} to its own upload place or '
+     '{"location": URL}; "request_id", "retries", "retry_interval_s", "oldest", "latest"'),
 ]
 
 
@@ -405,6 +407,7 @@ class ControlApi:
         self.t = targets
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._log_requests = 0  # GetLog's requestId when none is given: 1, 2, ...
         self.host = ""
         self.port = 0
         handlers: dict[tuple[str, str], Handler] = {
@@ -431,6 +434,7 @@ class ControlApi:
             ("GET", "/csms/files"): self._csms_files,
             ("POST", "/csms/update-firmware"): self._update_firmware,
             ("POST", "/csms/get-diagnostics"): self._get_diagnostics,
+            ("POST", "/csms/get-log"): self._get_log,
             ("POST", "/csms/firmware-bundle"): self._firmware_bundle,
         }
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
@@ -759,6 +763,28 @@ class ControlApi:
             stop_time=body.text("stop") if body.has("stop") else None, timeout_s=timeout_s))
         name = response.get("fileName") if isinstance(response, dict) else None
         return 200, {"cp_id": cp_id, "location": location, "response": response,
+                     "upload": str(files.uploads / name) if name and body.data.get("location") is None else None}
+
+    async def _get_log(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        csms, files = self._files()
+        body = Body(req.body)
+        body.only("cp_id", "type", "request_id", "location", "retries", "retry_interval_s", "oldest", "latest",
+                  "timeout_s")
+        cp_id = body.text("cp_id", self.t.charger.spec.charge_point_id)
+        log_type = {"security": "SecurityLog", "diagnostics": "DiagnosticsLog"}[body.choice(
+            "type", ("security", "diagnostics"))]
+        self._log_requests += 1
+        request_id = body.integer("request_id", self._log_requests, lo=0, hi=INT32_MAX)
+        location = body.text("location", files.url("uploads/"))
+        retries = body.integer("retries", lo=0, hi=100) if body.has("retries") else None
+        interval = body.integer("retry_interval_s", lo=0, hi=86400) if body.has("retry_interval_s") else None
+        timeout_s = body.number("timeout_s", csms.response_timeout_s, lo=0.1, hi=600.0)
+        response = await _answer(cp_id, "GetLog", csms.get_log(
+            cp_id, log_type, request_id, location, retries=retries, retry_interval=interval,
+            oldest=body.text("oldest") if body.has("oldest") else None,
+            latest=body.text("latest") if body.has("latest") else None, timeout_s=timeout_s))
+        name = response.get("filename") if isinstance(response, dict) else None
+        return 200, {"cp_id": cp_id, "request_id": request_id, "location": location, "response": response,
                      "upload": str(files.uploads / name) if name and body.data.get("location") is None else None}
 
     # ---- smart charging (builtin CSMS) ---------------------------------------------------------------

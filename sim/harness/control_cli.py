@@ -150,6 +150,14 @@ def _parser() -> argparse.ArgumentParser:
     diag.add_argument("--retry-interval", type=int, metavar="S")
     diag.add_argument("--start", metavar="WHEN", help="startTime (RFC 3339), e.g. 2026-12-06T07:00:00Z")
     diag.add_argument("--stop", metavar="WHEN", help="stopTime (RFC 3339)")
+    getlog = sub.add_parser("get-log", help="POST /csms/get-log: GetLog (builtin CSMS; 1.6 security whitepaper)")
+    getlog.add_argument("type", choices=("security", "diagnostics"), help="SecurityLog or DiagnosticsLog")
+    getlog.add_argument("--location", help="upload URL (default: the CSMS's own upload place)")
+    getlog.add_argument("--request-id", type=int, metavar="N", help="requestId (default: 1, 2, ... per API)")
+    getlog.add_argument("--retries", type=int)
+    getlog.add_argument("--retry-interval", type=int, metavar="S")
+    getlog.add_argument("--oldest", metavar="WHEN", help="oldestTimestamp (RFC 3339)")
+    getlog.add_argument("--latest", metavar="WHEN", help="latestTimestamp (RFC 3339)")
     return p
 
 
@@ -364,6 +372,10 @@ def build_call(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | Non
         body = {"location": args.location, "retries": args.retries, "retry_interval_s": args.retry_interval,
                 "start": args.start, "stop": args.stop}
         return "POST", "/csms/get-diagnostics", {k: v for k, v in body.items() if v is not None}
+    if cmd == "get-log":
+        body = {"type": args.type, "location": args.location, "request_id": args.request_id, "retries": args.retries,
+                "retry_interval_s": args.retry_interval, "oldest": args.oldest, "latest": args.latest}
+        return "POST", "/csms/get-log", {k: v for k, v in body.items() if v is not None}
     raise ValueError(f"unknown command {cmd!r}")  # pragma: no cover - argparse knows the commands
 
 

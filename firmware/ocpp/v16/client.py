@@ -119,7 +119,7 @@ class Ocpp16Client:
             Configuration(keys), self.security, self.authorization, self.local_auth_list, self.certificates,
             RemoteControl(ctx, coordinator, self.statuses, smart_charging), self.data_transfer,
             RemoteTrigger(ctx, self.core, self.statuses, self.certificates),
-            FirmwareManagement(ctx, firmware, diagnostics_sources))
+            FirmwareManagement(ctx, firmware, diagnostics_sources, self.security_events.log))
         if smart_charging is not None:
             self._handlers += (SmartCharging(smart_charging),)
         self._session_settings = SessionSettings(keys, connectors)

@@ -51,6 +51,7 @@ class V16Context(CsmsConnectionMixin):
     log_status: Callable[[], str] = lambda: "Idle"
     log_request_id: Callable[[], int | None] = lambda: None
     firmware_request_id: Callable[[], int | None] = lambda: None
+    signed_firmware_status: Callable[[], str] = lambda: "Idle"  # SignedFirmwareStatusNotification's statuses
     #: ``(type, techInfo)``: a security event (security_events.SecurityEvents.report: logged, and queued if critical)
     report_security_event: Callable[[str, str | None], object] = lambda event, info: None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)

@@ -1,21 +1,25 @@
 """OCPP 1.6 Firmware Management: UpdateFirmware (§5.19) with FirmwareStatusNotification (§4.5), GetDiagnostics
-(§5.9) with DiagnosticsStatusNotification (§4.4), and the security whitepaper's GetLog (DiagnosticsLog; a
-SecurityLog is Rejected until the agent keeps security events) with LogStatusNotification.
+(§5.9) with DiagnosticsStatusNotification (§4.4), and the security whitepaper's GetLog (DiagnosticsLog: the
+diagnostics archive; SecurityLog: the security log, firmware/security/security_log.py) with LogStatusNotification.
 
 The update itself is the version-agnostic pipeline (firmware/maintenance/updater.py: download, verify, install
 into the inactive slot, wait for no transaction, switch, restart, check, keep or roll back); this module turns
 the request into a job and the job's statuses into FirmwareStatusNotification. Intermediate statuses
 (Downloading, Downloaded, Installing) are sent when the CSMS is connected, and skipped when it is not; the final
 one (DownloadFailed, Installed after the restart into the new version, InstallationFailed after a rollback) waits
-for the connection, and the job keeps it until it was answered, across restarts.
+for the connection, and the job keeps it until it was answered, across restarts. Once Installed was answered, the
+security event FirmwareUpdated (critical: queued in the durable outbox) says which version replaced which; should
+the agent stop between the two, the job reports Installed again at the next start, and the event with it (at least
+once, never lost).
 
 GetDiagnostics builds the archive at once (firmware/maintenance/diagnostics.py), answers with its file name
 (none when it could not be made), then uploads it (HTTP PUT or FTP STOR, firmware/maintenance/transfer.py) with
 the request's retries, between Uploading and Uploaded / UploadFailed. An upload is not resumed after a restart
 (1.6 does not ask it; the CSMS asks again).
 
-``V16Context.firmware_status`` and ``diagnostics_status`` give what a triggered notification reports: the state
-of a running job, Idle otherwise.
+``V16Context.firmware_status`` / ``signed_firmware_status`` / ``firmware_request_id``, ``diagnostics_status`` and
+``log_status`` / ``log_request_id`` give what a (Extended)TriggerMessage's notification reports: the state of a
+running job or upload and its requestId; Idle (and no requestId) otherwise.
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ from ocpp.v16.enums import Action
 
 from firmware.maintenance import transfer
 from firmware.maintenance.bundle import BundleError, check_certificate
-from firmware.maintenance.diagnostics import DiagnosticsSources, build_archive
+from firmware.maintenance.diagnostics import DiagnosticsSources, build_archive, build_security_archive
 from firmware.maintenance.updater import FirmwareStatus, FirmwareUpdater
 from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost, InvalidResponse, after_answering, handles
 from firmware.ocpp.v16.context import V16Context
+from firmware.security.security_log import SecurityLog
 
 log = logging.getLogger(__name__)
 
@@ -64,24 +69,40 @@ def _parse_time(value: str | None) -> datetime | None:
 
 class FirmwareManagement:
     def __init__(self, ctx: V16Context, updater: FirmwareUpdater | None,
-                 diagnostics: DiagnosticsSources | None) -> None:
+                 diagnostics: DiagnosticsSources | None, security_log: SecurityLog | None = None) -> None:
+        """``security_log``: what GetLog SecurityLog uploads (without: a SecurityLog is Rejected)."""
         self.ctx = ctx
         self.updater = updater
         self.diagnostics = diagnostics
+        self.security_log = security_log
         self._diagnostics_status = "Idle"
         self._log_upload: asyncio.Task[None] | None = None
+        self._log_status = "Idle"
+        self._log_request_id: int | None = None
         ctx.firmware_status = self._firmware_status
+        ctx.signed_firmware_status = lambda: self._job_status().value
+        ctx.firmware_request_id = self._firmware_request_id
         ctx.diagnostics_status = lambda: self._diagnostics_status
+        ctx.log_status = lambda: self._log_status
+        ctx.log_request_id = lambda: self._log_request_id
         if diagnostics is not None:  # the keys as GetConfiguration reports them (write-only ones left out)
             diagnostics.keys = lambda: {str(e["key"]): e["value"] for e in ctx.keys.get(None)[0]}
         if updater is not None:
             updater.on_status = self.report_firmware_status
             updater.health = self.accepted_within
 
+    def _job_status(self) -> FirmwareStatus:
+        return self.updater.status() if self.updater is not None else FirmwareStatus.IDLE
+
     def _firmware_status(self) -> str:
         """For a triggered FirmwareStatusNotification (1.6 Core's statuses)."""
-        status = self.updater.status() if self.updater is not None else FirmwareStatus.IDLE
+        status = self._job_status()
         return PLAIN.get(status, "Installing" if status is not FirmwareStatus.DOWNLOAD_SCHEDULED else "Idle")
+
+    def _firmware_request_id(self) -> int | None:
+        """The running signed update's requestId (a triggered SignedFirmwareStatusNotification carries it)."""
+        job = self.updater.job if self.updater is not None and self.updater.busy else None
+        return job.request_id if job is not None else None
 
     # --- UpdateFirmware ------------------------------------------------------------------------------
 
@@ -102,8 +123,7 @@ class FirmwareManagement:
 
     async def report_firmware_status(self, status: FirmwareStatus) -> None:
         """The updater's statuses to the CSMS: an intermediate one only when connected, a final one until the
-        CSMS answered it."""
-        final = status in FINAL
+        CSMS answered it; after Installed, the security event FirmwareUpdated."""
         job = self.updater.job if self.updater is not None else None
         if job is not None and job.request_id is not None:
             action, payload = "SignedFirmwareStatusNotification", {"status": status.value, "requestId": job.request_id}
@@ -111,6 +131,13 @@ class FirmwareManagement:
             action, payload = "FirmwareStatusNotification", {"status": PLAIN[status]}
         else:
             return
+        await self._deliver_status(action, payload, status)
+        if status is FirmwareStatus.INSTALLED and job is not None:
+            self.ctx.report_security_event("FirmwareUpdated", f"firmware {job.previous_version or 'unknown'} -> "
+                                                              f"{job.version} (slot {job.slot})")
+
+    async def _deliver_status(self, action: str, payload: dict[str, Any], status: FirmwareStatus) -> None:
+        final = status in FINAL
         while True:
             if not final and not self.ctx.online.is_set():
                 return
@@ -226,18 +253,32 @@ class FirmwareManagement:
     @handles(Action.get_log)
     async def _get_log(self, log_type: str, request_id: int, log: dict[str, Any], retries: int | None = None,
                        retry_interval: int | None = None, **_: Any) -> Any:
-        """DiagnosticsLog: the diagnostics archive, uploaded between LogStatusNotification Uploading and Uploaded
-        / UploadFailure (with the requestId). SecurityLog: Rejected — this agent keeps no security log yet."""
-        sources = self.diagnostics
+        """DiagnosticsLog: the diagnostics archive; SecurityLog: the security log's events (an archive of the same
+        form, firmware/maintenance/diagnostics.py); either within oldestTimestamp / latestTimestamp, uploaded
+        between LogStatusNotification Uploading and Uploaded / UploadFailure (with the requestId)."""
+        sources, security = self.diagnostics, self.security_log
         location = str(log.get("remote_location", ""))  # the library hands nested fields in snake_case too
-        if log_type != "DiagnosticsLog" or sources is None or transfer.check_url(location) is not None:
-            log_reason = "no security log kept" if log_type == "SecurityLog" else transfer.check_url(location)
-            logging.getLogger(__name__).info("GetLog rejected", extra={"log_type": log_type, "reason": log_reason})
+        start, stop = _parse_time(log.get("oldest_timestamp")), _parse_time(log.get("latest_timestamp"))
+        reason = transfer.check_url(location)
+        if log_type == "DiagnosticsLog" and sources is None:
+            reason = reason or "no diagnostics sources"
+        elif log_type == "SecurityLog" and security is None:
+            reason = reason or "no security log kept"
+        elif log_type not in ("DiagnosticsLog", "SecurityLog"):
+            reason = reason or "unknown log type"
+        if reason is not None:
+            logging.getLogger(__name__).info("GetLog rejected", extra={"log_type": log_type, "reason": reason})
             return call_result.GetLog(status="Rejected")
+        dest = Path(self.ctx.config.state_dir) / DIAGNOSTICS_DIR
         try:
-            archive = await asyncio.to_thread(build_archive, sources, sources.state_dir / DIAGNOSTICS_DIR,
-                                              _parse_time(log.get("oldest_timestamp")),
-                                              _parse_time(log.get("latest_timestamp")))
+            if log_type == "SecurityLog":
+                assert security is not None
+                archive = await asyncio.to_thread(build_security_archive, self.ctx.config.charge_point_id,
+                                                  security.files(), dest, start, stop)
+            else:
+                assert sources is not None
+                archive = await asyncio.to_thread(build_archive, sources, sources.state_dir / DIAGNOSTICS_DIR,
+                                                  start, stop)
         except Exception:
             logging.getLogger(__name__).exception("GetLog: the archive could not be made")
             return call_result.GetLog(status="Rejected")
@@ -252,7 +293,12 @@ class FirmwareManagement:
     async def _upload_log(self, request_id: int, location: str, archive: Path, retries: int,
                           interval_s: float) -> None:
         await asyncio.sleep(0)
-        await self._notification("LogStatusNotification", {"status": "Uploading", "requestId": request_id})
-        ok = await self._send_archive(location, archive, retries, interval_s)
+        self._log_status, self._log_request_id = "Uploading", request_id
+        try:
+            await self._notification("LogStatusNotification", {"status": "Uploading", "requestId": request_id})
+            ok = await self._send_archive(location, archive, retries, interval_s)
+        finally:
+            if asyncio.current_task() is self._log_upload:  # not when canceled by the next one: that one's state
+                self._log_status, self._log_request_id = "Idle", None
         await self._notification("LogStatusNotification", {"status": "Uploaded" if ok else "UploadFailure",
                                                            "requestId": request_id})

@@ -162,7 +162,7 @@ class RemoteTrigger:
                 self.signing.request_signing("ExtendedTriggerMessage")
             elif requested_message == "FirmwareStatusNotification" and extended:
                 await call("SignedFirmwareStatusNotification",
-                           _with_request_id(self.ctx.firmware_status(), self.ctx.firmware_request_id()))
+                           _with_request_id(self.ctx.signed_firmware_status(), self.ctx.firmware_request_id()))
             elif requested_message == "LogStatusNotification":
                 await call("LogStatusNotification", _with_request_id(self.ctx.log_status(), self.ctx.log_request_id()))
             elif requested_message == "BootNotification":
