@@ -675,15 +675,29 @@ def test_reservation_admits_only_the_reserved_id_or_its_group() -> None:
                        ReservationResult(7, ReservationStatus.ACCEPTED), StatusChanged(S.RESERVED)]
     run(PilotChanged(P.B))  # a car arrives: the reservation still holds
     assert run.status is S.RESERVED
-    run(CardPresented(card("STRANGER")))
+    # another id: its parent is asked for, naming the group it must belong to
+    assert run(CardPresented(card("STRANGER"))) == [
+        RequestAuthorization(card("STRANGER"), AuthPurpose.START, group=central("FAMILY"))]
     assert run(accept("STRANGER", "OTHERS")) == [
         IdTokenRefused(card("STRANGER"), RefusalReason.RESERVED, AuthStatus.ACCEPTED)]
+    assert run(CardPresented(card("RES1"))) == [RequestAuthorization(card("RES1"), AuthPurpose.START)]
+    run(AuthorizationResult(card("RES1"), AuthStatus.INVALID))
     run(CardPresented(card("CARD2")))
     effects = run(accept("CARD2", "FAMILY"))
     assert effects[:2] == [CancelTimer(TimerName.RESERVATION_EXPIRY),
                            ReservationEnded(7, ReservationEndReason.USED)]
     assert statuses(effects) == [S.PREPARING, S.SUSPENDED_EV]  # G2 then B4
     assert only(effects, TransactionStarted)[0].reservation_id == 7  # type: ignore[union-attr]
+
+
+def test_reservation_without_group_refuses_other_ids_without_asking() -> None:
+    """OCTT TC_046_1 (and MicroOcpp #430): another card at a connector reserved for one id alone is refused
+    at once; no authorization is asked for it."""
+    run = Run()
+    reserve(run)
+    assert run(CardPresented(card("STRANGER"))) == [IdTokenRefused(card("STRANGER"), RefusalReason.RESERVED)]
+    assert run.status is S.RESERVED
+    assert run(CardPresented(card("res1"))) == [RequestAuthorization(card("res1"), AuthPurpose.START)]
 
 
 def test_reserved_id_tapped_before_plugging_in_waits_in_preparing() -> None:
@@ -699,8 +713,36 @@ def test_remote_start_on_reserved_connector() -> None:
     run = Run()
     reserve(run)
     assert run(RemoteStartRequested(central("OTHER"))) == [RemoteStartResult(False, "reserved for another id")]
-    assert run(RemoteStartRequested(central("RES1")))[0] == RemoteStartResult(True)
+    effects = run(RemoteStartRequested(central("RES1")))
+    assert effects[0] == RemoteStartResult(True)
+    assert ReservationEnded(7, ReservationEndReason.USED) in effects
     assert run.status is S.PREPARING
+    assert only(run(PilotChanged(P.B)), TransactionStarted)[0].reservation_id == 7  # type: ignore[union-attr]
+
+
+def test_remote_start_on_reserved_connector_when_remote_starts_are_authorized() -> None:
+    """With AuthorizeRemoteTxRequests another id is refused before anything is authorized (no group to let it in);
+    the reserved id is authorized, then uses the reservation."""
+    run = Run(authorize_remote_tx_requests=True)
+    reserve(run)
+    assert run(RemoteStartRequested(central("OTHER"))) == [RemoteStartResult(False, "reserved for another id")]
+    assert run(RemoteStartRequested(central("RES1"))) == [
+        RemoteStartResult(True), RequestAuthorization(central("RES1"), AuthPurpose.REMOTE_START)]
+    effects = run(AuthorizationResult(central("RES1"), AuthStatus.ACCEPTED))
+    assert ReservationEnded(7, ReservationEndReason.USED) in effects and run.status is S.PREPARING
+
+
+def test_charger_reservation_carried_by_the_event_goes_into_the_transaction() -> None:
+    """A reservation of the charger as a whole (connector 0) is kept by the charger; the event that starts the
+    session names it, and the transaction carries it."""
+    run = Run()
+    run(CardPresented(card("CARD1")))
+    run(AuthorizationResult(card("CARD1"), AuthStatus.ACCEPTED, reservation_id=42))
+    assert only(run(PilotChanged(P.B)), TransactionStarted)[0].reservation_id == 42  # type: ignore[union-attr]
+    remote = Run()
+    remote(PilotChanged(P.B))
+    started = only(remote(RemoteStartRequested(central("X"), reservation_id=43)), TransactionStarted)
+    assert started[0].reservation_id == 43  # type: ignore[union-attr]
 
 
 def test_reservation_expires_or_is_cancelled() -> None:
@@ -733,13 +775,28 @@ def test_reservation_answers() -> None:
         ReservationResult(8, ReservationStatus.OCCUPIED)]
 
 
-def test_inoperative_while_reserved_applies_when_reservation_ends() -> None:
+def test_inoperative_while_reserved_ends_the_reservation_in_one_transition() -> None:
+    """1.6 §5.13: a reservation ends when its connector is set Unavailable; Reserved -> Unavailable directly
+    (§4.9 G8), not through Available (libocpp #998)."""
     run = Run()
     reserve(run)
-    assert run(AvailabilityChanged(False)) == [AvailabilityScheduled(False)]
-    effects = run(ReservationCancelled(7))
-    assert AvailabilityApplied(False) in effects
-    assert statuses(effects) == [S.UNAVAILABLE]  # §4.9 G8
+    assert run(AvailabilityChanged(False)) == [CancelTimer(TimerName.RESERVATION_EXPIRY),
+                                               ReservationEnded(7, ReservationEndReason.REMOVED),
+                                               AvailabilityApplied(False), StatusChanged(S.UNAVAILABLE)]
+    assert run.m.reservation is None
+    assert statuses(run(AvailabilityChanged(True))) == [S.AVAILABLE]  # the reservation does not come back
+
+
+def test_fault_while_reserved_ends_the_reservation_in_one_transition() -> None:
+    run = Run()
+    reserve(run)
+    assert run(FaultRaised(FaultCode.RCD_TRIP)) == [
+        CancelTimer(TimerName.RESERVATION_EXPIRY), ReservationEnded(7, ReservationEndReason.REMOVED),
+        StatusChanged(S.FAULTED, error=FaultCode.RCD_TRIP, trigger=Trigger.ABNORMAL_CONDITION)]
+    assert statuses(run(FaultCleared(FaultCode.RCD_TRIP))) == [S.AVAILABLE]
+    estop = Run()
+    reserve(estop)
+    assert ReservationEnded(7, ReservationEndReason.REMOVED) in estop(EmergencyStop())
 
 
 # --- availability ---------------------------------------------------------------------------------
