@@ -4,7 +4,8 @@ The features live in their own modules and share one :class:`~firmware.ocpp.v16.
 :mod:`core` (BootNotification, Heartbeat), :mod:`status_report` (StatusNotification),
 :mod:`transactions` (Start/StopTransaction through the durable outbox), :mod:`meter_values`,
 :mod:`authorization` (Authorize, the cache, ClearCache), :mod:`remote_control` (remote start/stop,
-availability, unlock, reset), :mod:`data_transfer`, :mod:`configuration` and :mod:`session_settings`. Each
+availability, unlock, reset), :mod:`reservation` (ReserveNow, CancelReservation), :mod:`data_transfer`,
+:mod:`configuration` and :mod:`session_settings`. Each
 declares its configuration keys and its CALL handlers; this module only routes:
 
 * connector effects to the features (``record`` inside the connector's commit, ``notify`` after it);
@@ -40,6 +41,7 @@ from firmware.ocpp.v16.data_transfer import DataTransfer
 from firmware.ocpp.v16.dialect import OCPP16
 from firmware.ocpp.v16.meter_values import MeterValuesReporter
 from firmware.ocpp.v16.remote_control import RemoteControl
+from firmware.ocpp.v16.reservation import Reservation
 from firmware.ocpp.v16.session_settings import SessionSettings, session_config_from_keys
 from firmware.ocpp.v16.smart_charging import SmartCharging
 from firmware.ocpp.v16.status_report import StatusReporter
@@ -85,7 +87,8 @@ class Ocpp16Client:
         self.data_transfer = DataTransfer(ctx, diagnostics, hardware)
         self._handlers: tuple[object, ...] = (
             Configuration(keys), self.authorization,
-            RemoteControl(ctx, coordinator, self.statuses, smart_charging), self.data_transfer)
+            RemoteControl(ctx, coordinator, self.statuses, smart_charging), self.data_transfer,
+            Reservation(ctx, coordinator.reservations))
         if smart_charging is not None:
             self._handlers += (SmartCharging(smart_charging),)
         self._session_settings = SessionSettings(keys, connectors)

@@ -8,6 +8,7 @@ from firmware.ocpp.v16 import (
     core,
     meter_values,
     remote_control,
+    reservation,
     session_settings,
     smart_charging,
     status_report,
@@ -18,4 +19,4 @@ from firmware.ocpp.v16.keys import KeyDefinition
 
 def key_definitions(number_of_connectors: int) -> list[KeyDefinition]:
     return [*core.keys(number_of_connectors), *authorization.KEYS, *meter_values.KEYS, *remote_control.KEYS,
-            *session_settings.KEYS, *smart_charging.KEYS, *status_report.KEYS, *transactions.KEYS]
+            *reservation.KEYS, *session_settings.KEYS, *smart_charging.KEYS, *status_report.KEYS, *transactions.KEYS]
