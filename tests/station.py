@@ -40,7 +40,7 @@ class Station:
     def __init__(self, state_dir: Path, *, connectors: int = 2, board: str = "ioboard", meter: str = "sdm630",
                  reader: str = "pn532", presets: dict[str, Any] | None = None,
                  boot_statuses: list[str] | None = None, heartbeat_interval: int = 300,
-                 storage_dir: Path | None = None, extra_config: str = "") -> None:
+                 storage_dir: Path | None = None, extra_config: str = "", ocpp_options: str = "") -> None:
         self.state_dir = state_dir
         self.storage_dir = storage_dir or state_dir  # the agent's database (config and log stay in state_dir)
         self.spec = ChargerSpec(charge_point_id=CP_ID, connectors=connectors, board=board,  # type: ignore[arg-type]
@@ -58,6 +58,7 @@ class Station:
         self._supervisor: asyncio.Task[None] | None = None
         self.restart_delay_s = 0.2
         self.extra_config = extra_config  # appended to the agent's TOML (e.g. an [mqtt] section)
+        self.ocpp_options = ocpp_options  # more lines of its [ocpp] section (e.g. "reservations = false")
         self.agent_env: dict[str, str] = {}  # extra environment of the agent process
         #: how the agent is started, and extra options of its process (tests/test_privileges.py: another
         #: interpreter, and a preexec_fn that puts it in its unit's sandbox)
@@ -72,7 +73,7 @@ class Station:
         self.config_path.write_text(
             self.charger.agent_config(str(self.storage_dir))
             + f'\n[ocpp]\ncsms_url = "{self.csms.url}"\nresponse_timeout_s = 5\nreconnect_min_s = 0.2\n'
-            + f"reconnect_max_s = 1\n\n[ocpp.presets]\n{presets}\n" + self.extra_config)
+            + f"reconnect_max_s = 1\n{self.ocpp_options}\n\n[ocpp.presets]\n{presets}\n" + self.extra_config)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

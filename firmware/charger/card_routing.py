@@ -4,9 +4,9 @@ Pure: :func:`route_card` looks at what each connector is doing. In order of pref
 
 1. the connector whose transaction this very card started (the tap stops it), where this card is
    authorized and waiting for the EV (identify-first: a second tap cancels, OCPP 1.6 §4.9 B1),
-   whose cable is held locked for this card's owner after a DeAuthorized stop (the tap releases it), or
-   which is reserved for this card;
-2. a connector with an EV plugged in that is waiting for identification (plug-first);
+   or whose cable is held locked for this card's owner after a DeAuthorized stop (the tap releases it);
+2. a connector with an EV plugged in that is waiting for identification (plug-first), then one reserved for
+   this card (a charger-wide reservation is used wherever its card starts, docs/reservation.md);
 3. an idle, available connector (identify-first: the EV is plugged in afterwards), then a reserved one whose
    reservation names a group (the card may belong to it: the session machine asks);
 4. a connector in Finishing with the EV still plugged in (§4.9 F2: a tap starts a new session) —
@@ -64,11 +64,14 @@ def route_card(card: IdToken, connectors: list[ConnectorView]) -> int | None:
     ordered = sorted(connectors, key=lambda c: c.id)
     for c in ordered:
         own = c.transaction_id_token or c.authorized_id_token or c.cable_held_for
-        if card.matches(own) or (c.status is ConnectorStatus.RESERVED and card.matches(c.reserved_for)):
+        if card.matches(own):
             return c.id
     for c in ordered:
         if (c.status is ConnectorStatus.PREPARING and c.ev_connected and c.transaction_id_token is None
                 and c.authorized_id_token is None):
+            return c.id
+    for c in ordered:
+        if c.status is ConnectorStatus.RESERVED and card.matches(c.reserved_for):
             return c.id
     for c in ordered:
         if c.status is ConnectorStatus.AVAILABLE and c.authorized_id_token is None:

@@ -162,6 +162,7 @@ class Reservations:
         self._timer: asyncio.TimerHandle | None = None
         self._lock = asyncio.Lock()  # one reservation change or re-plan at a time
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stale: set[int] = set()  # ended charger-wide reservations a connector may still show
 
     def _load(self) -> ChargerReservation | None:
         raw = self._settings.get(SETTING_KEY)
@@ -306,15 +307,16 @@ class Reservations:
                     and e.reason in (ReservationEndReason.USED, ReservationEndReason.EXPIRED) for e in effects)
         if claimed or ended:
             self._store(None)
+            self._stale.add(held.reservation_id)  # withdrawn from the connector showing it, if another took it
             log.info("charger reservation ended", extra={"reservation_id": held.reservation_id,
                                                          "connector": ctrl.id, "used": claimed})
 
     async def notify(self, ctrl: ConnectorController, effects: list[Effect]) -> None:
-        if self.held is not None and any(not isinstance(e, ReservationResult) for e in effects):
-            self._schedule_replan()
+        if any(not isinstance(e, ReservationResult) for e in effects):
+            self._schedule_replan()  # nothing to do without a charger-wide reservation held or just ended
 
     def _schedule_replan(self) -> None:
-        if self.held is None:
+        if self.held is None and not self._stale:
             return
         task = asyncio.get_running_loop().create_task(self.replan(), name="charger-reservation-replan")
         self._tasks.add(task)
@@ -324,6 +326,7 @@ class Reservations:
         """Bring where the charger-wide reservation shows in line with which connectors are free (see the module
         docstring); end it when the charger is out of service or its time is up."""
         async with self._lock:
+            await self._withdraw_stale()
             held = self.held
             if held is None:
                 return
@@ -350,6 +353,14 @@ class Reservations:
                          extra={"reservation_id": held.reservation_id, "connector": place_on})
                 await self.connectors[place_on].handle(ReservationMade(held.reservation_id, held.id_token,
                                                                        held.expiry, held.parent_id_token))
+
+    async def _withdraw_stale(self) -> None:
+        stale, self._stale = self._stale, set()
+        for c in self.states():
+            if c.reservation_id is not None and c.reservation_id in stale:
+                log.info("ended charger reservation withdrawn from a connector",
+                         extra={"reservation_id": c.reservation_id, "connector": c.id})
+                await self.connectors[c.id].handle(ReservationCancelled(c.reservation_id))
 
     # --- storage and timer ----------------------------------------------------------------------------
 
