@@ -1,4 +1,4 @@
-"""End to end: Reservation (OCPP 1.6 §3.11, §5.13) — OCTT TC_046_1/_2, TC_047, TC_048_1–4, TC_049, TC_050_1–4,
+"""End to end: Reservation (OCPP 1.6 §3.11, §5.13) — OCTT TC_046_1/_2, TC_047, TC_048_1-4, TC_049, TC_050_1-4,
 TC_051, TC_052, and a reservation across a power cut (docs/reservation.md).
 
 The agent runs as a process against the simulated hardware and CSMS; each test names the OCTT steps it checks.
