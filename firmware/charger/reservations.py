@@ -248,12 +248,14 @@ class Reservations:
         where = self.find(reservation_id)
         new = ChargerReservation(reservation_id, id_token, parent, expiry)
         placed = next((c.id for c in self.states() if c.reservation_id == reservation_id), None)
-        if where not in (None, 0) or (where == 0 and placed is not None):
-            # the same id on a connector (its own, or where the charger-wide one shows): replaced by this one
-            assert placed is not None
-            await self.connectors[placed].handle(ReservationCancelled(reservation_id))
         self._store(new)
         self._arm()
+        if placed is not None and where == 0:
+            # the connector showing the old one shows the new one (same id: the machine replaces it, no status)
+            await self.connectors[placed].handle(ReservationMade(reservation_id, id_token, expiry, parent))
+        elif placed is not None:
+            # the same id was a connector's own reservation: replaced by this one, which names no connector
+            await self.connectors[placed].handle(ReservationCancelled(reservation_id))
         return status
 
     async def cancel(self, reservation_id: int) -> bool:
