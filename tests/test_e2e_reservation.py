@@ -118,6 +118,29 @@ async def test_tc048_1_2_3_reservation_of_a_connector_not_made(tmp_path: Path) -
         assert s.statuses(2, mark).count("Reserved") == 1  # replacing it reported nothing new
 
 
+async def test_the_same_reservation_id_replaces_the_old_one_wherever_it_was(tmp_path: Path) -> None:
+    """§5.13: a ReserveNow with a reservationId the charge point holds replaces that reservation — moved to another
+    connector, to the charger as a whole (connector 0) and back; one reservation under that id at any time."""
+    async with Station(tmp_path, connectors=2) as s:
+        await s.start_agent()
+        mark = s.mark()
+        assert await s.csms.reserve_now(CP_ID, 1, CARD, 60, soon()) == {"status": "Accepted"}
+        await s.wait_status(1, "Reserved", since=mark)
+        assert await s.csms.reserve_now(CP_ID, 2, CARD, 60, soon()) == {"status": "Accepted"}
+        await s.wait_status(2, "Reserved", since=mark)
+        await s.wait_status(1, "Available", since=mark)
+        moved = s.mark()
+        assert await s.csms.reserve_now(CP_ID, 0, CARD, 60, soon()) == {"status": "Accepted"}
+        await s.wait_status(2, "Available", since=moved)  # two free again: the charger-wide one shows nowhere
+        back = s.mark()
+        assert await s.csms.reserve_now(CP_ID, 2, CARD, 60, soon()) == {"status": "Accepted"}
+        await s.wait_status(2, "Reserved", since=back)
+        assert await s.csms.cancel_reservation(CP_ID, 60) == {"status": "Accepted"}
+        await s.wait_status(2, "Available", since=back)
+        assert await s.csms.cancel_reservation(CP_ID, 60) == {"status": "Rejected"}  # nothing left under that id
+        assert s.statuses(1, moved) == []
+
+
 async def test_tc048_4_reservations_configured_off_are_rejected(tmp_path: Path) -> None:
     """TC_048_4: a Charge Point configured not to accept reservations answers Rejected (and does not offer the
     Reservation profile); CancelReservation is Rejected too."""

@@ -163,6 +163,7 @@ class Reservations:
         self._lock = asyncio.Lock()  # one reservation change or re-plan at a time
         self._tasks: set[asyncio.Task[None]] = set()
         self._stale: set[int] = set()  # ended charger-wide reservations a connector may still show
+        self._offered: dict[int, int] = {}  # connector -> the charger-wide reservation amend gave its event
 
     def _load(self) -> ChargerReservation | None:
         raw = self._settings.get(SETTING_KEY)
@@ -231,11 +232,17 @@ class Reservations:
     async def _reserve_connector(self, connector_id: int, reservation_id: int, id_token: IdToken,
                                  expiry: datetime, parent: IdToken | None) -> ReservationStatus:
         where = self.find(reservation_id)
+        placed = next((c.id for c in self.states() if c.reservation_id == reservation_id), None)
         effects = await self.connectors[connector_id].handle(ReservationMade(reservation_id, id_token, expiry, parent))
         result = next((e for e in effects if isinstance(e, ReservationResult)), None)
         status = result.status if result is not None else ReservationStatus.REJECTED
-        if status is ReservationStatus.ACCEPTED and where is not None and where != connector_id:
-            await self._remove(reservation_id, where)  # moved: the old one is replaced
+        if status is ReservationStatus.ACCEPTED and where is not None and (where, placed) != (connector_id, None):
+            # the old one with this id is replaced: the charger-wide record is dropped, and the connector that
+            # held or showed it (unless it is the one that now holds the new one) lets it go
+            if where == 0:
+                self._store(None)
+            if placed is not None and placed != connector_id:
+                await self.connectors[placed].handle(ReservationCancelled(reservation_id))
         return status
 
     async def _reserve_charger(self, reservation_id: int, id_token: IdToken, expiry: datetime,
@@ -282,29 +289,36 @@ class Reservations:
     def amend(self, ctrl: ConnectorController, event: Event) -> Event:
         """An accepted id (or a remote start) at a connector that does not itself hold the charger-wide
         reservation: if the id holds it, the session it starts uses it."""
+        self._offered.pop(ctrl.id, None)
         held = self.held
         if held is None or held.expiry <= utcnow():
             return event
         own = ctrl.machine.reservation
         if own is not None and own.reservation_id == held.reservation_id:
             return event  # the machine has it as its own reservation
-        if isinstance(event, AuthorizationResult) and event.status is AuthStatus.ACCEPTED \
-                and held.admits(event.id_token, event.parent_id_token):
-            return replace(event, reservation_id=held.reservation_id)
-        if isinstance(event, RemoteStartRequested) and held.admits(event.id_token, event.parent_id_token):
-            return replace(event, reservation_id=held.reservation_id)
-        return event
+        amended: AuthorizationResult | RemoteStartRequested
+        if isinstance(event, AuthorizationResult) and event.status is AuthStatus.ACCEPTED:
+            amended = replace(event, reservation_id=held.reservation_id)
+        elif isinstance(event, RemoteStartRequested):
+            amended = replace(event, reservation_id=held.reservation_id)
+        else:
+            return event
+        if not held.admits(event.id_token, event.parent_id_token):
+            return event
+        self._offered[ctrl.id] = held.reservation_id  # record() sees whether the machine took it
+        return amended
 
     def record(self, ctrl: ConnectorController, effects: list[Effect], reading: MeterReading | None,
                now: datetime) -> None:
         """In the connector's commit: a session that took the charger-wide reservation, or its expiry where a
         connector showed it, ends it (durably, with the machine's snapshot)."""
+        offered = self._offered.pop(ctrl.id, None)
         held = self.held
         if held is None:
             return
         m = ctrl.machine
-        claimed = any((x is not None and x.reservation_id == held.reservation_id)
-                      for x in (m.authorization, m.transaction))
+        claimed = offered == held.reservation_id and any(
+            (x is not None and x.reservation_id == held.reservation_id) for x in (m.authorization, m.transaction))
         ended = any(isinstance(e, ReservationEnded) and e.reservation_id == held.reservation_id
                     and e.reason in (ReservationEndReason.USED, ReservationEndReason.EXPIRED) for e in effects)
         if claimed or ended:
