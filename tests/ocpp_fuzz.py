@@ -49,9 +49,10 @@ CP_ACTIONS = frozenset({
 CSMS_ACTIONS = tuple(a for a in ACTIONS if a not in CP_ACTIONS)
 #: The CSMS requests the agent serves (its features in firmware/ocpp/v16/); the test checks this list against the agent,
 #: so a new handler cannot slip into the fuzzer's valid frames before someone decided whether it is safe.
-HANDLED = frozenset({"ChangeAvailability", "ChangeConfiguration", "ClearCache", "ClearChargingProfile", "DataTransfer",
-                     "GetCompositeSchedule", "GetConfiguration", "RemoteStartTransaction", "RemoteStopTransaction",
-                     "Reset", "SetChargingProfile", "UnlockConnector"})
+HANDLED = frozenset({"CancelReservation", "ChangeAvailability", "ChangeConfiguration", "ClearCache",
+                     "ClearChargingProfile", "DataTransfer", "GetCompositeSchedule", "GetConfiguration",
+                     "RemoteStartTransaction", "RemoteStopTransaction", "ReserveNow", "Reset", "SetChargingProfile",
+                     "UnlockConnector"})
 #: OCPP-J 1.6 §4.2.3, as the 1.6 text spells them.
 ERROR_CODES_16 = frozenset({
     "NotImplemented", "NotSupported", "InternalError", "ProtocolError", "SecurityError", "FormationViolation",
@@ -808,7 +809,8 @@ def side_effect(frame: str | bytes, charger: ChargerState) -> str | None:
     have (Rejected / NotSupported); ChangeConfiguration (the runner restores an accepted key at once); ClearCache
     (the cache refills from the next online Authorize, which happens anyway); GetConfiguration, DataTransfer
     and the 1.6 actions the agent does not serve (read-only / NotSupported); GetCompositeSchedule (read-only);
-    ClearChargingProfile (no valid SetChargingProfile runs in a batch, so there is nothing to clear: Unknown)."""
+    ClearChargingProfile (no valid SetChargingProfile runs in a batch, so there is nothing to clear: Unknown);
+    CancelReservation (no valid ReserveNow runs in a batch, so there is nothing to cancel: Rejected)."""
     if len(frame) > MAX_FRAME_BYTES:
         return None
     decoded, _ = classify_frame(frame, OCPP16)
@@ -833,4 +835,6 @@ def side_effect(frame: str | bytes, charger: ChargerState) -> str | None:
         return "a valid UnlockConnector of a connector the charger has"
     if action == "SetChargingProfile" and (payload["connectorId"] == 0 or payload["connectorId"] in ours):
         return "a valid SetChargingProfile may install a profile that limits charging until it is cleared"
+    if action == "ReserveNow" and (payload["connectorId"] == 0 or payload["connectorId"] in ours):
+        return "a valid ReserveNow may reserve a connector (status Reserved) until it expires"
     return None

@@ -128,6 +128,7 @@ def test_expiry_date_parsing() -> None:
     assert _expiry("2026-01-01T13:00:00+01:00") == T0
     assert _expiry("2026-01-01T12:00:00") == T0  # no offset: UTC
     assert _expiry("tomorrow") is None
+    assert _expiry("9999-12-31T23:59:59-05:00") is None  # beyond what UTC can hold: Rejected, not a crash
 
 
 def test_authorizer_lookup_list_before_cache(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -773,6 +773,18 @@ def test_reservation_answers() -> None:
     assert only(reserve(again, minutes=30), ReservationResult) == [ReservationResult(7, ReservationStatus.ACCEPTED)]
     assert again(ReservationMade(8, central("Y"), again.now + timedelta(minutes=5))) == [
         ReservationResult(8, ReservationStatus.OCCUPIED)]
+
+
+def test_reservation_expiry_beyond_what_utc_holds_is_rejected_not_a_fault() -> None:
+    run = Run()
+    far = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-5)))
+    assert run(ReservationMade(1, central("X"), far)) == [ReservationResult(1, ReservationStatus.REJECTED)]
+    assert run.m.internal_errors == 0 and run.status is S.AVAILABLE
+    latest = datetime(9999, 12, 31, 12, tzinfo=UTC)
+    assert only(run(ReservationMade(2, central("X"), latest)), ReservationResult) == [
+        ReservationResult(2, ReservationStatus.ACCEPTED)]
+    restored = roundtrip(run.m)  # its timer deadline is stored and read back
+    assert restored.reservation is not None and restored.reservation.expiry == latest
 
 
 def test_inoperative_while_reserved_ends_the_reservation_in_one_transition() -> None:

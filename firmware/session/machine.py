@@ -943,7 +943,10 @@ class SessionMachine:
     # --- handlers: reservations ---------------------------------------------------------------
 
     def _arm_reservation(self, event: ReservationMade) -> bool:
-        expiry = _as_utc(event.expiry)
+        try:
+            expiry = _as_utc(event.expiry).astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:59:59-05:00: beyond what a date can hold in UTC
+            expiry = self._now
         if expiry <= self._now:
             self._emit(ReservationResult(event.reservation_id, ReservationStatus.REJECTED))
             return False

@@ -43,12 +43,12 @@ def fixed_keys(ocpp: OcppConfig) -> dict[str, str]:
 
 
 def _expiry(value: object) -> datetime | None:
-    """expiryDate (RFC 3339, the schema checked its form); one without an offset is taken as UTC."""
+    """expiryDate (RFC 3339) in UTC; one without an offset is taken as UTC; None if unreadable."""
     try:
         when = datetime.fromisoformat(str(value).strip().upper().replace("Z", "+00:00"))
-    except ValueError:
+        return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):  # not a date, or one UTC cannot hold (9999-12-31T23:00:00-05:00)
         return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 class Reservation:
