@@ -29,7 +29,6 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
 from firmware.charger.connector import ConnectorController
 from firmware.session import (
@@ -157,7 +156,6 @@ class Reservations:
     def __init__(self, connectors: dict[int, ConnectorController], db: Database) -> None:
         self.connectors = connectors
         self._settings = Settings(db)
-        self._db = db
         self.held: ChargerReservation | None = self._load()
         self._timer: asyncio.TimerHandle | None = None
         self._lock = asyncio.Lock()  # one reservation change or re-plan at a time
@@ -218,6 +216,7 @@ class Reservations:
         A reservation with the same id replaces the old one, wherever it was (1.6 §5.13); a new one that cannot be
         made leaves the old one in place."""
         async with self._lock:
+            self._stale.discard(reservation_id)  # an id given out again: a connector still showing it is replaced
             if connector_id == 0:
                 status = await self._reserve_charger(reservation_id, id_token, expiry, parent_id_token)
             else:
@@ -236,7 +235,7 @@ class Reservations:
         effects = await self.connectors[connector_id].handle(ReservationMade(reservation_id, id_token, expiry, parent))
         result = next((e for e in effects if isinstance(e, ReservationResult)), None)
         status = result.status if result is not None else ReservationStatus.REJECTED
-        if status is ReservationStatus.ACCEPTED and where is not None and (where, placed) != (connector_id, None):
+        if status is ReservationStatus.ACCEPTED and where is not None:
             # the old one with this id is replaced: the charger-wide record is dropped, and the connector that
             # held or showed it (unless it is the one that now holds the new one) lets it go
             if where == 0:
@@ -402,8 +401,4 @@ class Reservations:
         self._timer = None
         if self.held is not None and self.held.reservation_id == reservation_id:
             self._schedule_replan()  # replan ends it (expired) and withdraws it from a connector
-
-    def describe(self) -> dict[str, Any] | None:
-        held = self.held
-        return None if held is None else {"reservation_id": held.reservation_id, "expiry": held.expiry.isoformat()}
 
