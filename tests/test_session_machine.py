@@ -1137,6 +1137,9 @@ class Checker:
             assert self.config.cable_lock and m.status in (S.FINISHING, S.FAULTED) and self.open_tx is None
         assert (m.transaction is not None) == (self.open_tx is not None)
         assert m.transaction is None or m.transaction.energy_allowed != self.deauthorized
+        # a reservation is held exactly while Reserved: used, expired, cancelled, or ended by Faulted and
+        # Unavailable (1.6 §5.13), it is gone
+        assert (m.status is S.RESERVED) == (m.reservation is not None), (m.status, m.reservation)
         if self.power:
             self._assert_power_allowed()
         self._assert_outputs_and_status_follow_the_facts()

@@ -1188,9 +1188,10 @@ TRANSITIONS: dict[ConnectorStatus, dict[type[Any], Transition]] = {
         EmergencyStop: _t(_M._on_emergency_stop, "latch the emergency stop"),
         EmergencyStopReleased: _t(_M._on_emergency_stop_released, "I1-I8: like a cleared fault",
                                   _S.AVAILABLE, _S.PREPARING, _S.FINISHING, _S.RESERVED, _S.UNAVAILABLE),
-        TimerExpired: _t(_M._on_reservation_expiry, "reservation expired (status stays Faulted)"),
+        TimerExpired: _t(_M._on_reservation_expiry, "reservation expired (status stays Faulted; only a "
+                                                    "snapshot from before Faulted ended reservations has one)"),
         ReservationMade: _t(_M._on_reserve_refused, "refuse: Faulted"),
-        ReservationCancelled: _t(_M._on_cancel_reservation, "cancel the reservation"),
+        ReservationCancelled: _t(_M._on_cancel_reservation, "cancel the reservation (as for TimerExpired)"),
         **{k: v for k, v in _everywhere(_S.FAULTED).items() if k not in (FaultCleared,)},
     },
 }
