@@ -335,7 +335,14 @@ class Reservations:
             return
         task = asyncio.get_running_loop().create_task(self.replan(), name="charger-reservation-replan")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._replanned)
+
+    def _replanned(self, task: asyncio.Task[None]) -> None:
+        """A short task of its own (not a supervised loop); a failure is logged here, and the next connector
+        event plans again (a storage failure has already told the agent to stop)."""
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("charger reservation re-plan failed", exc_info=task.exception())
 
     async def replan(self) -> None:
         """Bring where the charger-wide reservation shows in line with which connectors are free (see the module
