@@ -336,7 +336,7 @@ async def test_reservations_survive_a_power_cut_and_expire_on_time(tmp_path: Pat
     async with Station(tmp_path, connectors=2) as s:
         await s.start_agent()
         mark = s.mark()
-        expiry = soon(8)
+        expiry = soon(10)  # room for a restart on a loaded machine (checked below)
         assert await s.csms.reserve_now(CP_ID, 1, CARD, 51, expiry) == {"status": "Accepted"}
         assert await s.csms.reserve_now(CP_ID, 0, OTHER, 52, expiry) == {"status": "Accepted"}
         await s.wait_status(1, "Reserved", since=mark)
