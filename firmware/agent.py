@@ -41,6 +41,7 @@ from firmware.station_report import StationReport
 from firmware.storage import Database
 from firmware.storage.charging_profiles import ChargingProfileStore
 from firmware.storage.ledger import Ledger
+from firmware.storage.settings import Settings
 from firmware.systemd_notify import SystemdNotifier
 from firmware.task_supervisor import OnFailure, TaskSupervisor
 from firmware.telemetry.service import MqttTelemetry
@@ -49,6 +50,9 @@ from hal.interfaces import CardPresented as ReaderCard
 from hal.interfaces import ReaderEvent, utcnow
 
 log = logging.getLogger("firmware.agent")
+
+#: Settings key: how many times in a row a Hard reset's reboot was asked again (ResetRetries).
+REBOOT_RETRIES_KEY = "agent.reboot_retries"
 
 
 class Agent:
@@ -169,16 +173,21 @@ class Agent:
             loop.add_signal_handler(signal.SIGUSR2, self._inject_fault)
         loop.set_exception_handler(self._callback_failed)
         notifier = SystemdNotifier()  # Type=notify + WatchdogSec in the unit (tools/flash.py installs it)
+        stale = False
         with contextlib.suppress(OSError):
-            if clear_stale_reboot():
-                log.warning("the reboot asked for before this start did not happen (is evse-agent-reboot.path "
-                            "enabled?); request removed")
+            stale = clear_stale_reboot()
+        if stale:
+            log.warning("the reboot asked for before this start did not happen (is evse-agent-reboot.path "
+                        "enabled?); request removed")
         try:
-            await self._start()
-            log.info("agent running")
-            notifier.notify("READY=1")
-            if notifier.enabled and notifier.watchdog_interval_s is not None:  # else it would return at once
-                self.tasks.start("watchdog", notifier.watchdog)
+            if self._retry_reboot(stale):
+                self.request_exit(ExitCode.RESTART)  # and the way out asks for the reboot again
+            else:
+                await self._start()
+                log.info("agent running")
+                notifier.notify("READY=1")
+                if notifier.enabled and notifier.watchdog_interval_s is not None:  # else it would return at once
+                    self.tasks.start("watchdog", notifier.watchdog)
             await self._stop.wait()
         finally:
             # also after a failed start: whatever was started is stopped, so the process ends (and the
@@ -239,6 +248,28 @@ class Agent:
         self.db.close()
         if reboot:
             self._request_reboot()
+
+    def _retry_reboot(self, stale: bool) -> bool:
+        """ResetRetries: the previous run ended for a Hard reset and the reboot it asked for did not happen
+        (``stale``: its request was still there). Ask again — end this run before anything starts, as the reset's
+        own run did — up to ResetRetries times in a row; then run on without the reboot. Where nobody can reboot
+        (not run by the agent's unit) there is no request, and no retry."""
+        settings = Settings(self.db)
+        tried = int(settings.get(REBOOT_RETRIES_KEY) or 0)
+        if not stale or not self._hard_reset_pending():
+            if tried:
+                settings.put(REBOOT_RETRIES_KEY, "")
+            return False
+        allowed = self.ocpp.reset_retries() if self.ocpp is not None else 0
+        if tried >= allowed:
+            log.error("Hard reset: the controller did not reboot; retries used up, running without the reboot",
+                      extra={"retries": tried})
+            settings.put(REBOOT_RETRIES_KEY, "")
+            return False
+        settings.put(REBOOT_RETRIES_KEY, str(tried + 1))
+        log.warning("Hard reset: the controller did not reboot; asking again", extra={"retry": tried + 1,
+                                                                                      "retries": allowed})
+        return True
 
     def _hard_reset_pending(self) -> bool:
         try:

@@ -51,7 +51,8 @@ CSMS_ACTIONS = tuple(a for a in ACTIONS if a not in CP_ACTIONS)
 #: so a new handler cannot slip into the fuzzer's valid frames before someone decided whether it is safe.
 HANDLED = frozenset({"CancelReservation", "ChangeAvailability", "ChangeConfiguration", "ClearCache",
                      "ClearChargingProfile", "DataTransfer", "GetCompositeSchedule", "GetConfiguration",
-                     "RemoteStartTransaction", "RemoteStopTransaction", "ReserveNow", "Reset", "SetChargingProfile",
+                     "GetLocalListVersion", "RemoteStartTransaction", "RemoteStopTransaction", "ReserveNow", "Reset",
+                     "SendLocalList", "SetChargingProfile", "TriggerMessage",
                      "UnlockConnector"})
 #: OCPP-J 1.6 §4.2.3, as the 1.6 text spells them.
 ERROR_CODES_16 = frozenset({
@@ -781,6 +782,10 @@ def expect(frame: str | bytes, seen: Callable[[str], bool], max_keys: int = 64) 
     if action not in DECIMAL_ACTIONS:  # the agent reads these with binary floats: mirror that reading
         payload = json.loads(json.dumps(payload, default=float))
     valid = schema_valid(action, payload)
+    if valid is False and action == "TriggerMessage" and isinstance(payload.get("requestedMessage"), str) \
+            and schema_valid(action, {**payload, "requestedMessage": "Heartbeat"}):
+        return Expectation(answer, uid, result_required=True, call=registered,
+                           why="a TriggerMessage for a message 1.6 does not list: NotImplemented (§5.17)")
     if valid is False:
         return Expectation(answer, uid, result_ok=False, why=f"{action} payload breaks the 1.6 schema",
                            call=registered)
@@ -808,9 +813,12 @@ def side_effect(frame: str | bytes, charger: ChargerState) -> str | None:
     Rejected); ChangeAvailability, UnlockConnector and RemoteStartTransaction for a connector the charger does not
     have (Rejected / NotSupported); ChangeConfiguration (the runner restores an accepted key at once); ClearCache
     (the cache refills from the next online Authorize, which happens anyway); GetConfiguration, DataTransfer
-    and the 1.6 actions the agent does not serve (read-only / NotSupported); GetCompositeSchedule (read-only);
+    and the 1.6 actions the agent does not serve (read-only / NotSupported); GetCompositeSchedule and
+    GetLocalListVersion (read-only);
     ClearChargingProfile (no valid SetChargingProfile runs in a batch, so there is nothing to clear: Unknown);
-    CancelReservation (no valid ReserveNow runs in a batch, so there is nothing to cancel: Rejected)."""
+    CancelReservation (no valid ReserveNow runs in a batch, so there is nothing to cancel: Rejected);
+    TriggerMessage other than BootNotification (the charger only sends the message: statuses, meter values, a
+    Heartbeat, Idle firmware and diagnostics statuses)."""
     if len(frame) > MAX_FRAME_BYTES:
         return None
     decoded, _ = classify_frame(frame, OCPP16)
@@ -833,8 +841,12 @@ def side_effect(frame: str | bytes, charger: ChargerState) -> str | None:
         return "a valid RemoteStartTransaction the charger could start"
     if action == "UnlockConnector" and payload["connectorId"] in ours:
         return "a valid UnlockConnector of a connector the charger has"
+    if action == "TriggerMessage" and payload["requestedMessage"] == "BootNotification":
+        return "a valid TriggerMessage BootNotification sends one (the run checks the agent booted once)"
     if action == "SetChargingProfile" and (payload["connectorId"] == 0 or payload["connectorId"] in ours):
         return "a valid SetChargingProfile may install a profile that limits charging until it is cleared"
+    if action == "SendLocalList":
+        return "a valid SendLocalList may replace or change the local authorization list, which only the CSMS changes"
     if action == "ReserveNow" and (payload["connectorId"] == 0 or payload["connectorId"] in ours):
         return "a valid ReserveNow may reserve a connector (status Reserved) until it expires"
     return None

@@ -244,3 +244,26 @@ async def test_clear_cache_then_an_offline_tap_is_refused(tmp_path: Path) -> Non
         await s.csms.set_online(False)
         s.ev(1).plug()
         await _tap_refused(s, CARD, "Unknown")
+
+
+async def test_authorization_cache_disabled_forgets_and_learns_nothing(tmp_path: Path) -> None:
+    async with Station(tmp_path, connectors=1) as s:  # AllowOfflineTxForUnknownId false by default
+        s.csms.behaviour.id_tags.accept(CARD, OTHER)
+        await s.start_agent()
+        await _authorize_online(s, CARD)  # in the cache
+        assert (await s.csms.change_configuration(CP_ID, "AuthorizationCacheEnabled", "false"))["status"] == "Accepted"
+        await _authorize_online(s, OTHER)  # answered online while the cache is off: not kept
+        await s.csms.set_online(False)
+        s.ev(1).plug()
+        await _tap_refused(s, CARD, "Unknown")  # the cache was emptied when it was switched off
+        await _tap_refused(s, OTHER, "Unknown")
+
+
+async def test_local_authorize_offline_off_refuses_a_cached_id_offline(tmp_path: Path) -> None:
+    async with Station(tmp_path, connectors=1, presets={"LocalAuthorizeOffline": "false"}) as s:
+        s.csms.behaviour.id_tags.accept(CARD)
+        await s.start_agent()
+        await _authorize_online(s, CARD)  # Accepted in the cache, which offline may not be used to start
+        await s.csms.set_online(False)
+        s.ev(1).plug()
+        await _tap_refused(s, CARD, "Unknown")

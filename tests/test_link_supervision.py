@@ -52,6 +52,44 @@ async def test_silent_link_is_detected_by_pings_and_replaced() -> None:
             await proxy.close()
 
 
+async def test_a_changed_ping_interval_applies_to_the_open_connection() -> None:
+    """WebSocketPingInterval takes effect at once (the key never answers RebootRequired): pings off on a connection,
+    switched on while it is open; a black hole is then noticed within the new interval, not never."""
+    async def handler(conn: ServerConnection) -> None:
+        await conn.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0, subprotocols=["ocpp1.6"]) as server:  # type: ignore[list-item]
+        proxy = BlackholeProxy("127.0.0.1", server.sockets[0].getsockname()[1])
+        await proxy.start()
+        link = OcppLink(f"ws://127.0.0.1:{proxy.port}/ocpp", "CP1", "ocpp1.6", ping_interval_s=None,
+                        close_timeout_s=0.2, backoff=Backoff(initial_s=0.05, maximum_s=0.1))
+        ended: list[float] = []
+
+        async def session(conn: Any) -> None:
+            try:
+                await conn.wait_closed()
+            finally:
+                ended.append(asyncio.get_running_loop().time())
+
+        task = asyncio.create_task(link.run(session))
+        try:
+            await asyncio.wait_for(link.connected.wait(), 5)
+            proxy.blackhole()
+            await asyncio.sleep(0.8)
+            assert not ended  # no pings: nothing notices the dead link
+            changed = asyncio.get_running_loop().time()
+            link.set_ping_interval(0.2)  # the key changed: on this very connection
+            link.connected.clear()
+            await asyncio.wait_for(link.connected.wait(), 5)  # a new connection replaced the dead one
+            assert ended and ended[0] - changed < 1.5 and link.connections == 2
+            link.set_ping_interval(0)  # off again, and no harm without a ping task
+            assert link.ping_interval_s is None
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await proxy.close()
+
+
 async def test_agent_reconnects_over_a_silent_link_without_rebooting(tmp_path: Path) -> None:
     async with Station(tmp_path, connectors=1, presets={"WebSocketPingInterval": 1}) as s:
         proxy = BlackholeProxy("127.0.0.1", s.csms.port)

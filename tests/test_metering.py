@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firmware.charger.metering import ReadingContext, Sample, next_aligned_time, samples_from_reading
+from firmware.charger.metering import ReadingContext, Sample, next_aligned_time, samples_from_reading, total_reading
 from hal.interfaces import MeterReading
 
 T0 = datetime(2026, 11, 27, 10, 7, 30, tzinfo=UTC)
@@ -58,3 +58,15 @@ def test_aligned_time_is_after_now_and_on_grid(now: datetime, interval: int) -> 
     assert now < nxt <= now + timedelta(seconds=interval)
     offset = (nxt - midnight).total_seconds()
     assert offset % interval == 0 or nxt == midnight + timedelta(days=1)
+
+
+def test_total_reading_adds_what_adds_up() -> None:
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    one = MeterReading("m1", t, 1000.0, 7000.0, (10.0, 10.0, 10.0), (230.0, 230.0, 230.0), 50.0, 5.0)
+    two = MeterReading("m2", t - timedelta(seconds=1), 250.5, 3680.0, (16.0,), (231.0,), 50.0, None)
+    total = total_reading([one, two])
+    assert total is not None
+    assert (total.energy_import_wh, total.power_w, total.taken_at) == (1250.5, 10680.0, t - timedelta(seconds=1))
+    assert total.current_a == () and total.voltage_v == () and total.frequency_hz is None
+    assert total.energy_export_wh is None  # one meter has no export register: no total of it
+    assert total_reading([one]) is not None and total_reading([]) is None

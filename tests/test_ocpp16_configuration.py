@@ -57,6 +57,19 @@ def test_get_specific_and_unknown_keys(db: Database) -> None:
         ("HeartbeatInterval", "\u00b2", ChangeResult.REJECTED),  # superscript two: isdigit(), not int()
         ("HeartbeatInterval", "\u0663", ChangeResult.REJECTED),  # Arabic-Indic three: not an OCPP integer
         ("HeartbeatInterval", " 60 ", ChangeResult.ACCEPTED),
+        # §9.1.7: <connectorId>.<rotation> per connector (0: grid against the main meter), or one word for all
+        ("ConnectorPhaseRotation", "0.RST,1.RTS", ChangeResult.ACCEPTED),
+        ("ConnectorPhaseRotation", "1.NotApplicable", ChangeResult.ACCEPTED),
+        ("ConnectorPhaseRotation", "Unknown", ChangeResult.ACCEPTED),
+        ("ConnectorPhaseRotation", "2.RST", ChangeResult.REJECTED),  # one connector only
+        ("ConnectorPhaseRotation", "1.RST,1.TSR", ChangeResult.REJECTED),  # twice
+        ("ConnectorPhaseRotation", "1.XYZ", ChangeResult.REJECTED),
+        ("ConnectorPhaseRotation", "1.rst", ChangeResult.REJECTED),
+        ("ConnectorPhaseRotation", "RST", ChangeResult.REJECTED),  # whose?
+        ("ConnectorPhaseRotation", "-1.RST", ChangeResult.REJECTED),
+        ("ConnectorPhaseRotation", "\u0661.RST", ChangeResult.REJECTED),  # Arabic-Indic one
+        ("ConnectorPhaseRotation", "", ChangeResult.REJECTED),
+        ("ConnectorPhaseRotation", "0.RST,Unknown", ChangeResult.REJECTED),
     ],
 )
 def test_change_semantics(db: Database, key: str, value: str, result: ChangeResult) -> None:
@@ -95,3 +108,27 @@ def test_reboot_required_and_secret_keys(db: Database) -> None:
     entries, _ = keys.get(None)
     assert "AuthorizationKey" not in {e["key"] for e in entries}
     assert keys.get(["AuthorizationKey"])[0] == []
+
+
+def test_connector_phase_rotation_default_and_normalized_form(db: Database) -> None:
+    keys = ConfigurationKeys(db, 2)
+    assert keys.get_str("ConnectorPhaseRotation") == "1.Unknown,2.Unknown"  # not known until someone says
+    assert keys.change("ConnectorPhaseRotation", " 02.TSR , 0.RST,1.NotApplicable") is ChangeResult.ACCEPTED
+    assert ConfigurationKeys(db, 2).get_list("ConnectorPhaseRotation") == ["2.TSR", "0.RST", "1.NotApplicable"]
+    assert keys.get(["ConnectorPhaseRotationMaxLength"])[0][0]["value"] == "3"
+
+
+def test_max_length_keys_bound_their_lists(db: Database) -> None:
+    """Each read-only <Key>MaxLength is what its list key takes: that many items are accepted, one more is not."""
+    keys = ConfigurationKeys(db, 2)
+    for key in ("MeterValuesAlignedData", "MeterValuesSampledData", "StopTxnAlignedData", "StopTxnSampledData"):
+        limit = keys.get_int(key + "MaxLength")
+        assert keys.change(key, ",".join(["Voltage"] * limit)) is ChangeResult.ACCEPTED, key
+        assert keys.change(key, ",".join(["Voltage"] * (limit + 1))) is ChangeResult.REJECTED, key
+    assert keys.change("ConnectorPhaseRotation", "0.RST,1.RST,2.RST") is ChangeResult.ACCEPTED
+    assert keys.get_int("ConnectorPhaseRotationMaxLength") == 3
+    profiles = keys.get_list("SupportedFeatureProfiles")
+    assert 0 < len(profiles) <= keys.get_int("SupportedFeatureProfilesMaxLength")
+    for key in ("MeterValuesAlignedDataMaxLength", "ConnectorPhaseRotationMaxLength",
+                "SupportedFeatureProfilesMaxLength"):
+        assert keys.change(key, "99") is ChangeResult.REJECTED  # read-only

@@ -122,7 +122,8 @@ async def test_agent_runs_unprivileged_through_a_session_and_a_hard_reset() -> N
         for d in (state, run):
             d.mkdir(mode=0o700)
             os.chown(d, uid, uid)
-        async with Station(etc, connectors=1, storage_dir=state) as s:
+        # ResetRetries 0: the reboot nobody acts on here is not asked again (tests/test_e2e_core_keys.py does that)
+        async with Station(etc, connectors=1, storage_dir=state, presets={"ResetRetries": 0}) as s:
             os.chown(s.config_path, 0, uid)
             s.config_path.chmod(0o640)  # as commissioning leaves it: root's, readable by the agent's group
             grant_serial_ports(s.charger)

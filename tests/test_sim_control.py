@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import ocpp.v16
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -38,7 +39,7 @@ from sim.__main__ import parse_host_port, parse_override
 from sim.csms.transcript import Direction, EntryKind, Transcript
 from sim.devices.ev import EvModel
 from sim.devices.interfaces import BoardFault, ElectricalState
-from sim.harness import control_cli
+from sim.harness import control_api, control_cli
 from sim.harness.agent_supervisor import AgentOutput, AgentSupervisor
 from sim.harness.charger import ChargerSpec, SimulatedCharger, SimulatedConnector, toml_string
 from sim.harness.control_api import ApiError, Body, read_request
@@ -569,6 +570,64 @@ def test_ctl_profile_commands(sim: Sim) -> None:
     code, answer = run_ctl(sim, "profile", "set", "--connector", "0", "--purpose", "TxDefaultProfile",
                            "--period", "0:16", "--kind", "Relative", "--start", "now")
     assert code == control_cli.EXIT_HTTP_ERROR and "Relative" in answer["error"]
+
+
+def test_ctl_local_list_commands(sim: Sim) -> None:
+    wait_until(lambda: sim.state()["csms"]["connected"], what="agent connected")
+    assert run_ctl(sim, "local-list", "version") == (0, {"cp_id": CP, "action": "GetLocalListVersion",
+                                                         "response": {"listVersion": 0}})
+    code, answer = run_ctl(sim, "local-list", "send", "--version", "1", "--entry", "CAFE0001",
+                           "--entry", "CAFE0002:Blocked:FLEET")
+    assert code == 0 and answer["requests"] == [{"version": 1, "update_type": "Full", "entries": 2,
+                                                 "status": "Accepted"}]
+    code, answer = run_ctl(sim, "local-list", "send", "--version", "2", "--differential", "--remove", "CAFE0002")
+    assert code == 0 and answer["response"] == {"status": "Accepted"}
+    sent = [e["payload"] for e in sim.ok("GET", "/csms/transcript?n=50")["entries"]
+            if e["action"] == "SendLocalList" and e["kind"] == "CALL"][-1]
+    assert sent == {"listVersion": 2, "updateType": "Differential", "localAuthorizationList": [{"idTag": "CAFE0002"}]}
+    code, answer = run_ctl(sim, "local-list", "send", "--version", "2", "--differential", "--entry", "CAFE0003")
+    assert code == 0 and answer["response"] == {"status": "VersionMismatch"}  # the charger's answer: a 200
+    code, answer = run_ctl(sim, "local-list", "send", "--version", "10", "--generate", "2500", "--chunk", "1000",
+                           "--status", "Blocked")
+    assert code == 0 and answer["complete"] is True
+    assert [(r["version"], r["update_type"], r["entries"]) for r in answer["requests"]] == [
+        (10, "Full", 1000), (11, "Differential", 1000), (12, "Differential", 500)]
+    assert run_ctl(sim, "local-list", "version")[1]["response"] == {"listVersion": 12}
+    for args in (["--version", "3", "--entry", "X:Bogus"], ["--version", "3", "--generate", "2", "--entry", "X"],
+                 ["--version", "3", "--prefix", "P"], ["--entry", "X"], ["--version", "3", "--entry", "a:b:c:d"]):
+        assert run_ctl(sim, "local-list", "send", *args)[0] == control_cli.EXIT_USAGE, args
+    code, answer = run_ctl(sim, "local-list", "send", "--version", "13", "--differential", "--chunk", "10")
+    assert code == control_cli.EXIT_HTTP_ERROR and "Full" in answer["error"]
+    code, answer = sim.call("POST", "/csms/local-list", {"version": 13, "entries": [{"id_tag": "X", "expiry": "+1"}]})
+    assert code == 400 and "need a status" in answer["error"]
+    # an empty list again: the tests after this one see the charger as they found it
+    assert run_ctl(sim, "local-list", "send", "--version", "13")[1]["response"] == {"status": "Accepted"}
+    assert run_ctl(sim, "local-list", "version")[1]["response"] == {"listVersion": 0}
+
+
+def test_ctl_trigger(sim: Sim) -> None:
+    wait_until(lambda: sim.state()["csms"]["connected"], what="agent connected")
+    since = sim.ok("GET", "/csms/transcript?n=1")["next_seq"]
+    code, answer = run_ctl(sim, "trigger", "StatusNotification", "--connector", "2")
+    assert code == 0 and answer["response"] == {"status": "Accepted"}
+    assert answer["request"] == {"requestedMessage": "StatusNotification", "connectorId": 2}
+
+    def triggered() -> bool:
+        entries = sim.ok("GET", f"/csms/transcript?since={since}&n=1000")["entries"]
+        return any(e["action"] == "StatusNotification" and e["kind"] == "CALL" and e["payload"]["connectorId"] == 2
+                   for e in entries)
+    wait_until(triggered, what="the triggered StatusNotification")
+    code, answer = run_ctl(sim, "trigger", "MeterValues", "--connector", "9")
+    assert code == 0 and answer["response"] == {"status": "Rejected"}  # the charge point's answer: a 200
+    assert run_ctl(sim, "trigger", "Heartbeat")[1]["request"] == {"requestedMessage": "Heartbeat"}
+    assert run_ctl(sim, "trigger", "LogStatusNotification")[0] == control_cli.EXIT_USAGE
+    code, answer = sim.call("POST", "/csms/trigger", {"message": "Nope"})
+    assert code == 400 and "message: expected one of" in answer["error"]
+    assert sim.call("POST", "/csms/trigger", {"message": "Heartbeat", "connector": -1})[0] == 400
+    # both lists are the 1.6 schema's
+    schema = json.loads((Path(ocpp.v16.__file__).parent / "schemas" / "TriggerMessage.json").read_text())
+    assert set(control_cli.TRIGGER_MESSAGES) == set(control_api.TRIGGER_MESSAGES) == set(
+        schema["properties"]["requestedMessage"]["enum"])
 
 
 def test_ctl_reservation_commands(sim: Sim) -> None:

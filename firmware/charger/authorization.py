@@ -113,6 +113,16 @@ def decide(*, online: bool, settings: AuthSettings, list_entry: IdTagInfo | None
     return Decision(Verdict.REFUSE, AuthStatus.UNKNOWN, None, None, "offline: unknown id")
 
 
+def list_conflict(list_entry: IdTagInfo, answer: IdTagInfo, now: datetime) -> bool:
+    """Whether the CSMS's answer about an id contradicts the id's Local Authorization List entry (§3.5.2: the
+    charge point then reports LocalListConflict): the two say different things about whether the id may charge
+    now — one valid, the other not, or both not valid for different reasons (Blocked against Expired). An
+    expiry date or group that differ while both agree on the status are no conflict: they do not change what a
+    tap does. Nor is an answer ConcurrentTx: it is about the id's other transaction, not about the id."""
+    answered = answer.effective_status(now)
+    return answered is not AuthStatus.CONCURRENT_TX and list_entry.effective_status(now) is not answered
+
+
 # --- glue for the OCPP adapters ------------------------------------------------------------------------
 
 
@@ -122,9 +132,12 @@ class Authorizer:
 
     def __init__(self, db: Database, settings: Callable[[], AuthSettings], *,
                  cache_capacity: int = DEFAULT_CACHE_CAPACITY,
-                 list_max_length: int = LOCAL_AUTH_LIST_MAX_LENGTH) -> None:
+                 list_max_length: int = LOCAL_AUTH_LIST_MAX_LENGTH,
+                 local_list: LocalAuthorizationList | None = None) -> None:
+        """``local_list``: the list store, when the adapter's list feature shares its own (default: one on
+        ``db`` holding at most ``list_max_length`` ids)."""
         self.cache = AuthorizationCache(db, cache_capacity)
-        self.local_list = LocalAuthorizationList(db, list_max_length)
+        self.local_list = local_list if local_list is not None else LocalAuthorizationList(db, list_max_length)
         self._settings = settings
 
     def decide(self, id_token: str, *, online: bool, purpose: AuthPurpose, now: datetime) -> Decision:
@@ -170,8 +183,16 @@ class Authorizer:
             return
         self.cache.put(id_token, info, now)
 
+    def list_conflict(self, id_token: str, info: IdTagInfo, now: datetime) -> IdTagInfo | None:
+        """The Local Authorization List entry that an IdTagInfo from the CSMS contradicts (:func:`list_conflict`),
+        or None: the id is not listed, the list is disabled, or they agree. The list is never changed by it."""
+        if not self._settings().local_list_enabled:
+            return None
+        entry = self.local_list.get(id_token)
+        return entry if entry is not None and list_conflict(entry, info, now) else None
+
     def clear_cache(self) -> None:
         self.cache.clear()
 
 
-__all__ = ["AuthSettings", "Authorizer", "Decision", "Verdict", "decide"]
+__all__ = ["AuthSettings", "Authorizer", "Decision", "Verdict", "decide", "list_conflict"]

@@ -67,6 +67,21 @@ def samples_from_reading(reading: MeterReading, measurands: list[str], context: 
     return out
 
 
+def total_reading(readings: list[MeterReading]) -> MeterReading | None:
+    """The whole charger's reading as the sum of its connectors' meters (it has no main meter of its own):
+    the energy registers and the power add up; per-phase currents and voltages do not (the connectors' phases
+    may be rotated against each other, ConnectorPhaseRotation) and frequency is not a sum, so they are left out.
+    Export only if every meter has it; taken at the oldest of the readings. None without readings."""
+    if not readings:
+        return None
+    exports = [r.energy_export_wh for r in readings]
+    return MeterReading(
+        device="total", taken_at=min(r.taken_at for r in readings),
+        energy_import_wh=sum(r.energy_import_wh for r in readings), power_w=sum(max(0.0, r.power_w) for r in readings),
+        current_a=(), voltage_v=(),
+        energy_export_wh=None if any(e is None for e in exports) else sum(e for e in exports if e is not None))
+
+
 def next_aligned_time(now: datetime, interval_s: int) -> datetime:
     """The end of the clock-aligned interval ``now`` lies in (strictly after ``now``).
 

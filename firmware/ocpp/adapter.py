@@ -44,6 +44,10 @@ class OcppAdapter(Protocol):
 
     def outbox_stats(self) -> OutboxStats: ...
 
+    def reset_retries(self) -> int:
+        """How often a Hard reset whose reboot did not happen is asked again (1.6 ResetRetries, 2.0.1
+        OCPPCommCtrlr.ResetRetries)."""
+
     def record(self, connector: ConnectorController, effects: list[Effect], reading: MeterReading | None,
                now: datetime) -> None: ...
 

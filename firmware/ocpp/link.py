@@ -3,7 +3,8 @@
 Version-agnostic: the OCPP version is only the WebSocket subprotocol it asks for. The link connects to
 ``<base URL>/<charge point identity>`` as OCPP-J prescribes, authenticates with HTTP Basic auth when a
 password is configured (security profile 1/2), detects a stale link with WebSocket pings
-(WebSocketPingInterval: a ping unanswered for one interval closes the connection), and reconnects with
+(WebSocketPingInterval, applied to the open connection when it changes: a ping unanswered for one interval closes
+the connection), and reconnects with
 exponential back-off and jitter so that a fleet of chargers does not hammer a CSMS that has just come back.
 """
 
@@ -20,6 +21,7 @@ from urllib.parse import quote
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.protocol import State
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +88,22 @@ class OcppLink:
         self.connections = 0  # successful connections so far
         self.failures = 0  # failed connection attempts so far
         self.session_failures = 0  # sessions that ended with an exception of ours (each logged with its traceback)
+        self._conn: ClientConnection | None = None  # the connection open now
 
     def set_ping_interval(self, seconds: float) -> None:
-        """Applies from the next connection (0 disables pings)."""
+        """WebSocketPingInterval changed (0 disables pings): it applies to the connection open now, whose keep-alive
+        starts over with the new interval (a ping unanswered for one interval still closes it), and to every next
+        one — a key that took effect only after a reconnect would have to answer RebootRequired."""
         self.ping_interval_s = seconds or None
+        conn = self._conn
+        if conn is None:
+            return
+        conn.ping_interval = conn.ping_timeout = self.ping_interval_s
+        if conn.keepalive_task is not None:
+            conn.keepalive_task.cancel()
+            conn.keepalive_task = None
+        if conn.state is State.OPEN:
+            conn.start_keepalive()
 
     async def _open(self) -> ClientConnection:
         headers = {}
@@ -128,6 +142,7 @@ class OcppLink:
                 continue
             self.connections += 1
             self.backoff.reset()
+            self._conn = conn
             self.connected.set()
             log.info("CSMS connected", extra={"url": self.url, "subprotocol": conn.subprotocol})
             try:
@@ -140,6 +155,7 @@ class OcppLink:
                 log.exception("OCPP session failed; reconnecting", extra={"url": self.url})
             finally:
                 self.connected.clear()
+                self._conn = None
                 await conn.close()
             delay = self.backoff.next_delay()
             log.info("reconnecting to CSMS", extra={"retry_in_s": round(delay, 2)})

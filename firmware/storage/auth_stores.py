@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 
 #: Authorization Cache size unless the configuration says otherwise ([ocpp] authorization_cache_size).
 DEFAULT_CACHE_CAPACITY = 10_000
-#: The most identifiers the Local Authorization List holds (OCPP 1.6 LocalAuthListMaxLength).
-LOCAL_AUTH_LIST_MAX_LENGTH = 10_000
+#: The most identifiers the Local Authorization List holds (OCPP 1.6 LocalAuthListMaxLength): a network's whole
+#: card base (bench/bench_local_auth_list.py: a tap's lookup stays far below a millisecond at this size).
+LOCAL_AUTH_LIST_MAX_LENGTH = 100_000
 #: Setting holding the Local Authorization List's version (written with the list, atomically).
 LIST_VERSION_KEY = "authorization.local_list_version"
 
@@ -153,8 +154,10 @@ class LocalAuthorizationList:
     """§3.5.2: the CSMS-managed list of identifiers and their IdTagInfo, with its version, on disk.
 
     Changed only by the CSMS (SendLocalList, full or differential); each update is applied whole or not at
-    all, together with its version, in one SQLite transaction. The version reads 0 while the list is
-    empty (GetLocalListVersion: 0 means no list).
+    all, together with its version, in one SQLite transaction (one commit, rows written with ``executemany``):
+    refused, or failing half-way (a storage error, the list growing past ``max_length``), it leaves the list
+    and its version exactly as they were. The version reads 0 while the list is empty (GetLocalListVersion: 0
+    means no list).
     """
 
     def __init__(self, db: Database, max_length: int = LOCAL_AUTH_LIST_MAX_LENGTH) -> None:
@@ -163,7 +166,7 @@ class LocalAuthorizationList:
         self._settings = Settings(db)  # the version
 
     def __len__(self) -> int:
-        with self.db.transaction() as conn:
+        with self.db.read() as conn:
             return int(conn.execute("SELECT COUNT(*) FROM local_auth_list").fetchone()[0])
 
     @property
@@ -175,49 +178,59 @@ class LocalAuthorizationList:
         return 0 if value is None else int(value)
 
     def get(self, id_tag: str) -> IdTagInfo | None:
-        with self.db.transaction() as conn:
+        """The entry for ``id_tag`` (case-insensitive): one indexed read, no transaction (the card-tap path)."""
+        with self.db.read() as conn:
             row = conn.execute("SELECT status, expiry, parent_id_tag FROM local_auth_list WHERE key = ?",
                                (_key(id_tag),)).fetchone()
         return None if row is None else IdTagInfo(AuthStatus(row[0]), _dt(row[1]), row[2])
 
     def replace(self, version: int, entries: Sequence[tuple[str, IdTagInfo]]) -> ListUpdateStatus:
-        """A full update: the list becomes exactly ``entries`` with ``version``. Failed (nothing changes) for
-        a negative version, more than ``max_length`` entries, or an id given twice."""
+        """A full update: the list becomes exactly ``entries`` with ``version`` (0 included: OCTT clears the
+        list with a Full update of version 0). Failed (nothing changes) for a negative version, more than
+        ``max_length`` entries, an id given twice, or a storage failure."""
         if version < 0 or len(entries) > self.max_length or _has_duplicates([t for t, _ in entries]):
             log.warning("local authorization list: full update refused",
-                        extra={"version": version, "entries": len(entries)})
+                        extra={"version": version, "entries": len(entries), "max_length": self.max_length})
             return ListUpdateStatus.FAILED
-        with self.db.transaction() as conn:
-            conn.execute("DELETE FROM local_auth_list")
-            conn.executemany("INSERT INTO local_auth_list(key, id_tag, status, expiry, parent_id_tag) "
-                             "VALUES(?, ?, ?, ?, ?)", [_list_row(t, i) for t, i in entries])
-            self._settings.put(LIST_VERSION_KEY, str(version))
+        try:
+            with self.db.transaction() as conn:
+                conn.execute("DELETE FROM local_auth_list")
+                conn.executemany(_UPSERT, [_list_row(t, i) for t, i in entries])
+                self._settings.put(LIST_VERSION_KEY, str(version))
+        except sqlite3.Error as exc:
+            log.error("local authorization list: full update failed; the list is unchanged",
+                      extra={"version": version, "error": str(exc)})
+            return ListUpdateStatus.FAILED
         log.info("local authorization list replaced", extra={"version": version, "entries": len(entries)})
         return ListUpdateStatus.ACCEPTED
 
     def apply_differential(self, version: int,
                            changes: Sequence[tuple[str, IdTagInfo | None]]) -> ListUpdateStatus:
-        """A differential update: each id with an IdTagInfo is added or updated, each without one removed.
+        """A differential update: each id with an IdTagInfo is added or updated, each without one removed; the
+        list then has ``version`` (also when ``changes`` is empty: the entries stay as they are).
         VersionMismatch if ``version`` is not above the current one; Failed (nothing changes) if an id is
-        given twice or the list would exceed ``max_length``."""
-        current = self.version
+        given twice, the list would exceed ``max_length``, or the storage fails."""
+        try:
+            current = self.version
+        except sqlite3.Error as exc:
+            log.error("local authorization list unreadable", extra={"error": str(exc)})
+            return ListUpdateStatus.FAILED
         if version <= current:
             log.warning("local authorization list: differential update for an old version",
                         extra={"version": version, "current": current})
             return ListUpdateStatus.VERSION_MISMATCH
         if _has_duplicates([t for t, _ in changes]):
+            log.warning("local authorization list: differential update names an id twice",
+                        extra={"version": version})
             return ListUpdateStatus.FAILED
+        removed = [(_key(t),) for t, i in changes if i is None]
+        upserts = [_list_row(t, i) for t, i in changes if i is not None]
         try:
             with self.db.transaction() as conn:
-                for id_tag, info in changes:
-                    if info is None:
-                        conn.execute("DELETE FROM local_auth_list WHERE key = ?", (_key(id_tag),))
-                    else:
-                        conn.execute("INSERT INTO local_auth_list(key, id_tag, status, expiry, parent_id_tag) "
-                                     "VALUES(?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
-                                     "id_tag = excluded.id_tag, status = excluded.status, "
-                                     "expiry = excluded.expiry, parent_id_tag = excluded.parent_id_tag",
-                                     _list_row(id_tag, info))
+                if removed:
+                    conn.executemany("DELETE FROM local_auth_list WHERE key = ?", removed)
+                if upserts:
+                    conn.executemany(_UPSERT, upserts)
                 size = int(conn.execute("SELECT COUNT(*) FROM local_auth_list").fetchone()[0])
                 if size > self.max_length:
                     raise _ListTooLong(size)  # rolls the whole update back
@@ -225,6 +238,10 @@ class LocalAuthorizationList:
         except _ListTooLong as exc:
             log.warning("local authorization list: differential update would exceed the maximum length",
                         extra={"entries": exc.size, "max_length": self.max_length})
+            return ListUpdateStatus.FAILED
+        except sqlite3.Error as exc:
+            log.error("local authorization list: differential update failed; the list is unchanged",
+                      extra={"version": version, "error": str(exc)})
             return ListUpdateStatus.FAILED
         log.info("local authorization list updated", extra={"version": version, "changes": len(changes),
                                                             "entries": size})
@@ -237,8 +254,15 @@ class LocalAuthorizationList:
         if not full:
             return self.apply_differential(version, changes)
         if any(info is None for _, info in changes):
+            log.warning("local authorization list: full update with an entry lacking its IdTagInfo",
+                        extra={"version": version})
             return ListUpdateStatus.FAILED
         return self.replace(version, [(t, i) for t, i in changes if i is not None])
+
+
+_UPSERT = ("INSERT INTO local_auth_list(key, id_tag, status, expiry, parent_id_tag) VALUES(?, ?, ?, ?, ?) "
+           "ON CONFLICT(key) DO UPDATE SET id_tag = excluded.id_tag, status = excluded.status, "
+           "expiry = excluded.expiry, parent_id_tag = excluded.parent_id_tag")
 
 
 class _ListTooLong(Exception):

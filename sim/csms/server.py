@@ -39,6 +39,7 @@ from websockets.headers import build_www_authenticate_basic, parse_authorization
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from sim.csms import local_list
 from sim.csms.behaviour import CsmsBehaviour
 from sim.csms.logic import CentralSystemLogic
 from sim.csms.ocppj import (
@@ -677,6 +678,33 @@ class SimulatedCsms:
         return await self.call(cp_id, Action.trigger_message,
                                _compact(requestedMessage=requested_message, connectorId=connector_id),
                                timeout_s=timeout_s)
+
+    async def get_local_list_version(self, cp_id: str, *, timeout_s: float | None = None) -> dict[str, Any]:
+        """GetLocalListVersion: ``{"listVersion": N}`` (-1: no list supported, 0: an empty list)."""
+        return await self.call(cp_id, Action.get_local_list_version, {}, timeout_s=timeout_s)
+
+    async def send_local_list(self, cp_id: str, list_version: int, update_type: str,
+                              entries: list[dict[str, Any]] | None = None, *, timeout_s: float | None = None,
+                              validate: bool = True) -> dict[str, Any]:
+        """SendLocalList; ``entries`` as :func:`sim.csms.local_list.entry` makes them (None: no list — a Full
+        update empties the charge point's list, a Differential one changes nothing)."""
+        return await self.call(cp_id, Action.send_local_list, local_list.request(list_version, update_type, entries),
+                               timeout_s=timeout_s, validate=validate)
+
+    async def push_local_list(self, cp_id: str, entries: list[dict[str, Any]], *, first_version: int = 1,
+                              chunk: int = 1000, timeout_s: float | None = None,
+                              validate: bool = True) -> list[tuple[int, str]]:
+        """A whole list in requests of at most ``chunk`` entries (:func:`sim.csms.local_list.chunked`: one Full
+        update, then Differential ones), stopping at the first one not Accepted. ``(version, status)`` of each
+        request sent; the list's version is the last one's if all were Accepted."""
+        sent: list[tuple[int, str]] = []
+        for part in local_list.chunked(entries, first_version, chunk):
+            answer = await self.send_local_list(cp_id, part.version, part.update_type, part.entries,
+                                                timeout_s=timeout_s, validate=validate)
+            sent.append((part.version, str(answer.get("status"))))
+            if answer.get("status") != "Accepted":
+                break
+        return sent
 
     # ---- connections ---------------------------------------------------------------------------------
 

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
+from sim.csms import local_list
 from sim.csms.behaviour import BehaviourError
 from sim.csms.charging_profiles import (
     KINDS,
@@ -50,6 +51,7 @@ from sim.harness.charger import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_BODY = 1 << 20
 MAX_HEADERS = 100
@@ -269,7 +271,7 @@ def _check_request(action: str, payload: dict[str, Any], hint: str = "") -> None
         raise ApiError(400, f"{action}.req would be invalid: {violation.code}: {violation.description}{hint}")
 
 
-async def _answer(cp_id: str, action: str, call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+async def _answer(cp_id: str, action: str, call: Awaitable[T]) -> T:
     """The charge point's CALLRESULT payload; every way a call can fail as the API's error status."""
     base = {"cp_id": cp_id, "action": action}
     try:
@@ -308,6 +310,32 @@ def _periods(body: Body) -> list[Period]:
     return out
 
 
+def _local_list_entries(body: Body) -> list[dict[str, Any]]:
+    """``entries``: ``[{"id_tag": "X", "status": "Accepted", "expiry": "+3600"|ISO, "parent_id_tag": "G"}, …]``;
+    ``"status": null`` (or no status): the id alone, which a Differential update removes."""
+    raw = body.data.get("entries")
+    if not isinstance(raw, list):
+        raise ApiError(400, f"entries: expected a list of objects, got {json.dumps(raw)[:60]}")
+    out = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise ApiError(400, f"entries[{i}]: expected an object, got {json.dumps(item)[:60]}")
+        e = Body(json.dumps(item).encode())
+        try:
+            e.only("id_tag", "status", "expiry", "parent_id_tag")
+            status = e.choice("status", local_list.STATUSES) if e.has("status") else None
+            expiry = parse_instant(e.text("expiry"), datetime.now(UTC)) if e.has("expiry") else None
+            if status is None and (expiry is not None or e.has("parent_id_tag")):
+                raise ApiError(400, "expiry and parent_id_tag need a status (without one the id is removed)")
+            out.append(local_list.entry(e.text("id_tag"), status, expiry_date=expiry,
+                                        parent_id_tag=e.text("parent_id_tag") if e.has("parent_id_tag") else None))
+        except ApiError as exc:
+            raise ApiError(400, f"entries[{i}]: {exc.reason}") from None
+        except ValueError as exc:
+            raise ApiError(400, f"entries[{i}]: expiry: {exc}") from None
+    return out
+
+
 def _next_profile_id(csms: SimulatedCsms, cp_id: str) -> int:
     """One above every chargingProfileId this CSMS sent that charge point: a new profile never replaces another
     by accident (the same id replaces, whatever its purpose)."""
@@ -322,6 +350,12 @@ def _open_transaction(csms: SimulatedCsms, cp_id: str, connector: int) -> int | 
     open_ids = [] if known is None else [t.transaction_id for t in known.open_transactions
                                          if t.connector_id == connector]
     return max(open_ids, default=None)
+
+
+#: What TriggerMessage may ask for (the 1.6 TriggerMessage schema's list; the library's MessageTrigger also has the
+#: security extension's ExtendedTriggerMessage values).
+TRIGGER_MESSAGES = ("BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification", "Heartbeat",
+                    "MeterValues", "StatusNotification")
 
 
 # ---- the API -------------------------------------------------------------------------------------------
@@ -343,10 +377,15 @@ ENDPOINTS: list[tuple[str, str, str]] = [
     ("POST", "/csms/call", 'builtin CSMS: {"action": "RemoteStartTransaction", "payload": {...}}'),
     ("POST", "/csms/id-tags", 'builtin CSMS: {"id_tag": "04A2B3C4", "status": "Accepted"}'),
     ("GET", "/csms/transcript", "builtin CSMS: frames and events (?n=100, ?since=SEQ)"),
+    ("POST", "/csms/trigger", 'builtin CSMS: TriggerMessage {"message": "StatusNotification", "connector": 1}'),
     ("POST", "/csms/charging-profiles", 'builtin CSMS: SetChargingProfile {"connector": 0, "purpose": '
                                         '"TxDefaultProfile", "periods": [[0, 16], [60, 10]]}'),
     ("POST", "/csms/charging-profiles/clear", 'builtin CSMS: ClearChargingProfile {"id": 3} (no field: all)'),
     ("GET", "/csms/composite-schedule", "builtin CSMS: GetCompositeSchedule (?connector=1&duration_s=3600&unit=W)"),
+    ("POST", "/csms/local-list", 'builtin CSMS: SendLocalList {"version": 3, "update_type": "Full", "entries": '
+                                 '[{"id_tag": "04A2B3C4", "status": "Accepted"}]} (or "generate": 100000, '
+                                 '"chunk": 1000)'),
+    ("GET", "/csms/local-list/version", "builtin CSMS: GetLocalListVersion"),
     ("POST", "/csms/reservations", 'builtin CSMS: ReserveNow {"connector": 0, "id_tag": "04A2B3C4", '
                                    '"reservation_id": 1, "expiry_s": 900, "parent_id_tag": "FLEET"}'),
     ("POST", "/csms/reservations/cancel", 'builtin CSMS: CancelReservation {"reservation_id": 1}'),
@@ -375,9 +414,12 @@ class ControlApi:
             ("POST", "/csms/call"): self._csms_call,
             ("POST", "/csms/id-tags"): self._csms_id_tags,
             ("GET", "/csms/transcript"): self._csms_transcript,
+            ("POST", "/csms/trigger"): self._csms_trigger,
             ("POST", "/csms/charging-profiles"): self._profile_set,
             ("POST", "/csms/charging-profiles/clear"): self._profile_clear,
             ("GET", "/csms/composite-schedule"): self._composite_schedule,
+            ("POST", "/csms/local-list"): self._local_list_send,
+            ("GET", "/csms/local-list/version"): self._local_list_version,
             ("POST", "/csms/reservations"): self._reserve,
             ("POST", "/csms/reservations/cancel"): self._cancel_reservation,
         }
@@ -624,6 +666,21 @@ class ControlApi:
                                                           validate=validate))
         return 200, {"cp_id": cp_id, "action": action, "response": response}
 
+    async def _csms_trigger(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        csms = self._builtin()
+        body = Body(req.body)
+        body.only("message", "connector", "cp_id", "timeout_s")
+        cp_id = body.text("cp_id", self.t.charger.spec.charge_point_id)
+        timeout_s = body.number("timeout_s", csms.response_timeout_s, lo=0.1, hi=600.0)
+        message = body.choice("message", TRIGGER_MESSAGES)
+        connector = body.integer("connector", lo=0, hi=INT32_MAX) if body.has("connector") else None
+        payload: dict[str, Any] = {"requestedMessage": message}
+        if connector is not None:
+            payload["connectorId"] = connector
+        response = await _answer(cp_id, "TriggerMessage", csms.trigger_message(
+            cp_id, message, connector_id=connector, timeout_s=timeout_s))
+        return 200, {"cp_id": cp_id, "action": "TriggerMessage", "request": payload, "response": response}
+
     # ---- smart charging (builtin CSMS) ---------------------------------------------------------------
 
     async def _profile_set(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
@@ -703,6 +760,62 @@ class ControlApi:
         response = await _answer(cp_id, "GetCompositeSchedule", csms.get_composite_schedule(
             cp_id, connector, duration, unit, timeout_s=timeout_s))
         return 200, {"cp_id": cp_id, "action": "GetCompositeSchedule", "request": payload, "response": response}
+
+    # ---- local authorization list (builtin CSMS) --------------------------------------------------------
+
+    async def _local_list_send(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        csms = self._builtin()
+        body = Body(req.body)
+        body.only("cp_id", "version", "update_type", "entries", "generate", "prefix", "status", "chunk", "timeout_s")
+        cp_id = body.text("cp_id", self.t.charger.spec.charge_point_id)
+        timeout_s = body.number("timeout_s", csms.response_timeout_s, lo=0.1, hi=600.0)
+        version = body.integer("version", lo=0, hi=INT32_MAX)
+        update_type = body.choice("update_type", local_list.UPDATE_TYPES, "Full")
+        if body.has("entries") and body.has("generate"):
+            raise ApiError(400, "give entries or generate, not both")
+        entries: list[dict[str, Any]] | None
+        if body.has("generate"):
+            count = body.integer("generate", lo=0, hi=1_000_000)
+            prefix = body.text("prefix", "LL")
+            if len(prefix) > 12:
+                raise ApiError(400, f"prefix: at most 12 characters (idTag is at most 20), got {len(prefix)}")
+            status = body.choice("status", local_list.STATUSES, "Accepted")
+            entries = [local_list.entry(f"{prefix}{i:08X}", status) for i in range(count)]
+        else:
+            if body.has("prefix") or body.has("status"):
+                raise ApiError(400, "prefix and status go with generate")
+            entries = _local_list_entries(body) if body.has("entries") else None
+        chunk = body.integer("chunk", lo=1, hi=INT32_MAX) if body.has("chunk") else None
+        if chunk is None:
+            payload = local_list.request(version, update_type, entries)
+            _check_request("SendLocalList", payload)
+            response = await _answer(cp_id, "SendLocalList", csms.send_local_list(
+                cp_id, version, update_type, entries, timeout_s=timeout_s))
+            return 200, {"cp_id": cp_id, "action": "SendLocalList", "requests": [
+                {"version": version, "update_type": update_type, "entries": len(entries or []),
+                 "status": response.get("status")}], "response": response}
+        if update_type != "Full":
+            raise ApiError(400, "chunk: a list is cut into one Full update and Differential ones; "
+                                "give update_type Full (or no chunk)")
+        parts = local_list.chunked(entries or [], version, chunk)
+        for part in parts[:1]:  # every part has the same shape: one check says whether the CP could take them
+            _check_request("SendLocalList", part.payload())
+        sent = await _answer(cp_id, "SendLocalList", csms.push_local_list(
+            cp_id, entries or [], first_version=version, chunk=chunk, timeout_s=timeout_s))
+        return 200, {"cp_id": cp_id, "action": "SendLocalList", "requests": [
+            {"version": v, "update_type": p.update_type, "entries": len(p.entries), "status": st}
+            for (v, st), p in zip(sent, parts, strict=False)],
+            "complete": len(sent) == len(parts) and all(st == "Accepted" for _, st in sent)}
+
+    async def _local_list_version(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        csms = self._builtin()
+        unknown = sorted(set(req.query) - {"cp_id", "timeout_s"})
+        if unknown:
+            raise ApiError(400, f"unknown query parameter(s) {', '.join(unknown)} (known: cp_id, timeout_s)")
+        cp_id = _query_text(req, "cp_id") or self.t.charger.spec.charge_point_id
+        timeout_s = _query_number(req, "timeout_s", csms.response_timeout_s, 0.1, 600.0)
+        response = await _answer(cp_id, "GetLocalListVersion", csms.get_local_list_version(cp_id, timeout_s=timeout_s))
+        return 200, {"cp_id": cp_id, "action": "GetLocalListVersion", "response": response}
 
     async def _csms_id_tags(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
         csms = self._builtin()

@@ -20,6 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from sim.csms.charging_profiles import KINDS, PURPOSES, RECURRENCIES, UNITS  # stdlib only, like this client
+from sim.csms.local_list import STATUSES
+
+#: What TriggerMessage may ask for (OCPP 1.6 MessageTrigger; the control API checks it too).
+TRIGGER_MESSAGES = ("BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification", "Heartbeat",
+                    "MeterValues", "StatusNotification")
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 ENV_URL = "EVSE_SIM_CONTROL_URL"
@@ -117,7 +122,15 @@ def _parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("transcript", help="GET /csms/transcript (builtin CSMS)")
     tr.add_argument("-n", type=int, default=100)
     tr.add_argument("--since", type=int)
+    trig = sub.add_parser("trigger", help="POST /csms/trigger (builtin CSMS): TriggerMessage")
+    trig.add_argument("message", choices=TRIGGER_MESSAGES)
+    trig.add_argument("--connector", type=int, metavar="N",
+                      help="StatusNotification / MeterValues: this connector (0: the charger; default: 0 and all)")
+    trig.add_argument("--cp-id", metavar="ID", help="charge point identity (default: the simulated charger)")
+    trig.add_argument("--call-timeout", type=float, metavar="S", help="seconds to wait for the charge point's answer")
     _profile_parser(sub.add_parser("profile", help="smart charging profiles (builtin CSMS): set, clear, composite"))
+    _local_list_parser(sub.add_parser("local-list", help="the charger's local authorization list (builtin CSMS): "
+                                                         "send, version"))
     rv = sub.add_parser("reserve", help="POST /csms/reservations: ReserveNow (builtin CSMS)")
     rv.add_argument("id_tag")
     rv.add_argument("--connector", type=int, default=0, help="connector to reserve (default 0: any connector)")
@@ -130,6 +143,67 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--cp-id", help="charge point identity (default: the simulated charger)")
         c.add_argument("--call-timeout", type=float, help="seconds to wait for the charge point's answer")
     return p
+
+
+def _local_list_parser(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="local_list_command", required=True, metavar="ACTION")
+
+    def common(c: argparse.ArgumentParser) -> None:
+        c.add_argument("--cp-id", metavar="ID", help="charge point identity (default: the simulated charger)")
+        c.add_argument("--call-timeout", type=float, metavar="S", help="seconds to wait for the charge point's answer")
+
+    send = sub.add_parser("send", help="POST /csms/local-list: SendLocalList")
+    send.add_argument("--version", type=int, required=True, metavar="N",
+                      help="listVersion (with --chunk: the first request's; each next one is one higher)")
+    send.add_argument("--differential", action="store_true", help="a Differential update (default: Full)")
+    send.add_argument("--entry", dest="entries", action="append", metavar="ID[:STATUS[:PARENT]]",
+                      help=f"an id and its idTagInfo (STATUS one of {', '.join(STATUSES)}; default Accepted); "
+                           "repeat")
+    send.add_argument("--remove", dest="removals", action="append", metavar="ID",
+                      help="an id without idTagInfo: a Differential update removes it; repeat")
+    send.add_argument("--generate", type=int, metavar="COUNT",
+                      help="COUNT generated ids <PREFIX><8 hex digits>, instead of --entry")
+    send.add_argument("--prefix", metavar="P", help="--generate: the ids' prefix (default LL)")
+    send.add_argument("--status", choices=STATUSES, help="--generate: their status (default Accepted)")
+    send.add_argument("--chunk", type=int, metavar="N",
+                      help="send at most N ids per request: one Full update, then Differential ones")
+    send.add_argument("--empty", action="store_true",
+                      help="send the list as an empty array (default without entries: the list is omitted)")
+    common(send)
+    common(sub.add_parser("version", help="GET /csms/local-list/version: GetLocalListVersion"))
+
+
+def parse_list_entry(text: str) -> dict[str, str]:
+    """``ID[:STATUS[:PARENT]]`` -> an entry of POST /csms/local-list; ValueError with the reason."""
+    parts = text.split(":")
+    if not parts[0] or len(parts) > 3:
+        raise ValueError(f"--entry {text!r}: expected ID, ID:STATUS or ID:STATUS:PARENT, e.g. 04A2B3C4:Blocked")
+    status = parts[1] if len(parts) > 1 and parts[1] else "Accepted"
+    if status not in STATUSES:
+        raise ValueError(f"--entry {text!r}: status must be one of {', '.join(STATUSES)}")
+    out = {"id_tag": parts[0], "status": status}
+    if len(parts) == 3 and parts[2]:
+        out["parent_id_tag"] = parts[2]
+    return out
+
+
+def _local_list_call(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
+    options = {"cp_id": args.cp_id, "timeout_s": args.call_timeout}
+    if args.local_list_command == "version":
+        query = urllib.parse.urlencode({k: v for k, v in options.items() if v is not None})
+        return "GET", "/csms/local-list/version" + ("?" + query if query else ""), None
+    if args.generate is not None and (args.entries or args.removals or args.empty):
+        raise ValueError("local-list send: --generate replaces --entry/--remove/--empty")
+    if (args.prefix is not None or args.status is not None) and args.generate is None:
+        raise ValueError("local-list send: --prefix and --status go with --generate")
+    body: dict[str, Any] = {"version": args.version, "update_type": "Differential" if args.differential else "Full",
+                            "chunk": args.chunk}
+    if args.generate is not None:
+        body.update(generate=args.generate, prefix=args.prefix, status=args.status)
+    elif args.entries or args.removals or args.empty:
+        body["entries"] = [parse_list_entry(e) for e in args.entries or []] + [
+            {"id_tag": r} for r in args.removals or []]
+    return "POST", "/csms/local-list", {k: v for k, v in {**body, **options}.items() if v is not None}
 
 
 def _profile_parser(profile: argparse.ArgumentParser) -> None:
@@ -261,8 +335,14 @@ def build_call(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | Non
                                          "status": None if args.status == "remove" else args.status}
     if cmd == "transcript":
         return "GET", "/csms/transcript" + _query(n=args.n, since=args.since), None
+    if cmd == "trigger":
+        body = {"message": args.message, "connector": args.connector, "cp_id": args.cp_id,
+                "timeout_s": args.call_timeout}
+        return "POST", "/csms/trigger", {k: v for k, v in body.items() if v is not None}
     if cmd == "profile":
         return _profile_call(args)
+    if cmd == "local-list":
+        return _local_list_call(args)
     if cmd in ("reserve", "cancel-reservation"):
         body = {"reservation_id": args.reservation_id, "cp_id": args.cp_id, "timeout_s": args.call_timeout}
         if cmd == "cancel-reservation":

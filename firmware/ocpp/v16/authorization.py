@@ -1,5 +1,7 @@
 """Authorization over OCPP 1.6 (§3.5, §4.1, §5.4): Authorize.req when the local rules ask the CSMS, every
-IdTagInfo the CSMS sends fed into the Authorization Cache, ClearCache, and the keys that steer it all.
+IdTagInfo the CSMS sends fed into the Authorization Cache (and checked against the Local Authorization List),
+ClearCache, and the keys that steer it all — but the list's own keys, which are
+:mod:`~firmware.ocpp.v16.local_auth_list`'s.
 
 The decision itself is version-agnostic and pure (:func:`firmware.charger.authorization.decide`,
 docs/authorization.md), the stores are :mod:`firmware.storage.auth_stores`; this feature turns the 1.6 keys into
@@ -21,32 +23,30 @@ from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse, handles
 from firmware.ocpp.v16 import mapping
 from firmware.ocpp.v16.context import V16Context
 from firmware.ocpp.v16.keys import KeyDefinition, KeyType
+from firmware.ocpp.v16.local_auth_list import LocalAuthList
 from firmware.session import AuthorizationResult, AuthPurpose, AuthSource, AuthStatus, RequestAuthorization
-from firmware.storage.auth_stores import LOCAL_AUTH_LIST_MAX_LENGTH, IdTagInfo
+from firmware.storage.auth_stores import IdTagInfo
 from hal.interfaces import utcnow
 
 log = logging.getLogger(__name__)
 
-#: SendLocalListMaxLength: the most identifiers one SendLocalList.req may carry (about 100 bytes each, so a
-#: full request stays far below the 1 MiB frame limit of ``firmware.ocpp.rpc``).
-SEND_LOCAL_LIST_MAX_LENGTH = 1_000
-
 KEYS = (
     KeyDefinition("AllowOfflineTxForUnknownId", KeyType.BOOL, "false"),
     KeyDefinition("AuthorizationCacheEnabled", KeyType.BOOL, "true"),
-    KeyDefinition("LocalAuthListEnabled", KeyType.BOOL, "true"),
-    KeyDefinition("LocalAuthListMaxLength", KeyType.INT, str(LOCAL_AUTH_LIST_MAX_LENGTH), readonly=True),
     KeyDefinition("LocalAuthorizeOffline", KeyType.BOOL, "true"),
     KeyDefinition("LocalPreAuthorize", KeyType.BOOL, "false"),
-    KeyDefinition("SendLocalListMaxLength", KeyType.INT, str(SEND_LOCAL_LIST_MAX_LENGTH), readonly=True),
 )
 
 
 class Authorization:
-    def __init__(self, ctx: V16Context) -> None:
+    def __init__(self, ctx: V16Context, local_list: LocalAuthList) -> None:
+        """``local_list``: the Local Auth List Management feature — its store, whether it is enabled, and
+        where a LocalListConflict is reported."""
         self.ctx = ctx
+        self.local_list = local_list
         assert ctx.config.ocpp is not None
-        self.auth = Authorizer(ctx.db, self._settings, cache_capacity=ctx.config.ocpp.authorization_cache_size)
+        self.auth = Authorizer(ctx.db, self._settings, cache_capacity=ctx.config.ocpp.authorization_cache_size,
+                               local_list=local_list.store)
         ctx.keys.on_change(self._changed, {"AuthorizationCacheEnabled"})
 
     def _settings(self) -> AuthSettings:
@@ -55,7 +55,7 @@ class Authorization:
                             local_authorize_offline=k.get_bool("LocalAuthorizeOffline"),
                             allow_offline_tx_for_unknown_id=k.get_bool("AllowOfflineTxForUnknownId"),
                             cache_enabled=k.get_bool("AuthorizationCacheEnabled"),
-                            local_list_enabled=k.get_bool("LocalAuthListEnabled"))
+                            local_list_enabled=self.local_list.enabled())
 
     def _changed(self, key: str, value: str) -> None:
         if value == "false":  # off means off: no entries left behind that nobody updates until it is on again
@@ -121,16 +121,25 @@ class Authorization:
 
     def learn(self, id_tag: object, info: IdTagInfo | object) -> None:
         """Every IdTagInfo from the CSMS (Authorize.conf, StartTransaction.conf, StopTransaction.conf) updates
-        the Authorization Cache (§3.5.1); a storage failure costs a cache entry, never a message or a session.
-        ``info`` may be the wire object; an answer without one (StopTransaction.conf) changes nothing."""
+        the Authorization Cache (§3.5.1) — unless the id is on the Local Authorization List, which it never
+        changes; if it contradicts the list, LocalListConflict is reported (§3.5.2). A storage failure costs a
+        cache entry or the report, never a message or a session. ``info`` may be the wire object; an answer
+        without one (StopTransaction.conf) changes nothing."""
         if not isinstance(id_tag, str):
             return
         if isinstance(info, dict):
             info = mapping.id_tag_info(info)
         if not isinstance(info, IdTagInfo):
             return
+        now = utcnow()
         try:
-            self.auth.learn(id_tag, info, utcnow())
+            listed = self.auth.list_conflict(id_tag, info, now)
+            if listed is not None:
+                self.local_list.conflict(id_tag, listed, info)
+        except Exception:
+            log.exception("local authorization list not compared with the CSMS's answer")
+        try:
+            self.auth.learn(id_tag, info, now)
         except Exception:
             log.exception("authorization cache not updated")
 

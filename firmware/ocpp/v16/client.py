@@ -3,10 +3,11 @@
 The features live in their own modules and share one :class:`~firmware.ocpp.v16.context.V16Context`:
 :mod:`core` (BootNotification, Heartbeat), :mod:`status_report` (StatusNotification),
 :mod:`transactions` (Start/StopTransaction through the durable outbox), :mod:`meter_values`,
-:mod:`authorization` (Authorize, the cache, ClearCache), :mod:`remote_control` (remote start/stop,
-availability, unlock, reset), :mod:`reservation` (ReserveNow, CancelReservation), :mod:`data_transfer`,
-:mod:`configuration` and :mod:`session_settings`. Each
-declares its configuration keys and its CALL handlers; this module only routes:
+:mod:`authorization` (Authorize, the cache, ClearCache), :mod:`local_auth_list` (SendLocalList,
+GetLocalListVersion), :mod:`remote_control` (remote start/stop, availability, unlock, reset),
+:mod:`remote_trigger` (TriggerMessage), :mod:`reservation` (ReserveNow, CancelReservation), :mod:`data_transfer`,
+:mod:`configuration` and :mod:`session_settings`. Each declares its configuration keys and its CALL handlers; this
+module only routes:
 
 * connector effects to the features (``record`` inside the connector's commit, ``notify`` after it);
 * each connection (:class:`~firmware.ocpp.link.OcppLink`): BootNotification once per run of the agent, then
@@ -39,8 +40,10 @@ from firmware.ocpp.v16.context import VENDOR_ID, V16Context
 from firmware.ocpp.v16.core import Core
 from firmware.ocpp.v16.data_transfer import DataTransfer
 from firmware.ocpp.v16.dialect import OCPP16
+from firmware.ocpp.v16.local_auth_list import LocalAuthList
 from firmware.ocpp.v16.meter_values import MeterValuesReporter
 from firmware.ocpp.v16.remote_control import RemoteControl
+from firmware.ocpp.v16.remote_trigger import RemoteTrigger
 from firmware.ocpp.v16.reservation import Reservation
 from firmware.ocpp.v16.session_settings import SessionSettings, session_config_from_keys
 from firmware.ocpp.v16.smart_charging import SmartCharging
@@ -82,13 +85,14 @@ class Ocpp16Client:
         self.statuses = StatusReporter(connectors, keys, db, VENDOR_ID)
         self.meter_values = MeterValuesReporter(connectors, keys, ctx.outbox, lambda: ctx.wake_delivery())
         self.core = Core(ctx, self.link.set_ping_interval)
-        self.authorization = Authorization(ctx)
+        self.local_auth_list = LocalAuthList(ctx, self.statuses.charge_point_error)
+        self.authorization = Authorization(ctx, self.local_auth_list)
         self.transactions = Transactions(ctx, self.meter_values, self.authorization.learn)
         self.data_transfer = DataTransfer(ctx, diagnostics, hardware)
         self._handlers: tuple[object, ...] = (
-            Configuration(keys), self.authorization,
+            Configuration(keys), self.authorization, self.local_auth_list,
             RemoteControl(ctx, coordinator, self.statuses, smart_charging), self.data_transfer,
-            Reservation(ctx, coordinator.reservations))
+            RemoteTrigger(ctx, self.core, self.statuses), Reservation(ctx, coordinator.reservations))
         if smart_charging is not None:
             self._handlers += (SmartCharging(smart_charging),)
         self._session_settings = SessionSettings(keys, connectors)
@@ -118,6 +122,9 @@ class Ocpp16Client:
 
     def outbox_stats(self) -> OutboxStats:
         return self.ctx.outbox.stats()
+
+    def reset_retries(self) -> int:
+        return self.ctx.keys.get_int("ResetRetries")
 
     # --- connector observer -------------------------------------------------------------------
 

@@ -40,6 +40,10 @@ class V16Context:
     online: asyncio.Event = field(default_factory=asyncio.Event)  # connected and accepted
     last_traffic: float = 0.0  # loop time of our last answered CALL (the heartbeat waits on it)
     wake_delivery: Callable[[], None] = lambda: None  # something was queued in the outbox
+    # what FirmwareStatusNotification / DiagnosticsStatusNotification would say now (a TriggerMessage asks):
+    # Idle while no update or upload is under way; the firmware and diagnostics features set them
+    firmware_status: Callable[[], str] = lambda: "Idle"
+    diagnostics_status: Callable[[], str] = lambda: "Idle"
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property

@@ -2,8 +2,9 @@
 
 BootNotification goes out once per run of the agent (not per reconnect) until Accepted; Pending and Rejected
 are honoured with the interval the CSMS gives, and nothing else is sent meanwhile (the CSMS's own requests
-are answered, as §4.2 allows). Heartbeat is sent after HeartbeatInterval without other traffic of ours; a
-changed interval applies at once.
+are answered, as §4.2 allows; a TriggerMessage for BootNotification sends the next one at once, and after the
+acceptance one more: :mod:`remote_trigger`). Heartbeat is sent after HeartbeatInterval without other traffic of ours;
+a changed interval applies at once, and so does WebSocketPingInterval (on the open connection).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse
 from firmware.ocpp.v16.context import V16Context
-from firmware.ocpp.v16.keys import DAY_S, KeyDefinition, KeyType
+from firmware.ocpp.v16.keys import DAY_S, KeyDefinition, KeyType, phase_rotation_items
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,9 @@ log = logging.getLogger(__name__)
 def keys(number_of_connectors: int) -> list[KeyDefinition]:
     n = number_of_connectors
     return [
-        KeyDefinition("ConnectorPhaseRotation", KeyType.CSL, "0.RST", max_items=n + 1),
+        # not known until a technician (or the CSMS) says: Unknown for every connector
+        KeyDefinition("ConnectorPhaseRotation", KeyType.CSL, ",".join(f"{c}.Unknown" for c in range(1, n + 1)),
+                      max_items=n + 1, items=phase_rotation_items(n)),
         KeyDefinition("ConnectorPhaseRotationMaxLength", KeyType.INT, str(n + 1), readonly=True),
         KeyDefinition("HeartbeatInterval", KeyType.INT, "300", minimum=0, maximum=DAY_S),
         KeyDefinition("NumberOfConnectors", KeyType.INT, str(n), readonly=True),
@@ -38,11 +41,12 @@ class Core:
         self.accepted = False  # BootNotification accepted in this run of the agent
         self._heartbeat_wake = asyncio.Event()  # HeartbeatInterval changed: recompute the wait now
         self._set_ping_interval = set_ping_interval
+        self._boot_now = asyncio.Event()  # a TriggerMessage asked for BootNotification while not yet accepted
         ctx.keys.on_change(self._changed, {"HeartbeatInterval", "WebSocketPingInterval"})
 
     def _changed(self, key: str, value: str) -> None:
         if key == "WebSocketPingInterval":
-            self._set_ping_interval(float(value))  # from the next connection
+            self._set_ping_interval(float(value))  # on the live connection too (OcppLink.set_ping_interval)
         else:
             self._heartbeat_wake.set()
 
@@ -50,28 +54,51 @@ class Core:
         """BootNotification until Accepted (once per run of the agent, not per reconnect)."""
         if self.accepted:
             return
+        keys = self.ctx.keys
+        while True:
+            self._boot_now.clear()
+            try:
+                answer = await call("BootNotification", self._boot_payload())
+            except (CallErrorReceived, InvalidResponse, TimeoutError) as exc:
+                log.warning("BootNotification failed", extra={"error": str(exc)})
+                await self._until_boot_again(max(keys.get_int("HeartbeatInterval"), 10))
+                continue
+            status, interval = self._answered(answer)
+            if status == "Accepted":
+                self.accepted = True
+                return
+            # Pending / Rejected: only the CSMS may talk now; ask again after the interval it gave (or when it
+            # triggers a BootNotification)
+            await self._until_boot_again(interval if interval > 0 else 30)
+
+    async def triggered_boot(self, call: Callable[[str, dict[str, Any]], Any]) -> None:
+        """TriggerMessage BootNotification (§5.17): before the CSMS accepted us, the boot worker sends it now
+        instead of after the interval; once accepted, one BootNotification is sent here (a Pending or Rejected
+        answer then changes nothing: the CSMS already accepted this run of the agent)."""
+        if not self.accepted:
+            self._boot_now.set()
+            return
+        self._answered(await call("BootNotification", self._boot_payload()))
+
+    def _boot_payload(self) -> dict[str, Any]:
         ident = self.ctx.config.identity
         payload: dict[str, Any] = {"chargePointVendor": ident.vendor, "chargePointModel": ident.model,
                                    "firmwareVersion": ident.firmware_version}
         if ident.serial_number:
             payload["chargePointSerialNumber"] = ident.serial_number
-        keys = self.ctx.keys
-        while True:
-            try:
-                answer = await call("BootNotification", payload)
-            except (CallErrorReceived, InvalidResponse, TimeoutError) as exc:
-                log.warning("BootNotification failed", extra={"error": str(exc)})
-                await asyncio.sleep(max(keys.get_int("HeartbeatInterval"), 10))
-                continue
-            status, interval = answer["status"], int(answer["interval"])
-            log.info("BootNotification answered", extra={"status": status, "interval": interval})
-            if status == "Accepted":
-                if interval > 0:
-                    keys.change("HeartbeatInterval", str(interval))
-                self.accepted = True
-                return
-            # Pending / Rejected: only the CSMS may talk now; ask again after the interval it gave
-            await asyncio.sleep(interval if interval > 0 else 30)
+        return payload
+
+    def _answered(self, answer: dict[str, Any]) -> tuple[str, int]:
+        """A BootNotification's answer: Accepted sets HeartbeatInterval to the interval given (if any)."""
+        status, interval = answer["status"], int(answer["interval"])
+        log.info("BootNotification answered", extra={"status": status, "interval": interval})
+        if status == "Accepted" and interval > 0:
+            self.ctx.keys.change("HeartbeatInterval", str(interval))
+        return status, interval
+
+    async def _until_boot_again(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._boot_now.wait(), seconds)
 
     async def heartbeat(self, call: Callable[[str, dict[str, Any]], Any]) -> None:
         """A connection's Heartbeat worker; HeartbeatInterval 0 turns it off."""

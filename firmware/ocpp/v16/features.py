@@ -6,6 +6,7 @@ from __future__ import annotations
 from firmware.ocpp.v16 import (
     authorization,
     core,
+    local_auth_list,
     meter_values,
     remote_control,
     reservation,
@@ -18,5 +19,6 @@ from firmware.ocpp.v16.keys import KeyDefinition
 
 
 def key_definitions(number_of_connectors: int) -> list[KeyDefinition]:
-    return [*core.keys(number_of_connectors), *authorization.KEYS, *meter_values.KEYS, *remote_control.KEYS,
-            *reservation.KEYS, *session_settings.KEYS, *smart_charging.KEYS, *status_report.KEYS, *transactions.KEYS]
+    return [*core.keys(number_of_connectors), *authorization.KEYS, *local_auth_list.KEYS, *meter_values.KEYS,
+            *remote_control.KEYS, *reservation.KEYS, *session_settings.KEYS, *smart_charging.KEYS,
+            *status_report.KEYS, *transactions.KEYS]

@@ -7,6 +7,7 @@ stores and serves them. Pure: no database, no OCPP messages.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -50,6 +51,8 @@ class KeyDefinition:
     choices: tuple[str, ...] | None = None  # CSL: allowed members; STRING: allowed values
     max_items: int | None = None  # CSL: MaxLength
     secret: bool = False  # write-only: never returned by GetConfiguration, never logged
+    #: CSL: the items as they are stored (normalized), or None if together they are not a valid value
+    items: Callable[[list[str]], list[str] | None] | None = None
 
     def validate(self, value: str) -> str | None:
         """Normalized OCPP string form of ``value``, or ``None`` if it is not valid for this key."""
@@ -72,9 +75,42 @@ class KeyDefinition:
                 return None
             if self.max_items is not None and len(items) > self.max_items:
                 return None
+            if self.items is not None:
+                checked = self.items(items)
+                if checked is None:
+                    return None
+                items = checked
             return ",".join(items)
         if self.choices is not None and value not in self.choices:
             return None
         if self.maximum is not None and len(value) > self.maximum:
             return None
         return value
+
+
+#: ConnectorPhaseRotation per connector (§9.1.7): R, S, T are L1, L2, L3 as the connector's meter sees them.
+PHASE_ROTATIONS = ("NotApplicable", "Unknown", "RST", "RTS", "SRT", "STR", "TRS", "TSR")
+
+
+def phase_rotation_items(number_of_connectors: int) -> Callable[[list[str]], list[str] | None]:
+    """ConnectorPhaseRotation's items: ``<connectorId>.<rotation>`` (``0.RST,1.RTS,2.Unknown``), each connector at
+    most once, from 0 (the grid connection against the main meter) to the last connector; or ``NotApplicable`` /
+    ``Unknown`` alone, for the whole charge point. Connector ids are normalized (``01.RST`` is ``1.RST``)."""
+
+    def check(items: list[str]) -> list[str] | None:
+        if items in (["NotApplicable"], ["Unknown"]):
+            return items
+        out: list[str] = []
+        seen: set[int] = set()
+        for item in items:
+            connector, dot, rotation = item.partition(".")
+            if not dot or not connector.isascii() or not connector.isdigit() or rotation not in PHASE_ROTATIONS:
+                return None
+            cid = int(connector)
+            if cid > number_of_connectors or cid in seen:
+                return None
+            seen.add(cid)
+            out.append(f"{cid}.{rotation}")
+        return out or None
+
+    return check

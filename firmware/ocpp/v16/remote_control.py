@@ -32,6 +32,7 @@ from firmware.session import (
 
 log = logging.getLogger(__name__)
 
+#: ResetRetries: how often a Hard reset whose reboot did not happen is asked again (firmware/agent.py)
 KEYS = (KeyDefinition("ResetRetries", KeyType.INT, "3", minimum=0, maximum=10),)
 
 

@@ -29,17 +29,20 @@ log = logging.getLogger(__name__)
 
 KEYS = (KeyDefinition("ReserveConnectorZeroSupported", KeyType.BOOL, "true", readonly=True),)
 
-#: SupportedFeatureProfiles with and without this feature (configuration.KEYS has the default, with it).
-PROFILES_WITH = "Core,Reservation,SmartCharging"
-PROFILES_WITHOUT = "Core,SmartCharging"
+PROFILE = "Reservation"
 
 
 def fixed_keys(ocpp: OcppConfig) -> dict[str, str]:
     """The read-only keys ``[ocpp]`` decides: whether connector 0 may be reserved, and whether the Reservation
-    profile is offered at all."""
-    return {"ReserveConnectorZeroSupported": "true" if ocpp.reserve_connector_zero and ocpp.reservations
-            else "false",
-            "SupportedFeatureProfiles": PROFILES_WITH if ocpp.reservations else PROFILES_WITHOUT}
+    profile is offered at all (SupportedFeatureProfiles' default, in :mod:`configuration`, lists it)."""
+    from firmware.ocpp.v16.configuration import KEYS as CONFIGURATION_KEYS  # it imports the features: not at load
+
+    fixed = {"ReserveConnectorZeroSupported": "true" if ocpp.reserve_connector_zero and ocpp.reservations
+             else "false"}
+    if not ocpp.reservations:
+        profiles = next(d.default for d in CONFIGURATION_KEYS if d.name == "SupportedFeatureProfiles")
+        fixed["SupportedFeatureProfiles"] = ",".join(p for p in profiles.split(",") if p != PROFILE)
+    return fixed
 
 
 def _expiry(value: object) -> datetime | None:

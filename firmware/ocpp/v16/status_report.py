@@ -72,6 +72,19 @@ class StatusReporter:
         if self.online:
             self._offer(self._connector0_payload(utcnow()))
 
+    def charge_point_error(self, error_code: str, info: str) -> bool:
+        """An error of the charge point itself (connector 0) that is an event, not a state — LocalListConflict
+        (§3.5.2): reported at once with connector 0's current status, whatever MinimumStatusDuration says, and
+        every time it happens. The next report of connector 0 (NoError) is news again. Offline there is no
+        one to tell (False): after the reconnect the current status is sent, not this history."""
+        if not self.online:
+            return False
+        payload = {**self._connector0_payload(utcnow()), "errorCode": error_code, "info": info[:50]}
+        self._is_news(payload)
+        self._queue.append(payload)
+        self._wake.set()
+        return True
+
     def set_charge_point_operative(self, operative: bool) -> None:
         """ChangeAvailability on connector 0, kept across restarts."""
         self._charge_point_inoperative = not operative
@@ -86,13 +99,27 @@ class StatusReporter:
         self._hold.clear()
         self._last.clear()
         self._queue = [self._connector0_payload(now)]
-        for ctrl in self.connectors.values():
-            m = ctrl.machine
-            self._queue.append(self._payload(ctrl, m.status, m.current_error, "", now))
+        self._queue += [self._current_payload(ctrl, now) for ctrl in self.connectors.values()]
         for payload in self._queue:
             self._is_news(payload)
         self.online = True
         self._wake.set()
+
+    def triggered(self, connector_ids: list[int]) -> list[dict[str, Any]]:
+        """TriggerMessage (§5.17): the current status of each of ``connector_ids`` (0: the charge point), reported
+        even if it tells the CSMS nothing new and without waiting for MinimumStatusDuration. While online they are
+        queued behind what is queued, so an older status never arrives after them; otherwise (BootNotification
+        still pending: there is no status worker yet) they are returned for the caller to send."""
+        now = utcnow()
+        payloads = [self._connector0_payload(now) if c == 0 else self._current_payload(self.connectors[c], now)
+                    for c in connector_ids]
+        for payload in payloads:
+            self._is_news(payload)  # the CSMS is told: later reports compare with this
+        if not self.online:
+            return payloads
+        self._queue += payloads
+        self._wake.set()
+        return []
 
     def disconnected(self) -> None:
         self.online = False
@@ -149,6 +176,10 @@ class StatusReporter:
             payload["vendorId"] = self.vendor_id
             payload["vendorErrorCode"] = vendor_code[:50]
         return payload
+
+    def _current_payload(self, ctrl: ConnectorController, now: datetime) -> dict[str, Any]:
+        m = ctrl.machine
+        return self._payload(ctrl, m.status, m.current_error, "", now)
 
     def _connector0_payload(self, now: datetime) -> dict[str, Any]:
         unavailable = self._charge_point_inoperative and not any(c.machine.operative

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from firmware.charger.connector import ConnectorController
+from firmware.charger.energy_allowance import until_delivered
 from firmware.ocpp.delivery import OutboxDelivery, RetryPolicy, Unsendable
 from firmware.ocpp.v16 import mapping
 from firmware.ocpp.v16.context import V16Context
@@ -41,6 +42,8 @@ from hal.interfaces import MeterReading, utcnow
 log = logging.getLogger(__name__)
 
 KEYS = (
+    # Wh a transaction may still draw after the CSMS invalidated its id, with StopTransactionOnInvalidId false (0: none)
+    KeyDefinition("MaxEnergyOnInvalidId", KeyType.INT, "0", minimum=0, maximum=1_000_000),
     KeyDefinition("TransactionMessageAttempts", KeyType.INT, "3", minimum=0, maximum=100),
     KeyDefinition("TransactionMessageRetryInterval", KeyType.INT, "60", minimum=0, maximum=DAY_S),
 )
@@ -163,15 +166,25 @@ class Transactions:
             ctrl = self.ctx.connectors.get(msg.connector)
             if ctrl is not None:
                 status = mapping.auth_status(str(info.get("status", "Invalid")))
-                event: TransactionAccepted | TransactionRejected = (
-                    TransactionAccepted(local_id=msg.local_id,
-                                        parent_id_token=mapping.parent_id_token(info.get("parentIdTag")))
-                    if status is AuthStatus.ACCEPTED
-                    else TransactionRejected(status, local_id=msg.local_id))
-                self.ctx.spawn(ctrl.handle(event))
+                if status is AuthStatus.ACCEPTED:
+                    self.ctx.spawn(ctrl.handle(TransactionAccepted(
+                        local_id=msg.local_id, parent_id_token=mapping.parent_id_token(info.get("parentIdTag")))))
+                else:
+                    self.ctx.spawn(self._rejected(ctrl, TransactionRejected(status, local_id=msg.local_id)))
             log.info("transaction started", extra={"connector": msg.connector, "transaction_id": tx_id})
         elif msg.action == "StopTransaction":  # idTagInfo of the id that stopped it, if one did
             self._learn(payload.get("idTag"), answer.get("idTagInfo"))
+
+    async def _rejected(self, ctrl: ConnectorController, event: TransactionRejected) -> None:
+        """The CSMS invalidated the id of a started transaction (§4.8). StopTransactionOnInvalidId true: the machine
+        stops it now. False: it only stops the energy — after MaxEnergyOnInvalidId more Wh, if that is set."""
+        keys = self.ctx.keys
+        allowance = keys.get_int("MaxEnergyOnInvalidId")
+        if allowance > 0 and not keys.get_bool("StopTransactionOnInvalidId") and event.local_id is not None:
+            log.info("id invalidated; energy goes on up to MaxEnergyOnInvalidId",
+                     extra={"connector": ctrl.id, "wh": allowance})
+            await until_delivered(ctrl, allowance, event.local_id)
+        await ctrl.handle(event)
 
     async def close_orphaned_transactions(self) -> int:
         """After the connectors have settled a restart: a transaction still open in the ledger that no session
