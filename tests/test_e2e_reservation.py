@@ -10,12 +10,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sim.csms import local_list
 from sim.devices.interfaces import BoardFault
 from tests.station import CP_ID, Station
 
 CARD = "04A1B2C3"  # the reserved id
 OTHER = "04D5E6F7"  # another valid card
 MEMBER = "04112233"  # a card of the reservation's group
+LISTED = "04445566"  # a card on the Local Authorization List, of another group
 
 
 def soon(seconds: float = 300) -> datetime:
@@ -302,9 +304,10 @@ async def test_unavailable_or_faulted_ends_a_reservation_in_one_transition(tmp_p
         assert await s.csms.cancel_reservation(CP_ID, 32) == {"status": "Rejected"}
 
 
-async def test_reservation_with_a_group_asks_the_cache_first(tmp_path: Path) -> None:
-    """A reservation with a parentIdTag: a card the Authorization Cache places in another group is refused without
-    an Authorize.req; a card of the group (unknown here) is authorized and uses the reservation."""
+async def test_reservation_with_a_group_asks_the_cache_and_the_list_first(tmp_path: Path) -> None:
+    """A reservation with a parentIdTag: a card the Authorization Cache or the Local Authorization List places in
+    another group is refused without an Authorize.req; a card of the group (unknown here) is authorized and uses
+    the reservation."""
     async with Station(tmp_path, connectors=1) as s:
         s.csms.behaviour.id_tags.accept(OTHER, parent_id_tag="VISITORS")
         s.csms.behaviour.id_tags.accept(MEMBER, parent_id_tag="FLEET")
@@ -319,7 +322,12 @@ async def test_reservation_with_a_group_asks_the_cache_first(tmp_path: Path) -> 
         await s.wait_status(1, "Reserved", since=reserved)
         seen = len(s.log())
         await s.tap(OTHER)
-        await s.wait_log(refused, since=seen, what="a card of another group refused")
+        await s.wait_log(refused, since=seen, what="a card of another group (cached) refused")
+        assert await s.csms.send_local_list(CP_ID, 1, "Full", [local_list.entry(LISTED, parent_id_tag="VISITORS")]) \
+            == {"status": "Accepted"}
+        seen = len(s.log())
+        await s.tap(LISTED)
+        await s.wait_log(refused, since=seen, what="a card of another group (listed) refused")
         assert not s.calls("Authorize", reserved)
         await s.tap(MEMBER)
         await s.wait_status(1, "Preparing", since=reserved)
