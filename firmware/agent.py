@@ -86,7 +86,7 @@ class Agent:
         self.report.ocpp = self.ocpp
         status_log = StatusLog()
         for c in config.connectors:
-            base = SessionConfig(max_current_amps=c.max_current_a)
+            base = SessionConfig(max_current_amps=c.max_current_a, cable_lock=c.cable_lock)
             ctrl = ConnectorController(self.hardware.connectors[c.id],
                                        self.ocpp.session_config(base) if self.ocpp is not None else base, self.db)
             if self.ocpp is not None:

@@ -30,6 +30,13 @@ T = TypeVar("T")
 
 METER_MODELS = ("abb_b23", "sdm120", "sdm630")
 BOARD_DRIVERS = ("evse_din", "ioboard")
+#: How the EV is connected to a connector (IEC 61851-1 case B, a socket-outlet, or case C, a tethered cable).
+SOCKET_WITH_LOCK = "socket_with_lock"  # the board drives a cable lock with feedback
+SOCKET_WITHOUT_LOCK = "socket_without_lock"
+TETHERED = "tethered"
+CABLE_KINDS = (SOCKET_WITH_LOCK, SOCKET_WITHOUT_LOCK, TETHERED)
+#: Boards that drive a cable lock: the I/O board (protocol 1.1, CABLE_LOCK). The EVSE-DIN has no lock output.
+LOCK_DRIVERS = ("ioboard",)
 READER_DRIVERS = ("pn532", "rdm6300")
 #: Smallest [storage] max_queued_messages: room for a day of 1-minute meter values of one transaction.
 MIN_QUEUED_MESSAGES = 1000
@@ -103,6 +110,13 @@ class ConnectorConfig:
     meter: MeterConfig | None
     max_current_a: float = 32.0
     phases: int = 3
+    #: one of CABLE_KINDS; default: a socket with a lock where the board drives one, else without
+    cable: str = SOCKET_WITH_LOCK
+
+    @property
+    def cable_lock(self) -> bool:
+        """The connector has a cable lock to drive (UnlockConnector: NotSupported without one)."""
+        return self.cable == SOCKET_WITH_LOCK
 
 
 @dataclass(frozen=True)
@@ -119,17 +133,23 @@ class OcppConfig:
 
     csms_url: str
     version: str = "1.6"
-    password: str | None = None  # HTTP Basic auth (security profile 1); never logged
+    password: str | None = None  # the AuthorizationKey commissioned (HTTP Basic auth, profiles 1/2); never logged
+    security_profile: int = 0  # the profile commissioned (0: none; raised later only by the CSMS)
+    csms_ca: str | None = None  # CentralSystemRootCertificate(s): a PEM file or a directory of them (profiles 2/3)
+    cp_cert: str | None = None  # the charge point's certificate (profile 3), PEM
+    cp_key: str | None = None  # ... and its private key (PEM, mode 0600)
     presets: dict[str, str] = field(default_factory=dict)  # configuration keys set at first boot
     response_timeout_s: float = 30.0
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 300.0
+    stable_connection_s: float = 60.0  # up this long after BootNotification: the reconnect back-off resets
     authorization_cache_size: int = DEFAULT_CACHE_CAPACITY  # ids the Authorization Cache keeps (§3.5.1)
     reservations: bool = True  # accept ReserveNow (off: Rejected, "configured not to accept reservations")
     reserve_connector_zero: bool = True  # accept a reservation of the whole charger (ReserveConnectorZeroSupported)
 
     def __repr__(self) -> str:  # keep the password out of any log or traceback
-        return f"OcppConfig(csms_url={self.csms_url!r}, version={self.version!r}, password=***)"
+        return (f"OcppConfig(csms_url={self.csms_url!r}, version={self.version!r}, "
+                f"security_profile={self.security_profile}, password=***)")
 
 
 @dataclass(frozen=True)
@@ -142,6 +162,8 @@ class MqttConfig:
     username: str | None = None
     password: str | None = None  # never logged
     ca_file: str | None = None  # mqtts: trust this CA instead of the system's
+    client_cert: str | None = None  # mqtts: the charger's certificate for mutual TLS (PEM) ...
+    client_key: str | None = None  # ... and its key
     client_id: str = ""  # "" : evse-agent-<charge point id>
     base_topic: str = "evse"
     payload_format: str = "json"  # json | cbor
@@ -322,7 +344,7 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
 
     connectors: list[ConnectorConfig] = []
     for c in root.tables("connectors"):
-        c.reject_unknown({"id", "board", "meter", "max_current_a", "phases"})
+        c.reject_unknown({"id", "board", "meter", "max_current_a", "phases", "cable"})
         cid = c.integer("id", required=True, lo=1, hi=99)
         if any(x.id == cid for x in connectors):
             raise c.fail("id", "a connector id used only once", cid)
@@ -353,10 +375,16 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
             if meter.bus not in buses:
                 raise mt.fail("bus", f"the name of a [buses.NAME] table ({', '.join(buses) or 'none defined'})",
                               meter.bus)
+        cable = c.text("cable", SOCKET_WITH_LOCK if driver in LOCK_DRIVERS else SOCKET_WITHOUT_LOCK,
+                       choices=CABLE_KINDS)
+        if cable == SOCKET_WITH_LOCK and driver not in LOCK_DRIVERS:
+            raise c.fail("cable", f'"{SOCKET_WITHOUT_LOCK}" or "{TETHERED}": a {driver} board has no cable lock '
+                                  "actuator", cable)
         connectors.append(ConnectorConfig(
             id=cid, board=board, meter=meter,
             max_current_a=c.number("max_current_a", 32.0, lo=6.0, hi=80.0),
             phases=c.integer("phases", 3, lo=1, hi=3),
+            cable=cable,
         ))
     if not connectors:
         raise ConfigError(path, "connectors", "at least one [[connectors]] table")
@@ -480,7 +508,8 @@ def _parse_ocpp(root: _Reader) -> OcppConfig | None:
     if o is None:
         return None
     o.reject_unknown({"csms_url", "version", "password", "presets", "response_timeout_s", "reconnect_min_s",
-                      "reconnect_max_s", "authorization_cache_size", "reservations", "reserve_connector_zero"})
+                      "reconnect_max_s", "stable_connection_s", "authorization_cache_size", "security_profile",
+                      "csms_ca", "cp_cert", "cp_key", "reservations", "reserve_connector_zero"})
     url: str = o.text("csms_url", required=True)
     if not url.startswith(("ws://", "wss://")):
         raise o.fail("csms_url", "a ws:// or wss:// URL", url)
@@ -495,6 +524,25 @@ def _parse_ocpp(root: _Reader) -> OcppConfig | None:
     if password is not None and not 16 <= len(password) <= 40:
         # OCPP 1.6 security whitepaper: AuthorizationKey is 16..40 characters; never echo it back
         raise ConfigError(o.file, o.key("password"), "16 to 40 characters (OCPP AuthorizationKey)", "***")
+    tls = url.startswith("wss://")
+    implied = 0 if password is None else (2 if tls else 1)
+    profile = o.integer("security_profile", implied, lo=0, hi=3)
+    csms_ca, cp_cert, cp_key = o.text("csms_ca", None), o.text("cp_cert", None), o.text("cp_key", None)
+    for name, value in (("csms_ca", csms_ca), ("cp_cert", cp_cert), ("cp_key", cp_key)):
+        if value is not None and not Path(value).exists():
+            raise o.fail(name, "an existing file (PEM)" + (" or directory of them" if name == "csms_ca" else ""), value)
+    if profile in (1, 2) and password is None:
+        raise o.fail("security_profile", f"a password (AuthorizationKey) for security profile {profile}", profile)
+    if profile >= 2 and csms_ca is None:
+        raise o.fail("security_profile", f"csms_ca (the CSMS root certificate) for security profile {profile}",
+                     profile)
+    if profile == 3 and (cp_cert is None or cp_key is None):
+        raise o.fail("security_profile", "cp_cert and cp_key (the charge point certificate) for security profile 3",
+                     profile)
+    if profile >= 1 and tls != (profile >= 2):
+        raise o.fail("csms_url", f"a {'wss' if profile >= 2 else 'ws'}:// URL for security profile {profile}", url)
+    if (cp_cert is None) != (cp_key is None):
+        raise o.fail("cp_key" if cp_key is None else "cp_cert", "cp_cert and cp_key given together", "")
     mn = o.number("reconnect_min_s", 1.0, lo=0.01, hi=3600.0)
     mx = o.number("reconnect_max_s", 300.0, lo=0.01, hi=86400.0)
     if mx < mn:
@@ -503,10 +551,15 @@ def _parse_ocpp(root: _Reader) -> OcppConfig | None:
         csms_url=url,
         version=o.text("version", "1.6", choices=("1.6",)),
         password=password,
+        security_profile=profile,
+        csms_ca=csms_ca,
+        cp_cert=cp_cert,
+        cp_key=cp_key,
         presets=presets,
         response_timeout_s=o.number("response_timeout_s", 30.0, lo=1.0, hi=600.0),
         reconnect_min_s=mn,
         reconnect_max_s=mx,
+        stable_connection_s=o.number("stable_connection_s", 60.0, lo=0.01, hi=86400.0),
         authorization_cache_size=o.integer("authorization_cache_size", DEFAULT_CACHE_CAPACITY, lo=1, hi=1_000_000),
         reservations=o._get("reservations", bool, "true or false", True, False),
         reserve_connector_zero=o._get("reserve_connector_zero", bool, "true or false", True, False),
@@ -526,7 +579,8 @@ def _parse_mqtt(root: _Reader, connectors: list[ConnectorConfig], cp_id: str) ->
         return None
     if "+" in cp_id:  # it is a level of every topic: MQTT forbids wildcards in topic names
         raise ConfigError(root.file, "charge_point.id", "no '+' when [mqtt] is configured (MQTT wildcard)", cp_id)
-    m.reject_unknown({"url", "username", "password", "ca_file", "client_id", "base_topic", "payload_format",
+    m.reject_unknown({"url", "username", "password", "ca_file", "client_cert", "client_key", "client_id",
+                      "base_topic", "payload_format",
                       "meter_interval_s", "health_interval_s", "buffer_size", "keepalive_s", "reconnect_min_s",
                       "reconnect_max_s", "discovery", "discovery_prefix", "site_limits", "local_availability",
                       "failsafe_timeout_s", "failsafe_limit_a"})
@@ -547,6 +601,15 @@ def _parse_mqtt(root: _Reader, connectors: list[ConnectorConfig], cp_id: str) ->
         raise m.fail("ca_file", "to be set only with an mqtts:// url", ca_file)
     if ca_file is not None and not Path(ca_file).is_file():
         raise m.fail("ca_file", "an existing CA certificate file (PEM)", ca_file)
+    client_cert, client_key = m.text("client_cert", None), m.text("client_key", None)
+    for name, value in (("client_cert", client_cert), ("client_key", client_key)):
+        if value is not None and not tls:
+            raise m.fail(name, "to be set only with an mqtts:// url", value)
+        if value is not None and not Path(value).is_file():
+            raise m.fail(name, "an existing file (PEM)", value)
+    if (client_cert is None) != (client_key is None):
+        raise m.fail("client_key" if client_key is None else "client_cert", "client_cert and client_key together",
+                     "")
     username = m.text("username", None)
     password = m.text("password", None)
     if password is not None and username is None:
@@ -575,7 +638,8 @@ def _parse_mqtt(root: _Reader, connectors: list[ConnectorConfig], cp_id: str) ->
                      "release it)", timeout)
     return MqttConfig(
         host=str(parts.hostname), port=port if port is not None else (8883 if tls else 1883), tls=tls,
-        username=username, password=password, ca_file=ca_file, client_id=client_id,
+        username=username, password=password, ca_file=ca_file, client_cert=client_cert, client_key=client_key,
+        client_id=client_id,
         base_topic=_mqtt_topic(m, "base_topic", "evse"),
         payload_format=m.text("payload_format", "json", choices=("json", "cbor")),
         meter_interval_s=m.number("meter_interval_s", 10.0, lo=0.1, hi=3600.0),

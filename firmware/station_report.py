@@ -43,13 +43,15 @@ class StationReport:
         connectors = []
         for c in cfg.connectors:
             hw = self.hardware.connectors[c.id]
-            board: dict[str, Any] = {"name": hw.board.name, "driver": c.board.driver}
+            # lockSupported: what the board says it can drive (the I/O board's CABLE_LOCK; never on an EVSE-DIN)
+            board: dict[str, Any] = {"name": hw.board.name, "driver": c.board.driver,
+                                     "lockSupported": hw.board.lock_supported}
             board.update({"port": c.board.port} if c.board.port is not None else {"bus": c.board.bus,
                                                                                  "unit": c.board.unit})
             meter = None if c.meter is None or hw.meter is None else {
                 "name": hw.meter.name, "model": c.meter.model, "bus": c.meter.bus, "unit": c.meter.unit}
             connectors.append({"connector": c.id, "maxCurrentA": c.max_current_a, "phases": c.phases,
-                               "board": board, "meter": meter})
+                               "cable": c.cable, "board": board, "meter": meter})
         readers = [{"name": rh.reader.name, "driver": r.driver, "port": r.port,
                     "connectors": list(r.connectors or self.connectors)}
                    for r, rh in zip(cfg.readers, self.hardware.readers, strict=True)]

@@ -75,7 +75,25 @@ class ContactorChanged:
     at: datetime = field(default_factory=utcnow)
 
 
-BoardEvent = PilotChanged | ContactorChanged | DeviceFault | DeviceRecovered
+class LockState(StrEnum):
+    """What a cable lock actuator's feedback says (docs/ioboard-protocol.md STATE ``lock``)."""
+
+    UNLOCKED = "unlocked"
+    LOCKED = "locked"
+    MOVING = "moving"  # commanded, the feedback has not reached the commanded position yet
+    FAULT = "fault"  # the feedback did not reach the commanded position in time (a stuck or broken lock)
+
+
+@dataclass(frozen=True)
+class LockChanged:
+    """The cable lock's feedback changed."""
+
+    device: str
+    state: LockState
+    at: datetime = field(default_factory=utcnow)
+
+
+BoardEvent = PilotChanged | ContactorChanged | LockChanged | DeviceFault | DeviceRecovered
 
 
 @runtime_checkable
@@ -116,6 +134,20 @@ class EvseBoard(Protocol):
         permission the contactor is open. A board withdraws the permission by itself on a blocking fault
         or when the host falls silent; the host grants it again after the fault has cleared.
         """
+
+    @property
+    def lock_supported(self) -> bool:
+        """Whether the board drives a cable lock actuator with feedback (a socket-outlet's lock)."""
+
+    @property
+    def lock_state(self) -> LockState | None:
+        """The lock's last reported feedback; ``None`` without a lock, or before the board first reported."""
+
+    async def set_cable_lock(self, locked: bool) -> LockState:
+        """Drive the cable lock to ``locked`` and return the feedback once it has settled: the commanded
+        position, or :attr:`LockState.FAULT` (or still :attr:`LockState.MOVING` when the board said nothing
+        in time) if the lock did not get there. Raises :class:`LockUnsupportedError` on a board without a
+        lock, :class:`DeviceError` when the board does not take the command."""
 
 
 # --- energy meter ---------------------------------------------------------------------------------
@@ -192,3 +224,7 @@ class IdReader(Protocol):
 
 class DeviceError(Exception):
     """A device did not answer, or answered with an error. The message says which and why."""
+
+
+class LockUnsupportedError(DeviceError):
+    """The board has no cable lock actuator (e.g. an EVSE-DIN board, or an I/O board built without one)."""

@@ -29,4 +29,5 @@ class FaultCode(StrEnum):
     CONTACTOR_WELDED = "contactor_welded"  # mirror contact says closed although commanded open
     CONTACTOR_FAILED_TO_CLOSE = "contactor_failed_to_close"  # commanded closed, mirror stays open
     VENTILATION_REQUIRED = "ventilation_required"  # state D on an EVSE without ventilation
+    CONNECTOR_LOCK_FAILURE = "connector_lock_failure"  # the cable lock did not reach its commanded position
     DEVICE_ERROR = "device_error"  # anything else the device reports (detail says what)

@@ -17,12 +17,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import json
 import logging
 import os
+import secrets
 import signal
+import ssl
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -70,13 +75,28 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--accept", nargs="+", action="extend", default=[], metavar="ID",
                     help="idTags the builtin CSMS accepts")
     up.add_argument("--password-file", type=Path, metavar="FILE",
-                    help="OCPP security profile 1 password (16-40 characters) for [ocpp].password; the builtin "
-                         "CSMS then requires it too")
+                    help="the AuthorizationKey (16-40 characters; 32-40 hex digits stand for their bytes) for "
+                         "[ocpp].password; the builtin CSMS then requires it too")
+    up.add_argument("--security-profile", type=int, choices=(0, 1, 2, 3), default=None,
+                    help="OCPP security profile (docs/security.md): 1 = ws:// + Basic auth, 2 = wss:// + Basic "
+                         "auth, 3 = wss:// + client certificate. With the builtin CSMS a test PKI and a key are "
+                         "generated under the state directory when not given (default: 1 with --password-file, "
+                         "else 0)")
+    up.add_argument("--csms-ca", type=Path, metavar="FILE",
+                    help="the CSMS root certificate(s) the agent trusts (PEM file or directory; profiles 2/3)")
+    up.add_argument("--cp-cert", type=Path, metavar="FILE", help="profile 3: the charge point certificate (PEM)")
+    up.add_argument("--cp-key", type=Path, metavar="FILE", help="profile 3: its private key (PEM)")
+    up.add_argument("--csms-tls-cert", type=Path, metavar="FILE",
+                    help="builtin CSMS: its TLS server certificate (PEM; with --csms-tls-key)")
+    up.add_argument("--csms-tls-key", type=Path, metavar="FILE", help="builtin CSMS: its TLS private key (PEM)")
     up.add_argument("--id", default="SIM-CP-0001", help="charge point identity (default SIM-CP-0001)")
     up.add_argument("--connectors", type=int, default=2, help="1 to 9 (default 2)")
     up.add_argument("--board", choices=("ioboard", "ioboard-mcu", "evse_din"), default="ioboard",
                     help="ioboard-mcu: the I/O board's MicroPython firmware (mcu/ioboard/) in a real MicroPython "
                          "interpreter behind the pty instead of the CPython model")
+    up.add_argument("--cable", choices=("socket_with_lock", "socket_without_lock", "tethered"),
+                    help="every connector's cable (the agent's [[connectors]] cable; default: a socket with a "
+                         "lock on I/O boards, without one on the EVSE-DIN)")
     up.add_argument("--meter", choices=("sdm630", "sdm120", "abb_b23"), default="sdm630")
     up.add_argument("--reader", choices=("pn532", "rdm6300"), default="pn532")
     up.add_argument("--state-dir", help="agent state, config, logs, control.json (default: a new temp dir)")
@@ -121,12 +141,87 @@ def main(argv: list[str] | None = None) -> int:
         return _usage(parser, "--connectors: expected 1 to 9")
     if args.csms != "builtin" and not args.csms.startswith(("ws://", "wss://")):
         return _usage(parser, f"--csms: expected 'builtin' or a ws:// or wss:// URL, got {args.csms!r}")
-    if args.csms != "builtin" and (args.csms_config or args.accept or args.csms_port):
-        return _usage(parser, "--csms-port/--csms-config/--accept only apply to the builtin CSMS")
+    if args.csms != "builtin" and (args.csms_config or args.accept or args.csms_port or args.csms_tls_cert
+                                   or args.csms_tls_key):
+        return _usage(parser, "--csms-port/--csms-config/--accept/--csms-tls-* only apply to the builtin CSMS")
+    problem = _security_problem(args)
+    if problem is not None:
+        return _usage(parser, problem)
     try:
         return asyncio.run(up(args))
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return EXIT_OK
+
+
+def _security_problem(args: argparse.Namespace) -> str | None:
+    """What the security options lack or contradict (the builtin CSMS fills the gaps with a test PKI)."""
+    profile = args.security_profile
+    if (args.csms_tls_cert is None) != (args.csms_tls_key is None):
+        return "--csms-tls-cert and --csms-tls-key go together"
+    if (args.cp_cert is None) != (args.cp_key is None):
+        return "--cp-cert and --cp-key go together"
+    if profile is None:
+        return None
+    if profile in (0, 1) and (args.csms_tls_cert or args.cp_cert):
+        return f"--security-profile {profile} uses no TLS: --csms-tls-*/--cp-* do not apply"
+    if args.csms != "builtin":
+        if profile >= 2 and args.csms_ca is None:
+            return f"--security-profile {profile} with an external CSMS needs --csms-ca (its root certificate)"
+        if profile == 3 and args.cp_cert is None:
+            return "--security-profile 3 with an external CSMS needs --cp-cert and --cp-key"
+        if profile in (1, 2) and args.password_file is None:
+            return f"--security-profile {profile} with an external CSMS needs --password-file (the AuthorizationKey)"
+    elif profile >= 2 and args.csms_tls_cert is not None and args.csms_ca is None:
+        return "--csms-tls-cert needs --csms-ca (the root that issued it, for the agent to trust)"
+    return None
+
+
+@dataclasses.dataclass
+class _Security:
+    """What ``python -m sim up`` settled on: the agent's profile and files, and the builtin CSMS's TLS."""
+
+    profile: int | None = None
+    password: str | None = None
+    csms_ca: str | None = None
+    cp_cert: str | None = None
+    cp_key: str | None = None
+    server_tls: ssl.SSLContext | None = None
+    csr_signer: Callable[[str], str] | None = None  # the builtin CSMS signs the charge point's CSRs with its CA
+    generated: list[str] = dataclasses.field(default_factory=list)  # what was generated, for the banner
+
+
+def _settle_security(args: argparse.Namespace, state_dir: Path, password: str | None) -> _Security:
+    """The security settings, generating for the builtin CSMS what was not given: an AuthorizationKey (40 hex
+    digits, written to <state-dir>/authorization-key, mode 0600) and a test PKI under <state-dir>/pki."""
+    profile = args.security_profile
+    sec = _Security(profile, password, str(args.csms_ca) if args.csms_ca else None,
+                    str(args.cp_cert) if args.cp_cert else None, str(args.cp_key) if args.cp_key else None)
+    if profile is None or args.csms != "builtin":
+        return sec
+    if profile in (1, 2) and sec.password is None:
+        sec.password = secrets.token_hex(20)
+        _write_private(state_dir / "authorization-key", sec.password + "\n")
+        sec.generated.append(f"AuthorizationKey in {state_dir / 'authorization-key'}")
+    if profile >= 2:
+        from sim.csms.server import server_tls_context
+        from sim.harness.pki import make_tls_pki, sign_csr
+
+        server_cert, server_key = args.csms_tls_cert, args.csms_tls_key
+        client_ca: str | Path | None = sec.csms_ca
+        if server_cert is None:
+            pki = make_tls_pki(state_dir / "pki", charge_point_serial=args.id if profile == 3 and
+                               sec.cp_cert is None else None)
+            server_cert, server_key, sec.csms_ca = pki.csms.cert, pki.csms.key, str(pki.csms_root.path)
+            client_ca = pki.csms_root.path
+            sec.csr_signer = functools.partial(sign_csr, pki.csms_root)
+            if pki.charge_point is not None:
+                sec.cp_cert, sec.cp_key = str(pki.charge_point.cert), str(pki.charge_point.key)
+            sec.generated.append(f"test PKI in {state_dir / 'pki'}")
+        if profile == 3 and sec.cp_cert is None:
+            raise ValueError("--security-profile 3 with --csms-tls-cert needs --cp-cert and --cp-key")
+        sec.server_tls = server_tls_context(server_cert, server_key,
+                                            client_ca=client_ca if profile == 3 else None)
+    return sec
 
 
 def _usage(parser: argparse.ArgumentParser, message: str) -> int:
@@ -196,7 +291,9 @@ def _setup_logging(level: str, demo: bool, state_dir: Path, stack: contextlib.Ex
     logging.getLogger().addHandler(terminal)
 
 
-async def _start_builtin_csms(args: argparse.Namespace, state_dir: Path, password: str | None) -> SimulatedCsms:
+async def _start_builtin_csms(args: argparse.Namespace, state_dir: Path, password: str | None,
+                              server_tls: ssl.SSLContext | None = None,
+                              csr_signer: Callable[[str], str] | None = None) -> SimulatedCsms:
     import tomllib
 
     from sim.csms.behaviour import ChargePointProfile, CsmsBehaviour
@@ -210,13 +307,14 @@ async def _start_builtin_csms(args: argparse.Namespace, state_dir: Path, passwor
     behaviour.id_tags.accept(*args.accept)
     if args.demo:
         behaviour.id_tags.accept(demo_card(args.reader))
-    if password is not None:
+    if password is not None and args.security_profile != 3:  # profile 3: known by its certificate
         p = behaviour.profile(args.id)
         behaviour.profiles[args.id] = ChargePointProfile(
             boot_statuses=p.boot_statuses, heartbeat_interval=p.heartbeat_interval,
             boot_retry_interval=p.boot_retry_interval, password=password)
     csms = SimulatedCsms("127.0.0.1", args.csms_port, behaviour=behaviour,
-                         transcript_path=str(state_dir / "csms-transcript.jsonl"))
+                         transcript_path=str(state_dir / "csms-transcript.jsonl"), ssl_context=server_tls,
+                         csr_signer=csr_signer)
     await csms.start()
     return csms
 
@@ -261,10 +359,19 @@ async def _run(args: argparse.Namespace, state_dir: Path, stop: asyncio.Event,
             print(f"python -m sim up: --password-file: {exc}", file=sys.stderr)
             return EXIT_USAGE
 
+    try:
+        security = _settle_security(args, state_dir, password)
+    except (OSError, ValueError, ssl.SSLError) as exc:
+        print(f"python -m sim up: security: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    password = security.password
+    for what in security.generated:
+        log.info("generated for the security profile", extra={"what": what})
+
     csms = None
     if args.csms == "builtin":
         try:
-            csms = await _start_builtin_csms(args, state_dir, password)
+            csms = await _start_builtin_csms(args, state_dir, password, security.server_tls, security.csr_signer)
         except (BehaviourError, OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
             print(f"python -m sim up: builtin CSMS: {type(exc).__name__}: {exc}", file=sys.stderr)
             return EXIT_FAILURE
@@ -276,13 +383,15 @@ async def _run(args: argparse.Namespace, state_dir: Path, stop: asyncio.Event,
     if args.demo:  # so the demo shows MeterValues while it charges (first boot only, like any preset)
         args.presets.setdefault("MeterValueSampleInterval", "5")
     spec = ChargerSpec(charge_point_id=args.id, connectors=args.connectors, board=args.board,
-                       meter=args.meter, reader=args.reader)
+                       meter=args.meter, reader=args.reader, cable=args.cable)
     charger = SimulatedCharger(spec)
     stack.push_async_callback(charger.close)
     await charger.start()
 
     config_path = state_dir / "agent.toml"
-    text = charger.agent_config(str(state_dir), OcppSettings(csms_url, password, args.presets))
+    text = charger.agent_config(str(state_dir), OcppSettings(
+        csms_url, password if security.profile != 3 else None, args.presets, security.profile, security.csms_ca,
+        security.cp_cert if security.profile == 3 else None, security.cp_key if security.profile == 3 else None))
     try:
         check_presets(parse_config(text, str(config_path)))
     except ConfigError as exc:
@@ -320,7 +429,7 @@ async def _run(args: argparse.Namespace, state_dir: Path, stop: asyncio.Event,
     stack.push_async_callback(supervisor.stop)
     await supervisor.start()
 
-    info = _ready_info(api.url, state_dir, csms_url, args, config_path, agent_log_path, csms)
+    info = _ready_info(api.url, state_dir, csms_url, args, config_path, agent_log_path, csms, security)
     targets.extra_state["control_url"] = api.url
     control_file = state_dir / "control.json"
     _write_private(control_file, json.dumps(info, indent=2) + "\n")
@@ -343,12 +452,16 @@ async def _run(args: argparse.Namespace, state_dir: Path, stop: asyncio.Event,
 
 
 def _ready_info(url: str, state_dir: Path, csms_url: str, args: argparse.Namespace, config_path: Path,
-                agent_log: Path, csms: SimulatedCsms | None) -> dict[str, Any]:
+                agent_log: Path, csms: SimulatedCsms | None, security: _Security | None = None) -> dict[str, Any]:
     info: dict[str, Any] = {
         "url": url, "pid": os.getpid(), "state_dir": str(state_dir), "charge_point_id": args.id,
         "csms": "builtin" if csms is not None else "external", "csms_url": csms_url,
         "agent_config": str(config_path), "agent_log": str(agent_log),
     }
+    if security is not None and security.profile is not None:
+        info["security_profile"] = security.profile
+        if security.generated:
+            info["security_generated"] = security.generated
     if csms is not None and csms.transcript.path is not None:
         info["csms_transcript"] = str(csms.transcript.path)
     return info
@@ -362,6 +475,9 @@ def _banner(info: dict[str, Any], builtin: bool) -> None:
         f"  state dir    {info['state_dir']}",
         f"  agent logs   {info['agent_log']}  (full JSON logs; not shown here)",
         f"  CSMS         {csms}" + (f"  transcript {info.get('csms_transcript')}" if builtin else ""),
+        *([f"  security     profile {info['security_profile']}"
+           + (f"; generated: {', '.join(info.get('security_generated', []))}" if info.get("security_generated")
+              else "")] if "security_profile" in info else []),
         "  Ctrl-C stops everything.",
         "",
     ]

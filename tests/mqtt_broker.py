@@ -74,8 +74,10 @@ def free_port() -> int:
 
 class Mosquitto:
     def __init__(self, directory: Path, *, users: dict[str, str] | None = None,
-                 tls: tuple[Path, Path] | None = None) -> None:
+                 tls: tuple[Path, Path] | None = None, client_ca: Path | None = None) -> None:
+        """``client_ca``: with ``tls``, every client must present a certificate issued by it (mutual TLS)."""
         self.dir = directory
+        self.client_ca = client_ca
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.users = users
@@ -97,6 +99,8 @@ class Mosquitto:
             lines.append("allow_anonymous true")
         if self.tls:
             lines += [f"certfile {self.tls[0]}", f"keyfile {self.tls[1]}"]
+            if self.client_ca is not None:
+                lines += [f"cafile {self.client_ca}", "require_certificate true"]
         self.conf.write_text("\n".join(lines) + "\n")
 
     async def start(self) -> None:
@@ -143,9 +147,12 @@ class Subscriber:
     """An independent MQTT client in the test: subscribes to ``filters`` and keeps every message."""
 
     def __init__(self, broker: Mosquitto, *filters: str, username: str | None = None,
-                 password: str | None = None, ca_file: Path | None = None) -> None:
+                 password: str | None = None, ca_file: Path | None = None,
+                 client_cert: tuple[Path, Path] | None = None) -> None:
         self.broker = broker
         self.tls_context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+        if self.tls_context is not None and client_cert is not None:
+            self.tls_context.load_cert_chain(client_cert[0], client_cert[1])
         self.filters = filters or ("#",)
         self.username, self.password = username, password
         self.seen: list[Seen] = []

@@ -37,6 +37,7 @@ from jsonschema import Draft4Validator
 from firmware.bounded_json import MAX_DEPTH, MAX_NUMBER_CHARS
 from firmware.ocpp.rpc import MAX_FRAME_BYTES, MAX_PAYLOAD_VALUES, classify_frame, excess
 from firmware.ocpp.v16.dialect import OCPP16
+from firmware.security.authorization_key import is_valid_authorization_key
 
 SCHEMA_DIR = Path(ocpp.__file__).parent / "v16" / "schemas"
 #: Every OCPP 1.6 action (with the 1.6 security whitepaper's), one request schema each.
@@ -49,9 +50,11 @@ CP_ACTIONS = frozenset({
 CSMS_ACTIONS = tuple(a for a in ACTIONS if a not in CP_ACTIONS)
 #: The CSMS requests the agent serves (its features in firmware/ocpp/v16/); the test checks this list against the agent,
 #: so a new handler cannot slip into the fuzzer's valid frames before someone decided whether it is safe.
-HANDLED = frozenset({"CancelReservation", "ChangeAvailability", "ChangeConfiguration", "ClearCache",
-                     "ClearChargingProfile", "DataTransfer", "GetCompositeSchedule", "GetConfiguration",
-                     "GetLocalListVersion", "RemoteStartTransaction", "RemoteStopTransaction", "ReserveNow", "Reset",
+HANDLED = frozenset({"CancelReservation", "CertificateSigned", "ChangeAvailability", "ChangeConfiguration",
+                     "ClearCache", "ClearChargingProfile", "DataTransfer", "DeleteCertificate",
+                     "ExtendedTriggerMessage", "GetCompositeSchedule", "GetConfiguration",
+                     "GetInstalledCertificateIds", "GetLocalListVersion", "InstallCertificate",
+                     "RemoteStartTransaction", "RemoteStopTransaction", "ReserveNow", "Reset",
                      "SendLocalList", "SetChargingProfile", "TriggerMessage",
                      "UnlockConnector"})
 #: OCPP-J 1.6 §4.2.3, as the 1.6 text spells them.
@@ -818,7 +821,13 @@ def side_effect(frame: str | bytes, charger: ChargerState) -> str | None:
     ClearChargingProfile (no valid SetChargingProfile runs in a batch, so there is nothing to clear: Unknown);
     CancelReservation (no valid ReserveNow runs in a batch, so there is nothing to cancel: Rejected);
     TriggerMessage other than BootNotification (the charger only sends the message: statuses, meter values, a
-    Heartbeat, Idle firmware and diagnostics statuses)."""
+    Heartbeat, Idle firmware and diagnostics statuses);
+    GetInstalledCertificateIds (read-only); InstallCertificate (a drawn string is no PEM root certificate:
+    Rejected, a CSMS root with a security event); DeleteCertificate (drawn hash data match no certificate:
+    NotFound); CertificateSigned (no signing request is pending: Rejected); ExtendedTriggerMessage but
+    SignChargePointCertificate (a Heartbeat, or NotImplemented). A valid AuthorizationKey cannot be restored (the
+    key is write-only) and makes a charge point with a profile reconnect; a SecurityProfile raise is refused
+    (the station has no key, no CSMS root)."""
     if len(frame) > MAX_FRAME_BYTES:
         return None
     decoded, _ = classify_frame(frame, OCPP16)
@@ -847,6 +856,11 @@ def side_effect(frame: str | bytes, charger: ChargerState) -> str | None:
         return "a valid SetChargingProfile may install a profile that limits charging until it is cleared"
     if action == "SendLocalList":
         return "a valid SendLocalList may replace or change the local authorization list, which only the CSMS changes"
+    if action == "ChangeConfiguration" and payload["key"].lower() == "authorizationkey" and \
+            is_valid_authorization_key(payload["value"]):
+        return "a valid AuthorizationKey replaces the key for good (write-only: it cannot be restored)"
+    if action == "ExtendedTriggerMessage" and payload["requestedMessage"] == "SignChargePointCertificate":
+        return "ExtendedTriggerMessage SignChargePointCertificate makes a key pair and a SignCertificate"
     if action == "ReserveNow" and (payload["connectorId"] == 0 or payload["connectorId"] in ours):
         return "a valid ReserveNow may reserve a connector (status Reserved) until it expires"
     return None

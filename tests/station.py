@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import sqlite3
+import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -40,13 +41,17 @@ class Station:
     def __init__(self, state_dir: Path, *, connectors: int = 2, board: str = "ioboard", meter: str = "sdm630",
                  reader: str = "pn532", presets: dict[str, Any] | None = None,
                  boot_statuses: list[str] | None = None, heartbeat_interval: int = 300,
-                 storage_dir: Path | None = None, extra_config: str = "", ocpp_options: str = "") -> None:
+                 storage_dir: Path | None = None, extra_config: str = "", cable: str | None = None,
+                 csms_ssl: ssl.SSLContext | None = None, ocpp_extra: str = "") -> None:
+        """``csms_ssl``: the simulated CSMS serves wss:// with it; ``ocpp_extra``: lines for the agent's [ocpp]
+        section (security_profile, password, csms_ca...)."""
         self.state_dir = state_dir
         self.storage_dir = storage_dir or state_dir  # the agent's database (config and log stay in state_dir)
         self.spec = ChargerSpec(charge_point_id=CP_ID, connectors=connectors, board=board,  # type: ignore[arg-type]
-                                meter=meter, reader=reader)  # type: ignore[arg-type]
+                                meter=meter, reader=reader, cable=cable)  # type: ignore[arg-type]
         self.charger = SimulatedCharger(self.spec)
-        self.csms = SimulatedCsms(response_timeout_s=WAIT_S, ping_interval_s=None)
+        self.csms = SimulatedCsms(response_timeout_s=WAIT_S, ping_interval_s=None, ssl_context=csms_ssl)
+        self.ocpp_extra = ocpp_extra
         self.presets = {"MeterValueSampleInterval": 0, "HeartbeatInterval": heartbeat_interval, **(presets or {})}
         self.profile = ChargePointProfile(boot_statuses=boot_statuses or ["Accepted"],
                                           heartbeat_interval=heartbeat_interval, boot_retry_interval=1)
@@ -58,7 +63,6 @@ class Station:
         self._supervisor: asyncio.Task[None] | None = None
         self.restart_delay_s = 0.2
         self.extra_config = extra_config  # appended to the agent's TOML (e.g. an [mqtt] section)
-        self.ocpp_options = ocpp_options  # more lines of its [ocpp] section (e.g. "reservations = false")
         self.agent_env: dict[str, str] = {}  # extra environment of the agent process
         #: how the agent is started, and extra options of its process (tests/test_privileges.py: another
         #: interpreter, and a preexec_fn that puts it in its unit's sandbox)
@@ -73,7 +77,7 @@ class Station:
         self.config_path.write_text(
             self.charger.agent_config(str(self.storage_dir))
             + f'\n[ocpp]\ncsms_url = "{self.csms.url}"\nresponse_timeout_s = 5\nreconnect_min_s = 0.2\n'
-            + f"reconnect_max_s = 1\n{self.ocpp_options}\n\n[ocpp.presets]\n{presets}\n" + self.extra_config)
+            + f"reconnect_max_s = 1\n{self.ocpp_extra}\n[ocpp.presets]\n{presets}\n" + self.extra_config)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -215,6 +219,15 @@ class Station:
     def inject(self, connector: int, fault: BoardFault, active: bool = True) -> None:
         """A fault on the connector's simulated board (e.g. an RCD trip), seen by the agent over the wire."""
         self.charger.connectors[connector].board.inject(fault, active)
+
+    def lock_stuck(self, connector: int, stuck: bool = True) -> None:
+        """Jam (or free) the cable lock actuator of the connector's simulated I/O board."""
+        self.inject(connector, BoardFault.LOCK_STUCK, stuck)
+
+    def cable_locked(self, connector: int) -> bool:
+        """Whether the connector's lock physically holds the cable (the simulated board's position switch)."""
+        board = self.charger.connectors[connector].board
+        return bool(getattr(board, "cable_locked", False))
 
     def meter_silent(self, connector: int, silent: bool = True) -> None:
         self.charger.connectors[connector].meter.set_silent(silent)

@@ -65,6 +65,10 @@ def test_good_config_loads_typed() -> None:
         ('bus = "rs485", unit = 11', 'bus = "modbus", unit = 11', "connectors[0].board.bus", "[buses.NAME]"),
         ("baudrate = 19200", "baud = 19200", "buses.rs485.baud", "no such key here"),
         ('driver = "pn532"', 'driver = "acr122"', "readers[0].driver", "one of pn532, rdm6300"),
+        ("phases = 1\n", 'phases = 1\ncable = "socket_with_lock"\n', "connectors[0].cable",
+         '"socket_without_lock" or "tethered": a evse_din board has no cable lock actuator'),
+        ("phases = 1\n", 'phases = 1\ncable = "socket"\n', "connectors[0].cable",
+         "one of socket_with_lock, socket_without_lock, tethered"),
     ],
 )
 def test_bad_values_name_file_key_and_expectation(old: str, new: str, key: str, expected: str) -> None:
@@ -74,6 +78,17 @@ def test_bad_values_name_file_key_and_expectation(old: str, new: str, key: str, 
     message = str(info.value)
     assert message.startswith(f"/etc/evse-agent/agent.toml: {key}: expected ")
     assert expected in message
+
+
+def test_cable_kind_per_connector_defaults_to_what_the_board_can_do() -> None:
+    """A socket with a lock where the board drives one (the I/O board), else a socket without; either may be
+    set explicitly, and the session machine's cable_lock follows it."""
+    c1, c2 = parse_config(GOOD).connectors
+    assert (c1.cable, c1.cable_lock) == ("socket_without_lock", False)
+    assert (c2.cable, c2.cable_lock) == ("socket_with_lock", True)
+    text = GOOD.replace("phases = 1\n", 'phases = 1\ncable = "tethered"\n').replace(
+        'port = "/dev/ttyS1" }\n', 'port = "/dev/ttyS1" }\ncable = "tethered"\n')
+    assert [(c.cable, c.cable_lock) for c in parse_config(text).connectors] == [("tethered", False)] * 2
 
 
 def test_missing_required_and_broken_toml() -> None:

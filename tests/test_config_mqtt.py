@@ -61,6 +61,22 @@ def test_ca_file_must_exist_and_needs_mqtts(tmp_path: Path) -> None:
         parse_config(BASE + f'[mqtt]\nurl = "mqtt://b"\nca_file = "{ca}"\n', "a.toml")
 
 
+def test_client_certificate_needs_mqtts_its_key_and_existing_files(tmp_path: Path) -> None:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("x")
+    key.write_text("x")
+    m = parse_config(BASE + f'[mqtt]\nurl = "mqtts://b"\nclient_cert = "{cert}"\nclient_key = "{key}"\n',
+                     "a.toml").mqtt
+    assert m is not None and (m.client_cert, m.client_key) == (str(cert), str(key))
+    with pytest.raises(ConfigError, match=r"mqtt\.client_cert: expected to be set only with an mqtts:// url"):
+        parse_config(BASE + f'[mqtt]\nurl = "mqtt://b"\nclient_cert = "{cert}"\nclient_key = "{key}"\n', "a.toml")
+    with pytest.raises(ConfigError, match=r"mqtt\.client_key: expected client_cert and client_key together"):
+        parse_config(BASE + f'[mqtt]\nurl = "mqtts://b"\nclient_cert = "{cert}"\n', "a.toml")
+    with pytest.raises(ConfigError, match=r"mqtt\.client_key: expected an existing file"):
+        parse_config(BASE + f'[mqtt]\nurl = "mqtts://b"\nclient_cert = "{cert}"\nclient_key = "{tmp_path}/no"\n',
+                     "a.toml")
+
+
 @pytest.mark.parametrize(("old", "new", "message"), [
     ('url = "mqtt://broker.local:1884"', 'url = "http://broker.local"', "mqtt.url: expected mqtt://HOST[:PORT]"),
     ('url = "mqtt://broker.local:1884"', 'url = "mqtt://broker.local:70000"', "mqtt.url: expected mqtt://"),

@@ -163,6 +163,7 @@ async def test_data_transfer_hardware_summary_after_the_first_accepted_boot(tmp_
         assert [c["connector"] for c in summary["connectors"]] == [1, 2]
         first = summary["connectors"][0]
         assert first["board"]["driver"] == "ioboard" and first["board"]["name"] == "board1"
+        assert first["cable"] == "socket_with_lock" and first["board"]["lockSupported"] is True
         assert first["meter"]["model"] == "sdm630" and first["meter"]["unit"] == 1
         assert [r["driver"] for r in summary["readers"]] == ["pn532"]
         # once per boot, not again after a mere reconnect

@@ -98,6 +98,8 @@ async def test_get_configuration_max_keys_and_no_light_keys(tmp_path: Path) -> N
 #: reports without an entry here fails test_every_reported_key_is_shown_honoured: a key accepted and ignored is a
 #: lie to the CSMS.
 HONOURED_BY = {
+    "AdditionalRootCertificateCheck":  # read-only false: an installed root replaces nothing, each stands alone
+        "test_certstore.py::test_install_accepts_current_roots_only_and_is_bounded",
     "AllowOfflineTxForUnknownId":
         "test_e2e_offline_auth.py::test_blocked_cached_id_refused_offline_unknown_id_allowed_then_deauthorized",
     "AuthorizationCacheEnabled":
@@ -107,10 +109,14 @@ HONOURED_BY = {
     "ChargingScheduleAllowedChargingRateUnit":
         "test_e2e_smart_charging.py::test_tx_default_then_composite_then_a_session_under_it",
     "ChargingScheduleMaxPeriods": "test_smart_charging_rules.py::test_the_charger_limits_are_enforced",
+    "CertificateSignedMaxChainSize":
+        "test_e2e_security.py::test_charge_point_certificate_renewed_through_sign_certificate",
+    "CertificateStoreMaxLength": "test_certstore.py::test_install_accepts_current_roots_only_and_is_bounded",
     "ClockAlignedDataInterval": "test_e2e_config.py::test_clock_aligned_meter_values",
     "ConnectionTimeOut": "test_e2e_remote.py::test_remote_start_first_and_no_ev_within_connection_timeout",
     "ConnectorPhaseRotation": "test_ocpp16_configuration.py::test_connector_phase_rotation_default_and_normalized_form",
     "ConnectorPhaseRotationMaxLength": "test_ocpp16_configuration.py::test_max_length_keys_bound_their_lists",
+    "CpoName": "test_e2e_security.py::test_charge_point_certificate_renewed_through_sign_certificate",
     "GetConfigurationMaxKeys": "test_e2e_core_keys.py::test_get_configuration_max_keys_and_no_light_keys",
     "HeartbeatInterval": "test_e2e_config.py::test_change_configuration_answers_and_the_change_applies",
     "LocalAuthListEnabled": "test_e2e_local_auth_list.py::test_keys_versions_and_the_list_switched_off",
@@ -132,6 +138,7 @@ HONOURED_BY = {
         "test_e2e_remote_trigger.py::test_tc_055_a_connector_that_does_not_exist_is_rejected_and_nothing_is_sent",
     "ReserveConnectorZeroSupported":
         "test_e2e_reservation.py::test_tc050_4_connector_zero_without_reserve_connector_zero_supported",
+    "SecurityProfile": "test_e2e_security.py::test_profile_raised_to_3_over_ocpp_never_lowered",
     "SendLocalListMaxLength": "test_e2e_local_auth_list.py::test_version_mismatch_and_failed_updates_leave_the_list",
     "ResetRetries": "test_e2e_core_keys.py::test_reset_retries_asks_for_the_reboot_again_then_gives_up",
     "StopTransactionOnEVSideDisconnect":
@@ -148,11 +155,11 @@ HONOURED_BY = {
         "test_e2e_delivery.py::test_stop_transaction_the_csms_fails_to_process_is_retried_at_growing_intervals",
     "TransactionMessageRetryInterval":
         "test_e2e_delivery.py::test_stop_transaction_the_csms_fails_to_process_is_retried_at_growing_intervals",
+    "UnlockConnectorOnEVSideDisconnect": "test_e2e_cable_lock.py::test_unlock_connector_on_ev_side_disconnect",
     "WebSocketPingInterval": "test_link_supervision.py::test_a_changed_ping_interval_applies_to_the_open_connection",
 }
 #: Keys reported but not honoured yet, and the work that will: each must move to HONOURED_BY when it lands.
 NOT_YET = {
-    "UnlockConnectorOnEVSideDisconnect": "the cable lock (issue 12, A real cable lock)",
 }
 #: Keys whose change answers RebootRequired (takes effect after a restart). None: each applies at once.
 REBOOT_REQUIRED: set[str] = set()

@@ -412,3 +412,27 @@ async def test_cbor_payloads_and_no_discovery_then_json_with_home_assistant_disc
             async with Subscriber(broker, "homeassistant/#") as home_assistant:  # arriving later: retained
                 late = await home_assistant.wait_for("homeassistant/sensor/E2E-CP-1/connector1_energy/config")
                 assert late.retain and late.json()["device_class"] == "energy"
+
+
+async def test_mqtts_with_a_client_certificate(tmp_path: Path) -> None:
+    """Mutual TLS to the site broker: the broker asks for a certificate from its CA; the charger with one is let
+    in, one without is refused and charges on."""
+    from sim.harness.pki import issue_charge_point_cert, make_ca
+
+    ca, cert, key = make_tls_files(tmp_path / "tls")
+    clients = make_ca(tmp_path / "clients", "Site clients")
+    mine = issue_charge_point_cert(clients, tmp_path / "clients", "charger-1")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with Mosquitto(tmp_path / "broker", tls=(cert, key), client_ca=clients.path) as broker, \
+            Subscriber(broker, f"{ROOT}/#", ca_file=ca, client_cert=(mine.cert, mine.key)) as sub:
+        section = mqtt_section(broker, ca_file=str(ca), client_cert=str(mine.cert), client_key=str(mine.key))
+        async with Station(tmp_path / "a", connectors=1, extra_config=section.replace("mqtt://", "mqtts://")) as s:
+            await s.start_agent()
+            await sub.wait_for(f"{ROOT}/availability", lambda m: m.payload == b"online")
+        section = mqtt_section(broker, ca_file=str(ca)).replace("mqtt://", "mqtts://")
+        async with Station(tmp_path / "b", connectors=1, extra_config=section) as s:
+            await s.start_agent()
+            await s.wait_log(lambda e: e.get("msg") == "MQTT broker unreachable, retrying",
+                             what="refused without a client certificate")
+            assert s.agent_running

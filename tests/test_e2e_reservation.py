@@ -146,7 +146,7 @@ async def test_the_same_reservation_id_replaces_the_old_one_wherever_it_was(tmp_
 async def test_tc048_4_reservations_configured_off_are_rejected(tmp_path: Path) -> None:
     """TC_048_4: a Charge Point configured not to accept reservations answers Rejected (and does not offer the
     Reservation profile); CancelReservation is Rejected too."""
-    async with Station(tmp_path, connectors=1, ocpp_options="reservations = false") as s:
+    async with Station(tmp_path, connectors=1, ocpp_extra="reservations = false") as s:
         await s.start_agent()
         mark = s.mark()
         assert await s.csms.reserve_now(CP_ID, 1, CARD, 1, soon()) == {"status": "Rejected"}
@@ -253,7 +253,7 @@ async def test_tc050_1_2_3_reservation_of_the_charge_point_not_made(tmp_path: Pa
 async def test_tc050_4_connector_zero_without_reserve_connector_zero_supported(tmp_path: Path) -> None:
     """TC_050_4: ReserveConnectorZeroSupported false (``[ocpp] reserve_connector_zero = false``): connectorId 0
     is Rejected, a connector can still be reserved."""
-    async with Station(tmp_path, connectors=1, ocpp_options="reserve_connector_zero = false") as s:
+    async with Station(tmp_path, connectors=1, ocpp_extra="reserve_connector_zero = false") as s:
         await s.start_agent()
         keys = await s.csms.get_configuration(CP_ID, ["ReserveConnectorZeroSupported"])
         assert keys["configurationKey"] == [{"key": "ReserveConnectorZeroSupported", "readonly": True,

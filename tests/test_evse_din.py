@@ -35,6 +35,7 @@ from hal.interfaces import (
     DeviceRecovered,
     EvseBoard,
     FaultCode,
+    LockUnsupportedError,
     MeterReading,
     PilotChanged,
     PilotState,
@@ -246,6 +247,17 @@ def test_driver_and_sim_implement_the_interfaces() -> None:
     assert isinstance(board, EvseBoard)
     sim: SimulatedBoard = SimulatedEvseDin()
     assert sim.offered_current_a == 0.0
+
+
+async def test_the_evse_din_says_it_has_no_cable_lock() -> None:
+    """No lock output or feedback in its registers: the driver says so without a bus transaction, and the
+    simulated board refuses a stuck-lock fault."""
+    board = EvseDinBoard("board1", ModbusBus("/dev/null"), 1)
+    assert not board.lock_supported and board.lock_state is None
+    with pytest.raises(LockUnsupportedError, match="EVSE-DIN board has no cable lock"):
+        await board.set_cable_lock(True)
+    with pytest.raises(ValueError, match="no cable lock"):
+        SimulatedEvseDin().inject(BoardFault.LOCK_STUCK)
 
 
 async def test_start_reports_pilot_and_takes_the_board_to_the_safe_state(make_rig: RigFactory) -> None:

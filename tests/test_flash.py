@@ -358,7 +358,7 @@ async def test_commission_refuses_invalid_configuration(charger: Charger, sshd: 
            "got 'sdm63'" in r.stderr
     assert "nothing was written to the controller" in r.stderr
     r = await atool("commission", url, *ssh, "--config", charger.config, "--security-profile", "2")
-    assert r.returncode == 78 and "security profile 2 needs a wss:// URL" in r.stderr
+    assert r.returncode == 78 and "security profile 2 needs a wss:// URL" in r.stderr, r.stderr
     r = await atool("commission", url, *ssh, "--config", charger.config, "--dry-run")
     board1 = charger.sim.wires["board1"].host_port
     assert r.returncode == 0 and f"connector 1   32 A 3-phase, board ioboard on {board1}" in r.stdout
@@ -513,3 +513,42 @@ def test_usage_errors_and_unreachable_controller(tmp_path: Path, sshd: SshServer
     for command in ("build", "flash", "status", "rollback", "commission", "selftest"):
         r = tool(command, "--help")
         assert r.returncode == 0 and "exit codes:" in r.stdout
+
+
+async def test_commission_security_profile_3_installs_the_certificates(charger: Charger, tmp_path: Path) -> None:
+    """``--security-profile 3``: a real configuration key, the CSMS root and the charge point's certificate and
+    key installed in the agent's state directory (the key 0600), all checked before anything is written."""
+    from firmware.config import parse_config
+    from sim.harness.pki import issue_charge_point_cert, make_ca, make_tls_pki
+
+    pki = make_tls_pki(tmp_path / "pki", charge_point_serial=CP_ID)
+    assert pki.charge_point is not None
+    config = charger.config.with_name("tls.toml")
+    config.write_text(charger.config.read_text().replace('csms_url = "ws://', 'csms_url = "wss://')
+                      .replace(f'password = "{PASSWORD}"\n', ""))
+    url = f"dir://{charger.root}"
+    files = ["--csms-ca", str(pki.csms_root.path), "--cp-cert", str(pki.charge_point.cert)]
+    r = await atool("commission", url, "--config", config, "--security-profile", "3", *files)
+    assert r.returncode == 78 and "cp_cert and cp_key" in r.stderr and "nothing was written" in r.stderr
+    stranger = issue_charge_point_cert(make_ca(tmp_path / "other", "Other"), tmp_path / "other", CP_ID)
+    r = await atool("commission", url, "--config", config, "--security-profile", "3", *files,
+                    "--cp-key", str(stranger.key))
+    assert r.returncode == 78 and "charge point certificate" in r.stderr, r.stderr  # not the certificate's key
+    assert not (charger.root / "etc/evse-agent/agent.toml").exists()
+
+    r = await atool("commission", url, "--config", config, "--security-profile", "3", *files,
+                    "--cp-key", str(pki.charge_point.key))
+    assert r.returncode == 0, r.stderr
+    state = charger.root / "var/lib/evse-agent"
+    assert f"security      profile 3, password none, CSMS root {state}/certs/csms-root.pem, charge point " \
+        f"certificate {state}/certs/charge-point.pem" in r.stdout
+    written = charger.root / "etc/evse-agent/agent.toml"
+    agent = parse_config(written.read_text(), str(written))
+    assert agent.ocpp is not None and agent.ocpp.security_profile == 3
+    assert agent.ocpp.csms_ca == str(state / "certs/csms-root.pem") and agent.ocpp.cp_key is not None
+    installed = {k: state / f"certs/{k}.pem" for k in ("csms-root", "charge-point", "charge-point-key")}
+    assert installed["csms-root"].read_bytes() == pki.csms_root.path.read_bytes()
+    assert installed["charge-point-key"].read_bytes() == pki.charge_point.key.read_bytes()
+    assert installed["charge-point-key"].stat().st_mode & 0o777 == 0o600
+    r = await atool("commission", url, "--config", written, "--security-profile", "2")
+    assert r.returncode == 78 and "ocpp.security_profile is 3, not 2" in r.stderr

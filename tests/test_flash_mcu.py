@@ -73,7 +73,7 @@ async def test_flash_a_blank_board_then_reflash_it_while_charging_and_verify(tmp
                 assert f"wrote {f.path}" in first.stdout
                 assert (flash / f.path).read_bytes() == f.data
             assert "verified: the SHA-256 of all 9 files" in first.stdout
-            assert "firmware 1.0.0, protocol 1.0, hardware SIM-MCU, reset reason OTHER" in first.stdout
+            assert "firmware 1.1.0, protocol 1.1, hardware SIM-MCU, reset reason OTHER" in first.stdout
 
             # the flashed firmware is the board now: the agent's driver links up and charges through it
             host = IoBoard("ioboard", wire.host_port, keepalive_s=0.05, link_timeout_s=0.4, contactor_settle_s=0.1)

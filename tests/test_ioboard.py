@@ -18,6 +18,9 @@ from hal.interfaces import (
     DeviceRecovered,
     EvseBoard,
     FaultCode,
+    LockChanged,
+    LockState,
+    LockUnsupportedError,
     PilotChanged,
     PilotState,
 )
@@ -34,6 +37,7 @@ from hal.ioboard.messages import (
     NackReason,
     PwmMode,
     RequestState,
+    SetLock,
     SetPwm,
     StateReport,
     decode_message,
@@ -139,8 +143,8 @@ async def test_hello_exchange_reports_versions_and_first_state(board: IoBoard, s
     assert as_sim_board.offered_current_a == 0.0
     hello = board.board_hello
     assert hello is not None
-    assert (hello.proto_major, hello.proto_minor) == (1, 0)
-    expected = ("sim-1.0.0", "SIM-A") if isinstance(sim, SimulatedIoBoard) else ("1.0.0", "SIM-MCU")
+    assert (hello.proto_major, hello.proto_minor) == (1, 1)
+    expected = ("sim-1.1.0", "SIM-A") if isinstance(sim, SimulatedIoBoard) else ("1.1.0", "SIM-MCU")
     assert (hello.firmware_version, hello.hardware_revision) == expected
     assert hello.keepalive_timeout_ms == 300
     assert sim.linked
@@ -596,6 +600,80 @@ async def test_line_cut_towards_the_host_is_link_lost_then_recovered(board: IoBo
 # --- board restarts ------------------------------------------------------------------------------------------
 
 
+# --- the cable lock (1.1: SET_LOCK, STATE key 9, B15, B16) ----------------------------------------------
+
+
+async def test_lock_and_unlock_wait_for_the_feedback(board: IoBoard, sim: Board) -> None:
+    """B15: MOVING while the actuator travels, then the position its switch confirms; set_cable_lock returns
+    only then, and the driver publishes each change."""
+    assert board.lock_supported and board.lock_state is LockState.UNLOCKED and not sim.cable_locked
+    with board.events.subscribe() as sub:
+        assert await board.set_cable_lock(True) is LockState.LOCKED
+        assert sim.cable_locked
+        states = [e.state for e in drain(sub) if isinstance(e, LockChanged)]
+        assert states == [LockState.MOVING, LockState.LOCKED]
+        assert await board.set_cable_lock(True) is LockState.LOCKED  # already there: nothing moves
+        assert await board.set_cable_lock(False) is LockState.UNLOCKED
+        assert not sim.cable_locked and board.lock_state is LockState.UNLOCKED
+
+
+async def test_stuck_lock_is_a_fault_and_no_energy_flows_until_it_locks(board: IoBoard, sim: Board) -> None:
+    """B15/B16: a lock that does not engage within T_lock reports FAULT and the drive stops; with the lock
+    asked for and not LOCKED the board keeps the contactor open whatever the permission (and the driver's
+    supervision expects it open: no contactor fault). A new SET_LOCK once it moves again closes it."""
+    sim.inject(BoardFault.LOCK_STUCK)
+    started = time.monotonic()
+    assert await board.set_cable_lock(True) is LockState.FAULT
+    assert 0.9 <= time.monotonic() - started <= 2.0  # T_lock = 1 s on both boards
+    assert not sim.cable_locked
+    with board.events.subscribe() as sub:
+        sim.set_ev_pilot(PilotState.B)
+        await board.set_offered_current(16.0)
+        sim.set_ev_pilot(PilotState.C)
+        await until(lambda: board.pilot_state is PilotState.C)
+        await board.allow_power(True)  # a permission is taken (B7) ...
+        await asyncio.sleep(3 * SETTLE_S)
+        assert sim.permission and not sim.contactor_cmd and not sim.contactor_closed  # ... but no coil (B16)
+        assert not any(isinstance(e, DeviceFault) for e in drain(sub))
+        sim.inject(BoardFault.LOCK_STUCK, False)
+        assert await board.set_cable_lock(True) is LockState.LOCKED  # a new attempt
+        await until(lambda: sim.contactor_closed and board.contactor_closed)
+
+
+async def test_lock_is_re_sent_after_a_board_restart(board: IoBoard, sim: Board) -> None:
+    """The lock stays engaged over a restart (B15); the re-sync asks for it again before the permission, so the
+    restarted board enforces B16 again: a stuck lock then keeps it open."""
+    assert await board.set_cable_lock(True) is LockState.LOCKED
+    await charging(board, sim)
+    sim.reboot()
+    await until(lambda: sim.linked and sim.permission and sim.contactor_closed)
+    assert sim.cable_locked and board.lock_state is LockState.LOCKED
+
+
+async def test_board_without_a_lock_says_so(wire: SerialWire) -> None:
+    """A board without CABLE_LOCK: the driver refuses the lock without a command; the board NACKs SET_LOCK with
+    UNSUPPORTED and sends no lock in STATE."""
+    async with SimulatedIoBoard(wire.device_port, cable_lock=False) as sim:
+        drv = make_driver(wire)
+        await drv.start()
+        try:
+            assert not drv.lock_supported and drv.lock_state is None
+            with pytest.raises(LockUnsupportedError, match="no cable lock"):
+                await drv.set_cable_lock(True)
+            assert sim.lock_state is None and drv.state is not None and drv.state.lock is None
+        finally:
+            await drv.close()
+        host = RawHost(wire.host_port)
+        try:
+            host.send(0, HostHello())
+            assert await host.answer(0) == Ack(0)
+            host.send(1, SetLock(True))
+            answer = await host.answer(1)
+            assert isinstance(answer, Nack) and answer.reason is NackReason.UNSUPPORTED
+        finally:
+            host.ser.close()
+
+
 async def test_board_restart_is_detected_and_state_re_applied(board: IoBoard, sim: Board) -> None:
     sim.set_ev_pilot(PilotState.B)
     await board.set_offered_current(16.0)
@@ -737,6 +815,17 @@ async def test_board_refuses_pwm_and_permission_before_hello(wire: SerialWire, s
         answer = await host.answer(10)
         assert isinstance(answer, Nack) and answer.reason is NackReason.NOT_LINKED
         assert not sim.permission
+        host.send(11, SetLock(True))
+        answer = await host.answer(11)
+        assert isinstance(answer, Nack) and answer.reason is NackReason.NOT_LINKED
+        await asyncio.sleep(0.3)
+        assert not sim.cable_locked  # nothing was driven
+        host.send(12, HostHello())
+        assert await host.answer(12) == Ack(12)
+        host.send(13, SetLock(True))  # linked: taken, and the feedback is in STATE key 9
+        assert await host.answer(13) == Ack(13)
+        await host.poll_state(14, lambda s: s.lock is LockState.LOCKED)
+        assert sim.cable_locked
     finally:
         host.ser.close()
 

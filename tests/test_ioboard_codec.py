@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hal.interfaces import PilotState
+from hal.interfaces import LockState, PilotState
 from hal.ioboard.codec import (
     CRC_CHECK_VALUE,
     CRC_RESIDUE,
@@ -50,6 +50,7 @@ from hal.ioboard.messages import (
     RequestState,
     Reset,
     ResetReason,
+    SetLock,
     SetPwm,
     StateReport,
     decode_message,
@@ -247,8 +248,13 @@ ALL_MESSAGES: list[Message] = [
     RequestState(),
     ClearFaults(FaultBit.RCD_TRIP | FaultBit.HOST_TIMEOUT),
     Reset(),
+    SetLock(True),
+    SetLock(False),
     BoardHello(1, 0, "1.4.2", "B", Capability.RCD | Capability.MIRROR_CONTACT, 1000, 500, ResetReason.POWER_ON),
+    BoardHello(1, 1, "1.1.0", "B", Capability.RCD | Capability.CABLE_LOCK, 1000, 500, ResetReason.POWER_ON),
     StateReport(PilotState.C, PwmMode.PWM, 267, True, True, FaultBit(0), 312),
+    StateReport(PilotState.C, PwmMode.PWM, 267, True, True, FaultBit(0), 312, LockState.LOCKED),
+    StateReport(PilotState.B, PwmMode.X1, None, False, False, FaultBit(0), None, LockState.FAULT),
     StateReport(PilotState.A, PwmMode.X1, None, False, False, FaultBit.OVERTEMPERATURE, None),
     Ack(255),
     Nack(3, NackReason.FAULT_ACTIVE, "blocking faults 0x1"),
@@ -269,6 +275,15 @@ def test_set_pwm_wire_form() -> None:
     assert encode_message(7, SetPwm(PwmMode.PWM, 267)).hex() == "a40003010702010319010b"
 
 
+def test_cable_lock_wire_form() -> None:
+    """1.1: SET_LOCK is type 8 with a boolean; the lock is STATE key 9, 0..3, absent without the capability."""
+    assert cbor2.loads(encode_message(15, SetLock(True))) == {0: 8, 1: 15, 2: True}
+    state = StateReport(PilotState.B, PwmMode.X1, None, False, False, FaultBit(0), None, LockState.MOVING)
+    assert cbor2.loads(encode_message(3, state))[9] == 2
+    assert 9 not in cbor2.loads(encode_message(3, StateReport(PilotState.B, PwmMode.X1, None, False, False)))
+    assert Capability.CABLE_LOCK == 0x20 and NackReason.UNSUPPORTED == 8
+
+
 def test_set_pwm_validation() -> None:
     with pytest.raises(MessageError):
         SetPwm(PwmMode.PWM)
@@ -285,6 +300,9 @@ def test_set_pwm_validation() -> None:
     ({0: 3, 1: 5, 2: 1, 3: 2000}, NackReason.OUT_OF_RANGE, 5),
     ({0: 3, 1: 5, 2: 9}, NackReason.OUT_OF_RANGE, 5),  # no such mode
     ({0: 4, 1: 6, 2: 1}, NackReason.BAD_MESSAGE, 6),  # integer where a boolean is required
+    ({0: 8, 1: 6}, NackReason.BAD_MESSAGE, 6),  # SET_LOCK without `locked`
+    ({0: 8, 1: 6, 2: "yes"}, NackReason.BAD_MESSAGE, 6),
+    ({0: 17, 1: 6, 2: 1, 3: 0, 5: False, 6: False, 7: 0, 9: 4}, NackReason.OUT_OF_RANGE, 6),  # no lock code 4
     ({0: 99, 1: 7}, NackReason.UNKNOWN_TYPE, 7),
     ({0: 2}, NackReason.BAD_MESSAGE, None),  # no seq
     ({0: 2, 1: 300}, NackReason.BAD_MESSAGE, None),  # seq out of range
@@ -360,7 +378,7 @@ def _spec_examples() -> list[dict[str, str]]:
 
 def test_spec_example_frames_match_the_codec() -> None:
     examples = _spec_examples()
-    assert len(examples) == 9
+    assert len(examples) == 11
     for ex in examples:
         payload = bytes.fromhex(ex["payload"].split("(")[0])
         crc_hex = ex["crc"].split()[0]

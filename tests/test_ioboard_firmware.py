@@ -35,6 +35,9 @@ INVALID_AND_EDGE_CASES: list[tuple[bytes, list[Any]]] = [
     (cbor2.dumps({0: 3, 1: 5, 2: 9}), ["invalid", 3, 5]),  # no such mode
     (cbor2.dumps({0: 4, 1: 6, 2: 1}), ["invalid", 2, 6]),  # integer where a boolean is required
     (cbor2.dumps({0: 4, 1: 6, 2: True}), [4, 6, True]),
+    (cbor2.dumps({0: 8, 1: 6, 2: False}), [8, 6, False]),  # SET_LOCK (1.1)
+    (cbor2.dumps({0: 8, 1: 6, 2: 1}), ["invalid", 2, 6]),
+    (cbor2.dumps({0: 8, 1: 6}), ["invalid", 2, 6]),
     (cbor2.dumps({0: 99, 1: 7}), ["invalid", 1, 7]),
     (cbor2.dumps({0: 17, 1: 7}), ["invalid", 1, 7]),  # a board message is not a host command
     (cbor2.dumps({0: 2}), ["invalid", 2, None]),  # no seq
@@ -75,11 +78,11 @@ def _board_encoder_call(diag: dict[int, Any]) -> dict[str, Any] | None:
     """The firmware encoder call that should produce this example's payload (None for host messages)."""
     kind, seq = diag[0], diag[1]
     if kind == MsgType.BOARD_HELLO:
-        assert diag[4] == "1.0.0"  # the firmware's own version, as in the example
+        assert diag[4] == "1.1.0"  # the firmware's own version, as in the example
         return {"message": "board_hello", "args": [seq, diag[5], diag[6], diag[7], diag[8], diag[9]]}
     if kind == MsgType.STATE:
         return {"message": "state", "args": [seq, diag[2], diag[3], diag.get(4, 0), diag[5], diag[6], diag[7],
-                                             diag.get(8)]}
+                                             diag.get(8), diag.get(9)]}
     if kind == MsgType.ACK:
         return {"message": "ack", "args": [seq, diag[2]]}
     if kind == MsgType.NACK:
@@ -213,8 +216,11 @@ X1, PWM, F = 0, 1, 2
 CHARGING = [["allow", True], ["ev", EV_B, True], ["pwm", PWM, 267], ["run", 100], ["ev", EV_C, True], ["run", 200]]
 
 
-def _safety(scenarios: dict[str, list[list[Any]]], c1_ms: dict[str, int] | None = None) -> dict[str, Any]:
-    specs = [{"c1_ms": (c1_ms or {}).get(name), "ops": ops} for name, ops in scenarios.items()]
+def _safety(scenarios: dict[str, list[list[Any]]], c1_ms: dict[str, int] | None = None,
+            no_lock: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Run the scenarios (tests/mpy/safety_runner.py); those in ``no_lock`` on a board without CABLE_LOCK."""
+    specs = [{"c1_ms": (c1_ms or {}).get(name), "lock_cap": name not in no_lock, "ops": ops}
+             for name, ops in scenarios.items()]
     payload = json.dumps(specs).encode()
     lines, outcome = run_script(FIRMWARE_DIR, SAFETY_RUNNER, host_functions={"scenarios": lambda _: payload})
     assert outcome.reason == "exit", outcome
@@ -277,3 +283,57 @@ def test_safety_closes_only_in_c2_d2_and_gives_c1_at_most_t_c1_inside_micropytho
     assert got["board_limit"]["c1_timeout_ms"] == 6000  # a board file cannot lengthen T_c1 beyond 6 s
     changes = _coil_changes(got["board_shorter"]["passes"])
     assert got["board_shorter"]["c1_timeout_ms"] == 500 and 200 + 500 <= changes[1][0] <= 200 + 510
+
+
+LOCK_UNLOCKED, LOCK_LOCKED, LOCK_MOVING, LOCK_FAULT = 0, 1, 2, 3
+DRIVE_OFF, DRIVE_LOCK, DRIVE_UNLOCK = 0, 1, 2
+
+
+def _first(passes: list[list[Any]], predicate: Any) -> int:
+    """The time of the first pass that satisfies ``predicate``."""
+    return next(p[0] for p in passes if predicate(p))
+
+
+def test_cable_lock_drive_feedback_and_interlock_inside_micropython() -> None:
+    """B15/B16 on the firmware's clock: the lock is driven until its switch confirms (100 ms of travel here),
+    MOVING meanwhile; a jammed lock is FAULT after T_lock = 1 s with the drive stopped; a new SET_LOCK tries
+    again. With the lock asked for, the coil closes only once it is LOCKED, and opens in the pass in which the
+    lock lets go; the permission stays. A board without the lock capability refuses SET_LOCK (UNSUPPORTED)."""
+    got = _safety({
+        "lock_first": [["allow", True], ["ev", EV_C, True], ["pwm", PWM, 267], ["lock", True], ["run", 400],
+                       ["lock", False], ["run", 700]],
+        "stuck": [["stuck", True], ["lock", True], *CHARGING, ["run", 1500], ["stuck", False], ["lock", True],
+                  ["run", 1900]],
+        "let_go": [["lock", True], ["run", 200], *CHARGING[:-1], ["run", 500], ["force", False], ["run", 700]],
+        "no_lock": [["lock", True], ["run", 300]],
+        "untouched": [["run", 100]],
+    }, no_lock=frozenset({"no_lock"}))
+
+    lock_first = got["lock_first"]
+    passes = lock_first["passes"]
+    assert lock_first["results"] == [None, None, None]
+    assert passes[0][5:] == [LOCK_MOVING, False, DRIVE_LOCK]
+    t_locked = _first(passes, lambda p: p[5] == LOCK_LOCKED)
+    assert 100 <= t_locked <= 110 and _first(passes, lambda p: p[6]) == t_locked
+    assert _first(passes, lambda p: p[1]) == t_locked  # C2 long before: the coil waited for the lock (B16)
+    assert all(p[7] == DRIVE_OFF for p in passes if p[0] >= t_locked and p[0] <= 400)  # drive stops when there
+    t_unlocked = _first(passes, lambda p: p[0] > 400 and p[5] == LOCK_UNLOCKED)
+    t_open = _first(passes, lambda p: p[0] > 400 and not p[1])
+    assert t_open == 405 and 500 <= t_unlocked <= 510  # SET_LOCK false opens at once, then the lock moves (B16)
+
+    stuck = got["stuck"]["passes"]
+    assert not any(p[1] for p in stuck if p[0] <= 1500)  # never closed while the lock did not engage
+    t_fault = _first(stuck, lambda p: p[5] == LOCK_FAULT)
+    assert 1000 <= t_fault <= 1010 and all(p[7] == DRIVE_OFF for p in stuck if t_fault <= p[0] <= 1500)
+    assert all(p[4] for p in stuck if p[0] > 100)  # the permission was kept: the lock is no fault bit
+    t_relocked = _first(stuck, lambda p: p[0] > 1500 and p[5] == LOCK_LOCKED)
+    assert 1600 <= t_relocked <= 1610 and _first(stuck, lambda p: p[1]) == t_relocked
+
+    let_go = got["let_go"]["passes"]
+    assert any(p[1] for p in let_go if p[0] <= 500)
+    assert _first(let_go, lambda p: p[0] > 500 and not p[1]) == 505  # opened in the pass it let go (B16)
+    assert _first(let_go, lambda p: p[0] > 500 and p[5] == LOCK_FAULT) == 505
+    assert all(p[7] == DRIVE_OFF and not p[1] for p in let_go if p[0] > 500)  # not driven again by itself
+
+    assert got["no_lock"]["results"] == [8] and all(p[7] == DRIVE_OFF for p in got["no_lock"]["passes"])
+    assert all(p[5:] == [LOCK_UNLOCKED, False, DRIVE_OFF] for p in got["untouched"]["passes"])

@@ -14,8 +14,9 @@ on and switch the coil before the relay's thread got round to taking the time, a
 coil go on 1 ms before the permission was granted.)
 
 - The coil goes on only in state C2/D2: with the PWM on the pilot, in a pass whose sample shows the pilot
-  at C or D with the negative half of a good diode, no residual current and no overtemperature, and only
-  while the host's permission stands: granted by an
+  at C or D with the negative half of a good diode, no residual current and no overtemperature, once the
+  host drives the cable lock only while its last SET_LOCK asked for the lock and the sample shows it engaged
+  (B16), and only while the host's permission stands: granted by an
   ALLOW_CONTACTOR on that the firmware read, carried out (not a retransmission, B5) and acknowledged;
   withdrawn by an ALLOW_CONTACTOR off or a HOST_HELLO it read, by a sample with residual current or
   overtemperature, by a STATE that shows a new blocking fault (host watchdog trip included), by a restart.
@@ -24,7 +25,8 @@ coil go on 1 ms before the permission was granted.)
 - A sample with residual current or overtemperature while the coil is on is followed by the coil going off
   in the same pass (before the next sample); the pilot leaving C/D within the debounce time plus one pass;
   the pilot driven to F only after the coil went off; the PWM stopped (X1) with the coil on (C1/D1) within
-  T_c1 plus one pass.
+  T_c1 plus one pass; a sample with the lock not engaged while it is asked for, in the same pass; the answer
+  to a SET_LOCK false leaves only after the coil went off.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from hal.ioboard.messages import (
     HostHello,
     MessageError,
     Nack,
+    SetLock,
     StateReport,
     decode_message,
 )
@@ -67,7 +70,7 @@ Event = tuple[float, str, Any]
 def _sample_ok(sample: Any) -> bool:
     """C or D with the PWM running (a negative half) and the EV's diode in it, no residual current, not
     too hot."""
-    high, low, rcd, temp = sample
+    high, low, rcd, temp, _lock = sample
     return 1500 <= high < 7500 and low <= -10500 and not rcd and temp <= TEMP_LIMIT_DC
 
 
@@ -122,17 +125,21 @@ def _withdraws(command: Envelope) -> bool:
     return isinstance(msg, HostHello) or (isinstance(msg, AllowContactor) and not msg.on)
 
 
-def safety_problems(trace: list[tuple[float, str, object]]) -> tuple[list[tuple[float, str]], int]:
-    """What the firmware did against B7/B8/§4.4, and how often it switched the coil on."""
+def safety_problems(trace: list[tuple[float, str, object]]) -> tuple[list[tuple[float, str]], int, int]:
+    """What the firmware did against B7/B8/B16/§4.4, how often it switched the coil on, and how often with the cable
+    lock asked for (B16 had its say)."""
     events = firmware_io(trace)
     answers = answered_commands(events)
     grants = {j for i, (j, cmd, executed) in answers.items()
               if executed and isinstance(cmd.message, AllowContactor) and cmd.message.on
               and isinstance(events[i][2].message, Ack)}
     withdrawals = {j for j, cmd, executed in answers.values() if executed and _withdraws(cmd)}
+    lock_requests = {j: cmd.message.locked for j, cmd, executed in answers.values()
+                     if executed and isinstance(cmd.message, SetLock)}
+    lock_wanted: bool | None = None  # the last SET_LOCK the firmware carried out since its start (B16)
 
     coil = False
-    coil_ons = 0
+    coil_ons = locked_ons = 0
     out = 1000
     c1_since: float | None = None  # the PWM stopped with the coil on (C1/D1)
     samples_past_c1 = 0
@@ -146,7 +153,7 @@ def safety_problems(trace: list[tuple[float, str, object]]) -> tuple[list[tuple[
     for i, (t, kind, value) in enumerate(events):
         if kind == "boot":  # the pins' reset state: coil off, X1; a restarted board holds no permission (B1)
             coil = permission = must_be_off_by_next_sample = False
-            reported, out, c1_since = FaultBit(0), 1000, None
+            reported, out, c1_since, lock_wanted = FaultBit(0), 1000, None, None
         elif kind == "out":
             out = value
             if coil and out <= 0:
@@ -160,10 +167,14 @@ def safety_problems(trace: list[tuple[float, str, object]]) -> tuple[list[tuple[
                 permission = True
             elif i in withdrawals:
                 permission = False
+            elif i in lock_requests:
+                lock_wanted = lock_requests[i]
         elif kind == "tx":
             msg = value.message
             if i in answers and answers[i][2] and _withdraws(answers[i][1]) and coil:
                 problems.append((t, f"coil still on when the answer to {answers[i][1].message} left"))
+            if i in answers and answers[i][2] and answers[i][1].message == SetLock(False) and coil:
+                problems.append((t, "coil still on when the answer to SET_LOCK false left"))
             if isinstance(msg, StateReport):
                 if msg.contactor_cmd != coil:
                     problems.append((t, f"STATE says coil {msg.contactor_cmd}, the coil is {coil}"))
@@ -172,9 +183,12 @@ def safety_problems(trace: list[tuple[float, str, object]]) -> tuple[list[tuple[
                 reported = msg.faults
         elif kind == "s":
             if coil and must_be_off_by_next_sample:
-                problems.append((t, "coil still on a pass after residual current / overtemperature"))
-            high, _low, rcd, temp = value
+                problems.append((t, "coil still on a pass after residual current, overtemperature or the lock "
+                                    "not engaged"))
+            high, _low, rcd, temp, engaged = value
             last_sample = value
+            if coil and lock_wanted is not None and not (lock_wanted and engaged):
+                must_be_off_by_next_sample = True  # B16: the lock let go (or is being released)
             if coil and c1_since is not None and t - c1_since >= C1_TIMEOUT_S:
                 samples_past_c1 += 1  # the firmware's pass that sees T_c1 run out may have begun just before
                 if samples_past_c1 > 1:
@@ -196,22 +210,27 @@ def safety_problems(trace: list[tuple[float, str, object]]) -> tuple[list[tuple[
             c1_since = None
             if coil:
                 coil_ons += 1
+                locked_ons += lock_wanted is True
                 if last_sample is None or not _sample_ok(last_sample):
                     problems.append((t, f"coil on with sample {last_sample}"))
                 if not _pwm(out):
                     problems.append((t, f"coil on without PWM (pilot output {out})"))
                 if not permission:
                     problems.append((t, "coil on without a standing permission"))
-    return problems, coil_ons
+                if lock_wanted is not None and not (lock_wanted and last_sample is not None and last_sample[4]):
+                    problems.append((t, f"coil on with the lock asked {lock_wanted}, sample {last_sample}"))
+    return problems, coil_ons, locked_ons
 
 
 async def _random_session(board: IoBoard, mcu: McuIoBoard, wire: SerialWire, rng: random.Random) -> None:
     for _ in range(60):
         action = rng.choice(["charge", "charge", "charge", "pilot", "pilot", "pilot", "allow", "deny", "pwm", "pwm",
-                             "f", "fault", "clear", "silence"])
+                             "f", "fault", "clear", "silence", "lock", "lock", "stuck"])
         with contextlib.suppress(DeviceError):
             match action:
-                case "charge":  # what a session does: faults gone, offer current, grant, the EV goes to C
+                case "charge":  # what a session does: faults gone, lock, offer current, grant, the EV goes to C
+                    if rng.random() < 0.5:
+                        await board.set_cable_lock(True)
                     if rng.random() < 0.5:
                         for fault in (BoardFault.RCD_TRIP, BoardFault.OVERTEMPERATURE, BoardFault.DIODE_FAILURE):
                             mcu.inject(fault, False)
@@ -241,6 +260,10 @@ async def _random_session(board: IoBoard, mcu: McuIoBoard, wire: SerialWire, rng
                     for fault in (BoardFault.RCD_TRIP, BoardFault.OVERTEMPERATURE, BoardFault.DIODE_FAILURE):
                         mcu.inject(fault, False)
                     await board.clear_faults()
+                case "lock":  # the cable lock (B15/B16): engaged, released, or FAULT after T_lock when stuck
+                    await board.set_cable_lock(rng.random() < 0.7)
+                case "stuck":
+                    mcu.inject(BoardFault.LOCK_STUCK, rng.random() < 0.5)
                 case "silence":
                     wire.set_silent(Direction.TO_DEVICE)
                     await asyncio.sleep(KEEPALIVE_TIMEOUT_S + rng.uniform(-0.1, 0.15))
@@ -263,6 +286,7 @@ async def test_contactor_only_with_permission_c_or_d_and_no_fault_and_opens_with
             await board.close()
             await mcu.close()
     assert not mcu.crashes
-    problems, coil_ons = safety_problems(mcu.trace)
+    problems, coil_ons, locked_ons = safety_problems(mcu.trace)
     assert coil_ons >= 1, "the random session should have charged at least once"
+    assert locked_ons >= 1, "... and at least once with the cable lock asked for"
     assert not problems, problems[:5]

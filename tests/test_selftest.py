@@ -65,7 +65,7 @@ async def test_selftest_all_devices_and_csms_pass(bench: Bench) -> None:
         line = next(line for line in out.splitlines() if line.startswith(name + " "))
         assert "  ok  " in line, line
     assert "all checks passed" in out
-    assert "ocpp1.6, basic auth" in out
+    assert "ocpp1.6, security profile 1, basic auth" in out
     assert bench.csms.transcript.messages(CP_ID) == []  # connected and closed, not one OCPP message sent
 
 

@@ -394,6 +394,25 @@ def test_unplug_with_tethered_cable_goes_straight_to_available() -> None:
     assert not only(effects, LockCable)
 
 
+def test_unplug_keeps_the_cable_locked_for_its_owner_when_unlock_on_ev_side_disconnect_is_off() -> None:
+    """UnlockConnectorOnEVSideDisconnect false: the transaction ends (EVDisconnected) but the lock stays closed,
+    Finishing, until the owner's id or an unlock command releases it; another id is refused."""
+    run = charging(Run(unlock_on_ev_side_disconnect=False))
+    effects = run(PilotChanged(P.A))
+    assert hardware(effects) == [AllowPower(False), OfferCurrent(0.0)]  # no LockCable(False)
+    assert [e.reason for e in only(effects, TransactionStopped)] == [StopReason.EV_DISCONNECTED]  # type: ignore[union-attr]
+    assert statuses(effects) == [S.FINISHING] and run.m.cable_locked and run.m.cable_held_for == card("CARD1")
+    assert run(CardPresented(card("OTHER"))) == [IdTokenRefused(card("OTHER"), RefusalReason.NOT_OWNER)]
+    assert run(CardPresented(card("CARD1"))) == [
+        LockCable(False), StatusChanged(S.AVAILABLE, False, trigger=Trigger.STOP_AUTHORIZED)]
+    run = charging(Run(unlock_on_ev_side_disconnect=False))
+    run(PilotChanged(P.A))
+    assert run(UnlockRequested()) == [LockCable(False), UnlockResult(UnlockStatus.UNLOCKED), StatusChanged(
+        S.AVAILABLE, False, trigger=Trigger.UNLOCK_COMMAND)]
+    tethered = charging(Run(unlock_on_ev_side_disconnect=False, cable_lock=False))  # nothing to keep locked
+    assert statuses(tethered(PilotChanged(P.A))) == [S.AVAILABLE] and tethered.m.cable_held_for is None
+
+
 def test_unplug_keeps_transaction_when_stop_on_ev_side_disconnect_is_off() -> None:
     run = charging(Run(stop_transaction_on_ev_side_disconnect=False))
     effects = run(PilotChanged(P.A))
@@ -1229,6 +1248,7 @@ configs = st.builds(
     stop_transaction_on_invalid_id=st.booleans(),
     unlock_stops_transaction=st.booleans(),
     cable_lock=st.booleans(),
+    unlock_on_ev_side_disconnect=st.booleans(),
     free_vend_id_token=st.sampled_from([None, IdToken("FREE", IdTokenType.LOCAL),
                                         IdToken("", IdTokenType.NO_AUTHORIZATION)]),
 )
@@ -1414,6 +1434,7 @@ def test_seeded_random_walk_covers_every_status_and_most_rows() -> None:
             unlock_stops_transaction=rng.random() < 0.8,
             cable_lock=rng.random() < 0.8,
             free_vend_id_token=IdToken("FREE", IdTokenType.LOCAL) if rng.random() < 0.2 else None,
+            unlock_on_ev_side_disconnect=seed % 3 != 0,  # not drawn from rng: the walks stay as they were
         )
         checker = Checker(config)
         for _ in range(1000):

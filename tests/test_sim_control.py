@@ -254,6 +254,7 @@ def test_tap_reaches_the_agent(sim: Sim) -> None:
 def test_device_faults_are_listed_until_cleared(sim: Sim) -> None:
     for fault in ({"device": "pilot", "connector": 2, "kind": "rcd_trip"},
                   {"device": "board", "connector": 2, "kind": "overtemperature"},
+                  {"device": "pilot", "connector": 2, "kind": "lock_stuck"},
                   {"device": "meter", "connector": 2, "kind": "silent"},
                   {"device": "rfid", "kind": "silent"}):
         answer = sim.ok("POST", "/faults", {**fault, "active": True})
@@ -263,6 +264,8 @@ def test_device_faults_are_listed_until_cleared(sim: Sim) -> None:
         assert listed in sim.state()["faults"]
         if fault["device"] == "rfid":
             assert sim.state()["reader"]["silent"]
+        if fault["kind"] == "lock_stuck":  # the lock is where it was (open: no transaction on connector 2)
+            assert sim.state()["connectors"]["2"]["cable_locked"] is False
         answer = sim.ok("POST", "/faults", {**fault, "active": False})
         assert not answer["active"] and listed not in sim.state()["faults"]
     assert sim.state()["faults"] == []

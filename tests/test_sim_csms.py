@@ -744,3 +744,36 @@ async def test_cli_bad_config_exits_78(tmp_path: Path) -> None:
     _, err = await asyncio.wait_for(proc.communicate(), WAIT_S)
     assert proc.returncode == 78
     assert b"Perhaps" in err
+
+
+async def test_cli_serves_wss_and_asks_for_a_client_certificate(tmp_path: Path) -> None:
+    """``python -m sim csms --tls-cert/--tls-key --client-ca``: profile 3 on its own."""
+    import ssl as ssl_module
+
+    from sim.harness.pki import make_tls_pki
+
+    pki = make_tls_pki(tmp_path / "pki", charge_point_serial="CP-TLS")
+    assert pki.charge_point is not None
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sim", "csms", "--port", "0", "--tls-cert", str(pki.csms.cert), "--tls-key",
+        str(pki.csms.key), "--client-ca", str(pki.csms_root.path), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=env)
+    assert proc.stdout is not None
+    try:
+        first = json.loads(await asyncio.wait_for(proc.stdout.readline(), WAIT_S))
+        assert first["url"].startswith("wss://")
+        ctx = ssl_module.create_default_context(cafile=str(pki.csms_root.path))
+        ctx.load_cert_chain(pki.charge_point.cert, pki.charge_point.key)
+        async with connect(first["url"] + "/CP-TLS", subprotocols=["ocpp1.6"], ssl=ctx) as ws:  # type: ignore[list-item]
+            cp = ClientChargePoint("CP-TLS", ws)
+            task = asyncio.create_task(cp.start())
+            assert (await cp.call(boot())).status == "Accepted"
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await task
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        rc = await asyncio.wait_for(proc.wait(), WAIT_S)
+    assert rc == 0

@@ -52,7 +52,7 @@ from firmware.storage.charging_profiles import ChargingProfileStore
 from firmware.storage.database import Database
 from firmware.storage.ledger import Ledger
 from hal.events import EventStream
-from hal.interfaces import MeterReading, PilotState, utcnow
+from hal.interfaces import LockState, MeterReading, PilotState, utcnow
 
 CARD = IdToken("04A1B2C3", IdTokenType.ISO14443)
 P = ProfilePurpose
@@ -72,6 +72,9 @@ class RecordingBoard:
 
     async def allow_power(self, on: bool) -> None:
         return None
+
+    async def set_cable_lock(self, locked: bool) -> LockState:
+        return LockState.LOCKED if locked else LockState.UNLOCKED
 
 
 class Billing:

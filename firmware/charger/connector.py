@@ -14,6 +14,18 @@ are cleared by the controller only while no EV is connected (pilot A): then noth
 and the next plug-in starts from a clean state; the board keeps a fault whose cause persists. With
 an EV still plugged in, the connector stays Faulted until it is unplugged — re-energizing the
 vehicle that caused the trip is not the charger's call.
+
+The cable lock is driven with its feedback: ``LockCable`` waits until the board reports the lock in the
+commanded position (``EvseBoard.set_cable_lock``). A lock that does not get there is a blocking
+``CONNECTOR_LOCK_FAILURE`` (1.6 ConnectorLockFailure). The lock a transaction starts with is driven
+*before* that step is recorded (no energy is involved yet): if it fails, the step is taken back — the machine
+is restored from the snapshot stored before it — the fault is fed first and the event again after it, so
+the Faulted machine refuses what would have started, no transaction is recorded (OCTT TC_024), and the
+lock is released again (which does not clear the fault). Elsewhere a failed lock skips the power-up effects
+of its step (no current offered, no permission: energy never flows to an unlocked cable) and the fault
+follows as the next event; a failed unlock turns the machine's ``UnlockResult(Unlocked)`` into
+``UnlockFailed``. A later lock command that reaches its position clears the fault (an operator's
+UnlockConnector is that new attempt).
 """
 
 from __future__ import annotations
@@ -48,6 +60,8 @@ from firmware.session import (
     TimerExpired,
     TransactionStarted,
     TransactionStopped,
+    UnlockResult,
+    UnlockStatus,
 )
 from firmware.session.events import Event
 from firmware.storage import Database
@@ -59,6 +73,8 @@ from hal.interfaces import (
     DeviceFault,
     DeviceRecovered,
     FaultCode,
+    LockChanged,
+    LockState,
     MeterReading,
     PilotState,
     utcnow,
@@ -98,6 +114,7 @@ class HardwareView:
     contactor_closed: bool = False
     offered_amps: float = 0.0
     power_allowed: bool = False
+    lock_state: LockState | None = None  # the cable lock's feedback, as the board last reported it
 
 
 class ConnectorController:
@@ -117,7 +134,9 @@ class ConnectorController:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._unplugged = asyncio.Event()  # pilot went to A: try clearing latched faults now
+        self._lock_busy = False  # a LockCable is being carried out: its outcome decides, not the board's events
         self.machine = self._load_machine()
+        self._persisted = json.dumps(self.machine.snapshot())  # the machine as last stored: a step can be taken back
         self.inoperative_by = self._load_availability_holds()
 
     def _load_machine(self) -> SessionMachine:
@@ -217,6 +236,19 @@ class ConnectorController:
                 event = amend(self, event)
             now = utcnow()
             effects = self.machine.handle(event, now)
+            prelocked = release = False
+            if _starts_locked(effects):
+                failure = await self._drive_lock(True)
+                if failure is None:
+                    prelocked = True
+                else:  # take the step back: the fault first, then the event again (refused while Faulted)
+                    log.warning("transaction not started: the cable lock failed", extra={
+                        "connector": self.id, "event": type(event).__name__, "error": failure})
+                    self.machine = SessionMachine.restore(json.loads(self._persisted), self.config)
+                    effects = self.machine.handle(FaultRaised(FaultCode.CONNECTOR_LOCK_FAILURE, failure,
+                                                              source=self._lock_source, blocking=True), now)
+                    effects += self.machine.handle(event, now)
+                    release = True
             snapshot = json.dumps(self.machine.snapshot())
             reading = None
             if any(isinstance(e, TransactionStarted | TransactionStopped) for e in effects):
@@ -239,11 +271,31 @@ class ConnectorController:
                 log.critical("storage failed while handling an event", extra={
                     "connector": self.id, "db": str(self._db.path), "error": str(exc)})
                 raise
+            self._persisted = snapshot
             self.inoperative_by = holds
+            lock_failure: str | None = None  # why the last LockCable of this step failed
+            lock_moved = False
+            if release:  # the lock may be half-way: give the plug free; this clears nothing (the lock failed its job)
+                await self._drive_lock(False)
             if not effects:
                 return effects
             for effect in effects:
+                if isinstance(effect, LockCable) and effect.locked and prelocked:
+                    continue  # driven (and confirmed) before the step was recorded
+                if lock_failure is not None and _powers_up(effect):
+                    log.warning("not energizing: the cable lock failed", extra={
+                        "connector": self.id, "effect": type(effect).__name__})
+                    continue
+                if isinstance(effect, LockCable):
+                    lock_failure = await self._drive_lock(effect.locked)
+                    lock_moved = lock_failure is None
+                    if lock_failure is not None and not effect.locked:
+                        effects = [UnlockResult(UnlockStatus.UNLOCK_FAILED)
+                                   if isinstance(e, UnlockResult) and e.status is UnlockStatus.UNLOCKED else e
+                                   for e in effects]
+                    continue
                 await self._perform(effect)
+            self._settle_lock_fault(lock_failure, lock_moved)
             for observer in self.observers:
                 try:
                     await observer.notify(self, effects)
@@ -277,6 +329,13 @@ class ConnectorController:
                         self._unplugged.set()
                 elif isinstance(ev, ContactorChanged):
                     self.view.contactor_closed = ev.closed
+                elif isinstance(ev, LockChanged):
+                    self.view.lock_state = ev.state
+                    if ev.state is LockState.FAULT and not self._lock_busy and self.machine.cable_locked:
+                        # the lock let go while it should hold the cable (forced, or its feedback failed)
+                        await self.handle(FaultRaised(FaultCode.CONNECTOR_LOCK_FAILURE,
+                                                      "the cable lock reports a fault while locked",
+                                                      source=self._lock_source, blocking=True))
                 elif isinstance(ev, DeviceFault):
                     # a board we cannot talk to cannot be trusted to keep power safe: always blocking
                     blocking = True if ev.code is FaultCode.LINK_LOST else None
@@ -317,6 +376,43 @@ class ConnectorController:
 
     # --- effects out ----------------------------------------------------------------------------
 
+    @property
+    def _lock_source(self) -> str:
+        return f"lock:{self.hw.board.name}"
+
+    async def _drive_lock(self, locked: bool) -> str | None:
+        """Carry out ``LockCable``: command the lock and wait for its feedback. ``None`` once it is in the commanded
+        position, else why not (for the fault's detail and the log)."""
+        target = LockState.LOCKED if locked else LockState.UNLOCKED
+        self._lock_busy = True
+        state: LockState | None = None
+        try:
+            state = await self.hw.board.set_cable_lock(locked)
+            failure = None if state is target else f"cable lock not {target.value}: its feedback says {state.value}"
+        except DeviceError as exc:  # no lock on this board, or the board did not take the command
+            failure = f"cable lock not {target.value}: {exc}"
+        finally:
+            self._lock_busy = False
+        if state is not None:
+            self.view.lock_state = state
+        log.info("cable lock", extra={"connector": self.id, "locked": locked,
+                                      "feedback": None if state is None else state.value, "ok": failure is None,
+                                      "held_for_owner": self.machine.cable_held_for is not None})
+        if failure is not None:
+            log.warning("cable lock failure", extra={"connector": self.id, "error": failure})
+        return failure
+
+    def _settle_lock_fault(self, failure: str | None, moved: bool) -> None:
+        """After a step: raise CONNECTOR_LOCK_FAILURE for a lock that failed, clear it once a lock command worked.
+        As the next event (this one holds the connector's lock), in a task of the connector."""
+        active = any(f.code is FaultCode.CONNECTOR_LOCK_FAILURE for f in self.machine.faults)
+        if failure is not None and not active:
+            self._spawn(self.handle(FaultRaised(FaultCode.CONNECTOR_LOCK_FAILURE, failure, source=self._lock_source,
+                                                blocking=True)), f"connector{self.id}-lock-fault")
+        elif moved and active:
+            self._spawn(self.handle(FaultCleared(FaultCode.CONNECTOR_LOCK_FAILURE, source=self._lock_source)),
+                        f"connector{self.id}-lock-fault")
+
     async def _perform(self, effect: Effect) -> None:
         board = self.hw.board
         try:
@@ -326,10 +422,6 @@ class ConnectorController:
             elif isinstance(effect, AllowPower):
                 self.view.power_allowed = effect.on
                 await board.allow_power(effect.on)
-            elif isinstance(effect, LockCable):
-                # no lock actuator in the HAL yet: the machine's decision is logged for the technician
-                log.info("cable lock", extra={"connector": self.id, "locked": effect.locked,
-                                              "held_for_owner": self.machine.cable_held_for is not None})
             elif isinstance(effect, StartTimer):
                 self._start_timer(effect.name.value, effect.seconds)
             elif isinstance(effect, CancelTimer):
@@ -363,7 +455,19 @@ class ConnectorController:
                 "transaction": None if tx is None else tx.local_id, "offered_amps": self.view.offered_amps,
                 "power_allowed": self.view.power_allowed, "contactor_closed": self.view.contactor_closed,
                 "cable_locked": m.cable_locked, "cable_held_for_owner": m.cable_held_for is not None,
+                "lock_feedback": None if self.view.lock_state is None else self.view.lock_state.value,
                 "reservation": None if m.reservation is None else m.reservation.reservation_id}
+
+
+def _starts_locked(effects: list[Effect]) -> bool:
+    """The step starts a transaction and locks the cable for it: the lock is driven before the step is recorded."""
+    return (any(isinstance(e, TransactionStarted) for e in effects)
+            and any(isinstance(e, LockCable) and e.locked for e in effects))
+
+
+def _powers_up(effect: Effect) -> bool:
+    """Effects that would let energy flow: skipped after a failed cable lock in the same step."""
+    return (isinstance(effect, AllowPower) and effect.on) or (isinstance(effect, OfferCurrent) and effect.amps > 0)
 
 
 def restart_pending(db: Database) -> bool:

@@ -30,6 +30,8 @@ import websockets
 from firmware.config import AgentConfig
 from firmware.hardware import build_hardware
 from firmware.ocpp.link import LinkRefused, OcppLink, charge_point_url
+from firmware.ocpp.security_profile import link_settings
+from firmware.security.tls import TlsSetupError, classify_failure
 from hal.interfaces import EnergyMeter, EvseBoard, IdReader
 from hal.pn532.driver import Pn532Reader
 
@@ -130,7 +132,12 @@ async def _reader(reader: IdReader) -> str:
 
 async def _csms(config: AgentConfig, timeout_s: float) -> str:
     assert config.ocpp is not None
-    link = OcppLink(config.ocpp.csms_url, config.charge_point_id, "ocpp1.6", password=config.ocpp.password,
+    o = config.ocpp
+    try:
+        settings = link_settings(o, o.security_profile, o.password)
+    except TlsSetupError as exc:
+        raise RuntimeError(str(exc)) from None
+    link = OcppLink(o.csms_url, config.charge_point_id, "ocpp1.6", settings=lambda: settings,
                     open_timeout_s=timeout_s)
     try:
         agreed = await link.probe()
@@ -141,9 +148,12 @@ async def _csms(config: AgentConfig, timeout_s: float) -> str:
     except LinkRefused as exc:
         raise RuntimeError(str(exc)) from None
     except OSError as exc:
+        failure = classify_failure(exc, over_tls=settings.ssl_context is not None)
+        if failure is not None:
+            raise RuntimeError(f"TLS refused: {failure.event or 'handshake failed'}: {failure.detail}") from None
         raise RuntimeError(f"cannot connect: {exc.strerror or exc} (check the URL and the network)") from None
-    auth = "basic auth" if config.ocpp.password else "no auth"
-    return f"WebSocket connected ({agreed}, {auth})"
+    auth = "basic auth" if settings.password else "no auth"
+    return f"WebSocket connected ({agreed}, {settings.label}, {auth})"
 
 
 async def _fail(message: str) -> str:

@@ -93,9 +93,12 @@ class RetryPolicy:
 class OutboxDelivery:
     """Sends the outbox head, one message at a time, while a connection is up (``run`` per connection)."""
 
-    def __init__(self, outbox: Outbox, policy: Callable[[], RetryPolicy], adapter: OutboxAdapter) -> None:
-        """``policy`` is read at each failure (the keys may change)."""
+    def __init__(self, outbox: Outbox, policy: Callable[[], RetryPolicy], adapter: OutboxAdapter, *,
+                 retried: frozenset[str] = frozenset()) -> None:
+        """``policy`` is read at each failure (the keys may change). ``retried``: actions retried by the policy
+        like a transaction's messages although they belong to none (1.6: SecurityEventNotification)."""
         self.outbox = outbox
+        self._retried = retried
         self._policy = policy
         self._adapter = adapter
         self._wake = asyncio.Event()
@@ -179,7 +182,8 @@ class OutboxDelivery:
     def _failed(self, msg: OutboxMessage, exc: Exception) -> None:
         """The CSMS failed to process the message (§4.10): retry per the policy, or give it up."""
         failures = msg.attempts + 1  # the row's count: this worker is the outbox's only consumer
-        wait = self._policy().wait_before_retry(failures) if msg.transaction_related else None
+        retried = msg.transaction_related or msg.action in self._retried
+        wait = self._policy().wait_before_retry(failures) if retried else None
         if wait is None:
             total = self.outbox.discard(msg.seq)
             log.error("CSMS failed to process a queued message; discarded", extra={

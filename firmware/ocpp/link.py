@@ -6,12 +6,16 @@ password is configured (security profile 1/2), detects a stale link with WebSock
 (WebSocketPingInterval, applied to the open connection when it changes: a ping unanswered for one interval closes
 the connection), and reconnects with
 exponential back-off and jitter so that a fleet of chargers does not hammer a CSMS that has just come back.
+
+The back-off is not reset by a successful handshake: a CSMS that accepts the WebSocket and closes it at once
+(or refuses our BootNotification) would otherwise be hit about once a second forever. It grows across such
+short connections and is reset only by a connection that the session has marked as accepted
+(:meth:`OcppLink.mark_accepted`, after BootNotification) and that then stayed up for ``stable_after_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import random
 import ssl
@@ -22,6 +26,8 @@ from urllib.parse import quote
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.protocol import State
+
+from firmware.security.authorization_key import basic_auth_header
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +61,19 @@ def charge_point_url(base_url: str, identity: str) -> str:
     return f"{base_url.rstrip('/')}/{quote(identity, safe='')}"
 
 
-def basic_auth_header(identity: str, password: str) -> str:
-    token = base64.b64encode(f"{identity}:{password}".encode()).decode("ascii")
-    return f"Basic {token}"
+@dataclass(frozen=True)
+class LinkSettings:
+    """What one connection attempt uses: chosen afresh for each attempt, so a new AuthorizationKey or security
+    profile applies from the next connection. ``password``: the AuthorizationKey (Basic auth, profiles 1/2)."""
+
+    base_url: str
+    password: str | None = None
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
+    label: str = ""  # for logs, e.g. "security profile 2"
+
+    def __repr__(self) -> str:  # never the key
+        return f"LinkSettings(base_url={self.base_url!r}, password={'***' if self.password else None}, " \
+               f"tls={self.ssl_context is not None}, label={self.label!r})"
 
 
 class LinkRefused(Exception):
@@ -72,23 +88,33 @@ class OcppLink:
     def __init__(self, base_url: str, identity: str, subprotocol: str, *, password: str | None = None,
                  backoff: Backoff | None = None, ping_interval_s: float | None = 60.0,
                  open_timeout_s: float = 10.0, close_timeout_s: float = 2.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
-        self.url = charge_point_url(base_url, identity)
+                 ssl_context: ssl.SSLContext | None = None, stable_after_s: float = 60.0,
+                 settings: Callable[[], LinkSettings] | None = None,
+                 on_attempt_failed: Callable[[BaseException], None] | None = None) -> None:
+        """``stable_after_s``: how long a connection must stay up after :meth:`mark_accepted` before its end
+        resets the back-off. ``settings``: asked before each attempt (default: ``base_url``, ``password`` and
+        ``ssl_context`` as given); ``on_attempt_failed(exc)``: told of each failed attempt (the adapter turns
+        a TLS failure into a security event)."""
         self.identity = identity
         self.subprotocol = subprotocol
-        self._password = password
+        fixed = LinkSettings(base_url, password, ssl_context)
+        self._settings = settings or (lambda: fixed)
+        self.url = charge_point_url(base_url, identity)
+        self._on_attempt_failed = on_attempt_failed
         self.backoff = backoff or Backoff()
         self.ping_interval_s = ping_interval_s
         self.open_timeout_s = open_timeout_s
         # How long a close waits for the peer's close frame. A stale link (pings unanswered, a CALL unanswered)
         # will never send one: waiting websockets' default 10 s would only delay the reconnect.
         self.close_timeout_s = close_timeout_s
-        self.ssl_context = ssl_context
+        self.stable_after_s = stable_after_s
+        self._accepted_at: float | None = None  # loop time the current connection was accepted
+        self._conn: ClientConnection | None = None  # the connection open now
+        self._reconnect_now = False
         self.connected = asyncio.Event()
         self.connections = 0  # successful connections so far
         self.failures = 0  # failed connection attempts so far
         self.session_failures = 0  # sessions that ended with an exception of ours (each logged with its traceback)
-        self._conn: ClientConnection | None = None  # the connection open now
 
     def set_ping_interval(self, seconds: float) -> None:
         """WebSocketPingInterval changed (0 disables pings): it applies to the connection open now, whose keep-alive
@@ -105,20 +131,52 @@ class OcppLink:
         if conn.state is State.OPEN:
             conn.start_keepalive()
 
+    def mark_accepted(self) -> None:
+        """The session on the current connection is accepted by the CSMS (BootNotification Accepted, or a
+        reconnect after one): from now on, staying up ``stable_after_s`` makes the connection count as stable."""
+        if self._accepted_at is None:
+            self._accepted_at = asyncio.get_running_loop().time()
+
+    def _was_stable(self) -> bool:
+        accepted = self._accepted_at
+        return accepted is not None and asyncio.get_running_loop().time() - accepted >= self.stable_after_s
+
+    async def reconnect(self) -> None:
+        """Close the current connection and connect again at once, with fresh :class:`LinkSettings` (a new
+        AuthorizationKey or security profile: TC_073, TC_083)."""
+        self._reconnect_now = True
+        conn = self._conn
+        if conn is not None:
+            await conn.close(1000, "reconnecting with new credentials")
+
     async def _open(self) -> ClientConnection:
+        settings = self._settings()
+        self.url = charge_point_url(settings.base_url, self.identity)
         headers = {}
-        if self._password is not None:
-            headers["Authorization"] = basic_auth_header(self.identity, self._password)
+        if settings.password is not None:
+            headers["Authorization"] = basic_auth_header(self.identity, settings.password)
         conn = await connect(
             self.url, subprotocols=[self.subprotocol],  # type: ignore[list-item]
             additional_headers=headers, open_timeout=self.open_timeout_s,
             ping_interval=self.ping_interval_s, ping_timeout=self.ping_interval_s, close_timeout=self.close_timeout_s,
-            ssl=self.ssl_context, max_size=MAX_WEBSOCKET_FRAME, compression=None,
+            ssl=settings.ssl_context if self.url.startswith("wss://") else None, max_size=MAX_WEBSOCKET_FRAME,
+            compression=None,
         )
         if conn.subprotocol != self.subprotocol:
             await conn.close()
             raise LinkRefused(f"CSMS did not agree to subprotocol {self.subprotocol} (got {conn.subprotocol})")
         return conn
+
+    def peer_certificate(self) -> bytes | None:
+        """The CSMS's certificate (DER) on the current connection, if it is over TLS."""
+        conn = self._conn
+        sslobj = conn.transport.get_extra_info("ssl_object") if conn is not None else None
+        return sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+
+    async def open_connection(self) -> ClientConnection:
+        """One connection attempt with the current settings, without the reconnect loop (self-test, benchmarks).
+        Raises what a failed attempt raises in :meth:`run`."""
+        return await self._open()
 
     async def probe(self) -> str:
         """Open one connection and close it again (the self-test); returns the agreed subprotocol.
@@ -135,13 +193,16 @@ class OcppLink:
                 conn = await self._open()
             except (OSError, TimeoutError, websockets.exceptions.WebSocketException, LinkRefused) as exc:
                 self.failures += 1
+                if self._on_attempt_failed is not None:
+                    self._on_attempt_failed(exc)
                 delay = self.backoff.next_delay()
                 log.warning("CSMS connection failed", extra={"url": self.url, "error": str(exc) or type(exc).__name__,
                                                              "retry_in_s": round(delay, 2)})
                 await asyncio.sleep(delay)
                 continue
             self.connections += 1
-            self.backoff.reset()
+            self._accepted_at = None
+            self._reconnect_now = False  # asked for before this connection: it already has the new settings
             self._conn = conn
             self.connected.set()
             log.info("CSMS connected", extra={"url": self.url, "subprotocol": conn.subprotocol})
@@ -157,6 +218,14 @@ class OcppLink:
                 self.connected.clear()
                 self._conn = None
                 await conn.close()
+            stable = self._was_stable()
+            self._accepted_at = None
+            if stable:
+                self.backoff.reset()
+            if self._reconnect_now:  # asked for (new credentials): no back-off, this is not the CSMS failing
+                self._reconnect_now = False
+                log.info("reconnecting to CSMS with new settings")
+                continue
             delay = self.backoff.next_delay()
-            log.info("reconnecting to CSMS", extra={"retry_in_s": round(delay, 2)})
+            log.info("reconnecting to CSMS", extra={"retry_in_s": round(delay, 2), "after_stable_connection": stable})
             await asyncio.sleep(delay)

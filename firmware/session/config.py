@@ -23,6 +23,7 @@ DEFAULT_BLOCKING_FAULTS: frozenset[FaultCode] = frozenset({
     FaultCode.CONTACTOR_WELDED,
     FaultCode.CONTACTOR_FAILED_TO_CLOSE,
     FaultCode.VENTILATION_REQUIRED,
+    FaultCode.CONNECTOR_LOCK_FAILURE,
     FaultCode.DEVICE_ERROR,
 })
 
@@ -44,8 +45,13 @@ class SessionConfig:
     #: Unlock during a transaction: 1.6 stops it with reason UnlockCommand and unlocks (True);
     #: 2.0.1 (F05.FR.02) refuses with OngoingAuthorizedTransaction (False).
     unlock_stops_transaction: bool = True
-    #: The socket has a cable lock actuator (False: tethered cable, unlock is NotSupported).
+    #: The socket has a cable lock actuator (False: a tethered cable or a socket without a lock; unlock is
+    #: NotSupported). The agent sets it from the connector's ``cable`` setting (docs/configuration.md).
     cable_lock: bool = True
+    #: 1.6 ``UnlockConnectorOnEVSideDisconnect`` / 2.0.1 ``TxCtrlr.UnlockOnEVSideDisconnect``: when the EV
+    #: unplugs and that ends the transaction, open the lock (True) or keep the cable locked for its owner
+    #: (False: the owner's id or an unlock command releases it, as after a DeAuthorized stop).
+    unlock_on_ev_side_disconnect: bool = True
     #: Charging without authorization means (1.6 §4.9 A3): plugging in starts a transaction for
     #: this id token at once. ``None``: every transaction needs an authorized id. A configured 1.6
     #: idTag is ``IdToken(tag, Local)`` (the station's own id); 2.0.1 has ``NoAuthorization`` with "".

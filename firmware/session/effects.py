@@ -70,6 +70,7 @@ class RefusalReason(StrEnum):
 
 class UnlockStatus(StrEnum):
     UNLOCKED = "Unlocked"  # unlock commanded; the executor reports UnlockFailed if the actuator fails
+    UNLOCK_FAILED = "UnlockFailed"  # never emitted by the machine: the executor's verdict on the lock's feedback
     NOT_SUPPORTED = "NotSupported"  # tethered cable
     ONGOING_TRANSACTION = "OngoingAuthorizedTransaction"  # 2.0.1 behaviour, unlock_stops_transaction off
 

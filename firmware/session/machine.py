@@ -624,7 +624,12 @@ class SessionMachine:
             if not self.config.stop_transaction_on_ev_side_disconnect:
                 self._goto(self._tx_status())  # transaction goes on, suspended, cable stays locked
                 return
+            owner = c.transaction.id_token if c.transaction is not None else None
             self._stop_transaction(StopReason.EV_DISCONNECTED, Trigger.EV_COMMUNICATION_LOST)
+            if self.config.cable_lock and not self.config.unlock_on_ev_side_disconnect:
+                # UnlockConnectorOnEVSideDisconnect false: the cable stays locked in the socket until its owner's
+                # id (or an unlock command) releases it, as after a DeAuthorized stop (Finishing until then)
+                c.cable_held_for = owner
             if self.config.cable_lock:
                 # our socket may still hold the cable: §4.9 says report Finishing; we cannot sense
                 # the plug, so the user action counts as done at once (F1)
@@ -1077,7 +1082,8 @@ _TRANSACTION_ROWS: dict[type[Any], Transition] = {
                      "C4/D3: B<->C/D pauses/resumes (status only: the permission stays, the board switches "
                      "the contactor); A: stop (EVDisconnected) -> "
                      "Finishing/Available (C1/C6), or stay SuspendedEV if StopTransactionOnEVSideDisconnect "
-                     "is off", *_TX, *_ENDED),
+                     "is off; with UnlockConnectorOnEVSideDisconnect off the cable stays locked for its owner "
+                     "(Finishing until released)", *_TX, *_ENDED),
     CardPresented: _t(_M._on_tap_transaction,
                       "same id: stop (Local) (C6); other id: authorize it to compare groups, or refuse",
                       *_ENDED),

@@ -192,9 +192,12 @@ class Outbox:
             if not damaged or limit is None or not rows:
                 return out
 
-    def count(self) -> int:
+    def count(self, action: str | None = None) -> int:
+        """Messages queued (of one ``action``)."""
         with self.db.read() as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            if action is None:
+                return int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            return int(conn.execute("SELECT COUNT(*) FROM outbox WHERE action = ?", (action,)).fetchone()[0])
 
     def stats(self) -> OutboxStats:
         with self.db.transaction():

@@ -30,10 +30,15 @@ PUBLISH_TIMEOUT_S = 5.0
 
 
 def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
-    """mqtts: verify the broker against ``ca_file`` (or the system's CAs), hostname included."""
+    """mqtts: verify the broker against ``ca_file`` (or the system's CAs), hostname included; TLS 1.2 or later;
+    with ``client_cert``/``client_key`` the charger proves itself with its certificate (mutual TLS)."""
     if not config.tls:
         return None
-    return ssl.create_default_context(cafile=config.ca_file)
+    ctx = ssl.create_default_context(cafile=config.ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if config.client_cert is not None:
+        ctx.load_cert_chain(config.client_cert, config.client_key)
+    return ctx
 
 
 class MqttLink:

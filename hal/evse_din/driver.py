@@ -15,6 +15,9 @@ How the :class:`~hal.interfaces.EvseBoard` operations map onto the board:
   On this board no PWM is generated while power is denied, so a real EV (which waits for PWM before
   going to C) reaches C only after ``allow_power(True)``.
 * ``set_unavailable(b)``: configuration bit "disable EVSE" (2005 bit 14), read-modify-write.
+* ``set_cable_lock``: not supported. The EVSE-DIN has no lock actuator output and no lock feedback input (its
+  register map has neither), so ``lock_supported`` is False and ``set_cable_lock`` raises
+  :class:`~hal.interfaces.LockUnsupportedError`; the configuration refuses ``cable = "socket_with_lock"`` on it.
 
 The registers and their decoding are in :mod:`hal.evse_din.codec`; this module is the polling driver
 :class:`EvseDinBoard`.
@@ -54,6 +57,8 @@ from hal.interfaces import (
     DeviceError,
     FaultCode,
     LinkStats,
+    LockState,
+    LockUnsupportedError,
     PilotChanged,
     PilotState,
 )
@@ -176,6 +181,18 @@ class EvseDinBoard:
             except EvseDinError:
                 self._power_allowed = previous
                 raise
+
+    @property
+    def lock_supported(self) -> bool:
+        return False  # no lock output or feedback in the EVSE-DIN's registers
+
+    @property
+    def lock_state(self) -> LockState | None:
+        return None
+
+    async def set_cable_lock(self, locked: bool) -> LockState:
+        raise LockUnsupportedError(f"{self.name}: the EVSE-DIN board has no cable lock actuator; configure this "
+                                   "connector as a socket without a lock or a tethered cable")
 
     async def set_unavailable(self, unavailable: bool) -> None:
         """Set/clear "disable EVSE" (2005 bit 14; bit 13 "disable after charge" is cleared as well).

@@ -43,6 +43,9 @@ from hal.interfaces import (
     DeviceError,
     FaultCode,
     LinkStats,
+    LockChanged,
+    LockState,
+    LockUnsupportedError,
     PilotChanged,
     PilotState,
 )
@@ -56,6 +59,7 @@ from hal.ioboard.messages import (
     Ack,
     AllowContactor,
     BoardHello,
+    Capability,
     ClearFaults,
     FaultBit,
     HostHello,
@@ -69,6 +73,7 @@ from hal.ioboard.messages import (
     PwmMode,
     RequestState,
     Reset,
+    SetLock,
     SetPwm,
     StateReport,
     decode_message,
@@ -84,6 +89,9 @@ MAX_ATTEMPTS = 4  # transmissions of one command before giving up
 HELLO_REPLY_TIMEOUT_S = 0.5  # BOARD_HELLO follows the ACK of HOST_HELLO at once
 MAX_TX_BACKLOG = 16 * 1024  # bytes queued for a stalled port before we drop them
 HOST_NAME = "evse-agent"
+#: How long set_cable_lock waits for the lock's feedback to settle: the board's T_lock (at most 1 s, spec §5)
+#: plus its report after the change, with room for a busy host.
+LOCK_SETTLE_S = 2.0
 
 _BIT_FAULTS: dict[FaultBit, tuple[FaultCode, str]] = {
     FaultBit.RCD_TRIP: (FaultCode.RCD_TRIP, "residual current detected"),
@@ -109,12 +117,16 @@ def faults_by_code(bits: FaultBit) -> dict[FaultCode, frozenset[str]]:
     return {code: frozenset(details) for code, details in active.items()}
 
 
-def contactor_expected(report: StateReport, permission: bool) -> bool:
+def contactor_expected(report: StateReport, permission: bool, lock_wanted: bool | None = None) -> bool:
     """Whether the board's contactor should be closed (spec B7/B8): state C2/D2 — it holds the permission,
-    the PWM runs, the pilot is C or D and no blocking fault is active. The commanded side of contactor
-    supervision. In C1/D1 (PWM stopped, EV still in C/D) the board keeps a closed contactor for at most
-    T_c1 while the EV goes to B, and closes none: its coil output says which, and is what to expect."""
+    the PWM runs, the pilot is C or D and no blocking fault is active — and, once the host drives the cable
+    lock (``lock_wanted`` not None: its last SET_LOCK), the lock is asked for and reports LOCKED (B16). The
+    commanded side of contactor supervision. In C1/D1 (PWM stopped, EV still in C/D) the board keeps a closed
+    contactor for at most T_c1 while the EV goes to B, and closes none: its coil output says which, and is what
+    to expect."""
     if not (permission and report.pilot in (PilotState.C, PilotState.D) and not report.faults & BLOCKING_FAULTS):
+        return False
+    if lock_wanted is not None and not (lock_wanted and report.lock is LockState.LOCKED):
         return False
     if report.pwm_mode is PwmMode.PWM:
         return True
@@ -176,6 +188,10 @@ class IoBoard:
         self._permission = False
         self._supervise_wake = asyncio.Event()  # something the supervise loop checks has changed
         self._board_permission_value: bool | None = False
+        # The cable lock: what the firmware last asked for (None: never; re-sent on re-sync) and the feedback.
+        self._lock_wanted: bool | None = None
+        self._lock_state: LockState | None = None
+        self._lock_moved = asyncio.Event()  # a STATE brought a new lock feedback
         self._last_rx = 0.0
         self._last_board_seq: int | None = None
         self._started = False
@@ -218,6 +234,15 @@ class IoBoard:
         """The permission to energize as the firmware last granted it, unless a blocking fault has
         made the board drop it since (then the firmware has to grant it again)."""
         return self._permission
+
+    @property
+    def lock_supported(self) -> bool:
+        """The board announced a cable lock with feedback (capability CABLE_LOCK, protocol 1.1)."""
+        return self._hello is not None and bool(self._hello.capabilities & Capability.CABLE_LOCK)
+
+    @property
+    def lock_state(self) -> LockState | None:
+        return self._lock_state
 
     async def start(self) -> None:
         """Open the port, handshake (version check) and read the first STATE; raises DeviceError."""
@@ -286,6 +311,28 @@ class IoBoard:
                 elif on:  # refused: the command had no effect, nothing is granted
                     self._permission = False
                 raise
+
+    async def set_cable_lock(self, locked: bool) -> LockState:
+        """SET_LOCK, then a fresh STATE (the feedback after the command), then wait up to LOCK_SETTLE_S for the
+        feedback to reach the commanded position or FAULT (the board gives up after its T_lock). The firmware's
+        wish is kept and re-sent after a board restart, like the permission."""
+        if not self.lock_supported:
+            raise LockUnsupportedError(f"{self.name}: the I/O board on {self.port} has no cable lock (no CABLE_LOCK "
+                                       "capability in its BOARD_HELLO)")
+        target = LockState.LOCKED if locked else LockState.UNLOCKED
+        async with self._lock:
+            self._lock_wanted = locked
+            await self._command_locked(SetLock(locked))
+            await self._request_state_locked()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LOCK_SETTLE_S):
+                while self._lock_state not in (target, LockState.FAULT):
+                    self._lock_moved.clear()
+                    await self._lock_moved.wait()
+        state = self._lock_state or LockState.MOVING
+        if state is not target:
+            logger.warning("%s: cable lock did not reach %s: feedback %s", self.name, target.value, state.value)
+        return state
 
     # --- extras beyond EvseBoard --------------------------------------------------------------------
 
@@ -486,6 +533,8 @@ class IoBoard:
                     if hello or (self._state is not None and self._state.faults & FaultBit.HOST_TIMEOUT):
                         await self._command_locked(ClearFaults(FaultBit.HOST_TIMEOUT))
                     await self._command_locked(pwm_for(self._offered_amps, self._unavailable))
+                    if self._lock_wanted is not None and self.lock_supported:  # before the permission (B16)
+                        await self._command_locked(SetLock(self._lock_wanted))
                     await self._restore_permission_locked()
                 logger.info("%s: I/O board re-synchronised%s (permission to energize %s)", self.name,
                             " after its restart" if hello else "", "granted" if self._permission else "withheld")
@@ -604,6 +653,11 @@ class IoBoard:
         if report.contactor_fb != self._contactor_closed:
             self._contactor_closed = report.contactor_fb
             self.events.publish(ContactorChanged(self.name, report.contactor_fb))
+        if report.lock != self._lock_state:
+            self._lock_state = report.lock
+            self._lock_moved.set()
+            if report.lock is not None:
+                self.events.publish(LockChanged(self.name, report.lock))
         self._update_faults(report.faults)
         self._track_permission(report.faults)
         self._supervise(time.monotonic(), report)
@@ -627,7 +681,8 @@ class IoBoard:
     def _supervise(self, now: float, report: StateReport) -> None:
         """Mirror contact against the state the board should be in (unknown permission: its coil)."""
         permission = self._board_permission
-        expected = report.contactor_cmd if permission is None else contactor_expected(report, permission)
+        expected = (report.contactor_cmd if permission is None
+                    else contactor_expected(report, permission, self._lock_wanted))
         for verdict in self._supervisor.update(now, expected, report.contactor_fb):
             if verdict.active:
                 detail = (f"mirror contact {'closed' if report.contactor_fb else 'open'} for over "

@@ -20,11 +20,11 @@ from typing import Any, TypeGuard, TypeVar
 import cbor2
 
 from hal.bounded_repr import bounded_repr
-from hal.interfaces import PilotState
+from hal.interfaces import LockState, PilotState
 from hal.ioboard.codec import MAX_PAYLOAD_LEN
 
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 0
+PROTOCOL_MINOR = 1  # 1.1: cable lock (SET_LOCK, STATE key 9, capability CABLE_LOCK)
 
 SEQ_MODULO = 256  # sequence numbers are 0..255 and wrap
 
@@ -53,6 +53,7 @@ class MsgType(IntEnum):
     REQUEST_STATE = 5
     CLEAR_FAULTS = 6
     RESET = 7
+    SET_LOCK = 8  # 1.1
     BOARD_HELLO = 16
     STATE = 17
     ACK = 18
@@ -95,6 +96,7 @@ class Capability(IntFlag):
     MIRROR_CONTACT = 1 << 2  # contactor auxiliary (mirror) contact wired
     DIODE_CHECK = 1 << 3  # checks the EV diode on the negative PWM half
     VENTILATION = 1 << 4  # can supply ventilation (state D allowed)
+    CABLE_LOCK = 1 << 5  # 1.1: a cable lock actuator with a position feedback (SET_LOCK, STATE key 9)
 
 
 class NackReason(IntEnum):
@@ -108,6 +110,7 @@ class NackReason(IntEnum):
     VERSION_MISMATCH = 5  # HOST_HELLO with a major version the board does not speak
     PILOT_STATE = 6  # reserved: a 1.0 draft refused ALLOW_CONTACTOR outside C/D; not sent by 1.0 boards
     FAULT_ACTIVE = 7  # a blocking fault forbids the command
+    UNSUPPORTED = 8  # 1.1: a known command the board has no hardware for (SET_LOCK without CABLE_LOCK)
 
 
 class ResetReason(IntEnum):
@@ -131,6 +134,9 @@ E = TypeVar("E", bound=IntEnum)
 
 PILOT_CODES: dict[int, PilotState] = dict(enumerate(PilotState))  # 0=A .. 5=F
 PILOT_VALUES: dict[PilotState, int] = {s: i for i, s in PILOT_CODES.items()}
+LOCK_CODES: dict[int, LockState] = {0: LockState.UNLOCKED, 1: LockState.LOCKED, 2: LockState.MOVING,
+                                    3: LockState.FAULT}  # STATE key 9
+LOCK_VALUES: dict[LockState, int] = {s: i for i, s in LOCK_CODES.items()}
 
 
 class MessageError(ValueError):
@@ -196,6 +202,14 @@ class AllowContactor:
 
 
 @dataclass(frozen=True)
+class SetLock:
+    """Host -> board (1.1): drive the cable lock to ``locked``; the board reports the feedback in STATE
+    key 9 (MOVING, then LOCKED/UNLOCKED, or FAULT when it did not get there within T_lock)."""
+
+    locked: bool
+
+
+@dataclass(frozen=True)
 class RequestState:
     """Host -> board: send a STATE report now (after the ACK)."""
 
@@ -246,6 +260,7 @@ class StateReport:
     contactor_fb: bool  # mirror contact says closed
     faults: FaultBit = NO_FAULTS
     temperature_dc: int | None = None  # 0.1 degC, absent without sensor
+    lock: LockState | None = None  # 1.1: the cable lock's feedback, absent without CABLE_LOCK
 
     def __post_init__(self) -> None:
         if self.pwm_mode is PwmMode.PWM:
@@ -297,7 +312,7 @@ class Log:
         _check_text("text", self.text)
 
 
-HostMessage = HostHello | Keepalive | SetPwm | AllowContactor | RequestState | ClearFaults | Reset
+HostMessage = HostHello | Keepalive | SetPwm | AllowContactor | RequestState | ClearFaults | Reset | SetLock
 BoardMessage = BoardHello | StateReport | Ack | Nack | Log
 Message = HostMessage | BoardMessage
 
@@ -357,6 +372,8 @@ def _body(msg: Message) -> tuple[MsgType, dict[int, Any]]:
             return MsgType.CLEAR_FAULTS, {2: int(msg.mask)}
         case Reset():
             return MsgType.RESET, {}
+        case SetLock():
+            return MsgType.SET_LOCK, {2: msg.locked}
         case BoardHello():
             return MsgType.BOARD_HELLO, {
                 2: msg.proto_major, 3: msg.proto_minor, 4: msg.firmware_version, 5: msg.hardware_revision,
@@ -370,6 +387,8 @@ def _body(msg: Message) -> tuple[MsgType, dict[int, Any]]:
             body |= {5: msg.contactor_cmd, 6: msg.contactor_fb, 7: int(msg.faults)}
             if msg.temperature_dc is not None:
                 body[8] = msg.temperature_dc
+            if msg.lock is not None:
+                body[9] = LOCK_VALUES[msg.lock]
             return MsgType.STATE, body
         case Ack():
             return MsgType.ACK, {2: msg.ack_seq}
@@ -463,6 +482,8 @@ def _parse(kind: MsgType, m: dict[Any, Any]) -> Message:
             return ClearFaults(FaultBit(_uint(m, 2)))
         case MsgType.RESET:
             return Reset()
+        case MsgType.SET_LOCK:
+            return SetLock(_bool(m, 2))
         case MsgType.BOARD_HELLO:
             return BoardHello(_uint(m, 2), _uint(m, 3), _text(m, 4), _text(m, 5), Capability(_uint(m, 6)),
                               _uint(m, 7), _uint(m, 8), _lenient_enum(ResetReason, m, 9, ResetReason.OTHER))
@@ -473,8 +494,14 @@ def _parse(kind: MsgType, m: dict[Any, Any]) -> Message:
             mode = _enum(PwmMode, m, 3)
             duty = _uint(m, 4) if mode is PwmMode.PWM else None
             temp = _int(m, 8) if 8 in m else None
+            lock = None
+            if 9 in m:
+                code = _uint(m, 9)
+                if code not in LOCK_CODES:
+                    raise MessageError(f"lock code {code} outside 0..3", NackReason.OUT_OF_RANGE)
+                lock = LOCK_CODES[code]
             return StateReport(PILOT_CODES[pilot], mode, duty, _bool(m, 5), _bool(m, 6), FaultBit(_uint(m, 7)),
-                               temp)
+                               temp, lock)
         case MsgType.ACK:
             return Ack(_uint(m, 2))
         case MsgType.NACK:

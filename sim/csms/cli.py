@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import signal
+import ssl
 import sys
 import tomllib
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any, TextIO
 
 from firmware.logs import setup_logging
 from sim.csms.behaviour import BehaviourError, ChargePointProfile, CsmsBehaviour
-from sim.csms.server import CallErrorReceived, CsmsError, SimulatedCsms
+from sim.csms.server import CallErrorReceived, CsmsError, SimulatedCsms, server_tls_context
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,11 @@ def add_csms_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reject-before-accepted", action="store_true",
                         help="answer SecurityError to CALLs before the charge point is Accepted")
     parser.add_argument("--response-timeout", type=float, default=10.0, help="for commands we send (s)")
+    parser.add_argument("--tls-cert", type=Path, metavar="FILE",
+                        help="serve wss:// with this certificate (PEM; with --tls-key): security profiles 2 and 3")
+    parser.add_argument("--tls-key", type=Path, metavar="FILE", help="the TLS certificate's private key (PEM)")
+    parser.add_argument("--client-ca", type=Path, metavar="FILE",
+                        help="with --tls-cert: require a client certificate issued by this CA (profile 3)")
     parser.add_argument("--stdin-commands", action="store_true",
                         help="read JSON commands from stdin, answer on stdout")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -95,8 +101,19 @@ async def run_csms(args: argparse.Namespace, stop: asyncio.Event | None = None,
     except (BehaviourError, OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
         print(f"csms configuration error: {args.config or 'command line'}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if (args.tls_cert is None) != (args.tls_key is None) or (args.client_ca is not None and args.tls_cert is None):
+        print("csms configuration error: --tls-cert and --tls-key go together; --client-ca needs them",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        tls = server_tls_context(args.tls_cert, args.tls_key, client_ca=args.client_ca) \
+            if args.tls_cert is not None else None
+    except (OSError, ssl.SSLError) as exc:
+        print(f"csms configuration error: TLS: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     csms = SimulatedCsms(args.host, args.port, base_path=args.base_path, behaviour=behaviour,
-                         transcript_path=args.transcript, response_timeout_s=args.response_timeout)
+                         transcript_path=args.transcript, response_timeout_s=args.response_timeout,
+                         ssl_context=tls)
     try:
         await csms.start()
     except OSError as exc:

@@ -142,6 +142,15 @@ class CentralSystemLogic:
         self.state(cp_id).firmware_status = payload["status"]
         return call_result.FirmwareStatusNotification()
 
+    def sign_certificate(self, cp_id: str, payload: dict[str, Any]) -> Any:
+        """Kept for the test or operator to sign (``state.csrs``); Accepted: the CSMS will send CertificateSigned."""
+        self.state(cp_id).csrs.append(payload["csr"])
+        return call_result.SignCertificate(status="Accepted")
+
+    def security_event_notification(self, cp_id: str, payload: dict[str, Any]) -> Any:
+        self.state(cp_id).security_events.append(dict(payload))
+        return call_result.SecurityEventNotification()
+
     def diagnostics_status_notification(self, cp_id: str, payload: dict[str, Any]) -> Any:
         self.state(cp_id).diagnostics_status = payload["status"]
         return call_result.DiagnosticsStatusNotification()

@@ -16,15 +16,19 @@ Answers to our own CALLs are matched by uniqueId.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import hmac
 import logging
+import ssl
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import quote, unquote, urlsplit
 
@@ -34,8 +38,8 @@ from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action, RegistrationStatus
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed, InvalidHeader
-from websockets.headers import build_www_authenticate_basic, parse_authorization_basic
+from websockets.exceptions import ConnectionClosed
+from websockets.headers import build_www_authenticate_basic
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
@@ -427,6 +431,28 @@ class CsmsSession(ChargePoint):  # type: ignore[misc]  # ocpp ships no type info
     def _on_firmware_status_notification(self, call_unique_id: str, **_: Any) -> Any:
         return self._csms.logic.firmware_status_notification(self.id, self._payloads[call_unique_id])
 
+    @_handles(Action.sign_certificate)
+    def _on_sign_certificate(self, call_unique_id: str, **_: Any) -> Any:
+        csr = self._payloads[call_unique_id].get("csr", "")
+        answer = self._csms.logic.sign_certificate(self.id, self._payloads[call_unique_id])
+        if self._csms.csr_signer is not None:  # after this answer: CertificateSigned, as a CSMS with a CA does
+            self._csms.spawn(self._send_signed(csr))
+        return answer
+
+    async def _send_signed(self, csr: str) -> None:
+        await asyncio.sleep(0)  # the SignCertificate.conf goes first
+        signer = self._csms.csr_signer
+        assert signer is not None
+        try:
+            chain = signer(csr)
+            await self._csms.certificate_signed(self.id, chain)
+        except (CsmsError, TimeoutError, ValueError) as exc:
+            log.warning("CertificateSigned not delivered", extra={"cp_id": self.id, "error": str(exc)})
+
+    @_handles(Action.security_event_notification)
+    def _on_security_event_notification(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.security_event_notification(self.id, self._payloads[call_unique_id])
+
     @_handles(Action.diagnostics_status_notification)
     def _on_diagnostics_status_notification(self, call_unique_id: str, **_: Any) -> Any:
         return self._csms.logic.diagnostics_status_notification(self.id, self._payloads[call_unique_id])
@@ -451,7 +477,12 @@ class SimulatedCsms:
         response_timeout_s: float = 10.0,
         ping_interval_s: float | None = 20.0,
         close_timeout_s: float = 2.0,
+        ssl_context: ssl.SSLContext | None = None,
+        csr_signer: Callable[[str], str] | None = None,
     ) -> None:
+        """``ssl_context``: serve wss:// with it (:func:`server_tls_context`: security profiles 2 and 3).
+        ``csr_signer``: set, a SignCertificate is answered by a CertificateSigned with ``csr_signer(csr)`` (the
+        harness gives it its test CA: ``sim.harness.pki.sign_csr``)."""
         if transcript is not None and transcript_path is not None:
             raise ValueError("give transcript or transcript_path, not both")
         self.behaviour = behaviour or CsmsBehaviour()
@@ -464,6 +495,8 @@ class SimulatedCsms:
         self._base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
         self._ping_interval_s = ping_interval_s
         self._close_timeout_s = close_timeout_s
+        self.ssl_context = ssl_context
+        self.csr_signer = csr_signer
         self._sessions: dict[str, CsmsSession] = {}
         self._online = True
         self._server: Server | None = None
@@ -471,12 +504,18 @@ class SimulatedCsms:
 
     # ---- lifecycle -----------------------------------------------------------------------------------
 
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A background task of the CSMS (kept until it ends)."""
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def start(self) -> None:
         self._server = await serve(
             self._handle_connection, self._host, self._port,
             subprotocols=[Subprotocol(OCPP16_SUBPROTOCOL)],
             process_request=self._process_request,
-            ping_interval=self._ping_interval_s, close_timeout=self._close_timeout_s,
+            ping_interval=self._ping_interval_s, close_timeout=self._close_timeout_s, ssl=self.ssl_context,
         )
         self._port = self._server.sockets[0].getsockname()[1]
         log.info("CSMS listening", extra={"url": self.url})
@@ -504,7 +543,8 @@ class SimulatedCsms:
     def url(self) -> str:
         """Base URL; a charge point appends ``/<identity>``."""
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"ws://{host}:{self._port}{self._base_path}"
+        scheme = "wss" if self.ssl_context is not None else "ws"
+        return f"{scheme}://{host}:{self._port}{self._base_path}"
 
     def url_for(self, cp_id: str) -> str:
         return f"{self.url}/{quote(cp_id, safe='')}"
@@ -591,6 +631,33 @@ class SimulatedCsms:
         return await self.session(cp_id).call_action(
             action, payload or {}, timeout_s=self.response_timeout_s if timeout_s is None else timeout_s,
             validate=validate)
+
+    async def install_certificate(self, cp_id: str, certificate_type: str, certificate_pem: str, *,
+                                  timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.install_certificate,
+                               {"certificateType": certificate_type, "certificate": certificate_pem},
+                               timeout_s=timeout_s)
+
+    async def certificate_signed(self, cp_id: str, certificate_chain: str, *,
+                                 timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.certificate_signed, {"certificateChain": certificate_chain},
+                               timeout_s=timeout_s)
+
+    async def extended_trigger_message(self, cp_id: str, requested_message: str, *, connector_id: int | None = None,
+                                       timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.extended_trigger_message,
+                               _compact(requestedMessage=requested_message, connectorId=connector_id),
+                               timeout_s=timeout_s)
+
+    async def get_installed_certificate_ids(self, cp_id: str, certificate_type: str, *,
+                                            timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.get_installed_certificate_ids, {"certificateType": certificate_type},
+                               timeout_s=timeout_s)
+
+    async def delete_certificate(self, cp_id: str, certificate_hash_data: dict[str, str], *,
+                                 timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.delete_certificate, {"certificateHashData": certificate_hash_data},
+                               timeout_s=timeout_s)
 
     async def remote_start_transaction(self, cp_id: str, id_tag: str, *, connector_id: int | None = None,
                                        charging_profile: dict[str, Any] | None = None,
@@ -767,7 +834,7 @@ class SimulatedCsms:
         st.connection_count += 1
         st.remote_address = _address(ws.remote_address)
         self.transcript.record(EntryKind.CONNECT, cp_id=cp_id, detail={
-            "remote": st.remote_address, "subprotocol": ws.subprotocol, "path": path})
+            "remote": st.remote_address, "subprotocol": ws.subprotocol, "path": path, **_tls_detail(ws)})
         log.info("charge point connected", extra={"cp_id": cp_id, "remote": st.remote_address,
                                                   "connections": st.connection_count})
         try:
@@ -784,18 +851,60 @@ class SimulatedCsms:
                                                          "reason": ws.close_reason})
 
 
+def server_tls_context(cert: str | Path, key: str | Path, *, client_ca: str | Path | None = None,
+                       minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+                       maximum: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED,
+                       ciphers: str | None = None) -> ssl.SSLContext:
+    """A CSMS's TLS: its certificate and key; with ``client_ca`` the charge point must present a certificate
+    issued by it (security profile 3). ``minimum``/``maximum``/``ciphers`` let a test offer what a charge point
+    must refuse: TLS 1.2 only, a cipher suite outside the whitepaper's)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version, ctx.maximum_version = minimum, maximum
+    if ciphers is not None:
+        ctx.set_ciphers(ciphers)
+    ctx.load_cert_chain(str(cert), str(key))
+    if client_ca is not None:
+        ctx.load_verify_locations(cafile=str(client_ca))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def basic_auth_password(key: str) -> bytes:
+    """OCTT TC_085: a key of 32..40 hex digits stands for the bytes it encodes; any other key for its UTF-8."""
+    if 32 <= len(key) <= 40 and len(key) % 2 == 0 and all(c in "0123456789abcdefABCDEF" for c in key):
+        return bytes.fromhex(key)
+    return key.encode("utf-8")
+
+
 def _basic_auth_problem(header: str | None, cp_id: str, password: str) -> str | None:
-    """Why HTTP Basic credentials fail security profile 1 (username = identity), or None if they pass."""
+    """Why HTTP Basic credentials fail security profile 1/2 (username = identity), or None if they pass."""
     if header is None:
         return "HTTP Basic authentication required"
     try:
-        username, given = parse_authorization_basic(header)
-    except InvalidHeader:
+        token = header.split(" ", 1)[1] if header[:6].lower() == "basic " else ""
+        user_pass = base64.b64decode(token.strip(), validate=True)
+    except (ValueError, binascii.Error):
         return "malformed Authorization header"
-    # compare both, always, so the timing does not tell which one was wrong
-    user_ok = hmac.compare_digest(username.encode("utf-8", "surrogatepass"), cp_id.encode("utf-8"))
-    pass_ok = hmac.compare_digest(given.encode("utf-8", "surrogatepass"), password.encode("utf-8"))
+    username, sep, given = user_pass.partition(b":")
+    if not token or not sep:
+        return "malformed Authorization header"
+    # compare both, always, so the timing does not tell which one was wrong; the password as bytes (it may
+    # be binary: a hex AuthorizationKey)
+    user_ok = hmac.compare_digest(username, cp_id.encode("utf-8"))
+    pass_ok = hmac.compare_digest(given, basic_auth_password(password))
     return None if user_ok and pass_ok else "invalid credentials"
+
+
+def _tls_detail(ws: ServerConnection) -> dict[str, Any]:
+    """Over wss://: the TLS version and cipher agreed, and the CN of the client certificate (profile 3)."""
+    sslobj = ws.transport.get_extra_info("ssl_object")
+    if sslobj is None:
+        return {}
+    peer = sslobj.getpeercert() or {}
+    cn = next((value for rdn in peer.get("subject", ()) for key, value in rdn if key == "commonName"), None)
+    cipher = sslobj.cipher()
+    return {"tls": sslobj.version(), "cipher": cipher[0] if cipher else None, "client_certificate": cn,
+            "client_certificate_serial": peer.get("serialNumber")}
 
 
 def _address(addr: Any) -> str | None:

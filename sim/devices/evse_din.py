@@ -98,6 +98,8 @@ class SimulatedEvseDin:
         if fault is BoardFault.OVERTEMPERATURE:
             raise ValueError("EVSE-DIN has no temperature sensor or overtemperature status bit: "
                              "OVERTEMPERATURE is not representable on this board")
+        if fault is BoardFault.LOCK_STUCK:
+            raise ValueError("EVSE-DIN has no cable lock: LOCK_STUCK is not representable on this board")
         if fault is BoardFault.SILENT:
             self.silent = active
             return

@@ -23,6 +23,7 @@ class BoardFault(StrEnum):
     WELDED = "welded"  # contactor stays closed whatever it is told
     STUCK_OPEN = "stuck_open"  # contactor never closes
     SILENT = "silent"  # the board's microcontroller stops answering on the serial line
+    LOCK_STUCK = "lock_stuck"  # the cable lock actuator does not move (jammed, motor or driver broken)
 
 
 @dataclass

@@ -8,8 +8,10 @@ when one of these ends, except that the PWM stopping (C2 -> C1) leaves the EV up
 go to B; a blocking fault, the host timeout, HOST_HELLO and a restart drop the permission, the pilot
 leaving C/D does not),
 latched and live fault bits, duplicate detection, HELLO repeated while unlinked, STATE on change
-and periodically. Physics on the EV side is kept to what the tests need: the EV's pilot state, a
-contactor with travel time and a mirror contact.
+and periodically, the cable lock (1.1: SET_LOCK, its feedback in STATE, FAULT after T_lock, no contactor
+while a commanded lock is not LOCKED — B15, B16). Physics on the EV side is kept to what the tests need: the
+EV's pilot state, a contactor with travel time and a mirror contact, a lock actuator with travel time and a
+position switch (``LOCK_STUCK``: it does not move).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 from datetime import UTC, datetime
 
 from hal.duty_cycle import duty_to_current
-from hal.interfaces import DeviceError, PilotState
+from hal.interfaces import DeviceError, LockState, PilotState
 from hal.ioboard.codec import DELIMITER, FrameDecoder, encode_frame
 from hal.ioboard.messages import (
     BLOCKING_FAULTS,
@@ -47,6 +49,7 @@ from hal.ioboard.messages import (
     RequestState,
     Reset,
     ResetReason,
+    SetLock,
     SetPwm,
     StateReport,
     decode_message,
@@ -63,6 +66,8 @@ RESET_DELAY_S = 0.01  # after the ACK of RESET
 NORMAL_TEMPERATURE_DC = 250
 HOT_TEMPERATURE_DC = 850
 CAPABILITIES = Capability.RCD | Capability.TEMPERATURE | Capability.MIRROR_CONTACT | Capability.DIODE_CHECK
+LOCK_TRAVEL_S = 0.1  # a typical socket lock motor: 100..600 ms end to end
+LOCK_TIMEOUT_S = 1.0  # T_lock: the feedback must confirm within this, else FAULT (spec §5: at most 1000 ms)
 
 
 class SimulatedIoBoard:
@@ -71,7 +76,8 @@ class SimulatedIoBoard:
     def __init__(self, port: str, *, baudrate: int = 115200, keepalive_timeout_s: float = 1.0,
                  report_interval_s: float = 0.5, contactor_travel_s: float = 0.02, c1_timeout_s: float = 6.0,
                  protocol_version: tuple[int, int] = (PROTOCOL_MAJOR, PROTOCOL_MINOR),
-                 firmware_version: str = "sim-1.0.0", hardware_revision: str = "SIM-A") -> None:
+                 firmware_version: str = "sim-1.1.0", hardware_revision: str = "SIM-A", cable_lock: bool = True,
+                 lock_travel_s: float = LOCK_TRAVEL_S, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
         self.port = port
         self.baudrate = baudrate
         self.keepalive_timeout_s = keepalive_timeout_s
@@ -81,6 +87,9 @@ class SimulatedIoBoard:
         self.protocol_version = protocol_version
         self.firmware_version = firmware_version
         self.hardware_revision = hardware_revision
+        self.capabilities = CAPABILITIES | Capability.CABLE_LOCK if cable_lock else CAPABILITIES
+        self.lock_travel_s = lock_travel_s
+        self.lock_timeout_s = lock_timeout_s
         self.counters = DeviceCounters(extra={"keepalive_trips": 0, "duplicates": 0, "nacks": 0,
                                               "frames_sent": 0, "frames_suppressed": 0, "resets": 0})
         self.decoder = FrameDecoder()
@@ -100,6 +109,8 @@ class SimulatedIoBoard:
         self._stuck_open = False
         self._silent = False
         self._contact = False
+        self._lock_stuck = False
+        self._lock_pos = False  # the lock's position switch: True = locked (the actuator stays put over a reset)
         self._boot(ResetReason.POWER_ON)
 
     # --- SimulatedBoard ---------------------------------------------------------------------------
@@ -132,6 +143,8 @@ class SimulatedIoBoard:
                 self._stuck_open = active
             case BoardFault.SILENT:
                 self._silent = active
+            case BoardFault.LOCK_STUCK:
+                self._lock_stuck = active
         logger.info("sim ioboard %s: fault %s %s", self.port, fault.value, "injected" if active else "removed")
         self._move_contact(time.monotonic())
         self._evaluate()
@@ -161,6 +174,16 @@ class SimulatedIoBoard:
     @property
     def faults(self) -> FaultBit:
         return self._faults
+
+    @property
+    def lock_state(self) -> LockState | None:
+        """The lock feedback the board reports (None without CABLE_LOCK)."""
+        return self._lock_state if self.capabilities & Capability.CABLE_LOCK else None
+
+    @property
+    def cable_locked(self) -> bool:
+        """Whether the lock physically holds the cable (its position switch)."""
+        return self._lock_pos
 
     @property
     def linked(self) -> bool:
@@ -219,6 +242,10 @@ class SimulatedIoBoard:
         self._coil_changed_at = time.monotonic()
         self._c1_since: float | None = None
         self._faults = FaultBit.MCU_WATCHDOG if reason is ResetReason.MCU_WATCHDOG else FaultBit(0)
+        self._lock_wanted: bool | None = None  # no SET_LOCK since the restart: the lock stays where it is
+        self._lock_since = time.monotonic()
+        self._lock_reached = False
+        self._lock_state = LockState.LOCKED if self._lock_pos else LockState.UNLOCKED
         self._linked = False
         self._last_host_rx = time.monotonic()
         self._tx_seq = 0
@@ -241,6 +268,7 @@ class SimulatedIoBoard:
                     and now - self._last_host_rx > self.keepalive_timeout_s:
                 self._trip_watchdog(now)
             self._move_contact(now)
+            self._move_lock(now)
             self._evaluate(now)
             await asyncio.sleep(TICK_S)
 
@@ -270,6 +298,31 @@ class SimulatedIoBoard:
         elif self._contact != self._coil and now - self._coil_changed_at >= self.contactor_travel_s:
             self._contact = self._coil
 
+    def _move_lock(self, now: float) -> None:
+        wanted = self._lock_wanted
+        if (wanted is not None and wanted != self._lock_pos and not self._lock_stuck
+                and now - self._lock_since >= self.lock_travel_s):
+            self._lock_pos = wanted
+
+    def _update_lock_state(self, now: float) -> None:
+        """B15: the feedback, MOVING while the actuator travels, FAULT once T_lock passed without reaching the
+        commanded position (the drive stops then; the next SET_LOCK tries again)."""
+        wanted = self._lock_wanted
+        if wanted is None or wanted == self._lock_pos:
+            state = LockState.LOCKED if self._lock_pos else LockState.UNLOCKED
+            self._lock_reached = wanted is not None
+        elif self._lock_reached:
+            state = LockState.FAULT  # it left the position it had reached (forced): not driven again by itself
+        elif now - self._lock_since < self.lock_timeout_s:
+            state = LockState.MOVING
+        else:
+            state = LockState.FAULT
+        if state != self._lock_state:
+            self._lock_state = state
+            if state is LockState.FAULT:
+                self._send(Log(LogLevel.ERROR, f"cable lock did not reach {'locked' if wanted else 'unlocked'} "
+                                               f"within {self.lock_timeout_s * 1000:.0f} ms"))
+
     def _evaluate(self, now: float | None = None) -> None:
         """Recompute live faults, enforce the interlock, and report what changed."""
         now = time.monotonic() if now is None else now
@@ -289,8 +342,9 @@ class SimulatedIoBoard:
             self._permission = False
             logger.warning("sim ioboard %s: blocking faults %#x: permission dropped", self.port, int(blocking))
             self._send(Log(LogLevel.WARNING, f"blocking faults {int(blocking):#x}: permission to energize dropped"))
+        self._update_lock_state(now)
         self._set_coil(self._coil_wanted(blocking, now), now)
-        snapshot = (self.pilot, self._pwm, self._coil, self._contact, self._faults)
+        snapshot = (self.pilot, self._pwm, self._coil, self._contact, self._faults, self._lock_state)
         if snapshot != self._last_report or now - self._last_report_at >= self.report_interval_s:
             self._last_report, self._last_report_at = snapshot, now
             if self._port.is_open:
@@ -300,7 +354,8 @@ class SimulatedIoBoard:
         """B7/B8: closed in C2/D2 (permission, PWM, pilot C/D, no blocking fault); leaving C/D opens but keeps
         the permission; the PWM stopping with the contactor closed (C1/D1) leaves the EV ``c1_timeout_s``
         to go to B (IEC 61851-1 Table A.6 sequence 10.2), F opens at once."""
-        ready = self._permission and self.pilot in (PilotState.C, PilotState.D) and not blocking
+        ready = (self._permission and self.pilot in (PilotState.C, PilotState.D) and not blocking
+                 and (self._lock_wanted is None or (self._lock_wanted and self._lock_state is LockState.LOCKED)))  # B16
         if ready and self._pwm.mode is PwmMode.PWM:
             coil = True
         elif ready and self._pwm.mode is PwmMode.X1 and self._coil:
@@ -315,14 +370,14 @@ class SimulatedIoBoard:
 
     def _hello_message(self) -> BoardHello:
         major, minor = self.protocol_version
-        return BoardHello(major, minor, self.firmware_version, self.hardware_revision, CAPABILITIES,
+        return BoardHello(major, minor, self.firmware_version, self.hardware_revision, self.capabilities,
                           round(self.keepalive_timeout_s * 1000), round(self.report_interval_s * 1000),
                           self._reset_reason)
 
     def _state_message(self) -> StateReport:
         temp = HOT_TEMPERATURE_DC if self._overtemp else NORMAL_TEMPERATURE_DC
         return StateReport(self.pilot, self._pwm.mode, self._pwm.duty_permille, self._coil, self._contact,
-                           self._faults, temp)
+                           self._faults, temp, self.lock_state)
 
     # --- commands ------------------------------------------------------------------------------------
 
@@ -391,7 +446,7 @@ class SimulatedIoBoard:
             case RequestState():
                 self._answer(Ack(seq))
                 self._last_report_at = now
-                self._last_report = (self.pilot, self._pwm, self._coil, self._contact, self._faults)
+                self._last_report = (self.pilot, self._pwm, self._coil, self._contact, self._faults, self._lock_state)
                 self._send(self._state_message())
             case ClearFaults():
                 clearable = msg.mask & ~(FaultBit.OVERTEMPERATURE | FaultBit.DIODE_FAILURE | FaultBit.PILOT_SHORT)
@@ -399,6 +454,16 @@ class SimulatedIoBoard:
                     clearable &= ~FaultBit.RCD_TRIP
                 self._faults &= ~clearable
                 self._answer(Ack(seq))
+            case SetLock():
+                if not self.capabilities & Capability.CABLE_LOCK:
+                    self._answer(Nack(seq, NackReason.UNSUPPORTED, "no cable lock on this board"))
+                elif not self._linked:
+                    self._answer(Nack(seq, NackReason.NOT_LINKED, "the lock needs a HOST_HELLO first"))
+                else:
+                    self._lock_wanted = msg.locked  # a new attempt, also after a FAULT
+                    self._lock_since = now
+                    self._lock_reached = False
+                    self._answer(Ack(seq))
             case Reset():
                 self._answer(Ack(seq))
                 assert self._loop is not None

@@ -91,7 +91,9 @@ if _main:
 FLASH_CHIP_HEAP_KB = 8 * 1024
 NORMAL_TEMPERATURE_DC = 250
 HOT_TEMPERATURE_DC = 850
-CAPABILITIES = Capability.RCD | Capability.TEMPERATURE | Capability.MIRROR_CONTACT | Capability.DIODE_CHECK
+CAPABILITIES = (Capability.RCD | Capability.TEMPERATURE | Capability.MIRROR_CONTACT | Capability.DIODE_CHECK
+                | Capability.CABLE_LOCK)
+LOCK_TRAVEL_S = 0.1  # the lock motor, end to end
 #: Pilot voltage (mV) the EV's resistor network gives on the positive half (IEC 61851-1 nominal).
 EV_LEVEL_MV = {PilotState.A: 12000, PilotState.B: 9000, PilotState.C: 6000, PilotState.D: 3000,
                PilotState.E: 0, PilotState.F: -12000}
@@ -129,11 +131,12 @@ class McuIoBoard:
     def __init__(self, port: str, *, keepalive_timeout_s: float = 1.0, report_interval_s: float = 0.5,
                  contactor_travel_s: float = 0.02, hardware_revision: str = "SIM-MCU",
                  wdt_timeout_ms: int = 500, c1_timeout_s: float = 6.0, fw_dir: Path = FIRMWARE_DIR,
-                 flash_dir: Path | None = None) -> None:
+                 flash_dir: Path | None = None, lock_travel_s: float = LOCK_TRAVEL_S) -> None:
         self.port = port
         self.keepalive_timeout_ms = round(keepalive_timeout_s * 1000)
         self.report_interval_ms = round(report_interval_s * 1000)
         self.contactor_travel_s = contactor_travel_s
+        self.lock_travel_s = lock_travel_s
         self.hardware_revision = hardware_revision
         self.wdt_timeout_ms = wdt_timeout_ms
         self.c1_timeout_ms = round(c1_timeout_s * 1000)
@@ -157,9 +160,10 @@ class McuIoBoard:
         self.crashes: list[VmExit] = []
         self.boot_times: list[float] = []  # interpreter start -> first byte on the UART, seconds
         #: when a list, what the chip does, in the order it does it (all recorded on the interpreter's thread),
-        #: with time.monotonic(): input samples ("s", (high_mv, low_mv, rcd, temperature_dc)), pilot output
-        #: ("out", permille), coil output ("coil", on), bytes its UART received ("rx", bytes) and sent
-        #: ("tx", bytes), restarts ("boot", ResetReason). For tests of the safety loop.
+        #: with time.monotonic(): input samples ("s", (high_mv, low_mv, rcd, temperature_dc, lock engaged)), pilot
+        #: output ("out", permille), coil output ("coil", on), lock drive ("lock", 0 off | 1 lock | 2 unlock), bytes
+        #: its UART received ("rx", bytes) and sent ("tx", bytes), restarts ("boot", ResetReason). For tests of the
+        #: safety loop.
         self.trace: list[tuple[float, str, object]] | None = None
         self._lock = threading.RLock()
         self._fd: int | None = None
@@ -178,6 +182,10 @@ class McuIoBoard:
         self.self_test_passes = True
         self._chip_fault: str | None = None
         self._contact = False
+        self._lock_stuck = False
+        self._lock_pos = False  # the lock's position switch: True = engaged (the actuator stays put over a reset)
+        self._lock_drive = 0
+        self._lock_drive_since = time.monotonic()
         self._reset_pins()
 
     # --- SimulatedBoard ------------------------------------------------------------------------------
@@ -209,6 +217,9 @@ class McuIoBoard:
                 self._stuck_open = active
             case BoardFault.SILENT:
                 self._silent = active
+            case BoardFault.LOCK_STUCK:
+                self._lock_locked_now(time.monotonic())
+                self._lock_stuck = active
         logger.info("mcu ioboard %s: fault %s %s", self.port, fault.value, "injected" if active else "removed")
 
     def inject_chip_fault(self, kind: str) -> None:
@@ -245,6 +256,11 @@ class McuIoBoard:
     @property
     def permission(self) -> bool:
         return self.view.permission
+
+    @property
+    def cable_locked(self) -> bool:
+        """Whether the lock physically holds the cable (its position switch)."""
+        return self._lock_locked_now(time.monotonic())
 
     @property
     def faults(self) -> FaultBit:
@@ -335,6 +351,9 @@ class McuIoBoard:
         self._output_permille = 1000
         self._coil = False
         self._coil_changed_at = time.monotonic()
+        self._lock_locked_now(time.monotonic())  # where the lock got to before the motor stops
+        self._lock_drive = 0  # the H-bridge inputs are pulled low in reset: the lock motor is off
+        self._lock_drive_since = time.monotonic()
         self.view = FirmwareView()
         self._wdt_armed_ms: int | None = None
         self._wdt_fed_at = time.monotonic()
@@ -416,6 +435,13 @@ class McuIoBoard:
             self._contact = self._coil
         return self._contact
 
+    def _lock_locked_now(self, now: float) -> bool:
+        """The actuator reaches the driven end after ``lock_travel_s`` of drive, unless it is stuck."""
+        drive = self._lock_drive
+        if drive and not self._lock_stuck and now - self._lock_drive_since >= self.lock_travel_s:
+            self._lock_pos = drive == 1
+        return self._lock_pos
+
     def _sample(self) -> bytes:
         permille = self._output_permille
         level = EV_LEVEL_MV[self._ev_pilot]
@@ -432,9 +458,10 @@ class McuIoBoard:
         now = time.monotonic()
         mirror = self._contact_now(now)
         temp = HOT_TEMPERATURE_DC if self._overtemp else NORMAL_TEMPERATURE_DC
+        lock_fb = self._lock_locked_now(now)
         if self.trace is not None:
-            self.trace.append((now, "s", (high, low, self._rcd_present, temp)))
-        return f"{high},{low},{int(mirror)},{int(self._rcd_present)},{temp}".encode()
+            self.trace.append((now, "s", (high, low, self._rcd_present, temp, lock_fb)))
+        return f"{high},{low},{int(mirror)},{int(self._rcd_present)},{temp},{int(lock_fb)}".encode()
 
     def _host_functions(self, gen: int) -> dict[str, HostFunction]:
         def current(fn: HostFunction) -> HostFunction:
@@ -463,6 +490,16 @@ class McuIoBoard:
                 self._contact_now(time.monotonic())
                 self._coil = on
                 self._coil_changed_at = time.monotonic()
+            return b""
+
+        def lock_drive(payload: bytes) -> bytes:
+            now = time.monotonic()
+            self._lock_locked_now(now)
+            drive = int(payload)
+            if drive != self._lock_drive:
+                self._lock_drive, self._lock_drive_since = drive, now
+            if self.trace is not None:
+                self.trace.append((now, "lock", drive))
             return b""
 
         def write(payload: bytes) -> bytes:
@@ -563,7 +600,7 @@ class McuIoBoard:
             return b"1" if self.self_test_passes else b"0"
 
         table: dict[str, HostFunction] = {
-            "cfg": cfg, "po": pilot_output, "co": coil, "s": sample, "w": write, "i": wait,
+            "cfg": cfg, "po": pilot_output, "co": coil, "ld": lock_drive, "s": sample, "w": write, "i": wait,
             "wa": wdt_arm, "rst": reset, "o": observe, "m": figures, "st": self_test, "rst_other": reset_other,
             "wh": hold_watchdog, "usb_repl": usb_repl, "usb_exec": usb_exec, "usb_done": usb_done}
         return {name: current(fn) for name, fn in table.items()}

@@ -101,6 +101,8 @@ class ChargerSpec:
     max_current_a: float = 32.0
     ev_max_current_a: float = 32.0
     tick_s: float = 0.05
+    #: the agent's ``cable`` setting for every connector (None: the agent's default for the board)
+    cable: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,10 @@ class OcppSettings:
     csms_url: str
     password: str | None = field(default=None, repr=False)
     presets: dict[str, str] = field(default_factory=dict)  # OCPP configuration keys set at first boot
+    security_profile: int | None = None  # None: what the URL and password amount to
+    csms_ca: str | None = None  # the CentralSystemRootCertificate(s) the agent trusts (profiles 2/3)
+    cp_cert: str | None = None  # profile 3: the charge point certificate and key
+    cp_key: str | None = None
 
 
 @dataclass
@@ -365,6 +371,8 @@ class SimulatedCharger:
             "pilot": str(c.sensed_pilot),
             "ev_pilot": str(c.presented),
             "contactor_closed": c.board.contactor_closed,
+            # the cable lock's position switch (None: a board without a lock)
+            "cable_locked": c.board.cable_locked if isinstance(c.board, SimulatedIoBoard | McuIoBoard) else None,
             "offered_current_a": round(c.board.offered_current_a, 2),
             "ev_current_a": [round(a, 2) for a in c.electrical.current_a],
             "power_w": round(c.electrical.power_w, 1),
@@ -391,6 +399,11 @@ class SimulatedCharger:
             lines += ["[ocpp]", f"csms_url = {q(ocpp.csms_url)}"]
             if ocpp.password is not None:
                 lines.append(f"password = {q(ocpp.password)}")
+            if ocpp.security_profile is not None:
+                lines.append(f"security_profile = {ocpp.security_profile}")
+            for name in ("csms_ca", "cp_cert", "cp_key"):
+                if (value := getattr(ocpp, name)) is not None:
+                    lines.append(f"{name} = {q(value)}")
             lines.append("")
             if ocpp.presets:
                 lines.append("[ocpp.presets]")
@@ -404,6 +417,8 @@ class SimulatedCharger:
                 lines.append(f'board = {{ driver = "evse_din", bus = "rs485", unit = {BOARD_UNIT_OFFSET + n} }}')
             else:
                 lines.append(f'board = {{ driver = "ioboard", port = {q(self.wires[f"board{n}"].host_port)} }}')
+            if spec.cable is not None:
+                lines.append(f"cable = {q(spec.cable)}")
             lines += [f'meter = {{ model = "{spec.meter}", bus = "rs485", unit = {n}, poll_interval_s = 1.0 }}', ""]
         lines += ["[[readers]]", f'driver = "{spec.reader}"', f"port = {q(self.wires['reader'].host_port)}", ""]
         return "\n".join(lines)

@@ -94,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     tap.add_argument("--hold", type=float, default=1.0, help="seconds the card stays on the reader")
     fault = sub.add_parser("fault", help="POST /faults: inject (or --clear) a fault")
     fault.add_argument("device", choices=("pilot", "board", "meter", "rfid"))
-    fault.add_argument("kind", help="e.g. rcd_trip, silent, line_silent, garbage, truncate, noise")
+    fault.add_argument("kind", help="e.g. rcd_trip, lock_stuck, silent, line_silent, garbage, truncate, noise")
     fault.add_argument("--connector", type=int)
     fault.add_argument("--clear", action="store_true", help="clear the fault instead")
     fault.add_argument("--count", type=int, help="garbage: bytes; truncate: chunks")

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+import tomllib
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from firmware.config import ConfigError, parse_config
 from firmware.maintenance.access import AGENT_USER
 from firmware.maintenance.bundle import BundleError, VerifiedBundle, verify_bundle
 from firmware.maintenance.selftest import SelftestReport, format_table
+from firmware.security import tls
 from tools.flashing import mcu
 from tools.flashing.build import build_bundle
 from tools.flashing.target import DirTarget, Progress, Target, TargetError, parse_target
@@ -321,25 +323,103 @@ def cmd_rollback(args: argparse.Namespace) -> Exit:
     return Exit.OK
 
 
+#: Where commissioning puts the security profile's files on the controller: in the agent's state directory, its
+#: own (0600; firmware/maintenance/access.py repairs owner and modes), where the CSMS may later install or
+#: replace them over OCPP (InstallCertificate, CertificateSigned).
+CERT_NAMES = {"csms_ca": "certs/csms-root.pem", "cp_cert": "certs/charge-point.pem",
+              "cp_key": "certs/charge-point-key.pem"}
+
+
+def _with_ocpp_keys(text: str, keys: dict[str, str | int]) -> str:
+    """``text`` with ``keys`` added at the top of its [ocpp] section (values TOML-quoted as needed)."""
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.split("#", 1)[0].strip() == "[ocpp]":
+            added = [f"{k} = {v if isinstance(v, int) else json.dumps(v)}\n" for k, v in keys.items()]
+            return "".join([*lines[:i + 1], *added, *lines[i + 1:]])
+    raise Fail(Exit.CONFIG, "configuration error: no [ocpp] section for the security settings\n"
+                            "nothing was written to the controller")
+
+
+def _commissioned_security(args: argparse.Namespace, path: Path, text: str) -> tuple[str, str, list[dict[str, Any]]]:
+    """The configuration checked as the agent will run it, as written locally (the given files' local paths) and
+    for the controller (their paths there), and the files to install. The profile becomes the configuration's
+    ``security_profile`` key (the agent's SecurityProfile at its first start)."""
+    files = {"csms_ca": args.csms_ca, "cp_cert": args.cp_cert, "cp_key": args.cp_key}
+    given = {k: Path(v) for k, v in files.items() if v is not None}
+    try:
+        ocpp = tomllib.loads(text).get("ocpp")
+    except tomllib.TOMLDecodeError:
+        return text, text, []  # parse_config names the error
+    if not isinstance(ocpp, dict):
+        if given or args.security_profile is not None:
+            raise Fail(Exit.CONFIG, f"configuration error: {path}: no [ocpp] section for the security profile\n"
+                                    "nothing was written to the controller")
+        return text, text, []
+    twice = sorted(k for k in given if k in ocpp)
+    if twice:
+        raise Fail(Exit.CONFIG, f"configuration error: {path}: ocpp.{twice[0]} is in the file and given as "
+                                f"--{twice[0].replace('_', '-')}; give it once\nnothing was written to the controller")
+    profile = args.security_profile
+    if profile is not None and "security_profile" in ocpp and ocpp["security_profile"] != profile:
+        raise Fail(Exit.CONFIG, f"configuration error: {path}: ocpp.security_profile is {ocpp['security_profile']}, "
+                                f"not {profile}\nnothing was written to the controller")
+    if profile is not None and profile >= 2 and not str(ocpp.get("csms_url", "")).startswith("wss://"):
+        raise Fail(Exit.CONFIG, f"configuration error: {path}: ocpp: security profile {profile} needs a wss:// URL"
+                                "\nnothing was written to the controller")
+    state_dir = str(tomllib.loads(text).get("storage", {}).get("dir", "/var/lib/evse-agent"))
+    remote = {k: f"{state_dir.rstrip('/')}/{name}" for k, name in CERT_NAMES.items()}
+    extra: dict[str, str | int] = {"security_profile": profile} if profile is not None and \
+        "security_profile" not in ocpp else {}
+    local_text = _with_ocpp_keys(text, {**extra, **{k: str(v.resolve()) for k, v in given.items()}}) \
+        if extra or given else text
+    remote_text = _with_ocpp_keys(text, {**extra, **{k: remote[k] for k in given}}) if extra or given else text
+    installs = []
+    for key, local in given.items():
+        try:
+            content = local.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise Fail(Exit.USAGE, f"--{key.replace('_', '-')} {local}: {exc}") from None
+        installs.append({"path": remote[key], "text": content, "mode": 0o600, "local": str(local.resolve())})
+    return local_text, remote_text, installs
+
+
+def _on_target(target: Target, path: str) -> str:
+    """A path of the configuration (as the controller sees it) relative to the target's root (a root run where it
+    lies, as in the tests, has paths that already start with it: firmware/maintenance/access.py ``on_root``)."""
+    top = target.root.rstrip("/")
+    if target.root != "/" and path.startswith(top + "/"):
+        path = path[len(top):]
+    return path.lstrip("/")
+
+
 def cmd_commission(args: argparse.Namespace) -> Exit:
     path = Path(args.config)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise Fail(Exit.USAGE, f"--config {path}: {exc.strerror or exc}") from None
+    local_text, text, installs = _commissioned_security(args, path, text)
     try:
-        config = parse_config(text, str(path))
+        config = parse_config(local_text, str(path))
     except ConfigError as exc:
         raise Fail(Exit.CONFIG, f"configuration error: {exc}\nnothing was written to the controller") from None
     profile = security_profile(config)
     if args.security_profile is not None and args.security_profile != profile:
-        need = {0: "no password", 1: "a ws:// URL and an [ocpp] password", 2: "a wss:// URL and an [ocpp] password",
-                3: "client certificates, which this agent does not support yet"}[args.security_profile]
-        raise Fail(Exit.CONFIG, f"configuration error: {path}: ocpp: security profile {args.security_profile} needs "
-                   f"{need}; the file amounts to profile {profile}\nnothing was written to the controller")
+        raise Fail(Exit.CONFIG, f"configuration error: {path}: ocpp: the file amounts to security profile {profile}, "
+                   f"not {args.security_profile}\nnothing was written to the controller")
+    if config.ocpp is not None and config.ocpp.security_profile >= 2:
+        assert config.ocpp.csms_ca is not None
+        try:  # the certificates load, and the key is the certificate's: a controller that cannot connect is
+            tls.client_context(config.ocpp.csms_ca, config.ocpp.cp_cert, config.ocpp.cp_key)  # found out now
+        except tls.TlsSetupError as exc:
+            raise Fail(Exit.CONFIG, f"configuration error: {path}: ocpp: {exc}\nnothing was written to the "
+                                    "controller") from None
     target = _target(args)
     _call(target, "info")
     for line in describe_config(config):
+        for f in installs:  # the files as the controller will have them
+            line = line.replace(f["local"], f["path"])
         say(line)
     if args.dry_run:
         say(f"dry run: {target.path(CONFIG_PATH)} not written")
@@ -347,6 +427,9 @@ def cmd_commission(args: argparse.Namespace) -> Exit:
     # the CSMS password: root's, readable by the agent's group (before that group exists: root's alone, and
     # _secure below creates it and repairs the mode)
     _call(target, "write_file", path=CONFIG_PATH, text=text, mode=0o640, group=AGENT_USER)
+    for f in installs:  # before _secure below, which gives the state directory's files to the agent's user
+        _call(target, "write_file", path=_on_target(target, f["path"]), text=f["text"], mode=f["mode"])
+        say(f"installed {f['path']}")
     if args.hardware_revision:
         _call(target, "write_file", path=REVISION_PATH, text=args.hardware_revision + "\n", mode=0o644)
     say(f"written {target.path(CONFIG_PATH)}" + (f" and hardware revision {args.hardware_revision}"
@@ -494,7 +577,11 @@ def parser() -> argparse.ArgumentParser:
     _target_args(c)
     c.add_argument("--config", required=True, help="the charger's agent.toml (docs/configuration.md)")
     c.add_argument("--security-profile", type=int, choices=(0, 1, 2, 3),
-                   help="OCPP security profile the file must amount to (checked)")
+                   help="OCPP security profile to commission (written as [ocpp] security_profile; checked against "
+                        "what the file holds: a password for 1-2, a CSMS root for 2-3, a certificate for 3)")
+    c.add_argument("--csms-ca", help="the CSMS root certificate(s) (PEM) to install (profiles 2 and 3)")
+    c.add_argument("--cp-cert", help="the charge point's certificate (PEM) to install (profile 3)")
+    c.add_argument("--cp-key", help="its private key (PEM), installed readable by the agent alone (0600)")
     c.add_argument("--hardware-revision", help="also record the controller's hardware revision")
     c.add_argument("--dry-run", action="store_true", help="validate and show; write nothing")
     c.set_defaults(func=cmd_commission)

@@ -247,10 +247,7 @@ def security_profile(config: AgentConfig) -> int | None:
     """OCPP 1.6 security profile the configuration amounts to (None: no CSMS configured)."""
     if config.ocpp is None:
         return None
-    tls = config.ocpp.csms_url.startswith("wss://")
-    if config.ocpp.password is None:
-        return 0
-    return 2 if tls else 1
+    return config.ocpp.security_profile
 
 
 def describe_config(config: AgentConfig) -> list[str]:
@@ -262,7 +259,10 @@ def describe_config(config: AgentConfig) -> list[str]:
     else:
         profile = security_profile(config)
         lines.append(f"CSMS          {config.ocpp.csms_url} (OCPP {config.ocpp.version})")
-        lines.append(f"security      profile {profile}, password {'set' if config.ocpp.password else 'none'}")
+        o = config.ocpp
+        lines.append(f"security      profile {profile}, password {'set' if o.password else 'none'}"
+                     + (f", CSMS root {o.csms_ca}" if o.csms_ca else "")
+                     + (f", charge point certificate {o.cp_cert}" if o.cp_cert else ""))
     for b in config.buses.values():
         lines.append(f"bus {b.name:<9} {b.port} {b.baudrate} {b.parity}{b.stopbits}")
     for c in config.connectors:

@@ -23,6 +23,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from firmware.charger.connector import ConnectorController
@@ -35,6 +36,7 @@ from firmware.ocpp.delivery import LinkUnresponsive
 from firmware.ocpp.link import Backoff, OcppLink
 from firmware.ocpp.rpc import ConnectionLost, RpcChargePoint
 from firmware.ocpp.v16.authorization import Authorization
+from firmware.ocpp.v16.certificates import Certificates
 from firmware.ocpp.v16.configuration import Configuration, ConfigurationKeys
 from firmware.ocpp.v16.context import VENDOR_ID, V16Context
 from firmware.ocpp.v16.core import Core
@@ -45,10 +47,14 @@ from firmware.ocpp.v16.meter_values import MeterValuesReporter
 from firmware.ocpp.v16.remote_control import RemoteControl
 from firmware.ocpp.v16.remote_trigger import RemoteTrigger
 from firmware.ocpp.v16.reservation import Reservation
+from firmware.ocpp.v16.security import Security
+from firmware.ocpp.v16.security_events import SecurityEvents
 from firmware.ocpp.v16.session_settings import SessionSettings, session_config_from_keys
 from firmware.ocpp.v16.smart_charging import SmartCharging
 from firmware.ocpp.v16.status_report import StatusReporter
 from firmware.ocpp.v16.transactions import Transactions, check_queued
+from firmware.security.certstore import CertificateStore
+from firmware.security.credentials import ChargePointCredentials
 from firmware.session import Effect, RequestAuthorization, SessionConfig, StatusChanged
 from firmware.storage import Database
 from firmware.storage.ledger import Ledger
@@ -78,9 +84,22 @@ class Ocpp16Client:
         self.ctx = ctx = V16Context(config, connectors, db, keys, ledger or Ledger(db),
                                     Outbox(db, max_queued=config.max_queued_messages, check=check_queued), request_exit)
         self._start_worker: Spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=name))
-        self.link = OcppLink(config.ocpp.csms_url, config.charge_point_id, SUBPROTOCOL, password=config.ocpp.password,
+        self.security_events = SecurityEvents(ctx)
+        ctx.report_security_event = self.security_events.report
+        self.certificate_store = CertificateStore(
+            Path(config.state_dir) / "certs", max_certificates=keys.get_int("CertificateStoreMaxLength"),
+            commissioned_csms_roots=config.ocpp.csms_ca)
+        self.credentials = ChargePointCredentials(Path(config.state_dir) / "certs", config.ocpp.cp_cert,
+                                                  config.ocpp.cp_key)
+        self.security = Security(ctx, self.security_events, self.certificate_store, self.credentials)
+        self.link = OcppLink(config.ocpp.csms_url, config.charge_point_id, SUBPROTOCOL,
                              backoff=Backoff(config.ocpp.reconnect_min_s, config.ocpp.reconnect_max_s),
-                             ping_interval_s=keys.get_int("WebSocketPingInterval") or None)
+                             ping_interval_s=keys.get_int("WebSocketPingInterval") or None,
+                             stable_after_s=config.ocpp.stable_connection_s,
+                             settings=self.security.link_settings, on_attempt_failed=self.security.attempt_failed)
+        self.security.reconnect = self.link.reconnect
+        self.certificates = Certificates(ctx, self.certificate_store, self.credentials, self.link.peer_certificate,
+                                         lambda: self.security.profile, self.link.reconnect)
         coordinator = coordinator or Coordinator(connectors, db)
         self.statuses = StatusReporter(connectors, keys, db, VENDOR_ID)
         self.meter_values = MeterValuesReporter(connectors, keys, ctx.outbox, lambda: ctx.wake_delivery())
@@ -88,14 +107,17 @@ class Ocpp16Client:
         self.local_auth_list = LocalAuthList(ctx, self.statuses.charge_point_error)
         self.authorization = Authorization(ctx, self.local_auth_list)
         self.transactions = Transactions(ctx, self.meter_values, self.authorization.learn)
-        self.data_transfer = DataTransfer(ctx, diagnostics, hardware)
+        base_diagnostics = diagnostics or (lambda: {})
+        self.data_transfer = DataTransfer(ctx, lambda: {**base_diagnostics(), "security": self.security.report()},
+                                          hardware)
         self._handlers: tuple[object, ...] = (
-            Configuration(keys), self.authorization, self.local_auth_list,
+            Configuration(keys), self.security, self.authorization, self.local_auth_list, self.certificates,
             RemoteControl(ctx, coordinator, self.statuses, smart_charging), self.data_transfer,
             RemoteTrigger(ctx, self.core, self.statuses), Reservation(ctx, coordinator.reservations))
         if smart_charging is not None:
             self._handlers += (SmartCharging(smart_charging),)
         self._session_settings = SessionSettings(keys, connectors)
+        self.security_events.report("StartupOfTheDevice", f"evse-agent {config.identity.firmware_version} started")
 
     @property
     def ledger(self) -> Ledger:
@@ -165,6 +187,9 @@ class Ocpp16Client:
                 await receiver  # re-raise ConnectionClosed
                 return
             boot.result()
+            self.link.mark_accepted()  # the back-off resets only once this connection has stayed up a while
+            self.security.accepted()
+            self.certificates.connected()
             self.statuses.connected()
             ctx.online.set()
             delivery = self.transactions.delivery

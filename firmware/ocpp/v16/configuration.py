@@ -68,6 +68,7 @@ class ConfigurationKeys:
         self._lower = {name.lower(): name for name in self._defs}
         self._values = {name: d.default for name, d in self._defs.items()}
         self._listeners: list[tuple[frozenset[str] | None, Callable[[str, str], None]]] = []
+        self._guards: dict[str, Callable[[str, str], bool]] = {}
         for name, value in (fixed or {}).items():
             fixed_def = self._defs[name]
             normalized = fixed_def.validate(value)
@@ -105,6 +106,23 @@ class ConfigurationKeys:
         it live."""
         self._listeners.append((frozenset(keys) if keys is not None else None, listener))
 
+    def add_guard(self, key: str, guard: Callable[[str, str], bool]) -> None:
+        """``guard(current, new)`` (both normalized) may refuse a ChangeConfiguration the key's type allows
+        (Rejected): what a value means to its feature, e.g. SecurityProfile only upward, with its prerequisites."""
+        d = self.definition(key)
+        if d is None:
+            raise KeyError(key)
+        self._guards[d.name] = guard
+
+    def set_local(self, key: str, value: str) -> None:
+        """Set a key from the charge point's side (commissioning, a security profile fallback): stored, without
+        the guards and the listeners a change by the CSMS goes through."""
+        d = self.definition(key)
+        if d is None:
+            raise KeyError(key)
+        self._settings.put(SETTING_PREFIX + d.name, value)
+        self._values[d.name] = value
+
     # --- GetConfiguration -----------------------------------------------------------------------
 
     def get(self, keys: list[str] | None) -> tuple[list[dict[str, object]], list[str]]:
@@ -139,7 +157,8 @@ class ConfigurationKeys:
         if d.readonly:
             return ChangeResult.REJECTED
         normalized = d.validate(value)
-        if normalized is None:
+        guard = self._guards.get(d.name)
+        if normalized is None or (guard is not None and not guard(self._values[d.name], normalized)):
             log.info("configuration change rejected", extra={"key": d.name, "value": "***" if d.secret else value})
             return ChangeResult.REJECTED
         self._settings.put(SETTING_PREFIX + d.name, normalized)  # durable before we answer

@@ -44,6 +44,8 @@ class V16Context:
     # Idle while no update or upload is under way; the firmware and diagnostics features set them
     firmware_status: Callable[[], str] = lambda: "Idle"
     diagnostics_status: Callable[[], str] = lambda: "Idle"
+    #: ``(type, techInfo)``: a security event (security_events.SecurityEvents.report: logged, and queued if critical)
+    report_security_event: Callable[[str, str | None], object] = lambda event, info: None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property

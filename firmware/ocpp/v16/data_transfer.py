@@ -2,7 +2,8 @@
 and what the charge point reports of itself.
 
 * incoming messageId ``Diagnostics``: the devices' link counters, each connector's state, the outbox, the
-  tasks (``data`` is JSON); any other messageId is UnknownMessageId, another vendor UnknownVendorId;
+  security state (profile, certificates; never the key), the tasks (``data`` is JSON); any other messageId is
+  UnknownMessageId, another vendor UnknownVendorId;
 * outgoing messageId ``Hardware``, once per run of the agent after the first Accepted BootNotification::
 
       {"chargePointVendor": ..., "chargePointModel": ..., "firmwareVersion": ...,

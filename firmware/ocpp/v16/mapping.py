@@ -26,6 +26,7 @@ _BY_CODE: dict[FaultCode, str] = {
     FaultCode.CONTACTOR_WELDED: "PowerSwitchFailure",
     FaultCode.CONTACTOR_FAILED_TO_CLOSE: "PowerSwitchFailure",
     FaultCode.VENTILATION_REQUIRED: "OtherError",
+    FaultCode.CONNECTOR_LOCK_FAILURE: "ConnectorLockFailure",
     FaultCode.DEVICE_ERROR: "InternalError",
 }
 _LINK_LOST_BY_KIND = {"meter": "PowerMeterFailure", "reader": "ReaderFailure", "board": "InternalError"}

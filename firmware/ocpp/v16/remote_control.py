@@ -118,6 +118,7 @@ class RemoteControl:
             return call_result.UnlockConnector(status="NotSupported")
         effects = await ctrl.handle(UnlockRequested())
         result = next((e for e in effects if isinstance(e, UnlockResult)), None)
+        # UNLOCKED only once the lock's feedback said so: the connector turns it into UNLOCK_FAILED otherwise
         status = "UnlockFailed" if result is None else {
             UnlockStatus.UNLOCKED: "Unlocked", UnlockStatus.NOT_SUPPORTED: "NotSupported"}.get(result.status,
                                                                                              "UnlockFailed")
@@ -130,6 +131,7 @@ class RemoteControl:
     @after_answering(Action.reset)
     def _after_reset(self, type: str, **_: Any) -> None:
         # only now: the Accepted must be on the wire before a hard reset ends the process
+        self.ctx.report_security_event("ResetOrReboot", f"{type} reset requested by the CSMS")  # critical: queued
         self.ctx.spawn(self._restart(hard=type == "Hard"))
 
     async def _restart(self, *, hard: bool) -> None:

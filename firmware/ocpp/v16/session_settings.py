@@ -1,6 +1,6 @@
 """The session machine's settings that OCPP 1.6 configuration keys control, applied at start and live.
 
-The machine knows no OCPP (docs/session.md); this feature owns the four keys that steer it and turns them into
+The machine knows no OCPP (docs/session.md); this feature owns the five keys that steer it and turns them into
 its :class:`~firmware.session.SessionConfig`. A change reaches every connector under its own lock.
 """
 
@@ -24,7 +24,7 @@ KEYS = (
     KeyDefinition("UnlockConnectorOnEVSideDisconnect", KeyType.BOOL, "true"),
 )
 _LIVE = frozenset({"ConnectionTimeOut", "StopTransactionOnEVSideDisconnect", "StopTransactionOnInvalidId",
-                   "AuthorizeRemoteTxRequests"})
+                   "AuthorizeRemoteTxRequests", "UnlockConnectorOnEVSideDisconnect"})
 
 
 def session_config_from_keys(base: SessionConfig, keys: ConfigurationKeys) -> SessionConfig:
@@ -33,7 +33,8 @@ def session_config_from_keys(base: SessionConfig, keys: ConfigurationKeys) -> Se
                    connection_timeout_s=float(keys.get_int("ConnectionTimeOut")),
                    stop_transaction_on_ev_side_disconnect=keys.get_bool("StopTransactionOnEVSideDisconnect"),
                    stop_transaction_on_invalid_id=keys.get_bool("StopTransactionOnInvalidId"),
-                   authorize_remote_tx_requests=keys.get_bool("AuthorizeRemoteTxRequests"))
+                   authorize_remote_tx_requests=keys.get_bool("AuthorizeRemoteTxRequests"),
+                   unlock_on_ev_side_disconnect=keys.get_bool("UnlockConnectorOnEVSideDisconnect"))
 
 
 class SessionSettings:

@@ -41,6 +41,10 @@ from hal.interfaces import MeterReading, utcnow
 
 log = logging.getLogger(__name__)
 
+#: Queued messages of no transaction that are retried like a transaction's (the security events: never lost to
+#: one CALLERROR).
+RETRIED_LIKE_TRANSACTIONS = frozenset({"SecurityEventNotification"})
+
 KEYS = (
     # Wh a transaction may still draw after the CSMS invalidated its id, with StopTransactionOnInvalidId false (0: none)
     KeyDefinition("MaxEnergyOnInvalidId", KeyType.INT, "0", minimum=0, maximum=1_000_000),
@@ -105,7 +109,8 @@ class Transactions:
         self.ctx = ctx
         self.meter_values = meter_values
         self._learn = learn
-        self.delivery = OutboxDelivery(ctx.outbox, self.retry_policy, TransactionMessages(ctx.ledger, self._confirmed))
+        self.delivery = OutboxDelivery(ctx.outbox, self.retry_policy, TransactionMessages(ctx.ledger, self._confirmed),
+                                       retried=RETRIED_LIKE_TRANSACTIONS)
         ctx.wake_delivery = self.delivery.wake
 
     def retry_policy(self) -> RetryPolicy:

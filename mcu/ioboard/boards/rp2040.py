@@ -13,6 +13,9 @@ Wiring (GPn = RP2040 GPIO n):
   GP4      contactor mirror (auxiliary) contact, to GND when the contactor is closed; pull-up
   GP5      RCD module fault output (high = residual current above the trip threshold)
   GP6      RCD module test winding (high = inject the test current)
+  GP7/GP8  cable lock motor H-bridge inputs (GP7 high = drive towards locked, GP8 high = towards unlocked;
+           both low = off; never both high)
+  GP9      cable lock position switch, to GND when the lock is engaged; pull-up
 """
 
 import math
@@ -69,7 +72,8 @@ def reset_after_maintenance():
 
 class Board:
     HW_REVISION = "RP2040-A"
-    CAPABILITIES = proto.CAP_RCD | proto.CAP_TEMPERATURE | proto.CAP_MIRROR_CONTACT | proto.CAP_DIODE_CHECK
+    CAPABILITIES = (proto.CAP_RCD | proto.CAP_TEMPERATURE | proto.CAP_MIRROR_CONTACT | proto.CAP_DIODE_CHECK
+                    | proto.CAP_CABLE_LOCK)
     KEEPALIVE_TIMEOUT_MS = 1000
     REPORT_INTERVAL_MS = 500
     WDT_TIMEOUT_MS = 500
@@ -84,6 +88,9 @@ class Board:
         self._mirror = machine.Pin(4, machine.Pin.IN, machine.Pin.PULL_UP)
         self._rcd = machine.Pin(5, machine.Pin.IN, machine.Pin.PULL_DOWN)
         self._rcd_test = machine.Pin(6, machine.Pin.OUT, value=0)
+        self._lock_a = machine.Pin(7, machine.Pin.OUT, value=0)
+        self._lock_b = machine.Pin(8, machine.Pin.OUT, value=0)
+        self._lock_fb = machine.Pin(9, machine.Pin.IN, machine.Pin.PULL_UP)
         self._pilot_adc = machine.ADC(26)
         self._ntc_adc = machine.ADC(27)
         self._uart = machine.UART(0, 115200, tx=machine.Pin(0), rx=machine.Pin(1), rxbuf=1024, txbuf=1024,
@@ -127,7 +134,17 @@ class Board:
         packed = _burst(_BURST_SAMPLES)
         high = _pilot_mv(packed >> 16)
         low = _pilot_mv(packed & 0xFFFF)
-        return high, low, self._mirror.value() == 0, self._rcd.value() == 1, self._temperature_dc()
+        return (high, low, self._mirror.value() == 0, self._rcd.value() == 1, self._temperature_dc(),
+                self._lock_fb.value() == 0)
+
+    def lock_drive(self, direction):
+        """0 off, 1 towards locked, 2 towards unlocked: one side low before the other goes high (no shoot-through)."""
+        self._lock_a.value(0)
+        self._lock_b.value(0)
+        if direction == 1:
+            self._lock_a.value(1)
+        elif direction == 2:
+            self._lock_b.value(1)
 
     def _temperature_dc(self):
         raw = self._ntc_adc.read_u16()

@@ -45,8 +45,11 @@ class Board:
         host.call("co", "1" if on else "0")
 
     def sample(self):
-        high, low, mirror, rcd, temp = host.call("s", b"").split(",")
-        return int(high), int(low), mirror == "1", rcd == "1", int(temp) if temp else None
+        high, low, mirror, rcd, temp, lock_fb = host.call("s", b"").split(",")
+        return int(high), int(low), mirror == "1", rcd == "1", int(temp) if temp else None, lock_fb == "1"
+
+    def lock_drive(self, direction):
+        host.call("ld", str(direction))
 
     def uart_read(self, buf):
         n = min(len(buf), len(self._rx))

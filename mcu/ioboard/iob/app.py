@@ -31,6 +31,7 @@ class Firmware:
             self.safety.self_test_failed()
         self.link = Link(self.safety, board, self.reset_reason, now)
         self._out = (1000, False)
+        self._lock_drive = 0  # the lock motor is off after a reset (the board file's pins start so)
         self._rx = bytearray(256)
         self.passes = 0
         self.work_us_max = 0
@@ -59,8 +60,11 @@ class Firmware:
         if n:
             link.feed(memoryview(self._rx)[:n], now)
         link.tick(now)
-        high, low, mirror, rcd, temperature = board.sample()
-        safety.step(now, high, low, mirror, rcd, temperature)
+        high, low, mirror, rcd, temperature, lock_fb = board.sample()
+        safety.step(now, high, low, mirror, rcd, temperature, lock_fb)
+        if safety.lock_drive != self._lock_drive:
+            self._lock_drive = safety.lock_drive
+            board.lock_drive(self._lock_drive)
         permille, coil = safety.output_permille, safety.coil
         was_permille, was_coil = self._out
         if coil != was_coil or permille != was_permille:
@@ -87,7 +91,10 @@ class Firmware:
         try:
             self.board.coil(False)
         finally:
-            self.board.pilot_output(1000)
+            try:
+                self.board.pilot_output(1000)
+            finally:
+                self.board.lock_drive(0)  # the lock stays where it is
 
     def maintenance(self):
         """Ctrl-C on the USB console: outputs safe, and the watchdog fed by the board (a timer) from now on,

@@ -153,6 +153,14 @@ class Link:
                 self._answer(seq, proto.FAULT_ACTIVE, "blocking faults 0x%x" % safety.blocking)
             else:
                 self._answer(seq)
+        elif kind == proto.SET_LOCK:
+            if not self.capabilities & proto.CAP_CABLE_LOCK:
+                self._answer(seq, proto.UNSUPPORTED, "no cable lock on this board")
+            elif not self.linked:
+                self._answer(seq, proto.NOT_LINKED, "the lock needs a HOST_HELLO first")
+            else:
+                safety.set_lock(args)
+                self._answer(seq)
         elif kind == proto.REQUEST_STATE:
             self._answer(seq)
             self._force_report = True  # B10: the STATE follows the ACK in this loop pass
@@ -182,7 +190,8 @@ class Link:
     def report(self, now_ms):
         """STATE on any change (B9), on REQUEST_STATE (B10) and at least every T_rep; then queued LOGs."""
         s = self.safety
-        snapshot = (s.pilot, s.mode, s.duty, s.coil, s.mirror, s.faults)
+        lock = s.lock if self.capabilities & proto.CAP_CABLE_LOCK else None
+        snapshot = (s.pilot, s.mode, s.duty, s.coil, s.mirror, s.faults, lock)
         if self._force_report or snapshot != self._last_report \
                 or ticks_diff(now_ms, self._last_report_at) >= self.report_ms:
             self._force_report = False
@@ -190,7 +199,7 @@ class Link:
             self._last_report_at = now_ms
             temperature = s.temperature if self.capabilities & proto.CAP_TEMPERATURE else None
             self._send(proto.state(self._next_seq(), s.pilot, s.mode, s.duty, s.coil, s.mirror, s.faults,
-                                   temperature))
+                                   temperature, lock))
         while s.logs:
             level, text = s.logs.pop(0)
             self.log(level, text)

@@ -5,8 +5,8 @@ from micropython import const
 from iob import cbor
 
 PROTO_MAJOR = const(1)
-PROTO_MINOR = const(0)
-FW_VERSION = "1.0.0"
+PROTO_MINOR = const(1)  # 1.1: the cable lock
+FW_VERSION = "1.1.0"
 
 # §3.3 message types
 HOST_HELLO = const(1)
@@ -16,6 +16,7 @@ ALLOW_CONTACTOR = const(4)
 REQUEST_STATE = const(5)
 CLEAR_FAULTS = const(6)
 RESET = const(7)
+SET_LOCK = const(8)
 BOARD_HELLO = const(16)
 STATE = const(17)
 ACK = const(18)
@@ -44,6 +45,13 @@ CAP_TEMPERATURE = const(0x02)
 CAP_MIRROR_CONTACT = const(0x04)
 CAP_DIODE_CHECK = const(0x08)
 CAP_VENTILATION = const(0x10)
+CAP_CABLE_LOCK = const(0x20)
+
+# STATE key 9: the cable lock's feedback
+LOCK_UNLOCKED = const(0)
+LOCK_LOCKED = const(1)
+LOCK_MOVING = const(2)
+LOCK_FAULT = const(3)
 
 # §3.8 NACK reasons
 OTHER = const(0)
@@ -53,6 +61,7 @@ OUT_OF_RANGE = const(3)
 NOT_LINKED = const(4)
 VERSION_MISMATCH = const(5)
 FAULT_ACTIVE = const(7)
+UNSUPPORTED = const(8)
 
 # §3.9 reset reasons
 RESET_OTHER = const(0)
@@ -158,7 +167,7 @@ def _arguments(kind, m):
         if not DUTY_MIN <= duty <= DUTY_MAX:
             raise Invalid(OUT_OF_RANGE, "duty %d outside %d..%d" % (duty, DUTY_MIN, DUTY_MAX), None)
         return (mode, duty)
-    if kind == ALLOW_CONTACTOR:
+    if kind in (ALLOW_CONTACTOR, SET_LOCK):
         return _bool(m, 2)
     if kind == CLEAR_FAULTS:
         return _uint(m, 2, _U32)
@@ -184,7 +193,7 @@ def board_hello(seq, hw_revision, capabilities, keepalive_ms, report_ms, reset_r
                             (9, reset_reason)))
 
 
-def state(seq, pilot, mode, duty, coil, mirror, faults, temperature):
+def state(seq, pilot, mode, duty, coil, mirror, faults, temperature, lock=None):
     items = [(0, STATE), (1, seq), (2, pilot), (3, mode)]
     if mode == PWM:
         items.append((4, duty))
@@ -193,6 +202,8 @@ def state(seq, pilot, mode, duty, coil, mirror, faults, temperature):
     items.append((7, faults))
     if temperature is not None:
         items.append((8, temperature))
+    if lock is not None:
+        items.append((9, lock))
     return cbor.encode_map(items)
 
 

@@ -1,6 +1,7 @@
 """The safety half of the board, independent of the host link: pilot measurement and debounce, the
-diode check, the contactor interlock (closed only in state C2/D2), fault bits (docs/ioboard-protocol.md §3.6,
-B7, B8).
+diode check, the contactor interlock (closed only in state C2/D2, and only with the cable locked once the
+host drives the lock), fault bits, the cable lock's drive and feedback (docs/ioboard-protocol.md §3.6,
+B7, B8, B15, B16).
 
 Pure logic: the loop hands in the inputs it sampled and the time, and reads back the pilot output
 and the coil. Nothing here waits or touches a pin, so the same code decides on the chip and in the
@@ -29,6 +30,12 @@ TEMP_LIMIT_DC = const(800)  # 80.0 degC
 #: 6 s. A board file may choose less (C1_TIMEOUT_MS); never more.
 C1_TIMEOUT_MS = const(6000)
 TEMP_HYSTERESIS_DC = const(50)
+#: T_lock (§5): the lock's feedback must reach the commanded position within this, else FAULT and the drive stops
+LOCK_TIMEOUT_MS = const(1000)
+# the lock motor's drive (an H-bridge): off, towards locked, towards unlocked
+DRIVE_OFF = const(0)
+DRIVE_LOCK = const(1)
+DRIVE_UNLOCK = const(2)
 
 
 def classify(high_mv, low_mv, pwm_running):
@@ -75,6 +82,14 @@ class Safety:
         self._rcd_input = False
         self._disagree_since = None
         self._mirror_logged = False
+        # the cable lock (B15): what the host asked for (None: nothing since the start, the lock stays put), the
+        # position switch, the state STATE reports, and the motor drive
+        self.lock_wanted = None
+        self.lock_fb = False
+        self.lock = proto.LOCK_UNLOCKED
+        self.lock_drive = DRIVE_OFF
+        self._lock_since = None
+        self._lock_reached = False  # the commanded position was confirmed since the last SET_LOCK
         self.logs = []  # (level, text) for the link to send
         if reset_reason == proto.RESET_WATCHDOG:  # B14: a technician wants to know
             self.logs.append((proto.ERROR, "restarted by the hardware watchdog: the firmware stopped feeding it"))
@@ -112,6 +127,16 @@ class Safety:
         self.permission = on
         return None
 
+    def set_lock(self, locked):
+        """SET_LOCK (B15): a new attempt towards ``locked`` (also after a FAULT); the drive and T_lock start in
+        this pass's :meth:`step`. None when done, else the NACK reason."""
+        if not self.capabilities & proto.CAP_CABLE_LOCK:
+            return proto.UNSUPPORTED
+        self.lock_wanted = locked
+        self._lock_since = None
+        self._lock_reached = False
+        return None
+
     def make_safe(self):
         """HOST_HELLO and the host watchdog: X1, permission withdrawn, coil off (B4, §4.4)."""
         self.mode = proto.X1
@@ -138,9 +163,9 @@ class Safety:
 
     # --- the loop's step ---------------------------------------------------------------------------------
 
-    def step(self, now_ms, high_mv, low_mv, mirror, rcd, temperature_dc):
-        """Take one set of input samples; update faults, permission and coil. The loop applies the
-        outputs right after, so the next samples are taken with this pass's pilot output."""
+    def step(self, now_ms, high_mv, low_mv, mirror, rcd, temperature_dc, lock_fb=False):
+        """Take one set of input samples; update faults, permission, the lock and the coil. The loop applies
+        the outputs right after, so the next samples are taken with this pass's pilot output."""
         sampled = self._sampled_mode
         self._sampled_mode = self.mode
         if sampled != proto.F:  # driving -12 V hides the EV's resistors: keep the last state
@@ -183,8 +208,37 @@ class Safety:
             self.logs.append((proto.WARNING, "blocking faults 0x%x: permission to energize dropped" % faults))
         elif new:
             self.logs.append((proto.WARNING, "faults 0x%x set" % new))
+        self._step_lock(now_ms, lock_fb)
         self._decide_coil(now_ms)
         self._supervise_mirror(now_ms)
+
+    def _step_lock(self, now_ms, lock_fb):
+        """B15: drive the lock towards what the host asked for until the position switch says it is there;
+        MOVING meanwhile; FAULT (drive off) when T_lock passed first, or when the lock leaves the position it had
+        reached. Without a request since the start the switch is reported as it is and nothing is driven."""
+        self.lock_fb = lock_fb
+        if not self.capabilities & proto.CAP_CABLE_LOCK:
+            return
+        wanted = self.lock_wanted
+        drive = DRIVE_OFF
+        if wanted is None or wanted == lock_fb:
+            state = proto.LOCK_LOCKED if lock_fb else proto.LOCK_UNLOCKED
+            self._lock_reached = wanted is not None
+        elif self._lock_reached:
+            state = proto.LOCK_FAULT  # it left the position it had reached: not driven again by itself
+        else:
+            if self._lock_since is None:
+                self._lock_since = now_ms
+            if ticks_diff(now_ms, self._lock_since) < LOCK_TIMEOUT_MS:
+                state = proto.LOCK_MOVING
+                drive = DRIVE_LOCK if wanted else DRIVE_UNLOCK
+            else:
+                state = proto.LOCK_FAULT
+        if state == proto.LOCK_FAULT and self.lock != proto.LOCK_FAULT:
+            self.logs.append((proto.ERROR, "cable lock not %s within %d ms" % ("locked" if wanted else "unlocked",
+                                                                              LOCK_TIMEOUT_MS)))
+        self.lock = state
+        self.lock_drive = drive
 
     def _decide_coil(self, now_ms):
         """B7/B8. Close only in C2/D2: permission, no blocking fault, the EV in C or D as measured with the
@@ -192,7 +246,8 @@ class Safety:
         any of that ends, except when the host stops the PWM (X1) with the contactor closed: IEC 61851-1
         Table A.6 sequence 10.1/10.2 gives the EV up to 6 s in C1/D1 to go to B (it then opens within the
         debounce, without current); the board opens after c1_timeout_ms at the latest."""
-        ready = self.permission and not self.blocking and self.ev_pilot in (proto.PILOT_C, proto.PILOT_D)
+        ready = self.permission and not self.blocking and self.ev_pilot in (proto.PILOT_C, proto.PILOT_D) \
+            and (self.lock_wanted is None or (self.lock_wanted and self.lock == proto.LOCK_LOCKED))  # B16
         if not ready or self.mode == proto.F:
             coil = False
         elif self.mode == proto.PWM:
