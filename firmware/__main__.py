@@ -40,7 +40,7 @@ log = logging.getLogger("firmware")
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop_while_starting)  # also when main() is called without ``-m``
     from firmware.config import ConfigError, load_config
-    from firmware.logs import setup_logging
+    from firmware.logs import add_file_log, setup_logging
     from firmware.ocpp.presets import check_presets
 
     parser = argparse.ArgumentParser(prog="python -m firmware", description="evse-agent: the charger's agent")
@@ -79,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         return _check(args, config)
 
     setup_logging(config.log_level)
+    add_file_log(config.state_dir)  # the agent's own copy, for GetDiagnostics
+    from firmware.maintenance.installers import switch_before_start
+
+    if switch_before_start(config):  # the code of the slot switched to is imported by a fresh interpreter
+        logging.getLogger("firmware").info("restarting into the slot switched to", extra={"argv": sys.orig_argv})
+        logging.shutdown()
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
     from firmware.agent import Agent  # imported late: check-config must not need the drivers
     from firmware.storage import StorageError
 

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from firmware.charger.card_routing import card_id_token
 from firmware.charger.connector import ConnectorController, pending_reset, restart_pending
 from firmware.charger.coordinator import Coordinator
 from firmware.charger.limit_applier import LimitApplier
+from firmware.charger.maintenance_hold import MaintenanceHold
 from firmware.charger.smart_charging import (
     ChargerSetup,
     ConnectorSetup,
@@ -34,7 +36,10 @@ from firmware.config import AgentConfig
 from firmware.event_log import StatusLog, log_device_events
 from firmware.exitcodes import ExitCode
 from firmware.hardware import ChargerHardware, ReaderHardware, build_hardware
+from firmware.maintenance.diagnostics import DiagnosticsSources
+from firmware.maintenance.installers import choose_installer, updater_settings
 from firmware.maintenance.privileged import clear_stale_reboot, request_reboot
+from firmware.maintenance.updater import FirmwareUpdater
 from firmware.ocpp.adapter import OcppAdapter, create_adapter
 from firmware.session import AvailabilityChanged, SessionConfig
 from firmware.station_report import StationReport
@@ -50,6 +55,8 @@ from hal.interfaces import CardPresented as ReaderCard
 from hal.interfaces import ReaderEvent, utcnow
 
 log = logging.getLogger("firmware.agent")
+#: Where this agent's code was imported from, links resolved (which A/B slot runs), for the log.
+CODE_DIR = str(Path(__file__).resolve().parent)
 
 #: Settings key: how many times in a row a Hard reset's reboot was asked again (ResetRetries).
 REBOOT_RETRIES_KEY = "agent.reboot_retries"
@@ -57,6 +64,10 @@ REBOOT_RETRIES_KEY = "agent.reboot_retries"
 
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
+        self.installer = choose_installer(config)
+        version = self.installer.running()[1]
+        if version is not None:  # what runs is what the active slot holds, whatever the file says
+            config = replace(config, identity=replace(config.identity, firmware_version=version))
         self.config = config
         self.exit_code = ExitCode.OK
         self.db = Database(Path(config.state_dir) / "agent.db")
@@ -69,6 +80,9 @@ class Agent:
         self.coordinator = Coordinator(self.connectors, self.db)
         # effective current limits: rating, site (MQTT), smart charging — the lowest wins
         self.limits = LimitApplier(self.connectors, {c.id: c.max_current_a for c in config.connectors})
+        self.updater = FirmwareUpdater(Path(config.state_dir), updater_settings(config), self.installer,
+                                       MaintenanceHold(self.coordinator, self.connectors),
+                                       lambda: self.request_exit(ExitCode.RESTART))
         self.ocpp: OcppAdapter | None = None  # the adapter [ocpp] version names; it decides the session settings
         self.smart_charging: SmartChargingScheduler | None = None  # charging profiles, from the CSMS
         if config.ocpp is not None:
@@ -82,7 +96,10 @@ class Agent:
                                        request_exit=self.request_exit,
                                        diagnostics=self.report.diagnostics, hardware=self.report.hardware_summary,
                                        spawn=lambda coro, name: self.tasks.spawn(coro, name=name,
-                                                                                 on_failure=OnFailure.OWNER))
+                                                                                 on_failure=OnFailure.OWNER),
+                                       firmware=self.updater, diagnostics_sources=DiagnosticsSources(
+                                           config.charge_point_id, config.path, Path(config.state_dir), self.db,
+                                           self.report.diagnostics))
         self.report.ocpp = self.ocpp
         status_log = StatusLog()
         for c in config.connectors:
@@ -201,6 +218,8 @@ class Agent:
         for device in self.hardware.devices():
             self.tasks.start(f"watch-{device.name}", functools.partial(log_device_events, device.events))
         log.info("agent starting", extra={"charge_point_id": self.config.charge_point_id,
+                                          "version": self.config.identity.firmware_version,
+                                          "code": CODE_DIR,  # which slot's code runs
                                           "connectors": len(self.connectors), "readers": len(self.hardware.readers),
                                           "csms": self.config.ocpp.csms_url if self.config.ocpp else None,
                                           "started_at": utcnow().isoformat()})
@@ -226,6 +245,7 @@ class Agent:
         if self.ocpp is not None:
             for name, loop in self.ocpp.loops().items():
                 self.tasks.start(name, loop)
+            self.tasks.start("firmware-update", self.updater.run)  # resumes a job a restart interrupted
 
     async def _shutdown(self) -> None:
         """Each step runs even if an earlier one failed: the hardware must end up in its safe state."""

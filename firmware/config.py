@@ -196,6 +196,17 @@ class Identity:
 
 
 @dataclass(frozen=True)
+class FirmwareConfig:
+    """``[firmware]``: updates from the CSMS (docs/firmware-update.md)."""
+
+    trust: str | None = None  # PEM file of the certificates a bundle must be signed by (None: updates refused)
+    slots_root: str = "/"  # the root holding opt/evse-agent (the A/B slots) and etc/evse-agent/hardware-revision
+    max_bundle_mb: int = 256  # a download larger than this is refused
+    health_timeout_s: float = 120.0  # after the switch: the new agent must be accepted by the CSMS within this
+    transfer_timeout_s: float = 30.0  # a connection or read without progress for this long fails the attempt
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     path: str
     charge_point_id: str
@@ -210,6 +221,7 @@ class AgentConfig:
     mqtt: MqttConfig | None = None  # None: no site broker configured
     #: [charge_point] nominal_voltage_v: phase to neutral, to turn limits between A and W (smart charging)
     nominal_voltage_v: float = 230.0
+    firmware: FirmwareConfig = field(default_factory=FirmwareConfig)
 
 
 class _Reader:
@@ -297,7 +309,8 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
                           "nesting too deep to parse") from None
     _check_text(data, path)
     root = _Reader(path, data, "")
-    root.reject_unknown({"charge_point", "storage", "logging", "buses", "connectors", "readers", "ocpp", "mqtt"})
+    root.reject_unknown({"charge_point", "storage", "logging", "buses", "connectors", "readers", "ocpp", "mqtt",
+                         "firmware"})
 
     cp = root.table_("charge_point", required=True)
     assert cp is not None
@@ -319,6 +332,19 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
         storage.reject_unknown({"dir", "max_queued_messages"})
         state_dir = storage.text("dir", state_dir)
         max_queued = storage.integer("max_queued_messages", None, lo=MIN_QUEUED_MESSAGES, hi=2**62)
+
+    firmware = FirmwareConfig()
+    firmware_t = root.table_("firmware")
+    if firmware_t is not None:
+        firmware_t.reject_unknown({"trust", "slots_root", "max_bundle_mb", "health_timeout_s", "transfer_timeout_s"})
+        firmware = FirmwareConfig(
+            trust=firmware_t.text("trust", None),
+            slots_root=firmware_t.text("slots_root", FirmwareConfig.slots_root),
+            max_bundle_mb=firmware_t.integer("max_bundle_mb", FirmwareConfig.max_bundle_mb, lo=1, hi=4096),
+            health_timeout_s=firmware_t.number("health_timeout_s", FirmwareConfig.health_timeout_s, lo=5.0, hi=3600.0),
+            transfer_timeout_s=firmware_t.number("transfer_timeout_s", FirmwareConfig.transfer_timeout_s, lo=1.0,
+                                                 hi=600.0),
+        )
 
     log_level = "INFO"
     logging_t = root.table_("logging")
@@ -409,7 +435,7 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
                        buses=buses,
                        connectors=tuple(connectors), readers=tuple(readers), log_level=log_level,
                        max_queued_messages=max_queued, mqtt=_parse_mqtt(root, connectors, cp_id),
-                       nominal_voltage_v=cp.number("nominal_voltage_v", 230.0, lo=90.0, hi=300.0))
+                       nominal_voltage_v=cp.number("nominal_voltage_v", 230.0, lo=90.0, hi=300.0), firmware=firmware)
 
 
 def _check_structure(text: str, path: str) -> None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 SECRET_MARKERS = ("password", "passwd", "secret", "authorization", "auth_key", "authkey", "token_secret")
@@ -68,3 +70,28 @@ def setup_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
     # third-party chatter stays at WARNING unless we are debugging
     for noisy in ("pymodbus", "websockets", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+
+
+#: The agent's own copy of its log in its state directory, for GetDiagnostics (journald is not the agent's to read):
+#: bounded, 4 files of 1 MB.
+LOG_DIR = "logs"
+LOG_FILE = "agent.log"
+LOG_FILE_BYTES = 1 << 20
+LOG_FILE_BACKUPS = 3
+
+
+def add_file_log(state_dir: str | Path) -> Path | None:
+    """Also write the log lines to ``<state_dir>/logs/agent.log`` (rotated); the file, or None when it cannot be
+    opened (the agent runs on without it: the log still goes to the journal)."""
+    directory = Path(state_dir) / LOG_DIR
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(directory / LOG_FILE, maxBytes=LOG_FILE_BYTES,
+                                                       backupCount=LOG_FILE_BACKUPS, encoding="utf-8")
+    except OSError as exc:
+        logging.getLogger(__name__).warning("log file not opened", extra={"dir": str(directory), "error": str(exc)})
+        return None
+    handler.setFormatter(JsonLineFormatter())
+    handler.addFilter(DeviceLibraryLevels())
+    logging.getLogger().addHandler(handler)
+    return directory / LOG_FILE

@@ -4,8 +4,9 @@
 set -eu
 # MQTT broker (issue 6), SSH target for tools/flash.py (issue 5); systemd-analyze and the systemd the agent's units
 # run under in tests, libseccomp for the sandbox run without it, util-linux's setpriv/unshare/nsenter, and a Python
-# the agent's unprivileged user may run (pyenv's lies under /root) (issue 17)
-PACKAGES="mosquitto openssh-server openssh-client systemd libseccomp2 util-linux passwd python3"
+# the agent's unprivileged user may run (pyenv's lies under /root) (issue 17); an FTP server for firmware downloads
+# and diagnostics uploads (issue 13)
+PACKAGES="mosquitto openssh-server openssh-client systemd libseccomp2 util-linux passwd python3 vsftpd"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="OCPP configuration key preset at first boot ([ocpp.presets]); repeatable")
     up.add_argument("--demo", action=argparse.BooleanOptionalAction, default=True,
                     help="play a scripted charging session, shown live (default on; --no-demo for scripts)")
+    up.add_argument("--ab-slots", action="store_true",
+                    help="run the agent out of A/B slots in the state dir, so that an update from the CSMS really "
+                         "replaces the code that runs (docs/firmware-update.md)")
     up.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                     help="the simulator's own log level")
     # listed for --help; dispatched before parsing (their options belong to them)
@@ -312,9 +315,10 @@ async def _start_builtin_csms(args: argparse.Namespace, state_dir: Path, passwor
         behaviour.profiles[args.id] = ChargePointProfile(
             boot_statuses=p.boot_statuses, heartbeat_interval=p.heartbeat_interval,
             boot_retry_interval=p.boot_retry_interval, password=password)
+    (state_dir / "csms-files").mkdir(exist_ok=True)  # firmware to offer, diagnostics uploaded (docs/sim-api.md)
     csms = SimulatedCsms("127.0.0.1", args.csms_port, behaviour=behaviour,
                          transcript_path=str(state_dir / "csms-transcript.jsonl"), ssl_context=server_tls,
-                         csr_signer=csr_signer)
+                         csr_signer=csr_signer, files_dir=state_dir / "csms-files")
     await csms.start()
     return csms
 
@@ -392,6 +396,16 @@ async def _run(args: argparse.Namespace, state_dir: Path, stop: asyncio.Event,
     text = charger.agent_config(str(state_dir), OcppSettings(
         csms_url, password if security.profile != 3 else None, args.presets, security.profile, security.csms_ca,
         security.cp_cert if security.profile == 3 else None, security.cp_key if security.profile == 3 else None))
+    agent_env = agent_cwd = None
+    if args.ab_slots:
+        from sim.harness.ab_slots import SimSlots
+
+        ab = SimSlots(state_dir)
+        ab.prepare("sim-1.0.0")
+        text += ab.config_section()
+        agent_env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (ab.code_path, os.environ.get("PYTHONPATH", "")) if p))
+        agent_cwd = str(Path(ab.code_path).parent)
     try:
         check_presets(parse_config(text, str(config_path)))
     except ConfigError as exc:
@@ -411,7 +425,7 @@ async def _run(args: argparse.Namespace, state_dir: Path, stop: asyncio.Event,
                 echo.write(line + "\n")
                 echo.flush()
 
-    supervisor = AgentSupervisor(config_path, on_line=on_line,
+    supervisor = AgentSupervisor(config_path, on_line=on_line, env=agent_env, cwd=agent_cwd,
                                  on_event=view.on_agent_event if view is not None else None)
     targets = ControlTargets(charger, supervisor, output, csms_url, csms, state_dir)
     api = ControlApi(targets)

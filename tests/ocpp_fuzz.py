@@ -52,11 +52,14 @@ CSMS_ACTIONS = tuple(a for a in ACTIONS if a not in CP_ACTIONS)
 #: so a new handler cannot slip into the fuzzer's valid frames before someone decided whether it is safe.
 HANDLED = frozenset({"CancelReservation", "CertificateSigned", "ChangeAvailability", "ChangeConfiguration",
                      "ClearCache", "ClearChargingProfile", "DataTransfer", "DeleteCertificate",
-                     "ExtendedTriggerMessage", "GetCompositeSchedule", "GetConfiguration",
-                     "GetInstalledCertificateIds", "GetLocalListVersion", "InstallCertificate",
-                     "RemoteStartTransaction", "RemoteStopTransaction", "ReserveNow", "Reset",
-                     "SendLocalList", "SetChargingProfile", "TriggerMessage",
-                     "UnlockConnector"})
+                     "ExtendedTriggerMessage", "GetCompositeSchedule", "GetConfiguration", "GetDiagnostics",
+                     "GetInstalledCertificateIds", "GetLocalListVersion", "GetLog", "InstallCertificate",
+                     "RemoteStartTransaction", "RemoteStopTransaction", "ReserveNow", "Reset", "SendLocalList",
+                     "SetChargingProfile", "SignedUpdateFirmware", "TriggerMessage", "UnlockConnector",
+                     "UpdateFirmware"})
+#: Valid ones start work that outlasts the batch (a firmware job with its retries, an upload with its retries, and
+#: their status notifications), wherever they point: never sent valid.
+FILE_TRANSFERS = frozenset({"UpdateFirmware", "SignedUpdateFirmware", "GetDiagnostics", "GetLog"})
 #: OCPP-J 1.6 §4.2.3, as the 1.6 text spells them.
 ERROR_CODES_16 = frozenset({
     "NotImplemented", "NotSupported", "InternalError", "ProtocolError", "SecurityError", "FormationViolation",
@@ -844,6 +847,8 @@ def side_effect(frame: str | bytes, charger: ChargerState) -> str | None:
     ours = range(1, charger.connectors + 1)
     if action == "Reset":
         return "a valid Reset restarts the agent"
+    if action in FILE_TRANSFERS:
+        return f"a valid {action} starts a transfer (and its retries) that outlasts the batch"
     if action == "ChangeAvailability" and (payload["connectorId"] == 0 or payload["connectorId"] in ours):
         return "a valid ChangeAvailability of a connector the charger has"
     if action == "RemoteStartTransaction" and payload.get("connectorId", 1) in ours:

@@ -42,15 +42,18 @@ class Station:
                  reader: str = "pn532", presets: dict[str, Any] | None = None,
                  boot_statuses: list[str] | None = None, heartbeat_interval: int = 300,
                  storage_dir: Path | None = None, extra_config: str = "", cable: str | None = None,
-                 csms_ssl: ssl.SSLContext | None = None, ocpp_extra: str = "") -> None:
+                 csms_ssl: ssl.SSLContext | None = None, ocpp_extra: str = "",
+                 csms_files: Path | None = None) -> None:
         """``csms_ssl``: the simulated CSMS serves wss:// with it; ``ocpp_extra``: lines for the agent's [ocpp]
-        section (security_profile, password, csms_ca...)."""
+        section (security_profile, password, csms_ca...); ``csms_files``: the simulated CSMS also serves these
+        files over HTTP and takes uploads (firmware updates, diagnostics)."""
         self.state_dir = state_dir
         self.storage_dir = storage_dir or state_dir  # the agent's database (config and log stay in state_dir)
         self.spec = ChargerSpec(charge_point_id=CP_ID, connectors=connectors, board=board,  # type: ignore[arg-type]
                                 meter=meter, reader=reader, cable=cable)  # type: ignore[arg-type]
         self.charger = SimulatedCharger(self.spec)
-        self.csms = SimulatedCsms(response_timeout_s=WAIT_S, ping_interval_s=None, ssl_context=csms_ssl)
+        self.csms = SimulatedCsms(response_timeout_s=WAIT_S, ping_interval_s=None, ssl_context=csms_ssl,
+                                  files_dir=csms_files)
         self.ocpp_extra = ocpp_extra
         self.presets = {"MeterValueSampleInterval": 0, "HeartbeatInterval": heartbeat_interval, **(presets or {})}
         self.profile = ChargePointProfile(boot_statuses=boot_statuses or ["Accepted"],

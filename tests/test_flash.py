@@ -27,11 +27,14 @@ from firmware.storage import Database
 from firmware.storage.settings import Settings
 from sim.csms.behaviour import ChargePointProfile
 from sim.csms.server import SimulatedCsms
+from sim.csms.transcript import Direction
 from sim.harness.charger import ChargerSpec, OcppSettings, SimulatedCharger
 from tests.controller import agent_python, dialout_gid, grant_serial_ports, make_root, traversable_dir
 from tests.pki import Signer, make_signer
 from tests.sshd import CuttingProxy, SshServer, running_sshd
 from tools.flashing.build import runtime_requirements
+from tools.flashing.target import parse_target
+from tools.flashing.unit import CONFIG_PATH as CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
 FLASH = REPO / "tools" / "flash.py"
@@ -48,6 +51,7 @@ class Bundles:
     v1: Path
     v2: Path
     broken: Path  # an agent that exits at once (fails its health check)
+    migrating: Path  # an agent with one more schema migration that never pings the watchdog (fails, after running)
     other_revision: Path
     wrongly_signed: Path
     other_python: Path  # wheels claimed for another interpreter than the controller's
@@ -95,10 +99,27 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> Bundles:
     start = "    async def run(self) -> ExitCode:\n"
     assert start in text
     agent.write_text(text.replace(start, start + '        raise RuntimeError("broken build: exits at once")\n'))
+    migrating_src = tmp / "migrating-src"
+    for package in ("firmware", "hal"):
+        shutil.copytree(REPO / package, migrating_src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    database = migrating_src / "firmware/storage/database.py"
+    text = database.read_text()
+    last = "MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6"
+    assert last in text
+    database.write_text(text.replace(last, "def _v_next(conn: sqlite3.Connection) -> None:\n"
+        "    conn.execute('ALTER TABLE outbox ADD COLUMN priority INTEGER NOT NULL DEFAULT 0')\n"
+        "    conn.execute('CREATE TABLE firmware_jobs (id INTEGER PRIMARY KEY, state TEXT NOT NULL)')\n\n\n"
+        + last + ", _v_next"))
+    agent = migrating_src / "firmware/agent.py"
+    text = agent.read_text()
+    watchdog = 'self.tasks.start("watchdog", notifier.watchdog)'
+    assert watchdog in text
+    agent.write_text(text.replace(watchdog, "pass  # broken build: never pings the watchdog"))
     v1 = build(tmp, signer, wheels, "1.0.0")
     print(f"[figure] bundle with full runtime deps: {v1.stat().st_size / 1e6:.1f} MB")
     return Bundles(signer, stranger, v1, build(tmp, signer, wheels, "1.1.0"),
                    build(tmp, signer, wheels, "1.2.0-broken", "--source", broken_src),
+                   build(tmp, signer, wheels, "1.3.0-migrating", "--source", migrating_src),
                    build(tmp, signer, wheels, "1.0.0", revision="rev-a"),
                    build(tmp, stranger, wheels, "6.6.6"),
                    build(tmp, signer, wheels, "1.0.0-py39", "--python-version", "3.9"))
@@ -221,6 +242,21 @@ async def test_failed_health_check_rolls_back_by_itself(charger: Charger, sshd: 
     assert r.returncode == 8 and "FAILED its health check" in r.stderr and active_link(charger.root) == "slots/a"
 
 
+async def test_a_failed_first_install_is_not_left_active(charger: Charger, sshd: SshServer, bundles: Bundles) -> None:
+    url, ssh = sshd.url(charger.root), sshd.tool_options
+    assert (await atool("commission", url, *ssh, "--config", charger.config)).returncode == 0
+    r = await atool("flash", url, bundles.broken, "--trust", bundles.signer.ca_cert, *ssh, *FAST_HEALTH)
+    assert r.returncode == 5, r.stdout + r.stderr
+    assert "this was the first install and it failed: slot a is NOT left active" in r.stderr
+    assert not (charger.root / "opt/evse-agent/current").is_symlink()
+    info = status(url, *ssh)
+    assert info["active"] is None and info["history"][-1]["event"] == "deactivated (first install failed its " \
+        "health check)"
+    r = await atool("flash", url, bundles.v1, "--trust", bundles.signer.ca_cert, *ssh, *FAST_HEALTH)
+    assert r.returncode == 0, r.stdout + r.stderr  # the next install goes on as a first one (into the free slot a)
+    assert active_link(charger.root) == "slots/a" and status(url, *ssh)["slots"]["a"]["version"] == "1.0.0"
+
+
 async def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -275,6 +311,10 @@ async def test_tampered_wrongly_signed_and_other_revision_refused_before_anythin
     r = await atool("flash", url, bundles.other_revision, *trust, *ssh)
     assert r.returncode == 3
     assert "built for hardware revision(s) rev-a, the controller is 'rev-c'" in r.stderr
+    r = await atool("flash", url, bundles.other_revision, *trust, *ssh, "--hardware-revision", "rev-a")
+    assert r.returncode == 3
+    assert "the controller states hardware revision 'rev-c' itself; --hardware-revision rev-a does not " \
+           "override it" in r.stderr
     r = await atool("flash", url, bundles.other_python, *trust, *ssh)
     assert r.returncode == 3
     assert "the bundle is built for cp39 on x86_64, the controller runs cp311 on x86_64" in r.stderr
@@ -363,6 +403,28 @@ async def test_commission_refuses_invalid_configuration(charger: Charger, sshd: 
     board1 = charger.sim.wires["board1"].host_port
     assert r.returncode == 0 and f"connector 1   32 A 3-phase, board ioboard on {board1}" in r.stdout
     assert not (charger.root / "etc/evse-agent/agent.toml").exists()
+
+
+async def test_commission_installs_the_firmware_trust_anchor(charger: Charger, sshd: SshServer, bundles: Bundles
+                                                            ) -> None:
+    """The CA the charger trusts for updates from the CSMS, root's, where the configuration's [firmware] trust
+    names it (the privileged install verifies against it: docs/firmware-update.md)."""
+    url, ssh = sshd.url(charger.root), sshd.tool_options
+    trust = ["--firmware-trust", str(bundles.signer.ca_cert)]
+    r = await atool("commission", url, *ssh, "--config", charger.config, *trust)
+    assert r.returncode == 78 and "[firmware] trust must be \"/etc/evse-agent/firmware-trust.pem\"" in r.stderr
+    assert not (charger.root / "etc/evse-agent/agent.toml").exists()  # nothing written
+    config = charger.config.with_name("with-trust.toml")
+    config.write_text(charger.config.read_text() + '\n[firmware]\ntrust = "/etc/evse-agent/firmware-trust.pem"\n')
+    r = await atool("commission", url, *ssh, "--config", config, *trust)
+    assert r.returncode == 0, r.stderr
+    written = charger.root / "etc/evse-agent/firmware-trust.pem"
+    assert written.read_bytes() == bundles.signer.ca_cert.read_bytes()
+    assert (written.stat().st_uid, written.stat().st_mode & 0o777) == (0, 0o640)  # root:evse-agent (access.py)
+    bad = config.with_name("not-a-cert.pem")
+    bad.write_text("hello")
+    r = await atool("commission", url, *ssh, "--config", config, "--firmware-trust", bad)
+    assert r.returncode == 2 and "expected PEM certificates" in r.stderr
 
 
 async def test_selftest_over_ssh_names_the_missing_device(charger: Charger, sshd: SshServer, bundles: Bundles) -> None:
@@ -492,11 +554,12 @@ async def test_flash_migrates_a_controller_commissioned_by_the_previous_version(
     systemd = charger.root / "etc/systemd/system"
     assert "User=evse-agent\n" in (systemd / "evse-agent.service").read_text()
     assert f"ReadWritePaths={state}\n" in (systemd / "evse-agent.service.d/state-dir.conf").read_text()
-    for name in ("evse-agent-reboot.path", "evse-agent-switch.path"):
+    for name in ("evse-agent-reboot.path", "evse-agent-switch.path", "evse-agent-install.path"):
         assert os.readlink(systemd / "paths.target.wants" / name) == f"/etc/systemd/system/{name}"
     # the units as installed (paths under this test's root) pass systemd's own check
     units = [systemd / n for n in ("evse-agent.service", "evse-agent-reboot.service", "evse-agent-switch.service",
-                                   "evse-agent-reboot.path", "evse-agent-switch.path")]
+                                   "evse-agent-install.service", "evse-agent-reboot.path", "evse-agent-switch.path",
+                                   "evse-agent-install.path")]
     v = await asyncio.create_subprocess_exec("systemd-analyze", "verify", *map(str, units),
                                              stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await v.communicate()
@@ -552,3 +615,62 @@ async def test_commission_security_profile_3_installs_the_certificates(charger: 
     assert installed["charge-point-key"].stat().st_mode & 0o777 == 0o600
     r = await atool("commission", url, "--config", written, "--security-profile", "2")
     assert r.returncode == 78 and "ocpp.security_profile is 3, not 2" in r.stderr
+
+
+async def test_rollback_across_a_schema_change_restores_the_database_and_the_older_agent_delivers_the_queue(
+        charger: Charger, sshd: SshServer, bundles: Bundles) -> None:
+    """Issue 13: the new agent migrates the database during its health check (schema 7), queues meter values while
+    the CSMS will not have it, and fails; the rollback brings the snapshot (schema 6) back with those messages in it,
+    and the older agent opens it and delivers them (before, it refused the newer schema: exit 74, no restart)."""
+    url, ssh = sshd.url(charger.root), sshd.tool_options
+    trust = ["--trust", str(bundles.signer.ca_cert)]
+    state = charger.root / "var/lib/evse-agent"
+    charger.config.write_text(charger.sim.agent_config(str(state), OcppSettings(
+        charger.csms.url, PASSWORD, presets={"ClockAlignedDataInterval": "1"})))  # a meter value every second
+    assert (await atool("commission", url, *ssh, "--config", charger.config)).returncode == 0
+    r = await atool("flash", url, bundles.v1, *trust, *ssh, *FAST_HEALTH)
+    assert r.returncode == 0, r.stdout + r.stderr
+    db = Database(state / "agent.db")
+    schema = db.version
+    db.close()
+
+    profile = charger.csms.behaviour.profiles[CP_ID]
+    profile.password = "not-the-chargers-password"  # the CSMS refuses the new slot: what it records stays queued
+    switched_at = time.time()
+    r = await atool("flash", url, bundles.migrating, *trust, *ssh, "--csms-optional", "--health-settle", "3",
+                    "--health-timeout", "30")
+    assert r.returncode == 5, r.stdout + r.stderr
+    assert "does not ping the systemd watchdog" in r.stdout
+    assert f"rolled back: slot a (1.0.0) is active again; the database is back to schema {schema}" in r.stderr
+    assert active_link(charger.root) == "slots/a"
+    info = status(url, *ssh)
+    assert "restored schema" in info["history"][-1]["database"]
+    aside = [p for p in state.iterdir() if p.name.startswith("agent.db.rolled-back-")]
+    assert len(aside) == 1  # what the new slot left, kept for inspection
+
+    db = Database(state / "agent.db")  # the older agent's code opens it (the newer schema: StorageError, exit 74)
+    assert db.version == schema
+    with db.read() as conn:
+        queued = [json.loads(p) for (p,) in conn.execute("SELECT payload FROM outbox WHERE action = 'MeterValues'")]
+    db.close()
+    from_new_slot = [m for m in queued if m["meterValue"][0]["timestamp"] >= time.strftime(
+        "%Y-%m-%dT%H:%M:%S", time.gmtime(switched_at))]
+    assert from_new_slot, queued
+
+    profile.password = PASSWORD
+    account = status(url, *ssh)["account"]
+    target = parse_target(f"dir://{charger.root}", python=agent_python(), ssh_options=[], local_exec=True)
+    agent = await asyncio.create_subprocess_shell(
+        target.firmware_command("opt/evse-agent/current", ["run", "--config", str(charger.root / CONFIG)], account),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+    try:
+        wanted = {m["meterValue"][0]["timestamp"] for m in from_new_slot}
+
+        def delivered() -> set[str]:
+            return {e.payload["meterValue"][0]["timestamp"]
+                    for e in charger.csms.transcript.messages(CP_ID, action="MeterValues")
+                    if e.direction == Direction.FROM_CP and isinstance(e.payload, dict)}
+        await wait_for(lambda: wanted <= delivered(), 60, "the older agent delivering the new slot's queue")
+    finally:
+        os.killpg(agent.pid, signal.SIGTERM)
+        await agent.wait()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,8 @@ import pytest
 
 from hal.ioboard.codec import encode_frame
 from hal.ioboard.messages import MessageError, MsgType, decode_message
-from sim.devices.ioboard_mcu import FIRMWARE_DIR
-from sim.devices.mpy_vm import run_script
+from sim.devices.ioboard_mcu import FIRMWARE_DIR, FLASH_CHIP_RESULT_CAP, HOST_BUFFER_EXTRA
+from sim.devices.mpy_vm import RESULT_CAP_BYTES, MicroPythonVm, run_script
 from tests.test_ioboard_codec import COBS_VECTORS, _diag_to_python, _spec_examples
 
 RUNNER = (Path(__file__).parent / "mpy" / "vectors_runner.py").read_text()
@@ -337,3 +338,28 @@ def test_cable_lock_drive_feedback_and_interlock_inside_micropython() -> None:
 
     assert got["no_lock"]["results"] == [8] and all(p[7] == DRIVE_OFF for p in got["no_lock"]["passes"])
     assert all(p[5:] == [LOCK_UNLOCKED, False, DRIVE_OFF] for p in got["untouched"]["passes"])
+
+
+# --- what the simulation's heap figures leave out ----------------------------------------------------------------
+
+HEAP_PROBE = """
+import gc, host
+gc.collect()
+before = gc.mem_alloc()
+for _ in range(20):
+    host.call("nop", b"")
+gc.collect()
+print(gc.mem_alloc() - before)
+"""
+
+
+@pytest.mark.parametrize("cap", [RESULT_CAP_BYTES, FLASH_CHIP_RESULT_CAP])
+def test_the_host_call_buffer_the_heap_figures_leave_out_is_the_cap_plus_one_block(cap: int) -> None:
+    """The WASI artifact keeps one host.call answer buffer on the guest's heap for good (McuIoBoard reports heap
+    figures without it, HOST_BUFFER_EXTRA): if it ever allocated per call, or kept more, the figures would lie."""
+    done = threading.Event()
+    vm = MicroPythonVm(FIRMWARE_DIR, HEAP_PROBE, {"nop": lambda _: b""}, result_cap=cap, name="heap-probe",
+                       on_exit=lambda _: done.set())
+    vm.start()
+    assert done.wait(30)
+    assert vm.stdout_lines == [str(cap + HOST_BUFFER_EXTRA)]

@@ -32,7 +32,14 @@ from tests.nested_systemd import NestedSystemd, NestedSystemdUnavailable, nested
 from tests.nested_systemd import unavailable as nested_systemd_unavailable
 from tests.sandbox import Sandbox, service_directives
 from tests.station import CP_ID, Station
-from tools.flashing.unit import STATE_DROPIN_PATH, helper_units, state_dropin, unit_files, unit_text
+from tools.flashing.unit import (
+    CONFIRM_TIMEOUT_S,
+    STATE_DROPIN_PATH,
+    helper_units,
+    state_dropin,
+    unit_files,
+    unit_text,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CARD = "04A1B2C3"
@@ -74,12 +81,14 @@ def test_installed_units_verify_and_the_agent_is_exposed_at_most_2(tmp_path: Pat
     (tmp_path / STATE_DROPIN_PATH).parent.mkdir(parents=True)
     (tmp_path / STATE_DROPIN_PATH).write_text(state_dropin("/var/lib/evse-agent"))
     units = sorted(system.glob("evse-agent*.service")) + sorted(system.glob("*.path"))
-    assert [u.name for u in units] == ["evse-agent-reboot.service", "evse-agent-switch.service", "evse-agent.service",
+    assert [u.name for u in units] == ["evse-agent-install.service", "evse-agent-reboot.service",
+                                       "evse-agent-switch.service", "evse-agent.service", "evse-agent-install.path",
                                        "evse-agent-reboot.path", "evse-agent-switch.path"]
     r = subprocess.run(["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True, check=False)
     assert (r.returncode, r.stdout + r.stderr) == (0, ""), r.stdout + r.stderr
     assert exposure(system / "evse-agent.service") <= MAX_EXPOSURE
     assert exposure(system / "evse-agent-switch.service") <= MAX_EXPOSURE  # root, but boxed in
+    assert exposure(system / "evse-agent-install.service") <= MAX_EXPOSURE  # root, boxed in, no network
     assert exposure(system / "evse-agent-reboot.service") <= 1.0  # runs /bin/true
     directives = service_directives(unit_text("/", "/usr/bin/python3"))
     assert directives["User"] == ["evse-agent"] and directives["UMask"] == ["0077"]
@@ -189,7 +198,7 @@ def run_switch_unit(root: Path, request: Path) -> subprocess.CompletedProcess[st
     env = dict(item.split("=", 1) for v in d["Environment"] for item in shlex.split(v))
     *command, args = shlex.split(d["ExecStart"][0])
     assert json.loads(args) == {"root": str(root), "request": f"{RUN_DIR}/{SWITCH_REQUEST}",
-                                "service": "evse-agent.service"}
+                                "service": "evse-agent.service", "confirm_timeout_s": CONFIRM_TIMEOUT_S}
     args = json.dumps({"root": str(root), "request": str(request)})
     return subprocess.run([*command, args], env={"PATH": os.environ["PATH"], **env}, capture_output=True,
                           text=True, timeout=30, check=False)
@@ -348,8 +357,9 @@ async def test_the_units_under_a_real_systemd(tmp_path: Path) -> None:
         binds = controller_for_systemd(root, units, python)
         async with Station(root / "etc/evse-agent", connectors=1, storage_dir=root / "var/lib/evse-agent") as s:
             report = access.secure(str(root))  # commissioning: the user (ids free on this machine), the modes
-            (units / "evse-agent.service.d").mkdir()
-            (units / "evse-agent.service.d/state-dir.conf").write_text(state_dropin(report["state_dir"]))
+            for unit in ("evse-agent.service", "evse-agent-switch.service"):
+                (units / f"{unit}.d").mkdir(exist_ok=True)
+                (units / f"{unit}.d/state-dir.conf").write_text(state_dropin(report["state_dir"]))
             for name, text in CHECK_DROPINS.items():
                 (units / f"{name}.d").mkdir(exist_ok=True)
                 (units / f"{name}.d/check.conf").write_text(text.format(log=log))
@@ -380,6 +390,11 @@ async def test_the_units_under_a_real_systemd(tmp_path: Path) -> None:
                 await s.wait_booted(since=mark)  # restarted by the switch unit
                 assert slots.active_slot(str(root)) == "b"
                 assert slots.info(str(root))["history"][-1]["event"] == "switched (requested by the agent)"
+                assert "snapshot of schema" in slots.info(str(root))["history"][-1]["database"]  # b's first run
+                snapshot = root / "opt/evse-agent/snapshots/before-b.db"
+                assert snapshot.is_file() and snapshot.stat().st_uid == 0  # root's, beside the code
+                st = (root / "var/lib/evse-agent/agent.db").stat()
+                assert (st.st_uid, st.st_mode & 0o777) == (uid, 0o600)  # still the agent's
 
                 assert await device_probe(systemd, units, root, unit_text(str(root), python)) == {}
 

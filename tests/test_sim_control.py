@@ -633,6 +633,32 @@ def test_ctl_trigger(sim: Sim) -> None:
         schema["properties"]["requestedMessage"]["enum"])
 
 
+def test_ctl_firmware_update_and_diagnostics(sim: Sim) -> None:
+    """The builtin CSMS offers what is in <state-dir>/csms-files and takes the uploads (issue 13)."""
+    wait_until(lambda: sim.state()["csms"]["connected"], what="agent connected")
+    code, files = run_ctl(sim, "firmware", "files")
+    assert code == 0 and files["dir"] == str(sim.state_dir / "csms-files")
+    code, answer = run_ctl(sim, "diagnostics")
+    name = answer["response"]["fileName"]
+    assert code == 0 and name.endswith(".tar.gz") and answer["upload"] == str(sim.state_dir / "csms-files/uploads" /
+                                                                              name)
+    wait_until(lambda: any(u["name"] == name for u in run_ctl(sim, "firmware", "files")[1]["uploads"]),
+               what="the diagnostics uploaded to the CSMS")
+    code, answer = run_ctl(sim, "firmware", "update", "--file", "nothing.bundle")
+    assert code == control_cli.EXIT_HTTP_ERROR and "offers no file 'nothing.bundle'" in answer["error"]
+    (sim.state_dir / "csms-files/junk.bundle").write_bytes(b"not a bundle")
+    mark = sim.ok("GET", "/csms/transcript?n=1")["next_seq"]
+    code, answer = run_ctl(sim, "firmware", "update", "--file", "junk.bundle", "--retries", "0")
+    assert code == 0 and answer["response"] == {} and answer["location"].endswith("/junk.bundle")
+
+    def statuses() -> list[str]:
+        entries = sim.ok("GET", f"/csms/transcript?since={mark}&n=500")["entries"]
+        return [e["payload"]["status"] for e in entries
+                if e.get("action") == "FirmwareStatusNotification" and e.get("kind") == "CALL"]
+    wait_until(lambda: "InstallationFailed" in statuses(), what="the junk refused")
+    assert statuses() == ["Downloading", "Downloaded", "Installing", "InstallationFailed"]
+
+
 def test_ctl_reservation_commands(sim: Sim) -> None:
     """``ctl reserve`` / ``ctl cancel-reservation`` reach the agent through the builtin CSMS; a bad request is
     refused before anything is sent."""
@@ -1006,3 +1032,31 @@ def test_body_types_are_checked_by_name() -> None:
             call()
         assert words in err.value.reason and err.value.status == 400
     assert Body(b"  ").data == {}
+
+
+def test_ab_slots_an_update_from_the_csms_replaces_the_code_that_runs(tmp_path: Path) -> None:
+    """``sim up --ab-slots``: the agent runs out of slot a (a bundle of this checkout); ctl builds a bundle signed
+    with the simulator's key, UpdateFirmware installs it into slot b, and the restarted agent imports its code
+    from slot b and says so."""
+    s = start_sim(tmp_path / "state", "--csms", "builtin", "--id", CP, "--ab-slots")
+    try:
+        wait_agent_running(s)
+        starts = [x for x in s.ok("GET", "/agent/log?since=0&n=5000")["lines"] if x.get("msg") == "agent starting"]
+        assert starts[-1]["code"] == str(s.state_dir / "opt/evse-agent/slots/a/app/firmware")
+        assert starts[-1]["version"] == "sim-1.0.0"
+        code, built = run_ctl(s, "firmware", "build", "sim-2.0.0")
+        assert code == 0 and built["file"] == "evse-agent-sim-2.0.0.bundle"
+        mark = s.ok("GET", "/csms/transcript?n=1")["next_seq"]
+        assert run_ctl(s, "firmware", "update", "--file", built["file"])[0] == 0
+
+        def statuses() -> list[str]:
+            entries = s.ok("GET", f"/csms/transcript?since={mark}&n=2000")["entries"]
+            return [e["payload"]["status"] for e in entries
+                    if e.get("action") == "FirmwareStatusNotification" and e.get("kind") == "CALL"]
+        wait_until(lambda: "Installed" in statuses() or "InstallationFailed" in statuses(), 90, "the update")
+        assert statuses() == ["Downloading", "Downloaded", "Installing", "Installed"]
+        starts = [x for x in s.ok("GET", "/agent/log?since=0&n=5000")["lines"] if x.get("msg") == "agent starting"]
+        assert starts[-1]["code"] == str(s.state_dir / "opt/evse-agent/slots/b/app/firmware")
+        assert starts[-1]["version"] == "sim-2.0.0"
+    finally:
+        stop_sim(s)

@@ -31,6 +31,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from firmware.maintenance.slots import sha256_file
 
@@ -299,3 +300,25 @@ def manifest_summary(manifest: Manifest) -> dict[str, Any]:
     return {"version": manifest.version, "built_at": manifest.built_at,
             "hardware_revisions": list(manifest.hardware_revisions), "python": manifest.python,
             "platform": manifest.platform, "files": len(manifest.files), "payload_bytes": manifest.payload_bytes}
+
+
+def verify_file_signature(path: Path, signature_b64: str, cert: x509.Certificate) -> None:
+    """OCPP SignedUpdateFirmware: ``signature`` (base64 DER ECDSA, or RSA PKCS#1 v1.5, with SHA-256) over the whole
+    downloaded file, by the signing certificate's key; the file is hashed in chunks. Raises :class:`BundleError`."""
+    h = hashes.Hash(hashes.SHA256())
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    digest = h.finalize()
+    public = cert.public_key()
+    try:
+        signature = base64.b64decode(signature_b64, validate=True)
+        if isinstance(public, ec.EllipticCurvePublicKey):
+            public.verify(signature, digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+        elif isinstance(public, rsa.RSAPublicKey):
+            public.verify(signature, digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+        else:
+            raise BundleError(f"the signing certificate holds a {type(public).__name__}: not ECDSA or RSA")
+    except (InvalidSignature, ValueError):
+        raise BundleError(f"the signature does not verify over the downloaded file with the signing certificate "
+                          f"'{_describe(cert)}'") from None

@@ -10,6 +10,7 @@ controller; a mounted SD card, or a test directory) and answers one JSON object.
     <root>/opt/evse-agent/current        symlink -> slots/a: the active slot, switched by rename(2)
     <root>/opt/evse-agent/state.json     slot versions, the last health check, a short history
     <root>/opt/evse-agent/incoming/      <sha256>.part: a bundle being transferred (resumable)
+    <root>/opt/evse-agent/snapshots/     before-<slot>.db: the agent's database before that slot first ran
     <root>/etc/evse-agent/               agent.toml (commissioning), hardware-revision
 
 Everything here is root's and read-only to the agent, which runs as its own user (:mod:`access`); the one
@@ -18,8 +19,12 @@ operation the agent can ask for itself is :func:`apply_switch_request`, run by a
 
 The active slot is never written to: a bundle is checked (SHA-256 of the whole file, as verified by the
 tool) before the inactive slot is touched, unpacked into ``slots/X.new`` and only renamed to ``slots/X``
-when complete, and ``current`` changes with one atomic rename. A power cut at any moment leaves either the
-old or the new slot active, each complete.
+when complete (every file and directory fsynced first), and ``current`` changes with one atomic rename. A power
+cut at any moment leaves either the old or the new slot active, each complete.
+
+The agent's database across versions (:mod:`db_rollback`): before a freshly installed slot is activated for the
+first time its database is snapshotted; a switch back to the slot that was active then restores that snapshot
+with what the new slot recorded carried into it, or is refused (the new slot stays active) when it cannot be.
 """
 
 from __future__ import annotations
@@ -31,17 +36,19 @@ import os
 import platform
 import shutil
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
 import tarfile
 import time
+import tomllib
 import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from firmware.maintenance import access
+from firmware.maintenance import access, db_rollback
 
 BASE = "opt/evse-agent"
 ETC = "etc/evse-agent"
@@ -128,7 +135,12 @@ def info(root: str) -> dict[str, Any]:
         incoming = {p.name: p.stat().st_size for p in (base / "incoming").iterdir() if p.is_file()}
     revision_file = Path(root) / ETC / "hardware-revision"
     revision = revision_file.read_text().strip() if revision_file.is_file() else None
+    try:
+        charging = db_rollback.open_transactions(database_path(root))
+    except access.AccessError:  # the configuration cannot be read: commissioning will say so
+        charging = []
     return {"root": root, "active": active_slot(root), "slots": slots, "last_health": state["last_health"],
+            "open_transactions": charging,
             "history": state["history"], "incoming": incoming, "hardware_revision": revision,
             "commissioned": (Path(root) / ETC / "agent.toml").is_file(),
             "account": account.to_json() if (account := access.read_account(root)) else None,
@@ -191,7 +203,21 @@ def _unpack(bundle: Path, dest: Path) -> dict[str, Any]:
     # and would compile every module at every start
     compileall.compile_dir(dest, quiet=2, workers=1)
     _readable_by_agent(dest)
+    _fsync_tree(dest)
     return manifest
+
+
+def _fsync_tree(top: Path) -> None:
+    """Every file and directory under ``top`` on disk before the slot is renamed into place: a power cut after
+    the rename must not find a complete-looking slot of empty or torn files."""
+    for dirpath, _, filenames in os.walk(top):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
 
 
 def _readable_by_agent(dest: Path) -> None:
@@ -202,8 +228,9 @@ def _readable_by_agent(dest: Path) -> None:
             os.chmod(os.path.join(dirpath, name), CODE_FILE_MODE)
 
 
-def install(root: str, sha256: str, size: int) -> dict[str, Any]:
-    """Check the transferred bundle, then unpack it into the inactive slot (never the active one)."""
+def install(root: str, sha256: str, size: int, request_id: str | None = None) -> dict[str, Any]:
+    """Check the transferred bundle, then unpack it into the inactive slot (never the active one). ``request_id``:
+    the agent's (:func:`apply_install_request`), recorded with the outcome."""
     base = _base(root)
     part = base / "incoming" / f"{sha256}.part"
     if not part.is_file() or part.stat().st_size != size:
@@ -225,32 +252,102 @@ def install(root: str, sha256: str, size: int) -> dict[str, Any]:
     state = _read_state(root)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
+    _fsync_dir(target.parent)
     part.unlink()
     state["slots"][slot] = {"version": manifest.get("version", "unknown"), "built_at": manifest.get("built_at"),
                             "installed_at": _now(), "bundle_sha256": sha256, "health": "not checked"}
-    _log(state, "installed", slot=slot, version=manifest.get("version"))
+    _log(state, "installed", slot=slot, version=manifest.get("version"),
+         **({"request": request_id} if request_id else {}))
     _write_state(root, state)
     return {"slot": slot, "version": manifest.get("version"), "active": active,
             "unpack_s": round(time.monotonic() - started, 2)}
 
 
+def database_path(root: str) -> Path:
+    """The agent's database, as the controller at ``root`` has it (storage.dir of the commissioned configuration)."""
+    return access.on_root(root, access.configured_state_dir(root)) / db_rollback.DB_NAME
+
+
+def _database_for_switch(root: str, state: dict[str, Any], previous: str | None, slot: str) -> dict[str, Any] | None:
+    """Before the switch from ``previous`` to ``slot``: the snapshot when ``slot`` runs for the first time since it
+    was installed, the restore when ``slot`` is the one the active slot's snapshot was taken from (a rollback).
+    Raises :class:`SlotError` ("refused") when the restore cannot be done: the switch must not happen then."""
+    entry = state["slots"].get(slot) or {}
+    snapshots: dict[str, Any] = state.setdefault("snapshots", {})
+    if previous == slot:
+        return None
+    if not entry.get("activated_at"):
+        db = database_path(root)
+        folder = _base(root) / "snapshots"
+        taken = db_rollback.take_snapshot(db, folder / f"before-{slot}.db")
+        snapshots.clear()
+        if taken is not None:
+            snapshots[slot] = {**taken, "from_slot": previous}
+        if folder.is_dir():
+            for old in folder.iterdir():  # only the snapshot of the latest first run is kept
+                if old.name != f"before-{slot}.db":
+                    old.unlink()
+        return {"snapshot": taken}
+    snap = snapshots.get(str(previous))
+    if previous is None or snap is None or snap.get("from_slot") != slot:
+        return None
+    try:
+        restored = db_rollback.restore(database_path(root), snap)
+    except db_rollback.RestoreRefused as exc:
+        raise SlotError("refused", f"not switching back to slot {slot}: the database cannot be restored for it: "
+                        f"{exc}") from None
+    if restored["restored"]:
+        (state["slots"].get(str(previous)) or {}).pop("activated_at", None)  # it migrates again if switched to
+    return {"restore": restored}
+
+
 def activate(root: str, slot: str, reason: str = "activated") -> dict[str, Any]:
-    """Point ``current`` at ``slot`` with one atomic rename."""
+    """Point ``current`` at ``slot`` with one atomic rename, the agent's database made ready for it first
+    (:func:`_database_for_switch`). The agent must not be running when this switches back to an older slot."""
     if slot not in SLOTS or not _installed(root, slot):
         raise SlotError("state", f"slot {slot!r} holds no installed agent")
     base = _base(root)
     previous = active_slot(root)
+    state = _read_state(root)
+    try:
+        database = _database_for_switch(root, state, previous, slot)
+    except SlotError as exc:
+        _log(state, "switch refused", slot=slot, reason=str(exc))
+        _write_state(root, state)
+        raise
     tmp = base / "current.tmp"
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()
     os.symlink(f"slots/{slot}", tmp)
     os.replace(tmp, base / "current")
     _fsync_dir(base)
-    state = _read_state(root)
     state["active"] = slot
-    _log(state, reason, slot=slot, previous=previous, version=(state["slots"].get(slot) or {}).get("version"))
+    if slot in state["slots"]:
+        state["slots"][slot].setdefault("activated_at", _now())
+    fields: dict[str, Any] = {}
+    if database and database.get("restore", {}).get("restored"):
+        r = database["restore"]
+        fields = {"database": f"restored schema {r['schema']} (from {r['from_schema']}), carried {r['rows']}"}
+    elif database and database.get("snapshot"):
+        fields = {"database": f"snapshot of schema {database['snapshot']['schema']} taken"}
+    _log(state, reason, slot=slot, previous=previous, version=(state["slots"].get(slot) or {}).get("version"),
+         **fields)
     _write_state(root, state)
-    return {"active": slot, "previous": previous}
+    return {"active": slot, "previous": previous, "database": database}
+
+
+def deactivate(root: str, reason: str) -> dict[str, Any]:
+    """No slot active (``current`` removed): the unit has nothing to run. Only for a first install that failed its
+    check, so that no broken agent runs; the next flash activates what it installs."""
+    base = _base(root)
+    previous = active_slot(root)
+    (base / "current").unlink(missing_ok=True)
+    _fsync_dir(base)
+    state = _read_state(root)
+    state["active"] = None
+    _log(state, reason, slot=previous)
+    _write_state(root, state)
+    return {"active": None, "previous": previous}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -293,17 +390,26 @@ def switch_and_check(root: str, slot: str, health_command: str, timeout_s: float
     activate(root, slot)
     result = _run_health(health_command, timeout_s)
     record_health(root, slot, result)
-    rolled_back = None
+    rolled_back = refused = database = None
+    deactivated = False
     if not result.get("ok") and previous not in (None, slot) and _installed(root, str(previous)):
-        activate(root, str(previous), "rolled back (health check failed)")
-        rolled_back = previous
+        try:
+            database = activate(root, str(previous), "rolled back (health check failed)")["database"]
+            rolled_back = previous
+        except SlotError as exc:  # the older agent could not open the database the new one left
+            refused = str(exc)
+    elif not result.get("ok") and previous is None:  # a failed first install is not left to run
+        deactivate(root, "deactivated (first install failed its health check)")
+        deactivated = True
     if service is not None and shutil.which("systemctl"):
         subprocess.run(["systemctl", "daemon-reload"], check=False)
         subprocess.run(["systemctl", "enable", service], check=False, capture_output=True)
-        subprocess.run(["systemctl", "restart", service], check=False)
+        if not deactivated:
+            subprocess.run(["systemctl", "restart", service], check=False)
         for unit in helpers or []:
             subprocess.run(["systemctl", "enable", "--now", unit], check=False, capture_output=True)
-    return {"health": result, "rolled_back_to": rolled_back, "previous": previous}
+    return {"health": result, "rolled_back_to": rolled_back, "previous": previous, "rollback_refused": refused,
+            "database": database, "deactivated": deactivated}
 
 
 def _run_health(command: str, timeout_s: float) -> dict[str, Any]:
@@ -342,12 +448,21 @@ def _read_request(path: Path) -> bytes:
         os.close(fd)
 
 
-def apply_switch_request(root: str, request: str, service: str | None = None) -> dict[str, Any]:
+CONFIRM_FILE = "slot-confirmed"  # beside the switch request: the new agent's word that it is up and accepted
+
+
+def apply_switch_request(root: str, request: str, service: str | None = None,
+                         confirm_timeout_s: float | None = None) -> dict[str, Any]:
     """The privileged half of the agent's A/B switch: ``evse-agent-switch.service`` runs this as root when the agent
     (its user cannot write the slots) has written ``request`` (firmware/maintenance/privileged.py). Narrow on
     purpose: the request names a slot and nothing else; only a slot holding an installed agent that did not fail
     its health check is switched to; then the agent is restarted from it (``service``, if given).
-    The request is consumed whatever its fate; refusals are in the history (``status``)."""
+    The request is consumed whatever its fate; refusals are in the history (``status``).
+
+    ``confirm_timeout_s``: a slot's first run must be confirmed by the new agent (``slot-confirmed`` beside the
+    request, naming the slot) within this time, else it is switched back (database restored) and marked FAILED —
+    a new agent that cannot even start, which would otherwise be restarted by systemd forever, is rolled back
+    here. A switch request written meanwhile (the new agent giving up on itself) ends the wait the same way."""
     path = Path(request)
     try:
         data = _read_request(path)
@@ -368,10 +483,139 @@ def apply_switch_request(root: str, request: str, service: str | None = None) ->
         return _refuse(root, f"slot {slot} failed its health check")
     if active_slot(root) == slot:
         return {"switched": False, "refused": f"slot {slot} is already active"}
-    result = activate(root, slot, "switched (requested by the agent)")
-    if service is not None and shutil.which("systemctl"):
-        subprocess.run(["systemctl", "--no-block", "try-restart", service], check=False)
-    return {"switched": True, **result}
+    systemd = service is not None and shutil.which("systemctl") is not None
+    if systemd:  # a switch back restores the database: the agent must not be writing it meanwhile
+        subprocess.run(["systemctl", "stop", str(service)], check=False)
+    try:
+        result = {"switched": True, **activate(root, slot, "switched (requested by the agent)")}
+    except (SlotError, access.AccessError) as exc:  # refused; in the history already, or the configuration's
+        result = {"switched": False, "refused": str(exc)}
+    except (OSError, sqlite3.Error) as exc:  # the database could not be snapshotted: no switch without one
+        result = _refuse(root, f"the agent's database could not be snapshotted or restored: {exc}")
+    finally:
+        if systemd:  # whatever happened, the agent runs again (from whichever slot is active)
+            subprocess.run(["systemctl", "--no-block", "start", str(service)], check=False)
+    first_run = "snapshot" in (result.get("database") or {})  # the slot's first run since it was installed
+    if result.get("switched") and first_run and confirm_timeout_s is not None:
+        result["confirmed"] = _await_confirmation(root, path, slot, str(result.get("previous")), service,
+                                                  confirm_timeout_s)
+    return result
+
+
+def _await_confirmation(root: str, request: Path, slot: str, previous: str, service: str | None,
+                        timeout_s: float) -> bool:
+    confirm = request.with_name(CONFIRM_FILE)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not request.exists():
+        try:
+            if confirm.read_bytes()[:MAX_REQUEST].decode("ascii", errors="replace").strip() == slot:
+                confirm.unlink(missing_ok=True)
+                record_health(root, slot, {"ok": True, "stage": "passed", "detail": "confirmed by the new agent"})
+                return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    detail = ("the new agent asked to go back" if request.exists() else
+              f"the new agent did not confirm within {timeout_s:g} s")
+    record_health(root, slot, {"ok": False, "stage": "running", "detail": detail})
+    if previous not in SLOTS or not _installed(root, previous):
+        return False
+    systemd = service is not None and shutil.which("systemctl") is not None
+    if systemd:
+        subprocess.run(["systemctl", "stop", str(service)], check=False)
+    try:
+        activate(root, previous, f"rolled back ({detail})")
+    except (SlotError, OSError, sqlite3.Error) as exc:
+        state = _read_state(root)
+        _log(state, "rollback refused", slot=previous, reason=str(exc))
+        _write_state(root, state)
+    finally:
+        if systemd:
+            subprocess.run(["systemctl", "--no-block", "start", str(service)], check=False)
+    request.unlink(missing_ok=True)  # the agent's own request to go back is done now
+    return False
+
+
+DOWNLOADS = "firmware-download"  # in the agent's state dir: <sha256>.bundle, what it asks to install
+MAX_INSTALL_REQUEST = 128
+
+
+def _install_refused(root: str, request_id: str, why: str) -> dict[str, Any]:
+    state = _read_state(root)
+    _log(state, "install refused", request=request_id, reason=why)
+    _write_state(root, state)
+    return {"installed": False, "request": request_id, "refused": why}
+
+
+def _copy_out(src: Path, dest: Path) -> None:
+    """The agent's file, read through no link, into root's ``dest`` (the agent cannot change it afterwards)."""
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SlotError("state", f"{src} is not a plain file")
+        with os.fdopen(os.dup(fd), "rb") as f, dest.open("wb") as out:
+            shutil.copyfileobj(f, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+    finally:
+        os.close(fd)
+
+
+def apply_install_request(root: str, request: str) -> dict[str, Any]:
+    """The privileged half of the agent's install (``evse-agent-install.service``, root): the request names a
+    bundle by its SHA-256; the bundle, in the agent's state dir, is copied out of its reach, checked against that
+    hash, verified again — signature against the trust anchor the configuration names (``[firmware] trust``,
+    root's) and the controller's hardware revision, as the technician's tool does — and unpacked into the inactive
+    slot. The outcome is in ``state.json`` (the slot's ``bundle_sha256``, or ``install refused`` and why).
+    Needs the slot's libraries (cryptography) on the path: the unit runs it from ``current/app:current/lib``."""
+    path = Path(request)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, MAX_INSTALL_REQUEST + 1) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+        finally:
+            os.close(fd)
+    except FileNotFoundError:
+        return {"installed": False, "refused": "no request"}
+    except OSError as exc:
+        data = f"unreadable: {exc.strerror}".encode()
+    finally:
+        path.unlink(missing_ok=True)
+    sha256, _, request_id = data.decode("ascii", errors="replace").strip().partition(" ")
+    if not (len(sha256) == 64 and len(request_id) == 32 and all(c in "0123456789abcdef" for c in sha256 + request_id)):
+        return _install_refused(root, "", f"not a request naming a bundle by its SHA-256 ({data[:80]!r})")
+    from firmware.maintenance.bundle import BundleError, verify_bundle  # the slot's cryptography: only here
+    try:
+        config = tomllib.loads((Path(root) / access.CONFIG).read_text())
+    except (OSError, ValueError) as exc:
+        return _install_refused(root, request_id, f"the configuration cannot be read: {exc}")
+    trust_path = (config.get("firmware") or {}).get("trust")
+    if not isinstance(trust_path, str):
+        return _install_refused(root, request_id, "the configuration names no [firmware] trust anchor")
+    try:
+        from cryptography import x509
+        trust = x509.load_pem_x509_certificates(access.on_root(root, trust_path).read_bytes())
+    except (OSError, ValueError) as exc:
+        return _install_refused(root, request_id, f"the trust anchor {trust_path} cannot be read: {exc}")
+    state_dir = access.on_root(root, access.configured_state_dir(root))
+    upload = prepare_upload(root, sha256, 1 << 62)
+    part = Path(upload["path"])
+    try:
+        _copy_out(state_dir / DOWNLOADS / f"{sha256}.bundle", part)
+    except (OSError, SlotError) as exc:
+        return _install_refused(root, request_id, f"the bundle cannot be read: {exc}")
+    revision_file = Path(root) / ETC / "hardware-revision"
+    revision = revision_file.read_text().strip() if revision_file.is_file() else None
+    try:
+        verify_bundle(part, trust, hardware_revision=revision)
+    except BundleError as exc:
+        part.unlink(missing_ok=True)
+        return _install_refused(root, request_id, str(exc))
+    try:
+        result = install(root, sha256, part.stat().st_size, request_id)
+    except SlotError as exc:
+        return _install_refused(root, request_id, str(exc))
+    return {"installed": True, "request": request_id, **result}
 
 
 def write_file(root: str, path: str, text: str, mode: int = 0o644, link_from: str | None = None,
@@ -415,7 +659,8 @@ def write_files(root: str, files: list[dict[str, Any]]) -> dict[str, Any]:
 OPERATIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "info": info, "prepare_upload": prepare_upload, "install": install, "activate": activate,
     "rollback": rollback, "record_health": record_health, "write_file": write_file, "write_files": write_files,
-    "switch_and_check": switch_and_check, "secure": access.secure, "apply_switch_request": apply_switch_request}
+    "switch_and_check": switch_and_check, "deactivate": deactivate, "secure": access.secure,
+    "apply_switch_request": apply_switch_request, "apply_install_request": apply_install_request}
 
 
 def call(operation: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,8 @@ from firmware.charger.coordinator import Coordinator
 from firmware.charger.smart_charging import SmartChargingScheduler
 from firmware.config import AgentConfig
 from firmware.exitcodes import ExitCode
+from firmware.maintenance.diagnostics import DiagnosticsSources
+from firmware.maintenance.updater import FirmwareUpdater
 from firmware.session import Effect, SessionConfig
 from firmware.storage import Database
 from firmware.storage.ledger import Ledger
@@ -66,7 +68,8 @@ def create_adapter(config: AgentConfig, db: Database, connectors: dict[int, Conn
                    coordinator: Coordinator, ledger: Ledger, smart_charging: SmartChargingScheduler,
                    request_exit: Callable[[ExitCode], None],
                    diagnostics: Callable[[], dict[str, Any]], hardware: Callable[[], dict[str, Any]],
-                   spawn: Spawn) -> OcppAdapter:
+                   spawn: Spawn, firmware: FirmwareUpdater | None = None,
+                   diagnostics_sources: DiagnosticsSources | None = None) -> OcppAdapter:
     """The adapter ``config.ocpp.version`` names. ``connectors`` may still be empty: the adapter keeps the dict
     (it decides the connectors' session settings, so it exists before them)."""
     assert config.ocpp is not None
@@ -79,5 +82,6 @@ def create_adapter(config: AgentConfig, db: Database, connectors: dict[int, Conn
                                  fixed=fixed_keys(config.ocpp))
         return Ocpp16Client(config, connectors, db, keys, request_exit=request_exit, coordinator=coordinator,
                             diagnostics=diagnostics, hardware=hardware, ledger=ledger, spawn=spawn,
-                            smart_charging=smart_charging)
+                            smart_charging=smart_charging, firmware=firmware,
+                            diagnostics_sources=diagnostics_sources)
     raise ValueError(f"no OCPP adapter for version {config.ocpp.version!r}")  # the configuration refuses it first

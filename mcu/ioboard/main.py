@@ -25,5 +25,6 @@ while True:
         fw.fail_safe()
         raise
     if gc.mem_alloc() > GC_AT_BYTES:  # outside the try: no exception handler is active while it collects
+        fw.collecting(gc.mem_alloc())
         gc.collect()
-        fw.heap_live = gc.mem_alloc()
+        fw.collected(gc.mem_alloc())

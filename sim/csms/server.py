@@ -45,6 +45,7 @@ from websockets.typing import Subprotocol
 
 from sim.csms import local_list
 from sim.csms.behaviour import CsmsBehaviour
+from sim.csms.file_server import HttpFileServer, http_file_server
 from sim.csms.logic import CentralSystemLogic
 from sim.csms.ocppj import (
     OCPP16_ACTIONS,
@@ -479,10 +480,13 @@ class SimulatedCsms:
         close_timeout_s: float = 2.0,
         ssl_context: ssl.SSLContext | None = None,
         csr_signer: Callable[[str], str] | None = None,
+        files_dir: str | Path | None = None,
     ) -> None:
         """``ssl_context``: serve wss:// with it (:func:`server_tls_context`: security profiles 2 and 3).
         ``csr_signer``: set, a SignCertificate is answered by a CertificateSigned with ``csr_signer(csr)`` (the
-        harness gives it its test CA: ``sim.harness.pki.sign_csr``)."""
+        harness gives it its test CA: ``sim.harness.pki.sign_csr``). ``files_dir``: also serve the files in it over
+        HTTP (firmware to download) and take uploads into its ``uploads/`` (diagnostics): :meth:`file_url`,
+        :attr:`files`."""
         if transcript is not None and transcript_path is not None:
             raise ValueError("give transcript or transcript_path, not both")
         self.behaviour = behaviour or CsmsBehaviour()
@@ -501,6 +505,9 @@ class SimulatedCsms:
         self._online = True
         self._server: Server | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._files_dir = Path(files_dir) if files_dir is not None else None
+        self._files_cm: contextlib.AbstractContextManager[HttpFileServer] | None = None
+        self.files: HttpFileServer | None = None  # the file server, while running (with files_dir)
 
     # ---- lifecycle -----------------------------------------------------------------------------------
 
@@ -519,8 +526,21 @@ class SimulatedCsms:
         )
         self._port = self._server.sockets[0].getsockname()[1]
         log.info("CSMS listening", extra={"url": self.url})
+        if self._files_dir is not None:
+            self._files_cm = http_file_server(self._files_dir)
+            self.files = self._files_cm.__enter__()
+            log.info("CSMS file server listening", extra={"url": self.file_url(""), "dir": str(self._files_dir)})
+
+    def file_url(self, name: str) -> str:
+        """Where the charge point downloads ``name`` of ``files_dir`` (or uploads to, ending in ``/``)."""
+        if self.files is None:
+            raise RuntimeError("the CSMS serves no files (give files_dir)")
+        return self.files.url(name)
 
     async def stop(self) -> None:
+        if self._files_cm is not None:
+            self._files_cm.__exit__(None, None, None)
+            self._files_cm, self.files = None, None
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -723,6 +743,19 @@ class SimulatedCsms:
                             data: str | None = None, timeout_s: float | None = None) -> dict[str, Any]:
         return await self.call(cp_id, Action.data_transfer,
                                _compact(vendorId=vendor_id, messageId=message_id, data=data), timeout_s=timeout_s)
+
+    async def update_firmware(self, cp_id: str, location: str, retrieve_date: str, *, retries: int | None = None,
+                              retry_interval: int | None = None, timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.update_firmware, _compact(
+            location=location, retrieveDate=retrieve_date, retries=retries, retryInterval=retry_interval),
+            timeout_s=timeout_s)
+
+    async def get_diagnostics(self, cp_id: str, location: str, *, retries: int | None = None,
+                              retry_interval: int | None = None, start_time: str | None = None,
+                              stop_time: str | None = None, timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.get_diagnostics, _compact(
+            location=location, retries=retries, retryInterval=retry_interval, startTime=start_time,
+            stopTime=stop_time), timeout_s=timeout_s)
 
     async def reserve_now(self, cp_id: str, connector_id: int, id_tag: str, reservation_id: int,
                           expiry_date: datetime | str, *, parent_id_tag: str | None = None,

@@ -32,7 +32,7 @@ from hal.interfaces import PilotState
 from hal.ioboard.messages import NO_FAULTS, Capability, FaultBit, PwmMode, ResetReason, SetPwm
 from sim.devices.interfaces import BoardFault, DeviceCounters
 from sim.devices.mcu_console import ConsoleReset, UsbConsole
-from sim.devices.mpy_vm import ChipStop, HostFunction, MicroPythonVm, VmExit
+from sim.devices.mpy_vm import RESULT_CAP_BYTES, ChipStop, HostFunction, MicroPythonVm, VmExit
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,32 @@ sys.path.insert(0, "/fw/boards")
 sys.path.insert(0, "/fw")
 sys.modules["board"] = __import__("sim")
 import main
+"""
+#: Put before BOOT for a chip whose clock runs ahead of the host's (benchmarks of long runs): the firmware's
+#: ``time`` is this one, and the board's wait() only looks for host bytes, adding the sleep it skipped to the
+#: clock instead of taking it. Each pass still sees LOOP_MS of chip time; the pass itself runs at its own pace.
+FAST_CLOCK = """\
+import sys, time as _t
+class _Clock:
+    ahead = 0
+    ticks_diff = staticmethod(_t.ticks_diff)
+    ticks_add = staticmethod(_t.ticks_add)
+    sleep_ms = staticmethod(_t.sleep_ms)
+    @staticmethod
+    def ticks_ms():
+        return (_t.ticks_ms() + _Clock.ahead) & 0x3FFFFFFF
+    @staticmethod
+    def ticks_us():
+        return (_t.ticks_us() + _Clock.ahead * 1000) & 0x3FFFFFFF
+sys.modules["time"] = _Clock
+sys.path.insert(0, "/fw/boards")
+import sim as _board
+_wait = _board.Board.wait
+def _skip(self, ms):
+    _wait(self, 0)
+    if ms > 0:
+        _Clock.ahead += ms
+_board.Board.wait = _skip
 """
 #: MicroPython's REPL on the USB console of a chip with a flash filesystem: sim/devices/mcu_console.py frames
 #: it, each code block runs here in the same globals, its print() output and traceback going back.
@@ -89,6 +115,13 @@ if _main:
     import main
 """ + REPL
 FLASH_CHIP_HEAP_KB = 8 * 1024
+#: a raw-REPL code block fits in one host.call answer: tools/flash.py writes 512-byte chunks, which mpremote sends
+#: as ``w(b'...')`` of at most ~2.1 KB. Kept small: the artifact holds this much of the chip's heap for good.
+FLASH_CHIP_RESULT_CAP = 8 * 1024
+#: The WASI artifact keeps one buffer for host.call answers on the guest's GC heap for good, its result cap plus
+#: one 16-byte block (measured): gc.mem_alloc() counts it, a chip has nothing of the kind, so the heap figures
+#: are reported without it.
+HOST_BUFFER_EXTRA = 16
 NORMAL_TEMPERATURE_DC = 250
 HOT_TEMPERATURE_DC = 850
 CAPABILITIES = (Capability.RCD | Capability.TEMPERATURE | Capability.MIRROR_CONTACT | Capability.DIODE_CHECK
@@ -122,7 +155,13 @@ class LoopFigures:
     passes: int = 0
     work_us_max: int = 0
     period_ms_max: int = 0
-    heap_bytes: int = 0
+    # the heap: gc.mem_alloc() without the WASI artifact's host.call buffer (HOST_BUFFER_EXTRA)
+    heap_bytes: int = 0  #: gc.mem_alloc() after the latest collection
+    heap_peak_bytes: int = 0  #: gc.mem_alloc() before a collection, the most
+    heap_boot_bytes: int = 0  #: gc.mem_alloc() when the loop started, before any collection
+    gc_us_max: int = 0
+    wait_over_us_max: int = 0
+    late_passes: int = 0  #: passes that started more than 10 ms after the one before
 
 
 class McuIoBoard:
@@ -131,8 +170,11 @@ class McuIoBoard:
     def __init__(self, port: str, *, keepalive_timeout_s: float = 1.0, report_interval_s: float = 0.5,
                  contactor_travel_s: float = 0.02, hardware_revision: str = "SIM-MCU",
                  wdt_timeout_ms: int = 500, c1_timeout_s: float = 6.0, fw_dir: Path = FIRMWARE_DIR,
-                 flash_dir: Path | None = None, lock_travel_s: float = LOCK_TRAVEL_S) -> None:
+                 flash_dir: Path | None = None, lock_travel_s: float = LOCK_TRAVEL_S, fast_clock: bool = False) -> None:
         self.port = port
+        #: the chip's clock runs ahead of the host's (FAST_CLOCK): for benchmarks of hours of chip time; the host's
+        #: keepalive period times the speed-up (about 10) must stay below the keepalive timeout
+        self.fast_clock = fast_clock
         self.keepalive_timeout_ms = round(keepalive_timeout_s * 1000)
         self.report_interval_ms = round(report_interval_s * 1000)
         self.contactor_travel_s = contactor_travel_s
@@ -162,8 +204,8 @@ class McuIoBoard:
         #: when a list, what the chip does, in the order it does it (all recorded on the interpreter's thread),
         #: with time.monotonic(): input samples ("s", (high_mv, low_mv, rcd, temperature_dc, lock engaged)), pilot
         #: output ("out", permille), coil output ("coil", on), lock drive ("lock", 0 off | 1 lock | 2 unlock), bytes
-        #: its UART received ("rx", bytes) and sent ("tx", bytes), restarts ("boot", ResetReason). For tests of the
-        #: safety loop.
+        #: its UART received ("rx", bytes) and sent ("tx", bytes), restarts ("boot", ResetReason; a watchdog bite at
+        #: the instant the hardware bit), a chip fault "hang" starting (None). For tests of the safety loop.
         self.trace: list[tuple[float, str, object]] | None = None
         self._lock = threading.RLock()
         self._fd: int | None = None
@@ -182,6 +224,8 @@ class McuIoBoard:
         self.self_test_passes = True
         self._chip_fault: str | None = None
         self._contact = False
+        self._coil = False
+        self._coil_changed_at = time.monotonic()
         self._lock_stuck = False
         self._lock_pos = False  # the lock's position switch: True = engaged (the actuator stays put over a reset)
         self._lock_drive = 0
@@ -345,15 +389,17 @@ class McuIoBoard:
 
     # --- the chip ----------------------------------------------------------------------------------------
 
-    def _reset_pins(self) -> None:
-        """What the hardware does while the chip is in reset: pull-downs keep the coil off, the pilot
-        driver's pull-up gives X1."""
+    def _reset_pins(self, at: float | None = None) -> None:
+        """What the hardware does while the chip is in reset (from ``at``, default now): pull-downs keep the
+        coil off, the pilot driver's pull-up gives X1."""
+        at = time.monotonic() if at is None else at
         self._output_permille = 1000
+        self._contact_now(at)
         self._coil = False
-        self._coil_changed_at = time.monotonic()
-        self._lock_locked_now(time.monotonic())  # where the lock got to before the motor stops
+        self._coil_changed_at = at
+        self._lock_locked_now(at)  # where the lock got to before the motor stops
         self._lock_drive = 0  # the H-bridge inputs are pulled low in reset: the lock motor is off
-        self._lock_drive_since = time.monotonic()
+        self._lock_drive_since = at
         self.view = FirmwareView()
         self._wdt_armed_ms: int | None = None
         self._wdt_fed_at = time.monotonic()
@@ -361,27 +407,29 @@ class McuIoBoard:
         if self._console is not None:
             self._console.reset()
 
-    def _boot(self, reason: ResetReason) -> None:
+    def _boot(self, reason: ResetReason, at: float | None = None) -> None:
+        """Reset the chip (at ``at`` on the chip's clock, default now) and start a new interpreter."""
         with self._lock:
             if self._closing:
                 return
             old = self._vm
             self._generation += 1
-            self._reset_pins()
+            self._reset_pins(at)
             self.counters.extra["resets"] += 0 if old is None else 1
             self._reset_reason = reason
             gen = self._generation
-            self._booted_at = time.monotonic()
+            self._booted_at = time.monotonic() if at is None else at
             self._first_tx = True
             if self.trace is not None:
                 self.trace.append((self._booted_at, "boot", reason))
             if self.flash_dir is None:
-                vm = MicroPythonVm(self.fw_dir, BOOT, self._host_functions(gen), name=f"ioboard-mcu {self.port}",
+                vm = MicroPythonVm(self.fw_dir, FAST_CLOCK + BOOT if self.fast_clock else BOOT,
+                                   self._host_functions(gen), name=f"ioboard-mcu {self.port}",
                                    on_exit=lambda outcome: self._exited(gen, outcome))
             else:
                 vm = MicroPythonVm(self.flash_dir, BOOT_FLASH, self._host_functions(gen),
                                    name=f"ioboard-mcu {self.port}", on_exit=lambda outcome: self._exited(gen, outcome),
-                                   fw_guest_dir="/", fw_writable=True, result_cap=64 * 1024,
+                                   fw_guest_dir="/", fw_writable=True, result_cap=FLASH_CHIP_RESULT_CAP,
                                    heap_kb=FLASH_CHIP_HEAP_KB)
             self._vm = vm
         if old is not None:
@@ -411,20 +459,22 @@ class McuIoBoard:
             gen = self._generation
             vm = MicroPythonVm(self.flash_dir, REPL, self._host_functions(gen), name=f"ioboard-mcu {self.port}",
                                on_exit=lambda outcome: self._exited(gen, outcome), fw_guest_dir="/",
-                               fw_writable=True, result_cap=64 * 1024, heap_kb=FLASH_CHIP_HEAP_KB)
+                               fw_writable=True, result_cap=FLASH_CHIP_RESULT_CAP, heap_kb=FLASH_CHIP_HEAP_KB)
             self._vm = vm
         logger.info("mcu ioboard %s: firmware stopped for maintenance, REPL on %s", self.port, self.usb_port)
         vm.start()
 
     def _watchdog(self) -> None:
-        """The RP2040's watchdog: no feed for its timeout -> chip reset with reason MCU_WATCHDOG."""
+        """The RP2040's watchdog: no feed for its timeout -> chip reset with reason MCU_WATCHDOG. The hardware
+        counts on its own, so the reset (pins included) takes effect at the last feed + the timeout on the chip's
+        clock, however late this thread, sharing the process with others, notices it."""
         while not self._closing:
             time.sleep(0.01)
-            armed = self._wdt_armed_ms
-            if armed is not None and not self._wdt_held and time.monotonic() - self._wdt_fed_at > armed / 1000:
+            armed, fed_at = self._wdt_armed_ms, self._wdt_fed_at
+            if armed is not None and not self._wdt_held and time.monotonic() - fed_at > armed / 1000:
                 self.counters.extra["watchdog_bites"] += 1
                 logger.warning("mcu ioboard %s: hardware watchdog bit after %d ms", self.port, armed)
-                self._boot(ResetReason.MCU_WATCHDOG)
+                self._boot(ResetReason.MCU_WATCHDOG, at=fed_at + armed / 1000)
 
     def _contact_now(self, now: float) -> bool:
         if self._welded:
@@ -577,6 +627,8 @@ class McuIoBoard:
         def sample(_: bytes) -> bytes:
             fault, self._chip_fault = self._chip_fault, None
             if fault == "hang":  # until the watchdog (or a power cycle) resets the chip
+                if self.trace is not None:
+                    self.trace.append((time.monotonic(), "hang", None))
                 while gen == self._generation:
                     time.sleep(0.005)
                 raise ChipStop("stale")
@@ -592,8 +644,13 @@ class McuIoBoard:
             self.counters.extra.update(duplicates=dups, nacks=nacks, keepalive_trips=trips)
             return b""
 
+        host_buffer = (RESULT_CAP_BYTES if self.flash_dir is None else FLASH_CHIP_RESULT_CAP) + HOST_BUFFER_EXTRA
+
         def figures(payload: bytes) -> bytes:
-            self.figures = LoopFigures(*(int(v) for v in payload.split(b",")))
+            passes, work, period, live, peak, boot, gc_us, over, late = (int(v) for v in payload.split(b","))
+            def net(v: int) -> int:
+                return max(0, v - host_buffer) if v else 0
+            self.figures = LoopFigures(passes, work, period, net(live), net(peak), net(boot), gc_us, over, late)
             return b""
 
         def self_test(_: bytes) -> bytes:

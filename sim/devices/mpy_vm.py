@@ -33,7 +33,7 @@ HostFunction = Callable[[bytes], bytes]
 GUEST_FW_DIR = "/fw"
 #: The RP2040 has 264 KB of SRAM; MicroPython's rp2 port leaves the firmware a GC heap of about 200 KB.
 DEFAULT_HEAP_KB = 1024
-RESULT_CAP_BYTES = 4096  # the guest's buffer for one host.call answer (allocated on its heap per call)
+RESULT_CAP_BYTES = 4096  # the guest's buffer for host.call answers (kept on its heap: cap + 16 bytes, measured)
 
 
 class ChipStop(Exception):

@@ -56,13 +56,16 @@ class AgentSupervisor:
 
     def __init__(self, config_path: Path, *, restart_delay_s: float = 1.0,
                  on_line: Callable[[str], None] | None = None, on_event: EventCallback | None = None,
-                 env: dict[str, str] | None = None, stop_timeout_s: float = 5.0) -> None:
+                 env: dict[str, str] | None = None, stop_timeout_s: float = 5.0, cwd: str | None = None) -> None:
+        """``cwd``: the agent's working directory (default: ours); with A/B slots the active slot, as the unit's
+        WorkingDirectory= (``python -c`` puts it first on the import path)."""
         self.config_path = config_path
         self.restart_delay_s = restart_delay_s
         self.stop_timeout_s = stop_timeout_s
         self.on_line = on_line or (lambda line: print(line, file=sys.stderr, flush=True))
         self.on_event = on_event
         self.env = env
+        self.cwd = cwd
         self.process: asyncio.subprocess.Process | None = None
         self.starts = 0
         self.last_exit: int | None = None
@@ -104,7 +107,7 @@ class AgentSupervisor:
             sys.executable, "-c", _LAUNCHER, str(os.getpid()),
             "-m", "firmware", "run", "--config", str(self.config_path),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            env=env, limit=1 << 20,
+            env=env, limit=1 << 20, cwd=self.cwd,
             # its own process group: a Ctrl-C in the terminal reaches the simulator, which stops the agent
             process_group=0,
         )

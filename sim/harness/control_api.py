@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
+from firmware.maintenance import slots
 from sim.csms import local_list
 from sim.csms.behaviour import BehaviourError
 from sim.csms.charging_profiles import (
@@ -36,9 +37,11 @@ from sim.csms.charging_profiles import (
     parse_instant,
     profile_ids_sent,
 )
+from sim.csms.file_server import HttpFileServer
 from sim.csms.ocppj import check_payload
 from sim.csms.server import CallErrorReceived, InvalidRequest, InvalidResponse, NotConnected, SimulatedCsms
 from sim.csms.transcript import Direction, EntryKind
+from sim.harness.ab_slots import SimSlots
 from sim.harness.agent_supervisor import AgentOutput, AgentSupervisor
 from sim.harness.charger import (
     DEVICE_FAULT_KINDS,
@@ -386,6 +389,13 @@ ENDPOINTS: list[tuple[str, str, str]] = [
                                  '[{"id_tag": "04A2B3C4", "status": "Accepted"}]} (or "generate": 100000, '
                                  '"chunk": 1000)'),
     ("GET", "/csms/local-list/version", "builtin CSMS: GetLocalListVersion"),
+    ("GET", "/csms/files", "builtin CSMS: the firmware files it offers and the uploads it received"),
+    ("POST", "/csms/update-firmware", 'builtin CSMS: UpdateFirmware {"file": "fw.bundle"} (a file it offers) or '
+     '{"location": URL}; "retrieve_in_s", "retries", "retry_interval_s"'),
+    ("POST", "/csms/firmware-bundle", 'with --ab-slots: build a bundle of this checkout signed with the simulator\'s '
+     'key into the files the CSMS offers {"version": "1.2.0", "name": "fw.bundle"}'),
+    ("POST", "/csms/get-diagnostics", 'builtin CSMS: GetDiagnostics to its own upload place {} or {"location": URL}; '
+     '"retries", "retry_interval_s", "start", "stop"'),
     ("POST", "/csms/reservations", 'builtin CSMS: ReserveNow {"connector": 0, "id_tag": "04A2B3C4", '
                                    '"reservation_id": 1, "expiry_s": 900, "parent_id_tag": "FLEET"}'),
     ("POST", "/csms/reservations/cancel", 'builtin CSMS: CancelReservation {"reservation_id": 1}'),
@@ -420,6 +430,10 @@ class ControlApi:
             ("GET", "/csms/composite-schedule"): self._composite_schedule,
             ("POST", "/csms/local-list"): self._local_list_send,
             ("GET", "/csms/local-list/version"): self._local_list_version,
+            ("GET", "/csms/files"): self._csms_files,
+            ("POST", "/csms/update-firmware"): self._update_firmware,
+            ("POST", "/csms/get-diagnostics"): self._get_diagnostics,
+            ("POST", "/csms/firmware-bundle"): self._firmware_bundle,
             ("POST", "/csms/reservations"): self._reserve,
             ("POST", "/csms/reservations/cancel"): self._cancel_reservation,
         }
@@ -680,6 +694,76 @@ class ControlApi:
         response = await _answer(cp_id, "TriggerMessage", csms.trigger_message(
             cp_id, message, connector_id=connector, timeout_s=timeout_s))
         return 200, {"cp_id": cp_id, "action": "TriggerMessage", "request": payload, "response": response}
+
+    # ---- firmware and diagnostics (builtin CSMS) -----------------------------------------------------
+
+    def _files(self) -> tuple[SimulatedCsms, HttpFileServer]:
+        csms = self._builtin()
+        if csms.files is None:
+            raise ApiError(404, "the builtin CSMS serves no files")
+        return csms, csms.files
+
+    async def _csms_files(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        _, files = self._files()
+
+        def listing(where: Path) -> list[dict[str, Any]]:
+            return [{"name": f.name, "bytes": f.stat().st_size} for f in sorted(where.iterdir()) if f.is_file()]
+        return 200, {"dir": str(files.root), "offered": listing(files.root), "uploads": listing(files.uploads),
+                     "url": files.url("")}
+
+    async def _update_firmware(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        csms, files = self._files()
+        body = Body(req.body)
+        body.only("cp_id", "file", "location", "retrieve_in_s", "retries", "retry_interval_s", "timeout_s")
+        cp_id = body.text("cp_id", self.t.charger.spec.charge_point_id)
+        if body.has("file") == body.has("location"):
+            raise ApiError(400, 'give "file" (one the CSMS offers: GET /csms/files) or "location" (a URL)')
+        if body.has("file"):
+            name = body.text("file")
+            if "/" in name or not (files.root / name).is_file():
+                raise ApiError(400, f"file: the CSMS offers no file {name!r} (put it in {files.root})")
+            location = files.url(name)
+        else:
+            location = body.text("location")
+        when = datetime.now(UTC) + timedelta(seconds=body.number("retrieve_in_s", 0.0, lo=0.0, hi=86400.0))
+        retries = body.integer("retries", lo=0, hi=100) if body.has("retries") else None
+        interval = body.integer("retry_interval_s", lo=0, hi=86400) if body.has("retry_interval_s") else None
+        timeout_s = body.number("timeout_s", csms.response_timeout_s, lo=0.1, hi=600.0)
+        response = await _answer(cp_id, "UpdateFirmware", csms.update_firmware(
+            cp_id, location, when.isoformat(timespec="seconds").replace("+00:00", "Z"), retries=retries,
+            retry_interval=interval, timeout_s=timeout_s))
+        return 200, {"cp_id": cp_id, "location": location, "response": response}
+
+    async def _firmware_bundle(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        _, files = self._files()
+        ab = SimSlots(self.t.state_dir) if self.t.state_dir is not None else None
+        if ab is None or slots.active_slot(str(ab.root)) is None:
+            raise ApiError(404, "the agent does not run out of A/B slots (start with --ab-slots)")
+        body = Body(req.body)
+        body.only("version", "name")
+        version = body.text("version")
+        name = body.text("name", f"evse-agent-{version}.bundle")
+        if "/" in name or name.startswith("."):
+            raise ApiError(400, f"name: a plain file name, got {name!r}")
+        out = await asyncio.to_thread(ab.build, files.root / name, version)
+        return 200, {"file": name, "bytes": out.stat().st_size, "location": files.url(name)}
+
+    async def _get_diagnostics(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        csms, files = self._files()
+        body = Body(req.body)
+        body.only("cp_id", "location", "retries", "retry_interval_s", "start", "stop", "timeout_s")
+        cp_id = body.text("cp_id", self.t.charger.spec.charge_point_id)
+        location = body.text("location", files.url("uploads/"))
+        retries = body.integer("retries", lo=0, hi=100) if body.has("retries") else None
+        interval = body.integer("retry_interval_s", lo=0, hi=86400) if body.has("retry_interval_s") else None
+        timeout_s = body.number("timeout_s", csms.response_timeout_s, lo=0.1, hi=600.0)
+        response = await _answer(cp_id, "GetDiagnostics", csms.get_diagnostics(
+            cp_id, location, retries=retries, retry_interval=interval,
+            start_time=body.text("start") if body.has("start") else None,
+            stop_time=body.text("stop") if body.has("stop") else None, timeout_s=timeout_s))
+        name = response.get("fileName") if isinstance(response, dict) else None
+        return 200, {"cp_id": cp_id, "location": location, "response": response,
+                     "upload": str(files.uploads / name) if name and body.data.get("location") is None else None}
 
     # ---- smart charging (builtin CSMS) ---------------------------------------------------------------
 

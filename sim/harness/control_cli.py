@@ -131,6 +131,25 @@ def _parser() -> argparse.ArgumentParser:
     _profile_parser(sub.add_parser("profile", help="smart charging profiles (builtin CSMS): set, clear, composite"))
     _local_list_parser(sub.add_parser("local-list", help="the charger's local authorization list (builtin CSMS): "
                                                          "send, version"))
+    fw = sub.add_parser("firmware", help="firmware updates (builtin CSMS): files offered, UpdateFirmware")
+    fw_sub = fw.add_subparsers(dest="firmware_command", required=True, metavar="ACTION")
+    fw_sub.add_parser("files", help="GET /csms/files: what the CSMS offers, the uploads it received")
+    bld = fw_sub.add_parser("build", help="POST /csms/firmware-bundle: a bundle of this checkout (with --ab-slots)")
+    bld.add_argument("version")
+    bld.add_argument("--name", help="file name among the CSMS's files (default evse-agent-VERSION.bundle)")
+    upd = fw_sub.add_parser("update", help="POST /csms/update-firmware: UpdateFirmware")
+    what = upd.add_mutually_exclusive_group(required=True)
+    what.add_argument("--file", help="a file the CSMS offers (in <state-dir>/csms-files)")
+    what.add_argument("--location", help="any URL (http, https, ftp, ftps)")
+    upd.add_argument("--retrieve-in", type=float, metavar="S", help="retrieveDate: seconds from now (default 0)")
+    upd.add_argument("--retries", type=int)
+    upd.add_argument("--retry-interval", type=int, metavar="S")
+    diag = sub.add_parser("diagnostics", help="POST /csms/get-diagnostics: GetDiagnostics (builtin CSMS)")
+    diag.add_argument("--location", help="upload URL (default: the CSMS's own upload place)")
+    diag.add_argument("--retries", type=int)
+    diag.add_argument("--retry-interval", type=int, metavar="S")
+    diag.add_argument("--start", metavar="WHEN", help="startTime (RFC 3339), e.g. 2026-12-06T07:00:00Z")
+    diag.add_argument("--stop", metavar="WHEN", help="stopTime (RFC 3339)")
     rv = sub.add_parser("reserve", help="POST /csms/reservations: ReserveNow (builtin CSMS)")
     rv.add_argument("id_tag")
     rv.add_argument("--connector", type=int, default=0, help="connector to reserve (default 0: any connector)")
@@ -343,6 +362,19 @@ def build_call(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | Non
         return _profile_call(args)
     if cmd == "local-list":
         return _local_list_call(args)
+    if cmd == "firmware" and args.firmware_command == "files":
+        return "GET", "/csms/files", None
+    if cmd == "firmware" and args.firmware_command == "build":
+        return "POST", "/csms/firmware-bundle", {k: v for k, v in {"version": args.version, "name": args.name}.items()
+                                                  if v is not None}
+    if cmd == "firmware":
+        body = {"file": args.file, "location": args.location, "retrieve_in_s": args.retrieve_in,
+                "retries": args.retries, "retry_interval_s": args.retry_interval}
+        return "POST", "/csms/update-firmware", {k: v for k, v in body.items() if v is not None}
+    if cmd == "diagnostics":
+        body = {"location": args.location, "retries": args.retries, "retry_interval_s": args.retry_interval,
+                "start": args.start, "stop": args.stop}
+        return "POST", "/csms/get-diagnostics", {k: v for k, v in body.items() if v is not None}
     if cmd in ("reserve", "cancel-reservation"):
         body = {"reservation_id": args.reservation_id, "cp_id": args.cp_id, "timeout_s": args.call_timeout}
         if cmd == "cancel-reservation":

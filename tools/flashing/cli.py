@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from firmware.config import ConfigError, parse_config
 from firmware.maintenance.access import AGENT_USER
@@ -24,9 +25,11 @@ from tools.flashing.build import build_bundle
 from tools.flashing.target import DirTarget, Progress, Target, TargetError, parse_target
 from tools.flashing.unit import (
     CONFIG_PATH,
+    FIRMWARE_TRUST_PATH,
     HELPER_UNITS,
     REVISION_PATH,
     STATE_DROPIN_PATH,
+    SWITCH_DROPIN_PATH,
     UnitFile,
     describe_config,
     security_profile,
@@ -50,7 +53,8 @@ class Exit(IntEnum):
 
 EXIT_FOR_KIND = {"unreachable": Exit.TARGET, "permission": Exit.TARGET, "io": Exit.TARGET,
                  "interrupted": Exit.INTERRUPTED, "incomplete": Exit.INTERRUPTED, "corrupt": Exit.INTERRUPTED,
-                 "state": Exit.NOT_POSSIBLE}
+                 "state": Exit.NOT_POSSIBLE,
+                 "refused": Exit.NOT_POSSIBLE}
 
 EXIT_CODES_HELP = """exit codes:
   0  done                       4  controller unreachable / permission denied
@@ -147,6 +151,17 @@ def _verify(args: argparse.Namespace, bundle: Path, revision: str | None) -> Ver
         raise Fail(Exit.REFUSED, f"refused, nothing was written: {exc}") from None
 
 
+def refuse_if_charging(info: dict[str, Any], force: bool, command: str) -> None:
+    """A live controller's agent is stopped by ``command``: not while a transaction runs, unless ``force``."""
+    running = info.get("open_transactions") or []
+    if not running or force:
+        return
+    what = "; ".join(f"connector {t['connector']} (transaction {t['transaction_id'] or 'not yet numbered'} since "
+                     f"{t['started_at']})" for t in running)
+    raise Fail(Exit.NOT_POSSIBLE, f"a transaction is running: {what}. {command} would stop the agent and cut it; wait "
+               "for it to end (or stop it from the CSMS), or pass --force")
+
+
 def _stop_service(target: Target) -> None:
     """On a running controller the agent holds the serial ports: stop it for the checks (systemd only)."""
     if target.is_live:
@@ -165,9 +180,9 @@ def _secure(target: Target, units: list[UnitFile] | None = None) -> dict[str, An
     write (with ``units``, in one call); says what was created or repaired (a controller commissioned by an older
     version is migrated here)."""
     report = _call(target, "secure")
-    dropin = UnitFile(STATE_DROPIN_PATH, state_dropin(report["state_dir"]))
+    dropins = [UnitFile(path, state_dropin(report["state_dir"])) for path in (STATE_DROPIN_PATH, SWITCH_DROPIN_PATH)]
     _call(target, "write_files", files=[{"path": u.path, "text": u.text, "mode": 0o644, "link_from": u.link}
-                                        for u in [*(units or []), dropin]])
+                                        for u in [*(units or []), *dropins]])
     a = report["account"]
     news = (["created"] if report["created_user"] else []) + [f"added to {g}" for g in report["added_groups"]]
     say(f"agent user    {a['user']} (uid {a['uid']}, gid {a['gid']}, groups {', '.join(map(str, a['groups']))})"
@@ -191,7 +206,13 @@ def cmd_flash(args: argparse.Namespace) -> Exit:
     target = _target(args)
     bundle = Path(args.bundle)
     info = _call(target, "info")
-    revision = args.hardware_revision or info["hardware_revision"]
+    stated = info["hardware_revision"]
+    if stated is not None and args.hardware_revision not in (None, stated):
+        raise Fail(Exit.REFUSED, f"refused, nothing was written: the controller states hardware revision {stated!r} "
+                   f"itself; --hardware-revision {args.hardware_revision} does not override it")
+    revision = stated or args.hardware_revision
+    if target.is_live and not args.dry_run:
+        refuse_if_charging(info, args.force, "flash")
     if revision is None:
         raise Fail(Exit.REFUSED, f"refused, nothing was written: the controller does not state its hardware revision "
                    f"({target.path(REVISION_PATH)} is missing): pass --hardware-revision, or commission it with "
@@ -263,8 +284,18 @@ def cmd_flash(args: argparse.Namespace) -> Exit:
         say(f"health check FAILED ({result['stage']}): {result['detail']}")
         back = outcome["rolled_back_to"]
         if back is not None:
+            restored = (outcome.get("database") or {}).get("restore") or {}
+            rows = ", ".join(f"{t}: {n}" for t, n in (restored.get("rows") or {}).items())
+            db = (f"; the database is back to schema {restored['schema']}, with the new slot's records carried "
+                  f"({rows})") if restored.get("restored") else ""
             raise Fail(Exit.ROLLED_BACK, f"rolled back: slot {back} ({info['slots'][back].get('version')}) is "
-                       f"active again; {m.version} stays in slot {slot} for inspection")
+                       f"active again{db}; {m.version} stays in slot {slot} for inspection")
+        if outcome.get("rollback_refused"):
+            raise Fail(Exit.ROLLED_BACK, f"{outcome['rollback_refused']}\nslot {slot} stays active; fix the cause "
+                       "above and flash again")
+        if outcome.get("deactivated"):
+            raise Fail(Exit.ROLLED_BACK, f"this was the first install and it failed: slot {slot} is NOT left active "
+                       "(no agent runs); fix the cause above (selftest shows the devices) and flash again")
         raise Fail(Exit.ROLLED_BACK, f"no previous slot to roll back to: slot {slot} stays active; fix the cause "
                    "above (selftest shows the devices) and flash again")
     say(f"health check passed in {time.monotonic() - t0:.1f} s: {result['detail']}")
@@ -415,8 +446,11 @@ def cmd_commission(args: argparse.Namespace) -> Exit:
         except tls.TlsSetupError as exc:
             raise Fail(Exit.CONFIG, f"configuration error: {path}: ocpp: {exc}\nnothing was written to the "
                                     "controller") from None
+    trust_text = _firmware_trust(args.firmware_trust, config.firmware.trust) if args.firmware_trust else None
     target = _target(args)
-    _call(target, "info")
+    info = _call(target, "info")
+    if target.is_live and not args.dry_run:  # the agent is restarted to read the new configuration
+        refuse_if_charging(info, args.force, "commission")
     for line in describe_config(config):
         for f in installs:  # the files as the controller will have them
             line = line.replace(f["local"], f["path"])
@@ -432,6 +466,10 @@ def cmd_commission(args: argparse.Namespace) -> Exit:
         say(f"installed {f['path']}")
     if args.hardware_revision:
         _call(target, "write_file", path=REVISION_PATH, text=args.hardware_revision + "\n", mode=0o644)
+    if trust_text is not None:
+        _call(target, "write_file", path=FIRMWARE_TRUST_PATH, text=trust_text, mode=0o644)
+        say(f"written {target.path(FIRMWARE_TRUST_PATH)}: the firmware signing certificate(s) updates from the CSMS "
+            "must be signed by (root's)")
     say(f"written {target.path(CONFIG_PATH)}" + (f" and hardware revision {args.hardware_revision}"
                                                 if args.hardware_revision else ""))
     _secure(target)
@@ -439,6 +477,19 @@ def cmd_commission(args: argparse.Namespace) -> Exit:
         target.shell("if command -v systemctl >/dev/null; then systemctl daemon-reload; "
                      "systemctl try-restart evse-agent || true; fi", 60)  # the drop-in may have changed
     return Exit.OK
+
+
+def _firmware_trust(path: str, configured: str | None) -> str:
+    """The PEM text of ``--firmware-trust``, checked; the configuration must name where it goes."""
+    try:
+        text = Path(path).read_text(encoding="ascii")
+        certs = x509.load_pem_x509_certificates(text.encode())
+    except (OSError, ValueError) as exc:
+        raise Fail(Exit.USAGE, f"--firmware-trust {path}: expected PEM certificates ({exc})") from None
+    if configured is None or not configured.endswith("/" + FIRMWARE_TRUST_PATH):  # (under a test root: its prefix)
+        raise Fail(Exit.CONFIG, f"configuration error: [firmware] trust must be \"/{FIRMWARE_TRUST_PATH}\" for "
+                   f"--firmware-trust (it is {configured!r})\nnothing was written to the controller")
+    return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certs)
 
 
 def cmd_selftest(args: argparse.Namespace) -> Exit:
@@ -558,6 +609,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--csms-optional", action="store_true",
                    help="the health check passes without a CSMS connection (site uplink down); devices must answer")
     f.add_argument("--dry-run", action="store_true", help="verify and show the plan; write nothing")
+    f.add_argument("--force", action="store_true", help="flash even while a transaction runs (it is cut)")
     f.set_defaults(func=cmd_flash)
 
     s = sub.add_parser("status", help="slots, versions, the active one, the last health check",
@@ -583,7 +635,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--cp-cert", help="the charge point's certificate (PEM) to install (profile 3)")
     c.add_argument("--cp-key", help="its private key (PEM), installed readable by the agent alone (0600)")
     c.add_argument("--hardware-revision", help="also record the controller's hardware revision")
+    c.add_argument("--firmware-trust", metavar="CERT", help="the firmware signing CA (PEM) updates from the CSMS must "
+                   f"be signed by: written to /{FIRMWARE_TRUST_PATH} (the configuration's [firmware] trust)")
     c.add_argument("--dry-run", action="store_true", help="validate and show; write nothing")
+    c.add_argument("--force", action="store_true", help="commission even while a transaction runs (the agent's "
+                   "restart cuts it)")
     c.set_defaults(func=cmd_commission)
 
     t = sub.add_parser("selftest", help="probe every device and the CSMS from the controller",

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from firmware.maintenance import access, slots
+from firmware.maintenance import access, db_rollback, slots
 
 CHUNK = 256 * 1024
 
@@ -30,6 +30,7 @@ def controller_script() -> bytes:
     ``slots.main``. Nothing is installed on the controller for it."""
     sources = {"firmware": "", "firmware.maintenance": "",
                "firmware.maintenance.access": Path(access.__file__).read_text(),
+               "firmware.maintenance.db_rollback": Path(db_rollback.__file__).read_text(),
                "firmware.maintenance.slots": Path(slots.__file__).read_text()}
     return f"""import importlib.abc, importlib.util, sys
 SOURCES = {sources!r}

@@ -2,8 +2,8 @@
 
 The agent runs as its own user in a sandbox (docs/technician-guide.md, "Privileges": every directive, the
 exposure ``systemd-analyze security`` gives it, and the directives left out and why). What needs root goes
-through two small units the agent triggers by writing a request file (firmware/maintenance/privileged.py):
-a reboot (OCPP Hard reset) and the A/B switch of its updater.
+through three small units the agent triggers by writing a request file (firmware/maintenance/privileged.py):
+a reboot (OCPP Hard reset), and the install and the A/B switch of its updater.
 """
 
 from __future__ import annotations
@@ -14,17 +14,23 @@ from dataclasses import dataclass
 
 from firmware.config import AgentConfig
 from firmware.maintenance.access import AGENT_USER, SERIAL_GROUP
-from firmware.maintenance.privileged import REBOOT_REQUEST, RUN_DIR, SWITCH_REQUEST
+from firmware.maintenance.privileged import INSTALL_REQUEST, REBOOT_REQUEST, RUN_DIR, SWITCH_REQUEST
 
 SYSTEMD_DIR = "etc/systemd/system"
 UNIT_NAME = "evse-agent.service"
 UNIT_PATH = f"{SYSTEMD_DIR}/{UNIT_NAME}"
 STATE_DROPIN_PATH = f"{SYSTEMD_DIR}/{UNIT_NAME}.d/state-dir.conf"  # written by commissioning and flash
+#: The switch unit snapshots and restores the agent's database (firmware/maintenance/db_rollback.py): the same dir.
+SWITCH_DROPIN_PATH = f"{SYSTEMD_DIR}/evse-agent-switch.service.d/state-dir.conf"
 CONFIG_PATH = "etc/evse-agent/agent.toml"
 REVISION_PATH = "etc/evse-agent/hardware-revision"
+FIRMWARE_TRUST_PATH = "etc/evse-agent/firmware-trust.pem"  # commission --firmware-trust; [firmware] trust
 WATCHDOG_SEC = 30
+#: How long the switch unit waits for a new slot's agent to confirm itself (after [firmware] health_timeout_s, 120 s
+#: by default, of its own) before it switches back.
+CONFIRM_TIMEOUT_S = 600
 #: The path units waiting for the agent's requests, started with the agent.
-HELPER_UNITS = ("evse-agent-reboot.path", "evse-agent-switch.path")
+HELPER_UNITS = ("evse-agent-reboot.path", "evse-agent-switch.path", "evse-agent-install.path")
 #: Serial devices the agent may open, by the driver names of /proc/devices: on-board UARTs, USB adapters, CDC-ACM
 #: boards, the PL011 of a Raspberry Pi.
 SERIAL_DEVICES = ("char-ttyS", "char-ttyUSB", "char-ttyACM", "char-ttyAMA")
@@ -137,7 +143,9 @@ def helper_units(root: str, python: str) -> list[UnitFile]:
     """The two privileged paths: a path unit waits for the agent's request file and starts a unit doing one thing."""
     run = RUN_DIR  # where RuntimeDirectory= is, whatever the root: systemd makes it under /run
     current = _at(root, "/opt/evse-agent/current")
-    switch_args = json.dumps({"root": root, "request": f"{run}/{SWITCH_REQUEST}", "service": UNIT_NAME})
+    switch_args = json.dumps({"root": root, "request": f"{run}/{SWITCH_REQUEST}", "service": UNIT_NAME,
+                              "confirm_timeout_s": CONFIRM_TIMEOUT_S})
+    install_args = json.dumps({"root": root, "request": f"{run}/{INSTALL_REQUEST}"})
     return [
         UnitFile(f"{SYSTEMD_DIR}/evse-agent-reboot.path", f"""\
 # Installed by tools/flash.py: the agent asks for a reboot (Hard reset).
@@ -204,6 +212,8 @@ WantedBy=paths.target
 # Installed by tools/flash.py: started by evse-agent-switch.path.
 # Root (the slots are root's), but only to switch to an installed slot that did not fail its health check and
 # restart the agent from it (firmware/maintenance/slots.py apply_switch_request); code from the active slot.
+# It snapshots the agent's database before a new slot first runs and restores it on a switch back (the state
+# directory: state-dir.conf beside this unit; CAP_CHOWN/CAP_FOWNER keep the restored file the agent's).
 [Unit]
 Description=evse-agent: switch to the A/B slot the agent asked for
 
@@ -212,7 +222,7 @@ Type=oneshot
 Environment=PYTHONPATH={current}/app
 ExecStart={_exe(python)} -S -m firmware.maintenance.slots apply_switch_request '{switch_args}'
 NoNewPrivileges=yes
-CapabilityBoundingSet=CAP_DAC_OVERRIDE
+CapabilityBoundingSet=CAP_DAC_OVERRIDE CAP_CHOWN CAP_FOWNER
 ProtectSystem=strict
 ReadWritePaths={_at(root, "/opt/evse-agent")} {run}
 ProtectHome=yes
@@ -231,6 +241,54 @@ RestrictRealtime=yes
 RestrictSUIDSGID=yes
 LockPersonality=yes
 MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+UMask=0022
+"""),
+        UnitFile(f"{SYSTEMD_DIR}/evse-agent-install.path", f"""\
+# Installed by tools/flash.py: the agent's updater asks for a downloaded bundle to be installed.
+[Unit]
+Description=evse-agent: wait for the agent's install request
+
+[Path]
+PathExists={run}/{INSTALL_REQUEST}
+Unit=evse-agent-install.service
+
+[Install]
+WantedBy=paths.target
+""", "paths.target"),
+        UnitFile(f"{SYSTEMD_DIR}/evse-agent-install.service", f"""\
+# Installed by tools/flash.py: started by evse-agent-install.path.
+# Root (the slots are root's), but only to install a bundle the agent names by its SHA-256 into the inactive slot:
+# copied out of the agent's state directory (read-only here), verified against the configuration's trust anchor
+# and hardware revision (firmware/maintenance/slots.py apply_install_request); code and libraries from the active
+# slot, which only root writes. The agent keeps running meanwhile; the switch is a request of its own.
+[Unit]
+Description=evse-agent: install the bundle the agent downloaded into the inactive slot
+
+[Service]
+Type=oneshot
+Environment=PYTHONPATH={current}/app:{current}/lib
+ExecStart={_exe(python)} -S -m firmware.maintenance.slots apply_install_request '{install_args}'
+NoNewPrivileges=yes
+CapabilityBoundingSet=CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH
+ProtectSystem=strict
+ReadWritePaths={_at(root, "/opt/evse-agent")} {run}
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+PrivateNetwork=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictAddressFamilies=AF_UNIX
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
 UMask=0022

@@ -6,8 +6,8 @@ The features live in their own modules and share one :class:`~firmware.ocpp.v16.
 :mod:`authorization` (Authorize, the cache, ClearCache), :mod:`local_auth_list` (SendLocalList,
 GetLocalListVersion), :mod:`remote_control` (remote start/stop, availability, unlock, reset),
 :mod:`remote_trigger` (TriggerMessage), :mod:`reservation` (ReserveNow, CancelReservation), :mod:`data_transfer`,
-:mod:`configuration` and :mod:`session_settings`. Each declares its configuration keys and its CALL handlers; this
-module only routes:
+:mod:`firmware_management` (UpdateFirmware, GetDiagnostics), :mod:`configuration` and :mod:`session_settings`.
+Each declares its configuration keys and its CALL handlers; this module only routes:
 
 * connector effects to the features (``record`` inside the connector's commit, ``notify`` after it);
 * each connection (:class:`~firmware.ocpp.link.OcppLink`): BootNotification once per run of the agent, then
@@ -31,6 +31,8 @@ from firmware.charger.coordinator import Coordinator
 from firmware.charger.smart_charging import SmartChargingScheduler
 from firmware.config import AgentConfig
 from firmware.exitcodes import ExitCode
+from firmware.maintenance.diagnostics import DiagnosticsSources
+from firmware.maintenance.updater import FirmwareUpdater
 from firmware.ocpp.adapter import Spawn
 from firmware.ocpp.delivery import LinkUnresponsive
 from firmware.ocpp.link import Backoff, OcppLink
@@ -42,6 +44,7 @@ from firmware.ocpp.v16.context import VENDOR_ID, V16Context
 from firmware.ocpp.v16.core import Core
 from firmware.ocpp.v16.data_transfer import DataTransfer
 from firmware.ocpp.v16.dialect import OCPP16
+from firmware.ocpp.v16.firmware_management import FirmwareManagement
 from firmware.ocpp.v16.local_auth_list import LocalAuthList
 from firmware.ocpp.v16.meter_values import MeterValuesReporter
 from firmware.ocpp.v16.remote_control import RemoteControl
@@ -74,12 +77,15 @@ class Ocpp16Client:
                  coordinator: Coordinator | None = None,
                  diagnostics: Callable[[], dict[str, Any]] | None = None,
                  hardware: Callable[[], dict[str, Any]] | None = None, spawn: Spawn | None = None,
-                 ledger: Ledger | None = None, smart_charging: SmartChargingScheduler | None = None) -> None:
+                 ledger: Ledger | None = None, smart_charging: SmartChargingScheduler | None = None,
+                 firmware: FirmwareUpdater | None = None, diagnostics_sources: DiagnosticsSources | None = None
+                 ) -> None:
         """``spawn(coro, name)`` starts the workers of each connection (the agent's task supervisor lists them
         and can inject faults; their ends are handled here: the connection is closed and the link reconnects).
         ``ledger``: the charge point's billing records (the agent's, shared with telemetry; default: on ``db``).
         ``smart_charging``: the charger's charging profiles (without: SetChargingProfile and its kin are
-        NotSupported, and a RemoteStartTransaction's chargingProfile is refused)."""
+        NotSupported, and a RemoteStartTransaction's chargingProfile is refused). ``firmware``: the update
+        pipeline (UpdateFirmware); ``diagnostics_sources``: what GetDiagnostics archives."""
         assert config.ocpp is not None
         self.ctx = ctx = V16Context(config, connectors, db, keys, ledger or Ledger(db),
                                     Outbox(db, max_queued=config.max_queued_messages, check=check_queued), request_exit)
@@ -113,7 +119,8 @@ class Ocpp16Client:
         self._handlers: tuple[object, ...] = (
             Configuration(keys), self.security, self.authorization, self.local_auth_list, self.certificates,
             RemoteControl(ctx, coordinator, self.statuses, smart_charging), self.data_transfer,
-            RemoteTrigger(ctx, self.core, self.statuses), Reservation(ctx, coordinator.reservations))
+            RemoteTrigger(ctx, self.core, self.statuses), FirmwareManagement(ctx, firmware, diagnostics_sources),
+            Reservation(ctx, coordinator.reservations))
         if smart_charging is not None:
             self._handlers += (SmartCharging(smart_charging),)
         self._session_settings = SessionSettings(keys, connectors)

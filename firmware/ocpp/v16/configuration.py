@@ -34,7 +34,8 @@ SETTING_PREFIX = "ocpp16."
 KEYS = (
     KeyDefinition("GetConfigurationMaxKeys", KeyType.INT, "64", readonly=True),
     KeyDefinition("SupportedFeatureProfiles", KeyType.CSL,
-                  "Core,LocalAuthListManagement,RemoteTrigger,Reservation,SmartCharging", readonly=True),
+                  "Core,FirmwareManagement,LocalAuthListManagement,RemoteTrigger,Reservation,SmartCharging",
+                  readonly=True),
     KeyDefinition("SupportedFeatureProfilesMaxLength", KeyType.INT, "6", readonly=True),
 )
 

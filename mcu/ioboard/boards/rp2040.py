@@ -16,6 +16,11 @@ Wiring (GPn = RP2040 GPIO n):
   GP7/GP8  cable lock motor H-bridge inputs (GP7 high = drive towards locked, GP8 high = towards unlocked;
            both low = off; never both high)
   GP9      cable lock position switch, to GND when the lock is engaged; pull-up
+
+The coil driver (GP3) needs a pull-down on its input (e.g. 10 kOhm at the MOSFET gate): in reset (power-on,
+watchdog bite) the RP2040's pads are inputs with only their weak internal pull-down, and the coil must drop
+then. The contactor with its coil suppression (a zener or TVS, not a bare flyback diode) must drop out within
+100 - WDT_TIMEOUT_MS = 50 ms, so that a hung firmware opens it within B8's 100 ms (see WDT_TIMEOUT_MS).
 """
 
 import math
@@ -34,6 +39,8 @@ _ADC_CS_READY = const(0x100)
 _WATCHDOG_SCRATCH0 = const(0x4005800C)  # survives a watchdog reboot, which machine.reset() is
 _HOST_RESET_MAGIC = const(0x10B0A4D5)
 _MAINTENANCE_RESET_MAGIC = const(0x10B0A4D6)
+_WDT_MAINTENANCE_MS = const(8388)  # the RP2040 watchdog's longest timeout (24-bit count, erratum RP2040-E1)
+_FEED_SLICE_MS = const(20)  # longest sleep inside a pass without feeding the watchdog
 _BURST_SAMPLES = const(600)  # ~1.2 ms at 2 us per conversion: more than one PWM period
 
 
@@ -76,7 +83,11 @@ class Board:
                     | proto.CAP_CABLE_LOCK)
     KEEPALIVE_TIMEOUT_MS = 1000
     REPORT_INTERVAL_MS = 500
-    WDT_TIMEOUT_MS = 500
+    #: B8 for a hung firmware: a loop that stops passing is reset by the watchdog within this, the reset drops the
+    #: coil (pads: inputs with pull-downs), and the contactor drops out in the remaining 50 ms of the 100 ms. The
+    #: RP2040 watchdog counts 1 us ticks (1..8388 ms); a pass takes a few ms (the 1.2 ms ADC burst, the logic, a
+    #: collection between passes), and what sleeps inside a pass (the RCD re-test) feeds it (_sleep_fed).
+    WDT_TIMEOUT_MS = 50
     C1_TIMEOUT_MS = 6000  # IEC 61851-1 Table A.6 sequence 10.2: at most 6 s in C1/D1 before opening
     NTC_BETA = 3950
     NTC_R25 = 10000
@@ -117,11 +128,20 @@ class Board:
     def self_test(self):
         """RCD test winding on for 60 ms: the module must report a fault, and clear after."""
         self._rcd_test.value(1)
-        time.sleep_ms(60)
+        self._sleep_fed(60)
         tripped = self._rcd.value() == 1
         self._rcd_test.value(0)
-        time.sleep_ms(60)
+        self._sleep_fed(60)
         return tripped and self._rcd.value() == 0
+
+    def _sleep_fed(self, ms):
+        """Sleep inside a pass (the re-test of CLEAR_FAULTS runs in one; the coil is off then, SELFTEST_FAILED being
+        blocking) without letting the short watchdog bite."""
+        while ms > 0:
+            time.sleep_ms(min(ms, _FEED_SLICE_MS))
+            ms -= _FEED_SLICE_MS
+            if self._wdt is not None:
+                self._wdt.feed()
 
     def pilot_output(self, permille):
         self._pwm.duty_u16(permille * 65535 // 1000)
@@ -171,10 +191,12 @@ class Board:
         self._wdt.feed()
 
     def hold_watchdog(self):
-        """Maintenance (Ctrl-C on the USB console): a timer feeds the watchdog, which cannot be stopped once
-        armed, so the REPL session lasts; the outputs are already safe."""
+        """Maintenance (Ctrl-C on the USB console): the watchdog cannot be stopped once armed, so it is re-armed
+        with its longest timeout (the outputs are already safe; writing the flash stalls the chip for a sector
+        erase, up to 400 ms, longer than WDT_TIMEOUT_MS) and a timer feeds it, so the REPL session lasts."""
         if self._wdt is not None:
-            self._wdt_timer = machine.Timer(period=self.WDT_TIMEOUT_MS // 4, callback=lambda t: self._wdt.feed())
+            self._wdt = machine.WDT(timeout=_WDT_MAINTENANCE_MS)
+            self._wdt_timer = machine.Timer(period=_WDT_MAINTENANCE_MS // 8, callback=lambda t: self._wdt.feed())
 
     def reset(self):
         machine.mem32[_WATCHDOG_SCRATCH0] = _HOST_RESET_MAGIC

@@ -94,4 +94,6 @@ class Board:
             self._seen = seen
             host.call("o", "%d,%d,%d,%d,%d,%d,%d,%d" % seen)
         if self._passes % 200 == 0:
-            host.call("m", "%d,%d,%d,%d" % (fw.passes, fw.work_us_max, fw.period_ms_max, fw.heap_live))
+            host.call("m", "%d,%d,%d,%d,%d,%d,%d,%d,%d" % (
+                fw.passes, fw.work_us_max, fw.period_ms_max, fw.heap_live, fw.heap_peak, fw.heap_boot, fw.gc_us_max,
+                fw.wait_over_us_max, fw.late_passes))

@@ -5,6 +5,7 @@ other inputs, let :class:`iob.safety.Safety` decide, drive the outputs, then sen
 reports (after the outputs: an ACK means "done"), feed the hardware watchdog and wait.
 """
 
+import gc
 from time import ticks_diff, ticks_ms, ticks_us
 
 from micropython import const
@@ -27,17 +28,24 @@ class Firmware:
         board.coil(False)
         self.reset_reason = board.reset_cause()
         self.safety = Safety(board.CAPABILITIES, self.reset_reason, now, board.C1_TIMEOUT_MS)
-        if board.CAPABILITIES & proto.CAP_RCD and not board.self_test():
-            self.safety.self_test_failed()
+        if board.CAPABILITIES & proto.CAP_RCD:
+            self.safety.self_test_result(board.self_test())
         self.link = Link(self.safety, board, self.reset_reason, now)
         self._out = (1000, False)
         self._lock_drive = 0  # the lock motor is off after a reset (the board file's pins start so)
         self._rx = bytearray(256)
+        # figures (the board file may report them; a technician's REPL can read them)
         self.passes = 0
-        self.work_us_max = 0
-        self.period_ms_max = 0
-        self.heap_live = 0
+        self.work_us_max = 0  # one pass, host I/O included
+        self.period_ms_max = 0  # pass start to pass start: the pass, a collection, the wait
+        self.late_passes = 0  # passes that started more than 2 * LOOP_MS after the one before
+        self.gc_us_max = 0  # one collection between passes
+        self.wait_over_us_max = 0  # a wait that lasted longer than asked (the scheduler, not the firmware)
+        self.heap_live = 0  # gc.mem_alloc() after the latest collection: what the firmware holds
+        self.heap_peak = 0  # gc.mem_alloc() before a collection after start-up, the most: the heap the loop needs
+        self.heap_boot = gc.mem_alloc()  # start-up with its import garbage, before any collection
         self._pass_at = now
+        self._gc_at = 0
         board.wdt_arm(board.WDT_TIMEOUT_MS)
 
     def step(self):
@@ -45,8 +53,11 @@ class Firmware:
         t0 = ticks_us()
         now = ticks_ms()
         period = ticks_diff(now, self._pass_at)
-        if period > self.period_ms_max and self.passes:
-            self.period_ms_max = period
+        if self.passes:
+            if period > self.period_ms_max:
+                self.period_ms_max = period
+            if period > 2 * LOOP_MS:
+                self.late_passes += 1
         self._pass_at = now
         self._pass(now)
         self.passes += 1
@@ -104,4 +115,22 @@ class Firmware:
 
     def idle(self):
         """Wait for the next pass: LOOP_MS after this one started, sooner when the host sends."""
-        self.board.wait(LOOP_MS - ticks_diff(ticks_ms(), self._pass_at))
+        ms = LOOP_MS - ticks_diff(ticks_ms(), self._pass_at)
+        t0 = ticks_us()
+        self.board.wait(ms)
+        over = ticks_diff(ticks_us(), t0) - max(ms, 0) * 1000
+        if over > self.wait_over_us_max:
+            self.wait_over_us_max = over
+
+    def collecting(self, allocated):
+        """main.py is about to collect (between passes) with ``allocated`` bytes in use (the first time, start-up's
+        garbage too: heap_boot tells that one)."""
+        if self.heap_live and allocated > self.heap_peak:
+            self.heap_peak = allocated
+        self._gc_at = ticks_us()
+
+    def collected(self, live):
+        took = ticks_diff(ticks_us(), self._gc_at)
+        if took > self.gc_us_max:
+            self.gc_us_max = took
+        self.heap_live = live

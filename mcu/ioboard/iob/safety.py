@@ -150,16 +150,27 @@ class Safety:
         self.faults |= proto.HOST_TIMEOUT
 
     def clear(self, mask, self_test):
-        """CLEAR_FAULTS (B11): latched bits in ``mask`` whose cause has gone; live bits never."""
+        """CLEAR_FAULTS (B11): latched bits in ``mask`` whose cause has gone; live bits never. SELFTEST_FAILED
+        goes only with a passing re-test, whose result is logged either way (B14)."""
         clear = mask & (proto.HOST_TIMEOUT | proto.MCU_WATCHDOG)
         if mask & proto.RCD_TRIP and not self._rcd_input:
             clear |= proto.RCD_TRIP
-        if mask & proto.SELFTEST_FAILED and self.faults & proto.SELFTEST_FAILED and self_test():
+        if mask & proto.SELFTEST_FAILED and self.faults & proto.SELFTEST_FAILED \
+                and self.self_test_result(self_test(), "re-test"):
             clear |= proto.SELFTEST_FAILED
         self.faults &= ~clear
 
-    def self_test_failed(self):
-        self.faults |= proto.SELFTEST_FAILED
+    def self_test_result(self, passed, when="power-on"):
+        """The RCD self test's outcome: SELFTEST_FAILED latched when it failed, and a LOG either way (B14: the
+        technician sees that the RCD was tested, not only that it failed). Returns ``passed``."""
+        if passed:
+            self.logs.append((proto.INFO, "%s self test passed: the RCD tripped on its test current and cleared"
+                              % when))
+        else:
+            self.faults |= proto.SELFTEST_FAILED
+            self.logs.append((proto.ERROR, "%s self test failed: the RCD did not trip on its test current or did not"
+                              " clear after it (SELFTEST_FAILED)" % when))
+        return passed
 
     # --- the loop's step ---------------------------------------------------------------------------------
 

@@ -1,0 +1,243 @@
+"""File transfers for firmware updates and diagnostics: download with resume, upload; HTTP(S) and FTP(S).
+
+Standard library only (``http.client``, ``ftplib``): what a field library has to do here is small, and the
+controller's Python has both. Blocking functions, run by the callers in a thread (``asyncio.to_thread``).
+
+* **Download** into ``dest`` (a ``.part`` file the caller keeps across attempts and restarts): an existing part
+  is resumed — HTTP ``Range: bytes=N-`` (a server that answers 200 instead of 206 sends the whole file, which
+  then starts over), FTP ``REST N``. Every chunk is flushed; the file is fsynced at the end. A size limit stops a
+  hostile or mistaken server from filling the disk.
+* **Upload** of one file: HTTP(S) ``PUT`` to the URL (OCPP 1.6 names no method; PUT of the bare file is what a
+  plain web server takes), FTP(S) ``STOR`` into the URL's path (the file name appended when the path ends in /).
+* FTP is passive mode (the charger is behind NAT); ``ftps://`` is explicit TLS (AUTH TLS, protected data
+  channel). Credentials come from the URL (``ftp://user:pass@host/path``), anonymous otherwise; they are never
+  logged (:func:`redact`).
+"""
+
+from __future__ import annotations
+
+import ftplib
+import http.client
+import os
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+CHUNK = 64 * 1024
+SCHEMES = ("http", "https", "ftp", "ftps")
+#: What SupportedFileTransferProtocols reports (OCPP 2.0.1 names; 1.6 has no such key but the Diagnostics show it).
+PROTOCOLS = ("HTTP", "HTTPS", "FTP", "FTPS")
+
+
+class TransferError(Exception):
+    """The transfer failed; the message says why (never a password). ``resumable``: trying again may help (False
+    only for what another try cannot change: a location we cannot use, a file over the size limit)."""
+
+    def __init__(self, message: str, resumable: bool = True) -> None:
+        super().__init__(message)
+        self.resumable = resumable
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    path: Path
+    size: int
+    resumed_from: int  # bytes already there when this attempt started
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_url(url: str) -> str | None:
+    """Why ``url`` cannot be used (None: it can)."""
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES:
+        return f"scheme {parts.scheme or '(none)'!r} is not supported (use {', '.join(SCHEMES)})"
+    if not parts.hostname:
+        return "no host in the location"
+    return None
+
+
+def _tls(context: ssl.SSLContext | None) -> ssl.SSLContext:
+    return context or ssl.create_default_context()
+
+
+def download(url: str, dest: Path, *, max_bytes: int, timeout_s: float = 30.0,
+             tls: ssl.SSLContext | None = None, progress: Callable[[int], None] | None = None) -> Downloaded:
+    """Fetch ``url`` into ``dest``, resuming what is there. Raises :class:`TransferError`."""
+    why = check_url(url)
+    if why is not None:
+        raise TransferError(why, resumable=False)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    have = dest.stat().st_size if dest.exists() else 0
+    scheme = urlsplit(url).scheme
+    try:
+        if scheme in ("http", "https"):
+            _http_get(url, dest, have, max_bytes, timeout_s, tls, progress)
+        else:
+            _ftp_get(url, dest, have, max_bytes, timeout_s, tls, progress)
+    except TransferError:
+        raise
+    except (OSError, EOFError, http.client.HTTPException, ftplib.Error) as exc:
+        raise TransferError(f"{redact(url)}: {exc.__class__.__name__}: {exc}") from None
+    with dest.open("rb") as f:
+        os.fsync(f.fileno())
+    return Downloaded(dest, dest.stat().st_size, have)
+
+
+def _append(dest: Path, have: int, restart: bool) -> tuple[int, BinaryIO]:
+    if restart:
+        return 0, dest.open("wb")
+    return have, dest.open("ab")
+
+
+def _http_connection(url: str, timeout_s: float, tls: ssl.SSLContext | None) -> http.client.HTTPConnection:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port
+    if parts.scheme == "https":
+        return http.client.HTTPSConnection(host, port, timeout=timeout_s, context=_tls(tls))
+    return http.client.HTTPConnection(host, port, timeout=timeout_s)
+
+
+def _target(url: str) -> str:
+    parts = urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def _http_get(url: str, dest: Path, have: int, max_bytes: int, timeout_s: float, tls: ssl.SSLContext | None,
+              progress: Callable[[int], None] | None) -> None:
+    conn = _http_connection(url, timeout_s, tls)
+    try:
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        conn.request("GET", _target(url), headers=headers)
+        resp = conn.getresponse()
+        if resp.status == 416 and have:  # what we have is the whole file already (or more: start over)
+            length = resp.getheader("Content-Range", "").rpartition("/")[2]
+            if length.isdigit() and int(length) == have:
+                return
+            dest.unlink()
+            raise TransferError(f"{redact(url)}: the partial download does not fit the file; starting over")
+        if resp.status not in (200, 206):
+            raise TransferError(f"{redact(url)}: HTTP {resp.status} {resp.reason}")  # may be published later
+        offset, f = _append(dest, have, restart=resp.status == 200)
+        _copy(resp.read, f, offset, max_bytes, url, progress)
+        expected = resp.getheader("Content-Length")
+        if expected is not None and expected.isdigit() and dest.stat().st_size != offset + int(expected):
+            raise TransferError(f"{redact(url)}: connection closed after {dest.stat().st_size} bytes")
+    finally:
+        conn.close()
+
+
+def _copy(read: Callable[[int], bytes], f: BinaryIO, offset: int, max_bytes: int, url: str,
+          progress: Callable[[int], None] | None) -> None:
+    total = offset
+    with f:
+        while chunk := read(CHUNK):
+            total += len(chunk)
+            if total > max_bytes:
+                raise TransferError(f"{redact(url)}: larger than the {max_bytes} bytes allowed", resumable=False)
+            f.write(chunk)
+            f.flush()
+            if progress is not None:
+                progress(total)
+
+
+def _ftp(url: str, timeout_s: float, tls: ssl.SSLContext | None) -> ftplib.FTP:
+    parts = urlsplit(url)
+    ftp: ftplib.FTP
+    if parts.scheme == "ftps":
+        ftp = ftplib.FTP_TLS(context=_tls(tls), timeout=timeout_s)
+    else:
+        ftp = ftplib.FTP(timeout=timeout_s)
+    ftp.connect(parts.hostname or "", parts.port or 21)
+    ftp.login(unquote(parts.username or "anonymous"), unquote(parts.password or "anonymous@"))
+    if isinstance(ftp, ftplib.FTP_TLS):
+        ftp.prot_p()
+    ftp.set_pasv(True)
+    ftp.voidcmd("TYPE I")
+    return ftp
+
+
+def _ftp_get(url: str, dest: Path, have: int, max_bytes: int, timeout_s: float, tls: ssl.SSLContext | None,
+             progress: Callable[[int], None] | None) -> None:
+    path = unquote(urlsplit(url).path)
+    ftp = _ftp(url, timeout_s, tls)
+    try:
+        try:
+            size = ftp.size(path)
+        except ftplib.error_perm as exc:
+            raise TransferError(f"{redact(url)}: {exc}") from None  # 550: may be published later
+        if size is not None and have == size:
+            return
+        if size is not None and have > size:
+            have = 0
+        offset, f = _append(dest, have, restart=have == 0)
+        conn = ftp.transfercmd(f"RETR {path}", rest=offset or None)
+        try:
+            _copy(conn.recv, f, offset, max_bytes, url, progress)
+        finally:
+            conn.close()
+        ftp.voidresp()
+        if size is not None and dest.stat().st_size != size:
+            raise TransferError(f"{redact(url)}: connection closed after {dest.stat().st_size} of {size} bytes")
+    finally:
+        _quit(ftp)
+
+
+def _quit(ftp: ftplib.FTP) -> None:
+    try:
+        ftp.quit()
+    except (OSError, EOFError, ftplib.Error):
+        ftp.close()
+
+
+def upload(url: str, source: Path, *, timeout_s: float = 30.0, tls: ssl.SSLContext | None = None) -> str:
+    """Send ``source`` to ``url``; the URL it went to (password redacted). Raises :class:`TransferError`."""
+    why = check_url(url)
+    if why is not None:
+        raise TransferError(why, resumable=False)
+    parts = urlsplit(url)
+    if parts.path.endswith("/") or not parts.path:
+        url = urlunsplit(parts._replace(path=(parts.path or "/") + source.name))
+    try:
+        if parts.scheme in ("http", "https"):
+            _http_put(url, source, timeout_s, tls)
+        else:
+            _ftp_put(url, source, timeout_s, tls)
+    except TransferError:
+        raise
+    except (OSError, EOFError, http.client.HTTPException, ftplib.Error) as exc:
+        raise TransferError(f"{redact(url)}: {exc.__class__.__name__}: {exc}") from None
+    return redact(url)
+
+
+def _http_put(url: str, source: Path, timeout_s: float, tls: ssl.SSLContext | None) -> None:
+    conn = _http_connection(url, timeout_s, tls)
+    try:
+        with source.open("rb") as f:
+            conn.request("PUT", _target(url), body=f, headers={"Content-Length": str(source.stat().st_size),
+                                                               "Content-Type": "application/octet-stream"})
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status not in (200, 201, 204):
+            raise TransferError(f"{redact(url)}: HTTP {resp.status} {resp.reason}")
+    finally:
+        conn.close()
+
+
+def _ftp_put(url: str, source: Path, timeout_s: float, tls: ssl.SSLContext | None) -> None:
+    ftp = _ftp(url, timeout_s, tls)
+    try:
+        with source.open("rb") as f:
+            ftp.storbinary(f"STOR {unquote(urlsplit(url).path)}", f, blocksize=CHUNK)
+    finally:
+        _quit(ftp)

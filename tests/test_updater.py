@@ -1,0 +1,244 @@
+"""The update pipeline (firmware/maintenance/updater.py) with the real slots (SlotsInstaller on a controller root in a
+directory), real signed bundles, a real HTTP server, run as a process of its own (tests/updater_runner.py) so that it
+can be killed with SIGKILL right after each step is written: every time the job resumes and ends with the new slot
+active, the held connectors released and the outcome reported. Also: retries then DownloadFailed, a refused bundle
+(nothing installed), and a failed health check after the switch (rolled back, InstallationFailed)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from firmware.maintenance import privileged, slots
+from firmware.maintenance.installers import PrivilegedInstaller
+from firmware.maintenance.updater import JOB_FILE, InstallError
+from firmware.storage import Database
+from tests.bundles import install_first, small_bundle
+from tests.file_servers import HttpFileServer, http_file_server
+from tests.pki import Signer, make_signer
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = ["scheduled", "downloading", "verifying", "staging", "waiting_idle", "switching", "checking", "done"]
+
+
+@dataclass
+class Setup:
+    where: Path
+    root: Path
+    server: HttpFileServer
+    signer: Signer
+
+    def configure(self, location: str, **extra: object) -> None:
+        (self.where / "settings.json").write_text(json.dumps({
+            "root": str(self.root), "state": str(self.root / "var/lib/evse-agent"),
+            "trust": str(self.signer.ca_cert), "location": location, **extra}))
+
+    def run(self, kill_at: str = "never", runs: int = 8) -> list[int]:
+        """The runner until it finishes (restarted after a kill or a restart request, as systemd would)."""
+        codes = []
+        for _ in range(runs):
+            r = subprocess.run([sys.executable, "-m", "tests.updater_runner", str(self.where), kill_at], cwd=REPO,
+                               capture_output=True, text=True, timeout=60)
+            codes.append(r.returncode)
+            assert r.returncode in (0, -9, 75), r.stderr
+            if r.returncode == 0:
+                return codes
+        raise AssertionError(f"did not finish in {runs} runs: {codes}")
+
+    def job(self) -> dict:  # type: ignore[type-arg]
+        return json.loads((self.root / "var/lib/evse-agent" / JOB_FILE).read_text())  # type: ignore[no-any-return]
+
+    def statuses(self) -> list[str]:
+        return (self.where / "statuses.txt").read_text().split()
+
+    def connectors(self) -> dict[str, bool]:
+        return json.loads((self.where / "connectors.json").read_text())  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def signer(tmp_path_factory: pytest.TempPathFactory) -> Signer:
+    return make_signer(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def setup(tmp_path: Path, signer: Signer) -> Iterator[Setup]:
+    root = tmp_path / "controller"
+    state = root / "var/lib/evse-agent"  # storage.dir, as the controller sees it
+    state.mkdir(parents=True)
+    (root / "etc/evse-agent").mkdir(parents=True)
+    (root / "etc/evse-agent/agent.toml").write_text(f'[storage]\ndir = "{state}"\n')
+    Database(state / "agent.db").close()
+    (tmp_path / "srv").mkdir()
+    install_first(root, small_bundle(tmp_path / "srv/v1.bundle", signer, "1.0.0"))
+    small_bundle(tmp_path / "srv/v2.bundle", signer, "1.1.0")
+    with http_file_server(tmp_path / "srv") as server:
+        yield Setup(tmp_path, root, server, signer)
+
+
+def in_order(seen: list[str], expected: list[str]) -> bool:
+    it = iter(seen)
+    return all(any(s == e for s in it) for e in expected)
+
+
+@pytest.mark.parametrize("kill_at", STEPS)
+def test_kill_9_at_every_step_ends_installed(setup: Setup, kill_at: str) -> None:
+    setup.configure(setup.server.url("v2.bundle"))
+    codes = setup.run(kill_at)
+    assert -9 in codes and 75 in codes  # killed once, restarted once for the switch
+    job = setup.job()
+    assert (job["step"], job["outcome"], job["reported"]) == ("done", "Installed", True), job
+    assert slots.active_slot(str(setup.root)) == "b"
+    assert slots.info(str(setup.root))["slots"]["b"]["version"] == "1.1.0"
+    assert slots.info(str(setup.root))["slots"]["b"]["health"] == "passed"
+    assert (setup.root / "opt/evse-agent/snapshots/before-b.db").is_file()  # the database before b first ran
+    assert setup.connectors() == {"1": True, "2": True}  # held while installing, released after
+    statuses = setup.statuses()
+    assert in_order(statuses, ["Downloading", "Downloaded", "Installing", "Installed"]), statuses
+    assert statuses[-1] == "Installed"
+
+
+def test_download_failed_after_the_retries(setup: Setup) -> None:
+    setup.configure("http://127.0.0.1:1/v2.bundle", retries=2)  # nothing listens there
+    assert setup.run() == [0]
+    job = setup.job()
+    assert (job["outcome"], job["attempt"]) == ("DownloadFailed", 3)
+    assert setup.statuses() == ["Downloading"] * 3 + ["DownloadFailed"]
+    assert slots.active_slot(str(setup.root)) == "a" and not slots.info(str(setup.root))["slots"]["b"]["installed"]
+
+
+def test_a_refused_bundle_installs_nothing(setup: Setup, tmp_path: Path) -> None:
+    stranger = make_signer(tmp_path / "stranger", "Someone else")
+    small_bundle(setup.server.root / "evil.bundle", stranger, "6.6.6")
+    setup.configure(setup.server.url("evil.bundle"))
+    assert setup.run() == [0]
+    job = setup.job()
+    assert job["outcome"] == "InstallationFailed" and "signature does not verify" in job["detail"]
+    assert setup.statuses() == ["Downloading", "Downloaded", "Installing", "InstallationFailed"]
+    assert slots.active_slot(str(setup.root)) == "a" and not slots.info(str(setup.root))["slots"]["b"]["installed"]
+    assert setup.connectors() == {"1": True, "2": True}
+
+
+def test_a_failed_health_check_after_the_switch_rolls_back(setup: Setup) -> None:
+    setup.configure(setup.server.url("v2.bundle"), health_problem="not accepted by the CSMS within 5 s")
+    assert setup.run() == [75, 75, 0]  # restarted into b, then back into a
+    job = setup.job()
+    assert job["outcome"] == "InstallationFailed"
+    assert job["detail"] == "not accepted by the CSMS within 5 s; rolled back to 1.0.0 (slot a)"
+    assert slots.active_slot(str(setup.root)) == "a"
+    assert setup.statuses()[-1] == "InstallationFailed" and "Installed" not in setup.statuses()
+    assert setup.connectors() == {"1": True, "2": True}
+
+
+class PathUnit:
+    """What evse-agent-install.path does under systemd: when the request appears, run the root side once."""
+
+    def __init__(self, run_dir: Path, root: Path) -> None:
+        self.run_dir, self.root = run_dir, root
+        self.results: list[dict] = []  # type: ignore[type-arg]
+
+    async def serve(self) -> None:
+        request = self.run_dir / "install-bundle"
+        while True:
+            if request.exists():
+                self.results.append(await asyncio.to_thread(slots.apply_install_request, str(self.root),
+                                                            str(request)))
+            await asyncio.sleep(0.05)
+
+
+async def test_the_privileged_install_verifies_again_as_root_and_refuses_what_the_agent_cannot_vouch_for(
+        setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent under its unit may not write the slots: it asks root (firmware/maintenance/privileged.py), which
+    copies the bundle out of the agent's reach and verifies it against the configuration's trust anchor itself."""
+    state = setup.root / "var/lib/evse-agent"
+    trust = setup.root / "etc/evse-agent/firmware-trust.pem"  # root's, as commissioning leaves it
+    shutil.copyfile(setup.signer.ca_cert, trust)
+    (setup.root / "etc/evse-agent/agent.toml").write_text(
+        f'[storage]\ndir = "{state}"\n[firmware]\ntrust = "{trust}"\n')
+    (setup.root / "etc/evse-agent/hardware-revision").write_text("rev-c\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(run_dir))
+    unit = PathUnit(run_dir, setup.root)
+    task = asyncio.create_task(unit.serve())
+    try:
+        installer = PrivilegedInstaller(str(setup.root), state)
+        good = tmp_path / "good.part"
+        shutil.copyfile(setup.server.root / "v2.bundle", good)
+        sha = slots.sha256_file(good)
+        assert await installer.stage(good, sha, good.stat().st_size) == "b"
+        assert unit.results[-1]["installed"] is True
+        assert slots.info(str(setup.root))["slots"]["b"]["version"] == "1.1.0"
+        assert slots.active_slot(str(setup.root)) == "a"  # installed, not switched
+        assert not (state / slots.DOWNLOADS / f"{sha}.bundle").exists()
+
+        stranger = make_signer(tmp_path / "stranger", "Someone else")  # the agent was fooled, or is not honest
+        evil = small_bundle(tmp_path / "evil.part", stranger, "6.6.6")
+        with pytest.raises(InstallError, match=r"root refused the install: .*signature does not verify"):
+            await installer.stage(evil, slots.sha256_file(evil), evil.stat().st_size)
+        assert slots.info(str(setup.root))["slots"]["b"]["version"] == "1.1.0"  # untouched
+
+        lie = tmp_path / "lie.part"
+        shutil.copyfile(setup.server.root / "v1.bundle", lie)  # named by another bundle's hash
+        with pytest.raises(InstallError, match="does not match the verified bundle"):
+            await installer.stage(lie, sha, lie.stat().st_size)
+    finally:
+        task.cancel()
+
+
+def switch_root(tmp_path: Path, signer: Signer) -> Path:
+    """Slot a runs 1.0.0; slot b holds 1.1.0, never run."""
+    root = tmp_path / "controller"
+    state = root / "var/lib/evse-agent"
+    state.mkdir(parents=True)
+    (root / "etc/evse-agent").mkdir(parents=True)
+    (root / "etc/evse-agent/agent.toml").write_text(f'[storage]\ndir = "{state}"\n')
+    Database(state / "agent.db").close()
+    install_first(root, small_bundle(tmp_path / "v1.bundle", signer, "1.0.0"))
+    v2 = small_bundle(tmp_path / "v2.bundle", signer, "1.1.0")
+    sha, size = slots.sha256_file(v2), v2.stat().st_size
+    shutil.copyfile(v2, slots.prepare_upload(str(root), sha, size)["path"])
+    slots.install(str(root), sha, size)
+    return root
+
+
+@pytest.mark.parametrize("agent", ["confirms", "is silent", "gives up"])
+def test_root_keeps_a_new_slot_only_once_its_agent_confirms(tmp_path: Path, signer: Signer, agent: str) -> None:
+    """The switch unit's wait after a slot's first run (slots.apply_switch_request): the new agent confirms (kept,
+    passed), says nothing (it may not even start: switched back after the time limit, FAILED), or asks to go back
+    (switched back at once)."""
+    root = switch_root(tmp_path, signer)
+    run = tmp_path / "run"
+    run.mkdir()
+    env = {"RUNTIME_DIRECTORY": str(run)}
+    request = privileged.request_switch("b", env)
+    assert request is not None
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the switch unit, waiting
+        waiting = pool.submit(slots.apply_switch_request, str(root), str(request),
+                              confirm_timeout_s=30.0 if agent != "is silent" else 1.0)
+        deadline = time.monotonic() + 30
+        while slots.active_slot(str(root)) != "b":  # the new agent runs
+            assert time.monotonic() < deadline, "no switch"
+            time.sleep(0.02)
+        if agent == "confirms":
+            privileged.confirm_slot("b", env)
+        elif agent == "gives up":
+            privileged.request_switch("a", env)
+        result = waiting.result(30)
+    info = slots.info(str(root))
+    if agent == "confirms":
+        assert result["confirmed"] is True and info["active"] == "b" and info["slots"]["b"]["health"] == "passed"
+        assert not (run / privileged.CONFIRM).exists()
+    else:
+        assert result["confirmed"] is False and info["active"] == "a" and info["slots"]["b"]["health"] == "FAILED"
+        reason = "the new agent asked to go back" if agent == "gives up" else "did not confirm within 1 s"
+        assert reason in info["history"][-1]["event"] and not request.exists()
