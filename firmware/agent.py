@@ -114,6 +114,7 @@ class Agent:
             if self.smart_charging is not None:
                 ctrl.observers.append(self.smart_charging)
             ctrl.observers.append(status_log)
+            self.coordinator.reservations.attach(ctrl)  # a charger-wide reservation (connector 0)
             self.connectors[c.id] = ctrl
         self.telemetry: MqttTelemetry | None = None  # with [mqtt]: telemetry and site control (docs/mqtt.md)
         if config.mqtt is not None:
@@ -237,6 +238,7 @@ class Agent:
             if "site" in ctrl.inoperative_by and not (self.config.mqtt and self.config.mqtt.local_availability):
                 # local availability control was switched off in the configuration: nobody could release it
                 await ctrl.handle(AvailabilityChanged(True), availability_source="site")
+        await self.coordinator.reservations.start()  # expired during the outage, or re-armed
         if self.ocpp is not None:
             await self.ocpp.close_orphaned_transactions()
         for rh, sub in zip(self.hardware.readers, early, strict=True):
@@ -260,6 +262,7 @@ class Agent:
         steps.append(("tasks", self.tasks.stop))
         if self.ocpp is not None:
             steps.append(("ocpp", self.ocpp.close))
+        steps.append(("reservations", self.coordinator.reservations.close))
         steps += [(f"connector {c.id}", c.close) for c in self.connectors.values()]
         steps.append(("hardware", self.hardware.close))
         for name, step in steps:

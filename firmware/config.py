@@ -148,6 +148,8 @@ class OcppConfig:
     reconnect_max_s: float = 300.0
     stable_connection_s: float = 60.0  # up this long after BootNotification: the reconnect back-off resets
     authorization_cache_size: int = DEFAULT_CACHE_CAPACITY  # ids the Authorization Cache keeps (§3.5.1)
+    reservations: bool = True  # accept ReserveNow (off: Rejected, "configured not to accept reservations")
+    reserve_connector_zero: bool = True  # accept a reservation of the whole charger (ReserveConnectorZeroSupported)
 
     def __repr__(self) -> str:  # keep the password out of any log or traceback
         return (f"OcppConfig(csms_url={self.csms_url!r}, version={self.version!r}, "
@@ -541,7 +543,7 @@ def _parse_ocpp(root: _Reader) -> OcppConfig | None:
         return None
     o.reject_unknown({"csms_url", "version", "password", "presets", "response_timeout_s", "reconnect_min_s",
                       "reconnect_max_s", "stable_connection_s", "authorization_cache_size", "security_profile",
-                      "csms_ca", "cp_cert", "cp_key"})
+                      "csms_ca", "cp_cert", "cp_key", "reservations", "reserve_connector_zero"})
     url: str = o.text("csms_url", required=True)
     if not url.startswith(("ws://", "wss://")):
         raise o.fail("csms_url", "a ws:// or wss:// URL", url)
@@ -593,6 +595,8 @@ def _parse_ocpp(root: _Reader) -> OcppConfig | None:
         reconnect_max_s=mx,
         stable_connection_s=o.number("stable_connection_s", 60.0, lo=0.01, hi=86400.0),
         authorization_cache_size=o.integer("authorization_cache_size", DEFAULT_CACHE_CAPACITY, lo=1, hi=1_000_000),
+        reservations=o._get("reservations", bool, "true or false", True, False),
+        reserve_connector_zero=o._get("reserve_connector_zero", bool, "true or false", True, False),
     )
 
 

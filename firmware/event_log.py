@@ -8,7 +8,15 @@ import logging
 from typing import Any
 
 from firmware.charger.connector import ConnectorController
-from firmware.session import Effect, IdToken, IdTokenRefused, StatusChanged, TransactionStarted, TransactionStopped
+from firmware.session import (
+    Effect,
+    IdToken,
+    IdTokenRefused,
+    ReservationEnded,
+    StatusChanged,
+    TransactionStarted,
+    TransactionStopped,
+)
 from firmware.session.machine import mask_token
 from hal.events import EventStream
 from hal.interfaces import DeviceFault, MeterReading
@@ -43,7 +51,7 @@ class StatusLog:
                 log.info("connector status", extra={"connector": connector.id, "status": e.status.value,
                                                     "error_code": e.error.value if e.error else "NoError",
                                                     "info": e.info, "ev_connected": e.ev_connected})
-            elif isinstance(e, TransactionStarted | TransactionStopped | IdTokenRefused):
+            elif isinstance(e, TransactionStarted | TransactionStopped | IdTokenRefused | ReservationEnded):
                 log.info("session", extra={"connector": connector.id, **event_fields(e)})
 
 

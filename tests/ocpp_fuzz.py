@@ -50,12 +50,13 @@ CP_ACTIONS = frozenset({
 CSMS_ACTIONS = tuple(a for a in ACTIONS if a not in CP_ACTIONS)
 #: The CSMS requests the agent serves (its features in firmware/ocpp/v16/); the test checks this list against the agent,
 #: so a new handler cannot slip into the fuzzer's valid frames before someone decided whether it is safe.
-HANDLED = frozenset({"CertificateSigned", "ChangeAvailability", "ChangeConfiguration", "ClearCache",
-                     "ClearChargingProfile", "DataTransfer", "DeleteCertificate", "ExtendedTriggerMessage",
-                     "GetCompositeSchedule", "GetConfiguration", "GetDiagnostics", "GetInstalledCertificateIds",
-                     "GetLocalListVersion", "GetLog", "InstallCertificate", "RemoteStartTransaction",
-                     "RemoteStopTransaction", "Reset", "SendLocalList", "SetChargingProfile", "SignedUpdateFirmware",
-                     "TriggerMessage", "UnlockConnector", "UpdateFirmware"})
+HANDLED = frozenset({"CancelReservation", "CertificateSigned", "ChangeAvailability", "ChangeConfiguration",
+                     "ClearCache", "ClearChargingProfile", "DataTransfer", "DeleteCertificate",
+                     "ExtendedTriggerMessage", "GetCompositeSchedule", "GetConfiguration", "GetDiagnostics",
+                     "GetInstalledCertificateIds", "GetLocalListVersion", "GetLog", "InstallCertificate",
+                     "RemoteStartTransaction", "RemoteStopTransaction", "ReserveNow", "Reset", "SendLocalList",
+                     "SetChargingProfile", "SignedUpdateFirmware", "TriggerMessage", "UnlockConnector",
+                     "UpdateFirmware"})
 #: Valid ones start work that outlasts the batch (a firmware job with its retries, an upload with its retries, and
 #: their status notifications), wherever they point: never sent valid.
 FILE_TRANSFERS = frozenset({"UpdateFirmware", "SignedUpdateFirmware", "GetDiagnostics", "GetLog"})
@@ -821,6 +822,7 @@ def side_effect(frame: str | bytes, charger: ChargerState) -> str | None:
     and the 1.6 actions the agent does not serve (read-only / NotSupported); GetCompositeSchedule and
     GetLocalListVersion (read-only);
     ClearChargingProfile (no valid SetChargingProfile runs in a batch, so there is nothing to clear: Unknown);
+    CancelReservation (no valid ReserveNow runs in a batch, so there is nothing to cancel: Rejected);
     TriggerMessage other than BootNotification (the charger only sends the message: statuses, meter values, a
     Heartbeat, Idle firmware and diagnostics statuses);
     GetInstalledCertificateIds (read-only); InstallCertificate (a drawn string is no PEM root certificate:
@@ -865,4 +867,6 @@ def side_effect(frame: str | bytes, charger: ChargerState) -> str | None:
         return "a valid AuthorizationKey replaces the key for good (write-only: it cannot be restored)"
     if action == "ExtendedTriggerMessage" and payload["requestedMessage"] == "SignChargePointCertificate":
         return "ExtendedTriggerMessage SignChargePointCertificate makes a key pair and a SignCertificate"
+    if action == "ReserveNow" and (payload["connectorId"] == 0 or payload["connectorId"] in ours):
+        return "a valid ReserveNow may reserve a connector (status Reserved) until it expires"
     return None

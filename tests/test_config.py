@@ -136,6 +136,10 @@ def test_ocpp_section_and_presets() -> None:
     assert cfg.ocpp is not None and cfg.ocpp.csms_url == "ws://127.0.0.1:9000/ocpp"
     assert cfg.ocpp.presets == {"HeartbeatInterval": "60", "LocalPreAuthorize": "true"}
     assert "0123456789abcdef" not in repr(cfg.ocpp)
+    assert (cfg.ocpp.reservations, cfg.ocpp.reserve_connector_zero) == (True, True)  # docs/reservation.md
+    off = parse_config(OCPP.replace('password = "',
+                                    'reservations = false\nreserve_connector_zero = false\npassword = "'))
+    assert off.ocpp is not None and (off.ocpp.reservations, off.ocpp.reserve_connector_zero) == (False, False)
 
 
 @pytest.mark.parametrize(
@@ -151,6 +155,9 @@ def test_ocpp_section_and_presets() -> None:
          "a.toml: ocpp.presets.NumberOfConnectors: expected a writable key"),
         ("HeartbeatInterval = 60", "HeartBeatIntervall = 60",
          "a.toml: ocpp.presets.HeartBeatIntervall: expected an OCPP 1.6 configuration key"),
+        ('password = "', 'reservations = "no"\npassword = "', "a.toml: ocpp.reservations: expected true or false"),
+        ("HeartbeatInterval = 60", "ReserveConnectorZeroSupported = false",
+         "a.toml: ocpp.presets.ReserveConnectorZeroSupported: expected a writable key"),
     ],
 )
 def test_bad_ocpp_section(old: str, new: str, message: str) -> None:

@@ -136,6 +136,8 @@ HONOURED_BY = {
     "MinimumStatusDuration": "test_e2e_delivery.py::test_minimum_status_duration_drops_a_status_that_did_not_last",
     "NumberOfConnectors":
         "test_e2e_remote_trigger.py::test_tc_055_a_connector_that_does_not_exist_is_rejected_and_nothing_is_sent",
+    "ReserveConnectorZeroSupported":
+        "test_e2e_reservation.py::test_tc050_4_connector_zero_without_reserve_connector_zero_supported",
     "SecurityProfile": "test_e2e_security.py::test_profile_raised_to_3_over_ocpp_never_lowered",
     "SendLocalListMaxLength": "test_e2e_local_auth_list.py::test_version_mismatch_and_failed_updates_leave_the_list",
     "ResetRetries": "test_e2e_core_keys.py::test_reset_retries_asks_for_the_reboot_again_then_gives_up",

@@ -37,8 +37,8 @@ async def test_malformed_and_invalid_calls_from_the_csms_while_charging(tmp_path
         await s.send_raw(json.dumps([7, "bad-type", "Reset", {"type": "Soft"}]))
         # Table 7: NotImplemented = not known, NotSupported = known but not supported
         assert (await error_for("u-unknown", [2, "u-unknown", "MakeCoffee", {}]))[0] == "NotImplemented"
-        reserve = {"connectorId": 1, "expiryDate": "2030-01-01T00:00:00Z", "idTag": CARD, "reservationId": 7}
-        assert (await error_for("u-reserve", [2, "u-reserve", "ReserveNow", reserve]))[0] == "NotSupported"
+        # a 1.6 action a charge point never serves (it is the charge point's own request)
+        assert (await error_for("u-heartbeat", [2, "u-heartbeat", "Heartbeat", {}]))[0] == "NotSupported"
         # schema violations, with the 1.6 spelling of the codes
         code, text = await error_for("u-missing", [2, "u-missing", "ChangeConfiguration",
                                                    {"key": "HeartbeatInterval"}])

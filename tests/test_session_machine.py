@@ -17,7 +17,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -694,15 +694,29 @@ def test_reservation_admits_only_the_reserved_id_or_its_group() -> None:
                        ReservationResult(7, ReservationStatus.ACCEPTED), StatusChanged(S.RESERVED)]
     run(PilotChanged(P.B))  # a car arrives: the reservation still holds
     assert run.status is S.RESERVED
-    run(CardPresented(card("STRANGER")))
+    # another id: its parent is asked for, naming the group it must belong to
+    assert run(CardPresented(card("STRANGER"))) == [
+        RequestAuthorization(card("STRANGER"), AuthPurpose.START, group=central("FAMILY"))]
     assert run(accept("STRANGER", "OTHERS")) == [
         IdTokenRefused(card("STRANGER"), RefusalReason.RESERVED, AuthStatus.ACCEPTED)]
+    assert run(CardPresented(card("RES1"))) == [RequestAuthorization(card("RES1"), AuthPurpose.START)]
+    run(AuthorizationResult(card("RES1"), AuthStatus.INVALID))
     run(CardPresented(card("CARD2")))
     effects = run(accept("CARD2", "FAMILY"))
     assert effects[:2] == [CancelTimer(TimerName.RESERVATION_EXPIRY),
                            ReservationEnded(7, ReservationEndReason.USED)]
     assert statuses(effects) == [S.PREPARING, S.SUSPENDED_EV]  # G2 then B4
     assert only(effects, TransactionStarted)[0].reservation_id == 7  # type: ignore[union-attr]
+
+
+def test_reservation_without_group_refuses_other_ids_without_asking() -> None:
+    """OCTT TC_046_1 (and MicroOcpp #430): another card at a connector reserved for one id alone is refused
+    at once; no authorization is asked for it."""
+    run = Run()
+    reserve(run)
+    assert run(CardPresented(card("STRANGER"))) == [IdTokenRefused(card("STRANGER"), RefusalReason.RESERVED)]
+    assert run.status is S.RESERVED
+    assert run(CardPresented(card("res1"))) == [RequestAuthorization(card("res1"), AuthPurpose.START)]
 
 
 def test_reserved_id_tapped_before_plugging_in_waits_in_preparing() -> None:
@@ -718,8 +732,36 @@ def test_remote_start_on_reserved_connector() -> None:
     run = Run()
     reserve(run)
     assert run(RemoteStartRequested(central("OTHER"))) == [RemoteStartResult(False, "reserved for another id")]
-    assert run(RemoteStartRequested(central("RES1")))[0] == RemoteStartResult(True)
+    effects = run(RemoteStartRequested(central("RES1")))
+    assert effects[0] == RemoteStartResult(True)
+    assert ReservationEnded(7, ReservationEndReason.USED) in effects
     assert run.status is S.PREPARING
+    assert only(run(PilotChanged(P.B)), TransactionStarted)[0].reservation_id == 7  # type: ignore[union-attr]
+
+
+def test_remote_start_on_reserved_connector_when_remote_starts_are_authorized() -> None:
+    """With AuthorizeRemoteTxRequests another id is refused before anything is authorized (no group to let it in);
+    the reserved id is authorized, then uses the reservation."""
+    run = Run(authorize_remote_tx_requests=True)
+    reserve(run)
+    assert run(RemoteStartRequested(central("OTHER"))) == [RemoteStartResult(False, "reserved for another id")]
+    assert run(RemoteStartRequested(central("RES1"))) == [
+        RemoteStartResult(True), RequestAuthorization(central("RES1"), AuthPurpose.REMOTE_START)]
+    effects = run(AuthorizationResult(central("RES1"), AuthStatus.ACCEPTED))
+    assert ReservationEnded(7, ReservationEndReason.USED) in effects and run.status is S.PREPARING
+
+
+def test_charger_reservation_carried_by_the_event_goes_into_the_transaction() -> None:
+    """A reservation of the charger as a whole (connector 0) is kept by the charger; the event that starts the
+    session names it, and the transaction carries it."""
+    run = Run()
+    run(CardPresented(card("CARD1")))
+    run(AuthorizationResult(card("CARD1"), AuthStatus.ACCEPTED, reservation_id=42))
+    assert only(run(PilotChanged(P.B)), TransactionStarted)[0].reservation_id == 42  # type: ignore[union-attr]
+    remote = Run()
+    remote(PilotChanged(P.B))
+    started = only(remote(RemoteStartRequested(central("X"), reservation_id=43)), TransactionStarted)
+    assert started[0].reservation_id == 43  # type: ignore[union-attr]
 
 
 def test_reservation_expires_or_is_cancelled() -> None:
@@ -752,13 +794,40 @@ def test_reservation_answers() -> None:
         ReservationResult(8, ReservationStatus.OCCUPIED)]
 
 
-def test_inoperative_while_reserved_applies_when_reservation_ends() -> None:
+def test_reservation_expiry_beyond_what_utc_holds_is_rejected_not_a_fault() -> None:
+    run = Run()
+    far = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-5)))
+    assert run(ReservationMade(1, central("X"), far)) == [ReservationResult(1, ReservationStatus.REJECTED)]
+    assert run.m.internal_errors == 0 and run.status is S.AVAILABLE
+    latest = datetime(9999, 12, 31, 12, tzinfo=UTC)
+    assert only(run(ReservationMade(2, central("X"), latest)), ReservationResult) == [
+        ReservationResult(2, ReservationStatus.ACCEPTED)]
+    restored = roundtrip(run.m)  # its timer deadline is stored and read back
+    assert restored.reservation is not None and restored.reservation.expiry == latest
+
+
+def test_inoperative_while_reserved_ends_the_reservation_in_one_transition() -> None:
+    """1.6 §5.13: a reservation ends when its connector is set Unavailable; Reserved -> Unavailable directly
+    (§4.9 G8), not through Available (libocpp #998)."""
     run = Run()
     reserve(run)
-    assert run(AvailabilityChanged(False)) == [AvailabilityScheduled(False)]
-    effects = run(ReservationCancelled(7))
-    assert AvailabilityApplied(False) in effects
-    assert statuses(effects) == [S.UNAVAILABLE]  # §4.9 G8
+    assert run(AvailabilityChanged(False)) == [CancelTimer(TimerName.RESERVATION_EXPIRY),
+                                               ReservationEnded(7, ReservationEndReason.REMOVED),
+                                               AvailabilityApplied(False), StatusChanged(S.UNAVAILABLE)]
+    assert run.m.reservation is None
+    assert statuses(run(AvailabilityChanged(True))) == [S.AVAILABLE]  # the reservation does not come back
+
+
+def test_fault_while_reserved_ends_the_reservation_in_one_transition() -> None:
+    run = Run()
+    reserve(run)
+    assert run(FaultRaised(FaultCode.RCD_TRIP)) == [
+        CancelTimer(TimerName.RESERVATION_EXPIRY), ReservationEnded(7, ReservationEndReason.REMOVED),
+        StatusChanged(S.FAULTED, error=FaultCode.RCD_TRIP, trigger=Trigger.ABNORMAL_CONDITION)]
+    assert statuses(run(FaultCleared(FaultCode.RCD_TRIP))) == [S.AVAILABLE]
+    estop = Run()
+    reserve(estop)
+    assert ReservationEnded(7, ReservationEndReason.REMOVED) in estop(EmergencyStop())
 
 
 # --- availability ---------------------------------------------------------------------------------
@@ -1087,6 +1156,9 @@ class Checker:
             assert self.config.cable_lock and m.status in (S.FINISHING, S.FAULTED) and self.open_tx is None
         assert (m.transaction is not None) == (self.open_tx is not None)
         assert m.transaction is None or m.transaction.energy_allowed != self.deauthorized
+        # a reservation is held exactly while Reserved: used, expired, cancelled, or ended by Faulted and
+        # Unavailable (1.6 §5.13), it is gone
+        assert (m.status is S.RESERVED) == (m.reservation is not None), (m.status, m.reservation)
         if self.power:
             self._assert_power_allowed()
         self._assert_outputs_and_status_follow_the_facts()

@@ -668,6 +668,27 @@ def test_ctl_firmware_update_and_diagnostics(sim: Sim) -> None:
     assert statuses() == ["Downloading", "Downloaded", "Installing", "InstallationFailed"]
 
 
+def test_ctl_reservation_commands(sim: Sim) -> None:
+    """``ctl reserve`` / ``ctl cancel-reservation`` reach the agent through the builtin CSMS; a bad request is
+    refused before anything is sent."""
+    wait_until(lambda: sim.state()["csms"]["connected"], what="agent connected")
+
+    def status(n: str) -> str | None:
+        return (sim.state()["connectors"][n]["status"] or {}).get("status")  # type: ignore[no-any-return]
+    code, answer = run_ctl(sim, "reserve", CARD, "--connector", "2", "--id", "77", "--expiry", "600",
+                           "--parent", "FLEET")
+    assert code == 0 and answer["response"] == {"status": "Accepted"}
+    assert (answer["request"]["connectorId"], answer["request"]["reservationId"]) == (2, 77)
+    assert answer["request"]["parentIdTag"] == "FLEET" and answer["request"]["expiryDate"].endswith("Z")
+    wait_until(lambda: status("2") == "Reserved", what="connector 2 Reserved")
+    assert run_ctl(sim, "cancel-reservation", "78")[1]["response"] == {"status": "Rejected"}
+    assert run_ctl(sim, "cancel-reservation", "77")[1]["response"] == {"status": "Accepted"}
+    wait_until(lambda: status("2") == "Available", what="connector 2 Available again")
+    code, answer = run_ctl(sim, "reserve", "X" * 21)
+    assert code == control_cli.EXIT_HTTP_ERROR and "would be invalid" in answer["error"]
+    assert run_ctl(sim, "reserve")[0] == control_cli.EXIT_USAGE  # no idTag
+
+
 # ---- HTTP -------------------------------------------------------------------------------------------------
 
 def _raw_http(sim: Sim, data: bytes) -> tuple[int, dict[str, Any]]:

@@ -153,6 +153,21 @@ class Authorizer:
         return decide(online=online, settings=s, list_entry=list_entry, cache_entry=cache_entry, now=now,
                       purpose=purpose)
 
+    def lookup(self, id_token: str, now: datetime) -> tuple[IdTagInfo, AuthSource] | None:
+        """What the enabled stores know of an id — the Local Authorization List first, then the Authorization
+        Cache — and which store said it, or None (also when a store cannot be read: logged). E.g. an id's parent
+        id, without asking the CSMS."""
+        s = self._settings()
+        try:
+            entry = self.local_list.get(id_token) if s.local_list_enabled else None
+            if entry is not None:
+                return entry, AuthSource.LOCAL_LIST
+            entry = self.cache.get(id_token, now) if s.cache_enabled else None
+        except sqlite3.Error:
+            log.exception("local authorization data unreadable; the id counts as unknown")
+            return None
+        return None if entry is None else (entry, AuthSource.CACHE)
+
     def used(self, id_token: str, decision: Decision) -> None:
         """After a decision was acted on: a cache entry that answered counts as recently used."""
         if decision.source is AuthSource.CACHE:

@@ -3,15 +3,18 @@
 Pure: :func:`route_card` looks at what each connector is doing. In order of preference:
 
 1. the connector whose transaction this very card started (the tap stops it), where this card is
-   authorized and waiting for the EV (identify-first: a second tap cancels, OCPP 1.6 §4.9 B1), or
-   whose cable is held locked for this card's owner after a DeAuthorized stop (the tap releases it);
-2. a connector with an EV plugged in that is waiting for identification (plug-first);
-3. an idle, available connector (identify-first: the EV is plugged in afterwards);
+   authorized and waiting for the EV (identify-first: a second tap cancels, OCPP 1.6 §4.9 B1),
+   or whose cable is held locked for this card's owner after a DeAuthorized stop (the tap releases it);
+2. a connector with an EV plugged in that is waiting for identification (plug-first), then one reserved for
+   this card (a charger-wide reservation is used wherever its card starts, docs/reservation.md);
+3. an idle, available connector (identify-first: the EV is plugged in afterwards), then a reserved one whose
+   reservation names a group (the card may belong to it: the session machine asks);
 4. a connector in Finishing with the EV still plugged in (§4.9 F2: a tap starts a new session) —
    after the idle ones, so that on a shared reader a newcomer's card does not start someone else's
    EV that has just finished; never one whose cable is held for its owner;
 5. a connector whose transaction was started by a card with a parent id (the tap may stop it if it
-   belongs to the same group; the session machine asks for the card's parent id).
+   belongs to the same group; the session machine asks for the card's parent id);
+6. a connector reserved for another card (the session machine refuses the tap: Reserved).
 
 A tap that fits none is not routed (logged by the caller). A card matches an id by value, ignoring case and
 type (:meth:`~firmware.session.id_token.IdToken.matches`), as the session machine does.
@@ -53,6 +56,8 @@ class ConnectorView:
     transaction_parent_id_token: IdToken | None = None
     authorized_id_token: IdToken | None = None  # identify-first: an id already accepted, EV not yet plugged
     cable_held_for: IdToken | None = None  # after a DeAuthorized stop the cable is locked for this id's owner
+    reserved_for: IdToken | None = None  # the id the connector's reservation is for
+    reserved_group: IdToken | None = None  # the reservation's parent id, if it names one
 
 
 def route_card(card: IdToken, connectors: list[ConnectorView]) -> int | None:
@@ -66,12 +71,21 @@ def route_card(card: IdToken, connectors: list[ConnectorView]) -> int | None:
                 and c.authorized_id_token is None):
             return c.id
     for c in ordered:
-        if c.status in (ConnectorStatus.AVAILABLE, ConnectorStatus.RESERVED) and c.authorized_id_token is None:
+        if c.status is ConnectorStatus.RESERVED and card.matches(c.reserved_for):
+            return c.id
+    for c in ordered:
+        if c.status is ConnectorStatus.AVAILABLE and c.authorized_id_token is None:
+            return c.id
+    for c in ordered:
+        if c.status is ConnectorStatus.RESERVED and c.reserved_group is not None:
             return c.id
     for c in ordered:
         if c.status is ConnectorStatus.FINISHING and c.ev_connected and c.cable_held_for is None:
             return c.id
     for c in ordered:
         if c.transaction_id_token is not None and c.transaction_parent_id_token is not None:
+            return c.id
+    for c in ordered:
+        if c.status is ConnectorStatus.RESERVED:
             return c.id
     return None

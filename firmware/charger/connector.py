@@ -92,6 +92,11 @@ LATCHED_BOARD_FAULTS = frozenset({FaultCode.RCD_TRIP})
 LATCH_RETRY_S = 2.0
 
 
+#: Changes an event before the machine sees it (what the charger as a whole knows and one connector does not:
+#: e.g. a charger-wide reservation the id holds, :meth:`firmware.charger.reservations.Reservations.amend`).
+EventAmender = Callable[["ConnectorController", Event], Event]
+
+
 class ConnectorObserver(Protocol):
     def record(self, connector: ConnectorController, effects: list[Effect], reading: MeterReading | None,
                now: datetime) -> None:
@@ -120,6 +125,7 @@ class ConnectorController:
         self._db = db
         self._settings = Settings(db)
         self.observers: list[ConnectorObserver] = []
+        self.amenders: list[EventAmender] = []
         self.view = HardwareView()
         self.latest_reading: MeterReading | None = None
         self.restored = False
@@ -226,6 +232,8 @@ class ConnectorController:
             if isinstance(event, AvailabilityChanged):
                 (holds.discard if event.operative else holds.add)(availability_source)
                 event = AvailabilityChanged(not holds)
+            for amend in self.amenders:
+                event = amend(self, event)
             now = utcnow()
             effects = self.machine.handle(event, now)
             prelocked = release = False
@@ -447,7 +455,8 @@ class ConnectorController:
                 "transaction": None if tx is None else tx.local_id, "offered_amps": self.view.offered_amps,
                 "power_allowed": self.view.power_allowed, "contactor_closed": self.view.contactor_closed,
                 "cable_locked": m.cable_locked, "cable_held_for_owner": m.cable_held_for is not None,
-                "lock_feedback": None if self.view.lock_state is None else self.view.lock_state.value}
+                "lock_feedback": None if self.view.lock_state is None else self.view.lock_state.value,
+                "reservation": None if m.reservation is None else m.reservation.reservation_id}
 
 
 def _starts_locked(effects: list[Effect]) -> bool:

@@ -1,6 +1,7 @@
 """What concerns the charger as a whole rather than one connector, for any front end (OCPP 1.6, 2.0.1, the
 site's MQTT): which connector a card or a remote start goes to, availability of several connectors at once,
-and a reset. No OCPP types: callers map the results to their protocol's answers.
+reservations (:mod:`~firmware.charger.reservations`) and a reset. No OCPP types: callers map the results to their
+protocol's answers.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable
 
 from firmware.charger.card_routing import ConnectorView, route_card
 from firmware.charger.connector import ConnectorController, reset_flag
+from firmware.charger.reservations import Reservations
 from firmware.session import (
     AvailabilityChanged,
     AvailabilityScheduled,
@@ -30,6 +32,7 @@ class Coordinator:
     def __init__(self, connectors: dict[int, ConnectorController], db: Database) -> None:
         self.connectors = connectors
         self.db = db
+        self.reservations = Reservations(connectors, db)  # attached to each connector by the agent
 
     async def card_presented(self, card: IdToken, served: tuple[int, ...], reader: str) -> int | None:
         """A tap on a reader serving ``served`` (all connectors when empty): routed to the connector it
@@ -38,10 +41,11 @@ class Coordinator:
         views = []
         for cid in served or tuple(self.connectors):
             m = self.connectors[cid].machine
-            tx, auth = m.transaction, m.authorization
+            tx, auth, res = m.transaction, m.authorization, m.reservation
             views.append(ConnectorView(cid, m.status, m.ev_connected, tx.id_token if tx else None,
                                        tx.parent_id_token if tx else None, auth.id_token if auth else None,
-                                       m.cable_held_for))
+                                       m.cable_held_for, res.id_token if res else None,
+                                       res.parent_id_token if res else None))
         target = route_card(card, views)
         if target is None:
             log.info("card not used: no connector can take it", extra={"reader": reader})
@@ -49,17 +53,21 @@ class Coordinator:
         await self.connectors[target].handle(CardPresented(card))
         return target
 
-    def remote_start_connector(self, connector_id: int | None) -> ConnectorController | None:
-        """The connector a remote start without a connector goes to: an EV waiting first, then an idle one."""
+    def remote_start_connector(self, connector_id: int | None,
+                               id_token: IdToken | None = None) -> ConnectorController | None:
+        """The connector a remote start without a connector goes to: the one reserved for this id first, then an
+        EV waiting, then an idle one."""
         if connector_id is not None:
             return self.connectors.get(connector_id)
         free = [c for c in sorted(self.connectors.values(), key=lambda c: c.id) if c.machine.transaction is None]
+        mine = [c for c in free if c.machine.status is ConnectorStatus.RESERVED and id_token is not None
+                and c.machine.reservation is not None and id_token.matches(c.machine.reservation.id_token)]
         waiting = [c for c in free if c.machine.status is ConnectorStatus.PREPARING]
         idle = [c for c in free if c.machine.status is ConnectorStatus.AVAILABLE]
-        return (waiting or idle)[0] if (waiting or idle) else None
+        return (mine or waiting or idle)[0] if (mine or waiting or idle) else None
 
     async def remote_start(self, id_token: IdToken, connector_id: int | None) -> bool:
-        ctrl = self.remote_start_connector(connector_id)
+        ctrl = self.remote_start_connector(connector_id, id_token)
         if ctrl is None:
             return False
         effects = await ctrl.handle(RemoteStartRequested(id_token))

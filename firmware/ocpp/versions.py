@@ -30,8 +30,10 @@ def create_adapter(config: AgentConfig, db: Database, connectors: dict[int, Conn
     if config.ocpp.version == "1.6":
         from firmware.ocpp.v16.client import Ocpp16Client
         from firmware.ocpp.v16.configuration import ConfigurationKeys
+        from firmware.ocpp.v16.reservation import fixed_keys
 
-        keys = ConfigurationKeys(db, len(config.connectors), presets=config.ocpp.presets)
+        keys = ConfigurationKeys(db, len(config.connectors), presets=config.ocpp.presets,
+                                 fixed=fixed_keys(config.ocpp))
         return Ocpp16Client(config, connectors, db, keys, request_exit=request_exit, coordinator=coordinator,
                             diagnostics=diagnostics, hardware=hardware, ledger=ledger, spawn=spawn,
                             smart_charging=smart_charging, firmware=firmware,

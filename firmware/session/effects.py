@@ -161,10 +161,16 @@ class TransactionStopped:
 
 @dataclass(frozen=True)
 class RequestAuthorization:
-    """Authorize ``id_token``; answer with an ``AuthorizationResult`` event."""
+    """Authorize ``id_token``; answer with an ``AuthorizationResult`` event.
+
+    ``group``: the connector is reserved for this parent id (and ``id_token`` is not the reserved id): only a
+    member of the group may use it. The executor may answer from what it already knows of the id's parent
+    (1.6: the Local Authorization List or the Authorization Cache) without asking the CSMS; the machine
+    compares the answer's parent id with the group either way."""
 
     id_token: IdToken
     purpose: AuthPurpose
+    group: IdToken | None = None
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,9 @@ class AuthorizationResult:
     status: AuthStatus
     parent_id_token: IdToken | None = None
     source: AuthSource = AuthSource.ONLINE
+    #: a reservation of the charger as a whole (1.6 connector 0) this id (or its group) holds: a transaction it
+    #: starts here uses it (``TransactionStarted.reservation_id``). Set by the charger, which keeps those.
+    reservation_id: int | None = None
 
     def __post_init__(self) -> None:
         require_token(self.id_token, "AuthorizationResult.id_token")
@@ -120,6 +123,7 @@ class AuthorizationResult:
 class RemoteStartRequested:
     id_token: IdToken  # 1.6: the idTag as Central (IdToken.from_ocpp16); 2.0.1: the request's idToken
     parent_id_token: IdToken | None = None  # 2.0.1 groupIdToken, when the request carries one
+    reservation_id: int | None = None  # as AuthorizationResult.reservation_id
 
     def __post_init__(self) -> None:
         require_token(self.id_token, "RemoteStartRequested.id_token")

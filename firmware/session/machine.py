@@ -477,10 +477,12 @@ class SessionMachine:
         return same_token(id_token, res.id_token) or (res.parent_id_token is not None
                                                       and same_token(parent_id_token, res.parent_id_token))
 
-    def _claim_reservation(self, auth: Authorization) -> Authorization:
+    def _claim_reservation(self, auth: Authorization, charger_reservation: int | None = None) -> Authorization:
+        """The connector's own reservation is used by this id; else one of the charger as a whole
+        (``charger_reservation``, connector 0 in 1.6) that the charger found this id holds."""
         res = self._ctx.reservation
         if res is None:
-            return auth
+            return auth if charger_reservation is None else replace(auth, reservation_id=charger_reservation)
         self._end_reservation(ReservationEndReason.USED)
         return replace(auth, reservation_id=res.reservation_id)
 
@@ -558,10 +560,13 @@ class SessionMachine:
         self._goto(self._idle_status())
 
     def _enter_faulted(self, reason: StopReason, fault: FaultCode | None) -> None:
+        """Faulted ends a reservation (1.6 §5.13: "when the connector is set to Faulted"): straight from
+        Reserved to Faulted, one status change (libocpp #998)."""
         c = self._ctx
         self._trigger = Trigger.ABNORMAL_CONDITION
         c.pending = None
         self._drop_authorization()
+        self._end_reservation(ReservationEndReason.REMOVED)
         self._stop_transaction(reason, Trigger.ABNORMAL_CONDITION, fault=fault)
         self._goto(ConnectorStatus.FAULTED)
 
@@ -657,6 +662,25 @@ class SessionMachine:
         c.pending = PendingAuthorization(event.id_token, AuthPurpose.START)
         self._emit(RequestAuthorization(event.id_token, AuthPurpose.START))
 
+    def _on_tap_reserved(self, event: CardPresented) -> None:
+        """G2: the reserved id is authorized as usual. Another id may only use the reservation through its
+        group: without a group in the reservation it is refused at once, never sent to the CSMS (OCTT
+        TC_046_1: no Authorize.req for another card); with one, its parent id is asked for (``group``)."""
+        res = self._ctx.reservation
+        assert res is not None
+        if same_token(event.id_token, res.id_token):
+            self._on_tap_to_start(event)
+            return
+        if res.parent_id_token is None:
+            self._emit(IdTokenRefused(event.id_token, RefusalReason.RESERVED))
+            return
+        c = self._ctx
+        if c.pending is not None and same_token(c.pending.id_token, event.id_token):
+            self._ignored(event, "authorization of this id already pending")
+            return
+        c.pending = PendingAuthorization(event.id_token, AuthPurpose.START)
+        self._emit(RequestAuthorization(event.id_token, AuthPurpose.START, group=res.parent_id_token))
+
     def _on_tap_preparing(self, event: CardPresented) -> None:
         c = self._ctx
         if c.authorization is not None and same_token(c.authorization.id_token, event.id_token):
@@ -712,7 +736,7 @@ class SessionMachine:
             return
         auth = Authorization(event.id_token, event.parent_id_token, event.source,
                              remote_start=pending.purpose is AuthPurpose.REMOTE_START)
-        self._begin_session(self._claim_reservation(auth))
+        self._begin_session(self._claim_reservation(auth, event.reservation_id))
 
     def _on_auth_to_stop(self, event: AuthorizationResult) -> None:
         c = self._ctx
@@ -739,6 +763,12 @@ class SessionMachine:
         if c.cable_held_for is not None:
             self._emit(RemoteStartResult(False, "the cable is held for the owner of a deauthorized transaction"))
             return
+        res = c.reservation
+        if (res is not None and not same_token(event.id_token, res.id_token)
+                and (res.parent_id_token is None or (event.parent_id_token is not None
+                                                     and not self._admits(event.id_token, event.parent_id_token)))):
+            self._emit(RemoteStartResult(False, "reserved for another id"))  # no group that could let it in
+            return
         if self.config.authorize_remote_tx_requests:
             c.pending = PendingAuthorization(event.id_token, AuthPurpose.REMOTE_START)
             self._emit(RemoteStartResult(True))
@@ -749,7 +779,7 @@ class SessionMachine:
             return
         self._emit(RemoteStartResult(True))
         auth = Authorization(event.id_token, event.parent_id_token, None, remote_start=True)
-        self._begin_session(self._claim_reservation(auth))
+        self._begin_session(self._claim_reservation(auth, event.reservation_id))
 
     def _on_remote_start_refused(self, event: RemoteStartRequested) -> None:
         self._emit(RemoteStartResult(False, f"connector is {self._status.value}"))
@@ -918,7 +948,10 @@ class SessionMachine:
     # --- handlers: reservations ---------------------------------------------------------------
 
     def _arm_reservation(self, event: ReservationMade) -> bool:
-        expiry = _as_utc(event.expiry)
+        try:
+            expiry = _as_utc(event.expiry).astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:59:59-05:00: beyond what a date can hold in UTC
+            expiry = self._now
         if expiry <= self._now:
             self._emit(ReservationResult(event.reservation_id, ReservationStatus.REJECTED))
             return False
@@ -1025,10 +1058,11 @@ def _everywhere(status: ConnectorStatus) -> dict[type[Any], Transition]:
                           "requested); faults forgotten; status from pilot and context", *restored),
     }
     if status is not _S.FAULTED:
-        rows[FaultRaised] = _t(_M._on_fault, "9: blocking fault: power off, stop (Other), Faulted; "
-                                             "other faults are reported as a warning", _S.FAULTED)
-        rows[EmergencyStop] = _t(_M._on_emergency_stop, "9: power off, stop (EmergencyStop), Faulted",
-                                 _S.FAULTED)
+        rows[FaultRaised] = _t(_M._on_fault, "9: blocking fault: power off, stop (Other), a reservation "
+                                             "ends (removed), Faulted; other faults are reported as a warning",
+                               _S.FAULTED)
+        rows[EmergencyStop] = _t(_M._on_emergency_stop, "9: power off, stop (EmergencyStop), a reservation ends "
+                                                        "(removed), Faulted", _S.FAULTED)
     if in_tx:
         rows[UnlockRequested] = _t(_M._on_unlock_transaction,
                                    "stop (UnlockCommand), then unlock; refused if unlock_stops_transaction "
@@ -1119,15 +1153,17 @@ TRANSITIONS: dict[ConnectorStatus, dict[type[Any], Transition]] = {
     },
     _S.RESERVED: {
         PilotChanged: _t(_M._on_pilot_record, "remember the pilot; the reservation holds"),
-        CardPresented: _t(_M._on_tap_to_start, "ask for authorization"),
+        CardPresented: _t(_M._on_tap_reserved, "the reserved id: ask for authorization; another id: ask for "
+                                               "its parent id if the reservation has a group, else refuse "
+                                               "(Reserved) without asking"),
         AuthorizationResult: _t(_M._on_auth_to_start, "G2: reserved id or its group -> Preparing (-> start "
                                                       "if plugged in); others refused (Reserved)",
                                 _S.PREPARING, *_TX),
         RemoteStartRequested: _t(_M._on_remote_start, "G2: reserved id or group only",
                                  _S.PREPARING, *_TX),
         RemoteStopRequested: _t(_M._on_remote_stop_refused, "refuse: no transaction"),
-        AvailabilityChanged: _t(_M._on_availability_later, "Inoperative is scheduled: applies when the "
-                                                           "reservation ends (G8)"),
+        AvailabilityChanged: _t(_M._on_availability_now, "G8: Inoperative ends the reservation (removed) "
+                                                         "and applies now", _S.UNAVAILABLE),
         TimerExpired: _t(_M._on_reservation_expiry, "G1/G8: reservation expired",
                          _S.AVAILABLE, _S.PREPARING, _S.UNAVAILABLE),
         ReservationMade: _t(_M._on_reserve_again, "same reservation id replaces it; others: Occupied"),
@@ -1158,9 +1194,10 @@ TRANSITIONS: dict[ConnectorStatus, dict[type[Any], Transition]] = {
         EmergencyStop: _t(_M._on_emergency_stop, "latch the emergency stop"),
         EmergencyStopReleased: _t(_M._on_emergency_stop_released, "I1-I8: like a cleared fault",
                                   _S.AVAILABLE, _S.PREPARING, _S.FINISHING, _S.RESERVED, _S.UNAVAILABLE),
-        TimerExpired: _t(_M._on_reservation_expiry, "reservation expired (status stays Faulted)"),
+        TimerExpired: _t(_M._on_reservation_expiry, "reservation expired (status stays Faulted; only a "
+                                                    "snapshot from before Faulted ended reservations has one)"),
         ReservationMade: _t(_M._on_reserve_refused, "refuse: Faulted"),
-        ReservationCancelled: _t(_M._on_cancel_reservation, "cancel the reservation"),
+        ReservationCancelled: _t(_M._on_cancel_reservation, "cancel the reservation (as for TimerExpired)"),
         **{k: v for k, v in _everywhere(_S.FAULTED).items() if k not in (FaultCleared,)},
     },
 }

@@ -797,6 +797,22 @@ class SimulatedCsms:
             log=_compact(remoteLocation=location, oldestTimestamp=oldest, latestTimestamp=latest)),
             timeout_s=timeout_s)
 
+    async def reserve_now(self, cp_id: str, connector_id: int, id_tag: str, reservation_id: int,
+                          expiry_date: datetime | str, *, parent_id_tag: str | None = None,
+                          timeout_s: float | None = None) -> dict[str, Any]:
+        """ReserveNow; connector 0 = any connector of the charge point. ``expiry_date``: a datetime (sent in UTC
+        with a 'Z') or the wire string as is."""
+        expiry = expiry_date if isinstance(expiry_date, str) else \
+            expiry_date.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return await self.call(cp_id, Action.reserve_now, _compact(
+            connectorId=connector_id, expiryDate=expiry, idTag=id_tag, parentIdTag=parent_id_tag,
+            reservationId=reservation_id), timeout_s=timeout_s)
+
+    async def cancel_reservation(self, cp_id: str, reservation_id: int, *,
+                                 timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, Action.cancel_reservation, {"reservationId": reservation_id},
+                               timeout_s=timeout_s)
+
     async def trigger_message(self, cp_id: str, requested_message: str, *, connector_id: int | None = None,
                               timeout_s: float | None = None) -> dict[str, Any]:
         return await self.call(cp_id, Action.trigger_message,

@@ -399,6 +399,9 @@ ENDPOINTS: list[tuple[str, str, str]] = [
      '"retries", "retry_interval_s", "start", "stop"'),
     ("POST", "/csms/get-log", 'builtin CSMS: GetLog {"type": "security"|"diagnostics"} to its own upload place or '
      '{"location": URL}; "request_id", "retries", "retry_interval_s", "oldest", "latest"'),
+    ("POST", "/csms/reservations", 'builtin CSMS: ReserveNow {"connector": 0, "id_tag": "04A2B3C4", '
+                                   '"reservation_id": 1, "expiry_s": 900, "parent_id_tag": "FLEET"}'),
+    ("POST", "/csms/reservations/cancel", 'builtin CSMS: CancelReservation {"reservation_id": 1}'),
 ]
 
 
@@ -436,6 +439,8 @@ class ControlApi:
             ("POST", "/csms/get-diagnostics"): self._get_diagnostics,
             ("POST", "/csms/get-log"): self._get_log,
             ("POST", "/csms/firmware-bundle"): self._firmware_bundle,
+            ("POST", "/csms/reservations"): self._reserve,
+            ("POST", "/csms/reservations/cancel"): self._cancel_reservation,
         }
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
             (method, re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path)) + "$"), h)
@@ -948,3 +953,35 @@ class ControlApi:
         entries = csms.transcript.entries
         chosen = entries[since:since + n] if since is not None else entries[-n:]
         return 200, {"entries": [e.to_dict() for e in chosen], "next_seq": len(entries)}
+
+    async def _reserve(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        """ReserveNow from the builtin CSMS; ``expiry_s`` from now (default 900 s)."""
+        csms = self._builtin()
+        body = Body(req.body)
+        body.only("cp_id", "connector", "id_tag", "reservation_id", "expiry_s", "parent_id_tag", "timeout_s")
+        cp_id = body.text("cp_id", self.t.charger.spec.charge_point_id)
+        timeout_s = body.number("timeout_s", csms.response_timeout_s, lo=0.1, hi=600.0)
+        connector = body.integer("connector", 0, lo=0, hi=INT32_MAX)
+        reservation_id = body.integer("reservation_id", lo=-INT32_MAX - 1, hi=INT32_MAX)
+        id_tag = body.text("id_tag")
+        parent = body.text("parent_id_tag") if body.has("parent_id_tag") else None
+        expiry = datetime.now(UTC) + timedelta(seconds=body.number("expiry_s", 900.0, lo=-86400.0, hi=86400.0 * 30))
+        expiry_text = expiry.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        payload = {"connectorId": connector, "expiryDate": expiry_text, "idTag": id_tag,
+                   "reservationId": reservation_id, **({} if parent is None else {"parentIdTag": parent})}
+        _check_request("ReserveNow", payload, " (id_tag: at most 20 characters)")
+        response = await _answer(cp_id, "ReserveNow", csms.reserve_now(
+            cp_id, connector, id_tag, reservation_id, expiry_text, parent_id_tag=parent, timeout_s=timeout_s))
+        return 200, {"cp_id": cp_id, "action": "ReserveNow", "request": payload, "response": response}
+
+    async def _cancel_reservation(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        csms = self._builtin()
+        body = Body(req.body)
+        body.only("cp_id", "reservation_id", "timeout_s")
+        cp_id = body.text("cp_id", self.t.charger.spec.charge_point_id)
+        timeout_s = body.number("timeout_s", csms.response_timeout_s, lo=0.1, hi=600.0)
+        reservation_id = body.integer("reservation_id", lo=-INT32_MAX - 1, hi=INT32_MAX)
+        payload = {"reservationId": reservation_id}
+        response = await _answer(cp_id, "CancelReservation", csms.cancel_reservation(
+            cp_id, reservation_id, timeout_s=timeout_s))
+        return 200, {"cp_id": cp_id, "action": "CancelReservation", "request": payload, "response": response}

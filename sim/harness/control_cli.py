@@ -158,6 +158,17 @@ def _parser() -> argparse.ArgumentParser:
     getlog.add_argument("--retry-interval", type=int, metavar="S")
     getlog.add_argument("--oldest", metavar="WHEN", help="oldestTimestamp (RFC 3339)")
     getlog.add_argument("--latest", metavar="WHEN", help="latestTimestamp (RFC 3339)")
+    rv = sub.add_parser("reserve", help="POST /csms/reservations: ReserveNow (builtin CSMS)")
+    rv.add_argument("id_tag")
+    rv.add_argument("--connector", type=int, default=0, help="connector to reserve (default 0: any connector)")
+    rv.add_argument("--id", type=int, default=1, dest="reservation_id", help="reservationId (default 1)")
+    rv.add_argument("--expiry", type=float, default=900.0, metavar="S", help="expires in S seconds (default 900)")
+    rv.add_argument("--parent", metavar="ID_TAG", help="parentIdTag: any id of this group may use it")
+    cr = sub.add_parser("cancel-reservation", help="POST /csms/reservations/cancel: CancelReservation")
+    cr.add_argument("reservation_id", type=int)
+    for c in (rv, cr):
+        c.add_argument("--cp-id", help="charge point identity (default: the simulated charger)")
+        c.add_argument("--call-timeout", type=float, help="seconds to wait for the charge point's answer")
     return p
 
 
@@ -376,6 +387,12 @@ def build_call(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | Non
         body = {"type": args.type, "location": args.location, "request_id": args.request_id, "retries": args.retries,
                 "retry_interval_s": args.retry_interval, "oldest": args.oldest, "latest": args.latest}
         return "POST", "/csms/get-log", {k: v for k, v in body.items() if v is not None}
+    if cmd in ("reserve", "cancel-reservation"):
+        body = {"reservation_id": args.reservation_id, "cp_id": args.cp_id, "timeout_s": args.call_timeout}
+        if cmd == "cancel-reservation":
+            return "POST", "/csms/reservations/cancel", {k: v for k, v in body.items() if v is not None}
+        body.update(connector=args.connector, id_tag=args.id_tag, expiry_s=args.expiry, parent_id_tag=args.parent)
+        return "POST", "/csms/reservations", {k: v for k, v in body.items() if v is not None}
     raise ValueError(f"unknown command {cmd!r}")  # pragma: no cover - argparse knows the commands
 
 

@@ -68,6 +68,8 @@ class Authorization:
         Authorization List or the Authorization Cache when the rules say so, else Authorize.req — and if that gets
         no answer, as offline."""
         id_tag = req.id_token.value  # 1.6 knows the string alone
+        if req.group is not None and await self._outside_group(ctrl, req):
+            return
 
         async def ask() -> tuple[AuthorizationResult, Callable[[], None]]:
             answer = await self.ctx.call("Authorize", {"idTag": id_tag})
@@ -81,6 +83,26 @@ class Authorization:
 
         await authorize(self.auth, ctrl, req, value=id_tag, online=self.ctx.cp is not None and self.ctx.online.is_set(),
                         can_ask=self.ctx.cp is not None, ask=ask)
+
+    async def _outside_group(self, ctrl: ConnectorController, req: RequestAuthorization) -> bool:
+        """A card at a connector reserved for a group (``req.group``): when the Local Authorization List or the
+        Authorization Cache already names the card's parent id, and it is another group, the machine is answered
+        from there — the CSMS is not asked about a card that may not use the connector anyway (OCTT TC_046_1,
+        MicroOcpp #430). Returns whether it answered."""
+        assert req.group is not None
+        now = utcnow()
+        known = self.auth.lookup(req.id_token.value, now)
+        if known is None:
+            return False
+        info, source = known
+        parent = mapping.parent_id_token(info.parent_id_tag)
+        if req.group.matches(parent):
+            return False  # a member: authorized as usual (the CSMS may know better about its status)
+        log.info("card of another group at a reserved connector: answered locally",
+                 extra={"connector": ctrl.id, "source": source.value})
+        await ctrl.handle(AuthorizationResult(req.id_token, info.effective_status(now), parent_id_token=parent,
+                                              source=source))
+        return True
 
     def learn(self, id_tag: object, info: IdTagInfo | object) -> None:
         """Every IdTagInfo from the CSMS (Authorize.conf, StartTransaction.conf, StopTransaction.conf) updates

@@ -5,8 +5,8 @@ The features live in their own modules and share one :class:`~firmware.ocpp.v16.
 :mod:`transactions` (Start/StopTransaction through the durable outbox), :mod:`meter_values`,
 :mod:`authorization` (Authorize, the cache, ClearCache), :mod:`local_auth_list` (SendLocalList,
 GetLocalListVersion), :mod:`remote_control` (remote start/stop, availability, unlock, reset),
-:mod:`remote_trigger` (TriggerMessage), :mod:`data_transfer`, :mod:`firmware_management` (UpdateFirmware,
-GetDiagnostics), :mod:`configuration` and :mod:`session_settings`.
+:mod:`remote_trigger` (TriggerMessage), :mod:`reservation` (ReserveNow, CancelReservation), :mod:`data_transfer`,
+:mod:`firmware_management` (UpdateFirmware, GetDiagnostics), :mod:`configuration` and :mod:`session_settings`.
 Each declares its configuration keys and its CALL handlers; this module only routes:
 
 * connector effects to the features (``record`` inside the connector's commit, ``notify`` after it);
@@ -49,6 +49,7 @@ from firmware.ocpp.v16.local_auth_list import LocalAuthList
 from firmware.ocpp.v16.meter_values import MeterValuesReporter
 from firmware.ocpp.v16.remote_control import RemoteControl
 from firmware.ocpp.v16.remote_trigger import RemoteTrigger
+from firmware.ocpp.v16.reservation import Reservation
 from firmware.ocpp.v16.security import Security
 from firmware.ocpp.v16.security_events import SecurityEvents
 from firmware.ocpp.v16.session_settings import SessionSettings, session_config_from_keys
@@ -119,7 +120,8 @@ class Ocpp16Client:
             Configuration(keys), self.security, self.authorization, self.local_auth_list, self.certificates,
             RemoteControl(ctx, coordinator, self.statuses, smart_charging), self.data_transfer,
             RemoteTrigger(ctx, self.core, self.statuses, self.certificates),
-            FirmwareManagement(ctx, firmware, diagnostics_sources, self.security_events.log))
+            FirmwareManagement(ctx, firmware, diagnostics_sources, self.security_events.log),
+            Reservation(ctx, coordinator.reservations))
         if smart_charging is not None:
             self._handlers += (SmartCharging(smart_charging),)
         self._session_settings = SessionSettings(keys, connectors)

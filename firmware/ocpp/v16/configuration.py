@@ -34,7 +34,8 @@ SETTING_PREFIX = "ocpp16."
 KEYS = (
     KeyDefinition("GetConfigurationMaxKeys", KeyType.INT, "64", readonly=True),
     KeyDefinition("SupportedFeatureProfiles", KeyType.CSL,
-                  "Core,FirmwareManagement,LocalAuthListManagement,RemoteTrigger,SmartCharging", readonly=True),
+                  "Core,FirmwareManagement,LocalAuthListManagement,RemoteTrigger,Reservation,SmartCharging",
+                  readonly=True),
     KeyDefinition("SupportedFeatureProfilesMaxLength", KeyType.INT, "6", readonly=True),
 )
 
@@ -58,7 +59,10 @@ class ConfigurationKeys:
     """The charge point's OCPP 1.6 configuration, backed by the database."""
 
     def __init__(self, db: Database, number_of_connectors: int,
-                 extra: Iterable[KeyDefinition] = (), presets: dict[str, str] | None = None) -> None:
+                 extra: Iterable[KeyDefinition] = (), presets: dict[str, str] | None = None,
+                 fixed: dict[str, str] | None = None) -> None:
+        """``fixed``: values of read-only keys that the charger's own configuration decides (e.g.
+        ReserveConnectorZeroSupported from ``[ocpp] reserve_connector_zero``), applied at every start."""
         self._settings = Settings(db)
         declared = [*features.key_definitions(number_of_connectors), *KEYS, *extra]
         self._defs = {d.name: d for d in sorted(declared, key=lambda d: d.name)}
@@ -66,6 +70,12 @@ class ConfigurationKeys:
         self._values = {name: d.default for name, d in self._defs.items()}
         self._listeners: list[tuple[frozenset[str] | None, Callable[[str, str], None]]] = []
         self._guards: dict[str, Callable[[str, str], bool]] = {}
+        for name, value in (fixed or {}).items():
+            fixed_def = self._defs[name]
+            normalized = fixed_def.validate(value)
+            if not fixed_def.readonly or normalized is None:
+                raise ValueError(f"not a read-only key with a valid value: {name}={value!r}")
+            self._values[name] = normalized
         self._apply_presets(presets or {})
         for key, value in self._settings.with_prefix(SETTING_PREFIX).items():
             name = key[len(SETTING_PREFIX):]

@@ -10,6 +10,7 @@ from firmware.ocpp.v16 import (
     local_auth_list,
     meter_values,
     remote_control,
+    reservation,
     security,
     session_settings,
     smart_charging,
@@ -21,5 +22,5 @@ from firmware.ocpp.v16.keys import KeyDefinition
 
 def key_definitions(number_of_connectors: int) -> list[KeyDefinition]:
     return [*core.keys(number_of_connectors), *authorization.KEYS, *certificates.KEYS, *local_auth_list.KEYS,
-            *meter_values.KEYS, *remote_control.KEYS, *security.KEYS, *session_settings.KEYS, *smart_charging.KEYS,
-            *status_report.KEYS, *transactions.KEYS]
+            *meter_values.KEYS, *remote_control.KEYS, *reservation.KEYS, *security.KEYS, *session_settings.KEYS,
+            *smart_charging.KEYS, *status_report.KEYS, *transactions.KEYS]

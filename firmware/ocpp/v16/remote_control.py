@@ -58,7 +58,7 @@ class RemoteControl:
     async def _remote_start_with(self, token: IdToken, connector_id: int | None, raw: dict[str, Any]) -> str:
         """§5.11: the chargingProfile SHALL be a TxProfile; it goes with the transaction the remote start begins
         (on the connector chosen for it), or the remote start is Rejected."""
-        ctrl = self.coordinator.remote_start_connector(connector_id)
+        ctrl = self.coordinator.remote_start_connector(connector_id, token)
         smart = self.smart_charging
         reason: str | None
         if smart is None or ctrl is None:
