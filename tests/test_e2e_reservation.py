@@ -305,9 +305,10 @@ async def test_unavailable_or_faulted_ends_a_reservation_in_one_transition(tmp_p
 
 
 async def test_reservation_with_a_group_asks_the_cache_and_the_list_first(tmp_path: Path) -> None:
-    """A reservation with a parentIdTag: a card the Authorization Cache or the Local Authorization List places in
-    another group is refused without an Authorize.req; a card of the group (unknown here) is authorized and uses
-    the reservation."""
+    """TC_053 (a reserved connector used with the parentIdTag): a reservation with a parentIdTag; a card the
+    Authorization Cache or the Local Authorization List places in another group is refused without an
+    Authorize.req; a card of the group (unknown here) is authorized and uses the reservation (its reservationId in
+    StartTransaction)."""
     async with Station(tmp_path, connectors=1) as s:
         s.csms.behaviour.id_tags.accept(OTHER, parent_id_tag="VISITORS")
         s.csms.behaviour.id_tags.accept(MEMBER, parent_id_tag="FLEET")

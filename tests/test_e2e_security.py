@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -125,9 +126,9 @@ async def test_a_raised_profile_that_cannot_connect_falls_back(tmp_path: Path, p
 
 async def test_authorization_key_change_reconnects_and_the_key_is_never_shown(tmp_path: Path, pki: TlsPki) -> None:
     """TC_073 and TC_085: a new AuthorizationKey is Accepted, the agent reconnects with it at once (the decoded
-    bytes of a hex key as the password); neither key appears in GetConfiguration, the diagnostics, the agent's
-    log or the security log."""
-    async with Station(tmp_path, connectors=1, ocpp_extra=_ocpp(1, pki)) as s:
+    bytes of a hex key as the password); neither key appears in GetConfiguration, the diagnostics (DataTransfer and
+    the GetDiagnostics archive), the agent's log or the security log."""
+    async with Station(tmp_path, connectors=1, ocpp_extra=_ocpp(1, pki), csms_files=tmp_path / "csms-files") as s:
         s.profile.password = KEY
         await s.start_agent()
         assert (await s.csms.change_configuration(CP_ID, "AuthorizationKey", "too-short"))["status"] == "Rejected"
@@ -144,8 +145,15 @@ async def test_authorization_key_change_reconnects_and_the_key_is_never_shown(tm
         assert "configurationKey" not in answers[1]
         security = json.loads(answers[2]["data"])["security"]
         assert security["securityProfile"] == 1 and security["authorizationKeySet"] is True
-        texts = [json.dumps(a) for a in answers] + [(tmp_path / "agent.log").read_text(),
-                                                   (tmp_path / "security.log").read_text()]
+        archive = (await s.csms.get_diagnostics(CP_ID, s.csms.file_url("uploads/")))["fileName"]
+        uploaded = tmp_path / "csms-files" / "uploads" / archive
+        await s.wait_until(lambda: any(e.payload.get("status") == "Uploaded"
+                                       for e in s.calls("DiagnosticsStatusNotification", mark)), what="uploaded")
+        with tarfile.open(uploaded) as tar:  # every member of the archive the technician gets
+            members = [tar.extractfile(m).read().decode() for m in tar.getmembers() if m.isfile()]  # type: ignore
+        assert any('"msg": "agent running"' in m for m in members)
+        texts = [json.dumps(a) for a in answers] + members + [(tmp_path / "agent.log").read_text(),
+                                                             (tmp_path / "security.log").read_text()]
         header_tokens = [base64.b64encode(f"{CP_ID}:".encode() + p).decode()
                          for p in (KEY.encode(), bytes.fromhex(NEW_KEY))]
         for secret in (KEY, NEW_KEY, *header_tokens):
