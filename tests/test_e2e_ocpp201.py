@@ -420,3 +420,85 @@ async def test_clock_aligned_values(tmp_path: Path) -> None:
             value = payload["meterValue"][0]
             assert value["sampledValue"][0]["context"] == "Sample.Clock"
             assert int(value["timestamp"][17:19]) % 2 == 0 and value["timestamp"].endswith(".000Z")
+
+
+def _auth_data(token: str, status: str | None = "Accepted") -> dict:
+    entry: dict = {"idToken": {"idToken": token, "type": "ISO14443"}}
+    if status is not None:
+        entry["idTokenInfo"] = {"status": status}
+    return entry
+
+
+async def test_local_authorization_list(tmp_path: Path) -> None:
+    """TC_D_01_CS-like (SendLocalList Full), TC_D_02_CS-like (Differential: add, change, remove), TC_D_08_CS-like
+    (GetLocalListVersion), VersionMismatch for a Differential update not above the current version, Failed over
+    ItemsPerMessage; LocalAuthListCtrlr.Entries the actual count; with the CSMS unreachable a listed token charges
+    (LocalAuthorizeOffline) and a token the list says is Blocked does not; LocalAuthListCtrlr.Enabled false: version 0,
+    SendLocalList Failed, and the list as it was once enabled again."""
+    async with Station(tmp_path, ocpp="2.0.1", connectors=1) as s:
+        await s.start_agent()
+
+        async def call(action: str, payload: dict) -> dict:
+            return await s.csms.call(CP_ID, action, payload, timeout_s=WAIT_S)
+
+        async def entries() -> str:
+            answer = await call("GetVariables", {"getVariableData": [
+                {"component": {"name": "LocalAuthListCtrlr"}, "variable": {"name": "Entries"}}]})
+            return str(answer["getVariableResult"][0]["attributeValue"])
+
+        assert await call("GetLocalListVersion", {}) == {"versionNumber": 0}
+        answer = await call("SendLocalList", {"versionNumber": 3, "updateType": "Full", "localAuthorizationList": [
+            _auth_data("AA000001"), _auth_data("AA000002"), _auth_data("AA000003", "Blocked")]})
+        assert answer["status"] == "Accepted"
+        assert await call("GetLocalListVersion", {}) == {"versionNumber": 3}
+        assert await entries() == "3"
+        answer = await call("SendLocalList", {"versionNumber": 5, "updateType": "Differential",
+                                              "localAuthorizationList": [_auth_data("AA000002", None),
+                                                                         _auth_data("AA000004")]})
+        assert answer["status"] == "Accepted"
+        assert await call("GetLocalListVersion", {}) == {"versionNumber": 5}
+        assert await entries() == "3"
+        answer = await call("SendLocalList", {"versionNumber": 5, "updateType": "Differential",
+                                              "localAuthorizationList": [_auth_data("AA000009")]})
+        assert answer["status"] == "VersionMismatch"
+        over = [_auth_data(f"BB{i:06d}") for i in range(1001)]  # ItemsPerMessage 1000
+        answer = await call("SendLocalList", {"versionNumber": 9, "updateType": "Full",
+                                              "localAuthorizationList": over})
+        assert answer["status"] == "Failed"
+        assert await call("GetLocalListVersion", {}) == {"versionNumber": 5}
+        assert await entries() == "3"
+
+        await s.csms.set_online(False)
+        s.ev(1).plug()
+        seen = len(s.log())
+        await s.tap("AA000003")  # Blocked on the list: refused without asking anyone
+        await s.wait_log(lambda e: e.get("msg") == "authorized without the CSMS" and e.get("source") == "local_list"
+                         and e.get("status") == "Blocked", since=seen, what="the Blocked token refused")
+        assert not s.charger.connector_state(1)["contactor_closed"]
+        await s.tap("AA000004")  # added by the Differential update
+        await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging on the list")
+        s.ev(1).unplug()
+        await s.wait_until(lambda: not s.charger.connector_state(1)["contactor_closed"], what="stopped")
+        mark = s.mark()
+        await s.csms.set_online(True)
+        ended = await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Ended", since=mark)
+        events = _events(s, mark)
+        assert events[0]["eventType"] == "Started" and events[-1] == ended.payload
+        assert events[0]["idToken"] == {"idToken": "AA000004", "type": "ISO14443"}
+        assert all(e.get("offline") is True for e in events)
+        assert s.calls("Authorize", mark) == []
+
+        async def enable(value: str) -> None:
+            answer = await call("SetVariables", {"setVariableData": [{"component": {"name": "LocalAuthListCtrlr"},
+                                                                      "variable": {"name": "Enabled"},
+                                                                      "attributeValue": value}]})
+            assert answer["setVariableResult"][0]["attributeStatus"] == "Accepted"
+
+        await enable("false")  # D02: no list while disabled; nothing changes it
+        assert await call("GetLocalListVersion", {}) == {"versionNumber": 0}
+        answer = await call("SendLocalList", {"versionNumber": 7, "updateType": "Full",
+                                              "localAuthorizationList": [_auth_data("AA000007")]})
+        assert answer["status"] == "Failed"
+        await enable("true")
+        assert await call("GetLocalListVersion", {}) == {"versionNumber": 5}
+        assert await entries() == "3"

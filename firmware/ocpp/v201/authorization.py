@@ -4,14 +4,14 @@ sends fed into the Authorization Cache (AuthCacheCtrlr), and the offline rules o
 The decision is the version-agnostic one (:func:`firmware.charger.authorization.decide`, docs/authorization.md);
 this feature turns the AuthCtrlr / AuthCacheCtrlr variables into :class:`AuthSettings`, an IdTokenInfo into the
 stores' form, asks the CSMS when the decision says so, and answers the session machine whatever happens.
-The Local Authorization List (D) is not in this slice: it is never consulted.
+The Local Authorization List (D) is :mod:`firmware.ocpp.v201.local_auth_list`, owned here as the cache is: the
+decision consults it while LocalAuthListCtrlr.Enabled is true, and the cache never holds a listed id.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
 from ocpp.v201 import call_result
@@ -23,36 +23,21 @@ from firmware.ocpp.authorize import authorize
 from firmware.ocpp.rpc import handles
 from firmware.ocpp.v201 import mapping
 from firmware.ocpp.v201.context import V201Context
+from firmware.ocpp.v201.local_auth_list import LocalAuthList
 from firmware.session import AuthorizationResult, AuthSource, RequestAuthorization
 from firmware.session.id_token import IdToken
-from firmware.storage.auth_stores import IdTagInfo
 from hal.interfaces import utcnow
 
 log = logging.getLogger(__name__)
-
-
-def id_token_info(info: Mapping[str, Any]) -> IdTagInfo:
-    """A 2.0.1 IdTokenInfo as the stores keep it. Never raises: an unreadable cacheExpiryDateTime is taken as
-    already passed (an id must not become valid forever because its date was garbled)."""
-    status = mapping.auth_status(str(info.get("status")))
-    expiry: datetime | None = None
-    raw = info.get("cacheExpiryDateTime")
-    if raw is not None:
-        try:
-            expiry = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-            if expiry.tzinfo is None:
-                expiry = expiry.replace(tzinfo=UTC)
-        except ValueError:
-            expiry = datetime.fromtimestamp(0, UTC)
-    group = mapping.parent_id_token_of(info)
-    return IdTagInfo(status, expiry, group.value if group is not None else None)
 
 
 class Authorization:
     def __init__(self, ctx: V201Context) -> None:
         self.ctx = ctx
         assert ctx.config.ocpp is not None
-        self.auth = Authorizer(ctx.db, self._settings, cache_capacity=ctx.config.ocpp.authorization_cache_size)
+        self.local_list = LocalAuthList(ctx)  # its handlers are registered by the client
+        self.auth = Authorizer(ctx.db, self._settings, cache_capacity=ctx.config.ocpp.authorization_cache_size,
+                               local_list=self.local_list.store)
 
     def _settings(self) -> AuthSettings:
         v = self.ctx.variables
@@ -60,7 +45,7 @@ class Authorization:
                             local_authorize_offline=v.get_bool("AuthCtrlr", "LocalAuthorizeOffline"),
                             allow_offline_tx_for_unknown_id=v.get_bool("AuthCtrlr", "OfflineTxForUnknownIdEnabled"),
                             cache_enabled=v.get_bool("AuthCacheCtrlr", "Enabled"),
-                            local_list_enabled=False)
+                            local_list_enabled=self.local_list.enabled())
 
     async def authorize(self, ctrl: ConnectorController, req: RequestAuthorization) -> None:
         """Authorize an id (:func:`firmware.ocpp.authorize.authorize`): from the cache when the rules say so, else
@@ -69,7 +54,7 @@ class Authorization:
         async def ask() -> tuple[AuthorizationResult, Callable[[], None]]:
             answer = await self.ctx.call("Authorize", {"idToken": mapping.id_token(req.id_token)})
             raw = answer.get("idTokenInfo") or {}
-            info = id_token_info(raw)
+            info = mapping.id_token_info(raw)
             return (AuthorizationResult(req.id_token, info.effective_status(utcnow()), source=AuthSource.ONLINE,
                                         parent_id_token=mapping.parent_id_token_of(raw)),
                     lambda: self.learn(req.id_token, raw))
@@ -95,6 +80,6 @@ class Authorization:
         if token is None or not isinstance(info, dict):
             return
         try:
-            self.auth.learn(token.value, id_token_info(info), utcnow())
+            self.auth.learn(token.value, mapping.id_token_info(info), utcnow())
         except Exception:
             log.exception("authorization cache not updated")

@@ -88,7 +88,7 @@ class Ocpp201Client:
         self.remote_control = RemoteControl(ctx, coordinator or Coordinator(connectors, db), self.transactions)
         trigger = RemoteTrigger(ctx, self.provisioning, self.statuses, self.transactions)
         self._handlers: tuple[object, ...] = (self.provisioning, Reports(ctx), self.authorization, self.transactions,
-                                              self.remote_control, trigger)
+                                              self.remote_control, trigger, self.authorization.local_list)
         self._session_settings = SessionSettings(variables, connectors)
 
     @property

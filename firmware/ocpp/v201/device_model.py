@@ -200,6 +200,7 @@ class DeviceModel:
         self._components = {k.component for k in self.definitions}
         self._settings = Settings(db)
         self._listeners: list[tuple[Listener, frozenset[VariableKey] | None]] = []
+        self._readers: dict[VariableKey, Callable[[], str]] = {}
         if presets and self._settings.get(_PREFIX + "seeded") is None:
             with db.transaction():
                 for name, value in presets.items():
@@ -215,10 +216,19 @@ class DeviceModel:
     def on_change(self, listener: Listener, keys: Iterable[VariableKey] | None = None) -> None:
         self._listeners.append((listener, None if keys is None else frozenset(keys)))
 
+    def provide(self, key: VariableKey, read: Callable[[], str]) -> None:
+        """A ReadOnly variable whose Actual value is a fact the station measures (LocalAuthListCtrlr.Entries), read
+        when asked rather than stored."""
+        assert self.definitions[key].mutability is Mutability.READ_ONLY
+        self._readers[key] = read
+
     # --- reading, for the features ----------------------------------------------------------------
 
     def get(self, component: str, variable: str, instance: str | None = None) -> str:
         d = self.definitions[VariableKey(component, variable, None, instance)]
+        read = self._readers.get(d.key)
+        if read is not None:
+            return read()
         stored = self._settings.get(self._storage_key(d.key))
         return d.default if stored is None else stored
 
