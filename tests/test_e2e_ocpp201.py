@@ -430,11 +430,11 @@ def _auth_data(token: str, status: str | None = "Accepted") -> dict:
 
 
 async def test_local_authorization_list(tmp_path: Path) -> None:
-    """TC_D_01_CS-like (SendLocalList Full), TC_D_02_CS-like (Differential: add, change, remove), TC_D_08_CS-like
-    (GetLocalListVersion), VersionMismatch for a Differential update not above the current version, Failed over
-    ItemsPerMessage; LocalAuthListCtrlr.Entries the actual count; with the CSMS unreachable a listed token charges
-    (LocalAuthorizeOffline) and a token the list says is Blocked does not; LocalAuthListCtrlr.Enabled false: version 0,
-    SendLocalList Failed, and the list as it was once enabled again."""
+    """Use cases D01 (SendLocalList Full, then Differential: add, remove) and D02 (GetLocalListVersion); the OCTT
+    2.0.1 TC_D ids are not named yet. VersionMismatch for a Differential update not above the current version,
+    Failed over ItemsPerMessage; LocalAuthListCtrlr.Entries the actual count; with the CSMS unreachable a listed
+    token charges (LocalAuthorizeOffline) and a token the list says is Blocked does not; LocalAuthListCtrlr.Enabled
+    false: version 0, SendLocalList Failed, and the list as it was once enabled again."""
     async with Station(tmp_path, ocpp="2.0.1", connectors=1) as s:
         await s.start_agent()
 
