@@ -44,6 +44,7 @@ from firmware.ocpp.v201.provisioning import Provisioning
 from firmware.ocpp.v201.remote_control import RemoteControl
 from firmware.ocpp.v201.remote_trigger import RemoteTrigger
 from firmware.ocpp.v201.reports import Reports
+from firmware.ocpp.v201.reservation import Reservation
 from firmware.ocpp.v201.session_settings import SessionSettings, session_config
 from firmware.ocpp.v201.status import StatusReporter
 from firmware.ocpp.v201.transactions import Transactions, check_queued
@@ -90,6 +91,7 @@ class Ocpp201Client:
         self._handlers: tuple[object, ...] = (self.provisioning, Reports(ctx), self.authorization, self.transactions,
                                               self.remote_control, trigger)
         self._session_settings = SessionSettings(variables, connectors)
+        self._handlers += (Reservation(ctx, self.remote_control.coordinator.reservations),)  # H: ReserveNow, ...
 
     @property
     def variables(self) -> DeviceModel:

@@ -1,0 +1,110 @@
+"""OCPP 2.0.1 H Reservation end to end: the agent process with ``[ocpp] version = "2.0.1"``, simulated devices on
+ptys and the simulated 2.0.1 CSMS (every request checked against the library's 2.0.1 schemas).
+
+The same reservation logic as 1.6 (tests/test_e2e_reservation.py covers its rules in depth); these tests check the
+2.0.1 translation: ReserveNow with evseId or without (the whole station), CancelReservation, ReservationStatusUpdate
+and reservationId in TransactionEvent Started. The OCTT 2.0.1 test case each test stands for is in its docstring.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from firmware.ocpp.timestamps import timestamp
+from tests.station import CP_ID, WAIT_S, Station
+
+CARD = "04A1B2C3"
+TOKEN = {"idToken": CARD, "type": "ISO14443"}
+
+
+def soon(seconds: float = 300) -> str:
+    return timestamp(datetime.now(UTC) + timedelta(seconds=seconds))
+
+
+async def reserve(s: Station, reservation_id: int, expiry: str, evse_id: int | None = None,
+                  token: dict[str, Any] | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"id": reservation_id, "expiryDateTime": expiry, "idToken": token or TOKEN}
+    if evse_id is not None:
+        payload["evseId"] = evse_id
+    return await s.csms.call(CP_ID, "ReserveNow", payload, timeout_s=WAIT_S)
+
+
+def updates(s: Station, since: int = 0) -> list[dict[str, Any]]:
+    return [e.payload for e in s.calls("ReservationStatusUpdate", since)]
+
+
+async def test_reserved_evse_used_by_its_id_token(tmp_path: Path) -> None:
+    """TC_H_07_CS-like (H01 reserve a specific EVSE, the reserved idToken starts): ReserveNow with evseId Accepted,
+    the EVSE Reserved; another idToken is not let in; the reserved one starts a transaction whose Started event
+    carries the reservationId, and no ReservationStatusUpdate is sent for a reservation that was used."""
+    async with Station(tmp_path, ocpp="2.0.1", connectors=1) as s:
+        s.csms.behaviour.id_tags.accept(CARD)
+        s.csms.behaviour.id_tags.accept("04D5E6F7")
+        await s.start_agent()
+        mark = s.mark()
+        assert await reserve(s, 11, soon(), evse_id=1) == {"status": "Accepted"}
+        await s.wait_status(1, "Reserved", since=mark)
+        s.ev(1).plug()
+        await s.tap("04D5E6F7")  # not the reserved id: no transaction
+        await s.tap(CARD)
+        started = await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Started", since=mark)
+        assert started.payload["reservationId"] == 11
+        assert started.payload["idToken"] == TOKEN  # the first Started: the other id token did not start one
+        assert len([e for e in s.calls("TransactionEvent", mark) if e.payload["eventType"] == "Started"]) == 1
+        assert updates(s, mark) == []
+
+
+async def test_expiry_cancel_removal_and_station_wide(tmp_path: Path) -> None:
+    """H01 / H02 / H03 / H04: a reservation not used by its expiryDateTime ends with ReservationStatusUpdate
+    Expired and the EVSE Available (TC_H_15_CS-like); CancelReservation Accepted makes the EVSE Available without an
+    update (the CSMS asked), a second cancel of it is Rejected (TC_H_12/13-like); an EVSE made Inoperative removes its
+    reservation: Removed; a reservation without evseId (ReservationCtrlr.NonEvseSpecific) holds the last free EVSE
+    and expires the same way; an unknown EVSE and ReservationCtrlr.Enabled false are Rejected."""
+    async with Station(tmp_path, ocpp="2.0.1", connectors=1) as s:
+        await s.start_agent()
+        mark = s.mark()
+        # H01 + H04: expiry
+        assert await reserve(s, 1, soon(1.5), evse_id=1) == {"status": "Accepted"}
+        await s.wait_status(1, "Reserved", since=mark)
+        reserved = s.mark()
+        update = await s.wait_call("ReservationStatusUpdate", since=mark)
+        assert update.payload == {"reservationId": 1, "reservationUpdateStatus": "Expired"}
+        await s.wait_status(1, "Available", since=reserved)
+        # H02: cancel
+        mark = s.mark()
+        assert await reserve(s, 2, soon(), evse_id=1) == {"status": "Accepted"}
+        await s.wait_status(1, "Reserved", since=mark)
+        reserved = s.mark()
+        cancel = await s.csms.call(CP_ID, "CancelReservation", {"reservationId": 2}, timeout_s=WAIT_S)
+        assert cancel["status"] == "Accepted"
+        await s.wait_status(1, "Available", since=reserved)
+        again = await s.csms.call(CP_ID, "CancelReservation", {"reservationId": 2}, timeout_s=WAIT_S)
+        assert again["status"] == "Rejected"
+        # the station-wide reservation (no evseId): shown on the last free EVSE, expires with Expired
+        cancelled = s.mark()
+        assert await reserve(s, 3, soon(1.5)) == {"status": "Accepted"}
+        await s.wait_status(1, "Reserved", since=cancelled)
+        expired = await s.wait_call("ReservationStatusUpdate", lambda e: e.payload["reservationId"] == 3, since=mark)
+        assert expired.payload["reservationUpdateStatus"] == "Expired"
+        assert [u["reservationId"] for u in updates(s, mark)] == [3]  # none for the cancelled one
+        # the EVSE made Inoperative: Removed
+        mark = s.mark()
+        assert await reserve(s, 4, soon(), evse_id=1) == {"status": "Accepted"}
+        await s.wait_status(1, "Reserved", since=mark)
+        answer = await s.csms.call(CP_ID, "ChangeAvailability", {"operationalStatus": "Inoperative",
+                                                                 "evse": {"id": 1}}, timeout_s=WAIT_S)
+        assert answer["status"] == "Accepted"
+        removed = await s.wait_call("ReservationStatusUpdate", since=mark)
+        assert removed.payload == {"reservationId": 4, "reservationUpdateStatus": "Removed"}
+        await s.wait_status(1, "Unavailable", since=mark)
+        assert (await reserve(s, 5, soon(), evse_id=1))["status"] == "Unavailable"
+        # Rejected: an EVSE that does not exist; reservations switched off in the device model
+        unknown = await reserve(s, 6, soon(), evse_id=9)
+        assert unknown["status"] == "Rejected" and unknown["statusInfo"]["reasonCode"] == "UnknownEvse"
+        answer = await s.csms.call(CP_ID, "SetVariables", {"setVariableData": [{
+            "component": {"name": "ReservationCtrlr"}, "variable": {"name": "Enabled"}, "attributeValue": "false"}]},
+            timeout_s=WAIT_S)
+        assert answer["setVariableResult"][0]["attributeStatus"] == "Accepted"
+        assert (await reserve(s, 7, soon()))["status"] == "Rejected"
