@@ -59,10 +59,11 @@ async def test_reserved_evse_used_by_its_id_token(tmp_path: Path) -> None:
 async def test_expiry_cancel_removal_and_station_wide(tmp_path: Path) -> None:
     """H01 / H02 / H03 / H04: a reservation not used by its expiryDateTime ends with ReservationStatusUpdate
     Expired and the EVSE Available (TC_H_15_CS-like); CancelReservation Accepted makes the EVSE Available without an
-    update (the CSMS asked), a second cancel of it is Rejected (TC_H_12/13-like); an EVSE made Inoperative removes its
-    reservation: Removed; a reservation without evseId (ReservationCtrlr.NonEvseSpecific) holds the last free EVSE
-    and expires the same way; an unknown EVSE and ReservationCtrlr.Enabled false are Rejected."""
-    async with Station(tmp_path, ocpp="2.0.1", connectors=1) as s:
+    update (the CSMS asked), a second cancel of it is Rejected (TC_H_12/13-like); a reservation without evseId
+    (ReservationCtrlr.NonEvseSpecific) shows on no EVSE while two are free and expires (Expired); an EVSE made
+    Inoperative removes its reservation: Removed; then a reservation without evseId shows on the last free EVSE
+    (Reserved) and expires there; an unknown EVSE and ReservationCtrlr.Enabled false are Rejected."""
+    async with Station(tmp_path, ocpp="2.0.1", connectors=2) as s:
         await s.start_agent()
         mark = s.mark()
         # H01 + H04: expiry
@@ -82,14 +83,13 @@ async def test_expiry_cancel_removal_and_station_wide(tmp_path: Path) -> None:
         await s.wait_status(1, "Available", since=reserved)
         again = await s.csms.call(CP_ID, "CancelReservation", {"reservationId": 2}, timeout_s=WAIT_S)
         assert again["status"] == "Rejected"
-        # the station-wide reservation (no evseId): shown on the last free EVSE, expires with Expired
+        # the station-wide reservation (no evseId) while both EVSEs are free: shown on neither, expires
         cancelled = s.mark()
         assert await reserve(s, 3, soon(1.5)) == {"status": "Accepted"}
-        await s.wait_status(1, "Reserved", since=cancelled)
-        expired = await s.wait_call("ReservationStatusUpdate", lambda e: e.payload["reservationId"] == 3, since=mark)
-        assert expired.payload["reservationUpdateStatus"] == "Expired"
-        assert [u["reservationId"] for u in updates(s, mark)] == [3]  # none for the cancelled one
-        # the EVSE made Inoperative: Removed
+        expired = await s.wait_call("ReservationStatusUpdate", since=mark)
+        assert expired.payload == {"reservationId": 3, "reservationUpdateStatus": "Expired"}  # none for no. 2
+        assert "Reserved" not in s.statuses(1, cancelled) + s.statuses(2, cancelled)
+        # EVSE 1 made Inoperative: its reservation Removed
         mark = s.mark()
         assert await reserve(s, 4, soon(), evse_id=1) == {"status": "Accepted"}
         await s.wait_status(1, "Reserved", since=mark)
@@ -100,6 +100,14 @@ async def test_expiry_cancel_removal_and_station_wide(tmp_path: Path) -> None:
         assert removed.payload == {"reservationId": 4, "reservationUpdateStatus": "Removed"}
         await s.wait_status(1, "Unavailable", since=mark)
         assert (await reserve(s, 5, soon(), evse_id=1))["status"] == "Unavailable"
+        # the station-wide reservation with one EVSE left free: EVSE 2 shows it, and it expires there
+        mark = s.mark()
+        assert await reserve(s, 8, soon(1.5)) == {"status": "Accepted"}
+        await s.wait_status(2, "Reserved", since=mark)
+        reserved = s.mark()
+        expired = await s.wait_call("ReservationStatusUpdate", since=mark)
+        assert expired.payload == {"reservationId": 8, "reservationUpdateStatus": "Expired"}
+        await s.wait_status(2, "Available", since=reserved)
         # Rejected: an EVSE that does not exist; reservations switched off in the device model
         unknown = await reserve(s, 6, soon(), evse_id=9)
         assert unknown["status"] == "Rejected" and unknown["statusInfo"]["reasonCode"] == "UnknownEvse"
@@ -107,4 +115,5 @@ async def test_expiry_cancel_removal_and_station_wide(tmp_path: Path) -> None:
             "component": {"name": "ReservationCtrlr"}, "variable": {"name": "Enabled"}, "attributeValue": "false"}]},
             timeout_s=WAIT_S)
         assert answer["setVariableResult"][0]["attributeStatus"] == "Accepted"
-        assert (await reserve(s, 7, soon()))["status"] == "Rejected"
+        assert (await reserve(s, 7, soon(), evse_id=2))["status"] == "Rejected"
+        assert len(updates(s)) == 4  # 1, 3, 4, 8: each once
