@@ -117,3 +117,22 @@ async def test_expiry_cancel_removal_and_station_wide(tmp_path: Path) -> None:
         assert answer["setVariableResult"][0]["attributeStatus"] == "Accepted"
         assert (await reserve(s, 7, soon(), evse_id=2))["status"] == "Rejected"
         assert len(updates(s)) == 4  # 1, 3, 4, 8: each once
+
+
+async def test_configured_off_reads_in_the_device_model(tmp_path: Path) -> None:
+    """ReservationCtrlr.Available and NonEvseSpecific are what the configuration decides (``[ocpp] reservations``,
+    ``reserve_connector_zero``), ReadOnly: without NonEvseSpecific a ReserveNow without evseId is Rejected, one
+    with an evseId is Accepted."""
+    async with Station(tmp_path, ocpp="2.0.1", connectors=1, ocpp_extra="reserve_connector_zero = false") as s:
+        await s.start_agent()
+        answer = await s.csms.call(CP_ID, "GetVariables", {"getVariableData": [
+            {"component": {"name": "ReservationCtrlr"}, "variable": {"name": name}}
+            for name in ("Available", "NonEvseSpecific")]}, timeout_s=WAIT_S)
+        assert [r["attributeValue"] for r in answer["getVariableResult"]] == ["true", "false"]
+        station_wide = await reserve(s, 1, soon())
+        assert station_wide["status"] == "Rejected" and station_wide["statusInfo"]["reasonCode"] == "MissingParam"
+        assert (await reserve(s, 2, soon(), evse_id=1))["status"] == "Accepted"
+        answer = await s.csms.call(CP_ID, "SetVariables", {"setVariableData": [{
+            "component": {"name": "ReservationCtrlr"}, "variable": {"name": "NonEvseSpecific"},
+            "attributeValue": "true"}]}, timeout_s=WAIT_S)
+        assert answer["setVariableResult"][0]["attributeStatus"] == "Rejected"

@@ -3,9 +3,10 @@ ReservationCtrlr variables (Enabled, Available, NonEvseSpecific).
 
 A thin translation, as the 1.6 feature is: what a reservation does lives in the session machine (one EVSE's) and
 in :mod:`firmware.charger.reservations` (one without an EVSE: the station-wide reservation, 1.6's connector 0).
-This module checks what only the 2.0.1 adapter knows — reservations off (``[ocpp] reservations``, or
-ReservationCtrlr Enabled/Available false), a reservation without ``evseId`` while NonEvseSpecific is false, an EVSE
-that does not exist: Rejected with a reasonCode — and maps the charger's
+This module checks what only the 2.0.1 adapter knows — reservations off (ReservationCtrlr.Available false:
+``[ocpp] reservations`` off; or Enabled false, set by the CSMS), a reservation without ``evseId`` while
+NonEvseSpecific is false (``[ocpp] reserve_connector_zero`` off), an EVSE that does not exist: Rejected with a
+reasonCode — and maps the charger's
 :class:`~firmware.session.ReservationStatus` to ``ReserveNowStatusEnumType`` (the same names). ``connectorType`` is
 not checked: every EVSE has one connector, of the one type this station has.
 
@@ -51,12 +52,16 @@ class Reservation:
         self.ctx = ctx
         self.reservations = reservations
         reservations.end_listeners.append(self._ended)
+        ocpp = ctx.config.ocpp
+        assert ocpp is not None
+        # what the station supports is configuration ([ocpp] reservations, reserve_connector_zero), ReadOnly here
+        ctx.variables.fix(COMPONENT, "Available", "true" if ocpp.reservations else "false")
+        ctx.variables.fix(COMPONENT, "NonEvseSpecific",
+                          "true" if ocpp.reservations and ocpp.reserve_connector_zero else "false")
 
     def _enabled(self) -> bool:
-        assert self.ctx.config.ocpp is not None
         v = self.ctx.variables
-        return (self.ctx.config.ocpp.reservations and v.get_bool(COMPONENT, "Available")
-                and v.get_bool(COMPONENT, "Enabled"))
+        return v.get_bool(COMPONENT, "Available") and v.get_bool(COMPONENT, "Enabled")
 
     @handles(Action.reserve_now)
     async def _reserve_now(self, id: int, expiry_date_time: str, id_token: dict[str, Any],
