@@ -56,6 +56,28 @@ async def test_reserved_evse_used_by_its_id_token(tmp_path: Path) -> None:
         assert updates(s, mark) == []
 
 
+async def test_station_wide_reservation_used_by_its_id_token(tmp_path: Path) -> None:
+    """H01 without evseId (ReservationCtrlr.NonEvseSpecific): once an EV occupies EVSE 1 the last free one (EVSE 2)
+    shows Reserved; the reserved idToken starting on EVSE 1 uses it — reservationId in its Started event —, EVSE 2
+    is Available again, and no ReservationStatusUpdate is sent for a reservation used."""
+    async with Station(tmp_path, ocpp="2.0.1", connectors=2) as s:
+        s.csms.behaviour.id_tags.accept(CARD)
+        await s.start_agent()
+        mark = s.mark()
+        assert await reserve(s, 12, soon()) == {"status": "Accepted"}
+        plugged = s.mark()
+        s.ev(1).plug()
+        await s.wait_status(1, "Occupied", since=plugged)
+        await s.wait_status(2, "Reserved", since=plugged)
+        await s.tap(CARD)
+        started = await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Started", since=mark)
+        assert started.payload["reservationId"] == 12 and started.payload["evse"]["id"] == 1
+        cancel = await s.csms.call(CP_ID, "CancelReservation", {"reservationId": 12}, timeout_s=WAIT_S)
+        assert cancel["status"] == "Rejected"  # used: no longer held
+        await s.wait_status(2, "Available", since=plugged)
+        assert updates(s, mark) == []
+
+
 async def test_expiry_cancel_removal_and_station_wide(tmp_path: Path) -> None:
     """H01 / H02 / H03 / H04: a reservation not used by its expiryDateTime ends with ReservationStatusUpdate
     Expired and the EVSE Available (TC_H_15_CS-like); CancelReservation Accepted makes the EVSE Available without an
