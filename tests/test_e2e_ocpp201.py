@@ -393,8 +393,7 @@ async def test_invalid_calls_get_201_error_codes(tmp_path: Path) -> None:
             return reply.error_code or ""
 
         assert await error_for("u1", [2, "u1", "MakeCoffee", {}]) == "NotImplemented"
-        reserve = {"id": 1, "expiryDateTime": "2030-01-01T00:00:00Z", "idToken": {"idToken": "A", "type": "Central"}}
-        assert await error_for("u2", [2, "u2", "ReserveNow", reserve]) == "NotSupported"
+        assert await error_for("u2", [2, "u2", "GetDisplayMessages", {"requestId": 1}]) == "NotSupported"
         assert await error_for("u3", [2, "u3", "GetVariables", {}]) == "OccurrenceConstraintViolation"
         assert await error_for("u4", [2, "u4", "ClearCache", {"bogus": 1}]) == "FormatViolation"
         assert await error_for("u5", [2, "u5", "Reset", {"type": 5}]) == "TypeConstraintViolation"

@@ -16,6 +16,11 @@ remains available for the reserved idTag"). It is kept here:
 * it expires on time (its own timer, re-armed after a restart) and ends when the whole charger is Unavailable or
   Faulted. One at a time: another charger-wide reservation while one is held is Occupied.
 
+A reservation that ends unused — expired, or removed by the charger (its connector, or the whole charger for the
+charger-wide one, made Unavailable or Faulted) — is told to :attr:`Reservations.end_listeners` once, with the
+reservation's id and why (OCPP 2.0.1 reports it with ReservationStatusUpdate; 1.6 has no such message). One the
+CSMS cancelled or a session used is not: the CSMS knows.
+
 Durable: the charger-wide reservation is in the settings store (with the machines' snapshots, in the connector's
 commit where a machine uses it), so it survives a power cut and still expires on time. No OCPP types here: the
 adapter maps :class:`~firmware.session.ReservationStatus` to its protocol.
@@ -26,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -57,6 +62,8 @@ log = logging.getLogger(__name__)
 
 #: The charger-wide reservation, as JSON (absent or "": none).
 SETTING_KEY = "reservation.charger"
+
+_UNUSED = (ReservationEndReason.EXPIRED, ReservationEndReason.REMOVED)
 
 
 @dataclass(frozen=True)
@@ -162,6 +169,8 @@ class Reservations:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stale: set[int] = set()  # ended charger-wide reservations a connector may still show
         self._offered: dict[int, int] = {}  # connector -> the charger-wide reservation amend gave its event
+        #: told (reservation id, EXPIRED or REMOVED) when a reservation ends unused (see the module docstring)
+        self.end_listeners: list[Callable[[int, ReservationEndReason], None]] = []
 
     def _load(self) -> ChargerReservation | None:
         raw = self._settings.get(SETTING_KEY)
@@ -327,6 +336,12 @@ class Reservations:
                                                          "connector": ctrl.id, "used": claimed})
 
     async def notify(self, ctrl: ConnectorController, effects: list[Effect]) -> None:
+        held = self.held
+        for e in effects:
+            # a connector's reservation ended unused; the charger-wide one shown there is not over while still held
+            if (isinstance(e, ReservationEnded) and e.reason in _UNUSED
+                    and (held is None or held.reservation_id != e.reservation_id)):
+                self._tell_ended(e.reservation_id, e.reason)
         if any(not isinstance(e, ReservationResult) for e in effects):
             self._schedule_replan()  # nothing to do without a charger-wide reservation held or just ended
 
@@ -364,6 +379,8 @@ class Reservations:
                 log.info("charger reservation ended", extra={"reservation_id": held.reservation_id, "why": ended})
                 if placed is not None:
                     await self.connectors[placed].handle(ReservationCancelled(held.reservation_id))
+                self._tell_ended(held.reservation_id, ReservationEndReason.EXPIRED if ended == "expired"
+                                 else ReservationEndReason.REMOVED)
                 return
             place_on, withdraw_from = placement(states, held)
             if withdraw_from is not None:
@@ -383,6 +400,13 @@ class Reservations:
                 log.info("ended charger reservation withdrawn from a connector",
                          extra={"reservation_id": c.reservation_id, "connector": c.id})
                 await self.connectors[c.id].handle(ReservationCancelled(c.reservation_id))
+
+    def _tell_ended(self, reservation_id: int, reason: ReservationEndReason) -> None:
+        for listener in self.end_listeners:
+            try:
+                listener(reservation_id, reason)
+            except Exception:  # a front end's failure must not stop the charger's reservations
+                log.exception("reservation end listener failed", extra={"reservation_id": reservation_id})
 
     # --- storage and timer ----------------------------------------------------------------------------
 

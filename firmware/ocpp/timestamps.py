@@ -9,3 +9,12 @@ def timestamp(when: datetime) -> str:
     """RFC 3339 in UTC with milliseconds and 'Z', the form strict CSMSs accept."""
     u = when.astimezone(UTC)
     return u.strftime("%Y-%m-%dT%H:%M:%S.") + f"{u.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    """A date-time from the wire (RFC 3339) in UTC; one without an offset is taken as UTC; None if unreadable."""
+    try:
+        when = datetime.fromisoformat(str(value).strip().upper().replace("Z", "+00:00"))
+        return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):  # not a date, or one UTC cannot hold (9999-12-31T23:00:00-05:00)
+        return None

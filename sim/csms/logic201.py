@@ -60,6 +60,12 @@ class CsmsLogic201(CsmsRecords):
         self.state(cp_id).notify_reports.append(dict(payload))
         return call_result.NotifyReport()
 
+    def reservation_status_update(self, cp_id: str, payload: dict[str, Any]) -> Any:
+        self.state(cp_id).reservation_updates.append(dict(payload))
+        log.info("ReservationStatusUpdate", extra={"cp_id": cp_id, "reservation_id": payload["reservationId"],
+                                                   "status": payload["reservationUpdateStatus"]})
+        return call_result.ReservationStatusUpdate()
+
     def _id_token_info(self, token: dict[str, Any]) -> dict[str, Any]:
         """IdTokenInfoType from the behaviour's id list (1.6 IdTagInfo: expiryDate -> cacheExpiryDateTime,
         parentIdTag -> groupIdToken of type Central)."""

@@ -21,7 +21,8 @@ OCPP201_SUBPROTOCOL = "ocpp2.0.1"
 
 #: The requests a 2.0.1 CSMS takes here; a 2.0.1 action not listed is NotSupported.
 HANDLED = frozenset({Action.boot_notification, Action.heartbeat, Action.status_notification, Action.authorize,
-                     Action.transaction_event, Action.meter_values, Action.notify_report})
+                     Action.transaction_event, Action.meter_values, Action.notify_report,
+                     Action.reservation_status_update})
 
 
 class CsmsSession201(CsmsSession):
@@ -61,3 +62,7 @@ class CsmsSession201(CsmsSession):
     @_handles(Action.notify_report)  # type: ignore[arg-type]
     def _on_notify_report(self, call_unique_id: str, **_: Any) -> Any:
         return self._csms.logic.notify_report(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.reservation_status_update)  # type: ignore[arg-type]
+    def _on_reservation_status_update(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.reservation_status_update(self.id, self._payloads[call_unique_id])

@@ -110,6 +110,7 @@ class ChargePointState:
     transactions201: dict[str, Transaction201] = field(default_factory=dict)
     transaction_events: list[dict[str, Any]] = field(default_factory=list)
     notify_reports: list[dict[str, Any]] = field(default_factory=list)  # NotifyReport requests, as received
+    reservation_updates: list[dict[str, Any]] = field(default_factory=list)  # 2.0.1 ReservationStatusUpdate requests
 
     @property
     def last_boot(self) -> BootRecord | None:

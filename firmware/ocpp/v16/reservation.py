@@ -12,7 +12,6 @@ ReservationStatus, which has the same names.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from ocpp.v16 import call_result
@@ -21,6 +20,7 @@ from ocpp.v16.enums import Action
 from firmware.charger.reservations import Reservations
 from firmware.config import OcppConfig
 from firmware.ocpp.rpc import handles
+from firmware.ocpp.timestamps import parse_timestamp
 from firmware.ocpp.v16.context import V16Context
 from firmware.ocpp.v16.keys import KeyDefinition, KeyType
 from firmware.session import IdToken, ReservationStatus
@@ -45,13 +45,7 @@ def fixed_keys(ocpp: OcppConfig) -> dict[str, str]:
     return fixed
 
 
-def _expiry(value: object) -> datetime | None:
-    """expiryDate (RFC 3339) in UTC; one without an offset is taken as UTC; None if unreadable."""
-    try:
-        when = datetime.fromisoformat(str(value).strip().upper().replace("Z", "+00:00"))
-        return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).astimezone(UTC)
-    except (ValueError, OverflowError):  # not a date, or one UTC cannot hold (9999-12-31T23:00:00-05:00)
-        return None
+_expiry = parse_timestamp  # expiryDate (RFC 3339) in UTC, None if unreadable
 
 
 class Reservation:

@@ -6,7 +6,8 @@ the charger layer, the ledger and the durable outbox, the link and the RPC layer
 :class:`~firmware.ocpp.v201.context.V201Context`: :mod:`provisioning` (BootNotification, Heartbeat,
 Get/SetVariables on the :mod:`device_model`), :mod:`reports` (GetBaseReport, NotifyReport), :mod:`status`
 (StatusNotification), :mod:`transactions` (TransactionEvent through the outbox, GetTransactionStatus),
-:mod:`authorization` (Authorize, the cache, ClearCache),
+:mod:`authorization` (Authorize, the cache, ClearCache), :mod:`local_auth_list` (SendLocalList, GetLocalListVersion),
+:mod:`reservation` (ReserveNow, CancelReservation, ReservationStatusUpdate),
 :mod:`remote_control` (RequestStart/StopTransaction, UnlockConnector, ChangeAvailability, Reset),
 :mod:`remote_trigger` (TriggerMessage) and
 :mod:`session_settings`.
@@ -44,6 +45,7 @@ from firmware.ocpp.v201.provisioning import Provisioning
 from firmware.ocpp.v201.remote_control import RemoteControl
 from firmware.ocpp.v201.remote_trigger import RemoteTrigger
 from firmware.ocpp.v201.reports import Reports
+from firmware.ocpp.v201.reservation import Reservation
 from firmware.ocpp.v201.session_settings import SessionSettings, session_config
 from firmware.ocpp.v201.status import StatusReporter
 from firmware.ocpp.v201.transactions import Transactions, check_queued
@@ -88,7 +90,8 @@ class Ocpp201Client:
         self.remote_control = RemoteControl(ctx, coordinator or Coordinator(connectors, db), self.transactions)
         trigger = RemoteTrigger(ctx, self.provisioning, self.statuses, self.transactions)
         self._handlers: tuple[object, ...] = (self.provisioning, Reports(ctx), self.authorization, self.transactions,
-                                              self.remote_control, trigger, self.authorization.local_list)
+                                              self.remote_control, trigger, self.authorization.local_list,
+                                              Reservation(ctx, self.remote_control.coordinator.reservations))
         self._session_settings = SessionSettings(variables, connectors)
 
     @property

@@ -209,6 +209,15 @@ class DeviceModel:
                         self._settings.put(self._storage_key(key), value)
                 self._settings.put(_PREFIX + "seeded", "1")
 
+    def fix(self, component: str, variable: str, value: str) -> None:
+        """A ReadOnly variable whose value the agent's configuration decides (not the CSMS, not a preset): stored
+        at each start, so GetVariables and the reports say what the station does."""
+        key = VariableKey(component, variable, None, None)
+        d = self.definitions[key]
+        assert d.mutability is Mutability.READ_ONLY and d.problem(value) is None, (key, value)
+        if self._settings.get(self._storage_key(key)) != value:
+            self._settings.put(self._storage_key(key), value)
+
     @staticmethod
     def _storage_key(key: VariableKey) -> str:
         return _PREFIX + str(key)
