@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost, InvalidResponse, RpcChargePoint
+from firmware.storage.ledger import Ledger
+from firmware.storage.outbox import Outbox, OutboxStats
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +90,41 @@ async def send_in_order(call: Call, action: str, queue: list[dict[str, Any]], wa
                 log.warning("%s timed out; resending", action)
                 continue
             queue.pop(0)
+
+
+class AdapterContext(Protocol):
+    """What :class:`ContextViews` reads of a version's feature context."""
+
+    ledger: Ledger
+    outbox: Outbox
+    online: asyncio.Event
+
+    @property
+    def response_timeout_s(self) -> float: ...
+
+
+class ContextViews:
+    """The parts of :class:`~firmware.ocpp.adapter.OcppAdapter` every version answers alike from its feature
+    context (``ctx``), so that each client says only what differs."""
+
+    ctx: AdapterContext
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.ctx.ledger
+
+    @property
+    def outbox(self) -> Outbox:
+        return self.ctx.outbox
+
+    @property
+    def online(self) -> bool:
+        """Connected to the CSMS and accepted (for health reports)."""
+        return self.ctx.online.is_set()
+
+    @property
+    def response_timeout_s(self) -> float:
+        return self.ctx.response_timeout_s
+
+    def outbox_stats(self) -> OutboxStats:
+        return self.ctx.outbox.stats()

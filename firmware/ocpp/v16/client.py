@@ -37,6 +37,7 @@ from firmware.ocpp.adapter import Spawn
 from firmware.ocpp.connection import Worker, serve_connection
 from firmware.ocpp.link import Backoff, OcppLink
 from firmware.ocpp.rpc import RpcChargePoint
+from firmware.ocpp.session_context import ContextViews
 from firmware.ocpp.v16.authorization import Authorization
 from firmware.ocpp.v16.certificates import Certificates
 from firmware.ocpp.v16.configuration import Configuration, ConfigurationKeys
@@ -61,7 +62,7 @@ from firmware.security.credentials import ChargePointCredentials
 from firmware.session import Effect, RequestAuthorization, SessionConfig, StatusChanged
 from firmware.storage import Database
 from firmware.storage.ledger import Ledger
-from firmware.storage.outbox import Outbox, OutboxStats
+from firmware.storage.outbox import Outbox
 from hal.interfaces import MeterReading
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,10 @@ log = logging.getLogger(__name__)
 SUBPROTOCOL = "ocpp1.6"
 
 
-class Ocpp16Client:
+class Ocpp16Client(ContextViews):
     """One charge point's OCPP 1.6J session with the CSMS; also a connector observer."""
+
+    ctx: V16Context
 
     def __init__(self, config: AgentConfig, connectors: dict[int, ConnectorController], db: Database,
                  keys: ConfigurationKeys, *, request_exit: Callable[[ExitCode], None],
@@ -127,31 +130,11 @@ class Ocpp16Client:
         self._session_settings = SessionSettings(keys, connectors)
         self.security_events.started(f"evse-agent {config.identity.firmware_version} started")
 
-    @property
-    def ledger(self) -> Ledger:
-        return self.ctx.ledger
-
-    @property
-    def outbox(self) -> Outbox:
-        return self.ctx.outbox
-
-    @property
-    def online(self) -> bool:
-        """Connected to the CSMS and accepted (for health reports)."""
-        return self.ctx.online.is_set()
-
-    @property
-    def response_timeout_s(self) -> float:
-        return self.ctx.response_timeout_s
-
     def session_config(self, base: SessionConfig) -> SessionConfig:
         return session_config_from_keys(base, self.ctx.keys)
 
     def loops(self) -> dict[str, Callable[[], Awaitable[None]]]:
         return {"ocpp": self.run, "metering": self.meter_values.run}
-
-    def outbox_stats(self) -> OutboxStats:
-        return self.ctx.outbox.stats()
 
     def reset_retries(self) -> int:
         return self.ctx.keys.get_int("ResetRetries")

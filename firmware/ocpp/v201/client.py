@@ -37,6 +37,7 @@ from firmware.ocpp.adapter import Spawn
 from firmware.ocpp.connection import Worker, serve_connection
 from firmware.ocpp.link import Backoff, OcppLink
 from firmware.ocpp.rpc import RpcChargePoint
+from firmware.ocpp.session_context import ContextViews
 from firmware.ocpp.v201.authorization import Authorization
 from firmware.ocpp.v201.context import V201Context
 from firmware.ocpp.v201.device_model import DeviceModel
@@ -52,7 +53,7 @@ from firmware.ocpp.v201.transactions import Transactions, check_queued
 from firmware.session import Effect, RequestAuthorization, SessionConfig, StatusChanged, TransactionStopped
 from firmware.storage import Database
 from firmware.storage.ledger import Ledger
-from firmware.storage.outbox import Outbox, OutboxStats
+from firmware.storage.outbox import Outbox
 from hal.interfaces import MeterReading
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,10 @@ log = logging.getLogger(__name__)
 SUBPROTOCOL = "ocpp2.0.1"
 
 
-class Ocpp201Client:
+class Ocpp201Client(ContextViews):
     """One charging station's OCPP 2.0.1 session with the CSMS; also a connector observer."""
+
+    ctx: V201Context
 
     def __init__(self, config: AgentConfig, connectors: dict[int, ConnectorController], db: Database, *,
                  request_exit: Callable[[ExitCode], None], coordinator: Coordinator | None = None,
@@ -98,30 +101,11 @@ class Ocpp201Client:
     def variables(self) -> DeviceModel:
         return self.ctx.variables
 
-    @property
-    def ledger(self) -> Ledger:
-        return self.ctx.ledger
-
-    @property
-    def outbox(self) -> Outbox:
-        return self.ctx.outbox
-
-    @property
-    def online(self) -> bool:
-        return self.ctx.online.is_set()
-
-    @property
-    def response_timeout_s(self) -> float:
-        return self.ctx.response_timeout_s
-
     def session_config(self, base: SessionConfig) -> SessionConfig:
         return session_config(base, self.ctx.variables)
 
     def loops(self) -> dict[str, Callable[[], Awaitable[None]]]:
         return {"ocpp": self.run, "metering": self.transactions.run_metering}
-
-    def outbox_stats(self) -> OutboxStats:
-        return self.ctx.outbox.stats()
 
     def reset_retries(self) -> int:
         return self.ctx.variables.get_int("OCPPCommCtrlr", "ResetRetries")
