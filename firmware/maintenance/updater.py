@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from cryptography import x509
 
 from firmware.maintenance import transfer
-from firmware.maintenance.bundle import BundleError, verify_bundle, verify_file_signature
+from firmware.maintenance.bundle import BundleError, check_certificate, verify_bundle, verify_file_signature
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,9 @@ DOWNLOAD_DIR = "firmware-download"
 
 
 class FirmwareStatus(StrEnum):
-    """What the CSMS is told: OCPP 1.6 FirmwareStatus, and for a signed update (a job with a request id) the security
-    whitepaper's FirmwareStatusEnumType, which adds the rest (2.0.1 has the same names)."""
+    """What the CSMS is told: OCPP 1.6 FirmwareStatus, and for a job with a request id (1.6 SignedUpdateFirmware, every
+    2.0.1 UpdateFirmware) the security whitepaper's FirmwareStatusEnumType, which adds the rest (2.0.1 has the same
+    names, and DownloadPaused, which no job here goes through)."""
 
     IDLE = "Idle"
     DOWNLOAD_SCHEDULED = "DownloadScheduled"
@@ -59,6 +60,12 @@ class FirmwareStatus(StrEnum):
     INSTALLED = "Installed"
     INSTALLATION_FAILED = "InstallationFailed"
     INSTALL_VERIFICATION_FAILED = "InstallVerificationFailed"
+
+
+#: The statuses that end a job: reported until the CSMS answered them, across restarts.
+FINAL_STATUSES = frozenset({FirmwareStatus.DOWNLOAD_FAILED, FirmwareStatus.INSTALLED,
+                            FirmwareStatus.INSTALLATION_FAILED, FirmwareStatus.INVALID_SIGNATURE,
+                            FirmwareStatus.INSTALL_VERIFICATION_FAILED})
 
 
 class Step(StrEnum):
@@ -127,8 +134,8 @@ class UpdateJob:
     previous_version: str | None = None
     held: list[int] = field(default_factory=list)  # connectors we made Unavailable
     switch_requests: int = 0  # a switch asked for again after a restart that did not do it: at most twice
-    request_id: int | None = None  # a signed update's (SignedUpdateFirmware): its statuses carry it
-    signing_certificate: str = ""  # PEM: a signed update's file must be signed by its key
+    request_id: int | None = None  # 1.6 SignedUpdateFirmware's, 2.0.1 UpdateFirmware's: its statuses carry it
+    signing_certificate: str = ""  # PEM: a signed update's file must be signed by its key (none: not checked)
     signature: str = ""  # base64, over the whole file
     install_at: float = 0.0  # UNIX seconds: a signed update's installDateTime (0: as soon as verified)
     outcome: str = ""  # the final FirmwareStatus
@@ -218,6 +225,8 @@ class FirmwareUpdater:
         self.request_restart = request_restart
         self.clock = clock
         self.job = self.store.load()
+        #: this run of the agent began with a switch of slots for an update (or its rollback): a boot reason
+        self.restarted_for_update = self.job is not None and self.job.step in (Step.SWITCHING, Step.ROLLING_BACK)
         self._wake = asyncio.Event()
 
     # --- what the adapters see ---------------------------------------------------------------------
@@ -229,6 +238,16 @@ class FirmwareUpdater:
     def status(self) -> FirmwareStatus:
         """For a triggered status notification: the last status while a job runs, Idle otherwise."""
         return FirmwareStatus(self.job.status) if self.busy and self.job is not None else FirmwareStatus.IDLE
+
+    def signing_certificate_problem(self, pem: str) -> str | None:
+        """Why the signing certificate of a signed update is refused before it is accepted (None: it is not): it
+        must be issued by the manufacturer root (``trust``) and valid now. No revocation list is kept."""
+        try:
+            check_certificate(x509.load_pem_x509_certificate(pem.encode()), self.settings.trust,
+                              "signingCertificate")
+        except (ValueError, BundleError) as exc:
+            return str(exc)
+        return None
 
     def start(self, location: str, retrieve_at: float, retries: int = 0, retry_interval_s: float = 60.0, *,
               request_id: int | None = None, signing_certificate: str = "", signature: str = "",
@@ -358,7 +377,8 @@ class FirmwareUpdater:
         await self._goto(Step.VERIFYING)
 
     async def _verify(self, job: UpdateJob) -> None:
-        signed = job.request_id is not None
+        signed = bool(job.signing_certificate)  # a signature over the file to check (1.6 signed, 2.0.1 L01)
+        extended = job.request_id is not None  # the extended statuses (1.6 signed, every 2.0.1 update)
         part = self._part(job)
         if not part.is_file():
             await self._finish(FirmwareStatus.INSTALLATION_FAILED, "the downloaded file is gone")
@@ -372,21 +392,21 @@ class FirmwareUpdater:
                 await self._finish(FirmwareStatus.INVALID_SIGNATURE, f"refused: {exc}")
                 return
             await self._notify(FirmwareStatus.SIGNATURE_VERIFIED)
-        else:
+        elif not extended:
             await self._notify(FirmwareStatus.INSTALLING)
         try:
             verified = await asyncio.to_thread(verify_bundle, part, self.settings.trust,
                                                hardware_revision=self.settings.hardware_revision)
         except BundleError as exc:
-            failed = FirmwareStatus.INSTALL_VERIFICATION_FAILED if signed else FirmwareStatus.INSTALLATION_FAILED
+            failed = FirmwareStatus.INSTALL_VERIFICATION_FAILED if extended else FirmwareStatus.INSTALLATION_FAILED
             await self._finish(failed, f"refused: {exc}")
             return
-        if signed and job.install_at > self.clock():
+        if extended and job.install_at > self.clock():
             await self._notify(FirmwareStatus.INSTALL_SCHEDULED)
             await self._sleep_until(job.install_at)
             if self.job is not job:
                 return
-        if signed:
+        if extended:
             await self._notify(FirmwareStatus.INSTALLING)
         await self._goto(Step.STAGING, sha256=verified.sha256, size=verified.size,
                          version=verified.manifest.version)

@@ -20,13 +20,17 @@ from firmware.storage.outbox import Outbox, OutboxStats
 log = logging.getLogger(__name__)
 
 Call = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+#: Between tries of a final status notification (firmware, logs) while the CSMS does not answer it.
+STATUS_RESEND_S = 5.0
 
 
 class CsmsConnectionMixin:
-    """Methods over the fields ``cp`` (the current connection's charge point, or None), ``last_traffic`` (loop time
-    of our last answered CALL) and ``_tasks`` (a set of the adapter's short tasks)."""
+    """Methods over the fields ``cp`` (the current connection's charge point, or None), ``online`` (connected and
+    accepted), ``last_traffic`` (loop time of our last answered CALL) and ``_tasks`` (a set of the adapter's short
+    tasks)."""
 
     cp: RpcChargePoint | None
+    online: asyncio.Event
     last_traffic: float
     _tasks: set[asyncio.Task[Any]]
 
@@ -44,6 +48,37 @@ class CsmsConnectionMixin:
         result = await cp.call_raw(action, payload, checked=checked)
         self.last_traffic = asyncio.get_running_loop().time()
         return result
+
+    async def notify_status(self, action: str, payload: dict[str, Any], *, final: bool) -> None:
+        """A maintenance status notification (firmware, logs): an intermediate one is sent when the CSMS is
+        connected and skipped when it is not; a ``final`` one waits for the connection and is sent again every
+        :data:`STATUS_RESEND_S` until answered (a CALLERROR or a malformed answer ends it: no use insisting)."""
+        while True:
+            if not final and not self.online.is_set():
+                return
+            await self.online.wait()
+            try:
+                await self.call(action, payload)
+                return
+            except (ConnectionLost, TimeoutError) as exc:
+                log.info("status notification not answered", extra={"action": action, "payload": payload,
+                                                                     "error": str(exc)})
+                if not final:
+                    return
+            except (CallErrorReceived, InvalidResponse) as exc:
+                log.warning("status notification refused by the CSMS", extra={"action": action, "payload": payload,
+                                                                               "error": str(exc)})
+                return
+            await asyncio.sleep(STATUS_RESEND_S)
+
+    async def accepted_within(self, timeout_s: float) -> str | None:
+        """The new agent's check after a firmware switch: accepted by the CSMS (its BootNotification answered
+        Accepted) within ``timeout_s``; None when it was, else why not."""
+        try:
+            await asyncio.wait_for(self.online.wait(), timeout_s)
+        except TimeoutError:
+            return f"not accepted by the CSMS within {timeout_s:g} s"
+        return None
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)

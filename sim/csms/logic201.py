@@ -66,6 +66,14 @@ class CsmsLogic201(CsmsRecords):
                                                    "status": payload["reservationUpdateStatus"]})
         return call_result.ReservationStatusUpdate()
 
+    def firmware_status_notification(self, cp_id: str, payload: dict[str, Any]) -> Any:
+        self.state(cp_id).firmware_status = payload["status"]
+        return call_result.FirmwareStatusNotification()
+
+    def log_status_notification(self, cp_id: str, payload: dict[str, Any]) -> Any:
+        self.state(cp_id).log_status = payload["status"]
+        return call_result.LogStatusNotification()
+
     def _id_token_info(self, token: dict[str, Any]) -> dict[str, Any]:
         """IdTokenInfoType from the behaviour's id list (1.6 IdTagInfo: expiryDate -> cacheExpiryDateTime,
         parentIdTag -> groupIdToken of type Central)."""

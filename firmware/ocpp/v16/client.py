@@ -32,6 +32,7 @@ from firmware.charger.smart_charging import SmartChargingScheduler
 from firmware.config import AgentConfig
 from firmware.exitcodes import ExitCode
 from firmware.maintenance.diagnostics import DiagnosticsSources
+from firmware.maintenance.log_upload import LogUploads
 from firmware.maintenance.updater import FirmwareUpdater
 from firmware.ocpp.adapter import Spawn
 from firmware.ocpp.connection import Worker, serve_connection
@@ -123,7 +124,9 @@ class Ocpp16Client(ContextViews):
             Configuration(keys), self.security, self.authorization, self.local_auth_list, self.certificates,
             RemoteControl(ctx, coordinator, self.statuses, smart_charging), self.data_transfer,
             RemoteTrigger(ctx, self.core, self.statuses, self.certificates),
-            FirmwareManagement(ctx, firmware, diagnostics_sources, self.security_events.log),
+            FirmwareManagement(ctx, firmware, LogUploads(
+                config.charge_point_id, Path(config.state_dir), diagnostics_sources, self.security_events.log.files,
+                firmware.settings.transfer_timeout_s if firmware is not None else 30.0)),
             Reservation(ctx, coordinator.reservations))
         if smart_charging is not None:
             self._handlers += (SmartCharging(smart_charging),)

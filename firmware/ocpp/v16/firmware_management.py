@@ -14,8 +14,9 @@ once, never lost).
 
 GetDiagnostics builds the archive at once (firmware/maintenance/diagnostics.py), answers with its file name
 (none when it could not be made), then uploads it (HTTP PUT or FTP STOR, firmware/maintenance/transfer.py) with
-the request's retries, between Uploading and Uploaded / UploadFailed. An upload is not resumed after a restart
-(1.6 does not ask it; the CSMS asks again).
+the request's retries, between Uploading and Uploaded / UploadFailed. GetLog is the version-agnostic upload of
+firmware/maintenance/log_upload.py (the 2.0.1 adapter's too). An upload is not resumed after a restart (1.6 does
+not ask it; the CSMS asks again).
 
 ``V16Context.firmware_status`` / ``signed_firmware_status`` / ``firmware_request_id``, ``diagnostics_status`` and
 ``log_status`` / ``log_request_id`` give what a (Extended)TriggerMessage's notification reports: the state of a
@@ -26,70 +27,52 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from cryptography import x509
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
 from firmware.maintenance import transfer
-from firmware.maintenance.bundle import BundleError, check_certificate
-from firmware.maintenance.diagnostics import DiagnosticsSources, build_archive, build_security_archive
-from firmware.maintenance.updater import FirmwareStatus, FirmwareUpdater
+from firmware.maintenance.log_upload import DIAGNOSTICS_LOG, LogUploads, LogUploadStatus
+from firmware.maintenance.updater import FINAL_STATUSES, FirmwareStatus, FirmwareUpdater
 from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost, InvalidResponse, after_answering, handles
+from firmware.ocpp.timestamps import parse_timestamp
 from firmware.ocpp.v16.context import V16Context
-from firmware.security.security_log import SecurityLog
 
 log = logging.getLogger(__name__)
 
-FINAL = (FirmwareStatus.DOWNLOAD_FAILED, FirmwareStatus.INSTALLED, FirmwareStatus.INSTALLATION_FAILED,
-         FirmwareStatus.INVALID_SIGNATURE, FirmwareStatus.INSTALL_VERIFICATION_FAILED)
 #: FirmwareStatusNotification (1.6 Core) knows fewer statuses than a signed update goes through.
 PLAIN = {FirmwareStatus.DOWNLOADING: "Downloading", FirmwareStatus.DOWNLOADED: "Downloaded",
          FirmwareStatus.DOWNLOAD_FAILED: "DownloadFailed", FirmwareStatus.INSTALLING: "Installing",
          FirmwareStatus.INSTALLED: "Installed", FirmwareStatus.INSTALLATION_FAILED: "InstallationFailed",
          FirmwareStatus.INSTALL_VERIFICATION_FAILED: "InstallationFailed",
          FirmwareStatus.INVALID_SIGNATURE: "InstallationFailed", FirmwareStatus.IDLE: "Idle"}
-DIAGNOSTICS_DIR = "diagnostics"
-#: Between tries of a final status notification while the CSMS does not answer it.
-RESEND_S = 5.0
 
 
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+def _when(value: str | None) -> float:
+    """A request's date-time as UNIX seconds (0: none, or unreadable — as soon as possible)."""
+    parsed = parse_timestamp(value) if value else None
+    return parsed.timestamp() if parsed is not None else 0.0
 
 
 class FirmwareManagement:
-    def __init__(self, ctx: V16Context, updater: FirmwareUpdater | None,
-                 diagnostics: DiagnosticsSources | None, security_log: SecurityLog | None = None) -> None:
-        """``security_log``: what GetLog SecurityLog uploads (without: a SecurityLog is Rejected)."""
+    def __init__(self, ctx: V16Context, updater: FirmwareUpdater | None, uploads: LogUploads) -> None:
+        """``uploads``: GetDiagnostics' and GetLog's archives and uploads (firmware/maintenance/log_upload.py)."""
         self.ctx = ctx
         self.updater = updater
-        self.diagnostics = diagnostics
-        self.security_log = security_log
+        self.uploads = uploads
         self._diagnostics_status = "Idle"
-        self._log_upload: asyncio.Task[None] | None = None
-        self._log_status = "Idle"
-        self._log_request_id: int | None = None
         ctx.firmware_status = self._firmware_status
         ctx.signed_firmware_status = lambda: self._job_status().value
         ctx.firmware_request_id = self._firmware_request_id
         ctx.diagnostics_status = lambda: self._diagnostics_status
-        ctx.log_status = lambda: self._log_status
-        ctx.log_request_id = lambda: self._log_request_id
-        if diagnostics is not None:  # the keys as GetConfiguration reports them (write-only ones left out)
-            diagnostics.keys = lambda: {str(e["key"]): e["value"] for e in ctx.keys.get(None)[0]}
+        ctx.log_status = lambda: uploads.status.value
+        ctx.log_request_id = lambda: uploads.request_id
+        if uploads.diagnostics is not None:  # the keys as GetConfiguration reports them (write-only ones left out)
+            uploads.diagnostics.keys = lambda: {str(e["key"]): e["value"] for e in ctx.keys.get(None)[0]}
         if updater is not None:
             updater.on_status = self.report_firmware_status
-            updater.health = self.accepted_within
+            updater.health = ctx.accepted_within
 
     def _job_status(self) -> FirmwareStatus:
         return self.updater.status() if self.updater is not None else FirmwareStatus.IDLE
@@ -117,8 +100,7 @@ class FirmwareManagement:
             log.warning("UpdateFirmware: this charger cannot update itself", extra={
                 "location": transfer.redact(location)})
             return
-        when = _parse_time(retrieve_date)
-        self.updater.start(location, when.timestamp() if when is not None else 0.0, retries=retries or 0,
+        self.updater.start(location, _when(retrieve_date), retries=retries or 0,
                            retry_interval_s=float(retry_interval if retry_interval is not None else 60))
 
     async def report_firmware_status(self, status: FirmwareStatus) -> None:
@@ -131,30 +113,10 @@ class FirmwareManagement:
             action, payload = "FirmwareStatusNotification", {"status": PLAIN[status]}
         else:
             return
-        await self._deliver_status(action, payload, status)
+        await self.ctx.notify_status(action, payload, final=status in FINAL_STATUSES)
         if status is FirmwareStatus.INSTALLED and job is not None:
             self.ctx.report_security_event("FirmwareUpdated", f"firmware {job.previous_version or 'unknown'} -> "
                                                               f"{job.version} (slot {job.slot})")
-
-    async def _deliver_status(self, action: str, payload: dict[str, Any], status: FirmwareStatus) -> None:
-        final = status in FINAL
-        while True:
-            if not final and not self.ctx.online.is_set():
-                return
-            await self.ctx.online.wait()
-            try:
-                await self.ctx.call(action, payload)
-                return
-            except (ConnectionLost, TimeoutError) as exc:
-                log.info("FirmwareStatusNotification not answered", extra={"status": status.value,
-                                                                           "error": str(exc)})
-                if not final:
-                    return
-            except (CallErrorReceived, InvalidResponse) as exc:  # the CSMS will not take it: no use insisting
-                log.warning("FirmwareStatusNotification refused by the CSMS", extra={"status": status.value,
-                                                                                     "error": str(exc)})
-                return
-            await asyncio.sleep(RESEND_S)
 
     # --- SignedUpdateFirmware (OCPP 1.6 security whitepaper) -------------------------------------------
 
@@ -170,76 +132,45 @@ class FirmwareManagement:
         if updater is None:
             return call_result.SignedUpdateFirmware(status="Rejected")
         pem = str(firmware.get("signing_certificate", ""))
-        try:
-            cert = x509.load_pem_x509_certificate(pem.encode())
-            check_certificate(cert, updater.settings.trust, "signingCertificate")
-        except (ValueError, BundleError) as exc:
+        problem = updater.signing_certificate_problem(pem)
+        if problem is not None:
             log.warning("SignedUpdateFirmware: signing certificate refused", extra={"request_id": request_id,
-                                                                                     "error": str(exc)})
+                                                                                     "error": problem})
             return call_result.SignedUpdateFirmware(status="InvalidCertificate")
-        retrieve = _parse_time(firmware.get("retrieve_date_time"))
-        install = _parse_time(firmware.get("install_date_time"))
-        outcome = updater.start(str(firmware.get("location", "")), retrieve.timestamp() if retrieve else 0.0,
+        outcome = updater.start(str(firmware.get("location", "")), _when(firmware.get("retrieve_date_time")),
                                 retries=retries or 0, retry_interval_s=float(retry_interval or 60),
                                 request_id=request_id, signing_certificate=pem,
                                 signature=str(firmware.get("signature", "")),
-                                install_at=install.timestamp() if install else 0.0)
+                                install_at=_when(firmware.get("install_date_time")))
         status = {"accepted": "Accepted", "replaced": "AcceptedCanceled"}.get(outcome, "Rejected")
         return call_result.SignedUpdateFirmware(status=status)
-
-    async def accepted_within(self, timeout_s: float) -> str | None:
-        """The new agent's check after the switch: accepted by the CSMS (its BootNotification answered Accepted)
-        within ``timeout_s``; the hardware and the tasks were started before the adapter runs."""
-        try:
-            await asyncio.wait_for(self.ctx.online.wait(), timeout_s)
-        except TimeoutError:
-            return f"not accepted by the CSMS within {timeout_s:g} s"
-        return None
 
     # --- GetDiagnostics ------------------------------------------------------------------------------
 
     @handles(Action.get_diagnostics)
     async def _get_diagnostics(self, location: str, retries: int | None = None, retry_interval: int | None = None,
                                start_time: str | None = None, stop_time: str | None = None, **_: Any) -> Any:
-        sources = self.diagnostics
-        why = transfer.check_url(location)
-        if sources is None or why is not None:
+        why = self.uploads.refusal(DIAGNOSTICS_LOG, location)
+        if why is not None:
             log.warning("GetDiagnostics: nothing to upload", extra={"location": transfer.redact(location),
-                                                                    "reason": why or "no diagnostics sources"})
+                                                                    "reason": why})
             return call_result.GetDiagnostics()
         try:
-            archive = await asyncio.to_thread(build_archive, sources, sources.state_dir / DIAGNOSTICS_DIR,
-                                              _parse_time(start_time), _parse_time(stop_time))
+            archive = await self.uploads.build(DIAGNOSTICS_LOG, parse_timestamp(start_time) if start_time else None,
+                                               parse_timestamp(stop_time) if stop_time else None)
         except Exception:
             log.exception("GetDiagnostics: the archive could not be made")
             return call_result.GetDiagnostics()
         self.ctx.spawn(self._upload(location, archive, retries or 0, float(retry_interval or 60)))
         return call_result.GetDiagnostics(file_name=archive.name)
 
-    async def _upload(self, location: str, archive: Path, retries: int, interval_s: float) -> None:
+    async def _upload(self, location: str, archive: Any, retries: int, interval_s: float) -> None:
         await asyncio.sleep(0)  # the answer (with the file name) goes out first
         self._diagnostics_status = "Uploading"
         await self._notification("DiagnosticsStatusNotification", {"status": "Uploading"})
-        ok = await self._send_archive(location, archive, retries, interval_s)
+        ok = await self.uploads.send(location, archive, retries, interval_s)
         self._diagnostics_status = "Idle"
         await self._notification("DiagnosticsStatusNotification", {"status": "Uploaded" if ok else "UploadFailed"})
-
-    async def _send_archive(self, location: str, archive: Path, retries: int, interval_s: float) -> bool:
-        """Upload with ``retries`` more attempts after the first, ``interval_s`` apart; True once it went."""
-        timeout = self.updater.settings.transfer_timeout_s if self.updater is not None else 30.0
-        for attempt in range(1, retries + 2):
-            try:
-                where = await asyncio.to_thread(transfer.upload, location, archive, timeout_s=timeout)
-            except transfer.TransferError as exc:
-                log.warning("log upload failed", extra={"attempt": attempt, "attempts_left": retries + 1 - attempt,
-                                                        "error": str(exc)})
-                if not exc.resumable or attempt > retries:
-                    return False
-                await asyncio.sleep(interval_s)
-                continue
-            log.info("log uploaded", extra={"location": where})
-            return True
-        return False
 
     async def _notification(self, action: str, payload: dict[str, Any]) -> None:
         try:
@@ -256,49 +187,22 @@ class FirmwareManagement:
         """DiagnosticsLog: the diagnostics archive; SecurityLog: the security log's events (an archive of the same
         form, firmware/maintenance/diagnostics.py); either within oldestTimestamp / latestTimestamp, uploaded
         between LogStatusNotification Uploading and Uploaded / UploadFailure (with the requestId)."""
-        sources, security = self.diagnostics, self.security_log
         location = str(log.get("remote_location", ""))  # the library hands nested fields in snake_case too
-        start, stop = _parse_time(log.get("oldest_timestamp")), _parse_time(log.get("latest_timestamp"))
-        reason = transfer.check_url(location)
-        if log_type == "DiagnosticsLog" and sources is None:
-            reason = reason or "no diagnostics sources"
-        elif log_type == "SecurityLog" and security is None:
-            reason = reason or "no security log kept"
-        elif log_type not in ("DiagnosticsLog", "SecurityLog"):
-            reason = reason or "unknown log type"
+        start, stop = log.get("oldest_timestamp"), log.get("latest_timestamp")
+        reason = self.uploads.refusal(log_type, location)
         if reason is not None:
             logging.getLogger(__name__).info("GetLog rejected", extra={"log_type": log_type, "reason": reason})
             return call_result.GetLog(status="Rejected")
-        dest = Path(self.ctx.config.state_dir) / DIAGNOSTICS_DIR
         try:
-            if log_type == "SecurityLog":
-                assert security is not None
-                archive = await asyncio.to_thread(build_security_archive, self.ctx.config.charge_point_id,
-                                                  security.files(), dest, start, stop)
-            else:
-                assert sources is not None
-                archive = await asyncio.to_thread(build_archive, sources, sources.state_dir / DIAGNOSTICS_DIR,
-                                                  start, stop)
+            archive = await self.uploads.build(log_type, parse_timestamp(start) if start else None,
+                                               parse_timestamp(stop) if stop else None)
         except Exception:
             logging.getLogger(__name__).exception("GetLog: the archive could not be made")
             return call_result.GetLog(status="Rejected")
-        canceled = self._log_upload is not None and not self._log_upload.done()
-        if canceled:
-            assert self._log_upload is not None
-            self._log_upload.cancel()
-        self._log_upload = asyncio.create_task(self._upload_log(request_id, location, archive, retries or 0,
-                                                                float(retry_interval or 60)))
+        canceled = self.uploads.start(request_id, location, archive, retries or 0, float(retry_interval or 60),
+                                      self._log_status)
         return call_result.GetLog(status="AcceptedCanceled" if canceled else "Accepted", filename=archive.name)
 
-    async def _upload_log(self, request_id: int, location: str, archive: Path, retries: int,
-                          interval_s: float) -> None:
-        await asyncio.sleep(0)
-        self._log_status, self._log_request_id = "Uploading", request_id
-        try:
-            await self._notification("LogStatusNotification", {"status": "Uploading", "requestId": request_id})
-            ok = await self._send_archive(location, archive, retries, interval_s)
-        finally:
-            if asyncio.current_task() is self._log_upload:  # not when canceled by the next one: that one's state
-                self._log_status, self._log_request_id = "Idle", None
-        await self._notification("LogStatusNotification", {"status": "Uploaded" if ok else "UploadFailure",
-                                                           "requestId": request_id})
+    async def _log_status(self, status: LogUploadStatus, request_id: int) -> None:
+        if status is not LogUploadStatus.CANCELED:  # 1.6's UploadLogStatusEnumType has no AcceptedCanceled
+            await self._notification("LogStatusNotification", {"status": status.value, "requestId": request_id})

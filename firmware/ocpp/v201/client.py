@@ -9,7 +9,7 @@ Get/SetVariables on the :mod:`device_model`), :mod:`reports` (GetBaseReport, Not
 :mod:`authorization` (Authorize, the cache, ClearCache), :mod:`local_auth_list` (SendLocalList, GetLocalListVersion),
 :mod:`reservation` (ReserveNow, CancelReservation, ReservationStatusUpdate),
 :mod:`remote_control` (RequestStart/StopTransaction, UnlockConnector, ChangeAvailability, Reset),
-:mod:`remote_trigger` (TriggerMessage) and
+:mod:`remote_trigger` (TriggerMessage), :mod:`firmware_management` (UpdateFirmware, GetLog) and
 :mod:`session_settings`.
 This module only routes:
 
@@ -26,12 +26,16 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from firmware.charger.connector import ConnectorController, pending_reset
 from firmware.charger.coordinator import Coordinator
 from firmware.config import AgentConfig
 from firmware.exitcodes import ExitCode
+from firmware.maintenance.diagnostics import DiagnosticsSources
+from firmware.maintenance.log_upload import LogUploads
+from firmware.maintenance.updater import FirmwareUpdater
 from firmware.ocpp import security_profile
 from firmware.ocpp.adapter import Spawn
 from firmware.ocpp.connection import Worker, serve_connection
@@ -42,6 +46,7 @@ from firmware.ocpp.v201.authorization import Authorization
 from firmware.ocpp.v201.context import V201Context
 from firmware.ocpp.v201.device_model import DeviceModel
 from firmware.ocpp.v201.dialect import OCPP201
+from firmware.ocpp.v201.firmware_management import FirmwareManagement
 from firmware.ocpp.v201.provisioning import Provisioning
 from firmware.ocpp.v201.remote_control import RemoteControl
 from firmware.ocpp.v201.remote_trigger import RemoteTrigger
@@ -50,6 +55,8 @@ from firmware.ocpp.v201.reservation import Reservation
 from firmware.ocpp.v201.session_settings import SessionSettings, session_config
 from firmware.ocpp.v201.status import StatusReporter
 from firmware.ocpp.v201.transactions import Transactions, check_queued
+from firmware.security.security_log import FILE_NAME as SECURITY_LOG_FILE
+from firmware.security.security_log import SecurityLog
 from firmware.session import Effect, RequestAuthorization, SessionConfig, StatusChanged, TransactionStopped
 from firmware.storage import Database
 from firmware.storage.ledger import Ledger
@@ -68,7 +75,11 @@ class Ocpp201Client(ContextViews):
 
     def __init__(self, config: AgentConfig, connectors: dict[int, ConnectorController], db: Database, *,
                  request_exit: Callable[[ExitCode], None], coordinator: Coordinator | None = None,
-                 ledger: Ledger | None = None, spawn: Spawn | None = None) -> None:
+                 ledger: Ledger | None = None, spawn: Spawn | None = None,
+                 firmware: FirmwareUpdater | None = None, diagnostics_sources: DiagnosticsSources | None = None
+                 ) -> None:
+        """``firmware``: the update pipeline (UpdateFirmware); ``diagnostics_sources``: what GetLog
+        DiagnosticsLog archives (without either, those requests are Rejected)."""
         assert config.ocpp is not None
         variables = DeviceModel(db, presets=config.ocpp.presets)
         self.ctx = ctx = V201Context(config, connectors, db, variables, ledger or Ledger(db),
@@ -84,17 +95,25 @@ class Ocpp201Client(ContextViews):
                              stable_after_s=ocpp.stable_connection_s,
                              settings=lambda: security_profile.link_settings(ocpp, ocpp.security_profile,
                                                                              ocpp.password))
-        # B01: the reason of this boot; the reset that ended the previous run is still flagged at this point
-        self.provisioning = Provisioning(ctx, "RemoteReset" if pending_reset(db) else "PowerUp")
+        # B01: the reason of this boot; the reset that ended the previous run is still flagged at this point, and
+        # so is the firmware update's switch of slots (L01: the boot into the new firmware says FirmwareUpdate)
+        updating = firmware is not None and firmware.restarted_for_update
+        self.provisioning = Provisioning(ctx, "FirmwareUpdate" if updating
+                                         else "RemoteReset" if pending_reset(db) else "PowerUp")
         self.statuses = StatusReporter(
             connectors, lambda: float(variables.get_int("OCPPCommCtrlr", "OfflineThreshold")))
         self.authorization = Authorization(ctx)
         self.transactions = Transactions(ctx, self.authorization.learn)
         self.remote_control = RemoteControl(ctx, coordinator or Coordinator(connectors, db), self.transactions)
-        trigger = RemoteTrigger(ctx, self.provisioning, self.statuses, self.transactions)
+        self.firmware = FirmwareManagement(ctx, firmware, LogUploads(
+            config.charge_point_id, Path(config.state_dir), diagnostics_sources,
+            SecurityLog(Path(config.state_dir) / SECURITY_LOG_FILE).files,
+            firmware.settings.transfer_timeout_s if firmware is not None else 30.0))
+        trigger = RemoteTrigger(ctx, self.provisioning, self.statuses, self.transactions, self.firmware)
         self._handlers: tuple[object, ...] = (self.provisioning, Reports(ctx), self.authorization, self.transactions,
                                               self.remote_control, trigger, self.authorization.local_list,
-                                              Reservation(ctx, self.remote_control.coordinator.reservations))
+                                              Reservation(ctx, self.remote_control.coordinator.reservations),
+                                              self.firmware)
         self._session_settings = SessionSettings(variables, connectors)
 
     @property

@@ -6,8 +6,9 @@
 * StatusNotification: the current status of the EVSE given (every EVSE without one), even if it is no news.
 * TransactionEvent: an Updated event with triggerReason Trigger for the EVSE's transaction (Rejected without one;
   without an EVSE, one for every transaction).
-* Any other message (MeterValues, LogStatusNotification, FirmwareStatusNotification, the certificate requests,
-  PublishFirmwareStatusNotification): NotImplemented.
+* FirmwareStatusNotification / LogStatusNotification: the running firmware update's / log upload's status and
+  requestId, Idle without one when none runs (:mod:`firmware_management`).
+* Any other message (MeterValues, the certificate requests, PublishFirmwareStatusNotification): NotImplemented.
 """
 
 from __future__ import annotations
@@ -20,19 +21,22 @@ from ocpp.v201.enums import Action
 
 from firmware.ocpp.rpc import after_answering, handles
 from firmware.ocpp.v201.context import V201Context
+from firmware.ocpp.v201.firmware_management import FirmwareManagement
 from firmware.ocpp.v201.provisioning import Provisioning
 from firmware.ocpp.v201.status import StatusReporter
 from firmware.ocpp.v201.transactions import Transactions
 
 log = logging.getLogger(__name__)
 
-_SUPPORTED = {"BootNotification", "Heartbeat", "StatusNotification", "TransactionEvent"}
+_SUPPORTED = {"BootNotification", "Heartbeat", "StatusNotification", "TransactionEvent",
+              "FirmwareStatusNotification", "LogStatusNotification"}
 
 
 class RemoteTrigger:
     def __init__(self, ctx: V201Context, provisioning: Provisioning, statuses: StatusReporter,
-                 transactions: Transactions) -> None:
+                 transactions: Transactions, firmware: FirmwareManagement) -> None:
         self.ctx = ctx
+        self.firmware = firmware
         self.provisioning = provisioning
         self.statuses = statuses
         self.transactions = transactions
@@ -62,15 +66,20 @@ class RemoteTrigger:
         if evses is None:
             return
         if requested_message == "Heartbeat":
-            self.ctx.spawn(self._heartbeat())
+            self.ctx.spawn(self._send("Heartbeat", {}))
+        elif requested_message == "FirmwareStatusNotification":
+            self.ctx.spawn(self._send(requested_message, self.firmware.triggered_firmware_status()))
+        elif requested_message == "LogStatusNotification":
+            self.ctx.spawn(self._send(requested_message, self.firmware.triggered_log_status()))
         elif requested_message == "StatusNotification":
             self.statuses.triggered(evses)
         elif requested_message == "TransactionEvent":
             for e in evses:
                 self.transactions.triggered(self.ctx.connectors[e])
 
-    async def _heartbeat(self) -> None:
+    async def _send(self, action: str, payload: dict[str, Any]) -> None:
         try:
-            await self.ctx.call("Heartbeat", {})
+            await self.ctx.call(action, payload)
         except Exception as exc:
-            log.warning("triggered Heartbeat failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            log.warning("triggered message failed", extra={"action": action,
+                                                           "error": f"{type(exc).__name__}: {exc}"})
