@@ -286,7 +286,8 @@ async def test_tc_n_36_cs_second_request_cancels_the_first_then_tc_n_26_cs_uploa
     """TC_N_36_CS: an upload that keeps failing (a triggered LogStatusNotification says Uploading and its requestId
     while it waits for its retry) is replaced by a second GetLog: AcceptedCanceled, LogStatusNotification
     AcceptedCanceled for the first requestId, then Uploading and Uploaded for the second. TC_N_26_CS: an upload that
-    fails on every retry: Uploading, UploadFailure."""
+    fails on every retry: Uploading, UploadFailure; one the server refuses saying why: PermissionDenied (403),
+    NotSupportedOperation (405), at once."""
     s = station
     mark = s.mark()
     first = await get_log(s, "DiagnosticsLog", 361, "ftp://127.0.0.1:1/", retries=5, retryInterval=60)
@@ -308,6 +309,16 @@ async def test_tc_n_36_cs_second_request_cancels_the_first_then_tc_n_26_cs_uploa
     assert answer["status"] == "Accepted"
     assert await until_final(s, failing, "LogStatusNotification", ("Uploaded", "UploadFailure")) == [
         "Uploading", "UploadFailure"]
+    files = s.csms.files
+    assert files is not None
+    for request_id, (refused_with, status) in enumerate(((403, "PermissionDenied"), (405, "NotSupportedOperation")),
+                                                        262):
+        files.faults.status, refused = refused_with, s.mark()  # the server says why: final at once, no retry
+        assert (await get_log(s, "DiagnosticsLog", request_id, s.csms.file_url("logs/"), retries=3,
+                              retryInterval=60))["status"] == "Accepted"
+        await s.wait_call("LogStatusNotification", lambda e, r=request_id, st=status: e.payload == {
+            "status": st, "requestId": r}, since=refused)
+        assert [r[0] for r in files.faults.requests].count("PUT") == 1 + request_id - 261  # one each
 
 
 async def test_tc_n_35_cs_security_log_uploaded_within_its_window(tmp_path: Path) -> None:

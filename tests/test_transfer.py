@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from firmware.maintenance import transfer
 from firmware.maintenance.transfer import TransferError, download, redact, upload
 from tests.controller import traversable_dir
 from tests.file_servers import FtpServer, FtpUnavailable, HttpFileServer, http_file_server, running_vsftpd
@@ -84,6 +85,26 @@ def test_ftp_download_resume_and_upload(ftp: FtpServer, tmp_path: Path) -> None:
     archive.write_bytes(b"diagnostics" * 999)
     upload(ftp.url("upload/"), archive, timeout_s=5)
     assert (ftp.uploads / "diag.tar.gz").read_bytes() == archive.read_bytes()
+
+
+def test_an_upload_refused_names_why_and_is_not_retried(http: HttpFileServer, ftp: FtpServer, tmp_path: Path) -> None:
+    """What a server says about a refused upload becomes the log status OCPP reports (PermissionDenied,
+    NotSupportedOperation, BadMessage), final; any other failure stays resumable."""
+    archive = tmp_path / "diag.tar.gz"
+    archive.write_bytes(b"logs" * 100)
+    for status, refusal in ((401, transfer.PERMISSION_DENIED), (403, transfer.PERMISSION_DENIED),
+                            (405, transfer.NOT_SUPPORTED), (501, transfer.NOT_SUPPORTED),
+                            (400, transfer.BAD_MESSAGE), (500, None), (503, None)):
+        http.faults.status = status
+        with pytest.raises(TransferError, match=f"HTTP {status}") as exc:
+            upload(http.url("in/"), archive, timeout_s=5)
+        assert (exc.value.refusal, exc.value.resumable) == (refusal, refusal is None), status
+    with pytest.raises(TransferError, match="553") as exc:  # vsftpd: no such directory to create the file in
+        upload(ftp.url("no/such/dir/"), archive, timeout_s=5)
+    assert exc.value.refusal == transfer.PERMISSION_DENIED and not exc.value.resumable
+    with pytest.raises(TransferError, match="ConnectionRefusedError") as exc:
+        upload("ftp://127.0.0.1:1/in/", archive, timeout_s=5)
+    assert exc.value.refusal is None and exc.value.resumable
 
 
 def test_passwords_never_in_messages(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@
 * one upload at a time: a new request cancels the one under way (the adapter answers AcceptedCanceled, and the
   cancelled one ends with :attr:`LogUploadStatus.CANCELED` under its own request id);
 * the upload (:mod:`transfer`: HTTP(S) PUT, FTP(S) STOR) gets ``retries`` more attempts ``interval_s`` apart,
-  between :attr:`~LogUploadStatus.UPLOADING` and the outcome.
+  between :attr:`~LogUploadStatus.UPLOADING` and the outcome: Uploaded, UploadFailure, or at once the reason a
+  server gave for refusing it (PermissionDenied, NotSupportedOperation, BadMessage).
 
 The statuses are the names both versions' UploadLogStatusEnumType use; the adapter turns each into its
 LogStatusNotification (1.6 has no AcceptedCanceled: its adapter leaves that one out). Version-agnostic: no OCPP
@@ -37,6 +38,10 @@ class LogUploadStatus(StrEnum):
     UPLOADING = "Uploading"
     UPLOADED = "Uploaded"
     UPLOAD_FAILURE = "UploadFailure"
+    # the server refused it and said why (transfer.TransferError.refusal): final, not retried
+    PERMISSION_DENIED = transfer.PERMISSION_DENIED
+    NOT_SUPPORTED_OPERATION = transfer.NOT_SUPPORTED
+    BAD_MESSAGE = transfer.BAD_MESSAGE
     CANCELED = "AcceptedCanceled"  # 2.0.1: the upload a newer request replaced
 
 
@@ -97,24 +102,28 @@ class LogUploads:
         self.status, self.request_id = LogUploadStatus.UPLOADING, request_id
         try:
             await notify(LogUploadStatus.UPLOADING, request_id)
-            ok = await self.send(location, archive, retries, interval_s)
+            outcome = await self.send(location, archive, retries, interval_s)
         finally:
             if asyncio.current_task() is self._task:  # not when cancelled by the next one: that one's state
                 self.status, self.request_id = LogUploadStatus.IDLE, None
-        await notify(LogUploadStatus.UPLOADED if ok else LogUploadStatus.UPLOAD_FAILURE, request_id)
+        await notify(outcome, request_id)
 
-    async def send(self, location: str, archive: Path, retries: int, interval_s: float) -> bool:
-        """Upload with ``retries`` more attempts after the first, ``interval_s`` apart; True once it went."""
+    async def send(self, location: str, archive: Path, retries: int, interval_s: float) -> LogUploadStatus:
+        """Upload with ``retries`` more attempts after the first, ``interval_s`` apart: Uploaded once it went;
+        the server's refusal (PermissionDenied, NotSupportedOperation, BadMessage) at once; else UploadFailure
+        after the last attempt."""
         for attempt in range(1, retries + 2):
             try:
                 where = await asyncio.to_thread(transfer.upload, location, archive, timeout_s=self.transfer_timeout_s)
             except transfer.TransferError as exc:
                 log.warning("log upload failed", extra={"attempt": attempt, "attempts_left": retries + 1 - attempt,
-                                                        "error": str(exc)})
+                                                        "error": str(exc), "refusal": exc.refusal})
+                if exc.refusal is not None:
+                    return LogUploadStatus(exc.refusal)
                 if not exc.resumable or attempt > retries:
-                    return False
+                    return LogUploadStatus.UPLOAD_FAILURE
                 await asyncio.sleep(interval_s)
                 continue
             log.info("log uploaded", extra={"location": where})
-            return True
-        return False
+            return LogUploadStatus.UPLOADED
+        return LogUploadStatus.UPLOAD_FAILURE

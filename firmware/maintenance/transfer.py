@@ -32,13 +32,26 @@ SCHEMES = ("http", "https", "ftp", "ftps")
 PROTOCOLS = ("HTTP", "HTTPS", "FTP", "FTPS")
 
 
+#: Why a server refused an upload, when it said so (:attr:`TransferError.refusal`): the log statuses of OCPP.
+PERMISSION_DENIED = "PermissionDenied"  # HTTP 401/403, FTP 530/532/550/553
+NOT_SUPPORTED = "NotSupportedOperation"  # HTTP 405/501, FTP 502/504
+BAD_MESSAGE = "BadMessage"  # HTTP 400, FTP 500/501
+_HTTP_REFUSALS = {401: PERMISSION_DENIED, 403: PERMISSION_DENIED, 405: NOT_SUPPORTED, 501: NOT_SUPPORTED,
+                  400: BAD_MESSAGE}
+_FTP_REFUSALS = {"530": PERMISSION_DENIED, "532": PERMISSION_DENIED, "550": PERMISSION_DENIED,
+                 "553": PERMISSION_DENIED, "502": NOT_SUPPORTED, "504": NOT_SUPPORTED, "500": BAD_MESSAGE,
+                 "501": BAD_MESSAGE}
+
+
 class TransferError(Exception):
     """The transfer failed; the message says why (never a password). ``resumable``: trying again may help (False
-    only for what another try cannot change: a location we cannot use, a file over the size limit)."""
+    for what another try cannot change: a location we cannot use, a file over the size limit, an upload the
+    server refused for a reason it named: ``refusal``)."""
 
-    def __init__(self, message: str, resumable: bool = True) -> None:
+    def __init__(self, message: str, resumable: bool = True, refusal: str | None = None) -> None:
         super().__init__(message)
-        self.resumable = resumable
+        self.resumable = resumable and refusal is None
+        self.refusal = refusal
 
 
 @dataclass(frozen=True)
@@ -215,6 +228,8 @@ def upload(url: str, source: Path, *, timeout_s: float = 30.0, tls: ssl.SSLConte
             _ftp_put(url, source, timeout_s, tls)
     except TransferError:
         raise
+    except ftplib.error_perm as exc:
+        raise TransferError(f"{redact(url)}: {exc}", refusal=_FTP_REFUSALS.get(str(exc)[:3])) from None
     except (OSError, EOFError, http.client.HTTPException, ftplib.Error) as exc:
         raise TransferError(f"{redact(url)}: {exc.__class__.__name__}: {exc}") from None
     return redact(url)
@@ -229,7 +244,8 @@ def _http_put(url: str, source: Path, timeout_s: float, tls: ssl.SSLContext | No
         resp = conn.getresponse()
         resp.read()
         if resp.status not in (200, 201, 204):
-            raise TransferError(f"{redact(url)}: HTTP {resp.status} {resp.reason}")
+            raise TransferError(f"{redact(url)}: HTTP {resp.status} {resp.reason}",
+                                refusal=_HTTP_REFUSALS.get(resp.status))
     finally:
         conn.close()
 

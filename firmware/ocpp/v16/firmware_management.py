@@ -168,7 +168,7 @@ class FirmwareManagement:
         await asyncio.sleep(0)  # the answer (with the file name) goes out first
         self._diagnostics_status = "Uploading"
         await self._notification("DiagnosticsStatusNotification", {"status": "Uploading"})
-        ok = await self.uploads.send(location, archive, retries, interval_s)
+        ok = await self.uploads.send(location, archive, retries, interval_s) is LogUploadStatus.UPLOADED
         self._diagnostics_status = "Idle"
         await self._notification("DiagnosticsStatusNotification", {"status": "Uploaded" if ok else "UploadFailed"})
 
