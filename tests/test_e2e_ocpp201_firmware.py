@@ -163,7 +163,8 @@ async def test_tc_l_03_cs_download_scheduled_then_tc_l_10_cs_accepted_canceled_b
 
 async def test_tc_l_05_cs_invalid_certificate(station: Station, files: Path, signer: Signer, tmp_path: Path) -> None:
     """TC_L_05_CS: a signing certificate not issued by the manufacturer root is InvalidCertificate before anything
-    is downloaded; a signature without a certificate is Rejected."""
+    is downloaded, and the security event InvalidFirmwareSigningCertificate is logged (in the security log: 2.0.1's
+    SecurityEventNotification is not built yet); a signature without a certificate is Rejected."""
     s = station
     mark = s.mark()
     stranger = make_signer(tmp_path / "stranger", "Someone else")
@@ -175,6 +176,9 @@ async def test_tc_l_05_cs_invalid_certificate(station: Station, files: Path, sig
     await triggered(s, "FirmwareStatusNotification")  # Idle: nothing started
     assert notifications(s, mark) == [{"status": "Idle"}]
     assert not s.csms.files.faults.requests  # type: ignore[union-attr]
+    security_log = s.root / "var/lib/evse-agent/security.log"  # type: ignore[attr-defined]
+    assert [json.loads(line)["type"] for line in security_log.read_text().splitlines()] == [
+        "InvalidFirmwareSigningCertificate"]
 
 
 async def test_tc_l_06_cs_invalid_signature_nothing_installed(station: Station, files: Path, signer: Signer) -> None:
@@ -194,9 +198,11 @@ async def test_tc_l_07_cs_download_failed_after_the_retries(station: Station) ->
     attempts, then DownloadFailed."""
     s = station
     mark = s.mark()
-    missing = {"location": s.csms.file_url("missing.bundle"), "retrieveDateTime": at()}
-    assert await update(s, 71, missing, retries=2, retryInterval=1) == "Accepted"
+    answer = await s.csms.update_firmware(CP_ID, s.csms.file_url("missing.bundle"), at(), retries=2, retry_interval=1,
+                                          request_id=71)  # the CSMS's typed command: L02 in 2.0.1
+    assert answer == {"status": "Accepted"}
     assert await until_final(s, mark) == ["Downloading"] * 3 + ["DownloadFailed"]
+    assert {p.get("requestId") for p in notifications(s, mark)} == {71}
     assert [r[:2] for r in s.csms.files.faults.requests] == [("GET", "/missing.bundle")] * 3  # type: ignore[union-attr]
     assert not boots(s, mark)
 

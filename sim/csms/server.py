@@ -536,6 +536,7 @@ class SimulatedCsms:
         self._online = True
         self._server: Server | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._firmware_request_id = 0  # the last 2.0.1 UpdateFirmware's requestId
         self._files_dir = Path(files_dir) if files_dir is not None else None
         self._files_cm: contextlib.AbstractContextManager[HttpFileServer] | None = None
         self.files: HttpFileServer | None = None  # the file server, while running (with files_dir)
@@ -776,7 +777,16 @@ class SimulatedCsms:
                                _compact(vendorId=vendor_id, messageId=message_id, data=data), timeout_s=timeout_s)
 
     async def update_firmware(self, cp_id: str, location: str, retrieve_date: str, *, retries: int | None = None,
-                              retry_interval: int | None = None, timeout_s: float | None = None) -> dict[str, Any]:
+                              retry_interval: int | None = None, timeout_s: float | None = None,
+                              request_id: int | None = None) -> dict[str, Any]:
+        """UpdateFirmware as this CSMS's version has it: 1.6 (location, retrieveDate) or 2.0.1 (requestId — one more
+        than the last given when none is —, firmware.location / retrieveDateTime: an update without a signature,
+        L02; a signed one is sent with :meth:`call`)."""
+        if self.ocpp_version == "2.0.1":
+            self._firmware_request_id = request_id if request_id is not None else self._firmware_request_id + 1
+            return await self.call(cp_id, "UpdateFirmware", _compact(
+                requestId=self._firmware_request_id, firmware={"location": location, "retrieveDateTime": retrieve_date},
+                retries=retries, retryInterval=retry_interval), timeout_s=timeout_s)
         return await self.call(cp_id, Action.update_firmware, _compact(
             location=location, retrieveDate=retrieve_date, retries=retries, retryInterval=retry_interval),
             timeout_s=timeout_s)

@@ -25,7 +25,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +105,11 @@ class Ocpp201Client(ContextViews):
         self.authorization = Authorization(ctx)
         self.transactions = Transactions(ctx, self.authorization.learn)
         self.remote_control = RemoteControl(ctx, coordinator or Coordinator(connectors, db), self.transactions)
+        security_log = SecurityLog(Path(config.state_dir) / SECURITY_LOG_FILE)
+        # until 2.0.1's SecurityEventNotification is built (A), security events go to the security log only
+        ctx.report_security_event = lambda event, info: security_log.write(event, datetime.now(UTC), info, sent=False)
         self.firmware = FirmwareManagement(ctx, firmware, LogUploads(
-            config.charge_point_id, Path(config.state_dir), diagnostics_sources,
-            SecurityLog(Path(config.state_dir) / SECURITY_LOG_FILE).files,
+            config.charge_point_id, Path(config.state_dir), diagnostics_sources, security_log.files,
             firmware.settings.transfer_timeout_s if firmware is not None else 30.0))
         trigger = RemoteTrigger(ctx, self.provisioning, self.statuses, self.transactions, self.firmware)
         self._handlers: tuple[object, ...] = (self.provisioning, Reports(ctx), self.authorization, self.transactions,
