@@ -284,7 +284,9 @@ async def test_tc_n_25_cs_diagnostics_log_uploaded(station: Station) -> None:
     members = archive_members(s, answer["filename"])
     assert sorted(members) == ["configuration.json", "log.jsonl", "selftest.json", "storage.json"]
     assert b'"msg": "agent running"' in members["log.jsonl"]
-    assert json.loads(members["configuration.json"])["keys"]["OCPPCommCtrlr.HeartbeatInterval"] == "300"
+    keys = json.loads(members["configuration.json"])["keys"]
+    assert keys["OCPPCommCtrlr.HeartbeatInterval"] == "300"
+    assert keys["OCPPCommCtrlr.FileTransferProtocols"] == "FTP,FTPS,HTTP,HTTPS"
     assert await triggered(s, "LogStatusNotification") == {"status": "Idle"}
 
 

@@ -59,6 +59,7 @@ class FirmwareManagement:
         self.ctx = ctx
         self.updater = updater
         self.uploads = uploads
+        ctx.variables.fix("OCPPCommCtrlr", "FileTransferProtocols", ",".join(sorted(transfer.PROTOCOLS)))
         if uploads.diagnostics is not None:  # the variables as GetVariables reports them (write-only ones left out)
             uploads.diagnostics.keys = lambda: {
                 str(d.key): ctx.variables.get(d.key.component, d.key.variable, d.key.variable_instance)
