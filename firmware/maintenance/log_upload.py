@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -49,6 +50,13 @@ class LogUploadStatus(StrEnum):
 StatusSink = Callable[[LogUploadStatus, int], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class LogRequestAnswer:
+    status: str  # GetLog's answer in both versions: Accepted, AcceptedCanceled, Rejected
+    filename: str | None = None  # the archive's name, once accepted
+    reason: str | None = None  # why it was rejected
+
+
 class LogUploads:
     def __init__(self, charge_point_id: str, state_dir: Path, diagnostics: DiagnosticsSources | None,
                  security_log_files: Callable[[], list[Path]] | None, transfer_timeout_s: float = 30.0) -> None:
@@ -62,6 +70,22 @@ class LogUploads:
         self._task: asyncio.Task[None] | None = None
         self.status = LogUploadStatus.IDLE  # what a triggered LogStatusNotification says
         self.request_id: int | None = None  # the upload under way's (None while Idle)
+
+    async def request(self, log_type: str, request_id: int, location: str, start: datetime | None,
+                      stop: datetime | None, retries: int, interval_s: float, notify: StatusSink) -> LogRequestAnswer:
+        """A GetLog: refused, or its archive built and its upload started (cancelling one under way)."""
+        reason = self.refusal(log_type, location)
+        if reason is None:
+            try:
+                archive = await self.build(log_type, start, stop)
+            except Exception:
+                log.exception("GetLog: the archive could not be made")
+                reason = "the archive could not be made"
+        if reason is not None:
+            log.info("GetLog rejected", extra={"log_type": log_type, "reason": reason})
+            return LogRequestAnswer("Rejected", reason=reason)
+        canceled = self.start(request_id, location, archive, retries, interval_s, notify)
+        return LogRequestAnswer("AcceptedCanceled" if canceled else "Accepted", archive.name)
 
     def refusal(self, log_type: str, location: str) -> str | None:
         """Why this request cannot be taken (None: it can)."""

@@ -18,3 +18,10 @@ def parse_timestamp(value: object) -> datetime | None:
         return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).astimezone(UTC)
     except (ValueError, OverflowError):  # not a date, or one UTC cannot hold (9999-12-31T23:00:00-05:00)
         return None
+
+
+def unix_seconds(value: object) -> float:
+    """A request's date-time (retrieveDate, installDateTime...) as UNIX seconds; 0 when absent or unreadable (as
+    soon as possible)."""
+    when = parse_timestamp(value) if value else None
+    return when.timestamp() if when is not None else 0.0

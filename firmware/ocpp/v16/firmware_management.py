@@ -36,7 +36,7 @@ from firmware.maintenance import transfer
 from firmware.maintenance.log_upload import DIAGNOSTICS_LOG, LogUploads, LogUploadStatus
 from firmware.maintenance.updater import FINAL_STATUSES, FirmwareStatus, FirmwareUpdater
 from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost, InvalidResponse, after_answering, handles
-from firmware.ocpp.timestamps import parse_timestamp
+from firmware.ocpp.timestamps import parse_timestamp, unix_seconds
 from firmware.ocpp.v16.context import V16Context
 
 log = logging.getLogger(__name__)
@@ -47,12 +47,6 @@ PLAIN = {FirmwareStatus.DOWNLOADING: "Downloading", FirmwareStatus.DOWNLOADED: "
          FirmwareStatus.INSTALLED: "Installed", FirmwareStatus.INSTALLATION_FAILED: "InstallationFailed",
          FirmwareStatus.INSTALL_VERIFICATION_FAILED: "InstallationFailed",
          FirmwareStatus.INVALID_SIGNATURE: "InstallationFailed", FirmwareStatus.IDLE: "Idle"}
-
-
-def _when(value: str | None) -> float:
-    """A request's date-time as UNIX seconds (0: none, or unreadable — as soon as possible)."""
-    parsed = parse_timestamp(value) if value else None
-    return parsed.timestamp() if parsed is not None else 0.0
 
 
 class FirmwareManagement:
@@ -100,7 +94,7 @@ class FirmwareManagement:
             log.warning("UpdateFirmware: this charger cannot update itself", extra={
                 "location": transfer.redact(location)})
             return
-        self.updater.start(location, _when(retrieve_date), retries=retries or 0,
+        self.updater.start(location, unix_seconds(retrieve_date), retries=retries or 0,
                            retry_interval_s=float(retry_interval if retry_interval is not None else 60))
 
     async def report_firmware_status(self, status: FirmwareStatus) -> None:
@@ -137,11 +131,11 @@ class FirmwareManagement:
             log.warning("SignedUpdateFirmware: signing certificate refused", extra={"request_id": request_id,
                                                                                      "error": problem})
             return call_result.SignedUpdateFirmware(status="InvalidCertificate")
-        outcome = updater.start(str(firmware.get("location", "")), _when(firmware.get("retrieve_date_time")),
+        outcome = updater.start(str(firmware.get("location", "")), unix_seconds(firmware.get("retrieve_date_time")),
                                 retries=retries or 0, retry_interval_s=float(retry_interval or 60),
                                 request_id=request_id, signing_certificate=pem,
                                 signature=str(firmware.get("signature", "")),
-                                install_at=_when(firmware.get("install_date_time")))
+                                install_at=unix_seconds(firmware.get("install_date_time")))
         status = {"accepted": "Accepted", "replaced": "AcceptedCanceled"}.get(outcome, "Rejected")
         return call_result.SignedUpdateFirmware(status=status)
 
@@ -156,8 +150,8 @@ class FirmwareManagement:
                                                                     "reason": why})
             return call_result.GetDiagnostics()
         try:
-            archive = await self.uploads.build(DIAGNOSTICS_LOG, parse_timestamp(start_time) if start_time else None,
-                                               parse_timestamp(stop_time) if stop_time else None)
+            archive = await self.uploads.build(DIAGNOSTICS_LOG, parse_timestamp(start_time),
+                                               parse_timestamp(stop_time))
         except Exception:
             log.exception("GetDiagnostics: the archive could not be made")
             return call_result.GetDiagnostics()
@@ -187,21 +181,10 @@ class FirmwareManagement:
         """DiagnosticsLog: the diagnostics archive; SecurityLog: the security log's events (an archive of the same
         form, firmware/maintenance/diagnostics.py); either within oldestTimestamp / latestTimestamp, uploaded
         between LogStatusNotification Uploading and Uploaded / UploadFailure (with the requestId)."""
-        location = str(log.get("remote_location", ""))  # the library hands nested fields in snake_case too
-        start, stop = log.get("oldest_timestamp"), log.get("latest_timestamp")
-        reason = self.uploads.refusal(log_type, location)
-        if reason is not None:
-            logging.getLogger(__name__).info("GetLog rejected", extra={"log_type": log_type, "reason": reason})
-            return call_result.GetLog(status="Rejected")
-        try:
-            archive = await self.uploads.build(log_type, parse_timestamp(start) if start else None,
-                                               parse_timestamp(stop) if stop else None)
-        except Exception:
-            logging.getLogger(__name__).exception("GetLog: the archive could not be made")
-            return call_result.GetLog(status="Rejected")
-        canceled = self.uploads.start(request_id, location, archive, retries or 0, float(retry_interval or 60),
-                                      self._log_status)
-        return call_result.GetLog(status="AcceptedCanceled" if canceled else "Accepted", filename=archive.name)
+        answer = await self.uploads.request(
+            log_type, request_id, str(log.get("remote_location", "")), parse_timestamp(log.get("oldest_timestamp")),
+            parse_timestamp(log.get("latest_timestamp")), retries or 0, float(retry_interval or 60), self._log_status)
+        return call_result.GetLog(status=answer.status, filename=answer.filename)
 
     async def _log_status(self, status: LogUploadStatus, request_id: int) -> None:
         if status is not LogUploadStatus.CANCELED:  # 1.6's UploadLogStatusEnumType has no AcceptedCanceled

@@ -40,18 +40,12 @@ from firmware.maintenance import transfer
 from firmware.maintenance.log_upload import LogUploads, LogUploadStatus
 from firmware.maintenance.updater import FINAL_STATUSES, FirmwareStatus, FirmwareUpdater
 from firmware.ocpp.rpc import handles
-from firmware.ocpp.timestamps import parse_timestamp
+from firmware.ocpp.timestamps import parse_timestamp, unix_seconds
 from firmware.ocpp.v201.context import V201Context
 
 log = logging.getLogger(__name__)
 
 _ANSWER = {"accepted": "Accepted", "replaced": "AcceptedCanceled"}
-
-
-def _when(value: object) -> float:
-    """A request's date-time as UNIX seconds (0: none — as soon as possible)."""
-    parsed = parse_timestamp(value) if value else None
-    return parsed.timestamp() if parsed is not None else 0.0
 
 
 class FirmwareManagement:
@@ -89,10 +83,10 @@ class FirmwareManagement:
                                                                                "error": problem})
             self.ctx.report_security_event("InvalidFirmwareSigningCertificate", problem[:255])
             return call_result.UpdateFirmware(status="InvalidCertificate")
-        outcome = updater.start(location, _when(firmware.get("retrieve_date_time")), retries=retries or 0,
+        outcome = updater.start(location, unix_seconds(firmware.get("retrieve_date_time")), retries=retries or 0,
                                 retry_interval_s=float(retry_interval if retry_interval is not None else 60),
                                 request_id=request_id, signing_certificate=pem, signature=signature,
-                                install_at=_when(firmware.get("install_date_time")))
+                                install_at=unix_seconds(firmware.get("install_date_time")))
         return call_result.UpdateFirmware(status=_ANSWER.get(outcome, "Rejected"))
 
     def _payload(self, status: FirmwareStatus) -> dict[str, Any]:
@@ -126,22 +120,12 @@ class FirmwareManagement:
     @handles(Action.get_log)
     async def _get_log(self, log_type: str, request_id: int, log: dict[str, Any], retries: int | None = None,
                        retry_interval: int | None = None, **_: Any) -> Any:
-        location = str(log.get("remote_location", ""))  # the library hands nested fields in snake_case
-        reason = self.uploads.refusal(log_type, location)
-        if reason is not None:
-            logging.getLogger(__name__).info("GetLog rejected", extra={"log_type": log_type, "reason": reason})
-            return call_result.GetLog(status="Rejected", status_info={"reasonCode": "InvalidValue",
-                                                                      "additionalInfo": reason[:512]})
-        start, stop = log.get("oldest_timestamp"), log.get("latest_timestamp")
-        try:
-            archive = await self.uploads.build(log_type, parse_timestamp(start) if start else None,
-                                               parse_timestamp(stop) if stop else None)
-        except Exception:
-            logging.getLogger(__name__).exception("GetLog: the archive could not be made")
-            return call_result.GetLog(status="Rejected")
-        canceled = self.uploads.start(request_id, location, archive, retries or 0,
-                                      float(retry_interval if retry_interval is not None else 60), self._log_status)
-        return call_result.GetLog(status="AcceptedCanceled" if canceled else "Accepted", filename=archive.name)
+        answer = await self.uploads.request(
+            log_type, request_id, str(log.get("remote_location", "")), parse_timestamp(log.get("oldest_timestamp")),
+            parse_timestamp(log.get("latest_timestamp")), retries or 0,
+            float(retry_interval if retry_interval is not None else 60), self._log_status)
+        info = {"reasonCode": "InvalidValue", "additionalInfo": answer.reason[:512]} if answer.reason else None
+        return call_result.GetLog(status=answer.status, filename=answer.filename, status_info=info)
 
     async def _log_status(self, status: LogUploadStatus, request_id: int) -> None:
         await self.ctx.notify_status("LogStatusNotification", {"status": status.value, "requestId": request_id},
