@@ -219,6 +219,29 @@ async def test_tc_l_08_cs_install_verification_failed(station: Station, files: P
     assert active(s) == "a" and not boots(s, mark)
 
 
+async def test_l01_new_version_not_accepted_rolled_back_installation_failed(station: Station, files: Path,
+                                                                           signer: Signer) -> None:
+    """L01 InstallationFailed (TC_L_08_CS's other outcome): the new version comes up but the CSMS does not accept it
+    within the health timeout; the pipeline switches back, the old version boots (reason FirmwareUpdate, its own
+    version) and reports InstallationFailed with the requestId."""
+    s = station
+    mark = s.mark()
+    assert await update(s, 91, secure(s.csms.file_url("v2.bundle"), files / "v2.bundle", signer)) == "Accepted"
+    await s.wait_call("FirmwareStatusNotification", lambda e: e.payload["status"] == "Installing", since=mark)
+    s.profile.boot_statuses = ["Rejected"]  # the CSMS will not have the new version
+    await s.wait_call("BootNotification", lambda e: e.payload["chargingStation"]["firmwareVersion"] == "1.1.0",
+                      since=mark)
+    new_boot = s.mark()
+    await s.wait_call("BootNotification", lambda e: e.payload["chargingStation"]["firmwareVersion"] == "1.0.0",
+                      since=new_boot, timeout_s=60)
+    s.profile.boot_statuses = ["Accepted"]  # the old version is welcome again
+    seen = await until_final(s, mark)
+    assert seen[-1] == "InstallationFailed" and "Installed" not in seen, seen
+    assert {p.get("requestId") for p in notifications(s, mark)} == {91}
+    assert {b.payload["reason"] for b in boots(s, mark)} == {"FirmwareUpdate"}
+    assert active(s) == "a" and s.exit_codes == [75, 75]  # into the new version, and back
+
+
 async def test_tc_l_15_cs_installs_once_the_transaction_ended(station: Station) -> None:
     """TC_L_15_CS (here with L02, no signature): during a transaction the firmware is downloaded and verified, the
     idle EVSE is Unavailable at once (L01 rules: no new session meanwhile), the charging one keeps charging; once
