@@ -129,6 +129,25 @@ def test_a_refused_bundle_installs_nothing(setup: Setup, tmp_path: Path) -> None
     assert setup.connectors() == {"1": True, "2": True}
 
 
+def test_a_job_with_a_request_id_and_no_signing_certificate_has_the_extended_statuses(setup: Setup,
+                                                                                        tmp_path: Path) -> None:
+    """2.0.1's UpdateFirmware without a signature (L02): no signature over the file to check (no SignatureVerified),
+    the extended statuses all the same (InstallRebooting before the switch); a bundle refused is then
+    InstallVerificationFailed, not 1.6 Core's InstallationFailed."""
+    setup.configure(setup.server.url("v2.bundle"), request_id=7)
+    assert setup.run() == [75, 0]
+    assert setup.statuses() == ["Downloading", "Downloaded", "Installing", "InstallRebooting", "Installed"]
+    assert (setup.job()["request_id"], slots.active_slot(str(setup.root))) == (7, "b")
+
+    small_bundle(setup.server.root / "evil.bundle", make_signer(tmp_path / "stranger", "Someone else"), "6.6.6")
+    (setup.root / "var/lib/evse-agent" / JOB_FILE).unlink()
+    (setup.where / "statuses.txt").unlink()
+    setup.configure(setup.server.url("evil.bundle"), request_id=8)
+    assert setup.run() == [0]
+    assert setup.statuses() == ["Downloading", "Downloaded", "InstallVerificationFailed"]
+    assert slots.active_slot(str(setup.root)) == "b"
+
+
 def test_a_failed_health_check_after_the_switch_rolls_back(setup: Setup) -> None:
     setup.configure(setup.server.url("v2.bundle"), health_problem="not accepted by the CSMS within 5 s")
     assert setup.run() == [75, 75, 0]  # restarted into b, then back into a

@@ -85,7 +85,8 @@ def main(directory: str, kill_at: str) -> int:
                               SlotsInstaller(cfg["root"], state), FileHold(where / "connectors.json"), restart,
                               status, healthy)
     if updater.job is None:
-        updater.start(cfg["location"], 0.0, retries=cfg.get("retries", 0), retry_interval_s=0.2)
+        updater.start(cfg["location"], 0.0, retries=cfg.get("retries", 0), retry_interval_s=0.2,
+                      request_id=cfg.get("request_id"))  # a request id without a certificate: 2.0.1's L02
     asyncio.run(updater.run_job())
     return 0
 

@@ -128,8 +128,10 @@ class FirmwareManagement:
         return call_result.GetLog(status=answer.status, filename=answer.filename, status_info=info)
 
     async def _log_status(self, status: LogUploadStatus, request_id: int) -> None:
+        """The outcome of an upload is kept until answered; Uploading, and the AcceptedCanceled of the upload a new
+        request replaced (the new one's upload waits for it), only when connected."""
         await self.ctx.notify_status("LogStatusNotification", {"status": status.value, "requestId": request_id},
-                                     final=status is not LogUploadStatus.UPLOADING)
+                                     final=status not in (LogUploadStatus.UPLOADING, LogUploadStatus.CANCELED))
 
     def triggered_log_status(self) -> dict[str, Any]:
         """TriggerMessage LogStatusNotification: Uploading and the requestId while an upload runs, else Idle."""
