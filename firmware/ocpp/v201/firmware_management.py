@@ -17,15 +17,16 @@ translation of the requests and statuses onto the version-agnostic pieces 1.6 us
   go when the CSMS is connected, the final one waits for it and is kept until answered, across restarts.
   A TriggerMessage FirmwareStatusNotification says the running job's last status and its requestId, Idle (no
   requestId) when none runs.
-* **GetLog** (DiagnosticsLog, SecurityLog; a DataCollectorLog is Rejected) is the upload of
-  firmware/maintenance/log_upload.py: the archive built at once within oldestTimestamp / latestTimestamp (its
-  name is the answer's ``filename``), uploaded between LogStatusNotification Uploading and Uploaded /
-  UploadFailure with the ``requestId``; a new GetLog while one uploads is AcceptedCanceled, and the cancelled one
-  ends with LogStatusNotification AcceptedCanceled under its own requestId (OCTT TC_N_36_CS). A TriggerMessage
-  LogStatusNotification says Uploading and the requestId while an upload runs, Idle otherwise.
+* **GetLog** (DiagnosticsLog, SecurityLog) is the upload of firmware/maintenance/log_upload.py: the archive built
+  at once within oldestTimestamp / latestTimestamp (its name is the answer's ``filename``), uploaded between
+  LogStatusNotification Uploading and Uploaded / UploadFailure — or the server's refusal, PermissionDenied,
+  NotSupportedOperation, BadMessage — with the ``requestId``; a new GetLog while one uploads is AcceptedCanceled,
+  and the cancelled one ends with LogStatusNotification AcceptedCanceled under its own requestId (OCTT
+  TC_N_36_CS). A TriggerMessage LogStatusNotification says Uploading and the requestId while an upload runs, Idle
+  otherwise. OCPPCommCtrlr.FileTransferProtocols says what the transfers speak.
 
 Security events (FirmwareUpdated after Installed, InvalidFirmwareSigningCertificate, InvalidFirmwareSignature) go
-to ``V201Context.report_security_event``.
+to ``V201Context.report_security_event`` (for now: the security log only).
 """
 
 from __future__ import annotations
@@ -55,9 +56,8 @@ class FirmwareManagement:
         self.uploads = uploads
         ctx.variables.fix("OCPPCommCtrlr", "FileTransferProtocols", ",".join(sorted(transfer.PROTOCOLS)))
         if uploads.diagnostics is not None:  # the variables as GetVariables reports them (write-only ones left out)
-            uploads.diagnostics.keys = lambda: {
-                str(d.key): ctx.variables.get(d.key.component, d.key.variable, d.key.variable_instance)
-                for d in ctx.variables.definitions.values() if ctx.variables.get_variable(d.key).status == "Accepted"}
+            uploads.diagnostics.keys = lambda: {str(key): got.value for key in ctx.variables.definitions
+                                                if (got := ctx.variables.get_variable(key)).status == "Accepted"}
         if updater is not None:
             updater.on_status = self.report_firmware_status
             updater.health = ctx.accepted_within
