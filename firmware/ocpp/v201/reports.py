@@ -40,6 +40,7 @@ from firmware.ocpp.v201.device_model import (
     VariableKey,
     request_size,
 )
+from firmware.ocpp.v201.dialect import OCPP201
 from hal.interfaces import utcnow
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,19 @@ class Reports:
             return any(has.get(c, False) if c == "Problem" else has.get(c, True) for c in criteria)
 
         return [d for d in selected if meets(d.key.component_id)]
+
+    def answer_invalid(self, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """B08.FR.02: criteria not supported are answered NotSupported. A componentCriteria value outside the
+        enumeration breaks the request's schema (a CALLERROR); if that is all that is wrong with it, it gets the
+        status the specification asks for (OCTT TC_B_19_CS)."""
+        criteria = payload.get("componentCriteria") if action == Action.get_report else None
+        if not isinstance(criteria, list) or all(c in _CRITERIA for c in criteria):
+            return None
+        known = [c if c in _CRITERIA else _CRITERIA[0] for c in criteria]
+        if OCPP201.schema_violation(action, {**payload, "componentCriteria": known}) is not None:
+            return None
+        log.info("GetReport for a criterion not supported", extra={"criteria": [str(c)[:32] for c in criteria]})
+        return {"status": "NotSupported", "statusInfo": {"reasonCode": "UnsupportedParam"}}
 
     @staticmethod
     def _custom_request(payload: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, list[str] | None]:
