@@ -7,6 +7,7 @@ variables no other test reads. And the version change: a value set through 1.6 i
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -112,7 +113,13 @@ async def test_get_variables_of_evse_and_connector_components(station: Station) 
                          _item("ChargingStation", "AvailabilityState"))
     assert [r["attributeStatus"] for r in results] == ["Accepted"] * 4 + ["UnknownComponent"] * 2 + ["Accepted"]
     assert results[0]["attributeValue"] == "Available"
-    assert float(results[1]["attributeValue"]) >= 0.0  # the EVSE's meter, read
+    power = results[1]["attributeValue"]
+    async with asyncio.timeout(WAIT_S):  # "" (unknown) until the EVSE's meter was first read
+        while power == "":
+            await asyncio.sleep(0.2)
+            [result] = await _get(station, _item("EVSE", "Power", evse={"id": 2}))
+            power = result["attributeValue"]
+    assert float(power) >= 0.0
     assert results[2]["attributeValue"] in ("sType2", "cType2")
     assert results[3]["attributeValue"] == "3"
     assert results[0]["component"] == {"name": "EVSE", "evse": {"id": 1}}
