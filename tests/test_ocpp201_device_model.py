@@ -298,3 +298,15 @@ def test_a_2_0_1_value_stored_before_the_mapping_moves_to_the_shared_key(db: Dat
 
 def test_request_size_is_compact_json() -> None:
     assert request_size({"a": [1, 2], "b": "é"}) == len('{"a":[1,2],"b":"\\u00e9"}')
+
+
+def test_unlock_on_ev_side_disconnect_steers_the_session_and_is_the_1_6_key(db: Database) -> None:
+    """OCPPCommCtrlr.UnlockOnEVSideDisconnect (Part 2 "General", required) is 1.6's
+    UnlockConnectorOnEVSideDisconnect and the session machine's ``unlock_on_ev_side_disconnect``."""
+    from firmware.ocpp.v201.session_settings import session_config
+    from firmware.session import SessionConfig
+
+    model = DeviceModel(db)
+    assert session_config(SessionConfig(), model).unlock_on_ev_side_disconnect is True
+    assert _keys(db).change("UnlockConnectorOnEVSideDisconnect", "false") == ChangeResult.ACCEPTED
+    assert session_config(SessionConfig(), model).unlock_on_ev_side_disconnect is False
