@@ -166,6 +166,9 @@ async def test_set_variables_refused(station: Station, item: dict[str, Any], sta
     assert result["attributeStatus"] == status
     assert result["component"] == item["component"] and result["variable"] == item["variable"]
     assert result["attributeType"] == item.get("attributeType", "Actual")
+    if status == "Rejected":  # DefaultMessageTimeout is [ocpp] response_timeout_s (5 s here), unchanged
+        [value] = await _get(station, {"component": item["component"], "variable": item["variable"]})
+        assert value["attributeValue"] == "5"
 
 
 async def test_TC_B_11_CS_set_variables_invalidly_formatted_values(station: Station) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -42,7 +41,7 @@ from firmware.ocpp.rpc import RpcChargePoint
 from firmware.ocpp.session_context import ContextViews
 from firmware.ocpp.v201.authorization import Authorization
 from firmware.ocpp.v201.context import V201Context
-from firmware.ocpp.v201.device_model import DeviceModel, VariableKey
+from firmware.ocpp.v201.device_model import DeviceModel
 from firmware.ocpp.v201.dialect import OCPP201
 from firmware.ocpp.v201.inventory import describe_inventory
 from firmware.ocpp.v201.provisioning import Provisioning
@@ -81,9 +80,6 @@ class Ocpp201Client(ContextViews):
         self._start_worker: Spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=name))
         ping = variables.get_int("OCPPCommCtrlr", "WebSocketPingInterval")  # RebootRequired: read once
         ocpp = config.ocpp
-        # B: how long a CALL of ours waits for its answer ([ocpp] response_timeout_s), as DefaultMessageTimeout
-        variables.provide(VariableKey("OCPPCommCtrlr", "MessageTimeout", None, "Default"),
-                          lambda: str(math.ceil(ocpp.response_timeout_s)))
         # the commissioned security profile (1-3: Basic auth, TLS with the configured CSMS roots, a client
         # certificate); 2.0.1's SecurityCtrlr and certificate management are not built yet (docs/ocpp201.md)
         self.link = OcppLink(ocpp.csms_url, config.charge_point_id, SUBPROTOCOL,

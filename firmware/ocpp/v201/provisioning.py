@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,9 @@ class Provisioning:
         self.registration: str | None = None  # the last BootNotification's answer
         self._heartbeat_wake = asyncio.Event()  # HeartbeatInterval changed: recompute the wait now
         ctx.variables.on_change(lambda key, value: self._heartbeat_wake.set(), {HEARTBEAT})
+        # how long a CALL of ours waits for its answer ([ocpp] response_timeout_s): DefaultMessageTimeout
+        ctx.variables.provide(VariableKey("OCPPCommCtrlr", "MessageTimeout", None, "Default"),
+                              lambda: str(math.ceil(ctx.response_timeout_s)))
 
     # --- BootNotification and Heartbeat -----------------------------------------------------------
 
