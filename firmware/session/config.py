@@ -48,7 +48,7 @@ class SessionConfig:
     #: The socket has a cable lock actuator (False: a tethered cable or a socket without a lock; unlock is
     #: NotSupported). The agent sets it from the connector's ``cable`` setting (docs/configuration.md).
     cable_lock: bool = True
-    #: 1.6 ``UnlockConnectorOnEVSideDisconnect`` / 2.0.1 ``TxCtrlr.UnlockOnEVSideDisconnect``: when the EV
+    #: 1.6 ``UnlockConnectorOnEVSideDisconnect`` / 2.0.1 ``OCPPCommCtrlr.UnlockOnEVSideDisconnect``: when the EV
     #: unplugs and that ends the transaction, open the lock (True) or keep the cable locked for its owner
     #: (False: the owner's id or an unlock command releases it, as after a DeAuthorized stop).
     unlock_on_ev_side_disconnect: bool = True

@@ -36,6 +36,10 @@ class Settings:
             conn.execute("INSERT INTO settings(key, value) VALUES(?, ?) "
                          "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
+    def delete(self, key: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM settings WHERE key = ?", (key,))
+
     def bump(self, key: str, by: int = 1) -> int:
         """Add ``by`` to a counter (absent: 0) and return the new total."""
         with self.db.transaction() as conn:

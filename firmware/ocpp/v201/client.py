@@ -4,7 +4,8 @@ The same shape as the 1.6 adapter (:mod:`firmware.ocpp.v16.client`), on the same
 the charger layer, the ledger and the durable outbox, the link and the RPC layer with the 2.0.1
 :data:`~firmware.ocpp.v201.dialect.OCPP201` dialect. The features share one
 :class:`~firmware.ocpp.v201.context.V201Context`: :mod:`provisioning` (BootNotification, Heartbeat,
-Get/SetVariables on the :mod:`device_model`), :mod:`reports` (GetBaseReport, NotifyReport), :mod:`status`
+Get/SetVariables on the :mod:`device_model`, its physical tiers from :mod:`inventory`), :mod:`reports`
+(GetBaseReport, GetReport, NotifyReport), :mod:`status`
 (StatusNotification), :mod:`transactions` (TransactionEvent through the outbox, GetTransactionStatus),
 :mod:`authorization` (Authorize, the cache, ClearCache), :mod:`local_auth_list` (SendLocalList, GetLocalListVersion),
 :mod:`reservation` (ReserveNow, CancelReservation, ReservationStatusUpdate),
@@ -47,6 +48,7 @@ from firmware.ocpp.v201.context import V201Context
 from firmware.ocpp.v201.device_model import DeviceModel
 from firmware.ocpp.v201.dialect import OCPP201
 from firmware.ocpp.v201.firmware_management import FirmwareManagement
+from firmware.ocpp.v201.inventory import describe_inventory
 from firmware.ocpp.v201.provisioning import Provisioning
 from firmware.ocpp.v201.remote_control import RemoteControl
 from firmware.ocpp.v201.remote_trigger import RemoteTrigger
@@ -81,10 +83,11 @@ class Ocpp201Client(ContextViews):
         """``firmware``: the update pipeline (UpdateFirmware); ``diagnostics_sources``: what GetLog
         DiagnosticsLog archives (without either, those requests are Rejected)."""
         assert config.ocpp is not None
-        variables = DeviceModel(db, presets=config.ocpp.presets)
+        variables = DeviceModel(db, presets=config.ocpp.presets, evse_ids=[c.id for c in config.connectors])
         self.ctx = ctx = V201Context(config, connectors, db, variables, ledger or Ledger(db),
                                      Outbox(db, max_queued=config.max_queued_messages, check=check_queued),
                                      request_exit)
+        describe_inventory(ctx)
         self._start_worker: Spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=name))
         ping = variables.get_int("OCPPCommCtrlr", "WebSocketPingInterval")  # RebootRequired: read once
         ocpp = config.ocpp

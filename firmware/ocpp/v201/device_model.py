@@ -1,11 +1,17 @@
 """The OCPP 2.0.1 device model (part B): components and variables described as data, their values persisted.
 
-``device_model.json`` beside this module describes every variable — component (and instance), name (and
-instance), data type, mutability, the Actual attribute's default, limits, unit, whether a new value needs a
-reboot. :class:`DeviceModel` keeps the values in the settings store (``v201.<component>.<variable>``), checks a
-new value against its description, and answers GetVariables / SetVariables item by item with the attribute
-statuses of B06/B05 (Accepted, Rejected, UnknownComponent, UnknownVariable, NotSupportedAttributeType,
-RebootRequired). Only the Actual attribute exists here: Target, MinSet and MaxSet are NotSupportedAttributeType.
+``device_model.json`` beside this module describes every variable — component (and instance, and the tier it
+is repeated on: each EVSE, each EVSE's connector), name (and instance), data type, mutability, the Actual
+attribute's default (or ``provided``: the station supplies it when asked), the other attribute types it has
+(Target, MinSet, MaxSet), limits, unit, whether a new value needs a reboot — and which OCPP 1.6 configuration key
+is the same setting (``ocpp16``). :class:`DeviceModel` keeps the values in the settings store, checks a new value
+against its description, and answers GetVariables / SetVariables item by item with the attribute statuses of
+B06/B05 (Accepted, Rejected, UnknownComponent, UnknownVariable, NotSupportedAttributeType, RebootRequired).
+
+One store, two views: a variable mapped to a 1.6 key is stored where the 1.6 configuration keeps that key
+(``ocpp16.<Key>``), so a value set in one version is the value of the other after a version change; every other
+variable is ``v201.<Component>.<Variable>`` (``/<attribute>`` for Target, MinSet, MaxSet). A stored value the
+description refuses (set through 1.6, whose limits may be wider) reads as the default.
 
 No code per variable: a feature reads its variables by name (``get_int("OCPPCommCtrlr", "HeartbeatInterval")``)
 and may be told of a change (:meth:`DeviceModel.on_change`).
@@ -17,7 +23,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -30,11 +36,17 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = Path(__file__).with_name("device_model.json")
 _PREFIX = "v201."
+#: Where the 1.6 configuration keeps its keys (firmware/ocpp/v16/configuration.py ``SETTING_PREFIX``; a test keeps
+#: the two equal — the adapters do not import each other): a variable mapped to a 1.6 key is stored there.
+SHARED_PREFIX = "ocpp16."
 
-#: 2.0.1 ``AttributeEnumType``; only Actual is kept.
-ATTRIBUTE_TYPES = frozenset({"Actual", "Target", "MinSet", "MaxSet"})
+ACTUAL = "Actual"
+#: 2.0.1 ``AttributeEnumType``.
+ATTRIBUTE_TYPES = (ACTUAL, "Target", "MinSet", "MaxSet")
 #: Longest attribute value (``attributeValue``: string[0..2500] in SetVariables, 1000 in the GetVariables result).
 MAX_VALUE_LENGTH = 1000
+#: The tiers a component can be repeated on (Part 1 §4.1): ``evse`` addresses the instance.
+TIERS = ("EVSE", "Connector")
 
 
 class Mutability(StrEnum):
@@ -58,25 +70,34 @@ class DataType(StrEnum):
 
 @dataclass(frozen=True)
 class VariableKey:
-    """Where a variable lives: the component (and its instance) and the variable (and its instance). EVSE
-    scoped components are not in this slice."""
+    """Where a variable lives: the component (its instance; on a tier, the EVSE and connector it belongs to) and
+    the variable (and its instance)."""
 
     component: str
     variable: str
     component_instance: str | None = None
     variable_instance: str | None = None
+    evse: int | None = None
+    connector: int | None = None
 
     def __str__(self) -> str:
         c = self.component + (f"[{self.component_instance}]" if self.component_instance else "")
+        if self.evse is not None:
+            c += f"@{self.evse}" + (f".{self.connector}" if self.connector is not None else "")
         v = self.variable + (f"[{self.variable_instance}]" if self.variable_instance else "")
         return f"{c}.{v}"
+
+    @property
+    def component_id(self) -> tuple[str, str | None, int | None, int | None]:
+        """The component instance this variable belongs to (what GetReport's componentCriteria judge)."""
+        return self.component, self.component_instance, self.evse, self.connector
 
 
 @dataclass(frozen=True)
 class VariableDefinition:
     key: VariableKey
     data_type: DataType
-    mutability: Mutability
+    mutability: Mutability  #: of the Actual attribute
     default: str
     minimum: float | None = None
     maximum: float | None = None
@@ -84,9 +105,29 @@ class VariableDefinition:
     values_list: tuple[str, ...] = ()
     unit: str | None = None
     reboot_required: bool = False
+    #: the tier the component is repeated on (``EVSE``, ``Connector``); None: the station's own
+    tier: str | None = None
+    #: the station supplies the Actual value when asked (configuration, measurement); nothing is stored
+    provided: bool = False
+    #: the attribute types besides Actual and the mutability of each (Target, MinSet, MaxSet)
+    attributes: Mapping[str, Mutability] = field(default_factory=dict)
+    #: the OCPP 1.6 configuration key that is the same setting (one stored value for both)
+    ocpp16: str | None = None
+
+    @property
+    def attribute_types(self) -> tuple[str, ...]:
+        return (ACTUAL, *(a for a in ATTRIBUTE_TYPES if a in self.attributes))
+
+    def mutability_of(self, attribute: str) -> Mutability:
+        return self.mutability if attribute == ACTUAL else self.attributes[attribute]
+
+    @property
+    def writable(self) -> bool:
+        """The CSMS may set some attribute of it (what ConfigurationInventory reports)."""
+        return any(self.mutability_of(a) is not Mutability.READ_ONLY for a in self.attribute_types)
 
     def problem(self, value: str) -> str | None:
-        """Why ``value`` is not a valid Actual value of this variable, or None."""
+        """Why ``value`` is not a valid value of this variable, or None."""
         if len(value) > (self.max_length or MAX_VALUE_LENGTH):
             return f"longer than {self.max_length or MAX_VALUE_LENGTH} characters"
         t = self.data_type
@@ -125,15 +166,23 @@ class VariableDefinition:
 def _definition(component: Mapping[str, Any], v: Mapping[str, Any]) -> VariableDefinition:
     key = VariableKey(str(component["name"]), str(v["name"]), component.get("instance"), v.get("instance"))
     values = str(v.get("valuesList", ""))
+    tier = component.get("tier")
+    if tier is not None and tier not in TIERS:
+        raise ValueError(f"{key}: tier {tier!r} is not one of {', '.join(TIERS)}")
+    attributes = {str(a): Mutability(m) for a, m in dict(v.get("attributes", {})).items()}
+    if set(attributes) - set(ATTRIBUTE_TYPES[1:]):
+        raise ValueError(f"{key}: attributes other than Target, MinSet, MaxSet: {sorted(attributes)}")
     return VariableDefinition(
-        key=key, data_type=DataType(v["dataType"]), mutability=Mutability(v["mutability"]), default=str(v["default"]),
-        minimum=v.get("min"), maximum=v.get("max"), max_length=v.get("maxLength"),
+        key=key, data_type=DataType(v["dataType"]), mutability=Mutability(v["mutability"]),
+        default=str(v.get("default", "")), minimum=v.get("min"), maximum=v.get("max"), max_length=v.get("maxLength"),
         values_list=tuple(x for x in values.split(",") if x), unit=v.get("unit"),
-        reboot_required=bool(v.get("rebootRequired", False)))
+        reboot_required=bool(v.get("rebootRequired", False)), tier=tier, provided=bool(v.get("provided", False)),
+        attributes=attributes)
 
 
 def load_description(path: Path = DESCRIPTION) -> dict[VariableKey, VariableDefinition]:
-    """The variables ``path`` describes; a default that breaks its own description is a bug in the file."""
+    """The variables ``path`` describes (a component on a tier once, its key without ``evse``); a default that
+    breaks its own description, or a 1.6 mapping to a variable not described, is a bug in the file."""
     raw = json.loads(path.read_text(encoding="utf-8"))
     out: dict[VariableKey, VariableDefinition] = {}
     for component in raw["components"]:
@@ -141,10 +190,35 @@ def load_description(path: Path = DESCRIPTION) -> dict[VariableKey, VariableDefi
             d = _definition(component, v)
             if d.key in out:
                 raise ValueError(f"{path}: {d.key} described twice")
-            problem = d.problem(d.default)
+            if d.provided and d.mutability is not Mutability.READ_ONLY:
+                raise ValueError(f"{path}: {d.key}: only a ReadOnly value can be provided by the station")
+            problem = None if d.provided else d.problem(d.default)
             if problem is not None:
                 raise ValueError(f"{path}: {d.key}: default {d.default!r} {problem}")
             out[d.key] = d
+    for ocpp16_key, name in dict(raw.get("ocpp16", {})).items():
+        key = preset_key(str(name))
+        mapped = out.get(key) if key is not None else None
+        if mapped is None or mapped.tier is not None or mapped.provided or mapped.ocpp16 is not None:
+            raise ValueError(f"{path}: 1.6 key {ocpp16_key} mapped to {name!r}, not a station-wide stored variable "
+                             "mapped once")
+        out[mapped.key] = replace(mapped, ocpp16=str(ocpp16_key))
+    return out
+
+
+def instantiate(definitions: Mapping[VariableKey, VariableDefinition], evse_ids: Iterable[int]
+                ) -> dict[VariableKey, VariableDefinition]:
+    """The description with each tiered component repeated: per EVSE (``evse`` = its id), per connector (this
+    charger's EVSEs have one connector each: ``connector`` 1)."""
+    evses = sorted(evse_ids)
+    out: dict[VariableKey, VariableDefinition] = {}
+    for d in definitions.values():
+        if d.tier is None:
+            out[d.key] = d
+            continue
+        for evse in evses:
+            key = replace(d.key, evse=evse, connector=1 if d.tier == "Connector" else None)
+            out[key] = replace(d, key=key)
     return out
 
 
@@ -174,6 +248,12 @@ def check_preset(name: str, value: str, definitions: Mapping[VariableKey, Variab
     return None if problem is None else f"a valid value for {d.key}: {problem}"
 
 
+def request_size(payload: Mapping[str, Any]) -> int:
+    """How a request is measured against a BytesPerMessage limit (DeviceDataCtrlr, LocalAuthListCtrlr): its
+    payload as compact JSON — what the CSMS sent, give or take the spacing it chose."""
+    return len(json.dumps(payload, separators=(",", ":")))
+
+
 Listener = Callable[[VariableKey, str], None]
 
 
@@ -190,24 +270,44 @@ class SetResult:
 
 
 class DeviceModel:
-    """The device model's variables, their Actual values persisted in the settings store."""
+    """The device model's variables and their attributes, the stored ones persisted in the settings store."""
 
     def __init__(self, db: Database, presets: Mapping[str, str] | None = None,
-                 definitions: Mapping[VariableKey, VariableDefinition] | None = None) -> None:
-        """``presets`` (``Component.Variable`` -> value, checked by :func:`check_preset`) are written once, at the
-        first start on this database; after that the CSMS owns the values."""
-        self.definitions = dict(definitions if definitions is not None else load_description())
-        self._components = {k.component for k in self.definitions}
+                 definitions: Mapping[VariableKey, VariableDefinition] | None = None,
+                 evse_ids: Iterable[int] = ()) -> None:
+        """``presets`` (``Component.Variable`` -> value, checked by :func:`check_preset`) are written at the first
+        start on this database, each only where no value is stored yet (one set through 1.6 stays); after that
+        the CSMS owns the values. ``evse_ids``: the EVSEs the tiered components (EVSE, Connector) exist for."""
+        self.definitions = instantiate(definitions if definitions is not None else load_description(), evse_ids)
+        self._components = {k.component_id for k in self.definitions}
         self._settings = Settings(db)
         self._listeners: list[tuple[Listener, frozenset[VariableKey] | None]] = []
         self._readers: dict[VariableKey, Callable[[], str]] = {}
+        self._move_to_shared_store(db)
         if presets and self._settings.get(_PREFIX + "seeded") is None:
             with db.transaction():
                 for name, value in presets.items():
                     key = preset_key(name)
                     if key is not None and key in self.definitions:
-                        self._settings.put(self._storage_key(key), value)
+                        storage = self._storage_key(self.definitions[key])
+                        if self._settings.get(storage) is None:
+                            self._settings.put(storage, value)
                 self._settings.put(_PREFIX + "seeded", "1")
+
+    def _move_to_shared_store(self, db: Database) -> None:
+        """A value a 2.0.1 agent stored before its variable was mapped to a 1.6 key moves to the shared key,
+        unless 1.6 has stored one there (the agent ran 1.6 since): once."""
+        with db.transaction():
+            for d in self.definitions.values():
+                if d.ocpp16 is None:
+                    continue
+                own = _PREFIX + str(d.key)
+                value = self._settings.get(own)
+                if value is None:
+                    continue
+                if self._settings.get(SHARED_PREFIX + d.ocpp16) is None:
+                    self._settings.put(SHARED_PREFIX + d.ocpp16, value)
+                self._settings.delete(own)
 
     def fix(self, component: str, variable: str, value: str) -> None:
         """A ReadOnly variable whose value the agent's configuration decides (not the CSMS, not a preset): stored
@@ -215,31 +315,57 @@ class DeviceModel:
         key = VariableKey(component, variable, None, None)
         d = self.definitions[key]
         assert d.mutability is Mutability.READ_ONLY and d.problem(value) is None, (key, value)
-        if self._settings.get(self._storage_key(key)) != value:
-            self._settings.put(self._storage_key(key), value)
+        if self._settings.get(self._storage_key(d)) != value:
+            self._settings.put(self._storage_key(d), value)
+
+    def characterize(self, key: VariableKey, *, minimum: float | None = None, maximum: float | None = None) -> None:
+        """Limits this station's configuration decides (an EVSE's Power maxLimit), reported as its
+        variableCharacteristics."""
+        d = self.definitions[key]
+        self.definitions[key] = replace(d, minimum=d.minimum if minimum is None else minimum,
+                                        maximum=d.maximum if maximum is None else maximum)
 
     @staticmethod
-    def _storage_key(key: VariableKey) -> str:
-        return _PREFIX + str(key)
+    def _storage_key(d: VariableDefinition, attribute: str = ACTUAL) -> str:
+        if attribute == ACTUAL and d.ocpp16 is not None:
+            return SHARED_PREFIX + d.ocpp16
+        return _PREFIX + str(d.key) + ("" if attribute == ACTUAL else f"/{attribute}")
 
     def on_change(self, listener: Listener, keys: Iterable[VariableKey] | None = None) -> None:
+        """``listener(key, value)`` after each accepted change of an Actual value (of ``keys``; all without)."""
         self._listeners.append((listener, None if keys is None else frozenset(keys)))
 
     def provide(self, key: VariableKey, read: Callable[[], str]) -> None:
-        """A ReadOnly variable whose Actual value is a fact the station measures (LocalAuthListCtrlr.Entries), read
-        when asked rather than stored."""
+        """A ReadOnly variable whose Actual value is a fact the station measures or is configured with
+        (LocalAuthListCtrlr.Entries, an EVSE's AvailabilityState), read when asked rather than stored."""
         assert self.definitions[key].mutability is Mutability.READ_ONLY
         self._readers[key] = read
 
     # --- reading, for the features ----------------------------------------------------------------
 
-    def get(self, component: str, variable: str, instance: str | None = None) -> str:
-        d = self.definitions[VariableKey(component, variable, None, instance)]
-        read = self._readers.get(d.key)
-        if read is not None:
-            return read()
-        stored = self._settings.get(self._storage_key(d.key))
-        return d.default if stored is None else stored
+    def value(self, d: VariableDefinition, attribute: str = ACTUAL) -> str:
+        """The value of one attribute: provided, stored, or the default (Actual) / unset "" (the others). A stored
+        value the description refuses — set through the 1.6 view, whose limits may be wider — reads as unset."""
+        if attribute == ACTUAL:
+            read = self._readers.get(d.key)
+            if read is not None:
+                return read()
+            if d.provided:
+                return ""  # nothing reads it on this station (yet): unknown
+        stored = self._settings.get(self._storage_key(d, attribute))
+        fallback = d.default if attribute == ACTUAL else ""
+        if stored is None or stored == fallback:
+            return fallback
+        problem = d.problem(stored)
+        if problem is not None:
+            log.warning("stored value not valid for the variable; its default applies",
+                        extra={"variable": str(d.key), "attribute": attribute, "problem": problem})
+            return fallback
+        return stored
+
+    def get(self, component: str, variable: str, instance: str | None = None, *, evse: int | None = None,
+            connector: int | None = None) -> str:
+        return self.value(self.definitions[VariableKey(component, variable, None, instance, evse, connector)])
 
     def get_int(self, component: str, variable: str, instance: str | None = None) -> int:
         return int(self.get(component, variable, instance))
@@ -253,43 +379,42 @@ class DeviceModel:
     # --- GetVariables / SetVariables, item by item --------------------------------------------------
 
     def _find(self, key: VariableKey) -> tuple[VariableDefinition | None, str | None]:
-        """The variable, or the status that says why there is none."""
+        """The variable, or the status that says why there is none (B06.FR.06/07/15: no component instance with
+        that name, instance, EVSE and connector is UnknownComponent)."""
         d = self.definitions.get(key)
         if d is not None:
             return d, None
-        if key.component not in self._components or (key.component_instance is not None and not any(
-                k.component == key.component and k.component_instance == key.component_instance
-                for k in self.definitions)):
-            return None, "UnknownComponent"
-        return None, "UnknownVariable"
+        return None, "UnknownVariable" if key.component_id in self._components else "UnknownComponent"
 
-    def get_variable(self, key: VariableKey, attribute: str = "Actual") -> GetResult:
+    def get_variable(self, key: VariableKey, attribute: str = ACTUAL) -> GetResult:
         d, missing = self._find(key)
         if d is None:
             assert missing is not None
             return GetResult(missing)
-        if attribute != "Actual":
+        if attribute not in d.attribute_types:
             return GetResult("NotSupportedAttributeType")
-        if d.mutability is Mutability.WRITE_ONLY:
+        if d.mutability_of(attribute) is Mutability.WRITE_ONLY:
             return GetResult("Rejected")
-        return GetResult("Accepted", self.get(key.component, key.variable, key.variable_instance))
+        return GetResult("Accepted", self.value(d, attribute))  # "" for a supported attribute unset (B06.FR.13)
 
-    def set_variable(self, key: VariableKey, value: str, attribute: str = "Actual") -> SetResult:
+    def set_variable(self, key: VariableKey, value: str, attribute: str = ACTUAL) -> SetResult:
         """Checks and stores one value (B05). Listeners run after the store; a failing one is logged, never
         undoes the value the CSMS was told is Accepted."""
         d, missing = self._find(key)
         if d is None:
             assert missing is not None
             return SetResult(missing)
-        if attribute != "Actual":
+        if attribute not in d.attribute_types:
             return SetResult("NotSupportedAttributeType")
-        if d.mutability is Mutability.READ_ONLY:
+        if d.mutability_of(attribute) is Mutability.READ_ONLY:
             return SetResult("Rejected", "ReadOnly")
-        problem = d.problem(value)
+        problem = d.problem(value) or self._bounds_problem(d, attribute, value)
         if problem is not None:
             return SetResult("Rejected", problem)
-        self._settings.put(self._storage_key(d.key), value)
-        log.info("variable set", extra={"variable": str(d.key), "value": value})
+        self._settings.put(self._storage_key(d, attribute), value)
+        log.info("variable set", extra={"variable": str(d.key), "attribute": attribute, "value": value})
+        if attribute != ACTUAL:
+            return SetResult("Accepted")
         for listener, keys in self._listeners:
             if keys is None or d.key in keys:
                 try:
@@ -298,13 +423,29 @@ class DeviceModel:
                     log.exception("variable change not applied", extra={"variable": str(d.key)})
         return SetResult("RebootRequired" if d.reboot_required else "Accepted")
 
+    def _bounds_problem(self, d: VariableDefinition, attribute: str, value: str) -> str | None:
+        """Part 1 §4.3: a Target within MinSet..MaxSet, MinSet not above MaxSet (numbers; an unset bound binds
+        nothing)."""
+        if d.data_type not in (DataType.INTEGER, DataType.DECIMAL) or attribute == ACTUAL:
+            return None
+        number = float(value)
+        low = self.value(d, "MinSet") if "MinSet" in d.attributes and attribute != "MinSet" else ""
+        high = self.value(d, "MaxSet") if "MaxSet" in d.attributes and attribute != "MaxSet" else ""
+        if low and number < float(low):
+            return f"below MinSet {low}"
+        if high and number > float(high):
+            return f"above MaxSet {high}"
+        return None
+
 
 def markdown_table(definitions: Mapping[VariableKey, VariableDefinition] | None = None) -> str:
     """The device model as the Markdown table in docs/ocpp201.md (a test keeps the two the same)."""
     definitions = definitions if definitions is not None else load_description()
-    rows = ["| component | variable | type | mutability | default | limits | reboot |", "|---|---|---|---|---|---|---|"]
+    rows = ["| component | variable | type | mutability | default | limits | reboot | OCPP 1.6 key |",
+            "|---|---|---|---|---|---|---|---|"]
     for d in definitions.values():
         k = d.key
+        component = k.component + {"EVSE": " (each EVSE)", "Connector": " (each connector)"}.get(d.tier or "", "")
         variable = k.variable + (f" [{k.variable_instance}]" if k.variable_instance else "")
         limits = ""
         if d.minimum is not None or d.maximum is not None:
@@ -313,8 +454,10 @@ def markdown_table(definitions: Mapping[VariableKey, VariableDefinition] | None 
             limits = ", ".join(d.values_list)
         if d.unit:
             limits = f"{limits} {d.unit}".strip()
-        rows.append(f"| {k.component} | {variable} | {d.data_type.value} | {d.mutability.value} | "
-                    f"`{d.default}` | {limits} | {'yes' if d.reboot_required else ''} |")
+        mutability = d.mutability.value + "".join(f"; {a} {m.value}" for a, m in d.attributes.items())
+        default = "(the station's)" if d.provided else f"`{d.default}`"
+        rows.append(f"| {component} | {variable} | {d.data_type.value} | {mutability} | {default} | {limits} | "
+                    f"{'yes' if d.reboot_required else ''} | {d.ocpp16 or ''} |")
     return "\n".join(rows) + "\n"
 
 

@@ -43,6 +43,7 @@ from firmware.maintenance.updater import FINAL_STATUSES, FirmwareStatus, Firmwar
 from firmware.ocpp.rpc import handles
 from firmware.ocpp.timestamps import parse_timestamp, unix_seconds
 from firmware.ocpp.v201.context import V201Context
+from firmware.ocpp.v201.device_model import VariableKey
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ class FirmwareManagement:
         self.ctx = ctx
         self.updater = updater
         self.uploads = uploads
-        ctx.variables.fix("OCPPCommCtrlr", "FileTransferProtocols", ",".join(sorted(transfer.PROTOCOLS)))
+        ctx.variables.provide(VariableKey("OCPPCommCtrlr", "FileTransferProtocols"),
+                              lambda: ",".join(sorted(transfer.PROTOCOLS)))
         if uploads.diagnostics is not None:  # the variables as GetVariables reports them (write-only ones left out)
             uploads.diagnostics.keys = lambda: {str(key): got.value for key in ctx.variables.definitions
                                                 if (got := ctx.variables.get_variable(key)).status == "Accepted"}

@@ -1,6 +1,10 @@
 """B Provisioning: BootNotification with its reason (B01-B03), Heartbeat (G02), GetVariables (B06) and
 SetVariables (B05) on the device model (:mod:`~firmware.ocpp.v201.device_model`).
 
+A Get/SetVariablesRequest is bounded by DeviceDataCtrlr: longer than BytesPerMessage (as compact JSON) it is
+refused whole with CALLERROR FormatViolation (B06.FR.17; SetVariables alike: nothing is set); the items beyond
+ItemsPerMessage are answered Rejected and not acted on (OCTT TC_B_08_CS allows that or rejecting them all).
+
 BootNotification goes out once per run of the agent (not per reconnect) until Accepted. Pending and Rejected are
 honoured with the interval the CSMS gives: nothing else is sent meanwhile, while the CSMS's
 own requests are answered. Accepted sets OCPPCommCtrlr.HeartbeatInterval to the interval given.
@@ -12,16 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
 from ocpp.charge_point import snake_to_camel_case
+from ocpp.exceptions import FormatViolationError
 from ocpp.v201 import call_result
 from ocpp.v201.enums import Action
 
 from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse, handles
 from firmware.ocpp.v201.context import V201Context
-from firmware.ocpp.v201.device_model import GetResult, SetResult, VariableKey
+from firmware.ocpp.v201.device_model import GetResult, SetResult, VariableKey, request_size
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +37,9 @@ HEARTBEAT = VariableKey("OCPPCommCtrlr", "HeartbeatInterval")
 
 def _key(item: dict[str, Any]) -> VariableKey:
     component, variable = item["component"], item["variable"]
-    return VariableKey(component["name"], variable["name"], component.get("instance"), variable.get("instance"))
+    evse = component.get("evse") or {}
+    return VariableKey(component["name"], variable["name"], component.get("instance") or None,
+                       variable.get("instance") or None, evse.get("id"), evse.get("connectorId"))
 
 
 def _echo(item: dict[str, Any]) -> dict[str, Any]:
@@ -48,6 +56,9 @@ class Provisioning:
         self.registration: str | None = None  # the last BootNotification's answer
         self._heartbeat_wake = asyncio.Event()  # HeartbeatInterval changed: recompute the wait now
         ctx.variables.on_change(lambda key, value: self._heartbeat_wake.set(), {HEARTBEAT})
+        # how long a CALL of ours waits for its answer ([ocpp] response_timeout_s): DefaultMessageTimeout
+        ctx.variables.provide(VariableKey("OCPPCommCtrlr", "MessageTimeout", None, "Default"),
+                              lambda: str(math.ceil(ctx.response_timeout_s)))
 
     # --- BootNotification and Heartbeat -----------------------------------------------------------
 
@@ -89,16 +100,24 @@ class Provisioning:
 
     # --- GetVariables / SetVariables --------------------------------------------------------------
 
-    def _limit(self, action: str) -> int:
+    def _limit(self, action: str, items: list[dict[str, Any]], field: str) -> int:
         """DeviceDataCtrlr.ItemsPerMessage[action]: the items of one request this station takes on; the ones
-        beyond it are answered Rejected, not acted on (OCTT TC_B_08_CS allows that or rejecting them all)."""
+        beyond it are answered Rejected, not acted on. A request over BytesPerMessage[action] is refused whole."""
+        size, most = request_size({field: items}), self.ctx.variables.get_int("DeviceDataCtrlr", "BytesPerMessage",
+                                                                               action)
+        if size > most:
+            log.warning("request over BytesPerMessage refused", extra={"action": action, "bytes": size,
+                                                                        "bytes_per_message": most})
+            raise FormatViolationError(description=f"{action} of {size} bytes is over "
+                                                   f"DeviceDataCtrlr.BytesPerMessage[{action}] ({most})")
         return self.ctx.variables.get_int("DeviceDataCtrlr", "ItemsPerMessage", action)
 
     @handles(Action.get_variables)
     async def _get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> Any:
         results = []
-        limit = self._limit("GetVariables")
-        for n, item in enumerate(self._raw(get_variable_data)):
+        items = self._raw(get_variable_data)
+        limit = self._limit("GetVariables", items, "getVariableData")
+        for n, item in enumerate(items):
             attribute = item.get("attributeType", "Actual")
             got = self.ctx.variables.get_variable(_key(item), attribute) if n < limit else GetResult("Rejected")
             result: dict[str, Any] = {"attributeStatus": got.status, "attributeType": attribute, **_echo(item)}
@@ -110,8 +129,9 @@ class Provisioning:
     @handles(Action.set_variables)
     async def _set_variables(self, set_variable_data: list[dict[str, Any]], **_: Any) -> Any:
         results = []
-        limit = self._limit("SetVariables")
-        for n, item in enumerate(self._raw(set_variable_data)):
+        items = self._raw(set_variable_data)
+        limit = self._limit("SetVariables", items, "setVariableData")
+        for n, item in enumerate(items):
             attribute = item.get("attributeType", "Actual")
             done = (self.ctx.variables.set_variable(_key(item), str(item["attributeValue"]), attribute) if n < limit
                     else SetResult("Rejected", f"more than ItemsPerMessage ({limit}) items"))

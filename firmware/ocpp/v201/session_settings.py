@@ -1,4 +1,5 @@
-"""The session machine's settings that 2.0.1 variables control (TxCtrlr, AuthCtrlr), applied at start and live.
+"""The session machine's settings that 2.0.1 variables control (TxCtrlr, AuthCtrlr, OCPPCommCtrlr), applied at start
+and live.
 
 The machine knows no OCPP (docs/session.md); the same fields the 1.6 keys steer are steered here by their 2.0.1
 variables. An unlock during a transaction is refused with OngoingAuthorizedTransaction.
@@ -13,7 +14,8 @@ from firmware.ocpp.v201.device_model import DeviceModel, VariableKey
 from firmware.session import SessionConfig
 
 _LIVE = frozenset({VariableKey("TxCtrlr", "EVConnectionTimeOut"), VariableKey("TxCtrlr", "StopTxOnEVSideDisconnect"),
-                   VariableKey("TxCtrlr", "StopTxOnInvalidId"), VariableKey("AuthCtrlr", "AuthorizeRemoteStart")})
+                   VariableKey("TxCtrlr", "StopTxOnInvalidId"), VariableKey("AuthCtrlr", "AuthorizeRemoteStart"),
+                   VariableKey("OCPPCommCtrlr", "UnlockOnEVSideDisconnect")})
 
 
 def session_config(base: SessionConfig, variables: DeviceModel) -> SessionConfig:
@@ -23,6 +25,7 @@ def session_config(base: SessionConfig, variables: DeviceModel) -> SessionConfig
                    stop_transaction_on_ev_side_disconnect=variables.get_bool("TxCtrlr", "StopTxOnEVSideDisconnect"),
                    stop_transaction_on_invalid_id=variables.get_bool("TxCtrlr", "StopTxOnInvalidId"),
                    authorize_remote_tx_requests=variables.get_bool("AuthCtrlr", "AuthorizeRemoteStart"),
+                   unlock_on_ev_side_disconnect=variables.get_bool("OCPPCommCtrlr", "UnlockOnEVSideDisconnect"),
                    unlock_stops_transaction=False)
 
 
