@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from firmware.maintenance import slots
 from firmware.maintenance.bundle import load_private_key
 from firmware.ocpp.timestamps import timestamp
-from sim.csms.transcript import TranscriptEntry
+from sim.csms.transcript import EntryKind, TranscriptEntry
 from tests.bundles import install_first, small_bundle
 from tests.pki import Signer, make_signer
 from tests.station import CP_ID, WAIT_S, Station
@@ -354,7 +354,8 @@ async def test_tc_n_36_cs_second_request_cancels_the_first_then_tc_n_26_cs_uploa
 
 async def test_tc_n_35_cs_security_log_uploaded_within_its_window(tmp_path: Path) -> None:
     """TC_N_35_CS: GetLog SecurityLog: the security log's events within oldestTimestamp / latestTimestamp in the
-    uploaded archive, Uploading then Uploaded with the requestId. A location that cannot be used is Rejected."""
+    uploaded archive, Uploading then Uploaded with the requestId. A location that cannot be used is Rejected.
+    Monitoring (SetMonitoringLevel and its kin) is not built: NotSupported."""
     files = tmp_path / "files"
     files.mkdir()
     async with Station(tmp_path, ocpp="2.0.1", connectors=1, csms_files=files) as s:
@@ -373,3 +374,7 @@ async def test_tc_n_35_cs_security_log_uploaded_within_its_window(tmp_path: Path
         events = [json.loads(line) for line in archive_members(s, answer["filename"])["security.jsonl"].splitlines()]
         assert [e["type"] for e in events] == ["FirmwareUpdated"]
         assert (await get_log(s, "SecurityLog", 353, "gopher://example/"))["status"] == "Rejected"
+        monitoring = s.mark()  # N's monitoring is not built: its requests are NotSupported
+        await s.send_raw(json.dumps([2, "m1", "SetMonitoringLevel", {"severity": 5}]))
+        reply = await s.wait_reply("m1", since=monitoring)
+        assert (reply.kind, reply.error_code) == (EntryKind.CALLERROR, "NotSupported")
