@@ -1,4 +1,5 @@
-"""OCPP 1.6 csChargingProfiles from a few plain values: what a person at ``python -m sim ctl profile set`` means.
+"""OCPP 1.6 csChargingProfiles (and 2.0.1 ChargingProfileTypes) from a few plain values: what a person at
+``python -m sim ctl profile set`` means.
 
 Pure (no I/O, the clock is passed in), so the control API and tests build the same payloads. Only the shape is
 made here; whether the payload is valid 1.6 is :func:`sim.csms.ocppj.check_payload`'s job, and whether the charge
@@ -92,6 +93,35 @@ def charging_profile(profile_id: int, stack_level: int, purpose: str, periods: S
     if recurrency is not None:
         profile["recurrencyKind"] = recurrency
     profile["chargingSchedule"] = schedule
+    return profile
+
+
+def charging_profile_201(profile_id: int, stack_level: int, purpose: str, periods: Sequence[Period], *,
+                         unit: str = "A", kind: str = "Absolute", recurrency: str | None = None,
+                         start: datetime | None = None, duration_s: int | None = None,
+                         transaction_id: str | None = None, valid_from: datetime | None = None,
+                         valid_to: datetime | None = None, schedule_id: int = 1) -> dict[str, Any]:
+    """An OCPP 2.0.1 ChargingProfileType (SetChargingProfileRequest's, RequestStartTransactionRequest's) with one
+    chargingSchedule. Values are taken as given: whether the station takes them is the station's to say (2.0.1
+    wants a startSchedule on Absolute and Recurring profiles, none on Relative ones, a transactionId on a
+    TxProfile)."""
+    schedule: dict[str, Any] = {"id": schedule_id, "chargingRateUnit": unit,
+                                "chargingSchedulePeriod": [p.to_ocpp() for p in periods]}
+    if duration_s is not None:
+        schedule["duration"] = duration_s
+    if start is not None:
+        schedule["startSchedule"] = ocpp_datetime(start)
+    profile: dict[str, Any] = {"id": profile_id, "stackLevel": stack_level, "chargingProfilePurpose": purpose,
+                               "chargingProfileKind": kind}
+    if recurrency is not None:
+        profile["recurrencyKind"] = recurrency
+    if transaction_id is not None:
+        profile["transactionId"] = transaction_id
+    if valid_from is not None:
+        profile["validFrom"] = ocpp_datetime(valid_from)
+    if valid_to is not None:
+        profile["validTo"] = ocpp_datetime(valid_to)
+    profile["chargingSchedule"] = [schedule]
     return profile
 
 

@@ -22,7 +22,7 @@ OCPP201_SUBPROTOCOL = "ocpp2.0.1"
 #: The requests a 2.0.1 CSMS takes here; a 2.0.1 action not listed is NotSupported.
 HANDLED = frozenset({Action.boot_notification, Action.heartbeat, Action.status_notification, Action.authorize,
                      Action.transaction_event, Action.meter_values, Action.notify_report,
-                     Action.reservation_status_update})
+                     Action.reservation_status_update, Action.report_charging_profiles})
 
 
 class CsmsSession201(CsmsSession):
@@ -66,3 +66,7 @@ class CsmsSession201(CsmsSession):
     @_handles(Action.reservation_status_update)  # type: ignore[arg-type]
     def _on_reservation_status_update(self, call_unique_id: str, **_: Any) -> Any:
         return self._csms.logic.reservation_status_update(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.report_charging_profiles)  # type: ignore[arg-type]
+    def _on_report_charging_profiles(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.report_charging_profiles(self.id, self._payloads[call_unique_id])

@@ -8,6 +8,7 @@ Get/SetVariables on the :mod:`device_model`), :mod:`reports` (GetBaseReport, Not
 (StatusNotification), :mod:`transactions` (TransactionEvent through the outbox, GetTransactionStatus),
 :mod:`authorization` (Authorize, the cache, ClearCache), :mod:`local_auth_list` (SendLocalList, GetLocalListVersion),
 :mod:`reservation` (ReserveNow, CancelReservation, ReservationStatusUpdate),
+:mod:`smart_charging` (SetChargingProfile, GetChargingProfiles, ClearChargingProfile, GetCompositeSchedule),
 :mod:`remote_control` (RequestStart/StopTransaction, UnlockConnector, ChangeAvailability, Reset),
 :mod:`remote_trigger` (TriggerMessage) and
 :mod:`session_settings`.
@@ -30,6 +31,7 @@ from typing import Any
 
 from firmware.charger.connector import ConnectorController, pending_reset
 from firmware.charger.coordinator import Coordinator
+from firmware.charger.smart_charging import SmartChargingScheduler
 from firmware.config import AgentConfig
 from firmware.exitcodes import ExitCode
 from firmware.ocpp import security_profile
@@ -48,6 +50,7 @@ from firmware.ocpp.v201.remote_trigger import RemoteTrigger
 from firmware.ocpp.v201.reports import Reports
 from firmware.ocpp.v201.reservation import Reservation
 from firmware.ocpp.v201.session_settings import SessionSettings, session_config
+from firmware.ocpp.v201.smart_charging import SmartCharging
 from firmware.ocpp.v201.status import StatusReporter
 from firmware.ocpp.v201.transactions import Transactions, check_queued
 from firmware.session import Effect, RequestAuthorization, SessionConfig, StatusChanged, TransactionStopped
@@ -68,7 +71,10 @@ class Ocpp201Client(ContextViews):
 
     def __init__(self, config: AgentConfig, connectors: dict[int, ConnectorController], db: Database, *,
                  request_exit: Callable[[ExitCode], None], coordinator: Coordinator | None = None,
-                 ledger: Ledger | None = None, spawn: Spawn | None = None) -> None:
+                 ledger: Ledger | None = None, spawn: Spawn | None = None,
+                 smart_charging: SmartChargingScheduler | None = None) -> None:
+        """``smart_charging``: the charger's charging profiles (without: the K requests are NotSupported and a
+        RequestStartTransaction's chargingProfile is ignored)."""
         assert config.ocpp is not None
         variables = DeviceModel(db, presets=config.ocpp.presets)
         self.ctx = ctx = V201Context(config, connectors, db, variables, ledger or Ledger(db),
@@ -90,11 +96,15 @@ class Ocpp201Client(ContextViews):
             connectors, lambda: float(variables.get_int("OCPPCommCtrlr", "OfflineThreshold")))
         self.authorization = Authorization(ctx)
         self.transactions = Transactions(ctx, self.authorization.learn)
-        self.remote_control = RemoteControl(ctx, coordinator or Coordinator(connectors, db), self.transactions)
+        self.smart_charging = None if smart_charging is None else SmartCharging(ctx, smart_charging)
+        self.remote_control = RemoteControl(ctx, coordinator or Coordinator(connectors, db), self.transactions,
+                                            self.smart_charging)
         trigger = RemoteTrigger(ctx, self.provisioning, self.statuses, self.transactions)
         self._handlers: tuple[object, ...] = (self.provisioning, Reports(ctx), self.authorization, self.transactions,
                                               self.remote_control, trigger, self.authorization.local_list,
                                               Reservation(ctx, self.remote_control.coordinator.reservations))
+        if self.smart_charging is not None:
+            self._handlers += (self.smart_charging,)
         self._session_settings = SessionSettings(variables, connectors)
 
     @property
