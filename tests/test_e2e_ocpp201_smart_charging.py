@@ -110,7 +110,8 @@ async def test_tc_k_01_k_60_k_02_k_16_tx_default_then_tx_profile_on_the_pilot(s:
     """TC_K_01_CS: a TxDefaultProfile on EVSE 1 limits the session that starts there (the pilot offers 10 A);
     TC_K_60_CS: a TxProfile for its transaction (the station's UUID) takes over (8 A); a TxProfile without
     transactionId (K01.FR.03), for an unknown transaction (TC_K_16_CS) or on an EVSE without one (TC_K_02_CS) is
-    Rejected; TC_K_30_CS / TC_K_32_CS: GetChargingProfiles reports them (transactionId too); TC_K_05_CS: cleared
+    Rejected; the change of rate is a TransactionEvent ChargingRateChanged (LimitChangeSignificance); TC_K_30_CS /
+    TC_K_32_CS: GetChargingProfiles reports them (transactionId too); TC_K_05_CS: cleared
     by id, the TxDefaultProfile shows again; TC_K_08_CS: clearing one that is not there is Unknown; the TxProfile
     ends with its transaction."""
     assert await set_profile(s, 1, absolute(101, 0, "TxDefaultProfile", 10)) == {"status": "Accepted"}
@@ -122,8 +123,13 @@ async def test_tc_k_01_k_60_k_02_k_16_tx_default_then_tx_profile_on_the_pilot(s:
     assert other["status"] == "Rejected" and other["statusInfo"]["reasonCode"] == "TxNotFound"
     idle = await set_profile(s, 2, absolute(102, 1, "TxProfile", 8, transaction_id=tx))
     assert idle["status"] == "Rejected" and idle["statusInfo"]["reasonCode"] == "TxNotFound"
+    mark = s.mark()
     assert await set_profile(s, 1, absolute(102, 1, "TxProfile", 8, transaction_id=tx)) == {"status": "Accepted"}
     await offered(s, 1, 8)
+    # 10 A -> 8 A is more than SmartChargingCtrlr.LimitChangeSignificance (1 %): reported
+    changed = await s.wait_call("TransactionEvent", lambda e: e.payload["triggerReason"] == "ChargingRateChanged",
+                                since=mark)
+    assert changed.payload["eventType"] == "Updated" and changed.payload["transactionInfo"]["transactionId"] == tx
     composite = await s.csms.get_composite_schedule201(CP_ID, 1, 60, "A", timeout_s=WAIT_S)
     assert composite_limits(composite) == [8.0]
 

@@ -96,7 +96,8 @@ class Ocpp201Client(ContextViews):
             connectors, lambda: float(variables.get_int("OCPPCommCtrlr", "OfflineThreshold")))
         self.authorization = Authorization(ctx)
         self.transactions = Transactions(ctx, self.authorization.learn)
-        self.smart_charging = None if smart_charging is None else SmartCharging(ctx, smart_charging)
+        self.smart_charging = None if smart_charging is None else SmartCharging(ctx, smart_charging,
+                                                                                self.transactions)
         self.remote_control = RemoteControl(ctx, coordinator or Coordinator(connectors, db), self.transactions,
                                             self.smart_charging)
         trigger = RemoteTrigger(ctx, self.provisioning, self.statuses, self.transactions)
@@ -125,6 +126,8 @@ class Ocpp201Client(ContextViews):
     def record(self, ctrl: ConnectorController, effects: list[Effect], reading: MeterReading | None,
                now: datetime) -> None:
         self.transactions.record(ctrl, effects, reading, now)
+        if self.smart_charging is not None:  # after the transaction's own events
+            self.smart_charging.record(ctrl, effects, reading, now)
 
     async def notify(self, ctrl: ConnectorController, effects: list[Effect]) -> None:
         for e in effects:

@@ -15,9 +15,14 @@ profiles, keeps them on disk and puts their limits on the pilot. This module onl
   has none, so none is reported, cleared or accepted.
 
 Numbers arrive as floats (2.0.1's schemas have no ``multipleOf``; one that is not finite is the charger layer's
-to refuse). A refusal is Rejected with a ``reasonCode`` and the reason in words (``additionalInfo``). The profiles a
-GetChargingProfiles selects are reported after its answer in ReportChargingProfiles messages — one EVSE each, at
+to refuse). A refusal is Rejected with a ``reasonCode`` and the reason in words (``additionalInfo``). The profiles
+a GetChargingProfiles selects are reported after its answer in ReportChargingProfiles messages — one EVSE each, at
 most :data:`PROFILES_PER_REPORT` profiles, ``tbc`` on all but the last — with chargingLimitSource CSO.
+
+LimitChangeSignificance: while a transaction charges, a change of the current offered on the pilot by more than
+that many percent (a profile, the site's limit, a share of the station's maximum) is reported in a
+TransactionEvent Updated with triggerReason ChargingRateChanged (an offer withdrawn or made again is a change of
+chargingState, reported as such).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from typing import Any
 from ocpp.v201 import call_result
 from ocpp.v201.enums import Action
 
+from firmware.charger.connector import ConnectorController
+from firmware.charger.metering import ReadingContext
 from firmware.charger.smart_charging import (
     ChargingProfile,
     ChargingSchedule,
@@ -49,6 +56,9 @@ from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost, InvalidResponse
 from firmware.ocpp.timestamps import parse_timestamp, timestamp
 from firmware.ocpp.v201.context import V201Context
 from firmware.ocpp.v201.device_model import VariableKey
+from firmware.ocpp.v201.transactions import Transactions
+from firmware.session import Effect, OfferCurrent, TransactionStopped
+from hal.interfaces import MeterReading
 
 log = logging.getLogger(__name__)
 
@@ -188,9 +198,11 @@ def _time(value: object, name: str) -> datetime | None:
 
 
 class SmartCharging:
-    def __init__(self, ctx: V201Context, scheduler: SmartChargingScheduler) -> None:
+    def __init__(self, ctx: V201Context, scheduler: SmartChargingScheduler, transactions: Transactions) -> None:
         self.ctx = ctx
         self.scheduler = scheduler
+        self.transactions = transactions
+        self._offered: dict[int, float] = {}  # EVSE -> the current its pilot offers (since the agent started)
         limits = scheduler.limits
         variables = ctx.variables
         # what the charger layer takes, read when asked (the same limits 1.6 reports as its keys)
@@ -202,6 +214,23 @@ class SmartCharging:
         variables.provide(VariableKey(COMPONENT, "Entries", None, "ChargingProfiles"),
                           lambda: str(len(scheduler.installed)))
         self._reports: dict[int, list[dict[str, Any]]] = {}  # requestId -> the ReportChargingProfiles to send
+
+    # --- LimitChangeSignificance: ChargingRateChanged (a connector observer's record, in the commit) ---------
+
+    def record(self, ctrl: ConnectorController, effects: list[Effect], reading: MeterReading | None,
+               now: datetime) -> None:
+        for e in effects:
+            if isinstance(e, TransactionStopped):
+                self._offered.pop(ctrl.id, None)
+            elif isinstance(e, OfferCurrent):
+                before = self._offered.get(ctrl.id)
+                self._offered[ctrl.id] = e.amps
+                if ctrl.machine.transaction is None or before is None or before <= 0 or e.amps <= 0:
+                    continue  # no transaction, or the offer made or withdrawn: a chargingState change
+                significance = float(self.ctx.variables.get(COMPONENT, "LimitChangeSignificance"))
+                if abs(e.amps - before) * 100 > significance * before:
+                    log.info("charging rate changed", extra={"evse": ctrl.id, "from_a": before, "to_a": e.amps})
+                    self.transactions.updated(ctrl, "ChargingRateChanged", ReadingContext.PERIODIC)
 
     # --- SetChargingProfile (K01) -----------------------------------------------------------------------
 
