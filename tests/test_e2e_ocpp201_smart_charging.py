@@ -158,7 +158,10 @@ async def test_tc_k_03_k_10_k_40_k_06_station_maximum_stacking_and_clear_by_crit
     """TC_K_03_CS: a ChargingStationMaxProfile on EVSE 0 (not on EVSE 1; not Relative, K01.FR.38) caps the pilot;
     TC_K_10_CS: a TxDefaultProfile on EVSE 0 applies to every EVSE; TC_K_40_CS: a higher stack level wins where it
     runs, the lower one shows after its duration; a second profile of the same stack level and purpose on the same
-    EVSE is Rejected (K01.FR.06), not a replacement as in 1.6; TC_K_06_CS: cleared by stackLevel and purpose."""
+    EVSE is Rejected (K01.FR.06), not a replacement as in 1.6; TC_K_28_CS / TC_K_09_CS: a TxDefaultProfile set and
+    cleared during a transaction; TC_K_07_CS: clearing an unknown stackLevel/purpose is Unknown; TC_K_06_CS: cleared
+    by stackLevel and purpose; TC_K_29_CS: the profiles of EVSE 0 reported; selected by purpose, stack level and
+    chargingLimitSource."""
     wrong = await set_profile(s, 1, absolute(201, 0, "ChargingStationMaxProfile", 12))
     assert wrong["status"] == "Rejected" and wrong["statusInfo"]["reasonCode"] == "InvalidValue"
     relative = await set_profile(s, 0, charging_profile_201(201, 0, "ChargingStationMaxProfile", [Period(0, 12)],
@@ -179,11 +182,24 @@ async def test_tc_k_03_k_10_k_40_k_06_station_maximum_stacking_and_clear_by_crit
     assert composite_limits(watts) == [9 * 3 * 230.0]
     await start_transaction(s, 2)
     await offered(s, 2, 9)
+    # TC_K_28_CS: a TxDefaultProfile set during the transaction applies to it; TC_K_09_CS: cleared, it no longer does
+    assert await set_profile(s, 2, absolute(205, 3, "TxDefaultProfile", 6)) == {"status": "Accepted"}
+    await offered(s, 2, 6)
+    assert await s.csms.clear_charging_profile201(CP_ID, profile_id=205, timeout_s=WAIT_S) == {"status": "Accepted"}
+    await offered(s, 2, 9)
+    assert await s.csms.clear_charging_profile201(CP_ID, evse_id=0, purpose="TxDefaultProfile", stack_level=7,
+                                                  timeout_s=WAIT_S) == {"status": "Unknown"}  # TC_K_07_CS
     assert await s.csms.clear_charging_profile201(CP_ID, evse_id=0, purpose="TxDefaultProfile", stack_level=1,
                                                   timeout_s=WAIT_S) == {"status": "Accepted"}
     await offered(s, 2, 12)  # the TxDefaultProfile of 16 A under the station's maximum of 12 A
-    status, reports = await s.csms.get_charging_profiles201(CP_ID, 5, evse_id=0)
+    status, reports = await s.csms.get_charging_profiles201(CP_ID, 5, evse_id=0)  # TC_K_29_CS
     assert status == "Accepted" and {p["id"] for r in reports for p in r["chargingProfile"]} == {201, 202}
+    status, reports = await s.csms.get_charging_profiles201(CP_ID, 9, evse_id=0, purpose="TxDefaultProfile",
+                                                            stack_level=0)  # TC_K_36_CS-like
+    assert status == "Accepted" and [p["id"] for r in reports for p in r["chargingProfile"]] == [202]
+    status, reports = await s.csms.get_charging_profiles201(CP_ID, 10, sources=["CSO"])  # TC_K_34_CS-like
+    assert status == "Accepted" and {p["id"] for r in reports for p in r["chargingProfile"]} == {201, 202}
+    assert (await s.csms.get_charging_profiles201(CP_ID, 11, sources=["EMS", "SO"]))[0] == "NoProfiles"
     await end_transaction(s, 2)
     await clear_all(s)
 
@@ -232,8 +248,8 @@ async def test_tc_k_13_profiles_survive_kill_9_and_keep_limiting(s: Station) -> 
 async def test_k01_what_2_0_1_refuses(s: Station) -> None:
     """K01 rules 2.0.1 adds, each Rejected with its reasonCode: Absolute without startSchedule (K01.FR.40),
     Relative with one (K01.FR.41), an unknown EVSE (TC_K_14_CS), ChargingStationExternalConstraints (not the CSMS's
-    to set), two chargingSchedules (ISO 15118 only), a stack level above ProfileStackLevel, a rate unit; nothing
-    was installed."""
+    to set), two chargingSchedules (ISO 15118 only), a stack level above ProfileStackLevel, a TxProfile on EVSE 0
+    (TC_K_11_CS), a first period not at 0; nothing was installed."""
     cases: list[tuple[int, dict[str, Any], str]] = [
         (1, charging_profile_201(501, 0, "TxDefaultProfile", [Period(0, 10)]), "InvalidSchedule"),
         (1, charging_profile_201(502, 0, "TxDefaultProfile", [Period(0, 10)], kind="Relative", start=now()),
@@ -241,6 +257,7 @@ async def test_k01_what_2_0_1_refuses(s: Station) -> None:
         (9, absolute(503, 0, "TxDefaultProfile", 10), "UnknownEvse"),
         (0, absolute(504, 0, "ChargingStationExternalConstraints", 10), "UnsupportedParam"),
         (1, absolute(506, 9, "TxDefaultProfile", 10), "InvalidStackLevel"),
+        (0, absolute(508, 0, "TxProfile", 10, transaction_id="any"), "InvalidValue"),  # TC_K_11_CS
         (1, charging_profile_201(507, 0, "TxDefaultProfile", [Period(5, 10)], start=now()), "InvalidProfile"),
     ]
     two = absolute(505, 0, "TxDefaultProfile", 10)
