@@ -204,6 +204,33 @@ async def test_tc_k_03_k_10_k_40_k_06_station_maximum_stacking_and_clear_by_crit
     await clear_all(s)
 
 
+async def set_significance(s: Station, percent: str) -> None:
+    answer = await s.csms.call(CP_ID, "SetVariables", {"setVariableData": [{
+        "component": {"name": "SmartChargingCtrlr"}, "variable": {"name": "LimitChangeSignificance"},
+        "attributeValue": percent}]})
+    assert answer["setVariableResult"][0]["attributeStatus"] == "Accepted"
+
+
+async def test_limit_change_significance_decides_which_changes_are_reported(s: Station) -> None:
+    """SmartChargingCtrlr.LimitChangeSignificance 50 %: 16 A -> 12 A (25 %) is not a ChargingRateChanged event,
+    12 A -> 20 A (67 %) is — the only one (the events leave in order: the second arriving means the first would
+    have arrived before it)."""
+    await set_significance(s, "50")
+    assert await set_profile(s, 1, absolute(601, 0, "TxDefaultProfile", 16)) == {"status": "Accepted"}
+    tx = await start_transaction(s, 1)
+    await offered(s, 1, 16)
+    mark = s.mark()
+    assert await set_profile(s, 1, absolute(602, 1, "TxProfile", 12, transaction_id=tx)) == {"status": "Accepted"}
+    await offered(s, 1, 12)
+    assert await set_profile(s, 1, absolute(602, 1, "TxProfile", 20, transaction_id=tx)) == {"status": "Accepted"}
+    await offered(s, 1, 20)
+    await s.wait_call("TransactionEvent", lambda e: e.payload["triggerReason"] == "ChargingRateChanged", since=mark)
+    assert [e.payload["triggerReason"] for e in s.calls("TransactionEvent", mark)].count("ChargingRateChanged") == 1
+    await end_transaction(s, 1)
+    await set_significance(s, "1.0")
+    await clear_all(s)
+
+
 async def test_tc_k_37_remote_start_with_a_tx_profile(s: Station) -> None:
     """TC_K_37_CS: RequestStartTransaction with a Relative TxProfile: Accepted, the transaction starts under it (the
     pilot offers 7 A), GetChargingProfiles reports it with the started transaction's id; a chargingProfile that is
