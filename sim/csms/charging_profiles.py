@@ -1,4 +1,5 @@
-"""OCPP 1.6 csChargingProfiles from a few plain values: what a person at ``python -m sim ctl profile set`` means.
+"""OCPP 1.6 csChargingProfiles (and 2.0.1 ChargingProfileTypes) from a few plain values: what a person at
+``python -m sim ctl profile set`` means.
 
 Pure (no I/O, the clock is passed in), so the control API and tests build the same payloads. Only the shape is
 made here; whether the payload is valid 1.6 is :func:`sim.csms.ocppj.check_payload`'s job, and whether the charge
@@ -14,6 +15,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 PURPOSES = ("ChargePointMaxProfile", "TxDefaultProfile", "TxProfile")
+#: 2.0.1's name of the charger's maximum; either name is taken and sent as the version spells it
+STATION_MAX_201 = "ChargingStationMaxProfile"
+ANY_PURPOSE = (*PURPOSES, STATION_MAX_201)
 KINDS = ("Absolute", "Recurring", "Relative")
 RECURRENCIES = ("Daily", "Weekly")
 UNITS = ("A", "W")
@@ -95,16 +99,58 @@ def charging_profile(profile_id: int, stack_level: int, purpose: str, periods: S
     return profile
 
 
+def charging_profile_201(profile_id: int, stack_level: int, purpose: str, periods: Sequence[Period], *,
+                         unit: str = "A", kind: str = "Absolute", recurrency: str | None = None,
+                         start: datetime | None = None, duration_s: int | None = None,
+                         transaction_id: str | None = None, valid_from: datetime | None = None,
+                         valid_to: datetime | None = None, schedule_id: int = 1,
+                         min_charging_rate: float | None = None) -> dict[str, Any]:
+    """An OCPP 2.0.1 ChargingProfileType (SetChargingProfileRequest's, RequestStartTransactionRequest's) with one
+    chargingSchedule. Values are taken as given: whether the station takes them is the station's to say (2.0.1
+    wants a startSchedule on Absolute and Recurring profiles, none on Relative ones, a transactionId on a
+    TxProfile)."""
+    schedule: dict[str, Any] = {"id": schedule_id, "chargingRateUnit": unit,
+                                "chargingSchedulePeriod": [p.to_ocpp() for p in periods]}
+    if duration_s is not None:
+        schedule["duration"] = duration_s
+    if start is not None:
+        schedule["startSchedule"] = ocpp_datetime(start)
+    if min_charging_rate is not None:
+        schedule["minChargingRate"] = min_charging_rate
+    profile: dict[str, Any] = {"id": profile_id, "stackLevel": stack_level, "chargingProfilePurpose": purpose,
+                               "chargingProfileKind": kind}
+    if recurrency is not None:
+        profile["recurrencyKind"] = recurrency
+    if transaction_id is not None:
+        profile["transactionId"] = transaction_id
+    if valid_from is not None:
+        profile["validFrom"] = ocpp_datetime(valid_from)
+    if valid_to is not None:
+        profile["validTo"] = ocpp_datetime(valid_to)
+    profile["chargingSchedule"] = [schedule]
+    return profile
+
+
+def purpose_in(version: str, purpose: str) -> str:
+    """``purpose`` as OCPP ``version`` spells it (the charger maximum: ChargePointMaxProfile in 1.6,
+    ChargingStationMaxProfile in 2.0.1)."""
+    if purpose in (PURPOSES[0], STATION_MAX_201):
+        return STATION_MAX_201 if version == "2.0.1" else PURPOSES[0]
+    return purpose
+
+
 def profile_ids_sent(payloads: Iterable[tuple[str | None, Any]]) -> set[int]:
-    """The chargingProfileIds in SetChargingProfile / RemoteStartTransaction requests, given (action, payload)."""
+    """The profile ids in SetChargingProfile / RemoteStartTransaction / RequestStartTransaction requests (1.6's
+    chargingProfileId, 2.0.1's id), given (action, payload)."""
     ids: set[int] = set()
     for action, payload in payloads:
         if not isinstance(payload, dict):
             continue
-        profile = payload.get("csChargingProfiles") if action == "SetChargingProfile" else \
-            payload.get("chargingProfile") if action == "RemoteStartTransaction" else None
+        profile = (payload.get("csChargingProfiles") or payload.get("chargingProfile")
+                   if action == "SetChargingProfile" else payload.get("chargingProfile")
+                   if action in ("RemoteStartTransaction", "RequestStartTransaction") else None)
         if isinstance(profile, dict):
-            pid = profile.get("chargingProfileId")
+            pid = profile.get("chargingProfileId", profile.get("id"))
             if isinstance(pid, int) and not isinstance(pid, bool):
                 ids.add(pid)
     return ids

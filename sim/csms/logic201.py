@@ -73,6 +73,12 @@ class CsmsLogic201(CsmsRecords):
     def log_status_notification(self, cp_id: str, payload: dict[str, Any]) -> Any:
         self.state(cp_id).log_status = payload["status"]
         return call_result.LogStatusNotification()
+    def report_charging_profiles(self, cp_id: str, payload: dict[str, Any]) -> Any:
+        self.state(cp_id).charging_profile_reports.append(dict(payload))
+        log.info("ReportChargingProfiles", extra={"cp_id": cp_id, "request_id": payload["requestId"],
+                                                  "evse": payload["evseId"], "tbc": payload.get("tbc", False),
+                                                  "profiles": [p["id"] for p in payload["chargingProfile"]]})
+        return call_result.ReportChargingProfiles()
 
     def _id_token_info(self, token: dict[str, Any]) -> dict[str, Any]:
         """IdTokenInfoType from the behaviour's id list (1.6 IdTagInfo: expiryDate -> cacheExpiryDateTime,

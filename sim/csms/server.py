@@ -740,6 +740,50 @@ class SimulatedCsms:
         return await self.call(cp_id, Action.get_composite_schedule, _compact(
             connectorId=connector_id, duration=duration, chargingRateUnit=unit), timeout_s=timeout_s)
 
+    # ---- OCPP 2.0.1 smart charging (K) ------------------------------------------------------------------
+
+    async def set_charging_profile201(self, cp_id: str, evse_id: int, charging_profile: dict[str, Any], *,
+                                      timeout_s: float | None = None) -> dict[str, Any]:
+        """2.0.1 SetChargingProfile; ``charging_profile``: a ChargingProfileType
+        (:func:`sim.csms.charging_profiles.charging_profile_201` builds one); EVSE 0 = the whole station."""
+        return await self.call(cp_id, "SetChargingProfile", {"evseId": evse_id, "chargingProfile": charging_profile},
+                               timeout_s=timeout_s)
+
+    async def clear_charging_profile201(self, cp_id: str, *, profile_id: int | None = None,
+                                        evse_id: int | None = None, purpose: str | None = None,
+                                        stack_level: int | None = None,
+                                        timeout_s: float | None = None) -> dict[str, Any]:
+        criteria = _compact(evseId=evse_id, chargingProfilePurpose=purpose, stackLevel=stack_level)
+        return await self.call(cp_id, "ClearChargingProfile", _compact(
+            chargingProfileId=profile_id, chargingProfileCriteria=criteria or None), timeout_s=timeout_s)
+
+    async def get_composite_schedule201(self, cp_id: str, evse_id: int, duration: int, unit: str | None = None, *,
+                                        timeout_s: float | None = None) -> dict[str, Any]:
+        return await self.call(cp_id, "GetCompositeSchedule", _compact(
+            evseId=evse_id, duration=duration, chargingRateUnit=unit), timeout_s=timeout_s)
+
+    async def get_charging_profiles201(self, cp_id: str, request_id: int, *, evse_id: int | None = None,
+                                       purpose: str | None = None, stack_level: int | None = None,
+                                       profile_ids: list[int] | None = None, sources: list[str] | None = None,
+                                       timeout_s: float = 5.0) -> tuple[str, list[dict[str, Any]]]:
+        """GetChargingProfiles, then (when Accepted) every ReportChargingProfiles of ``request_id`` up to the one
+        without ``tbc``: (status, the reports in the order received)."""
+        mark = self.transcript.mark()
+        criterion = _compact(chargingProfilePurpose=purpose, stackLevel=stack_level, chargingProfileId=profile_ids,
+                             chargingLimitSource=sources)
+        answer = await self.call(cp_id, "GetChargingProfiles", _compact(
+            requestId=request_id, evseId=evse_id, chargingProfile=criterion), timeout_s=timeout_s)
+        reports: list[dict[str, Any]] = []
+        if answer["status"] == "Accepted":
+            since = mark
+            while not reports or reports[-1].get("tbc", False):
+                exchange = await self.wait_for_exchange(
+                    "ReportChargingProfiles", lambda e: isinstance(e.payload, dict)
+                    and e.payload.get("requestId") == request_id, cp_id=cp_id, timeout_s=timeout_s, since=since)
+                reports.append(dict(exchange.request.payload))
+                since = exchange.request.seq + 1
+        return str(answer["status"]), reports
+
     async def remote_stop_transaction(self, cp_id: str, transaction_id: int, *,
                                       timeout_s: float | None = None) -> dict[str, Any]:
         return await self.call(cp_id, Action.remote_stop_transaction, {"transactionId": transaction_id},

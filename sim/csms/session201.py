@@ -23,7 +23,8 @@ OCPP201_SUBPROTOCOL = "ocpp2.0.1"
 HANDLED = frozenset({Action.boot_notification, Action.heartbeat, Action.status_notification, Action.authorize,
                      Action.transaction_event, Action.meter_values, Action.notify_report,
                      Action.reservation_status_update,
-                     Action.firmware_status_notification, Action.log_status_notification})
+                     Action.firmware_status_notification, Action.log_status_notification,
+                     Action.report_charging_profiles})
 
 
 class CsmsSession201(CsmsSession):
@@ -75,3 +76,6 @@ class CsmsSession201(CsmsSession):
     @_handles(Action.log_status_notification)  # type: ignore[arg-type]
     def _on_log_status_notification(self, call_unique_id: str, **_: Any) -> Any:
         return self._csms.logic.log_status_notification(self.id, self._payloads[call_unique_id])
+    @_handles(Action.report_charging_profiles)  # type: ignore[arg-type]
+    def _on_report_charging_profiles(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.report_charging_profiles(self.id, self._payloads[call_unique_id])

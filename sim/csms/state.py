@@ -111,6 +111,7 @@ class ChargePointState:
     transaction_events: list[dict[str, Any]] = field(default_factory=list)
     notify_reports: list[dict[str, Any]] = field(default_factory=list)  # NotifyReport requests, as received
     reservation_updates: list[dict[str, Any]] = field(default_factory=list)  # 2.0.1 ReservationStatusUpdate requests
+    charging_profile_reports: list[dict[str, Any]] = field(default_factory=list)  # 2.0.1 ReportChargingProfiles
 
     @property
     def last_boot(self) -> BootRecord | None:

@@ -28,14 +28,16 @@ from firmware.maintenance import slots
 from sim.csms import local_list
 from sim.csms.behaviour import BehaviourError
 from sim.csms.charging_profiles import (
+    ANY_PURPOSE,
     KINDS,
-    PURPOSES,
     RECURRENCIES,
     UNITS,
     Period,
     charging_profile,
+    charging_profile_201,
     parse_instant,
     profile_ids_sent,
+    purpose_in,
 )
 from sim.csms.file_server import HttpFileServer
 from sim.csms.ocppj import check_payload
@@ -348,12 +350,17 @@ def _next_profile_id(csms: SimulatedCsms, cp_id: str) -> int:
     return max(sent, default=0) + 1
 
 
-def _open_transaction(csms: SimulatedCsms, cp_id: str, connector: int) -> int | None:
-    """The newest transaction the CSMS knows open on that connector (a TxProfile's default target), if any."""
+def _open_transaction(csms: SimulatedCsms, cp_id: str, connector: int) -> int | str | None:
+    """The newest transaction the CSMS knows open on that connector (2.0.1: EVSE) — a TxProfile's default target —,
+    if any."""
     known = csms.states.get(cp_id)  # not csms.state(): that would make a record for an identity never seen
-    open_ids = [] if known is None else [t.transaction_id for t in known.open_transactions
-                                         if t.connector_id == connector]
-    return max(open_ids, default=None)
+    if known is None:
+        return None
+    if csms.ocpp_version == "2.0.1":
+        open201 = [tx_id for tx_id, t in known.transactions201.items() if t.is_open
+                   and any(e.get("evse", {}).get("id") == connector for e in t.events)]
+        return open201[-1] if open201 else None
+    return max((t.transaction_id for t in known.open_transactions if t.connector_id == connector), default=None)
 
 
 #: What TriggerMessage may ask for (the 1.6 TriggerMessage schema's list; the library's MessageTrigger also has the
@@ -802,7 +809,8 @@ class ControlApi:
         cp_id = body.text("cp_id", self.t.charger.spec.charge_point_id)
         timeout_s = body.number("timeout_s", csms.response_timeout_s, lo=0.1, hi=600.0)
         connector = body.integer("connector", lo=0, hi=INT32_MAX)
-        purpose = body.choice("purpose", PURPOSES)
+        v201 = csms.ocpp_version == "2.0.1"
+        purpose = purpose_in(csms.ocpp_version, body.choice("purpose", ANY_PURPOSE))
         kind = body.choice("kind", KINDS, "Absolute")
         recurrency = body.choice("recurrency", RECURRENCIES, "Daily") \
             if body.has("recurrency") or kind == "Recurring" else None
@@ -813,9 +821,16 @@ class ControlApi:
                 start = parse_instant(text, datetime.now(UTC))
             except ValueError as exc:
                 raise ApiError(400, f"start: {exc}") from None
-        transaction_id = body.integer("transaction_id", lo=0, hi=INT32_MAX) if body.has("transaction_id") else None
+        transaction_id: int | str | None = None
+        if body.has("transaction_id"):
+            transaction_id = body.text("transaction_id") if v201 else body.integer("transaction_id", lo=0,
+                                                                                     hi=INT32_MAX)
         if transaction_id is None and purpose == "TxProfile":
             transaction_id = _open_transaction(csms, cp_id, connector)
+        if v201:
+            return await self._profile_set201(csms, body, cp_id, connector, purpose, kind, recurrency, start,
+                                              None if transaction_id is None else str(transaction_id), timeout_s)
+        assert not isinstance(transaction_id, str)
         try:
             profile = charging_profile(
                 body.integer("id", lo=0, hi=INT32_MAX) if body.has("id") else _next_profile_id(csms, cp_id),
@@ -832,6 +847,26 @@ class ControlApi:
             cp_id, connector, profile, timeout_s=timeout_s))
         return 200, {"cp_id": cp_id, "action": "SetChargingProfile", "request": payload, "response": response}
 
+    async def _profile_set201(self, csms: SimulatedCsms, body: Body, cp_id: str, evse: int, purpose: str, kind: str,
+                              recurrency: str | None, start: datetime | None, transaction_id: str | None,
+                              timeout_s: float) -> tuple[int, Any]:
+        """The same request to a 2.0.1 station: SetChargingProfile with a ChargingProfileType on EVSE ``evse``."""
+        try:
+            profile = charging_profile_201(
+                body.integer("id", lo=0, hi=INT32_MAX) if body.has("id") else _next_profile_id(csms, cp_id),
+                body.integer("stack_level", 0, lo=0, hi=INT32_MAX), purpose, _periods(body),
+                unit=body.choice("unit", UNITS, "A"), kind=kind, recurrency=recurrency, start=start,
+                duration_s=body.integer("duration_s", lo=0, hi=INT32_MAX) if body.has("duration_s") else None,
+                transaction_id=transaction_id,
+                min_charging_rate=body.number("min_rate", lo=0.0, hi=1e9) if body.has("min_rate") else None)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        payload = {"evseId": evse, "chargingProfile": profile}
+        _check_request("SetChargingProfile", payload, version="2.0.1")
+        response = await _answer(cp_id, "SetChargingProfile", csms.set_charging_profile201(
+            cp_id, evse, profile, timeout_s=timeout_s))
+        return 200, {"cp_id": cp_id, "action": "SetChargingProfile", "request": payload, "response": response}
+
     async def _profile_clear(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
         csms = self._builtin()
         body = Body(req.body)
@@ -840,8 +875,17 @@ class ControlApi:
         timeout_s = body.number("timeout_s", csms.response_timeout_s, lo=0.1, hi=600.0)
         profile_id = body.integer("id", lo=0, hi=INT32_MAX) if body.has("id") else None
         connector = body.integer("connector", lo=0, hi=INT32_MAX) if body.has("connector") else None
-        purpose = body.choice("purpose", PURPOSES) if body.has("purpose") else None
+        purpose = purpose_in(csms.ocpp_version, body.choice("purpose", ANY_PURPOSE)) if body.has("purpose") else None
         stack_level = body.integer("stack_level", lo=0, hi=INT32_MAX) if body.has("stack_level") else None
+        if csms.ocpp_version == "2.0.1":
+            criteria = {name: value for name, value in (("evseId", connector), ("chargingProfilePurpose", purpose),
+                                                        ("stackLevel", stack_level)) if value is not None}
+            payload: dict[str, Any] = {name: value for name, value in (
+                ("chargingProfileId", profile_id), ("chargingProfileCriteria", criteria or None)) if value is not None}
+            response = await _answer(cp_id, "ClearChargingProfile", csms.clear_charging_profile201(
+                cp_id, profile_id=profile_id, evse_id=connector, purpose=purpose, stack_level=stack_level,
+                timeout_s=timeout_s))
+            return 200, {"cp_id": cp_id, "action": "ClearChargingProfile", "request": payload, "response": response}
         fields = (("id", profile_id), ("connectorId", connector), ("chargingProfilePurpose", purpose),
                   ("stackLevel", stack_level))
         payload = {name: value for name, value in fields if value is not None}
@@ -864,11 +908,13 @@ class ControlApi:
         if unit is not None and unit not in UNITS:
             raise ApiError(400, f"query unit: expected one of {', '.join(UNITS)}, got {unit!r}")
         timeout_s = _query_number(req, "timeout_s", csms.response_timeout_s, 0.1, 600.0)
-        payload: dict[str, Any] = {"connectorId": connector, "duration": duration}
+        v201 = csms.ocpp_version == "2.0.1"
+        payload: dict[str, Any] = {"evseId" if v201 else "connectorId": connector, "duration": duration}
         if unit is not None:
             payload["chargingRateUnit"] = unit
         cp_id = _query_text(req, "cp_id") or self.t.charger.spec.charge_point_id
-        response = await _answer(cp_id, "GetCompositeSchedule", csms.get_composite_schedule(
+        response = await _answer(cp_id, "GetCompositeSchedule", (
+            csms.get_composite_schedule201 if v201 else csms.get_composite_schedule)(
             cp_id, connector, duration, unit, timeout_s=timeout_s))
         return 200, {"cp_id": cp_id, "action": "GetCompositeSchedule", "request": payload, "response": response}
 

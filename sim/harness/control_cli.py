@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from sim.csms.charging_profiles import KINDS, PURPOSES, RECURRENCIES, UNITS  # stdlib only, like this client
+from sim.csms.charging_profiles import ANY_PURPOSE, KINDS, RECURRENCIES, UNITS  # stdlib only, like this client
 from sim.csms.local_list import STATUSES
 
 #: What TriggerMessage may ask for (OCPP 1.6 MessageTrigger; the control API checks it too).
@@ -242,7 +242,9 @@ def _profile_parser(profile: argparse.ArgumentParser) -> None:
 
     st = sub.add_parser("set", help="POST /csms/charging-profiles: SetChargingProfile")
     st.add_argument("--connector", type=int, required=True, metavar="N", help="0: the whole charger (every connector)")
-    st.add_argument("--purpose", required=True, choices=PURPOSES)
+    st.add_argument("--purpose", required=True, choices=ANY_PURPOSE,
+                    help="the charger maximum by either name (1.6 ChargePointMaxProfile, "
+                         "2.0.1 ChargingStationMaxProfile)")
     st.add_argument("--period", dest="periods", action="append", required=True, metavar="START:LIMIT[:PHASES]",
                     help="seconds into the schedule : limit in the unit (repeat; the first START is 0), "
                          "e.g. --period 0:16 --period 60:10")
@@ -254,14 +256,15 @@ def _profile_parser(profile: argparse.ArgumentParser) -> None:
     st.add_argument("--duration", type=int, metavar="S", help="seconds (default: none, the last period runs on)")
     st.add_argument("--stack-level", type=int, metavar="N", help="default 0")
     st.add_argument("--id", type=int, metavar="N", help="chargingProfileId (default: one above every id sent so far)")
-    st.add_argument("--transaction", type=int, metavar="N",
-                    help="TxProfile: transactionId (default: the transaction open on that connector)")
+    st.add_argument("--transaction", metavar="ID",
+                    help="TxProfile: transactionId (1.6: a number; 2.0.1: the station's id; default: the transaction "
+                         "open on that connector)")
     st.add_argument("--min-rate", type=float, metavar="R", help="minChargingRate, in the unit")
     common(st)
     cl = sub.add_parser("clear", help="POST /csms/charging-profiles/clear: ClearChargingProfile (no option: all)")
     cl.add_argument("--id", type=int, metavar="N", help="only this profile (the other criteria then do not count)")
     cl.add_argument("--connector", type=int, metavar="N")
-    cl.add_argument("--purpose", choices=PURPOSES)
+    cl.add_argument("--purpose", choices=ANY_PURPOSE)
     cl.add_argument("--stack-level", type=int, metavar="N")
     common(cl)
     co = sub.add_parser("composite", help="GET /csms/composite-schedule: GetCompositeSchedule")
@@ -286,6 +289,11 @@ def parse_period(text: str) -> list[int | float]:
     return out
 
 
+def _transaction_id(text: str | None) -> int | str | None:
+    """1.6's transaction ids are numbers, 2.0.1's the station's own text (a UUID)."""
+    return int(text) if text is not None and text.isdigit() else text
+
+
 def _profile_call(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
     options = {"cp_id": args.cp_id, "timeout_s": args.call_timeout}
     if args.profile_command == "composite":
@@ -299,7 +307,7 @@ def _profile_call(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | 
     body = {"connector": args.connector, "purpose": args.purpose, "periods": [parse_period(p) for p in args.periods],
             "unit": args.unit, "kind": args.kind, "recurrency": args.recurrency, "start": args.start,
             "duration_s": args.duration, "stack_level": args.stack_level, "id": args.id,
-            "transaction_id": args.transaction, "min_rate": args.min_rate}
+            "transaction_id": _transaction_id(args.transaction), "min_rate": args.min_rate}
     return "POST", "/csms/charging-profiles", {k: v for k, v in {**body, **options}.items() if v is not None}
 
 

@@ -14,14 +14,18 @@ from firmware.charger.smart_charging.composite import (
     CompositeSchedule,
     RuntimeLimits,
     composite_schedule,
+    floor_limit,
     limits_at,
 )
 from firmware.charger.smart_charging.installed import (
     InstalledProfile,
     InstallResult,
     ProfileLimits,
+    Refusal,
+    Rejection,
     Removal,
     RunningTransaction,
+    SameStackLevel,
     check,
     clear,
     drop_ended,
@@ -48,7 +52,8 @@ from firmware.charger.smart_charging.units import DEFAULT_NOMINAL_VOLTAGE, Charg
 __all__ = [
     "DEFAULT_NOMINAL_VOLTAGE", "LIMIT_SOURCE", "ChargerSetup", "ChargingProfile", "ChargingSchedule",
     "CompositePeriod", "CompositeSchedule", "ConnectorSetup", "InstallResult", "InstalledProfile", "LimitTarget",
-    "ProfileFormatError", "ProfileKind", "ProfileLimits", "ProfilePurpose", "RateUnit", "Recurrency", "Removal",
-    "RunningTransaction", "RuntimeLimits", "SchedulePeriod", "SmartChargingScheduler", "check", "clear",
-    "composite_schedule", "drop_ended", "install", "limits_at", "running_transactions",
+    "ProfileFormatError", "ProfileKind", "ProfileLimits", "ProfilePurpose", "RateUnit", "Recurrency", "Refusal",
+    "Rejection", "Removal", "RunningTransaction", "RuntimeLimits", "SameStackLevel", "SchedulePeriod",
+    "SmartChargingScheduler", "check", "clear", "composite_schedule", "drop_ended", "floor_limit", "install",
+    "limits_at", "running_transactions",
 ]

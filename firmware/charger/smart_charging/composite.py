@@ -26,6 +26,7 @@ instant either changes, so that the scheduler knows when to wake.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,12 @@ NEXT_CHANGE_HORIZON_S = 8 * 86_400
 #: ... and looks at no more boundaries than this (profiles hidden under a higher one change nothing).
 NEXT_CHANGE_MAX_STEPS = 500
 _MAX_EPOCH = (datetime.max.replace(tzinfo=UTC) - EPOCH) // _SECOND
+
+
+def floor_limit(limit: float) -> float:
+    """A limit as OCPP reports it (one decimal: 1.6's ``multipleOf`` 0.1, 2.0.1's "at most one digit fraction"),
+    rounded down, so that a reported limit never exceeds the one applied."""
+    return math.floor(round(limit * 10, 6)) / 10
 
 
 def epoch_seconds(when: datetime) -> int:

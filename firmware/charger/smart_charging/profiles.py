@@ -74,6 +74,7 @@ class ChargingSchedule:
     duration: int | None = None  # seconds; None: the last period never ends (no fall-back to lower profiles)
     start: datetime | None = None  # startSchedule
     min_charging_rate: float | None = None  # the EV's minimum, informational (in ``unit``)
+    id: int | None = None  # 2.0.1's ChargingScheduleType.id (1.6 has none): kept to report the profile back
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ class ChargingProfile:
             "transaction_id": self.transaction_id,
             "schedule": {
                 "unit": s.unit.value, "duration": s.duration, "start": _iso(s.start),
-                "min_charging_rate": s.min_charging_rate,
+                "min_charging_rate": s.min_charging_rate, "id": s.id,
                 "periods": [{"start": p.start, "limit": p.limit, "number_phases": p.number_phases}
                             for p in s.periods],
             },
@@ -144,7 +145,8 @@ class ChargingProfile:
             p = _Reader(item, f"schedule.periods[{i}]")
             periods.append(SchedulePeriod(p.integer("start"), p.number("limit"), p.optional_integer("number_phases")))
         schedule = ChargingSchedule(s.enum("unit", RateUnit), tuple(periods), s.optional_integer("duration"),
-                                    s.optional_time("start"), s.optional_number("min_charging_rate"))
+                                    s.optional_time("start"), s.optional_number("min_charging_rate"),
+                                    s.optional_integer("id"))
         recurrency = r.get("recurrency")
         transaction_id = r.get("transaction_id")
         if transaction_id is not None and not isinstance(transaction_id, str):
@@ -161,6 +163,8 @@ class ProfileFormatError(ValueError):
 
 def _schedule_problems(s: ChargingSchedule) -> list[str]:
     out: list[str] = []
+    if s.id is not None and (not _is_int(s.id) or not -MAX_ID <= s.id <= MAX_ID):
+        out.append(f"the schedule's id must be an integer of at most 64 bits; got {s.id!r}")
     if s.duration is not None and (not _is_int(s.duration) or not 0 <= s.duration <= MAX_SECONDS):
         out.append(f"duration must be whole seconds, 0 to {MAX_SECONDS}; got {s.duration!r}")
     if s.min_charging_rate is not None and (not _non_negative(s.min_charging_rate)

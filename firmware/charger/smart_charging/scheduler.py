@@ -33,6 +33,7 @@ from firmware.charger.smart_charging.installed import (
     InstallResult,
     ProfileLimits,
     RunningTransaction,
+    SameStackLevel,
     check,
     clear,
     drop_ended,
@@ -107,10 +108,13 @@ class SmartChargingScheduler:
 
     # --- what the adapters call ---------------------------------------------------------------------------
 
-    def install(self, connector: int, profile: ChargingProfile) -> InstallResult:
-        """SetChargingProfile: installed (and on disk) when this returns accepted, else the reason."""
+    def install(self, connector: int, profile: ChargingProfile, *,
+                same_stack_level: SameStackLevel = SameStackLevel.REPLACES) -> InstallResult:
+        """SetChargingProfile: installed (and on disk) when this returns accepted, else the reason.
+        ``same_stack_level``: the version's rule for a profile of the same stack level and purpose there."""
         result = install(self._installed, connector, profile, connectors=self.setup.connectors,
-                         running=self.running(), limits=self.limits, now=self.clock())
+                         running=self.running(), limits=self.limits, now=self.clock(),
+                         same_stack_level=same_stack_level)
         if not result.accepted or result.added is None:
             log.info("charging profile rejected", extra={"connector": connector, "profile_id": profile.id,
                                                          "reason": result.reason})

@@ -31,6 +31,7 @@ from firmware.charger.smart_charging import (
     Recurrency,
     SchedulePeriod,
     SmartChargingScheduler,
+    floor_limit,
 )
 from firmware.ocpp.rpc import handles
 from firmware.ocpp.v16 import mapping
@@ -82,7 +83,7 @@ def composite_to_16(schedule: CompositeSchedule) -> dict[str, Any]:
     checks for it (errata 3.57 allows leaving it out)."""
     periods = []
     for p in schedule.periods:
-        period: dict[str, Any] = {"startPeriod": p.start, "limit": _tenths_down(p.limit)}
+        period: dict[str, Any] = {"startPeriod": p.start, "limit": floor_limit(p.limit)}
         if p.number_phases != 3:
             period["numberPhases"] = p.number_phases
         periods.append(period)
@@ -105,11 +106,6 @@ def _time(value: object, name: str) -> datetime | None:
         return datetime.fromisoformat(str(value).upper().replace("Z", "+00:00"))
     except ValueError:
         raise NotAProfile(f"{name} {value!r} is not a date-time") from None
-
-
-def _tenths_down(limit: float) -> float:
-    """A limit as the 1.6 schema wants it (a multiple of 0.1), never above the schedule's."""
-    return math.floor(round(limit * 10, 6)) / 10
 
 
 class SmartCharging:

@@ -9,6 +9,7 @@ Get/SetVariables on the :mod:`device_model`, its physical tiers from :mod:`inven
 (StatusNotification), :mod:`transactions` (TransactionEvent through the outbox, GetTransactionStatus),
 :mod:`authorization` (Authorize, the cache, ClearCache), :mod:`local_auth_list` (SendLocalList, GetLocalListVersion),
 :mod:`reservation` (ReserveNow, CancelReservation, ReservationStatusUpdate),
+:mod:`smart_charging` (SetChargingProfile, GetChargingProfiles, ClearChargingProfile, GetCompositeSchedule),
 :mod:`remote_control` (RequestStart/StopTransaction, UnlockConnector, ChangeAvailability, Reset),
 :mod:`remote_trigger` (TriggerMessage), :mod:`firmware_management` (UpdateFirmware, GetLog) and
 :mod:`session_settings`.
@@ -32,6 +33,7 @@ from typing import Any
 
 from firmware.charger.connector import ConnectorController, pending_reset
 from firmware.charger.coordinator import Coordinator
+from firmware.charger.smart_charging import SmartChargingScheduler
 from firmware.config import AgentConfig
 from firmware.exitcodes import ExitCode
 from firmware.maintenance.diagnostics import DiagnosticsSources
@@ -55,6 +57,7 @@ from firmware.ocpp.v201.remote_trigger import RemoteTrigger
 from firmware.ocpp.v201.reports import Reports
 from firmware.ocpp.v201.reservation import Reservation
 from firmware.ocpp.v201.session_settings import SessionSettings, session_config
+from firmware.ocpp.v201.smart_charging import SmartCharging
 from firmware.ocpp.v201.status import StatusReporter
 from firmware.ocpp.v201.transactions import Transactions, check_queued
 from firmware.security.security_log import FILE_NAME as SECURITY_LOG_FILE
@@ -78,10 +81,12 @@ class Ocpp201Client(ContextViews):
     def __init__(self, config: AgentConfig, connectors: dict[int, ConnectorController], db: Database, *,
                  request_exit: Callable[[ExitCode], None], coordinator: Coordinator | None = None,
                  ledger: Ledger | None = None, spawn: Spawn | None = None,
-                 firmware: FirmwareUpdater | None = None, diagnostics_sources: DiagnosticsSources | None = None
-                 ) -> None:
+                 firmware: FirmwareUpdater | None = None, diagnostics_sources: DiagnosticsSources | None = None,
+                 smart_charging: SmartChargingScheduler | None = None) -> None:
         """``firmware``: the update pipeline (UpdateFirmware); ``diagnostics_sources``: what GetLog
-        DiagnosticsLog archives (without either, those requests are Rejected)."""
+        DiagnosticsLog archives (without either, those requests are Rejected); ``smart_charging``: the charger's
+        charging profiles (without: the K requests are NotSupported and a RequestStartTransaction's
+        chargingProfile is ignored)."""
         assert config.ocpp is not None
         variables = DeviceModel(db, presets=config.ocpp.presets, evse_ids=[c.id for c in config.connectors])
         self.ctx = ctx = V201Context(config, connectors, db, variables, ledger or Ledger(db),
@@ -107,7 +112,10 @@ class Ocpp201Client(ContextViews):
             connectors, lambda: float(variables.get_int("OCPPCommCtrlr", "OfflineThreshold")))
         self.authorization = Authorization(ctx)
         self.transactions = Transactions(ctx, self.authorization.learn)
-        self.remote_control = RemoteControl(ctx, coordinator or Coordinator(connectors, db), self.transactions)
+        self.smart_charging = None if smart_charging is None else SmartCharging(ctx, smart_charging,
+                                                                                self.transactions)
+        self.remote_control = RemoteControl(ctx, coordinator or Coordinator(connectors, db), self.transactions,
+                                            self.smart_charging)
         security_log = SecurityLog(Path(config.state_dir) / SECURITY_LOG_FILE)
         # until 2.0.1's SecurityEventNotification is built (A), security events go to the security log only
         ctx.report_security_event = lambda event, info: security_log.write(event, datetime.now(UTC), info, sent=False)
@@ -119,6 +127,8 @@ class Ocpp201Client(ContextViews):
                                               self.remote_control, trigger, self.authorization.local_list,
                                               Reservation(ctx, self.remote_control.coordinator.reservations),
                                               self.firmware)
+        if self.smart_charging is not None:
+            self._handlers += (self.smart_charging,)
         self._session_settings = SessionSettings(variables, connectors)
 
     @property
@@ -139,6 +149,8 @@ class Ocpp201Client(ContextViews):
     def record(self, ctrl: ConnectorController, effects: list[Effect], reading: MeterReading | None,
                now: datetime) -> None:
         self.transactions.record(ctrl, effects, reading, now)
+        if self.smart_charging is not None:  # after the transaction's own events
+            self.smart_charging.record(ctrl, effects, reading, now)
 
     async def notify(self, ctrl: ConnectorController, effects: list[Effect]) -> None:
         for e in effects:

@@ -5,8 +5,9 @@ OnIdle) — each turned into session events through the version-agnostic
 2.0.1 statuses.
 
 A remote start's ``remoteStartId`` goes into the transactionInfo of the Started event of the transaction it
-begins (:meth:`Transactions.remote_start_requested`). A charging profile with a remote start is Rejected (2.0.1
-smart charging is not in this slice); so is a Reset of one EVSE.
+begins (:meth:`Transactions.remote_start_requested`); its chargingProfile (a TxProfile, K05) goes with that
+transaction (:meth:`SmartCharging.attach_to_remote_start`: installed in the start's commit) or the remote start is
+Rejected — without smart charging the profile is ignored (F01.FR.12). A Reset of one EVSE is Rejected.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from firmware.exitcodes import ExitCode
 from firmware.ocpp.rpc import after_answering, handles
 from firmware.ocpp.v201 import mapping
 from firmware.ocpp.v201.context import V201Context
+from firmware.ocpp.v201.smart_charging import SmartCharging
 from firmware.ocpp.v201.transactions import Transactions
 from firmware.session import RemoteStopRequested, RemoteStopResult, UnlockRequested, UnlockResult, UnlockStatus
 
@@ -33,8 +35,10 @@ def _info(reason: str) -> dict[str, Any]:
 
 
 class RemoteControl:
-    def __init__(self, ctx: V201Context, coordinator: Coordinator, transactions: Transactions) -> None:
+    def __init__(self, ctx: V201Context, coordinator: Coordinator, transactions: Transactions,
+                 smart_charging: SmartCharging | None = None) -> None:
         self.ctx = ctx
+        self.smart_charging = smart_charging
         self.coordinator = coordinator
         self.transactions = transactions
         self._reset_scheduled = False
@@ -48,16 +52,27 @@ class RemoteControl:
     async def _request_start(self, id_token: dict[str, Any], remote_start_id: int, evse_id: int | None = None,
                              charging_profile: dict[str, Any] | None = None, **_: Any) -> Any:
         token = mapping.parse_id_token({"idToken": id_token.get("id_token"), "type": id_token.get("type")})
-        if token is None or charging_profile is not None:
-            reason = "UnsupportedParam" if charging_profile is not None else "InvalidIdToken"
-            return call_result.RequestStartTransaction(status="Rejected", status_info=_info(reason))
+        if token is None:
+            return call_result.RequestStartTransaction(status="Rejected", status_info=_info("InvalidIdToken"))
         ctrl = self.coordinator.remote_start_connector(evse_id)
         if ctrl is None:
             return call_result.RequestStartTransaction(status="Rejected", status_info=_info("UnknownEvse"))
+        smart = self.smart_charging if charging_profile is not None else None
+        if charging_profile is not None and smart is None:
+            log.info("remote start's chargingProfile ignored: no smart charging", extra={"evse": ctrl.id})
+        if smart is not None and charging_profile is not None:
+            refused = smart.attach_to_remote_start(ctrl.id, charging_profile)
+            if refused is not None:
+                log.info("remote start with a charging profile rejected", extra={"evse": ctrl.id,
+                                                                                 "reason": refused[1]})
+                return call_result.RequestStartTransaction(
+                    status="Rejected", status_info={"reasonCode": refused[0], "additionalInfo": refused[1][:512]})
         self.transactions.remote_start_requested(ctrl.id, remote_start_id)
         accepted = await self.coordinator.remote_start(token, ctrl.id)
         if not accepted:
             self.transactions.remote_start_requested(ctrl.id, None)
+            if smart is not None:
+                smart.cancel_remote_start(ctrl.id)
         return call_result.RequestStartTransaction(status="Accepted" if accepted else "Rejected")
 
     @handles(Action.request_stop_transaction)

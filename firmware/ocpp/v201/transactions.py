@@ -264,14 +264,19 @@ class Transactions:
     def triggered(self, ctrl: ConnectorController) -> bool:
         """TriggerMessage TransactionEvent: an Updated event (triggerReason Trigger) with the transaction's current
         state and a Trigger sample; False when the EVSE has no transaction."""
+        return self.updated(ctrl, "Trigger", ReadingContext.TRIGGER)
+
+    def updated(self, ctrl: ConnectorController, trigger: str, context: ReadingContext) -> bool:
+        """An Updated event of the EVSE's transaction with ``trigger`` and the transaction's current state, samples
+        (TxUpdatedMeasurands) in ``context``; False when the EVSE has no transaction."""
         tx = ctrl.machine.transaction
         record = self.ctx.ledger.get(ctrl.id, tx.local_id) if tx is not None else None
         if tx is None or record is None or record.transaction_id is None:
             return False
         now = utcnow()
         state = mapping.charging_state(ctrl.machine.status, ctrl.machine.ev_connected)
-        payload = self._event("Updated", record.transaction_id, "Trigger", now, ctrl.id, state)
-        self._add_samples(payload, fresh_reading(ctrl, now), "TxUpdatedMeasurands", ReadingContext.TRIGGER, now)
+        payload = self._event("Updated", record.transaction_id, trigger, now, ctrl.id, state)
+        self._add_samples(payload, fresh_reading(ctrl, now), "TxUpdatedMeasurands", context, now)
         self._queue(ctrl.id, tx.local_id, payload)
         return True
 

@@ -1,0 +1,361 @@
+"""K Smart Charging over OCPP 2.0.1: SetChargingProfile (K01), GetChargingProfiles / ReportChargingProfiles (K09),
+ClearChargingProfile (K10), GetCompositeSchedule (K08), the chargingProfile of a RequestStartTransaction (K05)
+and the SmartChargingCtrlr variables — translated to and from the version-agnostic
+:class:`~firmware.charger.smart_charging.SmartChargingScheduler`, the same one the 1.6 adapter uses: it holds the
+profiles, keeps them on disk and puts their limits on the pilot. This module only translates, and checks what
+2.0.1 adds to 1.6's rules (docs/smart-charging.md):
+
+* a TxProfile names its transaction (K01.FR.03; the station's own UUID) and an EVSE > 0 (K01.FR.16);
+* Absolute and Recurring profiles carry a startSchedule, Relative ones do not (K01.FR.40, K01.FR.41);
+* a profile with the same stack level and purpose on the same EVSE (another id) is refused where both can be
+  valid at once, not replaced as in 1.6 (K01.FR.06, K01.FR.39: :attr:`SameStackLevel.REFUSED_IF_OVERLAPPING`);
+* one chargingSchedule per profile: three are for an EV to choose from over ISO 15118, which this station does
+  not speak; no phaseToUse (no ACPhaseSwitchingSupported);
+* ChargingStationExternalConstraints are an external system's (K11-K14), never the CSMS's to set: this station
+  has none, so none is reported, cleared or accepted.
+
+Numbers arrive as floats (2.0.1's schemas have no ``multipleOf``; one that is not finite is the charger layer's
+to refuse). A refusal is Rejected with a ``reasonCode`` and the reason in words (``additionalInfo``). The profiles
+a GetChargingProfiles selects are reported after its answer in ReportChargingProfiles messages — one EVSE each, at
+most :data:`PROFILES_PER_REPORT` profiles, ``tbc`` on all but the last — with chargingLimitSource CSO.
+
+LimitChangeSignificance: while a transaction charges, a change of the current offered on the pilot by more than
+that many percent (a profile, the site's limit, a share of the station's maximum) is reported in a
+TransactionEvent Updated with triggerReason ChargingRateChanged (an offer withdrawn or made again is a change of
+chargingState, reported as such).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from ocpp.v201 import call_result
+from ocpp.v201.enums import Action
+
+from firmware.charger.connector import ConnectorController
+from firmware.charger.metering import ReadingContext
+from firmware.charger.smart_charging import (
+    ChargingProfile,
+    ChargingSchedule,
+    CompositeSchedule,
+    InstalledProfile,
+    ProfileKind,
+    ProfilePurpose,
+    RateUnit,
+    Recurrency,
+    Refusal,
+    SameStackLevel,
+    SchedulePeriod,
+    SmartChargingScheduler,
+    floor_limit,
+)
+from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost, InvalidResponse, after_answering, handles
+from firmware.ocpp.timestamps import parse_timestamp, timestamp
+from firmware.ocpp.v201.context import V201Context
+from firmware.ocpp.v201.device_model import VariableKey
+from firmware.ocpp.v201.transactions import Transactions
+from firmware.session import Effect, OfferCurrent, TransactionStopped
+from hal.interfaces import MeterReading
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "SmartChargingCtrlr"
+#: who installed the profiles this station holds: the CSMS (the only source it takes profiles from)
+LIMIT_SOURCE = "CSO"
+#: profiles in one ReportChargingProfiles message
+PROFILES_PER_REPORT = 10
+EXTERNAL_CONSTRAINTS = "ChargingStationExternalConstraints"
+
+_PURPOSE = {"ChargingStationMaxProfile": ProfilePurpose.CHARGER_MAX, "TxDefaultProfile": ProfilePurpose.TX_DEFAULT,
+            "TxProfile": ProfilePurpose.TX}
+_PURPOSE_NAME = {v: k for k, v in _PURPOSE.items()}
+_KIND = {"Absolute": ProfileKind.ABSOLUTE, "Recurring": ProfileKind.RECURRING, "Relative": ProfileKind.RELATIVE}
+_KIND_NAME = {v: k for k, v in _KIND.items()}
+_RECURRENCY = {"Daily": Recurrency.DAILY, "Weekly": Recurrency.WEEKLY}
+_RECURRENCY_NAME = {v: k for k, v in _RECURRENCY.items()}
+_UNIT = {"A": RateUnit.AMPERES, "W": RateUnit.WATTS}
+
+#: the charger layer's kind of refusal -> reasonCode
+_REASON = {
+    Refusal.UNUSABLE: "InvalidProfile", Refusal.UNKNOWN_CONNECTOR: "UnknownEvse",
+    Refusal.STACK_LEVEL: "InvalidStackLevel", Refusal.PERIODS: "InvalidSchedule",
+    Refusal.UNIT: "UnsupportedRateUnit", Refusal.WRONG_CONNECTOR: "InvalidValue",
+    Refusal.NO_TRANSACTION: "TxNotFound", Refusal.OTHER_TRANSACTION: "TxNotFound",
+    Refusal.SAME_STACK_LEVEL: "DuplicateProfile", Refusal.FULL: "InvalidProfile",
+}
+
+
+class NotAProfile(ValueError):
+    """A ChargingProfileType the schema let through that 2.0.1 (or this station) does not take."""
+
+    def __init__(self, reason_code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.reason_code = reason_code
+
+
+def _status_info(code: str, reason: str) -> dict[str, Any]:
+    return {"reasonCode": code, "additionalInfo": reason[:512]}
+
+
+# --- the wire form <-> the charger layer's ---------------------------------------------------------------
+
+
+def profile_from_201(raw: dict[str, Any]) -> ChargingProfile:
+    """A ChargingProfileType as the library hands it to a handler (snake_case keys) as a profile; the 2.0.1 rules
+    the charger layer does not know are :class:`NotAProfile` (its rules are checked when it is installed)."""
+    purpose = raw["charging_profile_purpose"]
+    if purpose not in _PURPOSE:
+        raise NotAProfile("UnsupportedParam", f"{purpose} profiles come from an external system, not the CSMS; "
+                                              "this station has none")
+    schedules = raw["charging_schedule"]
+    if len(schedules) != 1:
+        raise NotAProfile("InvalidSchedule", f"{len(schedules)} chargingSchedules: more than one is for an EV to "
+                                             "choose from over ISO 15118, which this station does not speak")
+    schedule = schedules[0]
+    kind = _KIND[raw["charging_profile_kind"]]
+    start = schedule.get("start_schedule")
+    if kind is not ProfileKind.RELATIVE and start is None:
+        raise NotAProfile("InvalidSchedule", f"an {raw['charging_profile_kind']} profile needs startSchedule "
+                                             "(K01.FR.40)")
+    if kind is ProfileKind.RELATIVE and start is not None:
+        raise NotAProfile("InvalidSchedule", "a Relative profile starts with its transaction: no startSchedule "
+                                             "(K01.FR.41)")
+    periods = []
+    for p in schedule["charging_schedule_period"]:
+        if p.get("phase_to_use") is not None:
+            raise NotAProfile("UnsupportedParam", "phaseToUse: this station cannot switch the phase it charges on")
+        periods.append(SchedulePeriod(int(p["start_period"]), float(p["limit"]), p.get("number_phases")))
+    rate = schedule.get("min_charging_rate")
+    return ChargingProfile(
+        id=int(raw["id"]), stack_level=int(raw["stack_level"]), purpose=_PURPOSE[purpose], kind=kind,
+        schedule=ChargingSchedule(_UNIT[schedule["charging_rate_unit"]], tuple(periods), schedule.get("duration"),
+                                  _time(start, "startSchedule"), None if rate is None else float(rate),
+                                  schedule.get("id")),
+        recurrency=_RECURRENCY[raw["recurrency_kind"]] if raw.get("recurrency_kind") else None,
+        valid_from=_time(raw.get("valid_from"), "validFrom"), valid_to=_time(raw.get("valid_to"), "validTo"),
+        transaction_id=raw.get("transaction_id"))
+
+
+def profile_to_201(profile: ChargingProfile, transaction_id: str | None) -> dict[str, Any]:
+    """A held profile as a ChargingProfileType (camelCase), for ReportChargingProfiles; ``transaction_id``: its
+    transaction's, for a TxProfile."""
+    s = profile.schedule
+    periods = []
+    for p in s.periods:
+        period: dict[str, Any] = {"startPeriod": p.start, "limit": p.limit}
+        if p.number_phases is not None:
+            period["numberPhases"] = p.number_phases
+        periods.append(period)
+    schedule: dict[str, Any] = {"id": 0 if s.id is None else s.id, "chargingRateUnit": s.unit.value,
+                                "chargingSchedulePeriod": periods}
+    if s.start is not None:
+        schedule["startSchedule"] = timestamp(s.start)
+    if s.duration is not None:
+        schedule["duration"] = s.duration
+    if s.min_charging_rate is not None:
+        schedule["minChargingRate"] = s.min_charging_rate
+    out: dict[str, Any] = {"id": profile.id, "stackLevel": profile.stack_level,
+                           "chargingProfilePurpose": _PURPOSE_NAME[profile.purpose],
+                           "chargingProfileKind": _KIND_NAME[profile.kind], "chargingSchedule": [schedule]}
+    if profile.kind is ProfileKind.RECURRING and profile.recurrency is not None:
+        out["recurrencyKind"] = _RECURRENCY_NAME[profile.recurrency]
+    if profile.valid_from is not None:
+        out["validFrom"] = timestamp(profile.valid_from)
+    if profile.valid_to is not None:
+        out["validTo"] = timestamp(profile.valid_to)
+    if profile.purpose is ProfilePurpose.TX and transaction_id is not None:
+        out["transactionId"] = transaction_id
+    return out
+
+
+def composite_to_201(schedule: CompositeSchedule) -> dict[str, Any]:
+    """GetCompositeScheduleResponse's CompositeScheduleType: limits rounded down to one decimal (never above what
+    is applied), numberPhases where it is not 3."""
+    periods = []
+    for p in schedule.periods:
+        period: dict[str, Any] = {"startPeriod": p.start, "limit": floor_limit(p.limit)}
+        if p.number_phases != 3:
+            period["numberPhases"] = p.number_phases
+        periods.append(period)
+    return {"evseId": schedule.connector, "duration": schedule.duration,
+            "scheduleStart": timestamp(schedule.start), "chargingRateUnit": schedule.unit.value,
+            "chargingSchedulePeriod": periods}
+
+
+def _time(value: object, name: str) -> datetime | None:
+    if value is None:
+        return None
+    when = parse_timestamp(value)  # the RPC layer let only RFC 3339 date-times with a zone through
+    if when is None:
+        raise NotAProfile("InvalidValue", f"{name} {value!r} is not a date-time")
+    return when
+
+
+# --- the feature ---------------------------------------------------------------------------------------------
+
+
+class SmartCharging:
+    def __init__(self, ctx: V201Context, scheduler: SmartChargingScheduler, transactions: Transactions) -> None:
+        self.ctx = ctx
+        self.scheduler = scheduler
+        self.transactions = transactions
+        self._offered: dict[int, float] = {}  # EVSE -> the current its pilot offers (since the agent started)
+        limits = scheduler.limits
+        variables = ctx.variables
+        # what the charger layer takes, read when asked (the same limits 1.6 reports as its keys)
+        for name, read in (
+                ("ProfileStackLevel", lambda: str(limits.max_stack_level)),
+                ("PeriodsPerSchedule", lambda: str(limits.max_periods)),
+                ("RateUnit", lambda: ",".join(u.value for u in RateUnit if u in limits.units))):
+            variables.provide(VariableKey(COMPONENT, name), read)
+        variables.provide(VariableKey(COMPONENT, "Entries", None, "ChargingProfiles"),
+                          lambda: str(len(scheduler.installed)))
+        self._reports: dict[int, list[dict[str, Any]]] = {}  # requestId -> the ReportChargingProfiles to send
+
+    # --- LimitChangeSignificance: ChargingRateChanged (a connector observer's record, in the commit) ---------
+
+    def record(self, ctrl: ConnectorController, effects: list[Effect], reading: MeterReading | None,
+               now: datetime) -> None:
+        for e in effects:
+            if isinstance(e, TransactionStopped):
+                self._offered.pop(ctrl.id, None)
+            elif isinstance(e, OfferCurrent):
+                before = self._offered.get(ctrl.id)
+                self._offered[ctrl.id] = e.amps
+                if ctrl.machine.transaction is None or before is None or before <= 0 or e.amps <= 0:
+                    continue  # no transaction, or the offer made or withdrawn: a chargingState change
+                significance = float(self.ctx.variables.get(COMPONENT, "LimitChangeSignificance"))
+                if abs(e.amps - before) * 100 > significance * before:
+                    log.info("charging rate changed", extra={"evse": ctrl.id, "from_a": before, "to_a": e.amps})
+                    self.transactions.updated(ctrl, "ChargingRateChanged", ReadingContext.PERIODIC)
+
+    # --- SetChargingProfile (K01) -----------------------------------------------------------------------
+
+    @handles(Action.set_charging_profile)
+    async def _set(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Any:
+        try:
+            profile = profile_from_201(charging_profile)
+            if profile.purpose is ProfilePurpose.TX and profile.transaction_id is None:
+                raise NotAProfile("TxNotFound", "a TxProfile names its transaction (transactionId, K01.FR.03)")
+        except NotAProfile as exc:
+            log.info("charging profile rejected", extra={"evse": evse_id, "profile_id": charging_profile.get("id"),
+                                                         "reason": str(exc)})
+            return call_result.SetChargingProfile(status="Rejected",
+                                                  status_info=_status_info(exc.reason_code, str(exc)))
+        result = self.scheduler.install(evse_id, profile, same_stack_level=SameStackLevel.REFUSED_IF_OVERLAPPING)
+        if result.accepted:
+            return call_result.SetChargingProfile(status="Accepted")
+        code = _REASON[result.refusal] if result.refusal is not None else "InvalidProfile"
+        return call_result.SetChargingProfile(status="Rejected", status_info=_status_info(code, result.reason))
+
+    # --- the chargingProfile of a RequestStartTransaction (K05) --------------------------------------------
+
+    def attach_to_remote_start(self, evse_id: int, raw: dict[str, Any]) -> tuple[str, str] | None:
+        """Keep a RequestStartTransaction's TxProfile for the transaction it starts on ``evse_id`` (installed in
+        that start's commit); (reasonCode, reason) when it cannot be. Its transactionId, if any, is ignored."""
+        try:
+            profile = profile_from_201(raw)
+        except NotAProfile as exc:
+            return exc.reason_code, str(exc)
+        reason = self.scheduler.attach_to_next_transaction(evse_id, profile)
+        return None if reason is None else ("InvalidProfile", reason)
+
+    def cancel_remote_start(self, evse_id: int) -> None:
+        self.scheduler.cancel_pending(evse_id)
+
+    # --- ClearChargingProfile (K10) ------------------------------------------------------------------------
+
+    @handles(Action.clear_charging_profile)
+    async def _clear(self, charging_profile_id: int | None = None,
+                     charging_profile_criteria: dict[str, Any] | None = None, **_: Any) -> Any:
+        criteria = charging_profile_criteria or {}
+        purpose = criteria.get("charging_profile_purpose")
+        if charging_profile_id is None and purpose == EXTERNAL_CONSTRAINTS:
+            removed: tuple[InstalledProfile, ...] = ()  # none held; not the CSMS's to clear anyway
+        elif charging_profile_id is not None:
+            removed = self.scheduler.clear(profile_id=charging_profile_id)
+        else:
+            removed = self.scheduler.clear(connector=criteria.get("evse_id"), stack_level=criteria.get("stack_level"),
+                                           purpose=None if purpose is None else _PURPOSE[purpose])
+        return call_result.ClearChargingProfile(status="Accepted" if removed else "Unknown")
+
+    # --- GetCompositeSchedule (K08) ------------------------------------------------------------------------
+
+    @handles(Action.get_composite_schedule)
+    async def _composite(self, duration: int, evse_id: int, charging_rate_unit: str | None = None,
+                         **_: Any) -> Any:
+        unit = _UNIT[charging_rate_unit] if charging_rate_unit else RateUnit.AMPERES
+        if unit not in self.scheduler.limits.units:
+            return call_result.GetCompositeSchedule(
+                status="Rejected", status_info=_status_info("UnsupportedRateUnit", f"{unit.value} is not supported"))
+        try:
+            schedule = self.scheduler.composite(evse_id, duration, unit)
+        except KeyError:
+            return call_result.GetCompositeSchedule(status="Rejected", status_info=_status_info(
+                "UnknownEvse", f"there is no EVSE {evse_id}"))
+        except ValueError as exc:
+            return call_result.GetCompositeSchedule(status="Rejected",
+                                                    status_info=_status_info("InvalidValue", str(exc)))
+        return call_result.GetCompositeSchedule(status="Accepted", schedule=composite_to_201(schedule))
+
+    # --- GetChargingProfiles (K09) -> ReportChargingProfiles ----------------------------------------------
+
+    @handles(Action.get_charging_profiles)
+    async def _get_profiles(self, request_id: int, charging_profile: dict[str, Any], evse_id: int | None = None,
+                            **_: Any) -> Any:
+        selected = self.select(evse_id, charging_profile)
+        if not selected:
+            return call_result.GetChargingProfiles(status="NoProfiles")
+        self._reports[request_id] = self.reports(request_id, selected)
+        return call_result.GetChargingProfiles(status="Accepted")
+
+    @after_answering(Action.get_charging_profiles)
+    def _after_get_profiles(self, request_id: int, **_: Any) -> None:
+        reports = self._reports.pop(request_id, None)
+        if reports:
+            self.ctx.spawn(self._send_reports(reports))
+
+    def select(self, evse_id: int | None, criterion: dict[str, Any]) -> list[InstalledProfile]:
+        """K09: the held profiles of ``evse_id`` (0: the station's own; absent: all) matching every field given."""
+        sources = criterion.get("charging_limit_source")
+        if sources is not None and LIMIT_SOURCE not in sources:
+            return []
+        purpose_name = criterion.get("charging_profile_purpose")
+        if purpose_name is not None and purpose_name not in _PURPOSE:
+            return []
+        purpose = None if purpose_name is None else _PURPOSE[purpose_name]
+        ids = criterion.get("charging_profile_id")
+        level = criterion.get("stack_level")
+        return [p for p in self.scheduler.installed
+                if (evse_id is None or p.connector == evse_id) and (purpose is None or p.profile.purpose is purpose)
+                and (level is None or p.profile.stack_level == level) and (ids is None or p.profile.id in ids)]
+
+    def reports(self, request_id: int, selected: Iterable[InstalledProfile]) -> list[dict[str, Any]]:
+        """The ReportChargingProfilesRequests for ``selected``: one EVSE per message, at most
+        :data:`PROFILES_PER_REPORT` profiles each, ``tbc`` true on all but the last."""
+        by_evse: dict[int, list[dict[str, Any]]] = {}
+        for p in sorted(selected, key=lambda p: (p.connector, p.profile.id)):
+            by_evse.setdefault(p.connector, []).append(profile_to_201(p.profile, self._transaction_id(p)))
+        pages = [(evse, profiles[i:i + PROFILES_PER_REPORT]) for evse, profiles in by_evse.items()
+                 for i in range(0, len(profiles), PROFILES_PER_REPORT)]
+        return [{"requestId": request_id, "chargingLimitSource": LIMIT_SOURCE, "tbc": n < len(pages) - 1,
+                 "evseId": evse, "chargingProfile": profiles} for n, (evse, profiles) in enumerate(pages)]
+
+    def _transaction_id(self, p: InstalledProfile) -> str | None:
+        if p.transaction is None:
+            return None
+        record = self.ctx.ledger.get(p.connector, p.transaction)
+        return None if record is None else record.transaction_id
+
+    async def _send_reports(self, reports: list[dict[str, Any]]) -> None:
+        """On the current connection, in order; one that fails ends the report (the CSMS asks again)."""
+        for payload in reports:
+            try:
+                await self.ctx.call("ReportChargingProfiles", payload)
+            except (ConnectionLost, CallErrorReceived, InvalidResponse, TimeoutError) as exc:
+                log.warning("ReportChargingProfiles not delivered", extra={
+                    "request_id": payload["requestId"], "evse": payload["evseId"], "error": str(exc)})
+                return
