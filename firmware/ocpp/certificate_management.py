@@ -85,6 +85,10 @@ class CertificateRules:
     additional_root_check: Callable[[], bool]
     #: SignCertificate's payload beyond ``csr`` (2.0.1: ``certificateType`` ChargingStationCertificate)
     sign_extra: dict[str, str] | None = None
+    #: ``(wait_s, repeats)``: a SignCertificate the CSMS accepted but not followed by a CertificateSigned within
+    #: ``wait_s`` is sent again, the wait doubling each time, at most ``repeats`` times (2.0.1 A02.FR.17-19:
+    #: CertSigningWaitMinimum, CertSigningRepeatTimes). None: sent once (1.6).
+    sign_retry: Callable[[], tuple[float, int]] | None = None
 
 
 class CertificateManagement:
@@ -103,6 +107,7 @@ class CertificateManagement:
         self._report = report
         self._reconnect_pending = False
         self._signing = False  # a SignCertificate under way
+        self._signed = asyncio.Event()  # a CertificateSigned arrived (ends the wait of sign_retry)
         self._watching = False  # the daily renewal check runs
         self.sign_requests = 0  # SignCertificate.req sent (tests, diagnostics)
 
@@ -154,11 +159,24 @@ class CertificateManagement:
 
     async def _sign(self) -> None:
         try:
-            await self._send_request()
+            self._signed.clear()
+            accepted = await self._send_request()
+            wait_s, repeats = self.rules.sign_retry() if self.rules.sign_retry is not None else (0.0, 0)
+            for _ in range(repeats):
+                if not accepted:
+                    return
+                try:
+                    await asyncio.wait_for(self._signed.wait(), wait_s)
+                    return
+                except TimeoutError:
+                    log.warning("no CertificateSigned after SignCertificate; asking again", extra={"waited_s": wait_s})
+                wait_s *= 2
+                accepted = await self._send_request()
         finally:
             self._signing = False
 
-    async def _send_request(self) -> None:
+    async def _send_request(self) -> bool:
+        """One SignCertificate with a fresh key pair; True if the CSMS accepted it."""
         config = self.ctx.config
         serial = config.identity.serial_number or config.charge_point_id
         csr = await asyncio.to_thread(self.credentials.new_request, serial, self.rules.organization() or None)
@@ -167,12 +185,14 @@ class CertificateManagement:
             answer = await self.ctx.call("SignCertificate", {"csr": csr, **(self.rules.sign_extra or {})})
         except Exception as exc:  # offline, a CALLERROR: the next trigger or renewal check asks again
             log.warning("SignCertificate not answered", extra={"error": str(exc)})
-            return
+            return False
         log.info("SignCertificate answered", extra={"status": answer.get("status")})
+        return answer.get("status") == "Accepted"
 
     async def certificate_signed(self, certificate_chain: str) -> str:
         """A CertificateSigned: ``Accepted`` (taken; with profile 3 :meth:`after_certificate_signed` reconnects) or
         ``Rejected`` (with the event InvalidChargePointCertificate)."""
+        self._signed.set()
         limit = self.rules.max_chain_size()
         roots = [i.cert for i in self.store.installed(CSMS_ROOT)]
         problem = "longer than the maximum chain size" if len(certificate_chain) > limit else \

@@ -1,6 +1,8 @@
 """DataTransfer of our own vendor id ``evse-agent`` (OCPP 1.6 §4.3, §5.6; OCPP 2.0.1 P01, P02), version-agnostic:
 what a CSMS operator can ask for and what the charge point reports of itself. Each adapter's ``data_transfer.py``
-translates the message (1.6 carries ``data`` as a string — JSON text here —, 2.0.1 as any JSON value).
+translates the message. ``data`` is compact JSON text in both versions: 1.6 carries a string, and 2.0.1's anyType
+takes one too (an object there would have its keys rewritten to camelCase and its nulls dropped by the ``ocpp``
+library on the way out).
 
 * incoming messageId ``Diagnostics``: the devices' link counters, each connector's state, the outbox, the security
   state (profile, certificates; never the key), the tasks; any other messageId is UnknownMessageId, another
@@ -20,6 +22,7 @@ translates the message (1.6 carries ``data`` as a string — JSON text here —,
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -32,16 +35,18 @@ log = logging.getLogger(__name__)
 VENDOR_ID = "evse-agent"
 
 Call = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
-#: How a version puts a JSON value into ``data`` (1.6: as JSON text; 2.0.1: as it is).
-Encode = Callable[[Any], Any]
+
+
+def as_text(value: Any) -> str:
+    """A JSON value as ``data``: compact JSON text (anything JSON cannot say, as its ``str``)."""
+    return json.dumps(value, default=str, separators=(",", ":"))
 
 
 class VendorDataTransfer:
     def __init__(self, diagnostics: Callable[[], dict[str, Any]] | None,
-                 hardware: Callable[[], dict[str, Any]] | None, encode: Encode) -> None:
+                 hardware: Callable[[], dict[str, Any]] | None) -> None:
         self._diagnostics = diagnostics or (lambda: {})
         self._hardware = hardware
-        self._encode = encode
         self.hardware_reported = hardware is None  # the Hardware DataTransfer went out in this run
 
     def incoming(self, vendor_id: str, message_id: str | None) -> tuple[str, Any]:
@@ -49,14 +54,14 @@ class VendorDataTransfer:
         if vendor_id.casefold() != VENDOR_ID.casefold():  # vendorId is case-insensitive (CiString255 in 1.6)
             return "UnknownVendorId", None
         if message_id == "Diagnostics":
-            return "Accepted", self._encode(self._diagnostics())
+            return "Accepted", as_text(self._diagnostics())
         return "UnknownMessageId", None
 
     def payload(self, message_id: str, data: Any | None = None) -> dict[str, Any]:
-        """A DataTransfer of our own vendor id (``data`` a JSON value, encoded for the version)."""
+        """A DataTransfer of our own vendor id (``data`` a JSON value, sent as its text)."""
         payload: dict[str, Any] = {"vendorId": VENDOR_ID, "messageId": message_id}
         if data is not None:
-            payload["data"] = self._encode(data)
+            payload["data"] = as_text(data)
         return payload
 
     async def report_hardware(self, call: Call) -> None:

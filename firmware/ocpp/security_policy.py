@@ -65,8 +65,11 @@ class SecurityPolicy:
     """The link's settings per attempt, the profile's and the key's rules, and the events of failed handshakes."""
 
     def __init__(self, config: AgentConfig, db: Database, values: SecurityValues, events: SecurityEvents,
-                 store: CertificateStore, credentials: ChargePointCredentials, *, key_name: str) -> None:
-        """``key_name``: what the version calls the key (AuthorizationKey, BasicAuthPassword), for the events."""
+                 store: CertificateStore, credentials: ChargePointCredentials, *, key_name: str,
+                 key_valid: Callable[[str], bool] = is_valid_authorization_key, hex_rule: bool = True) -> None:
+        """``key_name``: what the version calls the key (AuthorizationKey, BasicAuthPassword), for the events;
+        ``key_valid``: the version's rule for a new key; ``hex_rule``: how the key becomes the Basic-auth password
+        (:func:`~firmware.security.authorization_key.basic_auth_password`: 1.6 TC_085; 2.0.1 as text)."""
         assert config.ocpp is not None
         self.config = config
         self.values = values
@@ -74,6 +77,8 @@ class SecurityPolicy:
         self.store = store
         self.credentials = credentials
         self.key_name = key_name
+        self._key_valid = key_valid
+        self._hex_rule = hex_rule
         self._settings = Settings(db)
         self.reconnect: Callable[[], Awaitable[None]] | None = None  # the link's, set by the client
         self._reconnect_pending = False
@@ -114,7 +119,7 @@ class SecurityPolicy:
 
     def may_change_key(self, current: str, new: str) -> bool:
         self._previous[self.key_name] = current
-        return is_valid_authorization_key(new)
+        return self._key_valid(new)
 
     def may_raise_profile(self, current: int, wanted: int) -> bool:
         self._previous[PROFILE] = str(current)
@@ -151,7 +156,7 @@ class SecurityPolicy:
         """What the next connection attempt uses: the current profile's scheme, key and TLS context."""
         assert self.config.ocpp is not None
         return security_profile.link_settings(self.config.ocpp, self.profile, self.values.key(), self.store,
-                                              self.credentials.files())
+                                              self.credentials.files(), hex_rule=self._hex_rule)
 
     def attempt_failed(self, exc: BaseException) -> None:
         """A connection attempt failed: its security event, and the fallback of a profile never confirmed."""

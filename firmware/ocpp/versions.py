@@ -42,5 +42,5 @@ def create_adapter(config: AgentConfig, db: Database, connectors: dict[int, Conn
         from firmware.ocpp.v201.client import Ocpp201Client
 
         return Ocpp201Client(config, connectors, db, request_exit=request_exit, coordinator=coordinator, ledger=ledger,
-                             spawn=spawn)
+                             spawn=spawn, diagnostics=diagnostics, hardware=hardware)
     raise ValueError(f"no OCPP adapter for version {config.ocpp.version!r}")  # the configuration refuses it first

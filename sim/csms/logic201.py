@@ -66,6 +66,20 @@ class CsmsLogic201(CsmsRecords):
                                                    "status": payload["reservationUpdateStatus"]})
         return call_result.ReservationStatusUpdate()
 
+    def security_event_notification(self, cp_id: str, payload: dict[str, Any]) -> Any:
+        self.state(cp_id).security_events.append(dict(payload))
+        return call_result.SecurityEventNotification()
+
+    def sign_certificate(self, cp_id: str, payload: dict[str, Any]) -> Any:
+        """Kept for the test or operator to sign (``state.csrs``); the behaviour's answer (Accepted unless told)."""
+        self.state(cp_id).csrs.append(payload["csr"])
+        return call_result.SignCertificate(status=self.behaviour.sign_certificate_status)
+
+    def data_transfer(self, cp_id: str, payload: dict[str, Any]) -> Any:
+        self.state(cp_id).data_transfers.append(dict(payload))
+        answer = self.behaviour.data_transfer.answer(payload["vendorId"], payload.get("messageId"))
+        return call_result.DataTransfer(status=answer.status, data=answer.data)
+
     def _id_token_info(self, token: dict[str, Any]) -> dict[str, Any]:
         """IdTokenInfoType from the behaviour's id list (1.6 IdTagInfo: expiryDate -> cacheExpiryDateTime,
         parentIdTag -> groupIdToken of type Central)."""

@@ -1,12 +1,11 @@
 """DataTransfer over OCPP 1.6 (§4.3, §5.6): the messages of the version-agnostic
 :class:`~firmware.ocpp.data_transfer.VendorDataTransfer` (our vendor id ``evse-agent``, the Diagnostics request and
-the Hardware report, in its docstring). ``data`` is a string in 1.6: the JSON value as compact JSON text.
+the Hardware report, in its docstring). ``data`` is a string in 1.6: compact JSON
+text.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from typing import Any
 
 from ocpp.v16 import call_result
@@ -16,15 +15,7 @@ from firmware.ocpp.data_transfer import VendorDataTransfer
 from firmware.ocpp.rpc import handles
 
 
-def as_text(value: Any) -> str:
-    return json.dumps(value, default=str, separators=(",", ":"))
-
-
 class DataTransfer(VendorDataTransfer):
-    def __init__(self, diagnostics: Callable[[], dict[str, Any]] | None,
-                 hardware: Callable[[], dict[str, Any]] | None) -> None:
-        super().__init__(diagnostics, hardware, as_text)
-
     @handles(Action.data_transfer)
     async def _data_transfer(self, vendor_id: str, message_id: str | None = None, data: str | None = None,
                              **_: Any) -> Any:

@@ -175,6 +175,8 @@ def check_preset(name: str, value: str, definitions: Mapping[VariableKey, Variab
 
 
 Listener = Callable[[VariableKey, str], None]
+#: ``check(current, new)``: why a feature refuses a new value its description allows (None: it takes it).
+Check = Callable[[str, str], str | None]
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,7 @@ class DeviceModel:
         self._settings = Settings(db)
         self._listeners: list[tuple[Listener, frozenset[VariableKey] | None]] = []
         self._readers: dict[VariableKey, Callable[[], str]] = {}
+        self._checks: dict[VariableKey, Check] = {}
         if presets and self._settings.get(_PREFIX + "seeded") is None:
             with db.transaction():
                 for name, value in presets.items():
@@ -221,6 +224,20 @@ class DeviceModel:
     @staticmethod
     def _storage_key(key: VariableKey) -> str:
         return _PREFIX + str(key)
+
+    def store(self, component: str, variable: str, value: str) -> None:
+        """The station's own write of any variable (commissioning a WriteOnly password, a security profile put
+        back): checked against its description, stored, without the listeners a SetVariables goes through."""
+        key = VariableKey(component, variable, None, None)
+        d = self.definitions[key]
+        assert d.problem(value) is None, (key, "invalid value")  # never the value itself: it may be a secret
+        self._settings.put(self._storage_key(key), value)
+
+    def add_check(self, key: VariableKey, check: Check) -> None:
+        """A feature's rule on a writable variable beyond its description (a password's length, a profile only
+        upward): a SetVariables it refuses is Rejected with the reason."""
+        assert self.definitions[key].mutability is not Mutability.READ_ONLY
+        self._checks[key] = check
 
     def on_change(self, listener: Listener, keys: Iterable[VariableKey] | None = None) -> None:
         self._listeners.append((listener, None if keys is None else frozenset(keys)))
@@ -286,10 +303,13 @@ class DeviceModel:
         if d.mutability is Mutability.READ_ONLY:
             return SetResult("Rejected", "ReadOnly")
         problem = d.problem(value)
+        if problem is None and (check := self._checks.get(d.key)) is not None:
+            problem = check(self.get(key.component, key.variable, key.variable_instance), value)
         if problem is not None:
             return SetResult("Rejected", problem)
         self._settings.put(self._storage_key(d.key), value)
-        log.info("variable set", extra={"variable": str(d.key), "value": value})
+        log.info("variable set", extra={"variable": str(d.key),
+                                        "value": "***" if d.mutability is Mutability.WRITE_ONLY else value})
         for listener, keys in self._listeners:
             if keys is None or d.key in keys:
                 try:

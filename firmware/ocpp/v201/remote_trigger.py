@@ -6,8 +6,10 @@
 * StatusNotification: the current status of the EVSE given (every EVSE without one), even if it is no news.
 * TransactionEvent: an Updated event with triggerReason Trigger for the EVSE's transaction (Rejected without one;
   without an EVSE, one for every transaction).
-* Any other message (MeterValues, LogStatusNotification, FirmwareStatusNotification, the certificate requests,
-  PublishFirmwareStatusNotification): NotImplemented.
+* SignChargingStationCertificate (A02): a SignCertificate for a new charging station certificate
+  (``certificates``); Rejected without a certificate to renew or a CSMS root to check one.
+* Any other message (MeterValues, LogStatusNotification, FirmwareStatusNotification, SignV2GCertificate,
+  SignCombinedCertificate, PublishFirmwareStatusNotification): NotImplemented.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ocpp.v201 import call_result
 from ocpp.v201.enums import Action
 
 from firmware.ocpp.rpc import after_answering, handles
+from firmware.ocpp.v201.certificates import Certificates
 from firmware.ocpp.v201.context import V201Context
 from firmware.ocpp.v201.provisioning import Provisioning
 from firmware.ocpp.v201.status import StatusReporter
@@ -26,13 +29,15 @@ from firmware.ocpp.v201.transactions import Transactions
 
 log = logging.getLogger(__name__)
 
-_SUPPORTED = {"BootNotification", "Heartbeat", "StatusNotification", "TransactionEvent"}
+_SUPPORTED = {"BootNotification", "Heartbeat", "StatusNotification", "TransactionEvent",
+              "SignChargingStationCertificate"}
 
 
 class RemoteTrigger:
     def __init__(self, ctx: V201Context, provisioning: Provisioning, statuses: StatusReporter,
-                 transactions: Transactions) -> None:
+                 transactions: Transactions, certificates: Certificates) -> None:
         self.ctx = ctx
+        self.certificates = certificates
         self.provisioning = provisioning
         self.statuses = statuses
         self.transactions = transactions
@@ -48,6 +53,8 @@ class RemoteTrigger:
     async def _trigger(self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any) -> Any:
         if requested_message not in _SUPPORTED:
             return call_result.TriggerMessage(status="NotImplemented")
+        if requested_message == "SignChargingStationCertificate":
+            return call_result.TriggerMessage(status=self.certificates.signing_status())
         evses = self._evses(evse)
         if evses is None or (requested_message == "BootNotification" and self.provisioning.accepted):
             return call_result.TriggerMessage(status="Rejected")
@@ -58,6 +65,10 @@ class RemoteTrigger:
 
     @after_answering(Action.trigger_message)
     def _after_trigger(self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any) -> None:
+        if requested_message == "SignChargingStationCertificate":
+            if self.certificates.signing_status() == "Accepted":
+                self.certificates.request_signing("the CSMS asked (TriggerMessage)")
+            return
         evses = self._evses(evse)
         if evses is None:
             return
