@@ -64,7 +64,7 @@ class Certificates(CertificateManagement):
     async def _certificate_signed(self, certificate_chain: str, certificate_type: str | None = None,
                                   **_: Any) -> Any:
         if certificate_type not in (None, STATION_CERTIFICATE):  # V2GCertificate: no ISO 15118 here
-            return call_result.CertificateSigned(status="Rejected", status_info=_info("UnsupportedCertificateType"))
+            return call_result.CertificateSigned(status="Rejected", status_info=_info("UnsupportedCertType"))
         return call_result.CertificateSigned(status=await self.certificate_signed(certificate_chain))
 
     @after_answering(Action.certificate_signed)
@@ -75,7 +75,7 @@ class Certificates(CertificateManagement):
     async def _install(self, certificate_type: str, certificate: str, **_: Any) -> Any:
         kind = STORE_KINDS.get(certificate_type)
         if kind is None:
-            return call_result.InstallCertificate(status="Rejected", status_info=_info("UnsupportedCertificateType"))
+            return call_result.InstallCertificate(status="Rejected", status_info=_info("UnsupportedCertType"))
         return call_result.InstallCertificate(status=self.install(kind, certificate))
 
     @handles(Action.delete_certificate)
