@@ -11,6 +11,7 @@ of a station run in the order written: each leaves it as the next expects.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -78,13 +79,17 @@ def _events(s: Station) -> list[str]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def p2(tmp_path_factory: pytest.TempPathFactory, pki: TlsPki) -> AsyncIterator[Station]:
-    """Profile 2; the CSMS first presents an expired certificate (TC_A_05_CS), then its valid one."""
+    """Profile 2 (with a station certificate installed, for TC_A_19_CS's upgrade to 3; the CSMS takes client
+    certificates but does not ask for them); the CSMS first presents an expired certificate (TC_A_05_CS), then its
+    valid one. Supervised: a Reset restarts the agent."""
     tmp = tmp_path_factory.mktemp("p2")
     expired = issue_server_cert(pki.csms_root, tmp / "expired", expired=True)
-    server = server_tls_context(expired.cert, expired.key)
-    async with Station(tmp, ocpp="2.0.1", connectors=1, csms_ssl=server, ocpp_extra=_ocpp(2, pki)) as s:
+    server = server_tls_context(expired.cert, expired.key, client_ca=pki.csms_root.path)
+    server.verify_mode = ssl.CERT_OPTIONAL  # one endpoint for profiles 2 and 3
+    async with Station(tmp, ocpp="2.0.1", connectors=1, csms_ssl=server,
+                       ocpp_extra=_ocpp(2, pki, cp_cert=True)) as s:
         s.profile.password = PASSWORD
-        await s.start_agent(wait_boot=False)
+        await s.start_agent(wait_boot=False, supervised=True)
         await s.wait_log(lambda e: e.get("msg") == "security event" and e.get("event") == "InvalidCsmsCertificate",
                          what="the expired certificate refused")
         server.load_cert_chain(pki.csms.cert, pki.csms.key)  # the CSMS's certificate is renewed
@@ -245,6 +250,36 @@ async def test_the_password_is_never_shown(p2: Station) -> None:
     sent = "".join(e.raw or "" for e in s.csms.transcript.entries if e.direction is Direction.FROM_CP)
     texts = [sent, s.log_path.read_text(), (s.state_dir / "security.log").read_text()]
     assert all(secret not in text for secret in (PASSWORD, NEW_PASSWORD) for text in texts)
+
+
+async def test_tc_a_19_cs_security_profile_upgraded_through_a_network_profile(p2: Station) -> None:
+    """TC_A_19_CS (A05): SetNetworkProfile of a higher security profile into slot 1 is Accepted (a lower one, slot
+    0, and another CSMS are Rejected); NetworkConfigurationPriority "1,0" is RebootRequired; after the Reset
+    (ResetOrReboot reported) the station boots with profile 3 — its client certificate, no Basic auth — and
+    SecurityCtrlr.SecurityProfile says 3."""
+    s = p2
+    def profile(security_profile: int, url: str | None = None) -> dict[str, Any]:
+        return {"ocppVersion": "OCPP20", "ocppTransport": "JSON", "ocppCsmsUrl": url or s.csms.url,
+                "messageTimeout": 30, "securityProfile": security_profile, "ocppInterface": "Wired0"}
+    for slot, data in ((1, profile(1)), (0, profile(3)), (1, profile(3, "wss://elsewhere.example:443/ocpp"))):
+        answer = await s.csms.call(CP_ID, "SetNetworkProfile", {"configurationSlot": slot, "connectionData": data})
+        assert answer["status"] == "Rejected" and answer["statusInfo"]["additionalInfo"]
+    answer = await s.csms.call(CP_ID, "SetNetworkProfile", {"configurationSlot": 1, "connectionData": profile(3)})
+    assert answer == {"status": "Accepted"}
+    priority = await s.csms.call(CP_ID, "SetVariables", {"setVariableData": [
+        {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "NetworkConfigurationPriority"},
+         "attributeValue": "1,0"}]})
+    assert priority["setVariableResult"][0]["attributeStatus"] == "RebootRequired"
+    s.profile.password = None  # profile 3: the CSMS knows the station by its certificate
+    mark = s.mark()
+    assert (await s.csms.call(CP_ID, "Reset", {"type": "Immediate"})) == {"status": "Accepted"}
+    boot = await s.wait_call("BootNotification", since=mark)
+    assert boot.payload["reason"] == "RemoteReset"
+    connect = _connects(s, mark)[-1]
+    assert connect.detail["client_certificate"] == CP_ID
+    await s.wait_booted(since=mark)
+    assert (await _get(s, "SecurityProfile"))["attributeValue"] == "3"
+    await s.wait_until(lambda: "ResetOrReboot" in _events(s), what="ResetOrReboot delivered")
 
 
 # --- security profile 3: the station's own certificate ------------------------------------------------------

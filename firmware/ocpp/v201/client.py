@@ -48,6 +48,7 @@ from firmware.ocpp.v201.context import V201Context
 from firmware.ocpp.v201.data_transfer import DataTransfer
 from firmware.ocpp.v201.device_model import DeviceModel, VariableKey
 from firmware.ocpp.v201.dialect import OCPP201
+from firmware.ocpp.v201.network_profile import NetworkProfiles
 from firmware.ocpp.v201.provisioning import Provisioning
 from firmware.ocpp.v201.remote_control import RemoteControl
 from firmware.ocpp.v201.remote_trigger import RemoteTrigger
@@ -104,6 +105,7 @@ class Ocpp201Client(ContextViews):
                              stable_after_s=ocpp.stable_connection_s, settings=self.security.link_settings,
                              on_attempt_failed=self.security.attempt_failed)
         self.security.reconnect = self.link.reconnect
+        network_profiles = NetworkProfiles(ctx, self.security)  # A05: may raise the profile at this start
         self.certificates = Certificates(ctx, store, credentials, self.link.peer_certificate,
                                          lambda: self.security.profile, self.link.reconnect)
         base_diagnostics = diagnostics or (lambda: {})
@@ -120,7 +122,8 @@ class Ocpp201Client(ContextViews):
         self._handlers: tuple[object, ...] = (self.provisioning, Reports(ctx), self.authorization, self.transactions,
                                               self.remote_control, trigger, self.authorization.local_list,
                                               Reservation(ctx, self.remote_control.coordinator.reservations),
-                                              self.security, self.certificates, self.data_transfer)
+                                              self.security, network_profiles, self.certificates,
+                                              self.data_transfer)
         self._session_settings = SessionSettings(variables, connectors)
         self.security_events.started(f"evse-agent {config.identity.firmware_version} started")
 

@@ -3,8 +3,8 @@ password changed by SetVariables — on the version-agnostic :class:`~firmware.o
 that 1.6 uses (what each connection attempt uses, the key's rule, the events of failed handshakes).
 
 * SecurityCtrlr.SecurityProfile (ReadOnly, as 2.0.1 defines it): the profile the link uses, commissioned with
-  ``[ocpp] security_profile``. 2.0.1 raises a profile through SetNetworkProfile and a reboot (A05), which this
-  station does not implement: the CSMS cannot change it (docs/ocpp201.md).
+  ``[ocpp] security_profile``; 2.0.1 raises it through SetNetworkProfile, NetworkConfigurationPriority and a reboot
+  (A05, ``network_profile``), only upward and with the new profile's prerequisites, as 1.6 does.
 * SecurityCtrlr.BasicAuthPassword (WriteOnly: GetVariables Rejected, never in a report or a log): 16..40
   characters of identifierString, the Basic-auth password of profiles 1 and 2 sent as it is (2.0.1 has no hex
   rule: OCTT TC_A_01_CS). A new one (A01) is Rejected when it breaks that rule (TC_A_10_CS), else Accepted, and
