@@ -25,6 +25,9 @@ from firmware.security.certstore import hash_data
 from sim.csms.server import server_tls_context
 from sim.csms.transcript import Direction, EntryKind, TranscriptEntry
 from sim.harness.pki import TlsPki, issue_server_cert, make_ca, make_tls_pki, sign_csr
+from tests.security_station import connects as _connects
+from tests.security_station import ocpp_lines
+from tests.security_station import wait_connect as _wait_connect
 from tests.station import CP_ID, WAIT_S, Station
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -40,22 +43,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> TlsPki:
 
 
 def _ocpp(profile: int, pki: TlsPki, *, password: str | None = PASSWORD, cp_cert: bool = False) -> str:
-    lines = [f"security_profile = {profile}", f'csms_ca = "{pki.csms_root.path}"']
-    if password is not None:
-        lines.append(f'password = "{password}"')
-    if cp_cert:
-        assert pki.charge_point is not None
-        lines += [f'cp_cert = "{pki.charge_point.cert}"', f'cp_key = "{pki.charge_point.key}"']
-    return "\n".join(lines) + "\n"
-
-
-def _connects(s: Station, since: int = 0) -> list[TranscriptEntry]:
-    return [e for e in s.csms.transcript.entries if e.kind is EntryKind.CONNECT and e.seq >= since]
-
-
-async def _wait_connect(s: Station, since: int, what: str) -> TranscriptEntry:
-    await s.wait_until(lambda: bool(_connects(s, since)), what=what)
-    return _connects(s, since)[0]
+    return ocpp_lines(profile, pki, password=password, cp_cert=cp_cert)
 
 
 async def _get(s: Station, variable: str) -> dict[str, Any]:
