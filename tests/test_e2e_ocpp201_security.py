@@ -100,10 +100,10 @@ async def test_tc_a_05_cs_invalid_server_certificate_refused_and_reported(p2: St
     assert [e["type"] for e in logged][:len(failed) + 1] == _events(s)[:len(failed) + 1]
 
 
-async def test_tc_a_01_cs_basic_auth_over_tls_and_the_security_variables(p2: Station) -> None:
+async def test_tc_a_01_cs_tc_a_04_cs_basic_auth_over_tls_and_the_security_variables(p2: Station) -> None:
     """TC_A_01_CS: the station authenticates with Basic auth (the simulated CSMS checks the header: identity and
-    password, as text) over TLS >= 1.2 without a client certificate; SecurityCtrlr says profile 2 and the
-    identity, and never gives the password (WriteOnly: Rejected)."""
+    password, as text); TC_A_04_CS: over TLS >= 1.2 with the CSMS's valid certificate, without a client
+    certificate. SecurityCtrlr says profile 2 and the identity, and never gives the password (WriteOnly: Rejected)."""
     s = p2
     connect = _connects(s)[-1]
     assert connect.detail["tls"] in ("TLSv1.2", "TLSv1.3") and connect.detail["client_certificate"] is None
@@ -280,8 +280,16 @@ async def p3(tmp_path_factory: pytest.TempPathFactory, pki: TlsPki) -> AsyncIter
     async with Station(tmp, ocpp="2.0.1", connectors=1, csms_ssl=server,
                        ocpp_extra=_ocpp(3, pki, password=None, cp_cert=True)) as s:
         await s.start_agent()
-        assert _connects(s)[0].detail["client_certificate"] == CP_ID
         yield s
+
+
+async def test_tc_a_07_cs_client_certificate(p3: Station) -> None:
+    """TC_A_07_CS (A00.FR.401/402/415/416): with profile 3 the station presents its certificate (CN = its serial
+    number / identity; the CSMS requires one, issued by its root) over TLS >= 1.2, without Basic auth, and boots;
+    SecurityCtrlr.SecurityProfile says 3."""
+    connect = _connects(p3)[0]
+    assert connect.detail["client_certificate"] == CP_ID and connect.detail["tls"] in ("TLSv1.2", "TLSv1.3")
+    assert (await _get(p3, "SecurityProfile"))["attributeValue"] == "3"
 
 
 async def _certificate_signed(s: Station, since: int) -> tuple[TranscriptEntry, str]:
