@@ -42,11 +42,18 @@ _APPLIED = "v201.network_profile.applied"  # fingerprint of the slot whose profi
 
 
 def _same_csms(a: str, b: str) -> bool:
-    """The same host, port and path (the scheme follows the security profile)."""
-    x, y = urlsplit(a), urlsplit(b)
-    port = {"ws": 80, "wss": 443}
-    return (x.hostname, x.port or port.get(x.scheme), x.path.rstrip("/")) == \
-        (y.hostname, y.port or port.get(y.scheme), y.path.rstrip("/"))
+    """The same host, port and path. The scheme follows the security profile and the link keeps the rest of the
+    URL, so a port is the same when both URLs name it or both leave it to their scheme's default. A URL that is
+    not one (no host, a port that is no number) names no CSMS."""
+    def where(url: str) -> tuple[str | None, int | None, str] | None:
+        u = urlsplit(url)
+        try:
+            port = None if u.port == {"ws": 80, "wss": 443}.get(u.scheme) else u.port
+        except ValueError:
+            return None
+        return (u.hostname, port, u.path.rstrip("/")) if u.hostname else None
+    x = where(a)
+    return x is not None and x == where(b)
 
 
 class NetworkProfiles:
