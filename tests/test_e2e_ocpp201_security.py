@@ -62,6 +62,24 @@ def _events(s: Station) -> list[str]:
     return [e["type"] for e in s.csms.state(CP_ID).security_events]
 
 
+async def test_profile_1_basic_auth_over_ws_a_refused_password_logged(tmp_path: Path, pki: TlsPki) -> None:
+    """Profile 1 (TC_A_01_CS over ws://): while the CSMS expects another password each attempt is refused (HTTP 401)
+    and logged as FailedToAuthenticateAtCsms (the 2.0.1 name; not a critical event: logged, not sent); with the
+    expected one the station connects without TLS and boots."""
+    async with Station(tmp_path, ocpp="2.0.1", connectors=1, ocpp_extra=_ocpp(1, pki)) as s:
+        s.profile.password = "another-password-16"
+        await s.start_agent(wait_boot=False)
+        await s.wait_log(lambda e: e.get("msg") == "security event" and e.get("event") == "FailedToAuthenticateAtCsms",
+                         what="the refused password")
+        assert [e for e in s.csms.transcript.entries if e.kind is EntryKind.REFUSED]
+        s.profile.password = PASSWORD
+        await s.wait_booted()
+        assert "tls" not in _connects(s)[-1].detail
+        assert "FailedToAuthenticateAtCsms" in (tmp_path / "security.log").read_text()
+        await s.wait_until(lambda: "StartupOfTheDevice" in _events(s), what="StartupOfTheDevice")
+        assert "FailedToAuthenticateAtCsms" not in _events(s)
+
+
 # --- security profile 2: TLS with Basic auth ---------------------------------------------------------------
 
 
