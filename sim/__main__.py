@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--accept", nargs="+", action="extend", default=[], metavar="ID",
                     help="idTags the builtin CSMS accepts")
     up.add_argument("--password-file", type=Path, metavar="FILE",
-                    help="the AuthorizationKey (16-40 characters; 32-40 hex digits stand for their bytes) for "
-                         "[ocpp].password; the builtin CSMS then requires it too")
+                    help="the AuthorizationKey / BasicAuthPassword (16-40 characters; in 1.6 32-40 hex digits stand "
+                         "for their bytes, 2.0.1 sends it as text) for [ocpp].password; the builtin CSMS then "
+                         "requires it too")
     up.add_argument("--security-profile", type=int, choices=(0, 1, 2, 3), default=None,
                     help="OCPP security profile (docs/security.md): 1 = ws:// + Basic auth, 2 = wss:// + Basic "
                          "auth, 3 = wss:// + client certificate. With the builtin CSMS a test PKI and a key are "

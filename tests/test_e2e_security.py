@@ -15,8 +15,11 @@ from typing import Any
 import pytest
 
 from sim.csms.server import CallErrorReceived, server_tls_context
-from sim.csms.transcript import EntryKind, TranscriptEntry
+from sim.csms.transcript import EntryKind
 from sim.harness.pki import TlsPki, issue_charge_point_cert, issue_server_cert, make_tls_pki
+from tests.security_station import connects as _connects
+from tests.security_station import ocpp_lines
+from tests.security_station import wait_connect as _wait_connect
 from tests.station import CP_ID, Station
 
 KEY = "correct-horse-battery"  # 21 characters: sent as its text
@@ -28,23 +31,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> TlsPki:
     return make_tls_pki(tmp_path_factory.mktemp("pki"), charge_point_serial=CP_ID)
 
 
-def _connects(s: Station, since: int = 0) -> list[TranscriptEntry]:
-    return [e for e in s.csms.transcript.entries if e.kind is EntryKind.CONNECT and e.seq >= since]
-
-
-async def _wait_connect(s: Station, since: int, what: str) -> TranscriptEntry:
-    await s.wait_until(lambda: bool(_connects(s, since)), what=what)
-    return _connects(s, since)[0]
-
-
 def _ocpp(profile: int, pki: TlsPki, *, password: str | None = KEY, cp_cert: bool = False) -> str:
-    lines = [f"security_profile = {profile}", f'csms_ca = "{pki.csms_root.path}"']
-    if password is not None:
-        lines.append(f'password = "{password}"')
-    if cp_cert:
-        assert pki.charge_point is not None
-        lines += [f'cp_cert = "{pki.charge_point.cert}"', f'cp_key = "{pki.charge_point.key}"']
-    return "\n".join(lines) + "\n"
+    return ocpp_lines(profile, pki, password=password, cp_cert=cp_cert)
 
 
 async def test_profile_2_a_bad_server_certificate_is_refused_and_reported_once_per_attempt(

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from firmware.config import ConfigError, parse_config
+from firmware.ocpp.security_events import ACTION, MAX_QUEUED_LINK_EVENTS, SecurityEvents
 from firmware.ocpp.v16.configuration import ConfigurationKeys
 from firmware.ocpp.v16.context import V16Context
 from firmware.ocpp.v16.dialect import OCPP16
-from firmware.ocpp.v16.security_events import ACTION, MAX_QUEUED_LINK_EVENTS, SecurityEvents
 from firmware.security.security_log import SecurityLog
 from firmware.storage import Database
 from firmware.storage.ledger import Ledger

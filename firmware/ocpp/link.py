@@ -70,6 +70,7 @@ class LinkSettings:
     password: str | None = None
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
     label: str = ""  # for logs, e.g. "security profile 2"
+    hex_rule: bool = True  # 1.6 TC_085: a hex key stands for the bytes it encodes (2.0.1: no, sent as text)
 
     def __repr__(self) -> str:  # never the key
         return f"LinkSettings(base_url={self.base_url!r}, password={'***' if self.password else None}, " \
@@ -154,7 +155,8 @@ class OcppLink:
         self.url = charge_point_url(settings.base_url, self.identity)
         headers = {}
         if settings.password is not None:
-            headers["Authorization"] = basic_auth_header(self.identity, settings.password)
+            headers["Authorization"] = basic_auth_header(self.identity, settings.password,
+                                                          hex_rule=settings.hex_rule)
         conn = await connect(
             self.url, subprotocols=[self.subprotocol],  # type: ignore[list-item]
             additional_headers=headers, open_timeout=self.open_timeout_s,

@@ -43,5 +43,5 @@ def create_adapter(config: AgentConfig, db: Database, connectors: dict[int, Conn
 
         return Ocpp201Client(config, connectors, db, request_exit=request_exit, coordinator=coordinator, ledger=ledger,
                              spawn=spawn, firmware=firmware, diagnostics_sources=diagnostics_sources,
-                             smart_charging=smart_charging)
+                             smart_charging=smart_charging, diagnostics=diagnostics, hardware=hardware)
     raise ValueError(f"no OCPP adapter for version {config.ocpp.version!r}")  # the configuration refuses it first

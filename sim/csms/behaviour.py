@@ -258,6 +258,8 @@ class CsmsBehaviour:
     # a StartTransaction identical to one already recorded (connector, idTag, meterStart, timestamp) is a resend
     # whose answer the charge point lost: answer with the transaction id given the first time
     recognise_repeated_starts: bool = True
+    # SignCertificate's answer (Accepted, or Rejected: no CertificateSigned follows even with a csr_signer)
+    sign_certificate_status: str = "Accepted"
 
     def profile(self, cp_id: str) -> ChargePointProfile:
         return self.profiles.get(cp_id, self.default_profile)

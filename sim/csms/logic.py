@@ -169,7 +169,7 @@ class CentralSystemLogic(CsmsRecords):
     def sign_certificate(self, cp_id: str, payload: dict[str, Any]) -> Any:
         """Kept for the test or operator to sign (``state.csrs``); Accepted: the CSMS will send CertificateSigned."""
         self.state(cp_id).csrs.append(payload["csr"])
-        return call_result.SignCertificate(status="Accepted")
+        return call_result.SignCertificate(status=self.behaviour.sign_certificate_status)
 
     def security_event_notification(self, cp_id: str, payload: dict[str, Any]) -> Any:
         self.state(cp_id).security_events.append(dict(payload))

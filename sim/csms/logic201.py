@@ -73,12 +73,27 @@ class CsmsLogic201(CsmsRecords):
     def log_status_notification(self, cp_id: str, payload: dict[str, Any]) -> Any:
         self.state(cp_id).log_status = payload["status"]
         return call_result.LogStatusNotification()
+
     def report_charging_profiles(self, cp_id: str, payload: dict[str, Any]) -> Any:
         self.state(cp_id).charging_profile_reports.append(dict(payload))
         log.info("ReportChargingProfiles", extra={"cp_id": cp_id, "request_id": payload["requestId"],
                                                   "evse": payload["evseId"], "tbc": payload.get("tbc", False),
                                                   "profiles": [p["id"] for p in payload["chargingProfile"]]})
         return call_result.ReportChargingProfiles()
+
+    def security_event_notification(self, cp_id: str, payload: dict[str, Any]) -> Any:
+        self.state(cp_id).security_events.append(dict(payload))
+        return call_result.SecurityEventNotification()
+
+    def sign_certificate(self, cp_id: str, payload: dict[str, Any]) -> Any:
+        """Kept for the test or operator to sign (``state.csrs``); the behaviour's answer (Accepted unless told)."""
+        self.state(cp_id).csrs.append(payload["csr"])
+        return call_result.SignCertificate(status=self.behaviour.sign_certificate_status)
+
+    def data_transfer(self, cp_id: str, payload: dict[str, Any]) -> Any:
+        self.state(cp_id).data_transfers.append(dict(payload))
+        answer = self.behaviour.data_transfer.answer(payload["vendorId"], payload.get("messageId"))
+        return call_result.DataTransfer(status=answer.status, data=answer.data)
 
     def _id_token_info(self, token: dict[str, Any]) -> dict[str, Any]:
         """IdTokenInfoType from the behaviour's id list (1.6 IdTagInfo: expiryDate -> cacheExpiryDateTime,

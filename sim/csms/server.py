@@ -452,7 +452,8 @@ class CsmsSession(ChargePoint):  # type: ignore[misc]  # ocpp ships no type info
     def _on_sign_certificate(self, call_unique_id: str, **_: Any) -> Any:
         csr = self._payloads[call_unique_id].get("csr", "")
         answer = self._csms.logic.sign_certificate(self.id, self._payloads[call_unique_id])
-        if self._csms.csr_signer is not None:  # after this answer: CertificateSigned, as a CSMS with a CA does
+        if self._csms.csr_signer is not None and self._csms.behaviour.sign_certificate_status == "Accepted":
+            # after this answer: CertificateSigned, as a CSMS with a CA does
             self._csms.spawn(self._send_signed(csr))
         return answer
 
@@ -922,7 +923,8 @@ class SimulatedCsms:
             return refuse(HTTPStatus.NOT_FOUND, "unknown charge point")
         password = self.behaviour.profile(cp_id).password
         if password is not None:
-            problem = _basic_auth_problem(request.headers.get("Authorization"), cp_id, password)
+            problem = _basic_auth_problem(request.headers.get("Authorization"), cp_id, password,
+                                          hex_rule=self.ocpp_version == "1.6")
             if problem is not None:
                 response = refuse(HTTPStatus.UNAUTHORIZED, problem)
                 response.headers["WWW-Authenticate"] = build_www_authenticate_basic(BASIC_AUTH_REALM)
@@ -996,14 +998,15 @@ def server_tls_context(cert: str | Path, key: str | Path, *, client_ca: str | Pa
     return ctx
 
 
-def basic_auth_password(key: str) -> bytes:
-    """OCTT TC_085: a key of 32..40 hex digits stands for the bytes it encodes; any other key for its UTF-8."""
-    if 32 <= len(key) <= 40 and len(key) % 2 == 0 and all(c in "0123456789abcdefABCDEF" for c in key):
+def basic_auth_password(key: str, *, hex_rule: bool = True) -> bytes:
+    """OCTT TC_085: a key of 32..40 hex digits stands for the bytes it encodes; any other key for its UTF-8.
+    ``hex_rule=False`` (OCPP 2.0.1's BasicAuthPassword, OCTT TC_A_01_CS): always its UTF-8."""
+    if hex_rule and 32 <= len(key) <= 40 and len(key) % 2 == 0 and all(c in "0123456789abcdefABCDEF" for c in key):
         return bytes.fromhex(key)
     return key.encode("utf-8")
 
 
-def _basic_auth_problem(header: str | None, cp_id: str, password: str) -> str | None:
+def _basic_auth_problem(header: str | None, cp_id: str, password: str, *, hex_rule: bool = True) -> str | None:
     """Why HTTP Basic credentials fail security profile 1/2 (username = identity), or None if they pass."""
     if header is None:
         return "HTTP Basic authentication required"
@@ -1018,7 +1021,7 @@ def _basic_auth_problem(header: str | None, cp_id: str, password: str) -> str | 
     # compare both, always, so the timing does not tell which one was wrong; the password as bytes (it may
     # be binary: a hex AuthorizationKey)
     user_ok = hmac.compare_digest(username, cp_id.encode("utf-8"))
-    pass_ok = hmac.compare_digest(given, basic_auth_password(password))
+    pass_ok = hmac.compare_digest(given, basic_auth_password(password, hex_rule=hex_rule))
     return None if user_ok and pass_ok else "invalid credentials"
 
 

@@ -24,7 +24,8 @@ HANDLED = frozenset({Action.boot_notification, Action.heartbeat, Action.status_n
                      Action.transaction_event, Action.meter_values, Action.notify_report,
                      Action.reservation_status_update,
                      Action.firmware_status_notification, Action.log_status_notification,
-                     Action.report_charging_profiles})
+                     Action.report_charging_profiles, Action.security_event_notification, Action.sign_certificate,
+                     Action.data_transfer})
 
 
 class CsmsSession201(CsmsSession):
@@ -34,7 +35,9 @@ class CsmsSession201(CsmsSession):
 
     def __init__(self, csms: SimulatedCsms, cp_id: str, ws: ServerConnection) -> None:
         super().__init__(csms, cp_id, ws)
-        # the 1.6 handlers this class inherits answer nothing here: only the ones below
+        # of the handlers this class inherits only those of the actions 1.6 and 2.0.1 share (SignCertificate, which
+        # with a csr_signer answers by CertificateSigned; SecurityEventNotification; DataTransfer) answer here,
+        # through CsmsLogic201; the others are the ones below
         self.route_map: dict[str, Any] = {action: h for action, h in self.route_map.items() if action in HANDLED}
 
     @_handles(Action.boot_notification)  # type: ignore[arg-type]

@@ -38,6 +38,7 @@ from firmware.ocpp.adapter import Spawn
 from firmware.ocpp.connection import Worker, serve_connection
 from firmware.ocpp.link import Backoff, OcppLink
 from firmware.ocpp.rpc import RpcChargePoint
+from firmware.ocpp.security_events import SecurityEvents
 from firmware.ocpp.session_context import ContextViews
 from firmware.ocpp.v16.authorization import Authorization
 from firmware.ocpp.v16.certificates import Certificates
@@ -53,7 +54,6 @@ from firmware.ocpp.v16.remote_control import RemoteControl
 from firmware.ocpp.v16.remote_trigger import RemoteTrigger
 from firmware.ocpp.v16.reservation import Reservation
 from firmware.ocpp.v16.security import Security
-from firmware.ocpp.v16.security_events import SecurityEvents
 from firmware.ocpp.v16.session_settings import SessionSettings, session_config_from_keys
 from firmware.ocpp.v16.smart_charging import SmartCharging
 from firmware.ocpp.v16.status_report import StatusReporter
@@ -118,7 +118,7 @@ class Ocpp16Client(ContextViews):
         self.authorization = Authorization(ctx, self.local_auth_list)
         self.transactions = Transactions(ctx, self.meter_values, self.authorization.learn)
         base_diagnostics = diagnostics or (lambda: {})
-        self.data_transfer = DataTransfer(ctx, lambda: {**base_diagnostics(), "security": self.security.report()},
+        self.data_transfer = DataTransfer(lambda: {**base_diagnostics(), "security": self.security.report()},
                                           hardware)
         self._handlers: tuple[object, ...] = (
             Configuration(keys), self.security, self.authorization, self.local_auth_list, self.certificates,

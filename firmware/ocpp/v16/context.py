@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from firmware.charger.connector import ConnectorController
 from firmware.config import AgentConfig
 from firmware.exitcodes import ExitCode
+from firmware.ocpp.data_transfer import VENDOR_ID
 from firmware.ocpp.rpc import RpcChargePoint
 from firmware.ocpp.session_context import CsmsConnectionMixin
 from firmware.storage import Database
@@ -25,8 +26,7 @@ from firmware.storage.outbox import Outbox
 if TYPE_CHECKING:
     from firmware.ocpp.v16.configuration import ConfigurationKeys
 
-#: Our vendorId: DataTransfer, and StatusNotification's vendorErrorCode.
-VENDOR_ID = "evse-agent"
+__all__ = ["VENDOR_ID", "V16Context"]  # VENDOR_ID: DataTransfer's, and StatusNotification's vendorErrorCode
 
 
 @dataclass

@@ -11,8 +11,10 @@ Get/SetVariables on the :mod:`device_model`, its physical tiers from :mod:`inven
 :mod:`reservation` (ReserveNow, CancelReservation, ReservationStatusUpdate),
 :mod:`smart_charging` (SetChargingProfile, GetChargingProfiles, ClearChargingProfile, GetCompositeSchedule),
 :mod:`remote_control` (RequestStart/StopTransaction, UnlockConnector, ChangeAvailability, Reset),
-:mod:`remote_trigger` (TriggerMessage), :mod:`firmware_management` (UpdateFirmware, GetLog) and
-:mod:`session_settings`.
+:mod:`remote_trigger` (TriggerMessage), :mod:`security` (security profiles, SecurityCtrlr, BasicAuthPassword),
+:mod:`certificates` (Install/Delete/GetInstalledCertificateIds, SignCertificate, CertificateSigned),
+:mod:`data_transfer`, :mod:`firmware_management` (UpdateFirmware, GetLog) and :mod:`session_settings`;
+security events go through the shared :mod:`~firmware.ocpp.security_events`.
 This module only routes:
 
 * connector effects to the features (``record`` inside the connector's commit, ``notify`` after it);
@@ -27,7 +29,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,29 +41,34 @@ from firmware.exitcodes import ExitCode
 from firmware.maintenance.diagnostics import DiagnosticsSources
 from firmware.maintenance.log_upload import LogUploads
 from firmware.maintenance.updater import FirmwareUpdater
-from firmware.ocpp import security_profile
 from firmware.ocpp.adapter import Spawn
+from firmware.ocpp.certificate_management import DEFAULT_STORE_MAX
 from firmware.ocpp.connection import Worker, serve_connection
 from firmware.ocpp.link import Backoff, OcppLink
 from firmware.ocpp.rpc import RpcChargePoint
+from firmware.ocpp.security_events import OCPP201_NAMES, SecurityEvents
 from firmware.ocpp.session_context import ContextViews
 from firmware.ocpp.v201.authorization import Authorization
+from firmware.ocpp.v201.certificates import Certificates
 from firmware.ocpp.v201.context import V201Context
-from firmware.ocpp.v201.device_model import DeviceModel
+from firmware.ocpp.v201.data_transfer import DataTransfer
+from firmware.ocpp.v201.device_model import DeviceModel, VariableKey
 from firmware.ocpp.v201.dialect import OCPP201
 from firmware.ocpp.v201.firmware_management import FirmwareManagement
 from firmware.ocpp.v201.inventory import describe_inventory
+from firmware.ocpp.v201.network_profile import NetworkProfiles
 from firmware.ocpp.v201.provisioning import Provisioning
 from firmware.ocpp.v201.remote_control import RemoteControl
 from firmware.ocpp.v201.remote_trigger import RemoteTrigger
 from firmware.ocpp.v201.reports import Reports
 from firmware.ocpp.v201.reservation import Reservation
+from firmware.ocpp.v201.security import Security
 from firmware.ocpp.v201.session_settings import SessionSettings, session_config
 from firmware.ocpp.v201.smart_charging import SmartCharging
 from firmware.ocpp.v201.status import StatusReporter
 from firmware.ocpp.v201.transactions import Transactions, check_queued
-from firmware.security.security_log import FILE_NAME as SECURITY_LOG_FILE
-from firmware.security.security_log import SecurityLog
+from firmware.security.certstore import CertificateStore
+from firmware.security.credentials import ChargePointCredentials
 from firmware.session import Effect, RequestAuthorization, SessionConfig, StatusChanged, TransactionStopped
 from firmware.storage import Database
 from firmware.storage.ledger import Ledger
@@ -82,11 +89,14 @@ class Ocpp201Client(ContextViews):
                  request_exit: Callable[[ExitCode], None], coordinator: Coordinator | None = None,
                  ledger: Ledger | None = None, spawn: Spawn | None = None,
                  firmware: FirmwareUpdater | None = None, diagnostics_sources: DiagnosticsSources | None = None,
-                 smart_charging: SmartChargingScheduler | None = None) -> None:
+                 smart_charging: SmartChargingScheduler | None = None,
+                 diagnostics: Callable[[], dict[str, Any]] | None = None,
+                 hardware: Callable[[], dict[str, Any]] | None = None) -> None:
         """``firmware``: the update pipeline (UpdateFirmware); ``diagnostics_sources``: what GetLog
         DiagnosticsLog archives (without either, those requests are Rejected); ``smart_charging``: the charger's
         charging profiles (without: the K requests are NotSupported and a RequestStartTransaction's
-        chargingProfile is ignored)."""
+        chargingProfile is ignored); ``diagnostics``: what the Diagnostics DataTransfer answers; ``hardware``: the
+        Hardware DataTransfer sent once per run (none without it)."""
         assert config.ocpp is not None
         variables = DeviceModel(db, presets=config.ocpp.presets, evse_ids=[c.id for c in config.connectors])
         self.ctx = ctx = V201Context(config, connectors, db, variables, ledger or Ledger(db),
@@ -96,13 +106,26 @@ class Ocpp201Client(ContextViews):
         self._start_worker: Spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=name))
         ping = variables.get_int("OCPPCommCtrlr", "WebSocketPingInterval")  # RebootRequired: read once
         ocpp = config.ocpp
-        # the commissioned security profile (1-3: Basic auth, TLS with the configured CSMS roots, a client
-        # certificate); 2.0.1's SecurityCtrlr and certificate management are not built yet (docs/ocpp201.md)
+        self.security_events = SecurityEvents(ctx, OCPP201_NAMES)
+        ctx.report_security_event = self.security_events.report
+        certs = Path(config.state_dir) / "certs"
+        capacity = variables.definitions[VariableKey("SecurityCtrlr", "CertificateEntries")].maximum  # its maxLimit
+        store = CertificateStore(certs, max_certificates=int(capacity or DEFAULT_STORE_MAX),
+                                 commissioned_csms_roots=ocpp.csms_ca)
+        credentials = ChargePointCredentials(certs, ocpp.cp_cert, ocpp.cp_key)
+        # the security profile and password (SecurityCtrlr) decide each connection attempt, as in 1.6
+        self.security = Security(ctx, self.security_events, store, credentials)
         self.link = OcppLink(ocpp.csms_url, config.charge_point_id, SUBPROTOCOL,
                              backoff=Backoff(ocpp.reconnect_min_s, ocpp.reconnect_max_s), ping_interval_s=ping or None,
-                             stable_after_s=ocpp.stable_connection_s,
-                             settings=lambda: security_profile.link_settings(ocpp, ocpp.security_profile,
-                                                                             ocpp.password))
+                             stable_after_s=ocpp.stable_connection_s, settings=self.security.link_settings,
+                             on_attempt_failed=self.security.attempt_failed)
+        self.security.reconnect = self.link.reconnect
+        network_profiles = NetworkProfiles(ctx, self.security)  # A05: may raise the profile at this start
+        self.certificates = Certificates(ctx, store, credentials, self.link.peer_certificate,
+                                         lambda: self.security.profile, self.link.reconnect)
+        base_diagnostics = diagnostics or (lambda: {})
+        self.data_transfer = DataTransfer(lambda: {**base_diagnostics(), "security": self.security.report()},
+                                          hardware)
         # B01: the reason of this boot; the reset that ended the previous run is still flagged at this point, and
         # so is the firmware update's switch of slots (L01: the boot into the new firmware says FirmwareUpdate)
         updating = firmware is not None and firmware.restarted_for_update
@@ -116,20 +139,20 @@ class Ocpp201Client(ContextViews):
                                                                                 self.transactions)
         self.remote_control = RemoteControl(ctx, coordinator or Coordinator(connectors, db), self.transactions,
                                             self.smart_charging)
-        security_log = SecurityLog(Path(config.state_dir) / SECURITY_LOG_FILE)
-        # until 2.0.1's SecurityEventNotification is built (A), security events go to the security log only
-        ctx.report_security_event = lambda event, info: security_log.write(event, datetime.now(UTC), info, sent=False)
         self.firmware = FirmwareManagement(ctx, firmware, LogUploads(
-            config.charge_point_id, Path(config.state_dir), diagnostics_sources, security_log.files,
+            config.charge_point_id, Path(config.state_dir), diagnostics_sources, self.security_events.log.files,
             firmware.settings.transfer_timeout_s if firmware is not None else 30.0))
-        trigger = RemoteTrigger(ctx, self.provisioning, self.statuses, self.transactions, self.firmware)
+        trigger = RemoteTrigger(ctx, self.provisioning, self.statuses, self.transactions, self.firmware,
+                                self.certificates)
         self._handlers: tuple[object, ...] = (self.provisioning, Reports(ctx), self.authorization, self.transactions,
                                               self.remote_control, trigger, self.authorization.local_list,
                                               Reservation(ctx, self.remote_control.coordinator.reservations),
-                                              self.firmware)
+                                              self.firmware, self.security, network_profiles, self.certificates,
+                                              self.data_transfer)
         if self.smart_charging is not None:
             self._handlers += (self.smart_charging,)
         self._session_settings = SessionSettings(variables, connectors)
+        self.security_events.started(f"evse-agent {config.identity.firmware_version} started")
 
     @property
     def variables(self) -> DeviceModel:
@@ -164,6 +187,7 @@ class Ocpp201Client(ContextViews):
     # --- running --------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        self.ctx.spawn(self.security_events.watch())  # MemoryExhaustion, SettingSystemTime
         await self.link.run(self._session)
 
     async def _session(self, connection: Any) -> None:
@@ -178,11 +202,16 @@ class Ocpp201Client(ContextViews):
 
         def accepted() -> tuple[list[Worker], list[Worker]]:
             self.link.mark_accepted()  # the back-off resets only once this connection has stayed up a while
+            self.security.accepted()
+            self.certificates.connected()
             self.statuses.connected()
             ctx.online.set()
             send_queued = functools.partial(ctx.call_on, cp, checked=True)  # checked as queued (check_queued)
+            extra: list[Worker] = []
+            if not self.data_transfer.hardware_reported:
+                extra.append((self.data_transfer.report_hardware(call), "ocpp-hardware"))
             return [(self.statuses.send(call), "ocpp-status"), (delivery.run(send_queued), "ocpp-outbox"),
-                    (self.provisioning.heartbeat(call), "ocpp-heartbeat")], []
+                    (self.provisioning.heartbeat(call), "ocpp-heartbeat")], extra
 
         def ended() -> None:
             ctx.online.clear()

@@ -37,8 +37,8 @@ class V201Context(CsmsConnectionMixin):
     online: asyncio.Event = field(default_factory=asyncio.Event)  # connected and accepted
     last_traffic: float = 0.0  # loop time of our last answered CALL (the heartbeat waits on it)
     wake_delivery: Callable[[], None] = lambda: None  # something was queued in the outbox
-    #: ``(type, techInfo)``: a security event (the client writes it to the security log; not sent yet: no 2.0.1
-    #: SecurityEventNotification)
+    #: ``(type, techInfo)``: a security event under the whitepaper's name (``firmware.ocpp.security_events``:
+    #: logged, queued if critical, sent under its 2.0.1 name)
     report_security_event: Callable[[str, str | None], object] = lambda event, info: None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 

@@ -255,6 +255,8 @@ def request_size(payload: Mapping[str, Any]) -> int:
 
 
 Listener = Callable[[VariableKey, str], None]
+#: ``check(current, new)``: why a feature refuses a new value its description allows (None: it takes it).
+Check = Callable[[str, str], str | None]
 
 
 @dataclass(frozen=True)
@@ -284,6 +286,7 @@ class DeviceModel:
         self._listeners: list[tuple[Listener, frozenset[VariableKey] | None]] = []
         self._readers: dict[VariableKey, Callable[[], str]] = {}
         self._move_to_shared_store(db)
+        self._checks: dict[VariableKey, Check] = {}
         if presets and self._settings.get(_PREFIX + "seeded") is None:
             with db.transaction():
                 for name, value in presets.items():
@@ -330,6 +333,20 @@ class DeviceModel:
         if attribute == ACTUAL and d.ocpp16 is not None:
             return SHARED_PREFIX + d.ocpp16
         return _PREFIX + str(d.key) + ("" if attribute == ACTUAL else f"/{attribute}")
+
+    def store(self, component: str, variable: str, value: str) -> None:
+        """The station's own write of any variable (commissioning a WriteOnly password, a security profile put
+        back): checked against its description, stored, without the listeners a SetVariables goes through."""
+        key = VariableKey(component, variable, None, None)
+        d = self.definitions[key]
+        assert d.problem(value) is None, (key, "invalid value")  # never the value itself: it may be a secret
+        self._settings.put(self._storage_key(d), value)
+
+    def add_check(self, key: VariableKey, check: Check) -> None:
+        """A feature's rule on a writable variable beyond its description (a password's length, a profile only
+        upward): a SetVariables it refuses is Rejected with the reason."""
+        assert self.definitions[key].mutability is not Mutability.READ_ONLY
+        self._checks[key] = check
 
     def on_change(self, listener: Listener, keys: Iterable[VariableKey] | None = None) -> None:
         """``listener(key, value)`` after each accepted change of an Actual value (of ``keys``; all without)."""
@@ -409,10 +426,13 @@ class DeviceModel:
         if d.mutability_of(attribute) is Mutability.READ_ONLY:
             return SetResult("Rejected", "ReadOnly")
         problem = d.problem(value) or self._bounds_problem(d, attribute, value)
+        if problem is None and attribute == ACTUAL and (check := self._checks.get(d.key)) is not None:
+            problem = check(self.value(d), value)
         if problem is not None:
             return SetResult("Rejected", problem)
         self._settings.put(self._storage_key(d, attribute), value)
-        log.info("variable set", extra={"variable": str(d.key), "attribute": attribute, "value": value})
+        log.info("variable set", extra={"variable": str(d.key), "attribute": attribute,
+                                        "value": "***" if d.mutability is Mutability.WRITE_ONLY else value})
         if attribute != ACTUAL:
             return SetResult("Accepted")
         for listener, keys in self._listeners:

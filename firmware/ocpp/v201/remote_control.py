@@ -141,6 +141,8 @@ class RemoteControl:
         while on_idle and self._busy():
             self._transaction_ended.clear()
             await self._transaction_ended.wait()
+        self.ctx.report_security_event("ResetOrReboot", f"{'OnIdle' if on_idle else 'Immediate'} reset requested "
+                                       "by the CSMS")  # critical: queued before the transactions end
         outbox, online = self.ctx.outbox, self.ctx.online
         await self.coordinator.reset(hard=False, queue_empty=lambda: outbox.count() == 0 or not online.is_set())
         log.info("restarting for reset", extra={"type": "OnIdle" if on_idle else "Immediate"})

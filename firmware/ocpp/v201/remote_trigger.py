@@ -8,7 +8,10 @@
   without an EVSE, one for every transaction).
 * FirmwareStatusNotification / LogStatusNotification: the running firmware update's / log upload's status and
   requestId, Idle without one when none runs (:mod:`firmware_management`).
-* Any other message (MeterValues, the certificate requests, PublishFirmwareStatusNotification): NotImplemented.
+* SignChargingStationCertificate (A02): a SignCertificate for a new charging station certificate
+  (``certificates``); Rejected without a certificate to renew or a CSMS root to check one.
+* Any other message (MeterValues, SignV2GCertificate, SignCombinedCertificate, PublishFirmwareStatusNotification):
+  NotImplemented.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from ocpp.v201 import call_result
 from ocpp.v201.enums import Action
 
 from firmware.ocpp.rpc import after_answering, handles
+from firmware.ocpp.v201.certificates import Certificates
 from firmware.ocpp.v201.context import V201Context
 from firmware.ocpp.v201.firmware_management import FirmwareManagement
 from firmware.ocpp.v201.provisioning import Provisioning
@@ -29,14 +33,15 @@ from firmware.ocpp.v201.transactions import Transactions
 log = logging.getLogger(__name__)
 
 _SUPPORTED = {"BootNotification", "Heartbeat", "StatusNotification", "TransactionEvent",
-              "FirmwareStatusNotification", "LogStatusNotification"}
+              "FirmwareStatusNotification", "LogStatusNotification", "SignChargingStationCertificate"}
 
 
 class RemoteTrigger:
     def __init__(self, ctx: V201Context, provisioning: Provisioning, statuses: StatusReporter,
-                 transactions: Transactions, firmware: FirmwareManagement) -> None:
+                 transactions: Transactions, firmware: FirmwareManagement, certificates: Certificates) -> None:
         self.ctx = ctx
         self.firmware = firmware
+        self.certificates = certificates
         self.provisioning = provisioning
         self.statuses = statuses
         self.transactions = transactions
@@ -52,6 +57,8 @@ class RemoteTrigger:
     async def _trigger(self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any) -> Any:
         if requested_message not in _SUPPORTED:
             return call_result.TriggerMessage(status="NotImplemented")
+        if requested_message == "SignChargingStationCertificate":
+            return call_result.TriggerMessage(status=self.certificates.signing_status())
         evses = self._evses(evse)
         if evses is None or (requested_message == "BootNotification" and self.provisioning.accepted):
             return call_result.TriggerMessage(status="Rejected")
@@ -62,6 +69,10 @@ class RemoteTrigger:
 
     @after_answering(Action.trigger_message)
     def _after_trigger(self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any) -> None:
+        if requested_message == "SignChargingStationCertificate":
+            if self.certificates.signing_status() == "Accepted":
+                self.certificates.request_signing("the CSMS asked (TriggerMessage)")
+            return
         evses = self._evses(evse)
         if evses is None:
             return

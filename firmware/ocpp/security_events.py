@@ -1,6 +1,7 @@
-"""Security events (1.6 security whitepaper, "Security events/logging"): every event goes to the rolling
-security log; the critical ones, and the TLS failures of the CSMS link, are sent as SecurityEventNotification
-through the durable outbox — in order with the transaction messages, retried like them, surviving a power cut.
+"""Security events (1.6 security whitepaper, "Security events/logging"; the same list in OCPP 2.0.1, appendix
+"Security events", some renamed): every event goes to the rolling security log; the critical ones, and the TLS
+failures of the CSMS link, are sent as SecurityEventNotification through the durable outbox — in order with the
+transaction messages, retried like them, surviving a power cut.
 
 The whitepaper's critical events (it asks for these to be sent): FirmwareUpdated, SettingSystemTime,
 StartupOfTheDevice, ResetOrReboot, SecurityLogWasCleared, MemoryExhaustion, TamperDetectionActivated. A failed
@@ -15,19 +16,28 @@ StartupOfTheDevice at each start; SecurityLogWasCleared when the security log, w
 start (the agent itself never clears it: only someone with the controller's file system can); MemoryExhaustion
 when the state directory's free space goes below ``[storage] min_free_mb``; SettingSystemTime when the wall clock
 steps (:mod:`firmware.security.device_watch`). The others come from the features that cause them.
+
+Version-agnostic: the features raise the whitepaper's names; a version that renamed an event (2.0.1:
+InvalidCsmsCertificate, InvalidChargingStationCertificate, FailedToAuthenticateAtCsms) gives ``names``, and the
+event is logged and sent under its name in that version. The payload (``type``, ``timestamp``, ``techInfo``) is
+the same in 1.6 and 2.0.1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
-from firmware.ocpp.v16.context import V16Context
+from firmware.config import AgentConfig
 from firmware.security import tls
 from firmware.security.device_watch import ClockStepWatch, FreeSpaceWatch
 from firmware.security.security_log import FILE_NAME, SecurityLog
+from firmware.storage import Database
+from firmware.storage.outbox import Outbox
 from firmware.storage.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,9 +57,27 @@ CLOCK_STEP_TOLERANCE_S = 60.0
 _LOG_STARTED = "security.log_started"  # set once the security log has been written: its absence later is news
 
 
+#: OCPP 2.0.1's names of the whitepaper's events that 2.0.1 renamed.
+OCPP201_NAMES = {tls.INVALID_CSMS_CERTIFICATE: "InvalidCsmsCertificate",
+                 "InvalidChargePointCertificate": "InvalidChargingStationCertificate",
+                 "FailedToAuthenticateAtCentralSystem": "FailedToAuthenticateAtCsms"}
+
+
+class EventsContext(Protocol):
+    """What :class:`SecurityEvents` uses of an adapter's feature context (``V16Context``, ``V201Context``)."""
+
+    config: AgentConfig
+    db: Database
+    outbox: Outbox
+
+    def wake_delivery(self) -> None: ...
+
+
 class SecurityEvents:
-    def __init__(self, ctx: V16Context) -> None:
+    def __init__(self, ctx: EventsContext, names: Mapping[str, str] | None = None) -> None:
+        """``names``: the version's names of renamed events (:data:`OCPP201_NAMES`); the whitepaper's otherwise."""
         self.ctx = ctx
+        self._names = dict(names or {})
         self.log = SecurityLog(Path(ctx.config.state_dir) / FILE_NAME)
         self.not_queued = 0  # link events logged only: the queue already held MAX_QUEUED_LINK_EVENTS
         self.space = FreeSpaceWatch(ctx.config.state_dir, ctx.config.min_free_mb * 1024 * 1024)
@@ -86,6 +114,7 @@ class SecurityEvents:
         if queue and event in CAPPED and self.ctx.outbox.count(ACTION) >= MAX_QUEUED_LINK_EVENTS:
             queue = False
             self.not_queued += 1
+        event = self._names.get(event, event)  # the rules above go by the whitepaper's name
         self.log.write(event, now, info, sent=queue)
         # an attack, a fault or a refusal is a WARNING; the device's own life (start, reset, reconfiguration) INFO
         level = logging.WARNING if event in LINK_EVENTS or event.startswith(("Invalid", "Failed", "Tamper",
