@@ -11,7 +11,8 @@ Layout of the tar (uncompressed: the wheels are compressed already)::
     manifest.json      canonical JSON (sorted keys, no spaces), the signed bytes
     manifest.sig       base64 of the DER ECDSA-SHA256 signature over manifest.json
     signing-cert.pem   the signing certificate (must be, or be issued by, a trusted certificate)
-    payload/...        app/firmware/**, app/hal/**, wheels/*.whl, requirements.txt
+    payload/...        app/firmware/**, app/hal/**, wheels/*.whl, requirements.txt,
+                       bytecode/<cache tag>.zip (format 2: the compiled modules, so the controller need not compile)
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from firmware.maintenance.slots import sha256_file
+from firmware.maintenance.slots import HashingReader, sha256_file
 
-FORMAT = 1
+FORMAT = 2  # written when the bundle ships bytecode; without it the bundle is format 1, which every agent reads
+FORMATS = (1, 2)  # what this reader installs
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 CERTIFICATE = "signing-cert.pem"
@@ -57,6 +59,22 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class Bytecode:
+    """Format 2: the modules compiled at build time (payload ``file``, a zip of ``<dir>/__pycache__/*.pyc`` paths
+    relative to the slot) for one interpreter: its ``cache_tag`` and bytecode ``magic`` (hex). The installer uses them
+    when the controller's Python has the same tag and magic, and compiles what is missing (all of it otherwise)."""
+
+    file: str
+    cache_tag: str  # sys.implementation.cache_tag, e.g. cpython-311
+    magic: str  # importlib.util.MAGIC_NUMBER, hex
+    invalidation: str = "checked-hash"  # py_compile.PycInvalidationMode, as the pyc headers say
+
+    def to_json(self) -> dict[str, str]:
+        return {"file": self.file, "cache_tag": self.cache_tag, "magic": self.magic,
+                "invalidation": self.invalidation}
+
+
+@dataclass(frozen=True)
 class Manifest:
     version: str
     built_at: str  # ISO 8601 UTC
@@ -64,27 +82,46 @@ class Manifest:
     python: str  # interpreter tag the wheels are built for, e.g. cp311
     platform: str  # machine the binary wheels are for, e.g. x86_64, aarch64
     files: tuple[FileEntry, ...]
-    format: int = FORMAT
+    bytecode: Bytecode | None = None
+
+    @property
+    def format(self) -> int:
+        """2 with bytecode; 1 without, so that a bundle without bytecode still installs with an older agent."""
+        return FORMAT if self.bytecode is not None else 1
 
     def to_json(self) -> bytes:
         """Canonical bytes (what is signed)."""
-        data = {"format": self.format, "version": self.version, "built_at": self.built_at,
-                "hardware_revisions": list(self.hardware_revisions), "python": self.python,
-                "platform": self.platform,
-                "files": [{"path": f.path, "sha256": f.sha256, "size": f.size} for f in self.files]}
+        data: dict[str, Any] = {
+            "format": self.format, "version": self.version, "built_at": self.built_at,
+            "hardware_revisions": list(self.hardware_revisions), "python": self.python, "platform": self.platform,
+            "files": [{"path": f.path, "sha256": f.sha256, "size": f.size} for f in self.files]}
+        if self.bytecode is not None:
+            data["bytecode"] = self.bytecode.to_json()
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> Manifest:
         try:
             data = json.loads(raw)
-            if data["format"] != FORMAT:
-                raise BundleError(f"bundle format {data['format']} is not supported (this tool reads format "
-                                  f"{FORMAT}); use a matching tool version")
+            if data["format"] not in FORMATS:
+                raise BundleError(f"bundle format {data['format']} is not supported (this tool reads formats "
+                                  f"{', '.join(map(str, FORMATS))}); use a matching tool version")
             files = tuple(FileEntry(str(f["path"]), str(f["sha256"]), int(f["size"])) for f in data["files"])
-            return cls(version=str(data["version"]), built_at=str(data["built_at"]),
-                       hardware_revisions=tuple(str(h) for h in data["hardware_revisions"]),
-                       python=str(data["python"]), platform=str(data["platform"]), files=files)
+            bytecode = None
+            if data["format"] >= 2 and data.get("bytecode") is not None:
+                b = data["bytecode"]
+                bytecode = Bytecode(str(b["file"]), str(b["cache_tag"]), str(b["magic"]), str(b["invalidation"]))
+                if bytecode.file not in {f.path for f in files}:
+                    raise BundleError(f"{MANIFEST} names bytecode {bytecode.file!r}, which is not one of its files; "
+                                      "the bundle is damaged: build it again")
+            manifest = cls(version=str(data["version"]), built_at=str(data["built_at"]),
+                           hardware_revisions=tuple(str(h) for h in data["hardware_revisions"]),
+                           python=str(data["python"]), platform=str(data["platform"]), files=files,
+                           bytecode=bytecode)
+            if manifest.format != data["format"]:
+                raise BundleError(f"{MANIFEST} says format {data['format']} but holds "
+                                  f"{'no ' if bytecode is None else ''}bytecode; the bundle is damaged: build it again")
+            return manifest
         except (ValueError, KeyError, TypeError) as exc:
             raise BundleError(f"{MANIFEST} is malformed ({exc!r}); the bundle is damaged: build it again") from None
 
@@ -121,8 +158,9 @@ def sign(data: bytes, key: ec.EllipticCurvePrivateKey) -> str:
 
 def write_bundle(out: Path, files: Mapping[str, Path], *, version: str, hardware_revisions: Iterable[str],
                  python: str, platform: str, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate,
-                 built_at: datetime | None = None) -> Manifest:
-    """Write a signed bundle of ``files`` (payload path -> source file) to ``out``."""
+                 built_at: datetime | None = None, bytecode: Bytecode | None = None) -> Manifest:
+    """Write a signed bundle of ``files`` (payload path -> source file) to ``out``; ``bytecode`` describes the one
+    of ``files`` that holds the compiled modules (format 2)."""
     cert_key = certificate.public_key()
     if not isinstance(cert_key, ec.EllipticCurvePublicKey) or \
             cert_key.public_numbers() != key.public_key().public_numbers():
@@ -135,7 +173,9 @@ def write_bundle(out: Path, files: Mapping[str, Path], *, version: str, hardware
         entries.append(FileEntry(rel, sha256_file(src), src.stat().st_size))
     manifest = Manifest(version=version, built_at=(built_at or datetime.now(UTC)).isoformat(timespec="seconds"),
                         hardware_revisions=tuple(hardware_revisions), python=python, platform=platform,
-                        files=tuple(entries))
+                        files=tuple(entries), bytecode=bytecode)
+    if bytecode is not None and bytecode.file not in files:
+        raise BundleError(f"bytecode {bytecode.file!r} is not one of the payload files")
     raw = manifest.to_json()
     tmp = out.with_name(out.name + ".tmp")
     with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
@@ -224,9 +264,8 @@ class VerifiedBundle:
     size: int
 
 
-def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
-    f = tar.extractfile(info)
-    if f is None or info.size > _MAX_META_BYTES:
+def _read_meta(f: IO[bytes], info: tarfile.TarInfo) -> bytes:
+    if info.size > _MAX_META_BYTES:
         raise BundleError(f"{info.name} is not a regular file of sensible size; the bundle is damaged")
     return f.read()
 
@@ -235,55 +274,63 @@ def verify_bundle(path: Path, trusted: Iterable[x509.Certificate], *, hardware_r
                   now: datetime | None = None) -> VerifiedBundle:
     """Check everything before anything is written anywhere: the signing certificate against ``trusted``,
     the signature over the manifest, every payload file against its SHA-256 (and no file missing or added),
-    and — when given — that the bundle is built for ``hardware_revision``. Raises :class:`BundleError`."""
+    and — when given — that the bundle is built for ``hardware_revision``. Raises :class:`BundleError`.
+
+    One sequential read of the file: every member is hashed as it passes (the manifest need not come first), and
+    the whole file too (``sha256``: what the controller's copy is checked against); the checks follow, the
+    signature first."""
     where = str(path)
+    meta: dict[str, bytes] = {}
+    payload: dict[str, tuple[str, int]] = {}  # path -> (sha256, size)
     try:
-        with tarfile.open(path, "r:") as tar:
-            members = tar.getmembers()
-            by_name = {m.name: m for m in members}
-            for name in _META:
-                if name not in by_name:
-                    raise BundleError(f"{where}: {name} is missing: this is not a firmware bundle (or it is "
-                                      "damaged)")
-            raw = _read_member(tar, by_name[MANIFEST])
-            signature = _read_member(tar, by_name[SIGNATURE]).decode("ascii", "replace").strip()
-            try:
-                cert = x509.load_pem_x509_certificate(_read_member(tar, by_name[CERTIFICATE]))
-            except ValueError as exc:
-                raise BundleError(f"{where}: {CERTIFICATE} is not a PEM certificate ({exc})") from None
-            check_certificate(cert, trusted, where, now)
-            verify_signature(raw, signature, cert, where)
-            manifest = Manifest.from_json(raw)
-            if hardware_revision is not None and hardware_revision not in manifest.hardware_revisions:
-                raise BundleError(f"{where}: bundle {manifest.version} is built for hardware revision(s) "
-                                  f"{', '.join(manifest.hardware_revisions)}, the controller is "
-                                  f"{hardware_revision!r}: use the bundle for {hardware_revision}")
-            _check_payload(tar, members, manifest, where)
+        with path.open("rb") as raw:
+            reader = HashingReader(raw)
+            buffered = io.BufferedReader(reader, 1 << 20)
+            with tarfile.open(fileobj=buffered, mode="r|") as tar:
+                for m in tar:
+                    f = tar.extractfile(m) if m.isfile() else None
+                    if m.name in _META and f is not None:
+                        meta[m.name] = _read_meta(f, m)
+                        continue
+                    rel = m.name[len(PAYLOAD):] if m.name.startswith(PAYLOAD) else None
+                    if rel is None or f is None or rel in payload:
+                        raise BundleError(f"{where}: unexpected member {m.name!r} (not in the signed manifest): the "
+                                          "bundle was altered after signing. Do not install it")
+                    payload[rel] = (_hash_stream(f), m.size)
+            while buffered.read(1 << 20):  # what follows the end-of-archive marker counts for the file's hash
+                pass
     except (tarfile.TarError, EOFError) as exc:
         raise BundleError(f"{where}: not a readable tar file ({exc}); the download may be incomplete") from None
     except OSError as exc:
         raise BundleError(f"{where}: cannot read the bundle ({exc.strerror or exc})") from None
-    return VerifiedBundle(path, manifest, _describe(cert), sha256_file(path), path.stat().st_size)
+    for name in _META:
+        if name not in meta:
+            raise BundleError(f"{where}: {name} is missing: this is not a firmware bundle (or it is damaged)")
+    try:
+        cert = x509.load_pem_x509_certificate(meta[CERTIFICATE])
+    except ValueError as exc:
+        raise BundleError(f"{where}: {CERTIFICATE} is not a PEM certificate ({exc})") from None
+    check_certificate(cert, trusted, where, now)
+    verify_signature(meta[MANIFEST], meta[SIGNATURE].decode("ascii", "replace").strip(), cert, where)
+    manifest = Manifest.from_json(meta[MANIFEST])
+    if hardware_revision is not None and hardware_revision not in manifest.hardware_revisions:
+        raise BundleError(f"{where}: bundle {manifest.version} is built for hardware revision(s) "
+                          f"{', '.join(manifest.hardware_revisions)}, the controller is "
+                          f"{hardware_revision!r}: use the bundle for {hardware_revision}")
+    _check_payload(payload, manifest, where)
+    return VerifiedBundle(path, manifest, _describe(cert), reader.digest.hexdigest(), reader.size)
 
 
-def _check_payload(tar: tarfile.TarFile, members: list[tarfile.TarInfo], manifest: Manifest, where: str) -> None:
+def _check_payload(payload: dict[str, tuple[str, int]], manifest: Manifest, where: str) -> None:
     expected = {f.path: f for f in manifest.files}
-    seen: set[str] = set()
-    for m in members:
-        if m.name in _META:
-            continue
-        rel = m.name[len(PAYLOAD):] if m.name.startswith(PAYLOAD) else None
-        if rel is None or not m.isfile() or rel not in expected or rel in seen:
-            raise BundleError(f"{where}: unexpected member {m.name!r} (not in the signed manifest): the bundle "
-                              "was altered after signing. Do not install it")
-        seen.add(rel)
-        f = tar.extractfile(m)
-        assert f is not None
-        digest = _hash_stream(f)
-        if digest != expected[rel].sha256 or m.size != expected[rel].size:
+    for rel, (digest, size) in payload.items():
+        if rel not in expected:
+            raise BundleError(f"{where}: unexpected member {PAYLOAD + rel!r} (not in the signed manifest): the "
+                              "bundle was altered after signing. Do not install it")
+        if digest != expected[rel].sha256 or size != expected[rel].size:
             raise BundleError(f"{where}: {rel} does not match its SHA-256 in the signed manifest: the bundle was "
                               "altered after signing. Do not install it; get the original bundle again")
-    missing = sorted(set(expected) - seen)
+    missing = sorted(set(expected) - set(payload))
     if missing:
         raise BundleError(f"{where}: {len(missing)} file(s) of the manifest missing, e.g. {missing[0]}: the bundle "
                           "is incomplete")
@@ -299,7 +346,9 @@ def _hash_stream(f: IO[bytes]) -> str:
 def manifest_summary(manifest: Manifest) -> dict[str, Any]:
     return {"version": manifest.version, "built_at": manifest.built_at,
             "hardware_revisions": list(manifest.hardware_revisions), "python": manifest.python,
-            "platform": manifest.platform, "files": len(manifest.files), "payload_bytes": manifest.payload_bytes}
+            "platform": manifest.platform, "files": len(manifest.files), "payload_bytes": manifest.payload_bytes,
+            "format": manifest.format,
+            "bytecode": manifest.bytecode.cache_tag if manifest.bytecode is not None else None}
 
 
 def verify_file_signature(path: Path, signature_b64: str, cert: x509.Certificate) -> None:

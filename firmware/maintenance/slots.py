@@ -6,7 +6,7 @@ This module runs ON THE CONTROLLER and uses the standard library only: ``tools/f
 The agent's own updater will reuse it. Every operation takes the controller's root directory (``/`` on a
 controller; a mounted SD card, or a test directory) and answers one JSON object. Layout (docs/technician-guide.md)::
 
-    <root>/opt/evse-agent/slots/{a,b}/   app/ (firmware, hal), lib/ (unpacked wheels), wheels/, manifest.json, ...
+    <root>/opt/evse-agent/slots/{a,b}/   app/ (firmware, hal), lib/ (unpacked wheels), manifest.json, ...
     <root>/opt/evse-agent/current        symlink -> slots/a: the active slot, switched by rename(2)
     <root>/opt/evse-agent/state.json     slot versions, the last health check, a short history
     <root>/opt/evse-agent/incoming/      <sha256>.part: a bundle being transferred (resumable)
@@ -17,10 +17,10 @@ Everything here is root's and read-only to the agent, which runs as its own user
 operation the agent can ask for itself is :func:`apply_switch_request`, run by a privileged unit
 (:mod:`firmware.maintenance.privileged`).
 
-The active slot is never written to: a bundle is checked (SHA-256 of the whole file, as verified by the
-tool) before the inactive slot is touched, unpacked into ``slots/X.new`` and only renamed to ``slots/X``
-when complete (every file and directory on disk first: one ``syncfs`` of its file system, per-file fsync where
-there is none), and ``current`` changes with one atomic rename. A power
+The active slot is never written to: a bundle is unpacked into ``slots/X.new``, hashed as it is read (its
+SHA-256 must be the one the tool or the agent verified, else that directory is discarded), and only renamed to
+``slots/X`` when complete (every file and directory on disk first: one ``syncfs`` of its file system, per-file
+fsync where there is none), and ``current`` changes with one atomic rename. A power
 cut at any moment leaves either the old or the new slot active, each complete.
 
 The agent's database across versions (:mod:`db_rollback`): before a freshly installed slot is activated for the
@@ -30,14 +30,17 @@ with what the new slot recorded carried into it, or is refused (the new slot sta
 
 from __future__ import annotations
 
-import compileall
+import contextlib
 import ctypes
 import ctypes.util
 import errno
 import hashlib
+import importlib.util
+import io
 import json
 import os
 import platform
+import py_compile
 import shutil
 import signal
 import sqlite3
@@ -50,7 +53,7 @@ import tomllib
 import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from firmware.maintenance import access, db_rollback
 
@@ -176,49 +179,172 @@ def sha256_file(path: Path) -> str:
 
 
 def _safe(rel: str) -> bool:
-    p = PurePosixPath(rel)
-    return bool(rel) and not p.is_absolute() and ".." not in p.parts
+    """A relative POSIX path that stays below where it is joined (strings, not pathlib: called per file)."""
+    return bool(rel) and not rel.startswith("/") and ".." not in rel.split("/")
 
 
-def _unpack(bundle: Path, dest: Path) -> dict[str, Any]:
+class HashingReader(io.RawIOBase):
+    """A file read front to back, hashed on the way: SHA-256 of every byte read (also the bundle's verification,
+    firmware/maintenance/bundle.py, which reads a bundle once)."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.f.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            self.digest.update(memoryview(buffer)[:n])
+            self.size += n
+        return int(n or 0)
+
+
+def _unpack(bundle: Path, dest: Path) -> tuple[dict[str, Any], str]:
     """Regular files only, no path leaving ``dest``: meta files at the top, payload/ below it; all on disk when it
-    returns."""
+    returns. The manifest, and the SHA-256 of the bundle file as it was read."""
     flush = _TreeFlush(dest)  # opened before the first write: a writeback error from then on is reported
     try:
-        manifest = _unpack_files(bundle, dest)
+        unpacked = _unpack_files(bundle, dest)
         flush.wait()
     finally:
         flush.close()
-    return manifest
+    return unpacked
 
 
-def _unpack_files(bundle: Path, dest: Path) -> dict[str, Any]:
-    manifest: dict[str, Any] = {}
-    with tarfile.open(bundle, "r:") as tar:
-        for m in tar.getmembers():
-            rel = m.name[len("payload/"):] if m.name.startswith("payload/") else m.name
-            if not m.isfile() or not _safe(rel):
-                raise SlotError("corrupt", f"bundle member {m.name!r} is not a plain relative file")
-            out = dest / rel
-            out.parent.mkdir(parents=True, exist_ok=True)
-            src = tar.extractfile(m)
-            assert src is not None
-            with out.open("wb") as f:
-                shutil.copyfileobj(src, f)
-            if m.name == "manifest.json":
-                manifest = json.loads(out.read_text())
-    wheels = sorted((dest / "wheels").glob("*.whl")) if (dest / "wheels").is_dir() else []
-    for wheel in wheels:  # a wheel without *.data (checked at build time) installs by unpacking it
-        with zipfile.ZipFile(wheel) as z:
-            for name in z.namelist():
-                if not _safe(name):
-                    raise SlotError("corrupt", f"{wheel.name}: member {name!r} leaves the slot")
-            z.extractall(dest / "lib")
-    # compiled here, once: the agent's user may not write its own code, so it could not cache bytecode itself
-    # and would compile every module at every start
-    compileall.compile_dir(dest, quiet=2, workers=1)
+def _unpack_files(bundle: Path, dest: Path) -> tuple[dict[str, Any], str]:
+    """One sequential read of the tar, hashed on the way: the meta files and the agent's own files are written into
+    the slot, each wheel is unpacked into ``lib/`` straight from the tar (the slot keeps no copy of the wheels),
+    the shipped bytecode (bundle format 2) goes next to the modules when it was compiled for this Python; then
+    whatever module still has no bytecode is compiled (:func:`_compile_missing`)."""
+    manifest: dict[str, Any] | None = None
+    sources: list[str] = []  # the modules written, relative to the slot
+    compiled: set[str] = set()  # the bytecode files written, relative to the slot
+    early: set[str] = set()  # payload files written before the manifest came (a re-packed tar)
+    made: set[str] = set()
+    with bundle.open("rb") as raw:
+        reader = HashingReader(raw)
+        buffered = io.BufferedReader(reader, 1 << 20)
+        with tarfile.open(fileobj=buffered, mode="r|") as tar:
+            for m in tar:
+                rel = m.name[len("payload/"):] if m.name.startswith("payload/") else m.name
+                if not m.isfile() or not _safe(rel):
+                    raise SlotError("corrupt", f"bundle member {m.name!r} is not a plain relative file")
+                src = tar.extractfile(m)
+                assert src is not None  # a regular file
+                if m.name == "manifest.json":
+                    raw_manifest = src.read()
+                    manifest = json.loads(raw_manifest)
+                    _write(os.path.join(dest, rel), io.BytesIO(raw_manifest), made)
+                elif rel.startswith("wheels/") and rel.endswith(".whl"):
+                    # a wheel without *.data (checked at build time) installs by unpacking it
+                    with zipfile.ZipFile(io.BytesIO(src.read())) as z:
+                        sources += ["lib/" + n for n in _unzip(z, os.path.join(dest, "lib"), made)
+                                    if n.endswith(".py")]
+                elif manifest is not None and rel == _bytecode_file(manifest):
+                    with zipfile.ZipFile(io.BytesIO(src.read())) as z:
+                        compiled.update(_unzip_bytecode(z, dest, manifest, made))
+                else:
+                    _write(os.path.join(dest, rel), src, made)
+                    if rel.endswith(".py"):
+                        sources.append(rel)
+                    if manifest is None:
+                        early.add(rel)
+            while buffered.read(1 << 20):  # what follows the end-of-archive marker counts for the file's hash
+                pass
+    if manifest is None:
+        raise SlotError("corrupt", "the bundle holds no manifest.json")
+    late = _bytecode_file(manifest)
+    if late is not None and late in early:  # the bytecode came before the manifest: it was written as a file
+        with zipfile.ZipFile(os.path.join(dest, late)) as z:
+            compiled.update(_unzip_bytecode(z, dest, manifest, made))
+        (dest / late).unlink()
+        with contextlib.suppress(OSError):  # its directory, if it held nothing else
+            (dest / late).parent.rmdir()
+    _compile_missing(dest, sources, compiled)
     _readable_by_agent(dest)
-    return manifest
+    return manifest, reader.digest.hexdigest()
+
+
+def _bytecode_file(manifest: dict[str, Any]) -> str | None:
+    bytecode = manifest.get("bytecode") if manifest.get("format", 1) >= 2 else None
+    return str(bytecode["file"]) if isinstance(bytecode, dict) else None
+
+
+def _unzip_bytecode(z: zipfile.ZipFile, dest: Path, manifest: dict[str, Any], made: set[str]) -> list[str]:
+    """The shipped bytecode into the slot when it was compiled for this Python (nothing otherwise: compiled later)."""
+    bytecode = manifest["bytecode"]
+    if not _bytecode_usable(bytecode):
+        return []
+    return _unzip(z, str(dest), made, bytecode_of=str(bytecode["cache_tag"]))
+
+
+def _write(out: str, src: IO[bytes], made: set[str]) -> None:
+    """``src`` into the new file ``out``, its directory made once (``made``: the directories known to exist)."""
+    parent = os.path.dirname(out)
+    if parent not in made:
+        os.makedirs(parent, exist_ok=True)
+        made.add(parent)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, CODE_FILE_MODE)
+    try:
+        while chunk := src.read(1 << 20):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def _unzip(z: zipfile.ZipFile, dest: str, made: set[str], bytecode_of: str | None = None) -> list[str]:
+    """Every file of ``z`` under ``dest`` (its names, relative to ``dest``); none may leave it. ``bytecode_of``: the
+    archive is the shipped bytecode, and may hold nothing but ``__pycache__/*.<cache tag>.pyc`` files."""
+    names = []
+    for info in z.infolist():
+        name = info.filename
+        if not _safe(name):
+            raise SlotError("corrupt", f"{z.filename or 'archive'}: member {name!r} leaves the slot")
+        if info.is_dir():
+            continue
+        if bytecode_of is not None and not _is_bytecode_path(name, bytecode_of):
+            raise SlotError("corrupt", f"the bundle's bytecode holds {name!r}, which is not a module's bytecode")
+        with z.open(info) as src:
+            _write(os.path.join(dest, name), src, made)
+        names.append(name)
+    return names
+
+
+def _is_bytecode_path(name: str, cache_tag: str) -> bool:
+    parts = name.split("/")
+    return parts[0] in ("app", "lib") and len(parts) >= 3 and parts[-2] == "__pycache__" and \
+        parts[-1].endswith(f".{cache_tag}.pyc")
+
+
+def _bytecode_usable(bytecode: dict[str, Any]) -> bool:
+    """The shipped bytecode was compiled for the Python that installs, hence runs, the agent."""
+    return bytecode.get("cache_tag") == sys.implementation.cache_tag and \
+        bytecode.get("magic") == importlib.util.MAGIC_NUMBER.hex()
+
+
+def _compile_missing(dest: Path, sources: list[str], compiled: set[str]) -> None:
+    """Compile, once, every module without shipped bytecode for this Python (all of them for a format-1 bundle or
+    bytecode of another Python): the agent's user may not write its own code, so it could not cache bytecode
+    itself and would compile every module at every start. Hash-checked, like the shipped bytecode: valid whatever
+    the files' times. A module that does not compile (e.g. a library's file for another Python) is left as
+    ``compileall`` leaves it."""
+    tag = sys.implementation.cache_tag
+    for rel in sources:
+        folder, name = os.path.split(rel)
+        cached = os.path.join(folder, "__pycache__", f"{name[:-3]}.{tag}.pyc")
+        if cached in compiled:
+            continue
+        try:
+            py_compile.compile(os.path.join(dest, rel), cfile=os.path.join(dest, cached), dfile=rel, doraise=True,
+                               invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+        except py_compile.PyCompileError:
+            continue
 
 
 def _syncfs_call() -> Any:
@@ -288,10 +414,6 @@ def install(root: str, sha256: str, size: int, request_id: str | None = None) ->
         got = part.stat().st_size if part.is_file() else 0
         raise SlotError("incomplete", f"the bundle on the controller is incomplete ({got} of {size} bytes): "
                         "run flash again to resume")
-    if sha256_file(part) != sha256:
-        part.unlink()
-        raise SlotError("corrupt", "the bundle on the controller does not match the verified bundle (SHA-256): "
-                        "the copy was damaged in transfer and has been deleted; run flash again")
     active = active_slot(root)
     slot = next(s for s in SLOTS if s != active)
     target = base / "slots" / slot
@@ -299,7 +421,20 @@ def install(root: str, sha256: str, size: int, request_id: str | None = None) ->
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     started = time.monotonic()
-    manifest = _unpack(part, staging)
+    damaged = SlotError("corrupt", "the bundle on the controller does not match the verified bundle (SHA-256): "
+                        "the copy was damaged in transfer and has been deleted; run flash again")
+    try:
+        manifest, digest = _unpack(part, staging)  # the file is hashed as it is unpacked: one read
+    except (SlotError, tarfile.TarError, zipfile.BadZipFile, ValueError, EOFError):
+        shutil.rmtree(staging, ignore_errors=True)
+        if sha256_file(part) != sha256:  # not the bundle that was verified: say so, not what broke in it
+            part.unlink()
+            raise damaged from None
+        raise
+    if digest != sha256:  # checked before the staged slot is renamed into place: nothing installed
+        shutil.rmtree(staging, ignore_errors=True)
+        part.unlink()
+        raise damaged
     state = _read_state(root)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
@@ -658,10 +793,14 @@ def apply_install_request(root: str, request: str) -> dict[str, Any]:
     revision_file = Path(root) / ETC / "hardware-revision"
     revision = revision_file.read_text().strip() if revision_file.is_file() else None
     try:
-        verify_bundle(part, trust, hardware_revision=revision)
+        verified = verify_bundle(part, trust, hardware_revision=revision)
     except BundleError as exc:
         part.unlink(missing_ok=True)
         return _install_refused(root, request_id, str(exc))
+    if verified.sha256 != sha256:
+        part.unlink(missing_ok=True)
+        return _install_refused(root, request_id, "the bundle does not match the verified bundle the request names "
+                                "(SHA-256)")
     try:
         result = install(root, sha256, part.stat().st_size, request_id)
     except SlotError as exc:
