@@ -8,9 +8,10 @@ the request into a job and the job's statuses into FirmwareStatusNotification. I
 (Downloading, Downloaded, Installing) are sent when the CSMS is connected, and skipped when it is not; the final
 one (DownloadFailed, Installed after the restart into the new version, InstallationFailed after a rollback) waits
 for the connection, and the job keeps it until it was answered, across restarts. Once Installed was answered, the
-security event FirmwareUpdated (critical: queued in the durable outbox) says which version replaced which; should
-the agent stop between the two, the job reports Installed again at the next start, and the event with it (at least
-once, never lost).
+security event FirmwareUpdated (critical: queued in the durable outbox) says which version replaced which, exactly
+once per update: it is queued in the same database commit that records it as raised for that job (a setting), so
+the Installed that a restart reports again (it was answered but not yet recorded as such) does not raise it again,
+and a stop before that commit raises it then.
 
 GetDiagnostics builds the archive at once (firmware/maintenance/diagnostics.py), answers with its file name
 (none when it could not be made), then uploads it (HTTP PUT or FTP STOR, firmware/maintenance/transfer.py) with
@@ -37,10 +38,11 @@ from ocpp.v16.enums import Action
 from firmware.maintenance import transfer
 from firmware.maintenance.bundle import BundleError, check_certificate
 from firmware.maintenance.diagnostics import DiagnosticsSources, build_archive, build_security_archive
-from firmware.maintenance.updater import FirmwareStatus, FirmwareUpdater
+from firmware.maintenance.updater import FirmwareStatus, FirmwareUpdater, UpdateJob
 from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost, InvalidResponse, after_answering, handles
 from firmware.ocpp.v16.context import V16Context
 from firmware.security.security_log import SecurityLog
+from firmware.storage.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ PLAIN = {FirmwareStatus.DOWNLOADING: "Downloading", FirmwareStatus.DOWNLOADED: "
 DIAGNOSTICS_DIR = "diagnostics"
 #: Between tries of a final status notification while the CSMS does not answer it.
 RESEND_S = 5.0
+#: Setting: the id of the update job whose FirmwareUpdated event is queued (committed with the event's row).
+FIRMWARE_UPDATED_FOR = "firmware.updated_event_job"
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -133,8 +137,19 @@ class FirmwareManagement:
             return
         await self._deliver_status(action, payload, status)
         if status is FirmwareStatus.INSTALLED and job is not None:
+            self._firmware_updated(job)
+
+    def _firmware_updated(self, job: UpdateJob) -> None:
+        """FirmwareUpdated, once per job across any stop: the event's row in the outbox and the record that it was
+        raised for this job are one commit (the outbox's write joins this transaction)."""
+        settings = Settings(self.ctx.db)
+        with self.ctx.db.transaction():
+            if settings.get(FIRMWARE_UPDATED_FOR) == job.id:
+                log.info("FirmwareUpdated already raised for this update", extra={"job": job.id})
+                return
             self.ctx.report_security_event("FirmwareUpdated", f"firmware {job.previous_version or 'unknown'} -> "
                                                               f"{job.version} (slot {job.slot})")
+            settings.put(FIRMWARE_UPDATED_FOR, job.id)
 
     async def _deliver_status(self, action: str, payload: dict[str, Any], status: FirmwareStatus) -> None:
         final = status in FINAL
