@@ -275,11 +275,15 @@ def _bytecode_file(manifest: dict[str, Any]) -> str | None:
 
 
 def _unzip_bytecode(z: zipfile.ZipFile, dest: Path, manifest: dict[str, Any], made: set[str]) -> list[str]:
-    """The shipped bytecode into the slot when it was compiled for this Python (nothing otherwise: compiled later)."""
+    """The shipped bytecode into the slot, unless it claims this Python's cache tag with another bytecode magic (a
+    pre-release's: this interpreter would reject every file, and recompile at each start). Bytecode for another tag
+    is placed too: Python ignores it, and it is what the controller runs when this is not the controller (a card
+    written on a laptop); :func:`_compile_missing` then compiles for this Python."""
     bytecode = manifest["bytecode"]
-    if not _bytecode_usable(bytecode):
+    tag = str(bytecode["cache_tag"])
+    if tag == sys.implementation.cache_tag and bytecode.get("magic") != importlib.util.MAGIC_NUMBER.hex():
         return []
-    return _unzip(z, str(dest), made, bytecode_of=str(bytecode["cache_tag"]))
+    return _unzip(z, str(dest), made, bytecode_of=tag)
 
 
 def _write(out: str, src: IO[bytes], made: set[str]) -> None:
@@ -322,15 +326,9 @@ def _is_bytecode_path(name: str, cache_tag: str) -> bool:
         parts[-1].endswith(f".{cache_tag}.pyc")
 
 
-def _bytecode_usable(bytecode: dict[str, Any]) -> bool:
-    """The shipped bytecode was compiled for the Python that installs, hence runs, the agent."""
-    return bytecode.get("cache_tag") == sys.implementation.cache_tag and \
-        bytecode.get("magic") == importlib.util.MAGIC_NUMBER.hex()
-
-
 def _compile_missing(dest: Path, sources: list[str], compiled: set[str]) -> None:
     """Compile, once, every module without shipped bytecode for this Python (all of them for a format-1 bundle or
-    bytecode of another Python): the agent's user may not write its own code, so it could not cache bytecode
+    bytecode for another Python): the agent's user may not write its own code, so it could not cache bytecode
     itself and would compile every module at every start. Hash-checked, like the shipped bytecode: valid whatever
     the files' times. A module that does not compile (e.g. a library's file for another Python) is left as
     ``compileall`` leaves it."""
