@@ -54,6 +54,7 @@ def sources(tmp: Path) -> tuple[dict[str, Path], Path]:
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("tinylib/__init__.py", "ANSWER = 41\n")
         z.writestr("tinylib/py2only.py", "print 'not Python 3'\n")  # does not compile: no bytecode, no error
+        z.writestr("tinylib/stored.txt", "kept as it is\n", compress_type=zipfile.ZIP_STORED)
         z.writestr("tinylib-1.0.dist-info/METADATA", "Name: tinylib\nVersion: 1.0\n")
     files = {p.relative_to(src).as_posix(): p for p in src.rglob("*") if p.is_file()}
     files["wheels/" + wheel.name] = wheel
@@ -132,6 +133,8 @@ def test_bytecode_built_once_is_signed_installed_as_shipped_and_used(tmp_path: P
         assert data == shipped.read(pyc(Path(), rel).as_posix())  # the shipped bytes, not compiled again
         assert int.from_bytes(data[4:8], "little") == 0b11  # hash-based, checked against its source
     assert not (slot / "wheels").exists() and not (slot / "bytecode").exists()  # unpacked, not kept
+    assert (slot / "lib/tinylib/stored.txt").read_text() == "kept as it is\n"  # a stored member, a deflated one:
+    assert (slot / "lib/tinylib-1.0.dist-info/METADATA").read_text() == "Name: tinylib\nVersion: 1.0\n"
     assert not pyc(slot, "lib/tinylib/py2only.py").exists()
     trace = imports(slot)
     assert f"code object from '{pyc(slot, 'app/firmware/mod.py')}'" in trace
