@@ -229,8 +229,8 @@ def test_a_re_packed_bundle_with_the_bytecode_before_the_manifest_installs_alike
     assert f"code object from '{pyc(slot, 'lib/tinylib/__init__.py')}'" in imports(slot)
 
 
-def test_a_copy_that_is_not_the_verified_bundle_is_discarded_after_unpacking(tmp_path: Path, signer: Signer) -> None:
-    """The file is hashed as it is unpacked: a copy that differs from the verified bundle leaves nothing."""
+def test_a_copy_that_is_not_the_verified_bundle_is_refused_before_anything_is_unpacked(tmp_path: Path,
+                                                                                      signer: Signer) -> None:
     path = built(tmp_path, signer)
     root = tmp_path / "controller"
     (root / "opt/evse-agent/slots/a").mkdir(parents=True)

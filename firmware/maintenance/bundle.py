@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from firmware.maintenance.slots import HashingReader, sha256_file
+from firmware.maintenance.slots import sha256_file
 
 FORMAT = 2  # written when the bundle ships bytecode; without it the bundle is format 1, which every agent reads
 FORMATS = (1, 2)  # what this reader installs
@@ -264,8 +264,9 @@ class VerifiedBundle:
     size: int
 
 
-def _read_meta(f: IO[bytes], info: tarfile.TarInfo) -> bytes:
-    if info.size > _MAX_META_BYTES:
+def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    f = tar.extractfile(info)
+    if f is None or info.size > _MAX_META_BYTES:
         raise BundleError(f"{info.name} is not a regular file of sensible size; the bundle is damaged")
     return f.read()
 
@@ -274,63 +275,55 @@ def verify_bundle(path: Path, trusted: Iterable[x509.Certificate], *, hardware_r
                   now: datetime | None = None) -> VerifiedBundle:
     """Check everything before anything is written anywhere: the signing certificate against ``trusted``,
     the signature over the manifest, every payload file against its SHA-256 (and no file missing or added),
-    and — when given — that the bundle is built for ``hardware_revision``. Raises :class:`BundleError`.
-
-    One sequential read of the file: every member is hashed as it passes (the manifest need not come first), and
-    the whole file too (``sha256``: what the controller's copy is checked against); the checks follow, the
-    signature first."""
+    and — when given — that the bundle is built for ``hardware_revision``. Raises :class:`BundleError`."""
     where = str(path)
-    meta: dict[str, bytes] = {}
-    payload: dict[str, tuple[str, int]] = {}  # path -> (sha256, size)
     try:
-        with path.open("rb") as raw:
-            reader = HashingReader(raw)
-            buffered = io.BufferedReader(reader, 1 << 20)
-            with tarfile.open(fileobj=buffered, mode="r|") as tar:
-                for m in tar:
-                    f = tar.extractfile(m) if m.isfile() else None
-                    if m.name in _META and f is not None:
-                        meta[m.name] = _read_meta(f, m)
-                        continue
-                    rel = m.name[len(PAYLOAD):] if m.name.startswith(PAYLOAD) else None
-                    if rel is None or f is None or rel in payload:
-                        raise BundleError(f"{where}: unexpected member {m.name!r} (not in the signed manifest): the "
-                                          "bundle was altered after signing. Do not install it")
-                    payload[rel] = (_hash_stream(f), m.size)
-            while buffered.read(1 << 20):  # what follows the end-of-archive marker counts for the file's hash
-                pass
+        with tarfile.open(path, "r:") as tar:
+            members = tar.getmembers()
+            by_name = {m.name: m for m in members}
+            for name in _META:
+                if name not in by_name:
+                    raise BundleError(f"{where}: {name} is missing: this is not a firmware bundle (or it is "
+                                      "damaged)")
+            raw = _read_member(tar, by_name[MANIFEST])
+            signature = _read_member(tar, by_name[SIGNATURE]).decode("ascii", "replace").strip()
+            try:
+                cert = x509.load_pem_x509_certificate(_read_member(tar, by_name[CERTIFICATE]))
+            except ValueError as exc:
+                raise BundleError(f"{where}: {CERTIFICATE} is not a PEM certificate ({exc})") from None
+            check_certificate(cert, trusted, where, now)
+            verify_signature(raw, signature, cert, where)
+            manifest = Manifest.from_json(raw)
+            if hardware_revision is not None and hardware_revision not in manifest.hardware_revisions:
+                raise BundleError(f"{where}: bundle {manifest.version} is built for hardware revision(s) "
+                                  f"{', '.join(manifest.hardware_revisions)}, the controller is "
+                                  f"{hardware_revision!r}: use the bundle for {hardware_revision}")
+            _check_payload(tar, members, manifest, where)
     except (tarfile.TarError, EOFError) as exc:
         raise BundleError(f"{where}: not a readable tar file ({exc}); the download may be incomplete") from None
     except OSError as exc:
         raise BundleError(f"{where}: cannot read the bundle ({exc.strerror or exc})") from None
-    for name in _META:
-        if name not in meta:
-            raise BundleError(f"{where}: {name} is missing: this is not a firmware bundle (or it is damaged)")
-    try:
-        cert = x509.load_pem_x509_certificate(meta[CERTIFICATE])
-    except ValueError as exc:
-        raise BundleError(f"{where}: {CERTIFICATE} is not a PEM certificate ({exc})") from None
-    check_certificate(cert, trusted, where, now)
-    verify_signature(meta[MANIFEST], meta[SIGNATURE].decode("ascii", "replace").strip(), cert, where)
-    manifest = Manifest.from_json(meta[MANIFEST])
-    if hardware_revision is not None and hardware_revision not in manifest.hardware_revisions:
-        raise BundleError(f"{where}: bundle {manifest.version} is built for hardware revision(s) "
-                          f"{', '.join(manifest.hardware_revisions)}, the controller is "
-                          f"{hardware_revision!r}: use the bundle for {hardware_revision}")
-    _check_payload(payload, manifest, where)
-    return VerifiedBundle(path, manifest, _describe(cert), reader.digest.hexdigest(), reader.size)
+    return VerifiedBundle(path, manifest, _describe(cert), sha256_file(path), path.stat().st_size)
 
 
-def _check_payload(payload: dict[str, tuple[str, int]], manifest: Manifest, where: str) -> None:
+def _check_payload(tar: tarfile.TarFile, members: list[tarfile.TarInfo], manifest: Manifest, where: str) -> None:
     expected = {f.path: f for f in manifest.files}
-    for rel, (digest, size) in payload.items():
-        if rel not in expected:
-            raise BundleError(f"{where}: unexpected member {PAYLOAD + rel!r} (not in the signed manifest): the "
-                              "bundle was altered after signing. Do not install it")
-        if digest != expected[rel].sha256 or size != expected[rel].size:
+    seen: set[str] = set()
+    for m in members:
+        if m.name in _META:
+            continue
+        rel = m.name[len(PAYLOAD):] if m.name.startswith(PAYLOAD) else None
+        if rel is None or not m.isfile() or rel not in expected or rel in seen:
+            raise BundleError(f"{where}: unexpected member {m.name!r} (not in the signed manifest): the bundle "
+                              "was altered after signing. Do not install it")
+        seen.add(rel)
+        f = tar.extractfile(m)
+        assert f is not None
+        digest = _hash_stream(f)
+        if digest != expected[rel].sha256 or m.size != expected[rel].size:
             raise BundleError(f"{where}: {rel} does not match its SHA-256 in the signed manifest: the bundle was "
                               "altered after signing. Do not install it; get the original bundle again")
-    missing = sorted(set(expected) - set(payload))
+    missing = sorted(set(expected) - seen)
     if missing:
         raise BundleError(f"{where}: {len(missing)} file(s) of the manifest missing, e.g. {missing[0]}: the bundle "
                           "is incomplete")

@@ -17,8 +17,8 @@ Everything here is root's and read-only to the agent, which runs as its own user
 operation the agent can ask for itself is :func:`apply_switch_request`, run by a privileged unit
 (:mod:`firmware.maintenance.privileged`).
 
-The active slot is never written to: a bundle is unpacked into ``slots/X.new``, hashed as it is read (its
-SHA-256 must be the one the tool or the agent verified, else that directory is discarded), and only renamed to
+The active slot is never written to: a bundle is checked (SHA-256 of the whole file, as verified by the
+tool or the agent) before the inactive slot is touched, unpacked into ``slots/X.new`` and only renamed to
 ``slots/X`` when complete (every file and directory on disk first: one ``syncfs`` of its file system, per-file
 fsync where there is none), and ``current`` changes with one atomic rename. A power
 cut at any moment leaves either the old or the new slot active, each complete.
@@ -30,7 +30,6 @@ with what the new slot recorded carried into it, or is refused (the new slot sta
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -185,87 +184,60 @@ def _safe(rel: str) -> bool:
     return bool(rel) and not rel.startswith("/") and ".." not in rel.split("/")
 
 
-class HashingReader(io.RawIOBase):
-    """A file read front to back, hashed on the way: SHA-256 of every byte read (also the bundle's verification,
-    firmware/maintenance/bundle.py, which reads a bundle once)."""
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self.f = f
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        n = self.f.readinto(buffer)  # type: ignore[attr-defined]
-        if n:
-            self.digest.update(memoryview(buffer)[:n])
-            self.size += n
-        return int(n or 0)
-
-
-def _unpack(bundle: Path, dest: Path) -> tuple[dict[str, Any], str]:
+def _unpack(bundle: Path, dest: Path) -> dict[str, Any]:
     """Regular files only, no path leaving ``dest``: meta files at the top, payload/ below it; all on disk when it
-    returns. The manifest, and the SHA-256 of the bundle file as it was read."""
+    returns."""
     flush = _TreeFlush(dest)  # opened before the first write: a writeback error from then on is reported
     try:
-        unpacked = _unpack_files(bundle, dest)
+        manifest = _unpack_files(bundle, dest)
         flush.wait()
     finally:
         flush.close()
-    return unpacked
+    return manifest
 
 
-def _unpack_files(bundle: Path, dest: Path) -> tuple[dict[str, Any], str]:
-    """One sequential read of the tar, hashed on the way: the meta files and the agent's own files are written into
-    the slot, each wheel is unpacked into ``lib/`` straight from the tar (the slot keeps no copy of the wheels),
-    the shipped bytecode (bundle format 2) goes next to the modules when it was compiled for this Python; then
-    whatever module still has no bytecode is compiled (:func:`_compile_missing`)."""
-    manifest: dict[str, Any] | None = None
+def _unpack_files(bundle: Path, dest: Path) -> dict[str, Any]:
+    """The meta files and the agent's own files are written into the slot, each wheel is unpacked into ``lib/``
+    straight from the tar (the slot keeps no copy of the wheels), the shipped bytecode (bundle format 2) goes next
+    to the modules; then whatever module still has no bytecode for this Python is compiled
+    (:func:`_compile_missing`). Random access to the tar: measured, a sequential read hashing the file on the way
+    costs more CPU (tarfile's stream mode) than the separate hash pass :func:`install` makes first."""
     sources: list[str] = []  # the modules written, relative to the slot
     compiled: set[str] = set()  # the bytecode files written, relative to the slot
-    early: set[str] = set()  # payload files written before the manifest came (a re-packed tar)
     made: set[str] = set()
-    with bundle.open("rb") as raw:
-        reader = HashingReader(raw)
-        buffered = io.BufferedReader(reader, 1 << 20)
-        with tarfile.open(fileobj=buffered, mode="r|") as tar:
-            for m in tar:
-                rel = m.name[len("payload/"):] if m.name.startswith("payload/") else m.name
-                if not m.isfile() or not _safe(rel):
-                    raise SlotError("corrupt", f"bundle member {m.name!r} is not a plain relative file")
-                src = tar.extractfile(m)
-                assert src is not None  # a regular file
-                if m.name == "manifest.json":
-                    raw_manifest = src.read()
-                    manifest = json.loads(raw_manifest)
-                    _write(os.path.join(dest, rel), io.BytesIO(raw_manifest), made)
-                elif rel.startswith("wheels/") and rel.endswith(".whl"):
-                    # a wheel without *.data (checked at build time) installs by unpacking it
-                    sources += ["lib/" + n for n in _unzip(src.read(), os.path.join(dest, "lib"), made)
-                                if n.endswith(".py")]
-                elif manifest is not None and rel == _bytecode_file(manifest):
-                    compiled.update(_unzip_bytecode(src.read(), dest, manifest, made))
-                else:
-                    _write(os.path.join(dest, rel), src, made)
-                    if rel.endswith(".py"):
-                        sources.append(rel)
-                    if manifest is None:
-                        early.add(rel)
-            while buffered.read(1 << 20):  # what follows the end-of-archive marker counts for the file's hash
-                pass
-    if manifest is None:
-        raise SlotError("corrupt", "the bundle holds no manifest.json")
-    late = _bytecode_file(manifest)
-    if late is not None and late in early:  # the bytecode came before the manifest: it was written as a file
-        compiled.update(_unzip_bytecode((dest / late).read_bytes(), dest, manifest, made))
-        (dest / late).unlink()
-        with contextlib.suppress(OSError):  # its directory, if it held nothing else
-            (dest / late).parent.rmdir()
+    with tarfile.open(bundle, "r:") as tar:
+        members = tar.getmembers()
+        for m in members:
+            rel = m.name[len("payload/"):] if m.name.startswith("payload/") else m.name
+            if not m.isfile() or not _safe(rel):
+                raise SlotError("corrupt", f"bundle member {m.name!r} is not a plain relative file")
+        by_name = {m.name: m for m in members}
+        if "manifest.json" not in by_name:
+            raise SlotError("corrupt", "the bundle holds no manifest.json")
+        manifest: dict[str, Any] = json.loads(_member(tar, by_name["manifest.json"]).read())
+        bytecode = _bytecode_file(manifest)
+        for m in members:
+            rel = m.name[len("payload/"):] if m.name.startswith("payload/") else m.name
+            src = _member(tar, m)
+            if rel.startswith("wheels/") and rel.endswith(".whl"):
+                # a wheel without *.data (checked at build time) installs by unpacking it
+                sources += ["lib/" + n for n in _unzip(src.read(), os.path.join(dest, "lib"), made)
+                            if n.endswith(".py")]
+            elif m.name.startswith("payload/") and rel == bytecode:
+                compiled.update(_unzip_bytecode(src.read(), dest, manifest, made))
+            else:
+                _write(os.path.join(dest, rel), src, made)
+                if rel.endswith(".py"):
+                    sources.append(rel)
     _compile_missing(dest, sources, compiled)
     _readable_by_agent(dest)
-    return manifest, reader.digest.hexdigest()
+    return manifest
+
+
+def _member(tar: tarfile.TarFile, m: tarfile.TarInfo) -> IO[bytes]:
+    f = tar.extractfile(m)
+    assert f is not None  # regular files only, checked before
+    return f
 
 
 def _bytecode_file(manifest: dict[str, Any]) -> str | None:
@@ -438,6 +410,10 @@ def install(root: str, sha256: str, size: int, request_id: str | None = None) ->
         got = part.stat().st_size if part.is_file() else 0
         raise SlotError("incomplete", f"the bundle on the controller is incomplete ({got} of {size} bytes): "
                         "run flash again to resume")
+    if sha256_file(part) != sha256:
+        part.unlink()
+        raise SlotError("corrupt", "the bundle on the controller does not match the verified bundle (SHA-256): "
+                        "the copy was damaged in transfer and has been deleted; run flash again")
     active = active_slot(root)
     slot = next(s for s in SLOTS if s != active)
     target = base / "slots" / slot
@@ -445,20 +421,7 @@ def install(root: str, sha256: str, size: int, request_id: str | None = None) ->
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     started = time.monotonic()
-    damaged = SlotError("corrupt", "the bundle on the controller does not match the verified bundle (SHA-256): "
-                        "the copy was damaged in transfer and has been deleted; run flash again")
-    try:
-        manifest, digest = _unpack(part, staging)  # the file is hashed as it is unpacked: one read
-    except (SlotError, tarfile.TarError, zipfile.BadZipFile, ValueError, EOFError):
-        shutil.rmtree(staging, ignore_errors=True)
-        if sha256_file(part) != sha256:  # not the bundle that was verified: say so, not what broke in it
-            part.unlink()
-            raise damaged from None
-        raise
-    if digest != sha256:  # checked before the staged slot is renamed into place: nothing installed
-        shutil.rmtree(staging, ignore_errors=True)
-        part.unlink()
-        raise damaged
+    manifest = _unpack(part, staging)
     state = _read_state(root)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
