@@ -50,6 +50,7 @@ import sys
 import tarfile
 import time
 import tomllib
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -331,16 +332,18 @@ def _compile_missing(dest: Path, sources: list[str], compiled: set[str]) -> None
     the files' times. A module that does not compile (e.g. a library's file for another Python) is left as
     ``compileall`` leaves it."""
     tag = sys.implementation.cache_tag
-    for rel in sources:
-        folder, name = os.path.split(rel)
-        cached = os.path.join(folder, "__pycache__", f"{name[:-3]}.{tag}.pyc")
-        if cached in compiled:
-            continue
-        try:
-            py_compile.compile(os.path.join(dest, rel), cfile=os.path.join(dest, cached), dfile=rel, doraise=True,
-                               invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
-        except py_compile.PyCompileError:
-            continue
+    with warnings.catch_warnings():  # a library's SyntaxWarnings are not the installer's output
+        warnings.simplefilter("ignore")
+        for rel in sources:
+            folder, name = os.path.split(rel)
+            cached = os.path.join(folder, "__pycache__", f"{name[:-3]}.{tag}.pyc")
+            if cached in compiled:
+                continue
+            try:
+                py_compile.compile(os.path.join(dest, rel), cfile=os.path.join(dest, cached), dfile=rel,
+                                   doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+            except py_compile.PyCompileError:
+                continue
 
 
 def _syncfs_call() -> Any:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -118,7 +119,8 @@ def build_bytecode(app: dict[str, Path], wheels: list[Path], out: Path) -> Bytec
                         target.parent.mkdir(parents=True, exist_ok=True)
                         target.write_bytes(z.read(name))
                         sources[f"lib/{name}"] = target
-        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a library's SyntaxWarnings are not the build's output
             for rel in sorted(sources):
                 path = Path(rel)
                 cached = (path.parent / "__pycache__" / f"{path.stem}.{tag}.pyc").as_posix()
