@@ -130,7 +130,8 @@ class Manifest:
         return sum(f.size for f in self.files)
 
 
-def _safe_relative(path: str) -> bool:
+def safe_relative(path: str) -> bool:
+    """A relative POSIX path without ``..`` or backslashes: it stays inside the slot."""
     p = PurePosixPath(path)
     return bool(path) and not p.is_absolute() and ".." not in p.parts and "\\" not in path
 
@@ -167,7 +168,7 @@ def write_bundle(out: Path, files: Mapping[str, Path], *, version: str, hardware
         raise BundleError("the signing key does not belong to the signing certificate")
     entries = []
     for rel in sorted(files):
-        if not _safe_relative(rel):
+        if not safe_relative(rel):
             raise BundleError(f"payload path {rel!r} is not a relative path inside the bundle")
         src = files[rel]
         entries.append(FileEntry(rel, sha256_file(src), src.stat().st_size))

@@ -35,6 +35,7 @@ from firmware.maintenance.bundle import (
     Manifest,
     load_certificate,
     load_private_key,
+    safe_relative,
     write_bundle,
 )
 
@@ -115,6 +116,8 @@ def build_bytecode(app: dict[str, Path], wheels: list[Path], out: Path) -> Bytec
             with zipfile.ZipFile(wheel) as z:
                 for name in z.namelist():
                     if name.endswith(".py"):
+                        if not safe_relative(name):
+                            raise BundleError(f"{wheel.name}: member {name!r} would leave the slot")
                         target = tmp / "lib" / name
                         target.parent.mkdir(parents=True, exist_ok=True)
                         target.write_bytes(z.read(name))
