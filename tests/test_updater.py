@@ -22,8 +22,9 @@ import pytest
 
 from firmware.maintenance import privileged, slots
 from firmware.maintenance.installers import PrivilegedInstaller
-from firmware.maintenance.updater import JOB_FILE, InstallError
+from firmware.maintenance.updater import JOB_FILE, InstallError, JobStore, Step, UpdateJob
 from firmware.storage import Database
+from firmware.storage.outbox import Outbox
 from tests.bundles import install_first, small_bundle
 from tests.file_servers import HttpFileServer, http_file_server
 from tests.pki import Signer, make_signer
@@ -309,3 +310,32 @@ def test_without_syncfs_every_file_is_fsynced_before_the_rename(setup: Setup) ->
                and (m := re.search(rf"<({re.escape(staging)}[^>]*)>", c))}
     assert files and files <= fsynced, sorted(files - fsynced)[:5]
     assert staging in fsynced  # the directories too
+
+
+@pytest.mark.parametrize("kill_at", ["answered", "queued", "never"])
+def test_firmware_updated_is_queued_exactly_once_across_a_kill_9(tmp_path: Path, kill_at: str) -> None:
+    """Killed after the CSMS answered Installed but before the event, or after the event was queued but before the
+    job was recorded as reported: the next start reports Installed again, and FirmwareUpdated is in the outbox once
+    (tests/firmware_event_runner.py: the real updater, 1.6 adapter, security events and outbox)."""
+    JobStore(tmp_path).save(UpdateJob(id="job-7", location="http://csms/fw.bundle", retrieve_at=0.0, retries=0,
+                                      retry_interval_s=0.0, step=Step.DONE, version="1.1.0", slot="b",
+                                      previous_slot="a", previous_version="1.0.0", outcome="Installed"))
+    codes = []
+    for _ in range(3):
+        r = subprocess.run([sys.executable, "-m", "tests.firmware_event_runner", str(tmp_path), kill_at], cwd=REPO,
+                           capture_output=True, text=True, timeout=60)
+        codes.append(r.returncode)
+        assert r.returncode in (0, -9), r.stderr
+        if r.returncode == 0:
+            break
+    assert codes == ([-9, 0] if kill_at != "never" else [0])
+    answered = [json.loads(line) for line in (tmp_path / "answered.jsonl").read_text().splitlines()]
+    assert answered == [["FirmwareStatusNotification", {"status": "Installed"}]] * len(codes)  # again after a kill
+    db = Database(tmp_path / "agent.db")
+    try:
+        events = [m.payload for m in Outbox(db).peek() if m.action == "SecurityEventNotification"]
+    finally:
+        db.close()
+    assert [(e["type"], e.get("techInfo")) for e in events] == [
+        ("FirmwareUpdated", "firmware 1.0.0 -> 1.1.0 (slot b)")]
+    assert JobStore(tmp_path).load().reported  # type: ignore[union-attr]

@@ -11,7 +11,8 @@ Layout of the tar (uncompressed: the wheels are compressed already)::
     manifest.json      canonical JSON (sorted keys, no spaces), the signed bytes
     manifest.sig       base64 of the DER ECDSA-SHA256 signature over manifest.json
     signing-cert.pem   the signing certificate (must be, or be issued by, a trusted certificate)
-    payload/...        app/firmware/**, app/hal/**, wheels/*.whl, requirements.txt
+    payload/...        app/firmware/**, app/hal/**, wheels/*.whl, requirements.txt,
+                       bytecode/<cache tag>.zip (format 2: the compiled modules, so the controller need not compile)
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from firmware.maintenance.slots import sha256_file
 
-FORMAT = 1
+FORMAT = 2  # written when the bundle ships bytecode; without it the bundle is format 1, which every agent reads
+FORMATS = (1, 2)  # what this reader installs
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 CERTIFICATE = "signing-cert.pem"
@@ -57,6 +59,22 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class Bytecode:
+    """Format 2: the modules compiled at build time (payload ``file``, a zip of ``<dir>/__pycache__/*.pyc`` paths
+    relative to the slot) for one interpreter: its ``cache_tag`` and bytecode ``magic`` (hex). The installer uses them
+    when the controller's Python has the same tag and magic, and compiles what is missing (all of it otherwise)."""
+
+    file: str
+    cache_tag: str  # sys.implementation.cache_tag, e.g. cpython-311
+    magic: str  # importlib.util.MAGIC_NUMBER, hex
+    invalidation: str = "checked-hash"  # py_compile.PycInvalidationMode, as the pyc headers say
+
+    def to_json(self) -> dict[str, str]:
+        return {"file": self.file, "cache_tag": self.cache_tag, "magic": self.magic,
+                "invalidation": self.invalidation}
+
+
+@dataclass(frozen=True)
 class Manifest:
     version: str
     built_at: str  # ISO 8601 UTC
@@ -64,27 +82,46 @@ class Manifest:
     python: str  # interpreter tag the wheels are built for, e.g. cp311
     platform: str  # machine the binary wheels are for, e.g. x86_64, aarch64
     files: tuple[FileEntry, ...]
-    format: int = FORMAT
+    bytecode: Bytecode | None = None
+
+    @property
+    def format(self) -> int:
+        """2 with bytecode; 1 without, so that a bundle without bytecode still installs with an older agent."""
+        return FORMAT if self.bytecode is not None else 1
 
     def to_json(self) -> bytes:
         """Canonical bytes (what is signed)."""
-        data = {"format": self.format, "version": self.version, "built_at": self.built_at,
-                "hardware_revisions": list(self.hardware_revisions), "python": self.python,
-                "platform": self.platform,
-                "files": [{"path": f.path, "sha256": f.sha256, "size": f.size} for f in self.files]}
+        data: dict[str, Any] = {
+            "format": self.format, "version": self.version, "built_at": self.built_at,
+            "hardware_revisions": list(self.hardware_revisions), "python": self.python, "platform": self.platform,
+            "files": [{"path": f.path, "sha256": f.sha256, "size": f.size} for f in self.files]}
+        if self.bytecode is not None:
+            data["bytecode"] = self.bytecode.to_json()
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> Manifest:
         try:
             data = json.loads(raw)
-            if data["format"] != FORMAT:
-                raise BundleError(f"bundle format {data['format']} is not supported (this tool reads format "
-                                  f"{FORMAT}); use a matching tool version")
+            if data["format"] not in FORMATS:
+                raise BundleError(f"bundle format {data['format']} is not supported (this tool reads formats "
+                                  f"{', '.join(map(str, FORMATS))}); use a matching tool version")
             files = tuple(FileEntry(str(f["path"]), str(f["sha256"]), int(f["size"])) for f in data["files"])
-            return cls(version=str(data["version"]), built_at=str(data["built_at"]),
-                       hardware_revisions=tuple(str(h) for h in data["hardware_revisions"]),
-                       python=str(data["python"]), platform=str(data["platform"]), files=files)
+            bytecode = None
+            if data["format"] >= 2 and data.get("bytecode") is not None:
+                b = data["bytecode"]
+                bytecode = Bytecode(str(b["file"]), str(b["cache_tag"]), str(b["magic"]), str(b["invalidation"]))
+                if bytecode.file not in {f.path for f in files}:
+                    raise BundleError(f"{MANIFEST} names bytecode {bytecode.file!r}, which is not one of its files; "
+                                      "the bundle is damaged: build it again")
+            manifest = cls(version=str(data["version"]), built_at=str(data["built_at"]),
+                           hardware_revisions=tuple(str(h) for h in data["hardware_revisions"]),
+                           python=str(data["python"]), platform=str(data["platform"]), files=files,
+                           bytecode=bytecode)
+            if manifest.format != data["format"]:
+                raise BundleError(f"{MANIFEST} says format {data['format']} but holds "
+                                  f"{'no ' if bytecode is None else ''}bytecode; the bundle is damaged: build it again")
+            return manifest
         except (ValueError, KeyError, TypeError) as exc:
             raise BundleError(f"{MANIFEST} is malformed ({exc!r}); the bundle is damaged: build it again") from None
 
@@ -93,7 +130,8 @@ class Manifest:
         return sum(f.size for f in self.files)
 
 
-def _safe_relative(path: str) -> bool:
+def safe_relative(path: str) -> bool:
+    """A relative POSIX path without ``..`` or backslashes: it stays inside the slot."""
     p = PurePosixPath(path)
     return bool(path) and not p.is_absolute() and ".." not in p.parts and "\\" not in path
 
@@ -121,21 +159,24 @@ def sign(data: bytes, key: ec.EllipticCurvePrivateKey) -> str:
 
 def write_bundle(out: Path, files: Mapping[str, Path], *, version: str, hardware_revisions: Iterable[str],
                  python: str, platform: str, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate,
-                 built_at: datetime | None = None) -> Manifest:
-    """Write a signed bundle of ``files`` (payload path -> source file) to ``out``."""
+                 built_at: datetime | None = None, bytecode: Bytecode | None = None) -> Manifest:
+    """Write a signed bundle of ``files`` (payload path -> source file) to ``out``; ``bytecode`` describes the one
+    of ``files`` that holds the compiled modules (format 2)."""
     cert_key = certificate.public_key()
     if not isinstance(cert_key, ec.EllipticCurvePublicKey) or \
             cert_key.public_numbers() != key.public_key().public_numbers():
         raise BundleError("the signing key does not belong to the signing certificate")
     entries = []
     for rel in sorted(files):
-        if not _safe_relative(rel):
+        if not safe_relative(rel):
             raise BundleError(f"payload path {rel!r} is not a relative path inside the bundle")
         src = files[rel]
         entries.append(FileEntry(rel, sha256_file(src), src.stat().st_size))
     manifest = Manifest(version=version, built_at=(built_at or datetime.now(UTC)).isoformat(timespec="seconds"),
                         hardware_revisions=tuple(hardware_revisions), python=python, platform=platform,
-                        files=tuple(entries))
+                        files=tuple(entries), bytecode=bytecode)
+    if bytecode is not None and bytecode.file not in files:
+        raise BundleError(f"bytecode {bytecode.file!r} is not one of the payload files")
     raw = manifest.to_json()
     tmp = out.with_name(out.name + ".tmp")
     with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
@@ -299,7 +340,9 @@ def _hash_stream(f: IO[bytes]) -> str:
 def manifest_summary(manifest: Manifest) -> dict[str, Any]:
     return {"version": manifest.version, "built_at": manifest.built_at,
             "hardware_revisions": list(manifest.hardware_revisions), "python": manifest.python,
-            "platform": manifest.platform, "files": len(manifest.files), "payload_bytes": manifest.payload_bytes}
+            "platform": manifest.platform, "files": len(manifest.files), "payload_bytes": manifest.payload_bytes,
+            "format": manifest.format,
+            "bytecode": manifest.bytecode.cache_tag if manifest.bytecode is not None else None}
 
 
 def verify_file_signature(path: Path, signature_b64: str, cert: x509.Certificate) -> None:

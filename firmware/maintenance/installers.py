@@ -76,7 +76,10 @@ class SlotsInstaller(_SlotsReader):
             up = slots.prepare_upload(self.root, sha256, size)
             part = Path(up["path"])
             part.unlink(missing_ok=True)
-            shutil.copyfile(bundle, part)
+            try:  # the verified download itself (one more name for it), no copy; a copy on another file system
+                os.link(bundle, part)
+            except OSError:
+                shutil.copyfile(bundle, part)
             return str(slots.install(self.root, sha256, size)["slot"])
         try:
             return await asyncio.to_thread(install)

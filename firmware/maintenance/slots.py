@@ -6,7 +6,7 @@ This module runs ON THE CONTROLLER and uses the standard library only: ``tools/f
 The agent's own updater will reuse it. Every operation takes the controller's root directory (``/`` on a
 controller; a mounted SD card, or a test directory) and answers one JSON object. Layout (docs/technician-guide.md)::
 
-    <root>/opt/evse-agent/slots/{a,b}/   app/ (firmware, hal), lib/ (unpacked wheels), wheels/, manifest.json, ...
+    <root>/opt/evse-agent/slots/{a,b}/   app/ (firmware, hal), lib/ (unpacked wheels), manifest.json, ...
     <root>/opt/evse-agent/current        symlink -> slots/a: the active slot, switched by rename(2)
     <root>/opt/evse-agent/state.json     slot versions, the last health check, a short history
     <root>/opt/evse-agent/incoming/      <sha256>.part: a bundle being transferred (resumable)
@@ -18,9 +18,9 @@ operation the agent can ask for itself is :func:`apply_switch_request`, run by a
 (:mod:`firmware.maintenance.privileged`).
 
 The active slot is never written to: a bundle is checked (SHA-256 of the whole file, as verified by the
-tool) before the inactive slot is touched, unpacked into ``slots/X.new`` and only renamed to ``slots/X``
-when complete (every file and directory on disk first: one ``syncfs`` of its file system, per-file fsync where
-there is none), and ``current`` changes with one atomic rename. A power
+tool or the agent) before the inactive slot is touched, unpacked into ``slots/X.new`` and only renamed to
+``slots/X`` when complete (every file and directory on disk first: one ``syncfs`` of its file system, per-file
+fsync where there is none), and ``current`` changes with one atomic rename. A power
 cut at any moment leaves either the old or the new slot active, each complete.
 
 The agent's database across versions (:mod:`db_rollback`): before a freshly installed slot is activated for the
@@ -30,27 +30,32 @@ with what the new slot recorded carried into it, or is refused (the new slot sta
 
 from __future__ import annotations
 
-import compileall
 import ctypes
 import ctypes.util
 import errno
 import hashlib
+import importlib.util
+import io
 import json
 import os
 import platform
+import py_compile
 import shutil
 import signal
 import sqlite3
 import stat
+import struct
 import subprocess
 import sys
 import tarfile
 import time
 import tomllib
+import warnings
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from firmware.maintenance import access, db_rollback
 
@@ -176,8 +181,8 @@ def sha256_file(path: Path) -> str:
 
 
 def _safe(rel: str) -> bool:
-    p = PurePosixPath(rel)
-    return bool(rel) and not p.is_absolute() and ".." not in p.parts
+    """A relative POSIX path that stays below where it is joined (strings, not pathlib: called per file)."""
+    return bool(rel) and not rel.startswith("/") and ".." not in rel.split("/")
 
 
 def _unpack(bundle: Path, dest: Path) -> dict[str, Any]:
@@ -193,32 +198,152 @@ def _unpack(bundle: Path, dest: Path) -> dict[str, Any]:
 
 
 def _unpack_files(bundle: Path, dest: Path) -> dict[str, Any]:
-    manifest: dict[str, Any] = {}
+    """The meta files and the agent's own files are written into the slot, each wheel is unpacked into ``lib/``
+    straight from the tar (the slot keeps no copy of the wheels), the shipped bytecode (bundle format 2) goes next
+    to the modules; then whatever module still has no bytecode for this Python is compiled
+    (:func:`_compile_missing`). Random access to the tar: measured, a sequential read hashing the file on the way
+    costs more CPU (tarfile's stream mode) than the separate hash pass :func:`install` makes first."""
+    sources: list[str] = []  # the modules written, relative to the slot
+    compiled: set[str] = set()  # the bytecode files written, relative to the slot
+    made: set[str] = set()
     with tarfile.open(bundle, "r:") as tar:
-        for m in tar.getmembers():
+        members = tar.getmembers()
+        for m in members:
             rel = m.name[len("payload/"):] if m.name.startswith("payload/") else m.name
             if not m.isfile() or not _safe(rel):
                 raise SlotError("corrupt", f"bundle member {m.name!r} is not a plain relative file")
-            out = dest / rel
-            out.parent.mkdir(parents=True, exist_ok=True)
-            src = tar.extractfile(m)
-            assert src is not None
-            with out.open("wb") as f:
-                shutil.copyfileobj(src, f)
-            if m.name == "manifest.json":
-                manifest = json.loads(out.read_text())
-    wheels = sorted((dest / "wheels").glob("*.whl")) if (dest / "wheels").is_dir() else []
-    for wheel in wheels:  # a wheel without *.data (checked at build time) installs by unpacking it
-        with zipfile.ZipFile(wheel) as z:
-            for name in z.namelist():
-                if not _safe(name):
-                    raise SlotError("corrupt", f"{wheel.name}: member {name!r} leaves the slot")
-            z.extractall(dest / "lib")
-    # compiled here, once: the agent's user may not write its own code, so it could not cache bytecode itself
-    # and would compile every module at every start
-    compileall.compile_dir(dest, quiet=2, workers=1)
+        by_name = {m.name: m for m in members}
+        if "manifest.json" not in by_name:
+            raise SlotError("corrupt", "the bundle holds no manifest.json")
+        manifest: dict[str, Any] = json.loads(_member(tar, by_name["manifest.json"]).read())
+        bytecode = _bytecode_file(manifest)
+        for m in members:
+            rel = m.name[len("payload/"):] if m.name.startswith("payload/") else m.name
+            src = _member(tar, m)
+            if rel.startswith("wheels/") and rel.endswith(".whl"):
+                # a wheel without *.data (checked at build time) installs by unpacking it
+                sources += ["lib/" + n for n in _unzip(src.read(), os.path.join(dest, "lib"), made)
+                            if n.endswith(".py")]
+            elif m.name.startswith("payload/") and rel == bytecode:
+                compiled.update(_unzip_bytecode(src.read(), dest, manifest, made))
+            else:
+                _write(os.path.join(dest, rel), src, made)
+                if rel.endswith(".py"):
+                    sources.append(rel)
+    _compile_missing(dest, sources, compiled)
     _readable_by_agent(dest)
     return manifest
+
+
+def _member(tar: tarfile.TarFile, m: tarfile.TarInfo) -> IO[bytes]:
+    f = tar.extractfile(m)
+    assert f is not None  # regular files only, checked before
+    return f
+
+
+def _bytecode_file(manifest: dict[str, Any]) -> str | None:
+    bytecode = manifest.get("bytecode") if manifest.get("format", 1) >= 2 else None
+    return str(bytecode["file"]) if isinstance(bytecode, dict) else None
+
+
+def _unzip_bytecode(archive: bytes, dest: Path, manifest: dict[str, Any], made: set[str]) -> list[str]:
+    """The shipped bytecode into the slot, unless it claims this Python's cache tag with another bytecode magic (a
+    pre-release's: this interpreter would reject every file, and recompile at each start). Bytecode for another tag
+    is placed too: Python ignores it, and it is what the controller runs when this is not the controller (a card
+    written on a laptop); :func:`_compile_missing` then compiles for this Python."""
+    bytecode = manifest["bytecode"]
+    tag = str(bytecode["cache_tag"])
+    if tag == sys.implementation.cache_tag and bytecode.get("magic") != importlib.util.MAGIC_NUMBER.hex():
+        return []
+    return _unzip(archive, str(dest), made, bytecode_of=tag)
+
+
+def _write(out: str, src: IO[bytes] | bytes, made: set[str]) -> None:
+    """``src`` (a file or its bytes) into the new file ``out``, its directory made once (``made``: the directories
+    known to exist)."""
+    parent = os.path.dirname(out)
+    if parent not in made:
+        os.makedirs(parent, exist_ok=True)
+        made.add(parent)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, CODE_FILE_MODE)
+    try:
+        chunks = (src,) if isinstance(src, bytes) else iter(lambda: src.read(1 << 20), b"")
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., file name length, extra field length
+
+
+def _unzip(archive: bytes, dest: str, made: set[str], bytecode_of: str | None = None) -> list[str]:
+    """Every file of the zip ``archive`` under ``dest`` (its names, relative to ``dest``); none may leave it.
+    ``bytecode_of``: the archive is the shipped bytecode, and may hold nothing but ``__pycache__/*.<cache tag>.pyc``.
+
+    Each member is inflated in one call from the archive's bytes (not through :class:`zipfile.ZipExtFile`, whose
+    per-read overhead and CRC pass took about a third of the unpacking here): the archive is part of a bundle whose
+    SHA-256 is checked, so the CRC adds nothing; the sizes still are."""
+    names = []
+    with zipfile.ZipFile(io.BytesIO(archive)) as z:
+        for info in z.infolist():
+            name = info.filename
+            if not _safe(name):
+                raise SlotError("corrupt", f"archive member {name!r} leaves the slot")
+            if info.is_dir():
+                continue
+            if bytecode_of is not None and not _is_bytecode_path(name, bytecode_of):
+                raise SlotError("corrupt", f"the bundle's bytecode holds {name!r}, which is not a module's bytecode")
+            _write(os.path.join(dest, name), _inflate(z, info, archive), made)
+            names.append(name)
+    return names
+
+
+def _inflate(z: zipfile.ZipFile, info: zipfile.ZipInfo, archive: bytes) -> bytes:
+    signature, name_length, extra_length = _LOCAL_HEADER.unpack_from(archive, info.header_offset)
+    if signature != b"PK\x03\x04" or info.flag_bits & 0x1:  # not a local header, or encrypted
+        raise zipfile.BadZipFile(f"member {info.filename!r}: no local header where the directory says")
+    start = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
+    raw = archive[start:start + info.compress_size]
+    if info.compress_type == zipfile.ZIP_DEFLATED:
+        content = zlib.decompress(raw, -15, max(info.file_size, 1))
+    elif info.compress_type == zipfile.ZIP_STORED:
+        content = raw
+    else:  # bzip2, lzma: not in wheels as pip builds them, but zipfile knows how
+        content = z.read(info)
+    if len(content) != info.file_size:
+        raise zipfile.BadZipFile(f"member {info.filename!r}: {len(content)} bytes, the directory says "
+                                 f"{info.file_size}")
+    return content
+
+
+def _is_bytecode_path(name: str, cache_tag: str) -> bool:
+    parts = name.split("/")
+    return parts[0] in ("app", "lib") and len(parts) >= 3 and parts[-2] == "__pycache__" and \
+        parts[-1].endswith(f".{cache_tag}.pyc")
+
+
+def _compile_missing(dest: Path, sources: list[str], compiled: set[str]) -> None:
+    """Compile, once, every module without shipped bytecode for this Python (all of them for a format-1 bundle or
+    bytecode for another Python): the agent's user may not write its own code, so it could not cache bytecode
+    itself and would compile every module at every start. Hash-checked, like the shipped bytecode: valid whatever
+    the files' times. A module that does not compile (e.g. a library's file for another Python) is left as
+    ``compileall`` leaves it."""
+    tag = sys.implementation.cache_tag
+    with warnings.catch_warnings():  # a library's SyntaxWarnings are not the installer's output
+        warnings.simplefilter("ignore")
+        for rel in sources:
+            folder, name = os.path.split(rel)
+            cached = os.path.join(folder, "__pycache__", f"{name[:-3]}.{tag}.pyc")
+            if cached in compiled:
+                continue
+            try:
+                py_compile.compile(os.path.join(dest, rel), cfile=os.path.join(dest, cached), dfile=rel,
+                                   doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+            except py_compile.PyCompileError:
+                continue
 
 
 def _syncfs_call() -> Any:
@@ -658,10 +783,14 @@ def apply_install_request(root: str, request: str) -> dict[str, Any]:
     revision_file = Path(root) / ETC / "hardware-revision"
     revision = revision_file.read_text().strip() if revision_file.is_file() else None
     try:
-        verify_bundle(part, trust, hardware_revision=revision)
+        verified = verify_bundle(part, trust, hardware_revision=revision)
     except BundleError as exc:
         part.unlink(missing_ok=True)
         return _install_refused(root, request_id, str(exc))
+    if verified.sha256 != sha256:
+        part.unlink(missing_ok=True)
+        return _install_refused(root, request_id, "the bundle does not match the verified bundle the request names "
+                                "(SHA-256)")
     try:
         result = install(root, sha256, part.stat().st_size, request_id)
     except SlotError as exc:

@@ -7,8 +7,10 @@ controller's Python has both. Blocking functions, run by the callers in a thread
   is resumed — HTTP ``Range: bytes=N-`` (a server that answers 200 instead of 206 sends the whole file, which
   then starts over), FTP ``REST N``. Every chunk is flushed; the file is fsynced at the end. A size limit stops a
   hostile or mistaken server from filling the disk.
-* **Upload** of one file: HTTP(S) ``PUT`` to the URL (OCPP 1.6 names no method; PUT of the bare file is what a
-  plain web server takes), FTP(S) ``STOR`` into the URL's path (the file name appended when the path ends in /).
+* **Upload** of one file: HTTP(S) ``PUT`` to the URL, FTP(S) ``STOR`` into the URL's path (the file name appended
+  when the path ends in /). Neither OCPP 1.6 (GetDiagnostics), its security whitepaper (GetLog: FTP(S)
+  recommended, for resuming) nor 2.0.1 (N01) names an HTTP method; PUT of the bare file is what EVerest's
+  uploader sends (``curl -T``) and what a plain web server takes. Not multipart/form-data POST.
 * FTP is passive mode (the charger is behind NAT); ``ftps://`` is explicit TLS (AUTH TLS, protected data
   channel). Credentials come from the URL (``ftp://user:pass@host/path``), anonymous otherwise; they are never
   logged (:func:`redact`).

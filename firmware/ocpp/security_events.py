@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 from firmware.config import AgentConfig
+from firmware.maintenance.updater import UpdateJob
 from firmware.security import tls
 from firmware.security.device_watch import ClockStepWatch, FreeSpaceWatch
 from firmware.security.security_log import FILE_NAME, SecurityLog
@@ -61,6 +62,24 @@ _LOG_STARTED = "security.log_started"  # set once the security log has been writ
 OCPP201_NAMES = {tls.INVALID_CSMS_CERTIFICATE: "InvalidCsmsCertificate",
                  "InvalidChargePointCertificate": "InvalidChargingStationCertificate",
                  "FailedToAuthenticateAtCentralSystem": "FailedToAuthenticateAtCsms"}
+
+
+#: Setting: the id of the update job whose FirmwareUpdated event is queued (committed with the event's row).
+FIRMWARE_UPDATED_FOR = "firmware.updated_event_job"
+
+
+def firmware_updated_once(db: Database, report: Callable[[str, str | None], object], job: UpdateJob) -> None:
+    """FirmwareUpdated once per update job across any stop: the event's row in the outbox and the record that it was
+    raised for this job are one commit (the outbox's write joins this transaction), so the Installed a restart
+    reports again (answered, but not yet recorded as such) does not raise it twice, and a stop before the commit
+    raises it then."""
+    settings = Settings(db)
+    with db.transaction():
+        if settings.get(FIRMWARE_UPDATED_FOR) == job.id:
+            log.info("FirmwareUpdated already raised for this update", extra={"job": job.id})
+            return
+        report("FirmwareUpdated", f"firmware {job.previous_version or 'unknown'} -> {job.version} (slot {job.slot})")
+        settings.put(FIRMWARE_UPDATED_FOR, job.id)
 
 
 class EventsContext(Protocol):

@@ -6,16 +6,24 @@ constraints, as binary wheels for the controller's interpreter and machine (``pi
 ``--wheels-from DIR`` takes them from a wheelhouse instead (offline builds, tests). Every requirement must
 have exactly its pinned wheel, and no wheel may need more than unpacking to install (no ``*.data``), which
 is how the controller installs them (firmware/maintenance/slots.py).
+
+The modules (the agent's and the wheels') are compiled here once, for the controller's CPython, and shipped in
+the bundle as ``bytecode/<cache tag>.zip`` (bundle format 2, docs/bundle-format.md): the controller then installs
+without compiling. Only when the controller's Python is the one that builds (the tag and bytecode magic must be
+the same); otherwise, or with ``bytecode=False``, the bundle is format 1 and the controller compiles.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import platform
+import py_compile
 import re
 import subprocess
 import sys
 import tempfile
 import tomllib
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,9 +31,11 @@ from pathlib import Path
 
 from firmware.maintenance.bundle import (
     BundleError,
+    Bytecode,
     Manifest,
     load_certificate,
     load_private_key,
+    safe_relative,
     write_bundle,
 )
 
@@ -89,6 +99,44 @@ def check_wheels(wheels: list[Path], requirements: list[str]) -> None:
                               "does not match pyproject.toml")
 
 
+#: Fixed zip entry times: the same inputs give the same bytecode archive.
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def build_bytecode(app: dict[str, Path], wheels: list[Path], out: Path) -> Bytecode:
+    """Compile every module of the slot-to-be — the agent's (``app``: payload path -> file) and the wheels' as they
+    will be unpacked into ``lib/`` — with this interpreter into a zip of slot-relative ``__pycache__`` paths.
+    Hash-checked pycs: valid whatever the files' times on the controller, and never used for a changed source. A
+    module that does not compile (e.g. a library's file for another Python) gets none, as ``compileall`` does."""
+    tag = sys.implementation.cache_tag
+    with tempfile.TemporaryDirectory(prefix="evse-bytecode-") as tmp_name:
+        tmp = Path(tmp_name)
+        sources: dict[str, Path] = {rel: path for rel, path in app.items() if rel.endswith(".py")}
+        for wheel in wheels:
+            with zipfile.ZipFile(wheel) as z:
+                for name in z.namelist():
+                    if name.endswith(".py"):
+                        if not safe_relative(name):
+                            raise BundleError(f"{wheel.name}: member {name!r} would leave the slot")
+                        target = tmp / "lib" / name
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes(z.read(name))
+                        sources[f"lib/{name}"] = target
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a library's SyntaxWarnings are not the build's output
+            for rel in sorted(sources):
+                path = Path(rel)
+                cached = (path.parent / "__pycache__" / f"{path.stem}.{tag}.pyc").as_posix()
+                cfile = tmp / "pyc" / cached
+                try:
+                    py_compile.compile(str(sources[rel]), cfile=str(cfile), dfile=rel, doraise=True,
+                                       invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+                except py_compile.PyCompileError:
+                    continue
+                archive.writestr(zipfile.ZipInfo(cached, _ZIP_TIME), cfile.read_bytes(), zipfile.ZIP_DEFLATED)
+    return Bytecode(file=f"bytecode/{tag}.zip", cache_tag=tag, magic=importlib.util.MAGIC_NUMBER.hex())
+
+
 @dataclass(frozen=True)
 class BuildResult:
     path: Path
@@ -99,7 +147,9 @@ class BuildResult:
 
 def build_bundle(out: Path, *, key: Path, cert: Path, hardware_revisions: list[str], version: str | None = None,
                  source: Path = REPO, wheels_from: Path | None = None, platform_tag: str | None = None,
-                 python_version: str | None = None) -> BuildResult:
+                 python_version: str | None = None, bytecode: bool = True) -> BuildResult:
+    """``bytecode``: ship the compiled modules (format 2) when the controller's Python is this one; False makes a
+    format-1 bundle, which agents older than format 2 also install."""
     requirements = runtime_requirements()
     files = dict(app_files(source))
     req_text = "".join(r + "\n" for r in requirements)
@@ -125,8 +175,13 @@ def build_bundle(out: Path, *, key: Path, cert: Path, hardware_revisions: list[s
                 raise BundleError(f"--platform {platform_tag}: expected a pip platform tag ending in one of "
                                   f"{', '.join(MACHINES)}, e.g. manylinux2014_aarch64")
             machine = known[0]
+        compiled = None
+        if bytecode and py == f"cp{sys.version_info.major}{sys.version_info.minor}":
+            archive = tmp / "bytecode.zip"
+            compiled = build_bytecode(files, wheels, archive)
+            files[compiled.file] = archive
         default_version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
         manifest = write_bundle(out, files, version=version or default_version, hardware_revisions=hardware_revisions,
                                 python=py, platform=machine, key=load_private_key(key),
-                                certificate=load_certificate(cert))
+                                certificate=load_certificate(cert), bytecode=compiled)
     return BuildResult(out, manifest, out.stat().st_size, len(wheels))

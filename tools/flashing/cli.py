@@ -132,7 +132,8 @@ def cmd_build(args: argparse.Namespace) -> Exit:
                               hardware_revisions=args.hardware_revision, version=args.version,
                               source=Path(args.source),
                               wheels_from=Path(args.wheels_from) if args.wheels_from else None,
-                              platform_tag=args.platform, python_version=args.python_version)
+                              platform_tag=args.platform, python_version=args.python_version,
+                              bytecode=not args.no_bytecode)
     except BundleError as exc:
         raise Fail(Exit.REFUSED, f"build failed: {exc}") from None
     except OSError as exc:
@@ -140,6 +141,7 @@ def cmd_build(args: argparse.Namespace) -> Exit:
     m = result.manifest
     say(f"built {result.path}: version {m.version} for hardware {', '.join(m.hardware_revisions)} "
         f"({m.python}, {m.platform}), {len(m.files)} files incl. {result.wheels} wheels, "
+        f"{'bytecode for ' + m.bytecode.cache_tag if m.bytecode else 'no bytecode'} (format {m.format}), "
         f"{result.size / 1e6:.1f} MB, in {time.monotonic() - started:.1f} s")
     return Exit.OK
 
@@ -594,6 +596,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--wheels-from", metavar="DIR", help="take the dependency wheels from DIR (offline)")
     b.add_argument("--platform", help="pip platform tag of the controller, e.g. manylinux2014_aarch64")
     b.add_argument("--python-version", help="the controller's Python, e.g. 3.11")
+    b.add_argument("--no-bytecode", action="store_true",
+                   help="ship no compiled modules (a format-1 bundle, which agents before format 2 also install; "
+                        "the controller compiles at install)")
     b.set_defaults(func=cmd_build)
 
     f = sub.add_parser("flash", help="verify, transfer, install into the inactive slot, switch, health-check",

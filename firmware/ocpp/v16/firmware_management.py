@@ -8,9 +8,10 @@ the request into a job and the job's statuses into FirmwareStatusNotification. I
 (Downloading, Downloaded, Installing) are sent when the CSMS is connected, and skipped when it is not; the final
 one (DownloadFailed, Installed after the restart into the new version, InstallationFailed after a rollback) waits
 for the connection, and the job keeps it until it was answered, across restarts. Once Installed was answered, the
-security event FirmwareUpdated (critical: queued in the durable outbox) says which version replaced which; should
-the agent stop between the two, the job reports Installed again at the next start, and the event with it (at least
-once, never lost).
+security event FirmwareUpdated (critical: queued in the durable outbox) says which version replaced which, exactly
+once per update: it is queued in the same database commit that records it as raised for that job (a setting), so
+the Installed that a restart reports again (it was answered but not yet recorded as such) does not raise it again,
+and a stop before that commit raises it then.
 
 GetDiagnostics builds the archive at once (firmware/maintenance/diagnostics.py), answers with its file name
 (none when it could not be made), then uploads it (HTTP PUT or FTP STOR, firmware/maintenance/transfer.py) with
@@ -36,6 +37,7 @@ from firmware.maintenance import transfer
 from firmware.maintenance.log_upload import DIAGNOSTICS_LOG, LogUploads, LogUploadStatus
 from firmware.maintenance.updater import FINAL_STATUSES, FirmwareStatus, FirmwareUpdater
 from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost, InvalidResponse, after_answering, handles
+from firmware.ocpp.security_events import firmware_updated_once
 from firmware.ocpp.timestamps import parse_timestamp, unix_seconds
 from firmware.ocpp.v16.context import V16Context
 
@@ -109,8 +111,7 @@ class FirmwareManagement:
             return
         await self.ctx.notify_status(action, payload, final=status in FINAL_STATUSES)
         if status is FirmwareStatus.INSTALLED and job is not None:
-            self.ctx.report_security_event("FirmwareUpdated", f"firmware {job.previous_version or 'unknown'} -> "
-                                                              f"{job.version} (slot {job.slot})")
+            firmware_updated_once(self.ctx.db, self.ctx.report_security_event, job)
 
     # --- SignedUpdateFirmware (OCPP 1.6 security whitepaper) -------------------------------------------
 

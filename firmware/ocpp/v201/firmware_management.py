@@ -41,6 +41,7 @@ from firmware.maintenance import transfer
 from firmware.maintenance.log_upload import LogUploads, LogUploadStatus
 from firmware.maintenance.updater import FINAL_STATUSES, FirmwareStatus, FirmwareUpdater
 from firmware.ocpp.rpc import handles
+from firmware.ocpp.security_events import firmware_updated_once
 from firmware.ocpp.timestamps import parse_timestamp, unix_seconds
 from firmware.ocpp.v201.context import V201Context
 from firmware.ocpp.v201.device_model import VariableKey
@@ -105,8 +106,7 @@ class FirmwareManagement:
                                      final=status in FINAL_STATUSES)
         job = self.updater.job if self.updater is not None else None
         if status is FirmwareStatus.INSTALLED and job is not None:
-            self.ctx.report_security_event("FirmwareUpdated", f"firmware {job.previous_version or 'unknown'} -> "
-                                                              f"{job.version} (slot {job.slot})")
+            firmware_updated_once(self.ctx.db, self.ctx.report_security_event, job)
         elif status is FirmwareStatus.INVALID_SIGNATURE and job is not None:
             self.ctx.report_security_event("InvalidFirmwareSignature", job.detail[:255] or None)
 
