@@ -22,10 +22,10 @@ from firmware.config import parse_config
 from firmware.maintenance.installers import SlotsInstaller
 from firmware.maintenance.log_upload import LogUploads
 from firmware.maintenance.updater import FirmwareUpdater, JobStore, Step, UpdateJob, UpdaterSettings
+from firmware.ocpp.security_events import SecurityEvents
 from firmware.ocpp.v16.configuration import ConfigurationKeys
 from firmware.ocpp.v16.context import V16Context
 from firmware.ocpp.v16.firmware_management import FirmwareManagement
-from firmware.ocpp.security_events import SecurityEvents
 from firmware.storage import Database
 from firmware.storage.ledger import Ledger
 from firmware.storage.outbox import Outbox
