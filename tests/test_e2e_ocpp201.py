@@ -155,7 +155,7 @@ async def test_get_and_set_variables(tmp_path: Path) -> None:
 
         answer = await s.csms.call(CP_ID, "SetVariables", {"setVariableData": [
             {**item("OCPPCommCtrlr", "HeartbeatInterval"), "attributeValue": "120"},
-            {**item("TxCtrlr", "TxStartPoint"), "attributeValue": "EVConnected"},
+            {**item("TxCtrlr", "TxStartPoint"), "attributeValue": "ParkingBayOccupancy"},
             {**item("TxCtrlr", "EVConnectionTimeOut"), "attributeValue": "-5"},
             {**item("AuthCtrlr", "LocalPreAuthorize"), "attributeValue": "maybe"},
             {**item("NoSuchCtrlr", "X"), "attributeValue": "1"},
@@ -168,7 +168,7 @@ async def test_get_and_set_variables(tmp_path: Path) -> None:
         assert [r["attributeStatus"] for r in results] == [
             "Accepted", "Rejected", "Rejected", "Rejected", "UnknownComponent", "UnknownVariable",
             "NotSupportedAttributeType", "RebootRequired", "Accepted"]
-        assert results[1]["attributeStatusInfo"]["reasonCode"] == "ReadOnly"
+        assert results[1]["attributeStatusInfo"]["reasonCode"] == "InvalidValue"
         answer = await s.csms.call(CP_ID, "GetVariables", {"getVariableData": [
             item("OCPPCommCtrlr", "HeartbeatInterval")]}, timeout_s=WAIT_S)
         assert answer["getVariableResult"][0]["attributeValue"] == "120"

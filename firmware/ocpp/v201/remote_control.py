@@ -62,11 +62,16 @@ class RemoteControl:
 
     @handles(Action.request_stop_transaction)
     async def _request_stop(self, transaction_id: str, **_: Any) -> Any:
-        record = self.ctx.ledger.active_by_transaction_id(transaction_id)
-        ctrl = self.ctx.connectors.get(record.connector) if record is not None else None
-        tx = ctrl.machine.transaction if ctrl is not None else None
-        if record is None or ctrl is None or tx is None or tx.local_id != record.local_id:
+        """F03 by the station's transaction id: the machine's transaction in it stops (Remote); one begun before the
+        machine's (TxStartPoint EVConnected or Authorized) and holding none ends at once (triggerReason
+        RemoteStop)."""
+        evse = self.transactions.evse_of(transaction_id)
+        ctrl = self.ctx.connectors.get(evse) if evse is not None else None
+        if ctrl is None:
             return call_result.RequestStopTransaction(status="Rejected", status_info=_info("TxNotFound"))
+        if ctrl.machine.transaction is None:
+            ended = self.transactions.end_now(ctrl, "RemoteStop", "Remote")
+            return call_result.RequestStopTransaction(status="Accepted" if ended else "Rejected")
         effects = await ctrl.handle(RemoteStopRequested())
         result = next((e for e in effects if isinstance(e, RemoteStopResult)), None)
         return call_result.RequestStopTransaction(
