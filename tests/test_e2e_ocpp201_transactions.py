@@ -1,0 +1,274 @@
+"""OCPP 2.0.1 E Transactions and J Meter values end to end: TxStartPoint / TxStopPoint, EVConnectionTimeOut,
+StopTxOnInvalidId / MaxEnergyOnInvalidId, GetTransactionStatus, the retry rule of TransactionEvent, and the values
+kept for the Ended event (TxEndedInterval). Each test names the OCTT 2.0.1 cases it stands for; several cases share
+one station, the variables changed between them by SetVariables as the OCTT does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sim.csms.transcript import TranscriptEntry
+from tests.station import CP_ID, WAIT_S, Station
+
+CARD = "04A1B2C3"
+
+
+def _events(s: Station, since: int = 0) -> list[dict[str, Any]]:
+    return [e.payload for e in s.calls("TransactionEvent", since)]
+
+
+async def _set(s: Station, **variables: str) -> None:
+    """SetVariables ``Component_Variable="value"`` (Accepted each)."""
+    data = [{"component": {"name": k.split("_")[0]}, "variable": {"name": k.split("_")[1]}, "attributeValue": v}
+            for k, v in variables.items()]
+    answer = await s.csms.call(CP_ID, "SetVariables", {"setVariableData": data}, timeout_s=WAIT_S)
+    assert [r["attributeStatus"] for r in answer["setVariableResult"]] == ["Accepted"] * len(data), answer
+
+
+async def _event(s: Station, since: int, event_type: str, trigger: str | None = None) -> TranscriptEntry:
+    return await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == event_type and (
+        trigger is None or e.payload["triggerReason"] == trigger), since=since)
+
+
+def _one_transaction(s: Station, since: int) -> str:
+    """The events since ``since`` are one transaction's, Started ... Ended with seqNo 0, 1, 2, ...: its id."""
+    events = _events(s, since)
+    assert [e["seqNo"] for e in events] == list(range(len(events)))
+    assert events[0]["eventType"] == "Started" and events[-1]["eventType"] == "Ended"
+    ids = {e["transactionInfo"]["transactionId"] for e in events}
+    assert len(ids) == 1
+    return ids.pop()
+
+
+async def test_start_and_stop_points(tmp_path: Path) -> None:
+    """TC_E_09_CS (start EVConnected) with TC_E_14_CS / TC_E_20_CS (stop EVConnected: a local stop only ends the
+    authorization, the unplug ends the transaction); TC_E_10_CS (start Authorized - Local) with TC_E_39_CS
+    (Deauthorized - timeout: EVConnectionTimeOut ends it) and TC_E_15_CS (StopAuthorized - Local); TC_E_02_CS (start
+    EnergyTransfer) with TC_E_22_CS (stop EnergyTransfer - SuspendedEV); TC_E_37_CS (stop PowerPathClosed - EV side
+    disconnect while StopTxOnEVSideDisconnect is false). ParkingBayOccupancy and DataSigned are Rejected."""
+    async with Station(tmp_path, ocpp="2.0.1", connectors=1) as s:
+        s.csms.behaviour.id_tags.accept(CARD)
+        await s.start_agent()
+        answer = await s.csms.call(CP_ID, "SetVariables", {"setVariableData": [
+            {"component": {"name": "TxCtrlr"}, "variable": {"name": name}, "attributeValue": value}
+            for name, value in (("TxStartPoint", "ParkingBayOccupancy"), ("TxStopPoint", "EVConnected,DataSigned"))
+        ]}, timeout_s=WAIT_S)
+        assert [r["attributeStatus"] for r in answer["setVariableResult"]] == ["Rejected", "Rejected"]
+
+        # TC_E_09_CS + TC_E_14_CS / TC_E_20_CS
+        await _set(s, TxCtrlr_TxStartPoint="EVConnected", TxCtrlr_TxStopPoint="EVConnected")
+        mark = s.mark()
+        s.ev(1).plug()
+        started = (await _event(s, mark, "Started")).payload
+        assert started["triggerReason"] == "CablePluggedIn" and "idToken" not in started
+        assert started["transactionInfo"]["chargingState"] == "EVConnected"
+        await s.tap(CARD)
+        authorized = (await _event(s, mark, "Updated", "Authorized")).payload
+        assert authorized["idToken"] == {"idToken": CARD, "type": "ISO14443"}
+        await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging")
+        await s.tap(CARD)  # a local stop: the authorization ends, the transaction goes on until the unplug
+        stop = (await _event(s, mark, "Updated", "StopAuthorized")).payload
+        assert stop["idToken"] == {"idToken": CARD, "type": "ISO14443"}
+        assert stop["transactionInfo"]["chargingState"] == "EVConnected"
+        await s.wait_until(lambda: not s.charger.connector_state(1)["contactor_closed"], what="energy stopped")
+        assert [e["eventType"] for e in _events(s, mark)].count("Ended") == 0
+        s.ev(1).unplug()
+        ended = (await _event(s, mark, "Ended")).payload
+        assert ended["triggerReason"] == "EVCommunicationLost"
+        assert ended["transactionInfo"]["stoppedReason"] == "EVDisconnected"
+        _one_transaction(s, mark)
+        await s.wait_status(1, "Available", since=mark)
+
+        # TC_E_10_CS + TC_E_39_CS
+        await _set(s, TxCtrlr_TxStartPoint="Authorized", TxCtrlr_TxStopPoint="Authorized",
+                   TxCtrlr_EVConnectionTimeOut="1")
+        mark = s.mark()
+        await s.tap(CARD)
+        started = (await _event(s, mark, "Started")).payload
+        assert started["triggerReason"] == "Authorized"
+        assert started["idToken"] == {"idToken": CARD, "type": "ISO14443"}
+        ended = (await _event(s, mark, "Ended")).payload
+        assert ended["triggerReason"] == "EVConnectTimeout" and ended["transactionInfo"]["stoppedReason"] == "Timeout"
+        _one_transaction(s, mark)
+        assert s.statuses(1, mark) == []  # Available throughout: an id waiting for the EV is no occupation
+
+        # TC_E_10_CS with the EV in time, + TC_E_15_CS
+        await _set(s, TxCtrlr_EVConnectionTimeOut="60")
+        mark = s.mark()
+        await s.tap(CARD)
+        await _event(s, mark, "Started", "Authorized")
+        s.ev(1).plug()
+        await _event(s, mark, "Updated", "CablePluggedIn")
+        await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging")
+        await s.tap(CARD)
+        ended = (await _event(s, mark, "Ended")).payload
+        assert ended["triggerReason"] == "StopAuthorized" and ended["transactionInfo"]["stoppedReason"] == "Local"
+        assert ended["idToken"] == {"idToken": CARD, "type": "ISO14443"}
+        _one_transaction(s, mark)
+        s.ev(1).unplug()
+        await s.wait_status(1, "Available", since=mark)
+
+        # TC_E_02_CS + TC_E_22_CS
+        await _set(s, TxCtrlr_TxStartPoint="EnergyTransfer", TxCtrlr_TxStopPoint="EnergyTransfer")
+        mark = s.mark()
+        s.ev(1).plug()
+        await s.wait_status(1, "Occupied", since=mark)
+        await s.tap(CARD)
+        started = (await _event(s, mark, "Started")).payload
+        assert started["triggerReason"] == "ChargingStateChanged"
+        assert started["transactionInfo"]["chargingState"] == "Charging"
+        assert started["idToken"] == {"idToken": CARD, "type": "ISO14443"}
+        s.ev(1).paused = True  # the EV stops drawing (C -> B)
+        ended = (await _event(s, mark, "Ended")).payload
+        assert ended["triggerReason"] == "ChargingStateChanged"
+        assert ended["transactionInfo"]["stoppedReason"] == "StoppedByEV"
+        _one_transaction(s, mark)
+        s.ev(1).paused = False  # no energy without a transaction: the session stopped with it
+        await s.quiet(1.0)
+        assert not s.charger.connector_state(1)["contactor_closed"]
+        assert [e["eventType"] for e in _events(s, mark)].count("Started") == 1
+        s.ev(1).unplug()
+        await s.wait_status(1, "Available", since=mark)
+
+        # TC_E_37_CS
+        await _set(s, TxCtrlr_TxStartPoint="PowerPathClosed", TxCtrlr_TxStopPoint="PowerPathClosed",
+                   TxCtrlr_StopTxOnEVSideDisconnect="false")
+        mark = s.mark()
+        s.ev(1).plug()
+        await s.tap(CARD)
+        await _event(s, mark, "Started", "Authorized")
+        await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging")
+        s.ev(1).unplug()
+        ended = (await _event(s, mark, "Ended")).payload
+        assert ended["triggerReason"] == "EVCommunicationLost"
+        assert ended["transactionInfo"]["stoppedReason"] == "EVDisconnected"
+        _one_transaction(s, mark)
+        await s.wait_status(1, "Available", since=mark)
+        assert not [line for line in s.log() if line.get("level") in ("ERROR", "CRITICAL")]
+
+
+async def test_transaction_status_and_message_retries(tmp_path: Path) -> None:
+    """GetTransactionStatus TC_E_28_CS (unknown id), TC_E_29_CS / TC_E_30_CS (ongoing, with / without messages in
+    queue), TC_E_31_CS / TC_E_32_CS (ended, with / without), TC_E_33_CS / TC_E_34_CS (without an id); the retry rule
+    of TransactionEvent (E13): TC_E_51_CS (a CALLERROR, then accepted before MessageAttempts: sent again after
+    MessageAttemptInterval) and TC_E_50_CS (MessageAttempts CALLERRORs: given up, the next message goes)."""
+    async with Station(tmp_path, ocpp="2.0.1", connectors=1,
+                       presets={"OCPPCommCtrlr.MessageAttemptInterval[TransactionEvent]": 1}) as s:
+        s.csms.behaviour.id_tags.accept(CARD)
+        await s.start_agent()
+
+        async def status(transaction_id: str | None = None) -> dict[str, Any]:
+            payload = {} if transaction_id is None else {"transactionId": transaction_id}
+            return await s.csms.call(CP_ID, "GetTransactionStatus", payload, timeout_s=WAIT_S)
+
+        assert await status() == {"messagesInQueue": False}  # TC_E_34_CS
+        assert await status("not-a-transaction") == {"messagesInQueue": False, "ongoingIndicator": False}  # 28
+        mark = s.mark()
+        s.csms.behaviour.faults.fail_next("TransactionEvent", 1)  # TC_E_51_CS
+        s.ev(1).plug()
+        await s.tap(CARD)
+        started = await _event(s, mark, "Started")
+        tx_id = started.payload["transactionInfo"]["transactionId"]
+        await s.wait_until(lambda: len([e for e in _events(s, mark) if e["eventType"] == "Started"]) == 2,
+                           what="the Started event sent again")
+        again = [e for e in s.calls("TransactionEvent", mark) if e.payload["eventType"] == "Started"]
+        assert again[0].payload == again[1].payload
+        assert (again[1].ts - again[0].ts).total_seconds() >= 0.9  # MessageAttemptInterval x 1
+        await s.wait_until(lambda: not s.outbox(), what="the outbox empty")
+        assert await status(tx_id) == {"messagesInQueue": False, "ongoingIndicator": True}  # TC_E_30_CS
+
+        s.csms.behaviour.faults.set_delay("TransactionEvent", 3.0)  # what is sent stays queued until answered
+        s.ev(1).paused = True  # an Updated event (chargingState)
+        await s.wait_until(lambda: bool(s.outbox()), what="an Updated event queued")
+        assert await status(tx_id) == {"messagesInQueue": True, "ongoingIndicator": True}  # TC_E_29_CS
+        assert await status() == {"messagesInQueue": True}  # TC_E_33_CS
+        await s.tap(CARD)
+        await s.wait_log(lambda e: e.get("msg") == "transaction ended", what="the transaction ended")
+        assert await status(tx_id) == {"messagesInQueue": True, "ongoingIndicator": False}  # TC_E_31_CS
+        s.csms.behaviour.faults.set_delay("TransactionEvent", 0.0)
+        await _event(s, mark, "Ended")
+        await s.wait_until(lambda: not s.outbox(), what="the outbox empty")
+        assert await status(tx_id) == {"messagesInQueue": False, "ongoingIndicator": False}  # TC_E_32_CS
+
+        # TC_E_50_CS: MessageAttempts (3) failures give a message up; the transaction's next one goes
+        s.ev(1).paused = False
+        mark = s.mark()
+        s.csms.behaviour.faults.fail_next("TransactionEvent", 3)
+        await s.tap(CARD)  # a new transaction (the EV is still plugged in)
+        await s.wait_log(lambda e: e.get("msg") == "CSMS failed to process a queued message; discarded",
+                         what="the Started event given up")
+        await s.tap(CARD)
+        await _event(s, mark, "Ended")
+        events = _events(s, mark)
+        started = [e for e in events if e["eventType"] == "Started"]
+        assert len(started) == 3 and started[0] == started[2]  # sent 3 times (after 1 s, then 2 s), then given up
+        assert events[3]["seqNo"] == 1 and events[-1]["eventType"] == "Ended"
+        s.ev(1).unplug()
+
+
+async def test_invalid_id_stops_the_transaction_or_its_energy(tmp_path: Path) -> None:
+    """TC_E_16_CS (Deauthorized - Invalid idToken): the CSMS answers the Started event of a remote start (no
+    Authorize: AuthorizeRemoteStart false) with an Invalid idTokenInfo, StopTxOnInvalidId true: Ended, triggerReason
+    Deauthorized, stoppedReason DeAuthorized. StopTxOnInvalidId false with MaxEnergyOnInvalidId 20 Wh: the energy
+    goes on until the meter has counted 20 Wh more, then stops (Updated, triggerReason EnergyLimitReached,
+    SuspendedEVSE) and the transaction stays open."""
+    async with Station(tmp_path, ocpp="2.0.1", connectors=1,
+                       presets={"AuthCtrlr.AuthorizeRemoteStart": "false"}) as s:
+        s.csms.behaviour.id_tags.set(CARD, "Invalid")
+        await s.start_agent()
+
+        async def remote_start() -> None:
+            answer = await s.csms.call(CP_ID, "RequestStartTransaction", {
+                "idToken": {"idToken": CARD, "type": "ISO14443"}, "remoteStartId": 7, "evseId": 1}, timeout_s=WAIT_S)
+            assert answer["status"] == "Accepted"
+
+        mark = s.mark()
+        s.ev(1).plug()
+        await remote_start()
+        ended = (await _event(s, mark, "Ended")).payload
+        assert ended["triggerReason"] == "Deauthorized"
+        assert ended["transactionInfo"]["stoppedReason"] == "DeAuthorized"
+        s.ev(1).unplug()
+        await s.tap(CARD)  # the cable was kept locked for its owner
+        await s.wait_status(1, "Available", since=mark)
+
+        await _set(s, TxCtrlr_StopTxOnInvalidId="false", TxCtrlr_MaxEnergyOnInvalidId="20")
+        mark = s.mark()
+        s.ev(1).plug()
+        await remote_start()
+        await _event(s, mark, "Started")
+        invalidated_wh = s.charger.connector_state(1)["energy_wh"]
+        limit = (await _event(s, mark, "Updated", "EnergyLimitReached")).payload
+        assert limit["transactionInfo"]["chargingState"] == "SuspendedEVSE"
+        await s.wait_until(lambda: not s.charger.connector_state(1)["contactor_closed"], what="energy stopped")
+        delivered = s.charger.connector_state(1)["energy_wh"] - invalidated_wh
+        assert 12 <= delivered <= 45, delivered  # 20 Wh from the meter's last poll (about 1 s at 22 kW either way)
+        assert [e["eventType"] for e in _events(s, mark)].count("Ended") == 0
+
+
+async def test_tx_ended_meter_values(tmp_path: Path) -> None:
+    """TC_J_10_CS (Sampled Meter Values - EventType Ended: SampledDataCtrlr.TxEndedInterval) and TC_J_03_CS
+    (Clock-aligned Meter Values - EventType Ended: AlignedDataCtrlr.TxEndedInterval): the values taken during the
+    transaction travel in its Ended event, Sample.Periodic and Sample.Clock (on the interval's grid) before the
+    Transaction.End value; none of them in an Updated event."""
+    async with Station(tmp_path, ocpp="2.0.1", connectors=1,
+                       presets={"SampledDataCtrlr.TxEndedInterval": 1, "AlignedDataCtrlr.TxEndedInterval": 2,
+                                "AlignedDataCtrlr.Interval": 0}) as s:
+        s.csms.behaviour.id_tags.accept(CARD)
+        await s.start_agent()
+        mark = s.mark()
+        s.ev(1).plug()
+        await s.tap(CARD)
+        await _event(s, mark, "Started")
+        await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging")
+        await s.quiet(4.5)  # TxEndedInterval 1 s and 2 s: a few of each kind
+        s.ev(1).unplug()
+        ended = (await _event(s, mark, "Ended")).payload
+        contexts = [v["sampledValue"][0]["context"] for v in ended["meterValue"]]
+        assert contexts[-1] == "Transaction.End"
+        assert contexts.count("Sample.Periodic") >= 2 and contexts.count("Sample.Clock") >= 1, contexts
+        clock = [v for v in ended["meterValue"] if v["sampledValue"][0]["context"] == "Sample.Clock"]
+        assert all(int(v["timestamp"][17:19]) % 2 == 0 for v in clock)
+        assert all("meterValue" not in e for e in _events(s, mark) if e["eventType"] == "Updated")
