@@ -272,3 +272,48 @@ async def test_tx_ended_meter_values(tmp_path: Path) -> None:
         clock = [v for v in ended["meterValue"] if v["sampledValue"][0]["context"] == "Sample.Clock"]
         assert all(int(v["timestamp"][17:19]) % 2 == 0 for v in clock)
         assert all("meterValue" not in e for e in _events(s, mark) if e["eventType"] == "Updated")
+
+
+async def test_offline_periods_and_power_loss(tmp_path: Path) -> None:
+    """TC_E_40_CS (connection loss during a transaction) with TC_E_44_CS (stopped during the offline period): the
+    events of the offline period carry ``offline: true`` and follow the ones before it, in order, after the
+    reconnect. Power loss of a transaction begun at EVConnected, before any authorization: the agent killed
+    (SIGKILL) and started again ends it (Ended, triggerReason AbnormalCondition, stoppedReason PowerLoss, its seqNo
+    continuing), and the EV still plugged in begins a new one."""
+    async with Station(tmp_path, ocpp="2.0.1", connectors=1) as s:
+        s.csms.behaviour.id_tags.accept(CARD)
+        await s.start_agent()
+        mark = s.mark()
+        s.ev(1).plug()
+        await s.tap(CARD)
+        started = (await _event(s, mark, "Started")).payload
+        assert "offline" not in started
+        await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging")
+        await s.csms.set_online(False)
+        await s.tap(CARD)
+        await s.wait_until(lambda: not s.charger.connector_state(1)["contactor_closed"], what="stopped offline")
+        back = s.mark()
+        await s.csms.set_online(True)
+        ended = (await _event(s, back, "Ended")).payload
+        assert ended["offline"] is True and ended["triggerReason"] == "StopAuthorized"
+        assert all(e.get("offline") is True for e in _events(s, back))
+        _one_transaction(s, mark)
+        s.ev(1).unplug()
+        await s.wait_status(1, "Available", since=mark)
+
+        await _set(s, TxCtrlr_TxStartPoint="EVConnected")
+        mark = s.mark()
+        s.ev(1).plug()
+        started = (await _event(s, mark, "Started", "CablePluggedIn")).payload
+        tx_id = started["transactionInfo"]["transactionId"]
+        await s.wait_until(lambda: not s.outbox(), what="the Started event delivered")
+        await s.kill_agent()
+        await s.start_agent()
+        entry = await _event(s, mark, "Ended")
+        ended = entry.payload
+        assert ended["transactionInfo"]["transactionId"] == tx_id and ended["seqNo"] == 1
+        assert ended["triggerReason"] == "AbnormalCondition"
+        assert ended["transactionInfo"]["stoppedReason"] == "PowerLoss"
+        again = (await _event(s, entry.seq, "Started", "CablePluggedIn")).payload
+        assert again["transactionInfo"]["transactionId"] != tx_id
+        assert [e["eventType"] for e in _events(s, mark)] == ["Started", "Ended", "Started"]
