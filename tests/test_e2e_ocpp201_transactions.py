@@ -6,6 +6,8 @@ one station, the variables changed between them by SetVariables as the OCTT does
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,16 @@ async def _set(s: Station, **variables: str) -> None:
 async def _event(s: Station, since: int, event_type: str, trigger: str | None = None) -> TranscriptEntry:
     return await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == event_type and (
         trigger is None or e.payload["triggerReason"] == trigger), since=since)
+
+
+def _queued(s: Station) -> list[tuple[str, bool]]:
+    """(triggerReason, thinnable) of each TransactionEvent waiting in the agent's outbox, oldest first."""
+    db = sqlite3.connect(f"file:{s.storage_dir / 'agent.db'}?mode=ro", uri=True, timeout=WAIT_S)
+    try:
+        rows = db.execute("SELECT payload, thinnable FROM outbox WHERE action = 'TransactionEvent' ORDER BY seq")
+        return [(json.loads(payload)["triggerReason"], bool(thinnable)) for payload, thinnable in rows.fetchall()]
+    finally:
+        db.close()
 
 
 def _one_transaction(s: Station, since: int) -> str:
@@ -279,8 +291,9 @@ async def test_offline_periods_and_power_loss(tmp_path: Path) -> None:
     events of the offline period carry ``offline: true`` and follow the ones before it, in order, after the
     reconnect. Power loss of a transaction begun at EVConnected, before any authorization: the agent killed
     (SIGKILL) and started again ends it (Ended, triggerReason AbnormalCondition, stoppedReason PowerLoss, its seqNo
-    continuing), and the EV still plugged in begins a new one."""
-    async with Station(tmp_path, ocpp="2.0.1", connectors=1) as s:
+    continuing), and the EV still plugged in begins a new one. E11.FR.05: the periodic Updated events queued
+    meanwhile are the ones a cap on the queue may drop (thinnable), not Started, Ended or a change of state."""
+    async with Station(tmp_path, ocpp="2.0.1", connectors=1, presets={"SampledDataCtrlr.TxUpdatedInterval": 1}) as s:
         s.csms.behaviour.id_tags.accept(CARD)
         await s.start_agent()
         mark = s.mark()
@@ -290,8 +303,11 @@ async def test_offline_periods_and_power_loss(tmp_path: Path) -> None:
         assert "offline" not in started
         await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging")
         await s.csms.set_online(False)
+        await s.wait_until(lambda: ("MeterValuePeriodic", True) in _queued(s), what="a periodic event queued")
         await s.tap(CARD)
         await s.wait_until(lambda: not s.charger.connector_state(1)["contactor_closed"], what="stopped offline")
+        await s.wait_until(lambda: _queued(s)[-1] == ("StopAuthorized", False), what="the Ended event queued")
+        assert {thinnable for trigger, thinnable in _queued(s) if trigger != "MeterValuePeriodic"} == {False}
         back = s.mark()
         await s.csms.set_online(True)
         ended = (await _event(s, back, "Ended")).payload
@@ -301,7 +317,7 @@ async def test_offline_periods_and_power_loss(tmp_path: Path) -> None:
         s.ev(1).unplug()
         await s.wait_status(1, "Available", since=mark)
 
-        await _set(s, TxCtrlr_TxStartPoint="EVConnected")
+        await _set(s, TxCtrlr_TxStartPoint="EVConnected", SampledDataCtrlr_TxUpdatedInterval="0")
         mark = s.mark()
         s.ev(1).plug()
         started = (await _event(s, mark, "Started", "CablePluggedIn")).payload

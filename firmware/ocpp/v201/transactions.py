@@ -585,8 +585,8 @@ class Transactions:
         state = mapping.charging_state(ctrl.machine.status, ctrl.machine.ev_connected)
         payload = self._event("Updated", tx.transaction_id, "MeterValuePeriodic", now, ctrl.id, state)
         self._add_samples(payload, reading, "TxUpdatedMeasurands", ReadingContext.PERIODIC, now)
-        if "meterValue" in payload:
-            self._queue(ctrl.id, self._local_id(ctrl, tx), payload)
+        if "meterValue" in payload:  # E11.FR.05: a cap on the outbox drops these first, every other one
+            self._queue(ctrl.id, self._local_id(ctrl, tx), payload, thinnable=True)
 
     async def _run_ended_sampling(self) -> None:
         """J02: every SampledDataCtrlr.TxEndedInterval seconds (0: never) Sample.Periodic values of
@@ -635,7 +635,7 @@ class Transactions:
                 state = mapping.charging_state(ctrl.machine.status, ctrl.machine.ev_connected)
                 payload = self._event("Updated", tx.transaction_id, "MeterValueClock", at, ctrl.id, state)
                 payload["meterValue"] = [mapping.meter_value(at, samples)]
-                self._queue(ctrl.id, self._local_id(ctrl, tx), payload)
+                self._queue(ctrl.id, self._local_id(ctrl, tx), payload, thinnable=True)
             else:  # of the EVSE alone: a cap on the outbox may drop it (no bill depends on it)
                 values = {"evseId": ctrl.id, "meterValue": [mapping.meter_value(at, samples)]}
                 self.ctx.outbox.queue("MeterValues", values, thinnable=True)
