@@ -51,7 +51,7 @@ def _one_transaction(s: Station, since: int) -> str:
     assert events[0]["eventType"] == "Started" and events[-1]["eventType"] == "Ended"
     ids = {e["transactionInfo"]["transactionId"] for e in events}
     assert len(ids) == 1
-    return ids.pop()
+    return str(ids.pop())
 
 
 async def test_start_and_stop_points(tmp_path: Path) -> None:
@@ -214,8 +214,8 @@ async def test_transaction_status_and_message_retries(tmp_path: Path) -> None:
         await s.tap(CARD)
         await _event(s, mark, "Ended")
         events = _events(s, mark)
-        started = [e for e in events if e["eventType"] == "Started"]
-        assert len(started) == 3 and started[0] == started[2]  # sent 3 times (after 1 s, then 2 s), then given up
+        starts = [e for e in events if e["eventType"] == "Started"]
+        assert len(starts) == 3 and starts[0] == starts[2]  # sent 3 times (after 1 s, then 2 s), then given up
         assert events[3]["seqNo"] == 1 and events[-1]["eventType"] == "Ended"
         s.ev(1).unplug()
 
