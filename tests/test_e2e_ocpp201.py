@@ -247,11 +247,12 @@ async def test_reconnect_reports_statuses_by_offline_threshold(tmp_path: Path) -
 
 
 async def test_remote_start_and_stop(tmp_path: Path) -> None:
-    """F01 / F03 (TC_F_… remote start, then remote stop): RequestStartTransaction with an IdToken and remoteStartId
-    on EVSE 1 with an EV plugged in; the id is authorized first (AuthCtrlr.AuthorizeRemoteStart), Started has
-    triggerReason RemoteStart and the remoteStartId; RequestStopTransaction with the station's transaction id ends
-    it with stoppedReason Remote; an unknown transaction id is Rejected. E14 GetTransactionStatus while the Started
-    event is still unanswered: messagesInQueue and ongoingIndicator true."""
+    """F01 / F03 (TC_F_… remote start, then remote stop; TC_E_35_CS stop PowerPathClosed - Remote stop):
+    RequestStartTransaction with an IdToken and remoteStartId on EVSE 1 with an EV plugged in; the id is authorized
+    first (AuthCtrlr.AuthorizeRemoteStart), Started has triggerReason RemoteStart and the remoteStartId;
+    RequestStopTransaction with the station's transaction id ends it with stoppedReason Remote; an unknown
+    transaction id is Rejected. E14 GetTransactionStatus while the Started event is still unanswered: messagesInQueue
+    and ongoingIndicator true."""
     async with Station(tmp_path, ocpp="2.0.1", connectors=1) as s:
         s.csms.behaviour.id_tags.accept("APP-USER-1")
         await s.start_agent()

@@ -59,7 +59,9 @@ async def test_start_and_stop_points(tmp_path: Path) -> None:
     authorization, the unplug ends the transaction); TC_E_10_CS (start Authorized - Local) with TC_E_39_CS
     (Deauthorized - timeout: EVConnectionTimeOut ends it) and TC_E_15_CS (StopAuthorized - Local); TC_E_02_CS (start
     EnergyTransfer) with TC_E_22_CS (stop EnergyTransfer - SuspendedEV); TC_E_37_CS (stop PowerPathClosed - EV side
-    disconnect while StopTxOnEVSideDisconnect is false). ParkingBayOccupancy and DataSigned are Rejected."""
+    disconnect while StopTxOnEVSideDisconnect is false); TC_E_26_CS (EV side disconnect suspends, stop point
+    Authorized) ended by a local stop; TC_E_13_CS (start Authorized - Remote) with TC_E_21_CS (StopAuthorized -
+    Remote). ParkingBayOccupancy and DataSigned are Rejected."""
     async with Station(tmp_path, ocpp="2.0.1", connectors=1) as s:
         s.csms.behaviour.id_tags.accept(CARD)
         await s.start_agent()
@@ -157,6 +159,45 @@ async def test_start_and_stop_points(tmp_path: Path) -> None:
         assert ended["triggerReason"] == "EVCommunicationLost"
         assert ended["transactionInfo"]["stoppedReason"] == "EVDisconnected"
         _one_transaction(s, mark)
+        await s.wait_status(1, "Available", since=mark)
+
+        # TC_E_26_CS: stop point Authorized, StopTxOnEVSideDisconnect false: an unplug suspends the transaction
+        await _set(s, TxCtrlr_TxStopPoint="Authorized")
+        mark = s.mark()
+        s.ev(1).plug()
+        await s.tap(CARD)
+        await _event(s, mark, "Started", "Authorized")
+        await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging")
+        s.ev(1).unplug()
+        lost = (await _event(s, mark, "Updated", "EVCommunicationLost")).payload
+        assert lost["transactionInfo"]["chargingState"] == "SuspendedEV"
+        s.ev(1).plug()
+        await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging again")
+        # TC_E_07_CS-like: the local stop ends it (StopAuthorized)
+        await s.tap(CARD)
+        ended = (await _event(s, mark, "Ended")).payload
+        assert ended["triggerReason"] == "StopAuthorized" and ended["transactionInfo"]["stoppedReason"] == "Local"
+        _one_transaction(s, mark)
+        s.ev(1).unplug()
+        await s.wait_status(1, "Available", since=mark)
+
+        # TC_E_13_CS (start Authorized - Remote) with TC_E_21_CS (StopAuthorized - Remote)
+        await _set(s, TxCtrlr_TxStartPoint="Authorized", TxCtrlr_StopTxOnEVSideDisconnect="true")
+        mark = s.mark()
+        answer = await s.csms.call(CP_ID, "RequestStartTransaction", {
+            "idToken": {"idToken": CARD, "type": "ISO14443"}, "remoteStartId": 5, "evseId": 1}, timeout_s=WAIT_S)
+        assert answer["status"] == "Accepted"
+        started = (await _event(s, mark, "Started")).payload
+        assert started["triggerReason"] == "RemoteStart" and started["transactionInfo"]["remoteStartId"] == 5
+        s.ev(1).plug()
+        await _event(s, mark, "Updated", "CablePluggedIn")
+        answer = await s.csms.call(CP_ID, "RequestStopTransaction",
+                                   {"transactionId": started["transactionInfo"]["transactionId"]}, timeout_s=WAIT_S)
+        assert answer["status"] == "Accepted"
+        ended = (await _event(s, mark, "Ended")).payload
+        assert ended["triggerReason"] == "RemoteStop" and ended["transactionInfo"]["stoppedReason"] == "Remote"
+        _one_transaction(s, mark)
+        s.ev(1).unplug()
         await s.wait_status(1, "Available", since=mark)
         assert not [line for line in s.log() if line.get("level") in ("ERROR", "CRITICAL")]
 

@@ -223,6 +223,21 @@ def test_identify_first_second_presentation_cancels() -> None:
         StatusChanged(S.AVAILABLE, False, trigger=Trigger.STOP_AUTHORIZED)]
 
 
+def test_a_held_authorization_ends_with_inoperative_or_a_fault() -> None:
+    """The end of an authorization waiting for the EV is said (an adapter may have begun its transaction there)."""
+    run = Run()
+    run(CardPresented(card("CARD1")), accept("CARD1"))
+    assert AuthorizationDropped(card("CARD1"), Trigger.ABNORMAL_CONDITION) in run(AvailabilityChanged(False))
+    run = Run()
+    run(CardPresented(card("CARD1")), accept("CARD1"))
+    effects = run(FaultRaised(FaultCode.RCD_TRIP, "rcd", blocking=True))
+    assert AuthorizationDropped(card("CARD1"), Trigger.ABNORMAL_CONDITION) in effects
+    assert run.m.authorization is None
+    run = Run()
+    run(CardPresented(card("CARD1")), accept("CARD1"), PilotChanged(P.B))  # the transaction took it over
+    assert not [e for e in run(AvailabilityChanged(False)) if isinstance(e, AuthorizationDropped)]
+
+
 def test_stale_connection_timeout_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
     run = Run()
     run(CardPresented(card("CARD1")), accept("CARD1"), PilotChanged(P.B))  # timer cancelled, transaction open
