@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.csms.transcript import TranscriptEntry
+from sim.devices.interfaces import BoardFault
 from tests.station import CP_ID, WAIT_S, Station
 
 CARD = "04A1B2C3"
@@ -61,7 +62,8 @@ async def test_start_and_stop_points(tmp_path: Path) -> None:
     EnergyTransfer) with TC_E_22_CS (stop EnergyTransfer - SuspendedEV); TC_E_37_CS (stop PowerPathClosed - EV side
     disconnect while StopTxOnEVSideDisconnect is false); TC_E_26_CS (EV side disconnect suspends, stop point
     Authorized) ended by a local stop; TC_E_13_CS (start Authorized - Remote) with TC_E_21_CS (StopAuthorized -
-    Remote). ParkingBayOccupancy and DataSigned are Rejected."""
+    Remote). A fault ends a transaction whatever the stop points. ParkingBayOccupancy and DataSigned are
+    Rejected."""
     async with Station(tmp_path, ocpp="2.0.1", connectors=1) as s:
         s.csms.behaviour.id_tags.accept(CARD)
         await s.start_agent()
@@ -93,6 +95,21 @@ async def test_start_and_stop_points(tmp_path: Path) -> None:
         assert ended["triggerReason"] == "EVCommunicationLost"
         assert ended["transactionInfo"]["stoppedReason"] == "EVDisconnected"
         _one_transaction(s, mark)
+        await s.wait_status(1, "Available", since=mark)
+
+        # a fault ends the transaction whatever the stop points (here EVConnected, the EV still plugged in)
+        mark = s.mark()
+        s.ev(1).plug()
+        await s.tap(CARD)
+        await _event(s, mark, "Updated", "Authorized")
+        await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging")
+        s.inject(1, BoardFault.RCD_TRIP)
+        ended = (await _event(s, mark, "Ended")).payload
+        assert ended["triggerReason"] == "AbnormalCondition"
+        assert ended["transactionInfo"]["stoppedReason"] == "GroundFault"
+        _one_transaction(s, mark)
+        s.inject(1, BoardFault.RCD_TRIP, active=False)
+        s.ev(1).unplug()
         await s.wait_status(1, "Available", since=mark)
 
         # TC_E_10_CS + TC_E_39_CS

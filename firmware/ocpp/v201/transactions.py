@@ -160,6 +160,8 @@ class _Step:
         return step
 
 
+#: the machine's transaction stopped for these: the 2.0.1 transaction ends too, whatever TxStopPoint says.
+_ENDS_ANY_TRANSACTION = frozenset({Trigger.ABNORMAL_CONDITION, Trigger.RESET_COMMAND})
 _DROP_REASON = {Trigger.EV_CONNECT_TIMEOUT: "Timeout", Trigger.STOP_AUTHORIZED: "Local"}
 
 
@@ -234,6 +236,8 @@ class Transactions:
         if step.started is not None and tx.local_id != step.started.local_id:
             self._join(ctrl, tx, step.started, reading, now)
         stop = stop_point_reached(self._points("TxStopPoint"), before, after)
+        if stop is None and step.stopped is not None and step.stopped.trigger in _ENDS_ANY_TRANSACTION:
+            stop = TxPoint.POWER_PATH_CLOSED  # a fault, an emergency stop, a reset: whatever the stop points
         if stop is None:
             self._update(ctrl, tx, step, now)
             return
