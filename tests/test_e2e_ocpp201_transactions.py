@@ -35,6 +35,17 @@ async def _event(s: Station, since: int, event_type: str, trigger: str | None = 
         trigger is None or e.payload["triggerReason"] == trigger), since=since)
 
 
+async def _charging(s: Station) -> None:
+    await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging")
+
+
+async def _unplug_after_one_transaction(s: Station, mark: int) -> None:
+    """One transaction's events since ``mark``; then the EV leaves and the EVSE is Available again."""
+    _one_transaction(s, mark)
+    s.ev(1).unplug()
+    await s.wait_status(1, "Available", since=mark)
+
+
 def _queued(s: Station) -> list[tuple[str, bool]]:
     """(triggerReason, thinnable) of each TransactionEvent waiting in the agent's outbox, oldest first."""
     db = sqlite3.connect(f"file:{s.storage_dir / 'agent.db'}?mode=ro", uri=True, timeout=WAIT_S)
@@ -83,7 +94,7 @@ async def test_start_and_stop_points(tmp_path: Path) -> None:
         await s.tap(CARD)
         authorized = (await _event(s, mark, "Updated", "Authorized")).payload
         assert authorized["idToken"] == {"idToken": CARD, "type": "ISO14443"}
-        await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging")
+        await _charging(s)
         await s.tap(CARD)  # a local stop: the authorization ends, the transaction goes on until the unplug
         stop = (await _event(s, mark, "Updated", "StopAuthorized")).payload
         assert stop["idToken"] == {"idToken": CARD, "type": "ISO14443"}
@@ -102,7 +113,7 @@ async def test_start_and_stop_points(tmp_path: Path) -> None:
         s.ev(1).plug()
         await s.tap(CARD)
         await _event(s, mark, "Updated", "Authorized")
-        await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging")
+        await _charging(s)
         s.inject(1, BoardFault.RCD_TRIP)
         ended = (await _event(s, mark, "Ended")).payload
         assert ended["triggerReason"] == "AbnormalCondition"
@@ -132,14 +143,12 @@ async def test_start_and_stop_points(tmp_path: Path) -> None:
         await _event(s, mark, "Started", "Authorized")
         s.ev(1).plug()
         await _event(s, mark, "Updated", "CablePluggedIn")
-        await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging")
+        await _charging(s)
         await s.tap(CARD)
         ended = (await _event(s, mark, "Ended")).payload
         assert ended["triggerReason"] == "StopAuthorized" and ended["transactionInfo"]["stoppedReason"] == "Local"
         assert ended["idToken"] == {"idToken": CARD, "type": "ISO14443"}
-        _one_transaction(s, mark)
-        s.ev(1).unplug()
-        await s.wait_status(1, "Available", since=mark)
+        await _unplug_after_one_transaction(s, mark)
 
         # TC_E_02_CS + TC_E_22_CS
         await _set(s, TxCtrlr_TxStartPoint="EnergyTransfer", TxCtrlr_TxStopPoint="EnergyTransfer")
@@ -170,7 +179,7 @@ async def test_start_and_stop_points(tmp_path: Path) -> None:
         s.ev(1).plug()
         await s.tap(CARD)
         await _event(s, mark, "Started", "Authorized")
-        await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging")
+        await _charging(s)
         s.ev(1).unplug()
         ended = (await _event(s, mark, "Ended")).payload
         assert ended["triggerReason"] == "EVCommunicationLost"
@@ -184,7 +193,7 @@ async def test_start_and_stop_points(tmp_path: Path) -> None:
         s.ev(1).plug()
         await s.tap(CARD)
         await _event(s, mark, "Started", "Authorized")
-        await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging")
+        await _charging(s)
         s.ev(1).unplug()
         lost = (await _event(s, mark, "Updated", "EVCommunicationLost")).payload
         assert lost["transactionInfo"]["chargingState"] == "SuspendedEV"
@@ -194,9 +203,7 @@ async def test_start_and_stop_points(tmp_path: Path) -> None:
         await s.tap(CARD)
         ended = (await _event(s, mark, "Ended")).payload
         assert ended["triggerReason"] == "StopAuthorized" and ended["transactionInfo"]["stoppedReason"] == "Local"
-        _one_transaction(s, mark)
-        s.ev(1).unplug()
-        await s.wait_status(1, "Available", since=mark)
+        await _unplug_after_one_transaction(s, mark)
 
         # TC_E_13_CS (start Authorized - Remote) with TC_E_21_CS (StopAuthorized - Remote)
         await _set(s, TxCtrlr_TxStartPoint="Authorized", TxCtrlr_StopTxOnEVSideDisconnect="true")
@@ -213,9 +220,7 @@ async def test_start_and_stop_points(tmp_path: Path) -> None:
         assert answer["status"] == "Accepted"
         ended = (await _event(s, mark, "Ended")).payload
         assert ended["triggerReason"] == "RemoteStop" and ended["transactionInfo"]["stoppedReason"] == "Remote"
-        _one_transaction(s, mark)
-        s.ev(1).unplug()
-        await s.wait_status(1, "Available", since=mark)
+        await _unplug_after_one_transaction(s, mark)
         assert not [line for line in s.log() if line.get("level") in ("ERROR", "CRITICAL")]
 
 
@@ -332,7 +337,7 @@ async def test_tx_ended_meter_values(tmp_path: Path) -> None:
         s.ev(1).plug()
         await s.tap(CARD)
         await _event(s, mark, "Started")
-        await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging")
+        await _charging(s)
         await s.quiet(4.5)  # TxEndedInterval 1 s and 2 s: a few of each kind
         s.ev(1).unplug()
         ended = (await _event(s, mark, "Ended")).payload
@@ -359,7 +364,7 @@ async def test_offline_periods_and_power_loss(tmp_path: Path) -> None:
         await s.tap(CARD)
         started = (await _event(s, mark, "Started")).payload
         assert "offline" not in started
-        await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging")
+        await _charging(s)
         await s.csms.set_online(False)
         await s.wait_until(lambda: ("MeterValuePeriodic", True) in _queued(s), what="a periodic event queued")
         await s.tap(CARD)
@@ -371,9 +376,7 @@ async def test_offline_periods_and_power_loss(tmp_path: Path) -> None:
         ended = (await _event(s, back, "Ended")).payload
         assert ended["offline"] is True and ended["triggerReason"] == "StopAuthorized"
         assert all(e.get("offline") is True for e in _events(s, back))
-        _one_transaction(s, mark)
-        s.ev(1).unplug()
-        await s.wait_status(1, "Available", since=mark)
+        await _unplug_after_one_transaction(s, mark)
 
         await _set(s, TxCtrlr_TxStartPoint="EVConnected", SampledDataCtrlr_TxUpdatedInterval="0")
         mark = s.mark()
