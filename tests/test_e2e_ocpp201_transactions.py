@@ -111,6 +111,7 @@ async def test_start_and_stop_points(tmp_path: Path) -> None:
         # a fault ends the transaction whatever the stop points (here EVConnected, the EV still plugged in)
         mark = s.mark()
         s.ev(1).plug()
+        await s.wait_status(1, "Occupied", since=mark)
         await s.tap(CARD)
         await _event(s, mark, "Updated", "Authorized")
         await _charging(s)
@@ -177,6 +178,7 @@ async def test_start_and_stop_points(tmp_path: Path) -> None:
                    TxCtrlr_StopTxOnEVSideDisconnect="false")
         mark = s.mark()
         s.ev(1).plug()
+        await s.wait_status(1, "Occupied", since=mark)
         await s.tap(CARD)
         await _event(s, mark, "Started", "Authorized")
         await _charging(s)
@@ -191,6 +193,7 @@ async def test_start_and_stop_points(tmp_path: Path) -> None:
         await _set(s, TxCtrlr_TxStopPoint="Authorized")
         mark = s.mark()
         s.ev(1).plug()
+        await s.wait_status(1, "Occupied", since=mark)
         await s.tap(CARD)
         await _event(s, mark, "Started", "Authorized")
         await _charging(s)
@@ -243,6 +246,7 @@ async def test_transaction_status_and_message_retries(tmp_path: Path) -> None:
         mark = s.mark()
         s.csms.behaviour.faults.fail_next("TransactionEvent", 1)  # TC_E_51_CS
         s.ev(1).plug()
+        await s.wait_status(1, "Occupied", since=mark)
         await s.tap(CARD)
         started = await _event(s, mark, "Started")
         tx_id = started.payload["transactionInfo"]["transactionId"]
@@ -335,6 +339,7 @@ async def test_tx_ended_meter_values(tmp_path: Path) -> None:
         await s.start_agent()
         mark = s.mark()
         s.ev(1).plug()
+        await s.wait_status(1, "Occupied", since=mark)
         await s.tap(CARD)
         await _event(s, mark, "Started")
         await _charging(s)
@@ -361,6 +366,7 @@ async def test_offline_periods_and_power_loss(tmp_path: Path) -> None:
         await s.start_agent()
         mark = s.mark()
         s.ev(1).plug()
+        await s.wait_status(1, "Occupied", since=mark)
         await s.tap(CARD)
         started = (await _event(s, mark, "Started")).payload
         assert "offline" not in started
