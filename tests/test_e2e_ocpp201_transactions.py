@@ -400,3 +400,33 @@ async def test_offline_periods_and_power_loss(tmp_path: Path) -> None:
         again = (await _event(s, entry.seq, "Started", "CablePluggedIn")).payload
         assert again["transactionInfo"]["transactionId"] != tx_id
         assert [e["eventType"] for e in _events(s, mark)] == ["Started", "Ended", "Started"]
+
+
+async def test_reset_with_a_transaction_begun_at_ev_connected(tmp_path: Path) -> None:
+    """B11 / B12 with a transaction the session machine holds none of (TxStartPoint EVConnected, no id yet): Reset
+    OnIdle is Scheduled and done once the unplug ended it; Reset Immediate ends it (triggerReason ResetCommand,
+    stoppedReason ImmediateReset) before the restart."""
+    async with Station(tmp_path, ocpp="2.0.1", connectors=1, presets={"TxCtrlr.TxStartPoint": "EVConnected"}) as s:
+        await s.start_agent(supervised=True)
+        mark = s.mark()
+        s.ev(1).plug()
+        await _event(s, mark, "Started", "CablePluggedIn")
+        answer = await s.csms.call(CP_ID, "Reset", {"type": "OnIdle"}, timeout_s=WAIT_S)
+        assert answer["status"] == "Scheduled"
+        await s.quiet(1.5)
+        assert s.calls("BootNotification", mark) == []
+        s.ev(1).unplug()
+        await _event(s, mark, "Ended", "EVCommunicationLost")
+        boot = await s.wait_call("BootNotification", since=mark)
+        assert boot.payload["reason"] == "RemoteReset"
+
+        mark = s.mark()
+        s.ev(1).plug()
+        await _event(s, mark, "Started", "CablePluggedIn")
+        answer = await s.csms.call(CP_ID, "Reset", {"type": "Immediate"}, timeout_s=WAIT_S)
+        assert answer["status"] == "Accepted"
+        ended = (await _event(s, mark, "Ended")).payload
+        assert ended["triggerReason"] == "ResetCommand"
+        assert ended["transactionInfo"]["stoppedReason"] == "ImmediateReset"
+        await s.wait_call("BootNotification", since=mark)
+        assert [e["eventType"] for e in _events(s, mark)][:2] == ["Started", "Ended"]

@@ -12,6 +12,7 @@ smart charging is not in this slice); so is a Reset of one EVSE.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -108,7 +109,9 @@ class RemoteControl:
     # --- Reset ---------------------------------------------------------------------------------------
 
     def _busy(self) -> bool:
-        return any(c.machine.transaction is not None for c in self.ctx.connectors.values())
+        """A transaction runs: the machine's, or a 2.0.1 one begun before it (TxStartPoint EVConnected / Authorized)."""
+        return any(c.machine.transaction is not None or self.transactions.open_transaction(c.id) is not None
+                   for c in self.ctx.connectors.values())
 
     @handles(Action.reset)
     async def _reset(self, type: str, evse_id: int | None = None, **_: Any) -> Any:
@@ -130,7 +133,11 @@ class RemoteControl:
         await asyncio.sleep(0)  # let the answer go out first
         while on_idle and self._busy():
             self._transaction_ended.clear()
-            await self._transaction_ended.wait()
+            with contextlib.suppress(TimeoutError):  # a 2.0.1 transaction may end without the machine's stopping
+                await asyncio.wait_for(self._transaction_ended.wait(), 1.0)
+        for ctrl in self.ctx.connectors.values():
+            if ctrl.machine.transaction is None:  # the machines stop theirs; one begun before it ends here
+                self.transactions.end_now(ctrl, "ResetCommand", "ImmediateReset")
         outbox, online = self.ctx.outbox, self.ctx.online
         await self.coordinator.reset(hard=False, queue_empty=lambda: outbox.count() == 0 or not online.is_set())
         log.info("restarting for reset", extra={"type": "OnIdle" if on_idle else "Immediate"})
