@@ -402,12 +402,27 @@ async def test_offline_periods_and_power_loss(tmp_path: Path) -> None:
         assert [e["eventType"] for e in _events(s, mark)] == ["Started", "Ended", "Started"]
 
 
-async def test_reset_with_a_transaction_begun_at_ev_connected(tmp_path: Path) -> None:
-    """B11 / B12 with a transaction the session machine holds none of (TxStartPoint EVConnected, no id yet): Reset
-    OnIdle is Scheduled and done once the unplug ended it; Reset Immediate ends it (triggerReason ResetCommand,
+async def test_availability_and_reset_with_a_transaction_begun_at_ev_connected(tmp_path: Path) -> None:
+    """With a transaction the session machine holds none of (TxStartPoint EVConnected, no id yet): TC_G_11_CS-like
+    ChangeAvailability of its EVSE to Inoperative is Scheduled and applies once the unplug ended it; B12 Reset
+    OnIdle is Scheduled and done once the unplug ended it; B11 Reset Immediate ends it (triggerReason ResetCommand,
     stoppedReason ImmediateReset) before the restart."""
     async with Station(tmp_path, ocpp="2.0.1", connectors=1, presets={"TxCtrlr.TxStartPoint": "EVConnected"}) as s:
         await s.start_agent(supervised=True)
+        mark = s.mark()
+        s.ev(1).plug()
+        await _event(s, mark, "Started", "CablePluggedIn")
+        answer = await s.csms.call(CP_ID, "ChangeAvailability", {"operationalStatus": "Inoperative",
+                                                                 "evse": {"id": 1}}, timeout_s=WAIT_S)
+        assert answer["status"] == "Scheduled"
+        s.ev(1).unplug()
+        ended = await _event(s, mark, "Ended", "EVCommunicationLost")
+        unavailable = await s.wait_status(1, "Unavailable", since=mark)
+        assert unavailable.seq > ended.seq  # not while the transaction ran
+        answer = await s.csms.call(CP_ID, "ChangeAvailability", {"operationalStatus": "Operative"}, timeout_s=WAIT_S)
+        assert answer["status"] == "Accepted"
+        await s.wait_status(1, "Available", since=mark)
+
         mark = s.mark()
         s.ev(1).plug()
         await _event(s, mark, "Started", "CablePluggedIn")

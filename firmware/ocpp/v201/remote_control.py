@@ -26,8 +26,11 @@ from firmware.ocpp.v201 import mapping
 from firmware.ocpp.v201.context import V201Context
 from firmware.ocpp.v201.transactions import Transactions
 from firmware.session import RemoteStopRequested, RemoteStopResult, UnlockRequested, UnlockResult, UnlockStatus
+from firmware.storage.settings import Settings
 
 log = logging.getLogger(__name__)
+
+_SCHEDULED_AVAILABILITY = "v201.availability.scheduled."  # settings: by EVSE, Operative / Inoperative
 
 def _info(reason: str) -> dict[str, Any]:
     return {"reasonCode": reason}
@@ -38,8 +41,23 @@ class RemoteControl:
         self.ctx = ctx
         self.coordinator = coordinator
         self.transactions = transactions
+        self._settings = Settings(ctx.db)
         self._reset_scheduled = False
         self._transaction_ended = asyncio.Event()  # an OnIdle reset waits on it
+        transactions.ended_listeners.append(self._ended)
+
+    def _ended(self, evse: int) -> None:
+        """A 2.0.1 transaction ended: a change of availability scheduled for its EVSE applies now."""
+        self._transaction_ended.set()
+        key = _SCHEDULED_AVAILABILITY + str(evse)
+        ctrl = self.ctx.connectors.get(evse)
+        value = self._settings.get(key)
+        if ctrl is None or value is None:
+            return
+        with self.ctx.db.transaction() as conn:
+            conn.execute("DELETE FROM settings WHERE key = ?", (key,))
+        log.info("scheduled availability applies", extra={"connector": evse, "operative": value == "Operative"})
+        self.ctx.spawn(self.coordinator.set_available([ctrl], value == "Operative"))
 
     def transaction_ended(self) -> None:
         """A connector's transaction ended (the client's observer tells us, after the commit)."""
@@ -103,8 +121,17 @@ class RemoteControl:
             if ctrl is None or evse.get("connector_id", 1) != 1:
                 return call_result.ChangeAvailability(status="Rejected", status_info=_info("UnknownEvse"))
             targets = [ctrl]
-        scheduled = await self.coordinator.set_available(targets, operative)
-        return call_result.ChangeAvailability(status="Scheduled" if scheduled else "Accepted")
+        # G03/G04: a 2.0.1 transaction begun before the machine's (TxStartPoint EVConnected / Authorized) also
+        # defers the change to its end; the machine defers it for its own
+        later = [c for c in targets if c.machine.transaction is None and c.machine.operative != operative
+                 and self.transactions.open_transaction(c.id) is not None]
+        with self.ctx.db.transaction() as conn:
+            for c in targets:  # the latest request wins
+                conn.execute("DELETE FROM settings WHERE key = ?", (_SCHEDULED_AVAILABILITY + str(c.id),))
+            for c in later:
+                self._settings.put(_SCHEDULED_AVAILABILITY + str(c.id), operational_status)
+        scheduled = await self.coordinator.set_available([c for c in targets if c not in later], operative)
+        return call_result.ChangeAvailability(status="Scheduled" if scheduled or later else "Accepted")
 
     # --- Reset ---------------------------------------------------------------------------------------
 

@@ -177,6 +177,8 @@ class Transactions:
         self._facts: dict[int, EvseFacts] = {}  # EVSE -> its facts after the last step
         self._open: dict[int, OpenTransaction] = self._load_open()  # EVSE -> its 2.0.1 transaction
         self._energy_limit: set[int] = set()  # EVSEs whose next energy stop is MaxEnergyOnInvalidId's
+        #: told the EVSE's id once a transaction has ended (after its commit)
+        self.ended_listeners: list[Callable[[int], None]] = []
         self._sampling_changed = asyncio.Event()
         ctx.variables.on_change(lambda key, value: self._sampling_changed.set(), {TX_UPDATED_INTERVAL})
         self._aligned_changed = asyncio.Event()
@@ -374,6 +376,8 @@ class Transactions:
         self._charging_state.pop(tx.transaction_id, None)
         log.info("transaction ended", extra={"connector": ctrl.id, "transaction_id": tx.transaction_id,
                                              "trigger": trigger, "stopped_reason": reason})
+        for listener in self.ended_listeners:
+            listener(ctrl.id)
 
     def end_now(self, ctrl: ConnectorController, trigger: str, reason: str) -> bool:
         """End the EVSE's transaction that the machine holds no transaction of (e.g. RequestStopTransaction of one
