@@ -4,20 +4,25 @@ connector's commit (before any hardware is switched), delivered in order by
 :class:`~firmware.ocpp.delivery.OutboxDelivery` with OCPPCommCtrlr.MessageAttempts / MessageAttemptInterval
 (instance TransactionEvent), and the CSMS's answers acted on.
 
-The transaction id is the station's own: a UUID drawn when the machine starts the transaction, stored in the
-ledger with the billing record in the same commit, so no id is substituted when a message is sent (the 1.6 side
-must wait for the CSMS's). Each message carries:
+A 2.0.1 transaction runs from its TxStartPoint to its TxStopPoint (:mod:`transaction_points`): it may begin before
+the machine's own transaction (EV connected, an id authorized while no EV is there) and end after it (the unplug
+after a local stop), or begin and end inside it (EnergyTransfer). The open transaction of each EVSE is kept in the
+settings store; the machine's transaction in it has its billing record in the ledger, keyed by the machine's
+``local_id`` and tagged with the 2.0.1 transaction's id.
+
+The transaction id is the station's own: a UUID drawn at the start point, stored with the Started event in the same
+commit, so no id is substituted when a message is sent (the 1.6 side must wait for the CSMS's). Each message
+carries:
 
 * ``seqNo``: 0 for Started, then +1 for every message of the transaction, counted in the
   settings store in the message's own commit, so a restart continues the count;
-* ``triggerReason``: the machine's :class:`~firmware.session.Trigger` (named like 2.0.1's enum on purpose),
-  MeterValuePeriodic for the samples of SampledDataCtrlr.TxUpdatedInterval, AbnormalCondition for a transaction
-  closed after a restart that no connector holds;
+* ``triggerReason``: the machine's :class:`~firmware.session.Trigger` (named like 2.0.1's enum on purpose), or what
+  reached the start or stop point; MeterValuePeriodic / MeterValueClock for samples, AbnormalCondition for a
+  transaction the restart ended;
 * ``offline``: true when the event happened while the CSMS was not reachable;
 * ``meterValue``: Transaction.Begin samples (TxStartedMeasurands) in Started, Sample.Periodic
-  (TxUpdatedMeasurands) in Updated, Transaction.End (TxEndedMeasurands) in Ended.
-
-TxStartPoint / TxStopPoint are PowerPathClosed (EV connected and authorized), the machine's own transaction.
+  (TxUpdatedMeasurands) in Updated, and in Ended the samples kept for it (SampledDataCtrlr / AlignedDataCtrlr
+  TxEndedInterval) then Transaction.End (TxEndedMeasurands).
 """
 
 from __future__ import annotations
