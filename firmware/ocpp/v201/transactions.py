@@ -282,8 +282,8 @@ class Transactions:
         if reservation is not None:
             payload["reservationId"] = reservation
         remote = machine_tx.remote_start if machine_tx is not None else held is not None and held.remote_start
-        remote_start_id = self._remote_start_ids.pop(ctrl.id, None) if remote else None
-        if remote_start_id is not None:
+        remote_start_id = self._remote_start_ids.pop(ctrl.id, None) if remote or machine_tx is not None else None
+        if remote and remote_start_id is not None:
             payload["transactionInfo"]["remoteStartId"] = remote_start_id
         reading = reading or fresh_reading(ctrl, now)
         self._add_samples(payload, reading, "TxStartedMeasurands", ReadingContext.TRANSACTION_BEGIN, now)
@@ -307,8 +307,8 @@ class Transactions:
         payload["idToken"] = mapping.id_token(e.id_token)
         if e.reservation_id is not None:
             payload["reservationId"] = e.reservation_id
-        remote_start_id = self._remote_start_ids.pop(ctrl.id, None) if e.remote_start else None
-        if remote_start_id is not None:
+        remote_start_id = self._remote_start_ids.pop(ctrl.id, None)
+        if e.remote_start and remote_start_id is not None:
             payload["transactionInfo"]["remoteStartId"] = remote_start_id
         with ctx.db.transaction():
             ctx.ledger.set_transaction_id(ctrl.id, e.local_id, tx.transaction_id)
