@@ -60,8 +60,9 @@ async def _plug_and_tap(s: Station, mark: int, card: str = "04A1B2C3") -> Transc
 
 
 async def test_plug_tap_charge_unplug_transaction_events(tmp_path: Path) -> None:
-    """TC_E_01_CS-like (start: EV connected then authorized, PowerPathClosed) and TC_E_09_CS-like (stop when the EV
-    is unplugged, StopTxOnEVSideDisconnect): Authorize with the id token and its type; TransactionEvent Started,
+    """TC_E_01_CS (start PowerPathClosed) / TC_E_03_CS (local start, cable plugin first) and TC_E_17_CS (stop: the
+    EV unplugged deauthorizes, StopTxOnEVSideDisconnect true); TC_J_07_CS (sampled values in Started) and TC_J_09_CS
+    (in Updated): Authorize with the id token and its type; TransactionEvent Started,
     Updated (charging state, periodic meter values), Ended in order with seqNo 0, 1, 2, ... and the station's
     own UUID throughout; meter values with Transaction.Begin in Started and Transaction.End in Ended."""
     async with Station(tmp_path, ocpp="2.0.1", presets={"SampledDataCtrlr.TxUpdatedInterval": 1}) as s:
@@ -155,7 +156,7 @@ async def test_get_and_set_variables(tmp_path: Path) -> None:
 
         answer = await s.csms.call(CP_ID, "SetVariables", {"setVariableData": [
             {**item("OCPPCommCtrlr", "HeartbeatInterval"), "attributeValue": "120"},
-            {**item("TxCtrlr", "TxStartPoint"), "attributeValue": "EVConnected"},
+            {**item("TxCtrlr", "TxStartPoint"), "attributeValue": "ParkingBayOccupancy"},
             {**item("TxCtrlr", "EVConnectionTimeOut"), "attributeValue": "-5"},
             {**item("AuthCtrlr", "LocalPreAuthorize"), "attributeValue": "maybe"},
             {**item("NoSuchCtrlr", "X"), "attributeValue": "1"},
@@ -168,7 +169,7 @@ async def test_get_and_set_variables(tmp_path: Path) -> None:
         assert [r["attributeStatus"] for r in results] == [
             "Accepted", "Rejected", "Rejected", "Rejected", "UnknownComponent", "UnknownVariable",
             "NotSupportedAttributeType", "RebootRequired", "Accepted"]
-        assert results[1]["attributeStatusInfo"]["reasonCode"] == "ReadOnly"
+        assert results[1]["attributeStatusInfo"]["reasonCode"] == "InvalidValue"
         answer = await s.csms.call(CP_ID, "GetVariables", {"getVariableData": [
             item("OCPPCommCtrlr", "HeartbeatInterval")]}, timeout_s=WAIT_S)
         assert answer["getVariableResult"][0]["attributeValue"] == "120"
@@ -202,7 +203,7 @@ async def test_get_variables_over_items_per_message(tmp_path: Path) -> None:
 
 
 async def test_offline_transaction_is_flagged_and_delivered_after_reconnect(tmp_path: Path) -> None:
-    """Offline transaction: with the CSMS unreachable an unknown id is let charge
+    """TC_E_43_CS (transaction during an offline period): with the CSMS unreachable an unknown id is let charge
     (AuthCtrlr.OfflineTxForUnknownIdEnabled); its Started and Ended carry ``offline: true`` and are delivered,
     in order, once the CSMS is back."""
     async with Station(tmp_path, ocpp="2.0.1", connectors=1,
@@ -246,11 +247,12 @@ async def test_reconnect_reports_statuses_by_offline_threshold(tmp_path: Path) -
 
 
 async def test_remote_start_and_stop(tmp_path: Path) -> None:
-    """F01 / F03 (TC_F_… remote start, then remote stop): RequestStartTransaction with an IdToken and remoteStartId
-    on EVSE 1 with an EV plugged in; the id is authorized first (AuthCtrlr.AuthorizeRemoteStart), Started has
-    triggerReason RemoteStart and the remoteStartId; RequestStopTransaction with the station's transaction id ends
-    it with stoppedReason Remote; an unknown transaction id is Rejected. E14 GetTransactionStatus while the Started
-    event is still unanswered: messagesInQueue and ongoingIndicator true."""
+    """F01 / F03 (TC_F_… remote start, then remote stop; TC_E_35_CS stop PowerPathClosed - Remote stop):
+    RequestStartTransaction with an IdToken and remoteStartId on EVSE 1 with an EV plugged in; the id is authorized
+    first (AuthCtrlr.AuthorizeRemoteStart), Started has triggerReason RemoteStart and the remoteStartId;
+    RequestStopTransaction with the station's transaction id ends it with stoppedReason Remote; an unknown
+    transaction id is Rejected. E14 GetTransactionStatus while the Started event is still unanswered: messagesInQueue
+    and ongoingIndicator true."""
     async with Station(tmp_path, ocpp="2.0.1", connectors=1) as s:
         s.csms.behaviour.id_tags.accept("APP-USER-1")
         await s.start_agent()
@@ -401,9 +403,9 @@ async def test_invalid_calls_get_201_error_codes(tmp_path: Path) -> None:
 
 
 async def test_clock_aligned_values(tmp_path: Path) -> None:
-    """J01 / AlignedDataCtrlr: at the end of every Interval (aligned to the clock) Sample.Clock values — in an
-    Updated event (triggerReason MeterValueClock) for the EVSE with a transaction, in MeterValues for the idle
-    one; the timestamps on the interval's grid."""
+    """TC_J_01_CS (no transaction ongoing) and TC_J_02_CS (transaction ongoing), AlignedDataCtrlr: at the end of
+    every Interval (aligned to the clock) Sample.Clock values — in an Updated event (triggerReason MeterValueClock)
+    for the EVSE with a transaction, in MeterValues for the idle one; the timestamps on the interval's grid."""
     async with Station(tmp_path, ocpp="2.0.1", presets={"AlignedDataCtrlr.Interval": 2}) as s:
         s.csms.behaviour.id_tags.accept("04A1B2C3")
         await s.start_agent()

@@ -73,7 +73,7 @@ def test_get_and_set_statuses_and_persistence(db: Database) -> None:
     assert model.get_variable(VariableKey("OCPPCommCtrlr", "HeartbeatInterval", "x")).status == "UnknownComponent"
     assert model.get_variable(HEARTBEAT, "MinSet").status == "NotSupportedAttributeType"
     assert model.set_variable(HEARTBEAT, "30").status == "Accepted"
-    assert model.set_variable(VariableKey("TxCtrlr", "TxStopPoint"), "EVConnected").status == "Rejected"
+    assert model.set_variable(VariableKey("TxCtrlr", "TxStopPoint"), "ParkingBayOccupancy").status == "Rejected"
     assert model.set_variable(HEARTBEAT, "x").status == "Rejected"
     assert model.set_variable(VariableKey("OCPPCommCtrlr", "WebSocketPingInterval"), "10").status == "RebootRequired"
     assert seen == [(HEARTBEAT, "30")]
@@ -93,7 +93,9 @@ def test_presets_are_written_at_the_first_start_only(db: Database) -> None:
 def test_check_preset() -> None:
     assert check_preset("OCPPCommCtrlr.HeartbeatInterval", "10") is None
     assert "Component.Variable" in (check_preset("HeartbeatInterval", "10") or "")
-    assert "ReadOnly" in (check_preset("TxCtrlr.TxStartPoint", "Authorized") or "")
+    assert "ReadOnly" in (check_preset("DeviceDataCtrlr.ItemsPerMessage[GetVariables]", "5") or "")
+    assert check_preset("TxCtrlr.TxStartPoint", "EVConnected,Authorized") is None
+    assert "not one of" in (check_preset("TxCtrlr.TxStartPoint", "ParkingBayOccupancy") or "")
     assert "outside" in (check_preset("OCPPCommCtrlr.HeartbeatInterval", "-3") or "")
 
 

@@ -30,6 +30,8 @@ from firmware.session import (
     PERMITTED,
     TRANSITIONS,
     AllowPower,
+    AuthorizationDropped,
+    AuthorizationHeld,
     AuthorizationResult,
     AuthPurpose,
     AuthSource,
@@ -190,6 +192,7 @@ def test_identify_first_tap_then_plug_within_connection_timeout() -> None:
     assert run(CardPresented(card("CARD1"))) == [RequestAuthorization(card("CARD1"), AuthPurpose.START)]
     assert run.status is S.AVAILABLE  # Preparing only once the id is accepted
     assert run(accept("CARD1")) == [
+        AuthorizationHeld(card("CARD1"), Trigger.AUTHORIZED),
         StartTimer(TimerName.CONNECTION_TIMEOUT, 45),
         StatusChanged(S.PREPARING, False, trigger=Trigger.AUTHORIZED),
     ]
@@ -204,6 +207,7 @@ def test_identify_first_connection_timeout_returns_to_available() -> None:
     run = Run()
     run(CardPresented(card("CARD1")), accept("CARD1"))
     assert run(TimerExpired(TimerName.CONNECTION_TIMEOUT), after=60) == [
+        AuthorizationDropped(card("CARD1"), Trigger.EV_CONNECT_TIMEOUT),
         StatusChanged(S.AVAILABLE, False, trigger=Trigger.EV_CONNECT_TIMEOUT)]
     assert run.m.authorization is None
     # the authorization is gone: plugging in now waits for a new tap
@@ -214,8 +218,24 @@ def test_identify_first_connection_timeout_returns_to_available() -> None:
 def test_identify_first_second_presentation_cancels() -> None:
     run = Run()
     run(CardPresented(card("CARD1")), accept("CARD1"))
-    assert run(CardPresented(card("CARD1"))) == [CancelTimer(TimerName.CONNECTION_TIMEOUT),
-                                           StatusChanged(S.AVAILABLE, False)]
+    assert run(CardPresented(card("CARD1"))) == [
+        CancelTimer(TimerName.CONNECTION_TIMEOUT), AuthorizationDropped(card("CARD1"), Trigger.STOP_AUTHORIZED),
+        StatusChanged(S.AVAILABLE, False, trigger=Trigger.STOP_AUTHORIZED)]
+
+
+def test_a_held_authorization_ends_with_inoperative_or_a_fault() -> None:
+    """The end of an authorization waiting for the EV is said (an adapter may have begun its transaction there)."""
+    run = Run()
+    run(CardPresented(card("CARD1")), accept("CARD1"))
+    assert AuthorizationDropped(card("CARD1"), Trigger.ABNORMAL_CONDITION) in run(AvailabilityChanged(False))
+    run = Run()
+    run(CardPresented(card("CARD1")), accept("CARD1"))
+    effects = run(FaultRaised(FaultCode.RCD_TRIP, "rcd", blocking=True))
+    assert AuthorizationDropped(card("CARD1"), Trigger.ABNORMAL_CONDITION) in effects
+    assert run.m.authorization is None
+    run = Run()
+    run(CardPresented(card("CARD1")), accept("CARD1"), PilotChanged(P.B))  # the transaction took it over
+    assert not [e for e in run(AvailabilityChanged(False)) if isinstance(e, AuthorizationDropped)]
 
 
 def test_stale_connection_timeout_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
@@ -577,7 +597,8 @@ def test_remote_start_without_authorization_plugged_in() -> None:
 def test_remote_start_before_plug_waits_for_ev() -> None:
     run = Run()
     effects = run(RemoteStartRequested(central("APP1")))
-    assert effects == [RemoteStartResult(True), StartTimer(TimerName.CONNECTION_TIMEOUT, 60.0),
+    assert effects == [RemoteStartResult(True), AuthorizationHeld(central("APP1"), Trigger.REMOTE_START),
+                       StartTimer(TimerName.CONNECTION_TIMEOUT, 60.0),
                        StatusChanged(S.PREPARING, False, trigger=Trigger.REMOTE_START)]
     started = only(run(PilotChanged(P.C)), TransactionStarted)
     assert started == [TransactionStarted(1, central("APP1"), Trigger.CABLE_PLUGGED_IN, remote_start=True)]

@@ -9,6 +9,8 @@ from firmware.session.config import DEFAULT_BLOCKING_FAULTS, SessionConfig
 from firmware.session.context import SnapshotError, Transaction
 from firmware.session.effects import (
     AllowPower,
+    AuthorizationDropped,
+    AuthorizationHeld,
     AuthPurpose,
     AvailabilityApplied,
     AvailabilityScheduled,
@@ -65,7 +67,8 @@ from firmware.session.status import PERMITTED, ConnectorStatus
 
 __all__ = [
     "DEFAULT_BLOCKING_FAULTS", "PERMITTED", "TRANSITIONS", "AllowPower", "AuthPurpose", "AuthSource",
-    "AuthStatus", "AuthorizationResult", "AvailabilityApplied", "AvailabilityChanged", "AvailabilityScheduled",
+    "AuthStatus", "AuthorizationDropped",
+    "AuthorizationHeld", "AuthorizationResult", "AvailabilityApplied", "AvailabilityChanged", "AvailabilityScheduled",
     "CancelTimer", "CardPresented", "ChargingLimitChanged", "ConnectorStatus", "Effect", "EmergencyStop",
     "EmergencyStopReleased", "Event", "FaultCleared", "FaultRaised", "IdToken", "IdTokenRefused", "IdTokenType",
     "LockCable", "OfferCurrent", "PilotChanged", "PowerRestored", "RefusalReason", "RemoteStartRequested",

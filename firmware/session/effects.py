@@ -160,6 +160,25 @@ class TransactionStopped:
 
 
 @dataclass(frozen=True)
+class AuthorizationHeld:
+    """An id was authorized here and waits for the EV (identify-first): no transaction yet. For an adapter whose
+    transaction may begin at the authorization (2.0.1 TxStartPoint Authorized); 1.6 ignores it."""
+
+    id_token: IdToken
+    trigger: Trigger  # Authorized, or RemoteStart
+    reservation_id: int | None = None
+
+
+@dataclass(frozen=True)
+class AuthorizationDropped:
+    """A held authorization ended without a transaction: the EV did not come in time (EVConnectTimeout), the same
+    id was presented again (StopAuthorized), the connector was made inoperative or failed (AbnormalCondition)."""
+
+    id_token: IdToken
+    trigger: Trigger
+
+
+@dataclass(frozen=True)
 class RequestAuthorization:
     """Authorize ``id_token``; answer with an ``AuthorizationResult`` event.
 
@@ -246,7 +265,8 @@ class ReservationEnded:
 
 Effect = (
     OfferCurrent | AllowPower | LockCable | StatusChanged | TransactionStarted | TransactionStopped
-    | RequestAuthorization | IdTokenRefused | StartTimer | CancelTimer | AvailabilityApplied
+    | RequestAuthorization | AuthorizationHeld | AuthorizationDropped | IdTokenRefused
+    | StartTimer | CancelTimer | AvailabilityApplied
     | AvailabilityScheduled | RemoteStartResult | RemoteStopResult | UnlockResult | ReservationResult
     | ReservationEnded
 )

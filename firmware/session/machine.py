@@ -46,6 +46,8 @@ from firmware.session.context import (
 )
 from firmware.session.effects import (
     AllowPower,
+    AuthorizationDropped,
+    AuthorizationHeld,
     AuthPurpose,
     AvailabilityApplied,
     AvailabilityScheduled,
@@ -174,6 +176,11 @@ class SessionMachine:
     @property
     def reservation(self) -> Reservation | None:
         return self._ctx.reservation
+
+    @property
+    def next_local_id(self) -> int:
+        """The ``local_id`` the next transaction will have."""
+        return self._ctx.next_local_id
 
     @property
     def faults(self) -> tuple[ActiveFault, ...]:
@@ -461,6 +468,13 @@ class SessionMachine:
         self._ctx.authorization = None
         self._cancel_timer(TimerName.CONNECTION_TIMEOUT)
 
+    def _release_authorization(self, trigger: Trigger) -> None:
+        """A held authorization ends without a transaction: say so (``AuthorizationDropped``)."""
+        auth = self._ctx.authorization
+        self._drop_authorization()
+        if auth is not None:
+            self._emit(AuthorizationDropped(auth.id_token, trigger))
+
     def _end_reservation(self, reason: ReservationEndReason) -> None:
         res = self._ctx.reservation
         if res is None:
@@ -494,7 +508,7 @@ class SessionMachine:
             # no new sessions: forget an unfinished one and any reservation
             c.pending = None
             c.finishing = False
-            self._drop_authorization()
+            self._release_authorization(Trigger.ABNORMAL_CONDITION)
             self._end_reservation(ReservationEndReason.REMOVED)
         self._emit(AvailabilityApplied(operative))
 
@@ -518,6 +532,7 @@ class SessionMachine:
             self._start_transaction(auth, trigger)
             return
         c.authorization = auth
+        self._emit(AuthorizationHeld(auth.id_token, trigger, auth.reservation_id))
         self._start_timer(TimerName.CONNECTION_TIMEOUT, self.config.connection_timeout_s)
         self._goto(ConnectorStatus.PREPARING)
 
@@ -565,7 +580,7 @@ class SessionMachine:
         c = self._ctx
         self._trigger = Trigger.ABNORMAL_CONDITION
         c.pending = None
-        self._drop_authorization()
+        self._release_authorization(Trigger.ABNORMAL_CONDITION)
         self._end_reservation(ReservationEndReason.REMOVED)
         self._stop_transaction(reason, Trigger.ABNORMAL_CONDITION, fault=fault)
         self._goto(ConnectorStatus.FAULTED)
@@ -685,7 +700,8 @@ class SessionMachine:
         c = self._ctx
         if c.authorization is not None and same_token(c.authorization.id_token, event.id_token):
             c.pending = None  # B1: second presentation of the id ends the intended usage
-            self._drop_authorization()
+            self._trigger = Trigger.STOP_AUTHORIZED
+            self._release_authorization(Trigger.STOP_AUTHORIZED)
             self._end_usage()
             return
         self._on_tap_to_start(event)
@@ -872,8 +888,8 @@ class SessionMachine:
             return
         if self._ctx.authorization is None:
             return
-        self._ctx.authorization = None
         self._trigger = Trigger.EV_CONNECT_TIMEOUT
+        self._release_authorization(Trigger.EV_CONNECT_TIMEOUT)
         self._end_usage()
 
     def _on_reservation_expiry(self, event: TimerExpired) -> None:

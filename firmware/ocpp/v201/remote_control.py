@@ -13,6 +13,7 @@ Rejected — without smart charging the profile is ignored (F01.FR.12). A Reset 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -27,8 +28,11 @@ from firmware.ocpp.v201.context import V201Context
 from firmware.ocpp.v201.smart_charging import SmartCharging
 from firmware.ocpp.v201.transactions import Transactions
 from firmware.session import RemoteStopRequested, RemoteStopResult, UnlockRequested, UnlockResult, UnlockStatus
+from firmware.storage.settings import Settings
 
 log = logging.getLogger(__name__)
+
+_SCHEDULED_AVAILABILITY = "v201.availability.scheduled."  # settings: by EVSE, Operative / Inoperative
 
 def _info(reason: str) -> dict[str, Any]:
     return {"reasonCode": reason}
@@ -41,8 +45,23 @@ class RemoteControl:
         self.smart_charging = smart_charging
         self.coordinator = coordinator
         self.transactions = transactions
+        self._settings = Settings(ctx.db)
         self._reset_scheduled = False
         self._transaction_ended = asyncio.Event()  # an OnIdle reset waits on it
+        transactions.ended_listeners.append(self._ended)
+
+    def _ended(self, evse: int) -> None:
+        """A 2.0.1 transaction ended: a change of availability scheduled for its EVSE applies now."""
+        self._transaction_ended.set()
+        key = _SCHEDULED_AVAILABILITY + str(evse)
+        ctrl = self.ctx.connectors.get(evse)
+        value = self._settings.get(key)
+        if ctrl is None or value is None:
+            return
+        with self.ctx.db.transaction() as conn:
+            conn.execute("DELETE FROM settings WHERE key = ?", (key,))
+        log.info("scheduled availability applies", extra={"connector": evse, "operative": value == "Operative"})
+        self.ctx.spawn(self.coordinator.set_available([ctrl], value == "Operative"))
 
     def transaction_ended(self) -> None:
         """A connector's transaction ended (the client's observer tells us, after the commit)."""
@@ -77,11 +96,16 @@ class RemoteControl:
 
     @handles(Action.request_stop_transaction)
     async def _request_stop(self, transaction_id: str, **_: Any) -> Any:
-        record = self.ctx.ledger.active_by_transaction_id(transaction_id)
-        ctrl = self.ctx.connectors.get(record.connector) if record is not None else None
-        tx = ctrl.machine.transaction if ctrl is not None else None
-        if record is None or ctrl is None or tx is None or tx.local_id != record.local_id:
+        """F03 by the station's transaction id: the machine's transaction in it stops (Remote); one begun before the
+        machine's (TxStartPoint EVConnected or Authorized) and holding none ends at once (triggerReason
+        RemoteStop)."""
+        evse = self.transactions.evse_of(transaction_id)
+        ctrl = self.ctx.connectors.get(evse) if evse is not None else None
+        if ctrl is None:
             return call_result.RequestStopTransaction(status="Rejected", status_info=_info("TxNotFound"))
+        if ctrl.machine.transaction is None:
+            ended = self.transactions.end_now(ctrl, "RemoteStop", "Remote")
+            return call_result.RequestStopTransaction(status="Accepted" if ended else "Rejected")
         effects = await ctrl.handle(RemoteStopRequested())
         result = next((e for e in effects if isinstance(e, RemoteStopResult)), None)
         return call_result.RequestStopTransaction(
@@ -112,13 +136,24 @@ class RemoteControl:
             if ctrl is None or evse.get("connector_id", 1) != 1:
                 return call_result.ChangeAvailability(status="Rejected", status_info=_info("UnknownEvse"))
             targets = [ctrl]
-        scheduled = await self.coordinator.set_available(targets, operative)
-        return call_result.ChangeAvailability(status="Scheduled" if scheduled else "Accepted")
+        # G03/G04: a 2.0.1 transaction begun before the machine's (TxStartPoint EVConnected / Authorized) also
+        # defers the change to its end; the machine defers it for its own
+        later = [c for c in targets if c.machine.transaction is None and c.machine.operative != operative
+                 and self.transactions.open_transaction(c.id) is not None]
+        with self.ctx.db.transaction() as conn:
+            for c in targets:  # the latest request wins
+                conn.execute("DELETE FROM settings WHERE key = ?", (_SCHEDULED_AVAILABILITY + str(c.id),))
+            for c in later:
+                self._settings.put(_SCHEDULED_AVAILABILITY + str(c.id), operational_status)
+        scheduled = await self.coordinator.set_available([c for c in targets if c not in later], operative)
+        return call_result.ChangeAvailability(status="Scheduled" if scheduled or later else "Accepted")
 
     # --- Reset ---------------------------------------------------------------------------------------
 
     def _busy(self) -> bool:
-        return any(c.machine.transaction is not None for c in self.ctx.connectors.values())
+        """A transaction runs: the machine's, or a 2.0.1 one begun before it (TxStartPoint EVConnected / Authorized)."""
+        return any(c.machine.transaction is not None or self.transactions.open_transaction(c.id) is not None
+                   for c in self.ctx.connectors.values())
 
     @handles(Action.reset)
     async def _reset(self, type: str, evse_id: int | None = None, **_: Any) -> Any:
@@ -140,9 +175,13 @@ class RemoteControl:
         await asyncio.sleep(0)  # let the answer go out first
         while on_idle and self._busy():
             self._transaction_ended.clear()
-            await self._transaction_ended.wait()
+            with contextlib.suppress(TimeoutError):  # a 2.0.1 transaction may end without the machine's stopping
+                await asyncio.wait_for(self._transaction_ended.wait(), 1.0)
         self.ctx.report_security_event("ResetOrReboot", f"{'OnIdle' if on_idle else 'Immediate'} reset requested "
                                        "by the CSMS")  # critical: queued before the transactions end
+        for ctrl in self.ctx.connectors.values():
+            if ctrl.machine.transaction is None:  # the machines stop theirs; one begun before it ends here
+                self.transactions.end_now(ctrl, "ResetCommand", "ImmediateReset")
         outbox, online = self.ctx.outbox, self.ctx.online
         await self.coordinator.reset(hard=False, queue_empty=lambda: outbox.count() == 0 or not online.is_set())
         log.info("restarting for reset", extra={"type": "OnIdle" if on_idle else "Immediate"})
