@@ -186,11 +186,12 @@ class LinkLost(BaseException):
 class Fuzzer:
     """Sends cases to the agent on the event loop's side and checks each against the oracle."""
 
-    def __init__(self, s: Station) -> None:
+    def __init__(self, s: Station, profile: fz.Profile = fz.V16) -> None:
         self.s = s
+        self.profile = profile
         self.connections = s.csms.state(CP_ID).connection_count
         self.charger = ChargerState(connectors=s.spec.connectors)
-        self.config: dict[str, str] = {}  # GetConfiguration at the start
+        self.config: dict[str, str] = {}  # GetConfiguration at the start (2.0.1: GetVariables, "Component.Variable")
         self.max_keys = 0  # GetConfigurationMaxKeys
         self.seen: collections.OrderedDict[str, None] = collections.OrderedDict()  # the agent's memory of ids
         self.helper_calls = 0
@@ -220,9 +221,23 @@ class Fuzzer:
         return answer
 
     async def snapshot(self) -> None:
+        if self.profile is fz.V201:
+            await self._snapshot_variables()
+            return
         answer = await self._helper("GetConfiguration", {})
         self.config = {e["key"]: e.get("value", "") for e in answer["configurationKey"]}
         self.max_keys = int(self.config["GetConfigurationMaxKeys"])
+
+    async def _snapshot_variables(self) -> None:
+        """Every device model variable's Actual value (WriteOnly ones have none to read), 20 per GetVariables."""
+        items = [{"component": {"name": c}, "variable": {"name": v} | ({"instance": i} if i else {})}
+                 for c, v, i in fz.VARIABLES_201]
+        self.config = {}
+        for start in range(0, len(items), 20):
+            answer = await self._helper("GetVariables", {"getVariableData": items[start:start + 20]})
+            for r in answer["getVariableResult"]:
+                if r["attributeStatus"] == "Accepted":
+                    self.config[_variable_key(r)] = r.get("attributeValue", "")
 
     def _replies(self, since: int) -> list[tuple[str, int, str | None, str]]:
         """(id, 3 or 4, error code, raw) of every answer the agent sent since ``since``, however the CSMS
@@ -272,11 +287,11 @@ class Fuzzer:
         self._sentinels += 1
         uid = f"sentinel-{self._sentinels}"
         since = self.s.mark()
-        await self.s.csms.session(CP_ID).connection.send(
-            json.dumps([2, uid, "GetConfiguration", {"key": ["HeartbeatInterval"]}]))
+        action, payload = self.profile.probe
+        await self.s.csms.session(CP_ID).connection.send(json.dumps([2, uid, action, payload]))
         self._register(uid)
         reply = await self._wait_answer(uid, since, ANSWER_WAIT_S)
-        assert reply is not None and reply[1] == 3, f"the agent no longer answers a plain GetConfiguration: {reply}"
+        assert reply is not None and reply[1] == 3, f"the agent no longer answers a plain {action}: {reply}"
 
     def check_alive(self, case: Case) -> None:
         session = self.s.csms.session(CP_ID) if self.s.csms.is_connected(CP_ID) else None
@@ -300,7 +315,7 @@ class Fuzzer:
         expectations = []
         for frame in case.frames:
             # off the event loop: it also runs the simulated hardware, which must not go quiet meanwhile
-            e = await asyncio.to_thread(expect, frame, self._is_seen, self.max_keys)
+            e = await asyncio.to_thread(expect, frame, self._is_seen, self.max_keys, self.profile)
             expectations.append(e)
             since = self.s.mark()
             await self._send(frame)
@@ -343,8 +358,12 @@ class Fuzzer:
         self.check_alive(case)
 
     async def _restore(self, call: tuple[str, Any], reply: tuple[str, int, str | None, str]) -> None:
-        """A ChangeConfiguration the agent accepted is put back at once (the fuzzer changes nothing for good)."""
+        """A ChangeConfiguration (2.0.1: SetVariables) the agent accepted is put back at once (the fuzzer changes
+        nothing for good)."""
         action, payload = call
+        if action == "SetVariables" and reply[1] == 3:
+            await self._restore_variables(json.loads(reply[3])[2])
+            return
         if action != "ChangeConfiguration" or reply[1] != 3:
             return
         status = json.loads(reply[3])[2].get("status")
@@ -355,6 +374,25 @@ class Fuzzer:
         answer = await self._helper("ChangeConfiguration", {"key": key, "value": self.config[key]})
         assert answer["status"] == "Accepted", f"restoring {key} failed: {answer}"
         self.restored += 1
+
+    async def _restore_variables(self, answer: dict[str, Any]) -> None:
+        changed = [r for r in answer.get("setVariableResult", [])
+                   if r["attributeStatus"] in ("Accepted", "RebootRequired")]
+        for r in changed:
+            key = _variable_key(r)
+            assert key in self.config, f"SetVariables of {key} {r['attributeStatus']}, a variable GetVariables hides"
+            item = {"component": r["component"], "variable": r["variable"], "attributeValue": self.config[key]}
+            back = await self._helper("SetVariables", {"setVariableData": [item]})
+            status = back["setVariableResult"][0]["attributeStatus"]
+            assert status in ("Accepted", "RebootRequired"), f"restoring {key} failed: {back}"
+            self.restored += 1
+
+
+def _variable_key(result: dict[str, Any]) -> str:
+    """``Component[instance].Variable[instance]`` of a Get/SetVariables result."""
+    c, v = result["component"], result["variable"]
+    return (c["name"] + (f"[{c['instance']}]" if c.get("instance") else "") + "." + v["name"]
+            + (f"[{v['instance']}]" if v.get("instance") else ""))
 
 
 def _minimal(sub: dict[str, Any], root: dict[str, Any], name: str = "") -> Any:
@@ -457,15 +495,15 @@ async def _unsolicited_burst(fuzzer: Fuzzer, s: Station, count: int) -> None:
     fuzzer.check_alive(Case(("…",), f"{count} answers to ids never sent, then the agent's Heartbeat"))
 
 
-def _run_hypothesis(fuzzer: Fuzzer, loop: asyncio.AbstractEventLoop) -> None:
+def _run_hypothesis(fuzzer: Fuzzer, loop: asyncio.AbstractEventLoop, examples: int = FUZZ_EXAMPLES) -> None:
     """The hypothesis batch, in a worker thread: each example runs on the event loop that owns the Station."""
-    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=FUZZ_SEED is None,
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=FUZZ_SEED is None,
               print_blob=True, suppress_health_check=list(HealthCheck),
               phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink))
-    @given(cases())
+    @given(cases(fuzzer.profile))
     def frame_from_a_broken_csms(case: Case) -> None:
         rendered = case.render()
-        if any(side_effect(f, fuzzer.charger) for f in rendered.frames):
+        if any(side_effect(f, fuzzer.charger, fuzzer.profile) for f in rendered.frames):
             reject()  # the agent would execute it: a Reset, a session start... (see the module docstring)
         asyncio.run_coroutine_threadsafe(fuzzer.run_case(rendered), loop).result(timeout=120)
 
@@ -518,6 +556,11 @@ class _HardwareComplaints(logging.Handler):
 def quiet_csms() -> Iterator[_HardwareComplaints]:
     """The simulated CSMS warns of every answer to a CALL it did not send itself (all of the fuzzer's): silenced.
     The other simulators' warnings are collected."""
+    yield from hardware_complaints()
+
+
+def hardware_complaints() -> Iterator[_HardwareComplaints]:
+    """:func:`quiet_csms`'s body, for a fixture of another module."""
     csms_log, sim_log = logging.getLogger("sim.csms"), logging.getLogger("sim")
     level = csms_log.level
     csms_log.setLevel(logging.ERROR)

@@ -245,6 +245,8 @@ def _leading_call_id(raw: str | bytes) -> str | None:
     match = _LEADING_CALL_ID.match(text)
     if match is None:
         return None
+    if isinstance(head, bytes) and "\ufffd" in match.group(1):
+        return None  # bytes that are not UTF-8: the id read is not the one sent
     unique_id = json.loads(match.group(1))  # the pattern only matches valid JSON strings
     return unique_id if isinstance(unique_id, str) and _encodable(unique_id) else None
 
