@@ -1025,6 +1025,15 @@ def test_demo_summaries_of_ocpp_messages() -> None:
     remote_start = {"idTag": "A", "connectorId": 1}
     assert summarize_payload("RemoteStartTransaction", remote_start, False) == "idTag=A connectorId=1"
     assert summarize_payload("Anything", "not a dict", True) == ""
+    # 2.0.1: the EVSE and its connector's status, the id token's value, the transaction's charging state
+    status = {"timestamp": "x", "connectorStatus": "Occupied", "evseId": 1, "connectorId": 1}
+    assert summarize_payload("StatusNotification", status, False) == "evseId=1 connectorId=1 connectorStatus=Occupied"
+    assert summarize_payload("Authorize", {"idToken": {"idToken": "04A1B2C3", "type": "ISO14443"}}, False) == (
+        "idToken=04A1B2C3")
+    event = {"eventType": "Updated", "seqNo": 1, "triggerReason": "ChargingStateChanged", "timestamp": "x",
+             "transactionInfo": {"transactionId": "u", "chargingState": "Charging"}}
+    assert summarize_payload("TransactionEvent", event, False) == (
+        "eventType=Updated seqNo=1 triggerReason=ChargingStateChanged chargingState=Charging")
 
     async def entries() -> list[tuple[str, str] | None]:
         t = Transcript()
