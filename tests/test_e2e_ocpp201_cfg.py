@@ -174,6 +174,53 @@ async def test_a_cached_id_token_not_accepted_is_authorized_again(station: Stati
         await set_variables(s, old)
 
 
+async def test_tc_c_13_cs_cached_id_token_before_the_cable(station: Station) -> None:
+    """TC_C_13_CS Authorization through authorization cache - Accepted but cable not connected yet: the cached
+    idToken presented before the EV is plugged in is authorized from the cache (no AuthorizeRequest); the
+    transaction starts when the EV is plugged in."""
+    s = station
+    old = await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "true"})
+    try:
+        tx_id = await start_transaction(s, 1, OTHER)  # cached Accepted
+        await stop_transaction(s, tx_id)
+        s.ev(1).unplug()
+        await s.wait_until(lambda: last_status(s, 1) == "Available", what="EVSE 1 Available")
+        mark = s.mark()
+        await s.tap(OTHER)
+        s.ev(1).plug()
+        event = await s.wait_call("TransactionEvent", started(OTHER, 1), since=mark)
+        assert authorizes(s, OTHER, mark) == []
+        await stop_transaction(s, event.payload["transactionInfo"]["transactionId"])
+    finally:
+        await set_variables(s, old)
+
+
+@pytest.mark.parametrize(("case", "restart"), [("TC_C_32_CS", True), ("TC_C_36_CS", False)])
+async def test_the_cache_across_a_restart_and_without_local_pre_authorize(station: Station, case: str,
+                                                                           restart: bool) -> None:
+    """TC_C_32_CS Store Authorization Data in the Authorization Cache - Persistent over reboot: a cached idToken is
+    still authorized from the cache after the agent restarted (LocalPreAuthorize on). TC_C_36_CS ... -
+    LocalPreAuthorize = false: the cached idToken is authorized with an AuthorizeRequest all the same."""
+    s = station
+    old = await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "true"})
+    try:
+        tx_id = await start_transaction(s, 2, OTHER)  # cached Accepted
+        await stop_transaction(s, tx_id)
+        s.ev(2).unplug()
+        await s.wait_until(lambda: last_status(s, 2) == "Available", what="EVSE 2 Available")
+        if restart:
+            await s.stop_agent()
+            await s.start_agent()
+        else:
+            await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "false"})
+        mark = s.mark()
+        tx_id = await start_transaction(s, 2, OTHER)
+        assert len(authorizes(s, OTHER, mark)) == (0 if restart else 1)
+        await stop_transaction(s, tx_id)
+    finally:
+        await set_variables(s, old)
+
+
 async def test_tc_c_37_cs_clear_cache_accepted(station: Station) -> None:
     """TC_C_37_CS Clear Authorization Data in Authorization Cache - Accepted: after ClearCache the idToken the cache
     held is authorized with an AuthorizeRequest again (LocalPreAuthorize on)."""
@@ -337,6 +384,21 @@ async def test_trigger_meter_values(station: Station, case: str, evse: int | Non
     assert sorted(m.payload["evseId"] for m in s.calls("MeterValues", mark)) == wanted
 
 
+async def test_tc_f_14_cs_trigger_transaction_event_of_all_evses(station: Station) -> None:
+    """TC_F_14_CS Trigger message - TransactionEvent - All EVSE: Accepted, then an Updated event with triggerReason
+    Trigger for the transaction that runs (on EVSE 2), none for the idle EVSE 1."""
+    s = station
+    tx_id = await start_transaction(s, 2)
+    mark = s.mark()
+    answer = await s.csms.trigger_message_201(CP_ID, "TransactionEvent", timeout_s=WAIT_S)
+    assert answer["status"] == "Accepted"
+    event = await s.wait_call("TransactionEvent", lambda e: e.payload["triggerReason"] == "Trigger", since=mark)
+    assert event.payload["eventType"] == "Updated" and event.payload["transactionInfo"]["transactionId"] == tx_id
+    await stop_transaction(s, tx_id)
+    assert [e.payload["transactionInfo"]["transactionId"] for e in s.calls("TransactionEvent", mark)
+            if e.payload["triggerReason"] == "Trigger"] == [tx_id]
+
+
 async def test_tc_f_24_cs_trigger_status_notification_occupied(station: Station) -> None:
     """TC_F_24_CS Trigger message - StatusNotification - Specific EVSE - Occupied: the EVSE's status sent again,
     though nothing changed."""
@@ -440,12 +502,15 @@ async def test_change_availability_with_an_ongoing_transaction(station: Station,
     await s.wait_status(2, "Unavailable", since=end.seq)
 
 
-async def test_tc_g_18_cs_evse_availability_persists_across_reboot(station: Station) -> None:
-    """TC_G_18_CS Change Availability EVSE - state persists across reboot: EVSE 2 Inoperative, the agent restarted:
-    it reports EVSE 2 Unavailable after its boot, EVSE 1 Available."""
+@pytest.mark.parametrize(("case", "scope"), [("TC_G_18_CS", "evse"), ("TC_G_19_CS", "connector"),
+                                             ("TC_G_21_CS", "station")])
+async def test_availability_persists_across_reboot(station: Station, case: str, scope: str) -> None:
+    """TC_G_18_CS (EVSE), TC_G_19_CS (Connector), TC_G_21_CS (Charging Station) Change Availability - state persists
+    across reboot: made Inoperative, the agent restarted: after its boot it reports the target Unavailable (EVSE 1
+    Available unless the whole station is Inoperative)."""
     s = station
     mark = s.mark()
-    answer = await s.csms.change_availability_201(CP_ID, "Inoperative", evse_id=2, timeout_s=WAIT_S)
+    answer = await s.csms.change_availability_201(CP_ID, "Inoperative", timeout_s=WAIT_S, **_target(scope))
     assert answer["status"] == "Accepted"
     await s.wait_status(2, "Unavailable", since=mark)
     await s.stop_agent()
@@ -453,4 +518,4 @@ async def test_tc_g_18_cs_evse_availability_persists_across_reboot(station: Stat
     await s.start_agent()
     boot = await s.wait_call("BootNotification", since=mark)
     await s.wait_status(2, "Unavailable", since=boot.seq)
-    await s.wait_status(1, "Available", since=boot.seq)
+    await s.wait_status(1, "Unavailable" if scope == "station" else "Available", since=boot.seq)
