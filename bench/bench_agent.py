@@ -7,8 +7,8 @@
 * RSS and CPU of the agent process while idle and while charging with 1 s meter values.
 
 Each figure for every OCPP version in ``BENCH_OCPP`` (default ``1.6,2.0.1``: the same charger, agent and simulated
-CSMS in either), then all of them side by side, one column per version. ``BENCH_SECONDS`` sets each RSS/CPU window (default 300 s, as the targets are stated over 5
-minutes); ``BENCH_TAPS`` the number of taps (default 30).
+CSMS in either), then all of them side by side, one column per version. ``BENCH_SECONDS`` sets each RSS/CPU window
+(default 300 s, as the targets are stated over 5 minutes); ``BENCH_TAPS`` the number of taps (default 30).
 """
 
 from __future__ import annotations
