@@ -46,7 +46,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -587,65 +587,82 @@ def test_the_fuzzer_knows_what_the_agent_serves(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(180 + FUZZ_EXAMPLES)  # ~0.05 s a frame; the soak run sets FUZZ_EXAMPLES high
 async def test_fuzz_the_ocpp_receive_path(tmp_path: Path, quiet_csms: _HardwareComplaints) -> None:
-    findings: list[str] = []  # every problem of the run, reported together (a lost link stops it at once)
+    async def configuration_unchanged(fuzzer: Fuzzer) -> None:
+        """The configuration is what it was, and the agent still serves it."""
+        config = await fuzzer.s.csms.get_configuration(CP_ID)
+        assert {e["key"]: e.get("value", "") for e in config["configurationKey"]} == fuzzer.config
+
     async with Station(tmp_path, connectors=2, heartbeat_interval=2) as s:
-        lag = LoopLag()
-        monitor = asyncio.create_task(lag.run())
-        await s.start_agent()
-        boot = s.mark()
-        fuzzer = Fuzzer(s)
-        await fuzzer.snapshot()
-        started = time.monotonic()
-        # built off the event loop (megabytes of frames), which also runs the simulated hardware
-        fixed = await asyncio.to_thread(lambda: [c.render() for c in corpus(fuzzer.charger)])
-        for rendered in fixed:
-            assert all(fz.wire_size(f) < fz.MAX_SENT_BYTES for f in rendered.frames)
-            try:
-                await fuzzer.run_case(rendered)
-            except AssertionError as exc:
-                findings.append(f"{rendered!r}: {exc}")
-            except LinkLost as exc:
-                findings.append(str(exc))
-                await fuzzer.carry_on()
-        try:
-            await _unsolicited_burst(fuzzer, s, 1500)
-        except (AssertionError, TimeoutError, LinkLost) as exc:
-            findings.append(f"1500 answers to ids never sent, then a Heartbeat: {exc!r}")
-            await fuzzer.carry_on()
-        corpus_frames, corpus_s = fuzzer.frames, time.monotonic() - started
-        try:
-            await asyncio.to_thread(_run_hypothesis, fuzzer, asyncio.get_running_loop())
-        except LinkLost as exc:
-            findings.append(f"hypothesis (FUZZ_SEED={FUZZ_SEED}, FUZZ_EXAMPLES={FUZZ_EXAMPLES}): {exc}")
-            await fuzzer.carry_on()
-        except Exception as exc:  # hypothesis has shrunk it: the smallest failing frame, and how to replay it
-            notes = "\n".join(getattr(exc, "__notes__", []))
-            findings.append(f"hypothesis (FUZZ_SEED={FUZZ_SEED}, FUZZ_EXAMPLES={FUZZ_EXAMPLES}): {exc}\n{notes}")
-        elapsed = time.monotonic() - started
-        print(f"\nOCPP fuzz: {fuzzer.frames} frames + {fuzzer._sentinels} sentinels ({corpus_frames} fixed, "
-              f"{corpus_s:.1f} s; then {FUZZ_EXAMPLES} hypothesis examples, seed {FUZZ_SEED or 'derandomized'}) "
-              f"in {elapsed:.1f} s; slowest answer {fuzzer.slowest:.2f} s; test loop late by up to {lag.worst:.2f} s "
-              f"({len(lag.episodes)} times); "
-              f"{fuzzer.restored} ChangeConfiguration restored; "
-              f"answers: {dict(fuzzer.outcomes.most_common())}")
-        try:
-            await fuzzer.sentinel()
-            # one connection, one process, one boot throughout
-            _no_reconnect(s, boot)
-            assert s.starts == 1 and s.exit_codes == []
-            # over the whole run no id got more answers than frames owed or allowed one (a second answer coming
-            # late would slip past its case's check)
-            answered = collections.Counter(r[0] for r in fuzzer._replies(boot) if not r[0].startswith("sentinel-"))
-            assert [uid for uid, n in answered.items() if n > fuzzer.allowed[uid]] == []
-            # the configuration is what it was, and the agent still serves it
-            config = await s.csms.get_configuration(CP_ID)
-            assert {e["key"]: e.get("value", "") for e in config["configurationKey"]} == fuzzer.config
-            await _charge_and_stop(s)
-            _no_reconnect(s, boot)
-        except (AssertionError, TimeoutError) as exc:
-            findings.append(f"after the batch: {exc!r}")
-        monitor.cancel()
-        findings += [f"agent log: {line}" for line in _bad_log_lines(s, lag)]
-        # (a simulator on a late loop reads the agent late: its complaint is then the harness's, see LoopLag)
-        findings += [f"simulated hardware: {message}" for at, message in quiet_csms.messages if not lag.covers(at)]
+        findings = await run_fuzz(s, fz.V16, corpus, burst=1500, examples=FUZZ_EXAMPLES,
+                                  unchanged=configuration_unchanged, charge_and_stop=_charge_and_stop,
+                                  complaints=quiet_csms)
     assert not findings, f"{len(findings)} finding(s):\n" + "\n\n".join(f[:3000] for f in findings)
+
+
+async def run_fuzz(s: Station, profile: fz.Profile, fixed_cases: Callable[[ChargerState], Iterator[Case]], *,
+                   burst: int, examples: int, unchanged: Callable[[Fuzzer], Awaitable[None]],
+                   charge_and_stop: Callable[[Station], Awaitable[None]],
+                   complaints: _HardwareComplaints) -> list[str]:
+    """One fuzzing run on ``s`` in the version of ``profile``: the agent started, the fixed cases, ``burst`` answers
+    to ids never sent, ``examples`` generated cases; then the checks of the whole run (one connection, one boot,
+    no id answered too often, ``unchanged``, ``charge_and_stop``, the agent's log, the simulated hardware). Every
+    problem of the run, reported together (a lost link stops a part at once)."""
+    findings: list[str] = []
+    lag = LoopLag()
+    monitor = asyncio.create_task(lag.run())
+    await s.start_agent()
+    boot = s.mark()
+    fuzzer = Fuzzer(s, profile)
+    await fuzzer.snapshot()
+    started = time.monotonic()
+    # built off the event loop (megabytes of frames), which also runs the simulated hardware
+    fixed = await asyncio.to_thread(lambda: [c.render() for c in fixed_cases(fuzzer.charger)])
+    for rendered in fixed:
+        assert all(fz.wire_size(f) < fz.MAX_SENT_BYTES for f in rendered.frames)
+        try:
+            await fuzzer.run_case(rendered)
+        except AssertionError as exc:
+            findings.append(f"{rendered!r}: {exc}")
+        except LinkLost as exc:
+            findings.append(str(exc))
+            await fuzzer.carry_on()
+    try:
+        await _unsolicited_burst(fuzzer, s, burst)
+    except (AssertionError, TimeoutError, LinkLost) as exc:
+        findings.append(f"{burst} answers to ids never sent, then a Heartbeat: {exc!r}")
+        await fuzzer.carry_on()
+    corpus_frames, corpus_s = fuzzer.frames, time.monotonic() - started
+    replay = f"FUZZ_SEED={FUZZ_SEED}, {examples} examples"
+    try:
+        await asyncio.to_thread(_run_hypothesis, fuzzer, asyncio.get_running_loop(), examples)
+    except LinkLost as exc:
+        findings.append(f"hypothesis ({replay}): {exc}")
+        await fuzzer.carry_on()
+    except Exception as exc:  # hypothesis has shrunk it: the smallest failing frame, and how to replay it
+        notes = "\n".join(getattr(exc, "__notes__", []))
+        findings.append(f"hypothesis ({replay}): {exc}\n{notes}")
+    elapsed = time.monotonic() - started
+    print(f"\nOCPP {profile.version} fuzz: {fuzzer.frames} frames + {fuzzer._sentinels} sentinels "
+          f"({corpus_frames} fixed, {corpus_s:.1f} s; then {examples} hypothesis examples, seed "
+          f"{FUZZ_SEED or 'derandomized'}) in {elapsed:.1f} s; slowest answer {fuzzer.slowest:.2f} s; test loop late "
+          f"by up to {lag.worst:.2f} s ({len(lag.episodes)} times); {fuzzer.restored} changes restored; "
+          f"answers: {dict(fuzzer.outcomes.most_common())}")
+    try:
+        await fuzzer.sentinel()
+        # one connection, one process, one boot throughout
+        _no_reconnect(s, boot)
+        assert s.starts == 1 and s.exit_codes == []
+        # over the whole run no id got more answers than frames owed or allowed one (a second answer coming
+        # late would slip past its case's check)
+        answered = collections.Counter(r[0] for r in fuzzer._replies(boot) if not r[0].startswith("sentinel-"))
+        assert [uid for uid, n in answered.items() if n > fuzzer.allowed[uid]] == []
+        await unchanged(fuzzer)
+        await charge_and_stop(s)
+        _no_reconnect(s, boot)
+    except (AssertionError, TimeoutError) as exc:
+        findings.append(f"after the batch: {exc!r}")
+    monitor.cancel()
+    findings += [f"agent log: {line}" for line in _bad_log_lines(s, lag)]
+    # (a simulator on a late loop reads the agent late: its complaint is then the harness's, see LoopLag)
+    findings += [f"simulated hardware: {message}" for at, message in complaints.messages if not lag.covers(at)]
+    return findings

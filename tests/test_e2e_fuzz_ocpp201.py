@@ -15,10 +15,7 @@ agent's log has no ERROR line. ``FUZZ_SEED`` replays as in 1.6.
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,20 +26,7 @@ from firmware.ocpp.v201.dialect import OCPP201
 from tests import ocpp_fuzz as fz
 from tests.ocpp_fuzz import ID, Case, ChargerState, dump, expect, side_effect
 from tests.station import CP_ID, WAIT_S, Station
-from tests.test_e2e_fuzz_ocpp import (
-    DEEP,
-    FUZZ_SEED,
-    Fuzzer,
-    LinkLost,
-    LoopLag,
-    _bad_log_lines,
-    _HardwareComplaints,
-    _minimal,
-    _no_reconnect,
-    _run_hypothesis,
-    _unsolicited_burst,
-    hardware_complaints,
-)
+from tests.test_e2e_fuzz_ocpp import DEEP, Fuzzer, _HardwareComplaints, _minimal, hardware_complaints, run_fuzz
 
 FUZZ_EXAMPLES_201 = int(os.environ.get("FUZZ_EXAMPLES_201", "150"))
 CARD = "04A1B2C3"
@@ -170,57 +154,14 @@ def test_the_201_fuzzer_knows_what_the_agent_serves(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(180 + FUZZ_EXAMPLES_201)
 async def test_fuzz_the_ocpp201_receive_path(tmp_path: Path, quiet_csms: _HardwareComplaints) -> None:
-    findings: list[str] = []
-    async with Station(tmp_path, ocpp="2.0.1", connectors=2, heartbeat_interval=2) as s:
-        lag = LoopLag()
-        monitor = asyncio.create_task(lag.run())
-        await s.start_agent()
-        boot = s.mark()
-        fuzzer = Fuzzer(s, V201)
+    async def device_model_unchanged(fuzzer: Fuzzer) -> None:
+        """The device model reads as it did (an accepted SetVariables was put back at once)."""
+        before = dict(fuzzer.config)
         await fuzzer.snapshot()
-        started = time.monotonic()
-        fixed = await asyncio.to_thread(lambda: [c.render() for c in corpus_201(fuzzer.charger)])
-        for rendered in fixed:
-            try:
-                await fuzzer.run_case(rendered)
-            except AssertionError as exc:
-                findings.append(f"{rendered!r}: {exc}")
-            except LinkLost as exc:
-                findings.append(str(exc))
-                await fuzzer.carry_on()
-        try:
-            await _unsolicited_burst(fuzzer, s, 300)
-        except (AssertionError, TimeoutError, LinkLost) as exc:
-            findings.append(f"300 answers to ids never sent, then a Heartbeat: {exc!r}")
-            await fuzzer.carry_on()
-        corpus_frames, corpus_s = fuzzer.frames, time.monotonic() - started
-        try:
-            await asyncio.to_thread(_run_hypothesis, fuzzer, asyncio.get_running_loop(), FUZZ_EXAMPLES_201)
-        except LinkLost as exc:
-            findings.append(f"hypothesis (FUZZ_SEED={FUZZ_SEED}, FUZZ_EXAMPLES_201={FUZZ_EXAMPLES_201}): {exc}")
-            await fuzzer.carry_on()
-        except Exception as exc:
-            notes = "\n".join(getattr(exc, "__notes__", []))
-            findings.append(f"hypothesis (FUZZ_SEED={FUZZ_SEED}, FUZZ_EXAMPLES_201={FUZZ_EXAMPLES_201}): {exc}\n"
-                            f"{notes}")
-        print(f"\nOCPP 2.0.1 fuzz: {fuzzer.frames} frames + {fuzzer._sentinels} sentinels ({corpus_frames} fixed, "
-              f"{corpus_s:.1f} s; then {FUZZ_EXAMPLES_201} hypothesis examples) in "
-              f"{time.monotonic() - started:.1f} s; slowest answer {fuzzer.slowest:.2f} s; "
-              f"{fuzzer.restored} SetVariables restored; answers: {dict(fuzzer.outcomes.most_common())}")
-        try:
-            await fuzzer.sentinel()
-            _no_reconnect(s, boot)
-            assert s.starts == 1 and s.exit_codes == []
-            answered = collections.Counter(r[0] for r in fuzzer._replies(boot) if not r[0].startswith("sentinel-"))
-            assert [uid for uid, n in answered.items() if n > fuzzer.allowed[uid]] == []
-            before = dict(fuzzer.config)
-            await fuzzer.snapshot()  # the device model reads as it did
-            assert fuzzer.config == before
-            await _charge_and_stop(s)
-            _no_reconnect(s, boot)
-        except (AssertionError, TimeoutError) as exc:
-            findings.append(f"after the batch: {exc!r}")
-        monitor.cancel()
-        findings += [f"agent log: {line}" for line in _bad_log_lines(s, lag)]
-        findings += [f"simulated hardware: {message}" for at, message in quiet_csms.messages if not lag.covers(at)]
+        assert fuzzer.config == before
+
+    async with Station(tmp_path, ocpp="2.0.1", connectors=2, heartbeat_interval=2) as s:
+        findings = await run_fuzz(s, V201, corpus_201, burst=300, examples=FUZZ_EXAMPLES_201,
+                                  unchanged=device_model_unchanged, charge_and_stop=_charge_and_stop,
+                                  complaints=quiet_csms)
     assert not findings, f"{len(findings)} finding(s):\n" + "\n\n".join(f[:3000] for f in findings)

@@ -102,6 +102,15 @@ async def start_transaction(s: Station, evse: int = 1, card: str = CARD) -> str:
     return str(event.payload["transactionInfo"]["transactionId"])
 
 
+async def cache_accepted(s: Station, evse: int, token: str) -> None:
+    """A whole transaction with ``token`` on ``evse`` (online: its Authorize answer is cached Accepted), the EV
+    unplugged again."""
+    tx_id = await start_transaction(s, evse, token)
+    await stop_transaction(s, tx_id)
+    s.ev(evse).unplug()
+    await s.wait_until(lambda: last_status(s, evse) == "Available", what=f"EVSE {evse} Available")
+
+
 async def stop_transaction(s: Station, tx_id: str) -> TranscriptEntry:
     mark = s.mark()
     answer = await s.csms.request_stop_transaction(CP_ID, tx_id, timeout_s=WAIT_S)
@@ -137,10 +146,7 @@ async def test_tc_c_08_cs_authorization_through_the_cache_accepted(station: Stat
     s = station
     old = await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "true"})
     try:
-        tx_id = await start_transaction(s, 1, OTHER)  # online: Authorize, and the answer cached
-        await stop_transaction(s, tx_id)
-        s.ev(1).unplug()
-        await s.wait_until(lambda: last_status(s, 1) == "Available", what="EVSE 1 Available")
+        await cache_accepted(s, 1, OTHER)
         mark = s.mark()
         tx_id = await start_transaction(s, 1, OTHER)
         assert authorizes(s, OTHER, mark) == []
@@ -181,10 +187,7 @@ async def test_tc_c_13_cs_cached_id_token_before_the_cable(station: Station) -> 
     s = station
     old = await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "true"})
     try:
-        tx_id = await start_transaction(s, 1, OTHER)  # cached Accepted
-        await stop_transaction(s, tx_id)
-        s.ev(1).unplug()
-        await s.wait_until(lambda: last_status(s, 1) == "Available", what="EVSE 1 Available")
+        await cache_accepted(s, 1, OTHER)
         mark = s.mark()
         await s.tap(OTHER)
         s.ev(1).plug()
@@ -204,10 +207,7 @@ async def test_the_cache_across_a_restart_and_without_local_pre_authorize(statio
     s = station
     old = await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "true"})
     try:
-        tx_id = await start_transaction(s, 2, OTHER)  # cached Accepted
-        await stop_transaction(s, tx_id)
-        s.ev(2).unplug()
-        await s.wait_until(lambda: last_status(s, 2) == "Available", what="EVSE 2 Available")
+        await cache_accepted(s, 2, OTHER)
         if restart:
             await s.stop_agent()
             await s.start_agent()
@@ -227,10 +227,7 @@ async def test_tc_c_37_cs_clear_cache_accepted(station: Station) -> None:
     s = station
     old = await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "true", "AuthCacheCtrlr.Enabled": "true"})
     try:
-        tx_id = await start_transaction(s, 2, OTHER)  # cached Accepted
-        await stop_transaction(s, tx_id)
-        s.ev(2).unplug()
-        await s.wait_until(lambda: last_status(s, 2) == "Available", what="EVSE 2 Available")
+        await cache_accepted(s, 2, OTHER)
         assert (await s.csms.clear_cache(CP_ID, timeout_s=WAIT_S))["status"] == "Accepted"
         mark = s.mark()
         tx_id = await start_transaction(s, 2, OTHER)
