@@ -7,8 +7,8 @@
 * RSS and CPU of the agent process while idle and while charging with 1 s meter values.
 
 Each figure for every OCPP version in ``BENCH_OCPP`` (default ``1.6,2.0.1``: the same charger, agent and simulated
-CSMS in either). ``BENCH_SECONDS`` sets each RSS/CPU window (default 300 s, as the targets are stated over 5
-minutes); ``BENCH_TAPS`` the number of taps (default 30).
+CSMS in either), then all of them side by side, one column per version. ``BENCH_SECONDS`` sets each RSS/CPU window
+(default 300 s, as the targets are stated over 5 minutes); ``BENCH_TAPS`` the number of taps (default 30).
 """
 
 from __future__ import annotations
@@ -173,27 +173,53 @@ def _pct(values: list[float], q: float) -> float:
 async def _main() -> None:
     seconds = float(os.environ.get("BENCH_SECONDS", "300"))
     taps = int(os.environ.get("BENCH_TAPS", "30"))
-    for ocpp in os.environ.get("BENCH_OCPP", "1.6,2.0.1").split(","):
-        print(f"--- OCPP {ocpp}")
-        await _one_version(ocpp.strip(), seconds, taps)
+    figures: dict[str, dict[str, str]] = {}
+    for ocpp in (v.strip() for v in os.environ.get("BENCH_OCPP", "1.6,2.0.1").split(",")):
+        print(f"--- OCPP {ocpp}", flush=True)
+        figures[ocpp] = await _one_version(ocpp, seconds, taps)
+    _side_by_side(figures, seconds)
 
 
-async def _one_version(ocpp: str, seconds: float, taps: int) -> None:
+#: (figure, target) in the order printed side by side
+_ROWS = (("boot mean / max (ms)", "<= 1000"), ("tap -> contactor, online Authorize, p50 / p99 (ms)", ""),
+         ("tap -> contactor, local hit, p50 / p99 (ms)", "p99 <= 50"), ("idle RSS mean / max (MB)", "<= 60"),
+         ("idle CPU (% of a core)", "<= 1"), ("charging RSS mean / max (MB)", "<= 60"),
+         ("charging CPU (% of a core)", ""))
+
+
+def _side_by_side(figures: dict[str, dict[str, str]], seconds: float) -> None:
+    """The same figures of each OCPP version in one table (the versions as columns)."""
+    versions = list(figures)
+    print(f"--- side by side (RSS/CPU windows of {seconds:.0f} s)")
+    print(f"{'figure':52s}" + "".join(f"{'OCPP ' + v:>18s}" for v in versions) + "   target")
+    for name, target in _ROWS:
+        print(f"{name:52s}" + "".join(f"{figures[v].get(name, '-'):>18s}" for v in versions) + f"   {target}")
+
+
+async def _one_version(ocpp: str, seconds: float, taps: int) -> dict[str, str]:
+    out: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         boots = await _boot_times(root, 5, ocpp)
         print(f"boot (spawn -> BootNotification at CSMS): mean {statistics.mean(boots) * 1000:.0f} ms, "
-              f"max {max(boots) * 1000:.0f} ms over {len(boots)} starts   [target <= 1000 ms]")
+              f"max {max(boots) * 1000:.0f} ms over {len(boots)} starts   [target <= 1000 ms]", flush=True)
+        out[_ROWS[0][0]] = f"{statistics.mean(boots) * 1000:.0f} / {max(boots) * 1000:.0f}"
         lat = [x * 1000 for x in await _tap_latencies(root, taps, ocpp)]
         print(f"tap -> ALLOW_CONTACTOR on the wire, online Authorize: n={len(lat)} p50 {_pct(lat, .5):.1f} ms, "
-              f"p99 {_pct(lat, .99):.1f} ms, max {max(lat):.1f} ms   [target p99 <= 50 ms for a local hit]")
+              f"p99 {_pct(lat, .99):.1f} ms, max {max(lat):.1f} ms   [target p99 <= 50 ms for a local hit]", flush=True)
+        out[_ROWS[1][0]] = f"{_pct(lat, .5):.1f} / {_pct(lat, .99):.1f}"
         lat = [x * 1000 for x in await _tap_latencies(root, taps, ocpp, local=True)]
         print(f"tap -> ALLOW_CONTACTOR on the wire, local hit (cache, LocalPreAuthorize): n={len(lat)} "
-              f"p50 {_pct(lat, .5):.1f} ms, p99 {_pct(lat, .99):.1f} ms, max {max(lat):.1f} ms   [target p99 <= 50 ms]")
+              f"p50 {_pct(lat, .5):.1f} ms, p99 {_pct(lat, .99):.1f} ms, max {max(lat):.1f} ms   [target p99 <= 50 ms]",
+              flush=True)
+        out[_ROWS[2][0]] = f"{_pct(lat, .5):.1f} / {_pct(lat, .99):.1f}"
         res = await _resources(root, seconds, ocpp)
         for name, (mean_rss, max_rss, cpu) in res.items():
             print(f"{name:8s} over {seconds:.0f} s: RSS mean {mean_rss:.1f} MB, max {max_rss:.1f} MB, "
-                  f"CPU {cpu:.2f} % of a core   [targets: RSS <= 60 MB, idle CPU <= 1 %]")
+                  f"CPU {cpu:.2f} % of a core   [targets: RSS <= 60 MB, idle CPU <= 1 %]", flush=True)
+            out[f"{name} RSS mean / max (MB)"] = f"{mean_rss:.1f} / {max_rss:.1f}"
+            out[f"{name} CPU (% of a core)"] = f"{cpu:.2f}"
+    return out
 
 
 def main() -> None:

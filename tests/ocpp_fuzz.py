@@ -1,4 +1,4 @@
-"""Frames a hostile or broken CSMS could send, and what OCPP-J 1.6 says a charge point owes each one.
+"""Frames a hostile or broken CSMS could send, and what OCPP-J 1.6 or 2.0.1 says a charge point owes each one.
 
 Used by ``tests/test_e2e_fuzz_ocpp.py``. Three parts, kept apart on purpose:
 
@@ -14,6 +14,9 @@ Used by ``tests/test_e2e_fuzz_ocpp.py``. Three parts, kept apart on purpose:
 * the **guard** (:func:`side_effect`): whether the agent *would execute* a frame that changes the charger's
   state (a Reset restarts the agent). This one deliberately mirrors the agent (its own parser and schema
   check), because it must predict exactly what the agent runs.
+
+Each part takes the OCPP version's :class:`Profile` (:data:`V16`, the default, or :data:`V201`): its actions and
+schemas, the requests the agent serves, the error-code table and the framing rules of the version.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ from hypothesis import strategies as st
 from jsonschema import Draft4Validator
 
 from firmware.bounded_json import MAX_DEPTH, MAX_NUMBER_CHARS
-from firmware.ocpp.rpc import MAX_FRAME_BYTES, MAX_PAYLOAD_VALUES, classify_frame, excess
+from firmware.ocpp.rpc import MAX_FRAME_BYTES, MAX_PAYLOAD_VALUES, Dialect, classify_frame, excess
 from firmware.ocpp.v16.dialect import OCPP16
+from firmware.ocpp.v201.dialect import OCPP201
 from firmware.security.authorization_key import is_valid_authorization_key
 
 SCHEMA_DIR = Path(ocpp.__file__).parent / "v16" / "schemas"
@@ -69,6 +73,82 @@ DECIMAL_ACTIONS = frozenset({"SetChargingProfile", "RemoteStartTransaction"})
 #: Where a generated request points a charge point at a server: a closed port on loopback, never the outside.
 NOWHERE = "ftp://127.0.0.1:9/fuzz"
 URL_FIELDS = frozenset({"location", "remoteLocation"})
+
+SCHEMA_DIR_201 = Path(ocpp.__file__).parent / "v201" / "schemas"
+#: The CSMS requests the 2.0.1 agent serves (its features in firmware/ocpp/v201/), checked against the agent as
+#: :data:`HANDLED` is.
+HANDLED_201 = frozenset({"CancelReservation", "CertificateSigned", "ChangeAvailability", "ClearCache",
+                         "ClearChargingProfile", "DataTransfer", "DeleteCertificate", "GetBaseReport",
+                         "GetChargingProfiles", "GetCompositeSchedule", "GetInstalledCertificateIds",
+                         "GetLocalListVersion", "GetLog", "GetReport", "GetTransactionStatus", "GetVariables",
+                         "InstallCertificate", "RequestStartTransaction", "RequestStopTransaction", "ReserveNow",
+                         "Reset", "SendLocalList", "SetChargingProfile", "SetNetworkProfile", "SetVariables",
+                         "TriggerMessage", "UnlockConnector", "UpdateFirmware"})
+#: OCPP-J 2.0.1 Part 4 Table 8.
+ERROR_CODES_201 = frozenset({
+    "FormatViolation", "GenericError", "InternalError", "MessageTypeNotSupported", "NotImplemented", "NotSupported",
+    "OccurrenceConstraintViolation", "PropertyConstraintViolation", "ProtocolError", "RpcFrameworkError",
+    "SecurityError", "TypeConstraintViolation"})
+#: 2.0.1 requests a charging station sends (a CSMS sending them talks the wrong way round).
+CP_ACTIONS_201 = frozenset({
+    "Authorize", "BootNotification", "ClearedChargingLimit", "FirmwareStatusNotification", "Get15118EVCertificate",
+    "GetCertificateStatus", "Heartbeat", "LogStatusNotification", "MeterValues", "NotifyChargingLimit",
+    "NotifyCustomerInformation", "NotifyDisplayMessages", "NotifyEVChargingNeeds", "NotifyEVChargingSchedule",
+    "NotifyEvent", "NotifyMonitoringReport", "NotifyReport", "PublishFirmwareStatusNotification",
+    "ReportChargingProfiles", "ReservationStatusUpdate", "SecurityEventNotification", "SignCertificate",
+    "StatusNotification", "TransactionEvent"})
+#: Device model variables of the agent (its description file): real names, so that generated SetVariables reach
+#: the code that parses a value.
+_MODEL = json.loads((Path(__file__).parent.parent / "firmware" / "ocpp" / "v201" / "device_model.json").read_text())
+VARIABLES_201 = tuple((c["name"], v["name"], v.get("instance")) for c in _MODEL["components"] for v in c["variables"])
+
+
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity (a cache key): V16 or V201
+class Profile:
+    """What the fuzzer needs to know of one OCPP-J version."""
+
+    version: str
+    schema_dir: Path
+    schema_suffix: str  # "" (1.6: Reset.json) or "Request" (2.0.1: ResetRequest.json)
+    cp_actions: frozenset[str]
+    handled: frozenset[str]
+    error_codes: frozenset[str]
+    dialect: Dialect
+    #: the request a sentinel sends (well-formed, read-only) and how its answer is recognised
+    probe: tuple[str, dict[str, Any]]
+    #: action names of the other version (unknown here: NotImplemented)
+    foreign_actions: tuple[str, ...]
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        names = (p.stem for p in self.schema_dir.glob("*.json") if not p.stem.endswith("Response"))
+        return tuple(sorted(n.removesuffix(self.schema_suffix) if self.schema_suffix else n for n in names))
+
+    @property
+    def csms_actions(self) -> tuple[str, ...]:
+        return tuple(a for a in self.actions if a not in self.cp_actions)
+
+    def code(self, name: str) -> str:
+        """A code as this version spells it (FormatViolation in 2.0.1 is FormationViolation in 1.6)."""
+        return self.dialect.error_code(name)
+
+    @property
+    def framing_error(self) -> str:
+        return self.dialect.framing.framework_error
+
+    @property
+    def answers_unreadable(self) -> bool:
+        """2.0.1 answers what it cannot read ("-1", Part 4 §4.2.3) and unknown MessageTypeIds (§4.4)."""
+        return self.dialect.framing.unreadable_id is not None
+
+
+V16 = Profile("1.6", SCHEMA_DIR, "", CP_ACTIONS, HANDLED, ERROR_CODES_16, OCPP16,
+              ("GetConfiguration", {"key": ["HeartbeatInterval"]}),
+              ("GetVariables", "RequestStartTransaction", "TransactionEvent"))
+V201 = Profile("2.0.1", SCHEMA_DIR_201, "Request", CP_ACTIONS_201, HANDLED_201, ERROR_CODES_201, OCPP201,
+               ("GetVariables", {"getVariableData": [{"component": {"name": "OCPPCommCtrlr"},
+                                                      "variable": {"name": "HeartbeatInterval"}}]}),
+               ("GetConfiguration", "RemoteStartTransaction", "StartTransaction", "ChangeConfiguration"))
 
 #: Stands for a CALL's unique id while hypothesis builds a frame; :meth:`Case.render` puts a fresh id of the same
 #: width in its place just before sending. Drawn ids would repeat (hypothesis replays and shrinks examples, and
@@ -116,9 +196,10 @@ def dump(value: Any, ascii_only: bool = True) -> str:
 
 
 @cache
-def schema(action: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((SCHEMA_DIR / f"{action}.json").read_text(encoding="utf-8-sig"),
-                                        parse_float=Decimal)
+def schema(action: str, profile: Profile | None = None) -> dict[str, Any]:
+    profile = profile or V16
+    path = profile.schema_dir / f"{action}{profile.schema_suffix}.json"
+    loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8-sig"), parse_float=Decimal)
     return loaded
 
 
@@ -194,11 +275,27 @@ HOSTILE_VALUES = (
     "Energy.Active.Import.Register,,", "\x00", "a" * 500, "0.RST,1.RTS,2.SRT,3.STR")
 
 
+def _variable_item(draw: st.DrawFn, item: dict[str, Any]) -> dict[str, Any]:
+    """A Get/SetVariables item naming a real variable of the agent (its instance as the model has it)."""
+    component, variable, instance = draw(st.sampled_from(VARIABLES_201))
+    named = {**item, "component": {"name": component},
+             "variable": {"name": variable} | ({"instance": instance} if instance else {})}
+    if "attributeValue" in item and draw(st.booleans()):
+        named["attributeValue"] = draw(st.sampled_from(HOSTILE_VALUES[:-2]))  # (at most 1000 characters)
+    return named
+
+
 @st.composite
-def valid_payload(draw: st.DrawFn, action: str) -> dict[str, Any]:
+def valid_payload(draw: st.DrawFn, action: str, profile: Profile | None = None) -> dict[str, Any]:
     """A valid payload; for the requests whose strings name something (a key, a vendor), often a real name."""
-    root = schema(action)
+    profile = profile or V16
+    root = schema(action, profile)
     payload: dict[str, Any] = draw(valid_value(root, root))
+    if profile is V201:
+        for field_name in ("getVariableData", "setVariableData"):
+            if action.endswith("Variables") and field_name in payload and draw(st.booleans()):
+                payload[field_name] = [_variable_item(draw, item) for item in payload[field_name]]
+        return payload
     if action == "ChangeConfiguration" and draw(st.booleans()):
         payload["key"] = draw(st.sampled_from(STANDARD_KEYS))
         payload["value"] = draw(st.one_of(st.sampled_from(HOSTILE_VALUES), st.just(payload["value"])))
@@ -330,9 +427,9 @@ def mutation(draw: st.DrawFn, value: Any, root: dict[str, Any]) -> tuple[Any, st
 
 
 @st.composite
-def mutated_payload(draw: st.DrawFn, action: str) -> tuple[Any, str]:
-    root = schema(action)
-    value: Any = draw(valid_payload(action))
+def mutated_payload(draw: st.DrawFn, action: str, profile: Profile | None = None) -> tuple[Any, str]:
+    root = schema(action, profile)
+    value: Any = draw(valid_payload(action, profile))
     done = []
     for _ in range(draw(st.integers(1, 3))):
         value, what = draw(mutation(value, root))
@@ -400,42 +497,47 @@ def unique_id(draw: st.DrawFn) -> Any:
 
 
 @st.composite
-def call_case(draw: st.DrawFn) -> Case:
-    """``[2, id, action, payload]``: valid or mutated payload of any 1.6 action, or an action 1.6 does not know."""
+def call_case(draw: st.DrawFn, profile: Profile | None = None) -> Case:
+    """``[2, id, action, payload]``: valid or mutated payload of any action of the version, or one it does not
+    know."""
+    profile = profile or V16
+    actions = profile.actions
     action = draw(st.one_of(
-        st.sampled_from(CSMS_ACTIONS), st.sampled_from(sorted(HANDLED)), st.sampled_from(sorted(CP_ACTIONS)),
-        st.sampled_from(["MakeCoffee", "reset", "RESET", "Reset ", " Reset", "", "GetVariables",
-                         "RequestStartTransaction", "Reset\x00", "Résumé", "x" * 1000, "__init__", "_on_action"])))
+        st.sampled_from(profile.csms_actions), st.sampled_from(sorted(profile.handled)),
+        st.sampled_from(sorted(profile.cp_actions)),
+        st.sampled_from(["MakeCoffee", "reset", "RESET", "Reset ", " Reset", "", *profile.foreign_actions,
+                         "Reset\x00", "Résumé", "x" * 1000, "__init__", "_on_action"])))
     uid = draw(unique_id())
     ascii_only = draw(st.booleans())
-    if action in ACTIONS and draw(st.integers(0, 3)) == 0:
-        payload: Any = draw(valid_payload(action))
+    if action in actions and draw(st.integers(0, 3)) == 0:
+        payload: Any = draw(valid_payload(action, profile))
         what = f"valid {action}"
-    elif action in ACTIONS:
-        payload, what = draw(mutated_payload(action))
+    elif action in actions:
+        payload, what = draw(mutated_payload(action, profile))
         what = f"{action}: {what}"
     else:
-        payload = draw(st.one_of(st.just({}), valid_payload(draw(st.sampled_from(CSMS_ACTIONS)))))
+        payload = draw(st.one_of(st.just({}), valid_payload(draw(st.sampled_from(profile.csms_actions)), profile)))
         what = f"unknown action {action[:30]!r}"
     return Case((frame_text([2, uid, action, payload], ascii_only),), what)
 
 
 @st.composite
-def shape_case(draw: st.DrawFn) -> Case:
+def shape_case(draw: st.DrawFn, profile: Profile | None = None) -> Case:
     """Frames of the wrong shape: a missing or extra element, wrong element types, not an array at all."""
     uid = ID
+    get = (profile or V16).probe[0]
     options: list[Any] = [
-        [2, uid], [2, uid, "GetConfiguration"], [2, uid, "GetConfiguration", {}, {}], [2, uid, 5, {}],
-        [2, uid, None, {}], [2, uid, "GetConfiguration", []], [2, uid, "GetConfiguration", "{}"],
-        [2, uid, "GetConfiguration", 7], [2, uid, "ClearCache", None], [2, uid, "Reset", None], [2], [], {},
+        [2, uid], [2, uid, get], [2, uid, get, {}, {}], [2, uid, 5, {}],
+        [2, uid, None, {}], [2, uid, get, []], [2, uid, get, "{}"],
+        [2, uid, get, 7], [2, uid, "ClearCache", None], [2, uid, "Reset", None], [2], [], {},
         "text", 2, None, [2, None, "Reset", {}], [2, 17, "Reset", {"type": "Soft"}],
-        [2, uid, ["GetConfiguration"], {}], [2, uid, {"action": "Reset"}, {}],
+        [2, uid, [get], {}], [2, uid, {"action": "Reset"}, {}],
     ]
     return Case((frame_text(draw(st.sampled_from(options)), True),), "shape")
 
 
 @st.composite
-def type_id_case(draw: st.DrawFn) -> Case:
+def type_id_case(draw: st.DrawFn, profile: Profile | None = None) -> Case:
     """Unknown MessageTypeIds (§4.1.3: ignored), and CALLRESULT/CALLERROR for ids the agent never sent."""
     uid = ID
     type_id = draw(st.sampled_from([0, 1, 5, 6, 7, 99, -2, 2 ** 70, True, False, "2", None, [2], 2.0, Raw("2e0"),
@@ -447,12 +549,12 @@ def type_id_case(draw: st.DrawFn) -> Case:
         parts = [4, uid, draw(st.sampled_from(["GenericError", "NotImplemented", "", 5, "X" * 1000])),
                  draw(st.sampled_from(["", "desc", None, 1])), draw(st.sampled_from([{}, None, [], "x"]))]
     else:
-        parts = [type_id, uid, "GetConfiguration", {}]
+        parts = [type_id, uid, (profile or V16).probe[0], {}]
     return Case((frame_text(parts, True),), f"type id {dump(type_id)}")
 
 
 @st.composite
-def deep_case(draw: st.DrawFn) -> Case:
+def deep_case(draw: st.DrawFn, profile: Profile | None = None) -> Case:
     """Nesting beyond the agent's limit, as the whole frame or inside a CALL whose id can be read."""
     depth = draw(st.sampled_from([MAX_DEPTH, MAX_DEPTH + 1, 200, 2_000, 10_000, 100_000]))
     objects = draw(st.booleans())
@@ -467,12 +569,12 @@ def deep_case(draw: st.DrawFn) -> Case:
     elif where == "action":
         text = dump([2, uid, Raw(deep(depth, objects)), {}])
     else:
-        text = dump([2, uid, "GetConfiguration", {}, Raw(deep(depth, objects))])
+        text = dump([2, uid, "ClearCache", {}, Raw(deep(depth, objects))])
     return Case((text,), f"deep {where} {depth} {'objects' if objects else 'arrays'}")
 
 
 @st.composite
-def oversized_case(draw: st.DrawFn) -> Case:
+def oversized_case(draw: st.DrawFn, profile: Profile | None = None) -> Case:
     """1 MiB < frame < 4 MiB (the WebSocket's own limit closes the connection above that)."""
     size = draw(st.integers(MAX_FRAME_BYTES + 1, (4 << 20) - 4096))
     uid = ID
@@ -481,7 +583,7 @@ def oversized_case(draw: st.DrawFn) -> Case:
         head = dump([2, uid, "DataTransfer", {"vendorId": "x", "data": ""}])[:-3]
         text = head + "A" * (size - len(head) - 3) + '"}]'
     elif kind == "padding":  # valid JSON, small CALL, a lot of whitespace
-        body = dump([2, uid, "GetConfiguration", {}])
+        body = dump([2, uid, (profile or V16).probe[0], {}])
         text = body[:-1] + " " * (size - len(body)) + "]"
     elif kind == "no_id":
         text = "[" + " " * (size - 2) + "]"
@@ -496,9 +598,9 @@ TEXT_DAMAGE = ("cut", "delete", "insert", "replace", "bom", "whitespace", "trail
 
 
 @st.composite
-def damaged_case(draw: st.DrawFn) -> Case:
+def damaged_case(draw: st.DrawFn, profile: Profile | None = None) -> Case:
     """A frame damaged as text: cut short, a character deleted, inserted or replaced, doubled."""
-    inner = draw(st.one_of(call_case(), shape_case(), type_id_case()))
+    inner = draw(st.one_of(call_case(profile), shape_case(profile), type_id_case(profile)))
     text = inner.frames[0]
     assert isinstance(text, str)
     damage = draw(st.sampled_from(TEXT_DAMAGE))
@@ -525,10 +627,10 @@ def damaged_case(draw: st.DrawFn) -> Case:
 
 
 @st.composite
-def binary_case(draw: st.DrawFn) -> Case:
+def binary_case(draw: st.DrawFn, profile: Profile | None = None) -> Case:
     """A binary WebSocket frame: OCPP-J text in UTF-8, or bytes that are not UTF-8 at all."""
     if draw(st.booleans()):
-        inner = draw(st.one_of(call_case(), shape_case()))
+        inner = draw(st.one_of(call_case(profile), shape_case(profile)))
         text = inner.frames[0]
         return Case((text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text,),
                     f"binary of {inner.what}")
@@ -537,18 +639,20 @@ def binary_case(draw: st.DrawFn) -> Case:
 
 
 @st.composite
-def duplicate_case(draw: st.DrawFn) -> Case:
+def duplicate_case(draw: st.DrawFn, profile: Profile | None = None) -> Case:
     """The same CALL id twice: OCPP-J §4.1.4 wants ids unique; the second must not be executed."""
     uid = ID
-    first = draw(st.sampled_from([{"key": ["HeartbeatInterval"]}, {}, {"key": 5}]))
-    second_action = draw(st.sampled_from(["GetConfiguration", "ClearCache", "Reset", "MakeCoffee"]))
-    second: dict[str, Any] = {"type": "Hard"} if second_action == "Reset" else {}
-    return Case((dump([2, uid, "GetConfiguration", first]), dump([2, uid, second_action, second])), "duplicate id")
+    get, probe = (profile or V16).probe
+    first = draw(st.sampled_from([probe, {}, {"key": 5}]))
+    second_action = draw(st.sampled_from([get, "ClearCache", "Reset", "MakeCoffee"]))
+    second: dict[str, Any] = ({"type": "Hard" if profile is not V201 else "Immediate"} if second_action == "Reset"
+                              else {})
+    return Case((dump([2, uid, get, first]), dump([2, uid, second_action, second])), "duplicate id")
 
 
 #: The fuzzer's mix, in parts per thousand: mostly CALLs of every action, valid and mutated; the rest frame- and
 #: text-level; few oversized frames (each costs megabytes).
-MIX: tuple[tuple[int, Callable[[], st.SearchStrategy[Case]]], ...] = (
+MIX: tuple[tuple[int, Callable[..., st.SearchStrategy[Case]]], ...] = (
     (550, call_case), (60, shape_case), (80, type_id_case), (60, deep_case), (130, damaged_case),
     (40, binary_case), (50, duplicate_case), (30, oversized_case))
 
@@ -562,12 +666,12 @@ def wire_size(frame: str | bytes) -> int:
 
 
 @st.composite
-def cases(draw: st.DrawFn) -> Case:
+def cases(draw: st.DrawFn, profile: Profile | None = None) -> Case:
     # an explicit share rather than one_of: hypothesis favours the first and last of its branches
     pick = draw(st.integers(0, sum(share for share, _ in MIX) - 1))
     for share, strategy in MIX:
         if pick < share:
-            case = draw(strategy())
+            case = draw(strategy(profile))  # type: ignore[call-arg]
             assume(all(wire_size(f) < MAX_SENT_BYTES for f in case.frames))  # (three huge strings in one frame)
             return case
         pick -= share
@@ -588,13 +692,15 @@ class Expectation:
     result_required: bool = False  # only a CALLRESULT is acceptable
     why: str = ""
     call: tuple[str, Any] | None = None  # (action, payload) of a well-formed CALL the agent will register
+    table: frozenset[str] = ERROR_CODES_16  # the version's error codes
+    version: str = "1.6"
 
     def check(self, kind: int, code: str | None) -> str | None:
         """Why the answer is wrong, or None."""
         if kind == 3:
             return None if self.result_ok else f"CALLRESULT, but {self.why}"
-        if code not in ERROR_CODES_16:
-            return f"CALLERROR code {code!r} is not an OCPP-J 1.6 code"
+        if code not in self.table:
+            return f"CALLERROR code {code!r} is not an OCPP-J {self.version} code"
         if code == "InternalError":
             return f"InternalError: the agent failed on a frame it should handle ({self.why})"
         if self.result_required:
@@ -668,15 +774,15 @@ def strings_of(value: Any) -> list[str]:
 
 
 @cache
-def _validator(action: str) -> Draft4Validator:
-    return Draft4Validator(schema(action))
+def _validator(action: str, profile: Profile | None = None) -> Draft4Validator:
+    return Draft4Validator(schema(action, profile))
 
 
-def schema_valid(action: str, payload: dict[str, Any]) -> bool | None:
-    """Does ``payload`` (numbers as Decimal/int) validate against the 1.6 schema? None: it cannot be decided
+def schema_valid(action: str, payload: dict[str, Any], profile: Profile | None = None) -> bool | None:
+    """Does ``payload`` (numbers as Decimal/int) validate against the version's schema? None: it cannot be decided
     (a Decimal operation beyond its context, e.g. 10**40 modulo 0.1)."""
     try:
-        return _validator(action).is_valid(payload)
+        return _validator(action, profile).is_valid(payload)
     except (ArithmeticError, InvalidOperation):
         return None
 
@@ -693,23 +799,50 @@ def values_in(value: Any) -> int:
     return count
 
 
-def expect(frame: str | bytes, seen: Callable[[str], bool], max_keys: int = 64) -> Expectation:
-    """What OCPP-J 1.6 owes ``frame``. ``seen(id)``: the agent has already had a CALL with this id;
-    ``max_keys``: the GetConfigurationMaxKeys it reports.
+_LEADING_ANSWER = re.compile(r"\s*\[\s*[34]\s*[,\]]")
 
-    Rules: a CALL whose id can be read gets exactly one answer, CALLRESULT or CALLERROR with a 1.6 code
-    (§4.2.3); everything else — not JSON, an unknown MessageTypeId (§4.1.3), a CALLRESULT/CALLERROR (nobody
-    to answer) — gets none. Past the charger's limits (size, nesting, number length, lone surrogates) a CALL
-    with a readable id gets FormationViolation. A binary frame is not OCPP-J (text frames only): it may be
+
+def expect(frame: str | bytes, seen: Callable[[str], bool], max_keys: int = 64,
+           profile: Profile | None = None) -> Expectation:
+    """What OCPP-J (1.6, or the version of ``profile``) owes ``frame``. ``seen(id)``: the agent has already had a
+    CALL with this id; ``max_keys``: the GetConfigurationMaxKeys it reports (1.6).
+
+    Rules of both: a CALL whose id can be read gets exactly one answer, CALLRESULT or CALLERROR with a code of the
+    version's table (§4.2.3); a CALLRESULT/CALLERROR gets none (a CALLERROR answers a request only). Past the
+    charger's limits (size, nesting, number length, lone surrogates) a CALL with a readable id gets
+    FormationViolation (2.0.1: FormatViolation). A binary frame is not OCPP-J (text frames only): it may be
     treated as its text or ignored, but never answered twice or wrongly. A request larger than the charger takes
     on (more keys than GetConfigurationMaxKeys, more than ``MAX_PAYLOAD_VALUES`` values) may be refused with
-    OccurenceConstraintViolation, valid or not."""
+    OccurenceConstraintViolation (2.0.1: OccurrenceConstraintViolation), valid or not.
+
+    1.6: everything else — not JSON, an unknown MessageTypeId (§4.1.3) — gets no answer. 2.0.1 (Part 4, edition
+    3): an unknown MessageTypeId is answered MessageTypeNotSupported (§4.4); a frame that is no valid RPC request
+    RpcFrameworkError (Table 8); a CALLERROR for a frame whose id cannot be read carries "-1" (§4.2.3)."""
+    profile = profile or V16
+    e = _expect(frame, seen, max_keys, profile)
+    e.table, e.version = profile.error_codes, profile.version
+    return e
+
+
+def _unreadable(text: str, profile: Profile, why: str, code: str = "RpcFrameworkError") -> Expectation:
+    """A frame that cannot be read as an RPC message at all and has no readable CALL id: 1.6 ignores it; 2.0.1
+    answers "-1" unless it starts as a CALLRESULT or CALLERROR."""
+    if not profile.answers_unreadable or _LEADING_ANSWER.match(text):
+        return Expectation("never", why=why)
+    return Expectation("must", "-1", frozenset({code}), result_ok=False, why=f"{why}: answered with id -1")
+
+
+def _expect(frame: str | bytes, seen: Callable[[str], bool], max_keys: int, profile: Profile) -> Expectation:
+    formation = frozenset({profile.code("FormatViolation")})
     if isinstance(frame, bytes):
         try:
             text = frame.decode("utf-8")
         except UnicodeDecodeError:
+            if profile.answers_unreadable:
+                return Expectation("may", "-1", frozenset({"RpcFrameworkError"}), result_ok=False,
+                                   why="binary frame, not UTF-8")
             return Expectation("never", why="binary frame, not UTF-8")
-        inner = expect(text, seen, max_keys)
+        inner = _expect(text, seen, max_keys, profile)
         if inner.answer == "must":
             inner.answer = "may"
         inner.why = "binary frame: " + inner.why
@@ -718,9 +851,8 @@ def expect(frame: str | bytes, seen: Callable[[str], bool], max_keys: int = 64) 
     if len(text) > MAX_FRAME_BYTES:
         uid = leading_id(text)
         if uid is None:
-            return Expectation("never", why="oversized, no readable id")
-        return Expectation("must" if encodable(uid) else "may", uid, frozenset({"FormationViolation"}),
-                           result_ok=False, why="oversized frame with a readable id")
+            return _unreadable(text, profile, "oversized, no readable id")
+        return _by_leading_id(text, uid, formation, "oversized frame with a readable id", profile)
     longest = [0]
 
     def integer(token: str) -> int:
@@ -738,9 +870,16 @@ def expect(frame: str | bytes, seen: Callable[[str], bool], max_keys: int = 64) 
         # not JSON: no id OCPP-J lets us trust. (A frame both broken and too deep may be refused for its depth
         # first, with FormationViolation, if the id at its start is readable.)
         uid = leading_id(text)
+        if uid is not None and profile.answers_unreadable:  # the CALL's id is read from its first bytes
+            return _by_leading_id(text, uid, frozenset({"RpcFrameworkError", "FormatViolation"}),
+                                  "not JSON, the CALL's id readable", profile)
         if uid is not None and (flat_depth(text) > MAX_DEPTH or _LONG_NUMBER.search(text)):
-            return Expectation("may", uid, frozenset({"FormationViolation"}), result_ok=False,
-                               why="not JSON and beyond the limits")
+            return Expectation("may", uid, formation, result_ok=False, why="not JSON and beyond the limits")
+        if profile.answers_unreadable:  # (a frame both broken and too deep: either reading is fair)
+            e = _unreadable(text, profile, "not JSON")
+            if e.answer == "must":
+                e.codes = frozenset({"RpcFrameworkError"})
+            return e
         return Expectation("never", why="not JSON")
     except (RecursionError, ValueError, MemoryError):
         msg, beyond = None, "beyond the decoder's own limits"
@@ -752,53 +891,88 @@ def expect(frame: str | bytes, seen: Callable[[str], bool], max_keys: int = 64) 
             beyond = f"a number of {longest[0]} characters"
         elif not all(encodable(s) for s in strings_of(msg)):
             beyond = "a lone surrogate"
-    if msg is None:
+    if msg is None or (beyond and profile.answers_unreadable):  # (1.6: a parsed frame's shape decides below)
         uid = leading_id(text)
         if uid is None:
-            return Expectation("never", why=f"{beyond}, no readable id")
-        return Expectation("must" if encodable(uid) else "may", uid, frozenset({"FormationViolation"}),
-                           result_ok=False, why=beyond)
+            return _unreadable(text, profile, f"{beyond}, no readable id")
+        return _by_leading_id(text, uid, formation, beyond, profile)
     if not isinstance(msg, list) or len(msg) < 2 or not isinstance(msg[1], str):
-        return Expectation("never", why="no unique id")
+        if not profile.answers_unreadable:
+            return Expectation("never", why="no unique id")
+        kind = msg[0] if isinstance(msg, list) and msg else None
+        if _number(kind) and kind in (3, 4):
+            return Expectation("never", why="a broken CALLRESULT/CALLERROR: nobody to answer")
+        if _number(kind) and kind != 2:
+            return Expectation("must", "-1", frozenset({"MessageTypeNotSupported"}), result_ok=False,
+                               why=f"MessageTypeId {kind!r:.20}, no readable id (Part 4 §4.4, §4.2.3)")
+        return Expectation("must", "-1", frozenset({"RpcFrameworkError"}), result_ok=False,
+                           why="no valid RPC message, no readable id (§4.2.3)")
     kind, uid = msg[0], msg[1]
+    answer: Literal["must", "may"] = "must" if encodable(uid) else "may"  # a lone surrogate in the id itself
     if type(kind) is not int or kind != 2:
         if isinstance(kind, Decimal) and kind == 2:  # 2.0: a number equal to 2; either reading is fair
             return Expectation("may", uid, why="MessageTypeId 2.0")
-        return Expectation("never", why=f"MessageTypeId {kind!r} is not CALL: nobody to answer (§4.1.3)")
-    answer: Literal["must", "may"] = "must" if encodable(uid) else "may"  # a lone surrogate in the id itself
+        if not profile.answers_unreadable or (_number(kind) and kind in (3, 4)):
+            return Expectation("never", why=f"MessageTypeId {kind!r} is not CALL: nobody to answer (§4.1.3)")
+        if _number(kind):
+            return Expectation(answer, uid, frozenset({"MessageTypeNotSupported"}), result_ok=False,
+                               why=f"MessageTypeId {kind!r:.20} (Part 4 §4.4)")
+        return Expectation(answer, uid, frozenset({"RpcFrameworkError"}), result_ok=False,
+                           why=f"MessageTypeId {kind!r:.20} is no number: no valid RPC request")
     if beyond:
-        return Expectation(answer, uid, frozenset({"FormationViolation"}), result_ok=False, why=beyond)
+        return Expectation(answer, uid, formation, result_ok=False, why=beyond)
     if len(msg) != 4 or not isinstance(msg[2], str) or not (msg[3] is None or isinstance(msg[3], dict)):
-        return Expectation(answer, uid, result_ok=False, why="CALL must be [2, id, action, {payload}]")
+        codes = None
+        if profile.answers_unreadable:
+            codes = frozenset({"FormatViolation"}) if len(msg) == 4 and isinstance(msg[2], str) \
+                else frozenset({"RpcFrameworkError"})
+        return Expectation(answer, uid, codes, result_ok=False, why="CALL must be [2, id, action, {payload}]")
     action, payload = msg[2], msg[3] if msg[3] is not None else {}
     registered = (action, payload)
     if seen(uid):
-        return Expectation(answer, uid, result_ok=False, why="the id was used before (§4.1.4)", call=None)
-    if action not in ACTIONS:
+        codes = frozenset({"RpcFrameworkError"}) if profile.answers_unreadable else None
+        return Expectation(answer, uid, codes, result_ok=False, why="the id was used before (§4.1.4)", call=None)
+    if action not in profile.actions:
         return Expectation(answer, uid, frozenset({"NotImplemented"}), result_ok=False,
-                           why=f"{action[:40]!r} is not an OCPP 1.6 action", call=registered)
-    if action not in HANDLED:
+                           why=f"{action[:40]!r} is not an OCPP {profile.version} action", call=registered)
+    if action not in profile.handled:
         return Expectation(answer, uid, frozenset({"NotSupported"}), result_ok=False,
-                           why=f"{action} is a 1.6 action the agent does not serve", call=registered)
+                           why=f"{action} is a {profile.version} action the agent does not serve", call=registered)
     too_many = values_in(payload) > MAX_PAYLOAD_VALUES or (
-        action == "GetConfiguration" and isinstance(payload.get("key"), list) and len(payload["key"]) > max_keys)
+        profile is V16 and action == "GetConfiguration" and isinstance(payload.get("key"), list)
+        and len(payload["key"]) > max_keys)
     if too_many:
-        return Expectation(answer, uid, frozenset({"OccurenceConstraintViolation"}), result_ok=False,
+        return Expectation(answer, uid, frozenset({profile.code("OccurrenceConstraintViolation")}), result_ok=False,
                            why=f"{action}: more than the charger takes on", call=registered)
-    if action not in DECIMAL_ACTIONS:  # the agent reads these with binary floats: mirror that reading
+    if action not in profile.dialect.decimal_schemas:  # the agent reads these with binary floats: mirror that
         payload = json.loads(json.dumps(payload, default=float))
-    valid = schema_valid(action, payload)
-    if valid is False and action == "TriggerMessage" and isinstance(payload.get("requestedMessage"), str) \
+    valid = schema_valid(action, payload, profile)
+    if valid is False and profile is V16 and action == "TriggerMessage" \
+            and isinstance(payload.get("requestedMessage"), str) \
             and schema_valid(action, {**payload, "requestedMessage": "Heartbeat"}):
         return Expectation(answer, uid, result_required=True, call=registered,
                            why="a TriggerMessage for a message 1.6 does not list: NotImplemented (§5.17)")
     if valid is False:
-        return Expectation(answer, uid, result_ok=False, why=f"{action} payload breaks the 1.6 schema",
+        return Expectation(answer, uid, result_ok=False, why=f"{action} payload breaks the {profile.version} schema",
                            call=registered)
     if valid is None:
         return Expectation(answer, uid, why=f"{action} payload has a number beyond Decimal's context",
                            call=registered)
     return Expectation(answer, uid, result_required=True, why=f"a valid {action} the agent serves", call=registered)
+
+
+def _by_leading_id(text: str, uid: str, codes: frozenset[str], why: str, profile: Profile) -> Expectation:
+    """A frame that cannot be parsed whose CALL id is read from its first bytes: answered with that id; an id that
+    cannot be sent back (a lone surrogate) may be answered (1.6) or is answered as unreadable (2.0.1: "-1")."""
+    if encodable(uid):
+        return Expectation("must", uid, codes, result_ok=False, why=why)
+    if profile.answers_unreadable:
+        return _unreadable(text, profile, f"{why}; its id cannot be sent back")
+    return Expectation("may", uid, codes, result_ok=False, why=why)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | Decimal) and not isinstance(value, bool)
 
 
 # --- the guard --------------------------------------------------------------------------------------
@@ -811,7 +985,7 @@ class ChargerState:
     connectors: int
 
 
-def side_effect(frame: str | bytes, charger: ChargerState) -> str | None:
+def side_effect(frame: str | bytes, charger: ChargerState, profile: Profile | None = None) -> str | None:
     """Why the agent would *execute* this frame with a lasting effect, or None.
 
     Mirrors the agent (its parser, its schema check) because it must predict exactly what runs. Valid frames
@@ -832,20 +1006,23 @@ def side_effect(frame: str | bytes, charger: ChargerState) -> str | None:
     A valid AuthorizationKey cannot be restored (the
     key is write-only) and makes a charge point with a profile reconnect; a SecurityProfile raise is refused
     (the station has no key, no CSMS root)."""
+    profile = profile or V16
     if len(frame) > MAX_FRAME_BYTES:
         return None
-    decoded, _ = classify_frame(frame, OCPP16)
+    decoded, _ = classify_frame(frame, profile.dialect)
     if decoded is None or decoded[0] != 2:
         return None
     action, payload = decoded[2], decoded[3]
-    if action not in HANDLED or excess(payload, max_items=64 if action == "GetConfiguration" else None):
+    if action not in profile.handled or excess(payload, max_items=64 if action == "GetConfiguration" else None):
         return None  # refused before its handler, and before costly validation
     try:
-        if OCPP16.schema_violation(action, payload) is not None:
+        if profile.dialect.schema_violation(action, payload) is not None:
             return None
     except Exception:
         return None  # the agent fails before its handler runs
     ours = range(1, charger.connectors + 1)
+    if profile is V201:
+        return _side_effect_201(action, payload, ours)
     if action == "Reset":
         return "a valid Reset restarts the agent"
     if action in FILE_TRANSFERS:
@@ -869,4 +1046,45 @@ def side_effect(frame: str | bytes, charger: ChargerState) -> str | None:
         return "ExtendedTriggerMessage SignChargePointCertificate makes a key pair and a SignCertificate"
     if action == "ReserveNow" and (payload["connectorId"] == 0 or payload["connectorId"] in ours):
         return "a valid ReserveNow may reserve a connector (status Reserved) until it expires"
+    return None
+
+
+def _side_effect_201(action: str, payload: dict[str, Any], ours: range) -> str | None:
+    """:func:`side_effect` in 2.0.1. Valid frames allowed through, and why they leave no trace:
+    RequestStopTransaction (no transaction runs during the batch: Rejected); RequestStartTransaction,
+    ChangeAvailability, UnlockConnector and ReserveNow of an EVSE the charger does not have (Rejected /
+    UnknownConnector); SetVariables (the runner restores an accepted variable at once) but of the WriteOnly
+    BasicAuthPassword; ClearCache (as in 1.6); GetVariables, GetBaseReport, GetReport (their NotifyReport pages go
+    to the CSMS), GetTransactionStatus, GetLocalListVersion, GetChargingProfiles, GetCompositeSchedule,
+    GetInstalledCertificateIds, DataTransfer (read-only); CancelReservation, ClearChargingProfile (nothing to cancel
+    or clear: Rejected / Unknown); InstallCertificate, DeleteCertificate, CertificateSigned (as in 1.6: no PEM, no
+    match, no pending request); TriggerMessage (the charger only sends the message; a BootNotification is Rejected
+    once accepted) but SignChargingStationCertificate."""
+    def evse_ours(evse_id: object) -> bool:
+        return evse_id is None or evse_id == 0 or evse_id in ours
+
+    if action == "Reset":
+        return "a valid Reset restarts the agent (or an EVSE's is Rejected, but either way: not sent)"
+    if action == "RequestStartTransaction" and evse_ours(payload.get("evseId")):
+        return "a valid RequestStartTransaction the charger could start"
+    if action == "ChangeAvailability" and evse_ours((payload.get("evse") or {}).get("id")):
+        return "a valid ChangeAvailability of the station or an EVSE it has"
+    if action == "UnlockConnector" and payload["evseId"] in ours:
+        return "a valid UnlockConnector of an EVSE the charger has"
+    if action == "ReserveNow" and evse_ours(payload.get("evseId")):
+        return "a valid ReserveNow may reserve an EVSE (status Reserved) until it expires"
+    if action == "SendLocalList":
+        return "a valid SendLocalList may replace or change the local authorization list, which only the CSMS changes"
+    if action == "SetChargingProfile" and evse_ours(payload.get("evseId")):
+        return "a valid SetChargingProfile may install a profile that limits charging until it is cleared"
+    if action in ("UpdateFirmware", "GetLog"):
+        return f"a valid {action} starts a transfer (and its retries) that outlasts the batch"
+    if action == "SetNetworkProfile":
+        return "a valid SetNetworkProfile stores a connection profile for the next start"
+    if action == "TriggerMessage" and payload["requestedMessage"] == "SignChargingStationCertificate":
+        return "TriggerMessage SignChargingStationCertificate makes a key pair and a SignCertificate"
+    if action == "SetVariables" and any(d["component"]["name"] == "SecurityCtrlr"
+                                        and d["variable"]["name"] == "BasicAuthPassword"
+                                        for d in payload["setVariableData"]):
+        return "a valid BasicAuthPassword replaces the password for good (write-only: it cannot be restored)"
     return None

@@ -46,7 +46,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -186,11 +186,12 @@ class LinkLost(BaseException):
 class Fuzzer:
     """Sends cases to the agent on the event loop's side and checks each against the oracle."""
 
-    def __init__(self, s: Station) -> None:
+    def __init__(self, s: Station, profile: fz.Profile = fz.V16) -> None:
         self.s = s
+        self.profile = profile
         self.connections = s.csms.state(CP_ID).connection_count
         self.charger = ChargerState(connectors=s.spec.connectors)
-        self.config: dict[str, str] = {}  # GetConfiguration at the start
+        self.config: dict[str, str] = {}  # GetConfiguration at the start (2.0.1: GetVariables, "Component.Variable")
         self.max_keys = 0  # GetConfigurationMaxKeys
         self.seen: collections.OrderedDict[str, None] = collections.OrderedDict()  # the agent's memory of ids
         self.helper_calls = 0
@@ -220,9 +221,23 @@ class Fuzzer:
         return answer
 
     async def snapshot(self) -> None:
+        if self.profile is fz.V201:
+            await self._snapshot_variables()
+            return
         answer = await self._helper("GetConfiguration", {})
         self.config = {e["key"]: e.get("value", "") for e in answer["configurationKey"]}
         self.max_keys = int(self.config["GetConfigurationMaxKeys"])
+
+    async def _snapshot_variables(self) -> None:
+        """Every device model variable's Actual value (WriteOnly ones have none to read), 20 per GetVariables."""
+        items = [{"component": {"name": c}, "variable": {"name": v} | ({"instance": i} if i else {})}
+                 for c, v, i in fz.VARIABLES_201]
+        self.config = {}
+        for start in range(0, len(items), 20):
+            answer = await self._helper("GetVariables", {"getVariableData": items[start:start + 20]})
+            for r in answer["getVariableResult"]:
+                if r["attributeStatus"] == "Accepted":
+                    self.config[_variable_key(r)] = r.get("attributeValue", "")
 
     def _replies(self, since: int) -> list[tuple[str, int, str | None, str]]:
         """(id, 3 or 4, error code, raw) of every answer the agent sent since ``since``, however the CSMS
@@ -272,11 +287,11 @@ class Fuzzer:
         self._sentinels += 1
         uid = f"sentinel-{self._sentinels}"
         since = self.s.mark()
-        await self.s.csms.session(CP_ID).connection.send(
-            json.dumps([2, uid, "GetConfiguration", {"key": ["HeartbeatInterval"]}]))
+        action, payload = self.profile.probe
+        await self.s.csms.session(CP_ID).connection.send(json.dumps([2, uid, action, payload]))
         self._register(uid)
         reply = await self._wait_answer(uid, since, ANSWER_WAIT_S)
-        assert reply is not None and reply[1] == 3, f"the agent no longer answers a plain GetConfiguration: {reply}"
+        assert reply is not None and reply[1] == 3, f"the agent no longer answers a plain {action}: {reply}"
 
     def check_alive(self, case: Case) -> None:
         session = self.s.csms.session(CP_ID) if self.s.csms.is_connected(CP_ID) else None
@@ -300,7 +315,7 @@ class Fuzzer:
         expectations = []
         for frame in case.frames:
             # off the event loop: it also runs the simulated hardware, which must not go quiet meanwhile
-            e = await asyncio.to_thread(expect, frame, self._is_seen, self.max_keys)
+            e = await asyncio.to_thread(expect, frame, self._is_seen, self.max_keys, self.profile)
             expectations.append(e)
             since = self.s.mark()
             await self._send(frame)
@@ -343,8 +358,12 @@ class Fuzzer:
         self.check_alive(case)
 
     async def _restore(self, call: tuple[str, Any], reply: tuple[str, int, str | None, str]) -> None:
-        """A ChangeConfiguration the agent accepted is put back at once (the fuzzer changes nothing for good)."""
+        """A ChangeConfiguration (2.0.1: SetVariables) the agent accepted is put back at once (the fuzzer changes
+        nothing for good)."""
         action, payload = call
+        if action == "SetVariables" and reply[1] == 3:
+            await self._restore_variables(json.loads(reply[3])[2])
+            return
         if action != "ChangeConfiguration" or reply[1] != 3:
             return
         status = json.loads(reply[3])[2].get("status")
@@ -355,6 +374,25 @@ class Fuzzer:
         answer = await self._helper("ChangeConfiguration", {"key": key, "value": self.config[key]})
         assert answer["status"] == "Accepted", f"restoring {key} failed: {answer}"
         self.restored += 1
+
+    async def _restore_variables(self, answer: dict[str, Any]) -> None:
+        changed = [r for r in answer.get("setVariableResult", [])
+                   if r["attributeStatus"] in ("Accepted", "RebootRequired")]
+        for r in changed:
+            key = _variable_key(r)
+            assert key in self.config, f"SetVariables of {key} {r['attributeStatus']}, a variable GetVariables hides"
+            item = {"component": r["component"], "variable": r["variable"], "attributeValue": self.config[key]}
+            back = await self._helper("SetVariables", {"setVariableData": [item]})
+            status = back["setVariableResult"][0]["attributeStatus"]
+            assert status in ("Accepted", "RebootRequired"), f"restoring {key} failed: {back}"
+            self.restored += 1
+
+
+def _variable_key(result: dict[str, Any]) -> str:
+    """``Component[instance].Variable[instance]`` of a Get/SetVariables result."""
+    c, v = result["component"], result["variable"]
+    return (c["name"] + (f"[{c['instance']}]" if c.get("instance") else "") + "." + v["name"]
+            + (f"[{v['instance']}]" if v.get("instance") else ""))
 
 
 def _minimal(sub: dict[str, Any], root: dict[str, Any], name: str = "") -> Any:
@@ -457,15 +495,15 @@ async def _unsolicited_burst(fuzzer: Fuzzer, s: Station, count: int) -> None:
     fuzzer.check_alive(Case(("…",), f"{count} answers to ids never sent, then the agent's Heartbeat"))
 
 
-def _run_hypothesis(fuzzer: Fuzzer, loop: asyncio.AbstractEventLoop) -> None:
+def _run_hypothesis(fuzzer: Fuzzer, loop: asyncio.AbstractEventLoop, examples: int = FUZZ_EXAMPLES) -> None:
     """The hypothesis batch, in a worker thread: each example runs on the event loop that owns the Station."""
-    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=FUZZ_SEED is None,
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=FUZZ_SEED is None,
               print_blob=True, suppress_health_check=list(HealthCheck),
               phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink))
-    @given(cases())
+    @given(cases(fuzzer.profile))
     def frame_from_a_broken_csms(case: Case) -> None:
         rendered = case.render()
-        if any(side_effect(f, fuzzer.charger) for f in rendered.frames):
+        if any(side_effect(f, fuzzer.charger, fuzzer.profile) for f in rendered.frames):
             reject()  # the agent would execute it: a Reset, a session start... (see the module docstring)
         asyncio.run_coroutine_threadsafe(fuzzer.run_case(rendered), loop).result(timeout=120)
 
@@ -518,6 +556,11 @@ class _HardwareComplaints(logging.Handler):
 def quiet_csms() -> Iterator[_HardwareComplaints]:
     """The simulated CSMS warns of every answer to a CALL it did not send itself (all of the fuzzer's): silenced.
     The other simulators' warnings are collected."""
+    yield from hardware_complaints()
+
+
+def hardware_complaints() -> Iterator[_HardwareComplaints]:
+    """:func:`quiet_csms`'s body, for a fixture of another module."""
     csms_log, sim_log = logging.getLogger("sim.csms"), logging.getLogger("sim")
     level = csms_log.level
     csms_log.setLevel(logging.ERROR)
@@ -544,65 +587,82 @@ def test_the_fuzzer_knows_what_the_agent_serves(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(180 + FUZZ_EXAMPLES)  # ~0.05 s a frame; the soak run sets FUZZ_EXAMPLES high
 async def test_fuzz_the_ocpp_receive_path(tmp_path: Path, quiet_csms: _HardwareComplaints) -> None:
-    findings: list[str] = []  # every problem of the run, reported together (a lost link stops it at once)
+    async def configuration_unchanged(fuzzer: Fuzzer) -> None:
+        """The configuration is what it was, and the agent still serves it."""
+        config = await fuzzer.s.csms.get_configuration(CP_ID)
+        assert {e["key"]: e.get("value", "") for e in config["configurationKey"]} == fuzzer.config
+
     async with Station(tmp_path, connectors=2, heartbeat_interval=2) as s:
-        lag = LoopLag()
-        monitor = asyncio.create_task(lag.run())
-        await s.start_agent()
-        boot = s.mark()
-        fuzzer = Fuzzer(s)
-        await fuzzer.snapshot()
-        started = time.monotonic()
-        # built off the event loop (megabytes of frames), which also runs the simulated hardware
-        fixed = await asyncio.to_thread(lambda: [c.render() for c in corpus(fuzzer.charger)])
-        for rendered in fixed:
-            assert all(fz.wire_size(f) < fz.MAX_SENT_BYTES for f in rendered.frames)
-            try:
-                await fuzzer.run_case(rendered)
-            except AssertionError as exc:
-                findings.append(f"{rendered!r}: {exc}")
-            except LinkLost as exc:
-                findings.append(str(exc))
-                await fuzzer.carry_on()
-        try:
-            await _unsolicited_burst(fuzzer, s, 1500)
-        except (AssertionError, TimeoutError, LinkLost) as exc:
-            findings.append(f"1500 answers to ids never sent, then a Heartbeat: {exc!r}")
-            await fuzzer.carry_on()
-        corpus_frames, corpus_s = fuzzer.frames, time.monotonic() - started
-        try:
-            await asyncio.to_thread(_run_hypothesis, fuzzer, asyncio.get_running_loop())
-        except LinkLost as exc:
-            findings.append(f"hypothesis (FUZZ_SEED={FUZZ_SEED}, FUZZ_EXAMPLES={FUZZ_EXAMPLES}): {exc}")
-            await fuzzer.carry_on()
-        except Exception as exc:  # hypothesis has shrunk it: the smallest failing frame, and how to replay it
-            notes = "\n".join(getattr(exc, "__notes__", []))
-            findings.append(f"hypothesis (FUZZ_SEED={FUZZ_SEED}, FUZZ_EXAMPLES={FUZZ_EXAMPLES}): {exc}\n{notes}")
-        elapsed = time.monotonic() - started
-        print(f"\nOCPP fuzz: {fuzzer.frames} frames + {fuzzer._sentinels} sentinels ({corpus_frames} fixed, "
-              f"{corpus_s:.1f} s; then {FUZZ_EXAMPLES} hypothesis examples, seed {FUZZ_SEED or 'derandomized'}) "
-              f"in {elapsed:.1f} s; slowest answer {fuzzer.slowest:.2f} s; test loop late by up to {lag.worst:.2f} s "
-              f"({len(lag.episodes)} times); "
-              f"{fuzzer.restored} ChangeConfiguration restored; "
-              f"answers: {dict(fuzzer.outcomes.most_common())}")
-        try:
-            await fuzzer.sentinel()
-            # one connection, one process, one boot throughout
-            _no_reconnect(s, boot)
-            assert s.starts == 1 and s.exit_codes == []
-            # over the whole run no id got more answers than frames owed or allowed one (a second answer coming
-            # late would slip past its case's check)
-            answered = collections.Counter(r[0] for r in fuzzer._replies(boot) if not r[0].startswith("sentinel-"))
-            assert [uid for uid, n in answered.items() if n > fuzzer.allowed[uid]] == []
-            # the configuration is what it was, and the agent still serves it
-            config = await s.csms.get_configuration(CP_ID)
-            assert {e["key"]: e.get("value", "") for e in config["configurationKey"]} == fuzzer.config
-            await _charge_and_stop(s)
-            _no_reconnect(s, boot)
-        except (AssertionError, TimeoutError) as exc:
-            findings.append(f"after the batch: {exc!r}")
-        monitor.cancel()
-        findings += [f"agent log: {line}" for line in _bad_log_lines(s, lag)]
-        # (a simulator on a late loop reads the agent late: its complaint is then the harness's, see LoopLag)
-        findings += [f"simulated hardware: {message}" for at, message in quiet_csms.messages if not lag.covers(at)]
+        findings = await run_fuzz(s, fz.V16, corpus, burst=1500, examples=FUZZ_EXAMPLES,
+                                  unchanged=configuration_unchanged, charge_and_stop=_charge_and_stop,
+                                  complaints=quiet_csms)
     assert not findings, f"{len(findings)} finding(s):\n" + "\n\n".join(f[:3000] for f in findings)
+
+
+async def run_fuzz(s: Station, profile: fz.Profile, fixed_cases: Callable[[ChargerState], Iterator[Case]], *,
+                   burst: int, examples: int, unchanged: Callable[[Fuzzer], Awaitable[None]],
+                   charge_and_stop: Callable[[Station], Awaitable[None]],
+                   complaints: _HardwareComplaints) -> list[str]:
+    """One fuzzing run on ``s`` in the version of ``profile``: the agent started, the fixed cases, ``burst`` answers
+    to ids never sent, ``examples`` generated cases; then the checks of the whole run (one connection, one boot,
+    no id answered too often, ``unchanged``, ``charge_and_stop``, the agent's log, the simulated hardware). Every
+    problem of the run, reported together (a lost link stops a part at once)."""
+    findings: list[str] = []
+    lag = LoopLag()
+    monitor = asyncio.create_task(lag.run())
+    await s.start_agent()
+    boot = s.mark()
+    fuzzer = Fuzzer(s, profile)
+    await fuzzer.snapshot()
+    started = time.monotonic()
+    # built off the event loop (megabytes of frames), which also runs the simulated hardware
+    fixed = await asyncio.to_thread(lambda: [c.render() for c in fixed_cases(fuzzer.charger)])
+    for rendered in fixed:
+        assert all(fz.wire_size(f) < fz.MAX_SENT_BYTES for f in rendered.frames)
+        try:
+            await fuzzer.run_case(rendered)
+        except AssertionError as exc:
+            findings.append(f"{rendered!r}: {exc}")
+        except LinkLost as exc:
+            findings.append(str(exc))
+            await fuzzer.carry_on()
+    try:
+        await _unsolicited_burst(fuzzer, s, burst)
+    except (AssertionError, TimeoutError, LinkLost) as exc:
+        findings.append(f"{burst} answers to ids never sent, then a Heartbeat: {exc!r}")
+        await fuzzer.carry_on()
+    corpus_frames, corpus_s = fuzzer.frames, time.monotonic() - started
+    replay = f"FUZZ_SEED={FUZZ_SEED}, {examples} examples"
+    try:
+        await asyncio.to_thread(_run_hypothesis, fuzzer, asyncio.get_running_loop(), examples)
+    except LinkLost as exc:
+        findings.append(f"hypothesis ({replay}): {exc}")
+        await fuzzer.carry_on()
+    except Exception as exc:  # hypothesis has shrunk it: the smallest failing frame, and how to replay it
+        notes = "\n".join(getattr(exc, "__notes__", []))
+        findings.append(f"hypothesis ({replay}): {exc}\n{notes}")
+    elapsed = time.monotonic() - started
+    print(f"\nOCPP {profile.version} fuzz: {fuzzer.frames} frames + {fuzzer._sentinels} sentinels "
+          f"({corpus_frames} fixed, {corpus_s:.1f} s; then {examples} hypothesis examples, seed "
+          f"{FUZZ_SEED or 'derandomized'}) in {elapsed:.1f} s; slowest answer {fuzzer.slowest:.2f} s; test loop late "
+          f"by up to {lag.worst:.2f} s ({len(lag.episodes)} times); {fuzzer.restored} changes restored; "
+          f"answers: {dict(fuzzer.outcomes.most_common())}")
+    try:
+        await fuzzer.sentinel()
+        # one connection, one process, one boot throughout
+        _no_reconnect(s, boot)
+        assert s.starts == 1 and s.exit_codes == []
+        # over the whole run no id got more answers than frames owed or allowed one (a second answer coming
+        # late would slip past its case's check)
+        answered = collections.Counter(r[0] for r in fuzzer._replies(boot) if not r[0].startswith("sentinel-"))
+        assert [uid for uid, n in answered.items() if n > fuzzer.allowed[uid]] == []
+        await unchanged(fuzzer)
+        await charge_and_stop(s)
+        _no_reconnect(s, boot)
+    except (AssertionError, TimeoutError) as exc:
+        findings.append(f"after the batch: {exc!r}")
+    monitor.cancel()
+    findings += [f"agent log: {line}" for line in _bad_log_lines(s, lag)]
+    # (a simulator on a late loop reads the agent late: its complaint is then the harness's, see LoopLag)
+    findings += [f"simulated hardware: {message}" for at, message in complaints.messages if not lag.covers(at)]
+    return findings

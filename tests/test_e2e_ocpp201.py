@@ -247,12 +247,13 @@ async def test_reconnect_reports_statuses_by_offline_threshold(tmp_path: Path) -
 
 
 async def test_remote_start_and_stop(tmp_path: Path) -> None:
-    """F01 / F03 (TC_F_… remote start, then remote stop; TC_E_35_CS stop PowerPathClosed - Remote stop):
-    RequestStartTransaction with an IdToken and remoteStartId on EVSE 1 with an EV plugged in; the id is authorized
-    first (AuthCtrlr.AuthorizeRemoteStart), Started has triggerReason RemoteStart and the remoteStartId;
-    RequestStopTransaction with the station's transaction id ends it with stoppedReason Remote; an unknown
-    transaction id is Rejected. E14 GetTransactionStatus while the Started event is still unanswered: messagesInQueue
-    and ongoingIndicator true."""
+    """TC_F_01_CS (Remote start transaction - Cable plugin first), TC_F_08_CS / TC_F_09_CS (Remote stop transaction
+    - Success / Rejected), TC_F_13_CS (Trigger message - TransactionEvent - Specific EVSE), TC_E_35_CS (stop
+    PowerPathClosed - Remote stop): RequestStartTransaction with an IdToken and remoteStartId on EVSE 1 with an EV
+    plugged in; the id is authorized first (AuthCtrlr.AuthorizeRemoteStart), Started has triggerReason RemoteStart
+    and the remoteStartId; RequestStopTransaction with the station's transaction id ends it with stoppedReason
+    Remote; an unknown transaction id is Rejected. E14 GetTransactionStatus while the Started event is still
+    unanswered: messagesInQueue and ongoingIndicator true."""
     async with Station(tmp_path, ocpp="2.0.1", connectors=1) as s:
         s.csms.behaviour.id_tags.accept("APP-USER-1")
         await s.start_agent()
@@ -350,9 +351,10 @@ async def test_get_base_report_and_transaction_status(tmp_path: Path) -> None:
 
 
 async def test_trigger_message(tmp_path: Path) -> None:
-    """F06 TriggerMessage: Heartbeat and StatusNotification (of one EVSE, though nothing changed) are sent after the
-    answer; BootNotification once accepted and TransactionEvent without a transaction are Rejected; MeterValues is
-    NotImplemented; an unknown EVSE is Rejected."""
+    """F06 TriggerMessage: TC_F_20_CS (Heartbeat) and TC_F_23_CS (StatusNotification of one EVSE - Available,
+    though nothing changed) are sent after the answer; TC_F_26_CS BootNotification once accepted and TransactionEvent
+    without a transaction are Rejected; TC_F_27_CS a message the station does not implement (SignV2GCertificate) is
+    NotImplemented; an unknown EVSE is Rejected. (MeterValues: tests/test_e2e_ocpp201_cfg.py.)"""
     async with Station(tmp_path, ocpp="2.0.1") as s:
         await s.start_agent()
         mark = s.mark()
@@ -370,7 +372,7 @@ async def test_trigger_message(tmp_path: Path) -> None:
         assert s.statuses(1, mark) == []
         assert await trigger("BootNotification") == "Rejected"
         assert await trigger("TransactionEvent", 1) == "Rejected"
-        assert await trigger("MeterValues") == "NotImplemented"
+        assert await trigger("SignV2GCertificate") == "NotImplemented"
         assert await trigger("StatusNotification", 9) == "Rejected"
         assert len(s.calls("BootNotification")) == 1
 

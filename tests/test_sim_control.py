@@ -27,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import ocpp.v16
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -39,7 +38,7 @@ from sim.__main__ import parse_host_port, parse_override
 from sim.csms.transcript import Direction, EntryKind, Transcript
 from sim.devices.ev import EvModel
 from sim.devices.interfaces import BoardFault, ElectricalState
-from sim.harness import control_api, control_cli
+from sim.harness import control_cli, csms_commands
 from sim.harness.agent_supervisor import AgentOutput, AgentSupervisor
 from sim.harness.charger import ChargerSpec, SimulatedCharger, SimulatedConnector, toml_string
 from sim.harness.control_api import ApiError, Body, read_request
@@ -626,14 +625,98 @@ def test_ctl_trigger(sim: Sim) -> None:
     code, answer = run_ctl(sim, "trigger", "MeterValues", "--connector", "9")
     assert code == 0 and answer["response"] == {"status": "Rejected"}  # the charge point's answer: a 200
     assert run_ctl(sim, "trigger", "Heartbeat")[1]["request"] == {"requestedMessage": "Heartbeat"}
-    assert run_ctl(sim, "trigger", "LogStatusNotification")[0] == control_cli.EXIT_USAGE
+    code, answer = run_ctl(sim, "trigger", "LogStatusNotification")  # 2.0.1's: refused for the 1.6 CSMS
+    assert code == control_cli.EXIT_HTTP_ERROR and "message: expected one of" in answer["error"]
+    assert run_ctl(sim, "trigger", "NoSuchMessage")[0] == control_cli.EXIT_USAGE
     code, answer = sim.call("POST", "/csms/trigger", {"message": "Nope"})
     assert code == 400 and "message: expected one of" in answer["error"]
     assert sim.call("POST", "/csms/trigger", {"message": "Heartbeat", "connector": -1})[0] == 400
-    # both lists are the 1.6 schema's
-    schema = json.loads((Path(ocpp.v16.__file__).parent / "schemas" / "TriggerMessage.json").read_text())
-    assert set(control_cli.TRIGGER_MESSAGES) == set(control_api.TRIGGER_MESSAGES) == set(
-        schema["properties"]["requestedMessage"]["enum"])
+    # the client offers what either version lists (the API checks the version's: tests/test_sim_csms_commands.py)
+    assert set(control_cli.TRIGGER_MESSAGES) == set(csms_commands.TRIGGER_MESSAGES["1.6"]) | set(
+        csms_commands.TRIGGER_MESSAGES["2.0.1"])
+
+
+def test_ctl_csms_verbs_in_16(sim: Sim) -> None:
+    """The operator's verbs on the 1.6 builtin CSMS send the 1.6 messages; 2.0.1-only ones are a 400."""
+    wait_until(lambda: sim.state()["csms"]["connected"], what="agent connected")
+    code, answer = run_ctl(sim, "clear-cache")
+    assert code == 0 and answer["action"] == "ClearCache" and answer["response"]["status"] == "Accepted"
+    code, answer = run_ctl(sim, "get-variables", "HeartbeatInterval")
+    assert code == 0 and answer["action"] == "GetConfiguration"
+    assert [k["key"] for k in answer["response"]["configurationKey"]] == ["HeartbeatInterval"]
+    code, answer = run_ctl(sim, "set-variable", PRESET[0], PRESET[1])  # the value it has: nothing changes
+    assert code == 0 and answer["request"] == {"key": PRESET[0], "value": PRESET[1]}
+    assert answer["response"]["status"] == "Accepted"
+    for status in ("inoperative", "operative"):
+        code, answer = run_ctl(sim, "availability", status, "--connector", "2")
+        assert code == 0 and answer["request"] == {"connectorId": 2, "type": status.capitalize()}
+        assert answer["response"]["status"] == "Accepted"
+    code, answer = run_ctl(sim, "unlock", "--connector", "9")
+    assert code == 0 and answer["request"] == {"connectorId": 9}
+    code, answer = run_ctl(sim, "remote-stop", "--connector", "2")
+    assert code == control_cli.EXIT_HTTP_ERROR and "no open transaction" in answer["error"]
+    for args in (("reset", "--evse", "1"), ("reset", "Immediate"), ("base-report",), ("trigger", "Heartbeat",
+                                                                                        "--evse", "1")):
+        code, answer = run_ctl(sim, *args)
+        assert code == control_cli.EXIT_HTTP_ERROR, (args, answer)
+
+
+def test_ctl_csms_verbs_in_201(tmp_path: Path) -> None:
+    """The same verbs with the builtin CSMS in 2.0.1 (``sim up --ocpp 2.0.1``) send the 2.0.1 messages: trigger,
+    get/set variables, base report, availability of an EVSE, unlock, clear cache, remote start and stop of a
+    transaction, reset."""
+    s = start_sim(tmp_path / "state201", "--csms", "builtin", "--id", CP, "--ocpp", "2.0.1", "--accept", CARD)
+    try:
+        wait_agent_running(s)
+        wait_until(lambda: s.state()["csms"]["connected"], what="agent connected")
+        code, answer = run_ctl(s, "trigger", "Heartbeat")
+        assert code == 0 and answer["action"] == "TriggerMessage" and answer["response"]["status"] == "Accepted"
+        code, answer = run_ctl(s, "set-variable", "OCPPCommCtrlr.OfflineThreshold", "120")
+        assert code == 0 and answer["action"] == "SetVariables"
+        assert answer["response"]["setVariableResult"][0]["attributeStatus"] == "Accepted"
+        code, answer = run_ctl(s, "get-variables", "OCPPCommCtrlr.OfflineThreshold", "TxCtrlr.Nope")
+        assert code == 0 and [r["attributeStatus"] for r in answer["response"]["getVariableResult"]] == [
+            "Accepted", "UnknownVariable"]
+        assert answer["response"]["getVariableResult"][0]["attributeValue"] == "120"
+        code, answer = run_ctl(s, "base-report", "ConfigurationInventory")
+        assert code == 0 and answer["response"]["status"] == "Accepted"
+        assert answer["variables"]["OCPPCommCtrlr.OfflineThreshold"] == "120"
+        since = s.ok("GET", "/csms/transcript?n=1")["next_seq"]
+        code, answer = run_ctl(s, "availability", "inoperative", "--connector", "2")
+        assert code == 0 and answer["request"] == {"operationalStatus": "Inoperative", "evse": {"id": 2}}
+        assert answer["response"]["status"] == "Accepted"
+
+        def status_of_evse_2(status: str) -> bool:
+            entries = s.ok("GET", f"/csms/transcript?since={since}&n=1000")["entries"]
+            return any(e["action"] == "StatusNotification" and e["kind"] == "CALL" and e["payload"]["evseId"] == 2
+                       and e["payload"]["connectorStatus"] == status for e in entries)
+        wait_until(lambda: status_of_evse_2("Unavailable"), what="EVSE 2 Unavailable")
+        assert run_ctl(s, "availability", "operative", "--evse", "2", "--connector", "1")[1]["response"] == {
+            "status": "Accepted"}
+        code, answer = run_ctl(s, "unlock", "--connector", "2")
+        assert code == 0 and answer["request"] == {"evseId": 2, "connectorId": 1}
+        assert run_ctl(s, "clear-cache")[1]["response"] == {"status": "Accepted"}
+        run_ctl(s, "plug", "1")
+        code, answer = run_ctl(s, "remote-start", CARD, "--connector", "1")
+        assert code == 0 and answer["action"] == "RequestStartTransaction"
+        assert answer["request"]["idToken"] == {"idToken": CARD, "type": "ISO14443"}
+        assert answer["response"]["status"] == "Accepted"
+
+        def open_transaction() -> bool:
+            code, answer = run_ctl(s, "remote-stop", "--connector", "1")
+            return code == 0 and answer["response"]["status"] == "Accepted"
+        wait_until(open_transaction, what="RequestStopTransaction of the started transaction Accepted")
+        run_ctl(s, "unplug", "1")
+        code, answer = run_ctl(s, "reset")
+        assert code == 0 and answer["request"] == {"type": "Immediate"} and answer["response"]["status"] == "Accepted"
+
+        def rebooted() -> bool:
+            entries = s.ok("GET", "/csms/transcript?since=0&n=5000")["entries"]
+            return any(e["action"] == "BootNotification" and e["kind"] == "CALL"
+                       and e["payload"]["reason"] == "RemoteReset" for e in entries)
+        wait_until(rebooted, what="BootNotification RemoteReset after the reset")
+    finally:
+        stop_sim(s)
 
 
 def test_ctl_firmware_update_and_diagnostics(sim: Sim) -> None:
@@ -942,6 +1025,15 @@ def test_demo_summaries_of_ocpp_messages() -> None:
     remote_start = {"idTag": "A", "connectorId": 1}
     assert summarize_payload("RemoteStartTransaction", remote_start, False) == "idTag=A connectorId=1"
     assert summarize_payload("Anything", "not a dict", True) == ""
+    # 2.0.1: the EVSE and its connector's status, the id token's value, the transaction's charging state
+    status = {"timestamp": "x", "connectorStatus": "Occupied", "evseId": 1, "connectorId": 1}
+    assert summarize_payload("StatusNotification", status, False) == "evseId=1 connectorId=1 connectorStatus=Occupied"
+    assert summarize_payload("Authorize", {"idToken": {"idToken": "04A1B2C3", "type": "ISO14443"}}, False) == (
+        "idToken=04A1B2C3")
+    event = {"eventType": "Updated", "seqNo": 1, "triggerReason": "ChargingStateChanged", "timestamp": "x",
+             "transactionInfo": {"transactionId": "u", "chargingState": "Charging"}}
+    assert summarize_payload("TransactionEvent", event, False) == (
+        "eventType=Updated seqNo=1 triggerReason=ChargingStateChanged chargingState=Charging")
 
     async def entries() -> list[tuple[str, str] | None]:
         t = Transcript()

@@ -12,9 +12,13 @@ not do, and this module does:
   of its own) stalls every response. Here each incoming CALL is handled in its own task; responses
   to our CALLs keep flowing meanwhile.
 * It ignores frames it cannot parse. Here a malformed CALL whose unique id can be read gets the
-  CALLERROR OCPP-J 1.6 §4.2.3 prescribes (2.0.1 alike); anything else is logged and counted, never a crash. A
-  frame with an unknown MessageTypeId is ignored, as §4.1.3 requires ("SHALL ignore the message
-  payload"); a ``null`` payload is taken as ``{}`` (§4.2.1 allows both notations).
+  CALLERROR OCPP-J 1.6 §4.2.3 prescribes; anything else is logged and counted, never a crash. What the version
+  says of the rest is the dialect's (:class:`Framing`): 1.6 ignores a frame with an unknown MessageTypeId
+  (§4.1.3) and one whose id cannot be read; 2.0.1 answers an unknown MessageTypeId with MessageTypeNotSupported
+  (Part 4 §4.4), a frame that is no valid RPC message with RpcFrameworkError, and uses ``"-1"`` as the id of a
+  CALLERROR for a frame whose id cannot be read (§4.2.3). A CALLRESULT or CALLERROR is never answered, however
+  broken (a CALLERROR answers a request only). A ``null`` payload is taken as ``{}`` (§4.2.1 allows both
+  notations).
 * It classifies schema violations coarsely (an enum or range violation becomes FormatViolation).
   Here each gets the code of the version's table that describes it (the dialect's keyword table); the
   description names the field.
@@ -112,6 +116,21 @@ def _request_validator(version: str, action: str, decimal: bool) -> Draft4Valida
 
 
 @dataclass(frozen=True)
+class Framing:
+    """What an OCPP-J version says of frames that are no well-formed CALL, CALLRESULT or CALLERROR."""
+
+    #: the code for a CALL that is no valid RPC request (wrong number of elements, an action that is no string, an
+    #: id used before): 1.6 ProtocolError, 2.0.1 RpcFrameworkError ("not a valid RPC Request")
+    framework_error: str = "ProtocolError"
+    #: a frame whose MessageTypeId is a number but none of 2, 3, 4 is answered MessageTypeNotSupported (2.0.1
+    #: Part 4 §4.4); False: ignored (1.6 §4.1.3)
+    answer_unknown_message_type: bool = False
+    #: the MessageId of a CALLERROR for a frame whose own id cannot be read (2.0.1 Part 4 §4.2.3: "-1"); None:
+    #: such a frame is not answered (1.6)
+    unreadable_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Dialect:
     """What one OCPP-J version fixes for the RPC layer: its actions, its schemas (the library's set for
     ``version``), its error-code table and spellings, and which schema keyword failing means which code."""
@@ -132,6 +151,7 @@ class Dialect:
     #: large enough for jsonschema's cost to matter (it walks 1,000 SendLocalList entries in some 25 ms). False
     #: proves nothing: the payload then goes through the schema, which decides and names the error.
     prechecks: Mapping[str, Callable[[dict[str, Any]], bool]] = field(default_factory=dict)
+    framing: Framing = Framing()
 
     def error_code(self, code: str) -> str:
         """``code`` (either spelling) as this version writes it, GenericError if its table lacks it."""
@@ -206,6 +226,8 @@ SEEN_IDS_KEPT = 4096
 #: write an id as ``"\u00e9"``), read from the first :data:`_LEADING_BYTES` only.
 _LEADING_CALL_ID = re.compile(r'\A\s*\[\s*2\s*,\s*("(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*")')
 _LEADING_BYTES = 512
+#: ``[3`` or ``[4`` at the start of a frame: a CALLRESULT or CALLERROR, which no CALLERROR may answer.
+_LEADING_ANSWER = re.compile(r"\A\s*\[\s*[34]\s*[,\]]")
 
 
 def _excerpt(raw: str | bytes) -> str:
@@ -223,6 +245,8 @@ def _leading_call_id(raw: str | bytes) -> str | None:
     match = _LEADING_CALL_ID.match(text)
     if match is None:
         return None
+    if isinstance(head, bytes) and "\ufffd" in match.group(1):
+        return None  # bytes that are not UTF-8: the id read is not the one sent
     unique_id = json.loads(match.group(1))  # the pattern only matches valid JSON strings
     return unique_id if isinstance(unique_id, str) and _encodable(unique_id) else None
 
@@ -235,32 +259,74 @@ def _encodable(text: str) -> bool:
     return True
 
 
+def unreadable_frame_error(raw: str | bytes, dialect: Dialect, code: str, description: str) -> CallError | None:
+    """The CALLERROR for a frame that could not be read as a whole (not JSON, beyond the limits, oversized), or
+    None. A CALL's id read from its first bytes is used with ``code``; without one, the dialect's id for an
+    unreadable one with RpcFrameworkError (2.0.1: ``"-1"``; 1.6: no answer). A frame that starts as a CALLRESULT
+    or CALLERROR is never answered."""
+    unique_id = _leading_call_id(raw)
+    if unique_id is not None:
+        return CallError(unique_id, dialect.error_code(code), description, {})
+    head = raw[:_LEADING_BYTES]
+    text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
+    if dialect.framing.unreadable_id is None or _LEADING_ANSWER.match(text):
+        return None
+    return CallError(dialect.framing.unreadable_id, dialect.error_code("RpcFrameworkError"),
+                     f"{description}; its message id cannot be read", {})
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _not_a_message(msg: Any, dialect: Dialect) -> CallError | None:
+    """The CALLERROR (if the dialect answers one) for JSON that is no OCPP-J message: not an array, no
+    MessageTypeId, or no readable id."""
+    framing = dialect.framing
+    kind = msg[0] if isinstance(msg, list) and msg else None
+    if _is_number(kind) and kind in (MessageType.CallResult, MessageType.CallError):
+        return None  # a broken answer: a CALLERROR answers a request only
+    unique_id = msg[1] if isinstance(msg, list) and len(msg) >= 2 and isinstance(msg[1], str) \
+        and _encodable(msg[1]) else framing.unreadable_id
+    if unique_id is None:
+        return None
+    if _is_number(kind) and kind != MessageType.Call:
+        if not framing.answer_unknown_message_type:
+            return None
+        return CallError(unique_id, dialect.error_code("MessageTypeNotSupported"),
+                         f"MessageTypeId {str(kind)[:20]} is not supported (2: CALL, 3: CALLRESULT, 4: CALLERROR)", {})
+    if framing.unreadable_id is None:
+        return None  # 1.6: nothing to answer without a CALL's id
+    return CallError(unique_id, dialect.error_code("RpcFrameworkError"),
+                     "not a valid RPC request: [<MessageTypeId>, \"<MessageId>\", ...] expected", {})
+
+
 def classify_frame(raw: str | bytes, dialect: Dialect) -> tuple[Any, CallError | None]:
     """Parse one frame. Returns ``(decoded list, None)`` for a well-formed frame, or ``(None, error)``
-    when the frame is a CALL we can answer with a CALLERROR (its code in the dialect's spelling), or
-    ``(None, None)`` when it cannot or must not be answered (no readable unique id; an unknown
-    MessageTypeId, OCPP-J 1.6 §4.1.3).
+    when the frame is one the version answers with a CALLERROR (its code in the dialect's spelling), or
+    ``(None, None)`` when it cannot or must not be answered (1.6: no readable unique id, an unknown
+    MessageTypeId, §4.1.3; any version: a broken CALLRESULT or CALLERROR).
 
-    Never raises: the frame comes from outside. Text that is not JSON is not answered (as the library does);
-    JSON beyond :mod:`firmware.bounded_json`'s limits (nesting, a number's length, lone surrogates) is a
-    FormationViolation when the CALL's id can be read from its first bytes, as for an oversized frame."""
+    Never raises: the frame comes from outside. Text that is not JSON is answered as the dialect's framing says
+    (1.6: not at all, as the library does; 2.0.1: RpcFrameworkError); JSON beyond :mod:`firmware.bounded_json`'s
+    limits (nesting, a number's length, lone surrogates) is a FormatViolation when the CALL's id can be read from
+    its first bytes, as for an oversized frame."""
     try:
         msg = bounded_json.loads(raw)
     except bounded_json.NotJson:
-        return None, None
+        return None, unreadable_frame_error(raw, dialect, "RpcFrameworkError", "message is not valid JSON") \
+            if dialect.framing.unreadable_id is not None else None
     except bounded_json.LimitExceeded as exc:
-        unique_id = _leading_call_id(raw)
-        if unique_id is None:
-            return None, None
-        return None, CallError(unique_id, dialect.error_code("FormatViolation"),
-                               f"message is not valid OCPP-J: {exc}", {})
+        return None, unreadable_frame_error(raw, dialect, "FormatViolation", f"message is not valid OCPP-J: {exc}")
     if not isinstance(msg, list) or len(msg) < 2 or not isinstance(msg[1], str):
-        return None, None  # no unique id: nobody to answer (a CALL of [2, "id"] alone is answered below)
+        return None, _not_a_message(msg, dialect)  # (a CALL of [2, "id"] alone is answered below)
     unique_id = msg[1]
     kind = msg[0]
-    if kind == MessageType.Call and not isinstance(kind, bool):
+    if not _is_number(kind) or kind not in (MessageType.Call, MessageType.CallResult, MessageType.CallError):
+        return None, _not_a_message(msg, dialect)
+    if kind == MessageType.Call:
         if len(msg) != 4 or not isinstance(msg[2], str):
-            return None, CallError(unique_id, dialect.error_code("ProtocolError"),
+            return None, CallError(unique_id, dialect.error_code(dialect.framing.framework_error),
                                    "CALL must be [2, id, action, payload]", {})
         if msg[3] is None:
             msg[3] = {}  # §4.2.1: null and {} both mean "no payload"
@@ -268,16 +334,15 @@ def classify_frame(raw: str | bytes, dialect: Dialect) -> tuple[Any, CallError |
             return None, CallError(unique_id, dialect.error_code("FormatViolation"),
                                    "payload must be a JSON object", {})
         return msg, None
-    if kind == MessageType.CallResult and not isinstance(kind, bool) and len(msg) == 3:
+    if kind == MessageType.CallResult and len(msg) == 3:
         if msg[2] is None:
             msg[2] = {}
         return (msg, None) if isinstance(msg[2], dict) else (None, None)
-    if (kind == MessageType.CallError and not isinstance(kind, bool) and len(msg) == 5
-            and isinstance(msg[2], str) and isinstance(msg[3], str)):
+    if kind == MessageType.CallError and len(msg) == 5 and isinstance(msg[2], str) and isinstance(msg[3], str):
         if msg[4] is None:
             msg[4] = {}
         return msg, None
-    return None, None  # a malformed result/error (nobody to answer), or an unknown MessageTypeId (§4.1.3)
+    return None, None  # a malformed result/error: a CALLERROR answers a request only
 
 
 class CallErrorReceived(Exception):
@@ -345,13 +410,13 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
     async def _dispatch(self, raw: str | bytes) -> None:
         if len(raw) > MAX_FRAME_BYTES:
             self.malformed_frames += 1
-            unique_id = _leading_call_id(raw)
-            log.warning("oversized OCPP frame", extra={"bytes": len(raw), "limit": MAX_FRAME_BYTES,
-                                                       "answered": unique_id is not None})
-            if unique_id is not None:
-                await self._send(CallError(unique_id, "FormatViolation",
+            error = unreadable_frame_error(raw, self.dialect, "FormatViolation",
                                            f"message of {len(raw)} bytes exceeds this charge point's limit of "
-                                           f"{MAX_FRAME_BYTES} bytes", {}).to_json())
+                                           f"{MAX_FRAME_BYTES} bytes")
+            log.warning("oversized OCPP frame", extra={"bytes": len(raw), "limit": MAX_FRAME_BYTES,
+                                                       "answered": error is not None})
+            if error is not None:
+                await self._send(error.to_json())
             return
         decoded, error = classify_frame(raw, self.dialect)
         if decoded is None:
@@ -368,8 +433,8 @@ class RpcChargePoint(_LibChargePoint):  # type: ignore[misc]
                 # connection. Executing a repeated id could e.g. start a transaction twice: refuse it.
                 self.malformed_frames += 1
                 log.warning("duplicate CALL message id refused", extra={"unique_id": unique_id[:36]})
-                await self._send(CallError(unique_id, "ProtocolError", "message id already used on this "
-                                           "connection", {"cause": "duplicate unique id"}).to_json())
+                await self._send(CallError(unique_id, self.dialect.framing.framework_error, "message id already "
+                                           "used on this connection", {"cause": "duplicate unique id"}).to_json())
                 return
             self._seen_ids[unique_id] = None
             if len(self._seen_ids) > SEEN_IDS_KEPT:

@@ -45,6 +45,7 @@ from websockets.typing import Subprotocol
 
 from sim.csms import local_list
 from sim.csms.behaviour import CsmsBehaviour
+from sim.csms.commands201 import Commands201
 from sim.csms.file_server import HttpFileServer, http_file_server
 from sim.csms.logic import CentralSystemLogic
 from sim.csms.ocppj import (
@@ -476,7 +477,7 @@ class CsmsSession(ChargePoint):  # type: ignore[misc]  # ocpp ships no type info
         return self._csms.logic.diagnostics_status_notification(self.id, self._payloads[call_unique_id])
 
 
-class SimulatedCsms:
+class SimulatedCsms(Commands201):
     """The CSMS: listen, refuse or accept charge points, answer them, send them commands, record all.
 
     Use as ``async with SimulatedCsms(port=0) as csms:``; ``csms.url_for("CP-1")`` is what the charge point

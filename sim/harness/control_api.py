@@ -39,10 +39,12 @@ from sim.csms.charging_profiles import (
     profile_ids_sent,
     purpose_in,
 )
+from sim.csms.commands201 import variable_name
 from sim.csms.file_server import HttpFileServer
 from sim.csms.ocppj import check_payload
 from sim.csms.server import CallErrorReceived, InvalidRequest, InvalidResponse, NotConnected, SimulatedCsms
 from sim.csms.transcript import Direction, EntryKind
+from sim.harness import csms_commands as commands
 from sim.harness.ab_slots import SimSlots
 from sim.harness.agent_supervisor import AgentOutput, AgentSupervisor
 from sim.harness.charger import (
@@ -363,10 +365,13 @@ def _open_transaction(csms: SimulatedCsms, cp_id: str, connector: int) -> int | 
     return max((t.transaction_id for t in known.open_transactions if t.connector_id == connector), default=None)
 
 
-#: What TriggerMessage may ask for (the 1.6 TriggerMessage schema's list; the library's MessageTrigger also has the
-#: security extension's ExtendedTriggerMessage values).
-TRIGGER_MESSAGES = ("BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification", "Heartbeat",
-                    "MeterValues", "StatusNotification")
+def _open_transaction_201(csms: SimulatedCsms, cp_id: str, evse: int) -> str | None:
+    """The newest 2.0.1 transaction the CSMS knows open on that EVSE, if any."""
+    known = csms.states.get(cp_id)
+    open_ids = [] if known is None else [
+        t.transaction_id for t in known.transactions201.values()
+        if t.is_open and any(e.get("evse", {}).get("id") == evse for e in t.events)]
+    return open_ids[-1] if open_ids else None
 
 
 # ---- the API -------------------------------------------------------------------------------------------
@@ -388,7 +393,23 @@ ENDPOINTS: list[tuple[str, str, str]] = [
     ("POST", "/csms/call", 'builtin CSMS: {"action": "RemoteStartTransaction", "payload": {...}}'),
     ("POST", "/csms/id-tags", 'builtin CSMS: {"id_tag": "04A2B3C4", "status": "Accepted"}'),
     ("GET", "/csms/transcript", "builtin CSMS: frames and events (?n=100, ?since=SEQ)"),
-    ("POST", "/csms/trigger", 'builtin CSMS: TriggerMessage {"message": "StatusNotification", "connector": 1}'),
+    ("POST", "/csms/trigger", 'builtin CSMS: TriggerMessage {"message": "StatusNotification", "connector": 1} '
+                              '(2.0.1: "evse" too)'),
+    ("POST", "/csms/remote-start", 'builtin CSMS: RemoteStartTransaction / 2.0.1 RequestStartTransaction '
+                                   '{"id_tag": "04A2B3C4", "connector": 1} (2.0.1: "token_type", "remote_start_id")'),
+    ("POST", "/csms/remote-stop", 'builtin CSMS: RemoteStopTransaction / 2.0.1 RequestStopTransaction '
+                                  '{"transaction_id": ...} or {"connector": 1} (its open transaction)'),
+    ("POST", "/csms/reset", 'builtin CSMS: Reset {"type": "Soft"|"Hard"} (2.0.1: "Immediate"|"OnIdle", "evse")'),
+    ("POST", "/csms/availability", 'builtin CSMS: ChangeAvailability {"operative": false, "connector": 1} '
+                                   '(no connector: all; 2.0.1: "evse" and its "connector")'),
+    ("POST", "/csms/unlock", 'builtin CSMS: UnlockConnector {"connector": 1} (2.0.1: "evse" and its "connector")'),
+    ("POST", "/csms/clear-cache", "builtin CSMS: ClearCache"),
+    ("POST", "/csms/variables/get", 'builtin CSMS: GetConfiguration {"names": ["HeartbeatInterval"]} / 2.0.1 '
+                                    'GetVariables {"names": ["OCPPCommCtrlr.HeartbeatInterval"]}'),
+    ("POST", "/csms/variables/set", 'builtin CSMS: ChangeConfiguration / 2.0.1 SetVariables '
+                                    '{"name": "OCPPCommCtrlr.HeartbeatInterval", "value": "30"}'),
+    ("POST", "/csms/base-report", 'builtin CSMS, 2.0.1: GetBaseReport {"report": "FullInventory"} and its '
+                                  'NotifyReport pages'),
     ("POST", "/csms/charging-profiles", 'builtin CSMS: SetChargingProfile {"connector": 0, "purpose": '
                                         '"TxDefaultProfile", "periods": [[0, 16], [60, 10]]}'),
     ("POST", "/csms/charging-profiles/clear", 'builtin CSMS: ClearChargingProfile {"id": 3} (no field: all)'),
@@ -418,6 +439,7 @@ class ControlApi:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._log_requests = 0  # GetLog's requestId when none is given: 1, 2, ...
+        self._remote_starts = 0  # 2.0.1 remoteStartId when none is given: 1, 2, ...
         self.host = ""
         self.port = 0
         handlers: dict[tuple[str, str], Handler] = {
@@ -436,6 +458,15 @@ class ControlApi:
             ("POST", "/csms/id-tags"): self._csms_id_tags,
             ("GET", "/csms/transcript"): self._csms_transcript,
             ("POST", "/csms/trigger"): self._csms_trigger,
+            ("POST", "/csms/remote-start"): self._remote_start,
+            ("POST", "/csms/remote-stop"): self._remote_stop,
+            ("POST", "/csms/reset"): self._reset,
+            ("POST", "/csms/availability"): self._availability,
+            ("POST", "/csms/unlock"): self._unlock,
+            ("POST", "/csms/clear-cache"): self._clear_cache,
+            ("POST", "/csms/variables/get"): self._get_variables,
+            ("POST", "/csms/variables/set"): self._set_variable,
+            ("POST", "/csms/base-report"): self._base_report,
             ("POST", "/csms/charging-profiles"): self._profile_set,
             ("POST", "/csms/charging-profiles/clear"): self._profile_clear,
             ("GET", "/csms/composite-schedule"): self._composite_schedule,
@@ -693,19 +724,116 @@ class ControlApi:
         return 200, {"cp_id": cp_id, "action": action, "response": response}
 
     async def _csms_trigger(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
-        csms = self._builtin()
+        body = self._command_body(req, "message", "connector", "evse")
+        return await self._send_command(body, lambda v: commands.trigger(
+            v, body.text("message"), connector=self._optional_int(body, "connector"),
+            evse=self._optional_int(body, "evse")))
+
+    # ---- the operator's commands, in the version the builtin CSMS speaks (sim/harness/csms_commands.py) ---
+
+    @staticmethod
+    def _optional_int(body: Body, key: str, lo: int = 0) -> int | None:
+        return body.integer(key, lo=lo, hi=INT32_MAX) if body.has(key) else None
+
+    def _command_body(self, req: HttpRequest, *fields: str) -> Body:
         body = Body(req.body)
-        body.only("message", "connector", "cp_id", "timeout_s")
+        body.only("cp_id", "timeout_s", *fields)
+        return body
+
+    async def _send_command(self, body: Body, build: Callable[[str], commands.Command]) -> tuple[int, Any]:
+        """The verb's message for the builtin CSMS's version, checked against its schema, sent, answered."""
+        csms = self._builtin()
         cp_id = body.text("cp_id", self.t.charger.spec.charge_point_id)
         timeout_s = body.number("timeout_s", csms.response_timeout_s, lo=0.1, hi=600.0)
-        message = body.choice("message", TRIGGER_MESSAGES)
-        connector = body.integer("connector", lo=0, hi=INT32_MAX) if body.has("connector") else None
-        payload: dict[str, Any] = {"requestedMessage": message}
-        if connector is not None:
-            payload["connectorId"] = connector
-        response = await _answer(cp_id, "TriggerMessage", csms.trigger_message(
-            cp_id, message, connector_id=connector, timeout_s=timeout_s))
-        return 200, {"cp_id": cp_id, "action": "TriggerMessage", "request": payload, "response": response}
+        try:
+            action, payload = build(csms.ocpp_version)
+        except commands.CommandError as exc:
+            raise ApiError(400, str(exc)) from None
+        _check_request(action, payload, version=csms.ocpp_version)
+        response = await _answer(cp_id, action, csms.call(cp_id, action, payload, timeout_s=timeout_s))
+        return 200, {"cp_id": cp_id, "action": action, "request": payload, "response": response}
+
+    async def _remote_start(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        body = self._command_body(req, "id_tag", "connector", "token_type", "remote_start_id")
+        self._remote_starts += 1
+        return await self._send_command(body, lambda v: commands.remote_start(
+            v, body.text("id_tag"), connector=self._optional_int(body, "connector"),
+            token_type=body.text("token_type", "ISO14443"),
+            remote_start_id=body.integer("remote_start_id", self._remote_starts, lo=-INT32_MAX - 1, hi=INT32_MAX)))
+
+    async def _remote_stop(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        body = self._command_body(req, "transaction_id", "connector")
+        csms = self._builtin()
+        cp_id = body.text("cp_id", self.t.charger.spec.charge_point_id)
+        if body.has("transaction_id"):
+            value = body.data["transaction_id"]
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                raise ApiError(400, f"transaction_id: expected an integer or a string, got {json.dumps(value)[:60]}")
+            tx_id: str | int = value
+        else:
+            connector = body.integer("connector", 1, lo=1, hi=INT32_MAX)
+            found = (_open_transaction_201(csms, cp_id, connector) if csms.ocpp_version == "2.0.1"
+                     else _open_transaction(csms, cp_id, connector))
+            if found is None:
+                raise ApiError(409, f"the CSMS knows no open transaction on connector {connector}; "
+                                    "give transaction_id")
+            tx_id = found
+        return await self._send_command(body, lambda v: commands.remote_stop(v, tx_id))
+
+    async def _reset(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        body = self._command_body(req, "type", "evse")
+        return await self._send_command(body, lambda v: commands.reset(
+            v, body.text("type") if body.has("type") else None, evse=self._optional_int(body, "evse", lo=1)))
+
+    async def _availability(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        body = self._command_body(req, "operative", "connector", "evse")
+        return await self._send_command(body, lambda v: commands.availability(
+            v, body.boolean("operative"), connector=self._optional_int(body, "connector"),
+            evse=self._optional_int(body, "evse")))
+
+    async def _unlock(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        body = self._command_body(req, "connector", "evse")
+        return await self._send_command(body, lambda v: commands.unlock(
+            v, connector=self._optional_int(body, "connector"), evse=self._optional_int(body, "evse")))
+
+    async def _clear_cache(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        body = self._command_body(req)
+        return await self._send_command(body, commands.clear_cache)
+
+    async def _get_variables(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        body = self._command_body(req, "names")
+        names = body.data.get("names", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise ApiError(400, f"names: expected a list of names, got {json.dumps(names)[:60]}")
+        return await self._send_command(body, lambda v: commands.get_variables(v, names))
+
+    async def _set_variable(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        body = self._command_body(req, "name", "value")
+        value = body.data.get("value")
+        if not isinstance(value, str):
+            raise ApiError(400, f"value: expected a string, got {body._show('value')}")
+        return await self._send_command(body, lambda v: commands.set_variable(v, body.text("name"), value))
+
+    async def _base_report(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
+        """GetBaseReport, then its NotifyReport pages: the variables reported, ``Component.Variable[instance]``
+        -> the Actual value (or the attributes as reported where there is no Actual one)."""
+        csms = self._builtin()
+        if csms.ocpp_version != "2.0.1":
+            raise ApiError(400, "GetBaseReport is OCPP 2.0.1 (the builtin CSMS speaks 1.6): use variables/get")
+        body = self._command_body(req, "report", "request_id")
+        cp_id = body.text("cp_id", self.t.charger.spec.charge_point_id)
+        timeout_s = body.number("timeout_s", csms.response_timeout_s, lo=0.1, hi=600.0)
+        report = body.choice("report", ("FullInventory", "ConfigurationInventory", "SummaryInventory"),
+                             "FullInventory")
+        request_id = self._optional_int(body, "request_id")
+        answer, items = await _answer(cp_id, "GetBaseReport", csms.base_report(
+            cp_id, report, request_id=request_id, timeout_s=timeout_s))
+        variables = {}
+        for item in items:
+            attributes = item.get("variableAttribute", [])
+            actual = next((a for a in attributes if a.get("type", "Actual") == "Actual"), None)
+            variables[variable_name(item)] = actual.get("value") if actual is not None else attributes
+        return 200, {"cp_id": cp_id, "action": "GetBaseReport", "response": answer, "variables": variables}
 
     # ---- firmware and diagnostics (builtin CSMS) -----------------------------------------------------
 

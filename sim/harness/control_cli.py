@@ -22,9 +22,12 @@ from typing import Any
 from sim.csms.charging_profiles import ANY_PURPOSE, KINDS, RECURRENCIES, UNITS  # stdlib only, like this client
 from sim.csms.local_list import STATUSES
 
-#: What TriggerMessage may ask for (OCPP 1.6 MessageTrigger; the control API checks it too).
+#: What TriggerMessage may ask for in OCPP 1.6 (MessageTrigger) or 2.0.1 (MessageTriggerEnumType); the control API
+#: checks it against the version the builtin CSMS speaks.
 TRIGGER_MESSAGES = ("BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification", "Heartbeat",
-                    "MeterValues", "StatusNotification")
+                    "MeterValues", "StatusNotification", "LogStatusNotification", "SignChargingStationCertificate",
+                    "SignV2GCertificate", "TransactionEvent", "SignCombinedCertificate",
+                    "PublishFirmwareStatusNotification")
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 ENV_URL = "EVSE_SIM_CONTROL_URL"
@@ -125,9 +128,11 @@ def _parser() -> argparse.ArgumentParser:
     trig = sub.add_parser("trigger", help="POST /csms/trigger (builtin CSMS): TriggerMessage")
     trig.add_argument("message", choices=TRIGGER_MESSAGES)
     trig.add_argument("--connector", type=int, metavar="N",
-                      help="StatusNotification / MeterValues: this connector (0: the charger; default: 0 and all)")
-    trig.add_argument("--cp-id", metavar="ID", help="charge point identity (default: the simulated charger)")
-    trig.add_argument("--call-timeout", type=float, metavar="S", help="seconds to wait for the charge point's answer")
+                      help="StatusNotification / MeterValues: this connector (0: the charger; default: 0 and all); "
+                           "2.0.1: EVSE N, or connector N of --evse")
+    trig.add_argument("--evse", type=int, metavar="N", help="2.0.1: this EVSE")
+    _call_options(trig)
+    _command_parsers(sub)
     _profile_parser(sub.add_parser("profile", help="smart charging profiles (builtin CSMS): set, clear, composite"))
     _local_list_parser(sub.add_parser("local-list", help="the charger's local authorization list (builtin CSMS): "
                                                          "send, version"))
@@ -170,6 +175,80 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--cp-id", help="charge point identity (default: the simulated charger)")
         c.add_argument("--call-timeout", type=float, help="seconds to wait for the charge point's answer")
     return p
+
+
+def _call_options(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--cp-id", metavar="ID", help="charge point identity (default: the simulated charger)")
+    c.add_argument("--call-timeout", type=float, metavar="S", help="seconds to wait for the charge point's answer")
+
+
+def _command_parsers(sub: Any) -> None:
+    """The operator's commands of the builtin CSMS: the same verbs in 1.6 and 2.0.1 (the control API sends the
+    version's message, docs/sim-api.md)."""
+    rs = sub.add_parser("remote-start", help="POST /csms/remote-start: RemoteStartTransaction / 2.0.1 "
+                                             "RequestStartTransaction")
+    rs.add_argument("id_tag")
+    rs.add_argument("--connector", type=int, metavar="N", help="this connector (2.0.1: EVSE N)")
+    rs.add_argument("--token-type", metavar="TYPE", help="2.0.1 IdTokenType (default ISO14443)")
+    rs.add_argument("--remote-start-id", type=int, metavar="N", help="2.0.1 remoteStartId (default: 1, 2, ...)")
+    stop = sub.add_parser("remote-stop", help="POST /csms/remote-stop: RemoteStopTransaction / 2.0.1 "
+                                              "RequestStopTransaction")
+    stop.add_argument("--transaction-id", metavar="ID", help="(default: the open transaction of --connector)")
+    stop.add_argument("--connector", type=int, metavar="N", help="the connector whose transaction (default 1)")
+    rst = sub.add_parser("reset", help="POST /csms/reset: Reset")
+    rst.add_argument("type", nargs="?", help="1.6: Soft (default) or Hard; 2.0.1: Immediate (default) or OnIdle")
+    rst.add_argument("--evse", type=int, metavar="N", help="2.0.1: reset this EVSE only")
+    av = sub.add_parser("availability", help="POST /csms/availability: ChangeAvailability")
+    av.add_argument("status", choices=("operative", "inoperative"))
+    av.add_argument("--connector", type=int, metavar="N", help="this connector (default: all); 2.0.1: EVSE N, or "
+                                                               "connector N of --evse")
+    av.add_argument("--evse", type=int, metavar="N", help="2.0.1: this EVSE")
+    un = sub.add_parser("unlock", help="POST /csms/unlock: UnlockConnector")
+    un.add_argument("--connector", type=int, metavar="N", default=1, help="(default 1; 2.0.1: EVSE N, or "
+                                                                          "connector N of --evse)")
+    un.add_argument("--evse", type=int, metavar="N", help="2.0.1: this EVSE")
+    cc = sub.add_parser("clear-cache", help="POST /csms/clear-cache: ClearCache")
+    gv = sub.add_parser("get-variables", help="POST /csms/variables/get: GetConfiguration / 2.0.1 GetVariables")
+    gv.add_argument("names", nargs="*", help="1.6 keys (none: all) or 2.0.1 Component.Variable[instance]")
+    sv = sub.add_parser("set-variable", help="POST /csms/variables/set: ChangeConfiguration / 2.0.1 SetVariables")
+    sv.add_argument("name", help="1.6 key or 2.0.1 Component.Variable[instance]")
+    sv.add_argument("value")
+    br = sub.add_parser("base-report", help="POST /csms/base-report: 2.0.1 GetBaseReport and its NotifyReport pages")
+    br.add_argument("report", nargs="?", choices=("FullInventory", "ConfigurationInventory", "SummaryInventory"))
+    br.add_argument("--request-id", type=int, metavar="N")
+    for c in (rs, stop, rst, av, un, cc, gv, sv, br):
+        _call_options(c)
+
+
+def _command_call(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None] | None:
+    """The request of one of :func:`_command_parsers`' verbs, or None for another command."""
+    cmd = args.command
+    if cmd == "remote-start":
+        path, body = "/csms/remote-start", {"id_tag": args.id_tag, "connector": args.connector,
+                                            "token_type": args.token_type, "remote_start_id": args.remote_start_id}
+    elif cmd == "remote-stop":
+        text: str | None = args.transaction_id
+        tx_id = int(text) if text is not None and text.isdigit() else text  # 1.6 ids are integers (2.0.1: text)
+        path, body = "/csms/remote-stop", {"transaction_id": tx_id, "connector": args.connector}
+    elif cmd == "reset":
+        path, body = "/csms/reset", {"type": args.type, "evse": args.evse}
+    elif cmd == "availability":
+        path, body = "/csms/availability", {"operative": args.status == "operative", "connector": args.connector,
+                                            "evse": args.evse}
+    elif cmd == "unlock":
+        path, body = "/csms/unlock", {"connector": args.connector, "evse": args.evse}
+    elif cmd == "clear-cache":
+        path, body = "/csms/clear-cache", {}
+    elif cmd == "get-variables":
+        path, body = "/csms/variables/get", {"names": args.names}
+    elif cmd == "set-variable":
+        path, body = "/csms/variables/set", {"name": args.name, "value": args.value}
+    elif cmd == "base-report":
+        path, body = "/csms/base-report", {"report": args.report, "request_id": args.request_id}
+    else:
+        return None
+    body.update(cp_id=args.cp_id, timeout_s=args.call_timeout)
+    return "POST", path, {k: v for k, v in body.items() if v is not None}
 
 
 def _local_list_parser(parser: argparse.ArgumentParser) -> None:
@@ -370,8 +449,10 @@ def build_call(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | Non
                                          "status": None if args.status == "remove" else args.status}
     if cmd == "transcript":
         return "GET", "/csms/transcript" + _query(n=args.n, since=args.since), None
+    if (command := _command_call(args)) is not None:
+        return command
     if cmd == "trigger":
-        body = {"message": args.message, "connector": args.connector, "cp_id": args.cp_id,
+        body = {"message": args.message, "connector": args.connector, "evse": args.evse, "cp_id": args.cp_id,
                 "timeout_s": args.call_timeout}
         return "POST", "/csms/trigger", {k: v for k, v in body.items() if v is not None}
     if cmd == "profile":

@@ -37,15 +37,15 @@ _PILOT = {"A": "no EV", "B": "EV connected", "C": "EV ready to charge", "D": "EV
 
 #: Fields worth a look per action (request, answer); anything else shows its first scalar fields.
 _REQUEST_FIELDS: dict[str, tuple[str, ...]] = {
-    "BootNotification": ("chargePointVendor", "chargePointModel", "firmwareVersion"),
-    "Authorize": ("idTag",),
+    "BootNotification": ("chargePointVendor", "chargePointModel", "firmwareVersion", "reason"),
+    "Authorize": ("idTag", "idToken"),
     "StartTransaction": ("connectorId", "idTag", "meterStart", "reservationId"),
     "StopTransaction": ("transactionId", "idTag", "meterStop", "reason"),
-    "StatusNotification": ("connectorId", "status", "errorCode", "info"),
-    "MeterValues": ("connectorId", "transactionId"),
+    "StatusNotification": ("evseId", "connectorId", "status", "connectorStatus", "errorCode", "info"),
+    "MeterValues": ("evseId", "connectorId", "transactionId"),
     "Heartbeat": (),
     "SetChargingProfile": ("connectorId",),
-    "TransactionEvent": ("eventType", "seqNo", "triggerReason", "offline"),  # OCPP 2.0.1
+    "TransactionEvent": ("eventType", "seqNo", "triggerReason", "offline", "idToken"),  # OCPP 2.0.1
 }
 _ANSWER_FIELDS: dict[str, tuple[str, ...]] = {
     "BootNotification": ("status", "interval"),
@@ -63,6 +63,8 @@ def _scalar(value: Any) -> str | None:
         return str(value)
     if isinstance(value, dict) and "status" in value:  # idTagInfo and friends
         return str(value["status"])
+    if isinstance(value, dict) and "idToken" in value:  # 2.0.1 IdTokenType: the token (its type aside)
+        return str(value["idToken"])
     return None
 
 
@@ -85,6 +87,9 @@ def summarize_payload(action: str | None, payload: Any, answer: bool) -> str:
             parts.append(f"{key}={shown}")
     if action == "MeterValues" and not answer:
         parts += _sampled_values(payload)
+    if action == "TransactionEvent" and not answer and isinstance(payload.get("transactionInfo"), dict):
+        info = payload["transactionInfo"]
+        parts += [f"{k}={info[k]}" for k in ("chargingState", "stoppedReason") if isinstance(info.get(k), str)]
     if action == "SetChargingProfile" and not answer:
         parts += _profile(payload.get("csChargingProfiles"))
     return " ".join(parts)

@@ -65,7 +65,11 @@ class Authorization:
 
     @handles(Action.clear_cache)
     async def _clear_cache(self, **_: Any) -> Any:
-        """ClearCache (C11): Accepted once the Authorization Cache is empty, Rejected if it could not be."""
+        """ClearCache (C11): Accepted once the Authorization Cache is empty; Rejected if it could not be, or while
+        AuthCacheCtrlr.Enabled is false (C11.FR.04, OCTT TC_C_38_CS: there is no cache in use to clear)."""
+        if not self.ctx.variables.get_bool("AuthCacheCtrlr", "Enabled"):
+            log.info("ClearCache rejected: the authorization cache is disabled")
+            return call_result.ClearCache(status="Rejected")
         try:
             self.auth.clear_cache()
         except Exception:

@@ -6,11 +6,16 @@
 * StatusNotification: the current status of the EVSE given (every EVSE without one), even if it is no news.
 * TransactionEvent: an Updated event with triggerReason Trigger for the EVSE's transaction (Rejected without one;
   without an EVSE, one for every transaction).
+* MeterValues (OCTT TC_F_11_CS, TC_F_12_CS): a fresh reading of the EVSE's meter (of every EVSE without one), the
+  AlignedDataCtrlr.Measurands with context Trigger, in MeterValues for the EVSE — sent at once, not through the
+  outbox (current values are of no use minutes later behind a backlog), as the 1.6 feature does. Rejected ("will not
+  be sent") when no meter concerned has a recent reading; an EVSE whose meter cannot give one when the message is
+  sent sends nothing.
 * FirmwareStatusNotification / LogStatusNotification: the running firmware update's / log upload's status and
   requestId, Idle without one when none runs (:mod:`firmware_management`).
 * SignChargingStationCertificate (A02): a SignCertificate for a new charging station certificate
   (``certificates``); Rejected without a certificate to renew or a CSMS root to check one.
-* Any other message (MeterValues, SignV2GCertificate, SignCombinedCertificate, PublishFirmwareStatusNotification):
+* Any other message (SignV2GCertificate, SignCombinedCertificate, PublishFirmwareStatusNotification):
   NotImplemented.
 """
 
@@ -22,17 +27,21 @@ from typing import Any
 from ocpp.v201 import call_result
 from ocpp.v201.enums import Action
 
+from firmware.charger.metering import ReadingContext, samples_from_reading
+from firmware.charger.readings import fresh_reading
 from firmware.ocpp.rpc import after_answering, handles
+from firmware.ocpp.v201 import mapping
 from firmware.ocpp.v201.certificates import Certificates
 from firmware.ocpp.v201.context import V201Context
 from firmware.ocpp.v201.firmware_management import FirmwareManagement
 from firmware.ocpp.v201.provisioning import Provisioning
 from firmware.ocpp.v201.status import StatusReporter
 from firmware.ocpp.v201.transactions import Transactions
+from hal.interfaces import utcnow
 
 log = logging.getLogger(__name__)
 
-_SUPPORTED = {"BootNotification", "Heartbeat", "StatusNotification", "TransactionEvent",
+_SUPPORTED = {"BootNotification", "Heartbeat", "MeterValues", "StatusNotification", "TransactionEvent",
               "FirmwareStatusNotification", "LogStatusNotification", "SignChargingStationCertificate"}
 
 
@@ -65,6 +74,9 @@ class RemoteTrigger:
         if requested_message == "TransactionEvent" and not any(
                 self.ctx.connectors[e].machine.transaction is not None for e in evses):
             return call_result.TriggerMessage(status="Rejected")
+        if requested_message == "MeterValues" and not any(
+                fresh_reading(self.ctx.connectors[e], utcnow()) is not None for e in evses):
+            return call_result.TriggerMessage(status="Rejected")
         return call_result.TriggerMessage(status="Accepted")
 
     @after_answering(Action.trigger_message)
@@ -87,6 +99,25 @@ class RemoteTrigger:
         elif requested_message == "TransactionEvent":
             for e in evses:
                 self.transactions.triggered(self.ctx.connectors[e])
+        elif requested_message == "MeterValues":
+            self.ctx.spawn(self._meter_values(evses))
+
+    async def _meter_values(self, evses: list[int]) -> None:
+        measurands = self.ctx.variables.get_list("AlignedDataCtrlr", "Measurands")
+        for evse in evses:
+            ctrl = self.ctx.connectors[evse]
+            await ctrl.fresh_reading()  # reads the meter now (the latest poll if it does not answer)
+            now = utcnow()
+            reading = fresh_reading(ctrl, now)
+            samples = samples_from_reading(reading, measurands, ReadingContext.TRIGGER) if reading is not None else []
+            if not samples:
+                log.info("triggered MeterValues not sent: no current reading", extra={"evse": evse})
+                continue
+            try:
+                await self.ctx.call("MeterValues", {"evseId": evse, "meterValue": [mapping.meter_value(now, samples)]})
+            except Exception as exc:
+                log.warning("triggered MeterValues failed", extra={"evse": evse,
+                                                                    "error": f"{type(exc).__name__}: {exc}"})
 
     async def _send(self, action: str, payload: dict[str, Any]) -> None:
         try:
