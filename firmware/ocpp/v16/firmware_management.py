@@ -5,7 +5,8 @@ diagnostics archive; SecurityLog: the security log, firmware/security/security_l
 The update itself is the version-agnostic pipeline (firmware/maintenance/updater.py: download, verify, install
 into the inactive slot, wait for no transaction, switch, restart, check, keep or roll back); this module turns
 the request into a job and the job's statuses into FirmwareStatusNotification. Intermediate statuses
-(Downloading, Downloaded, Installing) are sent when the CSMS is connected, and skipped when it is not; the final
+(Downloading, Downloaded, Installing) are sent when the CSMS is connected, or connects within
+``INTERMEDIATE_WAIT_S`` (an agent resuming a job right after a restart), and skipped otherwise; the final
 one (DownloadFailed, Installed after the restart into the new version, InstallationFailed after a rollback) waits
 for the connection, and the job keeps it until it was answered, across restarts. Once Installed was answered, the
 security event FirmwareUpdated (critical: queued in the durable outbox) says which version replaced which; should
@@ -55,6 +56,10 @@ PLAIN = {FirmwareStatus.DOWNLOADING: "Downloading", FirmwareStatus.DOWNLOADED: "
 DIAGNOSTICS_DIR = "diagnostics"
 #: Between tries of a final status notification while the CSMS does not answer it.
 RESEND_S = 5.0
+#: How long an intermediate status waits for the CSMS connection before it is skipped: long enough for the agent
+#: that resumes a job right after a restart (or a power cut) to connect and be accepted, short enough that an
+#: update made offline is not held up for long.
+INTERMEDIATE_WAIT_S = 15.0
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -139,8 +144,11 @@ class FirmwareManagement:
     async def _deliver_status(self, action: str, payload: dict[str, Any], status: FirmwareStatus) -> None:
         final = status in FINAL
         while True:
-            if not final and not self.ctx.online.is_set():
-                return
+            if not final:
+                try:
+                    await asyncio.wait_for(self.ctx.online.wait(), INTERMEDIATE_WAIT_S)
+                except TimeoutError:
+                    return
             await self.ctx.online.wait()
             try:
                 await self.ctx.call(action, payload)
