@@ -24,7 +24,7 @@ from typing import Any
 from cryptography import x509
 
 from firmware.config import AgentConfig
-from firmware.maintenance import access, privileged, slots
+from firmware.maintenance import access, privileged, slots, transfer
 from firmware.maintenance.updater import InstallError, UpdaterSettings
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,8 @@ def switch_before_start(config: AgentConfig) -> bool:
 
 
 def updater_settings(config: AgentConfig) -> UpdaterSettings:
-    """The trust anchor commissioning installed, and the controller's hardware revision (None: not checked)."""
+    """The trust anchor commissioning installed, the controller's hardware revision (None: not checked), the CAs of
+    the file servers and the signing root's CRL."""
     fw = config.firmware
     trust: tuple[x509.Certificate, ...] = ()
     if fw.trust is not None:
@@ -197,4 +198,6 @@ def updater_settings(config: AgentConfig) -> UpdaterSettings:
         revision: str | None = revision_file.read_text().strip() or None
     except OSError:
         revision = None
-    return UpdaterSettings(trust, revision, fw.max_bundle_mb << 20, fw.transfer_timeout_s, fw.health_timeout_s)
+    return UpdaterSettings(trust, revision, fw.max_bundle_mb << 20, fw.transfer_timeout_s, fw.health_timeout_s,
+                           transfer_tls=transfer.tls_context(fw.transfer_ca),
+                           crl=Path(fw.crl) if fw.crl is not None else None, crl_url=fw.crl_url)

@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -186,6 +187,9 @@ class UpdaterSettings:
     max_bytes: int
     transfer_timeout_s: float
     health_timeout_s: float
+    transfer_tls: ssl.SSLContext | None = None  # HTTPS/FTPS: the configured CAs (None: the system's)
+    crl: Path | None = None  # the manufacturer root's CRL (signing.py)
+    crl_url: str | None = None  # where a newer one is fetched
 
 
 StatusSink = Callable[[FirmwareStatus], Awaitable[None]]
@@ -338,7 +342,7 @@ class FirmwareUpdater:
         part = self._part(job)
         try:
             got = await asyncio.to_thread(transfer.download, job.location, part, max_bytes=self.settings.max_bytes,
-                                          timeout_s=self.settings.transfer_timeout_s)
+                                          timeout_s=self.settings.transfer_timeout_s, tls=self.settings.transfer_tls)
         except transfer.TransferError as exc:
             if self.job is not job:
                 return

@@ -31,13 +31,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
 from firmware.maintenance import transfer
-from firmware.maintenance.bundle import BundleError, check_certificate
 from firmware.maintenance.diagnostics import DiagnosticsSources, build_archive, build_security_archive
+from firmware.maintenance.signing import Verdict, judge_signing_certificate
 from firmware.maintenance.updater import FirmwareStatus, FirmwareUpdater
 from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost, InvalidResponse, after_answering, handles
 from firmware.ocpp.v16.context import V16Context
@@ -169,22 +168,22 @@ class FirmwareManagement:
     @handles(Action.signed_update_firmware)
     async def _signed_update_firmware(self, request_id: int, firmware: dict[str, Any], retries: int | None = None,
                                       retry_interval: int | None = None, **_: Any) -> Any:
-        """The signing certificate is checked against the manufacturer root (``[firmware] trust``) before the
-        answer: InvalidCertificate if it is not issued by it or not valid now (revocation is not checked: no CRL
-        is configured, so RevokedCertificate is never answered). AcceptedCanceled when it replaces an update that
-        has not switched slots yet; Rejected while one is being installed. The signature over the file is checked
-        after the download (SignatureVerified / InvalidSignature)."""
+        """The signing certificate is checked against the manufacturer root (``[firmware] trust``) and its CRL
+        (``[firmware] crl``, firmware/maintenance/signing.py) before the answer: RevokedCertificate if the CRL
+        lists it, InvalidCertificate if it is not issued by the root, not valid now, or its revocation status
+        cannot be told. AcceptedCanceled when it replaces an update that has not switched slots yet; Rejected while
+        one is being installed. The signature over the file is checked after the download (SignatureVerified /
+        InvalidSignature)."""
         updater = self.updater
         if updater is None:
             return call_result.SignedUpdateFirmware(status="Rejected")
         pem = str(firmware.get("signing_certificate", ""))
-        try:
-            cert = x509.load_pem_x509_certificate(pem.encode())
-            check_certificate(cert, updater.settings.trust, "signingCertificate")
-        except (ValueError, BundleError) as exc:
-            log.warning("SignedUpdateFirmware: signing certificate refused", extra={"request_id": request_id,
-                                                                                     "error": str(exc)})
-            return call_result.SignedUpdateFirmware(status="InvalidCertificate")
+        judged = await judge_signing_certificate(pem, updater.settings, Path(self.ctx.config.state_dir))
+        if judged.verdict is not Verdict.VALID:
+            log.warning("SignedUpdateFirmware: signing certificate refused", extra={
+                "request_id": request_id, "verdict": judged.verdict.value, "error": judged.reason})
+            return call_result.SignedUpdateFirmware(
+                status="RevokedCertificate" if judged.verdict is Verdict.REVOKED else "InvalidCertificate")
         retrieve = _parse_time(firmware.get("retrieve_date_time"))
         install = _parse_time(firmware.get("install_date_time"))
         outcome = updater.start(str(firmware.get("location", "")), retrieve.timestamp() if retrieve else 0.0,
@@ -235,9 +234,10 @@ class FirmwareManagement:
     async def _send_archive(self, location: str, archive: Path, retries: int, interval_s: float) -> bool:
         """Upload with ``retries`` more attempts after the first, ``interval_s`` apart; True once it went."""
         timeout = self.updater.settings.transfer_timeout_s if self.updater is not None else 30.0
+        tls = self.updater.settings.transfer_tls if self.updater is not None else None
         for attempt in range(1, retries + 2):
             try:
-                where = await asyncio.to_thread(transfer.upload, location, archive, timeout_s=timeout)
+                where = await asyncio.to_thread(transfer.upload, location, archive, timeout_s=timeout, tls=tls)
             except transfer.TransferError as exc:
                 log.warning("log upload failed", extra={"attempt": attempt, "attempts_left": retries + 1 - attempt,
                                                         "error": str(exc)})
