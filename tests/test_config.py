@@ -184,7 +184,7 @@ def test_firmware_transfer_ca_and_crl_keys(tmp_path: Path) -> None:
     assert (cfg.firmware.transfer_ca, cfg.firmware.crl, cfg.firmware.crl_url) == (
         str(ca), "/etc/evse-agent/firmware-ca.crl", "https://pki.example.com/firmware-ca.crl")
     assert parse_config(GOOD, "a.toml").firmware.crl is None
-    with pytest.raises(ConfigError, match="firmware.transfer_ca: expected an existing CA certificate file"):
+    with pytest.raises(ConfigError, match=r"firmware\.transfer_ca: expected an existing CA certificate file"):
         parse_config(GOOD + f'[firmware]\ntransfer_ca = "{tmp_path / "missing.pem"}"\n', "a.toml")
-    with pytest.raises(ConfigError, match="firmware.crl_url: expected an http:// or https:// URL"):
+    with pytest.raises(ConfigError, match=r"firmware\.crl_url: expected an http:// or https:// URL"):
         parse_config(GOOD + '[firmware]\ncrl_url = "ldap://pki.example.com/crl"\n', "a.toml")
