@@ -182,6 +182,8 @@ class FirmwareManagement:
         if judged.verdict is not Verdict.VALID:
             log.warning("SignedUpdateFirmware: signing certificate refused", extra={
                 "request_id": request_id, "verdict": judged.verdict.value, "error": judged.reason})
+            # the whitepaper's event for it (not critical: the security log keeps it)
+            self.ctx.report_security_event("InvalidFirmwareSigningCertificate", judged.reason[:255])
             return call_result.SignedUpdateFirmware(
                 status="RevokedCertificate" if judged.verdict is Verdict.REVOKED else "InvalidCertificate")
         retrieve = _parse_time(firmware.get("retrieve_date_time"))
