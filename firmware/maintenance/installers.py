@@ -93,8 +93,18 @@ class SlotsInstaller(_SlotsReader):
         os.replace(tmp, path)
 
     def confirm(self, slot: str) -> None:
+        """Recorded in ``state.json``, and said beside the switch request (``slot-confirmed``): whoever applied the
+        switch for us and waits for the new agent's word (the simulator's slot runner, as root's unit does on a
+        controller) keeps the slot."""
         slots.record_health(self.root, slot, {"ok": True, "stage": "passed",
                                               "detail": "up and accepted by the CSMS after the update"})
+        path = self.state_dir / slots.CONFIRM_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_text(slot + "\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("the new slot could not be confirmed", extra={"slot": slot, "error": str(exc)})
 
 
 class PrivilegedInstaller(_SlotsReader):

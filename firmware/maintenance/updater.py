@@ -441,6 +441,12 @@ class FirmwareUpdater:
                            f"{job.previous_version} runs")
 
     async def _check(self, job: UpdateJob) -> None:
+        slot, _ = self.installer.running()
+        if slot != job.slot:  # the controller switched back meanwhile (root's unit: no confirmation in time)
+            await self._finish(FirmwareStatus.INSTALLATION_FAILED, f"slot {job.slot} ({job.version}) was not kept: "
+                               f"its health check is {self.installer.slot_health(job.slot)}; "
+                               f"{job.previous_version} runs (slot {slot})")
+            return
         problem = await self.health(self.settings.health_timeout_s)
         if problem is None:
             self.installer.confirm(job.slot)
