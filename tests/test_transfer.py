@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
+import shutil
 import ssl
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +23,12 @@ from firmware.maintenance.installers import SlotsInstaller, updater_settings
 from firmware.maintenance.transfer import TransferError, download, redact, tls_context, upload
 from firmware.maintenance.updater import FirmwareStatus, FirmwareUpdater
 from sim.harness.pki import Ca, Issued, issue_server_cert, make_ca
-from tests.controller import traversable_dir
+from tests.controller import agent_python, traversable_dir
 from tests.file_servers import FtpServer, FtpUnavailable, HttpFileServer, http_file_server, running_vsftpd
 from tests.updater_runner import FileHold
 
 PAYLOAD = os.urandom(700_000)
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -226,3 +230,47 @@ async def test_the_update_ends_download_failed_when_the_server_is_not_trusted(tm
         await asyncio.wait_for(updater.run_job(), 30)
     assert seen == ["Downloading", "DownloadFailed"]
     assert updater.job is not None and "the server's TLS certificate is not trusted" in updater.job.detail
+
+
+_AS_USER = """
+import os, sys
+from pathlib import Path
+from tests.file_servers import running_vsftpd
+from firmware.maintenance.transfer import download, tls_context
+pki, where = Path(sys.argv[1]), Path(sys.argv[2])
+with running_vsftpd(where, tls=(pki / "files.pem", pki / "files-key.pem")) as server:
+    (server.root / "fw.bin").write_bytes(b"x" * 100_000)
+    got = download(server.url("fw.bin"), where / "fw.part", max_bytes=1 << 20, timeout_s=5,
+                   tls=tls_context(str(pki / "files-ca.pem")))
+    print(os.geteuid(), got.size)
+"""
+
+
+def test_vsftpd_with_tls_also_runs_as_a_normal_user(tmp_path: Path) -> None:
+    """CI runs the tests as root (vsftpd chroots its anonymous user); a developer runs them as themselves
+    (run_as_launching_user). Run as root here, the same FTPS server and download are tried as ``nobody``, from a copy
+    of the few stdlib-only modules they need (the checkout may be where ``nobody`` cannot go)."""
+    if os.geteuid() != 0:
+        pytest.skip("run as a normal user already: the other tests here are the check")
+    with traversable_dir("evse-ftps-as-user-") as where:
+        for rel in ("firmware/__init__.py", "firmware/maintenance/__init__.py", "firmware/maintenance/transfer.py",
+                    "sim/__init__.py", "sim/csms/__init__.py", "sim/csms/file_server.py", "tests/__init__.py",
+                    "tests/file_servers.py"):
+            (where / "code" / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REPO / rel, where / "code" / rel)
+        ca = make_ca(where / "pki", "Files CA")
+        issue_server_cert(ca, where / "pki", "files")
+        for path in [where / "code", where / "pki", *(where / "code").rglob("*"), *(where / "pki").iterdir()]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        (where / "script.py").write_text(_AS_USER)
+        (where / "script.py").chmod(0o644)
+        nobody = pwd.getpwnam("nobody")
+        (where / "run").mkdir()
+        os.chown(where / "run", nobody.pw_uid, nobody.pw_gid)
+        command = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", agent_python(), "-S",
+                   str(where / "script.py"), str(where / "pki"), str(where / "run")]
+        env = {"PYTHONPATH": str(where / "code"), "PYTHONDONTWRITEBYTECODE": "1",
+               "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        out = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=where, env=env)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == [str(nobody.pw_uid), "100000"]
