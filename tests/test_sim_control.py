@@ -1076,17 +1076,24 @@ def test_ab_slots_an_update_from_the_csms_replaces_the_code_that_runs(tmp_path: 
         stop_sim(s)
 
 
-def test_ab_slots_a_bundle_whose_agent_cannot_start_is_rolled_back_by_the_simulator(tmp_path: Path) -> None:
+BROKEN_AGENTS = {"crashes at start": 'print("this build cannot start", flush=True)\nraise SystemExit(1)\n',
+                 "hangs": 'import time\nprint("this build hangs", flush=True)\ntime.sleep(3600)\n'}
+
+
+@pytest.mark.parametrize("broken_agent", list(BROKEN_AGENTS))
+def test_ab_slots_a_bundle_whose_agent_never_confirms_is_rolled_back_by_the_simulator(tmp_path: Path,
+                                                                                     broken_agent: str) -> None:
     """``sim up --ab-slots`` does what root's switch unit does on a controller: the new slot's agent crashes at every
-    start (it never confirms itself), so after the confirmation timeout the simulator switches back (database
-    handled by the slots code), marks the slot FAILED, and the old agent, from slot a, reports InstallationFailed."""
+    start, or hangs (never confirms itself, never gives up), so after the confirmation timeout the simulator stops
+    it, switches back (database handled by the slots code), marks the slot FAILED, and the old agent, from slot a,
+    reports InstallationFailed."""
     s = start_sim(tmp_path / "state", "--csms", "builtin", "--id", CP, "--ab-slots", "--slot-confirm-timeout", "5")
     try:
         wait_agent_running(s)
         broken = tmp_path / "broken"
         (broken / "firmware").mkdir(parents=True)
         (broken / "hal").mkdir()
-        (broken / "firmware/__init__.py").write_text('raise SystemExit("this build cannot start")\n')
+        (broken / "firmware/__init__.py").write_text(BROKEN_AGENTS[broken_agent])
         (broken / "hal/__init__.py").write_text("")
         SimSlots(s.state_dir).build(s.state_dir / "csms-files/broken.bundle", "sim-broken", source=broken)
         mark = s.ok("GET", "/csms/transcript?n=1")["next_seq"]
@@ -1099,7 +1106,8 @@ def test_ab_slots_a_bundle_whose_agent_cannot_start_is_rolled_back_by_the_simula
         wait_until(lambda: "Installed" in statuses() or "InstallationFailed" in statuses(), 90, "the update")
         assert statuses() == ["Downloading", "Downloaded", "Installing", "InstallationFailed"]
         lines = s.ok("GET", "/agent/log?since=0&n=5000")["lines"]
-        assert any("this build cannot start" in str(x.get("text", "")) for x in lines)  # it did run, and crash
+        said = "this build hangs" if broken_agent == "hangs" else "this build cannot start"
+        assert any(said in str(x.get("text", "")) for x in lines)  # it did run
         starts = [x for x in lines if x.get("msg") == "agent starting"]
         assert starts[-1]["code"] == str(s.state_dir / "opt/evse-agent/slots/a/app/firmware")
         assert starts[-1]["version"] == "sim-1.0.0"
