@@ -15,8 +15,6 @@ from firmware.maintenance.updater import UpdaterSettings
 from tests.file_servers import http_file_server
 from tests.pki import Signer, another_signing_cert, make_crl, make_signer
 
-NOW = datetime.now(UTC)
-
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Signer, Signer, Signer]:
@@ -31,8 +29,8 @@ def settings(signer: Signer, crl: Path | None = None, crl_url: str | None = None
     return UpdaterSettings(roots, None, 1 << 20, 5.0, 30.0, crl=crl, crl_url=crl_url)
 
 
-async def judge(signer: Signer, s: UpdaterSettings, state: Path, now: datetime = NOW) -> Judgement:
-    return await judge_signing_certificate(signer.cert.read_text(), s, state, now)
+async def judge(signer: Signer, s: UpdaterSettings, state: Path) -> Judgement:
+    return await judge_signing_certificate(signer.cert.read_text(), s, state, datetime.now(UTC))
 
 
 async def test_a_listed_certificate_is_revoked_others_valid(pki: tuple[Signer, Signer, Signer],
@@ -50,14 +48,15 @@ async def test_a_listed_certificate_is_revoked_others_valid(pki: tuple[Signer, S
 async def test_the_rule_for_an_unusable_crl_is_fail_closed(pki: tuple[Signer, Signer, Signer],
                                                           tmp_path: Path) -> None:
     good, revoked, stranger = pki
-    expired = make_crl(good, tmp_path / "expired.crl", [revoked.cert], this_update=NOW - timedelta(days=10),
-                       next_update=NOW - timedelta(days=3))
+    now = datetime.now(UTC)
+    expired = make_crl(good, tmp_path / "expired.crl", [revoked.cert], this_update=now - timedelta(days=10),
+                       next_update=now - timedelta(days=3))
     s = settings(good, expired)
     judged = await judge(good, s, tmp_path)
     assert judged.verdict is Verdict.INVALID and "expired on" in judged.reason and "status unknown" in judged.reason
     assert (await judge(revoked, s, tmp_path)).verdict is Verdict.REVOKED  # an old list still proves a revocation
 
-    future = make_crl(good, tmp_path / "future.crl", [], this_update=NOW + timedelta(days=2))
+    future = make_crl(good, tmp_path / "future.crl", [], this_update=now + timedelta(days=2))
     assert "not valid yet" in (await judge(good, settings(good, future), tmp_path)).reason
 
     foreign = make_crl(stranger, tmp_path / "foreign.crl", [revoked.cert])  # listing it, but not the root's
@@ -77,8 +76,9 @@ async def test_an_expired_crl_is_refreshed_from_crl_url(pki: tuple[Signer, Signe
     """The configured CRL expired: a newer one is fetched from crl_url (and kept in the state directory); it
     decides. Nothing served: the status stays unknown."""
     good, revoked, _ = pki
-    expired = make_crl(good, tmp_path / "expired.crl", [], this_update=NOW - timedelta(days=10),
-                       next_update=NOW - timedelta(days=3))
+    now = datetime.now(UTC)
+    expired = make_crl(good, tmp_path / "expired.crl", [], this_update=now - timedelta(days=10),
+                       next_update=now - timedelta(days=3))
     (tmp_path / "srv").mkdir()
     state = tmp_path / "state"
     state.mkdir()
