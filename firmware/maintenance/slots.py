@@ -532,7 +532,8 @@ def apply_switch_request(root: str, request: str, service: str | AgentService | 
     """The privileged half of the agent's A/B switch: ``evse-agent-switch.service`` runs this as root when the agent
     (its user cannot write the slots) has written ``request`` (firmware/maintenance/privileged.py). Narrow on
     purpose: the request names a slot and nothing else; only a slot holding an installed agent that did not fail
-    its health check is switched to; then the agent is restarted from it (``service``, if given).
+    its health check is switched to; then the agent is restarted from it (``service``, if given: a systemd unit, or
+    an :class:`AgentService` such as the simulator's supervisor).
     The request is consumed whatever its fate; refusals are in the history (``status``).
 
     ``confirm_timeout_s``: a slot's first run must be confirmed by the new agent (``slot-confirmed`` beside the
