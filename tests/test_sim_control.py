@@ -1087,7 +1087,7 @@ def test_ab_slots_a_bundle_whose_agent_never_confirms_is_rolled_back_by_the_simu
     start, or hangs (never confirms itself, never gives up), so after the confirmation timeout the simulator stops
     it, switches back (database handled by the slots code), marks the slot FAILED, and the old agent, from slot a,
     reports InstallationFailed."""
-    s = start_sim(tmp_path / "state", "--csms", "builtin", "--id", CP, "--ab-slots", "--slot-confirm-timeout", "5")
+    s = start_sim(tmp_path / "state", "--csms", "builtin", "--id", CP, "--ab-slots", "--slot-confirm-timeout", "3")
     try:
         wait_agent_running(s)
         broken = tmp_path / "broken"
@@ -1114,7 +1114,7 @@ def test_ab_slots_a_bundle_whose_agent_never_confirms_is_rolled_back_by_the_simu
         state = json.loads((s.state_dir / "opt/evse-agent/state.json").read_text())
         assert state["active"] == "a" and state["slots"]["b"]["health"] == "FAILED"
         events = [(h["event"], h.get("slot")) for h in state["history"]]
-        rolled_back = events.index(("rolled back (the new agent did not confirm within 5 s)", "a"))
+        rolled_back = events.index(("rolled back (the new agent did not confirm within 3 s)", "a"))
         assert events[rolled_back - 2:rolled_back] == [("switched (requested by the agent)", "b"),
                                                        ("health check", "b")], events
     finally:
