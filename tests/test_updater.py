@@ -139,9 +139,13 @@ def test_a_refused_bundle_installs_nothing(setup: Setup, tmp_path: Path) -> None
     assert setup.connectors() == {"1": True, "2": True}
 
 
-def test_a_failed_health_check_after_the_switch_rolls_back(setup: Setup) -> None:
+@pytest.mark.parametrize("kill_at", ["never", "rolling_back"])
+def test_a_failed_health_check_after_the_switch_rolls_back(setup: Setup, kill_at: str) -> None:
+    """Also with a power cut right after the rollback was decided, before the switch back was asked for: the new
+    slot's agent, started again, asks for it again and the old slot runs in the end."""
     setup.configure(setup.server.url("v2.bundle"), health_problem="not accepted by the CSMS within 5 s")
-    assert setup.run() == [75, 75, 0]  # restarted into b, then back into a
+    # restarted into b, then back into a (after the cut: b again, which asks again)
+    assert setup.run(kill_at) == ([75, 75, 0] if kill_at == "never" else [75, -9, 75, 0])
     job = setup.job()
     assert job["outcome"] == "InstallationFailed"
     assert job["detail"] == "not accepted by the CSMS within 5 s; rolled back to 1.0.0 (slot a)"

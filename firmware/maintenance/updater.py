@@ -457,7 +457,7 @@ class FirmwareUpdater:
         if job.previous_slot is None:
             await self._finish(FirmwareStatus.INSTALLATION_FAILED, f"{problem}; no previous slot to go back to")
             return
-        await self._goto(Step.ROLLING_BACK, detail=problem)
+        await self._goto(Step.ROLLING_BACK, detail=problem, switch_requests=1)
         try:
             await self.installer.switch(job.previous_slot)
         except InstallError as exc:
@@ -468,6 +468,17 @@ class FirmwareUpdater:
 
     async def _after_rollback(self, job: UpdateJob) -> None:
         slot, _ = self.installer.running()
+        if slot == job.slot and job.previous_slot is not None and job.switch_requests < 2:
+            # a power cut before the switch back was asked for (or acted on): ask again, once
+            log.info("firmware rollback not done yet; asking again", extra={"job": job.id})
+            await self._goto(Step.ROLLING_BACK, switch_requests=job.switch_requests + 1)
+            try:
+                await self.installer.switch(job.previous_slot)
+            except InstallError as exc:
+                await self._finish(FirmwareStatus.INSTALLATION_FAILED, f"{job.detail}; the rollback failed: {exc}")
+                return
+            self.request_restart()
+            await asyncio.Event().wait()
         if slot != job.previous_slot:
             await self._finish(FirmwareStatus.INSTALLATION_FAILED, f"{job.detail}; the rollback to slot "
                                f"{job.previous_slot} did not happen: {job.version} keeps running")
