@@ -10,8 +10,11 @@ controller's Python has both. Blocking functions, run by the callers in a thread
 * **Upload** of one file: HTTP(S) ``PUT`` to the URL (OCPP 1.6 names no method; PUT of the bare file is what a
   plain web server takes), FTP(S) ``STOR`` into the URL's path (the file name appended when the path ends in /).
 * FTP is passive mode (the charger is behind NAT); ``ftps://`` is explicit TLS (AUTH TLS, protected data
-  channel). Credentials come from the URL (``ftp://user:pass@host/path``), anonymous otherwise; they are never
+  channel resuming the control connection's TLS session). The URL's path is relative to the login directory
+  (RFC 1738). Credentials come from the URL (``ftp://user:pass@host/path``), anonymous otherwise; they are never
   logged (:func:`redact`).
+* TLS servers are checked against the CAs the caller gives (:func:`tls_context`: ``[firmware] transfer_ca``), else
+  the system's; a certificate that is not trusted fails at once, saying so (not retried).
 """
 
 from __future__ import annotations
