@@ -39,7 +39,8 @@ from tests.pki import Signer, make_signer
 from tests.updater_runner import FileHold
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = ["scheduled", "downloading", "verifying", "staging", "waiting_idle", "switching", "checking", "done"]
+STEPS = ["scheduled", "downloading", "verifying", "staging", "waiting_idle", "holding", "switching", "checking",
+         "done"]  # holding: inside waiting_idle, once the connectors are Unavailable
 
 
 @dataclass

@@ -100,6 +100,9 @@ class Hold(Protocol):
     def busy(self) -> bool:
         """A transaction runs on some connector."""
 
+    def operative(self) -> list[int]:
+        """The connectors operative now: those :meth:`hold` would take (recorded before it acts)."""
+
     async def hold(self) -> list[int]:
         """Make every connector Unavailable (at the end of its transaction for busy ones); the ids of those that
         were operative before (to be released)."""
@@ -406,6 +409,10 @@ class FirmwareUpdater:
         await self._goto(Step.WAITING_IDLE, slot=staged, previous_slot=slot, previous_version=version)
 
     async def _wait_idle(self, job: UpdateJob) -> None:
+        # which connectors are taken is on disk before they are: a power cut during the hold finds them held
+        # (durably, in their snapshots) and no longer operative, and must still release them at the end
+        job.held = sorted(set(job.held) | set(self.hold.operative()))
+        self._save()
         held = await self.hold.hold()
         job.held = sorted(set(job.held) | set(held))
         self._save()
