@@ -58,8 +58,8 @@ def _candidates(settings: UpdaterSettings, state_dir: Path) -> list[Path]:
     return found
 
 
-def _best(cert: x509.Certificate, settings: UpdaterSettings, state_dir: Path,
-          now: datetime) -> tuple[x509.CertificateRevocationList | None, str]:
+def _best(cert: x509.Certificate, settings: UpdaterSettings,
+          state_dir: Path) -> tuple[x509.CertificateRevocationList | None, str]:
     """The CRL issued by the root with the latest thisUpdate (None, and why, when there is none); a CRL that lists
     the certificate wins at once: nothing newer undoes a revocation."""
     best: x509.CertificateRevocationList | None = None
@@ -110,7 +110,7 @@ async def judge_signing_certificate(pem: str, settings: UpdaterSettings, state_d
         return Judgement(Verdict.INVALID, str(exc))
     if settings.crl is None and settings.crl_url is None:
         return Judgement(Verdict.VALID)  # no revocation list configured: nothing to check against
-    crl, why = _best(cert, settings, state_dir, now)
+    crl, why = _best(cert, settings, state_dir)
     stale = crl is None or (crl.next_update_utc is not None and now > crl.next_update_utc)
     if stale and settings.crl_url is not None:
         try:
@@ -119,7 +119,7 @@ async def judge_signing_certificate(pem: str, settings: UpdaterSettings, state_d
         except (transfer.TransferError, RevocationUnknown, OSError) as exc:
             log.warning("firmware CRL could not be fetched", extra={"url": transfer.redact(settings.crl_url),
                                                                     "error": str(exc)})
-        crl, why = _best(cert, settings, state_dir, now)
+        crl, why = _best(cert, settings, state_dir)
     if crl is None:
         return Judgement(Verdict.INVALID, f"revocation status unknown: {why}")
     try:
