@@ -50,9 +50,10 @@ class FtpUnavailable(Exception):
 
 
 @contextlib.contextmanager
-def running_vsftpd(where: Path, tls: tuple[Path, Path] | None = None) -> Iterator[FtpServer]:
+def running_vsftpd(where: Path, tls: tuple[Path, Path] | None = None, max_rate: int = 0) -> Iterator[FtpServer]:
     """vsftpd serving ``where/root`` (made world-readable; ``upload/`` writable by the FTP user). ``tls``: (the
-    server's certificate, its key) as PEM files: explicit FTPS only (``ftps://`` URLs)."""
+    server's certificate, its key) as PEM files: explicit FTPS only (``ftps://`` URLs). ``max_rate``: bytes/s per
+    transfer (0: unlimited), for a download that can be caught half-way."""
     exe = shutil.which("vsftpd") or "/usr/sbin/vsftpd"
     if not Path(exe).exists():
         raise FtpUnavailable("vsftpd is not installed (scripts/ensure-system-packages.sh installs it)")
@@ -100,7 +101,8 @@ pasv_enable=YES
 pasv_address=127.0.0.1
 pasv_min_port={pasv}
 pasv_max_port={pasv + 20 if pasv < 65000 else pasv}
-{who}{ssl}seccomp_sandbox=NO
+{who}{ssl}anon_max_rate={max_rate}
+seccomp_sandbox=NO
 isolate=NO
 isolate_network=NO
 xferlog_enable=NO

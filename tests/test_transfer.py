@@ -7,11 +7,14 @@ without its password."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pwd
 import shutil
 import ssl
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,16 +141,22 @@ def https(tmp_path: Path, pki: Pki) -> Iterator[HttpFileServer]:
         yield server
 
 
+@contextlib.contextmanager
+def ftps_server(where: Path, pki: Pki, max_rate: int = 0) -> Iterator[FtpServer]:
+    """vsftpd with ssl_enable and the files CA's certificate, offering fw.bin."""
+    try:
+        with running_vsftpd(where, tls=(pki.server.cert, pki.server.key), max_rate=max_rate) as server:
+            (server.root / "fw.bin").write_bytes(PAYLOAD)
+            (server.root / "fw.bin").chmod(0o644)
+            yield server
+    except FtpUnavailable as exc:
+        pytest.fail(str(exc))
+
+
 @pytest.fixture(scope="module")
 def ftps(pki: Pki) -> Iterator[FtpServer]:
-    with traversable_dir("evse-ftps-") as where:
-        try:
-            with running_vsftpd(where, tls=(pki.server.cert, pki.server.key)) as server:
-                (server.root / "fw.bin").write_bytes(PAYLOAD)
-                (server.root / "fw.bin").chmod(0o644)
-                yield server
-        except FtpUnavailable as exc:
-            pytest.fail(str(exc))
+    with traversable_dir("evse-ftps-") as where, ftps_server(where, pki) as server:
+        yield server
 
 
 def test_https_download_checked_against_the_configured_ca_and_resumed_after_a_cut(https: HttpFileServer, pki: Pki,
@@ -205,6 +214,30 @@ def test_ftps_download_resumed_upload_and_another_ca_refused(ftps: FtpServer, pk
         download(ftps.url("fw.bin"), tmp_path / "y.part", max_bytes=10 << 20, timeout_s=5,
                  tls=tls_context(str(other.path)))
     assert not exc.value.resumable
+
+
+def test_ftps_download_cut_by_a_power_cut_resumes(pki: Pki, tmp_path: Path) -> None:
+    """A download over FTPS in a process killed (SIGKILL) half-way, as a power cut does; the next attempt resumes
+    the part file over a new TLS session (REST) and the file is whole."""
+    with traversable_dir("evse-ftps-slow-") as where, ftps_server(where, pki, max_rate=200_000) as server:
+        part = tmp_path / "fw.part"
+        code = ("import sys; from pathlib import Path; from firmware.maintenance.transfer import download, "
+                "tls_context; download(sys.argv[1], Path(sys.argv[2]), max_bytes=10 << 20, timeout_s=5, "
+                "tls=tls_context(sys.argv[3]))")
+        proc = subprocess.Popen([sys.executable, "-c", code, server.url("fw.bin"), str(part), str(pki.ca.path)],
+                                cwd=REPO)
+        try:
+            deadline = time.monotonic() + 30
+            while not (part.exists() and part.stat().st_size >= 100_000):
+                assert proc.poll() is None and time.monotonic() < deadline, "the download did not get going"
+                time.sleep(0.02)
+        finally:
+            proc.kill()
+            proc.wait()
+        cut_at = part.stat().st_size
+        assert 0 < cut_at < len(PAYLOAD)
+        got = download(server.url("fw.bin"), part, max_bytes=10 << 20, timeout_s=10, tls=tls_context(str(pki.ca.path)))
+        assert got.resumed_from == cut_at and part.read_bytes() == PAYLOAD
 
 
 async def test_the_update_ends_download_failed_when_the_server_is_not_trusted(tmp_path: Path, pki: Pki) -> None:
