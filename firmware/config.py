@@ -208,6 +208,9 @@ class FirmwareConfig:
     max_bundle_mb: int = 256  # a download larger than this is refused
     health_timeout_s: float = 120.0  # after the switch: the new agent must be accepted by the CSMS within this
     transfer_timeout_s: float = 30.0  # a connection or read without progress for this long fails the attempt
+    transfer_ca: str | None = None  # PEM: HTTPS/FTPS servers must be issued by these CAs (None: the system's CAs)
+    crl: str | None = None  # the manufacturer root's CRL (PEM or DER): a revoked signing certificate is refused
+    crl_url: str | None = None  # where a newer CRL is fetched when the file is missing or past its nextUpdate
 
 
 @dataclass(frozen=True)
@@ -343,7 +346,14 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
     firmware = FirmwareConfig()
     firmware_t = root.table_("firmware")
     if firmware_t is not None:
-        firmware_t.reject_unknown({"trust", "slots_root", "max_bundle_mb", "health_timeout_s", "transfer_timeout_s"})
+        firmware_t.reject_unknown({"trust", "slots_root", "max_bundle_mb", "health_timeout_s", "transfer_timeout_s",
+                                   "transfer_ca", "crl", "crl_url"})
+        transfer_ca = firmware_t.text("transfer_ca", None)
+        if transfer_ca is not None and not Path(transfer_ca).is_file():
+            raise firmware_t.fail("transfer_ca", "an existing CA certificate file (PEM)", transfer_ca)
+        crl_url = firmware_t.text("crl_url", None)
+        if crl_url is not None and urlsplit(crl_url).scheme not in ("http", "https"):
+            raise firmware_t.fail("crl_url", "an http:// or https:// URL", crl_url)
         firmware = FirmwareConfig(
             trust=firmware_t.text("trust", None),
             slots_root=firmware_t.text("slots_root", FirmwareConfig.slots_root),
@@ -351,6 +361,7 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
             health_timeout_s=firmware_t.number("health_timeout_s", FirmwareConfig.health_timeout_s, lo=5.0, hi=3600.0),
             transfer_timeout_s=firmware_t.number("transfer_timeout_s", FirmwareConfig.transfer_timeout_s, lo=1.0,
                                                  hi=600.0),
+            transfer_ca=transfer_ca, crl=firmware_t.text("crl", None), crl_url=crl_url,
         )
 
     log_level = "INFO"

@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--ab-slots", action="store_true",
                     help="run the agent out of A/B slots in the state dir, so that an update from the CSMS really "
                          "replaces the code that runs (docs/firmware-update.md)")
+    up.add_argument("--slot-confirm-timeout", type=float, default=None, metavar="S",
+                    help="--ab-slots: seconds a new slot's agent has to confirm itself before the simulator switches "
+                         "back, as root's switch unit does on a controller (default 90)")
     up.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                     help="the simulator's own log level")
     # listed for --help; dispatched before parsing (their options belong to them)
@@ -438,6 +441,11 @@ async def _run(args: argparse.Namespace, state_dir: Path, stop: asyncio.Event,
 
     supervisor = AgentSupervisor(config_path, on_line=on_line, env=agent_env, cwd=agent_cwd,
                                  on_event=view.on_agent_event if view is not None else None)
+    if args.ab_slots:  # root's switch unit: the switch applied before a start, the new slot's confirmation awaited
+        from sim.harness.ab_slots import CONFIRM_TIMEOUT_S, SlotRunner
+
+        runner = SlotRunner(ab, supervisor, args.slot_confirm_timeout or CONFIRM_TIMEOUT_S)
+        supervisor.before_start = runner.before_start
     targets = ControlTargets(charger, supervisor, output, csms_url, csms, state_dir)
     api = ControlApi(targets)
     host, port = args.control_addr

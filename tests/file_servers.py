@@ -1,7 +1,11 @@
 """Real file servers for the transfer tests, on loopback: the simulated CSMS's HTTP file server
-(sim/csms/file_server.py: Range requests, PUT uploads, cut connections) and vsftpd (Debian's FTP server,
-scripts/ensure-system-packages.sh) in the foreground with a configuration of ours: anonymous, passive mode,
-downloads from the root and uploads into ``upload/``.
+(sim/csms/file_server.py: Range requests, PUT uploads, cut or held connections, HTTPS with an ``ssl`` context) and
+vsftpd (Debian's FTP server, scripts/ensure-system-packages.sh) in the foreground with a configuration of ours:
+anonymous, passive mode, downloads from the root and uploads into ``upload/``; with a certificate, explicit FTPS
+(AUTH TLS required for the login and every data connection, the TLS session reused on the data connection, as
+vsftpd requires by default). Run as root it chroots the anonymous user (``ftp``) into the root, as installed; run
+as any other user it runs as that user (``run_as_launching_user``: no chroot, no user switch), so the tests also
+run without root.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ class FtpServer:
     uploads: Path  # root/upload: where uploads land
     port: int
 
+    scheme: str = "ftp"
+
     def url(self, name: str) -> str:
-        return f"ftp://127.0.0.1:{self.port}/{name}"
+        return f"{self.scheme}://127.0.0.1:{self.port}/{name}"
 
 
 class FtpUnavailable(Exception):
@@ -44,21 +50,34 @@ class FtpUnavailable(Exception):
 
 
 @contextlib.contextmanager
-def running_vsftpd(where: Path) -> Iterator[FtpServer]:
-    """vsftpd serving ``where/root`` (made world-readable; ``upload/`` writable by the FTP user)."""
+def running_vsftpd(where: Path, tls: tuple[Path, Path] | None = None, max_rate: int = 0) -> Iterator[FtpServer]:
+    """vsftpd serving ``where/root`` (made world-readable; ``upload/`` writable by the FTP user). ``tls``: (the
+    server's certificate, its key) as PEM files: explicit FTPS only (``ftps://`` URLs). ``max_rate``: bytes/s per
+    transfer (0: unlimited), for a download that can be caught half-way."""
     exe = shutil.which("vsftpd") or "/usr/sbin/vsftpd"
     if not Path(exe).exists():
         raise FtpUnavailable("vsftpd is not installed (scripts/ensure-system-packages.sh installs it)")
-    try:
-        ftp_user = pwd.getpwnam("ftp")
-    except KeyError:
-        raise FtpUnavailable("the system has no 'ftp' user (Debian's vsftpd package creates it)") from None
+    as_root = os.geteuid() == 0
     root = where / "root"
     uploads = root / "upload"
     uploads.mkdir(parents=True, exist_ok=True)
     for p in (where, root):
         p.chmod(0o755)
-    os.chown(uploads, ftp_user.pw_uid, ftp_user.pw_gid)
+    if as_root:
+        try:
+            ftp_user = pwd.getpwnam("ftp")
+        except KeyError:
+            raise FtpUnavailable("the system has no 'ftp' user (Debian's vsftpd package creates it)") from None
+        os.chown(uploads, ftp_user.pw_uid, ftp_user.pw_gid)
+        who = f"secure_chroot_dir={where / 'empty'}\n"
+    else:  # vsftpd cannot chroot nor switch users: it serves as we are (the root is ours anyway)
+        who = "run_as_launching_user=YES\n"
+    ssl = ""
+    if tls is not None:
+        cert, key = tls
+        ssl = (f"ssl_enable=YES\nallow_anon_ssl=YES\nforce_anon_logins_ssl=YES\nforce_anon_data_ssl=YES\n"
+               f"rsa_cert_file={cert}\nrsa_private_key_file={key}\nssl_ciphers=HIGH\nrequire_ssl_reuse=YES\n"
+               "ssl_sslv2=NO\nssl_sslv3=NO\nssl_tlsv1=YES\n")
     empty = where / "empty"
     empty.mkdir(exist_ok=True)
     empty.chmod(0o555)
@@ -82,7 +101,7 @@ pasv_enable=YES
 pasv_address=127.0.0.1
 pasv_min_port={pasv}
 pasv_max_port={pasv + 20 if pasv < 65000 else pasv}
-secure_chroot_dir={empty}
+{who}{ssl}anon_max_rate={max_rate}
 seccomp_sandbox=NO
 isolate=NO
 isolate_network=NO
@@ -105,7 +124,7 @@ vsftpd_log_file={where / "vsftpd.log"}
             if time.monotonic() > deadline:
                 raise FtpUnavailable("vsftpd did not answer within 10 s")
             time.sleep(0.05)
-        yield FtpServer(root, uploads, port)
+        yield FtpServer(root, uploads, port, "ftps" if tls is not None else "ftp")
     finally:
         proc.terminate()
         try:

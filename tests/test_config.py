@@ -174,3 +174,17 @@ def test_cli_without_subcommand_runs_the_agent_with_its_config(tmp_path: Path) -
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == ExitCode.CONFIG  # it went the `run` way and validated the file first
     assert "connectors[0].meter.model" in proc.stderr
+
+
+def test_firmware_transfer_ca_and_crl_keys(tmp_path: Path) -> None:
+    ca = tmp_path / "files-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    cfg = parse_config(GOOD + f'[firmware]\ntransfer_ca = "{ca}"\ncrl = "/etc/evse-agent/firmware-ca.crl"\n'
+                              'crl_url = "https://pki.example.com/firmware-ca.crl"\n', "a.toml")
+    assert (cfg.firmware.transfer_ca, cfg.firmware.crl, cfg.firmware.crl_url) == (
+        str(ca), "/etc/evse-agent/firmware-ca.crl", "https://pki.example.com/firmware-ca.crl")
+    assert parse_config(GOOD, "a.toml").firmware.crl is None
+    with pytest.raises(ConfigError, match=r"firmware\.transfer_ca: expected an existing CA certificate file"):
+        parse_config(GOOD + f'[firmware]\ntransfer_ca = "{tmp_path / "missing.pem"}"\n', "a.toml")
+    with pytest.raises(ConfigError, match=r"firmware\.crl_url: expected an http:// or https:// URL"):
+        parse_config(GOOD + '[firmware]\ncrl_url = "ldap://pki.example.com/crl"\n', "a.toml")

@@ -26,7 +26,7 @@ from sim.csms.transcript import Direction, EntryKind, TranscriptEntry
 from tests.bundles import install_first, small_bundle
 from tests.controller import traversable_dir
 from tests.file_servers import FtpServer, FtpUnavailable, running_vsftpd
-from tests.pki import Signer, make_signer
+from tests.pki import Signer, another_signing_cert, make_crl, make_signer
 from tests.station import CP_ID, Station
 
 FINAL = ("Installed", "InstallationFailed", "DownloadFailed")
@@ -38,12 +38,20 @@ def signer(tmp_path_factory: pytest.TempPathFactory) -> Signer:
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory, signer: Signer) -> Path:
-    """What the CSMS offers: v1 (installed first), v2, and a bundle signed by a stranger (invalid firmware)."""
+def revoked(tmp_path_factory: pytest.TempPathFactory, signer: Signer) -> Signer:
+    """A second signing certificate of the manufacturer's CA, listed in the CA's CRL (the charger is given it)."""
+    return another_signing_cert(signer, tmp_path_factory.mktemp("revoked"), "Revoked signing")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory, signer: Signer, revoked: Signer) -> Path:
+    """What the CSMS offers: v1 (installed first), v2, and a bundle signed by a stranger (invalid firmware); and the
+    manufacturer CA's CRL, revoking the second signing certificate."""
     where = tmp_path_factory.mktemp("files")
     small_bundle(where / "v1.bundle", signer, "1.0.0")
     small_bundle(where / "v2.bundle", signer, "1.1.0")
     small_bundle(where / "invalid.bundle", make_signer(where / "stranger", "Someone else"), "6.6.6")
+    make_crl(signer, where / "firmware-ca.crl", [revoked.cert])
     return where
 
 
@@ -67,7 +75,7 @@ async def station(tmp_path: Path, files: Path, signer: Signer) -> AsyncIterator[
     (root / "etc/evse-agent/hardware-revision").write_text("rev-c\n")
     install_first(root, files / "v1.bundle")
     firmware = (f'\n[firmware]\ntrust = "{signer.ca_cert}"\nslots_root = "{root}"\nhealth_timeout_s = 8\n'
-                "transfer_timeout_s = 5\n")
+                f'transfer_timeout_s = 5\ncrl = "{files / "firmware-ca.crl"}"\n')
     async with Station(root / "etc/evse-agent", storage_dir=root / "var/lib/evse-agent", extra_config=firmware,
                        csms_files=files) as s:
         s.root = root  # type: ignore[attr-defined]
@@ -400,3 +408,26 @@ async def test_tc_081_invalid_signature_nothing_installed_and_an_untrusted_certi
     answer = await s.csms.call(CP_ID, "SignedUpdateFirmware", {"requestId": 23, "firmware": signed_firmware(
         s.csms.file_url("v2.bundle"), files / "v2.bundle", stranger)})
     assert answer == {"status": "InvalidCertificate"}
+
+
+async def test_tc_080_with_a_revoked_signing_certificate_is_refused_nothing_downloaded(
+        station: Station, files: Path, revoked: Signer) -> None:
+    """OCTT TC_080's request (and 2.0.1 TC_L_05_CS's answer) with a signing certificate that the manufacturer CA's CRL
+    ([firmware] crl) lists: RevokedCertificate before anything is fetched; no status notification, nothing installed,
+    the refusal in the security log (InvalidFirmwareSigningCertificate). The same CA's other certificate is accepted
+    with the same CRL (test_tc_080_signed_update_installed)."""
+    s = station
+    mark = s.csms.transcript.mark()
+    signed = small_bundle(files / "revoked.bundle", revoked, "6.6.7")
+    answer = await s.csms.call(CP_ID, "SignedUpdateFirmware", {"requestId": 24, "firmware": signed_firmware(
+        s.csms.file_url("revoked.bundle"), signed, revoked)})
+    assert answer == {"status": "RevokedCertificate"}
+    assert not calls(s, "SignedFirmwareStatusNotification", mark)
+    assert not [r for r in s.csms.files.faults.requests if r[1] == "/revoked.bundle"]  # type: ignore[union-attr]
+    assert (await s.csms.extended_trigger_message(CP_ID, "FirmwareStatusNotification"))["status"] == "Accepted"
+    triggered = await s.wait_call("SignedFirmwareStatusNotification", since=mark)
+    assert triggered.payload == {"status": "Idle"}  # no update runs
+    root: Path = s.root  # type: ignore[attr-defined]
+    assert slots.active_slot(str(root)) == "a" and not slots.info(str(root))["slots"]["b"]["installed"]
+    security_log = (root / "var/lib/evse-agent/security.log").read_text()
+    assert "InvalidFirmwareSigningCertificate" in security_log and "was revoked on" in security_log

@@ -39,6 +39,7 @@ from sim.csms.transcript import Direction, EntryKind, Transcript
 from sim.devices.ev import EvModel
 from sim.devices.interfaces import BoardFault, ElectricalState
 from sim.harness import control_cli, csms_commands
+from sim.harness.ab_slots import SimSlots
 from sim.harness.agent_supervisor import AgentOutput, AgentSupervisor
 from sim.harness.charger import ChargerSpec, SimulatedCharger, SimulatedConnector, toml_string
 from sim.harness.control_api import ApiError, Body, read_request
@@ -1163,5 +1164,50 @@ def test_ab_slots_an_update_from_the_csms_replaces_the_code_that_runs(tmp_path: 
         starts = [x for x in s.ok("GET", "/agent/log?since=0&n=5000")["lines"] if x.get("msg") == "agent starting"]
         assert starts[-1]["code"] == str(s.state_dir / "opt/evse-agent/slots/b/app/firmware")
         assert starts[-1]["version"] == "sim-2.0.0"
+    finally:
+        stop_sim(s)
+
+
+BROKEN_AGENTS = {"crashes at start": 'print("this build cannot start", flush=True)\nraise SystemExit(1)\n',
+                 "hangs": 'import time\nprint("this build hangs", flush=True)\ntime.sleep(3600)\n'}
+
+
+@pytest.mark.parametrize("broken_agent", list(BROKEN_AGENTS))
+def test_ab_slots_a_bundle_whose_agent_never_confirms_is_rolled_back_by_the_simulator(tmp_path: Path,
+                                                                                     broken_agent: str) -> None:
+    """``sim up --ab-slots`` does what root's switch unit does on a controller: the new slot's agent crashes at every
+    start, or hangs (never confirms itself, never gives up), so after the confirmation timeout the simulator stops
+    it, switches back (database handled by the slots code), marks the slot FAILED, and the old agent, from slot a,
+    reports InstallationFailed."""
+    s = start_sim(tmp_path / "state", "--csms", "builtin", "--id", CP, "--ab-slots", "--slot-confirm-timeout", "3")
+    try:
+        wait_agent_running(s)
+        broken = tmp_path / "broken"
+        (broken / "firmware").mkdir(parents=True)
+        (broken / "hal").mkdir()
+        (broken / "firmware/__init__.py").write_text(BROKEN_AGENTS[broken_agent])
+        (broken / "hal/__init__.py").write_text("")
+        SimSlots(s.state_dir).build(s.state_dir / "csms-files/broken.bundle", "sim-broken", source=broken)
+        mark = s.ok("GET", "/csms/transcript?n=1")["next_seq"]
+        assert run_ctl(s, "firmware", "update", "--file", "broken.bundle")[0] == 0
+
+        def statuses() -> list[str]:
+            entries = s.ok("GET", f"/csms/transcript?since={mark}&n=2000")["entries"]
+            return [e["payload"]["status"] for e in entries
+                    if e.get("action") == "FirmwareStatusNotification" and e.get("kind") == "CALL"]
+        wait_until(lambda: "Installed" in statuses() or "InstallationFailed" in statuses(), 90, "the update")
+        assert statuses() == ["Downloading", "Downloaded", "Installing", "InstallationFailed"]
+        lines = s.ok("GET", "/agent/log?since=0&n=5000")["lines"]
+        said = "this build hangs" if broken_agent == "hangs" else "this build cannot start"
+        assert any(said in str(x.get("text", "")) for x in lines)  # it did run
+        starts = [x for x in lines if x.get("msg") == "agent starting"]
+        assert starts[-1]["code"] == str(s.state_dir / "opt/evse-agent/slots/a/app/firmware")
+        assert starts[-1]["version"] == "sim-1.0.0"
+        state = json.loads((s.state_dir / "opt/evse-agent/state.json").read_text())
+        assert state["active"] == "a" and state["slots"]["b"]["health"] == "FAILED"
+        events = [(h["event"], h.get("slot")) for h in state["history"]]
+        rolled_back = events.index(("rolled back (the new agent did not confirm within 3 s)", "a"))
+        assert events[rolled_back - 2:rolled_back] == [("switched (requested by the agent)", "b"),
+                                                       ("health check", "b")], events
     finally:
         stop_sim(s)

@@ -21,16 +21,27 @@ from pathlib import Path
 import pytest
 
 from firmware.maintenance import privileged, slots
-from firmware.maintenance.installers import PrivilegedInstaller
-from firmware.maintenance.updater import JOB_FILE, InstallError, JobStore, Step, UpdateJob
+from firmware.maintenance.installers import PrivilegedInstaller, SlotsInstaller
+from firmware.maintenance.updater import (
+    JOB_FILE,
+    FirmwareStatus,
+    FirmwareUpdater,
+    InstallError,
+    JobStore,
+    Step,
+    UpdateJob,
+    UpdaterSettings,
+)
 from firmware.storage import Database
 from firmware.storage.outbox import Outbox
 from tests.bundles import install_first, small_bundle
 from tests.file_servers import HttpFileServer, http_file_server
 from tests.pki import Signer, make_signer
+from tests.updater_runner import FileHold
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = ["scheduled", "downloading", "verifying", "staging", "waiting_idle", "switching", "checking", "done"]
+STEPS = ["scheduled", "downloading", "verifying", "staging", "waiting_idle", "holding", "switching", "checking",
+         "done"]  # holding: inside waiting_idle, once the connectors are Unavailable
 
 
 @dataclass
@@ -149,9 +160,13 @@ def test_a_job_with_a_request_id_and_no_signing_certificate_has_the_extended_sta
     assert slots.active_slot(str(setup.root)) == "b"
 
 
-def test_a_failed_health_check_after_the_switch_rolls_back(setup: Setup) -> None:
+@pytest.mark.parametrize("kill_at", ["never", "rolling_back"])
+def test_a_failed_health_check_after_the_switch_rolls_back(setup: Setup, kill_at: str) -> None:
+    """Also with a power cut right after the rollback was decided, before the switch back was asked for: the new
+    slot's agent, started again, asks for it again and the old slot runs in the end."""
     setup.configure(setup.server.url("v2.bundle"), health_problem="not accepted by the CSMS within 5 s")
-    assert setup.run() == [75, 75, 0]  # restarted into b, then back into a
+    # restarted into b, then back into a (after the cut: b again, which asks again)
+    assert setup.run(kill_at) == ([75, 75, 0] if kill_at == "never" else [75, -9, 75, 0])
     job = setup.job()
     assert job["outcome"] == "InstallationFailed"
     assert job["detail"] == "not accepted by the CSMS within 5 s; rolled back to 1.0.0 (slot a)"
@@ -263,6 +278,44 @@ def test_root_keeps_a_new_slot_only_once_its_agent_confirms(tmp_path: Path, sign
         assert result["confirmed"] is False and info["active"] == "a" and info["slots"]["b"]["health"] == "FAILED"
         reason = "the new agent asked to go back" if agent == "gives up" else "did not confirm within 1 s"
         assert reason in info["history"][-1]["event"] and not request.exists()
+
+
+def test_a_stale_confirmation_does_not_keep_a_slot(tmp_path: Path, signer: Signer) -> None:
+    """A ``slot-confirmed`` left from an earlier switch (nobody consumed it) is removed before the next switch: the
+    new slot's agent must confirm this run itself."""
+    root = switch_root(tmp_path, signer)
+    run = tmp_path / "run"
+    run.mkdir()
+    env = {"RUNTIME_DIRECTORY": str(run)}
+    privileged.confirm_slot("b", env)  # stale
+    request = privileged.request_switch("b", env)
+    assert request is not None
+    result = slots.apply_switch_request(str(root), str(request), confirm_timeout_s=1.0)
+    assert result["confirmed"] is False and slots.active_slot(str(root)) == "a"
+
+
+async def test_a_job_checking_a_slot_the_controller_switched_back_from_ends_installation_failed(
+        tmp_path: Path, signer: Signer) -> None:
+    """The new slot's agent did not confirm in time and root (or the simulator's slot runner) switched back: the old
+    agent finds the job still `checking`. It reports InstallationFailed and does not confirm the slot it does not
+    run, even though its own CSMS connection is fine."""
+    root = switch_root(tmp_path, signer)
+    state = root / "var/lib/evse-agent"
+    slots.record_health(str(root), "b", {"ok": False, "stage": "running", "detail": "did not confirm"})
+    JobStore(state).save(UpdateJob(id="j", location="http://x/v2.bundle", retrieve_at=0.0, retries=0,
+                                   retry_interval_s=0.0, step=Step.CHECKING, version="1.1.0", slot="b",
+                                   previous_slot="a", previous_version="1.0.0", status="Installing"))
+    seen: list[str] = []
+
+    async def report(status: FirmwareStatus) -> None:
+        seen.append(status.value)
+    installer = SlotsInstaller(str(root), state)
+    settings = UpdaterSettings((), None, 1 << 20, 5.0, 5.0)
+    updater = FirmwareUpdater(state, settings, installer, FileHold(tmp_path / "connectors.json"), lambda: None, report)
+    await asyncio.wait_for(updater.run_job(), 10)
+    assert seen == ["InstallationFailed"]
+    assert updater.job is not None and "slot b (1.1.0) was not kept: its health check is FAILED" in updater.job.detail
+    assert slots.info(str(root))["slots"]["b"]["health"] == "FAILED" and slots.active_slot(str(root)) == "a"
 
 
 def _install_traced(setup: Setup, prelude: str = "") -> tuple[list[str], str]:

@@ -3,7 +3,8 @@ FirmwareUpdater, SlotsInstaller and job file, with a file for the statuses and t
 
 ``python -m tests.updater_runner DIR KILL_AT``: DIR holds ``settings.json`` (the slots root, trust, the job to
 start if none). The process kills itself with SIGKILL right after the job's step KILL_AT was written (once: a
-marker file), which is a power cut after the durable write and before the step is acted on. A restart the
+marker file), which is a power cut after the durable write and before the step is acted on; KILL_AT ``holding``:
+right after the connectors were made Unavailable (in the middle of the step waiting_idle). A restart the
 pipeline asks for ends the process with 75, as the agent does.
 """
 
@@ -26,8 +27,11 @@ from firmware.maintenance.updater import FirmwareStatus, FirmwareUpdater, JobSto
 class FileHold:
     """Connectors 1 and 2, their availability in a file (what the real hold keeps in the connectors' snapshots)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, kill_after_hold: Path | None = None) -> None:
+        """``kill_after_hold``: a marker file; while it does not exist, the process is killed (SIGKILL) right after
+        the connectors were made Unavailable, before the updater could note what it holds (and it is created)."""
         self.path = path
+        self.kill_after_hold = kill_after_hold
         if not path.exists():
             self._write({"1": True, "2": True})
 
@@ -42,10 +46,16 @@ class FileHold:
     def busy(self) -> bool:
         return False
 
+    def operative(self) -> list[int]:
+        return [int(k) for k, v in self._read().items() if v]
+
     async def hold(self) -> list[int]:
         data = self._read()
         was = [int(k) for k, v in data.items() if v]
         self._write({k: False for k in data})
+        if self.kill_after_hold is not None and not self.kill_after_hold.exists():
+            self.kill_after_hold.write_text("")
+            os.kill(os.getpid(), signal.SIGKILL)
         return was
 
     async def release(self, ids: Iterable[int]) -> None:
@@ -81,9 +91,9 @@ def main(directory: str, kill_at: str) -> int:
         os._exit(75)
 
     trust = tuple(x509.load_pem_x509_certificates(Path(cfg["trust"]).read_bytes()))
+    hold = FileHold(where / "connectors.json", marker if kill_at == "holding" else None)
     updater = FirmwareUpdater(state, UpdaterSettings(trust, "rev-c", 50 << 20, 5.0, 5.0),
-                              SlotsInstaller(cfg["root"], state), FileHold(where / "connectors.json"), restart,
-                              status, healthy)
+                              SlotsInstaller(cfg["root"], state), hold, restart, status, healthy)
     if updater.job is None:
         updater.start(cfg["location"], 0.0, retries=cfg.get("retries", 0), retry_interval_s=0.2,
                       request_id=cfg.get("request_id"))  # a request id without a certificate: 2.0.1's L02

@@ -5,7 +5,8 @@ cut for an update).
 :meth:`MaintenanceHold.hold` makes every connector Unavailable through the coordinator, as a ChangeAvailability
 would: idle ones at once, busy ones when their transaction ends (the machine schedules it), so no new transaction
 starts meanwhile. Availability is part of each connector's durable snapshot, so the hold survives a restart; the
-updater records which connectors were operative before and releases exactly those when it is done.
+updater records which connectors are operative (:meth:`MaintenanceHold.operative`) before it holds them, and
+releases exactly those when it is done — also after a power cut in the middle of the hold.
 """
 
 from __future__ import annotations
@@ -25,10 +26,14 @@ class MaintenanceHold:
         """A transaction runs on some connector."""
         return any(c.machine.transaction is not None for c in self.connectors.values())
 
+    def operative(self) -> list[int]:
+        """The connectors operative now (and not about to be made inoperative): those a hold would take."""
+        return [c.id for c in self.connectors.values()
+                if c.machine.operative and c.machine.scheduled_operative is not False]
+
     async def hold(self) -> list[int]:
         """Every connector Unavailable (busy ones once their transaction ends); those operative before."""
-        was = [c.id for c in self.connectors.values()
-               if c.machine.operative and c.machine.scheduled_operative is not False]
+        was = self.operative()
         await self.coordinator.set_available(list(self.connectors.values()), False)
         return was
 

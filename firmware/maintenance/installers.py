@@ -24,7 +24,7 @@ from typing import Any
 from cryptography import x509
 
 from firmware.config import AgentConfig
-from firmware.maintenance import access, privileged, slots
+from firmware.maintenance import access, privileged, slots, transfer
 from firmware.maintenance.updater import InstallError, UpdaterSettings
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,18 @@ class SlotsInstaller(_SlotsReader):
         os.replace(tmp, path)
 
     def confirm(self, slot: str) -> None:
+        """Recorded in ``state.json``, and said beside the switch request (``slot-confirmed``): whoever applied the
+        switch for us and waits for the new agent's word (the simulator's slot runner, as root's unit does on a
+        controller) keeps the slot."""
         slots.record_health(self.root, slot, {"ok": True, "stage": "passed",
                                               "detail": "up and accepted by the CSMS after the update"})
+        path = self.state_dir / slots.CONFIRM_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_text(slot + "\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("the new slot could not be confirmed", extra={"slot": slot, "error": str(exc)})
 
 
 class PrivilegedInstaller(_SlotsReader):
@@ -186,7 +196,8 @@ def switch_before_start(config: AgentConfig) -> bool:
 
 
 def updater_settings(config: AgentConfig) -> UpdaterSettings:
-    """The trust anchor commissioning installed, and the controller's hardware revision (None: not checked)."""
+    """The trust anchor commissioning installed, the controller's hardware revision (None: not checked), the CAs of
+    the file servers and the signing root's CRL."""
     fw = config.firmware
     trust: tuple[x509.Certificate, ...] = ()
     if fw.trust is not None:
@@ -200,4 +211,6 @@ def updater_settings(config: AgentConfig) -> UpdaterSettings:
         revision: str | None = revision_file.read_text().strip() or None
     except OSError:
         revision = None
-    return UpdaterSettings(trust, revision, fw.max_bundle_mb << 20, fw.transfer_timeout_s, fw.health_timeout_s)
+    return UpdaterSettings(trust, revision, fw.max_bundle_mb << 20, fw.transfer_timeout_s, fw.health_timeout_s,
+                           transfer_tls=transfer.tls_context(fw.transfer_ca),
+                           crl=Path(fw.crl) if fw.crl is not None else None, crl_url=fw.crl_url)

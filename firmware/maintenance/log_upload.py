@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,14 +60,17 @@ class LogRequestAnswer:
 
 class LogUploads:
     def __init__(self, charge_point_id: str, state_dir: Path, diagnostics: DiagnosticsSources | None,
-                 security_log_files: Callable[[], list[Path]] | None, transfer_timeout_s: float = 30.0) -> None:
+                 security_log_files: Callable[[], list[Path]] | None, transfer_timeout_s: float = 30.0,
+                 tls: ssl.SSLContext | None = None) -> None:
         """``diagnostics``: what a DiagnosticsLog archives (without: refused); ``security_log_files``: the security
-        log's files, oldest first (without: a SecurityLog is refused)."""
+        log's files, oldest first (without: a SecurityLog is refused); ``tls``: HTTPS/FTPS servers are checked
+        against it (the configured ``[firmware] transfer_ca``; None: the system's CAs)."""
         self.charge_point_id = charge_point_id
         self.dest = state_dir / DIAGNOSTICS_DIR
         self.diagnostics = diagnostics
         self.security_log_files = security_log_files
         self.transfer_timeout_s = transfer_timeout_s
+        self.tls = tls
         self._task: asyncio.Task[None] | None = None
         self.status = LogUploadStatus.IDLE  # what a triggered LogStatusNotification says
         self.request_id: int | None = None  # the upload under way's (None while Idle)
@@ -138,7 +142,8 @@ class LogUploads:
         after the last attempt."""
         for attempt in range(1, retries + 2):
             try:
-                where = await asyncio.to_thread(transfer.upload, location, archive, timeout_s=self.transfer_timeout_s)
+                where = await asyncio.to_thread(transfer.upload, location, archive, timeout_s=self.transfer_timeout_s,
+                                              tls=self.tls)
             except transfer.TransferError as exc:
                 log.warning("log upload failed", extra={"attempt": attempt, "attempts_left": retries + 1 - attempt,
                                                         "error": str(exc), "refusal": exc.refusal})

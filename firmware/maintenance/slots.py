@@ -55,7 +55,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from firmware.maintenance import access, db_rollback
 
@@ -627,12 +627,38 @@ def _read_request(path: Path) -> bytes:
 CONFIRM_FILE = "slot-confirmed"  # beside the switch request: the new agent's word that it is up and accepted
 
 
-def apply_switch_request(root: str, request: str, service: str | None = None,
+class AgentService(Protocol):
+    """How the agent is stopped and started around a switch when it is not a systemd unit (the simulator's
+    supervisor): ``stop`` returns once no agent process runs; ``start`` lets it run again."""
+
+    def stop(self) -> None: ...
+
+    def start(self) -> None: ...
+
+
+def _stop_agent(service: str | AgentService | None) -> None:
+    if isinstance(service, str):
+        if shutil.which("systemctl") is not None:
+            subprocess.run(["systemctl", "stop", service], check=False)
+    elif service is not None:
+        service.stop()
+
+
+def _start_agent(service: str | AgentService | None) -> None:
+    if isinstance(service, str):
+        if shutil.which("systemctl") is not None:
+            subprocess.run(["systemctl", "--no-block", "start", service], check=False)
+    elif service is not None:
+        service.start()
+
+
+def apply_switch_request(root: str, request: str, service: str | AgentService | None = None,
                          confirm_timeout_s: float | None = None) -> dict[str, Any]:
     """The privileged half of the agent's A/B switch: ``evse-agent-switch.service`` runs this as root when the agent
     (its user cannot write the slots) has written ``request`` (firmware/maintenance/privileged.py). Narrow on
     purpose: the request names a slot and nothing else; only a slot holding an installed agent that did not fail
-    its health check is switched to; then the agent is restarted from it (``service``, if given).
+    its health check is switched to; then the agent is restarted from it (``service``, if given: a systemd unit, or
+    an :class:`AgentService` such as the simulator's supervisor).
     The request is consumed whatever its fate; refusals are in the history (``status``).
 
     ``confirm_timeout_s``: a slot's first run must be confirmed by the new agent (``slot-confirmed`` beside the
@@ -659,9 +685,8 @@ def apply_switch_request(root: str, request: str, service: str | None = None,
         return _refuse(root, f"slot {slot} failed its health check")
     if active_slot(root) == slot:
         return {"switched": False, "refused": f"slot {slot} is already active"}
-    systemd = service is not None and shutil.which("systemctl") is not None
-    if systemd:  # a switch back restores the database: the agent must not be writing it meanwhile
-        subprocess.run(["systemctl", "stop", str(service)], check=False)
+    path.with_name(CONFIRM_FILE).unlink(missing_ok=True)  # a word from an earlier switch must not confirm this one
+    _stop_agent(service)  # a switch back restores the database: the agent must not be writing it meanwhile
     try:
         result = {"switched": True, **activate(root, slot, "switched (requested by the agent)")}
     except (SlotError, access.AccessError) as exc:  # refused; in the history already, or the configuration's
@@ -669,17 +694,24 @@ def apply_switch_request(root: str, request: str, service: str | None = None,
     except (OSError, sqlite3.Error) as exc:  # the database could not be snapshotted: no switch without one
         result = _refuse(root, f"the agent's database could not be snapshotted or restored: {exc}")
     finally:
-        if systemd:  # whatever happened, the agent runs again (from whichever slot is active)
-            subprocess.run(["systemctl", "--no-block", "start", str(service)], check=False)
-    first_run = "snapshot" in (result.get("database") or {})  # the slot's first run since it was installed
-    if result.get("switched") and first_run and confirm_timeout_s is not None:
-        result["confirmed"] = _await_confirmation(root, path, slot, str(result.get("previous")), service,
-                                                  confirm_timeout_s)
+        _start_agent(service)  # whatever happened, the agent runs again (from whichever slot is active)
+    if needs_confirmation(result) and confirm_timeout_s is not None:
+        result["confirmed"] = await_confirmation(root, path, slot, str(result.get("previous")), service,
+                                                 confirm_timeout_s)
     return result
 
 
-def _await_confirmation(root: str, request: Path, slot: str, previous: str, service: str | None,
-                        timeout_s: float) -> bool:
+def needs_confirmation(result: dict[str, Any]) -> bool:
+    """A switch (:func:`apply_switch_request`'s result) into a slot's first run since it was installed: its agent
+    must confirm itself (:func:`await_confirmation`)."""
+    return bool(result.get("switched")) and "snapshot" in (result.get("database") or {})
+
+
+def await_confirmation(root: str, request: Path, slot: str, previous: str, service: str | AgentService | None,
+                       timeout_s: float) -> bool:
+    """After a switch into ``slot``'s first run: wait for its agent's ``slot-confirmed`` (beside ``request``); without
+    it within ``timeout_s``, or when the agent asks to go back (a new ``request``), stop the agent, switch back to
+    ``previous`` (the database restored), mark ``slot`` FAILED and start the agent again. True when confirmed."""
     confirm = request.with_name(CONFIRM_FILE)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not request.exists():
@@ -696,9 +728,7 @@ def _await_confirmation(root: str, request: Path, slot: str, previous: str, serv
     record_health(root, slot, {"ok": False, "stage": "running", "detail": detail})
     if previous not in SLOTS or not _installed(root, previous):
         return False
-    systemd = service is not None and shutil.which("systemctl") is not None
-    if systemd:
-        subprocess.run(["systemctl", "stop", str(service)], check=False)
+    _stop_agent(service)
     try:
         activate(root, previous, f"rolled back ({detail})")
     except (SlotError, OSError, sqlite3.Error) as exc:
@@ -706,9 +736,8 @@ def _await_confirmation(root: str, request: Path, slot: str, previous: str, serv
         _log(state, "rollback refused", slot=previous, reason=str(exc))
         _write_state(root, state)
     finally:
-        if systemd:
-            subprocess.run(["systemctl", "--no-block", "start", str(service)], check=False)
-    request.unlink(missing_ok=True)  # the agent's own request to go back is done now
+        request.unlink(missing_ok=True)  # the agent's own request to go back is done now
+        _start_agent(service)
     return False
 
 

@@ -12,15 +12,20 @@ controller's Python has both. Blocking functions, run by the callers in a thread
   recommended, for resuming) nor 2.0.1 (N01) names an HTTP method; PUT of the bare file is what EVerest's
   uploader sends (``curl -T``) and what a plain web server takes. Not multipart/form-data POST.
 * FTP is passive mode (the charger is behind NAT); ``ftps://`` is explicit TLS (AUTH TLS, protected data
-  channel). Credentials come from the URL (``ftp://user:pass@host/path``), anonymous otherwise; they are never
+  channel resuming the control connection's TLS session). The URL's path is relative to the login directory
+  (RFC 1738). Credentials come from the URL (``ftp://user:pass@host/path``), anonymous otherwise; they are never
   logged (:func:`redact`).
+* TLS servers are checked against the CAs the caller gives (:func:`tls_context`: ``[firmware] transfer_ca``), else
+  the system's; a certificate that is not trusted fails at once, saying so (not retried).
 """
 
 from __future__ import annotations
 
 import ftplib
 import http.client
+import logging
 import os
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,6 +91,26 @@ def _tls(context: ssl.SSLContext | None) -> ssl.SSLContext:
     return context or ssl.create_default_context()
 
 
+def tls_context(ca_file: str | None) -> ssl.SSLContext | None:
+    """HTTPS and FTPS servers checked against ``ca_file`` (PEM) only, not the system's CAs; None: the system's. A
+    file that cannot be read leaves no CA at all: every TLS transfer then fails, none falls back to other CAs."""
+    if ca_file is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=ca_file)  # with a cafile, the system's CAs are not loaded
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        logging.getLogger(__name__).error("file transfer CA unreadable: every HTTPS/FTPS transfer will fail",
+                                          extra={"ca_file": ca_file, "error": str(exc)})
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the certificate and the host, trusts nothing
+
+
+def _refused_certificate(url: str, exc: ssl.SSLCertVerificationError) -> TransferError:
+    """A server whose certificate is not trusted: said plainly; another try cannot change it."""
+    return TransferError(f"{redact(url)}: the server's TLS certificate is not trusted ({exc.verify_message}): it "
+                         "must be issued by a CA the charger trusts ([firmware] transfer_ca, else the system's CAs) "
+                         "and name the host", resumable=False)
+
+
 def download(url: str, dest: Path, *, max_bytes: int, timeout_s: float = 30.0,
              tls: ssl.SSLContext | None = None, progress: Callable[[int], None] | None = None) -> Downloaded:
     """Fetch ``url`` into ``dest``, resuming what is there. Raises :class:`TransferError`."""
@@ -102,6 +127,8 @@ def download(url: str, dest: Path, *, max_bytes: int, timeout_s: float = 30.0,
             _ftp_get(url, dest, have, max_bytes, timeout_s, tls, progress)
     except TransferError:
         raise
+    except ssl.SSLCertVerificationError as exc:
+        raise _refused_certificate(url, exc) from None
     except (OSError, EOFError, http.client.HTTPException, ftplib.Error) as exc:
         raise TransferError(f"{redact(url)}: {exc.__class__.__name__}: {exc}") from None
     with dest.open("rb") as f:
@@ -166,11 +193,25 @@ def _copy(read: Callable[[int], bytes], f: BinaryIO, offset: int, max_bytes: int
                 progress(total)
 
 
+class _FtpTls(ftplib.FTP_TLS):
+    """Explicit FTPS whose data connections resume the control connection's TLS session: servers require it by
+    default (vsftpd's ``require_ssl_reuse``, RFC 4217 section 10.2's advice against a stolen data connection), and
+    the standard library's client does not do it (it answers ``522 SSL connection failed: session reuse
+    required``)."""
+
+    def ntransfercmd(self, cmd: str, rest: int | str | None = None) -> tuple[socket.socket, int | None]:
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self._prot_p:  # type: ignore[attr-defined]
+            session = self.sock.session if isinstance(self.sock, ssl.SSLSocket) else None
+            conn = self.context.wrap_socket(conn, server_hostname=self.host, session=session)
+        return conn, size
+
+
 def _ftp(url: str, timeout_s: float, tls: ssl.SSLContext | None) -> ftplib.FTP:
     parts = urlsplit(url)
     ftp: ftplib.FTP
     if parts.scheme == "ftps":
-        ftp = ftplib.FTP_TLS(context=_tls(tls), timeout=timeout_s)
+        ftp = _FtpTls(context=_tls(tls), timeout=timeout_s)
     else:
         ftp = ftplib.FTP(timeout=timeout_s)
     ftp.connect(parts.hostname or "", parts.port or 21)
@@ -182,9 +223,17 @@ def _ftp(url: str, timeout_s: float, tls: ssl.SSLContext | None) -> ftplib.FTP:
     return ftp
 
 
+def _ftp_path(url: str) -> str:
+    """The file's path as the FTP server takes it: relative to the login directory (RFC 1738 section 3.2.2: the
+    URL's first ``/`` only separates it from the host; ``%2F`` makes it absolute). A user who logs in to a
+    home directory, or a server that does not chroot, finds ``ftp://host/fw.bin`` there, not at ``/fw.bin``."""
+    path = urlsplit(url).path
+    return unquote(path[1:] if path.startswith("/") else path)
+
+
 def _ftp_get(url: str, dest: Path, have: int, max_bytes: int, timeout_s: float, tls: ssl.SSLContext | None,
              progress: Callable[[int], None] | None) -> None:
-    path = unquote(urlsplit(url).path)
+    path = _ftp_path(url)
     ftp = _ftp(url, timeout_s, tls)
     try:
         try:
@@ -230,6 +279,8 @@ def upload(url: str, source: Path, *, timeout_s: float = 30.0, tls: ssl.SSLConte
             _ftp_put(url, source, timeout_s, tls)
     except TransferError:
         raise
+    except ssl.SSLCertVerificationError as exc:
+        raise _refused_certificate(url, exc) from None
     except ftplib.error_perm as exc:
         raise TransferError(f"{redact(url)}: {exc}", refusal=_FTP_REFUSALS.get(str(exc)[:3])) from None
     except (OSError, EOFError, http.client.HTTPException, ftplib.Error) as exc:
@@ -256,6 +307,6 @@ def _ftp_put(url: str, source: Path, timeout_s: float, tls: ssl.SSLContext | Non
     ftp = _ftp(url, timeout_s, tls)
     try:
         with source.open("rb") as f:
-            ftp.storbinary(f"STOR {unquote(urlsplit(url).path)}", f, blocksize=CHUNK)
+            ftp.storbinary(f"STOR {_ftp_path(url)}", f, blocksize=CHUNK)
     finally:
         _quit(ftp)

@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -34,7 +35,7 @@ from typing import Any, Protocol
 from cryptography import x509
 
 from firmware.maintenance import transfer
-from firmware.maintenance.bundle import BundleError, check_certificate, verify_bundle, verify_file_signature
+from firmware.maintenance.bundle import BundleError, verify_bundle, verify_file_signature
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,9 @@ class Installer(Protocol):
 class Hold(Protocol):
     def busy(self) -> bool:
         """A transaction runs on some connector."""
+
+    def operative(self) -> list[int]:
+        """The connectors operative now: those :meth:`hold` would take (recorded before it acts)."""
 
     async def hold(self) -> list[int]:
         """Make every connector Unavailable (at the end of its transaction for busy ones); the ids of those that
@@ -193,6 +197,9 @@ class UpdaterSettings:
     max_bytes: int
     transfer_timeout_s: float
     health_timeout_s: float
+    transfer_tls: ssl.SSLContext | None = None  # HTTPS/FTPS: the configured CAs (None: the system's)
+    crl: Path | None = None  # the manufacturer root's CRL (signing.py)
+    crl_url: str | None = None  # where a newer one is fetched
 
 
 StatusSink = Callable[[FirmwareStatus], Awaitable[None]]
@@ -238,16 +245,6 @@ class FirmwareUpdater:
     def status(self) -> FirmwareStatus:
         """For a triggered status notification: the last status while a job runs, Idle otherwise."""
         return FirmwareStatus(self.job.status) if self.busy and self.job is not None else FirmwareStatus.IDLE
-
-    def signing_certificate_problem(self, pem: str) -> str | None:
-        """Why the signing certificate of a signed update is refused before it is accepted (None: it is not): it
-        must be issued by the manufacturer root (``trust``) and valid now. No revocation list is kept."""
-        try:
-            check_certificate(x509.load_pem_x509_certificate(pem.encode()), self.settings.trust,
-                              "signingCertificate")
-        except (ValueError, BundleError) as exc:
-            return str(exc)
-        return None
 
     def start(self, location: str, retrieve_at: float, retries: int = 0, retry_interval_s: float = 60.0, *,
               request_id: int | None = None, signing_certificate: str = "", signature: str = "",
@@ -357,7 +354,7 @@ class FirmwareUpdater:
         part = self._part(job)
         try:
             got = await asyncio.to_thread(transfer.download, job.location, part, max_bytes=self.settings.max_bytes,
-                                          timeout_s=self.settings.transfer_timeout_s)
+                                          timeout_s=self.settings.transfer_timeout_s, tls=self.settings.transfer_tls)
         except transfer.TransferError as exc:
             if self.job is not job:
                 return
@@ -422,6 +419,10 @@ class FirmwareUpdater:
         await self._goto(Step.WAITING_IDLE, slot=staged, previous_slot=slot, previous_version=version)
 
     async def _wait_idle(self, job: UpdateJob) -> None:
+        # which connectors are taken is on disk before they are: a power cut during the hold finds them held
+        # (durably, in their snapshots) and no longer operative, and must still release them at the end
+        job.held = sorted(set(job.held) | set(self.hold.operative()))
+        self._save()
         held = await self.hold.hold()
         job.held = sorted(set(job.held) | set(held))
         self._save()
@@ -457,6 +458,12 @@ class FirmwareUpdater:
                            f"{job.previous_version} runs")
 
     async def _check(self, job: UpdateJob) -> None:
+        slot, _ = self.installer.running()
+        if slot != job.slot:  # the controller switched back meanwhile (root's unit: no confirmation in time)
+            await self._finish(FirmwareStatus.INSTALLATION_FAILED, f"slot {job.slot} ({job.version}) was not kept: "
+                               f"its health check is {self.installer.slot_health(job.slot)}; "
+                               f"{job.previous_version} runs (slot {slot})")
+            return
         problem = await self.health(self.settings.health_timeout_s)
         if problem is None:
             self.installer.confirm(job.slot)
@@ -467,7 +474,7 @@ class FirmwareUpdater:
         if job.previous_slot is None:
             await self._finish(FirmwareStatus.INSTALLATION_FAILED, f"{problem}; no previous slot to go back to")
             return
-        await self._goto(Step.ROLLING_BACK, detail=problem)
+        await self._goto(Step.ROLLING_BACK, detail=problem, switch_requests=1)
         try:
             await self.installer.switch(job.previous_slot)
         except InstallError as exc:
@@ -478,6 +485,17 @@ class FirmwareUpdater:
 
     async def _after_rollback(self, job: UpdateJob) -> None:
         slot, _ = self.installer.running()
+        if slot == job.slot and job.previous_slot is not None and job.switch_requests < 2:
+            # a power cut before the switch back was asked for (or acted on): ask again, once
+            log.info("firmware rollback not done yet; asking again", extra={"job": job.id})
+            await self._goto(Step.ROLLING_BACK, switch_requests=job.switch_requests + 1)
+            try:
+                await self.installer.switch(job.previous_slot)
+            except InstallError as exc:
+                await self._finish(FirmwareStatus.INSTALLATION_FAILED, f"{job.detail}; the rollback failed: {exc}")
+                return
+            self.request_restart()
+            await asyncio.Event().wait()
         if slot != job.previous_slot:
             await self._finish(FirmwareStatus.INSTALLATION_FAILED, f"{job.detail}; the rollback to slot "
                                f"{job.previous_slot} did not happen: {job.version} keeps running")

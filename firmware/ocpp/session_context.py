@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 Call = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 #: Between tries of a final status notification (firmware, logs) while the CSMS does not answer it.
 STATUS_RESEND_S = 5.0
+#: How long an intermediate maintenance status waits for the CSMS connection before it is skipped: long enough for
+#: the agent that resumes a job right after a restart (or a power cut) to connect and be accepted, short enough that
+#: an update made offline is not held up for long.
+INTERMEDIATE_WAIT_S = 15.0
 
 
 class CsmsConnectionMixin:
@@ -50,12 +54,16 @@ class CsmsConnectionMixin:
         return result
 
     async def notify_status(self, action: str, payload: dict[str, Any], *, final: bool) -> None:
-        """A maintenance status notification (firmware, logs): an intermediate one is sent when the CSMS is
-        connected and skipped when it is not; a ``final`` one waits for the connection and is sent again every
-        :data:`STATUS_RESEND_S` until answered (a CALLERROR or a malformed answer ends it: no use insisting)."""
+        """A maintenance status notification (firmware, logs): an intermediate one is sent once the CSMS is
+        connected, skipped when it is not within :data:`INTERMEDIATE_WAIT_S`; a ``final`` one waits for the
+        connection and is sent again every :data:`STATUS_RESEND_S` until answered (a CALLERROR or a malformed answer
+        ends it: no use insisting)."""
         while True:
-            if not final and not self.online.is_set():
-                return
+            if not final:
+                try:
+                    await asyncio.wait_for(self.online.wait(), INTERMEDIATE_WAIT_S)
+                except TimeoutError:
+                    return
             await self.online.wait()
             try:
                 await self.call(action, payload)

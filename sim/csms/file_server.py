@@ -1,7 +1,9 @@
 """The simulated CSMS's file server: firmware files to download and a place for diagnostics uploads, over HTTP on
 loopback (the standard library's server, in a thread): ``GET /<name>`` serves a file of the directory, answering
 ``Range`` requests (206) so that a cut download resumes; ``PUT /<anything>/<name>`` stores an upload in
-``uploads/``. For fault tests it can cut a body after N bytes (a number of times) or answer a status instead.
+``uploads/``. For fault tests it can cut a body after N bytes (a number of times), hold a body after N bytes until
+released (a download caught half-way, for a power cut then), or answer a status instead. With an ``ssl`` context
+it serves HTTPS.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +24,9 @@ class HttpFaults:
     cut_after: int | None = None  # bytes of a GET body, then the connection is closed
     cuts_left: int = 0  # how many GETs are cut (then served whole)
     status: int | None = None  # answer every GET with this status instead
+    hold_after: int | None = None  # bytes of the next GET body, then the server waits for ``release`` (once)
+    holding: threading.Event = field(default_factory=threading.Event)  # set once those bytes are sent
+    release: threading.Event = field(default_factory=threading.Event)  # then the connection is closed
     requests: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, Range header)
 
 
@@ -66,6 +72,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
+        if faults.hold_after is not None:
+            held, faults.hold_after = faults.hold_after, None
+            self.wfile.write(body[:held])
+            self.wfile.flush()
+            faults.holding.set()
+            faults.release.wait(60)
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self.wfile.write(body)
 
     def do_PUT(self) -> None:
@@ -85,9 +101,25 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, root: Path, uploads: Path) -> None:
+    def __init__(self, root: Path, uploads: Path, tls: ssl.SSLContext | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.root, self.uploads, self.faults = root, uploads, HttpFaults()
+        self.tls = tls
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        """HTTPS: the handshake in the request's thread (a client that never finishes it holds no one else up)."""
+        conn, addr = super().get_request()
+        if self.tls is not None:
+            conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        return conn, addr
+
+    def finish_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.do_handshake()
+            except (ssl.SSLError, OSError):  # a client that refused our certificate: nothing to serve
+                return
+        super().finish_request(request, client_address)
 
 
 @dataclass
@@ -96,20 +128,24 @@ class HttpFileServer:
     uploads: Path
     port: int
     faults: HttpFaults
+    scheme: str = "http"
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
+        return f"{self.scheme}://127.0.0.1:{self.port}/{name}"
 
 
 @contextlib.contextmanager
-def http_file_server(root: Path) -> Iterator[HttpFileServer]:
+def http_file_server(root: Path, tls: ssl.SSLContext | None = None) -> Iterator[HttpFileServer]:
+    """Serves ``root`` on a free loopback port; ``tls``: HTTPS with this server context."""
     uploads = root / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
-    server = _Server(root, uploads)
+    server = _Server(root, uploads, tls)
     thread = threading.Thread(target=server.serve_forever, name="http-file-server", daemon=True)
     thread.start()
     try:
-        yield HttpFileServer(root, uploads, server.server_address[1], server.faults)
+        yield HttpFileServer(root, uploads, server.server_address[1], server.faults,
+                             "https" if tls is not None else "http")
     finally:
+        server.faults.release.set()
         server.shutdown()
         server.server_close()

@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -56,9 +56,12 @@ class AgentSupervisor:
 
     def __init__(self, config_path: Path, *, restart_delay_s: float = 1.0,
                  on_line: Callable[[str], None] | None = None, on_event: EventCallback | None = None,
-                 env: dict[str, str] | None = None, stop_timeout_s: float = 5.0, cwd: str | None = None) -> None:
+                 env: dict[str, str] | None = None, stop_timeout_s: float = 5.0, cwd: str | None = None,
+                 before_start: Callable[[], Awaitable[None]] | None = None) -> None:
         """``cwd``: the agent's working directory (default: ours); with A/B slots the active slot, as the unit's
-        WorkingDirectory= (``python -c`` puts it first on the import path)."""
+        WorkingDirectory= (``python -c`` puts it first on the import path). ``before_start``: awaited before each
+        start (the A/B slot runner applies a pending switch there, sim/harness/ab_slots.py)."""
+        self.before_start = before_start
         self.config_path = config_path
         self.restart_delay_s = restart_delay_s
         self.stop_timeout_s = stop_timeout_s
@@ -145,6 +148,13 @@ class AgentSupervisor:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if self.before_start is not None:
+                try:
+                    await self.before_start()
+                except Exception:  # the hook's bug must not stop the charger's agent
+                    log.exception("before-start hook failed")
+                if not self._powered:  # the hook stopped it (a switch back): wait for it to be started again
+                    continue
             try:
                 proc = await self._spawn()
             except OSError as exc:
@@ -223,6 +233,23 @@ class AgentSupervisor:
             await asyncio.wait_for(proc.wait(), timeout_s)
         await self._until(lambda: self.state != "running", timeout_s)
         return proc.pid
+
+    async def shut_down(self, timeout_s: float | None = None) -> None:
+        """Stop the agent as systemd stops a service (SIGTERM, SIGKILL after ``stop_timeout_s``) and keep it down
+        until :meth:`power_on`; returns once no agent process runs."""
+        self._powered = False
+        self._wake.set()
+        proc = self.process
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout_s or self.stop_timeout_s)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
 
     async def power_on(self, timeout_s: float = 5.0) -> bool:
         """Start the agent again (also after a configuration error or a stop); True once it runs."""

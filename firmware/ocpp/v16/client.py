@@ -126,7 +126,8 @@ class Ocpp16Client(ContextViews):
             RemoteTrigger(ctx, self.core, self.statuses, self.certificates),
             FirmwareManagement(ctx, firmware, LogUploads(
                 config.charge_point_id, Path(config.state_dir), diagnostics_sources, self.security_events.log.files,
-                firmware.settings.transfer_timeout_s if firmware is not None else 30.0)),
+                firmware.settings.transfer_timeout_s if firmware is not None else 30.0,
+            tls=firmware.settings.transfer_tls if firmware is not None else None)),
             Reservation(ctx, coordinator.reservations))
         if smart_charging is not None:
             self._handlers += (SmartCharging(smart_charging),)

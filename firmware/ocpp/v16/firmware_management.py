@@ -1,17 +1,18 @@
-"""OCPP 1.6 Firmware Management: UpdateFirmware (§5.19) with FirmwareStatusNotification (§4.5), GetDiagnostics
-(§5.9) with DiagnosticsStatusNotification (§4.4), and the security whitepaper's GetLog (DiagnosticsLog: the
-diagnostics archive; SecurityLog: the security log, firmware/security/security_log.py) with LogStatusNotification.
+"""OCPP 1.6 Firmware Management: UpdateFirmware (§5.19) with FirmwareStatusNotification (§4.5), GetDiagnostics (§5.9)
+with DiagnosticsStatusNotification (§4.4), and the security whitepaper's GetLog (DiagnosticsLog: the diagnostics
+archive; SecurityLog: the security log, firmware/security/security_log.py) with LogStatusNotification.
 
-The update itself is the version-agnostic pipeline (firmware/maintenance/updater.py: download, verify, install
-into the inactive slot, wait for no transaction, switch, restart, check, keep or roll back); this module turns
-the request into a job and the job's statuses into FirmwareStatusNotification. Intermediate statuses
-(Downloading, Downloaded, Installing) are sent when the CSMS is connected, and skipped when it is not; the final
-one (DownloadFailed, Installed after the restart into the new version, InstallationFailed after a rollback) waits
-for the connection, and the job keeps it until it was answered, across restarts. Once Installed was answered, the
-security event FirmwareUpdated (critical: queued in the durable outbox) says which version replaced which, exactly
-once per update: it is queued in the same database commit that records it as raised for that job (a setting), so
-the Installed that a restart reports again (it was answered but not yet recorded as such) does not raise it again,
-and a stop before that commit raises it then.
+The update itself is the version-agnostic pipeline (firmware/maintenance/updater.py: download, verify, install into
+the inactive slot, wait for no transaction, switch, restart, check, keep or roll back); this module turns the
+request into a job and the job's statuses into FirmwareStatusNotification. Intermediate statuses (Downloading,
+Downloaded, Installing) are sent when the CSMS is connected, or connects within
+``session_context.INTERMEDIATE_WAIT_S`` (an agent resuming a job right after a restart), and skipped otherwise; the
+final one (DownloadFailed, Installed after the restart into the new version, InstallationFailed after a rollback)
+waits for the connection, and the job keeps it until it was answered, across restarts. Once Installed was answered,
+the security event FirmwareUpdated (critical: queued in the durable outbox) says which version replaced which,
+exactly once per update: it is queued in the same database commit that records it as raised for that job (a
+setting), so the Installed that a restart reports again (it was answered but not yet recorded as such) does not
+raise it again, and a stop before that commit raises it then.
 
 GetDiagnostics builds the archive at once (firmware/maintenance/diagnostics.py), answers with its file name
 (none when it could not be made), then uploads it (HTTP PUT or FTP STOR, firmware/maintenance/transfer.py) with
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 from ocpp.v16 import call_result
@@ -35,6 +37,7 @@ from ocpp.v16.enums import Action
 
 from firmware.maintenance import transfer
 from firmware.maintenance.log_upload import DIAGNOSTICS_LOG, LogUploads, LogUploadStatus
+from firmware.maintenance.signing import Verdict, judge_signing_certificate
 from firmware.maintenance.updater import FINAL_STATUSES, FirmwareStatus, FirmwareUpdater
 from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost, InvalidResponse, after_answering, handles
 from firmware.ocpp.security_events import firmware_updated_once
@@ -118,20 +121,24 @@ class FirmwareManagement:
     @handles(Action.signed_update_firmware)
     async def _signed_update_firmware(self, request_id: int, firmware: dict[str, Any], retries: int | None = None,
                                       retry_interval: int | None = None, **_: Any) -> Any:
-        """The signing certificate is checked against the manufacturer root (``[firmware] trust``) before the
-        answer: InvalidCertificate if it is not issued by it or not valid now (revocation is not checked: no CRL
-        is configured, so RevokedCertificate is never answered). AcceptedCanceled when it replaces an update that
-        has not switched slots yet; Rejected while one is being installed. The signature over the file is checked
-        after the download (SignatureVerified / InvalidSignature)."""
+        """The signing certificate is checked against the manufacturer root (``[firmware] trust``) and its CRL
+        (``[firmware] crl``, firmware/maintenance/signing.py) before the answer: RevokedCertificate if the CRL
+        lists it, InvalidCertificate if it is not issued by the root, not valid now, or its revocation status
+        cannot be told. AcceptedCanceled when it replaces an update that has not switched slots yet; Rejected while
+        one is being installed. The signature over the file is checked after the download (SignatureVerified /
+        InvalidSignature)."""
         updater = self.updater
         if updater is None:
             return call_result.SignedUpdateFirmware(status="Rejected")
         pem = str(firmware.get("signing_certificate", ""))
-        problem = updater.signing_certificate_problem(pem)
-        if problem is not None:
-            log.warning("SignedUpdateFirmware: signing certificate refused", extra={"request_id": request_id,
-                                                                                     "error": problem})
-            return call_result.SignedUpdateFirmware(status="InvalidCertificate")
+        judged = await judge_signing_certificate(pem, updater.settings, Path(self.ctx.config.state_dir))
+        if judged.verdict is not Verdict.VALID:
+            log.warning("SignedUpdateFirmware: signing certificate refused", extra={
+                "request_id": request_id, "verdict": judged.verdict.value, "error": judged.reason})
+            # the whitepaper's event for it (not critical: the security log keeps it)
+            self.ctx.report_security_event("InvalidFirmwareSigningCertificate", judged.reason[:255])
+            return call_result.SignedUpdateFirmware(
+                status="RevokedCertificate" if judged.verdict is Verdict.REVOKED else "InvalidCertificate")
         outcome = updater.start(str(firmware.get("location", "")), unix_seconds(firmware.get("retrieve_date_time")),
                                 retries=retries or 0, retry_interval_s=float(retry_interval or 60),
                                 request_id=request_id, signing_certificate=pem,

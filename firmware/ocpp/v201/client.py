@@ -141,7 +141,8 @@ class Ocpp201Client(ContextViews):
                                             self.smart_charging)
         self.firmware = FirmwareManagement(ctx, firmware, LogUploads(
             config.charge_point_id, Path(config.state_dir), diagnostics_sources, self.security_events.log.files,
-            firmware.settings.transfer_timeout_s if firmware is not None else 30.0))
+            firmware.settings.transfer_timeout_s if firmware is not None else 30.0,
+            tls=firmware.settings.transfer_tls if firmware is not None else None))
         trigger = RemoteTrigger(ctx, self.provisioning, self.statuses, self.transactions, self.firmware,
                                 self.certificates)
         self._handlers: tuple[object, ...] = (self.provisioning, Reports(ctx), self.authorization, self.transactions,

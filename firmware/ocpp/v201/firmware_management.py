@@ -32,6 +32,7 @@ to ``V201Context.report_security_event`` (for now: the security log only).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from ocpp.v201 import call_result
@@ -39,6 +40,7 @@ from ocpp.v201.enums import Action
 
 from firmware.maintenance import transfer
 from firmware.maintenance.log_upload import LogUploads, LogUploadStatus
+from firmware.maintenance.signing import Verdict, judge_signing_certificate
 from firmware.maintenance.updater import FINAL_STATUSES, FirmwareStatus, FirmwareUpdater
 from firmware.ocpp.rpc import handles
 from firmware.ocpp.security_events import firmware_updated_once
@@ -80,12 +82,14 @@ class FirmwareManagement:
         if signature and not pem:  # a signature nothing can check
             return call_result.UpdateFirmware(status="Rejected", status_info={
                 "reasonCode": "MissingCertificate", "additionalInfo": "signature without signingCertificate"})
-        problem = updater.signing_certificate_problem(pem) if pem else None
-        if problem is not None:
-            log.warning("UpdateFirmware: signing certificate refused", extra={"request_id": request_id,
-                                                                               "error": problem})
-            self.ctx.report_security_event("InvalidFirmwareSigningCertificate", problem[:255])
-            return call_result.UpdateFirmware(status="InvalidCertificate")
+        if pem:
+            judged = await judge_signing_certificate(pem, updater.settings, Path(self.ctx.config.state_dir))
+            if judged.verdict is not Verdict.VALID:
+                log.warning("UpdateFirmware: signing certificate refused", extra={
+                    "request_id": request_id, "verdict": judged.verdict.value, "error": judged.reason})
+                self.ctx.report_security_event("InvalidFirmwareSigningCertificate", judged.reason[:255])
+                return call_result.UpdateFirmware(
+                    status="RevokedCertificate" if judged.verdict is Verdict.REVOKED else "InvalidCertificate")
         outcome = updater.start(location, unix_seconds(firmware.get("retrieve_date_time")), retries=retries or 0,
                                 retry_interval_s=float(retry_interval if retry_interval is not None else 60),
                                 request_id=request_id, signing_certificate=pem, signature=signature,
