@@ -12,6 +12,7 @@ import pytest
 
 from firmware.config import ConfigError, parse_config
 from firmware.ocpp.presets import check_presets
+from firmware.ocpp.security_policy import FALLBACK_AFTER
 from firmware.ocpp.v16 import features
 from firmware.ocpp.v16.configuration import KEYS as CONFIGURATION_KEYS
 from firmware.ocpp.v16.configuration import SETTING_PREFIX, ConfigurationKeys
@@ -175,7 +176,8 @@ def test_inventory_reads_the_configuration_and_the_connectors(db: Database) -> N
     machines = {i: SimpleNamespace(status=ConnectorStatus.AVAILABLE, ev_connected=False) for i in ids}
     connectors = {i: SimpleNamespace(machine=machines[i], latest_reading=None) for i in ids}
     ctx = V201Context(config, connectors, db, model, Ledger(db), Outbox(db), lambda _: None)  # type: ignore[arg-type]
-    describe_inventory(ctx)
+    problems: set[tuple[int, str]] = set()  # (EVSE, component) with a problem that does not make them Faulted
+    describe_inventory(ctx, lambda e, component="EVSE": (e, component) in problems)
     first = config.connectors[0]
     assert model.get("EVSE", "SupplyPhases", evse=first.id) == str(first.phases)
     assert model.get("Connector", "ConnectorType", evse=first.id, connector=1) in ("sType2", "cType2")
@@ -184,6 +186,13 @@ def test_inventory_reads_the_configuration_and_the_connectors(db: Database) -> N
     assert model.get("ChargingStation", "VendorName") == config.identity.vendor
     assert model.get("EVSE", "AvailabilityState", evse=first.id) == "Available"
     assert model.get("ChargingStation", "AvailabilityState") == "Available"
+    assert model.get("EVSE", "Problem", evse=first.id) == "false"
+    problems.add((first.id, "EVSE"))
+    assert model.get("EVSE", "Problem", evse=first.id) == "true"  # a meter lost: Available, with a Problem
+    assert model.get("ConnectorPlugRetentionLock", "Problem", evse=first.id, connector=1) == "false"
+    problems.add((first.id, "ConnectorPlugRetentionLock"))
+    assert model.get("ConnectorPlugRetentionLock", "Problem", evse=first.id, connector=1) == "true"
+    problems.clear()
     machines[first.id].status = ConnectorStatus.FAULTED
     assert model.get("EVSE", "Problem", evse=first.id) == "true"
     assert model.get("Connector", "AvailabilityState", evse=first.id, connector=1) == "Faulted"
@@ -312,3 +321,44 @@ def test_unlock_on_ev_side_disconnect_steers_the_session_and_is_the_1_6_key(db: 
     assert session_config(SessionConfig(), model).unlock_on_ev_side_disconnect is True
     assert _keys(db).change("UnlockConnectorOnEVSideDisconnect", "false") == ChangeResult.ACCEPTED
     assert session_config(SessionConfig(), model).unlock_on_ev_side_disconnect is False
+
+
+SIZES = """{"components": [{"name": "DeviceDataCtrlr", "variables": [
+  {"name": "ValueSize", "dataType": "integer", "mutability": "ReadOnly", "default": "8"},
+  {"name": "ConfigurationValueSize", "dataType": "integer", "mutability": "ReadOnly", "default": "6"},
+  {"name": "ReportingValueSize", "dataType": "integer", "mutability": "ReadOnly", "default": "20"}]},
+  {"name": "Box", "variables": [
+  {"name": "Label", "dataType": "string", "mutability": "ReadWrite", "default": ""},
+  {"name": "Long", "dataType": "string", "mutability": "ReadOnly", "default": "0123456789abc"}]}]}"""
+
+
+def test_value_sizes_limit_what_is_set_and_what_is_reported(db: Database, tmp_path: Path) -> None:
+    """Part 2 "General" DeviceDataCtrlr: a SetVariables value longer than ConfigurationValueSize is Rejected; a
+    value reported (GetVariables; NotifyReport and NotifyEvent use ``reported`` too) is cut at ReportingValueSize;
+    ValueSize caps both (the smaller wins)."""
+    (tmp_path / "sizes.json").write_text(SIZES, encoding="utf-8")
+    model = DeviceModel(db, definitions=load_description(tmp_path / "sizes.json"))
+    label, long = VariableKey("Box", "Label"), VariableKey("Box", "Long")
+    assert model.configuration_value_size() == 6 and model.reporting_value_size() == 8
+    assert model.set_variable(label, "abcdef").status == "Accepted"
+    refused = model.set_variable(label, "abcdefg")
+    assert refused.status == "Rejected" and "ConfigurationValueSize" in refused.reason
+    assert model.get("Box", "Label") == "abcdef"
+    assert model.get_variable(long) == GetResult("Accepted", "01234567")
+    assert model.reported("x" * 30) == "x" * 8
+
+
+def test_the_station_s_value_sizes_and_general_variables(db: Database) -> None:
+    """This station: every value up to 1000 characters (the schema's SetVariables limit); the Part 2 "General"
+    variables of this slice are there, ReadOnly, with what the station does."""
+    model = DeviceModel(db)
+    assert model.configuration_value_size() == 1000 and model.reporting_value_size() == 1000
+    assert model.set_variable(VariableKey("SecurityCtrlr", "OrganizationName"), "x" * 1001).status == "Rejected"
+    for component, variable, value in (("DeviceDataCtrlr", "ValueSize", "1000"),
+                                       ("DeviceDataCtrlr", "ConfigurationValueSize", "1000"),
+                                       ("DeviceDataCtrlr", "ReportingValueSize", "1000"),
+                                       ("OCPPCommCtrlr", "NetworkProfileConnectionAttempts", str(FALLBACK_AFTER)),
+                                       ("ChargingStation", "AllowNewSessionsPendingFirmwareUpdate", "false")):
+        key = VariableKey(component, variable)
+        assert model.definitions[key].mutability is Mutability.READ_ONLY
+        assert model.get_variable(key) == GetResult("Accepted", value)

@@ -60,6 +60,10 @@ class CsmsLogic201(CsmsRecords):
         self.state(cp_id).notify_reports.append(dict(payload))
         return call_result.NotifyReport()
 
+    def notify_event(self, cp_id: str, payload: dict[str, Any]) -> Any:
+        self.state(cp_id).notify_events.append(dict(payload))
+        return call_result.NotifyEvent()
+
     def reservation_status_update(self, cp_id: str, payload: dict[str, Any]) -> Any:
         self.state(cp_id).reservation_updates.append(dict(payload))
         log.info("ReservationStatusUpdate", extra={"cp_id": cp_id, "reservation_id": payload["reservationId"],

@@ -21,7 +21,7 @@ OCPP201_SUBPROTOCOL = "ocpp2.0.1"
 
 #: The requests a 2.0.1 CSMS takes here; a 2.0.1 action not listed is NotSupported.
 HANDLED = frozenset({Action.boot_notification, Action.heartbeat, Action.status_notification, Action.authorize,
-                     Action.transaction_event, Action.meter_values, Action.notify_report,
+                     Action.transaction_event, Action.meter_values, Action.notify_report, Action.notify_event,
                      Action.reservation_status_update,
                      Action.firmware_status_notification, Action.log_status_notification,
                      Action.report_charging_profiles, Action.security_event_notification, Action.sign_certificate,
@@ -67,6 +67,10 @@ class CsmsSession201(CsmsSession):
     @_handles(Action.notify_report)  # type: ignore[arg-type]
     def _on_notify_report(self, call_unique_id: str, **_: Any) -> Any:
         return self._csms.logic.notify_report(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.notify_event)  # type: ignore[arg-type]
+    def _on_notify_event(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.notify_event(self.id, self._payloads[call_unique_id])
 
     @_handles(Action.reservation_status_update)  # type: ignore[arg-type]
     def _on_reservation_status_update(self, call_unique_id: str, **_: Any) -> Any:

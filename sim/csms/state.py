@@ -101,6 +101,7 @@ class ChargePointState:
     meter_values: list[dict[str, Any]] = field(default_factory=list)
     data_transfers: list[dict[str, Any]] = field(default_factory=list)  # DataTransfer.req from the CP
     security_events: list[dict[str, Any]] = field(default_factory=list)  # SecurityEventNotification.req, in order
+    notify_events: list[dict[str, Any]] = field(default_factory=list)  # 2.0.1 NotifyEventRequest, in order
     csrs: list[str] = field(default_factory=list)  # SignCertificate.req CSRs (PEM), in order
     firmware_status: str | None = None
     diagnostics_status: str | None = None

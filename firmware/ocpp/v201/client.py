@@ -11,7 +11,8 @@ Get/SetVariables on the :mod:`device_model`, its physical tiers from :mod:`inven
 :mod:`reservation` (ReserveNow, CancelReservation, ReservationStatusUpdate),
 :mod:`smart_charging` (SetChargingProfile, GetChargingProfiles, ClearChargingProfile, GetCompositeSchedule),
 :mod:`remote_control` (RequestStart/StopTransaction, UnlockConnector, ChangeAvailability, Reset),
-:mod:`remote_trigger` (TriggerMessage), :mod:`security` (security profiles, SecurityCtrlr, BasicAuthPassword),
+:mod:`remote_trigger` (TriggerMessage), :mod:`notify_event` (NotifyEvent),
+:mod:`security` (security profiles, SecurityCtrlr, BasicAuthPassword),
 :mod:`certificates` (Install/Delete/GetInstalledCertificateIds, SignCertificate, CertificateSigned),
 :mod:`data_transfer`, :mod:`firmware_management` (UpdateFirmware, GetLog) and :mod:`session_settings`;
 security events go through the shared :mod:`~firmware.ocpp.security_events`.
@@ -57,6 +58,7 @@ from firmware.ocpp.v201.dialect import OCPP201
 from firmware.ocpp.v201.firmware_management import FirmwareManagement
 from firmware.ocpp.v201.inventory import describe_inventory
 from firmware.ocpp.v201.network_profile import NetworkProfiles
+from firmware.ocpp.v201.notify_event import NotifyEvents
 from firmware.ocpp.v201.provisioning import Provisioning
 from firmware.ocpp.v201.remote_control import RemoteControl
 from firmware.ocpp.v201.remote_trigger import RemoteTrigger
@@ -102,7 +104,8 @@ class Ocpp201Client(ContextViews):
         self.ctx = ctx = V201Context(config, connectors, db, variables, ledger or Ledger(db),
                                      Outbox(db, max_queued=config.max_queued_messages, check=check_queued),
                                      request_exit)
-        describe_inventory(ctx)
+        self.notify_events = NotifyEvents(ctx)  # N07: AvailabilityState and problems of each EVSE
+        describe_inventory(ctx, self.notify_events.has_problem)
         self._start_worker: Spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=name))
         ping = variables.get_int("OCPPCommCtrlr", "WebSocketPingInterval")  # RebootRequired: read once
         ocpp = config.ocpp
@@ -175,6 +178,7 @@ class Ocpp201Client(ContextViews):
         self.transactions.record(ctrl, effects, reading, now)
         if self.smart_charging is not None:  # after the transaction's own events
             self.smart_charging.record(ctrl, effects, reading, now)
+        self.notify_events.record(ctrl, now)
 
     async def notify(self, ctrl: ConnectorController, effects: list[Effect]) -> None:
         for e in effects:

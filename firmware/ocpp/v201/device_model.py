@@ -393,6 +393,27 @@ class DeviceModel:
     def get_list(self, component: str, variable: str, instance: str | None = None) -> list[str]:
         return [m.strip() for m in self.get(component, variable, instance).split(",") if m.strip()]
 
+    # --- value sizes (DeviceDataCtrlr, Part 2 "General") ------------------------------------------------
+
+    def _size(self, variable: str) -> int:
+        """DeviceDataCtrlr.``variable``, capped by ValueSize (the limit of every value, B05/B06 and N07): both
+        apply, the smaller wins; a description without them (a test's) has the schema's limit."""
+        sizes = [int(self.value(d)) for name in ("ValueSize", variable)
+                 if (d := self.definitions.get(VariableKey("DeviceDataCtrlr", name))) is not None]
+        return min(sizes, default=MAX_VALUE_LENGTH)
+
+    def configuration_value_size(self) -> int:
+        """The longest value a SetVariables may set (ConfigurationValueSize, ValueSize)."""
+        return self._size("ConfigurationValueSize")
+
+    def reporting_value_size(self) -> int:
+        """The longest value reported (ReportingValueSize, ValueSize): GetVariables, NotifyReport, NotifyEvent."""
+        return self._size("ReportingValueSize")
+
+    def reported(self, value: str) -> str:
+        """``value`` as it is reported: cut at the reporting value size."""
+        return value[:self.reporting_value_size()]
+
     # --- GetVariables / SetVariables, item by item --------------------------------------------------
 
     def _find(self, key: VariableKey) -> tuple[VariableDefinition | None, str | None]:
@@ -412,7 +433,8 @@ class DeviceModel:
             return GetResult("NotSupportedAttributeType")
         if d.mutability_of(attribute) is Mutability.WRITE_ONLY:
             return GetResult("Rejected")
-        return GetResult("Accepted", self.value(d, attribute))  # "" for a supported attribute unset (B06.FR.13)
+        # "" for a supported attribute unset (B06.FR.13); no longer than ReportingValueSize
+        return GetResult("Accepted", self.reported(self.value(d, attribute)))
 
     def set_variable(self, key: VariableKey, value: str, attribute: str = ACTUAL) -> SetResult:
         """Checks and stores one value (B05). Listeners run after the store; a failing one is logged, never
@@ -425,7 +447,9 @@ class DeviceModel:
             return SetResult("NotSupportedAttributeType")
         if d.mutability_of(attribute) is Mutability.READ_ONLY:
             return SetResult("Rejected", "ReadOnly")
-        problem = d.problem(value) or self._bounds_problem(d, attribute, value)
+        size = self.configuration_value_size()
+        problem = (f"longer than ConfigurationValueSize ({size} characters)" if len(value) > size
+                   else d.problem(value) or self._bounds_problem(d, attribute, value))
         if problem is None and attribute == ACTUAL and (check := self._checks.get(d.key)) is not None:
             problem = check(self.value(d), value)
         if problem is not None:

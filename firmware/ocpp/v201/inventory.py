@@ -6,8 +6,9 @@ asked, never stored:
 
 * AvailabilityState: the EVSE's ``ConnectorStatusEnumType`` as StatusNotification reports it (the connector's is
   the same: one connector per EVSE); the station's is Unavailable or Faulted when every EVSE is, else Available.
-* Enabled: false while the EVSE is Unavailable (made Inoperative, by the CSMS or locally); Problem: true while it
-  is Faulted.
+* ConnectorPlugRetentionLock Problem: true while the connector's lock failure is active (G05).
+* Enabled: false while the EVSE is Unavailable (made Inoperative, by the CSMS or locally); Problem: true while a
+  fault of any kind or the emergency stop is active (what NotifyEvent reports, :mod:`notify_event`; Faulted or not).
 * Power: the last reading of the EVSE's meter (W); its maxLimit is what the configuration allows
   (``max_current_a`` * ``phases`` * ``nominal_voltage_v``).
 * SupplyPhases: the configured ``phases`` (the station: the most of any EVSE); ConnectorType: a Type 2 socket
@@ -31,6 +32,15 @@ def _flag(state: Callable[[int], str], evse: int, status: str, *, negate: bool =
     return "true" if (state(evse) == status) != negate else "false"
 
 
+def _problem(has_problem: Callable[[int], bool], state: Callable[[int], str], evse: int) -> str:
+    """"true" while the EVSE has a problem (a fault, the emergency stop) or is Faulted."""
+    return "true" if has_problem(evse) or state(evse) == "Faulted" else "false"
+
+
+def _flag_of(has_problem: Callable[..., bool], evse: int, component: str) -> str:
+    return "true" if has_problem(evse, component) else "false"
+
+
 def _station_state(states: list[str]) -> str:
     for shared in ("Unavailable", "Faulted"):
         if states and all(s == shared for s in states):
@@ -38,9 +48,10 @@ def _station_state(states: list[str]) -> str:
     return "Available"
 
 
-def describe_inventory(ctx: V201Context) -> None:
+def describe_inventory(ctx: V201Context, has_problem: Callable[..., bool]) -> None:
     """Gives every ChargingStation, EVSE and Connector variable of ``ctx.variables`` its reader and the EVSE's
-    Power its maxLimit."""
+    Power its maxLimit; ``has_problem(evse)`` is the EVSE's Problem, ``has_problem(evse, component)`` another
+    component's (ConnectorPlugRetentionLock)."""
     model: DeviceModel = ctx.variables
     config: AgentConfig = ctx.config
 
@@ -71,10 +82,12 @@ def describe_inventory(ctx: V201Context) -> None:
 
         model.provide(on_evse("AvailabilityState"), functools.partial(state, evse))
         model.provide(on_evse("Enabled"), functools.partial(_flag, state, evse, "Unavailable", negate=True))
-        model.provide(on_evse("Problem"), functools.partial(_flag, state, evse, "Faulted"))
+        model.provide(on_evse("Problem"), functools.partial(_problem, has_problem, state, evse))
         model.provide(on_evse("Power"), functools.partial(power, evse))
         model.characterize(on_evse("Power"), maximum=round(c.max_current_a * c.phases * config.nominal_voltage_v, 1))
         model.provide(on_evse("SupplyPhases"), functools.partial(str, phases))
         model.provide(on_connector("AvailabilityState"), functools.partial(state, evse))
         model.provide(on_connector("ConnectorType"), functools.partial(str, connector_type))
+        model.provide(VariableKey("ConnectorPlugRetentionLock", "Problem", evse=evse, connector=1),
+                      functools.partial(_flag_of, has_problem, evse, "ConnectorPlugRetentionLock"))
         model.provide(on_connector("SupplyPhases"), functools.partial(str, phases))

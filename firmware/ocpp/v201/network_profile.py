@@ -30,6 +30,7 @@ from ocpp.v201 import call_result
 from ocpp.v201.enums import Action
 
 from firmware.ocpp.rpc import handles
+from firmware.ocpp.security_policy import FALLBACK_AFTER
 from firmware.ocpp.v201.context import V201Context
 from firmware.ocpp.v201.device_model import VariableKey
 from firmware.ocpp.v201.security import Security
@@ -62,6 +63,8 @@ class NetworkProfiles:
         self.ctx = ctx
         self.security = security
         self._settings = Settings(ctx.db)
+        # Part 2 "General": the attempts with a new profile before the shared policy falls back — fixed there
+        ctx.variables.fix("OCPPCommCtrlr", "NetworkProfileConnectionAttempts", str(FALLBACK_AFTER))
         self._take_priority_slot()
 
     def _slots(self) -> tuple[str, ...]:

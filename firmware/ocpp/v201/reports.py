@@ -116,7 +116,9 @@ class Reports:
         return self.ctx.variables
 
     def _report(self, definitions: Iterable[VariableDefinition]) -> list[dict[str, Any]]:
-        return [report_data(d, {a: None if d.mutability_of(a) is Mutability.WRITE_ONLY else self.model.value(d, a)
+        # values no longer than DeviceDataCtrlr.ReportingValueSize (and ValueSize)
+        return [report_data(d, {a: None if d.mutability_of(a) is Mutability.WRITE_ONLY
+                                else self.model.reported(self.model.value(d, a))
                                 for a in d.attribute_types}) for d in definitions]
 
     def _actual(self, d: VariableDefinition) -> str | None:
