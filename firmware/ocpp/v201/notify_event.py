@@ -17,7 +17,10 @@ Every event is ``trigger`` Delta, ``eventNotificationType`` HardWiredNotificatio
 ``eventId`` counted on disk; one NotifyEvent per change (``seqNo`` 0, ``tbc`` false), queued in the durable outbox
 in the same commit as the machine's new state, so it goes out in order with the TransactionEvents and survives a
 power cut. The facts last reported are kept in the settings store (``v201.events.<evse>``): a restart reports
-only what differs (the machine forgets its faults at a restart; the devices report them again).
+only what differs (the machine forgets its faults at a restart; the devices report them again); an EVSE never
+reported before counts as Available without problems. The facts are compared when the connector's machine gave
+effects (a fault raised or cleared changes the status or its error, with two exceptions: one of two faults with
+the same code, or one that is not the reported one, is told with the next step that has effects).
 """
 
 from __future__ import annotations
@@ -147,11 +150,15 @@ class NotifyEvents:
     def __init__(self, ctx: V201Context) -> None:
         self.ctx = ctx
         self._settings = Settings(ctx.db)
-        self._last: dict[int, EvseFacts] = {}
-        for evse, ctrl in ctx.connectors.items():
+        self._last: dict[int, EvseFacts] = {}  # the facts last reported, per EVSE, once read from the store
+
+    def _previous(self, evse: int) -> EvseFacts:
+        """The facts last reported: kept, stored by an earlier run, or (never reported) an idle EVSE's."""
+        if evse not in self._last:
             stored = self._settings.get(_FACTS_KEY.format(evse))
             facts = EvseFacts.from_json(stored) if stored is not None else None
-            self._last[evse] = facts if facts is not None else facts_of(ctrl)
+            self._last[evse] = facts if facts is not None else EvseFacts("Available")
+        return self._last[evse]
 
     def has_problem(self, evse: int, component: str = "EVSE") -> bool:
         """The Problem variable of ``component`` of the EVSE: a problem of it is active (for the EVSE: a fault
@@ -162,7 +169,7 @@ class NotifyEvents:
     def record(self, ctrl: ConnectorController, now: datetime) -> None:
         """After the connector's effects were recorded (inside its commit): the events of what changed."""
         current = facts_of(ctrl)
-        previous = self._last.get(ctrl.id, current)
+        previous = self._previous(ctrl.id)
         found = changes(previous, current)
         self._last[ctrl.id] = current
         if not found:
