@@ -12,7 +12,8 @@ ChangeConfiguration SecurityProfile uses.
 * NetworkConfigurationPriority (SequenceList of slots, RebootRequired): at the next start the first slot's security
   profile is taken, once per slot content: the profile is raised and the station connects with it; if it cannot
   connect before a connection with it was accepted, the previous profile is put back after 3 attempts (the shared
-  fallback, 1.6 TC_083) and the same slot content is not tried again (a SetNetworkProfile with other values, or
+  fallback, 1.6 TC_083; OCPPCommCtrlr.NetworkProfileConnectionAttempts says so, ReadOnly) and the same slot
+  content is not tried again (a SetNetworkProfile with other values, or
   another slot first in the priority, is).
 * The slot's messageTimeout, ocppInterface, vpn and apn are kept, not applied.
 """
