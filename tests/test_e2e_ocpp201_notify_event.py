@@ -71,6 +71,33 @@ async def test_availability_state_changes_are_notified_for_the_evse_and_its_conn
     assert ids == sorted(set(ids)) and only(available, "EVSE", "AvailabilityState")["eventId"] > evse["eventId"]
 
 
+async def test_events_of_an_offline_period_survive_kill_9_and_go_in_order(station: Station) -> None:
+    """Through the durable outbox: the CSMS offline, the EV plugged in and out and in again, the agent killed (-9)
+    and started; once the CSMS is back, the three AvailabilityState changes arrive in the order they happened,
+    each once, eventIds rising; nothing is told twice after the restart (the facts reported are kept)."""
+    s = station
+    await s.csms.set_online(False)
+    mark = s.mark()
+    for plugged in (True, False, True):
+        seen = len(s.log())
+        s.ev(1).plug() if plugged else s.ev(1).unplug()
+        await s.wait_log(lambda e: e.get("msg") == "NotifyEvent queued", since=seen)
+    await s.kill_agent()
+    await s.start_agent(wait_boot=False)
+    await s.csms.set_online(True)
+    await s.wait_booted(since=mark)
+    await s.wait_until(lambda: len(events(s, mark)) >= 6, what="the queued NotifyEvents delivered")
+    await s.quiet(0.5)
+    told = [(d["component"]["name"], d["actualValue"]) for d in events(s, mark)]
+    assert told == [("EVSE", "Occupied"), ("Connector", "Occupied"), ("EVSE", "Available"),
+                    ("Connector", "Available"), ("EVSE", "Occupied"), ("Connector", "Occupied")]
+    ids = [d["eventId"] for d in events(s, mark)]
+    assert ids == sorted(set(ids))
+    back = s.mark()
+    s.ev(1).unplug()
+    await s.wait_call("NotifyEvent", about("EVSE", "AvailabilityState", "Available"), since=back)
+
+
 async def test_tc_g_20_cs_lock_failure_is_a_problem_of_the_plug_retention_lock(station: Station) -> None:
     """TC_G_20_CS (G05 Lock Failure): the lock does not engage at the start, so no transaction starts; the station
     sends NotifyEvent ConnectorPlugRetentionLock Problem true (G05.FR.02) with the fault's techCode, the EVSE and
