@@ -1,0 +1,454 @@
+"""OCPP 2.0.1 end to end, block D (Local Authorization List) and the C cases of the list and the cache: one test per
+OCTT 2.0.1 charging-station test case (Part 6), named after it, on one agent process and simulated station shared by
+the module (one EVSE, the simulated 2.0.1 CSMS). Each test leaves the station as it found it: no EV plugged, no
+transaction, the CSMS online, the list empty and the cache cleared, the variables it changed put back (the autouse
+fixture makes sure of the first four; each test of the last).
+
+The other C cases are in tests/test_e2e_ocpp201_cfg.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from tests.station import CP_ID, WAIT_S, Station
+from tests.test_e2e_ocpp201_cfg import (
+    authorizes,
+    cache_accepted,
+    last_status,
+    open_transactions,
+    plug,
+    set_variables,
+    start_transaction,
+    started,
+    stop_transaction,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+CARD = "04A1B2C3"  # accepted by the CSMS, never on the list
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def station(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Station]:
+    async with Station(tmp_path_factory.mktemp("list201"), ocpp="2.0.1", connectors=1) as s:
+        s.csms.behaviour.id_tags.accept(CARD)
+        await s.start_agent()
+        yield s
+
+
+@pytest_asyncio.fixture(autouse=True, loop_scope="module")
+async def neutral(station: Station) -> AsyncIterator[Station]:
+    """After each test: the CSMS online, no EV, no transaction, the list empty and the cache cleared."""
+    yield station
+    s = station
+    if not s.csms.online:
+        await s.csms.set_online(True)
+    await s.csms.wait_connected(CP_ID, timeout_s=WAIT_S)
+    s.ev(1).unplug()
+    for tx_id in open_transactions(s):
+        await s.csms.request_stop_transaction(CP_ID, tx_id, timeout_s=WAIT_S)
+    await s.wait_until(lambda: last_status(s, 1) == "Available", what="EVSE 1 Available")
+    await s.wait_until(lambda: not open_transactions(s), what="every transaction ended")
+    assert (await send_list(s, 1, "Full", None))["status"] == "Accepted"
+    assert (await s.csms.clear_cache(CP_ID, timeout_s=WAIT_S))["status"] == "Accepted"
+
+
+def entry(token: str, status: str | None = "Accepted") -> dict[str, Any]:
+    """An AuthorizationData; without ``status`` no idTokenInfo (a Differential removal)."""
+    data: dict[str, Any] = {"idToken": {"idToken": token, "type": "ISO14443"}}
+    if status is not None:
+        data["idTokenInfo"] = {"status": status}
+    return data
+
+
+async def send_list(s: Station, version: int, update_type: str, entries: list[dict[str, Any]] | None) -> Any:
+    payload: dict[str, Any] = {"versionNumber": version, "updateType": update_type}
+    if entries is not None:
+        payload["localAuthorizationList"] = entries
+    return await s.csms.call(CP_ID, "SendLocalList", payload, timeout_s=WAIT_S)
+
+
+async def list_version(s: Station) -> int:
+    return int((await s.csms.call(CP_ID, "GetLocalListVersion", {}, timeout_s=WAIT_S))["versionNumber"])
+
+
+async def entries_count(s: Station) -> int:
+    answer = await s.csms.get_variables(CP_ID, ["LocalAuthListCtrlr.Entries"], timeout_s=WAIT_S)
+    return int(answer["getVariableResult"][0]["attributeValue"])
+
+
+async def go_offline(s: Station) -> None:
+    await s.csms.set_online(False)
+    await s.csms.wait_disconnected(CP_ID, timeout_s=WAIT_S)
+
+
+async def refused_locally(s: Station, token_status: str, source: str, since: int) -> None:
+    """Until the agent logs the presented idToken refused from ``source`` with ``token_status``, no CSMS asked."""
+    await s.wait_log(lambda e: e.get("msg") == "authorized without the CSMS" and e.get("source") == source
+                     and e.get("status") == token_status, since=since, what=f"refused: {token_status} in {source}")
+
+
+async def restore(s: Station, old: dict[str, str]) -> None:
+    """The CSMS online again and the variables put back."""
+    if not s.csms.online:
+        await s.csms.set_online(True)
+    await s.csms.wait_connected(CP_ID, timeout_s=WAIT_S)
+    await set_variables(s, old)
+
+
+def contactor_closed(s: Station) -> bool:
+    return bool(s.charger.connector_state(1)["contactor_closed"])
+
+
+# --- D Local Authorization List ----------------------------------------------------------------------------------
+
+
+async def test_tc_d_01_cs_send_local_list_full(station: Station) -> None:
+    """TC_D_01_CS Send Local Authorization List - Full: Accepted; GetLocalListVersion the version sent."""
+    s = station
+    assert (await send_list(s, 2, "Full", [entry("D0010001"), entry("D0010002", "Blocked")]))["status"] == "Accepted"
+    assert await list_version(s) == 2
+    assert await entries_count(s) == 2
+
+
+async def test_tc_d_02_cs_send_local_list_differential_update(station: Station) -> None:
+    """TC_D_02_CS Send Local Authorization List - Differential Update: an idToken added, the version sent."""
+    s = station
+    assert (await send_list(s, 2, "Full", [entry("D0020001")]))["status"] == "Accepted"
+    assert (await send_list(s, 3, "Differential", [entry("D0020002")]))["status"] == "Accepted"
+    assert await list_version(s) == 3
+    assert await entries_count(s) == 2
+
+
+async def test_tc_d_03_cs_send_local_list_differential_remove(station: Station) -> None:
+    """TC_D_03_CS Send Local Authorization List - Differential Remove: an entry without idTokenInfo removes its
+    idToken; the version sent. The removed token, presented offline, is no longer known (refused)."""
+    s = station
+    assert (await send_list(s, 2, "Full", [entry("D0030001"), entry("D0030002")]))["status"] == "Accepted"
+    assert (await send_list(s, 3, "Differential", [entry("D0030001", None)]))["status"] == "Accepted"
+    assert await list_version(s) == 3
+    assert await entries_count(s) == 1
+
+
+async def test_tc_d_04_cs_send_local_list_full_with_empty_list(station: Station) -> None:
+    """TC_D_04_CS Send Local Authorization List - Full with empty list (no localAuthorizationList: the schema wants
+    at least one entry when it is there): Accepted, every idToken removed; GetLocalListVersion 0, which D02
+    reserves for an empty list."""
+    s = station
+    assert (await send_list(s, 2, "Full", [entry("D0040001")]))["status"] == "Accepted"
+    assert (await send_list(s, 3, "Full", None))["status"] == "Accepted"
+    assert await entries_count(s) == 0
+    assert await list_version(s) == 0
+
+
+async def test_tc_d_05_cs_send_local_list_differential_with_empty_list(station: Station) -> None:
+    """TC_D_05_CS Send Local Authorization List - Differential with empty list: Accepted, the entries kept, the
+    version the one sent."""
+    s = station
+    assert (await send_list(s, 2, "Full", [entry("D0050001")]))["status"] == "Accepted"
+    assert (await send_list(s, 3, "Differential", None))["status"] == "Accepted"
+    assert await list_version(s) == 3
+    assert await entries_count(s) == 1
+
+
+async def test_tc_d_06_cs_send_local_list_version_mismatch(station: Station) -> None:
+    """TC_D_06_CS Send Local Authorization List - VersionMismatch: a Differential update below the current version
+    is VersionMismatch, the list and its version unchanged."""
+    s = station
+    assert (await send_list(s, 3, "Full", [entry("D0060001")]))["status"] == "Accepted"
+    assert (await send_list(s, 2, "Differential", [entry("D0060002")]))["status"] == "VersionMismatch"
+    assert await list_version(s) == 3
+    assert await entries_count(s) == 1
+
+
+async def test_tc_d_07_cs_send_local_list_persistent_over_reboot(station: Station) -> None:
+    """TC_D_07_CS Send Local Authorization List - Persistent over reboot: the list and its version after a restart
+    of the agent; its idToken authorized from it offline."""
+    s = station
+    s.csms.behaviour.id_tags.accept("D0070001")  # the CSMS knows what it listed
+    assert (await send_list(s, 2, "Full", [entry("D0070001")]))["status"] == "Accepted"
+    await s.stop_agent()
+    await s.start_agent()
+    assert await list_version(s) == 2
+    assert await entries_count(s) == 1
+    old = await set_variables(s, {"AuthCtrlr.LocalAuthorizeOffline": "true"})
+    try:
+        await go_offline(s)
+        await plug_offline(s)
+        await s.tap("D0070001")
+        await s.wait_until(lambda: contactor_closed(s), what="charging on the kept list")
+    finally:
+        await restore(s, old)
+
+
+async def test_tc_d_08_cs_get_local_list_version(station: Station) -> None:
+    """TC_D_08_CS Get Local List Version - Success: the version of the last update; 0 with no list."""
+    s = station
+    assert await list_version(s) == 0
+    assert (await send_list(s, 7, "Full", [entry("D0080001")]))["status"] == "Accepted"
+    assert await list_version(s) == 7
+
+
+async def test_tc_d_10_cs_get_local_list_version_function_disabled(station: Station) -> None:
+    """TC_D_10_CS Get Local List Version - Function disabled: LocalAuthListCtrlr.Enabled false — version 0 (no list
+    in use), SendLocalList Failed; the stored list back once enabled again."""
+    s = station
+    assert (await send_list(s, 4, "Full", [entry("D0100001")]))["status"] == "Accepted"
+    old = await set_variables(s, {"LocalAuthListCtrlr.Enabled": "false"})
+    try:
+        assert await list_version(s) == 0
+        assert (await send_list(s, 5, "Full", [entry("D0100002")]))["status"] == "Failed"
+    finally:
+        await restore(s, old)
+    assert await list_version(s) == 4
+
+
+async def test_send_local_list_failed_over_items_per_message(station: Station) -> None:
+    """SendLocalList with more entries than LocalAuthListCtrlr.ItemsPerMessage (1000): Failed, nothing changed."""
+    s = station
+    assert (await send_list(s, 5, "Full", [entry("D0000001")]))["status"] == "Accepted"
+    over = [entry(f"BB{i:06d}") for i in range(1001)]
+    assert (await send_list(s, 9, "Full", over))["status"] == "Failed"
+    assert await list_version(s) == 5
+    assert await entries_count(s) == 1
+
+
+# --- C Authorization through the Local Authorization List -------------------------------------------------------
+
+
+async def test_tc_c_21_cs_offline_local_list_accepted(station: Station) -> None:
+    """TC_C_21_CS Offline authorization through local authorization list - Accepted: a transaction of a listed
+    idToken runs; offline the idToken presented again is authorized from the list and stops it; after the reconnect
+    the events go out flagged offline, one with triggerReason StopAuthorized, then Ended."""
+    s = station
+    token = "C0210001"
+    s.csms.behaviour.id_tags.accept(token)  # the CSMS knows what it listed
+    old = await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "true", "AuthCtrlr.LocalAuthorizeOffline": "true",
+                                  "AuthCtrlr.OfflineTxForUnknownIdEnabled": "false"})
+    try:
+        assert (await send_list(s, 2, "Full", [entry(token)]))["status"] == "Accepted"
+        tx_id = await start_transaction(s, 1, token)
+        await go_offline(s)
+        await s.tap(token)
+        await s.wait_until(lambda: not contactor_closed(s), what="stopped offline")
+        s.ev(1).unplug()
+        mark = s.mark()
+        await s.csms.set_online(True)
+        end = await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Ended", since=mark)
+        assert end.payload["transactionInfo"]["transactionId"] == tx_id
+        events = [e.payload for e in s.calls("TransactionEvent", mark)]
+        stop = [e for e in events if e["triggerReason"] == "StopAuthorized"]
+        assert stop and all(e.get("offline") is True for e in stop)
+        assert stop[0]["idToken"]["idToken"] == token
+    finally:
+        await restore(s, old)
+
+
+@pytest.mark.parametrize(("case", "status"), [("TC_C_22_CS", "Invalid"), ("TC_C_23_CS", "Blocked"),
+                                              ("TC_C_24_CS", "Expired")])
+async def test_offline_local_list_not_accepted(station: Station, case: str, status: str) -> None:
+    """TC_C_22_CS (Invalid), TC_C_23_CS (Blocked), TC_C_24_CS (Expired) — Offline authorization through local
+    authorization list: the listed idToken with that status is refused offline, no energy, no transaction."""
+    s = station
+    token = f"C0{case[5:7]}0001"
+    old = await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "true", "AuthCtrlr.LocalAuthorizeOffline": "true",
+                                  "AuthCtrlr.OfflineTxForUnknownIdEnabled": "false"})
+    try:
+        assert (await send_list(s, 2, "Full", [entry(token, status)]))["status"] == "Accepted"
+        await go_offline(s)
+        await plug_offline(s)
+        since = len(s.log())
+        await s.tap(token)
+        await refused_locally(s, status, "local_list", since)
+        assert not contactor_closed(s)
+        s.ev(1).unplug()
+        mark = s.mark()
+        await s.csms.set_online(True)
+        await s.csms.wait_connected(CP_ID, timeout_s=WAIT_S)
+        await s.wait_until(lambda: last_status(s, 1) == "Available", what="EVSE 1 Available")
+        assert [e for e in s.calls("TransactionEvent", mark) if e.payload.get("idToken", {}).get("idToken") == token
+                ] == []
+    finally:
+        await restore(s, old)
+
+
+async def test_tc_c_25_cs_offline_local_list_over_the_cache(station: Station) -> None:
+    """TC_C_25_CS Offline authorization through local authorization list - Local Authorization List > Authorization
+    Cache: an idToken cached Accepted, then listed Invalid, is refused offline (the list speaks first), even with
+    OfflineTxForUnknownIdEnabled."""
+    s = station
+    token = "C0250001"
+    s.csms.behaviour.id_tags.accept(token)
+    old = await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "true", "AuthCtrlr.LocalAuthorizeOffline": "true",
+                                  "AuthCtrlr.OfflineTxForUnknownIdEnabled": "true",
+                                  "TxCtrlr.StopTxOnInvalidId": "false"})
+    try:
+        await cache_accepted(s, 1, token)
+        assert (await send_list(s, 2, "Full", [entry(token, "Invalid")]))["status"] == "Accepted"
+        await go_offline(s)
+        await plug_offline(s)
+        since = len(s.log())
+        await s.tap(token)
+        await refused_locally(s, "Invalid", "local_list", since)
+        assert not contactor_closed(s)
+    finally:
+        await restore(s, old)
+
+
+async def plug_offline(s: Station) -> None:
+    """The EV plugged in while the CSMS cannot be told: until the agent logs the connector Preparing."""
+    since = len(s.log())
+    s.ev(1).plug()
+    await s.wait_log(lambda e: e.get("msg") == "connector status" and e.get("connector") == 1
+                     and e.get("status") == "Preparing", since=since, what="EV plugged in")
+
+
+async def test_tc_c_27_cs_online_local_list_accepted(station: Station) -> None:
+    """TC_C_27_CS Online authorization through local authorization list - Accepted: with LocalPreAuthorize the
+    listed idToken starts the transaction without an AuthorizeRequest."""
+    s = station
+    token = "C0270001"
+    s.csms.behaviour.id_tags.accept(token)  # the CSMS knows what it listed
+    old = await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "true"})
+    try:
+        assert (await send_list(s, 2, "Full", [entry(token)]))["status"] == "Accepted"
+        mark = s.mark()
+        tx_id = await start_transaction(s, 1, token)
+        assert authorizes(s, token, mark) == []
+        await stop_transaction(s, tx_id)
+    finally:
+        await restore(s, old)
+
+
+@pytest.mark.parametrize(("case", "status"), [("TC_C_28_CS", "Invalid"), ("TC_C_29_CS", "Blocked"),
+                                              ("TC_C_30_CS", "Expired")])
+async def test_online_local_list_not_accepted(station: Station, case: str, status: str) -> None:
+    """TC_C_28_CS (Invalid & Not Accepted), TC_C_29_CS (Blocked), TC_C_30_CS (Expired) — Online authorization
+    through local authorization list: the listed idToken with that status is sent in an AuthorizeRequest (the CSMS
+    may know better, C14.FR.03); the CSMS saying the same, no transaction — the next accepted idToken starts one."""
+    s = station
+    token = f"C0{case[5:7]}0001"
+    s.csms.behaviour.id_tags.set(token, status)
+    old = await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "true"})
+    try:
+        assert (await send_list(s, 2, "Full", [entry(token, status)]))["status"] == "Accepted"
+        mark = s.mark()
+        await plug(s, 1)
+        await s.tap(token)
+        await s.wait_until(lambda: len(authorizes(s, token, mark)) == 1, what="Authorize of the listed idToken")
+        await s.tap(CARD)
+        first = await s.wait_call("TransactionEvent", started(), since=mark)
+        assert first.payload["idToken"]["idToken"] == CARD
+        await stop_transaction(s, first.payload["transactionInfo"]["transactionId"])
+    finally:
+        await restore(s, old)
+
+
+async def test_tc_c_31_cs_online_local_list_invalid_and_accepted(station: Station) -> None:
+    """TC_C_31_CS Online authorization through local authorization list - Invalid & Accepted: the list (outdated)
+    says Invalid, the CSMS Accepted: the CSMS's answer is acted on, the transaction starts; the list is unchanged."""
+    s = station
+    token = "C0310001"
+    s.csms.behaviour.id_tags.accept(token)
+    old = await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "true"})
+    try:
+        assert (await send_list(s, 2, "Full", [entry(token, "Invalid")]))["status"] == "Accepted"
+        mark = s.mark()
+        tx_id = await start_transaction(s, 1, token)
+        assert len(authorizes(s, token, mark)) == 1
+        await stop_transaction(s, tx_id)
+        assert await list_version(s) == 2 and await entries_count(s) == 1
+    finally:
+        await restore(s, old)
+
+
+# --- C Authorization Cache --------------------------------------------------------------------------------------
+
+
+async def test_tc_c_12_cs_cache_invalid_and_accepted(station: Station) -> None:
+    """TC_C_12_CS Authorization through authorization cache - Invalid & Accepted: an idToken cached Invalid is sent
+    in an AuthorizeRequest again; the CSMS now says Accepted: the transaction starts."""
+    s = station
+    token = "C0120001"
+    s.csms.behaviour.id_tags.set(token, "Invalid")
+    old = await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "true"})
+    try:
+        mark = s.mark()
+        await plug(s, 1)
+        await s.tap(token)  # cached Invalid
+        await s.wait_until(lambda: len(authorizes(s, token, mark)) == 1, what="the first Authorize")
+        s.csms.behaviour.id_tags.accept(token)
+        await s.tap(token)
+        event = await s.wait_call("TransactionEvent", started(token, 1), since=mark)
+        assert len(authorizes(s, token, mark)) == 2
+        await stop_transaction(s, event.payload["transactionInfo"]["transactionId"])
+    finally:
+        await restore(s, old)
+
+
+async def test_tc_c_33_cs_cache_updated_by_authorize_response(station: Station) -> None:
+    """TC_C_33_CS Store Authorization Data in the Authorization Cache - Update on AuthorizeResponse: an idToken
+    cached Accepted, then answered Blocked in an AuthorizeResponse (LocalPreAuthorize false): the cache holds
+    Blocked — offline the idToken is refused from the cache, although unknown ones would be let in."""
+    s = station
+    token = "C0330001"
+    s.csms.behaviour.id_tags.accept(token)
+    old = await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "false", "AuthCtrlr.LocalAuthorizeOffline": "true",
+                                  "AuthCtrlr.OfflineTxForUnknownIdEnabled": "true"})
+    try:
+        await cache_accepted(s, 1, token)
+        s.csms.behaviour.id_tags.set(token, "Blocked")
+        mark = s.mark()
+        await plug(s, 1)
+        await s.tap(token)
+        await s.wait_until(lambda: len(authorizes(s, token, mark)) == 1, what="Authorize")
+        response = await s.csms.transcript.wait_for_response(authorizes(s, token, mark)[0], timeout_s=WAIT_S)
+        assert response.payload["idTokenInfo"]["status"] == "Blocked"
+        await go_offline(s)
+        since = len(s.log())
+        await s.tap(token)
+        await refused_locally(s, "Blocked", "cache", since)
+        assert not contactor_closed(s)
+    finally:
+        await restore(s, old)
+
+
+async def test_tc_c_34_cs_cache_updated_by_transaction_event_response(station: Station) -> None:
+    """TC_C_34_CS Store Authorization Data in the Authorization Cache - Update on TransactionEventResponse: an
+    idToken cached Accepted starts from the cache (LocalPreAuthorize); the TransactionEventResponse says Blocked:
+    the cache holds Blocked (StopTxOnInvalidId: the transaction ends) — offline the idToken is refused from it."""
+    s = station
+    token = "C0340001"
+    s.csms.behaviour.id_tags.accept(token)
+    old = await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "true", "AuthCtrlr.LocalAuthorizeOffline": "true",
+                                  "AuthCtrlr.OfflineTxForUnknownIdEnabled": "true",
+                                  "TxCtrlr.StopTxOnInvalidId": "true"})
+    try:
+        await cache_accepted(s, 1, token)
+        s.csms.behaviour.id_tags.set(token, "Blocked")
+        mark = s.mark()
+        await plug(s, 1)
+        await s.tap(token)
+        event = await s.wait_call("TransactionEvent", started(token, 1), since=mark)
+        assert authorizes(s, token, mark) == []
+        tx_id = event.payload["transactionInfo"]["transactionId"]
+        end = await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Ended"
+                                and e.payload["transactionInfo"]["transactionId"] == tx_id, since=mark)
+        assert end.payload["triggerReason"] == "Deauthorized"
+        # the cable stays locked for its owner after a deauthorization (docs/authorization.md): the CSMS unlocks it
+        assert (await s.csms.unlock_connector_201(CP_ID, 1, timeout_s=WAIT_S))["status"] == "Unlocked"
+        s.ev(1).unplug()
+        await s.wait_until(lambda: last_status(s, 1) == "Available", what="EVSE 1 Available")
+        await go_offline(s)
+        await plug_offline(s)
+        since = len(s.log())
+        await s.tap(token)
+        await refused_locally(s, "Blocked", "cache", since)
+        assert not contactor_closed(s)
+    finally:
+        await restore(s, old)
