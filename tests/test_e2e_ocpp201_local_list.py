@@ -452,3 +452,57 @@ async def test_tc_c_34_cs_cache_updated_by_transaction_event_response(station: S
         assert not contactor_closed(s)
     finally:
         await restore(s, old)
+
+
+@pytest.mark.parametrize(("case", "stop", "max_energy"), [("TC_C_15_CS", "false", "10000"), ("TC_C_16_CS", "true", "0"),
+                                                          ("TC_C_17_CS", "false", "0"),
+                                                          ("TC_C_18_CS", "true", "500")])
+async def test_cached_id_token_offline_then_invalid(station: Station, case: str, stop: str, max_energy: str) -> None:
+    """TC_C_15_CS (StopTxOnInvalidId false, MaxEnergyOnInvalidId > 0), TC_C_16_CS (true), TC_C_17_CS (false),
+    TC_C_18_CS (true, MaxEnergyOnInvalidId > 0) — Authorization through authorization cache: an idToken cached
+    Accepted starts a transaction offline; after the reconnect its events go out flagged offline and the CSMS
+    answers Invalid. StopTxOnInvalidId true: the transaction ends (Deauthorized), whatever MaxEnergyOnInvalidId;
+    false: it goes on — the energy within MaxEnergyOnInvalidId (still Charging), none with 0 (SuspendedEVSE)."""
+    s = station
+    token = f"C0{case[5:7]}0001"
+    s.csms.behaviour.id_tags.accept(token)
+    old = await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "true", "AuthCtrlr.LocalAuthorizeOffline": "true",
+                                  "AuthCtrlr.OfflineTxForUnknownIdEnabled": "false",
+                                  "TxCtrlr.StopTxOnInvalidId": stop, "TxCtrlr.MaxEnergyOnInvalidId": max_energy})
+    try:
+        await cache_accepted(s, 1, token)
+        s.csms.behaviour.id_tags.set(token, "Invalid")
+        await go_offline(s)
+        await plug_offline(s)
+        await s.tap(token)
+        await s.wait_until(lambda: contactor_closed(s), what="charging offline from the cache")
+        mark = s.mark()
+        await s.csms.set_online(True)
+        event = await s.wait_call("TransactionEvent", started(token, 1), since=mark)
+        assert event.payload.get("offline") is True
+        tx_id = event.payload["transactionInfo"]["transactionId"]
+        response = await s.csms.transcript.wait_for_response(event, timeout_s=WAIT_S)
+        assert response.payload["idTokenInfo"]["status"] == "Invalid"
+        if stop == "true":
+            end = await s.wait_call("TransactionEvent", ended_tx(tx_id), since=mark)
+            assert end.payload["triggerReason"] == "Deauthorized"
+            assert (await s.csms.unlock_connector_201(CP_ID, 1, timeout_s=WAIT_S))["status"] == "Unlocked"
+        elif max_energy == "0":
+            await s.wait_call("TransactionEvent", lambda e: e.payload["transactionInfo"].get("chargingState")
+                              == "SuspendedEVSE", since=mark)
+            await s.wait_until(lambda: not contactor_closed(s), what="no energy")  # the event goes first
+        else:
+            trigger = s.mark()
+            answer = await s.csms.trigger_message_201(CP_ID, "TransactionEvent", evse_id=1, timeout_s=WAIT_S)
+            assert answer["status"] == "Accepted"
+            update = await s.wait_call("TransactionEvent", lambda e: e.payload["triggerReason"] == "Trigger",
+                                       since=trigger)
+            assert update.payload["transactionInfo"]["chargingState"] == "Charging" and contactor_closed(s)
+        if stop == "false":
+            assert not [e for e in s.calls("TransactionEvent", mark) if e.payload["triggerReason"] == "Deauthorized"]
+    finally:
+        await restore(s, old)
+
+
+def ended_tx(tx_id: str) -> Any:
+    return lambda e: e.payload["eventType"] == "Ended" and e.payload["transactionInfo"]["transactionId"] == tx_id
