@@ -506,3 +506,64 @@ async def test_cached_id_token_offline_then_invalid(station: Station, case: str,
 
 def ended_tx(tx_id: str) -> Any:
     return lambda e: e.payload["eventType"] == "Ended" and e.payload["transactionInfo"]["transactionId"] == tx_id
+
+
+async def test_tc_c_57_cs_cache_disable_post_authorize(station: Station) -> None:
+    """TC_C_57_CS Authorization through authorization cache - AuthCacheDisablePostAuthorize: an idToken cached
+    Invalid, presented again with LocalPreAuthorize and AuthCacheCtrlr.DisablePostAuthorize true, is refused from
+    the cache — no AuthorizeRequest, no transaction."""
+    s = station
+    token = "C0570001"
+    s.csms.behaviour.id_tags.set(token, "Invalid")
+    old = await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "true", "AuthCacheCtrlr.DisablePostAuthorize": "true"})
+    try:
+        mark = s.mark()
+        await plug(s, 1)
+        await s.tap(token)  # unknown here: Authorize, the answer cached Invalid
+        await s.wait_until(lambda: len(authorizes(s, token, mark)) == 1, what="the first Authorize")
+        since = len(s.log())
+        await s.tap(token)
+        await refused_locally(s, "Invalid", "cache", since)
+        assert len(authorizes(s, token, mark)) == 1 and not contactor_closed(s)
+    finally:
+        await restore(s, old)
+
+
+async def test_tc_c_58_cs_local_list_disable_post_authorize(station: Station) -> None:
+    """TC_C_58_CS Online authorization through local authorization list - LocalAuthListDisablePostAuthorize: an
+    idToken listed Invalid, presented with LocalPreAuthorize and LocalAuthListCtrlr.DisablePostAuthorize true, is
+    refused from the list — no AuthorizeRequest, no transaction."""
+    s = station
+    token = "C0580001"
+    s.csms.behaviour.id_tags.accept(token)  # the CSMS would let it in: it is not asked
+    old = await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "true",
+                                  "LocalAuthListCtrlr.DisablePostAuthorize": "true"})
+    try:
+        assert (await send_list(s, 2, "Full", [entry(token, "Invalid")]))["status"] == "Accepted"
+        mark = s.mark()
+        await plug(s, 1)
+        since = len(s.log())
+        await s.tap(token)
+        await refused_locally(s, "Invalid", "local_list", since)
+        assert authorizes(s, token, mark) == [] and not contactor_closed(s)
+    finally:
+        await restore(s, old)
+
+
+async def test_tc_c_46_cs_cache_lifetime(station: Station) -> None:
+    """TC_C_46_CS Store Authorization Data in the Authorization Cache - AuthCacheLifeTime: an idToken cached
+    Accepted is no longer authorized from the cache once AuthCacheCtrlr.LifeTime has passed since it was stored:
+    with LocalPreAuthorize it is sent in an AuthorizeRequest again."""
+    s = station
+    token = "C0460001"
+    s.csms.behaviour.id_tags.accept(token)
+    old = await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "true", "AuthCacheCtrlr.LifeTime": "1"})
+    try:
+        await cache_accepted(s, 1, token)
+        await s.quiet(1.5)  # the lifetime passes: what is under test is the passage of time itself
+        mark = s.mark()
+        tx_id = await start_transaction(s, 1, token)
+        assert len(authorizes(s, token, mark)) == 1
+        await stop_transaction(s, tx_id)
+    finally:
+        await restore(s, old)
