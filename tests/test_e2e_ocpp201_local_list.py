@@ -567,3 +567,90 @@ async def test_tc_c_46_cs_cache_lifetime(station: Station) -> None:
         await stop_transaction(s, tx_id)
     finally:
         await restore(s, old)
+
+
+# --- C Authorization by GroupId ---------------------------------------------------------------------------------
+
+GROUP = "FLEET0001"
+
+
+def grouped(token: str, status: str = "Accepted") -> dict[str, Any]:
+    """A list entry of the group."""
+    return {"idToken": {"idToken": token, "type": "ISO14443"},
+            "idTokenInfo": {"status": status, "groupIdToken": {"idToken": GROUP, "type": "Central"}}}
+
+
+async def known_by(s: Station, source: str, tokens: dict[str, str]) -> None:
+    """The CSMS knows ``tokens`` (id → status) in GROUP; ``source`` "list": they are listed so too; "cache": each is
+    cached so (an Accepted one by a whole transaction, another by its refused Authorize)."""
+    for token, status in tokens.items():
+        s.csms.behaviour.id_tags.set(token, status, parent_id_tag=GROUP)
+    if source == "list":
+        answer = await send_list(s, 2, "Full", [grouped(t, st) for t, st in tokens.items()])
+        assert answer["status"] == "Accepted"
+    elif source == "cache":
+        for token, status in tokens.items():
+            if status == "Accepted":
+                await cache_accepted(s, 1, token)
+            else:
+                mark = s.mark()
+                await plug(s, 1)
+                await s.tap(token)
+                await s.wait_until(lambda t=token, m=mark: len(authorizes(s, t, m)) == 1,
+                                   what="cached by its Authorize")
+                await s.csms.transcript.wait_for_response(authorizes(s, token, mark)[0], timeout_s=WAIT_S)
+                s.ev(1).unplug()
+                await s.wait_until(lambda: last_status(s, 1) == "Available", what="EVSE 1 Available")
+
+
+@pytest.mark.parametrize(("case", "source"), [("TC_C_39_CS", "csms"), ("TC_C_40_CS", "list"),
+                                              ("TC_C_41_CS", "cache")])
+async def test_stop_by_group_id(station: Station, case: str, source: str) -> None:
+    """TC_C_39_CS (Success), TC_C_40_CS (with Local Authorization List), TC_C_41_CS (with Authorization Cache) —
+    Authorization by GroupId: a transaction started by one idToken is stopped by another of the same groupIdToken
+    (StopAuthorized, the other idToken in the event); from the list or the cache without an AuthorizeRequest."""
+    s = station
+    first, second = f"C0{case[5:7]}0001", f"C0{case[5:7]}0002"
+    old = await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "true"})
+    try:
+        await known_by(s, source, {first: "Accepted", second: "Accepted"})
+        mark = s.mark()
+        tx_id = await start_transaction(s, 1, first)
+        await s.tap(second)
+        stop = await s.wait_call("TransactionEvent", lambda e: e.payload["triggerReason"] == "StopAuthorized",
+                                 since=mark)
+        assert stop.payload["transactionInfo"]["transactionId"] == tx_id
+        assert stop.payload["idToken"]["idToken"] == second
+        asked = authorizes(s, first, mark) + authorizes(s, second, mark)
+        assert len(asked) == (2 if source == "csms" else 0)
+    finally:
+        await restore(s, old)
+
+
+@pytest.mark.parametrize(("case", "source"), [("TC_C_42_CS", "csms"), ("TC_C_43_CS", "list"),
+                                              ("TC_C_44_CS", "cache")])
+async def test_not_stopped_by_an_invalid_id_token_of_the_group(station: Station, case: str, source: str) -> None:
+    """TC_C_42_CS (Not stopped by GroupId), TC_C_43_CS (Invalid status with Local Authorization List), TC_C_44_CS
+    (Invalid status with Authorization Cache) — Authorization by GroupId: an idToken of the same groupIdToken that
+    is Invalid (for the CSMS; listed or cached so, it is sent in an AuthorizeRequest) does not stop the transaction."""
+    s = station
+    first, second = f"C0{case[5:7]}0001", f"C0{case[5:7]}0002"
+    old = await set_variables(s, {"AuthCtrlr.LocalPreAuthorize": "true"})
+    try:
+        await known_by(s, source, {first: "Accepted", second: "Invalid"})
+        mark = s.mark()
+        tx_id = await start_transaction(s, 1, first)
+        await s.tap(second)
+        await s.wait_until(lambda: len(authorizes(s, second, mark)) == 1, what="Authorize of the Invalid idToken")
+        await s.csms.transcript.wait_for_response(authorizes(s, second, mark)[0], timeout_s=WAIT_S)
+        trigger = s.mark()
+        assert (await s.csms.trigger_message_201(CP_ID, "TransactionEvent", evse_id=1,
+                                                 timeout_s=WAIT_S))["status"] == "Accepted"
+        update = await s.wait_call("TransactionEvent", lambda e: e.payload["triggerReason"] == "Trigger",
+                                   since=trigger)
+        assert update.payload["transactionInfo"]["chargingState"] == "Charging"
+        end = await stop_transaction(s, tx_id)  # still running: stopped by the CSMS
+        assert end.payload["transactionInfo"]["stoppedReason"] == "Remote"
+        assert not [e for e in s.calls("TransactionEvent", mark) if e.payload["triggerReason"] == "StopAuthorized"]
+    finally:
+        await restore(s, old)
