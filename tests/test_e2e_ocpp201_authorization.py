@@ -1,5 +1,5 @@
-"""OCPP 2.0.1 end to end, block D (Local Authorization List) and the C cases of the list and the cache: one test per
-OCTT 2.0.1 charging-station test case (Part 6), named after it, on one agent process and simulated station shared by
+"""OCPP 2.0.1 end to end, block D (Local Authorization List) and the C cases of the list, the cache, GroupId and a
+local stop: one test per OCTT 2.0.1 charging-station test case (Part 6), named after it, on one agent process and simulated station shared by
 the module (one EVSE, the simulated 2.0.1 CSMS). Each test leaves the station as it found it: no EV plugged, no
 transaction, the CSMS online, the list empty and the cache cleared, the variables it changed put back (the autouse
 fixture makes sure of the first four; each test of the last).
@@ -35,7 +35,7 @@ CARD = "04A1B2C3"  # accepted by the CSMS, never on the list
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def station(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Station]:
-    async with Station(tmp_path_factory.mktemp("list201"), ocpp="2.0.1", connectors=1) as s:
+    async with Station(tmp_path_factory.mktemp("auth201"), ocpp="2.0.1", connectors=1) as s:
         s.csms.behaviour.id_tags.accept(CARD)
         await s.start_agent()
         yield s
@@ -654,3 +654,40 @@ async def test_not_stopped_by_an_invalid_id_token_of_the_group(station: Station,
         assert not [e for e in s.calls("TransactionEvent", mark) if e.payload["triggerReason"] == "StopAuthorized"]
     finally:
         await restore(s, old)
+
+
+async def test_tc_c_04_cs_local_stop_by_a_different_id_token(station: Station) -> None:
+    """TC_C_04_CS Local Stop Transaction - Different idToken: another idToken (Accepted, of another group) presented
+    during the transaction is sent in an AuthorizeRequest and does not stop it. (An idToken presented during a
+    transaction whose idToken has no group is refused without an AuthorizeRequest: nothing could match.)"""
+    s = station
+    first, second = "C0040001", "C0040002"
+    s.csms.behaviour.id_tags.set(first, "Accepted", parent_id_tag=GROUP)
+    s.csms.behaviour.id_tags.set(second, "Accepted", parent_id_tag="FLEET0002")
+    mark = s.mark()
+    tx_id = await start_transaction(s, 1, first)
+    await s.tap(second)
+    await s.wait_until(lambda: len(authorizes(s, second, mark)) == 1, what="Authorize of the different idToken")
+    await s.csms.transcript.wait_for_response(authorizes(s, second, mark)[0], timeout_s=WAIT_S)
+    end = await stop_transaction(s, tx_id)  # still running: stopped by the CSMS
+    assert end.payload["transactionInfo"]["stoppedReason"] == "Remote"
+    assert not [e for e in s.calls("TransactionEvent", mark) if e.payload["triggerReason"] == "StopAuthorized"]
+
+
+async def test_tc_c_05_cs_invalid_id_token_with_a_cable_lock(station: Station) -> None:
+    """TC_C_05_CS Local start transaction - Authorization invalid - Cable lock: an idToken presented before any cable
+    (this socket locks the cable only for a transaction) is answered Invalid: no transaction, the lock stays open;
+    the EV plugged in afterwards starts nothing until an accepted idToken is presented."""
+    s = station
+    token = "C0050001"
+    s.csms.behaviour.id_tags.set(token, "Invalid")
+    mark = s.mark()
+    await s.tap(token)
+    await s.wait_until(lambda: len(authorizes(s, token, mark)) == 1, what="Authorize")
+    await s.csms.transcript.wait_for_response(authorizes(s, token, mark)[0], timeout_s=WAIT_S)
+    await plug(s, 1)
+    assert not s.cable_locked(1)
+    await s.tap(CARD)
+    first = await s.wait_call("TransactionEvent", since=mark)
+    assert first.payload["eventType"] == "Started" and first.payload["idToken"]["idToken"] == CARD
+    await stop_transaction(s, first.payload["transactionInfo"]["transactionId"])
