@@ -1,8 +1,8 @@
 """OCPP 2.0.1 end to end, block D (Local Authorization List) and the C cases of the list, the cache, GroupId and a
-local stop: one test per OCTT 2.0.1 charging-station test case (Part 6), named after it, on one agent process and simulated station shared by
-the module (one EVSE, the simulated 2.0.1 CSMS). Each test leaves the station as it found it: no EV plugged, no
-transaction, the CSMS online, the list empty and the cache cleared, the variables it changed put back (the autouse
-fixture makes sure of the first four; each test of the last).
+local stop: one test per OCTT 2.0.1 charging-station test case (Part 6), named after it, on one agent process and
+simulated station shared by the module (one EVSE, the simulated 2.0.1 CSMS). Each test leaves the station as it
+found it: no EV plugged, no transaction, the CSMS online, the list empty and the cache cleared, the variables it
+changed put back (the autouse fixture makes sure of the first four; each test of the last).
 
 The other C cases are in tests/test_e2e_ocpp201_cfg.py.
 """
