@@ -165,6 +165,19 @@ def test_decision_ignores_what_it_must_not_look_at() -> None:
     (False, AuthSettings(), "none", "none", Verdict.REFUSE, S.UNKNOWN, None),
     (False, AuthSettings(cache_enabled=False, allow_offline_tx_for_unknown_id=True), "none", "blocked",
      Verdict.OFFLINE_ALLOWED, S.ACCEPTED, AuthSource.OFFLINE_ALLOWED),
+    # 2.0.1 DisablePostAuthorize (with LocalPreAuthorize): a not-valid entry of that store answers, no Authorize
+    (True, AuthSettings(local_pre_authorize=True, cache_disable_post_authorize=True), "none", "blocked",
+     Verdict.LOCAL, S.BLOCKED, AuthSource.CACHE),
+    (True, AuthSettings(local_pre_authorize=True, cache_disable_post_authorize=True), "none", "accepted_but_expired",
+     Verdict.LOCAL, S.EXPIRED, AuthSource.CACHE),
+    (True, AuthSettings(local_pre_authorize=True, cache_disable_post_authorize=True), "invalid", "none",
+     Verdict.ASK_CSMS, S.UNKNOWN, None),
+    (True, AuthSettings(local_pre_authorize=True, list_disable_post_authorize=True), "invalid", "none",
+     Verdict.LOCAL, S.INVALID, AuthSource.LOCAL_LIST),
+    (True, AuthSettings(local_pre_authorize=True, list_disable_post_authorize=True), "none", "invalid",
+     Verdict.ASK_CSMS, S.UNKNOWN, None),
+    (True, AuthSettings(cache_disable_post_authorize=True, list_disable_post_authorize=True), "invalid", "none",
+     Verdict.ASK_CSMS, S.UNKNOWN, None),
 ])
 def test_decision_examples(online: bool, settings: AuthSettings, list_kind: str, cache_kind: str, verdict: Verdict,
                            status: AuthStatus, source: AuthSource | None) -> None:
@@ -383,6 +396,25 @@ def test_authorizer_list_wins_and_listed_ids_are_not_cached(db: Database) -> Non
     assert auth.decide("card", online=False, purpose=AuthPurpose.START, now=NOW).verdict is Verdict.REFUSE
     auth.clear_cache()
     assert len(auth.cache) == 0
+
+
+def test_authorizer_cache_lifetime_bounds_the_expiry(db: Database) -> None:
+    """2.0.1 AuthCacheCtrlr.LifeTime: an entry stored now expires LifeTime later, or at the CSMS's own expiry if
+    that comes first; without a lifetime (1.6) the CSMS's expiry alone."""
+    current = AuthSettings(cache_lifetime_s=60)
+    auth = Authorizer(db, lambda: current)
+    auth.learn("A", IdTagInfo(S.ACCEPTED), NOW)
+    auth.learn("B", IdTagInfo(S.ACCEPTED, NOW + timedelta(seconds=10)), NOW)
+    auth.learn("C", IdTagInfo(S.ACCEPTED, FUTURE), NOW)
+    assert [auth.cache.get(t, NOW) for t in "ABC"] == [IdTagInfo(S.ACCEPTED, NOW + timedelta(seconds=60)),
+                                                       IdTagInfo(S.ACCEPTED, NOW + timedelta(seconds=10)),
+                                                       IdTagInfo(S.ACCEPTED, NOW + timedelta(seconds=60))]
+    later = NOW + timedelta(seconds=61)
+    d = auth.decide("A", online=True, purpose=AuthPurpose.START, now=later)
+    assert d.verdict is Verdict.ASK_CSMS  # expired in the cache: the CSMS is asked again
+    current = AuthSettings()
+    auth.learn("D", IdTagInfo(S.ACCEPTED), NOW)
+    assert auth.cache.get("D", later) == IdTagInfo(S.ACCEPTED)
 
 
 def test_authorizer_answers_even_when_storage_fails(db: Database) -> None:

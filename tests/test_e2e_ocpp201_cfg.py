@@ -122,9 +122,10 @@ async def stop_transaction(s: Station, tx_id: str) -> TranscriptEntry:
 
 
 @pytest.mark.parametrize(("case", "status"), [("TC_C_02_CS", "Invalid"), ("TC_C_06_CS", "Blocked"),
-                                              ("TC_C_07_CS", "Expired")])
+                                              ("TC_C_07_CS", "Expired"), ("TC_C_56_CS", "Unknown")])
 async def test_local_start_with_an_id_token_not_accepted(station: Station, case: str, status: str) -> None:
-    """TC_C_02_CS (Invalid/Unknown), TC_C_06_CS (Blocked), TC_C_07_CS (Expired) — Local start transaction: the
+    """TC_C_02_CS (Invalid), TC_C_06_CS (Blocked), TC_C_07_CS (Expired), TC_C_56_CS (Unknown) — Local start
+    transaction - Authorization ...: the
     Authorize answered with that status starts no transaction; the next accepted idToken does."""
     s = station
     token = f"C0{case[5:7]}0{len(status)}00"  # a UID (hex) of its own

@@ -382,6 +382,17 @@ def test_other_group_is_refused_and_charging_continues() -> None:
     assert run.status is S.CHARGING and run.m.power_allowed
 
 
+def test_group_member_not_valid_stops_nothing() -> None:
+    """OCTT 2.0.1 TC_C_42_CS: an id of the same group that the CSMS says is Invalid (or Blocked, Expired...) does
+    not stop the transaction."""
+    run = charging(Run(), "CARD1", parent="FAMILY")
+    for status in (AuthStatus.INVALID, AuthStatus.BLOCKED, AuthStatus.EXPIRED):
+        run(CardPresented(card("CARD2")))
+        answer = AuthorizationResult(card("CARD2"), status, central("FAMILY"), AuthSource.ONLINE)
+        assert run(answer) == [IdTokenRefused(card("CARD2"), RefusalReason.NOT_AUTHORIZED, status)]
+        assert run.status is S.CHARGING and run.m.power_allowed
+
+
 def test_other_id_without_group_is_refused_at_once() -> None:
     run = charging(Run())
     assert run(CardPresented(card("STRANGER"))) == [IdTokenRefused(card("STRANGER"), RefusalReason.NOT_OWNER)]

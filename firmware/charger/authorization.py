@@ -19,7 +19,7 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from firmware.session.effects import AuthPurpose
@@ -49,6 +49,10 @@ class AuthSettings:
     allow_offline_tx_for_unknown_id: bool = False  # AllowOfflineTxForUnknownId
     cache_enabled: bool = True  # AuthorizationCacheEnabled
     local_list_enabled: bool = True  # LocalAuthListEnabled
+    # 2.0.1 only (1.6 has no such keys; the defaults are 1.6's behaviour):
+    cache_disable_post_authorize: bool = False  # AuthCacheCtrlr.DisablePostAuthorize
+    list_disable_post_authorize: bool = False  # LocalAuthListCtrlr.DisablePostAuthorize
+    cache_lifetime_s: int | None = None  # AuthCacheCtrlr.LifeTime: an entry expires this long after it was stored
 
 
 class Verdict(StrEnum):
@@ -82,7 +86,9 @@ def decide(*, online: bool, settings: AuthSettings, list_entry: IdTagInfo | None
     * The Local Authorization List, when enabled and holding the id, wins over the cache (§3.5.3); a
       disabled store is not looked at.
     * Online: a valid (Accepted, not expired) entry starts at once when LocalPreAuthorize is on; anything
-      else asks the CSMS — including a NOT-valid entry, whose state may have changed (§3.5.1).
+      else asks the CSMS — including a NOT-valid entry, whose state may have changed (§3.5.1) — unless, with
+      LocalPreAuthorize on, the store that holds it has DisablePostAuthorize (2.0.1 C10.FR.03 / C14.FR.03 turned
+      off): then the entry's status answers at once.
     * Offline: a known id that is not valid (Blocked, Expired — also by passage of time —, Invalid,
       ConcurrentTx) is refused, whatever else is configured (§3.5.4). A valid entry starts when
       LocalAuthorizeOffline is on; with it off the id is no better than an unknown one. An unknown id
@@ -97,9 +103,15 @@ def decide(*, online: bool, settings: AuthSettings, list_entry: IdTagInfo | None
         entry, source = cache_entry, AuthSource.CACHE
     status = entry.effective_status(now) if entry is not None else None
     if online:
-        if entry is not None and status is AuthStatus.ACCEPTED and settings.local_pre_authorize:
-            return Decision(Verdict.LOCAL, AuthStatus.ACCEPTED, entry.parent_id_tag, source,
-                            f"LocalPreAuthorize: valid in {source}")
+        if entry is not None and status is not None and settings.local_pre_authorize:
+            if status is AuthStatus.ACCEPTED:
+                return Decision(Verdict.LOCAL, AuthStatus.ACCEPTED, entry.parent_id_tag, source,
+                                f"LocalPreAuthorize: valid in {source}")
+            no_post = (settings.list_disable_post_authorize if source is AuthSource.LOCAL_LIST
+                       else settings.cache_disable_post_authorize)
+            if no_post:
+                return Decision(Verdict.LOCAL, status, entry.parent_id_tag, source,
+                                f"DisablePostAuthorize: {status} in {source}")
         return Decision(Verdict.ASK_CSMS, reason="online")
     if entry is not None and status is not None:
         if status is not AuthStatus.ACCEPTED:
@@ -178,9 +190,16 @@ class Authorizer:
 
     def learn(self, id_token: str, info: IdTagInfo, now: datetime) -> None:
         """An IdTagInfo from Authorize.conf, StartTransaction.conf or StopTransaction.conf (§3.5.1). Not
-        stored while the cache is disabled, nor for an id on the Local Authorization List (§3.5.3)."""
-        if not self._settings().cache_enabled or self.local_list.get(id_token) is not None:
+        stored while the cache is disabled, nor for an id on the Local Authorization List (§3.5.3). With a cache
+        lifetime (2.0.1 AuthCacheCtrlr.LifeTime) the entry expires that long after now, or at the CSMS's own
+        expiry if that is sooner."""
+        s = self._settings()
+        if not s.cache_enabled or self.local_list.get(id_token) is not None:
             return
+        if s.cache_lifetime_s is not None:
+            end = now + timedelta(seconds=s.cache_lifetime_s)
+            if info.expiry is None or end < info.expiry:
+                info = IdTagInfo(info.status, end, info.parent_id_tag)
         self.cache.put(id_token, info, now)
 
     def list_conflict(self, id_token: str, info: IdTagInfo, now: datetime) -> IdTagInfo | None:

@@ -764,7 +764,9 @@ class SessionMachine:
             self._ignored(event, "no matching authorization pending")
             return
         c.pending = None
-        if tx.parent_id_token is not None and same_token(event.parent_id_token, tx.parent_id_token):
+        if event.status is not AuthStatus.ACCEPTED:  # of the group or not, an id not valid stops nothing (C09)
+            self._emit(IdTokenRefused(event.id_token, RefusalReason.NOT_AUTHORIZED, event.status))
+        elif tx.parent_id_token is not None and same_token(event.parent_id_token, tx.parent_id_token):
             self._stop_and_settle(StopReason.LOCAL, Trigger.STOP_AUTHORIZED, stopped_by=event.id_token)
         else:
             self._emit(IdTokenRefused(event.id_token, RefusalReason.NOT_OWNER, event.status))

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ocpp.v16.enums import AuthorizationStatus, DataTransferStatus, RegistrationStatus
+from ocpp.v201.enums import AuthorizationStatusEnumType
 
 from sim.csms.ocppj import ErrorCode
 from sim.csms.transcript import utc_timestamp
@@ -56,6 +57,12 @@ class IdTagEntry:
     parent_id_tag: str | None = None
 
 
+#: What an idTag may be answered: the 1.6 statuses and 2.0.1's own (Unknown, NoCredit, NotAtThisLocation, ...), which
+#: a 1.6 session answers as Invalid (1.6 has no such status).
+ID_TAG_STATUSES = tuple(dict.fromkeys([*(s.value for s in AuthorizationStatus),
+                                       *(s.value for s in AuthorizationStatusEnumType)]))
+
+
 class IdTagDirectory:
     """The CSMS's authorization list. Lookups are case-insensitive: IdToken is a CiString20."""
 
@@ -79,7 +86,7 @@ class IdTagDirectory:
         if expiry_date is not None and expiry_date.tzinfo is None:
             raise BehaviourError("expiry_date must be timezone-aware (OCPP times are UTC)")
         self._entries[id_tag.casefold()] = IdTagEntry(
-            _enum_value(AuthorizationStatus, status, "idTag status"), expiry_date, parent_id_tag)
+            _enum_value(ID_TAG_STATUSES, status, "idTag status"), expiry_date, parent_id_tag)
 
     def accept(self, *id_tags: str, expiry_date: datetime | None = None,
                parent_id_tag: str | None = None) -> None:

@@ -181,5 +181,7 @@ class CentralSystemLogic(CsmsRecords):
 
     def _id_tag_info(self, id_tag: str) -> Any:
         info = self.behaviour.id_tags.id_tag_info(id_tag, self._clock())
-        return datatypes.IdTagInfo(status=AuthorizationStatus(info["status"]),
+        statuses = {s.value for s in AuthorizationStatus}  # a 2.0.1-only status is Invalid in 1.6
+        status = info["status"] if info["status"] in statuses else AuthorizationStatus.invalid.value
+        return datatypes.IdTagInfo(status=AuthorizationStatus(status),
                                    parent_id_tag=info.get("parentIdTag"), expiry_date=info.get("expiryDate"))

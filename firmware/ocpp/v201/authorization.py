@@ -45,7 +45,10 @@ class Authorization:
                             local_authorize_offline=v.get_bool("AuthCtrlr", "LocalAuthorizeOffline"),
                             allow_offline_tx_for_unknown_id=v.get_bool("AuthCtrlr", "OfflineTxForUnknownIdEnabled"),
                             cache_enabled=v.get_bool("AuthCacheCtrlr", "Enabled"),
-                            local_list_enabled=self.local_list.enabled())
+                            local_list_enabled=self.local_list.enabled(),
+                            cache_disable_post_authorize=v.get_bool("AuthCacheCtrlr", "DisablePostAuthorize"),
+                            list_disable_post_authorize=v.get_bool("LocalAuthListCtrlr", "DisablePostAuthorize"),
+                            cache_lifetime_s=v.get_int("AuthCacheCtrlr", "LifeTime"))
 
     async def authorize(self, ctrl: ConnectorController, req: RequestAuthorization) -> None:
         """Authorize an id (:func:`firmware.ocpp.authorize.authorize`): from the cache when the rules say so, else
@@ -87,3 +90,4 @@ class Authorization:
             self.auth.learn(token.value, mapping.id_token_info(info), utcnow())
         except Exception:
             log.exception("authorization cache not updated")
+
