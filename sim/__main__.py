@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="OCPP configuration key preset at first boot ([ocpp.presets]); repeatable")
     up.add_argument("--demo", action=argparse.BooleanOptionalAction, default=True,
                     help="play a scripted charging session, shown live (default on; --no-demo for scripts)")
+    up.add_argument("--demo-pace", type=_demo_pace, default=1.0, metavar="FACTOR",
+                    help="scale the demo's pauses and charging time (0.2: five times as fast; what the session "
+                         "waits for it still waits for)")
     up.add_argument("--ab-slots", action="store_true",
                     help="run the agent out of A/B slots in the state dir, so that an update from the CSMS really "
                          "replaces the code that runs (docs/firmware-update.md)")
@@ -306,6 +309,16 @@ def _setup_logging(level: str, demo: bool, state_dir: Path, stack: contextlib.Ex
     logging.getLogger().addHandler(terminal)
 
 
+def _demo_pace(text: str) -> float:
+    try:
+        pace = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.01 <= pace <= 10:
+        raise argparse.ArgumentTypeError(f"{pace:g} is outside 0.01 .. 10")
+    return pace
+
+
 async def _start_builtin_csms(args: argparse.Namespace, state_dir: Path, password: str | None,
                               server_tls: ssl.SSLContext | None = None,
                               csr_signer: Callable[[str], str] | None = None) -> SimulatedCsms:
@@ -472,7 +485,7 @@ async def _run(args: argparse.Namespace, state_dir: Path, stop: asyncio.Event,
         _banner(info, csms is not None)
         view.start()
         stack.push_async_callback(view.close)
-        demo = asyncio.create_task(run_demo(charger, view, csms, control_url=api.url), name="demo")
+        demo = asyncio.create_task(run_demo(charger, view, csms, control_url=api.url, pace=args.demo_pace), name="demo")
         stack.push_async_callback(_cancel, demo)
     else:
         print(json.dumps({"event": "ready", **info}), flush=True)

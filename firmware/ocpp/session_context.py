@@ -11,11 +11,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost, InvalidResponse, RpcChargePoint
 from firmware.storage.ledger import Ledger
 from firmware.storage.outbox import Outbox, OutboxStats
+
+if TYPE_CHECKING:
+    from firmware.config import AgentConfig
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +32,27 @@ STATUS_RESEND_S = 5.0
 INTERMEDIATE_WAIT_S = 15.0
 
 
+@dataclass(kw_only=True)
 class CsmsConnectionMixin:
-    """Methods over the fields ``cp`` (the current connection's charge point, or None), ``online`` (connected and
-    accepted), ``last_traffic`` (loop time of our last answered CALL) and ``_tasks`` (a set of the adapter's short
-    tasks)."""
+    """The connection's state every version's context holds (keyword-only fields with defaults, so that a version's
+    dataclass context puts its own required fields first) and the methods over it. ``config`` is the version
+    context's own field."""
 
-    cp: RpcChargePoint | None
-    online: asyncio.Event
-    last_traffic: float
-    _tasks: set[asyncio.Task[Any]]
+    if TYPE_CHECKING:
+        config: AgentConfig
+    cp: RpcChargePoint | None = None  # the current connection's charge point
+    online: asyncio.Event = field(default_factory=asyncio.Event)  # connected and accepted
+    last_traffic: float = 0.0  # loop time of our last answered CALL (the heartbeat waits on it)
+    wake_delivery: Callable[[], None] = lambda: None  # something was queued in the outbox
+    #: ``(type, techInfo)``: a security event under the whitepaper's name (``firmware.ocpp.security_events``:
+    #: logged, queued if critical, sent under the version's name)
+    report_security_event: Callable[[str, str | None], object] = lambda event, info: None
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # the adapter's short tasks
+
+    @property
+    def response_timeout_s(self) -> float:
+        assert self.config.ocpp is not None
+        return self.config.ocpp.response_timeout_s
 
     async def call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         """A CALL on the current connection."""
@@ -115,6 +131,28 @@ class CsmsConnectionMixin:
             except (CallErrorReceived, InvalidResponse, TimeoutError) as exc:
                 log.warning("Heartbeat failed", extra={"error": str(exc)})
                 self.last_traffic = loop.time()
+
+
+async def boot_until_accepted(call: Call, payload: Callable[[], dict[str, Any]], *,
+                              answered: Callable[[str, int], None], heartbeat_interval: Callable[[], int],
+                              wait: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    """BootNotification until Accepted, the same in every version (only the payload differs): one that fails (a
+    CALLERROR, a malformed answer, no answer) is sent again after HeartbeatInterval (10 s at least); after Pending or
+    Rejected only the CSMS may talk, until the interval it gave (30 s if none). ``answered(status, interval)`` sees
+    each answer (the version logs it and, on Accepted, takes the interval as its HeartbeatInterval); ``wait``: how
+    a wait is spent (1.6 cuts it short when a TriggerMessage asks for a BootNotification)."""
+    while True:
+        try:
+            answer = await call("BootNotification", payload())
+        except (CallErrorReceived, InvalidResponse, TimeoutError) as exc:
+            log.warning("BootNotification failed", extra={"error": str(exc)})
+            await wait(max(heartbeat_interval(), 10))
+            continue
+        status, interval = str(answer["status"]), int(answer["interval"])
+        answered(status, interval)
+        if status == "Accepted":
+            return
+        await wait(interval if interval > 0 else 30)
 
 
 async def send_in_order(call: Call, action: str, queue: list[dict[str, Any]], wake: asyncio.Event) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
+
+log = logging.getLogger(__name__)
 
 
 def timestamp(when: datetime) -> str:
@@ -18,6 +21,18 @@ def parse_timestamp(value: object) -> datetime | None:
         return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).astimezone(UTC)
     except (ValueError, OverflowError):  # not a date, or one UTC cannot hold (9999-12-31T23:00:00-05:00)
         return None
+
+
+def expiry(value: object, field: str) -> datetime | None:
+    """An id's expiry from the CSMS (1.6 expiryDate, 2.0.1 cacheExpiryDateTime): None when absent; one that cannot
+    be read is taken as already passed (an id must not become valid forever because its date was garbled)."""
+    if value is None:
+        return None
+    when = parse_timestamp(value)
+    if when is None:
+        log.warning("unreadable expiry date; treated as expired", extra={"field": field})
+        return datetime.fromtimestamp(0, UTC)
+    return when
 
 
 def unix_seconds(value: object) -> float:

@@ -255,10 +255,15 @@ async def _until(check: Callable[[], bool], timeout_s: float, poll_s: float = 0.
 
 async def run_demo(charger: SimulatedCharger, view: LiveView, csms: SimulatedCsms | None, *,
                    card: str | None = None, connector: int = 1, charge_s: float = 10.0,
-                   control_url: str = "") -> None:
+                   control_url: str = "", pace: float = 1.0) -> None:
     """The scripted session. Every wait is bounded: with an agent that does not charge (yet) the demo says
-    so and goes on, so it always ends."""
+    so and goes on, so it always ends. ``pace`` scales the pauses that are there for the watcher (and the
+    charging time); what the session waits for (the agent accepted, the contactor) it waits for, at any pace."""
     say = view.say
+
+    async def pause(seconds: float) -> None:
+        await asyncio.sleep(seconds * pace)
+
     card = card or demo_card(charger.spec.reader)
     c = charger.connectors[connector]
     cp_id = charger.spec.charge_point_id
@@ -267,36 +272,38 @@ async def run_demo(charger: SimulatedCharger, view: LiveView, csms: SimulatedCsm
             say("demo", f"waiting for {cp_id} to connect to the builtin CSMS ...")
             try:
                 await csms.wait_connected(cp_id, timeout_s=15.0)
-                await asyncio.sleep(2.0)  # boot and first status notifications
+                # accepted: the first status notification comes after the BootNotification's Accepted
+                await csms.transcript.wait_for("StatusNotification", cp_id=cp_id, timeout_s=15.0)
+                await pause(2.0)
             except TimeoutError:
-                say("demo", "the agent has not connected to the CSMS within 15 s; going on with the hardware")
+                say("demo", "the agent has not been accepted by the CSMS within 15 s; going on with the hardware")
         else:
-            await asyncio.sleep(3.0)
+            await pause(3.0)
         say("demo", f">> EV plugged into connector {connector}")
         c.ev.plug()
-        await asyncio.sleep(3.0)
+        await pause(3.0)
         accepted = " (accepted by the builtin CSMS)" if csms is not None else ""
         say("demo", f">> card {card} tapped on the reader{accepted}")
         charger.tap(card, 1.0)
         if not await _until(lambda: c.board.contactor_closed, 15.0):
             say("demo", "the agent did not close the contactor within 15 s (no charging session)")
         else:
-            await asyncio.sleep(charge_s)
+            await pause(charge_s)
             say("demo", ">> EV pauses charging")
             c.ev.paused = True
-            await asyncio.sleep(4.0)
+            await pause(4.0)
             say("demo", ">> EV resumes charging")
             c.ev.paused = False
             await _until(lambda: c.board.contactor_closed, 5.0)
-            await asyncio.sleep(4.0)
+            await pause(4.0)
         say("demo", f">> card {card} tapped again to stop")
         charger.tap(card, 1.0)
         if not await _until(lambda: not c.board.contactor_closed, 10.0):
             say("demo", "the contactor is still closed 10 s after the stop tap")
-        await asyncio.sleep(3.0)
+        await pause(3.0)
         say("demo", f">> EV unplugged from connector {connector}")
         c.ev.unplug()
-        await asyncio.sleep(3.0)
+        await pause(3.0)
         say("demo", f"demo finished. The simulator keeps running: control API {control_url} "
                     "(python -m sim ctl state). Ctrl-C stops everything.")
     except asyncio.CancelledError:

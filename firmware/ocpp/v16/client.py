@@ -19,7 +19,6 @@ Each declares its configuration keys and its CALL handlers; this module only rou
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -35,9 +34,8 @@ from firmware.maintenance.diagnostics import DiagnosticsSources
 from firmware.maintenance.log_upload import LogUploads
 from firmware.maintenance.updater import FirmwareUpdater
 from firmware.ocpp.adapter import Spawn
-from firmware.ocpp.connection import Worker, serve_connection
+from firmware.ocpp.connection import serve_adapter_session
 from firmware.ocpp.link import Backoff, OcppLink
-from firmware.ocpp.rpc import RpcChargePoint
 from firmware.ocpp.security_events import SecurityEvents
 from firmware.ocpp.session_context import ContextViews
 from firmware.ocpp.v16.authorization import Authorization
@@ -163,35 +161,13 @@ class Ocpp16Client(ContextViews):
         await self.link.run(self._session)
 
     async def _session(self, connection: Any) -> None:
-        """One connection (:func:`~firmware.ocpp.connection.serve_connection`, shared with 2.0.1): boot once per run
-        of the agent, then the statuses, the outbox, the heartbeat (and the hardware report, once)."""
-        ctx = self.ctx
-        cp = RpcChargePoint(ctx.config.charge_point_id, connection, OCPP16, response_timeout=ctx.response_timeout_s,
-                            handlers=self._handlers)
-        ctx.cp = cp
-        call = functools.partial(ctx.call_on, cp)
-        delivery = self.transactions.delivery
-
-        def accepted() -> tuple[list[Worker], list[Worker]]:
-            self.link.mark_accepted()  # the back-off resets only once this connection has stayed up a while
-            self.security.accepted()
-            self.certificates.connected()
-            self.statuses.connected()
-            ctx.online.set()
-            send_queued = functools.partial(ctx.call_on, cp, checked=True)  # checked as queued (check_queued)
-            extra: list[Worker] = []
-            if not self.data_transfer.hardware_reported:
-                extra.append((self.data_transfer.report_hardware(call), "ocpp-hardware"))
-            return [(self.statuses.send(call), "ocpp-status"), (delivery.run(send_queued), "ocpp-outbox"),
-                    (self.core.heartbeat(call), "ocpp-heartbeat")], extra
-
-        def ended() -> None:
-            ctx.online.clear()
-            self.statuses.disconnected()
-            ctx.cp = None
-
-        await serve_connection(connection, cp, self._start_worker, boot=self.core.boot(call), accepted=accepted,
-                               ended=ended, draining=lambda: delivery.draining)
+        """One connection (:func:`~firmware.ocpp.connection.serve_adapter_session`, shared with 2.0.1)."""
+        await serve_adapter_session(
+            connection, self.ctx, OCPP16, self._handlers, self._start_worker, boot=self.core.boot,
+            heartbeat=self.core.heartbeat, statuses=self.statuses, delivery=self.transactions.delivery,
+            hardware=self.data_transfer,
+            on_accepted=(self.link.mark_accepted,  # the back-off resets only once the connection stayed up a while
+                         self.security.accepted, self.certificates.connected))
 
     async def close_orphaned_transactions(self) -> int:
         return await self.transactions.close_orphaned_transactions()

@@ -8,16 +8,14 @@ traffic the heartbeat measures; ``spawn`` runs a short task owned by the client 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from firmware.charger.connector import ConnectorController
 from firmware.config import AgentConfig
 from firmware.exitcodes import ExitCode
 from firmware.ocpp.data_transfer import VENDOR_ID
-from firmware.ocpp.rpc import RpcChargePoint
 from firmware.ocpp.session_context import CsmsConnectionMixin
 from firmware.storage import Database
 from firmware.storage.ledger import Ledger
@@ -38,10 +36,6 @@ class V16Context(CsmsConnectionMixin):
     ledger: Ledger  # billing records (the CSMS's transaction ids)
     outbox: Outbox  # messages not yet delivered
     request_exit: Callable[[ExitCode], None]
-    cp: RpcChargePoint | None = None  # the current connection's charge point
-    online: asyncio.Event = field(default_factory=asyncio.Event)  # connected and accepted
-    last_traffic: float = 0.0  # loop time of our last answered CALL (the heartbeat waits on it)
-    wake_delivery: Callable[[], None] = lambda: None  # something was queued in the outbox
     # what FirmwareStatusNotification / DiagnosticsStatusNotification would say now (a TriggerMessage asks):
     # Idle while no update or upload is under way; the firmware and diagnostics features set them
     firmware_status: Callable[[], str] = lambda: "Idle"
@@ -52,14 +46,6 @@ class V16Context(CsmsConnectionMixin):
     log_request_id: Callable[[], int | None] = lambda: None
     firmware_request_id: Callable[[], int | None] = lambda: None
     signed_firmware_status: Callable[[], str] = lambda: "Idle"  # SignedFirmwareStatusNotification's statuses
-    #: ``(type, techInfo)``: a security event (security_events.SecurityEvents.report: logged, and queued if critical)
-    report_security_event: Callable[[str, str | None], object] = lambda event, info: None
-    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-
-    @property
-    def response_timeout_s(self) -> float:
-        assert self.config.ocpp is not None
-        return self.config.ocpp.response_timeout_s
 
     def connector(self, connector_id: int | None) -> ConnectorController | None:
         return None if connector_id is None else self.connectors.get(connector_id)

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse
+from firmware.ocpp.session_context import boot_until_accepted
 from firmware.ocpp.v16.context import V16Context
 from firmware.ocpp.v16.keys import DAY_S, KeyDefinition, KeyType, phase_rotation_items
 
@@ -51,25 +51,15 @@ class Core:
             self._heartbeat_wake.set()
 
     async def boot(self, call: Callable[[str, dict[str, Any]], Any]) -> None:
-        """BootNotification until Accepted (once per run of the agent, not per reconnect)."""
+        """BootNotification until Accepted (once per run of the agent, not per reconnect); a TriggerMessage
+        BootNotification cuts a wait short."""
         if self.accepted:
             return
-        keys = self.ctx.keys
-        while True:
-            self._boot_now.clear()
-            try:
-                answer = await call("BootNotification", self._boot_payload())
-            except (CallErrorReceived, InvalidResponse, TimeoutError) as exc:
-                log.warning("BootNotification failed", extra={"error": str(exc)})
-                await self._until_boot_again(max(keys.get_int("HeartbeatInterval"), 10))
-                continue
-            status, interval = self._answered(answer)
-            if status == "Accepted":
-                self.accepted = True
-                return
-            # Pending / Rejected: only the CSMS may talk now; ask again after the interval it gave (or when it
-            # triggers a BootNotification)
-            await self._until_boot_again(interval if interval > 0 else 30)
+        self._boot_now.clear()
+        await boot_until_accepted(call, self._boot_payload, answered=self._answered,
+                                  heartbeat_interval=lambda: self.ctx.keys.get_int("HeartbeatInterval"),
+                                  wait=self._until_boot_again)
+        self.accepted = True
 
     async def triggered_boot(self, call: Callable[[str, dict[str, Any]], Any]) -> None:
         """TriggerMessage BootNotification (§5.17): before the CSMS accepted us, the boot worker sends it now
@@ -78,7 +68,8 @@ class Core:
         if not self.accepted:
             self._boot_now.set()
             return
-        self._answered(await call("BootNotification", self._boot_payload()))
+        answer = await call("BootNotification", self._boot_payload())
+        self._answered(str(answer["status"]), int(answer["interval"]))
 
     def _boot_payload(self) -> dict[str, Any]:
         ident = self.ctx.config.identity
@@ -88,17 +79,17 @@ class Core:
             payload["chargePointSerialNumber"] = ident.serial_number
         return payload
 
-    def _answered(self, answer: dict[str, Any]) -> tuple[str, int]:
+    def _answered(self, status: str, interval: int) -> None:
         """A BootNotification's answer: Accepted sets HeartbeatInterval to the interval given (if any)."""
-        status, interval = answer["status"], int(answer["interval"])
         log.info("BootNotification answered", extra={"status": status, "interval": interval})
         if status == "Accepted" and interval > 0:
             self.ctx.keys.change("HeartbeatInterval", str(interval))
-        return status, interval
 
     async def _until_boot_again(self, seconds: float) -> None:
+        """A wait between BootNotifications, cut short by a TriggerMessage that came during it or the one before."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._boot_now.wait(), seconds)
+        self._boot_now.clear()
 
     async def heartbeat(self, call: Callable[[str, dict[str, Any]], Any]) -> None:
         """A connection's Heartbeat worker; HeartbeatInterval 0 turns it off."""

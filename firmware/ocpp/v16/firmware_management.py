@@ -37,8 +37,8 @@ from ocpp.v16.enums import Action
 
 from firmware.maintenance import transfer
 from firmware.maintenance.log_upload import DIAGNOSTICS_LOG, LogUploads, LogUploadStatus
-from firmware.maintenance.signing import Verdict, judge_signing_certificate
 from firmware.maintenance.updater import FINAL_STATUSES, FirmwareStatus, FirmwareUpdater
+from firmware.ocpp.firmware_signing import refused_signing_certificate
 from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost, InvalidResponse, after_answering, handles
 from firmware.ocpp.security_events import firmware_updated_once
 from firmware.ocpp.timestamps import parse_timestamp, unix_seconds
@@ -131,14 +131,11 @@ class FirmwareManagement:
         if updater is None:
             return call_result.SignedUpdateFirmware(status="Rejected")
         pem = str(firmware.get("signing_certificate", ""))
-        judged = await judge_signing_certificate(pem, updater.settings, Path(self.ctx.config.state_dir))
-        if judged.verdict is not Verdict.VALID:
-            log.warning("SignedUpdateFirmware: signing certificate refused", extra={
-                "request_id": request_id, "verdict": judged.verdict.value, "error": judged.reason})
-            # the whitepaper's event for it (not critical: the security log keeps it)
-            self.ctx.report_security_event("InvalidFirmwareSigningCertificate", judged.reason[:255])
-            return call_result.SignedUpdateFirmware(
-                status="RevokedCertificate" if judged.verdict is Verdict.REVOKED else "InvalidCertificate")
+        refused = await refused_signing_certificate(pem, updater.settings, Path(self.ctx.config.state_dir),
+                                                    self.ctx.report_security_event, action="SignedUpdateFirmware",
+                                                    request_id=request_id)
+        if refused is not None:
+            return call_result.SignedUpdateFirmware(status=refused)
         outcome = updater.start(str(firmware.get("location", "")), unix_seconds(firmware.get("retrieve_date_time")),
                                 retries=retries or 0, retry_interval_s=float(retry_interval or 60),
                                 request_id=request_id, signing_certificate=pem,

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from firmware.charger.metering import Sample
+from firmware.ocpp.timestamps import expiry
 from firmware.ocpp.timestamps import timestamp as timestamp  # re-exported: the 1.6 features use mapping.timestamp
 from firmware.session.events import AuthStatus
 from firmware.session.id_token import IdToken
@@ -68,18 +69,9 @@ def id_tag_info(info: Mapping[str, Any]) -> IdTagInfo:
         status = AuthStatus.INVALID
     if status is AuthStatus.UNKNOWN:  # not a 1.6 AuthorizationStatus
         status = AuthStatus.INVALID
-    expiry: datetime | None = None
-    raw_expiry = info.get("expiryDate")
-    if raw_expiry is not None:
-        try:
-            expiry = datetime.fromisoformat(str(raw_expiry).replace("Z", "+00:00"))
-            if expiry.tzinfo is None:
-                expiry = expiry.replace(tzinfo=UTC)  # OCPP times are UTC
-        except ValueError:
-            log.warning("unreadable expiryDate in IdTagInfo; treated as expired")
-            expiry = datetime.fromtimestamp(0, UTC)
     parent = info.get("parentIdTag")
-    return IdTagInfo(status, expiry, str(parent) if parent is not None else None)
+    return IdTagInfo(status, expiry(info.get("expiryDate"), "expiryDate"),
+                     str(parent) if parent is not None else None)
 
 
 def parent_id_token(parent_id_tag: object) -> IdToken | None:

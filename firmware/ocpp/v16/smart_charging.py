@@ -31,8 +31,8 @@ from firmware.charger.smart_charging import (
     Recurrency,
     SchedulePeriod,
     SmartChargingScheduler,
-    floor_limit,
 )
+from firmware.ocpp.charging_schedule import composite_periods
 from firmware.ocpp.rpc import handles
 from firmware.ocpp.v16 import mapping
 from firmware.ocpp.v16.keys import KeyDefinition, KeyType
@@ -81,14 +81,8 @@ def profile_from_16(raw: dict[str, Any]) -> ChargingProfile:
 def composite_to_16(schedule: CompositeSchedule) -> dict[str, Any]:
     """GetCompositeSchedule.conf's chargingSchedule. startSchedule is given, equal to scheduleStart: OCTT TC_059
     checks for it (errata 3.57 allows leaving it out)."""
-    periods = []
-    for p in schedule.periods:
-        period: dict[str, Any] = {"startPeriod": p.start, "limit": floor_limit(p.limit)}
-        if p.number_phases != 3:
-            period["numberPhases"] = p.number_phases
-        periods.append(period)
     return {"duration": schedule.duration, "startSchedule": mapping.timestamp(schedule.start),
-            "chargingRateUnit": schedule.unit.value, "chargingSchedulePeriod": periods}
+            "chargingRateUnit": schedule.unit.value, "chargingSchedulePeriod": composite_periods(schedule)}
 
 
 def _number(value: object) -> float:

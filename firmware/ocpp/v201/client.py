@@ -27,7 +27,6 @@ This module only routes:
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -44,9 +43,8 @@ from firmware.maintenance.log_upload import LogUploads
 from firmware.maintenance.updater import FirmwareUpdater
 from firmware.ocpp.adapter import Spawn
 from firmware.ocpp.certificate_management import DEFAULT_STORE_MAX
-from firmware.ocpp.connection import Worker, serve_connection
+from firmware.ocpp.connection import serve_adapter_session
 from firmware.ocpp.link import Backoff, OcppLink
-from firmware.ocpp.rpc import RpcChargePoint
 from firmware.ocpp.security_events import OCPP201_NAMES, SecurityEvents
 from firmware.ocpp.session_context import ContextViews
 from firmware.ocpp.v201.authorization import Authorization
@@ -196,35 +194,13 @@ class Ocpp201Client(ContextViews):
         await self.link.run(self._session)
 
     async def _session(self, connection: Any) -> None:
-        """One connection (:func:`~firmware.ocpp.connection.serve_connection`): boot once per run of the agent, then
-        the statuses, the outbox and the heartbeat."""
-        ctx = self.ctx
-        cp = RpcChargePoint(ctx.config.charge_point_id, connection, OCPP201, response_timeout=ctx.response_timeout_s,
-                            handlers=self._handlers)
-        ctx.cp = cp
-        call = functools.partial(ctx.call_on, cp)
-        delivery = self.transactions.delivery
-
-        def accepted() -> tuple[list[Worker], list[Worker]]:
-            self.link.mark_accepted()  # the back-off resets only once this connection has stayed up a while
-            self.security.accepted()
-            self.certificates.connected()
-            self.statuses.connected()
-            ctx.online.set()
-            send_queued = functools.partial(ctx.call_on, cp, checked=True)  # checked as queued (check_queued)
-            extra: list[Worker] = []
-            if not self.data_transfer.hardware_reported:
-                extra.append((self.data_transfer.report_hardware(call), "ocpp-hardware"))
-            return [(self.statuses.send(call), "ocpp-status"), (delivery.run(send_queued), "ocpp-outbox"),
-                    (self.provisioning.heartbeat(call), "ocpp-heartbeat")], extra
-
-        def ended() -> None:
-            ctx.online.clear()
-            self.statuses.disconnected()
-            ctx.cp = None
-
-        await serve_connection(connection, cp, self._start_worker, boot=self.provisioning.boot(call),
-                               accepted=accepted, ended=ended, draining=lambda: delivery.draining)
+        """One connection (:func:`~firmware.ocpp.connection.serve_adapter_session`, shared with 1.6)."""
+        await serve_adapter_session(
+            connection, self.ctx, OCPP201, self._handlers, self._start_worker, boot=self.provisioning.boot,
+            heartbeat=self.provisioning.heartbeat, statuses=self.statuses, delivery=self.transactions.delivery,
+            hardware=self.data_transfer,
+            on_accepted=(self.link.mark_accepted,  # the back-off resets only once the connection stayed up a while
+                         self.security.accepted, self.certificates.connected))
 
     async def close_orphaned_transactions(self) -> int:
         closed = await self.transactions.close_orphaned_transactions()

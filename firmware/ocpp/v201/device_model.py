@@ -416,21 +416,18 @@ class DeviceModel:
 
     # --- GetVariables / SetVariables, item by item --------------------------------------------------
 
-    def _find(self, key: VariableKey) -> tuple[VariableDefinition | None, str | None]:
-        """The variable, or the status that says why there is none (B06.FR.06/07/15: no component instance with
-        that name, instance, EVSE and connector is UnknownComponent)."""
+    def _find(self, key: VariableKey, attribute: str) -> VariableDefinition | str:
+        """The variable with that attribute, or the status that says why there is none (B06.FR.06/07/15: no
+        component instance with that name, instance, EVSE and connector is UnknownComponent)."""
         d = self.definitions.get(key)
-        if d is not None:
-            return d, None
-        return None, "UnknownVariable" if key.component_id in self._components else "UnknownComponent"
+        if d is None:
+            return "UnknownVariable" if key.component_id in self._components else "UnknownComponent"
+        return d if attribute in d.attribute_types else "NotSupportedAttributeType"
 
     def get_variable(self, key: VariableKey, attribute: str = ACTUAL) -> GetResult:
-        d, missing = self._find(key)
-        if d is None:
-            assert missing is not None
-            return GetResult(missing)
-        if attribute not in d.attribute_types:
-            return GetResult("NotSupportedAttributeType")
+        d = self._find(key, attribute)
+        if isinstance(d, str):
+            return GetResult(d)
         if d.mutability_of(attribute) is Mutability.WRITE_ONLY:
             return GetResult("Rejected")
         # "" for a supported attribute unset (B06.FR.13); no longer than ReportingValueSize
@@ -439,12 +436,9 @@ class DeviceModel:
     def set_variable(self, key: VariableKey, value: str, attribute: str = ACTUAL) -> SetResult:
         """Checks and stores one value (B05). Listeners run after the store; a failing one is logged, never
         undoes the value the CSMS was told is Accepted."""
-        d, missing = self._find(key)
-        if d is None:
-            assert missing is not None
-            return SetResult(missing)
-        if attribute not in d.attribute_types:
-            return SetResult("NotSupportedAttributeType")
+        d = self._find(key, attribute)
+        if isinstance(d, str):
+            return SetResult(d)
         if d.mutability_of(attribute) is Mutability.READ_ONLY:
             return SetResult("Rejected", "ReadOnly")
         size = self.configuration_value_size()

@@ -40,8 +40,8 @@ from ocpp.v201.enums import Action
 
 from firmware.maintenance import transfer
 from firmware.maintenance.log_upload import LogUploads, LogUploadStatus
-from firmware.maintenance.signing import Verdict, judge_signing_certificate
 from firmware.maintenance.updater import FINAL_STATUSES, FirmwareStatus, FirmwareUpdater
+from firmware.ocpp.firmware_signing import refused_signing_certificate
 from firmware.ocpp.rpc import handles
 from firmware.ocpp.security_events import firmware_updated_once
 from firmware.ocpp.timestamps import parse_timestamp, unix_seconds
@@ -83,13 +83,11 @@ class FirmwareManagement:
             return call_result.UpdateFirmware(status="Rejected", status_info={
                 "reasonCode": "MissingCertificate", "additionalInfo": "signature without signingCertificate"})
         if pem:
-            judged = await judge_signing_certificate(pem, updater.settings, Path(self.ctx.config.state_dir))
-            if judged.verdict is not Verdict.VALID:
-                log.warning("UpdateFirmware: signing certificate refused", extra={
-                    "request_id": request_id, "verdict": judged.verdict.value, "error": judged.reason})
-                self.ctx.report_security_event("InvalidFirmwareSigningCertificate", judged.reason[:255])
-                return call_result.UpdateFirmware(
-                    status="RevokedCertificate" if judged.verdict is Verdict.REVOKED else "InvalidCertificate")
+            refused = await refused_signing_certificate(pem, updater.settings, Path(self.ctx.config.state_dir),
+                                                        self.ctx.report_security_event, action="UpdateFirmware",
+                                                        request_id=request_id)
+            if refused is not None:
+                return call_result.UpdateFirmware(status=refused)
         outcome = updater.start(location, unix_seconds(firmware.get("retrieve_date_time")), retries=retries or 0,
                                 retry_interval_s=float(retry_interval if retry_interval is not None else 60),
                                 request_id=request_id, signing_certificate=pem, signature=signature,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from firmware.charger.metering import Sample
-from firmware.ocpp.timestamps import timestamp
+from firmware.ocpp.timestamps import expiry, timestamp
 from firmware.session import AuthStatus, ConnectorStatus, StopReason
 from firmware.session.id_token import IdToken, IdTokenType
 from firmware.storage.auth_stores import IdTagInfo
@@ -95,17 +95,9 @@ def id_token_info(info: Mapping[str, Any]) -> IdTagInfo:
     """A 2.0.1 IdTokenInfo as the stores keep it. Never raises: an unreadable cacheExpiryDateTime is taken as
     already passed (an id must not become valid forever because its date was garbled)."""
     status = auth_status(str(info.get("status")))
-    expiry: datetime | None = None
-    raw = info.get("cacheExpiryDateTime")
-    if raw is not None:
-        try:
-            expiry = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-            if expiry.tzinfo is None:
-                expiry = expiry.replace(tzinfo=UTC)
-        except ValueError:
-            expiry = datetime.fromtimestamp(0, UTC)
     group = parent_id_token_of(info)
-    return IdTagInfo(status, expiry, group.value if group is not None else None)
+    return IdTagInfo(status, expiry(info.get("cacheExpiryDateTime"), "cacheExpiryDateTime"),
+                     group.value if group is not None else None)
 
 
 __all__ = ["auth_status", "charging_state", "connector_status", "id_token", "id_token_info", "meter_value",

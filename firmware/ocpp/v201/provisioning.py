@@ -25,7 +25,8 @@ from ocpp.exceptions import FormatViolationError
 from ocpp.v201 import call_result
 from ocpp.v201.enums import Action
 
-from firmware.ocpp.rpc import CallErrorReceived, InvalidResponse, handles
+from firmware.ocpp.rpc import handles
+from firmware.ocpp.session_context import boot_until_accepted
 from firmware.ocpp.v201.context import V201Context
 from firmware.ocpp.v201.device_model import GetResult, SetResult, VariableKey, request_size
 
@@ -74,24 +75,18 @@ class Provisioning:
         """BootNotification until Accepted (once per run of the agent, not per reconnect)."""
         if self.accepted:
             return
-        while True:
-            try:
-                answer = await call("BootNotification", self.boot_payload())
-            except (CallErrorReceived, InvalidResponse, TimeoutError) as exc:
-                log.warning("BootNotification failed", extra={"error": str(exc)})
-                await asyncio.sleep(max(self.ctx.variables.get_int("OCPPCommCtrlr", "HeartbeatInterval"), 10))
-                continue
-            status, interval = str(answer["status"]), int(answer["interval"])
-            self.registration = status
-            log.info("BootNotification answered", extra={"status": status, "interval": interval,
-                                                         "reason": self.boot_reason})
-            if status == "Accepted":
-                if interval > 0:
-                    self.ctx.variables.set_variable(HEARTBEAT, str(interval))
-                self.accepted = True
-                return
-            # Pending / Rejected: ask again after the interval given
-            await asyncio.sleep(interval if interval > 0 else 30)
+        interval = self.ctx.variables.get_int
+        await boot_until_accepted(call, self.boot_payload, answered=self._answered,
+                                  heartbeat_interval=lambda: interval("OCPPCommCtrlr", "HeartbeatInterval"))
+        self.accepted = True
+
+    def _answered(self, status: str, interval: int) -> None:
+        """A BootNotification's answer: Accepted sets HeartbeatInterval to the interval given (if any)."""
+        self.registration = status
+        log.info("BootNotification answered", extra={"status": status, "interval": interval,
+                                                     "reason": self.boot_reason})
+        if status == "Accepted" and interval > 0:
+            self.ctx.variables.set_variable(HEARTBEAT, str(interval))
 
     async def heartbeat(self, call: Call) -> None:
         """A connection's Heartbeat worker; HeartbeatInterval 0 turns it off."""

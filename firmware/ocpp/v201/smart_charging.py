@@ -50,8 +50,8 @@ from firmware.charger.smart_charging import (
     SameStackLevel,
     SchedulePeriod,
     SmartChargingScheduler,
-    floor_limit,
 )
+from firmware.ocpp.charging_schedule import composite_periods
 from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost, InvalidResponse, after_answering, handles
 from firmware.ocpp.timestamps import parse_timestamp, timestamp
 from firmware.ocpp.v201.context import V201Context
@@ -174,15 +174,9 @@ def profile_to_201(profile: ChargingProfile, transaction_id: str | None) -> dict
 def composite_to_201(schedule: CompositeSchedule) -> dict[str, Any]:
     """GetCompositeScheduleResponse's CompositeScheduleType: limits rounded down to one decimal (never above what
     is applied), numberPhases where it is not 3."""
-    periods = []
-    for p in schedule.periods:
-        period: dict[str, Any] = {"startPeriod": p.start, "limit": floor_limit(p.limit)}
-        if p.number_phases != 3:
-            period["numberPhases"] = p.number_phases
-        periods.append(period)
     return {"evseId": schedule.connector, "duration": schedule.duration,
             "scheduleStart": timestamp(schedule.start), "chargingRateUnit": schedule.unit.value,
-            "chargingSchedulePeriod": periods}
+            "chargingSchedulePeriod": composite_periods(schedule)}
 
 
 def _time(value: object, name: str) -> datetime | None:
