@@ -151,7 +151,8 @@ class Agent:
         self.report.callback_errors += 1
         error = context.get("exception")
         log.error("unhandled error in a callback", exc_info=error if isinstance(error, BaseException) else None,
-                  extra={"message": str(context.get("message", "")), "callback_errors": self.report.callback_errors})
+                  extra={"asyncio_message": str(context.get("message", "")),  # "message" is LogRecord's own
+                         "callback_errors": self.report.callback_errors})
 
     def _inject_fault(self) -> None:
         """Test hook, only with ``EVSE_AGENT_FAULT_INJECTION=FILE``: on SIGUSR2, raise InjectedFault in the task

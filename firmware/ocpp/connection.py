@@ -49,6 +49,7 @@ async def serve_connection(connection: Any, cp: RpcChargePoint, start_worker: Sp
     last, whatever happened; ``draining()``: the agent is stopping, so a worker that returns is expected."""
     receiver = start_worker(cp.start(), "ocpp-receive")
     workers: list[asyncio.Task[Any]] = []
+    extras: list[asyncio.Task[Any]] = []  # cleaned up with the workers however this ends (cancelled included)
     try:
         boot_task = start_worker(boot, "ocpp-boot")
         done, _ = await asyncio.wait({receiver, boot_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -73,13 +74,12 @@ async def serve_connection(connection: Any, cp: RpcChargePoint, start_worker: Sp
             elif not isinstance(error, ConnectionLost):
                 log.error("OCPP worker stopped; reconnecting", extra={"worker": task.get_name()}, exc_info=error)
                 await connection.close()
-        workers += extras
         await receiver
     finally:
         ended()
-        for t in [*workers, receiver]:
+        for t in [*workers, *extras, receiver]:
             t.cancel()
-        await asyncio.gather(*workers, receiver, return_exceptions=True)
+        await asyncio.gather(*workers, *extras, receiver, return_exceptions=True)
 
 
 async def serve_adapter_session(connection: Any, ctx: CsmsConnectionMixin, dialect: Dialect,
