@@ -16,6 +16,7 @@ from firmware.maintenance.bundle import (
     verify_bundle,
     write_bundle,
 )
+from firmware.maintenance.slots import HashingReader
 from tests.pki import Signer, make_signer
 
 
@@ -130,3 +131,21 @@ def test_key_must_match_certificate(tmp_path: Path, signer: Signer, stranger: Si
     with pytest.raises(BundleError, match="does not belong to the signing certificate"):
         write_bundle(tmp_path / "x.tar", {}, version="1", hardware_revisions=["r"], python="cp311",
                      platform="x86_64", key=load_private_key(stranger.key), certificate=load_certificate(signer.cert))
+
+
+def test_the_hashing_reader_hands_out_only_bytes_of_its_one_hashed_read() -> None:
+    """slots.HashingReader, what verification and unpacking read a bundle through: skipped bytes are hashed, a read
+    back is served from the bytes already read (never from the file again), and one further back is refused."""
+    data = bytes(range(256)) * 1024
+    reader = HashingReader(io.BytesIO(data))
+    assert reader.read(100) == data[:100]
+    reader.seek(1000)  # skipped: 100..999 are hashed all the same
+    assert reader.read(10) == data[1000:1010]
+    reader.seek(1009)
+    assert reader.read(3) == data[1009:1012]  # one byte back, then on
+    reader.seek(HashingReader.KEPT + 5000)
+    reader.read(1)
+    reader.seek(0)
+    with pytest.raises(OSError, match="front to back"):
+        reader.read(1)
+    assert reader.finish() == hashlib.sha256(data).hexdigest() and reader.size == len(data)

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from firmware.maintenance.slots import STREAM_BUFFER, HashingReader, sha256_file
+from firmware.maintenance.slots import HashingReader, sha256_file
 
 FORMAT = 2  # written when the bundle ships bytecode; without it the bundle is format 1, which every agent reads
 FORMATS = (1, 2)  # what this reader installs
@@ -278,7 +278,7 @@ def verify_bundle(path: Path, trusted: Iterable[x509.Certificate], *, hardware_r
     the signature over the manifest, every payload file against its SHA-256 (and no file missing or added),
     and — when given — that the bundle is built for ``hardware_revision``. Raises :class:`BundleError`.
 
-    One sequential read of the file (tar stream mode through :class:`slots.HashingReader`): the whole file's
+    One sequential read of the file (:class:`slots.HashingReader`): the whole file's
     SHA-256 (:attr:`VerifiedBundle.sha256`, what the install checks its copy against) is computed over the very
     bytes whose members were checked, so it names exactly the verified content. ``sha256``: the digest the
     download computed on the way (what a file signature from the CSMS was checked over); the file must still
@@ -289,8 +289,8 @@ def verify_bundle(path: Path, trusted: Iterable[x509.Certificate], *, hardware_r
     try:
         with path.open("rb") as raw_file:
             reader = HashingReader(raw_file)
-            with tarfile.open(fileobj=reader, mode="r|", bufsize=STREAM_BUFFER) as tar:  # type: ignore[call-overload]
-                for m in tar:
+            with tarfile.open(fileobj=reader, mode="r:") as tar:  # type: ignore[call-overload]
+                for m in tar:  # member by member, in file order
                     if m.name in _META and m.name not in meta:
                         meta[m.name] = _read_member(tar, m)
                         continue
