@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 from pathlib import Path
@@ -15,6 +16,7 @@ from firmware.maintenance.bundle import (
     verify_bundle,
     write_bundle,
 )
+from firmware.maintenance.slots import HashingReader
 from tests.pki import Signer, make_signer
 
 
@@ -47,8 +49,24 @@ def test_a_signed_bundle_verifies_against_its_ca_and_its_own_cert(tmp_path: Path
     assert verified.manifest.version == "1.2.3"
     assert {f.path for f in verified.manifest.files} == {"app/firmware/__init__.py", "app/firmware/agent.py",
                                                          "requirements.txt"}
-    assert "Firmware signing" in verified.signer and len(verified.sha256) == 64
+    assert "Firmware signing" in verified.signer
+    assert verified.sha256 == hashlib.sha256(out.read_bytes()).hexdigest() and verified.size == out.stat().st_size
     assert verify_bundle(out, [load_certificate(signer.cert)]).manifest.version == "1.2.3"
+
+
+def test_a_bundle_that_is_not_the_downloaded_file_is_refused_though_it_is_signed(tmp_path: Path,
+                                                                                signer: Signer) -> None:
+    """The download's digest (what a CSMS file signature was checked over) binds the verification to that file: a
+    validly signed bundle that is not those bytes (the file replaced after the download) is refused."""
+    out = build(tmp_path / "one", signer)
+    downloaded = hashlib.sha256(out.read_bytes()).hexdigest()
+    trusted = [load_certificate(signer.ca_cert)]
+    assert verify_bundle(out, trusted, sha256=downloaded).sha256 == downloaded
+    other = tmp_path / "other.tar"  # the same signed members, other bytes (more end padding)
+    other.write_bytes(out.read_bytes() + b"\0" * 512)
+    assert verify_bundle(other, trusted).manifest.version == "1.2.3"
+    with pytest.raises(BundleError, match="changed after it was downloaded"):
+        verify_bundle(other, trusted, sha256=downloaded)
 
 
 def test_wrong_signer_is_refused_naming_the_trusted_certificate(tmp_path: Path, signer: Signer,
@@ -113,3 +131,21 @@ def test_key_must_match_certificate(tmp_path: Path, signer: Signer, stranger: Si
     with pytest.raises(BundleError, match="does not belong to the signing certificate"):
         write_bundle(tmp_path / "x.tar", {}, version="1", hardware_revisions=["r"], python="cp311",
                      platform="x86_64", key=load_private_key(stranger.key), certificate=load_certificate(signer.cert))
+
+
+def test_the_hashing_reader_hands_out_only_bytes_of_its_one_hashed_read() -> None:
+    """slots.HashingReader, what verification and unpacking read a bundle through: skipped bytes are hashed, a read
+    back is served from the bytes already read (never from the file again), and one further back is refused."""
+    data = bytes(range(256)) * 1024
+    reader = HashingReader(io.BytesIO(data))
+    assert reader.read(100) == data[:100]
+    reader.seek(1000)  # skipped: 100..999 are hashed all the same
+    assert reader.read(10) == data[1000:1010]
+    reader.seek(1009)
+    assert reader.read(3) == data[1009:1012]  # one byte back, then on
+    reader.seek(HashingReader.KEPT + 5000)
+    reader.read(1)
+    reader.seek(0)
+    with pytest.raises(OSError, match="front to back"):
+        reader.read(1)
+    assert reader.finish() == hashlib.sha256(data).hexdigest() and reader.size == len(data)

@@ -229,8 +229,10 @@ def test_a_re_packed_bundle_with_the_bytecode_before_the_manifest_installs_alike
     assert f"code object from '{pyc(slot, 'lib/tinylib/__init__.py')}'" in imports(slot)
 
 
-def test_a_copy_that_is_not_the_verified_bundle_is_refused_before_anything_is_unpacked(tmp_path: Path,
-                                                                                      signer: Signer) -> None:
+def test_a_copy_that_is_not_the_verified_bundle_is_refused_and_nothing_is_installed(tmp_path: Path,
+                                                                                   signer: Signer) -> None:
+    """The bytes unpacked are hashed as they are read: a copy that is not the verified bundle is refused before
+    its slot is renamed into place, and what it left in ``slots/b.new`` is removed."""
     path = built(tmp_path, signer)
     root = tmp_path / "controller"
     (root / "opt/evse-agent/slots/a").mkdir(parents=True)

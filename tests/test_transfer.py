@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import pwd
 import shutil
@@ -32,6 +33,7 @@ from tests.file_servers import FtpServer, FtpUnavailable, HttpFileServer, http_f
 from tests.updater_runner import FileHold
 
 PAYLOAD = os.urandom(700_000)
+DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -63,9 +65,21 @@ def test_http_download_resumes_after_a_cut(http: HttpFileServer, tmp_path: Path)
     assert part.stat().st_size == 200_000  # kept for the next attempt
     got = download(http.url("fw.bin"), part, max_bytes=10 << 20, timeout_s=5)
     assert got.resumed_from == 200_000 and part.read_bytes() == PAYLOAD
+    assert got.sha256 == DIGEST  # hashed on the way, the resumed part's bytes included
     assert http.faults.requests[-1] == ("GET", "/fw.bin", "bytes=200000-")
     again = download(http.url("fw.bin"), part, max_bytes=10 << 20, timeout_s=5)  # complete: 416, nothing fetched
-    assert again.size == len(PAYLOAD)
+    assert (again.size, again.sha256) == (len(PAYLOAD), DIGEST)
+
+
+def test_a_rate_limited_server_paces_the_body_and_the_client_gets_it_whole(http: HttpFileServer,
+                                                                           tmp_path: Path) -> None:
+    """The simulated CSMS's file server as a slow uplink (the firmware bench's links): 700 kB at 8 Mbit/s cannot
+    arrive in less than 0.7 s (a loaded machine only makes it slower)."""
+    http.faults.rate_bps = 8_000_000
+    t0 = time.monotonic()
+    got = download(http.url("fw.bin"), tmp_path / "fw.part", max_bytes=10 << 20, timeout_s=10)
+    assert time.monotonic() - t0 >= len(PAYLOAD) * 8 / 8_000_000
+    assert (got.size, got.sha256) == (len(PAYLOAD), DIGEST)
 
 
 def test_http_errors_and_the_size_limit(http: HttpFileServer, tmp_path: Path) -> None:
@@ -95,7 +109,7 @@ def test_ftp_download_resume_and_upload(ftp: FtpServer, tmp_path: Path) -> None:
     part = tmp_path / "fw.part"
     part.write_bytes(PAYLOAD[:123_456])  # what an earlier, cut attempt left
     got = download(ftp.url("fw.bin"), part, max_bytes=10 << 20, timeout_s=5)
-    assert got.resumed_from == 123_456 and part.read_bytes() == PAYLOAD
+    assert got.resumed_from == 123_456 and part.read_bytes() == PAYLOAD and got.sha256 == DIGEST
     with pytest.raises(TransferError, match="550"):
         download(ftp.url("missing.bin"), tmp_path / "m.part", max_bytes=10 << 20, timeout_s=5)
     archive = tmp_path / "diag.tar.gz"

@@ -141,6 +141,25 @@ def test_a_refused_bundle_installs_nothing(setup: Setup, tmp_path: Path) -> None
     assert setup.connectors() == {"1": True, "2": True}
 
 
+def test_a_download_replaced_before_its_verification_is_refused_though_signed(setup: Setup) -> None:
+    """The download's digest is recorded with the job (hashed on the way, no second read): a file replaced between
+    the download and the verification — here by another validly signed bundle, during a power cut — is not what
+    was downloaded and is refused; nothing is installed."""
+    setup.configure(setup.server.url("v2.bundle"))
+    r = subprocess.run([sys.executable, "-m", "tests.updater_runner", str(setup.where), "verifying"], cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == -9, r.stderr
+    job = setup.job()
+    assert job["step"] == "verifying" and len(job["sha256"]) == 64
+    part = setup.root / "var/lib/evse-agent/firmware-download" / f"{job['id']}.part"
+    assert slots.sha256_file(part) == job["sha256"]
+    shutil.copyfile(small_bundle(setup.where / "other.bundle", setup.signer, "6.6.6"), part)
+    assert setup.run() == [0]
+    job = setup.job()
+    assert job["outcome"] == "InstallationFailed" and "changed after it was downloaded" in job["detail"], job
+    assert slots.active_slot(str(setup.root)) == "a" and not slots.info(str(setup.root))["slots"]["b"]["installed"]
+
+
 def test_a_job_with_a_request_id_and_no_signing_certificate_has_the_extended_statuses(setup: Setup,
                                                                                         tmp_path: Path) -> None:
     """2.0.1's UpdateFirmware without a signature (L02): no signature over the file to check (no SignatureVerified),

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from firmware.maintenance.slots import sha256_file
+from firmware.maintenance.slots import HashingReader, sha256_file
 
 FORMAT = 2  # written when the bundle ships bytecode; without it the bundle is format 1, which every agent reads
 FORMATS = (1, 2)  # what this reader installs
@@ -273,58 +273,71 @@ def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
 
 
 def verify_bundle(path: Path, trusted: Iterable[x509.Certificate], *, hardware_revision: str | None = None,
-                  now: datetime | None = None) -> VerifiedBundle:
+                  now: datetime | None = None, sha256: str | None = None) -> VerifiedBundle:
     """Check everything before anything is written anywhere: the signing certificate against ``trusted``,
     the signature over the manifest, every payload file against its SHA-256 (and no file missing or added),
-    and — when given — that the bundle is built for ``hardware_revision``. Raises :class:`BundleError`."""
+    and — when given — that the bundle is built for ``hardware_revision``. Raises :class:`BundleError`.
+
+    One sequential read of the file (:class:`slots.HashingReader`): the whole file's
+    SHA-256 (:attr:`VerifiedBundle.sha256`, what the install checks its copy against) is computed over the very
+    bytes whose members were checked, so it names exactly the verified content. ``sha256``: the digest the
+    download computed on the way (what a file signature from the CSMS was checked over); the file must still
+    hash to it, else it changed after the download and is refused."""
     where = str(path)
+    meta: dict[str, bytes] = {}
+    payload: list[tuple[str, str, int]] = []  # (path in payload/, SHA-256, size), in the tar's order
     try:
-        with tarfile.open(path, "r:") as tar:
-            members = tar.getmembers()
-            by_name = {m.name: m for m in members}
-            for name in _META:
-                if name not in by_name:
-                    raise BundleError(f"{where}: {name} is missing: this is not a firmware bundle (or it is "
-                                      "damaged)")
-            raw = _read_member(tar, by_name[MANIFEST])
-            signature = _read_member(tar, by_name[SIGNATURE]).decode("ascii", "replace").strip()
-            try:
-                cert = x509.load_pem_x509_certificate(_read_member(tar, by_name[CERTIFICATE]))
-            except ValueError as exc:
-                raise BundleError(f"{where}: {CERTIFICATE} is not a PEM certificate ({exc})") from None
-            check_certificate(cert, trusted, where, now)
-            verify_signature(raw, signature, cert, where)
-            manifest = Manifest.from_json(raw)
-            if hardware_revision is not None and hardware_revision not in manifest.hardware_revisions:
-                raise BundleError(f"{where}: bundle {manifest.version} is built for hardware revision(s) "
-                                  f"{', '.join(manifest.hardware_revisions)}, the controller is "
-                                  f"{hardware_revision!r}: use the bundle for {hardware_revision}")
-            _check_payload(tar, members, manifest, where)
+        with path.open("rb") as raw_file:
+            reader = HashingReader(raw_file)
+            with tarfile.open(fileobj=reader, mode="r:") as tar:  # type: ignore[call-overload]
+                for m in tar:  # member by member, in file order
+                    if m.name in _META and m.name not in meta:
+                        meta[m.name] = _read_member(tar, m)
+                        continue
+                    rel = m.name[len(PAYLOAD):] if m.name.startswith(PAYLOAD) else None
+                    if rel is None or not m.isfile() or any(rel == seen for seen, _, _ in payload):
+                        raise BundleError(f"{where}: unexpected member {m.name!r} (not in the signed manifest): the "
+                                          "bundle was altered after signing. Do not install it")
+                    f = tar.extractfile(m)
+                    assert f is not None
+                    payload.append((rel, _hash_stream(f), m.size))
+            digest = reader.finish()
     except (tarfile.TarError, EOFError) as exc:
         raise BundleError(f"{where}: not a readable tar file ({exc}); the download may be incomplete") from None
     except OSError as exc:
         raise BundleError(f"{where}: cannot read the bundle ({exc.strerror or exc})") from None
-    return VerifiedBundle(path, manifest, _describe(cert), sha256_file(path), path.stat().st_size)
+    for name in _META:
+        if name not in meta:
+            raise BundleError(f"{where}: {name} is missing: this is not a firmware bundle (or it is damaged)")
+    signature = meta[SIGNATURE].decode("ascii", "replace").strip()
+    try:
+        cert = x509.load_pem_x509_certificate(meta[CERTIFICATE])
+    except ValueError as exc:
+        raise BundleError(f"{where}: {CERTIFICATE} is not a PEM certificate ({exc})") from None
+    check_certificate(cert, trusted, where, now)
+    verify_signature(meta[MANIFEST], signature, cert, where)
+    manifest = Manifest.from_json(meta[MANIFEST])
+    if hardware_revision is not None and hardware_revision not in manifest.hardware_revisions:
+        raise BundleError(f"{where}: bundle {manifest.version} is built for hardware revision(s) "
+                          f"{', '.join(manifest.hardware_revisions)}, the controller is "
+                          f"{hardware_revision!r}: use the bundle for {hardware_revision}")
+    _check_payload(payload, manifest, where)
+    if sha256 is not None and digest != sha256:
+        raise BundleError(f"{where}: the file changed after it was downloaded (its SHA-256 is not the download's): "
+                          "do not install it; download it again")
+    return VerifiedBundle(path, manifest, _describe(cert), digest, reader.size)
 
 
-def _check_payload(tar: tarfile.TarFile, members: list[tarfile.TarInfo], manifest: Manifest, where: str) -> None:
+def _check_payload(payload: list[tuple[str, str, int]], manifest: Manifest, where: str) -> None:
     expected = {f.path: f for f in manifest.files}
-    seen: set[str] = set()
-    for m in members:
-        if m.name in _META:
-            continue
-        rel = m.name[len(PAYLOAD):] if m.name.startswith(PAYLOAD) else None
-        if rel is None or not m.isfile() or rel not in expected or rel in seen:
-            raise BundleError(f"{where}: unexpected member {m.name!r} (not in the signed manifest): the bundle "
-                              "was altered after signing. Do not install it")
-        seen.add(rel)
-        f = tar.extractfile(m)
-        assert f is not None
-        digest = _hash_stream(f)
-        if digest != expected[rel].sha256 or m.size != expected[rel].size:
+    for rel, digest, size in payload:
+        if rel not in expected:
+            raise BundleError(f"{where}: unexpected member {PAYLOAD + rel!r} (not in the signed manifest): the "
+                              "bundle was altered after signing. Do not install it")
+        if digest != expected[rel].sha256 or size != expected[rel].size:
             raise BundleError(f"{where}: {rel} does not match its SHA-256 in the signed manifest: the bundle was "
                               "altered after signing. Do not install it; get the original bundle again")
-    missing = sorted(set(expected) - seen)
+    missing = sorted(set(expected) - {rel for rel, _, _ in payload})
     if missing:
         raise BundleError(f"{where}: {len(missing)} file(s) of the manifest missing, e.g. {missing[0]}: the bundle "
                           "is incomplete")
@@ -345,14 +358,12 @@ def manifest_summary(manifest: Manifest) -> dict[str, Any]:
             "bytecode": manifest.bytecode.cache_tag if manifest.bytecode is not None else None}
 
 
-def verify_file_signature(path: Path, signature_b64: str, cert: x509.Certificate) -> None:
+def verify_file_signature(path: Path, signature_b64: str, cert: x509.Certificate, *, sha256: str | None = None) -> None:
     """OCPP SignedUpdateFirmware: ``signature`` (base64 DER ECDSA, or RSA PKCS#1 v1.5, with SHA-256) over the whole
-    downloaded file, by the signing certificate's key; the file is hashed in chunks. Raises :class:`BundleError`."""
-    h = hashes.Hash(hashes.SHA256())
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    digest = h.finalize()
+    downloaded file, by the signing certificate's key. ``sha256``: the file's digest as the download computed it
+    (no read of the file then; :func:`verify_bundle` given the same digest then proves the bytes it verified are
+    these); else the file is hashed in chunks. Raises :class:`BundleError`."""
+    digest = bytes.fromhex(sha256 if sha256 is not None else sha256_file(path))
     public = cert.public_key()
     try:
         signature = base64.b64decode(signature_b64, validate=True)

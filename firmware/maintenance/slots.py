@@ -17,11 +17,11 @@ Everything here is root's and read-only to the agent, which runs as its own user
 operation the agent can ask for itself is :func:`apply_switch_request`, run by a privileged unit
 (:mod:`firmware.maintenance.privileged`).
 
-The active slot is never written to: a bundle is checked (SHA-256 of the whole file, as verified by the
-tool or the agent) before the inactive slot is touched, unpacked into ``slots/X.new`` and only renamed to
-``slots/X`` when complete (every file and directory on disk first: one ``syncfs`` of its file system, per-file
-fsync where there is none), and ``current`` changes with one atomic rename. A power
-cut at any moment leaves either the old or the new slot active, each complete.
+The active slot is never written to: a bundle is unpacked into ``slots/X.new``, checked in that same read
+(SHA-256 of the bytes unpacked against the whole file's as verified by the tool or the agent; ``X.new`` removed
+when they differ) and only renamed to ``slots/X`` when complete (every file and directory on disk first: one
+``syncfs`` of its file system, per-file fsync where there is none), and ``current`` changes with one atomic
+rename. A power cut at any moment leaves either the old or the new slot active, each complete.
 
 The agent's database across versions (:mod:`db_rollback`): before a freshly installed slot is activated for the
 first time its database is snapshotted; a switch back to the slot that was active then restores that snapshot
@@ -180,56 +180,162 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+class HashingReader:
+    """A bundle file read once, front to back, hashed on the way, for ``tarfile`` in its random-access mode iterated
+    member by member (headers and data in file order): :meth:`finish` gives the SHA-256 of the whole file, and
+    every byte handed out comes from that one hashed read — a seek forward hashes the bytes it skips (a member's end
+    padding), a read back (tarfile's one-byte end-of-data probe) is served from the last bytes read, never from the
+    file again. So what the caller parsed, checked or unpacked is exactly what the digest covers: no second read of
+    the file, and no window in which it could change between the read that is hashed and the read that is used.
+    (tarfile's stream mode does the same in principle; measured, its buffer copies cost more CPU than this.)"""
+
+    KEPT = 64 * 1024  # the last bytes read, for reads back
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f  # only ever read forward: its position is always self.end
+        self.hash = hashlib.sha256()
+        self.end = 0  # bytes read from the file (and hashed)
+        self.pos = 0  # the position the caller sees
+        self.kept = b""
+
+    def _consume(self, n: int) -> bytes:
+        data = self.f.read(n)
+        self.hash.update(data)
+        self.end += len(data)
+        self.kept = data[-self.KEPT:] if len(data) >= self.KEPT else (self.kept + data)[-self.KEPT:]
+        return data
+
+    @property
+    def size(self) -> int:
+        """Bytes read from the file (its size once :meth:`finish` returned)."""
+        return self.end
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence not in (0, 1):
+            raise OSError("a bundle is read front to back")
+        self.pos = offset if whence == 0 else self.pos + offset
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        out = b""
+        if self.pos < self.end:  # a read back: from the bytes already hashed
+            back = self.end - self.pos
+            if back > len(self.kept):
+                raise OSError(f"a bundle is read front to back (a read {back} bytes back)")
+            out = self.kept[len(self.kept) - back:][:n if n >= 0 else None]
+            self.pos += len(out)
+            if n >= 0:
+                n -= len(out)
+                if n == 0:
+                    return out
+        while self.pos > self.end:  # skipped bytes are hashed too
+            if not self._consume(min(self.pos - self.end, 1 << 20)):
+                return out
+        data = self._consume(n)
+        self.pos += len(data)
+        return out + data
+
+    def finish(self) -> str:
+        """Read what is left (a tar's end padding) and return the whole file's hex SHA-256."""
+        self.seek(max(self.pos, self.end))
+        while self._consume(1 << 20):
+            pass
+        return self.hash.hexdigest()
+
+
 def _safe(rel: str) -> bool:
     """A relative POSIX path that stays below where it is joined (strings, not pathlib: called per file)."""
     return bool(rel) and not rel.startswith("/") and ".." not in rel.split("/")
 
 
-def _unpack(bundle: Path, dest: Path) -> dict[str, Any]:
+class _NotTheVerifiedBundle(SlotError):
+    def __init__(self) -> None:
+        super().__init__("corrupt", "the bundle on the controller does not match the verified bundle (SHA-256): "
+                         "the copy was damaged in transfer and has been deleted; run flash again")
+
+
+def _unpack(bundle: Path, dest: Path, sha256: str) -> dict[str, Any]:
     """Regular files only, no path leaving ``dest``: meta files at the top, payload/ below it; all on disk when it
-    returns."""
+    returns. Raises :class:`_NotTheVerifiedBundle` when the bytes unpacked are not the bundle ``sha256`` names."""
     flush = _TreeFlush(dest)  # opened before the first write: a writeback error from then on is reported
     try:
-        manifest = _unpack_files(bundle, dest)
+        manifest = _unpack_files(bundle, dest, sha256)
         flush.wait()
     finally:
         flush.close()
     return manifest
 
 
-def _unpack_files(bundle: Path, dest: Path) -> dict[str, Any]:
+def _unpack_files(bundle: Path, dest: Path, sha256: str) -> dict[str, Any]:
     """The meta files and the agent's own files are written into the slot, each wheel is unpacked into ``lib/``
     straight from the tar (the slot keeps no copy of the wheels), the shipped bytecode (bundle format 2) goes next
     to the modules; then whatever module still has no bytecode for this Python is compiled
-    (:func:`_compile_missing`). Random access to the tar: measured, a sequential read hashing the file on the way
-    costs more CPU (tarfile's stream mode) than the separate hash pass :func:`install` makes first."""
+    (:func:`_compile_missing`).
+
+    One sequential read of the bundle (:class:`HashingReader`, member by member), hashed on the way: the
+    SHA-256 of the very bytes unpacked must be the verified bundle's before anything else happens to the slot
+    (compiling, the flush, the rename into place), so what is installed is exactly what was verified, with no
+    separate hash pass over the file and no window between a check and the read that is used. Until then the
+    files are in ``slots/X.new`` only, which :func:`install` removes when they are not the verified bundle. A
+    payload member met before the manifest (the signature covers no order) that may be its bytecode is held in
+    memory until the manifest says."""
     sources: list[str] = []  # the modules written, relative to the slot
     compiled: set[str] = set()  # the bytecode files written, relative to the slot
     made: set[str] = set()
-    with tarfile.open(bundle, "r:") as tar:
-        members = tar.getmembers()
-        for m in members:
-            rel = m.name[len("payload/"):] if m.name.startswith("payload/") else m.name
-            if not m.isfile() or not _safe(rel):
-                raise SlotError("corrupt", f"bundle member {m.name!r} is not a plain relative file")
-        by_name = {m.name: m for m in members}
-        if "manifest.json" not in by_name:
-            raise SlotError("corrupt", "the bundle holds no manifest.json")
-        manifest: dict[str, Any] = json.loads(_member(tar, by_name["manifest.json"]).read())
-        bytecode = _bytecode_file(manifest)
-        for m in members:
-            rel = m.name[len("payload/"):] if m.name.startswith("payload/") else m.name
-            src = _member(tar, m)
-            if rel.startswith("wheels/") and rel.endswith(".whl"):
-                # a wheel without *.data (checked at build time) installs by unpacking it
-                sources += ["lib/" + n for n in _unzip(src.read(), os.path.join(dest, "lib"), made)
-                            if n.endswith(".py")]
-            elif m.name.startswith("payload/") and rel == bytecode:
-                compiled.update(_unzip_bytecode(src.read(), dest, manifest, made))
-            else:
-                _write(os.path.join(dest, rel), src, made)
-                if rel.endswith(".py"):
-                    sources.append(rel)
+    manifest: dict[str, Any] | None = None
+    bytecode: str | None = None
+    held: list[tuple[str, bytes]] = []  # payload members before the manifest that may be its bytecode
+
+    def place(rel: str, src: IO[bytes] | bytes, payload: bool) -> None:
+        if payload and rel == bytecode:
+            assert manifest is not None
+            compiled.update(_unzip_bytecode(src if isinstance(src, bytes) else src.read(), dest, manifest, made))
+        else:
+            _write(os.path.join(dest, rel), src, made)
+            if rel.endswith(".py"):
+                sources.append(rel)
+
+    try:
+        with bundle.open("rb") as raw:
+            reader = HashingReader(raw)
+            with tarfile.open(fileobj=reader, mode="r:") as tar:  # type: ignore[call-overload]
+                for m in tar:  # member by member, in file order (getmembers() first would read it all twice)
+                    payload = m.name.startswith("payload/")
+                    rel = m.name[len("payload/"):] if payload else m.name
+                    if not m.isfile() or not _safe(rel):
+                        raise SlotError("corrupt", f"bundle member {m.name!r} is not a plain relative file")
+                    src = _member(tar, m)
+                    if m.name == "manifest.json" and manifest is None:
+                        data = src.read()
+                        manifest = json.loads(data)
+                        bytecode = _bytecode_file(manifest)
+                        _write(os.path.join(dest, rel), data, made)
+                        for held_rel, content in held:
+                            place(held_rel, content, True)
+                        held.clear()
+                    elif payload and rel.startswith("wheels/") and rel.endswith(".whl"):
+                        # a wheel without *.data (checked at build time) installs by unpacking it
+                        sources += ["lib/" + n for n in _unzip(src.read(), os.path.join(dest, "lib"), made)
+                                    if n.endswith(".py")]
+                    elif payload and manifest is None:
+                        held.append((rel, src.read()))
+                    else:
+                        place(rel, src, payload)
+            digest = reader.finish()
+    except (tarfile.TarError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        if sha256_file(bundle) != sha256:  # a verified bundle is a readable tar: this copy is not it
+            raise _NotTheVerifiedBundle() from None
+        raise SlotError("corrupt", f"the bundle cannot be unpacked ({exc})") from None
+    if digest != sha256:
+        raise _NotTheVerifiedBundle()
+    if manifest is None:
+        raise SlotError("corrupt", "the bundle holds no manifest.json")
     _compile_missing(dest, sources, compiled)
     _readable_by_agent(dest)
     return manifest
@@ -413,10 +519,6 @@ def install(root: str, sha256: str, size: int, request_id: str | None = None) ->
         got = part.stat().st_size if part.is_file() else 0
         raise SlotError("incomplete", f"the bundle on the controller is incomplete ({got} of {size} bytes): "
                         "run flash again to resume")
-    if sha256_file(part) != sha256:
-        part.unlink()
-        raise SlotError("corrupt", "the bundle on the controller does not match the verified bundle (SHA-256): "
-                        "the copy was damaged in transfer and has been deleted; run flash again")
     active = active_slot(root)
     slot = next(s for s in SLOTS if s != active)
     target = base / "slots" / slot
@@ -424,7 +526,12 @@ def install(root: str, sha256: str, size: int, request_id: str | None = None) ->
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     started = time.monotonic()
-    manifest = _unpack(part, staging)
+    try:  # checked against sha256 in the same read as it is unpacked: nothing unverified reaches slots/X
+        manifest = _unpack(part, staging, sha256)
+    except _NotTheVerifiedBundle:
+        shutil.rmtree(staging, ignore_errors=True)
+        part.unlink()
+        raise
     state = _read_state(root)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)

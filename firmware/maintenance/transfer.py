@@ -6,7 +6,9 @@ controller's Python has both. Blocking functions, run by the callers in a thread
 * **Download** into ``dest`` (a ``.part`` file the caller keeps across attempts and restarts): an existing part
   is resumed — HTTP ``Range: bytes=N-`` (a server that answers 200 instead of 206 sends the whole file, which
   then starts over), FTP ``REST N``. Every chunk is flushed; the file is fsynced at the end. A size limit stops a
-  hostile or mistaken server from filling the disk.
+  hostile or mistaken server from filling the disk. The file's SHA-256 is computed on the way, over exactly the
+  bytes written (a resumed part's bytes read back once first): :attr:`Downloaded.sha256`, so that the file
+  signature and the bundle's verification need no extra pass over the file for it.
 * **Upload** of one file: HTTP(S) ``PUT`` to the URL, FTP(S) ``STOR`` into the URL's path (the file name appended
   when the path ends in /). Neither OCPP 1.6 (GetDiagnostics), its security whitepaper (GetLog: FTP(S)
   recommended, for resuming) nor 2.0.1 (N01) names an HTTP method; PUT of the bare file is what EVerest's
@@ -22,6 +24,7 @@ controller's Python has both. Blocking functions, run by the callers in a thread
 from __future__ import annotations
 
 import ftplib
+import hashlib
 import http.client
 import logging
 import os
@@ -66,6 +69,7 @@ class Downloaded:
     path: Path
     size: int
     resumed_from: int  # bytes already there when this attempt started
+    sha256: str  # hex, of the file's bytes as written (computed on the way)
 
 
 def redact(url: str) -> str:
@@ -122,9 +126,9 @@ def download(url: str, dest: Path, *, max_bytes: int, timeout_s: float = 30.0,
     scheme = urlsplit(url).scheme
     try:
         if scheme in ("http", "https"):
-            _http_get(url, dest, have, max_bytes, timeout_s, tls, progress)
+            digest = _http_get(url, dest, have, max_bytes, timeout_s, tls, progress)
         else:
-            _ftp_get(url, dest, have, max_bytes, timeout_s, tls, progress)
+            digest = _ftp_get(url, dest, have, max_bytes, timeout_s, tls, progress)
     except TransferError:
         raise
     except ssl.SSLCertVerificationError as exc:
@@ -133,13 +137,32 @@ def download(url: str, dest: Path, *, max_bytes: int, timeout_s: float = 30.0,
         raise TransferError(f"{redact(url)}: {exc.__class__.__name__}: {exc}") from None
     with dest.open("rb") as f:
         os.fsync(f.fileno())
-    return Downloaded(dest, dest.stat().st_size, have)
+        if digest is None:  # nothing was left to fetch: the part is the whole file, hashed now
+            digest = _hash_prefix(f, None)
+    return Downloaded(dest, dest.stat().st_size, have, digest.hexdigest())
 
 
-def _append(dest: Path, have: int, restart: bool) -> tuple[int, BinaryIO]:
+def _hash_prefix(f: BinaryIO, length: int | None) -> hashlib._Hash:
+    """SHA-256 of the first ``length`` bytes of ``f`` (None: all of it)."""
+    h = hashlib.sha256()
+    left = length
+    while left is None or left > 0:
+        chunk = f.read(1 << 20 if left is None else min(1 << 20, left))
+        if not chunk:
+            break
+        h.update(chunk)
+        if left is not None:
+            left -= len(chunk)
+    return h
+
+
+def _append(dest: Path, have: int, restart: bool) -> tuple[int, BinaryIO, hashlib._Hash]:
+    """Where the body goes, and the SHA-256 of what is before it (a resumed part's bytes, read once)."""
     if restart:
-        return 0, dest.open("wb")
-    return have, dest.open("ab")
+        return 0, dest.open("wb"), hashlib.sha256()
+    with dest.open("rb") as f:
+        h = _hash_prefix(f, have)
+    return have, dest.open("ab"), h
 
 
 def _http_connection(url: str, timeout_s: float, tls: ssl.SSLContext | None) -> http.client.HTTPConnection:
@@ -156,7 +179,7 @@ def _target(url: str) -> str:
 
 
 def _http_get(url: str, dest: Path, have: int, max_bytes: int, timeout_s: float, tls: ssl.SSLContext | None,
-              progress: Callable[[int], None] | None) -> None:
+              progress: Callable[[int], None] | None) -> hashlib._Hash | None:
     conn = _http_connection(url, timeout_s, tls)
     try:
         headers = {"Range": f"bytes={have}-"} if have else {}
@@ -165,21 +188,22 @@ def _http_get(url: str, dest: Path, have: int, max_bytes: int, timeout_s: float,
         if resp.status == 416 and have:  # what we have is the whole file already (or more: start over)
             length = resp.getheader("Content-Range", "").rpartition("/")[2]
             if length.isdigit() and int(length) == have:
-                return
+                return None
             dest.unlink()
             raise TransferError(f"{redact(url)}: the partial download does not fit the file; starting over")
         if resp.status not in (200, 206):
             raise TransferError(f"{redact(url)}: HTTP {resp.status} {resp.reason}")  # may be published later
-        offset, f = _append(dest, have, restart=resp.status == 200)
-        _copy(resp.read, f, offset, max_bytes, url, progress)
+        offset, f, h = _append(dest, have, restart=resp.status == 200)
+        _copy(resp.read, f, h, offset, max_bytes, url, progress)
         expected = resp.getheader("Content-Length")
         if expected is not None and expected.isdigit() and dest.stat().st_size != offset + int(expected):
             raise TransferError(f"{redact(url)}: connection closed after {dest.stat().st_size} bytes")
+        return h
     finally:
         conn.close()
 
 
-def _copy(read: Callable[[int], bytes], f: BinaryIO, offset: int, max_bytes: int, url: str,
+def _copy(read: Callable[[int], bytes], f: BinaryIO, h: hashlib._Hash, offset: int, max_bytes: int, url: str,
           progress: Callable[[int], None] | None) -> None:
     total = offset
     with f:
@@ -188,6 +212,7 @@ def _copy(read: Callable[[int], bytes], f: BinaryIO, offset: int, max_bytes: int
             if total > max_bytes:
                 raise TransferError(f"{redact(url)}: larger than the {max_bytes} bytes allowed", resumable=False)
             f.write(chunk)
+            h.update(chunk)  # the very bytes written (a failed write raises before: the digest is not used then)
             f.flush()
             if progress is not None:
                 progress(total)
@@ -232,7 +257,7 @@ def _ftp_path(url: str) -> str:
 
 
 def _ftp_get(url: str, dest: Path, have: int, max_bytes: int, timeout_s: float, tls: ssl.SSLContext | None,
-             progress: Callable[[int], None] | None) -> None:
+             progress: Callable[[int], None] | None) -> hashlib._Hash | None:
     path = _ftp_path(url)
     ftp = _ftp(url, timeout_s, tls)
     try:
@@ -241,18 +266,19 @@ def _ftp_get(url: str, dest: Path, have: int, max_bytes: int, timeout_s: float, 
         except ftplib.error_perm as exc:
             raise TransferError(f"{redact(url)}: {exc}") from None  # 550: may be published later
         if size is not None and have == size:
-            return
+            return None
         if size is not None and have > size:
             have = 0
-        offset, f = _append(dest, have, restart=have == 0)
+        offset, f, h = _append(dest, have, restart=have == 0)
         conn = ftp.transfercmd(f"RETR {path}", rest=offset or None)
         try:
-            _copy(conn.recv, f, offset, max_bytes, url, progress)
+            _copy(conn.recv, f, h, offset, max_bytes, url, progress)
         finally:
             conn.close()
         ftp.voidresp()
         if size is not None and dest.stat().st_size != size:
             raise TransferError(f"{redact(url)}: connection closed after {dest.stat().st_size} of {size} bytes")
+        return h
     finally:
         _quit(ftp)
 

@@ -370,6 +370,7 @@ class FirmwareUpdater:
         if self.job is not job:
             return
         log.info("firmware downloaded", extra={"job": job.id, "bytes": got.size, "resumed_from": got.resumed_from})
+        job.sha256, job.size = got.sha256, got.size  # hashed on the way: verifying reads the file once, not twice
         await self._notify(FirmwareStatus.DOWNLOADED)
         await self._goto(Step.VERIFYING)
 
@@ -380,10 +381,13 @@ class FirmwareUpdater:
         if not part.is_file():
             await self._finish(FirmwareStatus.INSTALLATION_FAILED, "the downloaded file is gone")
             return
+        # the download's digest (None: a job an older agent recorded): the file signature is checked over it, and
+        # verify_bundle proves in its one read that the bytes it verified hash to it — one content throughout
+        downloaded = job.sha256 or None
         if signed:  # first the signature the CSMS gave over the whole file, by the certificate it gave
             try:
                 cert = x509.load_pem_x509_certificate(job.signing_certificate.encode())
-                await asyncio.to_thread(verify_file_signature, part, job.signature, cert)
+                await asyncio.to_thread(verify_file_signature, part, job.signature, cert, sha256=downloaded)
             except (BundleError, ValueError) as exc:
                 part.unlink(missing_ok=True)
                 await self._finish(FirmwareStatus.INVALID_SIGNATURE, f"refused: {exc}")
@@ -393,7 +397,7 @@ class FirmwareUpdater:
             await self._notify(FirmwareStatus.INSTALLING)
         try:
             verified = await asyncio.to_thread(verify_bundle, part, self.settings.trust,
-                                               hardware_revision=self.settings.hardware_revision)
+                                               hardware_revision=self.settings.hardware_revision, sha256=downloaded)
         except BundleError as exc:
             failed = FirmwareStatus.INSTALL_VERIFICATION_FAILED if extended else FirmwareStatus.INSTALLATION_FAILED
             await self._finish(failed, f"refused: {exc}")

@@ -3,7 +3,9 @@ loopback (the standard library's server, in a thread): ``GET /<name>`` serves a 
 ``Range`` requests (206) so that a cut download resumes; ``PUT /<anything>/<name>`` stores an upload in
 ``uploads/``. For fault tests it can cut a body after N bytes (a number of times), hold a body after N bytes until
 released (a download caught half-way, for a power cut then), or answer a status instead. With an ``ssl`` context
-it serves HTTPS.
+it serves HTTPS. ``rate_bps`` paces every GET body at that many bits per second (a charger's uplink: the figures of
+bench/bench_firmware_update.py), the sender sleeping between small writes on a real TCP connection, so the client
+reads as it would from a slow link and does nothing different.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import os
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,6 +31,24 @@ class HttpFaults:
     holding: threading.Event = field(default_factory=threading.Event)  # set once those bytes are sent
     release: threading.Event = field(default_factory=threading.Event)  # then the connection is closed
     requests: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, Range header)
+    rate_bps: int | None = None  # GET bodies sent at this many bits per second (None: as fast as loopback goes)
+
+
+#: What a paced body is written in: small enough that the pace is even (16 KiB at 10 Mbit/s is 13 ms).
+PACE_CHUNK = 16 * 1024
+
+
+def _paced_write(write: Callable[[memoryview], object], body: bytes, rate_bps: int) -> None:
+    """``body`` at ``rate_bps``: each chunk is written once the link would have carried it whole, so the last byte
+    arrives ``len(body) * 8 / rate_bps`` seconds after the first was due."""
+    start = time.monotonic()
+    view = memoryview(body)
+    for offset in range(0, len(body), PACE_CHUNK):
+        chunk = view[offset:offset + PACE_CHUNK]
+        delay = start + (offset + len(chunk)) * 8 / rate_bps - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        write(chunk)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -81,6 +102,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if faults.rate_bps:
+            _paced_write(self.wfile.write, body, faults.rate_bps)
             return
         self.wfile.write(body)
 
