@@ -196,7 +196,8 @@ class Transactions:
     def retry_policy(self) -> RetryPolicy:
         v = self.ctx.variables
         return RetryPolicy(v.get_int("OCPPCommCtrlr", "MessageAttempts", "TransactionEvent"),
-                           float(v.get_int("OCPPCommCtrlr", "MessageAttemptInterval", "TransactionEvent")))
+                           float(v.get_int("OCPPCommCtrlr", "MessageAttemptInterval", "TransactionEvent")),
+                           timeout_is_failure=True)  # E13: no answer within MessageTimeout is a failed attempt
 
     def remote_start_requested(self, connector: int, remote_start_id: int | None) -> None:
         """RequestStartTransaction's id, for the Started event of the transaction it begins (None: forget it)."""
