@@ -20,10 +20,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from firmware.config import TETHERED, AgentConfig
+from firmware.config import TETHERED, AgentConfig, ConnectorConfig
 from firmware.ocpp.v201 import mapping
 from firmware.ocpp.v201.context import V201Context
 from firmware.ocpp.v201.device_model import DeviceModel, VariableKey
+
+
+def connector_type(c: ConnectorConfig) -> str:
+    """The ``ConnectorEnumType`` of a connector: a Type 2 socket, or a Type 2 cable when tethered."""
+    return "cType2" if c.cable == TETHERED else "sType2"
 
 
 def _flag(state: Callable[[int], str], evse: int, status: str, *, negate: bool = False) -> str:
@@ -61,7 +66,7 @@ def describe_inventory(ctx: V201Context) -> None:
     model.provide(VariableKey("ChargingStation", "Model"), lambda: config.identity.model)
     for c in config.connectors:
         evse, phases = c.id, str(c.phases)
-        connector_type = "cType2" if c.cable == TETHERED else "sType2"
+        ctype = connector_type(c)
 
         def on_evse(variable: str, e: int = evse) -> VariableKey:
             return VariableKey("EVSE", variable, evse=e)
@@ -76,5 +81,5 @@ def describe_inventory(ctx: V201Context) -> None:
         model.characterize(on_evse("Power"), maximum=round(c.max_current_a * c.phases * config.nominal_voltage_v, 1))
         model.provide(on_evse("SupplyPhases"), functools.partial(str, phases))
         model.provide(on_connector("AvailabilityState"), functools.partial(state, evse))
-        model.provide(on_connector("ConnectorType"), functools.partial(str, connector_type))
+        model.provide(on_connector("ConnectorType"), functools.partial(str, ctype))
         model.provide(on_connector("SupplyPhases"), functools.partial(str, phases))
