@@ -492,6 +492,65 @@ async def test_tc_e_38_cs_local_start_ev_not_ready(station: Station) -> None:
     await stop_transaction(s, event["transactionInfo"]["transactionId"])
 
 
+@pytest.mark.parametrize(("case", "unlock"), [("TC_E_24_CS", "true"), ("TC_E_25_CS", "false")])
+async def test_ev_side_disconnect_deauthorizes(station: Station, case: str, unlock: str) -> None:
+    """TC_E_24_CS / TC_E_25_CS Disconnect cable on EV-side - Deauthorize transaction - UnlockOnEVSideDisconnect true /
+    false (StopTxOnEVSideDisconnect true): the EV unplugged while charging ends the transaction (EVCommunicationLost,
+    EVDisconnected); the socket's lock opens at once (true) or keeps the cable until its owner's card (false)."""
+    s = station
+    old = await set_variables(s, {"OCPPCommCtrlr.UnlockOnEVSideDisconnect": unlock})
+    try:
+        tx_id = await start_transaction(s, 1)
+        await s.wait_until(lambda: charging(s, 1) and s.cable_locked(1), what="charging, the cable locked")
+        mark = s.mark()
+        s.ev(1).unplug()
+        end = (await s.wait_call("TransactionEvent", ended(tx_id), since=mark)).payload
+        assert (end["triggerReason"], end["transactionInfo"]["stoppedReason"]) == ("EVCommunicationLost",
+                                                                                    "EVDisconnected"), end
+        if unlock == "true":
+            await s.wait_until(lambda: not s.cable_locked(1), what="the lock opened")
+        else:
+            await s.quiet(0.5)
+            assert s.cable_locked(1)
+            await s.tap(CARD)  # the owner takes the cable back
+            await s.wait_until(lambda: not s.cable_locked(1), what="the lock opened for its owner")
+    finally:
+        await set_variables(s, old)
+
+
+async def test_tc_e_45_cs_stop_offline_with_the_same_group_id(station: Station) -> None:
+    """TC_E_45_CS Offline Behaviour - Stop transaction during offline period - Same GroupId: another idToken of the
+    transaction's groupIdToken (known from the Authorization Cache) stops it while offline; after the reconnect the
+    Ended event (flagged offline) says StopAuthorized, Local, and carries that idToken. (The station's one reader
+    serves both EVSEs: a tap goes to an idle EVSE before a group stop — firmware/charger/card_routing.py —, so EVSE 2 is made
+    Inoperative here, as on a station with one EVSE.)"""
+    s = station
+    s.csms.behaviour.id_tags.accept(CARD, OTHER, parent_id_tag="GROUP45")
+    old = await set_variables(s, {"AuthCtrlr.LocalAuthorizeOffline": "true"})
+    try:
+        await cache_accepted(s, 2, OTHER)  # OTHER cached with its groupIdToken
+        tx_id = await start_transaction(s, 1, CARD)
+        await s.wait_until(lambda: not s.outbox(), what="the Started event answered (its group cached)")
+        answer = await s.csms.change_availability_201(CP_ID, "Inoperative", evse_id=2, timeout_s=WAIT_S)
+        assert answer["status"] == "Accepted"
+        await s.csms.set_online(False)
+        await s.csms.wait_disconnected(CP_ID, timeout_s=WAIT_S)
+        await s.tap(OTHER)
+        await s.wait_until(lambda: not charging(s, 1), what="stopped offline by the other idToken")
+        mark = s.mark()
+        await s.csms.set_online(True)
+        end = (await s.wait_call("TransactionEvent", ended(tx_id), since=mark)).payload
+        assert end.get("offline") is True
+        assert (end["triggerReason"], end["transactionInfo"]["stoppedReason"]) == ("StopAuthorized", "Local")
+        assert end["idToken"]["idToken"] == OTHER
+    finally:
+        s.csms.behaviour.id_tags.accept(CARD, OTHER)
+        if not s.csms.online:
+            await s.csms.set_online(True)
+        await s.csms.wait_connected(CP_ID, timeout_s=WAIT_S)
+        await set_variables(s, old)
+
+
 # --- G Availability ------------------------------------------------------------------------------------------
 
 
