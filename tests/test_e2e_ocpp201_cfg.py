@@ -522,8 +522,8 @@ async def test_tc_e_45_cs_stop_offline_with_the_same_group_id(station: Station) 
     """TC_E_45_CS Offline Behaviour - Stop transaction during offline period - Same GroupId: another idToken of the
     transaction's groupIdToken (known from the Authorization Cache) stops it while offline; after the reconnect the
     Ended event (flagged offline) says StopAuthorized, Local, and carries that idToken. (The station's one reader
-    serves both EVSEs: a tap goes to an idle EVSE before a group stop — firmware/charger/card_routing.py —, so EVSE 2 is made
-    Inoperative here, as on a station with one EVSE.)"""
+    serves both EVSEs: a tap goes to an idle EVSE before a group stop — firmware/charger/card_routing.py —, so
+    EVSE 2 is made Inoperative here, as on a station with one EVSE.)"""
     s = station
     s.csms.behaviour.id_tags.accept(CARD, OTHER, parent_id_tag="GROUP45")
     old = await set_variables(s, {"AuthCtrlr.LocalAuthorizeOffline": "true"})
