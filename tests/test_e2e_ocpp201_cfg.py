@@ -551,6 +551,27 @@ async def test_tc_e_45_cs_stop_offline_with_the_same_group_id(station: Station) 
         await set_variables(s, old)
 
 
+async def test_tc_j_06_cs_no_clock_aligned_values_during_a_transaction(station: Station) -> None:
+    """TC_J_06_CS Clock-aligned Meter Values - No Meter Values during transaction: AlignedDataCtrlr.SendDuringIdle
+    true (J01.FR.20): while a transaction runs no clock-aligned values go out at all (no Updated MeterValueClock, no
+    MeterValues); false, they do (in the transaction's Updated events); once no transaction runs, MeterValues again."""
+    s = station
+    old = await set_variables(s, {"AlignedDataCtrlr.Interval": "1", "AlignedDataCtrlr.SendDuringIdle": "false"})
+    try:
+        mark = s.mark()
+        tx_id = await start_transaction(s, 1)
+        await s.wait_call("TransactionEvent", lambda e: e.payload["triggerReason"] == "MeterValueClock", since=mark)
+        await set_variables(s, {"AlignedDataCtrlr.SendDuringIdle": "true"})
+        quiet = s.mark()
+        await s.quiet(2.5)  # two clock ticks and more
+        assert not [e for e in s.calls("TransactionEvent", quiet) if e.payload["triggerReason"] == "MeterValueClock"]
+        assert not s.calls("MeterValues", quiet)
+        await stop_transaction(s, tx_id)
+        await s.wait_call("MeterValues", since=quiet)  # idle again: clock-aligned values of the EVSEs
+    finally:
+        await set_variables(s, old)
+
+
 # --- G Availability ------------------------------------------------------------------------------------------
 
 
