@@ -94,8 +94,10 @@ async def test_expiry_cancel_removal_and_station_wide(tmp_path: Path) -> None:
     TC_H_17_CS (CancelReservation Accepted: the EVSE Available, no update — the CSMS asked), TC_H_18_CS (a second
     cancel of it Rejected); a reservation without evseId shows on no EVSE while two are free and expires (Expired);
     TC_H_21_CS (an EVSE made Inoperative: its reservation Removed) with TC_H_06_CS (a reservation of the Unavailable
-    EVSE: Unavailable); then a reservation without evseId shows on the last free EVSE (Reserved) and expires there;
-    an update due while offline is queued (the outbox) and delivered after the reconnect; a connectorType the EVSE
+    EVSE: Unavailable); then a reservation without evseId shows on the last free EVSE (Reserved; another one is
+    Occupied, TC_H_09_CS) and expires there;
+    an update due while offline is queued (the outbox) and delivered after the reconnect; the station Inoperative: a
+    reservation without evseId Unavailable (TC_H_12_CS); a connectorType the EVSE
     has not, an unknown EVSE, and ReservationCtrlr.Enabled false (TC_H_22_CS) are Rejected."""
     async with Station(tmp_path, ocpp="2.0.1", connectors=2) as s:
         await s.start_agent()
@@ -136,9 +138,11 @@ async def test_expiry_cancel_removal_and_station_wide(tmp_path: Path) -> None:
         assert (await reserve(s, 5, soon(), evse_id=1))["status"] == "Unavailable"
         # the station-wide reservation with one EVSE left free: EVSE 2 shows it, and it expires there
         mark = s.mark()
-        assert await reserve(s, 8, soon(1.5)) == {"status": "Accepted"}
+        assert await reserve(s, 8, soon(2.5)) == {"status": "Accepted"}
         await s.wait_status(2, "Reserved", since=mark)
         reserved = s.mark()
+        other = {"idToken": "04D5E6F7", "type": "ISO14443"}
+        assert await reserve(s, 20, soon(), token=other) == {"status": "Occupied"}  # TC_H_09_CS: none left free
         expired = await s.wait_call("ReservationStatusUpdate", since=mark)
         assert expired.payload == {"reservationId": 8, "reservationUpdateStatus": "Expired"}
         await s.wait_status(2, "Available", since=reserved)
@@ -153,6 +157,11 @@ async def test_expiry_cancel_removal_and_station_wide(tmp_path: Path) -> None:
         update = await s.wait_call("ReservationStatusUpdate", since=mark)
         assert update.payload == {"reservationId": 9, "reservationUpdateStatus": "Expired"}
         await s.wait_until(lambda: not s.outbox(), what="the outbox empty")
+        # TC_H_12_CS: the whole station Inoperative: a reservation without evseId Unavailable
+        answer = await s.csms.call(CP_ID, "ChangeAvailability", {"operationalStatus": "Inoperative"}, timeout_s=WAIT_S)
+        assert answer["status"] == "Accepted"
+        await s.wait_status(2, "Unavailable", since=mark)
+        assert await reserve(s, 21, soon()) == {"status": "Unavailable"}
         # Rejected: a connector type EVSE 2 has not; an EVSE that does not exist; reservations switched off
         wrong = await reserve(s, 10, soon(), evse_id=2, connector_type="cCCS2")
         assert wrong["status"] == "Rejected" and wrong["statusInfo"]["reasonCode"] == "UnknownConnectorType"
