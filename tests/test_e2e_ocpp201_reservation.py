@@ -70,7 +70,8 @@ async def test_station_wide_reservation_used_by_its_id_token(tmp_path: Path) -> 
     (TC_H_15_CS, TC_H_16_CS: a connector of a specific type; TC_H_14_CS: as many EVSEs free as reservations): once
     an EV occupies EVSE 1 the last free one (EVSE 2) shows Reserved; the reserved idToken starting on EVSE 1 uses
     it — reservationId in its Started event —, EVSE 2 is Available again, and no ReservationStatusUpdate is sent
-    for a reservation used."""
+    for a reservation used. TC_H_10_CS: an EV in EVSE 2 too, no EVSE left free: a reservation without evseId
+    Occupied."""
     async with Station(tmp_path, ocpp="2.0.1", connectors=2) as s:
         s.csms.behaviour.id_tags.accept(CARD)
         await s.start_agent()
@@ -87,6 +88,9 @@ async def test_station_wide_reservation_used_by_its_id_token(tmp_path: Path) -> 
         assert cancel["status"] == "Rejected"  # used: no longer held
         await s.wait_status(2, "Available", since=plugged)
         assert updates(s, mark) == []
+        s.ev(2).plug()  # TC_H_10_CS: no EVSE left free (one charging, one with an EV): Occupied
+        await s.wait_status(2, "Occupied", since=plugged)
+        assert await reserve(s, 22, soon()) == {"status": "Occupied"}
 
 
 async def test_expiry_cancel_removal_and_station_wide(tmp_path: Path) -> None:
