@@ -26,8 +26,11 @@ def soon(seconds: float = 300) -> str:
 
 
 async def reserve(s: Station, reservation_id: int, expiry: str, evse_id: int | None = None,
-                  token: dict[str, Any] | None = None, connector_type: str | None = None) -> dict[str, Any]:
+                  token: dict[str, Any] | None = None, connector_type: str | None = None,
+                  group: str | None = None) -> dict[str, Any]:
     payload: dict[str, Any] = {"id": reservation_id, "expiryDateTime": expiry, "idToken": token or TOKEN}
+    if group is not None:
+        payload["groupIdToken"] = {"idToken": group, "type": "Central"}
     if evse_id is not None:
         payload["evseId"] = evse_id
     if connector_type is not None:
@@ -96,7 +99,8 @@ async def test_station_wide_reservation_used_by_its_id_token(tmp_path: Path) -> 
 async def test_expiry_cancel_removal_and_station_wide(tmp_path: Path) -> None:
     """TC_H_07_CS (reservation ended, not used): ReservationStatusUpdate Expired and the EVSE Available;
     TC_H_17_CS (CancelReservation Accepted: the EVSE Available, no update — the CSMS asked), TC_H_18_CS (a second
-    cancel of it Rejected); a reservation without evseId shows on no EVSE while two are free and expires (Expired);
+    cancel of it Rejected); TC_H_19_CS (reserved with a groupIdToken: another idToken of the group uses it); a
+    reservation without evseId shows on no EVSE while two are free and expires (Expired);
     TC_H_21_CS (an EVSE made Inoperative: its reservation Removed) with TC_H_06_CS (a reservation of the Unavailable
     EVSE: Unavailable); then a reservation without evseId shows on the last free EVSE (Reserved; another one is
     Occupied, TC_H_09_CS) and expires there;
@@ -123,6 +127,27 @@ async def test_expiry_cancel_removal_and_station_wide(tmp_path: Path) -> None:
         await s.wait_status(1, "Available", since=reserved)
         again = await s.csms.call(CP_ID, "CancelReservation", {"reservationId": 2}, timeout_s=WAIT_S)
         assert again["status"] == "Rejected"
+        # TC_H_19_CS: reserved with a groupIdToken: another idToken of that group starts there, using it (EVSE 2
+        # Inoperative meanwhile: the one reader serves both, and a tap goes to an idle EVSE first — card_routing.py)
+        s.csms.behaviour.id_tags.accept("04D5E6F7", parent_id_tag="G19")
+        inoperative = {"operationalStatus": "Inoperative", "evse": {"id": 2}}
+        answer = await s.csms.call(CP_ID, "ChangeAvailability", inoperative, timeout_s=WAIT_S)
+        assert answer["status"] == "Accepted"
+        mark = s.mark()
+        assert await reserve(s, 19, soon(), evse_id=1, group="G19") == {"status": "Accepted"}
+        await s.wait_status(1, "Reserved", since=mark)
+        s.ev(1).plug()
+        await s.tap("04D5E6F7")
+        used = await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Started", since=mark)
+        assert used.payload["reservationId"] == 19 and used.payload["idToken"]["idToken"] == "04D5E6F7"
+        await s.tap("04D5E6F7")
+        await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Ended", since=mark)
+        s.ev(1).unplug()
+        await s.wait_status(1, "Available", since=used.seq)
+        answer = await s.csms.call(CP_ID, "ChangeAvailability", {"operationalStatus": "Operative", "evse": {"id": 2}},
+                                   timeout_s=WAIT_S)
+        assert answer["status"] == "Accepted"
+        await s.wait_status(2, "Available", since=used.seq)
         # the station-wide reservation (no evseId) while both EVSEs are free: shown on neither, expires
         cancelled = s.mark()
         assert await reserve(s, 3, soon(1.5)) == {"status": "Accepted"}
