@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.ocpp.timestamps import timestamp
+from sim.devices.interfaces import BoardFault
 from tests.station import CP_ID, WAIT_S, Station
 
 CARD = "04A1B2C3"
@@ -207,7 +208,8 @@ async def test_expiry_cancel_removal_and_station_wide(tmp_path: Path) -> None:
 async def test_configured_off_reads_in_the_device_model(tmp_path: Path) -> None:
     """ReservationCtrlr.Available and NonEvseSpecific are what the configuration decides (``[ocpp] reservations``,
     ``reserve_connector_zero``), ReadOnly: without NonEvseSpecific a ReserveNow without evseId is Rejected
-    (TC_H_13_CS, reserve an unspecified EVSE - Rejected), one with an evseId is Accepted."""
+    (TC_H_13_CS, reserve an unspecified EVSE - Rejected), one with an evseId is Accepted; TC_H_20_CS (the reserved
+    EVSE Faulted: ReservationStatusUpdate Removed; a new reservation of it Faulted)."""
     async with Station(tmp_path, ocpp="2.0.1", connectors=1, ocpp_extra="reserve_connector_zero = false") as s:
         await s.start_agent()
         answer = await s.csms.call(CP_ID, "GetVariables", {"getVariableData": [
@@ -216,8 +218,16 @@ async def test_configured_off_reads_in_the_device_model(tmp_path: Path) -> None:
         assert [r["attributeValue"] for r in answer["getVariableResult"]] == ["true", "false"]
         station_wide = await reserve(s, 1, soon())
         assert station_wide["status"] == "Rejected" and station_wide["statusInfo"]["reasonCode"] == "MissingParam"
+        mark = s.mark()
         assert (await reserve(s, 2, soon(), evse_id=1))["status"] == "Accepted"
         answer = await s.csms.call(CP_ID, "SetVariables", {"setVariableData": [{
             "component": {"name": "ReservationCtrlr"}, "variable": {"name": "NonEvseSpecific"},
             "attributeValue": "true"}]}, timeout_s=WAIT_S)
         assert answer["setVariableResult"][0]["attributeStatus"] == "Rejected"
+        # TC_H_20_CS: the reserved EVSE Faulted: its reservation Removed; a reservation of it now Faulted
+        await s.wait_status(1, "Reserved", since=mark)
+        s.inject(1, BoardFault.RCD_TRIP)
+        removed = await s.wait_call("ReservationStatusUpdate", since=mark)
+        assert removed.payload == {"reservationId": 2, "reservationUpdateStatus": "Removed"}
+        await s.wait_status(1, "Faulted", since=mark)
+        assert (await reserve(s, 3, soon(), evse_id=1))["status"] == "Faulted"
