@@ -208,7 +208,7 @@ async def test_start_and_stop_points(tmp_path: Path) -> None:
         await _charging(s)
         s.ev(1).unplug()
         lost = (await _event(s, mark, "Updated", "EVCommunicationLost")).payload
-        assert lost["transactionInfo"]["chargingState"] == "SuspendedEV"
+        assert lost["transactionInfo"]["chargingState"] == "Idle"  # no connection between EV and EVSE
         s.ev(1).plug()
         await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging again")
         # TC_E_07_CS-like: the local stop ends it (StopAuthorized)
