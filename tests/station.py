@@ -43,12 +43,13 @@ class Station:
                  boot_statuses: list[str] | None = None, heartbeat_interval: int = 300,
                  storage_dir: Path | None = None, extra_config: str = "", cable: str | None = None,
                  csms_ssl: ssl.SSLContext | None = None, ocpp_extra: str = "",
-                 csms_files: Path | None = None, ocpp: str = "1.6") -> None:
+                 csms_files: Path | None = None, ocpp: str = "1.6", response_timeout_s: float = 5) -> None:
         """``csms_ssl``: the simulated CSMS serves wss:// with it; ``ocpp_extra``: lines for the agent's [ocpp]
         section (security_profile, password, csms_ca...); ``csms_files``: the simulated CSMS also serves these
         files over HTTP and takes uploads (firmware updates, diagnostics). ``ocpp``: the version the agent and
         the simulated CSMS speak, "1.6" or "2.0.1" (then ``presets`` are device model variables,
-        ``Component.Variable``, and statuses are per EVSE: :meth:`wait_status` takes the 2.0.1 ConnectorStatus)."""
+        ``Component.Variable``, and statuses are per EVSE: :meth:`wait_status` takes the 2.0.1 ConnectorStatus).
+        ``response_timeout_s``: how long the agent waits for an answer to its CALLs (``[ocpp] response_timeout_s``)."""
         self.state_dir = state_dir
         self.storage_dir = storage_dir or state_dir  # the agent's database (config and log stay in state_dir)
         self.spec = ChargerSpec(charge_point_id=CP_ID, connectors=connectors, board=board,  # type: ignore[arg-type]
@@ -58,6 +59,7 @@ class Station:
         self.csms = SimulatedCsms(response_timeout_s=WAIT_S, ping_interval_s=None, ssl_context=csms_ssl,
                                   files_dir=csms_files, ocpp_version=ocpp)
         self.ocpp_extra = ocpp_extra
+        self.response_timeout_s = response_timeout_s
         base: dict[str, Any] = (
             {"SampledDataCtrlr.TxUpdatedInterval": 0, "OCPPCommCtrlr.HeartbeatInterval": heartbeat_interval}
             if ocpp == "2.0.1" else {"MeterValueSampleInterval": 0, "HeartbeatInterval": heartbeat_interval})
@@ -85,7 +87,8 @@ class Station:
         presets = "\n".join(f"{json.dumps(k)} = {json.dumps(str(v))}" for k, v in self.presets.items())
         self.config_path.write_text(
             self.charger.agent_config(str(self.storage_dir))
-            + f'\n[ocpp]\ncsms_url = "{self.csms.url}"\nversion = "{self.ocpp}"\nresponse_timeout_s = 5\n'
+            + f'\n[ocpp]\ncsms_url = "{self.csms.url}"\nversion = "{self.ocpp}"\n'
+            + f"response_timeout_s = {self.response_timeout_s}\n"
             + "reconnect_min_s = 0.2\n"
             + f"reconnect_max_s = 1\n{self.ocpp_extra}\n[ocpp.presets]\n{presets}\n" + self.extra_config)
         return self

@@ -1,4 +1,5 @@
-"""OCPP 2.0.1 end to end, blocks C (authorization), F (remote control) and G (availability): one test per OCTT
+"""OCPP 2.0.1 end to end, blocks C (authorization), F (remote control), G (availability) and the local start and
+stop cases of E (transactions): one test per OCTT
 2.0.1 charging-station test case (Part 6), named after it, on one agent process and simulated station shared by the
 module (two EVSEs, the simulated 2.0.1 CSMS). Each test leaves the station as it found it: no EV plugged, every
 EVSE Operative and Available, the CSMS online, the variables it changed put back (the autouse fixture makes sure).
@@ -409,6 +410,169 @@ async def test_tc_f_24_cs_trigger_status_notification_occupied(station: Station)
     await s.wait_status(2, "Occupied", since=mark)
 
 
+# --- E Transactions: local start and stop (the start and stop point cases: tests/test_e2e_ocpp201_transactions.py)
+
+
+def charging(s: Station, evse: int) -> bool:
+    return bool(s.charger.connector_state(evse)["contactor_closed"])
+
+
+async def test_tc_e_04_cs_authorization_first_then_tc_e_06_cs_local_stop(station: Station) -> None:
+    """TC_E_04_CS Local start transaction - Authorization first - Success: a card presented before the EV, then the
+    EV plugged in: the transaction starts (TxStartPoint PowerPathClosed) and charges. TC_E_06_CS Local Stop
+    Transaction - Accepted: the same card again ends it (triggerReason StopAuthorized, stoppedReason Local)."""
+    s = station
+    log_mark, mark = len(s.log()), s.mark()
+    await s.tap(CARD)
+    authorized = await s.wait_log(lambda e: e.get("msg") == "connector status" and e.get("status") == "Preparing",
+                                  since=log_mark, what="authorized before the EV")
+    evse = int(authorized["connector"])
+    s.ev(evse).plug()
+    event = await s.wait_call("TransactionEvent", started(CARD, evse), since=mark)
+    assert event.payload["triggerReason"] == "CablePluggedIn"
+    tx_id = event.payload["transactionInfo"]["transactionId"]
+    await s.wait_until(lambda: charging(s, evse), what="charging")
+    await s.tap(CARD)
+    end = (await s.wait_call("TransactionEvent", ended(tx_id), since=mark)).payload
+    assert (end["triggerReason"], end["transactionInfo"]["stoppedReason"]) == ("StopAuthorized", "Local")
+    assert not charging(s, evse)
+
+
+async def test_tc_e_05_cs_authorization_first_cable_plugin_timeout(station: Station) -> None:
+    """TC_E_05_CS Local start transaction - Authorization first - Cable plugin timeout: no EV within
+    TxCtrlr.EVConnectionTimeOut: the authorization lapses, no transaction (TxStartPoint PowerPathClosed); an EV
+    plugged in afterwards starts nothing."""
+    s = station
+    old = await set_variables(s, {"TxCtrlr.EVConnectionTimeOut": "1"})
+    try:
+        log_mark, mark = len(s.log()), s.mark()
+        await s.tap(CARD)
+        authorized = await s.wait_log(lambda e: e.get("msg") == "connector status" and e.get("status") == "Preparing",
+                                      since=log_mark, what="authorized before the EV")
+        evse = int(authorized["connector"])
+        await s.wait_log(lambda e: e.get("msg") == "connector status" and e.get("connector") == evse
+                         and e.get("status") == "Available", since=log_mark, what="the authorization lapsed")
+        await plug(s, evse)
+        await s.quiet(0.5)
+        assert not s.calls("TransactionEvent", mark) and not charging(s, evse)
+    finally:
+        await set_variables(s, old)
+
+
+async def test_tc_e_08_cs_stop_point_energy_transfer_stop_authorized(station: Station) -> None:
+    """TC_E_08_CS Stop transaction options - EnergyTransfer stopped - StopAuthorized: TxStopPoint EnergyTransfer, the
+    card presented again: the energy stops and the transaction ends with it (StopAuthorized, Local)."""
+    s = station
+    old = await set_variables(s, {"TxCtrlr.TxStopPoint": "EnergyTransfer"})
+    try:
+        tx_id = await start_transaction(s, 1)
+        await s.wait_until(lambda: charging(s, 1), what="charging")
+        mark = s.mark()
+        await s.tap(CARD)
+        end = (await s.wait_call("TransactionEvent", ended(tx_id), since=mark)).payload
+        assert (end["triggerReason"], end["transactionInfo"]["stoppedReason"]) == ("StopAuthorized", "Local")
+        assert not charging(s, 1)
+    finally:
+        await set_variables(s, old)
+
+
+async def test_tc_e_38_cs_local_start_ev_not_ready(station: Station) -> None:
+    """TC_E_38_CS Local start transaction - EV not ready: the EV plugged in but not asking for energy, a card: the
+    transaction starts with chargingState SuspendedEV (energy offered, not taken); once the EV is ready, Updated
+    with ChargingStateChanged and Charging."""
+    s = station
+    await plug(s, 1)
+    s.ev(1).paused = True
+    mark = s.mark()
+    await s.tap(CARD)
+    event = (await s.wait_call("TransactionEvent", started(CARD, 1), since=mark)).payload
+    assert event["transactionInfo"]["chargingState"] == "SuspendedEV", event
+    s.ev(1).paused = False
+    await s.wait_call("TransactionEvent", lambda e: e.payload["triggerReason"] == "ChargingStateChanged"
+                      and e.payload["transactionInfo"].get("chargingState") == "Charging", since=mark)
+    await stop_transaction(s, event["transactionInfo"]["transactionId"])
+
+
+@pytest.mark.parametrize(("case", "unlock"), [("TC_E_24_CS", "true"), ("TC_E_25_CS", "false")])
+async def test_ev_side_disconnect_deauthorizes(station: Station, case: str, unlock: str) -> None:
+    """TC_E_24_CS / TC_E_25_CS Disconnect cable on EV-side - Deauthorize transaction - UnlockOnEVSideDisconnect true /
+    false (StopTxOnEVSideDisconnect true): the EV unplugged while charging ends the transaction (EVCommunicationLost,
+    EVDisconnected); the socket's lock opens at once (true) or keeps the cable until its owner's card (false)."""
+    s = station
+    old = await set_variables(s, {"OCPPCommCtrlr.UnlockOnEVSideDisconnect": unlock})
+    try:
+        tx_id = await start_transaction(s, 1)
+        await s.wait_until(lambda: charging(s, 1) and s.cable_locked(1), what="charging, the cable locked")
+        mark = s.mark()
+        s.ev(1).unplug()
+        end = (await s.wait_call("TransactionEvent", ended(tx_id), since=mark)).payload
+        assert (end["triggerReason"], end["transactionInfo"]["stoppedReason"]) == ("EVCommunicationLost",
+                                                                                    "EVDisconnected"), end
+        if unlock == "true":
+            await s.wait_until(lambda: not s.cable_locked(1), what="the lock opened")
+        else:
+            await s.quiet(0.5)
+            assert s.cable_locked(1)
+            await s.tap(CARD)  # the owner takes the cable back
+            await s.wait_until(lambda: not s.cable_locked(1), what="the lock opened for its owner")
+    finally:
+        await set_variables(s, old)
+
+
+async def test_tc_e_45_cs_stop_offline_with_the_same_group_id(station: Station) -> None:
+    """TC_E_45_CS Offline Behaviour - Stop transaction during offline period - Same GroupId: another idToken of the
+    transaction's groupIdToken (known from the Authorization Cache) stops it while offline; after the reconnect the
+    Ended event (flagged offline) says StopAuthorized, Local, and carries that idToken. (The station's one reader
+    serves both EVSEs: a tap goes to an idle EVSE before a group stop — firmware/charger/card_routing.py —, so
+    EVSE 2 is made Inoperative here, as on a station with one EVSE.)"""
+    s = station
+    s.csms.behaviour.id_tags.accept(CARD, OTHER, parent_id_tag="GROUP45")
+    old = await set_variables(s, {"AuthCtrlr.LocalAuthorizeOffline": "true"})
+    try:
+        await cache_accepted(s, 2, OTHER)  # OTHER cached with its groupIdToken
+        tx_id = await start_transaction(s, 1, CARD)
+        await s.wait_until(lambda: not s.outbox(), what="the Started event answered (its group cached)")
+        answer = await s.csms.change_availability_201(CP_ID, "Inoperative", evse_id=2, timeout_s=WAIT_S)
+        assert answer["status"] == "Accepted"
+        await s.csms.set_online(False)
+        await s.csms.wait_disconnected(CP_ID, timeout_s=WAIT_S)
+        await s.tap(OTHER)
+        await s.wait_until(lambda: not charging(s, 1), what="stopped offline by the other idToken")
+        mark = s.mark()
+        await s.csms.set_online(True)
+        end = (await s.wait_call("TransactionEvent", ended(tx_id), since=mark)).payload
+        assert end.get("offline") is True
+        assert (end["triggerReason"], end["transactionInfo"]["stoppedReason"]) == ("StopAuthorized", "Local")
+        assert end["idToken"]["idToken"] == OTHER
+    finally:
+        s.csms.behaviour.id_tags.accept(CARD, OTHER)
+        if not s.csms.online:
+            await s.csms.set_online(True)
+        await s.csms.wait_connected(CP_ID, timeout_s=WAIT_S)
+        await set_variables(s, old)
+
+
+async def test_tc_j_06_cs_no_clock_aligned_values_during_a_transaction(station: Station) -> None:
+    """TC_J_06_CS Clock-aligned Meter Values - No Meter Values during transaction: AlignedDataCtrlr.SendDuringIdle
+    true (J01.FR.20): while a transaction runs no clock-aligned values go out at all (no Updated MeterValueClock, no
+    MeterValues); false, they do (in the transaction's Updated events); once no transaction runs, MeterValues again."""
+    s = station
+    old = await set_variables(s, {"AlignedDataCtrlr.Interval": "1", "AlignedDataCtrlr.SendDuringIdle": "false"})
+    try:
+        mark = s.mark()
+        tx_id = await start_transaction(s, 1)
+        await s.wait_call("TransactionEvent", lambda e: e.payload["triggerReason"] == "MeterValueClock", since=mark)
+        await set_variables(s, {"AlignedDataCtrlr.SendDuringIdle": "true"})
+        quiet = s.mark()
+        await s.quiet(2.5)  # two clock ticks and more
+        assert not [e for e in s.calls("TransactionEvent", quiet) if e.payload["triggerReason"] == "MeterValueClock"]
+        assert not s.calls("MeterValues", quiet)
+        await stop_transaction(s, tx_id)
+        await s.wait_call("MeterValues", since=quiet)  # idle again: clock-aligned values of the EVSEs
+    finally:
+        await set_variables(s, old)
+
+
 # --- G Availability ------------------------------------------------------------------------------------------
 
 
@@ -517,3 +681,23 @@ async def test_availability_persists_across_reboot(station: Station, case: str, 
     boot = await s.wait_call("BootNotification", since=mark)
     await s.wait_status(2, "Unavailable", since=boot.seq)
     await s.wait_status(1, "Unavailable" if scope == "station" else "Available", since=boot.seq)
+
+
+async def test_g05_lock_failure_status(station: Station) -> None:
+    """G05 Lock Failure, the status side of TC_G_20_CS (its NotifyEvent, ConnectorPlugRetentionLock Problem:
+    test_e2e_ocpp201_notify_event.py): the socket's lock does not engage when a transaction is to start: no
+    transaction, no energy, the EVSE Faulted (G05.FR.01/02). Once the lock works again an
+    UnlockConnector clears the fault."""
+    s = station
+    s.lock_stuck(1)
+    try:
+        await plug(s, 1)
+        mark = s.mark()
+        await s.tap(CARD)
+        await s.wait_status(1, "Faulted", since=mark)
+        assert not s.calls("TransactionEvent", mark) and not charging(s, 1) and not s.cable_locked(1)
+    finally:
+        s.lock_stuck(1, False)
+    mark = s.mark()
+    assert (await s.csms.unlock_connector_201(CP_ID, 1, 1, timeout_s=WAIT_S))["status"] == "Unlocked"
+    await s.wait_status(1, "Occupied", since=mark)

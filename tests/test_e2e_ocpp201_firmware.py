@@ -96,9 +96,10 @@ def boots(s: Station, since: int) -> list[TranscriptEntry]:
     return s.calls("BootNotification", since)
 
 
-async def triggered(s: Station, message: str) -> dict[str, Any]:
+async def triggered(s: Station, message: str, evse: dict[str, Any] | None = None) -> dict[str, Any]:
     mark = s.mark()
-    answer = await s.csms.call(CP_ID, "TriggerMessage", {"requestedMessage": message}, timeout_s=WAIT_S)
+    request: dict[str, Any] = {"requestedMessage": message} | ({} if evse is None else {"evse": evse})
+    answer = await s.csms.call(CP_ID, "TriggerMessage", request, timeout_s=WAIT_S)
     assert answer["status"] == "Accepted"
     return dict((await s.wait_call(message, since=mark)).payload)
 
@@ -113,7 +114,8 @@ def active(s: Station) -> str | None:
 async def test_tc_l_01_cs_secure_firmware_update_installed(station: Station, files: Path, signer: Signer) -> None:
     """TC_L_01_CS: Accepted; Downloading, Downloaded, SignatureVerified, Installing, InstallRebooting with the
     requestId; the EVSEs Unavailable meanwhile; the restart into the new version boots with reason FirmwareUpdate,
-    then Installed, then the EVSEs Available again; a triggered FirmwareStatusNotification then says Idle."""
+    then Installed, then the EVSEs Available again; a triggered FirmwareStatusNotification then says Idle (TC_F_18_CS),
+    also when the trigger names an EVSE (TC_F_17_CS: the EVSE is not relevant to it)."""
     s = station
     assert boots(s, 0)[-1].payload["chargingStation"]["firmwareVersion"] == "1.0.0"
     assert boots(s, 0)[-1].payload["reason"] == "PowerUp"
@@ -135,7 +137,8 @@ async def test_tc_l_01_cs_secure_firmware_update_installed(station: Station, fil
     for evse in (1, 2):
         await s.wait_status(evse, "Available", since=installed.seq)
     assert active(s) == "b" and s.exit_codes == [75]
-    assert await triggered(s, "FirmwareStatusNotification") == {"status": "Idle"}
+    assert await triggered(s, "FirmwareStatusNotification") == {"status": "Idle"}  # TC_F_18_CS
+    assert await triggered(s, "FirmwareStatusNotification", {"id": 1}) == {"status": "Idle"}  # TC_F_17_CS
 
 
 async def test_tc_l_03_cs_download_scheduled_then_tc_l_10_cs_accepted_canceled_by_tc_l_02_cs_install_scheduled(
@@ -195,13 +198,17 @@ async def test_tc_l_06_cs_invalid_signature_nothing_installed(station: Station, 
 
 async def test_tc_l_07_cs_download_failed_after_the_retries(station: Station) -> None:
     """TC_L_07_CS (here with L02, no signature): a location that keeps failing: Downloading on each of the 1 + retries
-    attempts, then DownloadFailed."""
+    attempts, then DownloadFailed; a FirmwareStatusNotification triggered meanwhile says Downloading with the
+    requestId (TC_F_19_CS)."""
     s = station
     mark = s.mark()
     answer = await s.csms.update_firmware(CP_ID, s.csms.file_url("missing.bundle"), at(), retries=2, retry_interval=1,
                                           request_id=71)  # the CSMS's typed command: L02 in 2.0.1
     assert answer == {"status": "Accepted"}
-    assert await until_final(s, mark) == ["Downloading"] * 3 + ["DownloadFailed"]
+    await s.wait_call("FirmwareStatusNotification", lambda e: e.payload["status"] == "Downloading", since=mark)
+    downloading = await triggered(s, "FirmwareStatusNotification")  # TC_F_19_CS
+    assert downloading == {"status": "Downloading", "requestId": 71}
+    assert await until_final(s, mark) == ["Downloading"] * 4 + ["DownloadFailed"]  # the triggered one among them
     assert {p.get("requestId") for p in notifications(s, mark)} == {71}
     assert [r[:2] for r in s.csms.files.faults.requests] == [("GET", "/missing.bundle")] * 3  # type: ignore[union-attr]
     assert not boots(s, mark)
@@ -296,7 +303,7 @@ async def get_log(s: Station, log_type: str, request_id: int, location: str, **e
 async def test_tc_n_25_cs_diagnostics_log_uploaded(station: Station) -> None:
     """TC_N_25_CS: GetLog DiagnosticsLog Accepted with the filename; LogStatusNotification Uploading then Uploaded
     with the requestId; the archive holds the agent's log, its configuration with the 2.0.1 variables, the live
-    self-test and the storage summary. A triggered LogStatusNotification afterwards says Idle."""
+    self-test and the storage summary. A triggered LogStatusNotification afterwards says Idle (TC_F_15_CS)."""
     s = station
     mark = s.mark()
     answer = await get_log(s, "DiagnosticsLog", 251, s.csms.file_url("logs/"))
@@ -310,12 +317,12 @@ async def test_tc_n_25_cs_diagnostics_log_uploaded(station: Station) -> None:
     keys = json.loads(members["configuration.json"])["keys"]
     assert keys["OCPPCommCtrlr.HeartbeatInterval"] == "300"
     assert keys["OCPPCommCtrlr.FileTransferProtocols"] == "FTP,FTPS,HTTP,HTTPS"
-    assert await triggered(s, "LogStatusNotification") == {"status": "Idle"}
+    assert await triggered(s, "LogStatusNotification") == {"status": "Idle"}  # TC_F_15_CS
 
 
 async def test_tc_n_36_cs_second_request_cancels_the_first_then_tc_n_26_cs_upload_failed(station: Station) -> None:
     """TC_N_36_CS: an upload that keeps failing (a triggered LogStatusNotification says Uploading and its requestId
-    while it waits for its retry) is replaced by a second GetLog: AcceptedCanceled, LogStatusNotification
+    while it waits for its retry: TC_F_16_CS) is replaced by a second GetLog: AcceptedCanceled, LogStatusNotification
     AcceptedCanceled for the first requestId, then Uploading and Uploaded for the second. TC_N_26_CS: an upload that
     fails on every retry: Uploading, UploadFailure; one the server refuses saying why: PermissionDenied (403),
     NotSupportedOperation (405), at once."""

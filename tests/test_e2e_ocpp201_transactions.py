@@ -30,6 +30,15 @@ async def _set(s: Station, **variables: str) -> None:
     assert [r["attributeStatus"] for r in answer["setVariableResult"]] == ["Accepted"] * len(data), answer
 
 
+async def _set_message_attempts(s: Station, attempts: int) -> None:
+    """OCPPCommCtrlr.MessageAttempts[TransactionEvent] (E13)."""
+    data = [{"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "MessageAttempts",
+                                                                  "instance": "TransactionEvent"},
+             "attributeValue": str(attempts)}]
+    answer = await s.csms.call(CP_ID, "SetVariables", {"setVariableData": data}, timeout_s=WAIT_S)
+    assert answer["setVariableResult"][0]["attributeStatus"] == "Accepted", answer
+
+
 async def _event(s: Station, since: int, event_type: str, trigger: str | None = None) -> TranscriptEntry:
     return await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == event_type and (
         trigger is None or e.payload["triggerReason"] == trigger), since=since)
@@ -199,7 +208,7 @@ async def test_start_and_stop_points(tmp_path: Path) -> None:
         await _charging(s)
         s.ev(1).unplug()
         lost = (await _event(s, mark, "Updated", "EVCommunicationLost")).payload
-        assert lost["transactionInfo"]["chargingState"] == "SuspendedEV"
+        assert lost["transactionInfo"]["chargingState"] == "Idle"  # no connection between EV and EVSE
         s.ev(1).plug()
         await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging again")
         # TC_E_07_CS-like: the local stop ends it (StopAuthorized)
@@ -231,8 +240,11 @@ async def test_transaction_status_and_message_retries(tmp_path: Path) -> None:
     """GetTransactionStatus TC_E_28_CS (unknown id), TC_E_29_CS / TC_E_30_CS (ongoing, with / without messages in
     queue), TC_E_31_CS / TC_E_32_CS (ended, with / without), TC_E_33_CS / TC_E_34_CS (without an id); the retry rule
     of TransactionEvent (E13): TC_E_51_CS (a CALLERROR, then accepted before MessageAttempts: sent again after
-    MessageAttemptInterval) and TC_E_50_CS (MessageAttempts CALLERRORs: given up, the next message goes)."""
-    async with Station(tmp_path, ocpp="2.0.1", connectors=1,
+    MessageAttemptInterval) and TC_E_50_CS (MessageAttempts CALLERRORs: given up, the next message goes); the same
+    without a CALLERROR, the CSMS not answering within MessageTimeout (2 s here): TC_E_42_CS (the Started event not
+    answered once, then answered) and TC_E_41_CS (the Ended event never answered: sent MessageAttempts times on the
+    same connection, then given up)."""
+    async with Station(tmp_path, ocpp="2.0.1", connectors=1, response_timeout_s=2,
                        presets={"OCPPCommCtrlr.MessageAttemptInterval[TransactionEvent]": 1}) as s:
         s.csms.behaviour.id_tags.accept(CARD)
         await s.start_agent()
@@ -258,7 +270,9 @@ async def test_transaction_status_and_message_retries(tmp_path: Path) -> None:
         await s.wait_until(lambda: not s.outbox(), what="the outbox empty")
         assert await status(tx_id) == {"messagesInQueue": False, "ongoingIndicator": True}  # TC_E_30_CS
 
-        s.csms.behaviour.faults.set_delay("TransactionEvent", 3.0)  # what is sent stays queued until answered
+        # what is sent stays queued until answered: answers later than MessageTimeout, retried (E13) meanwhile
+        await _set_message_attempts(s, 50)
+        s.csms.behaviour.faults.set_delay("TransactionEvent", 3.0)
         s.ev(1).paused = True  # an Updated event (chargingState)
         await s.wait_until(lambda: bool(s.outbox()), what="an Updated event queued")
         assert await status(tx_id) == {"messagesInQueue": True, "ongoingIndicator": True}  # TC_E_29_CS
@@ -270,6 +284,7 @@ async def test_transaction_status_and_message_retries(tmp_path: Path) -> None:
         await _event(s, mark, "Ended")
         await s.wait_until(lambda: not s.outbox(), what="the outbox empty")
         assert await status(tx_id) == {"messagesInQueue": False, "ongoingIndicator": False}  # TC_E_32_CS
+        await _set_message_attempts(s, 3)
 
         # TC_E_50_CS: MessageAttempts (3) failures give a message up; the transaction's next one goes
         s.ev(1).paused = False
@@ -284,6 +299,31 @@ async def test_transaction_status_and_message_retries(tmp_path: Path) -> None:
         starts = [e for e in events if e["eventType"] == "Started"]
         assert len(starts) == 3 and starts[0] == starts[2]  # sent 3 times (after 1 s, then 2 s), then given up
         assert events[3]["seqNo"] == 1 and events[-1]["eventType"] == "Ended"
+        s.ev(1).unplug()
+        await s.wait_status(1, "Available", since=mark)
+
+        # TC_E_42_CS: the Started event not answered at all once: sent again after MessageTimeout + the interval
+        mark, session = s.mark(), s.csms.session(CP_ID)
+        s.csms.behaviour.faults.ignore_next("TransactionEvent", 1)
+        s.ev(1).plug()
+        await s.tap(CARD)
+        await s.wait_until(lambda: len([e for e in _events(s, mark) if e["eventType"] == "Started"]) == 2,
+                           what="the Started event sent again")
+        again = [e for e in s.calls("TransactionEvent", mark) if e.payload["eventType"] == "Started"]
+        assert again[0].payload == again[1].payload
+        assert (again[1].ts - again[0].ts).total_seconds() >= 2.9  # MessageTimeout, then the interval x 1
+        await s.wait_until(lambda: not s.outbox(), what="the Started event delivered")
+        # TC_E_41_CS: the Ended event never answered: MessageAttempts (2) sends, then given up
+        await _set_message_attempts(s, 2)
+        s.csms.behaviour.faults.ignore_next("TransactionEvent", 2)
+        await s.tap(CARD)
+        await s.wait_log(lambda e: e.get("msg") == "CSMS failed to process a queued message; discarded"
+                         and e.get("error") == "no answer within the response timeout", what="the Ended given up")
+        ends = [e for e in s.calls("TransactionEvent", mark) if e.payload["eventType"] == "Ended"]
+        assert len(ends) == 2 and ends[0].payload == ends[1].payload
+        assert (ends[1].ts - ends[0].ts).total_seconds() >= 2.9
+        assert s.csms.session(CP_ID) is session  # retried on the same connection, no reconnect
+        assert not s.outbox()
         s.ev(1).unplug()
 
 

@@ -3,7 +3,8 @@
 The protocol specifics come from the adapter (:class:`OutboxAdapter`): what to fill into a message when it is
 sent (1.6: the CSMS's transactionId, from the ledger), what to store with its removal (1.6: the id a
 StartTransaction.conf brings), and what to do with the answer. The rules below are 1.6's; OCPP 2.0.1 has the
-same ones for TransactionEvent (MessageAttemptsTransactionEvent, MessageAttemptIntervalTransactionEvent).
+same ones for TransactionEvent (MessageAttemptsTransactionEvent, MessageAttemptIntervalTransactionEvent) but one:
+what a missing answer means (:attr:`RetryPolicy.timeout_is_failure`, below).
 
 OCPP 1.6 (§4.10 "Transaction-related messages", 3.7 in the first edition) asks three things, done here:
 
@@ -22,6 +23,19 @@ OCPP 1.6 (§4.10 "Transaction-related messages", 3.7 in the first edition) asks 
   while the answer is due, says nothing about the CSMS having processed the message: it is not counted.
   A timeout marks the link as unresponsive (:class:`LinkUnresponsive`: the session closes the connection
   and the link reconnects); the message stays at the head of the queue and goes first after the reconnect.
+
+OCPP 2.0.1 differs on that last point. Its E13 ("Transaction-related message not accepted by CSMS") is about a
+CSMS that "might not accept a transaction related message, or does not reply within the MessageTimeout ... the
+Charging Station SHALL retry the messages" (the use case's description, repeated by OCTT TC_E_41_CS / TC_E_42_CS,
+whose CSMS simply does not answer and expects the TransactionEventRequest resent until MessageAttemptsTransactionEvent
+is reached, then the next message); E13.FR.03: "The Charging Station SHALL wait as many seconds as specified in its
+MessageAttemptIntervalTransactionEvent key, multiplied by the number of preceding transmissions of this same
+message". OCPP-J 2.0.1 (Part 4 §4.1.1) has a CALL "timed out" when it is not responded to within the
+implementation's timeout (OCPPCommCtrlr.MessageTimeout), and §4.1.4 allows a message "retried ... when no response
+was received within timeout". So with the 2.0.1 policy (``timeout_is_failure``) no answer within the timeout is one
+failed attempt of a transaction-related message, counted and retried on the same connection like a CALLERROR, and
+given up after the attempts; the connection stays (WebSocketPingInterval is what finds a dead link). A connection
+that drops while the answer is due is still no failure, in both versions.
 
 Delivery is at-least-once: a message whose answer was lost (power cut or connection loss between the
 CSMS processing it and the agent committing its removal) is sent again, unchanged, so that the CSMS can
@@ -77,10 +91,13 @@ class OutboxAdapter(Protocol):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """TransactionMessageAttempts / TransactionMessageRetryInterval (OCPP 1.6 §9.1)."""
+    """TransactionMessageAttempts / TransactionMessageRetryInterval (OCPP 1.6 §9.1), MessageAttempts /
+    MessageAttemptInterval [TransactionEvent] (2.0.1). ``timeout_is_failure``: no answer within the response
+    timeout is a failed attempt (2.0.1 E13), not a stale link (1.6)."""
 
     attempts: int
     interval_s: float
+    timeout_is_failure: bool = False
 
     def wait_before_retry(self, failures: int) -> float | None:
         """Seconds to wait before sending a message again after its ``failures``-th failure to process, or
@@ -170,6 +187,9 @@ class OutboxDelivery:
         try:
             answer = await call(msg.action, payload)
         except TimeoutError as exc:
+            if self._retried_message(msg) and self._policy().timeout_is_failure:
+                self._failed(msg, exc, "no answer within the response timeout")  # 2.0.1 E13
+                return
             log.warning("no answer to a queued message; reconnecting, it will be sent again first",
                         extra={"action": msg.action, "seq": msg.seq})
             raise LinkUnresponsive(f"{msg.action} (seq {msg.seq}) not answered") from exc
@@ -179,18 +199,22 @@ class OutboxDelivery:
         self.outbox.delivered(msg.seq, self._adapter.store_answer(msg, answer))
         self._adapter.confirmed(msg, answer)
 
-    def _failed(self, msg: OutboxMessage, exc: Exception) -> None:
-        """The CSMS failed to process the message (§4.10): retry per the policy, or give it up."""
+    def _retried_message(self, msg: OutboxMessage) -> bool:
+        return msg.transaction_related or msg.action in self._retried
+
+    def _failed(self, msg: OutboxMessage, exc: Exception, error: str | None = None) -> None:
+        """The CSMS failed to process the message (§4.10; 2.0.1 E13 also: did not answer it in time): retry per the
+        policy, or give it up."""
         failures = msg.attempts + 1  # the row's count: this worker is the outbox's only consumer
-        retried = msg.transaction_related or msg.action in self._retried
-        wait = self._policy().wait_before_retry(failures) if retried else None
+        wait = self._policy().wait_before_retry(failures) if self._retried_message(msg) else None
+        error = error or str(exc)
         if wait is None:
             total = self.outbox.discard(msg.seq)
             log.error("CSMS failed to process a queued message; discarded", extra={
                 "action": msg.action, "seq": msg.seq, "failures": failures, "connector": msg.connector,
-                "local_id": msg.local_id, "discarded_total": total, "error": str(exc)})
+                "local_id": msg.local_id, "discarded_total": total, "error": error})
             return
         self.outbox.attempted(msg.seq, retry_at=time.time() + wait)
         self._not_before = {msg.seq: asyncio.get_running_loop().time() + wait}
         log.warning("CSMS failed to process a queued message; retrying", extra={
-            "action": msg.action, "seq": msg.seq, "failures": failures, "retry_in_s": wait, "error": str(exc)})
+            "action": msg.action, "seq": msg.seq, "failures": failures, "retry_in_s": wait, "error": error})

@@ -21,10 +21,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from firmware.config import TETHERED, AgentConfig
+from firmware.config import TETHERED, AgentConfig, ConnectorConfig
 from firmware.ocpp.v201 import mapping
 from firmware.ocpp.v201.context import V201Context
 from firmware.ocpp.v201.device_model import DeviceModel, VariableKey
+
+
+def connector_type(c: ConnectorConfig) -> str:
+    """The ``ConnectorEnumType`` of a connector: a Type 2 socket, or a Type 2 cable when tethered."""
+    return "cType2" if c.cable == TETHERED else "sType2"
 
 
 def _flag(state: Callable[[int], str], evse: int, status: str, *, negate: bool = False) -> str:
@@ -72,7 +77,7 @@ def describe_inventory(ctx: V201Context, has_problem: Callable[..., bool]) -> No
     model.provide(VariableKey("ChargingStation", "Model"), lambda: config.identity.model)
     for c in config.connectors:
         evse, phases = c.id, str(c.phases)
-        connector_type = "cType2" if c.cable == TETHERED else "sType2"
+        ctype = connector_type(c)
 
         def on_evse(variable: str, e: int = evse) -> VariableKey:
             return VariableKey("EVSE", variable, evse=e)
@@ -87,7 +92,7 @@ def describe_inventory(ctx: V201Context, has_problem: Callable[..., bool]) -> No
         model.characterize(on_evse("Power"), maximum=round(c.max_current_a * c.phases * config.nominal_voltage_v, 1))
         model.provide(on_evse("SupplyPhases"), functools.partial(str, phases))
         model.provide(on_connector("AvailabilityState"), functools.partial(state, evse))
-        model.provide(on_connector("ConnectorType"), functools.partial(str, connector_type))
+        model.provide(on_connector("ConnectorType"), functools.partial(str, ctype))
         model.provide(VariableKey("ConnectorPlugRetentionLock", "Problem", evse=evse, connector=1),
                       functools.partial(_flag_of, has_problem, evse, "ConnectorPlugRetentionLock"))
         model.provide(on_connector("SupplyPhases"), functools.partial(str, phases))

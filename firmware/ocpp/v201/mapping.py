@@ -26,10 +26,13 @@ def connector_status(status: ConnectorStatus, ev_connected: bool) -> str:
 
 
 def charging_state(status: ConnectorStatus, ev_connected: bool) -> str:
-    """``ChargingStateEnumType`` of a transaction."""
+    """``ChargingStateEnumType`` of a transaction: Idle whenever no EV is connected ("There is no connection between
+    EV and EVSE"; the machine may still say SuspendedEV for a transaction an unplug suspended, E10)."""
+    if not ev_connected:
+        return "Idle"
     if status in (_S.CHARGING, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE):
         return status.value
-    return "EVConnected" if ev_connected else "Idle"
+    return "EVConnected"
 
 
 def stopped_reason(reason: StopReason, fault: FaultCode | None) -> str:

@@ -7,14 +7,18 @@ This module checks what only the 2.0.1 adapter knows — reservations off (Reser
 ``[ocpp] reservations`` off; or Enabled false, set by the CSMS), a reservation without ``evseId`` while
 NonEvseSpecific is false (``[ocpp] reserve_connector_zero`` off), an EVSE that does not exist: Rejected with a
 reasonCode — and maps the charger's
-:class:`~firmware.session.ReservationStatus` to ``ReserveNowStatusEnumType`` (the same names). ``connectorType`` is
-not checked: every EVSE has one connector, of the one type this station has.
+:class:`~firmware.session.ReservationStatus` to ``ReserveNowStatusEnumType`` (the same names). ``connectorType``
+(H01 S3): every EVSE has one connector (Connector.ConnectorType: ``sType2``, ``cType2`` when tethered); a type the
+EVSE given does not have, or, without ``evseId``, one not every EVSE has, is Rejected (reasonCode
+UnknownConnectorType) — the station-wide reservation of the charger layer keeps any EVSE free, it knows no types.
 
 A reservation that ends unused is reported with ReservationStatusUpdate: Expired at its expiryDateTime, Removed
 when the charger removed it (its EVSE, or the whole station, made Unavailable or Faulted). One the CSMS cancelled
 is not (the CSMS knows); one that was used shows as ``reservationId`` in the TransactionEvent Started of the
-transaction it began (:mod:`transactions`). The update is sent on the current connection only; while offline it is
-logged and dropped.
+transaction it began (:mod:`transactions`). The update goes through the durable outbox (in order with the
+TransactionEvents, like the security events): one due while offline, or while the agent is stopped, is delivered
+after the reconnect. It belongs to no transaction: a CALLERROR gives it up at once (the CSMS refused it), no answer
+is a stale link (sent again first after the reconnect) — ``firmware/ocpp/delivery.py``.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ from ocpp.v201 import call_result
 from ocpp.v201.enums import Action
 
 from firmware.charger.reservations import Reservations
-from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost, InvalidResponse, handles
+from firmware.ocpp.rpc import handles
 from firmware.ocpp.timestamps import parse_timestamp
 from firmware.ocpp.v201 import mapping
 from firmware.ocpp.v201.context import V201Context
+from firmware.ocpp.v201.inventory import connector_type
 from firmware.session import IdToken, ReservationEndReason, ReservationStatus
 
 log = logging.getLogger(__name__)
@@ -66,7 +71,7 @@ class Reservation:
     @handles(Action.reserve_now)
     async def _reserve_now(self, id: int, expiry_date_time: str, id_token: dict[str, Any],
                            evse_id: int | None = None, group_id_token: dict[str, Any] | None = None,
-                           **_: Any) -> Any:
+                           connector_type: str | None = None, **_: Any) -> Any:
         expiry = parse_timestamp(expiry_date_time)
         token = _token(id_token)
         group = _token(group_id_token)
@@ -79,6 +84,8 @@ class Reservation:
             reason = "UnknownEvse"
         elif expiry is None or token is None or (group_id_token is not None and group is None):
             reason = "InvalidValue"
+        elif connector_type is not None and not self._has_type(evse_id, connector_type):
+            reason = "UnknownConnectorType"
         if reason is not None or expiry is None or token is None:
             log.info("ReserveNow rejected", extra={"evse": evse_id, "reservation_id": id, "reason": reason})
             return call_result.ReserveNow(status=ReservationStatus.REJECTED.value,
@@ -86,6 +93,11 @@ class Reservation:
         # evseId absent: the whole station (the charger layer's connector 0)
         status = await self.reservations.reserve(evse_id or 0, id, token, expiry, group)
         return call_result.ReserveNow(status=status.value)
+
+    def _has_type(self, evse_id: int | None, wanted: str) -> bool:
+        """The EVSE's connector (without ``evse_id``: every EVSE's) is of the ``connectorType`` asked for."""
+        types = {c.id: connector_type(c) for c in self.ctx.config.connectors}
+        return all(t == wanted for evse, t in types.items() if evse_id is None or evse == evse_id)
 
     @handles(Action.cancel_reservation)
     async def _cancel_reservation(self, reservation_id: int, **_: Any) -> Any:
@@ -96,13 +108,9 @@ class Reservation:
 
     def _ended(self, reservation_id: int, reason: ReservationEndReason) -> None:
         status = _UPDATE_STATUS.get(reason)
-        if status is not None:
-            self.ctx.spawn(self._send_update(reservation_id, status))
-
-    async def _send_update(self, reservation_id: int, status: str) -> None:
-        payload = {"reservationId": reservation_id, "reservationUpdateStatus": status}
-        try:
-            await self.ctx.call("ReservationStatusUpdate", payload)
-        except (ConnectionLost, CallErrorReceived, InvalidResponse, TimeoutError) as exc:
-            log.warning("ReservationStatusUpdate not delivered", extra={"reservation_id": reservation_id,
-                                                                      "status": status, "error": str(exc)})
+        if status is None:
+            return
+        self.ctx.outbox.queue("ReservationStatusUpdate",
+                              {"reservationId": reservation_id, "reservationUpdateStatus": status})
+        log.info("ReservationStatusUpdate queued", extra={"reservation_id": reservation_id, "status": status})
+        self.ctx.wake_delivery()

@@ -196,7 +196,8 @@ class Transactions:
     def retry_policy(self) -> RetryPolicy:
         v = self.ctx.variables
         return RetryPolicy(v.get_int("OCPPCommCtrlr", "MessageAttempts", "TransactionEvent"),
-                           float(v.get_int("OCPPCommCtrlr", "MessageAttemptInterval", "TransactionEvent")))
+                           float(v.get_int("OCPPCommCtrlr", "MessageAttemptInterval", "TransactionEvent")),
+                           timeout_is_failure=True)  # E13: no answer within MessageTimeout is a failed attempt
 
     def remote_start_requested(self, connector: int, remote_start_id: int | None) -> None:
         """RequestStartTransaction's id, for the Started event of the transaction it begins (None: forget it)."""
@@ -637,11 +638,14 @@ class Transactions:
     async def run_aligned(self) -> None:
         """At the end of every AlignedDataCtrlr.Interval (aligned to midnight; 0: never), each connector's
         Sample.Clock values (AlignedDataCtrlr.Measurands) from a fresh reading: in an Updated event (triggerReason
-        MeterValueClock) when a transaction runs, else in MeterValues for the EVSE."""
+        MeterValueClock) when a transaction runs, else in MeterValues for the EVSE. AlignedDataCtrlr.SendDuringIdle
+        true: none at all while any transaction runs (J01.FR.20; OCTT TC_J_06_CS)."""
         await self._every(lambda: self.ctx.variables.get_int("AlignedDataCtrlr", "Interval"),
                           self._aligned_changed, True, self.clock_tick)
 
     def clock_tick(self, at: datetime) -> None:
+        if self._open and self.ctx.variables.get_bool("AlignedDataCtrlr", "SendDuringIdle"):
+            return  # only while no transaction runs anywhere (J01.FR.20)
         measurands = self.ctx.variables.get_list("AlignedDataCtrlr", "Measurands")
         for ctrl in self.ctx.connectors.values():
             reading = fresh_reading(ctrl, at)
