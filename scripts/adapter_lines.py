@@ -53,6 +53,7 @@ ROWS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("security profile, certificates, network profile", ("security", "certificates"),
      ("security", "certificates", "network_profile")),
     ("data transfer", ("data_transfer",), ("data_transfer",)),
+    ("events of components (NotifyEvent)", (), ("notify_event",)),
 )
 
 
