@@ -955,44 +955,33 @@ class ControlApi:
                                                                                      hi=INT32_MAX)
         if transaction_id is None and purpose == "TxProfile":
             transaction_id = _open_transaction(csms, cp_id, connector)
+        # the same profile either way; only its form and the message carrying it differ by version
+        profile_id = body.integer("id", lo=0, hi=INT32_MAX) if body.has("id") else _next_profile_id(csms, cp_id)
+        stack_level = body.integer("stack_level", 0, lo=0, hi=INT32_MAX)
+        periods = _periods(body)
+        fields: dict[str, Any] = {
+            "unit": body.choice("unit", UNITS, "A"), "kind": kind, "recurrency": recurrency, "start": start,
+            "duration_s": body.integer("duration_s", lo=0, hi=INT32_MAX) if body.has("duration_s") else None,
+            "min_charging_rate": body.number("min_rate", lo=0.0, hi=1e9) if body.has("min_rate") else None}
+        try:
+            if v201:
+                profile = charging_profile_201(profile_id, stack_level, purpose, periods, **fields,
+                                               transaction_id=None if transaction_id is None else str(transaction_id))
+            else:
+                assert not isinstance(transaction_id, str)
+                profile = charging_profile(profile_id, stack_level, purpose, periods, **fields,
+                                           transaction_id=transaction_id)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
         if v201:
-            return await self._profile_set201(csms, body, cp_id, connector, purpose, kind, recurrency, start,
-                                              None if transaction_id is None else str(transaction_id), timeout_s)
-        assert not isinstance(transaction_id, str)
-        try:
-            profile = charging_profile(
-                body.integer("id", lo=0, hi=INT32_MAX) if body.has("id") else _next_profile_id(csms, cp_id),
-                body.integer("stack_level", 0, lo=0, hi=INT32_MAX), purpose, _periods(body),
-                unit=body.choice("unit", UNITS, "A"), kind=kind, recurrency=recurrency, start=start,
-                duration_s=body.integer("duration_s", lo=0, hi=INT32_MAX) if body.has("duration_s") else None,
-                transaction_id=transaction_id,
-                min_charging_rate=body.number("min_rate", lo=0.0, hi=1e9) if body.has("min_rate") else None)
-        except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
-        payload = {"connectorId": connector, "csChargingProfiles": profile}
-        _check_request("SetChargingProfile", payload)
-        response = await _answer(cp_id, "SetChargingProfile", csms.set_charging_profile(
-            cp_id, connector, profile, timeout_s=timeout_s))
-        return 200, {"cp_id": cp_id, "action": "SetChargingProfile", "request": payload, "response": response}
-
-    async def _profile_set201(self, csms: SimulatedCsms, body: Body, cp_id: str, evse: int, purpose: str, kind: str,
-                              recurrency: str | None, start: datetime | None, transaction_id: str | None,
-                              timeout_s: float) -> tuple[int, Any]:
-        """The same request to a 2.0.1 station: SetChargingProfile with a ChargingProfileType on EVSE ``evse``."""
-        try:
-            profile = charging_profile_201(
-                body.integer("id", lo=0, hi=INT32_MAX) if body.has("id") else _next_profile_id(csms, cp_id),
-                body.integer("stack_level", 0, lo=0, hi=INT32_MAX), purpose, _periods(body),
-                unit=body.choice("unit", UNITS, "A"), kind=kind, recurrency=recurrency, start=start,
-                duration_s=body.integer("duration_s", lo=0, hi=INT32_MAX) if body.has("duration_s") else None,
-                transaction_id=transaction_id,
-                min_charging_rate=body.number("min_rate", lo=0.0, hi=1e9) if body.has("min_rate") else None)
-        except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
-        payload = {"evseId": evse, "chargingProfile": profile}
-        _check_request("SetChargingProfile", payload, version="2.0.1")
-        response = await _answer(cp_id, "SetChargingProfile", csms.set_charging_profile201(
-            cp_id, evse, profile, timeout_s=timeout_s))
+            payload = {"evseId": connector, "chargingProfile": profile}
+            _check_request("SetChargingProfile", payload, version="2.0.1")
+            sent = csms.set_charging_profile201(cp_id, connector, profile, timeout_s=timeout_s)
+        else:
+            payload = {"connectorId": connector, "csChargingProfiles": profile}
+            _check_request("SetChargingProfile", payload)
+            sent = csms.set_charging_profile(cp_id, connector, profile, timeout_s=timeout_s)
+        response = await _answer(cp_id, "SetChargingProfile", sent)
         return 200, {"cp_id": cp_id, "action": "SetChargingProfile", "request": payload, "response": response}
 
     async def _profile_clear(self, req: HttpRequest, params: dict[str, str]) -> tuple[int, Any]:
