@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from firmware.maintenance import slots
 from firmware.maintenance.bundle import load_certificate, load_private_key, write_bundle
 from tests.pki import Signer
+from tests.station import Station
 
 
 def small_bundle(out: Path, signer: Signer, version: str) -> Path:
@@ -32,3 +36,21 @@ def install_first(root: Path, bundle: Path) -> None:
     shutil.copyfile(bundle, slots.prepare_upload(str(root), sha, size)["path"])
     slots.install(str(root), sha, size)
     slots.activate(str(root), "a")
+
+
+@asynccontextmanager
+async def slot_station(root: Path, first: Path, signer: Signer, files: Path, *, firmware_extra: str = "",
+                       **station_args: Any) -> AsyncIterator[Station]:
+    """A station whose agent runs out of the A/B slots of the controller root ``root`` (``first`` installed, hardware
+    revision rev-c, the updates trusted from ``signer``, the CSMS serving ``files``), started as systemd would;
+    ``s.root`` is the root."""
+    (root / "etc/evse-agent").mkdir(parents=True)
+    (root / "etc/evse-agent/hardware-revision").write_text("rev-c\n")
+    install_first(root, first)
+    firmware = (f'\n[firmware]\ntrust = "{signer.ca_cert}"\nslots_root = "{root}"\nhealth_timeout_s = 8\n'
+                f"transfer_timeout_s = 5\n{firmware_extra}")
+    async with Station(root / "etc/evse-agent", storage_dir=root / "var/lib/evse-agent", extra_config=firmware,
+                       csms_files=files, **station_args) as s:
+        s.root = root  # type: ignore[attr-defined]
+        await s.start_agent(supervised=True)
+        yield s

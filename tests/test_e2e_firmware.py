@@ -23,7 +23,7 @@ from firmware.maintenance import slots
 from firmware.maintenance.bundle import load_private_key
 from firmware.maintenance.updater import JOB_FILE
 from sim.csms.transcript import Direction, EntryKind, TranscriptEntry
-from tests.bundles import install_first, small_bundle
+from tests.bundles import slot_station, small_bundle
 from tests.controller import traversable_dir
 from tests.file_servers import FtpServer, FtpUnavailable, running_vsftpd
 from tests.pki import Signer, another_signing_cert, make_crl, make_signer
@@ -70,16 +70,8 @@ def ftp(files: Path) -> Iterator[FtpServer]:
 
 @pytest.fixture
 async def station(tmp_path: Path, files: Path, signer: Signer) -> AsyncIterator[Station]:
-    root = tmp_path / "controller"
-    (root / "etc/evse-agent").mkdir(parents=True)
-    (root / "etc/evse-agent/hardware-revision").write_text("rev-c\n")
-    install_first(root, files / "v1.bundle")
-    firmware = (f'\n[firmware]\ntrust = "{signer.ca_cert}"\nslots_root = "{root}"\nhealth_timeout_s = 8\n'
-                f'transfer_timeout_s = 5\ncrl = "{files / "firmware-ca.crl"}"\n')
-    async with Station(root / "etc/evse-agent", storage_dir=root / "var/lib/evse-agent", extra_config=firmware,
-                       csms_files=files) as s:
-        s.root = root  # type: ignore[attr-defined]
-        await s.start_agent(supervised=True)
+    async with slot_station(tmp_path / "controller", files / "v1.bundle", signer, files,
+                            firmware_extra=f'crl = "{files / "firmware-ca.crl"}"\n') as s:
         yield s
 
 

@@ -20,7 +20,7 @@ import pytest_asyncio
 
 from firmware.maintenance import slots
 from sim.csms.transcript import Direction, EntryKind, TranscriptEntry
-from tests.bundles import install_first, small_bundle
+from tests.bundles import slot_station, small_bundle
 from tests.pki import Signer, make_signer
 from tests.station import CP_ID, Station
 
@@ -56,16 +56,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Signer]:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def station(tmp_path_factory: pytest.TempPathFactory, files: tuple[Path, Signer]) -> AsyncIterator[Station]:
     where, signer = files
-    root = tmp_path_factory.mktemp("controller")
-    (root / "etc/evse-agent").mkdir(parents=True)
-    (root / "etc/evse-agent/hardware-revision").write_text("rev-c\n")
-    install_first(root, where / "v1.bundle")
-    firmware = (f'\n[firmware]\ntrust = "{signer.ca_cert}"\nslots_root = "{root}"\nhealth_timeout_s = 8\n'
-                "transfer_timeout_s = 5\n")
-    async with Station(root / "etc/evse-agent", storage_dir=root / "var/lib/evse-agent", extra_config=firmware,
-                       csms_files=where) as s:
-        s.root = root  # type: ignore[attr-defined]
-        await s.start_agent(supervised=True)
+    async with slot_station(tmp_path_factory.mktemp("controller"), where / "v1.bundle", signer, where) as s:
         yield s
 
 

@@ -27,7 +27,7 @@ from firmware.maintenance import slots
 from firmware.maintenance.bundle import load_private_key
 from firmware.ocpp.timestamps import timestamp
 from sim.csms.transcript import EntryKind, TranscriptEntry
-from tests.bundles import install_first, small_bundle
+from tests.bundles import slot_station, small_bundle
 from tests.pki import Signer, make_signer
 from tests.station import CP_ID, WAIT_S, Station
 
@@ -51,16 +51,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, signer: Signer) -> Path:
 
 @pytest.fixture
 async def station(tmp_path: Path, files: Path, signer: Signer) -> AsyncIterator[Station]:
-    root = tmp_path / "controller"
-    (root / "etc/evse-agent").mkdir(parents=True)
-    (root / "etc/evse-agent/hardware-revision").write_text("rev-c\n")
-    install_first(root, files / "v1.bundle")
-    firmware = (f'\n[firmware]\ntrust = "{signer.ca_cert}"\nslots_root = "{root}"\nhealth_timeout_s = 8\n'
-                "transfer_timeout_s = 5\n")
-    async with Station(root / "etc/evse-agent", storage_dir=root / "var/lib/evse-agent", extra_config=firmware,
-                       csms_files=files, ocpp="2.0.1") as s:
-        s.root = root  # type: ignore[attr-defined]
-        await s.start_agent(supervised=True)
+    async with slot_station(tmp_path / "controller", files / "v1.bundle", signer, files, ocpp="2.0.1") as s:
         yield s
 
 
