@@ -137,6 +137,15 @@ def _db_counts(path: Path) -> tuple[int, int, int]:
         conn.close()
 
 
+def _queued_rows(path: Path) -> set[tuple[str, int | None]]:
+    """(action, local transaction id) of every message still in the agent's outbox."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return {(str(a), lid) for a, lid in conn.execute("SELECT action, local_id FROM outbox")}
+    finally:
+        conn.close()
+
+
 def _key(e: TranscriptEntry) -> str:
     return f"{e.action}:{json.dumps(e.payload, sort_keys=True)}"
 
@@ -155,8 +164,11 @@ async def test_power_cuts_at_random_moments_lose_and_duplicate_nothing(tmp_path:
         s.csms.behaviour.id_tags.accept(*CARDS)
         starts = await cut_again_and_again(s, rng, CUTS, _message_in_flight)
         db = tmp_path / "agent.db"
-        queued, still_open, without_id = _db_counts(db)
-        assert (queued, still_open) == (0, 0)
+        _, still_open, without_id = _db_counts(db)
+        assert still_open == 0
+        # The outbox drained with the agent running (cut_again_and_again); until its clean stop a clock tick may
+        # have queued the idle connectors' aligned values, which wait on disk for the next connection.
+        assert _queued_rows(db) <= {("MeterValues", None)}, _queued_rows(db)
 
         _check_transcript(s, starts, without_id)
         problems = [r for r in s.log() if r.get("level") in ("ERROR", "CRITICAL")]
