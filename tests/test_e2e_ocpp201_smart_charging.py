@@ -4,7 +4,8 @@ on ptys and the simulated 2.0.1 CSMS (every request and answer checked against t
 The profile rules, stacking and composite are the charger layer's, shared with 1.6 (tests/test_e2e_smart_charging.py
 and the unit tests cover them in depth); these tests check the 2.0.1 translation and that the limit reaches the
 EV: the simulated board's pilot. One station for the module (the tests run in order, each clears the profiles it
-set); the OCTT 2.0.1 test case each test stands for is in its name.
+set); the OCTT 2.0.1 test case each test stands for is in its name. The station has the site's MQTT broker (a real
+mosquitto): its energy manager is the external system whose limits K11-K13 report.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import pytest
 import pytest_asyncio
 
 from sim.csms.charging_profiles import Period, charging_profile_201
+from tests.mqtt_broker import Mosquitto, Subscriber
 from tests.station import CP_ID, WAIT_S, Station
+from tests.test_e2e_mqtt import ROOT, mqtt_section
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -27,8 +30,15 @@ RATING_A = 32.0
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def s(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Station]:
-    async with Station(tmp_path_factory.mktemp("k"), ocpp="2.0.1", connectors=2) as station:
+async def broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mosquitto]:
+    async with Mosquitto(tmp_path_factory.mktemp("broker")) as running:
+        yield running
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def s(tmp_path_factory: pytest.TempPathFactory, broker: Mosquitto) -> AsyncIterator[Station]:
+    async with Station(tmp_path_factory.mktemp("k"), ocpp="2.0.1", connectors=2,
+                       extra_config=mqtt_section(broker)) as station:
         station.csms.behaviour.id_tags.accept(CARD)
         await station.start_agent()
         yield station
@@ -445,4 +455,100 @@ async def test_tc_k_41_composite_combining_purposes(s: Station) -> None:
     assert near(starts_and_limits(composite), [(max(0, round(t - x)), limit) for t, limit in want], slack_s=1)
     assert composite["schedule"]["duration"] == 400 and composite["schedule"]["evseId"] == 1
     await end_transaction(s, 1)
+    await clear_all(s)
+
+
+async def ems_limit(em: Subscriber, topic: str, payload: str) -> None:
+    """The site's energy manager sets (or with ``null`` removes) a limit: until the agent accepted it."""
+    mark = len(em.seen)
+    await em.publish(f"{ROOT}/{topic}", payload)
+    reply = await em.wait_for(f"{ROOT}/reply", lambda m: m.json()["topic"] == f"{ROOT}/{topic}", since=mark)
+    assert reply.json()["accepted"] is True, reply.json()
+
+
+def limit_calls(s: Station, since: int) -> list[tuple[str, dict[str, Any]]]:
+    return [(e.action, e.payload) for e in s.calls(since=since)
+            if e.action in ("NotifyChargingLimit", "ClearedChargingLimit")]
+
+
+async def test_k11_k12_k13_external_limits_of_the_site_energy_manager(s: Station, broker: Mosquitto) -> None:
+    """K12 (TC_K_52_CS-like): the site's energy manager limits the whole station to 20 A: NotifyChargingLimit with
+    chargingLimitSource EMS, no evseId; with NotifyChargingLimitWithSchedules, EVSE 1's 10 A comes with its schedule.
+    Both bound the composite (EVSE 1 10 A, EVSE 2 and the station 20 A) and are reported by GetChargingProfiles as
+    ChargingStationExternalConstraints (ids below 0), one report per EVSE and source after the CSMS's own; the CSMS
+    can neither set nor clear them. K11: during a transaction 10 A -> 8 A is reported, with a TransactionEvent
+    ChargingRateChanged; 8 A -> 8.05 A is within LimitChangeSignificance (1 %): not reported. K13: removed, each is
+    a ClearedChargingLimit, and the composite is the rating again."""
+    got = await s.csms.call(CP_ID, "GetVariables", {"getVariableData": [
+        {"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": "ExternalControlSignalsEnabled"}},
+        {"component": {"name": "EVSE", "evse": {"id": 1}}, "variable": {"name": "ACPhaseSwitchingSupported"}}]})
+    assert [r.get("attributeValue") for r in got["getVariableResult"]] == ["true", "false"]
+    async with Subscriber(broker, f"{ROOT}/reply") as em:
+        mark = s.mark()
+        await ems_limit(em, "cmd/limit", "20")
+        notify = await s.wait_call("NotifyChargingLimit", since=mark)
+        assert notify.payload == {"chargingLimit": {"chargingLimitSource": "EMS"}}  # the whole station
+        answer = await s.csms.call(CP_ID, "SetVariables", {"setVariableData": [{
+            "component": {"name": "SmartChargingCtrlr"}, "variable": {"name": "NotifyChargingLimitWithSchedules"},
+            "attributeValue": "true"}]})
+        assert answer["setVariableResult"][0]["attributeStatus"] == "Accepted"
+        mark = s.mark()
+        await ems_limit(em, "cmd/connector/1/limit", "10")
+        notify = await s.wait_call("NotifyChargingLimit", since=mark)
+        assert notify.payload["evseId"] == 1 and notify.payload["chargingLimit"] == {"chargingLimitSource": "EMS"}
+        [schedule] = notify.payload["chargingSchedule"]
+        assert schedule["chargingRateUnit"] == "A"
+        assert schedule["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": 10.0}]
+
+        assert composite_limits(await s.csms.get_composite_schedule201(CP_ID, 1, 60, "A", timeout_s=WAIT_S)) == [
+            10.0]
+        assert composite_limits(await s.csms.get_composite_schedule201(CP_ID, 2, 60, "A", timeout_s=WAIT_S)) == [
+            20.0]
+        assert composite_limits(await s.csms.get_composite_schedule201(CP_ID, 0, 60, "A", timeout_s=WAIT_S)) == [
+            20.0]
+        assert await set_profile(s, 1, absolute(801, 0, "TxDefaultProfile", 16)) == {"status": "Accepted"}
+        status, reports = await s.csms.get_charging_profiles201(CP_ID, 52)
+        assert status == "Accepted"
+        assert [(r["evseId"], r["chargingLimitSource"], [p["id"] for p in r["chargingProfile"]], r["tbc"])
+                for r in reports] == [(0, "EMS", [-1], True), (1, "CSO", [801], True), (1, "EMS", [-11], False)]
+        external = reports[2]["chargingProfile"][0]
+        assert external["chargingProfilePurpose"] == "ChargingStationExternalConstraints"
+        assert external["chargingSchedule"][0]["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": 10.0}]
+        status, reports = await s.csms.get_charging_profiles201(CP_ID, 53, evse_id=1,
+                                                                purpose="ChargingStationExternalConstraints")
+        assert status == "Accepted" and [(r["evseId"], r["chargingLimitSource"]) for r in reports] == [(1, "EMS")]
+        refused = await set_profile(s, 0, absolute(802, 0, "ChargingStationExternalConstraints", 5))
+        assert refused["status"] == "Rejected" and refused["statusInfo"]["reasonCode"] == "UnsupportedParam"
+        assert await s.csms.clear_charging_profile201(CP_ID, purpose="ChargingStationExternalConstraints",
+                                                      timeout_s=WAIT_S) == {"status": "Unknown"}
+
+        # K11: with a transaction
+        tx = await start_transaction(s, 1)
+        await offered(s, 1, 10)
+        mark = s.mark()
+        await ems_limit(em, "cmd/connector/1/limit", "8")
+        await offered(s, 1, 8)
+        notify = await s.wait_call("NotifyChargingLimit", since=mark)
+        assert notify.payload["evseId"] == 1
+        assert notify.payload["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"] == 8.0
+        changed = await s.wait_call("TransactionEvent", lambda e: e.payload["triggerReason"] == "ChargingRateChanged",
+                                    since=mark)
+        assert changed.payload["transactionInfo"]["transactionId"] == tx
+        mark = s.mark()
+        await ems_limit(em, "cmd/connector/1/limit", "8.05")  # within 1 %: not reported
+        await ems_limit(em, "cmd/connector/1/limit", "null")  # K13
+        await s.wait_call("ClearedChargingLimit", since=mark)
+        assert limit_calls(s, mark) == [("ClearedChargingLimit", {"chargingLimitSource": "EMS", "evseId": 1})]
+        await offered(s, 1, 16)  # the TxDefaultProfile again, under the station's 20 A
+        await end_transaction(s, 1)
+        mark = s.mark()
+        await ems_limit(em, "cmd/limit", "null")
+        await s.wait_call("ClearedChargingLimit", since=mark)
+        assert limit_calls(s, mark) == [("ClearedChargingLimit", {"chargingLimitSource": "EMS"})]
+    assert composite_limits(await s.csms.get_composite_schedule201(CP_ID, 2, 60, "A", timeout_s=WAIT_S)) == [
+        RATING_A]
+    assert (await s.csms.get_charging_profiles201(CP_ID, 54, sources=["EMS"]))[0] == "NoProfiles"
+    await s.csms.call(CP_ID, "SetVariables", {"setVariableData": [{
+        "component": {"name": "SmartChargingCtrlr"}, "variable": {"name": "NotifyChargingLimitWithSchedules"},
+        "attributeValue": "false"}]})
     await clear_all(s)
