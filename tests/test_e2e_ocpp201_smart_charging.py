@@ -300,6 +300,10 @@ async def test_k01_what_2_0_1_refuses(s: Station) -> None:
     two = absolute(505, 0, "TxDefaultProfile", 10)
     two["chargingSchedule"].append({**two["chargingSchedule"][0], "id": 2})
     cases.append((1, two, "InvalidSchedule"))
+    for profile_id, phases, code in ((509, 1, "UnsupportedParam"), (510, 3, "InvalidSchedule")):  # K01.FR.20 / 19
+        phase = charging_profile_201(profile_id, 0, "TxDefaultProfile", [Period(0, 10, phases)], start=now())
+        phase["chargingSchedule"][0]["chargingSchedulePeriod"][0]["phaseToUse"] = 2
+        cases.append((1, phase, code))
     for evse, profile, code in cases:
         answer = await set_profile(s, evse, profile)
         assert answer["status"] == "Rejected" and answer["statusInfo"]["reasonCode"] == code, (profile["id"], answer)
@@ -481,7 +485,7 @@ async def test_k11_k12_k13_external_limits_of_the_site_energy_manager(s: Station
     a ClearedChargingLimit, and the composite is the rating again."""
     got = await s.csms.call(CP_ID, "GetVariables", {"getVariableData": [
         {"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": "ExternalControlSignalsEnabled"}},
-        {"component": {"name": "EVSE", "evse": {"id": 1}}, "variable": {"name": "ACPhaseSwitchingSupported"}}]})
+        {"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": "ACPhaseSwitchingSupported"}}]})
     assert [r.get("attributeValue") for r in got["getVariableResult"]] == ["true", "false"]
     async with Subscriber(broker, f"{ROOT}/reply") as em:
         mark = s.mark()
@@ -551,4 +555,16 @@ async def test_k11_k12_k13_external_limits_of_the_site_energy_manager(s: Station
     await s.csms.call(CP_ID, "SetVariables", {"setVariableData": [{
         "component": {"name": "SmartChargingCtrlr"}, "variable": {"name": "NotifyChargingLimitWithSchedules"},
         "attributeValue": "false"}]})
+    await clear_all(s)
+
+
+async def test_number_phases_1_without_phase_to_use(s: Station) -> None:
+    """numberPhases 1 without phaseToUse is taken (the station picks the phase, K01): a limit in W is spread over one
+    phase — 2300 W is 10 A per phase, and the composite in A says so with numberPhases 1; with phaseToUse it is
+    Rejected (test_k01_what_2_0_1_refuses): SmartChargingCtrlr.ACPhaseSwitchingSupported is false."""
+    profile = charging_profile_201(901, 0, "TxDefaultProfile", [Period(0, 2300, 1)], unit="W",
+                                   start=now() - timedelta(seconds=5))
+    assert await set_profile(s, 1, profile) == {"status": "Accepted"}
+    composite = await s.csms.get_composite_schedule201(CP_ID, 1, 60, "A", timeout_s=WAIT_S)
+    assert composite["schedule"]["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": 10.0, "numberPhases": 1}]
     await clear_all(s)

@@ -10,7 +10,8 @@ profiles, keeps them on disk and puts their limits on the pilot. This module onl
 * a profile with the same stack level and purpose on the same EVSE (another id) is refused where both can be
   valid at once, not replaced as in 1.6 (K01.FR.06, K01.FR.39: :attr:`SameStackLevel.REFUSED_IF_OVERLAPPING`);
 * one chargingSchedule per profile: three are for an EV to choose from over ISO 15118, which this station does
-  not speak; no phaseToUse (EVSE.ACPhaseSwitchingSupported false: the hardware cannot switch phases);
+  not speak; no phaseToUse (SmartChargingCtrlr.ACPhaseSwitchingSupported false: the hardware cannot choose the
+  phase an EV charges on; K01.FR.19/20) — numberPhases 1 is taken, as the phases a limit in W is spread over;
 * ChargingStationExternalConstraints are an external system's (K11-K13), never the CSMS's to set or clear
   (K01.FR.22): the site's energy manager (MQTT, ``site``) and its fail-safe (``failsafe``) are this station's
   external limits (:mod:`firmware.charger.external_limits`). They are reported as they change —
@@ -150,7 +151,10 @@ def profile_from_201(raw: dict[str, Any]) -> ChargingProfile:
     periods = []
     for p in schedule["charging_schedule_period"]:
         if p.get("phase_to_use") is not None:
-            raise NotAProfile("UnsupportedParam", "phaseToUse: this station cannot switch the phase it charges on")
+            if p.get("number_phases") != 1:
+                raise NotAProfile("InvalidSchedule", "phaseToUse is only for numberPhases 1 (K01.FR.19)")
+            raise NotAProfile("UnsupportedParam", "phaseToUse: this station cannot switch the phase it charges on "
+                                                  "(SmartChargingCtrlr.ACPhaseSwitchingSupported false, K01.FR.20)")
         periods.append(SchedulePeriod(int(p["start_period"]), float(p["limit"]), p.get("number_phases")))
     rate = schedule.get("min_charging_rate")
     return ChargingProfile(
