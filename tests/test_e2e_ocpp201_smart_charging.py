@@ -568,3 +568,30 @@ async def test_number_phases_1_without_phase_to_use(s: Station) -> None:
     composite = await s.csms.get_composite_schedule201(CP_ID, 1, 60, "A", timeout_s=WAIT_S)
     assert composite["schedule"]["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": 10.0, "numberPhases": 1}]
     await clear_all(s)
+
+
+async def test_external_limits_changed_while_offline_are_reported_after_the_reconnect(s: Station,
+                                                                                     broker: Mosquitto) -> None:
+    """What the energy manager changed while the CSMS was away is reported once the station is back, as the net
+    change: EVSE 2 limited to 12 A then 14 A is one NotifyChargingLimit; a station limit set and removed again while
+    offline is nothing."""
+    async with Subscriber(broker, f"{ROOT}/reply") as em:
+        await s.csms.set_online(False)
+        await s.csms.wait_disconnected(CP_ID, timeout_s=WAIT_S)
+        mark = s.mark()
+        try:
+            await ems_limit(em, "cmd/connector/2/limit", "12")
+            await ems_limit(em, "cmd/limit", "5")
+            await ems_limit(em, "cmd/connector/2/limit", "14")
+            await ems_limit(em, "cmd/limit", "null")
+        finally:
+            await s.csms.set_online(True)
+        await s.csms.wait_connected(CP_ID, timeout_s=WAIT_S)
+        await s.wait_call("NotifyChargingLimit", since=mark)
+        assert composite_limits(await s.csms.get_composite_schedule201(CP_ID, 2, 60, "A", timeout_s=WAIT_S)) == [
+            14.0]  # the CSMS's own request, after the report: nothing else was queued before it
+        assert limit_calls(s, mark) == [("NotifyChargingLimit", {"evseId": 2,
+                                                                 "chargingLimit": {"chargingLimitSource": "EMS"}})]
+        mark = s.mark()
+        await ems_limit(em, "cmd/connector/2/limit", "null")
+        await s.wait_call("ClearedChargingLimit", since=mark)
