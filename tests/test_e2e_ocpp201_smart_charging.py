@@ -475,8 +475,8 @@ def limit_calls(s: Station, since: int) -> list[tuple[str, dict[str, Any]]]:
             if e.action in ("NotifyChargingLimit", "ClearedChargingLimit")]
 
 
-async def test_k11_k12_k13_external_limits_of_the_site_energy_manager(s: Station, broker: Mosquitto) -> None:
-    """K12 (TC_K_52_CS-like): the site's energy manager limits the whole station to 20 A: NotifyChargingLimit with
+async def test_tc_k_52_external_limits_of_the_site_energy_manager(s: Station, broker: Mosquitto) -> None:
+    """TC_K_52_CS (K12): the site's energy manager limits the whole station to 20 A: NotifyChargingLimit with
     chargingLimitSource EMS, no evseId; with NotifyChargingLimitWithSchedules, EVSE 1's 10 A comes with its schedule.
     Both bound the composite (EVSE 1 10 A, EVSE 2 and the station 20 A) and are reported by GetChargingProfiles as
     ChargingStationExternalConstraints (ids below 0), one report per EVSE and source after the CSMS's own; the CSMS
