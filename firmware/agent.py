@@ -95,7 +95,7 @@ class Agent:
                              config.nominal_voltage_v),
                 running_transactions(self.connectors, self.ledger))
             self.ocpp = create_adapter(config, self.db, self.connectors, coordinator=self.coordinator,
-                                       ledger=self.ledger, smart_charging=self.smart_charging,
+                                       ledger=self.ledger, smart_charging=self.smart_charging, limits=self.limits,
                                        request_exit=self.request_exit,
                                        diagnostics=self.report.diagnostics, hardware=self.report.hardware_summary,
                                        spawn=lambda coro, name: self.tasks.spawn(coro, name=name,

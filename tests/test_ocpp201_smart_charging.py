@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from ocpp.charge_point import camel_to_snake_case
 
+from firmware.charger.external_limits import FAILSAFE, SITE
+from firmware.charger.limit_applier import LimitApplier
 from firmware.charger.smart_charging import (
     ChargingProfile,
     ChargingSchedule,
@@ -36,6 +38,7 @@ from firmware.ocpp.v201.smart_charging import (
     PROFILES_PER_REPORT,
     NotAProfile,
     SmartCharging,
+    external_profile_id,
     profile_from_201,
     profile_to_201,
 )
@@ -179,3 +182,32 @@ def test_get_charging_profiles_selects_by_every_field_and_reports_in_pages(tmp_p
     assert tx_profile["transactionId"] == "tx-uuid"  # the station's id of the transaction it is bound to
     assert ctx.variables.get("SmartChargingCtrlr", "Entries", "ChargingProfiles") == str(len(held))
     assert ctx.variables.get("SmartChargingCtrlr", "RateUnit") == "A,W"
+
+
+def test_external_limits_are_reported_after_the_csms_own_profiles_of_their_evse(tmp_path: Path) -> None:
+    """The energy manager's limits and the fail-safe (the LimitApplier's ``site`` / ``failsafe`` sources) are
+    selected by every criterion and reported as ChargingStationExternalConstraints in their own messages:
+    chargingLimitSource EMS / Other, ids below 0, after the CSMS's profiles of the same EVSE."""
+    db = Database(tmp_path / "agent.db")
+    ctx = V201Context(parse_config(GOOD), {}, db, DeviceModel(db), Ledger(db), Outbox(db), lambda _: None)
+    applier = LimitApplier({}, {1: 32.0, 2: 32.0})
+    feature = SmartCharging(ctx, _Scheduler([InstalledProfile(1, _profile(7))]), None,  # type: ignore[arg-type]
+                            applier)
+    applier.set(SITE, 10.0, 1)
+    applier.set(FAILSAFE, 20.0)
+
+    def ids(evse: int | None, **criterion: Any) -> list[int]:
+        return [external_profile_id(e) for e in feature.select_external(evse, criterion)]
+
+    assert ids(None) == [-2, -11] and ids(0) == [-2] and ids(1) == [-11] and ids(2) == []
+    assert ids(None, charging_limit_source=["EMS"]) == [-11] and ids(None, charging_limit_source=["CSO"]) == []
+    assert ids(None, charging_profile_purpose="TxDefaultProfile") == [] and ids(None, stack_level=1) == []
+    assert ids(None, charging_profile_purpose="ChargingStationExternalConstraints", charging_profile_id=[-2]) == [-2]
+    reports = feature.reports(5, feature.select(None, {}), feature.select_external(None, {}))
+    assert [(r["evseId"], r["chargingLimitSource"], [p["id"] for p in r["chargingProfile"]], r["tbc"])
+            for r in reports] == [(0, "Other", [-2], True), (1, "CSO", [7], True), (1, "EMS", [-11], False)]
+    failsafe = reports[0]["chargingProfile"][0]
+    assert failsafe["chargingProfilePurpose"] == "ChargingStationExternalConstraints"
+    assert failsafe["chargingSchedule"][0]["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": 20.0}]
+    applier.clear(SITE, 1)
+    assert ids(None) == [-2]

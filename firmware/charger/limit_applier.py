@@ -35,21 +35,29 @@ class LimitApplier:
         self.applied: dict[int, float] = {}
         #: called with (connector, amps) after a connector's machine took a new effective limit
         self.listeners: list[Callable[[int, float], None]] = []
+        #: called (no arguments) after any source's limit was set or cleared, before it is applied: who reports
+        #: the external sources (firmware/charger/external_limits.py) reads them then
+        self.source_listeners: list[Callable[[], None]] = []
         self._wake = asyncio.Event()
         self._ev_present: set[int] = set()
 
     def set(self, source: str, amps: float, connector: int | None = None) -> None:
         """``source`` limits ``connector`` (the whole charger: None) to ``amps``; applied by the worker."""
         self.limits.set(source, amps, connector)
-        self._wake.set()
+        self._sources_changed()
 
     def clear(self, source: str, connector: int | None = None) -> None:
         self.limits.clear(source, connector)
-        self._wake.set()
+        self._sources_changed()
 
     def clear_everywhere(self, source: str) -> None:
         self.limits.clear_everywhere(source)
+        self._sources_changed()
+
+    def _sources_changed(self) -> None:
         self._wake.set()
+        for listener in self.source_listeners:
+            listener()
 
     def changed(self) -> None:
         self._wake.set()

@@ -8,6 +8,7 @@ from typing import Any
 
 from firmware.charger.connector import ConnectorController
 from firmware.charger.coordinator import Coordinator
+from firmware.charger.limit_applier import LimitApplier
 from firmware.charger.smart_charging import SmartChargingScheduler
 from firmware.config import AgentConfig
 from firmware.exitcodes import ExitCode
@@ -23,7 +24,8 @@ def create_adapter(config: AgentConfig, db: Database, connectors: dict[int, Conn
                    request_exit: Callable[[ExitCode], None],
                    diagnostics: Callable[[], dict[str, Any]], hardware: Callable[[], dict[str, Any]],
                    spawn: Spawn, firmware: FirmwareUpdater | None = None,
-                   diagnostics_sources: DiagnosticsSources | None = None) -> OcppAdapter:
+                   diagnostics_sources: DiagnosticsSources | None = None,
+                   limits: LimitApplier | None = None) -> OcppAdapter:
     """The adapter ``config.ocpp.version`` names. ``connectors`` may still be empty: the adapter keeps the dict
     (it decides the connectors' session settings, so it exists before them)."""
     assert config.ocpp is not None
@@ -43,5 +45,6 @@ def create_adapter(config: AgentConfig, db: Database, connectors: dict[int, Conn
 
         return Ocpp201Client(config, connectors, db, request_exit=request_exit, coordinator=coordinator, ledger=ledger,
                              spawn=spawn, firmware=firmware, diagnostics_sources=diagnostics_sources,
-                             smart_charging=smart_charging, diagnostics=diagnostics, hardware=hardware)
+                             smart_charging=smart_charging, limits=limits, diagnostics=diagnostics,
+                             hardware=hardware)
     raise ValueError(f"no OCPP adapter for version {config.ocpp.version!r}")  # the configuration refuses it first

@@ -16,13 +16,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from firmware.charger.external_limits import FAILSAFE, SITE
 from firmware.charger.limit_applier import LimitApplier
 from firmware.config import MqttConfig
 from firmware.telemetry.commands import SetLimit
 
 log = logging.getLogger(__name__)
 
-SITE, FAILSAFE = "site", "failsafe"
+__all__ = ["FAILSAFE", "SITE", "SiteControl"]
 
 
 class SiteControl:

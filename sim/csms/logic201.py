@@ -85,6 +85,18 @@ class CsmsLogic201(CsmsRecords):
                                                   "profiles": [p["id"] for p in payload["chargingProfile"]]})
         return call_result.ReportChargingProfiles()
 
+    def notify_charging_limit(self, cp_id: str, payload: dict[str, Any]) -> Any:
+        self.state(cp_id).charging_limits.append(("NotifyChargingLimit", dict(payload)))
+        log.info("NotifyChargingLimit", extra={"cp_id": cp_id, "evse": payload.get("evseId"),
+                                               "source": payload["chargingLimit"]["chargingLimitSource"]})
+        return call_result.NotifyChargingLimit()
+
+    def cleared_charging_limit(self, cp_id: str, payload: dict[str, Any]) -> Any:
+        self.state(cp_id).charging_limits.append(("ClearedChargingLimit", dict(payload)))
+        log.info("ClearedChargingLimit", extra={"cp_id": cp_id, "evse": payload.get("evseId"),
+                                                "source": payload["chargingLimitSource"]})
+        return call_result.ClearedChargingLimit()
+
     def security_event_notification(self, cp_id: str, payload: dict[str, Any]) -> Any:
         self.state(cp_id).security_events.append(dict(payload))
         return call_result.SecurityEventNotification()

@@ -25,7 +25,7 @@ HANDLED = frozenset({Action.boot_notification, Action.heartbeat, Action.status_n
                      Action.reservation_status_update,
                      Action.firmware_status_notification, Action.log_status_notification,
                      Action.report_charging_profiles, Action.security_event_notification, Action.sign_certificate,
-                     Action.data_transfer})
+                     Action.data_transfer, Action.notify_charging_limit, Action.cleared_charging_limit})
 
 
 class CsmsSession201(CsmsSession):
@@ -86,3 +86,11 @@ class CsmsSession201(CsmsSession):
     @_handles(Action.report_charging_profiles)  # type: ignore[arg-type]
     def _on_report_charging_profiles(self, call_unique_id: str, **_: Any) -> Any:
         return self._csms.logic.report_charging_profiles(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.notify_charging_limit)  # type: ignore[arg-type]
+    def _on_notify_charging_limit(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.notify_charging_limit(self.id, self._payloads[call_unique_id])
+
+    @_handles(Action.cleared_charging_limit)  # type: ignore[arg-type]
+    def _on_cleared_charging_limit(self, call_unique_id: str, **_: Any) -> Any:
+        return self._csms.logic.cleared_charging_limit(self.id, self._payloads[call_unique_id])

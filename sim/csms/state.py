@@ -113,6 +113,8 @@ class ChargePointState:
     notify_reports: list[dict[str, Any]] = field(default_factory=list)  # NotifyReport requests, as received
     reservation_updates: list[dict[str, Any]] = field(default_factory=list)  # 2.0.1 ReservationStatusUpdate requests
     charging_profile_reports: list[dict[str, Any]] = field(default_factory=list)  # 2.0.1 ReportChargingProfiles
+    #: 2.0.1 NotifyChargingLimit / ClearedChargingLimit: (action, payload), in arrival order
+    charging_limits: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def last_boot(self) -> BootRecord | None:

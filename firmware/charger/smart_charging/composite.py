@@ -12,6 +12,10 @@ connector itself beats the one set on connector 0. For one connector:
 For connector 0 (the whole charger's expected draw, libocpp #1062/#1112) it is the sum of every connector's own
 limit (capped by its rating) — or the ChargePointMaxProfile where that is lower.
 
+External limits (an energy manager's, :mod:`firmware.charger.external_limits`), where given, bound it too, as they
+bind what the charger offers: a connector's as a lower rating, the whole charger's as a second maximum (they have
+no schedule: in force for the whole window, as things stand).
+
 Kinds: Absolute runs from startSchedule; Recurring restarts every 24 h / 7 days at startSchedule's time (and
 weekday), before and after it (validFrom says from when it counts), and runs at most one recurrence; Relative runs
 from the start of the connector's transaction — on a connector without one, from the start of the window (what a
@@ -33,9 +37,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
+from firmware.charger.external_limits import ExternalCaps
 from firmware.charger.smart_charging.installed import InstalledProfile, RunningTransaction
 from firmware.charger.smart_charging.profiles import ChargingProfile, ProfileKind, ProfilePurpose, RateUnit
-from firmware.charger.smart_charging.units import ChargerSetup, from_amps, to_amps
+from firmware.charger.smart_charging.units import ChargerSetup, ConnectorSetup, from_amps, to_amps
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SECOND = timedelta(seconds=1)
@@ -99,9 +104,10 @@ _Piece = tuple[int, int, _Level]  # [from, to) on the seconds axis
 
 
 def composite_schedule(installed: Iterable[InstalledProfile], connector: int, start: datetime, duration: int,
-                       unit: RateUnit, setup: ChargerSetup, running: Mapping[int, RunningTransaction]
-                       ) -> CompositeSchedule:
-    """The composite schedule of ``connector`` (0: the whole charger) over [start, start + duration], in ``unit``.
+                       unit: RateUnit, setup: ChargerSetup, running: Mapping[int, RunningTransaction],
+                       external: ExternalCaps | None = None) -> CompositeSchedule:
+    """The composite schedule of ``connector`` (0: the whole charger) over [start, start + duration], in ``unit``;
+    ``external``: the external limits in force, bounding it too.
 
     Raises KeyError for a connector the charger does not have, ValueError for a negative duration. A duration of
     0 gives the limit in force at ``start`` (libocpp #1169 gave the defaults)."""
@@ -109,22 +115,36 @@ def composite_schedule(installed: Iterable[InstalledProfile], connector: int, st
         raise KeyError(f"no connector {connector}")
     if duration < 0:
         raise ValueError(f"duration must be >= 0; got {duration}")
+    cap = None
+    if external is not None:
+        setup = _capped(setup, external)
+        cap = external.charger
     engine = _Engine(installed, setup, running)
     a = epoch_seconds(start)
     b = a + max(duration, 1)
     periods: list[CompositePeriod] = []
     last_limit, last_phases = -1.0, 0
-    for t, limit, phases in (_whole_charger(engine, a, b, unit) if connector == 0
-                             else _one_connector(engine, connector, a, b, unit)):
+    for t, limit, phases in (_whole_charger(engine, a, b, unit, cap) if connector == 0
+                             else _one_connector(engine, connector, a, b, unit, cap)):
         if limit != last_limit or phases != last_phases:
             periods.append(CompositePeriod(t - a, float(limit), phases))
             last_limit, last_phases = limit, phases
     return CompositeSchedule(connector, from_epoch(a), duration, unit, tuple(periods))
 
 
-def _one_connector(engine: _Engine, connector: int, a: int, b: int, unit: RateUnit
+def _capped(setup: ChargerSetup, external: ExternalCaps) -> ChargerSetup:
+    """``setup`` with each connector's rating lowered to its external limit (an external limit binds as one)."""
+    connectors = {}
+    for cid, spec in setup.connectors.items():
+        cap = external.connector(cid)
+        connectors[cid] = spec if cap is None or cap >= spec.rating_amps else ConnectorSetup(cap, spec.phases)
+    return ChargerSetup(connectors, setup.nominal_voltage)
+
+
+def _one_connector(engine: _Engine, connector: int, a: int, b: int, unit: RateUnit, cap: float | None
                    ) -> Iterator[tuple[int, float, int]]:
-    """(instant, limit, phases in use) where either the connector's own limit or the charger's maximum changes.
+    """(instant, limit, phases in use) where either the connector's own limit or the charger's maximum changes;
+    ``cap``: the whole charger's external limit in amperes, if any.
     The conversions are :func:`~.units.to_amps` / :func:`~.units.from_amps`, inlined (the loop runs per period)."""
     spec = engine.setup.connectors[connector]
     voltage, rating, wired = engine.setup.nominal_voltage, spec.rating_amps, spec.phases
@@ -138,12 +158,15 @@ def _one_connector(engine: _Engine, connector: int, a: int, b: int, unit: RateUn
                 x = level[0] / (phases * voltage) if level[1] is watts else level[0]
                 if x < amps:
                     amps = x
+        if cap is not None and cap < amps:
+            amps = cap
         yield t, amps * phases * voltage if unit is watts else amps, phases
 
 
-def _whole_charger(engine: _Engine, a: int, b: int, unit: RateUnit) -> Iterator[tuple[int, float, int]]:
+def _whole_charger(engine: _Engine, a: int, b: int, unit: RateUnit, cap: float | None
+                   ) -> Iterator[tuple[int, float, int]]:
     """(instant, limit, phases in use) for connector 0: the connectors' own limits (each capped by its rating)
-    added up, or the charger's maximum where that is lower."""
+    added up, or the charger's maximum (or ``cap``, its external limit in amperes) where that is lower."""
     setup = engine.setup
     voltage = setup.nominal_voltage
     watts = unit is RateUnit.WATTS
@@ -182,7 +205,10 @@ def _whole_charger(engine: _Engine, a: int, b: int, unit: RateUnit) -> Iterator[
             total += amount
             if phases > in_use:
                 in_use = phases
-        yield t, total if maximum is None or total <= maximum else maximum, in_use or cp_phases
+        value = total if maximum is None or total <= maximum else maximum
+        if cap is not None:
+            value = min(value, from_amps(cap, unit, in_use or cp_phases, voltage))
+        yield t, value, in_use or cp_phases
 
 
 def limits_at(installed: Iterable[InstalledProfile], now: datetime, setup: ChargerSetup,

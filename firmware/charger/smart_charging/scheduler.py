@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Protocol
 
 from firmware.charger.connector import ConnectorController
+from firmware.charger.external_limits import ExternalCaps
 from firmware.charger.smart_charging.composite import CompositeSchedule, RuntimeLimits, composite_schedule, limits_at
 from firmware.charger.smart_charging.installed import (
     InstalledProfile,
@@ -140,10 +141,11 @@ class SmartChargingScheduler:
         return removal.removed
 
     def composite(self, connector: int, duration: int, unit: RateUnit,
-                  start: datetime | None = None) -> CompositeSchedule:
-        """GetCompositeSchedule over [start (default: now), + duration]; KeyError for an unknown connector."""
+                  start: datetime | None = None, external: ExternalCaps | None = None) -> CompositeSchedule:
+        """GetCompositeSchedule over [start (default: now), + duration], bounded by ``external`` limits where given
+        (2.0.1 reports them as ChargingStationExternalConstraints); KeyError for an unknown connector."""
         return composite_schedule(self._installed, connector, self.clock() if start is None else start, duration,
-                                  unit, self.setup, self.running())
+                                  unit, self.setup, self.running(), external)
 
     def check_remote_start(self, connector: int, profile: ChargingProfile) -> str | None:
         """Why the profile of a RemoteStartTransaction on ``connector`` cannot go with the transaction it starts

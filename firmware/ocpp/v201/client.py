@@ -35,6 +35,7 @@ from typing import Any
 
 from firmware.charger.connector import ConnectorController, pending_reset
 from firmware.charger.coordinator import Coordinator
+from firmware.charger.limit_applier import LimitApplier
 from firmware.charger.smart_charging import SmartChargingScheduler
 from firmware.config import AgentConfig
 from firmware.exitcodes import ExitCode
@@ -89,7 +90,7 @@ class Ocpp201Client(ContextViews):
                  request_exit: Callable[[ExitCode], None], coordinator: Coordinator | None = None,
                  ledger: Ledger | None = None, spawn: Spawn | None = None,
                  firmware: FirmwareUpdater | None = None, diagnostics_sources: DiagnosticsSources | None = None,
-                 smart_charging: SmartChargingScheduler | None = None,
+                 smart_charging: SmartChargingScheduler | None = None, limits: LimitApplier | None = None,
                  diagnostics: Callable[[], dict[str, Any]] | None = None,
                  hardware: Callable[[], dict[str, Any]] | None = None) -> None:
         """``firmware``: the update pipeline (UpdateFirmware); ``diagnostics_sources``: what GetLog
@@ -137,7 +138,7 @@ class Ocpp201Client(ContextViews):
         self.authorization = Authorization(ctx)
         self.transactions = Transactions(ctx, self.authorization.learn)
         self.smart_charging = None if smart_charging is None else SmartCharging(ctx, smart_charging,
-                                                                                self.transactions)
+                                                                                self.transactions, limits)
         self.remote_control = RemoteControl(ctx, coordinator or Coordinator(connectors, db), self.transactions,
                                             self.smart_charging)
         self.firmware = FirmwareManagement(ctx, firmware, LogUploads(
@@ -164,7 +165,11 @@ class Ocpp201Client(ContextViews):
         return session_config(base, self.ctx.variables)
 
     def loops(self) -> dict[str, Callable[[], Awaitable[None]]]:
-        return {"ocpp": self.run, "metering": self.transactions.run_metering}
+        loops: dict[str, Callable[[], Awaitable[None]]] = {"ocpp": self.run,
+                                                           "metering": self.transactions.run_metering}
+        if self.smart_charging is not None and self.smart_charging.limits is not None:
+            loops["external-limits"] = self.smart_charging.report_external_limits
+        return loops
 
     def reset_retries(self) -> int:
         return self.ctx.variables.get_int("OCPPCommCtrlr", "ResetRetries")

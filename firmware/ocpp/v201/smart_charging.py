@@ -10,9 +10,16 @@ profiles, keeps them on disk and puts their limits on the pilot. This module onl
 * a profile with the same stack level and purpose on the same EVSE (another id) is refused where both can be
   valid at once, not replaced as in 1.6 (K01.FR.06, K01.FR.39: :attr:`SameStackLevel.REFUSED_IF_OVERLAPPING`);
 * one chargingSchedule per profile: three are for an EV to choose from over ISO 15118, which this station does
-  not speak; no phaseToUse (no ACPhaseSwitchingSupported);
-* ChargingStationExternalConstraints are an external system's (K11-K14), never the CSMS's to set: this station
-  has none, so none is reported, cleared or accepted.
+  not speak; no phaseToUse (SmartChargingCtrlr.ACPhaseSwitchingSupported false: the hardware cannot choose the
+  phase an EV charges on; K01.FR.19/20) — numberPhases 1 is taken, as the phases a limit in W is spread over;
+* ChargingStationExternalConstraints are an external system's (K11-K13), never the CSMS's to set or clear
+  (K01.FR.22): the site's energy manager (MQTT, ``site``) and its fail-safe (``failsafe``) are this station's
+  external limits (:mod:`firmware.charger.external_limits`). They are reported as they change —
+  NotifyChargingLimit (chargingLimitSource EMS, or Other for the fail-safe; a schedule with
+  SmartChargingCtrlr.NotifyChargingLimitWithSchedules) when one is set or moves by more than
+  LimitChangeSignificance, ClearedChargingLimit when it is removed — on the connection once online, in order; in
+  GetChargingProfiles as ChargingStationExternalConstraints profiles (ids below 0: :func:`external_profile_id`, not
+  the CSMS's); and they bound the composite schedule as they bind the pilot.
 
 Numbers arrive as floats (2.0.1's schemas have no ``multipleOf``; one that is not finite is the charger layer's
 to refuse). A refusal is Rejected with a ``reasonCode`` and the reason in words (``additionalInfo``). The profiles
@@ -27,6 +34,7 @@ chargingState, reported as such).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from datetime import datetime
@@ -36,6 +44,18 @@ from ocpp.v201 import call_result
 from ocpp.v201.enums import Action
 
 from firmware.charger.connector import ConnectorController
+from firmware.charger.external_limits import (
+    EXTERNAL_SOURCES,
+    FAILSAFE,
+    SITE,
+    ExternalLimit,
+    LimitChange,
+    Scope,
+    caps,
+    changes,
+    external_limits,
+)
+from firmware.charger.limit_applier import LimitApplier
 from firmware.charger.metering import ReadingContext
 from firmware.charger.smart_charging import (
     ChargingProfile,
@@ -50,6 +70,7 @@ from firmware.charger.smart_charging import (
     SameStackLevel,
     SchedulePeriod,
     SmartChargingScheduler,
+    floor_limit,
 )
 from firmware.ocpp.charging_schedule import composite_periods
 from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost, InvalidResponse, after_answering, handles
@@ -58,7 +79,7 @@ from firmware.ocpp.v201.context import V201Context
 from firmware.ocpp.v201.device_model import VariableKey
 from firmware.ocpp.v201.transactions import Transactions
 from firmware.session import Effect, OfferCurrent, TransactionStopped
-from hal.interfaces import MeterReading
+from hal.interfaces import MeterReading, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +89,10 @@ LIMIT_SOURCE = "CSO"
 #: profiles in one ReportChargingProfiles message
 PROFILES_PER_REPORT = 10
 EXTERNAL_CONSTRAINTS = "ChargingStationExternalConstraints"
+#: the charger layer's external sources -> ChargingLimitSourceEnumType
+EXTERNAL_SOURCE_NAMES = {SITE: "EMS", FAILSAFE: "Other"}
+#: a report of an external limit that did not reach the CSMS is tried again after this long
+EXTERNAL_RETRY_S = 2.0
 
 _PURPOSE = {"ChargingStationMaxProfile": ProfilePurpose.CHARGER_MAX, "TxDefaultProfile": ProfilePurpose.TX_DEFAULT,
             "TxProfile": ProfilePurpose.TX}
@@ -108,8 +133,8 @@ def profile_from_201(raw: dict[str, Any]) -> ChargingProfile:
     the charger layer does not know are :class:`NotAProfile` (its rules are checked when it is installed)."""
     purpose = raw["charging_profile_purpose"]
     if purpose not in _PURPOSE:
-        raise NotAProfile("UnsupportedParam", f"{purpose} profiles come from an external system, not the CSMS; "
-                                              "this station has none")
+        raise NotAProfile("UnsupportedParam", f"{purpose} profiles come from an external system, never from the "
+                                              "CSMS (K01.FR.22)")
     schedules = raw["charging_schedule"]
     if len(schedules) != 1:
         raise NotAProfile("InvalidSchedule", f"{len(schedules)} chargingSchedules: more than one is for an EV to "
@@ -126,7 +151,10 @@ def profile_from_201(raw: dict[str, Any]) -> ChargingProfile:
     periods = []
     for p in schedule["charging_schedule_period"]:
         if p.get("phase_to_use") is not None:
-            raise NotAProfile("UnsupportedParam", "phaseToUse: this station cannot switch the phase it charges on")
+            if p.get("number_phases") != 1:
+                raise NotAProfile("InvalidSchedule", "phaseToUse is only for numberPhases 1 (K01.FR.19)")
+            raise NotAProfile("UnsupportedParam", "phaseToUse: this station cannot switch the phase it charges on "
+                                                  "(SmartChargingCtrlr.ACPhaseSwitchingSupported false, K01.FR.20)")
         periods.append(SchedulePeriod(int(p["start_period"]), float(p["limit"]), p.get("number_phases")))
     rate = schedule.get("min_charging_rate")
     return ChargingProfile(
@@ -179,6 +207,24 @@ def composite_to_201(schedule: CompositeSchedule) -> dict[str, Any]:
             "chargingSchedulePeriod": composite_periods(schedule)}
 
 
+def external_profile_id(limit: ExternalLimit) -> int:
+    """The id an external limit is reported under: below 0, so never one the CSMS gave (and not the CSMS's to clear);
+    stable while the limit holds: -(1 + 10 * EVSE + the source's index), EVSE 0 for the whole station."""
+    return -(1 + 10 * (limit.connector or 0) + EXTERNAL_SOURCES.index(limit.source))
+
+
+def external_schedule(limit: ExternalLimit, since: datetime) -> dict[str, Any]:
+    """An external limit as a ChargingScheduleType: in force since ``since``, with no known end, in A."""
+    return {"id": external_profile_id(limit), "startSchedule": timestamp(since), "chargingRateUnit": "A",
+            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": floor_limit(limit.amps)}]}
+
+
+def external_profile(limit: ExternalLimit, since: datetime) -> dict[str, Any]:
+    """An external limit as the ChargingStationExternalConstraints profile GetChargingProfiles reports."""
+    return {"id": external_profile_id(limit), "stackLevel": 0, "chargingProfilePurpose": EXTERNAL_CONSTRAINTS,
+            "chargingProfileKind": "Absolute", "chargingSchedule": [external_schedule(limit, since)]}
+
+
 def _time(value: object, name: str) -> datetime | None:
     if value is None:
         return None
@@ -192,22 +238,94 @@ def _time(value: object, name: str) -> datetime | None:
 
 
 class SmartCharging:
-    def __init__(self, ctx: V201Context, scheduler: SmartChargingScheduler, transactions: Transactions) -> None:
+    def __init__(self, ctx: V201Context, scheduler: SmartChargingScheduler, transactions: Transactions,
+                 limits: LimitApplier | None = None) -> None:
+        """``limits``: the charger's limit sources, whose external ones are reported (None: none are)."""
         self.ctx = ctx
         self.scheduler = scheduler
         self.transactions = transactions
+        self.limits = limits
         self._offered: dict[int, float] = {}  # EVSE -> the current its pilot offers (since the agent started)
-        limits = scheduler.limits
+        self._reported: dict[Scope, float] = {}  # external limits as the CSMS last heard of them
+        self._since: dict[Scope, tuple[float, datetime]] = {}  # external limits in force: (amps, since when)
+        self._external_changed = asyncio.Event()
+        if limits is not None:
+            limits.source_listeners.append(self._sources_changed)
+            self._sources_changed()  # the fail-safe may hold from the start
+        taken = scheduler.limits
         variables = ctx.variables
         # what the charger layer takes, read when asked (the same limits 1.6 reports as its keys)
         for name, read in (
-                ("ProfileStackLevel", lambda: str(limits.max_stack_level)),
-                ("PeriodsPerSchedule", lambda: str(limits.max_periods)),
-                ("RateUnit", lambda: ",".join(u.value for u in RateUnit if u in limits.units))):
+                ("ProfileStackLevel", lambda: str(taken.max_stack_level)),
+                ("PeriodsPerSchedule", lambda: str(taken.max_periods)),
+                ("RateUnit", lambda: ",".join(u.value for u in RateUnit if u in taken.units))):
             variables.provide(VariableKey(COMPONENT, name), read)
         variables.provide(VariableKey(COMPONENT, "Entries", None, "ChargingProfiles"),
                           lambda: str(len(scheduler.installed)))
+        # whether the site's energy manager may limit the charger (docs/mqtt.md: [mqtt] site_limits)
+        mqtt = ctx.config.mqtt
+        variables.provide(VariableKey(COMPONENT, "ExternalControlSignalsEnabled"),
+                          lambda: "true" if mqtt is not None and mqtt.site_limits else "false")
         self._reports: dict[int, list[dict[str, Any]]] = {}  # requestId -> the ReportChargingProfiles to send
+
+    # --- external limits (K11-K13) -------------------------------------------------------------------------
+
+    def external(self) -> tuple[ExternalLimit, ...]:
+        return () if self.limits is None else external_limits(self.limits.limits)
+
+    def _sources_changed(self) -> None:
+        now = utcnow()
+        since: dict[Scope, tuple[float, datetime]] = {}
+        for limit in self.external():
+            before = self._since.get(limit.scope)
+            since[limit.scope] = before if before is not None and before[0] == limit.amps else (limit.amps, now)
+        self._since = since
+        self._external_changed.set()
+
+    def since(self, limit: ExternalLimit) -> datetime:
+        return self._since.get(limit.scope, (limit.amps, utcnow()))[1]
+
+    async def report_external_limits(self) -> None:
+        """K12/K13 (K11 with a transaction: its ChargingRateChanged is :meth:`record`'s): each change worth telling
+        (:func:`~firmware.charger.external_limits.changes`) as NotifyChargingLimit or ClearedChargingLimit, once
+        online, in order; one that does not get through is tried again (what the CSMS refuses is not)."""
+        while True:
+            await self._external_changed.wait()
+            await self.ctx.online.wait()
+            self._external_changed.clear()
+            significance = float(self.ctx.variables.get(COMPONENT, "LimitChangeSignificance"))
+            for change in changes(self._reported, self.external(), significance):
+                if not await self._tell(change):
+                    self._external_changed.set()
+                    await asyncio.sleep(EXTERNAL_RETRY_S)
+                    break
+
+    async def _tell(self, change: LimitChange) -> bool:
+        limit = change.limit
+        source = EXTERNAL_SOURCE_NAMES[limit.source]
+        payload: dict[str, Any]
+        if change.cleared:
+            action, payload = "ClearedChargingLimit", {"chargingLimitSource": source}
+        else:
+            action, payload = "NotifyChargingLimit", {"chargingLimit": {"chargingLimitSource": source}}
+            if self.ctx.variables.get(COMPONENT, "NotifyChargingLimitWithSchedules") == "true":
+                payload["chargingSchedule"] = [external_schedule(limit, self.since(limit))]
+        if limit.connector is not None:
+            payload["evseId"] = limit.connector
+        try:
+            await self.ctx.call(action, payload)
+        except (ConnectionLost, TimeoutError) as exc:
+            log.info("external limit not reported yet", extra={"action": action, "error": str(exc)})
+            return False
+        except (CallErrorReceived, InvalidResponse) as exc:
+            log.warning("external limit report refused", extra={"action": action, "error": str(exc)})
+        log.info("external limit reported", extra={"action": action, "source": source, "evse": limit.connector,
+                                                   "amps": None if change.cleared else limit.amps})
+        if change.cleared:
+            self._reported.pop(limit.scope, None)
+        else:
+            self._reported[limit.scope] = limit.amps
+        return True
 
     # --- LimitChangeSignificance: ChargingRateChanged (a connector observer's record, in the commit) ---------
 
@@ -286,7 +404,7 @@ class SmartCharging:
             return call_result.GetCompositeSchedule(
                 status="Rejected", status_info=_status_info("UnsupportedRateUnit", f"{unit.value} is not supported"))
         try:
-            schedule = self.scheduler.composite(evse_id, duration, unit)
+            schedule = self.scheduler.composite(evse_id, duration, unit, external=caps(self.external()))
         except KeyError:
             return call_result.GetCompositeSchedule(status="Rejected", status_info=_status_info(
                 "UnknownEvse", f"there is no EVSE {evse_id}"))
@@ -301,9 +419,10 @@ class SmartCharging:
     async def _get_profiles(self, request_id: int, charging_profile: dict[str, Any], evse_id: int | None = None,
                             **_: Any) -> Any:
         selected = self.select(evse_id, charging_profile)
-        if not selected:
+        external = self.select_external(evse_id, charging_profile)
+        if not selected and not external:
             return call_result.GetChargingProfiles(status="NoProfiles")
-        self._reports[request_id] = self.reports(request_id, selected)
+        self._reports[request_id] = self.reports(request_id, selected, external)
         return call_result.GetChargingProfiles(status="Accepted")
 
     @after_answering(Action.get_charging_profiles)
@@ -327,16 +446,35 @@ class SmartCharging:
                 if (evse_id is None or p.connector == evse_id) and (purpose is None or p.profile.purpose is purpose)
                 and (level is None or p.profile.stack_level == level) and (ids is None or p.profile.id in ids)]
 
-    def reports(self, request_id: int, selected: Iterable[InstalledProfile]) -> list[dict[str, Any]]:
-        """The ReportChargingProfilesRequests for ``selected``: one EVSE per message, at most
-        :data:`PROFILES_PER_REPORT` profiles each, ``tbc`` true on all but the last."""
-        by_evse: dict[int, list[dict[str, Any]]] = {}
+    def select_external(self, evse_id: int | None, criterion: dict[str, Any]) -> list[ExternalLimit]:
+        """K09 for the external limits, reported as ChargingStationExternalConstraints profiles (stack level 0)."""
+        sources = criterion.get("charging_limit_source")
+        purpose = criterion.get("charging_profile_purpose")
+        ids = criterion.get("charging_profile_id")
+        level = criterion.get("stack_level")
+        return [e for e in self.external()
+                if (evse_id is None or (e.connector or 0) == evse_id)
+                and (sources is None or EXTERNAL_SOURCE_NAMES[e.source] in sources)
+                and purpose in (None, EXTERNAL_CONSTRAINTS) and level in (None, 0)
+                and (ids is None or external_profile_id(e) in ids)]
+
+    def reports(self, request_id: int, selected: Iterable[InstalledProfile],
+                external: Iterable[ExternalLimit] = ()) -> list[dict[str, Any]]:
+        """The ReportChargingProfilesRequests for ``selected`` (and the ``external`` limits): one EVSE and one
+        chargingLimitSource per message (CSO first), at most :data:`PROFILES_PER_REPORT` profiles each, ``tbc``
+        true on all but the last."""
+        groups: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
         for p in sorted(selected, key=lambda p: (p.connector, p.profile.id)):
-            by_evse.setdefault(p.connector, []).append(profile_to_201(p.profile, self._transaction_id(p)))
-        pages = [(evse, profiles[i:i + PROFILES_PER_REPORT]) for evse, profiles in by_evse.items()
+            groups.setdefault((p.connector, 0, LIMIT_SOURCE), []).append(
+                profile_to_201(p.profile, self._transaction_id(p)))
+        for e in external:
+            groups.setdefault((e.connector or 0, 1 + EXTERNAL_SOURCES.index(e.source),
+                               EXTERNAL_SOURCE_NAMES[e.source]), []).append(external_profile(e, self.since(e)))
+        pages = [(key, profiles[i:i + PROFILES_PER_REPORT]) for key, profiles in sorted(groups.items())
                  for i in range(0, len(profiles), PROFILES_PER_REPORT)]
-        return [{"requestId": request_id, "chargingLimitSource": LIMIT_SOURCE, "tbc": n < len(pages) - 1,
-                 "evseId": evse, "chargingProfile": profiles} for n, (evse, profiles) in enumerate(pages)]
+        return [{"requestId": request_id, "chargingLimitSource": source, "tbc": n < len(pages) - 1,
+                 "evseId": evse, "chargingProfile": profiles}
+                for n, ((evse, _, source), profiles) in enumerate(pages)]
 
     def _transaction_id(self, p: InstalledProfile) -> str | None:
         if p.transaction is None:
