@@ -421,7 +421,8 @@ async def p3(tmp_path_factory: pytest.TempPathFactory, pki: TlsPki) -> AsyncIter
     tmp = tmp_path_factory.mktemp("p3")
     server = server_tls_context(pki.csms.cert, pki.csms.key, client_ca=pki.csms_root.path)
     async with Station(tmp, ocpp="2.0.1", connectors=1, csms_ssl=server,
-                       ocpp_extra=_ocpp(3, pki, password=None, cp_cert=True)) as s:
+                       ocpp_extra=_ocpp(3, pki, password=None, cp_cert=True)
+                       + "additional_root_certificate_check = true\n") as s:
         await s.start_agent()
         yield s
 
@@ -533,3 +534,35 @@ async def test_tc_m_23_cs_the_station_certificate_cannot_be_deleted(p3: Station)
     assert await s.csms.call(CP_ID, "DeleteCertificate", {"certificateHashData": own}) == {"status": "NotFound"}
     assert (s.state_dir / "certs/charge-point-renewed.pem").exists()
     assert s.csms.is_connected(CP_ID)
+
+
+async def test_additional_root_certificate_check_replaces_the_csms_root_after_a_connection_with_it(
+        p3: Station, pki: TlsPki, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """SecurityCtrlr.AdditionalRootCertificateCheck (ReadOnly, commissioned true here; M05): a CSMS root not issued
+    by the installed one is Rejected with InvalidCsmsCertificate; one issued by it is Accepted and replaces it once a
+    connection anchored by the new root is accepted (the commissioned root is kept: it is never removed)."""
+    s = p3
+    assert (await _get(s, "AdditionalRootCertificateCheck"))["attributeValue"] == "true"
+    assert (await _set(s, "AdditionalRootCertificateCheck", "false"))["attributeStatus"] == "Rejected"
+    where = tmp_path_factory.mktemp("roots-check")
+    mark = s.mark()
+    stranger = make_ca(where, "Stranger root")
+    answer = await s.csms.call(CP_ID, "InstallCertificate", {"certificateType": "CSMSRootCertificate",
+                                                             "certificate": stranger.path.read_text()})
+    assert answer["status"] == "Rejected"
+    await s.wait_call("SecurityEventNotification", lambda e: e.payload["type"] == "InvalidCsmsCertificate"
+                      and "AdditionalRootCertificateCheck" in e.payload.get("techInfo", ""), since=mark)
+    new = make_ca(where, "New CSMS root", signed_by=pki.csms_root)
+    answer = await s.csms.call(CP_ID, "InstallCertificate", {"certificateType": "CSMSRootCertificate",
+                                                             "certificate": new.path.read_text()})
+    assert answer == {"status": "Accepted"}
+    moved = issue_server_cert(new, where, "moved")
+    assert s.csms.ssl_context is not None
+    s.csms.ssl_context.load_cert_chain(moved.cert, moved.key)  # the CSMS moves to a certificate of the new root
+    log_mark, mark = len(s.log()), s.mark()
+    await s.csms.disconnect(CP_ID)
+    await _wait_connect(s, mark, "a connection anchored by the new root")
+    await s.csms.wait_connected(CP_ID)
+    confirmed = await s.wait_log(lambda e: e.get("msg") == "new CSMS root confirmed by a connection; "
+                                 "fallback removed", since=log_mark, what="the replacement confirmed")
+    assert confirmed["kept_commissioned"] == 1
