@@ -150,6 +150,9 @@ class OcppConfig:
     authorization_cache_size: int = DEFAULT_CACHE_CAPACITY  # ids the Authorization Cache keeps (§3.5.1)
     reservations: bool = True  # accept ReserveNow (off: Rejected, "configured not to accept reservations")
     reserve_connector_zero: bool = True  # accept a reservation of the whole charger (ReserveConnectorZeroSupported)
+    #: 2.0.1 SecurityCtrlr.AdditionalRootCertificateCheck (ReadOnly there: the station's policy, set here; 1.6 has
+    #: the ReadWrite key of that name instead)
+    additional_root_certificate_check: bool = False
 
     def __repr__(self) -> str:  # keep the password out of any log or traceback
         return (f"OcppConfig(csms_url={self.csms_url!r}, version={self.version!r}, "
@@ -554,7 +557,8 @@ def _parse_ocpp(root: _Reader) -> OcppConfig | None:
         return None
     o.reject_unknown({"csms_url", "version", "password", "presets", "response_timeout_s", "reconnect_min_s",
                       "reconnect_max_s", "stable_connection_s", "authorization_cache_size", "security_profile",
-                      "csms_ca", "cp_cert", "cp_key", "reservations", "reserve_connector_zero"})
+                      "csms_ca", "cp_cert", "cp_key", "reservations", "reserve_connector_zero",
+                      "additional_root_certificate_check"})
     url: str = o.text("csms_url", required=True)
     if not url.startswith(("ws://", "wss://")):
         raise o.fail("csms_url", "a ws:// or wss:// URL", url)
@@ -608,6 +612,8 @@ def _parse_ocpp(root: _Reader) -> OcppConfig | None:
         authorization_cache_size=o.integer("authorization_cache_size", DEFAULT_CACHE_CAPACITY, lo=1, hi=1_000_000),
         reservations=o._get("reservations", bool, "true or false", True, False),
         reserve_connector_zero=o._get("reserve_connector_zero", bool, "true or false", True, False),
+        additional_root_certificate_check=o._get("additional_root_certificate_check", bool, "true or false", False,
+                                                 False),
     )
 
 

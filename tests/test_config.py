@@ -140,6 +140,9 @@ def test_ocpp_section_and_presets() -> None:
     off = parse_config(OCPP.replace('password = "',
                                     'reservations = false\nreserve_connector_zero = false\npassword = "'))
     assert off.ocpp is not None and (off.ocpp.reservations, off.ocpp.reserve_connector_zero) == (False, False)
+    assert cfg.ocpp.additional_root_certificate_check is False  # 2.0.1's ReadOnly SecurityCtrlr variable
+    check = parse_config(OCPP.replace('password = "', 'additional_root_certificate_check = true\npassword = "'))
+    assert check.ocpp is not None and check.ocpp.additional_root_certificate_check is True
 
 
 @pytest.mark.parametrize(
@@ -156,6 +159,8 @@ def test_ocpp_section_and_presets() -> None:
         ("HeartbeatInterval = 60", "HeartBeatIntervall = 60",
          "a.toml: ocpp.presets.HeartBeatIntervall: expected an OCPP 1.6 configuration key"),
         ('password = "', 'reservations = "no"\npassword = "', "a.toml: ocpp.reservations: expected true or false"),
+        ('password = "', 'additional_root_certificate_check = 1\npassword = "',
+         "a.toml: ocpp.additional_root_certificate_check: expected true or false"),
         ("HeartbeatInterval = 60", "ReserveConnectorZeroSupported = false",
          "a.toml: ocpp.presets.ReserveConnectorZeroSupported: expected a writable key"),
     ],

@@ -154,8 +154,9 @@ async def test_a_lost_meter_is_a_problem_of_the_evse_while_it_stays_available(st
 async def test_general_variables_and_value_sizes(station: Station) -> None:
     """Part 2 "General": DeviceDataCtrlr ValueSize / ConfigurationValueSize / ReportingValueSize (1000: a longer
     value the schema refuses before the device model — the rejection by a smaller size is unit-tested),
-    OCPPCommCtrlr.NetworkProfileConnectionAttempts (the shared fallback's 3),
-    ChargingStation.AllowNewSessionsPendingFirmwareUpdate false — all ReadOnly (a SetVariables Rejected)."""
+    OCPPCommCtrlr.NetworkProfileConnectionAttempts (3, the shared fallback's count; ReadWrite: set in
+    tests/test_e2e_ocpp201_security.py), ChargingStation.AllowNewSessionsPendingFirmwareUpdate false — all but
+    NetworkProfileConnectionAttempts ReadOnly (a SetVariables Rejected)."""
     s = station
     names = ["DeviceDataCtrlr.ValueSize", "DeviceDataCtrlr.ConfigurationValueSize",
              "DeviceDataCtrlr.ReportingValueSize", "OCPPCommCtrlr.NetworkProfileConnectionAttempts",
@@ -164,7 +165,7 @@ async def test_general_variables_and_value_sizes(station: Station) -> None:
     assert [(r["attributeStatus"], r["attributeValue"]) for r in got["getVariableResult"]] == [
         ("Accepted", "1000"), ("Accepted", "1000"), ("Accepted", "1000"), ("Accepted", "3"), ("Accepted", "false")]
     refused = await s.csms.set_variables(CP_ID, {"DeviceDataCtrlr.ValueSize": "10",
-                                                 "OCPPCommCtrlr.NetworkProfileConnectionAttempts": "5"},
+                                                 "ChargingStation.AllowNewSessionsPendingFirmwareUpdate": "true"},
                                          timeout_s=WAIT_S)
     assert [(r["attributeStatus"], r["attributeStatusInfo"]["reasonCode"]) for r in refused["setVariableResult"]
             ] == [("Rejected", "ReadOnly")] * 2

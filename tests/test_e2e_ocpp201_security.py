@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from tests.security_station import connects as _connects
 from tests.security_station import ocpp_lines
 from tests.security_station import wait_connect as _wait_connect
 from tests.station import CP_ID, WAIT_S, Station
+from tests.tls_faults import NO_SHARED_CIPHER_ALERT, TlsFaultFront, tls11_server_hello
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -62,6 +63,30 @@ def _events(s: Station) -> list[str]:
     return [e["type"] for e in s.csms.state(CP_ID).security_events]
 
 
+COMM = {"name": "OCPPCommCtrlr"}
+CARD = "04A1B2C3"
+
+
+async def _comm(s: Station, variable: str, value: str | None = None) -> dict[str, Any]:
+    """OCPPCommCtrlr.``variable``: set to ``value`` (the SetVariableResult), or read (the GetVariableResult)."""
+    if value is None:
+        answer = await s.csms.call(CP_ID, "GetVariables", {"getVariableData": [
+            {"component": COMM, "variable": {"name": variable}}]}, timeout_s=WAIT_S)
+        return dict(answer["getVariableResult"][0])
+    answer = await s.csms.call(CP_ID, "SetVariables", {"setVariableData": [
+        {"component": COMM, "variable": {"name": variable}, "attributeValue": value}]}, timeout_s=WAIT_S)
+    return dict(answer["setVariableResult"][0])
+
+
+def _logged(event: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda e: e.get("msg") == "security event" and e.get("event") == event
+
+
+def _network_profile(url: str, security_profile: int, message_timeout: int = 30) -> dict[str, Any]:
+    return {"ocppVersion": "OCPP20", "ocppTransport": "JSON", "ocppCsmsUrl": url,
+            "messageTimeout": message_timeout, "securityProfile": security_profile, "ocppInterface": "Wired0"}
+
+
 async def test_profile_1_basic_auth_over_ws_a_refused_password_logged(tmp_path: Path, pki: TlsPki) -> None:
     """Profile 1 (TC_A_01_CS over ws://): while the CSMS expects another password each attempt is refused (HTTP 401)
     and logged as FailedToAuthenticateAtCsms (the 2.0.1 name; not a critical event: logged, not sent); with the
@@ -83,8 +108,16 @@ async def test_profile_1_basic_auth_over_ws_a_refused_password_logged(tmp_path: 
 # --- security profile 2: TLS with Basic auth ---------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def front() -> TlsFaultFront:
+    """The p2 station reaches its CSMS through this front (the commissioned URL): it may answer a ClientHello as a
+    CSMS the station must refuse (TLS 1.1, no common cipher suite); the CSMS's own URL is another endpoint for the
+    migration cases (TC_B_45/46_CS)."""
+    return TlsFaultFront()
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def p2(tmp_path_factory: pytest.TempPathFactory, pki: TlsPki) -> AsyncIterator[Station]:
+async def p2(tmp_path_factory: pytest.TempPathFactory, pki: TlsPki, front: TlsFaultFront) -> AsyncIterator[Station]:
     """Profile 2 (with a station certificate installed, for TC_A_19_CS's upgrade to 3; the CSMS takes client
     certificates but does not ask for them); the CSMS first presents an expired certificate (TC_A_05_CS), then its
     valid one. Supervised: a Reset restarts the agent."""
@@ -93,7 +126,10 @@ async def p2(tmp_path_factory: pytest.TempPathFactory, pki: TlsPki) -> AsyncIter
     server = server_tls_context(expired.cert, expired.key, client_ca=pki.csms_root.path)
     server.verify_mode = ssl.CERT_OPTIONAL  # one endpoint for profiles 2 and 3
     async with Station(tmp, ocpp="2.0.1", connectors=1, csms_ssl=server,
-                       ocpp_extra=_ocpp(2, pki, cp_cert=True)) as s:
+                       ocpp_extra=_ocpp(2, pki, cp_cert=True)) as s, front:
+        front.target = ("127.0.0.1", s.csms.port)
+        s.config_path.write_text(s.config_path.read_text().replace(
+            f'csms_url = "{s.csms.url}"', f'csms_url = "{front.url(s.csms.url)}"'))
         s.profile.password = PASSWORD
         await s.start_agent(wait_boot=False, supervised=True)
         await s.wait_log(lambda e: e.get("msg") == "security event" and e.get("event") == "InvalidCsmsCertificate",
@@ -258,16 +294,49 @@ async def test_the_password_is_never_shown(p2: Station) -> None:
     assert all(secret not in text for secret in (PASSWORD, NEW_PASSWORD) for text in texts)
 
 
-async def test_tc_a_19_cs_security_profile_upgraded_through_a_network_profile(p2: Station) -> None:
-    """TC_A_19_CS (A05): SetNetworkProfile of a higher security profile into slot 1 is Accepted (a lower one, slot
-    0, and another CSMS are Rejected); NetworkConfigurationPriority "1,0" is RebootRequired; after the Reset
-    (ResetOrReboot reported) the station boots with profile 3 — its client certificate, no Basic auth — and
-    SecurityCtrlr.SecurityProfile says 3."""
+async def test_tc_a_06_cs_tls_version_too_low_and_no_common_cipher_suite_refused_while_charging(
+        p2: Station, front: TlsFaultFront) -> None:
+    """TC_A_06_CS (A00.FR.314/316, NetworkProfileConnectionAttempts 1 — ReadWrite, as its configuration state
+    asks): a CSMS that answers with TLS 1.1 is refused and reported as InvalidTLSVersion; A00.FR.317 (no OCTT case
+    of its own): one that shares no cipher suite with the station, InvalidTLSCipherSuite. Each event arrives
+    through the outbox once the station is connected to a good CSMS again; the transaction running all along keeps
+    charging (no Ended, the contactor closed)."""
     s = p2
-    def profile(security_profile: int, url: str | None = None) -> dict[str, Any]:
-        return {"ocppVersion": "OCPP20", "ocppTransport": "JSON", "ocppCsmsUrl": url or s.csms.url,
-                "messageTimeout": 30, "securityProfile": security_profile, "ocppInterface": "Wired0"}
-    for slot, data in ((1, profile(1)), (0, profile(3)), (1, profile(3, "wss://elsewhere.example:443/ocpp"))):
+    assert (await _comm(s, "NetworkProfileConnectionAttempts", "1"))["attributeStatus"] == "Accepted"
+    s.csms.behaviour.id_tags.accept(CARD)
+    mark = s.mark()
+    s.ev(1).plug()
+    await s.tap(CARD)
+    await s.wait_until(lambda: s.charger.connector_state(1)["contactor_closed"], what="charging")
+    for reply, event in ((tls11_server_hello(), "InvalidTLSVersion"),
+                         (NO_SHARED_CIPHER_ALERT, "InvalidTLSCipherSuite")):
+        front.reply, refused, since = reply, front.refused, s.mark()
+        await s.csms.disconnect(CP_ID)
+        await s.wait_log(_logged(event), what=f"{event} logged")
+        assert front.refused > refused and not _connects(s, since)  # refused in the handshake: never reached
+        front.reply = None
+        await _wait_connect(s, since, "a connection to the good CSMS again")
+        await s.wait_call("SecurityEventNotification", lambda e, ev=event: e.payload["type"] == ev, since=since)
+        assert s.charger.connector_state(1)["contactor_closed"]
+    assert not [e for e in s.calls("TransactionEvent", mark) if e.payload["eventType"] == "Ended"]
+    assert (await _comm(s, "NetworkProfileConnectionAttempts", "3"))["attributeStatus"] == "Accepted"
+    s.ev(1).unplug()
+    await s.wait_call("TransactionEvent", lambda e: e.payload["eventType"] == "Ended", since=mark)
+
+
+async def test_tc_a_19_cs_security_profile_upgraded_through_a_network_profile(
+        p2: Station, front: TlsFaultFront) -> None:
+    """TC_A_19_CS (A05): SetNetworkProfile of a higher security profile into slot 1 is Accepted (a lower one, slot
+    0, slot 999 (TC_B_43_CS), a VPN and a URL that is no WebSocket URL are Rejected); NetworkConfigurationPriority
+    "1,0" is RebootRequired; after the Reset (ResetOrReboot reported) the station boots with profile 3 — its client
+    certificate, no Basic auth — and SecurityCtrlr.SecurityProfile says 3."""
+    s = p2
+    def profile(security_profile: int, **extra: Any) -> dict[str, Any]:
+        return {**_network_profile(front.url(s.csms.url), security_profile), **extra}
+    for slot, data in ((1, profile(1)), (0, profile(3)), (999, profile(3)),  # TC_B_43_CS: slot 999
+                       (1, profile(3, vpn={"server": "vpn.example", "user": "u", "password": "p", "key": "k",
+                                           "type": "IPSec"})),  # no VPN client here
+                       (1, profile(3, ocppCsmsUrl="https://csms.example/ocpp"))):
         answer = await s.csms.call(CP_ID, "SetNetworkProfile", {"configurationSlot": slot, "connectionData": data})
         assert answer["status"] == "Rejected" and answer["statusInfo"]["additionalInfo"]
     answer = await s.csms.call(CP_ID, "SetNetworkProfile", {"configurationSlot": 1, "connectionData": profile(3)})
@@ -288,6 +357,62 @@ async def test_tc_a_19_cs_security_profile_upgraded_through_a_network_profile(p2
     await s.wait_until(lambda: "ResetOrReboot" in _events(s), what="ResetOrReboot delivered")
 
 
+def _closed_port() -> int:
+    """A loopback port nothing listens on: a connection to it is refused at once."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _reset(s: Station) -> int:
+    mark = s.mark()
+    assert (await s.csms.call(CP_ID, "Reset", {"type": "Immediate"})) == {"status": "Accepted"}
+    await s.wait_booted(since=mark)
+    return mark
+
+
+async def test_tc_b_46_cs_an_unreachable_network_profile_falls_back_to_the_next(
+        p2: Station, front: TlsFaultFront) -> None:
+    """TC_B_46_CS (B10.FR.03/04): a network profile whose CSMS cannot be reached, first in
+    NetworkConfigurationPriority "2,1,0": after the Reset the station tries it NetworkProfileConnectionAttempts (2)
+    times, then takes the next slot (1: the commissioned CSMS at profile 3) and boots there;
+    OCPPCommCtrlr.ActiveNetworkProfile says 1."""
+    s = p2
+    unreachable = _network_profile(f"wss://127.0.0.1:{_closed_port()}/ocpp", 3)
+    answer = await s.csms.call(CP_ID, "SetNetworkProfile", {"configurationSlot": 2, "connectionData": unreachable})
+    assert answer == {"status": "Accepted"}
+    assert (await _comm(s, "NetworkProfileConnectionAttempts", "2"))["attributeStatus"] == "Accepted"
+    assert (await _comm(s, "NetworkConfigurationPriority", "2,1,0"))["attributeStatus"] == "RebootRequired"
+    log_mark, forwarded = len(s.log()), front.forwarded
+    await _reset(s)
+    moved = await s.wait_log(lambda e: e.get("msg") == "network profile cannot connect; next one",
+                             since=log_mark, what="the fallback")
+    assert moved["slot"] == "2" and moved["attempts"] == 2
+    failed = [e for e in s.log()[log_mark:] if e.get("msg") == "CSMS connection failed"]
+    assert len(failed) == 2 and front.forwarded > forwarded  # two attempts at slot 2, then slot 1 through the front
+    assert (await _comm(s, "ActiveNetworkProfile"))["attributeValue"] == "1"
+    assert (await _get(s, "SecurityProfile"))["attributeValue"] == "3"
+
+
+async def test_tc_b_45_cs_migration_to_another_csms_url(p2: Station, front: TlsFaultFront) -> None:
+    """TC_B_45_CS (B09.FR.01, B10.FR.01/04/06): a network profile naming another CSMS URL (the CSMS's own endpoint,
+    not the commissioned front) with its messageTimeout, first in NetworkConfigurationPriority "2,1": after the
+    Reset the station connects there and boots; ActiveNetworkProfile says 2 and MessageTimeout the profile's 7 s."""
+    s = p2
+    answer = await s.csms.call(CP_ID, "SetNetworkProfile", {"configurationSlot": 2, "connectionData":
+                                                            _network_profile(s.csms.url, 3, message_timeout=7)})
+    assert answer == {"status": "Accepted"}
+    assert (await _comm(s, "NetworkConfigurationPriority", "2,1"))["attributeStatus"] == "RebootRequired"
+    forwarded = front.forwarded
+    mark = await _reset(s)
+    assert front.forwarded == forwarded and _connects(s, mark)  # straight to the new URL, not through the front
+    assert (await _comm(s, "ActiveNetworkProfile"))["attributeValue"] == "2"
+    timeout = await s.csms.call(CP_ID, "GetVariables", {"getVariableData": [
+        {"component": COMM, "variable": {"name": "MessageTimeout", "instance": "Default"}}]})
+    assert timeout["getVariableResult"][0]["attributeValue"] == "7"
+
+
 # --- security profile 3: the station's own certificate ------------------------------------------------------
 
 
@@ -296,7 +421,8 @@ async def p3(tmp_path_factory: pytest.TempPathFactory, pki: TlsPki) -> AsyncIter
     tmp = tmp_path_factory.mktemp("p3")
     server = server_tls_context(pki.csms.cert, pki.csms.key, client_ca=pki.csms_root.path)
     async with Station(tmp, ocpp="2.0.1", connectors=1, csms_ssl=server,
-                       ocpp_extra=_ocpp(3, pki, password=None, cp_cert=True)) as s:
+                       ocpp_extra=_ocpp(3, pki, password=None, cp_cert=True)
+                       + "additional_root_certificate_check = true\n") as s:
         await s.start_agent()
         yield s
 
@@ -408,3 +534,35 @@ async def test_tc_m_23_cs_the_station_certificate_cannot_be_deleted(p3: Station)
     assert await s.csms.call(CP_ID, "DeleteCertificate", {"certificateHashData": own}) == {"status": "NotFound"}
     assert (s.state_dir / "certs/charge-point-renewed.pem").exists()
     assert s.csms.is_connected(CP_ID)
+
+
+async def test_additional_root_certificate_check_replaces_the_csms_root_after_a_connection_with_it(
+        p3: Station, pki: TlsPki, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """SecurityCtrlr.AdditionalRootCertificateCheck (ReadOnly, commissioned true here; M05): a CSMS root not issued
+    by the installed one is Rejected with InvalidCsmsCertificate; one issued by it is Accepted and replaces it once a
+    connection anchored by the new root is accepted (the commissioned root is kept: it is never removed)."""
+    s = p3
+    assert (await _get(s, "AdditionalRootCertificateCheck"))["attributeValue"] == "true"
+    assert (await _set(s, "AdditionalRootCertificateCheck", "false"))["attributeStatus"] == "Rejected"
+    where = tmp_path_factory.mktemp("roots-check")
+    mark = s.mark()
+    stranger = make_ca(where, "Stranger root")
+    answer = await s.csms.call(CP_ID, "InstallCertificate", {"certificateType": "CSMSRootCertificate",
+                                                             "certificate": stranger.path.read_text()})
+    assert answer["status"] == "Rejected"
+    await s.wait_call("SecurityEventNotification", lambda e: e.payload["type"] == "InvalidCsmsCertificate"
+                      and "AdditionalRootCertificateCheck" in e.payload.get("techInfo", ""), since=mark)
+    new = make_ca(where, "New CSMS root", signed_by=pki.csms_root)
+    answer = await s.csms.call(CP_ID, "InstallCertificate", {"certificateType": "CSMSRootCertificate",
+                                                             "certificate": new.path.read_text()})
+    assert answer == {"status": "Accepted"}
+    moved = issue_server_cert(new, where, "moved")
+    assert s.csms.ssl_context is not None
+    s.csms.ssl_context.load_cert_chain(moved.cert, moved.key)  # the CSMS moves to a certificate of the new root
+    log_mark, mark = len(s.log()), s.mark()
+    await s.csms.disconnect(CP_ID)
+    await _wait_connect(s, mark, "a connection anchored by the new root")
+    await s.csms.wait_connected(CP_ID)
+    confirmed = await s.wait_log(lambda e: e.get("msg") == "new CSMS root confirmed by a connection; "
+                                 "fallback removed", since=log_mark, what="the replacement confirmed")
+    assert confirmed["kept_commissioned"] == 1

@@ -357,8 +357,15 @@ def test_the_station_s_value_sizes_and_general_variables(db: Database) -> None:
     for component, variable, value in (("DeviceDataCtrlr", "ValueSize", "1000"),
                                        ("DeviceDataCtrlr", "ConfigurationValueSize", "1000"),
                                        ("DeviceDataCtrlr", "ReportingValueSize", "1000"),
-                                       ("OCPPCommCtrlr", "NetworkProfileConnectionAttempts", str(FALLBACK_AFTER)),
                                        ("ChargingStation", "AllowNewSessionsPendingFirmwareUpdate", "false")):
         key = VariableKey(component, variable)
         assert model.definitions[key].mutability is Mutability.READ_ONLY
         assert model.get_variable(key) == GetResult("Accepted", value)
+    # the attempts with a network profile before the next (Part 2 "General"; TC_A_05/06_CS set it): ReadWrite,
+    # the shared security policy's count by default
+    attempts = VariableKey("OCPPCommCtrlr", "NetworkProfileConnectionAttempts")
+    assert model.definitions[attempts].mutability is Mutability.READ_WRITE
+    assert model.get_variable(attempts) == GetResult("Accepted", str(FALLBACK_AFTER))
+    assert model.set_variable(attempts, "1").status == "Accepted"
+    assert model.get_int(attempts.component, attempts.variable) == 1
+    assert model.set_variable(attempts, "0").status == "Rejected"

@@ -3,7 +3,6 @@ generated here. Each refused handshake is named as the 1.6 security whitepaper's
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from firmware.security.authorization_key import basic_auth_header, basic_auth_pa
 from sim.csms.behaviour import ChargePointProfile
 from sim.csms.server import SimulatedCsms, server_tls_context
 from sim.harness.pki import TlsPki, issue_charge_point_cert, issue_server_cert, make_ca, make_tls_pki
+from tests.tls_faults import NO_SHARED_CIPHER_ALERT, TlsFaultFront, tls11_server_hello
 
 CP = "CP-TLS-1"
 HEX_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 hex digits: a 20-byte password (TC_085)
@@ -125,51 +125,24 @@ async def test_a_bad_server_certificate_is_invalid_central_system_certificate(
     assert not [e for e in seen if e.kind.value == "connect"]
 
 
-def _tls11_server_hello() -> bytes:
-    """What a server that speaks TLS 1.1 at most answers to our ClientHello: a ServerHello choosing TLS 1.1
-    (OpenSSL 3 will not even be configured to serve TLS 1.1 at its default security level, so it is written here
-    byte by byte: RFC 4346 7.4.1.3)."""
-    body = bytes([0x03, 0x02]) + bytes(range(32)) + b"\x00" + bytes([0xC0, 0x09]) + b"\x00"  # v1.1, random, no
-    handshake = b"\x02" + len(body).to_bytes(3, "big") + body  # session id, ECDHE-ECDSA-AES128-SHA, null
-    return bytes([0x16, 0x03, 0x02]) + len(handshake).to_bytes(2, "big") + handshake
-
-
-#: A fatal handshake_failure alert in a TLS 1.2 record: what a TLS 1.2 server sends when it shares no cipher suite
-#: with the ClientHello (RFC 5246 7.2.2, 7.4.1.3). Python's asyncio TLS server drops its alerts, so it is written here.
-_NO_SHARED_CIPHER_ALERT = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28])
-
-
 async def _refused_by(reply: bytes, pki: TlsPki) -> BaseException:
     """One attempt of the link against a server that answers our ClientHello with ``reply``."""
-    hello_seen = asyncio.Event()
-
-    async def server_side(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        record = await reader.read(5)  # the ClientHello's record header
-        if record[:1] == b"\x16":
-            hello_seen.set()
-            writer.write(reply)
-            await writer.drain()
-        await reader.read(1024)  # our alert, or the close
-        writer.close()
-
-    server = await asyncio.start_server(server_side, "127.0.0.1", 0)
-    async with server:
-        port = server.sockets[0].getsockname()[1]
-        link = OcppLink(f"wss://127.0.0.1:{port}/ocpp", CP, "ocpp1.6",
+    async with TlsFaultFront(reply=reply) as front:
+        link = OcppLink(f"wss://127.0.0.1:{front.port}/ocpp", CP, "ocpp1.6",
                         ssl_context=tls.client_context(pki.csms_root.path))
         with pytest.raises(ssl.SSLError) as raised:
             await link.probe()
-    assert hello_seen.is_set()
+    assert front.refused == 1
     return raised.value
 
 
 async def test_tls_1_1_only_is_invalid_tls_version(pki: TlsPki) -> None:
-    failure = tls.classify_failure(await _refused_by(_tls11_server_hello(), pki), over_tls=True)
+    failure = tls.classify_failure(await _refused_by(tls11_server_hello(), pki), over_tls=True)
     assert failure is not None and failure.event == "InvalidTLSVersion", failure
 
 
 async def test_no_shared_cipher_suite_is_invalid_tls_cipher_suite(pki: TlsPki) -> None:
-    failure = tls.classify_failure(await _refused_by(_NO_SHARED_CIPHER_ALERT, pki), over_tls=True)
+    failure = tls.classify_failure(await _refused_by(NO_SHARED_CIPHER_ALERT, pki), over_tls=True)
     assert failure is not None and failure.event == "InvalidTLSCipherSuite", failure
 
 

@@ -10,8 +10,9 @@ SecurityProfile and AuthorizationKey; 2.0.1: SecurityCtrlr.SecurityProfile and B
   point's client certificate. The scheme follows the profile. It may only be raised (1.6 TC_084: a lower value is
   Rejected), and only when the new profile's prerequisites are installed (a key for 1-2, a CSMS root for 2-3, a
   charge point certificate for 3). On a raise the agent reconnects with the new profile at once; until a
-  connection with it has been accepted (BootNotification), :data:`FALLBACK_AFTER` failed attempts put the previous
-  profile back (TC_083: never a downgrade by OCPP, but never cut off either). A profile that has connected is kept.
+  connection with it has been accepted (BootNotification), :data:`FALLBACK_AFTER` failed attempts (2.0.1:
+  NetworkProfileConnectionAttempts) put the previous profile back (TC_083: never a downgrade by OCPP, but never
+  cut off either). A profile that has connected is kept.
 * **The key**: write-only (never read back, never logged), 16..40 printable characters; the Basic-auth password it
   becomes follows OCTT TC_085 (:mod:`firmware.security.authorization_key`). A new key reconnects at once with it
   (1.6 TC_073) where the profile uses Basic auth.
@@ -66,10 +67,13 @@ class SecurityPolicy:
 
     def __init__(self, config: AgentConfig, db: Database, values: SecurityValues, events: SecurityEvents,
                  store: CertificateStore, credentials: ChargePointCredentials, *, key_name: str,
-                 key_valid: Callable[[str], bool] = is_valid_authorization_key, hex_rule: bool = True) -> None:
+                 key_valid: Callable[[str], bool] = is_valid_authorization_key, hex_rule: bool = True,
+                 fallback_after: Callable[[], int] = lambda: FALLBACK_AFTER) -> None:
         """``key_name``: what the version calls the key (AuthorizationKey, BasicAuthPassword), for the events;
         ``key_valid``: the version's rule for a new key; ``hex_rule``: how the key becomes the Basic-auth password
-        (:func:`~firmware.security.authorization_key.basic_auth_password`: 1.6 TC_085; 2.0.1 as text)."""
+        (:func:`~firmware.security.authorization_key.basic_auth_password`: 1.6 TC_085; 2.0.1 as text);
+        ``fallback_after``: the failed attempts with a raised profile before the previous one is put back (1.6:
+        :data:`FALLBACK_AFTER`; 2.0.1: OCPPCommCtrlr.NetworkProfileConnectionAttempts), read at each failure."""
         assert config.ocpp is not None
         self.config = config
         self.values = values
@@ -79,8 +83,11 @@ class SecurityPolicy:
         self.key_name = key_name
         self._key_valid = key_valid
         self._hex_rule = hex_rule
+        self._fallback_after = fallback_after
         self._settings = Settings(db)
         self.reconnect: Callable[[], Awaitable[None]] | None = None  # the link's, set by the client
+        #: the CSMS each attempt connects to (2.0.1: the active network profile's; None: ``[ocpp] csms_url``)
+        self.csms_url: Callable[[], str | None] = lambda: None
         self._reconnect_pending = False
         self._failed_with_new_profile = 0
         self._previous: dict[str, str] = {}  # each value before the change under way
@@ -156,7 +163,8 @@ class SecurityPolicy:
         """What the next connection attempt uses: the current profile's scheme, key and TLS context."""
         assert self.config.ocpp is not None
         return security_profile.link_settings(self.config.ocpp, self.profile, self.values.key(), self.store,
-                                              self.credentials.files(), hex_rule=self._hex_rule)
+                                              self.credentials.files(), hex_rule=self._hex_rule,
+                                              url=self.csms_url())
 
     def attempt_failed(self, exc: BaseException) -> None:
         """A connection attempt failed: its security event, and the fallback of a profile never confirmed."""
@@ -172,7 +180,7 @@ class SecurityPolicy:
         previous = self._settings.get(_FALLBACK)
         if previous:
             self._failed_with_new_profile += 1
-            if self._failed_with_new_profile >= FALLBACK_AFTER:
+            if self._failed_with_new_profile >= max(1, self._fallback_after()):
                 log.warning("security profile cannot connect; falling back", extra={
                     "profile": self.profile, "fallback": int(previous), "attempts": self._failed_with_new_profile})
                 self.values.store_profile(int(previous))

@@ -59,6 +59,10 @@ class Certificates(CertificateManagement):
         super().__init__(ctx, store, credentials, peer_certificate, security_profile, reconnect,
                          ctx.report_security_event, rules)
         v.provide(VariableKey(COMPONENT, "CertificateEntries"), lambda: str(len(store.installed())))
+        # ReadOnly in 2.0.1: the station's policy, commissioned (the replacement itself is the shared one 1.6 uses)
+        assert ctx.config.ocpp is not None
+        v.fix(COMPONENT, "AdditionalRootCertificateCheck",
+              "true" if ctx.config.ocpp.additional_root_certificate_check else "false")
 
     @handles(Action.certificate_signed)
     async def _certificate_signed(self, certificate_chain: str, certificate_type: str | None = None,

@@ -117,12 +117,15 @@ class Ocpp201Client(ContextViews):
         credentials = ChargePointCredentials(certs, ocpp.cp_cert, ocpp.cp_key)
         # the security profile and password (SecurityCtrlr) decide each connection attempt, as in 1.6
         self.security = Security(ctx, self.security_events, store, credentials)
+        # B09/B10/A05: the network profile this start connects with (its URL, messageTimeout, security profile)
+        # and the next one after NetworkProfileConnectionAttempts failed attempts
+        network_profiles = NetworkProfiles(ctx, self.security)
         self.link = OcppLink(ocpp.csms_url, config.charge_point_id, SUBPROTOCOL,
                              backoff=Backoff(ocpp.reconnect_min_s, ocpp.reconnect_max_s), ping_interval_s=ping or None,
                              stable_after_s=ocpp.stable_connection_s, settings=self.security.link_settings,
-                             on_attempt_failed=self.security.attempt_failed)
+                             on_attempt_failed=network_profiles.attempt_failed)
         self.security.reconnect = self.link.reconnect
-        network_profiles = NetworkProfiles(ctx, self.security)  # A05: may raise the profile at this start
+        self._network_profiles = network_profiles
         self.certificates = Certificates(ctx, store, credentials, self.link.peer_certificate,
                                          lambda: self.security.profile, self.link.reconnect)
         base_diagnostics = diagnostics or (lambda: {})
@@ -205,7 +208,7 @@ class Ocpp201Client(ContextViews):
             heartbeat=self.provisioning.heartbeat, statuses=self.statuses, delivery=self.transactions.delivery,
             hardware=self.data_transfer,
             on_accepted=(self.link.mark_accepted,  # the back-off resets only once the connection stayed up a while
-                         self.security.accepted, self.certificates.connected))
+                         self.security.accepted, self._network_profiles.accepted, self.certificates.connected))
 
     async def close_orphaned_transactions(self) -> int:
         closed = await self.transactions.close_orphaned_transactions()

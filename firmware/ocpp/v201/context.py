@@ -30,3 +30,10 @@ class V201Context(CsmsConnectionMixin):
     ledger: Ledger  # billing records; the transaction id is the station's own UUID
     outbox: Outbox  # messages not yet delivered
     request_exit: Callable[[ExitCode], None]
+    #: the active network profile's messageTimeout (B09; None: ``[ocpp] response_timeout_s``, the commissioned one)
+    message_timeout_s: float | None = None
+
+    @property
+    def response_timeout_s(self) -> float:
+        """How long a CALL of ours waits for its answer on the next connection (OCPPCommCtrlr.MessageTimeout)."""
+        return self.message_timeout_s if self.message_timeout_s is not None else super().response_timeout_s

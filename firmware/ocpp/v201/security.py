@@ -31,7 +31,9 @@ from firmware.security.credentials import ChargePointCredentials
 
 COMPONENT = "SecurityCtrlr"
 PASSWORD = VariableKey(COMPONENT, "BasicAuthPassword")
-IDENTITY_MAX = 48  # SecurityCtrlr.Identity: identifierString[0..48]
+IDENTITY_MAX = 48
+#: the failed attempts with a network profile before the next one, and before a raised profile is put back
+ATTEMPTS = ("OCPPCommCtrlr", "NetworkProfileConnectionAttempts")  # SecurityCtrlr.Identity: identifierString[0..48]
 
 
 class _Variables:
@@ -58,7 +60,8 @@ class Security(SecurityPolicy):
                  credentials: ChargePointCredentials) -> None:
         variables = ctx.variables
         super().__init__(ctx.config, ctx.db, _Variables(variables), events, store, credentials,
-                         key_name=PASSWORD.variable, key_valid=is_valid_basic_auth_password, hex_rule=False)
+                         key_name=PASSWORD.variable, key_valid=is_valid_basic_auth_password, hex_rule=False,
+                         fallback_after=lambda: variables.get_int(*ATTEMPTS))
         if len(ctx.config.charge_point_id) <= IDENTITY_MAX:
             variables.fix(COMPONENT, "Identity", ctx.config.charge_point_id)
         variables.add_check(PASSWORD, lambda current, new: None if self.may_change_key(current, new) else
