@@ -357,3 +357,18 @@ def test_queued_messages_are_checked_as_they_will_be_sent(tmp_path: Path, caplog
     head = outbox.head()
     assert head is not None and head.payload == faulty.payload
     db.close()
+
+
+def test_stop_reasons_are_16_reasons() -> None:
+    """StopTransaction's reason is the machine's StopReason as is, but Timeout (2.0.1's E10 rule, never on in 1.6)
+    which 1.6's Reason lacks: Other."""
+    from firmware.ocpp.v16.mapping import stop_reason
+    from firmware.session import StopReason
+
+    assert stop_reason(StopReason.EV_DISCONNECTED) == "EVDisconnected"
+    assert stop_reason(StopReason.TIMEOUT) == "Other"
+    assert {stop_reason(r) for r in StopReason} <= OCPP16_REASONS
+
+
+OCPP16_REASONS = {"DeAuthorized", "EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other", "PowerLoss",
+                  "Reboot", "Remote", "SoftReset", "UnlockCommand"}
