@@ -32,7 +32,7 @@ from firmware.charger.smart_charging import (
     SmartChargingScheduler,
     running_transactions,
 )
-from firmware.config import AgentConfig
+from firmware.config import TETHERED, AgentConfig
 from firmware.event_log import StatusLog, log_device_events
 from firmware.exitcodes import ExitCode
 from firmware.hardware import ChargerHardware, ReaderHardware, build_hardware
@@ -106,7 +106,8 @@ class Agent:
         self.report.ocpp = self.ocpp
         status_log = StatusLog()
         for c in config.connectors:
-            base = SessionConfig(max_current_amps=c.max_current_a, cable_lock=c.cable_lock)
+            base = SessionConfig(max_current_amps=c.max_current_a, cable_lock=c.cable_lock,
+                                 tethered_cable=c.cable == TETHERED)
             ctrl = ConnectorController(self.hardware.connectors[c.id],
                                        self.ocpp.session_config(base) if self.ocpp is not None else base, self.db)
             if self.ocpp is not None:

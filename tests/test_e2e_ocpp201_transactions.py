@@ -16,6 +16,7 @@ from sim.devices.interfaces import BoardFault
 from tests.station import CP_ID, WAIT_S, Station
 
 CARD = "04A1B2C3"
+OTHER = "04D5E6F7"
 
 
 def _events(s: Station, since: int = 0) -> list[dict[str, Any]]:
@@ -77,7 +78,8 @@ def _one_transaction(s: Station, since: int) -> str:
 
 async def test_start_and_stop_points(tmp_path: Path) -> None:
     """TC_E_09_CS (start EVConnected) with TC_E_14_CS / TC_E_20_CS (stop EVConnected: a local stop only ends the
-    authorization, the unplug ends the transaction); TC_E_10_CS (start Authorized - Local) with TC_E_39_CS
+    authorization, the unplug ends the transaction; a second tap or a remote start before the unplug starts nothing
+    inside it — one transaction, one billing record); TC_E_10_CS (start Authorized - Local) with TC_E_39_CS
     (Deauthorized - timeout: EVConnectionTimeOut ends it) and TC_E_15_CS (StopAuthorized - Local); TC_E_02_CS (start
     EnergyTransfer) with TC_E_22_CS (stop EnergyTransfer - SuspendedEV); TC_E_37_CS (stop PowerPathClosed - EV side
     disconnect while StopTxOnEVSideDisconnect is false); TC_E_26_CS (EV side disconnect suspends, stop point
@@ -86,6 +88,7 @@ async def test_start_and_stop_points(tmp_path: Path) -> None:
     Rejected."""
     async with Station(tmp_path, ocpp="2.0.1", connectors=1) as s:
         s.csms.behaviour.id_tags.accept(CARD)
+        s.csms.behaviour.id_tags.accept(OTHER)
         await s.start_agent()
         answer = await s.csms.call(CP_ID, "SetVariables", {"setVariableData": [
             {"component": {"name": "TxCtrlr"}, "variable": {"name": name}, "attributeValue": value}
@@ -110,6 +113,23 @@ async def test_start_and_stop_points(tmp_path: Path) -> None:
         assert stop["transactionInfo"]["chargingState"] == "EVConnected"
         await s.wait_until(lambda: not s.charger.connector_state(1)["contactor_closed"], what="energy stopped")
         assert [e["eventType"] for e in _events(s, mark)].count("Ended") == 0
+        # a second tap before the unplug, the same card or another, starts nothing inside the transaction that goes
+        # on until the unplug (E06.FR.02): refused without an Authorize; so is a RequestStartTransaction
+        second, lines = s.mark(), len(s.log())
+
+        def refused() -> int:
+            return len([e for e in s.log()[lines:] if e.get("msg") == "session" and e.get("event") == "IdTokenRefused"
+                        and e.get("reason") == "unplug_first"])
+
+        await s.tap(CARD)
+        await s.wait_until(lambda: refused() == 1, what="the same card refused")
+        await s.tap(OTHER)
+        await s.wait_until(lambda: refused() == 2, what="another card refused")
+        answer = await s.csms.call(CP_ID, "RequestStartTransaction", {
+            "idToken": {"idToken": OTHER, "type": "ISO14443"}, "remoteStartId": 3, "evseId": 1}, timeout_s=WAIT_S)
+        assert answer["status"] == "Rejected"
+        assert s.calls("Authorize", second) == [] and _events(s, second) == []
+        assert not s.charger.connector_state(1)["contactor_closed"]
         s.ev(1).unplug()
         ended = (await _event(s, mark, "Ended")).payload
         assert ended["triggerReason"] == "EVCommunicationLost"
@@ -243,7 +263,8 @@ async def test_transaction_status_and_message_retries(tmp_path: Path) -> None:
     MessageAttemptInterval) and TC_E_50_CS (MessageAttempts CALLERRORs: given up, the next message goes); the same
     without a CALLERROR, the CSMS not answering within MessageTimeout (2 s here): TC_E_42_CS (the Started event not
     answered once, then answered) and TC_E_41_CS (the Ended event never answered: sent MessageAttempts times on the
-    same connection, then given up)."""
+    same connection, then given up); a queued message of no transaction (NotifyEvent) not answered: a failed attempt
+    as well, sent again on the same connection (no reconnect)."""
     async with Station(tmp_path, ocpp="2.0.1", connectors=1, response_timeout_s=2,
                        presets={"OCPPCommCtrlr.MessageAttemptInterval[TransactionEvent]": 1}) as s:
         s.csms.behaviour.id_tags.accept(CARD)
@@ -324,7 +345,19 @@ async def test_transaction_status_and_message_retries(tmp_path: Path) -> None:
         assert (ends[1].ts - ends[0].ts).total_seconds() >= 2.9
         assert s.csms.session(CP_ID) is session  # retried on the same connection, no reconnect
         assert not s.outbox()
+        # a queued message of no transaction (the NotifyEvent of the connector's AvailabilityState) not answered: a
+        # failed attempt too, sent again after MessageTimeout + the interval on the same connection, no reconnect
+        mark = s.mark()
+        s.csms.behaviour.faults.ignore_next("NotifyEvent", 1)
         s.ev(1).unplug()
+        await s.wait_until(lambda: len(s.calls("NotifyEvent", mark)) >= 2, what="the NotifyEvent sent again")
+        notified = s.calls("NotifyEvent", mark)
+        assert notified[0].payload == notified[1].payload
+        assert (notified[1].ts - notified[0].ts).total_seconds() >= 2.9
+        await s.wait_until(lambda: not s.outbox(), what="the NotifyEvent delivered")
+        assert s.csms.session(CP_ID) is session
+        assert not [e for e in s.log() if e.get("msg") == "no answer to a queued message; reconnecting, it will be "
+                    "sent again first"]
 
 
 async def test_invalid_id_stops_the_transaction_or_its_energy(tmp_path: Path) -> None:
@@ -367,12 +400,16 @@ async def test_invalid_id_stops_the_transaction_or_its_energy(tmp_path: Path) ->
         assert [e["eventType"] for e in _events(s, mark)].count("Ended") == 0
 
 
-async def test_tx_ended_meter_values(tmp_path: Path) -> None:
+async def test_tx_ended_meter_values_and_tc_e_27_tethered_cable(tmp_path: Path) -> None:
     """TC_J_10_CS (Sampled Meter Values - EventType Ended: SampledDataCtrlr.TxEndedInterval) and TC_J_03_CS
     (Clock-aligned Meter Values - EventType Ended: AlignedDataCtrlr.TxEndedInterval): the values taken during the
     transaction travel in its Ended event, Sample.Periodic and Sample.Clock (on the interval's grid) before the
-    Transaction.End value; none of them in an Updated event."""
-    async with Station(tmp_path, ocpp="2.0.1", connectors=1,
+    Transaction.End value; none of them in an Updated event. On the same station (a tethered cable) TC_E_27_CS
+    (Disconnect cable on EV-side - Suspend transaction - Fixed cable connection timeout, E10.FR.02/03): TxStopPoint
+    Authorized, StopTxOnEVSideDisconnect and UnlockOnEVSideDisconnect false; the EV unplugged while its energy
+    transfer is suspended: Updated EVCommunicationLost (chargingState Idle), the connector Available; the EV not back
+    within EVConnectionTimeOut: Ended, triggerReason EVConnectTimeout, stoppedReason Timeout."""
+    async with Station(tmp_path, ocpp="2.0.1", connectors=1, cable="tethered",
                        presets={"SampledDataCtrlr.TxEndedInterval": 1, "AlignedDataCtrlr.TxEndedInterval": 2,
                                 "AlignedDataCtrlr.Interval": 0}) as s:
         s.csms.behaviour.id_tags.accept(CARD)
@@ -392,6 +429,29 @@ async def test_tx_ended_meter_values(tmp_path: Path) -> None:
         clock = [v for v in ended["meterValue"] if v["sampledValue"][0]["context"] == "Sample.Clock"]
         assert all(int(v["timestamp"][17:19]) % 2 == 0 for v in clock)
         assert all("meterValue" not in e for e in _events(s, mark) if e["eventType"] == "Updated")
+        await s.wait_status(1, "Available", since=mark)
+
+        # TC_E_27_CS
+        await _set(s, TxCtrlr_TxStopPoint="Authorized", TxCtrlr_StopTxOnEVSideDisconnect="false",
+                   OCPPCommCtrlr_UnlockOnEVSideDisconnect="false", TxCtrlr_EVConnectionTimeOut="1")
+        mark = s.mark()
+        s.ev(1).plug()
+        await s.wait_status(1, "Occupied", since=mark)
+        await s.tap(CARD)
+        await _event(s, mark, "Started")
+        await _charging(s)
+        s.ev(1).paused = True  # State is EnergyTransferSuspended
+        await s.wait_until(lambda: not s.charger.connector_state(1)["contactor_closed"], what="suspended by the EV")
+        s.ev(1).unplug()
+        lost = await _event(s, mark, "Updated", "EVCommunicationLost")
+        assert lost.payload["transactionInfo"]["chargingState"] == "Idle"
+        await s.wait_status(1, "Available", since=lost.seq)  # the fixed cable occupies nothing without its EV
+        ended_at = await _event(s, mark, "Ended")
+        assert ended_at.payload["triggerReason"] == "EVConnectTimeout"
+        assert ended_at.payload["transactionInfo"]["stoppedReason"] == "Timeout"
+        assert (ended_at.ts - lost.ts).total_seconds() >= 0.9  # EVConnectionTimeOut
+        _one_transaction(s, mark)
+        assert not [line for line in s.log() if line.get("level") in ("ERROR", "CRITICAL")]
 
 
 async def test_offline_periods_and_power_loss(tmp_path: Path) -> None:

@@ -237,6 +237,21 @@ async def test_meter_values_of_no_transaction_are_not_retried(tlog: Outbox) -> N
     assert "transactionId" not in csms.sent[0][2]
 
 
+async def test_no_answer_to_a_message_of_no_transaction_is_a_stale_link_in_1_6(tlog: Outbox) -> None:
+    """1.6 is unchanged by 2.0.1's rule: a queued SecurityEventNotification (or idle MeterValues) not answered in time
+    counts no attempt; the link is dropped and the message goes first on the next connection."""
+    tlog.queue("SecurityEventNotification", {"type": "StartupOfTheDevice", "timestamp": "2026-03-01T12:00:00.000Z"})
+    csms = FakeCsms(lambda action, p, n: TimeoutError() if n == 1 else None)
+    d = OutboxDelivery(tlog, lambda: RetryPolicy(1, INTERVAL), TransactionMessages(ledger(tlog), lambda m, a: None),
+                       retried=frozenset({"SecurityEventNotification"}))
+    with pytest.raises(LinkUnresponsive):
+        await asyncio.wait_for(d.run(csms.call), 5)
+    head = tlog.head()
+    assert head is not None and head.attempts == 0
+    await run_until_empty(d, csms, tlog)
+    assert [a for _, a, _ in csms.sent] == ["SecurityEventNotification"] * 2 and tlog.stats().discarded == 0
+
+
 async def test_a_new_message_does_not_jump_a_retry_wait(tlog: Outbox) -> None:
     start(tlog)
     csms = FakeCsms(lambda action, p, n: call_error(action) if n == 1 else None)
@@ -342,3 +357,18 @@ def test_queued_messages_are_checked_as_they_will_be_sent(tmp_path: Path, caplog
     head = outbox.head()
     assert head is not None and head.payload == faulty.payload
     db.close()
+
+
+def test_stop_reasons_are_16_reasons() -> None:
+    """StopTransaction's reason is the machine's StopReason as is, but Timeout (2.0.1's E10 rule, never on in 1.6)
+    which 1.6's Reason lacks: Other."""
+    from firmware.ocpp.v16.mapping import stop_reason
+    from firmware.session import StopReason
+
+    assert stop_reason(StopReason.EV_DISCONNECTED) == "EVDisconnected"
+    assert stop_reason(StopReason.TIMEOUT) == "Other"
+    assert {stop_reason(r) for r in StopReason} <= OCPP16_REASONS
+
+
+OCPP16_REASONS = {"DeAuthorized", "EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other", "PowerLoss",
+                  "Reboot", "Remote", "SoftReset", "UnlockCommand"}

@@ -1,7 +1,8 @@
 """Outbox delivery with the OCPP 2.0.1 policy (E13): no answer within the response timeout is a failed attempt of a
 TransactionEvent — retried on the same connection after MessageAttemptInterval x the attempts so far, given up after
 MessageAttempts, the next message going then — where 1.6 takes it for a stale link (tests/test_ocpp16_delivery.py).
-A connection lost while the answer is due, and a message of no transaction, are treated as in 1.6."""
+A message of no transaction not answered in time is a failed attempt too, under the same policy (a CALLERROR still
+discards it at once); a connection lost while the answer is due is treated as in 1.6."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from firmware.ocpp.delivery import LinkUnresponsive, OutboxDelivery, RetryPolicy
-from firmware.ocpp.rpc import ConnectionLost
+from firmware.ocpp.delivery import OutboxDelivery, RetryPolicy
+from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost
 from firmware.ocpp.v201.transactions import TransactionMessages
 from firmware.storage.database import Database
 from firmware.storage.outbox import Outbox
@@ -99,13 +100,34 @@ async def test_a_connection_lost_is_still_no_failure(outbox: Outbox) -> None:
     assert seq_nos(csms) == [0, 0]
 
 
-async def test_no_answer_to_a_message_of_no_transaction_drops_the_link(outbox: Outbox) -> None:
-    """E13 is about transaction-related messages: a queued message of no transaction (MeterValues of an idle EVSE,
-    a ReservationStatusUpdate) not answered is a stale link, as in 1.6, and goes first after the reconnect."""
-    outbox.queue("ReservationStatusUpdate", {"reservationId": 5, "reservationUpdateStatus": "Expired"})
+def notification(outbox: Outbox, action: str = "NotifyEvent") -> None:
+    """A queued message of no transaction (NotifyEvent; MeterValues of an idle EVSE, SecurityEventNotification and
+    ReservationStatusUpdate go the same way)."""
+    outbox.queue(action, {"generatedAt": "2026-03-01T12:00:00.000Z", "seqNo": 0, "eventData": []})
+
+
+async def test_no_answer_to_a_message_of_no_transaction_is_a_failed_attempt_too(outbox: Outbox) -> None:
+    """2.0.1: the CALL of a queued message of no transaction timed out: one failed attempt, retried on the same
+    connection after MessageAttemptInterval (2.0.1 has no attempt count for it: MessageAttempts[TransactionEvent] is
+    the station's one rule), not a stale link; answered the second time: delivered, nothing given up."""
+    notification(outbox)
+    event(outbox, "Started", 0)
     csms = FakeCsms(lambda action, p, n: TimeoutError() if n == 1 else None)
-    d = delivery(outbox, attempts=1)
-    with pytest.raises(LinkUnresponsive):
-        await asyncio.wait_for(d.run(csms.call), 5)
-    await run_until_empty(d, csms, outbox)
-    assert [a for _, a, _ in csms.sent] == ["ReservationStatusUpdate"] * 2 and outbox.stats().discarded == 0
+    await run_until_empty(delivery(outbox, attempts=3), csms, outbox)  # no LinkUnresponsive: the link stays
+    assert [a for _, a, _ in csms.sent] == ["NotifyEvent", "NotifyEvent", "TransactionEvent"]
+    assert csms.sent[1][0] - csms.sent[0][0] >= INTERVAL * 0.9 and outbox.stats().discarded == 0
+
+
+async def test_a_message_of_no_transaction_never_answered_is_given_up_after_the_attempts(outbox: Outbox) -> None:
+    """Never answered: MessageAttempts sends (1 x, then 2 x the interval apart), then given up and the next goes.
+    A CALLERROR still gives it up at once (the CSMS cannot process it: sending it again changes nothing)."""
+    notification(outbox, "SecurityEventNotification")
+    notification(outbox)
+    event(outbox, "Started", 0)
+    csms = FakeCsms(lambda action, p, n: TimeoutError() if action == "SecurityEventNotification" else (
+        CallErrorReceived(action, "InternalError", "no", {}) if action == "NotifyEvent" else None))
+    await run_until_empty(delivery(outbox, attempts=3), csms, outbox)
+    assert [a for _, a, _ in csms.sent] == ["SecurityEventNotification"] * 3 + ["NotifyEvent", "TransactionEvent"]
+    gaps = [b - a for a, b in itertools.pairwise(t for t, action, _ in csms.sent[:3])]
+    assert INTERVAL * 0.9 <= gaps[0] < INTERVAL * 1.9 and INTERVAL * 1.9 <= gaps[1] < INTERVAL * 2.9
+    assert outbox.stats().discarded == 2

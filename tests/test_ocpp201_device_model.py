@@ -166,14 +166,15 @@ def test_inventory_reads_the_configuration_and_the_connectors(db: Database) -> N
 
     from firmware.ocpp.v201.context import V201Context
     from firmware.ocpp.v201.inventory import describe_inventory
-    from firmware.session import ConnectorStatus
+    from firmware.session import ConnectorStatus, SessionConfig
     from firmware.storage.ledger import Ledger
     from firmware.storage.outbox import Outbox
 
     config = parse_config(GOOD)
     ids = [c.id for c in config.connectors]
     model = DeviceModel(db, evse_ids=ids)
-    machines = {i: SimpleNamespace(status=ConnectorStatus.AVAILABLE, ev_connected=False) for i in ids}
+    machines = {i: SimpleNamespace(status=ConnectorStatus.AVAILABLE, ev_connected=False, config=SessionConfig())
+                for i in ids}
     connectors = {i: SimpleNamespace(machine=machines[i], latest_reading=None) for i in ids}
     ctx = V201Context(config, connectors, db, model, Ledger(db), Outbox(db), lambda _: None)  # type: ignore[arg-type]
     problems: set[tuple[int, str]] = set()  # (EVSE, component) with a problem that does not make them Faulted

@@ -15,7 +15,7 @@ from firmware.ocpp.v201.notify_event import (
     event_data,
     facts_of,
 )
-from firmware.session import ConnectorStatus
+from firmware.session import ConnectorStatus, SessionConfig
 from firmware.session.context import ActiveFault
 from hal.types import FaultCode
 
@@ -66,6 +66,7 @@ def test_event_data_is_a_valid_notify_event() -> None:
 
 def test_facts_of_a_machine_and_their_storage() -> None:
     machine = SimpleNamespace(status=ConnectorStatus.FAULTED, ev_connected=True, emergency_stop_active=True,
+                              config=SessionConfig(),
                               faults=(ActiveFault(FaultCode.LINK_LOST, "meter:meter1", "silent", False),))
     facts = facts_of(SimpleNamespace(machine=machine))  # type: ignore[arg-type]
     assert facts.state == "Faulted"

@@ -85,3 +85,15 @@ def test_facts_of_a_machine_through_identify_first_and_its_timeout() -> None:
     assert EvseFacts.of(m) == IDLE
     m.handle(PilotChanged(PilotState.B), now)
     assert EvseFacts.of(m) == EV
+
+
+def test_connector_status_of_a_tethered_cable_without_its_ev_is_available() -> None:
+    """E10 (TC_E_27_CS step 3): a transaction an unplug suspended leaves a tethered cable's connector Available; a
+    socket may still hold the EV's cable (we cannot sense it): Occupied until the session settles."""
+    from firmware.ocpp.v201.mapping import connector_status
+    from firmware.session import ConnectorStatus
+
+    assert connector_status(ConnectorStatus.SUSPENDED_EV, False, tethered=True) == "Available"
+    assert connector_status(ConnectorStatus.SUSPENDED_EV, False) == "Occupied"
+    assert connector_status(ConnectorStatus.SUSPENDED_EV, True, tethered=True) == "Occupied"
+    assert connector_status(ConnectorStatus.FAULTED, False, tethered=True) == "Faulted"

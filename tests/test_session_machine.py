@@ -457,6 +457,65 @@ def test_unplug_keeps_transaction_when_stop_on_ev_side_disconnect_is_off() -> No
     assert statuses(run(CardPresented(card("CARD1")))) == [S.AVAILABLE]  # §4.9 D1
 
 
+def test_tethered_cable_unplug_suspends_then_reconnect_timeout_stops_with_timeout() -> None:
+    """2.0.1 E10.FR.02 (OCTT TC_E_27_CS): StopTransactionOnEVSideDisconnect off, a tethered cable: the unplug keeps
+    the transaction and starts the connection timeout; the EV not back in time stops it (Timeout, EVConnectTimeout)
+    -> Available. Back in time cancels the timer and the transaction goes on."""
+    config = dict(stop_transaction_on_ev_side_disconnect=False, cable_lock=False, tethered_cable=True,
+                  ev_reconnect_timeout=True, connection_timeout_s=30.0)
+    run = charging(Run(**config))
+    effects = run(PilotChanged(P.A))
+    assert effects == [AllowPower(False), OfferCurrent(0.0), StatusChanged(
+        S.SUSPENDED_EV, False, info="EV side disconnected", trigger=Trigger.EV_COMMUNICATION_LOST),
+        StartTimer(TimerName.CONNECTION_TIMEOUT, 30.0)]
+    effects = run(TimerExpired(TimerName.CONNECTION_TIMEOUT), after=30)
+    assert only(effects, TransactionStopped) == [
+        TransactionStopped(1, StopReason.TIMEOUT, Trigger.EV_CONNECT_TIMEOUT, card("CARD1"))]
+    assert statuses(effects) == [S.AVAILABLE] and run.m.transaction is None and not run.m.timers
+
+    run = charging(Run(**config))
+    run(PilotChanged(P.A))
+    effects = run(PilotChanged(P.B))
+    assert effects[0] == CancelTimer(TimerName.CONNECTION_TIMEOUT) and statuses(effects) == [S.SUSPENDED_EV]
+    assert run(TimerExpired(TimerName.CONNECTION_TIMEOUT), after=30) == []  # stale: ignored
+    assert statuses(run(PilotChanged(P.C))) == [S.CHARGING] and run.m.transaction is not None
+
+    run = charging(Run(**config))  # stopped otherwise meanwhile: the timer goes with the transaction
+    run(PilotChanged(P.A))
+    effects = run(CardPresented(card("CARD1")))
+    assert CancelTimer(TimerName.CONNECTION_TIMEOUT) in effects and statuses(effects) == [S.AVAILABLE]
+    assert not run.m.timers
+
+
+def test_reconnect_timeout_only_for_a_tethered_cable_with_the_2_0_1_rule() -> None:
+    """1.6 (ev_reconnect_timeout off): ConnectionTimeOut bounds Preparing only; a suspended transaction waits for
+    its EV. A socket (the cable may still be locked in it, E10.FR.01) waits for its owner's id either way."""
+    for config in (dict(tethered_cable=True, cable_lock=False),  # 1.6 on a tethered cable
+                   dict(ev_reconnect_timeout=True)):  # 2.0.1 on a socket with a lock
+        run = charging(Run(stop_transaction_on_ev_side_disconnect=False, **config))  # type: ignore[arg-type]
+        effects = run(PilotChanged(P.A))
+        assert not only(effects, StartTimer) and not run.m.timers
+        assert run(TimerExpired(TimerName.CONNECTION_TIMEOUT), after=3600) == []
+        assert run.status is S.SUSPENDED_EV and run.m.transaction is not None
+
+
+def test_unplug_before_next_transaction_refuses_taps_and_remote_starts_until_the_ev_left() -> None:
+    """2.0.1 TxStopPoint EVConnected alone: after a local stop the transaction goes on until the unplug (E06.FR.02);
+    a second tap, of the same id or another, starts nothing (no authorization asked), nor does a remote start.
+    Unplugged: the next tap starts a new session as usual."""
+    run = charging(Run(unplug_before_next_transaction=True))
+    run(CardPresented(card("CARD1")))
+    assert run.status is S.FINISHING
+    for token in ("CARD1", "CARD2"):
+        assert run(CardPresented(card(token))) == [IdTokenRefused(card(token), RefusalReason.UNPLUG_FIRST)]
+    assert run(RemoteStartRequested(central("APP"))) == [
+        RemoteStartResult(False, "the last transaction's EV is still connected")]
+    assert run.status is S.FINISHING and run.m.transaction is None
+    assert statuses(run(PilotChanged(P.A))) == [S.AVAILABLE]
+    assert only(run(CardPresented(card("CARD2"))), RequestAuthorization) == [
+        RequestAuthorization(card("CARD2"), AuthPurpose.START)]
+
+
 def test_finishing_new_tap_starts_a_new_transaction_via_preparing() -> None:
     run = charging(Run())
     run(CardPresented(card("CARD1")))

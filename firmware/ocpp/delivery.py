@@ -34,8 +34,13 @@ message". OCPP-J 2.0.1 (Part 4 §4.1.1) has a CALL "timed out" when it is not re
 implementation's timeout (OCPPCommCtrlr.MessageTimeout), and §4.1.4 allows a message "retried ... when no response
 was received within timeout". So with the 2.0.1 policy (``timeout_is_failure``) no answer within the timeout is one
 failed attempt of a transaction-related message, counted and retried on the same connection like a CALLERROR, and
-given up after the attempts; the connection stays (WebSocketPingInterval is what finds a dead link). A connection
-that drops while the answer is due is still no failure, in both versions.
+given up after the attempts; the connection stays (WebSocketPingInterval is what finds a dead link). The same holds
+for a queued message of no transaction (MeterValues of an idle EVSE, NotifyEvent, SecurityEventNotification,
+ReservationStatusUpdate): its CALL has timed out, which says nothing about the link either; 2.0.1 gives such messages
+no attempt count of their own (MessageAttempts / MessageAttemptInterval have the one instance TransactionEvent), so
+the station's one rule bounds them — retried after MessageAttemptInterval x the attempts so far, given up after
+MessageAttempts. Their CALLERROR still gives them up at once (the CSMS cannot process them: resending changes
+nothing). A connection that drops while the answer is due is still no failure, in both versions.
 
 Delivery is at-least-once: a message whose answer was lost (power cut or connection loss between the
 CSMS processing it and the agent committing its removal) is sent again, unchanged, so that the CSMS can
@@ -44,7 +49,8 @@ has it.
 
 Messages that belong to no transaction (clock-aligned MeterValues of an idle connector) are queued too,
 so that the register readings of an offline period are not lost, but they are not transaction-related:
-a CALLERROR discards them at once, and a cap on the queue thins them first.
+a CALLERROR discards them at once, and a cap on the queue thins them first; not answered in time they are a stale
+link in 1.6 (reconnect, sent again first), a failed attempt in 2.0.1 (above).
 """
 
 from __future__ import annotations
@@ -93,7 +99,8 @@ class OutboxAdapter(Protocol):
 class RetryPolicy:
     """TransactionMessageAttempts / TransactionMessageRetryInterval (OCPP 1.6 §9.1), MessageAttempts /
     MessageAttemptInterval [TransactionEvent] (2.0.1). ``timeout_is_failure``: no answer within the response
-    timeout is a failed attempt (2.0.1 E13), not a stale link (1.6)."""
+    timeout is a failed attempt (2.0.1 E13), retried by this policy whatever the message — also one of no
+    transaction —, not a stale link (1.6)."""
 
     attempts: int
     interval_s: float
@@ -187,14 +194,14 @@ class OutboxDelivery:
         try:
             answer = await call(msg.action, payload)
         except TimeoutError as exc:
-            if self._retried_message(msg) and self._policy().timeout_is_failure:
-                self._failed(msg, exc, "no answer within the response timeout")  # 2.0.1 E13
+            if self._policy().timeout_is_failure:  # 2.0.1: the CALL timed out, a failed attempt; the link stays
+                self._failed(msg, exc, "no answer within the response timeout", retry=True)
                 return
             log.warning("no answer to a queued message; reconnecting, it will be sent again first",
                         extra={"action": msg.action, "seq": msg.seq})
             raise LinkUnresponsive(f"{msg.action} (seq {msg.seq}) not answered") from exc
         except (CallErrorReceived, InvalidResponse) as exc:
-            self._failed(msg, exc)
+            self._failed(msg, exc, retry=self._retried_message(msg))
             return
         self.outbox.delivered(msg.seq, self._adapter.store_answer(msg, answer))
         self._adapter.confirmed(msg, answer)
@@ -202,11 +209,11 @@ class OutboxDelivery:
     def _retried_message(self, msg: OutboxMessage) -> bool:
         return msg.transaction_related or msg.action in self._retried
 
-    def _failed(self, msg: OutboxMessage, exc: Exception, error: str | None = None) -> None:
+    def _failed(self, msg: OutboxMessage, exc: Exception, error: str | None = None, *, retry: bool) -> None:
         """The CSMS failed to process the message (§4.10; 2.0.1 E13 also: did not answer it in time): retry per the
-        policy, or give it up."""
+        policy if ``retry``, else (or once the attempts are spent) give it up."""
         failures = msg.attempts + 1  # the row's count: this worker is the outbox's only consumer
-        wait = self._policy().wait_before_retry(failures) if self._retried_message(msg) else None
+        wait = self._policy().wait_before_retry(failures) if retry else None
         error = error or str(exc)
         if wait is None:
             total = self.outbox.discard(msg.seq)

@@ -52,6 +52,19 @@ class SessionConfig:
     #: unplugs and that ends the transaction, open the lock (True) or keep the cable locked for its owner
     #: (False: the owner's id or an unlock command releases it, as after a DeAuthorized stop).
     unlock_on_ev_side_disconnect: bool = True
+    #: The EV is connected by a cable fixed to the station (IEC 61851-1 case C), not a socket-outlet: nothing stays in
+    #: the station once the EV leaves. The agent sets it from the connector's ``cable`` setting.
+    tethered_cable: bool = False
+    #: A transaction an unplug left open (``stop_transaction_on_ev_side_disconnect`` False) on a tethered cable ends
+    #: (StopReason Timeout, trigger EVConnectTimeout) when the EV is not back within ``connection_timeout_s``:
+    #: 2.0.1 E10.FR.02 (True). 1.6 (False): ConnectionTimeOut only bounds the wait from Preparing to a transaction's
+    #: start; a suspended transaction waits for its EV, its owner's id or a remote stop.
+    ev_reconnect_timeout: bool = False
+    #: After a transaction stopped with the EV still connected (Finishing), a new one waits for the EV to leave: a
+    #: tap is refused (``RefusalReason.UNPLUG_FIRST``), so is a remote start. 1.6 (False): a tap in Finishing starts
+    #: a new transaction (§4.9 F2). 2.0.1 with TxStopPoint EVConnected alone (True): the transaction goes on until the
+    #: unplug (E06.FR.02), and a second authorization must not start another session inside it.
+    unplug_before_next_transaction: bool = False
     #: Charging without authorization means (1.6 §4.9 A3): plugging in starts a transaction for
     #: this id token at once. ``None``: every transaction needs an authorized id. A configured 1.6
     #: idTag is ``IdToken(tag, Local)`` (the station's own id); 2.0.1 has ``NoAuthorization`` with "".

@@ -31,6 +31,7 @@ class StopReason(StrEnum):
     EMERGENCY_STOP = "EmergencyStop"
     UNLOCK_COMMAND = "UnlockCommand"
     OTHER = "Other"
+    TIMEOUT = "Timeout"  # the EV did not come back in time (2.0.1 E10.FR.02); 1.6 has no such Reason: sent as Other
 
 
 class Trigger(StrEnum):
@@ -66,6 +67,7 @@ class RefusalReason(StrEnum):
     RESERVED = "reserved"  # the connector is reserved for another id
     UNAVAILABLE = "unavailable"
     FAULTED = "faulted"
+    UNPLUG_FIRST = "unplug_first"  # the last transaction's EV is still connected: a new one waits for the unplug
 
 
 class UnlockStatus(StrEnum):

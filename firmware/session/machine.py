@@ -335,6 +335,11 @@ class SessionMachine:
     def _ev_present(self) -> bool:
         return self._ctx.pilot in _EV_PRESENT
 
+    def _unplug_first(self) -> bool:
+        """A transaction ended with the EV still here and a new one must wait for it to leave
+        (``unplug_before_next_transaction``)."""
+        return self.config.unplug_before_next_transaction and self._ctx.finishing and self._ev_present
+
     @property
     def current_error(self) -> FaultCode | None:
         """The fault a status report names: the latest blocking one, else the latest of any kind."""
@@ -562,6 +567,7 @@ class SessionMachine:
             return
         c.transaction = None
         c.pending = None
+        self._cancel_timer(TimerName.CONNECTION_TIMEOUT)  # an EV awaited after an unplug (ev_reconnect_timeout)
         self._trigger = trigger
         self._sync_power_down()
         log.info("transaction stopped", extra={"connector_id": self.connector_id, "local_id": tx.local_id,
@@ -638,6 +644,10 @@ class SessionMachine:
             self._info = EV_SIDE_DISCONNECTED
             if not self.config.stop_transaction_on_ev_side_disconnect:
                 self._goto(self._tx_status())  # transaction goes on, suspended, cable stays locked
+                if self.config.tethered_cable and self.config.ev_reconnect_timeout:
+                    # nothing of the session stays at a tethered station: the EV has the connection timeout to
+                    # come back (2.0.1 E10.FR.02)
+                    self._start_timer(TimerName.CONNECTION_TIMEOUT, self.config.connection_timeout_s)
                 return
             owner = c.transaction.id_token if c.transaction is not None else None
             self._stop_transaction(StopReason.EV_DISCONNECTED, Trigger.EV_COMMUNICATION_LOST)
@@ -653,6 +663,8 @@ class SessionMachine:
             return
         self._trigger = (Trigger.CABLE_PLUGGED_IN if self._ev_present and not was_present
                          else Trigger.CHARGING_STATE_CHANGED)
+        if self._ev_present:
+            self._cancel_timer(TimerName.CONNECTION_TIMEOUT)  # back in time
         self._goto(self._tx_status())
 
     def _on_pilot_finishing(self, event: PilotChanged) -> None:
@@ -722,7 +734,9 @@ class SessionMachine:
     def _on_tap_finishing(self, event: CardPresented) -> None:
         c = self._ctx
         owner = c.cable_held_for
-        if owner is None:
+        if owner is None and self._unplug_first():
+            self._emit(IdTokenRefused(event.id_token, RefusalReason.UNPLUG_FIRST))
+        elif owner is None:
             self._on_tap_to_start(event)
         elif same_token(event.id_token, owner):
             c.cable_held_for = None  # the owner takes the cable back: no authorization needed
@@ -780,6 +794,9 @@ class SessionMachine:
             return
         if c.cable_held_for is not None:
             self._emit(RemoteStartResult(False, "the cable is held for the owner of a deauthorized transaction"))
+            return
+        if self._unplug_first():
+            self._emit(RemoteStartResult(False, "the last transaction's EV is still connected"))
             return
         res = c.reservation
         if (res is not None and not same_token(event.id_token, res.id_token)
@@ -893,6 +910,13 @@ class SessionMachine:
         self._trigger = Trigger.EV_CONNECT_TIMEOUT
         self._release_authorization(Trigger.EV_CONNECT_TIMEOUT)
         self._end_usage()
+
+    def _on_reconnect_timeout(self, event: TimerExpired) -> None:
+        if event.name != TimerName.CONNECTION_TIMEOUT or not self._take_timer(event.name) or self._ev_present:
+            self._ignored(event, "timer not running")
+            return
+        self._info = EV_SIDE_DISCONNECTED
+        self._stop_and_settle(StopReason.TIMEOUT, Trigger.EV_CONNECT_TIMEOUT)
 
     def _on_reservation_expiry(self, event: TimerExpired) -> None:
         if (event.name != TimerName.RESERVATION_EXPIRY or not self._take_timer(event.name)
@@ -1117,6 +1141,10 @@ _TRANSACTION_ROWS: dict[type[Any], Transition] = {
                             "owner (Finishing until released); else energy off (C5)",
                             _S.SUSPENDED_EVSE, *_ENDED),
     ReservationMade: _t(_M._on_reserve_refused, "refuse: Occupied"),
+    TimerExpired: _t(_M._on_reconnect_timeout,
+                     "tethered cable, ev_reconnect_timeout (2.0.1 E10.FR.02): the EV unplugged from a transaction "
+                     "StopTransactionOnEVSideDisconnect kept is not back within the connection timeout: stop "
+                     "(Timeout, EVConnectTimeout)", *_ENDED),
 }
 
 TRANSITIONS: dict[ConnectorStatus, dict[type[Any], Transition]] = {
@@ -1154,7 +1182,9 @@ TRANSITIONS: dict[ConnectorStatus, dict[type[Any], Transition]] = {
     **{status: {**_TRANSACTION_ROWS, **_everywhere(status)} for status in _TX},
     _S.FINISHING: {
         PilotChanged: _t(_M._on_pilot_finishing, "F1: unplugged -> Available", _S.AVAILABLE, _S.UNAVAILABLE),
-        CardPresented: _t(_M._on_tap_finishing, "F2: ask for authorization of a new transaction; while the "
+        CardPresented: _t(_M._on_tap_finishing, "F2: ask for authorization of a new transaction (refused: "
+                                                "UnplugFirst while the EV of the last one is still connected and "
+                                                "unplug_before_next_transaction is on); while the "
                                                 "cable is held after a DeAuthorized stop only its owner's id, "
                                                 "which releases it (others refused: NotOwner; Preparing if an "
                                                 "EV was plugged in again after leaving)",
@@ -1162,7 +1192,9 @@ TRANSITIONS: dict[ConnectorStatus, dict[type[Any], Transition]] = {
         AuthorizationResult: _t(_M._on_auth_to_start, "F2: accepted -> Preparing -> new transaction",
                                 _S.PREPARING, *_TX),
         RemoteStartRequested: _t(_M._on_remote_start, "F2: accept -> Preparing -> new transaction (refused "
-                                                       "while the cable is held for its owner)",
+                                                       "while the cable is held for its owner, or the last "
+                                                       "transaction's EV is connected and "
+                                                       "unplug_before_next_transaction is on)",
                                  _S.PREPARING, *_TX),
         RemoteStopRequested: _t(_M._on_remote_stop_refused, "refuse: no transaction"),
         AvailabilityChanged: _t(_M._on_availability_now, "F8: Inoperative applies now", _S.UNAVAILABLE),

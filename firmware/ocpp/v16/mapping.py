@@ -14,6 +14,7 @@ from typing import Any
 from firmware.charger.metering import Sample
 from firmware.ocpp.timestamps import expiry
 from firmware.ocpp.timestamps import timestamp as timestamp  # re-exported: the 1.6 features use mapping.timestamp
+from firmware.session.effects import StopReason
 from firmware.session.events import AuthStatus
 from firmware.session.id_token import IdToken
 from firmware.storage.auth_stores import IdTagInfo
@@ -48,6 +49,11 @@ def error_code(code: FaultCode | None, source: str = "") -> tuple[str, str | Non
     if code is FaultCode.LINK_LOST:
         return _LINK_LOST_BY_KIND.get(kind, "InternalError"), code.value
     return _BY_CODE.get(code, "OtherError"), code.value
+
+
+def stop_reason(reason: StopReason) -> str:
+    """1.6 ``Reason``: the machine's reasons are 1.6's, but for Timeout (a 2.0.1 rule only, never on in 1.6): Other."""
+    return "Other" if reason is StopReason.TIMEOUT else reason.value
 
 
 def auth_status(value: str) -> AuthStatus:

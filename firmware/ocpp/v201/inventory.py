@@ -62,7 +62,8 @@ def describe_inventory(ctx: V201Context, has_problem: Callable[..., bool]) -> No
 
     def state(evse: int) -> str:
         ctrl = ctx.connectors.get(evse)
-        return "" if ctrl is None else mapping.connector_status(ctrl.machine.status, ctrl.machine.ev_connected)
+        m = None if ctrl is None else ctrl.machine
+        return "" if m is None else mapping.connector_status(m.status, m.ev_connected, m.config.tethered_cable)
 
     def power(evse: int) -> str:
         ctrl = ctx.connectors.get(evse)

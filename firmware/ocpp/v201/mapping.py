@@ -16,11 +16,13 @@ from hal.types import FaultCode
 _S = ConnectorStatus
 
 
-def connector_status(status: ConnectorStatus, ev_connected: bool) -> str:
-    """``ConnectorStatusEnumType``: the machine's nine statuses folded into five."""
+def connector_status(status: ConnectorStatus, ev_connected: bool, tethered: bool = False) -> str:
+    """``ConnectorStatusEnumType``: the machine's nine statuses folded into five. A tethered cable without its EV
+    occupies nothing, even while a transaction an unplug suspended waits for the EV (E10: Available); a socket may
+    still hold the EV's cable, which we cannot sense, so it stays Occupied until the session settles."""
     if status in (_S.FAULTED, _S.UNAVAILABLE, _S.RESERVED):
         return status.value
-    if status is _S.AVAILABLE or (status is _S.PREPARING and not ev_connected):
+    if status is _S.AVAILABLE or (not ev_connected and (status is _S.PREPARING or tethered)):
         return "Available"
     return "Occupied"
 

@@ -141,7 +141,7 @@ def facts_of(ctrl: ConnectorController) -> EvseFacts:
     problems = {Problem(f.code.value, f.source, f.detail) for f in m.faults}
     if m.emergency_stop_active:
         problems.add(Problem(EMERGENCY_STOP, "", "emergency stop"))
-    return EvseFacts(mapping.connector_status(m.status, m.ev_connected), frozenset(problems))
+    return EvseFacts(mapping.connector_status(m.status, m.ev_connected, m.config.tethered_cable), frozenset(problems))
 
 
 class NotifyEvents:

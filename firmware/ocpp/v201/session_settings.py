@@ -11,11 +11,12 @@ from dataclasses import replace
 
 from firmware.charger.connector import ConnectorController
 from firmware.ocpp.v201.device_model import DeviceModel, VariableKey
+from firmware.ocpp.v201.transaction_points import TxPoint, parse_points
 from firmware.session import SessionConfig
 
 _LIVE = frozenset({VariableKey("TxCtrlr", "EVConnectionTimeOut"), VariableKey("TxCtrlr", "StopTxOnEVSideDisconnect"),
                    VariableKey("TxCtrlr", "StopTxOnInvalidId"), VariableKey("AuthCtrlr", "AuthorizeRemoteStart"),
-                   VariableKey("OCPPCommCtrlr", "UnlockOnEVSideDisconnect")})
+                   VariableKey("OCPPCommCtrlr", "UnlockOnEVSideDisconnect"), VariableKey("TxCtrlr", "TxStopPoint")})
 
 
 def session_config(base: SessionConfig, variables: DeviceModel) -> SessionConfig:
@@ -26,7 +27,13 @@ def session_config(base: SessionConfig, variables: DeviceModel) -> SessionConfig
                    stop_transaction_on_invalid_id=variables.get_bool("TxCtrlr", "StopTxOnInvalidId"),
                    authorize_remote_tx_requests=variables.get_bool("AuthCtrlr", "AuthorizeRemoteStart"),
                    unlock_on_ev_side_disconnect=variables.get_bool("OCPPCommCtrlr", "UnlockOnEVSideDisconnect"),
-                   unlock_stops_transaction=False)
+                   unlock_stops_transaction=False,
+                   # E10.FR.02: a tethered cable's EV has EVConnectionTimeOut to come back to a suspended transaction
+                   ev_reconnect_timeout=True,
+                   # E06.FR.02: with EVConnected the only stop point the transaction outlives a local stop until the
+                   # unplug; no second session may begin inside it
+                   unplug_before_next_transaction=parse_points(variables.get_list("TxCtrlr", "TxStopPoint"))
+                   == {TxPoint.EV_CONNECTED})
 
 
 class SessionSettings:

@@ -38,7 +38,7 @@ class StatusReporter:
 
     def connector_changed(self, ctrl: ConnectorController, e: StatusChanged) -> None:
         if self.online:  # on reconnect the current status is sent, not the history
-            self._offer(ctrl.id, mapping.connector_status(e.status, e.ev_connected))
+            self._offer(ctrl.id, mapping.connector_status(e.status, e.ev_connected, ctrl.machine.config.tethered_cable))
 
     def connected(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -47,14 +47,16 @@ class StatusReporter:
         self._queue.clear()
         self.online = True
         for ctrl in self.connectors.values():
-            self._offer(ctrl.id, mapping.connector_status(ctrl.machine.status, ctrl.machine.ev_connected))
+            self._offer(ctrl.id, mapping.connector_status(ctrl.machine.status, ctrl.machine.ev_connected,
+                                                          ctrl.machine.config.tethered_cable))
 
     def triggered(self, evse_ids: list[int]) -> None:
         """TriggerMessage: the current status of each EVSE, sent even if it is no news."""
         for evse_id in evse_ids:
             ctrl = self.connectors[evse_id]
             self._last.pop(evse_id, None)
-            self._offer(evse_id, mapping.connector_status(ctrl.machine.status, ctrl.machine.ev_connected))
+            self._offer(evse_id, mapping.connector_status(ctrl.machine.status, ctrl.machine.ev_connected,
+                                                          ctrl.machine.config.tethered_cable))
 
     def disconnected(self) -> None:
         if self.online:

@@ -197,7 +197,8 @@ class Transactions:
         v = self.ctx.variables
         return RetryPolicy(v.get_int("OCPPCommCtrlr", "MessageAttempts", "TransactionEvent"),
                            float(v.get_int("OCPPCommCtrlr", "MessageAttemptInterval", "TransactionEvent")),
-                           timeout_is_failure=True)  # E13: no answer within MessageTimeout is a failed attempt
+                           # E13: no answer within MessageTimeout is a failed attempt (of any queued message)
+                           timeout_is_failure=True)
 
     def remote_start_requested(self, connector: int, remote_start_id: int | None) -> None:
         """RequestStartTransaction's id, for the Started event of the transaction it begins (None: forget it)."""
