@@ -38,7 +38,7 @@ def create_adapter(config: AgentConfig, db: Database, connectors: dict[int, Conn
                                  fixed=fixed_keys(config.ocpp))
         return Ocpp16Client(config, connectors, db, keys, request_exit=request_exit, coordinator=coordinator,
                             diagnostics=diagnostics, hardware=hardware, ledger=ledger, spawn=spawn,
-                            smart_charging=smart_charging, firmware=firmware,
+                            smart_charging=smart_charging, limits=limits, firmware=firmware,
                             diagnostics_sources=diagnostics_sources)
     if config.ocpp.version == "2.0.1":
         from firmware.ocpp.v201.client import Ocpp201Client

@@ -27,6 +27,7 @@ from typing import Any
 
 from firmware.charger.connector import ConnectorController
 from firmware.charger.coordinator import Coordinator
+from firmware.charger.limit_applier import LimitApplier
 from firmware.charger.smart_charging import SmartChargingScheduler
 from firmware.config import AgentConfig
 from firmware.exitcodes import ExitCode
@@ -80,13 +81,14 @@ class Ocpp16Client(ContextViews):
                  diagnostics: Callable[[], dict[str, Any]] | None = None,
                  hardware: Callable[[], dict[str, Any]] | None = None, spawn: Spawn | None = None,
                  ledger: Ledger | None = None, smart_charging: SmartChargingScheduler | None = None,
-                 firmware: FirmwareUpdater | None = None, diagnostics_sources: DiagnosticsSources | None = None
-                 ) -> None:
+                 firmware: FirmwareUpdater | None = None, diagnostics_sources: DiagnosticsSources | None = None,
+                 limits: LimitApplier | None = None) -> None:
         """``spawn(coro, name)`` starts the workers of each connection (the agent's task supervisor lists them
         and can inject faults; their ends are handled here: the connection is closed and the link reconnects).
         ``ledger``: the charge point's billing records (the agent's, shared with telemetry; default: on ``db``).
         ``smart_charging``: the charger's charging profiles (without: SetChargingProfile and its kin are
-        NotSupported, and a RemoteStartTransaction's chargingProfile is refused). ``firmware``: the update
+        NotSupported, and a RemoteStartTransaction's chargingProfile is refused); ``limits``: the charger's limit
+        sources, whose external ones bound GetCompositeSchedule (None: none do). ``firmware``: the update
         pipeline (UpdateFirmware); ``diagnostics_sources``: what GetDiagnostics archives."""
         assert config.ocpp is not None
         self.ctx = ctx = V16Context(config, connectors, db, keys, ledger or Ledger(db),
@@ -128,7 +130,7 @@ class Ocpp16Client(ContextViews):
             tls=firmware.settings.transfer_tls if firmware is not None else None)),
             Reservation(ctx, coordinator.reservations))
         if smart_charging is not None:
-            self._handlers += (SmartCharging(smart_charging),)
+            self._handlers += (SmartCharging(smart_charging, limits),)
         self._session_settings = SessionSettings(keys, connectors)
         self.security_events.started(f"evse-agent {config.identity.firmware_version} started")
 

@@ -7,6 +7,10 @@ The ``ocpp`` library's edges, each handled here (docs/smart-charging.md): number
 (they are turned into floats; a Decimal in an answer would raise inside the library); limits in an answer must
 be multiples of 0.1 (rounded down: never above what the schedule allows); an empty period list passes the
 library's schema but is refused here (Rejected, as other stacks do).
+
+The composite schedule "is the result of the calculation of all active schedules and possible local limits present in
+the Charge Point" (§5.7): the charger's external limits (the site energy manager's, its fail-safe) bound it, as in
+2.0.1 — 1.6 has no message to report them on their own.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import Any
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
+from firmware.charger.external_limits import caps, external_limits
+from firmware.charger.limit_applier import LimitApplier
 from firmware.charger.smart_charging import (
     ChargingProfile,
     ChargingSchedule,
@@ -103,8 +109,9 @@ def _time(value: object, name: str) -> datetime | None:
 
 
 class SmartCharging:
-    def __init__(self, scheduler: SmartChargingScheduler) -> None:
+    def __init__(self, scheduler: SmartChargingScheduler, limits: LimitApplier | None = None) -> None:
         self.scheduler = scheduler
+        self.limits = limits
 
     @handles(Action.set_charging_profile)
     async def _set(self, connector_id: int, cs_charging_profiles: dict[str, Any], **_: Any) -> Any:
@@ -129,7 +136,8 @@ class SmartCharging:
                          **_: Any) -> Any:
         unit = _UNIT[charging_rate_unit] if charging_rate_unit else RateUnit.AMPERES
         try:
-            schedule = self.scheduler.composite(connector_id, duration, unit)
+            external = None if self.limits is None else caps(external_limits(self.limits.limits))
+            schedule = self.scheduler.composite(connector_id, duration, unit, external=external)
         except (KeyError, ValueError) as exc:
             log.info("composite schedule refused", extra={"connector": connector_id, "reason": str(exc)})
             return call_result.GetCompositeSchedule(status="Rejected")
