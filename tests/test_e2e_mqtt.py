@@ -142,16 +142,23 @@ class _EnergyManager:
 
     @contextlib.asynccontextmanager
     async def speaking(self) -> AsyncIterator[None]:
+        silent = asyncio.Event()
+
         async def repeat() -> None:
-            while True:
+            # ``silent`` as well as the cancel: on Python 3.11 a cancel that lands as aiomqtt's publish completes is
+            # swallowed by its asyncio.wait_for (gh-86296), and the manager would never fall silent
+            while not silent.is_set():
                 await asyncio.sleep(0.5)
                 for topic in list(self.latest):
+                    if silent.is_set():
+                        return
                     await self.client.publish(topic, self.latest[topic])  # read and sent in one step: the latest
 
         task = asyncio.create_task(repeat())
         try:
             yield
         finally:
+            silent.set()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -179,6 +186,11 @@ async def test_site_limit_lowers_the_offered_current_within_1s_and_the_failsafe_
             state = (await em.wait_for(f"{ROOT}/connector/1/limit", lambda m: m.json()["limit_a"] == 10,
                                        since=mark)).json()
             assert state["sources"] == {"site": 10.0} and state["failsafe"] is False
+            # the site's limit bounds the composite schedule the CSMS asks for (§5.7: "possible local limits")
+            composite = await s.csms.call(CP_ID, "GetCompositeSchedule",
+                                          {"connectorId": 1, "duration": 600, "chargingRateUnit": "A"})
+            assert composite["status"] == "Accepted"
+            assert [p["limit"] for p in composite["chargingSchedule"]["chargingSchedulePeriod"]] == [10.0]
             # a whole-charger limit of 24 A with a second EV: shared, 12 A each, but connector 1 keeps its 10 A
             # cap and leaves the rest to connector 2 (14 A)
             await manager.command(f"{ROOT}/cmd/limit", '{"amps": 24}')
