@@ -274,6 +274,20 @@ def test_the_mapping_names_1_6_keys_of_the_same_kind() -> None:
         assert key.validate(d.default) == d.default, d.key  # the 2.0.1 default is a valid 1.6 value
 
 
+def test_a_setting_never_set_reads_the_same_in_both_views(db: Database) -> None:
+    """One store, one default: for every ``ocpp16`` mapping of device_model.json, the 1.6 key's default is the
+    variable's, and on a fresh store GetConfiguration and GetVariables report the same value (a default that drifts
+    in one view fails here)."""
+    keys = {d.name: d for d in [*features.key_definitions(2), *CONFIGURATION_KEYS]}
+    mapped = [d for d in load_description().values() if d.ocpp16 is not None]
+    assert len(mapped) >= 20
+    v16, model = _keys(db), DeviceModel(db)
+    for d in mapped:
+        assert d.ocpp16 is not None
+        assert keys[d.ocpp16].default == d.default, (d.ocpp16, d.key)
+        assert v16.get_str(d.ocpp16) == model.value(d) == d.default, (d.ocpp16, d.key)
+
+
 def test_a_value_set_in_one_version_is_the_value_in_the_other(db: Database) -> None:
     assert _keys(db).change("ConnectionTimeOut", "90") == ChangeResult.ACCEPTED
     assert _keys(db).change("LocalAuthListEnabled", "false") == ChangeResult.ACCEPTED
