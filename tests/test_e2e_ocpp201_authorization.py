@@ -550,6 +550,30 @@ async def test_tc_c_58_cs_local_list_disable_post_authorize(station: Station) ->
         await restore(s, old)
 
 
+async def test_tc_e_52_cs_disable_remote_authorization(station: Station) -> None:
+    """TC_E_52_CS Local start transaction - Authorization first - DisableRemoteAuthorization: with
+    AuthCtrlr.DisableRemoteAuthorization true an idToken neither listed nor cached (the CSMS would accept it) is
+    refused without an AuthorizeRequest; a listed one starts a transaction, again without one."""
+    s = station
+    unknown, listed = "E0520001", "E0520002"
+    s.csms.behaviour.id_tags.accept(unknown, listed)
+    old = await set_variables(s, {"AuthCtrlr.DisableRemoteAuthorization": "true"})
+    try:
+        assert (await send_list(s, 2, "Full", [entry(listed)]))["status"] == "Accepted"
+        mark = s.mark()
+        await plug(s, 1)
+        since = len(s.log())
+        await s.tap(unknown)
+        await s.wait_log(lambda e: e.get("msg") == "authorized without the CSMS" and e.get("verdict") == "refuse"
+                         and e.get("status") == "Unknown", since=since, what="the unknown idToken refused")
+        await s.tap(listed)
+        event = await s.wait_call("TransactionEvent", started(listed, 1), since=mark)
+        assert s.calls("Authorize", mark) == []
+        await stop_transaction(s, event.payload["transactionInfo"]["transactionId"])
+    finally:
+        await restore(s, old)
+
+
 async def test_tc_c_46_cs_cache_lifetime(station: Station) -> None:
     """TC_C_46_CS Store Authorization Data in the Authorization Cache - AuthCacheLifeTime: an idToken cached
     Accepted is no longer authorized from the cache once AuthCacheCtrlr.LifeTime has passed since it was stored:
