@@ -376,3 +376,19 @@ def test_the_station_s_value_sizes_and_general_variables(db: Database) -> None:
         key = VariableKey(component, variable)
         assert model.definitions[key].mutability is Mutability.READ_ONLY
         assert model.get_variable(key) == GetResult("Accepted", value)
+
+
+def test_master_pass_group_id_is_the_session_machines_master_pass_group(db: Database) -> None:
+    """AuthCtrlr.MasterPassGroupId (C16; 2.0.1 only, no 1.6 key): empty is no master pass; a value is the group an
+    accepted id must have to be one, matched as ids are (its value, whatever the type)."""
+    from firmware.ocpp.v201.session_settings import session_config
+    from firmware.session import IdToken, IdTokenType, SessionConfig
+
+    model = DeviceModel(db)
+    d = load_description()[VariableKey("AuthCtrlr", "MasterPassGroupId")]
+    assert d.ocpp16 is None and d.mutability is Mutability.READ_WRITE and d.default == ""
+    assert session_config(SessionConfig(), model).master_pass_group is None
+    assert model.set_variable(VariableKey("AuthCtrlr", "MasterPassGroupId"), "POLICE").status == "Accepted"
+    group = session_config(SessionConfig(), model).master_pass_group
+    assert group is not None and group.matches(IdToken("police", IdTokenType.ISO14443))
+    assert model.set_variable(VariableKey("AuthCtrlr", "MasterPassGroupId"), "x" * 37).status == "Rejected"

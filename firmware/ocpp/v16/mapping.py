@@ -14,6 +14,7 @@ from typing import Any
 from firmware.charger.metering import Sample
 from firmware.ocpp.timestamps import expiry
 from firmware.ocpp.timestamps import timestamp as timestamp  # re-exported: the 1.6 features use mapping.timestamp
+from firmware.session.effects import StopReason
 from firmware.session.events import AuthStatus
 from firmware.session.id_token import IdToken
 from firmware.storage.auth_stores import IdTagInfo
@@ -32,6 +33,13 @@ _BY_CODE: dict[FaultCode, str] = {
     FaultCode.DEVICE_ERROR: "InternalError",
 }
 _LINK_LOST_BY_KIND = {"meter": "PowerMeterFailure", "reader": "ReaderFailure", "board": "InternalError"}
+
+
+def stop_reason(reason: StopReason) -> str:
+    """StopTransaction's ``Reason``: the machine's value as is — but MasterPass, which 1.6 lacks, is Local ("stopped
+    locally on request of the user at the Charge Point ... presenting an RFID tag": a master pass is an id presented
+    at the charger to stop). It never arises in 1.6, which has no MasterPassGroupId; the mapping stays total."""
+    return "Local" if reason is StopReason.MASTER_PASS else reason.value
 
 
 def error_code(code: FaultCode | None, source: str = "") -> tuple[str, str | None]:

@@ -348,7 +348,10 @@ class Transactions:
             e = step.stopped
             return e.trigger.value, mapping.stopped_reason(e.reason, e.fault), e.stopped_by
         if step.dropped is not None:
-            return step.dropped.trigger.value, _DROP_REASON.get(step.dropped.trigger, "Other"), None
+            d = step.dropped
+            reason = mapping.stopped_reason(d.reason, None) if d.reason is not None else _DROP_REASON.get(d.trigger,
+                                                                                                         "Other")
+            return d.trigger.value, reason, None
         if stop is TxPoint.ENERGY_TRANSFER and ctrl.machine.ev_connected:
             by_ev = ctrl.machine.status is ConnectorStatus.SUSPENDED_EV
             return "ChargingStateChanged", "StoppedByEV" if by_ev else "Other", None
