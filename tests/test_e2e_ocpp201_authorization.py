@@ -680,6 +680,28 @@ async def test_not_stopped_by_an_invalid_id_token_of_the_group(station: Station,
         await restore(s, old)
 
 
+async def test_tc_c_45_cs_master_pass_cannot_start_a_transaction(station: Station) -> None:
+    """TC_C_45_CS Authorization by GroupId - Master pass - Not able to start transaction + groupId (C16.FR.03): with
+    AuthCtrlr.MasterPassGroupId set, an idToken the CSMS accepts with that groupIdToken, presented with the EV
+    plugged in, is refused as a master pass: no transaction, no energy. (Stopping every transaction with it:
+    TC_C_49_CS in tests/test_e2e_ocpp201_cfg.py, on two EVSEs.)"""
+    s = station
+    master, group = "C0450001", "POLICE0045"
+    s.csms.behaviour.id_tags.set(master, "Accepted", parent_id_tag=group)
+    old = await set_variables(s, {"AuthCtrlr.MasterPassGroupId": group})
+    try:
+        mark = s.mark()
+        await plug(s, 1)
+        since = len(s.log())
+        await s.tap(master)
+        await s.wait_log(lambda e: e.get("msg") == "session" and e.get("event") == "IdTokenRefused"
+                         and e.get("reason") == "master_pass", since=since, what="refused as a master pass")
+        assert len(authorizes(s, master, mark)) == 1
+        assert not s.calls("TransactionEvent", mark) and not contactor_closed(s)
+    finally:
+        await restore(s, old)
+
+
 async def test_tc_c_04_cs_local_stop_by_a_different_id_token(station: Station) -> None:
     """TC_C_04_CS Local Stop Transaction - Different idToken: another idToken (Accepted, of another group) presented
     during the transaction is sent in an AuthorizeRequest and does not stop it. (An idToken presented during a

@@ -124,3 +124,21 @@ async def test_a_master_pass_at_an_idle_connector_starts_nothing_there_and_stops
     await coordinator.master_pass.close()
     for ctrl in coordinator.connectors.values():
         await ctrl.close()
+
+
+def test_every_stop_reason_is_a_reason_of_each_version() -> None:
+    """The machine's StopReason on the wire: 1.6 sends MasterPass, which its Reason lacks, as Local (an id presented
+    at the charger to stop); 2.0.1 has MasterPass itself. Every value is one the version's schema accepts."""
+    from ocpp.v16.enums import Reason
+    from ocpp.v201.enums import ReasonEnumType
+
+    from firmware.ocpp.v16.mapping import stop_reason
+    from firmware.ocpp.v201.mapping import stopped_reason
+
+    assert stop_reason(StopReason.MASTER_PASS) == "Local"
+    assert stopped_reason(StopReason.MASTER_PASS, None) == "MasterPass"
+    for reason in StopReason:
+        assert stop_reason(reason) in {r.value for r in Reason}, reason
+        assert stopped_reason(reason, None) in {r.value for r in ReasonEnumType}, reason
+        if reason is not StopReason.MASTER_PASS:
+            assert stop_reason(reason) == reason.value  # 1.6 unchanged
