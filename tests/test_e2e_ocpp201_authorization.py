@@ -702,6 +702,34 @@ async def test_tc_c_45_cs_master_pass_cannot_start_a_transaction(station: Statio
         await restore(s, old)
 
 
+async def test_tc_c_14_cs_cached_master_pass_stops_the_transaction(station: Station) -> None:
+    """TC_C_14_CS Authorization through authorization cache - GroupID equal to MasterPassGroupId: a master pass
+    cached Accepted with the MasterPassGroupId as its group (by its AuthorizeResponse, when it was refused as a
+    master pass), presented during a transaction with LocalPreAuthorize true, is authorized from the cache — no
+    second AuthorizeRequest — and ends the transaction: StopAuthorized, stoppedReason MasterPass."""
+    s = station
+    master, group = "C0140001", "POLICE0014"
+    s.csms.behaviour.id_tags.set(master, "Accepted", parent_id_tag=group)
+    old = await set_variables(s, {"AuthCtrlr.MasterPassGroupId": group, "AuthCtrlr.LocalPreAuthorize": "true"})
+    try:
+        mark = s.mark()
+        await plug(s, 1)
+        since = len(s.log())
+        await s.tap(master)  # unknown here: Authorize; the answer is cached, the master pass starts nothing
+        await s.wait_log(lambda e: e.get("msg") == "session" and e.get("reason") == "master_pass", since=since,
+                         what="refused as a master pass")
+        await s.tap(CARD)
+        tx_id = (await s.wait_call("TransactionEvent", started(CARD, 1), since=mark)).payload["transactionInfo"][
+            "transactionId"]
+        await s.tap(master)
+        end = (await s.wait_call("TransactionEvent", ended_tx(tx_id), since=mark)).payload
+        assert (end["triggerReason"], end["transactionInfo"]["stoppedReason"], end["idToken"]["idToken"]) == (
+            "StopAuthorized", "MasterPass", master)
+        assert len(authorizes(s, master, mark)) == 1 and not contactor_closed(s)
+    finally:
+        await restore(s, old)
+
+
 async def test_tc_c_04_cs_local_stop_by_a_different_id_token(station: Station) -> None:
     """TC_C_04_CS Local Stop Transaction - Different idToken: another idToken (Accepted, of another group) presented
     during the transaction is sent in an AuthorizeRequest and does not stop it. (An idToken presented during a
