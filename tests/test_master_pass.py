@@ -51,12 +51,15 @@ def test_with_a_master_pass_group_a_stranger_tap_goes_to_a_running_transaction()
     assert route_card(card("BBB"), [two, one]) is None  # 1.6, no group: nobody could act on it
     assert route_card(card("BBB"), [two, one], master_pass=True) == 1  # the machine asks: it may be a master pass
     assert route_card(card("BBB"), [two, one, ConnectorView(3, S.AVAILABLE, False)], master_pass=True) == 3
+    held = ConnectorView(1, S.PREPARING, False, authorized_id_token=card("AAA"))  # waiting for its EV
+    assert route_card(card("BBB"), [held]) is None
+    assert route_card(card("BBB"), [held], master_pass=True) == 1
 
 
 def test_the_master_pass_a_step_acted_on() -> None:
     stopped = TransactionStopped(1, StopReason.MASTER_PASS, Trigger.STOP_AUTHORIZED, card("AAA"), OFFICER)
-    assert master_pass_used([stopped]) == OFFICER
-    assert master_pass_used([IdTokenRefused(OFFICER, RefusalReason.MASTER_PASS)]) == OFFICER
+    assert master_pass_used([stopped]) == (OFFICER, True)
+    assert master_pass_used([IdTokenRefused(OFFICER, RefusalReason.MASTER_PASS)]) == (OFFICER, False)
     assert master_pass_used([IdTokenRefused(OFFICER, RefusalReason.NOT_OWNER),
                              TransactionStopped(1, StopReason.LOCAL, Trigger.STOP_AUTHORIZED, card("A"), card("A"))]) \
         is None
@@ -142,3 +145,19 @@ def test_every_stop_reason_is_a_reason_of_each_version() -> None:
         assert stopped_reason(reason, None) in {r.value for r in ReasonEnumType}, reason
         if reason is not StopReason.MASTER_PASS:
             assert stop_reason(reason) == reason.value  # 1.6 unchanged
+
+
+async def test_a_master_pass_refused_where_an_id_waits_for_its_ev_ends_that_authorization_too(tmp_path: Path) -> None:
+    """One connector, an id authorized and waiting for its EV (a 2.0.1 transaction begun at Authorized): the master
+    pass is routed there, refused as a start — and the waiting authorization is ended (MasterPass)."""
+    coordinator, _ = charger(tmp_path, 1)
+    one = coordinator.connectors[1]
+    await one.handle(CardPresented(card("AAA")))
+    await one.handle(AuthorizationResult(card("AAA"), AuthStatus.ACCEPTED, source=AuthSource.ONLINE))
+    assert one.machine.authorization is not None
+    assert await coordinator.card_presented(OFFICER, (), "reader1") == 1
+    await one.handle(AuthorizationResult(OFFICER, AuthStatus.ACCEPTED, GROUP, AuthSource.ONLINE))
+    await until(lambda: one.machine.authorization is None, "the waiting authorization ended")
+    assert one.machine.status is S.AVAILABLE and one.machine.transaction is None
+    await coordinator.master_pass.close()
+    await one.close()

@@ -137,9 +137,10 @@ class RemoteStopRequested:
 
 @dataclass(frozen=True)
 class MasterPassPresented:
-    """An id of the master pass group was accepted at another connector of the charger (2.0.1 C16.FR.02: a charger
-    without a user interface stops every ongoing transaction): stop this connector's, and end an authorization
-    waiting for its EV. The connector it was presented at acts on its own ``AuthorizationResult``."""
+    """An id of the master pass group was accepted at the charger (2.0.1 C16.FR.02: a charger without a user
+    interface stops every ongoing transaction): stop this connector's, and end an authorization waiting for its EV.
+    The connector it was presented at acts on its own ``AuthorizationResult`` first (stops its transaction, or
+    refuses to start one and then gets this event too)."""
 
     id_token: IdToken
 

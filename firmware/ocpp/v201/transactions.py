@@ -349,9 +349,9 @@ class Transactions:
             return e.trigger.value, mapping.stopped_reason(e.reason, e.fault), e.stopped_by
         if step.dropped is not None:
             d = step.dropped
-            reason = mapping.stopped_reason(d.reason, None) if d.reason is not None else _DROP_REASON.get(d.trigger,
-                                                                                                         "Other")
-            return d.trigger.value, reason, None
+            if d.reason is not None:  # ended by another id than its own (a master pass)
+                return d.trigger.value, mapping.stopped_reason(d.reason, None), None
+            return d.trigger.value, _DROP_REASON.get(d.trigger, "Other"), None
         if stop is TxPoint.ENERGY_TRANSFER and ctrl.machine.ev_connected:
             by_ev = ctrl.machine.status is ConnectorStatus.SUSPENDED_EV
             return "ChargingStateChanged", "StoppedByEV" if by_ev else "Other", None
