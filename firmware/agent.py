@@ -116,6 +116,7 @@ class Agent:
                 ctrl.observers.append(self.smart_charging)
             ctrl.observers.append(status_log)
             self.coordinator.reservations.attach(ctrl)  # a charger-wide reservation (connector 0)
+            self.coordinator.master_pass.attach(ctrl)  # a master pass stops every connector's transaction
             self.connectors[c.id] = ctrl
         self.telemetry: MqttTelemetry | None = None  # with [mqtt]: telemetry and site control (docs/mqtt.md)
         if config.mqtt is not None:
@@ -265,6 +266,7 @@ class Agent:
         if self.ocpp is not None:
             steps.append(("ocpp", self.ocpp.close))
         steps.append(("reservations", self.coordinator.reservations.close))
+        steps.append(("master pass", self.coordinator.master_pass.close))
         steps += [(f"connector {c.id}", c.close) for c in self.connectors.values()]
         steps.append(("hardware", self.hardware.close))
         for name, step in steps:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -138,6 +139,29 @@ def test_decision_ignores_what_it_must_not_look_at() -> None:
             assert _run(online, s, le, None, p) == d
         if not s.local_list_enabled:
             assert _run(online, s, None, ce, p) == d
+
+
+def test_disable_remote_authorization_never_asks_the_csms() -> None:
+    """2.0.1 AuthCtrlr.DisableRemoteAuthorization (OCTT TC_E_52_CS), for every combination: online, the store that
+    speaks for the id answers with its entry's status (valid or not, LocalPreAuthorize or not) and an id no enabled
+    store holds is refused as Unknown; offline the decision is the one without the flag."""
+    for online, s, le, ce, p in CASES:
+        d = _run(online, replace(s, disable_remote_authorization=True), le, ce, p)
+        case = (online, s, le, ce, p, d)
+        if not online:
+            assert d == _run(online, s, le, ce, p), case
+            continue
+        if s.local_list_enabled and le is not None:
+            entry, source = le, AuthSource.LOCAL_LIST
+        elif s.cache_enabled and ce is not None:
+            entry, source = ce, AuthSource.CACHE
+        else:
+            entry, source = None, None
+        if entry is None:
+            assert (d.verdict, d.status, d.source) == (Verdict.REFUSE, S.UNKNOWN, None), case
+        else:
+            assert (d.verdict, d.status, d.source) == (Verdict.LOCAL, entry.effective_status(NOW), source), case
+            assert d.parent_id_tag == entry.parent_id_tag, case
 
 
 @pytest.mark.parametrize(("online", "settings", "list_kind", "cache_kind", "verdict", "status", "source"), [

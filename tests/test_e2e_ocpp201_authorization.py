@@ -550,6 +550,30 @@ async def test_tc_c_58_cs_local_list_disable_post_authorize(station: Station) ->
         await restore(s, old)
 
 
+async def test_tc_e_52_cs_disable_remote_authorization(station: Station) -> None:
+    """TC_E_52_CS Local start transaction - Authorization first - DisableRemoteAuthorization: with
+    AuthCtrlr.DisableRemoteAuthorization true an idToken neither listed nor cached (the CSMS would accept it) is
+    refused without an AuthorizeRequest; a listed one starts a transaction, again without one."""
+    s = station
+    unknown, listed = "E0520001", "E0520002"
+    s.csms.behaviour.id_tags.accept(unknown, listed)
+    old = await set_variables(s, {"AuthCtrlr.DisableRemoteAuthorization": "true"})
+    try:
+        assert (await send_list(s, 2, "Full", [entry(listed)]))["status"] == "Accepted"
+        mark = s.mark()
+        await plug(s, 1)
+        since = len(s.log())
+        await s.tap(unknown)
+        await s.wait_log(lambda e: e.get("msg") == "authorized without the CSMS" and e.get("verdict") == "refuse"
+                         and e.get("status") == "Unknown", since=since, what="the unknown idToken refused")
+        await s.tap(listed)
+        event = await s.wait_call("TransactionEvent", started(listed, 1), since=mark)
+        assert s.calls("Authorize", mark) == []
+        await stop_transaction(s, event.payload["transactionInfo"]["transactionId"])
+    finally:
+        await restore(s, old)
+
+
 async def test_tc_c_46_cs_cache_lifetime(station: Station) -> None:
     """TC_C_46_CS Store Authorization Data in the Authorization Cache - AuthCacheLifeTime: an idToken cached
     Accepted is no longer authorized from the cache once AuthCacheCtrlr.LifeTime has passed since it was stored:
@@ -652,6 +676,56 @@ async def test_not_stopped_by_an_invalid_id_token_of_the_group(station: Station,
         end = await stop_transaction(s, tx_id)  # still running: stopped by the CSMS
         assert end.payload["transactionInfo"]["stoppedReason"] == "Remote"
         assert not [e for e in s.calls("TransactionEvent", mark) if e.payload["triggerReason"] == "StopAuthorized"]
+    finally:
+        await restore(s, old)
+
+
+async def test_tc_c_45_cs_master_pass_cannot_start_a_transaction(station: Station) -> None:
+    """TC_C_45_CS Authorization by GroupId - Master pass - Not able to start transaction + groupId (C16.FR.03): with
+    AuthCtrlr.MasterPassGroupId set, an idToken the CSMS accepts with that groupIdToken, presented with the EV
+    plugged in, is refused as a master pass: no transaction, no energy. (Stopping every transaction with it:
+    TC_C_49_CS in tests/test_e2e_ocpp201_cfg.py, on two EVSEs.)"""
+    s = station
+    master, group = "C0450001", "POLICE0045"
+    s.csms.behaviour.id_tags.set(master, "Accepted", parent_id_tag=group)
+    old = await set_variables(s, {"AuthCtrlr.MasterPassGroupId": group})
+    try:
+        mark = s.mark()
+        await plug(s, 1)
+        since = len(s.log())
+        await s.tap(master)
+        await s.wait_log(lambda e: e.get("msg") == "session" and e.get("event") == "IdTokenRefused"
+                         and e.get("reason") == "master_pass", since=since, what="refused as a master pass")
+        assert len(authorizes(s, master, mark)) == 1
+        assert not s.calls("TransactionEvent", mark) and not contactor_closed(s)
+    finally:
+        await restore(s, old)
+
+
+async def test_tc_c_14_cs_cached_master_pass_stops_the_transaction(station: Station) -> None:
+    """TC_C_14_CS Authorization through authorization cache - GroupID equal to MasterPassGroupId: a master pass
+    cached Accepted with the MasterPassGroupId as its group (by its AuthorizeResponse, when it was refused as a
+    master pass), presented during a transaction with LocalPreAuthorize true, is authorized from the cache — no
+    second AuthorizeRequest — and ends the transaction: StopAuthorized, stoppedReason MasterPass."""
+    s = station
+    master, group = "C0140001", "POLICE0014"
+    s.csms.behaviour.id_tags.set(master, "Accepted", parent_id_tag=group)
+    old = await set_variables(s, {"AuthCtrlr.MasterPassGroupId": group, "AuthCtrlr.LocalPreAuthorize": "true"})
+    try:
+        mark = s.mark()
+        await plug(s, 1)
+        since = len(s.log())
+        await s.tap(master)  # unknown here: Authorize; the answer is cached, the master pass starts nothing
+        await s.wait_log(lambda e: e.get("msg") == "session" and e.get("reason") == "master_pass", since=since,
+                         what="refused as a master pass")
+        await s.tap(CARD)
+        tx_id = (await s.wait_call("TransactionEvent", started(CARD, 1), since=mark)).payload["transactionInfo"][
+            "transactionId"]
+        await s.tap(master)
+        end = (await s.wait_call("TransactionEvent", ended_tx(tx_id), since=mark)).payload
+        assert (end["triggerReason"], end["transactionInfo"]["stoppedReason"], end["idToken"]["idToken"]) == (
+            "StopAuthorized", "MasterPass", master)
+        assert len(authorizes(s, master, mark)) == 1 and not contactor_closed(s)
     finally:
         await restore(s, old)
 

@@ -281,6 +281,30 @@ async def test_tc_c_26_cs_offline_authorization_of_an_unknown_id(station: Statio
         await set_variables(s, old)
 
 
+async def test_tc_c_49_cs_master_pass_without_ui_stops_every_transaction(station: Station) -> None:
+    """TC_C_49_CS Stop Transaction with a Master Pass - Without UI (C16.FR.02; C16.FR.07/08 of the 2025 errata): both
+    EVSEs charging, an idToken whose groupIdToken is AuthCtrlr.MasterPassGroupId presented on the shared reader is
+    sent in an AuthorizeRequest (neither transaction has a group: it is asked about because it may be a master pass)
+    and, Accepted with that group, ends both transactions: Ended, triggerReason StopAuthorized (E07), stoppedReason
+    MasterPass, the master pass as idToken; the energy stops on both."""
+    s = station
+    master, group = "C0490001", "POLICE0049"
+    s.csms.behaviour.id_tags.set(master, "Accepted", parent_id_tag=group)
+    old = await set_variables(s, {"AuthCtrlr.MasterPassGroupId": group})
+    try:
+        tx_ids = [await start_transaction(s, 1, CARD), await start_transaction(s, 2, OTHER)]
+        await s.wait_until(lambda: charging(s, 1) and charging(s, 2), what="both EVSEs charging")
+        mark = s.mark()
+        await s.tap(master)
+        ends = [(await s.wait_call("TransactionEvent", ended(tx_id), since=mark)).payload for tx_id in tx_ids]
+        assert len(authorizes(s, master, mark)) == 1
+        assert [(e["triggerReason"], e["transactionInfo"]["stoppedReason"], e["idToken"]["idToken"]) for e in ends] \
+            == [("StopAuthorized", "MasterPass", master)] * 2
+        assert not charging(s, 1) and not charging(s, 2)
+    finally:
+        await set_variables(s, old)
+
+
 # --- F Remote control ------------------------------------------------------------------------------------------
 
 

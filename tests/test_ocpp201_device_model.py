@@ -275,6 +275,20 @@ def test_the_mapping_names_1_6_keys_of_the_same_kind() -> None:
         assert key.validate(d.default) == d.default, d.key  # the 2.0.1 default is a valid 1.6 value
 
 
+def test_a_setting_never_set_reads_the_same_in_both_views(db: Database) -> None:
+    """One store, one default: for every ``ocpp16`` mapping of device_model.json, the 1.6 key's default is the
+    variable's, and on a fresh store GetConfiguration and GetVariables report the same value (a default that drifts
+    in one view fails here)."""
+    keys = {d.name: d for d in [*features.key_definitions(2), *CONFIGURATION_KEYS]}
+    mapped = [d for d in load_description().values() if d.ocpp16 is not None]
+    assert len(mapped) >= 20
+    v16, model = _keys(db), DeviceModel(db)
+    for d in mapped:
+        assert d.ocpp16 is not None
+        assert keys[d.ocpp16].default == d.default, (d.ocpp16, d.key)
+        assert v16.get_str(d.ocpp16) == model.value(d) == d.default, (d.ocpp16, d.key)
+
+
 def test_a_value_set_in_one_version_is_the_value_in_the_other(db: Database) -> None:
     assert _keys(db).change("ConnectionTimeOut", "90") == ChangeResult.ACCEPTED
     assert _keys(db).change("LocalAuthListEnabled", "false") == ChangeResult.ACCEPTED
@@ -370,3 +384,19 @@ def test_the_station_s_value_sizes_and_general_variables(db: Database) -> None:
     assert model.set_variable(attempts, "1").status == "Accepted"
     assert model.get_int(attempts.component, attempts.variable) == 1
     assert model.set_variable(attempts, "0").status == "Rejected"
+
+
+def test_master_pass_group_id_is_the_session_machines_master_pass_group(db: Database) -> None:
+    """AuthCtrlr.MasterPassGroupId (C16; 2.0.1 only, no 1.6 key): empty is no master pass; a value is the group an
+    accepted id must have to be one, matched as ids are (its value, whatever the type)."""
+    from firmware.ocpp.v201.session_settings import session_config
+    from firmware.session import IdToken, IdTokenType, SessionConfig
+
+    model = DeviceModel(db)
+    d = load_description()[VariableKey("AuthCtrlr", "MasterPassGroupId")]
+    assert d.ocpp16 is None and d.mutability is Mutability.READ_WRITE and d.default == ""
+    assert session_config(SessionConfig(), model).master_pass_group is None
+    assert model.set_variable(VariableKey("AuthCtrlr", "MasterPassGroupId"), "POLICE").status == "Accepted"
+    group = session_config(SessionConfig(), model).master_pass_group
+    assert group is not None and group.matches(IdToken("police", IdTokenType.ISO14443))
+    assert model.set_variable(VariableKey("AuthCtrlr", "MasterPassGroupId"), "x" * 37).status == "Rejected"

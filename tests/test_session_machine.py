@@ -53,6 +53,7 @@ from firmware.session import (
     IdTokenRefused,
     IdTokenType,
     LockCable,
+    MasterPassPresented,
     OfferCurrent,
     PilotChanged,
     PowerRestored,
@@ -397,6 +398,81 @@ def test_other_id_without_group_is_refused_at_once() -> None:
     run = charging(Run())
     assert run(CardPresented(card("STRANGER"))) == [IdTokenRefused(card("STRANGER"), RefusalReason.NOT_OWNER)]
     assert run.status is S.CHARGING
+
+
+# --- master pass (OCPP 2.0.1 C16) -------------------------------------------------------------------
+
+
+MASTER = "POLICE"
+
+
+def test_master_pass_stops_the_transaction_here_with_reason_master_pass() -> None:
+    """C16.FR.02 / E07: an accepted id of AuthCtrlr.MasterPassGroupId presented during a transaction (which has no
+    group: with a master pass group configured another id is always asked about) stops it, triggerReason
+    StopAuthorized, stoppedReason MasterPass, the master pass as the id that stopped it; the cable is unlocked."""
+    run = charging(Run(master_pass_group=central(MASTER)))
+    assert run(CardPresented(card("OFFICER"))) == [RequestAuthorization(card("OFFICER"), AuthPurpose.STOP)]
+    effects = run(accept("OFFICER", parent=MASTER.lower()))  # the group matches as ids do: ignoring case and type
+    assert only(effects, TransactionStopped) == [TransactionStopped(
+        1, StopReason.MASTER_PASS, Trigger.STOP_AUTHORIZED, card("CARD1"), stopped_by=card("OFFICER"))]
+    assert effects.index(AllowPower(False)) < effects.index(only(effects, TransactionStopped)[0])
+    assert LockCable(False) in effects and run.status is S.FINISHING
+
+
+def test_master_pass_not_accepted_or_of_another_group_stops_nothing() -> None:
+    run = charging(Run(master_pass_group=central(MASTER)))
+    run(CardPresented(card("OFFICER")))
+    assert run(AuthorizationResult(card("OFFICER"), AuthStatus.BLOCKED, central(MASTER), AuthSource.ONLINE)) == [
+        IdTokenRefused(card("OFFICER"), RefusalReason.NOT_AUTHORIZED, AuthStatus.BLOCKED)]
+    run(CardPresented(card("STRANGER")))
+    assert run(accept("STRANGER", parent="OTHERS")) == [
+        IdTokenRefused(card("STRANGER"), RefusalReason.NOT_OWNER, AuthStatus.ACCEPTED)]
+    assert run.status is S.CHARGING and run.m.power_allowed
+
+
+def test_master_pass_cannot_start_a_transaction() -> None:
+    """C16.FR.03 (OCTT TC_C_45_CS): accepted, but refused as a master pass — identify-first and plug-first alike;
+    the connector stays as it was."""
+    run = Run(master_pass_group=central(MASTER))
+    run(CardPresented(card("OFFICER")))
+    assert run(accept("OFFICER", parent=MASTER)) == [
+        IdTokenRefused(card("OFFICER"), RefusalReason.MASTER_PASS, AuthStatus.ACCEPTED)]
+    assert run.status is S.AVAILABLE and run.m.authorization is None
+    run(PilotChanged(P.B), CardPresented(card("OFFICER")))
+    assert run(accept("OFFICER", parent=MASTER)) == [
+        IdTokenRefused(card("OFFICER"), RefusalReason.MASTER_PASS, AuthStatus.ACCEPTED)]
+    assert run.status is S.PREPARING and run.m.transaction is None
+
+
+def test_master_pass_presented_elsewhere_stops_this_transaction_or_held_authorization() -> None:
+    """The charger stops every other connector's transaction (C16.FR.02 without a UI) with MasterPassPresented;
+    an id waiting for its EV is dropped with reason MasterPass; an idle connector ignores it."""
+    run = charging(Run(master_pass_group=central(MASTER)))
+    effects = run(MasterPassPresented(card("OFFICER")))
+    assert only(effects, TransactionStopped) == [TransactionStopped(
+        1, StopReason.MASTER_PASS, Trigger.STOP_AUTHORIZED, card("CARD1"), stopped_by=card("OFFICER"))]
+    assert run.status is S.FINISHING
+    run = Run()
+    run(CardPresented(card("CARD1")), accept("CARD1"))
+    assert run(MasterPassPresented(card("OFFICER"))) == [
+        CancelTimer(TimerName.CONNECTION_TIMEOUT),
+        AuthorizationDropped(card("CARD1"), Trigger.STOP_AUTHORIZED, StopReason.MASTER_PASS),
+        StatusChanged(S.AVAILABLE, False, trigger=Trigger.STOP_AUTHORIZED)]
+    run = Run()
+    assert run(MasterPassPresented(card("OFFICER"))) == [] and run.status is S.AVAILABLE
+    run(PilotChanged(P.B))
+    assert run(MasterPassPresented(card("OFFICER"))) == [] and run.status is S.PREPARING
+
+
+def test_without_a_master_pass_group_nothing_changes() -> None:
+    """1.6 (no MasterPassGroupId): an id whose parent happens to be called like a master pass group is an ordinary
+    id, and a stranger at a transaction without a group is refused without being asked about."""
+    run = Run()
+    run(CardPresented(card("OFFICER")))
+    assert only(run(accept("OFFICER", parent=MASTER)), TransactionStarted) == []  # no EV yet: held
+    assert run.m.authorization is not None
+    run = charging(Run())
+    assert run(CardPresented(card("OFFICER"))) == [IdTokenRefused(card("OFFICER"), RefusalReason.NOT_OWNER)]
 
 
 def test_remote_stop() -> None:

@@ -53,6 +53,7 @@ class AuthSettings:
     cache_disable_post_authorize: bool = False  # AuthCacheCtrlr.DisablePostAuthorize
     list_disable_post_authorize: bool = False  # LocalAuthListCtrlr.DisablePostAuthorize
     cache_lifetime_s: int | None = None  # AuthCacheCtrlr.LifeTime: an entry expires this long after it was stored
+    disable_remote_authorization: bool = False  # AuthCtrlr.DisableRemoteAuthorization: never ask the CSMS
 
 
 class Verdict(StrEnum):
@@ -89,6 +90,10 @@ def decide(*, online: bool, settings: AuthSettings, list_entry: IdTagInfo | None
       else asks the CSMS — including a NOT-valid entry, whose state may have changed (§3.5.1) — unless, with
       LocalPreAuthorize on, the store that holds it has DisablePostAuthorize (2.0.1 C10.FR.03 / C14.FR.03 turned
       off): then the entry's status answers at once.
+    * Online with DisableRemoteAuthorization (2.0.1 AuthCtrlr: "not issue any AuthorizeRequests, but only use the
+      Authorization Cache and Local Authorization List"; OCTT TC_E_52_CS): the entry's status answers at once,
+      whatever LocalPreAuthorize says (there is no answer of the CSMS to wait for), and an id neither store holds
+      is refused as Unknown. Offline nothing changes: the offline rules never ask the CSMS anyway.
     * Offline: a known id that is not valid (Blocked, Expired — also by passage of time —, Invalid,
       ConcurrentTx) is refused, whatever else is configured (§3.5.4). A valid entry starts when
       LocalAuthorizeOffline is on; with it off the id is no better than an unknown one. An unknown id
@@ -112,6 +117,11 @@ def decide(*, online: bool, settings: AuthSettings, list_entry: IdTagInfo | None
             if no_post:
                 return Decision(Verdict.LOCAL, status, entry.parent_id_tag, source,
                                 f"DisablePostAuthorize: {status} in {source}")
+        if settings.disable_remote_authorization:
+            if entry is not None and status is not None:
+                return Decision(Verdict.LOCAL, status, entry.parent_id_tag, source,
+                                f"DisableRemoteAuthorization: {status} in {source}")
+            return Decision(Verdict.REFUSE, AuthStatus.UNKNOWN, None, None, "DisableRemoteAuthorization: unknown id")
         return Decision(Verdict.ASK_CSMS, reason="online")
     if entry is not None and status is not None:
         if status is not AuthStatus.ACCEPTED:

@@ -13,7 +13,9 @@ Pure: :func:`route_card` looks at what each connector is doing. In order of pref
    after the idle ones, so that on a shared reader a newcomer's card does not start someone else's
    EV that has just finished; never one whose cable is held for its owner;
 5. a connector whose transaction was started by a card with a parent id (the tap may stop it if it
-   belongs to the same group; the session machine asks for the card's parent id);
+   belongs to the same group; the session machine asks for the card's parent id) — with ``master_pass`` (a master
+   pass group is configured, OCPP 2.0.1 C16) any connector with a transaction or an id authorized and waiting for
+   its EV: the card may be a master pass, which ends them all (:mod:`~firmware.charger.master_pass`);
 6. a connector reserved for another card (the session machine refuses the tap: Reserved).
 
 A tap that fits none is not routed (logged by the caller). A card matches an id by value, ignoring case and
@@ -60,7 +62,7 @@ class ConnectorView:
     reserved_group: IdToken | None = None  # the reservation's parent id, if it names one
 
 
-def route_card(card: IdToken, connectors: list[ConnectorView]) -> int | None:
+def route_card(card: IdToken, connectors: list[ConnectorView], *, master_pass: bool = False) -> int | None:
     ordered = sorted(connectors, key=lambda c: c.id)
     for c in ordered:
         own = c.transaction_id_token or c.authorized_id_token or c.cable_held_for
@@ -84,6 +86,8 @@ def route_card(card: IdToken, connectors: list[ConnectorView]) -> int | None:
             return c.id
     for c in ordered:
         if c.transaction_id_token is not None and c.transaction_parent_id_token is not None:
+            return c.id
+        if master_pass and (c.transaction_id_token is not None or c.authorized_id_token is not None):
             return c.id
     for c in ordered:
         if c.status is ConnectorStatus.RESERVED:

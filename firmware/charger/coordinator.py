@@ -1,7 +1,8 @@
 """What concerns the charger as a whole rather than one connector, for any front end (OCPP 1.6, 2.0.1, the
 site's MQTT): which connector a card or a remote start goes to, availability of several connectors at once,
-reservations (:mod:`~firmware.charger.reservations`) and a reset. No OCPP types: callers map the results to their
-protocol's answers.
+reservations (:mod:`~firmware.charger.reservations`), a master pass stopping every transaction
+(:mod:`~firmware.charger.master_pass`) and a reset. No OCPP types: callers map the results to their protocol's
+answers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 
 from firmware.charger.card_routing import ConnectorView, route_card
 from firmware.charger.connector import ConnectorController, reset_flag
+from firmware.charger.master_pass import MasterPass
 from firmware.charger.reservations import Reservations
 from firmware.session import (
     AvailabilityChanged,
@@ -33,20 +35,23 @@ class Coordinator:
         self.connectors = connectors
         self.db = db
         self.reservations = Reservations(connectors, db)  # attached to each connector by the agent
+        self.master_pass = MasterPass(connectors)  # attached to each connector by the agent
 
     async def card_presented(self, card: IdToken, served: tuple[int, ...], reader: str) -> int | None:
         """A tap on a reader serving ``served`` (all connectors when empty): routed to the connector it
         belongs to (:func:`~firmware.charger.card_routing.route_card`). Returns that connector, or None.
         ``card``: :func:`~firmware.charger.card_routing.card_id_token` of the reader's event."""
         views = []
+        master_pass = False  # a master pass group is configured: a tap may concern any running transaction
         for cid in served or tuple(self.connectors):
             m = self.connectors[cid].machine
+            master_pass = master_pass or m.config.master_pass_group is not None
             tx, auth, res = m.transaction, m.authorization, m.reservation
             views.append(ConnectorView(cid, m.status, m.ev_connected, tx.id_token if tx else None,
                                        tx.parent_id_token if tx else None, auth.id_token if auth else None,
                                        m.cable_held_for, res.id_token if res else None,
                                        res.parent_id_token if res else None))
-        target = route_card(card, views)
+        target = route_card(card, views, master_pass=master_pass)
         if target is None:
             log.info("card not used: no connector can take it", extra={"reader": reader})
             return None

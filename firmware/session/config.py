@@ -69,6 +69,11 @@ class SessionConfig:
     #: this id token at once. ``None``: every transaction needs an authorized id. A configured 1.6
     #: idTag is ``IdToken(tag, Local)`` (the station's own id); 2.0.1 has ``NoAuthorization`` with "".
     free_vend_id_token: IdToken | None = None
+    #: 2.0.1 ``AuthCtrlr.MasterPassGroupId`` (1.6 has none): an id accepted with this parent (group) id is a master
+    #: pass — it starts nothing (C16.FR.03) and stops the transaction here (stoppedReason MasterPass; the charger
+    #: stops the others, C16.FR.02). While set, another id presented during a transaction is always authorized
+    #: (it may be a master pass), not only when the transaction has a group. ``None``: no master pass.
+    master_pass_group: IdToken | None = None
     #: Faults that stop charging; others are reported as warnings while charging continues.
     blocking_faults: frozenset[FaultCode] = field(default=DEFAULT_BLOCKING_FAULTS)
 
@@ -80,3 +85,4 @@ class SessionConfig:
         if not (math.isfinite(self.connection_timeout_s) and self.connection_timeout_s > 0):
             raise ValueError(f"connection_timeout_s: expected > 0 s, got {self.connection_timeout_s!r}")
         require_token(self.free_vend_id_token, "free_vend_id_token", optional=True)
+        require_token(self.master_pass_group, "master_pass_group", optional=True)

@@ -18,7 +18,8 @@ from hal.types import FaultCode
 
 
 class StopReason(StrEnum):
-    """Why a transaction stopped (the OCPP 1.6 ``Reason`` values; 2.0.1 mapping in docs/session.md)."""
+    """Why a transaction stopped: the OCPP 1.6 ``Reason`` values, and MasterPass, which 1.6 has not (2.0.1's
+    ``ReasonEnumType``; the 1.6 adapter sends Local for it). Each adapter's mapping in docs/session.md."""
 
     LOCAL = "Local"
     REMOTE = "Remote"
@@ -32,6 +33,7 @@ class StopReason(StrEnum):
     UNLOCK_COMMAND = "UnlockCommand"
     OTHER = "Other"
     TIMEOUT = "Timeout"  # the EV did not come back in time (2.0.1 E10.FR.02); 1.6 has no such Reason: sent as Other
+    MASTER_PASS = "MasterPass"  # an id of the master pass group stopped it (2.0.1 C16)
 
 
 class Trigger(StrEnum):
@@ -68,6 +70,7 @@ class RefusalReason(StrEnum):
     UNAVAILABLE = "unavailable"
     FAULTED = "faulted"
     UNPLUG_FIRST = "unplug_first"  # the last transaction's EV is still connected: a new one waits for the unplug
+    MASTER_PASS = "master_pass"  # an id of the master pass group: it stops transactions, never starts one
 
 
 class UnlockStatus(StrEnum):
@@ -178,6 +181,7 @@ class AuthorizationDropped:
 
     id_token: IdToken
     trigger: Trigger
+    reason: StopReason | None = None  # who ended it when it was not its own id (MasterPass); None: the trigger says
 
 
 @dataclass(frozen=True)

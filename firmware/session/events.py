@@ -136,6 +136,19 @@ class RemoteStopRequested:
 
 
 @dataclass(frozen=True)
+class MasterPassPresented:
+    """An id of the master pass group was accepted at the charger (2.0.1 C16.FR.02: a charger without a user
+    interface stops every ongoing transaction): stop this connector's, and end an authorization waiting for its EV.
+    The connector it was presented at acts on its own ``AuthorizationResult`` first (stops its transaction, or
+    refuses to start one and then gets this event too)."""
+
+    id_token: IdToken
+
+    def __post_init__(self) -> None:
+        require_token(self.id_token, "MasterPassPresented.id_token")
+
+
+@dataclass(frozen=True)
 class AvailabilityChanged:
     operative: bool
 
@@ -207,6 +220,7 @@ Event = (
     | PowerRestored | AuthorizationResult | RemoteStartRequested | RemoteStopRequested
     | AvailabilityChanged | ChargingLimitChanged | UnlockRequested | ResetRequested
     | TransactionAccepted | TransactionRejected | ReservationMade | ReservationCancelled | TimerExpired
+    | MasterPassPresented
 )
 
 #: Every event type, in the order the transition table and docs list them.
@@ -214,5 +228,5 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     PilotChanged, CardPresented, AuthorizationResult, RemoteStartRequested, RemoteStopRequested,
     AvailabilityChanged, FaultRaised, FaultCleared, EmergencyStop, EmergencyStopReleased,
     ChargingLimitChanged, TimerExpired, UnlockRequested, ResetRequested, TransactionAccepted,
-    TransactionRejected, ReservationMade, ReservationCancelled, PowerRestored,
+    TransactionRejected, ReservationMade, ReservationCancelled, PowerRestored, MasterPassPresented,
 )

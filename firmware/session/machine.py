@@ -85,6 +85,7 @@ from firmware.session.events import (
     Event,
     FaultCleared,
     FaultRaised,
+    MasterPassPresented,
     PilotChanged,
     PowerRestored,
     RemoteStartRequested,
@@ -473,12 +474,18 @@ class SessionMachine:
         self._ctx.authorization = None
         self._cancel_timer(TimerName.CONNECTION_TIMEOUT)
 
-    def _release_authorization(self, trigger: Trigger) -> None:
+    def _release_authorization(self, trigger: Trigger, reason: StopReason | None = None) -> None:
         """A held authorization ends without a transaction: say so (``AuthorizationDropped``)."""
         auth = self._ctx.authorization
         self._drop_authorization()
         if auth is not None:
-            self._emit(AuthorizationDropped(auth.id_token, trigger))
+            self._emit(AuthorizationDropped(auth.id_token, trigger, reason))
+
+    def _is_master_pass(self, event: AuthorizationResult) -> bool:
+        """An accepted id of the master pass group (``SessionConfig.master_pass_group``, 2.0.1 C16)."""
+        group = self.config.master_pass_group
+        return (group is not None and event.status is AuthStatus.ACCEPTED
+                and same_token(event.parent_id_token, group))
 
     def _end_reservation(self, reason: ReservationEndReason) -> None:
         res = self._ctx.reservation
@@ -724,8 +731,8 @@ class SessionMachine:
         assert tx is not None
         if same_token(event.id_token, tx.id_token):
             self._stop_and_settle(StopReason.LOCAL, Trigger.STOP_AUTHORIZED, stopped_by=event.id_token)
-        elif tx.parent_id_token is not None:
-            # another id may stop it if it belongs to the same group: ask for its parent id
+        elif tx.parent_id_token is not None or self.config.master_pass_group is not None:
+            # another id may stop it if it belongs to the same group, or is a master pass: ask for its parent id
             c.pending = PendingAuthorization(event.id_token, AuthPurpose.STOP)
             self._emit(RequestAuthorization(event.id_token, AuthPurpose.STOP))
         else:
@@ -761,6 +768,9 @@ class SessionMachine:
         if event.status is not AuthStatus.ACCEPTED:
             self._emit(IdTokenRefused(event.id_token, RefusalReason.NOT_AUTHORIZED, event.status))
             return
+        if self._is_master_pass(event):  # C16.FR.03: a master pass cannot start a transaction
+            self._emit(IdTokenRefused(event.id_token, RefusalReason.MASTER_PASS, event.status))
+            return
         if not self._admits(event.id_token, event.parent_id_token):
             self._emit(IdTokenRefused(event.id_token, RefusalReason.RESERVED, event.status))
             return
@@ -780,10 +790,26 @@ class SessionMachine:
         c.pending = None
         if event.status is not AuthStatus.ACCEPTED:  # of the group or not, an id not valid stops nothing (C09)
             self._emit(IdTokenRefused(event.id_token, RefusalReason.NOT_AUTHORIZED, event.status))
+        elif self._is_master_pass(event):  # C16: as a local stop (E07), stoppedReason MasterPass
+            self._stop_and_settle(StopReason.MASTER_PASS, Trigger.STOP_AUTHORIZED, stopped_by=event.id_token)
         elif tx.parent_id_token is not None and same_token(event.parent_id_token, tx.parent_id_token):
             self._stop_and_settle(StopReason.LOCAL, Trigger.STOP_AUTHORIZED, stopped_by=event.id_token)
         else:
             self._emit(IdTokenRefused(event.id_token, RefusalReason.NOT_OWNER, event.status))
+
+    def _on_master_pass_stop(self, event: MasterPassPresented) -> None:
+        self._stop_and_settle(StopReason.MASTER_PASS, Trigger.STOP_AUTHORIZED, stopped_by=event.id_token)
+
+    def _on_master_pass_held(self, event: MasterPassPresented) -> None:
+        """An id authorized here and waiting for its EV (a 2.0.1 transaction with TxStartPoint Authorized) is
+        ended too; with no authorization held nothing happens."""
+        if self._ctx.authorization is None:
+            self._ignored(event, "no transaction, no authorization held")
+            return
+        self._ctx.pending = None
+        self._trigger = Trigger.STOP_AUTHORIZED
+        self._release_authorization(Trigger.STOP_AUTHORIZED, StopReason.MASTER_PASS)
+        self._end_usage()
 
     # --- handlers: remote start/stop ----------------------------------------------------------
 
@@ -1127,9 +1153,11 @@ _TRANSACTION_ROWS: dict[type[Any], Transition] = {
                      "is off; with UnlockConnectorOnEVSideDisconnect off the cable stays locked for its owner "
                      "(Finishing until released)", *_TX, *_ENDED),
     CardPresented: _t(_M._on_tap_transaction,
-                      "same id: stop (Local) (C6); other id: authorize it to compare groups, or refuse",
-                      *_ENDED),
-    AuthorizationResult: _t(_M._on_auth_to_stop, "same group: stop (Local); else refuse (NotOwner)",
+                      "same id: stop (Local) (C6); other id: authorize it to compare groups (or because it may be "
+                      "a master pass), or refuse", *_ENDED),
+    AuthorizationResult: _t(_M._on_auth_to_stop, "same group: stop (Local); master pass: stop (MasterPass); "
+                                                 "else refuse (NotOwner)", *_ENDED),
+    MasterPassPresented: _t(_M._on_master_pass_stop, "master pass at another connector: stop (MasterPass)",
                             *_ENDED),
     RemoteStartRequested: _t(_M._on_remote_start_refused, "refuse: a transaction is running"),
     RemoteStopRequested: _t(_M._on_remote_stop, "stop (Remote) (C6)", *_ENDED),
@@ -1153,7 +1181,8 @@ TRANSITIONS: dict[ConnectorStatus, dict[type[Any], Transition]] = {
                          _S.PREPARING, *_TX),
         CardPresented: _t(_M._on_tap_to_start, "ask for authorization"),
         AuthorizationResult: _t(_M._on_auth_to_start, "A2: accepted -> Preparing, wait ConnectionTimeOut "
-                                                      "for the EV; else refuse", _S.PREPARING, *_TX),
+                                                      "for the EV; else (or a master pass) refuse",
+                                _S.PREPARING, *_TX),
         RemoteStartRequested: _t(_M._on_remote_start, "A2: accept; authorize first if "
                                                       "AuthorizeRemoteTxRequests", _S.PREPARING, *_TX),
         RemoteStopRequested: _t(_M._on_remote_stop_refused, "refuse: no transaction"),
@@ -1168,7 +1197,10 @@ TRANSITIONS: dict[ConnectorStatus, dict[type[Any], Transition]] = {
         CardPresented: _t(_M._on_tap_preparing, "B1: the authorized id again cancels; other ids: authorize",
                           _S.AVAILABLE, _S.UNAVAILABLE),
         AuthorizationResult: _t(_M._on_auth_to_start, "B3-B5: accepted with the EV plugged in: start; "
-                                                      "else refuse", *_TX),
+                                                      "else (or a master pass) refuse", *_TX),
+        MasterPassPresented: _t(_M._on_master_pass_held, "master pass at another connector: an id waiting for "
+                                                         "its EV is dropped (MasterPass)",
+                                _S.AVAILABLE, _S.UNAVAILABLE),
         RemoteStartRequested: _t(_M._on_remote_start, "B3-B5: accept and start (refuse if an id is "
                                                       "already waiting)", *_TX),
         RemoteStopRequested: _t(_M._on_remote_stop_refused, "refuse: no transaction"),

@@ -52,8 +52,13 @@ def error_code(code: FaultCode | None, source: str = "") -> tuple[str, str | Non
 
 
 def stop_reason(reason: StopReason) -> str:
-    """1.6 ``Reason``: the machine's reasons are 1.6's, but for Timeout (a 2.0.1 rule only, never on in 1.6): Other."""
-    return "Other" if reason is StopReason.TIMEOUT else reason.value
+    """StopTransaction's ``Reason``: the machine's reasons are 1.6's, but for two that arise only under 2.0.1 rules
+    (the mapping stays total): MasterPass is Local ("stopped locally on request of the user at the Charge Point ...
+    presenting an RFID tag": a master pass is an id presented at the charger to stop), Timeout (E10.FR.02) Other."""
+    return _STOP_REASON_16.get(reason, reason.value)
+
+
+_STOP_REASON_16 = {StopReason.MASTER_PASS: "Local", StopReason.TIMEOUT: "Other"}
 
 
 def auth_status(value: str) -> AuthStatus:

@@ -136,13 +136,14 @@ class Transactions:
                 if reading is None:  # no meter, or it never answered since the start: no energy we can vouch for
                     record = self.ctx.ledger.get(ctrl.id, e.local_id)
                     meter_stop = record.meter_start_wh if record is not None else 0
+                reason = mapping.stop_reason(e.reason)
                 stop: dict[str, Any] = {"meterStop": meter_stop, "timestamp": mapping.timestamp(now),
-                                        "reason": mapping.stop_reason(e.reason)}
+                                        "reason": reason}
                 if e.stopped_by is not None:
                     stop["idTag"] = e.stopped_by.value
                 if transaction_data:
                     stop["transactionData"] = transaction_data
-                self._stopped(ctrl.id, e.local_id, meter_stop, now, mapping.stop_reason(e.reason), stop)
+                self._stopped(ctrl.id, e.local_id, meter_stop, now, reason, stop)
                 self.delivery.wake()
 
     def _started(self, connector: int, local_id: int, id_token: str, meter_start: int, now: datetime,

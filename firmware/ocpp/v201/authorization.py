@@ -2,8 +2,9 @@
 sends fed into the Authorization Cache (AuthCacheCtrlr), and the offline rules of AuthCtrlr.
 
 The decision is the version-agnostic one (:func:`firmware.charger.authorization.decide`, docs/authorization.md);
-this feature turns the AuthCtrlr / AuthCacheCtrlr variables into :class:`AuthSettings`, an IdTokenInfo into the
-stores' form, asks the CSMS when the decision says so, and answers the session machine whatever happens.
+this feature turns the AuthCtrlr / AuthCacheCtrlr variables into :class:`AuthSettings` (DisableRemoteAuthorization
+too: the decision then never asks the CSMS), an IdTokenInfo into the stores' form, asks the CSMS when the decision
+says so, and answers the session machine whatever happens.
 The Local Authorization List (D) is :mod:`firmware.ocpp.v201.local_auth_list`, owned here as the cache is: the
 decision consults it while LocalAuthListCtrlr.Enabled is true, and the cache never holds a listed id.
 """
@@ -48,7 +49,8 @@ class Authorization:
                             local_list_enabled=self.local_list.enabled(),
                             cache_disable_post_authorize=v.get_bool("AuthCacheCtrlr", "DisablePostAuthorize"),
                             list_disable_post_authorize=v.get_bool("LocalAuthListCtrlr", "DisablePostAuthorize"),
-                            cache_lifetime_s=v.get_int("AuthCacheCtrlr", "LifeTime"))
+                            cache_lifetime_s=v.get_int("AuthCacheCtrlr", "LifeTime"),
+                            disable_remote_authorization=v.get_bool("AuthCtrlr", "DisableRemoteAuthorization"))
 
     async def authorize(self, ctrl: ConnectorController, req: RequestAuthorization) -> None:
         """Authorize an id (:func:`firmware.ocpp.authorize.authorize`): from the cache when the rules say so, else

@@ -2,7 +2,8 @@
 and live.
 
 The machine knows no OCPP (docs/session.md); the same fields the 1.6 keys steer are steered here by their 2.0.1
-variables. An unlock during a transaction is refused with OngoingAuthorizedTransaction.
+variables. An unlock during a transaction is refused with OngoingAuthorizedTransaction. AuthCtrlr.MasterPassGroupId
+(2.0.1 only; empty: none) is the machine's ``master_pass_group`` (C16, :mod:`firmware.charger.master_pass`).
 """
 
 from __future__ import annotations
@@ -12,16 +13,19 @@ from dataclasses import replace
 from firmware.charger.connector import ConnectorController
 from firmware.ocpp.v201.device_model import DeviceModel, VariableKey
 from firmware.ocpp.v201.transaction_points import TxPoint, parse_points
-from firmware.session import SessionConfig
+from firmware.session import IdToken, IdTokenType, SessionConfig
 
 _LIVE = frozenset({VariableKey("TxCtrlr", "EVConnectionTimeOut"), VariableKey("TxCtrlr", "StopTxOnEVSideDisconnect"),
                    VariableKey("TxCtrlr", "StopTxOnInvalidId"), VariableKey("AuthCtrlr", "AuthorizeRemoteStart"),
-                   VariableKey("OCPPCommCtrlr", "UnlockOnEVSideDisconnect"), VariableKey("TxCtrlr", "TxStopPoint")})
+                   VariableKey("OCPPCommCtrlr", "UnlockOnEVSideDisconnect"), VariableKey("TxCtrlr", "TxStopPoint"),
+                   VariableKey("AuthCtrlr", "MasterPassGroupId")})
 
 
 def session_config(base: SessionConfig, variables: DeviceModel) -> SessionConfig:
     """``base`` (the connector's rating) with the settings the variables control."""
+    group = variables.get("AuthCtrlr", "MasterPassGroupId")
     return replace(base,
+                   master_pass_group=IdToken(group, IdTokenType.CENTRAL) if group else None,  # the CSMS names groups
                    connection_timeout_s=float(variables.get_int("TxCtrlr", "EVConnectionTimeOut")),
                    stop_transaction_on_ev_side_disconnect=variables.get_bool("TxCtrlr", "StopTxOnEVSideDisconnect"),
                    stop_transaction_on_invalid_id=variables.get_bool("TxCtrlr", "StopTxOnInvalidId"),

@@ -349,7 +349,10 @@ class Transactions:
             e = step.stopped
             return e.trigger.value, mapping.stopped_reason(e.reason, e.fault), e.stopped_by
         if step.dropped is not None:
-            return step.dropped.trigger.value, _DROP_REASON.get(step.dropped.trigger, "Other"), None
+            d = step.dropped
+            if d.reason is not None:  # ended by another id than its own (a master pass)
+                return d.trigger.value, mapping.stopped_reason(d.reason, None), None
+            return d.trigger.value, _DROP_REASON.get(d.trigger, "Other"), None
         if stop is TxPoint.ENERGY_TRANSFER and ctrl.machine.ev_connected:
             by_ev = ctrl.machine.status is ConnectorStatus.SUSPENDED_EV
             return "ChargingStateChanged", "StoppedByEV" if by_ev else "Other", None
