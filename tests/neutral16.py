@@ -55,6 +55,8 @@ async def back_to_neutral(s: Station, keys: dict[str, str], since: int) -> None:
     await s.csms.clear_cache(CP_ID, timeout_s=WAIT_S)
     for c in (0, *connectors):
         await s.csms.change_availability(CP_ID, c, "Operative", timeout_s=WAIT_S)
+    # what the agent queued (offline) has reached the CSMS: nothing of this test arrives during the next one
+    await s.wait_until(lambda: not s.outbox(), what="the agent's outbox delivered")
     await s.wait_until(lambda: not s.csms.state(CP_ID).open_transactions, what="every transaction ended")
     for c in connectors:
         await s.wait_until(lambda c=c: _last_status(s, c) == ("Available", "NoError"),
