@@ -2,24 +2,46 @@
 OCPP 1.6 (TC_056 … TC_082): profiles set, cleared and queried over the wire, and the limit on the pilot.
 
 Composite schedules are read relative to the agent's clock: each check allows the second or two a loaded machine
-puts between the request and its answer."""
+puts between the request and its answer. The one-connector tests with the default configuration share one station
+(``one``), put back after each (tests/neutral16.py); the others have their own."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from hal.duty_cycle import duty_to_current
 from sim.csms.server import CallErrorReceived
 from tests.mqtt_broker import Mosquitto, Subscriber
+from tests.neutral16 import NO_HEARTBEAT_S, back_to_neutral, configure, writable_keys
 from tests.station import CP_ID, WAIT_S, Station
 from tests.test_e2e_mqtt import ROOT, mqtt_section
 
 CARD = "04A1B2C3"
 NO_REMOTE_AUTH = {"AuthorizeRemoteTxRequests": "false"}
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_one(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Station, dict[str, str]]]:
+    async with Station(tmp_path_factory.mktemp("smart1"), connectors=1, heartbeat_interval=NO_HEARTBEAT_S) as s:
+        await s.start_agent()
+        yield s, await writable_keys(s)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def one(shared_one: tuple[Station, dict[str, str]]) -> AsyncIterator[Station]:
+    """The shared station with one connector, put back after the test."""
+    s, keys = shared_one
+    mark = s.mark()
+    yield s
+    await back_to_neutral(s, keys, mark)
 
 
 def profile(profile_id: int, stack_level: int, purpose: str, periods: list[tuple[int, float]], *,
@@ -99,135 +121,130 @@ async def test_tx_default_then_composite_then_a_session_under_it(tmp_path: Path)
         assert (await composite(s, 3, 60))["status"] == "Rejected"
 
 
-async def test_tx_profile_needs_its_running_transaction(tmp_path: Path) -> None:
+async def test_tx_profile_needs_its_running_transaction(one: Station) -> None:
     """TC_057, TC_058_1, TC_058_2: a TxProfile is Rejected without a transaction or for another transaction's id,
     Accepted for the running one, which then charges under it; it ends with the transaction."""
-    async with Station(tmp_path, connectors=1) as s:
-        await s.start_agent()
-        tx = profile(5, 1, "TxProfile", [(0, 12)], kind="Relative")
-        assert await set_profile(s, 1, tx) == "Rejected"  # TC_058_1: no transaction
-        tx_id = await s.start_session(1, CARD)
-        assert await set_profile(s, 1, {**tx, "transactionId": tx_id + 1}) == "Rejected"  # TC_058_2
-        assert await set_profile(s, 0, {**tx, "transactionId": tx_id}) == "Rejected"  # connector 0: no transaction
-        assert await set_profile(s, 1, {**tx, "transactionId": tx_id}) == "Accepted"  # TC_057
-        await offered(s, 1, 12)
-        assert limits(await composite(s, 1, 300)) == [12]
-        mark = s.mark()
-        await s.tap(CARD)  # the transaction ends, and its profile with it
-        await s.wait_call("StopTransaction", since=mark)
-        assert (await s.csms.call(CP_ID, "ClearChargingProfile", {"id": 5}))["status"] == "Unknown"
+    s = one
+    tx = profile(5, 1, "TxProfile", [(0, 12)], kind="Relative")
+    assert await set_profile(s, 1, tx) == "Rejected"  # TC_058_1: no transaction
+    tx_id = await s.start_session(1, CARD)
+    assert await set_profile(s, 1, {**tx, "transactionId": tx_id + 1}) == "Rejected"  # TC_058_2
+    assert await set_profile(s, 0, {**tx, "transactionId": tx_id}) == "Rejected"  # connector 0: no transaction
+    assert await set_profile(s, 1, {**tx, "transactionId": tx_id}) == "Accepted"  # TC_057
+    await offered(s, 1, 12)
+    assert limits(await composite(s, 1, 300)) == [12]
+    mark = s.mark()
+    await s.tap(CARD)  # the transaction ends, and its profile with it
+    await s.wait_call("StopTransaction", since=mark)
+    assert (await s.csms.call(CP_ID, "ClearChargingProfile", {"id": 5}))["status"] == "Unknown"
 
 
-async def test_remote_start_with_a_tx_profile(tmp_path: Path) -> None:
+async def test_remote_start_with_a_tx_profile(one: Station) -> None:
     """TC_059 and TC_060: RemoteStartTransaction with a TxProfile starts a transaction charging under it; with any
     other purpose it is Rejected and nothing starts."""
-    async with Station(tmp_path, connectors=1, presets=NO_REMOTE_AUTH) as s:
-        s.csms.behaviour.id_tags.accept(CARD)
-        await s.start_agent()
-        mark = s.mark()
-        default = profile(7, 0, "TxDefaultProfile", [(0, 9)], kind="Relative")
-        answer = await s.csms.remote_start_transaction(CP_ID, CARD, connector_id=1, charging_profile=default)
-        assert answer["status"] == "Rejected"  # TC_060
-        s.ev(1).plug()
-        await s.wait_status(1, "Preparing", since=mark)
-        assert not s.calls("StartTransaction", mark)
-        tx = profile(8, 0, "TxProfile", [(0, 14), (3600, 7)], kind="Relative")
-        answer = await s.csms.remote_start_transaction(CP_ID, CARD, connector_id=1, charging_profile=tx)
-        assert answer["status"] == "Accepted"
-        await s.wait_call("StartTransaction", since=mark)
-        await s.wait_status(1, "Charging", since=mark)
-        await offered(s, 1, 14)
-        answer = await composite(s, 1, 7200)
-        assert answer["chargingSchedule"]["startSchedule"] == answer["scheduleStart"]
-        assert limits(answer) == [14, 7]
+    s = one
+    await configure(s, NO_REMOTE_AUTH)
+    s.csms.behaviour.id_tags.accept(CARD)
+    mark = s.mark()
+    default = profile(7, 0, "TxDefaultProfile", [(0, 9)], kind="Relative")
+    answer = await s.csms.remote_start_transaction(CP_ID, CARD, connector_id=1, charging_profile=default)
+    assert answer["status"] == "Rejected"  # TC_060
+    s.ev(1).plug()
+    await s.wait_status(1, "Preparing", since=mark)
+    assert not s.calls("StartTransaction", mark)
+    tx = profile(8, 0, "TxProfile", [(0, 14), (3600, 7)], kind="Relative")
+    answer = await s.csms.remote_start_transaction(CP_ID, CARD, connector_id=1, charging_profile=tx)
+    assert answer["status"] == "Accepted"
+    await s.wait_call("StartTransaction", since=mark)
+    await s.wait_status(1, "Charging", since=mark)
+    await offered(s, 1, 14)
+    answer = await composite(s, 1, 7200)
+    assert answer["chargingSchedule"]["startSchedule"] == answer["scheduleStart"]
+    assert limits(answer) == [14, 7]
 
 
-async def test_charger_max_tx_default_and_tx_profile_in_amperes_and_watts(tmp_path: Path) -> None:
+async def test_charger_max_tx_default_and_tx_profile_in_amperes_and_watts(one: Station) -> None:
     """TC_066: ChargePointMaxProfile + TxDefaultProfile + TxProfile; the composite is the lowest of them, in A and
     converted to W with the connector's phases and the nominal voltage (230 V, 3 phases here)."""
-    async with Station(tmp_path, connectors=1) as s:
-        await s.start_agent()
-        tx_id = await s.start_session(1, CARD)
-        t0 = now()
-        assert await set_profile(s, 0, profile(1, 0, "ChargePointMaxProfile", [(0, 16), (3600, 10)], start=t0)
-                                 ) == "Accepted"
-        assert await set_profile(s, 0, profile(2, 0, "TxDefaultProfile", [(0, 13)], start=t0)) == "Accepted"
-        assert await set_profile(s, 1, profile(3, 0, "TxProfile", [(0, 12), (1800, 20)], start=t0,
-                                               transaction_id=tx_id)) == "Accepted"
-        await offered(s, 1, 12)
-        amps = await composite(s, 1, 5400, "A")
-        assert limits(amps) == [12, 16, 10]  # TxProfile, then the charger's maximum over its 20 A, then 10 A
-        watts = await composite(s, 1, 5400, "W")
-        assert watts["chargingSchedule"]["chargingRateUnit"] == "W"
-        assert limits(watts) == [12 * 3 * 230, 16 * 3 * 230, 10 * 3 * 230]
-        # a profile given in W is converted to A on the pilot: 6,900 W / (3 x 230 V) = 10 A
-        assert await set_profile(s, 1, profile(4, 1, "TxProfile", [(0, 6900)], unit="W", start=t0,
-                                               transaction_id=tx_id)) == "Accepted"
-        await offered(s, 1, 10)
+    s = one
+    tx_id = await s.start_session(1, CARD)
+    t0 = now()
+    assert await set_profile(s, 0, profile(1, 0, "ChargePointMaxProfile", [(0, 16), (3600, 10)], start=t0)
+                             ) == "Accepted"
+    assert await set_profile(s, 0, profile(2, 0, "TxDefaultProfile", [(0, 13)], start=t0)) == "Accepted"
+    assert await set_profile(s, 1, profile(3, 0, "TxProfile", [(0, 12), (1800, 20)], start=t0,
+                                           transaction_id=tx_id)) == "Accepted"
+    await offered(s, 1, 12)
+    amps = await composite(s, 1, 5400, "A")
+    assert limits(amps) == [12, 16, 10]  # TxProfile, then the charger's maximum over its 20 A, then 10 A
+    watts = await composite(s, 1, 5400, "W")
+    assert watts["chargingSchedule"]["chargingRateUnit"] == "W"
+    assert limits(watts) == [12 * 3 * 230, 16 * 3 * 230, 10 * 3 * 230]
+    # a profile given in W is converted to A on the pilot: 6,900 W / (3 x 230 V) = 10 A
+    assert await set_profile(s, 1, profile(4, 1, "TxProfile", [(0, 6900)], unit="W", start=t0,
+                                           transaction_id=tx_id)) == "Accepted"
+    await offered(s, 1, 10)
 
 
-async def test_clear_by_id_by_criteria_then_all(tmp_path: Path) -> None:
+async def test_clear_by_id_by_criteria_then_all(one: Station) -> None:
     """TC_067 and TC_072: two TxDefault stack levels (the higher for its duration, then the lower shows through);
     cleared by id, by criteria (connector, purpose, stack level), then everything; the composite after each."""
-    async with Station(tmp_path, connectors=1) as s:
-        await s.start_agent()
-        t0 = now()
-        assert await set_profile(s, 0, profile(1, 0, "TxDefaultProfile", [(0, 20)], start=t0)) == "Accepted"
-        assert await set_profile(s, 1, profile(2, 1, "TxDefaultProfile", [(0, 8)], start=t0, duration=1200)
-                                 ) == "Accepted"
-        assert await set_profile(s, 0, profile(3, 0, "ChargePointMaxProfile", [(0, 15)], start=t0)) == "Accepted"
-        assert limits(await composite(s, 1, 3600)) == [8, 15]  # TC_072: level 1 for 20 min, then level 0 (capped)
-        clear = "ClearChargingProfile"
-        assert (await s.csms.call(CP_ID, clear, {"id": 2}))["status"] == "Accepted"
-        assert limits(await composite(s, 1, 3600)) == [15]
-        assert (await s.csms.call(CP_ID, clear, {"id": 2}))["status"] == "Unknown"
-        # criteria that match nothing: all of them must match
-        assert (await s.csms.call(CP_ID, clear, {"connectorId": 0, "chargingProfilePurpose": "TxDefaultProfile",
-                                                  "stackLevel": 5}))["status"] == "Unknown"
-        assert (await s.csms.call(CP_ID, clear, {"connectorId": 0, "chargingProfilePurpose": "TxDefaultProfile",
-                                                  "stackLevel": 0}))["status"] == "Accepted"
-        assert limits(await composite(s, 1, 3600)) == [15]
-        assert (await s.csms.call(CP_ID, clear, {}))["status"] == "Accepted"
-        answer = await composite(s, 1, 3600)
-        assert answer["status"] == "Accepted" and limits(answer) == [32]  # nothing but the connector's rating
-        assert (await s.csms.call(CP_ID, clear, {}))["status"] == "Unknown"
+    s = one
+    t0 = now()
+    assert await set_profile(s, 0, profile(1, 0, "TxDefaultProfile", [(0, 20)], start=t0)) == "Accepted"
+    assert await set_profile(s, 1, profile(2, 1, "TxDefaultProfile", [(0, 8)], start=t0, duration=1200)
+                             ) == "Accepted"
+    assert await set_profile(s, 0, profile(3, 0, "ChargePointMaxProfile", [(0, 15)], start=t0)) == "Accepted"
+    assert limits(await composite(s, 1, 3600)) == [8, 15]  # TC_072: level 1 for 20 min, then level 0 (capped)
+    clear = "ClearChargingProfile"
+    assert (await s.csms.call(CP_ID, clear, {"id": 2}))["status"] == "Accepted"
+    assert limits(await composite(s, 1, 3600)) == [15]
+    assert (await s.csms.call(CP_ID, clear, {"id": 2}))["status"] == "Unknown"
+    # criteria that match nothing: all of them must match
+    assert (await s.csms.call(CP_ID, clear, {"connectorId": 0, "chargingProfilePurpose": "TxDefaultProfile",
+                                              "stackLevel": 5}))["status"] == "Unknown"
+    assert (await s.csms.call(CP_ID, clear, {"connectorId": 0, "chargingProfilePurpose": "TxDefaultProfile",
+                                              "stackLevel": 0}))["status"] == "Accepted"
+    assert limits(await composite(s, 1, 3600)) == [15]
+    assert (await s.csms.call(CP_ID, clear, {}))["status"] == "Accepted"
+    answer = await composite(s, 1, 3600)
+    assert answer["status"] == "Accepted" and limits(answer) == [32]  # nothing but the connector's rating
+    assert (await s.csms.call(CP_ID, clear, {}))["status"] == "Unknown"
 
 
-async def test_a_new_tx_default_applies_to_the_running_transaction(tmp_path: Path) -> None:
+async def test_a_new_tx_default_applies_to_the_running_transaction(one: Station) -> None:
     """TC_082 (errata 3.8): a TxDefaultProfile set during a transaction without a TxProfile limits it at once; a
     limit under 6 A pauses the offer (SuspendedEVSE) until it rises again."""
-    async with Station(tmp_path, connectors=1) as s:
-        await s.start_agent()
-        await s.start_session(1, CARD)
-        await offered(s, 1, 32)
-        assert await set_profile(s, 0, profile(1, 0, "TxDefaultProfile", [(0, 11)], kind="Relative")) == "Accepted"
-        await offered(s, 1, 11)
-        mark = s.mark()
-        assert await set_profile(s, 0, profile(1, 0, "TxDefaultProfile", [(0, 0)], kind="Relative")) == "Accepted"
-        await s.wait_status(1, "SuspendedEVSE", since=mark)
-        await offered(s, 1, 0)
-        mark = s.mark()
-        assert await set_profile(s, 0, profile(1, 0, "TxDefaultProfile", [(0, 7)], kind="Relative")) == "Accepted"
-        await s.wait_status(1, "Charging", since=mark)
-        await offered(s, 1, 7)
+    s = one
+    await s.start_session(1, CARD)
+    await offered(s, 1, 32)
+    assert await set_profile(s, 0, profile(1, 0, "TxDefaultProfile", [(0, 11)], kind="Relative")) == "Accepted"
+    await offered(s, 1, 11)
+    mark = s.mark()
+    assert await set_profile(s, 0, profile(1, 0, "TxDefaultProfile", [(0, 0)], kind="Relative")) == "Accepted"
+    await s.wait_status(1, "SuspendedEVSE", since=mark)
+    await offered(s, 1, 0)
+    mark = s.mark()
+    assert await set_profile(s, 0, profile(1, 0, "TxDefaultProfile", [(0, 7)], kind="Relative")) == "Accepted"
+    await s.wait_status(1, "Charging", since=mark)
+    await offered(s, 1, 7)
 
 
-async def test_the_pilot_follows_three_periods_within_a_second_of_each_boundary(tmp_path: Path) -> None:
+async def test_the_pilot_follows_three_periods_within_a_second_of_each_boundary(one: Station) -> None:
     """The board's own record of its duty cycle: each period boundary reaches the pilot within 1 s."""
-    async with Station(tmp_path, connectors=1) as s:
-        await s.start_agent()
-        await s.start_session(1, CARD)
-        board = s.charger.connectors[1].board
-        t0 = now() + timedelta(seconds=2)
-        steps = [(0, 16), (3, 10), (6, 13)]
-        assert await set_profile(s, 0, profile(1, 0, "TxDefaultProfile", steps, start=t0)) == "Accepted"
-        await offered(s, 1, 13)
-        for start_s, amps in steps:
-            boundary = t0 + timedelta(seconds=start_s)
-            change = next(((at, duty) for at, duty in board.pwm_changes if at >= boundary and duty is not None
-                           and duty_to_current(duty / 10) == pytest.approx(amps, abs=0.3)), None)
-            assert change is not None, (start_s, amps, board.pwm_changes[-6:])
-            assert change[0] - boundary <= timedelta(seconds=1), (start_s, change[0] - boundary)
+    s = one
+    await s.start_session(1, CARD)
+    board = s.charger.connectors[1].board
+    t0 = now() + timedelta(seconds=2)
+    steps = [(0, 16), (3, 10), (6, 13)]
+    assert await set_profile(s, 0, profile(1, 0, "TxDefaultProfile", steps, start=t0)) == "Accepted"
+    await offered(s, 1, 13)
+    for start_s, amps in steps:
+        boundary = t0 + timedelta(seconds=start_s)
+        change = next(((at, duty) for at, duty in board.pwm_changes if at >= boundary and duty is not None
+                       and duty_to_current(duty / 10) == pytest.approx(amps, abs=0.3)), None)
+        assert change is not None, (start_s, amps, board.pwm_changes[-6:])
+        assert change[0] - boundary <= timedelta(seconds=1), (start_s, change[0] - boundary)
 
 
 async def test_a_profile_survives_a_power_cut_before_its_boundary(tmp_path: Path) -> None:
@@ -246,23 +263,22 @@ async def test_a_profile_survives_a_power_cut_before_its_boundary(tmp_path: Path
         await offered(s, 1, 9)
 
 
-async def test_malformed_profiles_get_the_right_answer(tmp_path: Path) -> None:
+async def test_malformed_profiles_get_the_right_answer(one: Station) -> None:
     """The ``ocpp`` library's edges: an empty period list passes its schema (Rejected here), a limit off the 0.1
     grid is a PropertyConstraintViolation, as is an unknown purpose (errata 3.24/3.38: not FormationViolation)."""
-    async with Station(tmp_path, connectors=1) as s:
-        await s.start_agent()
-        assert await set_profile(s, 0, profile(1, 0, "TxDefaultProfile", [])) == "Rejected"
-        assert await set_profile(s, 0, profile(1, 0, "TxDefaultProfile", [(10, 16)])) == "Rejected"  # not from 0
-        assert await set_profile(s, 0, profile(1, 9, "TxDefaultProfile", [(0, 16)])) == "Rejected"  # > max level
-        assert await set_profile(s, 1, profile(1, 0, "ChargePointMaxProfile", [(0, 16)])) == "Rejected"
-        for bad, code in ((profile(1, 0, "TxDefaultProfile", [(0, 16.05)]), "PropertyConstraintViolation"),
-                          (profile(1, 0, "Bogus", [(0, 16)]), "PropertyConstraintViolation")):
-            with pytest.raises(CallErrorReceived) as caught:
-                await s.csms.call(CP_ID, "SetChargingProfile", {"connectorId": 0, "csChargingProfiles": bad},
-                                  validate=False, timeout_s=WAIT_S)
-            assert caught.value.code == code
-        # the composite of a charger with nothing installed: its rating, in both units
-        assert limits(await composite(s, 1, 60, "W")) == [32 * 3 * 230]
+    s = one
+    assert await set_profile(s, 0, profile(1, 0, "TxDefaultProfile", [])) == "Rejected"
+    assert await set_profile(s, 0, profile(1, 0, "TxDefaultProfile", [(10, 16)])) == "Rejected"  # not from 0
+    assert await set_profile(s, 0, profile(1, 9, "TxDefaultProfile", [(0, 16)])) == "Rejected"  # > max level
+    assert await set_profile(s, 1, profile(1, 0, "ChargePointMaxProfile", [(0, 16)])) == "Rejected"
+    for bad, code in ((profile(1, 0, "TxDefaultProfile", [(0, 16.05)]), "PropertyConstraintViolation"),
+                      (profile(1, 0, "Bogus", [(0, 16)]), "PropertyConstraintViolation")):
+        with pytest.raises(CallErrorReceived) as caught:
+            await s.csms.call(CP_ID, "SetChargingProfile", {"connectorId": 0, "csChargingProfiles": bad},
+                              validate=False, timeout_s=WAIT_S)
+        assert caught.value.code == code
+    # the composite of a charger with nothing installed: its rating, in both units
+    assert limits(await composite(s, 1, 60, "W")) == [32 * 3 * 230]
 
 
 async def test_the_limit_on_mqtt_names_the_ocpp_source_and_its_next_change(tmp_path: Path) -> None:

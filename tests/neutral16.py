@@ -1,0 +1,77 @@
+"""One OCPP 1.6 station shared by the tests of a module: what they change is put back after each of them.
+
+A Station costs its start (agent process, devices, CSMS) in every test that makes its own; a module's tests that need
+the same connectors and presets share one (module-scoped fixture) and each leaves it "neutral" for the next, as
+tests/test_e2e_ocpp201_cfg.py does for 2.0.1: :func:`back_to_neutral` after every test, :func:`writable_keys` once
+to know the configuration to restore, :func:`configure` for a test's own keys.
+"""
+
+from __future__ import annotations
+
+from sim.csms.behaviour import IdTagDirectory
+from sim.csms.transcript import Direction, EntryKind
+from sim.devices.interfaces import BoardFault
+from tests.station import CP_ID, WAIT_S, Station
+
+#: A heartbeat interval no shared station reaches: a Heartbeat in the middle of a test that asserts that nothing was
+#: sent would fail it, and a station living through many tests could see one at the usual 300 s.
+NO_HEARTBEAT_S = 86400
+
+
+async def writable_keys(s: Station) -> dict[str, str]:
+    """The values of the agent's writable configuration keys, to restore after each test."""
+    keys = (await s.csms.get_configuration(CP_ID, timeout_s=WAIT_S))["configurationKey"]
+    return {k["key"]: k.get("value", "") for k in keys if not k["readonly"]}
+
+
+async def back_to_neutral(s: Station, keys: dict[str, str], since: int) -> None:
+    """The CSMS online and knowing no idTag; no fault injected, no EV plugged, no transaction open, no cable locked;
+    ``keys`` as they were; no reservation (of those made from transcript position ``since`` on), charging profile,
+    Local Authorization List or cached id; every connector Operative and Available without error."""
+    if not s.csms.online:
+        await s.csms.set_online(True)
+    await s.csms.wait_connected(CP_ID, timeout_s=WAIT_S)
+    connectors = range(1, s.spec.connectors + 1)
+    for c in connectors:
+        s.inject(c, BoardFault.RCD_TRIP, False)
+        s.lock_stuck(c, False)
+        s.meter_silent(c, False)
+    for key, value in (await writable_keys(s)).items():
+        if key in keys and keys[key] != value:
+            answer = await s.csms.change_configuration(CP_ID, key, keys[key], timeout_s=WAIT_S)
+            assert answer["status"] == "Accepted", (key, answer)
+    for tx in s.csms.state(CP_ID).open_transactions:
+        await s.csms.remote_stop_transaction(CP_ID, tx.transaction_id, timeout_s=WAIT_S)
+    for c in connectors:
+        s.ev(c).unplug()
+        # a cable left locked in the socket (a transaction ended without unlocking) keeps the connector Finishing
+        await s.csms.unlock_connector(CP_ID, c, timeout_s=WAIT_S)
+    reserved = {e.payload["reservationId"] for e in s.csms.transcript.messages(
+        CP_ID, action="ReserveNow", direction=Direction.TO_CP, kind=EntryKind.CALL, since=since)}
+    for reservation_id in sorted(reserved):
+        await s.csms.cancel_reservation(CP_ID, reservation_id, timeout_s=WAIT_S)
+    await s.csms.call(CP_ID, "ClearChargingProfile", {}, timeout_s=WAIT_S)
+    await s.csms.send_local_list(CP_ID, 1, "Full", timeout_s=WAIT_S)
+    await s.csms.clear_cache(CP_ID, timeout_s=WAIT_S)
+    for c in (0, *connectors):
+        await s.csms.change_availability(CP_ID, c, "Operative", timeout_s=WAIT_S)
+    # what the agent queued (offline) has reached the CSMS: nothing of this test arrives during the next one
+    await s.wait_until(lambda: not s.outbox(), what="the agent's outbox delivered")
+    await s.wait_until(lambda: not s.csms.state(CP_ID).open_transactions, what="every transaction ended")
+    for c in connectors:
+        await s.wait_until(lambda c=c: _last_status(s, c) == ("Available", "NoError"),
+                           what=f"connector {c} Available without error")
+    s.csms.behaviour.id_tags = IdTagDirectory()
+
+
+def _last_status(s: Station, connector: int) -> tuple[str, str] | None:
+    last = [e.payload for e in s.calls("StatusNotification") if e.payload["connectorId"] == connector][-1:]
+    return (last[0]["status"], last[0]["errorCode"]) if last else None
+
+
+async def configure(s: Station, values: dict[str, str | int]) -> None:
+    """ChangeConfiguration of each key (each Accepted): a test's own presets on a shared station, which
+    :func:`back_to_neutral` puts back."""
+    for key, value in values.items():
+        answer = await s.csms.change_configuration(CP_ID, key, str(value), timeout_s=WAIT_S)
+        assert answer["status"] == "Accepted", (key, answer)
