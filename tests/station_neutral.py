@@ -1,7 +1,9 @@
-"""Putting a shared station (OCPP 1.6 or 2.0.1) back to neutral between the tests of a module.
+"""Putting a station shared by the tests of a module (OCPP 1.6 or 2.0.1) back to neutral after each of them.
 
-Starting a Station costs a second or more; modules whose tests can share one (module-scoped fixture) call
-:func:`back_to_neutral` after each test, so that every test finds the same station whichever ran before it.
+A Station costs its start (agent process, devices, CSMS) in every test that makes its own; a module's tests that need
+the same connectors and presets share one (module-scoped fixture) and each leaves it "neutral" for the next:
+:func:`back_to_neutral` (1.6) or :func:`back_to_neutral_201` after every test, :func:`writable_keys` once to know
+the configuration to restore, :func:`configure` for a test's own keys.
 """
 
 from __future__ import annotations
@@ -9,7 +11,67 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from sim.csms.behaviour import IdTagDirectory
+from sim.csms.transcript import Direction, EntryKind
+from sim.devices.interfaces import BoardFault
 from tests.station import CP_ID, WAIT_S, Station
+
+#: A heartbeat interval no shared station reaches: a Heartbeat in the middle of a test that asserts that nothing was
+#: sent would fail it, and a station living through many tests could see one at the usual 300 s.
+NO_HEARTBEAT_S = 86400
+
+
+async def writable_keys(s: Station) -> dict[str, str]:
+    """The values of the agent's writable configuration keys, to restore after each test."""
+    keys = (await s.csms.get_configuration(CP_ID, timeout_s=WAIT_S))["configurationKey"]
+    return {k["key"]: k.get("value", "") for k in keys if not k["readonly"]}
+
+
+async def back_to_neutral(s: Station, keys: Mapping[str, str], since: int = 0) -> None:
+    """The CSMS online, knowing no idTag and planning no fault; no fault injected, no EV plugged, no transaction
+    open, no cable locked; each of ``keys`` at its value (only those that differ are changed); no reservation (of
+    those made from transcript position ``since`` on), charging profile, Local Authorization List or cached id;
+    every connector Operative and Available without error; whatever the agent queued (offline) delivered, so that
+    nothing of the test before arrives during the next one."""
+    if not s.csms.online:
+        await s.csms.set_online(True)
+    await s.csms.wait_connected(CP_ID, timeout_s=WAIT_S)
+    s.csms.behaviour.faults.clear()
+    connectors = range(1, s.spec.connectors + 1)
+    for c in connectors:
+        s.inject(c, BoardFault.RCD_TRIP, False)
+        s.lock_stuck(c, False)
+        s.meter_silent(c, False)
+    for key, value in (await writable_keys(s)).items():
+        if key in keys and keys[key] != value:
+            answer = await s.csms.change_configuration(CP_ID, key, keys[key], timeout_s=WAIT_S)
+            assert answer["status"] == "Accepted", (key, answer)
+    for tx in s.csms.state(CP_ID).open_transactions:
+        await s.csms.remote_stop_transaction(CP_ID, tx.transaction_id, timeout_s=WAIT_S)
+    for c in connectors:
+        s.ev(c).unplug()
+        # a cable left locked in the socket (a transaction ended without unlocking) keeps the connector Finishing
+        await s.csms.unlock_connector(CP_ID, c, timeout_s=WAIT_S)
+    reserved = {e.payload["reservationId"] for e in s.csms.transcript.messages(
+        CP_ID, action="ReserveNow", direction=Direction.TO_CP, kind=EntryKind.CALL, since=since)}
+    for reservation_id in sorted(reserved):
+        await s.csms.cancel_reservation(CP_ID, reservation_id, timeout_s=WAIT_S)
+    await s.csms.call(CP_ID, "ClearChargingProfile", {}, timeout_s=WAIT_S)
+    await s.csms.send_local_list(CP_ID, 1, "Full", timeout_s=WAIT_S)
+    await s.csms.clear_cache(CP_ID, timeout_s=WAIT_S)
+    for c in (0, *connectors):
+        await s.csms.change_availability(CP_ID, c, "Operative", timeout_s=WAIT_S)
+    # what the agent queued (offline) has reached the CSMS: nothing of this test arrives during the next one
+    await s.wait_until(lambda: not s.outbox(), what="the agent's outbox delivered")
+    await s.wait_until(lambda: not s.csms.state(CP_ID).open_transactions, what="every transaction ended")
+    for c in connectors:
+        await s.wait_until(lambda c=c: _last_status(s, c) == ("Available", "NoError"),
+                           what=f"connector {c} Available without error")
+    s.csms.behaviour.id_tags = IdTagDirectory()
+
+
+def _last_status(s: Station, connector: int) -> tuple[str, str] | None:
+    last = [e.payload for e in s.calls("StatusNotification") if e.payload["connectorId"] == connector][-1:]
+    return (last[0]["status"], last[0]["errorCode"]) if last else None
 
 
 def last_status(s: Station, connector: int) -> str | None:
@@ -17,42 +79,12 @@ def last_status(s: Station, connector: int) -> str | None:
     return statuses[-1] if statuses else None
 
 
-def open_transactions(s: Station) -> list[int]:
-    return [t.transaction_id for t in s.csms.state(CP_ID).transactions.values() if t.is_open]
-
-
-async def back_to_neutral(s: Station, keys: Mapping[str, str] | None = None) -> None:
-    """The CSMS online, knowing no card and planning no fault; no EV plugged, no transaction open, the charge
-    point Operative and every connector Available; the agent's authorization cache empty; each of ``keys`` at
-    its value (only those that differ are changed). Whatever the agent queued offline has reached the CSMS, so
-    that nothing of the test before arrives during the next one."""
-    if not s.csms.online:
-        mark = s.mark()
-        await s.csms.set_online(True)
-        await s.wait_booted(since=mark)  # reconnected and reported every connector's status
-    await s.csms.wait_connected(CP_ID, timeout_s=WAIT_S)
-    s.csms.behaviour.id_tags = IdTagDirectory()
-    s.csms.behaviour.faults.clear()
-    for connector in range(1, s.spec.connectors + 1):
-        s.ev(connector).unplug()
-    await s.wait_until(lambda: not s.outbox(), what="the agent's outbox delivered")  # offline transactions too
-    for tx_id in open_transactions(s):
-        await s.csms.remote_stop_transaction(CP_ID, tx_id, timeout_s=WAIT_S)
-    await s.wait_until(lambda: not open_transactions(s), what="every transaction ended")
-    if keys:
-        got = await s.csms.get_configuration(CP_ID, list(keys), timeout_s=WAIT_S)
-        now = {k["key"]: k.get("value") for k in got.get("configurationKey", [])}
-        for key, value in keys.items():
-            if now.get(key) != value:
-                answer = await s.csms.change_configuration(CP_ID, key, value, timeout_s=WAIT_S)
-                assert answer["status"] == "Accepted", (key, value, answer)
-    for connector in range(s.spec.connectors + 1):  # 0: the charge point
-        await s.csms.change_availability(CP_ID, connector, "Operative", timeout_s=WAIT_S)
-    assert (await s.csms.clear_cache(CP_ID, timeout_s=WAIT_S))["status"] == "Accepted"
-    for connector in range(1, s.spec.connectors + 1):
-        await s.wait_until(lambda c=connector: last_status(s, c) == "Available",  # type: ignore[misc]
-                           what=f"connector {connector} Available")
-    await s.wait_until(lambda: not s.outbox(), what="the agent's outbox delivered")
+async def configure(s: Station, values: dict[str, str | int]) -> None:
+    """ChangeConfiguration of each key (each Accepted): a test's own presets on a shared station, which
+    :func:`back_to_neutral` puts back."""
+    for key, value in values.items():
+        answer = await s.csms.change_configuration(CP_ID, key, str(value), timeout_s=WAIT_S)
+        assert answer["status"] == "Accepted", (key, answer)
 
 
 def open_transactions_201(s: Station) -> list[str]:

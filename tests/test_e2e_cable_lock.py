@@ -3,7 +3,7 @@ TC_018, their failure cases, UnlockConnectorOnEVSideDisconnect), as the CSMS see
 
 The simulated I/O board has a lock actuator with a position switch (100 ms of travel, T_lock = 1 s) that
 can be jammed (``lock_stuck``). Assertions are on the CSMS's transcript and on the lock's physical position. The tests
-with a lock share one station (``one``; their keys set at their start), put back after each (tests/neutral16.py).
+with a lock share one station (``one``; their keys set at their start), put back after each (tests/station_neutral.py).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tests.neutral16 import NO_HEARTBEAT_S, back_to_neutral, configure, writable_keys
 from tests.station import WAIT_S, Station
+from tests.station_neutral import NO_HEARTBEAT_S, back_to_neutral, configure, writable_keys
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -6,7 +6,7 @@ LocalListConflict.
 The agent is a real process; the list goes in through the simulated CSMS's SendLocalList. What the charger does
 with it is read from the hardware (contactor), the agent's session log lines and the CSMS's transcript; what is
 on disk from the agent's database, opened read-only. The one-connector tests that need no restart share one station
-(``one``; their keys set at their start), put back after each (tests/neutral16.py); the others have their own.
+(``one``; their keys set at their start), put back after each (tests/station_neutral.py); the others have their own.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import pytest_asyncio
 from sim.csms import local_list
 from sim.csms.ocppj import check_payload
 from sim.csms.server import CallErrorReceived
-from tests.neutral16 import NO_HEARTBEAT_S, back_to_neutral, configure, writable_keys
 from tests.station import CP_ID, WAIT_S, Station
+from tests.station_neutral import NO_HEARTBEAT_S, back_to_neutral, configure, writable_keys
 from tests.test_e2e_offline_auth import _contactor, _sessions, _tap, _tap_refused
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -488,8 +488,9 @@ async def test_cached_id_token_offline_then_invalid(station: Station, case: str,
             assert end.payload["triggerReason"] == "Deauthorized"
             assert (await s.csms.unlock_connector_201(CP_ID, 1, timeout_s=WAIT_S))["status"] == "Unlocked"
         elif max_energy == "0":
-            await s.wait_call("TransactionEvent", lambda e: e.payload["transactionInfo"].get("chargingState")
-                              == "SuspendedEVSE", since=mark)
+            suspended = await s.wait_call("TransactionEvent", lambda e: e.payload["transactionInfo"].get(
+                "chargingState") == "SuspendedEVSE", since=mark)
+            assert suspended.payload["triggerReason"] == "EnergyLimitReached"  # an allowance of none, reached
             await s.wait_until(lambda: not contactor_closed(s), what="no energy")  # the event goes first
         else:
             trigger = s.mark()

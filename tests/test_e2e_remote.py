@@ -5,7 +5,7 @@ ConnectionTimeOut), refused remote starts, AuthorizeRemoteTxRequests, remote sto
 unknown transactions, and hard/soft resets with and without a transaction. For the resets the
 agent runs supervised: it exits with ExitCode.RESTART and is started again, as systemd would, each on a station of
 its own; the other tests share one station per connector count (``one``, ``two``), their keys set at their start and
-everything put back after each (tests/neutral16.py).
+everything put back after each (tests/station_neutral.py).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pytest
 import pytest_asyncio
 
 from firmware.exitcodes import ExitCode
-from tests.neutral16 import NO_HEARTBEAT_S, back_to_neutral, configure, writable_keys
 from tests.station import CP_ID, WAIT_S, Station
+from tests.station_neutral import NO_HEARTBEAT_S, back_to_neutral, configure, writable_keys
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

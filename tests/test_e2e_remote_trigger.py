@@ -6,7 +6,7 @@ connector, a triggered status is sent even when it is no news and without waitin
 triggered BootNotification while the CSMS keeps us Pending, an unknown requestedMessage (NotImplemented).
 
 The one-connector tests that boot normally share one station (``one``; their keys set at their start), put back after
-each (tests/neutral16.py); the others have their own.
+each (tests/station_neutral.py); the others have their own.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import pytest
 import pytest_asyncio
 
 from sim.csms.transcript import Direction, EntryKind, TranscriptEntry
-from tests.neutral16 import NO_HEARTBEAT_S, back_to_neutral, configure, writable_keys
 from tests.station import CP_ID, WAIT_S, Station
+from tests.station_neutral import NO_HEARTBEAT_S, back_to_neutral, configure, writable_keys
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

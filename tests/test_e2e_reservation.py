@@ -3,7 +3,7 @@ TC_051, TC_052, and a reservation across a power cut (docs/reservation.md).
 
 The agent runs as a process against the simulated hardware and CSMS; each test names the OCTT steps it checks. The
 tests with the default configuration share one station per connector count (``two``, ``one``), put back after each
-(tests/neutral16.py); those with their own configuration or a power cut have their own.
+(tests/station_neutral.py); those with their own configuration or a power cut have their own.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pytest_asyncio
 
 from sim.csms import local_list
 from sim.devices.interfaces import BoardFault
-from tests.neutral16 import NO_HEARTBEAT_S, back_to_neutral, writable_keys
 from tests.station import CP_ID, Station
+from tests.station_neutral import NO_HEARTBEAT_S, back_to_neutral, writable_keys
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -3,7 +3,7 @@ OCPP 1.6 (TC_056 … TC_082): profiles set, cleared and queried over the wire, a
 
 Composite schedules are read relative to the agent's clock: each check allows the second or two a loaded machine
 puts between the request and its answer. The one-connector tests with the default configuration share one station
-(``one``), put back after each (tests/neutral16.py); the others have their own."""
+(``one``), put back after each (tests/station_neutral.py); the others have their own."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import pytest_asyncio
 from hal.duty_cycle import duty_to_current
 from sim.csms.server import CallErrorReceived
 from tests.mqtt_broker import Mosquitto, Subscriber
-from tests.neutral16 import NO_HEARTBEAT_S, back_to_neutral, configure, writable_keys
 from tests.station import CP_ID, WAIT_S, Station
+from tests.station_neutral import NO_HEARTBEAT_S, back_to_neutral, configure, writable_keys
 from tests.test_e2e_mqtt import ROOT, mqtt_section
 
 CARD = "04A1B2C3"

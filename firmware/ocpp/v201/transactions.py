@@ -428,6 +428,7 @@ class Transactions:
                              "SET value = excluded.value", (key, tx.to_json()))
         if tx is None:
             self._open.pop(evse, None)
+            self._energy_limit.discard(evse)  # an allowance never reached is not the next transaction's
         else:
             self._open[evse] = tx
 
@@ -538,13 +539,17 @@ class Transactions:
     async def _rejected(self, ctrl: ConnectorController, event: TransactionRejected) -> None:
         """E05: TxCtrlr.StopTxOnInvalidId true: the machine stops the transaction now (triggerReason Deauthorized).
         False: it only stops the energy — after TxCtrlr.MaxEnergyOnInvalidId more Wh if that is set (the same
-        allowance as 1.6's, :mod:`firmware.charger.energy_allowance`), then with triggerReason EnergyLimitReached."""
+        allowance as 1.6's, :mod:`firmware.charger.energy_allowance`), at once if not — with triggerReason
+        EnergyLimitReached."""
         v = self.ctx.variables
         allowance = v.get_int("TxCtrlr", "MaxEnergyOnInvalidId")
-        if allowance > 0 and not v.get_bool("TxCtrlr", "StopTxOnInvalidId") and event.local_id is not None:
-            log.info("id invalidated; energy goes on up to MaxEnergyOnInvalidId",
-                     extra={"connector": ctrl.id, "wh": allowance})
-            await until_delivered(ctrl, allowance, event.local_id)
+        if not v.get_bool("TxCtrlr", "StopTxOnInvalidId") and event.local_id is not None:
+            if allowance > 0:
+                log.info("id invalidated; energy goes on up to MaxEnergyOnInvalidId",
+                         extra={"connector": ctrl.id, "wh": allowance})
+                await until_delivered(ctrl, allowance, event.local_id)
+            # the transaction is not stopped, so not Deauthorized ("stopped because of the authorization status"):
+            # its energy stops at an allowance reached, at once when there is none
             self._energy_limit.add(ctrl.id)
         await ctrl.handle(event)
 
