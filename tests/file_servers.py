@@ -15,6 +15,7 @@ import os
 import pwd
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sim.csms.file_server import HttpFaults, HttpFileServer, http_file_server
+from sim.harness.pki import Ca, Issued, issue_server_cert, make_ca
 
-__all__ = ["FtpServer", "FtpUnavailable", "HttpFaults", "HttpFileServer", "free_port", "http_file_server",
-           "running_vsftpd"]
+__all__ = ["FtpServer", "FtpUnavailable", "HttpFaults", "HttpFileServer", "Pki", "free_port", "http_file_server",
+           "make_files_pki", "running_vsftpd", "server_context"]
 
 
 def free_port() -> int:
@@ -47,6 +49,27 @@ class FtpServer:
 
 class FtpUnavailable(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class Pki:
+    """The file servers' TLS: HTTPS / FTPS servers the charger checks against ``[firmware] transfer_ca``."""
+
+    ca: Ca  # what the charger is configured with ([firmware] transfer_ca)
+    server: Issued  # the file servers' certificate, issued by it (localhost, 127.0.0.1)
+    stranger: Issued  # a certificate for the same hosts from a CA the charger does not know
+
+
+def make_files_pki(where: Path) -> Pki:
+    ca = make_ca(where, "Files CA")
+    return Pki(ca, issue_server_cert(ca, where, "files"), issue_server_cert(make_ca(where, "Other CA"), where, "other"))
+
+
+def server_context(issued: Issued) -> ssl.SSLContext:
+    """An HTTPS server's context (for :func:`http_file_server`'s ``tls``) presenting ``issued``."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(issued.cert, issued.key)
+    return ctx
 
 
 @contextlib.contextmanager
@@ -72,12 +95,12 @@ def running_vsftpd(where: Path, tls: tuple[Path, Path] | None = None, max_rate: 
         who = f"secure_chroot_dir={where / 'empty'}\n"
     else:  # vsftpd cannot chroot nor switch users: it serves as we are (the root is ours anyway)
         who = "run_as_launching_user=YES\n"
-    ssl = ""
+    tls_conf = ""
     if tls is not None:
         cert, key = tls
-        ssl = (f"ssl_enable=YES\nallow_anon_ssl=YES\nforce_anon_logins_ssl=YES\nforce_anon_data_ssl=YES\n"
-               f"rsa_cert_file={cert}\nrsa_private_key_file={key}\nssl_ciphers=HIGH\nrequire_ssl_reuse=YES\n"
-               "ssl_sslv2=NO\nssl_sslv3=NO\nssl_tlsv1=YES\n")
+        tls_conf = (f"ssl_enable=YES\nallow_anon_ssl=YES\nforce_anon_logins_ssl=YES\nforce_anon_data_ssl=YES\n"
+                    f"rsa_cert_file={cert}\nrsa_private_key_file={key}\nssl_ciphers=HIGH\nrequire_ssl_reuse=YES\n"
+                    "ssl_sslv2=NO\nssl_sslv3=NO\nssl_tlsv1=YES\n")
     empty = where / "empty"
     empty.mkdir(exist_ok=True)
     empty.chmod(0o555)
@@ -101,7 +124,7 @@ pasv_enable=YES
 pasv_address=127.0.0.1
 pasv_min_port={pasv}
 pasv_max_port={pasv + 20 if pasv < 65000 else pasv}
-{who}{ssl}anon_max_rate={max_rate}
+{who}{tls_conf}anon_max_rate={max_rate}
 seccomp_sandbox=NO
 isolate=NO
 isolate_network=NO

@@ -1,8 +1,9 @@
 """OCPP 1.6 Firmware Management end to end (OCTT TC_044_1, TC_044_2, TC_044_3, TC_045_1, TC_045_2), over HTTP (the
-simulated CSMS's file server) and FTP (vsftpd): the agent runs as a process against the simulated charger and CSMS,
-supervised as systemd would (a restart it asks for is done), with A/B slots in a controller root it may write
-(``[firmware] slots_root``: the simulator does not yet run the agent's code out of the slots, so the slot's version
-is what the agent reports as its firmware version, and what the pipeline checks after the restart).
+simulated CSMS's file server), HTTPS (the same server wrapped in ssl, checked against ``[firmware] transfer_ca``) and
+FTP (vsftpd): the agent runs as a process against the simulated charger and CSMS, supervised as systemd would (a
+restart it asks for is done), with A/B slots in a controller root it may write (``[firmware] slots_root``: the
+simulator does not yet run the agent's code out of the slots, so the slot's version is what the agent reports as its
+firmware version, and what the pipeline checks after the restart).
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from firmware.maintenance.updater import JOB_FILE
 from sim.csms.transcript import Direction, EntryKind, TranscriptEntry
 from tests.bundles import slot_station, small_bundle
 from tests.controller import traversable_dir
-from tests.file_servers import FtpServer, FtpUnavailable, running_vsftpd
+from tests.file_servers import (
+    FtpServer,
+    FtpUnavailable,
+    Pki,
+    http_file_server,
+    make_files_pki,
+    running_vsftpd,
+    server_context,
+)
 from tests.pki import Signer, another_signing_cert, make_crl, make_signer
 from tests.station import CP_ID, Station
 
@@ -68,10 +77,17 @@ def ftp(files: Path) -> Iterator[FtpServer]:
             pytest.fail(str(exc))
 
 
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """The HTTPS file servers' certificates: the charger trusts the files CA ([firmware] transfer_ca)."""
+    return make_files_pki(tmp_path_factory.mktemp("tls"))
+
+
 @pytest.fixture
-async def station(tmp_path: Path, files: Path, signer: Signer) -> AsyncIterator[Station]:
+async def station(tmp_path: Path, files: Path, signer: Signer, tls: Pki) -> AsyncIterator[Station]:
     async with slot_station(tmp_path / "controller", files / "v1.bundle", signer, files,
-                            firmware_extra=f'crl = "{files / "firmware-ca.crl"}"\n') as s:
+                            firmware_extra=f'crl = "{files / "firmware-ca.crl"}"\n'
+                                           f'transfer_ca = "{tls.ca.path}"\n') as s:
         yield s
 
 
@@ -129,6 +145,37 @@ async def test_tc_044_1_download_install_reboot_installed(station: Station, prot
     assert slots.active_slot(str(root)) == "b" and slots.info(str(root))["slots"]["b"]["health"] == "passed"
     assert s.exit_codes == [75]  # one restart, asked for by the pipeline
     assert [e.payload["type"] for e in calls(s, "SecurityEventNotification", mark)].count("FirmwareUpdated") == 1
+
+
+async def test_tc_044_1_over_https_and_a_server_not_trusted_fails_at_once(station: Station, files: Path, tls: Pki,
+                                                                         tmp_path: Path) -> None:
+    """TC_044_1 with an https:// location: the server's certificate checked against [firmware] transfer_ca, then the
+    same pipeline (Installed after the restart into the new version). A server whose certificate another CA issued:
+    DownloadFailed after the first attempt, whatever the retries (another try cannot make it trusted), and nothing
+    asked of it."""
+    s = station
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "srv/v2.bundle").write_bytes((files / "v2.bundle").read_bytes())
+    with (http_file_server(tmp_path / "srv", tls=server_context(tls.server)) as https,
+          http_file_server(tmp_path / "srv", tls=server_context(tls.stranger)) as stranger):
+        mark = s.csms.transcript.mark()
+        assert await s.csms.update_firmware(CP_ID, https.url("v2.bundle"), now()) == {}
+        seen = await statuses_until_final(s, mark)
+        assert seen == ["Downloading", "Downloaded", "Installing", "Installed"], seen
+        assert [r[:2] for r in https.faults.requests] == [("GET", "/v2.bundle")]
+        booted = boots(s, mark)
+        assert [b.payload["firmwareVersion"] for b in booted] == ["1.1.0"]
+        installed = next(e for e in calls(s, "FirmwareStatusNotification", mark) if e.payload["status"] == "Installed")
+        assert installed.seq > booted[0].seq and s.exit_codes == [75]
+
+        mark = s.csms.transcript.mark()
+        await s.csms.update_firmware(CP_ID, stranger.url("v2.bundle"), now(), retries=3, retry_interval=1)
+        seen = await statuses_until_final(s, mark)
+        assert seen == ["Downloading", "DownloadFailed"], seen
+        assert stranger.faults.requests == [] and not boots(s, mark)
+    root: Path = s.root  # type: ignore[attr-defined]
+    job = json.loads((root / "var/lib/evse-agent" / JOB_FILE).read_text())
+    assert "the server's TLS certificate is not trusted" in job["detail"], job["detail"]
 
 
 async def test_tc_044_2_download_failed_after_the_retries(station: Station, protocol: str) -> None:

@@ -12,12 +12,10 @@ import hashlib
 import os
 import pwd
 import shutil
-import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,9 +25,18 @@ from firmware.maintenance import transfer
 from firmware.maintenance.installers import SlotsInstaller, updater_settings
 from firmware.maintenance.transfer import TransferError, download, redact, tls_context, upload
 from firmware.maintenance.updater import FirmwareStatus, FirmwareUpdater
-from sim.harness.pki import Ca, Issued, issue_server_cert, make_ca
+from sim.harness.pki import issue_server_cert, make_ca
 from tests.controller import agent_python, traversable_dir
-from tests.file_servers import FtpServer, FtpUnavailable, HttpFileServer, http_file_server, running_vsftpd
+from tests.file_servers import (
+    FtpServer,
+    FtpUnavailable,
+    HttpFileServer,
+    Pki,
+    http_file_server,
+    make_files_pki,
+    running_vsftpd,
+    server_context,
+)
 from tests.updater_runner import FileHold
 
 PAYLOAD = os.urandom(700_000)
@@ -148,24 +155,9 @@ def test_passwords_never_in_messages(tmp_path: Path) -> None:
 # --- TLS: HTTPS (the standard library's server wrapped in ssl) and explicit FTPS (vsftpd, AUTH TLS) -----------------
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca: Ca  # what the charger is configured with ([firmware] transfer_ca)
-    server: Issued  # the file servers' certificate, issued by it (localhost, 127.0.0.1)
-    stranger: Issued  # a certificate for the same hosts from a CA the charger does not know
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    where = tmp_path_factory.mktemp("tls")
-    ca = make_ca(where, "Files CA")
-    return Pki(ca, issue_server_cert(ca, where, "files"), issue_server_cert(make_ca(where, "Other CA"), where, "other"))
-
-
-def server_context(issued: Issued) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(issued.cert, issued.key)
-    return ctx
+    return make_files_pki(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
