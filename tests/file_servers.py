@@ -15,7 +15,6 @@ import os
 import pwd
 import shutil
 import socket
-import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sim.csms.file_server import HttpFaults, HttpFileServer, http_file_server
-from sim.harness.pki import Ca, Issued, issue_server_cert, make_ca
 
-__all__ = ["FtpServer", "FtpUnavailable", "HttpFaults", "HttpFileServer", "Pki", "free_port", "http_file_server",
-           "make_files_pki", "running_vsftpd", "server_context"]
+__all__ = ["FtpServer", "FtpUnavailable", "HttpFaults", "HttpFileServer", "free_port", "http_file_server",
+           "running_vsftpd"]
 
 
 def free_port() -> int:
@@ -49,27 +47,6 @@ class FtpServer:
 
 class FtpUnavailable(Exception):
     pass
-
-
-@dataclass(frozen=True)
-class Pki:
-    """The file servers' TLS: HTTPS / FTPS servers the charger checks against ``[firmware] transfer_ca``."""
-
-    ca: Ca  # what the charger is configured with ([firmware] transfer_ca)
-    server: Issued  # the file servers' certificate, issued by it (localhost, 127.0.0.1)
-    stranger: Issued  # a certificate for the same hosts from a CA the charger does not know
-
-
-def make_files_pki(where: Path) -> Pki:
-    ca = make_ca(where, "Files CA")
-    return Pki(ca, issue_server_cert(ca, where, "files"), issue_server_cert(make_ca(where, "Other CA"), where, "other"))
-
-
-def server_context(issued: Issued) -> ssl.SSLContext:
-    """An HTTPS server's context (for :func:`http_file_server`'s ``tls``) presenting ``issued``."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(issued.cert, issued.key)
-    return ctx
 
 
 @contextlib.contextmanager

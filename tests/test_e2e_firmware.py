@@ -26,16 +26,8 @@ from firmware.maintenance.updater import JOB_FILE
 from sim.csms.transcript import Direction, EntryKind, TranscriptEntry
 from tests.bundles import slot_station, small_bundle
 from tests.controller import traversable_dir
-from tests.file_servers import (
-    FtpServer,
-    FtpUnavailable,
-    Pki,
-    http_file_server,
-    make_files_pki,
-    running_vsftpd,
-    server_context,
-)
-from tests.pki import Signer, another_signing_cert, make_crl, make_signer
+from tests.file_servers import FtpServer, FtpUnavailable, http_file_server, running_vsftpd
+from tests.pki import FilesPki, Signer, another_signing_cert, make_crl, make_files_pki, make_signer, server_context
 from tests.station import CP_ID, Station
 
 FINAL = ("Installed", "InstallationFailed", "DownloadFailed")
@@ -78,13 +70,13 @@ def ftp(files: Path) -> Iterator[FtpServer]:
 
 
 @pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+def tls(tmp_path_factory: pytest.TempPathFactory) -> FilesPki:
     """The HTTPS file servers' certificates: the charger trusts the files CA ([firmware] transfer_ca)."""
     return make_files_pki(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
-async def station(tmp_path: Path, files: Path, signer: Signer, tls: Pki) -> AsyncIterator[Station]:
+async def station(tmp_path: Path, files: Path, signer: Signer, tls: FilesPki) -> AsyncIterator[Station]:
     async with slot_station(tmp_path / "controller", files / "v1.bundle", signer, files,
                             firmware_extra=f'crl = "{files / "firmware-ca.crl"}"\n'
                                            f'transfer_ca = "{tls.ca.path}"\n') as s:
@@ -147,7 +139,7 @@ async def test_tc_044_1_download_install_reboot_installed(station: Station, prot
     assert [e.payload["type"] for e in calls(s, "SecurityEventNotification", mark)].count("FirmwareUpdated") == 1
 
 
-async def test_tc_044_1_over_https_and_a_server_not_trusted_fails_at_once(station: Station, files: Path, tls: Pki,
+async def test_tc_044_1_over_https_and_a_server_not_trusted_fails_at_once(station: Station, files: Path, tls: FilesPki,
                                                                          tmp_path: Path) -> None:
     """TC_044_1 with an https:// location: the server's certificate checked against [firmware] transfer_ca, then the
     same pipeline (Installed after the restart into the new version). A server whose certificate another CA issued:

@@ -29,8 +29,8 @@ from firmware.maintenance.bundle import load_private_key
 from firmware.ocpp.timestamps import timestamp
 from sim.csms.transcript import EntryKind, TranscriptEntry
 from tests.bundles import slot_station, small_bundle
-from tests.file_servers import Pki, http_file_server, make_files_pki, server_context
-from tests.pki import Signer, make_signer
+from tests.file_servers import http_file_server
+from tests.pki import FilesPki, Signer, make_files_pki, make_signer, server_context
 from tests.station import CP_ID, WAIT_S, Station
 
 FINAL = ("Installed", "InstallationFailed", "DownloadFailed", "InvalidSignature", "InstallVerificationFailed")
@@ -52,13 +52,13 @@ def files(tmp_path_factory: pytest.TempPathFactory, signer: Signer) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+def tls(tmp_path_factory: pytest.TempPathFactory) -> FilesPki:
     """The HTTPS file servers' certificates: the charger trusts the files CA ([firmware] transfer_ca)."""
     return make_files_pki(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
-async def station(tmp_path: Path, files: Path, signer: Signer, tls: Pki) -> AsyncIterator[Station]:
+async def station(tmp_path: Path, files: Path, signer: Signer, tls: FilesPki) -> AsyncIterator[Station]:
     async with slot_station(tmp_path / "controller", files / "v1.bundle", signer, files, ocpp="2.0.1",
                             firmware_extra=f'transfer_ca = "{tls.ca.path}"\n') as s:
         yield s
@@ -135,7 +135,7 @@ async def _installed_over_https(s: Station, location: str, files: Path, signer: 
     assert await triggered(s, "FirmwareStatusNotification", {"id": 1}) == {"status": "Idle"}  # TC_F_17_CS
 
 
-async def test_tc_l_01_cs_secure_firmware_update_installed(station: Station, files: Path, signer: Signer, tls: Pki,
+async def test_tc_l_01_cs_secure_firmware_update_installed(station: Station, files: Path, signer: Signer, tls: FilesPki,
                                                            tmp_path: Path) -> None:
     """TC_L_01_CS, from an https:// location (the server's certificate checked against [firmware] transfer_ca):
     Accepted; Downloading, Downloaded, SignatureVerified, Installing, InstallRebooting with the requestId; the EVSEs
