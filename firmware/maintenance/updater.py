@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
-from firmware.maintenance import transfer
+from firmware.maintenance import signing, transfer
 from firmware.maintenance.bundle import BundleError, verify_bundle, verify_file_signature
 
 log = logging.getLogger(__name__)
@@ -223,6 +223,7 @@ class FirmwareUpdater:
                  health: HealthCheck | None = None, clock: Callable[[], float] = time.time) -> None:
         """``on_status`` and ``health`` may be set later, by the protocol adapter that reports and judges."""
         self.store = JobStore(state_dir)
+        self.state_dir = state_dir
         self.download_dir = state_dir / DOWNLOAD_DIR
         self.settings = settings
         self.installer = installer
@@ -387,6 +388,11 @@ class FirmwareUpdater:
         if signed:  # first the signature the CSMS gave over the whole file, by the certificate it gave
             try:
                 cert = x509.load_pem_x509_certificate(job.signing_certificate.encode())
+                # judged again: a CRL refreshed since the request may list it now (neither 1.6 security nor 2.0.1
+                # has a status for a revoked certificate here: a signature by a revoked key is an invalid one)
+                judged = await signing.judge_certificate(cert, self.settings, self.state_dir)
+                if judged.verdict is not signing.Verdict.VALID:
+                    raise BundleError(f"the signing certificate: {judged.reason}")
                 await asyncio.to_thread(verify_file_signature, part, job.signature, cert, sha256=downloaded)
             except (BundleError, ValueError) as exc:
                 part.unlink(missing_ok=True)
@@ -398,6 +404,9 @@ class FirmwareUpdater:
         try:
             verified = await asyncio.to_thread(verify_bundle, part, self.settings.trust,
                                                hardware_revision=self.settings.hardware_revision, sha256=downloaded)
+            judged = await signing.judge_certificate(verified.certificate, self.settings, self.state_dir)
+            if judged.verdict is not signing.Verdict.VALID:  # the bundle's own signer: the root's CRL counts too
+                raise BundleError(f"the bundle's signing certificate: {judged.reason}")
         except BundleError as exc:
             failed = FirmwareStatus.INSTALL_VERIFICATION_FAILED if extended else FirmwareStatus.INSTALLATION_FAILED
             await self._finish(failed, f"refused: {exc}")
