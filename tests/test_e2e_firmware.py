@@ -8,6 +8,7 @@ firmware version, and what the pipeline checks after the restart).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -441,12 +442,16 @@ async def test_tc_081_invalid_signature_nothing_installed_and_an_untrusted_certi
     assert answer == {"status": "InvalidCertificate"}
 
 
-async def test_tc_080_with_a_revoked_signing_certificate_is_refused_nothing_downloaded(
-        station: Station, files: Path, revoked: Signer) -> None:
+async def test_tc_080_with_a_revoked_signing_certificate_is_refused_nothing_downloaded_and_the_crl_judged_again(
+        station: Station, files: Path, signer: Signer, revoked: Signer, tmp_path: Path) -> None:
     """OCTT TC_080's request (and 2.0.1 TC_L_05_CS's answer) with a signing certificate that the manufacturer CA's CRL
     ([firmware] crl) lists: RevokedCertificate before anything is fetched; no status notification, nothing installed,
     the refusal in the security log (InvalidFirmwareSigningCertificate). The same CA's other certificate is accepted
-    with the same CRL (test_tc_080_signed_update_installed)."""
+    with the same CRL (test_tc_080_signed_update_installed).
+
+    Then the CRL counts again later: a bundle whose own signing certificate it lists, asked for by 1.6 Core's
+    UpdateFirmware, is refused at its verification (InstallationFailed); and a signed update accepted while its
+    certificate was good, whose CRL is refreshed during the download to list it, ends InvalidSignature."""
     s = station
     mark = s.csms.transcript.mark()
     signed = small_bundle(files / "revoked.bundle", revoked, "6.6.7")
@@ -462,3 +467,30 @@ async def test_tc_080_with_a_revoked_signing_certificate_is_refused_nothing_down
     assert slots.active_slot(str(root)) == "a" and not slots.info(str(root))["slots"]["b"]["installed"]
     security_log = (root / "var/lib/evse-agent/security.log").read_text()
     assert "InvalidFirmwareSigningCertificate" in security_log and "was revoked on" in security_log
+
+    mark = s.csms.transcript.mark()  # the bundle's own signer is revoked: refused when the bundle is verified
+    await s.csms.update_firmware(CP_ID, s.csms.file_url("revoked.bundle"), now())
+    seen = await statuses_until_final(s, mark)
+    assert seen == ["Downloading", "Downloaded", "Installing", "InstallationFailed"], seen
+    assert "the bundle's signing certificate" in json.loads((root / "var/lib/evse-agent" / JOB_FILE).read_text())[
+        "detail"]
+
+    later = another_signing_cert(signer, tmp_path / "later", "Later revoked")  # good when the request comes
+    crl, before = files / "firmware-ca.crl", (files / "firmware-ca.crl").read_bytes()
+    faults = s.csms.files.faults  # type: ignore[union-attr]
+    faults.hold_after = 100_000  # the download waits there while the CRL is refreshed, then is cut and resumed
+    mark = s.csms.transcript.mark()
+    try:
+        answer = await s.csms.call(CP_ID, "SignedUpdateFirmware", {"requestId": 26, "retries": 1, "retryInterval": 1,
+                                   "firmware": signed_firmware(s.csms.file_url("v2.bundle"), files / "v2.bundle",
+                                                               later)})
+        assert answer == {"status": "Accepted"}
+        assert await asyncio.to_thread(faults.holding.wait, 30)
+        make_crl(signer, crl, [revoked.cert, later.cert])
+        faults.release.set()
+        seen = await statuses_until_final(s, mark, "SignedFirmwareStatusNotification",
+                                          ("Installed", "InstallationFailed", "InvalidSignature", "DownloadFailed"))
+    finally:
+        crl.write_bytes(before)  # the module's other stations have the first CRL
+    assert seen[-2:] == ["Downloaded", "InvalidSignature"] and "SignatureVerified" not in seen, seen
+    assert slots.active_slot(str(root)) == "a" and not boots(s, mark)
