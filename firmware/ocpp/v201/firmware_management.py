@@ -4,10 +4,11 @@ translation of the requests and statuses onto the version-agnostic pieces 1.6 us
 * **UpdateFirmware** becomes a job of the update pipeline (firmware/maintenance/updater.py: download with
   ``retries`` / ``retryInterval``, verify, install into the inactive slot, wait until no transaction runs with
   the EVSEs held Unavailable, switch, restart, check, keep or roll back). With a ``signingCertificate`` (L01) the
-  certificate is checked against the manufacturer root (``[firmware] trust``) before the answer —
-  InvalidCertificate if it is not issued by it or not valid now (no revocation list is kept: RevokedCertificate
-  is never answered) — and the ``signature`` over the file after the download (SignatureVerified /
-  InvalidSignature); without one (L02) the bundle's own signature by the same root is what is verified. Accepted;
+  certificate is checked against the manufacturer root (``[firmware] trust``) and its CRL (``[firmware] crl``)
+  before the answer — InvalidCertificate if it is not issued by it, not valid now or its revocation status is
+  unknown, RevokedCertificate if the CRL lists it (firmware/ocpp/firmware_signing.py) — and again after the
+  download, with the ``signature`` over the file (SignatureVerified / InvalidSignature); without one (L02) the
+  bundle's own signature by the same root (its certificate also judged by the CRL) is what is verified. Accepted;
   AcceptedCanceled when it replaces an update that has not switched slots yet; Rejected while one is being
   installed (switching, checking, rolling back) or when this charger cannot update itself.
 * **FirmwareStatusNotification** carries each status of the job (2.0.1's names are the pipeline's) and its
