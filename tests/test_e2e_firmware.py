@@ -260,6 +260,31 @@ async def test_tc_045_2_diagnostics_upload_failed(station: Station, protocol: st
     assert seen == ["Uploading", "UploadFailed"]
 
 
+async def test_a_diagnostics_upload_cut_by_a_kill_9_is_done_again_after_the_restart(station: Station) -> None:
+    """The upload is a durable job: its first attempt fails (HTTP 500) and its retry waits 60 s; SIGKILL then. The
+    restarted agent takes it up at once (Uploading again) and it ends with exactly one final status, Uploaded; the
+    job is forgotten once the CSMS answered."""
+    s = station
+    files = s.csms.files
+    assert files is not None
+    files.faults.status = 500
+    mark = s.csms.transcript.mark()
+    answer = await s.csms.get_diagnostics(CP_ID, s.csms.file_url("upload/"), retries=2, retry_interval=60)
+    root: Path = s.root  # type: ignore[attr-defined]
+    job_file = root / "var/lib/evse-agent/diagnostics-upload.json"
+    await s.wait_until(lambda: job_file.exists() and json.loads(job_file.read_text())["failed"] == 1, 30,
+                       "the first attempt failed")
+    await s.kill_agent()
+    files.faults.status = None
+    await s.start_agent(supervised=True, wait_boot=False)
+    seen = await statuses_until_final(s, mark, "DiagnosticsStatusNotification", ("Uploaded", "UploadFailed"))
+    assert seen == ["Uploading", "Uploading", "Uploaded"], seen
+    assert (files.uploads / answer["fileName"]).is_file()
+    assert [r[0] for r in files.faults.requests] == ["PUT", "PUT"]
+    await s.wait_until(lambda: not job_file.exists(), 10, "the job forgotten")
+    assert [e.payload["status"] for e in calls(s, "DiagnosticsStatusNotification", mark)].count("Uploaded") == 1
+
+
 async def test_the_update_waits_for_the_transaction_and_resumes_a_cut_download(station: Station) -> None:
     """A transaction runs: the idle connector is Unavailable at once, the charging one keeps charging and is
     Unavailable once its transaction ends; only then the switch. The first download is cut half-way and the

@@ -24,7 +24,9 @@ translation of the requests and statuses onto the version-agnostic pieces 1.6 us
   NotSupportedOperation, BadMessage — with the ``requestId``; a new GetLog while one uploads is AcceptedCanceled,
   and the cancelled one ends with LogStatusNotification AcceptedCanceled under its own requestId (OCTT
   TC_N_36_CS). A TriggerMessage LogStatusNotification says Uploading and the requestId while an upload runs, Idle
-  otherwise. OCPPCommCtrlr.FileTransferProtocols says what the transfers speak.
+  otherwise. The upload is a durable job (log_upload.py): one a stop interrupted is done again after the restart
+  (:meth:`FirmwareManagement.resume_uploads`), its outcome sent once. OCPPCommCtrlr.FileTransferProtocols says
+  what the transfers speak.
 
 Security events (FirmwareUpdated after Installed, InvalidFirmwareSigningCertificate, InvalidFirmwareSignature) go
 to ``V201Context.report_security_event`` (for now: the security log only).
@@ -40,7 +42,7 @@ from ocpp.v201 import call_result
 from ocpp.v201.enums import Action
 
 from firmware.maintenance import transfer
-from firmware.maintenance.log_upload import LogUploads, LogUploadStatus
+from firmware.maintenance.log_upload import LOG_JOB, LogUploads, LogUploadStatus
 from firmware.maintenance.updater import FINAL_STATUSES, FirmwareStatus, FirmwareUpdater
 from firmware.ocpp.firmware_signing import refused_signing_certificate
 from firmware.ocpp.rpc import handles
@@ -131,6 +133,10 @@ class FirmwareManagement:
             float(retry_interval if retry_interval is not None else 60), self._log_status)
         info = {"reasonCode": "InvalidValue", "additionalInfo": answer.reason[:512]} if answer.reason else None
         return call_result.GetLog(status=answer.status, filename=answer.filename, status_info=info)
+
+    def resume_uploads(self) -> None:
+        """At start: the GetLog upload a stop interrupted, taken up again."""
+        self.uploads.resume(LOG_JOB, self._log_status)
 
     async def _log_status(self, status: LogUploadStatus, request_id: int) -> None:
         """The outcome of an upload is kept until answered; Uploading, and the AcceptedCanceled of the upload a new
