@@ -72,12 +72,12 @@ def running_vsftpd(where: Path, tls: tuple[Path, Path] | None = None, max_rate: 
         who = f"secure_chroot_dir={where / 'empty'}\n"
     else:  # vsftpd cannot chroot nor switch users: it serves as we are (the root is ours anyway)
         who = "run_as_launching_user=YES\n"
-    ssl = ""
+    tls_conf = ""
     if tls is not None:
         cert, key = tls
-        ssl = (f"ssl_enable=YES\nallow_anon_ssl=YES\nforce_anon_logins_ssl=YES\nforce_anon_data_ssl=YES\n"
-               f"rsa_cert_file={cert}\nrsa_private_key_file={key}\nssl_ciphers=HIGH\nrequire_ssl_reuse=YES\n"
-               "ssl_sslv2=NO\nssl_sslv3=NO\nssl_tlsv1=YES\n")
+        tls_conf = (f"ssl_enable=YES\nallow_anon_ssl=YES\nforce_anon_logins_ssl=YES\nforce_anon_data_ssl=YES\n"
+                    f"rsa_cert_file={cert}\nrsa_private_key_file={key}\nssl_ciphers=HIGH\nrequire_ssl_reuse=YES\n"
+                    "ssl_sslv2=NO\nssl_sslv3=NO\nssl_tlsv1=YES\n")
     empty = where / "empty"
     empty.mkdir(exist_ok=True)
     empty.chmod(0o555)
@@ -101,7 +101,7 @@ pasv_enable=YES
 pasv_address=127.0.0.1
 pasv_min_port={pasv}
 pasv_max_port={pasv + 20 if pasv < 65000 else pasv}
-{who}{ssl}anon_max_rate={max_rate}
+{who}{tls_conf}anon_max_rate={max_rate}
 seccomp_sandbox=NO
 isolate=NO
 isolate_network=NO

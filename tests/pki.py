@@ -1,8 +1,10 @@
 """Test PKI: a firmware-signing CA and signing certificates (ECDSA P-256), written as PEM files, and the CA's
-certificate revocation list (CRL) of revoked signing certificates."""
+certificate revocation list (CRL) of revoked signing certificates; and the file servers' TLS certificates (HTTPS /
+FTPS servers the charger checks against ``[firmware] transfer_ca``)."""
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from sim.harness.pki import Ca, Issued, issue_server_cert, make_ca
 
 
 @dataclass(frozen=True)
@@ -94,3 +98,25 @@ def make_crl(signer: Signer, out: Path, revoked: list[Path], *, this_update: dat
     crl = builder.sign(ca_key, hashes.SHA256())
     out.write_bytes(crl.public_bytes(serialization.Encoding.DER if der else serialization.Encoding.PEM))
     return out
+
+
+@dataclass(frozen=True)
+class FilesPki:
+    """The file servers' TLS: HTTPS / FTPS servers the charger checks against ``[firmware] transfer_ca``."""
+
+    ca: Ca  # what the charger is configured with ([firmware] transfer_ca)
+    server: Issued  # the file servers' certificate, issued by it (localhost, 127.0.0.1)
+    stranger: Issued  # a certificate for the same hosts from a CA the charger does not know
+
+
+def make_files_pki(where: Path) -> FilesPki:
+    ca = make_ca(where, "Files CA")
+    stranger = issue_server_cert(make_ca(where, "Other CA"), where, "other")
+    return FilesPki(ca, issue_server_cert(ca, where, "files"), stranger)
+
+
+def server_context(issued: Issued) -> ssl.SSLContext:
+    """An HTTPS server's context (for :func:`http_file_server`'s ``tls``) presenting ``issued``."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(issued.cert, issued.key)
+    return ctx

@@ -1,12 +1,14 @@
 """OCPP 1.6 Firmware Management end to end (OCTT TC_044_1, TC_044_2, TC_044_3, TC_045_1, TC_045_2), over HTTP (the
-simulated CSMS's file server) and FTP (vsftpd): the agent runs as a process against the simulated charger and CSMS,
-supervised as systemd would (a restart it asks for is done), with A/B slots in a controller root it may write
-(``[firmware] slots_root``: the simulator does not yet run the agent's code out of the slots, so the slot's version
-is what the agent reports as its firmware version, and what the pipeline checks after the restart).
+simulated CSMS's file server), HTTPS (the same server wrapped in ssl, checked against ``[firmware] transfer_ca``) and
+FTP (vsftpd): the agent runs as a process against the simulated charger and CSMS, supervised as systemd would (a
+restart it asks for is done), with A/B slots in a controller root it may write (``[firmware] slots_root``: the
+simulator does not yet run the agent's code out of the slots, so the slot's version is what the agent reports as its
+firmware version, and what the pipeline checks after the restart).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -25,8 +27,8 @@ from firmware.maintenance.updater import JOB_FILE
 from sim.csms.transcript import Direction, EntryKind, TranscriptEntry
 from tests.bundles import slot_station, small_bundle
 from tests.controller import traversable_dir
-from tests.file_servers import FtpServer, FtpUnavailable, running_vsftpd
-from tests.pki import Signer, another_signing_cert, make_crl, make_signer
+from tests.file_servers import FtpServer, FtpUnavailable, http_file_server, running_vsftpd
+from tests.pki import FilesPki, Signer, another_signing_cert, make_crl, make_files_pki, make_signer, server_context
 from tests.station import CP_ID, Station
 
 FINAL = ("Installed", "InstallationFailed", "DownloadFailed")
@@ -68,10 +70,17 @@ def ftp(files: Path) -> Iterator[FtpServer]:
             pytest.fail(str(exc))
 
 
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> FilesPki:
+    """The HTTPS file servers' certificates: the charger trusts the files CA ([firmware] transfer_ca)."""
+    return make_files_pki(tmp_path_factory.mktemp("tls"))
+
+
 @pytest.fixture
-async def station(tmp_path: Path, files: Path, signer: Signer) -> AsyncIterator[Station]:
+async def station(tmp_path: Path, files: Path, signer: Signer, tls: FilesPki) -> AsyncIterator[Station]:
     async with slot_station(tmp_path / "controller", files / "v1.bundle", signer, files,
-                            firmware_extra=f'crl = "{files / "firmware-ca.crl"}"\n') as s:
+                            firmware_extra=f'crl = "{files / "firmware-ca.crl"}"\n'
+                                           f'transfer_ca = "{tls.ca.path}"\n') as s:
         yield s
 
 
@@ -129,6 +138,37 @@ async def test_tc_044_1_download_install_reboot_installed(station: Station, prot
     assert slots.active_slot(str(root)) == "b" and slots.info(str(root))["slots"]["b"]["health"] == "passed"
     assert s.exit_codes == [75]  # one restart, asked for by the pipeline
     assert [e.payload["type"] for e in calls(s, "SecurityEventNotification", mark)].count("FirmwareUpdated") == 1
+
+
+async def test_tc_044_1_over_https_and_a_server_not_trusted_fails_at_once(station: Station, files: Path, tls: FilesPki,
+                                                                         tmp_path: Path) -> None:
+    """TC_044_1 with an https:// location: the server's certificate checked against [firmware] transfer_ca, then the
+    same pipeline (Installed after the restart into the new version). A server whose certificate another CA issued:
+    DownloadFailed after the first attempt, whatever the retries (another try cannot make it trusted), and nothing
+    asked of it."""
+    s = station
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "srv/v2.bundle").write_bytes((files / "v2.bundle").read_bytes())
+    with (http_file_server(tmp_path / "srv", tls=server_context(tls.server)) as https,
+          http_file_server(tmp_path / "srv", tls=server_context(tls.stranger)) as stranger):
+        mark = s.csms.transcript.mark()
+        assert await s.csms.update_firmware(CP_ID, https.url("v2.bundle"), now()) == {}
+        seen = await statuses_until_final(s, mark)
+        assert seen == ["Downloading", "Downloaded", "Installing", "Installed"], seen
+        assert [r[:2] for r in https.faults.requests] == [("GET", "/v2.bundle")]
+        booted = boots(s, mark)
+        assert [b.payload["firmwareVersion"] for b in booted] == ["1.1.0"]
+        installed = next(e for e in calls(s, "FirmwareStatusNotification", mark) if e.payload["status"] == "Installed")
+        assert installed.seq > booted[0].seq and s.exit_codes == [75]
+
+        mark = s.csms.transcript.mark()
+        await s.csms.update_firmware(CP_ID, stranger.url("v2.bundle"), now(), retries=3, retry_interval=1)
+        seen = await statuses_until_final(s, mark)
+        assert seen == ["Downloading", "DownloadFailed"], seen
+        assert stranger.faults.requests == [] and not boots(s, mark)
+    root: Path = s.root  # type: ignore[attr-defined]
+    job = json.loads((root / "var/lib/evse-agent" / JOB_FILE).read_text())
+    assert "the server's TLS certificate is not trusted" in job["detail"], job["detail"]
 
 
 async def test_tc_044_2_download_failed_after_the_retries(station: Station, protocol: str) -> None:
@@ -218,6 +258,31 @@ async def test_tc_045_2_diagnostics_upload_failed(station: Station, protocol: st
     assert answer["fileName"].endswith(".tar.gz")
     seen = await statuses_until_final(s, mark, "DiagnosticsStatusNotification", ("Uploaded", "UploadFailed"))
     assert seen == ["Uploading", "UploadFailed"]
+
+
+async def test_a_diagnostics_upload_cut_by_a_kill_9_is_done_again_after_the_restart(station: Station) -> None:
+    """The upload is a durable job: its first attempt fails (HTTP 500) and its retry waits 60 s; SIGKILL then. The
+    restarted agent takes it up at once (Uploading again) and it ends with exactly one final status, Uploaded; the
+    job is forgotten once the CSMS answered."""
+    s = station
+    files = s.csms.files
+    assert files is not None
+    files.faults.status = 500
+    mark = s.csms.transcript.mark()
+    answer = await s.csms.get_diagnostics(CP_ID, s.csms.file_url("upload/"), retries=2, retry_interval=60)
+    root: Path = s.root  # type: ignore[attr-defined]
+    job_file = root / "var/lib/evse-agent/diagnostics-upload.json"
+    await s.wait_until(lambda: job_file.exists() and json.loads(job_file.read_text())["failed"] == 1, 30,
+                       "the first attempt failed")
+    await s.kill_agent()
+    files.faults.status = None
+    await s.start_agent(supervised=True, wait_boot=False)
+    seen = await statuses_until_final(s, mark, "DiagnosticsStatusNotification", ("Uploaded", "UploadFailed"))
+    assert seen == ["Uploading", "Uploading", "Uploaded"], seen
+    assert (files.uploads / answer["fileName"]).is_file()
+    assert [r[0] for r in files.faults.requests] == ["PUT", "PUT"]
+    await s.wait_until(lambda: not job_file.exists(), 10, "the job forgotten")
+    assert [e.payload["status"] for e in calls(s, "DiagnosticsStatusNotification", mark)].count("Uploaded") == 1
 
 
 async def test_the_update_waits_for_the_transaction_and_resumes_a_cut_download(station: Station) -> None:
@@ -402,12 +467,16 @@ async def test_tc_081_invalid_signature_nothing_installed_and_an_untrusted_certi
     assert answer == {"status": "InvalidCertificate"}
 
 
-async def test_tc_080_with_a_revoked_signing_certificate_is_refused_nothing_downloaded(
-        station: Station, files: Path, revoked: Signer) -> None:
+async def test_tc_080_with_a_revoked_signing_certificate_is_refused_nothing_downloaded_and_the_crl_judged_again(
+        station: Station, files: Path, signer: Signer, revoked: Signer, tmp_path: Path) -> None:
     """OCTT TC_080's request (and 2.0.1 TC_L_05_CS's answer) with a signing certificate that the manufacturer CA's CRL
     ([firmware] crl) lists: RevokedCertificate before anything is fetched; no status notification, nothing installed,
     the refusal in the security log (InvalidFirmwareSigningCertificate). The same CA's other certificate is accepted
-    with the same CRL (test_tc_080_signed_update_installed)."""
+    with the same CRL (test_tc_080_signed_update_installed).
+
+    Then the CRL counts again later: a bundle whose own signing certificate it lists, asked for by 1.6 Core's
+    UpdateFirmware, is refused at its verification (InstallationFailed); and a signed update accepted while its
+    certificate was good, whose CRL is refreshed during the download to list it, ends InvalidSignature."""
     s = station
     mark = s.csms.transcript.mark()
     signed = small_bundle(files / "revoked.bundle", revoked, "6.6.7")
@@ -423,3 +492,30 @@ async def test_tc_080_with_a_revoked_signing_certificate_is_refused_nothing_down
     assert slots.active_slot(str(root)) == "a" and not slots.info(str(root))["slots"]["b"]["installed"]
     security_log = (root / "var/lib/evse-agent/security.log").read_text()
     assert "InvalidFirmwareSigningCertificate" in security_log and "was revoked on" in security_log
+
+    mark = s.csms.transcript.mark()  # the bundle's own signer is revoked: refused when the bundle is verified
+    await s.csms.update_firmware(CP_ID, s.csms.file_url("revoked.bundle"), now())
+    seen = await statuses_until_final(s, mark)
+    assert seen == ["Downloading", "Downloaded", "Installing", "InstallationFailed"], seen
+    assert "the bundle's signing certificate" in json.loads((root / "var/lib/evse-agent" / JOB_FILE).read_text())[
+        "detail"]
+
+    later = another_signing_cert(signer, tmp_path / "later", "Later revoked")  # good when the request comes
+    crl, before = files / "firmware-ca.crl", (files / "firmware-ca.crl").read_bytes()
+    faults = s.csms.files.faults  # type: ignore[union-attr]
+    faults.hold_after = 100_000  # the download waits there while the CRL is refreshed, then is cut and resumed
+    mark = s.csms.transcript.mark()
+    try:
+        answer = await s.csms.call(CP_ID, "SignedUpdateFirmware", {"requestId": 26, "retries": 1, "retryInterval": 1,
+                                   "firmware": signed_firmware(s.csms.file_url("v2.bundle"), files / "v2.bundle",
+                                                               later)})
+        assert answer == {"status": "Accepted"}
+        assert await asyncio.to_thread(faults.holding.wait, 30)
+        make_crl(signer, crl, [revoked.cert, later.cert])
+        faults.release.set()
+        seen = await statuses_until_final(s, mark, "SignedFirmwareStatusNotification",
+                                          ("Installed", "InstallationFailed", "InvalidSignature", "DownloadFailed"))
+    finally:
+        crl.write_bytes(before)  # the module's other stations have the first CRL
+    assert seen[-2:] == ["Downloaded", "InvalidSignature"] and "SignatureVerified" not in seen, seen
+    assert slots.active_slot(str(root)) == "a" and not boots(s, mark)

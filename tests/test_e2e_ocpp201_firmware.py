@@ -1,6 +1,7 @@
 """OCPP 2.0.1 L Firmware management and N GetLog end to end: the agent process with ``[ocpp] version = "2.0.1"``,
 simulated devices on ptys, the simulated 2.0.1 CSMS (every message checked against the library's 2.0.1 schemas)
-serving the firmware over HTTP and taking the uploads, and A/B slots in a controller root the agent may write, as
+serving the firmware over HTTP and taking the uploads (HTTPS: the same server wrapped in ssl, checked against
+``[firmware] transfer_ca``), and A/B slots in a controller root the agent may write, as
 tests/test_e2e_firmware.py runs them for 1.6 (the agent is supervised as systemd would: the restart the update
 asks for is done; the version it reports is the active slot's).
 
@@ -28,7 +29,8 @@ from firmware.maintenance.bundle import load_private_key
 from firmware.ocpp.timestamps import timestamp
 from sim.csms.transcript import EntryKind, TranscriptEntry
 from tests.bundles import slot_station, small_bundle
-from tests.pki import Signer, make_signer
+from tests.file_servers import http_file_server
+from tests.pki import FilesPki, Signer, make_files_pki, make_signer, server_context
 from tests.station import CP_ID, WAIT_S, Station
 
 FINAL = ("Installed", "InstallationFailed", "DownloadFailed", "InvalidSignature", "InstallVerificationFailed")
@@ -49,9 +51,16 @@ def files(tmp_path_factory: pytest.TempPathFactory, signer: Signer) -> Path:
     return where
 
 
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> FilesPki:
+    """The HTTPS file servers' certificates: the charger trusts the files CA ([firmware] transfer_ca)."""
+    return make_files_pki(tmp_path_factory.mktemp("tls"))
+
+
 @pytest.fixture
-async def station(tmp_path: Path, files: Path, signer: Signer) -> AsyncIterator[Station]:
-    async with slot_station(tmp_path / "controller", files / "v1.bundle", signer, files, ocpp="2.0.1") as s:
+async def station(tmp_path: Path, files: Path, signer: Signer, tls: FilesPki) -> AsyncIterator[Station]:
+    async with slot_station(tmp_path / "controller", files / "v1.bundle", signer, files, ocpp="2.0.1",
+                            firmware_extra=f'transfer_ca = "{tls.ca.path}"\n') as s:
         yield s
 
 
@@ -102,16 +111,10 @@ def active(s: Station) -> str | None:
 # --- L Firmware management ------------------------------------------------------------------------------------
 
 
-async def test_tc_l_01_cs_secure_firmware_update_installed(station: Station, files: Path, signer: Signer) -> None:
-    """TC_L_01_CS: Accepted; Downloading, Downloaded, SignatureVerified, Installing, InstallRebooting with the
-    requestId; the EVSEs Unavailable meanwhile; the restart into the new version boots with reason FirmwareUpdate,
-    then Installed, then the EVSEs Available again; a triggered FirmwareStatusNotification then says Idle (TC_F_18_CS),
-    also when the trigger names an EVSE (TC_F_17_CS: the EVSE is not relevant to it)."""
-    s = station
-    assert boots(s, 0)[-1].payload["chargingStation"]["firmwareVersion"] == "1.0.0"
-    assert boots(s, 0)[-1].payload["reason"] == "PowerUp"
+async def _installed_over_https(s: Station, location: str, files: Path, signer: Signer) -> None:
+    """TC_L_01_CS's update from ``location``, to Installed and Idle again."""
     mark = s.mark()
-    assert await update(s, 31, secure(s.csms.file_url("v2.bundle"), files / "v2.bundle", signer)) == "Accepted"
+    assert await update(s, 31, secure(location, files / "v2.bundle", signer)) == "Accepted"
     seen = await until_final(s, mark)
     assert seen == ["Downloading", "Downloaded", "SignatureVerified", "Installing", "InstallRebooting",
                     "Installed"], seen
@@ -130,6 +133,29 @@ async def test_tc_l_01_cs_secure_firmware_update_installed(station: Station, fil
     assert active(s) == "b" and s.exit_codes == [75]
     assert await triggered(s, "FirmwareStatusNotification") == {"status": "Idle"}  # TC_F_18_CS
     assert await triggered(s, "FirmwareStatusNotification", {"id": 1}) == {"status": "Idle"}  # TC_F_17_CS
+
+
+async def test_tc_l_01_cs_secure_firmware_update_installed(station: Station, files: Path, signer: Signer, tls: FilesPki,
+                                                           tmp_path: Path) -> None:
+    """TC_L_01_CS, from an https:// location (the server's certificate checked against [firmware] transfer_ca):
+    Accepted; Downloading, Downloaded, SignatureVerified, Installing, InstallRebooting with the requestId; the EVSEs
+    Unavailable meanwhile; the restart into the new version boots with reason FirmwareUpdate, then Installed, then the
+    EVSEs Available again; a triggered FirmwareStatusNotification then says Idle (TC_F_18_CS), also when the trigger
+    names an EVSE (TC_F_17_CS: the EVSE is not relevant to it). Then a server whose certificate another CA issued:
+    DownloadFailed after the first attempt whatever the retries, nothing asked of it."""
+    s = station
+    assert boots(s, 0)[-1].payload["chargingStation"]["firmwareVersion"] == "1.0.0"
+    assert boots(s, 0)[-1].payload["reason"] == "PowerUp"
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "srv/v2.bundle").write_bytes((files / "v2.bundle").read_bytes())
+    with (http_file_server(tmp_path / "srv", tls=server_context(tls.server)) as https,
+          http_file_server(tmp_path / "srv", tls=server_context(tls.stranger)) as stranger):
+        await _installed_over_https(s, https.url("v2.bundle"), files, signer)
+        mark = s.mark()
+        firmware = secure(stranger.url("v2.bundle"), files / "v2.bundle", signer)
+        assert await update(s, 32, firmware, retries=3, retryInterval=1) == "Accepted"
+        assert await until_final(s, mark) == ["Downloading", "DownloadFailed"]
+        assert stranger.faults.requests == [] and not boots(s, mark)
 
 
 async def test_tc_l_03_cs_download_scheduled_then_tc_l_10_cs_accepted_canceled_by_tc_l_02_cs_install_scheduled(

@@ -12,12 +12,10 @@ import hashlib
 import os
 import pwd
 import shutil
-import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,9 +25,10 @@ from firmware.maintenance import transfer
 from firmware.maintenance.installers import SlotsInstaller, updater_settings
 from firmware.maintenance.transfer import TransferError, download, redact, tls_context, upload
 from firmware.maintenance.updater import FirmwareStatus, FirmwareUpdater
-from sim.harness.pki import Ca, Issued, issue_server_cert, make_ca
+from sim.harness.pki import issue_server_cert, make_ca
 from tests.controller import agent_python, traversable_dir
 from tests.file_servers import FtpServer, FtpUnavailable, HttpFileServer, http_file_server, running_vsftpd
+from tests.pki import FilesPki, make_files_pki, server_context
 from tests.updater_runner import FileHold
 
 PAYLOAD = os.urandom(700_000)
@@ -148,28 +147,13 @@ def test_passwords_never_in_messages(tmp_path: Path) -> None:
 # --- TLS: HTTPS (the standard library's server wrapped in ssl) and explicit FTPS (vsftpd, AUTH TLS) -----------------
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca: Ca  # what the charger is configured with ([firmware] transfer_ca)
-    server: Issued  # the file servers' certificate, issued by it (localhost, 127.0.0.1)
-    stranger: Issued  # a certificate for the same hosts from a CA the charger does not know
-
-
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    where = tmp_path_factory.mktemp("tls")
-    ca = make_ca(where, "Files CA")
-    return Pki(ca, issue_server_cert(ca, where, "files"), issue_server_cert(make_ca(where, "Other CA"), where, "other"))
-
-
-def server_context(issued: Issued) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(issued.cert, issued.key)
-    return ctx
+def pki(tmp_path_factory: pytest.TempPathFactory) -> FilesPki:
+    return make_files_pki(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
-def https(tmp_path: Path, pki: Pki) -> Iterator[HttpFileServer]:
+def https(tmp_path: Path, pki: FilesPki) -> Iterator[HttpFileServer]:
     (tmp_path / "srv").mkdir()
     (tmp_path / "srv/fw.bin").write_bytes(PAYLOAD)
     with http_file_server(tmp_path / "srv", tls=server_context(pki.server)) as server:
@@ -177,7 +161,7 @@ def https(tmp_path: Path, pki: Pki) -> Iterator[HttpFileServer]:
 
 
 @contextlib.contextmanager
-def ftps_server(where: Path, pki: Pki, max_rate: int = 0) -> Iterator[FtpServer]:
+def ftps_server(where: Path, pki: FilesPki, max_rate: int = 0) -> Iterator[FtpServer]:
     """vsftpd with ssl_enable and the files CA's certificate, offering fw.bin."""
     try:
         with running_vsftpd(where, tls=(pki.server.cert, pki.server.key), max_rate=max_rate) as server:
@@ -189,12 +173,12 @@ def ftps_server(where: Path, pki: Pki, max_rate: int = 0) -> Iterator[FtpServer]
 
 
 @pytest.fixture(scope="module")
-def ftps(pki: Pki) -> Iterator[FtpServer]:
+def ftps(pki: FilesPki) -> Iterator[FtpServer]:
     with traversable_dir("evse-ftps-") as where, ftps_server(where, pki) as server:
         yield server
 
 
-def test_https_download_checked_against_the_configured_ca_and_resumed_after_a_cut(https: HttpFileServer, pki: Pki,
+def test_https_download_checked_against_the_configured_ca_and_resumed_after_a_cut(https: HttpFileServer, pki: FilesPki,
                                                                                   tmp_path: Path) -> None:
     tls = tls_context(str(pki.ca.path))
     https.faults.cut_after, https.faults.cuts_left = 200_000, 1
@@ -215,7 +199,7 @@ def test_https_download_checked_against_the_configured_ca_and_resumed_after_a_cu
                  tls=tls_context(str(tmp_path / "missing.pem")))
 
 
-def test_https_server_of_another_ca_is_refused_plainly(tmp_path: Path, pki: Pki) -> None:
+def test_https_server_of_another_ca_is_refused_plainly(tmp_path: Path, pki: FilesPki) -> None:
     """A server certificate the configured CA did not issue: refused at once (another try cannot help), saying why;
     without a configured CA the system's CAs do not know the test CA either."""
     (tmp_path / "srv").mkdir()
@@ -230,7 +214,7 @@ def test_https_server_of_another_ca_is_refused_plainly(tmp_path: Path, pki: Pki)
     assert not (tmp_path / "x.part").exists() or (tmp_path / "x.part").stat().st_size == 0
 
 
-def test_ftps_download_resumed_upload_and_another_ca_refused(ftps: FtpServer, pki: Pki, tmp_path: Path) -> None:
+def test_ftps_download_resumed_upload_and_another_ca_refused(ftps: FtpServer, pki: FilesPki, tmp_path: Path) -> None:
     """Explicit FTPS against vsftpd with ssl_enable (AUTH TLS, protected data channel, the TLS session reused on
     the data connection as vsftpd requires): a cut download resumed (REST), an upload, and the server refused when
     checked against another CA."""
@@ -251,7 +235,7 @@ def test_ftps_download_resumed_upload_and_another_ca_refused(ftps: FtpServer, pk
     assert not exc.value.resumable
 
 
-def test_ftps_download_cut_by_a_power_cut_resumes(pki: Pki, tmp_path: Path) -> None:
+def test_ftps_download_cut_by_a_power_cut_resumes(pki: FilesPki, tmp_path: Path) -> None:
     """A download over FTPS in a process killed (SIGKILL) half-way, as a power cut does; the next attempt resumes
     the part file over a new TLS session (REST) and the file is whole."""
     with traversable_dir("evse-ftps-slow-") as where, ftps_server(where, pki, max_rate=200_000) as server:
@@ -275,7 +259,7 @@ def test_ftps_download_cut_by_a_power_cut_resumes(pki: Pki, tmp_path: Path) -> N
         assert got.resumed_from == cut_at and part.read_bytes() == PAYLOAD
 
 
-async def test_the_update_ends_download_failed_when_the_server_is_not_trusted(tmp_path: Path, pki: Pki) -> None:
+async def test_the_update_ends_download_failed_when_the_server_is_not_trusted(tmp_path: Path, pki: FilesPki) -> None:
     """The pipeline with the configured CA ([firmware] transfer_ca through updater_settings): a server of another
     CA gives Downloading, then DownloadFailed at once (no retry), with the reason in the job."""
     (tmp_path / "srv").mkdir()

@@ -263,6 +263,7 @@ class VerifiedBundle:
     signer: str  # subject of the signing certificate
     sha256: str  # of the whole bundle file, to check the copy on the controller
     size: int
+    certificate: x509.Certificate  # the signing certificate (the agent checks it against the root's CRL too)
 
 
 def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
@@ -325,7 +326,7 @@ def verify_bundle(path: Path, trusted: Iterable[x509.Certificate], *, hardware_r
     if sha256 is not None and digest != sha256:
         raise BundleError(f"{where}: the file changed after it was downloaded (its SHA-256 is not the download's): "
                           "do not install it; download it again")
-    return VerifiedBundle(path, manifest, _describe(cert), digest, reader.size)
+    return VerifiedBundle(path, manifest, _describe(cert), digest, reader.size, cert)
 
 
 def _check_payload(payload: list[tuple[str, str, int]], manifest: Manifest, where: str) -> None:

@@ -1,7 +1,10 @@
-"""Whether a signed update's signing certificate may be used (OCPP 1.6 security whitepaper SignedUpdateFirmware;
-2.0.1 UpdateFirmware): issued by the manufacturer root and valid now (bundle.py :func:`check_certificate`), and not
-revoked by the root's CRL (firmware/security/revocation.py) when one is configured. Version-agnostic: an adapter
-maps the :class:`Verdict` onto its answer (Accepted, InvalidCertificate, RevokedCertificate).
+"""Whether a signing certificate may be used: issued by the manufacturer root and valid now (bundle.py
+:func:`check_certificate`), and not revoked by the root's CRL (firmware/security/revocation.py) when one is configured.
+Version-agnostic. Judged three times for an update (docs/firmware-update.md): the certificate a signed update brings
+(1.6 security whitepaper SignedUpdateFirmware; 2.0.1 UpdateFirmware) when the request arrives — an adapter maps the
+:class:`Verdict` onto its answer (Accepted, InvalidCertificate, RevokedCertificate) — and again after the download,
+before its signature counts; and the bundle's own signing certificate when the bundle is verified (updater.py): a CRL
+refreshed meanwhile decides then.
 
 The CRL: ``[firmware] crl`` (root's, beside the trust anchor) and, when ``[firmware] crl_url`` is set, a copy
 fetched from there into the state directory (``firmware-crl.der``) whenever the best CRL at hand is unusable or
@@ -17,13 +20,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from firmware.maintenance import transfer
 from firmware.maintenance.bundle import BundleError, check_certificate
-from firmware.maintenance.updater import UpdaterSettings
 from firmware.security.revocation import (
     CertificateRevoked,
     RevocationUnknown,
@@ -31,6 +34,9 @@ from firmware.security.revocation import (
     crl_issuer,
     read_crl,
 )
+
+if TYPE_CHECKING:  # the updater judges certificates with this module: no import of it at run time
+    from firmware.maintenance.updater import UpdaterSettings
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +108,20 @@ def _fetch(url: str, settings: UpdaterSettings, dest: Path) -> None:
 async def judge_signing_certificate(pem: str, settings: UpdaterSettings, state_dir: Path,
                                     now: datetime | None = None) -> Judgement:
     """The signing certificate a CSMS sent with a signed update (PEM), judged before the update is accepted."""
-    now = now or datetime.now(UTC)
     try:
         cert = x509.load_pem_x509_certificate(pem.encode())
+    except ValueError as exc:
+        return Judgement(Verdict.INVALID, str(exc))
+    return await judge_certificate(cert, settings, state_dir, now)
+
+
+async def judge_certificate(cert: x509.Certificate, settings: UpdaterSettings, state_dir: Path,
+                            now: datetime | None = None) -> Judgement:
+    """``cert`` judged by the rule above, with the best CRL at hand (fetched from crl_url when that is stale)."""
+    now = now or datetime.now(UTC)
+    try:
         check_certificate(cert, settings.trust, "signingCertificate", now)
-    except (ValueError, BundleError) as exc:
+    except BundleError as exc:
         return Judgement(Verdict.INVALID, str(exc))
     if settings.crl is None and settings.crl_url is None:
         return Judgement(Verdict.VALID)  # no revocation list configured: nothing to check against

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
-from firmware.maintenance import transfer
+from firmware.maintenance import signing, transfer
 from firmware.maintenance.bundle import BundleError, verify_bundle, verify_file_signature
 
 log = logging.getLogger(__name__)
@@ -176,18 +176,23 @@ class JobStore:
             return None
 
     def save(self, job: UpdateJob) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(job.to_json(), f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        dfd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_json_durably(self.path, job.to_json())
+
+
+def write_json_durably(path: Path, data: dict[str, Any]) -> None:
+    """``data`` as ``path``: written beside, fsynced, renamed over it, the directory fsynced (a job's state)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 @dataclass(frozen=True)
@@ -223,6 +228,7 @@ class FirmwareUpdater:
                  health: HealthCheck | None = None, clock: Callable[[], float] = time.time) -> None:
         """``on_status`` and ``health`` may be set later, by the protocol adapter that reports and judges."""
         self.store = JobStore(state_dir)
+        self.state_dir = state_dir
         self.download_dir = state_dir / DOWNLOAD_DIR
         self.settings = settings
         self.installer = installer
@@ -387,6 +393,11 @@ class FirmwareUpdater:
         if signed:  # first the signature the CSMS gave over the whole file, by the certificate it gave
             try:
                 cert = x509.load_pem_x509_certificate(job.signing_certificate.encode())
+                # judged again: a CRL refreshed since the request may list it now (neither 1.6 security nor 2.0.1
+                # has a status for a revoked certificate here: a signature by a revoked key is an invalid one)
+                judged = await signing.judge_certificate(cert, self.settings, self.state_dir)
+                if judged.verdict is not signing.Verdict.VALID:
+                    raise BundleError(f"the signing certificate: {judged.reason}")
                 await asyncio.to_thread(verify_file_signature, part, job.signature, cert, sha256=downloaded)
             except (BundleError, ValueError) as exc:
                 part.unlink(missing_ok=True)
@@ -398,6 +409,9 @@ class FirmwareUpdater:
         try:
             verified = await asyncio.to_thread(verify_bundle, part, self.settings.trust,
                                                hardware_revision=self.settings.hardware_revision, sha256=downloaded)
+            judged = await signing.judge_certificate(verified.certificate, self.settings, self.state_dir)
+            if judged.verdict is not signing.Verdict.VALID:  # the bundle's own signer: the root's CRL counts too
+                raise BundleError(f"the bundle's signing certificate: {judged.reason}")
         except BundleError as exc:
             failed = FirmwareStatus.INSTALL_VERIFICATION_FAILED if extended else FirmwareStatus.INSTALLATION_FAILED
             await self._finish(failed, f"refused: {exc}")

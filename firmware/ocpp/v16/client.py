@@ -120,14 +120,15 @@ class Ocpp16Client(ContextViews):
         base_diagnostics = diagnostics or (lambda: {})
         self.data_transfer = DataTransfer(lambda: {**base_diagnostics(), "security": self.security.report()},
                                           hardware)
+        self.firmware_management = FirmwareManagement(ctx, firmware, LogUploads(
+            config.charge_point_id, Path(config.state_dir), diagnostics_sources, self.security_events.log.files,
+            firmware.settings.transfer_timeout_s if firmware is not None else 30.0,
+            tls=firmware.settings.transfer_tls if firmware is not None else None))
         self._handlers: tuple[object, ...] = (
             Configuration(keys), self.security, self.authorization, self.local_auth_list, self.certificates,
             RemoteControl(ctx, coordinator, self.statuses, smart_charging), self.data_transfer,
             RemoteTrigger(ctx, self.core, self.statuses, self.certificates),
-            FirmwareManagement(ctx, firmware, LogUploads(
-                config.charge_point_id, Path(config.state_dir), diagnostics_sources, self.security_events.log.files,
-                firmware.settings.transfer_timeout_s if firmware is not None else 30.0,
-            tls=firmware.settings.transfer_tls if firmware is not None else None)),
+            self.firmware_management,
             Reservation(ctx, coordinator.reservations))
         if smart_charging is not None:
             self._handlers += (SmartCharging(smart_charging, limits),)
@@ -160,6 +161,7 @@ class Ocpp16Client(ContextViews):
 
     async def run(self) -> None:
         self.ctx.spawn(self.security_events.watch())  # MemoryExhaustion, SettingSystemTime
+        self.firmware_management.resume_uploads()  # what a stop interrupted
         await self.link.run(self._session)
 
     async def _session(self, connection: Any) -> None:

@@ -16,9 +16,11 @@ raise it again, and a stop before that commit raises it then.
 
 GetDiagnostics builds the archive at once (firmware/maintenance/diagnostics.py), answers with its file name
 (none when it could not be made), then uploads it (HTTP PUT or FTP STOR, firmware/maintenance/transfer.py) with
-the request's retries, between Uploading and Uploaded / UploadFailed. GetLog is the version-agnostic upload of
-firmware/maintenance/log_upload.py (the 2.0.1 adapter's too). An upload is not resumed after a restart (1.6 does
-not ask it; the CSMS asks again).
+the request's retries, between Uploading and Uploaded / UploadFailed; a new GetDiagnostics replaces one under way.
+GetLog is the version-agnostic upload of firmware/maintenance/log_upload.py (the 2.0.1 adapter's too). Both are
+durable jobs there: after a restart the upload a stop interrupted is done again (:meth:`resume_uploads`), and its
+final status (Uploaded / UploadFailed, LogStatusNotification's outcome) waits for the CSMS's answer like the
+firmware's, so each upload ends with exactly one.
 
 ``V16Context.firmware_status`` / ``signed_firmware_status`` / ``firmware_request_id``, ``diagnostics_status`` and
 ``log_status`` / ``log_request_id`` give what a (Extended)TriggerMessage's notification reports: the state of a
@@ -27,7 +29,6 @@ running job or upload and its requestId; Idle (and no requestId) otherwise.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,10 @@ from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
 from firmware.maintenance import transfer
-from firmware.maintenance.log_upload import DIAGNOSTICS_LOG, LogUploads, LogUploadStatus
+from firmware.maintenance.log_upload import DIAGNOSTICS_JOB, DIAGNOSTICS_LOG, LOG_JOB, LogUploads, LogUploadStatus
 from firmware.maintenance.updater import FINAL_STATUSES, FirmwareStatus, FirmwareUpdater
 from firmware.ocpp.firmware_signing import refused_signing_certificate
-from firmware.ocpp.rpc import CallErrorReceived, ConnectionLost, InvalidResponse, after_answering, handles
+from firmware.ocpp.rpc import after_answering, handles
 from firmware.ocpp.security_events import firmware_updated_once
 from firmware.ocpp.timestamps import parse_timestamp, unix_seconds
 from firmware.ocpp.v16.context import V16Context
@@ -160,23 +161,23 @@ class FirmwareManagement:
         except Exception:
             log.exception("GetDiagnostics: the archive could not be made")
             return call_result.GetDiagnostics()
-        self.ctx.spawn(self._upload(location, archive, retries or 0, float(retry_interval or 60)))
+        self.uploads.start(0, location, archive, retries or 0, float(retry_interval or 60), self._diagnostics_status_of,
+                           kind=DIAGNOSTICS_JOB)
         return call_result.GetDiagnostics(file_name=archive.name)
 
-    async def _upload(self, location: str, archive: Any, retries: int, interval_s: float) -> None:
-        await asyncio.sleep(0)  # the answer (with the file name) goes out first
-        self._diagnostics_status = "Uploading"
-        await self._notification("DiagnosticsStatusNotification", {"status": "Uploading"})
-        ok = await self.uploads.send(location, archive, retries, interval_s) is LogUploadStatus.UPLOADED
-        self._diagnostics_status = "Idle"
-        await self._notification("DiagnosticsStatusNotification", {"status": "Uploaded" if ok else "UploadFailed"})
+    def resume_uploads(self) -> None:
+        """At start: the GetDiagnostics and GetLog uploads a stop interrupted, taken up again."""
+        self.uploads.resume(DIAGNOSTICS_JOB, self._diagnostics_status_of)
+        self.uploads.resume(LOG_JOB, self._log_status)
 
-    async def _notification(self, action: str, payload: dict[str, Any]) -> None:
-        try:
-            await self.ctx.call(action, payload)
-        except (ConnectionLost, TimeoutError, CallErrorReceived, InvalidResponse) as exc:
-            log.info("status notification not delivered", extra={"action": action, "payload": payload,
-                                                                  "error": str(exc)})
+    async def _diagnostics_status_of(self, status: LogUploadStatus, _request_id: int) -> None:
+        """The upload's statuses as DiagnosticsStatusNotification: Uploading when connected, the outcome (Uploaded,
+        else UploadFailed) until the CSMS answered it."""
+        final = status is not LogUploadStatus.UPLOADING
+        self._diagnostics_status = "Idle" if final else "Uploading"
+        outcome = "Uploaded" if status is LogUploadStatus.UPLOADED else "UploadFailed"
+        await self.ctx.notify_status("DiagnosticsStatusNotification", {"status": outcome if final else "Uploading"},
+                                     final=final)
 
     # --- GetLog (OCPP 1.6 security whitepaper) ---------------------------------------------------------
 
@@ -192,5 +193,8 @@ class FirmwareManagement:
         return call_result.GetLog(status=answer.status, filename=answer.filename)
 
     async def _log_status(self, status: LogUploadStatus, request_id: int) -> None:
-        if status is not LogUploadStatus.CANCELED:  # 1.6's UploadLogStatusEnumType has no AcceptedCanceled
-            await self._notification("LogStatusNotification", {"status": status.value, "requestId": request_id})
+        """Uploading when connected; the outcome until the CSMS answered it (1.6's UploadLogStatusEnumType has no
+        AcceptedCanceled: not sent)."""
+        if status is not LogUploadStatus.CANCELED:
+            await self.ctx.notify_status("LogStatusNotification", {"status": status.value, "requestId": request_id},
+                                         final=status is not LogUploadStatus.UPLOADING)

@@ -199,6 +199,7 @@ class Ocpp201Client(ContextViews):
 
     async def run(self) -> None:
         self.ctx.spawn(self.security_events.watch())  # MemoryExhaustion, SettingSystemTime
+        self.firmware.resume_uploads()  # what a stop interrupted
         await self.link.run(self._session)
 
     async def _session(self, connection: Any) -> None:

@@ -4,10 +4,11 @@ translation of the requests and statuses onto the version-agnostic pieces 1.6 us
 * **UpdateFirmware** becomes a job of the update pipeline (firmware/maintenance/updater.py: download with
   ``retries`` / ``retryInterval``, verify, install into the inactive slot, wait until no transaction runs with
   the EVSEs held Unavailable, switch, restart, check, keep or roll back). With a ``signingCertificate`` (L01) the
-  certificate is checked against the manufacturer root (``[firmware] trust``) before the answer —
-  InvalidCertificate if it is not issued by it or not valid now (no revocation list is kept: RevokedCertificate
-  is never answered) — and the ``signature`` over the file after the download (SignatureVerified /
-  InvalidSignature); without one (L02) the bundle's own signature by the same root is what is verified. Accepted;
+  certificate is checked against the manufacturer root (``[firmware] trust``) and its CRL (``[firmware] crl``)
+  before the answer — InvalidCertificate if it is not issued by it, not valid now or its revocation status is
+  unknown, RevokedCertificate if the CRL lists it (firmware/ocpp/firmware_signing.py) — and again after the
+  download, with the ``signature`` over the file (SignatureVerified / InvalidSignature); without one (L02) the
+  bundle's own signature by the same root (its certificate also judged by the CRL) is what is verified. Accepted;
   AcceptedCanceled when it replaces an update that has not switched slots yet; Rejected while one is being
   installed (switching, checking, rolling back) or when this charger cannot update itself.
 * **FirmwareStatusNotification** carries each status of the job (2.0.1's names are the pipeline's) and its
@@ -23,7 +24,9 @@ translation of the requests and statuses onto the version-agnostic pieces 1.6 us
   NotSupportedOperation, BadMessage — with the ``requestId``; a new GetLog while one uploads is AcceptedCanceled,
   and the cancelled one ends with LogStatusNotification AcceptedCanceled under its own requestId (OCTT
   TC_N_36_CS). A TriggerMessage LogStatusNotification says Uploading and the requestId while an upload runs, Idle
-  otherwise. OCPPCommCtrlr.FileTransferProtocols says what the transfers speak.
+  otherwise. The upload is a durable job (log_upload.py): one a stop interrupted is done again after the restart
+  (:meth:`FirmwareManagement.resume_uploads`), its outcome sent once. OCPPCommCtrlr.FileTransferProtocols says
+  what the transfers speak.
 
 Security events (FirmwareUpdated after Installed, InvalidFirmwareSigningCertificate, InvalidFirmwareSignature) go
 to ``V201Context.report_security_event`` (for now: the security log only).
@@ -39,7 +42,7 @@ from ocpp.v201 import call_result
 from ocpp.v201.enums import Action
 
 from firmware.maintenance import transfer
-from firmware.maintenance.log_upload import LogUploads, LogUploadStatus
+from firmware.maintenance.log_upload import LOG_JOB, LogUploads, LogUploadStatus
 from firmware.maintenance.updater import FINAL_STATUSES, FirmwareStatus, FirmwareUpdater
 from firmware.ocpp.firmware_signing import refused_signing_certificate
 from firmware.ocpp.rpc import handles
@@ -130,6 +133,10 @@ class FirmwareManagement:
             float(retry_interval if retry_interval is not None else 60), self._log_status)
         info = {"reasonCode": "InvalidValue", "additionalInfo": answer.reason[:512]} if answer.reason else None
         return call_result.GetLog(status=answer.status, filename=answer.filename, status_info=info)
+
+    def resume_uploads(self) -> None:
+        """At start: the GetLog upload a stop interrupted, taken up again."""
+        self.uploads.resume(LOG_JOB, self._log_status)
 
     async def _log_status(self, status: LogUploadStatus, request_id: int) -> None:
         """The outcome of an upload is kept until answered; Uploading, and the AcceptedCanceled of the upload a new
