@@ -3,12 +3,17 @@
 A Station costs its start (agent process, devices, CSMS) in every test that makes its own; a module's tests that need
 the same connectors and presets share one (module-scoped fixture) and each leaves it "neutral" for the next:
 :func:`back_to_neutral` (1.6) or :func:`back_to_neutral_201` after every test, :func:`writable_keys` once to know
-the configuration to restore, :func:`configure` for a test's own keys.
+the configuration to restore, :func:`configure` for a test's own keys. A 1.6 module's fixtures are two lines each
+with :func:`shared_station` (module scope) and :func:`neutral_after` (each test).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from sim.csms.behaviour import IdTagDirectory
 from sim.csms.transcript import Direction, EntryKind
@@ -18,6 +23,30 @@ from tests.station import CP_ID, WAIT_S, Station
 #: A heartbeat interval no shared station reaches: a Heartbeat in the middle of a test that asserts that nothing was
 #: sent would fail it, and a station living through many tests could see one at the usual 300 s.
 NO_HEARTBEAT_S = 86400
+
+
+@dataclass
+class Shared:
+    """A running 1.6 station shared by a module's tests, and its writable keys as they were at its start."""
+
+    station: Station
+    keys: dict[str, str]
+
+
+@contextlib.asynccontextmanager
+async def shared_station(path: Path, connectors: int, **station: Any) -> AsyncIterator[Shared]:
+    """A 1.6 station started for a module's tests (no heartbeat to disturb them: :data:`NO_HEARTBEAT_S`)."""
+    async with Station(path, connectors=connectors, heartbeat_interval=NO_HEARTBEAT_S, **station) as s:
+        await s.start_agent()
+        yield Shared(s, await writable_keys(s))
+
+
+@contextlib.asynccontextmanager
+async def neutral_after(shared: Shared) -> AsyncIterator[Station]:
+    """The shared station for one test, put back to neutral after it (what it reserved counted from its start)."""
+    mark = shared.station.mark()
+    yield shared.station
+    await back_to_neutral(shared.station, shared.keys, mark)
 
 
 async def writable_keys(s: Station) -> dict[str, str]:

@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 
 from tests.station import WAIT_S, Station
-from tests.station_neutral import NO_HEARTBEAT_S, back_to_neutral, configure, writable_keys
+from tests.station_neutral import Shared, configure, neutral_after, shared_station
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -23,19 +23,16 @@ CARD_A = "04A1B2C3"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def shared_one(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Station, dict[str, str]]]:
-    async with Station(tmp_path_factory.mktemp("lock1"), connectors=1, heartbeat_interval=NO_HEARTBEAT_S) as s:
-        await s.start_agent()
-        yield s, await writable_keys(s)
+async def shared_one(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shared]:
+    async with shared_station(tmp_path_factory.mktemp("lock1"), connectors=1) as shared:
+        yield shared
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def one(shared_one: tuple[Station, dict[str, str]]) -> AsyncIterator[Station]:
+async def one(shared_one: Shared) -> AsyncIterator[Station]:
     """The shared station with one connector and a lock, put back after the test."""
-    s, keys = shared_one
-    mark = s.mark()
-    yield s
-    await back_to_neutral(s, keys, mark)
+    async with neutral_after(shared_one) as s:
+        yield s
 
 
 async def test_tc_017_1_and_tc_018_1_unlock_without_and_with_a_transaction(one: Station) -> None:

@@ -24,7 +24,7 @@ from sim.csms import local_list
 from sim.csms.ocppj import check_payload
 from sim.csms.server import CallErrorReceived
 from tests.station import CP_ID, WAIT_S, Station
-from tests.station_neutral import NO_HEARTBEAT_S, back_to_neutral, configure, writable_keys
+from tests.station_neutral import Shared, configure, neutral_after, shared_station
 from tests.test_e2e_offline_auth import _contactor, _sessions, _tap, _tap_refused
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -37,19 +37,16 @@ PAST_DATE = "04EE0003"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def shared_one(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Station, dict[str, str]]]:
-    async with Station(tmp_path_factory.mktemp("list1"), connectors=1, heartbeat_interval=NO_HEARTBEAT_S) as s:
-        await s.start_agent()
-        yield s, await writable_keys(s)
+async def shared_one(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shared]:
+    async with shared_station(tmp_path_factory.mktemp("list1"), connectors=1) as shared:
+        yield shared
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def one(shared_one: tuple[Station, dict[str, str]]) -> AsyncIterator[Station]:
+async def one(shared_one: Shared) -> AsyncIterator[Station]:
     """The shared station with one connector, put back after the test."""
-    s, keys = shared_one
-    mark = s.mark()
-    yield s
-    await back_to_neutral(s, keys, mark)
+    async with neutral_after(shared_one) as s:
+        yield s
 
 
 async def _version(s: Station) -> int:

@@ -19,7 +19,7 @@ import pytest_asyncio
 
 from firmware.exitcodes import ExitCode
 from tests.station import CP_ID, WAIT_S, Station
-from tests.station_neutral import NO_HEARTBEAT_S, back_to_neutral, configure, writable_keys
+from tests.station_neutral import Shared, configure, neutral_after, shared_station
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -28,35 +28,29 @@ NO_REMOTE_AUTH = {"AuthorizeRemoteTxRequests": "false"}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def shared_one(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Station, dict[str, str]]]:
-    async with Station(tmp_path_factory.mktemp("remote1"), connectors=1, heartbeat_interval=NO_HEARTBEAT_S) as s:
-        await s.start_agent()
-        yield s, await writable_keys(s)
+async def shared_one(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shared]:
+    async with shared_station(tmp_path_factory.mktemp("remote1"), connectors=1) as shared:
+        yield shared
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def shared_two(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Station, dict[str, str]]]:
-    async with Station(tmp_path_factory.mktemp("remote2"), connectors=2, heartbeat_interval=NO_HEARTBEAT_S) as s:
-        await s.start_agent()
-        yield s, await writable_keys(s)
+async def shared_two(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shared]:
+    async with shared_station(tmp_path_factory.mktemp("remote2"), connectors=2) as shared:
+        yield shared
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def one(shared_one: tuple[Station, dict[str, str]]) -> AsyncIterator[Station]:
+async def one(shared_one: Shared) -> AsyncIterator[Station]:
     """The shared station with one connector, put back after the test."""
-    s, keys = shared_one
-    mark = s.mark()
-    yield s
-    await back_to_neutral(s, keys, mark)
+    async with neutral_after(shared_one) as s:
+        yield s
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def two(shared_two: tuple[Station, dict[str, str]]) -> AsyncIterator[Station]:
+async def two(shared_two: Shared) -> AsyncIterator[Station]:
     """The shared station with two connectors, put back after the test."""
-    s, keys = shared_two
-    mark = s.mark()
-    yield s
-    await back_to_neutral(s, keys, mark)
+    async with neutral_after(shared_two) as s:
+        yield s
 
 
 async def test_remote_start_with_the_cable_already_plugged_in(one: Station) -> None:

@@ -20,7 +20,7 @@ import pytest_asyncio
 
 from sim.csms.transcript import Direction, EntryKind, TranscriptEntry
 from tests.station import CP_ID, WAIT_S, Station
-from tests.station_neutral import NO_HEARTBEAT_S, back_to_neutral, configure, writable_keys
+from tests.station_neutral import Shared, configure, neutral_after, shared_station
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -28,19 +28,16 @@ CARD = "04A1B2C3"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def shared_one(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Station, dict[str, str]]]:
-    async with Station(tmp_path_factory.mktemp("trigger1"), connectors=1, heartbeat_interval=NO_HEARTBEAT_S) as s:
-        await s.start_agent()
-        yield s, await writable_keys(s)
+async def shared_one(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shared]:
+    async with shared_station(tmp_path_factory.mktemp("trigger1"), connectors=1) as shared:
+        yield shared
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def one(shared_one: tuple[Station, dict[str, str]]) -> AsyncIterator[Station]:
+async def one(shared_one: Shared) -> AsyncIterator[Station]:
     """The shared station with one connector, put back after the test."""
-    s, keys = shared_one
-    mark = s.mark()
-    yield s
-    await back_to_neutral(s, keys, mark)
+    async with neutral_after(shared_one) as s:
+        yield s
 
 
 async def _trigger(s: Station, message: str, connector: int | None = None) -> tuple[str, int]:

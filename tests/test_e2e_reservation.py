@@ -19,7 +19,7 @@ import pytest_asyncio
 from sim.csms import local_list
 from sim.devices.interfaces import BoardFault
 from tests.station import CP_ID, Station
-from tests.station_neutral import NO_HEARTBEAT_S, back_to_neutral, writable_keys
+from tests.station_neutral import Shared, neutral_after, shared_station
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -30,37 +30,29 @@ LISTED = "04445566"  # a card on the Local Authorization List, of another group
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def shared_two(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Station, dict[str, str]]]:
-    async with Station(tmp_path_factory.mktemp("reservation2"), connectors=2,
-                       heartbeat_interval=NO_HEARTBEAT_S) as s:
-        await s.start_agent()
-        yield s, await writable_keys(s)
+async def shared_two(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shared]:
+    async with shared_station(tmp_path_factory.mktemp("reservation2"), connectors=2) as shared:
+        yield shared
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def shared_one(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Station, dict[str, str]]]:
-    async with Station(tmp_path_factory.mktemp("reservation1"), connectors=1,
-                       heartbeat_interval=NO_HEARTBEAT_S) as s:
-        await s.start_agent()
-        yield s, await writable_keys(s)
+async def shared_one(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shared]:
+    async with shared_station(tmp_path_factory.mktemp("reservation1"), connectors=1) as shared:
+        yield shared
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def two(shared_two: tuple[Station, dict[str, str]]) -> AsyncIterator[Station]:
+async def two(shared_two: Shared) -> AsyncIterator[Station]:
     """The shared station with two connectors, put back after the test."""
-    s, keys = shared_two
-    mark = s.mark()
-    yield s
-    await back_to_neutral(s, keys, mark)
+    async with neutral_after(shared_two) as s:
+        yield s
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def one(shared_one: tuple[Station, dict[str, str]]) -> AsyncIterator[Station]:
+async def one(shared_one: Shared) -> AsyncIterator[Station]:
     """The shared station with one connector, put back after the test."""
-    s, keys = shared_one
-    mark = s.mark()
-    yield s
-    await back_to_neutral(s, keys, mark)
+    async with neutral_after(shared_one) as s:
+        yield s
 
 
 def soon(seconds: float = 300) -> datetime:

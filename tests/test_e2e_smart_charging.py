@@ -19,7 +19,7 @@ from hal.duty_cycle import duty_to_current
 from sim.csms.server import CallErrorReceived
 from tests.mqtt_broker import Mosquitto, Subscriber
 from tests.station import CP_ID, WAIT_S, Station
-from tests.station_neutral import NO_HEARTBEAT_S, back_to_neutral, configure, writable_keys
+from tests.station_neutral import Shared, configure, neutral_after, shared_station
 from tests.test_e2e_mqtt import ROOT, mqtt_section
 
 CARD = "04A1B2C3"
@@ -29,19 +29,16 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def shared_one(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Station, dict[str, str]]]:
-    async with Station(tmp_path_factory.mktemp("smart1"), connectors=1, heartbeat_interval=NO_HEARTBEAT_S) as s:
-        await s.start_agent()
-        yield s, await writable_keys(s)
+async def shared_one(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shared]:
+    async with shared_station(tmp_path_factory.mktemp("smart1"), connectors=1) as shared:
+        yield shared
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def one(shared_one: tuple[Station, dict[str, str]]) -> AsyncIterator[Station]:
+async def one(shared_one: Shared) -> AsyncIterator[Station]:
     """The shared station with one connector, put back after the test."""
-    s, keys = shared_one
-    mark = s.mark()
-    yield s
-    await back_to_neutral(s, keys, mark)
+    async with neutral_after(shared_one) as s:
+        yield s
 
 
 def profile(profile_id: int, stack_level: int, purpose: str, periods: list[tuple[int, float]], *,
