@@ -32,8 +32,9 @@ from bench.startup import (
     process_cpu_s,
     total_import_us,
 )
+from hal.interfaces import LockState
 from hal.ioboard.codec import FrameDecoder
-from hal.ioboard.messages import AllowContactor, MessageError, decode_message
+from hal.ioboard.messages import AllowContactor, MessageError, SetLock, StateReport, decode_message
 from sim.devices.serial_wire import Direction
 from tests.station import CP_ID, Station
 
@@ -102,8 +103,11 @@ async def _start_imports(root: Path, ocpp: str) -> str:
     return s.log_path.read_text(errors="replace")
 
 
-async def _tap_latencies(root: Path, taps: int, ocpp: str, *, local: bool = False) -> list[float]:
-    """``local``: LocalPreAuthorize on and the card in the Authorization Cache (one online Authorize first,
+async def _tap_latencies(root: Path, taps: int, ocpp: str, *, local: bool = False) -> list[tuple[float, float]]:
+    """(tap -> ALLOW_CONTACTOR, the agent's own share of it) per tap. The share leaves out the cable lock's travel
+    (SET_LOCK on -> the board's STATE reporting LOCKED): the contactor may close only on a locked cable (ioboard
+    1.1, B16), so a socket charger's figure holds the lock motor's time, which no software shortens.
+    ``local``: LocalPreAuthorize on and the card in the Authorization Cache (one online Authorize first,
     not counted), so every measured tap is authorized without a round trip to the CSMS."""
     presets = ({"AuthCtrlr.LocalPreAuthorize" if _v201(ocpp) else "LocalPreAuthorize": "true"} if local else {})
     async with Station(_dir(root, f"tap-{'local-' if local else ''}{ocpp}"), connectors=1, presets=presets,
@@ -127,16 +131,21 @@ async def _tap_latencies(root: Path, taps: int, ocpp: str, *, local: bool = Fals
             """Station.tap returns once the driver has seen the card leave: the next tap is a new presentation."""
             await s.tap("04A1B2C3", hold_s=0.5)
 
+        from_board = FrameDecoder()
+
         def on_board(direction: Direction, data: bytes) -> None:
-            if direction is not Direction.TO_DEVICE:
-                return
-            for payload in decoder.feed(data):
+            for payload in (decoder if direction is Direction.TO_DEVICE else from_board).feed(data):
                 try:
                     msg = decode_message(payload).message
                 except MessageError:
                     continue
+                now = time.monotonic()
                 if isinstance(msg, AllowContactor) and msg.on and "allow" not in seen:
-                    seen["allow"] = time.monotonic()
+                    seen["allow"] = now
+                elif isinstance(msg, SetLock) and msg.locked and "tap" in seen:
+                    seen.setdefault("lock", now)
+                elif isinstance(msg, StateReport) and msg.lock is LockState.LOCKED and "lock" in seen:
+                    seen.setdefault("locked", now)
 
         reader_wire.observers.append(on_reader)
         board_wire.observers.append(on_board)
@@ -150,7 +159,9 @@ async def _tap_latencies(root: Path, taps: int, ocpp: str, *, local: bool = Fals
             await _wait_started(s, mark)
             await s.wait_until(lambda: "allow" in seen, what="ALLOW_CONTACTOR")
             if "tap" in seen and "allow" in seen and not (local and i == 0):
-                latencies.append(seen["allow"] - seen["tap"])
+                total = seen["allow"] - seen["tap"]
+                travel = seen["locked"] - seen["lock"] if "locked" in seen else 0.0
+                latencies.append((total, total - travel))
             await tap()
             await _wait_stopped(s, mark)
             done = s.mark()
@@ -201,7 +212,10 @@ _ROWS = (("boot mean / max (ms)", "<= 1000"), ("boot CPU of the agent, mean (ms)
          ("modules a start imports / their import time (ms)", ""),
          ("agent sources compiled without bytecode (files / CPU ms)", ""),
          ("tap -> contactor, online Authorize, p50 / p99 (ms)", ""),
-         ("tap -> contactor, local hit, p50 / p99 (ms)", "p99 <= 50"), ("idle RSS mean / max (MB)", "<= 60"),
+         ("tap -> contactor, local hit, p50 / p99 (ms)", "p99 <= 50"),
+         ("  the same without the cable lock's travel (online)", ""),
+         ("  the same without the cable lock's travel (local hit)", ""),
+         ("idle RSS mean / max (MB)", "<= 60"),
          ("idle CPU (% of a core)", "<= 1"), ("charging RSS mean / max (MB)", "<= 60"),
          ("charging CPU (% of a core)", ""))
 
@@ -236,21 +250,21 @@ async def _one_version(ocpp: str, seconds: float, taps: int) -> dict[str, str]:
               "(a bundle ships the bytecode; a checkout run with PYTHONDONTWRITEBYTECODE pays it every start)",
               flush=True)
         out[_ROWS[3][0]] = f"{files} / {compiling * 1000:.0f}"
-        lat = [x * 1000 for x in await _tap_latencies(root, taps, ocpp)]
-        print(f"tap -> ALLOW_CONTACTOR on the wire, online Authorize: n={len(lat)} p50 {_pct(lat, .5):.1f} ms, "
-              f"p99 {_pct(lat, .99):.1f} ms, max {max(lat):.1f} ms   [target p99 <= 50 ms for a local hit]", flush=True)
-        out[_ROWS[4][0]] = f"{_pct(lat, .5):.1f} / {_pct(lat, .99):.1f}"
-        lat = [x * 1000 for x in await _tap_latencies(root, taps, ocpp, local=True)]
-        print(f"tap -> ALLOW_CONTACTOR on the wire, local hit (cache, LocalPreAuthorize): n={len(lat)} "
-              f"p50 {_pct(lat, .5):.1f} ms, p99 {_pct(lat, .99):.1f} ms, max {max(lat):.1f} ms   [target p99 <= 50 ms]",
-              flush=True)
-        out[_ROWS[5][0]] = f"{_pct(lat, .5):.1f} / {_pct(lat, .99):.1f}"
+        for row, local, what in ((4, False, "online Authorize"), (5, True, "local hit (cache, LocalPreAuthorize)")):
+            taken = await _tap_latencies(root, taps, ocpp, local=local)
+            lat, own = [t * 1000 for t, _ in taken], [a * 1000 for _, a in taken]
+            print(f"tap -> ALLOW_CONTACTOR on the wire, {what}: n={len(lat)} p50 {_pct(lat, .5):.1f} ms, "
+                  f"p99 {_pct(lat, .99):.1f} ms, max {max(lat):.1f} ms; without the cable lock's travel (the agent's "
+                  f"own share) p50 {_pct(own, .5):.1f} ms, p99 {_pct(own, .99):.1f} ms   [target p99 <= 50 ms for a "
+                  "local hit]", flush=True)
+            out[_ROWS[row][0]] = f"{_pct(lat, .5):.1f} / {_pct(lat, .99):.1f}"
+            out[_ROWS[row + 2][0]] = f"{_pct(own, .5):.1f} / {_pct(own, .99):.1f}"
         res = await _resources(root, seconds, ocpp)
-        for name, (mean_rss, max_rss, cpu) in res.items():
+        for name, (mean_rss, max_rss, cpu_pct) in res.items():
             print(f"{name:8s} over {seconds:.0f} s: RSS mean {mean_rss:.1f} MB, max {max_rss:.1f} MB, "
-                  f"CPU {cpu:.2f} % of a core   [targets: RSS <= 60 MB, idle CPU <= 1 %]", flush=True)
+                  f"CPU {cpu_pct:.2f} % of a core   [targets: RSS <= 60 MB, idle CPU <= 1 %]", flush=True)
             out[f"{name} RSS mean / max (MB)"] = f"{mean_rss:.1f} / {max_rss:.1f}"
-            out[f"{name} CPU (% of a core)"] = f"{cpu:.2f}"
+            out[f"{name} CPU (% of a core)"] = f"{cpu_pct:.2f}"
     return out
 
 

@@ -237,8 +237,17 @@ class ConnectorController:
             now = utcnow()
             effects = self.machine.handle(event, now)
             prelocked = release = False
+            start_reading: asyncio.Task[MeterReading | None] | None = None
             if _starts_locked(effects):
-                failure = await self._drive_lock(True)
+                # The start value is read while the lock travels (its motor takes 100..600 ms; the meter is on
+                # another line): off the tap-to-contactor path. Nothing flows before the contactor closes, after
+                # the record, so the register read now is the one at the start.
+                start_reading = asyncio.ensure_future(self.fresh_reading())
+                try:
+                    failure = await self._drive_lock(True)
+                except BaseException:
+                    start_reading.cancel()
+                    raise
                 if failure is None:
                     prelocked = True
                 else:  # take the step back: the fault first, then the event again (refused while Faulted)
@@ -250,9 +259,10 @@ class ConnectorController:
                     effects += self.machine.handle(event, now)
                     release = True
             snapshot = json.dumps(self.machine.snapshot())
+            taken = None if start_reading is None else await start_reading
             reading = None
             if any(isinstance(e, TransactionStarted | TransactionStopped) for e in effects):
-                reading = await self.fresh_reading()
+                reading = taken if start_reading is not None else await self.fresh_reading()
             # One commit for the machine's new state and the records it implies: a power cut leaves both or
             # neither (a snapshot without its StopTransaction would lose the stop; a record without its snapshot
             # would stop a transaction twice). Nothing was switched yet, so "neither" is a consistent state.
