@@ -238,7 +238,7 @@ async def _one_version(ocpp: str, seconds: float, taps: int) -> dict[str, str]:
               f"max {max(boots) * 1000:.0f} ms over {len(boots)} starts   [target <= 1000 ms]", flush=True)
         out[_ROWS[0][0]] = f"{statistics.mean(boots) * 1000:.0f} / {max(boots) * 1000:.0f}"
         print(f"boot CPU time of the agent at its BootNotification: mean {statistics.mean(cpu) * 1000:.0f} ms, "
-              f"min {min(cpu) * 1000:.0f} ms (the load barely changes it)", flush=True)
+              f"min {min(cpu) * 1000:.0f} ms (less load-dependent than wall time)", flush=True)
         out[_ROWS[1][0]] = f"{statistics.mean(cpu) * 1000:.0f}"
         lines = parse_importtime(await _start_imports(root, ocpp))
         shares = ", ".join(f"{name} {us / 1000:.0f}" for name, us in import_shares(lines).most_common(8))

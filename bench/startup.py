@@ -1,6 +1,7 @@
-"""What an agent start spends its CPU on, in figures that do not depend on the machine's load.
+"""What an agent start spends its CPU on, in figures that depend far less on the machine's load than wall times.
 
-Wall times on a shared machine stretch with the load; these do not (or barely):
+Wall times on a shared machine stretch with the load (2x and more on a busy 2-core host); these move by some tens of
+per cent at most (CPU time still grows on a busy host: caches, a shared core), and the module count not at all:
 
 * the agent's own CPU time when its BootNotification reaches the CSMS (``/proc/<pid>/stat``);
 * the modules a start imports and where their import time goes, from ``python -X importtime`` (the counts are
