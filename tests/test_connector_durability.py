@@ -212,6 +212,9 @@ class AfterStep(Billing):
             raise sqlite3.OperationalError("database or disk is full")
         super().record(ctrl, effects, reading, now)
 
+    async def notify(self, ctrl: ConnectorController, effects: list[Effect]) -> None:
+        self.called.append(("notify", None))
+
 
 async def test_after_step_callbacks_run_once_the_hardware_is_switched(tmp_path: Path) -> None:
     """What a step recorded is followed up (sent) only after its board commands: the permission to energize is not
@@ -222,12 +225,13 @@ async def test_after_step_callbacks_run_once_the_hardware_is_switched(tmp_path: 
     await ctrl.handle(PilotChanged(PilotState.B))
     board.commands.clear()
     await ctrl.handle(CardPresented(CARD))
-    assert board.commands == [("after step", None)]  # every recorded step, once
+    assert board.commands == [("after step", None), ("notify", None)]  # every recorded step, once
     board.commands.clear()
     await ctrl.handle(AuthorizationResult(CARD, AuthStatus.ACCEPTED, source=AuthSource.ONLINE))
     assert ctrl.machine.transaction is not None
-    assert board.commands[-1] == ("after step", None)
-    assert ("allow", True) in board.commands[:-1]
+    # after the board's commands, before the observers report (a StopTransaction before its Faulted status)
+    assert board.commands[-2:] == [("after step", None), ("notify", None)]
+    assert ("allow", True) in board.commands[:-2]
     await ctrl.close()
 
 

@@ -308,19 +308,23 @@ class ConnectorController:
                         continue
                     await self._perform(effect)
                 self._settle_lock_fault(lock_failure, lock_moved)
+                # before the observers report: what this step recorded goes out first (a StopTransaction before the
+                # StatusNotification Faulted of the same step)
+                self._run_after_step()
                 for observer in self.observers:
                     try:
                         await observer.notify(self, effects)
                     except Exception:  # an observer's bug must not stop charging
                         log.exception("connector observer failed", extra={"connector": self.id})
                 return effects
-            finally:  # also when the step failed: nothing waits for ever on it
+            finally:  # also when the step failed or ended early: nothing waits for ever on it
                 self._run_after_step()
 
     def after_step(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once the step being recorded has carried out its hardware effects (or failed): for an
-        observer's :meth:`~ConnectorObserver.record` whose follow-up work must not sit between the commit and the
-        contactor — e.g. sending what it queued, whose round trip and commit would delay the board's commands."""
+        """Call ``callback`` once the step being recorded has carried out its hardware effects, before its observers'
+        :meth:`~ConnectorObserver.notify` (or once it failed): for an observer's :meth:`~ConnectorObserver.record`
+        whose follow-up work must not sit between the commit and the contactor — e.g. sending what it queued, whose
+        round trip and commit would delay the board's commands — yet must come before what ``notify`` reports."""
         self._after_step.append(callback)
 
     def _run_after_step(self) -> None:
