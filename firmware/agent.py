@@ -19,7 +19,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware.charger.card_routing import card_id_token
 from firmware.charger.connector import ConnectorController, pending_reset, restart_pending
@@ -52,10 +52,12 @@ from firmware.storage.ledger import Ledger
 from firmware.storage.settings import Settings
 from firmware.systemd_notify import SystemdNotifier
 from firmware.task_supervisor import OnFailure, TaskSupervisor
-from firmware.telemetry.service import MqttTelemetry
 from hal.events import Subscription
 from hal.interfaces import CardPresented as ReaderCard
 from hal.interfaces import ReaderEvent, utcnow
+
+if TYPE_CHECKING:  # imported where [mqtt] is configured: MQTT (aiomqtt, paho) costs start-up time otherwise
+    from firmware.telemetry.service import MqttTelemetry
 
 log = logging.getLogger("firmware.agent")
 #: Where this agent's code was imported from, links resolved (which A/B slot runs), for the log.
@@ -120,6 +122,8 @@ class Agent:
             self.connectors[c.id] = ctrl
         self.telemetry: MqttTelemetry | None = None  # with [mqtt]: telemetry and site control (docs/mqtt.md)
         if config.mqtt is not None:
+            from firmware.telemetry.service import MqttTelemetry
+
             self.telemetry = MqttTelemetry(config, self.connectors, self.limits, health=self.report.health,
                                            smart_charging=self.smart_charging,
                                            ledger=self.ledger)

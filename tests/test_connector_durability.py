@@ -196,3 +196,54 @@ async def test_a_failing_database_is_reported_so_the_agent_can_stop(tmp_path: Pa
     # nothing switched: no power offered (the cable lock a transaction starts with is driven before the record:
     # a lock is no energy)
     assert [c for c in ctrl.hw.board.commands if c[0] != "lock"] == []  # type: ignore[attr-defined]
+
+
+class AfterStep(Billing):
+    """Billing that asks to be called back once its step is over (as the OCPP adapters hold their delivery)."""
+
+    def __init__(self, db: Database, called: list[tuple[str, Any]], fail: bool = False) -> None:
+        super().__init__(db)
+        self.called, self.fail_record = called, fail
+
+    def record(self, ctrl: ConnectorController, effects: list[Effect], reading: MeterReading | None,
+               now: datetime) -> None:
+        ctrl.after_step(lambda: self.called.append(("after step", None)))
+        if self.fail_record:
+            raise sqlite3.OperationalError("database or disk is full")
+        super().record(ctrl, effects, reading, now)
+
+    async def notify(self, ctrl: ConnectorController, effects: list[Effect]) -> None:
+        self.called.append(("notify", None))
+
+
+async def test_after_step_callbacks_run_once_the_hardware_is_switched(tmp_path: Path) -> None:
+    """What a step recorded is followed up (sent) only after its board commands: the permission to energize is not
+    queued behind the delivery's round trip and commit."""
+    ctrl, _, db = make(tmp_path)
+    board: FakeBoard = ctrl.hw.board  # type: ignore[assignment]
+    ctrl.observers[0] = AfterStep(db, board.commands)
+    await ctrl.handle(PilotChanged(PilotState.B))
+    board.commands.clear()
+    await ctrl.handle(CardPresented(CARD))
+    assert board.commands == [("after step", None), ("notify", None)]  # every recorded step, once
+    board.commands.clear()
+    await ctrl.handle(AuthorizationResult(CARD, AuthStatus.ACCEPTED, source=AuthSource.ONLINE))
+    assert ctrl.machine.transaction is not None
+    # after the board's commands, before the observers report (a StopTransaction before its Faulted status)
+    assert board.commands[-2:] == [("after step", None), ("notify", None)]
+    assert ("allow", True) in board.commands[:-2]
+    await ctrl.close()
+
+
+async def test_after_step_callbacks_run_also_when_the_step_fails(tmp_path: Path) -> None:
+    ctrl, _, db = make(tmp_path)
+    called: list[tuple[str, Any]] = []
+    await ctrl.handle(PilotChanged(PilotState.B))
+    ctrl.observers[0] = AfterStep(db, called, fail=True)
+    with pytest.raises(sqlite3.OperationalError):
+        await ctrl.handle(CardPresented(CARD))
+    assert called == [("after step", None)]  # a held delivery is released: nothing waits for ever
+    ctrl.observers[0] = Billing(db)
+    await ctrl.handle(AuthorizationResult(CARD, AuthStatus.ACCEPTED, source=AuthSource.ONLINE))
+    assert called == [("after step", None)]  # not called again by a later step
+    await ctrl.close()

@@ -5,6 +5,8 @@ UnlockFailed; both raise the blocking connector_lock_failure, which a later succ
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -30,8 +32,8 @@ from firmware.session import (
 from firmware.storage.database import Database
 from firmware.storage.ledger import Ledger
 from hal.events import EventStream
-from hal.interfaces import FaultCode, LockState, LockUnsupportedError, PilotState
-from tests.test_connector_durability import Billing
+from hal.interfaces import FaultCode, LockState, LockUnsupportedError, MeterReading, PilotState
+from tests.test_connector_durability import Billing, GatedMeter
 
 CARD = IdToken("04A1B2C3", IdTokenType.ISO14443)
 
@@ -127,5 +129,59 @@ async def test_unlock_answers_unlocked_only_when_the_feedback_says_so(tmp_path: 
     assert [e for e in effects if isinstance(e, UnlockResult)] == [UnlockResult(UnlockStatus.UNLOCKED)]
     await settled(ctrl, lambda: not lock_fault(ctrl))
     assert not board.engaged and ctrl.machine.status is ConnectorStatus.FINISHING
+    await ctrl.close()
+    db.close()
+
+
+class TravellingLockBoard(LockBoard):
+    """A lock whose motor is still travelling until the meter has been read (at most 2 s): the start value's read
+    must overlap the lock's travel, or the lock reports after 2 s and the order shows it."""
+
+    def __init__(self, log: list[str], meter_read: asyncio.Event) -> None:
+        super().__init__()
+        self.log, self.meter_read = log, meter_read
+
+    async def set_cable_lock(self, locked: bool) -> LockState:
+        if locked:
+            self.log.append("lock commanded")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.meter_read.wait(), 2.0)
+            self.log.append("lock confirmed")
+        return await super().set_cable_lock(locked)
+
+    async def allow_power(self, on: bool) -> None:
+        self.log.append(f"allow {on}")
+        await super().allow_power(on)
+
+
+class LoggingMeter(GatedMeter):
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self.log = log
+        self.read_done = asyncio.Event()
+
+    async def read(self) -> MeterReading:
+        self.log.append("meter read")
+        reading = await super().read()
+        self.read_done.set()
+        return reading
+
+
+async def test_the_start_value_is_read_while_the_lock_travels_and_recorded_before_power(tmp_path: Path) -> None:
+    """The meter's fresh read for meterStart is off the tap -> contactor path: done during the lock's travel (a
+    motor's 100..600 ms), yet recorded with the transaction before the contactor is allowed."""
+    log: list[str] = []
+    meter = LoggingMeter(log)
+    board = TravellingLockBoard(log, meter.read_done)
+    db = Database(tmp_path / "agent.db")
+    ctrl = ConnectorController(ConnectorHardware(1, board, meter, 32.0, 3),  # type: ignore[arg-type]
+                               SessionConfig(max_current_amps=32.0), db)
+    ctrl.observers.append(Billing(db))
+    await tap_to_start(ctrl)
+    assert ctrl.machine.transaction is not None
+    assert log == ["lock commanded", "meter read", "lock confirmed", "allow True"]
+    assert meter.wh == 1010.0  # read once for the start, not again after the lock
+    rows = db.conn.execute("SELECT payload FROM outbox").fetchall()
+    assert [json.loads(r[0]) for r in rows] == [{"meterStart": 1010}]  # the value read during the travel, on disk
     await ctrl.close()
     db.close()

@@ -372,3 +372,32 @@ def test_stop_reasons_are_16_reasons() -> None:
 
 OCPP16_REASONS = {"DeAuthorized", "EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other", "PowerLoss",
                   "Reboot", "Remote", "SoftReset", "UnlockCommand"}
+
+
+async def test_a_hold_starts_no_delivery_until_every_hold_is_released(tlog: Outbox) -> None:
+    """A connector's step holds the delivery from its commit to its last board command (tap -> contactor)."""
+    csms, sent = FakeCsms(), asyncio.Event()
+
+    async def call(action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        sent.set()
+        return await csms.call(action, payload)
+
+    d = delivery(tlog)
+    first, second = d.hold(), d.hold()
+    task = asyncio.create_task(d.run(call))
+    try:
+        start(tlog)
+        d.wake()
+        for _ in range(20):  # the worker runs, finds the hold, and waits
+            await asyncio.sleep(0)
+        first()
+        first()  # a release counts once
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert csms.sent == [] and tlog.count() == 1
+        second()
+        await asyncio.wait_for(sent.wait(), 5)
+        assert [a for _, a, _ in csms.sent] == ["StartTransaction"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -135,6 +135,7 @@ class ConnectorController:
         self._tasks: set[asyncio.Task[None]] = set()
         self._unplugged = asyncio.Event()  # pilot went to A: try clearing latched faults now
         self._lock_busy = False  # a LockCable is being carried out: its outcome decides, not the board's events
+        self._after_step: list[Callable[[], None]] = []  # see after_step
         self.machine = self._load_machine()
         self._persisted = json.dumps(self.machine.snapshot())  # the machine as last stored: a step can be taken back
         self.inoperative_by = self._load_availability_holds()
@@ -237,8 +238,17 @@ class ConnectorController:
             now = utcnow()
             effects = self.machine.handle(event, now)
             prelocked = release = False
+            start_reading: asyncio.Task[MeterReading | None] | None = None
             if _starts_locked(effects):
-                failure = await self._drive_lock(True)
+                # The start value is read while the lock travels (its motor takes 100..600 ms; the meter is on
+                # another line): off the tap-to-contactor path. Nothing flows before the contactor closes, after
+                # the record, so the register read now is the one at the start.
+                start_reading = asyncio.ensure_future(self.fresh_reading())
+                try:
+                    failure = await self._drive_lock(True)
+                except BaseException:
+                    start_reading.cancel()
+                    raise
                 if failure is None:
                     prelocked = True
                 else:  # take the step back: the fault first, then the event again (refused while Faulted)
@@ -250,58 +260,80 @@ class ConnectorController:
                     effects += self.machine.handle(event, now)
                     release = True
             snapshot = json.dumps(self.machine.snapshot())
+            taken = None if start_reading is None else await start_reading
             reading = None
             if any(isinstance(e, TransactionStarted | TransactionStopped) for e in effects):
-                reading = await self.fresh_reading()
-            # One commit for the machine's new state and the records it implies: a power cut leaves both or
-            # neither (a snapshot without its StopTransaction would lose the stop; a record without its snapshot
-            # would stop a transaction twice). Nothing was switched yet, so "neither" is a consistent state.
+                reading = taken if start_reading is not None else await self.fresh_reading()
             try:
-                with self._db.transaction():
-                    self._settings.put(SNAPSHOT_KEY.format(self.id), snapshot)
-                    if holds != self.inoperative_by:
-                        self._settings.put(AVAILABILITY_KEY.format(self.id), json.dumps(
-                            {source: source not in holds for source in ("csms", "site")}))
-                    if effects:
-                        for observer in self.observers:
-                            observer.record(self, effects, reading, now)
-            except sqlite3.Error as exc:
-                # nothing was switched; without a database no billing data can be kept: Database.on_failure has
-                # already told the agent, which stops with 74
-                log.critical("storage failed while handling an event", extra={
-                    "connector": self.id, "db": str(self._db.path), "error": str(exc)})
-                raise
-            self._persisted = snapshot
-            self.inoperative_by = holds
-            lock_failure: str | None = None  # why the last LockCable of this step failed
-            lock_moved = False
-            if release:  # the lock may be half-way: give the plug free; this clears nothing (the lock failed its job)
-                await self._drive_lock(False)
-            if not effects:
-                return effects
-            for effect in effects:
-                if isinstance(effect, LockCable) and effect.locked and prelocked:
-                    continue  # driven (and confirmed) before the step was recorded
-                if lock_failure is not None and _powers_up(effect):
-                    log.warning("not energizing: the cable lock failed", extra={
-                        "connector": self.id, "effect": type(effect).__name__})
-                    continue
-                if isinstance(effect, LockCable):
-                    lock_failure = await self._drive_lock(effect.locked)
-                    lock_moved = lock_failure is None
-                    if lock_failure is not None and not effect.locked:
-                        effects = [UnlockResult(UnlockStatus.UNLOCK_FAILED)
-                                   if isinstance(e, UnlockResult) and e.status is UnlockStatus.UNLOCKED else e
-                                   for e in effects]
-                    continue
-                await self._perform(effect)
-            self._settle_lock_fault(lock_failure, lock_moved)
-            for observer in self.observers:
+                # One commit for the machine's new state and the records it implies: a power cut leaves both or
+                # neither (a snapshot without its StopTransaction would lose the stop; a record without its snapshot
+                # would stop a transaction twice). Nothing was switched yet, so "neither" is a consistent state.
                 try:
-                    await observer.notify(self, effects)
-                except Exception:  # an observer's bug must not stop charging
-                    log.exception("connector observer failed", extra={"connector": self.id})
-            return effects
+                    with self._db.transaction():
+                        self._settings.put(SNAPSHOT_KEY.format(self.id), snapshot)
+                        if holds != self.inoperative_by:
+                            self._settings.put(AVAILABILITY_KEY.format(self.id), json.dumps(
+                                {source: source not in holds for source in ("csms", "site")}))
+                        if effects:
+                            for observer in self.observers:
+                                observer.record(self, effects, reading, now)
+                except sqlite3.Error as exc:
+                    # nothing was switched; without a database no billing data can be kept: Database.on_failure has
+                    # already told the agent, which stops with 74
+                    log.critical("storage failed while handling an event", extra={
+                        "connector": self.id, "db": str(self._db.path), "error": str(exc)})
+                    raise
+                self._persisted = snapshot
+                self.inoperative_by = holds
+                lock_failure: str | None = None  # why the last LockCable of this step failed
+                lock_moved = False
+                if release:  # the lock may be half-way: give the plug free; this clears nothing (it failed its job)
+                    await self._drive_lock(False)
+                if not effects:
+                    return effects
+                for effect in effects:
+                    if isinstance(effect, LockCable) and effect.locked and prelocked:
+                        continue  # driven (and confirmed) before the step was recorded
+                    if lock_failure is not None and _powers_up(effect):
+                        log.warning("not energizing: the cable lock failed", extra={
+                            "connector": self.id, "effect": type(effect).__name__})
+                        continue
+                    if isinstance(effect, LockCable):
+                        lock_failure = await self._drive_lock(effect.locked)
+                        lock_moved = lock_failure is None
+                        if lock_failure is not None and not effect.locked:
+                            effects = [UnlockResult(UnlockStatus.UNLOCK_FAILED)
+                                       if isinstance(e, UnlockResult) and e.status is UnlockStatus.UNLOCKED else e
+                                       for e in effects]
+                        continue
+                    await self._perform(effect)
+                self._settle_lock_fault(lock_failure, lock_moved)
+                # before the observers report: what this step recorded goes out first (a StopTransaction before the
+                # StatusNotification Faulted of the same step)
+                self._run_after_step()
+                for observer in self.observers:
+                    try:
+                        await observer.notify(self, effects)
+                    except Exception:  # an observer's bug must not stop charging
+                        log.exception("connector observer failed", extra={"connector": self.id})
+                return effects
+            finally:  # also when the step failed or ended early: nothing waits for ever on it
+                self._run_after_step()
+
+    def after_step(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the step being recorded has carried out its hardware effects, before its observers'
+        :meth:`~ConnectorObserver.notify` (or once it failed): for an observer's :meth:`~ConnectorObserver.record`
+        whose follow-up work must not sit between the commit and the contactor — e.g. sending what it queued, whose
+        round trip and commit would delay the board's commands — yet must come before what ``notify`` reports."""
+        self._after_step.append(callback)
+
+    def _run_after_step(self) -> None:
+        callbacks, self._after_step = self._after_step, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # an observer's bug must not stop charging
+                log.exception("connector after-step callback failed", extra={"connector": self.id})
 
     async def fresh_reading(self) -> MeterReading | None:
         """A reading taken now (start/stop values), falling back to the latest poll if the meter is silent."""

@@ -129,6 +129,7 @@ class OutboxDelivery:
         self._idle = asyncio.Event()
         self._idle.set()
         self._draining = False
+        self._holds = 0  # see hold()
         # seq -> loop time before which it is not sent again: the stored retry_at, read once (monotonic after)
         self._not_before: dict[int, float] = {}
 
@@ -137,12 +138,33 @@ class OutboxDelivery:
         return self._draining
 
     def wake(self) -> None:
-        """Something was queued: look at the head now."""
+        """Something was queued: look at the head now (or once the last :meth:`hold` is released)."""
         self._wake.set()
+
+    def hold(self) -> Callable[[], None]:
+        """Start no new delivery until the returned release is called (each hold released once; a delivery in
+        flight finishes). For a connector's step that queued a message and still has to switch the hardware: the
+        message is on disk already, and its round trip and the commit of its answer would otherwise run between the
+        board's commands (tap -> contactor, firmware/charger/connector.py ``after_step``)."""
+        self._holds += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._holds -= 1
+                self._wake.set()
+
+        return release
 
     async def run(self, call: Call) -> None:
         """Deliver until the connection fails (the exception propagates) or :meth:`drain` is called."""
         while not self._draining:
+            if self._holds:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
             msg = self.outbox.head()
             if msg is None:
                 self._wake.clear()

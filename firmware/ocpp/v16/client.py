@@ -148,6 +148,8 @@ class Ocpp16Client(ContextViews):
 
     def record(self, ctrl: ConnectorController, effects: list[Effect], reading: MeterReading | None,
                now: datetime) -> None:
+        # what this step queues is sent once the step has switched the hardware (tap -> contactor)
+        ctrl.after_step(self.transactions.delivery.hold())
         self.transactions.record(ctrl, effects, reading, now)
 
     async def notify(self, ctrl: ConnectorController, effects: list[Effect]) -> None:

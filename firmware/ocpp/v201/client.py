@@ -181,6 +181,8 @@ class Ocpp201Client(ContextViews):
 
     def record(self, ctrl: ConnectorController, effects: list[Effect], reading: MeterReading | None,
                now: datetime) -> None:
+        # what this step queues is sent once the step has switched the hardware (tap -> contactor)
+        ctrl.after_step(self.transactions.delivery.hold())
         self.transactions.record(ctrl, effects, reading, now)
         if self.smart_charging is not None:  # after the transaction's own events
             self.smart_charging.record(ctrl, effects, reading, now)
