@@ -38,7 +38,7 @@ from typing import Any
 
 from firmware.maintenance import transfer
 from firmware.maintenance.diagnostics import DiagnosticsSources, build_archive, build_security_archive
-from firmware.maintenance.updater import write_json_durably
+from firmware.storage.files import write_json_durably
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -34,6 +33,7 @@ from firmware.security.revocation import (
     crl_issuer,
     read_crl,
 )
+from firmware.storage.files import write_durably
 
 if TYPE_CHECKING:  # the updater judges certificates with this module: no import of it at run time
     from firmware.maintenance.updater import UpdaterSettings
@@ -95,12 +95,7 @@ def _fetch(url: str, settings: UpdaterSettings, dest: Path) -> None:
         transfer.download(url, part, max_bytes=4 << 20, timeout_s=min(settings.transfer_timeout_s, FETCH_TIMEOUT_S),
                           tls=settings.transfer_tls)
         crl = read_crl(part)
-        tmp = dest.with_name(dest.name + ".tmp")
-        with tmp.open("wb") as f:
-            f.write(crl.public_bytes(serialization.Encoding.DER))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
+        write_durably(dest, crl.public_bytes(serialization.Encoding.DER), mode=0o644)  # a CRL is public
     finally:
         part.unlink(missing_ok=True)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import ssl
 import time
 import uuid
@@ -36,6 +35,7 @@ from cryptography import x509
 
 from firmware.maintenance import signing, transfer
 from firmware.maintenance.bundle import BundleError, verify_bundle, verify_file_signature
+from firmware.storage.files import write_json_durably
 
 log = logging.getLogger(__name__)
 
@@ -177,22 +177,6 @@ class JobStore:
 
     def save(self, job: UpdateJob) -> None:
         write_json_durably(self.path, job.to_json())
-
-
-def write_json_durably(path: Path, data: dict[str, Any]) -> None:
-    """``data`` as ``path``: written beside, fsynced, renamed over it, the directory fsynced (a job's state)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 @dataclass(frozen=True)
