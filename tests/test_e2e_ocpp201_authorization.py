@@ -16,10 +16,11 @@ import pytest
 import pytest_asyncio
 
 from tests.station import CP_ID, WAIT_S, Station
-from tests.station_neutral import back_to_neutral_201, last_status
 from tests.test_e2e_ocpp201_cfg import (
     authorizes,
     cache_accepted,
+    last_status,
+    open_transactions,
     plug,
     set_variables,
     start_transaction,
@@ -42,11 +43,19 @@ async def station(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sta
 
 @pytest_asyncio.fixture(autouse=True, loop_scope="module")
 async def neutral(station: Station) -> AsyncIterator[Station]:
-    """After each test: the station back to neutral (station_neutral.py), the list empty, the card accepted again."""
+    """After each test: the CSMS online, no EV, no transaction, the list empty and the cache cleared."""
     yield station
-    await back_to_neutral_201(station)
-    assert (await send_list(station, 1, "Full", None))["status"] == "Accepted"
-    station.csms.behaviour.id_tags.accept(CARD)
+    s = station
+    if not s.csms.online:
+        await s.csms.set_online(True)
+    await s.csms.wait_connected(CP_ID, timeout_s=WAIT_S)
+    s.ev(1).unplug()
+    for tx_id in open_transactions(s):
+        await s.csms.request_stop_transaction(CP_ID, tx_id, timeout_s=WAIT_S)
+    await s.wait_until(lambda: last_status(s, 1) == "Available", what="EVSE 1 Available")
+    await s.wait_until(lambda: not open_transactions(s), what="every transaction ended")
+    assert (await send_list(s, 1, "Full", None))["status"] == "Accepted"
+    assert (await s.csms.clear_cache(CP_ID, timeout_s=WAIT_S))["status"] == "Accepted"
 
 
 def entry(token: str, status: str | None = "Accepted") -> dict[str, Any]:

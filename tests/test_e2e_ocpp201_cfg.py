@@ -18,7 +18,6 @@ import pytest_asyncio
 
 from sim.csms.transcript import TranscriptEntry
 from tests.station import CP_ID, WAIT_S, Station
-from tests.station_neutral import back_to_neutral_201, last_status
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -37,10 +36,29 @@ async def station(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sta
 
 @pytest_asyncio.fixture(autouse=True, loop_scope="module")
 async def neutral(station: Station) -> AsyncIterator[Station]:
-    """After each test: the station back to neutral (station_neutral.py), the module's cards accepted again."""
+    """After each test: the CSMS online, no EV, every transaction over, the station Operative and Available."""
     yield station
-    await back_to_neutral_201(station)
-    station.csms.behaviour.id_tags.accept(CARD, OTHER)
+    s = station
+    if not s.csms.online:
+        await s.csms.set_online(True)
+    await s.csms.wait_connected(CP_ID, timeout_s=WAIT_S)
+    for evse in EVSES:
+        s.ev(evse).unplug()
+    for tx_id in open_transactions(s):
+        await s.csms.request_stop_transaction(CP_ID, tx_id, timeout_s=WAIT_S)
+    await s.csms.change_availability_201(CP_ID, "Operative", timeout_s=WAIT_S)
+    for evse in EVSES:
+        await s.wait_until(lambda e=evse: last_status(s, e) == "Available", what=f"EVSE {evse} Available")
+    await s.wait_until(lambda: not open_transactions(s), what="every transaction ended")
+
+
+def last_status(s: Station, evse: int) -> str | None:
+    statuses = s.statuses(evse)
+    return statuses[-1] if statuses else None
+
+
+def open_transactions(s: Station) -> list[str]:
+    return [t.transaction_id for t in s.csms.state(CP_ID).transactions201.values() if t.is_open]
 
 
 def started(token: str | None = None, evse: int | None = None) -> Any:
