@@ -49,9 +49,14 @@ async def neutral(station: Station) -> AsyncIterator[Station]:
     if not s.csms.online:
         await s.csms.set_online(True)
     await s.csms.wait_connected(CP_ID, timeout_s=WAIT_S)
+    plugged, since = s.ev(1).plugged, len(s.log())
     s.ev(1).unplug()
     for tx_id in open_transactions(s):
         await s.csms.request_stop_transaction(CP_ID, tx_id, timeout_s=WAIT_S)
+    if plugged:  # the agent itself saw the EV leave: a plug offline was never reported, so the CSMS's last status
+        # (Available from before) says nothing, and the next test's plug would come before the agent noticed this unplug
+        await s.wait_log(lambda e: e.get("msg") == "connector status" and e.get("connector") == 1
+                         and e.get("status") == "Available", since=since, what="the agent saw the EV unplugged")
     await s.wait_until(lambda: last_status(s, 1) == "Available", what="EVSE 1 Available")
     await s.wait_until(lambda: not open_transactions(s), what="every transaction ended")
     assert (await send_list(s, 1, "Full", None))["status"] == "Accepted"
